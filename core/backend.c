@@ -1,0 +1,48 @@
+/* Backend creation by name, through the registry the build generates (backends.c). core/ knows no backend. */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+const char *cnn_backends_available(void)
+{
+    static char names[128];
+    if (!names[0]) {
+        size_t len = 0;
+        for (int i = 0; i < cnn_backend_registry_count && len < sizeof names; i++)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? "," : "",
+                                    cnn_backend_registry[i].name);
+    }
+    return names;
+}
+
+cnn_status cnn_backend_create(const char *name, cnn_backend **out)
+{
+    *out = NULL;
+    if (!name || !strcmp(name, "auto")) {
+        /* the last registered backend that is usable here wins: accelerators are listed after the cpu */
+        for (int i = cnn_backend_registry_count - 1; i >= 0; i--)
+            if (cnn_backend_registry[i].available())
+                return cnn_backend_registry[i].create(cnn_backend_registry[i].name, out);
+        return cnn_error(CNN_ERR_NOT_FOUND, "no backend is usable on this machine");
+    }
+    for (int i = 0; i < cnn_backend_registry_count; i++) {
+        const char *reg = cnn_backend_registry[i].name;
+        size_t len = strlen(reg);
+        if (!strncmp(name, reg, len) && (name[len] == '\0' || name[len] == ':'))
+            return cnn_backend_registry[i].create(name, out);
+    }
+    return cnn_error(CNN_ERR_NOT_FOUND, "unknown device '%s' (this build has: %s)", name, cnn_backends_available());
+}
+
+void cnn_backend_destroy(cnn_backend *b)
+{
+    if (b) b->ops->destroy(b);
+}
+
+const char *cnn_backend_name(const cnn_backend *b) { return b ? b->name : ""; }
+
+const char *cnn_backend_description(const cnn_backend *b) { return b ? b->description : ""; }
+
+cnn_status cnn_backend_sync(cnn_backend *b) { return b->ops->sync(b); }

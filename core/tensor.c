@@ -1,0 +1,104 @@
+/* Tensors: shape bookkeeping, allocation through the owning backend, host transfers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+static const struct {
+    const char *name;
+    size_t size;
+} cnn_dtype_info[] = {
+    {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I32", 4}, {"U8", 1}, {"I8", 1},
+};
+_Static_assert(sizeof(cnn_dtype_info) / sizeof(cnn_dtype_info[0]) == CNN_DTYPE_COUNT,
+               "cnn_dtype_info must describe every cnn_dtype");
+
+size_t cnn_dtype_size(cnn_dtype dtype)
+{
+    return (unsigned)dtype < CNN_DTYPE_COUNT ? cnn_dtype_info[dtype].size : 0;
+}
+
+const char *cnn_dtype_name(cnn_dtype dtype)
+{
+    return (unsigned)dtype < CNN_DTYPE_COUNT ? cnn_dtype_info[dtype].name : "?";
+}
+
+int64_t cnn_tensor_numel(const cnn_tensor *t)
+{
+    if (!t || t->ndim <= 0) return 0;
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+size_t cnn_tensor_bytes(const cnn_tensor *t)
+{
+    return t ? (size_t)cnn_tensor_numel(t) * cnn_dtype_size(t->dtype) : 0;
+}
+
+cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
+                             cnn_tensor **out)
+{
+    *out = NULL;
+    if (!backend || (unsigned)dtype >= CNN_DTYPE_COUNT || ndim < 1 || ndim > CNN_MAX_DIMS || !shape)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: bad backend, dtype or rank %d", ndim);
+    cnn_tensor *t = calloc(1, sizeof *t);
+    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_create: out of host memory");
+    t->backend = backend;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])) {
+            free(t);
+            return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: dimension %d (%lld) is negative or too large",
+                             i, (long long)shape[i]);
+        }
+        t->shape[i] = shape[i];
+        n *= shape[i];
+    }
+    size_t bytes = cnn_tensor_bytes(t);
+    if (bytes > 0) {
+        cnn_status st = backend->ops->alloc(backend, bytes, &t->data);
+        if (st != CNN_OK) {
+            free(t);
+            return st;
+        }
+    }
+    t->owns_data = 1;
+    *out = t;
+    return CNN_OK;
+}
+
+void cnn_tensor_destroy(cnn_tensor *t)
+{
+    if (!t) return;
+    if (t->owns_data && t->data) t->backend->ops->free(t->backend, t->data);
+    free(t);
+}
+
+cnn_status cnn_tensor_write(cnn_tensor *t, const void *host, size_t bytes)
+{
+    if (!t || (!host && bytes) || bytes != cnn_tensor_bytes(t))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_write: %zu bytes given for a tensor of %zu", bytes,
+                         cnn_tensor_bytes(t));
+    return t->backend->ops->write(t->backend, t, host, bytes);
+}
+
+cnn_status cnn_tensor_read(const cnn_tensor *t, void *host, size_t bytes)
+{
+    if (!t || (!host && bytes) || bytes != cnn_tensor_bytes(t))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_read: %zu bytes asked of a tensor of %zu", bytes,
+                         cnn_tensor_bytes(t));
+    return t->backend->ops->read(t->backend, t, host, bytes);
+}
+
+int64_t cnn_window_out(int64_t in, int kernel, int stride, int pad_before, int pad_after, int dilation)
+{
+    if (kernel < 1 || stride < 1 || dilation < 1 || pad_before < 0 || pad_after < 0) return -1;
+    int64_t span = (int64_t)(kernel - 1) * dilation + 1;
+    int64_t padded = in + pad_before + pad_after;
+    if (padded < span) return -1;
+    return (padded - span) / stride + 1;
+}

@@ -1,0 +1,58 @@
+/* cnn.c — datasets held in host memory.
+ *
+ * A dataset is a set of images (NHWC, f32) with integer labels. Pixels are scaled to [0, 1] on load and may
+ * then be standardized per channel. Sources: IDX files (MNIST, Fashion-MNIST; gzip-compressed or raw). */
+#ifndef CNN_DATA_H
+#define CNN_DATA_H
+
+#include <stdint.h>
+
+#include "cnn/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cnn_dataset {
+    int64_t n;            /* number of samples */
+    int h, w, c;          /* image shape */
+    float *images;        /* (n, h, w, c), owned */
+    int32_t *labels;      /* (n), owned; each in [0, num_classes) */
+    int num_classes;
+    char **class_names;   /* num_classes names, owned; NULL when unknown */
+} cnn_dataset;
+
+/* Where Debian's dataset-fashion-mnist package puts the files. */
+#define CNN_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Loads an IDX image file (u8, rank 3 (n, h, w) or rank 4 (n, h, w, c)) and an IDX label file (u8, rank 1) of
+ * the same count. Either may be gzip-compressed. Pixels are scaled to [0, 1]; num_classes is max(label) + 1.
+ * Malformed, truncated or disagreeing files give CNN_ERR_FORMAT naming the file and the field. */
+cnn_status cnn_dataset_load_idx(const char *images_path, const char *labels_path, cnn_dataset **out);
+
+/* Loads a named dataset: "fashion-mnist", "fashion-mnist:DIR", "mnist:DIR". `split` is "train" or "test".
+ * The files are DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. A missing directory or file gives
+ * CNN_ERR_NOT_FOUND with a message that says how to install the data. Fashion-MNIST gets its class names. */
+cnn_status cnn_dataset_load(const char *spec, const char *split, cnn_dataset **out);
+
+void cnn_dataset_destroy(cnn_dataset *ds);
+
+/* Splits off the last `fraction` of a seeded shuffle as a validation set; `ds` is left unchanged. */
+cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t seed, cnn_dataset **train,
+                             cnn_dataset **val);
+
+/* Per-channel mean and standard deviation over all pixels (arrays of ds->c). */
+cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std);
+
+/* x = (x - mean[c]) / std[c] in place; std values must be > 0. */
+cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const float *std);
+
+/* Decodes a PNG, JPEG or BMP file with stb_image, converts it to `c` channels (1: luminance, 3: RGB), resizes it
+ * to h x w (bilinear when enlarging, area averaging when shrinking) and writes h*w*c floats in [0, 1], NHWC,
+ * into `out`. A missing, corrupt or unsupported file gives a status naming the file. */
+cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
