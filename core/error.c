@@ -52,6 +52,11 @@ cnn_status cnn_error_prefix(cnn_status status, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, cnn_error_message, sizeof old);
-    snprintf(cnn_error_message, sizeof cnn_error_message, "%s%s", prefix, old);
+    size_t plen = strlen(prefix), olen = strlen(old);
+    if (plen > CNN_ERROR_MAX - 1) plen = CNN_ERROR_MAX - 1;
+    if (olen > CNN_ERROR_MAX - 1 - plen) olen = CNN_ERROR_MAX - 1 - plen;
+    memcpy(cnn_error_message, prefix, plen);
+    memcpy(cnn_error_message + plen, old, olen);
+    cnn_error_message[plen + olen] = '\0';
     return status;
 }

@@ -1,0 +1,109 @@
+/* Layers: a small vtable per layer type, implemented once on top of backend ops (never device code).
+ *
+ * Shapes here are per sample: (H, W, C) for images, (F) for features. The batch dimension is the network's. */
+#ifndef CNN_CORE_LAYER_H
+#define CNN_CORE_LAYER_H
+
+#include <stdint.h>
+
+#include "core/backend.h"
+#include "core/rng.h"
+
+#define CNN_LAYER_MAX_PARAMS 2
+#define CNN_NAME_MAX 64
+
+typedef struct cnn_shape {
+    int ndim;       /* 3: (H, W, C); 1: (F) */
+    int64_t d[3];
+} cnn_shape;
+
+typedef enum cnn_init {
+    CNN_INIT_ZEROS = 0,
+    CNN_INIT_HE_NORMAL,      /* He et al. 2015: N(0, 2 / fan_in), for layers followed by ReLU */
+    CNN_INIT_GLOROT_UNIFORM, /* Glorot & Bengio 2010: U(+-sqrt(6 / (fan_in + fan_out))), Keras' default */
+} cnn_init;
+
+typedef struct cnn_param {
+    char name[CNN_NAME_MAX];  /* "conv2d_1.weight" */
+    cnn_tensor *value;
+    cnn_tensor *grad;
+    cnn_init init;
+    int64_t fan_in, fan_out;
+} cnn_param;
+
+typedef struct cnn_layer cnn_layer;
+
+typedef struct cnn_layer_ops {
+    const char *kind;        /* the definition keyword: "conv" */
+    const char *type_name;   /* shown by summary: "Conv2D" */
+    const char *name_prefix; /* layer names: "conv2d", "conv2d_1", ... */
+    /* Checks the input shape, sets l->out and creates the parameters (l->params, l->nparams). */
+    cnn_status (*init)(cnn_layer *l);
+    /* y = f(x). x and y have the batch as first dim. */
+    cnn_status (*forward)(cnn_layer *l, const cnn_tensor *x, cnn_tensor *y, int training);
+    /* Given dy (may be overwritten), fills the params' grads and dx (NULL for the first layer). */
+    cnn_status (*backward)(cnn_layer *l, const cnn_tensor *x, const cnn_tensor *y, cnn_tensor *dy, cnn_tensor *dx);
+    void (*destroy)(cnn_layer *l); /* frees what the layer struct holds beyond the common part; may be NULL */
+    /* 1: the output is the input's memory under another shape (flatten): no forward/backward work. */
+    int is_view;
+} cnn_layer_ops;
+
+struct cnn_layer {
+    const cnn_layer_ops *ops;
+    char name[CNN_NAME_MAX];
+    int line;              /* line of the definition, for messages */
+    cnn_backend *backend;
+    cnn_shape in, out;
+    cnn_param params[CNN_LAYER_MAX_PARAMS];
+    int nparams;
+    cnn_plan *plan;        /* the backend's per-layer state */
+    cnn_act act;
+};
+
+/* Creates a parameter tensor of the given shape on the layer's backend with its grad. */
+cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init,
+                               int64_t fan_in, int64_t fan_out);
+/* Frees params and the plan; then the layer. */
+void cnn_layer_destroy(cnn_layer *l);
+
+/* Fills a parameter according to its init scheme. */
+cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng);
+
+/* ---- layer constructors (core/layer_*.c); the parser fills their settings ---- */
+
+typedef struct cnn_conv_layer {
+    cnn_layer base;
+    int filters, kernel_h, kernel_w, stride_h, stride_w;
+    int same_padding;      /* 1: TF/Keras "same"; 0: "valid" */
+    int use_bias;
+    int pad_top, pad_left, pad_bottom, pad_right; /* derived in init */
+} cnn_conv_layer;
+
+typedef struct cnn_pool_layer {
+    cnn_layer base;
+    cnn_pool_mode mode;
+    int kernel_h, kernel_w, stride_h, stride_w;
+    int same_padding;
+    int pad_top, pad_left, pad_bottom, pad_right;
+} cnn_pool_layer;
+
+typedef struct cnn_dense_layer {
+    cnn_layer base;
+    int units;
+    int use_bias;
+} cnn_dense_layer;
+
+extern const cnn_layer_ops cnn_conv_layer_ops;
+extern const cnn_layer_ops cnn_maxpool_layer_ops;
+extern const cnn_layer_ops cnn_avgpool_layer_ops;
+extern const cnn_layer_ops cnn_dense_layer_ops;
+extern const cnn_layer_ops cnn_flatten_layer_ops;
+
+/* "same" padding as TensorFlow computes it: total = max((ceil(in/stride) - 1) * stride + k - in, 0), the extra
+ * pixel at the end. */
+void cnn_same_padding(int64_t in, int kernel, int stride, int *before, int *after);
+
+/* Formats a per-sample shape as Keras does: "(None, 26, 26, 32)". */
+void cnn_shape_format(const cnn_shape *s, char *buf, size_t size);
+
+#endif

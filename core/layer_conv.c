@@ -1,0 +1,89 @@
+/* conv: 2-D convolution over NHWC with OHWI weights, optional bias and a fused activation. */
+#include "core/error.h"
+#include "core/layer.h"
+
+static cnn_status conv_init(cnn_layer *l)
+{
+    cnn_conv_layer *c = (cnn_conv_layer *)l;
+    if (l->in.ndim != 3)
+        return cnn_error(CNN_ERR_SHAPE, "line %d: conv needs an image input (H, W, C), got a flat one: add it "
+                                        "before flatten", l->line);
+    int64_t h = l->in.d[0], w = l->in.d[1], ch = l->in.d[2];
+    if (c->same_padding) {
+        cnn_same_padding(h, c->kernel_h, c->stride_h, &c->pad_top, &c->pad_bottom);
+        cnn_same_padding(w, c->kernel_w, c->stride_w, &c->pad_left, &c->pad_right);
+    } else {
+        c->pad_top = c->pad_bottom = c->pad_left = c->pad_right = 0;
+    }
+    int64_t oh = cnn_window_out(h, c->kernel_h, c->stride_h, c->pad_top, c->pad_bottom, 1);
+    int64_t ow = cnn_window_out(w, c->kernel_w, c->stride_w, c->pad_left, c->pad_right, 1);
+    if (oh < 1 || ow < 1)
+        return cnn_error(CNN_ERR_SHAPE, "line %d: conv kernel %dx%d does not fit the %lldx%lld input", l->line,
+                         c->kernel_h, c->kernel_w, (long long)h, (long long)w);
+    l->out = (cnn_shape){3, {oh, ow, c->filters}};
+    int64_t fan_in = (int64_t)c->kernel_h * c->kernel_w * ch;
+    int64_t fan_out = (int64_t)c->kernel_h * c->kernel_w * c->filters;
+    int64_t wshape[4] = {c->filters, c->kernel_h, c->kernel_w, ch};
+    cnn_init init = l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+    cnn_status st = cnn_layer_add_param(l, "weight", 4, wshape, init, fan_in, fan_out);
+    if (st == CNN_OK && c->use_bias) {
+        int64_t bshape[1] = {c->filters};
+        st = cnn_layer_add_param(l, "bias", 1, bshape, CNN_INIT_ZEROS, fan_in, fan_out);
+    }
+    return st;
+}
+
+static cnn_conv2d_args conv_args(cnn_layer *l)
+{
+    cnn_conv_layer *c = (cnn_conv_layer *)l;
+    return (cnn_conv2d_args){
+        .plan = &l->plan,
+        .w = l->params[0].value,
+        .b = c->use_bias ? l->params[1].value : NULL,
+        .stride_h = c->stride_h, .stride_w = c->stride_w,
+        .pad_top = c->pad_top, .pad_left = c->pad_left, .pad_bottom = c->pad_bottom, .pad_right = c->pad_right,
+        .dilation_h = 1, .dilation_w = 1, .groups = 1,
+        .act = l->act,
+    };
+}
+
+static cnn_status conv_forward(cnn_layer *l, const cnn_tensor *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    cnn_conv2d_args a = conv_args(l);
+    a.x = x;
+    a.y = y;
+    return l->backend->ops->conv2d_forward(l->backend, &a);
+}
+
+static cnn_status conv_backward(cnn_layer *l, const cnn_tensor *x, const cnn_tensor *y, cnn_tensor *dy,
+                                cnn_tensor *dx)
+{
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (l->act != CNN_ACT_NONE) {
+        cnn_act_args aa = {.act = l->act, .y = (cnn_tensor *)y, .dy = dy, .dx = dy};
+        CNN_TRY(b->ops->act_backward(b, &aa));
+    }
+    cnn_conv2d_args a = conv_args(l);
+    a.x = x;
+    a.dy = dy;
+    a.dw = l->params[0].grad;
+    a.db = l->nparams > 1 ? l->params[1].grad : NULL;
+    CNN_TRY(b->ops->conv2d_backward_filter(b, &a));
+    if (dx) {
+        a.dx = dx;
+        CNN_TRY(b->ops->conv2d_backward_data(b, &a));
+    }
+fail:
+    return st;
+}
+
+const cnn_layer_ops cnn_conv_layer_ops = {
+    .kind = "conv",
+    .type_name = "Conv2D",
+    .name_prefix = "conv2d",
+    .init = conv_init,
+    .forward = conv_forward,
+    .backward = conv_backward,
+};

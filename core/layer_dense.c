@@ -1,0 +1,87 @@
+/* dense: fully connected, (N, IN) x (OUT, IN)^T + bias, with a fused activation; and flatten, a view. */
+#include "core/error.h"
+#include "core/layer.h"
+
+static cnn_status dense_init(cnn_layer *l)
+{
+    cnn_dense_layer *d = (cnn_dense_layer *)l;
+    if (l->in.ndim != 1)
+        return cnn_error(CNN_ERR_SHAPE, "line %d: dense needs a flat input: add 'flatten' before it", l->line);
+    int64_t in = l->in.d[0];
+    l->out = (cnn_shape){1, {d->units, 0, 0}};
+    int64_t wshape[2] = {d->units, in};
+    cnn_init init = l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+    cnn_status st = cnn_layer_add_param(l, "weight", 2, wshape, init, in, d->units);
+    if (st == CNN_OK && d->use_bias) {
+        int64_t bshape[1] = {d->units};
+        st = cnn_layer_add_param(l, "bias", 1, bshape, CNN_INIT_ZEROS, in, d->units);
+    }
+    return st;
+}
+
+static cnn_dense_args dense_args(cnn_layer *l)
+{
+    return (cnn_dense_args){
+        .plan = &l->plan,
+        .w = l->params[0].value,
+        .b = l->nparams > 1 ? l->params[1].value : NULL,
+        .act = l->act,
+    };
+}
+
+static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    cnn_dense_args a = dense_args(l);
+    a.x = x;
+    a.y = y;
+    return l->backend->ops->dense_forward(l->backend, &a);
+}
+
+static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *x, const cnn_tensor *y, cnn_tensor *dy,
+                                 cnn_tensor *dx)
+{
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (l->act != CNN_ACT_NONE) {
+        cnn_act_args aa = {.act = l->act, .y = (cnn_tensor *)y, .dy = dy, .dx = dy};
+        CNN_TRY(b->ops->act_backward(b, &aa));
+    }
+    cnn_dense_args a = dense_args(l);
+    a.x = x;
+    a.dy = dy;
+    a.dw = l->params[0].grad;
+    a.db = l->nparams > 1 ? l->params[1].grad : NULL;
+    CNN_TRY(b->ops->dense_backward_weights(b, &a));
+    if (dx) {
+        a.dx = dx;
+        CNN_TRY(b->ops->dense_backward_data(b, &a));
+    }
+fail:
+    return st;
+}
+
+const cnn_layer_ops cnn_dense_layer_ops = {
+    .kind = "dense",
+    .type_name = "Dense",
+    .name_prefix = "dense",
+    .init = dense_init,
+    .forward = dense_forward,
+    .backward = dense_backward,
+};
+
+static cnn_status flatten_init(cnn_layer *l)
+{
+    int64_t n = 1;
+    for (int i = 0; i < l->in.ndim; i++) n *= l->in.d[i];
+    l->out = (cnn_shape){1, {n, 0, 0}};
+    return CNN_OK;
+}
+
+const cnn_layer_ops cnn_flatten_layer_ops = {
+    .kind = "flatten",
+    .type_name = "Flatten",
+    .name_prefix = "flatten",
+    .init = flatten_init,
+    .is_view = 1,
+};

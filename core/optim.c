@@ -1,0 +1,94 @@
+/* SGD with momentum and Adam over every parameter of a network. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "core/optim.h"
+
+void cnn_optimizer_destroy(cnn_optimizer *opt)
+{
+    if (!opt) return;
+    for (int i = 0; i < opt->nparams; i++) {
+        if (opt->m) cnn_tensor_destroy(opt->m[i]);
+        if (opt->v) cnn_tensor_destroy(opt->v[i]);
+    }
+    free(opt->m);
+    free(opt->v);
+    free(opt->params);
+    free(opt);
+}
+
+static cnn_status zeros_like(cnn_backend *b, const cnn_tensor *like, cnn_tensor **out)
+{
+    cnn_status st = cnn_tensor_create(b, like->dtype, like->ndim, like->shape, out);
+    if (st == CNN_OK) st = b->ops->fill(b, *out, 0.0f);
+    return st;
+}
+
+cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_optimizer **out)
+{
+    cnn_status st = CNN_OK;
+    *out = NULL;
+    if (!(cfg->lr > 0.0f) || !isfinite(cfg->lr))
+        return cnn_error(CNN_ERR_INVALID_ARG, "learning rate must be a positive number, got %g", (double)cfg->lr);
+    cnn_optimizer *opt = calloc(1, sizeof *opt);
+    if (!opt) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    opt->cfg = *cfg;
+    opt->backend = net->backend;
+    int n = 0;
+    for (int i = 0; i < net->nlayers; i++) n += net->layers[i]->nparams;
+    opt->params = calloc((size_t)(n ? n : 1), sizeof *opt->params);
+    opt->m = calloc((size_t)(n ? n : 1), sizeof *opt->m);
+    opt->v = calloc((size_t)(n ? n : 1), sizeof *opt->v);
+    if (!opt->params || !opt->m || !opt->v) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (int i = 0; i < net->nlayers; i++)
+        for (int p = 0; p < net->layers[i]->nparams; p++) opt->params[opt->nparams++] = &net->layers[i]->params[p];
+    for (int i = 0; i < opt->nparams; i++) {
+        const cnn_tensor *pv = opt->params[i]->value;
+        if (cfg->optimizer == CNN_OPTIM_ADAM) {
+            CNN_TRY(zeros_like(net->backend, pv, &opt->m[i]));
+            CNN_TRY(zeros_like(net->backend, pv, &opt->v[i]));
+        } else if (cfg->momentum != 0.0f) {
+            CNN_TRY(zeros_like(net->backend, pv, &opt->m[i]));
+        }
+    }
+    *out = opt;
+    return CNN_OK;
+fail:
+    cnn_optimizer_destroy(opt);
+    return st;
+}
+
+cnn_status cnn_optimizer_step(cnn_optimizer *opt)
+{
+    cnn_backend *b = opt->backend;
+    const cnn_train_config *c = &opt->cfg;
+    opt->step++;
+    float bc1 = 1.0f - powf(c->beta1, (float)opt->step);
+    float bc2 = 1.0f - powf(c->beta2, (float)opt->step);
+    for (int i = 0; i < opt->nparams; i++) {
+        cnn_param *p = opt->params[i];
+        cnn_status st;
+        if (c->optimizer == CNN_OPTIM_ADAM) {
+            cnn_adam_args a = {
+                .param = p->value, .grad = p->grad, .m = opt->m[i], .v = opt->v[i],
+                .lr = c->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                .weight_decay = c->weight_decay, .decoupled = 0,
+                .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = 1.0f,
+            };
+            st = b->ops->adam_update(b, &a);
+        } else {
+            cnn_sgd_args a = {
+                .param = p->value, .grad = p->grad, .velocity = opt->m[i],
+                .lr = c->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
+                .nesterov = c->nesterov, .grad_scale = 1.0f,
+            };
+            st = b->ops->sgd_update(b, &a);
+        }
+        if (st != CNN_OK) return cnn_error_prefix(st, "optimizer update of %s: ", p->name);
+    }
+    return CNN_OK;
+}

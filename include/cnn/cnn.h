@@ -1,0 +1,23 @@
+/* cnn.c — the public C API, all of it. */
+#ifndef CNN_CNN_H
+#define CNN_CNN_H
+
+#include "cnn/status.h"
+#include "cnn/tensor.h"
+#include "cnn/backend.h"
+#include "cnn/data.h"
+#include "cnn/net.h"
+#include "cnn/train.h"
+#include "cnn/io.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "0.1.0" */
+const char *cnn_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,244 @@
+// Networks end to end on the CPU backend: gradients of the whole network against finite differences, training
+// on a synthetic task, evaluation metrics against a hand count.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "cnn/cnn.h"
+#include "core/net.h"
+#include "core/rng.h"
+}
+
+namespace {
+
+struct Backend {
+  cnn_backend *b = nullptr;
+  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
+  ~Backend() { cnn_backend_destroy(b); }
+};
+
+// A synthetic 4-class task: a bright 3x3 square in one of the four quadrants of a noisy 12x12 image.
+struct Synthetic {
+  std::vector<float> images;
+  std::vector<int32_t> labels;
+  cnn_dataset ds{};
+  Synthetic(int n, uint64_t seed) : images((size_t)n * 144), labels(n) {
+    cnn_rng r;
+    cnn_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+      int k = (int)cnn_rng_below(&r, 4);
+      labels[i] = k;
+      float *img = &images[(size_t)i * 144];
+      for (int p = 0; p < 144; p++) img[p] = 0.3f * cnn_rng_uniform(&r);
+      int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
+      for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
+    }
+    ds.n = n;
+    ds.h = ds.w = 12;
+    ds.c = 1;
+    ds.images = images.data();
+    ds.labels = labels.data();
+    ds.num_classes = 4;
+  }
+};
+
+const char *kSmallNet =
+    "input 12 12 1\n"
+    "conv 8 3 relu padding=same\n"
+    "maxpool 2\n"
+    "conv 8 3 relu\n"
+    "avgpool 2\n"
+    "flatten\n"
+    "dense 16 relu\n"
+    "dense 4 softmax\n";
+
+double mean_loss(cnn_net *net, int n) {
+  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_loss(net, 0), CNN_OK) << cnn_last_error();
+  std::vector<float> losses(n);
+  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
+  double s = 0;
+  for (float l : losses) s += l;
+  return s / n;
+}
+
+TEST(Network, ParameterGradientsMatchFiniteDifferences) {
+  Backend be;
+  Synthetic data(6, 11);
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 3, &net), CNN_OK) << cnn_last_error();
+  const int n = 6;
+  ASSERT_EQ(cnn_net_stage_batch(net, &data.ds, nullptr, 0, n), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
+  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK);
+  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
+  cnn_rng pick;
+  cnn_rng_seed(&pick, 5);
+  const float eps = 1e-2f;
+  int checked = 0;
+  for (int li = 0; li < net->nlayers; li++) {
+    cnn_layer *l = net->layers[li];
+    for (int pi = 0; pi < l->nparams; pi++) {
+      cnn_param *p = &l->params[pi];
+      int64_t count = cnn_tensor_numel(p->value);
+      std::vector<float> w(count), g(count);
+      ASSERT_EQ(cnn_tensor_read(p->value, w.data(), count * 4), CNN_OK);
+      ASSERT_EQ(cnn_tensor_read(p->grad, g.data(), count * 4), CNN_OK);
+      double num2 = 0, diff2 = 0;
+      for (int t = 0; t < 12; t++) {
+        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
+        float orig = w[i];
+        w[i] = orig + eps;
+        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
+        double lp = mean_loss(net, n);
+        w[i] = orig - eps;
+        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
+        double lm = mean_loss(net, n);
+        w[i] = orig;
+        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
+        double numeric = (lp - lm) / (2.0 * eps);
+        num2 += numeric * numeric + g[i] * (double)g[i];
+        diff2 += (numeric - g[i]) * (numeric - g[i]);
+        checked++;
+      }
+      // float32 central differences through ReLUs and max-pools: compare in aggregate, per parameter tensor
+      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), 0.05) << p->name;
+    }
+  }
+  EXPECT_EQ(checked, 12 * 8);
+  cnn_net_destroy(net);
+}
+
+cnn_status train_small(cnn_backend *b, cnn_optimizer_kind kind, float lr, double *val_acc, cnn_net **out) {
+  Synthetic train(1200, 1), val(400, 2);
+  cnn_net *net = nullptr;
+  cnn_status st = cnn_net_from_text(kSmallNet, "small", b, 9, &net);
+  if (st != CNN_OK) return st;
+  cnn_train_config cfg;
+  cnn_train_config_defaults(&cfg);
+  cfg.epochs = 4;
+  cfg.batch_size = 32;
+  cfg.optimizer = kind;
+  cfg.lr = lr;
+  cfg.progress = nullptr;
+  std::vector<cnn_epoch_stats> hist(cfg.epochs);
+  st = cnn_train(net, &train.ds, &val.ds, &cfg, hist.data());
+  if (st == CNN_OK) {
+    *val_acc = hist.back().val_accuracy;
+    EXPECT_LT(hist.back().loss, hist.front().loss);
+    EXPECT_GT(hist.back().images_per_sec, 0);
+  }
+  *out = net;
+  return st;
+}
+
+TEST(Training, AdamLearnsSyntheticQuadrantTask) {
+  Backend be;
+  cnn_net *net = nullptr;
+  double acc = 0;
+  ASSERT_EQ(train_small(be.b, CNN_OPTIM_ADAM, 3e-3f, &acc, &net), CNN_OK) << cnn_last_error();
+  EXPECT_GT(acc, 0.97);
+  cnn_net_destroy(net);
+}
+
+TEST(Training, SgdMomentumLearnsSyntheticQuadrantTask) {
+  Backend be;
+  cnn_net *net = nullptr;
+  double acc = 0;
+  ASSERT_EQ(train_small(be.b, CNN_OPTIM_SGD, 0.05f, &acc, &net), CNN_OK) << cnn_last_error();
+  EXPECT_GT(acc, 0.95);
+  cnn_net_destroy(net);
+}
+
+TEST(Training, SameSeedGivesSameWeights) {
+  Backend be;
+  cnn_net *a = nullptr, *b = nullptr;
+  double acc;
+  ASSERT_EQ(train_small(be.b, CNN_OPTIM_ADAM, 3e-3f, &acc, &a), CNN_OK);
+  ASSERT_EQ(train_small(be.b, CNN_OPTIM_ADAM, 3e-3f, &acc, &b), CNN_OK);
+  cnn_param *pa = &a->layers[0]->params[0], *pb = &b->layers[0]->params[0];
+  int64_t n = cnn_tensor_numel(pa->value);
+  std::vector<float> wa(n), wb(n);
+  ASSERT_EQ(cnn_tensor_read(pa->value, wa.data(), n * 4), CNN_OK);
+  ASSERT_EQ(cnn_tensor_read(pb->value, wb.data(), n * 4), CNN_OK);
+  // same seed, same thread count: bit-identical
+  EXPECT_EQ(std::memcmp(wa.data(), wb.data(), n * 4), 0);
+  cnn_net_destroy(a);
+  cnn_net_destroy(b);
+}
+
+TEST(Evaluation, MetricsMatchACountFromPredictions) {
+  Backend be;
+  cnn_net *net = nullptr;
+  double acc;
+  ASSERT_EQ(train_small(be.b, CNN_OPTIM_ADAM, 3e-3f, &acc, &net), CNN_OK);
+  Synthetic test(300, 77);
+  // make a few labels wrong on purpose so that every cell of the arithmetic is exercised
+  for (int i = 0; i < 300; i += 10) test.labels[i] = (test.labels[i] + 1) % 4;
+  cnn_metrics *m = nullptr;
+  ASSERT_EQ(cnn_evaluate(net, &test.ds, 64, &m), CNN_OK) << cnn_last_error();
+  std::vector<float> probs(300 * 4);
+  ASSERT_EQ(cnn_net_predict(net, test.images.data(), 300, probs.data()), CNN_OK);
+  long conf[4][4] = {};
+  double loss = 0;
+  for (int i = 0; i < 300; i++) {
+    int best = 0;
+    for (int j = 1; j < 4; j++)
+      if (probs[i * 4 + j] > probs[i * 4 + best]) best = j;
+    conf[test.labels[i]][best]++;
+    loss -= std::log(std::fmax(probs[i * 4 + test.labels[i]], 1e-30f));
+  }
+  long correct = 0;
+  for (int r = 0; r < 4; r++) {
+    correct += conf[r][r];
+    for (int c = 0; c < 4; c++) EXPECT_EQ(m->confusion[r * 4 + c], conf[r][c]) << r << "," << c;
+  }
+  EXPECT_NEAR(m->accuracy, correct / 300.0, 1e-12);
+  EXPECT_NEAR(m->loss, loss / 300, 1e-3);
+  double macro_f1 = 0;
+  for (int c = 0; c < 4; c++) {
+    long pred = 0, act = 0;
+    for (int j = 0; j < 4; j++) {
+      pred += conf[j][c];
+      act += conf[c][j];
+    }
+    double p = pred ? (double)conf[c][c] / pred : 0, r = act ? (double)conf[c][c] / act : 0;
+    EXPECT_NEAR(m->precision[c], p, 1e-12);
+    EXPECT_NEAR(m->recall[c], r, 1e-12);
+    EXPECT_EQ(m->support[c], act);
+    macro_f1 += (p + r > 0 ? 2 * p * r / (p + r) : 0) / 4;
+  }
+  EXPECT_NEAR(m->macro_f1, macro_f1, 1e-12);
+  EXPECT_LT(m->accuracy, 0.95);  // the flipped labels cap it near 0.9
+  cnn_metrics_destroy(m);
+  cnn_net_destroy(net);
+}
+
+TEST(Training, RejectsDataThatDoesNotFitTheModel) {
+  Backend be;
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 1, &net), CNN_OK);
+  Synthetic data(10, 1);
+  cnn_train_config cfg;
+  cnn_train_config_defaults(&cfg);
+  cfg.progress = nullptr;
+  cfg.epochs = 1;
+  data.ds.w = 11;  // wrong shape
+  EXPECT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_ERR_SHAPE);
+  EXPECT_NE(std::string(cnn_last_error()).find("12x12x1"), std::string::npos) << cnn_last_error();
+  data.ds.w = 12;
+  data.labels[3] = 7;  // beyond the 4 outputs
+  EXPECT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_ERR_SHAPE);
+  EXPECT_NE(std::string(cnn_last_error()).find("label 7 at sample 3"), std::string::npos) << cnn_last_error();
+  data.labels[3] = 0;
+  cfg.lr = -1;
+  EXPECT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_ERR_INVALID_ARG);
+  cnn_net_destroy(net);
+}
+
+}  // namespace

@@ -1,0 +1,28 @@
+// Helpers shared by the test suites: temporary directories and files, running the cnn program.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace cnntest {
+
+// A fresh directory under /tmp, removed with its contents when the object goes away.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string &path() const { return path_; }
+  std::string file(const std::string &name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string &path, const std::string &bytes);
+std::string read_file(const std::string &path);
+
+// Runs the built `cnn` program with the given arguments (each shell-quoted); returns the exit status and
+// fills `output` with stdout and stderr together.
+int run_cnn(const std::vector<std::string> &args, std::string *output);
+
+}  // namespace cnntest

@@ -1,0 +1,142 @@
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/cli.h"
+
+void cli_usage(const char *command, const char *usage, const cli_flag *flags, FILE *out)
+{
+    fprintf(out, "usage: cnn %s %s\n\n", command, usage);
+    for (const cli_flag *f = flags; f && f->name; f++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s", f->name);
+        fprintf(out, "  %-20s %s\n", left, f->help);
+    }
+    fprintf(out, "  %-20s %s\n", "--help", "show this help");
+}
+
+static int set_value(const char *command, cli_flag *f, const char *text)
+{
+    char *end;
+    errno = 0;
+    switch (f->kind) {
+    case CLI_STRING:
+        if (!*text) {
+            fprintf(stderr, "cnn %s: --%s: the value is empty\n", command, f->name);
+            return 2;
+        }
+        *(const char **)f->value = text;
+        return 0;
+    case CLI_INT: {
+        long v = strtol(text, &end, 10);
+        if (errno || end == text || *end || v < f->min || v > f->max) {
+            fprintf(stderr, "cnn %s: --%s: '%s' is not an integer from %.0f to %.0f\n", command, f->name, text, f->min,
+                    f->max);
+            return 2;
+        }
+        *(int *)f->value = (int)v;
+        return 0;
+    }
+    case CLI_U64: {
+        unsigned long long v = strtoull(text, &end, 10);
+        if (errno || end == text || *end || text[0] == '-') {
+            fprintf(stderr, "cnn %s: --%s: '%s' is not a non-negative integer\n", command, f->name, text);
+            return 2;
+        }
+        *(uint64_t *)f->value = (uint64_t)v;
+        return 0;
+    }
+    case CLI_FLOAT: {
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !isfinite(v) || v < f->min || v > f->max) {
+            fprintf(stderr, "cnn %s: --%s: '%s' is not a number from %g to %g\n", command, f->name, text, f->min, f->max);
+            return 2;
+        }
+        *(float *)f->value = (float)v;
+        return 0;
+    }
+    case CLI_BOOL:
+        *(int *)f->value = 1;
+        return 0;
+    }
+    return 2;
+}
+
+int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc, char **argv, char **pos,
+              int max_pos, int *npos)
+{
+    *npos = 0;
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == '\0') {
+            if (*npos >= max_pos) {
+                fprintf(stderr, "cnn %s: unexpected argument '%s' (see cnn %s --help)\n", command, a, command);
+                return 2;
+            }
+            pos[(*npos)++] = argv[i];
+            continue;
+        }
+        if (!strcmp(a, "--")) {
+            only_pos = 1;
+            continue;
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cli_usage(command, usage, flags, stdout);
+            return 1;
+        }
+        if (strncmp(a, "--", 2)) {
+            fprintf(stderr, "cnn %s: unknown option '%s': options are spelled --name (see cnn %s --help)\n", command, a,
+                    command);
+            return 2;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        cli_flag *f = flags;
+        while (f->name && !(strlen(f->name) == len && !strncmp(f->name, name, len))) f++;
+        if (!f->name) {
+            fprintf(stderr, "cnn %s: unknown flag '--%.*s' (see cnn %s --help)\n", command, (int)len, name, command);
+            return 2;
+        }
+        if (f->seen) {
+            fprintf(stderr, "cnn %s: --%s is given twice\n", command, f->name);
+            return 2;
+        }
+        f->seen = 1;
+        const char *value;
+        if (f->kind == CLI_BOOL) {
+            if (eq) {
+                fprintf(stderr, "cnn %s: --%s takes no value\n", command, f->name);
+                return 2;
+            }
+            value = "";
+        } else if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "cnn %s: --%s needs a value\n", command, f->name);
+            return 2;
+        }
+        int rc = set_value(command, f, value);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int cli_fail(const char *command, const char *what, cnn_status st)
+{
+    const char *msg = cnn_last_error();
+    fprintf(stderr, "cnn %s: %s: %s\n", command, what, msg[0] ? msg : cnn_status_string(st));
+    return 1;
+}
+
+cnn_status cli_backend(const char *command, const char *device, cnn_backend **out)
+{
+    cnn_status st = cnn_backend_create(device, out);
+    if (st != CNN_OK) return st;
+    fprintf(stderr, "cnn %s: device %s: %s\n", command, cnn_backend_name(*out), cnn_backend_description(*out));
+    return CNN_OK;
+}

@@ -1,0 +1,44 @@
+/* The cnn program's shared pieces: the subcommand table, flag parsing, messages. Public API only. */
+#ifndef CNN_TOOLS_CLI_H
+#define CNN_TOOLS_CLI_H
+
+#include <stdint.h>
+
+#include "cnn/cnn.h"
+
+typedef struct cnn_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cnn_command;
+
+typedef enum cli_kind { CLI_STRING, CLI_INT, CLI_FLOAT, CLI_U64, CLI_BOOL } cli_kind;
+
+typedef struct cli_flag {
+    const char *name;   /* "epochs" for --epochs */
+    cli_kind kind;
+    void *value;        /* const char **, int *, float *, uint64_t *, int * */
+    const char *help;   /* "N  number of epochs (default 10)" */
+    double min, max;    /* bounds for numbers (inclusive) */
+    int seen;
+} cli_flag;
+
+/* Parses argv[1..] into flags ("--name value", "--name=value"; CLI_BOOL takes no value); the rest are
+ * positional and land in pos (up to max_pos). Prints a message naming the flag and returns 2 on error, 1 when
+ * --help was asked (usage printed), 0 on success. */
+int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc, char **argv, char **pos,
+              int max_pos, int *npos);
+void cli_usage(const char *command, const char *usage, const cli_flag *flags, FILE *out);
+
+/* Prints "cnn <command>: <what>: <cnn_last_error()>" to stderr; returns the exit status for it (1). */
+int cli_fail(const char *command, const char *what, cnn_status st);
+
+/* Creates the backend for --device (NULL: auto) and says which device is used on stderr. */
+cnn_status cli_backend(const char *command, const char *device, cnn_backend **out);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_summary(int argc, char **argv);
+
+#endif

@@ -1,0 +1,38 @@
+/* The cnn program: one subcommand per file (tools/cmd_*.c), dispatched from here. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/cli.h"
+
+static const cnn_command cnn_commands[] = {
+    {"train", "train a model definition on a dataset and save the model", cmd_train},
+    {"eval", "loss, accuracy, per-class precision/recall/F1 and confusion matrix of a model", cmd_eval},
+    {"predict", "classify PNG/JPEG/BMP images with a trained model", cmd_predict},
+    {"summary", "print a model's layers, output shapes and parameter counts", cmd_summary},
+};
+#define NCOMMANDS (int)(sizeof cnn_commands / sizeof cnn_commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "cnn %s: train and run convolutional image classifiers (devices: %s)\n\nusage: cnn COMMAND [options]\n\n",
+            cnn_version(), cnn_backends_available());
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-10s %s\n", cnn_commands[i].name, cnn_commands[i].summary);
+    fprintf(out, "\n'cnn COMMAND --help' lists a command's options; 'cnn --version' prints the version.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("cnn %s\n", cnn_version());
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], cnn_commands[i].name)) return cnn_commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "cnn: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

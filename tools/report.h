@@ -1,0 +1,14 @@
+/* Reports the cnn program writes: the --metrics-json file. */
+#ifndef CNN_TOOLS_REPORT_H
+#define CNN_TOOLS_REPORT_H
+
+#include "cnn/cnn.h"
+
+/* Writes {"history": [...], "test": {...}, "peak_rss_mib": ...} atomically. history may be NULL (eval). */
+cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, int epochs, const cnn_metrics *test,
+                             const cnn_net *net);
+
+/* Peak resident memory of this process in MiB. */
+double report_peak_rss_mib(void);
+
+#endif
