@@ -328,20 +328,20 @@ int cnn_net_normalization(const cnn_net *net, float *mean, float *std)
 
 void cnn_net_summary(const cnn_net *net, FILE *out)
 {
-    const char *rule = "_________________________________________________________________";
-    const char *thick = "=================================================================";
+    const char *rule = "_____________________________________________________________________";
+    const char *thick = "=====================================================================";
     char shape[64], title[96];
     fprintf(out, "Model: \"%s\"\n%s\n", net->source, rule);
-    fprintf(out, " %-28s %-25s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
+    fprintf(out, " %-32s %-25s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
     cnn_shape_format(&net->input, shape, sizeof shape);
-    fprintf(out, " %-28s %-25s %-10d\n\n", "input (InputLayer)", shape, 0);
+    fprintf(out, " %-32s %-25s %-10d\n\n", "input (InputLayer)", shape, 0);
     for (int i = 0; i < net->nlayers; i++) {
         const cnn_layer *l = net->layers[i];
         int64_t np = 0;
         for (int p = 0; p < l->nparams; p++) np += cnn_tensor_numel(l->params[p].value);
         snprintf(title, sizeof title, "%s (%s)", l->name, l->ops->type_name);
         cnn_shape_format(&l->out, shape, sizeof shape);
-        fprintf(out, " %-28s %-25s %-10lld\n", title, shape, (long long)np);
+        fprintf(out, " %-32s %-25s %-10lld\n", title, shape, (long long)np);
         if (i + 1 < net->nlayers) fputc('\n', out);
     }
     int64_t total = cnn_net_param_count(net);
