@@ -1,0 +1,403 @@
+/* Datasets in host memory: loading IDX files (MNIST, Fashion-MNIST), splitting, per-channel statistics. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cnn/data.h"
+#include "core/error.h"
+#include "core/idx.h"
+#include "core/rng.h"
+
+/* Both MNIST and Fashion-MNIST have ten classes. */
+#define MNIST_CLASSES 10
+
+/* Fashion-MNIST's label names, in label order (github.com/zalandoresearch/fashion-mnist, "Labels"). */
+static const char *const fashion_mnist_classes[MNIST_CLASSES] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// allocation
+
+/* A dataset of n samples of h x w x c with uninitialized images and labels and no class names. */
+static cnn_status dataset_alloc(int64_t n, int h, int w, int c, cnn_dataset **out)
+{
+    *out = NULL;
+    if (n < 0 || h <= 0 || w <= 0 || c <= 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "dataset of %lld samples of %dx%dx%d", (long long)n, h, w, c);
+    size_t per = (size_t)h * (size_t)w; /* each < 2^31, so no overflow in 64-bit size_t */
+    if (per > SIZE_MAX / (size_t)c) goto too_big;
+    per *= (size_t)c;
+    if ((uint64_t)n > SIZE_MAX / sizeof(float) / per) goto too_big;
+
+    cnn_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for a dataset");
+    ds->n = n;
+    ds->h = h;
+    ds->w = w;
+    ds->c = c;
+    size_t npix = (size_t)n * per;
+    ds->images = malloc(npix ? npix * sizeof(float) : 1);
+    ds->labels = malloc(n ? (size_t)n * sizeof(int32_t) : 1);
+    if (!ds->images || !ds->labels) {
+        cnn_dataset_destroy(ds);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld images of %dx%dx%d", (long long)n, h, w, c);
+    }
+    *out = ds;
+    return CNN_OK;
+
+too_big:
+    return cnn_error(CNN_ERR_NO_MEMORY, "a dataset of %lld images of %dx%dx%d does not fit in memory", (long long)n,
+                     h, w, c);
+}
+
+static cnn_status copy_class_names(cnn_dataset *dst, const char *const *names, int count)
+{
+    if (!names || count <= 0) return CNN_OK;
+    dst->class_names = calloc((size_t)count, sizeof *dst->class_names);
+    if (!dst->class_names) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for class names");
+    for (int i = 0; i < count; i++) {
+        const char *s = names[i] ? names[i] : "";
+        size_t len = strlen(s);
+        dst->class_names[i] = malloc(len + 1);
+        if (!dst->class_names[i]) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for class names");
+        memcpy(dst->class_names[i], s, len + 1);
+    }
+    return CNN_OK;
+}
+
+void cnn_dataset_destroy(cnn_dataset *ds)
+{
+    if (!ds) return;
+    if (ds->class_names) {
+        for (int i = 0; i < ds->num_classes; i++) free(ds->class_names[i]);
+        free(ds->class_names);
+    }
+    free(ds->images);
+    free(ds->labels);
+    free(ds);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// IDX files
+
+cnn_status cnn_dataset_load_idx(const char *images_path, const char *labels_path, cnn_dataset **out)
+{
+    cnn_status st = CNN_OK;
+    cnn_idx img = {0}, lab = {0};
+    cnn_dataset *ds = NULL;
+
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_load_idx: no output");
+    *out = NULL;
+    if (!images_path || !labels_path)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_load_idx: missing file name");
+
+    CNN_TRY(cnn_idx_read(images_path, 0, &img));
+    if (img.ndim != 3 && img.ndim != 4) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: an image file must have 3 (n, h, w) or 4 (n, h, w, c) dimensions, "
+                       "this one has %d", images_path, img.ndim);
+        goto fail;
+    }
+    int64_t n = img.dims[0], h = img.dims[1], w = img.dims[2], c = img.ndim == 4 ? img.dims[3] : 1;
+    if (n == 0) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: the file holds no images (dimension 0 is 0)", images_path);
+        goto fail;
+    }
+    if (h <= 0 || w <= 0 || c <= 0 || h > INT_MAX || w > INT_MAX || c > INT_MAX) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: bad image shape %lldx%lldx%lld", images_path, (long long)h,
+                       (long long)w, (long long)c);
+        goto fail;
+    }
+
+    CNN_TRY(cnn_idx_read(labels_path, 0, &lab));
+    if (lab.ndim != 1) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: a label file must have 1 dimension, this one has %d", labels_path,
+                       lab.ndim);
+        goto fail;
+    }
+    if (lab.dims[0] != n) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s holds %lld images but %s holds %lld labels", images_path,
+                       (long long)n, labels_path, (long long)lab.dims[0]);
+        goto fail;
+    }
+
+    CNN_TRY(dataset_alloc(n, (int)h, (int)w, (int)c, &ds));
+    /* u8 -> [0, 1]; divide (not multiply by 1/255) so that every value is the correctly rounded v / 255 */
+    for (size_t i = 0; i < img.size; i++) ds->images[i] = (float)img.data[i] / 255.0f;
+    int max_label = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ds->labels[i] = lab.data[i];
+        if (lab.data[i] > max_label) max_label = lab.data[i];
+    }
+    ds->num_classes = max_label + 1;
+    cnn_idx_free(&img);
+    cnn_idx_free(&lab);
+    *out = ds;
+    return CNN_OK;
+
+fail:
+    cnn_idx_free(&img);
+    cnn_idx_free(&lab);
+    cnn_dataset_destroy(ds);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// named datasets
+
+static int is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && !S_ISDIR(sb.st_mode);
+}
+
+/* How to get the files, for messages about a missing directory or file. */
+static void howto(char *buf, size_t size, int fashion, const char *dir)
+{
+    if (fashion && !strcmp(dir, CNN_FASHION_MNIST_DIR))
+        snprintf(buf, size, "install it with: sudo apt-get install dataset-fashion-mnist");
+    else if (fashion)
+        snprintf(buf, size, "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+                 "and t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist in %s, or "
+                 "install the packaged copy with: sudo apt-get install dataset-fashion-mnist (then use "
+                 "'fashion-mnist' without a directory)", dir);
+    else
+        snprintf(buf, size, "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+                 "and t10k-labels-idx1-ubyte.gz from http://yann.lecun.com/exdb/mnist/ in %s", dir);
+}
+
+/* DIR/NAME.gz when it exists, else DIR/NAME when it exists; else CNN_ERR_NOT_FOUND. `path` is malloc'ed. */
+static cnn_status find_idx_file(const char *dataset, int fashion, const char *dir, const char *name, char **path)
+{
+    *path = NULL;
+    size_t len = strlen(dir) + strlen(name) + 5; /* '/', ".gz", '\0' */
+    char *gz = malloc(len), *raw = malloc(len);
+    if (!gz || !raw) {
+        free(gz);
+        free(raw);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+    }
+    snprintf(gz, len, "%s/%s.gz", dir, name);
+    snprintf(raw, len, "%s/%s", dir, name);
+    if (is_file(gz)) {
+        free(raw);
+        *path = gz;
+        return CNN_OK;
+    }
+    if (is_file(raw)) {
+        free(gz);
+        *path = raw;
+        return CNN_OK;
+    }
+    char how[1024];
+    howto(how, sizeof how, fashion, dir);
+    cnn_status st = cnn_error(CNN_ERR_NOT_FOUND, "%s: neither %s nor %s exists; %s", dataset, gz, raw, how);
+    free(gz);
+    free(raw);
+    return st;
+}
+
+cnn_status cnn_dataset_load(const char *spec, const char *split, cnn_dataset **out)
+{
+    cnn_status st = CNN_OK;
+    char *images = NULL, *labels = NULL;
+    cnn_dataset *ds = NULL;
+
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_load: no output");
+    *out = NULL;
+    if (!spec || !split) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_load: missing dataset or split");
+
+    const char *colon = strchr(spec, ':');
+    size_t name_len = colon ? (size_t)(colon - spec) : strlen(spec);
+    const char *dir = colon ? colon + 1 : NULL;
+    int fashion;
+    if (name_len == 13 && !strncmp(spec, "fashion-mnist", name_len)) {
+        fashion = 1;
+        if (!dir) dir = CNN_FASHION_MNIST_DIR;
+    } else if (name_len == 5 && !strncmp(spec, "mnist", name_len)) {
+        fashion = 0;
+        if (!dir)
+            return cnn_error(CNN_ERR_INVALID_ARG, "dataset 'mnist' needs a directory: mnist:DIR, where DIR holds "
+                             "train-images-idx3-ubyte.gz etc. from http://yann.lecun.com/exdb/mnist/");
+    } else {
+        return cnn_error(CNN_ERR_NOT_FOUND, "unknown dataset '%s' (known: fashion-mnist, fashion-mnist:DIR, "
+                         "mnist:DIR)", spec);
+    }
+    if (!dir[0]) return cnn_error(CNN_ERR_INVALID_ARG, "dataset '%s': empty directory after ':'", spec);
+    const char *prefix;
+    if (!strcmp(split, "train")) prefix = "train";
+    else if (!strcmp(split, "test")) prefix = "t10k";
+    else return cnn_error(CNN_ERR_INVALID_ARG, "unknown split '%s' (use train or test)", split);
+
+    const char *dataset = fashion ? "fashion-mnist" : "mnist";
+    if (!is_dir(dir)) {
+        char how[1024];
+        howto(how, sizeof how, fashion, dir);
+        return cnn_error(CNN_ERR_NOT_FOUND, "%s: the directory %s does not exist; %s", dataset, dir, how);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", prefix);
+    CNN_TRY(find_idx_file(dataset, fashion, dir, name, &images));
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", prefix);
+    CNN_TRY(find_idx_file(dataset, fashion, dir, name, &labels));
+    CNN_TRY(cnn_dataset_load_idx(images, labels, &ds));
+
+    for (int64_t i = 0; i < ds->n; i++) {
+        if (ds->labels[i] >= MNIST_CLASSES) {
+            st = cnn_error(CNN_ERR_FORMAT, "%s: label %d of sample %lld is not one of %s's %d classes", labels,
+                           (int)ds->labels[i], (long long)i, dataset, MNIST_CLASSES);
+            goto fail;
+        }
+    }
+    ds->num_classes = MNIST_CLASSES;
+    if (fashion) CNN_TRY(copy_class_names(ds, fashion_mnist_classes, MNIST_CLASSES));
+    free(images);
+    free(labels);
+    *out = ds;
+    return CNN_OK;
+
+fail:
+    free(images);
+    free(labels);
+    cnn_dataset_destroy(ds);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// splitting
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A dataset made of the samples idx[0..count) of src, in that order. */
+static cnn_status gather(const cnn_dataset *src, const int64_t *idx, int64_t count, cnn_dataset **out)
+{
+    cnn_dataset *ds = NULL;
+    cnn_status st = dataset_alloc(count, src->h, src->w, src->c, &ds);
+    if (st != CNN_OK) return st;
+    size_t per = (size_t)src->h * (size_t)src->w * (size_t)src->c;
+    for (int64_t i = 0; i < count; i++) {
+        memcpy(ds->images + (size_t)i * per, src->images + (size_t)idx[i] * per, per * sizeof(float));
+        ds->labels[i] = src->labels[idx[i]];
+    }
+    ds->num_classes = src->num_classes;
+    st = copy_class_names(ds, (const char *const *)src->class_names, src->num_classes);
+    if (st != CNN_OK) {
+        cnn_dataset_destroy(ds);
+        return st;
+    }
+    *out = ds;
+    return CNN_OK;
+}
+
+cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t seed, cnn_dataset **train,
+                             cnn_dataset **val)
+{
+    cnn_status st = CNN_OK;
+    int64_t *idx = NULL;
+    cnn_dataset *t = NULL, *v = NULL;
+
+    if (!train || !val) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_split: no output");
+    *train = *val = NULL;
+    if (!ds || !ds->images || !ds->labels)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_split: no dataset");
+    if (!(fraction > 0.0 && fraction < 1.0))
+        return cnn_error(CNN_ERR_INVALID_ARG, "validation fraction %g is not between 0 and 1", fraction);
+    if (ds->n < 2)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cannot split %lld samples into training and validation sets",
+                         (long long)ds->n);
+    if (ds->n > (int64_t)UINT32_MAX) /* cnn_rng_shuffle draws 32-bit indices */
+        return cnn_error(CNN_ERR_INVALID_ARG, "cannot shuffle %lld samples (at most 2^32-1)", (long long)ds->n);
+
+    /* at least one sample on each side */
+    int64_t nval = (int64_t)llround((double)ds->n * fraction);
+    if (nval < 1) nval = 1;
+    if (nval > ds->n - 1) nval = ds->n - 1;
+    int64_t ntrain = ds->n - nval;
+
+    idx = malloc((size_t)ds->n * sizeof *idx);
+    if (!idx) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld indices", (long long)ds->n);
+    for (int64_t i = 0; i < ds->n; i++) idx[i] = i;
+    cnn_rng rng;
+    cnn_rng_seed(&rng, seed);
+    cnn_rng_shuffle(&rng, idx, ds->n);
+    /* each side keeps the original order of its samples: the split is a pure partition */
+    qsort(idx, (size_t)ntrain, sizeof *idx, cmp_i64);
+    qsort(idx + ntrain, (size_t)nval, sizeof *idx, cmp_i64);
+
+    CNN_TRY(gather(ds, idx, ntrain, &t));
+    CNN_TRY(gather(ds, idx + ntrain, nval, &v));
+    free(idx);
+    *train = t;
+    *val = v;
+    return CNN_OK;
+
+fail:
+    free(idx);
+    cnn_dataset_destroy(t);
+    cnn_dataset_destroy(v);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// statistics
+
+cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std)
+{
+    if (!ds || !mean || !std || !ds->images || ds->c <= 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_stats: bad arguments");
+    int c = ds->c;
+    size_t pixels = (size_t)ds->n * (size_t)ds->h * (size_t)ds->w;
+    if (pixels == 0) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_stats: the dataset is empty");
+    double *acc = calloc((size_t)c * 2, sizeof *acc);
+    if (!acc) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for statistics");
+    double *sum = acc, *sq = acc + c;
+    /* two passes (mean, then squared deviations) in double: exact enough for millions of pixels */
+    for (size_t p = 0; p < pixels; p++)
+        for (int k = 0; k < c; k++) sum[k] += ds->images[p * (size_t)c + (size_t)k];
+    for (int k = 0; k < c; k++) sum[k] /= (double)pixels;
+    for (size_t p = 0; p < pixels; p++)
+        for (int k = 0; k < c; k++) {
+            double d = ds->images[p * (size_t)c + (size_t)k] - sum[k];
+            sq[k] += d * d;
+        }
+    for (int k = 0; k < c; k++) {
+        mean[k] = (float)sum[k];
+        std[k] = (float)sqrt(sq[k] / (double)pixels);
+    }
+    free(acc);
+    return CNN_OK;
+}
+
+cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const float *std)
+{
+    if (!ds || !mean || !std || !ds->images || ds->c <= 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_standardize: bad arguments");
+    int c = ds->c;
+    for (int k = 0; k < c; k++)
+        if (!isfinite(mean[k]) || !isfinite(std[k]) || !(std[k] > 0.0f))
+            return cnn_error(CNN_ERR_INVALID_ARG, "channel %d: cannot standardize with mean %g and std %g (std "
+                             "must be finite and > 0)", k, (double)mean[k], (double)std[k]);
+    size_t pixels = (size_t)ds->n * (size_t)ds->h * (size_t)ds->w;
+    for (size_t p = 0; p < pixels; p++)
+        for (int k = 0; k < c; k++) {
+            float *x = &ds->images[p * (size_t)c + (size_t)k];
+            *x = (*x - mean[k]) / std[k];
+        }
+    return CNN_OK;
+}

@@ -1,0 +1,449 @@
+/* Image files: decoding PNG, JPEG and BMP with stb_image (Debian's libstb holds the implementation, so the
+ * header is included without STB_IMAGE_IMPLEMENTATION), channel conversion, resizing, PNG writing.
+ *
+ * Rules: the format is sniffed from the first bytes and only PNG, JPEG and BMP are decoded (stb_image also
+ * accepts TGA, whose lack of a magic number makes any garbage "decodable"); the dimensions are read from the
+ * header and checked against CNN_IMAGE_MAX_PIXELS before anything is decoded. */
+#include "core/image.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <stb_image.h>
+#include <stb_image_write.h>
+
+#include "cnn/data.h"
+#include "core/error.h"
+#include "core/fileio.h"
+
+/* ITU-R BT.601 luma weights (also what PIL's convert("L") uses). */
+#define LUMA_R 0.299f
+#define LUMA_G 0.587f
+#define LUMA_B 0.114f
+
+// ---------------------------------------------------------------------------------------------------------------
+// format sniffing
+
+typedef enum { FMT_OTHER = 0, FMT_PNG, FMT_JPEG, FMT_BMP } image_format;
+
+static const char *const format_names[] = {"image", "PNG", "JPEG", "BMP"};
+
+static image_format sniff(const unsigned char *p, size_t n)
+{
+    static const unsigned char png[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (n >= 8 && !memcmp(p, png, 8)) return FMT_PNG;
+    if (n >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) return FMT_JPEG;
+    if (n >= 2 && p[0] == 'B' && p[1] == 'M') return FMT_BMP;
+    return FMT_OTHER;
+}
+
+/* What a file that is not PNG, JPEG or BMP looks like, for the message. */
+static void describe_other(const unsigned char *p, size_t n, char *buf, size_t size)
+{
+    static const struct {
+        const char *magic;
+        size_t len;
+        const char *what;
+    } known[] = {
+        {"GIF87a", 6, "a GIF image"},
+        {"GIF89a", 6, "a GIF image"},
+        {"II*\0", 4, "a TIFF image"},
+        {"MM\0*", 4, "a TIFF image"},
+        {"8BPS", 4, "a Photoshop (PSD) image"},
+        {"#?RADIANCE", 10, "a Radiance HDR image"},
+        {"#?RGBE", 6, "a Radiance HDR image"},
+        {"qoif", 4, "a QOI image"},
+        {"\0\0\1\0", 4, "a Windows icon (ICO)"},
+        {"\x1f\x8b", 2, "gzip-compressed data"},
+        {"%PDF", 4, "a PDF document"},
+        {"\x89PNG", 4, "a damaged PNG (its signature is incomplete)"},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (n >= known[i].len && !memcmp(p, known[i].magic, known[i].len)) {
+            snprintf(buf, size, "%s", known[i].what);
+            return;
+        }
+    if (n >= 12 && !memcmp(p, "RIFF", 4) && !memcmp(p + 8, "WEBP", 4)) {
+        snprintf(buf, size, "a WebP image");
+        return;
+    }
+    if (n >= 3 && p[0] == 'P' && p[1] >= '1' && p[1] <= '7' && (p[2] == '\n' || p[2] == ' ' || p[2] == '\r')) {
+        snprintf(buf, size, "a Netpbm (PBM/PGM/PPM/PAM) image");
+        return;
+    }
+    size_t look = n < 512 ? n : 512, text = 0;
+    for (size_t i = 0; i < look; i++)
+        if ((p[i] >= 0x20 && p[i] < 0x7f) || p[i] == '\n' || p[i] == '\r' || p[i] == '\t' || p[i] >= 0x80) text++;
+    if (look > 0 && text == look) {
+        snprintf(buf, size, "a text file");
+        return;
+    }
+    size_t len = (size_t)snprintf(buf, size, "an unknown format (first bytes");
+    for (size_t i = 0; i < n && i < 8 && len < size; i++) len += (size_t)snprintf(buf + len, size - len, " %02x", p[i]);
+    if (len < size) snprintf(buf + len, size - len, ")");
+}
+
+/* The dimensions a PNG, JPEG or BMP header declares, read here because stbi_info_from_memory tries every format
+ * in turn and its failure reason is that of the last one tried, not of the format the file claims to be.
+ * Returns 0 when the header is too short or odd; stb_image then has the last word. */
+static int header_dims(image_format fmt, const unsigned char *p, size_t n, long long *w, long long *h)
+{
+#define BE16(q) (((unsigned)(q)[0] << 8) | (unsigned)(q)[1])
+#define BE32(q) (((uint32_t)(q)[0] << 24) | ((uint32_t)(q)[1] << 16) | ((uint32_t)(q)[2] << 8) | (uint32_t)(q)[3])
+#define LE16(q) ((unsigned)(q)[0] | ((unsigned)(q)[1] << 8))
+#define LE32(q) ((uint32_t)(q)[0] | ((uint32_t)(q)[1] << 8) | ((uint32_t)(q)[2] << 16) | ((uint32_t)(q)[3] << 24))
+    if (fmt == FMT_PNG) { /* signature, then the IHDR chunk: length, "IHDR", width, height (big-endian) */
+        if (n < 24 || memcmp(p + 12, "IHDR", 4) != 0) return 0;
+        *w = BE32(p + 16);
+        *h = BE32(p + 20);
+        return 1;
+    }
+    if (fmt == FMT_BMP) { /* file header (14 bytes), then the DIB header: its size, width, height */
+        if (n < 26) return 0;
+        if (LE32(p + 14) == 12) { /* OS/2 BITMAPCOREHEADER: 16-bit sizes */
+            *w = LE16(p + 18);
+            *h = LE16(p + 20);
+        } else {
+            *w = (int32_t)LE32(p + 18);
+            *h = (int32_t)LE32(p + 22);
+            if (*h < 0) *h = -*h; /* top-down rows */
+        }
+        return 1;
+    }
+    /* JPEG: walk the marker segments up to the first start-of-frame (SOF0-15 but DHT, JPG, DAC) */
+    size_t i = 2;
+    while (i + 4 <= n) {
+        if (p[i] != 0xff) return 0;
+        unsigned m = p[i + 1];
+        if (m == 0xff) { /* fill byte */
+            i++;
+            continue;
+        }
+        if (m == 0x01 || (m >= 0xd0 && m <= 0xd8)) { /* markers without a length */
+            i += 2;
+            continue;
+        }
+        if (m == 0xd9 || m == 0xda) return 0; /* end of image, start of scan: no frame header before */
+        size_t len = BE16(p + i + 2);
+        if (len < 2) return 0;
+        if (m >= 0xc0 && m <= 0xcf && m != 0xc4 && m != 0xc8 && m != 0xcc) {
+            if (i + 9 > n) return 0;
+            *h = BE16(p + i + 5);
+            *w = BE16(p + i + 7);
+            return 1;
+        }
+        i += 2 + len;
+    }
+    return 0;
+#undef BE16
+#undef BE32
+#undef LE16
+#undef LE32
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// resizing
+
+/* For one axis: output pixel i is the sum over k < count[i] of weight[i * taps + k] * input[first[i] + k]. */
+typedef struct axis_plan {
+    int taps;
+    int *first;
+    int *count;
+    float *weight;
+} axis_plan;
+
+static void axis_plan_free(axis_plan *p)
+{
+    free(p->first);
+    free(p->count);
+    free(p->weight);
+    memset(p, 0, sizeof *p);
+}
+
+static cnn_status axis_plan_make(int in, int out, axis_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    double scale = (double)in / (double)out;
+    /* shrinking: an output pixel covers `scale` inputs, touching at most ceil(scale) + 1 of them */
+    p->taps = out >= in ? 2 : (int)ceil(scale) + 1;
+    p->first = malloc((size_t)out * sizeof *p->first);
+    p->count = malloc((size_t)out * sizeof *p->count);
+    p->weight = calloc((size_t)out * (size_t)p->taps, sizeof *p->weight);
+    if (!p->first || !p->count || !p->weight) {
+        axis_plan_free(p);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for resizing weights");
+    }
+    for (int i = 0; i < out; i++) {
+        float *wt = p->weight + (size_t)i * (size_t)p->taps;
+        if (out == in) {
+            p->first[i] = i;
+            p->count[i] = 1;
+            wt[0] = 1.0f;
+        } else if (out > in) {
+            /* bilinear, half-pixel centers: output center i + 0.5 maps to input coordinate (i + 0.5) * scale, i.e.
+             * to the position (i + 0.5) * scale - 0.5 between input centers; clamped at the edges */
+            double x = ((double)i + 0.5) * scale - 0.5;
+            if (x < 0.0) x = 0.0;
+            int x0 = (int)x;
+            if (x0 >= in - 1) {
+                p->first[i] = in - 1;
+                p->count[i] = 1;
+                wt[0] = 1.0f;
+            } else {
+                double frac = x - (double)x0;
+                p->first[i] = x0;
+                p->count[i] = 2;
+                wt[0] = (float)(1.0 - frac);
+                wt[1] = (float)frac;
+            }
+        } else {
+            /* area: output pixel i covers input interval [i * scale, (i + 1) * scale); each input pixel j weighs
+             * the length of its overlap with that interval, over the interval's length */
+            double start = (double)i * scale, end = (double)(i + 1) * scale;
+            if (end > in) end = in;
+            int j0 = (int)floor(start), j1 = (int)ceil(end);
+            if (j1 > in) j1 = in;
+            if (j1 - j0 > p->taps) j1 = j0 + p->taps; /* cannot happen; keeps the writes inside the row */
+            double total = 0.0;
+            int k = 0;
+            for (int j = j0; j < j1; j++) {
+                double lo = start > j ? start : j, hi = end < j + 1 ? end : j + 1;
+                double overlap = hi - lo;
+                if (overlap <= 0.0) continue;
+                if (k == 0) p->first[i] = j;
+                wt[j - p->first[i]] = (float)overlap;
+                k = j - p->first[i] + 1;
+                total += overlap;
+            }
+            if (k == 0) { /* degenerate rounding: fall back to the nearest pixel */
+                p->first[i] = j0 < in ? j0 : in - 1;
+                wt[0] = 1.0f;
+                k = 1;
+                total = 1.0;
+            }
+            p->count[i] = k;
+            for (int t = 0; t < k; t++) wt[t] = (float)(wt[t] / total);
+        }
+    }
+    return CNN_OK;
+}
+
+cnn_status cnn_image_resize(const float *src, int sh, int sw, int c, float *dst, int dh, int dw)
+{
+    cnn_status st = CNN_OK;
+    axis_plan px = {0}, py = {0};
+    float *tmp = NULL;
+
+    if (!src || !dst || sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0 || c <= 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize: bad arguments (%dx%dx%d to %dx%d)", sh, sw, c, dh,
+                         dw);
+    /* every buffer involved is at most max(sh, dh) x max(sw, dw) x c floats */
+    size_t mh = (size_t)(sh > dh ? sh : dh), mw = (size_t)(sw > dw ? sw : dw);
+    if (mw > SIZE_MAX / sizeof(float) / mh / (size_t)c)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize: %dx%dx%d to %dx%d does not fit in memory", sh, sw,
+                         c, dh, dw);
+    size_t row_in = (size_t)sw * (size_t)c, row_out = (size_t)dw * (size_t)c;
+
+    /* horizontal pass: (sh, sw, c) -> (sh, dw, c) */
+    const float *hsrc = src;
+    if (dw != sw) {
+        CNN_TRY(axis_plan_make(sw, dw, &px));
+        tmp = malloc((size_t)sh * row_out * sizeof *tmp);
+        if (!tmp) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory resizing %dx%d to %dx%d", sh, sw, dh, dw);
+            goto fail;
+        }
+        for (int y = 0; y < sh; y++) {
+            const float *in = src + (size_t)y * row_in;
+            float *o = tmp + (size_t)y * row_out;
+            for (int x = 0; x < dw; x++) {
+                const float *wt = px.weight + (size_t)x * (size_t)px.taps;
+                const float *base = in + (size_t)px.first[x] * (size_t)c;
+                for (int k = 0; k < c; k++) {
+                    float acc = 0.0f;
+                    for (int t = 0; t < px.count[x]; t++) acc += wt[t] * base[(size_t)t * (size_t)c + (size_t)k];
+                    o[(size_t)x * (size_t)c + (size_t)k] = acc;
+                }
+            }
+        }
+        hsrc = tmp;
+    }
+
+    /* vertical pass: (sh, dw, c) -> (dh, dw, c) */
+    if (dh == sh) {
+        memcpy(dst, hsrc, (size_t)dh * row_out * sizeof *dst);
+    } else {
+        CNN_TRY(axis_plan_make(sh, dh, &py));
+        for (int y = 0; y < dh; y++) {
+            const float *wt = py.weight + (size_t)y * (size_t)py.taps;
+            float *o = dst + (size_t)y * row_out;
+            const float *base = hsrc + (size_t)py.first[y] * row_out;
+            for (size_t i = 0; i < row_out; i++) {
+                float acc = 0.0f;
+                for (int t = 0; t < py.count[y]; t++) acc += wt[t] * base[(size_t)t * row_out + i];
+                o[i] = acc;
+            }
+        }
+    }
+
+fail:
+    axis_plan_free(&px);
+    axis_plan_free(&py);
+    free(tmp);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// loading
+
+cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out)
+{
+    cnn_status st = CNN_OK;
+    unsigned char *file = NULL, *pix = NULL;
+    float *src = NULL;
+    size_t len = 0;
+
+    if (!path || !out || h <= 0 || w <= 0 || (c != 1 && c != 3))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load(%s): bad arguments (%dx%dx%d; c must be 1 or 3)",
+                         path ? path : "", h, w, c);
+    if ((long long)h * w > CNN_IMAGE_MAX_PIXELS)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load(%s): output size %dx%d is above the limit of %lld "
+                         "pixels", path, h, w, CNN_IMAGE_MAX_PIXELS);
+
+    CNN_TRY(cnn_read_file(path, CNN_IMAGE_MAX_FILE_BYTES, &file, &len));
+    if (len == 0) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: the file is empty", path);
+        goto fail;
+    }
+    image_format fmt = sniff(file, len);
+    if (fmt == FMT_OTHER) {
+        char what[128];
+        describe_other(file, len, what, sizeof what);
+        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: looks like %s; only PNG, JPEG and BMP images are supported", path,
+                       what);
+        goto fail;
+    }
+    const char *fname = format_names[fmt];
+
+    long long hw = 0, hh = 0;
+    if (header_dims(fmt, file, len, &hw, &hh) && hw * hh > CNN_IMAGE_MAX_PIXELS) {
+        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %lldx%lld pixels, above the limit of %lld "
+                       "(CNN_IMAGE_MAX_PIXELS)", path, fname, hw, hh, CNN_IMAGE_MAX_PIXELS);
+        goto fail;
+    }
+    int sw = 0, sh = 0, comp = 0;
+    if (!stbi_info_from_memory(file, (int)len, &sw, &sh, &comp)) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s header (stb_image cannot read it)", path, fname);
+        goto fail;
+    }
+    if (sw <= 0 || sh <= 0 || (long long)sw * sh > CNN_IMAGE_MAX_PIXELS) {
+        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %dx%d pixels, above the limit of %lld "
+                       "(CNN_IMAGE_MAX_PIXELS)", path, fname, sw, sh, CNN_IMAGE_MAX_PIXELS);
+        goto fail;
+    }
+
+    /* another thread (or a caller) may have asked stb_image to flip images; this thread never wants that */
+    stbi_set_flip_vertically_on_load_thread(0);
+    int x = 0, y = 0, n = 0;
+    pix = stbi_load_from_memory(file, (int)len, &x, &y, &n, 0);
+    if (!pix) {
+        const char *why = stbi_failure_reason();
+        st = cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s (stb_image: %s)", path, fname, why ? why : "?");
+        goto fail;
+    }
+    if (x != sw || y != sh || n < 1 || n > 4) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: decoded %dx%d with %d channels, but the header said %dx%d", path, x, y,
+                       n, sw, sh);
+        goto fail;
+    }
+    free(file);
+    file = NULL;
+
+    /* to `c` channels in [0, 1]. Alpha (n == 2 or 4) is dropped: the colour channels are taken as stored, as
+     * PIL's convert("RGB") / convert("L") do, not composited on any background. */
+    size_t npix = (size_t)sw * (size_t)sh;
+    src = malloc(npix * (size_t)c * sizeof *src);
+    if (!src) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory for %dx%d pixels", path, sw, sh);
+        goto fail;
+    }
+    for (size_t i = 0; i < npix; i++) {
+        const unsigned char *p = pix + i * (size_t)n;
+        float *o = src + i * (size_t)c;
+        if (n <= 2) { /* gray, gray + alpha */
+            float v = (float)p[0] / 255.0f;
+            for (int k = 0; k < c; k++) o[k] = v;
+        } else if (c == 3) {
+            o[0] = (float)p[0] / 255.0f;
+            o[1] = (float)p[1] / 255.0f;
+            o[2] = (float)p[2] / 255.0f;
+        } else {
+            o[0] = (LUMA_R * (float)p[0] + LUMA_G * (float)p[1] + LUMA_B * (float)p[2]) / 255.0f;
+        }
+    }
+    stbi_image_free(pix);
+    pix = NULL;
+
+    CNN_TRY(cnn_image_resize(src, sh, sw, c, out, h, w));
+    free(src);
+    return CNN_OK;
+
+fail:
+    free(file);
+    if (pix) stbi_image_free(pix);
+    free(src);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// writing
+
+typedef struct png_sink {
+    unsigned char *data;
+    size_t len, cap;
+    int failed;
+} png_sink;
+
+static void png_sink_write(void *context, void *data, int size)
+{
+    png_sink *s = context;
+    if (s->failed || size <= 0) return;
+    if ((size_t)size > s->cap - s->len) {
+        size_t need = s->len + (size_t)size;
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < need) cap *= 2;
+        unsigned char *grown = realloc(s->data, cap);
+        if (!grown) {
+            s->failed = 1;
+            return;
+        }
+        s->data = grown;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, data, (size_t)size);
+    s->len += (size_t)size;
+}
+
+cnn_status cnn_image_write_png(const char *path, int w, int h, int c, const unsigned char *pixels)
+{
+    if (!path || !pixels || w <= 0 || h <= 0 || c < 1 || c > 4)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_write_png(%s): bad arguments (%dx%d, %d channels)",
+                         path ? path : "", w, h, c);
+    /* stb_image_write computes sizes in int; this limit keeps (w * c + 1) * h far below INT_MAX */
+    if ((long long)w * h > CNN_IMAGE_MAX_PIXELS / 4 || (long long)w * c >= (1 << 24))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_write_png(%s): %dx%d is too large to write", path, w, h);
+    png_sink sink = {0};
+    int ok = stbi_write_png_to_func(png_sink_write, &sink, w, h, c, pixels, w * c);
+    if (!ok || sink.failed) {
+        free(sink.data);
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory encoding a %dx%d PNG", path, w, h);
+    }
+    const void *parts[1] = {sink.data};
+    size_t sizes[1] = {sink.len};
+    cnn_status st = cnn_write_file_atomic(path, parts, sizes, 1);
+    free(sink.data);
+    return st;
+}
