@@ -1,0 +1,178 @@
+/* The CPU backend object: one oneDNN engine and stream, 64-byte aligned host memory, transfers (memcpy), and the
+ * ops table. The ops themselves live in conv.c, pool.c, dense.c and eltwise.c. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/dnnl_util.h"
+
+/* 64 bytes: one cache line and one AVX-512 register, what oneDNN's own allocations use. */
+#define CNN_CPU_ALIGNMENT 64
+
+/* ops implemented in the other files of cpu/ */
+cnn_status cnn_cpu_conv2d_forward(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cpu_pool2d_forward(cnn_backend *, const cnn_pool2d_args *);
+cnn_status cnn_cpu_pool2d_backward(cnn_backend *, const cnn_pool2d_args *);
+cnn_status cnn_cpu_dense_forward(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cpu_dense_backward_data(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cpu_dense_backward_weights(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cpu_act_forward(cnn_backend *, const cnn_act_args *);
+cnn_status cnn_cpu_act_backward(cnn_backend *, const cnn_act_args *);
+cnn_status cnn_cpu_softmax_xent(cnn_backend *, const cnn_softmax_xent_args *);
+cnn_status cnn_cpu_sgd_update(cnn_backend *, const cnn_sgd_args *);
+cnn_status cnn_cpu_adam_update(cnn_backend *, const cnn_adam_args *);
+cnn_status cnn_cpu_fill(cnn_backend *, cnn_tensor *, float);
+
+static cnn_status cnn_cpu_alloc(cnn_backend *b, size_t bytes, void **ptr)
+{
+    (void)b;
+    *ptr = NULL;
+    if (bytes == 0) return CNN_OK;
+    /* aligned_alloc wants a multiple of the alignment */
+    size_t rounded = (bytes + CNN_CPU_ALIGNMENT - 1) / CNN_CPU_ALIGNMENT * CNN_CPU_ALIGNMENT;
+    if (rounded < bytes) return cnn_error(CNN_ERR_NO_MEMORY, "cpu: cannot allocate %zu bytes", bytes);
+    void *p = aligned_alloc(CNN_CPU_ALIGNMENT, rounded);
+    if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "cpu: out of host memory allocating %zu bytes", bytes);
+    *ptr = p;
+    return CNN_OK;
+}
+
+static void cnn_cpu_free(cnn_backend *b, void *ptr)
+{
+    (void)b;
+    free(ptr);
+}
+
+static cnn_status cnn_cpu_check_transfer(const cnn_tensor *t, const void *host, size_t bytes, const char *op)
+{
+    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor is missing", op);
+    if (t->backend && t->backend->ops != &cnn_cpu_ops)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: the tensor lives on backend '%s'", op, t->backend->name);
+    if (bytes != cnn_tensor_bytes(t))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: %zu bytes given for a tensor of %zu", op, bytes,
+                         cnn_tensor_bytes(t));
+    if (bytes && (!host || !t->data)) return cnn_error(CNN_ERR_INVALID_ARG, "%s: NULL buffer", op);
+    return CNN_OK;
+}
+
+static cnn_status cnn_cpu_write(cnn_backend *b, cnn_tensor *dst, const void *host, size_t bytes)
+{
+    (void)b;
+    cnn_status st = cnn_cpu_check_transfer(dst, host, bytes, "cpu write");
+    if (st != CNN_OK) return st;
+    if (bytes) memmove(dst->data, host, bytes);
+    return CNN_OK;
+}
+
+static cnn_status cnn_cpu_read(cnn_backend *b, const cnn_tensor *src, void *host, size_t bytes)
+{
+    (void)b;
+    cnn_status st = cnn_cpu_check_transfer(src, host, bytes, "cpu read");
+    if (st != CNN_OK) return st;
+    if (bytes) memmove(host, src->data, bytes);
+    return CNN_OK;
+}
+
+static cnn_status cnn_cpu_copy(cnn_backend *b, cnn_tensor *dst, const cnn_tensor *src)
+{
+    (void)b;
+    if (!dst || !src) return cnn_error(CNN_ERR_INVALID_ARG, "cpu copy: tensor is missing");
+    if (dst->dtype != src->dtype)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cpu copy: dtypes differ (%s to %s)", cnn_dtype_name(src->dtype),
+                         cnn_dtype_name(dst->dtype));
+    if (cnn_tensor_numel(dst) != cnn_tensor_numel(src)) {
+        char a[CNN_CPU_SHAPE_BUF], c[CNN_CPU_SHAPE_BUF];
+        return cnn_error(CNN_ERR_SHAPE, "cpu copy: element counts differ (%s to %s)",
+                         cnn_cpu_shape_str(src, a, sizeof a), cnn_cpu_shape_str(dst, c, sizeof c));
+    }
+    cnn_status st = cnn_cpu_check_transfer(src, dst->data, cnn_tensor_bytes(dst), "cpu copy");
+    if (st != CNN_OK) return st;
+    st = cnn_cpu_check_transfer(dst, src->data, cnn_tensor_bytes(src), "cpu copy");
+    if (st != CNN_OK) return st;
+    size_t bytes = cnn_tensor_bytes(src);
+    if (bytes && dst->data != src->data) memmove(dst->data, src->data, bytes);
+    return CNN_OK;
+}
+
+static cnn_status cnn_cpu_sync(cnn_backend *b)
+{
+    (void)b; /* every op waits on its stream before returning */
+    return CNN_OK;
+}
+
+static void cnn_cpu_destroy(cnn_backend *b)
+{
+    if (!b) return;
+    cnn_cpu_ctx *ctx = b->ctx;
+    if (ctx) {
+        if (ctx->stream) dnnl_stream_destroy(ctx->stream);
+        if (ctx->engine) dnnl_engine_destroy(ctx->engine);
+        free(ctx);
+    }
+    free(b);
+}
+
+const cnn_backend_ops cnn_cpu_ops = {
+    .name = "cpu",
+    .destroy = cnn_cpu_destroy,
+    .alloc = cnn_cpu_alloc,
+    .free = cnn_cpu_free,
+    .write = cnn_cpu_write,
+    .read = cnn_cpu_read,
+    .copy = cnn_cpu_copy,
+    .fill = cnn_cpu_fill,
+    .sync = cnn_cpu_sync,
+    .plan_destroy = cnn_cpu_plan_destroy,
+    .conv2d_forward = cnn_cpu_conv2d_forward,
+    .conv2d_backward_data = cnn_cpu_conv2d_backward_data,
+    .conv2d_backward_filter = cnn_cpu_conv2d_backward_filter,
+    .pool2d_forward = cnn_cpu_pool2d_forward,
+    .pool2d_backward = cnn_cpu_pool2d_backward,
+    .dense_forward = cnn_cpu_dense_forward,
+    .dense_backward_data = cnn_cpu_dense_backward_data,
+    .dense_backward_weights = cnn_cpu_dense_backward_weights,
+    .act_forward = cnn_cpu_act_forward,
+    .act_backward = cnn_cpu_act_backward,
+    .softmax_xent = cnn_cpu_softmax_xent,
+    .sgd_update = cnn_cpu_sgd_update,
+    .adam_update = cnn_cpu_adam_update,
+};
+
+int cnn_cpu_backend_available(void) { return 1; }
+
+cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out)
+{
+    cnn_status st = CNN_OK;
+    cnn_backend *b = NULL;
+    cnn_cpu_ctx *ctx = NULL;
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_cpu_backend_create: out is NULL");
+    *out = NULL;
+    if (spec && strcmp(spec, "cpu") != 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cpu backend: unknown device '%s' (the CPU backend is just \"cpu\")",
+                         spec);
+    b = calloc(1, sizeof *b);
+    ctx = calloc(1, sizeof *ctx);
+    if (!b || !ctx) {
+        free(b);
+        free(ctx);
+        return cnn_error(CNN_ERR_NO_MEMORY, "cpu backend: out of host memory");
+    }
+    b->ops = &cnn_cpu_ops;
+    b->ctx = ctx;
+    CNN_CPU_DNNL("engine", dnnl_engine_create, &ctx->engine, dnnl_cpu, 0);
+    CNN_CPU_DNNL("stream", dnnl_stream_create, &ctx->stream, ctx->engine, dnnl_stream_default_flags);
+    ctx->threads = omp_get_max_threads();
+    snprintf(b->name, sizeof b->name, "cpu");
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(b->description, sizeof b->description, "CPU, %d thread%s (OpenMP), oneDNN %d.%d.%d (%s)", ctx->threads,
+             ctx->threads == 1 ? "" : "s", v->major, v->minor, v->patch,
+             cnn_cpu_isa_name(dnnl_get_effective_cpu_isa()));
+    *out = b;
+    return CNN_OK;
+fail:
+    cnn_cpu_destroy(b); /* frees ctx, the engine and the stream that were made */
+    return st;
+}

@@ -1,0 +1,294 @@
+/* 2-D convolution on the CPU with oneDNN: forward (bias and activation fused), backward data, backward filter.
+ *
+ * Layouts: x, y (N, H, W, C) = oneDNN nhwc; weights (O, KH, KW, C/G) = oneDNN ohwi with logical dims
+ * {O, C, KH, KW}, or with groups gohwi (= abdec) with logical dims {G, O/G, C/G, KH, KW}, since O = g*(O/G) + o
+ * is outermost in our tensor. oneDNN picks the weights' format itself (tag any) and the entry keeps the reorder
+ * from OHWI; activations stay NHWC, which its brgemm kernels read directly (see CNN_CPU_CONV_ACT_ANY).
+ * Each plan entry holds the primitives for one shape key, built on first use. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/dnnl_util.h"
+
+/* 1: let oneDNN pick the activations' format too and reorder NHWC <-> its format at every call. Measured on
+ * Sapphire Rapids (2 threads) with the seed CNN's three convolutions at batch 64: NHWC was as fast or faster for
+ * every op (forward of the 1-channel first layer 2x faster), so activations stay NHWC. */
+#ifndef CNN_CPU_CONV_ACT_ANY
+#define CNN_CPU_CONV_ACT_ANY 0
+#endif
+
+typedef struct cnn_cpu_conv_key {
+    int64_t n, h, w, c, o, kh, kw, oh, ow;
+    int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
+} cnn_cpu_conv_key;
+
+typedef struct cnn_cpu_conv_entry {
+    cnn_cpu_conv_key key;
+    int ready;
+    dnnl_memory_desc_t x_md, w_md, b_md, y_md; /* our plain layouts */
+    dnnl_memory_desc_t x_any, w_any, y_any;    /* what the primitives are asked for */
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+    dnnl_primitive_desc_t hint; /* forward-training descriptor that the backward ones are created against */
+    cnn_cpu_prim fwd, bwd_data, bwd_filter;
+} cnn_cpu_conv_entry;
+
+enum { CNN_CPU_CONV_FWD, CNN_CPU_CONV_BWD_DATA, CNN_CPU_CONV_BWD_FILTER };
+
+static void cnn_cpu_conv_entry_destroy(void *p)
+{
+    cnn_cpu_conv_entry *e = p;
+    cnn_cpu_prim_destroy(&e->fwd);
+    cnn_cpu_prim_destroy(&e->bwd_data);
+    cnn_cpu_prim_destroy(&e->bwd_filter);
+    if (e->hint) dnnl_primitive_desc_destroy(e->hint);
+    free(e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// argument checks
+
+/* Checks the tensors one direction uses and fills the key. x-like, w-like and y-like tensors are x/w/y in forward,
+ * dx/w/dy in backward data and x/dw/dy in backward filter. */
+static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_conv_key *k, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_tensor *xt = dir == CNN_CPU_CONV_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_CPU_CONV_BWD_FILTER ? a->dw : a->w;
+    const cnn_tensor *yt = dir == CNN_CPU_CONV_FWD ? a->y : a->dy;
+    const char *xn = dir == CNN_CPU_CONV_BWD_DATA ? "dx" : "x";
+    const char *wn = dir == CNN_CPU_CONV_BWD_FILTER ? "dw" : "w";
+    const char *yn = dir == CNN_CPU_CONV_FWD ? "y" : "dy";
+    char s1[CNN_CPU_SHAPE_BUF], s2[CNN_CPU_SHAPE_BUF];
+
+    memset(k, 0, sizeof *k);
+    CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
+    CNN_TRY(cnn_cpu_check_f32(wt, op, wn));
+    CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
+    if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
+    if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
+    if (dir == CNN_CPU_CONV_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)a->act);
+    if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
+        a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "%s: bad parameters: stride %dx%d, dilation %dx%d, groups %d, padding %d,%d,%d,%d (top, "
+                         "left, bottom, right)",
+                         op, a->stride_h, a->stride_w, a->dilation_h, a->dilation_w, a->groups, a->pad_top,
+                         a->pad_left, a->pad_bottom, a->pad_right);
+    if (xt->ndim != 4 || wt->ndim != 4 || yt->ndim != 4)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "%s: %s %s and %s %s must be rank 4 (N, H, W, C) and %s rank 4 (O, KH, KW, C/groups)", op,
+                         xn, cnn_cpu_shape_str(xt, s1, sizeof s1), yn, cnn_cpu_shape_str(yt, s2, sizeof s2), wn);
+
+    k->n = xt->shape[0];
+    k->h = xt->shape[1];
+    k->w = xt->shape[2];
+    k->c = xt->shape[3];
+    k->o = wt->shape[0];
+    k->kh = wt->shape[1];
+    k->kw = wt->shape[2];
+    k->stride_h = a->stride_h;
+    k->stride_w = a->stride_w;
+    k->pad_top = a->pad_top;
+    k->pad_left = a->pad_left;
+    k->pad_bottom = a->pad_bottom;
+    k->pad_right = a->pad_right;
+    k->dilation_h = a->dilation_h;
+    k->dilation_w = a->dilation_w;
+    k->groups = a->groups;
+    if (k->n < 1 || k->h < 1 || k->w < 1 || k->c < 1 || k->o < 1 || k->kh < 1 || k->kw < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s: empty tensor: %s %s, %s %s", op, xn, cnn_cpu_shape_str(xt, s1, sizeof s1),
+                         wn, cnn_cpu_shape_str(wt, s2, sizeof s2));
+    if (k->c % k->groups || k->o % k->groups)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "%s: groups %d must divide the input channels of %s %s and the filters of %s %s", op,
+                         k->groups, xn, cnn_cpu_shape_str(xt, s1, sizeof s1), wn, cnn_cpu_shape_str(wt, s2, sizeof s2));
+    if (wt->shape[3] != k->c / k->groups)
+        return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must have C/groups = %lld input channels to match %s %s", op, wn,
+                         cnn_cpu_shape_str(wt, s1, sizeof s1), (long long)(k->c / k->groups), xn,
+                         cnn_cpu_shape_str(xt, s2, sizeof s2));
+    k->oh = cnn_window_out(k->h, (int)k->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
+    k->ow = cnn_window_out(k->w, (int)k->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
+    if (k->oh < 1 || k->ow < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding "
+                         "%d,%d,%d,%d",
+                         op, (long long)k->kh, (long long)k->kw, a->dilation_h, a->dilation_w, xn,
+                         cnn_cpu_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
+    int64_t yshape[4] = {k->n, k->oh, k->ow, k->o};
+    CNN_TRY(cnn_cpu_check_shape(yt, 4, yshape, op, yn));
+    int64_t bshape[1] = {k->o};
+    if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_shape(a->b, 1, bshape, op, "b"));
+    if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_shape(a->db, 1, bshape, op, "db"));
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// plan entries
+
+static cnn_status cnn_cpu_conv_prepare(cnn_cpu_conv_entry *e, const char *what)
+{
+    cnn_status st = CNN_OK;
+    const cnn_cpu_conv_key *k = &e->key;
+    if (e->ready) return CNN_OK;
+    int64_t x_dims[4] = {k->n, k->c, k->h, k->w};
+    int64_t y_dims[4] = {k->n, k->o, k->oh, k->ow};
+    int64_t b_dims[1] = {k->o};
+    CNN_TRY(cnn_cpu_md(&e->x_md, 4, x_dims, dnnl_nhwc, what));
+    CNN_TRY(cnn_cpu_md(&e->y_md, 4, y_dims, dnnl_nhwc, what));
+    CNN_TRY(cnn_cpu_md(&e->b_md, 1, b_dims, dnnl_a, what));
+    CNN_TRY(cnn_cpu_md(&e->x_any, 4, x_dims, CNN_CPU_CONV_ACT_ANY ? dnnl_format_tag_any : dnnl_nhwc, what));
+    CNN_TRY(cnn_cpu_md(&e->y_any, 4, y_dims, CNN_CPU_CONV_ACT_ANY ? dnnl_format_tag_any : dnnl_nhwc, what));
+    if (k->groups == 1) {
+        int64_t w_dims[4] = {k->o, k->c, k->kh, k->kw};
+        CNN_TRY(cnn_cpu_md(&e->w_md, 4, w_dims, dnnl_ohwi, what));
+        CNN_TRY(cnn_cpu_md(&e->w_any, 4, w_dims, dnnl_format_tag_any, what));
+    } else {
+        int64_t w_dims[5] = {k->groups, k->o / k->groups, k->c / k->groups, k->kh, k->kw};
+        CNN_TRY(cnn_cpu_md(&e->w_md, 5, w_dims, dnnl_gohwi, what));
+        CNN_TRY(cnn_cpu_md(&e->w_any, 5, w_dims, dnnl_format_tag_any, what));
+    }
+    e->strides[0] = k->stride_h;
+    e->strides[1] = k->stride_w;
+    e->dilates[0] = k->dilation_h - 1; /* oneDNN counts the holes: 0 is a dense kernel */
+    e->dilates[1] = k->dilation_w - 1;
+    e->pad_l[0] = k->pad_top;
+    e->pad_l[1] = k->pad_left;
+    e->pad_r[0] = k->pad_bottom;
+    e->pad_r[1] = k->pad_right;
+    e->ready = 1;
+fail:
+    return st;
+}
+
+static cnn_status cnn_cpu_conv_hint(cnn_cpu_ctx *ctx, cnn_cpu_conv_entry *e, const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_convolution_desc_t cd;
+    if (e->hint) return CNN_OK;
+    CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &cd, dnnl_forward_training,
+                 dnnl_convolution_direct, &e->x_any, &e->w_any, NULL, &e->y_any, e->strides, e->dilates, e->pad_l,
+                 e->pad_r);
+    CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &e->hint, &cd, NULL, ctx->engine, NULL);
+fail:
+    return st;
+}
+
+static cnn_status cnn_cpu_conv_entry_get(const cnn_conv2d_args *a, int dir, cnn_plan **tmp, cnn_cpu_conv_entry **out,
+                                         const char *op)
+{
+    cnn_status st = CNN_OK;
+    cnn_cpu_conv_key key;
+    void *e = NULL;
+    CNN_TRY(cnn_cpu_conv_check(a, dir, &key, op));
+    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : tmp, CNN_CPU_PLAN_CONV, &key, sizeof key,
+                               sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_entry_destroy, &e, op));
+    CNN_TRY(cnn_cpu_conv_prepare(e, op));
+    *out = e;
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the ops
+
+cnn_status cnn_cpu_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_forward";
+    static const char *what = "convolution forward";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    cnn_plan *tmp = NULL;
+    cnn_cpu_conv_entry *e = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_FWD, &tmp, &e, op));
+
+    int has_b = a->b != NULL;
+    int variant = has_b | (int)a->act << 1;
+    if (!e->fwd.built || e->fwd.variant != variant) {
+        dnnl_convolution_desc_t cd;
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &cd, dnnl_forward_training,
+                     dnnl_convolution_direct, &e->x_any, &e->w_any, has_b ? &e->b_md : NULL, &e->y_any, e->strides,
+                     e->dilates, e->pad_l, e->pad_r);
+        CNN_TRY(cnn_cpu_act_attr(a->act, &attr, what));
+        cnn_cpu_arg_spec specs[4] = {
+            {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
+            {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
+            {DNNL_ARG_DST, dnnl_query_dst_md, 0, &e->y_md, 1},
+            {DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &e->b_md, 0},
+        };
+        CNN_TRY(cnn_cpu_prim_build(ctx, &e->fwd, &cd, attr, NULL, specs, 3 + has_b, 0, what));
+        e->fwd.variant = variant;
+    }
+    void *data[4] = {a->x->data, a->w->data, a->y->data, has_b ? a->b->data : NULL};
+    CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
+fail:
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    cnn_cpu_plan_destroy(b, tmp);
+    return st;
+}
+
+cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_backward_data";
+    static const char *what = "convolution backward data";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    cnn_plan *tmp = NULL;
+    cnn_cpu_conv_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_BWD_DATA, &tmp, &e, op));
+
+    if (!e->bwd_data.built) {
+        dnnl_convolution_desc_t cd;
+        CNN_TRY(cnn_cpu_conv_hint(ctx, e, what));
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_data_desc_init, &cd, dnnl_convolution_direct,
+                     &e->x_any, &e->w_any, &e->y_any, e->strides, e->dilates, e->pad_l, e->pad_r);
+        cnn_cpu_arg_spec specs[3] = {
+            {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &e->y_md, 0},
+            {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
+            {DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &e->x_md, 1},
+        };
+        CNN_TRY(cnn_cpu_prim_build(ctx, &e->bwd_data, &cd, NULL, e->hint, specs, 3, 0, what));
+    }
+    void *data[3] = {a->dy->data, a->w->data, a->dx->data};
+    CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_data, data, NULL, what));
+fail:
+    cnn_cpu_plan_destroy(b, tmp);
+    return st;
+}
+
+cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_backward_filter";
+    static const char *what = "convolution backward weights";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    cnn_plan *tmp = NULL;
+    cnn_cpu_conv_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_BWD_FILTER, &tmp, &e, op));
+
+    int has_db = a->db != NULL;
+    if (!e->bwd_filter.built || e->bwd_filter.variant != has_db) {
+        dnnl_convolution_desc_t cd;
+        CNN_TRY(cnn_cpu_conv_hint(ctx, e, what));
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_weights_desc_init, &cd, dnnl_convolution_direct,
+                     &e->x_any, &e->w_any, has_db ? &e->b_md : NULL, &e->y_any, e->strides, e->dilates, e->pad_l,
+                     e->pad_r);
+        cnn_cpu_arg_spec specs[4] = {
+            {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
+            {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &e->y_md, 0},
+            {DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &e->w_md, 1},
+            {DNNL_ARG_DIFF_BIAS, dnnl_query_diff_weights_md, 1, &e->b_md, 1},
+        };
+        CNN_TRY(cnn_cpu_prim_build(ctx, &e->bwd_filter, &cd, NULL, e->hint, specs, 3 + has_db, 0, what));
+        e->bwd_filter.variant = has_db;
+    }
+    void *data[4] = {a->x->data, a->dy->data, a->dw->data, has_db ? a->db->data : NULL};
+    CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_filter, data, NULL, what));
+fail:
+    cnn_cpu_plan_destroy(b, tmp);
+    return st;
+}

@@ -1,0 +1,314 @@
+/* Checked oneDNN calls, primitives with their reorders, the plan cache and shared argument checks for the CPU
+ * backend (see dnnl_util.h for the rules). */
+#include "cpu/dnnl_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------------------------
+// status mapping
+
+const char *cnn_cpu_dnnl_status_name(dnnl_status_t s)
+{
+    switch (s) {
+    case dnnl_success: return "success";
+    case dnnl_out_of_memory: return "out of memory";
+    case dnnl_invalid_arguments: return "invalid arguments";
+    case dnnl_unimplemented: return "unimplemented";
+    case dnnl_iterator_ends: return "iterator ends";
+    case dnnl_runtime_error: return "runtime error";
+    case dnnl_not_required: return "not required";
+    }
+    return "unknown status";
+}
+
+cnn_status cnn_cpu_dnnl_status(dnnl_status_t s, const char *what, const char *call)
+{
+    if (s == dnnl_success) return CNN_OK;
+    cnn_status st = CNN_ERR_BACKEND;
+    if (s == dnnl_out_of_memory) st = CNN_ERR_NO_MEMORY;
+    else if (s == dnnl_unimplemented) st = CNN_ERR_UNSUPPORTED;
+    return cnn_error(st, "oneDNN %s: %s failed: %s", what, call, cnn_cpu_dnnl_status_name(s));
+}
+
+const char *cnn_cpu_isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    default: return "generic";
+    }
+}
+
+cnn_status cnn_cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_format_tag_t tag,
+                      const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_dims_t d;
+    for (int i = 0; i < ndims; i++) d[i] = dims[i];
+    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, md, ndims, d, dnnl_f32, tag);
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// arguments and primitives
+
+static void cnn_cpu_arg_destroy(cnn_cpu_arg *a)
+{
+    if (a->reorder) dnnl_primitive_destroy(a->reorder);
+    if (a->inner) dnnl_memory_destroy(a->inner);
+    if (a->user) dnnl_memory_destroy(a->user);
+    memset(a, 0, sizeof *a);
+}
+
+static cnn_status cnn_cpu_arg_create(cnn_cpu_ctx *ctx, cnn_cpu_arg *a, const cnn_cpu_arg_spec *spec,
+                                     const dnnl_memory_desc_t *prim_md, const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_primitive_desc_t rpd = NULL;
+    memset(a, 0, sizeof *a);
+    a->id = spec->id;
+    a->output = spec->output;
+    CNN_CPU_DNNL(what, dnnl_memory_create, &a->user, spec->md, ctx->engine, DNNL_MEMORY_NONE);
+    if (!dnnl_memory_desc_equal(spec->md, prim_md)) {
+        CNN_CPU_DNNL(what, dnnl_memory_create, &a->inner, prim_md, ctx->engine, DNNL_MEMORY_ALLOCATE);
+        if (a->output)
+            CNN_CPU_DNNL(what, dnnl_reorder_primitive_desc_create, &rpd, prim_md, ctx->engine, spec->md,
+                         ctx->engine, NULL);
+        else
+            CNN_CPU_DNNL(what, dnnl_reorder_primitive_desc_create, &rpd, spec->md, ctx->engine, prim_md,
+                         ctx->engine, NULL);
+        CNN_CPU_DNNL(what, dnnl_primitive_create, &a->reorder, rpd);
+    }
+fail:
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (st != CNN_OK) cnn_cpu_arg_destroy(a);
+    return st;
+}
+
+void cnn_cpu_prim_destroy(cnn_cpu_prim *p)
+{
+    for (int i = 0; i < p->nargs; i++) cnn_cpu_arg_destroy(&p->arg[i]);
+    if (p->workspace) dnnl_memory_destroy(p->workspace);
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->pd) dnnl_primitive_desc_destroy(p->pd);
+    memset(p, 0, sizeof *p);
+}
+
+cnn_status cnn_cpu_prim_build(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_desc,
+                              const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
+                              const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *what)
+{
+    cnn_status st = CNN_OK;
+    cnn_cpu_prim_destroy(p);
+    if (nargs > CNN_CPU_MAX_ARGS) return cnn_error(CNN_ERR_BACKEND, "oneDNN %s: too many arguments", what);
+    CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &p->pd, op_desc, attr, ctx->engine, hint);
+    CNN_CPU_DNNL(what, dnnl_primitive_create, &p->prim, p->pd);
+    for (int i = 0; i < nargs; i++) {
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(p->pd, specs[i].query, specs[i].index);
+        if (!md) {
+            st = cnn_error(CNN_ERR_BACKEND, "oneDNN %s: dnnl_primitive_desc_query_md failed for argument %d", what,
+                           specs[i].id);
+            goto fail;
+        }
+        CNN_TRY(cnn_cpu_arg_create(ctx, &p->arg[i], &specs[i], md, what));
+        p->nargs = i + 1;
+    }
+    if (want_workspace) {
+        const dnnl_memory_desc_t *ws = dnnl_primitive_desc_query_md(p->pd, dnnl_query_workspace_md, 0);
+        if (ws && dnnl_memory_desc_get_size(ws) > 0)
+            CNN_CPU_DNNL(what, dnnl_memory_create, &p->workspace, ws, ctx->engine, DNNL_MEMORY_ALLOCATE);
+    }
+    p->built = 1;
+    return CNN_OK;
+fail:
+    cnn_cpu_prim_destroy(p);
+    return st;
+}
+
+cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data, dnnl_memory_t workspace,
+                            const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_exec_arg_t args[CNN_CPU_MAX_ARGS + 1];
+    int n = 0;
+    for (int i = 0; i < p->nargs; i++) {
+        cnn_cpu_arg *a = &p->arg[i];
+        CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, a->user, data[i]);
+        if (a->inner && !a->output) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
+            CNN_CPU_DNNL(what, dnnl_primitive_execute, a->reorder, ctx->stream, 2, r);
+        }
+        args[n].arg = a->id;
+        args[n].memory = a->inner ? a->inner : a->user;
+        n++;
+    }
+    if (workspace) {
+        args[n].arg = DNNL_ARG_WORKSPACE;
+        args[n].memory = workspace;
+        n++;
+    }
+    CNN_CPU_DNNL(what, dnnl_primitive_execute, p->prim, ctx->stream, n, args);
+    for (int i = 0; i < p->nargs; i++) {
+        cnn_cpu_arg *a = &p->arg[i];
+        if (a->inner && a->output) {
+            dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->inner}, {DNNL_ARG_TO, a->user}};
+            CNN_CPU_DNNL(what, dnnl_primitive_execute, a->reorder, ctx->stream, 2, r);
+        }
+    }
+    CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream);
+fail:
+    return st;
+}
+
+const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p)
+{
+    const char *s = NULL;
+    if (!p->pd || dnnl_primitive_desc_query(p->pd, dnnl_query_impl_info_str, 0, (void *)&s) != dnnl_success || !s)
+        return "?";
+    return s;
+}
+
+cnn_status cnn_cpu_act_attr(cnn_act act, dnnl_primitive_attr_t *attr, const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_post_ops_t po = NULL;
+    *attr = NULL;
+    if (act == CNN_ACT_NONE) return CNN_OK;
+    if (act != CNN_ACT_RELU) return cnn_error(CNN_ERR_UNSUPPORTED, "%s: activation %d is not supported", what, act);
+    CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
+    /* scale 1, alpha 0 (plain ReLU, no leak), beta unused */
+    CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    CNN_CPU_DNNL(what, dnnl_primitive_attr_create, attr);
+    CNN_CPU_DNNL(what, dnnl_primitive_attr_set_post_ops, *attr, po);
+fail:
+    if (po) dnnl_post_ops_destroy(po);
+    if (st != CNN_OK && *attr) {
+        dnnl_primitive_attr_destroy(*attr);
+        *attr = NULL;
+    }
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// plans
+
+static const char *cnn_cpu_plan_kind_name(cnn_cpu_plan_kind k)
+{
+    switch (k) {
+    case CNN_CPU_PLAN_CONV: return "conv2d";
+    case CNN_CPU_PLAN_POOL: return "pool2d";
+    case CNN_CPU_PLAN_DENSE: return "dense";
+    }
+    return "?";
+}
+
+cnn_status cnn_cpu_plan_entry(cnn_plan **slot, cnn_cpu_plan_kind kind, const void *key, size_t key_size,
+                              size_t entry_size, cnn_cpu_entry_destroy_fn destroy, void **entry,
+                              const char *what)
+{
+    *entry = NULL;
+    cnn_plan *p = *slot;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for a plan (%zu bytes)", what, sizeof *p);
+        p->kind = kind;
+        p->key_size = key_size;
+        p->entry_destroy = destroy;
+        *slot = p;
+    } else if (p->kind != kind || p->key_size != key_size) {
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: the plan slot given belongs to a %s op", what,
+                         cnn_cpu_plan_kind_name(p->kind));
+    }
+    p->clock++;
+    int victim = 0;
+    for (int i = 0; i < CNN_CPU_PLAN_SLOTS; i++) {
+        if (p->entry[i] && !memcmp(p->entry[i], key, key_size)) {
+            p->used[i] = p->clock;
+            *entry = p->entry[i];
+            return CNN_OK;
+        }
+        if (!p->entry[i]) {
+            if (p->entry[victim]) victim = i;
+        } else if (p->entry[victim] && p->used[i] < p->used[victim]) {
+            victim = i;
+        }
+    }
+    void *e = calloc(1, entry_size);
+    if (!e)
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for a plan entry (%zu bytes)", what, entry_size);
+    memcpy(e, key, key_size);
+    if (p->entry[victim]) {
+        if (p->last_forward == p->entry[victim]) p->last_forward = NULL;
+        p->entry_destroy(p->entry[victim]);
+    }
+    p->entry[victim] = e;
+    p->used[victim] = p->clock;
+    p->entries_built++;
+    *entry = e;
+    return CNN_OK;
+}
+
+void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan)
+{
+    (void)b;
+    if (!plan) return;
+    for (int i = 0; i < CNN_CPU_PLAN_SLOTS; i++)
+        if (plan->entry[i]) plan->entry_destroy(plan->entry[i]);
+    free(plan);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// argument checks
+
+const char *cnn_cpu_shape_str(const cnn_tensor *t, char *buf, size_t size)
+{
+    if (!t) {
+        snprintf(buf, size, "(null)");
+        return buf;
+    }
+    size_t len = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < t->ndim && i < CNN_MAX_DIMS && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (len < size) snprintf(buf + len, size - len, ")");
+    return buf;
+}
+
+cnn_status cnn_cpu_check_f32(const cnn_tensor *t, const char *op, const char *name)
+{
+    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s is missing", op, name);
+    if (t->backend && t->backend->ops != &cnn_cpu_ops)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s lives on backend '%s', not in CPU memory (copy it first)", op,
+                         name, t->backend->name);
+    if (t->dtype != CNN_F32)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: %s has dtype %s; the CPU backend computes this op in F32 only", op,
+                         name, cnn_dtype_name(t->dtype));
+    if (t->ndim < 1 || t->ndim > CNN_MAX_DIMS)
+        return cnn_error(CNN_ERR_SHAPE, "%s: %s has rank %d", op, name, t->ndim);
+    if (!t->data && cnn_tensor_numel(t) > 0) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s has no data", op, name);
+    return CNN_OK;
+}
+
+cnn_status cnn_cpu_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
+                               const char *name)
+{
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (ok) return CNN_OK;
+    char got[CNN_CPU_SHAPE_BUF], want[CNN_CPU_SHAPE_BUF];
+    cnn_tensor tmp = {0};
+    tmp.ndim = ndim;
+    for (int i = 0; i < ndim && i < CNN_MAX_DIMS; i++) tmp.shape[i] = shape[i];
+    return cnn_error(CNN_ERR_SHAPE, "%s: %s has shape %s, expected %s", op, name,
+                     cnn_cpu_shape_str(t, got, sizeof got), cnn_cpu_shape_str(&tmp, want, sizeof want));
+}

@@ -1,0 +1,145 @@
+/* The CPU backend's private toolkit: its context, the per-call-site plan cache, checked oneDNN calls, and the
+ * argument checks every op shares.
+ *
+ * Rules:
+ * - Every oneDNN call goes through CNN_CPU_DNNL, which turns a dnnl_status_t into a cnn_status with a message
+ *   naming the op and the call ("oneDNN convolution forward: dnnl_primitive_desc_create failed: unimplemented").
+ * - Our tensors keep their plain layouts (NHWC, OHWI, (OUT, IN)); oneDNN may pick its own formats (tag "any"),
+ *   and a cnn_cpu_arg then owns the primitive-side buffer and the reorder between the two, built once.
+ * - A plan (struct cnn_plan) keeps the two most recently used shape keys of one call site, so that the smaller
+ *   last batch of an epoch does not evict the full-batch primitives. */
+#ifndef CNN_CPU_DNNL_UTIL_H
+#define CNN_CPU_DNNL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+
+/* ---- the backend context ---- */
+
+typedef struct cnn_cpu_ctx {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    int threads;
+} cnn_cpu_ctx;
+
+extern const cnn_backend_ops cnn_cpu_ops;
+
+static inline cnn_cpu_ctx *cnn_cpu_ctx_of(cnn_backend *b) { return (cnn_cpu_ctx *)b->ctx; }
+
+/* ---- checked oneDNN calls ---- */
+
+/* Maps a oneDNN status to ours and records "oneDNN <what>: <call> failed: <reason>". */
+cnn_status cnn_cpu_dnnl_status(dnnl_status_t s, const char *what, const char *call);
+const char *cnn_cpu_dnnl_status_name(dnnl_status_t s);
+const char *cnn_cpu_isa_name(dnnl_cpu_isa_t isa);
+
+/* Calls a oneDNN function; on failure sets `st` and jumps to `fail`. `what` names the op for the message. */
+#define CNN_CPU_DNNL(what, call, ...) CNN_TRY(cnn_cpu_dnnl_status(call(__VA_ARGS__), (what), #call))
+
+/* Memory descriptor of an f32 tensor with the given logical dims (oneDNN order) and tag. */
+cnn_status cnn_cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_format_tag_t tag,
+                      const char *what);
+
+/* ---- an argument of a primitive: our plain memory, and the primitive's own when its format differs ---- */
+
+typedef struct cnn_cpu_arg {
+    int id;                   /* DNNL_ARG_SRC, ... */
+    int output;               /* 1: the primitive writes it */
+    dnnl_memory_t user;       /* our plain layout; its data handle is set at every call */
+    dnnl_memory_t inner;      /* the primitive's layout when it differs from ours (owns its buffer), else NULL */
+    dnnl_primitive_t reorder; /* user -> inner for inputs, inner -> user for outputs */
+} cnn_cpu_arg;
+
+#define CNN_CPU_MAX_ARGS 6
+
+/* A primitive with its descriptor and arguments, built once per shape key. */
+typedef struct cnn_cpu_prim {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    int built;
+    int variant; /* what it was built for beyond the key (bias, activation, training) */
+    int nargs;
+    cnn_cpu_arg arg[CNN_CPU_MAX_ARGS];
+    dnnl_memory_t workspace; /* owned; NULL when the primitive needs none */
+} cnn_cpu_prim;
+
+/* How one argument of a primitive is described when it is built. */
+typedef struct cnn_cpu_arg_spec {
+    int id;                        /* DNNL_ARG_* */
+    dnnl_query_t query;            /* where the primitive's descriptor says its format, e.g. dnnl_query_src_md */
+    int index;                     /* the query's index (1 for the bias among the weights) */
+    const dnnl_memory_desc_t *md;  /* our plain layout */
+    int output;
+} cnn_cpu_arg_spec;
+
+/* Creates the primitive descriptor for `op_desc` (with `attr` and backward `hint`, both may be NULL), the
+ * primitive, and one cnn_cpu_arg per spec, with a reorder wherever oneDNN chose a format other than ours.
+ * With `want_workspace`, allocates the workspace the descriptor asks for. On failure `p` is left empty. */
+cnn_status cnn_cpu_prim_build(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_desc,
+                              const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
+                              const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *what);
+
+/* Runs the primitive on our buffers (data[i] for arg i, in the order of the specs): reorders inputs that need it,
+ * executes, reorders outputs back. `workspace`, when not NULL, is passed as DNNL_ARG_WORKSPACE. */
+cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data, dnnl_memory_t workspace,
+                            const char *what);
+
+void cnn_cpu_prim_destroy(cnn_cpu_prim *p);
+
+/* The implementation oneDNN picked ("brgconv:avx512_core", ...), or "?". */
+const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p);
+
+/* An attribute with an eltwise post-op for `act`, or NULL for CNN_ACT_NONE. */
+cnn_status cnn_cpu_act_attr(cnn_act act, dnnl_primitive_attr_t *attr, const char *what);
+
+/* ---- plans: a small cache of per-shape entries for one call site ---- */
+
+typedef enum cnn_cpu_plan_kind {
+    CNN_CPU_PLAN_CONV = 1,
+    CNN_CPU_PLAN_POOL,
+    CNN_CPU_PLAN_DENSE,
+} cnn_cpu_plan_kind;
+
+#define CNN_CPU_PLAN_SLOTS 2
+
+/* Every entry starts with its key (memcmp-compared, so keys are zeroed before they are filled). */
+typedef void (*cnn_cpu_entry_destroy_fn)(void *entry);
+
+struct cnn_plan {
+    cnn_cpu_plan_kind kind;
+    size_t key_size;
+    cnn_cpu_entry_destroy_fn entry_destroy;
+    uint64_t clock;
+    void *entry[CNN_CPU_PLAN_SLOTS];
+    uint64_t used[CNN_CPU_PLAN_SLOTS];
+    void *last_forward; /* the entry of the most recent forward (pooling: whose workspace is current) */
+    uint64_t entries_built; /* how many entries were ever created (tests check the cache's behaviour with it) */
+};
+
+/* Finds the entry for `key` in *slot, creating the plan and the entry (zeroed, key copied in, `entry_size`
+ * bytes) when needed; the least recently used entry is dropped when both slots are taken. */
+cnn_status cnn_cpu_plan_entry(cnn_plan **slot, cnn_cpu_plan_kind kind, const void *key, size_t key_size,
+                              size_t entry_size, cnn_cpu_entry_destroy_fn destroy, void **entry,
+                              const char *what);
+
+void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan);
+
+/* ---- argument checks shared by the ops ---- */
+
+/* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */
+const char *cnn_cpu_shape_str(const cnn_tensor *t, char *buf, size_t size);
+#define CNN_CPU_SHAPE_BUF 96
+
+/* The tensor exists, lives in host memory of a CPU backend, is F32 and has data (when not empty). */
+cnn_status cnn_cpu_check_f32(const cnn_tensor *t, const char *op, const char *name);
+
+/* The tensor has exactly this shape; else CNN_ERR_SHAPE with both shapes in the message. */
+cnn_status cnn_cpu_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
+                               const char *name);
+
+#endif

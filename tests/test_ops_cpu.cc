@@ -1,0 +1,1337 @@
+// The CPU backend's ops against the float64 references of tests/reference.h: forward results over many shapes,
+// gradients against central finite differences, sentinel floats after every output, error paths, optimizer
+// steps, and plan caching across batch sizes.
+#include <gtest/gtest.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cnn/backend.h"
+#include "cnn/status.h"
+#include "cnn/tensor.h"
+#include "core/backend.h"
+#include "tests/reference.h"
+extern "C" {
+#include "cpu/dnnl_util.h"  // struct cnn_plan, to check what the plan cache keeps
+}
+
+// The CPU backend's constructor, as the generated registry declares it.
+extern "C" cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out);
+
+namespace {
+
+using cnnref::Vec;
+
+// Error bounds, relative to the largest magnitude of the reference output (cnnref::max_rel_error). f32 sums of a
+// few hundred products stay within ~1e-6 of that scale (measured: at most 8e-7 here).
+constexpr double kForwardTol = 5e-6;
+// Gradients: the backend's f32 sums against float64 central differences of the reference.
+constexpr double kGradTol = 5e-6;  // measured: at most 4e-7
+// Finite-difference step (the reference is float64, so rounding error is ~1e-13 / kStep).
+constexpr double kStep = 1e-3;
+
+// ---------------------------------------------------------------------------------------------------------------
+// fixtures and helpers
+
+cnn_backend *g_backend = nullptr;
+
+class CpuOps : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(cnn_backend_create("cpu", &g_backend), CNN_OK) << cnn_last_error();
+  }
+  static void TearDownTestSuite() {
+    cnn_backend_destroy(g_backend);
+    g_backend = nullptr;
+  }
+  cnn_backend *b() const { return g_backend; }
+  const cnn_backend_ops *ops() const { return g_backend->ops; }
+};
+
+// A host tensor on the CPU backend whose data has kGuard sentinel words (a NaN bit pattern no op produces) before
+// and after it, to catch writes outside an output.
+class GTensor {
+ public:
+  static constexpr size_t kGuard = 16;  // 64 bytes: keeps the data 64-byte aligned
+  static constexpr uint32_t kSentinel = 0x7fa5c3e1u;
+
+  GTensor(std::vector<int64_t> shape, cnn_dtype dtype = CNN_F32) {
+    memset(&t_, 0, sizeof t_);
+    t_.backend = g_backend;
+    t_.dtype = dtype;
+    t_.ndim = (int)shape.size();
+    numel_ = 1;
+    for (size_t i = 0; i < shape.size(); i++) {
+      t_.shape[i] = shape[i];
+      numel_ *= (size_t)shape[i];
+    }
+    data_bytes_ = numel_ * cnn_dtype_size(dtype);
+    const size_t words = 2 * kGuard + (data_bytes_ + 3) / 4;
+    storage_ = (uint32_t *)aligned_alloc(64, (words * 4 + 63) / 64 * 64);
+    for (size_t i = 0; i < words; i++) storage_[i] = kSentinel;
+    t_.data = storage_ + kGuard;
+    t_.owns_data = 0;
+    tail_ = (unsigned char *)t_.data + data_bytes_;
+    tail_bytes_ = words * 4 - kGuard * 4 - data_bytes_;
+  }
+  ~GTensor() { free(storage_); }
+  GTensor(const GTensor &) = delete;
+  GTensor &operator=(const GTensor &) = delete;
+
+  cnn_tensor *t() { return &t_; }
+  size_t numel() const { return numel_; }
+  float *f() { return (float *)t_.data; }
+  int32_t *i32() { return (int32_t *)t_.data; }
+
+  void set(const std::vector<float> &v) {
+    ASSERT_EQ(v.size(), numel_);
+    memcpy(t_.data, v.data(), data_bytes_);
+  }
+  std::vector<float> get() const {
+    const float *p = (const float *)t_.data;
+    return std::vector<float>(p, p + numel_);
+  }
+  // Every sentinel word before and after the data is as it was.
+  bool guards_intact() const {
+    for (size_t i = 0; i < kGuard; i++)
+      if (storage_[i] != kSentinel) return false;
+    const unsigned char *pattern = (const unsigned char *)&kSentinel;
+    // the tail starts right after the data, possibly mid-word: compare against the word-aligned pattern
+    for (size_t i = 0; i < tail_bytes_; i++) {
+      const size_t offset = (size_t)(tail_ - (const unsigned char *)storage_) + i;
+      if (tail_[i] != pattern[offset % 4]) return false;
+    }
+    return true;
+  }
+
+ private:
+  cnn_tensor t_;
+  uint32_t *storage_ = nullptr;
+  size_t numel_ = 0, data_bytes_ = 0, tail_bytes_ = 0;
+  unsigned char *tail_ = nullptr;
+};
+
+// A plan slot that frees its plan through the backend.
+struct Plan {
+  cnn_plan *p = nullptr;
+  ~Plan() {
+    if (p) g_backend->ops->plan_destroy(g_backend, p);
+  }
+};
+
+std::vector<float> random_floats(size_t n, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto &x : v) x = u(rng);
+  return v;
+}
+
+Vec to_double(const std::vector<float> &v) { return Vec(v.begin(), v.end()); }
+
+double dot(const Vec &a, const Vec &b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
+  return s;
+}
+
+// Central differences of L(v) = loss(v) for every element of `v`; `skip(i)` marks points where the loss is not
+// smooth within the step (those get NaN and are left out of the comparison).
+Vec finite_differences(Vec v, const std::function<double(const Vec &)> &loss,
+                       const std::function<bool(size_t)> &skip = nullptr) {
+  Vec g(v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    if (skip && skip(i)) {
+      g[i] = NAN;
+      continue;
+    }
+    const double orig = v[i];
+    v[i] = orig + kStep;
+    const double lp = loss(v);
+    v[i] = orig - kStep;
+    const double lm = loss(v);
+    v[i] = orig;
+    g[i] = (lp - lm) / (2 * kStep);
+  }
+  return g;
+}
+
+// Relative error of an analytic gradient against finite differences over the points that were not skipped;
+// `checked` receives how many points that was.
+double grad_error(const std::vector<float> &got, const Vec &fd, size_t *checked) {
+  std::vector<float> g;
+  Vec want;
+  for (size_t i = 0; i < fd.size(); i++) {
+    if (std::isnan(fd[i])) continue;
+    g.push_back(got[i]);
+    want.push_back(fd[i]);
+  }
+  *checked = want.size();
+  return cnnref::max_rel_error(g, want);
+}
+
+std::string describe(const cnnref::Conv2d &p, bool bias) {
+  std::ostringstream s;
+  s << "x (" << p.n << ", " << p.h << ", " << p.w << ", " << p.c << ") w (" << p.o << ", " << p.kh << ", " << p.kw
+    << ", " << p.c / p.groups << ") stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_top << ","
+    << p.pad_left << "," << p.pad_bottom << "," << p.pad_right << " dilation " << p.dilation_h << "x"
+    << p.dilation_w << " groups " << p.groups << (bias ? " bias" : " no-bias") << (p.relu ? " relu" : "");
+  return s.str();
+}
+
+std::string describe(const cnnref::Pool2d &p) {
+  std::ostringstream s;
+  s << (p.max ? "max" : "avg") << " x (" << p.n << ", " << p.h << ", " << p.w << ", " << p.c << ") kernel " << p.kh
+    << "x" << p.kw << " stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_top << "," << p.pad_left
+    << "," << p.pad_bottom << "," << p.pad_right;
+  return s.str();
+}
+
+cnnref::Conv2d conv(int n, int h, int w, int c, int o, int kh, int kw, int stride = 1, int pad = 0,
+                    int dilation = 1, int groups = 1) {
+  cnnref::Conv2d p;
+  p.n = n, p.h = h, p.w = w, p.c = c, p.o = o, p.kh = kh, p.kw = kw;
+  p.stride_h = p.stride_w = stride;
+  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+  p.dilation_h = p.dilation_w = dilation;
+  p.groups = groups;
+  return p;
+}
+
+// Hand-picked convolution cases (odd sizes, every parameter) followed by seeded random ones.
+std::vector<cnnref::Conv2d> conv_cases() {
+  std::vector<cnnref::Conv2d> v;
+  v.push_back(conv(1, 7, 5, 3, 4, 3, 3));
+  cnnref::Conv2d p = conv(5, 7, 5, 3, 6, 3, 3, 2);
+  p.pad_top = 1, p.pad_left = 0, p.pad_bottom = 2, p.pad_right = 1;  // asymmetric
+  v.push_back(p);
+  p = conv(2, 9, 8, 4, 4, 3, 2, 3);
+  p.pad_top = 0, p.pad_left = 1, p.pad_bottom = 1, p.pad_right = 0;
+  v.push_back(p);
+  v.push_back(conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2));      // dilation 2
+  p = conv(3, 8, 7, 5, 4, 3, 2, 1, 0, 1);
+  p.dilation_h = 2, p.dilation_w = 3, p.stride_w = 2;    // different dilation per axis
+  v.push_back(p);
+  v.push_back(conv(3, 6, 7, 4, 6, 3, 3, 1, 1, 1, 2));   // groups 2
+  p = conv(2, 8, 6, 5, 10, 3, 3, 2, 1, 1, 5);           // depthwise, multiplier 2
+  p.pad_bottom = 0, p.pad_right = 0;
+  v.push_back(p);
+  v.push_back(conv(4, 6, 6, 8, 8, 3, 3, 1, 1, 1, 8));   // depthwise, multiplier 1
+  v.push_back(conv(1, 5, 5, 1, 2, 1, 1));               // 1x1
+  v.push_back(conv(5, 4, 3, 2, 3, 4, 3));               // kernel as large as the image
+  v.push_back(conv(2, 28, 28, 1, 32, 3, 3));             // the seed CNN's layers at a small batch
+  v.push_back(conv(2, 13, 13, 32, 64, 3, 3));
+  v.push_back(conv(2, 5, 5, 64, 128, 3, 3));
+
+  std::mt19937 rng(20240531);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  while (v.size() < 40) {
+    cnnref::Conv2d q;
+    q.n = pick(1, 5), q.h = pick(1, 10), q.w = pick(1, 10);
+    q.groups = pick(1, 3);
+    q.c = q.groups * pick(1, 4);
+    q.o = q.groups * pick(1, 4);
+    q.kh = pick(1, 4), q.kw = pick(1, 4);
+    q.stride_h = pick(1, 3), q.stride_w = pick(1, 3);
+    q.dilation_h = pick(1, 2), q.dilation_w = pick(1, 2);
+    q.pad_top = pick(0, 2), q.pad_left = pick(0, 2), q.pad_bottom = pick(0, 2), q.pad_right = pick(0, 2);
+    if (q.out_h() < 1 || q.out_w() < 1) continue;
+    v.push_back(q);
+  }
+  for (size_t i = 0; i < v.size(); i++) v[i].relu = i % 3 == 1;
+  return v;
+}
+
+std::vector<cnnref::Pool2d> pool_cases() {
+  std::vector<cnnref::Pool2d> v;
+  auto add = [&](int n, int h, int w, int c, int k, int s, int pt, int pl, int pb, int pr) {
+    for (bool max : {true, false}) {
+      cnnref::Pool2d p;
+      p.max = max, p.n = n, p.h = h, p.w = w, p.c = c, p.kh = p.kw = k, p.stride_h = p.stride_w = s;
+      p.pad_top = pt, p.pad_left = pl, p.pad_bottom = pb, p.pad_right = pr;
+      v.push_back(p);
+    }
+  };
+  add(1, 7, 5, 3, 2, 2, 0, 0, 0, 0);
+  add(5, 7, 5, 3, 3, 2, 1, 0, 2, 1);  // asymmetric padding, overlapping windows
+  add(2, 9, 8, 4, 3, 3, 0, 1, 1, 0);
+  add(3, 6, 6, 17, 2, 1, 1, 1, 0, 0);
+  add(2, 26, 26, 32, 2, 2, 0, 0, 0, 0);  // the seed CNN's first pool at a small batch
+  add(1, 1, 1, 5, 1, 1, 0, 0, 0, 0);
+  cnnref::Pool2d p;
+  p.max = true, p.n = 2, p.h = 7, p.w = 6, p.c = 3, p.kh = 3, p.kw = 2, p.stride_h = 2, p.stride_w = 1;
+  p.pad_top = 2, p.pad_left = 1, p.pad_bottom = 1, p.pad_right = 0;
+  v.push_back(p);
+  p.max = false;
+  v.push_back(p);
+  return v;
+}
+
+// Distinct values spaced well apart (a shuffled ramp), so that max-pool windows have no near ties.
+std::vector<float> distinct_floats(size_t n, std::mt19937 &rng) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; i++) v[i] = -1.0f + 2.0f * (float)i / (float)std::max<size_t>(n, 1);
+  std::shuffle(v.begin(), v.end(), rng);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// op runners
+
+struct ConvRun {
+  cnnref::Conv2d p;
+  bool bias;
+  cnn_conv2d_args args() const {
+    cnn_conv2d_args a;
+    memset(&a, 0, sizeof a);
+    a.stride_h = p.stride_h, a.stride_w = p.stride_w;
+    a.pad_top = p.pad_top, a.pad_left = p.pad_left, a.pad_bottom = p.pad_bottom, a.pad_right = p.pad_right;
+    a.dilation_h = p.dilation_h, a.dilation_w = p.dilation_w;
+    a.groups = p.groups;
+    a.act = p.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
+    return a;
+  }
+  std::vector<int64_t> x_shape() const { return {p.n, p.h, p.w, p.c}; }
+  std::vector<int64_t> w_shape() const { return {p.o, p.kh, p.kw, p.c / p.groups}; }
+  std::vector<int64_t> y_shape() const { return {p.n, p.out_h(), p.out_w(), p.o}; }
+};
+
+cnn_pool2d_args pool_args(const cnnref::Pool2d &p) {
+  cnn_pool2d_args a;
+  memset(&a, 0, sizeof a);
+  a.mode = p.max ? CNN_POOL_MAX : CNN_POOL_AVG;
+  a.kernel_h = p.kh, a.kernel_w = p.kw, a.stride_h = p.stride_h, a.stride_w = p.stride_w;
+  a.pad_top = p.pad_top, a.pad_left = p.pad_left, a.pad_bottom = p.pad_bottom, a.pad_right = p.pad_right;
+  return a;
+}
+
+// Runs conv2d_forward through `plan` and returns y; checks the status and y's sentinels.
+std::vector<float> run_conv_forward(const ConvRun &r, const std::vector<float> &x, const std::vector<float> &w,
+                                    const std::vector<float> &bias, cnn_plan **plan) {
+  GTensor tx(r.x_shape()), tw(r.w_shape()), tb({r.p.o}), ty(r.y_shape());
+  tx.set(x);
+  tw.set(w);
+  if (r.bias) tb.set(bias);
+  cnn_conv2d_args a = r.args();
+  a.plan = plan;
+  a.x = tx.t(), a.w = tw.t(), a.b = r.bias ? tb.t() : nullptr, a.y = ty.t();
+  cnn_status st = g_backend->ops->conv2d_forward(g_backend, &a);
+  EXPECT_EQ(st, CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(ty.guards_intact()) << "conv2d_forward wrote outside y";
+  return ty.get();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (a) forward against the reference
+
+TEST_F(CpuOps, BackendIsNamedCpuAndDescribesItself) {
+  EXPECT_STREQ(cnn_backend_name(b()), "cpu");
+  EXPECT_STREQ(ops()->name, "cpu");
+  std::string d = cnn_backend_description(b());
+  EXPECT_NE(d.find("CPU"), std::string::npos) << d;
+  EXPECT_NE(d.find("oneDNN"), std::string::npos) << d;
+  EXPECT_NE(d.find("thread"), std::string::npos) << d;
+}
+
+TEST_F(CpuOps, Conv2dForwardMatchesReference) {
+  std::mt19937 rng(1);
+  int n = 0;
+  for (const auto &p : conv_cases()) {
+    for (bool bias : {true, false}) {
+      ConvRun r{p, bias};
+      SCOPED_TRACE(describe(p, bias));
+      auto x = random_floats(p.x_size(), rng), w = random_floats(p.w_size(), rng), bv = random_floats(p.o, rng);
+      Plan plan;
+      auto y = run_conv_forward(r, x, w, bv, &plan.p);
+      Vec want = cnnref::conv2d_forward(p, to_double(x), to_double(w), bias ? to_double(bv) : Vec());
+      EXPECT_LT(cnnref::max_rel_error(y, want), kForwardTol);
+      n++;
+    }
+  }
+  EXPECT_GE(n, 80);
+}
+
+TEST_F(CpuOps, Conv2dForwardWithoutPlanMatchesReference) {
+  std::mt19937 rng(2);
+  ConvRun r{conv(3, 6, 7, 4, 6, 3, 3, 2, 1, 1, 2), true};
+  r.p.relu = true;
+  auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
+  auto y = run_conv_forward(r, x, w, bv, nullptr);
+  EXPECT_LT(cnnref::max_rel_error(y, cnnref::conv2d_forward(r.p, to_double(x), to_double(w), to_double(bv))),
+            kForwardTol);
+}
+
+TEST_F(CpuOps, Pool2dForwardMatchesReference) {
+  std::mt19937 rng(3);
+  for (const auto &p : pool_cases()) {
+    SCOPED_TRACE(describe(p));
+    for (int training : {0, 1}) {
+      GTensor tx({p.n, p.h, p.w, p.c}), ty({p.n, p.out_h(), p.out_w(), p.c});
+      auto x = random_floats(p.x_size(), rng);
+      tx.set(x);
+      Plan plan;
+      cnn_pool2d_args a = pool_args(p);
+      a.plan = &plan.p, a.x = tx.t(), a.y = ty.t(), a.training = training;
+      ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+      EXPECT_TRUE(ty.guards_intact());
+      EXPECT_LT(cnnref::max_rel_error(ty.get(), cnnref::pool2d_forward(p, to_double(x))), kForwardTol);
+    }
+  }
+}
+
+struct DenseCase {
+  std::vector<int64_t> x_shape;
+  int out;
+  bool bias, relu;
+};
+
+std::vector<DenseCase> dense_cases() {
+  return {
+      {{1, 7}, 3, true, false},  {{5, 7}, 3, false, true},  {{4, 3, 3, 2}, 5, true, true},
+      {{2, 5, 4}, 1, true, false}, {{8, 128}, 512, true, true}, {{8, 512}, 10, true, false},
+      {{3, 1}, 4, false, false},
+  };
+}
+
+int64_t dense_in(const DenseCase &c) {
+  int64_t in = 1;
+  for (size_t i = 1; i < c.x_shape.size(); i++) in *= c.x_shape[i];
+  return in;
+}
+
+TEST_F(CpuOps, DenseForwardMatchesReference) {
+  std::mt19937 rng(4);
+  for (const auto &c : dense_cases()) {
+    const int n = (int)c.x_shape[0], in = (int)dense_in(c);
+    SCOPED_TRACE("dense N " + std::to_string(n) + " IN " + std::to_string(in) + " OUT " + std::to_string(c.out));
+    GTensor tx(c.x_shape), tw({c.out, in}), tb({c.out}), ty({n, c.out});
+    auto x = random_floats(tx.numel(), rng), w = random_floats(tw.numel(), rng), bv = random_floats(c.out, rng);
+    tx.set(x), tw.set(w), tb.set(bv);
+    Plan plan;
+    cnn_dense_args a;
+    memset(&a, 0, sizeof a);
+    a.plan = &plan.p, a.x = tx.t(), a.w = tw.t(), a.b = c.bias ? tb.t() : nullptr, a.y = ty.t();
+    a.act = c.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
+    ASSERT_EQ(ops()->dense_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(ty.guards_intact());
+    Vec want = cnnref::dense_forward(n, in, c.out, to_double(x), to_double(w), c.bias ? to_double(bv) : Vec(), c.relu);
+    EXPECT_LT(cnnref::max_rel_error(ty.get(), want), kForwardTol);
+  }
+}
+
+TEST_F(CpuOps, ReluForwardMatchesReference) {
+  std::mt19937 rng(5);
+  for (int64_t n : {1, 7, 1000, 70001}) {
+    GTensor tx({n}), ty({n});
+    auto x = random_floats(n, rng);
+    tx.set(x);
+    cnn_act_args a;
+    memset(&a, 0, sizeof a);
+    a.act = CNN_ACT_RELU, a.x = tx.t(), a.y = ty.t();
+    ASSERT_EQ(ops()->act_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(ty.guards_intact());
+    EXPECT_EQ(cnnref::max_rel_error(ty.get(), cnnref::relu(to_double(x))), 0.0);
+    a.act = CNN_ACT_NONE;
+    ASSERT_EQ(ops()->act_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(ty.get(), x);
+  }
+}
+
+TEST_F(CpuOps, SoftmaxXentMatchesReference) {
+  std::mt19937 rng(6);
+  for (auto nk : std::vector<std::pair<int, int>>{{1, 1}, {1, 10}, {5, 3}, {64, 10}, {3, 1000}}) {
+    const int n = nk.first, k = nk.second;
+    SCOPED_TRACE("N " + std::to_string(n) + " K " + std::to_string(k));
+    GTensor tl({n, k}), tlab({n}, CNN_I32), tp({n, k}), tloss({n}), td({n, k});
+    // logits far from 0 on purpose: exp() without the max subtracted would overflow, even in float64
+    auto logits = random_floats((size_t)n * k, rng, -30.0f, 30.0f);
+    for (size_t i = 0; i < logits.size(); i += 7) logits[i] += 1000.0f;
+    tl.set(logits);
+    std::vector<int32_t> labels(n);
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)(rng() % k);
+    memcpy(tlab.i32(), labels.data(), n * sizeof(int32_t));
+    cnn_softmax_xent_args a;
+    memset(&a, 0, sizeof a);
+    a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
+    a.grad_scale = 1.0f / n;
+    ASSERT_EQ(ops()->softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tp.guards_intact() && tloss.guards_intact() && td.guards_intact());
+    Vec probs, losses;
+    cnnref::softmax_xent(n, k, to_double(logits), labels, &probs, &losses);
+    EXPECT_LT(cnnref::max_rel_error(tp.get(), probs), kForwardTol);
+    // losses can be ~1000 here; compare each against its own magnitude
+    auto got = tloss.get();
+    for (int i = 0; i < n; i++) EXPECT_NEAR(got[i], losses[i], 1e-5 * std::max(1.0, std::fabs(losses[i])));
+    Vec dl(probs);
+    for (int i = 0; i < n; i++) dl[(size_t)i * k + labels[i]] -= 1.0;
+    for (auto &v : dl) v /= n;
+    EXPECT_LT(cnnref::max_rel_error(td.get(), dl), kForwardTol);
+
+    // each output is optional, and what is written does not depend on what else is asked for
+    GTensor tloss2({n});
+    cnn_softmax_xent_args a2;
+    memset(&a2, 0, sizeof a2);
+    a2.logits = tl.t(), a2.labels = tlab.t(), a2.losses = tloss2.t();
+    ASSERT_EQ(ops()->softmax_xent(b(), &a2), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(tloss2.get(), tloss.get());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (b) gradients against finite differences
+
+// Cases small enough for finite differences over every input.
+std::vector<cnnref::Conv2d> conv_grad_cases() {
+  std::vector<cnnref::Conv2d> v;
+  for (auto p : conv_cases()) {
+    const double cost = (double)(p.x_size() + p.w_size()) * p.y_size() * p.kh * p.kw * (p.c / p.groups);
+    if (cost > 4e7) continue;
+    p.relu = false;  // backward ops take the gradient w.r.t. the pre-activation output
+    v.push_back(p);
+  }
+  return v;
+}
+
+TEST_F(CpuOps, Conv2dBackwardDataMatchesFiniteDifferences) {
+  std::mt19937 rng(7);
+  auto cases = conv_grad_cases();
+  ASSERT_GE(cases.size(), 25u);
+  for (const auto &p : cases) {
+    ConvRun r{p, false};
+    SCOPED_TRACE(describe(p, false));
+    auto x = random_floats(p.x_size(), rng), w = random_floats(p.w_size(), rng), dy = random_floats(p.y_size(), rng);
+    GTensor tw(r.w_shape()), tdy(r.y_shape()), tdx(r.x_shape());
+    tw.set(w), tdy.set(dy);
+    Plan plan;
+    cnn_conv2d_args a = r.args();
+    a.plan = &plan.p, a.w = tw.t(), a.dy = tdy.t(), a.dx = tdx.t();
+    ASSERT_EQ(ops()->conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tdx.guards_intact());
+    const Vec wd = to_double(w), rd = to_double(dy);
+    Vec fd = finite_differences(to_double(x),
+                                [&](const Vec &xv) { return dot(cnnref::conv2d_forward(p, xv, wd, {}), rd); });
+    size_t checked;
+    EXPECT_LT(grad_error(tdx.get(), fd, &checked), kGradTol);
+    EXPECT_EQ(checked, p.x_size());
+  }
+}
+
+TEST_F(CpuOps, Conv2dBackwardFilterMatchesFiniteDifferences) {
+  std::mt19937 rng(8);
+  for (const auto &p : conv_grad_cases()) {
+    for (bool bias : {true, false}) {
+      ConvRun r{p, bias};
+      SCOPED_TRACE(describe(p, bias));
+      auto x = random_floats(p.x_size(), rng), w = random_floats(p.w_size(), rng),
+           bv = random_floats(p.o, rng), dy = random_floats(p.y_size(), rng);
+      GTensor tx(r.x_shape()), tdy(r.y_shape()), tdw(r.w_shape()), tdb({p.o});
+      tx.set(x), tdy.set(dy);
+      Plan plan;
+      cnn_conv2d_args a = r.args();
+      a.plan = &plan.p, a.x = tx.t(), a.dy = tdy.t(), a.dw = tdw.t(), a.db = bias ? tdb.t() : nullptr;
+      ASSERT_EQ(ops()->conv2d_backward_filter(b(), &a), CNN_OK) << cnn_last_error();
+      EXPECT_TRUE(tdw.guards_intact() && tdb.guards_intact());
+      const Vec xd = to_double(x), wd = to_double(w), bd = to_double(bv), rd = to_double(dy);
+      size_t checked;
+      Vec fdw = finite_differences(wd, [&](const Vec &wv) { return dot(cnnref::conv2d_forward(p, xd, wv, bd), rd); });
+      EXPECT_LT(grad_error(tdw.get(), fdw, &checked), kGradTol);
+      EXPECT_EQ(checked, p.w_size());
+      if (bias) {
+        Vec fdb = finite_differences(bd, [&](const Vec &bb) { return dot(cnnref::conv2d_forward(p, xd, wd, bb), rd); });
+        EXPECT_LT(grad_error(tdb.get(), fdb, &checked), kGradTol);
+        EXPECT_EQ(checked, (size_t)p.o);
+      } else {
+        // no db asked for: its memory stays untouched
+        for (float v : tdb.get()) EXPECT_TRUE(std::isnan(v));
+      }
+    }
+  }
+}
+
+// A layer's chain: forward with the fused ReLU, act_backward from y, then both conv backward ops; against
+// finite differences of the reference with ReLU, skipping points whose step flips the sign of some pre-activation.
+TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
+  std::mt19937 rng(9);
+  cnnref::Conv2d p = conv(2, 7, 6, 3, 4, 3, 3, 2, 1);
+  p.relu = true;
+  ConvRun r{p, true};
+  auto x = random_floats(p.x_size(), rng), w = random_floats(p.w_size(), rng), bv = random_floats(p.o, rng),
+       rr = random_floats(p.y_size(), rng);
+  Plan plan;
+  GTensor tx(r.x_shape()), tw(r.w_shape()), tb({p.o}), ty(r.y_shape()), tr(r.y_shape()), tdz(r.y_shape()),
+      tdx(r.x_shape()), tdw(r.w_shape()), tdb({p.o});
+  tx.set(x), tw.set(w), tb.set(bv), tr.set(rr);
+  cnn_conv2d_args a = r.args();
+  a.plan = &plan.p, a.x = tx.t(), a.w = tw.t(), a.b = tb.t(), a.y = ty.t();
+  a.dy = tdz.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = tdb.t();
+  ASSERT_EQ(ops()->conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  cnn_act_args aa;
+  memset(&aa, 0, sizeof aa);
+  aa.act = CNN_ACT_RELU, aa.y = ty.t(), aa.dy = tr.t(), aa.dx = tdz.t();
+  ASSERT_EQ(ops()->act_backward(b(), &aa), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->conv2d_backward_filter(b(), &a), CNN_OK) << cnn_last_error();
+
+  cnnref::Conv2d lin = p;
+  lin.relu = false;
+  const Vec xd = to_double(x), wd = to_double(w), bd = to_double(bv), rd = to_double(rr);
+  // a step is valid when no pre-activation changes sign across [v - h, v + h]
+  auto smooth = [&](const Vec &lo, const Vec &hi) {
+    for (size_t j = 0; j < lo.size(); j++)
+      if ((lo[j] > 0) != (hi[j] > 0)) return false;
+    return true;
+  };
+  size_t checked;
+  Vec fdx = finite_differences(
+      xd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, v, wd, bd), rd); },
+      [&](size_t i) {
+        Vec lo = xd, hi = xd;
+        lo[i] -= kStep, hi[i] += kStep;
+        return !smooth(cnnref::conv2d_forward(lin, lo, wd, bd), cnnref::conv2d_forward(lin, hi, wd, bd));
+      });
+  EXPECT_LT(grad_error(tdx.get(), fdx, &checked), kGradTol);
+  EXPECT_GT(checked, p.x_size() * 3 / 4);
+  Vec fdw = finite_differences(
+      wd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, v, bd), rd); },
+      [&](size_t i) {
+        Vec lo = wd, hi = wd;
+        lo[i] -= kStep, hi[i] += kStep;
+        return !smooth(cnnref::conv2d_forward(lin, xd, lo, bd), cnnref::conv2d_forward(lin, xd, hi, bd));
+      });
+  EXPECT_LT(grad_error(tdw.get(), fdw, &checked), kGradTol);
+  EXPECT_GT(checked, p.w_size() * 3 / 4);
+  Vec fdb = finite_differences(
+      bd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, wd, v), rd); },
+      [&](size_t i) {
+        Vec lo = bd, hi = bd;
+        lo[i] -= kStep, hi[i] += kStep;
+        return !smooth(cnnref::conv2d_forward(lin, xd, wd, lo), cnnref::conv2d_forward(lin, xd, wd, hi));
+      });
+  EXPECT_LT(grad_error(tdb.get(), fdb, &checked), kGradTol);
+  EXPECT_GT(checked, 0u);
+}
+
+TEST_F(CpuOps, DenseBackwardDataMatchesFiniteDifferences) {
+  std::mt19937 rng(10);
+  for (const auto &c : dense_cases()) {
+    const int n = (int)c.x_shape[0], in = (int)dense_in(c);
+    if ((size_t)n * in * c.out > 200000) continue;
+    SCOPED_TRACE("dense N " + std::to_string(n) + " IN " + std::to_string(in) + " OUT " + std::to_string(c.out));
+    GTensor tw({c.out, in}), tdy({n, c.out}), tdx(c.x_shape);
+    auto x = random_floats((size_t)n * in, rng), w = random_floats(tw.numel(), rng);
+    auto dy = random_floats(tdy.numel(), rng);
+    tw.set(w), tdy.set(dy);
+    Plan plan;
+    cnn_dense_args a;
+    memset(&a, 0, sizeof a);
+    a.plan = &plan.p, a.w = tw.t(), a.dy = tdy.t(), a.dx = tdx.t();
+    ASSERT_EQ(ops()->dense_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tdx.guards_intact());
+    const Vec wd = to_double(w), rd = to_double(dy);
+    Vec fd = finite_differences(
+        to_double(x), [&](const Vec &v) { return dot(cnnref::dense_forward(n, in, c.out, v, wd, {}, false), rd); });
+    size_t checked;
+    EXPECT_LT(grad_error(tdx.get(), fd, &checked), kGradTol);
+    EXPECT_EQ(checked, x.size());
+  }
+}
+
+TEST_F(CpuOps, DenseBackwardWeightsMatchesFiniteDifferences) {
+  std::mt19937 rng(11);
+  for (const auto &c : dense_cases()) {
+    const int n = (int)c.x_shape[0], in = (int)dense_in(c);
+    if ((size_t)n * in * c.out > 200000) continue;
+    SCOPED_TRACE("dense N " + std::to_string(n) + " IN " + std::to_string(in) + " OUT " + std::to_string(c.out));
+    GTensor tx(c.x_shape), tdy({n, c.out}), tdw({c.out, in}), tdb({c.out});
+    auto x = random_floats(tx.numel(), rng), w = random_floats(tdw.numel(), rng), bv = random_floats(c.out, rng),
+         dy = random_floats(tdy.numel(), rng);
+    tx.set(x), tdy.set(dy);
+    Plan plan;
+    cnn_dense_args a;
+    memset(&a, 0, sizeof a);
+    a.plan = &plan.p, a.x = tx.t(), a.dy = tdy.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
+    ASSERT_EQ(ops()->dense_backward_weights(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tdw.guards_intact() && tdb.guards_intact());
+    const Vec xd = to_double(x), wd = to_double(w), bd = to_double(bv), rd = to_double(dy);
+    size_t checked;
+    Vec fdw = finite_differences(
+        wd, [&](const Vec &v) { return dot(cnnref::dense_forward(n, in, c.out, xd, v, bd, false), rd); });
+    EXPECT_LT(grad_error(tdw.get(), fdw, &checked), kGradTol);
+    EXPECT_EQ(checked, wd.size());
+    if (c.bias) {
+      Vec fdb = finite_differences(
+          bd, [&](const Vec &v) { return dot(cnnref::dense_forward(n, in, c.out, xd, wd, v, false), rd); });
+      EXPECT_LT(grad_error(tdb.get(), fdb, &checked), kGradTol);
+      EXPECT_EQ(checked, bd.size());
+    }
+  }
+}
+
+TEST_F(CpuOps, Pool2dBackwardMatchesFiniteDifferences) {
+  std::mt19937 rng(12);
+  for (const auto &p : pool_cases()) {
+    if (p.x_size() > 5000) continue;
+    SCOPED_TRACE(describe(p));
+    auto x = distinct_floats(p.x_size(), rng), dy = random_floats(p.y_size(), rng);
+    GTensor tx({p.n, p.h, p.w, p.c}), ty({p.n, p.out_h(), p.out_w(), p.c}), tdy({p.n, p.out_h(), p.out_w(), p.c}),
+        tdx({p.n, p.h, p.w, p.c});
+    tx.set(x), tdy.set(dy);
+    Plan plan;
+    cnn_pool2d_args a = pool_args(p);
+    a.plan = &plan.p, a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = tdx.t(), a.training = 1;
+    ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(ops()->pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tdx.guards_intact());
+    const Vec xd = to_double(x), rd = to_double(dy);
+    Vec fd = finite_differences(
+        xd, [&](const Vec &v) { return dot(cnnref::pool2d_forward(p, v), rd); },
+        [&](size_t i) { return cnnref::pool2d_max_near_tie(p, xd, i, kStep); });
+    size_t checked;
+    EXPECT_LT(grad_error(tdx.get(), fd, &checked), kGradTol);
+    EXPECT_GT(checked, p.x_size() * 9 / 10);
+  }
+}
+
+TEST_F(CpuOps, AvgPool2dBackwardNeedsNoForward) {
+  std::mt19937 rng(13);
+  cnnref::Pool2d p = pool_cases()[3];
+  ASSERT_FALSE(p.max);
+  auto x = random_floats(p.x_size(), rng), dy = random_floats(p.y_size(), rng);
+  GTensor tdy({p.n, p.out_h(), p.out_w(), p.c}), tdx({p.n, p.h, p.w, p.c});
+  tdy.set(dy);
+  for (bool with_plan : {false, true}) {
+    Plan plan;
+    cnn_pool2d_args a = pool_args(p);
+    a.plan = with_plan ? &plan.p : nullptr, a.dy = tdy.t(), a.dx = tdx.t();
+    ASSERT_EQ(ops()->pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
+    const Vec rd = to_double(dy);
+    Vec fd = finite_differences(to_double(x), [&](const Vec &v) { return dot(cnnref::pool2d_forward(p, v), rd); });
+    size_t checked;
+    EXPECT_LT(grad_error(tdx.get(), fd, &checked), kGradTol);
+  }
+}
+
+TEST_F(CpuOps, ReluBackwardMatchesFiniteDifferences) {
+  std::mt19937 rng(14);
+  const int64_t n = 3001;
+  auto x = random_floats(n, rng), dy = random_floats(n, rng);
+  GTensor tx({n}), ty({n}), tdy({n}), tdx({n});
+  tx.set(x), tdy.set(dy);
+  cnn_act_args a;
+  memset(&a, 0, sizeof a);
+  a.act = CNN_ACT_RELU, a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = tdx.t();
+  ASSERT_EQ(ops()->act_forward(b(), &a), CNN_OK) << cnn_last_error();
+  a.x = nullptr;  // ReLU's gradient comes from y alone
+  ASSERT_EQ(ops()->act_backward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(tdx.guards_intact());
+  const Vec xd = to_double(x), rd = to_double(dy);
+  Vec fd = finite_differences(
+      xd, [&](const Vec &v) { return dot(cnnref::relu(v), rd); }, [&](size_t i) { return std::fabs(xd[i]) <= kStep; });
+  size_t checked;
+  EXPECT_LT(grad_error(tdx.get(), fd, &checked), kGradTol);
+  EXPECT_GT(checked, (size_t)n * 9 / 10);
+
+  // in place: dx aliases dy
+  GTensor tinplace({n});
+  tinplace.set(dy);
+  a.dy = tinplace.t(), a.dx = tinplace.t();
+  ASSERT_EQ(ops()->act_backward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(tinplace.get(), tdx.get());
+
+  // no activation passes the gradient through
+  a.act = CNN_ACT_NONE, a.y = nullptr, a.dy = tdy.t(), a.dx = tdx.t();
+  ASSERT_EQ(ops()->act_backward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(tdx.get(), dy);
+}
+
+TEST_F(CpuOps, SoftmaxXentGradientMatchesFiniteDifferences) {
+  std::mt19937 rng(15);
+  for (auto nk : std::vector<std::pair<int, int>>{{1, 2}, {5, 3}, {7, 10}}) {
+    const int n = nk.first, k = nk.second;
+    SCOPED_TRACE("N " + std::to_string(n) + " K " + std::to_string(k));
+    auto logits = random_floats((size_t)n * k, rng, -3.0f, 3.0f);
+    std::vector<int32_t> labels(n);
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)(rng() % k);
+    GTensor tl({n, k}), tlab({n}, CNN_I32), td({n, k});
+    tl.set(logits);
+    memcpy(tlab.i32(), labels.data(), n * sizeof(int32_t));
+    const float scale = 0.37f;  // anything: the mean over N times a loss scale
+    cnn_softmax_xent_args a;
+    memset(&a, 0, sizeof a);
+    a.logits = tl.t(), a.labels = tlab.t(), a.dlogits = td.t(), a.grad_scale = scale;
+    ASSERT_EQ(ops()->softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(td.guards_intact());
+    Vec fd = finite_differences(to_double(logits), [&](const Vec &v) {
+      Vec losses;
+      cnnref::softmax_xent(n, k, v, labels, nullptr, &losses);
+      double s = 0.0;
+      for (double l : losses) s += l;
+      return scale * s;
+    });
+    size_t checked;
+    EXPECT_LT(grad_error(td.get(), fd, &checked), kGradTol);
+    EXPECT_EQ(checked, logits.size());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (c) sentinels: one case of every op with odd sizes, every output guarded on both sides
+
+TEST_F(CpuOps, EveryOpLeavesTheBytesAroundItsOutputsUntouched) {
+  std::mt19937 rng(16);
+  ConvRun r{conv(3, 7, 5, 3, 5, 3, 3, 2, 1), true};
+  r.p.relu = true;
+  Plan conv_plan, pool_plan, dense_plan;
+  GTensor x(r.x_shape()), w(r.w_shape()), bb({5}), y(r.y_shape()), dy(r.y_shape()), dx(r.x_shape()),
+      dw(r.w_shape()), db({5});
+  x.set(random_floats(x.numel(), rng)), w.set(random_floats(w.numel(), rng)), bb.set(random_floats(5, rng));
+  dy.set(random_floats(dy.numel(), rng));
+  cnn_conv2d_args ca = r.args();
+  ca.plan = &conv_plan.p, ca.x = x.t(), ca.w = w.t(), ca.b = bb.t(), ca.y = y.t(), ca.dy = dy.t(), ca.dx = dx.t();
+  ca.dw = dw.t(), ca.db = db.t();
+  ASSERT_EQ(ops()->conv2d_forward(b(), &ca), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->conv2d_backward_data(b(), &ca), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->conv2d_backward_filter(b(), &ca), CNN_OK) << cnn_last_error();
+  for (GTensor *t : {&y, &dx, &dw, &db}) EXPECT_TRUE(t->guards_intact());
+
+  cnnref::Pool2d pp = pool_cases()[2];
+  GTensor px({pp.n, pp.h, pp.w, pp.c}), py({pp.n, pp.out_h(), pp.out_w(), pp.c}),
+      pdy({pp.n, pp.out_h(), pp.out_w(), pp.c}), pdx({pp.n, pp.h, pp.w, pp.c});
+  px.set(random_floats(px.numel(), rng)), pdy.set(random_floats(pdy.numel(), rng));
+  cnn_pool2d_args pa = pool_args(pp);
+  pa.plan = &pool_plan.p, pa.x = px.t(), pa.y = py.t(), pa.dy = pdy.t(), pa.dx = pdx.t(), pa.training = 1;
+  ASSERT_EQ(ops()->pool2d_forward(b(), &pa), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->pool2d_backward(b(), &pa), CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(py.guards_intact() && pdx.guards_intact());
+
+  GTensor dxx({3, 5, 7}), dwt({9, 35}), dbt({9}), dyt({3, 9}), dyy({3, 9}), ddx({3, 5, 7}), ddw({9, 35}), ddb({9});
+  dxx.set(random_floats(dxx.numel(), rng)), dwt.set(random_floats(dwt.numel(), rng)), dbt.set(random_floats(9, rng));
+  dyy.set(random_floats(dyy.numel(), rng));
+  cnn_dense_args da;
+  memset(&da, 0, sizeof da);
+  da.plan = &dense_plan.p, da.x = dxx.t(), da.w = dwt.t(), da.b = dbt.t(), da.y = dyt.t(), da.act = CNN_ACT_RELU;
+  da.dy = dyy.t(), da.dx = ddx.t(), da.dw = ddw.t(), da.db = ddb.t();
+  ASSERT_EQ(ops()->dense_forward(b(), &da), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->dense_backward_data(b(), &da), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->dense_backward_weights(b(), &da), CNN_OK) << cnn_last_error();
+  for (GTensor *t : {&dyt, &ddx, &ddw, &ddb}) EXPECT_TRUE(t->guards_intact());
+
+  GTensor ex({37}), ey({37}), edy({37}), edx({37});
+  ex.set(random_floats(37, rng)), edy.set(random_floats(37, rng));
+  cnn_act_args aa;
+  memset(&aa, 0, sizeof aa);
+  aa.act = CNN_ACT_RELU, aa.x = ex.t(), aa.y = ey.t(), aa.dy = edy.t(), aa.dx = edx.t();
+  ASSERT_EQ(ops()->act_forward(b(), &aa), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->act_backward(b(), &aa), CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(ey.guards_intact() && edx.guards_intact());
+
+  GTensor sl({3, 7}), slab({3}, CNN_I32), sp({3, 7}), sloss({3}), sd({3, 7});
+  sl.set(random_floats(21, rng));
+  slab.i32()[0] = 0, slab.i32()[1] = 6, slab.i32()[2] = 3;
+  cnn_softmax_xent_args sa;
+  memset(&sa, 0, sizeof sa);
+  sa.logits = sl.t(), sa.labels = slab.t(), sa.probs = sp.t(), sa.losses = sloss.t(), sa.dlogits = sd.t();
+  sa.grad_scale = 1.0f;
+  ASSERT_EQ(ops()->softmax_xent(b(), &sa), CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(sp.guards_intact() && sloss.guards_intact() && sd.guards_intact());
+
+  GTensor op({41}), og({41}), ov({41}), om({41}), ov2({41});
+  op.set(random_floats(41, rng)), og.set(random_floats(41, rng));
+  ASSERT_EQ(ops()->fill(b(), ov.t(), 0.0f), CNN_OK);
+  ASSERT_EQ(ops()->fill(b(), om.t(), 0.0f), CNN_OK);
+  ASSERT_EQ(ops()->fill(b(), ov2.t(), 0.0f), CNN_OK);
+  cnn_sgd_args sg;
+  memset(&sg, 0, sizeof sg);
+  sg.param = op.t(), sg.grad = og.t(), sg.velocity = ov.t(), sg.lr = 0.1f, sg.momentum = 0.9f, sg.grad_scale = 1.0f;
+  ASSERT_EQ(ops()->sgd_update(b(), &sg), CNN_OK) << cnn_last_error();
+  cnn_adam_args ad;
+  memset(&ad, 0, sizeof ad);
+  ad.param = op.t(), ad.grad = og.t(), ad.m = om.t(), ad.v = ov2.t(), ad.lr = 1e-3f, ad.beta1 = 0.9f;
+  ad.beta2 = 0.999f, ad.eps = 1e-8f, ad.bias_correction1 = 0.1f, ad.bias_correction2 = 0.001f, ad.grad_scale = 1.0f;
+  ASSERT_EQ(ops()->adam_update(b(), &ad), CNN_OK) << cnn_last_error();
+  for (GTensor *t : {&op, &ov, &om, &ov2}) EXPECT_TRUE(t->guards_intact());
+
+  GTensor cp({13}), cq({13});
+  cp.set(random_floats(13, rng));
+  ASSERT_EQ(ops()->copy(b(), cq.t(), cp.t()), CNN_OK);
+  EXPECT_EQ(cq.get(), cp.get());
+  EXPECT_TRUE(cq.guards_intact());
+}
+
+TEST_F(CpuOps, FillWritesEveryElementAndNothingElse) {
+  for (int64_t n : {1, 5, 100003}) {
+    GTensor t({n});
+    ASSERT_EQ(ops()->fill(b(), t.t(), 2.5f), CNN_OK) << cnn_last_error();
+    for (float v : t.get()) ASSERT_EQ(v, 2.5f);
+    EXPECT_TRUE(t.guards_intact());
+    ASSERT_EQ(ops()->fill(b(), t.t(), 0.0f), CNN_OK) << cnn_last_error();
+    for (float v : t.get()) ASSERT_EQ(v, 0.0f);
+  }
+  GTensor ti({9}, CNN_I32);
+  ASSERT_EQ(ops()->fill(b(), ti.t(), 0.0f), CNN_OK) << cnn_last_error();
+  for (int i = 0; i < 9; i++) EXPECT_EQ(ti.i32()[i], 0);
+  EXPECT_TRUE(ti.guards_intact());
+}
+
+TEST_F(CpuOps, TensorsRoundTripThroughWriteReadAndCopy) {
+  int64_t shape[3] = {3, 5, 7};
+  cnn_tensor *t = nullptr, *u = nullptr;
+  ASSERT_EQ(cnn_tensor_create(b(), CNN_F32, 3, shape, &t), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_tensor_create(b(), CNN_F32, 3, shape, &u), CNN_OK) << cnn_last_error();
+  EXPECT_EQ((uintptr_t)t->data % 64, 0u) << "CPU allocations are 64-byte aligned";
+  std::vector<float> in(105), out(105, -1.0f);
+  for (size_t i = 0; i < in.size(); i++) in[i] = (float)i * 0.5f;
+  ASSERT_EQ(cnn_tensor_write(t, in.data(), in.size() * 4), CNN_OK);
+  ASSERT_EQ(ops()->copy(b(), u, t), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_tensor_read(u, out.data(), out.size() * 4), CNN_OK);
+  EXPECT_EQ(in, out);
+  EXPECT_EQ(ops()->write(b(), t, in.data(), 12), CNN_ERR_INVALID_ARG);
+  EXPECT_STRNE(cnn_last_error(), "");
+  EXPECT_EQ(ops()->sync(b()), CNN_OK);
+  cnn_tensor_destroy(t);
+  cnn_tensor_destroy(u);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (d) error paths
+
+// Expects `st` to be `want` with a message that contains every one of `parts`.
+void expect_error(cnn_status st, cnn_status want, std::initializer_list<const char *> parts) {
+  EXPECT_EQ(st, want) << "got " << cnn_status_string(st) << ": " << cnn_last_error();
+  std::string msg = cnn_last_error();
+  EXPECT_FALSE(msg.empty());
+  for (const char *p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  cnn_clear_error();
+}
+
+TEST_F(CpuOps, BackendCreateRejectsUnknownCpuSpecs) {
+  cnn_backend *x = nullptr;
+  expect_error(cnn_backend_create("cpu:1", &x), CNN_ERR_INVALID_ARG, {"cpu:1"});
+  EXPECT_EQ(x, nullptr);
+  expect_error(cnn_cpu_backend_create("cpux", &x), CNN_ERR_INVALID_ARG, {"cpux"});
+  EXPECT_EQ(x, nullptr);
+  ASSERT_EQ(cnn_cpu_backend_create("cpu", &x), CNN_OK) << cnn_last_error();
+  cnn_backend_destroy(x);
+  cnn_backend_destroy(nullptr);
+}
+
+TEST_F(CpuOps, OneDnnFailuresMapToStatusesNamingTheOpAndTheCall) {
+  expect_error(cnn_cpu_dnnl_status(dnnl_unimplemented, "convolution forward", "dnnl_primitive_desc_create"),
+               CNN_ERR_UNSUPPORTED, {"oneDNN convolution forward: dnnl_primitive_desc_create failed: unimplemented"});
+  expect_error(cnn_cpu_dnnl_status(dnnl_out_of_memory, "pooling forward", "dnnl_memory_create"), CNN_ERR_NO_MEMORY,
+               {"pooling forward", "dnnl_memory_create", "out of memory"});
+  expect_error(cnn_cpu_dnnl_status(dnnl_runtime_error, "reorder", "dnnl_primitive_execute"), CNN_ERR_BACKEND,
+               {"runtime error"});
+  EXPECT_EQ(cnn_cpu_dnnl_status(dnnl_success, "x", "y"), CNN_OK);
+}
+
+TEST_F(CpuOps, Conv2dRejectsMismatchedShapes) {
+  ConvRun r{conv(2, 7, 5, 3, 4, 3, 3), true};
+  Plan plan;
+  GTensor x(r.x_shape()), w(r.w_shape()), bb({4}), y(r.y_shape());
+  GTensor w_bad({4, 3, 3, 2}), y_bad({2, 5, 4, 4}), b_bad({5}), x_rank3({2, 7, 5});
+  cnn_conv2d_args a = r.args();
+  a.plan = &plan.p, a.x = x.t(), a.w = w.t(), a.b = bb.t(), a.y = y.t();
+  a.w = w_bad.t();
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"conv2d_forward", "(4, 3, 3, 2)", "(2, 7, 5, 3)"});
+  a.w = w.t(), a.y = y_bad.t();
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(2, 5, 4, 4)", "(2, 5, 3, 4)"});
+  a.y = y.t(), a.b = b_bad.t();
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(5)", "(4)"});
+  a.b = bb.t(), a.x = x_rank3.t();
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"rank 4"});
+  a.x = x.t(), a.groups = 2;  // 3 input channels
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"groups 2"});
+  a.groups = 1, a.stride_h = 0;
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"stride"});
+  a.stride_h = 1, a.dilation_w = 3;  // kernel spans 7 > 5
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"does not fit"});
+  a.dilation_w = 1;
+  // backward: dx must match what dy and w imply
+  GTensor dy(r.y_shape()), dx_bad({2, 7, 6, 3}), dw_bad({4, 3, 2, 3});
+  a.dy = dy.t(), a.dx = dx_bad.t();
+  expect_error(ops()->conv2d_backward_data(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_data", "dy"});
+  a.dw = dw_bad.t();
+  expect_error(ops()->conv2d_backward_filter(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_filter"});
+  // and after all that, the plan still works
+  a.y = y.t();
+  ASSERT_EQ(ops()->conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+}
+
+TEST_F(CpuOps, DenseAndPoolRejectMismatchedShapes) {
+  Plan dplan, pplan;
+  GTensor x({4, 6}), w({3, 5}), y({4, 3}), x1({6});
+  cnn_dense_args d;
+  memset(&d, 0, sizeof d);
+  d.plan = &dplan.p, d.x = x.t(), d.w = w.t(), d.y = y.t();
+  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_SHAPE, {"dense_forward", "(4, 6)", "(3, 5)"});
+  d.x = x1.t();
+  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_SHAPE, {"rank"});
+
+  GTensor px({2, 6, 6, 3}), py({2, 3, 2, 3});
+  cnnref::Pool2d p;
+  cnn_pool2d_args a = pool_args(p);
+  a.plan = &pplan.p, a.x = px.t(), a.y = py.t();
+  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_SHAPE, {"pool2d_forward", "(2, 3, 2, 3)", "(2, 3, 3, 3)"});
+  GTensor py2({2, 3, 3, 3});
+  a.y = py2.t(), a.pad_top = 2;  // a window of padding only
+  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"padding"});
+
+  GTensor ax({10}), ay({11});
+  cnn_act_args aa;
+  memset(&aa, 0, sizeof aa);
+  aa.act = CNN_ACT_RELU, aa.x = ax.t(), aa.y = ay.t();
+  expect_error(ops()->act_forward(b(), &aa), CNN_ERR_SHAPE, {"(11)", "(10)"});
+}
+
+TEST_F(CpuOps, OpsRejectDtypesOtherThanF32) {
+  ConvRun r{conv(1, 5, 5, 2, 3, 3, 3), false};
+  GTensor x(r.x_shape(), CNN_F16), w(r.w_shape()), y(r.y_shape());
+  cnn_conv2d_args a = r.args();
+  a.x = x.t(), a.w = w.t(), a.y = y.t();
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "F16"});
+
+  GTensor dx({2, 4}, CNN_BF16), dw({3, 4}), dy({2, 3});
+  cnn_dense_args d;
+  memset(&d, 0, sizeof d);
+  d.x = dx.t(), d.w = dw.t(), d.y = dy.t();
+  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_UNSUPPORTED, {"dense_forward", "BF16"});
+
+  GTensor px({1, 4, 4, 1}, CNN_I8), py({1, 2, 2, 1});
+  cnnref::Pool2d pp;
+  cnn_pool2d_args pa = pool_args(pp);
+  pa.x = px.t(), pa.y = py.t();
+  expect_error(ops()->pool2d_forward(b(), &pa), CNN_ERR_UNSUPPORTED, {"pool2d_forward", "I8"});
+
+  GTensor ex({8}, CNN_F16), ey({8});
+  cnn_act_args aa;
+  memset(&aa, 0, sizeof aa);
+  aa.act = CNN_ACT_RELU, aa.x = ex.t(), aa.y = ey.t();
+  expect_error(ops()->act_forward(b(), &aa), CNN_ERR_UNSUPPORTED, {"act_forward", "F16"});
+
+  GTensor sl({2, 3}), slab({2}, CNN_F32);
+  cnn_softmax_xent_args sa;
+  memset(&sa, 0, sizeof sa);
+  sa.logits = sl.t(), sa.labels = slab.t();
+  expect_error(ops()->softmax_xent(b(), &sa), CNN_ERR_UNSUPPORTED, {"softmax_xent", "labels", "F32"});
+
+  GTensor sp({4}, CNN_F16), sg({4});
+  cnn_sgd_args s;
+  memset(&s, 0, sizeof s);
+  s.param = sp.t(), s.grad = sg.t(), s.lr = 0.1f, s.grad_scale = 1.0f;
+  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_UNSUPPORTED, {"sgd_update", "F16"});
+
+  GTensor fp({4}, CNN_F16);
+  expect_error(ops()->fill(b(), fp.t(), 1.0f), CNN_ERR_UNSUPPORTED, {"fill", "F16"});
+}
+
+TEST_F(CpuOps, SoftmaxXentRejectsLabelsOutOfRangeNamingTheSample) {
+  GTensor tl({5, 4}), tlab({5}, CNN_I32), tp({5, 4}), tloss({5}), td({5, 4});
+  std::mt19937 rng(17);
+  tl.set(random_floats(20, rng));
+  for (int bad : {4, -1, 1000}) {
+    int32_t labels[5] = {0, 1, 2, bad, 3};
+    memcpy(tlab.i32(), labels, sizeof labels);
+    cnn_softmax_xent_args a;
+    memset(&a, 0, sizeof a);
+    a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
+    a.grad_scale = 1.0f;
+    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"sample 3", std::to_string(bad).c_str()});
+    // nothing was written
+    for (GTensor *t : {&tp, &tloss, &td}) {
+      EXPECT_TRUE(t->guards_intact());
+      for (float v : t->get()) EXPECT_TRUE(std::isnan(v));
+    }
+  }
+}
+
+TEST_F(CpuOps, MaxPool2dBackwardWithoutTrainingForwardFails) {
+  cnnref::Pool2d p = pool_cases()[0];
+  ASSERT_TRUE(p.max);
+  GTensor x({p.n, p.h, p.w, p.c}), y({p.n, p.out_h(), p.out_w(), p.c}), dy({p.n, p.out_h(), p.out_w(), p.c}),
+      dx({p.n, p.h, p.w, p.c});
+  std::mt19937 rng(18);
+  x.set(random_floats(x.numel(), rng)), dy.set(random_floats(dy.numel(), rng));
+  Plan plan;
+  cnn_pool2d_args a = pool_args(p);
+  a.plan = &plan.p, a.x = x.t(), a.y = y.t(), a.dy = dy.t(), a.dx = dx.t();
+  // no forward at all
+  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"pool2d_backward", "training"});
+  // an inference forward
+  a.training = 0;
+  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
+  // no plan slot
+  a.training = 1;
+  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  a.plan = nullptr;
+  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"plan"});
+  a.plan = &plan.p;
+  // a training forward of other shapes came last
+  cnnref::Pool2d q = p;
+  q.n = 3;
+  GTensor x3({q.n, q.h, q.w, q.c}), y3({q.n, q.out_h(), q.out_w(), q.c});
+  x3.set(random_floats(x3.numel(), rng));
+  cnn_pool2d_args a3 = a;
+  a3.x = x3.t(), a3.y = y3.t();
+  ASSERT_EQ(ops()->pool2d_forward(b(), &a3), CNN_OK) << cnn_last_error();
+  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
+  // and after a training forward of these shapes it works
+  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
+}
+
+TEST_F(CpuOps, OptimizersRejectMissingState) {
+  GTensor p({4}), g({4}), v({5});
+  cnn_sgd_args s;
+  memset(&s, 0, sizeof s);
+  s.param = p.t(), s.grad = g.t(), s.lr = 0.1f, s.momentum = 0.9f, s.grad_scale = 1.0f;
+  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_INVALID_ARG, {"velocity"});
+  s.velocity = v.t();
+  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_SHAPE, {"(5)", "(4)"});
+  cnn_adam_args a;
+  memset(&a, 0, sizeof a);
+  a.param = p.t(), a.grad = g.t(), a.m = nullptr, a.v = p.t();
+  expect_error(ops()->adam_update(b(), &a), CNN_ERR_INVALID_ARG, {"adam_update", "m"});
+}
+
+TEST_F(CpuOps, PlanSlotOfAnotherOpIsRejected) {
+  Plan plan;
+  ConvRun r{conv(1, 4, 4, 2, 2, 3, 3), false};
+  std::mt19937 rng(19);
+  run_conv_forward(r, random_floats(r.p.x_size(), rng), random_floats(r.p.w_size(), rng), {}, &plan.p);
+  ASSERT_NE(plan.p, nullptr);
+  GTensor x({1, 4, 4, 2}), y({1, 2, 2, 2});
+  cnnref::Pool2d pp;
+  cnn_pool2d_args a = pool_args(pp);
+  a.plan = &plan.p, a.x = x.t(), a.y = y.t();
+  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"plan", "conv2d"});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (e) optimizers and plans
+
+TEST_F(CpuOps, SgdUpdateMatchesReferenceOverSteps) {
+  struct Cfg {
+    float momentum, wd;
+    int nesterov;
+    float grad_scale;
+  };
+  const Cfg cfgs[] = {{0.0f, 0.0f, 0, 1.0f}, {0.9f, 0.0f, 0, 1.0f}, {0.9f, 5e-4f, 1, 0.5f}, {0.5f, 1e-2f, 0, 2.0f}};
+  for (Cfg c : cfgs) {
+    SCOPED_TRACE("momentum " + std::to_string(c.momentum) + " nesterov " + std::to_string(c.nesterov));
+    std::mt19937 rng(20);
+    const int64_t n = 70000;  // above the parallel threshold
+    GTensor p({n}), g({n}), v({n});
+    auto p0 = random_floats(n, rng);
+    p.set(p0);
+    ASSERT_EQ(ops()->fill(b(), v.t(), 0.0f), CNN_OK);
+    Vec pr = to_double(p0), vr(n, 0.0);
+    for (int step = 0; step < 5; step++) {
+      auto gs = random_floats(n, rng);
+      g.set(gs);
+      cnn_sgd_args a;
+      memset(&a, 0, sizeof a);
+      a.param = p.t(), a.grad = g.t(), a.velocity = c.momentum != 0.0f ? v.t() : nullptr;
+      a.lr = 0.05f, a.momentum = c.momentum, a.weight_decay = c.wd, a.nesterov = c.nesterov;
+      a.grad_scale = c.grad_scale;
+      ASSERT_EQ(ops()->sgd_update(b(), &a), CNN_OK) << cnn_last_error();
+      cnnref::sgd_step(pr, to_double(gs), vr, 0.05f, c.momentum, c.wd, c.nesterov, c.grad_scale);
+    }
+    EXPECT_LT(cnnref::max_rel_error(p.get(), pr), 1e-6);
+    if (c.momentum != 0.0f) {
+      EXPECT_LT(cnnref::max_rel_error(v.get(), vr), 1e-6);
+    }
+  }
+}
+
+TEST_F(CpuOps, AdamUpdateMatchesReferenceOverSteps) {
+  for (int decoupled : {0, 1}) {
+    SCOPED_TRACE("decoupled " + std::to_string(decoupled));
+    std::mt19937 rng(21);
+    const int64_t n = 33333;
+    GTensor p({n}), g({n}), m({n}), v({n});
+    auto p0 = random_floats(n, rng);
+    p.set(p0);
+    ASSERT_EQ(ops()->fill(b(), m.t(), 0.0f), CNN_OK);
+    ASSERT_EQ(ops()->fill(b(), v.t(), 0.0f), CNN_OK);
+    Vec pr = to_double(p0), mr(n, 0.0), vr(n, 0.0);
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 1e-2f, gscale = 0.25f;
+    for (int t = 1; t <= 6; t++) {
+      auto gs = random_floats(n, rng);
+      g.set(gs);
+      cnn_adam_args a;
+      memset(&a, 0, sizeof a);
+      a.param = p.t(), a.grad = g.t(), a.m = m.t(), a.v = v.t();
+      a.lr = lr, a.beta1 = b1, a.beta2 = b2, a.eps = eps, a.weight_decay = wd, a.decoupled = decoupled;
+      a.bias_correction1 = (float)(1.0 - std::pow((double)b1, t));
+      a.bias_correction2 = (float)(1.0 - std::pow((double)b2, t));
+      a.grad_scale = gscale;
+      ASSERT_EQ(ops()->adam_update(b(), &a), CNN_OK) << cnn_last_error();
+      cnnref::adam_step(pr, to_double(gs), mr, vr, lr, b1, b2, eps, wd, decoupled, t, gscale);
+    }
+    EXPECT_LT(cnnref::max_rel_error(p.get(), pr), 1e-5);
+    EXPECT_LT(cnnref::max_rel_error(m.get(), mr), 1e-5);
+    EXPECT_LT(cnnref::max_rel_error(v.get(), vr), 1e-5);
+  }
+}
+
+// The plan keeps the two most recently used shape keys: alternating the full batch and the last, smaller batch of
+// an epoch builds primitives once per size; a third size evicts the least recently used one.
+TEST_F(CpuOps, PlanKeepsTheTwoMostRecentBatchSizes) {
+  std::mt19937 rng(24);
+  Plan plan;
+  const std::vector<int> sizes = {8, 3, 8, 3, 8, 5, 8, 3};
+  const std::vector<uint64_t> built = {1, 2, 2, 2, 2, 3, 3, 4};  // 5 evicts 3 (older than 8), and so 3 returns
+  for (size_t i = 0; i < sizes.size(); i++) {
+    SCOPED_TRACE("call " + std::to_string(i) + ", N " + std::to_string(sizes[i]));
+    ConvRun r{conv(sizes[i], 6, 6, 3, 4, 3, 3), true};
+    auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
+    auto y = run_conv_forward(r, x, w, bv, &plan.p);
+    EXPECT_LT(cnnref::max_rel_error(y, cnnref::conv2d_forward(r.p, to_double(x), to_double(w), to_double(bv))),
+              kForwardTol);
+    ASSERT_NE(plan.p, nullptr);
+    EXPECT_EQ(plan.p->entries_built, built[i]);
+  }
+}
+
+// One plan slot per op fed a sequence of calls that differ in one parameter each (same batch size): every call
+// gets primitives for its own shapes and parameters, never a stale entry.
+TEST_F(CpuOps, PlansRebuildWhenAnyShapeOrParameterChanges) {
+  std::mt19937 rng(23);
+  Plan conv_plan;
+  std::vector<cnnref::Conv2d> seq;
+  cnnref::Conv2d p = conv(4, 8, 7, 4, 6, 3, 3);
+  seq.push_back(p);
+  p.stride_w = 2, seq.push_back(p);
+  p.pad_bottom = 1, seq.push_back(p);
+  p.dilation_h = 2, seq.push_back(p);
+  p.groups = 2, seq.push_back(p);
+  p.relu = true, seq.push_back(p);
+  p.h = 9, seq.push_back(p);
+  p.o = 8, seq.push_back(p);
+  p.kw = 2, seq.push_back(p);
+  seq.push_back(seq[0]);
+  for (size_t i = 0; i < seq.size(); i++) {
+    for (bool bias : {true, false}) {
+      ConvRun r{seq[i], bias};
+      SCOPED_TRACE(describe(r.p, bias));
+      auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
+      auto y = run_conv_forward(r, x, w, bv, &conv_plan.p);
+      Vec want = cnnref::conv2d_forward(r.p, to_double(x), to_double(w), bias ? to_double(bv) : Vec());
+      EXPECT_LT(cnnref::max_rel_error(y, want), kForwardTol);
+    }
+  }
+
+  Plan pool_plan;
+  std::vector<cnnref::Pool2d> pseq;
+  cnnref::Pool2d q;
+  q.n = 3, q.h = 8, q.w = 8, q.c = 4;
+  pseq.push_back(q);
+  q.max = false, pseq.push_back(q);
+  q.stride_w = 1, pseq.push_back(q);
+  q.pad_left = 1, pseq.push_back(q);
+  q.kh = 3, pseq.push_back(q);
+  q.c = 5, pseq.push_back(q);
+  pseq.push_back(pseq[0]);
+  for (const auto &pp : pseq) {
+    SCOPED_TRACE(describe(pp));
+    GTensor px({pp.n, pp.h, pp.w, pp.c}), py({pp.n, pp.out_h(), pp.out_w(), pp.c});
+    auto xv = random_floats(pp.x_size(), rng);
+    px.set(xv);
+    cnn_pool2d_args a = pool_args(pp);
+    a.plan = &pool_plan.p, a.x = px.t(), a.y = py.t(), a.training = 1;
+    ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(xv))), kForwardTol);
+  }
+
+  Plan dense_plan;
+  for (auto io : std::vector<std::pair<int, int>>{{12, 5}, {13, 5}, {13, 6}, {12, 5}}) {
+    const int n = 4, in = io.first, out = io.second;
+    GTensor x({n, in}), w({out, in}), y({n, out});
+    auto xv = random_floats(x.numel(), rng), wv = random_floats(w.numel(), rng);
+    x.set(xv), w.set(wv);
+    cnn_dense_args a;
+    memset(&a, 0, sizeof a);
+    a.plan = &dense_plan.p, a.x = x.t(), a.w = w.t(), a.y = y.t();
+    ASSERT_EQ(ops()->dense_forward(b(), &a), CNN_OK) << cnn_last_error();
+    Vec want = cnnref::dense_forward(n, in, out, to_double(xv), to_double(wv), {}, false);
+    EXPECT_LT(cnnref::max_rel_error(y.get(), want), kForwardTol);
+  }
+}
+
+// Batch sizes 8, 3, 8, 5, 8 through one plan slot per op: every result matches the reference (the smaller last
+// batch of an epoch, then the full batch again, then a third size that evicts an entry).
+TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
+  std::mt19937 rng(22);
+  Plan conv_plan, pool_plan, dense_plan;
+  cnn_plan *first_conv_plan = nullptr;
+  for (int n : {8, 3, 8, 5, 8, 3}) {
+    SCOPED_TRACE("N " + std::to_string(n));
+    // conv forward, then both backward ops
+    ConvRun r{conv(n, 9, 7, 4, 6, 3, 3, 2, 1), true};
+    r.p.relu = true;
+    auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
+    auto y = run_conv_forward(r, x, w, bv, &conv_plan.p);
+    EXPECT_LT(cnnref::max_rel_error(y, cnnref::conv2d_forward(r.p, to_double(x), to_double(w), to_double(bv))),
+              kForwardTol);
+    if (!first_conv_plan) first_conv_plan = conv_plan.p;
+    EXPECT_EQ(conv_plan.p, first_conv_plan) << "the slot keeps its plan; entries inside it change";
+    {
+      GTensor tw(r.w_shape()), tdy(r.y_shape()), tdx(r.x_shape());
+      tw.set(w);
+      auto dy = random_floats(r.p.y_size(), rng);
+      tdy.set(dy);
+      cnn_conv2d_args a = r.args();
+      a.plan = &conv_plan.p, a.w = tw.t(), a.dy = tdy.t(), a.dx = tdx.t();
+      ASSERT_EQ(ops()->conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+      // conv backward data is the adjoint: <dx, x'> = <dy, conv(x')> for any x'
+      cnnref::Conv2d lin = r.p;
+      lin.relu = false;
+      auto xp = random_floats(r.p.x_size(), rng);
+      double lhs = dot(to_double(tdx.get()), to_double(xp));
+      double rhs = dot(to_double(dy), cnnref::conv2d_forward(lin, to_double(xp), to_double(w), {}));
+      EXPECT_NEAR(lhs, rhs, 1e-4 * std::max(1.0, std::fabs(rhs)));
+    }
+    // pooling, training forward and backward
+    cnnref::Pool2d pp;
+    pp.n = n, pp.h = 8, pp.w = 6, pp.c = 5;
+    GTensor px({pp.n, pp.h, pp.w, pp.c}), py({pp.n, pp.out_h(), pp.out_w(), pp.c});
+    auto pxv = distinct_floats(pp.x_size(), rng);
+    px.set(pxv);
+    cnn_pool2d_args pa = pool_args(pp);
+    pa.plan = &pool_plan.p, pa.x = px.t(), pa.y = py.t(), pa.training = 1;
+    ASSERT_EQ(ops()->pool2d_forward(b(), &pa), CNN_OK) << cnn_last_error();
+    EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(pxv))), kForwardTol);
+    GTensor pdy({pp.n, pp.out_h(), pp.out_w(), pp.c}), pdx({pp.n, pp.h, pp.w, pp.c});
+    pdy.set(random_floats(pdy.numel(), rng));
+    pa.dy = pdy.t(), pa.dx = pdx.t();
+    ASSERT_EQ(ops()->pool2d_backward(b(), &pa), CNN_OK) << cnn_last_error();
+    // max-pool backward routes each dy to its window's argmax: the sums agree
+    double sdx = 0, sdy = 0;
+    for (float v : pdx.get()) sdx += v;
+    for (float v : pdy.get()) sdy += v;
+    EXPECT_NEAR(sdx, sdy, 1e-4);
+    // dense
+    GTensor dx({n, 20}), dw({7, 20}), dbias({7}), dy({n, 7});
+    auto dxv = random_floats(dx.numel(), rng), dwv = random_floats(dw.numel(), rng), dbv = random_floats(7, rng);
+    dx.set(dxv), dw.set(dwv), dbias.set(dbv);
+    cnn_dense_args da;
+    memset(&da, 0, sizeof da);
+    da.plan = &dense_plan.p, da.x = dx.t(), da.w = dw.t(), da.b = dbias.t(), da.y = dy.t(), da.act = CNN_ACT_RELU;
+    ASSERT_EQ(ops()->dense_forward(b(), &da), CNN_OK) << cnn_last_error();
+    EXPECT_LT(cnnref::max_rel_error(dy.get(), cnnref::dense_forward(n, 20, 7, to_double(dxv), to_double(dwv),
+                                                                    to_double(dbv), true)),
+              kForwardTol);
+  }
+}
+
+}  // namespace
