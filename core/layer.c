@@ -42,6 +42,12 @@ void cnn_layer_destroy(cnn_layer *l)
     free(l);
 }
 
+cnn_init cnn_layer_weight_init(const cnn_layer *l)
+{
+    if (l->weight_init != CNN_INIT_AUTO) return l->weight_init;
+    return l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+}
+
 cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng)
 {
     int64_t n = cnn_tensor_numel(p->value);

@@ -21,6 +21,7 @@ typedef enum cnn_init {
     CNN_INIT_ZEROS = 0,
     CNN_INIT_HE_NORMAL,      /* He et al. 2015: N(0, 2 / fan_in), for layers followed by ReLU */
     CNN_INIT_GLOROT_UNIFORM, /* Glorot & Bengio 2010: U(+-sqrt(6 / (fan_in + fan_out))), Keras' default */
+    CNN_INIT_AUTO,           /* weights: He normal before a ReLU, Glorot uniform otherwise */
 } cnn_init;
 
 typedef struct cnn_param {
@@ -58,6 +59,7 @@ struct cnn_layer {
     int nparams;
     cnn_plan *plan;        /* the backend's per-layer state */
     cnn_act act;
+    cnn_init weight_init;  /* from the definition's init= option; CNN_INIT_AUTO by default */
 };
 
 /* Creates a parameter tensor of the given shape on the layer's backend with its grad. */
@@ -65,6 +67,9 @@ cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const
                                int64_t fan_in, int64_t fan_out);
 /* Frees params and the plan; then the layer. */
 void cnn_layer_destroy(cnn_layer *l);
+
+/* The weight initialization of a layer: its init= option, or He normal before a ReLU and Glorot otherwise. */
+cnn_init cnn_layer_weight_init(const cnn_layer *l);
 
 /* Fills a parameter according to its init scheme. */
 cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng);

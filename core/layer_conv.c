@@ -24,7 +24,7 @@ static cnn_status conv_init(cnn_layer *l)
     int64_t fan_in = (int64_t)c->kernel_h * c->kernel_w * ch;
     int64_t fan_out = (int64_t)c->kernel_h * c->kernel_w * c->filters;
     int64_t wshape[4] = {c->filters, c->kernel_h, c->kernel_w, ch};
-    cnn_init init = l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+    cnn_init init = cnn_layer_weight_init(l);
     cnn_status st = cnn_layer_add_param(l, "weight", 4, wshape, init, fan_in, fan_out);
     if (st == CNN_OK && c->use_bias) {
         int64_t bshape[1] = {c->filters};

@@ -10,7 +10,7 @@ static cnn_status dense_init(cnn_layer *l)
     int64_t in = l->in.d[0];
     l->out = (cnn_shape){1, {d->units, 0, 0}};
     int64_t wshape[2] = {d->units, in};
-    cnn_init init = l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+    cnn_init init = cnn_layer_weight_init(l);
     cnn_status st = cnn_layer_add_param(l, "weight", 2, wshape, init, in, d->units);
     if (st == CNN_OK && d->use_bias) {
         int64_t bshape[1] = {d->units};

@@ -1,10 +1,10 @@
 /* The model definition text: one layer a line, positional arguments then key=value options, '#' comments.
  *
  *     input   H W C
- *     conv    FILTERS KERNEL [ACT] [stride=S] [padding=valid|same] [bias=yes|no] [name=NAME]
+ *     conv    FILTERS KERNEL [ACT] [stride=S] [padding=valid|same] [bias=yes|no] [init=he|glorot] [name=NAME]
  *     maxpool SIZE [STRIDE] [padding=valid|same] [name=NAME]          (avgpool alike)
  *     flatten [name=NAME]
- *     dense   UNITS [ACT] [bias=yes|no] [name=NAME]
+ *     dense   UNITS [ACT] [bias=yes|no] [init=he|glorot] [name=NAME]
  *
  * KERNEL, SIZE and STRIDE are N or HxW. ACT is relu, linear or softmax (softmax: last layer only). Every error
  * names the source, the line and what is wrong. */
@@ -92,6 +92,7 @@ typedef struct layer_opts {
     int stride_h, stride_w, has_stride;
     int same_padding, has_padding;
     int bias, has_bias;
+    cnn_init init;
 } layer_opts;
 
 static cnn_status parse_option(const parse_ctx *p, char *tok, layer_opts *o, const char *allowed)
@@ -120,6 +121,10 @@ static cnn_status parse_option(const parse_ctx *p, char *tok, layer_opts *o, con
     } else if (!strcmp(key, "bias")) {
         if (!parse_bool(val, &o->bias)) return perr(p, "bias must be yes or no, got '%s'%s", val, "");
         o->has_bias = 1;
+    } else if (!strcmp(key, "init")) {
+        if (!strcmp(val, "he")) o->init = CNN_INIT_HE_NORMAL;
+        else if (!strcmp(val, "glorot")) o->init = CNN_INIT_GLOROT_UNIFORM;
+        else return perr(p, "init must be 'he' or 'glorot', got '%s'%s", val, "");
     }
     return CNN_OK;
 }
@@ -173,7 +178,7 @@ static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, i
         else if (nopts) return perr(p, "positional argument '%s' after options: put options last%s", tok[i], "");
         else pos[npos++] = tok[i];
     }
-    layer_opts o = {.stride_h = 1, .stride_w = 1, .bias = 1};
+    layer_opts o = {.stride_h = 1, .stride_w = 1, .bias = 1, .init = CNN_INIT_AUTO};
 
     if (!strcmp(kind, "input")) {
         if (*have_input) return perr(p, "the input is already defined%s%s", "", "");
@@ -198,7 +203,7 @@ static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, i
     int softmax = 0;
     if (!strcmp(kind, "conv")) {
         for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",stride,padding,bias,name,")) != CNN_OK) return st;
+            if ((st = parse_option(p, opts[i], &o, ",stride,padding,bias,init,name,")) != CNN_OK) return st;
         if (npos < 2 || npos > 3) return perr(p, "expected 'conv FILTERS KERNEL [ACTIVATION] [options]'%s%s", "", "");
         long filters;
         int kh, kw;
@@ -254,7 +259,7 @@ static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, i
         layer->ops = &cnn_flatten_layer_ops;
     } else if (!strcmp(kind, "dense")) {
         for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",bias,name,")) != CNN_OK) return st;
+            if ((st = parse_option(p, opts[i], &o, ",bias,init,name,")) != CNN_OK) return st;
         if (npos < 1 || npos > 2) return perr(p, "expected 'dense UNITS [ACTIVATION] [options]'%s%s", "", "");
         long units;
         if (!parse_int(pos[0], &units)) return perr(p, "units: '%s' is not an integer from 1 to %s", pos[0], "65536");
@@ -271,6 +276,7 @@ static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, i
     } else {
         return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, flatten, dense)%s", kind, "");
     }
+    layer->weight_init = o.init;
     if (softmax) *softmax_line = p->line;
     return add_layer(net, layer, p, &o, cap);
 }

@@ -1,6 +1,7 @@
 // The model definition text, the network it builds, summary, and model files.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -98,6 +99,8 @@ TEST(ModelText, MalformedDefinitionsNameTheLineAndProblem) {
       {"input 28 28 1\nconv 8 3 stride=0\n", "stride must be"},
       {"input 28 28 1\nconv 8 3 padding=full\n", "padding must be 'valid' or 'same'"},
       {"input 28 28 1\nconv 8 3 color=red\n", "unknown option 'color'"},
+      {"input 28 28 1\nconv 8 3 init=zeros\n", "init must be 'he' or 'glorot', got 'zeros'"},
+      {"input 28 28 1\nmaxpool 2 init=he\n", "unknown option 'init'"},
       {"input 28 28 1\nconv 8 3 stride=2 relu\n", "positional argument 'relu' after options"},
       {"input 28 28 1\nconv 8 3 name=a\nconv 8 3 name=a\n", "t.cnn:3: conv: layer name 'a' is already used on line 2"},
       {"input 28 28 1\nconv 8 99999999999\n", "kernel"},
@@ -138,6 +141,32 @@ std::vector<float> random_images(int n, int per, unsigned seed) {
     x = (float)(seed >> 8) / 16777216.0f;
   }
   return v;
+}
+
+// He normal has std sqrt(2 / fan_in); Glorot uniform is bounded by sqrt(6 / (fan_in + fan_out)).
+TEST(ModelText, InitOptionChoosesTheWeightDistribution) {
+  Backend be;
+  cnn_net *net = nullptr;
+  const char *text = "input 1 1 400\nflatten\ndense 400 relu\ndense 400 relu init=glorot\ndense 400 init=he\n";
+  ASSERT_EQ(cnn_net_from_text(text, "init.cnn", be.b, 5, &net), CNN_OK) << cnn_last_error();
+  double want_std[3] = {std::sqrt(2.0 / 400), std::sqrt(6.0 / 800) / std::sqrt(3.0), std::sqrt(2.0 / 400)};
+  double want_max[3] = {1e9, std::sqrt(6.0 / 800), 1e9};
+  for (int i = 0; i < 3; i++) {
+    cnn_param *p = &net->layers[i + 1]->params[0];
+    std::vector<float> w(400 * 400);
+    ASSERT_EQ(cnn_tensor_read(p->value, w.data(), w.size() * 4), CNN_OK);
+    double s2 = 0, mx = 0;
+    for (float v : w) {
+      s2 += (double)v * v;
+      mx = std::fmax(mx, std::fabs(v));
+    }
+    EXPECT_NEAR(std::sqrt(s2 / w.size()), want_std[i], 0.02 * want_std[i]) << p->name;
+    EXPECT_LE(mx, want_max[i]) << p->name;
+    if (i != 1) {
+      EXPECT_GT(mx, std::sqrt(6.0 / 800)) << p->name << ": a normal has tails beyond the uniform's bound";
+    }
+  }
+  cnn_net_destroy(net);
 }
 
 TEST(ModelFile, SaveLoadRoundTripGivesIdenticalPredictionsAndMetadata) {
