@@ -1,0 +1,301 @@
+/* The CUDA backend object: one device, a compute stream and a copy stream (with an event between them), cuDNN and
+ * cuBLAS handles bound to the compute stream, a growing workspace, device memory, transfers, and the ops table.
+ * The ops themselves live in conv.c (cuDNN), pool.c (cuDNN, our kernels for asymmetric padding), dense.c
+ * (cuBLAS) and eltwise.c (our kernels, kernels.cu). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_util.h"
+
+/* ops implemented in the other files of cuda/ */
+cnn_status cnn_cuda_conv2d_forward(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cuda_pool2d_forward(cnn_backend *, const cnn_pool2d_args *);
+cnn_status cnn_cuda_pool2d_backward(cnn_backend *, const cnn_pool2d_args *);
+cnn_status cnn_cuda_dense_forward(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cuda_dense_backward_data(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cuda_dense_backward_weights(cnn_backend *, const cnn_dense_args *);
+cnn_status cnn_cuda_act_forward(cnn_backend *, const cnn_act_args *);
+cnn_status cnn_cuda_act_backward(cnn_backend *, const cnn_act_args *);
+cnn_status cnn_cuda_softmax_xent(cnn_backend *, const cnn_softmax_xent_args *);
+cnn_status cnn_cuda_sgd_update(cnn_backend *, const cnn_sgd_args *);
+cnn_status cnn_cuda_adam_update(cnn_backend *, const cnn_adam_args *);
+cnn_status cnn_cuda_fill(cnn_backend *, cnn_tensor *, float);
+
+/* 2^30: GiB, for messages */
+#define CNN_CUDA_GIB 1073741824.0
+#define CNN_CUDA_MIB 1048576.0
+
+// ---------------------------------------------------------------------------------------------------------------
+// memory
+
+static cnn_status cnn_cuda_alloc(cnn_backend *b, size_t bytes, void **ptr)
+{
+    static const char *op = "alloc";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    *ptr = NULL;
+    if (bytes == 0) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    cudaError_t e = cudaMalloc(ptr, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        size_t free_b = 0, total_b = 0;
+        (void)cudaGetLastError();
+        *ptr = NULL;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
+        return cnn_error(CNN_ERR_NO_MEMORY,
+                         "cuda alloc: out of device memory on %s asking for %.1f MiB (%.1f MiB free of %.1f MiB): "
+                         "try a smaller batch size",
+                         b->name, (double)bytes / CNN_CUDA_MIB, (double)free_b / CNN_CUDA_MIB,
+                         (double)total_b / CNN_CUDA_MIB);
+    }
+    if (e != cudaSuccess) *ptr = NULL;
+    CNN_TRY(cnn_cuda_rt_status(e, op, "cudaMalloc"));
+fail:
+    return st;
+}
+
+static void cnn_cuda_free(cnn_backend *b, void *ptr)
+{
+    cnn_cuda_ctx *ctx = NULL;
+    if (!ptr) return;
+    if (cnn_cuda_enter(b, &ctx, "free") != CNN_OK) return;
+    /* cudaFree waits for the work that may still use ptr; a failure here (a broken context) has nowhere to go */
+    if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// transfers
+
+static cnn_status cnn_cuda_check_transfer(cnn_backend *b, const cnn_tensor *t, const void *host, size_t bytes,
+                                          const char *op)
+{
+    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: tensor is missing", op);
+    if (t->backend != b)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: the tensor lives on backend '%s', not '%s'", op,
+                         t->backend ? t->backend->name : "(none)", b->name);
+    if (bytes != cnn_tensor_bytes(t))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %zu bytes given for a tensor of %zu", op, bytes,
+                         cnn_tensor_bytes(t));
+    if (bytes && (!host || !t->data)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: NULL buffer", op);
+    return CNN_OK;
+}
+
+/* Waits for the compute stream and reports what kernels recorded meanwhile. */
+static cnn_status cnn_cuda_wait(cnn_cuda_ctx *ctx, const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
+    CNN_TRY(cnn_cuda_check_deferred(ctx));
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_write(cnn_backend *b, cnn_tensor *dst, const void *host, size_t bytes)
+{
+    static const char *op = "write";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    CNN_TRY(cnn_cuda_check_transfer(b, dst, host, bytes, op));
+    if (!bytes) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, host, bytes, cudaMemcpyHostToDevice, ctx->compute);
+    /* the caller may reuse `host` when we return, and it may be pinned (then the copy above is truly async) */
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_read(cnn_backend *b, const cnn_tensor *src, void *host, size_t bytes)
+{
+    static const char *op = "read";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    CNN_TRY(cnn_cuda_check_transfer(b, src, host, bytes, op));
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    if (bytes) CNN_CUDA_RT(op, cudaMemcpyAsync, host, src->data, bytes, cudaMemcpyDeviceToHost, ctx->compute);
+    CNN_TRY(cnn_cuda_wait(ctx, op));
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_copy(cnn_backend *b, cnn_tensor *dst, const cnn_tensor *src)
+{
+    static const char *op = "copy";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    char s1[CNN_CUDA_SHAPE_BUF], s2[CNN_CUDA_SHAPE_BUF];
+    CNN_TRY(cnn_cuda_check_tensor(src, op, "src"));
+    CNN_TRY(cnn_cuda_check_tensor(dst, op, "dst"));
+    if (dst->dtype != src->dtype)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda copy: dtypes differ (%s to %s)", cnn_dtype_name(src->dtype),
+                         cnn_dtype_name(dst->dtype));
+    if (cnn_tensor_numel(dst) != cnn_tensor_numel(src))
+        return cnn_error(CNN_ERR_SHAPE, "cuda copy: element counts differ (%s to %s)",
+                         cnn_cuda_shape_str(src, s1, sizeof s1), cnn_cuda_shape_str(dst, s2, sizeof s2));
+    size_t bytes = cnn_tensor_bytes(src);
+    if (!bytes || dst->data == src->data) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, src->data, bytes, cudaMemcpyDeviceToDevice, ctx->compute);
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_sync(cnn_backend *b)
+{
+    static const char *op = "sync";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->copy);
+    CNN_TRY(cnn_cuda_wait(ctx, op));
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the backend object
+
+static void cnn_cuda_destroy(cnn_backend *b)
+{
+    if (!b) return;
+    cnn_cuda_ctx *ctx = b->ctx;
+    if (ctx) {
+        /* teardown: errors cannot be reported any more, only kept from leaking into the next runtime call */
+        if (cudaSetDevice(ctx->device) != cudaSuccess) (void)cudaGetLastError();
+        if (ctx->compute && cudaStreamSynchronize(ctx->compute) != cudaSuccess) (void)cudaGetLastError();
+        if (ctx->cublas) cublasDestroy(ctx->cublas);
+        if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
+        if (ctx->workspace) cudaFree(ctx->workspace);
+        if (ctx->deferred) cudaFreeHost(ctx->deferred);
+        if (ctx->copy_done) cudaEventDestroy(ctx->copy_done);
+        if (ctx->copy) cudaStreamDestroy(ctx->copy);
+        if (ctx->compute) cudaStreamDestroy(ctx->compute);
+        (void)cudaGetLastError();
+        free(ctx);
+    }
+    free(b);
+}
+
+const cnn_backend_ops cnn_cuda_ops = {
+    .name = "cuda",
+    .destroy = cnn_cuda_destroy,
+    .alloc = cnn_cuda_alloc,
+    .free = cnn_cuda_free,
+    .write = cnn_cuda_write,
+    .read = cnn_cuda_read,
+    .copy = cnn_cuda_copy,
+    .fill = cnn_cuda_fill,
+    .sync = cnn_cuda_sync,
+    .plan_destroy = cnn_cuda_plan_destroy,
+    .conv2d_forward = cnn_cuda_conv2d_forward,
+    .conv2d_backward_data = cnn_cuda_conv2d_backward_data,
+    .conv2d_backward_filter = cnn_cuda_conv2d_backward_filter,
+    .pool2d_forward = cnn_cuda_pool2d_forward,
+    .pool2d_backward = cnn_cuda_pool2d_backward,
+    .dense_forward = cnn_cuda_dense_forward,
+    .dense_backward_data = cnn_cuda_dense_backward_data,
+    .dense_backward_weights = cnn_cuda_dense_backward_weights,
+    .act_forward = cnn_cuda_act_forward,
+    .act_backward = cnn_cuda_act_backward,
+    .softmax_xent = cnn_cuda_softmax_xent,
+    .sgd_update = cnn_cuda_sgd_update,
+    .adam_update = cnn_cuda_adam_update,
+};
+
+int cnn_cuda_backend_available(void)
+{
+    int n = 0;
+    /* no driver, no device, or a stub driver: all mean "not here" */
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n >= 1;
+}
+
+/* "cuda" is device 0, "cuda:N" device N. */
+static cnn_status cnn_cuda_parse_spec(const char *spec, int *device)
+{
+    *device = 0;
+    if (!spec || !strcmp(spec, "cuda")) return CNN_OK;
+    if (strncmp(spec, "cuda:", 5) != 0 || !spec[5])
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda backend: unknown device '%s' (use cuda or cuda:N)", spec);
+    long v = 0;
+    for (const char *p = spec + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || v > 100000)
+            return cnn_error(CNN_ERR_INVALID_ARG, "cuda backend: '%s': N in cuda:N must be a device number", spec);
+        v = v * 10 + (*p - '0');
+    }
+    *device = (int)v;
+    return CNN_OK;
+}
+
+cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
+{
+    static const char *op = "backend create";
+    cnn_status st = CNN_OK;
+    cnn_backend *b = NULL;
+    cnn_cuda_ctx *ctx = NULL;
+    int device = 0, count = 0;
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_cuda_backend_create: out is NULL");
+    *out = NULL;
+    CNN_TRY(cnn_cuda_parse_spec(spec, &device));
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: cudaGetDeviceCount failed: %s (%s)",
+                         cudaGetErrorString(e), cudaGetErrorName(e));
+    }
+    if (count < 1) return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: the driver reports none");
+    if (device >= count)
+        return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device cuda:%d: this machine has %d (cuda:0 to cuda:%d)", device,
+                         count, count - 1);
+
+    b = calloc(1, sizeof *b);
+    ctx = calloc(1, sizeof *ctx);
+    if (!b || !ctx) {
+        free(b);
+        free(ctx);
+        return cnn_error(CNN_ERR_NO_MEMORY, "cuda backend: out of host memory");
+    }
+    b->ops = &cnn_cuda_ops;
+    b->ctx = ctx;
+    ctx->device = device;
+    /* device < count, a handful; the modulo shows the compiler that the name fits its 16 bytes */
+    snprintf(b->name, sizeof b->name, "cuda:%d", device % 1000000);
+
+    struct cudaDeviceProp prop;
+    CNN_CUDA_RT(op, cudaSetDevice, device);
+    CNN_CUDA_RT(op, cudaGetDeviceProperties, &prop, device);
+    ctx->total_mem = prop.totalGlobalMem;
+    /* non-blocking: neither stream waits on the legacy default stream that other libraries may use */
+    CNN_CUDA_RT(op, cudaStreamCreateWithFlags, &ctx->compute, cudaStreamNonBlocking);
+    CNN_CUDA_RT(op, cudaStreamCreateWithFlags, &ctx->copy, cudaStreamNonBlocking);
+    CNN_CUDA_RT(op, cudaEventCreateWithFlags, &ctx->copy_done, cudaEventDisableTiming);
+    CNN_CUDA_RT(op, cudaHostAlloc, (void **)&ctx->deferred, sizeof *ctx->deferred, cudaHostAllocMapped);
+    memset(ctx->deferred, 0, sizeof *ctx->deferred);
+    CNN_CUDA_RT(op, cudaHostGetDevicePointer, (void **)&ctx->deferred_dev, ctx->deferred, 0);
+    CNN_CUDA_DNN(op, cudnnCreate, &ctx->cudnn);
+    CNN_CUDA_DNN(op, cudnnSetStream, ctx->cudnn, ctx->compute);
+    CNN_CUDA_BLAS(op, cublasCreate, &ctx->cublas);
+    CNN_CUDA_BLAS(op, cublasSetStream, ctx->cublas, ctx->compute);
+    /* f32 stays f32: no TF32 tensor-op rounding in sgemm (a precision switch will allow it later) */
+    CNN_CUDA_BLAS(op, cublasSetMathMode, ctx->cublas, CUBLAS_DEFAULT_MATH);
+
+    int blas_major = 0, blas_minor = 0, blas_patch = 0;
+    CNN_CUDA_BLAS(op, cublasGetProperty, MAJOR_VERSION, &blas_major);
+    CNN_CUDA_BLAS(op, cublasGetProperty, MINOR_VERSION, &blas_minor);
+    CNN_CUDA_BLAS(op, cublasGetProperty, PATCH_LEVEL, &blas_patch);
+    size_t dnn = cudnnGetVersion(); /* major * 10000 + minor * 100 + patch since cuDNN 9 */
+    snprintf(b->description, sizeof b->description, "CUDA device %d: %.64s, %.1f GiB, cuDNN %zu.%zu.%zu, cuBLAS %d.%d.%d",
+             device, prop.name, (double)prop.totalGlobalMem / CNN_CUDA_GIB, dnn / 10000, dnn / 100 % 100, dnn % 100,
+             blas_major, blas_minor, blas_patch);
+    *out = b;
+    return CNN_OK;
+fail:
+    cnn_cuda_destroy(b); /* frees ctx and whatever was made */
+    return st;
+}

@@ -1,0 +1,409 @@
+/* 2-D convolution on the GPU with cuDNN (legacy, non-graph API): forward (then our bias + activation kernel),
+ * backward data, backward filter (and our column-sum kernel for the bias gradient).
+ *
+ * Layouts: x, y (N, H, W, C) = cuDNN NHWC tensors; weights (O, KH, KW, C/G) = cuDNN's NHWC filter layout (KRSC),
+ * with groups through cudnnSetConvolutionGroupCount. cuDNN pads symmetrically only: a convolution with
+ * asymmetric padding (SAME with an even kernel or a stride) runs on an explicitly zero-padded copy of x that the
+ * plan entry owns, with cuDNN padding 0; backward data writes that padded shape and our kernel crops it.
+ *
+ * Algorithms are chosen by measuring (cudnnFind*AlgorithmEx) the first time a shape is seen, and kept with the
+ * descriptors in the plan entry. f32 runs with CUDNN_FMA_MATH: plain f32 arithmetic, no TF32 tensor ops (which
+ * CUDNN_DEFAULT_MATH would permit on Ampere and later), so results match the CPU to f32 rounding; TF32 comes later
+ * behind a precision switch. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_util.h"
+
+/* the most algorithms any direction has in cuDNN 9 is under 10; room to spare */
+#define CNN_CUDA_MAX_ALGOS 16
+/* Algorithms needing more workspace than this are not tried: 1 GiB, PyTorch's order of magnitude for the same
+ * search, and a small part of a datacenter GPU's memory. */
+#define CNN_CUDA_CONV_WORKSPACE_MAX ((size_t)1 << 30)
+
+typedef struct cnn_cuda_conv_key {
+    int64_t n, h, w, c, o, kh, kw, oh, ow;
+    int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
+} cnn_cuda_conv_key;
+
+typedef struct cnn_cuda_conv_entry {
+    cnn_cuda_conv_key key;
+    int ready;
+    cudnnTensorDescriptor_t xd, yd; /* xd describes the padded copy when explicit_pad */
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    int explicit_pad;
+    cnn_cuda_window pad; /* geometry of the padded copy */
+    float *xpad;         /* (N, H + top + bottom, W + left + right, C), owned; only with explicit_pad */
+    int have_fwd, have_bwd_data, have_bwd_filter;
+    cudnnConvolutionFwdAlgo_t fwd_algo;
+    cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
+    size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+} cnn_cuda_conv_entry;
+
+enum { CNN_CUDA_CONV_FWD, CNN_CUDA_CONV_BWD_DATA, CNN_CUDA_CONV_BWD_FILTER };
+
+static const float cnn_cuda_one = 1.0f, cnn_cuda_zero = 0.0f;
+
+static void cnn_cuda_conv_entry_destroy(void *p)
+{
+    cnn_cuda_conv_entry *e = p;
+    if (e->xd) cudnnDestroyTensorDescriptor(e->xd);
+    if (e->yd) cudnnDestroyTensorDescriptor(e->yd);
+    if (e->wd) cudnnDestroyFilterDescriptor(e->wd);
+    if (e->cd) cudnnDestroyConvolutionDescriptor(e->cd);
+    /* cudaFree waits for queued work that may still read the padded copy */
+    if (e->xpad && cudaFree(e->xpad) != cudaSuccess) (void)cudaGetLastError();
+    free(e);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// argument checks
+
+/* Checks the tensors one direction uses and fills the key. x-like, w-like and y-like tensors are x/w/y in forward,
+ * dx/w/dy in backward data and x/dw/dy in backward filter. */
+static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, cnn_cuda_conv_key *k, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_tensor *xt = dir == CNN_CUDA_CONV_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_CUDA_CONV_BWD_FILTER ? a->dw : a->w;
+    const cnn_tensor *yt = dir == CNN_CUDA_CONV_FWD ? a->y : a->dy;
+    const char *xn = dir == CNN_CUDA_CONV_BWD_DATA ? "dx" : "x";
+    const char *wn = dir == CNN_CUDA_CONV_BWD_FILTER ? "dw" : "w";
+    const char *yn = dir == CNN_CUDA_CONV_FWD ? "y" : "dy";
+    char s1[CNN_CUDA_SHAPE_BUF], s2[CNN_CUDA_SHAPE_BUF];
+
+    memset(k, 0, sizeof *k);
+    CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
+    CNN_TRY(cnn_cuda_check_f32(wt, op, wn));
+    CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
+    if (dir == CNN_CUDA_CONV_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
+    if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
+    if (dir == CNN_CUDA_CONV_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
+    if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
+        a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda %s: bad parameters: stride %dx%d, dilation %dx%d, groups %d, padding %d,%d,%d,%d "
+                         "(top, left, bottom, right)",
+                         op, a->stride_h, a->stride_w, a->dilation_h, a->dilation_w, a->groups, a->pad_top,
+                         a->pad_left, a->pad_bottom, a->pad_right);
+    if (xt->ndim != 4 || wt->ndim != 4 || yt->ndim != 4)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "cuda %s: %s %s and %s %s must be rank 4 (N, H, W, C) and %s rank 4 (O, KH, KW, C/groups)",
+                         op, xn, cnn_cuda_shape_str(xt, s1, sizeof s1), yn, cnn_cuda_shape_str(yt, s2, sizeof s2), wn);
+
+    k->n = xt->shape[0];
+    k->h = xt->shape[1];
+    k->w = xt->shape[2];
+    k->c = xt->shape[3];
+    k->o = wt->shape[0];
+    k->kh = wt->shape[1];
+    k->kw = wt->shape[2];
+    k->stride_h = a->stride_h;
+    k->stride_w = a->stride_w;
+    k->pad_top = a->pad_top;
+    k->pad_left = a->pad_left;
+    k->pad_bottom = a->pad_bottom;
+    k->pad_right = a->pad_right;
+    k->dilation_h = a->dilation_h;
+    k->dilation_w = a->dilation_w;
+    k->groups = a->groups;
+    if (k->n < 1 || k->h < 1 || k->w < 1 || k->c < 1 || k->o < 1 || k->kh < 1 || k->kw < 1)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: empty tensor: %s %s, %s %s", op, xn,
+                         cnn_cuda_shape_str(xt, s1, sizeof s1), wn, cnn_cuda_shape_str(wt, s2, sizeof s2));
+    if (k->c % k->groups || k->o % k->groups)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "cuda %s: groups %d must divide the input channels of %s %s and the filters of %s %s", op,
+                         k->groups, xn, cnn_cuda_shape_str(xt, s1, sizeof s1), wn,
+                         cnn_cuda_shape_str(wt, s2, sizeof s2));
+    if (wt->shape[3] != k->c / k->groups)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must have C/groups = %lld input channels to match %s %s", op,
+                         wn, cnn_cuda_shape_str(wt, s1, sizeof s1), (long long)(k->c / k->groups), xn,
+                         cnn_cuda_shape_str(xt, s2, sizeof s2));
+    k->oh = cnn_window_out(k->h, (int)k->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
+    k->ow = cnn_window_out(k->w, (int)k->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
+    if (k->oh < 1 || k->ow < 1)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "cuda %s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding "
+                         "%d,%d,%d,%d",
+                         op, (long long)k->kh, (long long)k->kw, a->dilation_h, a->dilation_w, xn,
+                         cnn_cuda_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
+    int64_t yshape[4] = {k->n, k->oh, k->ow, k->o};
+    CNN_TRY(cnn_cuda_check_shape(yt, 4, yshape, op, yn));
+    int64_t bshape[1] = {k->o};
+    if (dir == CNN_CUDA_CONV_FWD && a->b) CNN_TRY(cnn_cuda_check_shape(a->b, 1, bshape, op, "b"));
+    if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_shape(a->db, 1, bshape, op, "db"));
+    /* cuDNN's legacy descriptors count in int */
+    const int64_t hp = k->h + k->pad_top + k->pad_bottom, wp = k->w + k->pad_left + k->pad_right;
+    CNN_TRY(cnn_cuda_check_int(k->n * hp * wp * k->c, op, "the padded input's element count"));
+    CNN_TRY(cnn_cuda_check_int(k->n * k->oh * k->ow * k->o, op, "the output's element count"));
+    CNN_TRY(cnn_cuda_check_int(k->o * k->kh * k->kw * (k->c / k->groups), op, "the weights' element count"));
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// plan entries: descriptors, the padded copy, algorithm search
+
+static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_cuda_conv_key *k = &e->key;
+    if (e->ready) return CNN_OK;
+    e->explicit_pad = k->pad_top != k->pad_bottom || k->pad_left != k->pad_right;
+    e->pad = (cnn_cuda_window){.n = k->n, .h = k->h, .w = k->w, .c = k->c,
+                               .pad_top = k->pad_top, .pad_left = k->pad_left,
+                               .pad_bottom = k->pad_bottom, .pad_right = k->pad_right};
+    const int64_t hx = e->explicit_pad ? k->h + k->pad_top + k->pad_bottom : k->h;
+    const int64_t wx = e->explicit_pad ? k->w + k->pad_left + k->pad_right : k->w;
+    const int pad_h = e->explicit_pad ? 0 : k->pad_top, pad_w = e->explicit_pad ? 0 : k->pad_left;
+
+    /* an entry whose preparation failed half-way is prepared again: keep what was made */
+    if (!e->xd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->xd);
+    if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
+    if (!e->wd) CNN_CUDA_DNN(op, cudnnCreateFilterDescriptor, &e->wd);
+    if (!e->cd) CNN_CUDA_DNN(op, cudnnCreateConvolutionDescriptor, &e->cd);
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n, (int)k->c,
+                 (int)hx, (int)wx);
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n, (int)k->o,
+                 (int)k->oh, (int)k->ow);
+    CNN_CUDA_DNN(op, cudnnSetFilter4dDescriptor, e->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, (int)k->o,
+                 (int)(k->c / k->groups), (int)k->kh, (int)k->kw);
+    /* CROSS_CORRELATION: no kernel flip, what every framework calls convolution */
+    CNN_CUDA_DNN(op, cudnnSetConvolution2dDescriptor, e->cd, pad_h, pad_w, k->stride_h, k->stride_w, k->dilation_h,
+                 k->dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+    CNN_CUDA_DNN(op, cudnnSetConvolutionGroupCount, e->cd, k->groups);
+    CNN_CUDA_DNN(op, cudnnSetConvolutionMathType, e->cd, CUDNN_FMA_MATH);
+
+    /* cuDNN must see the output we computed: a disagreement is a bug in the descriptors above */
+    int dn = 0, dc = 0, dh = 0, dw = 0;
+    CNN_CUDA_DNN(op, cudnnGetConvolution2dForwardOutputDim, e->cd, e->xd, e->wd, &dn, &dc, &dh, &dw);
+    if (dn != k->n || dc != k->o || dh != k->oh || dw != k->ow)
+        return cnn_error(CNN_ERR_BACKEND, "cuda %s: cuDNN computes an output of (%d, %d, %d, %d) (N, H, W, C) where "
+                         "(%lld, %lld, %lld, %lld) was expected", op, dn, dh, dw, dc, (long long)k->n,
+                         (long long)k->oh, (long long)k->ow, (long long)k->o);
+    if (e->explicit_pad && !e->xpad) {
+        size_t bytes = (size_t)(k->n * hx * wx * k->c) * sizeof(float);
+        cudaError_t err = cudaMalloc((void **)&e->xpad, bytes);
+        if (err != cudaSuccess) {
+            e->xpad = NULL;
+            size_t free_b = 0, total_b = 0;
+            (void)cudaGetLastError();
+            if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
+            return cnn_error(err == cudaErrorMemoryAllocation ? CNN_ERR_NO_MEMORY : CNN_ERR_BACKEND,
+                             "cuda %s: no device memory for the %.1f MiB padded input of an asymmetrically padded "
+                             "convolution (%.1f MiB free): %s; try a smaller batch size",
+                             op, (double)bytes / 1048576.0, (double)free_b / 1048576.0, cudaGetErrorString(err));
+        }
+    }
+    e->ready = 1;
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args *a, int dir, cnn_plan **tmp,
+                                          cnn_cuda_ctx **ctx, cnn_cuda_conv_entry **out, const char *op)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_conv_key key;
+    void *e = NULL;
+    CNN_TRY(cnn_cuda_conv_check(a, dir, &key, op));
+    CNN_TRY(cnn_cuda_enter(b, ctx, op));
+    CNN_TRY(cnn_cuda_plan_entry(a->plan ? a->plan : tmp, CNN_CUDA_PLAN_CONV, &key, sizeof key,
+                                sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
+    CNN_TRY(cnn_cuda_conv_prepare(e, op));
+    *out = e;
+fail:
+    return st;
+}
+
+/* Grows the workspace for an algorithm search to what the largest candidate wants (up to the cap). Without the
+ * memory, the search goes on with what there is: algorithms that need more are then skipped by cuDNN. */
+static cnn_status cnn_cuda_conv_search_workspace(cnn_cuda_ctx *ctx, size_t want, const char *op)
+{
+    if (want > CNN_CUDA_CONV_WORKSPACE_MAX) want = CNN_CUDA_CONV_WORKSPACE_MAX;
+    cnn_status st = cnn_cuda_workspace(ctx, want, op);
+    if (st == CNN_ERR_NO_MEMORY) {
+        cnn_clear_error();
+        st = CNN_OK;
+    }
+    return st;
+}
+
+static cnn_status cnn_cuda_conv_no_algo(const cnn_cuda_conv_entry *e, int tried, const char *op, const char *what)
+{
+    const cnn_cuda_conv_key *k = &e->key;
+    return cnn_error(CNN_ERR_UNSUPPORTED,
+                     "cuda %s: cuDNN has no f32 (FMA math) %s algorithm that runs for x (%lld, %lld, %lld, %lld), "
+                     "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%d tried)",
+                     op, what, (long long)k->n, (long long)k->h, (long long)k->w, (long long)k->c, (long long)k->o,
+                     (long long)k->kh, (long long)k->kw, (long long)(k->c / k->groups), k->stride_h, k->stride_w,
+                     k->dilation_h, k->dilation_w, k->groups, tried);
+}
+
+/* An algorithm result we accept: it ran, and in plain f32 (no tensor-op math, which means TF32 for f32 data). */
+#define CNN_CUDA_ALGO_OK(perf) \
+    ((perf).status == CUDNN_STATUS_SUCCESS && (perf).mathType != CUDNN_TENSOR_OP_MATH && \
+     (perf).mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+
+static cnn_status cnn_cuda_conv_find_fwd(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, const void *x, const void *w,
+                                         void *y, const char *op)
+{
+    cnn_status st = CNN_OK;
+    cudnnConvolutionFwdAlgoPerf_t perf[CNN_CUDA_MAX_ALGOS];
+    int max = 0, got = 0;
+    size_t want = 0;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionForwardAlgorithmMaxCount, ctx->cudnn, &max);
+    if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionForwardAlgorithm_v7, ctx->cudnn, e->xd, e->wd, e->cd, e->yd, max, &got, perf);
+    for (int i = 0; i < got; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
+    CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
+    CNN_CUDA_DNN(op, cudnnFindConvolutionForwardAlgorithmEx, ctx->cudnn, e->xd, x, e->wd, w, e->cd, e->yd, y, max,
+                 &got, perf, ctx->workspace, ctx->workspace_size);
+    for (int i = 0; i < got; i++) /* fastest first */
+        if (CNN_CUDA_ALGO_OK(perf[i])) {
+            e->fwd_algo = perf[i].algo;
+            e->fwd_ws = perf[i].memory;
+            e->have_fwd = 1;
+            return CNN_OK;
+        }
+    return cnn_cuda_conv_no_algo(e, got, op, "forward");
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_conv_find_bwd_data(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, const void *w,
+                                              const void *dy, void *dx, const char *op)
+{
+    cnn_status st = CNN_OK;
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CNN_CUDA_MAX_ALGOS];
+    int max = 0, got = 0;
+    size_t want = 0;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardDataAlgorithmMaxCount, ctx->cudnn, &max);
+    if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7, ctx->cudnn, e->wd, e->yd, e->cd, e->xd, max, &got,
+                 perf);
+    for (int i = 0; i < got; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
+    CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
+    CNN_CUDA_DNN(op, cudnnFindConvolutionBackwardDataAlgorithmEx, ctx->cudnn, e->wd, w, e->yd, dy, e->cd, e->xd, dx,
+                 max, &got, perf, ctx->workspace, ctx->workspace_size);
+    for (int i = 0; i < got; i++)
+        if (CNN_CUDA_ALGO_OK(perf[i])) {
+            e->bwd_data_algo = perf[i].algo;
+            e->bwd_data_ws = perf[i].memory;
+            e->have_bwd_data = 1;
+            return CNN_OK;
+        }
+    return cnn_cuda_conv_no_algo(e, got, op, "backward data");
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_conv_find_bwd_filter(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, const void *x,
+                                                const void *dy, void *dw, const char *op)
+{
+    cnn_status st = CNN_OK;
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CNN_CUDA_MAX_ALGOS];
+    int max = 0, got = 0;
+    size_t want = 0;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardFilterAlgorithmMaxCount, ctx->cudnn, &max);
+    if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
+    CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7, ctx->cudnn, e->xd, e->yd, e->cd, e->wd, max,
+                 &got, perf);
+    for (int i = 0; i < got; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
+    CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
+    CNN_CUDA_DNN(op, cudnnFindConvolutionBackwardFilterAlgorithmEx, ctx->cudnn, e->xd, x, e->yd, dy, e->cd, e->wd,
+                 dw, max, &got, perf, ctx->workspace, ctx->workspace_size);
+    for (int i = 0; i < got; i++)
+        if (CNN_CUDA_ALGO_OK(perf[i])) {
+            e->bwd_filter_algo = perf[i].algo;
+            e->bwd_filter_ws = perf[i].memory;
+            e->have_bwd_filter = 1;
+            return CNN_OK;
+        }
+    return cnn_cuda_conv_no_algo(e, got, op, "backward filter");
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the ops
+
+cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_forward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_plan *tmp = NULL;
+    cnn_cuda_conv_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_FWD, &tmp, &ctx, &e, op));
+
+    const void *x = a->x->data;
+    if (e->explicit_pad) {
+        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, &e->pad);
+        x = e->xpad;
+    }
+    if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
+    CNN_TRY(cnn_cuda_workspace(ctx, e->fwd_ws, op));
+    CNN_CUDA_DNN(op, cudnnConvolutionForward, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->wd, a->w->data, e->cd,
+                 e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
+    if (a->b || a->act != CNN_ACT_NONE)
+        CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->b ? a->b->data : NULL,
+                    e->key.n * e->key.oh * e->key.ow, e->key.o, a->act);
+fail:
+    cnn_cuda_plan_destroy(b, tmp);
+    return st;
+}
+
+cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_backward_data";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_plan *tmp = NULL;
+    cnn_cuda_conv_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_DATA, &tmp, &ctx, &e, op));
+
+    void *dx = e->explicit_pad ? (void *)e->xpad : a->dx->data;
+    if (!e->have_bwd_data) CNN_TRY(cnn_cuda_conv_find_bwd_data(ctx, e, a->w->data, a->dy->data, dx, op));
+    CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_data_ws, op));
+    CNN_CUDA_DNN(op, cudnnConvolutionBackwardData, ctx->cudnn, &cnn_cuda_one, e->wd, a->w->data, e->yd, a->dy->data,
+                 e->cd, e->bwd_data_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->xd, dx);
+    if (e->explicit_pad) CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, &e->pad);
+fail:
+    cnn_cuda_plan_destroy(b, tmp);
+    return st;
+}
+
+cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args *a)
+{
+    static const char *op = "conv2d_backward_filter";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_plan *tmp = NULL;
+    cnn_cuda_conv_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_FILTER, &tmp, &ctx, &e, op));
+
+    const void *x = a->x->data;
+    if (e->explicit_pad) {
+        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, &e->pad);
+        x = e->xpad;
+    }
+    if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
+    CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_filter_ws, op));
+    CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data, e->cd,
+                 e->bwd_filter_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->wd, a->dw->data);
+    if (a->db)
+        CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, e->key.n * e->key.oh * e->key.ow, e->key.o, a->db->data, op));
+fail:
+    cnn_cuda_plan_destroy(b, tmp);
+    return st;
+}

@@ -1,0 +1,226 @@
+/* Checked CUDA / cuDNN / cuBLAS calls, the workspace, deferred kernel errors, the plan cache and shared argument
+ * checks for the CUDA backend (see cuda_util.h for the rules). */
+#include "cuda/cuda_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------------------------
+// status mapping
+
+cnn_status cnn_cuda_rt_status(cudaError_t e, const char *what, const char *call)
+{
+    if (e == cudaSuccess) return CNN_OK;
+    /* clear the runtime's last error so that a later launch check does not report this one again (sticky errors,
+     * the ones that break the context, stay whatever we do) */
+    (void)cudaGetLastError();
+    cnn_status st = CNN_ERR_BACKEND;
+    if (e == cudaErrorMemoryAllocation) st = CNN_ERR_NO_MEMORY;
+    else if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) st = CNN_ERR_NOT_FOUND;
+    return cnn_error(st, "cuda %s: %s failed: %s (%s)", what, call, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+cnn_status cnn_cuda_dnn_status(cudnnStatus_t s, const char *what, const char *call)
+{
+    if (s == CUDNN_STATUS_SUCCESS) return CNN_OK;
+    char detail[256] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    cnn_status st = CNN_ERR_BACKEND;
+    int code = (int)s;
+    if (code / 1000 == CUDNN_STATUS_NOT_SUPPORTED / 1000) st = CNN_ERR_UNSUPPORTED;
+    else if (s == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+             s == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
+        st = CNN_ERR_NO_MEMORY;
+    else if (code / 1000 == CUDNN_STATUS_BAD_PARAM / 1000) st = CNN_ERR_INVALID_ARG;
+    return cnn_error(st, "cuda %s: %s failed: %s%s%s", what, call, cudnnGetErrorString(s), detail[0] ? ": " : "",
+                     detail);
+}
+
+cnn_status cnn_cuda_blas_status(cublasStatus_t s, const char *what, const char *call)
+{
+    if (s == CUBLAS_STATUS_SUCCESS) return CNN_OK;
+    cnn_status st = CNN_ERR_BACKEND;
+    if (s == CUBLAS_STATUS_ALLOC_FAILED) st = CNN_ERR_NO_MEMORY;
+    else if (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_ARCH_MISMATCH) st = CNN_ERR_UNSUPPORTED;
+    else if (s == CUBLAS_STATUS_INVALID_VALUE) st = CNN_ERR_INVALID_ARG;
+    return cnn_error(st, "cuda %s: %s failed: %s", what, call, cublasGetStatusString(s));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// context, workspace, deferred errors
+
+cnn_status cnn_cuda_enter(cnn_backend *b, cnn_cuda_ctx **out, const char *op)
+{
+    cnn_status st = CNN_OK;
+    int current = -1;
+    *out = NULL;
+    if (!b || b->ops != &cnn_cuda_ops || !b->ctx)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: not a CUDA backend", op);
+    cnn_cuda_ctx *ctx = b->ctx;
+    CNN_CUDA_RT(op, cudaGetDevice, &current);
+    if (current != ctx->device) CNN_CUDA_RT(op, cudaSetDevice, ctx->device);
+    *out = ctx;
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what)
+{
+    cnn_status st = CNN_OK;
+    if (bytes <= ctx->workspace_size) return CNN_OK;
+    /* queued work may still use the old workspace */
+    CNN_CUDA_RT(what, cudaStreamSynchronize, ctx->compute);
+    if (ctx->workspace) cudaFree(ctx->workspace);
+    ctx->workspace = NULL;
+    ctx->workspace_size = 0;
+    cudaError_t e = cudaMalloc(&ctx->workspace, bytes);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        (void)cudaGetLastError();
+        ctx->workspace = NULL;
+        cudaMemGetInfo(&free_b, &total_b);
+        return cnn_error(CNN_ERR_NO_MEMORY,
+                         "cuda %s: out of device memory for a %.1f MiB workspace (%.1f MiB free of %.1f MiB): try a "
+                         "smaller batch",
+                         what, (double)bytes / 1048576.0, (double)free_b / 1048576.0, (double)total_b / 1048576.0);
+    }
+    ctx->workspace_size = bytes;
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx)
+{
+    volatile cnn_cuda_deferred *d = ctx->deferred;
+    if (!d || d->code == CNN_CUDA_DEFERRED_NONE) return CNN_OK;
+    int code = d->code, label = d->label;
+    long long sample = (long long)d->sample, limit = (long long)d->limit;
+    d->code = CNN_CUDA_DEFERRED_NONE;
+    if (code == CNN_CUDA_DEFERRED_BAD_LABEL)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda softmax_xent: label %d of sample %lld is outside [0, %lld) (found on the device; its "
+                         "loss and gradient are NaN)",
+                         label, sample, limit);
+    return cnn_error(CNN_ERR_BACKEND, "cuda: a kernel reported error %d", code);
+}
+
+cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const float *x, int64_t rows, int64_t cols, float *out,
+                            const char *what)
+{
+    cnn_status st = CNN_OK;
+    int64_t scratch = cnn_cuda_col_sum_scratch(rows, cols);
+    if (scratch > 0) CNN_TRY(cnn_cuda_workspace(ctx, (size_t)scratch * sizeof(float), what));
+    CNN_CUDA_RT(what, cnn_cuda_launch_col_sum, ctx->compute, x, rows, cols, out, (float *)ctx->workspace);
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// plans
+
+cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
+                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what)
+{
+    *entry = NULL;
+    cnn_plan *p = *slot;
+    if (p && (p->kind != kind || p->key_size != key_size))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: the plan slot belongs to another kind of op", what);
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan", what);
+        p->kind = kind;
+        p->key_size = key_size;
+        p->entry_destroy = destroy;
+        *slot = p;
+    }
+    p->clock++;
+    int victim = 0;
+    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++) {
+        if (p->entry[i] && !memcmp(p->entry[i], key, key_size)) {
+            p->used[i] = p->clock;
+            *entry = p->entry[i];
+            return CNN_OK;
+        }
+        if (!p->entry[i] || (p->entry[victim] && p->used[i] < p->used[victim])) victim = i;
+    }
+    void *e = calloc(1, entry_size);
+    if (!e) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan entry", what);
+    memcpy(e, key, key_size);
+    if (p->entry[victim]) {
+        if (p->last_forward == p->entry[victim]) p->last_forward = NULL;
+        p->entry_destroy(p->entry[victim]);
+    }
+    p->entry[victim] = e;
+    p->used[victim] = p->clock;
+    *entry = e;
+    return CNN_OK;
+}
+
+void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan)
+{
+    (void)b;
+    if (!plan) return;
+    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++)
+        if (plan->entry[i]) plan->entry_destroy(plan->entry[i]);
+    free(plan);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// argument checks
+
+const char *cnn_cuda_shape_str(const cnn_tensor *t, char *buf, size_t size)
+{
+    if (!t) {
+        snprintf(buf, size, "(missing)");
+        return buf;
+    }
+    size_t len = 0;
+    len += (size_t)snprintf(buf + len, size - len, "(");
+    for (int i = 0; i < t->ndim && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (len < size) snprintf(buf + len, size - len, ")");
+    return buf;
+}
+
+cnn_status cnn_cuda_check_tensor(const cnn_tensor *t, const char *op, const char *name)
+{
+    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s is missing", op, name);
+    if (!t->backend || t->backend->ops != &cnn_cuda_ops)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s lives on backend '%s', not on a CUDA device", op, name,
+                         t->backend ? t->backend->name : "(none)");
+    if (t->ndim < 1 || t->ndim > CNN_MAX_DIMS)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s has rank %d", op, name, t->ndim);
+    if (cnn_tensor_numel(t) > 0 && !t->data) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s has no data", op, name);
+    return CNN_OK;
+}
+
+cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *name)
+{
+    cnn_status st = cnn_cuda_check_tensor(t, op, name);
+    if (st != CNN_OK) return st;
+    if (t->dtype != CNN_F32)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; this backend computes in F32 only for now",
+                         op, name, cnn_dtype_name(t->dtype));
+    return CNN_OK;
+}
+
+cnn_status cnn_cuda_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
+                                const char *name)
+{
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (same) return CNN_OK;
+    char got[CNN_CUDA_SHAPE_BUF], want[CNN_CUDA_SHAPE_BUF];
+    cnn_tensor w = {.ndim = ndim};
+    for (int i = 0; i < ndim && i < CNN_MAX_DIMS; i++) w.shape[i] = shape[i];
+    return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s is %s, expected %s", op, name, cnn_cuda_shape_str(t, got, sizeof got),
+                     cnn_cuda_shape_str(&w, want, sizeof want));
+}
+
+cnn_status cnn_cuda_check_int(int64_t n, const char *op, const char *what)
+{
+    if (n >= 0 && n <= INT32_MAX) return CNN_OK;
+    return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s = %lld does not fit the 32-bit sizes cuDNN and cuBLAS take",
+                     op, what, (long long)n);
+}

@@ -1,0 +1,126 @@
+/* The CUDA backend's private toolkit: its context, checked CUDA / cuDNN / cuBLAS calls, the device workspace,
+ * the per-call-site plan cache and the argument checks every op shares.
+ *
+ * Rules:
+ * - Every CUDA runtime, cuDNN and cuBLAS call goes through CNN_CUDA_RT / CNN_CUDA_DNN / CNN_CUDA_BLAS, which turn
+ *   the library's status into a cnn_status with a message naming the op and the call
+ *   ("cuda conv2d_forward: cudnnConvolutionForward failed: CUDNN_STATUS_BAD_PARAM"). Our kernels are started by
+ *   the launchers of cuda/kernels.h, which return the launch's cudaError_t to check the same way.
+ * - All work goes to the compute stream, in order; the cuDNN and cuBLAS handles are bound to it. The copy stream
+ *   and its event are there for an asynchronous loader (host -> device uploads overlapping compute).
+ * - Our tensors keep their plain layouts: NHWC activations, OHWI conv weights (= cuDNN's NHWC filter layout,
+ *   KRSC), (OUT, IN) dense weights. f32 only for now; other dtypes give CNN_ERR_UNSUPPORTED.
+ * - Host-side C (C11): cuDNN and cuBLAS are C libraries; only the kernels are CUDA C++ (kernels.cu). */
+#ifndef CNN_CUDA_UTIL_H
+#define CNN_CUDA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+#include "cuda/kernels.h"
+
+/* ---- the backend context ---- */
+
+typedef struct cnn_cuda_ctx {
+    int device;
+    cudaStream_t compute;    /* every op, transfer and library call runs here, in order */
+    cudaStream_t copy;       /* for asynchronous uploads; `copy_done` orders them before compute */
+    cudaEvent_t copy_done;
+    cudnnHandle_t cudnn;     /* bound to `compute` */
+    cublasHandle_t cublas;   /* bound to `compute` */
+    void *workspace;         /* scratch for cuDNN algorithms and our reductions; grows, never shrinks */
+    size_t workspace_size;
+    cnn_cuda_deferred *deferred;     /* host-mapped: errors that kernels report, checked at the next sync/read */
+    cnn_cuda_deferred *deferred_dev; /* the same memory as the device sees it */
+    size_t total_mem;
+} cnn_cuda_ctx;
+
+extern const cnn_backend_ops cnn_cuda_ops;
+
+/* The context of `b`, with b's device made current for this thread (ops may be called from any thread). */
+cnn_status cnn_cuda_enter(cnn_backend *b, cnn_cuda_ctx **ctx, const char *op);
+
+/* ---- checked library calls ---- */
+
+/* Map a library status to ours and record "cuda <what>: <call> failed: <reason>"; CNN_OK on success. */
+cnn_status cnn_cuda_rt_status(cudaError_t e, const char *what, const char *call);
+cnn_status cnn_cuda_dnn_status(cudnnStatus_t s, const char *what, const char *call);
+cnn_status cnn_cuda_blas_status(cublasStatus_t s, const char *what, const char *call);
+
+/* Call a library function (or one of our launchers); on failure set `st` and jump to `fail`. */
+#define CNN_CUDA_RT(what, call, ...) CNN_TRY(cnn_cuda_rt_status(call(__VA_ARGS__), (what), #call))
+#define CNN_CUDA_DNN(what, call, ...) CNN_TRY(cnn_cuda_dnn_status(call(__VA_ARGS__), (what), #call))
+#define CNN_CUDA_BLAS(what, call, ...) CNN_TRY(cnn_cuda_blas_status(call(__VA_ARGS__), (what), #call))
+
+/* Makes the workspace hold at least `bytes` (waiting for queued work before it frees the old one). */
+cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what);
+
+/* Errors that kernels recorded since the last check (a label out of range): CNN_OK or the error, once.
+ * Call only after the compute stream was synchronized. */
+cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx);
+
+/* Column sums of a row-major (rows, cols) f32 matrix into out[cols] (bias gradients): our two-pass kernel,
+ * with its partial sums in the workspace. */
+cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const float *x, int64_t rows, int64_t cols, float *out,
+                            const char *what);
+
+/* ---- plans: a small cache of per-shape entries for one call site (same scheme as the CPU backend) ---- */
+
+typedef enum cnn_cuda_plan_kind {
+    CNN_CUDA_PLAN_CONV = 1,
+    CNN_CUDA_PLAN_POOL,
+} cnn_cuda_plan_kind;
+
+/* Four shape keys: the full and the smaller last batch of an epoch, and the same two of evaluation (batch 256),
+ * which alternate every epoch; each new key costs an algorithm search (milliseconds per convolution), so they
+ * should stay cached. */
+#define CNN_CUDA_PLAN_SLOTS 4
+
+typedef void (*cnn_cuda_entry_destroy_fn)(void *entry);
+
+struct cnn_plan {
+    cnn_cuda_plan_kind kind;
+    size_t key_size;
+    cnn_cuda_entry_destroy_fn entry_destroy;
+    uint64_t clock;
+    void *entry[CNN_CUDA_PLAN_SLOTS];
+    uint64_t used[CNN_CUDA_PLAN_SLOTS];
+    /* pooling: the entry, input and output of the most recent training forward (max-pool backward without x, y) */
+    void *last_forward;
+    const void *last_x, *last_y;
+};
+
+/* Finds the entry for `key` (zeroed before it was filled: it is memcmp-compared) in *slot, creating the plan and
+ * the entry (zeroed, key copied in, `entry_size` bytes) when needed; the least recently used one is dropped when
+ * both slots are taken. */
+cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
+                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what);
+
+void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan);
+
+/* ---- argument checks shared by the ops ---- */
+
+/* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */
+const char *cnn_cuda_shape_str(const cnn_tensor *t, char *buf, size_t size);
+#define CNN_CUDA_SHAPE_BUF 96
+
+/* The tensor exists, lives on a CUDA backend, is F32 and has data (when not empty). */
+cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *name);
+
+/* The tensor exists and lives on a CUDA backend (any dtype). */
+cnn_status cnn_cuda_check_tensor(const cnn_tensor *t, const char *op, const char *name);
+
+/* The tensor has exactly this shape; else CNN_ERR_SHAPE with both shapes in the message. */
+cnn_status cnn_cuda_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
+                                const char *name);
+
+/* cuDNN and cuBLAS take 32-bit sizes: CNN_ERR_UNSUPPORTED naming `what` when n does not fit. */
+cnn_status cnn_cuda_check_int(int64_t n, const char *op, const char *what);
+
+#endif

@@ -1,0 +1,227 @@
+/* 2-D max and average pooling on the GPU, NHWC: cuDNN where it can describe the window, our kernels where not.
+ *
+ * cuDNN's pooling descriptor pads symmetrically; SAME padding is asymmetric whenever the window overhangs by an
+ * odd amount (pad_bottom = pad_top + 1). Those windows run on our kernels (kernels.cu), which take any padding
+ * (explicit padding would not do: a padded zero could win a max or count in an average). The two paths agree on
+ * the semantics, which are the CPU backend's:
+ * - max: padding never wins (cuDNN: CUDNN_POOLING_MAX_DETERMINISTIC; ours: first maximum in window order);
+ * - average: over the real (non-padding) elements of each window (CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
+ *   PyTorch's count_include_pad=False).
+ *
+ * Max-pool backward recomputes which element won from the forward's input x and output y. The layer passes both;
+ * a caller that does not gets the ones of the most recent training forward through the same plan, as the CPU
+ * backend keeps its argmax there. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cuda_util.h"
+
+typedef struct cnn_cuda_pool_key {
+    int64_t n, h, w, c, oh, ow;
+    int32_t mode, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right;
+} cnn_cuda_pool_key;
+
+typedef struct cnn_cuda_pool_entry {
+    cnn_cuda_pool_key key;
+    int ready;
+    int use_cudnn; /* 0: our kernels (asymmetric padding) */
+    cnn_cuda_window g;
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnPoolingDescriptor_t pd;
+} cnn_cuda_pool_entry;
+
+static const float cnn_cuda_one = 1.0f, cnn_cuda_zero = 0.0f;
+
+static void cnn_cuda_pool_entry_destroy(void *p)
+{
+    cnn_cuda_pool_entry *e = p;
+    if (e->xd) cudnnDestroyTensorDescriptor(e->xd);
+    if (e->yd) cudnnDestroyTensorDescriptor(e->yd);
+    if (e->pd) cudnnDestroyPoolingDescriptor(e->pd);
+    free(e);
+}
+
+/* Checks x-like (x, or dx in backward) and y-like (y, or dy) tensors and the window; fills the key. */
+static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cnn_cuda_pool_key *k, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_tensor *xt = backward ? a->dx : a->x;
+    const cnn_tensor *yt = backward ? a->dy : a->y;
+    const char *xn = backward ? "dx" : "x";
+    const char *yn = backward ? "dy" : "y";
+    char s1[CNN_CUDA_SHAPE_BUF];
+
+    memset(k, 0, sizeof *k);
+    if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown pooling mode %d", op, (int)a->mode);
+    CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
+    CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
+    if (a->kernel_h < 1 || a->kernel_w < 1 || a->stride_h < 1 || a->stride_w < 1 || a->pad_top < 0 ||
+        a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: bad window: kernel %dx%d, stride %dx%d, padding %d,%d,%d,%d",
+                         op, a->kernel_h, a->kernel_w, a->stride_h, a->stride_w, a->pad_top, a->pad_left,
+                         a->pad_bottom, a->pad_right);
+    /* a window made only of padding would have no maximum and nothing to average */
+    if (a->pad_top >= a->kernel_h || a->pad_bottom >= a->kernel_h || a->pad_left >= a->kernel_w ||
+        a->pad_right >= a->kernel_w)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda %s: padding %d,%d,%d,%d (top, left, bottom, right) must be smaller than the %dx%d "
+                         "kernel",
+                         op, a->pad_top, a->pad_left, a->pad_bottom, a->pad_right, a->kernel_h, a->kernel_w);
+    if (xt->ndim != 4)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must be rank 4 (N, H, W, C)", op, xn,
+                         cnn_cuda_shape_str(xt, s1, sizeof s1));
+    k->n = xt->shape[0];
+    k->h = xt->shape[1];
+    k->w = xt->shape[2];
+    k->c = xt->shape[3];
+    if (k->n < 1 || k->h < 1 || k->w < 1 || k->c < 1)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s is empty", op, xn, cnn_cuda_shape_str(xt, s1, sizeof s1));
+    k->mode = a->mode;
+    k->kernel_h = a->kernel_h;
+    k->kernel_w = a->kernel_w;
+    k->stride_h = a->stride_h;
+    k->stride_w = a->stride_w;
+    k->pad_top = a->pad_top;
+    k->pad_left = a->pad_left;
+    k->pad_bottom = a->pad_bottom;
+    k->pad_right = a->pad_right;
+    k->oh = cnn_window_out(k->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
+    k->ow = cnn_window_out(k->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
+    if (k->oh < 1 || k->ow < 1)
+        return cnn_error(CNN_ERR_SHAPE, "cuda %s: the %dx%d window does not fit in %s %s with padding %d,%d,%d,%d", op,
+                         a->kernel_h, a->kernel_w, xn, cnn_cuda_shape_str(xt, s1, sizeof s1), a->pad_top,
+                         a->pad_left, a->pad_bottom, a->pad_right);
+    int64_t yshape[4] = {k->n, k->oh, k->ow, k->c};
+    CNN_TRY(cnn_cuda_check_shape(yt, 4, yshape, op, yn));
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_pool_prepare(cnn_cuda_pool_entry *e, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_cuda_pool_key *k = &e->key;
+    if (e->ready) return CNN_OK;
+    e->g = (cnn_cuda_window){.n = k->n, .h = k->h, .w = k->w, .c = k->c, .oh = k->oh, .ow = k->ow,
+                             .kh = k->kernel_h, .kw = k->kernel_w, .sh = k->stride_h, .sw = k->stride_w,
+                             .pad_top = k->pad_top, .pad_left = k->pad_left,
+                             .pad_bottom = k->pad_bottom, .pad_right = k->pad_right};
+    /* cuDNN's legacy descriptors count in int */
+    e->use_cudnn = k->pad_top == k->pad_bottom && k->pad_left == k->pad_right &&
+                   k->n * k->h * k->w * k->c <= INT32_MAX;
+    if (e->use_cudnn) {
+        /* an entry whose preparation failed half-way is prepared again: keep what was made */
+        if (!e->xd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->xd);
+        if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
+        if (!e->pd) CNN_CUDA_DNN(op, cudnnCreatePoolingDescriptor, &e->pd);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n,
+                     (int)k->c, (int)k->h, (int)k->w);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n,
+                     (int)k->c, (int)k->oh, (int)k->ow);
+        /* NaN propagates: a NaN input should surface, not be skipped by the max */
+        CNN_CUDA_DNN(op, cudnnSetPooling2dDescriptor, e->pd,
+                     k->mode == CNN_POOL_MAX ? CUDNN_POOLING_MAX_DETERMINISTIC
+                                             : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
+                     CUDNN_PROPAGATE_NAN, k->kernel_h, k->kernel_w, k->pad_top, k->pad_left, k->stride_h,
+                     k->stride_w);
+        int dn = 0, dc = 0, dh = 0, dw = 0;
+        CNN_CUDA_DNN(op, cudnnGetPooling2dForwardOutputDim, e->pd, e->xd, &dn, &dc, &dh, &dw);
+        /* cuDNN rounds the output size down, as we do; should it ever disagree, our kernels take the window */
+        if (dn != k->n || dc != k->c || dh != k->oh || dw != k->ow) e->use_cudnn = 0;
+    }
+    e->ready = 1;
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_pool_entry_get(cnn_backend *b, const cnn_pool2d_args *a, int backward, cnn_plan **slot,
+                                          cnn_cuda_ctx **ctx, cnn_cuda_pool_entry **out, const char *op)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_pool_key key;
+    void *e = NULL;
+    CNN_TRY(cnn_cuda_pool_check(a, backward, &key, op));
+    CNN_TRY(cnn_cuda_enter(b, ctx, op));
+    CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_POOL, &key, sizeof key, sizeof(cnn_cuda_pool_entry),
+                                cnn_cuda_pool_entry_destroy, &e, op));
+    CNN_TRY(cnn_cuda_pool_prepare(e, op));
+    *out = e;
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
+{
+    static const char *op = "pool2d_forward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_plan *tmp = NULL;
+    cnn_plan **slot = a && a->plan ? a->plan : &tmp;
+    cnn_cuda_pool_entry *e = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_pool_entry_get(b, a, 0, slot, &ctx, &e, op));
+
+    /* from here on, what an earlier forward left for backward is stale */
+    (*slot)->last_forward = NULL;
+    if (e->use_cudnn)
+        CNN_CUDA_DNN(op, cudnnPoolingForward, ctx->cudnn, e->pd, &cnn_cuda_one, e->xd, a->x->data, &cnn_cuda_zero,
+                     e->yd, a->y->data);
+    else
+        CNN_CUDA_RT(op, cnn_cuda_launch_pool_forward, ctx->compute, (cnn_pool_mode)e->key.mode, a->x->data,
+                    a->y->data, &e->g);
+    if (a->training) {
+        (*slot)->last_forward = e;
+        (*slot)->last_x = a->x->data;
+        (*slot)->last_y = a->y->data;
+    }
+fail:
+    cnn_cuda_plan_destroy(b, tmp);
+    return st;
+}
+
+cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
+{
+    static const char *op = "pool2d_backward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_plan *tmp = NULL;
+    cnn_plan **slot = a && a->plan ? a->plan : &tmp;
+    cnn_cuda_pool_entry *e = NULL;
+    char s1[CNN_CUDA_SHAPE_BUF];
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_pool_entry_get(b, a, 1, slot, &ctx, &e, op));
+
+    /* the forward's input and output: given, or remembered from the last training forward */
+    const void *x = NULL, *y = NULL;
+    if (a->x && a->y) {
+        CNN_TRY(cnn_cuda_check_f32(a->x, op, "x"));
+        CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
+        CNN_TRY(cnn_cuda_check_shape(a->x, 4, a->dx->shape, op, "x"));
+        CNN_TRY(cnn_cuda_check_shape(a->y, 4, a->dy->shape, op, "y"));
+        x = a->x->data;
+        y = a->y->data;
+    } else if ((*slot)->last_forward == e) {
+        x = (*slot)->last_x;
+        y = (*slot)->last_y;
+    }
+    const int is_max = e->key.mode == CNN_POOL_MAX;
+    if (is_max && !x) {
+        st = cnn_error(CNN_ERR_INVALID_ARG,
+                       "cuda %s: max-pool backward for dx %s needs the forward's x and y, or a training forward "
+                       "(training = 1) of the same shapes as the last forward through this plan; there was none",
+                       op, cnn_cuda_shape_str(a->dx, s1, sizeof s1));
+        goto fail;
+    }
+    if (e->use_cudnn && x) {
+        CNN_CUDA_DNN(op, cudnnPoolingBackward, ctx->cudnn, e->pd, &cnn_cuda_one, e->yd, y, e->yd, a->dy->data, e->xd,
+                     x, &cnn_cuda_zero, e->xd, a->dx->data);
+    } else {
+        /* our kernels; average pooling needs neither x nor y */
+        CNN_CUDA_RT(op, cnn_cuda_launch_pool_backward, ctx->compute, (cnn_pool_mode)e->key.mode, x, a->dy->data,
+                    a->dx->data, &e->g);
+    }
+fail:
+    cnn_cuda_plan_destroy(b, tmp);
+    return st;
+}
