@@ -46,3 +46,8 @@ const char *cnn_backend_name(const cnn_backend *b) { return b ? b->name : ""; }
 const char *cnn_backend_description(const cnn_backend *b) { return b ? b->description : ""; }
 
 cnn_status cnn_backend_sync(cnn_backend *b) { return b->ops->sync(b); }
+
+cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op)
+{
+    return cnn_error(CNN_ERR_UNSUPPORTED, "the %s backend has no %s op in this version", b->name, op);
+}

@@ -28,8 +28,18 @@ typedef struct cnn_plan cnn_plan; /* backend-defined */
 typedef enum cnn_act {
     CNN_ACT_NONE = 0,
     CNN_ACT_RELU,
+    CNN_ACT_LEAKY_RELU, /* x > 0 ? x : alpha * x (alpha: cnn_act_args.alpha, 0 < alpha < 1) */
+    CNN_ACT_ELU,        /* x > 0 ? x : alpha * (exp(x) - 1) */
+    CNN_ACT_SIGMOID,
+    CNN_ACT_TANH,
+    CNN_ACT_GELU,       /* exact, with erf (PyTorch's default GELU) */
+    CNN_ACT_SILU,       /* x * sigmoid(x) */
     CNN_ACT_COUNT
 } cnn_act;
+
+/* 1 when the activation's gradient can be computed from its output alone (so a layer may fuse it and keep only
+ * the output); GELU and SiLU need the input. */
+static inline int cnn_act_grad_needs_input(cnn_act act) { return act == CNN_ACT_GELU || act == CNN_ACT_SILU; }
 
 typedef enum cnn_pool_mode {
     CNN_POOL_MAX = 0,
@@ -51,7 +61,8 @@ typedef struct cnn_conv2d_args {
     int pad_top, pad_left, pad_bottom, pad_right;
     int dilation_h, dilation_w; /* 1: dense kernel */
     int groups;                 /* 1: ordinary convolution */
-    cnn_act act;                /* applied after bias in forward */
+    cnn_act act;                /* applied after bias in forward; only acts whose gradient needs no input */
+    float act_alpha;
 } cnn_conv2d_args;
 
 typedef struct cnn_pool2d_args {
@@ -77,13 +88,15 @@ typedef struct cnn_dense_args {
     cnn_tensor *dx;       /* backward_data: like x */
     cnn_tensor *dw;       /* backward_weights: like w */
     cnn_tensor *db;       /* backward_weights: like b, or NULL */
-    cnn_act act;
+    cnn_act act;          /* only acts whose gradient needs no input */
+    float act_alpha;
 } cnn_dense_args;
 
 typedef struct cnn_act_args {
     cnn_act act;
-    const cnn_tensor *x;  /* input; backward of ReLU does not need it and may get NULL */
-    cnn_tensor *y;        /* forward output; backward reads it (ReLU: dx = dy * (y > 0)) */
+    float alpha;          /* leaky ReLU slope, ELU alpha */
+    const cnn_tensor *x;  /* input; backward reads it for GELU and SiLU, may be NULL otherwise */
+    cnn_tensor *y;        /* forward output; backward reads it for the other activations */
     const cnn_tensor *dy;
     cnn_tensor *dx;       /* may alias dy */
 } cnn_act_args;
@@ -93,8 +106,10 @@ typedef struct cnn_softmax_xent_args {
     const cnn_tensor *labels; /* (N) i32, each in [0, K) */
     cnn_tensor *probs;        /* (N, K) softmax, or NULL */
     cnn_tensor *losses;       /* (N) f32 per-sample cross-entropy, or NULL */
-    cnn_tensor *dlogits;      /* (N, K) grad_scale * (probs - onehot), or NULL */
+    cnn_tensor *dlogits;      /* (N, K) grad_scale * w[label] * (probs - target), or NULL */
     float grad_scale;         /* 1/N for the mean loss, times the loss scale under fp16 */
+    const cnn_tensor *class_weights; /* (K) f32 or NULL: sample loss and gradient scaled by w[label] */
+    float label_smoothing;    /* target = (1 - s) * onehot + s / K (Szegedy et al. 2016); 0: none */
 } cnn_softmax_xent_args;
 
 typedef struct cnn_sgd_args {
@@ -116,6 +131,66 @@ typedef struct cnn_adam_args {
     float bias_correction2;    /* 1 - beta2^t */
     float grad_scale;
 } cnn_adam_args;
+
+
+typedef struct cnn_batchnorm_args {
+    cnn_plan **plan;
+    const cnn_tensor *x;        /* (N, H, W, C) or (N, C): normalized per channel C over all other dims */
+    cnn_tensor *y;              /* like x, after the fused activation */
+    const cnn_tensor *gamma;    /* (C) */
+    const cnn_tensor *beta;     /* (C) */
+    cnn_tensor *running_mean;   /* (C): training forward updates r = (1 - momentum) r + momentum * batch */
+    cnn_tensor *running_var;    /* (C): updated with the unbiased batch variance (PyTorch's convention) */
+    cnn_tensor *save_mean;      /* (C): training forward stores the batch mean for backward */
+    cnn_tensor *save_invstd;    /* (C): and 1 / sqrt(biased batch var + eps) */
+    const cnn_tensor *dy;       /* backward: gradient w.r.t. the pre-activation output */
+    cnn_tensor *dx, *dgamma, *dbeta;
+    float momentum;             /* 0.1 in PyTorch's convention (Keras' 0.99 == 0.01 here) */
+    float eps;
+    int training;               /* forward: 1 uses and stores batch statistics; 0 uses the running ones */
+    cnn_act act;
+    float act_alpha;
+} cnn_batchnorm_args;
+
+/* Inverted dropout with a counter-based mask: element i of the flattened tensor is kept when
+ * cnn_dropout_keep(seed, offset + i, rate) (core/ew_math.h), so backward recomputes the mask from (seed, offset)
+ * and no mask is stored; y = keep ? x / (1 - rate) : 0. */
+typedef struct cnn_dropout_args {
+    const cnn_tensor *x;
+    cnn_tensor *y;
+    const cnn_tensor *dy;
+    cnn_tensor *dx;
+    float rate;                 /* in [0, 1) */
+    uint64_t seed, offset;
+} cnn_dropout_args;
+
+/* y = alpha * a + beta * b, elementwise over equal shapes (residual add; gradient accumulation). y may alias
+ * a or b. */
+typedef struct cnn_add_args {
+    const cnn_tensor *a, *b;
+    cnn_tensor *y;
+    float alpha, beta;
+} cnn_add_args;
+
+/* Channel concatenation of n NHWC (or (N, C)) tensors that agree on every dim but the last. backward splits dy
+ * into the dxs (a NULL dxs[i] is skipped). */
+#define CNN_CONCAT_MAX 16
+typedef struct cnn_concat_args {
+    int n;
+    const cnn_tensor *xs[CNN_CONCAT_MAX];
+    cnn_tensor *y;
+    const cnn_tensor *dy;
+    cnn_tensor *dxs[CNN_CONCAT_MAX];
+} cnn_concat_args;
+
+typedef struct cnn_rmsprop_args {
+    cnn_tensor *param;
+    const cnn_tensor *grad;
+    cnn_tensor *sq;             /* running mean of squared gradients */
+    cnn_tensor *mom;            /* momentum buffer; NULL when momentum == 0 */
+    float lr, rho, eps, momentum, weight_decay;
+    float grad_scale;
+} cnn_rmsprop_args;
 
 typedef struct cnn_backend_ops {
     const char *name;
@@ -149,6 +224,21 @@ typedef struct cnn_backend_ops {
 
     cnn_status (*sgd_update)(cnn_backend *, const cnn_sgd_args *);
     cnn_status (*adam_update)(cnn_backend *, const cnn_adam_args *);
+
+    /* ---- entries added for the complete op set; a backend may leave them NULL, and callers must then report
+     *      CNN_ERR_UNSUPPORTED naming the op and the backend (see cnn_backend_lacks) ---- */
+    cnn_status (*batchnorm_forward)(cnn_backend *, const cnn_batchnorm_args *);
+    cnn_status (*batchnorm_backward)(cnn_backend *, const cnn_batchnorm_args *); /* dx, dgamma, dbeta */
+    cnn_status (*dropout_forward)(cnn_backend *, const cnn_dropout_args *);
+    cnn_status (*dropout_backward)(cnn_backend *, const cnn_dropout_args *);
+    cnn_status (*add)(cnn_backend *, const cnn_add_args *);
+    cnn_status (*concat_forward)(cnn_backend *, const cnn_concat_args *);
+    cnn_status (*concat_backward)(cnn_backend *, const cnn_concat_args *);
+    cnn_status (*rmsprop_update)(cnn_backend *, const cnn_rmsprop_args *);
+    /* *out = sum of x^2 over all elements, accumulated in double (gradient-norm clipping); synchronizes */
+    cnn_status (*sum_squares)(cnn_backend *, const cnn_tensor *x, double *out);
+    /* x *= alpha in place */
+    cnn_status (*scale)(cnn_backend *, cnn_tensor *x, float alpha);
 } cnn_backend_ops;
 
 struct cnn_backend {
@@ -167,6 +257,10 @@ typedef struct cnn_backend_entry {
 
 extern const cnn_backend_entry cnn_backend_registry[];
 extern const int cnn_backend_registry_count;
+
+/* Sets the message for an op the backend leaves NULL and returns CNN_ERR_UNSUPPORTED:
+ *     if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward"); */
+cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op);
 
 /* Shape helpers shared by layers and backends. */
 /* Output size of a window op along one axis; returns -1 when the window does not fit. */
