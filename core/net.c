@@ -219,12 +219,12 @@ void cnn_net_destroy(cnn_net *net)
 {
     if (!net) return;
     free_buffers(net);
-    for (int i = 0; i < net->nlayers; i++) cnn_layer_destroy(net->layers[i]);
-    free(net->layers);
-    if (net->class_names) {
+    if (net->class_names) { /* before the layers: their count comes from the last layer */
         for (int i = 0; i < cnn_net_num_outputs(net); i++) free(net->class_names[i]);
         free(net->class_names);
     }
+    for (int i = 0; i < net->nlayers; i++) cnn_layer_destroy(net->layers[i]);
+    free(net->layers);
     free(net->norm_mean);
     free(net->norm_std);
     free(net->definition);
