@@ -1,10 +1,14 @@
 /* Elementwise math, written once for every backend (DESIGN.md): the CPU backend includes this header as plain
  * C, the CUDA backend as __host__ __device__ code. One definition of the math, two schedulers; the CPU tests
- * then cover the math the GPU runs. Scalars only: the loops live in the backends. */
+ * then cover the math the GPU runs. Scalars only: the loops live in the backends.
+ *
+ * Rules: plain C that nvcc also accepts; no libc calls besides <math.h> float functions (expf, expm1f, erff,
+ * tanhf, sqrtf); no globals. */
 #ifndef CNN_CORE_EW_MATH_H
 #define CNN_CORE_EW_MATH_H
 
 #include <math.h>
+#include <stdint.h>
 
 #include "core/backend.h"
 
@@ -14,22 +18,98 @@
 #define CNN_HD static inline
 #endif
 
-/* ---- activations: forward, and gradient from the forward output y (valid for every act here) ---- */
+/* ---- activations ----
+ *
+ * cnn_act_apply: forward. `alpha` is the leaky ReLU slope or the ELU alpha, ignored by the others.
+ * cnn_act_grad_from_y: dL/dx from the forward output y, for the activations where
+ *     !cnn_act_grad_needs_input(act) (y determines x's side of every kink: leaky needs alpha > 0, ELU alpha > 0).
+ *     For GELU and SiLU it returns NaN: they need cnn_act_grad_from_x.
+ * cnn_act_grad_from_x: dL/dx from the forward input x, for every activation. */
 
-CNN_HD float cnn_act_apply(cnn_act act, float x)
+/* 1 / sqrt(2) and 1 / sqrt(2 pi), for the exact GELU (Hendrycks & Gimpel 2016) */
+#define CNN_EW_SQRT1_2 0.70710678118654752440f
+#define CNN_EW_INV_SQRT_2PI 0.39894228040143267794f
+
+/* Logistic sigmoid without overflow: exp() only ever sees a non-positive argument. */
+CNN_HD float cnn_sigmoidf(float x)
+{
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    const float e = expf(x);
+    return e / (1.0f + e);
+}
+
+CNN_HD float cnn_act_apply(cnn_act act, float alpha, float x)
 {
     switch (act) {
     case CNN_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case CNN_ACT_LEAKY_RELU: return x > 0.0f ? x : alpha * x;
+    case CNN_ACT_ELU: return x > 0.0f ? x : alpha * expm1f(x);
+    case CNN_ACT_SIGMOID: return cnn_sigmoidf(x);
+    case CNN_ACT_TANH: return tanhf(x);
+    case CNN_ACT_GELU: return 0.5f * x * (1.0f + erff(x * CNN_EW_SQRT1_2));
+    case CNN_ACT_SILU: return x * cnn_sigmoidf(x);
     default: return x;
     }
 }
 
-CNN_HD float cnn_act_grad_from_y(cnn_act act, float y, float dy)
+CNN_HD float cnn_act_grad_from_y(cnn_act act, float alpha, float y, float dy)
 {
     switch (act) {
     case CNN_ACT_RELU: return y > 0.0f ? dy : 0.0f;
+    case CNN_ACT_LEAKY_RELU: return y > 0.0f ? dy : alpha * dy;
+    case CNN_ACT_ELU: return y > 0.0f ? dy : (y + alpha) * dy; /* d/dx alpha (e^x - 1) = alpha e^x = y + alpha */
+    case CNN_ACT_SIGMOID: return y * (1.0f - y) * dy;
+    case CNN_ACT_TANH: return (1.0f - y * y) * dy;
+    case CNN_ACT_GELU:
+    case CNN_ACT_SILU: return NAN; /* not a function of y */
     default: return dy;
     }
+}
+
+CNN_HD float cnn_act_grad_from_x(cnn_act act, float alpha, float x, float dy)
+{
+    switch (act) {
+    case CNN_ACT_GELU: {
+        const float cdf = 0.5f * (1.0f + erff(x * CNN_EW_SQRT1_2));
+        const float pdf = CNN_EW_INV_SQRT_2PI * expf(-0.5f * x * x);
+        return (cdf + x * pdf) * dy;
+    }
+    case CNN_ACT_SILU: {
+        const float s = cnn_sigmoidf(x);
+        return s * (1.0f + x * (1.0f - s)) * dy;
+    }
+    case CNN_ACT_ELU: return x > 0.0f ? dy : alpha * expf(x) * dy;
+    default: return cnn_act_grad_from_y(act, alpha, cnn_act_apply(act, alpha, x), dy);
+    }
+}
+
+/* ---- dropout: a counter-based keep mask ----
+ *
+ * Element `counter` of the stream `seed` is kept with probability 1 - rate. The 64-bit hash is SplitMix64's
+ * output function (Steele, Lea & Flood 2014; constants from Stafford's "variant 13" mixer) applied to the
+ * SplitMix64 state seed' + (counter + 1) * golden, where seed' is the mixed seed so that nearby seeds give
+ * unrelated streams. Its top 32 bits are compared against rate * 2^32, so rates resolve to 2^-32. */
+
+#define CNN_EW_GOLDEN64 0x9E3779B97F4A7C15ull
+
+CNN_HD uint64_t cnn_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+CNN_HD uint64_t cnn_hash64(uint64_t seed, uint64_t counter)
+{
+    return cnn_mix64(cnn_mix64(seed ^ CNN_EW_GOLDEN64) + (counter + 1u) * CNN_EW_GOLDEN64);
+}
+
+/* 1: keep element `counter`; rate in [0, 1) (rate 0 keeps everything). */
+CNN_HD int cnn_dropout_keep(uint64_t seed, uint64_t counter, float rate)
+{
+    /* rate < 1 in float is at most 1 - 2^-24, so the threshold is below 2^32 and exact */
+    const uint64_t threshold = (uint64_t)(rate * 4294967296.0f);
+    return (cnn_hash64(seed, counter) >> 32) >= threshold;
 }
 
 /* ---- optimizer updates, one parameter element at a time ---- */
@@ -57,6 +137,23 @@ CNN_HD void cnn_adam_step(float *p, float g, float *m, float *v, float lr, float
     float upd = mhat / (sqrtf(vhat) + eps);
     if (decoupled) upd += wd * *p;
     *p -= lr * upd;
+}
+
+/* RMSprop (Hinton's lecture 6e) with PyTorch's semantics: g += wd*p; sq = rho*sq + (1-rho)*g^2; with momentum
+ * mom = mu*mom + g / (sqrt(sq) + eps), p -= lr*mom; else p -= lr * g / (sqrt(sq) + eps). `mom` is not touched
+ * when mu == 0 (it may then point to a dummy). */
+CNN_HD void cnn_rmsprop_step(float *p, float g, float *sq, float *mom, float lr, float rho, float eps, float mu,
+                             float wd)
+{
+    g += wd * *p;
+    *sq = rho * *sq + (1.0f - rho) * g * g;
+    const float step = g / (sqrtf(*sq) + eps);
+    if (mu != 0.0f) {
+        *mom = mu * *mom + step;
+        *p -= lr * *mom;
+    } else {
+        *p -= lr * step;
+    }
 }
 
 #endif

@@ -1,5 +1,6 @@
 /* The CPU backend object: one oneDNN engine and stream, 64-byte aligned host memory, transfers (memcpy), and the
- * ops table. The ops themselves live in conv.c, pool.c, dense.c and eltwise.c. */
+ * ops table. The ops themselves live in conv.c, pool.c, dense.c, batchnorm.c,
+ * concat.c and eltwise.c. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,16 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *, const cnn_softmax_xent_args *);
 cnn_status cnn_cpu_sgd_update(cnn_backend *, const cnn_sgd_args *);
 cnn_status cnn_cpu_adam_update(cnn_backend *, const cnn_adam_args *);
 cnn_status cnn_cpu_fill(cnn_backend *, cnn_tensor *, float);
+cnn_status cnn_cpu_batchnorm_forward(cnn_backend *, const cnn_batchnorm_args *);
+cnn_status cnn_cpu_batchnorm_backward(cnn_backend *, const cnn_batchnorm_args *);
+cnn_status cnn_cpu_dropout_forward(cnn_backend *, const cnn_dropout_args *);
+cnn_status cnn_cpu_dropout_backward(cnn_backend *, const cnn_dropout_args *);
+cnn_status cnn_cpu_add(cnn_backend *, const cnn_add_args *);
+cnn_status cnn_cpu_concat_forward(cnn_backend *, const cnn_concat_args *);
+cnn_status cnn_cpu_concat_backward(cnn_backend *, const cnn_concat_args *);
+cnn_status cnn_cpu_rmsprop_update(cnn_backend *, const cnn_rmsprop_args *);
+cnn_status cnn_cpu_sum_squares(cnn_backend *, const cnn_tensor *, double *);
+cnn_status cnn_cpu_scale(cnn_backend *, cnn_tensor *, float);
 
 static cnn_status cnn_cpu_alloc(cnn_backend *b, size_t bytes, void **ptr)
 {
@@ -139,6 +150,16 @@ const cnn_backend_ops cnn_cpu_ops = {
     .softmax_xent = cnn_cpu_softmax_xent,
     .sgd_update = cnn_cpu_sgd_update,
     .adam_update = cnn_cpu_adam_update,
+    .batchnorm_forward = cnn_cpu_batchnorm_forward,
+    .batchnorm_backward = cnn_cpu_batchnorm_backward,
+    .dropout_forward = cnn_cpu_dropout_forward,
+    .dropout_backward = cnn_cpu_dropout_backward,
+    .add = cnn_cpu_add,
+    .concat_forward = cnn_cpu_concat_forward,
+    .concat_backward = cnn_cpu_concat_backward,
+    .rmsprop_update = cnn_cpu_rmsprop_update,
+    .sum_squares = cnn_cpu_sum_squares,
+    .scale = cnn_cpu_scale,
 };
 
 int cnn_cpu_backend_available(void) { return 1; }

@@ -66,8 +66,7 @@ static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_
     CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
     if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
     if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    if (dir == CNN_CPU_CONV_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)a->act);
+    if (dir == CNN_CPU_CONV_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
     if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
         a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
         return cnn_error(CNN_ERR_INVALID_ARG,
@@ -205,13 +204,13 @@ cnn_status cnn_cpu_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_FWD, &tmp, &e, op));
 
     int has_b = a->b != NULL;
-    int variant = has_b | (int)a->act << 1;
+    uint64_t variant = (uint64_t)has_b | cnn_cpu_act_variant(a->act, a->act_alpha) << 1;
     if (!e->fwd.built || e->fwd.variant != variant) {
         dnnl_convolution_desc_t cd;
         CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &cd, dnnl_forward_training,
                      dnnl_convolution_direct, &e->x_any, &e->w_any, has_b ? &e->b_md : NULL, &e->y_any, e->strides,
                      e->dilates, e->pad_l, e->pad_r);
-        CNN_TRY(cnn_cpu_act_attr(a->act, &attr, what));
+        CNN_TRY(cnn_cpu_act_attr(a->act, a->act_alpha, &attr, what));
         cnn_cpu_arg_spec specs[4] = {
             {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
             {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
@@ -271,7 +270,7 @@ cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args 
     CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_BWD_FILTER, &tmp, &e, op));
 
     int has_db = a->db != NULL;
-    if (!e->bwd_filter.built || e->bwd_filter.variant != has_db) {
+    if (!e->bwd_filter.built || e->bwd_filter.variant != (uint64_t)has_db) {
         dnnl_convolution_desc_t cd;
         CNN_TRY(cnn_cpu_conv_hint(ctx, e, what));
         CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_weights_desc_init, &cd, dnnl_convolution_direct,

@@ -56,8 +56,7 @@ static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_
     CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
     if (dir == CNN_CPU_DENSE_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
     if (dir == CNN_CPU_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    if (dir == CNN_CPU_DENSE_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)a->act);
+    if (dir == CNN_CPU_DENSE_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
     if (xt->ndim < 2)
         return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must have rank 2 to 4 with the batch first", op, xn,
                          cnn_cpu_shape_str(xt, s1, sizeof s1));
@@ -136,12 +135,12 @@ cnn_status cnn_cpu_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     CNN_TRY(cnn_cpu_dense_entry_get(a, CNN_CPU_DENSE_FWD, &tmp, &e, op));
 
     int has_b = a->b != NULL;
-    int variant = has_b | (int)a->act << 1;
+    uint64_t variant = (uint64_t)has_b | cnn_cpu_act_variant(a->act, a->act_alpha) << 1;
     if (!e->fwd.built || e->fwd.variant != variant) {
         dnnl_inner_product_desc_t d;
         CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_training, &e->x_md, &e->w_any,
                      has_b ? &e->b_md : NULL, &e->y_md);
-        CNN_TRY(cnn_cpu_act_attr(a->act, &attr, what));
+        CNN_TRY(cnn_cpu_act_attr(a->act, a->act_alpha, &attr, what));
         cnn_cpu_arg_spec specs[4] = {
             {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
             {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
@@ -200,7 +199,7 @@ cnn_status cnn_cpu_dense_backward_weights(cnn_backend *b, const cnn_dense_args *
     CNN_TRY(cnn_cpu_dense_entry_get(a, CNN_CPU_DENSE_BWD_WEIGHTS, &tmp, &e, op));
 
     int has_db = a->db != NULL;
-    if (!e->bwd_weights.built || e->bwd_weights.variant != has_db) {
+    if (!e->bwd_weights.built || e->bwd_weights.variant != (uint64_t)has_db) {
         dnnl_inner_product_desc_t d;
         CNN_TRY(cnn_cpu_dense_hint(ctx, e, what));
         CNN_CPU_DNNL(what, dnnl_inner_product_backward_weights_desc_init, &d, &e->x_md, &e->w_any,

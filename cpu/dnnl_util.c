@@ -2,6 +2,7 @@
  * backend (see dnnl_util.h for the rules). */
 #include "cpu/dnnl_util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,16 +180,65 @@ const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p)
     return s;
 }
 
-cnn_status cnn_cpu_act_attr(cnn_act act, dnnl_primitive_attr_t *attr, const char *what)
+static const char *cnn_cpu_act_name(cnn_act act)
+{
+    switch (act) {
+    case CNN_ACT_NONE: return "none";
+    case CNN_ACT_RELU: return "ReLU";
+    case CNN_ACT_LEAKY_RELU: return "leaky ReLU";
+    case CNN_ACT_ELU: return "ELU";
+    case CNN_ACT_SIGMOID: return "sigmoid";
+    case CNN_ACT_TANH: return "tanh";
+    case CNN_ACT_GELU: return "GELU";
+    case CNN_ACT_SILU: return "SiLU";
+    default: return "?";
+    }
+}
+
+cnn_status cnn_cpu_check_act(cnn_act act, float alpha, int fused, const char *op)
+{
+    if ((unsigned)act >= CNN_ACT_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)act);
+    if (act == CNN_ACT_LEAKY_RELU && !(alpha > 0.0f && alpha < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: leaky ReLU slope alpha %g must be in (0, 1)", op, (double)alpha);
+    if (act == CNN_ACT_ELU && !(alpha > 0.0f && isfinite(alpha)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: ELU alpha %g must be positive and finite", op, (double)alpha);
+    if (fused && cnn_act_grad_needs_input(act))
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "%s: %s cannot be fused (its gradient needs the pre-activation input); apply it as a "
+                         "separate op",
+                         op, cnn_cpu_act_name(act));
+    return CNN_OK;
+}
+
+uint64_t cnn_cpu_act_variant(cnn_act act, float alpha)
+{
+    uint32_t bits = 0;
+    if (act == CNN_ACT_LEAKY_RELU || act == CNN_ACT_ELU) memcpy(&bits, &alpha, sizeof bits);
+    return (uint64_t)act | (uint64_t)bits << 8;
+}
+
+cnn_status cnn_cpu_act_attr(cnn_act act, float alpha, dnnl_primitive_attr_t *attr, const char *what)
 {
     cnn_status st = CNN_OK;
     dnnl_post_ops_t po = NULL;
+    dnnl_alg_kind_t alg;
+    float a = 0.0f;
     *attr = NULL;
-    if (act == CNN_ACT_NONE) return CNN_OK;
-    if (act != CNN_ACT_RELU) return cnn_error(CNN_ERR_UNSUPPORTED, "%s: activation %d is not supported", what, act);
+    switch (act) {
+    case CNN_ACT_NONE: return CNN_OK;
+    case CNN_ACT_RELU: alg = dnnl_eltwise_relu; break; /* alpha 0: no leak */
+    case CNN_ACT_LEAKY_RELU: alg = dnnl_eltwise_relu, a = alpha; break;
+    case CNN_ACT_ELU: alg = dnnl_eltwise_elu, a = alpha; break;
+    case CNN_ACT_SIGMOID: alg = dnnl_eltwise_logistic; break;
+    case CNN_ACT_TANH: alg = dnnl_eltwise_tanh; break;
+    default:
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: activation %s cannot be fused; apply it as a separate op", what,
+                         cnn_cpu_act_name(act));
+    }
     CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
-    /* scale 1, alpha 0 (plain ReLU, no leak), beta unused */
-    CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    /* scale 1; beta unused by these algorithms */
+    CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, alg, a, 0.0f);
     CNN_CPU_DNNL(what, dnnl_primitive_attr_create, attr);
     CNN_CPU_DNNL(what, dnnl_primitive_attr_set_post_ops, *attr, po);
 fail:

@@ -1,10 +1,12 @@
-/* Elementwise ops on the CPU: activations, softmax cross-entropy, optimizer updates, fill.
+/* Elementwise ops on the CPU: activations, softmax cross-entropy, optimizer updates (SGD, Adam, RMSprop), add,
+ * scale, sum of squares, dropout, fill.
  *
  * The math lives in core/ew_math.h (shared with the CUDA backend); this file only schedules it over OpenMP
  * threads. Loops run serially below CNN_CPU_PARALLEL_MIN elements, where waking the thread team costs more than
  * the work. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/ew_math.h"
@@ -31,8 +33,7 @@ cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if ((unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)a->act);
+    CNN_TRY(cnn_cpu_check_act(a->act, a->alpha, 0, op));
     CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
     CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
     CNN_TRY(cnn_cpu_check_same_count(a->y, a->x, op, "y", "x"));
@@ -40,8 +41,9 @@ cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
     float *y = a->y->data;
     const int64_t n = cnn_tensor_numel(a->x);
     const cnn_act act = a->act;
+    const float alpha = a->alpha;
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = cnn_act_apply(act, x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = cnn_act_apply(act, alpha, x[i]);
 fail:
     return st;
 }
@@ -52,25 +54,38 @@ cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if ((unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)a->act);
+    CNN_TRY(cnn_cpu_check_act(a->act, a->alpha, 0, op));
     CNN_TRY(cnn_cpu_check_f32(a->dy, op, "dy"));
     CNN_TRY(cnn_cpu_check_f32(a->dx, op, "dx"));
     CNN_TRY(cnn_cpu_check_same_count(a->dx, a->dy, op, "dx", "dy"));
     const float *dy = a->dy->data;
     float *dx = a->dx->data;
     const int64_t n = cnn_tensor_numel(a->dy);
-    if (a->act == CNN_ACT_NONE) {
+    const cnn_act act = a->act;
+    const float alpha = a->alpha;
+    if (act == CNN_ACT_NONE) {
         if (dx != dy && n > 0) memmove(dx, dy, (size_t)n * sizeof(float));
         return CNN_OK;
     }
-    /* every activation here has its gradient expressed through its output y */
-    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cpu_check_same_count(a->y, a->dy, op, "y", "dy"));
-    const float *y = a->y->data;
-    const cnn_act act = a->act;
+    if (cnn_act_grad_needs_input(act)) {
+        if (!a->x)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: the gradient of activation %d (GELU/SiLU) needs the input x",
+                             op, (int)act);
+        CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
+        CNN_TRY(cnn_cpu_check_same_count(a->x, a->dy, op, "x", "dy"));
+        const float *x = a->x->data;
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_y(act, y[i], dy[i]);
+        for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_x(act, alpha, x[i], dy[i]);
+    } else {
+        if (!a->y)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: the gradient of activation %d needs the forward output y", op,
+                             (int)act);
+        CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
+        CNN_TRY(cnn_cpu_check_same_count(a->y, a->dy, op, "y", "dy"));
+        const float *y = a->y->data;
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+        for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_y(act, alpha, y[i], dy[i]);
+    }
 fail:
     return st;
 }
@@ -93,16 +108,24 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     if (k < 1)
         return cnn_error(CNN_ERR_SHAPE, "%s: logits %s have no classes", op,
                          cnn_cpu_shape_str(a->logits, s1, sizeof s1));
-    if (!a->labels) return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels are missing", op);
-    if (a->labels->dtype != CNN_I32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: labels have dtype %s; they must be I32", op,
-                         cnn_dtype_name(a->labels->dtype));
-    if (a->labels->ndim != 1 || a->labels->shape[0] != n)
-        return cnn_error(CNN_ERR_SHAPE, "%s: labels %s must be (N) = (%lld) to match logits %s", op,
-                         cnn_cpu_shape_str(a->labels, s1, sizeof s1), (long long)n,
-                         cnn_cpu_shape_str(a->logits, s2, sizeof s2));
-    if (!a->labels->data && n > 0) return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels have no data", op);
-    int64_t nk[2] = {n, k}, n1[1] = {n};
+    const int need_labels = a->losses || a->dlogits;
+    if (!a->labels && need_labels)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels are missing (only probabilities can be computed without)",
+                         op);
+    if (a->labels) {
+        if (a->labels->dtype != CNN_I32)
+            return cnn_error(CNN_ERR_UNSUPPORTED, "%s: labels have dtype %s; they must be I32", op,
+                             cnn_dtype_name(a->labels->dtype));
+        if (a->labels->ndim != 1 || a->labels->shape[0] != n)
+            return cnn_error(CNN_ERR_SHAPE, "%s: labels %s must be (N) = (%lld) to match logits %s", op,
+                             cnn_cpu_shape_str(a->labels, s1, sizeof s1), (long long)n,
+                             cnn_cpu_shape_str(a->logits, s2, sizeof s2));
+        if (!a->labels->data && n > 0) return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels have no data", op);
+    }
+    if (!(a->label_smoothing >= 0.0f && a->label_smoothing < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: label smoothing %g must be in [0, 1)", op,
+                         (double)a->label_smoothing);
+    int64_t nk[2] = {n, k}, n1[1] = {n}, k1[1] = {k};
     if (a->probs) {
         CNN_TRY(cnn_cpu_check_f32(a->probs, op, "probs"));
         CNN_TRY(cnn_cpu_check_shape(a->probs, 2, nk, op, "probs"));
@@ -115,9 +138,20 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
         CNN_TRY(cnn_cpu_check_f32(a->losses, op, "losses"));
         CNN_TRY(cnn_cpu_check_shape(a->losses, 1, n1, op, "losses"));
     }
-    const int32_t *labels = a->labels->data;
+    const float *cw = NULL;
+    if (a->class_weights) {
+        CNN_TRY(cnn_cpu_check_f32(a->class_weights, op, "class_weights"));
+        CNN_TRY(cnn_cpu_check_shape(a->class_weights, 1, k1, op, "class_weights"));
+        cw = a->class_weights->data;
+        for (int64_t j = 0; j < k; j++)
+            if (!(cw[j] > 0.0f && isfinite(cw[j])))
+                return cnn_error(CNN_ERR_INVALID_ARG,
+                                 "%s: class weight %lld is %g; weights must be positive and finite", op, (long long)j,
+                                 (double)cw[j]);
+    }
+    const int32_t *labels = a->labels ? a->labels->data : NULL;
     /* every label is checked before anything is written */
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; labels && i < n; i++)
         if (labels[i] < 0 || labels[i] >= k)
             return cnn_error(CNN_ERR_INVALID_ARG, "%s: label %d of sample %lld is outside [0, %lld)", op, labels[i],
                              (long long)i, (long long)k);
@@ -127,23 +161,37 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     float *losses = a->losses ? a->losses->data : NULL;
     float *dlogits = a->dlogits ? a->dlogits->data : NULL;
     const float scale = a->grad_scale;
+    /* target = (1 - s) onehot + s / K; loss = w[label] * (log sum exp(z) - sum_j target_j z_j) */
+    const double smooth = a->label_smoothing;
+    const double off_target = smooth / (double)k, on_target = 1.0 - smooth + off_target;
 #pragma omp parallel for schedule(static) if (n * k >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float *x = logits + i * k;
-        const int32_t label = labels[i];
-        const float x_label = x[label]; /* read before any output (which may alias logits) is written */
+        const int32_t label = labels ? labels[i] : 0;
+        const double weight = cw ? cw[label] : 1.0;
         float m = x[0];
         for (int64_t j = 1; j < k; j++) m = x[j] > m ? x[j] : m;
+        /* read every logit before any output (which may alias logits) is written */
         double sum = 0.0; /* max-subtracted, so every term is in (0, 1] and the sum in [1, K] */
-        for (int64_t j = 0; j < k; j++) sum += exp((double)x[j] - m);
+        double target_dot = 0.0; /* sum_j target_j (z_j - m) */
+        for (int64_t j = 0; j < k; j++) {
+            const double d = (double)x[j] - m;
+            sum += exp(d);
+            if (smooth != 0.0) target_dot += off_target * d;
+        }
+        if (labels) target_dot += (on_target - off_target) * ((double)x[label] - m);
         const double log_sum = log(sum);
-        if (losses) losses[i] = (float)(log_sum - ((double)x_label - m));
+        if (losses) losses[i] = (float)(weight * (log_sum - target_dot));
         if (probs || dlogits) {
             const double inv_sum = 1.0 / sum;
+            const float gs = (float)(scale * weight);
             for (int64_t j = 0; j < k; j++) {
-                const float p = (float)(exp((double)x[j] - m) * inv_sum);
-                if (probs) probs[i * k + j] = p;
-                if (dlogits) dlogits[i * k + j] = scale * (p - (j == label ? 1.0f : 0.0f));
+                const double p = exp((double)x[j] - m) * inv_sum;
+                if (dlogits) {
+                    const double target = j == label ? on_target : off_target;
+                    dlogits[i * k + j] = gs * (float)(p - target);
+                }
+                if (probs) probs[i * k + j] = (float)p;
             }
         }
     }
@@ -209,6 +257,171 @@ cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         cnn_adam_step(&p[i], g[i] * gs, &m[i], &v[i], lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+fail:
+    return st;
+}
+
+cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+{
+    static const char *op = "rmsprop_update";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
+    CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
+    CNN_TRY(cnn_cpu_check_f32(a->sq, op, "sq"));
+    CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
+    CNN_TRY(cnn_cpu_check_same_count(a->sq, a->param, op, "sq", "param"));
+    if (a->momentum != 0.0f) {
+        if (!a->mom)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: momentum %g needs a momentum buffer (mom)", op,
+                             (double)a->momentum);
+        CNN_TRY(cnn_cpu_check_f32(a->mom, op, "mom"));
+        CNN_TRY(cnn_cpu_check_same_count(a->mom, a->param, op, "mom", "param"));
+    }
+    if (!(a->rho >= 0.0f && a->rho < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: rho %g must be in [0, 1)", op, (double)a->rho);
+    if (!(a->eps > 0.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: eps %g must be positive", op, (double)a->eps);
+    float *p = a->param->data, *sq = a->sq->data;
+    float *mom = a->momentum != 0.0f ? (float *)a->mom->data : NULL;
+    const float *g = a->grad->data;
+    const int64_t n = cnn_tensor_numel(a->param);
+    const float lr = a->lr, rho = a->rho, eps = a->eps, mu = a->momentum, wd = a->weight_decay, gs = a->grad_scale;
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float unused = 0.0f; /* cnn_rmsprop_step leaves the momentum alone when mu == 0 */
+        cnn_rmsprop_step(&p[i], g[i] * gs, &sq[i], mom ? &mom[i] : &unused, lr, rho, eps, mu, wd);
+    }
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// add, scale, sum of squares
+
+cnn_status cnn_cpu_add(cnn_backend *b, const cnn_add_args *a)
+{
+    static const char *op = "add";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_check_f32(a->a, op, "a"));
+    CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
+    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
+    CNN_TRY(cnn_cpu_check_shape(a->b, a->a->ndim, a->a->shape, op, "b"));
+    CNN_TRY(cnn_cpu_check_shape(a->y, a->a->ndim, a->a->shape, op, "y"));
+    const float *x1 = a->a->data, *x2 = a->b->data;
+    float *y = a->y->data;
+    const float alpha = a->alpha, beta = a->beta;
+    const int64_t n = cnn_tensor_numel(a->y);
+    /* element i of y depends on element i of a and b only, so y may alias either */
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = alpha * x1[i] + beta * x2[i];
+fail:
+    return st;
+}
+
+cnn_status cnn_cpu_scale(cnn_backend *b, cnn_tensor *t, float alpha)
+{
+    static const char *op = "scale";
+    cnn_status st = CNN_OK;
+    (void)b;
+    CNN_TRY(cnn_cpu_check_f32(t, op, "x"));
+    float *x = t->data;
+    const int64_t n = cnn_tensor_numel(t);
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] *= alpha;
+fail:
+    return st;
+}
+
+/* Elements per partial sum of sum_squares: the partials are fixed by the data alone (not by the thread count or
+ * timing) and added in order, so the result is bit-for-bit reproducible. 8K floats is 32 KiB, an L1's worth. */
+#define CNN_CPU_SUMSQ_CHUNK 8192
+
+cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
+{
+    static const char *op = "sum_squares";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "%s: out is NULL", op);
+    *out = 0.0;
+    CNN_TRY(cnn_cpu_check_f32(t, op, "x"));
+    const float *x = t->data;
+    const int64_t n = cnn_tensor_numel(t);
+    const int64_t chunks = (n + CNN_CPU_SUMSQ_CHUNK - 1) / CNN_CPU_SUMSQ_CHUNK;
+    if (chunks <= 1) {
+        double s = 0.0;
+        for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+        *out = s;
+        return CNN_OK;
+    }
+    double *partial = malloc((size_t)chunks * sizeof *partial);
+    if (!partial)
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld partial sums", op, (long long)chunks);
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t lo = c * CNN_CPU_SUMSQ_CHUNK;
+        const int64_t hi = lo + CNN_CPU_SUMSQ_CHUNK < n ? lo + CNN_CPU_SUMSQ_CHUNK : n;
+        double s = 0.0;
+        for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+        partial[c] = s;
+    }
+    double s = 0.0;
+    for (int64_t c = 0; c < chunks; c++) s += partial[c];
+    free(partial);
+    *out = s;
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// dropout
+
+static cnn_status cnn_cpu_dropout_check(const cnn_dropout_args *a, int backward, const char *op)
+{
+    cnn_status st = CNN_OK;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    if (!(a->rate >= 0.0f && a->rate < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: rate %g must be in [0, 1)", op, (double)a->rate);
+    const cnn_tensor *in = backward ? a->dy : a->x, *out = backward ? a->dx : a->y;
+    CNN_TRY(cnn_cpu_check_f32(in, op, backward ? "dy" : "x"));
+    CNN_TRY(cnn_cpu_check_f32(out, op, backward ? "dx" : "y"));
+    CNN_TRY(cnn_cpu_check_same_count(out, in, op, backward ? "dx" : "y", backward ? "dy" : "x"));
+fail:
+    return st;
+}
+
+/* out = keep(i) ? in / (1 - rate) : 0; forward and backward are the same map. `out` may alias `in`. */
+static void cnn_cpu_dropout_run(const float *in, float *out, int64_t n, float rate, uint64_t seed, uint64_t offset)
+{
+    if (rate == 0.0f) {
+        if (out != in && n > 0) memmove(out, in, (size_t)n * sizeof(float));
+        return;
+    }
+    const float inv_keep = 1.0f / (1.0f - rate);
+#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++)
+        out[i] = cnn_dropout_keep(seed, offset + (uint64_t)i, rate) ? in[i] * inv_keep : 0.0f;
+}
+
+cnn_status cnn_cpu_dropout_forward(cnn_backend *b, const cnn_dropout_args *a)
+{
+    cnn_status st = CNN_OK;
+    (void)b;
+    CNN_TRY(cnn_cpu_dropout_check(a, 0, "dropout_forward"));
+    cnn_cpu_dropout_run(a->x->data, a->y->data, cnn_tensor_numel(a->x), a->rate, a->seed, a->offset);
+fail:
+    return st;
+}
+
+cnn_status cnn_cpu_dropout_backward(cnn_backend *b, const cnn_dropout_args *a)
+{
+    cnn_status st = CNN_OK;
+    (void)b;
+    CNN_TRY(cnn_cpu_dropout_check(a, 1, "dropout_backward"));
+    cnn_cpu_dropout_run(a->dy->data, a->dx->data, cnn_tensor_numel(a->dy), a->rate, a->seed, a->offset);
 fail:
     return st;
 }

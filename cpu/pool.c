@@ -157,7 +157,8 @@ cnn_status cnn_cpu_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
     int training = a->training != 0;
     /* from here on, the workspace of any earlier forward is stale */
     (*slot)->last_forward = NULL;
-    if (!e->fwd.built || e->fwd.variant != training) CNN_TRY(cnn_cpu_pool_build_fwd(ctx, e, training, what));
+    if (!e->fwd.built || e->fwd.variant != (uint64_t)training)
+        CNN_TRY(cnn_cpu_pool_build_fwd(ctx, e, training, what));
     void *data[2] = {a->x->data, a->y->data};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, e->fwd.workspace, what));
     if (training) (*slot)->last_forward = e;

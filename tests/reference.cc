@@ -153,6 +153,110 @@ void softmax_xent(int n, int k, const Vec &logits, const std::vector<int32_t> &l
   }
 }
 
+double activation(cnn_act act, double alpha, double x) {
+  switch (act) {
+    case CNN_ACT_NONE: return x;
+    case CNN_ACT_RELU: return x > 0.0 ? x : 0.0;
+    case CNN_ACT_LEAKY_RELU: return x > 0.0 ? x : alpha * x;
+    case CNN_ACT_ELU: return x > 0.0 ? x : alpha * (std::exp(x) - 1.0);
+    case CNN_ACT_SIGMOID: return 1.0 / (1.0 + std::exp(-x));
+    case CNN_ACT_TANH: return std::tanh(x);
+    case CNN_ACT_GELU: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case CNN_ACT_SILU: return x / (1.0 + std::exp(-x));
+    default: throw std::invalid_argument("cnnref::activation: unknown activation");
+  }
+}
+
+Vec activation(cnn_act act, double alpha, const Vec &x) {
+  Vec y(x.size());
+  for (size_t i = 0; i < x.size(); i++) y[i] = activation(act, alpha, x[i]);
+  return y;
+}
+
+void softmax_xent_weighted(int n, int k, const Vec &logits, const std::vector<int32_t> &labels, const Vec &weights,
+                           double smoothing, Vec *losses, Vec *dlogits) {
+  if (logits.size() != (size_t)n * k || labels.size() != (size_t)n || (!weights.empty() && weights.size() != (size_t)k))
+    throw std::invalid_argument("cnnref::softmax_xent_weighted: inconsistent sizes");
+  Vec probs;
+  softmax_xent(n, k, logits, labels, &probs, nullptr);
+  if (losses) losses->assign(n, 0.0);
+  if (dlogits) dlogits->assign((size_t)n * k, 0.0);
+  for (int i = 0; i < n; i++) {
+    const double w = weights.empty() ? 1.0 : weights[labels[i]];
+    double loss = 0.0;
+    for (int j = 0; j < k; j++) {
+      const double target = (j == labels[i] ? 1.0 - smoothing : 0.0) + smoothing / k;
+      const double p = probs[(size_t)i * k + j];
+      loss -= target * std::log(p);
+      if (dlogits) (*dlogits)[(size_t)i * k + j] = w * (p - target);
+    }
+    if (losses) (*losses)[i] = w * loss;
+  }
+}
+
+// ---- batch normalization ----
+
+Vec batchnorm_forward(int64_t m, int64_t c, const Vec &x, const Vec &gamma, const Vec &beta, const Vec &mean,
+                      const Vec &var, double eps, bool training, cnn_act act, double alpha, Vec *batch_mean,
+                      Vec *batch_var) {
+  if (x.size() != (size_t)(m * c) || gamma.size() != (size_t)c || beta.size() != (size_t)c ||
+      (!training && (mean.size() != (size_t)c || var.size() != (size_t)c)))
+    throw std::invalid_argument("cnnref::batchnorm_forward: inconsistent sizes");
+  Vec mu(c, 0.0), v(c, 0.0);
+  if (training) {
+    for (int64_t r = 0; r < m; r++)
+      for (int64_t j = 0; j < c; j++) mu[j] += x[r * c + j] / m;
+    for (int64_t r = 0; r < m; r++)
+      for (int64_t j = 0; j < c; j++) v[j] += (x[r * c + j] - mu[j]) * (x[r * c + j] - mu[j]) / m;
+  } else {
+    mu = mean, v = var;
+  }
+  if (batch_mean) *batch_mean = mu;
+  if (batch_var) *batch_var = v;
+  Vec y(x.size());
+  for (int64_t r = 0; r < m; r++)
+    for (int64_t j = 0; j < c; j++)
+      y[r * c + j] = activation(act, alpha, gamma[j] * (x[r * c + j] - mu[j]) / std::sqrt(v[j] + eps) + beta[j]);
+  return y;
+}
+
+// ---- dropout, add, concat ----
+
+namespace {
+uint64_t splitmix64_mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+bool dropout_keep(uint64_t seed, uint64_t counter, double rate) {
+  const uint64_t golden = 0x9E3779B97F4A7C15ull;  // 2^64 / phi, SplitMix64's increment
+  const uint64_t h = splitmix64_mix(splitmix64_mix(seed ^ golden) + (counter + 1) * golden);
+  const double u = (double)(h >> 32) / 4294967296.0;  // uniform in [0, 1) from the top 32 bits
+  return u >= std::floor(rate * 4294967296.0) / 4294967296.0;
+}
+
+Vec dropout_forward(const Vec &x, double rate, uint64_t seed, uint64_t offset) {
+  Vec y(x.size());
+  for (size_t i = 0; i < x.size(); i++) y[i] = dropout_keep(seed, offset + i, rate) ? x[i] / (1.0 - rate) : 0.0;
+  return y;
+}
+
+Vec concat(int64_t rows, const std::vector<int64_t> &widths, const std::vector<Vec> &parts) {
+  int64_t total = 0;
+  for (int64_t w : widths) total += w;
+  Vec y((size_t)(rows * total));
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t at = 0;
+    for (size_t i = 0; i < parts.size(); i++) {
+      for (int64_t j = 0; j < widths[i]; j++) y[r * total + at + j] = parts[i][r * widths[i] + j];
+      at += widths[i];
+    }
+  }
+  return y;
+}
+
 // ---- optimizers ----
 
 void sgd_step(Vec &param, const Vec &grad, Vec &velocity, double lr, double momentum, double weight_decay,
@@ -178,6 +282,21 @@ void adam_step(Vec &param, const Vec &grad, Vec &m, Vec &v, double lr, double be
     double update = (m[i] / bc1) / (std::sqrt(v[i] / bc2) + eps);
     if (decoupled) update += weight_decay * param[i];
     param[i] -= lr * update;
+  }
+}
+
+void rmsprop_step(Vec &param, const Vec &grad, Vec &sq, Vec &mom, double lr, double rho, double eps,
+                  double momentum, double weight_decay, double grad_scale) {
+  for (size_t i = 0; i < param.size(); i++) {
+    const double g = grad[i] * grad_scale + weight_decay * param[i];
+    sq[i] = rho * sq[i] + (1.0 - rho) * g * g;
+    const double step = g / (std::sqrt(sq[i]) + eps);
+    if (momentum != 0.0) {
+      mom[i] = momentum * mom[i] + step;
+      param[i] -= lr * mom[i];
+    } else {
+      param[i] -= lr * step;
+    }
   }
 }
 

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/backend.h"  // cnn_act
+
 namespace cnnref {
 
 using Vec = std::vector<double>;
@@ -73,6 +75,33 @@ Vec relu(const Vec &x);
 // null. Stable (max-subtracted) log-sum-exp.
 void softmax_xent(int n, int k, const Vec &logits, const std::vector<int32_t> &labels, Vec *probs, Vec *losses);
 
+// Any activation of cnn_act, elementwise: y = act(x), alpha the leaky slope / ELU alpha.
+double activation(cnn_act act, double alpha, double x);
+Vec activation(cnn_act act, double alpha, const Vec &x);
+
+// Softmax cross-entropy with class weights (empty: all 1) and label smoothing s: target = (1 - s) onehot + s / K,
+// loss_i = w[label_i] * sum_j -target_j log p_j. Fills `losses` (N) and the gradient of sum_i losses_i w.r.t. the
+// logits, `dlogits` (N, K), when not null.
+void softmax_xent_weighted(int n, int k, const Vec &logits, const std::vector<int32_t> &labels, const Vec &weights,
+                           double smoothing, Vec *losses, Vec *dlogits);
+
+// ---- batch normalization over the last dim of an (M, C) view ----
+
+// Training: normalizes with the batch mean and biased variance, fills `batch_mean` and `batch_var` (biased) when
+// not null. Inference: normalizes with `mean` and `var`. Then y = act(gamma * xhat + beta).
+Vec batchnorm_forward(int64_t m, int64_t c, const Vec &x, const Vec &gamma, const Vec &beta, const Vec &mean,
+                      const Vec &var, double eps, bool training, cnn_act act, double alpha, Vec *batch_mean,
+                      Vec *batch_var);
+
+// ---- dropout, add, concat ----
+
+// The keep decision of core/ew_math.h, written out again from its definition (SplitMix64 of the mixed seed).
+bool dropout_keep(uint64_t seed, uint64_t counter, double rate);
+Vec dropout_forward(const Vec &x, double rate, uint64_t seed, uint64_t offset);
+
+// Channel concatenation of parts with `rows` rows each; widths[i] channels in part i.
+Vec concat(int64_t rows, const std::vector<int64_t> &widths, const std::vector<Vec> &parts);
+
 // ---- optimizers (PyTorch semantics, one step over all elements; grad is multiplied by grad_scale first) ----
 
 void sgd_step(Vec &param, const Vec &grad, Vec &velocity, double lr, double momentum, double weight_decay,
@@ -81,6 +110,11 @@ void sgd_step(Vec &param, const Vec &grad, Vec &velocity, double lr, double mome
 // `t` is the 1-based step count; bias corrections are 1 - beta^t.
 void adam_step(Vec &param, const Vec &grad, Vec &m, Vec &v, double lr, double beta1, double beta2, double eps,
                double weight_decay, bool decoupled, int t, double grad_scale);
+
+// RMSprop: g = grad*grad_scale + wd*p; sq = rho sq + (1 - rho) g^2; with momentum mom = mu mom + g / (sqrt(sq)
+// + eps) and p -= lr mom, else p -= lr g / (sqrt(sq) + eps).
+void rmsprop_step(Vec &param, const Vec &grad, Vec &sq, Vec &mom, double lr, double rho, double eps,
+                  double momentum, double weight_decay, double grad_scale);
 
 // ---- comparisons ----
 

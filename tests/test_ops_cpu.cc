@@ -2,6 +2,7 @@
 // gradients against central finite differences, sentinel floats after every output, error paths, optimizer
 // steps, and plan caching across batch sizes.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -1332,6 +1334,768 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
                                                                     to_double(dbv), true)),
               kForwardTol);
   }
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// (f) the complete op set: activations with alpha, fused activations, batchnorm, dropout, add, concat, RMSprop,
+// sum of squares, scale, weighted and smoothed softmax cross-entropy
+
+struct ActCase {
+  cnn_act act;
+  float alpha;
+  const char *name;
+};
+const ActCase kActs[] = {
+    {CNN_ACT_RELU, 0.0f, "relu"},   {CNN_ACT_LEAKY_RELU, 0.1f, "leaky 0.1"}, {CNN_ACT_ELU, 1.0f, "elu 1"},
+    {CNN_ACT_ELU, 0.5f, "elu 0.5"}, {CNN_ACT_SIGMOID, 0.0f, "sigmoid"},      {CNN_ACT_TANH, 0.0f, "tanh"},
+    {CNN_ACT_GELU, 0.0f, "gelu"},   {CNN_ACT_SILU, 0.0f, "silu"},
+};
+bool has_kink(cnn_act act) { return act == CNN_ACT_RELU || act == CNN_ACT_LEAKY_RELU || act == CNN_ACT_ELU; }
+
+// every float of a tensor still holds the sentinel NaN it was created with: nothing was written
+bool untouched(const GTensor &t) {
+  for (float v : t.get())
+    if (!std::isnan(v)) return false;
+  return t.guards_intact();
+}
+
+TEST_F(CpuOps, EveryActivationForwardMatchesReference) {
+  std::mt19937 rng(30);
+  for (const ActCase &c : kActs) {
+    SCOPED_TRACE(c.name);
+    for (int64_t n : {1, 37, 70001}) {
+      auto x = random_floats(n, rng, -6.0f, 6.0f);
+      if (n > 2) x[0] = -100.0f, x[1] = 100.0f;  // saturated ends: no overflow to inf or NaN
+      GTensor tx({n}), ty({n});
+      tx.set(x);
+      cnn_act_args a;
+      memset(&a, 0, sizeof a);
+      a.act = c.act, a.alpha = c.alpha, a.x = tx.t(), a.y = ty.t();
+      ASSERT_EQ(ops()->act_forward(b(), &a), CNN_OK) << cnn_last_error();
+      EXPECT_TRUE(ty.guards_intact());
+      const Vec want = cnnref::activation(c.act, c.alpha, to_double(x));
+      auto got = ty.get();
+      // each element against its own magnitude: sigmoid and tanh outputs near 0 matter too
+      for (int64_t i = 0; i < n; i++) {
+        ASSERT_TRUE(std::isfinite(got[i])) << "x = " << x[i];
+        EXPECT_NEAR(got[i], want[i], 1e-6 * std::max(1.0, std::fabs(want[i]))) << "x = " << x[i];
+      }
+    }
+  }
+}
+
+TEST_F(CpuOps, EveryActivationBackwardMatchesFiniteDifferences) {
+  std::mt19937 rng(31);
+  const int64_t n = 2001;
+  for (const ActCase &c : kActs) {
+    SCOPED_TRACE(c.name);
+    auto x = random_floats(n, rng, -4.0f, 4.0f), dy = random_floats(n, rng);
+    GTensor tx({n}), ty({n}), tdy({n}), tdx({n});
+    tx.set(x), tdy.set(dy);
+    cnn_act_args a;
+    memset(&a, 0, sizeof a);
+    a.act = c.act, a.alpha = c.alpha, a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = tdx.t();
+    ASSERT_EQ(ops()->act_forward(b(), &a), CNN_OK) << cnn_last_error();
+    // what backward may read: the input for GELU and SiLU, the output for the others
+    if (cnn_act_grad_needs_input(c.act))
+      a.y = nullptr;
+    else
+      a.x = nullptr;
+    ASSERT_EQ(ops()->act_backward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(tdx.guards_intact());
+    const Vec xd = to_double(x), rd = to_double(dy);
+    Vec fd = finite_differences(
+        xd, [&](const Vec &v) { return dot(cnnref::activation(c.act, c.alpha, v), rd); },
+        [&](size_t i) { return has_kink(c.act) && std::fabs(xd[i]) <= 2 * kStep; });
+    size_t checked;
+    EXPECT_LT(grad_error(tdx.get(), fd, &checked), 2e-5);
+    EXPECT_GT(checked, (size_t)n * 9 / 10);
+
+    GTensor inplace({n});  // dx aliases dy
+    inplace.set(dy);
+    a.dy = inplace.t(), a.dx = inplace.t();
+    ASSERT_EQ(ops()->act_backward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(inplace.get(), tdx.get());
+  }
+}
+
+TEST_F(CpuOps, ActivationsCheckAlphaAndWhatTheirGradientNeeds) {
+  GTensor x({5}), y({5}), dy({5}), dx({5});
+  std::mt19937 rng(32);
+  x.set(random_floats(5, rng)), dy.set(random_floats(5, rng));
+  cnn_act_args a;
+  memset(&a, 0, sizeof a);
+  a.x = x.t(), a.y = y.t(), a.dy = dy.t(), a.dx = dx.t();
+  for (float alpha : {0.0f, 1.0f, -0.5f, NAN}) {
+    a.act = CNN_ACT_LEAKY_RELU, a.alpha = alpha;
+    expect_error(ops()->act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"act_forward", "leaky", "alpha"});
+  }
+  a.act = CNN_ACT_ELU, a.alpha = -1.0f;
+  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "ELU", "alpha"});
+  a.act = (cnn_act)99, a.alpha = 0.0f;
+  expect_error(ops()->act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"unknown activation 99"});
+  a.act = CNN_ACT_GELU, a.x = nullptr;
+  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the input x"});
+  a.act = CNN_ACT_SIGMOID, a.x = x.t(), a.y = nullptr;
+  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the forward output y"});
+  EXPECT_TRUE(untouched(y) && untouched(dx));
+}
+
+TEST_F(CpuOps, ConvAndDenseFuseActivationsWithAlphaAndRejectGeluAndSilu) {
+  std::mt19937 rng(33);
+  ConvRun r{conv(2, 7, 5, 3, 4, 3, 3, 1, 1), true};
+  auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bias = random_floats(4, rng);
+  const Vec pre = cnnref::conv2d_forward(r.p, to_double(x), to_double(w), to_double(bias));
+  const int n = 3, in = 11, out = 6;
+  auto dxv = random_floats(n * in, rng), dwv = random_floats(out * in, rng), dbv = random_floats(out, rng);
+  const Vec dpre = cnnref::dense_forward(n, in, out, to_double(dxv), to_double(dwv), to_double(dbv), false);
+  Plan conv_plan, dense_plan;  // one plan through every act: the primitive is rebuilt when act or alpha changes
+  const ActCase fusable[] = {{CNN_ACT_LEAKY_RELU, 0.2f, "leaky 0.2"}, {CNN_ACT_LEAKY_RELU, 0.05f, "leaky 0.05"},
+                             {CNN_ACT_ELU, 0.7f, "elu 0.7"},         {CNN_ACT_ELU, 1.3f, "elu 1.3"},
+                             {CNN_ACT_SIGMOID, 0.0f, "sigmoid"},     {CNN_ACT_TANH, 0.0f, "tanh"},
+                             {CNN_ACT_RELU, 0.0f, "relu"}};
+  for (const ActCase &c : fusable) {
+    SCOPED_TRACE(c.name);
+    GTensor tx(r.x_shape()), tw(r.w_shape()), tb({4}), ty(r.y_shape());
+    tx.set(x), tw.set(w), tb.set(bias);
+    cnn_conv2d_args a = r.args();
+    a.plan = &conv_plan.p, a.x = tx.t(), a.w = tw.t(), a.b = tb.t(), a.y = ty.t();
+    a.act = c.act, a.act_alpha = c.alpha;
+    ASSERT_EQ(ops()->conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(ty.guards_intact());
+    EXPECT_LT(cnnref::max_rel_error(ty.get(), cnnref::activation(c.act, c.alpha, pre)), kForwardTol);
+
+    GTensor dx({n, in}), dw({out, in}), db({out}), dy({n, out});
+    dx.set(dxv), dw.set(dwv), db.set(dbv);
+    cnn_dense_args d;
+    memset(&d, 0, sizeof d);
+    d.plan = &dense_plan.p, d.x = dx.t(), d.w = dw.t(), d.b = db.t(), d.y = dy.t(), d.act = c.act;
+    d.act_alpha = c.alpha;
+    ASSERT_EQ(ops()->dense_forward(b(), &d), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(dy.guards_intact());
+    EXPECT_LT(cnnref::max_rel_error(dy.get(), cnnref::activation(c.act, c.alpha, dpre)), kForwardTol);
+  }
+  for (cnn_act act : {CNN_ACT_GELU, CNN_ACT_SILU}) {
+    GTensor tx(r.x_shape()), tw(r.w_shape()), ty(r.y_shape());
+    tx.set(x), tw.set(w);
+    cnn_conv2d_args a = r.args();
+    a.x = tx.t(), a.w = tw.t(), a.y = ty.t(), a.act = act;
+    expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "separate op"});
+    EXPECT_TRUE(untouched(ty));
+    GTensor dx({n, in}), dw({out, in}), dy({n, out});
+    dx.set(dxv), dw.set(dwv);
+    cnn_dense_args d;
+    memset(&d, 0, sizeof d);
+    d.x = dx.t(), d.w = dw.t(), d.y = dy.t(), d.act = act;
+    expect_error(ops()->dense_forward(b(), &d), CNN_ERR_INVALID_ARG, {"dense_forward", "separate op"});
+    EXPECT_TRUE(untouched(dy));
+  }
+  GTensor tx(r.x_shape()), tw(r.w_shape()), ty(r.y_shape());
+  cnn_conv2d_args a = r.args();
+  a.x = tx.t(), a.w = tw.t(), a.y = ty.t(), a.act = CNN_ACT_LEAKY_RELU, a.act_alpha = 0.0f;
+  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "alpha"});
+}
+
+// ---- batchnorm
+
+struct BnTensors {
+  std::vector<int64_t> shape;
+  int64_t m, c;
+  GTensor x, y, gamma, beta, rm, rv, sm, si, dy, dx, dgamma, dbeta;
+  explicit BnTensors(std::vector<int64_t> s)
+      : shape(s), m(count(s) / s.back()), c(s.back()), x(s), y(s), gamma({c}), beta({c}), rm({c}), rv({c}),
+        sm({c}), si({c}), dy(s), dx(s), dgamma({c}), dbeta({c}) {}
+  static int64_t count(const std::vector<int64_t> &s) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    return n;
+  }
+  cnn_batchnorm_args args(bool training, float momentum = 0.1f, float eps = 1e-5f) {
+    cnn_batchnorm_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x.t(), a.y = y.t(), a.gamma = gamma.t(), a.beta = beta.t(), a.running_mean = rm.t(), a.running_var = rv.t();
+    a.save_mean = sm.t(), a.save_invstd = si.t(), a.dy = dy.t(), a.dx = dx.t(), a.dgamma = dgamma.t();
+    a.dbeta = dbeta.t(), a.momentum = momentum, a.eps = eps, a.training = training;
+    return a;
+  }
+};
+
+std::string shape_name(const std::vector<int64_t> &s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + ")";
+}
+
+TEST_F(CpuOps, BatchnormTrainingForwardMatchesReferenceAndUpdatesRunningStatistics) {
+  std::mt19937 rng(40);
+  const std::vector<std::vector<int64_t>> shapes = {{4, 5, 3, 6}, {7, 3}, {8, 16, 16, 32}, {2, 1, 1, 5}};
+  const ActCase acts[] = {{CNN_ACT_NONE, 0.0f, "none"}, {CNN_ACT_RELU, 0.0f, "relu"},
+                          {CNN_ACT_LEAKY_RELU, 0.1f, "leaky"}, {CNN_ACT_TANH, 0.0f, "tanh"}};
+  int which = 0;
+  for (const auto &s : shapes)
+    for (const ActCase &act : acts) {
+      SCOPED_TRACE(shape_name(s) + " " + act.name);
+      BnTensors t(s);
+      // an offset mean and a large spread: the variance must not come from E[x^2] - E[x]^2
+      auto x = random_floats(t.x.numel(), rng, -2.0f, 2.0f);
+      for (auto &v : x) v = 30.0f + 3.0f * v;
+      auto gamma = random_floats(t.c, rng, 0.5f, 1.5f), beta = random_floats(t.c, rng);
+      auto rm0 = random_floats(t.c, rng), rv0 = random_floats(t.c, rng, 0.5f, 2.0f);
+      t.x.set(x), t.gamma.set(gamma), t.beta.set(beta), t.rm.set(rm0), t.rv.set(rv0);
+      const float momentum = which++ % 2 ? 0.1f : 0.01f, eps = 1e-3f;
+      cnn_batchnorm_args a = t.args(true, momentum, eps);
+      a.act = act.act, a.act_alpha = act.alpha;
+      ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+      for (GTensor *g : {&t.y, &t.rm, &t.rv, &t.sm, &t.si}) EXPECT_TRUE(g->guards_intact());
+      Vec mean, var;
+      const Vec want = cnnref::batchnorm_forward(t.m, t.c, to_double(x), to_double(gamma), to_double(beta), Vec(),
+                                                 Vec(), eps, true, act.act, act.alpha, &mean, &var);
+      EXPECT_LT(cnnref::max_rel_error(t.y.get(), want), 2e-5);
+      EXPECT_LT(cnnref::max_rel_error(t.sm.get(), mean), 1e-6);
+      Vec invstd(t.c), rm(t.c), rv(t.c);
+      for (int64_t j = 0; j < t.c; j++) {
+        invstd[j] = 1.0 / std::sqrt(var[j] + eps);
+        rm[j] = (1.0 - momentum) * rm0[j] + momentum * mean[j];
+        rv[j] = (1.0 - momentum) * rv0[j] + momentum * var[j] * t.m / (t.m - 1.0);  // unbiased
+      }
+      EXPECT_LT(cnnref::max_rel_error(t.si.get(), invstd), 1e-6);
+      EXPECT_LT(cnnref::max_rel_error(t.rm.get(), rm), 1e-6);
+      EXPECT_LT(cnnref::max_rel_error(t.rv.get(), rv), 1e-6);
+    }
+}
+
+TEST_F(CpuOps, BatchnormRunningStatisticsFollowPyTorchsUpdateByHand) {
+  // x (4, 1) = {1, 2, 3, 6}: mean 3, biased variance 14/4 = 3.5, unbiased 14/3.
+  BnTensors t({4, 1});
+  t.x.set({1.0f, 2.0f, 3.0f, 6.0f});
+  t.gamma.set({2.0f}), t.beta.set({1.0f}), t.rm.set({0.5f}), t.rv.set({2.0f});
+  cnn_batchnorm_args a = t.args(true, 0.1f, 0.5f);  // eps 0.5: invstd = 1 / sqrt(3.5 + 0.5) = 0.5
+  ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_FLOAT_EQ(t.rm.get()[0], 0.9f * 0.5f + 0.1f * 3.0f);               // 0.75
+  EXPECT_FLOAT_EQ(t.rv.get()[0], 0.9f * 2.0f + 0.1f * 14.0f / 3.0f);       // 2.2667, not 2.15 (biased)
+  EXPECT_FLOAT_EQ(t.sm.get()[0], 3.0f);
+  EXPECT_FLOAT_EQ(t.si.get()[0], 0.5f);
+  const std::vector<float> y = t.y.get();  // 2 (x - 3) 0.5 + 1 = x - 2
+  const float want[4] = {-1.0f, 0.0f, 1.0f, 4.0f};
+  for (int i = 0; i < 4; i++) EXPECT_NEAR(y[i], want[i], 1e-6);
+  // momentum 1 replaces the running statistics with the batch's
+  t.rm.set({0.5f}), t.rv.set({2.0f});
+  a.momentum = 1.0f;
+  ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_FLOAT_EQ(t.rm.get()[0], 3.0f);
+  EXPECT_FLOAT_EQ(t.rv.get()[0], 14.0f / 3.0f);
+}
+
+TEST_F(CpuOps, BatchnormInferenceUsesRunningStatisticsAndLeavesThemAlone) {
+  std::mt19937 rng(41);
+  for (const auto &s : std::vector<std::vector<int64_t>>{{3, 4, 5, 7}, {1, 9}, {1, 1, 1, 4}}) {
+    SCOPED_TRACE(shape_name(s));
+    BnTensors t(s);
+    auto x = random_floats(t.x.numel(), rng, -3.0f, 3.0f);
+    auto gamma = random_floats(t.c, rng, 0.5f, 1.5f), beta = random_floats(t.c, rng);
+    auto rm = random_floats(t.c, rng), rv = random_floats(t.c, rng, 0.5f, 2.0f);
+    t.x.set(x), t.gamma.set(gamma), t.beta.set(beta), t.rm.set(rm), t.rv.set(rv);
+    cnn_batchnorm_args a = t.args(false);
+    a.save_mean = nullptr, a.save_invstd = nullptr;  // not needed for inference
+    a.act = CNN_ACT_ELU, a.act_alpha = 1.0f;
+    ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(t.y.guards_intact());
+    const Vec want = cnnref::batchnorm_forward(t.m, t.c, to_double(x), to_double(gamma), to_double(beta),
+                                               to_double(rm), to_double(rv), 1e-5, false, CNN_ACT_ELU, 1.0, nullptr,
+                                               nullptr);
+    EXPECT_LT(cnnref::max_rel_error(t.y.get(), want), 2e-6);
+    EXPECT_EQ(t.rm.get(), rm);
+    EXPECT_EQ(t.rv.get(), rv);
+    EXPECT_TRUE(untouched(t.sm) && untouched(t.si));
+  }
+}
+
+// Batchnorm backward against finite differences of the float64 reference, in either mode: dx (through the batch
+// statistics in training), dgamma, dbeta.
+void check_batchnorm_backward(cnn_backend *bk, const std::vector<int64_t> &s, bool training, std::mt19937 &rng) {
+  SCOPED_TRACE(shape_name(s) + (training ? " training" : " inference"));
+  BnTensors t(s);
+  auto x = random_floats(t.x.numel(), rng, -2.0f, 2.0f), dy = random_floats(t.x.numel(), rng);
+  auto gamma = random_floats(t.c, rng, 0.5f, 1.5f), beta = random_floats(t.c, rng);
+  auto rm = random_floats(t.c, rng), rv = random_floats(t.c, rng, 0.5f, 2.0f);
+  t.x.set(x), t.dy.set(dy), t.gamma.set(gamma), t.beta.set(beta), t.rm.set(rm), t.rv.set(rv);
+  const float eps = 1e-3f;
+  cnn_batchnorm_args a = t.args(training, 0.1f, eps);
+  ASSERT_EQ(bk->ops->batchnorm_forward(bk, &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(bk->ops->batchnorm_backward(bk, &a), CNN_OK) << cnn_last_error();
+  for (GTensor *g : {&t.dx, &t.dgamma, &t.dbeta}) EXPECT_TRUE(g->guards_intact());
+  const Vec xd = to_double(x), gd = to_double(gamma), bd = to_double(beta), rd = to_double(dy);
+  // the running statistics as the forward left them (inference reads them; training forward updated them)
+  const Vec rmd = to_double(t.rm.get()), rvd = to_double(t.rv.get());
+  auto loss = [&](const Vec &xv, const Vec &gv, const Vec &bv) {
+    return dot(cnnref::batchnorm_forward(t.m, t.c, xv, gv, bv, rmd, rvd, eps, training, CNN_ACT_NONE, 0.0, nullptr,
+                                         nullptr),
+               rd);
+  };
+  size_t checked;
+  Vec fdx = finite_differences(xd, [&](const Vec &v) { return loss(v, gd, bd); });
+  EXPECT_LT(grad_error(t.dx.get(), fdx, &checked), 2e-5);
+  EXPECT_EQ(checked, xd.size());
+  Vec fdg = finite_differences(gd, [&](const Vec &v) { return loss(xd, v, bd); });
+  EXPECT_LT(grad_error(t.dgamma.get(), fdg, &checked), 2e-5);
+  Vec fdb = finite_differences(bd, [&](const Vec &v) { return loss(xd, gd, v); });
+  EXPECT_LT(grad_error(t.dbeta.get(), fdb, &checked), 2e-5);
+
+  // dx may alias dy; dx may be left out
+  const std::vector<float> dx = t.dx.get(), dgamma = t.dgamma.get();
+  GTensor inplace(s);
+  inplace.set(dy);
+  a.dy = inplace.t(), a.dx = inplace.t();
+  ASSERT_EQ(bk->ops->batchnorm_backward(bk, &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(inplace.get(), dx);
+  a.dy = t.dy.t(), a.dx = nullptr;
+  ASSERT_EQ(bk->ops->batchnorm_backward(bk, &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(t.dgamma.get(), dgamma);
+}
+
+TEST_F(CpuOps, BatchnormTrainingBackwardMatchesFiniteDifferencesThroughBatchStatistics) {
+  std::mt19937 rng(42);
+  // (3, 1, 1, 3): three values per channel (with two, xhat is +-1 whatever x is, and dx is only eps's doing)
+  for (const auto &s : std::vector<std::vector<int64_t>>{{3, 2, 3, 4}, {6, 5}, {3, 1, 1, 3}})
+    check_batchnorm_backward(b(), s, true, rng);
+}
+
+TEST_F(CpuOps, BatchnormInferenceBackwardMatchesFiniteDifferences) {
+  std::mt19937 rng(43);
+  for (const auto &s : std::vector<std::vector<int64_t>>{{3, 2, 3, 4}, {6, 5}})
+    check_batchnorm_backward(b(), s, false, rng);
+}
+
+TEST_F(CpuOps, BatchnormRejectsBadArgumentsWithoutWriting) {
+  BnTensors t({2, 3, 3, 4});
+  std::mt19937 rng(44);
+  t.x.set(random_floats(t.x.numel(), rng)), t.gamma.set(random_floats(4, rng)), t.beta.set(random_floats(4, rng));
+  t.rm.set(random_floats(4, rng)), t.rv.set(random_floats(4, rng, 0.5f, 1.0f));
+  cnn_batchnorm_args a = t.args(true);
+  BnTensors one({1, 1, 1, 4});
+  cnn_batchnorm_args o = one.args(true);
+  expect_error(ops()->batchnorm_forward(b(), &o), CNN_ERR_SHAPE, {"batchnorm_forward", "more than one value"});
+  GTensor g5({5});
+  a.gamma = g5.t();
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"gamma", "(5)", "(4)"});
+  a = t.args(false);
+  a.running_var = nullptr;
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"inference", "running_var"});
+  a = t.args(true, 0.1f, 0.0f);
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"eps"});
+  a = t.args(true, 1.5f);
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"momentum 1.5"});
+  a = t.args(true);
+  a.act = CNN_ACT_GELU;
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_forward", "separate op"});
+  GTensor wrong_y({2, 3, 4, 4});
+  a = t.args(true);
+  a.y = wrong_y.t();
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"y", "(2, 3, 4, 4)", "(2, 3, 3, 4)"});
+  GTensor xh(t.shape, CNN_F16);
+  a = t.args(true);
+  a.x = xh.t();
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "F16"});
+  a = t.args(true);
+  a.save_invstd = nullptr;
+  t.dy.set(random_floats(t.dy.numel(), rng));
+  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "save_invstd"});
+  for (GTensor *g : {&t.y, &t.sm, &t.si, &t.dx, &t.dgamma, &t.dbeta}) EXPECT_TRUE(untouched(*g));
+  EXPECT_EQ(ops()->batchnorm_forward(b(), nullptr), CNN_ERR_INVALID_ARG);
+}
+
+// ---- dropout
+
+cnn_dropout_args dropout_args(GTensor &x, GTensor &y, float rate, uint64_t seed, uint64_t offset) {
+  cnn_dropout_args a;
+  memset(&a, 0, sizeof a);
+  a.x = x.t(), a.y = y.t(), a.rate = rate, a.seed = seed, a.offset = offset;
+  return a;
+}
+
+TEST_F(CpuOps, DropoutForwardMatchesReferenceAndKeepsAboutOneMinusRate) {
+  std::mt19937 rng(50);
+  const int64_t n = 100000;
+  auto x = random_floats(n, rng, 0.5f, 1.5f);  // never 0: a 0 in y means dropped
+  for (float rate : {0.1f, 0.5f, 0.9f}) {
+    SCOPED_TRACE("rate " + std::to_string(rate));
+    GTensor tx({n}), ty({n});
+    tx.set(x);
+    cnn_dropout_args a = dropout_args(tx, ty, rate, 1234, 0);
+    ASSERT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(ty.guards_intact());
+    EXPECT_LT(cnnref::max_rel_error(ty.get(), cnnref::dropout_forward(to_double(x), rate, 1234, 0)), 1e-6);
+    int64_t kept = 0;
+    for (float v : ty.get()) kept += v != 0.0f;
+    // binomial: 5 standard deviations of the kept fraction is at most 5 * 0.5 / sqrt(1e5) = 0.008
+    EXPECT_NEAR((double)kept / n, 1.0 - rate, 0.008);
+  }
+}
+
+TEST_F(CpuOps, DropoutMaskDependsOnSeedAndOffsetOnly) {
+  const int64_t n = 20000;
+  std::vector<float> ones(n, 1.0f);
+  auto mask = [&](uint64_t seed, uint64_t offset) {
+    GTensor tx({n}), ty({n});
+    tx.set(ones);
+    cnn_dropout_args a = dropout_args(tx, ty, 0.5f, seed, offset);
+    EXPECT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+    std::vector<bool> m(n);
+    for (int64_t i = 0; i < n; i++) m[i] = ty.get()[i] != 0.0f;
+    return m;
+  };
+  auto differ = [&](const std::vector<bool> &p, const std::vector<bool> &q, int64_t shift) {
+    int64_t d = 0;
+    for (int64_t i = 0; i + shift < n; i++) d += p[i + shift] != q[i];
+    return (double)d / (double)(n - shift);
+  };
+  const auto m0 = mask(7, 0);
+  EXPECT_EQ(mask(7, 0), m0);                  // same seed and offset: same mask
+  EXPECT_NEAR(differ(m0, mask(7, n), 0), 0.5, 0.03);  // the next offset block: a fresh mask
+  EXPECT_NEAR(differ(m0, mask(8, 0), 0), 0.5, 0.03);  // neighbouring seeds are unrelated
+  // the offset counts elements: offset 100 continues the stream where element 100 of offset 0 was
+  EXPECT_EQ(differ(m0, mask(7, 100), 100), 0.0);
+}
+
+TEST_F(CpuOps, DropoutBackwardAppliesTheForwardMask) {
+  std::mt19937 rng(51);
+  const int64_t n = 3001;
+  const float rate = 0.3f;
+  auto x = random_floats(n, rng, 0.5f, 1.5f), dy = random_floats(n, rng);
+  GTensor tx({n}), ty({n}), tdy({n}), tdx({n});
+  tx.set(x), tdy.set(dy);
+  cnn_dropout_args a = dropout_args(tx, ty, rate, 99, 12345);
+  a.dy = tdy.t(), a.dx = tdx.t();
+  ASSERT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(ops()->dropout_backward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_TRUE(tdx.guards_intact());
+  const auto y = ty.get(), dx = tdx.get();
+  for (int64_t i = 0; i < n; i++) {
+    if (y[i] == 0.0f)
+      EXPECT_EQ(dx[i], 0.0f) << i;
+    else
+      EXPECT_FLOAT_EQ(dx[i], dy[i] / (1.0f - rate)) << i;
+  }
+  const Vec rd = to_double(dy);
+  Vec fd = finite_differences(to_double(x),
+                              [&](const Vec &v) { return dot(cnnref::dropout_forward(v, rate, 99, 12345), rd); });
+  size_t checked;
+  EXPECT_LT(grad_error(dx, fd, &checked), kGradTol);
+  EXPECT_EQ(checked, (size_t)n);
+  GTensor inplace({n});  // dx aliases dy
+  inplace.set(dy);
+  a.dy = inplace.t(), a.dx = inplace.t();
+  ASSERT_EQ(ops()->dropout_backward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(inplace.get(), dx);
+}
+
+TEST_F(CpuOps, DropoutRateZeroIsIdentityAndRatesOutsideZeroOneAreRejected) {
+  std::mt19937 rng(52);
+  auto x = random_floats(1001, rng);
+  GTensor tx({1001}), ty({1001});
+  tx.set(x);
+  cnn_dropout_args a = dropout_args(tx, ty, 0.0f, 5, 0);
+  ASSERT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(ty.get(), x);
+  GTensor fresh({1001});
+  for (float rate : {1.0f, -0.1f, 1.5f, NAN}) {
+    a = dropout_args(tx, fresh, rate, 5, 0);
+    expect_error(ops()->dropout_forward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_forward", "rate"});
+  }
+  a.dy = tx.t(), a.dx = fresh.t();
+  expect_error(ops()->dropout_backward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_backward", "rate"});
+  EXPECT_TRUE(untouched(fresh));
+  GTensor short_y({1000});
+  a = dropout_args(tx, short_y, 0.5f, 5, 0);
+  expect_error(ops()->dropout_forward(b(), &a), CNN_ERR_SHAPE, {"(1000)", "(1001)"});
+}
+
+// ---- add, concat, scale, sum of squares
+
+TEST_F(CpuOps, AddComputesAlphaAPlusBetaBAlsoInPlace) {
+  std::mt19937 rng(60);
+  for (int64_t n : {5, 70001}) {
+    auto av = random_floats(n, rng), bv = random_floats(n, rng);
+    Vec want(n);
+    for (int64_t i = 0; i < n; i++) want[i] = 0.5 * av[i] - 2.0 * bv[i];
+    GTensor ta({n}), tb({n}), ty({n});
+    ta.set(av), tb.set(bv);
+    cnn_add_args a{ta.t(), tb.t(), ty.t(), 0.5f, -2.0f};
+    ASSERT_EQ(ops()->add(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(ty.guards_intact());
+    EXPECT_LT(cnnref::max_rel_error(ty.get(), want), 1e-6);
+    a.y = ta.t();  // y aliases a
+    ASSERT_EQ(ops()->add(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(ta.get(), ty.get());
+    ta.set(av);
+    a.y = tb.t();  // y aliases b
+    ASSERT_EQ(ops()->add(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(tb.get(), ty.get());
+  }
+  GTensor p({2, 3}), q({3, 2}), r({2, 3});
+  cnn_add_args a{p.t(), q.t(), r.t(), 1.0f, 1.0f};
+  expect_error(ops()->add(b(), &a), CNN_ERR_SHAPE, {"add", "(3, 2)", "(2, 3)"});
+  EXPECT_TRUE(untouched(r));
+}
+
+TEST_F(CpuOps, ConcatForwardJoinsChannelsAndBackwardSplitsThem) {
+  std::mt19937 rng(61);
+  struct Case {
+    std::vector<int64_t> lead;
+    std::vector<int64_t> widths;
+  };
+  for (const Case &c : std::vector<Case>{{{2, 3, 4}, {1, 5, 2}}, {{20000}, {3, 1}}, {{3}, {4}}}) {
+    int64_t rows = 1, total = 0;
+    for (int64_t d : c.lead) rows *= d;
+    for (int64_t w : c.widths) total += w;
+    auto shape_with = [&](int64_t w) {
+      auto s = c.lead;
+      s.push_back(w);
+      return s;
+    };
+    SCOPED_TRACE(shape_name(shape_with(total)));
+    const int k = (int)c.widths.size();
+    std::vector<std::unique_ptr<GTensor>> xs, dxs;
+    std::vector<Vec> parts;
+    cnn_concat_args a;
+    memset(&a, 0, sizeof a);
+    a.n = k;
+    for (int i = 0; i < k; i++) {
+      xs.emplace_back(new GTensor(shape_with(c.widths[i])));
+      dxs.emplace_back(new GTensor(shape_with(c.widths[i])));
+      auto v = random_floats(xs[i]->numel(), rng);
+      xs[i]->set(v);
+      parts.push_back(to_double(v));
+      a.xs[i] = xs[i]->t(), a.dxs[i] = dxs[i]->t();
+    }
+    GTensor y(shape_with(total)), dy(shape_with(total));
+    a.y = y.t(), a.dy = dy.t();
+    ASSERT_EQ(ops()->concat_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(y.guards_intact());
+    EXPECT_EQ(cnnref::max_rel_error(y.get(), cnnref::concat(rows, c.widths, parts)), 0.0);
+
+    auto dyv = random_floats(dy.numel(), rng);
+    dy.set(dyv);
+    if (k > 1) a.dxs[1] = nullptr;  // skipped: its width comes from xs[1]
+    ASSERT_EQ(ops()->concat_backward(b(), &a), CNN_OK) << cnn_last_error();
+    // gradient of dot(concat(parts), dy) w.r.t. each part, by finite differences of the reference
+    for (int i = 0; i < k; i++) {
+      SCOPED_TRACE("part " + std::to_string(i));
+      if (k > 1 && i == 1) {
+        EXPECT_TRUE(untouched(*dxs[i]));
+        continue;
+      }
+      EXPECT_TRUE(dxs[i]->guards_intact());
+      if (rows * total > 1000) {  // large case: the slices, exactly
+        std::vector<float> want;
+        int64_t at = 0;
+        for (int j = 0; j < i; j++) at += c.widths[j];
+        for (int64_t r = 0; r < rows; r++)
+          for (int64_t j = 0; j < c.widths[i]; j++) want.push_back(dyv[r * total + at + j]);
+        EXPECT_EQ(dxs[i]->get(), want);
+        continue;
+      }
+      Vec fd = finite_differences(parts[i], [&](const Vec &v) {
+        std::vector<Vec> p = parts;
+        p[i] = v;
+        return dot(cnnref::concat(rows, c.widths, p), to_double(dyv));
+      });
+      size_t checked;
+      EXPECT_LT(grad_error(dxs[i]->get(), fd, &checked), kGradTol);
+    }
+  }
+}
+
+TEST_F(CpuOps, ConcatRejectsPartsThatDoNotFit) {
+  GTensor x0({2, 3, 4}), x1({2, 3, 5}), x2({2, 4, 5}), y({2, 3, 10}), dy({2, 3, 9});
+  cnn_concat_args a;
+  memset(&a, 0, sizeof a);
+  a.n = 2, a.xs[0] = x0.t(), a.xs[1] = x1.t(), a.y = y.t();
+  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_SHAPE, {"concat_forward", "10 channels", "9"});
+  a.xs[1] = x2.t(), a.y = dy.t();
+  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_SHAPE, {"xs[1]", "(2, 4, 5)", "every dim but the last"});
+  a.n = 0;
+  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 0"});
+  a.n = CNN_CONCAT_MAX + 1;
+  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 17"});
+  a.n = 2, a.xs[1] = nullptr, a.dxs[1] = nullptr, a.dy = dy.t();
+  expect_error(ops()->concat_backward(b(), &a), CNN_ERR_INVALID_ARG, {"concat_backward", "dxs[1]", "xs[1]"});
+  EXPECT_TRUE(untouched(y));
+}
+
+TEST_F(CpuOps, ScaleMultipliesEveryElementInPlace) {
+  std::mt19937 rng(62);
+  for (int64_t n : {3, 70001}) {
+    auto x = random_floats(n, rng);
+    GTensor t({n});
+    t.set(x);
+    ASSERT_EQ(ops()->scale(b(), t.t(), -0.75f), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(t.guards_intact());
+    for (int64_t i = 0; i < n; i++) ASSERT_EQ(t.get()[i], x[i] * -0.75f);
+  }
+  GTensor h({4}, CNN_F16);
+  expect_error(ops()->scale(b(), h.t(), 2.0f), CNN_ERR_UNSUPPORTED, {"scale", "F16"});
+}
+
+TEST_F(CpuOps, SumSquaresAccumulatesInDoubleIndependentlyOfThreadCount) {
+  std::mt19937 rng(63);
+  for (int64_t n : {1, 1000, 1000003}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    auto x = random_floats(n, rng, -3.0f, 3.0f);
+    x[0] = 1e4f;  // a large first term: float accumulation would lose the small ones
+    GTensor t({n});
+    t.set(x);
+    long double want = 0.0L;
+    for (float v : x) want += (long double)v * v;
+    double got = -1.0;
+    ASSERT_EQ(ops()->sum_squares(b(), t.t(), &got), CNN_OK) << cnn_last_error();
+    EXPECT_NEAR(got, (double)want, 1e-12 * (double)want);
+    const int threads = omp_get_max_threads();
+    for (int th : {1, 3}) {
+      omp_set_num_threads(th);
+      double again = -1.0;
+      ASSERT_EQ(ops()->sum_squares(b(), t.t(), &again), CNN_OK) << cnn_last_error();
+      EXPECT_EQ(again, got) << th << " threads";  // bit for bit
+    }
+    omp_set_num_threads(threads);
+  }
+  double out = -1.0;
+  GTensor h({4}, CNN_BF16);
+  expect_error(ops()->sum_squares(b(), h.t(), &out), CNN_ERR_UNSUPPORTED, {"sum_squares", "BF16"});
+  GTensor f({4});
+  expect_error(ops()->sum_squares(b(), f.t(), nullptr), CNN_ERR_INVALID_ARG, {"sum_squares", "out"});
+}
+
+TEST_F(CpuOps, RmspropUpdateMatchesReferenceOverSteps) {
+  struct Cfg {
+    float rho, momentum, wd, grad_scale;
+  };
+  for (Cfg c : {Cfg{0.99f, 0.0f, 0.0f, 1.0f}, Cfg{0.9f, 0.9f, 1e-2f, 0.5f}, Cfg{0.0f, 0.5f, 0.0f, 2.0f}}) {
+    SCOPED_TRACE("rho " + std::to_string(c.rho) + " momentum " + std::to_string(c.momentum));
+    std::mt19937 rng(64);
+    const int64_t n = 70000;
+    GTensor p({n}), g({n}), sq({n}), mom({n});
+    auto p0 = random_floats(n, rng);
+    p.set(p0);
+    ASSERT_EQ(ops()->fill(b(), sq.t(), 0.0f), CNN_OK);
+    ASSERT_EQ(ops()->fill(b(), mom.t(), 0.0f), CNN_OK);
+    Vec pr = to_double(p0), sqr(n, 0.0), momr(n, 0.0);
+    for (int step = 0; step < 5; step++) {
+      auto gs = random_floats(n, rng);
+      g.set(gs);
+      cnn_rmsprop_args a;
+      memset(&a, 0, sizeof a);
+      a.param = p.t(), a.grad = g.t(), a.sq = sq.t(), a.mom = c.momentum != 0.0f ? mom.t() : nullptr;
+      a.lr = 0.01f, a.rho = c.rho, a.eps = 1e-8f, a.momentum = c.momentum, a.weight_decay = c.wd;
+      a.grad_scale = c.grad_scale;
+      ASSERT_EQ(ops()->rmsprop_update(b(), &a), CNN_OK) << cnn_last_error();
+      cnnref::rmsprop_step(pr, to_double(gs), sqr, momr, 0.01f, c.rho, 1e-8f, c.momentum, c.wd, c.grad_scale);
+    }
+    EXPECT_LT(cnnref::max_rel_error(p.get(), pr), 1e-6);
+    EXPECT_LT(cnnref::max_rel_error(sq.get(), sqr), 1e-6);
+    if (c.momentum != 0.0f) {
+      EXPECT_LT(cnnref::max_rel_error(mom.get(), momr), 1e-6);
+    }
+    for (GTensor *t : {&p, &sq, &mom}) EXPECT_TRUE(t->guards_intact());
+  }
+  GTensor p({4}), g({4}), sq({4});
+  cnn_rmsprop_args a;
+  memset(&a, 0, sizeof a);
+  a.param = p.t(), a.grad = g.t(), a.sq = sq.t(), a.lr = 0.1f, a.rho = 0.9f, a.eps = 1e-8f, a.momentum = 0.9f;
+  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "mom"});
+  a.momentum = 0.0f, a.rho = 1.0f;
+  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "rho"});
+  a.rho = 0.9f, a.sq = nullptr;
+  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "sq"});
+  EXPECT_TRUE(untouched(p));
+}
+
+// ---- softmax cross-entropy: class weights, label smoothing, probabilities only
+
+TEST_F(CpuOps, SoftmaxXentWithClassWeightsAndLabelSmoothingMatchesReferenceAndFiniteDifferences) {
+  std::mt19937 rng(70);
+  for (auto nk : std::vector<std::pair<int, int>>{{6, 5}, {64, 10}})
+    for (bool weighted : {false, true})
+      for (float smoothing : {0.0f, 0.1f}) {
+        const int n = nk.first, k = nk.second;
+        SCOPED_TRACE("N " + std::to_string(n) + " K " + std::to_string(k) + (weighted ? " weighted" : "") +
+                     " smoothing " + std::to_string(smoothing));
+        auto logits = random_floats((size_t)n * k, rng, -3.0f, 3.0f);
+        auto weights = random_floats(k, rng, 0.5f, 2.0f);
+        std::vector<int32_t> labels(n);
+        for (int i = 0; i < n; i++) labels[i] = (int32_t)(rng() % k);
+        GTensor tl({n, k}), tlab({n}, CNN_I32), tw({k}), tp({n, k}), tloss({n}), td({n, k});
+        tl.set(logits), tw.set(weights);
+        memcpy(tlab.i32(), labels.data(), n * sizeof(int32_t));
+        const float scale = 0.37f;
+        cnn_softmax_xent_args a;
+        memset(&a, 0, sizeof a);
+        a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
+        a.grad_scale = scale, a.class_weights = weighted ? tw.t() : nullptr, a.label_smoothing = smoothing;
+        ASSERT_EQ(ops()->softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
+        EXPECT_TRUE(tp.guards_intact() && tloss.guards_intact() && td.guards_intact());
+        const Vec wd = weighted ? to_double(weights) : Vec();
+        Vec losses, dl, probs;
+        cnnref::softmax_xent_weighted(n, k, to_double(logits), labels, wd, smoothing, &losses, &dl);
+        cnnref::softmax_xent(n, k, to_double(logits), labels, &probs, nullptr);
+        for (auto &v : dl) v *= scale;
+        EXPECT_LT(cnnref::max_rel_error(tloss.get(), losses), kForwardTol);
+        EXPECT_LT(cnnref::max_rel_error(td.get(), dl), kForwardTol);
+        EXPECT_LT(cnnref::max_rel_error(tp.get(), probs), kForwardTol);  // probabilities ignore weights
+        if (n * k > 100) continue;
+        Vec fd = finite_differences(to_double(logits), [&](const Vec &v) {
+          Vec l;
+          cnnref::softmax_xent_weighted(n, k, v, labels, wd, smoothing, &l, nullptr);
+          double s = 0.0;
+          for (double x : l) s += x;
+          return scale * s;
+        });
+        size_t checked;
+        EXPECT_LT(grad_error(td.get(), fd, &checked), kGradTol);
+        EXPECT_EQ(checked, logits.size());
+      }
+}
+
+TEST_F(CpuOps, SoftmaxXentWithoutLabelsGivesProbabilitiesOnly) {
+  std::mt19937 rng(71);
+  const int n = 4, k = 7;
+  auto logits = random_floats(n * k, rng, -5.0f, 5.0f);
+  GTensor tl({n, k}), tp({n, k}), tloss({n});
+  tl.set(logits);
+  cnn_softmax_xent_args a;
+  memset(&a, 0, sizeof a);
+  a.logits = tl.t(), a.probs = tp.t();
+  ASSERT_EQ(ops()->softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
+  Vec probs;
+  cnnref::softmax_xent(n, k, to_double(logits), std::vector<int32_t>(n, 0), &probs, nullptr);
+  EXPECT_LT(cnnref::max_rel_error(tp.get(), probs), kForwardTol);
+  EXPECT_TRUE(tp.guards_intact());
+  a.losses = tloss.t();
+  expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "labels are missing"});
+  EXPECT_TRUE(untouched(tloss));
+}
+
+TEST_F(CpuOps, SoftmaxXentRejectsNonPositiveClassWeightsAndBadSmoothing) {
+  GTensor tl({2, 3}), tlab({2}, CNN_I32), tw({3}), tw4({4}), tloss({2});
+  std::mt19937 rng(72);
+  tl.set(random_floats(6, rng));
+  tlab.i32()[0] = 0, tlab.i32()[1] = 2;
+  cnn_softmax_xent_args a;
+  memset(&a, 0, sizeof a);
+  a.logits = tl.t(), a.labels = tlab.t(), a.losses = tloss.t(), a.class_weights = tw.t(), a.grad_scale = 1.0f;
+  for (float bad : {0.0f, -1.0f, NAN, INFINITY}) {
+    tw.set({1.0f, 1.0f, bad});
+    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "class weight 2"});
+  }
+  tw.set({1.0f, 2.0f, 3.0f});
+  for (float s : {1.0f, -0.1f, NAN}) {
+    a.label_smoothing = s;
+    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "label smoothing"});
+  }
+  a.label_smoothing = 0.0f, a.class_weights = tw4.t();
+  expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_SHAPE, {"class_weights", "(4)", "(3)"});
+  EXPECT_TRUE(untouched(tloss));
 }
 
 }  // namespace

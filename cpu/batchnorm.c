@@ -1,0 +1,285 @@
+/* Batch normalization on the CPU (Ioffe & Szegedy 2015) with PyTorch's semantics, as our own OpenMP kernels.
+ *
+ * x is (N, H, W, C) or (N, C) (any rank 2..4): channel c is the last dim, and the statistics run over the
+ * M = numel / C rows before it. Training normalizes with the biased batch variance and updates the running
+ * statistics with the unbiased one; inference normalizes with the running statistics. An activation whose
+ * gradient needs no input is applied in the same pass; backward takes dy w.r.t. the pre-activation output.
+ *
+ * Why not oneDNN's batch normalization: its NHWC forward needs a separate pass for any activation other than
+ * ReLU anyway, it does not update running statistics (and has no unbiased variance), and these loops are memory
+ * bound either way. Reductions go through a fixed number of row chunks summed in order, in double, so results do
+ * not depend on the thread count. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/ew_math.h"
+#include "cpu/dnnl_util.h"
+
+/* Row chunks of a per-channel reduction: enough to keep 64 threads busy, few enough that the partials
+ * (chunks x 2 x C doubles) stay small. */
+#define CNN_CPU_BN_CHUNKS 64
+/* below this many elements the loops run on one thread (see CNN_CPU_PARALLEL_MIN in eltwise.c) */
+#define CNN_CPU_BN_PARALLEL_MIN 16384
+
+enum { CNN_CPU_BN_SUM, CNN_CPU_BN_CENTERED_SQUARES, CNN_CPU_BN_GRAD };
+
+/* Per-channel sums over the m rows of (m, c):
+ *   SUM:               s1 = sum x
+ *   CENTERED_SQUARES:  s1 = sum (x - center)^2
+ *   GRAD:              s1 = sum dy, s2 = sum dy (x - center) */
+static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, const double *center, int64_t m,
+                                    int64_t c, double *s1, double *s2, const char *op)
+{
+    const int64_t chunks = m < CNN_CPU_BN_CHUNKS ? m : CNN_CPU_BN_CHUNKS;
+    double *partial = calloc((size_t)(chunks * 2 * c), sizeof *partial);
+    if (!partial) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for partial sums", op);
+#pragma omp parallel for schedule(static) if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
+    for (int64_t k = 0; k < chunks; k++) {
+        double *p1 = partial + k * 2 * c, *p2 = p1 + c;
+        const int64_t lo = m * k / chunks, hi = m * (k + 1) / chunks;
+        for (int64_t r = lo; r < hi; r++) {
+            const float *xr = x + r * c;
+            if (mode == CNN_CPU_BN_SUM) {
+                for (int64_t j = 0; j < c; j++) p1[j] += xr[j];
+            } else if (mode == CNN_CPU_BN_CENTERED_SQUARES) {
+                for (int64_t j = 0; j < c; j++) {
+                    const double d = xr[j] - center[j];
+                    p1[j] += d * d;
+                }
+            } else {
+                const float *dr = dy + r * c;
+                for (int64_t j = 0; j < c; j++) {
+                    p1[j] += dr[j];
+                    p2[j] += dr[j] * (xr[j] - center[j]);
+                }
+            }
+        }
+    }
+    for (int64_t j = 0; j < c; j++) {
+        double a = 0.0, b = 0.0;
+        for (int64_t k = 0; k < chunks; k++) {
+            a += partial[k * 2 * c + j];
+            b += partial[k * 2 * c + c + j];
+        }
+        s1[j] = a;
+        if (s2) s2[j] = b;
+    }
+    free(partial);
+    return CNN_OK;
+}
+
+/* Checks what both directions share and returns M and C. */
+static cnn_status cnn_cpu_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m_out, int64_t *c_out,
+                                   const char *op)
+{
+    cnn_status st = CNN_OK;
+    char s1[CNN_CPU_SHAPE_BUF];
+    CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
+    if (a->x->ndim < 2)
+        return cnn_error(CNN_ERR_SHAPE, "%s: x %s must be (N, H, W, C) or (N, C)", op,
+                         cnn_cpu_shape_str(a->x, s1, sizeof s1));
+    const int64_t c = a->x->shape[a->x->ndim - 1];
+    if (c < 1) return cnn_error(CNN_ERR_SHAPE, "%s: x %s has no channels", op, cnn_cpu_shape_str(a->x, s1, sizeof s1));
+    const int64_t m = cnn_tensor_numel(a->x) / c;
+    int64_t c1[1] = {c};
+    if (a->gamma) {
+        CNN_TRY(cnn_cpu_check_f32(a->gamma, op, "gamma"));
+        CNN_TRY(cnn_cpu_check_shape(a->gamma, 1, c1, op, "gamma"));
+    }
+    if (!backward && a->beta) {
+        CNN_TRY(cnn_cpu_check_f32(a->beta, op, "beta"));
+        CNN_TRY(cnn_cpu_check_shape(a->beta, 1, c1, op, "beta"));
+    }
+    if (!(a->eps > 0.0f && isfinite(a->eps)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: eps %g must be positive", op, (double)a->eps);
+    if (a->training && m < 2)
+        return cnn_error(CNN_ERR_SHAPE, "%s: training needs more than one value per channel; x is %s", op,
+                         cnn_cpu_shape_str(a->x, s1, sizeof s1));
+    /* running statistics: read by inference, updated by training forward (optional there) */
+    const int need_running = !a->training;
+    const int update_running = !backward && a->training && (a->running_mean || a->running_var);
+    if (need_running || update_running) {
+        if (!a->running_mean || !a->running_var)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s needs both running_mean and running_var", op,
+                             need_running ? "inference" : "updating the running statistics");
+        CNN_TRY(cnn_cpu_check_f32(a->running_mean, op, "running_mean"));
+        CNN_TRY(cnn_cpu_check_shape(a->running_mean, 1, c1, op, "running_mean"));
+        CNN_TRY(cnn_cpu_check_f32(a->running_var, op, "running_var"));
+        CNN_TRY(cnn_cpu_check_shape(a->running_var, 1, c1, op, "running_var"));
+    }
+    if (a->training && (backward || a->save_mean || a->save_invstd)) {
+        if (backward && (!a->save_mean || !a->save_invstd))
+            return cnn_error(CNN_ERR_INVALID_ARG,
+                             "%s: training-mode backward needs save_mean and save_invstd from the forward", op);
+        if (a->save_mean) {
+            CNN_TRY(cnn_cpu_check_f32(a->save_mean, op, "save_mean"));
+            CNN_TRY(cnn_cpu_check_shape(a->save_mean, 1, c1, op, "save_mean"));
+        }
+        if (a->save_invstd) {
+            CNN_TRY(cnn_cpu_check_f32(a->save_invstd, op, "save_invstd"));
+            CNN_TRY(cnn_cpu_check_shape(a->save_invstd, 1, c1, op, "save_invstd"));
+        }
+    }
+    *m_out = m;
+    *c_out = c;
+fail:
+    return st;
+}
+
+cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    static const char *op = "batchnorm_forward";
+    cnn_status st = CNN_OK;
+    double *mean = NULL, *var = NULL;
+    float *scale = NULL, *shift = NULL, *center = NULL;
+    int64_t m = 0, c = 0;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_bn_check(a, 0, &m, &c, op));
+    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
+    CNN_TRY(cnn_cpu_check_shape(a->y, a->x->ndim, a->x->shape, op, "y"));
+    CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
+    if (a->training && !(a->momentum >= 0.0f && a->momentum <= 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: momentum %g must be in [0, 1]", op, (double)a->momentum);
+
+    mean = malloc((size_t)c * sizeof *mean);
+    var = malloc((size_t)c * sizeof *var);
+    scale = malloc((size_t)c * sizeof *scale);
+    shift = malloc((size_t)c * sizeof *shift);
+    center = malloc((size_t)c * sizeof *center);
+    if (!mean || !var || !scale || !shift || !center) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
+        goto fail;
+    }
+    const float *x = a->x->data;
+    const float *gamma = a->gamma ? a->gamma->data : NULL, *beta = a->beta ? a->beta->data : NULL;
+    if (a->training) {
+        /* two passes (mean, then centered squares): no cancellation when |mean| >> std */
+        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_SUM, x, NULL, NULL, m, c, mean, NULL, op));
+        for (int64_t j = 0; j < c; j++) mean[j] /= (double)m;
+        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_CENTERED_SQUARES, x, NULL, mean, m, c, var, NULL, op));
+        for (int64_t j = 0; j < c; j++) var[j] /= (double)m; /* biased: what normalizes */
+    } else {
+        const float *rm = a->running_mean->data, *rv = a->running_var->data;
+        for (int64_t j = 0; j < c; j++) {
+            mean[j] = rm[j];
+            var[j] = rv[j];
+        }
+    }
+    for (int64_t j = 0; j < c; j++) {
+        const double invstd = 1.0 / sqrt(var[j] + (double)a->eps);
+        const double g = gamma ? gamma[j] : 1.0;
+        /* y = (x - mean) * scale + beta: subtracting the mean first keeps x's precision when |mean| >> std */
+        scale[j] = (float)(g * invstd);
+        shift[j] = beta ? beta[j] : 0.0f;
+        center[j] = (float)mean[j];
+        if (a->training && a->save_mean) ((float *)a->save_mean->data)[j] = (float)mean[j];
+        if (a->training && a->save_invstd) ((float *)a->save_invstd->data)[j] = (float)invstd;
+    }
+    if (a->training && a->running_mean) {
+        /* PyTorch: r = (1 - momentum) r + momentum * batch, with the unbiased variance */
+        float *rm = a->running_mean->data, *rv = a->running_var->data;
+        const double mom = a->momentum, unbias = (double)m / (double)(m - 1);
+        for (int64_t j = 0; j < c; j++) {
+            rm[j] = (float)((1.0 - mom) * rm[j] + mom * mean[j]);
+            rv[j] = (float)((1.0 - mom) * rv[j] + mom * var[j] * unbias);
+        }
+    }
+    float *y = a->y->data;
+    const cnn_act act = a->act;
+    const float alpha = a->act_alpha;
+#pragma omp parallel for schedule(static) if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t j = 0; j < c; j++)
+            y[r * c + j] = cnn_act_apply(act, alpha, (x[r * c + j] - center[j]) * scale[j] + shift[j]);
+fail:
+    free(mean);
+    free(var);
+    free(scale);
+    free(shift);
+    free(center);
+    return st;
+}
+
+cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    static const char *op = "batchnorm_backward";
+    cnn_status st = CNN_OK;
+    double *center = NULL, *sum_dy = NULL, *sum_dy_xc = NULL;
+    float *invstd = NULL, *coef = NULL;
+    int64_t m = 0, c = 0;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    CNN_TRY(cnn_cpu_bn_check(a, 1, &m, &c, op));
+    CNN_TRY(cnn_cpu_check_f32(a->dy, op, "dy"));
+    CNN_TRY(cnn_cpu_check_shape(a->dy, a->x->ndim, a->x->shape, op, "dy"));
+    int64_t c1[1] = {c};
+    if (a->dx) {
+        CNN_TRY(cnn_cpu_check_f32(a->dx, op, "dx"));
+        CNN_TRY(cnn_cpu_check_shape(a->dx, a->x->ndim, a->x->shape, op, "dx"));
+    }
+    if (a->dgamma) {
+        CNN_TRY(cnn_cpu_check_f32(a->dgamma, op, "dgamma"));
+        CNN_TRY(cnn_cpu_check_shape(a->dgamma, 1, c1, op, "dgamma"));
+    }
+    if (a->dbeta) {
+        CNN_TRY(cnn_cpu_check_f32(a->dbeta, op, "dbeta"));
+        CNN_TRY(cnn_cpu_check_shape(a->dbeta, 1, c1, op, "dbeta"));
+    }
+    center = malloc((size_t)c * sizeof *center);
+    sum_dy = malloc((size_t)c * sizeof *sum_dy);
+    sum_dy_xc = malloc((size_t)c * sizeof *sum_dy_xc);
+    invstd = malloc((size_t)c * sizeof *invstd);
+    if (!center || !sum_dy || !sum_dy_xc || !invstd) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
+        goto fail;
+    }
+    for (int64_t j = 0; j < c; j++) {
+        if (a->training) {
+            center[j] = ((const float *)a->save_mean->data)[j];
+            invstd[j] = ((const float *)a->save_invstd->data)[j];
+        } else {
+            center[j] = ((const float *)a->running_mean->data)[j];
+            invstd[j] = (float)(1.0 / sqrt((double)((const float *)a->running_var->data)[j] + (double)a->eps));
+        }
+    }
+    const float *x = a->x->data, *dy = a->dy->data;
+    const float *gamma = a->gamma ? a->gamma->data : NULL;
+    CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_GRAD, x, dy, center, m, c, sum_dy, sum_dy_xc, op));
+    for (int64_t j = 0; j < c; j++) {
+        if (a->dgamma) ((float *)a->dgamma->data)[j] = (float)(sum_dy_xc[j] * invstd[j]);
+        if (a->dbeta) ((float *)a->dbeta->data)[j] = (float)sum_dy[j];
+    }
+    if (a->dx) {
+        /* training: dx = g s (dy - mean(dy) - (x - mu) s^2 mean(dy (x - mu))), s = invstd (the batch statistics
+         * depend on x); inference: they are constants and dx = g s dy. Per channel: gs = g s, k0 = mean(dy),
+         * k1 = s^2 mean(dy (x - mu)). */
+        coef = malloc((size_t)c * 4 * sizeof *coef);
+        if (!coef) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
+            goto fail;
+        }
+        float *gs = coef, *k0 = coef + c, *k1 = coef + 2 * c, *mu = coef + 3 * c;
+        for (int64_t j = 0; j < c; j++) {
+            const double s = invstd[j];
+            gs[j] = (float)((gamma ? gamma[j] : 1.0) * s);
+            k0[j] = a->training ? (float)(sum_dy[j] / (double)m) : 0.0f;
+            k1[j] = a->training ? (float)(sum_dy_xc[j] * s * s / (double)m) : 0.0f;
+            mu[j] = (float)center[j];
+        }
+        /* every input of dx went into the sums above, so dx may alias dy */
+        float *dx = a->dx->data;
+#pragma omp parallel for schedule(static) if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
+        for (int64_t r = 0; r < m; r++)
+            for (int64_t j = 0; j < c; j++)
+                dx[r * c + j] = gs[j] * (dy[r * c + j] - k0[j] - (x[r * c + j] - mu[j]) * k1[j]);
+    }
+fail:
+    free(center);
+    free(sum_dy);
+    free(sum_dy_xc);
+    free(invstd);
+    free(coef);
+    return st;
+}
