@@ -82,6 +82,9 @@ static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, cnn_cud
     if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
     if (dir == CNN_CUDA_CONV_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
+    if (dir == CNN_CUDA_CONV_FWD && cnn_act_grad_needs_input(a->act))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: GELU and SiLU cannot be fused (their gradient needs the "
+                                              "input): apply it as a separate op", op);
     if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
         a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
         return cnn_error(CNN_ERR_INVALID_ARG,
@@ -355,7 +358,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
                  e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
     if (a->b || a->act != CNN_ACT_NONE)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->b ? a->b->data : NULL,
-                    e->key.n * e->key.oh * e->key.ow, e->key.o, a->act);
+                    e->key.n * e->key.oh * e->key.ow, e->key.o, a->act, a->act_alpha);
 fail:
     cnn_cuda_plan_destroy(b, tmp);
     return st;

@@ -39,6 +39,9 @@ static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cud
     if (dir == CNN_CUDA_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
     if (dir == CNN_CUDA_DENSE_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
+    if (dir == CNN_CUDA_DENSE_FWD && cnn_act_grad_needs_input(a->act))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: GELU and SiLU cannot be fused (their gradient needs the "
+                                              "input): apply it as a separate op", op);
     if (xt->ndim < 2)
         return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must have rank 2 to 4 with the batch first", op, xn,
                          cnn_cuda_shape_str(xt, s1, sizeof s1));
@@ -85,7 +88,7 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
                   a->x->data, in, &cnn_cuda_zero, a->y->data, out);
     if (a->b || a->act != CNN_ACT_NONE)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->b ? a->b->data : NULL, k.n, k.out,
-                    a->act);
+                    a->act, a->act_alpha);
 fail:
     return st;
 }

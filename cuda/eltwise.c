@@ -32,7 +32,7 @@ cnn_status cnn_cuda_act_forward(cnn_backend *b, const cnn_act_args *a)
     CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
     CNN_TRY(cnn_cuda_check_same_count(a->y, a->x, op, "y", "x"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_act_forward, ctx->compute, a->act, a->x->data, a->y->data,
+    CNN_CUDA_RT(op, cnn_cuda_launch_act_forward, ctx->compute, a->act, a->alpha, a->x->data, a->y->data,
                 cnn_tensor_numel(a->x));
 fail:
     return st;
@@ -57,10 +57,12 @@ cnn_status cnn_cuda_act_backward(cnn_backend *b, const cnn_act_args *a)
                         cudaMemcpyDeviceToDevice, ctx->compute);
         return CNN_OK;
     }
-    /* every activation here has its gradient expressed through its output y */
-    CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cuda_check_same_count(a->y, a->dy, op, "y", "dy"));
-    CNN_CUDA_RT(op, cnn_cuda_launch_act_backward, ctx->compute, a->act, a->y->data, a->dy->data, a->dx->data, n);
+    int from_x = cnn_act_grad_needs_input(a->act);
+    const cnn_tensor *xy = from_x ? a->x : a->y;
+    CNN_TRY(cnn_cuda_check_f32(xy, op, from_x ? "x" : "y"));
+    CNN_TRY(cnn_cuda_check_same_count(xy, a->dy, op, from_x ? "x" : "y", "dy"));
+    CNN_CUDA_RT(op, cnn_cuda_launch_act_backward, ctx->compute, a->act, a->alpha, from_x, xy->data, a->dy->data,
+                a->dx->data, n);
 fail:
     return st;
 }

@@ -37,25 +37,29 @@ static __global__ void cnn_cuda_fill_kernel(float *x, int64_t n, float value)
     CNN_CUDA_GRID_STRIDE(i, n) x[i] = value;
 }
 
-static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, const float *x, float *y, int64_t n)
+static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, const float *x, float *y, int64_t n)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) y[i] = cnn_act_apply(act, x[i]);
+    CNN_CUDA_GRID_STRIDE(i, n) y[i] = cnn_act_apply(act, alpha, x[i]);
 }
 
-static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, const float *y, const float *dy, float *dx, int64_t n)
+/* from_x: the gradient comes from the input (GELU, SiLU), else from the output */
+static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, float alpha, int from_x, const float *xy,
+                                                    const float *dy, float *dx, int64_t n)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) dx[i] = cnn_act_grad_from_y(act, y[i], dy[i]);
+    CNN_CUDA_GRID_STRIDE(i, n)
+    dx[i] = from_x ? cnn_act_grad_from_x(act, alpha, xy[i], dy[i]) : cnn_act_grad_from_y(act, alpha, xy[i], dy[i]);
 }
 
 // y (rows, cols), b (cols) or NULL
-static __global__ void cnn_cuda_bias_act_kernel(float *y, const float *b, int64_t rows, int64_t cols, cnn_act act)
+static __global__ void cnn_cuda_bias_act_kernel(float *y, const float *b, int64_t rows, int64_t cols, cnn_act act,
+                                                float alpha)
 {
     const int64_t n = rows * cols;
     CNN_CUDA_GRID_STRIDE(i, n)
     {
         float v = y[i];
         if (b) v += b[i % cols];
-        y[i] = cnn_act_apply(act, v);
+        y[i] = cnn_act_apply(act, alpha, v);
     }
 }
 
@@ -66,27 +70,27 @@ extern "C" cudaError_t cnn_cuda_launch_fill(cudaStream_t stream, float *x, int64
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, const float *x, float *y,
-                                                   int64_t n)
+extern "C" cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, float alpha, const float *x,
+                                                   float *y, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_forward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, x, y, n);
+    cnn_cuda_act_forward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, x, y, n);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, const float *y,
-                                                    const float *dy, float *dx, int64_t n)
+extern "C" cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, float alpha, int from_x,
+                                                    const float *xy, const float *dy, float *dx, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_backward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, y, dy, dx, n);
+    cnn_cuda_act_backward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xy, dy, dx, n);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cnn_cuda_launch_bias_act(cudaStream_t stream, float *y, const float *b, int64_t rows,
-                                                int64_t cols, cnn_act act)
+                                                int64_t cols, cnn_act act, float alpha)
 {
     if (rows <= 0 || cols <= 0) return cudaSuccess;
-    cnn_cuda_bias_act_kernel<<<cnn_cuda_blocks(rows * cols), kBlock, 0, stream>>>(y, b, rows, cols, act);
+    cnn_cuda_bias_act_kernel<<<cnn_cuda_blocks(rows * cols), kBlock, 0, stream>>>(y, b, rows, cols, act, alpha);
     return cudaGetLastError();
 }
 

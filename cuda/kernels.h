@@ -29,14 +29,15 @@ enum { CNN_CUDA_DEFERRED_NONE = 0, CNN_CUDA_DEFERRED_BAD_LABEL = 1 };
 /* x[0..n) = value */
 cudaError_t cnn_cuda_launch_fill(cudaStream_t stream, float *x, int64_t n, float value);
 
-/* y = act(x); dx = act'(y) * dy (dx may alias dy) */
-cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, const float *x, float *y, int64_t n);
-cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, const float *y, const float *dy,
-                                         float *dx, int64_t n);
+/* y = act(x); dx = act'(.) * dy from the input (from_x, GELU and SiLU) or the output xy (dx may alias dy) */
+cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, float alpha, const float *x, float *y,
+                                        int64_t n);
+cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, float alpha, int from_x, const float *xy,
+                                         const float *dy, float *dx, int64_t n);
 
 /* In place on y (rows, cols): y = act(y + b[col]); b may be NULL. */
 cudaError_t cnn_cuda_launch_bias_act(cudaStream_t stream, float *y, const float *b, int64_t rows, int64_t cols,
-                                     cnn_act act);
+                                     cnn_act act, float alpha);
 
 /* Column sums of x (rows, cols) into out[cols]. `partial` holds cnn_cuda_col_sum_scratch(rows, cols) floats. */
 int64_t cnn_cuda_col_sum_scratch(int64_t rows, int64_t cols);
