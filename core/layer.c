@@ -30,6 +30,64 @@ cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const
     return CNN_OK;
 }
 
+cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init)
+{
+    if (l->nstate >= CNN_LAYER_MAX_STATE)
+        return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: too many state tensors", l->name);
+    cnn_param *p = &l->state[l->nstate];
+    memset(p, 0, sizeof *p);
+    if (snprintf(p->name, sizeof p->name, "%s.%s", l->name, suffix) >= (int)sizeof p->name)
+        return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: name too long", l->name);
+    p->init = init;
+    cnn_status st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->value);
+    if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (line %d): ", l->name, l->line);
+    l->nstate++;
+    return CNN_OK;
+}
+
+cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_tensor *view)
+{
+    int64_t need = cnn_tensor_numel(like);
+    cnn_tensor *b = l->bufs[slot];
+    if (!b || cnn_tensor_numel(b) < need) {
+        cnn_tensor_destroy(b);
+        l->bufs[slot] = NULL;
+        int64_t shape[1] = {need > 0 ? need : 1};
+        cnn_status st = cnn_tensor_create(l->backend, CNN_F32, 1, shape, &l->bufs[slot]);
+        if (st != CNN_OK) return cnn_error_prefix(st, "layer %s: ", l->name);
+        b = l->bufs[slot];
+    }
+    *view = *b;
+    view->owns_data = 0;
+    view->ndim = like->ndim;
+    for (int d = 0; d < like->ndim; d++) view->shape[d] = like->shape[d];
+    return CNN_OK;
+}
+
+cnn_status cnn_layer_act_forward(cnn_layer *l, const cnn_tensor *pre, cnn_tensor *y)
+{
+    cnn_backend *b = l->backend;
+    if (!b->ops->act_forward) return cnn_backend_lacks(b, "act_forward");
+    cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = pre, .y = y};
+    return b->ops->act_forward(b, &a);
+}
+
+cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn_tensor *y, cnn_tensor *dy)
+{
+    cnn_backend *b = l->backend;
+    if (l->act == CNN_ACT_NONE) return CNN_OK;
+    if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
+    cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = pre, .y = (cnn_tensor *)y, .dy = dy, .dx = dy};
+    return b->ops->act_backward(b, &a);
+}
+
+const char *cnn_act_name(cnn_act act)
+{
+    static const char *names[] = {NULL, "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu"};
+    _Static_assert(sizeof names / sizeof names[0] == CNN_ACT_COUNT, "a name for every cnn_act");
+    return (unsigned)act < CNN_ACT_COUNT ? names[act] : NULL;
+}
+
 void cnn_layer_destroy(cnn_layer *l)
 {
     if (!l) return;
@@ -38,6 +96,8 @@ void cnn_layer_destroy(cnn_layer *l)
         cnn_tensor_destroy(l->params[i].value);
         cnn_tensor_destroy(l->params[i].grad);
     }
+    for (int i = 0; i < l->nstate; i++) cnn_tensor_destroy(l->state[i].value);
+    for (int i = 0; i < CNN_LAYER_MAX_BUFS; i++) cnn_tensor_destroy(l->bufs[i]);
     if (l->plan && l->backend) l->backend->ops->plan_destroy(l->backend, l->plan);
     free(l);
 }
@@ -45,7 +105,12 @@ void cnn_layer_destroy(cnn_layer *l)
 cnn_init cnn_layer_weight_init(const cnn_layer *l)
 {
     if (l->weight_init != CNN_INIT_AUTO) return l->weight_init;
-    return l->act == CNN_ACT_RELU ? CNN_INIT_HE_NORMAL : CNN_INIT_GLOROT_UNIFORM;
+    switch (l->act) { /* the ReLU family: He et al. 2015's derivation holds approximately */
+    case CNN_ACT_RELU: case CNN_ACT_LEAKY_RELU: case CNN_ACT_ELU: case CNN_ACT_GELU: case CNN_ACT_SILU:
+        return CNN_INIT_HE_NORMAL;
+    default:
+        return CNN_INIT_GLOROT_UNIFORM;
+    }
 }
 
 cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng)
@@ -64,6 +129,9 @@ cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng)
         for (int64_t i = 0; i < n; i++) host[i] = limit * (2.0f * cnn_rng_uniform(rng) - 1.0f);
         break;
     }
+    case CNN_INIT_ONES:
+        for (int64_t i = 0; i < n; i++) host[i] = 1.0f;
+        break;
     default:
         memset(host, 0, (size_t)n * sizeof *host);
     }

@@ -10,6 +10,9 @@
 #include "core/rng.h"
 
 #define CNN_LAYER_MAX_PARAMS 2
+#define CNN_LAYER_MAX_STATE 2
+#define CNN_LAYER_MAX_INPUTS CNN_CONCAT_MAX
+#define CNN_LAYER_MAX_BUFS 3
 #define CNN_NAME_MAX 64
 
 typedef struct cnn_shape {
@@ -22,12 +25,13 @@ typedef enum cnn_init {
     CNN_INIT_HE_NORMAL,      /* He et al. 2015: N(0, 2 / fan_in), for layers followed by ReLU */
     CNN_INIT_GLOROT_UNIFORM, /* Glorot & Bengio 2010: U(+-sqrt(6 / (fan_in + fan_out))), Keras' default */
     CNN_INIT_AUTO,           /* weights: He normal before a ReLU, Glorot uniform otherwise */
+    CNN_INIT_ONES,           /* batchnorm gamma and running variance */
 } cnn_init;
 
 typedef struct cnn_param {
     char name[CNN_NAME_MAX];  /* "conv2d_1.weight" */
     cnn_tensor *value;
-    cnn_tensor *grad;
+    cnn_tensor *grad;        /* NULL for non-trainable state (batchnorm running statistics) */
     cnn_init init;
     int64_t fan_in, fan_out;
 } cnn_param;
@@ -40,10 +44,12 @@ typedef struct cnn_layer_ops {
     const char *name_prefix; /* layer names: "conv2d", "conv2d_1", ... */
     /* Checks the input shape, sets l->out and creates the parameters (l->params, l->nparams). */
     cnn_status (*init)(cnn_layer *l);
-    /* y = f(x). x and y have the batch as first dim. */
-    cnn_status (*forward)(cnn_layer *l, const cnn_tensor *x, cnn_tensor *y, int training);
-    /* Given dy (may be overwritten), fills the params' grads and dx (NULL for the first layer). */
-    cnn_status (*backward)(cnn_layer *l, const cnn_tensor *x, const cnn_tensor *y, cnn_tensor *dy, cnn_tensor *dx);
+    /* y = f(x[0], ..., x[ninputs - 1]). Every tensor has the batch as first dim. */
+    cnn_status (*forward)(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training);
+    /* Given dy (may be overwritten), fills the params' grads and dx[k] for every input k; dx[k] is NULL where
+     * no gradient is needed (the network input, or a branch without parameters upstream). */
+    cnn_status (*backward)(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                           cnn_tensor *const *dx);
     void (*destroy)(cnn_layer *l); /* frees what the layer struct holds beyond the common part; may be NULL */
     /* 1: the output is the input's memory under another shape (flatten): no forward/backward work. */
     int is_view;
@@ -54,17 +60,34 @@ struct cnn_layer {
     char name[CNN_NAME_MAX];
     int line;              /* line of the definition, for messages */
     cnn_backend *backend;
-    cnn_shape in, out;
+    int inputs[CNN_LAYER_MAX_INPUTS]; /* producing layers' indices in the network; -1: the network input */
+    int ninputs;
+    cnn_shape ins[CNN_LAYER_MAX_INPUTS]; /* their per-sample shapes (set by the network before init) */
+    cnn_shape in, out;     /* in == ins[0] */
     cnn_param params[CNN_LAYER_MAX_PARAMS];
     int nparams;
+    cnn_param state[CNN_LAYER_MAX_STATE]; /* non-trainable, saved in model files (running statistics) */
+    int nstate;
     cnn_plan *plan;        /* the backend's per-layer state */
     cnn_act act;
+    float act_alpha;       /* leaky ReLU slope, ELU alpha */
     cnn_init weight_init;  /* from the definition's init= option; CNN_INIT_AUTO by default */
+    float l1, l2;          /* penalties on the weights (params[0]) added to their gradient: l1*|w| + l2*w^2 */
+    uint64_t seed;         /* per-layer seed (dropout), derived from the network's */
+    uint64_t step;         /* training step, set by the network before forward (dropout masks) */
+    cnn_tensor *bufs[CNN_LAYER_MAX_BUFS]; /* layer-owned scratch (pre-activations), grown on demand */
 };
 
 /* Creates a parameter tensor of the given shape on the layer's backend with its grad. */
 cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init,
                                int64_t fan_in, int64_t fan_out);
+/* Creates a non-trainable state tensor (no grad) saved in model files as "<layer>.<suffix>". */
+cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init);
+/* Fills *view with the layer's scratch buffer `slot`, shaped like `like` (grown when too small). */
+cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_tensor *view);
+/* Applies l->act (with l->act_alpha) from pre to y, and its gradient in place on dy; NULL ops are reported. */
+cnn_status cnn_layer_act_forward(cnn_layer *l, const cnn_tensor *pre, cnn_tensor *y);
+cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn_tensor *y, cnn_tensor *dy);
 /* Frees params and the plan; then the layer. */
 void cnn_layer_destroy(cnn_layer *l);
 
@@ -76,21 +99,35 @@ cnn_status cnn_param_initialize(cnn_param *p, cnn_rng *rng);
 
 /* ---- layer constructors (core/layer_*.c); the parser fills their settings ---- */
 
+typedef enum cnn_padding_mode { CNN_PAD_VALID = 0, CNN_PAD_SAME, CNN_PAD_EXPLICIT } cnn_padding_mode;
+
 typedef struct cnn_conv_layer {
     cnn_layer base;
     int filters, kernel_h, kernel_w, stride_h, stride_w;
-    int same_padding;      /* 1: TF/Keras "same"; 0: "valid" */
+    int dilation_h, dilation_w, groups;
+    int same_padding;      /* a cnn_padding_mode: TF/Keras "same", "valid", or the explicit pads below */
     int use_bias;
-    int pad_top, pad_left, pad_bottom, pad_right; /* derived in init */
+    int pad_top, pad_left, pad_bottom, pad_right; /* given (explicit) or derived in init */
 } cnn_conv_layer;
 
 typedef struct cnn_pool_layer {
     cnn_layer base;
     cnn_pool_mode mode;
     int kernel_h, kernel_w, stride_h, stride_w;
-    int same_padding;
+    int same_padding;      /* a cnn_padding_mode */
     int pad_top, pad_left, pad_bottom, pad_right;
+    int global;            /* globalavgpool: the window is the whole input; the output is flat (C) */
 } cnn_pool_layer;
+
+typedef struct cnn_batchnorm_layer {
+    cnn_layer base;
+    float momentum, eps;
+} cnn_batchnorm_layer;
+
+typedef struct cnn_dropout_layer {
+    cnn_layer base;
+    float rate;
+} cnn_dropout_layer;
 
 typedef struct cnn_dense_layer {
     cnn_layer base;
@@ -103,6 +140,16 @@ extern const cnn_layer_ops cnn_maxpool_layer_ops;
 extern const cnn_layer_ops cnn_avgpool_layer_ops;
 extern const cnn_layer_ops cnn_dense_layer_ops;
 extern const cnn_layer_ops cnn_flatten_layer_ops;
+extern const cnn_layer_ops cnn_globalavgpool_layer_ops;
+extern const cnn_layer_ops cnn_batchnorm_layer_ops;
+extern const cnn_layer_ops cnn_act_layer_ops;     /* relu, leaky_relu, elu, sigmoid, tanh, gelu, silu */
+extern const cnn_layer_ops cnn_softmax_layer_ops; /* last layer only: marks the output as logits (a view) */
+extern const cnn_layer_ops cnn_dropout_layer_ops;
+extern const cnn_layer_ops cnn_add_layer_ops;
+extern const cnn_layer_ops cnn_concat_layer_ops;
+
+/* Activation names of the model text ("relu", "gelu", ...); NULL for none. */
+const char *cnn_act_name(cnn_act act);
 
 /* "same" padding as TensorFlow computes it: total = max((ceil(in/stride) - 1) * stride + k - in, 0), the extra
  * pixel at the end. */

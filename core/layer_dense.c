@@ -1,6 +1,9 @@
-/* dense: fully connected, (N, IN) x (OUT, IN)^T + bias, with a fused activation; and flatten, a view. */
+/* dense: fully connected, (N, IN) x (OUT, IN)^T + bias, with an activation (fused where its gradient needs only
+ * the output, else a separate op on a kept pre-activation); and flatten, a view. */
 #include "core/error.h"
 #include "core/layer.h"
+
+enum { DENSE_BUF_PRE = 0 };
 
 static cnn_status dense_init(cnn_layer *l)
 {
@@ -21,40 +24,52 @@ static cnn_status dense_init(cnn_layer *l)
 
 static cnn_dense_args dense_args(cnn_layer *l)
 {
+    int fused = !cnn_act_grad_needs_input(l->act);
     return (cnn_dense_args){
         .plan = &l->plan,
         .w = l->params[0].value,
         .b = l->nparams > 1 ? l->params[1].value : NULL,
-        .act = l->act,
+        .act = fused ? l->act : CNN_ACT_NONE,
+        .act_alpha = l->act_alpha,
     };
 }
 
-static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *x, cnn_tensor *y, int training)
+static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
 {
     (void)training;
+    cnn_status st = CNN_OK;
     cnn_dense_args a = dense_args(l);
-    a.x = x;
+    a.x = x[0];
     a.y = y;
-    return l->backend->ops->dense_forward(l->backend, &a);
+    if (!cnn_act_grad_needs_input(l->act)) return l->backend->ops->dense_forward(l->backend, &a);
+    cnn_tensor pre; /* (N, OUT) before the activation */
+    CNN_TRY(cnn_layer_buffer(l, DENSE_BUF_PRE, y, &pre));
+    a.y = &pre;
+    CNN_TRY(l->backend->ops->dense_forward(l->backend, &a));
+    CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+fail:
+    return st;
 }
 
-static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *x, const cnn_tensor *y, cnn_tensor *dy,
-                                 cnn_tensor *dx)
+static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                 cnn_tensor *const *dx)
 {
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    if (l->act != CNN_ACT_NONE) {
-        cnn_act_args aa = {.act = l->act, .y = (cnn_tensor *)y, .dy = dy, .dx = dy};
-        CNN_TRY(b->ops->act_backward(b, &aa));
+    cnn_tensor pre, *prep = NULL;
+    if (cnn_act_grad_needs_input(l->act)) {
+        CNN_TRY(cnn_layer_buffer(l, DENSE_BUF_PRE, y, &pre));
+        prep = &pre;
     }
+    CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
     cnn_dense_args a = dense_args(l);
-    a.x = x;
+    a.x = x[0];
     a.dy = dy;
     a.dw = l->params[0].grad;
     a.db = l->nparams > 1 ? l->params[1].grad : NULL;
     CNN_TRY(b->ops->dense_backward_weights(b, &a));
-    if (dx) {
-        a.dx = dx;
+    if (dx[0]) {
+        a.dx = dx[0];
         CNN_TRY(b->ops->dense_backward_data(b, &a));
     }
 fail:

@@ -1,5 +1,6 @@
 #define _POSIX_C_SOURCE 200809L
-/* Model files: one safetensors file with the weights (F32, "<layer>.weight" / "<layer>.bias") and, in
+/* Model files: one safetensors file with the weights (F32, "<layer>.weight" / "<layer>.bias", batchnorm's
+ * "<layer>.gamma" / ".beta") and non-trainable state ("<layer>.running_mean" / ".running_var") and, in
  * __metadata__, the definition text, the class names and the input normalization. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +36,17 @@ static int parse_floats(const char *s, float *v, int count)
     return *s == '\0';
 }
 
+/* The j-th saved tensor of layer l: its params, then its state. */
+static cnn_param *saved_tensor(cnn_layer *l, int j)
+{
+    return j < l->nparams ? &l->params[j] : &l->state[j - l->nparams];
+}
+
 cnn_status cnn_net_save(const cnn_net *net, const char *path)
 {
     cnn_status st = CNN_OK;
     int nparams = 0;
-    for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams;
+    for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
     cnn_st_entry *entries = calloc((size_t)(nparams ? nparams : 1), sizeof *entries);
     void **host = calloc((size_t)(nparams ? nparams : 1), sizeof *host);
     int k = cnn_net_num_outputs(net), c = (int)net->input.d[2];
@@ -54,8 +61,8 @@ cnn_status cnn_net_save(const cnn_net *net, const char *path)
     }
     int e = 0;
     for (int i = 0; i < net->nlayers; i++)
-        for (int p = 0; p < net->layers[i]->nparams; p++, e++) {
-            const cnn_param *pr = &net->layers[i]->params[p];
+        for (int p = 0; p < net->layers[i]->nparams + net->layers[i]->nstate; p++, e++) {
+            const cnn_param *pr = saved_tensor(net->layers[i], p);
             size_t bytes = cnn_tensor_bytes(pr->value);
             host[e] = malloc(bytes ? bytes : 1);
             if (!host[e]) {
@@ -140,8 +147,8 @@ cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
     }
     int used = 0;
     for (int i = 0; i < net->nlayers; i++)
-        for (int p = 0; p < net->layers[i]->nparams; p++) {
-            cnn_param *pr = &net->layers[i]->params[p];
+        for (int p = 0; p < net->layers[i]->nparams + net->layers[i]->nstate; p++) {
+            cnn_param *pr = saved_tensor(net->layers[i], p);
             const cnn_st_tensor *t = cnn_st_find(f, pr->name);
             if (!t) {
                 st = cnn_error(CNN_ERR_FORMAT, "%s: tensor '%s' is missing", path, pr->name);

@@ -1,15 +1,27 @@
 /* The model definition text: one layer a line, positional arguments then key=value options, '#' comments.
+ * The reference is README.md ("Model definitions"); in short:
  *
  *     input   H W C
- *     conv    FILTERS KERNEL [ACT] [stride=S] [padding=valid|same] [bias=yes|no] [init=he|glorot] [name=NAME]
- *     maxpool SIZE [STRIDE] [padding=valid|same] [name=NAME]          (avgpool alike)
- *     flatten [name=NAME]
- *     dense   UNITS [ACT] [bias=yes|no] [init=he|glorot] [name=NAME]
+ *     conv    FILTERS KERNEL [ACT] [stride=] [padding=valid|same|N|T,L,B,R] [dilation=] [groups=] [bias=]
+ *                                   [init=] [l1=] [l2=] [alpha=]
+ *     maxpool SIZE [STRIDE] [padding=...]      avgpool alike; globalavgpool
+ *     dense   UNITS [ACT] [bias=] [init=] [l1=] [l2=] [alpha=]
+ *     batchnorm [ACT] [momentum=0.1] [eps=1e-5]
+ *     relu | leaky_relu [ALPHA] | elu [ALPHA] | sigmoid | tanh | gelu | silu | softmax (last only)
+ *     dropout RATE
+ *     flatten
+ *     add X [Y] [ACT]          X + the previous output, or X + Y
+ *     concat X Y ...           the named outputs, channels in that order
+ *     repeat N [name=IN] ... end
+ *     name NAME                names the current output (no layer)
  *
- * KERNEL, SIZE and STRIDE are N or HxW. ACT is relu, linear or softmax (softmax: last layer only). Every error
- * names the source, the line and what is wrong. */
+ * Every layer line takes name=NAME (names its output) and from=NAME (its input instead of the previous line's;
+ * "input" is the network input). Inside repeat blocks the names defined in the block get the iteration as a
+ * suffix (b -> b_1, b_2, ...) and references resolve to the same iteration; repeat's name= names the output that
+ * enters each iteration. Every error names the source, the line and what is wrong. */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +29,11 @@
 #include "core/error.h"
 #include "core/net.h"
 
-#define MAX_TOKENS 16
+#define MAX_TOKENS 32
 #define MAX_LINE 1024
-#define MAX_DIM 65536 /* a bound on every size in a definition: keeps shape arithmetic far from overflow */
+#define MAX_DIM 65536            /* a bound on every size in a definition: keeps shape arithmetic far from overflow */
+#define MAX_EXPANDED_LINES 100000 /* a bound on what repeat blocks expand to */
+#define MAX_REPEAT_DEPTH 8
 
 typedef struct parse_ctx {
     const char *source;
@@ -34,13 +48,25 @@ static cnn_status perr(const parse_ctx *p, const char *fmt, const char *a, const
     return cnn_error(CNN_ERR_FORMAT, "%s:%d: %s: %s", p->source, p->line, p->kind, msg);
 }
 
-static int parse_int(const char *s, long *v)
+static int parse_long(const char *s, long lo, long *v)
 {
     if (!*s || !isdigit((unsigned char)*s)) return 0;
     char *end;
     errno = 0;
     long x = strtol(s, &end, 10);
-    if (errno || *end || x < 1 || x > MAX_DIM) return 0;
+    if (errno || *end || x < lo || x > MAX_DIM) return 0;
+    *v = x;
+    return 1;
+}
+
+static int parse_int(const char *s, long *v) { return parse_long(s, 1, v); }
+
+static int parse_float(const char *s, float lo, float hi, float *v)
+{
+    char *end;
+    errno = 0;
+    float x = strtof(s, &end);
+    if (end == s || *end || errno || !isfinite(x) || x < lo || x > hi) return 0;
     *v = x;
     return 1;
 }
@@ -65,17 +91,32 @@ static int parse_pair(const char *s, int *h, int *w)
     return 1;
 }
 
-static int parse_act(const char *s, cnn_act *act, int *softmax)
+static const struct {
+    const char *name;
+    cnn_act act;
+    float alpha; /* default: leaky ReLU 0.01 (PyTorch), ELU 1.0 (Clevert et al. 2016) */
+} ACTS[] = {
+    {"relu", CNN_ACT_RELU, 0.0f},       {"leaky_relu", CNN_ACT_LEAKY_RELU, 0.01f}, {"elu", CNN_ACT_ELU, 1.0f},
+    {"sigmoid", CNN_ACT_SIGMOID, 0.0f}, {"tanh", CNN_ACT_TANH, 0.0f},              {"gelu", CNN_ACT_GELU, 0.0f},
+    {"silu", CNN_ACT_SILU, 0.0f},       {"linear", CNN_ACT_NONE, 0.0f},            {"none", CNN_ACT_NONE, 0.0f},
+};
+#define ACT_LIST "relu, leaky_relu, elu, sigmoid, tanh, gelu, silu, linear, softmax"
+
+static int parse_act(const char *s, cnn_act *act, float *alpha, int *softmax)
 {
     *softmax = 0;
-    if (!strcmp(s, "relu")) *act = CNN_ACT_RELU;
-    else if (!strcmp(s, "linear") || !strcmp(s, "none")) *act = CNN_ACT_NONE;
-    else if (!strcmp(s, "softmax")) {
+    if (!strcmp(s, "softmax")) {
         *act = CNN_ACT_NONE;
         *softmax = 1;
-    } else
-        return 0;
-    return 1;
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof ACTS / sizeof ACTS[0]; i++)
+        if (!strcmp(s, ACTS[i].name)) {
+            *act = ACTS[i].act;
+            *alpha = ACTS[i].alpha;
+            return 1;
+        }
+    return 0;
 }
 
 static int parse_bool(const char *s, int *v)
@@ -86,13 +127,52 @@ static int parse_bool(const char *s, int *v)
     return 1;
 }
 
-/* The options every layer line may carry; unknown keys are errors. */
+/* valid | same | N | T,L,B,R */
+static int parse_padding(const char *s, int *mode, int pad[4])
+{
+    if (!strcmp(s, "same")) *mode = CNN_PAD_SAME;
+    else if (!strcmp(s, "valid")) *mode = CNN_PAD_VALID;
+    else {
+        char buf[64];
+        if (strlen(s) >= sizeof buf) return 0;
+        strcpy(buf, s);
+        int n = 0;
+        for (char *t = buf, *c; t; t = c ? c + 1 : NULL) {
+            c = strchr(t, ',');
+            if (c) *c = '\0';
+            long v;
+            if (n == 4 || !parse_long(t, 0, &v)) return 0;
+            pad[n++] = (int)v;
+        }
+        if (n == 1) pad[1] = pad[2] = pad[3] = pad[0];
+        else if (n != 4) return 0;
+        *mode = CNN_PAD_EXPLICIT;
+    }
+    return 1;
+}
+
+/* A name may be referenced later: a letter or '_' first, then letters, digits, '_' and '-'; not a keyword. */
+static int valid_name(const char *s)
+{
+    cnn_act act;
+    float alpha;
+    int softmax;
+    if (!isalpha((unsigned char)*s) && *s != '_') return 0;
+    for (const char *c = s; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-') return 0;
+    return strcmp(s, "input") && !parse_act(s, &act, &alpha, &softmax);
+}
+
+/* The options layer lines may carry; each kind lists those it takes, unknown keys are errors. */
 typedef struct layer_opts {
-    const char *name;
+    const char *name, *from;
     int stride_h, stride_w, has_stride;
-    int same_padding, has_padding;
-    int bias, has_bias;
+    int padding, pad[4]; /* padding: a cnn_padding_mode; pad: top, left, bottom, right */
+    int dilation_h, dilation_w, groups;
+    int bias;
     cnn_init init;
+    float l1, l2, alpha, momentum, eps;
+    int has_alpha;
 } layer_opts;
 
 static cnn_status parse_option(const parse_ctx *p, char *tok, layer_opts *o, const char *allowed)
@@ -105,34 +185,121 @@ static cnn_status parse_option(const parse_ctx *p, char *tok, layer_opts *o, con
     if (strlen(key) > 20 || !strstr(allowed, pattern)) return perr(p, "unknown option '%s' (this layer takes: %s)", key, allowed);
     if (!strcmp(key, "name")) {
         size_t len = strlen(val);
-        if (len == 0 || len >= CNN_NAME_MAX - 8) return perr(p, "name '%s' must have 1 to %s characters", val, "55");
-        for (const char *c = val; *c; c++)
-            if (!isalnum((unsigned char)*c) && *c != '_' && *c != '-')
-                return perr(p, "name '%s' may hold letters, digits, '_' and '-' only%s", val, "");
+        if (len == 0 || len >= CNN_NAME_MAX - 24) return perr(p, "name '%s' must have 1 to %s characters", val, "39");
+        if (!valid_name(val))
+            return perr(p, "name '%s' must start with a letter or '_', hold letters, digits, '_' and '-' only, and "
+                           "not be a keyword (input, an activation)%s", val, "");
         o->name = val;
+    } else if (!strcmp(key, "from")) {
+        o->from = val;
     } else if (!strcmp(key, "stride")) {
         if (!parse_pair(val, &o->stride_h, &o->stride_w)) return perr(p, "stride must be N or HxW with positive integers, got '%s'%s", val, "");
         o->has_stride = 1;
+    } else if (!strcmp(key, "dilation")) {
+        if (!parse_pair(val, &o->dilation_h, &o->dilation_w)) return perr(p, "dilation must be N or HxW with positive integers, got '%s'%s", val, "");
+    } else if (!strcmp(key, "groups")) {
+        long g;
+        if (!parse_int(val, &g)) return perr(p, "groups must be a positive integer, got '%s'%s", val, "");
+        o->groups = (int)g;
     } else if (!strcmp(key, "padding")) {
-        if (!strcmp(val, "same")) o->same_padding = 1;
-        else if (!strcmp(val, "valid")) o->same_padding = 0;
-        else return perr(p, "padding must be 'valid' or 'same', got '%s'%s", val, "");
-        o->has_padding = 1;
+        if (!parse_padding(val, &o->padding, o->pad))
+            return perr(p, "padding must be 'valid', 'same', N or T,L,B,R (integers >= 0), got '%s'%s", val, "");
     } else if (!strcmp(key, "bias")) {
         if (!parse_bool(val, &o->bias)) return perr(p, "bias must be yes or no, got '%s'%s", val, "");
-        o->has_bias = 1;
     } else if (!strcmp(key, "init")) {
         if (!strcmp(val, "he")) o->init = CNN_INIT_HE_NORMAL;
         else if (!strcmp(val, "glorot")) o->init = CNN_INIT_GLOROT_UNIFORM;
         else return perr(p, "init must be 'he' or 'glorot', got '%s'%s", val, "");
+    } else if (!strcmp(key, "l1") || !strcmp(key, "l2")) {
+        float v;
+        if (!parse_float(val, 0.0f, 1e3f, &v)) return perr(p, "%s must be a number >= 0, got '%s'", key, val);
+        if (key[1] == '1') o->l1 = v;
+        else o->l2 = v;
+    } else if (!strcmp(key, "alpha")) {
+        if (!parse_float(val, 0.0f, 1e3f, &o->alpha)) return perr(p, "alpha must be a number >= 0, got '%s'%s", val, "");
+        o->has_alpha = 1;
+    } else if (!strcmp(key, "momentum")) {
+        if (!parse_float(val, 0.0f, 1.0f, &o->momentum)) return perr(p, "momentum must be in [0, 1], got '%s'%s", val, "");
+    } else if (!strcmp(key, "eps")) {
+        if (!parse_float(val, 1e-12f, 1.0f, &o->eps) ) return perr(p, "eps must be in [1e-12, 1], got '%s'%s", val, "");
     }
     return CNN_OK;
 }
 
-/* Names the layer (Keras style: conv2d, conv2d_1, ...) and appends it; frees it on failure. */
-static cnn_status add_layer(cnn_net *net, cnn_layer *l, const parse_ctx *p, const layer_opts *o, int *cap)
+/* ---- the parser's state: layers so far and the names that refer to outputs ------------------------------- */
+
+typedef struct sym {
+    char name[CNN_NAME_MAX];
+    int index; /* layer index; -1: the network input */
+    int line;
+    int alias; /* a 'name' line or repeat's name=: may be rebound by a later alias (names stay unique) */
+} sym;
+
+typedef struct parser {
+    cnn_net *net;
+    parse_ctx p;
+    int have_input, cap, softmax_line;
+    sym *syms;
+    int nsyms, symcap;
+} parser;
+
+static const sym *find_sym(const parser *ps, const char *name)
 {
-    l->line = p->line;
+    for (int i = ps->nsyms - 1; i >= 0; i--)
+        if (!strcmp(ps->syms[i].name, name)) return &ps->syms[i];
+    return NULL;
+}
+
+static cnn_status add_sym(parser *ps, const char *name, int index, int alias)
+{
+    const sym *old = find_sym(ps, name);
+    if (old && !(alias && old->alias)) {
+        char line[16];
+        snprintf(line, sizeof line, "%d", old->line);
+        return perr(&ps->p, "layer name '%s' is already used on line %s", name, line);
+    }
+    if (ps->nsyms == ps->symcap) {
+        int ncap = ps->symcap ? ps->symcap * 2 : 32;
+        sym *n = realloc(ps->syms, (size_t)ncap * sizeof *n);
+        if (!n) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        ps->syms = n;
+        ps->symcap = ncap;
+    }
+    sym *s = &ps->syms[ps->nsyms];
+    if (snprintf(s->name, sizeof s->name, "%s", name) >= (int)sizeof s->name)
+        return perr(&ps->p, "name '%s' is too long (repeat suffixes included)%s", name, "");
+    s->index = index;
+    s->line = ps->p.line;
+    s->alias = alias;
+    ps->nsyms++;
+    return CNN_OK;
+}
+
+static cnn_status resolve(const parser *ps, const char *name, int *index)
+{
+    if (!strcmp(name, "input")) {
+        *index = -1;
+        return CNN_OK;
+    }
+    const sym *s = find_sym(ps, name);
+    if (!s) return perr(&ps->p, "no layer named '%s' before this line (name outputs with name=NAME)%s", name, "");
+    *index = s->index;
+    return CNN_OK;
+}
+
+/* Names the layer (Keras style: conv2d, conv2d_1, ... unless name= says otherwise), sets its default input (the
+ * previous line, or from=) and appends it; frees it on failure. */
+static cnn_status add_layer(parser *ps, cnn_layer *l, const layer_opts *o)
+{
+    cnn_net *net = ps->net;
+    cnn_status st = CNN_OK;
+    l->line = ps->p.line;
+    l->weight_init = o->init;
+    if (!l->ninputs) {
+        l->ninputs = 1;
+        l->inputs[0] = net->nlayers - 1;
+        if (o->from) CNN_TRY(resolve(ps, o->from, &l->inputs[0]));
+    }
     if (o->name) {
         snprintf(l->name, sizeof l->name, "%s", o->name);
     } else {
@@ -142,32 +309,49 @@ static cnn_status add_layer(cnn_net *net, cnn_layer *l, const parse_ctx *p, cons
         if (count) snprintf(l->name, sizeof l->name, "%s_%d", l->ops->name_prefix, count);
         else snprintf(l->name, sizeof l->name, "%s", l->ops->name_prefix);
     }
-    for (int i = 0; i < net->nlayers; i++)
-        if (!strcmp(net->layers[i]->name, l->name)) {
-            cnn_status st = cnn_error(CNN_ERR_FORMAT, "%s:%d: %s: layer name '%s' is already used on line %d",
-                                      p->source, p->line, p->kind, l->name, net->layers[i]->line);
-            free(l);
-            return st;
-        }
-    if (net->nlayers == *cap) {
-        int ncap = *cap ? *cap * 2 : 16;
+    CNN_TRY(add_sym(ps, l->name, net->nlayers, 0));
+    if (net->nlayers == ps->cap) {
+        int ncap = ps->cap ? ps->cap * 2 : 16;
         cnn_layer **nl = realloc(net->layers, (size_t)ncap * sizeof *nl);
         if (!nl) {
-            free(l);
-            return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+            goto fail;
         }
         net->layers = nl;
-        *cap = ncap;
+        ps->cap = ncap;
     }
     net->layers[net->nlayers++] = l;
     return CNN_OK;
+fail:
+    free(l);
+    return st;
 }
 
-static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, int *have_input, int *cap,
-                             int *softmax_line)
+static void *new_layer(size_t size, const cnn_layer_ops *ops)
 {
+    cnn_layer *l = calloc(1, size);
+    if (l) l->ops = ops;
+    return l;
+}
+
+#define NEW_LAYER(type, ops) ((type *)new_layer(sizeof(type), ops))
+#define NO_MEMORY() cnn_error(CNN_ERR_NO_MEMORY, "out of host memory")
+
+static cnn_status parse_line(parser *ps, char **tok, int ntok)
+{
+    cnn_net *net = ps->net;
+    parse_ctx *p = &ps->p;
     const char *kind = tok[0];
     p->kind = kind;
+    if (!strcmp(kind, "@alias")) /* repeat's name=: the output entering this iteration */
+        return add_sym(ps, tok[1], net->nlayers - 1, 1);
+    if (!strcmp(kind, "name")) { /* names the current output without a layer */
+        if (!ps->have_input) return perr(p, "the first line must be 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
+        if (ntok != 2 || !valid_name(tok[1]))
+            return perr(p, "expected 'name NAME' (a letter or '_' first, then letters, digits, '_', '-'; not a "
+                           "keyword)%s%s", "", "");
+        return add_sym(ps, tok[1], net->nlayers - 1, 1);
+    }
     /* split positional arguments from key=value options */
     char *pos[MAX_TOKENS];
     int npos = 0;
@@ -178,143 +362,435 @@ static cnn_status parse_line(cnn_net *net, parse_ctx *p, char **tok, int ntok, i
         else if (nopts) return perr(p, "positional argument '%s' after options: put options last%s", tok[i], "");
         else pos[npos++] = tok[i];
     }
-    layer_opts o = {.stride_h = 1, .stride_w = 1, .bias = 1, .init = CNN_INIT_AUTO};
+    layer_opts o = {.stride_h = 1, .stride_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 1, .bias = 1,
+                    .init = CNN_INIT_AUTO, .momentum = 0.1f /* PyTorch's BatchNorm2d */, .eps = 1e-5f};
+    cnn_status st;
+#define OPTIONS(allowed)                                                                     \
+    for (int i = 0; i < nopts; i++)                                                          \
+        if ((st = parse_option(p, opts[i], &o, allowed)) != CNN_OK) return st
 
     if (!strcmp(kind, "input")) {
-        if (*have_input) return perr(p, "the input is already defined%s%s", "", "");
+        if (ps->have_input) return perr(p, "the input is already defined%s%s", "", "");
         if (nopts) return perr(p, "input takes no options%s%s", "", "");
         if (npos != 3) return perr(p, "expected 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
         long d[3];
         for (int i = 0; i < 3; i++)
             if (!parse_int(pos[i], &d[i])) return perr(p, "'%s' is not a size (an integer from 1 to %s)", pos[i], "65536");
         net->input = (cnn_shape){3, {d[0], d[1], d[2]}};
-        *have_input = 1;
+        ps->have_input = 1;
         return CNN_OK;
     }
-    if (!*have_input) return perr(p, "the first line must be 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
-    if (*softmax_line) {
+    if (!ps->have_input) return perr(p, "the first line must be 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
+    if (ps->softmax_line) {
         char l[16];
-        snprintf(l, sizeof l, "%d", *softmax_line);
+        snprintf(l, sizeof l, "%d", ps->softmax_line);
         return perr(p, "softmax (line %s) must be on the last layer%s", l, "");
     }
 
     cnn_layer *layer = NULL;
-    cnn_status st;
     int softmax = 0;
+    cnn_act act = CNN_ACT_NONE;
+    float alpha = 0.0f;
     if (!strcmp(kind, "conv")) {
-        for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",stride,padding,bias,init,name,")) != CNN_OK) return st;
+        OPTIONS(",stride,padding,dilation,groups,bias,init,l1,l2,alpha,name,from,");
         if (npos < 2 || npos > 3) return perr(p, "expected 'conv FILTERS KERNEL [ACTIVATION] [options]'%s%s", "", "");
         long filters;
         int kh, kw;
         if (!parse_int(pos[0], &filters)) return perr(p, "filters: '%s' is not an integer from 1 to %s", pos[0], "65536");
         if (!parse_pair(pos[1], &kh, &kw)) return perr(p, "kernel: '%s' is not N or HxW with positive integers%s", pos[1], "");
-        cnn_act act = CNN_ACT_NONE;
-        if (npos == 3 && !parse_act(pos[2], &act, &softmax))
-            return perr(p, "unknown activation '%s' (known: relu, linear, softmax)%s", pos[2], "");
+        if (npos == 3 && !parse_act(pos[2], &act, &alpha, &softmax))
+            return perr(p, "unknown activation '%s' (known: %s)", pos[2], ACT_LIST);
         if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
-        cnn_conv_layer *c = calloc(1, sizeof *c);
-        if (!c) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        cnn_conv_layer *c = NEW_LAYER(cnn_conv_layer, &cnn_conv_layer_ops);
+        if (!c) return NO_MEMORY();
         c->filters = (int)filters;
         c->kernel_h = kh;
         c->kernel_w = kw;
         c->stride_h = o.stride_h;
         c->stride_w = o.stride_w;
-        c->same_padding = o.same_padding;
+        c->dilation_h = o.dilation_h;
+        c->dilation_w = o.dilation_w;
+        c->groups = o.groups;
+        c->same_padding = o.padding;
+        c->pad_top = o.pad[0];
+        c->pad_left = o.pad[1];
+        c->pad_bottom = o.pad[2];
+        c->pad_right = o.pad[3];
         c->use_bias = o.bias;
-        c->base.act = act;
-        c->base.ops = &cnn_conv_layer_ops;
         layer = &c->base;
-    } else if (!strcmp(kind, "maxpool") || !strcmp(kind, "avgpool")) {
-        for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",stride,padding,name,")) != CNN_OK) return st;
-        if (npos < 1 || npos > 2) return perr(p, "expected '%s SIZE [STRIDE] [options]'%s", kind, "");
-        int kh, kw, sh, sw;
-        if (!parse_pair(pos[0], &kh, &kw)) return perr(p, "size: '%s' is not N or HxW with positive integers%s", pos[0], "");
-        sh = kh;
-        sw = kw;
-        if (npos == 2 && !parse_pair(pos[1], &sh, &sw))
-            return perr(p, "stride: '%s' is not N or HxW with positive integers%s", pos[1], "");
-        if (o.has_stride) {
-            if (npos == 2) return perr(p, "the stride is given twice%s%s", "", "");
-            sh = o.stride_h;
-            sw = o.stride_w;
+    } else if (!strcmp(kind, "maxpool") || !strcmp(kind, "avgpool") || !strcmp(kind, "globalavgpool")) {
+        int global = kind[0] == 'g';
+        cnn_pool_layer *pl;
+        if (global) {
+            OPTIONS(",name,from,");
+            if (npos) return perr(p, "globalavgpool takes no arguments, got '%s'%s", pos[0], "");
+            pl = NEW_LAYER(cnn_pool_layer, &cnn_globalavgpool_layer_ops);
+            if (!pl) return NO_MEMORY();
+            pl->mode = CNN_POOL_AVG;
+            pl->global = 1;
+        } else {
+            OPTIONS(",stride,padding,name,from,");
+            if (npos < 1 || npos > 2) return perr(p, "expected '%s SIZE [STRIDE] [options]'%s", kind, "");
+            int kh, kw, sh, sw;
+            if (!parse_pair(pos[0], &kh, &kw)) return perr(p, "size: '%s' is not N or HxW with positive integers%s", pos[0], "");
+            sh = kh;
+            sw = kw;
+            if (npos == 2 && !parse_pair(pos[1], &sh, &sw))
+                return perr(p, "stride: '%s' is not N or HxW with positive integers%s", pos[1], "");
+            if (o.has_stride) {
+                if (npos == 2) return perr(p, "the stride is given twice%s%s", "", "");
+                sh = o.stride_h;
+                sw = o.stride_w;
+            }
+            pl = NEW_LAYER(cnn_pool_layer, kind[0] == 'm' ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops);
+            if (!pl) return NO_MEMORY();
+            pl->mode = kind[0] == 'm' ? CNN_POOL_MAX : CNN_POOL_AVG;
+            pl->kernel_h = kh;
+            pl->kernel_w = kw;
+            pl->stride_h = sh;
+            pl->stride_w = sw;
+            pl->same_padding = o.padding;
+            pl->pad_top = o.pad[0];
+            pl->pad_left = o.pad[1];
+            pl->pad_bottom = o.pad[2];
+            pl->pad_right = o.pad[3];
         }
-        cnn_pool_layer *pl = calloc(1, sizeof *pl);
-        if (!pl) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-        pl->mode = kind[0] == 'm' ? CNN_POOL_MAX : CNN_POOL_AVG;
-        pl->kernel_h = kh;
-        pl->kernel_w = kw;
-        pl->stride_h = sh;
-        pl->stride_w = sw;
-        pl->same_padding = o.same_padding;
-        pl->base.ops = kind[0] == 'm' ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops;
         layer = &pl->base;
     } else if (!strcmp(kind, "flatten")) {
-        for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",name,")) != CNN_OK) return st;
+        OPTIONS(",name,from,");
         if (npos) return perr(p, "flatten takes no arguments, got '%s'%s", pos[0], "");
-        layer = calloc(1, sizeof *layer);
-        if (!layer) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-        layer->ops = &cnn_flatten_layer_ops;
+        layer = NEW_LAYER(cnn_layer, &cnn_flatten_layer_ops);
+        if (!layer) return NO_MEMORY();
     } else if (!strcmp(kind, "dense")) {
-        for (int i = 0; i < nopts; i++)
-            if ((st = parse_option(p, opts[i], &o, ",bias,init,name,")) != CNN_OK) return st;
+        OPTIONS(",bias,init,l1,l2,alpha,name,from,");
         if (npos < 1 || npos > 2) return perr(p, "expected 'dense UNITS [ACTIVATION] [options]'%s%s", "", "");
         long units;
         if (!parse_int(pos[0], &units)) return perr(p, "units: '%s' is not an integer from 1 to %s", pos[0], "65536");
-        cnn_act act = CNN_ACT_NONE;
-        if (npos == 2 && !parse_act(pos[1], &act, &softmax))
-            return perr(p, "unknown activation '%s' (known: relu, linear, softmax)%s", pos[1], "");
-        cnn_dense_layer *d = calloc(1, sizeof *d);
-        if (!d) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        if (npos == 2 && !parse_act(pos[1], &act, &alpha, &softmax))
+            return perr(p, "unknown activation '%s' (known: %s)", pos[1], ACT_LIST);
+        cnn_dense_layer *d = NEW_LAYER(cnn_dense_layer, &cnn_dense_layer_ops);
+        if (!d) return NO_MEMORY();
         d->units = (int)units;
         d->use_bias = o.bias;
-        d->base.act = act;
-        d->base.ops = &cnn_dense_layer_ops;
         layer = &d->base;
+    } else if (!strcmp(kind, "batchnorm")) {
+        OPTIONS(",momentum,eps,alpha,name,from,");
+        if (npos > 1) return perr(p, "expected 'batchnorm [ACTIVATION] [options]'%s%s", "", "");
+        if (npos == 1 && !parse_act(pos[0], &act, &alpha, &softmax))
+            return perr(p, "unknown activation '%s' (known: %s)", pos[0], ACT_LIST);
+        if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
+        cnn_batchnorm_layer *bn = NEW_LAYER(cnn_batchnorm_layer, &cnn_batchnorm_layer_ops);
+        if (!bn) return NO_MEMORY();
+        bn->momentum = o.momentum;
+        bn->eps = o.eps;
+        layer = &bn->base;
+    } else if (!strcmp(kind, "softmax")) {
+        OPTIONS(",name,from,");
+        if (npos) return perr(p, "softmax takes no arguments, got '%s'%s", pos[0], "");
+        layer = NEW_LAYER(cnn_layer, &cnn_softmax_layer_ops);
+        if (!layer) return NO_MEMORY();
+        softmax = 1;
+    } else if (parse_act(kind, &act, &alpha, &softmax) && act != CNN_ACT_NONE) {
+        OPTIONS(",name,from,");
+        int takes_alpha = act == CNN_ACT_LEAKY_RELU || act == CNN_ACT_ELU;
+        if (npos > (takes_alpha ? 1 : 0))
+            return perr(p, takes_alpha ? "expected '%s [ALPHA] [options]'%s" : "expected '%s [options]'%s", kind, "");
+        if (npos && !parse_float(pos[0], 0.0f, 1e3f, &alpha))
+            return perr(p, "alpha: '%s' is not a number >= 0%s", pos[0], "");
+        layer = NEW_LAYER(cnn_layer, &cnn_act_layer_ops);
+        if (!layer) return NO_MEMORY();
+    } else if (!strcmp(kind, "dropout")) {
+        OPTIONS(",name,from,");
+        float rate;
+        if (npos != 1) return perr(p, "expected 'dropout RATE' (the fraction dropped, in [0, 1))%s%s", "", "");
+        if (!parse_float(pos[0], 0.0f, 0.999999f, &rate)) return perr(p, "rate: '%s' is not a number in [0, 1)%s", pos[0], "");
+        cnn_dropout_layer *d = NEW_LAYER(cnn_dropout_layer, &cnn_dropout_layer_ops);
+        if (!d) return NO_MEMORY();
+        d->rate = rate;
+        layer = &d->base;
+    } else if (!strcmp(kind, "add") || !strcmp(kind, "concat")) {
+        int is_add = kind[0] == 'a';
+        OPTIONS(is_add ? ",alpha,name," : ",name,");
+        int nnames = npos;
+        if (is_add && npos && parse_act(pos[npos - 1], &act, &alpha, &softmax)) {
+            if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
+            nnames--;
+        }
+        if (is_add ? (nnames < 1 || nnames > 2) : (nnames < 2 || nnames > CNN_LAYER_MAX_INPUTS))
+            return perr(p, is_add ? "expected 'add NAME [NAME] [ACTIVATION]': one name adds that output to the "
+                                    "previous line's%s%s"
+                                  : "expected 'concat NAME NAME ...' (2 to 16 named outputs)%s%s", "", "");
+        layer = NEW_LAYER(cnn_layer, is_add ? &cnn_add_layer_ops : &cnn_concat_layer_ops);
+        if (!layer) return NO_MEMORY();
+        if (is_add && nnames == 1) layer->inputs[layer->ninputs++] = net->nlayers - 1;
+        for (int i = 0; i < nnames; i++)
+            if ((st = resolve(ps, pos[i], &layer->inputs[layer->ninputs++])) != CNN_OK) {
+                free(layer);
+                return st;
+            }
     } else {
-        return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, flatten, dense)%s", kind, "");
+        return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, globalavgpool, flatten, dense, "
+                       "batchnorm, dropout, add, concat, repeat, relu, leaky_relu, elu, sigmoid, tanh, gelu, silu, "
+                       "softmax)%s", kind, "");
     }
-    layer->weight_init = o.init;
-    if (softmax) *softmax_line = p->line;
-    return add_layer(net, layer, p, &o, cap);
+#undef OPTIONS
+    layer->act = act;
+    layer->act_alpha = o.has_alpha ? o.alpha : alpha;
+    layer->l1 = o.l1;
+    layer->l2 = o.l2;
+    if (softmax) ps->softmax_line = p->line;
+    return add_layer(ps, layer, &o);
+}
+
+/* ---- lines and repeat blocks ---------------------------------------------------------------------------------- */
+
+typedef struct src_line {
+    int line;
+    char *text; /* the words, separated by single spaces */
+} src_line;
+
+typedef struct line_list {
+    src_line *v;
+    int n, cap;
+} line_list;
+
+static void free_lines(line_list *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->v[i].text);
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+/* Takes ownership of text. */
+static cnn_status push_line(line_list *l, int line, char *text)
+{
+    if (!text) return NO_MEMORY();
+    if (l->n == l->cap) {
+        int ncap = l->cap ? l->cap * 2 : 64;
+        src_line *n = realloc(l->v, (size_t)ncap * sizeof *n);
+        if (!n) {
+            free(text);
+            return NO_MEMORY();
+        }
+        l->v = n;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = (src_line){line, text};
+    return CNN_OK;
+}
+
+/* Splits a copy of text into words (at most MAX_TOKENS); returns the count, -1 when there are too many. */
+static int split_words(char *buf, char **tok)
+{
+    int n = 0;
+    for (char *t = strtok(buf, " "); t; t = strtok(NULL, " ")) {
+        if (n == MAX_TOKENS) return -1;
+        tok[n++] = t;
+    }
+    return n;
+}
+
+typedef struct name_set {
+    char (*v)[CNN_NAME_MAX];
+    int n;
+} name_set;
+
+static int in_set(const name_set *s, const char *name)
+{
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->v[i], name)) return 1;
+    return 0;
+}
+
+/* The value of a name= option in a line of text, or NULL. */
+static const char *name_option(char **tok, int ntok)
+{
+    for (int i = 1; i < ntok; i++)
+        if (!strncmp(tok[i], "name=", 5)) return tok[i] + 5;
+    return NULL;
+}
+
+static cnn_status expand(parser *ps, const src_line *lines, int n, line_list *out, int depth);
+
+/* Expands `repeat N [name=IN]` at lines[0], whose block ends at lines[end]. */
+static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line_list *out, int depth)
+{
+    cnn_status st = CNN_OK;
+    parse_ctx *p = &ps->p;
+    char buf[MAX_LINE], *tok[MAX_TOKENS];
+    line_list body = {0};
+    name_set set = {calloc((size_t)end + 1, CNN_NAME_MAX), 0};
+    if (!set.v) return NO_MEMORY();
+    strcpy(buf, lines[0].text);
+    int ntok = split_words(buf, tok);
+    long count;
+    const char *in_name = NULL;
+    if (ntok < 2 || !parse_int(tok[1], &count) || (ntok == 3 && strncmp(tok[2], "name=", 5)) || ntok > 3) {
+        st = perr(p, "expected 'repeat COUNT [name=NAME]' (COUNT from 1 to %s), then the block, then 'end'%s", "65536", "");
+        goto fail;
+    }
+    if (ntok == 3) {
+        in_name = tok[2] + 5;
+        if (!valid_name(in_name)) {
+            st = perr(p, "name '%s' must start with a letter or '_' and hold letters, digits, '_' and '-' only%s",
+                      in_name, "");
+            goto fail;
+        }
+        snprintf(set.v[set.n++], CNN_NAME_MAX, "%s", in_name);
+    }
+    if (depth >= MAX_REPEAT_DEPTH) {
+        st = perr(p, "repeat blocks nest deeper than %s%s", "8", "");
+        goto fail;
+    }
+    /* the names the block defines, nested blocks included */
+    for (int i = 1; i < end; i++) {
+        char b2[MAX_LINE], *t2[MAX_TOKENS];
+        strcpy(b2, lines[i].text);
+        int n2 = split_words(b2, t2);
+        const char *nm = n2 == 2 && !strcmp(t2[0], "name") ? t2[1] : name_option(t2, n2);
+        if (nm && !in_set(&set, nm) && strlen(nm) < CNN_NAME_MAX) snprintf(set.v[set.n++], CNN_NAME_MAX, "%s", nm);
+    }
+    for (long it = 1; it <= count; it++) {
+        char suffix[16];
+        snprintf(suffix, sizeof suffix, "_%ld", it);
+        if (in_name) {
+            char *t = malloc(strlen(in_name) + 32);
+            if (t) sprintf(t, "@alias %s%s", in_name, suffix);
+            CNN_TRY(push_line(&body, lines[0].line, t));
+        }
+        for (int i = 1; i < end; i++) {
+            char b2[MAX_LINE], *t2[MAX_TOKENS];
+            strcpy(b2, lines[i].text);
+            int n2 = split_words(b2, t2);
+            size_t len = 0;
+            char *t = malloc(MAX_LINE + (size_t)n2 * 16);
+            if (!t) {
+                st = NO_MEMORY();
+                goto fail;
+            }
+            for (int w = 0; w < n2; w++) {
+                char *eq = strchr(t2[w], '=');
+                const char *val = t2[w];
+                int key_len = 0;
+                if (eq && (!strncmp(t2[w], "name=", 5) || !strncmp(t2[w], "from=", 5))) {
+                    val = eq + 1;
+                    key_len = 5;
+                }
+                int rename = (!eq || key_len) && w > 0 && in_set(&set, val);
+                len += (size_t)sprintf(t + len, "%s%.*s%s%s", w ? " " : "", key_len, t2[w], val, rename ? suffix : "");
+            }
+            CNN_TRY(push_line(&body, lines[i].line, t));
+        }
+        if (out->n + body.n > MAX_EXPANDED_LINES) {
+            st = perr(p, "the repeat blocks expand to more than %s lines%s", "100000", "");
+            goto fail;
+        }
+        CNN_TRY(expand(ps, body.v, body.n, out, depth + 1));
+        free_lines(&body);
+    }
+fail:
+    free_lines(&body);
+    free(set.v);
+    return st;
+}
+
+/* Appends lines[0..n) to out with every repeat block unrolled. */
+static cnn_status expand(parser *ps, const src_line *lines, int n, line_list *out, int depth)
+{
+    cnn_status st = CNN_OK;
+    for (int i = 0; i < n; i++) {
+        ps->p.line = lines[i].line;
+        const char *t = lines[i].text;
+        int is_repeat = !strncmp(t, "repeat", 6) && (t[6] == ' ' || !t[6]);
+        int is_end = !strcmp(t, "end");
+        ps->p.kind = is_repeat ? "repeat" : "end";
+        if (is_end) return perr(&ps->p, "'end' without a 'repeat' before it%s%s", "", "");
+        if (!is_repeat) {
+            size_t len = strlen(t) + 1;
+            char *copy = malloc(len);
+            if (copy) memcpy(copy, t, len);
+            CNN_TRY(push_line(out, lines[i].line, copy));
+            continue;
+        }
+        int nest = 0, end = -1;
+        for (int j = i + 1; j < n && end < 0; j++) {
+            const char *u = lines[j].text;
+            if (!strncmp(u, "repeat", 6) && (u[6] == ' ' || !u[6])) nest++;
+            else if (!strcmp(u, "end") && nest-- == 0) end = j;
+        }
+        if (end < 0) return perr(&ps->p, "this 'repeat' has no 'end'%s%s", "", "");
+        CNN_TRY(expand_repeat(ps, lines + i, end - i, out, depth));
+        i = end;
+    }
+fail:
+    return st;
 }
 
 cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source)
 {
-    parse_ctx p = {.source = source, .line = 0, .kind = ""};
-    int have_input = 0, cap = 0, softmax_line = 0;
+    cnn_status st = CNN_OK;
+    parser ps = {.net = net, .p = {.source = source, .line = 0, .kind = ""}};
+    parse_ctx *p = &ps.p;
+    line_list raw = {0}, lines = {0};
     const char *s = text;
     while (*s) {
-        p.line++;
+        p->line++;
         const char *eol = strchr(s, '\n');
         size_t len = eol ? (size_t)(eol - s) : strlen(s);
         if (len >= MAX_LINE) {
-            p.kind = "line";
-            return perr(&p, "longer than %s characters%s", "1023", "");
+            p->kind = "line";
+            st = perr(p, "longer than %s characters%s", "1023", "");
+            goto fail;
         }
-        char buf[MAX_LINE];
+        char buf[MAX_LINE], norm[MAX_LINE];
         memcpy(buf, s, len);
         buf[len] = '\0';
         s += len + (eol ? 1 : 0);
         char *hash = strchr(buf, '#');
         if (hash) *hash = '\0';
-        char *tok[MAX_TOKENS + 1];
+        size_t nlen = 0;
         int ntok = 0;
         for (char *t = strtok(buf, " \t\r\f\v"); t; t = strtok(NULL, " \t\r\f\v")) {
             if (ntok == MAX_TOKENS) {
-                p.kind = tok[0];
-                return perr(&p, "more than %s words on one line%s", "16", "");
+                p->kind = "line";
+                st = perr(p, "more than %s words on one line%s", "32", "");
+                goto fail;
             }
-            tok[ntok++] = t;
+            nlen += (size_t)sprintf(norm + nlen, "%s%s", ntok ? " " : "", t);
+            ntok++;
         }
         if (!ntok) continue;
-        cnn_status st = parse_line(net, &p, tok, ntok, &have_input, &cap, &softmax_line);
-        if (st != CNN_OK) return st;
+        size_t n = strlen(norm) + 1;
+        char *copy = malloc(n);
+        if (copy) memcpy(copy, norm, n);
+        CNN_TRY(push_line(&raw, p->line, copy));
     }
-    if (!have_input) return cnn_error(CNN_ERR_FORMAT, "%s: no 'input HEIGHT WIDTH CHANNELS' line", source);
-    if (net->nlayers == 0) return cnn_error(CNN_ERR_FORMAT, "%s: the model has no layers after 'input'", source);
-    net->output_softmax = softmax_line != 0;
-    return CNN_OK;
+    CNN_TRY(expand(&ps, raw.v, raw.n, &lines, 0));
+    for (int i = 0; i < lines.n; i++) {
+        char buf[MAX_LINE + 64], *tok[MAX_TOKENS];
+        snprintf(buf, sizeof buf, "%s", lines.v[i].text);
+        p->line = lines.v[i].line;
+        int ntok = split_words(buf, tok);
+        if (ntok <= 0) {
+            p->kind = "line";
+            st = perr(p, "more than %s words on one line%s", "32", "");
+            goto fail;
+        }
+        CNN_TRY(parse_line(&ps, tok, ntok));
+    }
+    if (!ps.have_input) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: no 'input HEIGHT WIDTH CHANNELS' line", source);
+        goto fail;
+    }
+    if (net->nlayers == 0) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: the model has no layers after 'input'", source);
+        goto fail;
+    }
+    net->output_softmax = ps.softmax_line != 0;
+fail:
+    free_lines(&raw);
+    free_lines(&lines);
+    free(ps.syms);
+    return st;
 }

@@ -1,4 +1,5 @@
 /* The network: construction from a definition, buffers, forward/backward, summary, prediction. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,9 +26,13 @@ static void free_buffers(cnn_net *net)
 {
     for (int i = 0; i < net->nlayers; i++) {
         if (net->acts) free_view(net->acts[i]);
-        /* a view layer's grad aliases its predecessor's */
+        /* a view layer's grad aliases its producer's */
         if (net->grads) free_view(net->grads[i]);
     }
+    for (int i = 0; i < net->nscratch; i++) cnn_tensor_destroy(net->gscratch[i]);
+    free(net->gscratch);
+    net->gscratch = NULL;
+    net->nscratch = 0;
     free(net->acts);
     free(net->grads);
     net->acts = net->grads = NULL;
@@ -63,31 +68,84 @@ static cnn_status alloc_batch_tensor(cnn_backend *b, const cnn_shape *s, int n, 
     return cnn_tensor_create(b, CNN_F32, s->ndim + 1, shape, out);
 }
 
+/* The layer whose memory a (chain of) view layer(s) shows; -1: the network input. */
+static int root_of(const cnn_net *net, int i)
+{
+    while (i >= 0 && net->layers[i]->ops->is_view) i = net->layers[i]->inputs[0];
+    return i;
+}
+
+/* Does layer i's output need a gradient: has it, or anything it depends on, parameters? */
+static int needs_grad(const cnn_net *net, int i)
+{
+    return i >= 0 && net->grads && net->grads[i] != NULL;
+}
+
+/* The plan of backward's gradient targets: for each input k of layer i, whether its gradient goes straight into
+ * the producer's buffer (the first consumer met in reverse order) or into a scratch buffer then added. Returns
+ * the number of scratch buffers layer i needs; fills scratch_of[k] (-1: direct) and marks `written`. */
+static int plan_targets(const cnn_net *net, int i, char *written, int *scratch_of)
+{
+    const cnn_layer *l = net->layers[i];
+    int used = 0;
+    for (int k = 0; k < l->ninputs; k++) {
+        int src = l->inputs[k], r = root_of(net, src);
+        scratch_of[k] = -1;
+        if (!needs_grad(net, src) || r < 0) continue;
+        if (!written[r]) written[r] = 1;
+        else scratch_of[k] = used++;
+    }
+    return used;
+}
+
 static cnn_status alloc_buffers(cnn_net *net, int n)
 {
     cnn_status st = CNN_OK;
     cnn_backend *b = net->backend;
     int k = cnn_net_num_outputs(net);
+    char *written = NULL;
     free_buffers(net);
     net->acts = calloc((size_t)net->nlayers, sizeof *net->acts);
     net->grads = calloc((size_t)net->nlayers, sizeof *net->grads);
-    if (!net->acts || !net->grads) {
+    written = calloc((size_t)net->nlayers, 1);
+    if (!net->acts || !net->grads || !written) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for %d layers", net->nlayers);
         goto fail;
     }
     CNN_TRY(alloc_batch_tensor(b, &net->input, n, &net->input_t));
-    int any_params_before = 0; /* does some layer at or before i need the gradient of its output? */
+    int64_t largest = 0;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        const cnn_tensor *prev_act = i ? net->acts[i - 1] : net->input_t;
+        int need = l->nparams > 0;
+        for (int j = 0; j < l->ninputs; j++) need |= needs_grad(net, l->inputs[j]);
         if (l->ops->is_view) {
-            CNN_TRY(make_view(prev_act, &l->out, n, &net->acts[i]));
-            if (any_params_before) CNN_TRY(make_view(net->grads[i - 1], &l->out, n, &net->grads[i]));
+            int src = l->inputs[0];
+            CNN_TRY(make_view(src < 0 ? net->input_t : net->acts[src], &l->out, n, &net->acts[i]));
+            if (src >= 0 && net->grads[src]) CNN_TRY(make_view(net->grads[src], &l->out, n, &net->grads[i]));
         } else {
-            any_params_before = 1;
             CNN_TRY(alloc_batch_tensor(b, &l->out, n, &net->acts[i]));
-            CNN_TRY(alloc_batch_tensor(b, &l->out, n, &net->grads[i]));
+            if (need) CNN_TRY(alloc_batch_tensor(b, &l->out, n, &net->grads[i]));
+            if (cnn_tensor_numel(net->acts[i]) > largest) largest = cnn_tensor_numel(net->acts[i]);
         }
+    }
+    /* how many scratch gradients one layer's backward needs at most */
+    int scratch[CNN_LAYER_MAX_INPUTS], most = 0;
+    int last = root_of(net, net->nlayers - 1);
+    if (last >= 0) written[last] = 1;
+    for (int i = net->nlayers - 1; i >= 0; i--) {
+        if (net->layers[i]->ops->is_view || !net->grads[i]) continue;
+        int used = plan_targets(net, i, written, scratch);
+        if (used > most) most = used;
+    }
+    net->gscratch = calloc((size_t)(most ? most : 1), sizeof *net->gscratch);
+    if (!net->gscratch) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (int i = 0; i < most; i++) {
+        int64_t shape[1] = {largest};
+        CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, shape, &net->gscratch[i]));
+        net->nscratch++;
     }
     int64_t nk[2] = {n, k}, n1[1] = {n};
     CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels));
@@ -100,10 +158,12 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", n);
         goto fail;
     }
+    free(written);
     net->capacity = n;
     net->batch = n;
     return CNN_OK;
 fail:
+    free(written);
     free_buffers(net);
     return st;
 }
@@ -136,16 +196,30 @@ cnn_status cnn_net_set_batch(cnn_net *net, int n)
 
 cnn_status cnn_net_build(cnn_net *net)
 {
-    cnn_shape s = net->input;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        l->in = s;
+        for (int k = 0; k < l->ninputs; k++) {
+            int src = l->inputs[k];
+            l->ins[k] = src < 0 ? net->input : net->layers[src]->out;
+        }
+        l->in = l->ins[0];
         l->backend = net->backend;
+        uint64_t s = net->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+        l->seed = cnn_splitmix64(&s);
         cnn_status st = l->ops->init(l);
         if (st != CNN_OK) return cnn_error_prefix(st, "%s: ", net->source);
-        s = l->out;
     }
-    if (net->nlayers == 0 || s.ndim != 1)
+    /* every output but the last feeds something: a dangling branch is a mistake in the definition */
+    for (int i = 0; i + 1 < net->nlayers; i++) {
+        int used = 0;
+        for (int j = i + 1; j < net->nlayers && !used; j++)
+            for (int k = 0; k < net->layers[j]->ninputs; k++) used |= net->layers[j]->inputs[k] == i;
+        if (!used)
+            return cnn_error(CNN_ERR_FORMAT, "%s:%d: the output of layer '%s' is never used (the next line takes "
+                                             "another input: name it in add, concat or from=, or remove it)",
+                             net->source, net->layers[i]->line, net->layers[i]->name);
+    }
+    if (net->nlayers == 0 || net->layers[net->nlayers - 1]->out.ndim != 1)
         return cnn_error(CNN_ERR_SHAPE, "%s: the network must end in a flat layer (dense) giving class scores",
                          net->source);
     return CNN_OK;
@@ -156,10 +230,16 @@ static cnn_status init_params(cnn_net *net, uint64_t seed)
     cnn_rng rng;
     cnn_rng_seed(&rng, seed);
     for (int i = 0; i < net->nlayers; i++)
+    {
         for (int p = 0; p < net->layers[i]->nparams; p++) {
             cnn_status st = cnn_param_initialize(&net->layers[i]->params[p], &rng);
             if (st != CNN_OK) return st;
         }
+        for (int p = 0; p < net->layers[i]->nstate; p++) {
+            cnn_status st = cnn_param_initialize(&net->layers[i]->state[p], &rng);
+            if (st != CNN_OK) return st;
+        }
+    }
     return CNN_OK;
 }
 
@@ -172,6 +252,7 @@ cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *
     cnn_net *net = calloc(1, sizeof *net);
     if (!net) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     net->backend = backend;
+    net->seed = seed;
     net->definition = dup_string(text);
     net->source = dup_string(source ? source : "<model>");
     if (!net->definition || !net->source) {
@@ -227,6 +308,7 @@ void cnn_net_destroy(cnn_net *net)
     free(net->layers);
     free(net->norm_mean);
     free(net->norm_std);
+    cnn_tensor_destroy(net->class_weights);
     free(net->definition);
     free(net->source);
     free(net);
@@ -239,6 +321,14 @@ int64_t cnn_net_param_count(const cnn_net *net)
     int64_t n = 0;
     for (int i = 0; i < net->nlayers; i++)
         for (int p = 0; p < net->layers[i]->nparams; p++) n += cnn_tensor_numel(net->layers[i]->params[p].value);
+    return n;
+}
+
+int64_t cnn_net_state_count(const cnn_net *net)
+{
+    int64_t n = 0;
+    for (int i = 0; i < net->nlayers; i++)
+        for (int p = 0; p < net->layers[i]->nstate; p++) n += cnn_tensor_numel(net->layers[i]->state[p].value);
     return n;
 }
 
@@ -326,27 +416,43 @@ int cnn_net_normalization(const cnn_net *net, float *mean, float *std)
     return 1;
 }
 
+/* The inputs of a layer when they are not simply the previous line, as Keras' "Connected to": "a, b". */
+static void connected_to(const cnn_net *net, int i, char *buf, size_t size)
+{
+    const cnn_layer *l = net->layers[i];
+    buf[0] = '\0';
+    if (l->ninputs == 1 && l->inputs[0] == i - 1) return;
+    size_t len = 0;
+    for (int k = 0; k < l->ninputs && len < size; k++) {
+        int src = l->inputs[k];
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "", src < 0 ? "input" : net->layers[src]->name);
+    }
+}
+
 void cnn_net_summary(const cnn_net *net, FILE *out)
 {
-    const char *rule = "_____________________________________________________________________";
-    const char *thick = "=====================================================================";
-    char shape[64], title[96];
+    const char *rule = "________________________________________________________________________________________________________";
+    const char *thick = "========================================================================================================";
+    char shape[64], title[96], inputs[256];
     fprintf(out, "Model: \"%s\"\n%s\n", net->source, rule);
-    fprintf(out, " %-32s %-25s %-10s\n%s\n", "Layer (type)", "Output Shape", "Param #", thick);
+    fprintf(out, " %-50s %-22s %-10s %s\n%s\n", "Layer (type)", "Output Shape", "Param #", "Connected to", thick);
     cnn_shape_format(&net->input, shape, sizeof shape);
-    fprintf(out, " %-32s %-25s %-10d\n\n", "input (InputLayer)", shape, 0);
+    fprintf(out, " %-50s %-22s %-10d\n\n", "input (InputLayer)", shape, 0);
     for (int i = 0; i < net->nlayers; i++) {
         const cnn_layer *l = net->layers[i];
         int64_t np = 0;
         for (int p = 0; p < l->nparams; p++) np += cnn_tensor_numel(l->params[p].value);
+        for (int p = 0; p < l->nstate; p++) np += cnn_tensor_numel(l->state[p].value);
         snprintf(title, sizeof title, "%s (%s)", l->name, l->ops->type_name);
         cnn_shape_format(&l->out, shape, sizeof shape);
-        fprintf(out, " %-32s %-25s %-10lld\n", title, shape, (long long)np);
+        connected_to(net, i, inputs, sizeof inputs);
+        fprintf(out, " %-50s %-22s %-10lld %s\n", title, shape, (long long)np, inputs);
         if (i + 1 < net->nlayers) fputc('\n', out);
     }
-    int64_t total = cnn_net_param_count(net);
-    fprintf(out, "%s\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: 0\n%s\n", thick,
-            (long long)total, (double)total * 4.0 / 1024.0, (long long)total, rule);
+    /* Keras: the total counts the non-trainable state (batchnorm moving statistics) too */
+    int64_t trainable = cnn_net_param_count(net), fixed = cnn_net_state_count(net), total = trainable + fixed;
+    fprintf(out, "%s\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n", thick,
+            (long long)total, (double)total * 4.0 / 1024.0, (long long)trainable, (long long)fixed, rule);
 }
 
 /* ---- the steps --------------------------------------------------------------------------------------------- */
@@ -376,16 +482,48 @@ cnn_status cnn_net_stage_batch(cnn_net *net, const cnn_dataset *ds, const int64_
     return st;
 }
 
+static const cnn_tensor *input_of(const cnn_net *net, int src)
+{
+    return src < 0 ? net->input_t : net->acts[src];
+}
+
 cnn_status cnn_net_forward(cnn_net *net, int training)
 {
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         if (l->ops->is_view) continue;
-        const cnn_tensor *x = i ? net->acts[i - 1] : net->input_t;
+        const cnn_tensor *x[CNN_LAYER_MAX_INPUTS];
+        for (int k = 0; k < l->ninputs; k++) x[k] = input_of(net, l->inputs[k]);
+        l->step = net->step;
         cnn_status st = l->ops->forward(l, x, net->acts[i], training);
         if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (%s line %d) forward: ", l->name, net->source, l->line);
     }
     return CNN_OK;
+}
+
+cnn_status cnn_net_set_loss_options(cnn_net *net, float label_smoothing, const float *class_weights, int k)
+{
+    if (!(label_smoothing >= 0.0f && label_smoothing < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "label smoothing must be in [0, 1), got %g", (double)label_smoothing);
+    cnn_tensor_destroy(net->class_weights);
+    net->class_weights = NULL;
+    net->label_smoothing = label_smoothing;
+    if (!class_weights) return CNN_OK;
+    if (k != cnn_net_num_outputs(net))
+        return cnn_error(CNN_ERR_SHAPE, "%d class weights given for a network with %d outputs", k,
+                         cnn_net_num_outputs(net));
+    for (int i = 0; i < k; i++)
+        if (!(class_weights[i] >= 0.0f) || !isfinite(class_weights[i]))
+            return cnn_error(CNN_ERR_INVALID_ARG, "class weight %d must be a finite number >= 0, got %g", i,
+                             (double)class_weights[i]);
+    int64_t shape[1] = {k};
+    cnn_status st = cnn_tensor_create(net->backend, CNN_F32, 1, shape, &net->class_weights);
+    if (st == CNN_OK) st = cnn_tensor_write(net->class_weights, class_weights, (size_t)k * sizeof(float));
+    if (st != CNN_OK) {
+        cnn_tensor_destroy(net->class_weights);
+        net->class_weights = NULL;
+    }
+    return st;
 }
 
 cnn_status cnn_net_loss(cnn_net *net, int with_grad)
@@ -397,21 +535,108 @@ cnn_status cnn_net_loss(cnn_net *net, int with_grad)
         .losses = net->losses,
         .dlogits = with_grad ? net->grads[net->nlayers - 1] : NULL,
         .grad_scale = 1.0f / (float)net->batch,
+        /* the loss options shape training; evaluation (no gradient) reports the plain cross-entropy */
+        .class_weights = with_grad ? net->class_weights : NULL,
+        .label_smoothing = with_grad ? net->label_smoothing : 0.0f,
     };
     return net->backend->ops->softmax_xent(net->backend, &a);
 }
 
+/* A view of t's memory with the shape of `like` (equal element counts). */
+static cnn_tensor reshaped(const cnn_tensor *t, const cnn_tensor *like)
+{
+    cnn_tensor v = *like;
+    v.data = t->data;
+    v.owns_data = 0;
+    v.backend = t->backend;
+    return v;
+}
+
+/* grad += l1 * sign(w) + 2 * l2 * w for layers with penalties (Keras' kernel_regularizer: l1*sum|w| +
+ * l2*sum w^2). L2 runs as a backend add; L1 needs sign(w), done on the host (the penalties are opt-in). */
+static cnn_status add_penalties(cnn_net *net)
+{
+    cnn_backend *b = net->backend;
+    cnn_status st = CNN_OK;
+    float *w = NULL, *g = NULL;
+    for (int i = 0; i < net->nlayers; i++) {
+        cnn_layer *l = net->layers[i];
+        if (!l->nparams || (l->l1 == 0.0f && l->l2 == 0.0f)) continue;
+        cnn_param *p = &l->params[0];
+        if (l->l2 != 0.0f) {
+            if (!b->ops->add) return cnn_backend_lacks(b, "add");
+            cnn_add_args a = {.a = p->grad, .b = p->value, .y = p->grad, .alpha = 1.0f, .beta = 2.0f * l->l2};
+            CNN_TRY(b->ops->add(b, &a));
+        }
+        if (l->l1 != 0.0f) {
+            size_t bytes = cnn_tensor_bytes(p->value);
+            int64_t n = cnn_tensor_numel(p->value);
+            w = malloc(bytes);
+            g = malloc(bytes);
+            if (!w || !g) {
+                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the l1 penalty of %s", p->name);
+                goto fail;
+            }
+            CNN_TRY(cnn_tensor_read(p->value, w, bytes));
+            CNN_TRY(cnn_tensor_read(p->grad, g, bytes));
+            for (int64_t j = 0; j < n; j++) g[j] += l->l1 * (float)((w[j] > 0.0f) - (w[j] < 0.0f));
+            CNN_TRY(cnn_tensor_write(p->grad, g, bytes));
+            free(w);
+            free(g);
+            w = g = NULL;
+        }
+    }
+fail:
+    free(w);
+    free(g);
+    return st;
+}
+
 cnn_status cnn_net_backward(cnn_net *net)
 {
+    cnn_backend *b = net->backend;
+    cnn_status st = CNN_OK;
+    char *written = calloc((size_t)net->nlayers, 1);
+    if (!written) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    int last = root_of(net, net->nlayers - 1);
+    if (last >= 0) written[last] = 1; /* the loss wrote it */
     for (int i = net->nlayers - 1; i >= 0; i--) {
         cnn_layer *l = net->layers[i];
-        if (l->ops->is_view) continue;
-        const cnn_tensor *x = i ? net->acts[i - 1] : net->input_t;
-        cnn_tensor *dx = i ? net->grads[i - 1] : NULL;
-        cnn_status st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
-        if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (%s line %d) backward: ", l->name, net->source, l->line);
+        if (l->ops->is_view || !net->grads[i]) continue;
+        const cnn_tensor *x[CNN_LAYER_MAX_INPUTS];
+        cnn_tensor *dx[CNN_LAYER_MAX_INPUTS], scratch[CNN_LAYER_MAX_INPUTS];
+        int scratch_of[CNN_LAYER_MAX_INPUTS];
+        plan_targets(net, i, written, scratch_of);
+        for (int k = 0; k < l->ninputs; k++) {
+            int src = l->inputs[k];
+            x[k] = input_of(net, src);
+            dx[k] = needs_grad(net, src) ? net->grads[src] : NULL;
+            if (scratch_of[k] >= 0) {
+                scratch[k] = reshaped(net->gscratch[scratch_of[k]], net->grads[src]);
+                dx[k] = &scratch[k];
+            }
+        }
+        st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
+        for (int k = 0; st == CNN_OK && k < l->ninputs; k++) {
+            if (scratch_of[k] < 0) continue;
+            int r = root_of(net, l->inputs[k]);
+            if (!b->ops->add) {
+                st = cnn_backend_lacks(b, "add");
+                break;
+            }
+            cnn_tensor part = reshaped(&scratch[k], net->grads[r]);
+            cnn_add_args a = {.a = net->grads[r], .b = &part, .y = net->grads[r], .alpha = 1.0f, .beta = 1.0f};
+            st = b->ops->add(b, &a);
+        }
+        if (st != CNN_OK) {
+            free(written);
+            return cnn_error_prefix(st, "layer %s (%s line %d) backward: ", l->name, net->source, l->line);
+        }
     }
-    return CNN_OK;
+    free(written);
+    CNN_TRY(add_penalties(net));
+fail:
+    return st;
 }
 
 cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs)

@@ -1,5 +1,6 @@
-/* The network: layers in topological order (sequential for now), the activation and gradient buffers, and the
- * steps the trainer drives (stage a batch, forward, loss, backward). */
+/* The network: a directed acyclic graph of layers in topological order (each layer names its inputs; the
+ * default is the previous line), the activation and gradient buffers, and the steps the trainer drives (stage a
+ * batch, forward, loss, backward). */
 #ifndef CNN_CORE_NET_H
 #define CNN_CORE_NET_H
 
@@ -15,12 +16,18 @@ struct cnn_net {
     cnn_layer **layers;
     int nlayers;
     int output_softmax;    /* the last layer's "softmax": its output is logits, probabilities come from the loss */
+    uint64_t seed;         /* initialization seed; layers derive their dropout seeds from it */
+    uint64_t step;         /* training steps taken: dropout masks differ per step (cnn_train advances it) */
+    float label_smoothing; /* loss options, set by the trainer */
+    cnn_tensor *class_weights; /* (K) or NULL */
 
     int capacity;          /* batch size the buffers hold */
     int batch;             /* current batch size */
     cnn_tensor *input_t;   /* (N, H, W, C) */
     cnn_tensor **acts;     /* acts[i]: output of layer i (a view for view layers) */
     cnn_tensor **grads;    /* grads[i]: gradient w.r.t. acts[i]; NULL where nothing upstream needs it */
+    cnn_tensor **gscratch; /* where a second consumer's gradient goes before it is added in (largest act each) */
+    int nscratch;
     cnn_tensor *labels;    /* (N) i32 */
     cnn_tensor *probs;     /* (N, K) */
     cnn_tensor *losses;    /* (N) */
@@ -49,6 +56,14 @@ cnn_status cnn_net_forward(cnn_net *net, int training);
 /* Softmax cross-entropy of the last layer's output against the staged labels: fills net->probs and
  * net->losses, and with `with_grad` the last gradient (the mean loss's). */
 cnn_status cnn_net_loss(cnn_net *net, int with_grad);
+/* Backward through every layer in reverse order; gradients of outputs with several consumers are summed. Then
+ * adds the layers' l1/l2 penalty gradients. */
 cnn_status cnn_net_backward(cnn_net *net);
+
+/* Trainable (params) and non-trainable (state) element counts. */
+int64_t cnn_net_state_count(const cnn_net *net);
+
+/* Loss options for training: label smoothing in [0, 1) and per-class weights (k floats, or NULL for none). */
+cnn_status cnn_net_set_loss_options(cnn_net *net, float label_smoothing, const float *class_weights, int k);
 
 #endif

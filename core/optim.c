@@ -1,4 +1,4 @@
-/* SGD with momentum and Adam over every parameter of a network. */
+/* SGD (momentum, Nesterov), Adam, AdamW and RMSprop over every parameter of a network; gradient clipping. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -34,6 +34,8 @@ cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_o
     cnn_optimizer *opt = calloc(1, sizeof *opt);
     if (!opt) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     opt->cfg = *cfg;
+    opt->cfg.class_weights = NULL; /* borrowed by the trainer only */
+    opt->lr = cfg->lr;
     opt->backend = net->backend;
     int n = 0;
     for (int i = 0; i < net->nlayers; i++) n += net->layers[i]->nparams;
@@ -48,9 +50,12 @@ cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_o
         for (int p = 0; p < net->layers[i]->nparams; p++) opt->params[opt->nparams++] = &net->layers[i]->params[p];
     for (int i = 0; i < opt->nparams; i++) {
         const cnn_tensor *pv = opt->params[i]->value;
-        if (cfg->optimizer == CNN_OPTIM_ADAM) {
+        if (cfg->optimizer == CNN_OPTIM_ADAM || cfg->optimizer == CNN_OPTIM_ADAMW) {
             CNN_TRY(zeros_like(net->backend, pv, &opt->m[i]));
             CNN_TRY(zeros_like(net->backend, pv, &opt->v[i]));
+        } else if (cfg->optimizer == CNN_OPTIM_RMSPROP) {
+            CNN_TRY(zeros_like(net->backend, pv, &opt->v[i]));
+            if (cfg->momentum != 0.0f) CNN_TRY(zeros_like(net->backend, pv, &opt->m[i]));
         } else if (cfg->momentum != 0.0f) {
             CNN_TRY(zeros_like(net->backend, pv, &opt->m[i]));
         }
@@ -60,6 +65,31 @@ cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_o
 fail:
     cnn_optimizer_destroy(opt);
     return st;
+}
+
+cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
+{
+    cnn_backend *b = opt->backend;
+    if (!b->ops->sum_squares) return cnn_backend_lacks(b, "sum_squares");
+    if (!b->ops->scale) return cnn_backend_lacks(b, "scale");
+    double total = 0.0;
+    for (int i = 0; i < opt->nparams; i++) {
+        double s = 0.0;
+        cnn_status st = b->ops->sum_squares(b, opt->params[i]->grad, &s);
+        if (st != CNN_OK) return cnn_error_prefix(st, "gradient norm of %s: ", opt->params[i]->name);
+        total += s;
+    }
+    total = sqrt(total);
+    if (norm) *norm = total;
+    if (!isfinite(total)) return cnn_error(CNN_ERR_NUMERIC, "the gradient norm became %g: lower the learning rate", total);
+    if (total <= max_norm) return CNN_OK;
+    /* the 1e-6 keeps the factor finite near 0, as PyTorch's clip_grad_norm_ */
+    float factor = (float)(max_norm / (total + 1e-6));
+    for (int i = 0; i < opt->nparams; i++) {
+        cnn_status st = b->ops->scale(b, opt->params[i]->grad, factor);
+        if (st != CNN_OK) return cnn_error_prefix(st, "gradient clipping of %s: ", opt->params[i]->name);
+    }
+    return CNN_OK;
 }
 
 cnn_status cnn_optimizer_step(cnn_optimizer *opt)
@@ -72,18 +102,26 @@ cnn_status cnn_optimizer_step(cnn_optimizer *opt)
     for (int i = 0; i < opt->nparams; i++) {
         cnn_param *p = opt->params[i];
         cnn_status st;
-        if (c->optimizer == CNN_OPTIM_ADAM) {
+        if (c->optimizer == CNN_OPTIM_ADAM || c->optimizer == CNN_OPTIM_ADAMW) {
             cnn_adam_args a = {
                 .param = p->value, .grad = p->grad, .m = opt->m[i], .v = opt->v[i],
-                .lr = c->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
-                .weight_decay = c->weight_decay, .decoupled = 0,
+                .lr = opt->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                .weight_decay = c->weight_decay, .decoupled = c->optimizer == CNN_OPTIM_ADAMW,
                 .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = 1.0f,
             };
             st = b->ops->adam_update(b, &a);
+        } else if (c->optimizer == CNN_OPTIM_RMSPROP) {
+            if (!b->ops->rmsprop_update) return cnn_backend_lacks(b, "rmsprop_update");
+            cnn_rmsprop_args a = {
+                .param = p->value, .grad = p->grad, .sq = opt->v[i], .mom = opt->m[i],
+                .lr = opt->lr, .rho = c->rho, .eps = c->eps, .momentum = c->momentum,
+                .weight_decay = c->weight_decay, .grad_scale = 1.0f,
+            };
+            st = b->ops->rmsprop_update(b, &a);
         } else {
             cnn_sgd_args a = {
                 .param = p->value, .grad = p->grad, .velocity = opt->m[i],
-                .lr = c->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
+                .lr = opt->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
                 .nesterov = c->nesterov, .grad_scale = 1.0f,
             };
             st = b->ops->sgd_update(b, &a);

@@ -19,7 +19,52 @@ void cnn_train_config_defaults(cnn_train_config *c)
     c->beta1 = 0.9f;   /* Kingma & Ba 2015 */
     c->beta2 = 0.999f;
     c->eps = 1e-7f;    /* Keras' default (PyTorch uses 1e-8) */
+    c->rho = 0.9f;     /* Keras' RMSprop default */
+    c->lr_step_epochs = 10;
+    c->lr_gamma = 0.1f;
+    c->plateau_patience = 2;
+    c->plateau_factor = 0.1f;
     c->progress = stderr;
+}
+
+float cnn_lr_at(const cnn_train_config *c, int epoch)
+{
+    if (epoch < c->warmup_epochs) return c->lr * (float)(epoch + 1) / (float)(c->warmup_epochs + 1);
+    int e = epoch - c->warmup_epochs, span = c->epochs - c->warmup_epochs;
+    switch (c->lr_schedule) {
+    case CNN_LR_STEP:
+        return c->lr * powf(c->lr_gamma, (float)(e / (c->lr_step_epochs > 0 ? c->lr_step_epochs : 1)));
+    case CNN_LR_COSINE:
+        return span > 0 ? c->lr * 0.5f * (1.0f + cosf(3.14159265358979f * (float)e / (float)span)) : c->lr;
+    default:
+        return c->lr;
+    }
+}
+
+/* Balanced class weights (sklearn's "balanced"): n / (classes * count(c)); 1 for a class without samples. */
+static void balanced_weights(const cnn_dataset *ds, int k, float *w)
+{
+    for (int c = 0; c < k; c++) w[c] = 0.0f;
+    for (int64_t i = 0; i < ds->n; i++) w[ds->labels[i]] += 1.0f;
+    for (int c = 0; c < k; c++) w[c] = w[c] > 0.0f ? (float)ds->n / ((float)k * w[c]) : 1.0f;
+}
+
+static cnn_status check_config(const cnn_train_config *c)
+{
+    if (c->epochs < 1 || c->batch_size < 1)
+        return cnn_error(CNN_ERR_INVALID_ARG, "epochs (%d) and batch size (%d) must be at least 1", c->epochs,
+                         c->batch_size);
+    if ((unsigned)c->optimizer > CNN_OPTIM_RMSPROP || (unsigned)c->lr_schedule > CNN_LR_COSINE)
+        return cnn_error(CNN_ERR_INVALID_ARG, "unknown optimizer (%d) or learning-rate schedule (%d)",
+                         (int)c->optimizer, (int)c->lr_schedule);
+    if (c->warmup_epochs < 0 || !(c->clip_norm >= 0.0f) ||
+        (c->lr_schedule == CNN_LR_STEP && (c->lr_step_epochs < 1 || !(c->lr_gamma > 0.0f))) ||
+        (c->reduce_on_plateau && (c->plateau_patience < 0 || !(c->plateau_factor > 0.0f && c->plateau_factor < 1.0f))))
+        return cnn_error(CNN_ERR_INVALID_ARG, "schedule settings out of range: warm-up epochs >= 0, clip norm >= 0, "
+                                              "step epochs >= 1 and gamma > 0, patience >= 0 and plateau factor in (0, 1)");
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "label smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
+    return CNN_OK;
 }
 
 /* Loss sum and correct predictions of the batch just computed; probs and losses read back to the host. */
@@ -97,13 +142,24 @@ cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *
     cnn_optimizer *opt = NULL;
     int64_t *idx = NULL;
     float *probs = NULL, *losses = NULL;
-    if (cfg->epochs < 1 || cfg->batch_size < 1)
-        return cnn_error(CNN_ERR_INVALID_ARG, "epochs (%d) and batch size (%d) must be at least 1", cfg->epochs,
-                         cfg->batch_size);
+    float *weights = NULL;
+    CNN_TRY(check_config(cfg));
     CNN_TRY(check_data(net, train, "training"));
     if (val) CNN_TRY(check_data(net, val, "validation"));
     CNN_TRY(cnn_optimizer_create(net, cfg, &opt));
     int k = cnn_net_num_outputs(net), bs = cfg->batch_size;
+    if (cfg->balanced_class_weights) {
+        weights = malloc((size_t)k * sizeof *weights);
+        if (!weights) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+            goto fail;
+        }
+        balanced_weights(train, k, weights);
+    }
+    CNN_TRY(cnn_net_set_loss_options(net, cfg->label_smoothing, weights ? weights : cfg->class_weights, k));
+    double best_val = INFINITY;
+    int since_best = 0;
+    float plateau_scale = 1.0f;
     idx = malloc((size_t)train->n * sizeof *idx);
     probs = malloc((size_t)bs * k * sizeof *probs);
     losses = malloc((size_t)bs * sizeof *losses);
@@ -118,6 +174,7 @@ cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *
     for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
         if (cfg->progress) fprintf(cfg->progress, "Epoch %d/%d\n", epoch, cfg->epochs);
         cnn_rng_shuffle(&rng, idx, train->n);
+        opt->lr = cnn_lr_at(cfg, epoch - 1) * plateau_scale;
         cnn_progress bar;
         cnn_progress_start(&bar, cfg->progress, steps);
         double loss_sum = 0.0, t0 = cnn_now_seconds();
@@ -130,7 +187,9 @@ cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *
             CNN_TRY(cnn_net_forward(net, 1));
             CNN_TRY(cnn_net_loss(net, 1));
             CNN_TRY(cnn_net_backward(net));
+            if (cfg->clip_norm > 0.0f) CNN_TRY(cnn_optimizer_clip(opt, cfg->clip_norm, NULL));
             CNN_TRY(cnn_optimizer_step(opt));
+            net->step++;
             CNN_TRY(batch_results(net, probs, losses, &loss_sum, &correct, NULL));
             seen += n;
             snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f", loss_sum / (double)seen,
@@ -150,10 +209,23 @@ cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *
             snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", es.val_loss, es.val_accuracy);
         }
         cnn_progress_finish(&bar, metrics, es.images_per_sec, extra);
+        es.lr = opt->lr;
+        if (cfg->reduce_on_plateau) { /* Keras' ReduceLROnPlateau on val_loss (training loss without a val set) */
+            double watched = val ? es.val_loss : es.loss;
+            if (watched < best_val) {
+                best_val = watched;
+                since_best = 0;
+            } else if (++since_best >= cfg->plateau_patience) {
+                plateau_scale *= cfg->plateau_factor;
+                since_best = 0;
+            }
+        }
         if (history) history[epoch - 1] = es;
         if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
     }
 fail:
+    cnn_net_set_loss_options(net, 0.0f, NULL, 0);
+    free(weights);
     free(idx);
     free(probs);
     free(losses);

@@ -97,7 +97,7 @@ TEST(ModelText, MalformedDefinitionsNameTheLineAndProblem) {
       {"input 28 28 1\nconv 8 3x\n", "kernel: '3x'"},
       {"input 28 28 1\nconv 8 3 swish\n", "unknown activation 'swish'"},
       {"input 28 28 1\nconv 8 3 stride=0\n", "stride must be"},
-      {"input 28 28 1\nconv 8 3 padding=full\n", "padding must be 'valid' or 'same'"},
+      {"input 28 28 1\nconv 8 3 padding=full\n", "padding must be 'valid', 'same', N or T,L,B,R"},
       {"input 28 28 1\nconv 8 3 color=red\n", "unknown option 'color'"},
       {"input 28 28 1\nconv 8 3 init=zeros\n", "init must be 'he' or 'glorot', got 'zeros'"},
       {"input 28 28 1\nmaxpool 2 init=he\n", "unknown option 'init'"},

@@ -84,6 +84,8 @@ cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, i
             put(&b, ", \"val_accuracy\": ");
             put_num(&b, e->val_accuracy);
         }
+        put(&b, ", \"lr\": ");
+        put_num(&b, e->lr);
         put(&b, ", \"images_per_sec\": ");
         put_num(&b, e->images_per_sec);
         put(&b, ", \"seconds\": ");

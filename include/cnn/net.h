@@ -1,6 +1,7 @@
 /* cnn.c — networks: built from a model definition text, run forward, saved to and loaded from model files.
  *
- * A model definition is a text file, one layer a line (samples/models/seed_cnn.cnn):
+ * A model definition is a text file, one layer a line (samples/models/seed_cnn.cnn; residual networks name
+ * outputs and add them back, see samples/models/resnet20_32.cnn):
  *
  *     input   28 28 1
  *     conv    32 3 relu
@@ -34,9 +35,11 @@ cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *
 cnn_status cnn_net_from_file(const char *path, cnn_backend *backend, uint64_t seed, cnn_net **out);
 void cnn_net_destroy(cnn_net *net);
 
-/* Prints a Keras-style table (layer name and type, output shape, parameter count) and the totals. */
+/* Prints a Keras-style table (layer name and type, output shape, parameter count, inputs) and the totals:
+ * trainable, non-trainable (batchnorm running statistics) and their sum. */
 void cnn_net_summary(const cnn_net *net, FILE *out);
 
+/* Trainable parameters (the non-trainable batchnorm running statistics are not counted). */
 int64_t cnn_net_param_count(const cnn_net *net);
 void cnn_net_input_shape(const cnn_net *net, int *h, int *w, int *c);
 int cnn_net_num_outputs(const cnn_net *net);
@@ -58,8 +61,9 @@ int cnn_net_normalization(const cnn_net *net, float *mean, float *std);
  * model's normalization is applied here) into probs (host, n x outputs). */
 cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs);
 
-/* Writes the model file atomically: weights as F32 tensors named "<layer>.weight" / "<layer>.bias", the
- * definition, class names and normalization in __metadata__. */
+/* Writes the model file atomically: weights as F32 tensors named "<layer>.weight" / "<layer>.bias" (batchnorm:
+ * ".gamma", ".beta" and the state ".running_mean", ".running_var"), the definition, class names and
+ * normalization in __metadata__. */
 cnn_status cnn_net_save(const cnn_net *net, const char *path);
 /* Loads a model file written by cnn_net_save onto `backend`. */
 cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out);

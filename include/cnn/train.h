@@ -13,7 +13,18 @@
 extern "C" {
 #endif
 
-typedef enum cnn_optimizer_kind { CNN_OPTIM_ADAM = 0, CNN_OPTIM_SGD } cnn_optimizer_kind;
+typedef enum cnn_optimizer_kind {
+    CNN_OPTIM_ADAM = 0,
+    CNN_OPTIM_SGD,     /* with momentum, optionally Nesterov (PyTorch's formulation) */
+    CNN_OPTIM_ADAMW,   /* Adam with decoupled weight decay (Loshchilov & Hutter 2019) */
+    CNN_OPTIM_RMSPROP, /* Tieleman & Hinton 2012, PyTorch's formulation (eps outside the square root) */
+} cnn_optimizer_kind;
+
+typedef enum cnn_lr_schedule {
+    CNN_LR_CONSTANT = 0,
+    CNN_LR_STEP,   /* lr * gamma^floor(epoch / step_epochs) */
+    CNN_LR_COSINE, /* lr * (1 + cos(pi * epoch / epochs)) / 2 after the warm-up (Loshchilov & Hutter 2017) */
+} cnn_lr_schedule;
 
 typedef struct cnn_epoch_stats {
     int epoch;             /* 1-based */
@@ -23,6 +34,7 @@ typedef struct cnn_epoch_stats {
     double val_loss, val_accuracy;
     double seconds;        /* wall time of the epoch's training steps */
     double images_per_sec; /* training images / seconds */
+    double lr;             /* the learning rate of the epoch */
 } cnn_epoch_stats;
 
 typedef void (*cnn_epoch_callback)(const cnn_epoch_stats *stats, void *user);
@@ -34,8 +46,23 @@ typedef struct cnn_train_config {
     float lr;
     float momentum;       /* SGD */
     int nesterov;         /* SGD */
-    float beta1, beta2, eps; /* Adam */
-    float weight_decay;   /* L2 for SGD and Adam */
+    float beta1, beta2, eps; /* Adam, AdamW; eps also RMSprop's */
+    float rho;            /* RMSprop's squared-gradient average (0.9, Keras' default) */
+    float weight_decay;   /* L2 added to the gradient (SGD, Adam, RMSprop); decoupled decay for AdamW */
+    /* learning-rate schedule, evaluated once per epoch (0-based e): warm-up, then the schedule, times the
+     * plateau factor; cnn_lr_at computes it */
+    cnn_lr_schedule lr_schedule;
+    int lr_step_epochs;   /* CNN_LR_STEP: epochs per decay (default 10) */
+    float lr_gamma;       /* CNN_LR_STEP: decay factor (default 0.1) */
+    int warmup_epochs;    /* linear warm-up: lr * (e + 1) / (warmup + 1) for e < warmup */
+    int reduce_on_plateau;   /* 1: lr *= plateau_factor after plateau_patience epochs without a lower val loss */
+    int plateau_patience;    /* default 2 */
+    float plateau_factor;    /* default 0.1 */
+    float clip_norm;      /* > 0: gradients scaled so that their global L2 norm is at most this */
+    float label_smoothing;      /* in [0, 1) */
+    const float *class_weights; /* num outputs floats, or NULL */
+    int balanced_class_weights; /* 1: class_weights = n / (classes * count(class)) from the training labels */
+    int deterministic;    /* 1: bit-identical runs for one seed (README, "Reproducibility"); the CPU backend always is */
     uint64_t seed;        /* shuffling */
     FILE *progress;       /* Keras-style progress bar goes here; NULL for silence */
     cnn_epoch_callback on_epoch_end;
@@ -45,6 +72,9 @@ typedef struct cnn_train_config {
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-7 as Keras), SGD momentum 0.9, seed 0, progress
  * on stderr. */
 void cnn_train_config_defaults(cnn_train_config *cfg);
+
+/* The learning rate of 0-based epoch `epoch` before the plateau factor. */
+float cnn_lr_at(const cnn_train_config *cfg, int epoch);
 
 /* Trains `net` on `train` (images in [0, 1]; the net applies its own normalization), evaluating on `val` (may be
  * NULL) after each epoch. `history` (may be NULL) receives cfg->epochs entries. */

@@ -1,0 +1,187 @@
+/* Layers with several inputs (add: a residual sum with an optional activation; concat: channels) and the
+ * single-input activation layers (relu, ..., and softmax, a view that marks the output as logits). */
+#include "core/error.h"
+#include "core/layer.h"
+
+enum { MERGE_BUF_PRE = 0 };
+
+static int same_shape(const cnn_shape *a, const cnn_shape *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->d[d] != b->d[d]) return 0;
+    return 1;
+}
+
+/* ---- add ---------------------------------------------------------------------------------------------------- */
+
+static cnn_status add_init(cnn_layer *l)
+{
+    char s0[64], s1[64];
+    for (int k = 1; k < l->ninputs; k++)
+        if (!same_shape(&l->ins[0], &l->ins[k])) {
+            cnn_shape_format(&l->ins[0], s0, sizeof s0);
+            cnn_shape_format(&l->ins[k], s1, sizeof s1);
+            return cnn_error(CNN_ERR_SHAPE, "line %d: add needs equal shapes, got %s and %s (a projection shortcut "
+                                            "makes them match: conv 1x1 with the stride and filters of the block)",
+                             l->line, s0, s1);
+        }
+    l->out = l->ins[0];
+    return CNN_OK;
+}
+
+static cnn_status add_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (!b->ops->add) return cnn_backend_lacks(b, "add");
+    cnn_tensor pre, *sum = y;
+    if (l->act != CNN_ACT_NONE) {
+        CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
+        sum = &pre;
+    }
+    cnn_add_args a = {.a = x[0], .b = x[1], .y = sum, .alpha = 1.0f, .beta = 1.0f};
+    CNN_TRY(b->ops->add(b, &a));
+    for (int k = 2; k < l->ninputs; k++) {
+        a = (cnn_add_args){.a = sum, .b = x[k], .y = sum, .alpha = 1.0f, .beta = 1.0f};
+        CNN_TRY(b->ops->add(b, &a));
+    }
+    if (l->act != CNN_ACT_NONE) CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+fail:
+    return st;
+}
+
+static cnn_status add_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                               cnn_tensor *const *dx)
+{
+    (void)x;
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (l->act != CNN_ACT_NONE) {
+        cnn_tensor pre;
+        CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
+        CNN_TRY(cnn_layer_act_backward(l, &pre, y, dy));
+    }
+    for (int k = 0; k < l->ninputs; k++)
+        if (dx[k]) CNN_TRY(b->ops->copy(b, dx[k], dy));
+fail:
+    return st;
+}
+
+const cnn_layer_ops cnn_add_layer_ops = {
+    .kind = "add",
+    .type_name = "Add",
+    .name_prefix = "add",
+    .init = add_init,
+    .forward = add_forward,
+    .backward = add_backward,
+};
+
+/* ---- concat ------------------------------------------------------------------------------------------------- */
+
+static cnn_status concat_init(cnn_layer *l)
+{
+    char s0[64], s1[64];
+    cnn_shape out = l->ins[0];
+    int last = out.ndim - 1;
+    for (int k = 1; k < l->ninputs; k++) {
+        cnn_shape s = l->ins[k];
+        int ok = s.ndim == out.ndim;
+        for (int d = 0; ok && d < last; d++) ok = s.d[d] == out.d[d];
+        if (!ok) {
+            cnn_shape_format(&l->ins[0], s0, sizeof s0);
+            cnn_shape_format(&s, s1, sizeof s1);
+            return cnn_error(CNN_ERR_SHAPE, "line %d: concat needs shapes that differ only in channels, got %s and %s",
+                             l->line, s0, s1);
+        }
+        out.d[last] += s.d[last];
+    }
+    l->out = out;
+    return CNN_OK;
+}
+
+static cnn_status concat_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    cnn_backend *b = l->backend;
+    if (!b->ops->concat_forward) return cnn_backend_lacks(b, "concat_forward");
+    cnn_concat_args a = {.n = l->ninputs, .y = y};
+    for (int k = 0; k < l->ninputs; k++) a.xs[k] = x[k];
+    return b->ops->concat_forward(b, &a);
+}
+
+static cnn_status concat_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                  cnn_tensor *const *dx)
+{
+    (void)y;
+    cnn_backend *b = l->backend;
+    if (!b->ops->concat_backward) return cnn_backend_lacks(b, "concat_backward");
+    cnn_concat_args a = {.n = l->ninputs, .dy = dy};
+    int any = 0;
+    for (int k = 0; k < l->ninputs; k++) {
+        a.xs[k] = x[k];
+        a.dxs[k] = dx[k];
+        any |= dx[k] != NULL;
+    }
+    return any ? b->ops->concat_backward(b, &a) : CNN_OK;
+}
+
+const cnn_layer_ops cnn_concat_layer_ops = {
+    .kind = "concat",
+    .type_name = "Concatenate",
+    .name_prefix = "concatenate",
+    .init = concat_init,
+    .forward = concat_forward,
+    .backward = concat_backward,
+};
+
+/* ---- activations -------------------------------------------------------------------------------------------- */
+
+static cnn_status act_init(cnn_layer *l)
+{
+    l->out = l->in;
+    return CNN_OK;
+}
+
+static cnn_status act_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    return cnn_layer_act_forward(l, x[0], y);
+}
+
+static cnn_status act_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                               cnn_tensor *const *dx)
+{
+    if (!dx[0]) return CNN_OK;
+    cnn_backend *b = l->backend;
+    if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
+    cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = x[0], .y = (cnn_tensor *)y, .dy = dy, .dx = dx[0]};
+    return b->ops->act_backward(b, &a);
+}
+
+const cnn_layer_ops cnn_act_layer_ops = {
+    .kind = "activation",
+    .type_name = "Activation",
+    .name_prefix = "activation",
+    .init = act_init,
+    .forward = act_forward,
+    .backward = act_backward,
+};
+
+static cnn_status softmax_init(cnn_layer *l)
+{
+    if (l->in.ndim != 1)
+        return cnn_error(CNN_ERR_SHAPE, "line %d: softmax needs a flat input of class scores (dense before it)",
+                         l->line);
+    l->out = l->in;
+    return CNN_OK;
+}
+
+const cnn_layer_ops cnn_softmax_layer_ops = {
+    .kind = "softmax",
+    .type_name = "Softmax",
+    .name_prefix = "softmax",
+    .init = softmax_init,
+    .is_view = 1,
+};

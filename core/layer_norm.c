@@ -1,0 +1,139 @@
+/* batchnorm: per-channel normalization with learned gamma/beta and running statistics (non-trainable state);
+ * dropout: inverted dropout with a counter-based mask, the identity at inference. */
+#include "core/error.h"
+#include "core/layer.h"
+
+enum { BN_BUF_MEAN = 0, BN_BUF_INVSTD, BN_BUF_SCRATCH };
+
+static cnn_status batchnorm_init(cnn_layer *l)
+{
+    int64_t c = l->in.d[l->in.ndim - 1];
+    int64_t shape[1] = {c};
+    l->out = l->in;
+    cnn_status st = cnn_layer_add_param(l, "gamma", 1, shape, CNN_INIT_ONES, c, c);
+    if (st == CNN_OK) st = cnn_layer_add_param(l, "beta", 1, shape, CNN_INIT_ZEROS, c, c);
+    if (st == CNN_OK) st = cnn_layer_add_state(l, "running_mean", 1, shape, CNN_INIT_ZEROS);
+    if (st == CNN_OK) st = cnn_layer_add_state(l, "running_var", 1, shape, CNN_INIT_ONES);
+    return st;
+}
+
+static cnn_batchnorm_args batchnorm_args(cnn_layer *l, cnn_tensor *mean, cnn_tensor *invstd)
+{
+    cnn_batchnorm_layer *bn = (cnn_batchnorm_layer *)l;
+    return (cnn_batchnorm_args){
+        .plan = &l->plan,
+        .gamma = l->params[0].value, .beta = l->params[1].value,
+        .running_mean = l->state[0].value, .running_var = l->state[1].value,
+        .save_mean = mean, .save_invstd = invstd,
+        .momentum = bn->momentum, .eps = bn->eps,
+        .act = cnn_act_grad_needs_input(l->act) ? CNN_ACT_NONE : l->act,
+        .act_alpha = l->act_alpha,
+    };
+}
+
+static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward");
+    cnn_tensor mean, invstd, pre; /* (C), (C): batch statistics kept for backward; (like y) pre-activation */
+    CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
+    CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
+    cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
+    a.x = x[0];
+    a.y = y;
+    a.training = training;
+    if (!cnn_act_grad_needs_input(l->act)) return b->ops->batchnorm_forward(b, &a);
+    CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, y, &pre));
+    a.y = &pre;
+    CNN_TRY(b->ops->batchnorm_forward(b, &a));
+    CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+fail:
+    return st;
+}
+
+static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y,
+                                     cnn_tensor *dy, cnn_tensor *const *dx)
+{
+    cnn_backend *b = l->backend;
+    cnn_status st = CNN_OK;
+    if (!b->ops->batchnorm_backward) return cnn_backend_lacks(b, "batchnorm_backward");
+    cnn_tensor mean, invstd, scratch, *prep = NULL;
+    CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
+    CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
+    if (cnn_act_grad_needs_input(l->act)) {
+        CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, y, &scratch));
+        prep = &scratch;
+    }
+    CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
+    cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
+    a.x = x[0];
+    a.y = (cnn_tensor *)y;
+    a.dy = dy;
+    a.dgamma = l->params[0].grad;
+    a.dbeta = l->params[1].grad;
+    a.training = 1;
+    a.dx = dx[0];
+    if (!a.dx) { /* the op always computes dx: give it the (no longer needed) scratch */
+        CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, x[0], &scratch));
+        a.dx = &scratch;
+    }
+    CNN_TRY(b->ops->batchnorm_backward(b, &a));
+fail:
+    return st;
+}
+
+const cnn_layer_ops cnn_batchnorm_layer_ops = {
+    .kind = "batchnorm",
+    .type_name = "BatchNormalization",
+    .name_prefix = "batch_normalization",
+    .init = batchnorm_init,
+    .forward = batchnorm_forward,
+    .backward = batchnorm_backward,
+};
+
+/* ---- dropout ------------------------------------------------------------------------------------------------ */
+
+/* Masks of different steps never share counters: the offset advances by 2^32 a step (tensors stay below 2^32
+ * elements per layer and batch). */
+#define DROPOUT_STEP_STRIDE (1ull << 32)
+
+static cnn_status dropout_init(cnn_layer *l)
+{
+    l->out = l->in;
+    return CNN_OK;
+}
+
+static cnn_status dropout_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    cnn_backend *b = l->backend;
+    cnn_dropout_layer *d = (cnn_dropout_layer *)l;
+    if (!training || d->rate == 0.0f) return b->ops->copy(b, y, x[0]);
+    if (!b->ops->dropout_forward) return cnn_backend_lacks(b, "dropout_forward");
+    cnn_dropout_args a = {.x = x[0], .y = y, .rate = d->rate, .seed = l->seed, .offset = l->step * DROPOUT_STEP_STRIDE};
+    return b->ops->dropout_forward(b, &a);
+}
+
+static cnn_status dropout_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                   cnn_tensor *const *dx)
+{
+    (void)x;
+    (void)y;
+    cnn_backend *b = l->backend;
+    cnn_dropout_layer *d = (cnn_dropout_layer *)l;
+    if (!dx[0]) return CNN_OK;
+    if (d->rate == 0.0f) return b->ops->copy(b, dx[0], dy);
+    if (!b->ops->dropout_backward) return cnn_backend_lacks(b, "dropout_backward");
+    cnn_dropout_args a = {.dy = dy, .dx = dx[0], .rate = d->rate, .seed = l->seed,
+                          .offset = l->step * DROPOUT_STEP_STRIDE};
+    return b->ops->dropout_backward(b, &a);
+}
+
+const cnn_layer_ops cnn_dropout_layer_ops = {
+    .kind = "dropout",
+    .type_name = "Dropout",
+    .name_prefix = "dropout",
+    .init = dropout_init,
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+};
