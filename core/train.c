@@ -18,7 +18,7 @@ void cnn_train_config_defaults(cnn_train_config *c)
     c->momentum = 0.9f;
     c->beta1 = 0.9f;   /* Kingma & Ba 2015 */
     c->beta2 = 0.999f;
-    c->eps = 1e-7f;    /* Keras' default (PyTorch uses 1e-8) */
+    c->eps = 1e-8f;    /* Kingma & Ba 2015 and PyTorch (Keras uses 1e-7) */
     c->rho = 0.9f;     /* Keras' RMSprop default */
     c->lr_step_epochs = 10;
     c->lr_gamma = 0.1f;

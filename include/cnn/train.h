@@ -69,7 +69,7 @@ typedef struct cnn_train_config {
     void *user;
 } cnn_train_config;
 
-/* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-7 as Keras), SGD momentum 0.9, seed 0, progress
+/* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
  * on stderr. */
 void cnn_train_config_defaults(cnn_train_config *cfg);
 
