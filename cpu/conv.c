@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 
 /* 1: let oneDNN pick the activations' format too and reorder NHWC <-> its format at every call. Measured on
@@ -32,7 +33,12 @@ typedef struct cnn_cpu_conv_entry {
     cnn_cpu_prim fwd, bwd_data, bwd_filter;
 } cnn_cpu_conv_entry;
 
-enum { CNN_CPU_CONV_FWD, CNN_CPU_CONV_BWD_DATA, CNN_CPU_CONV_BWD_FILTER };
+/* the values of core/op_check.h's directions, which cnn_conv2d_check takes */
+enum {
+    CNN_CPU_CONV_FWD = CNN_OP_FWD,
+    CNN_CPU_CONV_BWD_DATA = CNN_OP_BWD_DATA,
+    CNN_CPU_CONV_BWD_FILTER = CNN_OP_BWD_WEIGHTS,
+};
 
 static void cnn_cpu_conv_entry_destroy(void *p)
 {
@@ -58,7 +64,7 @@ static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_
     const char *xn = dir == CNN_CPU_CONV_BWD_DATA ? "dx" : "x";
     const char *wn = dir == CNN_CPU_CONV_BWD_FILTER ? "dw" : "w";
     const char *yn = dir == CNN_CPU_CONV_FWD ? "y" : "dy";
-    char s1[CNN_CPU_SHAPE_BUF], s2[CNN_CPU_SHAPE_BUF];
+    cnn_conv2d_sizes s;
 
     memset(k, 0, sizeof *k);
     CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
@@ -66,26 +72,17 @@ static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_
     CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
     if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
     if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    if (dir == CNN_CPU_CONV_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
-    if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
-        a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
-        return cnn_error(CNN_ERR_INVALID_ARG,
-                         "%s: bad parameters: stride %dx%d, dilation %dx%d, groups %d, padding %d,%d,%d,%d (top, "
-                         "left, bottom, right)",
-                         op, a->stride_h, a->stride_w, a->dilation_h, a->dilation_w, a->groups, a->pad_top,
-                         a->pad_left, a->pad_bottom, a->pad_right);
-    if (xt->ndim != 4 || wt->ndim != 4 || yt->ndim != 4)
-        return cnn_error(CNN_ERR_SHAPE,
-                         "%s: %s %s and %s %s must be rank 4 (N, H, W, C) and %s rank 4 (O, KH, KW, C/groups)", op,
-                         xn, cnn_cpu_shape_str(xt, s1, sizeof s1), yn, cnn_cpu_shape_str(yt, s2, sizeof s2), wn);
-
-    k->n = xt->shape[0];
-    k->h = xt->shape[1];
-    k->w = xt->shape[2];
-    k->c = xt->shape[3];
-    k->o = wt->shape[0];
-    k->kh = wt->shape[1];
-    k->kw = wt->shape[2];
+    if (dir == CNN_CPU_CONV_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 0, op)); /* alpha; the rest below */
+    CNN_TRY(cnn_conv2d_check(a, dir, "", op, &s));
+    k->n = s.n;
+    k->h = s.h;
+    k->w = s.w;
+    k->c = s.c;
+    k->o = s.o;
+    k->kh = s.kh;
+    k->kw = s.kw;
+    k->oh = s.oh;
+    k->ow = s.ow;
     k->stride_h = a->stride_h;
     k->stride_w = a->stride_w;
     k->pad_top = a->pad_top;
@@ -95,24 +92,6 @@ static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_
     k->dilation_h = a->dilation_h;
     k->dilation_w = a->dilation_w;
     k->groups = a->groups;
-    if (k->n < 1 || k->h < 1 || k->w < 1 || k->c < 1 || k->o < 1 || k->kh < 1 || k->kw < 1)
-        return cnn_error(CNN_ERR_SHAPE, "%s: empty tensor: %s %s, %s %s", op, xn, cnn_cpu_shape_str(xt, s1, sizeof s1),
-                         wn, cnn_cpu_shape_str(wt, s2, sizeof s2));
-    if (k->c % k->groups || k->o % k->groups)
-        return cnn_error(CNN_ERR_SHAPE,
-                         "%s: groups %d must divide the input channels of %s %s and the filters of %s %s", op,
-                         k->groups, xn, cnn_cpu_shape_str(xt, s1, sizeof s1), wn, cnn_cpu_shape_str(wt, s2, sizeof s2));
-    if (wt->shape[3] != k->c / k->groups)
-        return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must have C/groups = %lld input channels to match %s %s", op, wn,
-                         cnn_cpu_shape_str(wt, s1, sizeof s1), (long long)(k->c / k->groups), xn,
-                         cnn_cpu_shape_str(xt, s2, sizeof s2));
-    k->oh = cnn_window_out(k->h, (int)k->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
-    k->ow = cnn_window_out(k->w, (int)k->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
-    if (k->oh < 1 || k->ow < 1)
-        return cnn_error(CNN_ERR_SHAPE, "%s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding "
-                         "%d,%d,%d,%d",
-                         op, (long long)k->kh, (long long)k->kw, a->dilation_h, a->dilation_w, xn,
-                         cnn_cpu_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
     int64_t yshape[4] = {k->n, k->oh, k->ow, k->o};
     CNN_TRY(cnn_cpu_check_shape(yt, 4, yshape, op, yn));
     int64_t bshape[1] = {k->o};

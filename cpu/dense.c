@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 
 /* 1: let oneDNN pick the weights' format (reordered from (OUT, IN) at every call). Measured on the seed CNN's
@@ -27,7 +28,12 @@ typedef struct cnn_cpu_dense_entry {
     cnn_cpu_prim fwd, bwd_data, bwd_weights;
 } cnn_cpu_dense_entry;
 
-enum { CNN_CPU_DENSE_FWD, CNN_CPU_DENSE_BWD_DATA, CNN_CPU_DENSE_BWD_WEIGHTS };
+/* the values of core/op_check.h's directions, which cnn_dense_check takes */
+enum {
+    CNN_CPU_DENSE_FWD = CNN_OP_FWD,
+    CNN_CPU_DENSE_BWD_DATA = CNN_OP_BWD_DATA,
+    CNN_CPU_DENSE_BWD_WEIGHTS = CNN_OP_BWD_WEIGHTS,
+};
 
 static void cnn_cpu_dense_entry_destroy(void *p)
 {
@@ -48,7 +54,7 @@ static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_
     const char *xn = dir == CNN_CPU_DENSE_BWD_DATA ? "dx" : "x";
     const char *wn = dir == CNN_CPU_DENSE_BWD_WEIGHTS ? "dw" : "w";
     const char *yn = dir == CNN_CPU_DENSE_FWD ? "y" : "dy";
-    char s1[CNN_CPU_SHAPE_BUF], s2[CNN_CPU_SHAPE_BUF];
+    cnn_dense_sizes s;
 
     memset(k, 0, sizeof *k);
     CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
@@ -56,23 +62,11 @@ static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_
     CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
     if (dir == CNN_CPU_DENSE_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
     if (dir == CNN_CPU_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    if (dir == CNN_CPU_DENSE_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
-    if (xt->ndim < 2)
-        return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must have rank 2 to 4 with the batch first", op, xn,
-                         cnn_cpu_shape_str(xt, s1, sizeof s1));
-    if (wt->ndim != 2)
-        return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must be (OUT, IN)", op, wn, cnn_cpu_shape_str(wt, s1, sizeof s1));
-    k->n = xt->shape[0];
-    k->in = 1;
-    for (int i = 1; i < xt->ndim; i++) k->in *= xt->shape[i];
-    k->out = wt->shape[0];
-    if (k->n < 1 || k->in < 1 || k->out < 1)
-        return cnn_error(CNN_ERR_SHAPE, "%s: empty tensor: %s %s, %s %s", op, xn, cnn_cpu_shape_str(xt, s1, sizeof s1),
-                         wn, cnn_cpu_shape_str(wt, s2, sizeof s2));
-    if (wt->shape[1] != k->in)
-        return cnn_error(CNN_ERR_SHAPE, "%s: %s %s has %lld inputs per sample but %s is %s", op, xn,
-                         cnn_cpu_shape_str(xt, s1, sizeof s1), (long long)k->in, wn,
-                         cnn_cpu_shape_str(wt, s2, sizeof s2));
+    if (dir == CNN_CPU_DENSE_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 0, op)); /* alpha; the rest below */
+    CNN_TRY(cnn_dense_check(a, dir, "", op, &s));
+    k->n = s.n;
+    k->in = s.in;
+    k->out = s.out;
     int64_t yshape[2] = {k->n, k->out};
     CNN_TRY(cnn_cpu_check_shape(yt, 2, yshape, op, yn));
     int64_t bshape[1] = {k->out};

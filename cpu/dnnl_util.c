@@ -1,6 +1,7 @@
 /* Checked oneDNN calls, primitives with their reorders, the plan cache and shared argument checks for the CPU
  * backend (see dnnl_util.h for the rules). */
 #include "cpu/dnnl_util.h"
+#include "core/op_check.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -180,21 +181,6 @@ const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p)
     return s;
 }
 
-static const char *cnn_cpu_act_name(cnn_act act)
-{
-    switch (act) {
-    case CNN_ACT_NONE: return "none";
-    case CNN_ACT_RELU: return "ReLU";
-    case CNN_ACT_LEAKY_RELU: return "leaky ReLU";
-    case CNN_ACT_ELU: return "ELU";
-    case CNN_ACT_SIGMOID: return "sigmoid";
-    case CNN_ACT_TANH: return "tanh";
-    case CNN_ACT_GELU: return "GELU";
-    case CNN_ACT_SILU: return "SiLU";
-    default: return "?";
-    }
-}
-
 cnn_status cnn_cpu_check_act(cnn_act act, float alpha, int fused, const char *op)
 {
     if ((unsigned)act >= CNN_ACT_COUNT)
@@ -207,7 +193,7 @@ cnn_status cnn_cpu_check_act(cnn_act act, float alpha, int fused, const char *op
         return cnn_error(CNN_ERR_INVALID_ARG,
                          "%s: %s cannot be fused (its gradient needs the pre-activation input); apply it as a "
                          "separate op",
-                         op, cnn_cpu_act_name(act));
+                         op, cnn_op_act_name(act));
     return CNN_OK;
 }
 
@@ -234,7 +220,7 @@ cnn_status cnn_cpu_act_attr(cnn_act act, float alpha, dnnl_primitive_attr_t *att
     case CNN_ACT_TANH: alg = dnnl_eltwise_tanh; break;
     default:
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: activation %s cannot be fused; apply it as a separate op", what,
-                         cnn_cpu_act_name(act));
+                         cnn_op_act_name(act));
     }
     CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
     /* scale 1; beta unused by these algorithms */

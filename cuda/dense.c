@@ -12,13 +12,19 @@
  * in its default math mode: full f32, no TF32 (set in backend.c). No plan is needed. */
 #include <string.h>
 
+#include "core/op_check.h"
 #include "cuda/cuda_util.h"
 
 typedef struct cnn_cuda_dense_dims {
     int64_t n, in, out;
 } cnn_cuda_dense_dims;
 
-enum { CNN_CUDA_DENSE_FWD, CNN_CUDA_DENSE_BWD_DATA, CNN_CUDA_DENSE_BWD_WEIGHTS };
+/* the values of core/op_check.h's directions, which cnn_dense_check takes */
+enum {
+    CNN_CUDA_DENSE_FWD = CNN_OP_FWD,
+    CNN_CUDA_DENSE_BWD_DATA = CNN_OP_BWD_DATA,
+    CNN_CUDA_DENSE_BWD_WEIGHTS = CNN_OP_BWD_WEIGHTS,
+};
 
 static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cuda_dense_dims *k, const char *op)
 {
@@ -29,7 +35,7 @@ static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cud
     const char *xn = dir == CNN_CUDA_DENSE_BWD_DATA ? "dx" : "x";
     const char *wn = dir == CNN_CUDA_DENSE_BWD_WEIGHTS ? "dw" : "w";
     const char *yn = dir == CNN_CUDA_DENSE_FWD ? "y" : "dy";
-    char s1[CNN_CUDA_SHAPE_BUF], s2[CNN_CUDA_SHAPE_BUF];
+    cnn_dense_sizes s;
 
     memset(k, 0, sizeof *k);
     CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
@@ -37,27 +43,10 @@ static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cud
     CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
     if (dir == CNN_CUDA_DENSE_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
     if (dir == CNN_CUDA_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
-    if (dir == CNN_CUDA_DENSE_FWD && (unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
-    if (dir == CNN_CUDA_DENSE_FWD && cnn_act_grad_needs_input(a->act))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: GELU and SiLU cannot be fused (their gradient needs the "
-                                              "input): apply it as a separate op", op);
-    if (xt->ndim < 2)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must have rank 2 to 4 with the batch first", op, xn,
-                         cnn_cuda_shape_str(xt, s1, sizeof s1));
-    if (wt->ndim != 2)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must be (OUT, IN)", op, wn, cnn_cuda_shape_str(wt, s1, sizeof s1));
-    k->n = xt->shape[0];
-    k->in = 1;
-    for (int i = 1; i < xt->ndim; i++) k->in *= xt->shape[i];
-    k->out = wt->shape[0];
-    if (k->n < 1 || k->in < 1 || k->out < 1)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: empty tensor: %s %s, %s %s", op, xn,
-                         cnn_cuda_shape_str(xt, s1, sizeof s1), wn, cnn_cuda_shape_str(wt, s2, sizeof s2));
-    if (wt->shape[1] != k->in)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s has %lld inputs per sample but %s is %s", op, xn,
-                         cnn_cuda_shape_str(xt, s1, sizeof s1), (long long)k->in, wn,
-                         cnn_cuda_shape_str(wt, s2, sizeof s2));
+    CNN_TRY(cnn_dense_check(a, dir, "cuda ", op, &s));
+    k->n = s.n;
+    k->in = s.in;
+    k->out = s.out;
     int64_t yshape[2] = {k->n, k->out};
     CNN_TRY(cnn_cuda_check_shape(yt, 2, yshape, op, yn));
     int64_t bshape[1] = {k->out};

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/op_check.h"
 #include "cuda/cuda_util.h"
 
 typedef struct cnn_cuda_pool_key {
@@ -49,34 +50,20 @@ static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cn
     const cnn_tensor *yt = backward ? a->dy : a->y;
     const char *xn = backward ? "dx" : "x";
     const char *yn = backward ? "dy" : "y";
-    char s1[CNN_CUDA_SHAPE_BUF];
+    cnn_pool2d_sizes s;
 
     memset(k, 0, sizeof *k);
     if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown pooling mode %d", op, (int)a->mode);
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown pooling mode %d", "cuda ", op, (int)a->mode);
     CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
     CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
-    if (a->kernel_h < 1 || a->kernel_w < 1 || a->stride_h < 1 || a->stride_w < 1 || a->pad_top < 0 ||
-        a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: bad window: kernel %dx%d, stride %dx%d, padding %d,%d,%d,%d",
-                         op, a->kernel_h, a->kernel_w, a->stride_h, a->stride_w, a->pad_top, a->pad_left,
-                         a->pad_bottom, a->pad_right);
-    /* a window made only of padding would have no maximum and nothing to average */
-    if (a->pad_top >= a->kernel_h || a->pad_bottom >= a->kernel_h || a->pad_left >= a->kernel_w ||
-        a->pad_right >= a->kernel_w)
-        return cnn_error(CNN_ERR_INVALID_ARG,
-                         "cuda %s: padding %d,%d,%d,%d (top, left, bottom, right) must be smaller than the %dx%d "
-                         "kernel",
-                         op, a->pad_top, a->pad_left, a->pad_bottom, a->pad_right, a->kernel_h, a->kernel_w);
-    if (xt->ndim != 4)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s must be rank 4 (N, H, W, C)", op, xn,
-                         cnn_cuda_shape_str(xt, s1, sizeof s1));
-    k->n = xt->shape[0];
-    k->h = xt->shape[1];
-    k->w = xt->shape[2];
-    k->c = xt->shape[3];
-    if (k->n < 1 || k->h < 1 || k->w < 1 || k->c < 1)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s %s is empty", op, xn, cnn_cuda_shape_str(xt, s1, sizeof s1));
+    CNN_TRY(cnn_pool2d_check(a, backward, "cuda ", op, &s));
+    k->n = s.n;
+    k->h = s.h;
+    k->w = s.w;
+    k->c = s.c;
+    k->oh = s.oh;
+    k->ow = s.ow;
     k->mode = a->mode;
     k->kernel_h = a->kernel_h;
     k->kernel_w = a->kernel_w;
@@ -86,12 +73,6 @@ static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cn
     k->pad_left = a->pad_left;
     k->pad_bottom = a->pad_bottom;
     k->pad_right = a->pad_right;
-    k->oh = cnn_window_out(k->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
-    k->ow = cnn_window_out(k->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
-    if (k->oh < 1 || k->ow < 1)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: the %dx%d window does not fit in %s %s with padding %d,%d,%d,%d", op,
-                         a->kernel_h, a->kernel_w, xn, cnn_cuda_shape_str(xt, s1, sizeof s1), a->pad_top,
-                         a->pad_left, a->pad_bottom, a->pad_right);
     int64_t yshape[4] = {k->n, k->oh, k->ow, k->c};
     CNN_TRY(cnn_cuda_check_shape(yt, 4, yshape, op, yn));
 fail:

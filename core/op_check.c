@@ -1,0 +1,171 @@
+/* Device-independent argument checks of conv2d, pool2d and dense (see op_check.h). */
+#include "core/op_check.h"
+
+#include <stdio.h>
+
+#include "core/error.h"
+
+#define CNN_OP_SHAPE_BUF 96
+
+static const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
+{
+    size_t len = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < t->ndim && i < CNN_MAX_DIMS && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (len < size) snprintf(buf + len, size - len, ")");
+    return buf;
+}
+
+const char *cnn_op_act_name(cnn_act act)
+{
+    switch (act) {
+    case CNN_ACT_NONE: return "none";
+    case CNN_ACT_RELU: return "ReLU";
+    case CNN_ACT_LEAKY_RELU: return "leaky ReLU";
+    case CNN_ACT_ELU: return "ELU";
+    case CNN_ACT_SIGMOID: return "sigmoid";
+    case CNN_ACT_TANH: return "tanh";
+    case CNN_ACT_GELU: return "GELU";
+    case CNN_ACT_SILU: return "SiLU";
+    default: return "?";
+    }
+}
+
+cnn_status cnn_op_check_fused_act(cnn_act act, const char *prefix, const char *op)
+{
+    if ((unsigned)act >= CNN_ACT_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown activation %d", prefix, op, (int)act);
+    if (cnn_act_grad_needs_input(act))
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "%s%s: %s cannot be fused (its gradient needs the pre-activation input); apply it as a "
+                         "separate op",
+                         prefix, op, cnn_op_act_name(act));
+    return CNN_OK;
+}
+
+cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
+                            cnn_conv2d_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    const cnn_tensor *yt = dir == CNN_OP_FWD ? a->y : a->dy;
+    const char *xn = dir == CNN_OP_BWD_DATA ? "dx" : "x";
+    const char *wn = dir == CNN_OP_BWD_WEIGHTS ? "dw" : "w";
+    const char *yn = dir == CNN_OP_FWD ? "y" : "dy";
+    char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+
+    *s = (cnn_conv2d_sizes){0};
+    if (dir == CNN_OP_FWD) {
+        cnn_status st = cnn_op_check_fused_act(a->act, prefix, op);
+        if (st != CNN_OK) return st;
+    }
+    if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
+        a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "%s%s: bad parameters: stride %dx%d, dilation %dx%d, groups %d, padding %d,%d,%d,%d (top, "
+                         "left, bottom, right)",
+                         prefix, op, a->stride_h, a->stride_w, a->dilation_h, a->dilation_w, a->groups, a->pad_top,
+                         a->pad_left, a->pad_bottom, a->pad_right);
+    if (xt->ndim != 4 || wt->ndim != 4 || yt->ndim != 4)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "%s%s: %s %s and %s %s must be rank 4 (N, H, W, C) and %s rank 4 (O, KH, KW, C/groups)",
+                         prefix, op, xn, cnn_op_shape_str(xt, s1, sizeof s1), yn, cnn_op_shape_str(yt, s2, sizeof s2),
+                         wn);
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    s->o = wt->shape[0];
+    s->kh = wt->shape[1];
+    s->kw = wt->shape[2];
+    if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1 || s->o < 1 || s->kh < 1 || s->kw < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: empty tensor: %s %s, %s %s", prefix, op, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1), wn, cnn_op_shape_str(wt, s2, sizeof s2));
+    if (s->c % a->groups || s->o % a->groups)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "%s%s: groups %d must divide the input channels of %s %s and the filters of %s %s", prefix,
+                         op, a->groups, xn, cnn_op_shape_str(xt, s1, sizeof s1), wn,
+                         cnn_op_shape_str(wt, s2, sizeof s2));
+    if (wt->shape[3] != s->c / a->groups)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must have C/groups = %lld input channels to match %s %s", prefix,
+                         op, wn, cnn_op_shape_str(wt, s1, sizeof s1), (long long)(s->c / a->groups), xn,
+                         cnn_op_shape_str(xt, s2, sizeof s2));
+    s->oh = cnn_window_out(s->h, (int)s->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
+    s->ow = cnn_window_out(s->w, (int)s->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
+    if (s->oh < 1 || s->ow < 1)
+        return cnn_error(CNN_ERR_SHAPE,
+                         "%s%s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding %d,%d,%d,%d",
+                         prefix, op, (long long)s->kh, (long long)s->kw, a->dilation_h, a->dilation_w, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
+    return CNN_OK;
+}
+
+cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *prefix, const char *op,
+                            cnn_pool2d_sizes *s)
+{
+    const cnn_tensor *xt = backward ? a->dx : a->x;
+    const char *xn = backward ? "dx" : "x";
+    char s1[CNN_OP_SHAPE_BUF];
+
+    *s = (cnn_pool2d_sizes){0};
+    if (a->kernel_h < 1 || a->kernel_w < 1 || a->stride_h < 1 || a->stride_w < 1 || a->pad_top < 0 ||
+        a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: bad window: kernel %dx%d, stride %dx%d, padding %d,%d,%d,%d",
+                         prefix, op, a->kernel_h, a->kernel_w, a->stride_h, a->stride_w, a->pad_top, a->pad_left,
+                         a->pad_bottom, a->pad_right);
+    /* a window made only of padding would have no maximum and nothing to average */
+    if (a->pad_top >= a->kernel_h || a->pad_bottom >= a->kernel_h || a->pad_left >= a->kernel_w ||
+        a->pad_right >= a->kernel_w)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "%s%s: padding %d,%d,%d,%d (top, left, bottom, right) must be smaller than the %dx%d kernel",
+                         prefix, op, a->pad_top, a->pad_left, a->pad_bottom, a->pad_right, a->kernel_h, a->kernel_w);
+    if (xt->ndim != 4)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must be rank 4 (N, H, W, C)", prefix, op, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1));
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s is empty", prefix, op, xn, cnn_op_shape_str(xt, s1, sizeof s1));
+    s->oh = cnn_window_out(s->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
+    s->ow = cnn_window_out(s->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
+    if (s->oh < 1 || s->ow < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: the %dx%d window does not fit in %s %s with padding %d,%d,%d,%d",
+                         prefix, op, a->kernel_h, a->kernel_w, xn, cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top,
+                         a->pad_left, a->pad_bottom, a->pad_right);
+    return CNN_OK;
+}
+
+cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    const char *xn = dir == CNN_OP_BWD_DATA ? "dx" : "x";
+    const char *wn = dir == CNN_OP_BWD_WEIGHTS ? "dw" : "w";
+    char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+
+    *s = (cnn_dense_sizes){0};
+    if (dir == CNN_OP_FWD) {
+        cnn_status st = cnn_op_check_fused_act(a->act, prefix, op);
+        if (st != CNN_OK) return st;
+    }
+    if (xt->ndim < 2)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must have rank 2 to 4 with the batch first", prefix, op, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1));
+    if (wt->ndim != 2)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must be (OUT, IN)", prefix, op, wn,
+                         cnn_op_shape_str(wt, s1, sizeof s1));
+    s->n = xt->shape[0];
+    s->in = 1;
+    for (int i = 1; i < xt->ndim; i++) s->in *= xt->shape[i];
+    s->out = wt->shape[0];
+    if (s->n < 1 || s->in < 1 || s->out < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: empty tensor: %s %s, %s %s", prefix, op, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1), wn, cnn_op_shape_str(wt, s2, sizeof s2));
+    if (wt->shape[1] != s->in)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s has %lld inputs per sample but %s is %s", prefix, op, xn,
+                         cnn_op_shape_str(xt, s1, sizeof s1), (long long)s->in, wn,
+                         cnn_op_shape_str(wt, s2, sizeof s2));
+    return CNN_OK;
+}

@@ -1,0 +1,56 @@
+/* Device-independent argument checks of the window and dense ops, shared by the backends.
+ *
+ * Each backend first checks what only it knows (that every tensor is there, in its memory and in a dtype it
+ * computes), then calls these for what every backend checks the same way: the activation a forward may fuse, the
+ * op's parameters, ranks, agreement of the shapes and the derived output size (cnn_window_out). The caller still
+ * checks the output and bias shapes against the sizes returned, with its own helpers.
+ *
+ * `prefix` goes before `op` in the messages ("" on the CPU, "cuda " on CUDA), so "<prefix><op>: ...". The
+ * tensors the direction uses must be present (the backend's own checks come first). */
+#ifndef CNN_CORE_OP_CHECK_H
+#define CNN_CORE_OP_CHECK_H
+
+#include <stdint.h>
+
+#include "core/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* which tensors an op's call uses: x/w/y forward, dx/w/dy backward data, x/dw/dy backward weights (filter) */
+enum { CNN_OP_FWD = 0, CNN_OP_BWD_DATA = 1, CNN_OP_BWD_WEIGHTS = 2 };
+
+/* act known and fusable (its gradient needs no pre-activation input); alpha is not looked at */
+cnn_status cnn_op_check_fused_act(cnn_act act, const char *prefix, const char *op);
+/* a readable activation name for messages ("leaky ReLU", "GELU") */
+const char *cnn_op_act_name(cnn_act act);
+
+typedef struct cnn_conv2d_sizes {
+    int64_t n, h, w, c, o, kh, kw, oh, ow;
+} cnn_conv2d_sizes;
+
+/* dir: CNN_OP_*; forward also checks the fused activation */
+cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
+                            cnn_conv2d_sizes *s);
+
+typedef struct cnn_pool2d_sizes {
+    int64_t n, h, w, c, oh, ow;
+} cnn_pool2d_sizes;
+
+/* the window and x (dx when backward); the mode is the caller's to check */
+cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *prefix, const char *op,
+                            cnn_pool2d_sizes *s);
+
+typedef struct cnn_dense_sizes {
+    int64_t n, in, out;
+} cnn_dense_sizes;
+
+/* dir: CNN_OP_*; forward also checks the fused activation */
+cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
