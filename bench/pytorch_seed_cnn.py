@@ -225,6 +225,7 @@ def main():
         for step in range(steps_per_epoch):
             if step == args.warmup_steps:
                 host0, own0 = host_busy_seconds(), own_cpu_seconds()
+                flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t_start = time.perf_counter()
             idx = perm[step * args.batch:(step + 1) * args.batch]
             xb = xtr.index_select(0, idx)
@@ -247,9 +248,11 @@ def main():
         seconds = (t_end - t_start) if t_start is not None else 0.0
         if t_start is not None and seconds > 0:
             own_cpu = own_cpu_seconds() - own0
+            minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
             other_cpu = max(0.0, host_busy_seconds() - host0 - own_cpu)
         else:
             own_cpu = other_cpu = float("nan")
+            minflt = 0
         ips = timed_images / seconds if seconds > 0 else float("nan")
         rec = {
             "epoch": epoch,
@@ -264,6 +267,7 @@ def main():
             # contention check: this process' CPU use and other processes' CPU use (in cores) while timed
             "own_cpu_cores": own_cpu / seconds if seconds > 0 else float("nan"),
             "other_cpu_cores": other_cpu / seconds if seconds > 0 else float("nan"),
+            "minor_page_faults_per_step": minflt / max(1, steps_per_epoch - args.warmup_steps),
         }
         if not args.no_eval:
             te0 = time.perf_counter()
@@ -275,7 +279,7 @@ def main():
         if not args.no_eval:
             line += f" | test loss {rec['test_loss']:.4f} acc {rec['test_accuracy']:.4f}"
         line += (f" | peak RSS {peak_rss_mib():.1f} MiB | cpu: own {rec['own_cpu_cores']:.2f} "
-                 f"other {rec['other_cpu_cores']:.2f} cores")
+                 f"other {rec['other_cpu_cores']:.2f} cores | {rec['minor_page_faults_per_step']:.0f} page faults/step")
         print(line, flush=True)
 
     if args.profile_steps > 0:
@@ -308,7 +312,8 @@ def main():
         "steps_limit": args.steps,
         "warmup_steps": args.warmup_steps,
         "env": {k: os.environ.get(k) for k in
-                ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+                ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                 "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")},
         "epochs": epochs,
         "peak_rss_mib": peak_rss_mib(),
         "rss_after_import_mib": rss_import,
