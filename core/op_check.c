@@ -1,6 +1,7 @@
 /* Device-independent argument checks of conv2d, pool2d and dense (see op_check.h). */
 #include "core/op_check.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "core/error.h"
@@ -31,11 +32,17 @@ const char *cnn_op_act_name(cnn_act act)
     }
 }
 
-cnn_status cnn_op_check_fused_act(cnn_act act, const char *prefix, const char *op)
+cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *prefix, const char *op)
 {
     if ((unsigned)act >= CNN_ACT_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown activation %d", prefix, op, (int)act);
-    if (cnn_act_grad_needs_input(act))
+    if (act == CNN_ACT_LEAKY_RELU && !(alpha > 0.0f && alpha < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: leaky ReLU slope alpha %g must be in (0, 1)", prefix, op,
+                         (double)alpha);
+    if (act == CNN_ACT_ELU && !(alpha > 0.0f && isfinite(alpha)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: ELU alpha %g must be positive and finite", prefix, op,
+                         (double)alpha);
+    if (fused && cnn_act_grad_needs_input(act))
         return cnn_error(CNN_ERR_INVALID_ARG,
                          "%s%s: %s cannot be fused (its gradient needs the pre-activation input); apply it as a "
                          "separate op",
@@ -56,7 +63,7 @@ cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefi
 
     *s = (cnn_conv2d_sizes){0};
     if (dir == CNN_OP_FWD) {
-        cnn_status st = cnn_op_check_fused_act(a->act, prefix, op);
+        cnn_status st = cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op);
         if (st != CNN_OK) return st;
     }
     if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
@@ -147,7 +154,7 @@ cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix,
 
     *s = (cnn_dense_sizes){0};
     if (dir == CNN_OP_FWD) {
-        cnn_status st = cnn_op_check_fused_act(a->act, prefix, op);
+        cnn_status st = cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op);
         if (st != CNN_OK) return st;
     }
     if (xt->ndim < 2)
@@ -167,5 +174,139 @@ cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix,
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s has %lld inputs per sample but %s is %s", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), (long long)s->in, wn,
                          cnn_op_shape_str(wt, s2, sizeof s2));
+    return CNN_OK;
+}
+
+static cnn_status cnn_op_check_vec(const cnn_tensor *t, int64_t c, const char *prefix, const char *op,
+                                   const char *name)
+{
+    char s1[CNN_OP_SHAPE_BUF];
+    if (t->ndim == 1 && t->shape[0] == c) return CNN_OK;
+    return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must be (%lld), one per channel", prefix, op, name,
+                     cnn_op_shape_str(t, s1, sizeof s1), (long long)c);
+}
+
+static cnn_status cnn_op_check_like(const cnn_tensor *t, const cnn_tensor *ref, const char *prefix, const char *op,
+                                    const char *name, const char *ref_name)
+{
+    char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+    int same = t->ndim == ref->ndim;
+    for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == ref->shape[d];
+    if (same) return CNN_OK;
+    return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must have the shape of %s %s", prefix, op, name,
+                     cnn_op_shape_str(t, s1, sizeof s1), ref_name, cnn_op_shape_str(ref, s2, sizeof s2));
+}
+
+int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_tensor **ts, const char **names)
+{
+    const cnn_tensor *all[CNN_BATCHNORM_MAX_TENSORS] = {
+        a->x,           a->gamma,          backward ? NULL : a->beta, a->running_mean, a->running_var,
+        a->save_mean,   a->save_invstd,    backward ? NULL : a->y,    backward ? a->dy : NULL,
+        backward ? a->dx : NULL, backward ? a->dgamma : NULL, backward ? a->dbeta : NULL};
+    static const char *const all_names[CNN_BATCHNORM_MAX_TENSORS] = {
+        "x", "gamma", "beta", "running_mean", "running_var", "save_mean", "save_invstd", "y", "dy", "dx", "dgamma",
+        "dbeta"};
+    int n = 0;
+    for (int i = 0; i < CNN_BATCHNORM_MAX_TENSORS; i++) {
+        /* x, y and dy are required: listed even when NULL, so that the caller's check names them */
+        if (!all[i] && !(i == 0 || (i == 7 && !backward) || (i == 8 && backward))) continue;
+        ts[n] = all[i];
+        names[n] = all_names[i];
+        n++;
+    }
+    return n;
+}
+
+cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const char *prefix, const char *op,
+                               int64_t *m_out, int64_t *c_out)
+{
+    cnn_status st = CNN_OK;
+    char s1[CNN_OP_SHAPE_BUF];
+    if (a->x->ndim < 2 || a->x->ndim > 4)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: x %s must be (N, H, W, C) or (N, C)", prefix, op,
+                         cnn_op_shape_str(a->x, s1, sizeof s1));
+    const int64_t c = a->x->shape[a->x->ndim - 1];
+    if (c < 1)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: x %s has no channels", prefix, op,
+                         cnn_op_shape_str(a->x, s1, sizeof s1));
+    const int64_t m = cnn_tensor_numel(a->x) / c;
+    if (a->gamma) CNN_TRY(cnn_op_check_vec(a->gamma, c, prefix, op, "gamma"));
+    if (!backward && a->beta) CNN_TRY(cnn_op_check_vec(a->beta, c, prefix, op, "beta"));
+    if (!(a->eps > 0.0f && isfinite(a->eps)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: eps %g must be positive", prefix, op, (double)a->eps);
+    if (a->training && m < 2)
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: training needs more than one value per channel; x is %s", prefix, op,
+                         cnn_op_shape_str(a->x, s1, sizeof s1));
+    /* running statistics: read by inference, updated by training forward (optional there) */
+    const int need_running = !a->training;
+    const int update_running = !backward && a->training && (a->running_mean || a->running_var);
+    if (need_running || update_running) {
+        if (!a->running_mean || !a->running_var)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: %s needs both running_mean and running_var", prefix, op,
+                             need_running ? "inference" : "updating the running statistics");
+        CNN_TRY(cnn_op_check_vec(a->running_mean, c, prefix, op, "running_mean"));
+        CNN_TRY(cnn_op_check_vec(a->running_var, c, prefix, op, "running_var"));
+    }
+    if (a->training) {
+        if (backward && (!a->save_mean || !a->save_invstd))
+            return cnn_error(CNN_ERR_INVALID_ARG,
+                             "%s%s: training-mode backward needs save_mean and save_invstd from the forward", prefix,
+                             op);
+        if (a->save_mean) CNN_TRY(cnn_op_check_vec(a->save_mean, c, prefix, op, "save_mean"));
+        if (a->save_invstd) CNN_TRY(cnn_op_check_vec(a->save_invstd, c, prefix, op, "save_invstd"));
+    }
+    if (!backward) {
+        CNN_TRY(cnn_op_check_like(a->y, a->x, prefix, op, "y", "x"));
+        CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
+        if (a->training && !(a->momentum >= 0.0f && a->momentum <= 1.0f))
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: momentum %g must be in [0, 1]", prefix, op,
+                             (double)a->momentum);
+    } else {
+        CNN_TRY(cnn_op_check_like(a->dy, a->x, prefix, op, "dy", "x"));
+        if (a->dx) CNN_TRY(cnn_op_check_like(a->dx, a->x, prefix, op, "dx", "x"));
+        if (a->dgamma) CNN_TRY(cnn_op_check_vec(a->dgamma, c, prefix, op, "dgamma"));
+        if (a->dbeta) CNN_TRY(cnn_op_check_vec(a->dbeta, c, prefix, op, "dbeta"));
+    }
+    *m_out = m;
+    *c_out = c;
+fail:
+    return st;
+}
+
+cnn_status cnn_concat_check(const cnn_concat_args *a, int backward, const char *prefix, const char *op,
+                            int64_t *channels, int64_t *rows)
+{
+    char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+    if (a->n < 1 || a->n > CNN_CONCAT_MAX)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: n = %d inputs; it must be in [1, %d]", prefix, op, a->n,
+                         CNN_CONCAT_MAX);
+    const cnn_tensor *whole = backward ? a->dy : a->y;
+    const char *whole_name = backward ? "dy" : "y";
+    if (!whole) return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: %s is missing", prefix, op, whole_name);
+    int64_t total = 0;
+    for (int i = 0; i < a->n; i++) {
+        const int is_dx = backward && a->dxs[i];
+        const cnn_tensor *t = is_dx ? a->dxs[i] : a->xs[i];
+        if (!t) {
+            if (backward)
+                return cnn_error(CNN_ERR_INVALID_ARG,
+                                 "%s%s: dxs[%d] and xs[%d] are both NULL: the width of part %d is unknown", prefix,
+                                 op, i, i, i);
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: xs[%d] is missing", prefix, op, i);
+        }
+        int same = t->ndim == whole->ndim;
+        for (int d = 0; same && d + 1 < t->ndim; d++) same = t->shape[d] == whole->shape[d];
+        if (!same)
+            return cnn_error(CNN_ERR_SHAPE, "%s%s: %s[%d] %s must match %s %s in every dim but the last", prefix, op,
+                             is_dx ? "dxs" : "xs", i, cnn_op_shape_str(t, s1, sizeof s1), whole_name,
+                             cnn_op_shape_str(whole, s2, sizeof s2));
+        channels[i] = t->shape[t->ndim - 1];
+        total += channels[i];
+    }
+    if (total != whole->shape[whole->ndim - 1])
+        return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s has %lld channels, but the parts have %lld together", prefix, op,
+                         whole_name, cnn_op_shape_str(whole, s1, sizeof s1),
+                         (long long)whole->shape[whole->ndim - 1], (long long)total);
+    *rows = total ? cnn_tensor_numel(whole) / total : 0;
     return CNN_OK;
 }

@@ -21,8 +21,10 @@ extern "C" {
 /* which tensors an op's call uses: x/w/y forward, dx/w/dy backward data, x/dw/dy backward weights (filter) */
 enum { CNN_OP_FWD = 0, CNN_OP_BWD_DATA = 1, CNN_OP_BWD_WEIGHTS = 2 };
 
-/* act known and fusable (its gradient needs no pre-activation input); alpha is not looked at */
-cnn_status cnn_op_check_fused_act(cnn_act act, const char *prefix, const char *op);
+/* The activation is known and its alpha valid (leaky ReLU: 0 < alpha < 1; ELU: alpha > 0, finite). With `fused`,
+ * also that its gradient needs no input (GELU and SiLU are then CNN_ERR_INVALID_ARG: a layer must apply them as
+ * a separate op). */
+cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *prefix, const char *op);
 /* a readable activation name for messages ("leaky ReLU", "GELU") */
 const char *cnn_op_act_name(cnn_act act);
 
@@ -48,6 +50,24 @@ typedef struct cnn_dense_sizes {
 
 /* dir: CNN_OP_*; forward also checks the fused activation */
 cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s);
+
+/* Batch normalization: x (any rank 2..4, channels last), gamma/beta, eps, the running statistics where inference
+ * reads them or training forward updates them, the saved statistics where training backward reads them; forward
+ * also y, the fused activation and the momentum; backward dy, dx, dgamma and dbeta (those present). Returns M (rows)
+ * and C (channels). Every tensor it looks at must already be known to be on the backend, in f32: the caller checks
+ * that for the tensors cnn_batchnorm_tensors lists. */
+cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const char *prefix, const char *op,
+                               int64_t *m, int64_t *c);
+/* The tensors of a batchnorm call (direction `backward`) that are present, with their names, for the backend's own
+ * checks; returns how many (at most CNN_BATCHNORM_MAX_TENSORS). */
+#define CNN_BATCHNORM_MAX_TENSORS 12
+int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_tensor **ts, const char **names);
+
+/* Channel concatenation: n, the parts (xs forward; dxs, or xs where a dx is NULL, backward) against the whole (y or
+ * dy). Returns each part's channel count and the number of rows. Shapes only: the caller then checks the dtype of
+ * the whole and of every part it touches. */
+cnn_status cnn_concat_check(const cnn_concat_args *a, int backward, const char *prefix, const char *op,
+                            int64_t *channels, int64_t *rows);
 
 #ifdef __cplusplus
 }

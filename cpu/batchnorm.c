@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/ew_math.h"
+#include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 
 /* Row chunks of a per-channel reduction: enough to keep 64 threads busy, few enough that the partials
@@ -69,60 +70,15 @@ static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, c
     return CNN_OK;
 }
 
-/* Checks what both directions share and returns M and C. */
-static cnn_status cnn_cpu_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m_out, int64_t *c_out,
-                                   const char *op)
+/* Every tensor present is an f32 CPU tensor, then the shapes and parameters (core/op_check.c); returns M and C. */
+static cnn_status cnn_cpu_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
 {
     cnn_status st = CNN_OK;
-    char s1[CNN_CPU_SHAPE_BUF];
-    CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
-    if (a->x->ndim < 2)
-        return cnn_error(CNN_ERR_SHAPE, "%s: x %s must be (N, H, W, C) or (N, C)", op,
-                         cnn_cpu_shape_str(a->x, s1, sizeof s1));
-    const int64_t c = a->x->shape[a->x->ndim - 1];
-    if (c < 1) return cnn_error(CNN_ERR_SHAPE, "%s: x %s has no channels", op, cnn_cpu_shape_str(a->x, s1, sizeof s1));
-    const int64_t m = cnn_tensor_numel(a->x) / c;
-    int64_t c1[1] = {c};
-    if (a->gamma) {
-        CNN_TRY(cnn_cpu_check_f32(a->gamma, op, "gamma"));
-        CNN_TRY(cnn_cpu_check_shape(a->gamma, 1, c1, op, "gamma"));
-    }
-    if (!backward && a->beta) {
-        CNN_TRY(cnn_cpu_check_f32(a->beta, op, "beta"));
-        CNN_TRY(cnn_cpu_check_shape(a->beta, 1, c1, op, "beta"));
-    }
-    if (!(a->eps > 0.0f && isfinite(a->eps)))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: eps %g must be positive", op, (double)a->eps);
-    if (a->training && m < 2)
-        return cnn_error(CNN_ERR_SHAPE, "%s: training needs more than one value per channel; x is %s", op,
-                         cnn_cpu_shape_str(a->x, s1, sizeof s1));
-    /* running statistics: read by inference, updated by training forward (optional there) */
-    const int need_running = !a->training;
-    const int update_running = !backward && a->training && (a->running_mean || a->running_var);
-    if (need_running || update_running) {
-        if (!a->running_mean || !a->running_var)
-            return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s needs both running_mean and running_var", op,
-                             need_running ? "inference" : "updating the running statistics");
-        CNN_TRY(cnn_cpu_check_f32(a->running_mean, op, "running_mean"));
-        CNN_TRY(cnn_cpu_check_shape(a->running_mean, 1, c1, op, "running_mean"));
-        CNN_TRY(cnn_cpu_check_f32(a->running_var, op, "running_var"));
-        CNN_TRY(cnn_cpu_check_shape(a->running_var, 1, c1, op, "running_var"));
-    }
-    if (a->training && (backward || a->save_mean || a->save_invstd)) {
-        if (backward && (!a->save_mean || !a->save_invstd))
-            return cnn_error(CNN_ERR_INVALID_ARG,
-                             "%s: training-mode backward needs save_mean and save_invstd from the forward", op);
-        if (a->save_mean) {
-            CNN_TRY(cnn_cpu_check_f32(a->save_mean, op, "save_mean"));
-            CNN_TRY(cnn_cpu_check_shape(a->save_mean, 1, c1, op, "save_mean"));
-        }
-        if (a->save_invstd) {
-            CNN_TRY(cnn_cpu_check_f32(a->save_invstd, op, "save_invstd"));
-            CNN_TRY(cnn_cpu_check_shape(a->save_invstd, 1, c1, op, "save_invstd"));
-        }
-    }
-    *m_out = m;
-    *c_out = c;
+    const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
+    const char *names[CNN_BATCHNORM_MAX_TENSORS];
+    const int n = cnn_batchnorm_tensors(a, backward, ts, names);
+    for (int i = 0; i < n; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
+    CNN_TRY(cnn_batchnorm_check(a, backward, "", op, m, c));
 fail:
     return st;
 }
@@ -137,11 +93,6 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_bn_check(a, 0, &m, &c, op));
-    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cpu_check_shape(a->y, a->x->ndim, a->x->shape, op, "y"));
-    CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 1, op));
-    if (a->training && !(a->momentum >= 0.0f && a->momentum <= 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: momentum %g must be in [0, 1]", op, (double)a->momentum);
 
     mean = malloc((size_t)c * sizeof *mean);
     var = malloc((size_t)c * sizeof *var);
@@ -212,21 +163,6 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_bn_check(a, 1, &m, &c, op));
-    CNN_TRY(cnn_cpu_check_f32(a->dy, op, "dy"));
-    CNN_TRY(cnn_cpu_check_shape(a->dy, a->x->ndim, a->x->shape, op, "dy"));
-    int64_t c1[1] = {c};
-    if (a->dx) {
-        CNN_TRY(cnn_cpu_check_f32(a->dx, op, "dx"));
-        CNN_TRY(cnn_cpu_check_shape(a->dx, a->x->ndim, a->x->shape, op, "dx"));
-    }
-    if (a->dgamma) {
-        CNN_TRY(cnn_cpu_check_f32(a->dgamma, op, "dgamma"));
-        CNN_TRY(cnn_cpu_check_shape(a->dgamma, 1, c1, op, "dgamma"));
-    }
-    if (a->dbeta) {
-        CNN_TRY(cnn_cpu_check_f32(a->dbeta, op, "dbeta"));
-        CNN_TRY(cnn_cpu_check_shape(a->dbeta, 1, c1, op, "dbeta"));
-    }
     center = malloc((size_t)c * sizeof *center);
     sum_dy = malloc((size_t)c * sizeof *sum_dy);
     sum_dy_xc = malloc((size_t)c * sizeof *sum_dy_xc);

@@ -72,7 +72,6 @@ static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_
     CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
     if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
     if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    if (dir == CNN_CPU_CONV_FWD) CNN_TRY(cnn_cpu_check_act(a->act, a->act_alpha, 0, op)); /* alpha; the rest below */
     CNN_TRY(cnn_conv2d_check(a, dir, "", op, &s));
     k->n = s.n;
     k->h = s.h;

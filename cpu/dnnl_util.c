@@ -181,22 +181,6 @@ const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p)
     return s;
 }
 
-cnn_status cnn_cpu_check_act(cnn_act act, float alpha, int fused, const char *op)
-{
-    if ((unsigned)act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: unknown activation %d", op, (int)act);
-    if (act == CNN_ACT_LEAKY_RELU && !(alpha > 0.0f && alpha < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: leaky ReLU slope alpha %g must be in (0, 1)", op, (double)alpha);
-    if (act == CNN_ACT_ELU && !(alpha > 0.0f && isfinite(alpha)))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: ELU alpha %g must be positive and finite", op, (double)alpha);
-    if (fused && cnn_act_grad_needs_input(act))
-        return cnn_error(CNN_ERR_INVALID_ARG,
-                         "%s: %s cannot be fused (its gradient needs the pre-activation input); apply it as a "
-                         "separate op",
-                         op, cnn_op_act_name(act));
-    return CNN_OK;
-}
-
 uint64_t cnn_cpu_act_variant(cnn_act act, float alpha)
 {
     uint32_t bits = 0;

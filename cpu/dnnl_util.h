@@ -95,13 +95,8 @@ void cnn_cpu_prim_destroy(cnn_cpu_prim *p);
 const char *cnn_cpu_prim_impl(const cnn_cpu_prim *p);
 
 /* An attribute with an eltwise post-op for `act` (with its alpha), or NULL for CNN_ACT_NONE. Only activations
- * whose gradient needs no input (cnn_act_grad_needs_input) can be fused; check with cnn_cpu_check_act first. */
+ * whose gradient needs no input (cnn_act_grad_needs_input) can be fused; check with cnn_op_check_act first. */
 cnn_status cnn_cpu_act_attr(cnn_act act, float alpha, dnnl_primitive_attr_t *attr, const char *what);
-
-/* The activation is known and its alpha valid (leaky ReLU: 0 < alpha < 1; ELU: alpha > 0, finite). With `fused`,
- * also that its gradient needs no input (GELU and SiLU are then CNN_ERR_INVALID_ARG: a layer must apply them as
- * a separate op). */
-cnn_status cnn_cpu_check_act(cnn_act act, float alpha, int fused, const char *op);
 
 /* A variant word for a fused activation: the act and the bits of its alpha (0 for acts without one). */
 uint64_t cnn_cpu_act_variant(cnn_act act, float alpha);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/ew_math.h"
+#include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 
 /* About 16K floats (64 KiB): below this a parallel region's fork/join (~1-2 us) outweighs the loop. */
@@ -33,7 +34,7 @@ cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_check_act(a->act, a->alpha, 0, op));
+    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
     CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
     CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
     CNN_TRY(cnn_cpu_check_same_count(a->y, a->x, op, "y", "x"));
@@ -54,7 +55,7 @@ cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_check_act(a->act, a->alpha, 0, op));
+    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
     CNN_TRY(cnn_cpu_check_f32(a->dy, op, "dy"));
     CNN_TRY(cnn_cpu_check_f32(a->dx, op, "dx"));
     CNN_TRY(cnn_cpu_check_same_count(a->dx, a->dy, op, "dx", "dy"));

@@ -1,7 +1,7 @@
 /* The CUDA backend object: one device, a compute stream and a copy stream (with an event between them), cuDNN and
  * cuBLAS handles bound to the compute stream, a growing workspace, device memory, transfers, and the ops table.
  * The ops themselves live in conv.c (cuDNN), pool.c (cuDNN, our kernels for asymmetric padding), dense.c
- * (cuBLAS) and eltwise.c (our kernels, kernels.cu). */
+ * (cuBLAS), batchnorm.c and eltwise.c (our kernels, kernels.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,16 @@ cnn_status cnn_cuda_softmax_xent(cnn_backend *, const cnn_softmax_xent_args *);
 cnn_status cnn_cuda_sgd_update(cnn_backend *, const cnn_sgd_args *);
 cnn_status cnn_cuda_adam_update(cnn_backend *, const cnn_adam_args *);
 cnn_status cnn_cuda_fill(cnn_backend *, cnn_tensor *, float);
+cnn_status cnn_cuda_batchnorm_forward(cnn_backend *, const cnn_batchnorm_args *);
+cnn_status cnn_cuda_batchnorm_backward(cnn_backend *, const cnn_batchnorm_args *);
+cnn_status cnn_cuda_dropout_forward(cnn_backend *, const cnn_dropout_args *);
+cnn_status cnn_cuda_dropout_backward(cnn_backend *, const cnn_dropout_args *);
+cnn_status cnn_cuda_add(cnn_backend *, const cnn_add_args *);
+cnn_status cnn_cuda_concat_forward(cnn_backend *, const cnn_concat_args *);
+cnn_status cnn_cuda_concat_backward(cnn_backend *, const cnn_concat_args *);
+cnn_status cnn_cuda_rmsprop_update(cnn_backend *, const cnn_rmsprop_args *);
+cnn_status cnn_cuda_sum_squares(cnn_backend *, const cnn_tensor *, double *);
+cnn_status cnn_cuda_scale(cnn_backend *, cnn_tensor *, float);
 
 /* 2^30: GiB, for messages */
 #define CNN_CUDA_GIB 1073741824.0
@@ -203,6 +213,16 @@ const cnn_backend_ops cnn_cuda_ops = {
     .softmax_xent = cnn_cuda_softmax_xent,
     .sgd_update = cnn_cuda_sgd_update,
     .adam_update = cnn_cuda_adam_update,
+    .batchnorm_forward = cnn_cuda_batchnorm_forward,
+    .batchnorm_backward = cnn_cuda_batchnorm_backward,
+    .dropout_forward = cnn_cuda_dropout_forward,
+    .dropout_backward = cnn_cuda_dropout_backward,
+    .add = cnn_cuda_add,
+    .concat_forward = cnn_cuda_concat_forward,
+    .concat_backward = cnn_cuda_concat_backward,
+    .rmsprop_update = cnn_cuda_rmsprop_update,
+    .sum_squares = cnn_cuda_sum_squares,
+    .scale = cnn_cuda_scale,
 };
 
 int cnn_cuda_backend_available(void)

@@ -4,8 +4,11 @@
  * checks the arguments, as the CPU backend does, and queues the kernels on the compute stream. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/op_check.h"
 #include "cuda/cuda_util.h"
 
 static cnn_status cnn_cuda_check_same_count(const cnn_tensor *t, const cnn_tensor *ref, const char *op,
@@ -26,8 +29,7 @@ cnn_status cnn_cuda_act_forward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    if ((unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
+    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "cuda ", op));
     CNN_TRY(cnn_cuda_check_f32(a->x, op, "x"));
     CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
     CNN_TRY(cnn_cuda_check_same_count(a->y, a->x, op, "y", "x"));
@@ -44,8 +46,7 @@ cnn_status cnn_cuda_act_backward(cnn_backend *b, const cnn_act_args *a)
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    if ((unsigned)a->act >= CNN_ACT_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: unknown activation %d", op, (int)a->act);
+    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "cuda ", op));
     CNN_TRY(cnn_cuda_check_f32(a->dy, op, "dy"));
     CNN_TRY(cnn_cuda_check_f32(a->dx, op, "dx"));
     CNN_TRY(cnn_cuda_check_same_count(a->dx, a->dy, op, "dx", "dy"));
@@ -191,3 +192,166 @@ cnn_status cnn_cuda_fill(cnn_backend *b, cnn_tensor *t, float value)
 fail:
     return st;
 }
+
+cnn_status cnn_cuda_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+{
+    static const char *op = "rmsprop_update";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_check_f32(a->param, op, "param"));
+    CNN_TRY(cnn_cuda_check_f32(a->grad, op, "grad"));
+    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
+    CNN_TRY(cnn_cuda_check_same_count(a->grad, a->param, op, "grad", "param"));
+    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
+    if (a->momentum != 0.0f) {
+        if (!a->mom)
+            return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a momentum buffer (mom)", op,
+                             (double)a->momentum);
+        CNN_TRY(cnn_cuda_check_f32(a->mom, op, "mom"));
+        CNN_TRY(cnn_cuda_check_same_count(a->mom, a->param, op, "mom", "param"));
+    }
+    if (!(a->rho >= 0.0f && a->rho < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
+    if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_rmsprop, ctx->compute, a->param->data, a->grad->data, a->sq->data,
+                a->momentum != 0.0f ? a->mom->data : NULL, cnn_tensor_numel(a->param), a->lr, a->rho, a->eps,
+                a->momentum, a->weight_decay, a->grad_scale);
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// dropout, add, scale, sum of squares
+
+static cnn_status cnn_cuda_dropout_run(cnn_backend *b, const cnn_dropout_args *a, int backward)
+{
+    const char *op = backward ? "dropout_backward" : "dropout_forward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    if (!(a->rate >= 0.0f && a->rate < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rate %g must be in [0, 1)", op, (double)a->rate);
+    const cnn_tensor *in = backward ? a->dy : a->x, *out = backward ? a->dx : a->y;
+    CNN_TRY(cnn_cuda_check_f32(in, op, backward ? "dy" : "x"));
+    CNN_TRY(cnn_cuda_check_f32(out, op, backward ? "dx" : "y"));
+    CNN_TRY(cnn_cuda_check_same_count(out, in, op, backward ? "dx" : "y", backward ? "dy" : "x"));
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    /* the mask is recomputed from (seed, offset): backward is the same map as forward */
+    CNN_CUDA_RT(op, cnn_cuda_launch_dropout, ctx->compute, in->data, out->data, cnn_tensor_numel(in), a->rate,
+                a->seed, a->offset);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_dropout_forward(cnn_backend *b, const cnn_dropout_args *a) { return cnn_cuda_dropout_run(b, a, 0); }
+cnn_status cnn_cuda_dropout_backward(cnn_backend *b, const cnn_dropout_args *a) { return cnn_cuda_dropout_run(b, a, 1); }
+
+cnn_status cnn_cuda_add(cnn_backend *b, const cnn_add_args *a)
+{
+    static const char *op = "add";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_check_f32(a->a, op, "a"));
+    CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
+    CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
+    CNN_TRY(cnn_cuda_check_shape(a->b, a->a->ndim, a->a->shape, op, "b"));
+    CNN_TRY(cnn_cuda_check_shape(a->y, a->a->ndim, a->a->shape, op, "y"));
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_add, ctx->compute, a->a->data, a->b->data, a->y->data, cnn_tensor_numel(a->y),
+                a->alpha, a->beta);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_scale(cnn_backend *b, cnn_tensor *t, float alpha)
+{
+    static const char *op = "scale";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    CNN_TRY(cnn_cuda_check_f32(t, op, "x"));
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_scale, ctx->compute, t->data, cnn_tensor_numel(t), alpha);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
+{
+    static const char *op = "sum_squares";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    double *host = NULL;
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: out is NULL", op);
+    *out = 0.0;
+    CNN_TRY(cnn_cuda_check_f32(t, op, "x"));
+    const int64_t n = cnn_tensor_numel(t);
+    if (n == 0) return CNN_OK;
+    const int64_t chunks = (n + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
+    const size_t bytes = (size_t)chunks * sizeof(double);
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_TRY(cnn_cuda_workspace(ctx, bytes, op));
+    host = malloc(bytes);
+    if (!host) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld partial sums", op,
+                                (long long)chunks);
+    CNN_CUDA_RT(op, cnn_cuda_launch_sum_squares, ctx->compute, t->data, n, ctx->workspace);
+    CNN_CUDA_RT(op, cudaMemcpyAsync, host, ctx->workspace, bytes, cudaMemcpyDeviceToHost, ctx->compute);
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
+    CNN_TRY(cnn_cuda_check_deferred(ctx));
+    /* the partials are fixed by the data, and added in order: the result is reproducible */
+    double s = 0.0;
+    for (int64_t k = 0; k < chunks; k++) s += host[k];
+    *out = s;
+fail:
+    free(host);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// channel concatenation
+
+/* The whole, the shapes (core/op_check.c), then the dtype of every part that is touched. */
+static cnn_status cnn_cuda_concat_check(const cnn_concat_args *a, int backward, int64_t *channels, int64_t *rows,
+                                        const char *op)
+{
+    cnn_status st = CNN_OK;
+    char name[32];
+    CNN_TRY(cnn_cuda_check_f32(backward ? a->dy : a->y, op, backward ? "dy" : "y"));
+    CNN_TRY(cnn_concat_check(a, backward, "cuda ", op, channels, rows));
+    for (int i = 0; i < a->n; i++) {
+        if (backward && !a->dxs[i]) continue;
+        snprintf(name, sizeof name, "%s[%d]", backward ? "dxs" : "xs", i);
+        CNN_TRY(cnn_cuda_check_f32(backward ? a->dxs[i] : a->xs[i], op, name));
+    }
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_concat_run(cnn_backend *b, const cnn_concat_args *a, int backward)
+{
+    const char *op = backward ? "concat_backward" : "concat_forward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    int64_t channels[CNN_CONCAT_MAX], rows = 0;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_concat_check(a, backward, channels, &rows, op));
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    const cnn_tensor *whole = backward ? a->dy : a->y;
+    const int64_t width = whole->shape[whole->ndim - 1];
+    int64_t start = 0;
+    for (int i = 0; i < a->n; i++) {
+        const int64_t at = start;
+        start += channels[i];
+        if (backward && !a->dxs[i]) continue;
+        float *part = backward ? a->dxs[i]->data : a->xs[i]->data;
+        CNN_CUDA_RT(op, cnn_cuda_launch_concat_part, ctx->compute, whole->data, part, rows, width, channels[i], at,
+                    !backward);
+    }
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_concat_forward(cnn_backend *b, const cnn_concat_args *a) { return cnn_cuda_concat_run(b, a, 0); }
+cnn_status cnn_cuda_concat_backward(cnn_backend *b, const cnn_concat_args *a) { return cnn_cuda_concat_run(b, a, 1); }

@@ -454,3 +454,365 @@ extern "C" cudaError_t cnn_cuda_launch_pool_backward(cudaStream_t stream, cnn_po
     cnn_cuda_pool_backward_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(mode, x, dy, dx, *g);
     return cudaGetLastError();
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// dropout, add, scale, RMSprop
+
+static __global__ void cnn_cuda_dropout_kernel(const float *in, float *out, int64_t n, float rate, float inv_keep,
+                                               uint64_t seed, uint64_t offset)
+{
+    CNN_CUDA_GRID_STRIDE(i, n)
+    out[i] = cnn_dropout_keep(seed, offset + (uint64_t)i, rate) ? in[i] * inv_keep : 0.0f;
+}
+
+extern "C" cudaError_t cnn_cuda_launch_dropout(cudaStream_t stream, const float *in, float *out, int64_t n, float rate,
+                                               uint64_t seed, uint64_t offset)
+{
+    if (n <= 0) return cudaSuccess;
+    if (rate == 0.0f) {
+        if (out == in) return cudaSuccess;
+        return cudaMemcpyAsync(out, in, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+    }
+    // the CPU backend's expression: 1 / (1 - rate) in float, then one multiply
+    const float inv_keep = 1.0f / (1.0f - rate);
+    cnn_cuda_dropout_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(in, out, n, rate, inv_keep, seed, offset);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_add_kernel(const float *a, const float *b, float *y, int64_t n, float alpha,
+                                           float beta)
+{
+    CNN_CUDA_GRID_STRIDE(i, n) y[i] = alpha * a[i] + beta * b[i];
+}
+
+static __global__ void cnn_cuda_scale_kernel(float *x, int64_t n, float alpha)
+{
+    CNN_CUDA_GRID_STRIDE(i, n) x[i] *= alpha;
+}
+
+extern "C" cudaError_t cnn_cuda_launch_add(cudaStream_t stream, const float *a, const float *b, float *y, int64_t n,
+                                           float alpha, float beta)
+{
+    if (n <= 0) return cudaSuccess;
+    cnn_cuda_add_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(a, b, y, n, alpha, beta);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, float *x, int64_t n, float alpha)
+{
+    if (n <= 0) return cudaSuccess;
+    cnn_cuda_scale_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, n, alpha);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_rmsprop_kernel(float *p, const float *g, float *sq, float *mom, int64_t n, float lr,
+                                               float rho, float eps, float mu, float wd, float gs)
+{
+    CNN_CUDA_GRID_STRIDE(i, n)
+    {
+        float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
+        cnn_rmsprop_step(&p[i], g[i] * gs, &sq[i], mom ? &mom[i] : &unused, lr, rho, eps, mu, wd);
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, float *param, const float *grad, float *sq,
+                                               float *mom, int64_t n, float lr, float rho, float eps, float momentum,
+                                               float weight_decay, float grad_scale)
+{
+    if (n <= 0) return cudaSuccess;
+    cnn_cuda_rmsprop_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(param, grad, sq, momentum != 0.0f ? mom : NULL,
+                                                                       n, lr, rho, eps, momentum, weight_decay,
+                                                                       grad_scale);
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// sum of squares: one block per fixed chunk, a fixed-shape tree in shared memory
+
+static __global__ void cnn_cuda_sum_squares_kernel(const float *x, int64_t n, double *partial)
+{
+    __shared__ double s[kBlock];
+    const int64_t lo = (int64_t)blockIdx.x * CNN_CUDA_SUMSQ_CHUNK;
+    const int64_t hi = lo + CNN_CUDA_SUMSQ_CHUNK < n ? lo + CNN_CUDA_SUMSQ_CHUNK : n;
+    double acc = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += kBlock) acc += (double)x[i] * (double)x[i];
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int half = kBlock / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) s[threadIdx.x] += s[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+extern "C" cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const float *x, int64_t n, double *partial)
+{
+    if (n <= 0) return cudaSuccess;
+    const int64_t chunks = (n + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
+    if (chunks > 0x7fffffff) return cudaErrorInvalidValue;
+    cnn_cuda_sum_squares_kernel<<<(unsigned)chunks, kBlock, 0, stream>>>(x, n, partial);
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// channel concatenation, one part per launch
+
+static __global__ void cnn_cuda_concat_part_kernel(float *whole, float *part, int64_t rows, int64_t whole_cols,
+                                                   int64_t part_cols, int64_t at, int to_whole)
+{
+    const int64_t total = rows * part_cols;
+    CNN_CUDA_GRID_STRIDE(i, total)
+    {
+        const int64_t r = i / part_cols, j = i % part_cols;
+        float *w = whole + r * whole_cols + at + j;
+        if (to_whole) *w = part[i];
+        else part[i] = *w;
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, float *whole, float *part, int64_t rows,
+                                                   int64_t whole_cols, int64_t part_cols, int64_t at, int to_whole)
+{
+    if (rows <= 0 || part_cols <= 0) return cudaSuccess;
+    cnn_cuda_concat_part_kernel<<<cnn_cuda_blocks(rows * part_cols), kBlock, 0, stream>>>(
+        whole, part, rows, whole_cols, part_cols, at, to_whole);
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// batch normalization: per-channel reductions in double over fixed row chunks (the column-sum scheme above), then
+// one thread per channel for the coefficients, then elementwise passes. The expressions are the CPU backend's
+// (cpu/batchnorm.c).
+
+static __global__ void cnn_cuda_bn_partial_kernel(int mode, const float *x, const float *dy, const double *center,
+                                                  int64_t m, int64_t c, int64_t rows_per_chunk, double *partial)
+{
+    __shared__ double s1[kColTy][kColTx + 1];
+    __shared__ double s2[kColTy][kColTx + 1];
+    const int64_t col = (int64_t)blockIdx.x * kColTx + threadIdx.x;
+    const int64_t r0 = (int64_t)blockIdx.y * rows_per_chunk;
+    const int64_t r1 = r0 + rows_per_chunk < m ? r0 + rows_per_chunk : m;
+    double a = 0.0, b = 0.0;
+    if (col < c) {
+        const double ctr = mode == CNN_CUDA_BN_SUM ? 0.0 : center[col];
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) {
+            const float v = x[r * c + col];
+            if (mode == CNN_CUDA_BN_SUM) {
+                a += v;
+            } else if (mode == CNN_CUDA_BN_CENTERED) {
+                const double d = (double)v - ctr;
+                a += d * d;
+            } else {
+                const float g = dy[r * c + col];
+                a += g;
+                b += (double)g * ((double)v - ctr);
+            }
+        }
+    }
+    s1[threadIdx.y][threadIdx.x] = a;
+    s2[threadIdx.y][threadIdx.x] = b;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < c) {
+        double t1 = 0.0, t2 = 0.0;
+        for (int k = 0; k < kColTy; k++) {
+            t1 += s1[k][threadIdx.x];
+            t2 += s2[k][threadIdx.x];
+        }
+        partial[(int64_t)blockIdx.y * 2 * c + col] = t1;
+        partial[(int64_t)blockIdx.y * 2 * c + c + col] = t2;
+    }
+}
+
+static __global__ void cnn_cuda_bn_final_kernel(const double *partial, int64_t chunks, int64_t c, double *s1,
+                                                double *s2)
+{
+    CNN_CUDA_GRID_STRIDE(col, c)
+    {
+        double t1 = 0.0, t2 = 0.0;
+        for (int64_t k = 0; k < chunks; k++) {
+            t1 += partial[k * 2 * c + col];
+            t2 += partial[k * 2 * c + c + col];
+        }
+        s1[col] = t1;
+        if (s2) s2[col] = t2;
+    }
+}
+
+extern "C" int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c) { return cnn_cuda_col_chunks(m) * 2 * c; }
+
+extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const float *x, const float *dy,
+                                                 const double *center, int64_t m, int64_t c, double *s1, double *s2,
+                                                 double *partial)
+{
+    if (c <= 0) return cudaSuccess;
+    if (m <= 0) {
+        cudaError_t e = cudaMemsetAsync(s1, 0, (size_t)c * sizeof(double), stream);
+        if (e != cudaSuccess || !s2) return e;
+        return cudaMemsetAsync(s2, 0, (size_t)c * sizeof(double), stream);
+    }
+    const int64_t per = cnn_cuda_col_chunk_rows(m);
+    const int64_t chunks = cnn_cuda_col_chunks(m);
+    dim3 block(kColTx, kColTy);
+    dim3 grid((unsigned)((c + kColTx - 1) / kColTx), (unsigned)chunks);
+    cnn_cuda_bn_partial_kernel<<<grid, block, 0, stream>>>(mode, x, dy, center, m, c, per, partial);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    cnn_cuda_bn_final_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(partial, chunks, c, s1, s2);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_mean_kernel(const double *s1, int64_t m, int64_t c, double *mean)
+{
+    CNN_CUDA_GRID_STRIDE(j, c) mean[j] = s1[j] / (double)m;
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_mean(cudaStream_t stream, const double *s1, int64_t m, int64_t c,
+                                               double *mean_out)
+{
+    if (c <= 0) return cudaSuccess;
+    cnn_cuda_bn_mean_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(s1, m, c, mean_out);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_forward_coef_kernel(int training, const double *mean_in, const double *s2,
+                                                       int64_t m, int64_t c, const float *running_mean_in,
+                                                       const float *running_var_in, const float *gamma,
+                                                       const float *beta, float eps, float momentum,
+                                                       float *running_mean, float *running_var, float *save_mean,
+                                                       float *save_invstd, float *scale, float *shift, float *center)
+{
+    CNN_CUDA_GRID_STRIDE(j, c)
+    {
+        double mean, var;
+        if (training) {
+            mean = mean_in[j];
+            var = s2[j] / (double)m; // biased: what normalizes
+        } else {
+            mean = running_mean_in[j];
+            var = running_var_in[j];
+        }
+        const double invstd = 1.0 / sqrt(var + (double)eps);
+        const double g = gamma ? gamma[j] : 1.0;
+        scale[j] = (float)(g * invstd);
+        shift[j] = beta ? beta[j] : 0.0f;
+        center[j] = (float)mean;
+        if (training && save_mean) save_mean[j] = (float)mean;
+        if (training && save_invstd) save_invstd[j] = (float)invstd;
+        if (training && running_mean) {
+            const double mom = momentum, unbias = (double)m / (double)(m - 1);
+            running_mean[j] = (float)((1.0 - mom) * running_mean[j] + mom * mean);
+            running_var[j] = (float)((1.0 - mom) * running_var[j] + mom * var * unbias);
+        }
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const double *mean,
+                                                       const double *s2, int64_t m, int64_t c,
+                                                       const float *running_mean_in, const float *running_var_in,
+                                                       const float *gamma, const float *beta, float eps,
+                                                       float momentum, float *running_mean, float *running_var,
+                                                       float *save_mean, float *save_invstd, float *scale,
+                                                       float *shift, float *center)
+{
+    if (c <= 0) return cudaSuccess;
+    cnn_cuda_bn_forward_coef_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(
+        training, mean, s2, m, c, running_mean_in, running_var_in, gamma, beta, eps, momentum, running_mean,
+        running_var, save_mean, save_invstd, scale, shift, center);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_apply_kernel(const float *x, float *y, int64_t m, int64_t c, const float *center,
+                                                const float *scale, const float *shift, cnn_act act, float alpha)
+{
+    const int64_t n = m * c;
+    CNN_CUDA_GRID_STRIDE(i, n)
+    {
+        const int64_t j = i % c;
+        y[i] = cnn_act_apply(act, alpha, (x[i] - center[j]) * scale[j] + shift[j]);
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const float *x, float *y, int64_t m, int64_t c,
+                                                const float *center, const float *scale, const float *shift,
+                                                cnn_act act, float alpha)
+{
+    if (m <= 0 || c <= 0) return cudaSuccess;
+    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, y, m, c, center, scale, shift, act,
+                                                                            alpha);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_backward_stats_kernel(int training, const float *save_mean,
+                                                         const float *save_invstd, const float *running_mean,
+                                                         const float *running_var, float eps, int64_t c,
+                                                         double *center, float *invstd)
+{
+    CNN_CUDA_GRID_STRIDE(j, c)
+    {
+        if (training) {
+            center[j] = save_mean[j];
+            invstd[j] = save_invstd[j];
+        } else {
+            center[j] = running_mean[j];
+            invstd[j] = (float)(1.0 / sqrt((double)running_var[j] + (double)eps));
+        }
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_backward_stats(cudaStream_t stream, int training, const float *save_mean,
+                                                         const float *save_invstd, const float *running_mean,
+                                                         const float *running_var, float eps, int64_t c,
+                                                         double *center, float *invstd)
+{
+    if (c <= 0) return cudaSuccess;
+    cnn_cuda_bn_backward_stats_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(
+        training, save_mean, save_invstd, running_mean, running_var, eps, c, center, invstd);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_backward_coef_kernel(int training, const double *s1, const double *s2,
+                                                        const double *center, const float *invstd,
+                                                        const float *gamma, int64_t m, int64_t c, float *dgamma,
+                                                        float *dbeta, float *coef)
+{
+    CNN_CUDA_GRID_STRIDE(j, c)
+    {
+        if (dgamma) dgamma[j] = (float)(s2[j] * invstd[j]);
+        if (dbeta) dbeta[j] = (float)s1[j];
+        const double s = invstd[j];
+        coef[j] = (float)((gamma ? gamma[j] : 1.0) * s);
+        coef[c + j] = training ? (float)(s1[j] / (double)m) : 0.0f;
+        coef[2 * c + j] = training ? (float)(s2[j] * s * s / (double)m) : 0.0f;
+        coef[3 * c + j] = (float)center[j];
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int training, const double *s1,
+                                                        const double *s2, const double *center, const float *invstd,
+                                                        const float *gamma, int64_t m, int64_t c, float *dgamma,
+                                                        float *dbeta, float *coef)
+{
+    if (c <= 0) return cudaSuccess;
+    cnn_cuda_bn_backward_coef_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(training, s1, s2, center, invstd,
+                                                                                gamma, m, c, dgamma, dbeta, coef);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_bn_dx_kernel(const float *x, const float *dy, float *dx, int64_t m, int64_t c,
+                                             const float *coef)
+{
+    const int64_t n = m * c;
+    CNN_CUDA_GRID_STRIDE(i, n)
+    {
+        const int64_t j = i % c;
+        dx[i] = coef[j] * (dy[i] - coef[c + j] - (x[i] - coef[3 * c + j]) * coef[2 * c + j]);
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const float *x, const float *dy, float *dx,
+                                             int64_t m, int64_t c, const float *coef)
+{
+    if (m <= 0 || c <= 0) return cudaSuccess;
+    cnn_cuda_bn_dx_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, dy, dx, m, c, coef);
+    return cudaGetLastError();
+}

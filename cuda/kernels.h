@@ -77,6 +77,75 @@ cudaError_t cnn_cuda_launch_pool_forward(cudaStream_t stream, cnn_pool_mode mode
 cudaError_t cnn_cuda_launch_pool_backward(cudaStream_t stream, cnn_pool_mode mode, const float *x, const float *dy,
                                           float *dx, const cnn_cuda_window *g);
 
+/* ---- ops of the complete op set ---- */
+
+/* Dropout (forward and backward are the same map): out[i] = keep(seed, offset + i) ? in[i] / (1 - rate) : 0.
+ * out may alias in. */
+cudaError_t cnn_cuda_launch_dropout(cudaStream_t stream, const float *in, float *out, int64_t n, float rate,
+                                    uint64_t seed, uint64_t offset);
+
+/* y = alpha * a + beta * b (y may alias a or b); x *= alpha */
+cudaError_t cnn_cuda_launch_add(cudaStream_t stream, const float *a, const float *b, float *y, int64_t n, float alpha,
+                                float beta);
+cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, float *x, int64_t n, float alpha);
+
+/* RMSprop over n elements; mom may be NULL when momentum == 0. */
+cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, float *param, const float *grad, float *sq, float *mom,
+                                    int64_t n, float lr, float rho, float eps, float momentum, float weight_decay,
+                                    float grad_scale);
+
+/* Sum of squares: partial[k] = sum of x[i]^2 (in double) over chunk k of CNN_CUDA_SUMSQ_CHUNK elements, in a
+ * fixed order, so the partials do not depend on timing; the caller adds them in order. */
+#define CNN_CUDA_SUMSQ_CHUNK 8192
+cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const float *x, int64_t n, double *partial);
+
+/* Channel concatenation, one part at a time: the part (rows, part_cols) is columns [at, at + part_cols) of the
+ * whole (rows, whole_cols). to_whole: part -> whole (forward); else whole -> part (backward). */
+cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, float *whole, float *part, int64_t rows,
+                                        int64_t whole_cols, int64_t part_cols, int64_t at, int to_whole);
+
+/* Batch normalization over the rows of x (m, c), per channel, in double:
+ *   mode SUM:       s1 = sum x
+ *   mode CENTERED:  s1 = sum (x - center)^2
+ *   mode GRAD:      s1 = sum dy, s2 = sum dy (x - center)
+ * `partial` holds cnn_cuda_bn_scratch(m, c) doubles; s2 may be NULL except for GRAD. The chunking is fixed by
+ * m alone, so results do not depend on timing. */
+enum { CNN_CUDA_BN_SUM = 0, CNN_CUDA_BN_CENTERED, CNN_CUDA_BN_GRAD };
+int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c);
+cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const float *x, const float *dy,
+                                      const double *center, int64_t m, int64_t c, double *s1, double *s2,
+                                      double *partial);
+
+/* Per-channel forward coefficients (one thread per channel), the CPU backend's expressions:
+ *   training: mean = s1 / m and var = s2 / m (s1, s2 from the SUM and CENTERED passes; s2 may be NULL before the
+ *             second pass: then only mean_out is written); inference: mean, var from running_mean/var.
+ *   invstd = 1 / sqrt(var + eps); scale = gamma * invstd; shift = beta; center = mean (float).
+ *   training also writes save_mean/save_invstd (when not NULL) and updates the running statistics (when not NULL)
+ *   with the unbiased variance. */
+cudaError_t cnn_cuda_launch_bn_mean(cudaStream_t stream, const double *s1, int64_t m, int64_t c, double *mean_out);
+cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const double *mean, const double *s2,
+                                            int64_t m, int64_t c, const float *running_mean_in,
+                                            const float *running_var_in, const float *gamma, const float *beta,
+                                            float eps, float momentum, float *running_mean, float *running_var,
+                                            float *save_mean, float *save_invstd, float *scale, float *shift,
+                                            float *center);
+/* y = act((x - center[c]) * scale[c] + shift[c]) over (m, c) */
+cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const float *x, float *y, int64_t m, int64_t c,
+                                     const float *center, const float *scale, const float *shift, cnn_act act,
+                                     float alpha);
+/* Backward: center (double) and invstd from the saved batch statistics (training) or the running ones. */
+cudaError_t cnn_cuda_launch_bn_backward_stats(cudaStream_t stream, int training, const float *save_mean,
+                                              const float *save_invstd, const float *running_mean,
+                                              const float *running_var, float eps, int64_t c, double *center,
+                                              float *invstd);
+/* dgamma = s2 * invstd, dbeta = s1 (when not NULL); coef = (gs, k0, k1, mu) x c for the dx pass */
+cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int training, const double *s1, const double *s2,
+                                             const double *center, const float *invstd, const float *gamma,
+                                             int64_t m, int64_t c, float *dgamma, float *dbeta, float *coef);
+/* dx = gs (dy - k0 - (x - mu) k1) per channel; dx may alias dy */
+cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const float *x, const float *dy, float *dx, int64_t m,
+                                  int64_t c, const float *coef);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -669,11 +670,12 @@ TEST_F(CudaOps, DenseForwardAndBackwardMatchCpu) {
 TEST_F(CudaOps, ActivationsMatchCpu) {
   std::mt19937 rng(7);
   for (int64_t n : {1, 1000, 65537}) {
-    for (cnn_act act : {CNN_ACT_NONE, CNN_ACT_RELU}) {
+    for (int ai = 0; ai < CNN_ACT_COUNT; ai++) {
+      const cnn_act act = (cnn_act)ai;
+      const float alpha = act == CNN_ACT_LEAKY_RELU ? 0.1f : act == CNN_ACT_ELU ? 1.3f : 0.0f;
       for (bool in_place : {false, true}) {
-        SCOPED_TRACE("n " + std::to_string(n) + (act == CNN_ACT_RELU ? " relu" : " none") +
-                     (in_place ? " dx = dy" : ""));
-        auto x = random_floats(n, rng), dy = random_floats(n, rng);
+        SCOPED_TRACE("n " + std::to_string(n) + " act " + std::to_string(ai) + (in_place ? " dx = dy" : ""));
+        auto x = random_floats(n, rng, -4.0f, 4.0f), dy = random_floats(n, rng);
         std::vector<float> res[2][2];
         cnn_backend *bs[2] = {g_cuda, g_cpu};
         for (int k = 0; k < 2; k++) {
@@ -682,7 +684,8 @@ TEST_F(CudaOps, ActivationsMatchCpu) {
           tx.set(x), tdy.set(dy);
           cnn_act_args a;
           memset(&a, 0, sizeof a);
-          a.act = act, a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = in_place ? tdy.t() : tdx.t();
+          a.act = act, a.alpha = alpha, a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t();
+          a.dx = in_place ? tdy.t() : tdx.t();
           ASSERT_EQ(b->ops->act_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
           ASSERT_EQ(b->ops->act_backward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
           res[k][0] = ty.get();
@@ -833,6 +836,263 @@ TEST_F(CudaOps, AdamUpdateMatchesCpuOverSteps) {
   }
 }
 
+TEST_F(CudaOps, RmspropUpdateMatchesCpuOverSteps) {
+  for (float mu : {0.0f, 0.9f}) {
+    for (int64_t n : {3, 33333}) {
+      SCOPED_TRACE("momentum " + std::to_string(mu) + " n " + std::to_string(n));
+      std::mt19937 rng(11);
+      auto p0 = random_floats(n, rng);
+      std::vector<std::vector<float>> grads;
+      for (int s = 0; s < 6; s++) grads.push_back(random_floats(n, rng));
+      std::vector<float> res[2][3];
+      cnn_backend *bs[2] = {g_cuda, g_cpu};
+      for (int k = 0; k < 2; k++) {
+        cnn_backend *b = bs[k];
+        DTensor p(b, {n}), g(b, {n}), sq(b, {n}), mom(b, {n});
+        p.set(p0);
+        ASSERT_EQ(b->ops->fill(b, sq.t(), 0.0f), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(b->ops->fill(b, mom.t(), 0.0f), CNN_OK) << cnn_last_error();
+        for (int t = 0; t < 6; t++) {
+          g.set(grads[t]);
+          cnn_rmsprop_args a;
+          memset(&a, 0, sizeof a);
+          a.param = p.t(), a.grad = g.t(), a.sq = sq.t(), a.mom = mu != 0.0f ? mom.t() : nullptr;
+          a.lr = 1e-2f, a.rho = 0.9f, a.eps = 1e-7f, a.momentum = mu, a.weight_decay = 1e-3f, a.grad_scale = 0.5f;
+          ASSERT_EQ(b->ops->rmsprop_update(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+        }
+        res[k][0] = p.get(), res[k][1] = sq.get(), res[k][2] = mom.get();
+        EXPECT_TRUE(p.tail_intact() && sq.tail_intact() && mom.tail_intact()) << b->name;
+      }
+      expect_match(res[0][0], res[1][0], kNmseElementwise, "param");
+      expect_match(res[0][1], res[1][1], kNmseElementwise, "sq");
+      if (mu != 0.0f) expect_match(res[0][2], res[1][2], kNmseElementwise, "mom");
+    }
+  }
+}
+
+// The mask is a hash of (seed, offset + i) on both devices, and the scaling one f32 multiply: bit-identical.
+TEST_F(CudaOps, DropoutIsBitIdenticalToCpu) {
+  std::mt19937 rng(12);
+  for (int64_t n : {1, 1000, 70001}) {
+    for (float rate : {0.0f, 0.3f, 0.9f}) {
+      for (bool in_place : {false, true}) {
+        SCOPED_TRACE("n " + std::to_string(n) + " rate " + std::to_string(rate) + (in_place ? " in place" : ""));
+        auto x = random_floats(n, rng), dy = random_floats(n, rng);
+        std::vector<float> res[2][2];
+        cnn_backend *bs[2] = {g_cuda, g_cpu};
+        for (int k = 0; k < 2; k++) {
+          cnn_backend *b = bs[k];
+          DTensor tx(b, {n}), ty(b, {n}), tdy(b, {n}), tdx(b, {n});
+          tx.set(x), tdy.set(dy);
+          cnn_dropout_args a;
+          memset(&a, 0, sizeof a);
+          a.x = tx.t(), a.y = in_place ? tx.t() : ty.t(), a.dy = tdy.t(), a.dx = in_place ? tdy.t() : tdx.t();
+          a.rate = rate, a.seed = 0x1234567890ull, a.offset = 977;
+          ASSERT_EQ(b->ops->dropout_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+          ASSERT_EQ(b->ops->dropout_backward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+          res[k][0] = in_place ? tx.get() : ty.get();
+          res[k][1] = in_place ? tdy.get() : tdx.get();
+          EXPECT_TRUE(tx.tail_intact() && ty.tail_intact() && tdy.tail_intact() && tdx.tail_intact()) << b->name;
+        }
+        for (int o = 0; o < 2; o++) {
+          ASSERT_EQ(res[0][o].size(), res[1][o].size());
+          size_t zeros = 0;
+          for (size_t i = 0; i < res[0][o].size(); i++) {
+            ASSERT_EQ(memcmp(&res[0][o][i], &res[1][o][i], sizeof(float)), 0)
+                << (o ? "dx" : "y") << "[" << i << "]: cuda " << res[0][o][i] << ", cpu " << res[1][o][i];
+            zeros += res[0][o][i] == 0.0f;
+          }
+          if (n >= 1000) {  // the kept share is about 1 - rate
+            const double dropped = (double)zeros / (double)n;
+            EXPECT_NEAR(dropped, rate, 0.03) << (o ? "dx" : "y");
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, AddAndScaleMatchCpu) {
+  std::mt19937 rng(13);
+  for (int64_t n : {1, 4097, 100000}) {
+    for (int alias = 0; alias < 3; alias++) {  // y separate, y = a, y = b
+      SCOPED_TRACE("n " + std::to_string(n) + " alias " + std::to_string(alias));
+      auto a0 = random_floats(n, rng), b0 = random_floats(n, rng);
+      std::vector<float> res[2];
+      cnn_backend *bs[2] = {g_cuda, g_cpu};
+      for (int k = 0; k < 2; k++) {
+        cnn_backend *b = bs[k];
+        DTensor ta(b, {n}), tb(b, {n}), ty(b, {n});
+        ta.set(a0), tb.set(b0);
+        cnn_add_args a;
+        memset(&a, 0, sizeof a);
+        a.a = ta.t(), a.b = tb.t(), a.alpha = 0.75f, a.beta = -1.5f;
+        a.y = alias == 0 ? ty.t() : alias == 1 ? ta.t() : tb.t();
+        ASSERT_EQ(b->ops->add(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+        ASSERT_EQ(b->ops->scale(b, a.y, -3.0f), CNN_OK) << b->name << ": " << cnn_last_error();
+        res[k] = alias == 0 ? ty.get() : alias == 1 ? ta.get() : tb.get();
+        EXPECT_TRUE(ta.tail_intact() && tb.tail_intact() && ty.tail_intact()) << b->name;
+      }
+      expect_match(res[0], res[1], kNmseElementwise, "add then scale");
+    }
+  }
+}
+
+TEST_F(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
+  std::mt19937 rng(14);
+  for (int64_t n : {1, 8192, 8193, 1000003}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    auto x = random_floats(n, rng, -3.0f, 3.0f);
+    double got[2] = {0, 0}, again = 0;
+    cnn_backend *bs[2] = {g_cuda, g_cpu};
+    for (int k = 0; k < 2; k++) {
+      DTensor t(bs[k], {n});
+      t.set(x);
+      ASSERT_EQ(bs[k]->ops->sum_squares(bs[k], t.t(), &got[k]), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
+      if (k == 0) {
+        ASSERT_EQ(bs[k]->ops->sum_squares(bs[k], t.t(), &again), CNN_OK) << cnn_last_error();
+      }
+    }
+    EXPECT_GT(got[1], 0.0);
+    EXPECT_NEAR(got[0], got[1], 1e-12 * got[1]) << "both sum in double";
+    EXPECT_EQ(memcmp(&got[0], &again, sizeof again), 0) << "two runs on the GPU differ: " << got[0] << " " << again;
+  }
+}
+
+TEST_F(CudaOps, ConcatForwardAndBackwardMatchCpu) {
+  std::mt19937 rng(15);
+  struct Case {
+    std::vector<int64_t> lead;  // every dim but the channels
+    std::vector<int64_t> parts;
+  };
+  for (const Case &c : {Case{{2, 3, 5}, {1, 6, 3}}, Case{{7}, {4, 1}}, Case{{1, 1, 1}, {2}},
+                        Case{{4, 9, 9}, {16, 32, 8, 3}}}) {
+    int64_t rows = 1, width = 0;
+    for (int64_t d : c.lead) rows *= d;
+    for (int64_t p : c.parts) width += p;
+    auto shape_with = [&](int64_t ch) {
+      std::vector<int64_t> s = c.lead;
+      s.push_back(ch);
+      return s;
+    };
+    const int n = (int)c.parts.size();
+    std::vector<std::vector<float>> xs;
+    for (int64_t p : c.parts) xs.push_back(random_floats((size_t)(rows * p), rng));
+    auto dy = random_floats((size_t)(rows * width), rng);
+    std::vector<float> y[2];
+    std::vector<std::vector<float>> dxs[2];
+    cnn_backend *bs[2] = {g_cuda, g_cpu};
+    for (int k = 0; k < 2; k++) {
+      cnn_backend *b = bs[k];
+      std::vector<std::unique_ptr<DTensor>> tx, tdx;
+      DTensor ty(b, shape_with(width)), tdy(b, shape_with(width));
+      tdy.set(dy);
+      cnn_concat_args a;
+      memset(&a, 0, sizeof a);
+      a.n = n, a.y = ty.t(), a.dy = tdy.t();
+      for (int i = 0; i < n; i++) {
+        tx.emplace_back(new DTensor(b, shape_with(c.parts[i])));
+        tdx.emplace_back(new DTensor(b, shape_with(c.parts[i])));
+        tx[i]->set(xs[i]);
+        a.xs[i] = tx[i]->t();
+        a.dxs[i] = i == 1 ? nullptr : tdx[i]->t();  // a part without a gradient is skipped
+      }
+      ASSERT_EQ(b->ops->concat_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+      ASSERT_EQ(b->ops->concat_backward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+      y[k] = ty.get();
+      EXPECT_TRUE(ty.tail_intact()) << b->name;
+      for (int i = 0; i < n; i++) {
+        dxs[k].push_back(i == 1 ? std::vector<float>() : tdx[i]->get());
+        EXPECT_TRUE(tdx[i]->tail_intact()) << b->name << " dxs[" << i << "]";
+      }
+    }
+    ASSERT_EQ(y[0], y[1]) << "concat is a copy: bit-identical";
+    for (int i = 0; i < n; i++) EXPECT_EQ(dxs[0][i], dxs[1][i]) << "dxs[" << i << "]";
+  }
+}
+
+struct BnCase {
+  std::vector<int64_t> shape;
+  bool training, affine;
+  cnn_act act;
+  float shift;  // added to x: a mean far from zero tests the two-pass variance
+};
+
+TEST_F(CudaOps, BatchnormForwardAndBackwardMatchCpu) {
+  std::mt19937 rng(16);
+  const BnCase cases[] = {
+      {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0.0f},     {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0.0f},
+      {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.0f},   {{5, 33}, false, false, CNN_ACT_NONE, 0.0f},
+      {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0.0f},  {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 50.0f},
+      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0.0f}, {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0.0f},
+      {{16, 7, 7, 256}, false, true, CNN_ACT_RELU, 3.0f},
+  };
+  for (const BnCase &bc : cases) {
+    const int64_t c = bc.shape.back();
+    int64_t numel = 1;
+    for (int64_t d : bc.shape) numel *= d;
+    SCOPED_TRACE("x of " + std::to_string(numel) + " values, C " + std::to_string(c) +
+                 (bc.training ? " training" : " inference") + (bc.affine ? " affine" : "") + " act " +
+                 std::to_string((int)bc.act));
+    auto x = random_floats((size_t)numel, rng, -2.0f + bc.shift, 2.0f + bc.shift);
+    auto dy = random_floats((size_t)numel, rng);
+    auto gamma = random_floats((size_t)c, rng, 0.5f, 1.5f), beta = random_floats((size_t)c, rng);
+    auto rmean = random_floats((size_t)c, rng, -0.5f + bc.shift, 0.5f + bc.shift);
+    auto rvar = random_floats((size_t)c, rng, 0.5f, 2.0f);
+    const float alpha = bc.act == CNN_ACT_LEAKY_RELU ? 0.2f : bc.act == CNN_ACT_ELU ? 1.0f : 0.0f;
+    // outputs: y, running mean, running var, save mean, save invstd, dx, dgamma, dbeta
+    std::vector<float> res[2][8];
+    cnn_backend *bs[2] = {g_cuda, g_cpu};
+    for (int k = 0; k < 2; k++) {
+      cnn_backend *b = bs[k];
+      DTensor tx(b, bc.shape), ty(b, bc.shape), tdy(b, bc.shape), tdx(b, bc.shape);
+      DTensor tg(b, {c}), tb(b, {c}), trm(b, {c}), trv(b, {c}), tsm(b, {c}), tsi(b, {c}), tdg(b, {c}), tdb(b, {c});
+      tx.set(x), tdy.set(dy), tg.set(gamma), tb.set(beta), trm.set(rmean), trv.set(rvar);
+      cnn_batchnorm_args a;
+      memset(&a, 0, sizeof a);
+      a.x = tx.t(), a.y = ty.t();
+      a.gamma = bc.affine ? tg.t() : nullptr, a.beta = bc.affine ? tb.t() : nullptr;
+      a.running_mean = trm.t(), a.running_var = trv.t();
+      a.save_mean = bc.training ? tsm.t() : nullptr, a.save_invstd = bc.training ? tsi.t() : nullptr;
+      a.momentum = 0.1f, a.eps = 1e-5f, a.training = bc.training, a.act = bc.act, a.act_alpha = alpha;
+      ASSERT_EQ(b->ops->batchnorm_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+      a.dy = tdy.t(), a.dx = tdx.t(), a.dgamma = bc.affine ? tdg.t() : nullptr, a.dbeta = bc.affine ? tdb.t() : nullptr;
+      ASSERT_EQ(b->ops->batchnorm_backward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+      res[k][0] = ty.get(), res[k][1] = trm.get(), res[k][2] = trv.get();
+      if (bc.training) res[k][3] = tsm.get(), res[k][4] = tsi.get();
+      res[k][5] = tdx.get();
+      if (bc.affine) res[k][6] = tdg.get(), res[k][7] = tdb.get();
+      for (DTensor *t : {&tx, &ty, &tdy, &tdx, &tg, &tb, &trm, &trv, &tsm, &tsi, &tdg, &tdb})
+        EXPECT_TRUE(t->tail_intact()) << b->name;
+    }
+    const char *names[8] = {"y", "running_mean", "running_var", "save_mean", "save_invstd", "dx", "dgamma", "dbeta"};
+    for (int o = 0; o < 8; o++)
+      if (!res[1][o].empty()) expect_match(res[0][o], res[1][o], kNmseElementwise, names[o]);
+  }
+}
+
+// dx may alias dy (the layer does that), as on the CPU.
+TEST_F(CudaOps, BatchnormBackwardInPlaceMatchesOutOfPlace) {
+  std::mt19937 rng(17);
+  const std::vector<int64_t> shape = {4, 6, 6, 24};
+  const size_t n = 4 * 6 * 6 * 24;
+  auto x = random_floats(n, rng), dy = random_floats(n, rng);
+  std::vector<float> out[2];
+  for (int in_place = 0; in_place < 2; in_place++) {
+    DTensor tx(g_cuda, shape), ty(g_cuda, shape), tdy(g_cuda, shape), tdx(g_cuda, shape);
+    DTensor tsm(g_cuda, {24}), tsi(g_cuda, {24});
+    tx.set(x), tdy.set(dy);
+    cnn_batchnorm_args a;
+    memset(&a, 0, sizeof a);
+    a.x = tx.t(), a.y = ty.t(), a.save_mean = tsm.t(), a.save_invstd = tsi.t(), a.eps = 1e-5f, a.training = 1;
+    ASSERT_EQ(g_cuda->ops->batchnorm_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
+    a.dy = tdy.t(), a.dx = in_place ? tdy.t() : tdx.t();
+    ASSERT_EQ(g_cuda->ops->batchnorm_backward(g_cuda, &a), CNN_OK) << cnn_last_error();
+    out[in_place] = in_place ? tdy.get() : tdx.get();
+  }
+  EXPECT_EQ(out[0], out[1]);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // error paths
 
@@ -889,6 +1149,26 @@ TEST_F(CudaOps, ShapeMismatchesAreRejectedNamingTheTensor) {
   cnn_pool2d_args pa = pp.args();
   pa.x = px.t(), pa.y = py.t();
   expect_error(g_cuda->ops->pool2d_forward(g_cuda, &pa), CNN_ERR_INVALID_ARG, {"padding", "smaller"});
+
+  DTensor bx(g_cuda, {2, 3, 3, 4}), by(g_cuda, {2, 3, 3, 4}), bg(g_cuda, {5});
+  cnn_batchnorm_args ba;
+  memset(&ba, 0, sizeof ba);
+  ba.x = bx.t(), ba.y = by.t(), ba.gamma = bg.t(), ba.eps = 1e-5f, ba.training = 1;
+  expect_error(g_cuda->ops->batchnorm_forward(g_cuda, &ba), CNN_ERR_SHAPE, {"cuda batchnorm_forward", "gamma", "(5)"});
+  ba.gamma = nullptr, ba.training = 0;
+  expect_error(g_cuda->ops->batchnorm_forward(g_cuda, &ba), CNN_ERR_INVALID_ARG, {"running_mean"});
+
+  DTensor c1(g_cuda, {2, 3, 3, 2}), c2(g_cuda, {2, 3, 4, 2}), cy(g_cuda, {2, 3, 3, 4});
+  cnn_concat_args cc;
+  memset(&cc, 0, sizeof cc);
+  cc.n = 2, cc.xs[0] = c1.t(), cc.xs[1] = c2.t(), cc.y = cy.t();
+  expect_error(g_cuda->ops->concat_forward(g_cuda, &cc), CNN_ERR_SHAPE, {"xs[1]", "(2, 3, 4, 2)"});
+
+  DTensor aa(g_cuda, {3, 4}), ab(g_cuda, {4, 3});
+  cnn_add_args ad;
+  memset(&ad, 0, sizeof ad);
+  ad.a = aa.t(), ad.b = ab.t(), ad.y = aa.t(), ad.alpha = ad.beta = 1.0f;
+  expect_error(g_cuda->ops->add(g_cuda, &ad), CNN_ERR_SHAPE, {"cuda add", "b", "(4, 3)"});
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -922,15 +1202,17 @@ struct Synthetic {
   }
 };
 
-// 4 epochs of 2048 images at batch 32: 256 steps of Adam.
-std::vector<cnn_epoch_stats> train_seed_cnn(cnn_backend *b, const Synthetic &train, const Synthetic &val) {
+// 4 epochs of 2048 images at batch 32: 256 steps of Adam. `text`: a model definition, else the seed CNN.
+std::vector<cnn_epoch_stats> train_seed_cnn(cnn_backend *b, const Synthetic &train, const Synthetic &val,
+                                            const char *text = nullptr, int epochs = 4) {
   cnn_net *net = nullptr;
-  cnn_status st = cnn_net_from_file(CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", b, 42, &net);
+  cnn_status st = text ? cnn_net_from_text(text, "test model", b, 42, &net)
+                       : cnn_net_from_file(CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", b, 42, &net);
   EXPECT_EQ(st, CNN_OK) << b->name << ": " << cnn_last_error();
   if (st != CNN_OK) return {};
   cnn_train_config cfg;
   cnn_train_config_defaults(&cfg);
-  cfg.epochs = 4;
+  cfg.epochs = epochs;
   cfg.batch_size = 32;
   cfg.optimizer = CNN_OPTIM_ADAM;
   cfg.lr = 1e-3f;
@@ -963,6 +1245,43 @@ TEST_F(CudaOps, SeedCnnTrainingLossCurveMatchesCpu) {
   EXPECT_LT(gpu.back().loss, gpu.front().loss) << "the loss did not go down on the GPU";
   EXPECT_GT(gpu.back().val_accuracy, 0.9) << "the seed CNN did not learn the synthetic task on the GPU";
   EXPECT_GT(gpu.back().images_per_sec, 0.0);
+}
+
+// Every layer kind of the complete op set in one small graph (batchnorm with fused activations, a residual add,
+// a concat, GELU as its own op, dropout, average and global average pooling): the same curve on both devices.
+// Dropout draws its mask from (seed, step), not from the device, so the same units drop on both.
+TEST_F(CudaOps, GraphWithEveryLayerKindTrainsLikeCpu) {
+  static const char *const kModel =
+      "input 28 28 1\n"
+      "conv 16 3 stride=2 padding=1 bias=no\n"
+      "batchnorm relu name=stem\n"
+      "conv 16 3 padding=1 bias=no\n"
+      "batchnorm leaky_relu\n"
+      "conv 16 3 padding=1\n"
+      "batchnorm\n"
+      "add stem relu name=res\n"
+      "conv 8 1 gelu name=g\n"
+      "conv 8 3 padding=1 from=res\n"
+      "batchnorm elu name=e\n"
+      "concat g e\n"
+      "avgpool 2\n"
+      "conv 32 3 silu padding=1\n"
+      "globalavgpool\n"
+      "dropout 0.2\n"
+      "dense 10 softmax\n";
+  Synthetic train(1024, 3), val(256, 4);
+  std::vector<cnn_epoch_stats> gpu = train_seed_cnn(g_cuda, train, val, kModel, 3);
+  std::vector<cnn_epoch_stats> cpu = train_seed_cnn(g_cpu, train, val, kModel, 3);
+  ASSERT_EQ(gpu.size(), 3u);
+  ASSERT_EQ(cpu.size(), 3u);
+  for (size_t e = 0; e < gpu.size(); e++) {
+    SCOPED_TRACE("epoch " + std::to_string(e + 1));
+    ASSERT_TRUE(std::isfinite(gpu[e].loss) && std::isfinite(gpu[e].val_loss));
+    EXPECT_NEAR(gpu[e].loss, cpu[e].loss, (e == 0 ? 0.02 : 0.10) * cpu[e].loss + 0.02)
+        << "training loss: cuda " << gpu[e].loss << ", cpu " << cpu[e].loss;
+    EXPECT_NEAR(gpu[e].val_loss, cpu[e].val_loss, 0.10 * cpu[e].val_loss + 0.02);
+  }
+  EXPECT_LT(gpu.back().loss, gpu.front().loss) << "the loss did not go down on the GPU";
 }
 
 }  // namespace

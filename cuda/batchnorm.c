@@ -1,0 +1,116 @@
+/* Batch normalization on the GPU with PyTorch's semantics, as our own kernels (kernels.cu), with the CPU
+ * backend's expressions (cpu/batchnorm.c): per-channel sums in double over fixed row chunks (deterministic, no
+ * atomics), two passes for the variance, the unbiased variance for the running statistics, and an activation
+ * whose gradient needs no input applied in the same pass.
+ *
+ * Why our own kernels rather than cuDNN's batch normalization: they run exactly the CPU backend's expressions
+ * with reductions in a fixed order (deterministic), fuse every activation whose gradient needs no input (cuDNN's
+ * fuses ReLU only), and these passes are memory bound either way.
+ *
+ * Scratch lives in the backend's workspace: the partial sums, then per-channel doubles and floats. */
+#include <stdint.h>
+
+#include "core/op_check.h"
+#include "cuda/cuda_util.h"
+
+/* Per-channel scratch after the partial sums: 4 arrays of doubles, then 8 of floats. */
+typedef struct cnn_cuda_bn_scratch_layout {
+    double *partial;
+    double *d0, *d1, *d2, *d3;
+    float *f; /* 8 x c */
+} cnn_cuda_bn_scratch_layout;
+
+static cnn_status cnn_cuda_bn_scratch_get(cnn_cuda_ctx *ctx, int64_t m, int64_t c, cnn_cuda_bn_scratch_layout *s,
+                                          const char *op)
+{
+    cnn_status st = CNN_OK;
+    const size_t partial = (size_t)cnn_cuda_bn_scratch(m, c) * sizeof(double);
+    const size_t bytes = partial + (size_t)c * (4 * sizeof(double) + 8 * sizeof(float));
+    CNN_TRY(cnn_cuda_workspace(ctx, bytes, op));
+    char *p = ctx->workspace;
+    s->partial = (double *)p;
+    s->d0 = (double *)(p + partial);
+    s->d1 = s->d0 + c;
+    s->d2 = s->d1 + c;
+    s->d3 = s->d2 + c;
+    s->f = (float *)(s->d3 + c);
+fail:
+    return st;
+}
+
+/* Every tensor present is an f32 CUDA tensor, then the shapes and parameters (core/op_check.c). */
+static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
+    const char *names[CNN_BATCHNORM_MAX_TENSORS];
+    const int n = cnn_batchnorm_tensors(a, backward, ts, names);
+    for (int i = 0; i < n; i++) CNN_TRY(cnn_cuda_check_f32(ts[i], op, names[i]));
+    CNN_TRY(cnn_batchnorm_check(a, backward, "cuda ", op, m, c));
+fail:
+    return st;
+}
+
+static float *cnn_cuda_bn_data(const cnn_tensor *t) { return t ? (float *)t->data : NULL; }
+
+cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    static const char *op = "batchnorm_forward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_cuda_bn_scratch_layout s;
+    int64_t m = 0, c = 0;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_bn_check(a, 0, &m, &c, op));
+    if (m * c == 0) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
+    double *mean = s.d0, *sum = s.d1, *sq = s.d2;
+    float *scale = s.f, *shift = s.f + c, *center = s.f + 2 * c;
+    const float *x = a->x->data;
+    if (a->training) {
+        /* two passes (mean, then centered squares): no cancellation when |mean| >> std */
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SUM, x, NULL, NULL, m, c, sum, NULL,
+                    s.partial);
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_mean, ctx->compute, sum, m, c, mean);
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_CENTERED, x, NULL, mean, m, c, sq, NULL,
+                    s.partial);
+    }
+    float *rm = cnn_cuda_bn_data(a->running_mean), *rv = cnn_cuda_bn_data(a->running_var);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_forward_coef, ctx->compute, a->training, mean, sq, m, c, rm, rv,
+                cnn_cuda_bn_data(a->gamma), cnn_cuda_bn_data(a->beta), a->eps, a->momentum, a->training ? rm : NULL,
+                a->training ? rv : NULL, cnn_cuda_bn_data(a->save_mean), cnn_cuda_bn_data(a->save_invstd), scale,
+                shift, center);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_apply, ctx->compute, x, a->y->data, m, c, center, scale, shift, a->act,
+                a->act_alpha);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    static const char *op = "batchnorm_backward";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_cuda_bn_scratch_layout s;
+    int64_t m = 0, c = 0;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_bn_check(a, 1, &m, &c, op));
+    if (m * c == 0) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
+    double *center = s.d0, *sum_dy = s.d1, *sum_dy_xc = s.d2;
+    float *invstd = s.f, *coef = s.f + c; /* coef: 4 x c */
+    const float *x = a->x->data, *dy = a->dy->data;
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_stats, ctx->compute, a->training, cnn_cuda_bn_data(a->save_mean),
+                cnn_cuda_bn_data(a->save_invstd), cnn_cuda_bn_data(a->running_mean),
+                cnn_cuda_bn_data(a->running_var), a->eps, c, center, invstd);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_GRAD, x, dy, center, m, c, sum_dy, sum_dy_xc,
+                s.partial);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_coef, ctx->compute, a->training, sum_dy, sum_dy_xc, center, invstd,
+                cnn_cuda_bn_data(a->gamma), m, c, cnn_cuda_bn_data(a->dgamma), cnn_cuda_bn_data(a->dbeta), coef);
+    /* every input of dx went into the sums above, so dx may alias dy */
+    if (a->dx) CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dy, a->dx->data, m, c, coef);
+fail:
+    return st;
+}
