@@ -2,29 +2,44 @@
 # GPU check of the CUDA backend, for a session that has a CUDA machine for a few minutes (sized for an H200 and
 # about 15 minutes of device time; it finishes in well under 8).
 #
-#   1. builds cnn.c with -DCNN_CUDA=ON into build-gpu (Release)
-#   2. runs the CUDA conformance suite: ctest -L test_cuda, with CNN_REQUIRE_CUDA=1 so that a missing device
-#      (driver too old, no GPU visible) fails instead of skipping
+#   1. builds cnn.c with -DCNN_CUDA=ON into build-gpu (Release); or, with GPU_CHECK_PREBUILT=DIR, takes the `cnn`
+#      program and the `test_cuda` suite from DIR/bin, the shared libraries they need beyond the CUDA ones from
+#      DIR/lib.tar.xz, and Fashion-MNIST from DIR/fashion-mnist (bench/gpu_prepare.sh makes such a DIR on a
+#      machine without a GPU, so that the device's minutes go to running, not compiling)
+#   2. runs the CUDA conformance suite (test_cuda), with CNN_REQUIRE_CUDA=1 so that a missing device (driver too
+#      old, no GPU visible) fails instead of skipping
 #   3. times seed-CNN training on cuda and on cpu with the cnn program (synthetic 28x28 data, 2 epochs each; the
-#      second epoch is the steady state, the first includes cuDNN's algorithm search), and, when Fashion-MNIST is
-#      installed, trains one epoch of it on cuda and checks the test accuracy
-#   4. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same model and batch
-#   5. prints a short table, last
+#      second epoch is the steady state, the first includes cuDNN's algorithm search), and, with Fashion-MNIST,
+#      trains one epoch of it on cuda and checks the test accuracy, then ResNet-20 for 5 epochs (issue 3's
+#      accuracy run: Adam 1e-3, batch 64, no augmentation)
+#   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`
+#   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches
+#   6. prints a short table, last
 #
-# Logs and JSON go to $OUT when it is set, else ./gpu_check_out. Any failure (build, a test, a training run, the
+# Logs and JSON go to ./gpu_check_out, or to $OUT/gpu_check_logs.tar.gz when OUT is set. Any failure (build, a test, a training run, the
 # accuracy check) makes the script exit non-zero after the table, naming the step and its log.
 #
 # Usage: bench/gpu_check.sh            (from anywhere; it works in the repository root)
+#        GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-OUT_DIR=${OUT:-$ROOT/gpu_check_out}
+# Work goes to ./gpu_check_out; with $OUT set (the device tool's folder, which takes back only a few files), to a
+# temporary folder, and at the end $OUT receives the table and one archive of the logs and JSON.
+if [[ -n "${OUT:-}" ]]; then
+  OUT_DIR=/tmp/gpu_check_work
+  trap 'tar -C "$OUT_DIR" --exclude=synthetic --exclude="*.safetensors" -czf "$OUT/gpu_check_logs.tar.gz" . 2>/dev/null' EXIT
+else
+  OUT_DIR=$ROOT/gpu_check_out
+fi
+rm -rf "$OUT_DIR"
 mkdir -p "$OUT_DIR"
 BUILD=build-gpu
 JOBS=$(nproc 2>/dev/null || echo 4)
 MODEL=samples/models/seed_cnn.cnn
 T0=$(date +%s)
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 
 FAILED=()      # "step: log" for every failure
 ROWS=()        # "what|result" rows of the final table
@@ -34,6 +49,12 @@ row() { ROWS+=("$1|$2"); }
 fail() { FAILED+=("$1"); row "$2" "FAILED (see $3)"; echo "!! FAILED: $1 (log: $3)" >&2; }
 
 print_table() {
+  print_table_body | tee "$OUT_DIR/summary.txt"
+  [[ -n "${OUT:-}" ]] && cp "$OUT_DIR/summary.txt" "$OUT/summary.txt"
+  return 0
+}
+
+print_table_body() {
   echo
   echo "== gpu_check summary ($(($(date +%s) - T0)) s; logs in $OUT_DIR)"
   printf '| %-52s | %-40s |\n' "check" "result"
@@ -63,35 +84,80 @@ else
   row "GPU" "nvidia-smi not found"
 fi
 
-# ---- 1. build -------------------------------------------------------------------------------------------------
-log "configure + build into $BUILD (-j$JOBS)"
-B0=$(date +%s)
-if timeout 300 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCNN_CUDA=ON >"$OUT_DIR/build.log" 2>&1 &&
-   timeout 300 cmake --build "$BUILD" -j"$JOBS" >>"$OUT_DIR/build.log" 2>&1; then
-  WARNINGS=$(grep -c -i 'warning' "$OUT_DIR/build.log" || true)
-  row "build (-DCNN_CUDA=ON)" "ok, $(($(date +%s) - B0)) s, $WARNINGS warning line(s)"
-  grep -q "CUDA backend      : built" "$OUT_DIR/build.log" ||
-    fail "the configuration did not build the CUDA backend" "CUDA backend in the build" "$OUT_DIR/build.log"
+# ---- 1. build (or take the prebuilt programs) -----------------------------------------------------------------
+PREBUILT=${GPU_CHECK_PREBUILT:-}
+if [[ -n "$PREBUILT" ]]; then
+  log "prebuilt programs from $PREBUILT"
+  CNN="$PREBUILT/bin/cnn"
+  TEST_CUDA="$PREBUILT/bin/test_cuda"
+  LIBDIR=/tmp/cnn_gpu_check_lib
+  mkdir -p "$LIBDIR"
+  tar -C "$LIBDIR" -xJf "$PREBUILT/lib.tar.xz"
+  # cuDNN and cuBLAS come from the machine: the CUDA toolkit's folders, else the pip wheels of PyTorch's python3
+  for lib in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13; do
+    found=""
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+      [[ -e "$d/$lib" ]] && found=$d && break
+    done
+    if [[ -z "$found" ]]; then
+      found=$(python3 -c 'import nvidia, os, glob, sys
+for p in nvidia.__path__:
+    for f in glob.glob(os.path.join(p, "*", "lib", sys.argv[1])):
+        print(os.path.dirname(f)); raise SystemExit' "$lib" 2>/dev/null)
+    fi
+    if [[ -z "$found" ]]; then
+      f=$(find / -xdev -name "$lib" 2>/dev/null | head -1)
+      [[ -n "$f" ]] && found=$(dirname "$f")
+    fi
+    echo "$lib: ${found:-NOT FOUND}"
+  done | tee "$OUT_DIR/libs.txt"
+  LIBPATH="$LIBDIR:$(grep -v 'NOT FOUND' "$OUT_DIR/libs.txt" | awk '{print $2}' | sort -u | paste -sd:)"
+  # for our programs only: PyTorch (step 5) must keep finding the cuDNN it was built with
+  export LD_LIBRARY_PATH="$LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # the suite reads samples/ through the source folder it was built in
+  SRC=$(strings "$TEST_CUDA" | grep -m1 -o '/[^ ]*/samples/models/seed_cnn.cnn' | sed 's|/samples/models/seed_cnn.cnn||')
+  if [[ -n "$SRC" && ! -e "$SRC/samples" ]]; then mkdir -p "$(dirname "$SRC")" && ln -sfn "$ROOT" "$SRC"; fi
+  { ldd "$CNN"; ldd "$TEST_CUDA"; } >"$OUT_DIR/ldd.txt" 2>&1
+  if grep -q 'not found' "$OUT_DIR/ldd.txt"; then
+    grep 'not found' "$OUT_DIR/ldd.txt" | sort -u >&2
+    fail "shared libraries missing" "prebuilt programs" "$OUT_DIR/ldd.txt"
+    print_table
+    exit 1
+  fi
+  row "prebuilt programs" "ok; $(grep -c 'NOT FOUND' "$OUT_DIR/libs.txt") of 3 CUDA libraries not found"
+  [[ -d "$PREBUILT/fashion-mnist" ]] && FMNIST_DIR="$PREBUILT/fashion-mnist"
 else
-  fail "build" "build (-DCNN_CUDA=ON)" "$OUT_DIR/build.log"
-  tail -40 "$OUT_DIR/build.log" >&2
-  print_table
-  exit 1
+  log "configure + build into $BUILD (-j$JOBS)"
+  B0=$(date +%s)
+  if timeout 300 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCNN_CUDA=ON >"$OUT_DIR/build.log" 2>&1 &&
+     timeout 300 cmake --build "$BUILD" -j"$JOBS" >>"$OUT_DIR/build.log" 2>&1; then
+    WARNINGS=$(grep -c -i 'warning' "$OUT_DIR/build.log" || true)
+    row "build (-DCNN_CUDA=ON)" "ok, $(($(date +%s) - B0)) s, $WARNINGS warning line(s)"
+    grep -q "CUDA backend      : built" "$OUT_DIR/build.log" ||
+      fail "the configuration did not build the CUDA backend" "CUDA backend in the build" "$OUT_DIR/build.log"
+  else
+    fail "build" "build (-DCNN_CUDA=ON)" "$OUT_DIR/build.log"
+    tail -40 "$OUT_DIR/build.log" >&2
+    print_table
+    exit 1
+  fi
+  CNN="$BUILD/cnn"
+  TEST_CUDA="$BUILD/tests/test_cuda"
 fi
+FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 
 # ---- 2. the conformance suite ---------------------------------------------------------------------------------
-log "ctest -L test_cuda"
+log "test_cuda (the conformance suite)"
 C0=$(date +%s)
-if (cd "$BUILD" && CNN_REQUIRE_CUDA=1 timeout 300 ctest -L test_cuda --output-on-failure --timeout 240) \
-    >"$OUT_DIR/ctest_cuda.log" 2>&1; then
-  COUNT=$(grep -o 'out of [0-9]*' "$OUT_DIR/ctest_cuda.log" | tail -1 | awk '{print $3}')
-  row "ctest -L test_cuda" "ok, ${COUNT:-?} tests passed, $(($(date +%s) - C0)) s"
+if CNN_REQUIRE_CUDA=1 timeout 300 "$TEST_CUDA" --gtest_color=no >"$OUT_DIR/test_cuda.log" 2>&1; then
+  COUNT=$(grep -o 'PASSED  \] [0-9]* test' "$OUT_DIR/test_cuda.log" | awk '{print $3}')
+  row "test_cuda (conformance suite)" "ok, ${COUNT:-?} tests passed, $(($(date +%s) - C0)) s"
 else
-  fail "ctest -L test_cuda" "ctest -L test_cuda" "$OUT_DIR/ctest_cuda.log"
-  grep -E 'Failed|FAILED|Failure|Skipped|no CUDA device' "$OUT_DIR/ctest_cuda.log" | head -40 >&2
+  fail "test_cuda" "test_cuda (conformance suite)" "$OUT_DIR/test_cuda.log"
+  grep -E '^\[  FAILED|Failure|SKIPPED|no CUDA device' "$OUT_DIR/test_cuda.log" | head -60 >&2
 fi
-if grep -q 'Skipped\|SKIPPED' "$OUT_DIR/ctest_cuda.log"; then
-  fail "tests were skipped on a GPU machine" "test_cuda skips" "$OUT_DIR/ctest_cuda.log"
+if grep -q '^\[  SKIPPED' "$OUT_DIR/test_cuda.log"; then
+  fail "tests were skipped on a GPU machine" "test_cuda skips" "$OUT_DIR/test_cuda.log"
 fi
 
 # ---- 3. training speed: cuda vs cpu ---------------------------------------------------------------------------
@@ -113,7 +179,7 @@ make_idx t10k 2000
 train_run() {  # device log-name extra-args...
   local dev=$1 name=$2
   shift 2
-  timeout 240 "$BUILD/cnn" train --device "$dev" --model "$MODEL" --batch 64 --lr 0.001 --optimizer adam --seed 1 \
+  timeout 240 "$CNN" train --device "$dev" --model "$MODEL" --batch 64 --lr 0.001 --optimizer adam --seed 1 \
     --quiet --out "$OUT_DIR/$name.safetensors" --metrics-json "$OUT_DIR/$name.json" "$@" >"$OUT_DIR/$name.log" 2>&1
 }
 
@@ -139,15 +205,14 @@ if [[ -n "$IPS_GPU" && -n "$IPS_CPU" ]]; then
 fi
 
 # The optional steps below are skipped once this much time is gone, to stay well inside 8 minutes.
-SOFT_LIMIT=330
+SOFT_LIMIT=${GPU_CHECK_SOFT_LIMIT:-360}
 elapsed() { echo $(($(date +%s) - T0)); }
 
-FMNIST=/usr/share/datasets/fashion-mnist
 if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "Fashion-MNIST 1 epoch on cuda" "skipped: $(elapsed) s gone already"
-elif [[ -d "$FMNIST" ]]; then
+elif [[ -d "$FMNIST_DIR" ]]; then
   log "train: cuda, Fashion-MNIST, 1 epoch (accuracy check)"
-  if train_run cuda fmnist_cuda --data fashion-mnist --epochs 1; then
+  if train_run cuda fmnist_cuda --data "fashion-mnist:$FMNIST_DIR" --epochs 1; then
     ACC=$(json_test_acc "$OUT_DIR/fmnist_cuda.json")
     # the seed CNN reaches ~0.87 after one epoch of Adam at lr 1e-3 (cnn.c's CPU runs, and PyTorch's)
     if awk -v a="$ACC" 'BEGIN { exit !(a >= 0.80) }'; then
@@ -159,22 +224,66 @@ elif [[ -d "$FMNIST" ]]; then
   else
     fail "cnn train --device cuda --data fashion-mnist" "Fashion-MNIST 1 epoch on cuda" "$OUT_DIR/fmnist_cuda.log"
   fi
+  # issue 3's accuracy run: ResNet-20, 5 epochs, Adam 1e-3, batch 64, no augmentation; the bar is 91%
+  if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
+    row "ResNet-20 5 epochs on cuda" "skipped: $(elapsed) s gone already"
+  else
+    log "train: cuda, ResNet-20, Fashion-MNIST, 5 epochs"
+    if MODEL=samples/models/resnet20_28.cnn train_run cuda resnet20_cuda --data "fashion-mnist:$FMNIST_DIR" \
+        --epochs 5 --val-split 0; then
+      ACC=$(json_test_acc "$OUT_DIR/resnet20_cuda.json")
+      IPS=$(json_ips "$OUT_DIR/resnet20_cuda.json" 5)
+      row "ResNet-20 5 epochs on cuda: test accuracy" "$ACC ($(printf '%.0f' "${IPS:-0}") images/s in epoch 5)"
+    else
+      fail "cnn train --model resnet20_28.cnn --device cuda" "ResNet-20 5 epochs on cuda" "$OUT_DIR/resnet20_cuda.log"
+      tail -20 "$OUT_DIR/resnet20_cuda.log" >&2
+    fi
+  fi
 else
-  row "Fashion-MNIST 1 epoch on cuda" "skipped: $FMNIST not installed"
+  row "Fashion-MNIST on cuda" "skipped: $FMNIST_DIR not there"
 fi
 
-# ---- 4. OPTIONAL: PyTorch on the same GPU ---------------------------------------------------------------------
-# Runs only when python3 imports torch and sees a GPU. f32 without TF32, as cnn.c runs now.
+# ---- 4. cnn bench: ResNet-50 training, 224x224x3, synthetic, batch 256 ------------------------------------------
+R50_FP32=""
+if ! "$CNN" bench --help >/dev/null 2>&1; then
+  row "cnn bench ResNet-50" "skipped: this cnn has no bench command"
+elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
+  row "cnn bench ResNet-50" "skipped: $(elapsed) s gone already"
+else
+  for prec in fp32 tf32; do
+    log "cnn bench: ResNet-50, batch 256, cuda, $prec"
+    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
+        --precision "$prec" --warmup 3 --iters 10 --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
+        >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
+      V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_$prec.json" | head -1 | awk '{print $2}')
+      row "cnn ResNet-50 train, batch 256, $prec" "$(printf '%.0f' "${V:-0}") images/s"
+      [[ $prec == fp32 ]] && R50_FP32=$V
+    else
+      fail "cnn bench ResNet-50 $prec" "cnn ResNet-50 train, $prec" "$OUT_DIR/bench_r50_$prec.log"
+      tail -15 "$OUT_DIR/bench_r50_$prec.log" >&2
+    fi
+  done
+fi
+
+# ---- 5. OPTIONAL: PyTorch on the same GPU ---------------------------------------------------------------------
+# Runs only when python3 imports torch and sees a GPU: the seed CNN as cnn.c trains it (f32 without TF32, batch
+# 64, Adam, the loss read back every step), and ResNet-50 (torchvision's, channels_last, batch 256, synthetic data)
+# in fp32, TF32 and bf16 autocast.
 if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "OPTIONAL pytorch, cuda" "skipped: $(elapsed) s gone already"
-elif python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
-  log "optional: PyTorch seed CNN on cuda"
-  if timeout 120 python3 - >"$OUT_DIR/pytorch_cuda.log" 2>&1 <<'EOF'
+elif LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  log "optional: PyTorch seed CNN and ResNet-50 on cuda"
+  if LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH PYTHONUNBUFFERED=1 timeout 150 python3 - >"$OUT_DIR/pytorch_cuda.log" 2>&1 <<'EOF'
 import time, torch, torch.nn as nn, torch.nn.functional as F
-torch.backends.cudnn.allow_tf32 = False
-torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.benchmark = True
 dev = torch.device("cuda")
+print(f"pytorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {torch.cuda.get_device_name()}")
+
+def tf32(on):
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
+
+tf32(False)
 net = nn.Sequential(
     nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
     nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -197,17 +306,53 @@ t = time.perf_counter()
 for i in range(200):
     step(i)
 torch.cuda.synchronize()
-print(f"pytorch {torch.__version__} cuda images/s: {200 * 64 / (time.perf_counter() - t):.0f}")
+print(f"seed cnn f32 images/s: {200 * 64 / (time.perf_counter() - t):.0f}")
+
+import torchvision
+r50 = torchvision.models.resnet50().to(dev).to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(r50.parameters(), lr=0.1, momentum=0.9)
+xb = torch.rand(256, 3, 224, 224, device=dev).to(memory_format=torch.channels_last)
+yb = torch.randint(0, 1000, (256,), device=dev)
+for mode in ("fp32", "tf32", "bf16"):
+    tf32(mode != "fp32")
+    def r50_step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=(mode == "bf16")):
+            loss = F.cross_entropy(r50(xb), yb)
+        loss.backward()
+        opt.step()
+    for _ in range(5):
+        r50_step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(8):
+            r50_step()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) / 8)
+    times.sort()
+    print(f"resnet50 {mode} batch 256 images/s: {256 / times[1]:.0f}")
+    torch.cuda.empty_cache()
 EOF
   then
-    row "OPTIONAL pytorch, cuda f32, batch 64" "$(grep -o 'images/s: [0-9]*' "$OUT_DIR/pytorch_cuda.log" | awk '{print $2}') images/s"
+    V=$(grep -o 'seed cnn f32 images/s: [0-9]*' "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
+    row "OPTIONAL pytorch seed CNN, cuda f32, batch 64" "${V:-?} images/s"
+    [[ -n "$IPS_GPU" && -n "$V" ]] && row "ratio cnn.c / pytorch, seed CNN" "$(awk -v a="$IPS_GPU" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+    for prec in fp32 tf32 bf16; do
+      V=$(grep -o "resnet50 $prec batch 256 images/s: [0-9]*" "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
+      row "OPTIONAL pytorch ResNet-50 train, batch 256, $prec" "${V:-?} images/s"
+      if [[ $prec == fp32 && -n "$R50_FP32" && -n "$V" ]]; then
+        row "ratio cnn.c / pytorch, ResNet-50 fp32" "$(awk -v a="$R50_FP32" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+      fi
+    done
   else
-    row "OPTIONAL pytorch, cuda f32, batch 64" "did not run (see $OUT_DIR/pytorch_cuda.log)"
+    row "OPTIONAL pytorch, cuda" "did not run (see $OUT_DIR/pytorch_cuda.log)"
   fi
 else
   row "OPTIONAL pytorch, cuda" "skipped: no torch with CUDA"
 fi
 
-# ---- 5. the table ---------------------------------------------------------------------------------------------
+# ---- 6. the table ---------------------------------------------------------------------------------------------
 print_table
 [[ ${#FAILED[@]} -eq 0 ]]
