@@ -19,6 +19,10 @@
 # Logs and JSON go to ./gpu_check_out, or to $OUT/gpu_check_logs.tar.gz when OUT is set. Any failure (build, a test, a training run, the
 # accuracy check) makes the script exit non-zero after the table, naming the step and its log.
 #
+# Knobs for a short lease: GPU_CHECK_SKIP_RESNET20=1 skips the two ResNet-20 trainings; GPU_CHECK_R50_PRECISIONS
+# (default "fp32 tf32 bf16 fp16"), GPU_CHECK_R50_WARMUP (3) and GPU_CHECK_R50_ITERS (10) size the ResNet-50 bench;
+# GPU_CHECK_SOFT_LIMIT (360 s) is when the later, optional steps are skipped.
+#
 # Usage: bench/gpu_check.sh            (from anywhere; it works in the repository root)
 #        GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
 set -uo pipefail
@@ -45,7 +49,11 @@ FAILED=()      # "step: log" for every failure
 ROWS=()        # "what|result" rows of the final table
 
 log() { echo "== [$(($(date +%s) - T0))s] $*"; }
-row() { ROWS+=("$1|$2"); }
+# each row also goes to $OUT/rows.txt at once: a run stopped at its time limit still brings back what it measured
+row() {
+  ROWS+=("$1|$2")
+  if [[ -n "${OUT:-}" ]]; then echo "| $1 | $2 |" >>"$OUT/rows.txt"; fi
+}
 fail() { FAILED+=("$1"); row "$2" "FAILED (see $3)"; echo "!! FAILED: $1 (log: $3)" >&2; }
 
 print_table() {
@@ -125,6 +133,7 @@ for p in nvidia.__path__:
     exit 1
   fi
   row "prebuilt programs" "ok; $(grep -c 'NOT FOUND' "$OUT_DIR/libs.txt") of 3 CUDA libraries not found"
+  [[ -f "$PREBUILT/SOURCE" ]] && row "built from" "$(cut -c1-40 "$PREBUILT/SOURCE")"
   [[ -d "$PREBUILT/fashion-mnist" ]] && FMNIST_DIR="$PREBUILT/fashion-mnist"
 else
   log "configure + build into $BUILD (-j$JOBS)"
@@ -203,6 +212,16 @@ fi
 if [[ -n "$IPS_GPU" && -n "$IPS_CPU" ]]; then
   row "speed-up cuda / cpu" "$(awk -v a="$IPS_GPU" -v b="$IPS_CPU" 'BEGIN { printf "%.1fx", a / b }')"
 fi
+for prec in bf16 fp16; do
+  log "train: cuda, synthetic data, 2 epochs, $prec"
+  if train_run cuda "train_cuda_$prec" --data "mnist:$SYN" --epochs 2 --precision "$prec"; then
+    V=$(json_ips "$OUT_DIR/train_cuda_$prec.json" 2)
+    row "seed CNN train, cuda, batch 64, $prec (epoch 2)" "$(printf '%.0f' "$V") images/s"
+  else
+    fail "cnn train --device cuda --precision $prec" "seed CNN train, cuda, $prec" "$OUT_DIR/train_cuda_$prec.log"
+    tail -20 "$OUT_DIR/train_cuda_$prec.log" >&2
+  fi
+done
 
 # The optional steps below are skipped once this much time is gone, to stay well inside 8 minutes.
 SOFT_LIMIT=${GPU_CHECK_SOFT_LIMIT:-360}
@@ -211,6 +230,7 @@ elapsed() { echo $(($(date +%s) - T0)); }
 if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "Fashion-MNIST 1 epoch on cuda" "skipped: $(elapsed) s gone already"
 elif [[ -d "$FMNIST_DIR" ]]; then
+  ACC=""
   log "train: cuda, Fashion-MNIST, 1 epoch (accuracy check)"
   if train_run cuda fmnist_cuda --data "fashion-mnist:$FMNIST_DIR" --epochs 1; then
     ACC=$(json_test_acc "$OUT_DIR/fmnist_cuda.json")
@@ -224,8 +244,41 @@ elif [[ -d "$FMNIST_DIR" ]]; then
   else
     fail "cnn train --device cuda --data fashion-mnist" "Fashion-MNIST 1 epoch on cuda" "$OUT_DIR/fmnist_cuda.log"
   fi
+  # the model trained on the GPU, evaluated on the CPU: the same weights give the same test accuracy
+  if [[ -f "$OUT_DIR/fmnist_cuda.safetensors" ]]; then
+    log "eval: the cuda-trained model on cpu"
+    if timeout 120 "$CNN" eval --device cpu --model "$OUT_DIR/fmnist_cuda.safetensors" \
+        --data "fashion-mnist:$FMNIST_DIR" --metrics-json "$OUT_DIR/fmnist_cuda_on_cpu.json" \
+        >"$OUT_DIR/fmnist_cuda_on_cpu.log" 2>&1; then
+      ACC2=$(json_test_acc "$OUT_DIR/fmnist_cuda_on_cpu.json")
+      if awk -v a="$ACC" -v b="$ACC2" 'BEGIN { d = a - b; exit !(d <= 0.001 && d >= -0.001) }'; then
+        row "the cuda-trained model evaluated on cpu" "$ACC2 (ok, cuda said $ACC)"
+      else
+        fail "the cuda-trained model gives $ACC2 on cpu, $ACC on cuda" "the cuda-trained model evaluated on cpu" \
+          "$OUT_DIR/fmnist_cuda_on_cpu.log"
+      fi
+    else
+      fail "cnn eval --device cpu of the cuda-trained model" "the cuda-trained model evaluated on cpu" \
+        "$OUT_DIR/fmnist_cuda_on_cpu.log"
+    fi
+  fi
+  # issue 4: one epoch on the GPU reaches the CPU's accuracy within 0.5 points (same seed, same batches)
+  log "train: cpu ($JOBS threads), Fashion-MNIST, 1 epoch"
+  if OMP_NUM_THREADS=$JOBS train_run cpu fmnist_cpu --data "fashion-mnist:$FMNIST_DIR" --epochs 1; then
+    ACC_CPU=$(json_test_acc "$OUT_DIR/fmnist_cpu.json")
+    if awk -v a="$ACC" -v b="$ACC_CPU" 'BEGIN { d = a - b; exit !(d <= 0.005 && d >= -0.005) }'; then
+      row "Fashion-MNIST 1 epoch: cuda vs cpu accuracy" "$ACC vs $ACC_CPU (ok, within 0.5 points)"
+    else
+      fail "1 epoch: cuda $ACC vs cpu $ACC_CPU, more than 0.5 points apart" "Fashion-MNIST 1 epoch: cuda vs cpu" \
+        "$OUT_DIR/fmnist_cpu.log"
+    fi
+  else
+    fail "cnn train --device cpu --data fashion-mnist" "Fashion-MNIST 1 epoch on cpu" "$OUT_DIR/fmnist_cpu.log"
+  fi
   # issue 3's accuracy run: ResNet-20, 5 epochs, Adam 1e-3, batch 64, no augmentation; the bar is 91%
-  if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
+  if [[ -n "${GPU_CHECK_SKIP_RESNET20:-}" ]]; then
+    row "ResNet-20 5 epochs on cuda" "skipped: GPU_CHECK_SKIP_RESNET20 is set"
+  elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
     row "ResNet-20 5 epochs on cuda" "skipped: $(elapsed) s gone already"
   else
     log "train: cuda, ResNet-20, Fashion-MNIST, 5 epochs"
@@ -238,29 +291,53 @@ elif [[ -d "$FMNIST_DIR" ]]; then
       fail "cnn train --model resnet20_28.cnn --device cuda" "ResNet-20 5 epochs on cuda" "$OUT_DIR/resnet20_cuda.log"
       tail -20 "$OUT_DIR/resnet20_cuda.log" >&2
     fi
+    log "train: cuda, ResNet-20, Fashion-MNIST, 5 epochs, bf16"
+    if MODEL=samples/models/resnet20_28.cnn train_run cuda resnet20_cuda_bf16 --data "fashion-mnist:$FMNIST_DIR" \
+        --epochs 5 --val-split 0 --precision bf16; then
+      ACC=$(json_test_acc "$OUT_DIR/resnet20_cuda_bf16.json")
+      IPS=$(json_ips "$OUT_DIR/resnet20_cuda_bf16.json" 5)
+      row "ResNet-20 5 epochs on cuda, bf16: test accuracy" "$ACC ($(printf '%.0f' "${IPS:-0}") images/s in epoch 5)"
+    else
+      fail "cnn train --model resnet20_28.cnn --device cuda --precision bf16" "ResNet-20 5 epochs, bf16" \
+        "$OUT_DIR/resnet20_cuda_bf16.log"
+      tail -20 "$OUT_DIR/resnet20_cuda_bf16.log" >&2
+    fi
   fi
 else
   row "Fashion-MNIST on cuda" "skipped: $FMNIST_DIR not there"
 fi
 
 # ---- 4. cnn bench: ResNet-50 training, 224x224x3, synthetic, batch 256 ------------------------------------------
-R50_FP32=""
-if ! "$CNN" bench --help >/dev/null 2>&1; then
-  row "cnn bench ResNet-50" "skipped: this cnn has no bench command"
+declare -A R50=() B1=()
+if ! "$CNN" bench --help 2>&1 | grep -q -- --precision; then
+  row "cnn bench ResNet-50" "skipped: this cnn has no bench command with --precision"
 elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "cnn bench ResNet-50" "skipped: $(elapsed) s gone already"
 else
-  for prec in fp32 tf32; do
+  for prec in ${GPU_CHECK_R50_PRECISIONS:-fp32 tf32 bf16 fp16}; do
     log "cnn bench: ResNet-50, batch 256, cuda, $prec"
     if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
-        --precision "$prec" --warmup 3 --iters 10 --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
+        --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
         >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
       V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_$prec.json" | head -1 | awk '{print $2}')
       row "cnn ResNet-50 train, batch 256, $prec" "$(printf '%.0f' "${V:-0}") images/s"
-      [[ $prec == fp32 ]] && R50_FP32=$V
+      R50[$prec]=$V
     else
       fail "cnn bench ResNet-50 $prec" "cnn ResNet-50 train, $prec" "$OUT_DIR/bench_r50_$prec.log"
       tail -15 "$OUT_DIR/bench_r50_$prec.log" >&2
+    fi
+  done
+  # batch-1 inference latency, f32
+  for m in seed_cnn resnet50; do
+    log "cnn bench: $m, batch 1, inference, cuda, fp32"
+    if timeout 60 "$CNN" bench --model "samples/models/$m.cnn" --batch 1 --device cuda --mode infer --warmup 20 \
+        --iters 50 --repeats 3 --json "$OUT_DIR/bench_b1_$m.json" >"$OUT_DIR/bench_b1_$m.log" 2>&1; then
+      V=$(grep -o '"latency_ms_median": [0-9.eE+-]*' "$OUT_DIR/bench_b1_$m.json" | head -1 | awk '{print $2}')
+      row "cnn $m batch-1 inference latency, fp32" "${V:-?} ms"
+      B1[$m]=$V
+    else
+      fail "cnn bench $m batch 1" "cnn $m batch-1 latency" "$OUT_DIR/bench_b1_$m.log"
+      tail -15 "$OUT_DIR/bench_b1_$m.log" >&2
     fi
   done
 fi
@@ -334,6 +411,30 @@ for mode in ("fp32", "tf32", "bf16"):
     times.sort()
     print(f"resnet50 {mode} batch 256 images/s: {256 / times[1]:.0f}")
     torch.cuda.empty_cache()
+
+# batch-1 inference latency, f32 (no TF32), eval mode, the median of 3 x 50 timed calls after 20 warm-ups
+tf32(False)
+seed = net.eval()
+r50.eval()
+for name, m, shape in (("seed_cnn", seed, (1, 1, 28, 28)), ("resnet50", r50, (1, 3, 224, 224))):
+    xb1 = torch.rand(*shape, device=dev)
+    if name == "resnet50":
+        xb1 = xb1.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        for _ in range(20):
+            m(xb1)
+        torch.cuda.synchronize()
+        med = []
+        for _ in range(3):
+            lat = []
+            for _ in range(50):
+                t = time.perf_counter()
+                m(xb1).float().softmax(1).cpu()
+                lat.append(time.perf_counter() - t)
+            lat.sort()
+            med.append(lat[25])
+        med.sort()
+    print(f"{name} batch 1 latency ms: {med[1] * 1e3:.3f}")
 EOF
   then
     V=$(grep -o 'seed cnn f32 images/s: [0-9]*' "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
@@ -342,8 +443,15 @@ EOF
     for prec in fp32 tf32 bf16; do
       V=$(grep -o "resnet50 $prec batch 256 images/s: [0-9]*" "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
       row "OPTIONAL pytorch ResNet-50 train, batch 256, $prec" "${V:-?} images/s"
-      if [[ $prec == fp32 && -n "$R50_FP32" && -n "$V" ]]; then
-        row "ratio cnn.c / pytorch, ResNet-50 fp32" "$(awk -v a="$R50_FP32" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+      if [[ -n "${R50[$prec]:-}" && -n "$V" ]]; then
+        row "ratio cnn.c / pytorch, ResNet-50 $prec" "$(awk -v a="${R50[$prec]}" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+      fi
+    done
+    for m in seed_cnn resnet50; do
+      V=$(grep -o "$m batch 1 latency ms: [0-9.]*" "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
+      row "OPTIONAL pytorch $m batch-1 inference latency" "${V:-?} ms"
+      if [[ -n "${B1[$m]:-}" && -n "$V" ]]; then
+        row "latency ratio cnn.c / pytorch, $m" "$(awk -v a="${B1[$m]}" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
       fi
     done
   else

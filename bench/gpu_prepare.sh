@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what bench/gpu_check.sh needs to run on a GPU machine without compiling there (GPU_CHECK_PREBUILT=DIR):
-# builds the committed HEAD (not the working tree) with -DCNN_CUDA=ON in a temporary worktree, and puts into DIR
+# builds the committed HEAD with -DCNN_CUDA=ON in a temporary worktree (or, with GPU_PREPARE_SOURCE=tree, the
+# working tree as it is, uncommitted changes included, in a temporary build folder), and puts into DIR
 #   bin/cnn, bin/test_cuda       the program and the CUDA conformance suite
 #   lib.tar.xz                   the shared libraries they need besides libc and CUDA's own (oneDNN, stb, OpenMP,
 #                                OpenCL's loader, the CUDA runtime); cuDNN and cuBLAS are the GPU machine's
@@ -19,8 +20,16 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 
 rm -rf "$WT"
 git worktree prune
-git worktree add --detach -f "$WT" HEAD >/dev/null
-cmake -S "$WT" -B "$WT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCNN_CUDA=ON >"$WT/configure.log"
+if [[ "${GPU_PREPARE_SOURCE:-head}" == tree ]]; then
+  SRC=$ROOT
+  WHAT="the working tree at $(git rev-parse --short HEAD) with its uncommitted changes"
+  mkdir -p "$WT"
+else
+  SRC=$WT
+  WHAT="commit $(git rev-parse --short HEAD)"
+  git worktree add --detach -f "$WT" HEAD >/dev/null
+fi
+cmake -S "$SRC" -B "$WT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCNN_CUDA=ON >"$WT/configure.log"
 cmake --build "$WT/build-gpu" -j"$JOBS" --target cnn test_cuda >"$WT/build.log"
 
 rm -rf "$DIR"
@@ -40,6 +49,7 @@ if [[ -d /usr/share/datasets/fashion-mnist ]]; then
   mkdir -p "$DIR/fashion-mnist"
   cp /usr/share/datasets/fashion-mnist/*.gz "$DIR/fashion-mnist/"
 fi
-git worktree remove --force "$WT"
-echo "prepared $DIR ($(du -sh "$DIR" | cut -f1)) from $(git rev-parse --short HEAD): run"
+if [[ "$SRC" == "$WT" ]]; then git worktree remove --force "$WT"; else rm -rf "$WT"; fi
+echo "$WHAT" >"$DIR/SOURCE"
+echo "prepared $DIR ($(du -sh "$DIR" | cut -f1)) from $WHAT: run"
 echo "  GPU_CHECK_PREBUILT=${1:-.gpu} bench/gpu_check.sh"

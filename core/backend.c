@@ -51,3 +51,21 @@ cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op)
 {
     return cnn_error(CNN_ERR_UNSUPPORTED, "the %s backend has no %s op in this version", b->name, op);
 }
+
+static const char *const cnn_precision_names[CNN_PRECISION_COUNT] = {"fp32", "tf32", "fp16", "bf16"};
+
+const char *cnn_precision_name(cnn_precision p)
+{
+    return (unsigned)p < CNN_PRECISION_COUNT ? cnn_precision_names[p] : "?";
+}
+
+cnn_status cnn_precision_parse(const char *name, cnn_precision *out)
+{
+    for (int i = 0; i < CNN_PRECISION_COUNT; i++)
+        if (name && !strcmp(name, cnn_precision_names[i])) {
+            *out = (cnn_precision)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "unknown precision '%s' (known: fp32, tf32, fp16, bf16)",
+                     name ? name : "(none)");
+}

@@ -115,6 +115,8 @@ typedef struct cnn_softmax_xent_args {
 typedef struct cnn_sgd_args {
     cnn_tensor *param;
     const cnn_tensor *grad;
+    cnn_tensor *param_lp;       /* mixed precision: the 16-bit copy the layers compute with, rewritten from the updated
+                                 * param; NULL otherwise. grad may then be 16-bit too. */
     cnn_tensor *velocity; /* same shape; NULL when momentum == 0 */
     float lr, momentum, weight_decay;
     int nesterov;
@@ -124,6 +126,8 @@ typedef struct cnn_sgd_args {
 typedef struct cnn_adam_args {
     cnn_tensor *param;
     const cnn_tensor *grad;
+    cnn_tensor *param_lp;       /* mixed precision: the 16-bit copy the layers compute with, rewritten from the updated
+                                 * param; NULL otherwise. grad may then be 16-bit too. */
     cnn_tensor *m, *v;
     float lr, beta1, beta2, eps, weight_decay;
     int decoupled;             /* 1: AdamW decay; 0: L2 added to the gradient */
@@ -186,6 +190,8 @@ typedef struct cnn_concat_args {
 typedef struct cnn_rmsprop_args {
     cnn_tensor *param;
     const cnn_tensor *grad;
+    cnn_tensor *param_lp;       /* mixed precision: the 16-bit copy the layers compute with, rewritten from the updated
+                                 * param; NULL otherwise. grad may then be 16-bit too. */
     cnn_tensor *sq;             /* running mean of squared gradients */
     cnn_tensor *mom;            /* momentum buffer; NULL when momentum == 0 */
     float lr, rho, eps, momentum, weight_decay;
@@ -239,6 +245,29 @@ typedef struct cnn_backend_ops {
     cnn_status (*sum_squares)(cnn_backend *, const cnn_tensor *x, double *out);
     /* x *= alpha in place */
     cnn_status (*scale)(cnn_backend *, cnn_tensor *x, float alpha);
+
+    /* ---- mixed precision; optional (a backend without them computes in FP32 only) ---- */
+    /* The arithmetic of the ops that follow (cnn_precision): TF32 lets f32 convolutions and matrix products round
+     * to TF32; FP16 and BF16 are accepted (the 16-bit tensors themselves choose their ops' types). */
+    cnn_status (*set_precision)(cnn_backend *, cnn_precision precision);
+    /* dst = src converted between F32, F16 and BF16 (round to nearest even), equal element counts */
+    cnn_status (*cast)(cnn_backend *, cnn_tensor *dst, const cnn_tensor *src);
+    /* *any = 1 when some element of ts[0..n) is an infinity or a NaN, else 0; synchronizes */
+    cnn_status (*nonfinite)(cnn_backend *, const cnn_tensor *const *ts, int n, int *any);
+    /* on: every op from now on gives bit-identical results for identical inputs, run after run (algorithms chosen
+     * by fixed heuristics among the deterministic ones, rather than by timing). NULL: the backend always is. */
+    cnn_status (*set_deterministic)(cnn_backend *, int on);
+
+    /* ---- asynchronous uploads for the data loader; optional (the CPU backend leaves them NULL, and callers then
+     *      use plain host memory and `write`) ---- */
+    /* page-locked host memory, from which uploads run without staging and asynchronously */
+    cnn_status (*host_alloc)(cnn_backend *, size_t bytes, void **ptr);
+    void (*host_free)(cnn_backend *, void *ptr);
+    /* Queues a host -> tensor copy (bytes == cnn_tensor_bytes(dst)) on the backend's copy stream, and makes the
+     * work queued after it wait for the copy (an event the compute stream waits on): copy and compute overlap.
+     * `host` (page-locked, from host_alloc) must stay unchanged until that work has been waited for (`sync`, or a
+     * `read` after it), and `dst` must not be in use by work queued before. */
+    cnn_status (*write_async)(cnn_backend *, cnn_tensor *dst, const void *host, size_t bytes);
 } cnn_backend_ops;
 
 struct cnn_backend {
@@ -261,6 +290,13 @@ extern const int cnn_backend_registry_count;
 /* Sets the message for an op the backend leaves NULL and returns CNN_ERR_UNSUPPORTED:
  *     if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward"); */
 cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op);
+
+/* Tensor versions (cnn_tensor.version): cnn_tensor_track gives a tensor its first version (a network's
+ * parameters are tracked); cnn_tensor_touch renews the version of a tracked tensor after a write that did not go
+ * through cnn_tensor_write (the optimizer's updates). A backend may cache data derived from a tracked tensor's
+ * contents under (data, version); version 0 means untracked: never cache. */
+void cnn_tensor_track(cnn_tensor *t);
+void cnn_tensor_touch(cnn_tensor *t);
 
 /* Shape helpers shared by layers and backends. */
 /* Output size of a window op along one axis; returns -1 when the window does not fit. */

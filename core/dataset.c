@@ -12,7 +12,9 @@
 #include "cnn/data.h"
 #include "core/error.h"
 #include "core/idx.h"
+#include "core/fileio.h"
 #include "core/rng.h"
+#include "core/sampling.h"
 
 /* Both MNIST and Fashion-MNIST have ten classes. */
 #define MNIST_CLASSES 10
@@ -209,6 +211,161 @@ static cnn_status find_idx_file(const char *dataset, int fashion, const char *di
     return st;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// CIFAR-10 and CIFAR-100 binary batches (https://www.cs.toronto.edu/~kriz/cifar.html, "Binary version"): records
+// of the label byte(s), then 1024 red, 1024 green and 1024 blue bytes of a 32x32 image, rows top to bottom.
+
+#define CIFAR_SIDE 32
+#define CIFAR_PLANE (CIFAR_SIDE * CIFAR_SIDE)
+#define CIFAR_FILES_MAX 5
+/* Largest batch file read: CIFAR-100's train.bin is 50000 * 3074 bytes (154 MB). */
+#define CIFAR_MAX_FILE_BYTES ((size_t)256 << 20)
+
+static const char *const cifar10_classes[10] = {
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+};
+
+/* DIR/NAME, malloc'ed. */
+static char *join_path(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(len);
+    if (p) snprintf(p, len, "%s/%s", dir, name);
+    return p;
+}
+
+/* Exactly `count` non-empty lines of `path` as class names, when the file exists and has them; else nothing. */
+static cnn_status read_class_names(cnn_dataset *ds, const char *dir, const char *name, int count)
+{
+    char *path = join_path(dir, name);
+    if (!path) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+    unsigned char *text = NULL;
+    size_t len = 0;
+    cnn_status st = CNN_OK;
+    if (!is_file(path) || cnn_read_file(path, (size_t)1 << 20, &text, &len) != CNN_OK) goto done;
+    const char *names[100];
+    int n = 0;
+    for (char *line = (char *)text; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == '\r' || line[l - 1] == ' ')) line[--l] = '\0';
+        if (l) {
+            if (n == count) goto done; /* more names than classes: not the file we know */
+            names[n++] = line;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (n == count) st = copy_class_names(ds, names, count);
+done:
+    free(text);
+    free(path);
+    return st;
+}
+
+static cnn_status load_cifar(const char *spec, int hundred, int coarse, const char *dir_arg, const char *split,
+                             cnn_dataset **out)
+{
+    cnn_status st = CNN_OK;
+    unsigned char *data[CIFAR_FILES_MAX] = {0};
+    size_t len[CIFAR_FILES_MAX] = {0};
+    char *paths[CIFAR_FILES_MAX] = {0};
+    char *dir = NULL;
+    cnn_dataset *ds = NULL;
+    int nfiles = 0;
+    const char *what = hundred ? "CIFAR-100" : "CIFAR-10";
+    const char *url = hundred ? "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
+                              : "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+
+    if (!dir_arg || !dir_arg[0])
+        return cnn_error(CNN_ERR_INVALID_ARG, "dataset '%s' needs a directory: %s:DIR, where DIR holds the binary "
+                         "batches of %s (extract %s there)", spec, hundred ? (coarse ? "cifar100-coarse" : "cifar100")
+                         : "cifar10", what, url);
+    int train = !strcmp(split, "train");
+    if (!train && strcmp(split, "test"))
+        return cnn_error(CNN_ERR_INVALID_ARG, "unknown split '%s' (use train or test)", split);
+    if (!is_dir(dir_arg))
+        return cnn_error(CNN_ERR_NOT_FOUND, "%s: the directory %s does not exist; download %s and extract it there",
+                         what, dir_arg, url);
+    /* the archive's own folder inside DIR, when DIR is where the archive was extracted */
+    dir = join_path(dir_arg, hundred ? "cifar-100-binary" : "cifar-10-batches-bin");
+    if (!dir) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+    if (!is_dir(dir)) {
+        size_t l = strlen(dir_arg) + 1;
+        free(dir);
+        dir = malloc(l);
+        if (!dir) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+        memcpy(dir, dir_arg, l);
+    }
+
+    const int label_bytes = hundred ? 2 : 1, label_at = hundred && !coarse ? 1 : 0;
+    const int classes = hundred ? (coarse ? 20 : 100) : 10;
+    const size_t record = (size_t)label_bytes + 3 * CIFAR_PLANE;
+    if (hundred) nfiles = 1;
+    else nfiles = train ? 5 : 1;
+    int64_t total = 0;
+    for (int f = 0; f < nfiles; f++) {
+        char name[32];
+        if (hundred) snprintf(name, sizeof name, "%s.bin", train ? "train" : "test");
+        else if (train) snprintf(name, sizeof name, "data_batch_%d.bin", f + 1);
+        else snprintf(name, sizeof name, "test_batch.bin");
+        paths[f] = join_path(dir, name);
+        if (!paths[f]) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+            goto fail;
+        }
+        if (!is_file(paths[f])) {
+            st = cnn_error(CNN_ERR_NOT_FOUND, "%s: %s does not exist; download %s and extract it in %s", what,
+                           paths[f], url, dir_arg);
+            goto fail;
+        }
+        CNN_TRY(cnn_read_file(paths[f], CIFAR_MAX_FILE_BYTES, &data[f], &len[f]));
+        if (len[f] == 0 || len[f] % record) {
+            st = cnn_error(CNN_ERR_FORMAT, "%s: %zu bytes is not a whole number of %s records of %zu bytes", paths[f],
+                           len[f], what, record);
+            goto fail;
+        }
+        total += (int64_t)(len[f] / record);
+    }
+
+    CNN_TRY(dataset_alloc(total, CIFAR_SIDE, CIFAR_SIDE, 3, &ds));
+    int64_t at = 0;
+    for (int f = 0; f < nfiles; f++) {
+        size_t count = len[f] / record;
+        for (size_t r = 0; r < count; r++, at++) {
+            const unsigned char *rec = data[f] + r * record;
+            if (rec[label_at] >= classes) {
+                st = cnn_error(CNN_ERR_FORMAT, "%s: record %zu has label %d; %s has %d classes", paths[f], r,
+                               rec[label_at], what, classes);
+                goto fail;
+            }
+            ds->labels[at] = rec[label_at];
+            const unsigned char *planes = rec + label_bytes;
+            float *img = ds->images + (size_t)at * 3 * CIFAR_PLANE; /* NHWC from three planes */
+            for (int p = 0; p < CIFAR_PLANE; p++)
+                for (int k = 0; k < 3; k++) img[p * 3 + k] = (float)planes[k * CIFAR_PLANE + p] / 255.0f;
+        }
+    }
+    ds->num_classes = classes;
+    if (!hundred) {
+        CNN_TRY(read_class_names(ds, dir, "batches.meta.txt", classes));
+        if (!ds->class_names) CNN_TRY(copy_class_names(ds, cifar10_classes, classes));
+    } else {
+        CNN_TRY(read_class_names(ds, dir, coarse ? "coarse_label_names.txt" : "fine_label_names.txt", classes));
+    }
+    *out = ds;
+    ds = NULL;
+
+fail:
+    for (int f = 0; f < CIFAR_FILES_MAX; f++) {
+        free(data[f]);
+        free(paths[f]);
+    }
+    free(dir);
+    cnn_dataset_destroy(ds);
+    return st;
+}
+
 cnn_status cnn_dataset_load(const char *spec, const char *split, cnn_dataset **out)
 {
     cnn_status st = CNN_OK;
@@ -231,9 +388,15 @@ cnn_status cnn_dataset_load(const char *spec, const char *split, cnn_dataset **o
         if (!dir)
             return cnn_error(CNN_ERR_INVALID_ARG, "dataset 'mnist' needs a directory: mnist:DIR, where DIR holds "
                              "train-images-idx3-ubyte.gz etc. from http://yann.lecun.com/exdb/mnist/");
+    } else if (name_len == 7 && !strncmp(spec, "cifar10", name_len)) {
+        return load_cifar(spec, 0, 0, dir, split, out);
+    } else if (name_len == 8 && !strncmp(spec, "cifar100", name_len)) {
+        return load_cifar(spec, 1, 0, dir, split, out);
+    } else if (name_len == 15 && !strncmp(spec, "cifar100-coarse", name_len)) {
+        return load_cifar(spec, 1, 1, dir, split, out);
     } else {
         return cnn_error(CNN_ERR_NOT_FOUND, "unknown dataset '%s' (known: fashion-mnist, fashion-mnist:DIR, "
-                         "mnist:DIR)", spec);
+                         "mnist:DIR, cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR)", spec);
     }
     if (!dir[0]) return cnn_error(CNN_ERR_INVALID_ARG, "dataset '%s': empty directory after ':'", spec);
     const char *prefix;
@@ -278,12 +441,6 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // splitting
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* A dataset made of the samples idx[0..count) of src, in that order. */
 static cnn_status gather(const cnn_dataset *src, const int64_t *idx, int64_t count, cnn_dataset **out)
 {
@@ -316,29 +473,14 @@ cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t se
     *train = *val = NULL;
     if (!ds || !ds->images || !ds->labels)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_split: no dataset");
-    if (!(fraction > 0.0 && fraction < 1.0))
-        return cnn_error(CNN_ERR_INVALID_ARG, "validation fraction %g is not between 0 and 1", fraction);
     if (ds->n < 2)
         return cnn_error(CNN_ERR_INVALID_ARG, "cannot split %lld samples into training and validation sets",
                          (long long)ds->n);
-    if (ds->n > (int64_t)UINT32_MAX) /* cnn_rng_shuffle draws 32-bit indices */
-        return cnn_error(CNN_ERR_INVALID_ARG, "cannot shuffle %lld samples (at most 2^32-1)", (long long)ds->n);
-
-    /* at least one sample on each side */
-    int64_t nval = (int64_t)llround((double)ds->n * fraction);
-    if (nval < 1) nval = 1;
-    if (nval > ds->n - 1) nval = ds->n - 1;
-    int64_t ntrain = ds->n - nval;
-
     idx = malloc((size_t)ds->n * sizeof *idx);
     if (!idx) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld indices", (long long)ds->n);
-    for (int64_t i = 0; i < ds->n; i++) idx[i] = i;
-    cnn_rng rng;
-    cnn_rng_seed(&rng, seed);
-    cnn_rng_shuffle(&rng, idx, ds->n);
-    /* each side keeps the original order of its samples: the split is a pure partition */
-    qsort(idx, (size_t)ntrain, sizeof *idx, cmp_i64);
-    qsort(idx + ntrain, (size_t)nval, sizeof *idx, cmp_i64);
+    int64_t ntrain = 0;
+    CNN_TRY(cnn_split_stratified(ds->labels, ds->n, fraction, seed, idx, &ntrain));
+    int64_t nval = ds->n - ntrain;
 
     CNN_TRY(gather(ds, idx, ntrain, &t));
     CNN_TRY(gather(ds, idx + ntrain, nval, &v));

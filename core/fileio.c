@@ -32,6 +32,32 @@ const char *cnn_path_basename(const char *path)
     return slash ? slash + 1 : path;
 }
 
+cnn_status cnn_make_dirs(const char *path)
+{
+    if (!path || !path[0]) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_make_dirs: empty path");
+    size_t n = strlen(path);
+    char *p = malloc(n + 1);
+    if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory", path);
+    memcpy(p, path, n + 1);
+    cnn_status st = CNN_OK;
+    /* each prefix that ends before a '/', then the whole path */
+    for (size_t i = 1; i <= n && st == CNN_OK; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        char saved = p[i];
+        p[i] = '\0';
+        struct stat sb;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            int err = errno;
+            st = cnn_error(errno_status(err), "%s: cannot create the directory %s: %s", path, p, strerror(err));
+        } else if (stat(p, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            st = cnn_error(CNN_ERR_IO, "%s: %s exists and is not a directory", path, p);
+        }
+        p[i] = saved;
+    }
+    free(p);
+    return st;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // reading
 

@@ -25,6 +25,10 @@ cnn_status cnn_read_file(const char *path, size_t max_bytes, unsigned char **dat
  * left as it was; the new file gets mode 0666 minus the umask, as fopen would give it; a failure to fsync the
  * directory after the rename is reported although the new file is then in place. */
 
+/* Creates the directory `path` and any missing parents (mkdir -p, mode 0777 minus the umask); an existing
+ * directory is fine, an existing non-directory an error naming it. */
+cnn_status cnn_make_dirs(const char *path);
+
 /* The part of `path` after its last '/' (the whole string when there is none). Borrowed from `path`. */
 const char *cnn_path_basename(const char *path);
 

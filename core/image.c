@@ -6,7 +6,9 @@
  * header and checked against CNN_IMAGE_MAX_PIXELS before anything is decoded. */
 #include "core/image.h"
 
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include <stb_image_write.h>
 
 #include "cnn/data.h"
+#include "cnn/pipeline.h"
 #include "core/error.h"
 #include "core/fileio.h"
 
@@ -231,60 +234,93 @@ static cnn_status axis_plan_make(int in, int out, axis_plan *p)
     return CNN_OK;
 }
 
-cnn_status cnn_image_resize(const float *src, int sh, int sw, int c, float *dst, int dh, int dw)
+/* Where the resizer reads its input rows: row y of the source as sw * c floats, in `scratch` when it has to be
+ * made (converted from 8-bit pixels) or straight from a float image. */
+typedef const float *(*row_fn)(const void *ctx, int y, float *scratch);
+
+typedef struct float_rows {
+    const float *src;
+    size_t row;
+} float_rows;
+
+static const float *float_row(const void *ctx, int y, float *scratch)
+{
+    (void)scratch;
+    const float_rows *f = ctx;
+    return f->src + (size_t)y * f->row;
+}
+
+typedef struct u8_rows {
+    const cnn_image_u8 *img;
+    int c;
+} u8_rows;
+
+static const float *u8_row(const void *ctx, int y, float *scratch)
+{
+    const u8_rows *u = ctx;
+    cnn_image_u8 row = *u->img;
+    row.pixels = u->img->pixels + (size_t)y * (size_t)row.w * (size_t)row.n;
+    row.h = 1;
+    cnn_image_u8_to_float(&row, u->c, scratch);
+    return scratch;
+}
+
+/* Separable resize: horizontal pass row by row into (sh, dw, c), then the vertical pass. Each output value is
+ * sum_t w[t] * in[first + t], accumulated in the order of t; the loops are arranged so that the compiler can
+ * vectorize over channels and columns without changing that order (results are the same bit for bit). */
+static cnn_status resize_rows(row_fn rows, const void *ctx, int sh, int sw, int c, float *dst, int dh, int dw)
 {
     cnn_status st = CNN_OK;
     axis_plan px = {0}, py = {0};
-    float *tmp = NULL;
-
-    if (!src || !dst || sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0 || c <= 0)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize: bad arguments (%dx%dx%d to %dx%d)", sh, sw, c, dh,
-                         dw);
-    /* every buffer involved is at most max(sh, dh) x max(sw, dw) x c floats */
-    size_t mh = (size_t)(sh > dh ? sh : dh), mw = (size_t)(sw > dw ? sw : dw);
-    if (mw > SIZE_MAX / sizeof(float) / mh / (size_t)c)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize: %dx%dx%d to %dx%d does not fit in memory", sh, sw,
-                         c, dh, dw);
+    float *tmp = NULL, *line = NULL;
     size_t row_in = (size_t)sw * (size_t)c, row_out = (size_t)dw * (size_t)c;
 
-    /* horizontal pass: (sh, sw, c) -> (sh, dw, c) */
-    const float *hsrc = src;
-    if (dw != sw) {
-        CNN_TRY(axis_plan_make(sw, dw, &px));
-        tmp = malloc((size_t)sh * row_out * sizeof *tmp);
-        if (!tmp) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory resizing %dx%d to %dx%d", sh, sw, dh, dw);
-            goto fail;
-        }
-        for (int y = 0; y < sh; y++) {
-            const float *in = src + (size_t)y * row_in;
-            float *o = tmp + (size_t)y * row_out;
-            for (int x = 0; x < dw; x++) {
-                const float *wt = px.weight + (size_t)x * (size_t)px.taps;
-                const float *base = in + (size_t)px.first[x] * (size_t)c;
-                for (int k = 0; k < c; k++) {
-                    float acc = 0.0f;
-                    for (int t = 0; t < px.count[x]; t++) acc += wt[t] * base[(size_t)t * (size_t)c + (size_t)k];
-                    o[(size_t)x * (size_t)c + (size_t)k] = acc;
-                }
-            }
-        }
-        hsrc = tmp;
+    line = malloc(row_in * sizeof *line);
+    /* the horizontal result: in dst itself when the height does not change */
+    tmp = dh == sh ? dst : malloc((size_t)sh * row_out * sizeof *tmp);
+    if (!line || !tmp) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory resizing %dx%d to %dx%d", sh, sw, dh, dw);
+        goto fail;
     }
-
-    /* vertical pass: (sh, dw, c) -> (dh, dw, c) */
-    if (dh == sh) {
-        memcpy(dst, hsrc, (size_t)dh * row_out * sizeof *dst);
-    } else {
+    if (dw != sw) CNN_TRY(axis_plan_make(sw, dw, &px));
+    for (int y = 0; y < sh; y++) {
+        const float *in = rows(ctx, y, line);
+        float *o = tmp + (size_t)y * row_out;
+        if (dw == sw) {
+            memcpy(o, in, row_out * sizeof *o);
+            continue;
+        }
+        for (int x = 0; x < dw; x++) {
+            const float *wt = px.weight + (size_t)x * (size_t)px.taps;
+            const float *base = in + (size_t)px.first[x] * (size_t)c;
+            float *ox = o + (size_t)x * (size_t)c;
+            if (c == 3) { /* RGB, the common case, with the channel loop unrolled */
+                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+                for (int t = 0; t < px.count[x]; t++, base += 3) {
+                    a0 += wt[t] * base[0];
+                    a1 += wt[t] * base[1];
+                    a2 += wt[t] * base[2];
+                }
+                ox[0] = a0;
+                ox[1] = a1;
+                ox[2] = a2;
+                continue;
+            }
+            for (int k = 0; k < c; k++) ox[k] = 0.0f;
+            for (int t = 0; t < px.count[x]; t++)
+                for (int k = 0; k < c; k++) ox[k] += wt[t] * base[(size_t)t * (size_t)c + (size_t)k];
+        }
+    }
+    if (dh != sh) {
         CNN_TRY(axis_plan_make(sh, dh, &py));
         for (int y = 0; y < dh; y++) {
             const float *wt = py.weight + (size_t)y * (size_t)py.taps;
             float *o = dst + (size_t)y * row_out;
-            const float *base = hsrc + (size_t)py.first[y] * row_out;
-            for (size_t i = 0; i < row_out; i++) {
-                float acc = 0.0f;
-                for (int t = 0; t < py.count[y]; t++) acc += wt[t] * base[(size_t)t * row_out + i];
-                o[i] = acc;
+            const float *base = tmp + (size_t)py.first[y] * row_out;
+            for (size_t i = 0; i < row_out; i++) o[i] = 0.0f;
+            for (int t = 0; t < py.count[y]; t++) {
+                const float w = wt[t], *b = base + (size_t)t * row_out;
+                for (size_t i = 0; i < row_out; i++) o[i] += w * b[i];
             }
         }
     }
@@ -292,8 +328,162 @@ cnn_status cnn_image_resize(const float *src, int sh, int sw, int c, float *dst,
 fail:
     axis_plan_free(&px);
     axis_plan_free(&py);
-    free(tmp);
+    if (tmp != dst) free(tmp);
+    free(line);
     return st;
+}
+
+/* Every buffer involved is at most max(sh, dh) x max(sw, dw) x c floats. */
+static cnn_status resize_check(const char *what, int sh, int sw, int c, int dh, int dw)
+{
+    if (sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0 || c <= 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: bad arguments (%dx%dx%d to %dx%d)", what, sh, sw, c, dh, dw);
+    size_t mh = (size_t)(sh > dh ? sh : dh), mw = (size_t)(sw > dw ? sw : dw);
+    if (mw > SIZE_MAX / sizeof(float) / mh / (size_t)c)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: %dx%dx%d to %dx%d does not fit in memory", what, sh, sw, c, dh, dw);
+    return CNN_OK;
+}
+
+cnn_status cnn_image_resize(const float *src, int sh, int sw, int c, float *dst, int dh, int dw)
+{
+    if (!src || !dst) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize: bad arguments (no image)");
+    cnn_status st = resize_check("cnn_image_resize", sh, sw, c, dh, dw);
+    if (st != CNN_OK) return st;
+    float_rows f = {src, (size_t)sw * (size_t)c};
+    return resize_rows(float_row, &f, sh, sw, c, dst, dh, dw);
+}
+
+cnn_status cnn_image_resize_u8(const cnn_image_u8 *img, int c, float *dst, int dh, int dw)
+{
+    if (!img || !img->pixels || !dst || img->n < 1 || img->n > 4)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_resize_u8: bad arguments (no image)");
+    cnn_status st = resize_check("cnn_image_resize_u8", img->h, img->w, c, dh, dw);
+    if (st != CNN_OK) return st;
+    u8_rows u = {img, c};
+    return resize_rows(u8_row, &u, img->h, img->w, c, dst, dh, dw);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// decoding
+
+void cnn_image_u8_free(cnn_image_u8 *img)
+{
+    if (!img) return;
+    free(img->pixels); /* stb_image allocates with malloc (STBI_MALLOC's default), as core/jpeg.c does */
+    memset(img, 0, sizeof *img);
+}
+
+int cnn_image_have_libjpeg_turbo(void)
+{
+#ifdef CNN_HAVE_LIBJPEG_TURBO
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+cnn_status cnn_image_decode_memory(const unsigned char *file, size_t len, const char *path, long long max_pixels,
+                                   int want_h, int want_w, cnn_image_u8 *out)
+{
+    memset(out, 0, sizeof *out);
+    if (max_pixels <= 0) max_pixels = CNN_IMAGE_MAX_PIXELS;
+    if (len == 0) return cnn_error(CNN_ERR_FORMAT, "%s: the file is empty", path);
+    if (len > (size_t)INT_MAX) /* stb_image takes an int length */
+        return cnn_error(CNN_ERR_FORMAT, "%s: %zu bytes is too large for an image file", path, len);
+    image_format fmt = sniff(file, len);
+    if (fmt == FMT_OTHER) {
+        char what[128];
+        describe_other(file, len, what, sizeof what);
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: looks like %s; only PNG, JPEG and BMP images are supported", path,
+                         what);
+    }
+    const char *fname = format_names[fmt];
+
+    long long hw = 0, hh = 0;
+    if (header_dims(fmt, file, len, &hw, &hh) && hw * hh > max_pixels)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %lldx%lld pixels, above the limit of %lld",
+                         path, fname, hw, hh, max_pixels);
+    if (fmt == FMT_JPEG && cnn_image_have_libjpeg_turbo())
+        return cnn_jpeg_decode(file, len, path, max_pixels, want_h, want_w, out);
+
+    int sw = 0, sh = 0, comp = 0;
+    if (!stbi_info_from_memory(file, (int)len, &sw, &sh, &comp))
+        return cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s header (stb_image cannot read it)", path, fname);
+    if (sw <= 0 || sh <= 0 || (long long)sw * sh > max_pixels)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %dx%d pixels, above the limit of %lld", path,
+                         fname, sw, sh, max_pixels);
+
+    /* another thread (or a caller) may have asked stb_image to flip images; this thread never wants that */
+    stbi_set_flip_vertically_on_load_thread(0);
+    int x = 0, y = 0, n = 0;
+    unsigned char *pix = stbi_load_from_memory(file, (int)len, &x, &y, &n, 0);
+    if (!pix) {
+        const char *why = stbi_failure_reason();
+        return cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s (stb_image: %s)", path, fname, why ? why : "?");
+    }
+    if (x != sw || y != sh || n < 1 || n > 4) {
+        stbi_image_free(pix);
+        return cnn_error(CNN_ERR_FORMAT, "%s: decoded %dx%d with %d channels, but the header said %dx%d", path, x, y,
+                         n, sw, sh);
+    }
+    out->pixels = pix;
+    out->w = x;
+    out->h = y;
+    out->n = n;
+    out->decoder = "stb_image";
+    return CNN_OK;
+}
+
+cnn_status cnn_image_decode_file(const char *path, long long max_pixels, int want_h, int want_w, cnn_image_u8 *out)
+{
+    unsigned char *file = NULL;
+    size_t len = 0;
+    memset(out, 0, sizeof *out);
+    cnn_status st = cnn_read_file(path, CNN_IMAGE_MAX_FILE_BYTES, &file, &len);
+    if (st == CNN_OK) st = cnn_image_decode_memory(file, len, path, max_pixels, want_h, want_w, out);
+    free(file);
+    return st;
+}
+
+/* v / 255 for every byte: the exactly rounded quotients, without a division each */
+static float byte_scale[256];
+static pthread_once_t byte_scale_once = PTHREAD_ONCE_INIT;
+
+static void byte_scale_init(void)
+{
+    for (int v = 0; v < 256; v++) byte_scale[v] = (float)v / 255.0f;
+}
+
+void cnn_image_u8_to_float(const cnn_image_u8 *img, int c, float *out)
+{
+    /* Alpha (n == 2 or 4) is dropped: the colour channels are taken as stored, as PIL's convert("RGB") /
+     * convert("L") do, not composited on any background. */
+    pthread_once(&byte_scale_once, byte_scale_init);
+    const float *scale = byte_scale;
+    size_t npix = (size_t)img->w * (size_t)img->h;
+    int n = img->n;
+    const unsigned char *p = img->pixels;
+    if (n == c) {
+        for (size_t i = 0; i < npix * (size_t)c; i++) out[i] = scale[p[i]];
+        return;
+    }
+    if ((n == 2 && c == 1) || (n == 4 && c == 3)) { /* a copy, skipping alpha */
+        for (size_t i = 0; i < npix; i++, p += n, out += c)
+            for (int k = 0; k < c; k++) out[k] = scale[p[k]];
+        return;
+    }
+    for (size_t i = 0; i < npix; i++, p += n, out += c) {
+        if (n <= 2) { /* gray, gray + alpha */
+            float v = scale[p[0]];
+            for (int k = 0; k < c; k++) out[k] = v;
+        } else if (c == 3) {
+            out[0] = scale[p[0]];
+            out[1] = scale[p[1]];
+            out[2] = scale[p[2]];
+        } else {
+            out[0] = (LUMA_R * (float)p[0] + LUMA_G * (float)p[1] + LUMA_B * (float)p[2]) / 255.0f;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -302,9 +492,7 @@ fail:
 cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out)
 {
     cnn_status st = CNN_OK;
-    unsigned char *file = NULL, *pix = NULL;
-    float *src = NULL;
-    size_t len = 0;
+    cnn_image_u8 img = {0};
 
     if (!path || !out || h <= 0 || w <= 0 || (c != 1 && c != 3))
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load(%s): bad arguments (%dx%dx%d; c must be 1 or 3)",
@@ -312,89 +500,10 @@ cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out)
     if ((long long)h * w > CNN_IMAGE_MAX_PIXELS)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load(%s): output size %dx%d is above the limit of %lld "
                          "pixels", path, h, w, CNN_IMAGE_MAX_PIXELS);
-
-    CNN_TRY(cnn_read_file(path, CNN_IMAGE_MAX_FILE_BYTES, &file, &len));
-    if (len == 0) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: the file is empty", path);
-        goto fail;
-    }
-    image_format fmt = sniff(file, len);
-    if (fmt == FMT_OTHER) {
-        char what[128];
-        describe_other(file, len, what, sizeof what);
-        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: looks like %s; only PNG, JPEG and BMP images are supported", path,
-                       what);
-        goto fail;
-    }
-    const char *fname = format_names[fmt];
-
-    long long hw = 0, hh = 0;
-    if (header_dims(fmt, file, len, &hw, &hh) && hw * hh > CNN_IMAGE_MAX_PIXELS) {
-        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %lldx%lld pixels, above the limit of %lld "
-                       "(CNN_IMAGE_MAX_PIXELS)", path, fname, hw, hh, CNN_IMAGE_MAX_PIXELS);
-        goto fail;
-    }
-    int sw = 0, sh = 0, comp = 0;
-    if (!stbi_info_from_memory(file, (int)len, &sw, &sh, &comp)) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s header (stb_image cannot read it)", path, fname);
-        goto fail;
-    }
-    if (sw <= 0 || sh <= 0 || (long long)sw * sh > CNN_IMAGE_MAX_PIXELS) {
-        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %dx%d pixels, above the limit of %lld "
-                       "(CNN_IMAGE_MAX_PIXELS)", path, fname, sw, sh, CNN_IMAGE_MAX_PIXELS);
-        goto fail;
-    }
-
-    /* another thread (or a caller) may have asked stb_image to flip images; this thread never wants that */
-    stbi_set_flip_vertically_on_load_thread(0);
-    int x = 0, y = 0, n = 0;
-    pix = stbi_load_from_memory(file, (int)len, &x, &y, &n, 0);
-    if (!pix) {
-        const char *why = stbi_failure_reason();
-        st = cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s (stb_image: %s)", path, fname, why ? why : "?");
-        goto fail;
-    }
-    if (x != sw || y != sh || n < 1 || n > 4) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: decoded %dx%d with %d channels, but the header said %dx%d", path, x, y,
-                       n, sw, sh);
-        goto fail;
-    }
-    free(file);
-    file = NULL;
-
-    /* to `c` channels in [0, 1]. Alpha (n == 2 or 4) is dropped: the colour channels are taken as stored, as
-     * PIL's convert("RGB") / convert("L") do, not composited on any background. */
-    size_t npix = (size_t)sw * (size_t)sh;
-    src = malloc(npix * (size_t)c * sizeof *src);
-    if (!src) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory for %dx%d pixels", path, sw, sh);
-        goto fail;
-    }
-    for (size_t i = 0; i < npix; i++) {
-        const unsigned char *p = pix + i * (size_t)n;
-        float *o = src + i * (size_t)c;
-        if (n <= 2) { /* gray, gray + alpha */
-            float v = (float)p[0] / 255.0f;
-            for (int k = 0; k < c; k++) o[k] = v;
-        } else if (c == 3) {
-            o[0] = (float)p[0] / 255.0f;
-            o[1] = (float)p[1] / 255.0f;
-            o[2] = (float)p[2] / 255.0f;
-        } else {
-            o[0] = (LUMA_R * (float)p[0] + LUMA_G * (float)p[1] + LUMA_B * (float)p[2]) / 255.0f;
-        }
-    }
-    stbi_image_free(pix);
-    pix = NULL;
-
-    CNN_TRY(cnn_image_resize(src, sh, sw, c, out, h, w));
-    free(src);
-    return CNN_OK;
-
+    CNN_TRY(cnn_image_decode_file(path, CNN_IMAGE_MAX_PIXELS, h, w, &img));
+    CNN_TRY(cnn_image_resize_u8(&img, c, out, h, w));
 fail:
-    free(file);
-    if (pix) stbi_image_free(pix);
-    free(src);
+    cnn_image_u8_free(&img);
     return st;
 }
 
@@ -445,5 +554,36 @@ cnn_status cnn_image_write_png(const char *path, int w, int h, int c, const unsi
     size_t sizes[1] = {sink.len};
     cnn_status st = cnn_write_file_atomic(path, parts, sizes, 1);
     free(sink.data);
+    return st;
+}
+
+cnn_status cnn_image_write_grid(const char *path, const float *images, int n, int h, int w, int c, int cols)
+{
+    enum { BORDER = 2, GRAY = 128 };
+    if (!path || !images || n < 1 || h < 1 || w < 1 || (c != 1 && c != 3) || cols < 1)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_write_grid(%s): bad arguments (%d images of %dx%dx%d, %d "
+                         "columns)", path ? path : "", n, h, w, c, cols);
+    if (cols > n) cols = n;
+    int rows = (n + cols - 1) / cols;
+    long long gw = (long long)cols * (w + BORDER) + BORDER, gh = (long long)rows * (h + BORDER) + BORDER;
+    if (gw * gh > CNN_IMAGE_MAX_PIXELS / 4 || gw >= (1 << 20))
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: a grid of %lldx%lld pixels is too large", path, gw, gh);
+    unsigned char *px = malloc((size_t)(gw * gh * c));
+    if (!px) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory for a %lldx%lld grid", path, gw, gh);
+    memset(px, GRAY, (size_t)(gw * gh * c));
+    for (int i = 0; i < n; i++) {
+        int gy = BORDER + (i / cols) * (h + BORDER), gx = BORDER + (i % cols) * (w + BORDER);
+        const float *img = images + (size_t)i * h * w * c;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int k = 0; k < c; k++) {
+                    float v = img[((size_t)y * w + x) * c + k];
+                    if (!(v >= 0.0f)) v = 0.0f; /* NaN too */
+                    else if (v > 1.0f) v = 1.0f;
+                    px[((size_t)(gy + y) * gw + gx + x) * c + k] = (unsigned char)lrintf(v * 255.0f);
+                }
+    }
+    cnn_status st = cnn_image_write_png(path, (int)gw, (int)gh, c, px);
+    free(px);
     return st;
 }

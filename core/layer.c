@@ -21,6 +21,7 @@ cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const
     p->fan_out = fan_out;
     cnn_status st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->value);
     if (st == CNN_OK) st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->grad);
+    if (st == CNN_OK) cnn_tensor_track(p->value); /* backends may cache its reordered forms */
     if (st != CNN_OK) {
         cnn_tensor_destroy(p->value);
         p->value = NULL;
@@ -49,11 +50,11 @@ cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_
 {
     int64_t need = cnn_tensor_numel(like);
     cnn_tensor *b = l->bufs[slot];
-    if (!b || cnn_tensor_numel(b) < need) {
+    if (!b || cnn_tensor_numel(b) < need || b->dtype != like->dtype) {
         cnn_tensor_destroy(b);
         l->bufs[slot] = NULL;
         int64_t shape[1] = {need > 0 ? need : 1};
-        cnn_status st = cnn_tensor_create(l->backend, CNN_F32, 1, shape, &l->bufs[slot]);
+        cnn_status st = cnn_tensor_create(l->backend, like->dtype, 1, shape, &l->bufs[slot]);
         if (st != CNN_OK) return cnn_error_prefix(st, "layer %s: ", l->name);
         b = l->bufs[slot];
     }
@@ -95,6 +96,7 @@ void cnn_layer_destroy(cnn_layer *l)
     for (int i = 0; i < l->nparams; i++) {
         cnn_tensor_destroy(l->params[i].value);
         cnn_tensor_destroy(l->params[i].grad);
+        cnn_tensor_destroy(l->params[i].value_lp);
     }
     for (int i = 0; i < l->nstate; i++) cnn_tensor_destroy(l->state[i].value);
     for (int i = 0; i < CNN_LAYER_MAX_BUFS; i++) cnn_tensor_destroy(l->bufs[i]);

@@ -31,7 +31,10 @@ typedef enum cnn_init {
 typedef struct cnn_param {
     char name[CNN_NAME_MAX];  /* "conv2d_1.weight" */
     cnn_tensor *value;
-    cnn_tensor *grad;        /* NULL for non-trainable state (batchnorm running statistics) */
+    cnn_tensor *grad;        /* NULL for non-trainable state (batchnorm running statistics); in the compute dtype
+                              * under mixed precision for the weights that have value_lp */
+    cnn_tensor *value_lp;    /* mixed precision: the 16-bit copy of a conv or dense weight the layer computes with
+                              * (value stays the f32 master); NULL otherwise (cnn_net_set_precision) */
     cnn_init init;
     int64_t fan_in, fan_out;
 } cnn_param;
@@ -75,8 +78,13 @@ struct cnn_layer {
     float l1, l2;          /* penalties on the weights (params[0]) added to their gradient: l1*|w| + l2*w^2 */
     uint64_t seed;         /* per-layer seed (dropout), derived from the network's */
     uint64_t step;         /* training step, set by the network before forward (dropout masks) */
+    int frozen;            /* transfer learning: no gradients, no optimizer updates; batchnorm runs in inference
+                            * mode (its statistics stay as they are). Frozen layers form a prefix (cnn_net_freeze). */
     cnn_tensor *bufs[CNN_LAYER_MAX_BUFS]; /* layer-owned scratch (pre-activations), grown on demand */
 };
+
+/* What a layer computes with: the 16-bit copy under mixed precision, else the value itself. */
+static inline cnn_tensor *cnn_param_compute(const cnn_param *p) { return p->value_lp ? p->value_lp : p->value; }
 
 /* Creates a parameter tensor of the given shape on the layer's backend with its grad. */
 cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init,

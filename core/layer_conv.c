@@ -48,7 +48,7 @@ static cnn_conv2d_args conv_args(cnn_layer *l)
     int fused = !cnn_act_grad_needs_input(l->act);
     return (cnn_conv2d_args){
         .plan = &l->plan,
-        .w = l->params[0].value,
+        .w = cnn_param_compute(&l->params[0]),
         .b = c->use_bias ? l->params[1].value : NULL,
         .stride_h = c->stride_h, .stride_w = c->stride_w,
         .pad_top = c->pad_top, .pad_left = c->pad_left, .pad_bottom = c->pad_bottom, .pad_right = c->pad_right,

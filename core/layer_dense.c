@@ -27,7 +27,7 @@ static cnn_dense_args dense_args(cnn_layer *l)
     int fused = !cnn_act_grad_needs_input(l->act);
     return (cnn_dense_args){
         .plan = &l->plan,
-        .w = l->params[0].value,
+        .w = cnn_param_compute(&l->params[0]),
         .b = l->nparams > 1 ? l->params[1].value : NULL,
         .act = fused ? l->act : CNN_ACT_NONE,
         .act_alpha = l->act_alpha,

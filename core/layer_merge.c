@@ -36,8 +36,10 @@ static cnn_status add_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tens
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
     if (!b->ops->add) return cnn_backend_lacks(b, "add");
+    /* the sum goes straight into y, the activation then in place, unless its gradient needs the sum itself
+     * (GELU, SiLU): a buffer of the output's size less for every residual add */
     cnn_tensor pre, *sum = y;
-    if (l->act != CNN_ACT_NONE) {
+    if (cnn_act_grad_needs_input(l->act)) {
         CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
         sum = &pre;
     }
@@ -47,7 +49,7 @@ static cnn_status add_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tens
         a = (cnn_add_args){.a = sum, .b = x[k], .y = sum, .alpha = 1.0f, .beta = 1.0f};
         CNN_TRY(b->ops->add(b, &a));
     }
-    if (l->act != CNN_ACT_NONE) CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+    if (l->act != CNN_ACT_NONE) CNN_TRY(cnn_layer_act_forward(l, sum, y));
 fail:
     return st;
 }
@@ -58,13 +60,24 @@ static cnn_status add_backward(cnn_layer *l, const cnn_tensor *const *x, const c
     (void)x;
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
+    int first = 0; /* the activation's gradient goes straight into the first input's gradient, then is copied */
+    while (first < l->ninputs && !dx[first]) first++;
+    if (first == l->ninputs) return CNN_OK;
     if (l->act != CNN_ACT_NONE) {
-        cnn_tensor pre;
-        CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
-        CNN_TRY(cnn_layer_act_backward(l, &pre, y, dy));
+        if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
+        cnn_tensor pre, *prep = NULL;
+        if (cnn_act_grad_needs_input(l->act)) {
+            CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
+            prep = &pre;
+        }
+        cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = prep, .y = (cnn_tensor *)y, .dy = dy,
+                          .dx = dx[first]};
+        CNN_TRY(b->ops->act_backward(b, &a));
+    } else {
+        CNN_TRY(b->ops->copy(b, dx[first], dy));
     }
-    for (int k = 0; k < l->ninputs; k++)
-        if (dx[k]) CNN_TRY(b->ops->copy(b, dx[k], dy));
+    for (int k = first + 1; k < l->ninputs; k++)
+        if (dx[k]) CNN_TRY(b->ops->copy(b, dx[k], dx[first]));
 fail:
     return st;
 }

@@ -65,13 +65,21 @@ static cnn_status pool_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
     a.x = x[0];
     a.y = &yv;
     a.training = training;
-    return l->backend->ops->pool2d_forward(l->backend, &a);
+    cnn_status st = l->backend->ops->pool2d_forward(l->backend, &a);
+    /* an activation moved here from the layer before (net.c, relu_after_maxpool): in place, its gradient comes
+     * from y */
+    if (st == CNN_OK && l->act != CNN_ACT_NONE) st = cnn_layer_act_forward(l, y, y);
+    return st;
 }
 
 static cnn_status pool_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
                                 cnn_tensor *const *dx)
 {
     if (!dx[0]) return CNN_OK; /* no parameters: nothing to do when nothing upstream needs a gradient */
+    if (l->act != CNN_ACT_NONE) {
+        cnn_status st = cnn_layer_act_backward(l, NULL, y, dy);
+        if (st != CNN_OK) return st;
+    }
     cnn_pool2d_args a = pool_args(l);
     cnn_tensor yv = as_image(y), dyv = as_image(dy);
     a.x = x[0];

@@ -1,16 +1,16 @@
 #define _POSIX_C_SOURCE 200809L
-/* Model files: one safetensors file with the weights (F32, "<layer>.weight" / "<layer>.bias", batchnorm's
- * "<layer>.gamma" / ".beta") and non-trainable state ("<layer>.running_mean" / ".running_var") and, in
- * __metadata__, the definition text, the class names and the input normalization. */
+/* Model and checkpoint files: one safetensors file with the weights (F32, "<layer>.weight" / "<layer>.bias",
+ * batchnorm's "<layer>.gamma" / ".beta") and non-trainable state ("<layer>.running_mean" / ".running_var") and, in
+ * __metadata__, the definition text, the class names and the input normalization. Checkpoints add their own
+ * tensors (names with a '/'), metadata and a checksum (core/model_file.h, core/checkpoint.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/crc32c.h"
 #include "core/error.h"
-#include "core/net.h"
-#include "core/safetensors.h"
+#include "core/model_file.h"
 
-#define MODEL_FORMAT "cnn.c model"
 #define MAX_CLASS_NAME 256
 
 /* Comma-separated floats, each exact in %.9g. */
@@ -42,20 +42,106 @@ static cnn_param *saved_tensor(cnn_layer *l, int j)
     return j < l->nparams ? &l->params[j] : &l->state[j - l->nparams];
 }
 
-cnn_status cnn_net_save(const cnn_net *net, const char *path)
+// ---------------------------------------------------------------------------------------------------------------
+// checksums
+
+typedef struct ck_item {
+    const char *name;  /* tensor name or metadata key */
+    const char *dtype; /* tensors: the safetensors dtype name; metadata: the value */
+    int ndim;
+    const int64_t *shape;
+    const void *data;
+    size_t nbytes;
+} ck_item;
+
+static int cmp_item(const void *a, const void *b)
+{
+    return strcmp(((const ck_item *)a)->name, ((const ck_item *)b)->name);
+}
+
+/* tensors[0..nt) then metadata[0..nm) (dtype = value), each sorted by name; both arrays are reordered. */
+static uint32_t checksum_items(ck_item *tensors, int nt, ck_item *meta, int nm)
+{
+    qsort(tensors, (size_t)nt, sizeof *tensors, cmp_item);
+    qsort(meta, (size_t)nm, sizeof *meta, cmp_item);
+    uint32_t crc = 0;
+    for (int i = 0; i < nt; i++) {
+        const ck_item *t = &tensors[i];
+        crc = cnn_crc32c(crc, t->name, strlen(t->name) + 1);
+        crc = cnn_crc32c(crc, t->dtype, strlen(t->dtype) + 1);
+        for (int d = 0; d < t->ndim; d++) {
+            unsigned char le[8];
+            for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)t->shape[d] >> (8 * k));
+            crc = cnn_crc32c(crc, le, sizeof le);
+        }
+        crc = cnn_crc32c(crc, t->data, t->nbytes);
+    }
+    for (int i = 0; i < nm; i++) {
+        crc = cnn_crc32c(crc, meta[i].name, strlen(meta[i].name) + 1);
+        crc = cnn_crc32c(crc, meta[i].dtype, strlen(meta[i].dtype) + 1);
+    }
+    return crc;
+}
+
+uint32_t cnn_file_checksum(const cnn_st_file *f)
+{
+    ck_item *items = calloc((size_t)f->count + (size_t)f->meta_count + 1, sizeof *items);
+    if (!items) return 0; /* out of memory: the verification reports a mismatch */
+    int nm = 0;
+    for (int i = 0; i < f->count; i++) {
+        const cnn_st_tensor *t = &f->tensors[i];
+        const char *dt = t->dtype < CNN_DTYPE_COUNT ? cnn_st_dtype_name(t->dtype) : "?";
+        items[i] = (ck_item){t->name, dt, t->ndim, t->shape, f->data + t->offset, t->nbytes};
+    }
+    for (int i = 0; i < f->meta_count; i++)
+        if (strcmp(f->meta_keys[i], CNN_CHECKSUM_KEY))
+            items[f->count + nm++] = (ck_item){f->meta_keys[i], f->meta_values[i], 0, NULL, NULL, 0};
+    uint32_t crc = checksum_items(items, f->count, items + f->count, nm);
+    free(items);
+    return crc;
+}
+
+cnn_status cnn_file_verify_checksum(const cnn_st_file *f, const char *path)
+{
+    const char *stored = cnn_st_meta(f, CNN_CHECKSUM_KEY);
+    unsigned long want;
+    char *end;
+    if (!stored || strncmp(stored, "crc32c:", 7) || strlen(stored) != 15 ||
+        (want = strtoul(stored + 7, &end, 16), *end))
+        return cnn_error(CNN_ERR_FORMAT, "%s: no valid '" CNN_CHECKSUM_KEY "' entry in its metadata (expected "
+                                         "crc32c:XXXXXXXX)", path);
+    uint32_t got = cnn_file_checksum(f);
+    if (got != (uint32_t)want)
+        return cnn_error(CNN_ERR_FORMAT, "%s: checksum mismatch (stored %08lx, contents give %08x): the file is "
+                                         "corrupt", path, want, got);
+    return CNN_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// writing
+
+cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *format, const cnn_st_entry *extra,
+                              int nextra, const char *const *extra_keys, const char *const *extra_values, int nextra_meta,
+                              int checksum)
 {
     cnn_status st = CNN_OK;
     int nparams = 0;
     for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
-    cnn_st_entry *entries = calloc((size_t)(nparams ? nparams : 1), sizeof *entries);
+    int ntensors = nparams + nextra;
+    enum { MODEL_META = 6 };
+    int nmeta_cap = MODEL_META + nextra_meta + 1;
+    cnn_st_entry *entries = calloc((size_t)(ntensors ? ntensors : 1), sizeof *entries);
     void **host = calloc((size_t)(nparams ? nparams : 1), sizeof *host);
+    const char **keys = calloc((size_t)nmeta_cap, sizeof *keys), **values = calloc((size_t)nmeta_cap, sizeof *values);
+    ck_item *items = calloc((size_t)(ntensors + nmeta_cap), sizeof *items);
     int k = cnn_net_num_outputs(net), c = (int)net->input.d[2];
     size_t names_len = 1;
     if (net->class_names)
         for (int i = 0; i < k; i++) names_len += strlen(net->class_names[i]) + 1;
     char *names = malloc(names_len);
     char *mean = malloc((size_t)c * 20 + 1), *std = malloc((size_t)c * 20 + 1);
-    if (!entries || !host || !names || !mean || !std) {
+    char sum[32];
+    if (!entries || !host || !names || !mean || !std || !keys || !values || !items) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
@@ -72,6 +158,7 @@ cnn_status cnn_net_save(const cnn_net *net, const char *path)
             CNN_TRY(cnn_tensor_read(pr->value, host[e], bytes));
             entries[e] = (cnn_st_entry){pr->name, pr->value->dtype, pr->value->ndim, pr->value->shape, host[e]};
         }
+    for (int i = 0; i < nextra; i++) entries[nparams + i] = extra[i];
     /* class names, one per line (names cannot hold a newline: cnn_net_set_class_names callers get sanitized) */
     names[0] = '\0';
     if (net->class_names) {
@@ -83,19 +170,47 @@ cnn_status cnn_net_save(const cnn_net *net, const char *path)
         format_floats(mean, (size_t)c * 20 + 1, net->norm_mean, c);
         format_floats(std, (size_t)c * 20 + 1, net->norm_std, c);
     }
-    const char *keys[] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std"};
-    const char *values[] = {MODEL_FORMAT, CNN_VERSION_STRING, net->definition, names, mean, std};
+    const char *model_keys[MODEL_META] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std"};
+    const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std};
     int nmeta = net->has_norm ? 6 : 4;
-    CNN_TRY(cnn_st_write(path, entries, nparams, keys, values, nmeta));
+    for (int i = 0; i < nmeta; i++) {
+        keys[i] = model_keys[i];
+        values[i] = model_values[i];
+    }
+    for (int i = 0; i < nextra_meta; i++) {
+        keys[nmeta] = extra_keys[i];
+        values[nmeta++] = extra_values[i];
+    }
+    if (checksum) {
+        for (int i = 0; i < ntensors; i++) {
+            const cnn_st_entry *en = &entries[i];
+            size_t nbytes = cnn_dtype_size(en->dtype);
+            for (int d = 0; d < en->ndim; d++) nbytes *= (size_t)en->shape[d];
+            items[i] = (ck_item){en->name, cnn_st_dtype_name(en->dtype), en->ndim, en->shape, en->data, nbytes};
+        }
+        for (int i = 0; i < nmeta; i++) items[ntensors + i] = (ck_item){keys[i], values[i], 0, NULL, NULL, 0};
+        snprintf(sum, sizeof sum, "crc32c:%08x", checksum_items(items, ntensors, items + ntensors, nmeta));
+        keys[nmeta] = CNN_CHECKSUM_KEY;
+        values[nmeta++] = sum;
+    }
+    CNN_TRY(cnn_st_write(path, entries, ntensors, keys, values, nmeta));
 fail:
     if (host)
         for (int i = 0; i < nparams; i++) free(host[i]);
     free(host);
     free(entries);
+    free(keys);
+    free(values);
+    free(items);
     free(names);
     free(mean);
     free(std);
     return st;
+}
+
+cnn_status cnn_net_save(const cnn_net *net, const char *path)
+{
+    return cnn_net_write_file(net, path, CNN_MODEL_FORMAT, NULL, 0, NULL, NULL, 0, 0);
 }
 
 static cnn_status load_class_names(cnn_net *net, const char *path, const char *names)
@@ -126,49 +241,50 @@ done:
     return st;
 }
 
-cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
+cnn_status cnn_net_read_tensors(cnn_net *net, const cnn_st_file *f, const char *path)
 {
     cnn_status st = CNN_OK;
-    cnn_st_file *f = NULL;
+    int used = 0, own = 0;
+    for (int i = 0; i < f->count; i++) own += strchr(f->tensors[i].name, '/') == NULL;
+    for (int i = 0; i < net->nlayers; i++)
+        for (int p = 0; p < net->layers[i]->nparams + net->layers[i]->nstate; p++) {
+            cnn_param *pr = saved_tensor(net->layers[i], p);
+            const cnn_st_tensor *t = cnn_st_find(f, pr->name);
+            if (!t) return cnn_error(CNN_ERR_FORMAT, "%s: tensor '%s' is missing", path, pr->name);
+            int same = t->dtype == CNN_F32 && t->ndim == pr->value->ndim;
+            for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == pr->value->shape[d];
+            if (!same)
+                return cnn_error(CNN_ERR_SHAPE, "%s: tensor '%s' is %s with %d dims; the definition needs F32 of "
+                                                "shape (%lld, ...) with %d dims", path, pr->name,
+                                 t->dtype < CNN_DTYPE_COUNT ? cnn_dtype_name(t->dtype) : "a foreign dtype", t->ndim,
+                                 (long long)pr->value->shape[0], pr->value->ndim);
+            CNN_TRY(cnn_tensor_write(pr->value, cnn_st_data(f, t), t->nbytes));
+            used++;
+        }
+    if (used != own)
+        return cnn_error(CNN_ERR_FORMAT, "%s: holds %d tensors but its definition uses %d", path, own, used);
+fail:
+    return st;
+}
+
+cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *backend, cnn_net **out)
+{
+    cnn_status st = CNN_OK;
     cnn_net *net = NULL;
     *out = NULL;
-    CNN_TRY(cnn_st_read(path, &f));
     const char *format = cnn_st_meta(f, "format");
     const char *definition = cnn_st_meta(f, "definition");
-    if (!format || strcmp(format, MODEL_FORMAT) || !definition) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: not a cnn.c model file (its __metadata__ lacks format \"%s\" and a "
-                                       "definition)", path, MODEL_FORMAT);
-        goto fail;
-    }
+    int checkpoint = format && !strcmp(format, CNN_CHECKPOINT_FORMAT);
+    if (!format || (strcmp(format, CNN_MODEL_FORMAT) && !checkpoint) || !definition)
+        return cnn_error(CNN_ERR_FORMAT, "%s: not a cnn.c model or checkpoint file (its __metadata__ lacks format \""
+                                         CNN_MODEL_FORMAT "\" and a definition)", path);
+    if (checkpoint) CNN_TRY(cnn_file_verify_checksum(f, path));
     {
         char source[512];
         snprintf(source, sizeof source, "%s (definition)", path);
         CNN_TRY(cnn_net_from_text(definition, source, backend, 0, &net));
     }
-    int used = 0;
-    for (int i = 0; i < net->nlayers; i++)
-        for (int p = 0; p < net->layers[i]->nparams + net->layers[i]->nstate; p++) {
-            cnn_param *pr = saved_tensor(net->layers[i], p);
-            const cnn_st_tensor *t = cnn_st_find(f, pr->name);
-            if (!t) {
-                st = cnn_error(CNN_ERR_FORMAT, "%s: tensor '%s' is missing", path, pr->name);
-                goto fail;
-            }
-            int same = t->dtype == CNN_F32 && t->ndim == pr->value->ndim;
-            for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == pr->value->shape[d];
-            if (!same) {
-                st = cnn_error(CNN_ERR_SHAPE, "%s: tensor '%s' is %s with %d dims; the definition needs F32 of shape "
-                                              "(%lld, ...) with %d dims", path, pr->name, cnn_dtype_name(t->dtype),
-                               t->ndim, (long long)pr->value->shape[0], pr->value->ndim);
-                goto fail;
-            }
-            CNN_TRY(cnn_tensor_write(pr->value, cnn_st_data(f, t), t->nbytes));
-            used++;
-        }
-    if (used != f->count) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: holds %d tensors but its definition uses %d", path, f->count, used);
-        goto fail;
-    }
+    CNN_TRY(cnn_net_read_tensors(net, f, path));
     const char *names = cnn_st_meta(f, "class_names");
     if (names && names[0]) CNN_TRY(load_class_names(net, path, names));
     const char *mean_s = cnn_st_meta(f, "norm_mean"), *std_s = cnn_st_meta(f, "norm_std");
@@ -181,11 +297,19 @@ cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
         }
         CNN_TRY(cnn_net_set_normalization(net, c, mean, std));
     }
-    cnn_st_free(f);
     *out = net;
     return CNN_OK;
 fail:
-    cnn_st_free(f);
     cnn_net_destroy(net);
+    return st;
+}
+
+cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
+{
+    cnn_st_file *f = NULL;
+    *out = NULL;
+    cnn_status st = cnn_st_read(path, &f);
+    if (st == CNN_OK) st = cnn_net_from_st(f, path, backend, out);
+    cnn_st_free(f);
     return st;
 }

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/pipeline.h"
 #include "core/error.h"
 #include "core/net.h"
 
@@ -351,6 +352,17 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
             return perr(p, "expected 'name NAME' (a letter or '_' first, then letters, digits, '_', '-'; not a "
                            "keyword)%s%s", "", "");
         return add_sym(ps, tok[1], net->nlayers - 1, 1);
+    }
+    if (!strcmp(kind, "augment")) { /* training section: cnn train's default augmentation (cnn/pipeline.h) */
+        char text[1024];
+        size_t len = 0;
+        text[0] = '\0';
+        for (int i = 1; i < ntok && len < sizeof text; i++)
+            len += (size_t)snprintf(text + len, sizeof text - len, "%s%s", i > 1 ? "," : "", tok[i]);
+        cnn_augment a;
+        if (ntok < 2) return perr(p, "expected 'augment LIST', e.g. augment flip=h,shift=0.1%s%s", "", "");
+        if (cnn_augment_parse(text, &a) != CNN_OK) return perr(p, "%s%s", cnn_last_error(), "");
+        return CNN_OK;
     }
     /* split positional arguments from key=value options */
     char *pos[MAX_TOKENS];

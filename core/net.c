@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/net.h"
+#include "core/progress.h"
 
 static char *dup_string(const char *s)
 {
@@ -33,14 +34,26 @@ static void free_buffers(cnn_net *net)
     free(net->gscratch);
     net->gscratch = NULL;
     net->nscratch = 0;
+    for (int i = 0; i < net->npool; i++) cnn_tensor_destroy(net->gpool[i]);
+    free(net->gpool);
+    net->gpool = NULL;
+    net->npool = 0;
     free(net->acts);
     free(net->grads);
     net->acts = net->grads = NULL;
     cnn_tensor_destroy(net->input_t);
+    cnn_tensor_destroy(net->input_lp);
+    net->input_lp = NULL;
     cnn_tensor_destroy(net->labels);
     cnn_tensor_destroy(net->probs);
     cnn_tensor_destroy(net->losses);
     net->input_t = net->labels = net->probs = net->losses = NULL;
+    for (int i = 0; i < 2; i++) {
+        cnn_tensor_destroy(net->input_spare[i]);
+        cnn_tensor_destroy(net->labels_spare[i]);
+        net->input_spare[i] = net->labels_spare[i] = NULL;
+    }
+    net->spare_ready = -1;
     free(net->host_batch);
     free(net->host_labels);
     net->host_batch = NULL;
@@ -61,11 +74,11 @@ static cnn_status make_view(const cnn_tensor *of, const cnn_shape *s, int n, cnn
     return CNN_OK;
 }
 
-static cnn_status alloc_batch_tensor(cnn_backend *b, const cnn_shape *s, int n, cnn_tensor **out)
+static cnn_status alloc_batch_tensor(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
 {
     int64_t shape[CNN_MAX_DIMS] = {n};
     for (int d = 0; d < s->ndim; d++) shape[d + 1] = s->d[d];
-    return cnn_tensor_create(b, CNN_F32, s->ndim + 1, shape, out);
+    return cnn_tensor_create(b, dtype, s->ndim + 1, shape, out);
 }
 
 /* The layer whose memory a (chain of) view layer(s) shows; -1: the network input. */
@@ -98,6 +111,76 @@ static int plan_targets(const cnn_net *net, int i, char *written, int *scratch_o
     return used;
 }
 
+/* A gradient tensor without memory yet: pool_gradients gives it a share of a pooled buffer. */
+static cnn_status grad_slot(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
+{
+    cnn_tensor t = {.backend = b, .dtype = dtype};
+    return make_view(&t, s, n, out);
+}
+
+/* Gradient memory. The gradient of layer i's output is written by the backward step of its last consumer (the
+ * first met in reverse order; the loss for the last layer) and read for the last time by layer i's own backward
+ * step: it lives over layers [i, last consumer]. Gradients whose lives do not overlap share a buffer (greedy
+ * interval colouring in backward order), so a chain of layers needs two buffers and a residual network a few,
+ * instead of one buffer per layer. Scratch gradients (gscratch) are separate. */
+static cnn_status pool_gradients(cnn_net *net)
+{
+    cnn_status st = CNN_OK;
+    int nl = net->nlayers, last = root_of(net, nl - 1);
+    int *start = malloc((size_t)nl * sizeof *start), *slot = malloc((size_t)nl * sizeof *slot);
+    int *busy_until = calloc((size_t)nl, sizeof *busy_until); /* per buffer: the layer whose backward frees it */
+    int64_t *size = calloc((size_t)nl, sizeof *size);
+    if (!start || !slot || !busy_until || !size) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (int i = 0; i < nl; i++) start[i] = i == last ? nl : -1;
+    for (int j = 0; j < nl; j++) {
+        if (net->layers[j]->ops->is_view) continue;
+        for (int k = 0; k < net->layers[j]->ninputs; k++) {
+            int r = root_of(net, net->layers[j]->inputs[k]);
+            if (r >= 0 && j > start[r]) start[r] = j;
+        }
+    }
+    int nbuf = 0;
+    for (int t = nl; t >= 0; t--) /* backward order of first writes */
+        for (int i = 0; i < nl; i++) {
+            if (start[i] != t || net->layers[i]->ops->is_view || !net->grads[i]) continue;
+            int64_t need = cnn_tensor_numel(net->grads[i]);
+            int best = -1;
+            for (int q = 0; q < nbuf; q++) { /* free: its last reader ran before this gradient's first writer */
+                if (busy_until[q] <= t) continue;
+                if (best < 0 || (size[best] < need ? size[q] > size[best] : size[q] >= need && size[q] < size[best]))
+                    best = q;
+            }
+            if (best < 0) best = nbuf++;
+            slot[i] = best;
+            busy_until[best] = i;
+            if (need > size[best]) size[best] = need;
+        }
+    net->gpool = calloc((size_t)(nbuf ? nbuf : 1), sizeof *net->gpool);
+    if (!net->gpool) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (int q = 0; q < nbuf; q++) {
+        int64_t shape[1] = {size[q]};
+        CNN_TRY(cnn_tensor_create(net->backend, net->compute, 1, shape, &net->gpool[q]));
+        net->npool++;
+    }
+    for (int i = 0; i < nl; i++) {
+        if (!net->grads[i]) continue;
+        if (net->layers[i]->ops->is_view) net->grads[i]->data = net->grads[net->layers[i]->inputs[0]]->data;
+        else net->grads[i]->data = net->gpool[slot[i]]->data;
+    }
+fail:
+    free(start);
+    free(slot);
+    free(busy_until);
+    free(size);
+    return st;
+}
+
 static cnn_status alloc_buffers(cnn_net *net, int n)
 {
     cnn_status st = CNN_OK;
@@ -112,22 +195,25 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for %d layers", net->nlayers);
         goto fail;
     }
-    CNN_TRY(alloc_batch_tensor(b, &net->input, n, &net->input_t));
+    CNN_TRY(alloc_batch_tensor(b, CNN_F32, &net->input, n, &net->input_t));
+    if (net->compute != CNN_F32) CNN_TRY(alloc_batch_tensor(b, net->compute, &net->input, n, &net->input_lp));
+    cnn_tensor *input = net->input_lp ? net->input_lp : net->input_t;
     int64_t largest = 0;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        int need = l->nparams > 0;
+        int need = l->nparams > 0 && !l->frozen;
         for (int j = 0; j < l->ninputs; j++) need |= needs_grad(net, l->inputs[j]);
         if (l->ops->is_view) {
             int src = l->inputs[0];
-            CNN_TRY(make_view(src < 0 ? net->input_t : net->acts[src], &l->out, n, &net->acts[i]));
+            CNN_TRY(make_view(src < 0 ? input : net->acts[src], &l->out, n, &net->acts[i]));
             if (src >= 0 && net->grads[src]) CNN_TRY(make_view(net->grads[src], &l->out, n, &net->grads[i]));
         } else {
-            CNN_TRY(alloc_batch_tensor(b, &l->out, n, &net->acts[i]));
-            if (need) CNN_TRY(alloc_batch_tensor(b, &l->out, n, &net->grads[i]));
+            CNN_TRY(alloc_batch_tensor(b, net->compute, &l->out, n, &net->acts[i]));
+            if (need) CNN_TRY(grad_slot(b, net->compute, &l->out, n, &net->grads[i]));
             if (cnn_tensor_numel(net->acts[i]) > largest) largest = cnn_tensor_numel(net->acts[i]);
         }
     }
+    CNN_TRY(pool_gradients(net));
     /* how many scratch gradients one layer's backward needs at most */
     int scratch[CNN_LAYER_MAX_INPUTS], most = 0;
     int last = root_of(net, net->nlayers - 1);
@@ -144,11 +230,16 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     }
     for (int i = 0; i < most; i++) {
         int64_t shape[1] = {largest};
-        CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, shape, &net->gscratch[i]));
+        CNN_TRY(cnn_tensor_create(b, net->compute, 1, shape, &net->gscratch[i]));
         net->nscratch++;
     }
     int64_t nk[2] = {n, k}, n1[1] = {n};
     CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels));
+    if (b->ops->write_async)
+        for (int i = 0; i < 2; i++) {
+            CNN_TRY(alloc_batch_tensor(b, CNN_F32, &net->input, n, &net->input_spare[i]));
+            CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels_spare[i]));
+        }
     CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, n1, &net->losses));
     CNN_TRY(cnn_tensor_create(b, CNN_F32, 2, nk, &net->probs));
     size_t per = (size_t)(net->input.d[0] * net->input.d[1] * net->input.d[2]);
@@ -181,6 +272,7 @@ cnn_status cnn_net_set_batch(cnn_net *net, int n)
         if (st != CNN_OK) return st;
     }
     set_batch_dim(net->input_t, n);
+    set_batch_dim(net->input_lp, n);
     for (int i = 0; i < net->nlayers; i++) {
         set_batch_dim(net->acts[i], n);
         set_batch_dim(net->grads[i], n);
@@ -194,8 +286,43 @@ cnn_status cnn_net_set_batch(cnn_net *net, int n)
 
 /* ---- construction ---------------------------------------------------------------------------------------- */
 
+void cnn_net_set_seed(cnn_net *net, uint64_t seed)
+{
+    net->seed = seed;
+    for (int i = 0; i < net->nlayers; i++) {
+        uint64_t s = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+        net->layers[i]->seed = cnn_splitmix64(&s);
+    }
+}
+
+/* maxpool(relu(x)) == relu(maxpool(x)), and so are their gradients (ReLU is monotonic: the window's argmax is the
+ * same, and where the max is <= 0 both give 0). When a layer's ReLU feeds only a max-pool, the pool applies it
+ * instead, on a quarter of the elements (2x2 windows): the ReLU's backward pass over the layer's whole output
+ * goes (the seed CNN: 1.4M of its 1.7M ReLU gradients a step). Only ReLU: for leaky ReLU the pooled output would
+ * differ from every window element where the max is negative, which backends that find the argmax by comparing x
+ * with y (cuDNN) rely on. */
+static void relu_after_maxpool(cnn_net *net)
+{
+    for (int i = 0; i < net->nlayers; i++) {
+        cnn_layer *pool = net->layers[i];
+        int p = pool->inputs[0];
+        if (pool->ops != &cnn_maxpool_layer_ops || pool->act != CNN_ACT_NONE || pool->ninputs != 1 || p < 0)
+            continue;
+        cnn_layer *src = net->layers[p];
+        /* layers whose forward and backward apply l->act themselves, CNN_ACT_NONE included */
+        int kind = src->ops == &cnn_conv_layer_ops || src->ops == &cnn_batchnorm_layer_ops || src->ops == &cnn_add_layer_ops;
+        int only = kind && src->act == CNN_ACT_RELU && p != net->nlayers - 1;
+        for (int j = 0; j < net->nlayers && only; j++)
+            for (int k = 0; k < net->layers[j]->ninputs; k++) only &= j == i || net->layers[j]->inputs[k] != p;
+        if (!only) continue;
+        pool->act = CNN_ACT_RELU;
+        src->act = CNN_ACT_NONE;
+    }
+}
+
 cnn_status cnn_net_build(cnn_net *net)
 {
+    cnn_net_set_seed(net, net->seed);
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         for (int k = 0; k < l->ninputs; k++) {
@@ -204,8 +331,6 @@ cnn_status cnn_net_build(cnn_net *net)
         }
         l->in = l->ins[0];
         l->backend = net->backend;
-        uint64_t s = net->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
-        l->seed = cnn_splitmix64(&s);
         cnn_status st = l->ops->init(l);
         if (st != CNN_OK) return cnn_error_prefix(st, "%s: ", net->source);
     }
@@ -222,6 +347,7 @@ cnn_status cnn_net_build(cnn_net *net)
     if (net->nlayers == 0 || net->layers[net->nlayers - 1]->out.ndim != 1)
         return cnn_error(CNN_ERR_SHAPE, "%s: the network must end in a flat layer (dense) giving class scores",
                          net->source);
+    relu_after_maxpool(net);
     return CNN_OK;
 }
 
@@ -253,6 +379,8 @@ cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *
     if (!net) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     net->backend = backend;
     net->seed = seed;
+    net->spare_ready = -1;
+    net->loss_scale = 1.0f;
     net->definition = dup_string(text);
     net->source = dup_string(source ? source : "<model>");
     if (!net->definition || !net->source) {
@@ -320,15 +448,19 @@ int64_t cnn_net_param_count(const cnn_net *net)
 {
     int64_t n = 0;
     for (int i = 0; i < net->nlayers; i++)
-        for (int p = 0; p < net->layers[i]->nparams; p++) n += cnn_tensor_numel(net->layers[i]->params[p].value);
+        for (int p = 0; p < net->layers[i]->nparams && !net->layers[i]->frozen; p++)
+            n += cnn_tensor_numel(net->layers[i]->params[p].value);
     return n;
 }
 
 int64_t cnn_net_state_count(const cnn_net *net)
 {
     int64_t n = 0;
-    for (int i = 0; i < net->nlayers; i++)
+    for (int i = 0; i < net->nlayers; i++) {
         for (int p = 0; p < net->layers[i]->nstate; p++) n += cnn_tensor_numel(net->layers[i]->state[p].value);
+        for (int p = 0; p < net->layers[i]->nparams && net->layers[i]->frozen; p++) /* frozen weights too (Keras) */
+            n += cnn_tensor_numel(net->layers[i]->params[p].value);
+    }
     return n;
 }
 
@@ -482,20 +614,84 @@ cnn_status cnn_net_stage_batch(cnn_net *net, const cnn_dataset *ds, const int64_
     return st;
 }
 
+cnn_status cnn_net_stage_host(cnn_net *net, const float *images, const int32_t *labels, int n)
+{
+    cnn_status st = cnn_net_set_batch(net, n);
+    if (st != CNN_OK) return st;
+    size_t per = (size_t)(net->input.d[0] * net->input.d[1] * net->input.d[2]);
+    st = cnn_tensor_write(net->input_t, images, (size_t)n * per * sizeof(float));
+    if (st == CNN_OK) st = cnn_tensor_write(net->labels, labels, (size_t)n * sizeof(int32_t));
+    return st;
+}
+
+int cnn_net_can_upload_async(const cnn_net *net) { return net->backend->ops->write_async != NULL; }
+
+cnn_status cnn_net_upload_async(cnn_net *net, const float *images, const int32_t *labels, int n)
+{
+    cnn_backend *b = net->backend;
+    if (!b->ops->write_async) return cnn_backend_lacks(b, "write_async");
+    if (n < 1 || n > net->capacity)
+        return cnn_error(CNN_ERR_INVALID_ARG, "an asynchronous upload of %d images into buffers for %d (set the "
+                         "batch size first)", n, net->capacity);
+    int i = net->spare_next;
+    cnn_tensor *x = net->input_spare[i], *y = net->labels_spare[i];
+    x->shape[0] = n;
+    y->shape[0] = n;
+    cnn_status st = b->ops->write_async(b, x, images, cnn_tensor_bytes(x));
+    if (st == CNN_OK) st = b->ops->write_async(b, y, labels, cnn_tensor_bytes(y));
+    if (st != CNN_OK) return st;
+    net->spare_ready = i;
+    net->spare_n = n;
+    net->spare_next = i ^ 1;
+    return CNN_OK;
+}
+
+cnn_status cnn_net_stage_uploaded(cnn_net *net)
+{
+    if (net->spare_ready < 0) return cnn_error(CNN_ERR_INVALID_ARG, "no asynchronous upload to stage");
+    int i = net->spare_ready;
+    net->spare_ready = -1;
+    if (net->spare_n > net->capacity || !net->input_spare[i])
+        return cnn_error(CNN_ERR_INVALID_ARG, "the buffers were rebuilt after an asynchronous upload");
+    cnn_status st = cnn_net_set_batch(net, net->spare_n);
+    if (st != CNN_OK) return st;
+    cnn_backend *b = net->backend;
+    st = b->ops->copy(b, net->input_t, net->input_spare[i]);
+    if (st == CNN_OK) st = b->ops->copy(b, net->labels, net->labels_spare[i]);
+    return st;
+}
+
 static const cnn_tensor *input_of(const cnn_net *net, int src)
 {
-    return src < 0 ? net->input_t : net->acts[src];
+    return src < 0 ? (net->input_lp ? net->input_lp : net->input_t) : net->acts[src];
+}
+
+/* Profiling: waits for the backend, then reads the clock (net->prof_fwd / prof_bwd set). */
+static cnn_status prof_clock(cnn_net *net, double *now)
+{
+    cnn_status st = net->backend->ops->sync(net->backend);
+    *now = cnn_now_seconds();
+    return st;
 }
 
 cnn_status cnn_net_forward(cnn_net *net, int training)
 {
+    if (net->input_lp) {
+        cnn_backend *b = net->backend;
+        cnn_status st = b->ops->cast(b, net->input_lp, net->input_t);
+        if (st != CNN_OK) return cnn_error_prefix(st, "casting the batch to %s: ", cnn_dtype_name(net->compute));
+    }
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         if (l->ops->is_view) continue;
         const cnn_tensor *x[CNN_LAYER_MAX_INPUTS];
         for (int k = 0; k < l->ninputs; k++) x[k] = input_of(net, l->inputs[k]);
         l->step = net->step;
-        cnn_status st = l->ops->forward(l, x, net->acts[i], training);
+        double t0 = 0.0, t1;
+        cnn_status st = net->prof_fwd ? prof_clock(net, &t0) : CNN_OK;
+        /* a frozen layer with state (batchnorm) runs as in inference: its statistics stay frozen */
+        if (st == CNN_OK) st = l->ops->forward(l, x, net->acts[i], training && !(l->frozen && l->nstate));
+        if (st == CNN_OK && net->prof_fwd && (st = prof_clock(net, &t1)) == CNN_OK) net->prof_fwd[i] = t1 - t0;
         if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (%s line %d) forward: ", l->name, net->source, l->line);
     }
     return CNN_OK;
@@ -534,7 +730,7 @@ cnn_status cnn_net_loss(cnn_net *net, int with_grad)
         .probs = net->probs,
         .losses = net->losses,
         .dlogits = with_grad ? net->grads[net->nlayers - 1] : NULL,
-        .grad_scale = 1.0f / (float)net->batch,
+        .grad_scale = net->loss_scale / (float)net->batch,
         /* the loss options shape training; evaluation (no gradient) reports the plain cross-entropy */
         .class_weights = with_grad ? net->class_weights : NULL,
         .label_smoothing = with_grad ? net->label_smoothing : 0.0f,
@@ -561,7 +757,7 @@ static cnn_status add_penalties(cnn_net *net)
     float *w = NULL, *g = NULL;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        if (!l->nparams || (l->l1 == 0.0f && l->l2 == 0.0f)) continue;
+        if (!l->nparams || l->frozen || (l->l1 == 0.0f && l->l2 == 0.0f)) continue;
         cnn_param *p = &l->params[0];
         if (l->l2 != 0.0f) {
             if (!b->ops->add) return cnn_backend_lacks(b, "add");
@@ -616,7 +812,9 @@ cnn_status cnn_net_backward(cnn_net *net)
                 dx[k] = &scratch[k];
             }
         }
-        st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
+        double t0 = 0.0, t1;
+        if (net->prof_bwd) st = prof_clock(net, &t0);
+        if (st == CNN_OK) st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
         for (int k = 0; st == CNN_OK && k < l->ninputs; k++) {
             if (scratch_of[k] < 0) continue;
             int r = root_of(net, l->inputs[k]);
@@ -628,6 +826,7 @@ cnn_status cnn_net_backward(cnn_net *net)
             cnn_add_args a = {.a = net->grads[r], .b = &part, .y = net->grads[r], .alpha = 1.0f, .beta = 1.0f};
             st = b->ops->add(b, &a);
         }
+        if (st == CNN_OK && net->prof_bwd && (st = prof_clock(net, &t1)) == CNN_OK) net->prof_bwd[i] = t1 - t0;
         if (st != CNN_OK) {
             free(written);
             return cnn_error_prefix(st, "layer %s (%s line %d) backward: ", l->name, net->source, l->line);
@@ -655,3 +854,82 @@ cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *
     }
     return CNN_OK;
 }
+
+/* ---- precision ------------------------------------------------------------------------------------------- */
+
+/* the weights a convolution or dense layer multiplies with: the ones that get a 16-bit copy */
+static int has_matmul_weight(const cnn_layer *l)
+{
+    return (l->ops == &cnn_conv_layer_ops || l->ops == &cnn_dense_layer_ops) && l->nparams > 0;
+}
+
+cnn_status cnn_net_sync_compute_weights(cnn_net *net)
+{
+    cnn_backend *b = net->backend;
+    for (int i = 0; i < net->nlayers; i++) {
+        cnn_param *p = &net->layers[i]->params[0];
+        if (!has_matmul_weight(net->layers[i]) || !p->value_lp) continue;
+        cnn_status st = b->ops->cast(b, p->value_lp, p->value);
+        if (st != CNN_OK) return cnn_error_prefix(st, "the %s copy of %s: ", cnn_dtype_name(net->compute), p->name);
+    }
+    return CNN_OK;
+}
+
+/* Gives (or takes back) a conv or dense layer's weight its 16-bit copy and a gradient in the compute dtype. */
+static cnn_status set_weight_dtype(cnn_layer *l, cnn_dtype compute)
+{
+    cnn_status st = CNN_OK;
+    cnn_param *p = &l->params[0];
+    cnn_tensor_destroy(p->value_lp);
+    p->value_lp = NULL;
+    if (compute != CNN_F32)
+        CNN_TRY(cnn_tensor_create(l->backend, compute, p->value->ndim, p->value->shape, &p->value_lp));
+    if (p->grad && p->grad->dtype != compute) {
+        cnn_tensor_destroy(p->grad);
+        p->grad = NULL;
+        CNN_TRY(cnn_tensor_create(l->backend, compute, p->value->ndim, p->value->shape, &p->grad));
+    }
+fail:
+    if (st != CNN_OK) st = cnn_error_prefix(st, "layer %s: ", l->name);
+    return st;
+}
+
+cnn_status cnn_net_set_precision(cnn_net *net, cnn_precision precision)
+{
+    cnn_status st = CNN_OK;
+    cnn_backend *b = net->backend;
+    const char *name = cnn_precision_name(precision);
+    if ((unsigned)precision >= CNN_PRECISION_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "unknown precision %d", (int)precision);
+    const int mixed = precision == CNN_PRECISION_FP16 || precision == CNN_PRECISION_BF16;
+    if (precision != CNN_PRECISION_FP32 && !b->ops->set_precision)
+        return cnn_error(CNN_ERR_UNSUPPORTED,
+                         "precision %s needs a CUDA device: the %s backend computes in fp32 only", name, b->name);
+    if (mixed && !b->ops->cast) return cnn_backend_lacks(b, "cast");
+    if (mixed && !b->ops->nonfinite) return cnn_backend_lacks(b, "nonfinite");
+    for (int i = 0; mixed && i < net->nlayers; i++)
+        if (net->layers[i]->l1 != 0.0f)
+            return cnn_error(CNN_ERR_UNSUPPORTED,
+                             "layer %s (line %d): l1 penalties run on the host in f32 and are not supported with %s; "
+                             "use l2, or fp32/tf32", net->layers[i]->name, net->layers[i]->line, name);
+    if (b->ops->set_precision) CNN_TRY(b->ops->set_precision(b, precision));
+    const cnn_dtype compute = precision == CNN_PRECISION_FP16 ? CNN_F16
+                              : precision == CNN_PRECISION_BF16 ? CNN_BF16 : CNN_F32;
+    for (int i = 0; i < net->nlayers; i++)
+        if (has_matmul_weight(net->layers[i])) CNN_TRY(set_weight_dtype(net->layers[i], compute));
+    net->precision = precision;
+    /* fp16: gradients below 2^-24 would flush to zero; 2^16 moves them up (PyTorch's GradScaler starts there) */
+    net->loss_scale = precision == CNN_PRECISION_FP16 ? 65536.0f : 1.0f;
+    net->scale_clean_steps = 0;
+    if (net->compute != compute) {
+        /* activations and gradients change dtype: made again at the next cnn_net_set_batch */
+        free_buffers(net);
+        net->capacity = 0;
+        net->compute = compute;
+    }
+    CNN_TRY(cnn_net_sync_compute_weights(net));
+fail:
+    return st;
+}
+
+cnn_precision cnn_net_precision(const cnn_net *net) { return net->precision; }

@@ -19,6 +19,11 @@ struct cnn_net {
     uint64_t seed;         /* initialization seed; layers derive their dropout seeds from it */
     uint64_t step;         /* training steps taken: dropout masks differ per step (cnn_train advances it) */
     float label_smoothing; /* loss options, set by the trainer */
+    cnn_precision precision; /* cnn_net_set_precision; FP32 by default */
+    cnn_dtype compute;     /* activations and gradients: F32, or F16 / BF16 under mixed precision */
+    float loss_scale;      /* the loss (and so every gradient) is multiplied by this; 1 except under FP16 */
+    int scale_clean_steps; /* FP16: steps without an overflow since the scale last changed */
+    cnn_tensor *input_lp;  /* the staged batch (input_t, always F32) cast to `compute`, when that is not F32 */
     cnn_tensor *class_weights; /* (K) or NULL */
 
     int capacity;          /* batch size the buffers hold */
@@ -28,19 +33,35 @@ struct cnn_net {
     cnn_tensor **grads;    /* grads[i]: gradient w.r.t. acts[i]; NULL where nothing upstream needs it */
     cnn_tensor **gscratch; /* where a second consumer's gradient goes before it is added in (largest act each) */
     int nscratch;
+    cnn_tensor **gpool;    /* the memory of grads[]: gradients whose lifetimes do not overlap share a buffer */
+    int npool;
     cnn_tensor *labels;    /* (N) i32 */
     cnn_tensor *probs;     /* (N, K) */
     cnn_tensor *losses;    /* (N) */
     float *host_batch;     /* (N, H, W, C) staging for gather + normalization */
     int32_t *host_labels;  /* (N) */
+    /* asynchronous uploads (backends with write_async): two device buffers each, used in turn, into which the
+     * loader's next batch is copied while the current one computes; then copied into input_t / labels on the
+     * compute stream (views of input_t stay valid) */
+    cnn_tensor *input_spare[2], *labels_spare[2];
+    int spare_next;        /* the buffer the next upload goes to */
+    int spare_ready;       /* the buffer holding the last upload, and its batch size; -1: none */
+    int spare_n;
 
     char **class_names;    /* num outputs entries or NULL */
     int has_norm;
     float *norm_mean, *norm_std; /* input channels each */
+
+    /* Profiling (cnn_bench_run with per_layer): when set, forward and backward sync the backend around every
+     * layer and store its seconds here (nlayers each; views get 0); backward's includes the gradient sums. */
+    double *prof_fwd, *prof_bwd;
 };
 
 /* Parses the definition text into net->layers (no parameters yet). Defined in core/model_text.c. */
 cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source);
+
+/* Sets the network's seed and the per-layer seeds derived from it (dropout masks); checkpoints restore it. */
+void cnn_net_set_seed(cnn_net *net, uint64_t seed);
 
 /* Builds parameters for parsed layers (shape inference). */
 cnn_status cnn_net_build(cnn_net *net);
@@ -52,6 +73,18 @@ cnn_status cnn_net_set_batch(cnn_net *net, int n);
  * normalization and uploads images and labels. */
 cnn_status cnn_net_stage_batch(cnn_net *net, const cnn_dataset *ds, const int64_t *idx, int64_t first, int n);
 
+/* Uploads n ready images (already normalized: the loader applies the model's normalization) and labels. */
+cnn_status cnn_net_stage_host(cnn_net *net, const float *images, const int32_t *labels, int n);
+/* 1 when the backend uploads asynchronously (write_async); then cnn_net_upload_async may stage the next batch
+ * while the current one computes. */
+int cnn_net_can_upload_async(const cnn_net *net);
+/* Queues the upload of the next batch (images and labels in page-locked memory that stays unchanged until the
+ * batch's step was waited for) into a spare buffer, without touching the current batch. Two uploads may be
+ * queued before a step was waited for, no more (the spares are used in turn). */
+cnn_status cnn_net_upload_async(cnn_net *net, const float *images, const int32_t *labels, int n);
+/* Makes the last cnn_net_upload_async the current batch (device copies queued on the compute stream). */
+cnn_status cnn_net_stage_uploaded(cnn_net *net);
+
 cnn_status cnn_net_forward(cnn_net *net, int training);
 /* Softmax cross-entropy of the last layer's output against the staged labels: fills net->probs and
  * net->losses, and with `with_grad` the last gradient (the mean loss's). */
@@ -60,7 +93,14 @@ cnn_status cnn_net_loss(cnn_net *net, int with_grad);
  * adds the layers' l1/l2 penalty gradients. */
 cnn_status cnn_net_backward(cnn_net *net);
 
-/* Trainable (params) and non-trainable (state) element counts. */
+/* Rewrites the 16-bit weight copies from the f32 master weights (after they were loaded or changed from outside
+ * the optimizer); nothing to do at FP32 and TF32. */
+cnn_status cnn_net_sync_compute_weights(cnn_net *net);
+
+/* Freezes exactly the first `count` layers (cnn_net_freeze's core; checkpoints restore it). */
+cnn_status cnn_net_freeze_count(cnn_net *net, int count);
+
+/* Non-trainable element count: state (batchnorm statistics) and the weights of frozen layers. */
 int64_t cnn_net_state_count(const cnn_net *net);
 
 /* Loss options for training: label smoothing in [0, 1) and per-class weights (k floats, or NULL for none). */

@@ -36,9 +36,10 @@ cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_o
     opt->cfg = *cfg;
     opt->cfg.class_weights = NULL; /* borrowed by the trainer only */
     opt->lr = cfg->lr;
+    opt->grad_scale = 1.0f;
     opt->backend = net->backend;
     int n = 0;
-    for (int i = 0; i < net->nlayers; i++) n += net->layers[i]->nparams;
+    for (int i = 0; i < net->nlayers; i++) n += net->layers[i]->frozen ? 0 : net->layers[i]->nparams;
     opt->params = calloc((size_t)(n ? n : 1), sizeof *opt->params);
     opt->m = calloc((size_t)(n ? n : 1), sizeof *opt->m);
     opt->v = calloc((size_t)(n ? n : 1), sizeof *opt->v);
@@ -46,8 +47,9 @@ cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_o
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
-    for (int i = 0; i < net->nlayers; i++)
-        for (int p = 0; p < net->layers[i]->nparams; p++) opt->params[opt->nparams++] = &net->layers[i]->params[p];
+    for (int i = 0; i < net->nlayers; i++) /* frozen layers get no state and no updates */
+        for (int p = 0; p < net->layers[i]->nparams && !net->layers[i]->frozen; p++)
+            opt->params[opt->nparams++] = &net->layers[i]->params[p];
     for (int i = 0; i < opt->nparams; i++) {
         const cnn_tensor *pv = opt->params[i]->value;
         if (cfg->optimizer == CNN_OPTIM_ADAM || cfg->optimizer == CNN_OPTIM_ADAMW) {
@@ -79,7 +81,7 @@ cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
         if (st != CNN_OK) return cnn_error_prefix(st, "gradient norm of %s: ", opt->params[i]->name);
         total += s;
     }
-    total = sqrt(total);
+    total = sqrt(total) * opt->grad_scale;
     if (norm) *norm = total;
     if (!isfinite(total)) return cnn_error(CNN_ERR_NUMERIC, "the gradient norm became %g: lower the learning rate", total);
     if (total <= max_norm) return CNN_OK;
@@ -104,29 +106,47 @@ cnn_status cnn_optimizer_step(cnn_optimizer *opt)
         cnn_status st;
         if (c->optimizer == CNN_OPTIM_ADAM || c->optimizer == CNN_OPTIM_ADAMW) {
             cnn_adam_args a = {
-                .param = p->value, .grad = p->grad, .m = opt->m[i], .v = opt->v[i],
+                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .m = opt->m[i], .v = opt->v[i],
                 .lr = opt->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
                 .weight_decay = c->weight_decay, .decoupled = c->optimizer == CNN_OPTIM_ADAMW,
-                .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = 1.0f,
+                .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = opt->grad_scale,
             };
             st = b->ops->adam_update(b, &a);
         } else if (c->optimizer == CNN_OPTIM_RMSPROP) {
             if (!b->ops->rmsprop_update) return cnn_backend_lacks(b, "rmsprop_update");
             cnn_rmsprop_args a = {
-                .param = p->value, .grad = p->grad, .sq = opt->v[i], .mom = opt->m[i],
+                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .sq = opt->v[i], .mom = opt->m[i],
                 .lr = opt->lr, .rho = c->rho, .eps = c->eps, .momentum = c->momentum,
-                .weight_decay = c->weight_decay, .grad_scale = 1.0f,
+                .weight_decay = c->weight_decay, .grad_scale = opt->grad_scale,
             };
             st = b->ops->rmsprop_update(b, &a);
         } else {
             cnn_sgd_args a = {
-                .param = p->value, .grad = p->grad, .velocity = opt->m[i],
+                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .velocity = opt->m[i],
                 .lr = opt->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
-                .nesterov = c->nesterov, .grad_scale = 1.0f,
+                .nesterov = c->nesterov, .grad_scale = opt->grad_scale,
             };
             st = b->ops->sgd_update(b, &a);
         }
+        cnn_tensor_touch(p->value); /* new contents: caches of the old ones are stale */
+        cnn_tensor_touch(p->value_lp);
         if (st != CNN_OK) return cnn_error_prefix(st, "optimizer update of %s: ", p->name);
     }
+    return CNN_OK;
+}
+
+cnn_status cnn_optimizer_grads_finite(cnn_optimizer *opt, int *finite)
+{
+    cnn_backend *b = opt->backend;
+    *finite = 1;
+    if (!b->ops->nonfinite) return cnn_backend_lacks(b, "nonfinite");
+    const cnn_tensor **grads = malloc((size_t)(opt->nparams ? opt->nparams : 1) * sizeof *grads);
+    if (!grads) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    for (int i = 0; i < opt->nparams; i++) grads[i] = opt->params[i]->grad;
+    int any = 0;
+    cnn_status st = b->ops->nonfinite(b, grads, opt->nparams, &any);
+    free(grads);
+    if (st != CNN_OK) return cnn_error_prefix(st, "checking the gradients for overflow: ");
+    *finite = !any;
     return CNN_OK;
 }

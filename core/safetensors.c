@@ -102,7 +102,7 @@ static cnn_status get_text(const char *path, const cnn_json *v, const char *what
 
 /* Validates one tensor entry of the header against a buffer of `data_size` bytes and fills *t (but its name). */
 static cnn_status read_entry(const char *path, const char *name, const cnn_json *v, size_t data_size,
-                             cnn_st_tensor *t)
+                             int keep_foreign, cnn_st_tensor *t)
 {
     if (cnn_json_type_of(v) != CNN_JSON_OBJECT)
         return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": the entry is %s, not an object", path, name,
@@ -117,14 +117,18 @@ static cnn_status read_entry(const char *path, const char *name, const cnn_json 
     const char *dname = cnn_json_string(dt, NULL);
     if (!dname)
         return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": dtype is %s, not a string", path, name, a_type(dt));
+    int foreign = 0;
     if (!cnn_st_dtype_from_name(dname, &t->dtype)) {
         for (size_t i = 0; i < sizeof st_foreign_dtypes / sizeof st_foreign_dtypes[0]; i++)
-            if (!strcmp(dname, st_foreign_dtypes[i]))
+            if (!strcmp(dname, st_foreign_dtypes[i]) && keep_foreign) foreign = 1;
+            else if (!strcmp(dname, st_foreign_dtypes[i]))
                 return cnn_error(CNN_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported by cnn.c "
                                  "(F32, F16, BF16, I32, U8, I8)", path, name, dname);
-        return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%.32s\"", path, name, dname);
+        if (!foreign)
+            return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%.32s\"", path, name, dname);
+        t->dtype = CNN_DTYPE_COUNT; /* kept as bytes: only its offsets are checked (sub-byte types pack) */
     }
-    size_t esize = cnn_dtype_size(t->dtype);
+    size_t esize = foreign ? 1 : cnn_dtype_size(t->dtype);
 
     // --- shape
     if (cnn_json_type_of(shape) != CNN_JSON_ARRAY)
@@ -173,6 +177,7 @@ static cnn_status read_entry(const char *path, const char *name, const cnn_json 
     if ((uint64_t)be[1] > data_size)
         return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": data_offsets end %lld is beyond the %zu-byte data "
                          "buffer", path, name, (long long)be[1], data_size);
+    if (foreign) t->nbytes = (size_t)(be[1] - be[0]);
     if ((uint64_t)(be[1] - be[0]) != t->nbytes)
         return cnn_error(CNN_ERR_FORMAT, "%s: tensor \"%s\": data_offsets span %lld bytes, but %zu elements of %s "
                          "take %zu", path, name, (long long)(be[1] - be[0]), numel, dname, t->nbytes);
@@ -188,6 +193,11 @@ static int cmp_by_offset(const void *a, const void *b)
 }
 
 cnn_status cnn_st_read(const char *path, cnn_st_file **out)
+{
+    return cnn_st_read_ex(path, 0, out);
+}
+
+cnn_status cnn_st_read_ex(const char *path, int flags, cnn_st_file **out)
 {
     cnn_status st = CNN_OK;
     cnn_st_file *f = NULL;
@@ -283,7 +293,7 @@ cnn_status cnn_st_read(const char *path, cnn_st_file **out)
             goto fail;
         }
         cnn_st_tensor *t = &f->tensors[f->count];
-        CNN_TRY(read_entry(path, name, cnn_json_at(root, i), f->data_size, t));
+        CNN_TRY(read_entry(path, name, cnn_json_at(root, i), f->data_size, (flags & CNN_ST_KEEP_FOREIGN) != 0, t));
         t->name = dup_string(name);
         if (!t->name) goto oom;
         f->count++;

@@ -53,6 +53,11 @@ typedef struct cnn_st_file {
  * Valid dtypes cnn.c has no type for (F64, I64, BOOL, ...) give CNN_ERR_UNSUPPORTED; files above
  * CNN_ST_MAX_FILE CNN_ERR_FORMAT; a missing file CNN_ERR_NOT_FOUND. */
 cnn_status cnn_st_read(const char *path, cnn_st_file **out);
+/* cnn_st_read with flags: CNN_ST_KEEP_FOREIGN keeps tensors of dtypes cnn.c lacks (PyTorch's I64
+ * "num_batches_tracked", F64, ...) instead of refusing the file: they get dtype CNN_DTYPE_COUNT and nbytes from
+ * their offsets, and only those offsets are checked. */
+#define CNN_ST_KEEP_FOREIGN 1
+cnn_status cnn_st_read_ex(const char *path, int flags, cnn_st_file **out);
 void cnn_st_free(cnn_st_file *file);
 
 /* The tensor called `name`, or NULL. Borrowed from `file`. */

@@ -78,11 +78,31 @@ void cnn_tensor_destroy(cnn_tensor *t)
     free(t);
 }
 
+/* Versions of tracked tensors: one counter for the process, so that (data, version) never repeats even when a
+ * freed tensor's memory is reused. */
+static uint64_t cnn_tensor_versions;
+
+static uint64_t cnn_tensor_next_version(void)
+{
+    return __atomic_add_fetch(&cnn_tensor_versions, 1, __ATOMIC_RELAXED);
+}
+
+void cnn_tensor_track(cnn_tensor *t)
+{
+    if (t) t->version = cnn_tensor_next_version();
+}
+
+void cnn_tensor_touch(cnn_tensor *t)
+{
+    if (t && t->version) t->version = cnn_tensor_next_version();
+}
+
 cnn_status cnn_tensor_write(cnn_tensor *t, const void *host, size_t bytes)
 {
     if (!t || (!host && bytes) || bytes != cnn_tensor_bytes(t))
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_write: %zu bytes given for a tensor of %zu", bytes,
                          cnn_tensor_bytes(t));
+    cnn_tensor_touch(t); /* before: a failed write may have changed part of the data */
     return t->backend->ops->write(t->backend, t, host, bytes);
 }
 

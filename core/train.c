@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/pipeline.h"
+#include "core/checkpoint.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/optim.h"
 #include "core/progress.h"
 
@@ -25,6 +28,8 @@ void cnn_train_config_defaults(cnn_train_config *c)
     c->plateau_patience = 2;
     c->plateau_factor = 0.1f;
     c->progress = stderr;
+    c->keep_checkpoints = 3;
+    c->warnings = stderr;
 }
 
 float cnn_lr_at(const cnn_train_config *c, int epoch)
@@ -64,12 +69,19 @@ static cnn_status check_config(const cnn_train_config *c)
                                               "step epochs >= 1 and gamma > 0, patience >= 0 and plateau factor in (0, 1)");
     if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "label smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
+    if ((unsigned)c->monitor > CNN_MONITOR_ACCURACY || !(c->min_delta >= 0.0f) || c->early_stopping_patience < 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "callback settings out of range: a known monitor (%d), min delta >= 0 "
+                                              "(%g), patience >= 0 (%d)", (int)c->monitor, (double)c->min_delta,
+                         c->early_stopping_patience);
+    if (c->checkpoint_dir && (c->checkpoint_every < 0 || c->keep_checkpoints < 1))
+        return cnn_error(CNN_ERR_INVALID_ARG, "checkpoints: every N >= 1 (%d) and keeping at least 1 (%d)",
+                         c->checkpoint_every, c->keep_checkpoints);
     return CNN_OK;
 }
 
 /* Loss sum and correct predictions of the batch just computed; probs and losses read back to the host. */
-static cnn_status batch_results(cnn_net *net, float *probs, float *losses, double *loss_sum, int64_t *correct,
-                                int64_t *confusion)
+static cnn_status batch_results(cnn_net *net, float *probs, float *losses, const int32_t *labels, double *loss_sum,
+                                int64_t *correct, int64_t *confusion)
 {
     int n = net->batch, k = cnn_net_num_outputs(net);
     cnn_status st = cnn_tensor_read(net->probs, probs, (size_t)n * k * sizeof(float));
@@ -80,7 +92,7 @@ static cnn_status batch_results(cnn_net *net, float *probs, float *losses, doubl
         int best = 0;
         for (int j = 1; j < k; j++)
             if (p[j] > p[best]) best = j;
-        int label = net->host_labels[i];
+        int label = labels[i];
         *correct += best == label;
         *loss_sum += losses[i];
         if (confusion) confusion[(size_t)label * k + best]++;
@@ -125,7 +137,7 @@ static cnn_status run_eval(cnn_net *net, const cnn_dataset *ds, int batch, doubl
         CNN_TRY(cnn_net_stage_batch(net, ds, NULL, first, n));
         CNN_TRY(cnn_net_forward(net, 0));
         CNN_TRY(cnn_net_loss(net, 0));
-        CNN_TRY(batch_results(net, probs, losses, &loss_sum, &correct, confusion));
+        CNN_TRY(batch_results(net, probs, losses, net->host_labels, &loss_sum, &correct, confusion));
     }
     *loss = loss_sum / (double)ds->n;
     *acc = (double)correct / (double)ds->n;
@@ -135,18 +147,313 @@ fail:
     return st;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// the data pipeline
+
+/* Largest channel count whose normalization the loader applies (it takes 1 or 3). */
+#define NORM_MAX_CHANNELS 16
+
+/* The loader settings for `net` from the training config: the model's input shape and normalization, the
+ * augmentation and sampler in training only. */
+static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int training, int batch,
+                          cnn_loader_config *lc, float *mean, float *std)
+{
+    cnn_loader_config_defaults(lc);
+    lc->batch_size = batch;
+    cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
+    if (cfg) {
+        lc->resize_h = cfg->resize_h;
+        lc->resize_w = cfg->resize_w;
+        lc->workers = cfg->workers;
+        lc->prefetch = cfg->prefetch;
+        lc->max_pixels = cfg->max_pixels;
+        lc->strict = cfg->strict;
+        lc->warnings = cfg->warnings;
+        lc->seed = cfg->seed;
+    }
+    lc->sampler = training ? cfg->sampler : CNN_SAMPLER_SEQUENTIAL;
+    lc->augment = training ? cfg->augment : NULL;
+    lc->epochs = training ? cfg->epochs : 0;
+    if (lc->c <= NORM_MAX_CHANNELS && cnn_net_normalization(net, mean, std)) {
+        lc->mean = mean;
+        lc->std = std;
+    }
+    /* page-locked batches where the backend has them, for the training loader's asynchronous uploads */
+    lc->backend = training ? net->backend : NULL;
+}
+
+/* What the checkpoints and the class weights read of a training set: the dataset of an in-memory source, or for
+ * files a stand-in with the count, the model's image shape and the labels (no images). */
+static const cnn_dataset *dataset_of(const cnn_source *src, const cnn_net *net, cnn_dataset *shim)
+{
+    const cnn_dataset *ds = cnn_source_dataset(src);
+    if (ds) return ds;
+    memset(shim, 0, sizeof *shim);
+    shim->n = cnn_source_count(src);
+    cnn_net_input_shape(net, &shim->h, &shim->w, &shim->c);
+    shim->labels = (int32_t *)cnn_source_labels(src);
+    shim->num_classes = cnn_source_num_classes(src);
+    return shim;
+}
+
+static cnn_status check_source(const cnn_net *net, const cnn_source *src, const char *what)
+{
+    if (!src || cnn_source_count(src) < 1) return cnn_error(CNN_ERR_INVALID_ARG, "the %s set is empty", what);
+    const cnn_dataset *ds = cnn_source_dataset(src);
+    if (ds) return check_data(net, ds, what);
+    int k = cnn_net_num_outputs(net);
+    if (cnn_source_num_classes(src) > k)
+        return cnn_error(CNN_ERR_SHAPE, "the %s set has %d classes but the model (%s) has %d outputs", what,
+                         cnn_source_num_classes(src), net->source, k);
+    return CNN_OK;
+}
+
+/* Loss, accuracy and (optionally) the confusion matrix over one pass of an evaluation loader. */
+static cnn_status run_eval_loader(cnn_net *net, cnn_loader *l, double *loss, double *acc, int64_t *confusion)
+{
+    int k = cnn_net_num_outputs(net);
+    cnn_status st = CNN_OK;
+    cnn_batch *b = NULL;
+    int64_t batches = cnn_loader_batches_per_epoch(l), seen = 0, correct = 0;
+    int most = 1;
+    double loss_sum = 0.0;
+    float *probs = NULL, *losses = NULL;
+    /* each pass takes the next epoch: the sequential order is the same in every epoch, and the batches the workers
+     * prepared after the last pass are the first ones of this one */
+    int epoch;
+    int64_t at;
+    cnn_loader_tell(l, &epoch, &at);
+    if (at != 0) CNN_TRY(cnn_loader_seek(l, epoch + 1, 0));
+    for (int64_t i = 0; i < batches; i++) {
+        CNN_TRY(cnn_loader_next(l, &b));
+        if (b->n > most || !probs) {
+            most = b->n > most ? b->n : most;
+            free(probs);
+            free(losses);
+            probs = malloc((size_t)most * k * sizeof *probs);
+            losses = malloc((size_t)most * sizeof *losses);
+            if (!probs || !losses) {
+                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+                goto fail;
+            }
+        }
+        if (b->n) {
+            CNN_TRY(cnn_net_stage_host(net, b->images, b->labels, b->n));
+            CNN_TRY(cnn_net_forward(net, 0));
+            CNN_TRY(cnn_net_loss(net, 0));
+            CNN_TRY(batch_results(net, probs, losses, b->labels, &loss_sum, &correct, confusion));
+            seen += b->n;
+        }
+        cnn_loader_release(l, b);
+        b = NULL;
+    }
+    if (!seen) {
+        st = cnn_error(CNN_ERR_FORMAT, "no image of the evaluation set could be read");
+        goto fail;
+    }
+    *loss = loss_sum / (double)seen;
+    *acc = (double)correct / (double)seen;
+fail:
+    if (b) cnn_loader_release(l, b);
+    free(probs);
+    free(losses);
+    return st;
+}
+
+/* Evaluation of a source: in memory, the batches are staged directly; files go through `l`. */
+static cnn_status eval_source(cnn_net *net, const cnn_source *src, cnn_loader *l, int batch, double *loss, double *acc,
+                              int64_t *confusion)
+{
+    const cnn_dataset *ds = cnn_source_dataset(src);
+    if (ds) return run_eval(net, ds, batch, loss, acc, confusion);
+    return run_eval_loader(net, l, loss, acc, confusion);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// callbacks and checkpoints around the loop
+
+static const char *const MONITOR_NAMES[] = {"val_loss", "val_accuracy", "loss", "accuracy"};
+#define MONITOR_NAME(m) MONITOR_NAMES[(unsigned)(m) < 4 ? (m) : 0]
+
+static int monitor_up(cnn_monitor m) { return m == CNN_MONITOR_VAL_ACCURACY || m == CNN_MONITOR_ACCURACY; }
+
+/* The monitored value of an epoch; val_ metrics fall back to the training ones without a validation set. */
+static double monitored(const cnn_epoch_stats *e, cnn_monitor m)
+{
+    switch (m) {
+    case CNN_MONITOR_VAL_LOSS: return e->has_val ? e->val_loss : e->loss;
+    case CNN_MONITOR_VAL_ACCURACY: return e->has_val ? e->val_accuracy : e->accuracy;
+    case CNN_MONITOR_ACCURACY: return e->accuracy;
+    default: return e->loss;
+    }
+}
+
+/* Keras' rule: better than the best by more than min_delta. */
+static int improves(double v, double best, const cnn_train_config *c)
+{
+    return monitor_up(c->monitor) ? v > best + c->min_delta : v < best - c->min_delta;
+}
+
+static cnn_status write_checkpoint(const cnn_train_config *cfg, const char *name, const cnn_net *net,
+                                   const cnn_optimizer *opt, const cnn_train_state *s, const cnn_dataset *train)
+{
+    char file[64];
+    if (name) snprintf(file, sizeof file, "%s", name);
+    else snprintf(file, sizeof file, CNN_CHECKPOINT_NAME, (long long)net->step);
+    size_t n = strlen(cfg->checkpoint_dir) + strlen(file) + 2;
+    char *path = malloc(n);
+    if (!path) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    snprintf(path, n, "%s/%s", cfg->checkpoint_dir, file);
+    cnn_status st = cnn_checkpoint_write(path, net, opt, s, cfg, train);
+    if (st == CNN_OK && !name) st = cnn_checkpoint_prune(cfg->checkpoint_dir, (int64_t)net->step, cfg->keep_checkpoints);
+    if (st != CNN_OK) cnn_error_prefix(st, "checkpoint: ");
+    free(path);
+    return st;
+}
+
+/* Early stopping, save-best, reduce-on-plateau and the best weights, after epoch `e` (its stats in *es). Sets
+ * *is_best when the epoch improved on the best. */
+static cnn_status update_monitors(cnn_net *net, cnn_train_state *s, const cnn_train_config *cfg,
+                                  const cnn_epoch_stats *es, int *is_best)
+{
+    cnn_status st = CNN_OK;
+    double v = monitored(es, cfg->monitor);
+    *is_best = improves(v, s->best, cfg);
+    if (*is_best) {
+        s->best = v;
+        s->best_epoch = es->epoch;
+        s->wait = 0;
+        if (cfg->save_best && (st = cnn_net_save(net, cfg->save_best)) != CNN_OK)
+            return cnn_error_prefix(st, "save-best: ");
+        if (cfg->restore_best_weights) {
+            if (!s->best_weights) {
+                s->best_weights_len = cnn_net_saved_floats(net);
+                s->best_weights = malloc((size_t)(s->best_weights_len ? s->best_weights_len : 1) * sizeof(float));
+                if (!s->best_weights) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the best weights");
+            }
+            CNN_TRY(cnn_net_snapshot(net, s->best_weights));
+        }
+    } else if (cfg->early_stopping && ++s->wait >= cfg->early_stopping_patience) {
+        s->finished = 1; /* Keras: stop once `patience` epochs in a row brought no improvement (0: the first) */
+    }
+    if (cfg->reduce_on_plateau) { /* Keras' ReduceLROnPlateau, without cooldown */
+        if (improves(v, s->plateau_best, cfg)) {
+            s->plateau_best = v;
+            s->plateau_wait = 0;
+        } else if (++s->plateau_wait >= cfg->plateau_patience) {
+            s->plateau_scale *= cfg->plateau_factor;
+            s->plateau_wait = 0;
+        }
+    }
+fail:
+    return st;
+}
+
+static cnn_status write_logs(const cnn_train_config *cfg, const cnn_train_state *s)
+{
+    cnn_status st = CNN_OK;
+    if (cfg->csv_log && (st = cnn_csv_log_write(cfg->csv_log, s->history, s->epoch)) != CNN_OK)
+        return cnn_error_prefix(st, "csv log: ");
+    if (cfg->tensorboard_dir) st = cnn_tensorboard_write(cfg->tensorboard_dir, s->run_started, s->history, s->epoch);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// dynamic loss scaling (fp16)
+
+/* Micikevicius et al. 2018, as PyTorch's GradScaler: the loss was multiplied by the scale, so the gradients are; a
+ * step whose gradients overflowed is skipped and the scale halved; after CNN_LOSS_SCALE_WINDOW clean steps in a
+ * row it doubles. The optimizer unscales (grad_scale = 1 / scale). */
+#define CNN_LOSS_SCALE_WINDOW 2000
+#define CNN_LOSS_SCALE_MAX 16777216.0f /* 2^24 */
+#define CNN_LOSS_SCALE_MIN 1.0f
+
+static cnn_status loss_scale_step(cnn_net *net, cnn_optimizer *opt, int *apply, int64_t *skipped)
+{
+    int finite = 1;
+    cnn_status st = cnn_optimizer_grads_finite(opt, &finite);
+    if (st != CNN_OK) return st;
+    opt->grad_scale = 1.0f / net->loss_scale;
+    *apply = finite;
+    if (!finite) {
+        (*skipped)++;
+        net->scale_clean_steps = 0;
+        if (net->loss_scale > CNN_LOSS_SCALE_MIN) net->loss_scale *= 0.5f;
+        return CNN_OK;
+    }
+    if (++net->scale_clean_steps >= CNN_LOSS_SCALE_WINDOW) {
+        net->scale_clean_steps = 0;
+        if (net->loss_scale < CNN_LOSS_SCALE_MAX) net->loss_scale *= 2.0f; /* from the next step on */
+    }
+    return CNN_OK;
+}
+
+cnn_status cnn_train_update(cnn_net *net, cnn_optimizer *opt, float clip_norm, int64_t *skipped)
+{
+    cnn_status st = CNN_OK;
+    int apply = 1;
+    int64_t unused = 0;
+    if (net->precision == CNN_PRECISION_FP16) CNN_TRY(loss_scale_step(net, opt, &apply, skipped ? skipped : &unused));
+    if (apply) {
+        if (clip_norm > 0.0f) CNN_TRY(cnn_optimizer_clip(opt, clip_norm, NULL));
+        CNN_TRY(cnn_optimizer_step(opt));
+    }
+fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the loop
+
 cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *val, const cnn_train_config *cfg,
                      cnn_epoch_stats *history)
 {
+    cnn_source *t = NULL, *v = NULL;
+    cnn_status st = CNN_OK;
+    if (!train) return cnn_error(CNN_ERR_INVALID_ARG, "the training set is empty");
+    CNN_TRY(cnn_source_from_dataset((cnn_dataset *)train, 0, &t)); /* borrowed: the source does not change it */
+    if (val) CNN_TRY(cnn_source_from_dataset((cnn_dataset *)val, 0, &v));
+    st = cnn_train_source(net, t, v, cfg, history);
+fail:
+    cnn_source_destroy(t);
+    cnn_source_destroy(v);
+    return st;
+}
+
+cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
+                            const cnn_train_config *cfg, cnn_epoch_stats *history)
+{
     cnn_status st = CNN_OK;
     cnn_optimizer *opt = NULL;
-    int64_t *idx = NULL;
+    cnn_st_file *resume = NULL;
     float *probs = NULL, *losses = NULL;
     float *weights = NULL;
+    cnn_train_state s = {0};
+    cnn_loader *loader = NULL, *val_loader = NULL;
+    cnn_dataset shim;
     CNN_TRY(check_config(cfg));
-    CNN_TRY(check_data(net, train, "training"));
-    if (val) CNN_TRY(check_data(net, val, "validation"));
+    CNN_TRY(check_source(net, train_src, "training"));
+    if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
+    const cnn_dataset *train = dataset_of(train_src, net, &shim);
+    CNN_TRY(cnn_train_state_init(&s, cfg, train->n));
+    /* resuming: weights and frozen layers first, for the optimizer's state follows the trainable set */
+    if (cfg->resume_from) CNN_TRY(cnn_checkpoint_open(cfg->resume_from, net, cfg, train, &resume));
+    if (cnn_net_param_count(net) == 0) {
+        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: no trainable weights (every layer with weights is frozen)", net->source);
+        goto fail;
+    }
     CNN_TRY(cnn_optimizer_create(net, cfg, &opt));
+    if (resume) {
+        CNN_TRY(cnn_checkpoint_restore(resume, cfg->resume_from, net, opt, &s, cfg));
+        cnn_st_free(resume);
+        resume = NULL;
+    }
+    if (cfg->checkpoint_dir) CNN_TRY(cnn_make_dirs(cfg->checkpoint_dir));
+    /* mixed precision: the 16-bit weight copies follow whatever was loaded into the master weights */
+    CNN_TRY(cnn_net_sync_compute_weights(net));
+    /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
+    if (net->backend->ops->set_deterministic)
+        CNN_TRY(net->backend->ops->set_deterministic(net->backend, cfg->deterministic));
     int k = cnn_net_num_outputs(net), bs = cfg->batch_size;
     if (cfg->balanced_class_weights) {
         weights = malloc((size_t)k * sizeof *weights);
@@ -157,76 +464,162 @@ cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *
         balanced_weights(train, k, weights);
     }
     CNN_TRY(cnn_net_set_loss_options(net, cfg->label_smoothing, weights ? weights : cfg->class_weights, k));
-    double best_val = INFINITY;
-    int since_best = 0;
-    float plateau_scale = 1.0f;
-    idx = malloc((size_t)train->n * sizeof *idx);
     probs = malloc((size_t)bs * k * sizeof *probs);
     losses = malloc((size_t)bs * sizeof *losses);
-    if (!idx || !probs || !losses) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for %lld sample indices", (long long)train->n);
+    if (!probs || !losses) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", bs);
         goto fail;
     }
-    for (int64_t i = 0; i < train->n; i++) idx[i] = i;
-    cnn_rng rng;
-    cnn_rng_seed(&rng, cfg->seed);
-    int steps = (int)((train->n + bs - 1) / bs);
-    for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
+    /* the loaders: page-locked batches on backends that have them, normalized as the model says */
+    float mean[NORM_MAX_CHANNELS], std[NORM_MAX_CHANNELS];
+    cnn_loader_config lc;
+    int eval_batch = bs > 256 ? bs : 256;
+    if (!val_src || !cnn_source_dataset(val_src)) {
+        loader_config(net, cfg, 0, eval_batch, &lc, mean, std);
+        if (val_src) CNN_TRY(cnn_loader_create(val_src, &lc, &val_loader));
+    }
+    loader_config(net, cfg, 1, bs, &lc, mean, std);
+    CNN_TRY(cnn_loader_create(train_src, &lc, &loader));
+    /* buffers for a full batch now: an upload ahead of its step must not find them rebuilt */
+    CNN_TRY(cnn_net_set_batch(net, bs));
+    int async = cnn_net_can_upload_async(net);
+    int64_t epoch_len = cnn_loader_epoch_size(loader);
+    int steps = (int)cnn_loader_batches_per_epoch(loader);
+    s.n = epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
+    if (s.samples_done > epoch_len) {
+        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: %lld draws of the epoch are done, but an epoch has %lld",
+                       cfg->resume_from, (long long)s.samples_done, (long long)epoch_len);
+        goto fail;
+    }
+    int every = cfg->checkpoint_every > 0 ? cfg->checkpoint_every : 1;
+    cnn_batch *cur = NULL, *next = NULL;
+    while (s.epoch < cfg->epochs && !s.finished) {
+        int epoch = s.epoch + 1;
         if (cfg->progress) fprintf(cfg->progress, "Epoch %d/%d\n", epoch, cfg->epochs);
-        cnn_rng_shuffle(&rng, idx, train->n);
-        opt->lr = cnn_lr_at(cfg, epoch - 1) * plateau_scale;
+        if (!s.epoch_started) { /* the loader's order of epoch e is a function of (seed, e): nothing to draw here */
+            s.epoch_started = 1;
+            s.samples_done = 0;
+            s.loss_sum = 0.0;
+            s.correct = s.seen = 0;
+        }
+        opt->lr = cnn_lr_at(cfg, epoch - 1) * s.plateau_scale;
         cnn_progress bar;
         cnn_progress_start(&bar, cfg->progress, steps);
-        double loss_sum = 0.0, t0 = cnn_now_seconds();
-        int64_t correct = 0, seen = 0;
-        char metrics[128];
-        for (int s = 0; s < steps; s++) {
-            int64_t first = (int64_t)s * bs;
-            int n = (int)(train->n - first < bs ? train->n - first : bs);
-            CNN_TRY(cnn_net_stage_batch(net, train, idx + first, 0, n));
-            CNN_TRY(cnn_net_forward(net, 1));
-            CNN_TRY(cnn_net_loss(net, 1));
-            CNN_TRY(cnn_net_backward(net));
-            if (cfg->clip_norm > 0.0f) CNN_TRY(cnn_optimizer_clip(opt, cfg->clip_norm, NULL));
-            CNN_TRY(cnn_optimizer_step(opt));
-            net->step++;
-            CNN_TRY(batch_results(net, probs, losses, &loss_sum, &correct, NULL));
-            seen += n;
-            snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f", loss_sum / (double)seen,
-                     (double)correct / (double)seen);
-            cnn_progress_update(&bar, s + 1, metrics, (double)seen / (cnn_now_seconds() - t0));
+        double t0 = cnn_now_seconds();
+        int64_t here = 0; /* samples this process trained on in this epoch (a resumed epoch started earlier) */
+        char metrics[160] = "";
+        /* the data position: batch samples_done / bs of this epoch (samples_done counts draws, skipped bad files
+         * included); the loader is moved only when it is not there already (a seek drops prepared batches) */
+        int first_step = (int)(s.samples_done / bs), at_epoch;
+        int64_t at_batch;
+        cnn_loader_tell(loader, &at_epoch, &at_batch);
+        /* (a checkpoint of an epoch's last step resumes with no step left: straight to the epoch's end) */
+        if (first_step < steps && (at_epoch != epoch - 1 || at_batch != first_step))
+            CNN_TRY(cnn_loader_seek(loader, epoch - 1, first_step));
+        cnn_loader_stats ls0;
+        cnn_loader_get_stats(loader, &ls0);
+        int64_t skipped = 0; /* fp16 steps skipped for an overflow in this epoch */
+        for (int step = first_step; step < steps; step++) {
+            int64_t drawn = epoch_len - (int64_t)step * bs < bs ? epoch_len - (int64_t)step * bs : bs;
+            if (!cur) { /* else the previous step uploaded it already */
+                CNN_TRY(cnn_loader_next(loader, &cur));
+                if (cur->n) CNN_TRY(cnn_net_stage_host(net, cur->images, cur->labels, cur->n));
+            }
+            int n = cur->n; /* 0 when every file of the batch was bad */
+            if (n) {
+                CNN_TRY(cnn_net_forward(net, 1));
+                CNN_TRY(cnn_net_loss(net, 1));
+                CNN_TRY(cnn_net_backward(net));
+                CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, &skipped));
+                net->step++;
+                /* while the device computes: the next batch is uploaded on the copy stream */
+                if (async && step + 1 < steps) {
+                    CNN_TRY(cnn_loader_next(loader, &next));
+                    if (next->n) CNN_TRY(cnn_net_upload_async(net, next->images, next->labels, next->n));
+                }
+                CNN_TRY(batch_results(net, probs, losses, cur->labels, &s.loss_sum, &s.correct, NULL));
+            }
+            cnn_loader_release(loader, cur);
+            cur = NULL;
+            if (next) {
+                if (next->n) CNN_TRY(cnn_net_stage_uploaded(net));
+                cur = next;
+                next = NULL;
+            }
+            s.seen += n;
+            s.samples_done += drawn;
+            here += n;
+            cnn_loader_stats ls;
+            cnn_loader_get_stats(loader, &ls);
+            int len = snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f - data wait: %.1fs",
+                               s.seen ? s.loss_sum / (double)s.seen : 0.0,
+                               s.seen ? (double)s.correct / (double)s.seen : 0.0, ls.wait_seconds - ls0.wait_seconds);
+            if (net->precision == CNN_PRECISION_FP16 && len > 0 && (size_t)len < sizeof metrics)
+                snprintf(metrics + len, sizeof metrics - (size_t)len, " - skipped: %lld - loss scale: %g",
+                         (long long)skipped, (double)net->loss_scale);
+            cnn_progress_update(&bar, step + 1, metrics, (double)here / (cnn_now_seconds() - t0));
+            if (cfg->checkpoint_dir && cfg->checkpoint_in_steps && net->step % (uint64_t)every == 0)
+                CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
         }
         CNN_TRY(cnn_backend_sync(net->backend));
+        if (!s.seen) {
+            st = cnn_error(CNN_ERR_FORMAT, "no image of the training set could be read in epoch %d", epoch);
+            goto fail;
+        }
         cnn_epoch_stats es = {.epoch = epoch};
         es.seconds = cnn_now_seconds() - t0;
-        es.loss = loss_sum / (double)seen;
-        es.accuracy = (double)correct / (double)seen;
-        es.images_per_sec = (double)seen / es.seconds;
+        es.loss = s.loss_sum / (double)s.seen;
+        es.accuracy = (double)s.correct / (double)s.seen;
+        es.images_per_sec = es.seconds > 0.0 ? (double)here / es.seconds : 0.0;
+        cnn_loader_stats ls1;
+        cnn_loader_get_stats(loader, &ls1);
+        es.data_wait = ls1.wait_seconds - ls0.wait_seconds;
+        es.bad_files = ls1.bad_files;
+        es.skipped_steps = skipped;
+        es.loss_scale = net->loss_scale;
         char extra[96] = "";
-        if (val) {
-            CNN_TRY(run_eval(net, val, bs > 256 ? bs : 256, &es.val_loss, &es.val_accuracy, NULL));
+        if (val_src) {
+            CNN_TRY(eval_source(net, val_src, val_loader, eval_batch, &es.val_loss, &es.val_accuracy, NULL));
             es.has_val = 1;
             snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", es.val_loss, es.val_accuracy);
         }
+        if (!metrics[0])
+            snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f", es.loss, es.accuracy);
         cnn_progress_finish(&bar, metrics, es.images_per_sec, extra);
         es.lr = opt->lr;
-        if (cfg->reduce_on_plateau) { /* Keras' ReduceLROnPlateau on val_loss (training loss without a val set) */
-            double watched = val ? es.val_loss : es.loss;
-            if (watched < best_val) {
-                best_val = watched;
-                since_best = 0;
-            } else if (++since_best >= cfg->plateau_patience) {
-                plateau_scale *= cfg->plateau_factor;
-                since_best = 0;
-            }
+        es.wall_time = cnn_wall_seconds();
+        int is_best;
+        CNN_TRY(update_monitors(net, &s, cfg, &es, &is_best));
+        s.history[epoch - 1] = es;
+        s.epoch = epoch;
+        s.epoch_started = 0;
+        s.samples_done = 0;
+        CNN_TRY(write_logs(cfg, &s));
+        if (cfg->checkpoint_dir) {
+            if (is_best) CNN_TRY(write_checkpoint(cfg, CNN_CHECKPOINT_BEST, net, opt, &s, train));
+            if (!cfg->checkpoint_in_steps && (epoch % every == 0 || epoch == cfg->epochs || s.finished))
+                CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
         }
-        if (history) history[epoch - 1] = es;
+        if (s.finished && cfg->progress)
+            fprintf(cfg->progress, "Early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)\n",
+                    MONITOR_NAME(cfg->monitor), s.wait, s.best, s.best_epoch);
         if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
     }
+    if (cfg->restore_best_weights && s.best_weights && s.best_epoch != s.epoch) {
+        CNN_TRY(cnn_net_restore_snapshot(net, s.best_weights));
+        if (cfg->progress)
+            fprintf(cfg->progress, "Restoring the weights of epoch %d, the best (%s %.4f)\n", s.best_epoch,
+                    MONITOR_NAME(cfg->monitor), s.best);
+    }
+    if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
+    if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
 fail:
+    cnn_loader_destroy(loader); /* held batches go with it */
+    cnn_loader_destroy(val_loader);
     cnn_net_set_loss_options(net, 0.0f, NULL, 0);
+    cnn_st_free(resume);
+    cnn_train_state_free(&s);
     free(weights);
-    free(idx);
     free(probs);
     free(losses);
     cnn_optimizer_destroy(opt);
@@ -234,6 +627,32 @@ fail:
 }
 
 /* ---- evaluation ------------------------------------------------------------------------------------------- */
+
+static cnn_status evaluate_with(cnn_net *net, const cnn_dataset *ds, cnn_loader *l, int batch_size, cnn_metrics **out);
+
+cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
+                               cnn_metrics **out)
+{
+    *out = NULL;
+    if (batch_size < 1) return cnn_error(CNN_ERR_INVALID_ARG, "batch size must be at least 1, got %d", batch_size);
+    const cnn_dataset *ds = cnn_source_dataset(src);
+    if (ds) return cnn_evaluate(net, ds, batch_size, out);
+    cnn_status st = check_source(net, src, "evaluation");
+    if (st != CNN_OK) return st;
+    cnn_train_config defaults;
+    if (!data) {
+        cnn_train_config_defaults(&defaults);
+        data = &defaults;
+    }
+    float mean[NORM_MAX_CHANNELS], std[NORM_MAX_CHANNELS];
+    cnn_loader_config lc;
+    loader_config(net, data, 0, batch_size, &lc, mean, std);
+    cnn_loader *l = NULL;
+    if ((st = cnn_loader_create(src, &lc, &l)) != CNN_OK) return st;
+    st = evaluate_with(net, NULL, l, batch_size, out);
+    cnn_loader_destroy(l);
+    return st;
+}
 
 void cnn_metrics_destroy(cnn_metrics *m)
 {
@@ -246,17 +665,14 @@ void cnn_metrics_destroy(cnn_metrics *m)
     free(m);
 }
 
-cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn_metrics **out)
+/* The metrics of `net` on `ds` (in memory) or, when ds is NULL, on one pass of the loader `l`. */
+static cnn_status evaluate_with(cnn_net *net, const cnn_dataset *ds, cnn_loader *l, int batch_size, cnn_metrics **out)
 {
     cnn_status st = CNN_OK;
-    *out = NULL;
-    if (batch_size < 1) return cnn_error(CNN_ERR_INVALID_ARG, "batch size must be at least 1, got %d", batch_size);
-    CNN_TRY(check_data(net, ds, "evaluation"));
     int k = cnn_net_num_outputs(net);
     cnn_metrics *m = calloc(1, sizeof *m);
     if (!m) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     m->num_classes = k;
-    m->n = ds->n;
     m->confusion = calloc((size_t)k * k, sizeof *m->confusion);
     m->precision = calloc((size_t)k, sizeof *m->precision);
     m->recall = calloc((size_t)k, sizeof *m->recall);
@@ -266,11 +682,13 @@ cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn
         cnn_metrics_destroy(m);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     }
-    st = run_eval(net, ds, batch_size, &m->loss, &m->accuracy, m->confusion);
+    st = ds ? run_eval(net, ds, batch_size, &m->loss, &m->accuracy, m->confusion)
+            : run_eval_loader(net, l, &m->loss, &m->accuracy, m->confusion);
     if (st != CNN_OK) {
         cnn_metrics_destroy(m);
         return st;
     }
+    for (int i = 0; i < k * k; i++) m->n += m->confusion[i]; /* the images read (bad files are skipped) */
     /* Per class: precision = TP / predicted, recall = TP / true; 0 where the denominator is 0 (sklearn's
      * zero_division=0). Macro averages are unweighted means over classes. */
     for (int c = 0; c < k; c++) {
@@ -290,8 +708,15 @@ cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn
     }
     *out = m;
     return CNN_OK;
-fail:
-    return st;
+}
+
+cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn_metrics **out)
+{
+    *out = NULL;
+    if (batch_size < 1) return cnn_error(CNN_ERR_INVALID_ARG, "batch size must be at least 1, got %d", batch_size);
+    cnn_status st = check_data(net, ds, "evaluation");
+    if (st != CNN_OK) return st;
+    return evaluate_with(net, ds, NULL, batch_size, out);
 }
 
 void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out)

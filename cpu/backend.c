@@ -121,6 +121,7 @@ static void cnn_cpu_destroy(cnn_backend *b)
     if (ctx) {
         if (ctx->stream) dnnl_stream_destroy(ctx->stream);
         if (ctx->engine) dnnl_engine_destroy(ctx->engine);
+        free(ctx->scratch);
         free(ctx);
     }
     free(b);

@@ -16,6 +16,7 @@
 #include "core/ew_math.h"
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ew_loops.h"
 
 /* Row chunks of a per-channel reduction: enough to keep 64 threads busy, few enough that the partials
  * (chunks x 2 x C doubles) stay small. */
@@ -23,12 +24,13 @@
 /* below this many elements the loops run on one thread (see CNN_CPU_PARALLEL_MIN in eltwise.c) */
 #define CNN_CPU_BN_PARALLEL_MIN 16384
 
-enum { CNN_CPU_BN_SUM, CNN_CPU_BN_CENTERED_SQUARES, CNN_CPU_BN_GRAD };
+enum { CNN_CPU_BN_SHIFTED_MOMENTS, CNN_CPU_BN_GRAD };
 
 /* Per-channel sums over the m rows of (m, c):
- *   SUM:               s1 = sum x
- *   CENTERED_SQUARES:  s1 = sum (x - center)^2
- *   GRAD:              s1 = sum dy, s2 = sum dy (x - center) */
+ *   GRAD:              s1 = sum dy, s2 = sum dy (x - center)
+ *   SHIFTED_MOMENTS:   s1 = sum (x - center), s2 = sum (x - center)^2, one pass; with `center` a sample of the
+ *                      channel, mean = center + s1 / m and var = s2 / m - (s1 / m)^2 lose nothing to cancellation
+ *                      in double (the shifted-data algorithm: Chan, Golub & LeVeque 1983) */
 static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, const double *center, int64_t m,
                                     int64_t c, double *s1, double *s2, const char *op)
 {
@@ -41,12 +43,11 @@ static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, c
         const int64_t lo = m * k / chunks, hi = m * (k + 1) / chunks;
         for (int64_t r = lo; r < hi; r++) {
             const float *xr = x + r * c;
-            if (mode == CNN_CPU_BN_SUM) {
-                for (int64_t j = 0; j < c; j++) p1[j] += xr[j];
-            } else if (mode == CNN_CPU_BN_CENTERED_SQUARES) {
+            if (mode == CNN_CPU_BN_SHIFTED_MOMENTS) {
                 for (int64_t j = 0; j < c; j++) {
                     const double d = xr[j] - center[j];
-                    p1[j] += d * d;
+                    p1[j] += d;
+                    p2[j] += d * d;
                 }
             } else {
                 const float *dr = dy + r * c;
@@ -87,7 +88,7 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
 {
     static const char *op = "batchnorm_forward";
     cnn_status st = CNN_OK;
-    double *mean = NULL, *var = NULL;
+    double *mean = NULL, *var = NULL, *center_d = NULL;
     float *scale = NULL, *shift = NULL, *center = NULL;
     int64_t m = 0, c = 0;
     (void)b;
@@ -99,18 +100,24 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
     scale = malloc((size_t)c * sizeof *scale);
     shift = malloc((size_t)c * sizeof *shift);
     center = malloc((size_t)c * sizeof *center);
-    if (!mean || !var || !scale || !shift || !center) {
+    center_d = malloc((size_t)c * sizeof *center_d);
+    if (!mean || !var || !scale || !shift || !center || !center_d) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
         goto fail;
     }
     const float *x = a->x->data;
     const float *gamma = a->gamma ? a->gamma->data : NULL, *beta = a->beta ? a->beta->data : NULL;
     if (a->training) {
-        /* two passes (mean, then centered squares): no cancellation when |mean| >> std */
-        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_SUM, x, NULL, NULL, m, c, mean, NULL, op));
-        for (int64_t j = 0; j < c; j++) mean[j] /= (double)m;
-        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_CENTERED_SQUARES, x, NULL, mean, m, c, var, NULL, op));
-        for (int64_t j = 0; j < c; j++) var[j] /= (double)m; /* biased: what normalizes */
+        /* one pass over x, shifted by its first row: no cancellation when |mean| >> std (a pass less than
+         * mean-then-centered-squares; the statistics are memory-bound) */
+        double *k = center_d;
+        for (int64_t j = 0; j < c; j++) k[j] = x[j];
+        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_SHIFTED_MOMENTS, x, NULL, k, m, c, mean, var, op));
+        for (int64_t j = 0; j < c; j++) {
+            const double d = mean[j] / (double)m, v = var[j] / (double)m - d * d;
+            mean[j] = k[j] + d;
+            var[j] = v > 0.0 ? v : 0.0; /* biased: what normalizes */
+        }
     } else {
         const float *rm = a->running_mean->data, *rv = a->running_var->data;
         for (int64_t j = 0; j < c; j++) {
@@ -140,16 +147,19 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
     float *y = a->y->data;
     const cnn_act act = a->act;
     const float alpha = a->act_alpha;
-#pragma omp parallel for schedule(static) if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
-    for (int64_t r = 0; r < m; r++)
-        for (int64_t j = 0; j < c; j++)
-            y[r * c + j] = cnn_act_apply(act, alpha, (x[r * c + j] - center[j]) * scale[j] + shift[j]);
+#pragma omp parallel if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cnn_cpu_span_range(m, &lo, &hi);
+        cnn_cpu_affine_act_rows(act, alpha, x + lo * c, y + lo * c, center, scale, shift, hi - lo, c);
+    }
 fail:
     free(mean);
     free(var);
     free(scale);
     free(shift);
     free(center);
+    free(center_d);
     return st;
 }
 

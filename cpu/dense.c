@@ -144,6 +144,7 @@ cnn_status cnn_cpu_dense_forward(cnn_backend *b, const cnn_dense_args *a)
         e->fwd.variant = variant;
     }
     void *data[4] = {a->x->data, a->w->data, a->y->data, has_b ? a->b->data : NULL};
+    e->fwd.arg[1].version = a->w->version; /* the weights' reorder is cached while they do not change */
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
 fail:
     if (attr) dnnl_primitive_attr_destroy(attr);

@@ -83,7 +83,11 @@ static cnn_status cnn_cpu_arg_create(cnn_cpu_ctx *ctx, cnn_cpu_arg *a, const cnn
     a->output = spec->output;
     CNN_CPU_DNNL(what, dnnl_memory_create, &a->user, spec->md, ctx->engine, DNNL_MEMORY_NONE);
     if (!dnnl_memory_desc_equal(spec->md, prim_md)) {
-        CNN_CPU_DNNL(what, dnnl_memory_create, &a->inner, prim_md, ctx->engine, DNNL_MEMORY_ALLOCATE);
+        /* transient: a share of the context's scratch; a network's worth of weights and weight gradients in
+         * oneDNN's layouts (ResNet-18: 45 MB each) would otherwise stay allocated per primitive */
+        a->transient = 1;
+        a->inner_size = dnnl_memory_desc_get_size(prim_md);
+        CNN_CPU_DNNL(what, dnnl_memory_create, &a->inner, prim_md, ctx->engine, DNNL_MEMORY_NONE);
         if (a->output)
             CNN_CPU_DNNL(what, dnnl_reorder_primitive_desc_create, &rpd, prim_md, ctx->engine, spec->md,
                          ctx->engine, NULL);
@@ -111,10 +115,41 @@ cnn_status cnn_cpu_prim_build(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_
                               const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
                               const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *what)
 {
+    return cnn_cpu_prim_build_prefer(ctx, p, op_desc, attr, hint, specs, nargs, want_workspace, NULL, what);
+}
+
+/* The first implementation whose name starts with `prefer`, else NULL (the caller then takes oneDNN's first). */
+static dnnl_primitive_desc_t cnn_cpu_find_impl(cnn_cpu_ctx *ctx, const void *op_desc, const_dnnl_primitive_attr_t attr,
+                                               const_dnnl_primitive_desc_t hint, const char *prefer)
+{
+    dnnl_primitive_desc_iterator_t it = NULL;
+    dnnl_primitive_desc_t found = NULL;
+    if (dnnl_primitive_desc_iterator_create(&it, op_desc, attr, ctx->engine, hint) != dnnl_success) return NULL;
+    do {
+        dnnl_primitive_desc_t pd = dnnl_primitive_desc_iterator_fetch(it);
+        const char *impl = NULL;
+        if (!pd) break;
+        if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, (void *)&impl) == dnnl_success && impl &&
+            !strncmp(impl, prefer, strlen(prefer))) {
+            found = pd;
+            break;
+        }
+        dnnl_primitive_desc_destroy(pd);
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+    return found;
+}
+
+cnn_status cnn_cpu_prim_build_prefer(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_desc,
+                                     const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
+                                     const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *prefer,
+                                     const char *what)
+{
     cnn_status st = CNN_OK;
     cnn_cpu_prim_destroy(p);
     if (nargs > CNN_CPU_MAX_ARGS) return cnn_error(CNN_ERR_BACKEND, "oneDNN %s: too many arguments", what);
-    CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &p->pd, op_desc, attr, ctx->engine, hint);
+    if (prefer) p->pd = cnn_cpu_find_impl(ctx, op_desc, attr, hint, prefer);
+    if (!p->pd) CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &p->pd, op_desc, attr, ctx->engine, hint);
     CNN_CPU_DNNL(what, dnnl_primitive_create, &p->prim, p->pd);
     for (int i = 0; i < nargs; i++) {
         const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(p->pd, specs[i].query, specs[i].index);
@@ -144,12 +179,44 @@ cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data
     cnn_status st = CNN_OK;
     dnnl_exec_arg_t args[CNN_CPU_MAX_ARGS + 1];
     int n = 0;
+    size_t need = 0;
+    for (int i = 0; i < p->nargs; i++) {
+        cnn_cpu_arg *a = &p->arg[i];
+        if (a->transient && a->version && !a->output) { /* a tracked input: its reordered form is kept */
+            const dnnl_memory_desc_t *md = NULL;
+            dnnl_memory_t kept = NULL;
+            CNN_CPU_DNNL(what, dnnl_memory_get_memory_desc, a->inner, &md);
+            CNN_CPU_DNNL(what, dnnl_memory_create, &kept, md, ctx->engine, DNNL_MEMORY_ALLOCATE);
+            dnnl_memory_destroy(a->inner);
+            a->inner = kept;
+            a->transient = 0;
+        }
+    }
+    for (int i = 0; i < p->nargs; i++)
+        if (p->arg[i].transient) need += (p->arg[i].inner_size + CNN_CPU_SCRATCH_ALIGN - 1) & ~(size_t)(CNN_CPU_SCRATCH_ALIGN - 1);
+    if (need > ctx->scratch_size) {
+        free(ctx->scratch);
+        ctx->scratch_size = 0;
+        ctx->scratch = aligned_alloc(CNN_CPU_SCRATCH_ALIGN, need);
+        if (!ctx->scratch) return cnn_error(CNN_ERR_NO_MEMORY, "oneDNN %s: out of host memory for %zu bytes of "
+                                                               "reordered arguments", what, need);
+        ctx->scratch_size = need;
+    }
+    size_t offset = 0;
     for (int i = 0; i < p->nargs; i++) {
         cnn_cpu_arg *a = &p->arg[i];
         CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, a->user, data[i]);
-        if (a->inner && !a->output) {
+        if (a->transient) {
+            CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, a->inner, (char *)ctx->scratch + offset);
+            offset += (a->inner_size + CNN_CPU_SCRATCH_ALIGN - 1) & ~(size_t)(CNN_CPU_SCRATCH_ALIGN - 1);
+        }
+        if (a->inner && !a->output &&
+            !(!a->transient && a->version && a->version == a->done_version && data[i] == a->done_data)) {
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, a->user}, {DNNL_ARG_TO, a->inner}};
+            a->done_version = 0; /* until the reorder has run */
             CNN_CPU_DNNL(what, dnnl_primitive_execute, a->reorder, ctx->stream, 2, r);
+            a->done_data = data[i];
+            a->done_version = a->version;
         }
         args[n].arg = a->id;
         args[n].memory = a->inner ? a->inner : a->user;

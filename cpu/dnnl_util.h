@@ -25,6 +25,8 @@ typedef struct cnn_cpu_ctx {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int threads;
+    void *scratch;        /* the transient primitive-side buffers of the primitive running now (cnn_cpu_arg) */
+    size_t scratch_size;
 } cnn_cpu_ctx;
 
 extern const cnn_backend_ops cnn_cpu_ops;
@@ -51,11 +53,22 @@ typedef struct cnn_cpu_arg {
     int id;                   /* DNNL_ARG_SRC, ... */
     int output;               /* 1: the primitive writes it */
     dnnl_memory_t user;       /* our plain layout; its data handle is set at every call */
-    dnnl_memory_t inner;      /* the primitive's layout when it differs from ours (owns its buffer), else NULL */
+    dnnl_memory_t inner;      /* the primitive's layout when it differs from ours, else NULL; its buffer is a share
+                               * of the context's scratch (transient), or its own once a tracked input came */
+    int transient;
+    size_t inner_size;
     dnnl_primitive_t reorder; /* user -> inner for inputs, inner -> user for outputs */
+    /* When the op says an input is a tracked tensor (cnn_tensor.version; forward weights), its reordered form gets
+     * a buffer of its own and the reorder is skipped while the data and version are those of the last one:
+     * inference reorders a network's weights once, not every call. */
+    uint64_t version;         /* set by the op before each run: the input tensor's version (0: untracked) */
+    const void *done_data;    /* what `inner` holds: the data and version it was reordered from */
+    uint64_t done_version;
 } cnn_cpu_arg;
 
 #define CNN_CPU_MAX_ARGS 6
+/* alignment of the shares of the context's scratch: a cache line, what oneDNN's own buffers use */
+#define CNN_CPU_SCRATCH_ALIGN 64
 
 /* A primitive with its descriptor and arguments, built once per shape key. */
 typedef struct cnn_cpu_prim {
@@ -88,6 +101,13 @@ cnn_status cnn_cpu_prim_build(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_
  * executes, reorders outputs back. `workspace`, when not NULL, is passed as DNNL_ARG_WORKSPACE. */
 cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data, dnnl_memory_t workspace,
                             const char *what);
+
+/* cnn_cpu_prim_build with the first of oneDNN's implementations whose name starts with `prefer` (e.g.
+ * "jit:avx512_core"), or its first choice when none does or `prefer` is NULL. */
+cnn_status cnn_cpu_prim_build_prefer(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_desc,
+                                     const_dnnl_primitive_attr_t attr, const_dnnl_primitive_desc_t hint,
+                                     const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *prefer,
+                                     const char *what);
 
 void cnn_cpu_prim_destroy(cnn_cpu_prim *p);
 

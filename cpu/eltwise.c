@@ -12,6 +12,7 @@
 #include "core/ew_math.h"
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ew_loops.h"
 
 /* About 16K floats (64 KiB): below this a parallel region's fork/join (~1-2 us) outweighs the loop. */
 #define CNN_CPU_PARALLEL_MIN 16384
@@ -43,8 +44,12 @@ cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
     const int64_t n = cnn_tensor_numel(a->x);
     const cnn_act act = a->act;
     const float alpha = a->alpha;
-#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = cnn_act_apply(act, alpha, x[i]);
+#pragma omp parallel if (n >= CNN_CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cnn_cpu_span_range(n, &lo, &hi);
+        cnn_cpu_act_span(act, alpha, x + lo, y + lo, hi - lo);
+    }
 fail:
     return st;
 }
@@ -84,8 +89,12 @@ cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
         CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
         CNN_TRY(cnn_cpu_check_same_count(a->y, a->dy, op, "y", "dy"));
         const float *y = a->y->data;
-#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-        for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_y(act, alpha, y[i], dy[i]);
+#pragma omp parallel if (n >= CNN_CPU_PARALLEL_MIN)
+        {
+            int64_t lo, hi;
+            cnn_cpu_span_range(n, &lo, &hi);
+            cnn_cpu_act_grad_y_span(act, alpha, y + lo, dy + lo, dx + lo, hi - lo);
+        }
     }
 fail:
     return st;
@@ -209,6 +218,9 @@ cnn_status cnn_cpu_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    if (a->param_lp)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
+                         "(mixed precision needs CUDA)", op);
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
@@ -239,6 +251,9 @@ cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    if (a->param_lp)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
+                         "(mixed precision needs CUDA)", op);
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_f32(a->m, op, "m"));
@@ -268,6 +283,9 @@ cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
     cnn_status st = CNN_OK;
     (void)b;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    if (a->param_lp)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
+                         "(mixed precision needs CUDA)", op);
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_f32(a->sq, op, "sq"));

@@ -33,6 +33,11 @@ cnn_status cnn_cuda_concat_backward(cnn_backend *, const cnn_concat_args *);
 cnn_status cnn_cuda_rmsprop_update(cnn_backend *, const cnn_rmsprop_args *);
 cnn_status cnn_cuda_sum_squares(cnn_backend *, const cnn_tensor *, double *);
 cnn_status cnn_cuda_scale(cnn_backend *, cnn_tensor *, float);
+cnn_status cnn_cuda_cast(cnn_backend *, cnn_tensor *, const cnn_tensor *);
+cnn_status cnn_cuda_nonfinite(cnn_backend *, const cnn_tensor *const *, int, int *);
+cnn_status cnn_cuda_host_alloc(cnn_backend *, size_t, void **); /* transfer.c */
+void cnn_cuda_host_free(cnn_backend *, void *);
+cnn_status cnn_cuda_write_async(cnn_backend *, cnn_tensor *, const void *, size_t);
 
 /* 2^30: GiB, for messages */
 #define CNN_CUDA_GIB 1073741824.0
@@ -153,6 +158,29 @@ fail:
     return st;
 }
 
+static cnn_status cnn_cuda_set_precision(cnn_backend *b, cnn_precision precision)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    if ((unsigned)precision >= CNN_PRECISION_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda set_precision: unknown precision %d", (int)precision);
+    CNN_TRY(cnn_cuda_enter(b, &ctx, "set_precision"));
+    /* convolution plans key on it (conv.c); dense products read it at every call (dense.c) */
+    ctx->precision = precision;
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_set_deterministic(cnn_backend *b, int on)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    CNN_TRY(cnn_cuda_enter(b, &ctx, "set_deterministic"));
+    ctx->deterministic = on != 0; /* convolution plans key on it (conv.c) */
+fail:
+    return st;
+}
+
 static cnn_status cnn_cuda_sync(cnn_backend *b)
 {
     static const char *op = "sync";
@@ -180,6 +208,7 @@ static void cnn_cuda_destroy(cnn_backend *b)
         if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
         if (ctx->workspace) cudaFree(ctx->workspace);
         if (ctx->deferred) cudaFreeHost(ctx->deferred);
+        if (ctx->nonfinite) cudaFreeHost(ctx->nonfinite);
         if (ctx->copy_done) cudaEventDestroy(ctx->copy_done);
         if (ctx->copy) cudaStreamDestroy(ctx->copy);
         if (ctx->compute) cudaStreamDestroy(ctx->compute);
@@ -223,6 +252,13 @@ const cnn_backend_ops cnn_cuda_ops = {
     .rmsprop_update = cnn_cuda_rmsprop_update,
     .sum_squares = cnn_cuda_sum_squares,
     .scale = cnn_cuda_scale,
+    .set_precision = cnn_cuda_set_precision,
+    .cast = cnn_cuda_cast,
+    .nonfinite = cnn_cuda_nonfinite,
+    .set_deterministic = cnn_cuda_set_deterministic,
+    .host_alloc = cnn_cuda_host_alloc,
+    .host_free = cnn_cuda_host_free,
+    .write_async = cnn_cuda_write_async,
 };
 
 int cnn_cuda_backend_available(void)
@@ -298,6 +334,10 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
     CNN_CUDA_RT(op, cudaHostAlloc, (void **)&ctx->deferred, sizeof *ctx->deferred, cudaHostAllocMapped);
     memset(ctx->deferred, 0, sizeof *ctx->deferred);
     CNN_CUDA_RT(op, cudaHostGetDevicePointer, (void **)&ctx->deferred_dev, ctx->deferred, 0);
+    CNN_CUDA_RT(op, cudaHostAlloc, (void **)&ctx->nonfinite, sizeof *ctx->nonfinite, cudaHostAllocMapped);
+    *ctx->nonfinite = 0;
+    CNN_CUDA_RT(op, cudaHostGetDevicePointer, (void **)&ctx->nonfinite_dev, ctx->nonfinite, 0);
+    ctx->precision = CNN_PRECISION_FP32;
     CNN_CUDA_DNN(op, cudnnCreate, &ctx->cudnn);
     CNN_CUDA_DNN(op, cudnnSetStream, ctx->cudnn, ctx->compute);
     CNN_CUDA_BLAS(op, cublasCreate, &ctx->cublas);

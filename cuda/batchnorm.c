@@ -9,6 +9,7 @@
  *
  * Scratch lives in the backend's workspace: the partial sums, then per-channel doubles and floats. */
 #include <stdint.h>
+#include <string.h>
 
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
@@ -38,14 +39,24 @@ fail:
     return st;
 }
 
-/* Every tensor present is an f32 CUDA tensor, then the shapes and parameters (core/op_check.c). */
+/* Every tensor present is a CUDA tensor, x, y, dy and dx of one float dtype and the per-channel ones F32; then the
+ * shapes and parameters (core/op_check.c). */
 static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
 {
     cnn_status st = CNN_OK;
     const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
     const char *names[CNN_BATCHNORM_MAX_TENSORS];
     const int n = cnn_batchnorm_tensors(a, backward, ts, names);
-    for (int i = 0; i < n; i++) CNN_TRY(cnn_cuda_check_f32(ts[i], op, names[i]));
+    CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
+    for (int i = 0; i < n; i++) {
+        const char *nm = names[i];
+        if (!strcmp(nm, "x") || !strcmp(nm, "y") || !strcmp(nm, "dy") || !strcmp(nm, "dx")) {
+            CNN_TRY(cnn_cuda_check_float(ts[i], op, nm));
+            CNN_TRY(cnn_cuda_check_dtype(ts[i], a->x->dtype, op, nm, "x"));
+        } else {
+            CNN_TRY(cnn_cuda_check_f32(ts[i], op, nm));
+        }
+    }
     CNN_TRY(cnn_batchnorm_check(a, backward, "cuda ", op, m, c));
 fail:
     return st;
@@ -67,21 +78,22 @@ cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *
     CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
     double *mean = s.d0, *sum = s.d1, *sq = s.d2;
     float *scale = s.f, *shift = s.f + c, *center = s.f + 2 * c;
-    const float *x = a->x->data;
+    const void *x = a->x->data;
+    const int dt = a->x->dtype;
     if (a->training) {
         /* two passes (mean, then centered squares): no cancellation when |mean| >> std */
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SUM, x, NULL, NULL, m, c, sum, NULL,
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SUM, x, NULL, dt, NULL, m, c, sum, NULL,
                     s.partial);
         CNN_CUDA_RT(op, cnn_cuda_launch_bn_mean, ctx->compute, sum, m, c, mean);
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_CENTERED, x, NULL, mean, m, c, sq, NULL,
-                    s.partial);
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_CENTERED, x, NULL, dt, mean, m, c, sq,
+                    NULL, s.partial);
     }
     float *rm = cnn_cuda_bn_data(a->running_mean), *rv = cnn_cuda_bn_data(a->running_var);
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_forward_coef, ctx->compute, a->training, mean, sq, m, c, rm, rv,
                 cnn_cuda_bn_data(a->gamma), cnn_cuda_bn_data(a->beta), a->eps, a->momentum, a->training ? rm : NULL,
                 a->training ? rv : NULL, cnn_cuda_bn_data(a->save_mean), cnn_cuda_bn_data(a->save_invstd), scale,
                 shift, center);
-    CNN_CUDA_RT(op, cnn_cuda_launch_bn_apply, ctx->compute, x, a->y->data, m, c, center, scale, shift, a->act,
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_apply, ctx->compute, x, a->y->data, dt, m, c, center, scale, shift, a->act,
                 a->act_alpha);
 fail:
     return st;
@@ -101,16 +113,17 @@ cnn_status cnn_cuda_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args 
     CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
     double *center = s.d0, *sum_dy = s.d1, *sum_dy_xc = s.d2;
     float *invstd = s.f, *coef = s.f + c; /* coef: 4 x c */
-    const float *x = a->x->data, *dy = a->dy->data;
+    const void *x = a->x->data, *dy = a->dy->data;
+    const int dt = a->x->dtype;
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_stats, ctx->compute, a->training, cnn_cuda_bn_data(a->save_mean),
                 cnn_cuda_bn_data(a->save_invstd), cnn_cuda_bn_data(a->running_mean),
                 cnn_cuda_bn_data(a->running_var), a->eps, c, center, invstd);
-    CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_GRAD, x, dy, center, m, c, sum_dy, sum_dy_xc,
-                s.partial);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_GRAD, x, dy, dt, center, m, c, sum_dy,
+                sum_dy_xc, s.partial);
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_coef, ctx->compute, a->training, sum_dy, sum_dy_xc, center, invstd,
                 cnn_cuda_bn_data(a->gamma), m, c, cnn_cuda_bn_data(a->dgamma), cnn_cuda_bn_data(a->dbeta), coef);
     /* every input of dx went into the sums above, so dx may alias dy */
-    if (a->dx) CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dy, a->dx->data, m, c, coef);
+    if (a->dx) CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dy, a->dx->data, dt, m, c, coef);
 fail:
     return st;
 }

@@ -7,9 +7,15 @@
  * plan entry owns, with cuDNN padding 0; backward data writes that padded shape and our kernel crops it.
  *
  * Algorithms are chosen by measuring (cudnnFind*AlgorithmEx) the first time a shape is seen, and kept with the
- * descriptors in the plan entry. f32 runs with CUDNN_FMA_MATH: plain f32 arithmetic, no TF32 tensor ops (which
- * CUDNN_DEFAULT_MATH would permit on Ampere and later), so results match the CPU to f32 rounding; TF32 comes later
- * behind a precision switch. */
+ * descriptors in the plan entry. x, w and y share one dtype and accumulate in f32 (cuDNN's compute type FLOAT):
+ * - f32 at precision FP32 runs with CUDNN_FMA_MATH and only algorithms without tensor-op math: plain f32
+ *   arithmetic, no TF32 rounding, so results match the CPU to f32 rounding;
+ * - f32 at precision TF32 runs with CUDNN_DEFAULT_MATH, which lets cuDNN round the operands to TF32 on tensor
+ *   cores (Ampere and later);
+ * - F16 and BF16 run with CUDNN_TENSOR_OP_MATH (tensor cores).
+ * In deterministic mode (cnn_train's --deterministic) the algorithm is the first of cuDNN's heuristic ranking
+ * (cudnnGet*Algorithm_v7, no timing) that is deterministic, so two runs choose the same one and sum in the same
+ * order. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +31,8 @@
 typedef struct cnn_cuda_conv_key {
     int64_t n, h, w, c, o, kh, kw, oh, ow;
     int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
+    int32_t dtype, tf32; /* the data's cnn_dtype; 1: f32 may round to TF32 */
+    int32_t deterministic;
 } cnn_cuda_conv_key;
 
 typedef struct cnn_cuda_conv_entry {
@@ -35,7 +43,7 @@ typedef struct cnn_cuda_conv_entry {
     cudnnConvolutionDescriptor_t cd;
     int explicit_pad;
     cnn_cuda_window pad; /* geometry of the padded copy */
-    float *xpad;         /* (N, H + top + bottom, W + left + right, C), owned; only with explicit_pad */
+    void *xpad;          /* (N, H + top + bottom, W + left + right, C), owned; only with explicit_pad */
     int have_fwd, have_bwd_data, have_bwd_filter;
     cudnnConvolutionFwdAlgo_t fwd_algo;
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
@@ -69,7 +77,8 @@ static void cnn_cuda_conv_entry_destroy(void *p)
 
 /* Checks the tensors one direction uses and fills the key. x-like, w-like and y-like tensors are x/w/y in forward,
  * dx/w/dy in backward data and x/dw/dy in backward filter. */
-static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, cnn_cuda_conv_key *k, const char *op)
+static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, const cnn_cuda_ctx *ctx,
+                                      cnn_cuda_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
     const cnn_tensor *xt = dir == CNN_CUDA_CONV_BWD_DATA ? a->dx : a->x;
@@ -81,9 +90,14 @@ static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, cnn_cud
     cnn_conv2d_sizes s;
 
     memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_f32(wt, op, wn));
-    CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
+    CNN_TRY(cnn_cuda_check_float(wt, op, wn));
+    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_dtype(wt, xt->dtype, op, wn, xn));
+    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
+    k->dtype = xt->dtype;
+    k->tf32 = xt->dtype == CNN_F32 && ctx->precision == CNN_PRECISION_TF32;
+    k->deterministic = ctx->deterministic;
     if (dir == CNN_CUDA_CONV_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
     if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
     CNN_TRY(cnn_conv2d_check(a, dir, "cuda ", op, &s));
@@ -134,23 +148,26 @@ static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
     const int64_t hx = e->explicit_pad ? k->h + k->pad_top + k->pad_bottom : k->h;
     const int64_t wx = e->explicit_pad ? k->w + k->pad_left + k->pad_right : k->w;
     const int pad_h = e->explicit_pad ? 0 : k->pad_top, pad_w = e->explicit_pad ? 0 : k->pad_left;
+    const cudnnDataType_t dt = cnn_cuda_dnn_type((cnn_dtype)k->dtype);
+    const cudnnMathType_t math = k->dtype != CNN_F32 ? CUDNN_TENSOR_OP_MATH : k->tf32 ? CUDNN_DEFAULT_MATH
+                                                                                      : CUDNN_FMA_MATH;
 
     /* an entry whose preparation failed half-way is prepared again: keep what was made */
     if (!e->xd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->xd);
     if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
     if (!e->wd) CNN_CUDA_DNN(op, cudnnCreateFilterDescriptor, &e->wd);
     if (!e->cd) CNN_CUDA_DNN(op, cudnnCreateConvolutionDescriptor, &e->cd);
-    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n, (int)k->c,
-                 (int)hx, (int)wx);
-    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n, (int)k->o,
-                 (int)k->oh, (int)k->ow);
-    CNN_CUDA_DNN(op, cudnnSetFilter4dDescriptor, e->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, (int)k->o,
-                 (int)(k->c / k->groups), (int)k->kh, (int)k->kw);
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)hx,
+                 (int)wx);
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->o, (int)k->oh,
+                 (int)k->ow);
+    CNN_CUDA_DNN(op, cudnnSetFilter4dDescriptor, e->wd, dt, CUDNN_TENSOR_NHWC, (int)k->o, (int)(k->c / k->groups),
+                 (int)k->kh, (int)k->kw);
     /* CROSS_CORRELATION: no kernel flip, what every framework calls convolution */
     CNN_CUDA_DNN(op, cudnnSetConvolution2dDescriptor, e->cd, pad_h, pad_w, k->stride_h, k->stride_w, k->dilation_h,
                  k->dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
     CNN_CUDA_DNN(op, cudnnSetConvolutionGroupCount, e->cd, k->groups);
-    CNN_CUDA_DNN(op, cudnnSetConvolutionMathType, e->cd, CUDNN_FMA_MATH);
+    CNN_CUDA_DNN(op, cudnnSetConvolutionMathType, e->cd, math);
 
     /* cuDNN must see the output we computed: a disagreement is a bug in the descriptors above */
     int dn = 0, dc = 0, dh = 0, dw = 0;
@@ -160,7 +177,7 @@ static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
                          "(%lld, %lld, %lld, %lld) was expected", op, dn, dh, dw, dc, (long long)k->n,
                          (long long)k->oh, (long long)k->ow, (long long)k->o);
     if (e->explicit_pad && !e->xpad) {
-        size_t bytes = (size_t)(k->n * hx * wx * k->c) * sizeof(float);
+        size_t bytes = (size_t)(k->n * hx * wx * k->c) * cnn_dtype_size((cnn_dtype)k->dtype);
         cudaError_t err = cudaMalloc((void **)&e->xpad, bytes);
         if (err != cudaSuccess) {
             e->xpad = NULL;
@@ -184,7 +201,9 @@ static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args 
     cnn_status st = CNN_OK;
     cnn_cuda_conv_key key;
     void *e = NULL;
-    CNN_TRY(cnn_cuda_conv_check(a, dir, &key, op));
+    if (!b || b->ops != &cnn_cuda_ops || !b->ctx)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: not a CUDA backend", op);
+    CNN_TRY(cnn_cuda_conv_check(a, dir, b->ctx, &key, op));
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
     CNN_TRY(cnn_cuda_plan_entry(a->plan ? a->plan : tmp, CNN_CUDA_PLAN_CONV, &key, sizeof key,
                                 sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
@@ -211,17 +230,21 @@ static cnn_status cnn_cuda_conv_no_algo(const cnn_cuda_conv_entry *e, int tried,
 {
     const cnn_cuda_conv_key *k = &e->key;
     return cnn_error(CNN_ERR_UNSUPPORTED,
-                     "cuda %s: cuDNN has no f32 (FMA math) %s algorithm that runs for x (%lld, %lld, %lld, %lld), "
+                     "cuda %s: cuDNN has no %s%s %s algorithm that runs for x (%lld, %lld, %lld, %lld), "
                      "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%d tried)",
-                     op, what, (long long)k->n, (long long)k->h, (long long)k->w, (long long)k->c, (long long)k->o,
+                     op, cnn_dtype_name((cnn_dtype)k->dtype),
+                     k->dtype == CNN_F32 && !k->tf32 ? " (FMA math)" : "", what, (long long)k->n, (long long)k->h, (long long)k->w, (long long)k->c, (long long)k->o,
                      (long long)k->kh, (long long)k->kw, (long long)(k->c / k->groups), k->stride_h, k->stride_w,
                      k->dilation_h, k->dilation_w, k->groups, tried);
 }
 
-/* An algorithm result we accept: it ran, and in plain f32 (no tensor-op math, which means TF32 for f32 data). */
-#define CNN_CUDA_ALGO_OK(perf) \
-    ((perf).status == CUDNN_STATUS_SUCCESS && (perf).mathType != CUDNN_TENSOR_OP_MATH && \
-     (perf).mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+/* An algorithm result we accept: it ran, and for f32 at precision FP32 in plain f32 (no tensor-op math, which
+ * means TF32 for f32 data). */
+#define CNN_CUDA_ALGO_OK(e, perf)                                                                              \
+    ((perf).status == CUDNN_STATUS_SUCCESS &&                                                                  \
+     ((e)->key.dtype != CNN_F32 || (e)->key.tf32 ||                                                            \
+      ((perf).mathType != CUDNN_TENSOR_OP_MATH && (perf).mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) && \
+     (!(e)->key.deterministic || (perf).determinism == CUDNN_DETERMINISTIC))
 
 static cnn_status cnn_cuda_conv_find_fwd(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, const void *x, const void *w,
                                          void *y, const char *op)
@@ -233,13 +256,23 @@ static cnn_status cnn_cuda_conv_find_fwd(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry 
     CNN_CUDA_DNN(op, cudnnGetConvolutionForwardAlgorithmMaxCount, ctx->cudnn, &max);
     if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
     CNN_CUDA_DNN(op, cudnnGetConvolutionForwardAlgorithm_v7, ctx->cudnn, e->xd, e->wd, e->cd, e->yd, max, &got, perf);
+    if (e->key.deterministic) { /* cuDNN's heuristic order, no timing: the same choice every run */
+        for (int i = 0; i < got; i++)
+            if (CNN_CUDA_ALGO_OK(e, perf[i]) && perf[i].memory <= CNN_CUDA_CONV_WORKSPACE_MAX) {
+                e->fwd_algo = perf[i].algo;
+                e->fwd_ws = perf[i].memory;
+                e->have_fwd = 1;
+                return CNN_OK;
+            }
+        return cnn_cuda_conv_no_algo(e, got, op, "deterministic forward");
+    }
     for (int i = 0; i < got; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
     CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
     CNN_CUDA_DNN(op, cudnnFindConvolutionForwardAlgorithmEx, ctx->cudnn, e->xd, x, e->wd, w, e->cd, e->yd, y, max,
                  &got, perf, ctx->workspace, ctx->workspace_size);
     for (int i = 0; i < got; i++) /* fastest first */
-        if (CNN_CUDA_ALGO_OK(perf[i])) {
+        if (CNN_CUDA_ALGO_OK(e, perf[i])) {
             e->fwd_algo = perf[i].algo;
             e->fwd_ws = perf[i].memory;
             e->have_fwd = 1;
@@ -261,13 +294,23 @@ static cnn_status cnn_cuda_conv_find_bwd_data(cnn_cuda_ctx *ctx, cnn_cuda_conv_e
     if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
     CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardDataAlgorithm_v7, ctx->cudnn, e->wd, e->yd, e->cd, e->xd, max, &got,
                  perf);
+    if (e->key.deterministic) { /* cuDNN's heuristic order, no timing: the same choice every run */
+        for (int i = 0; i < got; i++)
+            if (CNN_CUDA_ALGO_OK(e, perf[i]) && perf[i].memory <= CNN_CUDA_CONV_WORKSPACE_MAX) {
+                e->bwd_data_algo = perf[i].algo;
+                e->bwd_data_ws = perf[i].memory;
+                e->have_bwd_data = 1;
+                return CNN_OK;
+            }
+        return cnn_cuda_conv_no_algo(e, got, op, "deterministic backward data");
+    }
     for (int i = 0; i < got; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
     CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
     CNN_CUDA_DNN(op, cudnnFindConvolutionBackwardDataAlgorithmEx, ctx->cudnn, e->wd, w, e->yd, dy, e->cd, e->xd, dx,
                  max, &got, perf, ctx->workspace, ctx->workspace_size);
     for (int i = 0; i < got; i++)
-        if (CNN_CUDA_ALGO_OK(perf[i])) {
+        if (CNN_CUDA_ALGO_OK(e, perf[i])) {
             e->bwd_data_algo = perf[i].algo;
             e->bwd_data_ws = perf[i].memory;
             e->have_bwd_data = 1;
@@ -289,13 +332,23 @@ static cnn_status cnn_cuda_conv_find_bwd_filter(cnn_cuda_ctx *ctx, cnn_cuda_conv
     if (max > CNN_CUDA_MAX_ALGOS) max = CNN_CUDA_MAX_ALGOS;
     CNN_CUDA_DNN(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7, ctx->cudnn, e->xd, e->yd, e->cd, e->wd, max,
                  &got, perf);
+    if (e->key.deterministic) { /* cuDNN's heuristic order, no timing: the same choice every run */
+        for (int i = 0; i < got; i++)
+            if (CNN_CUDA_ALGO_OK(e, perf[i]) && perf[i].memory <= CNN_CUDA_CONV_WORKSPACE_MAX) {
+                e->bwd_filter_algo = perf[i].algo;
+                e->bwd_filter_ws = perf[i].memory;
+                e->have_bwd_filter = 1;
+                return CNN_OK;
+            }
+        return cnn_cuda_conv_no_algo(e, got, op, "deterministic backward filter");
+    }
     for (int i = 0; i < got; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory > want) want = perf[i].memory;
     CNN_TRY(cnn_cuda_conv_search_workspace(ctx, want, op));
     CNN_CUDA_DNN(op, cudnnFindConvolutionBackwardFilterAlgorithmEx, ctx->cudnn, e->xd, x, e->yd, dy, e->cd, e->wd,
                  dw, max, &got, perf, ctx->workspace, ctx->workspace_size);
     for (int i = 0; i < got; i++)
-        if (CNN_CUDA_ALGO_OK(perf[i])) {
+        if (CNN_CUDA_ALGO_OK(e, perf[i])) {
             e->bwd_filter_algo = perf[i].algo;
             e->bwd_filter_ws = perf[i].memory;
             e->have_bwd_filter = 1;
@@ -321,7 +374,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
 
     const void *x = a->x->data;
     if (e->explicit_pad) {
-        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, &e->pad);
+        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
         x = e->xpad;
     }
     if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
@@ -329,7 +382,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     CNN_CUDA_DNN(op, cudnnConvolutionForward, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->wd, a->w->data, e->cd,
                  e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
     if (a->b || a->act != CNN_ACT_NONE)
-        CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->b ? a->b->data : NULL,
+        CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL,
                     e->key.n * e->key.oh * e->key.ow, e->key.o, a->act, a->act_alpha);
 fail:
     cnn_cuda_plan_destroy(b, tmp);
@@ -351,7 +404,8 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
     CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_data_ws, op));
     CNN_CUDA_DNN(op, cudnnConvolutionBackwardData, ctx->cudnn, &cnn_cuda_one, e->wd, a->w->data, e->yd, a->dy->data,
                  e->cd, e->bwd_data_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->xd, dx);
-    if (e->explicit_pad) CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, &e->pad);
+    if (e->explicit_pad)
+        CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, a->dx->dtype, &e->pad);
 fail:
     cnn_cuda_plan_destroy(b, tmp);
     return st;
@@ -369,7 +423,7 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
 
     const void *x = a->x->data;
     if (e->explicit_pad) {
-        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, &e->pad);
+        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
         x = e->xpad;
     }
     if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
@@ -377,7 +431,8 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data, e->cd,
                  e->bwd_filter_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->wd, a->dw->data);
     if (a->db)
-        CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, e->key.n * e->key.oh * e->key.ow, e->key.o, a->db->data, op));
+        CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.n * e->key.oh * e->key.ow, e->key.o,
+                                 a->db->data, op));
 fail:
     cnn_cuda_plan_destroy(b, tmp);
     return st;

@@ -102,16 +102,21 @@ cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx)
                          "cuda softmax_xent: label %d of sample %lld is outside [0, %lld) (found on the device; its "
                          "loss and gradient are NaN)",
                          label, sample, limit);
+    if (code == CNN_CUDA_DEFERRED_BAD_WEIGHT)
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda softmax_xent: class weight %d is %g; weights must be positive and finite (found on the "
+                         "device at sample %lld; its loss and gradient are NaN)",
+                         label, (double)d->value, sample);
     return cnn_error(CNN_ERR_BACKEND, "cuda: a kernel reported error %d", code);
 }
 
-cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const float *x, int64_t rows, int64_t cols, float *out,
+cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const void *x, int dt, int64_t rows, int64_t cols, float *out,
                             const char *what)
 {
     cnn_status st = CNN_OK;
     int64_t scratch = cnn_cuda_col_sum_scratch(rows, cols);
     if (scratch > 0) CNN_TRY(cnn_cuda_workspace(ctx, (size_t)scratch * sizeof(float), what));
-    CNN_CUDA_RT(what, cnn_cuda_launch_col_sum, ctx->compute, x, rows, cols, out, (float *)ctx->workspace);
+    CNN_CUDA_RT(what, cnn_cuda_launch_col_sum, ctx->compute, x, dt, rows, cols, out, (float *)ctx->workspace);
 fail:
     return st;
 }
@@ -200,9 +205,32 @@ cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *n
     cnn_status st = cnn_cuda_check_tensor(t, op, name);
     if (st != CNN_OK) return st;
     if (t->dtype != CNN_F32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; this backend computes in F32 only for now",
-                         op, name, cnn_dtype_name(t->dtype));
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; it must be F32", op, name,
+                         cnn_dtype_name(t->dtype));
     return CNN_OK;
+}
+
+cnn_status cnn_cuda_check_float(const cnn_tensor *t, const char *op, const char *name)
+{
+    cnn_status st = cnn_cuda_check_tensor(t, op, name);
+    if (st != CNN_OK) return st;
+    if (t->dtype != CNN_F32 && t->dtype != CNN_F16 && t->dtype != CNN_BF16)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; this op computes in F32, F16 or BF16", op,
+                         name, cnn_dtype_name(t->dtype));
+    return CNN_OK;
+}
+
+cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *op, const char *name,
+                                const char *ref_name)
+{
+    if (t->dtype == dt) return CNN_OK;
+    return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s has dtype %s but %s has %s; they must agree", op, name,
+                     cnn_dtype_name(t->dtype), ref_name, cnn_dtype_name(dt));
+}
+
+cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt)
+{
+    return dt == CNN_F16 ? CUDNN_DATA_HALF : dt == CNN_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
 }
 
 cnn_status cnn_cuda_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,

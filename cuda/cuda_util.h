@@ -9,7 +9,9 @@
  * - All work goes to the compute stream, in order; the cuDNN and cuBLAS handles are bound to it. The copy stream
  *   and its event are there for an asynchronous loader (host -> device uploads overlapping compute).
  * - Our tensors keep their plain layouts: NHWC activations, OHWI conv weights (= cuDNN's NHWC filter layout,
- *   KRSC), (OUT, IN) dense weights. f32 only for now; other dtypes give CNN_ERR_UNSUPPORTED.
+ *   KRSC), (OUT, IN) dense weights. Activations, gradients and the weights the layers compute with are F32, F16
+ *   or BF16 (mixed precision); parameters other than weights, master weights and optimizer state are F32. The
+ *   16-bit types compute in f32 (cuDNN's and cuBLAS's compute type, our kernels' float arithmetic).
  * - Host-side C (C11): cuDNN and cuBLAS are C libraries; only the kernels are CUDA C++ (kernels.cu). */
 #ifndef CNN_CUDA_UTIL_H
 #define CNN_CUDA_UTIL_H
@@ -39,6 +41,10 @@ typedef struct cnn_cuda_ctx {
     cnn_cuda_deferred *deferred;     /* host-mapped: errors that kernels report, checked at the next sync/read */
     cnn_cuda_deferred *deferred_dev; /* the same memory as the device sees it */
     size_t total_mem;
+    cnn_precision precision; /* FP32: no tensor cores for f32 data; TF32: cuDNN and cuBLAS may round f32 to TF32 */
+    int *nonfinite;          /* host-mapped flag for the finiteness check (mixed precision's loss scaling) */
+    int *nonfinite_dev;
+    int deterministic;       /* 1: convolution algorithms from cuDNN's heuristics, deterministic ones only */
 } cnn_cuda_ctx;
 
 extern const cnn_backend_ops cnn_cuda_ops;
@@ -65,9 +71,9 @@ cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what)
  * Call only after the compute stream was synchronized. */
 cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx);
 
-/* Column sums of a row-major (rows, cols) f32 matrix into out[cols] (bias gradients): our two-pass kernel,
- * with its partial sums in the workspace. */
-cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const float *x, int64_t rows, int64_t cols, float *out,
+/* Column sums of a row-major (rows, cols) matrix of dtype dt into out[cols] (f32; bias gradients): our two-pass
+ * kernel, with its partial sums in the workspace. */
+cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const void *x, int dt, int64_t rows, int64_t cols, float *out,
                             const char *what);
 
 /* ---- plans: a small cache of per-shape entries for one call site (same scheme as the CPU backend) ---- */
@@ -112,6 +118,16 @@ const char *cnn_cuda_shape_str(const cnn_tensor *t, char *buf, size_t size);
 
 /* The tensor exists, lives on a CUDA backend, is F32 and has data (when not empty). */
 cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *name);
+
+/* The tensor exists, lives on a CUDA backend, is F32, F16 or BF16 and has data (when not empty). */
+cnn_status cnn_cuda_check_float(const cnn_tensor *t, const char *op, const char *name);
+
+/* The tensor has dtype dt, that of `ref_name` (mixed dtypes in one op are CNN_ERR_INVALID_ARG). */
+cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *op, const char *name,
+                                const char *ref_name);
+
+/* cuDNN's name for a floating-point dtype. */
+cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt);
 
 /* The tensor exists and lives on a CUDA backend (any dtype). */
 cnn_status cnn_cuda_check_tensor(const cnn_tensor *t, const char *op, const char *name);

@@ -8,8 +8,10 @@
  *   backward data    dx^T (IN, N) = w^T (IN, OUT) . dy^T (OUT, N)   -> sgemm(N, N, IN, N, OUT, w, IN, dy, OUT, dx, IN)
  *   backward weights dw^T (IN, OUT) = x^T (IN, N) . dy (N, OUT)     -> sgemm(N, T, IN, OUT, N, x, IN, dy, OUT, dw, IN)
  *
- * Bias and activation: our epilogue kernel over y; the bias gradient: our column-sum kernel over dy. cuBLAS runs
- * in its default math mode: full f32, no TF32 (set in backend.c). No plan is needed. */
+ * Bias and activation: our epilogue kernel over y; the bias gradient: our column-sum kernel over dy. The products
+ * go through cublasGemmEx: x, w, y (and dx, dw, dy) share one dtype, F32, F16 or BF16, and accumulate in f32
+ * (CUBLAS_COMPUTE_32F; with precision TF32, f32 operands may be rounded to TF32: CUBLAS_COMPUTE_32F_FAST_TF32).
+ * No plan is needed. */
 #include <string.h>
 
 #include "core/op_check.h"
@@ -38,9 +40,11 @@ static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cud
     cnn_dense_sizes s;
 
     memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_f32(wt, op, wn));
-    CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
+    CNN_TRY(cnn_cuda_check_float(wt, op, wn));
+    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_dtype(wt, xt->dtype, op, wn, xn));
+    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
     if (dir == CNN_CUDA_DENSE_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
     if (dir == CNN_CUDA_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
     CNN_TRY(cnn_dense_check(a, dir, "cuda ", op, &s));
@@ -63,6 +67,21 @@ fail:
 /* 1 and 0 for the alpha and beta of every gemm: outputs are overwritten, never accumulated into */
 static const float cnn_cuda_one = 1.0f, cnn_cuda_zero = 0.0f;
 
+/* C (m, n) = op(A) (m, k) . op(B) (k, n), column-major, every matrix of dtype dt, accumulated in f32 */
+static cnn_status cnn_cuda_gemm(cnn_cuda_ctx *ctx, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                                const void *A, int lda, const void *B, int ldb, void *C, int ldc, int dt,
+                                const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cudaDataType_t t = dt == CNN_F16 ? CUDA_R_16F : dt == CNN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t compute =
+        dt == CNN_F32 && ctx->precision == CNN_PRECISION_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    CNN_CUDA_BLAS(op, cublasGemmEx, ctx->cublas, ta, tb, m, n, k, &cnn_cuda_one, A, t, lda, B, t, ldb, &cnn_cuda_zero,
+                  C, t, ldc, compute, CUBLAS_GEMM_DEFAULT);
+fail:
+    return st;
+}
+
 cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
 {
     static const char *op = "dense_forward";
@@ -73,11 +92,11 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_FWD, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out;
-    CNN_CUDA_BLAS(op, cublasSgemm, ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &cnn_cuda_one, a->w->data, in,
-                  a->x->data, in, &cnn_cuda_zero, a->y->data, out);
+    CNN_TRY(cnn_cuda_gemm(ctx, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, a->w->data, in, a->x->data, in, a->y->data, out,
+                          a->x->dtype, op));
     if (a->b || a->act != CNN_ACT_NONE)
-        CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->b ? a->b->data : NULL, k.n, k.out,
-                    a->act, a->act_alpha);
+        CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL, k.n,
+                    k.out, a->act, a->act_alpha);
 fail:
     return st;
 }
@@ -92,8 +111,8 @@ cnn_status cnn_cuda_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_DATA, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out;
-    CNN_CUDA_BLAS(op, cublasSgemm, ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, &cnn_cuda_one, a->w->data, in,
-                  a->dy->data, out, &cnn_cuda_zero, a->dx->data, in);
+    CNN_TRY(cnn_cuda_gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, a->w->data, in, a->dy->data, out, a->dx->data, in,
+                          a->dy->dtype, op));
 fail:
     return st;
 }
@@ -108,9 +127,9 @@ cnn_status cnn_cuda_dense_backward_weights(cnn_backend *b, const cnn_dense_args 
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_WEIGHTS, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out;
-    CNN_CUDA_BLAS(op, cublasSgemm, ctx->cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &cnn_cuda_one, a->x->data, in,
-                  a->dy->data, out, &cnn_cuda_zero, a->dw->data, in);
-    if (a->db) CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, k.n, k.out, a->db->data, op));
+    CNN_TRY(cnn_cuda_gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, a->x->data, in, a->dy->data, out, a->dw->data, in,
+                          a->dy->dtype, op));
+    if (a->db) CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, k.n, k.out, a->db->data, op));
 fail:
     return st;
 }

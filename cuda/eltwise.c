@@ -1,7 +1,9 @@
-/* Elementwise ops on the GPU: activations, softmax cross-entropy, optimizer updates, fill.
+/* Elementwise ops on the GPU: activations, softmax cross-entropy, the optimizers, fill and casts, dropout, add,
+ * scale, sums of squares, finiteness, channel concatenation.
  *
  * The math lives in core/ew_math.h (shared with the CPU backend) and runs in our kernels (kernels.cu); this file
- * checks the arguments, as the CPU backend does, and queues the kernels on the compute stream. */
+ * checks the arguments, as the CPU backend does, and queues the kernels on the compute stream. Activation-like
+ * tensors may be F32, F16 or BF16 (the tensors of one op agree); see cuda_util.h for which tensors are F32 always. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +22,18 @@ static cnn_status cnn_cuda_check_same_count(const cnn_tensor *t, const cnn_tenso
                      cnn_cuda_shape_str(t, s1, sizeof s1), ref_name, cnn_cuda_shape_str(ref, s2, sizeof s2));
 }
 
+/* t is a float tensor with ref's dtype and element count */
+static cnn_status cnn_cuda_check_like(const cnn_tensor *t, const cnn_tensor *ref, const char *op, const char *name,
+                                      const char *ref_name)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_check_float(t, op, name));
+    CNN_TRY(cnn_cuda_check_dtype(t, ref->dtype, op, name, ref_name));
+    CNN_TRY(cnn_cuda_check_same_count(t, ref, op, name, ref_name));
+fail:
+    return st;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // activations
 
@@ -30,11 +44,10 @@ cnn_status cnn_cuda_act_forward(cnn_backend *b, const cnn_act_args *a)
     cnn_cuda_ctx *ctx = NULL;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "cuda ", op));
-    CNN_TRY(cnn_cuda_check_f32(a->x, op, "x"));
-    CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cuda_check_same_count(a->y, a->x, op, "y", "x"));
+    CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
+    CNN_TRY(cnn_cuda_check_like(a->y, a->x, op, "y", "x"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_act_forward, ctx->compute, a->act, a->alpha, a->x->data, a->y->data,
+    CNN_CUDA_RT(op, cnn_cuda_launch_act_forward, ctx->compute, a->act, a->alpha, a->x->data, a->y->data, a->x->dtype,
                 cnn_tensor_numel(a->x));
 fail:
     return st;
@@ -47,23 +60,21 @@ cnn_status cnn_cuda_act_backward(cnn_backend *b, const cnn_act_args *a)
     cnn_cuda_ctx *ctx = NULL;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "cuda ", op));
-    CNN_TRY(cnn_cuda_check_f32(a->dy, op, "dy"));
-    CNN_TRY(cnn_cuda_check_f32(a->dx, op, "dx"));
-    CNN_TRY(cnn_cuda_check_same_count(a->dx, a->dy, op, "dx", "dy"));
+    CNN_TRY(cnn_cuda_check_float(a->dy, op, "dy"));
+    CNN_TRY(cnn_cuda_check_like(a->dx, a->dy, op, "dx", "dy"));
     const int64_t n = cnn_tensor_numel(a->dy);
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     if (a->act == CNN_ACT_NONE) {
         if (a->dx->data != a->dy->data && n > 0)
-            CNN_CUDA_RT(op, cudaMemcpyAsync, a->dx->data, a->dy->data, (size_t)n * sizeof(float),
+            CNN_CUDA_RT(op, cudaMemcpyAsync, a->dx->data, a->dy->data, cnn_tensor_bytes(a->dy),
                         cudaMemcpyDeviceToDevice, ctx->compute);
         return CNN_OK;
     }
     int from_x = cnn_act_grad_needs_input(a->act);
     const cnn_tensor *xy = from_x ? a->x : a->y;
-    CNN_TRY(cnn_cuda_check_f32(xy, op, from_x ? "x" : "y"));
-    CNN_TRY(cnn_cuda_check_same_count(xy, a->dy, op, from_x ? "x" : "y", "dy"));
+    CNN_TRY(cnn_cuda_check_like(xy, a->dy, op, from_x ? "x" : "y", "dy"));
     CNN_CUDA_RT(op, cnn_cuda_launch_act_backward, ctx->compute, a->act, a->alpha, from_x, xy->data, a->dy->data,
-                a->dx->data, n);
+                a->dx->data, a->dy->dtype, n);
 fail:
     return st;
 }
@@ -78,7 +89,7 @@ cnn_status cnn_cuda_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     cnn_cuda_ctx *ctx = NULL;
     char s1[CNN_CUDA_SHAPE_BUF], s2[CNN_CUDA_SHAPE_BUF];
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_check_f32(a->logits, op, "logits"));
+    CNN_TRY(cnn_cuda_check_float(a->logits, op, "logits"));
     if (a->logits->ndim != 2)
         return cnn_error(CNN_ERR_SHAPE, "cuda %s: logits %s must be (N, K)", op,
                          cnn_cuda_shape_str(a->logits, s1, sizeof s1));
@@ -86,59 +97,102 @@ cnn_status cnn_cuda_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     if (k < 1)
         return cnn_error(CNN_ERR_SHAPE, "cuda %s: logits %s have no classes", op,
                          cnn_cuda_shape_str(a->logits, s1, sizeof s1));
-    CNN_TRY(cnn_cuda_check_tensor(a->labels, op, "labels"));
-    if (a->labels->dtype != CNN_I32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: labels have dtype %s; they must be I32", op,
-                         cnn_dtype_name(a->labels->dtype));
-    if (a->labels->ndim != 1 || a->labels->shape[0] != n)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: labels %s must be (N) = (%lld) to match logits %s", op,
-                         cnn_cuda_shape_str(a->labels, s1, sizeof s1), (long long)n,
-                         cnn_cuda_shape_str(a->logits, s2, sizeof s2));
-    int64_t nk[2] = {n, k}, n1[1] = {n};
+    if (!a->labels && (a->losses || a->dlogits))
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda %s: labels are missing (only probabilities can be computed without)", op);
+    if (a->labels) {
+        CNN_TRY(cnn_cuda_check_tensor(a->labels, op, "labels"));
+        if (a->labels->dtype != CNN_I32)
+            return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: labels have dtype %s; they must be I32", op,
+                             cnn_dtype_name(a->labels->dtype));
+        if (a->labels->ndim != 1 || a->labels->shape[0] != n)
+            return cnn_error(CNN_ERR_SHAPE, "cuda %s: labels %s must be (N) = (%lld) to match logits %s", op,
+                             cnn_cuda_shape_str(a->labels, s1, sizeof s1), (long long)n,
+                             cnn_cuda_shape_str(a->logits, s2, sizeof s2));
+    }
+    if (!(a->label_smoothing >= 0.0f && a->label_smoothing < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: label smoothing %g must be in [0, 1)", op,
+                         (double)a->label_smoothing);
+    int64_t nk[2] = {n, k}, n1[1] = {n}, k1[1] = {k};
     if (a->probs) {
         CNN_TRY(cnn_cuda_check_f32(a->probs, op, "probs"));
         CNN_TRY(cnn_cuda_check_shape(a->probs, 2, nk, op, "probs"));
     }
     if (a->dlogits) {
-        CNN_TRY(cnn_cuda_check_f32(a->dlogits, op, "dlogits"));
+        CNN_TRY(cnn_cuda_check_float(a->dlogits, op, "dlogits"));
+        CNN_TRY(cnn_cuda_check_dtype(a->dlogits, a->logits->dtype, op, "dlogits", "logits"));
         CNN_TRY(cnn_cuda_check_shape(a->dlogits, 2, nk, op, "dlogits"));
     }
     if (a->losses) {
         CNN_TRY(cnn_cuda_check_f32(a->losses, op, "losses"));
         CNN_TRY(cnn_cuda_check_shape(a->losses, 1, n1, op, "losses"));
     }
+    if (a->class_weights) {
+        CNN_TRY(cnn_cuda_check_f32(a->class_weights, op, "class_weights"));
+        CNN_TRY(cnn_cuda_check_shape(a->class_weights, 1, k1, op, "class_weights"));
+    }
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    /* the labels live on the device: the kernel checks them and a bad one is reported at the next sync or read */
-    CNN_CUDA_RT(op, cnn_cuda_launch_softmax_xent, ctx->compute, a->logits->data, a->labels->data, n, k,
-                a->probs ? a->probs->data : NULL, a->losses ? a->losses->data : NULL,
-                a->dlogits ? a->dlogits->data : NULL, a->grad_scale, ctx->deferred_dev);
+    /* labels and class weights live on the device: the kernel checks them, and a bad one is reported at the next
+     * sync or read */
+    CNN_CUDA_RT(op, cnn_cuda_launch_softmax_xent, ctx->compute, a->logits->data, a->logits->dtype,
+                a->labels ? a->labels->data : NULL, n, k, a->probs ? a->probs->data : NULL,
+                a->losses ? a->losses->data : NULL, a->dlogits ? a->dlogits->data : NULL, a->grad_scale,
+                a->class_weights ? a->class_weights->data : NULL, a->label_smoothing, ctx->deferred_dev);
 fail:
     return st;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// optimizer updates
+// optimizer updates: f32 master weights, a grad in any float dtype, optionally the 16-bit copy to rewrite
+
+static cnn_status cnn_cuda_opt_io_get(const cnn_tensor *param, const cnn_tensor *grad, const cnn_tensor *param_lp,
+                                      float grad_scale, cnn_cuda_opt_io *io, const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_check_f32(param, op, "param"));
+    CNN_TRY(cnn_cuda_check_float(grad, op, "grad"));
+    CNN_TRY(cnn_cuda_check_same_count(grad, param, op, "grad", "param"));
+    if (param_lp) {
+        CNN_TRY(cnn_cuda_check_float(param_lp, op, "param_lp"));
+        CNN_TRY(cnn_cuda_check_same_count(param_lp, param, op, "param_lp", "param"));
+    }
+    *io = (cnn_cuda_opt_io){.param = param->data,
+                            .grad = grad->data,
+                            .grad_dt = grad->dtype,
+                            .param_lp = param_lp ? param_lp->data : NULL,
+                            .lp_dt = param_lp ? param_lp->dtype : CNN_F32,
+                            .n = cnn_tensor_numel(param),
+                            .grad_scale = grad_scale};
+fail:
+    return st;
+}
+
+/* an optional state buffer (momentum) that must be there when `needed` */
+static cnn_status cnn_cuda_check_state(const cnn_tensor *t, int needed, const cnn_tensor *param, const char *op,
+                                       const char *name, float momentum)
+{
+    cnn_status st = CNN_OK;
+    if (!needed) return CNN_OK;
+    if (!t)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a %s tensor", op, (double)momentum, name);
+    CNN_TRY(cnn_cuda_check_f32(t, op, name));
+    CNN_TRY(cnn_cuda_check_same_count(t, param, op, name, "param"));
+fail:
+    return st;
+}
 
 cnn_status cnn_cuda_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
 {
     static const char *op = "sgd_update";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
+    cnn_cuda_opt_io io;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cuda_check_f32(a->grad, op, "grad"));
-    CNN_TRY(cnn_cuda_check_same_count(a->grad, a->param, op, "grad", "param"));
-    if (a->momentum != 0.0f) {
-        if (!a->velocity)
-            return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a velocity tensor", op,
-                             (double)a->momentum);
-        CNN_TRY(cnn_cuda_check_f32(a->velocity, op, "velocity"));
-        CNN_TRY(cnn_cuda_check_same_count(a->velocity, a->param, op, "velocity", "param"));
-    }
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
+    CNN_TRY(cnn_cuda_check_state(a->velocity, a->momentum != 0.0f, a->param, op, "velocity", a->momentum));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_sgd, ctx->compute, a->param->data, a->grad->data,
-                a->momentum != 0.0f ? a->velocity->data : NULL, cnn_tensor_numel(a->param), a->lr, a->momentum,
-                a->weight_decay, a->nesterov, a->grad_scale);
+    CNN_CUDA_RT(op, cnn_cuda_launch_sgd, ctx->compute, &io, a->momentum != 0.0f ? a->velocity->data : NULL, a->lr,
+                a->momentum, a->weight_decay, a->nesterov);
 fail:
     return st;
 }
@@ -148,12 +202,11 @@ cnn_status cnn_cuda_adam_update(cnn_backend *b, const cnn_adam_args *a)
     static const char *op = "adam_update";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
+    cnn_cuda_opt_io io;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cuda_check_f32(a->grad, op, "grad"));
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
     CNN_TRY(cnn_cuda_check_f32(a->m, op, "m"));
     CNN_TRY(cnn_cuda_check_f32(a->v, op, "v"));
-    CNN_TRY(cnn_cuda_check_same_count(a->grad, a->param, op, "grad", "param"));
     CNN_TRY(cnn_cuda_check_same_count(a->m, a->param, op, "m", "param"));
     CNN_TRY(cnn_cuda_check_same_count(a->v, a->param, op, "v", "param"));
     if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
@@ -161,15 +214,35 @@ cnn_status cnn_cuda_adam_update(cnn_backend *b, const cnn_adam_args *a)
                          "cuda %s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
                          (double)a->bias_correction1, (double)a->bias_correction2);
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_adam, ctx->compute, a->param->data, a->grad->data, a->m->data, a->v->data,
-                cnn_tensor_numel(a->param), a->lr, a->beta1, a->beta2, a->eps, a->weight_decay, a->decoupled,
-                a->bias_correction1, a->bias_correction2, a->grad_scale);
+    CNN_CUDA_RT(op, cnn_cuda_launch_adam, ctx->compute, &io, a->m->data, a->v->data, a->lr, a->beta1, a->beta2, a->eps,
+                a->weight_decay, a->decoupled, a->bias_correction1, a->bias_correction2);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+{
+    static const char *op = "rmsprop_update";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    cnn_cuda_opt_io io;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
+    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
+    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
+    CNN_TRY(cnn_cuda_check_state(a->mom, a->momentum != 0.0f, a->param, op, "momentum buffer (mom)", a->momentum));
+    if (!(a->rho >= 0.0f && a->rho < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
+    if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_rmsprop, ctx->compute, &io, a->sq->data,
+                a->momentum != 0.0f ? a->mom->data : NULL, a->lr, a->rho, a->eps, a->momentum, a->weight_decay);
 fail:
     return st;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// fill
+// fill, cast
 
 cnn_status cnn_cuda_fill(cnn_backend *b, cnn_tensor *t, float value)
 {
@@ -185,45 +258,37 @@ cnn_status cnn_cuda_fill(cnn_backend *b, cnn_tensor *t, float value)
         CNN_CUDA_RT(op, cudaMemsetAsync, t->data, 0, cnn_tensor_bytes(t), ctx->compute);
         return CNN_OK;
     }
-    if (t->dtype != CNN_F32)
+    if (t->dtype != CNN_F32 && t->dtype != CNN_F16 && t->dtype != CNN_BF16)
         return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: filling a %s tensor with %g is not supported (only zero)", op,
                          cnn_dtype_name(t->dtype), (double)value);
-    CNN_CUDA_RT(op, cnn_cuda_launch_fill, ctx->compute, t->data, n, value);
+    CNN_CUDA_RT(op, cnn_cuda_launch_fill, ctx->compute, t->data, t->dtype, n, value);
 fail:
     return st;
 }
 
-cnn_status cnn_cuda_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+cnn_status cnn_cuda_cast(cnn_backend *b, cnn_tensor *dst, const cnn_tensor *src)
 {
-    static const char *op = "rmsprop_update";
+    static const char *op = "cast";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cuda_check_f32(a->grad, op, "grad"));
-    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
-    CNN_TRY(cnn_cuda_check_same_count(a->grad, a->param, op, "grad", "param"));
-    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
-    if (a->momentum != 0.0f) {
-        if (!a->mom)
-            return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a momentum buffer (mom)", op,
-                             (double)a->momentum);
-        CNN_TRY(cnn_cuda_check_f32(a->mom, op, "mom"));
-        CNN_TRY(cnn_cuda_check_same_count(a->mom, a->param, op, "mom", "param"));
-    }
-    if (!(a->rho >= 0.0f && a->rho < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
-    if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);
+    CNN_TRY(cnn_cuda_check_float(src, op, "src"));
+    CNN_TRY(cnn_cuda_check_float(dst, op, "dst"));
+    CNN_TRY(cnn_cuda_check_same_count(dst, src, op, "dst", "src"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_rmsprop, ctx->compute, a->param->data, a->grad->data, a->sq->data,
-                a->momentum != 0.0f ? a->mom->data : NULL, cnn_tensor_numel(a->param), a->lr, a->rho, a->eps,
-                a->momentum, a->weight_decay, a->grad_scale);
+    if (dst->dtype == src->dtype) {
+        if (dst->data != src->data && cnn_tensor_numel(src) > 0)
+            CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, src->data, cnn_tensor_bytes(src), cudaMemcpyDeviceToDevice,
+                        ctx->compute);
+        return CNN_OK;
+    }
+    CNN_CUDA_RT(op, cnn_cuda_launch_cast, ctx->compute, src->data, src->dtype, dst->data, dst->dtype,
+                cnn_tensor_numel(src));
 fail:
     return st;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// dropout, add, scale, sum of squares
+// dropout, add, scale, sum of squares, finiteness
 
 static cnn_status cnn_cuda_dropout_run(cnn_backend *b, const cnn_dropout_args *a, int backward)
 {
@@ -234,13 +299,12 @@ static cnn_status cnn_cuda_dropout_run(cnn_backend *b, const cnn_dropout_args *a
     if (!(a->rate >= 0.0f && a->rate < 1.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rate %g must be in [0, 1)", op, (double)a->rate);
     const cnn_tensor *in = backward ? a->dy : a->x, *out = backward ? a->dx : a->y;
-    CNN_TRY(cnn_cuda_check_f32(in, op, backward ? "dy" : "x"));
-    CNN_TRY(cnn_cuda_check_f32(out, op, backward ? "dx" : "y"));
-    CNN_TRY(cnn_cuda_check_same_count(out, in, op, backward ? "dx" : "y", backward ? "dy" : "x"));
+    CNN_TRY(cnn_cuda_check_float(in, op, backward ? "dy" : "x"));
+    CNN_TRY(cnn_cuda_check_like(out, in, op, backward ? "dx" : "y", backward ? "dy" : "x"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     /* the mask is recomputed from (seed, offset): backward is the same map as forward */
-    CNN_CUDA_RT(op, cnn_cuda_launch_dropout, ctx->compute, in->data, out->data, cnn_tensor_numel(in), a->rate,
-                a->seed, a->offset);
+    CNN_CUDA_RT(op, cnn_cuda_launch_dropout, ctx->compute, in->data, out->data, in->dtype, cnn_tensor_numel(in),
+                a->rate, a->seed, a->offset);
 fail:
     return st;
 }
@@ -248,20 +312,21 @@ fail:
 cnn_status cnn_cuda_dropout_forward(cnn_backend *b, const cnn_dropout_args *a) { return cnn_cuda_dropout_run(b, a, 0); }
 cnn_status cnn_cuda_dropout_backward(cnn_backend *b, const cnn_dropout_args *a) { return cnn_cuda_dropout_run(b, a, 1); }
 
+/* a, b and y may each be F32, F16 or BF16 (L2 penalties add f32 weights into 16-bit gradients) */
 cnn_status cnn_cuda_add(cnn_backend *b, const cnn_add_args *a)
 {
     static const char *op = "add";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_check_f32(a->a, op, "a"));
-    CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
-    CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
+    CNN_TRY(cnn_cuda_check_float(a->a, op, "a"));
+    CNN_TRY(cnn_cuda_check_float(a->b, op, "b"));
+    CNN_TRY(cnn_cuda_check_float(a->y, op, "y"));
     CNN_TRY(cnn_cuda_check_shape(a->b, a->a->ndim, a->a->shape, op, "b"));
     CNN_TRY(cnn_cuda_check_shape(a->y, a->a->ndim, a->a->shape, op, "y"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_add, ctx->compute, a->a->data, a->b->data, a->y->data, cnn_tensor_numel(a->y),
-                a->alpha, a->beta);
+    CNN_CUDA_RT(op, cnn_cuda_launch_add, ctx->compute, a->a->data, a->a->dtype, a->b->data, a->b->dtype, a->y->data,
+                a->y->dtype, cnn_tensor_numel(a->y), a->alpha, a->beta);
 fail:
     return st;
 }
@@ -271,9 +336,9 @@ cnn_status cnn_cuda_scale(cnn_backend *b, cnn_tensor *t, float alpha)
     static const char *op = "scale";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    CNN_TRY(cnn_cuda_check_f32(t, op, "x"));
+    CNN_TRY(cnn_cuda_check_float(t, op, "x"));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_CUDA_RT(op, cnn_cuda_launch_scale, ctx->compute, t->data, cnn_tensor_numel(t), alpha);
+    CNN_CUDA_RT(op, cnn_cuda_launch_scale, ctx->compute, t->data, t->dtype, cnn_tensor_numel(t), alpha);
 fail:
     return st;
 }
@@ -286,7 +351,7 @@ cnn_status cnn_cuda_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out
     double *host = NULL;
     if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: out is NULL", op);
     *out = 0.0;
-    CNN_TRY(cnn_cuda_check_f32(t, op, "x"));
+    CNN_TRY(cnn_cuda_check_float(t, op, "x"));
     const int64_t n = cnn_tensor_numel(t);
     if (n == 0) return CNN_OK;
     const int64_t chunks = (n + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
@@ -294,9 +359,10 @@ cnn_status cnn_cuda_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_TRY(cnn_cuda_workspace(ctx, bytes, op));
     host = malloc(bytes);
-    if (!host) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld partial sums", op,
-                                (long long)chunks);
-    CNN_CUDA_RT(op, cnn_cuda_launch_sum_squares, ctx->compute, t->data, n, ctx->workspace);
+    if (!host)
+        return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld partial sums", op,
+                         (long long)chunks);
+    CNN_CUDA_RT(op, cnn_cuda_launch_sum_squares, ctx->compute, t->data, t->dtype, n, ctx->workspace);
     CNN_CUDA_RT(op, cudaMemcpyAsync, host, ctx->workspace, bytes, cudaMemcpyDeviceToHost, ctx->compute);
     CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
     CNN_TRY(cnn_cuda_check_deferred(ctx));
@@ -309,6 +375,31 @@ fail:
     return st;
 }
 
+/* One kernel per tensor into one host-mapped flag, then one wait. */
+cnn_status cnn_cuda_nonfinite(cnn_backend *b, const cnn_tensor *const *ts, int n, int *any)
+{
+    static const char *op = "nonfinite";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    char name[32];
+    if (!any || (n > 0 && !ts)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: NULL argument", op);
+    *any = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "ts[%d]", i);
+        CNN_TRY(cnn_cuda_check_float(ts[i], op, name));
+    }
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    *(volatile int *)ctx->nonfinite = 0;
+    for (int i = 0; i < n; i++)
+        CNN_CUDA_RT(op, cnn_cuda_launch_nonfinite, ctx->compute, ts[i]->data, ts[i]->dtype, cnn_tensor_numel(ts[i]),
+                    ctx->nonfinite_dev);
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
+    CNN_TRY(cnn_cuda_check_deferred(ctx));
+    *any = *(volatile int *)ctx->nonfinite != 0;
+fail:
+    return st;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // channel concatenation
 
@@ -318,12 +409,16 @@ static cnn_status cnn_cuda_concat_check(const cnn_concat_args *a, int backward, 
 {
     cnn_status st = CNN_OK;
     char name[32];
-    CNN_TRY(cnn_cuda_check_f32(backward ? a->dy : a->y, op, backward ? "dy" : "y"));
+    const cnn_tensor *whole = backward ? a->dy : a->y;
+    const char *whole_name = backward ? "dy" : "y";
+    CNN_TRY(cnn_cuda_check_float(whole, op, whole_name));
     CNN_TRY(cnn_concat_check(a, backward, "cuda ", op, channels, rows));
     for (int i = 0; i < a->n; i++) {
         if (backward && !a->dxs[i]) continue;
+        const cnn_tensor *part = backward ? a->dxs[i] : a->xs[i];
         snprintf(name, sizeof name, "%s[%d]", backward ? "dxs" : "xs", i);
-        CNN_TRY(cnn_cuda_check_f32(backward ? a->dxs[i] : a->xs[i], op, name));
+        CNN_TRY(cnn_cuda_check_float(part, op, name));
+        CNN_TRY(cnn_cuda_check_dtype(part, whole->dtype, op, name, whole_name));
     }
 fail:
     return st;
@@ -345,9 +440,9 @@ static cnn_status cnn_cuda_concat_run(cnn_backend *b, const cnn_concat_args *a, 
         const int64_t at = start;
         start += channels[i];
         if (backward && !a->dxs[i]) continue;
-        float *part = backward ? a->dxs[i]->data : a->xs[i]->data;
-        CNN_CUDA_RT(op, cnn_cuda_launch_concat_part, ctx->compute, whole->data, part, rows, width, channels[i], at,
-                    !backward);
+        void *part = backward ? a->dxs[i]->data : a->xs[i]->data;
+        CNN_CUDA_RT(op, cnn_cuda_launch_concat_part, ctx->compute, whole->data, part, whole->dtype, rows, width,
+                    channels[i], at, !backward);
     }
 fail:
     return st;

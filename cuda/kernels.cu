@@ -1,17 +1,23 @@
-// Our CUDA kernels: fill, activations, bias + activation epilogue, column sums (bias gradients), softmax
-// cross-entropy, SGD and Adam, explicit padding, and pooling for the windows cuDNN cannot describe.
+// Our CUDA kernels: fill and casts, activations, bias + activation epilogue, column sums (bias gradients), softmax
+// cross-entropy, the optimizers, explicit padding, pooling, dropout, add, concat, sums of squares, finiteness
+// checks and batch normalization.
 //
 // The math of the elementwise ops is core/ew_math.h, the same functions the CPU backend runs (compiled here as
-// __host__ __device__): this file only schedules them. Launchers are C-callable (kernels.h) and return the
-// launch status; nothing here allocates or synchronizes.
+// __host__ __device__): this file only schedules them. Activation-like data is f32, f16 or bf16 (a cnn_dtype
+// passed at run time: the branch is the same for every thread, so it costs nothing next to the memory traffic);
+// it is loaded as float, computed in float and rounded to nearest even on the way out. Launchers are C-callable
+// (kernels.h) and return the launch status; nothing here allocates or synchronizes.
 #include <math.h>
 #include <stdint.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "core/ew_math.h"
 #include "cuda/kernels.h"
 
 // ---------------------------------------------------------------------------------------------------------------
-// launch geometry
+// launch geometry, loads and stores
 
 // 256 threads: 8 warps, a common default that keeps every SM busy for memory-bound elementwise kernels.
 static const int kBlock = 256;
@@ -29,76 +35,107 @@ static unsigned cnn_cuda_blocks(int64_t n)
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                  \
          i += (int64_t)gridDim.x * blockDim.x)
 
-// ---------------------------------------------------------------------------------------------------------------
-// fill, activations, bias + activation
-
-static __global__ void cnn_cuda_fill_kernel(float *x, int64_t n, float value)
+static __device__ __forceinline__ float ld(const void *p, int dt, int64_t i)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) x[i] = value;
+    if (dt == CNN_F16) return __half2float(static_cast<const __half *>(p)[i]);
+    if (dt == CNN_BF16) return __bfloat162float(static_cast<const __nv_bfloat16 *>(p)[i]);
+    return static_cast<const float *>(p)[i];
 }
 
-static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, const float *x, float *y, int64_t n)
+static __device__ __forceinline__ void st(void *p, int dt, int64_t i, float v)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) y[i] = cnn_act_apply(act, alpha, x[i]);
+    if (dt == CNN_F16) static_cast<__half *>(p)[i] = __float2half_rn(v);
+    else if (dt == CNN_BF16) static_cast<__nv_bfloat16 *>(p)[i] = __float2bfloat16_rn(v);
+    else static_cast<float *>(p)[i] = v;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// fill, cast, activations, bias + activation
+
+static __global__ void cnn_cuda_fill_kernel(void *x, int dt, int64_t n, float value)
+{
+    CNN_CUDA_GRID_STRIDE(i, n) st(x, dt, i, value);
+}
+
+static __global__ void cnn_cuda_cast_kernel(const void *src, int sdt, void *dst, int ddt, int64_t n)
+{
+    CNN_CUDA_GRID_STRIDE(i, n) st(dst, ddt, i, ld(src, sdt, i));
+}
+
+static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, const void *x, void *y, int dt,
+                                                   int64_t n)
+{
+    CNN_CUDA_GRID_STRIDE(i, n) st(y, dt, i, cnn_act_apply(act, alpha, ld(x, dt, i)));
 }
 
 /* from_x: the gradient comes from the input (GELU, SiLU), else from the output */
-static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, float alpha, int from_x, const float *xy,
-                                                    const float *dy, float *dx, int64_t n)
+static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, float alpha, int from_x, const void *xy,
+                                                    const void *dy, void *dx, int dt, int64_t n)
 {
     CNN_CUDA_GRID_STRIDE(i, n)
-    dx[i] = from_x ? cnn_act_grad_from_x(act, alpha, xy[i], dy[i]) : cnn_act_grad_from_y(act, alpha, xy[i], dy[i]);
+    {
+        const float v = ld(xy, dt, i), g = ld(dy, dt, i);
+        st(dx, dt, i, from_x ? cnn_act_grad_from_x(act, alpha, v, g) : cnn_act_grad_from_y(act, alpha, v, g));
+    }
 }
 
 // y (rows, cols), b (cols) or NULL
-static __global__ void cnn_cuda_bias_act_kernel(float *y, const float *b, int64_t rows, int64_t cols, cnn_act act,
-                                                float alpha)
+static __global__ void cnn_cuda_bias_act_kernel(void *y, int dt, const float *b, int64_t rows, int64_t cols,
+                                                cnn_act act, float alpha)
 {
     const int64_t n = rows * cols;
     CNN_CUDA_GRID_STRIDE(i, n)
     {
-        float v = y[i];
+        float v = ld(y, dt, i);
         if (b) v += b[i % cols];
-        y[i] = cnn_act_apply(act, alpha, v);
+        st(y, dt, i, cnn_act_apply(act, alpha, v));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_fill(cudaStream_t stream, float *x, int64_t n, float value)
+extern "C" cudaError_t cnn_cuda_launch_fill(cudaStream_t stream, void *x, int dt, int64_t n, float value)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_fill_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, n, value);
+    cnn_cuda_fill_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, dt, n, value);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, float alpha, const float *x,
-                                                   float *y, int64_t n)
+extern "C" cudaError_t cnn_cuda_launch_cast(cudaStream_t stream, const void *src, int src_dt, void *dst, int dst_dt,
+                                            int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_forward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, x, y, n);
+    cnn_cuda_cast_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(src, src_dt, dst, dst_dt, n);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act act, float alpha, const void *x,
+                                                   void *y, int dt, int64_t n)
+{
+    if (n <= 0) return cudaSuccess;
+    cnn_cuda_act_forward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, x, y, dt, n);
     return cudaGetLastError();
 }
 
 extern "C" cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, float alpha, int from_x,
-                                                    const float *xy, const float *dy, float *dx, int64_t n)
+                                                    const void *xy, const void *dy, void *dx, int dt, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_backward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xy, dy, dx, n);
+    cnn_cuda_act_backward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xy, dy, dx, dt, n);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_bias_act(cudaStream_t stream, float *y, const float *b, int64_t rows,
+extern "C" cudaError_t cnn_cuda_launch_bias_act(cudaStream_t stream, void *y, int dt, const float *b, int64_t rows,
                                                 int64_t cols, cnn_act act, float alpha)
 {
     if (rows <= 0 || cols <= 0) return cudaSuccess;
-    cnn_cuda_bias_act_kernel<<<cnn_cuda_blocks(rows * cols), kBlock, 0, stream>>>(y, b, rows, cols, act, alpha);
+    cnn_cuda_bias_act_kernel<<<cnn_cuda_blocks(rows * cols), kBlock, 0, stream>>>(y, dt, b, rows, cols, act, alpha);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // column sums: bias gradients of conv (rows = N*OH*OW) and dense (rows = N)
 //
-// Pass 1: a 32 x 8 block sums one chunk of rows for 32 adjacent columns (a warp reads 128 contiguous bytes),
-// into partial (chunks, cols). Pass 2 sums the chunks. With one chunk, pass 1 writes the result directly.
+// Pass 1: a 32 x 8 block sums one chunk of rows for 32 adjacent columns (a warp reads contiguous bytes), into
+// partial (chunks, cols). Pass 2 sums the chunks. With one chunk, pass 1 writes the result directly.
 
 enum { kColTx = 32, kColTy = 8 };
 // at least this many rows per chunk (fewer would make pass 2 the larger one) and at most this many chunks
@@ -117,8 +154,8 @@ static int64_t cnn_cuda_col_chunks(int64_t rows)
     return (rows + per - 1) / per;
 }
 
-static __global__ void cnn_cuda_col_sum_partial_kernel(const float *x, int64_t rows, int64_t cols, int64_t rows_per_chunk,
-                                                float *out)
+static __global__ void cnn_cuda_col_sum_partial_kernel(const void *x, int dt, int64_t rows, int64_t cols,
+                                                       int64_t rows_per_chunk, float *out)
 {
     __shared__ float s[kColTy][kColTx + 1];
     const int64_t col = (int64_t)blockIdx.x * kColTx + threadIdx.x;
@@ -126,7 +163,7 @@ static __global__ void cnn_cuda_col_sum_partial_kernel(const float *x, int64_t r
     const int64_t r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
     float acc = 0.0f;
     if (col < cols)
-        for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) acc += x[r * cols + col];
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) acc += ld(x, dt, r * cols + col);
     s[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0) {
@@ -152,16 +189,16 @@ extern "C" int64_t cnn_cuda_col_sum_scratch(int64_t rows, int64_t cols)
     return chunks > 1 ? chunks * cols : 0;
 }
 
-extern "C" cudaError_t cnn_cuda_launch_col_sum(cudaStream_t stream, const float *x, int64_t rows, int64_t cols,
+extern "C" cudaError_t cnn_cuda_launch_col_sum(cudaStream_t stream, const void *x, int dt, int64_t rows, int64_t cols,
                                                float *out, float *partial)
 {
     if (cols <= 0) return cudaSuccess;
-    if (rows <= 0) return cnn_cuda_launch_fill(stream, out, cols, 0.0f);
+    if (rows <= 0) return cnn_cuda_launch_fill(stream, out, CNN_F32, cols, 0.0f);
     const int64_t per = cnn_cuda_col_chunk_rows(rows);
     const int64_t chunks = cnn_cuda_col_chunks(rows);
     dim3 block(kColTx, kColTy);
     dim3 grid((unsigned)((cols + kColTx - 1) / kColTx), (unsigned)chunks);
-    cnn_cuda_col_sum_partial_kernel<<<grid, block, 0, stream>>>(x, rows, cols, per, chunks > 1 ? partial : out);
+    cnn_cuda_col_sum_partial_kernel<<<grid, block, 0, stream>>>(x, dt, rows, cols, per, chunks > 1 ? partial : out);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || chunks == 1) return e;
     cnn_cuda_col_sum_final_kernel<<<cnn_cuda_blocks(cols), kBlock, 0, stream>>>(partial, chunks, cols, out);
@@ -169,7 +206,7 @@ extern "C" cudaError_t cnn_cuda_launch_col_sum(cudaStream_t stream, const float 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// softmax cross-entropy: one warp per row
+// softmax cross-entropy: one warp per row, the CPU backend's expressions (in float here, double there)
 
 static const int kWarp = 32;
 static const int kRowsPerBlock = 256 / 32;
@@ -186,108 +223,153 @@ static __device__ float cnn_cuda_warp_sum(float v)
     return v;
 }
 
-static __global__ void cnn_cuda_softmax_xent_kernel(const float *logits, const int32_t *labels, int64_t n, int64_t k,
-                                             float *probs, float *losses, float *dlogits, float scale,
-                                             cnn_cuda_deferred *deferred)
+static __device__ void cnn_cuda_defer(cnn_cuda_deferred *d, int code, int label, int64_t sample, int64_t limit,
+                                      float value)
+{
+    if (atomicCAS(&d->code, CNN_CUDA_DEFERRED_NONE, code) == CNN_CUDA_DEFERRED_NONE) {
+        d->label = label;
+        d->sample = sample;
+        d->limit = limit;
+        d->value = value;
+        __threadfence_system();
+    }
+}
+
+static __global__ void cnn_cuda_softmax_xent_kernel(const void *logits, int dt, const int32_t *labels, int64_t n,
+                                                    int64_t k, float *probs, float *losses, void *dlogits,
+                                                    float scale, const float *cw, float smooth,
+                                                    cnn_cuda_deferred *deferred)
 {
     const int64_t row = (int64_t)blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp;
     const int lane = threadIdx.x % kWarp;
     if (row >= n) return; // the whole warp: row is uniform across it
-    const float *x = logits + row * k;
-    const int32_t label = labels[row];
-    if (label < 0 || label >= k) {
+    const int64_t base = row * k;
+    const int32_t label = labels ? labels[row] : 0;
+    const float weight = cw ? cw[label >= 0 && label < k ? label : 0] : 1.0f;
+    const int bad_label = label < 0 || label >= k;
+    const int bad_weight = !bad_label && !(weight > 0.0f && isfinite(weight));
+    if (bad_label || bad_weight) {
         if (lane == 0) {
-            if (atomicCAS(&deferred->code, CNN_CUDA_DEFERRED_NONE, CNN_CUDA_DEFERRED_BAD_LABEL) ==
-                CNN_CUDA_DEFERRED_NONE) {
-                deferred->label = label;
-                deferred->sample = row;
-                deferred->limit = k;
-                __threadfence_system();
-            }
+            if (bad_label) cnn_cuda_defer(deferred, CNN_CUDA_DEFERRED_BAD_LABEL, label, row, k, 0.0f);
+            else cnn_cuda_defer(deferred, CNN_CUDA_DEFERRED_BAD_WEIGHT, label, row, k, weight);
             if (losses) losses[row] = nanf("");
         }
         for (int64_t j = lane; j < k; j += kWarp) {
-            if (probs) probs[row * k + j] = nanf("");
-            if (dlogits) dlogits[row * k + j] = nanf("");
+            if (probs) probs[base + j] = nanf("");
+            if (dlogits) st(dlogits, dt, base + j, nanf(""));
         }
         return;
     }
-    // read before any output (which may alias logits) is written; the shuffles below order every lane's reads
-    // before any lane's writes
-    const float x_label = x[label];
+    // target = (1 - s) onehot + s / K; loss = w[label] * (log sum exp(z - m) - sum_j target_j (z_j - m))
+    const float off_target = smooth / (float)k, on_target = 1.0f - smooth + off_target;
+    // read before any output is written; the shuffles below order every lane's reads before any lane's writes
+    const float x_label = ld(logits, dt, base + label);
     float m = -INFINITY;
-    for (int64_t j = lane; j < k; j += kWarp) m = fmaxf(m, x[j]);
+    for (int64_t j = lane; j < k; j += kWarp) m = fmaxf(m, ld(logits, dt, base + j));
     m = cnn_cuda_warp_max(m);
-    float s = 0.0f;
-    for (int64_t j = lane; j < k; j += kWarp) s += expf(x[j] - m);
+    float s = 0.0f, dot = 0.0f;
+    for (int64_t j = lane; j < k; j += kWarp) {
+        const float d = ld(logits, dt, base + j) - m;
+        s += expf(d);
+        dot += off_target * d;
+    }
     s = cnn_cuda_warp_sum(s); // max-subtracted: every term in (0, 1], the sum in [1, K]
-    if (losses && lane == 0) losses[row] = logf(s) - (x_label - m);
+    dot = smooth != 0.0f ? cnn_cuda_warp_sum(dot) : 0.0f;
+    if (labels) dot += (on_target - off_target) * (x_label - m);
+    if (losses && lane == 0) losses[row] = weight * (logf(s) - dot);
     if (probs || dlogits) {
-        const float inv = 1.0f / s;
+        const float inv = 1.0f / s, gs = scale * weight;
         for (int64_t j = lane; j < k; j += kWarp) {
-            const float p = expf(x[j] - m) * inv;
-            if (probs) probs[row * k + j] = p;
-            if (dlogits) dlogits[row * k + j] = scale * (p - (j == label ? 1.0f : 0.0f));
+            const float p = expf(ld(logits, dt, base + j) - m) * inv;
+            if (probs) probs[base + j] = p;
+            if (dlogits) st(dlogits, dt, base + j, gs * (p - (j == label ? on_target : off_target)));
         }
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_softmax_xent(cudaStream_t stream, const float *logits, const int32_t *labels,
-                                                    int64_t n, int64_t k, float *probs, float *losses,
-                                                    float *dlogits, float grad_scale, cnn_cuda_deferred *deferred)
+extern "C" cudaError_t cnn_cuda_launch_softmax_xent(cudaStream_t stream, const void *logits, int dt,
+                                                    const int32_t *labels, int64_t n, int64_t k, float *probs,
+                                                    float *losses, void *dlogits, float grad_scale,
+                                                    const float *class_weights, float label_smoothing,
+                                                    cnn_cuda_deferred *deferred)
 {
     if (n <= 0 || k <= 0) return cudaSuccess;
     const int64_t blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
     if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
     cnn_cuda_softmax_xent_kernel<<<(unsigned)blocks, kRowsPerBlock * kWarp, 0, stream>>>(
-        logits, labels, n, k, probs, losses, dlogits, grad_scale, deferred);
+        logits, dt, labels, n, k, probs, losses, dlogits, grad_scale, class_weights, label_smoothing, deferred);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// optimizer updates
+// optimizer updates: the f32 master weights, then their low-precision copy
 
-static __global__ void cnn_cuda_sgd_kernel(float *p, const float *g, float *v, int64_t n, float lr, float mu, float wd,
-                                    int nesterov, float gs)
+static __global__ void cnn_cuda_sgd_kernel(cnn_cuda_opt_io io, float *v, float lr, float mu, float wd, int nesterov)
 {
-    CNN_CUDA_GRID_STRIDE(i, n)
+    CNN_CUDA_GRID_STRIDE(i, io.n)
     {
         float unused = 0.0f; // cnn_sgd_step leaves the velocity alone when mu == 0
-        cnn_sgd_step(&p[i], g[i] * gs, v ? &v[i] : &unused, lr, mu, wd, nesterov);
+        cnn_sgd_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, v ? &v[i] : &unused, lr, mu, wd,
+                     nesterov);
+        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
     }
 }
 
-static __global__ void cnn_cuda_adam_kernel(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
-                                     float b2, float eps, float wd, int decoupled, float bc1, float bc2, float gs)
+static __global__ void cnn_cuda_adam_kernel(cnn_cuda_opt_io io, float *m, float *v, float lr, float b1, float b2,
+                                            float eps, float wd, int decoupled, float bc1, float bc2)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) cnn_adam_step(&p[i], g[i] * gs, &m[i], &v[i], lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+    CNN_CUDA_GRID_STRIDE(i, io.n)
+    {
+        cnn_adam_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &m[i], &v[i], lr, b1, b2, eps, wd,
+                      decoupled, bc1, bc2);
+        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
+    }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_sgd(cudaStream_t stream, float *param, const float *grad, float *velocity,
-                                           int64_t n, float lr, float momentum, float weight_decay, int nesterov,
-                                           float grad_scale)
+static __global__ void cnn_cuda_rmsprop_kernel(cnn_cuda_opt_io io, float *sq, float *mom, float lr, float rho,
+                                               float eps, float mu, float wd)
 {
-    if (n <= 0) return cudaSuccess;
-    cnn_cuda_sgd_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(param, grad, momentum != 0.0f ? velocity : NULL,
-                                                                   n, lr, momentum, weight_decay, nesterov,
-                                                                   grad_scale);
+    CNN_CUDA_GRID_STRIDE(i, io.n)
+    {
+        float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
+        cnn_rmsprop_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &sq[i], mom ? &mom[i] : &unused,
+                         lr, rho, eps, mu, wd);
+        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
+    }
+}
+
+extern "C" cudaError_t cnn_cuda_launch_sgd(cudaStream_t stream, const cnn_cuda_opt_io *io, float *velocity, float lr,
+                                           float momentum, float weight_decay, int nesterov)
+{
+    if (io->n <= 0) return cudaSuccess;
+    cnn_cuda_sgd_kernel<<<cnn_cuda_blocks(io->n), kBlock, 0, stream>>>(*io, momentum != 0.0f ? velocity : NULL, lr,
+                                                                       momentum, weight_decay, nesterov);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_adam(cudaStream_t stream, float *param, const float *grad, float *m, float *v,
-                                            int64_t n, float lr, float beta1, float beta2, float eps,
-                                            float weight_decay, int decoupled, float bc1, float bc2, float grad_scale)
+extern "C" cudaError_t cnn_cuda_launch_adam(cudaStream_t stream, const cnn_cuda_opt_io *io, float *m, float *v,
+                                            float lr, float beta1, float beta2, float eps, float weight_decay,
+                                            int decoupled, float bc1, float bc2)
 {
-    if (n <= 0) return cudaSuccess;
-    cnn_cuda_adam_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(param, grad, m, v, n, lr, beta1, beta2, eps,
-                                                                    weight_decay, decoupled, bc1, bc2, grad_scale);
+    if (io->n <= 0) return cudaSuccess;
+    cnn_cuda_adam_kernel<<<cnn_cuda_blocks(io->n), kBlock, 0, stream>>>(*io, m, v, lr, beta1, beta2, eps,
+                                                                        weight_decay, decoupled, bc1, bc2);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, const cnn_cuda_opt_io *io, float *sq, float *mom,
+                                               float lr, float rho, float eps, float momentum, float weight_decay)
+{
+    if (io->n <= 0) return cudaSuccess;
+    cnn_cuda_rmsprop_kernel<<<cnn_cuda_blocks(io->n), kBlock, 0, stream>>>(*io, sq, momentum != 0.0f ? mom : NULL, lr,
+                                                                           rho, eps, momentum, weight_decay);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // explicit padding (convolutions with asymmetric padding run on a padded copy)
 
-static __global__ void cnn_cuda_pad_kernel(const float *x, float *xp, cnn_cuda_window g)
+static __global__ void cnn_cuda_pad_kernel(const void *x, void *xp, int dt, cnn_cuda_window g)
 {
     const int64_t hp = g.h + g.pad_top + g.pad_bottom, wp = g.w + g.pad_left + g.pad_right;
     const int64_t total = g.n * hp * wp * g.c;
@@ -298,11 +380,11 @@ static __global__ void cnn_cuda_pad_kernel(const float *x, float *xp, cnn_cuda_w
         t /= wp;
         int64_t h = t % hp - g.pad_top;
         int64_t n = t / hp;
-        xp[i] = (h >= 0 && h < g.h && w >= 0 && w < g.w) ? x[((n * g.h + h) * g.w + w) * g.c + c] : 0.0f;
+        st(xp, dt, i, (h >= 0 && h < g.h && w >= 0 && w < g.w) ? ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c) : 0.0f);
     }
 }
 
-static __global__ void cnn_cuda_crop_kernel(const float *xp, float *x, cnn_cuda_window g)
+static __global__ void cnn_cuda_crop_kernel(const void *xp, void *x, int dt, cnn_cuda_window g)
 {
     const int64_t hp = g.h + g.pad_top + g.pad_bottom, wp = g.w + g.pad_left + g.pad_right;
     const int64_t total = g.n * g.h * g.w * g.c;
@@ -313,23 +395,25 @@ static __global__ void cnn_cuda_crop_kernel(const float *xp, float *x, cnn_cuda_
         t /= g.w;
         int64_t h = t % g.h;
         int64_t n = t / g.h;
-        x[i] = xp[((n * hp + h + g.pad_top) * wp + w + g.pad_left) * g.c + c];
+        st(x, dt, i, ld(xp, dt, ((n * hp + h + g.pad_top) * wp + w + g.pad_left) * g.c + c));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_pad(cudaStream_t stream, const float *x, float *xp, const cnn_cuda_window *g)
+extern "C" cudaError_t cnn_cuda_launch_pad(cudaStream_t stream, const void *x, void *xp, int dt,
+                                           const cnn_cuda_window *g)
 {
     const int64_t total = g->n * (g->h + g->pad_top + g->pad_bottom) * (g->w + g->pad_left + g->pad_right) * g->c;
     if (total <= 0) return cudaSuccess;
-    cnn_cuda_pad_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(x, xp, *g);
+    cnn_cuda_pad_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(x, xp, dt, *g);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_crop(cudaStream_t stream, const float *xp, float *x, const cnn_cuda_window *g)
+extern "C" cudaError_t cnn_cuda_launch_crop(cudaStream_t stream, const void *xp, void *x, int dt,
+                                            const cnn_cuda_window *g)
 {
     const int64_t total = g->n * g->h * g->w * g->c;
     if (total <= 0) return cudaSuccess;
-    cnn_cuda_crop_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(xp, x, *g);
+    cnn_cuda_crop_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(xp, x, dt, *g);
     return cudaGetLastError();
 }
 
@@ -338,8 +422,8 @@ extern "C" cudaError_t cnn_cuda_launch_crop(cudaStream_t stream, const float *xp
 
 // Index (kh * KW + kw) of the max of window (oh, ow) for channel c of sample n; -1 when the window holds only
 // padding (the checks on the host rule that out).
-static __device__ int cnn_cuda_window_argmax(const float *x, const cnn_cuda_window &g, int64_t n, int64_t oh, int64_t ow,
-                                      int64_t c, float *best_out)
+static __device__ int cnn_cuda_window_argmax(const void *x, int dt, const cnn_cuda_window &g, int64_t n, int64_t oh,
+                                             int64_t ow, int64_t c, float *best_out)
 {
     const int64_t h0 = oh * g.sh - g.pad_top, w0 = ow * g.sw - g.pad_left;
     int best_i = -1;
@@ -350,7 +434,7 @@ static __device__ int cnn_cuda_window_argmax(const float *x, const cnn_cuda_wind
         for (int j = 0; j < g.kw; j++) {
             const int64_t w = w0 + j;
             if (w < 0 || w >= g.w) continue;
-            const float v = x[((n * g.h + h) * g.w + w) * g.c + c];
+            const float v = ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c);
             if (best_i < 0 || v > best) {
                 best = v;
                 best_i = i * g.kw + j;
@@ -370,7 +454,8 @@ static __device__ int cnn_cuda_window_count(const cnn_cuda_window &g, int64_t oh
     return (int)((hh > 0 ? hh : 0) * (ww > 0 ? ww : 0));
 }
 
-static __global__ void cnn_cuda_pool_forward_kernel(cnn_pool_mode mode, const float *x, float *y, cnn_cuda_window g)
+static __global__ void cnn_cuda_pool_forward_kernel(cnn_pool_mode mode, const void *x, void *y, int dt,
+                                                    cnn_cuda_window g)
 {
     const int64_t total = g.n * g.oh * g.ow * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
@@ -382,8 +467,8 @@ static __global__ void cnn_cuda_pool_forward_kernel(cnn_pool_mode mode, const fl
         int64_t n = t / g.oh;
         if (mode == CNN_POOL_MAX) {
             float best;
-            int at = cnn_cuda_window_argmax(x, g, n, oh, ow, c, &best);
-            y[i] = at < 0 ? nanf("") : best;
+            int at = cnn_cuda_window_argmax(x, dt, g, n, oh, ow, c, &best);
+            st(y, dt, i, at < 0 ? nanf("") : best);
         } else {
             const int64_t h0 = oh * g.sh - g.pad_top, w0 = ow * g.sw - g.pad_left;
             float s = 0.0f;
@@ -392,17 +477,17 @@ static __global__ void cnn_cuda_pool_forward_kernel(cnn_pool_mode mode, const fl
                 if (h < 0 || h >= g.h) continue;
                 for (int b = 0; b < g.kw; b++) {
                     const int64_t w = w0 + b;
-                    if (w >= 0 && w < g.w) s += x[((n * g.h + h) * g.w + w) * g.c + c];
+                    if (w >= 0 && w < g.w) s += ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c);
                 }
             }
             const int count = cnn_cuda_window_count(g, oh, ow);
-            y[i] = count > 0 ? s / (float)count : nanf("");
+            st(y, dt, i, count > 0 ? s / (float)count : nanf(""));
         }
     }
 }
 
-static __global__ void cnn_cuda_pool_backward_kernel(cnn_pool_mode mode, const float *x, const float *dy, float *dx,
-                                              cnn_cuda_window g)
+static __global__ void cnn_cuda_pool_backward_kernel(cnn_pool_mode mode, const void *x, const void *dy, void *dx,
+                                                     int dt, cnn_cuda_window g)
 {
     const int64_t total = g.n * g.h * g.w * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
@@ -421,10 +506,10 @@ static __global__ void cnn_cuda_pool_backward_kernel(cnn_pool_mode mode, const f
         float acc = 0.0f;
         for (int64_t oh = oh_lo; oh <= oh_hi; oh++) {
             for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
-                const float d = dy[((n * g.oh + oh) * g.ow + ow) * g.c + c];
+                const float d = ld(dy, dt, ((n * g.oh + oh) * g.ow + ow) * g.c + c);
                 if (mode == CNN_POOL_MAX) {
                     float best;
-                    const int at = cnn_cuda_window_argmax(x, g, n, oh, ow, c, &best);
+                    const int at = cnn_cuda_window_argmax(x, dt, g, n, oh, ow, c, &best);
                     const int mine = (int)((hp - oh * g.sh) * g.kw + (wp - ow * g.sw));
                     if (at == mine) acc += d;
                 } else {
@@ -433,109 +518,91 @@ static __global__ void cnn_cuda_pool_backward_kernel(cnn_pool_mode mode, const f
                 }
             }
         }
-        dx[i] = acc;
+        st(dx, dt, i, acc);
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_pool_forward(cudaStream_t stream, cnn_pool_mode mode, const float *x,
-                                                    float *y, const cnn_cuda_window *g)
+extern "C" cudaError_t cnn_cuda_launch_pool_forward(cudaStream_t stream, cnn_pool_mode mode, const void *x, void *y,
+                                                    int dt, const cnn_cuda_window *g)
 {
     const int64_t total = g->n * g->oh * g->ow * g->c;
     if (total <= 0) return cudaSuccess;
-    cnn_cuda_pool_forward_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(mode, x, y, *g);
+    cnn_cuda_pool_forward_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(mode, x, y, dt, *g);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_pool_backward(cudaStream_t stream, cnn_pool_mode mode, const float *x,
-                                                     const float *dy, float *dx, const cnn_cuda_window *g)
+extern "C" cudaError_t cnn_cuda_launch_pool_backward(cudaStream_t stream, cnn_pool_mode mode, const void *x,
+                                                     const void *dy, void *dx, int dt, const cnn_cuda_window *g)
 {
     const int64_t total = g->n * g->h * g->w * g->c;
     if (total <= 0) return cudaSuccess;
-    cnn_cuda_pool_backward_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(mode, x, dy, dx, *g);
+    cnn_cuda_pool_backward_kernel<<<cnn_cuda_blocks(total), kBlock, 0, stream>>>(mode, x, dy, dx, dt, *g);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// dropout, add, scale, RMSprop
+// dropout, add, scale
 
-static __global__ void cnn_cuda_dropout_kernel(const float *in, float *out, int64_t n, float rate, float inv_keep,
-                                               uint64_t seed, uint64_t offset)
+static __global__ void cnn_cuda_dropout_kernel(const void *in, void *out, int dt, int64_t n, float rate,
+                                               float inv_keep, uint64_t seed, uint64_t offset)
 {
     CNN_CUDA_GRID_STRIDE(i, n)
-    out[i] = cnn_dropout_keep(seed, offset + (uint64_t)i, rate) ? in[i] * inv_keep : 0.0f;
+    st(out, dt, i, cnn_dropout_keep(seed, offset + (uint64_t)i, rate) ? ld(in, dt, i) * inv_keep : 0.0f);
 }
 
-extern "C" cudaError_t cnn_cuda_launch_dropout(cudaStream_t stream, const float *in, float *out, int64_t n, float rate,
-                                               uint64_t seed, uint64_t offset)
+extern "C" cudaError_t cnn_cuda_launch_dropout(cudaStream_t stream, const void *in, void *out, int dt, int64_t n,
+                                               float rate, uint64_t seed, uint64_t offset)
 {
     if (n <= 0) return cudaSuccess;
     if (rate == 0.0f) {
         if (out == in) return cudaSuccess;
-        return cudaMemcpyAsync(out, in, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice, stream);
+        return cudaMemcpyAsync(out, in, (size_t)n * (dt == CNN_F32 ? 4 : 2), cudaMemcpyDeviceToDevice, stream);
     }
     // the CPU backend's expression: 1 / (1 - rate) in float, then one multiply
     const float inv_keep = 1.0f / (1.0f - rate);
-    cnn_cuda_dropout_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(in, out, n, rate, inv_keep, seed, offset);
+    cnn_cuda_dropout_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(in, out, dt, n, rate, inv_keep, seed, offset);
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_add_kernel(const float *a, const float *b, float *y, int64_t n, float alpha,
-                                           float beta)
+static __global__ void cnn_cuda_add_kernel(const void *a, int adt, const void *b, int bdt, void *y, int ydt,
+                                           int64_t n, float alpha, float beta)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) y[i] = alpha * a[i] + beta * b[i];
+    CNN_CUDA_GRID_STRIDE(i, n) st(y, ydt, i, alpha * ld(a, adt, i) + beta * ld(b, bdt, i));
 }
 
-static __global__ void cnn_cuda_scale_kernel(float *x, int64_t n, float alpha)
+static __global__ void cnn_cuda_scale_kernel(void *x, int dt, int64_t n, float alpha)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) x[i] *= alpha;
+    CNN_CUDA_GRID_STRIDE(i, n) st(x, dt, i, ld(x, dt, i) * alpha);
 }
 
-extern "C" cudaError_t cnn_cuda_launch_add(cudaStream_t stream, const float *a, const float *b, float *y, int64_t n,
-                                           float alpha, float beta)
+extern "C" cudaError_t cnn_cuda_launch_add(cudaStream_t stream, const void *a, int a_dt, const void *b, int b_dt,
+                                           void *y, int y_dt, int64_t n, float alpha, float beta)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_add_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(a, b, y, n, alpha, beta);
+    cnn_cuda_add_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(a, a_dt, b, b_dt, y, y_dt, n, alpha, beta);
     return cudaGetLastError();
 }
 
-extern "C" cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, float *x, int64_t n, float alpha)
+extern "C" cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, void *x, int dt, int64_t n, float alpha)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_scale_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, n, alpha);
-    return cudaGetLastError();
-}
-
-static __global__ void cnn_cuda_rmsprop_kernel(float *p, const float *g, float *sq, float *mom, int64_t n, float lr,
-                                               float rho, float eps, float mu, float wd, float gs)
-{
-    CNN_CUDA_GRID_STRIDE(i, n)
-    {
-        float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
-        cnn_rmsprop_step(&p[i], g[i] * gs, &sq[i], mom ? &mom[i] : &unused, lr, rho, eps, mu, wd);
-    }
-}
-
-extern "C" cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, float *param, const float *grad, float *sq,
-                                               float *mom, int64_t n, float lr, float rho, float eps, float momentum,
-                                               float weight_decay, float grad_scale)
-{
-    if (n <= 0) return cudaSuccess;
-    cnn_cuda_rmsprop_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(param, grad, sq, momentum != 0.0f ? mom : NULL,
-                                                                       n, lr, rho, eps, momentum, weight_decay,
-                                                                       grad_scale);
+    cnn_cuda_scale_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, dt, n, alpha);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// sum of squares: one block per fixed chunk, a fixed-shape tree in shared memory
+// sum of squares: one block per fixed chunk, a fixed-shape tree in shared memory; finiteness
 
-static __global__ void cnn_cuda_sum_squares_kernel(const float *x, int64_t n, double *partial)
+static __global__ void cnn_cuda_sum_squares_kernel(const void *x, int dt, int64_t n, double *partial)
 {
     __shared__ double s[kBlock];
     const int64_t lo = (int64_t)blockIdx.x * CNN_CUDA_SUMSQ_CHUNK;
     const int64_t hi = lo + CNN_CUDA_SUMSQ_CHUNK < n ? lo + CNN_CUDA_SUMSQ_CHUNK : n;
     double acc = 0.0;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += kBlock) acc += (double)x[i] * (double)x[i];
+    for (int64_t i = lo + threadIdx.x; i < hi; i += kBlock) {
+        const double v = ld(x, dt, i);
+        acc += v * v;
+    }
     s[threadIdx.x] = acc;
     __syncthreads();
     for (int half = kBlock / 2; half > 0; half /= 2) {
@@ -545,37 +612,52 @@ static __global__ void cnn_cuda_sum_squares_kernel(const float *x, int64_t n, do
     if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
 }
 
-extern "C" cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const float *x, int64_t n, double *partial)
+extern "C" cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const void *x, int dt, int64_t n,
+                                                   double *partial)
 {
     if (n <= 0) return cudaSuccess;
     const int64_t chunks = (n + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
     if (chunks > 0x7fffffff) return cudaErrorInvalidValue;
-    cnn_cuda_sum_squares_kernel<<<(unsigned)chunks, kBlock, 0, stream>>>(x, n, partial);
+    cnn_cuda_sum_squares_kernel<<<(unsigned)chunks, kBlock, 0, stream>>>(x, dt, n, partial);
+    return cudaGetLastError();
+}
+
+static __global__ void cnn_cuda_nonfinite_kernel(const void *x, int dt, int64_t n, int *flag)
+{
+    int bad = 0;
+    CNN_CUDA_GRID_STRIDE(i, n) bad |= !isfinite(ld(x, dt, i));
+    if (__syncthreads_or(bad) && threadIdx.x == 0) *flag = 1;
+}
+
+extern "C" cudaError_t cnn_cuda_launch_nonfinite(cudaStream_t stream, const void *x, int dt, int64_t n, int *flag)
+{
+    if (n <= 0) return cudaSuccess;
+    cnn_cuda_nonfinite_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(x, dt, n, flag);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // channel concatenation, one part per launch
 
-static __global__ void cnn_cuda_concat_part_kernel(float *whole, float *part, int64_t rows, int64_t whole_cols,
+static __global__ void cnn_cuda_concat_part_kernel(void *whole, void *part, int dt, int64_t rows, int64_t whole_cols,
                                                    int64_t part_cols, int64_t at, int to_whole)
 {
     const int64_t total = rows * part_cols;
     CNN_CUDA_GRID_STRIDE(i, total)
     {
         const int64_t r = i / part_cols, j = i % part_cols;
-        float *w = whole + r * whole_cols + at + j;
-        if (to_whole) *w = part[i];
-        else part[i] = *w;
+        const int64_t w = r * whole_cols + at + j;
+        if (to_whole) st(whole, dt, w, ld(part, dt, i));
+        else st(part, dt, i, ld(whole, dt, w));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, float *whole, float *part, int64_t rows,
+extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, void *whole, void *part, int dt, int64_t rows,
                                                    int64_t whole_cols, int64_t part_cols, int64_t at, int to_whole)
 {
     if (rows <= 0 || part_cols <= 0) return cudaSuccess;
     cnn_cuda_concat_part_kernel<<<cnn_cuda_blocks(rows * part_cols), kBlock, 0, stream>>>(
-        whole, part, rows, whole_cols, part_cols, at, to_whole);
+        whole, part, dt, rows, whole_cols, part_cols, at, to_whole);
     return cudaGetLastError();
 }
 
@@ -584,8 +666,9 @@ extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, float *w
 // one thread per channel for the coefficients, then elementwise passes. The expressions are the CPU backend's
 // (cpu/batchnorm.c).
 
-static __global__ void cnn_cuda_bn_partial_kernel(int mode, const float *x, const float *dy, const double *center,
-                                                  int64_t m, int64_t c, int64_t rows_per_chunk, double *partial)
+static __global__ void cnn_cuda_bn_partial_kernel(int mode, const void *x, const void *dy, int dt,
+                                                  const double *center, int64_t m, int64_t c, int64_t rows_per_chunk,
+                                                  double *partial)
 {
     __shared__ double s1[kColTy][kColTx + 1];
     __shared__ double s2[kColTy][kColTx + 1];
@@ -596,14 +679,14 @@ static __global__ void cnn_cuda_bn_partial_kernel(int mode, const float *x, cons
     if (col < c) {
         const double ctr = mode == CNN_CUDA_BN_SUM ? 0.0 : center[col];
         for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) {
-            const float v = x[r * c + col];
+            const float v = ld(x, dt, r * c + col);
             if (mode == CNN_CUDA_BN_SUM) {
                 a += v;
             } else if (mode == CNN_CUDA_BN_CENTERED) {
                 const double d = (double)v - ctr;
                 a += d * d;
             } else {
-                const float g = dy[r * c + col];
+                const float g = ld(dy, dt, r * c + col);
                 a += g;
                 b += (double)g * ((double)v - ctr);
             }
@@ -640,7 +723,7 @@ static __global__ void cnn_cuda_bn_final_kernel(const double *partial, int64_t c
 
 extern "C" int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c) { return cnn_cuda_col_chunks(m) * 2 * c; }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const float *x, const float *dy,
+extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy, int dt,
                                                  const double *center, int64_t m, int64_t c, double *s1, double *s2,
                                                  double *partial)
 {
@@ -654,7 +737,7 @@ extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, 
     const int64_t chunks = cnn_cuda_col_chunks(m);
     dim3 block(kColTx, kColTy);
     dim3 grid((unsigned)((c + kColTx - 1) / kColTx), (unsigned)chunks);
-    cnn_cuda_bn_partial_kernel<<<grid, block, 0, stream>>>(mode, x, dy, center, m, c, per, partial);
+    cnn_cuda_bn_partial_kernel<<<grid, block, 0, stream>>>(mode, x, dy, dt, center, m, c, per, partial);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     cnn_cuda_bn_final_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(partial, chunks, c, s1, s2);
@@ -721,24 +804,25 @@ extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int 
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_apply_kernel(const float *x, float *y, int64_t m, int64_t c, const float *center,
-                                                const float *scale, const float *shift, cnn_act act, float alpha)
+static __global__ void cnn_cuda_bn_apply_kernel(const void *x, void *y, int dt, int64_t m, int64_t c,
+                                                const float *center, const float *scale, const float *shift,
+                                                cnn_act act, float alpha)
 {
     const int64_t n = m * c;
     CNN_CUDA_GRID_STRIDE(i, n)
     {
         const int64_t j = i % c;
-        y[i] = cnn_act_apply(act, alpha, (x[i] - center[j]) * scale[j] + shift[j]);
+        st(y, dt, i, cnn_act_apply(act, alpha, (ld(x, dt, i) - center[j]) * scale[j] + shift[j]));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const float *x, float *y, int64_t m, int64_t c,
-                                                const float *center, const float *scale, const float *shift,
-                                                cnn_act act, float alpha)
+extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, void *y, int dt, int64_t m,
+                                                int64_t c, const float *center, const float *scale,
+                                                const float *shift, cnn_act act, float alpha)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, y, m, c, center, scale, shift, act,
-                                                                            alpha);
+    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, y, dt, m, c, center, scale, shift,
+                                                                            act, alpha);
     return cudaGetLastError();
 }
 
@@ -798,21 +882,21 @@ extern "C" cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_dx_kernel(const float *x, const float *dy, float *dx, int64_t m, int64_t c,
+static __global__ void cnn_cuda_bn_dx_kernel(const void *x, const void *dy, void *dx, int dt, int64_t m, int64_t c,
                                              const float *coef)
 {
     const int64_t n = m * c;
     CNN_CUDA_GRID_STRIDE(i, n)
     {
         const int64_t j = i % c;
-        dx[i] = coef[j] * (dy[i] - coef[c + j] - (x[i] - coef[3 * c + j]) * coef[2 * c + j]);
+        st(dx, dt, i, coef[j] * (ld(dy, dt, i) - coef[c + j] - (ld(x, dt, i) - coef[3 * c + j]) * coef[2 * c + j]));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const float *x, const float *dy, float *dx,
+extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, void *dx, int dt,
                                              int64_t m, int64_t c, const float *coef)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    cnn_cuda_bn_dx_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, dy, dx, m, c, coef);
+    cnn_cuda_bn_dx_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, dy, dx, dt, m, c, coef);
     return cudaGetLastError();
 }

@@ -8,6 +8,9 @@
  * - average: over the real (non-padding) elements of each window (CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
  *   PyTorch's count_include_pad=False).
  *
+ * 16-bit (F16, BF16) data goes to cuDNN too; should cuDNN refuse it, the plan entry falls back to our kernels
+ * (which compute in float) for good.
+ *
  * Max-pool backward recomputes which element won from the forward's input x and output y. The layer passes both;
  * a caller that does not gets the ones of the most recent training forward through the same plan, as the CPU
  * backend keeps its argmax there. */
@@ -20,6 +23,7 @@
 typedef struct cnn_cuda_pool_key {
     int64_t n, h, w, c, oh, ow;
     int32_t mode, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right;
+    int32_t dtype;
 } cnn_cuda_pool_key;
 
 typedef struct cnn_cuda_pool_entry {
@@ -55,9 +59,11 @@ static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cn
     memset(k, 0, sizeof *k);
     if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown pooling mode %d", "cuda ", op, (int)a->mode);
-    CNN_TRY(cnn_cuda_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_f32(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
+    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
+    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
     CNN_TRY(cnn_pool2d_check(a, backward, "cuda ", op, &s));
+    k->dtype = xt->dtype;
     k->n = s.n;
     k->h = s.h;
     k->w = s.w;
@@ -96,10 +102,11 @@ static cnn_status cnn_cuda_pool_prepare(cnn_cuda_pool_entry *e, const char *op)
         if (!e->xd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->xd);
         if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
         if (!e->pd) CNN_CUDA_DNN(op, cudnnCreatePoolingDescriptor, &e->pd);
-        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n,
-                     (int)k->c, (int)k->h, (int)k->w);
-        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, (int)k->n,
-                     (int)k->c, (int)k->oh, (int)k->ow);
+        const cudnnDataType_t dt = cnn_cuda_dnn_type((cnn_dtype)k->dtype);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)k->h,
+                     (int)k->w);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)k->oh,
+                     (int)k->ow);
         /* NaN propagates: a NaN input should surface, not be skipped by the max */
         CNN_CUDA_DNN(op, cudnnSetPooling2dDescriptor, e->pd,
                      k->mode == CNN_POOL_MAX ? CUDNN_POOLING_MAX_DETERMINISTIC
@@ -145,12 +152,16 @@ cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
 
     /* from here on, what an earlier forward left for backward is stale */
     (*slot)->last_forward = NULL;
-    if (e->use_cudnn)
-        CNN_CUDA_DNN(op, cudnnPoolingForward, ctx->cudnn, e->pd, &cnn_cuda_one, e->xd, a->x->data, &cnn_cuda_zero,
-                     e->yd, a->y->data);
-    else
+    if (e->use_cudnn) {
+        cudnnStatus_t ds = cudnnPoolingForward(ctx->cudnn, e->pd, &cnn_cuda_one, e->xd, a->x->data, &cnn_cuda_zero,
+                                               e->yd, a->y->data);
+        /* a cuDNN that refuses 16-bit pooling for this window: our kernels take it from now on */
+        if (ds != CUDNN_STATUS_SUCCESS && e->key.dtype != CNN_F32) e->use_cudnn = 0;
+        else CNN_TRY(cnn_cuda_dnn_status(ds, op, "cudnnPoolingForward"));
+    }
+    if (!e->use_cudnn)
         CNN_CUDA_RT(op, cnn_cuda_launch_pool_forward, ctx->compute, (cnn_pool_mode)e->key.mode, a->x->data,
-                    a->y->data, &e->g);
+                    a->y->data, e->key.dtype, &e->g);
     if (a->training) {
         (*slot)->last_forward = e;
         (*slot)->last_x = a->x->data;
@@ -176,8 +187,10 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
     /* the forward's input and output: given, or remembered from the last training forward */
     const void *x = NULL, *y = NULL;
     if (a->x && a->y) {
-        CNN_TRY(cnn_cuda_check_f32(a->x, op, "x"));
-        CNN_TRY(cnn_cuda_check_f32(a->y, op, "y"));
+        CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
+        CNN_TRY(cnn_cuda_check_float(a->y, op, "y"));
+        CNN_TRY(cnn_cuda_check_dtype(a->x, a->dx->dtype, op, "x", "dx"));
+        CNN_TRY(cnn_cuda_check_dtype(a->y, a->dx->dtype, op, "y", "dx"));
         CNN_TRY(cnn_cuda_check_shape(a->x, 4, a->dx->shape, op, "x"));
         CNN_TRY(cnn_cuda_check_shape(a->y, 4, a->dy->shape, op, "y"));
         x = a->x->data;
@@ -194,13 +207,18 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
                        op, cnn_cuda_shape_str(a->dx, s1, sizeof s1));
         goto fail;
     }
+    int done = 0;
     if (e->use_cudnn && x) {
-        CNN_CUDA_DNN(op, cudnnPoolingBackward, ctx->cudnn, e->pd, &cnn_cuda_one, e->yd, y, e->yd, a->dy->data, e->xd,
-                     x, &cnn_cuda_zero, e->xd, a->dx->data);
-    } else {
+        cudnnStatus_t ds = cudnnPoolingBackward(ctx->cudnn, e->pd, &cnn_cuda_one, e->yd, y, e->yd, a->dy->data, e->xd,
+                                                x, &cnn_cuda_zero, e->xd, a->dx->data);
+        if (ds != CUDNN_STATUS_SUCCESS && e->key.dtype != CNN_F32) e->use_cudnn = 0;
+        else CNN_TRY(cnn_cuda_dnn_status(ds, op, "cudnnPoolingBackward"));
+        done = e->use_cudnn;
+    }
+    if (!done) {
         /* our kernels; average pooling needs neither x nor y */
         CNN_CUDA_RT(op, cnn_cuda_launch_pool_backward, ctx->compute, (cnn_pool_mode)e->key.mode, x, a->dy->data,
-                    a->dx->data, &e->g);
+                    a->dx->data, e->key.dtype, &e->g);
     }
 fail:
     cnn_cuda_plan_destroy(b, tmp);

@@ -24,6 +24,7 @@
 #include "cnn/cnn.h"
 #include "core/backend.h"
 #include "core/rng.h"
+#include "tests/util.h"
 
 namespace {
 
@@ -114,7 +115,7 @@ class DTensor {
     tail_.data = (unsigned char *)p + bytes_;
     std::vector<unsigned char> pattern(kTailBytes, kTailByte);
     EXPECT_EQ(b->ops->write(b, &tail_, pattern.data(), kTailBytes), CNN_OK) << cnn_last_error();
-    if (dtype == CNN_F32) poison();
+    if (is_float()) poison();
   }
   ~DTensor() {
     if (t_.data) b_->ops->free(b_, t_.data);
@@ -127,15 +128,30 @@ class DTensor {
 
   // NaN everywhere: an element an op forgets to write shows up as a NaN
   void poison() { set(std::vector<float>(numel_, NAN)); }
+  bool is_float() const { return t_.dtype == CNN_F32 || t_.dtype == CNN_F16 || t_.dtype == CNN_BF16; }
+  // F16 and BF16 tensors are written and read as floats through an F32 tensor and the backend's cast
   void set(const std::vector<float> &v) {
     ASSERT_EQ(v.size(), numel_);
-    ASSERT_EQ(b_->ops->write(b_, &t_, v.data(), bytes_), CNN_OK) << cnn_last_error();
+    if (t_.dtype == CNN_F32) {
+      ASSERT_EQ(b_->ops->write(b_, &t_, v.data(), bytes_), CNN_OK) << cnn_last_error();
+      return;
+    }
+    DTensor f(b_, shape());
+    f.set(v);
+    ASSERT_NE(b_->ops->cast, nullptr);
+    ASSERT_EQ(b_->ops->cast(b_, &t_, f.t()), CNN_OK) << cnn_last_error();
   }
+  std::vector<int64_t> shape() const { return std::vector<int64_t>(t_.shape, t_.shape + t_.ndim); }
   void set_i32(const std::vector<int32_t> &v) {
     ASSERT_EQ(v.size(), numel_);
     ASSERT_EQ(b_->ops->write(b_, &t_, v.data(), bytes_), CNN_OK) << cnn_last_error();
   }
   std::vector<float> get() {
+    if (t_.dtype != CNN_F32) {
+      DTensor f(b_, shape());
+      EXPECT_EQ(b_->ops->cast(b_, f.t(), &t_), CNN_OK) << cnn_last_error();
+      return f.get();
+    }
     std::vector<float> v(numel_);
     cnn_status st = b_->ops->read(b_, &t_, v.data(), bytes_);
     EXPECT_EQ(st, CNN_OK) << cnn_last_error();
@@ -454,10 +470,11 @@ struct ConvResult {
 };
 
 ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> &x, const std::vector<float> &w,
-                    const std::vector<float> &bias, const std::vector<float> &dy, cnn_plan **plan) {
+                    const std::vector<float> &bias, const std::vector<float> &dy, cnn_plan **plan,
+                    cnn_dtype dt = CNN_F32) {
   ConvResult r;
-  DTensor tx(b, p.x_shape()), tw(b, p.w_shape()), tb(b, {p.o}), ty(b, p.y_shape()), tdy(b, p.y_shape()),
-      tdx(b, p.x_shape()), tdw(b, p.w_shape()), tdb(b, {p.o});
+  DTensor tx(b, p.x_shape(), dt), tw(b, p.w_shape(), dt), tb(b, {p.o}), ty(b, p.y_shape(), dt),
+      tdy(b, p.y_shape(), dt), tdx(b, p.x_shape(), dt), tdw(b, p.w_shape(), dt), tdb(b, {p.o});
   tx.set(x), tw.set(w), tb.set(bias), tdy.set(dy);
   cnn_conv2d_args a = p.args();
   a.plan = plan;
@@ -548,10 +565,10 @@ struct PoolResult {
 // Training forward, then backward through the same plan. With `pass_xy` the backward gets the forward's x and y
 // (as the layer passes them); without, the backend must use what its plan kept.
 PoolResult run_pool(cnn_backend *b, const PoolCase &p, const std::vector<float> &x, const std::vector<float> &dy,
-                    bool pass_xy) {
+                    bool pass_xy, cnn_dtype dt = CNN_F32) {
   PoolResult r;
   Plan plan(b);
-  DTensor tx(b, p.x_shape()), ty(b, p.y_shape()), tdy(b, p.y_shape()), tdx(b, p.x_shape());
+  DTensor tx(b, p.x_shape(), dt), ty(b, p.y_shape(), dt), tdy(b, p.y_shape(), dt), tdx(b, p.x_shape(), dt);
   tx.set(x), tdy.set(dy);
   cnn_pool2d_args a = p.args();
   a.plan = &plan.p, a.x = tx.t(), a.y = ty.t(), a.training = 1;
@@ -1096,18 +1113,22 @@ TEST_F(CudaOps, BatchnormBackwardInPlaceMatchesOutOfPlace) {
 // ---------------------------------------------------------------------------------------------------------------
 // error paths
 
-TEST_F(CudaOps, OpsRejectDtypesOtherThanF32AsUnsupported) {
+// Integer data is refused as unsupported; float tensors of different dtypes in one op as invalid.
+TEST_F(CudaOps, OpsRejectIntegerDataAndMixedFloatDtypes) {
   ConvCase p = conv(1, 5, 5, 2, 3, 3, 3);
   DTensor x(g_cuda, p.x_shape(), CNN_F16), w(g_cuda, p.w_shape()), y(g_cuda, p.y_shape());
   cnn_conv2d_args ca = p.args();
   ca.x = x.t(), ca.w = w.t(), ca.y = y.t();
-  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "F16"});
+  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_INVALID_ARG, {"conv2d_forward", "F16", "F32"});
+  DTensor xi(g_cuda, p.x_shape(), CNN_I32);
+  ca.x = xi.t();
+  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "I32"});
 
   DTensor dx(g_cuda, {2, 4}, CNN_BF16), dw(g_cuda, {3, 4}), dy(g_cuda, {2, 3});
   cnn_dense_args da;
   memset(&da, 0, sizeof da);
   da.x = dx.t(), da.w = dw.t(), da.y = dy.t();
-  expect_error(g_cuda->ops->dense_forward(g_cuda, &da), CNN_ERR_UNSUPPORTED, {"dense_forward", "BF16"});
+  expect_error(g_cuda->ops->dense_forward(g_cuda, &da), CNN_ERR_INVALID_ARG, {"dense_forward", "BF16"});
 
   PoolCase pp{true, 1, 4, 4, 1, 2, 2, 2, 2, 0, 0, 0, 0};
   DTensor px(g_cuda, pp.x_shape(), CNN_I8), py(g_cuda, pp.y_shape());
@@ -1119,7 +1140,7 @@ TEST_F(CudaOps, OpsRejectDtypesOtherThanF32AsUnsupported) {
   cnn_act_args aa;
   memset(&aa, 0, sizeof aa);
   aa.act = CNN_ACT_RELU, aa.x = ax.t(), aa.y = ay.t();
-  expect_error(g_cuda->ops->act_forward(g_cuda, &aa), CNN_ERR_UNSUPPORTED, {"act_forward", "F16"});
+  expect_error(g_cuda->ops->act_forward(g_cuda, &aa), CNN_ERR_INVALID_ARG, {"act_forward", "F16"});
 
   DTensor sl(g_cuda, {2, 3}), slab(g_cuda, {2}, CNN_U8);
   cnn_softmax_xent_args sa;
@@ -1282,6 +1303,521 @@ TEST_F(CudaOps, GraphWithEveryLayerKindTrainsLikeCpu) {
     EXPECT_NEAR(gpu[e].val_loss, cpu[e].val_loss, 0.10 * cpu[e].val_loss + 0.02);
   }
   EXPECT_LT(gpu.back().loss, gpu.front().loss) << "the loss did not go down on the GPU";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// mixed precision: 16-bit data against the CPU backend's f32 on the same (rounded) inputs
+//
+// Both sides see inputs already rounded to the 16-bit type; the GPU accumulates in f32 and rounds its outputs, so
+// what differs is mostly that last rounding: relative 2^-11 (F16) or 2^-8 (BF16) per value. The bounds below are
+// several times the NMSE that rounding alone gives ((2^-11)^2 / 3 and (2^-8)^2 / 3).
+
+constexpr double kNmseF16 = 2e-6;
+constexpr double kNmseBF16 = 1e-4;
+
+double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
+const char *dt_name(cnn_dtype dt) { return cnn_dtype_name(dt); }
+
+// Round to nearest even to F16 or BF16, returned as a float (finite, normal-range inputs; F16 subnormals too).
+float round_to(float x, cnn_dtype dt) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if (dt == CNN_BF16) {
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+  } else if (dt == CNN_F16) {
+    const float a = std::fabs(x);
+    if (a >= 65520.0f) return x > 0 ? INFINITY : -INFINITY;
+    if (a < 6.103515625e-05f) return std::nearbyint(x * 16777216.0f) / 16777216.0f;  // subnormal: steps of 2^-24
+    u += 0xFFFu + ((u >> 13) & 1u);
+    u &= 0xFFFFE000u;
+  }
+  float r;
+  memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+std::vector<float> rounded(std::vector<float> v, cnn_dtype dt) {
+  for (auto &x : v) x = round_to(x, dt);
+  return v;
+}
+
+TEST_F(CudaOps, CastRoundsToNearestEvenBothWays) {
+  std::mt19937 rng(30);
+  std::vector<float> v = random_floats(10000, rng, -3.0f, 3.0f);
+  // ties: halfway between two BF16 values (1 + 2^-8), two F16 values (1 + 2^-11), and F16 subnormals
+  for (float t : {1.00390625f, 1.01171875f, -1.00390625f, 1.00048828125f, 1.00146484375f, 3e-6f, -4.5e-7f, 0.0f})
+    v.push_back(t);
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    SCOPED_TRACE(dt_name(dt));
+    DTensor lp(g_cuda, {(int64_t)v.size()}, dt);
+    lp.set(v);
+    std::vector<float> back = lp.get();
+    std::vector<float> want = rounded(v, dt);
+    ASSERT_EQ(back.size(), want.size());
+    for (size_t i = 0; i < v.size(); i++)
+      ASSERT_EQ(back[i], want[i]) << "element " << i << ": " << v[i] << " came back as " << back[i];
+    EXPECT_TRUE(lp.tail_intact());
+  }
+  DTensor h(g_cuda, {3}, CNN_F16);
+  h.set({1e6f, -1e6f, NAN});
+  std::vector<float> hv = h.get();
+  EXPECT_TRUE(std::isinf(hv[0]) && hv[0] > 0);
+  EXPECT_TRUE(std::isinf(hv[1]) && hv[1] < 0);
+  EXPECT_TRUE(std::isnan(hv[2]));
+}
+
+TEST_F(CudaOps, Conv2dIn16BitMatchesCpuOnRoundedInputs) {
+  std::mt19937 rng(31);
+  std::vector<ConvCase> cases = conv_cases();
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    for (const ConvCase &p : cases) {
+      SCOPED_TRACE(std::string(dt_name(dt)) + " " + p.str());
+      auto x = rounded(random_floats(p.x_shape()[0] * p.h * p.w * p.c, rng), dt);
+      auto w = rounded(random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng), dt);
+      auto bias = random_floats(p.o, rng);
+      auto dy = rounded(random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng), dt);
+      Plan gp(g_cuda), cp(g_cpu);
+      ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p, dt);
+      ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
+      expect_match(got.y, want.y, lp_bound(dt), "conv2d_forward y");
+      expect_match(got.dx, want.dx, lp_bound(dt), "conv2d_backward_data dx");
+      expect_match(got.dw, want.dw, lp_bound(dt), "conv2d_backward_filter dw");
+      // db: f32 sums of the 16-bit dy
+      if (p.bias) expect_match(got.db, want.db, kNmseConvGemm, "conv2d_backward_filter db");
+    }
+  }
+}
+
+TEST_F(CudaOps, DenseIn16BitMatchesCpuOnRoundedInputs) {
+  std::mt19937 rng(32);
+  const std::vector<DenseCase> cases = {
+      {1, {1}, 1, true, false}, {7, {3, 3, 2}, 10, false, false}, {64, {512}, 10, true, true},
+      {33, {3, 3, 128}, 512, true, true}, {129, {17}, 3, true, false},
+  };
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    for (const DenseCase &c : cases) {
+      SCOPED_TRACE(std::string(dt_name(dt)) + " N " + std::to_string(c.n) + " IN " + std::to_string(c.in()) +
+                   " OUT " + std::to_string(c.out));
+      auto x = rounded(random_floats((size_t)c.n * c.in(), rng), dt);
+      auto w = rounded(random_floats((size_t)c.out * c.in(), rng), dt);
+      auto bias = random_floats(c.out, rng);
+      auto dy = rounded(random_floats((size_t)c.n * c.out, rng), dt);
+      std::vector<float> res[2][4];
+      cnn_backend *bs[2] = {g_cuda, g_cpu};
+      for (int k = 0; k < 2; k++) {
+        cnn_backend *b = bs[k];
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor tx(b, c.x_shape(), d), tw(b, {c.out, c.in()}, d), tb(b, {c.out}), ty(b, {c.n, c.out}, d),
+            tdy(b, {c.n, c.out}, d), tdx(b, c.x_shape(), d), tdw(b, {c.out, c.in()}, d), tdb(b, {c.out});
+        tx.set(x), tw.set(w), tb.set(bias), tdy.set(dy);
+        cnn_dense_args a;
+        memset(&a, 0, sizeof a);
+        a.x = tx.t(), a.w = tw.t(), a.b = c.bias ? tb.t() : nullptr, a.y = ty.t();
+        a.act = c.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
+        a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
+        ASSERT_EQ(b->ops->dense_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+        ASSERT_EQ(b->ops->dense_backward_data(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+        ASSERT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
+        res[k][0] = ty.get(), res[k][1] = tdx.get(), res[k][2] = tdw.get();
+        if (c.bias) res[k][3] = tdb.get();
+        for (DTensor *t : {&ty, &tdx, &tdw, &tdb}) EXPECT_TRUE(t->tail_intact()) << b->name;
+      }
+      expect_match(res[0][0], res[1][0], lp_bound(dt), "dense_forward y");
+      expect_match(res[0][1], res[1][1], lp_bound(dt), "dense_backward_data dx");
+      expect_match(res[0][2], res[1][2], lp_bound(dt), "dense_backward_weights dw");
+      if (c.bias) expect_match(res[0][3], res[1][3], kNmseConvGemm, "dense_backward_weights db");
+    }
+  }
+}
+
+// Max pooling picks a winner, so the inputs are distinct values that the 16-bit type holds exactly (multiples of
+// 2^-7 below 1 in magnitude): no ties that rounding could create. Cases larger than that allows are skipped.
+TEST_F(CudaOps, Pool2dIn16BitMatchesCpu) {
+  std::mt19937 rng(33);
+  int tested = 0;
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    for (const PoolCase &p : pool_cases()) {
+      const size_t numel = (size_t)p.n * p.h * p.w * p.c;
+      if (numel > 256) continue;
+      SCOPED_TRACE(std::string(dt_name(dt)) + " " + p.str());
+      std::vector<float> x(numel);
+      for (size_t i = 0; i < numel; i++) x[i] = ((float)i - (float)numel / 2.0f) / 128.0f;
+      std::shuffle(x.begin(), x.end(), rng);
+      auto dy = rounded(random_floats((size_t)p.n * p.out_h() * p.out_w() * p.c, rng), dt);
+      PoolResult want = run_pool(g_cpu, p, x, dy, true);
+      PoolResult got = run_pool(g_cuda, p, x, dy, true, dt);
+      expect_match(got.y, want.y, lp_bound(dt), "pool2d_forward y");
+      expect_match(got.dx, want.dx, lp_bound(dt), "pool2d_backward dx");
+      tested++;
+    }
+  }
+  EXPECT_GE(tested, 8) << "too few pooling cases were small enough";
+}
+
+// Activations, dropout, add (16-bit gradient plus f32 weights: an L2 penalty), concat, batchnorm and the loss, in
+// 16 bits, against the CPU in f32 on the rounded inputs.
+TEST_F(CudaOps, ElementwiseOpsIn16BitMatchCpu) {
+  std::mt19937 rng(34);
+  const int64_t n = 4 * 6 * 6 * 20;
+  const std::vector<int64_t> shape = {4, 6, 6, 20};
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    SCOPED_TRACE(dt_name(dt));
+    const double bound = lp_bound(dt);
+    auto x = rounded(random_floats(n, rng, -3.0f, 3.0f), dt), dy = rounded(random_floats(n, rng), dt);
+    auto w32 = random_floats(n, rng);
+    cnn_backend *bs[2] = {g_cuda, g_cpu};
+    for (int ai = 1; ai < CNN_ACT_COUNT; ai++) {
+      const cnn_act act = (cnn_act)ai;
+      SCOPED_TRACE("activation " + std::to_string(ai));
+      std::vector<float> res[2][2];
+      for (int k = 0; k < 2; k++) {
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor tx(bs[k], {n}, d), ty(bs[k], {n}, d), tdy(bs[k], {n}, d), tdx(bs[k], {n}, d);
+        tx.set(x), tdy.set(dy);
+        cnn_act_args a;
+        memset(&a, 0, sizeof a);
+        a.act = act, a.alpha = act == CNN_ACT_LEAKY_RELU ? 0.1f : 1.0f;
+        a.x = tx.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = tdx.t();
+        ASSERT_EQ(bs[k]->ops->act_forward(bs[k], &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(bs[k]->ops->act_backward(bs[k], &a), CNN_OK) << cnn_last_error();
+        res[k][0] = ty.get(), res[k][1] = tdx.get();
+      }
+      // the backward of activations that read y sees the rounded y on the GPU: twice the rounding
+      expect_match(res[0][0], res[1][0], bound, "act_forward y");
+      expect_match(res[0][1], res[1][1], 4 * bound, "act_backward dx");
+    }
+    {
+      std::vector<float> res[2][3];
+      for (int k = 0; k < 2; k++) {
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor tx(bs[k], {n}, d), ty(bs[k], {n}, d), tg(bs[k], {n}, d), tw(bs[k], {n});
+        tx.set(x), tg.set(dy), tw.set(w32);
+        cnn_dropout_args da;
+        memset(&da, 0, sizeof da);
+        da.x = tx.t(), da.y = ty.t(), da.rate = 0.25f, da.seed = 99, da.offset = 5;
+        ASSERT_EQ(bs[k]->ops->dropout_forward(bs[k], &da), CNN_OK) << cnn_last_error();
+        cnn_add_args aa = {.a = tg.t(), .b = tw.t(), .y = tg.t(), .alpha = 1.0f, .beta = 0.02f};
+        ASSERT_EQ(bs[k]->ops->add(bs[k], &aa), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(bs[k]->ops->scale(bs[k], tx.t(), 0.5f), CNN_OK) << cnn_last_error();
+        res[k][0] = ty.get(), res[k][1] = tg.get(), res[k][2] = tx.get();
+      }
+      expect_match(res[0][0], res[1][0], bound, "dropout y");
+      expect_match(res[0][1], res[1][1], bound, "add: 16-bit gradient + f32 weights");
+      EXPECT_EQ(res[0][2], res[1][2]) << "scaling by 0.5 is exact";
+    }
+    {
+      std::vector<float> res[2][2];
+      auto x2 = rounded(random_floats(n / 2, rng), dt);
+      for (int k = 0; k < 2; k++) {
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor a(bs[k], {4, 6, 6, 20}, d), c(bs[k], {4, 6, 6, 10}, d), y(bs[k], {4, 6, 6, 30}, d);
+        a.set(x), c.set(x2);
+        cnn_concat_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.n = 2, ca.xs[0] = a.t(), ca.xs[1] = c.t(), ca.y = y.t(), ca.dy = y.t(), ca.dxs[1] = c.t();
+        ASSERT_EQ(bs[k]->ops->concat_forward(bs[k], &ca), CNN_OK) << cnn_last_error();
+        res[k][0] = y.get();
+        ASSERT_EQ(bs[k]->ops->fill(bs[k], c.t(), 0.0f), CNN_OK);
+        ASSERT_EQ(bs[k]->ops->concat_backward(bs[k], &ca), CNN_OK) << cnn_last_error();
+        res[k][1] = c.get();
+      }
+      EXPECT_EQ(res[0][0], res[1][0]) << "concat copies 16-bit values exactly";
+      EXPECT_EQ(res[0][1], res[1][1]);
+    }
+    {
+      std::vector<float> res[2][5];
+      auto gamma = random_floats(20, rng, 0.5f, 1.5f), beta = random_floats(20, rng);
+      for (int k = 0; k < 2; k++) {
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor tx(bs[k], shape, d), ty(bs[k], shape, d), tdy(bs[k], shape, d), tdx(bs[k], shape, d);
+        DTensor tg(bs[k], {20}), tb(bs[k], {20}), trm(bs[k], {20}), trv(bs[k], {20}), tsm(bs[k], {20}),
+            tsi(bs[k], {20}), tdg(bs[k], {20}), tdb(bs[k], {20});
+        tx.set(x), tdy.set(dy), tg.set(gamma), tb.set(beta);
+        ASSERT_EQ(bs[k]->ops->fill(bs[k], trm.t(), 0.0f), CNN_OK);
+        ASSERT_EQ(bs[k]->ops->fill(bs[k], trv.t(), 1.0f), CNN_OK);
+        cnn_batchnorm_args a;
+        memset(&a, 0, sizeof a);
+        a.x = tx.t(), a.y = ty.t(), a.gamma = tg.t(), a.beta = tb.t(), a.running_mean = trm.t();
+        a.running_var = trv.t(), a.save_mean = tsm.t(), a.save_invstd = tsi.t();
+        a.momentum = 0.1f, a.eps = 1e-5f, a.training = 1, a.act = CNN_ACT_RELU;
+        ASSERT_EQ(bs[k]->ops->batchnorm_forward(bs[k], &a), CNN_OK) << cnn_last_error();
+        a.dy = tdy.t(), a.dx = tdx.t(), a.dgamma = tdg.t(), a.dbeta = tdb.t();
+        ASSERT_EQ(bs[k]->ops->batchnorm_backward(bs[k], &a), CNN_OK) << cnn_last_error();
+        res[k][0] = ty.get(), res[k][1] = trv.get(), res[k][2] = tdx.get(), res[k][3] = tdg.get();
+        res[k][4] = tdb.get();
+      }
+      expect_match(res[0][0], res[1][0], bound, "batchnorm y");
+      expect_match(res[0][1], res[1][1], kNmseElementwise, "batchnorm running_var (f32 statistics)");
+      expect_match(res[0][2], res[1][2], bound, "batchnorm dx");
+      expect_match(res[0][3], res[1][3], kNmseElementwise, "batchnorm dgamma (f32)");
+      expect_match(res[0][4], res[1][4], kNmseElementwise, "batchnorm dbeta (f32)");
+    }
+    {
+      const int64_t rows = 37, k = 10;
+      auto logits = rounded(random_floats(rows * k, rng, -6.0f, 6.0f), dt);
+      std::vector<int32_t> labels(rows);
+      for (auto &l : labels) l = std::uniform_int_distribution<int32_t>(0, k - 1)(rng);
+      auto cw = random_floats(k, rng, 0.5f, 2.0f);
+      std::vector<float> res[2][3];
+      for (int b = 0; b < 2; b++) {
+        const cnn_dtype d = b == 0 ? dt : CNN_F32;
+        DTensor tl(bs[b], {rows, k}, d), tlab(bs[b], {rows}, CNN_I32), tp(bs[b], {rows, k}), tloss(bs[b], {rows}),
+            td(bs[b], {rows, k}, d), tcw(bs[b], {k});
+        tl.set(logits), tlab.set_i32(labels), tcw.set(cw);
+        cnn_softmax_xent_args a;
+        memset(&a, 0, sizeof a);
+        a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
+        a.grad_scale = 1024.0f / (float)rows, a.class_weights = tcw.t(), a.label_smoothing = 0.1f;
+        ASSERT_EQ(bs[b]->ops->softmax_xent(bs[b], &a), CNN_OK) << cnn_last_error();
+        res[b][0] = tp.get(), res[b][1] = tloss.get(), res[b][2] = td.get();
+      }
+      expect_match(res[0][0], res[1][0], kNmseElementwise, "softmax probs (f32)");
+      expect_match(res[0][1], res[1][1], kNmseElementwise, "softmax losses (f32)");
+      expect_match(res[0][2], res[1][2], bound, "softmax dlogits (16-bit, scaled as under fp16 loss scaling)");
+    }
+  }
+}
+
+// The f32 loss with class weights and label smoothing, which the CUDA kernel applies as the CPU does.
+TEST_F(CudaOps, SoftmaxXentWithClassWeightsAndSmoothingMatchesCpu) {
+  std::mt19937 rng(35);
+  for (float smooth : {0.0f, 0.2f}) {
+    const int64_t rows = 65, k = 7;
+    auto logits = random_floats(rows * k, rng, -5.0f, 5.0f);
+    std::vector<int32_t> labels(rows);
+    for (auto &l : labels) l = std::uniform_int_distribution<int32_t>(0, k - 1)(rng);
+    auto cw = random_floats(k, rng, 0.2f, 3.0f);
+    std::vector<float> res[2][3];
+    cnn_backend *bs[2] = {g_cuda, g_cpu};
+    for (int b = 0; b < 2; b++) {
+      DTensor tl(bs[b], {rows, k}), tlab(bs[b], {rows}, CNN_I32), tp(bs[b], {rows, k}), tloss(bs[b], {rows}),
+          td(bs[b], {rows, k}), tcw(bs[b], {k});
+      tl.set(logits), tlab.set_i32(labels), tcw.set(cw);
+      cnn_softmax_xent_args a;
+      memset(&a, 0, sizeof a);
+      a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
+      a.grad_scale = 1.0f / (float)rows, a.class_weights = tcw.t(), a.label_smoothing = smooth;
+      ASSERT_EQ(bs[b]->ops->softmax_xent(bs[b], &a), CNN_OK) << cnn_last_error();
+      res[b][0] = tp.get(), res[b][1] = tloss.get(), res[b][2] = td.get();
+    }
+    expect_match(res[0][0], res[1][0], kNmseElementwise, "probs");
+    expect_match(res[0][1], res[1][1], kNmseElementwise, "weighted, smoothed losses");
+    expect_match(res[0][2], res[1][2], kNmseElementwise, "weighted, smoothed dlogits");
+  }
+  // a class weight that is not positive: reported at the next read, as a bad label is
+  DTensor tl(g_cuda, {2, 3}), tlab(g_cuda, {2}, CNN_I32), tloss(g_cuda, {2}), tcw(g_cuda, {3});
+  tl.set({0, 1, 2, 3, 4, 5}), tlab.set_i32({0, 2}), tcw.set({1.0f, 1.0f, -1.0f});
+  cnn_softmax_xent_args a;
+  memset(&a, 0, sizeof a);
+  a.logits = tl.t(), a.labels = tlab.t(), a.losses = tloss.t(), a.grad_scale = 1.0f, a.class_weights = tcw.t();
+  ASSERT_EQ(g_cuda->ops->softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
+  std::vector<float> out(2);
+  expect_error(g_cuda->ops->read(g_cuda, tloss.t(), out.data(), sizeof(float) * 2), CNN_ERR_INVALID_ARG,
+               {"class weight 2", "-1"});
+}
+
+// The optimizers take 16-bit gradients (times 1 / loss scale), keep f32 master weights, and rewrite the 16-bit copy.
+TEST_F(CudaOps, OptimizersWith16BitGradientsUpdateF32MasterAndItsCopy) {
+  std::mt19937 rng(36);
+  const int64_t n = 5000;
+  for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
+    for (int which = 0; which < 3; which++) {  // adam, sgd with momentum, rmsprop
+      SCOPED_TRACE(std::string(dt_name(dt)) + " optimizer " + std::to_string(which));
+      auto p0 = random_floats(n, rng);
+      std::vector<std::vector<float>> grads;
+      for (int s = 0; s < 4; s++) grads.push_back(rounded(random_floats(n, rng, -100.0f, 100.0f), dt));
+      const float gscale = 1.0f / 128.0f;  // as with a loss scale of 128
+      std::vector<float> res[2], copy;
+      cnn_backend *bs[2] = {g_cuda, g_cpu};
+      for (int k = 0; k < 2; k++) {
+        cnn_backend *b = bs[k];
+        DTensor p(b, {n}), g(b, {n}, k == 0 ? dt : CNN_F32), s1(b, {n}), s2(b, {n}), lp(b, {n}, k == 0 ? dt : CNN_F32);
+        p.set(p0);
+        ASSERT_EQ(b->ops->fill(b, s1.t(), 0.0f), CNN_OK);
+        ASSERT_EQ(b->ops->fill(b, s2.t(), 0.0f), CNN_OK);
+        for (int t = 1; t <= 4; t++) {
+          g.set(grads[t - 1]);
+          cnn_tensor *plp = k == 0 ? lp.t() : nullptr;
+          cnn_status st;
+          if (which == 0) {
+            cnn_adam_args a;
+            memset(&a, 0, sizeof a);
+            a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.m = s1.t(), a.v = s2.t(), a.lr = 1e-2f;
+            a.beta1 = 0.9f, a.beta2 = 0.999f, a.eps = 1e-8f, a.grad_scale = gscale;
+            a.bias_correction1 = (float)(1.0 - std::pow(0.9, t)), a.bias_correction2 = (float)(1.0 - std::pow(0.999, t));
+            st = b->ops->adam_update(b, &a);
+          } else if (which == 1) {
+            cnn_sgd_args a;
+            memset(&a, 0, sizeof a);
+            a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.velocity = s1.t(), a.lr = 1e-2f;
+            a.momentum = 0.9f, a.nesterov = 1, a.weight_decay = 1e-4f, a.grad_scale = gscale;
+            st = b->ops->sgd_update(b, &a);
+          } else {
+            cnn_rmsprop_args a;
+            memset(&a, 0, sizeof a);
+            a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.sq = s1.t(), a.mom = s2.t(), a.lr = 1e-3f;
+            a.rho = 0.9f, a.eps = 1e-7f, a.momentum = 0.5f, a.grad_scale = gscale;
+            st = b->ops->rmsprop_update(b, &a);
+          }
+          ASSERT_EQ(st, CNN_OK) << b->name << ": " << cnn_last_error();
+        }
+        res[k] = p.get();
+        if (k == 0) copy = lp.get();
+        EXPECT_TRUE(p.tail_intact() && lp.tail_intact()) << b->name;
+      }
+      expect_match(res[0], res[1], kNmseElementwise, "f32 master weights");
+      ASSERT_EQ(copy.size(), res[0].size());
+      for (int64_t i = 0; i < n; i++)
+        ASSERT_EQ(copy[i], round_to(res[0][i], dt)) << "the 16-bit copy of element " << i << " is not the rounded master";
+    }
+  }
+}
+
+TEST_F(CudaOps, NonfiniteFindsInfinitiesAndNaNsIn16BitAndF32) {
+  DTensor a(g_cuda, {1000}, CNN_F16), b(g_cuda, {70000}, CNN_BF16), c(g_cuda, {3});
+  std::vector<float> big(1000, 0.5f), small(70000, -2.0f);
+  a.set(big), b.set(small), c.set({1, 2, 3});
+  const cnn_tensor *ts[3] = {a.t(), b.t(), c.t()};
+  int any = -1;
+  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(any, 0);
+  big[999] = 70000.0f;  // beyond F16's range: infinity once stored
+  a.set(big);
+  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(any, 1);
+  a.set(std::vector<float>(1000, 0.5f));
+  small[69999] = NAN;
+  b.set(small);
+  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(any, 1);
+  b.set(std::vector<float>(70000, 1.0f));
+  c.set({1, INFINITY, 3});
+  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(any, 1);
+}
+
+// TF32 lets cuDNN and cuBLAS round f32 operands to a 10-bit mantissa: results stay within the conv/gemm bound.
+TEST_F(CudaOps, Tf32ConvolutionsAndProductsStayCloseToCpu) {
+  ASSERT_NE(g_cuda->ops->set_precision, nullptr);
+  ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_TF32), CNN_OK) << cnn_last_error();
+  std::mt19937 rng(37);
+  for (const ConvCase &p : {conv(8, 16, 16, 32, 64, 3, 3, 1, 1), conv(3, 13, 13, 32, 64, 3, 3), conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2)}) {
+    SCOPED_TRACE(p.str());
+    auto x = random_floats(p.x_shape()[0] * p.h * p.w * p.c, rng);
+    auto w = random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng);
+    auto bias = random_floats(p.o, rng);
+    auto dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+    Plan gp(g_cuda), cp(g_cpu);
+    ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p);
+    ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
+    expect_match(got.y, want.y, kNmseConvGemm, "tf32 conv2d_forward y");
+    expect_match(got.dx, want.dx, kNmseConvGemm, "tf32 conv2d_backward_data dx");
+    expect_match(got.dw, want.dw, kNmseConvGemm, "tf32 conv2d_backward_filter dw");
+  }
+  ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+}
+
+// The seed CNN and the every-layer graph train in BF16 and FP16 (with loss scaling) close to the CPU in f32.
+std::vector<cnn_epoch_stats> train_model_at(cnn_backend *b, const Synthetic &train, const Synthetic &val,
+                                            const char *text, cnn_precision prec, int epochs) {
+  cnn_net *net = nullptr;
+  cnn_status st = text ? cnn_net_from_text(text, "test model", b, 42, &net)
+                       : cnn_net_from_file(CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", b, 42, &net);
+  EXPECT_EQ(st, CNN_OK) << cnn_last_error();
+  if (st != CNN_OK) return {};
+  st = cnn_net_set_precision(net, prec);
+  EXPECT_EQ(st, CNN_OK) << cnn_last_error();
+  std::vector<cnn_epoch_stats> hist(epochs);
+  if (st == CNN_OK) {
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    cfg.epochs = epochs, cfg.batch_size = 32, cfg.optimizer = CNN_OPTIM_ADAM, cfg.lr = 1e-3f, cfg.seed = 7;
+    cfg.progress = nullptr;
+    st = cnn_train(net, &train.ds, &val.ds, &cfg, hist.data());
+    EXPECT_EQ(st, CNN_OK) << cnn_precision_name(prec) << ": " << cnn_last_error();
+  }
+  cnn_net_destroy(net);
+  if (st != CNN_OK) return {};
+  return hist;
+}
+
+TEST_F(CudaOps, MixedPrecisionTrainingFollowsTheF32Curve) {
+  Synthetic train(2048, 1), val(512, 2);
+  std::vector<cnn_epoch_stats> ref = train_model_at(g_cpu, train, val, nullptr, CNN_PRECISION_FP32, 3);
+  ASSERT_EQ(ref.size(), 3u);
+  for (cnn_precision prec : {CNN_PRECISION_BF16, CNN_PRECISION_FP16, CNN_PRECISION_TF32}) {
+    SCOPED_TRACE(cnn_precision_name(prec));
+    std::vector<cnn_epoch_stats> got = train_model_at(g_cuda, train, val, nullptr, prec, 3);
+    ASSERT_EQ(got.size(), 3u);
+    for (size_t e = 0; e < got.size(); e++) {
+      SCOPED_TRACE("epoch " + std::to_string(e + 1));
+      ASSERT_TRUE(std::isfinite(got[e].loss));
+      EXPECT_NEAR(got[e].loss, ref[e].loss, 0.15 * ref[e].loss + 0.03) << "cuda " << got[e].loss << ", cpu f32 " << ref[e].loss;
+      EXPECT_NEAR(got[e].val_accuracy, ref[e].val_accuracy, 0.05);
+    }
+    EXPECT_GT(got.back().val_accuracy, 0.9);
+    if (prec == CNN_PRECISION_FP16) {
+      EXPECT_GE(got.back().loss_scale, 1.0f);
+      int64_t skipped = 0;
+      for (const auto &e : got) skipped += e.skipped_steps;
+      EXPECT_LT(skipped, 20) << "fp16 skipped " << skipped << " of 192 steps";
+    }
+  }
+}
+
+
+// --deterministic on the GPU: cuDNN's algorithms come from its heuristics (deterministic ones only, no timing), and
+// our kernels reduce in a fixed order: two trainings of the same seed give the same model file, byte for byte.
+TEST_F(CudaOps, DeterministicTrainingGivesBitIdenticalModels) {
+  Synthetic train(1024, 5), val(256, 6);
+  cnntest::TempDir dir;
+  for (const char *model : {"seed_cnn.cnn", "seed_cnn_bn.cnn"}) {
+    for (cnn_precision prec : {CNN_PRECISION_FP32, CNN_PRECISION_BF16}) {
+      SCOPED_TRACE(std::string(model) + " " + cnn_precision_name(prec));
+      std::string files[2];
+      for (int run = 0; run < 2; run++) {
+        cnn_net *net = nullptr;
+        ASSERT_EQ(cnn_net_from_file((std::string(CNN_SOURCE_DIR "/samples/models/") + model).c_str(), g_cuda, 3,
+                                    &net),
+                  CNN_OK)
+            << cnn_last_error();
+        ASSERT_EQ(cnn_net_set_precision(net, prec), CNN_OK) << cnn_last_error();
+        cnn_train_config cfg;
+        cnn_train_config_defaults(&cfg);
+        cfg.epochs = 2, cfg.batch_size = 32, cfg.lr = 1e-3f, cfg.seed = 11, cfg.deterministic = 1;
+        cfg.progress = nullptr;
+        std::vector<cnn_epoch_stats> hist(2);
+        EXPECT_EQ(cnn_train(net, &train.ds, &val.ds, &cfg, hist.data()), CNN_OK) << cnn_last_error();
+        files[run] = dir.file(std::string("run") + std::to_string(run) + ".safetensors");
+        EXPECT_EQ(cnn_net_save(net, files[run].c_str()), CNN_OK) << cnn_last_error();
+        cnn_net_destroy(net);
+      }
+      const std::string a = cnntest::read_file(files[0]), b = cnntest::read_file(files[1]);
+      ASSERT_FALSE(a.empty());
+      EXPECT_TRUE(a == b) << "two deterministic runs wrote different model files";
+    }
+  }
+}
+
+// Without CUDA (any build, any machine): the CPU backend refuses mixed precision with a message naming CUDA.
+TEST(Precision, CpuBackendRefusesAllButFp32NamingCuda) {
+  cnn_backend *cpu = nullptr;
+  ASSERT_EQ(cnn_backend_create("cpu", &cpu), CNN_OK) << cnn_last_error();
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_file(CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", cpu, 1, &net), CNN_OK)
+      << cnn_last_error();
+  for (cnn_precision p : {CNN_PRECISION_TF32, CNN_PRECISION_FP16, CNN_PRECISION_BF16}) {
+    expect_error(cnn_net_set_precision(net, p), CNN_ERR_UNSUPPORTED, {cnn_precision_name(p), "CUDA", "cpu"});
+    EXPECT_EQ(cnn_net_precision(net), CNN_PRECISION_FP32);
+  }
+  EXPECT_EQ(cnn_net_set_precision(net, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+  cnn_precision parsed;
+  EXPECT_EQ(cnn_precision_parse("bf16", &parsed), CNN_OK);
+  EXPECT_EQ(parsed, CNN_PRECISION_BF16);
+  expect_error(cnn_precision_parse("fp8", &parsed), CNN_ERR_INVALID_ARG, {"fp8", "fp32, tf32, fp16, bf16"});
+  cnn_net_destroy(net);
+  cnn_backend_destroy(cpu);
 }
 
 }  // namespace

@@ -1,20 +1,26 @@
 /* cnn eval: loss, accuracy, per-class precision/recall/F1 and the confusion matrix of a model on a dataset. */
 #include <stdio.h>
+#include <string.h>
 
 #include "tools/cli.h"
+#include "tools/data_opts.h"
 #include "tools/report.h"
 
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *split = "test", *metrics_json = NULL, *device = NULL;
     int batch = 256;
+    cli_data_opts dopt = {0};
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
-        {"data", CLI_STRING, &data, "SPEC      fashion-mnist[:DIR] or mnist:DIR (default fashion-mnist)", 0, 0, 0},
-        {"split", CLI_STRING, &split, "NAME      train or test (default test)", 0, 0, 0},
+        {"data", CLI_STRING, &data, "SPEC      as cnn train: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, "
+                                    "cifar100:DIR, folder:DIR, csv:FILE (default fashion-mnist)", 0, 0, 0},
+        {"split", CLI_STRING, &split, "NAME      train or test (default test; a folder or list without a test split "
+                                      "is evaluated whole)", 0, 0, 0},
         {"batch", CLI_INT, &batch, "N         batch size (default 256)", 1, 65536, 0},
         {"metrics-json", CLI_STRING, &metrics_json, "FILE      also write the metrics as JSON", 0, 0, 0},
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DATA_LOADER_FLAGS(dopt),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -27,14 +33,20 @@ int cmd_eval(int argc, char **argv)
     }
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
-    cnn_dataset *ds = NULL;
+    cnn_source *ds = NULL;
     cnn_metrics *m = NULL;
     cnn_status st;
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    if ((rc = cli_data_apply("eval", &dopt, &cfg, NULL)) != 0) return rc;
+    /* a spec without a test split (a plain class folder, a CSV list) is evaluated whole */
+    if (!strcmp(split, "test") && !cnn_source_has_split(data, "test") && cnn_source_has_split(data, "train"))
+        split = "train";
     rc = 1;
     if ((st = cli_backend("eval", device, &backend)) != CNN_OK) rc = cli_fail("eval", "--device", st);
     else if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) rc = cli_fail("eval", "--model", st);
-    else if ((st = cnn_dataset_load(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
-    else if ((st = cnn_evaluate(net, ds, batch, &m)) != CNN_OK) rc = cli_fail("eval", "evaluation", st);
+    else if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
+    else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK) rc = cli_fail("eval", "evaluation", st);
     else {
         cnn_metrics_print(m, net, stdout);
         if (metrics_json && (st = report_write_json(metrics_json, NULL, 0, m, net)) != CNN_OK)
@@ -43,7 +55,7 @@ int cmd_eval(int argc, char **argv)
             rc = 0;
     }
     cnn_metrics_destroy(m);
-    cnn_dataset_destroy(ds);
+    cnn_source_destroy(ds);
     cnn_net_destroy(net);
     cnn_backend_destroy(backend);
     return rc;

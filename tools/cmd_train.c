@@ -4,36 +4,59 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/data_opts.h"
 #include "tools/report.h"
 
-static const char *USAGE = "--model FILE [--data fashion-mnist[:DIR]] [options]";
+static const char *USAGE = "--model FILE [--data fashion-mnist[:DIR]] [options]\n"
+                            "       cnn train --resume DIR [options as the run had]\n"
+                            "       cnn train --init-from MODEL [--model FILE] [--replace-head N] [--freeze LAYER] "
+                            "[options]";
 
 typedef struct train_run {
     cnn_epoch_stats *history;
     int epochs_done;
 } train_run;
 
-static void on_epoch(const cnn_epoch_stats *s, void *user)
+/* "N", "Nepochs" or "Nsteps" (N >= 1). */
+static int parse_every(const char *s, int *n, int *in_steps)
 {
-    train_run *r = user;
-    r->history[s->epoch - 1] = *s;
-    r->epochs_done = s->epoch;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || v < 1 || v > 100000000) return 0;
+    *n = (int)v;
+    *in_steps = !strcmp(end, "steps") || !strcmp(end, "step");
+    return *in_steps || !*end || !strcmp(end, "epochs") || !strcmp(end, "epoch");
+}
+
+/* What the program says it does, so that resuming and fine-tuning are never confused. */
+static void say_resume(const char *path, const cnn_checkpoint_info *i, int epochs)
+{
+    fprintf(stderr, "cnn train: resuming from %s (epoch %d of %d done", path, i->epoch, epochs);
+    if (i->samples_done) fprintf(stderr, ", %lld of %lld samples of the next", (long long)i->samples_done,
+                                 (long long)i->epoch_samples);
+    fprintf(stderr, ", step %lld): restoring the weights, optimizer state, learning-rate schedule, RNG, data "
+                    "position and callbacks\n", (long long)i->step);
 }
 
 int cmd_train(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *out = "model.safetensors", *metrics_json = NULL;
+    const char *precision = "fp32";
     const char *optimizer = "adam", *device = NULL, *schedule = "constant", *class_weights = NULL;
+    const char *every = NULL, *resume = NULL, *init_from = NULL, *freeze = NULL, *monitor = "val_loss";
+    int replace_head = 0, patience = 0;
     cnn_train_config cfg;
     cnn_train_config_defaults(&cfg);
     float val_split = 0.1f;
     int normalize = 0, quiet = 0;
+    cli_data_opts dopt = {0};
     float momentum = -1.0f; /* unset: 0.9 for SGD, 0 for RMSprop */
     uint64_t seed = 1;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      model definition (.cnn), e.g. samples/models/seed_cnn.cnn", 0, 0, 0},
-        {"data", CLI_STRING, &data, "SPEC      fashion-mnist[:DIR] or mnist:DIR (default fashion-mnist, "
-                                    "from " CNN_FASHION_MNIST_DIR ")", 0, 0, 0},
+        {"data", CLI_STRING, &data, "SPEC      fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, "
+                                    "folder:DIR (a sub-folder per class) or csv:FILE (path,label lines) (default "
+                                    "fashion-mnist, from " CNN_FASHION_MNIST_DIR ")", 0, 0, 0},
         {"epochs", CLI_INT, &cfg.epochs, "N         epochs (default 10)", 1, 100000, 0},
         {"batch", CLI_INT, &cfg.batch_size, "N         batch size (default 64)", 1, 65536, 0},
         {"lr", CLI_FLOAT, &cfg.lr, "X         learning rate (default 0.001)", 1e-12, 100, 0},
@@ -71,17 +94,78 @@ int cmd_train(int argc, char **argv)
         {"metrics-json", CLI_STRING, &metrics_json, "FILE      write the per-epoch history and test metrics as JSON",
          0, 0, 0},
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        {"precision", CLI_STRING, &precision, "P         fp32 (default), tf32, fp16 or bf16 (mixed precision; CUDA)",
+         0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no progress bar", 0, 0, 0},
+        CLI_DATA_TRAIN_FLAGS(dopt),
+        {"checkpoint-dir", CLI_STRING, &cfg.checkpoint_dir, "DIR       write checkpoints here (everything needed to "
+                                                            "resume exactly)", 0, 0, 0},
+        {"checkpoint-every", CLI_STRING, &every, "N[steps]  a checkpoint every N epochs (default 1), or N steps", 0, 0,
+         0},
+        {"keep-checkpoints", CLI_INT, &cfg.keep_checkpoints, "K         keep the newest K checkpoints and the best "
+                                                             "(default 3)", 1, 1000000, 0},
+        {"resume", CLI_STRING, &resume, "DIR       continue the run exactly from the newest valid checkpoint in DIR",
+         0, 0, 0},
+        {"init-from", CLI_STRING, &init_from, "MODEL     fine-tune: a new run from MODEL's weights (a cnn.c model or "
+                                              "checkpoint, or a PyTorch ResNet state_dict with --model)", 0, 0, 0},
+        {"freeze", CLI_STRING, &freeze, "LAYER     with --init-from: freeze the layers up to LAYER (a name or a count)",
+         0, 0, 0},
+        {"replace-head", CLI_INT, &replace_head, "N         with --init-from: a new classifier for N classes", 1,
+         1000000, 0},
+        {"monitor", CLI_STRING, &monitor, "NAME      val_loss, val_accuracy, loss or accuracy: what the callbacks "
+                                          "watch (default val_loss)", 0, 0, 0},
+        {"min-delta", CLI_FLOAT, &cfg.min_delta, "X         smallest change that counts as an improvement (default 0)",
+         0, 1e9, 0},
+        {"early-stopping", CLI_INT, &patience, "PATIENCE  stop after PATIENCE epochs without improvement", 0, 100000,
+         0},
+        {"restore-best-weights", CLI_BOOL, &cfg.restore_best_weights, "          end with the weights of the best "
+                                                                      "epoch", 0, 0, 0},
+        {"save-best", CLI_STRING, &cfg.save_best, "FILE      write the model whenever the monitored metric improves",
+         0, 0, 0},
+        {"csv-log", CLI_STRING, &cfg.csv_log, "FILE      a CSV row per epoch", 0, 0, 0},
+        {"tensorboard", CLI_STRING, &cfg.tensorboard_dir, "DIR       TensorBoard event files (DIR/train, "
+                                                          "DIR/validation)", 0, 0, 0},
+        {"plot", CLI_STRING, &cfg.plot, "FILE      a PNG of the loss and accuracy curves at the end", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
     int npos;
     int rc = cli_parse("train", USAGE, flags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
-    if (!model) {
+    if (!model && !resume && !init_from) {
         fprintf(stderr, "cnn train: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;
     }
+    if (resume && (init_from || freeze || replace_head)) {
+        fprintf(stderr, "cnn train: --resume continues a run with everything it had (weights, frozen layers, head); "
+                        "--init-from, --freeze and --replace-head start a new one: give one or the other\n");
+        return 2;
+    }
+    if ((freeze || replace_head) && !init_from) {
+        fprintf(stderr, "cnn train: --%s fine-tunes a trained network: give it with --init-from MODEL\n",
+                freeze ? "freeze" : "replace-head");
+        return 2;
+    }
+    if (every && !parse_every(every, &cfg.checkpoint_every, &cfg.checkpoint_in_steps)) {
+        fprintf(stderr, "cnn train: --checkpoint-every: '%s' is not N, Nepochs or Nsteps with N >= 1\n", every);
+        return 2;
+    }
+    if (every && !cfg.checkpoint_dir && !resume) {
+        fprintf(stderr, "cnn train: --checkpoint-every needs --checkpoint-dir DIR\n");
+        return 2;
+    }
+    if (!strcmp(monitor, "val_loss")) cfg.monitor = CNN_MONITOR_VAL_LOSS;
+    else if (!strcmp(monitor, "val_accuracy")) cfg.monitor = CNN_MONITOR_VAL_ACCURACY;
+    else if (!strcmp(monitor, "loss")) cfg.monitor = CNN_MONITOR_LOSS;
+    else if (!strcmp(monitor, "accuracy")) cfg.monitor = CNN_MONITOR_ACCURACY;
+    else {
+        fprintf(stderr, "cnn train: --monitor: '%s' is not one of val_loss, val_accuracy, loss, accuracy\n", monitor);
+        return 2;
+    }
+    for (const cli_flag *f = flags; f->name; f++)
+        if (!strcmp(f->name, "early-stopping")) cfg.early_stopping = f->seen;
+    cfg.early_stopping_patience = patience;
+    if (resume && !cfg.checkpoint_dir) cfg.checkpoint_dir = resume; /* go on writing where the run wrote */
     if (!strcmp(optimizer, "adam")) cfg.optimizer = CNN_OPTIM_ADAM;
     else if (!strcmp(optimizer, "adamw")) cfg.optimizer = CNN_OPTIM_ADAMW;
     else if (!strcmp(optimizer, "sgd")) cfg.optimizer = CNN_OPTIM_SGD;
@@ -133,8 +217,9 @@ int cmd_train(int argc, char **argv)
     cnn_status st;
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
-    cnn_dataset *full = NULL, *train = NULL, *val = NULL, *test = NULL;
+    cnn_source *full = NULL, *train = NULL, *val = NULL, *test = NULL;
     cnn_metrics *metrics = NULL;
+    char *checkpoint = NULL;
     train_run run = {calloc((size_t)cfg.epochs, sizeof(cnn_epoch_stats)), 0};
     rc = 1;
     if (!run.history) {
@@ -145,17 +230,91 @@ int cmd_train(int argc, char **argv)
         rc = cli_fail("train", "--device", st);
         goto done;
     }
-    if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
+    if (resume) {
+        /* --model, when given, must be the checkpoint's model: others' checkpoints in DIR are refused */
+        cnn_net *expect = NULL;
+        cnn_checkpoint_info info;
+        if (model && (st = cnn_net_from_file(model, backend, seed, &expect)) != CNN_OK) {
+            rc = cli_fail("train", "--model", st);
+            goto done;
+        }
+        st = cnn_checkpoint_find(resume, expect, stderr, &checkpoint, &info);
+        cnn_net_destroy(expect);
+        if (st != CNN_OK || (st = cnn_net_load(checkpoint, backend, &net)) != CNN_OK) {
+            rc = cli_fail("train", "--resume", st);
+            goto done;
+        }
+        say_resume(checkpoint, &info, cfg.epochs);
+        cfg.resume_from = checkpoint;
+    } else if (init_from) {
+        int copied = 0, kept = 0, frozen = 0;
+        if (model) {
+            if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
+                rc = cli_fail("train", "--model", st);
+                goto done;
+            }
+            st = cnn_net_init_from(net, init_from, &copied, &kept);
+        } else if ((st = cnn_net_load(init_from, backend, &net)) == CNN_OK) {
+            copied = -1;
+        }
+        if (st != CNN_OK) {
+            rc = cli_fail("train", "--init-from", st);
+            if (!model) fprintf(stderr, "cnn train: (a PyTorch state_dict needs its definition: --model FILE)\n");
+            goto done;
+        }
+        if (replace_head) {
+            cnn_net *fresh = NULL;
+            if ((st = cnn_net_replace_head(net, replace_head, seed, &fresh)) != CNN_OK) {
+                rc = cli_fail("train", "--replace-head", st);
+                goto done;
+            }
+            cnn_net_destroy(net);
+            net = fresh;
+        }
+        if (freeze && (st = cnn_net_freeze(net, freeze, &frozen)) != CNN_OK) {
+            rc = cli_fail("train", "--freeze", st);
+            goto done;
+        }
+        fprintf(stderr, "cnn train: fine-tuning: a new run (fresh optimizer state, schedule from epoch 1) from the "
+                        "weights of %s", init_from);
+        if (copied >= 0) fprintf(stderr, " (%d tensors copied, %d left as initialized)", copied, kept);
+        if (replace_head) fprintf(stderr, "; new classifier for %d classes", replace_head);
+        if (frozen) fprintf(stderr, "; %d layers frozen, up to %s", frozen, freeze);
+        fprintf(stderr, "\n");
+    } else if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
         rc = cli_fail("train", "--model", st);
         goto done;
     }
-    if ((st = cnn_dataset_load(data, "train", &full)) != CNN_OK ||
-        (st = cnn_dataset_load(data, "test", &test)) != CNN_OK) {
+    if (!model) model = resume ? checkpoint : init_from;
+    cnn_precision prec;
+    if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
+        rc = cli_fail("train", "--precision", st);
+        goto done;
+    }
+    if (prec != CNN_PRECISION_FP32)
+        fprintf(stderr, "cnn train: precision %s%s\n", precision,
+                prec == CNN_PRECISION_TF32 ? " (f32 tensors; convolutions and products may round to TF32)"
+                : prec == CNN_PRECISION_FP16 ? " (16-bit activations and gradients, f32 master weights, dynamic "
+                                               "loss scaling from 2^16)"
+                                             : " (16-bit activations and gradients, f32 master weights)");
+    if ((rc = cli_data_apply("train", &dopt, &cfg, net)) != 0) goto done;
+    rc = 1;
+    if ((st = cnn_source_open(data, "train", &full)) != CNN_OK) {
         rc = cli_fail("train", "--data", st);
         goto done;
     }
+    if (dopt.test_data || cnn_source_has_split(data, "test")) {
+        if ((st = dopt.test_data ? cli_open_test(dopt.test_data, &test) : cnn_source_open(data, "test", &test)) !=
+            CNN_OK) {
+            rc = cli_fail("train", dopt.test_data ? "--test-data" : "--data (test split)", st);
+            goto done;
+        }
+    }
+    if (cnn_source_ignored_files(full))
+        fprintf(stderr, "cnn train: %lld files without an image extension (.jpg, .jpeg, .png, .bmp) were left out\n",
+                (long long)cnn_source_ignored_files(full));
     if (val_split > 0) {
-        if ((st = cnn_dataset_split(full, val_split, seed, &train, &val)) != CNN_OK) {
+        if ((st = cnn_source_split(full, val_split, seed, &train, &val)) != CNN_OK) {
             rc = cli_fail("train", "--val-split", st);
             goto done;
         }
@@ -163,42 +322,51 @@ int cmd_train(int argc, char **argv)
         train = full;
         full = NULL;
     }
-    if (train->class_names && train->num_classes == cnn_net_num_outputs(net))
-        cnn_net_set_class_names(net, train->num_classes, (const char *const *)train->class_names);
-    if (normalize) {
-        float mean[64], std[64];
-        if (train->c > 64 || (st = cnn_dataset_stats(train, mean, std)) != CNN_OK ||
-            (st = cnn_net_set_normalization(net, train->c, mean, std)) != CNN_OK) {
-            rc = cli_fail("train", "--normalize", st);
-            goto done;
-        }
-        fprintf(stderr, "cnn train: normalizing inputs by mean %.4f, std %.4f (channel 0)\n", mean[0], std[0]);
+    int nclasses = cnn_source_num_classes(train);
+    if (cnn_source_class_name(train, 0) && nclasses == cnn_net_num_outputs(net)) {
+        const char **names = calloc((size_t)nclasses, sizeof *names);
+        for (int c = 0; names && c < nclasses; c++) names[c] = cnn_source_class_name(train, c);
+        if (names) cnn_net_set_class_names(net, nclasses, names);
+        free(names);
     }
-    fprintf(stderr, "cnn train: %s, %lld parameters; %lld training images, %lld validation, %lld test\n", model,
-            (long long)cnn_net_param_count(net), (long long)train->n, (long long)(val ? val->n : 0),
-            (long long)test->n);
+    if ((rc = cli_data_normalization("train", &dopt, normalize, train, &cfg, net)) != 0) goto done;
+    rc = 1;
+    fprintf(stderr, "cnn train: %s, %lld trainable parameters; %lld training images, %lld validation, %lld test%s\n",
+            model, (long long)cnn_net_param_count(net), (long long)cnn_source_count(train),
+            (long long)(val ? cnn_source_count(val) : 0), (long long)(test ? cnn_source_count(test) : 0),
+            test ? "" : " (no test set: give one with --test-data)");
+    cli_report_classes("train", "training", train, cfg.sampler);
+    if (cfg.augment) {
+        char text[512];
+        cnn_augment_format(cfg.augment, text, sizeof text);
+        fprintf(stderr, "cnn train: augmentation: %s%s\n", text, dopt.augment ? "" : " (the model's augment line)");
+    }
     if (nweights && nweights != cnn_net_num_outputs(net)) {
         fprintf(stderr, "cnn train: --class-weights: %d weights given for a model with %d classes\n", nweights,
                 cnn_net_num_outputs(net));
         rc = 2;
         goto done;
     }
-    cfg.on_epoch_end = on_epoch;
-    cfg.user = &run;
-    if ((st = cnn_train(net, train, val, &cfg, NULL)) != CNN_OK) {
+    if ((st = cnn_train_source(net, train, val, &cfg, run.history)) != CNN_OK) {
         rc = cli_fail("train", "training", st);
         goto done;
     }
+    while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
     if ((st = cnn_net_save(net, out)) != CNN_OK) {
         rc = cli_fail("train", "--out", st);
         goto done;
     }
     fprintf(stderr, "cnn train: model written to %s\n", out);
-    if ((st = cnn_evaluate(net, test, 256, &metrics)) != CNN_OK) {
+    double waited = 0.0;
+    for (int e = 0; e < run.epochs_done; e++) waited += run.history[e].data_wait;
+    if (run.epochs_done)
+        fprintf(stderr, "cnn train: waited %.2f s for data in all; %lld bad image files skipped\n", waited,
+                (long long)run.history[run.epochs_done - 1].bad_files);
+    if (test && (st = cnn_evaluate_source(net, test, &cfg, 256, &metrics)) != CNN_OK) {
         rc = cli_fail("train", "test evaluation", st);
         goto done;
     }
-    printf("test loss: %.4f - test accuracy: %.4f\n", metrics->loss, metrics->accuracy);
+    if (metrics) printf("test loss: %.4f - test accuracy: %.4f\n", metrics->loss, metrics->accuracy);
     if (metrics_json && (st = report_write_json(metrics_json, run.history, run.epochs_done, metrics, net)) != CNN_OK) {
         rc = cli_fail("train", "--metrics-json", st);
         goto done;
@@ -206,12 +374,13 @@ int cmd_train(int argc, char **argv)
     rc = 0;
 done:
     cnn_metrics_destroy(metrics);
-    cnn_dataset_destroy(full);
-    cnn_dataset_destroy(train);
-    cnn_dataset_destroy(val);
-    cnn_dataset_destroy(test);
+    cnn_source_destroy(full);
+    cnn_source_destroy(train);
+    cnn_source_destroy(val);
+    cnn_source_destroy(test);
     cnn_net_destroy(net);
     cnn_backend_destroy(backend);
     free(run.history);
+    free(checkpoint);
     return rc;
 }

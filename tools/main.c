@@ -9,6 +9,9 @@ static const cnn_command cnn_commands[] = {
     {"eval", "loss, accuracy, per-class precision/recall/F1 and confusion matrix of a model", cmd_eval},
     {"predict", "classify PNG/JPEG/BMP images with a trained model", cmd_predict},
     {"summary", "print a model's layers, output shapes and parameter counts", cmd_summary},
+    {"augment-preview", "write a PNG grid of augmented samples: what the network will see", cmd_augment_preview},
+    {"bench", "training and inference speed of a model on synthetic data, per layer, against the sgemm peak",
+     cmd_bench},
 };
 #define NCOMMANDS (int)(sizeof cnn_commands / sizeof cnn_commands[0])
 
@@ -16,7 +19,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "cnn %s: train and run convolutional image classifiers (devices: %s)\n\nusage: cnn COMMAND [options]\n\n",
             cnn_version(), cnn_backends_available());
-    for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-10s %s\n", cnn_commands[i].name, cnn_commands[i].summary);
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %-16s %s\n", cnn_commands[i].name, cnn_commands[i].summary);
     fprintf(out, "\n'cnn COMMAND --help' lists a command's options; 'cnn --version' prints the version.\n");
 }
 

@@ -90,7 +90,13 @@ cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, i
         put_num(&b, e->images_per_sec);
         put(&b, ", \"seconds\": ");
         put_num(&b, e->seconds);
+        put(&b, ", \"data_wait\": ");
+        put_num(&b, e->data_wait);
         put(&b, "}");
+    }
+    if (!m) { /* no test set */
+        put(&b, "%s],\n  \"test\": null,\n  \"peak_rss_mib\": ", history && epochs ? "\n  " : "");
+        goto tail;
     }
     put(&b, "%s],\n  \"test\": {\"samples\": %lld, \"loss\": ", history && epochs ? "\n  " : "", (long long)m->n);
     put_num(&b, m->loss);
@@ -124,6 +130,7 @@ cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, i
         put(&b, "]");
     }
     put(&b, "\n    ]\n  },\n  \"peak_rss_mib\": ");
+tail:
     put_num(&b, report_peak_rss_mib());
     put(&b, "\n}\n");
     cnn_status st;

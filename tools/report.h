@@ -4,7 +4,8 @@
 
 #include "cnn/cnn.h"
 
-/* Writes {"history": [...], "test": {...}, "peak_rss_mib": ...} atomically. history may be NULL (eval). */
+/* Writes {"history": [...], "test": {...}, "peak_rss_mib": ...} atomically. history may be NULL (eval); test may
+ * be NULL (a data set without a test split: "test": null). */
 cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, int epochs, const cnn_metrics *test,
                              const cnn_net *net);
 

@@ -13,6 +13,26 @@ extern "C" {
 
 typedef struct cnn_backend cnn_backend;
 
+/* The arithmetic a network trains and runs in (cnn_net_set_precision, `--precision`):
+ *   FP32  f32 everywhere, no tensor-core rounding (the default; the only one on the CPU backend)
+ *   TF32  f32 tensors; cuDNN and cuBLAS may round the operands of convolutions and matrix products to TF32
+ *         (10-bit mantissa) on tensor cores (CUDA, Ampere and later)
+ *   FP16, BF16  mixed precision (CUDA): activations, gradients and the weights convolutions and dense layers
+ *         compute with are 16-bit; the optimizer keeps f32 master weights; batchnorm statistics, biases and the
+ *         loss stay f32. FP16 uses dynamic loss scaling (cnn_train). */
+typedef enum cnn_precision {
+    CNN_PRECISION_FP32 = 0,
+    CNN_PRECISION_TF32,
+    CNN_PRECISION_FP16,
+    CNN_PRECISION_BF16,
+    CNN_PRECISION_COUNT
+} cnn_precision;
+
+/* "fp32", "tf32", "fp16", "bf16" */
+const char *cnn_precision_name(cnn_precision p);
+/* Parses one of those names; CNN_ERR_INVALID_ARG naming the known ones otherwise. */
+cnn_status cnn_precision_parse(const char *name, cnn_precision *out);
+
 /* Creates a backend from a name: "cpu", "cuda" or "cuda:N". NULL or "auto" picks cuda when it is built in and
  * a GPU is present, else cpu. Unknown names give CNN_ERR_NOT_FOUND with the list of known ones. */
 cnn_status cnn_backend_create(const char *name, cnn_backend **out);

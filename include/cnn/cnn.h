@@ -6,9 +6,11 @@
 #include "cnn/tensor.h"
 #include "cnn/backend.h"
 #include "cnn/data.h"
+#include "cnn/pipeline.h"
 #include "cnn/net.h"
 #include "cnn/train.h"
 #include "cnn/io.h"
+#include "cnn/bench.h"
 
 #ifdef __cplusplus
 extern "C" {

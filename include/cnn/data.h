@@ -1,7 +1,8 @@
 /* cnn.c — datasets held in host memory.
  *
  * A dataset is a set of images (NHWC, f32) with integer labels. Pixels are scaled to [0, 1] on load and may
- * then be standardized per channel. Sources: IDX files (MNIST, Fashion-MNIST; gzip-compressed or raw). */
+ * then be standardized per channel. Sources: IDX files (MNIST, Fashion-MNIST; gzip-compressed or raw), CIFAR-10
+ * and CIFAR-100 binary batches. Image folders and CSV lists are decoded on demand by the loader (cnn/pipeline.h). */
 #ifndef CNN_DATA_H
 #define CNN_DATA_H
 
@@ -30,14 +31,20 @@ typedef struct cnn_dataset {
  * Malformed, truncated or disagreeing files give CNN_ERR_FORMAT naming the file and the field. */
 cnn_status cnn_dataset_load_idx(const char *images_path, const char *labels_path, cnn_dataset **out);
 
-/* Loads a named dataset: "fashion-mnist", "fashion-mnist:DIR", "mnist:DIR". `split` is "train" or "test".
- * The files are DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. A missing directory or file gives
- * CNN_ERR_NOT_FOUND with a message that says how to install the data. Fashion-MNIST gets its class names. */
+/* Loads a named dataset: "fashion-mnist", "fashion-mnist:DIR", "mnist:DIR", "cifar10:DIR", "cifar100:DIR"
+ * (fine labels) or "cifar100-coarse:DIR" (the 20 superclasses). `split` is "train" or "test".
+ * MNIST-like files are DIR/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]; CIFAR-10's binary batches are
+ * DIR/data_batch_{1..5}.bin and DIR/test_batch.bin, CIFAR-100's DIR/train.bin and DIR/test.bin (DIR may also be
+ * the folder that holds the archive's cifar-10-batches-bin or cifar-100-binary). A missing directory or file
+ * gives CNN_ERR_NOT_FOUND with a message that says how to get the data. Fashion-MNIST and CIFAR get their class
+ * names (CIFAR's from batches.meta.txt or {fine,coarse}_label_names.txt when present). */
 cnn_status cnn_dataset_load(const char *spec, const char *split, cnn_dataset **out);
 
 void cnn_dataset_destroy(cnn_dataset *ds);
 
-/* Splits off the last `fraction` of a seeded shuffle as a validation set; `ds` is left unchanged. */
+/* Splits off round(n * fraction) samples as a validation set, stratified by class (each class gives its share, by
+ * largest remainders) and drawn by a shuffle seeded from `seed`; both sets keep the original order; `ds` is left
+ * unchanged. */
 cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t seed, cnn_dataset **train,
                              cnn_dataset **val);
 

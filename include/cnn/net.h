@@ -65,8 +65,56 @@ cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *
  * ".gamma", ".beta" and the state ".running_mean", ".running_var"), the definition, class names and
  * normalization in __metadata__. */
 cnn_status cnn_net_save(const cnn_net *net, const char *path);
-/* Loads a model file written by cnn_net_save onto `backend`. */
+/* Loads a model file written by cnn_net_save onto `backend`; a checkpoint (cnn_train's checkpoint_dir) loads too,
+ * as the model it holds, after its checksum is verified. */
 cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out);
+
+/* ---- precision ---- */
+
+/* Sets the arithmetic the network trains and runs in (cnn_precision, cnn/backend.h). FP16 and BF16 (mixed
+ * precision) make the activations, gradients and the weights convolutions and dense layers compute with 16-bit,
+ * with f32 master weights that the optimizer updates and model files store; TF32 keeps f32 tensors and lets the
+ * backend round convolution and matrix-product operands to TF32. Anything but FP32 needs a backend that offers it
+ * (CUDA): CNN_ERR_UNSUPPORTED otherwise, with a message. L1 penalties are FP32/TF32 only. Call it after the
+ * network is made or loaded, before training or inference; it may be called again. */
+cnn_status cnn_net_set_precision(cnn_net *net, cnn_precision precision);
+cnn_precision cnn_net_precision(const cnn_net *net);
+
+/* ---- transfer learning ---- */
+
+/* Freezes the layers up to and including the one named `upto` (the names `cnn summary` shows), in definition
+ * order, and unfreezes the rest; a number N freezes the first N layers; NULL or "" unfreezes all. Frozen layers
+ * get no gradients and no optimizer state, their batchnorm statistics stay as they are (batchnorm runs in
+ * inference mode, as Keras does for trainable=False), and cnn_net_param_count and the summary count their
+ * weights as non-trainable. *count (may be NULL) receives the number of frozen layers. An unknown name gives
+ * CNN_ERR_NOT_FOUND; leaving no layer with weights to train CNN_ERR_INVALID_ARG. */
+cnn_status cnn_net_freeze(cnn_net *net, const char *upto, int *count);
+/* The number of frozen layers (they form a prefix). */
+int cnn_net_frozen_layers(const cnn_net *net);
+
+/* Copies every weight and state tensor of `src` into the tensor of `dst` with the same name and shape.
+ * *copied and *kept (may be NULL) count dst's tensors copied and left as they were. */
+cnn_status cnn_net_copy_weights(cnn_net *dst, const cnn_net *src, int *copied, int *kept);
+
+/* A new network on net's backend: net's definition with its classifier (the last dense layer) given `classes`
+ * outputs and freshly initialized from `seed`; every other weight and the normalization copied, class names
+ * dropped. The classifier must be on a line of its own (not inside a repeat block). */
+cnn_status cnn_net_replace_head(const cnn_net *net, int classes, uint64_t seed, cnn_net **out);
+
+/* Loads weights trained elsewhere: a PyTorch state_dict saved as safetensors
+ * (safetensors.torch.save_file(model.state_dict(), path)) of a torchvision ResNet, into a definition in the same
+ * layout (samples/models/resnet18.cnn, resnet34.cnn, resnet50.cnn). Names map as torchvision's: conv1/bn1,
+ * layerS.B.convJ/bnJ, layerS.B.downsample.0/.1, fc; batchnorm weight/bias are gamma/beta. Conv weights are
+ * converted from OIHW to OHWI, F16 and BF16 to F32; "num_batches_tracked" and a "module." prefix are ignored.
+ * Every tensor of the network must be in the file with its shape, and every tensor of the file must be used;
+ * messages name the tensor. */
+cnn_status cnn_net_import_torch(cnn_net *net, const char *path);
+
+/* Initializes `net` for fine-tuning from a file: a cnn.c model or checkpoint (the tensors with the same name and
+ * shape are copied, cnn_net_copy_weights, and its normalization when net has none) or a PyTorch state_dict
+ * (cnn_net_import_torch; an RGB net without normalization gets ImageNet's mean and std, which torchvision's
+ * weights expect). *copied and *kept (may be NULL) count net's tensors copied and left as initialized. */
+cnn_status cnn_net_init_from(cnn_net *net, const char *path, int *copied, int *kept);
 
 #ifdef __cplusplus
 }

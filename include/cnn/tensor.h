@@ -36,6 +36,10 @@ typedef struct cnn_tensor {
     int64_t shape[CNN_MAX_DIMS];
     void *data;
     int owns_data; /* 1: cnn_tensor_destroy frees data through the backend; 0: a view */
+    uint64_t version; /* 0, or for tracked tensors (a network's parameters) a process-wide unique number that every
+                       * write through cnn_tensor_write and every optimizer update renews: backends may cache what
+                       * they derive from the contents (the CPU backend's reordered weights) under (data, version).
+                       * Write tracked tensors through this API only; a view does not follow its tensor's version. */
 } cnn_tensor;
 
 size_t cnn_dtype_size(cnn_dtype dtype);

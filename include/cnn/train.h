@@ -7,6 +7,7 @@
 
 #include "cnn/data.h"
 #include "cnn/net.h"
+#include "cnn/pipeline.h"
 #include "cnn/status.h"
 
 #ifdef __cplusplus
@@ -26,6 +27,16 @@ typedef enum cnn_lr_schedule {
     CNN_LR_COSINE, /* lr * (1 + cos(pi * epoch / epochs)) / 2 after the warm-up (Loshchilov & Hutter 2017) */
 } cnn_lr_schedule;
 
+/* The metric the callbacks watch (early stopping, save-best, the best checkpoint, reduce-on-plateau), as Keras'
+ * `monitor`: losses improve downwards, accuracies upwards. The val_ metrics fall back to the training ones when
+ * there is no validation set. */
+typedef enum cnn_monitor {
+    CNN_MONITOR_VAL_LOSS = 0,
+    CNN_MONITOR_VAL_ACCURACY,
+    CNN_MONITOR_LOSS,
+    CNN_MONITOR_ACCURACY,
+} cnn_monitor;
+
 typedef struct cnn_epoch_stats {
     int epoch;             /* 1-based */
     double loss;           /* mean training loss over the epoch */
@@ -35,6 +46,11 @@ typedef struct cnn_epoch_stats {
     double seconds;        /* wall time of the epoch's training steps */
     double images_per_sec; /* training images / seconds */
     double lr;             /* the learning rate of the epoch */
+    double wall_time;      /* seconds since 1970 (UTC) when the epoch ended: TensorBoard's wall_time */
+    double data_wait;      /* seconds the trainer waited for the loader's batches during the epoch */
+    int64_t bad_files;     /* bad image files skipped so far */
+    int64_t skipped_steps; /* fp16: steps skipped in the epoch because the gradients overflowed */
+    float loss_scale;      /* fp16: the loss scale at the end of the epoch (1 otherwise) */
 } cnn_epoch_stats;
 
 typedef void (*cnn_epoch_callback)(const cnn_epoch_stats *stats, void *user);
@@ -67,17 +83,52 @@ typedef struct cnn_train_config {
     FILE *progress;       /* Keras-style progress bar goes here; NULL for silence */
     cnn_epoch_callback on_epoch_end;
     void *user;
+
+    /* callbacks (Keras' EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, CSVLogger, TensorBoard): one monitored
+     * metric; an epoch improves on the best when it beats it by more than min_delta */
+    cnn_monitor monitor;         /* default CNN_MONITOR_VAL_LOSS */
+    float min_delta;             /* default 0 */
+    int early_stopping;          /* 1: stop when early_stopping_patience epochs in a row did not improve */
+    int early_stopping_patience; /* default 0: stop at the first epoch that does not improve (Keras) */
+    int restore_best_weights;    /* 1: end with the weights (and batchnorm statistics) of the best epoch */
+    const char *save_best;       /* a model file written (atomically) whenever the monitored metric improves */
+    const char *csv_log;         /* a CSV file, one row per epoch, rewritten after each */
+    const char *tensorboard_dir; /* TensorBoard event files in DIR/train and DIR/validation */
+    const char *plot;            /* a PNG of the loss and accuracy curves, written when training ends */
+
+    /* checkpoints (README, "Checkpoints and resume"): everything needed to continue exactly, in one safetensors
+     * file each, DIR/ckpt-<step>.safetensors, written atomically with a checksum; DIR/best.safetensors holds the
+     * best epoch's */
+    const char *checkpoint_dir;
+    int checkpoint_every;        /* every this many epochs (steps with checkpoint_in_steps); 0: 1 epoch */
+    int checkpoint_in_steps;     /* 1: checkpoint_every counts optimizer steps */
+    int keep_checkpoints;        /* the newest K are kept (default 3), and best.safetensors */
+    const char *resume_from;     /* a checkpoint file (cnn_checkpoint_find) to continue from exactly */
+
+    /* the data pipeline (cnn/pipeline.h; README, "Data"): batches come from a loader whose worker threads decode,
+     * augment and normalize them ahead of the trainer; the order of epoch e depends on (seed, e) alone */
+    const cnn_augment *augment;  /* training augmentation; NULL: none */
+    cnn_sampler sampler;         /* default CNN_SAMPLER_SHUFFLE; oversample / undersample balance the classes */
+    int workers, prefetch;       /* loader threads and ring depth; 0: cnn_loader_default_workers(), 2 per worker */
+    int resize_h, resize_w;      /* images are resized to this, then cropped to the model's input (centre; random
+                                  * with augment crop); 0: the input size */
+    long long max_pixels;        /* image files whose header declares more pixels are bad files; 0: 64 megapixels */
+    int strict;                  /* 1: a bad image file stops training; 0: skipped with a warning */
+    FILE *warnings;              /* where bad files are reported (default stderr) */
 } cnn_train_config;
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
- * on stderr. */
+ * on stderr, monitor val_loss, 3 checkpoints kept. */
 void cnn_train_config_defaults(cnn_train_config *cfg);
 
 /* The learning rate of 0-based epoch `epoch` before the plateau factor. */
 float cnn_lr_at(const cnn_train_config *cfg, int epoch);
 
 /* Trains `net` on `train` (images in [0, 1]; the net applies its own normalization), evaluating on `val` (may be
- * NULL) after each epoch. `history` (may be NULL) receives cfg->epochs entries. */
+ * NULL) after each epoch. `history` (may be NULL) receives cfg->epochs entries; those of epochs early stopping
+ * left out have epoch 0. With cfg->resume_from, the checkpoint's weights, frozen layers, optimizer state,
+ * schedule position, RNG state, data position, monitors and history are restored first: the checkpoint must hold
+ * net's definition and have been written with the same training settings and data (a differing one is named). */
 cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *val, const cnn_train_config *cfg,
                      cnn_epoch_stats *history);
 
@@ -91,8 +142,37 @@ typedef struct cnn_metrics {
     double macro_precision, macro_recall, macro_f1;
 } cnn_metrics;
 
+/* ---- checkpoints ---- */
+
+typedef struct cnn_checkpoint_info {
+    int epoch;             /* epochs completed */
+    int64_t samples_done;  /* draws of the next epoch already trained on */
+    int64_t epoch_samples; /* draws in an epoch (the training set's size unless a balancing sampler is used) */
+    int64_t step;          /* optimizer steps taken */
+    int finished;          /* early stopping ended the run */
+} cnn_checkpoint_info;
+
+/* Checks a checkpoint file: a valid safetensors file in the cnn.c checkpoint format whose checksum matches, and,
+ * when `net` is not NULL, holding net's definition. `info` (may be NULL) receives its position. */
+cnn_status cnn_checkpoint_verify(const char *path, const cnn_net *net, cnn_checkpoint_info *info);
+
+/* The newest valid checkpoint of a directory: DIR/ckpt-<step>.safetensors from the highest step down, and
+ * DIR/best.safetensors in its place by step. Each refused file (corrupt, truncated, foreign, another model's)
+ * gets a line on `log` (may be NULL) saying why, and the next older one is tried. *path receives a new string
+ * (free it). CNN_ERR_NOT_FOUND when none is valid. */
+cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, char **path, cnn_checkpoint_info *info);
+
+/* cnn_train on sources (cnn/pipeline.h): in-memory data or image files decoded on demand. The sources must hold
+ * labels below the model's outputs; in-memory images must have the model's input shape. */
+cnn_status cnn_train_source(cnn_net *net, const cnn_source *train, const cnn_source *val, const cnn_train_config *cfg,
+                            cnn_epoch_stats *history);
+
 /* Loss, accuracy, confusion matrix and per-class precision, recall and F1 of `net` on `ds`. */
 cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn_metrics **out);
+/* The same on a source; `data` (may be NULL) gives the loader settings (resize, workers, max pixels, strict,
+ * warnings); no augmentation is applied. */
+cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
+                               cnn_metrics **out);
 void cnn_metrics_destroy(cnn_metrics *m);
 /* Prints the metrics as a report: totals, a per-class table and the confusion matrix. */
 void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out);

@@ -1,0 +1,38 @@
+/* Model and checkpoint files (internal): both are one safetensors file holding the network's weights and state
+ * under their own names ("<layer>.weight", ...) and, in __metadata__, the format tag, the definition, the class
+ * names and the normalization. A checkpoint adds tensors whose names hold a '/' ("optimizer/m/<param>",
+ * "data/order", ...: layer names cannot hold one), more metadata, and a checksum that loading verifies. */
+#ifndef CNN_CORE_MODEL_FILE_H
+#define CNN_CORE_MODEL_FILE_H
+
+#include <stdint.h>
+
+#include "core/net.h"
+#include "core/safetensors.h"
+
+#define CNN_MODEL_FORMAT "cnn.c model"
+#define CNN_CHECKPOINT_FORMAT "cnn.c checkpoint"
+/* The metadata key of the checksum: "crc32c:XXXXXXXX" (cnn_file_checksum). */
+#define CNN_CHECKSUM_KEY "checksum"
+
+/* Writes the network's tensors and model metadata, then `extra` tensors and `nmeta` more metadata pairs, with
+ * the given format tag, atomically. With `checksum`, adds CNN_CHECKSUM_KEY over everything else. */
+cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *format, const cnn_st_entry *extra,
+                              int nextra, const char *const *meta_keys, const char *const *meta_values, int nmeta,
+                              int checksum);
+
+/* CRC-32C over the tensors (sorted by name: name, dtype, shape, bytes) and the metadata but the checksum
+ * (sorted by key: key, value), so that neither order nor padding matters. */
+uint32_t cnn_file_checksum(const cnn_st_file *f);
+
+/* Refuses a file whose CNN_CHECKSUM_KEY is missing or does not match, naming `path`. */
+cnn_status cnn_file_verify_checksum(const cnn_st_file *f, const char *path);
+
+/* Copies every weight and state tensor of `net` from the open file (tensors whose names hold a '/' are not the
+ * network's and are skipped); every one must be there with its shape, and no other may be. */
+cnn_status cnn_net_read_tensors(cnn_net *net, const cnn_st_file *f, const char *path);
+
+/* Builds a network from an open model or checkpoint file: the definition, weights, class names, normalization. */
+cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *backend, cnn_net **out);
+
+#endif

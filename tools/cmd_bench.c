@@ -1,0 +1,301 @@
+/* cnn bench: training-step and inference speed of a model on synthetic data, per-layer times, achieved GFLOP/s
+ * against the machine's sgemm peak, peak memory; a table on stdout and, with --json, a JSON file. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/cli.h"
+#include "tools/report.h"
+
+static const char *USAGE = "--model FILE [--batch N] [--device cpu|cuda|cuda:N] [--mode train|infer|both] "
+                           "[--warmup K] [--iters K] [--repeats R] [--classes N] [--per-layer] [--json FILE] "
+                           "[--threads T] [--quiet]";
+
+/* sgemm of 2048^3 (17 GFLOP): large enough for the kernels' full rate, a fraction of a second on 2 cores */
+#define SGEMM_PEAK_N 2048
+#define SGEMM_PEAK_REPEATS 5
+
+typedef struct bench_report {
+    const char *model;
+    const cnn_backend *backend;
+    int threads;
+    const cnn_bench_config *cfg;
+    const cnn_bench_result *r;
+    double peak_rss_mib, sgemm_gflops;
+} bench_report;
+
+static double ratio(double a, double b) { return b > 0.0 ? a / b : NAN; }
+
+/* Achieved GFLOP/s of a layer row over the work that was timed. */
+static double layer_gflops(const cnn_bench_layer *l)
+{
+    double ms = l->fwd_ms + (l->bwd_ms > 0.0 ? l->bwd_ms : 0.0);
+    double gflop = l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0);
+    return gflop > 0.0 ? ratio(gflop, ms * 1e-3) : 0.0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the table
+
+static void print_table(const bench_report *b, FILE *out)
+{
+    const cnn_bench_result *r = b->r;
+    /* the share of the sgemm peak is a CPU figure: other devices are not measured against it */
+    int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
+    fprintf(out, "cnn bench: %s, batch %d, %d classes, device %s (%s)\n", b->model, r->batch, r->classes,
+            cnn_backend_name(b->backend), cnn_backend_description(b->backend));
+    fprintf(out, "%-6s %12s %12s %10s %12s %10s %8s\n", "mode", "images/s", "ms median", "ms min", "GFLOP/batch",
+            "GFLOP/s", "of peak");
+    if (r->ran_train) {
+        double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
+        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %7.1f%%\n", "train", r->train_images_per_sec,
+                r->train_step_ms_median, r->train_step_ms_min, r->train_gflop, g,
+                cpu ? 100.0 * ratio(g, b->sgemm_gflops) : NAN);
+    }
+    if (r->ran_infer) {
+        double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
+        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %7.1f%%\n", "infer", r->infer_images_per_sec,
+                r->infer_ms_median, r->infer_ms_min, r->fwd_gflop, g, cpu ? 100.0 * ratio(g, b->sgemm_gflops) : NAN);
+    }
+    fprintf(out, "timing: %d warm-up steps, then %s; peak RSS %.1f MiB; sgemm peak %.1f GFLOP/s (oneDNN, %d^3, %d "
+                 "threads)\n", b->cfg->warmup,
+            r->ran_train && r->ran_infer ? "train: median of repeats, infer: median of calls"
+            : r->ran_train ? "median of repeats" : "median of calls",
+            b->peak_rss_mib, b->sgemm_gflops, SGEMM_PEAK_N, b->threads);
+    if (!r->nlayers) return;
+    double total = 0.0;
+    for (int i = 0; i < r->nlayers; i++)
+        total += r->layers[i].fwd_ms + (r->layers[i].bwd_ms > 0.0 ? r->layers[i].bwd_ms : 0.0);
+    fprintf(out, "\nper layer: median ms over %d steps with the backend synced around every layer\n", b->cfg->iters);
+    fprintf(out, "%-28s %-22s %9s %9s %9s %9s %7s\n", "layer", "type", "fwd ms", "bwd ms", "GFLOP", "GFLOP/s",
+            "share");
+    for (int i = 0; i < r->nlayers; i++) {
+        const cnn_bench_layer *l = &r->layers[i];
+        double ms = l->fwd_ms + (l->bwd_ms > 0.0 ? l->bwd_ms : 0.0);
+        double gflop = l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0);
+        char bwd[32] = "-", gf[32] = "-", gfs[32] = "-";
+        if (l->bwd_ms >= 0.0) snprintf(bwd, sizeof bwd, "%.3f", l->bwd_ms);
+        if (gflop > 0.0) {
+            snprintf(gf, sizeof gf, "%.3f", gflop);
+            snprintf(gfs, sizeof gfs, "%.1f", layer_gflops(l));
+        }
+        fprintf(out, "%-28.28s %-22.22s %9.3f %9s %9s %9s %6.1f%%\n", l->name, l->type, l->fwd_ms, bwd, gf, gfs,
+                100.0 * ratio(ms, total));
+    }
+    fprintf(out, "sum of the rows: %.3f ms per %s step with syncs (the timed step: %.3f ms)\n", total,
+            r->ran_train ? "training" : "inference", r->ran_train ? r->train_step_ms_median : r->infer_ms_median);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// JSON
+
+static void json_num(FILE *f, double v)
+{
+    if (isfinite(v)) fprintf(f, "%.6g", v);
+    else fputs("null", f); /* JSON has no NaN or infinity */
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_field(FILE *f, const char *name, double v, int last)
+{
+    fprintf(f, "\"%s\": ", name);
+    json_num(f, v);
+    if (!last) fputs(", ", f);
+}
+
+static cnn_status write_json(const bench_report *b, const char *path)
+{
+    const cnn_bench_result *r = b->r;
+    int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        fprintf(stderr, "cnn bench: --json: out of memory\n");
+        return CNN_ERR_NO_MEMORY;
+    }
+    fputs("{\n  \"model\": ", f);
+    json_str(f, b->model);
+    fputs(",\n  \"device\": ", f);
+    json_str(f, cnn_backend_name(b->backend));
+    fputs(",\n  \"device_description\": ", f);
+    json_str(f, cnn_backend_description(b->backend));
+    fprintf(f, ",\n  \"batch\": %d, \"classes\": %d, \"threads\": %d, \"warmup\": %d, \"iters\": %d, \"repeats\": %d",
+            r->batch, r->classes, b->threads, b->cfg->warmup, b->cfg->iters, b->cfg->repeats);
+    if (r->ran_train) {
+        double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
+        fputs(",\n  \"train\": {", f);
+        json_field(f, "images_per_sec", r->train_images_per_sec, 0);
+        json_field(f, "step_ms_median", r->train_step_ms_median, 0);
+        json_field(f, "step_ms_min", r->train_step_ms_min, 0);
+        json_field(f, "gflop", r->train_gflop, 0);
+        json_field(f, "gflops", g, 0);
+        json_field(f, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN, 0);
+        json_field(f, "loss", r->train_loss, 1);
+        fputs("}", f);
+    }
+    if (r->ran_infer) {
+        double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
+        fputs(",\n  \"infer\": {", f);
+        json_field(f, "images_per_sec", r->infer_images_per_sec, 0);
+        json_field(f, "latency_ms_median", r->infer_ms_median, 0);
+        json_field(f, "latency_ms_min", r->infer_ms_min, 0);
+        json_field(f, "gflop", r->fwd_gflop, 0);
+        json_field(f, "gflops", g, 0);
+        json_field(f, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN, 1);
+        fputs("}", f);
+    }
+    fputs(",\n  ", f);
+    json_field(f, "peak_rss_mib", b->peak_rss_mib, 0);
+    json_field(f, "sgemm_peak_gflops", b->sgemm_gflops, 1);
+    if (r->nlayers) {
+        fputs(",\n  \"layers\": [", f);
+        for (int i = 0; i < r->nlayers; i++) {
+            const cnn_bench_layer *l = &r->layers[i];
+            fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
+            json_str(f, l->name);
+            fputs(", \"type\": ", f);
+            json_str(f, l->type);
+            fputs(", ", f);
+            json_field(f, "fwd_ms", l->fwd_ms, 0);
+            json_field(f, "bwd_ms", l->bwd_ms >= 0.0 ? l->bwd_ms : NAN, 0);
+            json_field(f, "gflop", l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0), 0);
+            json_field(f, "gflops", layer_gflops(l), 0);
+            json_field(f, "fwd_gflop", l->fwd_gflop, 0);
+            json_field(f, "bwd_gflop", l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0, 1);
+            fputs("}", f);
+        }
+        fputs("\n  ]", f);
+    }
+    fputs("\n}\n", f);
+    cnn_status st = CNN_OK;
+    if (fclose(f) != 0 || !text) {
+        fprintf(stderr, "cnn bench: --json: out of memory\n");
+        st = CNN_ERR_NO_MEMORY;
+    } else {
+        const void *parts[1] = {text};
+        size_t sizes[1] = {len};
+        st = cnn_write_file_atomic(path, parts, sizes, 1);
+    }
+    free(text);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the command
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model = NULL, *device = NULL, *mode = "both", *json = NULL, *precision = "fp32";
+    cnn_bench_config cfg;
+    cnn_bench_config_defaults(&cfg);
+    int threads = 0, quiet = 0;
+    cli_flag flags[] = {
+        {"model", CLI_STRING, &model, "FILE      model definition (.cnn) or model file (.safetensors)", 0, 0, 0},
+        {"batch", CLI_INT, &cfg.batch, "N         images per step (default 64)", 1, 65536, 0},
+        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        {"mode", CLI_STRING, &mode, "MODE      train, infer or both (default both)", 0, 0, 0},
+        {"precision", CLI_STRING, &precision, "P         fp32 (default), tf32, fp16 or bf16 (mixed precision; CUDA)",
+         0, 0, 0},
+        {"warmup", CLI_INT, &cfg.warmup, "K         untimed steps first (default 3)", 0, 1000000, 0},
+        {"iters", CLI_INT, &cfg.iters, "K         timed steps per repeat (default 10)", 1, 1000000, 0},
+        {"repeats", CLI_INT, &cfg.repeats, "R         repeats; the median is reported (default 5)", 1, 1000000, 0},
+        {"classes", CLI_INT, &cfg.classes, "N         random labels in [0, N) (default: the model's outputs)", 1,
+         1000000, 0},
+        {"per-layer", CLI_BOOL, &cfg.per_layer, "          also time each layer's forward and backward (syncs "
+                                                "around every layer)", 0, 0, 0},
+        {"json", CLI_STRING, &json, "FILE      also write the results as JSON", 0, 0, 0},
+        {"threads", CLI_INT, &threads, "T         CPU threads (default: OMP_NUM_THREADS, else all cores)", 1, 4096, 0},
+        {"seed", CLI_U64, &cfg.seed, "S         seed of the weights and the synthetic data (default 1)", 0, 0, 0},
+        {"quiet", CLI_BOOL, &quiet, "          no table and no device line (errors only)", 0, 0, 0},
+        {NULL, 0, NULL, NULL, 0, 0, 0},
+    };
+    char *pos[1];
+    int npos;
+    int rc = cli_parse("bench", USAGE, flags, argc, argv, pos, 0, &npos);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!model) {
+        fprintf(stderr, "cnn bench: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
+        return 2;
+    }
+    if (!strcmp(mode, "train")) cfg.modes = CNN_BENCH_TRAIN;
+    else if (!strcmp(mode, "infer")) cfg.modes = CNN_BENCH_INFER;
+    else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
+    else {
+        fprintf(stderr, "cnn bench: --mode: '%s' is not one of train, infer, both\n", mode);
+        return 2;
+    }
+    FILE *probe = fopen(model, "rb");
+    if (!probe) {
+        fprintf(stderr, "cnn bench: --model: cannot open '%s'\n", model);
+        return 2;
+    }
+    fclose(probe);
+    if (threads && cnn_set_num_threads(threads) != CNN_OK) return cli_fail("bench", "--threads", CNN_ERR_INVALID_ARG);
+
+    cnn_status st;
+    cnn_backend *backend = NULL;
+    cnn_net *net = NULL;
+    cnn_bench_result *r = NULL;
+    rc = 1;
+    st = quiet ? cnn_backend_create(device, &backend) : cli_backend("bench", device, &backend);
+    if (st != CNN_OK) {
+        cli_fail("bench", "--device", st);
+        rc = 2;
+        goto done;
+    }
+    size_t len = strlen(model);
+    if (len > 12 && !strcmp(model + len - 12, ".safetensors")) st = cnn_net_load(model, backend, &net);
+    else st = cnn_net_from_file(model, backend, cfg.seed, &net);
+    if (st != CNN_OK) {
+        cli_fail("bench", "--model", st);
+        rc = 2;
+        goto done;
+    }
+    cnn_precision prec;
+    if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
+        cli_fail("bench", "--precision", st);
+        rc = 2;
+        goto done;
+    }
+    if (cfg.classes > cnn_net_num_outputs(net)) {
+        fprintf(stderr, "cnn bench: --classes: %d is more than the model's %d outputs\n", cfg.classes,
+                cnn_net_num_outputs(net));
+        rc = 2;
+        goto done;
+    }
+    if ((st = cnn_bench_run(net, &cfg, &r)) != CNN_OK) {
+        rc = cli_fail("bench", "benchmark", st);
+        goto done;
+    }
+    bench_report b = {.model = model, .backend = backend, .threads = cnn_num_threads(), .cfg = &cfg, .r = r};
+    b.peak_rss_mib = report_peak_rss_mib(); /* before the sgemm's matrices */
+    if ((st = cnn_bench_sgemm_peak(SGEMM_PEAK_N, SGEMM_PEAK_REPEATS, &b.sgemm_gflops)) != CNN_OK) {
+        rc = cli_fail("bench", "sgemm peak", st);
+        goto done;
+    }
+    if (!quiet) print_table(&b, stdout);
+    if (json && (st = write_json(&b, json)) != CNN_OK) {
+        rc = cli_fail("bench", "--json", st);
+        goto done;
+    }
+    rc = 0;
+done:
+    cnn_bench_result_destroy(r);
+    cnn_net_destroy(net);
+    cnn_backend_destroy(backend);
+    return rc;
+}
