@@ -14,11 +14,15 @@
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
 
-/* Per-channel scratch after the partial sums: 4 arrays of doubles, then 8 of floats. */
+/* Per-channel scratch after the partial sums: 3 arrays of doubles (forward: mean, sum, centered squares;
+ * backward: center, sum of dy, sum of dy (x - center)), then 5 of floats (forward: scale, shift, center;
+ * backward: invstd and the 4 x c dx coefficients). */
+#define CNN_CUDA_BN_DOUBLES 3
+#define CNN_CUDA_BN_FLOATS 5
 typedef struct cnn_cuda_bn_scratch_layout {
     double *partial;
-    double *d0, *d1, *d2, *d3;
-    float *f; /* 8 x c */
+    double *d0, *d1, *d2;
+    float *f; /* CNN_CUDA_BN_FLOATS x c */
 } cnn_cuda_bn_scratch_layout;
 
 static cnn_status cnn_cuda_bn_scratch_get(cnn_cuda_ctx *ctx, int64_t m, int64_t c, cnn_cuda_bn_scratch_layout *s,
@@ -26,15 +30,15 @@ static cnn_status cnn_cuda_bn_scratch_get(cnn_cuda_ctx *ctx, int64_t m, int64_t 
 {
     cnn_status st = CNN_OK;
     const size_t partial = (size_t)cnn_cuda_bn_scratch(m, c) * sizeof(double);
-    const size_t bytes = partial + (size_t)c * (4 * sizeof(double) + 8 * sizeof(float));
+    const size_t per_channel = CNN_CUDA_BN_DOUBLES * sizeof(double) + CNN_CUDA_BN_FLOATS * sizeof(float);
+    const size_t bytes = partial + (size_t)c * per_channel;
     CNN_TRY(cnn_cuda_workspace(ctx, bytes, op));
     char *p = ctx->workspace;
     s->partial = (double *)p;
     s->d0 = (double *)(p + partial);
     s->d1 = s->d0 + c;
     s->d2 = s->d1 + c;
-    s->d3 = s->d2 + c;
-    s->f = (float *)(s->d3 + c);
+    s->f = (float *)(s->d2 + c);
 fail:
     return st;
 }

@@ -493,14 +493,26 @@ ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> 
   return r;
 }
 
+// Random inputs of a conv case, drawn in the order x, w, bias, dy.
+struct ConvInputs {
+  std::vector<float> x, w, bias, dy;
+};
+
+ConvInputs conv_inputs(const ConvCase &p, std::mt19937 &rng) {
+  ConvInputs in;
+  in.x = random_floats((size_t)p.n * p.h * p.w * p.c, rng);
+  in.w = random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng);
+  in.bias = random_floats(p.o, rng);
+  in.dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+  return in;
+}
+
 TEST_F(CudaOps, Conv2dForwardAndBackwardMatchCpu) {
   std::mt19937 rng(1);
   for (const ConvCase &p : conv_cases()) {
     SCOPED_TRACE(p.str());
-    auto x = random_floats(p.x_shape()[0] * p.h * p.w * p.c, rng);
-    auto w = random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng);
-    auto bias = random_floats(p.o, rng);
-    auto dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+    ConvInputs in = conv_inputs(p, rng);
+    const auto &x = in.x, &w = in.w, &bias = in.bias, &dy = in.dy;
     Plan gp(g_cuda), cp(g_cpu);
     ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p);
     ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
@@ -520,10 +532,8 @@ TEST_F(CudaOps, Conv2dWithoutPlanMatchesCpu) {
   for (ConvCase p : {conv(3, 9, 9, 4, 8, 3, 3, 1, 1), conv(2, 8, 8, 6, 6, 2, 2)}) {
     if (p.kh == 2) p.pad_bottom = p.pad_right = 1;
     SCOPED_TRACE(p.str());
-    auto x = random_floats((size_t)p.n * p.h * p.w * p.c, rng);
-    auto w = random_floats((size_t)p.o * p.kh * p.kw * p.c, rng);
-    auto bias = random_floats(p.o, rng);
-    auto dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+    ConvInputs in = conv_inputs(p, rng);
+    const auto &x = in.x, &w = in.w, &bias = in.bias, &dy = in.dy;
     ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, nullptr);
     ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, nullptr);
     expect_match(got.y, want.y, kNmseConvGemm, "y");
@@ -542,10 +552,8 @@ TEST_F(CudaOps, Conv2dPlanFollowsChangingBatchSizes) {
     ConvCase p = conv(n, 10, 10, 4, 8, 3, 3, 2);
     p.pad_bottom = p.pad_right = 1;
     SCOPED_TRACE(p.str());
-    auto x = random_floats((size_t)p.n * p.h * p.w * p.c, rng);
-    auto w = random_floats((size_t)p.o * p.kh * p.kw * p.c, rng);
-    auto bias = random_floats(p.o, rng);
-    auto dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+    ConvInputs in = conv_inputs(p, rng);
+    const auto &x = in.x, &w = in.w, &bias = in.bias, &dy = in.dy;
     Plan cp(g_cpu);
     ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p);
     ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
@@ -1373,10 +1381,9 @@ TEST_F(CudaOps, Conv2dIn16BitMatchesCpuOnRoundedInputs) {
   for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
     for (const ConvCase &p : cases) {
       SCOPED_TRACE(std::string(dt_name(dt)) + " " + p.str());
-      auto x = rounded(random_floats(p.x_shape()[0] * p.h * p.w * p.c, rng), dt);
-      auto w = rounded(random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng), dt);
-      auto bias = random_floats(p.o, rng);
-      auto dy = rounded(random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng), dt);
+      ConvInputs in = conv_inputs(p, rng);
+      const auto x = rounded(in.x, dt), w = rounded(in.w, dt), dy = rounded(in.dy, dt);
+      const auto &bias = in.bias;
       Plan gp(g_cuda), cp(g_cpu);
       ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p, dt);
       ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
@@ -1704,10 +1711,8 @@ TEST_F(CudaOps, Tf32ConvolutionsAndProductsStayCloseToCpu) {
   std::mt19937 rng(37);
   for (const ConvCase &p : {conv(8, 16, 16, 32, 64, 3, 3, 1, 1), conv(3, 13, 13, 32, 64, 3, 3), conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2)}) {
     SCOPED_TRACE(p.str());
-    auto x = random_floats(p.x_shape()[0] * p.h * p.w * p.c, rng);
-    auto w = random_floats((size_t)p.o * p.kh * p.kw * (p.c / p.groups), rng);
-    auto bias = random_floats(p.o, rng);
-    auto dy = random_floats((size_t)p.n * p.out_h() * p.out_w() * p.o, rng);
+    ConvInputs in = conv_inputs(p, rng);
+    const auto &x = in.x, &w = in.w, &bias = in.bias, &dy = in.dy;
     Plan gp(g_cuda), cp(g_cpu);
     ConvResult got = run_conv(g_cuda, p, x, w, bias, dy, &gp.p);
     ConvResult want = run_conv(g_cpu, p, x, w, bias, dy, &cp.p);
