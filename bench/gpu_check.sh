@@ -7,12 +7,15 @@
 #      DIR/lib.tar.xz, and Fashion-MNIST from DIR/fashion-mnist (bench/gpu_prepare.sh makes such a DIR on a
 #      machine without a GPU, so that the device's minutes go to running, not compiling)
 #   2. runs the CUDA conformance suite (test_cuda), with CNN_REQUIRE_CUDA=1 so that a missing device (driver too
-#      old, no GPU visible) fails instead of skipping
+#      old, no GPU visible) fails instead of skipping; its end-to-end test trains the seed CNN for one epoch on
+#      Fashion-MNIST on both devices, seeds 1-3, through this `cnn` (CNN_TEST_TOOL) and this data
+#      (CNN_TEST_FASHION_MNIST), and compares the mean test accuracies (issue 4: within 0.5 points)
 #   3. times seed-CNN training on cuda and on cpu with the cnn program (synthetic 28x28 data, 2 epochs each; the
 #      second epoch is the steady state, the first includes cuDNN's algorithm search), and, with Fashion-MNIST,
-#      trains one epoch of it on cuda and checks the test accuracy, then ResNet-20 for 5 epochs (issue 3's
-#      accuracy run: Adam 1e-3, batch 64, no augmentation)
-#   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`
+#      trains one epoch of it on cuda, checks the test accuracy and evaluates that model on the cpu, then
+#      ResNet-20 for 5 epochs (issue 3's accuracy run: Adam 1e-3, batch 64, no augmentation)
+#   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`,
+#      then a per-layer profile of the bf16 step summed by layer type (GPU_CHECK_SKIP_PROFILE=1 skips it)
 #   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches
 #   6. prints a short table, last
 #
@@ -158,13 +161,18 @@ FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 # ---- 2. the conformance suite ---------------------------------------------------------------------------------
 log "test_cuda (the conformance suite)"
 C0=$(date +%s)
-if CNN_REQUIRE_CUDA=1 timeout 300 "$TEST_CUDA" --gtest_color=no >"$OUT_DIR/test_cuda.log" 2>&1; then
+# CNN_TEST_TOOL and CNN_TEST_FASHION_MNIST: the suite's end-to-end test trains through this `cnn` on this data
+if CNN_REQUIRE_CUDA=1 CNN_TEST_TOOL="$CNN" CNN_TEST_FASHION_MNIST="$FMNIST_DIR" timeout 420 "$TEST_CUDA" \
+    --gtest_color=no >"$OUT_DIR/test_cuda.log" 2>&1; then
   COUNT=$(grep -o 'PASSED  \] [0-9]* test' "$OUT_DIR/test_cuda.log" | awk '{print $3}')
   row "test_cuda (conformance suite)" "ok, ${COUNT:-?} tests passed, $(($(date +%s) - C0)) s"
 else
   fail "test_cuda" "test_cuda (conformance suite)" "$OUT_DIR/test_cuda.log"
   grep -E '^\[  FAILED|Failure|SKIPPED|no CUDA device' "$OUT_DIR/test_cuda.log" | head -60 >&2
 fi
+# issue 4's accuracy comparison (SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy prints the mean of 3 seeds)
+MEANS=$(grep -o 'mean of 3 seeds: .*' "$OUT_DIR/test_cuda.log" | head -1)
+[[ -n "$MEANS" ]] && row "Fashion-MNIST 1 epoch, cuda vs cpu (test_cuda)" "${MEANS#mean of 3 seeds: }, mean of seeds 1-3"
 if grep -q '^\[  SKIPPED' "$OUT_DIR/test_cuda.log"; then
   fail "tests were skipped on a GPU machine" "test_cuda skips" "$OUT_DIR/test_cuda.log"
 fi
@@ -234,7 +242,7 @@ elif [[ -d "$FMNIST_DIR" ]]; then
   log "train: cuda, Fashion-MNIST, 1 epoch (accuracy check)"
   if train_run cuda fmnist_cuda --data "fashion-mnist:$FMNIST_DIR" --epochs 1; then
     ACC=$(json_test_acc "$OUT_DIR/fmnist_cuda.json")
-    # the seed CNN reaches ~0.87 after one epoch of Adam at lr 1e-3 (cnn.c's CPU runs, and PyTorch's)
+    # the seed CNN reaches about 0.83 after one epoch of Adam at lr 1e-3 (cnn.c on the CPU, and PyTorch)
     if awk -v a="$ACC" 'BEGIN { exit !(a >= 0.80) }'; then
       row "Fashion-MNIST 1 epoch on cuda: test accuracy" "$ACC (ok, >= 0.80)"
     else
@@ -261,19 +269,6 @@ elif [[ -d "$FMNIST_DIR" ]]; then
       fail "cnn eval --device cpu of the cuda-trained model" "the cuda-trained model evaluated on cpu" \
         "$OUT_DIR/fmnist_cuda_on_cpu.log"
     fi
-  fi
-  # issue 4: one epoch on the GPU reaches the CPU's accuracy within 0.5 points (same seed, same batches)
-  log "train: cpu ($JOBS threads), Fashion-MNIST, 1 epoch"
-  if OMP_NUM_THREADS=$JOBS train_run cpu fmnist_cpu --data "fashion-mnist:$FMNIST_DIR" --epochs 1; then
-    ACC_CPU=$(json_test_acc "$OUT_DIR/fmnist_cpu.json")
-    if awk -v a="$ACC" -v b="$ACC_CPU" 'BEGIN { d = a - b; exit !(d <= 0.005 && d >= -0.005) }'; then
-      row "Fashion-MNIST 1 epoch: cuda vs cpu accuracy" "$ACC vs $ACC_CPU (ok, within 0.5 points)"
-    else
-      fail "1 epoch: cuda $ACC vs cpu $ACC_CPU, more than 0.5 points apart" "Fashion-MNIST 1 epoch: cuda vs cpu" \
-        "$OUT_DIR/fmnist_cpu.log"
-    fi
-  else
-    fail "cnn train --device cpu --data fashion-mnist" "Fashion-MNIST 1 epoch on cpu" "$OUT_DIR/fmnist_cpu.log"
   fi
   # issue 3's accuracy run: ResNet-20, 5 epochs, Adam 1e-3, batch 64, no augmentation; the bar is 91%
   if [[ -n "${GPU_CHECK_SKIP_RESNET20:-}" ]]; then
@@ -327,6 +322,34 @@ else
       tail -15 "$OUT_DIR/bench_r50_$prec.log" >&2
     fi
   done
+  # where the bf16 step goes: each layer's forward and backward time (syncs around every layer), summed by type
+  if [[ -n "${GPU_CHECK_SKIP_PROFILE:-}" ]]; then
+    row "ResNet-50 bf16 per-layer profile" "skipped: GPU_CHECK_SKIP_PROFILE is set"
+  elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
+    row "ResNet-50 bf16 per-layer profile" "skipped: $(elapsed) s gone already"
+  else
+    log "cnn bench: ResNet-50, batch 256, cuda, bf16, per layer"
+    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
+        --precision bf16 --warmup 2 --iters 3 --repeats 1 --per-layer --json "$OUT_DIR/profile_r50_bf16.json" \
+        >"$OUT_DIR/profile_r50_bf16.log" 2>&1; then
+      BYTYPE=$(python3 - "$OUT_DIR/profile_r50_bf16.json" <<'PYEOF'
+import json, sys
+from collections import defaultdict
+layers = json.load(open(sys.argv[1]))["layers"]
+fwd, bwd = defaultdict(float), defaultdict(float)
+for l in layers:
+    fwd[l["type"]] += l["fwd_ms"]
+    bwd[l["type"]] += l["bwd_ms"]
+total = sum(fwd.values()) + sum(bwd.values())
+parts = sorted(fwd, key=lambda t: -(fwd[t] + bwd[t]))
+print("; ".join(f"{t} {fwd[t]:.1f}+{bwd[t]:.1f} ms" for t in parts[:6]) + f" (of {total:.1f} ms, fwd+bwd)")
+PYEOF
+      )
+      row "ResNet-50 bf16 step by layer type" "${BYTYPE:-see profile_r50_bf16.log}"
+    else
+      fail "cnn bench --per-layer ResNet-50 bf16" "ResNet-50 bf16 per-layer profile" "$OUT_DIR/profile_r50_bf16.log"
+    fi
+  fi
   # batch-1 inference latency, f32
   for m in seed_cnn resnet50; do
     log "cnn bench: $m, batch 1, inference, cuda, fp32"

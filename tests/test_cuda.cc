@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -23,6 +24,9 @@
 
 #include "cnn/cnn.h"
 #include "core/backend.h"
+extern "C" {
+#include "core/checkpoint.h"
+}
 #include "core/rng.h"
 #include "tests/util.h"
 
@@ -1276,6 +1280,58 @@ TEST_F(CudaOps, SeedCnnTrainingLossCurveMatchesCpu) {
   EXPECT_GT(gpu.back().images_per_sec, 0.0);
 }
 
+// One epoch of the seed CNN on Fashion-MNIST (issue 4: "reaches the same accuracy as on the CPU, within 0.5
+// points"), through the `cnn` program as a user runs it. Both devices start from the same weights and see the same
+// batches, but cuDNN and oneDNN sum in different orders, and 844 Adam steps amplify that f32 rounding: one seed's
+// test accuracy after one epoch moves by several tenths of a point from rounding alone (the CPU backend at 1 and
+// at 2 threads differs by as much; bench/RESULTS.md). So the devices are compared on the mean over three seeds,
+// each seed run on both, and every single run must still be a sane one (>= 80%, within 1.5 points of its twin).
+// The data: $CNN_TEST_FASHION_MNIST, else the Debian package's directory; skipped when neither holds it.
+double test_accuracy_of(const std::string &metrics_json) {
+  const std::string metrics = cnntest::read_file(metrics_json);
+  const size_t at = metrics.find("\"test\"");
+  if (at == std::string::npos) return -1.0;
+  const size_t acc = metrics.find("\"accuracy\": ", at);
+  return acc == std::string::npos ? -1.0 : std::stod(metrics.substr(acc + 12));
+}
+
+TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
+  const char *env = getenv("CNN_TEST_FASHION_MNIST");
+  const std::string data = env && *env ? env : CNN_FASHION_MNIST_DIR;
+  if (access((data + "/train-images-idx3-ubyte.gz").c_str(), R_OK) != 0 &&
+      access((data + "/train-images-idx3-ubyte").c_str(), R_OK) != 0)
+    GTEST_SKIP() << "Fashion-MNIST is not in " << data << " (apt-get install dataset-fashion-mnist, or set "
+                 << "CNN_TEST_FASHION_MNIST)";
+  cnntest::TempDir dir;
+  const char *devices[2] = {"cuda", "cpu"};
+  double sum[2] = {0.0, 0.0};
+  const int seeds[3] = {1, 2, 3};
+  for (int seed : seeds) {
+    double acc[2];
+    for (int d = 0; d < 2; d++) {
+      const std::string tag = std::string(devices[d]) + "_" + std::to_string(seed);
+      const std::string json = dir.file(tag + ".json");
+      std::string out;
+      ASSERT_EQ(cnntest::run_cnn({"train", "--device", devices[d], "--model",
+                                  CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", "--data", "fashion-mnist:" + data,
+                                  "--epochs", "1", "--batch", "64", "--lr", "0.001", "--optimizer", "adam", "--seed",
+                                  std::to_string(seed), "--quiet", "--out", dir.file(tag + ".safetensors"),
+                                  "--metrics-json", json},
+                                 &out),
+                0)
+          << out;
+      acc[d] = test_accuracy_of(json);
+      ASSERT_GE(acc[d], 0.80) << tag << ": test accuracy after one epoch\n" << out;
+      sum[d] += acc[d];
+    }
+    EXPECT_NEAR(acc[0], acc[1], 0.015) << "seed " << seed << ": cuda " << acc[0] << ", cpu " << acc[1];
+    printf("seed %d: test accuracy cuda %.4f, cpu %.4f\n", seed, acc[0], acc[1]);
+  }
+  const double mean_cuda = sum[0] / 3.0, mean_cpu = sum[1] / 3.0;
+  printf("mean of 3 seeds: cuda %.4f, cpu %.4f (%+.2f points)\n", mean_cuda, mean_cpu, 100.0 * (mean_cuda - mean_cpu));
+  EXPECT_NEAR(mean_cuda, mean_cpu, 0.005) << "mean test accuracy over seeds 1-3 after one epoch";
+}
+
 // Every layer kind of the complete op set in one small graph (batchnorm with fused activations, a residual add,
 // a concat, GELU as its own op, dropout, average and global average pooling): the same curve on both devices.
 // Dropout draws its mask from (seed, step), not from the device, so the same units drop on both.
@@ -1801,6 +1857,76 @@ TEST_F(CudaOps, DeterministicTrainingGivesBitIdenticalModels) {
       const std::string a = cnntest::read_file(files[0]), b = cnntest::read_file(files[1]);
       ASSERT_FALSE(a.empty());
       EXPECT_TRUE(a == b) << "two deterministic runs wrote different model files";
+    }
+  }
+}
+
+// Checkpoints on the GPU: a deterministic run writes one every 5 steps; resuming from a checkpoint in the middle
+// of an epoch and from one at an epoch's end, into a network with other initial weights, ends bit-identical to
+// the uninterrupted run, in f32 and in fp16 (whose dynamic loss scale and clean-step count the checkpoint must
+// carry). The f32 checkpoint also resumes on the CPU: the same training continues there, to a close loss.
+TEST_F(CudaOps, CheckpointsResumeBitIdenticalOnCudaAndContinueOnCpu) {
+  Synthetic train(320, 7), val(128, 8);  // 10 steps an epoch at batch 32
+  for (cnn_precision prec : {CNN_PRECISION_FP32, CNN_PRECISION_FP16}) {
+    SCOPED_TRACE(cnn_precision_name(prec));
+    cnntest::TempDir dir;
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    cfg.epochs = 2, cfg.batch_size = 32, cfg.lr = 1e-3f, cfg.seed = 13, cfg.deterministic = 1;
+    cfg.progress = nullptr;
+    cfg.checkpoint_dir = dir.path().c_str();
+    cfg.checkpoint_every = 5;
+    cfg.checkpoint_in_steps = 1;
+    cfg.keep_checkpoints = 1000;
+    auto make = [&](cnn_backend *b, uint64_t init_seed) {
+      cnn_net *net = nullptr;
+      EXPECT_EQ(cnn_net_from_file(CNN_SOURCE_DIR "/samples/models/seed_cnn_bn.cnn", b, init_seed, &net), CNN_OK)
+          << cnn_last_error();
+      if (net && b == g_cuda) {
+        EXPECT_EQ(cnn_net_set_precision(net, prec), CNN_OK) << cnn_last_error();
+      }
+      return net;
+    };
+    auto weights = [](const cnn_net *net) {
+      std::vector<float> w((size_t)cnn_net_saved_floats(net));
+      EXPECT_EQ(cnn_net_snapshot(net, w.data()), CNN_OK) << cnn_last_error();
+      return w;
+    };
+    cnn_net *ref = make(g_cuda, 3);
+    ASSERT_NE(ref, nullptr);
+    std::vector<cnn_epoch_stats> want(2);
+    ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
+    const std::vector<float> want_w = weights(ref);
+    cnn_net_destroy(ref);
+    for (const char *ckpt : {"ckpt-000000000005.safetensors", "ckpt-000000000010.safetensors"}) {
+      SCOPED_TRACE(ckpt);
+      cnntest::TempDir other;
+      const std::string path = dir.file(ckpt);
+      cnn_train_config rc = cfg;
+      rc.resume_from = path.c_str();
+      rc.checkpoint_dir = other.path().c_str();
+      cnn_net *net = make(g_cuda, 99);
+      ASSERT_NE(net, nullptr);
+      std::vector<cnn_epoch_stats> got(2);
+      ASSERT_EQ(cnn_train(net, &train.ds, &val.ds, &rc, got.data()), CNN_OK) << cnn_last_error();
+      const std::vector<float> got_w = weights(net);
+      ASSERT_EQ(got_w.size(), want_w.size());
+      EXPECT_EQ(memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0)
+          << "resumed on cuda, the weights differ from the uninterrupted run's";
+      EXPECT_EQ(got[1].loss, want[1].loss);
+      EXPECT_EQ(got[1].val_loss, want[1].val_loss);
+      cnn_net_destroy(net);
+      if (prec != CNN_PRECISION_FP32 || strcmp(ckpt, "ckpt-000000000010.safetensors") != 0) continue;
+      // the same checkpoint, resumed on the CPU: epoch 2 runs there, from the GPU's weights and optimizer state
+      cnntest::TempDir third;
+      rc.checkpoint_dir = third.path().c_str();
+      cnn_net *cpu_net = make(g_cpu, 99);
+      ASSERT_NE(cpu_net, nullptr);
+      std::vector<cnn_epoch_stats> on_cpu(2);
+      ASSERT_EQ(cnn_train(cpu_net, &train.ds, &val.ds, &rc, on_cpu.data()), CNN_OK) << cnn_last_error();
+      EXPECT_NEAR(on_cpu[1].loss, want[1].loss, 0.02 * want[1].loss + 1e-3) << "epoch 2 on cpu vs on cuda";
+      EXPECT_NEAR(on_cpu[1].val_accuracy, want[1].val_accuracy, 0.03);
+      cnn_net_destroy(cpu_net);
     }
   }
 }

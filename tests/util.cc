@@ -46,7 +46,10 @@ static std::string shell_quote(const std::string &s) {
 }
 
 int run_cnn(const std::vector<std::string> &args, std::string *output) {
-  std::string cmd = shell_quote(CNN_TOOL_PATH);
+  // CNN_TEST_TOOL: the program to run instead of the one built beside the tests (a suite copied to another
+  // machine, as bench/gpu_check.sh does, finds its `cnn` there)
+  const char *tool = getenv("CNN_TEST_TOOL");
+  std::string cmd = shell_quote(tool && *tool ? tool : CNN_TOOL_PATH);
   for (const auto &a : args) cmd += " " + shell_quote(a);
   cmd += " 2>&1";
   FILE *p = popen(cmd.c_str(), "r");
