@@ -19,6 +19,7 @@
 
 #include "cnn/data.h"
 #include "cnn/pipeline.h"
+#include "core/augment.h"
 #include "core/error.h"
 #include "core/fileio.h"
 
@@ -504,6 +505,27 @@ cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out)
     CNN_TRY(cnn_image_resize_u8(&img, c, out, h, w));
 fail:
     cnn_image_u8_free(&img);
+    return st;
+}
+
+cnn_status cnn_image_load_crop(const char *path, int rh, int rw, int h, int w, int c, float *out)
+{
+    if (rh == h && rw == w) return cnn_image_load(path, h, w, c, out);
+    if (!out || h <= 0 || w <= 0 || rh < h || rw < w)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load_crop(%s): cannot crop %dx%d out of %dx%d",
+                         path ? path : "", h, w, rh, rw);
+    if ((long long)rh * rw > CNN_IMAGE_MAX_PIXELS)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load_crop(%s): resize %dx%d is above the limit of %lld "
+                         "pixels", path ? path : "", rh, rw, CNN_IMAGE_MAX_PIXELS);
+    float *resized = malloc((size_t)rh * rw * (size_t)(c > 0 ? c : 1) * sizeof *resized);
+    if (!resized) return cnn_error(CNN_ERR_NO_MEMORY, "%s: no memory to resize to %dx%d", path ? path : "", rh, rw);
+    cnn_status st = cnn_image_load(path, rh, rw, c, resized);
+    if (st == CNN_OK) {
+        int oy, ox;
+        cnn_crop_origin(rh, rw, h, w, 0, 0, NULL, &oy, &ox);
+        cnn_crop_image(resized, rh, rw, c, out, h, w, oy, ox, CNN_FILL_CONSTANT, 0.0f);
+    }
+    free(resized);
     return st;
 }
 

@@ -128,7 +128,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
     int nparams = 0;
     for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
     int ntensors = nparams + nextra;
-    enum { MODEL_META = 6 };
+    enum { MODEL_META = 7 };
     int nmeta_cap = MODEL_META + nextra_meta + 1;
     cnn_st_entry *entries = calloc((size_t)(ntensors ? ntensors : 1), sizeof *entries);
     void **host = calloc((size_t)(nparams ? nparams : 1), sizeof *host);
@@ -140,7 +140,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         for (int i = 0; i < k; i++) names_len += strlen(net->class_names[i]) + 1;
     char *names = malloc(names_len);
     char *mean = malloc((size_t)c * 20 + 1), *std = malloc((size_t)c * 20 + 1);
-    char sum[32];
+    char sum[32], resize[32];
     if (!entries || !host || !names || !mean || !std || !keys || !values || !items) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
@@ -170,12 +170,16 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         format_floats(mean, (size_t)c * 20 + 1, net->norm_mean, c);
         format_floats(std, (size_t)c * 20 + 1, net->norm_std, c);
     }
-    const char *model_keys[MODEL_META] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std"};
-    const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std};
-    int nmeta = net->has_norm ? 6 : 4;
-    for (int i = 0; i < nmeta; i++) {
-        keys[i] = model_keys[i];
-        values[i] = model_values[i];
+    snprintf(resize, sizeof resize, "%dx%d", net->resize_h, net->resize_w);
+    const char *model_keys[MODEL_META] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std",
+                                          "resize"};
+    const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std, resize};
+    int nmeta = 0;
+    for (int i = 0; i < MODEL_META; i++) {
+        if ((i == 4 || i == 5) && !net->has_norm) continue;
+        if (i == 6 && !net->resize_h) continue;
+        keys[nmeta] = model_keys[i];
+        values[nmeta++] = model_values[i];
     }
     for (int i = 0; i < nextra_meta; i++) {
         keys[nmeta] = extra_keys[i];
@@ -296,6 +300,18 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
             goto fail;
         }
         CNN_TRY(cnn_net_set_normalization(net, c, mean, std));
+    }
+    const char *resize_s = cnn_st_meta(f, "resize");
+    if (resize_s) {
+        int rh = 0, rw = 0, used = 0;
+        if (sscanf(resize_s, "%dx%d%n", &rh, &rw, &used) != 2 || resize_s[used] != '\0') {
+            st = cnn_error(CNN_ERR_FORMAT, "%s: metadata 'resize' must be HxW (e.g. 256x256), got '%s'", path, resize_s);
+            goto fail;
+        }
+        if ((st = cnn_net_set_resize(net, rh, rw)) != CNN_OK) {
+            st = cnn_error_prefix(st, "%s: metadata 'resize': ", path);
+            goto fail;
+        }
     }
     *out = net;
     return CNN_OK;

@@ -537,6 +537,29 @@ cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, con
     return CNN_OK;
 }
 
+cnn_status cnn_net_set_resize(cnn_net *net, int h, int w)
+{
+    const int ih = (int)net->input.d[0], iw = (int)net->input.d[1];
+    if (h == 0 && w == 0) {
+        net->resize_h = net->resize_w = 0;
+        return CNN_OK;
+    }
+    if (h < ih || w < iw || h > 65536 || w > 65536)
+        return cnn_error(CNN_ERR_INVALID_ARG, "resize %dx%d: it must be at least the model's input %dx%d (the images "
+                         "are centre-cropped to it) and at most 65536x65536", h, w, ih, iw);
+    net->resize_h = h;
+    net->resize_w = w;
+    return CNN_OK;
+}
+
+int cnn_net_resize(const cnn_net *net, int *h, int *w)
+{
+    if (!net->resize_h) return 0;
+    if (h) *h = net->resize_h;
+    if (w) *w = net->resize_w;
+    return 1;
+}
+
 int cnn_net_normalization(const cnn_net *net, float *mean, float *std)
 {
     if (!net->has_norm) return 0;

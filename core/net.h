@@ -51,6 +51,7 @@ struct cnn_net {
     char **class_names;    /* num outputs entries or NULL */
     int has_norm;
     float *norm_mean, *norm_std; /* input channels each */
+    int resize_h, resize_w;      /* images are resized to this, then centre-cropped to the input; 0: none */
 
     /* Profiling (cnn_bench_run with per_layer): when set, forward and backward sync the backend around every
      * layer and store its seconds here (nlayers each; views get 0); backward's includes the gradient sums. */

@@ -198,6 +198,8 @@ cnn_status cnn_net_replace_head(const cnn_net *net, int classes, uint64_t seed, 
     }
     CNN_TRY(copy_weights(fresh, net, h, NULL, NULL));
     if (net->has_norm) CNN_TRY(cnn_net_set_normalization(fresh, (int)net->input.d[2], net->norm_mean, net->norm_std));
+    fresh->resize_h = net->resize_h; /* the same input: the same size images were resized to */
+    fresh->resize_w = net->resize_w;
     *out = fresh;
     fresh = NULL;
 fail:
@@ -493,6 +495,8 @@ cnn_status cnn_net_init_from(cnn_net *net, const char *path, int *copied, int *k
         }
         if (src->has_norm && !net->has_norm && src->input.d[2] == net->input.d[2])
             CNN_TRY(cnn_net_set_normalization(net, (int)src->input.d[2], src->norm_mean, src->norm_std));
+        if (src->resize_h && !net->resize_h && src->input.d[0] == net->input.d[0] && src->input.d[1] == net->input.d[1])
+            CNN_TRY(cnn_net_set_resize(net, src->resize_h, src->resize_w));
     } else {
         CNN_TRY(import_torch(net, f, path));
         for (int i = 0; i < net->nlayers; i++) nc += nsaved(net->layers[i]);

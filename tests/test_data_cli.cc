@@ -6,6 +6,8 @@
 #include <stb_image.h>
 #include <stb_image_write.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -153,4 +155,81 @@ TEST(DataCli, AugmentPreviewWritesAGridOfTheEvaluationViewAndAugmentedVersions) 
                 dir.file("g3.png")},
                &out);
   EXPECT_EQ(rc, 2) << out;  // no --augment and no model
+}
+
+// `cnn train --resize` is stored in the model: cnn eval without --resize evaluates as with it, and cnn predict
+// prepares each image the same way (resize, then centre crop), so its probabilities give eval's loss back. The
+// images make the crop matter: "ring" has a bright 2-pixel border around a dark centre, "spot" the reverse; resized
+// from 10x10 to 14x14, the centred 8x8 crop sees little of the border, while resizing straight to 8x8 keeps it.
+TEST(DataCli, TheTrainingResizeIsStoredAndUsedByEvalAndPredict) {
+  TempDir dir;
+  std::vector<std::string> test_images;
+  std::vector<int> labels;
+  const char *classes[2] = {"ring", "spot"};
+  for (const char *split : {"train", "test"})
+    for (int cls = 0; cls < 2; cls++) {
+      const std::string sub = dir.file(std::string("data/") + split + "/" + classes[cls]);
+      ASSERT_EQ(system(("mkdir -p " + sub).c_str()), 0);
+      for (int i = 0; i < (split[1] == 'r' ? 12 : 3); i++) {
+        std::vector<unsigned char> px(10 * 10 * 3);
+        for (int y = 0; y < 10; y++)
+          for (int x = 0; x < 10; x++) {
+            const bool border = y < 2 || y >= 8 || x < 2 || x >= 8;
+            const int base = (border != (cls == 1)) ? 200 : 30;
+            for (int ch = 0; ch < 3; ch++) px[(y * 10 + x) * 3 + ch] = (unsigned char)(base + (x * 3 + y * 5 + i) % 20);
+          }
+        const std::string path = sub + "/" + std::to_string(i) + ".png";
+        ASSERT_TRUE(stbi_write_png(path.c_str(), 10, 10, 3, px.data(), 30));
+        if (split[1] == 'e') {
+          test_images.push_back(path);
+          labels.push_back(cls);
+        }
+      }
+    }
+  write_file(dir.file("model.cnn"), kModel);
+  std::string out;
+  int rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--data", "folder:" + dir.file("data"), "--epochs", "4",
+                    "--batch", "4", "--lr", "0.01", "--val-split", "0", "--resize", "14x14", "--seed", "3", "--out",
+                    dir.file("m.safetensors"), "--quiet"},
+                   &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(cnntest::read_file(dir.file("m.safetensors")), "\"resize\":\"14x14\"")) << "no resize metadata";
+
+  std::string stored, given, plain;
+  const std::string data = "folder:" + dir.file("data");
+  ASSERT_EQ(run_cnn({"eval", "--model", dir.file("m.safetensors"), "--data", data}, &stored), 0) << stored;
+  ASSERT_EQ(run_cnn({"eval", "--model", dir.file("m.safetensors"), "--data", data, "--resize", "14x14"}, &given), 0)
+      << given;
+  EXPECT_EQ(stored, given);
+  ASSERT_EQ(run_cnn({"eval", "--model", dir.file("m.safetensors"), "--data", data, "--resize", "8x8"}, &plain), 0)
+      << plain;
+  const size_t at = stored.find("loss: "), plain_at = plain.find("loss: ");
+  ASSERT_NE(at, std::string::npos) << stored;
+  ASSERT_NE(plain_at, std::string::npos) << plain;
+  const double eval_loss = std::stod(stored.substr(at + 6)), plain_loss = std::stod(plain.substr(plain_at + 6));
+  EXPECT_GT(std::fabs(eval_loss - plain_loss), 0.01) << "the resize made no difference: " << stored << plain;
+
+  // predict every test image: the mean of -log p(its class) is eval's loss, not the loss without the resize
+  std::vector<std::string> args = {"predict", "--model", dir.file("m.safetensors"), "--top", "2"};
+  args.insert(args.end(), test_images.begin(), test_images.end());
+  ASSERT_EQ(run_cnn(args, &out), 0) << out;
+  double loss = 0.0;
+  size_t pos = 0;
+  for (size_t k = 0; k < labels.size(); k++) {
+    pos = out.find(test_images[k], pos);
+    ASSERT_NE(pos, std::string::npos) << out;
+    double p[2] = {-1.0, -1.0};
+    for (int r = 0; r < 2; r++) {
+      pos = out.find("(class ", pos);
+      ASSERT_NE(pos, std::string::npos) << out;
+      const int cls = out[pos + 7] - '0';
+      ASSERT_TRUE(cls == 0 || cls == 1) << out;
+      const size_t close = out.find(')', pos);
+      p[cls] = std::stod(out.substr(close + 1));
+      pos = close;
+    }
+    loss -= std::log(std::max(p[labels[k]], 1e-4));
+  }
+  loss /= (double)labels.size();
+  EXPECT_NEAR(loss, eval_loss, 1e-3) << out << stored;
 }

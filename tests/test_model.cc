@@ -180,6 +180,11 @@ TEST(ModelFile, SaveLoadRoundTripGivesIdenticalPredictionsAndMetadata) {
   ASSERT_EQ(cnn_net_set_class_names(net, 10, cnames.data()), CNN_OK);
   float mean = 0.25f, stdv = 0.5f;
   ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &stdv), CNN_OK);
+  int rh = 0, rw = 0;
+  EXPECT_EQ(cnn_net_resize(net, &rh, &rw), 0);
+  EXPECT_EQ(cnn_net_set_resize(net, 27, 32), CNN_ERR_INVALID_ARG);  // smaller than the 28x28 input
+  EXPECT_NE(std::string(cnn_last_error()).find("28x28"), std::string::npos) << cnn_last_error();
+  ASSERT_EQ(cnn_net_set_resize(net, 32, 30), CNN_OK) << cnn_last_error();
   std::string path = dir.file("m.safetensors");
   ASSERT_EQ(cnn_net_save(net, path.c_str()), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &back), CNN_OK) << cnn_last_error();
@@ -189,6 +194,9 @@ TEST(ModelFile, SaveLoadRoundTripGivesIdenticalPredictionsAndMetadata) {
   ASSERT_TRUE(cnn_net_normalization(back, &m2, &s2));
   EXPECT_EQ(m2, mean);
   EXPECT_EQ(s2, stdv);
+  ASSERT_EQ(cnn_net_resize(back, &rh, &rw), 1);
+  EXPECT_EQ(rh, 32);
+  EXPECT_EQ(rw, 30);
   auto images = random_images(5, 28 * 28, 3);
   std::vector<float> p1(50), p2(50);
   ASSERT_EQ(cnn_net_predict(net, images.data(), 5, p1.data()), CNN_OK) << cnn_last_error();
@@ -236,6 +244,19 @@ TEST(ModelFile, ForeignOrMismatchedFilesAreRefused) {
   EXPECT_EQ(cnn_net_load(bad.c_str(), be.b, &net), CNN_ERR_FORMAT);
   EXPECT_NE(std::string(cnn_last_error()).find("bad.safetensors (definition):2"), std::string::npos) << cnn_last_error();
   EXPECT_EQ(net, nullptr);
+  // a malformed or impossible stored resize names the field
+  const char *rkeys[] = {"format", "definition", "resize"};
+  for (const char *resize : {"12", "12x12x3", "1x1", "axb"}) {
+    const char *rvals[] = {"cnn.c model", "input 2 3 1\nflatten\ndense 3\n", resize};
+    int64_t w6[2] = {3, 6};
+    std::vector<float> z(18);
+    cnn_st_entry ok[2] = {{"dense.weight", CNN_F32, 2, w6, z.data()}, {"dense.bias", CNN_F32, 1, bshape, z.data()}};
+    ASSERT_EQ(cnn_st_write(bad.c_str(), ok, 2, rkeys, rvals, 3), CNN_OK) << cnn_last_error();
+    cnn_status st = cnn_net_load(bad.c_str(), be.b, &net);
+    EXPECT_NE(st, CNN_OK) << resize;
+    EXPECT_NE(std::string(cnn_last_error()).find("'resize'"), std::string::npos) << resize << ": " << cnn_last_error();
+    EXPECT_EQ(net, nullptr);
+  }
 }
 
 }  // namespace

@@ -43,16 +43,21 @@ int cmd_eval(int argc, char **argv)
     if (!strcmp(split, "test") && !cnn_source_has_split(data, "test") && cnn_source_has_split(data, "train"))
         split = "train";
     rc = 1;
-    if ((st = cli_backend("eval", device, &backend)) != CNN_OK) rc = cli_fail("eval", "--device", st);
-    else if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) rc = cli_fail("eval", "--model", st);
-    else if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
-    else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK) rc = cli_fail("eval", "evaluation", st);
-    else {
-        cnn_metrics_print(m, net, stdout);
-        if (metrics_json && (st = report_write_json(metrics_json, NULL, 0, m, net)) != CNN_OK)
-            rc = cli_fail("eval", "--metrics-json", st);
-        else
-            rc = 0;
+    if ((st = cli_backend("eval", device, &backend)) != CNN_OK) {
+        rc = cli_fail("eval", "--device", st);
+    } else if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
+        rc = cli_fail("eval", "--model", st);
+    } else {
+        if (!dopt.resize) cnn_net_resize(net, &cfg.resize_h, &cfg.resize_w); /* the size the model was trained at */
+        if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
+        else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK) rc = cli_fail("eval", "evaluation", st);
+        else {
+            cnn_metrics_print(m, net, stdout);
+            if (metrics_json && (st = report_write_json(metrics_json, NULL, 0, m, net)) != CNN_OK)
+                rc = cli_fail("eval", "--metrics-json", st);
+            else
+                rc = 0;
+        }
     }
     cnn_metrics_destroy(m);
     cnn_source_destroy(ds);

@@ -39,6 +39,8 @@ int cmd_predict(int argc, char **argv)
     }
     int h, w, c, k = cnn_net_num_outputs(net);
     cnn_net_input_shape(net, &h, &w, &c);
+    int rh = h, rw = w; /* the size training resized to before its centre crop, when it did */
+    cnn_net_resize(net, &rh, &rw);
     size_t per = (size_t)h * w * c;
     pixels = malloc(per * sizeof *pixels);
     probs = malloc((size_t)k * sizeof *probs);
@@ -50,7 +52,7 @@ int cmd_predict(int argc, char **argv)
     int failures = 0;
     for (int i = 0; i < n; i++) {
         /* one image at a time: a bad file is reported and skipped, the others still get their answer */
-        if ((st = cnn_image_load(images[i], h, w, c, pixels)) != CNN_OK) {
+        if ((st = cnn_image_load_crop(images[i], rh, rw, h, w, c, pixels)) != CNN_OK) {
             cli_fail("predict", images[i], st);
             failures++;
             continue;

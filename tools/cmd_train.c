@@ -299,6 +299,11 @@ int cmd_train(int argc, char **argv)
                                              : " (16-bit activations and gradients, f32 master weights)");
     if ((rc = cli_data_apply("train", &dopt, &cfg, net)) != 0) goto done;
     rc = 1;
+    /* stored with the model: eval and predict resize as training did */
+    if (cfg.resize_h && (st = cnn_net_set_resize(net, cfg.resize_h, cfg.resize_w)) != CNN_OK) {
+        rc = cli_fail("train", "--resize", st);
+        goto done;
+    }
     if ((st = cnn_source_open(data, "train", &full)) != CNN_OK) {
         rc = cli_fail("train", "--data", st);
         goto done;

@@ -35,6 +35,7 @@ int cli_data_apply(const char *command, cli_data_opts *o, cnn_train_config *cfg,
         fprintf(stderr, "cnn %s: --resize: expected HxW (e.g. 36x36), got '%s'\n", command, o->resize);
         return 2;
     }
+    if (!o->resize && net) cnn_net_resize(net, &cfg->resize_h, &cfg->resize_w); /* what the model was trained with */
     if (o->sampler && (st = cnn_sampler_parse(o->sampler, &cfg->sampler)) != CNN_OK) {
         fprintf(stderr, "cnn %s: --sampler: %s\n", command, cnn_last_error());
         return 2;

@@ -19,7 +19,7 @@ typedef struct cli_data_opts {
 /* The flags of training (all) and of evaluation (the loader's), as entries of a cli_flag table. */
 #define CLI_DATA_LOADER_FLAGS(o)                                                                                      \
     {"resize", CLI_STRING, &(o).resize, "HxW       resize images to this, then crop the model's input (centre; "     \
-                                        "random with augment crop); default: the input size", 0, 0, 0},              \
+                                        "random with augment crop); default: the model's (cnn train stores it), else none", 0, 0, 0},              \
     {"workers", CLI_INT, &(o).workers, "N         data loader threads (default: half the cores, 1 to 8)", 0, 256, 0}, \
     {"prefetch", CLI_INT, &(o).prefetch, "N         batches prepared ahead (default: 2 per worker, <= 512 MiB, >= 4)", 2, \
      1024, 0},                                                                                                        \

@@ -59,6 +59,10 @@ cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const flo
  * into `out`. A missing, corrupt or unsupported file gives a status naming the file. */
 cnn_status cnn_image_load(const char *path, int h, int w, int c, float *out);
 
+/* The same, resized to rh x rw first and then centre-cropped to h x w, as the loader prepares evaluation images
+ * (cnn train --resize; rh >= h, rw >= w). */
+cnn_status cnn_image_load_crop(const char *path, int rh, int rw, int h, int w, int c, float *out);
+
 #ifdef __cplusplus
 }
 #endif

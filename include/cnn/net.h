@@ -57,6 +57,12 @@ cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, con
 /* 1 and the values when set, else 0. */
 int cnn_net_normalization(const cnn_net *net, float *mean, float *std);
 
+/* The size images are resized to before the centre crop to the input (`cnn train --resize`), stored with the model
+ * so that eval and predict see images as training did. h and w at least the input's; 0 and 0 clear it. */
+cnn_status cnn_net_set_resize(cnn_net *net, int h, int w);
+/* 1 and the size when set, else 0. */
+int cnn_net_resize(const cnn_net *net, int *h, int *w);
+
 /* Class probabilities for n images in [0, 1] (host, NHWC, the model's input shape, NOT yet normalized: the
  * model's normalization is applied here) into probs (host, n x outputs). */
 cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs);
