@@ -11,6 +11,7 @@ extern "C" {
 #include "core/json.h"
 #include "core/net.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
@@ -42,11 +43,7 @@ double train_gflop(int n) {
   return 2e-9 * n * (2 * kConv0Macs + 3 * (kConv1Macs + kDense0Macs + kDense1Macs));
 }
 
-struct Backend {
-  cnn_backend *b = nullptr;
-  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
-  ~Backend() { cnn_backend_destroy(b); }
-};
+using Backend = cnntest::CpuBackend;
 
 cnn_bench_config small_config() {
   cnn_bench_config c;

@@ -15,6 +15,7 @@ extern "C" {
 #include "core/net.h"
 #include "core/rng.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
@@ -28,11 +29,7 @@ const char *kNet =
     "dense 24 relu\n"
     "dense 5 softmax\n";
 
-struct Backend {
-  cnn_backend *b = nullptr;
-  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
-  ~Backend() { cnn_backend_destroy(b); }
-};
+using Backend = cnntest::CpuBackend;
 
 struct Data {
   std::vector<float> images;

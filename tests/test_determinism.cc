@@ -15,6 +15,7 @@ extern "C" {
 #include "core/net.h"
 #include "core/rng.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
@@ -37,23 +38,6 @@ const char *kNet =
     "flatten\n"
     "dense 32 relu\n"
     "dense 4 softmax\n";
-
-// The quadrant task: a bright 3x3 square in one quadrant of a noisy 12x12 image; the label is the quadrant.
-void quadrants(int n, uint64_t seed, std::vector<float> *images, std::vector<int32_t> *labels) {
-  cnn_rng r;
-  cnn_rng_seed(&r, seed);
-  images->assign((size_t)n * 144, 0.0f);
-  labels->assign(n, 0);
-  for (int i = 0; i < n; i++) {
-    int k = (int)cnn_rng_below(&r, 4);
-    (*labels)[i] = k;
-    float *img = images->data() + (size_t)i * 144;
-    for (int p = 0; p < 144; p++) img[p] = 0.3f * cnn_rng_uniform(&r);
-    int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
-    for (int y = 0; y < 3; y++)
-      for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
-  }
-}
 
 // Every parameter and state tensor of the network, in order.
 std::vector<float> all_values(cnn_net *net) {
@@ -82,16 +66,8 @@ struct Threads {
 cnn_status train(uint64_t seed, std::vector<float> *out) {
   cnn_backend *b = nullptr;
   cnn_net *net = nullptr;
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  quadrants(256, 5, &images, &labels);
-  cnn_dataset ds{};
-  ds.n = 256;
-  ds.h = ds.w = 12;
-  ds.c = 1;
-  ds.images = images.data();
-  ds.labels = labels.data();
-  ds.num_classes = 4;
+  const cnntest::Quadrants quad(256, 5);  // a bright 3x3 square in one quadrant of a noisy 12x12 image
+  const cnn_dataset &ds = quad.ds;
   cnn_train_config c;
   cnn_train_config_defaults(&c);
   c.epochs = 2;
@@ -133,18 +109,16 @@ void put_be32(std::string *s, uint32_t v) {
 
 // IDX files (MNIST's format) of quadrant images as bytes.
 void write_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed) {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  quadrants(n, seed, &images, &labels);
+  const cnntest::Quadrants quad(n, seed);
   std::string img, lab;
   put_be32(&img, 0x803);
   put_be32(&img, n);
   put_be32(&img, 12);
   put_be32(&img, 12);
-  for (float v : images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
+  for (float v : quad.images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
   put_be32(&lab, 0x801);
   put_be32(&lab, n);
-  for (int32_t l : labels) lab.push_back((char)l);
+  for (int32_t l : quad.labels) lab.push_back((char)l);
   cnntest::write_file(dir + "/" + prefix + "-images-idx3-ubyte", img);
   cnntest::write_file(dir + "/" + prefix + "-labels-idx1-ubyte", lab);
 }

@@ -11,15 +11,12 @@ extern "C" {
 #include "core/net.h"
 #include "core/safetensors.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
 
-struct Backend {
-  cnn_backend *b = nullptr;
-  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
-  ~Backend() { cnn_backend_destroy(b); }
-};
+using Backend = cnntest::CpuBackend;
 
 std::string seed_path() { return std::string(CNN_SOURCE_DIR) + "/samples/models/seed_cnn.cnn"; }
 

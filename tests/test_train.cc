@@ -13,39 +13,13 @@ extern "C" {
 #include "core/rng.h"
 }
 
+#include "tests/fixtures.h"
+
 namespace {
 
-struct Backend {
-  cnn_backend *b = nullptr;
-  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
-  ~Backend() { cnn_backend_destroy(b); }
-};
+using Backend = cnntest::CpuBackend;
 
-// A synthetic 4-class task: a bright 3x3 square in one of the four quadrants of a noisy 12x12 image.
-struct Synthetic {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  Synthetic(int n, uint64_t seed) : images((size_t)n * 144), labels(n) {
-    cnn_rng r;
-    cnn_rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) {
-      int k = (int)cnn_rng_below(&r, 4);
-      labels[i] = k;
-      float *img = &images[(size_t)i * 144];
-      for (int p = 0; p < 144; p++) img[p] = 0.3f * cnn_rng_uniform(&r);
-      int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
-      for (int y = 0; y < 3; y++)
-        for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
-    }
-    ds.n = n;
-    ds.h = ds.w = 12;
-    ds.c = 1;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = 4;
-  }
-};
+using Synthetic = cnntest::Quadrants; // a bright 3x3 square in one quadrant of a noisy 12x12 image
 
 const char *kSmallNet =
     "input 12 12 1\n"

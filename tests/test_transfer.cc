@@ -18,17 +18,14 @@ extern "C" {
 #include "core/optim.h"
 #include "core/rng.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
 
 using cnntest::TempDir;
 
-struct Backend {
-  cnn_backend *b = nullptr;
-  Backend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
-  ~Backend() { cnn_backend_destroy(b); }
-};
+using Backend = cnntest::CpuBackend;
 
 bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
 

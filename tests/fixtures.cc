@@ -1,0 +1,35 @@
+#include "tests/fixtures.h"
+
+#include <gtest/gtest.h>
+
+extern "C" {
+#include "core/rng.h"
+}
+
+namespace cnntest {
+
+CpuBackend::CpuBackend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << cnn_last_error(); }
+
+CpuBackend::~CpuBackend() { cnn_backend_destroy(b); }
+
+Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) {
+  cnn_rng r;
+  cnn_rng_seed(&r, seed);
+  for (int i = 0; i < n; i++) {
+    const int k = (int)cnn_rng_below(&r, 4);
+    labels[i] = k;
+    float *img = &images[(size_t)i * 144];
+    for (int p = 0; p < 144; p++) img[p] = 0.3f * cnn_rng_uniform(&r);
+    const int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
+    for (int y = 0; y < 3; y++)
+      for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
+  }
+  ds.n = n;
+  ds.h = ds.w = 12;
+  ds.c = 1;
+  ds.images = images.data();
+  ds.labels = labels.data();
+  ds.num_classes = 4;
+}
+
+}  // namespace cnntest
