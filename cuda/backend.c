@@ -1,7 +1,7 @@
 /* The CUDA backend object: one device, a compute stream and a copy stream (with an event between them), cuDNN and
- * cuBLAS handles bound to the compute stream, a growing workspace, device memory, transfers, and the ops table.
- * The ops themselves live in conv.c (cuDNN), pool.c (cuDNN, our kernels for asymmetric padding), dense.c
- * (cuBLAS), batchnorm.c and eltwise.c (our kernels, kernels.cu). */
+ * cuBLAS handles bound to the compute stream, a cuBLASLt handle, a growing workspace, device memory, transfers,
+ * and the ops table. The ops themselves live in conv.c (cuDNN), pool.c (cuDNN, our kernels for asymmetric
+ * padding), dense.c (cuBLASLt and cuBLAS), batchnorm.c and eltwise.c (our kernels, kernels.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,7 +165,7 @@ static cnn_status cnn_cuda_set_precision(cnn_backend *b, cnn_precision precision
     if ((unsigned)precision >= CNN_PRECISION_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "cuda set_precision: unknown precision %d", (int)precision);
     CNN_TRY(cnn_cuda_enter(b, &ctx, "set_precision"));
-    /* convolution plans key on it (conv.c); dense products read it at every call (dense.c) */
+    /* convolution and dense plans key on it (conv.c, dense.c) */
     ctx->precision = precision;
 fail:
     return st;
@@ -204,6 +204,7 @@ static void cnn_cuda_destroy(cnn_backend *b)
         /* teardown: errors cannot be reported any more, only kept from leaking into the next runtime call */
         if (cudaSetDevice(ctx->device) != cudaSuccess) (void)cudaGetLastError();
         if (ctx->compute && cudaStreamSynchronize(ctx->compute) != cudaSuccess) (void)cudaGetLastError();
+        if (ctx->cublaslt) cublasLtDestroy(ctx->cublaslt);
         if (ctx->cublas) cublasDestroy(ctx->cublas);
         if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
         if (ctx->workspace) cudaFree(ctx->workspace);
@@ -344,6 +345,7 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
     CNN_CUDA_BLAS(op, cublasSetStream, ctx->cublas, ctx->compute);
     /* f32 stays f32: no TF32 tensor-op rounding in sgemm (a precision switch will allow it later) */
     CNN_CUDA_BLAS(op, cublasSetMathMode, ctx->cublas, CUBLAS_DEFAULT_MATH);
+    CNN_CUDA_BLAS(op, cublasLtCreate, &ctx->cublaslt);
 
     int blas_major = 0, blas_minor = 0, blas_patch = 0;
     CNN_CUDA_BLAS(op, cublasGetProperty, MAJOR_VERSION, &blas_major);

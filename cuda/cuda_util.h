@@ -1,24 +1,27 @@
-/* The CUDA backend's private toolkit: its context, checked CUDA / cuDNN / cuBLAS calls, the device workspace,
- * the per-call-site plan cache and the argument checks every op shares.
+/* The CUDA backend's private toolkit: its context, checked CUDA / cuDNN / cuBLAS / cuBLASLt calls, the device
+ * workspace, the per-call-site plan cache and the argument checks every op shares.
  *
  * Rules:
- * - Every CUDA runtime, cuDNN and cuBLAS call goes through CNN_CUDA_RT / CNN_CUDA_DNN / CNN_CUDA_BLAS, which turn
- *   the library's status into a cnn_status with a message naming the op and the call
- *   ("cuda conv2d_forward: cudnnConvolutionForward failed: CUDNN_STATUS_BAD_PARAM"). Our kernels are started by
- *   the launchers of cuda/kernels.h, which return the launch's cudaError_t to check the same way.
- * - All work goes to the compute stream, in order; the cuDNN and cuBLAS handles are bound to it. The copy stream
- *   and its event are there for an asynchronous loader (host -> device uploads overlapping compute).
+ * - Every CUDA runtime, cuDNN, cuBLAS and cuBLASLt call goes through CNN_CUDA_RT / CNN_CUDA_DNN / CNN_CUDA_BLAS
+ *   (cuBLASLt returns cuBLAS's status type), which turn the library's status into a cnn_status with a message
+ *   naming the op and the call ("cuda conv2d_forward: cudnnConvolutionForward failed: CUDNN_STATUS_BAD_PARAM").
+ *   Our kernels are started by the launchers of cuda/kernels.h, which return the launch's cudaError_t to check
+ *   the same way.
+ * - All work goes to the compute stream, in order; the cuDNN and cuBLAS handles are bound to it, and cuBLASLt is
+ *   given it at every call. The copy stream and its event are there for an asynchronous loader (host -> device
+ *   uploads overlapping compute).
  * - Our tensors keep their plain layouts: NHWC activations, OHWI conv weights (= cuDNN's NHWC filter layout,
  *   KRSC), (OUT, IN) dense weights. Activations, gradients and the weights the layers compute with are F32, F16
  *   or BF16 (mixed precision); parameters other than weights, master weights and optimizer state are F32. The
  *   16-bit types compute in f32 (cuDNN's and cuBLAS's compute type, our kernels' float arithmetic).
- * - Host-side C (C11): cuDNN and cuBLAS are C libraries; only the kernels are CUDA C++ (kernels.cu). */
+ * - Host-side C (C11): cuDNN, cuBLAS and cuBLASLt are C libraries; only the kernels are CUDA C++ (kernels.cu). */
 #ifndef CNN_CUDA_UTIL_H
 #define CNN_CUDA_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -36,7 +39,8 @@ typedef struct cnn_cuda_ctx {
     cudaEvent_t copy_done;
     cudnnHandle_t cudnn;     /* bound to `compute` */
     cublasHandle_t cublas;   /* bound to `compute` */
-    void *workspace;         /* scratch for cuDNN algorithms and our reductions; grows, never shrinks */
+    cublasLtHandle_t cublaslt; /* dense products with bias and ReLU in the epilogue (dense.c) */
+    void *workspace;         /* scratch for cuDNN and cuBLASLt algorithms and our reductions; grows, never shrinks */
     size_t workspace_size;
     cnn_cuda_deferred *deferred;     /* host-mapped: errors that kernels report, checked at the next sync/read */
     cnn_cuda_deferred *deferred_dev; /* the same memory as the device sees it */
@@ -81,6 +85,7 @@ cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const void *x, int dt, int64_t ro
 typedef enum cnn_cuda_plan_kind {
     CNN_CUDA_PLAN_CONV = 1,
     CNN_CUDA_PLAN_POOL,
+    CNN_CUDA_PLAN_DENSE,
 } cnn_cuda_plan_kind;
 
 /* Four shape keys: the full and the smaller last batch of an epoch, and the same two of evaluation (batch 256),

@@ -211,6 +211,9 @@ TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
   EXPECT_TRUE(has(out, "images/s")) << out;
   EXPECT_TRUE(has(out, "per layer")) << out;
   EXPECT_TRUE(has(out, "conv2d_1")) << out;
+  // every share is a figure or "-" (a device without an sgemm peak to measure against), never "nan%"
+  EXPECT_FALSE(has(out, "nan")) << out;
+  EXPECT_TRUE(has(out, "%\n")) << out;
 
   Json j(cnntest::read_file(json));
   ASSERT_EQ(cnn_json_type_of(j.root), CNN_JSON_OBJECT);

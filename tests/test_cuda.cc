@@ -629,6 +629,43 @@ TEST_F(CudaOps, MaxPool2dBackwardWithoutForwardStateFails) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// 16-bit data against the CPU backend's f32 on the same (rounded) inputs
+//
+// Both sides see inputs already rounded to the 16-bit type; the GPU accumulates in f32 and rounds its outputs, so
+// what differs is mostly that last rounding: relative 2^-11 (F16) or 2^-8 (BF16) per value. The bounds below are
+// several times the NMSE that rounding alone gives ((2^-11)^2 / 3 and (2^-8)^2 / 3).
+
+constexpr double kNmseF16 = 2e-6;
+constexpr double kNmseBF16 = 1e-4;
+
+double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
+const char *dt_name(cnn_dtype dt) { return cnn_dtype_name(dt); }
+
+// Round to nearest even to F16 or BF16, returned as a float (finite, normal-range inputs; F16 subnormals too).
+float round_to(float x, cnn_dtype dt) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if (dt == CNN_BF16) {
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+  } else if (dt == CNN_F16) {
+    const float a = std::fabs(x);
+    if (a >= 65520.0f) return x > 0 ? INFINITY : -INFINITY;
+    if (a < 6.103515625e-05f) return std::nearbyint(x * 16777216.0f) / 16777216.0f;  // subnormal: steps of 2^-24
+    u += 0xFFFu + ((u >> 13) & 1u);
+    u &= 0xFFFFE000u;
+  }
+  float r;
+  memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+std::vector<float> rounded(std::vector<float> v, cnn_dtype dt) {
+  for (auto &x : v) x = round_to(x, dt);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // dense
 
 struct DenseCase {
@@ -636,7 +673,7 @@ struct DenseCase {
   std::vector<int64_t> x_per_sample;  // multiplied together: IN
   int out;
   bool bias;
-  bool relu;
+  cnn_act act;  // one that dense fuses (its gradient needs only the output)
   int64_t in() const {
     int64_t v = 1;
     for (int64_t d : x_per_sample) v *= d;
@@ -647,49 +684,174 @@ struct DenseCase {
     s.insert(s.end(), x_per_sample.begin(), x_per_sample.end());
     return s;
   }
+  std::string str() const {
+    return "N " + std::to_string(n) + " IN " + std::to_string(in()) + " OUT " + std::to_string(out) +
+           (bias ? " bias " : " ") + act_name(act);
+  }
+  static const char *act_name(cnn_act a) {
+    static const char *names[CNN_ACT_COUNT] = {"none", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu"};
+    return (unsigned)a < CNN_ACT_COUNT ? names[a] : "?";
+  }
 };
+
+float act_alpha(cnn_act act) { return act == CNN_ACT_LEAKY_RELU ? 0.1f : act == CNN_ACT_ELU ? 1.3f : 0.0f; }
+
+// Every activation dense fuses: ReLU goes to cuBLASLt's epilogue (with the bias), the others to our kernel after
+// the product.
+std::vector<cnn_act> fused_dense_acts() {
+  std::vector<cnn_act> v;
+  for (int i = 0; i < CNN_ACT_COUNT; i++)
+    if (!cnn_act_grad_needs_input((cnn_act)i)) v.push_back((cnn_act)i);
+  return v;
+}
+
+// Shapes: N = 1, odd sizes everywhere, IN from a rank-2 to rank-4 x, sizes that are not multiples of 8 (no vector
+// loads) and larger ones (tensor-core tiles).
+struct DenseShape {
+  int n;
+  std::vector<int64_t> x_per_sample;
+  int out;
+};
+const std::vector<DenseShape> kDenseShapes = {
+    {1, {1}, 1},   {3, {7}, 5},      {7, {3, 3, 2}, 10},      {64, {512}, 10},
+    {1, {1152}, 512}, {129, {17}, 3}, {33, {3, 3, 128}, 512}, {5, {2, 3, 5}, 9},
+};
+
+// Every shape with at least `min_outputs` values in y, with and without a bias, under every fused activation.
+std::vector<DenseCase> dense_cases(int64_t min_outputs = 1) {
+  std::vector<DenseCase> v;
+  for (const DenseShape &s : kDenseShapes)
+    if ((int64_t)s.n * s.out >= min_outputs)
+      for (cnn_act act : fused_dense_acts())
+        for (bool bias : {true, false}) v.push_back({s.n, s.x_per_sample, s.out, bias, act});
+  return v;
+}
+
+// Random inputs of a dense case, drawn in the order x, w, bias, dy; for a 16-bit run x, w and dy are rounded to
+// its dtype, and so is the bias (f32 in the layer) that cuBLASLt's epilogue adds in that dtype.
+struct DenseInputs {
+  std::vector<float> x, w, bias, dy;
+};
+
+DenseInputs dense_inputs(const DenseCase &c, std::mt19937 &rng, cnn_dtype dt = CNN_F32) {
+  DenseInputs in;
+  in.x = random_floats((size_t)c.n * c.in(), rng);
+  in.w = random_floats((size_t)c.out * c.in(), rng);
+  in.bias = random_floats(c.out, rng);
+  in.dy = random_floats((size_t)c.n * c.out, rng);
+  if (dt != CNN_F32)
+    in.x = rounded(in.x, dt), in.w = rounded(in.w, dt), in.bias = rounded(in.bias, dt), in.dy = rounded(in.dy, dt);
+  return in;
+}
+
+// A tensor of `shape` whose data start `offset` elements into its allocation: a pointer off the 256-byte
+// alignment that cudaMalloc gives and cuBLASLt assumes unless told otherwise.
+class OffsetTensor {
+ public:
+  OffsetTensor(cnn_backend *b, const std::vector<int64_t> &shape, cnn_dtype dt, int64_t offset)
+      : offset_(offset), buf_(b, {offset + numel(shape)}, dt) {
+    view_ = *buf_.t();
+    view_.ndim = (int)shape.size();
+    for (size_t i = 0; i < shape.size(); i++) view_.shape[i] = shape[i];
+    view_.data = (char *)view_.data + offset * (int64_t)cnn_dtype_size(dt);
+  }
+  cnn_tensor *t() { return &view_; }
+  void set(const std::vector<float> &v) {
+    std::vector<float> all((size_t)offset_, 0.0f);
+    all.insert(all.end(), v.begin(), v.end());
+    buf_.set(all);
+  }
+  std::vector<float> get() {
+    std::vector<float> all = buf_.get();
+    return std::vector<float>(all.begin() + offset_, all.end());
+  }
+  bool tail_intact() { return buf_.tail_intact(); }
+
+ private:
+  static int64_t numel(const std::vector<int64_t> &shape) {
+    int64_t v = 1;
+    for (int64_t d : shape) v *= d;
+    return v;
+  }
+  int64_t offset_;
+  DTensor buf_;
+  cnn_tensor view_;
+};
+
+struct DenseResult {
+  std::vector<float> y, dx, dw, db;
+};
+
+// Forward, backward data and backward weights of c on b, in dtype dt (b and db are F32), every tensor `offset`
+// elements into its allocation.
+DenseResult run_dense(cnn_backend *b, const DenseCase &c, const DenseInputs &in, cnn_plan **plan,
+                      cnn_dtype dt = CNN_F32, int64_t offset = 0) {
+  DenseResult r;
+  OffsetTensor tx(b, c.x_shape(), dt, offset), tw(b, {c.out, c.in()}, dt, offset), tb(b, {c.out}, CNN_F32, offset),
+      ty(b, {c.n, c.out}, dt, offset), tdy(b, {c.n, c.out}, dt, offset), tdx(b, c.x_shape(), dt, offset),
+      tdw(b, {c.out, c.in()}, dt, offset), tdb(b, {c.out}, CNN_F32, offset);
+  tx.set(in.x), tw.set(in.w), tb.set(in.bias), tdy.set(in.dy);
+  cnn_dense_args a;
+  memset(&a, 0, sizeof a);
+  a.plan = plan, a.x = tx.t(), a.w = tw.t(), a.b = c.bias ? tb.t() : nullptr, a.y = ty.t();
+  a.act = c.act, a.act_alpha = act_alpha(c.act);
+  a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
+  const char *name = b->ops->name;
+  EXPECT_EQ(b->ops->dense_forward(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  EXPECT_EQ(b->ops->dense_backward_data(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  EXPECT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  r.y = ty.get(), r.dx = tdx.get(), r.dw = tdw.get();
+  if (c.bias) r.db = tdb.get();
+  EXPECT_TRUE(ty.tail_intact()) << name << " dense_forward wrote past y";
+  EXPECT_TRUE(tdx.tail_intact()) << name << " dense_backward_data wrote past dx";
+  EXPECT_TRUE(tdw.tail_intact()) << name << " dense_backward_weights wrote past dw";
+  EXPECT_TRUE(tdb.tail_intact()) << name << " dense_backward_weights wrote past db";
+  return r;
+}
+
+// The CUDA result of c (in dtype dt, through `plan`) against the CPU's in f32 on the same inputs. y, dx and dw
+// within `bound`; db, an f32 sum, within the gemm bound.
+void expect_dense_matches_cpu(const DenseCase &c, const DenseInputs &in, cnn_plan **plan, double bound,
+                              cnn_dtype dt = CNN_F32, int64_t offset = 0) {
+  Plan cp(g_cpu);
+  DenseResult got = run_dense(g_cuda, c, in, plan, dt, offset);
+  DenseResult want = run_dense(g_cpu, c, in, &cp.p);
+  expect_match(got.y, want.y, bound, "dense_forward y");
+  expect_match(got.dx, want.dx, bound, "dense_backward_data dx");
+  expect_match(got.dw, want.dw, bound, "dense_backward_weights dw");
+  if (c.bias) expect_match(got.db, want.db, kNmseConvGemm, "dense_backward_weights db");
+}
 
 TEST_F(CudaOps, DenseForwardAndBackwardMatchCpu) {
   std::mt19937 rng(6);
-  const std::vector<DenseCase> cases = {
-      {1, {1}, 1, true, false},       {3, {7}, 5, true, true},         {7, {3, 3, 2}, 10, false, false},
-      {64, {512}, 10, true, false},   {33, {3, 3, 128}, 512, true, true}, {5, {2, 3, 5}, 9, false, true},
-      {1, {1152}, 512, true, true},   {129, {17}, 3, true, false},
-  };
-  for (const DenseCase &c : cases) {
-    SCOPED_TRACE("N " + std::to_string(c.n) + " IN " + std::to_string(c.in()) + " OUT " + std::to_string(c.out) +
-                 (c.bias ? " bias" : "") + (c.relu ? " relu" : ""));
-    auto x = random_floats((size_t)c.n * c.in(), rng);
-    auto w = random_floats((size_t)c.out * c.in(), rng);
-    auto bias = random_floats(c.out, rng);
-    auto dy = random_floats((size_t)c.n * c.out, rng);
-    std::vector<float> res[2][4];
-    cnn_backend *bs[2] = {g_cuda, g_cpu};
-    for (int k = 0; k < 2; k++) {
-      cnn_backend *b = bs[k];
-      Plan plan(b);
-      DTensor tx(b, c.x_shape()), tw(b, {c.out, c.in()}), tb(b, {c.out}), ty(b, {c.n, c.out}), tdy(b, {c.n, c.out}),
-          tdx(b, c.x_shape()), tdw(b, {c.out, c.in()}), tdb(b, {c.out});
-      tx.set(x), tw.set(w), tb.set(bias), tdy.set(dy);
-      cnn_dense_args a;
-      memset(&a, 0, sizeof a);
-      a.plan = &plan.p, a.x = tx.t(), a.w = tw.t(), a.b = c.bias ? tb.t() : nullptr, a.y = ty.t();
-      a.act = c.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
-      a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
-      ASSERT_EQ(b->ops->dense_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-      ASSERT_EQ(b->ops->dense_backward_data(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-      ASSERT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-      res[k][0] = ty.get(), res[k][1] = tdx.get(), res[k][2] = tdw.get();
-      if (c.bias) res[k][3] = tdb.get();
-      EXPECT_TRUE(ty.tail_intact()) << b->name << " dense_forward wrote past y";
-      EXPECT_TRUE(tdx.tail_intact()) << b->name << " dense_backward_data wrote past dx";
-      EXPECT_TRUE(tdw.tail_intact()) << b->name << " dense_backward_weights wrote past dw";
-      EXPECT_TRUE(tdb.tail_intact()) << b->name << " dense_backward_weights wrote past db";
+  for (const DenseCase &c : dense_cases()) {
+    SCOPED_TRACE(c.str());
+    DenseInputs in = dense_inputs(c, rng);
+    Plan gp(g_cuda);
+    expect_dense_matches_cpu(c, in, &gp.p, kNmseConvGemm);
+    // the second call runs on what the plan cached: descriptors and the algorithm
+    expect_dense_matches_cpu(c, in, &gp.p, kNmseConvGemm);
+    // and without a plan
+    expect_dense_matches_cpu(c, in, nullptr, kNmseConvGemm);
+  }
+}
+
+// One plan (a layer's) over changing batch sizes, pointer alignments and dtypes: more keys than it keeps, so
+// entries are dropped and made again.
+TEST_F(CudaOps, DensePlanFollowsChangingBatchSizes) {
+  std::mt19937 rng(8);
+  Plan gp(g_cuda);
+  const std::vector<int> batches = {32, 7, 32, 7, 1, 32, 129, 7, 1, 64, 3, 32};
+  for (cnn_dtype dt : {CNN_F32, CNN_BF16, CNN_F32}) {
+    for (size_t i = 0; i < batches.size(); i++) {
+      for (cnn_act act : {CNN_ACT_RELU, CNN_ACT_TANH}) {
+        const DenseCase c = {batches[i], {5, 6, 10}, 70, true, act};
+        const int64_t offset = (int64_t)(i % 3 == 2);  // every third call off the 256-byte alignment
+        SCOPED_TRACE(std::string(dt_name(dt)) + " " + c.str() + " offset " + std::to_string(offset));
+        DenseInputs in = dense_inputs(c, rng, dt);
+        expect_dense_matches_cpu(c, in, &gp.p, dt == CNN_F32 ? kNmseConvGemm : lp_bound(dt), dt, offset);
+      }
     }
-    expect_match(res[0][0], res[1][0], kNmseConvGemm, "dense_forward y");
-    expect_match(res[0][1], res[1][1], kNmseConvGemm, "dense_backward_data dx");
-    expect_match(res[0][2], res[1][2], kNmseConvGemm, "dense_backward_weights dw");
-    if (c.bias) expect_match(res[0][3], res[1][3], kNmseConvGemm, "dense_backward_weights db");
   }
 }
 
@@ -1370,41 +1532,8 @@ TEST_F(CudaOps, GraphWithEveryLayerKindTrainsLikeCpu) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// mixed precision: 16-bit data against the CPU backend's f32 on the same (rounded) inputs
-//
-// Both sides see inputs already rounded to the 16-bit type; the GPU accumulates in f32 and rounds its outputs, so
-// what differs is mostly that last rounding: relative 2^-11 (F16) or 2^-8 (BF16) per value. The bounds below are
-// several times the NMSE that rounding alone gives ((2^-11)^2 / 3 and (2^-8)^2 / 3).
-
-constexpr double kNmseF16 = 2e-6;
-constexpr double kNmseBF16 = 1e-4;
-
-double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
-const char *dt_name(cnn_dtype dt) { return cnn_dtype_name(dt); }
-
-// Round to nearest even to F16 or BF16, returned as a float (finite, normal-range inputs; F16 subnormals too).
-float round_to(float x, cnn_dtype dt) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if (dt == CNN_BF16) {
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-  } else if (dt == CNN_F16) {
-    const float a = std::fabs(x);
-    if (a >= 65520.0f) return x > 0 ? INFINITY : -INFINITY;
-    if (a < 6.103515625e-05f) return std::nearbyint(x * 16777216.0f) / 16777216.0f;  // subnormal: steps of 2^-24
-    u += 0xFFFu + ((u >> 13) & 1u);
-    u &= 0xFFFFE000u;
-  }
-  float r;
-  memcpy(&r, &u, sizeof r);
-  return r;
-}
-
-std::vector<float> rounded(std::vector<float> v, cnn_dtype dt) {
-  for (auto &x : v) x = round_to(x, dt);
-  return v;
-}
+// mixed precision: 16-bit data against the CPU backend's f32 on the same (rounded) inputs (bounds and rounding
+// above, before the dense tests that use them too)
 
 TEST_F(CudaOps, CastRoundsToNearestEvenBothWays) {
   std::mt19937 rng(30);
@@ -1452,44 +1581,18 @@ TEST_F(CudaOps, Conv2dIn16BitMatchesCpuOnRoundedInputs) {
   }
 }
 
+// Activations after the product (not ReLU) read y rounded to 16 bits, whose error is relative to x w^T, not to
+// the result: with a single output value, x w^T + b near 0 would make that error alone break the NMSE bound, so
+// the shapes here have several outputs.
 TEST_F(CudaOps, DenseIn16BitMatchesCpuOnRoundedInputs) {
   std::mt19937 rng(32);
-  const std::vector<DenseCase> cases = {
-      {1, {1}, 1, true, false}, {7, {3, 3, 2}, 10, false, false}, {64, {512}, 10, true, true},
-      {33, {3, 3, 128}, 512, true, true}, {129, {17}, 3, true, false},
-  };
   for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {
-    for (const DenseCase &c : cases) {
-      SCOPED_TRACE(std::string(dt_name(dt)) + " N " + std::to_string(c.n) + " IN " + std::to_string(c.in()) +
-                   " OUT " + std::to_string(c.out));
-      auto x = rounded(random_floats((size_t)c.n * c.in(), rng), dt);
-      auto w = rounded(random_floats((size_t)c.out * c.in(), rng), dt);
-      auto bias = random_floats(c.out, rng);
-      auto dy = rounded(random_floats((size_t)c.n * c.out, rng), dt);
-      std::vector<float> res[2][4];
-      cnn_backend *bs[2] = {g_cuda, g_cpu};
-      for (int k = 0; k < 2; k++) {
-        cnn_backend *b = bs[k];
-        const cnn_dtype d = k == 0 ? dt : CNN_F32;
-        DTensor tx(b, c.x_shape(), d), tw(b, {c.out, c.in()}, d), tb(b, {c.out}), ty(b, {c.n, c.out}, d),
-            tdy(b, {c.n, c.out}, d), tdx(b, c.x_shape(), d), tdw(b, {c.out, c.in()}, d), tdb(b, {c.out});
-        tx.set(x), tw.set(w), tb.set(bias), tdy.set(dy);
-        cnn_dense_args a;
-        memset(&a, 0, sizeof a);
-        a.x = tx.t(), a.w = tw.t(), a.b = c.bias ? tb.t() : nullptr, a.y = ty.t();
-        a.act = c.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
-        a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
-        ASSERT_EQ(b->ops->dense_forward(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-        ASSERT_EQ(b->ops->dense_backward_data(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-        ASSERT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << b->name << ": " << cnn_last_error();
-        res[k][0] = ty.get(), res[k][1] = tdx.get(), res[k][2] = tdw.get();
-        if (c.bias) res[k][3] = tdb.get();
-        for (DTensor *t : {&ty, &tdx, &tdw, &tdb}) EXPECT_TRUE(t->tail_intact()) << b->name;
-      }
-      expect_match(res[0][0], res[1][0], lp_bound(dt), "dense_forward y");
-      expect_match(res[0][1], res[1][1], lp_bound(dt), "dense_backward_data dx");
-      expect_match(res[0][2], res[1][2], lp_bound(dt), "dense_backward_weights dw");
-      if (c.bias) expect_match(res[0][3], res[1][3], kNmseConvGemm, "dense_backward_weights db");
+    for (const DenseCase &c : dense_cases(2)) {
+      SCOPED_TRACE(std::string(dt_name(dt)) + " " + c.str());
+      DenseInputs in = dense_inputs(c, rng, dt);
+      Plan gp(g_cuda);
+      expect_dense_matches_cpu(c, in, &gp.p, lp_bound(dt), dt);
+      expect_dense_matches_cpu(c, in, nullptr, lp_bound(dt), dt);
     }
   }
 }
@@ -1760,10 +1863,25 @@ TEST_F(CudaOps, NonfiniteFindsInfinitiesAndNaNsIn16BitAndF32) {
   EXPECT_EQ(any, 1);
 }
 
-// TF32 lets cuDNN and cuBLAS round f32 operands to a 10-bit mantissa: results stay within the conv/gemm bound.
+// Sets the CUDA backend's precision for a scope and puts FP32 back however the scope ends: an assertion that stops
+// a test must not leave the tests after it at another precision.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(cnn_precision p) : status_(g_cuda->ops->set_precision(g_cuda, p)) {}
+  ~PrecisionScope() { EXPECT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error(); }
+  PrecisionScope(const PrecisionScope &) = delete;
+  PrecisionScope &operator=(const PrecisionScope &) = delete;
+  cnn_status status() const { return status_; }
+
+ private:
+  cnn_status status_;
+};
+
+// TF32 lets cuDNN and cuBLAS(Lt) round f32 operands to a 10-bit mantissa: results stay within the conv/gemm bound.
 TEST_F(CudaOps, Tf32ConvolutionsAndProductsStayCloseToCpu) {
   ASSERT_NE(g_cuda->ops->set_precision, nullptr);
-  ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_TF32), CNN_OK) << cnn_last_error();
+  PrecisionScope tf32(CNN_PRECISION_TF32);
+  ASSERT_EQ(tf32.status(), CNN_OK) << cnn_last_error();
   std::mt19937 rng(37);
   for (const ConvCase &p : {conv(8, 16, 16, 32, 64, 3, 3, 1, 1), conv(3, 13, 13, 32, 64, 3, 3), conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2)}) {
     SCOPED_TRACE(p.str());
@@ -1776,7 +1894,12 @@ TEST_F(CudaOps, Tf32ConvolutionsAndProductsStayCloseToCpu) {
     expect_match(got.dx, want.dx, kNmseConvGemm, "tf32 conv2d_backward_data dx");
     expect_match(got.dw, want.dw, kNmseConvGemm, "tf32 conv2d_backward_filter dw");
   }
-  ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+  for (const DenseCase &c : dense_cases()) {
+    SCOPED_TRACE("tf32 " + c.str());
+    DenseInputs in = dense_inputs(c, rng);
+    Plan gp(g_cuda);
+    expect_dense_matches_cpu(c, in, &gp.p, kNmseConvGemm);
+  }
 }
 
 // The seed CNN and the every-layer graph train in BF16 and FP16 (with loss scaling) close to the CPU in f32.

@@ -39,25 +39,36 @@ static double layer_gflops(const cnn_bench_layer *l)
 // ---------------------------------------------------------------------------------------------------------------
 // the table
 
+/* A share as "12.3%", or "-" when it is unknown (NaN: no sgemm peak to measure a GPU against, or no time to
+ * share), right-aligned in `width` columns. */
+static const char *share_str(double share, int width, char *buf, size_t size)
+{
+    if (isfinite(share)) snprintf(buf, size, "%*.1f%%", width - 1, 100.0 * share);
+    else snprintf(buf, size, "%*s", width, "-");
+    return buf;
+}
+
 static void print_table(const bench_report *b, FILE *out)
 {
     const cnn_bench_result *r = b->r;
     /* the share of the sgemm peak is a CPU figure: other devices are not measured against it */
     int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
+    char share[32];
     fprintf(out, "cnn bench: %s, batch %d, %d classes, device %s (%s)\n", b->model, r->batch, r->classes,
             cnn_backend_name(b->backend), cnn_backend_description(b->backend));
     fprintf(out, "%-6s %12s %12s %10s %12s %10s %8s\n", "mode", "images/s", "ms median", "ms min", "GFLOP/batch",
             "GFLOP/s", "of peak");
     if (r->ran_train) {
         double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
-        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %7.1f%%\n", "train", r->train_images_per_sec,
+        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %s\n", "train", r->train_images_per_sec,
                 r->train_step_ms_median, r->train_step_ms_min, r->train_gflop, g,
-                cpu ? 100.0 * ratio(g, b->sgemm_gflops) : NAN);
+                share_str(cpu ? ratio(g, b->sgemm_gflops) : NAN, 8, share, sizeof share));
     }
     if (r->ran_infer) {
         double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
-        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %7.1f%%\n", "infer", r->infer_images_per_sec,
-                r->infer_ms_median, r->infer_ms_min, r->fwd_gflop, g, cpu ? 100.0 * ratio(g, b->sgemm_gflops) : NAN);
+        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %s\n", "infer", r->infer_images_per_sec,
+                r->infer_ms_median, r->infer_ms_min, r->fwd_gflop, g,
+                share_str(cpu ? ratio(g, b->sgemm_gflops) : NAN, 8, share, sizeof share));
     }
     fprintf(out, "timing: %d warm-up steps, then %s; peak RSS %.1f MiB; sgemm peak %.1f GFLOP/s (oneDNN, %d^3, %d "
                  "threads)\n", b->cfg->warmup,
@@ -81,8 +92,8 @@ static void print_table(const bench_report *b, FILE *out)
             snprintf(gf, sizeof gf, "%.3f", gflop);
             snprintf(gfs, sizeof gfs, "%.1f", layer_gflops(l));
         }
-        fprintf(out, "%-28.28s %-22.22s %9.3f %9s %9s %9s %6.1f%%\n", l->name, l->type, l->fwd_ms, bwd, gf, gfs,
-                100.0 * ratio(ms, total));
+        fprintf(out, "%-28.28s %-22.22s %9.3f %9s %9s %9s %s\n", l->name, l->type, l->fwd_ms, bwd, gf, gfs,
+                share_str(ratio(ms, total), 7, share, sizeof share));
     }
     fprintf(out, "sum of the rows: %.3f ms per %s step with syncs (the timed step: %.3f ms)\n", total,
             r->ran_train ? "training" : "inference", r->ran_train ? r->train_step_ms_median : r->infer_ms_median);
