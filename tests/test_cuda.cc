@@ -87,6 +87,14 @@ class CudaOps : public ::testing::Test {
                                         << g_create_error;
     ASSERT_NE(g_cuda, nullptr);
     ASSERT_NE(g_cpu, nullptr);
+    // every test starts from the backend's defaults, whatever the one before left set (a network's precision, a
+    // training's determinism)
+    if (g_cuda->ops->set_precision) {
+      ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+    }
+    if (g_cuda->ops->set_deterministic) {
+      ASSERT_EQ(g_cuda->ops->set_deterministic(g_cuda, 0), CNN_OK) << cnn_last_error();
+    }
   }
 };
 
