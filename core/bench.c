@@ -18,6 +18,7 @@ void cnn_bench_config_defaults(cnn_bench_config *cfg)
     cfg->iters = 10;
     cfg->repeats = 5;
     cfg->seed = 1;
+    cfg->optimizer = CNN_OPTIM_ADAM;
 }
 
 void cnn_bench_result_destroy(cnn_bench_result *r)
@@ -119,6 +120,17 @@ fail:
 }
 
 /* Per-layer medians over cfg->iters profiled steps of the given mode into r->layers. */
+/* The per-layer table's type for the optimizer row, in the Keras style of the layer types. */
+static const char *optimizer_type(cnn_optimizer_kind k)
+{
+    switch (k) {
+    case CNN_OPTIM_SGD: return "SGD";
+    case CNN_OPTIM_ADAMW: return "AdamW";
+    case CNN_OPTIM_RMSPROP: return "RMSprop";
+    default: return "Adam";
+    }
+}
+
 static cnn_status profile(cnn_net *net, cnn_optimizer *opt, const cnn_bench_config *cfg, int train,
                           cnn_bench_result *r)
 {
@@ -153,7 +165,7 @@ static cnn_status profile(cnn_net *net, cnn_optimizer *opt, const cnn_bench_conf
             if (!train) L->bwd_gflop = 0.0;
         } else {
             snprintf(L->name, sizeof L->name, "%s", i == nl ? "loss" : "optimizer");
-            snprintf(L->type, sizeof L->type, "%s", i == nl ? "SoftmaxCrossEntropy" : "Adam");
+            snprintf(L->type, sizeof L->type, "%s", i == nl ? "SoftmaxCrossEntropy" : optimizer_type(cfg->optimizer));
         }
         for (int s = 0; s < it; s++) col[s] = fwd[(size_t)s * (nl + 2) + i];
         L->fwd_ms = 1e3 * median(col, it);
@@ -185,6 +197,8 @@ static cnn_status check_config(const cnn_net *net, const cnn_bench_config *c)
         return cnn_error(CNN_ERR_INVALID_ARG, "modes must be training, inference or both (got %d)", c->modes);
     if (c->classes < 0 || c->classes > k)
         return cnn_error(CNN_ERR_INVALID_ARG, "%d classes asked of a model with %d outputs", c->classes, k);
+    if ((unsigned)c->optimizer > CNN_OPTIM_RMSPROP)
+        return cnn_error(CNN_ERR_INVALID_ARG, "unknown optimizer (%d)", (int)c->optimizer);
     return CNN_OK;
 }
 
@@ -232,7 +246,8 @@ cnn_status cnn_bench_run(cnn_net *net, const cnn_bench_config *cfg, cnn_bench_re
 
     if (cfg->modes & CNN_BENCH_TRAIN) {
         cnn_train_config tc;
-        cnn_train_config_defaults(&tc); /* Adam, lr 1e-3 */
+        cnn_train_config_defaults(&tc); /* lr 1e-3, SGD momentum 0.9, Adam's betas and eps */
+        tc.optimizer = cfg->optimizer;
         tc.progress = NULL;
         CNN_TRY(cnn_optimizer_create(net, &tc, &opt));
         for (int s = 0; s < cfg->warmup; s++) CNN_TRY(train_step(net, opt, NULL, NULL));

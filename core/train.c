@@ -11,6 +11,23 @@
 #include "core/optim.h"
 #include "core/progress.h"
 
+static const char *const optimizer_names[] = {"adam", "sgd", "adamw", "rmsprop"}; /* in cnn_optimizer_kind order */
+
+cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out)
+{
+    for (int i = 0; i < (int)(sizeof optimizer_names / sizeof *optimizer_names); i++)
+        if (name && !strcmp(name, optimizer_names[i])) {
+            *out = (cnn_optimizer_kind)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of adam, adamw, sgd, rmsprop", name ? name : "(none)");
+}
+
+const char *cnn_optimizer_name(cnn_optimizer_kind kind)
+{
+    return (unsigned)kind < sizeof optimizer_names / sizeof *optimizer_names ? optimizer_names[kind] : "?";
+}
+
 void cnn_train_config_defaults(cnn_train_config *c)
 {
     memset(c, 0, sizeof *c);

@@ -92,6 +92,13 @@ TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   EXPECT_STREQ(r->layers[r->nlayers - 2].name, "loss");
   EXPECT_STREQ(r->layers[r->nlayers - 1].name, "optimizer");
   EXPECT_STREQ(r->layers[r->nlayers - 1].type, "Adam");
+  // SGD with momentum instead: its row, and a step that runs
+  cnn_bench_result *sgd = nullptr;
+  cfg.optimizer = CNN_OPTIM_SGD;
+  ASSERT_EQ(cnn_bench_run(net, &cfg, &sgd), CNN_OK) << cnn_last_error();
+  EXPECT_STREQ(sgd->layers[sgd->nlayers - 1].type, "SGD");
+  EXPECT_TRUE(std::isfinite(sgd->train_loss)) << sgd->train_loss;
+  cnn_bench_result_destroy(sgd);
   EXPECT_EQ(find_row(r, "flatten"), nullptr);
   const cnn_bench_layer *c0 = find_row(r, "conv2d"), *c1 = find_row(r, "conv2d_1"), *add = find_row(r, "add");
   ASSERT_TRUE(c0 && c1 && add);
@@ -150,6 +157,10 @@ TEST(Bench, RejectsBadConfigurations) {
   c.classes = 6;
   EXPECT_EQ(cnn_bench_run(net, &c, &r), CNN_ERR_INVALID_ARG);
   EXPECT_TRUE(has(cnn_last_error(), "6 classes")) << cnn_last_error();
+  c = small_config();
+  c.optimizer = (cnn_optimizer_kind)9;
+  EXPECT_EQ(cnn_bench_run(net, &c, &r), CNN_ERR_INVALID_ARG);
+  EXPECT_TRUE(has(cnn_last_error(), "optimizer")) << cnn_last_error();
   c = small_config();
   c.iters = 0;
   EXPECT_EQ(cnn_bench_run(net, &c, &r), CNN_ERR_INVALID_ARG);
@@ -222,6 +233,7 @@ TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
   EXPECT_EQ(num(j.root, "batch"), 4);
   EXPECT_EQ(num(j.root, "threads"), 1);
   EXPECT_EQ(num(j.root, "classes"), 5);
+  EXPECT_EQ(str(j.root, "optimizer"), "adam");
   const cnn_json *train = cnn_json_get(j.root, "train"), *infer = cnn_json_get(j.root, "infer");
   ASSERT_EQ(cnn_json_type_of(train), CNN_JSON_OBJECT);
   ASSERT_EQ(cnn_json_type_of(infer), CNN_JSON_OBJECT);
@@ -320,6 +332,7 @@ TEST(BenchCli, BadFlagsAndMissingModelsExitWithTwo) {
       {{"bench", "--model", model, "--per-layer=yes"}, "--per-layer takes no value"},
       {{"bench", "--model", model, "--json"}, "--json needs a value"},
       {{"bench", "--model", model, "--itres", "3"}, "unknown flag '--itres'"},
+      {{"bench", "--model", model, "--optimizer", "lamb"}, "--optimizer: 'lamb' is not one of adam, adamw, sgd"},
   };
   for (const auto &c : cases) {
     std::string out;

@@ -11,7 +11,7 @@
 
 static const char *USAGE = "--model FILE [--batch N] [--device cpu|cuda|cuda:N] [--mode train|infer|both] "
                            "[--warmup K] [--iters K] [--repeats R] [--classes N] [--per-layer] [--json FILE] "
-                           "[--threads T] [--quiet]";
+                           "[--precision P] [--optimizer NAME] [--threads T] [--quiet]";
 
 /* sgemm of 2048^3 (17 GFLOP): large enough for the kernels' full rate, a fraction of a second on 2 cores */
 #define SGEMM_PEAK_N 2048
@@ -146,6 +146,7 @@ static cnn_status write_json(const bench_report *b, const char *path)
     json_str(f, cnn_backend_description(b->backend));
     fprintf(f, ",\n  \"batch\": %d, \"classes\": %d, \"threads\": %d, \"warmup\": %d, \"iters\": %d, \"repeats\": %d",
             r->batch, r->classes, b->threads, b->cfg->warmup, b->cfg->iters, b->cfg->repeats);
+    fprintf(f, ", \"optimizer\": \"%s\"", cnn_optimizer_name(b->cfg->optimizer));
     if (r->ran_train) {
         double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
         fputs(",\n  \"train\": {", f);
@@ -210,7 +211,7 @@ static cnn_status write_json(const bench_report *b, const char *path)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL, *device = NULL, *mode = "both", *json = NULL, *precision = "fp32";
+    const char *model = NULL, *device = NULL, *mode = "both", *json = NULL, *precision = "fp32", *optimizer = "adam";
     cnn_bench_config cfg;
     cnn_bench_config_defaults(&cfg);
     int threads = 0, quiet = 0;
@@ -221,6 +222,8 @@ int cmd_bench(int argc, char **argv)
         {"mode", CLI_STRING, &mode, "MODE      train, infer or both (default both)", 0, 0, 0},
         {"precision", CLI_STRING, &precision, "P         fp32 (default), tf32, fp16 or bf16 (mixed precision; CUDA)",
          0, 0, 0},
+        {"optimizer", CLI_STRING, &optimizer, "NAME      the training step's update: adam, adamw, sgd (momentum 0.9) or "
+                                              "rmsprop (default adam)", 0, 0, 0},
         {"warmup", CLI_INT, &cfg.warmup, "K         untimed steps first (default 3)", 0, 1000000, 0},
         {"iters", CLI_INT, &cfg.iters, "K         timed steps per repeat (default 10)", 1, 1000000, 0},
         {"repeats", CLI_INT, &cfg.repeats, "R         repeats; the median is reported (default 5)", 1, 1000000, 0},
@@ -247,6 +250,10 @@ int cmd_bench(int argc, char **argv)
     else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
     else {
         fprintf(stderr, "cnn bench: --mode: '%s' is not one of train, infer, both\n", mode);
+        return 2;
+    }
+    if (cnn_optimizer_parse(optimizer, &cfg.optimizer) != CNN_OK) {
+        fprintf(stderr, "cnn bench: --optimizer: %s\n", cnn_last_error());
         return 2;
     }
     FILE *probe = fopen(model, "rb");

@@ -166,12 +166,8 @@ int cmd_train(int argc, char **argv)
         if (!strcmp(f->name, "early-stopping")) cfg.early_stopping = f->seen;
     cfg.early_stopping_patience = patience;
     if (resume && !cfg.checkpoint_dir) cfg.checkpoint_dir = resume; /* go on writing where the run wrote */
-    if (!strcmp(optimizer, "adam")) cfg.optimizer = CNN_OPTIM_ADAM;
-    else if (!strcmp(optimizer, "adamw")) cfg.optimizer = CNN_OPTIM_ADAMW;
-    else if (!strcmp(optimizer, "sgd")) cfg.optimizer = CNN_OPTIM_SGD;
-    else if (!strcmp(optimizer, "rmsprop")) cfg.optimizer = CNN_OPTIM_RMSPROP;
-    else {
-        fprintf(stderr, "cnn train: --optimizer: '%s' is not one of adam, adamw, sgd, rmsprop\n", optimizer);
+    if (cnn_optimizer_parse(optimizer, &cfg.optimizer) != CNN_OK) {
+        fprintf(stderr, "cnn train: --optimizer: %s\n", cnn_last_error());
         return 2;
     }
     cfg.momentum = momentum >= 0.0f ? momentum : cfg.optimizer == CNN_OPTIM_RMSPROP ? 0.0f : 0.9f;

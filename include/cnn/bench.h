@@ -3,8 +3,8 @@
  * this.
  *
  * Inputs are uniform random images of the model's input shape and uniform random labels, staged once: the
- * data pipeline is not measured. A training step is forward, softmax cross-entropy, backward and an Adam update
- * (lr 1e-3, PyTorch's defaults); inference is the eval-mode forward and the softmax. Times are wall-clock
+ * data pipeline is not measured. A training step is forward, softmax cross-entropy, backward and an optimizer
+ * update (Adam by default; lr 1e-3, the defaults of cnn_train_config, e.g. SGD momentum 0.9); inference is the eval-mode forward and the softmax. Times are wall-clock
  * seconds between backend syncs, so they hold on any backend. */
 #ifndef CNN_BENCH_H
 #define CNN_BENCH_H
@@ -13,6 +13,7 @@
 
 #include "cnn/net.h"
 #include "cnn/status.h"
+#include "cnn/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,9 +31,10 @@ typedef struct cnn_bench_config {
     int classes;   /* labels drawn from [0, classes); 0: the model's outputs */
     int per_layer; /* 1: afterwards, iters more steps with every layer timed between backend syncs */
     uint64_t seed; /* weights are the net's; this seeds the images and labels */
+    cnn_optimizer_kind optimizer; /* the training step's update */
 } cnn_bench_config;
 
-/* batch 64, both modes, warm-up 3, 10 iterations, 5 repeats, classes from the model, no per-layer, seed 1. */
+/* batch 64, both modes, warm-up 3, 10 iterations, 5 repeats, classes from the model, no per-layer, seed 1, Adam. */
 void cnn_bench_config_defaults(cnn_bench_config *cfg);
 
 typedef struct cnn_bench_layer {

@@ -121,6 +121,11 @@ typedef struct cnn_train_config {
  * on stderr, monitor val_loss, 3 checkpoints kept. */
 void cnn_train_config_defaults(cnn_train_config *cfg);
 
+/* "adam", "adamw", "sgd" or "rmsprop"; an unknown name gives CNN_ERR_INVALID_ARG with a message listing them. */
+cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out);
+/* The name cnn_optimizer_parse takes; "?" for a value outside the enum. */
+const char *cnn_optimizer_name(cnn_optimizer_kind kind);
+
 /* The learning rate of 0-based epoch `epoch` before the plateau factor. */
 float cnn_lr_at(const cnn_train_config *cfg, int epoch);
 
