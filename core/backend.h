@@ -268,6 +268,23 @@ typedef struct cnn_backend_ops {
      * `host` (page-locked, from host_alloc) must stay unchanged until that work has been waited for (`sync`, or a
      * `read` after it), and `dst` must not be in use by work queued before. */
     cnn_status (*write_async)(cnn_backend *, cnn_tensor *dst, const void *host, size_t bytes);
+
+    /* ---- multi-tensor optimizer updates and norms; optional (NULL: the caller loops over the per-tensor entries,
+     *      as core/optim.c does) ----
+     * *_update_multi do what n calls of the per-tensor entry with list[0], ..., list[n-1] would do, with results
+     * bit-identical to those calls, in a few launches (CUDA: one kernel for the whole list). n >= 1. Each element
+     * is checked as the per-tensor entry checks it; the elements may differ in size (0 elements included), in the
+     * grad's dtype and in having a param_lp or not, and no two may share memory. The hyperparameters (every field
+     * but the tensors) must be equal, bit for bit, in all elements: they are shared by the launch, and a mismatch is
+     * CNN_ERR_INVALID_ARG naming the element and the field. Every check runs before anything is written: when one
+     * fails, no element is updated. `failed` may be NULL; else *failed receives the index of the element an error
+     * is attributed to, or -1 (no error, a bad list or n, a failed launch). */
+    cnn_status (*sgd_update_multi)(cnn_backend *, const cnn_sgd_args *list, int n, int *failed);
+    cnn_status (*adam_update_multi)(cnn_backend *, const cnn_adam_args *list, int n, int *failed);
+    cnn_status (*rmsprop_update_multi)(cnn_backend *, const cnn_rmsprop_args *list, int n, int *failed);
+    /* out[i] = what sum_squares gives for ts[i] (bit-identical), i < n (n >= 1), with one synchronization for all;
+     * *failed as above */
+    cnn_status (*sum_squares_multi)(cnn_backend *, const cnn_tensor *const *ts, int n, double *out, int *failed);
 } cnn_backend_ops;
 
 struct cnn_backend {

@@ -1,8 +1,11 @@
-/* Device-independent argument checks of conv2d, pool2d and dense (see op_check.h). */
+/* Device-independent argument checks of conv2d, pool2d, dense, batchnorm, concat and the multi-tensor optimizer
+ * updates (see op_check.h). */
 #include "core/op_check.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/error.h"
 
@@ -309,4 +312,98 @@ cnn_status cnn_concat_check(const cnn_concat_args *a, int backward, const char *
                          (long long)whole->shape[whole->ndim - 1], (long long)total);
     *rows = total ? cnn_tensor_numel(whole) / total : 0;
     return CNN_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// multi-tensor optimizer updates: one set of hyperparameters for the whole list
+
+typedef struct cnn_op_hyper_field {
+    const char *name;
+    size_t offset;
+    int is_int; /* else float */
+} cnn_op_hyper_field;
+
+#define CNN_OP_FLOAT(type, field) {#field, offsetof(type, field), 0}
+#define CNN_OP_INT(type, field) {#field, offsetof(type, field), 1}
+
+static const cnn_op_hyper_field cnn_op_sgd_fields[] = {
+    CNN_OP_FLOAT(cnn_sgd_args, lr),           CNN_OP_FLOAT(cnn_sgd_args, momentum),
+    CNN_OP_FLOAT(cnn_sgd_args, weight_decay), CNN_OP_INT(cnn_sgd_args, nesterov),
+    CNN_OP_FLOAT(cnn_sgd_args, grad_scale),
+};
+
+static const cnn_op_hyper_field cnn_op_adam_fields[] = {
+    CNN_OP_FLOAT(cnn_adam_args, lr),           CNN_OP_FLOAT(cnn_adam_args, beta1),
+    CNN_OP_FLOAT(cnn_adam_args, beta2),        CNN_OP_FLOAT(cnn_adam_args, eps),
+    CNN_OP_FLOAT(cnn_adam_args, weight_decay), CNN_OP_INT(cnn_adam_args, decoupled),
+    CNN_OP_FLOAT(cnn_adam_args, bias_correction1), CNN_OP_FLOAT(cnn_adam_args, bias_correction2),
+    CNN_OP_FLOAT(cnn_adam_args, grad_scale),
+};
+
+static const cnn_op_hyper_field cnn_op_rmsprop_fields[] = {
+    CNN_OP_FLOAT(cnn_rmsprop_args, lr),       CNN_OP_FLOAT(cnn_rmsprop_args, rho),
+    CNN_OP_FLOAT(cnn_rmsprop_args, eps),      CNN_OP_FLOAT(cnn_rmsprop_args, momentum),
+    CNN_OP_FLOAT(cnn_rmsprop_args, weight_decay), CNN_OP_FLOAT(cnn_rmsprop_args, grad_scale),
+};
+
+#define CNN_OP_COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* list[i] (elements `size` bytes apart) against list[0], field by field; bits, so that a NaN equals itself */
+static cnn_status cnn_op_multi_check(const void *list, size_t size, int n, const cnn_op_hyper_field *fields,
+                                     int nfields, const char *prefix, const char *op, int *failed)
+{
+    *failed = -1;
+    if (!list) return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: list is NULL", prefix, op);
+    if (n < 1) return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: n is %d; a list has at least 1 element", prefix, op, n);
+    const unsigned char *first = list;
+    for (int i = 1; i < n; i++) {
+        const unsigned char *el = first + (size_t)i * size;
+        for (int f = 0; f < nfields; f++) {
+            const size_t at = fields[f].offset, bytes = fields[f].is_int ? sizeof(int) : sizeof(float);
+            if (memcmp(el + at, first + at, bytes) == 0) continue;
+            *failed = i;
+            if (fields[f].is_int) {
+                int want, got;
+                memcpy(&want, first + at, sizeof want);
+                memcpy(&got, el + at, sizeof got);
+                return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: list[%d].%s is %d but list[0].%s is %d; the elements "
+                                 "of one call share their hyperparameters", prefix, op, i, fields[f].name, got,
+                                 fields[f].name, want);
+            }
+            float want, got;
+            char want_s[32], got_s[32];
+            memcpy(&want, first + at, sizeof want);
+            memcpy(&got, el + at, sizeof got);
+            /* short numbers, unless they hide the difference (9 significant digits tell every float apart) */
+            snprintf(want_s, sizeof want_s, "%g", (double)want);
+            snprintf(got_s, sizeof got_s, "%g", (double)got);
+            if (!strcmp(want_s, got_s)) {
+                snprintf(want_s, sizeof want_s, "%.9g", (double)want);
+                snprintf(got_s, sizeof got_s, "%.9g", (double)got);
+            }
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: list[%d].%s is %s but list[0].%s is %s; the elements of "
+                             "one call share their hyperparameters", prefix, op, i, fields[f].name, got_s,
+                             fields[f].name, want_s);
+        }
+    }
+    return CNN_OK;
+}
+
+cnn_status cnn_sgd_multi_check(const cnn_sgd_args *list, int n, const char *prefix, const char *op, int *failed)
+{
+    return cnn_op_multi_check(list, sizeof *list, n, cnn_op_sgd_fields, CNN_OP_COUNT_OF(cnn_op_sgd_fields), prefix,
+                              op, failed);
+}
+
+cnn_status cnn_adam_multi_check(const cnn_adam_args *list, int n, const char *prefix, const char *op, int *failed)
+{
+    return cnn_op_multi_check(list, sizeof *list, n, cnn_op_adam_fields, CNN_OP_COUNT_OF(cnn_op_adam_fields), prefix,
+                              op, failed);
+}
+
+cnn_status cnn_rmsprop_multi_check(const cnn_rmsprop_args *list, int n, const char *prefix, const char *op,
+                                   int *failed)
+{
+    return cnn_op_multi_check(list, sizeof *list, n, cnn_op_rmsprop_fields, CNN_OP_COUNT_OF(cnn_op_rmsprop_fields),
+                              prefix, op, failed);
 }

@@ -69,6 +69,14 @@ int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_t
 cnn_status cnn_concat_check(const cnn_concat_args *a, int backward, const char *prefix, const char *op,
                             int64_t *channels, int64_t *rows);
 
+/* Multi-tensor optimizer updates (the *_update_multi entries): `list` is not NULL, n >= 1, and the hyperparameters
+ * of every element equal list[0]'s bit for bit (the message names the element and the field). *failed (not NULL)
+ * receives the offending element, or -1. The backend then checks each element's tensors itself. */
+cnn_status cnn_sgd_multi_check(const cnn_sgd_args *list, int n, const char *prefix, const char *op, int *failed);
+cnn_status cnn_adam_multi_check(const cnn_adam_args *list, int n, const char *prefix, const char *op, int *failed);
+cnn_status cnn_rmsprop_multi_check(const cnn_rmsprop_args *list, int n, const char *prefix, const char *op,
+                                   int *failed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -69,17 +69,55 @@ fail:
     return st;
 }
 
+/* total = the sum over the parameters, in their order, of the sum of squares of each gradient: one call for all when
+ * the backend has sum_squares_multi (one synchronization), else one per gradient */
+static cnn_status grad_sum_squares(cnn_optimizer *opt, double *total)
+{
+    cnn_backend *b = opt->backend;
+    cnn_status st = CNN_OK;
+    *total = 0.0;
+    if (!b->ops->sum_squares_multi) {
+        for (int i = 0; i < opt->nparams; i++) {
+            double s = 0.0;
+            st = b->ops->sum_squares(b, opt->params[i]->grad, &s);
+            if (st != CNN_OK) return cnn_error_prefix(st, "gradient norm of %s: ", opt->params[i]->name);
+            *total += s;
+        }
+        return CNN_OK;
+    }
+    const size_t n = (size_t)opt->nparams;
+    const cnn_tensor **grads = malloc(n * sizeof *grads);
+    double *sums = malloc(n * sizeof *sums);
+    if (!grads || !sums) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (int i = 0; i < opt->nparams; i++) grads[i] = opt->params[i]->grad;
+    int failed = -1;
+    st = b->ops->sum_squares_multi(b, grads, opt->nparams, sums, &failed);
+    if (st != CNN_OK) {
+        if (failed >= 0 && failed < opt->nparams)
+            st = cnn_error_prefix(st, "gradient norm of %s: ", opt->params[failed]->name);
+        else
+            st = cnn_error_prefix(st, "gradient norm of %d parameters: ", opt->nparams);
+        goto fail;
+    }
+    for (int i = 0; i < opt->nparams; i++) *total += sums[i];
+fail:
+    free(grads);
+    free(sums);
+    return st;
+}
+
 cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
 {
     cnn_backend *b = opt->backend;
-    if (!b->ops->sum_squares) return cnn_backend_lacks(b, "sum_squares");
+    if (!b->ops->sum_squares && !b->ops->sum_squares_multi) return cnn_backend_lacks(b, "sum_squares");
     if (!b->ops->scale) return cnn_backend_lacks(b, "scale");
     double total = 0.0;
-    for (int i = 0; i < opt->nparams; i++) {
-        double s = 0.0;
-        cnn_status st = b->ops->sum_squares(b, opt->params[i]->grad, &s);
-        if (st != CNN_OK) return cnn_error_prefix(st, "gradient norm of %s: ", opt->params[i]->name);
-        total += s;
+    if (opt->nparams > 0) {
+        cnn_status st = grad_sum_squares(opt, &total);
+        if (st != CNN_OK) return st;
     }
     total = sqrt(total) * opt->grad_scale;
     if (norm) *norm = total;
@@ -94,6 +132,90 @@ cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
     return CNN_OK;
 }
 
+/* The update of parameter i as the backend's per-tensor entries take it; the multi entries take a list of them. */
+static cnn_sgd_args sgd_args(const cnn_optimizer *opt, int i)
+{
+    const cnn_param *p = opt->params[i];
+    const cnn_train_config *c = &opt->cfg;
+    return (cnn_sgd_args){
+        .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .velocity = opt->m[i],
+        .lr = opt->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
+        .nesterov = c->nesterov, .grad_scale = opt->grad_scale,
+    };
+}
+
+static cnn_adam_args adam_args(const cnn_optimizer *opt, int i, float bc1, float bc2)
+{
+    const cnn_param *p = opt->params[i];
+    const cnn_train_config *c = &opt->cfg;
+    return (cnn_adam_args){
+        .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .m = opt->m[i], .v = opt->v[i],
+        .lr = opt->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+        .weight_decay = c->weight_decay, .decoupled = c->optimizer == CNN_OPTIM_ADAMW,
+        .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = opt->grad_scale,
+    };
+}
+
+static cnn_rmsprop_args rmsprop_args(const cnn_optimizer *opt, int i)
+{
+    const cnn_param *p = opt->params[i];
+    const cnn_train_config *c = &opt->cfg;
+    return (cnn_rmsprop_args){
+        .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .sq = opt->v[i], .mom = opt->m[i],
+        .lr = opt->lr, .rho = c->rho, .eps = c->eps, .momentum = c->momentum,
+        .weight_decay = c->weight_decay, .grad_scale = opt->grad_scale,
+    };
+}
+
+/* One call of the backend's multi entry for every parameter. */
+static cnn_status step_multi(cnn_optimizer *opt, float bc1, float bc2)
+{
+    cnn_backend *b = opt->backend;
+    const cnn_optimizer_kind kind = opt->cfg.optimizer;
+    const int n = opt->nparams;
+    const size_t size = kind == CNN_OPTIM_ADAM || kind == CNN_OPTIM_ADAMW ? sizeof(cnn_adam_args)
+                        : kind == CNN_OPTIM_RMSPROP                       ? sizeof(cnn_rmsprop_args)
+                                                                          : sizeof(cnn_sgd_args);
+    void *list = malloc((size_t)n * size);
+    if (!list) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    cnn_status st;
+    int failed = -1;
+    if (kind == CNN_OPTIM_ADAM || kind == CNN_OPTIM_ADAMW) {
+        cnn_adam_args *a = list;
+        for (int i = 0; i < n; i++) a[i] = adam_args(opt, i, bc1, bc2);
+        st = b->ops->adam_update_multi(b, a, n, &failed);
+    } else if (kind == CNN_OPTIM_RMSPROP) {
+        cnn_rmsprop_args *a = list;
+        for (int i = 0; i < n; i++) a[i] = rmsprop_args(opt, i);
+        st = b->ops->rmsprop_update_multi(b, a, n, &failed);
+    } else {
+        cnn_sgd_args *a = list;
+        for (int i = 0; i < n; i++) a[i] = sgd_args(opt, i);
+        st = b->ops->sgd_update_multi(b, a, n, &failed);
+    }
+    free(list);
+    for (int i = 0; i < n; i++) { /* new contents: caches of the old ones are stale */
+        cnn_tensor_touch(opt->params[i]->value);
+        cnn_tensor_touch(opt->params[i]->value_lp);
+    }
+    if (st != CNN_OK && failed >= 0 && failed < n)
+        return cnn_error_prefix(st, "optimizer update of %s: ", opt->params[failed]->name);
+    if (st != CNN_OK) return cnn_error_prefix(st, "optimizer update of %d parameters: ", n);
+    return CNN_OK;
+}
+
+/* the backend's multi entry for the configured optimizer, if it has one */
+static int has_multi(const cnn_optimizer *opt)
+{
+    const cnn_backend_ops *ops = opt->backend->ops;
+    switch (opt->cfg.optimizer) {
+    case CNN_OPTIM_ADAM:
+    case CNN_OPTIM_ADAMW: return ops->adam_update_multi != NULL;
+    case CNN_OPTIM_RMSPROP: return ops->rmsprop_update_multi != NULL;
+    default: return ops->sgd_update_multi != NULL;
+    }
+}
+
 cnn_status cnn_optimizer_step(cnn_optimizer *opt)
 {
     cnn_backend *b = opt->backend;
@@ -101,31 +223,19 @@ cnn_status cnn_optimizer_step(cnn_optimizer *opt)
     opt->step++;
     float bc1 = 1.0f - powf(c->beta1, (float)opt->step);
     float bc2 = 1.0f - powf(c->beta2, (float)opt->step);
+    if (opt->nparams > 0 && has_multi(opt)) return step_multi(opt, bc1, bc2);
     for (int i = 0; i < opt->nparams; i++) {
         cnn_param *p = opt->params[i];
         cnn_status st;
         if (c->optimizer == CNN_OPTIM_ADAM || c->optimizer == CNN_OPTIM_ADAMW) {
-            cnn_adam_args a = {
-                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .m = opt->m[i], .v = opt->v[i],
-                .lr = opt->lr, .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
-                .weight_decay = c->weight_decay, .decoupled = c->optimizer == CNN_OPTIM_ADAMW,
-                .bias_correction1 = bc1, .bias_correction2 = bc2, .grad_scale = opt->grad_scale,
-            };
+            cnn_adam_args a = adam_args(opt, i, bc1, bc2);
             st = b->ops->adam_update(b, &a);
         } else if (c->optimizer == CNN_OPTIM_RMSPROP) {
             if (!b->ops->rmsprop_update) return cnn_backend_lacks(b, "rmsprop_update");
-            cnn_rmsprop_args a = {
-                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .sq = opt->v[i], .mom = opt->m[i],
-                .lr = opt->lr, .rho = c->rho, .eps = c->eps, .momentum = c->momentum,
-                .weight_decay = c->weight_decay, .grad_scale = opt->grad_scale,
-            };
+            cnn_rmsprop_args a = rmsprop_args(opt, i);
             st = b->ops->rmsprop_update(b, &a);
         } else {
-            cnn_sgd_args a = {
-                .param = p->value, .grad = p->grad, .param_lp = p->value_lp, .velocity = opt->m[i],
-                .lr = opt->lr, .momentum = c->momentum, .weight_decay = c->weight_decay,
-                .nesterov = c->nesterov, .grad_scale = opt->grad_scale,
-            };
+            cnn_sgd_args a = sgd_args(opt, i);
             st = b->ops->sgd_update(b, &a);
         }
         cnn_tensor_touch(p->value); /* new contents: caches of the old ones are stale */

@@ -36,6 +36,10 @@ cnn_status cnn_cpu_concat_backward(cnn_backend *, const cnn_concat_args *);
 cnn_status cnn_cpu_rmsprop_update(cnn_backend *, const cnn_rmsprop_args *);
 cnn_status cnn_cpu_sum_squares(cnn_backend *, const cnn_tensor *, double *);
 cnn_status cnn_cpu_scale(cnn_backend *, cnn_tensor *, float);
+cnn_status cnn_cpu_sgd_update_multi(cnn_backend *, const cnn_sgd_args *, int, int *);
+cnn_status cnn_cpu_adam_update_multi(cnn_backend *, const cnn_adam_args *, int, int *);
+cnn_status cnn_cpu_rmsprop_update_multi(cnn_backend *, const cnn_rmsprop_args *, int, int *);
+cnn_status cnn_cpu_sum_squares_multi(cnn_backend *, const cnn_tensor *const *, int, double *, int *);
 
 static cnn_status cnn_cpu_alloc(cnn_backend *b, size_t bytes, void **ptr)
 {
@@ -161,6 +165,10 @@ const cnn_backend_ops cnn_cpu_ops = {
     .rmsprop_update = cnn_cpu_rmsprop_update,
     .sum_squares = cnn_cpu_sum_squares,
     .scale = cnn_cpu_scale,
+    .sgd_update_multi = cnn_cpu_sgd_update_multi,
+    .adam_update_multi = cnn_cpu_adam_update_multi,
+    .rmsprop_update_multi = cnn_cpu_rmsprop_update_multi,
+    .sum_squares_multi = cnn_cpu_sum_squares_multi,
 };
 
 int cnn_cpu_backend_available(void) { return 1; }

@@ -1,11 +1,12 @@
-/* Elementwise ops on the CPU: activations, softmax cross-entropy, optimizer updates (SGD, Adam, RMSprop), add,
- * scale, sum of squares, dropout, fill.
+/* Elementwise ops on the CPU: activations, softmax cross-entropy, optimizer updates (SGD, Adam, RMSprop; of one
+ * tensor or of a list in one parallel loop), add, scale, sums of squares, dropout, fill.
  *
  * The math lives in core/ew_math.h (shared with the CUDA backend); this file only schedules it over OpenMP
  * threads. Loops run serially below CNN_CPU_PARALLEL_MIN elements, where waking the thread team costs more than
  * the work. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,17 +211,89 @@ fail:
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// optimizer updates
+// optimizer updates: a check and an element loop per optimizer, run over one tensor (the per-tensor entries) or
+// over the chunks of a list of tensors (the multi entries); the same loop either way, so the same bits
 
-cnn_status cnn_cpu_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
+/* Elements per work item of a multi-tensor op: 32 KiB of f32, large next to the cost of handing out an item and
+ * small enough that many small tensors and a few large ones spread evenly over the threads. */
+#define CNN_CPU_MULTI_CHUNK 8192
+
+/* An element loop over [lo, hi) of one tensor; `args` is the op's args struct. */
+typedef void (*cnn_cpu_span_fn)(const void *args, int64_t lo, int64_t hi);
+
+static cnn_status cnn_cpu_check_no_lp(const cnn_tensor *param_lp, const char *op)
 {
-    static const char *op = "sgd_update";
+    if (!param_lp) return CNN_OK;
+    return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
+                     "(mixed precision needs CUDA)", op);
+}
+
+/* first[i] = the first chunk (of `chunk` elements) of tensor i when the tensors' chunks are numbered in list order;
+ * first[n] = the number of chunks. The caller frees *first. */
+static cnn_status cnn_cpu_chunks_make(const int64_t *counts, int n, int64_t chunk, int64_t **first, const char *op)
+{
+    *first = malloc((size_t)(n + 1) * sizeof **first);
+    if (!*first) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
+    int64_t c = 0;
+    for (int i = 0; i < n; i++) {
+        (*first)[i] = c;
+        c += (counts[i] + chunk - 1) / chunk;
+    }
+    (*first)[n] = c;
+    return CNN_OK;
+}
+
+/* The tensor that chunk c belongs to: the last i with first[i] <= c (tensors without elements own no chunk and are
+ * passed over, as the next tensor starts at the same chunk). */
+static int cnn_cpu_chunk_owner(const int64_t *first, int n, int64_t c)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo + 1) / 2;
+        if (first[mid] <= c) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* span over every element of every tensor of `list` (n elements `size` bytes apart, counts[i] elements each),
+ * in chunks shared by one thread team */
+static cnn_status cnn_cpu_multi_run(const void *list, size_t size, const int64_t *counts, int n, cnn_cpu_span_fn span,
+                                    const char *op)
+{
+    int64_t *first = NULL, total = 0;
+    cnn_status st = cnn_cpu_chunks_make(counts, n, CNN_CPU_MULTI_CHUNK, &first, op);
+    if (st != CNN_OK) return st;
+    for (int i = 0; i < n; i++) total += counts[i];
+    const int64_t chunks = first[n];
+    const unsigned char *base = list;
+#pragma omp parallel for schedule(static) if (total >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int t = cnn_cpu_chunk_owner(first, n, c);
+        const int64_t lo = (c - first[t]) * CNN_CPU_MULTI_CHUNK;
+        const int64_t hi = lo + CNN_CPU_MULTI_CHUNK < counts[t] ? lo + CNN_CPU_MULTI_CHUNK : counts[t];
+        span(base + (size_t)t * size, lo, hi);
+    }
+    free(first);
+    return CNN_OK;
+}
+
+/* span over the n elements of one tensor */
+static void cnn_cpu_single_run(const void *args, int64_t n, cnn_cpu_span_fn span)
+{
+#pragma omp parallel if (n >= CNN_CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cnn_cpu_span_range(n, &lo, &hi);
+        span(args, lo, hi);
+    }
+}
+
+static cnn_status cnn_cpu_sgd_check(const void *args, const char *op, int64_t *n)
+{
+    const cnn_sgd_args *a = args;
     cnn_status st = CNN_OK;
-    (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if (a->param_lp)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
-                         "(mixed precision needs CUDA)", op);
+    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
@@ -230,30 +303,30 @@ cnn_status cnn_cpu_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
         CNN_TRY(cnn_cpu_check_f32(a->velocity, op, "velocity"));
         CNN_TRY(cnn_cpu_check_same_count(a->velocity, a->param, op, "velocity", "param"));
     }
-    float *p = a->param->data;
-    const float *g = a->grad->data;
-    float *v = a->momentum != 0.0f ? (float *)a->velocity->data : NULL;
-    const int64_t n = cnn_tensor_numel(a->param);
-    const float lr = a->lr, mu = a->momentum, wd = a->weight_decay, gs = a->grad_scale;
-    const int nesterov = a->nesterov;
-#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float unused = 0.0f; /* cnn_sgd_step leaves the velocity alone when mu == 0 */
-        cnn_sgd_step(&p[i], g[i] * gs, v ? &v[i] : &unused, lr, mu, wd, nesterov);
-    }
+    *n = cnn_tensor_numel(a->param);
 fail:
     return st;
 }
 
-cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
+static void cnn_cpu_sgd_span(const void *args, int64_t lo, int64_t hi)
 {
-    static const char *op = "adam_update";
+    const cnn_sgd_args *a = args;
+    float *p = a->param->data;
+    const float *g = a->grad->data;
+    float *v = a->momentum != 0.0f ? (float *)a->velocity->data : NULL;
+    const float lr = a->lr, mu = a->momentum, wd = a->weight_decay, gs = a->grad_scale;
+    const int nesterov = a->nesterov;
+    for (int64_t i = lo; i < hi; i++) {
+        float unused = 0.0f; /* cnn_sgd_step leaves the velocity alone when mu == 0 */
+        cnn_sgd_step(&p[i], g[i] * gs, v ? &v[i] : &unused, lr, mu, wd, nesterov);
+    }
+}
+
+static cnn_status cnn_cpu_adam_check(const void *args, const char *op, int64_t *n)
+{
+    const cnn_adam_args *a = args;
     cnn_status st = CNN_OK;
-    (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if (a->param_lp)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
-                         "(mixed precision needs CUDA)", op);
+    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_f32(a->m, op, "m"));
@@ -264,28 +337,28 @@ cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
     if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
                          (double)a->bias_correction1, (double)a->bias_correction2);
-    float *p = a->param->data, *m = a->m->data, *v = a->v->data;
-    const float *g = a->grad->data;
-    const int64_t n = cnn_tensor_numel(a->param);
-    const float lr = a->lr, b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
-    const float bc1 = a->bias_correction1, bc2 = a->bias_correction2, gs = a->grad_scale;
-    const int decoupled = a->decoupled;
-#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        cnn_adam_step(&p[i], g[i] * gs, &m[i], &v[i], lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+    *n = cnn_tensor_numel(a->param);
 fail:
     return st;
 }
 
-cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+static void cnn_cpu_adam_span(const void *args, int64_t lo, int64_t hi)
 {
-    static const char *op = "rmsprop_update";
+    const cnn_adam_args *a = args;
+    float *p = a->param->data, *m = a->m->data, *v = a->v->data;
+    const float *g = a->grad->data;
+    const float lr = a->lr, b1 = a->beta1, b2 = a->beta2, eps = a->eps, wd = a->weight_decay;
+    const float bc1 = a->bias_correction1, bc2 = a->bias_correction2, gs = a->grad_scale;
+    const int decoupled = a->decoupled;
+    for (int64_t i = lo; i < hi; i++)
+        cnn_adam_step(&p[i], g[i] * gs, &m[i], &v[i], lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+}
+
+static cnn_status cnn_cpu_rmsprop_check(const void *args, const char *op, int64_t *n)
+{
+    const cnn_rmsprop_args *a = args;
     cnn_status st = CNN_OK;
-    (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if (a->param_lp)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
-                         "(mixed precision needs CUDA)", op);
+    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
     CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
     CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
     CNN_TRY(cnn_cpu_check_f32(a->sq, op, "sq"));
@@ -302,17 +375,129 @@ cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: rho %g must be in [0, 1)", op, (double)a->rho);
     if (!(a->eps > 0.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: eps %g must be positive", op, (double)a->eps);
+    *n = cnn_tensor_numel(a->param);
+fail:
+    return st;
+}
+
+static void cnn_cpu_rmsprop_span(const void *args, int64_t lo, int64_t hi)
+{
+    const cnn_rmsprop_args *a = args;
     float *p = a->param->data, *sq = a->sq->data;
     float *mom = a->momentum != 0.0f ? (float *)a->mom->data : NULL;
     const float *g = a->grad->data;
-    const int64_t n = cnn_tensor_numel(a->param);
     const float lr = a->lr, rho = a->rho, eps = a->eps, mu = a->momentum, wd = a->weight_decay, gs = a->grad_scale;
-#pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         float unused = 0.0f; /* cnn_rmsprop_step leaves the momentum alone when mu == 0 */
         cnn_rmsprop_step(&p[i], g[i] * gs, &sq[i], mom ? &mom[i] : &unused, lr, rho, eps, mu, wd);
     }
+}
+
+cnn_status cnn_cpu_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
+{
+    static const char *op = "sgd_update";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    int64_t n = 0;
+    CNN_TRY(cnn_cpu_sgd_check(a, op, &n));
+    cnn_cpu_single_run(a, n, cnn_cpu_sgd_span);
 fail:
+    return st;
+}
+
+cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
+{
+    static const char *op = "adam_update";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    int64_t n = 0;
+    CNN_TRY(cnn_cpu_adam_check(a, op, &n));
+    cnn_cpu_single_run(a, n, cnn_cpu_adam_span);
+fail:
+    return st;
+}
+
+cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
+{
+    static const char *op = "rmsprop_update";
+    cnn_status st = CNN_OK;
+    (void)b;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    int64_t n = 0;
+    CNN_TRY(cnn_cpu_rmsprop_check(a, op, &n));
+    cnn_cpu_single_run(a, n, cnn_cpu_rmsprop_span);
+fail:
+    return st;
+}
+
+/* The checks of one element of a list ("<op> list[i]" names it); *n: its element count. */
+typedef cnn_status (*cnn_cpu_check_fn)(const void *args, const char *op, int64_t *n);
+
+/* "sgd_update_multi list[12]" */
+#define CNN_CPU_ELEMENT_OP_BUF 64
+
+/* The multi entries after their hyperparameter check (core/op_check.c): every element as the per-tensor entry
+ * checks it, then one run over all (nothing is written unless every check passes). */
+static cnn_status cnn_cpu_update_multi(const void *list, size_t size, int n, cnn_cpu_check_fn check,
+                                       cnn_cpu_span_fn span, const char *op, int *failed)
+{
+    cnn_status st = CNN_OK;
+    char name[CNN_CPU_ELEMENT_OP_BUF];
+    int64_t *counts = malloc((size_t)n * sizeof *counts);
+    if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
+    const unsigned char *base = list;
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s list[%d]", op, i);
+        st = check(base + (size_t)i * size, name, &counts[i]);
+        if (st != CNN_OK) {
+            *failed = i;
+            goto fail;
+        }
+    }
+    CNN_TRY(cnn_cpu_multi_run(list, size, counts, n, span, op));
+fail:
+    free(counts);
+    return st;
+}
+
+cnn_status cnn_cpu_sgd_update_multi(cnn_backend *b, const cnn_sgd_args *list, int n, int *failed)
+{
+    static const char *op = "sgd_update_multi";
+    cnn_status st = CNN_OK;
+    int bad = -1;
+    (void)b;
+    CNN_TRY(cnn_sgd_multi_check(list, n, "", op, &bad));
+    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_sgd_check, cnn_cpu_sgd_span, op, &bad));
+fail:
+    if (failed) *failed = bad;
+    return st;
+}
+
+cnn_status cnn_cpu_adam_update_multi(cnn_backend *b, const cnn_adam_args *list, int n, int *failed)
+{
+    static const char *op = "adam_update_multi";
+    cnn_status st = CNN_OK;
+    int bad = -1;
+    (void)b;
+    CNN_TRY(cnn_adam_multi_check(list, n, "", op, &bad));
+    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_adam_check, cnn_cpu_adam_span, op, &bad));
+fail:
+    if (failed) *failed = bad;
+    return st;
+}
+
+cnn_status cnn_cpu_rmsprop_update_multi(cnn_backend *b, const cnn_rmsprop_args *list, int n, int *failed)
+{
+    static const char *op = "rmsprop_update_multi";
+    cnn_status st = CNN_OK;
+    int bad = -1;
+    (void)b;
+    CNN_TRY(cnn_rmsprop_multi_check(list, n, "", op, &bad));
+    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_rmsprop_check, cnn_cpu_rmsprop_span, op, &bad));
+fail:
+    if (failed) *failed = bad;
     return st;
 }
 
@@ -359,6 +544,14 @@ fail:
  * timing) and added in order, so the result is bit-for-bit reproducible. 8K floats is 32 KiB, an L1's worth. */
 #define CNN_CPU_SUMSQ_CHUNK 8192
 
+/* sum of x[i]^2 over [lo, hi), in order, in double: one partial sum */
+static double cnn_cpu_sumsq_span(const float *x, int64_t lo, int64_t hi)
+{
+    double s = 0.0;
+    for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
 cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
 {
     static const char *op = "sum_squares";
@@ -371,9 +564,7 @@ cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
     const int64_t n = cnn_tensor_numel(t);
     const int64_t chunks = (n + CNN_CPU_SUMSQ_CHUNK - 1) / CNN_CPU_SUMSQ_CHUNK;
     if (chunks <= 1) {
-        double s = 0.0;
-        for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-        *out = s;
+        *out = cnn_cpu_sumsq_span(x, 0, n);
         return CNN_OK;
     }
     double *partial = malloc((size_t)chunks * sizeof *partial);
@@ -382,16 +573,66 @@ cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t lo = c * CNN_CPU_SUMSQ_CHUNK;
-        const int64_t hi = lo + CNN_CPU_SUMSQ_CHUNK < n ? lo + CNN_CPU_SUMSQ_CHUNK : n;
-        double s = 0.0;
-        for (int64_t i = lo; i < hi; i++) s += (double)x[i] * x[i];
-        partial[c] = s;
+        partial[c] = cnn_cpu_sumsq_span(x, lo, lo + CNN_CPU_SUMSQ_CHUNK < n ? lo + CNN_CPU_SUMSQ_CHUNK : n);
     }
     double s = 0.0;
     for (int64_t c = 0; c < chunks; c++) s += partial[c];
     free(partial);
     *out = s;
 fail:
+    return st;
+}
+
+/* The chunks of every tensor form one parallel loop; each tensor's partials are then added in order, as
+ * cnn_cpu_sum_squares adds them (a sum of nonnegative terms starting from 0.0 equals its first term). */
+cnn_status cnn_cpu_sum_squares_multi(cnn_backend *b, const cnn_tensor *const *ts, int n, double *out, int *failed)
+{
+    static const char *op = "sum_squares_multi";
+    cnn_status st = CNN_OK;
+    int64_t *counts = NULL, *first = NULL;
+    double *partial = NULL;
+    char name[32];
+    (void)b;
+    if (failed) *failed = -1;
+    if (!ts || !out) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s is NULL", op, ts ? "out" : "ts");
+    if (n < 1) return cnn_error(CNN_ERR_INVALID_ARG, "%s: n is %d; a list has at least 1 element", op, n);
+    counts = malloc((size_t)n * sizeof *counts);
+    if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        out[i] = 0.0;
+        snprintf(name, sizeof name, "ts[%d]", i);
+        st = cnn_cpu_check_f32(ts[i], op, name);
+        if (st != CNN_OK) {
+            if (failed) *failed = i;
+            goto fail;
+        }
+        counts[i] = cnn_tensor_numel(ts[i]);
+        total += counts[i];
+    }
+    CNN_TRY(cnn_cpu_chunks_make(counts, n, CNN_CPU_SUMSQ_CHUNK, &first, op));
+    const int64_t chunks = first[n];
+    partial = malloc((size_t)(chunks ? chunks : 1) * sizeof *partial);
+    if (!partial) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld partial sums", op, (long long)chunks);
+        goto fail;
+    }
+#pragma omp parallel for schedule(static) if (total >= CNN_CPU_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int t = cnn_cpu_chunk_owner(first, n, c);
+        const int64_t lo = (c - first[t]) * CNN_CPU_SUMSQ_CHUNK;
+        const int64_t hi = lo + CNN_CPU_SUMSQ_CHUNK < counts[t] ? lo + CNN_CPU_SUMSQ_CHUNK : counts[t];
+        partial[c] = cnn_cpu_sumsq_span(ts[t]->data, lo, hi);
+    }
+    for (int i = 0; i < n; i++) {
+        double s = 0.0;
+        for (int64_t c = first[i]; c < first[i + 1]; c++) s += partial[c];
+        out[i] = s;
+    }
+fail:
+    free(partial);
+    free(first);
+    free(counts);
     return st;
 }
 

@@ -35,6 +35,10 @@ cnn_status cnn_cuda_sum_squares(cnn_backend *, const cnn_tensor *, double *);
 cnn_status cnn_cuda_scale(cnn_backend *, cnn_tensor *, float);
 cnn_status cnn_cuda_cast(cnn_backend *, cnn_tensor *, const cnn_tensor *);
 cnn_status cnn_cuda_nonfinite(cnn_backend *, const cnn_tensor *const *, int, int *);
+cnn_status cnn_cuda_sgd_update_multi(cnn_backend *, const cnn_sgd_args *, int, int *);
+cnn_status cnn_cuda_adam_update_multi(cnn_backend *, const cnn_adam_args *, int, int *);
+cnn_status cnn_cuda_rmsprop_update_multi(cnn_backend *, const cnn_rmsprop_args *, int, int *);
+cnn_status cnn_cuda_sum_squares_multi(cnn_backend *, const cnn_tensor *const *, int, double *, int *);
 cnn_status cnn_cuda_host_alloc(cnn_backend *, size_t, void **); /* transfer.c */
 void cnn_cuda_host_free(cnn_backend *, void *);
 cnn_status cnn_cuda_write_async(cnn_backend *, cnn_tensor *, const void *, size_t);
@@ -208,6 +212,8 @@ static void cnn_cuda_destroy(cnn_backend *b)
         if (ctx->cublas) cublasDestroy(ctx->cublas);
         if (ctx->cudnn) cudnnDestroy(ctx->cudnn);
         if (ctx->workspace) cudaFree(ctx->workspace);
+        cnn_cuda_table_free(&ctx->opt_table);
+        cnn_cuda_table_free(&ctx->sumsq_table);
         if (ctx->deferred) cudaFreeHost(ctx->deferred);
         if (ctx->nonfinite) cudaFreeHost(ctx->nonfinite);
         if (ctx->copy_done) cudaEventDestroy(ctx->copy_done);
@@ -260,6 +266,10 @@ const cnn_backend_ops cnn_cuda_ops = {
     .host_alloc = cnn_cuda_host_alloc,
     .host_free = cnn_cuda_host_free,
     .write_async = cnn_cuda_write_async,
+    .sgd_update_multi = cnn_cuda_sgd_update_multi,
+    .adam_update_multi = cnn_cuda_adam_update_multi,
+    .rmsprop_update_multi = cnn_cuda_rmsprop_update_multi,
+    .sum_squares_multi = cnn_cuda_sum_squares_multi,
 };
 
 int cnn_cuda_backend_available(void)

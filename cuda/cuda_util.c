@@ -90,6 +90,43 @@ fail:
     return st;
 }
 
+cnn_status cnn_cuda_table_put(cnn_cuda_ctx *ctx, cnn_cuda_table *t, const void *src, size_t bytes, const void **dev,
+                              const char *what)
+{
+    cnn_status st = CNN_OK;
+    *dev = NULL;
+    if (t->bytes == bytes && memcmp(t->host, src, bytes) == 0) {
+        *dev = t->dev;
+        return CNN_OK;
+    }
+    /* the previous upload may not have read t->host yet; the kernels that read t->dev are ordered after it anyway */
+    CNN_CUDA_RT(what, cudaStreamSynchronize, ctx->compute);
+    t->bytes = 0;
+    if (bytes > t->capacity) {
+        void *host = t->host, *old_dev = t->dev;
+        t->host = t->dev = NULL;
+        t->capacity = 0;
+        if (host) CNN_CUDA_RT(what, cudaFreeHost, host);
+        if (old_dev) CNN_CUDA_RT(what, cudaFree, old_dev);
+        CNN_CUDA_RT(what, cudaHostAlloc, &t->host, bytes, cudaHostAllocDefault);
+        CNN_CUDA_RT(what, cudaMalloc, &t->dev, bytes);
+        t->capacity = bytes;
+    }
+    memcpy(t->host, src, bytes);
+    CNN_CUDA_RT(what, cudaMemcpyAsync, t->dev, t->host, bytes, cudaMemcpyHostToDevice, ctx->compute);
+    t->bytes = bytes;
+    *dev = t->dev;
+fail:
+    return st;
+}
+
+void cnn_cuda_table_free(cnn_cuda_table *t)
+{
+    if (t->host && cudaFreeHost(t->host) != cudaSuccess) (void)cudaGetLastError();
+    if (t->dev && cudaFree(t->dev) != cudaSuccess) (void)cudaGetLastError();
+    *t = (cnn_cuda_table){0};
+}
+
 cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx)
 {
     volatile cnn_cuda_deferred *d = ctx->deferred;

@@ -32,6 +32,15 @@
 
 /* ---- the backend context ---- */
 
+/* A table of per-tensor descriptors that a multi-tensor kernel reads (kernels.h), kept in device memory between
+ * calls: training passes the same tensors every step, so the table is uploaded only when its bytes change. */
+typedef struct cnn_cuda_table {
+    void *host;      /* page-locked: the bytes of the latest upload, and its source */
+    void *dev;
+    size_t bytes;    /* of the valid contents; 0: none */
+    size_t capacity; /* of each buffer */
+} cnn_cuda_table;
+
 typedef struct cnn_cuda_ctx {
     int device;
     cudaStream_t compute;    /* every op, transfer and library call runs here, in order */
@@ -49,6 +58,8 @@ typedef struct cnn_cuda_ctx {
     int *nonfinite;          /* host-mapped flag for the finiteness check (mixed precision's loss scaling) */
     int *nonfinite_dev;
     int deterministic;       /* 1: convolution algorithms from cuDNN's heuristics, deterministic ones only */
+    cnn_cuda_table opt_table;   /* the multi-tensor optimizer updates' descriptors */
+    cnn_cuda_table sumsq_table; /* sum_squares_multi's */
 } cnn_cuda_ctx;
 
 extern const cnn_backend_ops cnn_cuda_ops;
@@ -70,6 +81,14 @@ cnn_status cnn_cuda_blas_status(cublasStatus_t s, const char *what, const char *
 
 /* Makes the workspace hold at least `bytes` (waiting for queued work before it frees the old one). */
 cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what);
+
+/* *dev = a device copy of src[0..bytes) (bytes > 0) that the work queued on the compute stream after this call
+ * sees: t's copy when it holds these bytes already, else a new upload into it (which first waits for the compute
+ * stream, since the previous upload may still be reading t->host). */
+cnn_status cnn_cuda_table_put(cnn_cuda_ctx *ctx, cnn_cuda_table *t, const void *src, size_t bytes, const void **dev,
+                              const char *what);
+/* Teardown: frees both buffers, ignoring errors (the backend's destroy). */
+void cnn_cuda_table_free(cnn_cuda_table *t);
 
 /* Errors that kernels recorded since the last check (a label out of range): CNN_OK or the error, once.
  * Call only after the compute stream was synchronized. */

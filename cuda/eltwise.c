@@ -1,5 +1,6 @@
-/* Elementwise ops on the GPU: activations, softmax cross-entropy, the optimizers, fill and casts, dropout, add,
- * scale, sums of squares, finiteness, channel concatenation.
+/* Elementwise ops on the GPU: activations, softmax cross-entropy, the optimizers (per tensor, and over a list of
+ * tensors in one kernel), fill and casts, dropout, add, scale, sums of squares (likewise), finiteness, channel
+ * concatenation.
  *
  * The math lives in core/ew_math.h (shared with the CPU backend) and runs in our kernels (kernels.cu); this file
  * checks the arguments, as the CPU backend does, and queues the kernels on the compute stream. Activation-like
@@ -181,6 +182,46 @@ fail:
     return st;
 }
 
+/* The checks of one update, shared by the per-tensor and the multi entries; *io: the tensor as the kernels see it. */
+static cnn_status cnn_cuda_sgd_check(const cnn_sgd_args *a, cnn_cuda_opt_io *io, const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
+    CNN_TRY(cnn_cuda_check_state(a->velocity, a->momentum != 0.0f, a->param, op, "velocity", a->momentum));
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_adam_check(const cnn_adam_args *a, cnn_cuda_opt_io *io, const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
+    CNN_TRY(cnn_cuda_check_f32(a->m, op, "m"));
+    CNN_TRY(cnn_cuda_check_f32(a->v, op, "v"));
+    CNN_TRY(cnn_cuda_check_same_count(a->m, a->param, op, "m", "param"));
+    CNN_TRY(cnn_cuda_check_same_count(a->v, a->param, op, "v", "param"));
+    if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG,
+                         "cuda %s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
+                         (double)a->bias_correction1, (double)a->bias_correction2);
+fail:
+    return st;
+}
+
+static cnn_status cnn_cuda_rmsprop_check(const cnn_rmsprop_args *a, cnn_cuda_opt_io *io, const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
+    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
+    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
+    CNN_TRY(cnn_cuda_check_state(a->mom, a->momentum != 0.0f, a->param, op, "momentum buffer (mom)", a->momentum));
+    if (!(a->rho >= 0.0f && a->rho < 1.0f))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
+    if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);
+fail:
+    return st;
+}
+
 cnn_status cnn_cuda_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
 {
     static const char *op = "sgd_update";
@@ -188,8 +229,7 @@ cnn_status cnn_cuda_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_opt_io io;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
-    CNN_TRY(cnn_cuda_check_state(a->velocity, a->momentum != 0.0f, a->param, op, "velocity", a->momentum));
+    CNN_TRY(cnn_cuda_sgd_check(a, &io, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cnn_cuda_launch_sgd, ctx->compute, &io, a->momentum != 0.0f ? a->velocity->data : NULL, a->lr,
                 a->momentum, a->weight_decay, a->nesterov);
@@ -204,15 +244,7 @@ cnn_status cnn_cuda_adam_update(cnn_backend *b, const cnn_adam_args *a)
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_opt_io io;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
-    CNN_TRY(cnn_cuda_check_f32(a->m, op, "m"));
-    CNN_TRY(cnn_cuda_check_f32(a->v, op, "v"));
-    CNN_TRY(cnn_cuda_check_same_count(a->m, a->param, op, "m", "param"));
-    CNN_TRY(cnn_cuda_check_same_count(a->v, a->param, op, "v", "param"));
-    if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG,
-                         "cuda %s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
-                         (double)a->bias_correction1, (double)a->bias_correction2);
+    CNN_TRY(cnn_cuda_adam_check(a, &io, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cnn_cuda_launch_adam, ctx->compute, &io, a->m->data, a->v->data, a->lr, a->beta1, a->beta2, a->eps,
                 a->weight_decay, a->decoupled, a->bias_correction1, a->bias_correction2);
@@ -227,17 +259,154 @@ cnn_status cnn_cuda_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_opt_io io;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, &io, op));
-    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
-    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
-    CNN_TRY(cnn_cuda_check_state(a->mom, a->momentum != 0.0f, a->param, op, "momentum buffer (mom)", a->momentum));
-    if (!(a->rho >= 0.0f && a->rho < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
-    if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);
+    CNN_TRY(cnn_cuda_rmsprop_check(a, &io, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cnn_cuda_launch_rmsprop, ctx->compute, &io, a->sq->data,
                 a->momentum != 0.0f ? a->mom->data : NULL, a->lr, a->rho, a->eps, a->momentum, a->weight_decay);
 fail:
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// optimizer updates over a list of tensors: every element checked as the per-tensor entries check it, then one
+// kernel over a table of descriptors (kernels.h), kept on the device while the list stays the same
+
+/* "sgd_update_multi list[12]": the op in the messages about one element */
+#define CNN_CUDA_ELEMENT_OP_BUF 64
+
+/* Tables are compared bytewise with the one on the device (cnn_cuda_table_put): no padding, whose bytes are
+ * unspecified after a struct assignment. */
+_Static_assert(sizeof(cnn_cuda_opt_desc) == 5 * sizeof(void *) + 2 * sizeof(int64_t) + 2 * sizeof(int),
+               "cnn_cuda_opt_desc has padding");
+
+/* Checks one element (`args`, named `op`) and describes it for the kernels. */
+typedef cnn_status (*cnn_cuda_desc_fn)(const void *args, const char *op, cnn_cuda_opt_desc *d);
+
+static cnn_cuda_opt_desc cnn_cuda_desc_of(const cnn_cuda_opt_io *io, void *s1, void *s2)
+{
+    return (cnn_cuda_opt_desc){.param = io->param, .grad = io->grad, .param_lp = io->param_lp, .s1 = s1, .s2 = s2,
+                               .n = io->n, .first = 0, .grad_dt = io->grad_dt, .lp_dt = io->lp_dt};
+}
+
+static cnn_status cnn_cuda_sgd_desc(const void *args, const char *op, cnn_cuda_opt_desc *d)
+{
+    const cnn_sgd_args *a = args;
+    cnn_cuda_opt_io io;
+    cnn_status st = cnn_cuda_sgd_check(a, &io, op);
+    if (st == CNN_OK) *d = cnn_cuda_desc_of(&io, a->momentum != 0.0f ? a->velocity->data : NULL, NULL);
+    return st;
+}
+
+static cnn_status cnn_cuda_adam_desc(const void *args, const char *op, cnn_cuda_opt_desc *d)
+{
+    const cnn_adam_args *a = args;
+    cnn_cuda_opt_io io;
+    cnn_status st = cnn_cuda_adam_check(a, &io, op);
+    if (st == CNN_OK) *d = cnn_cuda_desc_of(&io, a->m->data, a->v->data);
+    return st;
+}
+
+static cnn_status cnn_cuda_rmsprop_desc(const void *args, const char *op, cnn_cuda_opt_desc *d)
+{
+    const cnn_rmsprop_args *a = args;
+    cnn_cuda_opt_io io;
+    cnn_status st = cnn_cuda_rmsprop_check(a, &io, op);
+    if (st == CNN_OK) *d = cnn_cuda_desc_of(&io, a->sq->data, a->momentum != 0.0f ? a->mom->data : NULL);
+    return st;
+}
+
+/* The list (n elements `size` bytes apart) checked and described: on success the device table `*dev` holds
+ * `*count` descriptors (the elements with data) covering `*blocks` blocks; *count == 0 leaves nothing to do.
+ * *failed: the element that failed its check. */
+static cnn_status cnn_cuda_opt_table_put(cnn_backend *b, const void *list, size_t size, int n, cnn_cuda_desc_fn desc,
+                                         const char *op, cnn_cuda_ctx **ctx, const void **dev, int *count,
+                                         int64_t *blocks, int *failed)
+{
+    cnn_status st = CNN_OK;
+    char name[CNN_CUDA_ELEMENT_OP_BUF];
+    *count = 0;
+    *blocks = 0;
+    cnn_cuda_opt_desc *table = malloc((size_t)n * sizeof *table);
+    if (!table) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %d tensors", op, n);
+    const unsigned char *base = list;
+    for (int i = 0; i < n; i++) {
+        cnn_cuda_opt_desc d;
+        snprintf(name, sizeof name, "%s list[%d]", op, i);
+        st = desc(base + (size_t)i * size, name, &d);
+        if (st != CNN_OK) {
+            *failed = i;
+            goto fail;
+        }
+        if (d.n == 0) continue;
+        d.first = *blocks;
+        *blocks += (d.n + CNN_CUDA_MULTI_CHUNK - 1) / CNN_CUDA_MULTI_CHUNK;
+        table[(*count)++] = d;
+    }
+    if (*count > 0) {
+        CNN_TRY(cnn_cuda_enter(b, ctx, op));
+        CNN_TRY(cnn_cuda_table_put(*ctx, &(*ctx)->opt_table, table, (size_t)*count * sizeof *table, dev, op));
+    }
+fail:
+    if (st != CNN_OK) *count = 0;
+    free(table);
+    return st;
+}
+
+cnn_status cnn_cuda_sgd_update_multi(cnn_backend *b, const cnn_sgd_args *list, int n, int *failed)
+{
+    static const char *op = "sgd_update_multi";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    const void *dev = NULL;
+    int bad = -1, count = 0;
+    int64_t blocks = 0;
+    CNN_TRY(cnn_sgd_multi_check(list, n, "cuda ", op, &bad));
+    CNN_TRY(cnn_cuda_opt_table_put(b, list, sizeof *list, n, cnn_cuda_sgd_desc, op, &ctx, &dev, &count, &blocks, &bad));
+    const cnn_sgd_args *a = &list[0]; /* the hyperparameters of every element */
+    if (count > 0)
+        CNN_CUDA_RT(op, cnn_cuda_launch_sgd_multi, ctx->compute, dev, count, blocks, a->grad_scale, a->lr, a->momentum,
+                    a->weight_decay, a->nesterov);
+fail:
+    if (failed) *failed = bad;
+    return st;
+}
+
+cnn_status cnn_cuda_adam_update_multi(cnn_backend *b, const cnn_adam_args *list, int n, int *failed)
+{
+    static const char *op = "adam_update_multi";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    const void *dev = NULL;
+    int bad = -1, count = 0;
+    int64_t blocks = 0;
+    CNN_TRY(cnn_adam_multi_check(list, n, "cuda ", op, &bad));
+    CNN_TRY(cnn_cuda_opt_table_put(b, list, sizeof *list, n, cnn_cuda_adam_desc, op, &ctx, &dev, &count, &blocks, &bad));
+    const cnn_adam_args *a = &list[0];
+    if (count > 0)
+        CNN_CUDA_RT(op, cnn_cuda_launch_adam_multi, ctx->compute, dev, count, blocks, a->grad_scale, a->lr, a->beta1,
+                    a->beta2, a->eps, a->weight_decay, a->decoupled, a->bias_correction1, a->bias_correction2);
+fail:
+    if (failed) *failed = bad;
+    return st;
+}
+
+cnn_status cnn_cuda_rmsprop_update_multi(cnn_backend *b, const cnn_rmsprop_args *list, int n, int *failed)
+{
+    static const char *op = "rmsprop_update_multi";
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    const void *dev = NULL;
+    int bad = -1, count = 0;
+    int64_t blocks = 0;
+    CNN_TRY(cnn_rmsprop_multi_check(list, n, "cuda ", op, &bad));
+    CNN_TRY(cnn_cuda_opt_table_put(b, list, sizeof *list, n, cnn_cuda_rmsprop_desc, op, &ctx, &dev, &count, &blocks,
+                                   &bad));
+    const cnn_rmsprop_args *a = &list[0];
+    if (count > 0)
+        CNN_CUDA_RT(op, cnn_cuda_launch_rmsprop_multi, ctx->compute, dev, count, blocks, a->grad_scale, a->lr, a->rho,
+                    a->eps, a->momentum, a->weight_decay);
+fail:
+    if (failed) *failed = bad;
     return st;
 }
 
@@ -372,6 +541,76 @@ cnn_status cnn_cuda_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out
     *out = s;
 fail:
     free(host);
+    return st;
+}
+
+/* out[i] for the tensors of `table` (count >= 1 of them, `chunks` chunks in all), which are those of ts[0..n) with
+ * elements, in order: one kernel over every chunk, one copy of the partials, one wait; each tensor's partials are
+ * then added in order, as cnn_cuda_sum_squares adds them. */
+static cnn_status cnn_cuda_sum_squares_table(cnn_backend *b, const cnn_cuda_sumsq_desc *table, int count,
+                                             int64_t chunks, const cnn_tensor *const *ts, int n, double *out,
+                                             const char *op)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_ctx *ctx = NULL;
+    const void *dev = NULL;
+    const size_t bytes = (size_t)chunks * sizeof(double);
+    double *host = malloc(bytes);
+    if (!host)
+        return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld partial sums", op, (long long)chunks);
+    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
+    CNN_TRY(cnn_cuda_workspace(ctx, bytes, op));
+    CNN_TRY(cnn_cuda_table_put(ctx, &ctx->sumsq_table, table, (size_t)count * sizeof *table, &dev, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_sum_squares_multi, ctx->compute, dev, count, chunks, ctx->workspace);
+    CNN_CUDA_RT(op, cudaMemcpyAsync, host, ctx->workspace, bytes, cudaMemcpyDeviceToHost, ctx->compute);
+    CNN_CUDA_RT(op, cudaStreamSynchronize, ctx->compute);
+    CNN_TRY(cnn_cuda_check_deferred(ctx));
+    for (int i = 0, d = 0; i < n; i++) {
+        if (cnn_tensor_numel(ts[i]) == 0) continue;
+        const int64_t end = d + 1 < count ? table[d + 1].first : chunks;
+        double s = 0.0;
+        for (int64_t k = table[d].first; k < end; k++) s += host[k];
+        out[i] = s;
+        d++;
+    }
+fail:
+    free(host);
+    return st;
+}
+
+cnn_status cnn_cuda_sum_squares_multi(cnn_backend *b, const cnn_tensor *const *ts, int n, double *out, int *failed)
+{
+    static const char *op = "sum_squares_multi";
+    cnn_status st = CNN_OK;
+    char name[32];
+    if (failed) *failed = -1;
+    if (!ts || !out) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s is NULL", op, ts ? "out" : "ts");
+    if (n < 1) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: n is %d; a list has at least 1 element", op, n);
+    /* zeroed, padding included: the table is compared bytewise with the one on the device (cnn_cuda_table_put) */
+    cnn_cuda_sumsq_desc *table = calloc((size_t)n, sizeof *table);
+    if (!table) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %d tensors", op, n);
+    int count = 0;
+    int64_t chunks = 0;
+    for (int i = 0; i < n; i++) {
+        out[i] = 0.0; /* what an empty tensor keeps */
+        snprintf(name, sizeof name, "ts[%d]", i);
+        st = cnn_cuda_check_float(ts[i], op, name);
+        if (st != CNN_OK) {
+            if (failed) *failed = i;
+            goto fail;
+        }
+        const int64_t k = cnn_tensor_numel(ts[i]);
+        if (k == 0) continue;
+        cnn_cuda_sumsq_desc *d = &table[count++];
+        d->x = ts[i]->data;
+        d->n = k;
+        d->first = chunks;
+        d->dt = ts[i]->dtype;
+        chunks += (k + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
+    }
+    if (count > 0) CNN_TRY(cnn_cuda_sum_squares_table(b, table, count, chunks, ts, n, out, op));
+fail:
+    free(table);
     return st;
 }
 

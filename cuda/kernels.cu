@@ -1,6 +1,6 @@
 // Our CUDA kernels: fill and casts, activations, bias + activation epilogue, column sums (bias gradients), softmax
-// cross-entropy, the optimizers, explicit padding, pooling, dropout, add, concat, sums of squares, finiteness
-// checks and batch normalization.
+// cross-entropy, the optimizers (per tensor, and over a table of tensors in one launch), explicit padding, pooling,
+// dropout, add, concat, sums of squares (likewise), finiteness checks and batch normalization.
 //
 // The math of the elementwise ops is core/ew_math.h, the same functions the CPU backend runs (compiled here as
 // __host__ __device__): this file only schedules them. Activation-like data is f32, f16 or bf16 (a cnn_dtype
@@ -304,38 +304,50 @@ extern "C" cudaError_t cnn_cuda_launch_softmax_xent(cudaStream_t stream, const v
 // ---------------------------------------------------------------------------------------------------------------
 // optimizer updates: the f32 master weights, then their low-precision copy
 
+// One element of each optimizer, for the per-tensor and the multi-tensor kernels alike (the same code, so the same
+// bits): the step on the f32 master, then its low-precision copy.
+static __device__ __forceinline__ void cnn_cuda_sgd_elem(const cnn_cuda_opt_io &io, float *v, int64_t i, float lr,
+                                                         float mu, float wd, int nesterov)
+{
+    float unused = 0.0f; // cnn_sgd_step leaves the velocity alone when mu == 0
+    cnn_sgd_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, v ? &v[i] : &unused, lr, mu, wd, nesterov);
+    if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
+}
+
+static __device__ __forceinline__ void cnn_cuda_adam_elem(const cnn_cuda_opt_io &io, float *m, float *v, int64_t i,
+                                                          float lr, float b1, float b2, float eps, float wd,
+                                                          int decoupled, float bc1, float bc2)
+{
+    cnn_adam_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &m[i], &v[i], lr, b1, b2, eps, wd,
+                  decoupled, bc1, bc2);
+    if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
+}
+
+static __device__ __forceinline__ void cnn_cuda_rmsprop_elem(const cnn_cuda_opt_io &io, float *sq, float *mom,
+                                                             int64_t i, float lr, float rho, float eps, float mu,
+                                                             float wd)
+{
+    float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
+    cnn_rmsprop_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &sq[i], mom ? &mom[i] : &unused, lr,
+                     rho, eps, mu, wd);
+    if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
+}
+
 static __global__ void cnn_cuda_sgd_kernel(cnn_cuda_opt_io io, float *v, float lr, float mu, float wd, int nesterov)
 {
-    CNN_CUDA_GRID_STRIDE(i, io.n)
-    {
-        float unused = 0.0f; // cnn_sgd_step leaves the velocity alone when mu == 0
-        cnn_sgd_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, v ? &v[i] : &unused, lr, mu, wd,
-                     nesterov);
-        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
-    }
+    CNN_CUDA_GRID_STRIDE(i, io.n) cnn_cuda_sgd_elem(io, v, i, lr, mu, wd, nesterov);
 }
 
 static __global__ void cnn_cuda_adam_kernel(cnn_cuda_opt_io io, float *m, float *v, float lr, float b1, float b2,
                                             float eps, float wd, int decoupled, float bc1, float bc2)
 {
-    CNN_CUDA_GRID_STRIDE(i, io.n)
-    {
-        cnn_adam_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &m[i], &v[i], lr, b1, b2, eps, wd,
-                      decoupled, bc1, bc2);
-        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
-    }
+    CNN_CUDA_GRID_STRIDE(i, io.n) cnn_cuda_adam_elem(io, m, v, i, lr, b1, b2, eps, wd, decoupled, bc1, bc2);
 }
 
 static __global__ void cnn_cuda_rmsprop_kernel(cnn_cuda_opt_io io, float *sq, float *mom, float lr, float rho,
                                                float eps, float mu, float wd)
 {
-    CNN_CUDA_GRID_STRIDE(i, io.n)
-    {
-        float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
-        cnn_rmsprop_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &sq[i], mom ? &mom[i] : &unused,
-                         lr, rho, eps, mu, wd);
-        if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
-    }
+    CNN_CUDA_GRID_STRIDE(i, io.n) cnn_cuda_rmsprop_elem(io, sq, mom, i, lr, rho, eps, mu, wd);
 }
 
 extern "C" cudaError_t cnn_cuda_launch_sgd(cudaStream_t stream, const cnn_cuda_opt_io *io, float *velocity, float lr,
@@ -363,6 +375,101 @@ extern "C" cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, const cnn_cu
     if (io->n <= 0) return cudaSuccess;
     cnn_cuda_rmsprop_kernel<<<cnn_cuda_blocks(io->n), kBlock, 0, stream>>>(*io, sq, momentum != 0.0f ? mom : NULL, lr,
                                                                            rho, eps, momentum, weight_decay);
+    return cudaGetLastError();
+}
+
+// The multi-tensor updates: block b works on one chunk of one tensor, found by a binary search of the table.
+
+// The entry of `table` (count >= 1 entries, `first` strictly increasing) whose blocks hold block b: the last with
+// first <= b.
+template <typename Desc>
+static __device__ __forceinline__ const Desc &cnn_cuda_table_owner(const Desc *table, int count, int64_t b)
+{
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        const int mid = lo + (hi - lo + 1) / 2;
+        if (table[mid].first <= b) lo = mid;
+        else hi = mid - 1;
+    }
+    return table[lo];
+}
+
+// This block's tensor as the per-tensor kernels see it, and its chunk [*lo, *hi).
+static __device__ __forceinline__ cnn_cuda_opt_io cnn_cuda_multi_chunk(const cnn_cuda_opt_desc *table, int count,
+                                                                       float grad_scale, float **s1, float **s2,
+                                                                       int64_t *lo, int64_t *hi)
+{
+    const cnn_cuda_opt_desc &d = cnn_cuda_table_owner(table, count, (int64_t)blockIdx.x);
+    *lo = ((int64_t)blockIdx.x - d.first) * CNN_CUDA_MULTI_CHUNK;
+    *hi = *lo + CNN_CUDA_MULTI_CHUNK < d.n ? *lo + CNN_CUDA_MULTI_CHUNK : d.n;
+    *s1 = d.s1;
+    *s2 = d.s2;
+    return cnn_cuda_opt_io{d.param, d.grad, d.grad_dt, d.param_lp, d.lp_dt, d.n, grad_scale};
+}
+
+static __global__ void cnn_cuda_sgd_multi_kernel(const cnn_cuda_opt_desc *table, int count, float gs, float lr,
+                                                 float mu, float wd, int nesterov)
+{
+    float *v, *unused;
+    int64_t lo, hi;
+    const cnn_cuda_opt_io io = cnn_cuda_multi_chunk(table, count, gs, &v, &unused, &lo, &hi);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) cnn_cuda_sgd_elem(io, v, i, lr, mu, wd, nesterov);
+}
+
+static __global__ void cnn_cuda_adam_multi_kernel(const cnn_cuda_opt_desc *table, int count, float gs, float lr,
+                                                  float b1, float b2, float eps, float wd, int decoupled, float bc1,
+                                                  float bc2)
+{
+    float *m, *v;
+    int64_t lo, hi;
+    const cnn_cuda_opt_io io = cnn_cuda_multi_chunk(table, count, gs, &m, &v, &lo, &hi);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+        cnn_cuda_adam_elem(io, m, v, i, lr, b1, b2, eps, wd, decoupled, bc1, bc2);
+}
+
+static __global__ void cnn_cuda_rmsprop_multi_kernel(const cnn_cuda_opt_desc *table, int count, float gs, float lr,
+                                                     float rho, float eps, float mu, float wd)
+{
+    float *sq, *mom;
+    int64_t lo, hi;
+    const cnn_cuda_opt_io io = cnn_cuda_multi_chunk(table, count, gs, &sq, &mom, &lo, &hi);
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+        cnn_cuda_rmsprop_elem(io, sq, mom, i, lr, rho, eps, mu, wd);
+}
+
+// A grid of `blocks` blocks, when it fits in gridDim.x.
+static bool cnn_cuda_multi_grid(int count, int64_t blocks)
+{
+    return count >= 1 && blocks >= 1 && blocks <= 0x7fffffff;
+}
+
+extern "C" cudaError_t cnn_cuda_launch_sgd_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count,
+                                                 int64_t blocks, float grad_scale, float lr, float momentum,
+                                                 float weight_decay, int nesterov)
+{
+    if (!cnn_cuda_multi_grid(count, blocks)) return cudaErrorInvalidValue;
+    cnn_cuda_sgd_multi_kernel<<<(unsigned)blocks, kBlock, 0, stream>>>(table, count, grad_scale, lr, momentum,
+                                                                        weight_decay, nesterov);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_adam_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count,
+                                                  int64_t blocks, float grad_scale, float lr, float beta1, float beta2,
+                                                  float eps, float weight_decay, int decoupled, float bc1, float bc2)
+{
+    if (!cnn_cuda_multi_grid(count, blocks)) return cudaErrorInvalidValue;
+    cnn_cuda_adam_multi_kernel<<<(unsigned)blocks, kBlock, 0, stream>>>(table, count, grad_scale, lr, beta1, beta2,
+                                                                         eps, weight_decay, decoupled, bc1, bc2);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_rmsprop_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count,
+                                                     int64_t blocks, float grad_scale, float lr, float rho, float eps,
+                                                     float momentum, float weight_decay)
+{
+    if (!cnn_cuda_multi_grid(count, blocks)) return cudaErrorInvalidValue;
+    cnn_cuda_rmsprop_multi_kernel<<<(unsigned)blocks, kBlock, 0, stream>>>(table, count, grad_scale, lr, rho, eps,
+                                                                            momentum, weight_decay);
     return cudaGetLastError();
 }
 
@@ -593,11 +700,11 @@ extern "C" cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, void *x, int d
 // ---------------------------------------------------------------------------------------------------------------
 // sum of squares: one block per fixed chunk, a fixed-shape tree in shared memory; finiteness
 
-static __global__ void cnn_cuda_sum_squares_kernel(const void *x, int dt, int64_t n, double *partial)
+// The partial sum of x[lo, hi) (at most one chunk) by this block, in thread 0's *out.
+static __device__ __forceinline__ void cnn_cuda_sum_squares_chunk(const void *x, int dt, int64_t lo, int64_t hi,
+                                                                  double *out)
 {
     __shared__ double s[kBlock];
-    const int64_t lo = (int64_t)blockIdx.x * CNN_CUDA_SUMSQ_CHUNK;
-    const int64_t hi = lo + CNN_CUDA_SUMSQ_CHUNK < n ? lo + CNN_CUDA_SUMSQ_CHUNK : n;
     double acc = 0.0;
     for (int64_t i = lo + threadIdx.x; i < hi; i += kBlock) {
         const double v = ld(x, dt, i);
@@ -609,7 +716,23 @@ static __global__ void cnn_cuda_sum_squares_kernel(const void *x, int dt, int64_
         if (threadIdx.x < half) s[threadIdx.x] += s[threadIdx.x + half];
         __syncthreads();
     }
-    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+    if (threadIdx.x == 0) *out = s[0];
+}
+
+static __global__ void cnn_cuda_sum_squares_kernel(const void *x, int dt, int64_t n, double *partial)
+{
+    const int64_t lo = (int64_t)blockIdx.x * CNN_CUDA_SUMSQ_CHUNK;
+    const int64_t hi = lo + CNN_CUDA_SUMSQ_CHUNK < n ? lo + CNN_CUDA_SUMSQ_CHUNK : n;
+    cnn_cuda_sum_squares_chunk(x, dt, lo, hi, &partial[blockIdx.x]);
+}
+
+static __global__ void cnn_cuda_sum_squares_multi_kernel(const cnn_cuda_sumsq_desc *table, int count,
+                                                         double *partial)
+{
+    const cnn_cuda_sumsq_desc &d = cnn_cuda_table_owner(table, count, (int64_t)blockIdx.x);
+    const int64_t lo = ((int64_t)blockIdx.x - d.first) * CNN_CUDA_SUMSQ_CHUNK;
+    const int64_t hi = lo + CNN_CUDA_SUMSQ_CHUNK < d.n ? lo + CNN_CUDA_SUMSQ_CHUNK : d.n;
+    cnn_cuda_sum_squares_chunk(d.x, d.dt, lo, hi, &partial[blockIdx.x]);
 }
 
 extern "C" cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const void *x, int dt, int64_t n,
@@ -619,6 +742,14 @@ extern "C" cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const vo
     const int64_t chunks = (n + CNN_CUDA_SUMSQ_CHUNK - 1) / CNN_CUDA_SUMSQ_CHUNK;
     if (chunks > 0x7fffffff) return cudaErrorInvalidValue;
     cnn_cuda_sum_squares_kernel<<<(unsigned)chunks, kBlock, 0, stream>>>(x, dt, n, partial);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cnn_cuda_launch_sum_squares_multi(cudaStream_t stream, const cnn_cuda_sumsq_desc *table,
+                                                         int count, int64_t blocks, double *partial)
+{
+    if (!cnn_cuda_multi_grid(count, blocks)) return cudaErrorInvalidValue;
+    cnn_cuda_sum_squares_multi_kernel<<<(unsigned)blocks, kBlock, 0, stream>>>(table, count, partial);
     return cudaGetLastError();
 }
 

@@ -80,6 +80,31 @@ cudaError_t cnn_cuda_launch_adam(cudaStream_t stream, const cnn_cuda_opt_io *io,
 cudaError_t cnn_cuda_launch_rmsprop(cudaStream_t stream, const cnn_cuda_opt_io *io, float *sq, float *mom, float lr,
                                     float rho, float eps, float momentum, float weight_decay);
 
+/* The same steps over a list of tensors in one launch. `table` (device memory) holds `count` descriptors, one per
+ * tensor with elements, in list order; block b of the launch updates elements [(b - first) * CNN_CUDA_MULTI_CHUNK,
+ * + CNN_CUDA_MULTI_CHUNK) of the tensor whose blocks [first, first + ceil(n / CNN_CUDA_MULTI_CHUNK)) hold b, and
+ * `blocks` is the total. Each element is computed as by the per-tensor kernels (the same code), so the results are
+ * the same bits. The hyperparameters are the launch's; s1, s2 are the state: sgd velocity (NULL when momentum is
+ * 0) and unused; adam m and v; rmsprop sq and mom (NULL when momentum is 0). */
+#define CNN_CUDA_MULTI_CHUNK 4096
+typedef struct cnn_cuda_opt_desc {
+    float *param;
+    const void *grad;
+    void *param_lp; /* or NULL */
+    float *s1, *s2;
+    int64_t n;
+    int64_t first;
+    int grad_dt, lp_dt;
+} cnn_cuda_opt_desc;
+cudaError_t cnn_cuda_launch_sgd_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count, int64_t blocks,
+                                      float grad_scale, float lr, float momentum, float weight_decay, int nesterov);
+cudaError_t cnn_cuda_launch_adam_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count, int64_t blocks,
+                                       float grad_scale, float lr, float beta1, float beta2, float eps,
+                                       float weight_decay, int decoupled, float bc1, float bc2);
+cudaError_t cnn_cuda_launch_rmsprop_multi(cudaStream_t stream, const cnn_cuda_opt_desc *table, int count,
+                                          int64_t blocks, float grad_scale, float lr, float rho, float eps,
+                                          float momentum, float weight_decay);
+
 /* Geometry of an NHWC window op (pooling), or of explicit padding. */
 typedef struct cnn_cuda_window {
     int64_t n, h, w, c;   /* input */
@@ -117,6 +142,17 @@ cudaError_t cnn_cuda_launch_scale(cudaStream_t stream, void *x, int dt, int64_t 
  * fixed order, so the partials do not depend on timing; the caller adds them in order. */
 #define CNN_CUDA_SUMSQ_CHUNK 8192
 cudaError_t cnn_cuda_launch_sum_squares(cudaStream_t stream, const void *x, int dt, int64_t n, double *partial);
+/* The same partials for a list of tensors in one launch: `table` (device memory) holds `count` descriptors, one per
+ * tensor with elements; partial[first + k] is chunk k of that tensor, exactly as cnn_cuda_launch_sum_squares
+ * computes it, and `blocks` is the total number of chunks. */
+typedef struct cnn_cuda_sumsq_desc {
+    const void *x;
+    int64_t n;
+    int64_t first;
+    int dt;
+} cnn_cuda_sumsq_desc;
+cudaError_t cnn_cuda_launch_sum_squares_multi(cudaStream_t stream, const cnn_cuda_sumsq_desc *table, int count,
+                                              int64_t blocks, double *partial);
 
 /* *flag = 1 when any of x[0..n) is an infinity or a NaN (left alone otherwise). */
 cudaError_t cnn_cuda_launch_nonfinite(cudaStream_t stream, const void *x, int dt, int64_t n, int *flag);

@@ -1848,6 +1848,201 @@ TEST_F(CudaOps, OptimizersWith16BitGradientsUpdateF32MasterAndItsCopy) {
   }
 }
 
+// The multi-tensor updates: one kernel over a list of tensors of odd sizes (around the kernel's 4096-element chunk,
+// with 1 and 0 elements among them), some with 16-bit gradients and a 16-bit copy and the others f32 without one.
+// Over several steps they give the bits of the per-tensor kernels (the same element code), and match the CPU.
+TEST_F(CudaOps, MultiTensorUpdatesMatchPerTensorKernelsBitForBitAndCpu) {
+  ASSERT_NE(g_cuda->ops->sgd_update_multi, nullptr);
+  ASSERT_NE(g_cuda->ops->adam_update_multi, nullptr);
+  ASSERT_NE(g_cuda->ops->rmsprop_update_multi, nullptr);
+  const std::vector<int64_t> sizes = {4097, 0, 1, 4096, 70001, 3, 4095};
+  const size_t nt = sizes.size();
+  struct Case {
+    const char *name;
+    int which;  // 0 sgd, 1 adam, 2 rmsprop
+    float momentum, wd;
+    int nesterov, decoupled;
+  };
+  const Case cases[] = {{"sgd", 0, 0.0f, 0.0f, 0, 0},       {"sgd nesterov", 0, 0.9f, 5e-4f, 1, 0},
+                        {"adam", 1, 0.0f, 1e-2f, 0, 0},     {"adamw", 1, 0.0f, 1e-2f, 0, 1},
+                        {"rmsprop", 2, 0.0f, 1e-3f, 0, 0},  {"rmsprop momentum", 2, 0.5f, 1e-3f, 0, 0}};
+  const float gscale = 1.0f / 128.0f;  // as with a loss scale of 128
+  const int steps = 4;
+  for (const Case &c : cases) {
+    for (cnn_dtype dt : {CNN_F32, CNN_F16, CNN_BF16}) {
+      SCOPED_TRACE(std::string(c.name) + " " + dt_name(dt));
+      // the tensors at even positions compute in dt (16-bit grad and copy); the others in f32 without a copy
+      auto low = [&](size_t i) { return dt != CNN_F32 && i % 2 == 0; };
+      std::mt19937 rng(38);
+      std::vector<std::vector<float>> p0(nt);
+      std::vector<std::vector<std::vector<float>>> grads(steps, std::vector<std::vector<float>>(nt));
+      for (size_t i = 0; i < nt; i++) p0[i] = random_floats((size_t)sizes[i], rng);
+      for (int s = 0; s < steps; s++)
+        for (size_t i = 0; i < nt; i++) {
+          auto g = random_floats((size_t)sizes[i], rng, -100.0f, 100.0f);
+          grads[s][i] = low(i) ? rounded(g, dt) : g;
+        }
+      // run 0: cuda, one multi call per step; 1: cuda, per tensor; 2: cpu, per tensor (f32 grads holding the
+      // rounded values, no copy)
+      std::vector<std::vector<float>> res[3][3], copy[2];
+      for (int run = 0; run < 3; run++) {
+        cnn_backend *b = run < 2 ? g_cuda : g_cpu;
+        std::vector<std::unique_ptr<DTensor>> p, g, s1, s2, lp;
+        for (size_t i = 0; i < nt; i++) {
+          const bool l = run < 2 && low(i);
+          p.emplace_back(new DTensor(b, {sizes[i]}));
+          g.emplace_back(new DTensor(b, {sizes[i]}, l ? dt : CNN_F32));
+          s1.emplace_back(new DTensor(b, {sizes[i]}));
+          s2.emplace_back(new DTensor(b, {sizes[i]}));
+          lp.emplace_back(new DTensor(b, {sizes[i]}, l ? dt : CNN_F32));
+          p[i]->set(p0[i]);
+          ASSERT_EQ(b->ops->fill(b, s1[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
+          ASSERT_EQ(b->ops->fill(b, s2[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
+        }
+        for (int t = 1; t <= steps; t++) {
+          for (size_t i = 0; i < nt; i++) g[i]->set(grads[t - 1][i]);
+          std::vector<cnn_sgd_args> sl(nt);
+          std::vector<cnn_adam_args> al(nt);
+          std::vector<cnn_rmsprop_args> rl(nt);
+          for (size_t i = 0; i < nt; i++) {
+            cnn_tensor *plp = run < 2 && low(i) ? lp[i]->t() : nullptr;
+            memset(&sl[i], 0, sizeof sl[i]);
+            sl[i].param = p[i]->t(), sl[i].grad = g[i]->t(), sl[i].param_lp = plp;
+            sl[i].velocity = c.momentum != 0.0f ? s1[i]->t() : nullptr;
+            sl[i].lr = 1e-2f, sl[i].momentum = c.momentum, sl[i].weight_decay = c.wd, sl[i].nesterov = c.nesterov;
+            sl[i].grad_scale = gscale;
+            memset(&al[i], 0, sizeof al[i]);
+            al[i].param = p[i]->t(), al[i].grad = g[i]->t(), al[i].param_lp = plp, al[i].m = s1[i]->t();
+            al[i].v = s2[i]->t(), al[i].lr = 1e-2f, al[i].beta1 = 0.9f, al[i].beta2 = 0.999f, al[i].eps = 1e-8f;
+            al[i].weight_decay = c.wd, al[i].decoupled = c.decoupled, al[i].grad_scale = gscale;
+            al[i].bias_correction1 = (float)(1.0 - std::pow(0.9, t));
+            al[i].bias_correction2 = (float)(1.0 - std::pow(0.999, t));
+            memset(&rl[i], 0, sizeof rl[i]);
+            rl[i].param = p[i]->t(), rl[i].grad = g[i]->t(), rl[i].param_lp = plp, rl[i].sq = s1[i]->t();
+            rl[i].mom = c.momentum != 0.0f ? s2[i]->t() : nullptr;
+            rl[i].lr = 1e-3f, rl[i].rho = 0.9f, rl[i].eps = 1e-7f, rl[i].momentum = c.momentum;
+            rl[i].weight_decay = c.wd, rl[i].grad_scale = gscale;
+          }
+          if (run == 0) {
+            int failed = -2;
+            cnn_status st = c.which == 0   ? b->ops->sgd_update_multi(b, sl.data(), (int)nt, &failed)
+                            : c.which == 1 ? b->ops->adam_update_multi(b, al.data(), (int)nt, &failed)
+                                           : b->ops->rmsprop_update_multi(b, rl.data(), (int)nt, &failed);
+            ASSERT_EQ(st, CNN_OK) << cnn_last_error();
+            EXPECT_EQ(failed, -1);
+          } else {
+            for (size_t i = 0; i < nt; i++) {
+              cnn_status st = c.which == 0   ? b->ops->sgd_update(b, &sl[i])
+                              : c.which == 1 ? b->ops->adam_update(b, &al[i])
+                                             : b->ops->rmsprop_update(b, &rl[i]);
+              ASSERT_EQ(st, CNN_OK) << b->name << " tensor " << i << ": " << cnn_last_error();
+            }
+          }
+        }
+        for (size_t i = 0; i < nt; i++) {
+          res[run][0].push_back(p[i]->get());
+          res[run][1].push_back(s1[i]->get());
+          res[run][2].push_back(s2[i]->get());
+          if (run < 2) copy[run].push_back(low(i) ? lp[i]->get() : std::vector<float>());
+          EXPECT_TRUE(p[i]->tail_intact() && s1[i]->tail_intact() && s2[i]->tail_intact() && lp[i]->tail_intact())
+              << b->name << " tensor " << i;
+        }
+      }
+      const char *what[3] = {"param", "first state", "second state"};
+      for (size_t i = 0; i < nt; i++) {
+        if (sizes[i] == 0) continue;
+        SCOPED_TRACE("tensor " + std::to_string(i) + " of " + std::to_string(sizes[i]) + " elements");
+        for (int k = 0; k < 3; k++) {
+          ASSERT_EQ(res[0][k][i].size(), res[1][k][i].size());
+          EXPECT_EQ(memcmp(res[0][k][i].data(), res[1][k][i].data(), res[0][k][i].size() * sizeof(float)), 0)
+              << what[k] << ": the multi kernel differs from the per-tensor kernel";
+          expect_match(res[0][k][i], res[2][k][i], kNmseElementwise, what[k]);
+        }
+        EXPECT_NE(res[0][0][i], p0[i]) << "the parameters did not move";
+        if (!low(i)) continue;
+        ASSERT_EQ(copy[0][i].size(), res[0][0][i].size());
+        EXPECT_EQ(copy[0][i], copy[1][i]) << "16-bit copies of the multi and the per-tensor kernels";
+        for (size_t e = 0; e < copy[0][i].size(); e++)
+          ASSERT_EQ(copy[0][i][e], round_to(res[0][0][i][e], dt)) << "the 16-bit copy of element " << e;
+      }
+    }
+  }
+}
+
+// One reduction over every tensor of a list, any float dtypes mixed: each tensor's sum is the bits of sum_squares
+// on it, matches the CPU, and does not change from call to call, nor when the list (and its cached table) changes.
+TEST_F(CudaOps, SumSquaresMultiMatchesPerTensorAndCpuAndIsReproducible) {
+  ASSERT_NE(g_cuda->ops->sum_squares_multi, nullptr);
+  std::mt19937 rng(39);
+  const std::vector<int64_t> sizes = {8193, 1, 0, 1000003, 8192, 2};
+  const cnn_dtype dts[] = {CNN_F32, CNN_F16, CNN_F32, CNN_F32, CNN_BF16, CNN_F32};
+  const size_t nt = sizes.size();
+  std::vector<std::unique_ptr<DTensor>> ts;
+  std::vector<const cnn_tensor *> list;
+  std::vector<double> want(nt), cpu(nt);
+  for (size_t i = 0; i < nt; i++) {
+    auto x = rounded(random_floats((size_t)sizes[i], rng, -3.0f, 3.0f), dts[i]);
+    ts.emplace_back(new DTensor(g_cuda, {sizes[i]}, dts[i]));
+    ts.back()->set(x);
+    list.push_back(ts.back()->t());
+    ASSERT_EQ(g_cuda->ops->sum_squares(g_cuda, ts.back()->t(), &want[i]), CNN_OK) << cnn_last_error();
+    DTensor c(g_cpu, {sizes[i]});
+    c.set(x);
+    ASSERT_EQ(g_cpu->ops->sum_squares(g_cpu, c.t(), &cpu[i]), CNN_OK) << cnn_last_error();
+  }
+  for (int call = 0; call < 2; call++) {  // the second call finds its table on the device
+    std::vector<double> got(nt, -1.0);
+    int failed = -2;
+    ASSERT_EQ(g_cuda->ops->sum_squares_multi(g_cuda, list.data(), (int)nt, got.data(), &failed), CNN_OK)
+        << cnn_last_error();
+    EXPECT_EQ(failed, -1);
+    for (size_t i = 0; i < nt; i++) {
+      EXPECT_EQ(memcmp(&got[i], &want[i], sizeof(double)), 0)
+          << "call " << call << " tensor " << i << ": " << got[i] << " against sum_squares' " << want[i];
+      EXPECT_NEAR(got[i], cpu[i], 1e-12 * cpu[i]) << "tensor " << i << ": both sum in double";
+    }
+  }
+  std::vector<double> part(nt - 2, -1.0);  // another list: a new table
+  ASSERT_EQ(g_cuda->ops->sum_squares_multi(g_cuda, list.data() + 2, (int)nt - 2, part.data(), nullptr), CNN_OK)
+      << cnn_last_error();
+  for (size_t i = 0; i + 2 < nt; i++) EXPECT_EQ(memcmp(&part[i], &want[i + 2], sizeof(double)), 0) << i;
+  EXPECT_EQ(want[2], 0.0);
+  EXPECT_GT(want[3], 0.0);
+
+  DTensor bad(g_cuda, {4}, CNN_I32);
+  const cnn_tensor *with_bad[3] = {list[0], list[1], bad.t()};
+  int failed = -2;
+  std::vector<double> out(3);
+  expect_error(g_cuda->ops->sum_squares_multi(g_cuda, with_bad, 3, out.data(), &failed), CNN_ERR_UNSUPPORTED,
+               {"sum_squares_multi", "ts[2]", "I32"});
+  EXPECT_EQ(failed, 2);
+  expect_error(g_cuda->ops->sum_squares_multi(g_cuda, with_bad, 0, out.data(), &failed), CNN_ERR_INVALID_ARG,
+               {"n is 0"});
+}
+
+TEST_F(CudaOps, MultiTensorUpdatesRejectMismatchedHyperparametersAndBadElements) {
+  DTensor p0(g_cuda, {5}), g0(g_cuda, {5}), v0(g_cuda, {5}), p1(g_cuda, {7}), g1(g_cuda, {6}, CNN_F16), v1(g_cuda, {7});
+  std::vector<float> start(5, 1.0f);
+  p0.set(start);
+  cnn_sgd_args l[2];
+  memset(l, 0, sizeof l);
+  l[0].param = p0.t(), l[0].grad = g0.t(), l[0].velocity = v0.t();
+  l[1].param = p1.t(), l[1].grad = g1.t(), l[1].velocity = v1.t();
+  for (cnn_sgd_args &a : l) a.lr = 0.1f, a.momentum = 0.9f, a.grad_scale = 1.0f;
+  l[1].momentum = 0.8f;
+  int failed = -2;
+  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_INVALID_ARG,
+               {"cuda sgd_update_multi", "list[1].momentum", "0.8", "0.9"});
+  EXPECT_EQ(failed, 1);
+  l[1].momentum = 0.9f;
+  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_SHAPE,
+               {"cuda sgd_update_multi list[1]", "grad", "(6)", "(7)"});
+  EXPECT_EQ(failed, 1);
+  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, nullptr, 2, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
+  EXPECT_EQ(failed, -1);
+  EXPECT_EQ(p0.get(), start) << "element 0 was updated although element 1 was rejected";
+}
+
 TEST_F(CudaOps, NonfiniteFindsInfinitiesAndNaNsIn16BitAndF32) {
   DTensor a(g_cuda, {1000}, CNN_F16), b(g_cuda, {70000}, CNN_BF16), c(g_cuda, {3});
   std::vector<float> big(1000, 0.5f), small(70000, -2.0f);

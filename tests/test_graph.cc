@@ -580,6 +580,48 @@ TEST(GraphOptimizers, ClippingScalesGradientsToTheGlobalNorm) {
   EXPECT_NEAR(g[1], 0.8, 1e-6);
 }
 
+// The CPU backend updates all parameters with one multi-tensor call: frozen layers stay out of it, and an update
+// or a norm that fails names the parameter it failed on, with no parameter updated.
+TEST(GraphOptimizers, OneCallUpdatesAllButFrozenLayersAndAFailureNamesItsParameter) {
+  Backend be;
+  ASSERT_NE(be.b->ops->adam_update_multi, nullptr);
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text("input 1 1 2\nflatten\ndense 3\ndense 1\n", "f", be.b, 1, &net), CNN_OK);
+  ASSERT_EQ(net->nlayers, 3);  // flatten, dense 3, dense 1
+  cnn_layer *frozen = net->layers[1], *live = net->layers[2];
+  ASSERT_EQ(frozen->nparams, 2);
+  ASSERT_EQ(live->nparams, 2);
+  frozen->frozen = 1;
+  cnn_optimizer *opt = nullptr;
+  const cnn_train_config cfg = config(CNN_OPTIM_ADAM);
+  ASSERT_EQ(cnn_optimizer_create(net, &cfg, &opt), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(opt->nparams, 2);
+  for (cnn_layer *l : {frozen, live})
+    for (int p = 0; p < 2; p++) write(l->params[p].grad, std::vector<float>(cnn_tensor_numel(l->params[p].grad), 1.0f));
+  const std::vector<float> fw = read(frozen->params[0].value), lw = read(live->params[0].value);
+  ASSERT_EQ(cnn_optimizer_step(opt), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(read(frozen->params[0].value), fw);
+  std::vector<float> lw1 = read(live->params[0].value);
+  ASSERT_EQ(lw1.size(), lw.size());
+  for (size_t i = 0; i < lw.size(); i++) EXPECT_NEAR(lw1[i], lw[i] - 0.1f, 1e-6) << i;  // Adam's first step: lr
+
+  cnn_tensor *bad = live->params[1].grad;
+  bad->dtype = CNN_BF16;  // a gradient the CPU backend cannot use
+  EXPECT_EQ(cnn_optimizer_step(opt), CNN_ERR_UNSUPPORTED);
+  std::string msg = cnn_last_error();
+  EXPECT_NE(msg.find(std::string("optimizer update of ") + live->params[1].name), std::string::npos) << msg;
+  EXPECT_EQ(read(live->params[0].value), lw1) << "the weights were updated although their bias's update failed";
+  double norm = -1;
+  EXPECT_EQ(cnn_optimizer_clip(opt, 1.0f, &norm), CNN_ERR_UNSUPPORTED);
+  msg = cnn_last_error();
+  EXPECT_NE(msg.find(std::string("gradient norm of ") + live->params[1].name), std::string::npos) << msg;
+  bad->dtype = CNN_F32;
+  ASSERT_EQ(cnn_optimizer_clip(opt, 1e9f, &norm), CNN_OK) << cnn_last_error();
+  EXPECT_DOUBLE_EQ(norm, 2.0);  // the 4 gradients of 1 of the live layer: 3 weights and 1 bias
+  cnn_optimizer_destroy(opt);
+  cnn_net_destroy(net);
+}
+
 TEST(GraphSchedules, LearningRatesMatchHandComputations) {
   cnn_train_config c = config(CNN_OPTIM_SGD);
   c.lr = 1.0f;

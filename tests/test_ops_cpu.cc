@@ -2098,4 +2098,231 @@ TEST_F(CpuOps, SoftmaxXentRejectsNonPositiveClassWeightsAndBadSmoothing) {
   EXPECT_TRUE(untouched(tloss));
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// multi-tensor optimizer updates and sums of squares
+
+enum class OptKind { kSgd, kAdam, kRmsprop };
+
+struct OptCase {
+  const char *name;
+  OptKind kind;
+  float momentum, wd;
+  int nesterov, decoupled;
+};
+
+const OptCase kOptCases[] = {
+    {"sgd", OptKind::kSgd, 0.0f, 0.0f, 0, 0},
+    {"sgd momentum", OptKind::kSgd, 0.9f, 0.0f, 0, 0},
+    {"sgd nesterov weight decay", OptKind::kSgd, 0.9f, 5e-3f, 1, 0},
+    {"adam L2", OptKind::kAdam, 0.0f, 1e-2f, 0, 0},
+    {"adamw", OptKind::kAdam, 0.0f, 1e-2f, 0, 1},
+    {"rmsprop", OptKind::kRmsprop, 0.0f, 1e-3f, 0, 0},
+    {"rmsprop momentum", OptKind::kRmsprop, 0.5f, 1e-3f, 0, 0},
+};
+
+// Parameters, gradients and two state tensors per size, all on the CPU backend.
+struct OptTensors {
+  std::vector<std::unique_ptr<GTensor>> p, g, s1, s2;
+  OptTensors(const std::vector<int64_t> &sizes, std::mt19937 &rng) {
+    for (int64_t n : sizes) {
+      for (auto *v : {&p, &g, &s1, &s2}) v->emplace_back(new GTensor({n}));
+      p.back()->set(random_floats((size_t)n, rng));
+      s1.back()->set(std::vector<float>((size_t)n, 0.0f));
+      s2.back()->set(std::vector<float>((size_t)n, 0.0f));
+    }
+  }
+  size_t size() const { return p.size(); }
+};
+
+cnn_sgd_args sgd_of(OptTensors &t, size_t i, const OptCase &c) {
+  cnn_sgd_args a;
+  memset(&a, 0, sizeof a);
+  a.param = t.p[i]->t(), a.grad = t.g[i]->t(), a.velocity = c.momentum != 0.0f ? t.s1[i]->t() : nullptr;
+  a.lr = 0.05f, a.momentum = c.momentum, a.weight_decay = c.wd, a.nesterov = c.nesterov, a.grad_scale = 0.5f;
+  return a;
+}
+
+cnn_adam_args adam_of(OptTensors &t, size_t i, const OptCase &c, int step) {
+  cnn_adam_args a;
+  memset(&a, 0, sizeof a);
+  a.param = t.p[i]->t(), a.grad = t.g[i]->t(), a.m = t.s1[i]->t(), a.v = t.s2[i]->t();
+  a.lr = 1e-2f, a.beta1 = 0.9f, a.beta2 = 0.999f, a.eps = 1e-8f, a.weight_decay = c.wd, a.decoupled = c.decoupled;
+  a.bias_correction1 = (float)(1.0 - std::pow(0.9, step)), a.bias_correction2 = (float)(1.0 - std::pow(0.999, step));
+  a.grad_scale = 0.25f;
+  return a;
+}
+
+cnn_rmsprop_args rmsprop_of(OptTensors &t, size_t i, const OptCase &c) {
+  cnn_rmsprop_args a;
+  memset(&a, 0, sizeof a);
+  a.param = t.p[i]->t(), a.grad = t.g[i]->t(), a.sq = t.s1[i]->t(), a.mom = c.momentum != 0.0f ? t.s2[i]->t() : nullptr;
+  a.lr = 1e-2f, a.rho = 0.9f, a.eps = 1e-7f, a.momentum = c.momentum, a.weight_decay = c.wd, a.grad_scale = 2.0f;
+  return a;
+}
+
+// One step (step >= 1) of case c over every tensor of t: one multi call, or one per-tensor call per tensor.
+cnn_status opt_step(cnn_backend *bk, OptTensors &t, const OptCase &c, int step, bool multi, int *failed) {
+  const int n = (int)t.size();
+  if (c.kind == OptKind::kSgd) {
+    std::vector<cnn_sgd_args> list;
+    for (size_t i = 0; i < t.size(); i++) list.push_back(sgd_of(t, i, c));
+    if (multi) return bk->ops->sgd_update_multi(bk, list.data(), n, failed);
+    for (auto &a : list)
+      if (cnn_status st = bk->ops->sgd_update(bk, &a)) return st;
+  } else if (c.kind == OptKind::kAdam) {
+    std::vector<cnn_adam_args> list;
+    for (size_t i = 0; i < t.size(); i++) list.push_back(adam_of(t, i, c, step));
+    if (multi) return bk->ops->adam_update_multi(bk, list.data(), n, failed);
+    for (auto &a : list)
+      if (cnn_status st = bk->ops->adam_update(bk, &a)) return st;
+  } else {
+    std::vector<cnn_rmsprop_args> list;
+    for (size_t i = 0; i < t.size(); i++) list.push_back(rmsprop_of(t, i, c));
+    if (multi) return bk->ops->rmsprop_update_multi(bk, list.data(), n, failed);
+    for (auto &a : list)
+      if (cnn_status st = bk->ops->rmsprop_update(bk, &a)) return st;
+  }
+  return CNN_OK;
+}
+
+bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// Sizes around the chunk of the multi loops (8192) and the parallel threshold, with 1 and 0 elements among them.
+const std::vector<int64_t> kMultiSizes = {1, 17, 0, 8191, 8192, 8193, 3, 40000, 5};
+
+TEST_F(CpuOps, MultiTensorUpdatesAreBitIdenticalToPerTensorCalls) {
+  ASSERT_NE(ops()->sgd_update_multi, nullptr);
+  ASSERT_NE(ops()->adam_update_multi, nullptr);
+  ASSERT_NE(ops()->rmsprop_update_multi, nullptr);
+  const int threads = omp_get_max_threads();
+  for (const OptCase &c : kOptCases) {
+    for (int th : {1, 3}) {
+      SCOPED_TRACE(std::string(c.name) + ", " + std::to_string(th) + " threads");
+      omp_set_num_threads(th);
+      std::mt19937 rng(64), rng2(64);
+      OptTensors one(kMultiSizes, rng), all(kMultiSizes, rng2);  // the same start
+      for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < one.size(); i++) {
+          auto g = random_floats(one.g[i]->numel(), rng);
+          one.g[i]->set(g), all.g[i]->set(g);
+        }
+        ASSERT_EQ(opt_step(b(), one, c, step, false, nullptr), CNN_OK) << cnn_last_error();
+        int failed = -2;
+        ASSERT_EQ(opt_step(b(), all, c, step, true, &failed), CNN_OK) << cnn_last_error();
+        EXPECT_EQ(failed, -1);
+      }
+      for (size_t i = 0; i < one.size(); i++) {
+        SCOPED_TRACE("tensor " + std::to_string(i) + " of " + std::to_string(one.p[i]->numel()) + " elements");
+        EXPECT_TRUE(same_bits(one.p[i]->get(), all.p[i]->get())) << "param";
+        EXPECT_TRUE(same_bits(one.s1[i]->get(), all.s1[i]->get())) << "first state";
+        EXPECT_TRUE(same_bits(one.s2[i]->get(), all.s2[i]->get())) << "second state";
+        EXPECT_TRUE(all.p[i]->guards_intact() && all.s1[i]->guards_intact() && all.s2[i]->guards_intact());
+        if (one.p[i]->numel() > 0) {  // the step did something: a test of two no-ops would pass too
+          std::mt19937 fresh(64);
+          OptTensors start(kMultiSizes, fresh);
+          EXPECT_FALSE(same_bits(start.p[i]->get(), all.p[i]->get()));
+        }
+      }
+    }
+  }
+  omp_set_num_threads(threads);
+}
+
+TEST_F(CpuOps, SumSquaresMultiEqualsEachTensorsSumSquaresBitForBit) {
+  ASSERT_NE(ops()->sum_squares_multi, nullptr);
+  std::mt19937 rng(65);
+  const std::vector<int64_t> sizes = {8193, 1, 0, 1000003, 8192, 2};
+  std::vector<std::unique_ptr<GTensor>> ts;
+  std::vector<const cnn_tensor *> list;
+  for (int64_t n : sizes) {
+    ts.emplace_back(new GTensor({n}));
+    ts.back()->set(random_floats((size_t)n, rng, -3.0f, 3.0f));
+    list.push_back(ts.back()->t());
+  }
+  std::vector<double> want(sizes.size());
+  for (size_t i = 0; i < sizes.size(); i++)
+    ASSERT_EQ(ops()->sum_squares(b(), ts[i]->t(), &want[i]), CNN_OK) << cnn_last_error();
+  const int threads = omp_get_max_threads();
+  for (int th : {1, 2, 3}) {
+    omp_set_num_threads(th);
+    std::vector<double> got(sizes.size(), -1.0);
+    int failed = -2;
+    ASSERT_EQ(ops()->sum_squares_multi(b(), list.data(), (int)list.size(), got.data(), &failed), CNN_OK)
+        << cnn_last_error();
+    EXPECT_EQ(failed, -1);
+    for (size_t i = 0; i < sizes.size(); i++)
+      EXPECT_EQ(memcmp(&got[i], &want[i], sizeof(double)), 0)
+          << "tensor " << i << ", " << th << " threads: " << got[i] << " against " << want[i];
+  }
+  omp_set_num_threads(threads);
+  EXPECT_EQ(want[2], 0.0);
+  EXPECT_GT(want[3], 0.0);
+}
+
+TEST_F(CpuOps, MultiTensorOpsRejectBadListsNamingTheElementAndWriteNothing) {
+  std::mt19937 rng(66);
+  OptTensors t({5, 7, 9}, rng);
+  const auto p0 = t.p[0]->get();
+  const OptCase sgd = kOptCases[2], adam = kOptCases[4], rms = kOptCases[6];
+  std::vector<cnn_sgd_args> s;
+  for (size_t i = 0; i < t.size(); i++) s.push_back(sgd_of(t, i, sgd));
+  int failed = -2;
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 0, &failed), CNN_ERR_INVALID_ARG, {"sgd_update_multi", "n is 0"});
+  EXPECT_EQ(failed, -1);
+  expect_error(ops()->sgd_update_multi(b(), s.data(), -3, nullptr), CNN_ERR_INVALID_ARG, {"n is -3"});
+  expect_error(ops()->sgd_update_multi(b(), nullptr, 3, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
+  s[2].lr = 0.06f;
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2].lr", "0.06"});
+  EXPECT_EQ(failed, 2);
+  s[2] = sgd_of(t, 2, sgd);
+  s[1].nesterov = 0;
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[1].nesterov"});
+  EXPECT_EQ(failed, 1);
+  s[1] = sgd_of(t, 1, sgd);
+  s[1].grad = t.g[2]->t();  // 9 elements for a param of 7
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_SHAPE,
+               {"sgd_update_multi list[1]", "grad", "(9)", "(7)"});
+  EXPECT_EQ(failed, 1);
+  s[1] = sgd_of(t, 1, sgd);
+  s[2].velocity = nullptr;
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "velocity"});
+  EXPECT_EQ(failed, 2);
+  s[2] = sgd_of(t, 2, sgd);
+  s[1].param_lp = t.s2[1]->t();
+  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_UNSUPPORTED, {"list[1]", "param_lp"});
+  EXPECT_EQ(failed, 1);
+
+  std::vector<cnn_adam_args> a;
+  for (size_t i = 0; i < t.size(); i++) a.push_back(adam_of(t, i, adam, 1));
+  a[1].bias_correction2 = 0.5f;
+  expect_error(ops()->adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG,
+               {"adam_update_multi", "list[1].bias_correction2"});
+  EXPECT_EQ(failed, 1);
+  a[1] = adam_of(t, 1, adam, 1);
+  a[2].v = nullptr;
+  expect_error(ops()->adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "v"});
+  EXPECT_EQ(failed, 2);
+
+  std::vector<cnn_rmsprop_args> r;
+  for (size_t i = 0; i < t.size(); i++) r.push_back(rmsprop_of(t, i, rms));
+  r[2].rho = 0.8f;
+  expect_error(ops()->rmsprop_update_multi(b(), r.data(), 3, &failed), CNN_ERR_INVALID_ARG,
+               {"rmsprop_update_multi", "list[2].rho"});
+  EXPECT_EQ(failed, 2);
+  EXPECT_TRUE(same_bits(t.p[0]->get(), p0)) << "an element was updated although the list was rejected";
+
+  GTensor h({4}, CNN_BF16);
+  const cnn_tensor *ts[3] = {t.g[0]->t(), h.t(), t.g[1]->t()};
+  double out[3];
+  expect_error(ops()->sum_squares_multi(b(), ts, 3, out, &failed), CNN_ERR_UNSUPPORTED,
+               {"sum_squares_multi", "ts[1]", "BF16"});
+  EXPECT_EQ(failed, 1);
+  expect_error(ops()->sum_squares_multi(b(), ts, 0, out, &failed), CNN_ERR_INVALID_ARG, {"n is 0"});
+  EXPECT_EQ(failed, -1);
+  expect_error(ops()->sum_squares_multi(b(), nullptr, 3, out, nullptr), CNN_ERR_INVALID_ARG, {"ts is NULL"});
+  expect_error(ops()->sum_squares_multi(b(), ts, 3, nullptr, nullptr), CNN_ERR_INVALID_ARG, {"out is NULL"});
+}
+
 }  // namespace
