@@ -311,7 +311,7 @@ elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
 else
   for prec in ${GPU_CHECK_R50_PRECISIONS:-fp32 tf32 bf16 fp16}; do
     log "cnn bench: ResNet-50, batch 256, cuda, $prec"
-    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
+    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train --optimizer sgd \
         --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
         >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
       V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_$prec.json" | head -1 | awk '{print $2}')
@@ -329,7 +329,7 @@ else
     row "ResNet-50 bf16 per-layer profile" "skipped: $(elapsed) s gone already"
   else
     log "cnn bench: ResNet-50, batch 256, cuda, bf16, per layer"
-    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
+    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train --optimizer sgd \
         --precision bf16 --warmup 2 --iters 3 --repeats 1 --per-layer --json "$OUT_DIR/profile_r50_bf16.json" \
         >"$OUT_DIR/profile_r50_bf16.log" 2>&1; then
       BYTYPE=$(python3 - "$OUT_DIR/profile_r50_bf16.json" <<'PYEOF'
