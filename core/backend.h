@@ -141,6 +141,8 @@ typedef struct cnn_batchnorm_args {
     cnn_plan **plan;
     const cnn_tensor *x;        /* (N, H, W, C) or (N, C): normalized per channel C over all other dims */
     cnn_tensor *y;              /* like x, after the fused activation */
+    const cnn_tensor *residual; /* forward: like x, or NULL: y = act(bn(x) + residual), the residual add of a block
+                                 * fused (the gradient w.r.t. residual is backward's dy itself: nothing to compute) */
     const cnn_tensor *gamma;    /* (C) */
     const cnn_tensor *beta;     /* (C) */
     cnn_tensor *running_mean;   /* (C): training forward updates r = (1 - momentum) r + momentum * batch */

@@ -158,7 +158,7 @@ static cnn_status profile(cnn_net *net, cnn_optimizer *opt, const cnn_bench_conf
         cnn_bench_layer *L = &r->layers[rows];
         if (i < nl) {
             const cnn_layer *l = net->layers[i];
-            if (l->ops->is_view) continue;
+            if (cnn_layer_is_view(l)) continue;
             snprintf(L->name, sizeof L->name, "%s", l->name);
             snprintf(L->type, sizeof L->type, "%s", l->ops->type_name);
             layer_gflop(net, i, net->batch, &L->fwd_gflop, &L->bwd_gflop);

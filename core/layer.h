@@ -47,7 +47,8 @@ typedef struct cnn_layer_ops {
     const char *name_prefix; /* layer names: "conv2d", "conv2d_1", ... */
     /* Checks the input shape, sets l->out and creates the parameters (l->params, l->nparams). */
     cnn_status (*init)(cnn_layer *l);
-    /* y = f(x[0], ..., x[ninputs - 1]). Every tensor has the batch as first dim. */
+    /* y = f(x[0], ..., x[ninputs - 1]). Every tensor has the batch as first dim. A fused batchnorm (cnn_layer.fused)
+     * gets its residual as x[1] here and its gradient target as dx[1] in backward. */
     cnn_status (*forward)(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training);
     /* Given dy (may be overwritten), fills the params' grads and dx[k] for every input k; dx[k] is NULL where
      * no gradient is needed (the network input, or a branch without parameters upstream). */
@@ -80,6 +81,12 @@ struct cnn_layer {
     uint64_t step;         /* training step, set by the network before forward (dropout masks) */
     int frozen;            /* transfer learning: no gradients, no optimizer updates; batchnorm runs in inference
                             * mode (its statistics stay as they are). Frozen layers form a prefix (cnn_net_freeze). */
+    /* The batchnorm + add rewrite (core/net.c, fuse_batchnorm_add) leaves `inputs` as defined (the summary and
+     * transfer learning read them) and records the fusion here. A batchnorm with `fused` also computes the add after
+     * it: y = act(bn(x) + the output of layer fused_src (-1: the network input)), act being the add's. An add with
+     * `fused` is then a view of that batchnorm's output (fused_src: the batchnorm). */
+    int fused;
+    int fused_src;
     cnn_tensor *bufs[CNN_LAYER_MAX_BUFS]; /* layer-owned scratch (pre-activations), grown on demand */
 };
 
@@ -155,6 +162,15 @@ extern const cnn_layer_ops cnn_softmax_layer_ops; /* last layer only: marks the 
 extern const cnn_layer_ops cnn_dropout_layer_ops;
 extern const cnn_layer_ops cnn_add_layer_ops;
 extern const cnn_layer_ops cnn_concat_layer_ops;
+
+/* 1 when the layer's output is another layer's memory: no forward/backward work (flatten, softmax, a fused add). */
+static inline int cnn_layer_is_view(const cnn_layer *l)
+{
+    return l->ops->is_view || (l->fused && l->ops == &cnn_add_layer_ops);
+}
+
+/* The layer whose output a view shows (-1: the network input). */
+static inline int cnn_layer_view_src(const cnn_layer *l) { return l->ops->is_view ? l->inputs[0] : l->fused_src; }
 
 /* Activation names of the model text ("relu", "gelu", ...); NULL for none. */
 const char *cnn_act_name(cnn_act act);

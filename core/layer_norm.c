@@ -41,6 +41,7 @@ static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cn
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
     cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
     a.x = x[0];
+    a.residual = l->fused ? x[1] : NULL;
     a.y = y;
     a.training = training;
     if (!cnn_act_grad_needs_input(l->act)) return b->ops->batchnorm_forward(b, &a);
@@ -65,11 +66,26 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
         CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, y, &scratch));
         prep = &scratch;
     }
-    CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
+    /* ds: the gradient w.r.t. the pre-activation output, which with a residual is also the residual's. Then the
+     * activation's gradient goes straight into the residual's gradient, and batchnorm reads it from there. */
+    cnn_tensor *ds = dy;
+    if (l->fused && dx[1]) {
+        ds = dx[1];
+        if (l->act == CNN_ACT_NONE) {
+            CNN_TRY(b->ops->copy(b, ds, dy));
+        } else {
+            if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
+            cnn_act_args g = {.act = l->act, .alpha = l->act_alpha, .x = prep, .y = (cnn_tensor *)y, .dy = dy,
+                              .dx = ds};
+            CNN_TRY(b->ops->act_backward(b, &g));
+        }
+    } else {
+        CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
+    }
     cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
     a.x = x[0];
     a.y = (cnn_tensor *)y;
-    a.dy = dy;
+    a.dy = ds;
     a.dgamma = l->params[0].grad;
     a.dbeta = l->params[1].grad;
     a.training = 1;

@@ -84,8 +84,18 @@ static cnn_status alloc_batch_tensor(cnn_backend *b, cnn_dtype dtype, const cnn_
 /* The layer whose memory a (chain of) view layer(s) shows; -1: the network input. */
 static int root_of(const cnn_net *net, int i)
 {
-    while (i >= 0 && net->layers[i]->ops->is_view) i = net->layers[i]->inputs[0];
+    while (i >= 0 && cnn_layer_is_view(net->layers[i])) i = cnn_layer_view_src(net->layers[i]);
     return i;
+}
+
+/* The layers whose outputs layer l reads (-1: the network input), in the order its forward gets them: its inputs,
+ * then a fused batchnorm's residual. Returns how many. */
+static int sources_of(const cnn_layer *l, int *src)
+{
+    int n = 0;
+    for (int k = 0; k < l->ninputs; k++) src[n++] = l->inputs[k];
+    if (l->fused && l->ops == &cnn_batchnorm_layer_ops) src[n++] = l->fused_src;
+    return n;
 }
 
 /* Does layer i's output need a gradient: has it, or anything it depends on, parameters? */
@@ -99,10 +109,10 @@ static int needs_grad(const cnn_net *net, int i)
  * the number of scratch buffers layer i needs; fills scratch_of[k] (-1: direct) and marks `written`. */
 static int plan_targets(const cnn_net *net, int i, char *written, int *scratch_of)
 {
-    const cnn_layer *l = net->layers[i];
-    int used = 0;
-    for (int k = 0; k < l->ninputs; k++) {
-        int src = l->inputs[k], r = root_of(net, src);
+    int srcs[CNN_LAYER_MAX_INPUTS], used = 0;
+    const int n = sources_of(net->layers[i], srcs);
+    for (int k = 0; k < n; k++) {
+        int src = srcs[k], r = root_of(net, src);
         scratch_of[k] = -1;
         if (!needs_grad(net, src) || r < 0) continue;
         if (!written[r]) written[r] = 1;
@@ -136,16 +146,17 @@ static cnn_status pool_gradients(cnn_net *net)
     }
     for (int i = 0; i < nl; i++) start[i] = i == last ? nl : -1;
     for (int j = 0; j < nl; j++) {
-        if (net->layers[j]->ops->is_view) continue;
-        for (int k = 0; k < net->layers[j]->ninputs; k++) {
-            int r = root_of(net, net->layers[j]->inputs[k]);
+        int srcs[CNN_LAYER_MAX_INPUTS];
+        if (cnn_layer_is_view(net->layers[j])) continue;
+        for (int k = 0, n = sources_of(net->layers[j], srcs); k < n; k++) {
+            int r = root_of(net, srcs[k]);
             if (r >= 0 && j > start[r]) start[r] = j;
         }
     }
     int nbuf = 0;
     for (int t = nl; t >= 0; t--) /* backward order of first writes */
         for (int i = 0; i < nl; i++) {
-            if (start[i] != t || net->layers[i]->ops->is_view || !net->grads[i]) continue;
+            if (start[i] != t || cnn_layer_is_view(net->layers[i]) || !net->grads[i]) continue;
             int64_t need = cnn_tensor_numel(net->grads[i]);
             int best = -1;
             for (int q = 0; q < nbuf; q++) { /* free: its last reader ran before this gradient's first writer */
@@ -170,7 +181,8 @@ static cnn_status pool_gradients(cnn_net *net)
     }
     for (int i = 0; i < nl; i++) {
         if (!net->grads[i]) continue;
-        if (net->layers[i]->ops->is_view) net->grads[i]->data = net->grads[net->layers[i]->inputs[0]]->data;
+        if (cnn_layer_is_view(net->layers[i]))
+            net->grads[i]->data = net->grads[cnn_layer_view_src(net->layers[i])]->data;
         else net->grads[i]->data = net->gpool[slot[i]]->data;
     }
 fail:
@@ -201,10 +213,10 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     int64_t largest = 0;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        int need = l->nparams > 0 && !l->frozen;
-        for (int j = 0; j < l->ninputs; j++) need |= needs_grad(net, l->inputs[j]);
-        if (l->ops->is_view) {
-            int src = l->inputs[0];
+        int srcs[CNN_LAYER_MAX_INPUTS], need = l->nparams > 0 && !l->frozen;
+        for (int j = 0, ns = sources_of(l, srcs); j < ns; j++) need |= needs_grad(net, srcs[j]);
+        if (cnn_layer_is_view(l)) {
+            int src = cnn_layer_view_src(l);
             CNN_TRY(make_view(src < 0 ? input : net->acts[src], &l->out, n, &net->acts[i]));
             if (src >= 0 && net->grads[src]) CNN_TRY(make_view(net->grads[src], &l->out, n, &net->grads[i]));
         } else {
@@ -219,7 +231,7 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     int last = root_of(net, net->nlayers - 1);
     if (last >= 0) written[last] = 1;
     for (int i = net->nlayers - 1; i >= 0; i--) {
-        if (net->layers[i]->ops->is_view || !net->grads[i]) continue;
+        if (cnn_layer_is_view(net->layers[i]) || !net->grads[i]) continue;
         int used = plan_targets(net, i, written, scratch);
         if (used > most) most = used;
     }
@@ -320,6 +332,35 @@ static void relu_after_maxpool(cnn_net *net)
     }
 }
 
+/* A batchnorm without activation whose output feeds only the two-input add right after it (the end of a residual
+ * block: ResNet's bn3 then add + ReLU) computes the add too: y = act(bn(x) + r) in the pass that normalizes, with
+ * the add's activation, and the add becomes a view of its output. Forward no longer writes bn(x) to read it back
+ * (add) and again (the activation in place); backward no longer copies the add's gradient to the second input: the
+ * activation's gradient goes straight to the shortcut's gradient, and batchnorm reads it from there. Results are
+ * bit for bit the unfused layers': the same float operations in the same order (normalize, + r, act), and nothing
+ * runs between the two layers, so the residual (from an earlier line) is ready and every gradient is summed in the
+ * same order. Only activations whose gradient needs no input: the batchnorm keeps no pre-activation. */
+static void fuse_batchnorm_add(cnn_net *net)
+{
+    for (int i = 1; i < net->nlayers; i++) {
+        cnn_layer *add = net->layers[i], *bn = net->layers[i - 1];
+        if (add->ops != &cnn_add_layer_ops || add->ninputs != 2 || cnn_act_grad_needs_input(add->act)) continue;
+        if (bn->ops != &cnn_batchnorm_layer_ops || bn->act != CNN_ACT_NONE) continue;
+        const int k = add->inputs[0] == i - 1 ? 0 : 1; /* the batchnorm's place among the add's inputs */
+        if (add->inputs[k] != i - 1 || add->inputs[1 - k] == i - 1) continue;
+        int only = 1;
+        for (int j = i + 1; j < net->nlayers && only; j++)
+            for (int q = 0; q < net->layers[j]->ninputs; q++) only &= net->layers[j]->inputs[q] != i - 1;
+        if (!only) continue;
+        bn->fused = add->fused = 1;
+        bn->fused_src = add->inputs[1 - k];
+        add->fused_src = i - 1;
+        bn->act = add->act;
+        bn->act_alpha = add->act_alpha;
+        add->act = CNN_ACT_NONE;
+    }
+}
+
 cnn_status cnn_net_build(cnn_net *net)
 {
     cnn_net_set_seed(net, net->seed);
@@ -348,6 +389,7 @@ cnn_status cnn_net_build(cnn_net *net)
         return cnn_error(CNN_ERR_SHAPE, "%s: the network must end in a flat layer (dense) giving class scores",
                          net->source);
     relu_after_maxpool(net);
+    fuse_batchnorm_add(net); /* after: an add whose ReLU a max-pool took over fuses without it */
     return CNN_OK;
 }
 
@@ -706,9 +748,10 @@ cnn_status cnn_net_forward(cnn_net *net, int training)
     }
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        if (l->ops->is_view) continue;
+        if (cnn_layer_is_view(l)) continue;
         const cnn_tensor *x[CNN_LAYER_MAX_INPUTS];
-        for (int k = 0; k < l->ninputs; k++) x[k] = input_of(net, l->inputs[k]);
+        int srcs[CNN_LAYER_MAX_INPUTS];
+        for (int k = 0, n = sources_of(l, srcs); k < n; k++) x[k] = input_of(net, srcs[k]);
         l->step = net->step;
         double t0 = 0.0, t1;
         cnn_status st = net->prof_fwd ? prof_clock(net, &t0) : CNN_OK;
@@ -821,13 +864,14 @@ cnn_status cnn_net_backward(cnn_net *net)
     if (last >= 0) written[last] = 1; /* the loss wrote it */
     for (int i = net->nlayers - 1; i >= 0; i--) {
         cnn_layer *l = net->layers[i];
-        if (l->ops->is_view || !net->grads[i]) continue;
+        if (cnn_layer_is_view(l) || !net->grads[i]) continue;
         const cnn_tensor *x[CNN_LAYER_MAX_INPUTS];
         cnn_tensor *dx[CNN_LAYER_MAX_INPUTS], scratch[CNN_LAYER_MAX_INPUTS];
-        int scratch_of[CNN_LAYER_MAX_INPUTS];
+        int scratch_of[CNN_LAYER_MAX_INPUTS], srcs[CNN_LAYER_MAX_INPUTS];
+        const int nsrc = sources_of(l, srcs);
         plan_targets(net, i, written, scratch_of);
-        for (int k = 0; k < l->ninputs; k++) {
-            int src = l->inputs[k];
+        for (int k = 0; k < nsrc; k++) {
+            int src = srcs[k];
             x[k] = input_of(net, src);
             dx[k] = needs_grad(net, src) ? net->grads[src] : NULL;
             if (scratch_of[k] >= 0) {
@@ -838,9 +882,9 @@ cnn_status cnn_net_backward(cnn_net *net)
         double t0 = 0.0, t1;
         if (net->prof_bwd) st = prof_clock(net, &t0);
         if (st == CNN_OK) st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
-        for (int k = 0; st == CNN_OK && k < l->ninputs; k++) {
+        for (int k = 0; st == CNN_OK && k < nsrc; k++) {
             if (scratch_of[k] < 0) continue;
-            int r = root_of(net, l->inputs[k]);
+            int r = root_of(net, srcs[k]);
             if (!b->ops->add) {
                 st = cnn_backend_lacks(b, "add");
                 break;

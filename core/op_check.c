@@ -205,10 +205,11 @@ int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_t
     const cnn_tensor *all[CNN_BATCHNORM_MAX_TENSORS] = {
         a->x,           a->gamma,          backward ? NULL : a->beta, a->running_mean, a->running_var,
         a->save_mean,   a->save_invstd,    backward ? NULL : a->y,    backward ? a->dy : NULL,
-        backward ? a->dx : NULL, backward ? a->dgamma : NULL, backward ? a->dbeta : NULL};
+        backward ? a->dx : NULL, backward ? a->dgamma : NULL, backward ? a->dbeta : NULL,
+        backward ? NULL : a->residual};
     static const char *const all_names[CNN_BATCHNORM_MAX_TENSORS] = {
         "x", "gamma", "beta", "running_mean", "running_var", "save_mean", "save_invstd", "y", "dy", "dx", "dgamma",
-        "dbeta"};
+        "dbeta", "residual"};
     int n = 0;
     for (int i = 0; i < CNN_BATCHNORM_MAX_TENSORS; i++) {
         /* x, y and dy are required: listed even when NULL, so that the caller's check names them */
@@ -260,6 +261,7 @@ cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const 
     }
     if (!backward) {
         CNN_TRY(cnn_op_check_like(a->y, a->x, prefix, op, "y", "x"));
+        if (a->residual) CNN_TRY(cnn_op_check_like(a->residual, a->x, prefix, op, "residual", "x"));
         CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
         if (a->training && !(a->momentum >= 0.0f && a->momentum <= 1.0f))
             return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: momentum %g must be in [0, 1]", prefix, op,

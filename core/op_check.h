@@ -53,14 +53,14 @@ cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix,
 
 /* Batch normalization: x (any rank 2..4, channels last), gamma/beta, eps, the running statistics where inference
  * reads them or training forward updates them, the saved statistics where training backward reads them; forward
- * also y, the fused activation and the momentum; backward dy, dx, dgamma and dbeta (those present). Returns M (rows)
+ * also y, the residual (when given), the fused activation and the momentum; backward dy, dx, dgamma and dbeta (those present). Returns M (rows)
  * and C (channels). Every tensor it looks at must already be known to be on the backend, in f32: the caller checks
  * that for the tensors cnn_batchnorm_tensors lists. */
 cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const char *prefix, const char *op,
                                int64_t *m, int64_t *c);
 /* The tensors of a batchnorm call (direction `backward`) that are present, with their names, for the backend's own
  * checks; returns how many (at most CNN_BATCHNORM_MAX_TENSORS). */
-#define CNN_BATCHNORM_MAX_TENSORS 12
+#define CNN_BATCHNORM_MAX_TENSORS 13
 int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_tensor **ts, const char **names);
 
 /* Channel concatenation: n, the parts (xs forward; dxs, or xs where a dx is NULL, backward) against the whole (y or

@@ -2,8 +2,9 @@
  *
  * x is (N, H, W, C) or (N, C) (any rank 2..4): channel c is the last dim, and the statistics run over the
  * M = numel / C rows before it. Training normalizes with the biased batch variance and updates the running
- * statistics with the unbiased one; inference normalizes with the running statistics. An activation whose
- * gradient needs no input is applied in the same pass; backward takes dy w.r.t. the pre-activation output.
+ * statistics with the unbiased one; inference normalizes with the running statistics. A residual (the add that
+ * ends a residual block) and an activation whose gradient needs no input are applied in the same pass; backward
+ * takes dy w.r.t. the pre-activation output (which is also the residual's gradient).
  *
  * Why not oneDNN's batch normalization: its NHWC forward needs a separate pass for any activation other than
  * ReLU anyway, it does not update running statistics (and has no unbiased variance), and these loops are memory
@@ -145,13 +146,15 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
         }
     }
     float *y = a->y->data;
+    const float *res = a->residual ? a->residual->data : NULL;
     const cnn_act act = a->act;
     const float alpha = a->act_alpha;
 #pragma omp parallel if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
     {
         int64_t lo, hi;
         cnn_cpu_span_range(m, &lo, &hi);
-        cnn_cpu_affine_act_rows(act, alpha, x + lo * c, y + lo * c, center, scale, shift, hi - lo, c);
+        cnn_cpu_affine_act_rows(act, alpha, x + lo * c, res ? res + lo * c : NULL, y + lo * c, center, scale, shift,
+                                hi - lo, c);
     }
 fail:
     free(mean);

@@ -47,10 +47,25 @@ static inline void cnn_cpu_act_grad_y_span(cnn_act act, float alpha, const float
     CNN_CPU_ACT_CASES(act, for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_y(K_ACT, alpha, y[i], dy[i]))
 }
 
-/* Rows of (rows, c): y = act((x - center[j]) * scale[j] + shift[j]) per channel j (batchnorm's normalization). */
-static inline void cnn_cpu_affine_act_rows(cnn_act act, float alpha, const float *x, float *y, const float *center,
-                                           const float *scale, const float *shift, int64_t rows, int64_t c)
+/* Rows of (rows, c): y = act((x - center[j]) * scale[j] + shift[j]) per channel j (batchnorm's normalization), or
+ * with res (rows, c) not NULL y = act(((x - center[j]) * scale[j] + shift[j]) + res): the residual add of a block,
+ * rounded as a separate add of the normalized value would be. */
+static inline void cnn_cpu_affine_act_rows(cnn_act act, float alpha, const float *x, const float *res, float *y,
+                                           const float *center, const float *scale, const float *shift, int64_t rows,
+                                           int64_t c)
 {
+    if (res) {
+        CNN_CPU_ACT_CASES(act, for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * c;
+            const float *rr = res + r * c;
+            float *yr = y + r * c;
+            for (int64_t j = 0; j < c; j++) {
+                const float v = (xr[j] - center[j]) * scale[j] + shift[j];
+                yr[j] = cnn_act_apply(K_ACT, alpha, v + rr[j]);
+            }
+        })
+        return;
+    }
     CNN_CPU_ACT_CASES(act, for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * c;
         float *yr = y + r * c;

@@ -1,7 +1,15 @@
 /* Batch normalization on the GPU with PyTorch's semantics, as our own kernels (kernels.cu), with the CPU
  * backend's expressions (cpu/batchnorm.c): per-channel sums in double over fixed row chunks (deterministic, no
- * atomics), two passes for the variance, the unbiased variance for the running statistics, and an activation
- * whose gradient needs no input applied in the same pass.
+ * atomics), the unbiased variance for the running statistics, and a residual (the add that ends a residual block)
+ * and an activation whose gradient needs no input applied in the same pass.
+ *
+ * Training forward reads x twice: once for the statistics, once to normalize. The statistics pass sums d = x - k
+ * and d^2 together in double, k being the channel's value in x's first row; then mean = k + sum d / m and
+ * var = sum d^2 / m - (sum d / m)^2, clamped at 0. The subtraction cancels about log2(1 + (mean - k)^2 / var) of
+ * the 53 bits of a double: even at |mean - k| = 10^4 std some 26 bits remain, more than the f32 result keeps.
+ * Unshifted (k = 0) the same bound holds with |mean| / std, so double accumulation alone is safe unless that ratio
+ * is astronomically large; the shift (Chan, Golub & LeVeque 1983, as the CPU backend does) ties the bound to how
+ * far the first row lies from the mean instead, for one extra load per column and chunk.
  *
  * Why our own kernels rather than cuDNN's batch normalization: they run exactly the CPU backend's expressions
  * with reductions in a fixed order (deterministic), fuse every activation whose gradient needs no input (cuDNN's
@@ -14,7 +22,7 @@
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
 
-/* Per-channel scratch after the partial sums: 3 arrays of doubles (forward: mean, sum, centered squares;
+/* Per-channel scratch after the partial sums: 3 arrays of doubles (forward: the shifted sum and sum of squares;
  * backward: center, sum of dy, sum of dy (x - center)), then 5 of floats (forward: scale, shift, center;
  * backward: invstd and the 4 x c dx coefficients). */
 #define CNN_CUDA_BN_DOUBLES 3
@@ -43,8 +51,8 @@ fail:
     return st;
 }
 
-/* Every tensor present is a CUDA tensor, x, y, dy and dx of one float dtype and the per-channel ones F32; then the
- * shapes and parameters (core/op_check.c). */
+/* Every tensor present is a CUDA tensor, x, y, residual, dy and dx of one float dtype and the per-channel ones F32;
+ * then the shapes and parameters (core/op_check.c). */
 static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
 {
     cnn_status st = CNN_OK;
@@ -54,7 +62,8 @@ static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, i
     CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
     for (int i = 0; i < n; i++) {
         const char *nm = names[i];
-        if (!strcmp(nm, "x") || !strcmp(nm, "y") || !strcmp(nm, "dy") || !strcmp(nm, "dx")) {
+        if (!strcmp(nm, "x") || !strcmp(nm, "y") || !strcmp(nm, "residual") || !strcmp(nm, "dy") ||
+            !strcmp(nm, "dx")) {
             CNN_TRY(cnn_cuda_check_float(ts[i], op, nm));
             CNN_TRY(cnn_cuda_check_dtype(ts[i], a->x->dtype, op, nm, "x"));
         } else {
@@ -80,25 +89,20 @@ cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *
     if (m * c == 0) return CNN_OK;
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
-    double *mean = s.d0, *sum = s.d1, *sq = s.d2;
+    double *sum = s.d0, *sq = s.d1; /* of x shifted by its first row */
     float *scale = s.f, *shift = s.f + c, *center = s.f + 2 * c;
     const void *x = a->x->data;
     const int dt = a->x->dtype;
-    if (a->training) {
-        /* two passes (mean, then centered squares): no cancellation when |mean| >> std */
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SUM, x, NULL, dt, NULL, m, c, sum, NULL,
-                    s.partial);
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_mean, ctx->compute, sum, m, c, mean);
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_CENTERED, x, NULL, dt, mean, m, c, sq,
-                    NULL, s.partial);
-    }
+    if (a->training)
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SHIFTED_MOMENTS, x, NULL, dt, NULL, m, c,
+                    sum, sq, s.partial);
     float *rm = cnn_cuda_bn_data(a->running_mean), *rv = cnn_cuda_bn_data(a->running_var);
-    CNN_CUDA_RT(op, cnn_cuda_launch_bn_forward_coef, ctx->compute, a->training, mean, sq, m, c, rm, rv,
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_forward_coef, ctx->compute, a->training, x, dt, sum, sq, m, c, rm, rv,
                 cnn_cuda_bn_data(a->gamma), cnn_cuda_bn_data(a->beta), a->eps, a->momentum, a->training ? rm : NULL,
                 a->training ? rv : NULL, cnn_cuda_bn_data(a->save_mean), cnn_cuda_bn_data(a->save_invstd), scale,
                 shift, center);
-    CNN_CUDA_RT(op, cnn_cuda_launch_bn_apply, ctx->compute, x, a->y->data, dt, m, c, center, scale, shift, a->act,
-                a->act_alpha);
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_apply, ctx->compute, x, a->residual ? a->residual->data : NULL, a->y->data,
+                dt, m, c, center, scale, shift, a->act, a->act_alpha);
 fail:
     return st;
 }

@@ -808,14 +808,13 @@ static __global__ void cnn_cuda_bn_partial_kernel(int mode, const void *x, const
     const int64_t r1 = r0 + rows_per_chunk < m ? r0 + rows_per_chunk : m;
     double a = 0.0, b = 0.0;
     if (col < c) {
-        const double ctr = mode == CNN_CUDA_BN_SUM ? 0.0 : center[col];
+        const double ctr = mode == CNN_CUDA_BN_SHIFTED_MOMENTS ? (double)ld(x, dt, col) : center[col];
         for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) {
             const float v = ld(x, dt, r * c + col);
-            if (mode == CNN_CUDA_BN_SUM) {
-                a += v;
-            } else if (mode == CNN_CUDA_BN_CENTERED) {
+            if (mode == CNN_CUDA_BN_SHIFTED_MOMENTS) {
                 const double d = (double)v - ctr;
-                a += d * d;
+                a += d;
+                b += d * d;
             } else {
                 const float g = ld(dy, dt, r * c + col);
                 a += g;
@@ -848,7 +847,7 @@ static __global__ void cnn_cuda_bn_final_kernel(const double *partial, int64_t c
             t2 += partial[k * 2 * c + c + col];
         }
         s1[col] = t1;
-        if (s2) s2[col] = t2;
+        s2[col] = t2;
     }
 }
 
@@ -861,7 +860,7 @@ extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, 
     if (c <= 0) return cudaSuccess;
     if (m <= 0) {
         cudaError_t e = cudaMemsetAsync(s1, 0, (size_t)c * sizeof(double), stream);
-        if (e != cudaSuccess || !s2) return e;
+        if (e != cudaSuccess) return e;
         return cudaMemsetAsync(s2, 0, (size_t)c * sizeof(double), stream);
     }
     const int64_t per = cnn_cuda_col_chunk_rows(m);
@@ -875,32 +874,22 @@ extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, 
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_mean_kernel(const double *s1, int64_t m, int64_t c, double *mean)
-{
-    CNN_CUDA_GRID_STRIDE(j, c) mean[j] = s1[j] / (double)m;
-}
-
-extern "C" cudaError_t cnn_cuda_launch_bn_mean(cudaStream_t stream, const double *s1, int64_t m, int64_t c,
-                                               double *mean_out)
-{
-    if (c <= 0) return cudaSuccess;
-    cnn_cuda_bn_mean_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(s1, m, c, mean_out);
-    return cudaGetLastError();
-}
-
-static __global__ void cnn_cuda_bn_forward_coef_kernel(int training, const double *mean_in, const double *s2,
-                                                       int64_t m, int64_t c, const float *running_mean_in,
-                                                       const float *running_var_in, const float *gamma,
-                                                       const float *beta, float eps, float momentum,
-                                                       float *running_mean, float *running_var, float *save_mean,
-                                                       float *save_invstd, float *scale, float *shift, float *center)
+static __global__ void cnn_cuda_bn_forward_coef_kernel(int training, const void *x, int dt, const double *s1,
+                                                       const double *s2, int64_t m, int64_t c,
+                                                       const float *running_mean_in, const float *running_var_in,
+                                                       const float *gamma, const float *beta, float eps,
+                                                       float momentum, float *running_mean, float *running_var,
+                                                       float *save_mean, float *save_invstd, float *scale,
+                                                       float *shift, float *center)
 {
     CNN_CUDA_GRID_STRIDE(j, c)
     {
         double mean, var;
         if (training) {
-            mean = mean_in[j];
-            var = s2[j] / (double)m; // biased: what normalizes
+            // the moments of x shifted by its first row (cnn_cuda_bn_partial_kernel); biased: what normalizes
+            const double d = s1[j] / (double)m, v = s2[j] / (double)m - d * d;
+            mean = (double)ld(x, dt, j) + d;
+            var = v > 0.0 ? v : 0.0;
         } else {
             mean = running_mean_in[j];
             var = running_var_in[j];
@@ -920,8 +909,8 @@ static __global__ void cnn_cuda_bn_forward_coef_kernel(int training, const doubl
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const double *mean,
-                                                       const double *s2, int64_t m, int64_t c,
+extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const void *x, int dt,
+                                                       const double *s1, const double *s2, int64_t m, int64_t c,
                                                        const float *running_mean_in, const float *running_var_in,
                                                        const float *gamma, const float *beta, float eps,
                                                        float momentum, float *running_mean, float *running_var,
@@ -930,30 +919,32 @@ extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int 
 {
     if (c <= 0) return cudaSuccess;
     cnn_cuda_bn_forward_coef_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(
-        training, mean, s2, m, c, running_mean_in, running_var_in, gamma, beta, eps, momentum, running_mean,
+        training, x, dt, s1, s2, m, c, running_mean_in, running_var_in, gamma, beta, eps, momentum, running_mean,
         running_var, save_mean, save_invstd, scale, shift, center);
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_apply_kernel(const void *x, void *y, int dt, int64_t m, int64_t c,
-                                                const float *center, const float *scale, const float *shift,
-                                                cnn_act act, float alpha)
+static __global__ void cnn_cuda_bn_apply_kernel(const void *x, const void *res, void *y, int dt, int64_t m,
+                                                int64_t c, const float *center, const float *scale,
+                                                const float *shift, cnn_act act, float alpha)
 {
     const int64_t n = m * c;
     CNN_CUDA_GRID_STRIDE(i, n)
     {
         const int64_t j = i % c;
-        st(y, dt, i, cnn_act_apply(act, alpha, (ld(x, dt, i) - center[j]) * scale[j] + shift[j]));
+        float v = (ld(x, dt, i) - center[j]) * scale[j] + shift[j];
+        if (res) v += ld(res, dt, i);
+        st(y, dt, i, cnn_act_apply(act, alpha, v));
     }
 }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, void *y, int dt, int64_t m,
-                                                int64_t c, const float *center, const float *scale,
+extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, const void *res, void *y, int dt,
+                                                int64_t m, int64_t c, const float *center, const float *scale,
                                                 const float *shift, cnn_act act, float alpha)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, y, dt, m, c, center, scale, shift,
-                                                                            act, alpha);
+    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, res, y, dt, m, c, center, scale,
+                                                                            shift, act, alpha);
     return cudaGetLastError();
 }
 

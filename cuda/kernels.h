@@ -163,33 +163,32 @@ cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, void *whole, void *
                                         int64_t whole_cols, int64_t part_cols, int64_t at, int to_whole);
 
 /* Batch normalization over the rows of x (m, c) (dt), per channel, in double:
- *   mode SUM:       s1 = sum x
- *   mode CENTERED:  s1 = sum (x - center)^2
- *   mode GRAD:      s1 = sum dy, s2 = sum dy (x - center)
- * `partial` holds cnn_cuda_bn_scratch(m, c) doubles; s2 may be NULL except for GRAD. The chunking is fixed by
- * m alone, so results do not depend on timing. */
-enum { CNN_CUDA_BN_SUM = 0, CNN_CUDA_BN_CENTERED, CNN_CUDA_BN_GRAD };
+ *   mode SHIFTED_MOMENTS:  s1 = sum (x - k), s2 = sum (x - k)^2 with k = x's first row (center unused)
+ *   mode GRAD:             s1 = sum dy, s2 = sum dy (x - center)
+ * `partial` holds cnn_cuda_bn_scratch(m, c) doubles. The chunking is fixed by m alone, so results do not depend
+ * on timing. */
+enum { CNN_CUDA_BN_SHIFTED_MOMENTS = 0, CNN_CUDA_BN_GRAD };
 int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c);
 cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy, int dt,
                                       const double *center, int64_t m, int64_t c, double *s1, double *s2,
                                       double *partial);
 
 /* Per-channel forward coefficients (one thread per channel), the CPU backend's expressions:
- *   training: mean (from cnn_cuda_launch_bn_mean) and var = s2 / m; inference: running_mean/var.
+ *   training: from the SHIFTED_MOMENTS sums s1, s2 of x (dt), mean = k + s1 / m and the biased
+ *   var = max(s2 / m - (s1 / m)^2, 0); inference: running_mean/var (x, s1 and s2 unused).
  *   invstd = 1 / sqrt(var + eps); scale = gamma * invstd; shift = beta; center = mean (float).
  *   training also writes save_mean/save_invstd (when not NULL) and updates the running statistics (when not NULL)
  *   with the unbiased variance. All f32. */
-cudaError_t cnn_cuda_launch_bn_mean(cudaStream_t stream, const double *s1, int64_t m, int64_t c, double *mean_out);
-cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const double *mean, const double *s2,
-                                            int64_t m, int64_t c, const float *running_mean_in,
-                                            const float *running_var_in, const float *gamma, const float *beta,
-                                            float eps, float momentum, float *running_mean, float *running_var,
-                                            float *save_mean, float *save_invstd, float *scale, float *shift,
-                                            float *center);
-/* y = act((x - center[c]) * scale[c] + shift[c]) over (m, c) */
-cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, void *y, int dt, int64_t m, int64_t c,
-                                     const float *center, const float *scale, const float *shift, cnn_act act,
-                                     float alpha);
+cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int training, const void *x, int dt,
+                                            const double *s1, const double *s2, int64_t m, int64_t c,
+                                            const float *running_mean_in, const float *running_var_in,
+                                            const float *gamma, const float *beta, float eps, float momentum,
+                                            float *running_mean, float *running_var, float *save_mean,
+                                            float *save_invstd, float *scale, float *shift, float *center);
+/* y = act((x - center[c]) * scale[c] + shift[c] + res) over (m, c); res (dt) may be NULL */
+cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, const void *res, void *y, int dt, int64_t m,
+                                     int64_t c, const float *center, const float *scale, const float *shift,
+                                     cnn_act act, float alpha);
 /* Backward: center (double) and invstd from the saved batch statistics (training) or the running ones. */
 cudaError_t cnn_cuda_launch_bn_backward_stats(cudaStream_t stream, int training, const float *save_mean,
                                               const float *save_invstd, const float *running_mean,

@@ -1629,6 +1629,68 @@ TEST_F(CudaOps, Pool2dIn16BitMatchesCpu) {
   EXPECT_GE(tested, 8) << "too few pooling cases were small enough";
 }
 
+// Batchnorm with the residual add fused (y = act(bn(x) + r), what a residual block's last batchnorm computes after
+// the graph rewrite), in f32, f16 and bf16, against the CPU in f32 on the rounded inputs; the statistics of the
+// one-pass (shifted moments) variance against the CPU's too, with means far from zero, where a plain
+// E[x^2] - E[x]^2 in float would lose them.
+TEST_F(CudaOps, BatchnormWithResidualMatchesCpuInEveryDtype) {
+  std::mt19937 rng(35);
+  struct ResCase {
+    std::vector<int64_t> shape;
+    bool training;
+    cnn_act act;
+    float shift;
+  };
+  const ResCase cases[] = {
+      {{4, 6, 6, 20}, true, CNN_ACT_RELU, 0.0f},       {{4, 6, 6, 20}, false, CNN_ACT_RELU, 0.0f},
+      {{8, 14, 14, 64}, true, CNN_ACT_NONE, 20.0f},    {{3, 5, 5, 130}, true, CNN_ACT_LEAKY_RELU, 0.0f},
+      {{16, 7, 7, 256}, true, CNN_ACT_RELU, 1000.0f},  {{7, 33}, true, CNN_ACT_ELU, -5.0f},
+  };
+  for (cnn_dtype dt : {CNN_F32, CNN_F16, CNN_BF16}) {
+    for (const ResCase &rc : cases) {
+      // 16-bit x near 1000 keeps no fraction at all: the large shift is an f32 case
+      if (dt != CNN_F32 && rc.shift > 100.0f) continue;
+      const int64_t c = rc.shape.back();
+      int64_t n = 1;
+      for (int64_t d : rc.shape) n *= d;
+      SCOPED_TRACE(std::string(dt_name(dt)) + " x of " + std::to_string(n) + " values, C " + std::to_string(c) +
+                   (rc.training ? " training" : " inference") + " act " + std::to_string((int)rc.act) + " shift " +
+                   std::to_string(rc.shift));
+      const double bound = dt == CNN_F32 ? kNmseElementwise : lp_bound(dt);
+      auto x = rounded(random_floats((size_t)n, rng, rc.shift - 2.0f, rc.shift + 2.0f), dt);
+      auto r = rounded(random_floats((size_t)n, rng, -1.5f, 1.5f), dt);
+      auto gamma = random_floats((size_t)c, rng, 0.5f, 1.5f), beta = random_floats((size_t)c, rng);
+      auto rmean = random_floats((size_t)c, rng, rc.shift - 0.5f, rc.shift + 0.5f);
+      auto rvar = random_floats((size_t)c, rng, 0.5f, 2.0f);
+      const float alpha = rc.act == CNN_ACT_LEAKY_RELU ? 0.2f : 1.0f;
+      // outputs: y, running mean, running var, save mean, save invstd
+      std::vector<float> res[2][5];
+      cnn_backend *bs[2] = {g_cuda, g_cpu};
+      for (int k = 0; k < 2; k++) {
+        const cnn_dtype d = k == 0 ? dt : CNN_F32;
+        DTensor tx(bs[k], rc.shape, d), tr(bs[k], rc.shape, d), ty(bs[k], rc.shape, d);
+        DTensor tg(bs[k], {c}), tb(bs[k], {c}), trm(bs[k], {c}), trv(bs[k], {c}), tsm(bs[k], {c}), tsi(bs[k], {c});
+        tx.set(x), tr.set(r), tg.set(gamma), tb.set(beta), trm.set(rmean), trv.set(rvar);
+        cnn_batchnorm_args a;
+        memset(&a, 0, sizeof a);
+        a.x = tx.t(), a.residual = tr.t(), a.y = ty.t(), a.gamma = tg.t(), a.beta = tb.t();
+        a.running_mean = trm.t(), a.running_var = trv.t();
+        a.save_mean = rc.training ? tsm.t() : nullptr, a.save_invstd = rc.training ? tsi.t() : nullptr;
+        a.momentum = 0.1f, a.eps = 1e-5f, a.training = rc.training, a.act = rc.act, a.act_alpha = alpha;
+        ASSERT_EQ(bs[k]->ops->batchnorm_forward(bs[k], &a), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
+        res[k][0] = ty.get(), res[k][1] = trm.get(), res[k][2] = trv.get();
+        if (rc.training) res[k][3] = tsm.get(), res[k][4] = tsi.get();
+        for (DTensor *t : {&tx, &tr, &ty, &trm, &trv, &tsm, &tsi}) EXPECT_TRUE(t->tail_intact()) << bs[k]->name;
+        EXPECT_EQ(tr.get(), r) << "the residual is an input";
+      }
+      const char *names[5] = {"y", "running_mean", "running_var", "save_mean", "save_invstd"};
+      expect_match(res[0][0], res[1][0], bound, names[0]);
+      for (int o = 1; o < 5; o++)  // statistics are f32 and accumulated in double on both
+        if (!res[1][o].empty()) expect_match(res[0][o], res[1][o], kNmseElementwise, names[o]);
+    }
+  }
+}
+
 // Activations, dropout, add (16-bit gradient plus f32 weights: an L2 penalty), concat, batchnorm and the loss, in
 // 16 bits, against the CPU in f32 on the rounded inputs.
 TEST_F(CudaOps, ElementwiseOpsIn16BitMatchCpu) {

@@ -1,6 +1,8 @@
 // Graph rewrites that must not change results: a ReLU that feeds only a max-pool is applied after the pooling
 // (core/net.c, relu_after_maxpool), and training then gives bit-identical weights to the same network with the ReLU
-// as a layer of its own before the pool, which the rewrite leaves alone.
+// as a layer of its own before the pool, which the rewrite leaves alone. Likewise a batchnorm followed by a residual
+// add computes the add and its activation (fuse_batchnorm_add), against the same network with a dropout of rate 0
+// (a copy) between the two, which keeps the rewrite from applying.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -40,18 +42,73 @@ const char *kSeparate =
     "flatten\n"
     "dense 4 softmax\n";
 
-std::vector<float> train_and_read(const char *text, int *pools_with_relu) {
+// The ends of residual blocks in every variant the rewrite takes: the residual is the network input (no gradient)
+// and there is no activation; an identity block whose input also feeds the block's first convolution (gradients
+// summed); a projection block, where the shortcut's batchnorm comes last and fuses; the batchnorm as the add's
+// second input, without activation but with a gradient for the residual (it gets a copy).
+const char *kResidualFused =
+    "input 8 8 3\n"
+    "conv 3 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "add input\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm relu name=x\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "add x relu name=r1\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm name=main\n"
+    "conv 8 1 bias=no from=r1\n"
+    "batchnorm\n"
+    "add main leaky_relu name=r2\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm name=b4\n"
+    "add r2 b4\n"
+    "globalavgpool\n"
+    "dense 4 softmax\n";
+const char *kResidualSeparate =
+    "input 8 8 3\n"
+    "conv 3 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "dropout 0\n"
+    "add input\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm relu name=x\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "dropout 0\n"
+    "add x relu name=r1\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm name=main\n"
+    "conv 8 1 bias=no from=r1\n"
+    "batchnorm\n"
+    "dropout 0\n"
+    "add main leaky_relu name=r2\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "dropout 0 name=b4\n"
+    "add r2 b4\n"
+    "globalavgpool\n"
+    "dense 4 softmax\n";
+
+struct Counts {
+  int pools_with_relu = 0, fused_adds = 0;
+};
+
+std::vector<float> train_and_read(const char *text, int h, int c, Counts *counts) {
   cnn_backend *b = nullptr;
   cnn_net *net = nullptr;
   EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK);
   EXPECT_EQ(cnn_net_from_text(text, "fusion", b, 5, &net), CNN_OK) << cnn_last_error();
   std::vector<float> out;
   if (!net) return out;
-  *pools_with_relu = 0;
-  for (int i = 0; i < net->nlayers; i++)
-    *pools_with_relu += net->layers[i]->ops == &cnn_maxpool_layer_ops && net->layers[i]->act == CNN_ACT_RELU;
+  for (int i = 0; i < net->nlayers; i++) {
+    const cnn_layer *l = net->layers[i];
+    counts->pools_with_relu += l->ops == &cnn_maxpool_layer_ops && l->act == CNN_ACT_RELU;
+    counts->fused_adds += l->ops == &cnn_add_layer_ops && cnn_layer_is_view(l);
+  }
   const int n = 128;
-  std::vector<float> images((size_t)n * 144);
+  std::vector<float> images((size_t)n * h * h * c);
   std::vector<int32_t> labels(n);
   cnn_rng r;
   cnn_rng_seed(&r, 9);
@@ -59,8 +116,8 @@ std::vector<float> train_and_read(const char *text, int *pools_with_relu) {
   for (int32_t &l : labels) l = (int32_t)cnn_rng_below(&r, 4);
   cnn_dataset ds{};
   ds.n = n;
-  ds.h = ds.w = 12;
-  ds.c = 1;
+  ds.h = ds.w = h;
+  ds.c = c;
   ds.images = images.data();
   ds.labels = labels.data();
   ds.num_classes = 4;
@@ -87,13 +144,44 @@ std::vector<float> train_and_read(const char *text, int *pools_with_relu) {
 }
 
 TEST(Fusion, ReluMovedAfterMaxPoolTrainsBitIdentically) {
-  int fused_pools = 0, separate_pools = 0;
-  std::vector<float> a = train_and_read(kFused, &fused_pools), b = train_and_read(kSeparate, &separate_pools);
-  EXPECT_EQ(fused_pools, 2);    // both rewritten
-  EXPECT_EQ(separate_pools, 0); // a ReLU layer is left where it is
+  Counts fused, separate;
+  std::vector<float> a = train_and_read(kFused, 12, 1, &fused), b = train_and_read(kSeparate, 12, 1, &separate);
+  EXPECT_EQ(fused.pools_with_relu, 2);    // both rewritten
+  EXPECT_EQ(separate.pools_with_relu, 0); // a ReLU layer is left where it is
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+TEST(Fusion, BatchnormComputingTheResidualAddTrainsBitIdentically) {
+  Counts fused, separate;
+  std::vector<float> a = train_and_read(kResidualFused, 8, 3, &fused);
+  std::vector<float> b = train_and_read(kResidualSeparate, 8, 3, &separate);
+  EXPECT_EQ(fused.fused_adds, 4);    // every add rewritten
+  EXPECT_EQ(separate.fused_adds, 0); // a layer between batchnorm and add keeps them apart
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+// The rewrite leaves alone: a batchnorm with its own activation, one whose output has another consumer, and an add
+// whose activation needs its input (GELU).
+TEST(Fusion, BatchnormAndAddStayApartWhereTheRewriteDoesNotHold) {
+  const char *texts[] = {
+      "input 4 4 2\nconv 2 1\nbatchnorm relu\nadd input relu\nflatten\ndense 2\n",
+      "input 4 4 2\nconv 2 1\nbatchnorm name=b\nadd input relu name=s\nadd b s\nflatten\ndense 2\n",
+      "input 4 4 2\nconv 2 1\nbatchnorm\nadd input gelu\nflatten\ndense 2\n",
+  };
+  cnn_backend *b = nullptr;
+  ASSERT_EQ(cnn_backend_create("cpu", &b), CNN_OK);
+  for (const char *text : texts) {
+    SCOPED_TRACE(text);
+    cnn_net *net = nullptr;
+    ASSERT_EQ(cnn_net_from_text(text, "apart", b, 1, &net), CNN_OK) << cnn_last_error();
+    for (int i = 0; i < net->nlayers; i++) EXPECT_FALSE(net->layers[i]->fused) << net->layers[i]->name;
+    cnn_net_destroy(net);
+  }
+  cnn_backend_destroy(b);
 }
 
 }  // namespace

@@ -343,6 +343,37 @@ TEST(GraphGradients, ResidualNetWithBatchnormConcatAndDropoutMatchesFiniteDiffer
   cnn_net_destroy(net);
 }
 
+// Residual blocks whose last batchnorm computes the add and its activation (core/net.c, fuse_batchnorm_add): an
+// identity block whose input also feeds its first convolution, and a projection block; the gradients of both add
+// inputs (one of them through the shortcut) and of the batchnorm still match finite differences. Smooth activations
+// (ELU, tanh): with ReLU's kinks central differences at this step size miss by more, fused or not.
+TEST(GraphGradients, BatchnormFusedWithTheResidualAddMatchesFiniteDifferences) {
+  Backend be;
+  Batch batch(4, 6, 6, 2, 3, 8);
+  cnn_net *net = nullptr;
+  const char *text =
+      "input 6 6 2\n"
+      "conv 4 3 padding=same bias=no\n"
+      "batchnorm elu name=x\n"
+      "conv 4 3 padding=same bias=no\n"
+      "batchnorm\n"
+      "add x elu name=r1\n"
+      "conv 6 3 stride=2 padding=1 bias=no\n"
+      "batchnorm name=main\n"
+      "conv 6 1 stride=2 bias=no from=r1\n"
+      "batchnorm\n"
+      "add main tanh\n"
+      "globalavgpool\n"
+      "dense 3\n";
+  ASSERT_EQ(cnn_net_from_text(text, "fused", be.b, 3, &net), CNN_OK) << cnn_last_error();
+  int fused = 0;
+  for (int i = 0; i < net->nlayers; i++) fused += net->layers[i]->ops == &cnn_add_layer_ops && net->layers[i]->fused;
+  EXPECT_EQ(fused, 2);
+  ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
+  check_gradients(net, 4, 0.05);
+  cnn_net_destroy(net);
+}
+
 // A view (flatten) feeding two consumers and an add of one output with itself: every gradient is summed.
 TEST(GraphGradients, OutputsWithSeveralConsumersSumTheirGradients) {
   Backend be;

@@ -1667,6 +1667,55 @@ TEST_F(CpuOps, BatchnormInferenceBackwardMatchesFiniteDifferences) {
     check_batchnorm_backward(b(), s, false, rng);
 }
 
+// The residual add fused into batchnorm (y = act(bn(x) + r), what the graph rewrite of a residual block's end runs)
+// gives bit for bit what batchnorm, then add, then the activation give as separate ops, in training and inference,
+// and leaves the residual alone. The network's bit-identical training (test_fusion.cc) rests on this.
+TEST_F(CpuOps, BatchnormWithResidualEqualsBatchnormAddThenActivationBitForBit) {
+  std::mt19937 rng(45);
+  const ActCase acts[] = {{CNN_ACT_NONE, 0.0f, "none"}, {CNN_ACT_RELU, 0.0f, "relu"},
+                          {CNN_ACT_LEAKY_RELU, 0.1f, "leaky"}, {CNN_ACT_ELU, 1.0f, "elu"},
+                          {CNN_ACT_TANH, 0.0f, "tanh"}};
+  for (const auto &s : std::vector<std::vector<int64_t>>{{4, 5, 3, 6}, {7, 3}, {8, 16, 16, 32}})
+    for (int training = 0; training < 2; training++)
+      for (const ActCase &act : acts) {
+        SCOPED_TRACE(shape_name(s) + " " + act.name + (training ? " training" : " inference"));
+        BnTensors fused(s), split(s);
+        GTensor r(s);
+        auto x = random_floats(fused.x.numel(), rng, -3.0f, 3.0f), res = random_floats(fused.x.numel(), rng);
+        auto gamma = random_floats(fused.c, rng, 0.5f, 1.5f), beta = random_floats(fused.c, rng);
+        auto rm = random_floats(fused.c, rng), rv = random_floats(fused.c, rng, 0.5f, 2.0f);
+        for (BnTensors *t : {&fused, &split}) {
+          t->x.set(x), t->gamma.set(gamma), t->beta.set(beta);
+          t->rm.set(rm), t->rv.set(rv);
+        }
+        r.set(res);
+        cnn_batchnorm_args a = fused.args(training);
+        a.residual = r.t(), a.act = act.act, a.act_alpha = act.alpha;
+        ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+        cnn_batchnorm_args sa = split.args(training);
+        ASSERT_EQ(ops()->batchnorm_forward(b(), &sa), CNN_OK) << cnn_last_error();
+        cnn_add_args add = {.a = split.y.t(), .b = r.t(), .y = split.y.t(), .alpha = 1.0f, .beta = 1.0f};
+        ASSERT_EQ(ops()->add(b(), &add), CNN_OK) << cnn_last_error();
+        if (act.act != CNN_ACT_NONE) {
+          cnn_act_args aa;
+          memset(&aa, 0, sizeof aa);
+          aa.act = act.act, aa.alpha = act.alpha, aa.x = split.y.t(), aa.y = split.y.t();
+          ASSERT_EQ(ops()->act_forward(b(), &aa), CNN_OK) << cnn_last_error();
+        }
+        const std::vector<float> got = fused.y.get(), want = split.y.get();
+        ASSERT_EQ(got.size(), want.size());
+        EXPECT_EQ(memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0);
+        EXPECT_TRUE(fused.y.guards_intact());
+        EXPECT_EQ(r.get(), res);
+        EXPECT_EQ(fused.rm.get(), split.rm.get());
+        EXPECT_EQ(fused.rv.get(), split.rv.get());
+        if (training) {
+          EXPECT_EQ(fused.sm.get(), split.sm.get());
+          EXPECT_EQ(fused.si.get(), split.si.get());
+        }
+      }
+}
+
 TEST_F(CpuOps, BatchnormRejectsBadArgumentsWithoutWriting) {
   BnTensors t({2, 3, 3, 4});
   std::mt19937 rng(44);
@@ -1697,6 +1746,13 @@ TEST_F(CpuOps, BatchnormRejectsBadArgumentsWithoutWriting) {
   a = t.args(true);
   a.x = xh.t();
   expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "F16"});
+  GTensor wrong_r({2, 3, 3, 5});
+  a = t.args(true);
+  a.residual = wrong_r.t();
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"residual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
+  GTensor rh(t.shape, CNN_F16);
+  a.residual = rh.t();
+  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "residual"});
   a = t.args(true);
   a.save_invstd = nullptr;
   t.dy.set(random_floats(t.dy.numel(), rng));
