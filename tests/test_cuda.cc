@@ -1453,9 +1453,10 @@ TEST_F(CudaOps, SeedCnnTrainingLossCurveMatchesCpu) {
 // One epoch of the seed CNN on Fashion-MNIST (issue 4: "reaches the same accuracy as on the CPU, within 0.5
 // points"), through the `cnn` program as a user runs it. Both devices start from the same weights and see the same
 // batches, but cuDNN and oneDNN sum in different orders, and 844 Adam steps amplify that f32 rounding: one seed's
-// test accuracy after one epoch moves by several tenths of a point from rounding alone (the CPU backend at 1 and
-// at 2 threads differs by as much; bench/RESULTS.md). So the devices are compared on the mean over three seeds,
-// each seed run on both, and every single run must still be a sane one (>= 80%, within 1.5 points of its twin).
+// test accuracy after one epoch moves by up to 0.7 points from rounding alone (the CPU backend at 1 and at 2
+// threads, seeds 1-3: 0.69, 0.58 and 0.34 points apart; bench/RESULTS.md). So the devices are compared on the mean
+// over five seeds, each seed run on both, and every single run must still be a sane one (>= 80%, within 1.5
+// points of its twin).
 // The data: $CNN_TEST_FASHION_MNIST, else the Debian package's directory; skipped when neither holds it.
 double test_accuracy_of(const std::string &metrics_json) {
   const std::string metrics = cnntest::read_file(metrics_json);
@@ -1475,7 +1476,7 @@ TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
   cnntest::TempDir dir;
   const char *devices[2] = {"cuda", "cpu"};
   double sum[2] = {0.0, 0.0};
-  const int seeds[3] = {1, 2, 3};
+  const int seeds[5] = {1, 2, 3, 4, 5};
   for (int seed : seeds) {
     double acc[2];
     for (int d = 0; d < 2; d++) {
@@ -1497,9 +1498,9 @@ TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
     EXPECT_NEAR(acc[0], acc[1], 0.015) << "seed " << seed << ": cuda " << acc[0] << ", cpu " << acc[1];
     printf("seed %d: test accuracy cuda %.4f, cpu %.4f\n", seed, acc[0], acc[1]);
   }
-  const double mean_cuda = sum[0] / 3.0, mean_cpu = sum[1] / 3.0;
-  printf("mean of 3 seeds: cuda %.4f, cpu %.4f (%+.2f points)\n", mean_cuda, mean_cpu, 100.0 * (mean_cuda - mean_cpu));
-  EXPECT_NEAR(mean_cuda, mean_cpu, 0.005) << "mean test accuracy over seeds 1-3 after one epoch";
+  const double mean_cuda = sum[0] / 5.0, mean_cpu = sum[1] / 5.0;
+  printf("mean of 5 seeds: cuda %.4f, cpu %.4f (%+.2f points)\n", mean_cuda, mean_cpu, 100.0 * (mean_cuda - mean_cpu));
+  EXPECT_NEAR(mean_cuda, mean_cpu, 0.005) << "mean test accuracy over seeds 1-5 after one epoch";
 }
 
 // Every layer kind of the complete op set in one small graph (batchnorm with fused activations, a residual add,
