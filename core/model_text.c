@@ -664,7 +664,7 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
         if (nm && !in_set(&set, nm) && strlen(nm) < CNN_NAME_MAX) snprintf(set.v[set.n++], CNN_NAME_MAX, "%s", nm);
     }
     for (long it = 1; it <= count; it++) {
-        char suffix[16];
+        char suffix[24]; /* "_" and any long */
         snprintf(suffix, sizeof suffix, "_%ld", it);
         if (in_name) {
             char *t = malloc(strlen(in_name) + 32);
