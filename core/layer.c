@@ -82,6 +82,15 @@ cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn
     return b->ops->act_backward(b, &a);
 }
 
+cnn_status cnn_layer_pre_act(cnn_layer *l, int slot, const cnn_tensor *y, cnn_tensor *buf, cnn_tensor **pre)
+{
+    *pre = NULL;
+    if (!cnn_act_grad_needs_input(l->act)) return CNN_OK;
+    cnn_status st = cnn_layer_buffer(l, slot, y, buf);
+    if (st == CNN_OK) *pre = buf;
+    return st;
+}
+
 const char *cnn_act_name(cnn_act act)
 {
     static const char *names[] = {NULL, "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu"};

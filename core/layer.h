@@ -103,6 +103,10 @@ cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_
 /* Applies l->act (with l->act_alpha) from pre to y, and its gradient in place on dy; NULL ops are reported. */
 cnn_status cnn_layer_act_forward(cnn_layer *l, const cnn_tensor *pre, cnn_tensor *y);
 cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn_tensor *y, cnn_tensor *dy);
+/* Where the pre-activation output goes when l->act is applied apart from the op (its gradient needs the input,
+ * cnn_act_grad_needs_input): *pre = buf, the view of scratch buffer `slot` shaped like y; else *pre = NULL (the op
+ * fuses the activation and writes y itself). */
+cnn_status cnn_layer_pre_act(cnn_layer *l, int slot, const cnn_tensor *y, cnn_tensor *buf, cnn_tensor **pre);
 /* Frees params and the plan; then the layer. */
 void cnn_layer_destroy(cnn_layer *l);
 

@@ -62,15 +62,13 @@ static cnn_status conv_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
 {
     (void)training;
     cnn_status st = CNN_OK;
+    cnn_tensor buf, *pre; /* (N, OH, OW, O) before the activation, kept for backward */
+    CNN_TRY(cnn_layer_pre_act(l, CONV_BUF_PRE, y, &buf, &pre));
     cnn_conv2d_args a = conv_args(l);
     a.x = x[0];
-    a.y = y;
-    if (!cnn_act_grad_needs_input(l->act)) return l->backend->ops->conv2d_forward(l->backend, &a);
-    cnn_tensor pre; /* (N, OH, OW, O) before the activation, kept for backward */
-    CNN_TRY(cnn_layer_buffer(l, CONV_BUF_PRE, y, &pre));
-    a.y = &pre;
+    a.y = pre ? pre : y;
     CNN_TRY(l->backend->ops->conv2d_forward(l->backend, &a));
-    CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
 }
@@ -80,12 +78,9 @@ static cnn_status conv_backward(cnn_layer *l, const cnn_tensor *const *x, const 
 {
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    cnn_tensor pre, *prep = NULL;
-    if (cnn_act_grad_needs_input(l->act)) {
-        CNN_TRY(cnn_layer_buffer(l, CONV_BUF_PRE, y, &pre));
-        prep = &pre;
-    }
-    CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
+    cnn_tensor buf, *pre;
+    CNN_TRY(cnn_layer_pre_act(l, CONV_BUF_PRE, y, &buf, &pre));
+    CNN_TRY(cnn_layer_act_backward(l, pre, y, dy));
     cnn_conv2d_args a = conv_args(l);
     a.x = x[0];
     a.dy = dy;

@@ -38,15 +38,13 @@ static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_te
 {
     (void)training;
     cnn_status st = CNN_OK;
+    cnn_tensor buf, *pre; /* (N, OUT) before the activation */
+    CNN_TRY(cnn_layer_pre_act(l, DENSE_BUF_PRE, y, &buf, &pre));
     cnn_dense_args a = dense_args(l);
     a.x = x[0];
-    a.y = y;
-    if (!cnn_act_grad_needs_input(l->act)) return l->backend->ops->dense_forward(l->backend, &a);
-    cnn_tensor pre; /* (N, OUT) before the activation */
-    CNN_TRY(cnn_layer_buffer(l, DENSE_BUF_PRE, y, &pre));
-    a.y = &pre;
+    a.y = pre ? pre : y;
     CNN_TRY(l->backend->ops->dense_forward(l->backend, &a));
-    CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
 }
@@ -56,12 +54,9 @@ static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *const *x, const
 {
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    cnn_tensor pre, *prep = NULL;
-    if (cnn_act_grad_needs_input(l->act)) {
-        CNN_TRY(cnn_layer_buffer(l, DENSE_BUF_PRE, y, &pre));
-        prep = &pre;
-    }
-    CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
+    cnn_tensor buf, *pre;
+    CNN_TRY(cnn_layer_pre_act(l, DENSE_BUF_PRE, y, &buf, &pre));
+    CNN_TRY(cnn_layer_act_backward(l, pre, y, dy));
     cnn_dense_args a = dense_args(l);
     a.x = x[0];
     a.dy = dy;

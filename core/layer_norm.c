@@ -36,19 +36,17 @@ static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cn
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
     if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward");
-    cnn_tensor mean, invstd, pre; /* (C), (C): batch statistics kept for backward; (like y) pre-activation */
+    cnn_tensor mean, invstd, buf, *pre; /* (C), (C): batch statistics kept for backward; (like y) pre-activation */
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
+    CNN_TRY(cnn_layer_pre_act(l, BN_BUF_SCRATCH, y, &buf, &pre));
     cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
     a.x = x[0];
     a.residual = l->fused ? x[1] : NULL;
-    a.y = y;
+    a.y = pre ? pre : y;
     a.training = training;
-    if (!cnn_act_grad_needs_input(l->act)) return b->ops->batchnorm_forward(b, &a);
-    CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, y, &pre));
-    a.y = &pre;
     CNN_TRY(b->ops->batchnorm_forward(b, &a));
-    CNN_TRY(cnn_layer_act_forward(l, &pre, y));
+    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
 }
@@ -62,10 +60,7 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     cnn_tensor mean, invstd, scratch, *prep = NULL;
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
-    if (cnn_act_grad_needs_input(l->act)) {
-        CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, y, &scratch));
-        prep = &scratch;
-    }
+    CNN_TRY(cnn_layer_pre_act(l, BN_BUF_SCRATCH, y, &scratch, &prep));
     /* ds: the gradient w.r.t. the pre-activation output, which with a residual is also the residual's. Then the
      * activation's gradient goes straight into the residual's gradient, and batchnorm reads it from there. */
     cnn_tensor *ds = dy;

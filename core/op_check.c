@@ -53,22 +53,61 @@ cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *pre
     return CNN_OK;
 }
 
+/* t has exactly this shape */
+static cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix,
+                                    const char *op, const char *name)
+{
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (same) return CNN_OK;
+    char got[CNN_OP_SHAPE_BUF], want[CNN_OP_SHAPE_BUF];
+    cnn_tensor w = {.ndim = ndim};
+    for (int i = 0; i < ndim && i < CNN_MAX_DIMS; i++) w.shape[i] = shape[i];
+    return cnn_error(CNN_ERR_SHAPE, "%s%s: %s has shape %s, expected %s", prefix, op, name,
+                     cnn_op_shape_str(t, got, sizeof got), cnn_op_shape_str(&w, want, sizeof want));
+}
+
+/* the x/w/y-like tensors of direction `dir` and the bias, from the fields that conv2d and dense args share */
+static int cnn_op_tensors(int dir, const cnn_tensor *x, const cnn_tensor *dx, const cnn_tensor *w,
+                          const cnn_tensor *dw, const cnn_tensor *y, const cnn_tensor *dy, const cnn_tensor *b,
+                          const cnn_tensor *db, const cnn_tensor **ts, const char **names)
+{
+    const cnn_tensor *bias = dir == CNN_OP_FWD ? b : dir == CNN_OP_BWD_WEIGHTS ? db : NULL;
+    ts[0] = dir == CNN_OP_BWD_DATA ? dx : x;
+    ts[1] = dir == CNN_OP_BWD_WEIGHTS ? dw : w;
+    ts[2] = dir == CNN_OP_FWD ? y : dy;
+    names[0] = dir == CNN_OP_BWD_DATA ? "dx" : "x";
+    names[1] = dir == CNN_OP_BWD_WEIGHTS ? "dw" : "w";
+    names[2] = dir == CNN_OP_FWD ? "y" : "dy";
+    if (!bias) return 3;
+    ts[3] = bias;
+    names[3] = dir == CNN_OP_FWD ? "b" : "db";
+    return 4;
+}
+
+int cnn_conv2d_tensors(const cnn_conv2d_args *a, int dir, const cnn_tensor **ts, const char **names)
+{
+    return cnn_op_tensors(dir, a->x, a->dx, a->w, a->dw, a->y, a->dy, a->b, a->db, ts, names);
+}
+
+int cnn_dense_tensors(const cnn_dense_args *a, int dir, const cnn_tensor **ts, const char **names)
+{
+    return cnn_op_tensors(dir, a->x, a->dx, a->w, a->dw, a->y, a->dy, a->b, a->db, ts, names);
+}
+
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s)
 {
-    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
-    const cnn_tensor *yt = dir == CNN_OP_FWD ? a->y : a->dy;
-    const char *xn = dir == CNN_OP_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_OP_BWD_WEIGHTS ? "dw" : "w";
-    const char *yn = dir == CNN_OP_FWD ? "y" : "dy";
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
+    const cnn_tensor *xt = ts[0], *wt = ts[1], *yt = ts[2];
+    const char *xn = names[0], *wn = names[1], *yn = names[2];
     char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+    cnn_status st = CNN_OK;
 
-    *s = (cnn_conv2d_sizes){0};
-    if (dir == CNN_OP_FWD) {
-        cnn_status st = cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op);
-        if (st != CNN_OK) return st;
-    }
+    memset(s, 0, sizeof *s); /* padding too: the backends memcmp their plan keys */
+    if (dir == CNN_OP_FWD) CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
     if (a->stride_h < 1 || a->stride_w < 1 || a->dilation_h < 1 || a->dilation_w < 1 || a->groups < 1 ||
         a->pad_top < 0 || a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
         return cnn_error(CNN_ERR_INVALID_ARG,
@@ -107,17 +146,34 @@ cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefi
                          "%s%s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding %d,%d,%d,%d",
                          prefix, op, (long long)s->kh, (long long)s->kw, a->dilation_h, a->dilation_w, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
-    return CNN_OK;
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+    s->dilation_h = a->dilation_h;
+    s->dilation_w = a->dilation_w;
+    s->groups = a->groups;
+    const int64_t yshape[4] = {s->n, s->oh, s->ow, s->o};
+    CNN_TRY(cnn_op_check_dims(yt, 4, yshape, prefix, op, yn));
+    if (nt > 3) CNN_TRY(cnn_op_check_dims(ts[3], 1, &s->o, prefix, op, names[3]));
+fail:
+    return st;
 }
 
 cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *prefix, const char *op,
                             cnn_pool2d_sizes *s)
 {
     const cnn_tensor *xt = backward ? a->dx : a->x;
+    const cnn_tensor *yt = backward ? a->dy : a->y;
     const char *xn = backward ? "dx" : "x";
+    const char *yn = backward ? "dy" : "y";
     char s1[CNN_OP_SHAPE_BUF];
 
-    *s = (cnn_pool2d_sizes){0};
+    memset(s, 0, sizeof *s); /* padding too: the backends memcmp their plan keys */
+    if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown pooling mode %d", prefix, op, (int)a->mode);
     if (a->kernel_h < 1 || a->kernel_w < 1 || a->stride_h < 1 || a->stride_w < 1 || a->pad_top < 0 ||
         a->pad_left < 0 || a->pad_bottom < 0 || a->pad_right < 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: bad window: kernel %dx%d, stride %dx%d, padding %d,%d,%d,%d",
@@ -144,22 +200,31 @@ cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *
         return cnn_error(CNN_ERR_SHAPE, "%s%s: the %dx%d window does not fit in %s %s with padding %d,%d,%d,%d",
                          prefix, op, a->kernel_h, a->kernel_w, xn, cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top,
                          a->pad_left, a->pad_bottom, a->pad_right);
-    return CNN_OK;
+    s->mode = a->mode;
+    s->kernel_h = a->kernel_h;
+    s->kernel_w = a->kernel_w;
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+    const int64_t yshape[4] = {s->n, s->oh, s->ow, s->c};
+    return cnn_op_check_dims(yt, 4, yshape, prefix, op, yn);
 }
 
 cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s)
 {
-    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
-    const char *xn = dir == CNN_OP_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_OP_BWD_WEIGHTS ? "dw" : "w";
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_dense_tensors(a, dir, ts, names);
+    const cnn_tensor *xt = ts[0], *wt = ts[1];
+    const char *xn = names[0], *wn = names[1];
     char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
+    cnn_status st = CNN_OK;
 
-    *s = (cnn_dense_sizes){0};
-    if (dir == CNN_OP_FWD) {
-        cnn_status st = cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op);
-        if (st != CNN_OK) return st;
-    }
+    memset(s, 0, sizeof *s);
+    if (dir == CNN_OP_FWD) CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
     if (xt->ndim < 2)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must have rank 2 to 4 with the batch first", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1));
@@ -177,7 +242,12 @@ cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix,
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s has %lld inputs per sample but %s is %s", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), (long long)s->in, wn,
                          cnn_op_shape_str(wt, s2, sizeof s2));
-    return CNN_OK;
+    const int64_t yshape[2] = {s->n, s->out};
+    CNN_TRY(cnn_op_check_dims(ts[2], 2, yshape, prefix, op, names[2]));
+    if (nt > 3) CNN_TRY(cnn_op_check_dims(ts[3], 1, &s->out, prefix, op, names[3]));
+    if (dir == CNN_OP_BWD_DATA && a->x) CNN_TRY(cnn_op_check_dims(a->dx, a->x->ndim, a->x->shape, prefix, op, "dx"));
+fail:
+    return st;
 }
 
 static cnn_status cnn_op_check_vec(const cnn_tensor *t, int64_t c, const char *prefix, const char *op,

@@ -2,8 +2,9 @@
  *
  * Each backend first checks what only it knows (that every tensor is there, in its memory and in a dtype it
  * computes), then calls these for what every backend checks the same way: the activation a forward may fuse, the
- * op's parameters, ranks, agreement of the shapes and the derived output size (cnn_window_out). The caller still
- * checks the output and bias shapes against the sizes returned, with its own helpers.
+ * op's parameters, ranks, agreement of the shapes, the derived output size (cnn_window_out) and the output's and
+ * bias's shapes against it. cnn_conv2d_tensors and cnn_dense_tensors list the tensors a call uses, with their
+ * names, for the backend's own checks.
  *
  * `prefix` goes before `op` in the messages ("" on the CPU, "cuda " on CUDA), so "<prefix><op>: ...". The
  * tensors the direction uses must be present (the backend's own checks come first). */
@@ -28,19 +29,31 @@ cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *pre
 /* a readable activation name for messages ("leaky ReLU", "GELU") */
 const char *cnn_op_act_name(cnn_act act);
 
+/* The tensors of a conv2d or dense call in direction `dir` (CNN_OP_*), with their names: [0] x-like (x, or dx
+ * backward data), [1] w-like (w, or dw backward weights), [2] y-like (y, or dy), then [3] the bias (b forward, db
+ * backward weights) when there is one. The first three are listed even when NULL, so that the caller's checks name
+ * them. Returns how many (3 or 4). */
+#define CNN_OP_MAX_TENSORS 4
+int cnn_conv2d_tensors(const cnn_conv2d_args *a, int dir, const cnn_tensor **ts, const char **names);
+int cnn_dense_tensors(const cnn_dense_args *a, int dir, const cnn_tensor **ts, const char **names);
+
+/* The sizes of a call and its parameters. The check zero-fills the struct (padding too) before it fills it in, so
+ * that a backend may use it as (the first member of) a memcmp-compared plan key. */
 typedef struct cnn_conv2d_sizes {
     int64_t n, h, w, c, o, kh, kw, oh, ow;
+    int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
 } cnn_conv2d_sizes;
 
-/* dir: CNN_OP_*; forward also checks the fused activation */
+/* dir: CNN_OP_*; forward also checks the fused activation; y-like and the bias against the output size */
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s);
 
 typedef struct cnn_pool2d_sizes {
     int64_t n, h, w, c, oh, ow;
+    int32_t mode, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right;
 } cnn_pool2d_sizes;
 
-/* the window and x (dx when backward); the mode is the caller's to check */
+/* the mode, the window, x-like (x, or dx when backward) and y-like (y, or dy) against the output size */
 cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *prefix, const char *op,
                             cnn_pool2d_sizes *s);
 
@@ -48,7 +61,8 @@ typedef struct cnn_dense_sizes {
     int64_t n, in, out;
 } cnn_dense_sizes;
 
-/* dir: CNN_OP_*; forward also checks the fused activation */
+/* dir: CNN_OP_*; forward also checks the fused activation; y-like and the bias against (N, OUT), backward data dx
+ * against x when x is given */
 cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s);
 
 /* Batch normalization: x (any rank 2..4, channels last), gamma/beta, eps, the running statistics where inference

@@ -21,10 +21,8 @@
 /* forward convolutions with at least this many bytes of weights prefer oneDNN's direct jit kernel (see below) */
 #define CNN_CPU_CONV_JIT_WEIGHTS (4 << 20)
 
-typedef struct cnn_cpu_conv_key {
-    int64_t n, h, w, c, o, kh, kw, oh, ow;
-    int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
-} cnn_cpu_conv_key;
+/* the sizes and parameters that cnn_conv2d_check fills in */
+typedef cnn_conv2d_sizes cnn_cpu_conv_key;
 
 typedef struct cnn_cpu_conv_entry {
     cnn_cpu_conv_key key;
@@ -61,49 +59,15 @@ static void cnn_cpu_conv_entry_destroy(void *p)
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
 
-/* Checks the tensors one direction uses and fills the key. x-like, w-like and y-like tensors are x/w/y in forward,
- * dx/w/dy in backward data and x/dw/dy in backward filter. */
+/* Checks the tensors one direction uses (cnn_conv2d_tensors) and fills the key. */
 static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *xt = dir == CNN_CPU_CONV_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_CPU_CONV_BWD_FILTER ? a->dw : a->w;
-    const cnn_tensor *yt = dir == CNN_CPU_CONV_FWD ? a->y : a->dy;
-    const char *xn = dir == CNN_CPU_CONV_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_CPU_CONV_BWD_FILTER ? "dw" : "w";
-    const char *yn = dir == CNN_CPU_CONV_FWD ? "y" : "dy";
-    cnn_conv2d_sizes s;
-
-    memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cpu_check_f32(wt, op, wn));
-    CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
-    if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
-    if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    CNN_TRY(cnn_conv2d_check(a, dir, "", op, &s));
-    k->n = s.n;
-    k->h = s.h;
-    k->w = s.w;
-    k->c = s.c;
-    k->o = s.o;
-    k->kh = s.kh;
-    k->kw = s.kw;
-    k->oh = s.oh;
-    k->ow = s.ow;
-    k->stride_h = a->stride_h;
-    k->stride_w = a->stride_w;
-    k->pad_top = a->pad_top;
-    k->pad_left = a->pad_left;
-    k->pad_bottom = a->pad_bottom;
-    k->pad_right = a->pad_right;
-    k->dilation_h = a->dilation_h;
-    k->dilation_w = a->dilation_w;
-    k->groups = a->groups;
-    int64_t yshape[4] = {k->n, k->oh, k->ow, k->o};
-    CNN_TRY(cnn_cpu_check_shape(yt, 4, yshape, op, yn));
-    int64_t bshape[1] = {k->o};
-    if (dir == CNN_CPU_CONV_FWD && a->b) CNN_TRY(cnn_cpu_check_shape(a->b, 1, bshape, op, "b"));
-    if (dir == CNN_CPU_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cpu_check_shape(a->db, 1, bshape, op, "db"));
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
+    for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
+    CNN_TRY(cnn_conv2d_check(a, dir, "", op, k));
 fail:
     return st;
 }

@@ -15,9 +15,8 @@
 #define CNN_CPU_DENSE_WEIGHTS_ANY 0
 #endif
 
-typedef struct cnn_cpu_dense_key {
-    int64_t n, in, out;
-} cnn_cpu_dense_key;
+/* the sizes that cnn_dense_check fills in */
+typedef cnn_dense_sizes cnn_cpu_dense_key;
 
 typedef struct cnn_cpu_dense_entry {
     cnn_cpu_dense_key key;
@@ -45,33 +44,15 @@ static void cnn_cpu_dense_entry_destroy(void *p)
     free(e);
 }
 
+/* Checks the tensors one direction uses (cnn_dense_tensors) and fills the key. */
 static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_dense_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *xt = dir == CNN_CPU_DENSE_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_CPU_DENSE_BWD_WEIGHTS ? a->dw : a->w;
-    const cnn_tensor *yt = dir == CNN_CPU_DENSE_FWD ? a->y : a->dy;
-    const char *xn = dir == CNN_CPU_DENSE_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_CPU_DENSE_BWD_WEIGHTS ? "dw" : "w";
-    const char *yn = dir == CNN_CPU_DENSE_FWD ? "y" : "dy";
-    cnn_dense_sizes s;
-
-    memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cpu_check_f32(wt, op, wn));
-    CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
-    if (dir == CNN_CPU_DENSE_FWD && a->b) CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
-    if (dir == CNN_CPU_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cpu_check_f32(a->db, op, "db"));
-    CNN_TRY(cnn_dense_check(a, dir, "", op, &s));
-    k->n = s.n;
-    k->in = s.in;
-    k->out = s.out;
-    int64_t yshape[2] = {k->n, k->out};
-    CNN_TRY(cnn_cpu_check_shape(yt, 2, yshape, op, yn));
-    int64_t bshape[1] = {k->out};
-    if (dir == CNN_CPU_DENSE_FWD && a->b) CNN_TRY(cnn_cpu_check_shape(a->b, 1, bshape, op, "b"));
-    if (dir == CNN_CPU_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cpu_check_shape(a->db, 1, bshape, op, "db"));
-    if (dir == CNN_CPU_DENSE_BWD_DATA && a->x) CNN_TRY(cnn_cpu_check_shape(a->dx, a->x->ndim, a->x->shape, op, "dx"));
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_dense_tensors(a, dir, ts, names);
+    for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
+    CNN_TRY(cnn_dense_check(a, dir, "", op, k));
 fail:
     return st;
 }

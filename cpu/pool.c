@@ -18,10 +18,8 @@
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 
-typedef struct cnn_cpu_pool_key {
-    int64_t n, h, w, c, oh, ow;
-    int32_t mode, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right;
-} cnn_cpu_pool_key;
+/* the sizes and parameters that cnn_pool2d_check fills in */
+typedef cnn_pool2d_sizes cnn_cpu_pool_key;
 
 typedef struct cnn_cpu_pool_entry {
     cnn_cpu_pool_key key;
@@ -200,35 +198,9 @@ static void cnn_cpu_maxpool_backward(const cnn_cpu_pool_key *k, const float *dy,
 static cnn_status cnn_cpu_pool_check(const cnn_pool2d_args *a, int backward, cnn_cpu_pool_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *xt = backward ? a->dx : a->x;
-    const cnn_tensor *yt = backward ? a->dy : a->y;
-    const char *xn = backward ? "dx" : "x";
-    const char *yn = backward ? "dy" : "y";
-    cnn_pool2d_sizes s;
-
-    memset(k, 0, sizeof *k);
-    if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown pooling mode %d", "", op, (int)a->mode);
-    CNN_TRY(cnn_cpu_check_f32(xt, op, xn));
-    CNN_TRY(cnn_cpu_check_f32(yt, op, yn));
-    CNN_TRY(cnn_pool2d_check(a, backward, "", op, &s));
-    k->n = s.n;
-    k->h = s.h;
-    k->w = s.w;
-    k->c = s.c;
-    k->oh = s.oh;
-    k->ow = s.ow;
-    k->mode = a->mode;
-    k->kernel_h = a->kernel_h;
-    k->kernel_w = a->kernel_w;
-    k->stride_h = a->stride_h;
-    k->stride_w = a->stride_w;
-    k->pad_top = a->pad_top;
-    k->pad_left = a->pad_left;
-    k->pad_bottom = a->pad_bottom;
-    k->pad_right = a->pad_right;
-    int64_t yshape[4] = {k->n, k->oh, k->ow, k->c};
-    CNN_TRY(cnn_cpu_check_shape(yt, 4, yshape, op, yn));
+    CNN_TRY(cnn_cpu_check_f32(backward ? a->dx : a->x, op, backward ? "dx" : "x"));
+    CNN_TRY(cnn_cpu_check_f32(backward ? a->dy : a->y, op, backward ? "dy" : "y"));
+    CNN_TRY(cnn_pool2d_check(a, backward, "", op, k));
 fail:
     return st;
 }

@@ -75,6 +75,22 @@ fail:
     return st;
 }
 
+/* The prologue of both directions: the checks, then the context and the scratch. *ctx stays NULL when there is
+ * nothing to compute (x is empty). */
+static cnn_status cnn_cuda_bn_begin(cnn_backend *b, const cnn_batchnorm_args *a, int backward, cnn_cuda_ctx **ctx,
+                                    int64_t *m, int64_t *c, cnn_cuda_bn_scratch_layout *s, const char *op)
+{
+    cnn_status st = CNN_OK;
+    *ctx = NULL;
+    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    CNN_TRY(cnn_cuda_bn_check(a, backward, m, c, op));
+    if (*m * *c == 0) return CNN_OK;
+    CNN_TRY(cnn_cuda_enter(b, ctx, op));
+    CNN_TRY(cnn_cuda_bn_scratch_get(*ctx, *m, *c, s, op));
+fail:
+    return st;
+}
+
 static float *cnn_cuda_bn_data(const cnn_tensor *t) { return t ? (float *)t->data : NULL; }
 
 cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
@@ -84,11 +100,8 @@ cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_bn_scratch_layout s;
     int64_t m = 0, c = 0;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_bn_check(a, 0, &m, &c, op));
-    if (m * c == 0) return CNN_OK;
-    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
+    CNN_TRY(cnn_cuda_bn_begin(b, a, 0, &ctx, &m, &c, &s, op));
+    if (!ctx) return CNN_OK; /* x is empty */
     double *sum = s.d0, *sq = s.d1; /* of x shifted by its first row */
     float *scale = s.f, *shift = s.f + c, *center = s.f + 2 * c;
     const void *x = a->x->data;
@@ -114,11 +127,8 @@ cnn_status cnn_cuda_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args 
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_bn_scratch_layout s;
     int64_t m = 0, c = 0;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_bn_check(a, 1, &m, &c, op));
-    if (m * c == 0) return CNN_OK;
-    CNN_TRY(cnn_cuda_enter(b, &ctx, op));
-    CNN_TRY(cnn_cuda_bn_scratch_get(ctx, m, c, &s, op));
+    CNN_TRY(cnn_cuda_bn_begin(b, a, 1, &ctx, &m, &c, &s, op));
+    if (!ctx) return CNN_OK; /* x is empty */
     double *center = s.d0, *sum_dy = s.d1, *sum_dy_xc = s.d2;
     float *invstd = s.f, *coef = s.f + c; /* coef: 4 x c */
     const void *x = a->x->data, *dy = a->dy->data;

@@ -29,8 +29,7 @@
 #define CNN_CUDA_CONV_WORKSPACE_MAX ((size_t)1 << 30)
 
 typedef struct cnn_cuda_conv_key {
-    int64_t n, h, w, c, o, kh, kw, oh, ow;
-    int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
+    cnn_conv2d_sizes s;  /* the sizes and parameters that cnn_conv2d_check fills in */
     int32_t dtype, tf32; /* the data's cnn_dtype; 1: f32 may round to TF32 */
     int32_t deterministic;
 } cnn_cuda_conv_key;
@@ -75,60 +74,27 @@ static void cnn_cuda_conv_entry_destroy(void *p)
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
 
-/* Checks the tensors one direction uses and fills the key. x-like, w-like and y-like tensors are x/w/y in forward,
- * dx/w/dy in backward data and x/dw/dy in backward filter. */
+/* Checks the tensors one direction uses (cnn_conv2d_tensors) and fills the key. */
 static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, const cnn_cuda_ctx *ctx,
                                       cnn_cuda_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *xt = dir == CNN_CUDA_CONV_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_CUDA_CONV_BWD_FILTER ? a->dw : a->w;
-    const cnn_tensor *yt = dir == CNN_CUDA_CONV_FWD ? a->y : a->dy;
-    const char *xn = dir == CNN_CUDA_CONV_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_CUDA_CONV_BWD_FILTER ? "dw" : "w";
-    const char *yn = dir == CNN_CUDA_CONV_FWD ? "y" : "dy";
-    cnn_conv2d_sizes s;
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
 
     memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_float(wt, op, wn));
-    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
-    CNN_TRY(cnn_cuda_check_dtype(wt, xt->dtype, op, wn, xn));
-    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
-    k->dtype = xt->dtype;
-    k->tf32 = xt->dtype == CNN_F32 && ctx->precision == CNN_PRECISION_TF32;
+    CNN_TRY(cnn_cuda_check_operands(ts, names, nt, op));
+    k->dtype = ts[0]->dtype;
+    k->tf32 = ts[0]->dtype == CNN_F32 && ctx->precision == CNN_PRECISION_TF32;
     k->deterministic = ctx->deterministic;
-    if (dir == CNN_CUDA_CONV_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
-    if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
-    CNN_TRY(cnn_conv2d_check(a, dir, "cuda ", op, &s));
-    k->n = s.n;
-    k->h = s.h;
-    k->w = s.w;
-    k->c = s.c;
-    k->o = s.o;
-    k->kh = s.kh;
-    k->kw = s.kw;
-    k->oh = s.oh;
-    k->ow = s.ow;
-    k->stride_h = a->stride_h;
-    k->stride_w = a->stride_w;
-    k->pad_top = a->pad_top;
-    k->pad_left = a->pad_left;
-    k->pad_bottom = a->pad_bottom;
-    k->pad_right = a->pad_right;
-    k->dilation_h = a->dilation_h;
-    k->dilation_w = a->dilation_w;
-    k->groups = a->groups;
-    int64_t yshape[4] = {k->n, k->oh, k->ow, k->o};
-    CNN_TRY(cnn_cuda_check_shape(yt, 4, yshape, op, yn));
-    int64_t bshape[1] = {k->o};
-    if (dir == CNN_CUDA_CONV_FWD && a->b) CNN_TRY(cnn_cuda_check_shape(a->b, 1, bshape, op, "b"));
-    if (dir == CNN_CUDA_CONV_BWD_FILTER && a->db) CNN_TRY(cnn_cuda_check_shape(a->db, 1, bshape, op, "db"));
+    CNN_TRY(cnn_conv2d_check(a, dir, "cuda ", op, &k->s));
     /* cuDNN's legacy descriptors count in int */
-    const int64_t hp = k->h + k->pad_top + k->pad_bottom, wp = k->w + k->pad_left + k->pad_right;
-    CNN_TRY(cnn_cuda_check_int(k->n * hp * wp * k->c, op, "the padded input's element count"));
-    CNN_TRY(cnn_cuda_check_int(k->n * k->oh * k->ow * k->o, op, "the output's element count"));
-    CNN_TRY(cnn_cuda_check_int(k->o * k->kh * k->kw * (k->c / k->groups), op, "the weights' element count"));
+    const int64_t hp = k->s.h + k->s.pad_top + k->s.pad_bottom, wp = k->s.w + k->s.pad_left + k->s.pad_right;
+    CNN_TRY(cnn_cuda_check_int(k->s.n * hp * wp * k->s.c, op, "the padded input's element count"));
+    CNN_TRY(cnn_cuda_check_int(k->s.n * k->s.oh * k->s.ow * k->s.o, op, "the output's element count"));
+    CNN_TRY(cnn_cuda_check_int(k->s.o * k->s.kh * k->s.kw * (k->s.c / k->s.groups), op,
+                               "the weights' element count"));
 fail:
     return st;
 }
@@ -141,13 +107,13 @@ static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
     cnn_status st = CNN_OK;
     const cnn_cuda_conv_key *k = &e->key;
     if (e->ready) return CNN_OK;
-    e->explicit_pad = k->pad_top != k->pad_bottom || k->pad_left != k->pad_right;
-    e->pad = (cnn_cuda_window){.n = k->n, .h = k->h, .w = k->w, .c = k->c,
-                               .pad_top = k->pad_top, .pad_left = k->pad_left,
-                               .pad_bottom = k->pad_bottom, .pad_right = k->pad_right};
-    const int64_t hx = e->explicit_pad ? k->h + k->pad_top + k->pad_bottom : k->h;
-    const int64_t wx = e->explicit_pad ? k->w + k->pad_left + k->pad_right : k->w;
-    const int pad_h = e->explicit_pad ? 0 : k->pad_top, pad_w = e->explicit_pad ? 0 : k->pad_left;
+    e->explicit_pad = k->s.pad_top != k->s.pad_bottom || k->s.pad_left != k->s.pad_right;
+    e->pad = (cnn_cuda_window){.n = k->s.n, .h = k->s.h, .w = k->s.w, .c = k->s.c,
+                               .pad_top = k->s.pad_top, .pad_left = k->s.pad_left,
+                               .pad_bottom = k->s.pad_bottom, .pad_right = k->s.pad_right};
+    const int64_t hx = e->explicit_pad ? k->s.h + k->s.pad_top + k->s.pad_bottom : k->s.h;
+    const int64_t wx = e->explicit_pad ? k->s.w + k->s.pad_left + k->s.pad_right : k->s.w;
+    const int pad_h = e->explicit_pad ? 0 : k->s.pad_top, pad_w = e->explicit_pad ? 0 : k->s.pad_left;
     const cudnnDataType_t dt = cnn_cuda_dnn_type((cnn_dtype)k->dtype);
     const cudnnMathType_t math = k->dtype != CNN_F32 ? CUDNN_TENSOR_OP_MATH : k->tf32 ? CUDNN_DEFAULT_MATH
                                                                                       : CUDNN_FMA_MATH;
@@ -157,27 +123,27 @@ static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
     if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
     if (!e->wd) CNN_CUDA_DNN(op, cudnnCreateFilterDescriptor, &e->wd);
     if (!e->cd) CNN_CUDA_DNN(op, cudnnCreateConvolutionDescriptor, &e->cd);
-    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)hx,
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->s.n, (int)k->s.c, (int)hx,
                  (int)wx);
-    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->o, (int)k->oh,
-                 (int)k->ow);
-    CNN_CUDA_DNN(op, cudnnSetFilter4dDescriptor, e->wd, dt, CUDNN_TENSOR_NHWC, (int)k->o, (int)(k->c / k->groups),
-                 (int)k->kh, (int)k->kw);
+    CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->s.n, (int)k->s.o,
+                 (int)k->s.oh, (int)k->s.ow);
+    CNN_CUDA_DNN(op, cudnnSetFilter4dDescriptor, e->wd, dt, CUDNN_TENSOR_NHWC, (int)k->s.o,
+                 (int)(k->s.c / k->s.groups), (int)k->s.kh, (int)k->s.kw);
     /* CROSS_CORRELATION: no kernel flip, what every framework calls convolution */
-    CNN_CUDA_DNN(op, cudnnSetConvolution2dDescriptor, e->cd, pad_h, pad_w, k->stride_h, k->stride_w, k->dilation_h,
-                 k->dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
-    CNN_CUDA_DNN(op, cudnnSetConvolutionGroupCount, e->cd, k->groups);
+    CNN_CUDA_DNN(op, cudnnSetConvolution2dDescriptor, e->cd, pad_h, pad_w, k->s.stride_h, k->s.stride_w,
+                 k->s.dilation_h, k->s.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+    CNN_CUDA_DNN(op, cudnnSetConvolutionGroupCount, e->cd, k->s.groups);
     CNN_CUDA_DNN(op, cudnnSetConvolutionMathType, e->cd, math);
 
     /* cuDNN must see the output we computed: a disagreement is a bug in the descriptors above */
     int dn = 0, dc = 0, dh = 0, dw = 0;
     CNN_CUDA_DNN(op, cudnnGetConvolution2dForwardOutputDim, e->cd, e->xd, e->wd, &dn, &dc, &dh, &dw);
-    if (dn != k->n || dc != k->o || dh != k->oh || dw != k->ow)
+    if (dn != k->s.n || dc != k->s.o || dh != k->s.oh || dw != k->s.ow)
         return cnn_error(CNN_ERR_BACKEND, "cuda %s: cuDNN computes an output of (%d, %d, %d, %d) (N, H, W, C) where "
-                         "(%lld, %lld, %lld, %lld) was expected", op, dn, dh, dw, dc, (long long)k->n,
-                         (long long)k->oh, (long long)k->ow, (long long)k->o);
+                         "(%lld, %lld, %lld, %lld) was expected", op, dn, dh, dw, dc, (long long)k->s.n,
+                         (long long)k->s.oh, (long long)k->s.ow, (long long)k->s.o);
     if (e->explicit_pad && !e->xpad) {
-        size_t bytes = (size_t)(k->n * hx * wx * k->c) * cnn_dtype_size((cnn_dtype)k->dtype);
+        size_t bytes = (size_t)(k->s.n * hx * wx * k->s.c) * cnn_dtype_size((cnn_dtype)k->dtype);
         cudaError_t err = cudaMalloc((void **)&e->xpad, bytes);
         if (err != cudaSuccess) {
             e->xpad = NULL;
@@ -233,9 +199,10 @@ static cnn_status cnn_cuda_conv_no_algo(const cnn_cuda_conv_entry *e, int tried,
                      "cuda %s: cuDNN has no %s%s %s algorithm that runs for x (%lld, %lld, %lld, %lld), "
                      "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%d tried)",
                      op, cnn_dtype_name((cnn_dtype)k->dtype),
-                     k->dtype == CNN_F32 && !k->tf32 ? " (FMA math)" : "", what, (long long)k->n, (long long)k->h, (long long)k->w, (long long)k->c, (long long)k->o,
-                     (long long)k->kh, (long long)k->kw, (long long)(k->c / k->groups), k->stride_h, k->stride_w,
-                     k->dilation_h, k->dilation_w, k->groups, tried);
+                     k->dtype == CNN_F32 && !k->tf32 ? " (FMA math)" : "", what, (long long)k->s.n,
+                     (long long)k->s.h, (long long)k->s.w, (long long)k->s.c, (long long)k->s.o, (long long)k->s.kh,
+                     (long long)k->s.kw, (long long)(k->s.c / k->s.groups), k->s.stride_h, k->s.stride_w,
+                     k->s.dilation_h, k->s.dilation_w, k->s.groups, tried);
 }
 
 /* An algorithm result we accept: it ran, and for f32 at precision FP32 in plain f32 (no tensor-op math, which
@@ -383,7 +350,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
                  e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
     if (a->b || a->act != CNN_ACT_NONE)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL,
-                    e->key.n * e->key.oh * e->key.ow, e->key.o, a->act, a->act_alpha);
+                    e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o, a->act, a->act_alpha);
 fail:
     cnn_cuda_plan_destroy(b, tmp);
     return st;
@@ -431,7 +398,7 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data, e->cd,
                  e->bwd_filter_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->wd, a->dw->data);
     if (a->db)
-        CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.n * e->key.oh * e->key.ow, e->key.o,
+        CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o,
                                  a->db->data, op));
 fail:
     cnn_cuda_plan_destroy(b, tmp);

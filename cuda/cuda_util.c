@@ -265,6 +265,17 @@ cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *o
                      cnn_dtype_name(t->dtype), ref_name, cnn_dtype_name(dt));
 }
 
+cnn_status cnn_cuda_check_operands(const cnn_tensor *const *ts, const char *const *names, int n, const char *op)
+{
+    cnn_status st = CNN_OK;
+    for (int i = 0; i < 3; i++) CNN_TRY(cnn_cuda_check_float(ts[i], op, names[i]));
+    CNN_TRY(cnn_cuda_check_dtype(ts[1], ts[0]->dtype, op, names[1], names[0]));
+    CNN_TRY(cnn_cuda_check_dtype(ts[2], ts[0]->dtype, op, names[2], names[0]));
+    if (n > 3) CNN_TRY(cnn_cuda_check_f32(ts[3], op, names[3]));
+fail:
+    return st;
+}
+
 cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt)
 {
     return dt == CNN_F16 ? CUDNN_DATA_HALF : dt == CNN_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;

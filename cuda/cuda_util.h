@@ -150,6 +150,10 @@ cnn_status cnn_cuda_check_float(const cnn_tensor *t, const char *op, const char 
 cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *op, const char *name,
                                 const char *ref_name);
 
+/* The operands of a conv2d or dense call as cnn_conv2d_tensors / cnn_dense_tensors list them: the first three
+ * (x-like, w-like, y-like) F32, F16 or BF16 of one dtype, the fourth (the bias, when n is 4) F32. */
+cnn_status cnn_cuda_check_operands(const cnn_tensor *const *ts, const char *const *names, int n, const char *op);
+
 /* cuDNN's name for a floating-point dtype. */
 cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt);
 

@@ -42,10 +42,6 @@
 /* cuBLASLt's default and largest alignment for its matrices, in bytes; also our offsets within the workspace */
 #define CNN_CUDA_LT_ALIGN 256u
 
-typedef struct cnn_cuda_dense_dims {
-    int64_t n, in, out;
-} cnn_cuda_dense_dims;
-
 /* the values of core/op_check.h's directions, which cnn_dense_check takes */
 enum {
     CNN_CUDA_DENSE_FWD = CNN_OP_FWD,
@@ -112,35 +108,16 @@ static uint32_t cnn_cuda_lt_align(const void *p)
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
 
-static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_cuda_dense_dims *k, const char *op)
+/* Checks the tensors one direction uses (cnn_dense_tensors) and returns the sizes. */
+static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_dense_sizes *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *xt = dir == CNN_CUDA_DENSE_BWD_DATA ? a->dx : a->x;
-    const cnn_tensor *wt = dir == CNN_CUDA_DENSE_BWD_WEIGHTS ? a->dw : a->w;
-    const cnn_tensor *yt = dir == CNN_CUDA_DENSE_FWD ? a->y : a->dy;
-    const char *xn = dir == CNN_CUDA_DENSE_BWD_DATA ? "dx" : "x";
-    const char *wn = dir == CNN_CUDA_DENSE_BWD_WEIGHTS ? "dw" : "w";
-    const char *yn = dir == CNN_CUDA_DENSE_FWD ? "y" : "dy";
-    cnn_dense_sizes s;
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
+    const char *names[CNN_OP_MAX_TENSORS];
+    const int nt = cnn_dense_tensors(a, dir, ts, names);
 
-    memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_float(wt, op, wn));
-    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
-    CNN_TRY(cnn_cuda_check_dtype(wt, xt->dtype, op, wn, xn));
-    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
-    if (dir == CNN_CUDA_DENSE_FWD && a->b) CNN_TRY(cnn_cuda_check_f32(a->b, op, "b"));
-    if (dir == CNN_CUDA_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cuda_check_f32(a->db, op, "db"));
-    CNN_TRY(cnn_dense_check(a, dir, "cuda ", op, &s));
-    k->n = s.n;
-    k->in = s.in;
-    k->out = s.out;
-    int64_t yshape[2] = {k->n, k->out};
-    CNN_TRY(cnn_cuda_check_shape(yt, 2, yshape, op, yn));
-    int64_t bshape[1] = {k->out};
-    if (dir == CNN_CUDA_DENSE_FWD && a->b) CNN_TRY(cnn_cuda_check_shape(a->b, 1, bshape, op, "b"));
-    if (dir == CNN_CUDA_DENSE_BWD_WEIGHTS && a->db) CNN_TRY(cnn_cuda_check_shape(a->db, 1, bshape, op, "db"));
-    if (dir == CNN_CUDA_DENSE_BWD_DATA && a->x) CNN_TRY(cnn_cuda_check_shape(a->dx, a->x->ndim, a->x->shape, op, "dx"));
+    CNN_TRY(cnn_cuda_check_operands(ts, names, nt, op));
+    CNN_TRY(cnn_dense_check(a, dir, "cuda ", op, k));
     CNN_TRY(cnn_cuda_check_int(k->n, op, "the batch N"));
     CNN_TRY(cnn_cuda_check_int(k->in, op, "the input features IN"));
     CNN_TRY(cnn_cuda_check_int(k->out, op, "the output features OUT"));
@@ -231,7 +208,7 @@ fail:
 
 /* The entry for one product: A, B and D are the data pointers of the table at the top, `bias` the f32 b or db
  * (NULL without one), `bias_lp` where a 16-bit copy of a forward's bias goes (the workspace). */
-static cnn_status cnn_cuda_dense_entry_get(cnn_cuda_ctx *ctx, cnn_plan **slot, int dir, const cnn_cuda_dense_dims *d,
+static cnn_status cnn_cuda_dense_entry_get(cnn_cuda_ctx *ctx, cnn_plan **slot, int dir, const cnn_dense_sizes *d,
                                            int dt, cnn_act act, const void *A, const void *B, const void *D,
                                            const void *bias, const void *bias_lp, cnn_cuda_dense_entry **out,
                                            const char *op)
@@ -308,7 +285,7 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_dense_entry *e = NULL;
     cnn_plan *tmp = NULL;
-    cnn_cuda_dense_dims k;
+    cnn_dense_sizes k;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_FWD, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
@@ -350,7 +327,7 @@ cnn_status cnn_cuda_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     static const char *op = "dense_backward_data";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    cnn_cuda_dense_dims k;
+    cnn_dense_sizes k;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_DATA, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
@@ -368,7 +345,7 @@ cnn_status cnn_cuda_dense_backward_weights(cnn_backend *b, const cnn_dense_args 
     cnn_cuda_ctx *ctx = NULL;
     cnn_cuda_dense_entry *e = NULL;
     cnn_plan *tmp = NULL;
-    cnn_cuda_dense_dims k;
+    cnn_dense_sizes k;
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_WEIGHTS, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));

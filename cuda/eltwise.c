@@ -168,18 +168,24 @@ fail:
     return st;
 }
 
-/* an optional state buffer (momentum) that must be there when `needed` */
-static cnn_status cnn_cuda_check_state(const cnn_tensor *t, int needed, const cnn_tensor *param, const char *op,
-                                       const char *name, float momentum)
+/* an optimizer's state buffer: F32 on the device, one value per element of param */
+static cnn_status cnn_cuda_check_state(const cnn_tensor *t, const cnn_tensor *param, const char *op, const char *name)
 {
     cnn_status st = CNN_OK;
-    if (!needed) return CNN_OK;
-    if (!t)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a %s tensor", op, (double)momentum, name);
     CNN_TRY(cnn_cuda_check_f32(t, op, name));
     CNN_TRY(cnn_cuda_check_same_count(t, param, op, name, "param"));
 fail:
     return st;
+}
+
+/* a momentum buffer, which must be there when momentum is not 0 */
+static cnn_status cnn_cuda_check_momentum_state(const cnn_tensor *t, float momentum, const cnn_tensor *param,
+                                                const char *op, const char *name)
+{
+    if (momentum == 0.0f) return CNN_OK;
+    if (!t)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: momentum %g needs a %s tensor", op, (double)momentum, name);
+    return cnn_cuda_check_state(t, param, op, name);
 }
 
 /* The checks of one update, shared by the per-tensor and the multi entries; *io: the tensor as the kernels see it. */
@@ -187,7 +193,7 @@ static cnn_status cnn_cuda_sgd_check(const cnn_sgd_args *a, cnn_cuda_opt_io *io,
 {
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
-    CNN_TRY(cnn_cuda_check_state(a->velocity, a->momentum != 0.0f, a->param, op, "velocity", a->momentum));
+    CNN_TRY(cnn_cuda_check_momentum_state(a->velocity, a->momentum, a->param, op, "velocity"));
 fail:
     return st;
 }
@@ -196,10 +202,8 @@ static cnn_status cnn_cuda_adam_check(const cnn_adam_args *a, cnn_cuda_opt_io *i
 {
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
-    CNN_TRY(cnn_cuda_check_f32(a->m, op, "m"));
-    CNN_TRY(cnn_cuda_check_f32(a->v, op, "v"));
-    CNN_TRY(cnn_cuda_check_same_count(a->m, a->param, op, "m", "param"));
-    CNN_TRY(cnn_cuda_check_same_count(a->v, a->param, op, "v", "param"));
+    CNN_TRY(cnn_cuda_check_state(a->m, a->param, op, "m"));
+    CNN_TRY(cnn_cuda_check_state(a->v, a->param, op, "v"));
     if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
         return cnn_error(CNN_ERR_INVALID_ARG,
                          "cuda %s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
@@ -212,9 +216,8 @@ static cnn_status cnn_cuda_rmsprop_check(const cnn_rmsprop_args *a, cnn_cuda_opt
 {
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_cuda_opt_io_get(a->param, a->grad, a->param_lp, a->grad_scale, io, op));
-    CNN_TRY(cnn_cuda_check_f32(a->sq, op, "sq"));
-    CNN_TRY(cnn_cuda_check_same_count(a->sq, a->param, op, "sq", "param"));
-    CNN_TRY(cnn_cuda_check_state(a->mom, a->momentum != 0.0f, a->param, op, "momentum buffer (mom)", a->momentum));
+    CNN_TRY(cnn_cuda_check_state(a->sq, a->param, op, "sq"));
+    CNN_TRY(cnn_cuda_check_momentum_state(a->mom, a->momentum, a->param, op, "momentum buffer (mom)"));
     if (!(a->rho >= 0.0f && a->rho < 1.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: rho %g must be in [0, 1)", op, (double)a->rho);
     if (!(a->eps > 0.0f)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: eps %g must be positive", op, (double)a->eps);

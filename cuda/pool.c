@@ -21,8 +21,7 @@
 #include "cuda/cuda_util.h"
 
 typedef struct cnn_cuda_pool_key {
-    int64_t n, h, w, c, oh, ow;
-    int32_t mode, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right;
+    cnn_pool2d_sizes s; /* the sizes and parameters that cnn_pool2d_check fills in */
     int32_t dtype;
 } cnn_cuda_pool_key;
 
@@ -54,33 +53,13 @@ static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cn
     const cnn_tensor *yt = backward ? a->dy : a->y;
     const char *xn = backward ? "dx" : "x";
     const char *yn = backward ? "dy" : "y";
-    cnn_pool2d_sizes s;
 
     memset(k, 0, sizeof *k);
-    if ((unsigned)a->mode >= CNN_POOL_MODE_COUNT)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: unknown pooling mode %d", "cuda ", op, (int)a->mode);
     CNN_TRY(cnn_cuda_check_float(xt, op, xn));
     CNN_TRY(cnn_cuda_check_float(yt, op, yn));
     CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
-    CNN_TRY(cnn_pool2d_check(a, backward, "cuda ", op, &s));
+    CNN_TRY(cnn_pool2d_check(a, backward, "cuda ", op, &k->s));
     k->dtype = xt->dtype;
-    k->n = s.n;
-    k->h = s.h;
-    k->w = s.w;
-    k->c = s.c;
-    k->oh = s.oh;
-    k->ow = s.ow;
-    k->mode = a->mode;
-    k->kernel_h = a->kernel_h;
-    k->kernel_w = a->kernel_w;
-    k->stride_h = a->stride_h;
-    k->stride_w = a->stride_w;
-    k->pad_top = a->pad_top;
-    k->pad_left = a->pad_left;
-    k->pad_bottom = a->pad_bottom;
-    k->pad_right = a->pad_right;
-    int64_t yshape[4] = {k->n, k->oh, k->ow, k->c};
-    CNN_TRY(cnn_cuda_check_shape(yt, 4, yshape, op, yn));
 fail:
     return st;
 }
@@ -90,33 +69,33 @@ static cnn_status cnn_cuda_pool_prepare(cnn_cuda_pool_entry *e, const char *op)
     cnn_status st = CNN_OK;
     const cnn_cuda_pool_key *k = &e->key;
     if (e->ready) return CNN_OK;
-    e->g = (cnn_cuda_window){.n = k->n, .h = k->h, .w = k->w, .c = k->c, .oh = k->oh, .ow = k->ow,
-                             .kh = k->kernel_h, .kw = k->kernel_w, .sh = k->stride_h, .sw = k->stride_w,
-                             .pad_top = k->pad_top, .pad_left = k->pad_left,
-                             .pad_bottom = k->pad_bottom, .pad_right = k->pad_right};
+    e->g = (cnn_cuda_window){.n = k->s.n, .h = k->s.h, .w = k->s.w, .c = k->s.c, .oh = k->s.oh, .ow = k->s.ow,
+                             .kh = k->s.kernel_h, .kw = k->s.kernel_w, .sh = k->s.stride_h, .sw = k->s.stride_w,
+                             .pad_top = k->s.pad_top, .pad_left = k->s.pad_left,
+                             .pad_bottom = k->s.pad_bottom, .pad_right = k->s.pad_right};
     /* cuDNN's legacy descriptors count in int */
-    e->use_cudnn = k->pad_top == k->pad_bottom && k->pad_left == k->pad_right &&
-                   k->n * k->h * k->w * k->c <= INT32_MAX;
+    e->use_cudnn = k->s.pad_top == k->s.pad_bottom && k->s.pad_left == k->s.pad_right &&
+                   k->s.n * k->s.h * k->s.w * k->s.c <= INT32_MAX;
     if (e->use_cudnn) {
         /* an entry whose preparation failed half-way is prepared again: keep what was made */
         if (!e->xd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->xd);
         if (!e->yd) CNN_CUDA_DNN(op, cudnnCreateTensorDescriptor, &e->yd);
         if (!e->pd) CNN_CUDA_DNN(op, cudnnCreatePoolingDescriptor, &e->pd);
         const cudnnDataType_t dt = cnn_cuda_dnn_type((cnn_dtype)k->dtype);
-        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)k->h,
-                     (int)k->w);
-        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->n, (int)k->c, (int)k->oh,
-                     (int)k->ow);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->xd, CUDNN_TENSOR_NHWC, dt, (int)k->s.n, (int)k->s.c,
+                     (int)k->s.h, (int)k->s.w);
+        CNN_CUDA_DNN(op, cudnnSetTensor4dDescriptor, e->yd, CUDNN_TENSOR_NHWC, dt, (int)k->s.n, (int)k->s.c,
+                     (int)k->s.oh, (int)k->s.ow);
         /* NaN propagates: a NaN input should surface, not be skipped by the max */
         CNN_CUDA_DNN(op, cudnnSetPooling2dDescriptor, e->pd,
-                     k->mode == CNN_POOL_MAX ? CUDNN_POOLING_MAX_DETERMINISTIC
-                                             : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
-                     CUDNN_PROPAGATE_NAN, k->kernel_h, k->kernel_w, k->pad_top, k->pad_left, k->stride_h,
-                     k->stride_w);
+                     k->s.mode == CNN_POOL_MAX ? CUDNN_POOLING_MAX_DETERMINISTIC
+                                               : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING,
+                     CUDNN_PROPAGATE_NAN, k->s.kernel_h, k->s.kernel_w, k->s.pad_top, k->s.pad_left, k->s.stride_h,
+                     k->s.stride_w);
         int dn = 0, dc = 0, dh = 0, dw = 0;
         CNN_CUDA_DNN(op, cudnnGetPooling2dForwardOutputDim, e->pd, e->xd, &dn, &dc, &dh, &dw);
         /* cuDNN rounds the output size down, as we do; should it ever disagree, our kernels take the window */
-        if (dn != k->n || dc != k->c || dh != k->oh || dw != k->ow) e->use_cudnn = 0;
+        if (dn != k->s.n || dc != k->s.c || dh != k->s.oh || dw != k->s.ow) e->use_cudnn = 0;
     }
     e->ready = 1;
 fail:
@@ -160,7 +139,7 @@ cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
         else CNN_TRY(cnn_cuda_dnn_status(ds, op, "cudnnPoolingForward"));
     }
     if (!e->use_cudnn)
-        CNN_CUDA_RT(op, cnn_cuda_launch_pool_forward, ctx->compute, (cnn_pool_mode)e->key.mode, a->x->data,
+        CNN_CUDA_RT(op, cnn_cuda_launch_pool_forward, ctx->compute, (cnn_pool_mode)e->key.s.mode, a->x->data,
                     a->y->data, e->key.dtype, &e->g);
     if (a->training) {
         (*slot)->last_forward = e;
@@ -199,7 +178,7 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
         x = (*slot)->last_x;
         y = (*slot)->last_y;
     }
-    const int is_max = e->key.mode == CNN_POOL_MAX;
+    const int is_max = e->key.s.mode == CNN_POOL_MAX;
     if (is_max && !x) {
         st = cnn_error(CNN_ERR_INVALID_ARG,
                        "cuda %s: max-pool backward for dx %s needs the forward's x and y, or a training forward "
@@ -217,7 +196,7 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
     }
     if (!done) {
         /* our kernels; average pooling needs neither x nor y */
-        CNN_CUDA_RT(op, cnn_cuda_launch_pool_backward, ctx->compute, (cnn_pool_mode)e->key.mode, x, a->dy->data,
+        CNN_CUDA_RT(op, cnn_cuda_launch_pool_backward, ctx->compute, (cnn_pool_mode)e->key.s.mode, x, a->dy->data,
                     a->dx->data, e->key.dtype, &e->g);
     }
 fail:
