@@ -435,6 +435,39 @@ for mode in ("fp32", "tf32", "bf16"):
     print(f"resnet50 {mode} batch 256 images/s: {256 / times[1]:.0f}")
     torch.cuda.empty_cache()
 
+# where PyTorch's bf16 step goes: its CUDA kernels' time over 3 steps, per step, by kind (beside our per-layer
+# profile by layer type)
+from torch.profiler import profile, ProfilerActivity
+tf32(True)
+def r50_bf16_step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = F.cross_entropy(r50(xb), yb)
+    loss.backward()
+    opt.step()
+r50_bf16_step()
+torch.cuda.synchronize()
+with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    for _ in range(3):
+        r50_bf16_step()
+    torch.cuda.synchronize()
+# first match wins: cuDNN's batchnorm and pooling kernels also carry "cudnn" in their names
+KINDS = (("batchnorm", ("batch_norm", "batchnorm", "bn_", "welford")), ("pool", ("pool",)),
+         ("optimizer", ("foreach", "multi_tensor")),
+         ("conv", ("conv", "xmma", "cudnn", "implicit", "dgrad", "wgrad", "fprop", "sm90", "cutlass")),
+         ("gemm", ("gemm",)), ("elementwise", ("elementwise", "vectorized", "unrolled", "copy", "fill")),
+         ("reduce", ("reduce",)))
+ms = {}
+for e in prof.key_averages():
+    t = getattr(e, "self_device_time_total", None)
+    if t is None:
+        t = getattr(e, "self_cuda_time_total", 0)
+    name = e.key.lower()
+    kind = next((k for k, keys in KINDS if any(w in name for w in keys)), "other")
+    ms[kind] = ms.get(kind, 0.0) + t / 1e3 / 3
+print("pytorch resnet50 bf16 kernels per step: " + "; ".join(f"{k} {v:.1f} ms" for k, v in sorted(ms.items(), key=lambda kv: -kv[1]))
+      + f" (of {sum(ms.values()):.1f} ms)")
+
 # batch-1 inference latency, f32 (no TF32), eval mode, the median of 3 x 50 timed calls after 20 warm-ups
 tf32(False)
 seed = net.eval()
@@ -463,6 +496,8 @@ EOF
     V=$(grep -o 'seed cnn f32 images/s: [0-9]*' "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
     row "OPTIONAL pytorch seed CNN, cuda f32, batch 64" "${V:-?} images/s"
     [[ -n "$IPS_GPU" && -n "$V" ]] && row "ratio cnn.c / pytorch, seed CNN" "$(awk -v a="$IPS_GPU" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+    V=$(grep -o 'pytorch resnet50 bf16 kernels per step: .*' "$OUT_DIR/pytorch_cuda.log" | head -1)
+    [[ -n "$V" ]] && row "OPTIONAL pytorch ResNet-50 bf16 step by kernel kind" "${V#pytorch resnet50 bf16 kernels per step: }"
     for prec in fp32 tf32 bf16; do
       V=$(grep -o "resnet50 $prec batch 256 images/s: [0-9]*" "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
       row "OPTIONAL pytorch ResNet-50 train, batch 256, $prec" "${V:-?} images/s"
