@@ -445,7 +445,7 @@ static cnn_status cnn_cpu_update_multi(const void *list, size_t size, int n, cnn
 {
     cnn_status st = CNN_OK;
     char name[CNN_CPU_ELEMENT_OP_BUF];
-    int64_t *counts = malloc((size_t)n * sizeof *counts);
+    int64_t *counts = calloc((size_t)(n > 0 ? n : 1), sizeof *counts);
     if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
     const unsigned char *base = list;
     for (int i = 0; i < n; i++) {
