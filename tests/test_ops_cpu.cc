@@ -96,7 +96,7 @@ class GTensor {
 
   void set(const std::vector<float> &v) {
     ASSERT_EQ(v.size(), numel_);
-    memcpy(t_.data, v.data(), data_bytes_);
+    if (data_bytes_) memcpy(t_.data, v.data(), data_bytes_);  // an empty vector's data() may be NULL
   }
   std::vector<float> get() const {
     const float *p = (const float *)t_.data;
