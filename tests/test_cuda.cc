@@ -1458,14 +1458,6 @@ TEST_F(CudaOps, SeedCnnTrainingLossCurveMatchesCpu) {
 // over five seeds, each seed run on both, and every single run must still be a sane one (>= 80%, within 1.5
 // points of its twin).
 // The data: $CNN_TEST_FASHION_MNIST, else the Debian package's directory; skipped when neither holds it.
-double test_accuracy_of(const std::string &metrics_json) {
-  const std::string metrics = cnntest::read_file(metrics_json);
-  const size_t at = metrics.find("\"test\"");
-  if (at == std::string::npos) return -1.0;
-  const size_t acc = metrics.find("\"accuracy\": ", at);
-  return acc == std::string::npos ? -1.0 : std::stod(metrics.substr(acc + 12));
-}
-
 TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
   const char *env = getenv("CNN_TEST_FASHION_MNIST");
   const std::string data = env && *env ? env : CNN_FASHION_MNIST_DIR;
@@ -1491,7 +1483,7 @@ TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
                                  &out),
                 0)
           << out;
-      acc[d] = test_accuracy_of(json);
+      acc[d] = cnntest::metrics_test_accuracy(json);
       ASSERT_GE(acc[d], 0.80) << tag << ": test accuracy after one epoch\n" << out;
       sum[d] += acc[d];
     }

@@ -45,6 +45,14 @@ static std::string shell_quote(const std::string &s) {
   return out + "'";
 }
 
+double metrics_test_accuracy(const std::string &metrics_json_path) {
+  const std::string metrics = read_file(metrics_json_path);
+  const size_t at = metrics.find("\"test\"");
+  if (at == std::string::npos) return -1.0;
+  const size_t acc = metrics.find("\"accuracy\": ", at);
+  return acc == std::string::npos ? -1.0 : std::stod(metrics.substr(acc + 12));
+}
+
 int run_cnn(const std::vector<std::string> &args, std::string *output) {
   // CNN_TEST_TOOL: the program to run instead of the one built beside the tests (a suite copied to another
   // machine, as bench/gpu_check.sh does, finds its `cnn` there)

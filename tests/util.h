@@ -21,6 +21,10 @@ class TempDir {
 void write_file(const std::string &path, const std::string &bytes);
 std::string read_file(const std::string &path);
 
+// The test-set accuracy in a `cnn train --metrics-json` file ("test": {... "accuracy": A ...}); -1 when the file
+// has none.
+double metrics_test_accuracy(const std::string &metrics_json_path);
+
 // Runs the built `cnn` program with the given arguments (each shell-quoted); returns the exit status and
 // fills `output` with stdout and stderr together.
 int run_cnn(const std::vector<std::string> &args, std::string *output);
