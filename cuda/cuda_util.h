@@ -128,7 +128,7 @@ struct cnn_plan {
 
 /* Finds the entry for `key` (zeroed before it was filled: it is memcmp-compared) in *slot, creating the plan and
  * the entry (zeroed, key copied in, `entry_size` bytes) when needed; the least recently used one is dropped when
- * both slots are taken. */
+ * every slot is taken. */
 cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
                                size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what);
 

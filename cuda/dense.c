@@ -58,7 +58,7 @@ typedef struct cnn_cuda_dense_key {
     int32_t dtype, tf32;               /* the data's cnn_dtype; 1: f32 may round to TF32 */
     int32_t act;                       /* forward: the fused activation */
     int32_t bias;                      /* 1: with b (forward) or db (backward weights) */
-    uint32_t align[CNN_CUDA_LT_COUNT]; /* bytes, up to CNN_CUDA_LT_ALIGN; the bias's only when the epilogue uses it */
+    uint32_t align[CNN_CUDA_LT_COUNT]; /* bytes, up to CNN_CUDA_LT_ALIGN; the bias's when there is one */
 } cnn_cuda_dense_key;
 
 typedef struct cnn_cuda_dense_entry {
@@ -131,10 +131,14 @@ fail:
 /* What the epilogue does for a key: the bias and ReLU forward, the bias gradient backward, where cuBLASLt can. */
 static cublasLtEpilogue_t cnn_cuda_dense_epilogue(const cnn_cuda_dense_key *k)
 {
+    /* cuBLASLt's alignment preferences cover A, B, C and D but not the bias, and its kernels may read the bias 16
+     * bytes at a time (PyTorch met misaligned-address faults there): a bias aligned to less goes to our kernels */
+    const int bias = k->bias && k->align[CNN_CUDA_LT_BIAS] >= 16;
     if (k->dir == CNN_CUDA_DENSE_BWD_WEIGHTS)
-        return k->bias && k->dtype == CNN_F32 ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT;
-    if (k->act == CNN_ACT_RELU) return k->bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
-    if (k->act == CNN_ACT_NONE && k->bias) return CUBLASLT_EPILOGUE_BIAS;
+        return bias && k->dtype == CNN_F32 ? CUBLASLT_EPILOGUE_BGRADB : CUBLASLT_EPILOGUE_DEFAULT;
+    if (k->act == CNN_ACT_RELU && !k->bias) return CUBLASLT_EPILOGUE_RELU;
+    if (k->act == CNN_ACT_RELU && bias) return CUBLASLT_EPILOGUE_RELU_BIAS;
+    if (k->act == CNN_ACT_NONE && bias) return CUBLASLT_EPILOGUE_BIAS;
     return CUBLASLT_EPILOGUE_DEFAULT; /* nothing to do, or an activation for our kernel, which adds the bias too */
 }
 
@@ -228,11 +232,13 @@ static cnn_status cnn_cuda_dense_entry_get(cnn_cuda_ctx *ctx, cnn_plan **slot, i
     key.align[CNN_CUDA_LT_A] = cnn_cuda_lt_align(A);
     key.align[CNN_CUDA_LT_B] = cnn_cuda_lt_align(B);
     key.align[CNN_CUDA_LT_D] = cnn_cuda_lt_align(D);
+    /* the bias an epilogue would read or write: b (or db), or the 16-bit copy of a forward's b */
+    const void *cand = dir == CNN_CUDA_DENSE_FWD && dt != CNN_F32 ? bias_lp : bias;
+    key.align[CNN_CUDA_LT_BIAS] = bias ? cnn_cuda_lt_align(cand) : CNN_CUDA_LT_ALIGN;
     const cublasLtEpilogue_t epi = cnn_cuda_dense_epilogue(&key);
     const int uses_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_RELU_BIAS ||
                           epi == CUBLASLT_EPILOGUE_BGRADB;
-    const void *epi_bias = !uses_bias ? NULL : dir == CNN_CUDA_DENSE_FWD && dt != CNN_F32 ? bias_lp : bias;
-    key.align[CNN_CUDA_LT_BIAS] = uses_bias ? cnn_cuda_lt_align(epi_bias) : CNN_CUDA_LT_ALIGN;
+    const void *epi_bias = uses_bias ? cand : NULL;
     CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_DENSE, &key, sizeof key, sizeof(cnn_cuda_dense_entry),
                                 cnn_cuda_dense_entry_destroy, &e, op));
     cnn_cuda_dense_entry *de = e;
