@@ -15,6 +15,7 @@
 
 #include "core/ew_math.h"
 #include "cuda/kernels.h"
+#include "cuda/kernels_ew.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
 // launch geometry, loads and stores
@@ -34,6 +35,32 @@ static unsigned cnn_cuda_blocks(int64_t n)
 #define CNN_CUDA_GRID_STRIDE(i, n)                                                            \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                  \
          i += (int64_t)gridDim.x * blockDim.x)
+
+// this thread's index in the launch, and the launch's thread count: the (t, nt) of kernels_ew.cuh's bodies
+#define CNN_CUDA_THREAD ((int64_t)blockIdx.x * blockDim.x + threadIdx.x)
+#define CNN_CUDA_THREADS ((int64_t)gridDim.x * blockDim.x)
+
+static bool cnn_cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+// Runs L<T>::run(args...) for the element type of the cnn_dtype dt (f16, bf16, else f32).
+template <template <typename> class L, typename... A> static cudaError_t cnn_cuda_by_dtype(int dt, A... args)
+{
+    if (dt == CNN_F16) return L<__half>::run(args...);
+    if (dt == CNN_BF16) return L<__nv_bfloat16>::run(args...);
+    return L<float>::run(args...);
+}
+
+// Blocks for a flat kernel over n elements in vectors of V.
+static unsigned cnn_cuda_vec_blocks(int64_t n, int v) { return cnn_cuda_blocks((n + v - 1) / v); }
+
+// Blocks for a per-channel kernel over (m, c) in cv vectors a row: one thread a vector up to the cap, and never
+// fewer threads than a row has vectors (kernels_ew.cuh: nt >= cv).
+static unsigned cnn_cuda_channel_blocks(int64_t m, int64_t cv)
+{
+    const int64_t least = (cv + kBlock - 1) / kBlock;
+    const int64_t b = cnn_cuda_blocks(m * cv);
+    return (unsigned)(b > least ? b : least);
+}
 
 static __device__ __forceinline__ float ld(const void *p, int dt, int64_t i)
 {
@@ -62,22 +89,49 @@ static __global__ void cnn_cuda_cast_kernel(const void *src, int sdt, void *dst,
     CNN_CUDA_GRID_STRIDE(i, n) st(dst, ddt, i, ld(src, sdt, i));
 }
 
-static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, const void *x, void *y, int dt,
-                                                   int64_t n)
+template <typename T, int V>
+static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, const T *x, T *y, int64_t n)
 {
-    CNN_CUDA_GRID_STRIDE(i, n) st(y, dt, i, cnn_act_apply(act, alpha, ld(x, dt, i)));
+    cnn_ew_act_forward<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, act, alpha, x, y, n);
 }
 
-/* from_x: the gradient comes from the input (GELU, SiLU), else from the output */
-static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, float alpha, int from_x, const void *xy,
-                                                    const void *dy, void *dx, int dt, int64_t n)
-{
-    CNN_CUDA_GRID_STRIDE(i, n)
+template <typename T> struct cnn_cuda_act_forward_launch {
+    static cudaError_t run(cudaStream_t stream, cnn_act act, float alpha, const void *x, void *y, int64_t n)
     {
-        const float v = ld(xy, dt, i), g = ld(dy, dt, i);
-        st(dx, dt, i, from_x ? cnn_act_grad_from_x(act, alpha, v, g) : cnn_act_grad_from_y(act, alpha, v, g));
+        const int W = cnn_ew_width<T>::value;
+        const T *xt = static_cast<const T *>(x);
+        T *yt = static_cast<T *>(y);
+        if (cnn_cuda_aligned16(x) && cnn_cuda_aligned16(y))
+            cnn_cuda_act_forward_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(act, alpha, xt, yt, n);
+        else
+            cnn_cuda_act_forward_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, xt, yt, n);
+        return cudaGetLastError();
     }
+};
+
+template <typename T, int V>
+static __global__ void cnn_cuda_act_backward_kernel(cnn_act act, float alpha, int from_x, const T *xy, const T *dy,
+                                                    T *dx, int64_t n)
+{
+    cnn_ew_act_backward<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, act, alpha, from_x, xy, dy, dx, n);
 }
+
+template <typename T> struct cnn_cuda_act_backward_launch {
+    static cudaError_t run(cudaStream_t stream, cnn_act act, float alpha, int from_x, const void *xy, const void *dy,
+                           void *dx, int64_t n)
+    {
+        const int W = cnn_ew_width<T>::value;
+        const T *xyt = static_cast<const T *>(xy), *dyt = static_cast<const T *>(dy);
+        T *dxt = static_cast<T *>(dx);
+        if (cnn_cuda_aligned16(xy) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(dx))
+            cnn_cuda_act_backward_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(act, alpha, from_x,
+                                                                                              xyt, dyt, dxt, n);
+        else
+            cnn_cuda_act_backward_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xyt,
+                                                                                       dyt, dxt, n);
+        return cudaGetLastError();
+    }
+};
 
 // y (rows, cols), b (cols) or NULL
 static __global__ void cnn_cuda_bias_act_kernel(void *y, int dt, const float *b, int64_t rows, int64_t cols,
@@ -111,16 +165,14 @@ extern "C" cudaError_t cnn_cuda_launch_act_forward(cudaStream_t stream, cnn_act 
                                                    void *y, int dt, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_forward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, x, y, dt, n);
-    return cudaGetLastError();
+    return cnn_cuda_by_dtype<cnn_cuda_act_forward_launch>(dt, stream, act, alpha, x, y, n);
 }
 
 extern "C" cudaError_t cnn_cuda_launch_act_backward(cudaStream_t stream, cnn_act act, float alpha, int from_x,
                                                     const void *xy, const void *dy, void *dx, int dt, int64_t n)
 {
     if (n <= 0) return cudaSuccess;
-    cnn_cuda_act_backward_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xy, dy, dx, dt, n);
-    return cudaGetLastError();
+    return cnn_cuda_by_dtype<cnn_cuda_act_backward_launch>(dt, stream, act, alpha, from_x, xy, dy, dx, n);
 }
 
 extern "C" cudaError_t cnn_cuda_launch_bias_act(cudaStream_t stream, void *y, int dt, const float *b, int64_t rows,
@@ -677,6 +729,28 @@ static __global__ void cnn_cuda_add_kernel(const void *a, int adt, const void *b
     CNN_CUDA_GRID_STRIDE(i, n) st(y, ydt, i, alpha * ld(a, adt, i) + beta * ld(b, bdt, i));
 }
 
+template <typename T, int V>
+static __global__ void cnn_cuda_add_same_kernel(const T *a, const T *b, T *y, int64_t n, float alpha, float beta)
+{
+    cnn_ew_add<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, a, b, y, n, alpha, beta);
+}
+
+template <typename T> struct cnn_cuda_add_same_launch {
+    static cudaError_t run(cudaStream_t stream, const void *a, const void *b, void *y, int64_t n, float alpha,
+                           float beta)
+    {
+        const int W = cnn_ew_width<T>::value;
+        const T *at = static_cast<const T *>(a), *bt = static_cast<const T *>(b);
+        T *yt = static_cast<T *>(y);
+        if (cnn_cuda_aligned16(a) && cnn_cuda_aligned16(b) && cnn_cuda_aligned16(y))
+            cnn_cuda_add_same_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(at, bt, yt, n, alpha,
+                                                                                          beta);
+        else
+            cnn_cuda_add_same_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(at, bt, yt, n, alpha, beta);
+        return cudaGetLastError();
+    }
+};
+
 static __global__ void cnn_cuda_scale_kernel(void *x, int dt, int64_t n, float alpha)
 {
     CNN_CUDA_GRID_STRIDE(i, n) st(x, dt, i, ld(x, dt, i) * alpha);
@@ -686,6 +760,8 @@ extern "C" cudaError_t cnn_cuda_launch_add(cudaStream_t stream, const void *a, i
                                            void *y, int y_dt, int64_t n, float alpha, float beta)
 {
     if (n <= 0) return cudaSuccess;
+    if (a_dt == y_dt && b_dt == y_dt) /* the common case: gradients summed at a branch, in one dtype */
+        return cnn_cuda_by_dtype<cnn_cuda_add_same_launch>(y_dt, stream, a, b, y, n, alpha, beta);
     cnn_cuda_add_kernel<<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(a, a_dt, b, b_dt, y, y_dt, n, alpha, beta);
     return cudaGetLastError();
 }
@@ -797,44 +873,57 @@ extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, void *wh
 // one thread per channel for the coefficients, then elementwise passes. The expressions are the CPU backend's
 // (cpu/batchnorm.c).
 
-static __global__ void cnn_cuda_bn_partial_kernel(int mode, const void *x, const void *dy, int dt,
-                                                  const double *center, int64_t m, int64_t c, int64_t rows_per_chunk,
-                                                  double *partial)
+// Block: tx column vectors by ty rows (tx * ty <= kBlock). Each thread sums its rows of the chunk
+// (cnn_ew_bn_sums), then the block's first row of threads adds the ty sums of its column in a fixed order.
+template <typename T, int V>
+static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T *dy, const double *center, int64_t m,
+                                                  int64_t c, int64_t rows_per_chunk, double *partial)
 {
-    __shared__ double s1[kColTy][kColTx + 1];
-    __shared__ double s2[kColTy][kColTx + 1];
-    const int64_t col = (int64_t)blockIdx.x * kColTx + threadIdx.x;
+    __shared__ double sh1[kBlock * V], sh2[kBlock * V];
+    const int64_t cv = c / V, jv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int64_t r0 = (int64_t)blockIdx.y * rows_per_chunk;
     const int64_t r1 = r0 + rows_per_chunk < m ? r0 + rows_per_chunk : m;
-    double a = 0.0, b = 0.0;
-    if (col < c) {
-        const double ctr = mode == CNN_CUDA_BN_SHIFTED_MOMENTS ? (double)ld(x, dt, col) : center[col];
-        for (int64_t r = r0 + threadIdx.y; r < r1; r += kColTy) {
-            const float v = ld(x, dt, r * c + col);
-            if (mode == CNN_CUDA_BN_SHIFTED_MOMENTS) {
-                const double d = (double)v - ctr;
-                a += d;
-                b += d * d;
-            } else {
-                const float g = ld(dy, dt, r * c + col);
-                a += g;
-                b += (double)g * ((double)v - ctr);
-            }
-        }
+    double a[V], b[V];
+    for (int j = 0; j < V; j++) a[j] = b[j] = 0.0;
+    if (jv < cv)
+        cnn_ew_bn_sums<T, V>(mode == CNN_CUDA_BN_SHIFTED_MOMENTS, x, dy, center, c, jv * V, r0 + threadIdx.y, r1,
+                             blockDim.y, a, b);
+    const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * V;
+    for (int j = 0; j < V; j++) {
+        sh1[slot + j] = a[j];
+        sh2[slot + j] = b[j];
     }
-    s1[threadIdx.y][threadIdx.x] = a;
-    s2[threadIdx.y][threadIdx.x] = b;
     __syncthreads();
-    if (threadIdx.y == 0 && col < c) {
-        double t1 = 0.0, t2 = 0.0;
-        for (int k = 0; k < kColTy; k++) {
-            t1 += s1[k][threadIdx.x];
-            t2 += s2[k][threadIdx.x];
+    if (threadIdx.y == 0 && jv < cv) {
+        for (int j = 0; j < V; j++) {
+            double t1 = 0.0, t2 = 0.0;
+            for (unsigned k = 0; k < blockDim.y; k++) {
+                t1 += sh1[(k * blockDim.x + threadIdx.x) * V + j];
+                t2 += sh2[(k * blockDim.x + threadIdx.x) * V + j];
+            }
+            partial[(int64_t)blockIdx.y * 2 * c + jv * V + j] = t1;
+            partial[(int64_t)blockIdx.y * 2 * c + c + jv * V + j] = t2;
         }
-        partial[(int64_t)blockIdx.y * 2 * c + col] = t1;
-        partial[(int64_t)blockIdx.y * 2 * c + c + col] = t2;
     }
 }
+
+template <typename T> struct cnn_cuda_bn_partial_launch {
+    static cudaError_t run(cudaStream_t stream, int mode, const void *x, const void *dy, const double *center,
+                           int64_t m, int64_t c, double *partial)
+    {
+        const int W = cnn_ew_width<T>::value;
+        const bool vec = c % W == 0 && cnn_cuda_aligned16(x) && (mode != CNN_CUDA_BN_GRAD || cnn_cuda_aligned16(dy));
+        const int64_t cv = vec ? c / W : c;
+        const unsigned tx = cv < kColTx ? (unsigned)cv : (unsigned)kColTx, ty = (unsigned)kBlock / tx;
+        dim3 block(tx, ty);
+        dim3 grid((unsigned)((cv + tx - 1) / tx), (unsigned)cnn_cuda_col_chunks(m));
+        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy);
+        const int64_t per = cnn_cuda_col_chunk_rows(m);
+        if (vec) cnn_cuda_bn_partial_kernel<T, W><<<grid, block, 0, stream>>>(mode, xt, dyt, center, m, c, per, partial);
+        else cnn_cuda_bn_partial_kernel<T, 1><<<grid, block, 0, stream>>>(mode, xt, dyt, center, m, c, per, partial);
+        return cudaGetLastError();
+    }
+};
 
 static __global__ void cnn_cuda_bn_final_kernel(const double *partial, int64_t chunks, int64_t c, double *s1,
                                                 double *s2)
@@ -863,12 +952,8 @@ extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, 
         if (e != cudaSuccess) return e;
         return cudaMemsetAsync(s2, 0, (size_t)c * sizeof(double), stream);
     }
-    const int64_t per = cnn_cuda_col_chunk_rows(m);
     const int64_t chunks = cnn_cuda_col_chunks(m);
-    dim3 block(kColTx, kColTy);
-    dim3 grid((unsigned)((c + kColTx - 1) / kColTx), (unsigned)chunks);
-    cnn_cuda_bn_partial_kernel<<<grid, block, 0, stream>>>(mode, x, dy, dt, center, m, c, per, partial);
-    cudaError_t e = cudaGetLastError();
+    cudaError_t e = cnn_cuda_by_dtype<cnn_cuda_bn_partial_launch>(dt, stream, mode, x, dy, center, m, c, partial);
     if (e != cudaSuccess) return e;
     cnn_cuda_bn_final_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(partial, chunks, c, s1, s2);
     return cudaGetLastError();
@@ -924,28 +1009,37 @@ extern "C" cudaError_t cnn_cuda_launch_bn_forward_coef(cudaStream_t stream, int 
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_apply_kernel(const void *x, const void *res, void *y, int dt, int64_t m,
-                                                int64_t c, const float *center, const float *scale,
-                                                const float *shift, cnn_act act, float alpha)
+template <typename T, int V>
+static __global__ void cnn_cuda_bn_apply_kernel(const T *x, const T *res, T *y, int64_t m, int64_t c,
+                                                const float *center, const float *scale, const float *shift,
+                                                cnn_act act, float alpha)
 {
-    const int64_t n = m * c;
-    CNN_CUDA_GRID_STRIDE(i, n)
-    {
-        const int64_t j = i % c;
-        float v = (ld(x, dt, i) - center[j]) * scale[j] + shift[j];
-        if (res) v += ld(res, dt, i);
-        st(y, dt, i, cnn_act_apply(act, alpha, v));
-    }
+    cnn_ew_bn_apply<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, x, res, y, m, c, center, scale, shift, act, alpha);
 }
+
+template <typename T> struct cnn_cuda_bn_apply_launch {
+    static cudaError_t run(cudaStream_t stream, const void *x, const void *res, void *y, int64_t m, int64_t c,
+                           const float *center, const float *scale, const float *shift, cnn_act act, float alpha)
+    {
+        const int W = cnn_ew_width<T>::value;
+        const T *xt = static_cast<const T *>(x), *rt = static_cast<const T *>(res);
+        T *yt = static_cast<T *>(y);
+        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(res) && cnn_cuda_aligned16(y))
+            cnn_cuda_bn_apply_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(
+                xt, rt, yt, m, c, center, scale, shift, act, alpha);
+        else
+            cnn_cuda_bn_apply_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(
+                xt, rt, yt, m, c, center, scale, shift, act, alpha);
+        return cudaGetLastError();
+    }
+};
 
 extern "C" cudaError_t cnn_cuda_launch_bn_apply(cudaStream_t stream, const void *x, const void *res, void *y, int dt,
                                                 int64_t m, int64_t c, const float *center, const float *scale,
                                                 const float *shift, cnn_act act, float alpha)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    cnn_cuda_bn_apply_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, res, y, dt, m, c, center, scale,
-                                                                            shift, act, alpha);
-    return cudaGetLastError();
+    return cnn_cuda_by_dtype<cnn_cuda_bn_apply_launch>(dt, stream, x, res, y, m, c, center, scale, shift, act, alpha);
 }
 
 static __global__ void cnn_cuda_bn_backward_stats_kernel(int training, const float *save_mean,
@@ -1004,21 +1098,32 @@ extern "C" cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int
     return cudaGetLastError();
 }
 
-static __global__ void cnn_cuda_bn_dx_kernel(const void *x, const void *dy, void *dx, int dt, int64_t m, int64_t c,
-                                             const float *coef)
+template <typename T, int V>
+static __global__ void cnn_cuda_bn_dx_kernel(const T *x, const T *dy, T *dx, int64_t m, int64_t c, const float *coef)
 {
-    const int64_t n = m * c;
-    CNN_CUDA_GRID_STRIDE(i, n)
-    {
-        const int64_t j = i % c;
-        st(dx, dt, i, coef[j] * (ld(dy, dt, i) - coef[c + j] - (ld(x, dt, i) - coef[3 * c + j]) * coef[2 * c + j]));
-    }
+    cnn_ew_bn_dx<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, x, dy, dx, m, c, coef);
 }
+
+template <typename T> struct cnn_cuda_bn_dx_launch {
+    static cudaError_t run(cudaStream_t stream, const void *x, const void *dy, void *dx, int64_t m, int64_t c,
+                           const float *coef)
+    {
+        const int W = cnn_ew_width<T>::value;
+        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy);
+        T *dxt = static_cast<T *>(dx);
+        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(dx))
+            cnn_cuda_bn_dx_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(xt, dyt, dxt, m, c,
+                                                                                               coef);
+        else
+            cnn_cuda_bn_dx_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(xt, dyt, dxt, m, c,
+                                                                                           coef);
+        return cudaGetLastError();
+    }
+};
 
 extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, void *dx, int dt,
                                              int64_t m, int64_t c, const float *coef)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    cnn_cuda_bn_dx_kernel<<<cnn_cuda_blocks(m * c), kBlock, 0, stream>>>(x, dy, dx, dt, m, c, coef);
-    return cudaGetLastError();
+    return cnn_cuda_by_dtype<cnn_cuda_bn_dx_launch>(dt, stream, x, dy, dx, m, c, coef);
 }

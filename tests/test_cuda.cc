@@ -1754,14 +1754,17 @@ TEST_F(CudaOps, ElementwiseOpsIn16BitMatchCpu) {
       EXPECT_EQ(res[0][0], res[1][0]) << "concat copies 16-bit values exactly";
       EXPECT_EQ(res[0][1], res[1][1]);
     }
-    {
+    // 20 channels take the kernels' element path, 40 their 16-byte vector path (8 halves a load)
+    for (const std::vector<int64_t> &bshape : {shape, std::vector<int64_t>{4, 6, 3, 40}}) {
+      const int64_t c = bshape.back();
+      SCOPED_TRACE("batchnorm over " + std::to_string(c) + " channels");
       std::vector<float> res[2][5];
-      auto gamma = random_floats(20, rng, 0.5f, 1.5f), beta = random_floats(20, rng);
+      auto gamma = random_floats(c, rng, 0.5f, 1.5f), beta = random_floats(c, rng);
       for (int k = 0; k < 2; k++) {
         const cnn_dtype d = k == 0 ? dt : CNN_F32;
-        DTensor tx(bs[k], shape, d), ty(bs[k], shape, d), tdy(bs[k], shape, d), tdx(bs[k], shape, d);
-        DTensor tg(bs[k], {20}), tb(bs[k], {20}), trm(bs[k], {20}), trv(bs[k], {20}), tsm(bs[k], {20}),
-            tsi(bs[k], {20}), tdg(bs[k], {20}), tdb(bs[k], {20});
+        DTensor tx(bs[k], bshape, d), ty(bs[k], bshape, d), tdy(bs[k], bshape, d), tdx(bs[k], bshape, d);
+        DTensor tg(bs[k], {c}), tb(bs[k], {c}), trm(bs[k], {c}), trv(bs[k], {c}), tsm(bs[k], {c}), tsi(bs[k], {c}),
+            tdg(bs[k], {c}), tdb(bs[k], {c});
         tx.set(x), tdy.set(dy), tg.set(gamma), tb.set(beta);
         ASSERT_EQ(bs[k]->ops->fill(bs[k], trm.t(), 0.0f), CNN_OK);
         ASSERT_EQ(bs[k]->ops->fill(bs[k], trv.t(), 1.0f), CNN_OK);
