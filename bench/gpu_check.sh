@@ -16,7 +16,8 @@
 #      ResNet-20 for 5 epochs (issue 3's accuracy run: Adam 1e-3, batch 64, no augmentation)
 #   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`,
 #      then a per-layer profile of the bf16 step summed by layer type (GPU_CHECK_SKIP_PROFILE=1 skips it)
-#   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches
+#   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches,
+#      then our ResNet-50 bf16 bench again on the cuDNN that PyTorch ships (when one is found beside it)
 #   6. prints a short table, last
 #
 # Logs and JSON go to ./gpu_check_out, or to $OUT/gpu_check_logs.tar.gz when OUT is set. Any failure (build, a test, a training run, the
@@ -517,6 +518,49 @@ EOF
   fi
 else
   row "OPTIONAL pytorch, cuda" "skipped: no torch with CUDA"
+fi
+
+# ---- 5b. OPTIONAL: our ResNet-50 bf16 step on PyTorch's cuDNN --------------------------------------------------
+# The programs load the machine's cuDNN; PyTorch ships its own (9.14 and 9.19 in the third run). The same bench
+# with PyTorch's cuDNN first on the library path separates the library's part of the ratio from ours.
+TORCH_CUDNN=$(LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH python3 - 2>/dev/null <<'EOF'
+import glob, os
+roots = []
+try:
+    import nvidia.cudnn
+    roots += [os.path.join(p, "lib") for p in nvidia.cudnn.__path__]
+except ImportError:
+    pass
+try:
+    import torch
+    roots.append(os.path.join(os.path.dirname(torch.__file__), "lib"))
+except ImportError:
+    pass
+for r in roots:
+    if glob.glob(os.path.join(r, "libcudnn.so.9*")):
+        print(r)
+        break
+EOF
+)
+if [[ -z "${R50[bf16]:-}" ]]; then
+  row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's cuDNN" "skipped: no bf16 ResNet-50 result of ours to compare"
+elif [[ -z "$TORCH_CUDNN" ]]; then
+  row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's cuDNN" "skipped: no libcudnn.so.9 found beside torch"
+elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
+  row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's cuDNN" "skipped: $(elapsed) s gone already"
+else
+  log "optional: cnn bench ResNet-50 bf16 with the cuDNN in $TORCH_CUDNN"
+  if LD_LIBRARY_PATH=$TORCH_CUDNN:${LD_LIBRARY_PATH:-} timeout 120 "$CNN" bench --model samples/models/resnet50.cnn \
+      --batch 256 --device cuda --mode train --optimizer sgd --precision bf16 --warmup "${GPU_CHECK_R50_WARMUP:-3}" \
+      --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" \
+      >"$OUT_DIR/bench_r50_bf16_torch_cudnn.log" 2>&1; then
+    V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" | head -1 | awk '{print $2}')
+    DNN=$(grep -o 'cuDNN [0-9.]*' "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" | head -1)
+    row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's ${DNN:-cuDNN}" \
+      "$(printf '%.0f' "${V:-0}") images/s (on the machine's: $(printf '%.0f' "${R50[bf16]}"))"
+  else
+    row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's cuDNN" "did not run (see bench_r50_bf16_torch_cudnn.log)"
+  fi
 fi
 
 # ---- 6. the table ---------------------------------------------------------------------------------------------
