@@ -888,18 +888,19 @@ static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T 
     if (jv < cv)
         cnn_ew_bn_sums<T, V>(mode == CNN_CUDA_BN_SHIFTED_MOMENTS, x, dy, center, c, jv * V, r0 + threadIdx.y, r1,
                              blockDim.y, a, b);
-    const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * V;
+    // channel j of thread `tid` at j * kBlock + tid: adjacent threads in adjacent words (no bank conflicts)
+    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
     for (int j = 0; j < V; j++) {
-        sh1[slot + j] = a[j];
-        sh2[slot + j] = b[j];
+        sh1[j * kBlock + tid] = a[j];
+        sh2[j * kBlock + tid] = b[j];
     }
     __syncthreads();
     if (threadIdx.y == 0 && jv < cv) {
         for (int j = 0; j < V; j++) {
             double t1 = 0.0, t2 = 0.0;
             for (unsigned k = 0; k < blockDim.y; k++) {
-                t1 += sh1[(k * blockDim.x + threadIdx.x) * V + j];
-                t2 += sh2[(k * blockDim.x + threadIdx.x) * V + j];
+                t1 += sh1[j * kBlock + k * blockDim.x + threadIdx.x];
+                t2 += sh2[j * kBlock + k * blockDim.x + threadIdx.x];
             }
             partial[(int64_t)blockIdx.y * 2 * c + jv * V + j] = t1;
             partial[(int64_t)blockIdx.y * 2 * c + c + jv * V + j] = t2;
@@ -913,8 +914,12 @@ template <typename T> struct cnn_cuda_bn_partial_launch {
     {
         const int W = cnn_ew_width<T>::value;
         const bool vec = c % W == 0 && cnn_cuda_aligned16(x) && (mode != CNN_CUDA_BN_GRAD || cnn_cuda_aligned16(dy));
+        // ty threads down each column, from c alone: when c % W == 0 both paths split a channel's rows alike and
+        // add them in the same order, so the sums do not depend on the pointers' alignment
+        const int64_t cw = c % W == 0 ? c / W : c;
+        const unsigned ty = (unsigned)kBlock / (unsigned)(cw < (int64_t)kColTx ? cw : (int64_t)kColTx);
         const int64_t cv = vec ? c / W : c;
-        const unsigned tx = cv < kColTx ? (unsigned)cv : (unsigned)kColTx, ty = (unsigned)kBlock / tx;
+        const unsigned tx = cv < (int64_t)(kBlock / ty) ? (unsigned)cv : (unsigned)kBlock / ty;
         dim3 block(tx, ty);
         dim3 grid((unsigned)((cv + tx - 1) / tx), (unsigned)cnn_cuda_col_chunks(m));
         const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy);
