@@ -106,8 +106,11 @@ cnn_status cnn_cuda_table_put(cnn_cuda_ctx *ctx, cnn_cuda_table *t, const void *
         void *host = t->host, *old_dev = t->dev;
         t->host = t->dev = NULL;
         t->capacity = 0;
-        if (host) CNN_CUDA_RT(what, cudaFreeHost, host);
-        if (old_dev) CNN_CUDA_RT(what, cudaFree, old_dev);
+        /* both freed before either error is reported: nothing leaks on the error path */
+        const cudaError_t host_err = host ? cudaFreeHost(host) : cudaSuccess;
+        const cudaError_t dev_err = old_dev ? cudaFree(old_dev) : cudaSuccess;
+        CNN_TRY(cnn_cuda_rt_status(host_err != cudaSuccess ? host_err : dev_err, what,
+                                   host_err != cudaSuccess ? "cudaFreeHost" : "cudaFree"));
         CNN_CUDA_RT(what, cudaHostAlloc, &t->host, bytes, cudaHostAllocDefault);
         CNN_CUDA_RT(what, cudaMalloc, &t->dev, bytes);
         t->capacity = bytes;

@@ -281,6 +281,8 @@ fail:
  * unspecified after a struct assignment. */
 _Static_assert(sizeof(cnn_cuda_opt_desc) == 5 * sizeof(void *) + 2 * sizeof(int64_t) + 2 * sizeof(int),
                "cnn_cuda_opt_desc has padding");
+_Static_assert(sizeof(cnn_cuda_sumsq_desc) == sizeof(void *) + 2 * sizeof(int64_t) + 2 * sizeof(int),
+               "cnn_cuda_sumsq_desc has padding");
 
 /* Checks one element (`args`, named `op`) and describes it for the kernels. */
 typedef cnn_status (*cnn_cuda_desc_fn)(const void *args, const char *op, cnn_cuda_opt_desc *d);

@@ -150,6 +150,7 @@ typedef struct cnn_cuda_sumsq_desc {
     int64_t n;
     int64_t first;
     int dt;
+    int unused; /* 0: makes the padding a member, since tables are compared bytewise */
 } cnn_cuda_sumsq_desc;
 cudaError_t cnn_cuda_launch_sum_squares_multi(cudaStream_t stream, const cnn_cuda_sumsq_desc *table, int count,
                                               int64_t blocks, double *partial);
