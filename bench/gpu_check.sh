@@ -15,7 +15,9 @@
 #      trains one epoch of it on cuda, checks the test accuracy and evaluates that model on the cpu, then
 #      ResNet-20 for 5 epochs (issue 3's accuracy run: Adam 1e-3, batch 64, no augmentation)
 #   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`,
-#      then a per-layer profile of the bf16 step summed by layer type (GPU_CHECK_SKIP_PROFILE=1 skips it)
+#      the bf16 step again with convolutions through cuDNN's legacy API (CNN_CUDNN_CONV=legacy) beside the graph
+#      API's default, then a per-layer profile of the bf16 step summed by layer type (GPU_CHECK_SKIP_PROFILE=1
+#      skips it)
 #   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches,
 #      then our ResNet-50 bf16 bench again on the cuDNN that PyTorch ships (when one is found beside it)
 #   6. prints a short table, last
@@ -323,6 +325,20 @@ else
       tail -15 "$OUT_DIR/bench_r50_$prec.log" >&2
     fi
   done
+  # the bf16 step again with the convolutions through cuDNN's legacy API (cudnnFind*), the graph API's A/B
+  if [[ -n "${R50[bf16]:-}" && $(elapsed) -le $SOFT_LIMIT ]]; then
+    log "cnn bench: ResNet-50, batch 256, cuda, bf16, CNN_CUDNN_CONV=legacy"
+    if CNN_CUDNN_CONV=legacy timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda \
+        --mode train --optimizer sgd --precision bf16 --warmup "${GPU_CHECK_R50_WARMUP:-3}" \
+        --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_bf16_legacy.json" \
+        >"$OUT_DIR/bench_r50_bf16_legacy.log" 2>&1; then
+      V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_bf16_legacy.json" | head -1 | awk '{print $2}')
+      row "cnn ResNet-50 train, bf16, legacy cuDNN API" "$(printf '%.0f' "${V:-0}") images/s (graph API: $(printf '%.0f' "${R50[bf16]}"))"
+    else
+      fail "cnn bench ResNet-50 bf16 CNN_CUDNN_CONV=legacy" "cnn ResNet-50 train, bf16, legacy API" \
+        "$OUT_DIR/bench_r50_bf16_legacy.log"
+    fi
+  fi
   # where the bf16 step goes: each layer's forward and backward time (syncs around every layer), summed by type
   if [[ -n "${GPU_CHECK_SKIP_PROFILE:-}" ]]; then
     row "ResNet-50 bf16 per-layer profile" "skipped: GPU_CHECK_SKIP_PROFILE is set"

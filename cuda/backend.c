@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/conv_graph.h"
 #include "cuda/cuda_util.h"
 
 /* ops implemented in the other files of cuda/ */
@@ -349,6 +350,9 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
     *ctx->nonfinite = 0;
     CNN_CUDA_RT(op, cudaHostGetDevicePointer, (void **)&ctx->nonfinite_dev, ctx->nonfinite, 0);
     ctx->precision = CNN_PRECISION_FP32;
+    cnn_cuda_conv_api api = CNN_CUDA_CONV_API_AUTO;
+    CNN_TRY(cnn_cuda_conv_api_parse(getenv("CNN_CUDNN_CONV"), &api));
+    ctx->conv_api = (int)api;
     CNN_CUDA_DNN(op, cudnnCreate, &ctx->cudnn);
     CNN_CUDA_DNN(op, cudnnSetStream, ctx->cudnn, ctx->compute);
     CNN_CUDA_BLAS(op, cublasCreate, &ctx->cublas);

@@ -1,5 +1,9 @@
-/* 2-D convolution on the GPU with cuDNN (legacy, non-graph API): forward (then our bias + activation kernel),
- * backward data, backward filter (and our column-sum kernel for the bias gradient).
+/* 2-D convolution on the GPU with cuDNN: forward (then our bias + activation kernel), backward data, backward
+ * filter (and our column-sum kernel for the bias gradient).
+ *
+ * Each direction runs through cuDNN's graph API when it has an engine for the shape (conv_graph.c: the fastest of
+ * the heuristics' best configurations, timed once per shape), else through the legacy API described below;
+ * $CNN_CUDNN_CONV=graph|legacy forces one of them (conv_graph.h).
  *
  * Layouts: x, y (N, H, W, C) = cuDNN NHWC tensors; weights (O, KH, KW, C/G) = cuDNN's NHWC filter layout (KRSC),
  * with groups through cudnnSetConvolutionGroupCount. cuDNN pads symmetrically only: a convolution with
@@ -20,6 +24,7 @@
 #include <string.h>
 
 #include "core/op_check.h"
+#include "cuda/conv_graph.h"
 #include "cuda/cuda_util.h"
 
 /* the most algorithms any direction has in cuDNN 9 is under 10; room to spare */
@@ -42,12 +47,13 @@ typedef struct cnn_cuda_conv_entry {
     cudnnConvolutionDescriptor_t cd;
     int explicit_pad;
     cnn_cuda_window pad; /* geometry of the padded copy */
-    void *xpad;          /* (N, H + top + bottom, W + left + right, C), owned; only with explicit_pad */
+    void *xpad;          /* (N, H + top + bottom, W + left + right, C), owned; made when the legacy API needs it */
     int have_fwd, have_bwd_data, have_bwd_filter;
     cudnnConvolutionFwdAlgo_t fwd_algo;
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+    cnn_cuda_conv_graph graph[3]; /* by direction (CNN_OP_*): the graph API's plans */
 } cnn_cuda_conv_entry;
 
 /* the values of core/op_check.h's directions, which cnn_conv2d_check takes */
@@ -66,6 +72,7 @@ static void cnn_cuda_conv_entry_destroy(void *p)
     if (e->yd) cudnnDestroyTensorDescriptor(e->yd);
     if (e->wd) cudnnDestroyFilterDescriptor(e->wd);
     if (e->cd) cudnnDestroyConvolutionDescriptor(e->cd);
+    for (int i = 0; i < 3; i++) cnn_cuda_conv_graph_destroy(&e->graph[i]);
     /* cudaFree waits for queued work that may still read the padded copy */
     if (e->xpad && cudaFree(e->xpad) != cudaSuccess) (void)cudaGetLastError();
     free(e);
@@ -142,23 +149,40 @@ static cnn_status cnn_cuda_conv_prepare(cnn_cuda_conv_entry *e, const char *op)
         return cnn_error(CNN_ERR_BACKEND, "cuda %s: cuDNN computes an output of (%d, %d, %d, %d) (N, H, W, C) where "
                          "(%lld, %lld, %lld, %lld) was expected", op, dn, dh, dw, dc, (long long)k->s.n,
                          (long long)k->s.oh, (long long)k->s.ow, (long long)k->s.o);
-    if (e->explicit_pad && !e->xpad) {
-        size_t bytes = (size_t)(k->s.n * hx * wx * k->s.c) * cnn_dtype_size((cnn_dtype)k->dtype);
-        cudaError_t err = cudaMalloc((void **)&e->xpad, bytes);
-        if (err != cudaSuccess) {
-            e->xpad = NULL;
-            size_t free_b = 0, total_b = 0;
-            (void)cudaGetLastError();
-            if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
-            return cnn_error(err == cudaErrorMemoryAllocation ? CNN_ERR_NO_MEMORY : CNN_ERR_BACKEND,
-                             "cuda %s: no device memory for the %.1f MiB padded input of an asymmetrically padded "
-                             "convolution (%.1f MiB free): %s; try a smaller batch size",
-                             op, (double)bytes / 1048576.0, (double)free_b / 1048576.0, cudaGetErrorString(err));
-        }
-    }
     e->ready = 1;
 fail:
     return st;
+}
+
+/* The legacy API's zero-padded copy of x for an asymmetrically padded convolution, made on first use. */
+static cnn_status cnn_cuda_conv_xpad(cnn_cuda_conv_entry *e, const char *op)
+{
+    const cnn_cuda_conv_key *k = &e->key;
+    if (!e->explicit_pad || e->xpad) return CNN_OK;
+    const int64_t hx = k->s.h + k->s.pad_top + k->s.pad_bottom, wx = k->s.w + k->s.pad_left + k->s.pad_right;
+    size_t bytes = (size_t)(k->s.n * hx * wx * k->s.c) * cnn_dtype_size((cnn_dtype)k->dtype);
+    cudaError_t err = cudaMalloc((void **)&e->xpad, bytes);
+    if (err != cudaSuccess) {
+        e->xpad = NULL;
+        size_t free_b = 0, total_b = 0;
+        (void)cudaGetLastError();
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
+        return cnn_error(err == cudaErrorMemoryAllocation ? CNN_ERR_NO_MEMORY : CNN_ERR_BACKEND,
+                         "cuda %s: no device memory for the %.1f MiB padded input of an asymmetrically padded "
+                         "convolution (%.1f MiB free): %s; try a smaller batch size",
+                         op, (double)bytes / 1048576.0, (double)free_b / 1048576.0, cudaGetErrorString(err));
+    }
+    return CNN_OK;
+}
+
+/* Plans direction dir through the graph API the first time it is run (unless the legacy API is forced). */
+static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
+                                          void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
+{
+    if (e->graph[dir].state != 0 || ctx->conv_api == CNN_CUDA_CONV_API_LEGACY) return CNN_OK;
+    const cnn_cuda_conv_graph_spec spec = {.s = &e->key.s, .dtype = (cnn_dtype)e->key.dtype, .tf32 = e->key.tf32,
+                                           .deterministic = e->key.deterministic, .dir = dir};
+    return cnn_cuda_conv_graph_plan(ctx, (cnn_cuda_conv_api)ctx->conv_api, &spec, &e->graph[dir], ptrs, op);
 }
 
 static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args *a, int dir, cnn_plan **tmp,
@@ -339,15 +363,22 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_FWD, &tmp, &ctx, &e, op));
 
-    const void *x = a->x->data;
-    if (e->explicit_pad) {
-        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
-        x = e->xpad;
+    void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->w->data, a->y->data};
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_FWD, ptrs, op));
+    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_FWD], ptrs)) {
+        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_FWD], ptrs, op));
+    } else {
+        const void *x = a->x->data;
+        if (e->explicit_pad) {
+            CNN_TRY(cnn_cuda_conv_xpad(e, op));
+            CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
+            x = e->xpad;
+        }
+        if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
+        CNN_TRY(cnn_cuda_workspace(ctx, e->fwd_ws, op));
+        CNN_CUDA_DNN(op, cudnnConvolutionForward, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->wd, a->w->data, e->cd,
+                     e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
     }
-    if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
-    CNN_TRY(cnn_cuda_workspace(ctx, e->fwd_ws, op));
-    CNN_CUDA_DNN(op, cudnnConvolutionForward, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->wd, a->w->data, e->cd,
-                 e->fwd_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->yd, a->y->data);
     if (a->b || a->act != CNN_ACT_NONE)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL,
                     e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o, a->act, a->act_alpha);
@@ -366,13 +397,21 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_DATA, &tmp, &ctx, &e, op));
 
-    void *dx = e->explicit_pad ? (void *)e->xpad : a->dx->data;
-    if (!e->have_bwd_data) CNN_TRY(cnn_cuda_conv_find_bwd_data(ctx, e, a->w->data, a->dy->data, dx, op));
-    CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_data_ws, op));
-    CNN_CUDA_DNN(op, cudnnConvolutionBackwardData, ctx->cudnn, &cnn_cuda_one, e->wd, a->w->data, e->yd, a->dy->data,
-                 e->cd, e->bwd_data_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->xd, dx);
-    if (e->explicit_pad)
-        CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, a->dx->dtype, &e->pad);
+    void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->dx->data, a->w->data, a->dy->data};
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_DATA, ptrs, op));
+    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_BWD_DATA], ptrs)) {
+        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_DATA], ptrs, op));
+    } else {
+        if (e->explicit_pad) CNN_TRY(cnn_cuda_conv_xpad(e, op));
+        void *dx = e->explicit_pad ? (void *)e->xpad : a->dx->data;
+        if (!e->have_bwd_data) CNN_TRY(cnn_cuda_conv_find_bwd_data(ctx, e, a->w->data, a->dy->data, dx, op));
+        CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_data_ws, op));
+        CNN_CUDA_DNN(op, cudnnConvolutionBackwardData, ctx->cudnn, &cnn_cuda_one, e->wd, a->w->data, e->yd,
+                     a->dy->data, e->cd, e->bwd_data_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->xd,
+                     dx);
+        if (e->explicit_pad)
+            CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, a->dx->dtype, &e->pad);
+    }
 fail:
     cnn_cuda_plan_destroy(b, tmp);
     return st;
@@ -388,15 +427,23 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_FILTER, &tmp, &ctx, &e, op));
 
-    const void *x = a->x->data;
-    if (e->explicit_pad) {
-        CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
-        x = e->xpad;
+    void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->dw->data, a->dy->data};
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_WEIGHTS, ptrs, op));
+    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_BWD_WEIGHTS], ptrs)) {
+        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_WEIGHTS], ptrs, op));
+    } else {
+        const void *x = a->x->data;
+        if (e->explicit_pad) {
+            CNN_TRY(cnn_cuda_conv_xpad(e, op));
+            CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
+            x = e->xpad;
+        }
+        if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
+        CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_filter_ws, op));
+        CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data,
+                     e->cd, e->bwd_filter_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->wd,
+                     a->dw->data);
     }
-    if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
-    CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_filter_ws, op));
-    CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data, e->cd,
-                 e->bwd_filter_algo, ctx->workspace, ctx->workspace_size, &cnn_cuda_zero, e->wd, a->dw->data);
     if (a->db)
         CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o,
                                  a->db->data, op));

@@ -1585,6 +1585,59 @@ TEST_F(CudaOps, Conv2dIn16BitMatchesCpuOnRoundedInputs) {
 // Activations after the product (not ReLU) read y rounded to 16 bits, whose error is relative to x w^T, not to
 // the result: with a single output value, x w^T + b near 0 would make that error alone break the NMSE bound, so
 // the shapes here have several outputs.
+// Each way to cuDNN on its own ($CNN_CUDNN_CONV, read when a backend is created; conv_graph.h): the graph API with
+// no fallback, and the legacy API; f32 and bf16, and the graph API's deterministic choice. The graph API must have
+// an engine for every plain case (no groups, no dilation); for the others it may say it has none (then the
+// default falls back to the legacy API, which Conv2dForwardAndBackwardMatchCpu covers), but never compute wrong.
+TEST_F(CudaOps, Conv2dThroughTheGraphApiAndTheLegacyApiEachMatchCpu) {
+  cnn_backend *bad = nullptr;
+  setenv("CNN_CUDNN_CONV", "fastest", 1);
+  expect_error(cnn_backend_create("cuda", &bad), CNN_ERR_INVALID_ARG, {"CNN_CUDNN_CONV", "fastest"});
+  for (const char *api : {"graph", "legacy"}) {
+    setenv("CNN_CUDNN_CONV", api, 1);
+    cnn_backend *b = nullptr;
+    const cnn_status created = cnn_backend_create("cuda", &b);
+    unsetenv("CNN_CUDNN_CONV");
+    ASSERT_EQ(created, CNN_OK) << cnn_last_error();
+    for (int deterministic = 0; deterministic < 2; deterministic++) {
+      ASSERT_EQ(b->ops->set_deterministic(b, deterministic), CNN_OK) << cnn_last_error();
+      for (cnn_dtype dt : {CNN_F32, CNN_BF16}) {
+        std::mt19937 rng(41);
+        for (const ConvCase &p : conv_cases()) {
+          SCOPED_TRACE(std::string("CNN_CUDNN_CONV=") + api + (deterministic ? " deterministic " : " ") +
+                       dt_name(dt) + " " + p.str());
+          ConvInputs in = conv_inputs(p, rng);
+          in.x = rounded(in.x, dt), in.w = rounded(in.w, dt), in.dy = rounded(in.dy, dt);
+          DTensor tx(b, p.x_shape(), dt), tw(b, p.w_shape(), dt), ty(b, p.y_shape(), dt), tdy(b, p.y_shape(), dt),
+              tdx(b, p.x_shape(), dt), tdw(b, p.w_shape(), dt), tb(b, {p.o}), tdb(b, {p.o});
+          tx.set(in.x), tw.set(in.w), tdy.set(in.dy), tb.set(in.bias);
+          Plan gp(b), cp(g_cpu);
+          cnn_conv2d_args a = p.args();
+          a.plan = &gp.p, a.x = tx.t(), a.w = tw.t(), a.y = ty.t(), a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t();
+          a.b = p.bias ? tb.t() : nullptr, a.db = p.bias ? tdb.t() : nullptr;
+          const cnn_status st = b->ops->conv2d_forward(b, &a);
+          const bool plain = p.groups == 1 && p.dilation_h == 1 && p.dilation_w == 1;
+          if (st != CNN_OK && !strcmp(api, "graph") && !plain) {
+            expect_error(st, CNN_ERR_UNSUPPORTED, {"graph API has no engine"});
+            continue;
+          }
+          ASSERT_EQ(st, CNN_OK) << cnn_last_error();
+          ASSERT_EQ(b->ops->conv2d_backward_data(b, &a), CNN_OK) << cnn_last_error();
+          ASSERT_EQ(b->ops->conv2d_backward_filter(b, &a), CNN_OK) << cnn_last_error();
+          ConvResult want = run_conv(g_cpu, p, in.x, in.w, in.bias, in.dy, &cp.p);
+          const double bound = dt == CNN_F32 ? kNmseConvGemm : lp_bound(dt);
+          expect_match(ty.get(), want.y, bound, "conv2d_forward y");
+          expect_match(tdx.get(), want.dx, bound, "conv2d_backward_data dx");
+          expect_match(tdw.get(), want.dw, bound, "conv2d_backward_filter dw");
+          if (p.bias) expect_match(tdb.get(), want.db, kNmseConvGemm, "conv2d_backward_filter db (f32)");
+          for (DTensor *t : {&ty, &tdx, &tdw, &tdb}) EXPECT_TRUE(t->tail_intact());
+        }
+      }
+    }
+    cnn_backend_destroy(b);
+  }
+}
+
 TEST_F(CudaOps, DenseIn16BitMatchesCpuOnRoundedInputs) {
   std::mt19937 rng(32);
   for (cnn_dtype dt : {CNN_F16, CNN_BF16}) {

@@ -1,0 +1,419 @@
+/* Convolutions through cuDNN's graph (backend) API (conv_graph.h).
+ *
+ * Why beside the legacy API: cuDNN 9 reaches its engines through the graph API; the legacy cudnnFind* calls map
+ * each of their few algorithms onto one engine configuration of cuDNN's choosing. The graph API's heuristics rank
+ * many configurations (engines and their knobs), and timing the best-ranked ones, as PyTorch does with
+ * cudnn.benchmark, finds faster kernels for the NHWC shapes of large networks. It also takes asymmetric padding
+ * (SAME with a stride) directly, where the legacy path copies the input into a padded buffer.
+ *
+ * A direction's graph: three tensors (logical dimensions N, C, H, W with NHWC strides; the filter K, C/G, R, S
+ * with KRSC strides, from which cuDNN infers the groups), a convolution descriptor (compute type f32, cross-
+ * correlation), one operation. Engine configurations whose numerical notes break the precision contract are
+ * left out: tensor cores for f32 data at precision FP32 (TF32 rounding), reduced-precision reductions (16-bit
+ * accumulation) always, and non-deterministic ones in deterministic mode. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/conv_graph.h"
+
+/* Engine configurations timed per direction and shape: the heuristics' best ten, PyTorch's default
+ * (torch.backends.cudnn.benchmark_limit). */
+#define CNN_CUDA_GRAPH_CANDIDATES 10
+/* The same cap on an engine's workspace as the legacy search (conv.c). */
+#define CNN_CUDA_GRAPH_WORKSPACE_MAX ((int64_t)1 << 30)
+/* Timed runs per candidate, after one untimed run */
+#define CNN_CUDA_GRAPH_TIMED_RUNS 2
+
+static const float cnn_cuda_graph_one = 1.0f, cnn_cuda_graph_zero = 0.0f;
+
+cnn_status cnn_cuda_conv_api_parse(const char *value, cnn_cuda_conv_api *api)
+{
+    if (!value || !*value || !strcmp(value, "auto")) *api = CNN_CUDA_CONV_API_AUTO;
+    else if (!strcmp(value, "graph")) *api = CNN_CUDA_CONV_API_GRAPH;
+    else if (!strcmp(value, "legacy")) *api = CNN_CUDA_CONV_API_LEGACY;
+    else
+        return cnn_error(CNN_ERR_INVALID_ARG, "CNN_CUDNN_CONV is '%.64s': use auto, graph or legacy", value);
+    return CNN_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// descriptors
+
+static cnn_status cnn_cuda_graph_set(cudnnBackendDescriptor_t d, cudnnBackendAttributeName_t name,
+                                     cudnnBackendAttributeType_t type, int64_t count, const void *value,
+                                     const char *op, const char *what)
+{
+    cnn_status st = cnn_cuda_dnn_status(cudnnBackendSetAttribute(d, name, type, count, value), op,
+                                        "cudnnBackendSetAttribute");
+    return st == CNN_OK ? CNN_OK : cnn_error_prefix(st, "%s: ", what);
+}
+
+/* A tensor of logical dimensions (n, c, h, w) stored channels last */
+static cnn_status cnn_cuda_graph_tensor(cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, int64_t n,
+                                        int64_t c, int64_t h, int64_t w, int64_t align, const char *op)
+{
+    cnn_status st = CNN_OK;
+    const int64_t dims[4] = {n, c, h, w};
+    const int64_t strides[4] = {h * w * c, 1, w * c, c};
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_TENSOR_DESCRIPTOR, t);
+    CNN_TRY(cnn_cuda_graph_set(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, op, "tensor dtype"));
+    CNN_TRY(cnn_cuda_graph_set(*t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, op, "tensor dims"));
+    CNN_TRY(cnn_cuda_graph_set(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, op, "tensor strides"));
+    CNN_TRY(cnn_cuda_graph_set(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, op, "tensor uid"));
+    CNN_TRY(cnn_cuda_graph_set(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, op,
+                               "tensor alignment"));
+    CNN_CUDA_DNN(op, cudnnBackendFinalize, *t);
+fail:
+    return st;
+}
+
+void cnn_cuda_conv_graph_op_destroy(cnn_cuda_conv_graph_op *o)
+{
+    for (int i = 0; i < CNN_CUDA_GRAPH_TENSORS; i++)
+        if (o->tensors[i]) cudnnBackendDestroyDescriptor(o->tensors[i]);
+    if (o->conv) cudnnBackendDestroyDescriptor(o->conv);
+    if (o->operation) cudnnBackendDestroyDescriptor(o->operation);
+    memset(o, 0, sizeof *o);
+}
+
+cnn_status cnn_cuda_conv_graph_op_make(const cnn_cuda_conv_graph_spec *spec, int64_t align, cnn_cuda_conv_graph_op *o,
+                                       const char *op)
+{
+    cnn_status st = CNN_OK;
+    const cnn_conv2d_sizes *s = spec->s;
+    const cudnnDataType_t dt = cnn_cuda_dnn_type(spec->dtype), comp = CUDNN_DATA_FLOAT;
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION; /* no kernel flip: every framework's convolution */
+    const int64_t dims = 2, pre[2] = {s->pad_top, s->pad_left}, post[2] = {s->pad_bottom, s->pad_right};
+    const int64_t stride[2] = {s->stride_h, s->stride_w}, dilation[2] = {s->dilation_h, s->dilation_w};
+    memset(o, 0, sizeof *o);
+    CNN_TRY(cnn_cuda_graph_tensor(&o->tensors[CNN_CUDA_GRAPH_IMAGE], 1 + CNN_CUDA_GRAPH_IMAGE, dt, s->n, s->c, s->h,
+                                  s->w, align, op));
+    CNN_TRY(cnn_cuda_graph_tensor(&o->tensors[CNN_CUDA_GRAPH_FILTER], 1 + CNN_CUDA_GRAPH_FILTER, dt, s->o,
+                                  s->c / s->groups, s->kh, s->kw, align, op));
+    CNN_TRY(cnn_cuda_graph_tensor(&o->tensors[CNN_CUDA_GRAPH_OUTPUT], 1 + CNN_CUDA_GRAPH_OUTPUT, dt, s->n, s->o, s->oh,
+                                  s->ow, align, op));
+
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, &o->conv);
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, op,
+                               "convolution compute type"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode, op,
+                               "convolution mode"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims, op,
+                               "convolution spatial dims"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilation, op,
+                               "convolution dilations"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride, op,
+                               "convolution strides"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pre, op,
+                               "convolution pre-paddings"));
+    CNN_TRY(cnn_cuda_graph_set(o->conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, post, op,
+                               "convolution post-paddings"));
+    CNN_CUDA_DNN(op, cudnnBackendFinalize, o->conv);
+
+    /* the operation: its descriptor type and the attribute names of its tensors, by direction */
+    cudnnBackendDescriptorType_t type;
+    cudnnBackendAttributeName_t a_image, a_filter, a_output, a_conv, a_alpha, a_beta;
+    if (spec->dir == CNN_OP_FWD) {
+        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
+        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X;
+        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W;
+        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y;
+        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC;
+        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA;
+        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA;
+    } else if (spec->dir == CNN_OP_BWD_DATA) {
+        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR;
+        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX;
+        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W;
+        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY;
+        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC;
+        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA;
+        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA;
+    } else {
+        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR;
+        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X;
+        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW;
+        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY;
+        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC;
+        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA;
+        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA;
+    }
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, type, &o->operation);
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_image, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &o->tensors[CNN_CUDA_GRAPH_IMAGE], op, "operation image tensor"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_filter, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &o->tensors[CNN_CUDA_GRAPH_FILTER], op, "operation filter tensor"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_output, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &o->tensors[CNN_CUDA_GRAPH_OUTPUT], op, "operation output tensor"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &o->conv, op,
+                               "operation convolution"));
+    /* compute type f32: float scaling factors */
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_alpha, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_one, op, "alpha"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, a_beta, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_zero, op, "beta"));
+    CNN_CUDA_DNN(op, cudnnBackendFinalize, o->operation);
+fail:
+    if (st != CNN_OK) cnn_cuda_conv_graph_op_destroy(o);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// planning: heuristics, filters, timing
+
+/* 1 when the engine of configuration cfg may run under the spec's precision contract */
+static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cuda_conv_graph_spec *spec)
+{
+    cudnnBackendDescriptor_t engine = NULL;
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    int64_t count = 0;
+    int ok = 0;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return 0;
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
+                                 &engine) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                 CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, notes) != CUDNN_STATUS_SUCCESS)
+        goto done;
+    ok = 1;
+    for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
+        const cudnnBackendNumericalNote_t n = notes[i];
+        if (n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) ok = 0;
+        if (spec->dtype == CNN_F32 && !spec->tf32 &&
+            (n == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || n == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
+            ok = 0;
+        if (spec->deterministic && n == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) ok = 0;
+    }
+done:
+    cudnnBackendDestroyDescriptor(engine);
+    return ok;
+}
+
+static cnn_status cnn_cuda_graph_pack(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
+                                      void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
+{
+    cnn_status st = CNN_OK;
+    const int64_t uids[CNN_CUDA_GRAPH_TENSORS] = {1 + CNN_CUDA_GRAPH_IMAGE, 1 + CNN_CUDA_GRAPH_FILTER,
+                                                  1 + CNN_CUDA_GRAPH_OUTPUT};
+    void *ws = ctx->workspace;
+    if (g->pack && g->pack_ws == ws && !memcmp(g->ptrs, ptrs, sizeof g->ptrs)) return CNN_OK;
+    if (g->pack) cudnnBackendDestroyDescriptor(g->pack);
+    g->pack = NULL;
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &g->pack);
+    CNN_TRY(cnn_cuda_graph_set(g->pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, CNN_CUDA_GRAPH_TENSORS,
+                               uids, op, "variant pack uids"));
+    CNN_TRY(cnn_cuda_graph_set(g->pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
+                               CNN_CUDA_GRAPH_TENSORS, ptrs, op, "variant pack pointers"));
+    CNN_TRY(cnn_cuda_graph_set(g->pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws, op,
+                               "variant pack workspace"));
+    CNN_CUDA_DNN(op, cudnnBackendFinalize, g->pack);
+    memcpy(g->ptrs, ptrs, sizeof g->ptrs);
+    g->pack_ws = ws;
+fail:
+    if (st != CNN_OK && g->pack) {
+        cudnnBackendDestroyDescriptor(g->pack);
+        g->pack = NULL;
+    }
+    return st;
+}
+
+/* The largest power of two up to 16 that divides every pointer's address: the alignment a plan may assume. */
+static int64_t cnn_cuda_graph_align(void *const ptrs[CNN_CUDA_GRAPH_TENSORS])
+{
+    uintptr_t bits = 0;
+    for (int i = 0; i < CNN_CUDA_GRAPH_TENSORS; i++) bits |= (uintptr_t)ptrs[i];
+    int64_t align = 1;
+    while (align < 16 && !(bits & (uintptr_t)align)) align <<= 1;
+    return align;
+}
+
+int cnn_cuda_conv_graph_usable(const cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS])
+{
+    return g->state > 0 && cnn_cuda_graph_align(ptrs) >= g->align;
+}
+
+/* Builds and finalizes the execution plan of configuration cfg; NULL (and the error cleared) when cuDNN refuses
+ * it, as it may for a configuration it ranked. */
+static cudnnBackendDescriptor_t cnn_cuda_graph_make_plan(cnn_cuda_ctx *ctx, cudnnBackendDescriptor_t cfg,
+                                                         int64_t *workspace)
+{
+    cudnnBackendDescriptor_t plan = NULL;
+    int64_t count = 0;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
+        return NULL;
+    if (cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &ctx->cudnn) !=
+            CUDNN_STATUS_SUCCESS ||
+        cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                 &cfg) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendFinalize(plan) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count,
+                                 workspace) != CUDNN_STATUS_SUCCESS) {
+        cudnnBackendDestroyDescriptor(plan);
+        return NULL;
+    }
+    return plan;
+}
+
+/* Milliseconds of CNN_CUDA_GRAPH_TIMED_RUNS runs of g's plan after one untimed run; a negative time when the plan
+ * fails to run (an engine may refuse at execution what it accepted when finalized), with the runtime's error
+ * cleared so that it is not blamed on the next launch. */
+static cnn_status cnn_cuda_graph_time(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
+                                      void *const ptrs[CNN_CUDA_GRAPH_TENSORS], cudaEvent_t ev[2], float *ms,
+                                      const char *op)
+{
+    cnn_status st = CNN_OK;
+    *ms = -1.0f;
+    CNN_TRY(cnn_cuda_graph_pack(ctx, g, ptrs, op));
+    if (cudnnBackendExecute(ctx->cudnn, g->plan, g->pack) != CUDNN_STATUS_SUCCESS) {
+        (void)cudaGetLastError();
+        return CNN_OK;
+    }
+    CNN_CUDA_RT(op, cudaEventRecord, ev[0], ctx->compute);
+    for (int r = 0; r < CNN_CUDA_GRAPH_TIMED_RUNS; r++)
+        if (cudnnBackendExecute(ctx->cudnn, g->plan, g->pack) != CUDNN_STATUS_SUCCESS) {
+            (void)cudaGetLastError();
+            return CNN_OK;
+        }
+    CNN_CUDA_RT(op, cudaEventRecord, ev[1], ctx->compute);
+    CNN_CUDA_RT(op, cudaEventSynchronize, ev[1]);
+    CNN_CUDA_RT(op, cudaEventElapsedTime, ms, ev[0], ev[1]);
+fail:
+    return st;
+}
+
+cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, const cnn_cuda_conv_graph_spec *spec,
+                                    cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
+{
+    cnn_status st = CNN_OK;
+    cnn_cuda_conv_graph_op o;
+    cudnnBackendDescriptor_t graph = NULL, heur = NULL, cfgs[CNN_CUDA_GRAPH_CANDIDATES] = {0};
+    cudaEvent_t ev[2] = {NULL, NULL};
+    int64_t ncfg = 0, tried = 0;
+    float best_ms = -1.0f;
+    memset(&o, 0, sizeof o);
+    cnn_cuda_conv_graph_destroy(g);
+    g->align = cnn_cuda_graph_align(ptrs);
+    CNN_TRY(cnn_cuda_conv_graph_op_make(spec, g->align, &o, op));
+
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph);
+    CNN_TRY(cnn_cuda_graph_set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &o.operation,
+                               op, "graph operations"));
+    CNN_TRY(cnn_cuda_graph_set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &ctx->cudnn, op,
+                               "graph handle"));
+    CNN_CUDA_DNN(op, cudnnBackendFinalize, graph);
+
+    /* the heuristics' ranking (mode A), else cuDNN's fallback list */
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    for (int m = 0; m < 2 && ncfg == 0; m++) {
+        if (heur) cudnnBackendDestroyDescriptor(heur);
+        heur = NULL;
+        CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur);
+        CNN_TRY(cnn_cuda_graph_set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                   &graph, op, "heuristics graph"));
+        CNN_TRY(cnn_cuda_graph_set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[m], op,
+                                   "heuristics mode"));
+        if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) continue;
+        int64_t avail = 0;
+        if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &avail,
+                                     NULL) != CUDNN_STATUS_SUCCESS || avail <= 0)
+            continue;
+        const int64_t want = avail < CNN_CUDA_GRAPH_CANDIDATES ? avail : CNN_CUDA_GRAPH_CANDIDATES;
+        for (int64_t i = 0; i < want; i++) {
+            if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]); /* filled by a mode that gave nothing usable */
+            cfgs[i] = NULL;
+            CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]);
+        }
+        if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, want, &ncfg,
+                                     cfgs) != CUDNN_STATUS_SUCCESS)
+            ncfg = 0;
+        if (ncfg > want) ncfg = want;
+    }
+
+    if (!spec->deterministic) {
+        CNN_CUDA_RT(op, cudaEventCreate, &ev[0]);
+        CNN_CUDA_RT(op, cudaEventCreate, &ev[1]);
+    }
+    for (int64_t i = 0; i < ncfg; i++) {
+        if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec)) continue;
+        int64_t ws = 0;
+        cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
+        if (!plan) continue;
+        if (ws > CNN_CUDA_GRAPH_WORKSPACE_MAX) {
+            cudnnBackendDestroyDescriptor(plan);
+            continue;
+        }
+        st = cnn_cuda_workspace(ctx, (size_t)ws, op);
+        if (st == CNN_ERR_NO_MEMORY) { /* the engines that need less may still run */
+            cnn_clear_error();
+            st = CNN_OK;
+            cudnnBackendDestroyDescriptor(plan);
+            continue;
+        }
+        if (st != CNN_OK) {
+            cudnnBackendDestroyDescriptor(plan);
+            goto fail;
+        }
+        tried++;
+        cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align};
+        if (spec->deterministic) { /* the heuristics' order, untimed: the same choice every run */
+            *g = cand;
+            break;
+        }
+        float ms = -1.0f;
+        st = cnn_cuda_graph_time(ctx, &cand, ptrs, ev, &ms, op);
+        if (st != CNN_OK) {
+            cnn_cuda_conv_graph_destroy(&cand);
+            goto fail;
+        }
+        if (ms >= 0.0f && (best_ms < 0.0f || ms < best_ms)) {
+            cnn_cuda_conv_graph_destroy(g);
+            *g = cand;
+            best_ms = ms;
+        } else {
+            cnn_cuda_conv_graph_destroy(&cand);
+        }
+    }
+    if (g->state != 1) {
+        g->state = -1;
+        if (api == CNN_CUDA_CONV_API_GRAPH)
+            st = cnn_error(CNN_ERR_UNSUPPORTED,
+                           "cuda %s: cuDNN's graph API has no engine for %s x (%lld, %lld, %lld, %lld), "
+                           "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%lld of %lld "
+                           "configurations built; CNN_CUDNN_CONV=graph)",
+                           op, cnn_dtype_name(spec->dtype), (long long)spec->s->n, (long long)spec->s->h,
+                           (long long)spec->s->w, (long long)spec->s->c, (long long)spec->s->o,
+                           (long long)spec->s->kh, (long long)spec->s->kw, (long long)(spec->s->c / spec->s->groups),
+                           spec->s->stride_h, spec->s->stride_w, spec->s->dilation_h, spec->s->dilation_w,
+                           spec->s->groups, (long long)tried, (long long)ncfg);
+    }
+fail:
+    if (st != CNN_OK && api != CNN_CUDA_CONV_API_GRAPH && st != CNN_ERR_NO_MEMORY && g->state != 1) {
+        /* descriptors cuDNN refused for this shape: the legacy API takes it */
+        cnn_clear_error();
+        st = CNN_OK;
+        g->state = -1;
+    }
+    for (int i = 0; i < CNN_CUDA_GRAPH_CANDIDATES; i++)
+        if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]);
+    if (heur) cudnnBackendDestroyDescriptor(heur);
+    if (graph) cudnnBackendDestroyDescriptor(graph);
+    cnn_cuda_conv_graph_op_destroy(&o);
+    for (int i = 0; i < 2; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    return st;
+}
+
+cnn_status cnn_cuda_conv_graph_run(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS],
+                                   const char *op)
+{
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_cuda_workspace(ctx, (size_t)g->workspace, op));
+    CNN_TRY(cnn_cuda_graph_pack(ctx, g, ptrs, op));
+    CNN_CUDA_DNN(op, cudnnBackendExecute, ctx->cudnn, g->plan, g->pack);
+fail:
+    return st;
+}
+
+void cnn_cuda_conv_graph_destroy(cnn_cuda_conv_graph *g)
+{
+    if (g->plan) cudnnBackendDestroyDescriptor(g->plan);
+    if (g->pack) cudnnBackendDestroyDescriptor(g->pack);
+    memset(g, 0, sizeof *g);
+}
