@@ -17,6 +17,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/grow.h"
 #include "core/json.h"
 #include "core/model_file.h"
 
@@ -246,11 +247,14 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
 /* A growing list of extra tensors and metadata whose strings and buffers the list owns. */
 typedef struct ckpt_parts {
     cnn_st_entry *entries;
-    int n, cap;
+    int n;
+    size_t cap;
     char **keys, **values;
-    int nmeta, meta_cap;
+    int nmeta;
+    size_t keys_cap, values_cap;
     void **owned;
-    int nowned, owned_cap;
+    int nowned;
+    size_t owned_cap;
     int failed;
 } ckpt_parts;
 
@@ -260,16 +264,10 @@ static void *own(ckpt_parts *p, void *ptr)
         p->failed = 1;
         return NULL;
     }
-    if (p->nowned == p->owned_cap) {
-        int cap = p->owned_cap ? 2 * p->owned_cap : 64;
-        void **grown = realloc(p->owned, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            free(ptr);
-            p->failed = 1;
-            return NULL;
-        }
-        p->owned = grown;
-        p->owned_cap = cap;
+    if (cnn_array_grow(&p->owned, &p->owned_cap, (size_t)p->nowned + 1, sizeof *p->owned, 64) != CNN_OK) {
+        free(ptr);
+        p->failed = 1;
+        return NULL;
     }
     p->owned[p->nowned++] = ptr;
     return ptr;
@@ -290,15 +288,9 @@ static void add_tensor(ckpt_parts *p, const char *name, cnn_dtype dtype, int ndi
         p->failed = 1;
         return;
     }
-    if (p->n == p->cap) {
-        int cap = p->cap ? 2 * p->cap : 64;
-        cnn_st_entry *grown = realloc(p->entries, (size_t)cap * sizeof *grown);
-        if (!grown) {
-            p->failed = 1;
-            return;
-        }
-        p->entries = grown;
-        p->cap = cap;
+    if (cnn_array_grow(&p->entries, &p->cap, (size_t)p->n + 1, sizeof *p->entries, 64) != CNN_OK) {
+        p->failed = 1;
+        return;
     }
     p->entries[p->n++] = (cnn_st_entry){name, dtype, ndim, shape, data};
 }
@@ -307,17 +299,11 @@ static void add_meta(ckpt_parts *p, const char *key, const char *fmt, ...) CNN_P
 static void add_meta(ckpt_parts *p, const char *key, const char *fmt, ...)
 {
     if (p->failed) return;
-    if (p->nmeta == p->meta_cap) {
-        int cap = p->meta_cap ? 2 * p->meta_cap : 32;
-        char **k = realloc(p->keys, (size_t)cap * sizeof *k);
-        if (k) p->keys = k;
-        char **v = realloc(p->values, (size_t)cap * sizeof *v);
-        if (v) p->values = v;
-        if (!k || !v) {
-            p->failed = 1;
-            return;
-        }
-        p->meta_cap = cap;
+    size_t need = (size_t)p->nmeta + 1;
+    if (cnn_array_grow(&p->keys, &p->keys_cap, need, sizeof *p->keys, 32) != CNN_OK ||
+        cnn_array_grow(&p->values, &p->values_cap, need, sizeof *p->values, 32) != CNN_OK) {
+        p->failed = 1;
+        return;
     }
     va_list ap;
     va_start(ap, fmt);
@@ -702,7 +688,8 @@ cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, c
 {
     cnn_status st = CNN_OK;
     candidate *c = NULL;
-    int n = 0, cap = 0, refused = 0;
+    int n = 0, refused = 0;
+    size_t cap = 0;
     *path = NULL;
     DIR *d = opendir(dir);
     if (!d) {
@@ -715,15 +702,7 @@ cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, c
         int64_t step = ckpt_step(e->d_name);
         int best = !strcmp(e->d_name, BEST_NAME);
         if (step < 0 && !best) continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            candidate *grown = realloc(c, (size_t)cap * sizeof *grown);
-            if (!grown) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-                goto fail;
-            }
-            c = grown;
-        }
+        CNN_TRY(cnn_array_grow(&c, &cap, (size_t)n + 1, sizeof *c, 16));
         c[n] = (candidate){join(dir, e->d_name), step, -1};
         if (!c[n].path) {
             st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
@@ -780,7 +759,8 @@ cnn_status cnn_checkpoint_prune(const char *dir, int64_t step, int keep)
 {
     cnn_status st = CNN_OK;
     kept_file *files = NULL;
-    int n = 0, cap = 0;
+    int n = 0;
+    size_t cap = 0;
     DIR *d = opendir(dir);
     if (!d) {
         int err = errno;
@@ -805,15 +785,7 @@ cnn_status cnn_checkpoint_prune(const char *dir, int64_t step, int keep)
                 rename(p, q);
             }
         } else {
-            if (n == cap) {
-                cap = cap ? 2 * cap : 16;
-                kept_file *grown = realloc(files, (size_t)cap * sizeof *grown);
-                if (!grown) {
-                    st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-                    goto fail;
-                }
-                files = grown;
-            }
+            CNN_TRY(cnn_array_grow(&files, &cap, (size_t)n + 1, sizeof *files, 16));
             files[n].name = join(dir, name);
             files[n].step = s;
             if (!files[n++].name) {

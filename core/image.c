@@ -22,6 +22,7 @@
 #include "core/augment.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/grow.h"
 
 /* ITU-R BT.601 luma weights (also what PIL's convert("L") uses). */
 #define LUMA_R 0.299f
@@ -542,17 +543,9 @@ static void png_sink_write(void *context, void *data, int size)
 {
     png_sink *s = context;
     if (s->failed || size <= 0) return;
-    if ((size_t)size > s->cap - s->len) {
-        size_t need = s->len + (size_t)size;
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap < need) cap *= 2;
-        unsigned char *grown = realloc(s->data, cap);
-        if (!grown) {
-            s->failed = 1;
-            return;
-        }
-        s->data = grown;
-        s->cap = cap;
+    if (cnn_array_grow(&s->data, &s->cap, s->len + (size_t)size, 1, 4096) != CNN_OK) {
+        s->failed = 1;
+        return;
     }
     memcpy(s->data + s->len, data, (size_t)size);
     s->len += (size_t)size;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/grow.h"
 
 /* A value: 24 bytes. Arrays hold `count` values; objects hold 2 * count, key (a string) then value. */
 struct cnn_json {
@@ -324,14 +325,8 @@ static cnn_status parse_number(parser *ps, cnn_json *out)
 /* Appends *v to a growing array of values (taking it over). */
 static cnn_status push(cnn_json **items, size_t *n, size_t *cap, cnn_json *v)
 {
-    if (*n == *cap) {
-        size_t new_cap = *cap ? *cap * 2 : 8;
-        if (new_cap > SIZE_MAX / sizeof **items) return cnn_error(CNN_ERR_NO_MEMORY, "JSON document too large");
-        cnn_json *grown = realloc(*items, new_cap * sizeof **items);
-        if (!grown) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory parsing JSON");
-        *items = grown;
-        *cap = new_cap;
-    }
+    cnn_status st = cnn_array_grow(items, cap, *n + 1, sizeof **items, 8);
+    if (st != CNN_OK) return cnn_error_prefix(st, "parsing JSON: ");
     (*items)[(*n)++] = *v;
     memset(v, 0, sizeof *v);
     return CNN_OK;
@@ -591,16 +586,8 @@ static int strbuf_reserve(cnn_strbuf *sb, size_t extra)
         sb->status = cnn_error(CNN_ERR_NO_MEMORY, "string buffer too large");
         return 0;
     }
-    size_t need = sb->len + extra + 1, cap = sb->cap ? sb->cap : 256;
-    while (cap < need) cap = cap <= SIZE_MAX / 2 ? cap * 2 : need;
-    char *grown = realloc(sb->data, cap);
-    if (!grown) {
-        sb->status = cnn_error(CNN_ERR_NO_MEMORY, "out of memory for a string of %zu bytes", need);
-        return 0;
-    }
-    sb->data = grown;
-    sb->cap = cap;
-    return 1;
+    sb->status = cnn_array_grow(&sb->data, &sb->cap, sb->len + extra + 1, 1, 256);
+    return sb->status == CNN_OK;
 }
 
 void cnn_strbuf_append(cnn_strbuf *sb, const char *bytes, size_t n)

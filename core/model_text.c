@@ -28,6 +28,7 @@
 
 #include "cnn/pipeline.h"
 #include "core/error.h"
+#include "core/grow.h"
 #include "core/net.h"
 
 #define MAX_TOKENS 32
@@ -239,9 +240,11 @@ typedef struct sym {
 typedef struct parser {
     cnn_net *net;
     parse_ctx p;
-    int have_input, cap, softmax_line;
+    int have_input, softmax_line;
+    size_t cap; /* of net->layers */
     sym *syms;
-    int nsyms, symcap;
+    int nsyms;
+    size_t symcap;
 } parser;
 
 static const sym *find_sym(const parser *ps, const char *name)
@@ -259,13 +262,8 @@ static cnn_status add_sym(parser *ps, const char *name, int index, int alias)
         snprintf(line, sizeof line, "%d", old->line);
         return perr(&ps->p, "layer name '%s' is already used on line %s", name, line);
     }
-    if (ps->nsyms == ps->symcap) {
-        int ncap = ps->symcap ? ps->symcap * 2 : 32;
-        sym *n = realloc(ps->syms, (size_t)ncap * sizeof *n);
-        if (!n) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-        ps->syms = n;
-        ps->symcap = ncap;
-    }
+    cnn_status st = cnn_array_grow(&ps->syms, &ps->symcap, (size_t)ps->nsyms + 1, sizeof *ps->syms, 32);
+    if (st != CNN_OK) return st;
     sym *s = &ps->syms[ps->nsyms];
     if (snprintf(s->name, sizeof s->name, "%s", name) >= (int)sizeof s->name)
         return perr(&ps->p, "name '%s' is too long (repeat suffixes included)%s", name, "");
@@ -311,16 +309,7 @@ static cnn_status add_layer(parser *ps, cnn_layer *l, const layer_opts *o)
         else snprintf(l->name, sizeof l->name, "%s", l->ops->name_prefix);
     }
     CNN_TRY(add_sym(ps, l->name, net->nlayers, 0));
-    if (net->nlayers == ps->cap) {
-        int ncap = ps->cap ? ps->cap * 2 : 16;
-        cnn_layer **nl = realloc(net->layers, (size_t)ncap * sizeof *nl);
-        if (!nl) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-            goto fail;
-        }
-        net->layers = nl;
-        ps->cap = ncap;
-    }
+    CNN_TRY(cnn_array_grow(&net->layers, &ps->cap, (size_t)net->nlayers + 1, sizeof *net->layers, 16));
     net->layers[net->nlayers++] = l;
     return CNN_OK;
 fail:
@@ -563,7 +552,8 @@ typedef struct src_line {
 
 typedef struct line_list {
     src_line *v;
-    int n, cap;
+    int n;
+    size_t cap;
 } line_list;
 
 static void free_lines(line_list *l)
@@ -578,15 +568,10 @@ static void free_lines(line_list *l)
 static cnn_status push_line(line_list *l, int line, char *text)
 {
     if (!text) return NO_MEMORY();
-    if (l->n == l->cap) {
-        int ncap = l->cap ? l->cap * 2 : 64;
-        src_line *n = realloc(l->v, (size_t)ncap * sizeof *n);
-        if (!n) {
-            free(text);
-            return NO_MEMORY();
-        }
-        l->v = n;
-        l->cap = ncap;
+    cnn_status st = cnn_array_grow(&l->v, &l->cap, (size_t)l->n + 1, sizeof *l->v, 64);
+    if (st != CNN_OK) {
+        free(text);
+        return st;
     }
     l->v[l->n++] = (src_line){line, text};
     return CNN_OK;

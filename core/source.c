@@ -14,6 +14,7 @@
 #include "cnn/pipeline.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/grow.h"
 #include "core/sampling.h"
 
 /* Folders nested deeper than this inside a class folder are not followed (a symbolic link loop ends here). */
@@ -137,7 +138,8 @@ fail:
 typedef struct file_list {
     char **paths;
     int32_t *labels;
-    int64_t n, cap;
+    int64_t n;
+    size_t paths_cap, labels_cap;
 } file_list;
 
 static void file_list_free(file_list *fl)
@@ -151,17 +153,12 @@ static void file_list_free(file_list *fl)
 /* Takes ownership of `path`. */
 static cnn_status file_list_add(file_list *fl, char *path, int32_t label)
 {
-    if (fl->n == fl->cap) {
-        int64_t cap = fl->cap ? fl->cap * 2 : 1024;
-        char **p = realloc(fl->paths, (size_t)cap * sizeof *p);
-        if (p) fl->paths = p;
-        int32_t *l = realloc(fl->labels, (size_t)cap * sizeof *l);
-        if (l) fl->labels = l;
-        if (!p || !l) {
-            free(path);
-            return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for a list of %lld files", (long long)cap);
-        }
-        fl->cap = cap;
+    size_t need = (size_t)fl->n + 1;
+    cnn_status st = cnn_array_grow(&fl->paths, &fl->paths_cap, need, sizeof *fl->paths, 1024);
+    if (st == CNN_OK) st = cnn_array_grow(&fl->labels, &fl->labels_cap, need, sizeof *fl->labels, 1024);
+    if (st != CNN_OK) {
+        free(path);
+        return cnn_error_prefix(st, "a list of %lld files: ", (long long)need);
     }
     fl->paths[fl->n] = path;
     fl->labels[fl->n] = label;
@@ -235,19 +232,15 @@ static cnn_status list_dir(const char *dir, char ***names, int64_t *count)
                          strerror(e));
     }
     char **v = NULL;
-    int64_t n = 0, cap = 0;
+    int64_t n = 0;
+    size_t cap = 0;
     cnn_status st = CNN_OK;
     struct dirent *ent;
     while ((ent = readdir(d)) != NULL) {
         if (ent->d_name[0] == '.') continue; /* ".", "..", hidden files (.DS_Store, ._x.jpg) */
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char **grown = realloc(v, (size_t)cap * sizeof *v);
-            if (!grown) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory listing %s", dir);
-                break;
-            }
-            v = grown;
+        if ((st = cnn_array_grow(&v, &cap, (size_t)n + 1, sizeof *v, 64)) != CNN_OK) {
+            cnn_error_prefix(st, "listing %s: ", dir);
+            break;
         }
         if (!(v[n] = dup_str(ent->d_name))) {
             st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory listing %s", dir);
@@ -446,6 +439,7 @@ cnn_status cnn_source_from_csv(const char *path, cnn_source **out)
     file_list fl = {0};
     char **label_text = NULL; /* per line, the label as written (names are resolved after all are read) */
     int64_t nlabel_text = 0;
+    size_t label_text_cap = 0;
     char **names = NULL;
     int nnames = 0, numeric = -1;
     long max_label = -1;
@@ -525,13 +519,11 @@ cnn_status cnn_source_from_csv(const char *path, cnn_source **out)
             goto fail;
         }
         if (!is_num) {
-            char **grown = realloc(label_text, (size_t)fl.cap * sizeof *grown);
-            if (!grown) {
+            st = cnn_array_grow(&label_text, &label_text_cap, (size_t)nlabel_text + 1, sizeof *label_text, 1024);
+            if (st != CNN_OK) {
                 free(label);
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
                 goto fail;
             }
-            label_text = grown;
             memmove(label, lt, strlen(lt) + 1);
             label_text[nlabel_text++] = label;
         } else {
