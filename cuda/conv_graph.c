@@ -159,20 +159,26 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // planning: heuristics, filters, timing
 
-/* 1 when the engine of configuration cfg may run under the spec's precision contract */
+/* 1 when the engine of configuration cfg may run under the spec's precision contract, and is compiled already:
+ * an engine that cuDNN compiles at run time (NVRTC) can take seconds to build, per shape. */
 static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cuda_conv_graph_spec *spec)
 {
     cudnnBackendDescriptor_t engine = NULL;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-    int64_t count = 0;
+    cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+    int64_t count = 0, nbehavior = 0;
     int ok = 0;
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return 0;
     if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
                                  &engine) != CUDNN_STATUS_SUCCESS ||
         cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                                 CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, notes) != CUDNN_STATUS_SUCCESS)
+                                 CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count, notes) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                                 CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nbehavior, behavior) != CUDNN_STATUS_SUCCESS)
         goto done;
     ok = 1;
+    for (int64_t i = 0; i < nbehavior && i < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; i++)
+        if (behavior[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) ok = 0;
     for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
         const cudnnBackendNumericalNote_t n = notes[i];
         if (n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) ok = 0;
