@@ -175,6 +175,20 @@ static cnn_status cnn_cuda_conv_xpad(cnn_cuda_conv_entry *e, const char *op)
     return CNN_OK;
 }
 
+/* The input the legacy API reads: x itself, or its zero-padded copy for asymmetric padding (made here). */
+static cnn_status cnn_cuda_conv_legacy_x(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, const cnn_tensor *x,
+                                         const void **out, const char *op)
+{
+    cnn_status st = CNN_OK;
+    *out = x->data;
+    if (!e->explicit_pad) return CNN_OK;
+    CNN_TRY(cnn_cuda_conv_xpad(e, op));
+    CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, x->data, e->xpad, x->dtype, &e->pad);
+    *out = e->xpad;
+fail:
+    return st;
+}
+
 /* Plans direction dir through the graph API the first time it is run (unless the legacy API is forced). */
 static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
                                           void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
@@ -368,12 +382,8 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_FWD], ptrs)) {
         CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_FWD], ptrs, op));
     } else {
-        const void *x = a->x->data;
-        if (e->explicit_pad) {
-            CNN_TRY(cnn_cuda_conv_xpad(e, op));
-            CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
-            x = e->xpad;
-        }
+        const void *x = NULL;
+        CNN_TRY(cnn_cuda_conv_legacy_x(ctx, e, a->x, &x, op));
         if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
         CNN_TRY(cnn_cuda_workspace(ctx, e->fwd_ws, op));
         CNN_CUDA_DNN(op, cudnnConvolutionForward, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->wd, a->w->data, e->cd,
@@ -432,12 +442,8 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_BWD_WEIGHTS], ptrs)) {
         CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_WEIGHTS], ptrs, op));
     } else {
-        const void *x = a->x->data;
-        if (e->explicit_pad) {
-            CNN_TRY(cnn_cuda_conv_xpad(e, op));
-            CNN_CUDA_RT(op, cnn_cuda_launch_pad, ctx->compute, a->x->data, e->xpad, a->x->dtype, &e->pad);
-            x = e->xpad;
-        }
+        const void *x = NULL;
+        CNN_TRY(cnn_cuda_conv_legacy_x(ctx, e, a->x, &x, op));
         if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
         CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_filter_ws, op));
         CNN_CUDA_DNN(op, cudnnConvolutionBackwardFilter, ctx->cudnn, &cnn_cuda_one, e->xd, x, e->yd, a->dy->data,

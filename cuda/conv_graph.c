@@ -67,6 +67,31 @@ fail:
     return st;
 }
 
+/* Each direction's operation: its descriptor type and the attributes of its image-shaped, filter and output-shaped
+ * tensors (x, w, y forward; dx, w, dy backward data; x, dw, dy backward filter), its convolution and its scaling
+ * factors. */
+typedef struct cnn_cuda_graph_dir {
+    cudnnBackendDescriptorType_t type;
+    cudnnBackendAttributeName_t image, filter, output, conv, alpha, beta;
+} cnn_cuda_graph_dir;
+
+static const cnn_cuda_graph_dir cnn_cuda_graph_dirs[3] = {
+    [CNN_OP_FWD] = {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+    [CNN_OP_BWD_DATA] = {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+                         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+                         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA},
+    [CNN_OP_BWD_WEIGHTS] = {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+                            CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA},
+};
+
 void cnn_cuda_conv_graph_op_destroy(cnn_cuda_conv_graph_op *o)
 {
     for (int i = 0; i < CNN_CUDA_GRAPH_TENSORS; i++)
@@ -110,46 +135,19 @@ cnn_status cnn_cuda_conv_graph_op_make(const cnn_cuda_conv_graph_spec *spec, int
                                "convolution post-paddings"));
     CNN_CUDA_DNN(op, cudnnBackendFinalize, o->conv);
 
-    /* the operation: its descriptor type and the attribute names of its tensors, by direction */
-    cudnnBackendDescriptorType_t type;
-    cudnnBackendAttributeName_t a_image, a_filter, a_output, a_conv, a_alpha, a_beta;
-    if (spec->dir == CNN_OP_FWD) {
-        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR;
-        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X;
-        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W;
-        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y;
-        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC;
-        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA;
-        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA;
-    } else if (spec->dir == CNN_OP_BWD_DATA) {
-        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR;
-        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX;
-        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W;
-        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY;
-        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC;
-        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA;
-        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA;
-    } else {
-        type = CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR;
-        a_image = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X;
-        a_filter = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW;
-        a_output = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY;
-        a_conv = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC;
-        a_alpha = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA;
-        a_beta = CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA;
-    }
-    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, type, &o->operation);
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_image, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+    const cnn_cuda_graph_dir *d = &cnn_cuda_graph_dirs[spec->dir];
+    CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, d->type, &o->operation);
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->image, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                &o->tensors[CNN_CUDA_GRAPH_IMAGE], op, "operation image tensor"));
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_filter, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->filter, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                &o->tensors[CNN_CUDA_GRAPH_FILTER], op, "operation filter tensor"));
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_output, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->output, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                &o->tensors[CNN_CUDA_GRAPH_OUTPUT], op, "operation output tensor"));
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &o->conv, op,
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &o->conv, op,
                                "operation convolution"));
     /* compute type f32: float scaling factors */
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_alpha, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_one, op, "alpha"));
-    CNN_TRY(cnn_cuda_graph_set(o->operation, a_beta, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_zero, op, "beta"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->alpha, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_one, op, "alpha"));
+    CNN_TRY(cnn_cuda_graph_set(o->operation, d->beta, CUDNN_TYPE_FLOAT, 1, &cnn_cuda_graph_zero, op, "beta"));
     CNN_CUDA_DNN(op, cudnnBackendFinalize, o->operation);
 fail:
     if (st != CNN_OK) cnn_cuda_conv_graph_op_destroy(o);
