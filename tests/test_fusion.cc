@@ -95,13 +95,18 @@ struct Counts {
   int pools_with_relu = 0, fused_adds = 0;
 };
 
-std::vector<float> train_and_read(const char *text, int h, int c, Counts *counts) {
+// Trains the network of `text` for two epochs on random data (after freezing the layers up to `freeze`, when
+// given) and returns its weights and its predictions.
+std::vector<float> train_and_read(const char *text, int h, int c, Counts *counts, const char *freeze = nullptr) {
   cnn_backend *b = nullptr;
   cnn_net *net = nullptr;
   EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK);
   EXPECT_EQ(cnn_net_from_text(text, "fusion", b, 5, &net), CNN_OK) << cnn_last_error();
   std::vector<float> out;
   if (!net) return out;
+  if (freeze) {
+    EXPECT_EQ(cnn_net_freeze(net, freeze, nullptr), CNN_OK) << cnn_last_error();
+  }
   for (int i = 0; i < net->nlayers; i++) {
     const cnn_layer *l = net->layers[i];
     counts->pools_with_relu += l->ops == &cnn_maxpool_layer_ops && l->act == CNN_ACT_RELU;
@@ -162,6 +167,22 @@ TEST(Fusion, BatchnormComputingTheResidualAddTrainsBitIdentically) {
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+// Frozen batchnorms run in inference mode (running statistics) and fuse as well: the first two residual blocks
+// frozen, the rest trained, the same bits as without the rewrite.
+TEST(Fusion, FrozenBatchnormComputingTheResidualAddTrainsBitIdentically) {
+  Counts fused, separate;
+  std::vector<float> a = train_and_read(kResidualFused, 8, 3, &fused, "r1");
+  std::vector<float> b = train_and_read(kResidualSeparate, 8, 3, &separate, "r1");
+  Counts unfrozen_counts;
+  std::vector<float> unfrozen = train_and_read(kResidualFused, 8, 3, &unfrozen_counts);
+  EXPECT_EQ(fused.fused_adds, 4);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  ASSERT_EQ(a.size(), unfrozen.size());
+  EXPECT_NE(std::memcmp(a.data(), unfrozen.data(), a.size() * sizeof(float)), 0) << "freezing changed nothing";
 }
 
 // The rewrite leaves alone: a batchnorm with its own activation, one whose output has another consumer, and an add
