@@ -189,14 +189,28 @@ fail:
     return st;
 }
 
-/* Plans direction dir through the graph API the first time it is run (unless the legacy API is forced). */
+/* Whether direction dir runs through the graph API on these tensors (*use), planning it the first time. With the
+ * graph API forced, a shape without an engine, or tensors less aligned than its plan assumes, is an error. */
 static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
-                                          void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
+                                          void *const ptrs[CNN_CUDA_GRAPH_TENSORS], int *use, const char *op)
 {
-    if (e->graph[dir].state != 0 || ctx->conv_api == CNN_CUDA_CONV_API_LEGACY) return CNN_OK;
-    const cnn_cuda_conv_graph_spec spec = {.s = &e->key.s, .dtype = (cnn_dtype)e->key.dtype, .tf32 = e->key.tf32,
-                                           .deterministic = e->key.deterministic, .dir = dir};
-    return cnn_cuda_conv_graph_plan(ctx, (cnn_cuda_conv_api)ctx->conv_api, &spec, &e->graph[dir], ptrs, op);
+    cnn_status st = CNN_OK;
+    cnn_cuda_conv_graph *g = &e->graph[dir];
+    *use = 0;
+    if (ctx->conv_api == CNN_CUDA_CONV_API_LEGACY) return CNN_OK;
+    if (g->state == 0) {
+        const cnn_cuda_conv_graph_spec spec = {.s = &e->key.s, .dtype = (cnn_dtype)e->key.dtype,
+                                               .tf32 = e->key.tf32, .deterministic = e->key.deterministic,
+                                               .dir = dir};
+        CNN_TRY(cnn_cuda_conv_graph_plan(ctx, (cnn_cuda_conv_api)ctx->conv_api, &spec, g, ptrs, op));
+    }
+    *use = cnn_cuda_conv_graph_usable(g, ptrs);
+    if (!*use && ctx->conv_api == CNN_CUDA_CONV_API_GRAPH)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s (CNN_CUDNN_CONV=graph)", op,
+                         g->state < 0 ? "cuDNN's graph API has no engine for this shape"
+                                      : "the tensors are less aligned than the graph API's plan for this shape");
+fail:
+    return st;
 }
 
 static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args *a, int dir, cnn_plan **tmp,
@@ -378,8 +392,9 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_FWD, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->w->data, a->y->data};
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_FWD, ptrs, op));
-    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_FWD], ptrs)) {
+    int graph = 0;
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_FWD, ptrs, &graph, op));
+    if (graph) {
         CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_FWD], ptrs, op));
     } else {
         const void *x = NULL;
@@ -408,8 +423,9 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_DATA, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->dx->data, a->w->data, a->dy->data};
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_DATA, ptrs, op));
-    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_BWD_DATA], ptrs)) {
+    int graph = 0;
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_DATA, ptrs, &graph, op));
+    if (graph) {
         CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_DATA], ptrs, op));
     } else {
         if (e->explicit_pad) CNN_TRY(cnn_cuda_conv_xpad(e, op));
@@ -438,8 +454,9 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_FILTER, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->dw->data, a->dy->data};
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_WEIGHTS, ptrs, op));
-    if (cnn_cuda_conv_graph_usable(&e->graph[CNN_OP_BWD_WEIGHTS], ptrs)) {
+    int graph = 0;
+    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_WEIGHTS, ptrs, &graph, op));
+    if (graph) {
         CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_WEIGHTS], ptrs, op));
     } else {
         const void *x = NULL;

@@ -16,8 +16,8 @@
 
 #include "cuda/conv_graph.h"
 
-/* Engine configurations timed per direction and shape: the heuristics' best ten, PyTorch's default
- * (torch.backends.cudnn.benchmark_limit). */
+/* Engine configurations timed per direction and shape: the first ten of the heuristics' ranking that are allowed
+ * and run, PyTorch's default (torch.backends.cudnn.benchmark_limit). */
 #define CNN_CUDA_GRAPH_CANDIDATES 10
 /* The same cap on an engine's workspace as the legacy search (conv.c). */
 #define CNN_CUDA_GRAPH_WORKSPACE_MAX ((int64_t)1 << 30)
@@ -179,10 +179,10 @@ static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cu
         if (behavior[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) ok = 0;
     for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
         const cudnnBackendNumericalNote_t n = notes[i];
-        if (n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) ok = 0;
-        if (spec->dtype == CNN_F32 && !spec->tf32 &&
-            (n == CUDNN_NUMERICAL_NOTE_TENSOR_CORE || n == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS))
+        /* 16-bit accumulation, or inputs converted to a narrower type than the data's: never */
+        if (n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION || n == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)
             ok = 0;
+        if (spec->dtype == CNN_F32 && !spec->tf32 && n == CUDNN_NUMERICAL_NOTE_TENSOR_CORE) ok = 0; /* TF32 */
         if (spec->deterministic && n == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) ok = 0;
     }
 done:
@@ -282,15 +282,87 @@ fail:
     return st;
 }
 
+/* The candidates of one heuristics mode, in its order: those the precision contract allows and cuDNN builds into a
+ * plan that runs, up to CNN_CUDA_GRAPH_CANDIDATES of them timed, the fastest kept in g (deterministic: the first
+ * that runs, untimed, so that every run chooses the same). *tried counts the plans built. */
+static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_graph_spec *spec, cnn_cuda_conv_graph *g,
+                                      void *const ptrs[CNN_CUDA_GRAPH_TENSORS], cudnnBackendDescriptor_t *cfgs,
+                                      int64_t ncfg, cudaEvent_t ev[2], int64_t *tried, const char *op)
+{
+    cnn_status st = CNN_OK;
+    float best_ms = -1.0f;
+    int timed = 0;
+    for (int64_t i = 0; i < ncfg && timed < CNN_CUDA_GRAPH_CANDIDATES; i++) {
+        if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec)) continue;
+        int64_t ws = 0;
+        cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
+        if (!plan) continue;
+        cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align};
+        if (ws > CNN_CUDA_GRAPH_WORKSPACE_MAX) {
+            cnn_cuda_conv_graph_destroy(&cand);
+            continue;
+        }
+        st = cnn_cuda_workspace(ctx, (size_t)ws, op);
+        if (st == CNN_ERR_NO_MEMORY) { /* the engines that need less may still run */
+            cnn_clear_error();
+            st = CNN_OK;
+            cnn_cuda_conv_graph_destroy(&cand);
+            continue;
+        }
+        if (st != CNN_OK) {
+            cnn_cuda_conv_graph_destroy(&cand);
+            return st;
+        }
+        (*tried)++;
+        if (spec->deterministic) { /* the heuristics' order, untimed; but it must run */
+            st = cnn_cuda_graph_pack(ctx, &cand, ptrs, op);
+            if (st == CNN_OK && cudnnBackendExecute(ctx->cudnn, cand.plan, cand.pack) == CUDNN_STATUS_SUCCESS) {
+                *g = cand;
+                return CNN_OK;
+            }
+            (void)cudaGetLastError();
+            cnn_clear_error();
+            st = CNN_OK;
+            cnn_cuda_conv_graph_destroy(&cand);
+            continue;
+        }
+        float ms = -1.0f;
+        st = cnn_cuda_graph_time(ctx, &cand, ptrs, ev, &ms, op);
+        if (st != CNN_OK) {
+            cnn_cuda_conv_graph_destroy(&cand);
+            return st;
+        }
+        if (ms < 0.0f) { /* it did not run */
+            cnn_cuda_conv_graph_destroy(&cand);
+            continue;
+        }
+        timed++;
+        if (best_ms < 0.0f || ms < best_ms) {
+            cnn_cuda_conv_graph_destroy(g);
+            *g = cand;
+            best_ms = ms;
+        } else {
+            cnn_cuda_conv_graph_destroy(&cand);
+        }
+    }
+    return st;
+}
+
+static void cnn_cuda_graph_cfgs_free(cudnnBackendDescriptor_t *cfgs, int64_t n)
+{
+    for (int64_t i = 0; cfgs && i < n; i++)
+        if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]);
+    free(cfgs);
+}
+
 cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, const cnn_cuda_conv_graph_spec *spec,
                                     cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
 {
     cnn_status st = CNN_OK;
     cnn_cuda_conv_graph_op o;
-    cudnnBackendDescriptor_t graph = NULL, heur = NULL, cfgs[CNN_CUDA_GRAPH_CANDIDATES] = {0};
+    cudnnBackendDescriptor_t graph = NULL, heur = NULL, *cfgs = NULL;
     cudaEvent_t ev[2] = {NULL, NULL};
-    int64_t ncfg = 0, tried = 0;
-    float best_ms = -1.0f;
+    int64_t ncfg = 0, avail = 0, ranked = 0, tried = 0;
     memset(&o, 0, sizeof o);
     cnn_cuda_conv_graph_destroy(g);
     g->align = cnn_cuda_graph_align(ptrs);
@@ -302,77 +374,46 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
     CNN_TRY(cnn_cuda_graph_set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &ctx->cudnn, op,
                                "graph handle"));
     CNN_CUDA_DNN(op, cudnnBackendFinalize, graph);
+    if (!spec->deterministic) {
+        CNN_CUDA_RT(op, cudaEventCreate, &ev[0]);
+        CNN_CUDA_RT(op, cudaEventCreate, &ev[1]);
+    }
 
-    /* the heuristics' ranking (mode A), else cuDNN's fallback list */
+    /* every configuration the heuristics rank (mode A), filtered, then timed in their order; when none of them
+     * runs, cuDNN's fallback list the same way (as PyTorch takes both as sources) */
     const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-    for (int m = 0; m < 2 && ncfg == 0; m++) {
+    for (int m = 0; m < 2 && g->state != 1; m++) {
         if (heur) cudnnBackendDestroyDescriptor(heur);
         heur = NULL;
+        cnn_cuda_graph_cfgs_free(cfgs, avail);
+        cfgs = NULL;
+        avail = ncfg = 0;
         CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur);
         CNN_TRY(cnn_cuda_graph_set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                                    &graph, op, "heuristics graph"));
         CNN_TRY(cnn_cuda_graph_set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[m], op,
                                    "heuristics mode"));
         if (cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS) continue;
-        int64_t avail = 0;
         if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &avail,
-                                     NULL) != CUDNN_STATUS_SUCCESS || avail <= 0)
+                                     NULL) != CUDNN_STATUS_SUCCESS || avail <= 0) {
+            avail = 0;
             continue;
-        const int64_t want = avail < CNN_CUDA_GRAPH_CANDIDATES ? avail : CNN_CUDA_GRAPH_CANDIDATES;
-        for (int64_t i = 0; i < want; i++) {
-            if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]); /* filled by a mode that gave nothing usable */
-            cfgs[i] = NULL;
-            CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]);
         }
-        if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, want, &ncfg,
+        cfgs = calloc((size_t)avail, sizeof *cfgs);
+        if (!cfgs) {
+            avail = 0;
+            st = cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld engine configurations", op,
+                           (long long)avail);
+            goto fail;
+        }
+        for (int64_t i = 0; i < avail; i++)
+            CNN_CUDA_DNN(op, cudnnBackendCreateDescriptor, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfgs[i]);
+        if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, avail, &ncfg,
                                      cfgs) != CUDNN_STATUS_SUCCESS)
             ncfg = 0;
-        if (ncfg > want) ncfg = want;
-    }
-
-    if (!spec->deterministic) {
-        CNN_CUDA_RT(op, cudaEventCreate, &ev[0]);
-        CNN_CUDA_RT(op, cudaEventCreate, &ev[1]);
-    }
-    for (int64_t i = 0; i < ncfg; i++) {
-        if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec)) continue;
-        int64_t ws = 0;
-        cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
-        if (!plan) continue;
-        if (ws > CNN_CUDA_GRAPH_WORKSPACE_MAX) {
-            cudnnBackendDestroyDescriptor(plan);
-            continue;
-        }
-        st = cnn_cuda_workspace(ctx, (size_t)ws, op);
-        if (st == CNN_ERR_NO_MEMORY) { /* the engines that need less may still run */
-            cnn_clear_error();
-            st = CNN_OK;
-            cudnnBackendDestroyDescriptor(plan);
-            continue;
-        }
-        if (st != CNN_OK) {
-            cudnnBackendDestroyDescriptor(plan);
-            goto fail;
-        }
-        tried++;
-        cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align};
-        if (spec->deterministic) { /* the heuristics' order, untimed: the same choice every run */
-            *g = cand;
-            break;
-        }
-        float ms = -1.0f;
-        st = cnn_cuda_graph_time(ctx, &cand, ptrs, ev, &ms, op);
-        if (st != CNN_OK) {
-            cnn_cuda_conv_graph_destroy(&cand);
-            goto fail;
-        }
-        if (ms >= 0.0f && (best_ms < 0.0f || ms < best_ms)) {
-            cnn_cuda_conv_graph_destroy(g);
-            *g = cand;
-            best_ms = ms;
-        } else {
-            cnn_cuda_conv_graph_destroy(&cand);
-        }
+        if (ncfg > avail) ncfg = avail;
+        ranked += ncfg;
+        CNN_TRY(cnn_cuda_graph_pick(ctx, spec, g, ptrs, cfgs, ncfg, ev, &tried, op));
     }
     if (g->state != 1) {
         g->state = -1;
@@ -380,22 +421,22 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
             st = cnn_error(CNN_ERR_UNSUPPORTED,
                            "cuda %s: cuDNN's graph API has no engine for %s x (%lld, %lld, %lld, %lld), "
                            "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%lld of %lld "
-                           "configurations built; CNN_CUDNN_CONV=graph)",
+                           "ranked configurations built; CNN_CUDNN_CONV=graph)",
                            op, cnn_dtype_name(spec->dtype), (long long)spec->s->n, (long long)spec->s->h,
                            (long long)spec->s->w, (long long)spec->s->c, (long long)spec->s->o,
                            (long long)spec->s->kh, (long long)spec->s->kw, (long long)(spec->s->c / spec->s->groups),
                            spec->s->stride_h, spec->s->stride_w, spec->s->dilation_h, spec->s->dilation_w,
-                           spec->s->groups, (long long)tried, (long long)ncfg);
+                           spec->s->groups, (long long)tried, (long long)ranked);
     }
 fail:
-    if (st != CNN_OK && api != CNN_CUDA_CONV_API_GRAPH && st != CNN_ERR_NO_MEMORY && g->state != 1) {
-        /* descriptors cuDNN refused for this shape: the legacy API takes it */
+    /* descriptors that cuDNN refused for this shape (BAD_PARAM, NOT_SUPPORTED): the legacy API takes it; any other
+     * error (the runtime's, memory) is reported */
+    if ((st == CNN_ERR_UNSUPPORTED || st == CNN_ERR_INVALID_ARG) && api != CNN_CUDA_CONV_API_GRAPH && g->state != 1) {
         cnn_clear_error();
         st = CNN_OK;
         g->state = -1;
     }
-    for (int i = 0; i < CNN_CUDA_GRAPH_CANDIDATES; i++)
-        if (cfgs[i]) cudnnBackendDestroyDescriptor(cfgs[i]);
+    cnn_cuda_graph_cfgs_free(cfgs, avail);
     if (heur) cudnnBackendDestroyDescriptor(heur);
     if (graph) cudnnBackendDestroyDescriptor(graph);
     cnn_cuda_conv_graph_op_destroy(&o);
