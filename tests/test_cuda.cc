@@ -2235,6 +2235,32 @@ class PrecisionScope {
 };
 
 // TF32 lets cuDNN and cuBLAS(Lt) round f32 operands to a 10-bit mantissa: results stay within the conv/gemm bound.
+// At precision FP32 no engine may round to TF32 (cuda/conv_graph.c leaves out tensor-core engines for f32): over
+// 576-term sums of random values, plain f32 (FMA, Winograd or FFT) stays below 1e-9 NMSE from the CPU, where TF32's
+// 10-bit mantissas give about 1e-7. Both APIs, each alone.
+TEST_F(CudaOps, Fp32ConvolutionsDoNotRoundToTf32) {
+  for (const char *api : {"graph", "legacy"}) {
+    SCOPED_TRACE(std::string("CNN_CUDNN_CONV=") + api);
+    setenv("CNN_CUDNN_CONV", api, 1);
+    cnn_backend *b = nullptr;
+    const cnn_status created = cnn_backend_create("cuda", &b);
+    unsetenv("CNN_CUDNN_CONV");
+    ASSERT_EQ(created, CNN_OK) << cnn_last_error();
+    std::mt19937 rng(47);
+    for (const ConvCase &p : {conv(8, 16, 16, 64, 64, 3, 3, 1, 1), conv(4, 28, 28, 64, 32, 3, 3)}) {
+      SCOPED_TRACE(p.str());
+      ConvInputs in = conv_inputs(p, rng);
+      Plan gp(b), cp(g_cpu);
+      ConvResult got = run_conv(b, p, in.x, in.w, in.bias, in.dy, &gp.p);
+      ConvResult want = run_conv(g_cpu, p, in.x, in.w, in.bias, in.dy, &cp.p);
+      expect_match(got.y, want.y, 1e-9, "fp32 conv2d_forward y");
+      expect_match(got.dx, want.dx, 1e-9, "fp32 conv2d_backward_data dx");
+      expect_match(got.dw, want.dw, 1e-9, "fp32 conv2d_backward_filter dw");
+    }
+    cnn_backend_destroy(b);
+  }
+}
+
 TEST_F(CudaOps, Tf32ConvolutionsAndProductsStayCloseToCpu) {
   ASSERT_NE(g_cuda->ops->set_precision, nullptr);
   PrecisionScope tf32(CNN_PRECISION_TF32);
