@@ -293,4 +293,29 @@ TYPED_TEST(CudaKernelBodies, FlatKernelsWriteEveryElementOnceAndNothingPastTheEn
     }
 }
 
+// In place, as the layers call them: the activation's gradient over dy (dx == dy), the gradient sum into its first
+// operand (y == a), and the activation over its input (y == x); the same bits as out of place.
+TYPED_TEST(CudaKernelBodies, FlatKernelsInPlaceMatchOutOfPlace)
+{
+    using T = TypeParam;
+    const int W = cnn_ew_width<T>::value;
+    const int64_t n = 8 * W + 3, nt = 5;
+    for (int which = 0; which < 3; which++) {
+        Buffer<T> a(n), b(n), want(n), in_place(n);
+        a.random(51, -3.0f, 3.0f);
+        b.random(53, -1.0f, 1.0f);
+        flat_run<T, cnn_ew_width<T>::value>(which, nt, a, b, want, n, CNN_ACT_GELU);
+        Buffer<T> &target = which == 1 ? b : a; /* dx over dy; y over x or over a */
+        in_place.copy_from(target);
+        for (int64_t t = 0; t < nt; t++) {
+            T *p = in_place.data();
+            if (which == 0) cnn_ew_act_forward<T, cnn_ew_width<T>::value>(t, nt, CNN_ACT_GELU, 0.2f, p, p, n);
+            else if (which == 1)
+                cnn_ew_act_backward<T, cnn_ew_width<T>::value>(t, nt, CNN_ACT_GELU, 0.2f, 1, a.data(), p, p, n);
+            else cnn_ew_add<T, cnn_ew_width<T>::value>(t, nt, p, b.data(), p, n, 0.5f, -1.5f);
+        }
+        for (int64_t i = 0; i < n; i++) ASSERT_EQ(in_place.get(i), want.get(i)) << "kernel " << which << " element " << i;
+    }
+}
+
 } // namespace
