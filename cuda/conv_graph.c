@@ -8,9 +8,10 @@
  *
  * A direction's graph: three tensors (logical dimensions N, C, H, W with NHWC strides; the filter K, C/G, R, S
  * with KRSC strides, from which cuDNN infers the groups), a convolution descriptor (compute type f32, cross-
- * correlation), one operation. Engine configurations whose numerical notes break the precision contract are
- * left out: tensor cores for f32 data at precision FP32 (TF32 rounding), reduced-precision reductions (16-bit
- * accumulation) always, and non-deterministic ones in deterministic mode. */
+ * correlation), one operation. Engine configurations whose notes break the precision contract are left out:
+ * tensor cores for f32 data at precision FP32 (TF32 rounding), reduced-precision reductions (16-bit accumulation)
+ * and down-converted inputs always, non-deterministic ones in deterministic mode; and so are engines that cuDNN
+ * compiles at run time. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,8 +234,8 @@ int cnn_cuda_conv_graph_usable(const cnn_cuda_conv_graph *g, void *const ptrs[CN
     return g->state > 0 && cnn_cuda_graph_align(ptrs) >= g->align;
 }
 
-/* Builds and finalizes the execution plan of configuration cfg; NULL (and the error cleared) when cuDNN refuses
- * it, as it may for a configuration it ranked. */
+/* Builds and finalizes the execution plan of configuration cfg; NULL when cuDNN refuses it, as it may for a
+ * configuration it ranked. */
 static cudnnBackendDescriptor_t cnn_cuda_graph_make_plan(cnn_cuda_ctx *ctx, cudnnBackendDescriptor_t cfg,
                                                          int64_t *workspace)
 {
