@@ -197,6 +197,8 @@ static cnn_status cnn_cuda_graph_pack(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
     cnn_status st = CNN_OK;
     const int64_t uids[CNN_CUDA_GRAPH_TENSORS] = {1 + CNN_CUDA_GRAPH_IMAGE, 1 + CNN_CUDA_GRAPH_FILTER,
                                                   1 + CNN_CUDA_GRAPH_OUTPUT};
+    /* a real pointer even for a plan without workspace: cuDNN is not asked to take NULL */
+    CNN_TRY(cnn_cuda_workspace(ctx, 256, op));
     void *ws = ctx->workspace;
     if (g->pack && g->pack_ws == ws && !memcmp(g->ptrs, ptrs, sizeof g->ptrs)) return CNN_OK;
     if (g->pack) cudnnBackendDestroyDescriptor(g->pack);

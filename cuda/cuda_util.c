@@ -71,7 +71,7 @@ cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what)
     if (bytes <= ctx->workspace_size) return CNN_OK;
     /* queued work may still use the old workspace */
     CNN_CUDA_RT(what, cudaStreamSynchronize, ctx->compute);
-    if (ctx->workspace) cudaFree(ctx->workspace);
+    if (ctx->workspace && cudaFree(ctx->workspace) != cudaSuccess) (void)cudaGetLastError(); /* freed or lost */
     ctx->workspace = NULL;
     ctx->workspace_size = 0;
     cudaError_t e = cudaMalloc(&ctx->workspace, bytes);
@@ -79,7 +79,7 @@ cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what)
         size_t free_b = 0, total_b = 0;
         (void)cudaGetLastError();
         ctx->workspace = NULL;
-        cudaMemGetInfo(&free_b, &total_b);
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError(); /* then 0 free of 0 */
         return cnn_error(CNN_ERR_NO_MEMORY,
                          "cuda %s: out of device memory for a %.1f MiB workspace (%.1f MiB free of %.1f MiB): try a "
                          "smaller batch",
