@@ -17,7 +17,7 @@
 #   4. `cnn bench` of ResNet-50 (224x224x3, synthetic, batch 256) training on cuda, when the program has `bench`,
 #      the bf16 step again with convolutions through cuDNN's legacy API (CNN_CUDNN_CONV=legacy) beside the graph
 #      API's default, then a per-layer profile of the bf16 step summed by layer type (GPU_CHECK_SKIP_PROFILE=1
-#      skips it)
+#      skips it), and one batchnorm + ReLU on (256, 56, 56, 256) bf16 forward and backward (PyTorch's in step 5)
 #   5. OPTIONAL, only when python3 can import torch with CUDA: PyTorch's speed on the same models and batches,
 #      then our ResNet-50 bf16 bench again on the cuDNN that PyTorch ships (when one is found beside it)
 #   6. prints a short table, last
@@ -367,6 +367,23 @@ PYEOF
       fail "cnn bench --per-layer ResNet-50 bf16" "ResNet-50 bf16 per-layer profile" "$OUT_DIR/profile_r50_bf16.log"
     fi
   fi
+  # one batchnorm + ReLU at ResNet-50's largest bottleneck shape, (256, 56, 56, 256) bf16, forward and backward from
+  # the per-layer profile: our kernels beside PyTorch's (cuDNN's) on the same tensor (step 5)
+  BN_MS=
+  if [[ $(elapsed) -le $SOFT_LIMIT ]]; then
+    printf 'input 56 56 256\nbatchnorm relu\nglobalavgpool\ndense 10\n' >"$OUT_DIR/bn_relu.cnn"
+    log "cnn bench: batchnorm + ReLU (256, 56, 56, 256) bf16, per layer"
+    if timeout 90 "$CNN" bench --model "$OUT_DIR/bn_relu.cnn" --batch 256 --device cuda --mode train --optimizer sgd \
+        --precision bf16 --warmup 3 --iters 10 --repeats 1 --per-layer --json "$OUT_DIR/bench_bn_relu.json" \
+        >"$OUT_DIR/bench_bn_relu.log" 2>&1; then
+      BN_MS=$(python3 -c 'import json, sys
+l = [l for l in json.load(open(sys.argv[1]))["layers"] if l["type"] == "BatchNormalization"][0]
+print("%.3f %.3f" % (l["fwd_ms"], l["bwd_ms"]))' "$OUT_DIR/bench_bn_relu.json" 2>/dev/null)
+      row "cnn batchnorm+ReLU (256, 56, 56, 256) bf16, fwd bwd" "${BN_MS:-?} ms"
+    else
+      fail "cnn bench batchnorm+ReLU bf16" "cnn batchnorm+ReLU bf16" "$OUT_DIR/bench_bn_relu.log"
+    fi
+  fi
   # batch-1 inference latency, f32
   for m in seed_cnn resnet50; do
     log "cnn bench: $m, batch 1, inference, cuda, fp32"
@@ -485,6 +502,31 @@ for e in prof.key_averages():
 print("pytorch resnet50 bf16 kernels per step: " + "; ".join(f"{k} {v:.1f} ms" for k, v in sorted(ms.items(), key=lambda kv: -kv[1]))
       + f" (of {sum(ms.values()):.1f} ms)")
 
+# one batchnorm + ReLU (in place, as torchvision's ResNet) on (256, 256, 56, 56) bf16 channels_last with f32
+# parameters (what autocast gives), forward and backward each: the median of 10 after 3 warm-ups
+x = torch.randn(256, 256, 56, 56, device=dev).to(torch.bfloat16).to(memory_format=torch.channels_last)
+x.requires_grad_()
+bn = nn.BatchNorm2d(256).to(dev)
+g = torch.randn_like(x)
+fw, bw = [], []
+for i in range(13):
+    x.grad = None
+    e = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+    e[0].record()
+    y = F.relu(bn(x), inplace=True)
+    e[1].record()
+    y.backward(g)
+    e[2].record()
+    torch.cuda.synchronize()
+    if i >= 3:
+        fw.append(e[0].elapsed_time(e[1]))
+        bw.append(e[1].elapsed_time(e[2]))
+fw.sort()
+bw.sort()
+print(f"pytorch bn_relu bf16 fwd bwd ms: {fw[5]:.3f} {bw[5]:.3f}")
+del x, y, g, bn
+torch.cuda.empty_cache()
+
 # batch-1 inference latency, f32 (no TF32), eval mode, the median of 3 x 50 timed calls after 20 warm-ups
 tf32(False)
 seed = net.eval()
@@ -513,6 +555,13 @@ EOF
     V=$(grep -o 'seed cnn f32 images/s: [0-9]*' "$OUT_DIR/pytorch_cuda.log" | awk '{print $NF}')
     row "OPTIONAL pytorch seed CNN, cuda f32, batch 64" "${V:-?} images/s"
     [[ -n "$IPS_GPU" && -n "$V" ]] && row "ratio cnn.c / pytorch, seed CNN" "$(awk -v a="$IPS_GPU" -v b="$V" 'BEGIN { printf "%.2f", a / b }')"
+    V=$(grep -o 'pytorch bn_relu bf16 fwd bwd ms: .*' "$OUT_DIR/pytorch_cuda.log" | head -1)
+    V=${V#pytorch bn_relu bf16 fwd bwd ms: }
+    if [[ -n "$V" ]]; then
+      row "OPTIONAL pytorch batchnorm+ReLU (256, 56, 56, 256) bf16, fwd bwd" "$V ms"
+      [[ -n "${BN_MS:-}" ]] && row "ratio pytorch / cnn.c time, batchnorm+ReLU fwd, bwd" \
+        "$(awk -v a="$BN_MS" -v b="$V" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f, %.2f", y[1] / x[1], y[2] / x[2] }')"
+    fi
     V=$(grep -o 'pytorch resnet50 bf16 kernels per step: .*' "$OUT_DIR/pytorch_cuda.log" | head -1)
     [[ -n "$V" ]] && row "OPTIONAL pytorch ResNet-50 bf16 step by kernel kind" "${V#pytorch resnet50 bf16 kernels per step: }"
     for prec in fp32 tf32 bf16; do
