@@ -26,11 +26,14 @@
 # accuracy check) makes the script exit non-zero after the table, naming the step and its log.
 #
 # Knobs for a short lease: GPU_CHECK_SKIP_RESNET20=1 skips the two ResNet-20 trainings; GPU_CHECK_R50_PRECISIONS
-# (default "fp32 tf32 bf16 fp16"), GPU_CHECK_R50_WARMUP (3) and GPU_CHECK_R50_ITERS (10) size the ResNet-50 bench;
-# GPU_CHECK_SOFT_LIMIT (360 s) is when the later, optional steps are skipped.
+# (default "bf16 tf32 fp32 fp16": the target first), GPU_CHECK_R50_WARMUP (3) and GPU_CHECK_R50_ITERS (10) size
+# the ResNet-50 bench; GPU_CHECK_SOFT_LIMIT (360 s) is when the later, optional steps are skipped.
 #
 # Usage: bench/gpu_check.sh            (from anywhere; it works in the repository root)
 #        GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
+# On a 15-minute lease, so that the ResNet-50 comparisons and PyTorch fit before the soft limit:
+#        GPU_CHECK_SKIP_RESNET20=1 GPU_CHECK_R50_PRECISIONS="bf16 tf32" GPU_CHECK_R50_WARMUP=2 GPU_CHECK_R50_ITERS=5 \
+#        GPU_CHECK_SOFT_LIMIT=420 GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -312,7 +315,7 @@ if ! "$CNN" bench --help 2>&1 | grep -q -- --precision; then
 elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "cnn bench ResNet-50" "skipped: $(elapsed) s gone already"
 else
-  for prec in ${GPU_CHECK_R50_PRECISIONS:-fp32 tf32 bf16 fp16}; do
+  for prec in ${GPU_CHECK_R50_PRECISIONS:-bf16 tf32 fp32 fp16}; do
     log "cnn bench: ResNet-50, batch 256, cuda, $prec"
     if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train --optimizer sgd \
         --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
