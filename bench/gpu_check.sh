@@ -33,7 +33,7 @@
 #        GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
 # On a 15-minute lease, so that the ResNet-50 comparisons and PyTorch fit before the soft limit:
 #        GPU_CHECK_SKIP_RESNET20=1 GPU_CHECK_R50_PRECISIONS="bf16 tf32" GPU_CHECK_R50_WARMUP=2 GPU_CHECK_R50_ITERS=5 \
-#        GPU_CHECK_SOFT_LIMIT=420 GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
+#        GPU_CHECK_PREBUILT=.gpu bench/gpu_check.sh
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
