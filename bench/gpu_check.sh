@@ -317,11 +317,14 @@ elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
 else
   for prec in ${GPU_CHECK_R50_PRECISIONS:-bf16 tf32 fp32 fp16}; do
     log "cnn bench: ResNet-50, batch 256, cuda, $prec"
-    if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train --optimizer sgd \
-        --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" \
-        >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
+    # CNN_CUDA_LOG: a line per convolution plan (graph API and engine, or the legacy API), counted in the row
+    if CNN_CUDA_LOG=1 timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
+        --optimizer sgd --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" \
+        --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
       V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_$prec.json" | head -1 | awk '{print $2}')
-      row "cnn ResNet-50 train, batch 256, $prec" "$(printf '%.0f' "${V:-0}") images/s"
+      NG=$(grep -c ': graph API' "$OUT_DIR/bench_r50_$prec.log")
+      NL=$(grep -c ': legacy API' "$OUT_DIR/bench_r50_$prec.log")
+      row "cnn ResNet-50 train, batch 256, $prec" "$(printf '%.0f' "${V:-0}") images/s (conv plans: $NG graph, $NL legacy)"
       R50[$prec]=$V
     else
       fail "cnn bench ResNet-50 $prec" "cnn ResNet-50 train, $prec" "$OUT_DIR/bench_r50_$prec.log"

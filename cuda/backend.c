@@ -353,6 +353,8 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
     cnn_cuda_conv_api api = CNN_CUDA_CONV_API_AUTO;
     CNN_TRY(cnn_cuda_conv_api_parse(getenv("CNN_CUDNN_CONV"), &api));
     ctx->conv_api = (int)api;
+    const char *log = getenv("CNN_CUDA_LOG");
+    ctx->log = log && *log && strcmp(log, "0") != 0;
     CNN_CUDA_DNN(op, cudnnCreate, &ctx->cudnn);
     CNN_CUDA_DNN(op, cudnnSetStream, ctx->cudnn, ctx->compute);
     CNN_CUDA_BLAS(op, cublasCreate, &ctx->cublas);

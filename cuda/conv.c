@@ -20,6 +20,7 @@
  * In deterministic mode (cnn_train's --deterministic) the algorithm is the first of cuDNN's heuristic ranking
  * (cudnnGet*Algorithm_v7, no timing) that is deterministic, so two runs choose the same one and sum in the same
  * order. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -189,6 +190,29 @@ fail:
     return st;
 }
 
+/* $CNN_CUDA_LOG: which API and engine a direction's new plan uses, and what planning saw. */
+static void cnn_cuda_conv_log(const cnn_cuda_conv_entry *e, const cnn_cuda_conv_graph *g, const char *op)
+{
+    const cnn_conv2d_sizes *s = &e->key.s;
+    char how[160];
+    if (g->state > 0 && g->ms >= 0.0f)
+        snprintf(how, sizeof how, "graph API, engine %lld, %.3f ms, the fastest of the plans built (%lld of %lld ranked)",
+                 (long long)g->engine, (double)g->ms, (long long)g->built, (long long)g->ranked);
+    else if (g->state > 0)
+        snprintf(how, sizeof how, "graph API, engine %lld, untimed (deterministic; %lld plans built of %lld ranked)",
+                 (long long)g->engine, (long long)g->built, (long long)g->ranked);
+    else
+        snprintf(how, sizeof how, "legacy API (the graph API built %lld plans of %lld ranked, none ran)",
+                 (long long)g->built, (long long)g->ranked);
+    fprintf(stderr,
+            "cnn cuda: %s %s x (%lld, %lld, %lld, %lld) w (%lld, %lld, %lld, %lld) stride %dx%d pad %d,%d,%d,%d "
+            "dilation %dx%d groups %d: %s\n",
+            op, cnn_dtype_name((cnn_dtype)e->key.dtype), (long long)s->n, (long long)s->h, (long long)s->w,
+            (long long)s->c, (long long)s->o, (long long)s->kh, (long long)s->kw, (long long)(s->c / s->groups),
+            s->stride_h, s->stride_w, s->pad_top, s->pad_left, s->pad_bottom, s->pad_right, s->dilation_h,
+            s->dilation_w, s->groups, how);
+}
+
 /* Whether direction dir runs through the graph API on these tensors (*use), planning it the first time. With the
  * graph API forced, a shape without an engine, or tensors less aligned than its plan assumes, is an error. */
 static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
@@ -203,6 +227,7 @@ static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry
                                                .tf32 = e->key.tf32, .deterministic = e->key.deterministic,
                                                .dir = dir};
         CNN_TRY(cnn_cuda_conv_graph_plan(ctx, (cnn_cuda_conv_api)ctx->conv_api, &spec, g, ptrs, op));
+        if (ctx->log) cnn_cuda_conv_log(e, g, op);
     }
     *use = cnn_cuda_conv_graph_usable(g, ptrs);
     if (!*use && ctx->conv_api == CNN_CUDA_CONV_API_GRAPH)

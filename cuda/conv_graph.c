@@ -191,6 +191,21 @@ done:
     return ok;
 }
 
+/* The global index of cfg's engine (what cuDNN's logs and the frontend call it), or -1 */
+static int64_t cnn_cuda_graph_engine_index(cudnnBackendDescriptor_t cfg)
+{
+    cudnnBackendDescriptor_t engine = NULL;
+    int64_t count = 0, index = -1;
+    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return -1;
+    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
+                                 &engine) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &count, &index) !=
+            CUDNN_STATUS_SUCCESS)
+        index = -1;
+    cudnnBackendDestroyDescriptor(engine);
+    return index;
+}
+
 static cnn_status cnn_cuda_graph_pack(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
                                       void *const ptrs[CNN_CUDA_GRAPH_TENSORS], const char *op)
 {
@@ -300,7 +315,8 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
         int64_t ws = 0;
         cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
         if (!plan) continue;
-        cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align};
+        cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align,
+                                    .engine = cnn_cuda_graph_engine_index(cfgs[i]), .ms = -1.0f};
         if (ws > CNN_CUDA_GRAPH_WORKSPACE_MAX) {
             cnn_cuda_conv_graph_destroy(&cand);
             continue;
@@ -343,7 +359,7 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
         if (best_ms < 0.0f || ms < best_ms) {
             cnn_cuda_conv_graph_destroy(g);
             *g = cand;
-            best_ms = ms;
+            g->ms = best_ms = ms;
         } else {
             cnn_cuda_conv_graph_destroy(&cand);
         }
@@ -418,6 +434,8 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
         ranked += ncfg;
         CNN_TRY(cnn_cuda_graph_pick(ctx, spec, g, ptrs, cfgs, ncfg, ev, &tried, op));
     }
+    g->ranked = ranked;
+    g->built = tried;
     if (g->state != 1) {
         g->state = -1;
         if (api == CNN_CUDA_CONV_API_GRAPH)
@@ -438,6 +456,8 @@ fail:
         cnn_clear_error();
         st = CNN_OK;
         g->state = -1;
+        g->ranked = ranked;
+        g->built = tried;
     }
     cnn_cuda_graph_cfgs_free(cfgs, avail);
     if (heur) cudnnBackendDestroyDescriptor(heur);

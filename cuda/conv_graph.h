@@ -36,6 +36,11 @@ typedef struct cnn_cuda_conv_graph {
     cudnnBackendDescriptor_t pack;    /* the variant pack of `ptrs` and `pack_ws`, rebuilt when they change */
     void *ptrs[CNN_CUDA_GRAPH_TENSORS];
     void *pack_ws;
+    /* what planning found, for $CNN_CUDA_LOG: the chosen engine's global index (-1: unknown), its time (ms; -1:
+     * untimed), the configurations ranked and the plans built */
+    int64_t engine;
+    float ms;
+    int64_t ranked, built;
 } cnn_cuda_conv_graph;
 
 /* What a plan is for: the sizes of core/op_check.h, the data's dtype, whether f32 may round to TF32, whether only

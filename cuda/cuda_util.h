@@ -59,6 +59,7 @@ typedef struct cnn_cuda_ctx {
     int *nonfinite_dev;
     int deterministic;       /* 1: convolution algorithms from cuDNN's heuristics, deterministic ones only */
     int conv_api;            /* how convolutions reach cuDNN: a cnn_cuda_conv_api (conv_graph.h) */
+    int log;                 /* $CNN_CUDA_LOG set (not "0"): a line on stderr for every convolution plan made */
     cnn_cuda_table opt_table;   /* the multi-tensor optimizer updates' descriptors */
     cnn_cuda_table sumsq_table; /* sum_squares_multi's */
 } cnn_cuda_ctx;

@@ -1638,10 +1638,27 @@ TEST_F(CudaOps, Conv2dThroughTheGraphApiAndTheLegacyApiEachMatchCpu) {
   expect_error(cnn_backend_create("cuda", &bad), CNN_ERR_INVALID_ARG, {"CNN_CUDNN_CONV", "fastest"});
   for (const char *api : {"graph", "legacy"}) {
     setenv("CNN_CUDNN_CONV", api, 1);
+    setenv("CNN_CUDA_LOG", "1", 1);
     cnn_backend *b = nullptr;
     const cnn_status created = cnn_backend_create("cuda", &b);
     unsetenv("CNN_CUDNN_CONV");
+    unsetenv("CNN_CUDA_LOG");
     ASSERT_EQ(created, CNN_OK) << cnn_last_error();
+    {  // CNN_CUDA_LOG: the graph API says which engine a new plan took; the legacy API plans without a line
+      const ConvCase p = conv(2, 8, 8, 8, 8, 3, 3, 1, 1);
+      std::mt19937 rng(40);
+      ConvInputs in = conv_inputs(p, rng);
+      Plan gp(b);
+      testing::internal::CaptureStderr();
+      run_conv(b, p, in.x, in.w, in.bias, in.dy, &gp.p);
+      const std::string log = testing::internal::GetCapturedStderr();
+      if (!strcmp(api, "graph")) {
+        EXPECT_NE(log.find("conv2d_forward F32 x (2, 8, 8, 8) w (8, 3, 3, 8)"), std::string::npos) << log;
+        EXPECT_NE(log.find(": graph API, engine "), std::string::npos) << log;
+      } else {
+        EXPECT_EQ(log, "");
+      }
+    }
     for (int deterministic = 0; deterministic < 2; deterministic++) {
       ASSERT_EQ(b->ops->set_deterministic(b, deterministic), CNN_OK) << cnn_last_error();
       for (cnn_dtype dt : {CNN_F32, CNN_BF16}) {
