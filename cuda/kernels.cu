@@ -3,10 +3,12 @@
 // dropout, add, concat, sums of squares (likewise), finiteness checks and batch normalization.
 //
 // The math of the elementwise ops is core/ew_math.h, the same functions the CPU backend runs (compiled here as
-// __host__ __device__): this file only schedules them. Activation-like data is f32, f16 or bf16 (a cnn_dtype
-// passed at run time: the branch is the same for every thread, so it costs nothing next to the memory traffic);
-// it is loaded as float, computed in float and rounded to nearest even on the way out. Launchers are C-callable
-// (kernels.h) and return the launch status; nothing here allocates or synchronizes.
+// __host__ __device__): this file only schedules them. Activation-like data is f32, f16 or bf16, loaded as float,
+// computed in float and rounded to nearest even on the way out. The kernels that carry most of a large network's
+// traffic (batchnorm, activations, add) are templates on the element type with their bodies in kernels_ew.cuh,
+// 16 bytes a load where the pointers allow; the others take the cnn_dtype at run time (the branch is the same for
+// every thread). Launchers are C-callable (kernels.h) and return the launch status; nothing here allocates or
+// synchronizes.
 #include <math.h>
 #include <stdint.h>
 
