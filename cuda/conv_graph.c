@@ -159,14 +159,17 @@ fail:
 // planning: heuristics, filters, timing
 
 /* 1 when the engine of configuration cfg may run under the spec's precision contract, and is compiled already:
- * an engine that cuDNN compiles at run time (NVRTC) can take seconds to build, per shape. */
-static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cuda_conv_graph_spec *spec)
+ * an engine that cuDNN compiles at run time (NVRTC) can take seconds to build, per shape. *index: the engine's
+ * global index (what cuDNN's logs and the frontend call it), -1 when unknown. */
+static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cuda_conv_graph_spec *spec,
+                                      int64_t *index)
 {
     cudnnBackendDescriptor_t engine = NULL;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
-    int64_t count = 0, nbehavior = 0;
+    int64_t count = 0, nbehavior = 0, one = 0;
     int ok = 0;
+    *index = -1;
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return 0;
     if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
                                  &engine) != CUDNN_STATUS_SUCCESS ||
@@ -175,6 +178,9 @@ static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cu
         cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
                                  CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &nbehavior, behavior) != CUDNN_STATUS_SUCCESS)
         goto done;
+    if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &one, index) !=
+        CUDNN_STATUS_SUCCESS)
+        *index = -1;
     ok = 1;
     for (int64_t i = 0; i < nbehavior && i < CUDNN_BEHAVIOR_NOTE_TYPE_COUNT; i++)
         if (behavior[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) ok = 0;
@@ -189,21 +195,6 @@ static int cnn_cuda_graph_cfg_allowed(cudnnBackendDescriptor_t cfg, const cnn_cu
 done:
     cudnnBackendDestroyDescriptor(engine);
     return ok;
-}
-
-/* The global index of cfg's engine (what cuDNN's logs and the frontend call it), or -1 */
-static int64_t cnn_cuda_graph_engine_index(cudnnBackendDescriptor_t cfg)
-{
-    cudnnBackendDescriptor_t engine = NULL;
-    int64_t count = 0, index = -1;
-    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR, &engine) != CUDNN_STATUS_SUCCESS) return -1;
-    if (cudnnBackendGetAttribute(cfg, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &count,
-                                 &engine) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &count, &index) !=
-            CUDNN_STATUS_SUCCESS)
-        index = -1;
-    cudnnBackendDestroyDescriptor(engine);
-    return index;
 }
 
 static cnn_status cnn_cuda_graph_pack(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
@@ -236,14 +227,12 @@ fail:
     return st;
 }
 
-/* The largest power of two up to 16 that divides every pointer's address: the alignment a plan may assume. */
+/* The alignment a plan may assume: the largest power of two up to 16 that divides every pointer's address. */
 static int64_t cnn_cuda_graph_align(void *const ptrs[CNN_CUDA_GRAPH_TENSORS])
 {
     uintptr_t bits = 0;
     for (int i = 0; i < CNN_CUDA_GRAPH_TENSORS; i++) bits |= (uintptr_t)ptrs[i];
-    int64_t align = 1;
-    while (align < 16 && !(bits & (uintptr_t)align)) align <<= 1;
-    return align;
+    return cnn_cuda_address_align(bits, 16);
 }
 
 int cnn_cuda_conv_graph_usable(const cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS])
@@ -311,12 +300,13 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
     float best_ms = -1.0f;
     int timed = 0;
     for (int64_t i = 0; i < ncfg && timed < CNN_CUDA_GRAPH_CANDIDATES; i++) {
-        if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec)) continue;
+        int64_t engine = -1;
+        if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec, &engine)) continue;
         int64_t ws = 0;
         cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
         if (!plan) continue;
         cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align,
-                                    .engine = cnn_cuda_graph_engine_index(cfgs[i]), .ms = -1.0f};
+                                    .engine = engine, .ms = -1.0f};
         if (ws > CNN_CUDA_GRAPH_WORKSPACE_MAX) {
             cnn_cuda_conv_graph_destroy(&cand);
             continue;

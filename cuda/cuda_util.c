@@ -65,6 +65,13 @@ fail:
     return st;
 }
 
+uint32_t cnn_cuda_address_align(uintptr_t address, uint32_t max)
+{
+    uint32_t align = 1;
+    while (align < max && !(address & align)) align <<= 1;
+    return align;
+}
+
 cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what)
 {
     cnn_status st = CNN_OK;

@@ -81,6 +81,10 @@ cnn_status cnn_cuda_blas_status(cublasStatus_t s, const char *what, const char *
 #define CNN_CUDA_DNN(what, call, ...) CNN_TRY(cnn_cuda_dnn_status(call(__VA_ARGS__), (what), #call))
 #define CNN_CUDA_BLAS(what, call, ...) CNN_TRY(cnn_cuda_blas_status(call(__VA_ARGS__), (what), #call))
 
+/* The largest power of two up to `max` (a power of two) that divides `address`: the alignment a library may
+ * assume of a pointer (OR several addresses together for the alignment they share). */
+uint32_t cnn_cuda_address_align(uintptr_t address, uint32_t max);
+
 /* Makes the workspace hold at least `bytes` (waiting for queued work before it frees the old one). */
 cnn_status cnn_cuda_workspace(cnn_cuda_ctx *ctx, size_t bytes, const char *what);
 

@@ -97,13 +97,7 @@ static cudaDataType_t cnn_cuda_blas_type(int dt)
 }
 
 /* The largest power of two up to CNN_CUDA_LT_ALIGN that divides the address. */
-static uint32_t cnn_cuda_lt_align(const void *p)
-{
-    const uintptr_t a = (uintptr_t)p;
-    uint32_t align = 1;
-    while (align < CNN_CUDA_LT_ALIGN && !(a & align)) align <<= 1;
-    return align;
-}
+static uint32_t cnn_cuda_lt_align(const void *p) { return cnn_cuda_address_align((uintptr_t)p, CNN_CUDA_LT_ALIGN); }
 
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
