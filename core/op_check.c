@@ -95,6 +95,16 @@ int cnn_dense_tensors(const cnn_dense_args *a, int dir, const cnn_tensor **ts, c
     return cnn_op_tensors(dir, a->x, a->dx, a->w, a->dw, a->y, a->dy, a->b, a->db, ts, names);
 }
 
+const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t size)
+{
+    snprintf(buf, size,
+             "x (%lld, %lld, %lld, %lld), w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d",
+             (long long)s->n, (long long)s->h, (long long)s->w, (long long)s->c, (long long)s->o, (long long)s->kh,
+             (long long)s->kw, (long long)(s->groups > 0 ? s->c / s->groups : s->c), s->stride_h, s->stride_w,
+             s->dilation_h, s->dilation_w, s->groups);
+    return buf;
+}
+
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s)
 {

@@ -272,14 +272,10 @@ static cnn_status cnn_cuda_conv_search_workspace(cnn_cuda_ctx *ctx, size_t want,
 static cnn_status cnn_cuda_conv_no_algo(const cnn_cuda_conv_entry *e, int tried, const char *op, const char *what)
 {
     const cnn_cuda_conv_key *k = &e->key;
-    return cnn_error(CNN_ERR_UNSUPPORTED,
-                     "cuda %s: cuDNN has no %s%s %s algorithm that runs for x (%lld, %lld, %lld, %lld), "
-                     "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%d tried)",
-                     op, cnn_dtype_name((cnn_dtype)k->dtype),
-                     k->dtype == CNN_F32 && !k->tf32 ? " (FMA math)" : "", what, (long long)k->s.n,
-                     (long long)k->s.h, (long long)k->s.w, (long long)k->s.c, (long long)k->s.o, (long long)k->s.kh,
-                     (long long)k->s.kw, (long long)(k->s.c / k->s.groups), k->s.stride_h, k->s.stride_w,
-                     k->s.dilation_h, k->s.dilation_w, k->s.groups, tried);
+    char sizes[CNN_CONV2D_SIZES_BUF];
+    return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: cuDNN has no %s%s %s algorithm that runs for %s (%d tried)", op,
+                     cnn_dtype_name((cnn_dtype)k->dtype), k->dtype == CNN_F32 && !k->tf32 ? " (FMA math)" : "", what,
+                     cnn_conv2d_sizes_str(&k->s, sizes, sizeof sizes), tried);
 }
 
 /* An algorithm result we accept: it ran, and for f32 at precision FP32 in plain f32 (no tensor-op math, which

@@ -428,16 +428,13 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
     g->built = tried;
     if (g->state != 1) {
         g->state = -1;
+        char sizes[CNN_CONV2D_SIZES_BUF];
         if (api == CNN_CUDA_CONV_API_GRAPH)
             st = cnn_error(CNN_ERR_UNSUPPORTED,
-                           "cuda %s: cuDNN's graph API has no engine for %s x (%lld, %lld, %lld, %lld), "
-                           "w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d (%lld of %lld "
-                           "ranked configurations built; CNN_CUDNN_CONV=graph)",
-                           op, cnn_dtype_name(spec->dtype), (long long)spec->s->n, (long long)spec->s->h,
-                           (long long)spec->s->w, (long long)spec->s->c, (long long)spec->s->o,
-                           (long long)spec->s->kh, (long long)spec->s->kw, (long long)(spec->s->c / spec->s->groups),
-                           spec->s->stride_h, spec->s->stride_w, spec->s->dilation_h, spec->s->dilation_w,
-                           spec->s->groups, (long long)tried, (long long)ranked);
+                           "cuda %s: cuDNN's graph API has no engine for %s %s (%lld of %lld ranked configurations "
+                           "built; CNN_CUDNN_CONV=graph)",
+                           op, cnn_dtype_name(spec->dtype), cnn_conv2d_sizes_str(spec->s, sizes, sizeof sizes),
+                           (long long)tried, (long long)ranked);
     }
 fail:
     /* descriptors that cuDNN refused for this shape (BAD_PARAM, NOT_SUPPORTED): the legacy API takes it; any other
