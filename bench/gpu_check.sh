@@ -89,6 +89,7 @@ print_table_body() {
 
 # history entry N's images_per_sec, and the test accuracy, from a `cnn train --metrics-json` file
 json_ips() { grep -o "\"epoch\": $2, [^}]*" "$1" | grep -o '"images_per_sec": [0-9.eE+-]*' | awk '{print $2}'; }
+bench_ips() { grep -o '"images_per_sec": [0-9.eE+-]*' "$1" | head -1 | awk '{print $2}'; }  # a `cnn bench --json`
 json_test_acc() { grep -o '"test": {[^}]*' "$1" | grep -o '"accuracy": [0-9.eE+-]*' | head -1 | awk '{print $2}'; }
 
 # ---- 0. the machine -------------------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ else
     if CNN_CUDA_LOG=1 timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train \
         --optimizer sgd --precision "$prec" --warmup "${GPU_CHECK_R50_WARMUP:-3}" --iters "${GPU_CHECK_R50_ITERS:-10}" \
         --repeats 3 --json "$OUT_DIR/bench_r50_$prec.json" >"$OUT_DIR/bench_r50_$prec.log" 2>&1; then
-      V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_$prec.json" | head -1 | awk '{print $2}')
+      V=$(bench_ips "$OUT_DIR/bench_r50_$prec.json")
       NG=$(grep -c ': graph API' "$OUT_DIR/bench_r50_$prec.log")
       NL=$(grep -c ': legacy API' "$OUT_DIR/bench_r50_$prec.log")
       row "cnn ResNet-50 train, batch 256, $prec" "$(printf '%.0f' "${V:-0}") images/s (conv plans: $NG graph, $NL legacy)"
@@ -338,7 +339,7 @@ else
         --mode train --optimizer sgd --precision bf16 --warmup "${GPU_CHECK_R50_WARMUP:-3}" \
         --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_bf16_legacy.json" \
         >"$OUT_DIR/bench_r50_bf16_legacy.log" 2>&1; then
-      V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_bf16_legacy.json" | head -1 | awk '{print $2}')
+      V=$(bench_ips "$OUT_DIR/bench_r50_bf16_legacy.json")
       row "cnn ResNet-50 train, bf16, legacy cuDNN API" "$(printf '%.0f' "${V:-0}") images/s (graph API: $(printf '%.0f' "${R50[bf16]}"))"
     else
       fail "cnn bench ResNet-50 bf16 CNN_CUDNN_CONV=legacy" "cnn ResNet-50 train, bf16, legacy API" \
@@ -625,7 +626,7 @@ else
       --batch 256 --device cuda --mode train --optimizer sgd --precision bf16 --warmup "${GPU_CHECK_R50_WARMUP:-3}" \
       --iters "${GPU_CHECK_R50_ITERS:-10}" --repeats 3 --json "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" \
       >"$OUT_DIR/bench_r50_bf16_torch_cudnn.log" 2>&1; then
-    V=$(grep -o '"images_per_sec": [0-9.eE+-]*' "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" | head -1 | awk '{print $2}')
+    V=$(bench_ips "$OUT_DIR/bench_r50_bf16_torch_cudnn.json")
     DNN=$(grep -o 'cuDNN [0-9.]*' "$OUT_DIR/bench_r50_bf16_torch_cudnn.json" | head -1)
     row "OPTIONAL cnn ResNet-50 bf16 on PyTorch's ${DNN:-cuDNN}" \
       "$(printf '%.0f' "${V:-0}") images/s (on the machine's: $(printf '%.0f' "${R50[bf16]}"))"
