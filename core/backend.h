@@ -140,21 +140,23 @@ typedef struct cnn_adam_args {
 typedef struct cnn_batchnorm_args {
     cnn_plan **plan;
     const cnn_tensor *x;        /* (N, H, W, C) or (N, C): normalized per channel C over all other dims */
-    cnn_tensor *y;              /* like x, after the fused activation */
+    cnn_tensor *y;              /* like x, after the fused activation (backward reads it when act is not NONE) */
     const cnn_tensor *residual; /* forward: like x, or NULL: y = act(bn(x) + residual), the residual add of a block
-                                 * fused (the gradient w.r.t. residual is backward's dy itself: nothing to compute) */
+                                 * fused */
     const cnn_tensor *gamma;    /* (C) */
     const cnn_tensor *beta;     /* (C) */
     cnn_tensor *running_mean;   /* (C): training forward updates r = (1 - momentum) r + momentum * batch */
     cnn_tensor *running_var;    /* (C): updated with the unbiased batch variance (PyTorch's convention) */
     cnn_tensor *save_mean;      /* (C): training forward stores the batch mean for backward */
     cnn_tensor *save_invstd;    /* (C): and 1 / sqrt(biased batch var + eps) */
-    const cnn_tensor *dy;       /* backward: gradient w.r.t. the pre-activation output */
+    const cnn_tensor *dy;       /* backward: gradient w.r.t. y; the op applies act's gradient (from y) first */
     cnn_tensor *dx, *dgamma, *dbeta;
+    cnn_tensor *dresidual;      /* backward: like x, or NULL: receives act'(y) dy, the gradient w.r.t. the sum
+                                 * before the activation, which is the fused residual's gradient */
     float momentum;             /* 0.1 in PyTorch's convention (Keras' 0.99 == 0.01 here) */
     float eps;
     int training;               /* forward: 1 uses and stores batch statistics; 0 uses the running ones */
-    cnn_act act;
+    cnn_act act;                /* one whose gradient follows from its output (cnn_act_grad_needs_input: 0) */
     float act_alpha;
 } cnn_batchnorm_args;
 

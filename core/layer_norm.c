@@ -61,34 +61,32 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
     CNN_TRY(cnn_layer_pre_act(l, BN_BUF_SCRATCH, y, &scratch, &prep));
-    /* ds: the gradient w.r.t. the pre-activation output, which with a residual is also the residual's. Then the
-     * activation's gradient goes straight into the residual's gradient, and batchnorm reads it from there. */
-    cnn_tensor *ds = dy;
-    if (l->fused && dx[1]) {
-        ds = dx[1];
-        if (l->act == CNN_ACT_NONE) {
-            CNN_TRY(b->ops->copy(b, ds, dy));
-        } else {
+    /* An activation whose gradient follows from y is the op's (batchnorm_args): it applies it inside its own passes
+     * and, with a fused residual, stores it as the residual's gradient (the gradient w.r.t. the sum). One whose
+     * gradient needs the pre-activation input runs first as an op of its own, into the residual's gradient when
+     * there is one (batchnorm then reads it from there), else in place. */
+    cnn_tensor *ds = dy, *dres = l->fused ? dx[1] : NULL;
+    if (prep) {
+        if (dres) {
             if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
             cnn_act_args g = {.act = l->act, .alpha = l->act_alpha, .x = prep, .y = (cnn_tensor *)y, .dy = dy,
-                              .dx = ds};
+                              .dx = dres};
             CNN_TRY(b->ops->act_backward(b, &g));
+            ds = dres;
+            dres = NULL;
+        } else {
+            CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
         }
-    } else {
-        CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
     }
     cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
     a.x = x[0];
     a.y = (cnn_tensor *)y;
     a.dy = ds;
+    a.dresidual = dres;
     a.dgamma = l->params[0].grad;
     a.dbeta = l->params[1].grad;
     a.training = 1;
-    a.dx = dx[0];
-    if (!a.dx) { /* the op always computes dx: give it the (no longer needed) scratch */
-        CNN_TRY(cnn_layer_buffer(l, BN_BUF_SCRATCH, x[0], &scratch));
-        a.dx = &scratch;
-    }
+    a.dx = dx[0]; /* NULL when x needs no gradient: the op then skips its dx pass */
     CNN_TRY(b->ops->batchnorm_backward(b, &a));
 fail:
     return st;

@@ -284,16 +284,18 @@ int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_t
 {
     const cnn_tensor *all[CNN_BATCHNORM_MAX_TENSORS] = {
         a->x,           a->gamma,          backward ? NULL : a->beta, a->running_mean, a->running_var,
-        a->save_mean,   a->save_invstd,    backward ? NULL : a->y,    backward ? a->dy : NULL,
-        backward ? a->dx : NULL, backward ? a->dgamma : NULL, backward ? a->dbeta : NULL,
-        backward ? NULL : a->residual};
+        a->save_mean,   a->save_invstd,    backward && a->act == CNN_ACT_NONE ? NULL : a->y,
+        backward ? a->dy : NULL, backward ? a->dx : NULL, backward ? a->dgamma : NULL,
+        backward ? a->dbeta : NULL, backward ? NULL : a->residual, backward ? a->dresidual : NULL};
     static const char *const all_names[CNN_BATCHNORM_MAX_TENSORS] = {
         "x", "gamma", "beta", "running_mean", "running_var", "save_mean", "save_invstd", "y", "dy", "dx", "dgamma",
-        "dbeta", "residual"};
+        "dbeta", "residual", "dresidual"};
     int n = 0;
     for (int i = 0; i < CNN_BATCHNORM_MAX_TENSORS; i++) {
-        /* x, y and dy are required: listed even when NULL, so that the caller's check names them */
-        if (!all[i] && !(i == 0 || (i == 7 && !backward) || (i == 8 && backward))) continue;
+        /* x, dy and y (forward, and backward through an activation) are required: listed even when NULL, so that
+         * the caller's check names them */
+        if (!all[i] && !(i == 0 || (i == 7 && (!backward || a->act != CNN_ACT_NONE)) || (i == 8 && backward)))
+            continue;
         ts[n] = all[i];
         names[n] = all_names[i];
         n++;
@@ -339,16 +341,17 @@ cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const 
         if (a->save_mean) CNN_TRY(cnn_op_check_vec(a->save_mean, c, prefix, op, "save_mean"));
         if (a->save_invstd) CNN_TRY(cnn_op_check_vec(a->save_invstd, c, prefix, op, "save_invstd"));
     }
+    CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
+    if (!backward || a->act != CNN_ACT_NONE) CNN_TRY(cnn_op_check_like(a->y, a->x, prefix, op, "y", "x"));
     if (!backward) {
-        CNN_TRY(cnn_op_check_like(a->y, a->x, prefix, op, "y", "x"));
         if (a->residual) CNN_TRY(cnn_op_check_like(a->residual, a->x, prefix, op, "residual", "x"));
-        CNN_TRY(cnn_op_check_act(a->act, a->act_alpha, 1, prefix, op));
         if (a->training && !(a->momentum >= 0.0f && a->momentum <= 1.0f))
             return cnn_error(CNN_ERR_INVALID_ARG, "%s%s: momentum %g must be in [0, 1]", prefix, op,
                              (double)a->momentum);
     } else {
         CNN_TRY(cnn_op_check_like(a->dy, a->x, prefix, op, "dy", "x"));
         if (a->dx) CNN_TRY(cnn_op_check_like(a->dx, a->x, prefix, op, "dx", "x"));
+        if (a->dresidual) CNN_TRY(cnn_op_check_like(a->dresidual, a->x, prefix, op, "dresidual", "x"));
         if (a->dgamma) CNN_TRY(cnn_op_check_vec(a->dgamma, c, prefix, op, "dgamma"));
         if (a->dbeta) CNN_TRY(cnn_op_check_vec(a->dbeta, c, prefix, op, "dbeta"));
     }

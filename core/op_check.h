@@ -78,7 +78,7 @@ cnn_status cnn_batchnorm_check(const cnn_batchnorm_args *a, int backward, const 
                                int64_t *m, int64_t *c);
 /* The tensors of a batchnorm call (direction `backward`) that are present, with their names, for the backend's own
  * checks; returns how many (at most CNN_BATCHNORM_MAX_TENSORS). */
-#define CNN_BATCHNORM_MAX_TENSORS 13
+#define CNN_BATCHNORM_MAX_TENSORS 14
 int cnn_batchnorm_tensors(const cnn_batchnorm_args *a, int backward, const cnn_tensor **ts, const char **names);
 
 /* Channel concatenation: n, the parts (xs forward; dxs, or xs where a dx is NULL, backward) against the whole (y or

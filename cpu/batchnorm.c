@@ -4,7 +4,8 @@
  * M = numel / C rows before it. Training normalizes with the biased batch variance and updates the running
  * statistics with the unbiased one; inference normalizes with the running statistics. A residual (the add that
  * ends a residual block) and an activation whose gradient needs no input are applied in the same pass; backward
- * takes dy w.r.t. the pre-activation output (which is also the residual's gradient).
+ * takes dy w.r.t. the output and applies the activation's gradient inside its two passes (storing it as the
+ * residual's gradient when asked), with no pass of its own.
  *
  * Why not oneDNN's batch normalization: its NHWC forward needs a separate pass for any activation other than
  * ReLU anyway, it does not update running statistics (and has no unbiased variance), and these loops are memory
@@ -25,14 +26,51 @@
 /* below this many elements the loops run on one thread (see CNN_CPU_PARALLEL_MIN in eltwise.c) */
 #define CNN_CPU_BN_PARALLEL_MIN 16384
 
-enum { CNN_CPU_BN_SHIFTED_MOMENTS, CNN_CPU_BN_GRAD };
+/* The gradient side of a backward reduction: g = act'(y) dy per element (dy itself when act is NONE, and y is then
+ * unused), also stored into dres when that is not NULL. */
+typedef struct cnn_cpu_bn_grad {
+    const float *dy, *y;
+    float *dres;
+    cnn_act act;
+    float alpha;
+} cnn_cpu_bn_grad;
+
+/* Rows [lo, hi) of the backward sums: p1 += g, p2 += g (x - center), with g as cnn_cpu_bn_grad says. g is the very
+ * float the activation's backward op would have written (core/ew_math.h's expression), so fusing it here changes
+ * no bit of the result. */
+static void cnn_cpu_bn_grad_rows(const cnn_cpu_bn_grad *gr, const float *x, const double *center, int64_t lo,
+                                 int64_t hi, int64_t c, double *p1, double *p2)
+{
+    const float alpha = gr->alpha;
+    float *dres = gr->dres;
+    /* g goes to dres, or else to a block on the stack, before the sums read it: two loops that GCC vectorizes, where
+     * in one loop ReLU's select stays a branch (mispredicted on half of the elements) */
+    enum { BLOCK = 256 };
+    float tmp[BLOCK];
+    for (int64_t r = lo; r < hi; r++)
+        for (int64_t j0 = 0; j0 < c; j0 += BLOCK) {
+            const int64_t o = r * c + j0, n = c - j0 < BLOCK ? c - j0 : BLOCK;
+            const float *xr = x + o, *g = gr->dy + o;
+            if (gr->act != CNN_ACT_NONE || dres) {
+                float *gw = dres ? dres + o : tmp;
+                cnn_cpu_act_grad_y_span(gr->act, alpha, gr->act == CNN_ACT_NONE ? g : gr->y + o, g, gw, n);
+                g = gw;
+            }
+            const double *cr = center + j0;
+            double *q1 = p1 + j0, *q2 = p2 + j0;
+            for (int64_t j = 0; j < n; j++) {
+                q1[j] += g[j];
+                q2[j] += g[j] * (xr[j] - cr[j]);
+            }
+        }
+}
 
 /* Per-channel sums over the m rows of (m, c):
- *   GRAD:              s1 = sum dy, s2 = sum dy (x - center)
- *   SHIFTED_MOMENTS:   s1 = sum (x - center), s2 = sum (x - center)^2, one pass; with `center` a sample of the
- *                      channel, mean = center + s1 / m and var = s2 / m - (s1 / m)^2 lose nothing to cancellation
- *                      in double (the shifted-data algorithm: Chan, Golub & LeVeque 1983) */
-static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, const double *center, int64_t m,
+ *   grad == NULL:  s1 = sum (x - center), s2 = sum (x - center)^2, one pass; with `center` a sample of the channel,
+ *                  mean = center + s1 / m and var = s2 / m - (s1 / m)^2 lose nothing to cancellation in double (the
+ *                  shifted-data algorithm: Chan, Golub & LeVeque 1983)
+ *   grad:          s1 = sum g, s2 = sum g (x - center), g = act'(y) dy (cnn_cpu_bn_grad_rows) */
+static cnn_status cnn_cpu_bn_reduce(const cnn_cpu_bn_grad *grad, const float *x, const double *center, int64_t m,
                                     int64_t c, double *s1, double *s2, const char *op)
 {
     const int64_t chunks = m < CNN_CPU_BN_CHUNKS ? m : CNN_CPU_BN_CHUNKS;
@@ -42,20 +80,16 @@ static cnn_status cnn_cpu_bn_reduce(int mode, const float *x, const float *dy, c
     for (int64_t k = 0; k < chunks; k++) {
         double *p1 = partial + k * 2 * c, *p2 = p1 + c;
         const int64_t lo = m * k / chunks, hi = m * (k + 1) / chunks;
+        if (grad) {
+            cnn_cpu_bn_grad_rows(grad, x, center, lo, hi, c, p1, p2);
+            continue;
+        }
         for (int64_t r = lo; r < hi; r++) {
             const float *xr = x + r * c;
-            if (mode == CNN_CPU_BN_SHIFTED_MOMENTS) {
-                for (int64_t j = 0; j < c; j++) {
-                    const double d = xr[j] - center[j];
-                    p1[j] += d;
-                    p2[j] += d * d;
-                }
-            } else {
-                const float *dr = dy + r * c;
-                for (int64_t j = 0; j < c; j++) {
-                    p1[j] += dr[j];
-                    p2[j] += dr[j] * (xr[j] - center[j]);
-                }
+            for (int64_t j = 0; j < c; j++) {
+                const double d = xr[j] - center[j];
+                p1[j] += d;
+                p2[j] += d * d;
             }
         }
     }
@@ -113,7 +147,7 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
          * mean-then-centered-squares; the statistics are memory-bound) */
         double *k = center_d;
         for (int64_t j = 0; j < c; j++) k[j] = x[j];
-        CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_SHIFTED_MOMENTS, x, NULL, k, m, c, mean, var, op));
+        CNN_TRY(cnn_cpu_bn_reduce(NULL, x, k, m, c, mean, var, op));
         for (int64_t j = 0; j < c; j++) {
             const double d = mean[j] / (double)m, v = var[j] / (double)m - d * d;
             mean[j] = k[j] + d;
@@ -193,9 +227,12 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
             invstd[j] = (float)(1.0 / sqrt((double)((const float *)a->running_var->data)[j] + (double)a->eps));
         }
     }
-    const float *x = a->x->data, *dy = a->dy->data;
+    const float *x = a->x->data;
     const float *gamma = a->gamma ? a->gamma->data : NULL;
-    CNN_TRY(cnn_cpu_bn_reduce(CNN_CPU_BN_GRAD, x, dy, center, m, c, sum_dy, sum_dy_xc, op));
+    const cnn_cpu_bn_grad grad = {.dy = a->dy->data, .y = a->act == CNN_ACT_NONE ? NULL : a->y->data,
+                                  .dres = a->dresidual ? a->dresidual->data : NULL, .act = a->act,
+                                  .alpha = a->act_alpha};
+    CNN_TRY(cnn_cpu_bn_reduce(&grad, x, center, m, c, sum_dy, sum_dy_xc, op));
     for (int64_t j = 0; j < c; j++) {
         if (a->dgamma) ((float *)a->dgamma->data)[j] = (float)(sum_dy_xc[j] * invstd[j]);
         if (a->dbeta) ((float *)a->dbeta->data)[j] = (float)sum_dy[j];
@@ -217,12 +254,24 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
             k1[j] = a->training ? (float)(sum_dy_xc[j] * s * s / (double)m) : 0.0f;
             mu[j] = (float)center[j];
         }
-        /* every input of dx went into the sums above, so dx may alias dy */
+        /* g = act'(y) dy once more, or as the sums stored it in dres; every input of dx went into the sums above,
+         * so dx may alias dy */
         float *dx = a->dx->data;
-#pragma omp parallel for schedule(static) if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
-        for (int64_t r = 0; r < m; r++)
-            for (int64_t j = 0; j < c; j++)
-                dx[r * c + j] = gs[j] * (dy[r * c + j] - k0[j] - (x[r * c + j] - mu[j]) * k1[j]);
+        const cnn_act act = grad.dres ? CNN_ACT_NONE : grad.act;
+        const float *dy = grad.dres ? grad.dres : grad.dy, *y = act == CNN_ACT_NONE ? dy : grad.y;
+        const float alpha = grad.alpha;
+#pragma omp parallel if (m * c >= CNN_CPU_BN_PARALLEL_MIN)
+        {
+            int64_t lo, hi;
+            cnn_cpu_span_range(m, &lo, &hi);
+            CNN_CPU_ACT_CASES(act, for (int64_t r = lo; r < hi; r++) {
+                const int64_t o = r * c;
+                for (int64_t j = 0; j < c; j++) {
+                    const float g = cnn_act_grad_from_y(K_ACT, alpha, y[o + j], dy[o + j]);
+                    dx[o + j] = gs[j] * (g - k0[j] - (x[o + j] - mu[j]) * k1[j]);
+                }
+            })
+        }
     }
 fail:
     free(center);

@@ -51,8 +51,8 @@ fail:
     return st;
 }
 
-/* Every tensor present is a CUDA tensor, x, y, residual, dy and dx of one float dtype and the per-channel ones F32;
- * then the shapes and parameters (core/op_check.c). */
+/* Every tensor present is a CUDA tensor, x, y, residual, dy, dx and dresidual of one float dtype and the
+ * per-channel ones F32; then the shapes and parameters (core/op_check.c). */
 static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
 {
     cnn_status st = CNN_OK;
@@ -63,7 +63,7 @@ static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, i
     for (int i = 0; i < n; i++) {
         const char *nm = names[i];
         if (!strcmp(nm, "x") || !strcmp(nm, "y") || !strcmp(nm, "residual") || !strcmp(nm, "dy") ||
-            !strcmp(nm, "dx")) {
+            !strcmp(nm, "dx") || !strcmp(nm, "dresidual")) {
             CNN_TRY(cnn_cuda_check_float(ts[i], op, nm));
             CNN_TRY(cnn_cuda_check_dtype(ts[i], a->x->dtype, op, nm, "x"));
         } else {
@@ -107,8 +107,8 @@ cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *
     const void *x = a->x->data;
     const int dt = a->x->dtype;
     if (a->training)
-        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SHIFTED_MOMENTS, x, NULL, dt, NULL, m, c,
-                    sum, sq, s.partial);
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_SHIFTED_MOMENTS, x, NULL, NULL,
+                    CNN_ACT_NONE, 0.0f, NULL, dt, NULL, m, c, sum, sq, s.partial);
     float *rm = cnn_cuda_bn_data(a->running_mean), *rv = cnn_cuda_bn_data(a->running_var);
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_forward_coef, ctx->compute, a->training, x, dt, sum, sq, m, c, rm, rv,
                 cnn_cuda_bn_data(a->gamma), cnn_cuda_bn_data(a->beta), a->eps, a->momentum, a->training ? rm : NULL,
@@ -131,17 +131,26 @@ cnn_status cnn_cuda_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args 
     if (!ctx) return CNN_OK; /* x is empty */
     double *center = s.d0, *sum_dy = s.d1, *sum_dy_xc = s.d2;
     float *invstd = s.f, *coef = s.f + c; /* coef: 4 x c */
-    const void *x = a->x->data, *dy = a->dy->data;
+    const void *x = a->x->data, *dy = a->dy->data, *y = a->act == CNN_ACT_NONE ? NULL : a->y->data;
+    void *dres = a->dresidual ? a->dresidual->data : NULL;
     const int dt = a->x->dtype;
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_stats, ctx->compute, a->training, cnn_cuda_bn_data(a->save_mean),
                 cnn_cuda_bn_data(a->save_invstd), cnn_cuda_bn_data(a->running_mean),
                 cnn_cuda_bn_data(a->running_var), a->eps, c, center, invstd);
-    CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_GRAD, x, dy, dt, center, m, c, sum_dy,
-                sum_dy_xc, s.partial);
+    /* the activation's gradient g = act'(y) dy inside the sums (stored into dresidual when asked) and the dx pass,
+     * with no pass of its own */
+    CNN_CUDA_RT(op, cnn_cuda_launch_bn_reduce, ctx->compute, CNN_CUDA_BN_GRAD, x, dy, y, a->act, a->act_alpha, dres,
+                dt, center, m, c, sum_dy, sum_dy_xc, s.partial);
     CNN_CUDA_RT(op, cnn_cuda_launch_bn_backward_coef, ctx->compute, a->training, sum_dy, sum_dy_xc, center, invstd,
                 cnn_cuda_bn_data(a->gamma), m, c, cnn_cuda_bn_data(a->dgamma), cnn_cuda_bn_data(a->dbeta), coef);
-    /* every input of dx went into the sums above, so dx may alias dy */
-    if (a->dx) CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dy, a->dx->data, dt, m, c, coef);
+    /* g once more, or as the sums stored it in dresidual; every input of dx went into the sums above, so dx may
+     * alias dy */
+    if (a->dx && dres)
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dres, NULL, CNN_ACT_NONE, 0.0f, a->dx->data, dt, m,
+                    c, coef);
+    else if (a->dx)
+        CNN_CUDA_RT(op, cnn_cuda_launch_bn_dx, ctx->compute, x, dy, y, a->act, a->act_alpha, a->dx->data, dt, m, c,
+                    coef);
 fail:
     return st;
 }

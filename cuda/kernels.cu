@@ -878,8 +878,9 @@ extern "C" cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, void *wh
 // Block: tx column vectors by ty rows (tx * ty <= kBlock). Each thread sums its rows of the chunk
 // (cnn_ew_bn_sums), then the block's first row of threads adds the ty sums of its column in a fixed order.
 template <typename T, int V>
-static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T *dy, const double *center, int64_t m,
-                                                  int64_t c, int64_t rows_per_chunk, double *partial)
+static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T *dy, const T *y, cnn_act act,
+                                                  float alpha, T *dres, const double *center, int64_t m, int64_t c,
+                                                  int64_t rows_per_chunk, double *partial)
 {
     __shared__ double sh1[kBlock * V], sh2[kBlock * V];
     const int64_t cv = c / V, jv = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -888,8 +889,8 @@ static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T 
     double a[V], b[V];
     for (int j = 0; j < V; j++) a[j] = b[j] = 0.0;
     if (jv < cv)
-        cnn_ew_bn_sums<T, V>(mode == CNN_CUDA_BN_SHIFTED_MOMENTS, x, dy, center, c, jv * V, r0 + threadIdx.y, r1,
-                             blockDim.y, a, b);
+        cnn_ew_bn_sums<T, V>(mode == CNN_CUDA_BN_SHIFTED_MOMENTS, x, dy, y, act, alpha, dres, center, c, jv * V,
+                             r0 + threadIdx.y, r1, blockDim.y, a, b);
     // channel j of thread `tid` at j * kBlock + tid: adjacent threads in adjacent words (no bank conflicts)
     const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x;
     for (int j = 0; j < V; j++) {
@@ -911,11 +912,13 @@ static __global__ void cnn_cuda_bn_partial_kernel(int mode, const T *x, const T 
 }
 
 template <typename T> struct cnn_cuda_bn_partial_launch {
-    static cudaError_t run(cudaStream_t stream, int mode, const void *x, const void *dy, const double *center,
-                           int64_t m, int64_t c, double *partial)
+    static cudaError_t run(cudaStream_t stream, int mode, const void *x, const void *dy, const void *y, cnn_act act,
+                           float alpha, void *dres, const double *center, int64_t m, int64_t c, double *partial)
     {
         const int W = cnn_ew_width<T>::value;
-        const bool vec = c % W == 0 && cnn_cuda_aligned16(x) && (mode != CNN_CUDA_BN_GRAD || cnn_cuda_aligned16(dy));
+        const bool grad = mode == CNN_CUDA_BN_GRAD;
+        const bool vec = c % W == 0 && cnn_cuda_aligned16(x) &&
+                         (!grad || (cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(y) && cnn_cuda_aligned16(dres)));
         // ty threads down each column, from c alone: when c % W == 0 both paths split a channel's rows alike and
         // add them in the same order, so the sums do not depend on the pointers' alignment
         const int64_t cw = c % W == 0 ? c / W : c;
@@ -924,10 +927,15 @@ template <typename T> struct cnn_cuda_bn_partial_launch {
         const unsigned tx = cv < (int64_t)(kBlock / ty) ? (unsigned)cv : (unsigned)kBlock / ty;
         dim3 block(tx, ty);
         dim3 grid((unsigned)((cv + tx - 1) / tx), (unsigned)cnn_cuda_col_chunks(m));
-        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy);
+        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy), *yt = static_cast<const T *>(y);
+        T *rt = static_cast<T *>(dres);
         const int64_t per = cnn_cuda_col_chunk_rows(m);
-        if (vec) cnn_cuda_bn_partial_kernel<T, W><<<grid, block, 0, stream>>>(mode, xt, dyt, center, m, c, per, partial);
-        else cnn_cuda_bn_partial_kernel<T, 1><<<grid, block, 0, stream>>>(mode, xt, dyt, center, m, c, per, partial);
+        if (vec)
+            cnn_cuda_bn_partial_kernel<T, W><<<grid, block, 0, stream>>>(mode, xt, dyt, yt, act, alpha, rt, center,
+                                                                         m, c, per, partial);
+        else
+            cnn_cuda_bn_partial_kernel<T, 1><<<grid, block, 0, stream>>>(mode, xt, dyt, yt, act, alpha, rt, center,
+                                                                         m, c, per, partial);
         return cudaGetLastError();
     }
 };
@@ -949,7 +957,8 @@ static __global__ void cnn_cuda_bn_final_kernel(const double *partial, int64_t c
 
 extern "C" int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c) { return cnn_cuda_col_chunks(m) * 2 * c; }
 
-extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy, int dt,
+extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy,
+                                                 const void *y, cnn_act act, float alpha, void *dres, int dt,
                                                  const double *center, int64_t m, int64_t c, double *s1, double *s2,
                                                  double *partial)
 {
@@ -960,7 +969,8 @@ extern "C" cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, 
         return cudaMemsetAsync(s2, 0, (size_t)c * sizeof(double), stream);
     }
     const int64_t chunks = cnn_cuda_col_chunks(m);
-    cudaError_t e = cnn_cuda_by_dtype<cnn_cuda_bn_partial_launch>(dt, stream, mode, x, dy, center, m, c, partial);
+    cudaError_t e = cnn_cuda_by_dtype<cnn_cuda_bn_partial_launch>(dt, stream, mode, x, dy, y, act, alpha, dres,
+                                                                  center, m, c, partial);
     if (e != cudaSuccess) return e;
     cnn_cuda_bn_final_kernel<<<cnn_cuda_blocks(c), kBlock, 0, stream>>>(partial, chunks, c, s1, s2);
     return cudaGetLastError();
@@ -1106,31 +1116,34 @@ extern "C" cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int
 }
 
 template <typename T, int V>
-static __global__ void cnn_cuda_bn_dx_kernel(const T *x, const T *dy, T *dx, int64_t m, int64_t c, const float *coef)
+static __global__ void cnn_cuda_bn_dx_kernel(const T *x, const T *dy, const T *y, cnn_act act, float alpha, T *dx,
+                                             int64_t m, int64_t c, const float *coef)
 {
-    cnn_ew_bn_dx<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, x, dy, dx, m, c, coef);
+    cnn_ew_bn_dx<T, V>(CNN_CUDA_THREAD, CNN_CUDA_THREADS, x, dy, y, act, alpha, dx, m, c, coef);
 }
 
 template <typename T> struct cnn_cuda_bn_dx_launch {
-    static cudaError_t run(cudaStream_t stream, const void *x, const void *dy, void *dx, int64_t m, int64_t c,
-                           const float *coef)
+    static cudaError_t run(cudaStream_t stream, const void *x, const void *dy, const void *y, cnn_act act,
+                           float alpha, void *dx, int64_t m, int64_t c, const float *coef)
     {
         const int W = cnn_ew_width<T>::value;
-        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy);
+        const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy), *yt = static_cast<const T *>(y);
         T *dxt = static_cast<T *>(dx);
-        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(dx))
-            cnn_cuda_bn_dx_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(xt, dyt, dxt, m, c,
-                                                                                               coef);
+        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(y) &&
+            cnn_cuda_aligned16(dx))
+            cnn_cuda_bn_dx_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(
+                xt, dyt, yt, act, alpha, dxt, m, c, coef);
         else
-            cnn_cuda_bn_dx_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(xt, dyt, dxt, m, c,
-                                                                                           coef);
+            cnn_cuda_bn_dx_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(
+                xt, dyt, yt, act, alpha, dxt, m, c, coef);
         return cudaGetLastError();
     }
 };
 
-extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, void *dx, int dt,
-                                             int64_t m, int64_t c, const float *coef)
+extern "C" cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, const void *y,
+                                             cnn_act act, float alpha, void *dx, int dt, int64_t m, int64_t c,
+                                             const float *coef)
 {
     if (m <= 0 || c <= 0) return cudaSuccess;
-    return cnn_cuda_by_dtype<cnn_cuda_bn_dx_launch>(dt, stream, x, dy, dx, m, c, coef);
+    return cnn_cuda_by_dtype<cnn_cuda_bn_dx_launch>(dt, stream, x, dy, y, act, alpha, dx, m, c, coef);
 }

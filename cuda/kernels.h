@@ -164,15 +164,17 @@ cudaError_t cnn_cuda_launch_concat_part(cudaStream_t stream, void *whole, void *
                                         int64_t whole_cols, int64_t part_cols, int64_t at, int to_whole);
 
 /* Batch normalization over the rows of x (m, c) (dt), per channel, in double:
- *   mode SHIFTED_MOMENTS:  s1 = sum (x - k), s2 = sum (x - k)^2 with k = x's first row (center unused)
- *   mode GRAD:             s1 = sum dy, s2 = sum dy (x - center)
+ *   mode SHIFTED_MOMENTS:  s1 = sum (x - k), s2 = sum (x - k)^2 with k = x's first row (center, dy, y, dres
+ *                          unused)
+ *   mode GRAD:             s1 = sum g, s2 = sum g (x - center), g = act'(y) dy rounded to dt (dy when act is NONE;
+ *                          y is then unused), also stored into dres (dt) when that is not NULL
  * `partial` holds cnn_cuda_bn_scratch(m, c) doubles. The chunking is fixed by m alone, so results do not depend
  * on timing. */
 enum { CNN_CUDA_BN_SHIFTED_MOMENTS = 0, CNN_CUDA_BN_GRAD };
 int64_t cnn_cuda_bn_scratch(int64_t m, int64_t c);
-cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy, int dt,
-                                      const double *center, int64_t m, int64_t c, double *s1, double *s2,
-                                      double *partial);
+cudaError_t cnn_cuda_launch_bn_reduce(cudaStream_t stream, int mode, const void *x, const void *dy, const void *y,
+                                      cnn_act act, float alpha, void *dres, int dt, const double *center, int64_t m,
+                                      int64_t c, double *s1, double *s2, double *partial);
 
 /* Per-channel forward coefficients (one thread per channel), the CPU backend's expressions:
  *   training: from the SHIFTED_MOMENTS sums s1, s2 of x (dt), mean = k + s1 / m and the biased
@@ -199,9 +201,9 @@ cudaError_t cnn_cuda_launch_bn_backward_stats(cudaStream_t stream, int training,
 cudaError_t cnn_cuda_launch_bn_backward_coef(cudaStream_t stream, int training, const double *s1, const double *s2,
                                              const double *center, const float *invstd, const float *gamma,
                                              int64_t m, int64_t c, float *dgamma, float *dbeta, float *coef);
-/* dx = gs (dy - k0 - (x - mu) k1) per channel; dx may alias dy */
-cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, void *dx, int dt, int64_t m,
-                                  int64_t c, const float *coef);
+/* dx = gs (g - k0 - (x - mu) k1) per channel, g = act'(y) dy as bn_reduce computes it; dx may alias dy */
+cudaError_t cnn_cuda_launch_bn_dx(cudaStream_t stream, const void *x, const void *dy, const void *y, cnn_act act,
+                                  float alpha, void *dx, int dt, int64_t m, int64_t c, const float *coef);
 
 #ifdef __cplusplus
 }

@@ -63,6 +63,20 @@ template <typename T, int V> CNN_HD void cnn_ew_store(T *p, int64_t i, const flo
     *reinterpret_cast<cnn_ew_pack<T, V> *>(p + i) = k;
 }
 
+// v as a T would hold it: what a value read back from a tensor of T is, for float math that fuses away a store
+template <typename T> CNN_HD float cnn_ew_round(float v) { return cnn_ew_io<T>::load(cnn_ew_io<T>::store(v)); }
+
+// The gradient through a batchnorm's fused activation: g = act'(y) dy from y, rounded to T as the activation's own
+// backward op would have stored it (so that the fused op gives its bits); dy itself when act is NONE (y unused).
+template <typename T, int V>
+CNN_HD void cnn_ew_act_grad_y(cnn_act act, float alpha, const T *y, int64_t i, float *g)
+{
+    if (act == CNN_ACT_NONE) return;
+    float yv[V];
+    cnn_ew_load<T, V>(y, i, yv);
+    for (int j = 0; j < V; j++) g[j] = cnn_ew_round<T>(cnn_act_grad_from_y(act, alpha, yv[j], g[j]));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // flat elementwise bodies over n elements: thread t takes vectors t, t + nt, ...; then the n % V elements past the
 // last whole vector one at a time
@@ -162,10 +176,11 @@ CNN_HD void cnn_ew_bn_apply(int64_t t, int64_t nt, const T *x, const T *res, T *
     }
 }
 
-// dx = coef0 (dy - coef1 - (x - coef3) coef2), coef (4, c) from the backward statistics; dx may alias dy
+// dx = coef0 (g - coef1 - (x - coef3) coef2), g = act'(y) dy (cnn_ew_act_grad_y), coef (4, c) from the backward
+// statistics; dx may alias dy
 template <typename T, int V>
-CNN_HD void cnn_ew_bn_dx(int64_t t, int64_t nt, const T *x, const T *dy, T *dx, int64_t m, int64_t c,
-                         const float *coef)
+CNN_HD void cnn_ew_bn_dx(int64_t t, int64_t nt, const T *x, const T *dy, const T *y, cnn_act act, float alpha,
+                         T *dx, int64_t m, int64_t c, const float *coef)
 {
     const int64_t cv = c / V, stride = nt / cv;
     if (t >= stride * cv) return;
@@ -182,6 +197,7 @@ CNN_HD void cnn_ew_bn_dx(int64_t t, int64_t nt, const T *x, const T *dy, T *dx, 
         float xv[V], g[V];
         cnn_ew_load<T, V>(x, i, xv);
         cnn_ew_load<T, V>(dy, i, g);
+        cnn_ew_act_grad_y<T, V>(act, alpha, y, i, g);
         for (int j = 0; j < V; j++) g[j] = k0[j] * (g[j] - k1[j] - (xv[j] - k3[j]) * k2[j]);
         cnn_ew_store<T, V>(dx, i, g);
     }
@@ -190,11 +206,13 @@ CNN_HD void cnn_ew_bn_dx(int64_t t, int64_t nt, const T *x, const T *dy, T *dx, 
 // One thread's share of the batchnorm sums for channels [col, col + V) over rows r0, r0 + step, ... < r1, in
 // double, added to s1[0..V), s2[0..V):
 // - CNN_CUDA_BN_SHIFTED_MOMENTS: d = x - x[first row], s1 += d, s2 += d^2 (the forward statistics);
-// - CNN_CUDA_BN_GRAD: s1 += dy, s2 += dy (x - center) (the backward statistics; center per channel).
+// - CNN_CUDA_BN_GRAD: s1 += g, s2 += g (x - center) (the backward statistics; center per channel), g = act'(y) dy
+//   (cnn_ew_act_grad_y), also stored into dres when that is not NULL (every element is visited once).
 // The expressions are the CPU backend's (cpu/batchnorm.c); the mode values are kernels.h's.
 template <typename T, int V>
-CNN_HD void cnn_ew_bn_sums(int shifted, const T *x, const T *dy, const double *center, int64_t c, int64_t col,
-                           int64_t r0, int64_t r1, int64_t step, double *s1, double *s2)
+CNN_HD void cnn_ew_bn_sums(int shifted, const T *x, const T *dy, const T *y, cnn_act act, float alpha, T *dres,
+                           const double *center, int64_t c, int64_t col, int64_t r0, int64_t r1, int64_t step,
+                           double *s1, double *s2)
 {
     double ctr[V];
     if (shifted) {
@@ -217,6 +235,8 @@ CNN_HD void cnn_ew_bn_sums(int shifted, const T *x, const T *dy, const double *c
         } else {
             float g[V];
             cnn_ew_load<T, V>(dy, i, g);
+            cnn_ew_act_grad_y<T, V>(act, alpha, y, i, g);
+            if (dres) cnn_ew_store<T, V>(dres, i, g);
             for (int j = 0; j < V; j++) {
                 s1[j] += g[j];
                 s2[j] += (double)g[j] * ((double)v[j] - ctr[j]);

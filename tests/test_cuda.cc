@@ -1737,7 +1737,8 @@ TEST_F(CudaOps, Pool2dIn16BitMatchesCpu) {
 // Batchnorm with the residual add fused (y = act(bn(x) + r), what a residual block's last batchnorm computes after
 // the graph rewrite), in f32, f16 and bf16, against the CPU in f32 on the rounded inputs; the statistics of the
 // one-pass (shifted moments) variance against the CPU's too, with means far from zero, where a plain
-// E[x^2] - E[x]^2 in float would lose them.
+// E[x^2] - E[x]^2 in float would lose them. Backward through the activation: dx, dgamma, dbeta and the residual's
+// gradient (act'(y) dy, written by the sums' pass).
 TEST_F(CudaOps, BatchnormWithResidualMatchesCpuInEveryDtype) {
   std::mt19937 rng(35);
   struct ResCase {
@@ -1768,14 +1769,17 @@ TEST_F(CudaOps, BatchnormWithResidualMatchesCpuInEveryDtype) {
       auto rmean = random_floats((size_t)c, rng, rc.shift - 0.5f, rc.shift + 0.5f);
       auto rvar = random_floats((size_t)c, rng, 0.5f, 2.0f);
       const float alpha = rc.act == CNN_ACT_LEAKY_RELU ? 0.2f : 1.0f;
-      // outputs: y, running mean, running var, save mean, save invstd
-      std::vector<float> res[2][5];
+      auto dy = rounded(random_floats((size_t)n, rng), dt);
+      // outputs: y, running mean, running var, save mean, save invstd, dx, dresidual, dgamma, dbeta
+      std::vector<float> res[2][9];
       cnn_backend *bs[2] = {g_cuda, g_cpu};
       for (int k = 0; k < 2; k++) {
         const cnn_dtype d = k == 0 ? dt : CNN_F32;
-        DTensor tx(bs[k], rc.shape, d), tr(bs[k], rc.shape, d), ty(bs[k], rc.shape, d);
-        DTensor tg(bs[k], {c}), tb(bs[k], {c}), trm(bs[k], {c}), trv(bs[k], {c}), tsm(bs[k], {c}), tsi(bs[k], {c});
-        tx.set(x), tr.set(r), tg.set(gamma), tb.set(beta), trm.set(rmean), trv.set(rvar);
+        DTensor tx(bs[k], rc.shape, d), tr(bs[k], rc.shape, d), ty(bs[k], rc.shape, d), tdy(bs[k], rc.shape, d),
+            tdx(bs[k], rc.shape, d), tdr(bs[k], rc.shape, d);
+        DTensor tg(bs[k], {c}), tb(bs[k], {c}), trm(bs[k], {c}), trv(bs[k], {c}), tsm(bs[k], {c}), tsi(bs[k], {c}),
+            tdg(bs[k], {c}), tdb(bs[k], {c});
+        tx.set(x), tr.set(r), tg.set(gamma), tb.set(beta), trm.set(rmean), trv.set(rvar), tdy.set(dy);
         cnn_batchnorm_args a;
         memset(&a, 0, sizeof a);
         a.x = tx.t(), a.residual = tr.t(), a.y = ty.t(), a.gamma = tg.t(), a.beta = tb.t();
@@ -1785,13 +1789,19 @@ TEST_F(CudaOps, BatchnormWithResidualMatchesCpuInEveryDtype) {
         ASSERT_EQ(bs[k]->ops->batchnorm_forward(bs[k], &a), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
         res[k][0] = ty.get(), res[k][1] = trm.get(), res[k][2] = trv.get();
         if (rc.training) res[k][3] = tsm.get(), res[k][4] = tsi.get();
-        for (DTensor *t : {&tx, &tr, &ty, &trm, &trv, &tsm, &tsi}) EXPECT_TRUE(t->tail_intact()) << bs[k]->name;
+        a.dy = tdy.t(), a.dx = tdx.t(), a.dresidual = tdr.t(), a.dgamma = tdg.t(), a.dbeta = tdb.t();
+        ASSERT_EQ(bs[k]->ops->batchnorm_backward(bs[k], &a), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
+        res[k][5] = tdx.get(), res[k][6] = tdr.get(), res[k][7] = tdg.get(), res[k][8] = tdb.get();
+        for (DTensor *t : {&tx, &tr, &ty, &trm, &trv, &tsm, &tsi, &tdy, &tdx, &tdr, &tdg, &tdb})
+          EXPECT_TRUE(t->tail_intact()) << bs[k]->name;
         EXPECT_EQ(tr.get(), r) << "the residual is an input";
+        EXPECT_EQ(tdy.get(), dy) << "dy is an input";
       }
-      const char *names[5] = {"y", "running_mean", "running_var", "save_mean", "save_invstd"};
-      expect_match(res[0][0], res[1][0], bound, names[0]);
-      for (int o = 1; o < 5; o++)  // statistics are f32 and accumulated in double on both
-        if (!res[1][o].empty()) expect_match(res[0][o], res[1][o], kNmseElementwise, names[o]);
+      const char *names[9] = {"y",  "running_mean", "running_var", "save_mean", "save_invstd",
+                              "dx", "dresidual",    "dgamma",      "dbeta"};
+      for (int o : {0, 5, 6}) expect_match(res[0][o], res[1][o], bound, names[o]);
+      for (int o : {1, 2, 3, 4, 7, 8})  // statistics and parameter gradients are f32, accumulated in double on both
+        if (!res[1][o].empty()) expect_match(res[0][o], res[1][o], o < 7 ? kNmseElementwise : bound, names[o]);
     }
   }
 }

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "cuda/kernels_ew.cuh"
@@ -148,41 +149,59 @@ TYPED_TEST(CudaKernelBodies, BatchnormApplyInPlaceMatches)
     EXPECT_TRUE(x.same_bits(want, &at)) << "element " << at;
 }
 
+// the activations whose gradient follows from y, which batchnorm's backward applies itself (NONE: dy as it is)
+const cnn_act kYActs[] = {CNN_ACT_NONE, CNN_ACT_RELU, CNN_ACT_ELU, CNN_ACT_TANH};
+
+// g = act'(y) dy as the activation's backward op stores it into a T tensor: what the fused kernels must use
+template <typename T> float grad_through(cnn_act act, float y, float dy)
+{
+    if (act == CNN_ACT_NONE) return dy;
+    return cnn_ew_io<T>::load(cnn_ew_io<T>::store(cnn_act_grad_from_y(act, 0.3f, y, dy)));
+}
+
 TYPED_TEST(CudaKernelBodies, BatchnormDxVectorAndElementPathsMatchThePlainLoopAlsoInPlace)
 {
     using T = TypeParam;
     const int W = cnn_ew_width<T>::value;
     for (int64_t c : {(int64_t)W, (int64_t)40, (int64_t)2 * W + W}) {
         for (int64_t m : {1, 6, 29}) {
-            Buffer<T> x(m * c), dy(m * c), want(m * c);
+            Buffer<T> x(m * c), dy(m * c), y(m * c);
             x.random(3u + (uint32_t)m, -2.0f, 2.0f);
             dy.random(9u + (uint32_t)c, -1.0f, 1.0f);
+            y.random(13u + (uint32_t)c, -1.0f, 2.0f); /* both sides of ReLU's kink */
             const std::vector<float> coef = random_floats(4 * c, 8, -1.0f, 1.0f);
-            for (int64_t r = 0; r < m; r++)
-                for (int64_t j = 0; j < c; j++) {
-                    const int64_t i = r * c + j;
-                    want.set(i, coef[j] * (dy.get(i) - coef[c + j] - (x.get(i) - coef[3 * c + j]) * coef[2 * c + j]));
-                }
-            for (int vec = 0; vec < 2; vec++) {
-                const int V = vec ? W : 1;
-                if (c % V) continue;
-                for (int64_t nt : thread_counts(m * c / V, c / V)) {
-                    for (int in_place = 0; in_place < 2; in_place++) {
-                        Buffer<T> dx(m * c);
-                        if (in_place) dx.copy_from(dy);
-                        const T *g = in_place ? dx.data() : dy.data();
-                        for (int64_t t = 0; t < nt; t++) {
-                            if (vec)
-                                cnn_ew_bn_dx<T, cnn_ew_width<T>::value>(t, nt, x.data(), g, dx.data(), m, c,
-                                                                        coef.data());
-                            else
-                                cnn_ew_bn_dx<T, 1>(t, nt, x.data(), g, dx.data(), m, c, coef.data());
+            for (cnn_act act : kYActs) {
+                Buffer<T> want(m * c);
+                for (int64_t r = 0; r < m; r++)
+                    for (int64_t j = 0; j < c; j++) {
+                        const int64_t i = r * c + j;
+                        const float g = grad_through<T>(act, y.get(i), dy.get(i));
+                        want.set(i, coef[j] * (g - coef[c + j] - (x.get(i) - coef[3 * c + j]) * coef[2 * c + j]));
+                    }
+                for (int vec = 0; vec < 2; vec++) {
+                    const int V = vec ? W : 1;
+                    if (c % V) continue;
+                    for (int64_t nt : thread_counts(m * c / V, c / V)) {
+                        for (int in_place = 0; in_place < 2; in_place++) {
+                            Buffer<T> dx(m * c);
+                            if (in_place) dx.copy_from(dy);
+                            const T *g = in_place ? dx.data() : dy.data();
+                            const T *yp = act == CNN_ACT_NONE ? nullptr : y.data();
+                            for (int64_t t = 0; t < nt; t++) {
+                                if (vec)
+                                    cnn_ew_bn_dx<T, cnn_ew_width<T>::value>(t, nt, x.data(), g, yp, act, 0.3f,
+                                                                            dx.data(), m, c, coef.data());
+                                else
+                                    cnn_ew_bn_dx<T, 1>(t, nt, x.data(), g, yp, act, 0.3f, dx.data(), m, c,
+                                                       coef.data());
+                            }
+                            if (in_place) /* the guard holds dy's sentinels, the same as want's */
+                                for (int64_t i = m * c; i < m * c + kGuard; i++) ASSERT_EQ(dx.get(i), want.get(i));
+                            int64_t at = -1;
+                            EXPECT_TRUE(dx.same_bits(want, &at))
+                                << "c " << c << " m " << m << " act " << act << " V " << V << " threads " << nt
+                                << " in place " << in_place << ": element " << at;
                         }
-                        if (in_place) /* the guard holds dy's sentinels, the same as want's */
-                            for (int64_t i = m * c; i < m * c + kGuard; i++) ASSERT_EQ(dx.get(i), want.get(i));
-                        int64_t at = -1;
-                        EXPECT_TRUE(dx.same_bits(want, &at)) << "c " << c << " m " << m << " V " << V << " threads "
-                                                             << nt << " in place " << in_place << ": element " << at;
                     }
                 }
             }
@@ -190,52 +209,82 @@ TYPED_TEST(CudaKernelBodies, BatchnormDxVectorAndElementPathsMatchThePlainLoopAl
     }
 }
 
+// The sums, with the backward's gradient through the activation (act'(y) dy, also stored into dres, every element
+// once, nothing past the end; dres over dy in place as well)
 TYPED_TEST(CudaKernelBodies, BatchnormSumsOfEveryThreadAddUpToTheColumnSums)
 {
     using T = TypeParam;
     const int W = cnn_ew_width<T>::value;
     const int64_t c = 3 * W, m = 53;
-    Buffer<T> x(m * c), dy(m * c);
+    Buffer<T> x(m * c), dy(m * c), y(m * c);
     x.random(21, 5.0f, 9.0f); /* far from 0: the shift matters */
     dy.random(22, -1.0f, 1.0f);
+    y.random(23, -1.0f, 2.0f);
     const std::vector<float> cf = random_floats(c, 9, 5.0f, 9.0f);
     const std::vector<double> center(cf.begin(), cf.end());
     for (int shifted = 0; shifted < 2; shifted++) {
-        std::vector<double> want1((size_t)c, 0.0), want2((size_t)c, 0.0);
-        for (int64_t j = 0; j < c; j++) {
-            const double k = shifted ? (double)x.get(j) : center[j];
-            for (int64_t r = 0; r < m; r++) {
-                const double v = x.get(r * c + j), g = dy.get(r * c + j);
-                want1[j] += shifted ? v - k : g;
-                want2[j] += shifted ? (v - k) * (v - k) : g * (v - k);
+        for (cnn_act act : kYActs) {
+            if (shifted && act != CNN_ACT_NONE) continue;
+            std::vector<double> want1((size_t)c, 0.0), want2((size_t)c, 0.0);
+            Buffer<T> want_g(m * c);
+            for (int64_t j = 0; j < c; j++) {
+                const double k = shifted ? (double)x.get(j) : center[j];
+                for (int64_t r = 0; r < m; r++) {
+                    const float gf = grad_through<T>(act, y.get(r * c + j), dy.get(r * c + j));
+                    want_g.set(r * c + j, gf);
+                    const double v = x.get(r * c + j), g = gf;
+                    want1[j] += shifted ? v - k : g;
+                    want2[j] += shifted ? (v - k) * (v - k) : g * (v - k);
+                }
             }
-        }
-        // a block of `step` threads down each column vector, over two chunks of rows, as the kernel runs them
-        for (int vec = 0; vec < 2; vec++) {
-            const int V = vec ? W : 1;
-            for (int64_t step : {1, 4, 8}) {
-                std::vector<double> got1((size_t)c, 0.0), got2((size_t)c, 0.0);
-                for (int64_t col = 0; col < c; col += V)
-                    for (int64_t r0 : {(int64_t)0, (int64_t)20})
-                        for (int64_t ty = 0; ty < step; ty++) {
-                            double s1[16] = {0}, s2[16] = {0};
-                            const int64_t r1 = r0 == 0 ? 20 : m;
-                            if (vec)
-                                cnn_ew_bn_sums<T, cnn_ew_width<T>::value>(shifted, x.data(), dy.data(), center.data(),
-                                                                          c, col, r0 + ty, r1, step, s1, s2);
-                            else
-                                cnn_ew_bn_sums<T, 1>(shifted, x.data(), dy.data(), center.data(), c, col, r0 + ty,
-                                                     r1, step, s1, s2);
-                            for (int j = 0; j < V; j++) {
-                                got1[(size_t)(col + j)] += s1[j];
-                                got2[(size_t)(col + j)] += s2[j];
-                            }
+            // a block of `step` threads down each column vector, over two chunks of rows, as the kernel runs them
+            for (int vec = 0; vec < 2; vec++) {
+                const int V = vec ? W : 1;
+                for (int64_t step : {1, 4, 8}) {
+                    for (int in_place = 0; in_place < (shifted ? 1 : 2); in_place++) {
+                        Buffer<T> dres(m * c), dyc(m * c);
+                        dyc.copy_from(dy);
+                        T *rp = shifted ? nullptr : in_place ? dyc.data() : dres.data();
+                        const T *yp = act == CNN_ACT_NONE ? nullptr : y.data();
+                        std::vector<double> got1((size_t)c, 0.0), got2((size_t)c, 0.0);
+                        for (int64_t col = 0; col < c; col += V)
+                            for (int64_t r0 : {(int64_t)0, (int64_t)20})
+                                for (int64_t ty = 0; ty < step; ty++) {
+                                    double s1[16] = {0}, s2[16] = {0};
+                                    const int64_t r1 = r0 == 0 ? 20 : m;
+                                    if (vec)
+                                        cnn_ew_bn_sums<T, cnn_ew_width<T>::value>(
+                                            shifted, x.data(), dyc.data(), yp, act, 0.3f, rp, center.data(), c, col,
+                                            r0 + ty, r1, step, s1, s2);
+                                    else
+                                        cnn_ew_bn_sums<T, 1>(shifted, x.data(), dyc.data(), yp, act, 0.3f, rp,
+                                                             center.data(), c, col, r0 + ty, r1, step, s1, s2);
+                                    for (int j = 0; j < V; j++) {
+                                        got1[(size_t)(col + j)] += s1[j];
+                                        got2[(size_t)(col + j)] += s2[j];
+                                    }
+                                }
+                        const std::string where = "shifted " + std::to_string(shifted) + " act " +
+                                                  std::to_string((int)act) + " V " + std::to_string(V) + " step " +
+                                                  std::to_string(step) + " in place " + std::to_string(in_place);
+                        for (int64_t j = 0; j < c; j++) {
+                            EXPECT_NEAR(got1[j], want1[j], 1e-9 * (1.0 + std::fabs(want1[j])))
+                                << where << " channel " << j;
+                            EXPECT_NEAR(got2[j], want2[j], 1e-9 * (1.0 + std::fabs(want2[j])))
+                                << where << " channel " << j;
                         }
-                for (int64_t j = 0; j < c; j++) {
-                    EXPECT_NEAR(got1[j], want1[j], 1e-9 * (1.0 + std::fabs(want1[j])))
-                        << "shifted " << shifted << " V " << V << " step " << step << " channel " << j;
-                    EXPECT_NEAR(got2[j], want2[j], 1e-9 * (1.0 + std::fabs(want2[j])))
-                        << "shifted " << shifted << " V " << V << " step " << step << " channel " << j;
+                        if (shifted) {
+                            int64_t at = -1;
+                            EXPECT_TRUE(dyc.same_bits(dy, &at)) << where << ": dy written at " << at;
+                            continue;
+                        }
+                        /* dres: g everywhere, the sentinels past the end untouched */
+                        const Buffer<T> &got = in_place ? dyc : dres;
+                        for (int64_t i = 0; i < m * c; i++)
+                            ASSERT_EQ(got.get(i), want_g.get(i)) << where << ": dres element " << i;
+                        for (int64_t i = m * c; i < m * c + kGuard; i++)
+                            ASSERT_EQ(got.get(i), in_place ? dy.get(i) : cnn_ew_round<T>(-12345.0f)) << where << ": guard " << i;
+                    }
                 }
             }
         }

@@ -1497,6 +1497,10 @@ TEST_F(CpuOps, ConvAndDenseFuseActivationsWithAlphaAndRejectGeluAndSilu) {
   expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "alpha"});
 }
 
+bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
 // ---- batchnorm
 
 struct BnTensors {
@@ -1612,9 +1616,10 @@ TEST_F(CpuOps, BatchnormInferenceUsesRunningStatisticsAndLeavesThemAlone) {
 }
 
 // Batchnorm backward against finite differences of the float64 reference, in either mode: dx (through the batch
-// statistics in training), dgamma, dbeta.
-void check_batchnorm_backward(cnn_backend *bk, const std::vector<int64_t> &s, bool training, std::mt19937 &rng) {
-  SCOPED_TRACE(shape_name(s) + (training ? " training" : " inference"));
+// statistics in training), dgamma, dbeta; through the fused activation `act` when it is not NONE.
+void check_batchnorm_backward(cnn_backend *bk, const std::vector<int64_t> &s, bool training, std::mt19937 &rng,
+                              cnn_act act = CNN_ACT_NONE, float alpha = 0.0f) {
+  SCOPED_TRACE(shape_name(s) + (training ? " training" : " inference") + " act " + std::to_string((int)act));
   BnTensors t(s);
   auto x = random_floats(t.x.numel(), rng, -2.0f, 2.0f), dy = random_floats(t.x.numel(), rng);
   auto gamma = random_floats(t.c, rng, 0.5f, 1.5f), beta = random_floats(t.c, rng);
@@ -1622,14 +1627,16 @@ void check_batchnorm_backward(cnn_backend *bk, const std::vector<int64_t> &s, bo
   t.x.set(x), t.dy.set(dy), t.gamma.set(gamma), t.beta.set(beta), t.rm.set(rm), t.rv.set(rv);
   const float eps = 1e-3f;
   cnn_batchnorm_args a = t.args(training, 0.1f, eps);
+  a.act = act, a.act_alpha = alpha;
   ASSERT_EQ(bk->ops->batchnorm_forward(bk, &a), CNN_OK) << cnn_last_error();
   ASSERT_EQ(bk->ops->batchnorm_backward(bk, &a), CNN_OK) << cnn_last_error();
   for (GTensor *g : {&t.dx, &t.dgamma, &t.dbeta}) EXPECT_TRUE(g->guards_intact());
+  EXPECT_EQ(t.dy.get(), dy) << "dy is an input";
   const Vec xd = to_double(x), gd = to_double(gamma), bd = to_double(beta), rd = to_double(dy);
   // the running statistics as the forward left them (inference reads them; training forward updated them)
   const Vec rmd = to_double(t.rm.get()), rvd = to_double(t.rv.get());
   auto loss = [&](const Vec &xv, const Vec &gv, const Vec &bv) {
-    return dot(cnnref::batchnorm_forward(t.m, t.c, xv, gv, bv, rmd, rvd, eps, training, CNN_ACT_NONE, 0.0, nullptr,
+    return dot(cnnref::batchnorm_forward(t.m, t.c, xv, gv, bv, rmd, rvd, eps, training, act, alpha, nullptr,
                                          nullptr),
                rd);
   };
@@ -1665,6 +1672,68 @@ TEST_F(CpuOps, BatchnormInferenceBackwardMatchesFiniteDifferences) {
   std::mt19937 rng(43);
   for (const auto &s : std::vector<std::vector<int64_t>>{{3, 2, 3, 4}, {6, 5}})
     check_batchnorm_backward(b(), s, false, rng);
+}
+
+// Backward takes dy w.r.t. the activation's output and applies the activation's gradient itself (smooth ones here,
+// where finite differences hold everywhere; ReLU's kink is covered bit for bit below).
+TEST_F(CpuOps, BatchnormBackwardThroughItsActivationMatchesFiniteDifferences) {
+  std::mt19937 rng(46);
+  for (int training = 0; training < 2; training++) {
+    check_batchnorm_backward(b(), {3, 2, 3, 4}, training, rng, CNN_ACT_TANH);
+    check_batchnorm_backward(b(), {6, 5}, training, rng, CNN_ACT_ELU, 1.0f);
+    check_batchnorm_backward(b(), {3, 1, 1, 3}, training, rng, CNN_ACT_SIGMOID);
+  }
+}
+
+// The activation's gradient inside batchnorm's backward gives bit for bit what the activation's own backward op,
+// then batchnorm's without an activation, give: dx, dgamma, dbeta, and the gradient w.r.t. the sum (dresidual), in
+// place (dx over dy) too. The network's bit-identical training with the fusion (test_fusion.cc) rests on this.
+TEST_F(CpuOps, BatchnormBackwardThroughItsActivationEqualsTheSeparateOpsBitForBit) {
+  std::mt19937 rng(47);
+  const ActCase acts[] = {{CNN_ACT_NONE, 0.0f, "none"},   {CNN_ACT_RELU, 0.0f, "relu"},
+                          {CNN_ACT_LEAKY_RELU, 0.1f, "leaky"}, {CNN_ACT_ELU, 1.0f, "elu"},
+                          {CNN_ACT_SIGMOID, 0.0f, "sigmoid"}, {CNN_ACT_TANH, 0.0f, "tanh"}};
+  for (const auto &s : std::vector<std::vector<int64_t>>{{4, 5, 3, 6}, {7, 3}, {8, 16, 16, 32}})
+    for (int training = 0; training < 2; training++)
+      for (const ActCase &act : acts) {
+        SCOPED_TRACE(shape_name(s) + " " + act.name + (training ? " training" : " inference"));
+        BnTensors t(s);
+        GTensor r(s), dres(s), ds(s), dx2(s), dg2({t.c}), db2({t.c}), inplace(s);
+        auto x = random_floats(t.x.numel(), rng, -3.0f, 3.0f), dy = random_floats(t.x.numel(), rng);
+        t.x.set(x), t.dy.set(dy), r.set(random_floats(t.x.numel(), rng));
+        t.gamma.set(random_floats(t.c, rng, 0.5f, 1.5f)), t.beta.set(random_floats(t.c, rng));
+        t.rm.set(random_floats(t.c, rng)), t.rv.set(random_floats(t.c, rng, 0.5f, 2.0f));
+        cnn_batchnorm_args a = t.args(training);
+        a.residual = r.t(), a.act = act.act, a.act_alpha = act.alpha;
+        ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+        a.dresidual = dres.t();
+        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        EXPECT_EQ(t.dy.get(), dy) << "dy is an input";
+        // the separate ops: the activation's gradient, then batchnorm with none
+        cnn_act_args g;
+        memset(&g, 0, sizeof g);
+        g.act = act.act, g.alpha = act.alpha, g.y = t.y.t(), g.dy = t.dy.t(), g.dx = ds.t();
+        if (act.act == CNN_ACT_NONE) ds.set(dy);
+        else ASSERT_EQ(ops()->act_backward(b(), &g), CNN_OK) << cnn_last_error();
+        cnn_batchnorm_args sa = a;
+        sa.act = CNN_ACT_NONE, sa.dy = ds.t(), sa.dresidual = nullptr, sa.dx = dx2.t(), sa.dgamma = dg2.t();
+        sa.dbeta = db2.t();
+        ASSERT_EQ(ops()->batchnorm_backward(b(), &sa), CNN_OK) << cnn_last_error();
+        EXPECT_TRUE(same_bits(t.dx.get(), dx2.get()));
+        EXPECT_TRUE(same_bits(t.dgamma.get(), dg2.get()));
+        EXPECT_TRUE(same_bits(t.dbeta.get(), db2.get()));
+        EXPECT_TRUE(same_bits(dres.get(), ds.get()));
+        for (GTensor *o : {&t.dx, &dres, &t.dgamma, &t.dbeta}) EXPECT_TRUE(o->guards_intact());
+        // without dresidual (dx recomputes the gradient), in place over dy
+        inplace.set(dy);
+        a.dresidual = nullptr, a.dy = inplace.t(), a.dx = inplace.t();
+        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        EXPECT_TRUE(same_bits(inplace.get(), dx2.get()));
+        // without dx: the parameter gradients alone
+        a.dy = t.dy.t(), a.dx = nullptr;
+        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        EXPECT_TRUE(same_bits(t.dgamma.get(), dg2.get()));
+      }
 }
 
 // The residual add fused into batchnorm (y = act(bn(x) + r), what the graph rewrite of a residual block's end runs)
@@ -1757,6 +1826,15 @@ TEST_F(CpuOps, BatchnormRejectsBadArgumentsWithoutWriting) {
   a.save_invstd = nullptr;
   t.dy.set(random_floats(t.dy.numel(), rng));
   expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "save_invstd"});
+  a = t.args(true);
+  a.act = CNN_ACT_RELU, a.y = nullptr;  // backward through an activation reads y
+  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "y is missing"});
+  a = t.args(true);
+  a.act = CNN_ACT_GELU;
+  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "separate op"});
+  a = t.args(true);
+  a.dresidual = wrong_r.t();
+  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_SHAPE, {"dresidual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
   for (GTensor *g : {&t.y, &t.sm, &t.si, &t.dx, &t.dgamma, &t.dbeta}) EXPECT_TRUE(untouched(*g));
   EXPECT_EQ(ops()->batchnorm_forward(b(), nullptr), CNN_ERR_INVALID_ARG);
 }
@@ -2239,10 +2317,6 @@ cnn_status opt_step(cnn_backend *bk, OptTensors &t, const OptCase &c, int step, 
       if (cnn_status st = bk->ops->rmsprop_update(bk, &a)) return st;
   }
   return CNN_OK;
-}
-
-bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
-  return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // Sizes around the chunk of the multi loops (8192) and the parallel threshold, with 1 and 0 elements among them.
