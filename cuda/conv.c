@@ -222,7 +222,7 @@ static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry
     cnn_cuda_conv_graph *g = &e->graph[dir];
     *use = 0;
     if (ctx->conv_api == CNN_CUDA_CONV_API_LEGACY) return CNN_OK;
-    if (g->state == 0) {
+    if (cnn_cuda_conv_graph_needs_plan(g, ptrs)) {
         const cnn_cuda_conv_graph_spec spec = {.s = &e->key.s, .dtype = (cnn_dtype)e->key.dtype,
                                                .tf32 = e->key.tf32, .deterministic = e->key.deterministic,
                                                .dir = dir};

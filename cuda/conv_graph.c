@@ -240,6 +240,11 @@ int cnn_cuda_conv_graph_usable(const cnn_cuda_conv_graph *g, void *const ptrs[CN
     return g->state > 0 && cnn_cuda_graph_align(ptrs) >= g->align;
 }
 
+int cnn_cuda_conv_graph_needs_plan(const cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS])
+{
+    return g->state == 0 || cnn_cuda_graph_align(ptrs) > g->align;
+}
+
 /* Builds and finalizes the execution plan of configuration cfg; NULL when cuDNN refuses it, as it may for a
  * configuration it ranked. */
 static cudnnBackendDescriptor_t cnn_cuda_graph_make_plan(cnn_cuda_ctx *ctx, cudnnBackendDescriptor_t cfg,
@@ -262,9 +267,9 @@ static cudnnBackendDescriptor_t cnn_cuda_graph_make_plan(cnn_cuda_ctx *ctx, cudn
     return plan;
 }
 
-/* Milliseconds of CNN_CUDA_GRAPH_TIMED_RUNS runs of g's plan after one untimed run; a negative time when the plan
- * fails to run (an engine may refuse at execution what it accepted when finalized), with the runtime's error
- * cleared so that it is not blamed on the next launch. */
+/* Milliseconds a run of g's plan takes: the mean of CNN_CUDA_GRAPH_TIMED_RUNS runs after one untimed run. A negative
+ * time when the plan fails to run (an engine may refuse at execution what it accepted when finalized), with the
+ * runtime's error cleared so that it is not blamed on the next launch. */
 static cnn_status cnn_cuda_graph_time(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
                                       void *const ptrs[CNN_CUDA_GRAPH_TENSORS], cudaEvent_t ev[2], float *ms,
                                       const char *op)
@@ -285,8 +290,19 @@ static cnn_status cnn_cuda_graph_time(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g,
     CNN_CUDA_RT(op, cudaEventRecord, ev[1], ctx->compute);
     CNN_CUDA_RT(op, cudaEventSynchronize, ev[1]);
     CNN_CUDA_RT(op, cudaEventElapsedTime, ms, ev[0], ev[1]);
+    *ms /= (float)CNN_CUDA_GRAPH_TIMED_RUNS;
 fail:
     return st;
+}
+
+/* An error while trying a further candidate, after one already ran and was timed: the search ends with that one
+ * (the error cleared), as a runtime error that persists shows again at the next call. Without one, the error. */
+static cnn_status cnn_cuda_graph_keep_best(const cnn_cuda_conv_graph *g, cnn_status st)
+{
+    if (g->state != 1) return st;
+    (void)cudaGetLastError();
+    cnn_clear_error();
+    return CNN_OK;
 }
 
 /* The candidates of one heuristics mode, in its order: those the precision contract allows and cuDNN builds into a
@@ -300,9 +316,13 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
     float best_ms = -1.0f;
     int timed = 0;
     for (int64_t i = 0; i < ncfg && timed < CNN_CUDA_GRAPH_CANDIDATES; i++) {
-        int64_t engine = -1;
+        int64_t engine = -1, ws = 0, count = 0;
         if (!cnn_cuda_graph_cfg_allowed(cfgs[i], spec, &engine)) continue;
-        int64_t ws = 0;
+        /* the configuration knows its workspace (cuDNN 9.2 on): no plan is built for one over the cap */
+        if (cudnnBackendGetAttribute(cfgs[i], CUDNN_ATTR_ENGINECFG_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &count,
+                                     &ws) == CUDNN_STATUS_SUCCESS &&
+            ws > CNN_CUDA_GRAPH_WORKSPACE_MAX)
+            continue;
         cudnnBackendDescriptor_t plan = cnn_cuda_graph_make_plan(ctx, cfgs[i], &ws);
         if (!plan) continue;
         cnn_cuda_conv_graph cand = {.state = 1, .plan = plan, .workspace = ws, .align = g->align,
@@ -320,7 +340,7 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
         }
         if (st != CNN_OK) {
             cnn_cuda_conv_graph_destroy(&cand);
-            return st;
+            return cnn_cuda_graph_keep_best(g, st);
         }
         (*tried)++;
         if (spec->deterministic) { /* the heuristics' order, untimed; but it must run */
@@ -339,7 +359,7 @@ static cnn_status cnn_cuda_graph_pick(cnn_cuda_ctx *ctx, const cnn_cuda_conv_gra
         st = cnn_cuda_graph_time(ctx, &cand, ptrs, ev, &ms, op);
         if (st != CNN_OK) {
             cnn_cuda_conv_graph_destroy(&cand);
-            return st;
+            return cnn_cuda_graph_keep_best(g, st);
         }
         if (ms < 0.0f) { /* it did not run */
             cnn_cuda_conv_graph_destroy(&cand);
@@ -410,9 +430,9 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
         }
         cfgs = calloc((size_t)avail, sizeof *cfgs);
         if (!cfgs) {
-            avail = 0;
             st = cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for %lld engine configurations", op,
                            (long long)avail);
+            avail = 0;
             goto fail;
         }
         for (int64_t i = 0; i < avail; i++)
@@ -437,14 +457,20 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
                            (long long)tried, (long long)ranked);
     }
 fail:
-    /* descriptors that cuDNN refused for this shape (BAD_PARAM, NOT_SUPPORTED): the legacy API takes it; any other
-     * error (the runtime's, memory) is reported */
-    if ((st == CNN_ERR_UNSUPPORTED || st == CNN_ERR_INVALID_ARG) && api != CNN_CUDA_CONV_API_GRAPH && g->state != 1) {
-        cnn_clear_error();
-        st = CNN_OK;
+    /* descriptors that cuDNN refused for this shape (BAD_PARAM, NOT_SUPPORTED; the state still 0, where "no engine"
+     * above made it -1): the legacy API takes it, unless the graph API is forced; any other error (the runtime's,
+     * memory) is reported */
+    if ((st == CNN_ERR_UNSUPPORTED || st == CNN_ERR_INVALID_ARG) && g->state == 0) {
         g->state = -1;
         g->ranked = ranked;
         g->built = tried;
+        if (api != CNN_CUDA_CONV_API_GRAPH) {
+            cnn_clear_error();
+            st = CNN_OK;
+        } else {
+            st = cnn_error_prefix(CNN_ERR_UNSUPPORTED,
+                                  "cuda %s: cuDNN's graph API has no engine for this shape (CNN_CUDNN_CONV=graph): ", op);
+        }
     }
     cnn_cuda_graph_cfgs_free(cfgs, avail);
     if (heur) cudnnBackendDestroyDescriptor(heur);

@@ -61,6 +61,10 @@ cnn_status cnn_cuda_conv_graph_plan(cnn_cuda_ctx *ctx, cnn_cuda_conv_api api, co
 /* 1 when g has a plan and every pointer has the alignment the plan was made for. */
 int cnn_cuda_conv_graph_usable(const cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS]);
 
+/* 1 when g is to be planned on these tensors: never planned, or planned (with or without an engine) for tensors
+ * less aligned than these, where engines that need the alignment were left out. */
+int cnn_cuda_conv_graph_needs_plan(const cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS]);
+
 /* Runs g's plan on the tensors at ptrs, on the compute stream. */
 cnn_status cnn_cuda_conv_graph_run(cnn_cuda_ctx *ctx, cnn_cuda_conv_graph *g, void *const ptrs[CNN_CUDA_GRAPH_TENSORS],
                                    const char *op);

@@ -90,4 +90,28 @@ TEST(CudaConvGraph, TheApiVariableTakesAutoGraphOrLegacyAndNamesItselfOtherwise)
   cnn_clear_error();
 }
 
+// When a direction is planned: the first time, and again when tensors come better aligned than the plan assumed
+// (engines that need the alignment were left out of it); a plan serves tensors at least as aligned as it assumed.
+TEST(CudaConvGraph, PlansAreRemadeForBetterAlignedTensorsAndServeAsAlignedOnes) {
+  alignas(16) static char buf[64];
+  void *a16[CNN_CUDA_GRAPH_TENSORS] = {buf, buf + 16, buf + 32};
+  void *a4[CNN_CUDA_GRAPH_TENSORS] = {buf, buf + 20, buf + 32};
+  cnn_cuda_conv_graph g = {};
+  EXPECT_TRUE(cnn_cuda_conv_graph_needs_plan(&g, a4)) << "never planned";
+  EXPECT_FALSE(cnn_cuda_conv_graph_usable(&g, a16));
+  g.state = 1, g.align = 4;
+  EXPECT_FALSE(cnn_cuda_conv_graph_needs_plan(&g, a4));
+  EXPECT_TRUE(cnn_cuda_conv_graph_usable(&g, a4));
+  EXPECT_TRUE(cnn_cuda_conv_graph_needs_plan(&g, a16)) << "a plan for 4-byte alignment, tensors at 16";
+  g.align = 16;
+  EXPECT_FALSE(cnn_cuda_conv_graph_needs_plan(&g, a16));
+  EXPECT_TRUE(cnn_cuda_conv_graph_usable(&g, a16));
+  EXPECT_FALSE(cnn_cuda_conv_graph_needs_plan(&g, a4)) << "less aligned tensors take the legacy API, no re-plan";
+  EXPECT_FALSE(cnn_cuda_conv_graph_usable(&g, a4));
+  g.state = -1, g.align = 4;  // no engine at 4 bytes: one may exist at 16
+  EXPECT_TRUE(cnn_cuda_conv_graph_needs_plan(&g, a16));
+  EXPECT_FALSE(cnn_cuda_conv_graph_needs_plan(&g, a4));
+  EXPECT_FALSE(cnn_cuda_conv_graph_usable(&g, a4));
+}
+
 }  // namespace
