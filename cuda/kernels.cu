@@ -363,8 +363,15 @@ extern "C" cudaError_t cnn_cuda_launch_softmax_xent(cudaStream_t stream, const v
 static __device__ __forceinline__ void cnn_cuda_sgd_elem(const cnn_cuda_opt_io &io, float *v, int64_t i, float lr,
                                                          float mu, float wd, int nesterov)
 {
-    float unused = 0.0f; // cnn_sgd_step leaves the velocity alone when mu == 0
-    cnn_sgd_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, v ? &v[i] : &unused, lr, mu, wd, nesterov);
+    const float g = ld(io.grad, io.grad_dt, i) * io.grad_scale;
+    // without a velocity (mu == 0, which cnn_sgd_step leaves alone) a register stands in; a pointer that may point
+    // at either would put the velocity through local memory
+    if (v) {
+        cnn_sgd_step(&io.param[i], g, &v[i], lr, mu, wd, nesterov);
+    } else {
+        float unused = 0.0f;
+        cnn_sgd_step(&io.param[i], g, &unused, lr, mu, wd, nesterov);
+    }
     if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
 }
 
@@ -381,9 +388,13 @@ static __device__ __forceinline__ void cnn_cuda_rmsprop_elem(const cnn_cuda_opt_
                                                              int64_t i, float lr, float rho, float eps, float mu,
                                                              float wd)
 {
-    float unused = 0.0f; // cnn_rmsprop_step leaves the momentum alone when mu == 0
-    cnn_rmsprop_step(&io.param[i], ld(io.grad, io.grad_dt, i) * io.grad_scale, &sq[i], mom ? &mom[i] : &unused, lr,
-                     rho, eps, mu, wd);
+    const float g = ld(io.grad, io.grad_dt, i) * io.grad_scale;
+    if (mom) { // as in cnn_cuda_sgd_elem: the momentum stays in a register when there is none (mu == 0)
+        cnn_rmsprop_step(&io.param[i], g, &sq[i], &mom[i], lr, rho, eps, mu, wd);
+    } else {
+        float unused = 0.0f;
+        cnn_rmsprop_step(&io.param[i], g, &sq[i], &unused, lr, rho, eps, mu, wd);
+    }
     if (io.param_lp) st(io.param_lp, io.lp_dt, i, io.param[i]);
 }
 
