@@ -63,26 +63,15 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     CNN_TRY(cnn_layer_pre_act(l, BN_BUF_SCRATCH, y, &scratch, &prep));
     /* An activation whose gradient follows from y is the op's (batchnorm_args): it applies it inside its own passes
      * and, with a fused residual, stores it as the residual's gradient (the gradient w.r.t. the sum). One whose
-     * gradient needs the pre-activation input runs first as an op of its own, into the residual's gradient when
-     * there is one (batchnorm then reads it from there), else in place. */
-    cnn_tensor *ds = dy, *dres = l->fused ? dx[1] : NULL;
-    if (prep) {
-        if (dres) {
-            if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
-            cnn_act_args g = {.act = l->act, .alpha = l->act_alpha, .x = prep, .y = (cnn_tensor *)y, .dy = dy,
-                              .dx = dres};
-            CNN_TRY(b->ops->act_backward(b, &g));
-            ds = dres;
-            dres = NULL;
-        } else {
-            CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
-        }
-    }
+     * gradient needs the pre-activation input (GELU, SiLU) runs first, in place, as an op of its own; the op then
+     * has no activation and stores dy itself as the residual's gradient (the rewrite never fuses those, but the
+     * result would hold). */
+    if (prep) CNN_TRY(cnn_layer_act_backward(l, prep, y, dy));
     cnn_batchnorm_args a = batchnorm_args(l, &mean, &invstd);
     a.x = x[0];
     a.y = (cnn_tensor *)y;
-    a.dy = ds;
-    a.dresidual = dres;
+    a.dy = dy;
+    a.dresidual = l->fused ? dx[1] : NULL;
     a.dgamma = l->params[0].grad;
     a.dbeta = l->params[1].grad;
     a.training = 1;

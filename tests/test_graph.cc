@@ -374,6 +374,31 @@ TEST(GraphGradients, BatchnormFusedWithTheResidualAddMatchesFiniteDifferences) {
   cnn_net_destroy(net);
 }
 
+// Batchnorm with an activation whose gradient needs its input (GELU, SiLU): the layer keeps the pre-activation and
+// runs the activation's gradient before batchnorm's backward, which has no activation then; batchnorm with tanh
+// and ELU applies the gradient inside its own passes. All of them against finite differences.
+TEST(GraphGradients, BatchnormWithEveryKindOfActivationMatchesFiniteDifferences) {
+  Backend be;
+  Batch batch(4, 6, 6, 2, 3, 9);
+  cnn_net *net = nullptr;
+  const char *text =
+      "input 6 6 2\n"
+      "conv 4 3 padding=same bias=no\n"
+      "batchnorm gelu\n"
+      "conv 4 3 padding=same bias=no\n"
+      "batchnorm tanh\n"
+      "conv 4 3 padding=same bias=no\n"
+      "batchnorm silu\n"
+      "conv 3 1 bias=no\n"
+      "batchnorm elu\n"
+      "globalavgpool\n"
+      "dense 3\n";
+  ASSERT_EQ(cnn_net_from_text(text, "acts", be.b, 3, &net), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
+  check_gradients(net, 4, 0.05);
+  cnn_net_destroy(net);
+}
+
 // A view (flatten) feeding two consumers and an add of one output with itself: every gradient is summed.
 TEST(GraphGradients, OutputsWithSeveralConsumersSumTheirGradients) {
   Backend be;
