@@ -492,6 +492,9 @@ fail:
     return st;
 }
 
+/* Without a stream synchronize, though queued work may still use the plan: its kernels belong to cuDNN's library,
+ * not to the plan, because runtime-compiled engines (whose code goes with their plan) are never chosen
+ * (cnn_cuda_graph_cfg_allowed). Allowing them would need a synchronize here first. */
 void cnn_cuda_conv_graph_destroy(cnn_cuda_conv_graph *g)
 {
     if (g->plan) cudnnBackendDestroyDescriptor(g->plan);
