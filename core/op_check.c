@@ -98,10 +98,11 @@ int cnn_dense_tensors(const cnn_dense_args *a, int dir, const cnn_tensor **ts, c
 const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t size)
 {
     snprintf(buf, size,
-             "x (%lld, %lld, %lld, %lld), w (%lld, %lld, %lld, %lld), stride %dx%d, dilation %dx%d, groups %d",
+             "x (%lld, %lld, %lld, %lld), w (%lld, %lld, %lld, %lld), stride %dx%d, padding %d,%d,%d,%d, dilation "
+             "%dx%d, groups %d",
              (long long)s->n, (long long)s->h, (long long)s->w, (long long)s->c, (long long)s->o, (long long)s->kh,
              (long long)s->kw, (long long)(s->groups > 0 ? s->c / s->groups : s->c), s->stride_h, s->stride_w,
-             s->dilation_h, s->dilation_w, s->groups);
+             s->pad_top, s->pad_left, s->pad_bottom, s->pad_right, s->dilation_h, s->dilation_w, s->groups);
     return buf;
 }
 

@@ -44,7 +44,8 @@ typedef struct cnn_conv2d_sizes {
     int32_t stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, dilation_h, dilation_w, groups;
 } cnn_conv2d_sizes;
 
-/* "x (N, H, W, C), w (O, KH, KW, C/G), stride SHxSW, dilation DHxDW, groups G" into buf (for messages). */
+/* "x (N, H, W, C), w (O, KH, KW, C/G), stride SHxSW, padding T,L,B,R, dilation DHxDW, groups G" into buf (for
+ * messages and logs). */
 #define CNN_CONV2D_SIZES_BUF 192
 const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t size);
 

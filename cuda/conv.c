@@ -193,8 +193,7 @@ fail:
 /* $CNN_CUDA_LOG: which API and engine a direction's new plan uses, and what planning saw. */
 static void cnn_cuda_conv_log(const cnn_cuda_conv_entry *e, const cnn_cuda_conv_graph *g, const char *op)
 {
-    const cnn_conv2d_sizes *s = &e->key.s;
-    char how[160];
+    char how[160], sizes[CNN_CONV2D_SIZES_BUF];
     if (g->state > 0 && g->ms >= 0.0f)
         snprintf(how, sizeof how, "graph API, engine %lld, %.3f ms, the fastest of the plans built (%lld of %lld ranked)",
                  (long long)g->engine, (double)g->ms, (long long)g->built, (long long)g->ranked);
@@ -204,13 +203,8 @@ static void cnn_cuda_conv_log(const cnn_cuda_conv_entry *e, const cnn_cuda_conv_
     else
         snprintf(how, sizeof how, "legacy API (the graph API built %lld plans of %lld ranked, none ran)",
                  (long long)g->built, (long long)g->ranked);
-    fprintf(stderr,
-            "cnn cuda: %s %s x (%lld, %lld, %lld, %lld) w (%lld, %lld, %lld, %lld) stride %dx%d pad %d,%d,%d,%d "
-            "dilation %dx%d groups %d: %s\n",
-            op, cnn_dtype_name((cnn_dtype)e->key.dtype), (long long)s->n, (long long)s->h, (long long)s->w,
-            (long long)s->c, (long long)s->o, (long long)s->kh, (long long)s->kw, (long long)(s->c / s->groups),
-            s->stride_h, s->stride_w, s->pad_top, s->pad_left, s->pad_bottom, s->pad_right, s->dilation_h,
-            s->dilation_w, s->groups, how);
+    fprintf(stderr, "cnn cuda: %s %s %s: %s\n", op, cnn_dtype_name((cnn_dtype)e->key.dtype),
+            cnn_conv2d_sizes_str(&e->key.s, sizes, sizeof sizes), how);
 }
 
 /* Whether direction dir runs through the graph API on these tensors (*use), planning it the first time. With the
