@@ -207,14 +207,15 @@ static void cnn_cuda_conv_log(const cnn_cuda_conv_entry *e, const cnn_cuda_conv_
             cnn_conv2d_sizes_str(&e->key.s, sizes, sizeof sizes), how);
 }
 
-/* Whether direction dir runs through the graph API on these tensors (*use), planning it the first time. With the
- * graph API forced, a shape without an engine, or tensors less aligned than its plan assumes, is an error. */
-static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
-                                          void *const ptrs[CNN_CUDA_GRAPH_TENSORS], int *use, const char *op)
+/* Runs direction dir through the graph API on these tensors when it can (*ran), planning it first when needed;
+ * *ran stays 0 for the legacy API. With the graph API forced, a shape without an engine, or tensors less aligned
+ * than its plan assumes, is an error. */
+static cnn_status cnn_cuda_conv_graph_try(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry *e, int dir,
+                                          void *const ptrs[CNN_CUDA_GRAPH_TENSORS], int *ran, const char *op)
 {
     cnn_status st = CNN_OK;
     cnn_cuda_conv_graph *g = &e->graph[dir];
-    *use = 0;
+    *ran = 0;
     if (ctx->conv_api == CNN_CUDA_CONV_API_LEGACY) return CNN_OK;
     if (cnn_cuda_conv_graph_needs_plan(g, ptrs)) {
         const cnn_cuda_conv_graph_spec spec = {.s = &e->key.s, .dtype = (cnn_dtype)e->key.dtype,
@@ -223,11 +224,14 @@ static cnn_status cnn_cuda_conv_graph_get(cnn_cuda_ctx *ctx, cnn_cuda_conv_entry
         CNN_TRY(cnn_cuda_conv_graph_plan(ctx, (cnn_cuda_conv_api)ctx->conv_api, &spec, g, ptrs, op));
         if (ctx->log) cnn_cuda_conv_log(e, g, op);
     }
-    *use = cnn_cuda_conv_graph_usable(g, ptrs);
-    if (!*use && ctx->conv_api == CNN_CUDA_CONV_API_GRAPH)
+    if (cnn_cuda_conv_graph_usable(g, ptrs)) {
+        CNN_TRY(cnn_cuda_conv_graph_run(ctx, g, ptrs, op));
+        *ran = 1;
+    } else if (ctx->conv_api == CNN_CUDA_CONV_API_GRAPH) {
         return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s (CNN_CUDNN_CONV=graph)", op,
                          g->state < 0 ? "cuDNN's graph API has no engine for this shape"
                                       : "the tensors are less aligned than the graph API's plan for this shape");
+    }
 fail:
     return st;
 }
@@ -408,10 +412,8 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->w->data, a->y->data};
     int graph = 0;
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_FWD, ptrs, &graph, op));
-    if (graph) {
-        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_FWD], ptrs, op));
-    } else {
+    CNN_TRY(cnn_cuda_conv_graph_try(ctx, e, CNN_OP_FWD, ptrs, &graph, op));
+    if (!graph) {
         const void *x = NULL;
         CNN_TRY(cnn_cuda_conv_legacy_x(ctx, e, a->x, &x, op));
         if (!e->have_fwd) CNN_TRY(cnn_cuda_conv_find_fwd(ctx, e, x, a->w->data, a->y->data, op));
@@ -439,11 +441,9 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->dx->data, a->w->data, a->dy->data};
     int graph = 0;
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_DATA, ptrs, &graph, op));
-    if (graph) {
-        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_DATA], ptrs, op));
-    } else {
-        if (e->explicit_pad) CNN_TRY(cnn_cuda_conv_xpad(e, op));
+    CNN_TRY(cnn_cuda_conv_graph_try(ctx, e, CNN_OP_BWD_DATA, ptrs, &graph, op));
+    if (!graph) {
+        CNN_TRY(cnn_cuda_conv_xpad(e, op));
         void *dx = e->explicit_pad ? (void *)e->xpad : a->dx->data;
         if (!e->have_bwd_data) CNN_TRY(cnn_cuda_conv_find_bwd_data(ctx, e, a->w->data, a->dy->data, dx, op));
         CNN_TRY(cnn_cuda_workspace(ctx, e->bwd_data_ws, op));
@@ -470,10 +470,8 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->dw->data, a->dy->data};
     int graph = 0;
-    CNN_TRY(cnn_cuda_conv_graph_get(ctx, e, CNN_OP_BWD_WEIGHTS, ptrs, &graph, op));
-    if (graph) {
-        CNN_TRY(cnn_cuda_conv_graph_run(ctx, &e->graph[CNN_OP_BWD_WEIGHTS], ptrs, op));
-    } else {
+    CNN_TRY(cnn_cuda_conv_graph_try(ctx, e, CNN_OP_BWD_WEIGHTS, ptrs, &graph, op));
+    if (!graph) {
         const void *x = NULL;
         CNN_TRY(cnn_cuda_conv_legacy_x(ctx, e, a->x, &x, op));
         if (!e->have_bwd_filter) CNN_TRY(cnn_cuda_conv_find_bwd_filter(ctx, e, x, a->dy->data, a->dw->data, op));
