@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -50,6 +52,16 @@ template <template <typename> class L, typename... A> static cudaError_t cnn_cud
     if (dt == CNN_F16) return L<__half>::run(args...);
     if (dt == CNN_BF16) return L<__nv_bfloat16>::run(args...);
     return L<float>::run(args...);
+}
+
+// The launch of a kernel templated on the vector width (kernels_ew.cuh): launch(std::integral_constant<int, V>)
+// with V the 16-byte width of T when `vec` (every pointer aligned, and for per-channel kernels c a multiple of it),
+// else 1; then the launch's status.
+template <typename T, typename L> static cudaError_t cnn_cuda_vec_or_elem(bool vec, L launch)
+{
+    if (vec) launch(std::integral_constant<int, cnn_ew_width<T>::value>());
+    else launch(std::integral_constant<int, 1>());
+    return cudaGetLastError();
 }
 
 // Blocks for a flat kernel over n elements in vectors of V.
@@ -100,14 +112,12 @@ static __global__ void cnn_cuda_act_forward_kernel(cnn_act act, float alpha, con
 template <typename T> struct cnn_cuda_act_forward_launch {
     static cudaError_t run(cudaStream_t stream, cnn_act act, float alpha, const void *x, void *y, int64_t n)
     {
-        const int W = cnn_ew_width<T>::value;
         const T *xt = static_cast<const T *>(x);
         T *yt = static_cast<T *>(y);
-        if (cnn_cuda_aligned16(x) && cnn_cuda_aligned16(y))
-            cnn_cuda_act_forward_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(act, alpha, xt, yt, n);
-        else
-            cnn_cuda_act_forward_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, xt, yt, n);
-        return cudaGetLastError();
+        return cnn_cuda_vec_or_elem<T>(cnn_cuda_aligned16(x) && cnn_cuda_aligned16(y), [&](auto v) {
+            constexpr int V = decltype(v)::value;
+            cnn_cuda_act_forward_kernel<T, V><<<cnn_cuda_vec_blocks(n, V), kBlock, 0, stream>>>(act, alpha, xt, yt, n);
+        });
     }
 };
 
@@ -122,16 +132,14 @@ template <typename T> struct cnn_cuda_act_backward_launch {
     static cudaError_t run(cudaStream_t stream, cnn_act act, float alpha, int from_x, const void *xy, const void *dy,
                            void *dx, int64_t n)
     {
-        const int W = cnn_ew_width<T>::value;
         const T *xyt = static_cast<const T *>(xy), *dyt = static_cast<const T *>(dy);
         T *dxt = static_cast<T *>(dx);
-        if (cnn_cuda_aligned16(xy) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(dx))
-            cnn_cuda_act_backward_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(act, alpha, from_x,
+        const bool vec = cnn_cuda_aligned16(xy) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(dx);
+        return cnn_cuda_vec_or_elem<T>(vec, [&](auto v) {
+            constexpr int V = decltype(v)::value;
+            cnn_cuda_act_backward_kernel<T, V><<<cnn_cuda_vec_blocks(n, V), kBlock, 0, stream>>>(act, alpha, from_x,
                                                                                               xyt, dyt, dxt, n);
-        else
-            cnn_cuda_act_backward_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(act, alpha, from_x, xyt,
-                                                                                       dyt, dxt, n);
-        return cudaGetLastError();
+        });
     }
 };
 
@@ -752,15 +760,14 @@ template <typename T> struct cnn_cuda_add_same_launch {
     static cudaError_t run(cudaStream_t stream, const void *a, const void *b, void *y, int64_t n, float alpha,
                            float beta)
     {
-        const int W = cnn_ew_width<T>::value;
         const T *at = static_cast<const T *>(a), *bt = static_cast<const T *>(b);
         T *yt = static_cast<T *>(y);
-        if (cnn_cuda_aligned16(a) && cnn_cuda_aligned16(b) && cnn_cuda_aligned16(y))
-            cnn_cuda_add_same_kernel<T, W><<<cnn_cuda_vec_blocks(n, W), kBlock, 0, stream>>>(at, bt, yt, n, alpha,
+        const bool vec = cnn_cuda_aligned16(a) && cnn_cuda_aligned16(b) && cnn_cuda_aligned16(y);
+        return cnn_cuda_vec_or_elem<T>(vec, [&](auto v) {
+            constexpr int V = decltype(v)::value;
+            cnn_cuda_add_same_kernel<T, V><<<cnn_cuda_vec_blocks(n, V), kBlock, 0, stream>>>(at, bt, yt, n, alpha,
                                                                                           beta);
-        else
-            cnn_cuda_add_same_kernel<T, 1><<<cnn_cuda_blocks(n), kBlock, 0, stream>>>(at, bt, yt, n, alpha, beta);
-        return cudaGetLastError();
+        });
     }
 };
 
@@ -941,13 +948,10 @@ template <typename T> struct cnn_cuda_bn_partial_launch {
         const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy), *yt = static_cast<const T *>(y);
         T *rt = static_cast<T *>(dres);
         const int64_t per = cnn_cuda_col_chunk_rows(m);
-        if (vec)
-            cnn_cuda_bn_partial_kernel<T, W><<<grid, block, 0, stream>>>(mode, xt, dyt, yt, act, alpha, rt, center,
-                                                                         m, c, per, partial);
-        else
-            cnn_cuda_bn_partial_kernel<T, 1><<<grid, block, 0, stream>>>(mode, xt, dyt, yt, act, alpha, rt, center,
-                                                                         m, c, per, partial);
-        return cudaGetLastError();
+        return cnn_cuda_vec_or_elem<T>(vec, [&](auto v) {
+            cnn_cuda_bn_partial_kernel<T, decltype(v)::value><<<grid, block, 0, stream>>>(
+                mode, xt, dyt, yt, act, alpha, rt, center, m, c, per, partial);
+        });
     }
 };
 
@@ -1049,16 +1053,15 @@ template <typename T> struct cnn_cuda_bn_apply_launch {
     static cudaError_t run(cudaStream_t stream, const void *x, const void *res, void *y, int64_t m, int64_t c,
                            const float *center, const float *scale, const float *shift, cnn_act act, float alpha)
     {
-        const int W = cnn_ew_width<T>::value;
         const T *xt = static_cast<const T *>(x), *rt = static_cast<const T *>(res);
         T *yt = static_cast<T *>(y);
-        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(res) && cnn_cuda_aligned16(y))
-            cnn_cuda_bn_apply_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(
+        const bool vec = c % cnn_ew_width<T>::value == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(res) &&
+                         cnn_cuda_aligned16(y);
+        return cnn_cuda_vec_or_elem<T>(vec, [&](auto v) {
+            constexpr int V = decltype(v)::value;
+            cnn_cuda_bn_apply_kernel<T, V><<<cnn_cuda_channel_blocks(m, c / V), kBlock, 0, stream>>>(
                 xt, rt, yt, m, c, center, scale, shift, act, alpha);
-        else
-            cnn_cuda_bn_apply_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(
-                xt, rt, yt, m, c, center, scale, shift, act, alpha);
-        return cudaGetLastError();
+        });
     }
 };
 
@@ -1137,17 +1140,15 @@ template <typename T> struct cnn_cuda_bn_dx_launch {
     static cudaError_t run(cudaStream_t stream, const void *x, const void *dy, const void *y, cnn_act act,
                            float alpha, void *dx, int64_t m, int64_t c, const float *coef)
     {
-        const int W = cnn_ew_width<T>::value;
         const T *xt = static_cast<const T *>(x), *dyt = static_cast<const T *>(dy), *yt = static_cast<const T *>(y);
         T *dxt = static_cast<T *>(dx);
-        if (c % W == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(dy) && cnn_cuda_aligned16(y) &&
-            cnn_cuda_aligned16(dx))
-            cnn_cuda_bn_dx_kernel<T, W><<<cnn_cuda_channel_blocks(m, c / W), kBlock, 0, stream>>>(
+        const bool vec = c % cnn_ew_width<T>::value == 0 && cnn_cuda_aligned16(x) && cnn_cuda_aligned16(dy) &&
+                         cnn_cuda_aligned16(y) && cnn_cuda_aligned16(dx);
+        return cnn_cuda_vec_or_elem<T>(vec, [&](auto v) {
+            constexpr int V = decltype(v)::value;
+            cnn_cuda_bn_dx_kernel<T, V><<<cnn_cuda_channel_blocks(m, c / V), kBlock, 0, stream>>>(
                 xt, dyt, yt, act, alpha, dxt, m, c, coef);
-        else
-            cnn_cuda_bn_dx_kernel<T, 1><<<cnn_cuda_channel_blocks(m, c), kBlock, 0, stream>>>(
-                xt, dyt, yt, act, alpha, dxt, m, c, coef);
-        return cudaGetLastError();
+        });
     }
 };
 
