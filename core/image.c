@@ -143,11 +143,27 @@ static int header_dims(image_format fmt, const unsigned char *p, size_t n, long 
         i += 2 + len;
     }
     return 0;
+}
+
+/* 1 when an uncompressed BMP (BI_RGB) is shorter than the pixel rows its header declares: stb_image would decode
+ * it anyway, making a 59-byte file into a 30-megapixel image of whatever its buffer held. */
+static int bmp_truncated(const unsigned char *p, size_t n)
+{
+    if (n < 34 || LE32(p + 14) < 40) return 0; /* OS/2 headers and short files: stb_image has the last word */
+    int64_t w = (int32_t)LE32(p + 18), h = (int32_t)LE32(p + 22);
+    unsigned bpp = LE16(p + 28);
+    uint32_t compression = LE32(p + 30), offset = LE32(p + 10);
+    if ((compression != 0 && compression != 3) || w <= 0 || h == 0 || bpp == 0 || bpp > 32) return 0;
+    if (h < 0) h = -h;
+    uint64_t row = (((uint64_t)w * bpp + 31) / 32) * 4;
+    if (offset > n) return 1;
+    return row > (uint64_t)(n - offset) / (uint64_t)h; /* row * h > n - offset, without the product */
+}
+
 #undef BE16
 #undef BE32
 #undef LE16
 #undef LE32
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // resizing
@@ -267,81 +283,88 @@ static const float *u8_row(const void *ctx, int y, float *scratch)
     return scratch;
 }
 
-/* Separable resize: horizontal pass row by row into (sh, dw, c), then the vertical pass. Each output value is
- * sum_t w[t] * in[first + t], accumulated in the order of t; the loops are arranged so that the compiler can
- * vectorize over channels and columns without changing that order (results are the same bit for bit). */
+/* Separable resize, streamed: each source row is read once, resized horizontally, and added with its weight into
+ * the output rows that use it. Memory is the output plus one source row and one resized row: a tall source (a
+ * 5 x 6,000,000 BMP) costs no more than a square one, whatever its height. Each output value is
+ * sum_t w[t] * in[first + t], accumulated in the order of t (source rows come in increasing order); the loops are
+ * arranged so that the compiler can vectorize over channels and columns without changing that order. */
 static cnn_status resize_rows(row_fn rows, const void *ctx, int sh, int sw, int c, float *dst, int dh, int dw)
 {
     cnn_status st = CNN_OK;
     axis_plan px = {0}, py = {0};
-    float *tmp = NULL, *line = NULL;
+    float *line = NULL, *hrow = NULL;
     size_t row_in = (size_t)sw * (size_t)c, row_out = (size_t)dw * (size_t)c;
 
     line = malloc(row_in * sizeof *line);
-    /* the horizontal result: in dst itself when the height does not change */
-    tmp = dh == sh ? dst : malloc((size_t)sh * row_out * sizeof *tmp);
-    if (!line || !tmp) {
+    /* the horizontal result: straight into dst when the height does not change */
+    hrow = dh == sh || dw == sw ? NULL : malloc(row_out * sizeof *hrow);
+    if (!line || (dh != sh && dw != sw && !hrow)) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory resizing %dx%d to %dx%d", sh, sw, dh, dw);
         goto fail;
     }
     if (dw != sw) CNN_TRY(axis_plan_make(sw, dw, &px));
-    for (int y = 0; y < sh; y++) {
-        const float *in = rows(ctx, y, line);
-        float *o = tmp + (size_t)y * row_out;
-        if (dw == sw) {
-            memcpy(o, in, row_out * sizeof *o);
-            continue;
-        }
-        for (int x = 0; x < dw; x++) {
-            const float *wt = px.weight + (size_t)x * (size_t)px.taps;
-            const float *base = in + (size_t)px.first[x] * (size_t)c;
-            float *ox = o + (size_t)x * (size_t)c;
-            if (c == 3) { /* RGB, the common case, with the channel loop unrolled */
-                float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-                for (int t = 0; t < px.count[x]; t++, base += 3) {
-                    a0 += wt[t] * base[0];
-                    a1 += wt[t] * base[1];
-                    a2 += wt[t] * base[2];
-                }
-                ox[0] = a0;
-                ox[1] = a1;
-                ox[2] = a2;
-                continue;
-            }
-            for (int k = 0; k < c; k++) ox[k] = 0.0f;
-            for (int t = 0; t < px.count[x]; t++)
-                for (int k = 0; k < c; k++) ox[k] += wt[t] * base[(size_t)t * (size_t)c + (size_t)k];
-        }
-    }
     if (dh != sh) {
         CNN_TRY(axis_plan_make(sh, dh, &py));
-        for (int y = 0; y < dh; y++) {
-            const float *wt = py.weight + (size_t)y * (size_t)py.taps;
-            float *o = dst + (size_t)y * row_out;
-            const float *base = tmp + (size_t)py.first[y] * row_out;
-            for (size_t i = 0; i < row_out; i++) o[i] = 0.0f;
-            for (int t = 0; t < py.count[y]; t++) {
-                const float w = wt[t], *b = base + (size_t)t * row_out;
-                for (size_t i = 0; i < row_out; i++) o[i] += w * b[i];
+        for (size_t i = 0; i < (size_t)dh * row_out; i++) dst[i] = 0.0f;
+    }
+    int lo = 0; /* the first output row that source rows from y on may still feed */
+    for (int y = 0; y < sh; y++) {
+        const float *in = rows(ctx, y, line);
+        const float *h = in; /* row y resized horizontally */
+        if (dw != sw) {
+            float *o = dh == sh ? dst + (size_t)y * row_out : hrow;
+            for (int x = 0; x < dw; x++) {
+                const float *wt = px.weight + (size_t)x * (size_t)px.taps;
+                const float *base = in + (size_t)px.first[x] * (size_t)c;
+                float *ox = o + (size_t)x * (size_t)c;
+                if (c == 3) { /* RGB, the common case, with the channel loop unrolled */
+                    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+                    for (int t = 0; t < px.count[x]; t++, base += 3) {
+                        a0 += wt[t] * base[0];
+                        a1 += wt[t] * base[1];
+                        a2 += wt[t] * base[2];
+                    }
+                    ox[0] = a0;
+                    ox[1] = a1;
+                    ox[2] = a2;
+                    continue;
+                }
+                for (int k = 0; k < c; k++) ox[k] = 0.0f;
+                for (int t = 0; t < px.count[x]; t++)
+                    for (int k = 0; k < c; k++) ox[k] += wt[t] * base[(size_t)t * (size_t)c + (size_t)k];
             }
+            h = o;
+        }
+        if (dh == sh) {
+            if (dw == sw) memcpy(dst + (size_t)y * row_out, in, row_out * sizeof *dst);
+            continue;
+        }
+        while (lo < dh && py.first[lo] + py.count[lo] <= y) lo++;
+        for (int oy = lo; oy < dh && py.first[oy] <= y; oy++) {
+            int t = y - py.first[oy];
+            if (t >= py.count[oy]) continue;
+            const float w = py.weight[(size_t)oy * (size_t)py.taps + (size_t)t];
+            float *o = dst + (size_t)oy * row_out;
+            for (size_t i = 0; i < row_out; i++) o[i] += w * h[i];
         }
     }
 
 fail:
     axis_plan_free(&px);
     axis_plan_free(&py);
-    if (tmp != dst) free(tmp);
+    free(hrow);
     free(line);
     return st;
 }
 
-/* Every buffer involved is at most max(sh, dh) x max(sw, dw) x c floats. */
+/* The buffers are the output (dh x dw x c floats), one source row and the axis weights (about sh + dh and
+ * sw + dw floats). */
 static cnn_status resize_check(const char *what, int sh, int sw, int c, int dh, int dw)
 {
     if (sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0 || c <= 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: bad arguments (%dx%dx%d to %dx%d)", what, sh, sw, c, dh, dw);
     size_t mh = (size_t)(sh > dh ? sh : dh), mw = (size_t)(sw > dw ? sw : dw);
-    if (mw > SIZE_MAX / sizeof(float) / mh / (size_t)c)
+    if (mw > SIZE_MAX / sizeof(float) / mh / (size_t)c / 2)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: %dx%dx%d to %dx%d does not fit in memory", what, sh, sw, c, dh, dw);
     return CNN_OK;
 }
@@ -402,15 +425,24 @@ cnn_status cnn_image_decode_memory(const unsigned char *file, size_t len, const 
     const char *fname = format_names[fmt];
 
     long long hw = 0, hh = 0;
-    if (header_dims(fmt, file, len, &hw, &hh) && hw * hh > max_pixels)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %lldx%lld pixels, above the limit of %lld",
-                         path, fname, hw, hh, max_pixels);
+    if (header_dims(fmt, file, len, &hw, &hh)) {
+        if (hw <= 0 || hh <= 0)
+            return cnn_error(CNN_ERR_FORMAT, "%s: the %s header declares %lldx%lld pixels: not an image size", path,
+                             fname, hw, hh);
+        if (hw > max_pixels / hh) /* hw * hh > max_pixels, without the product (each side may be near 2^32) */
+            return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %lldx%lld pixels, above the limit of "
+                             "%lld", path, fname, hw, hh, max_pixels);
+    }
     if (fmt == FMT_JPEG && cnn_image_have_libjpeg_turbo())
         return cnn_jpeg_decode(file, len, path, max_pixels, want_h, want_w, out);
 
+    if (fmt == FMT_BMP && bmp_truncated(file, len))
+        return cnn_error(CNN_ERR_FORMAT, "%s: truncated BMP: the file is shorter than the %lldx%lld pixels its header "
+                         "declares", path, hw, hh);
     int sw = 0, sh = 0, comp = 0;
     if (!stbi_info_from_memory(file, (int)len, &sw, &sh, &comp))
         return cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s header (stb_image cannot read it)", path, fname);
+    if (fmt == FMT_BMP && sh < 0 && sh != INT_MIN) sh = -sh; /* stb_image reports a top-down BMP's height as is */
     if (sw <= 0 || sh <= 0 || (long long)sw * sh > max_pixels)
         return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the %s header declares %dx%d pixels, above the limit of %lld", path,
                          fname, sw, sh, max_pixels);

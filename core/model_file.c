@@ -320,11 +320,34 @@ fail:
     return st;
 }
 
+/* 1 when the file at path starts like a model definition: text whose first word outside comments is "input". */
+static int looks_like_definition(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return 0;
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    size_t i = 0;
+    while (i < n) {
+        i += strspn(buf + i, " \t\r\n\f\v");
+        if (buf[i] != '#') break;
+        i += strcspn(buf + i, "\n"); /* a comment line */
+    }
+    return !strncmp(buf + i, "input", 5) && (buf[i + 5] == ' ' || buf[i + 5] == '\t');
+}
+
 cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
 {
     cnn_st_file *f = NULL;
     *out = NULL;
+    if (!path) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_net_load: no path");
     cnn_status st = cnn_st_read(path, &f);
+    if (st == CNN_ERR_FORMAT && looks_like_definition(path))
+        return cnn_error(CNN_ERR_FORMAT, "%s is a model definition (text), not a trained model file: train it first "
+                         "(cnn train --model %s --out MODEL.safetensors), then use the .safetensors file it writes",
+                         path, path);
     if (st == CNN_OK) st = cnn_net_from_st(f, path, backend, out);
     cnn_st_free(f);
     return st;

@@ -34,7 +34,9 @@
 #define MAX_TOKENS 32
 #define MAX_LINE 1024
 #define MAX_DIM 65536            /* a bound on every size in a definition: keeps shape arithmetic far from overflow */
-#define MAX_EXPANDED_LINES 100000 /* a bound on what repeat blocks expand to */
+/* A bound on what repeat blocks expand to: far above the deepest real network (ResNet-152 is about 500 lines),
+ * and low enough that a few bytes of `repeat` cannot make the parser take seconds and hundreds of MB. */
+#define MAX_EXPANDED_LINES 10000
 #define MAX_REPEAT_DEPTH 8
 
 typedef struct parse_ctx {
@@ -241,6 +243,7 @@ typedef struct parser {
     cnn_net *net;
     parse_ctx p;
     int have_input, softmax_line;
+    int repeat_line; /* of the innermost repeat being expanded, for the error when expansion grows too large */
     size_t cap; /* of net->layers */
     sym *syms;
     int nsyms;
@@ -333,8 +336,6 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
     parse_ctx *p = &ps->p;
     const char *kind = tok[0];
     p->kind = kind;
-    if (!strcmp(kind, "@alias")) /* repeat's name=: the output entering this iteration */
-        return add_sym(ps, tok[1], net->nlayers - 1, 1);
     if (!strcmp(kind, "name")) { /* names the current output without a layer */
         if (!ps->have_input) return perr(p, "the first line must be 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
         if (ntok != 2 || !valid_name(tok[1]))
@@ -343,11 +344,14 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
         return add_sym(ps, tok[1], net->nlayers - 1, 1);
     }
     if (!strcmp(kind, "augment")) { /* training section: cnn train's default augmentation (cnn/pipeline.h) */
-        char text[1024];
+        char text[MAX_LINE];
         size_t len = 0;
         text[0] = '\0';
-        for (int i = 1; i < ntok && len < sizeof text; i++)
-            len += (size_t)snprintf(text + len, sizeof text - len, "%s%s", i > 1 ? "," : "", tok[i]);
+        for (int i = 1; i < ntok; i++) {
+            int n = snprintf(text + len, sizeof text - len, "%s%s", i > 1 ? "," : "", tok[i]);
+            if (n < 0 || (size_t)n >= sizeof text - len) return perr(p, "the list is longer than %s characters%s", "1023", "");
+            len += (size_t)n;
+        }
         cnn_augment a;
         if (ntok < 2) return perr(p, "expected 'augment LIST', e.g. augment flip=h,shift=0.1%s%s", "", "");
         if (cnn_augment_parse(text, &a) != CNN_OK) return perr(p, "%s%s", cnn_last_error(), "");
@@ -547,7 +551,9 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
 
 typedef struct src_line {
     int line;
-    char *text; /* the words, separated by single spaces */
+    char *text; /* the words, separated by single spaces; shorter than MAX_LINE */
+    int alias;  /* made by repeat's name=: text is the name of the output entering this iteration (no user text
+                 * can make such a line) */
 } src_line;
 
 typedef struct line_list {
@@ -564,28 +570,44 @@ static void free_lines(line_list *l)
     l->n = l->cap = 0;
 }
 
-/* Takes ownership of text. */
-static cnn_status push_line(line_list *l, int line, char *text)
+/* Appends a copy of text (len bytes, shorter than MAX_LINE). */
+static cnn_status push_line(line_list *l, int line, const char *text, size_t len, int alias)
 {
-    if (!text) return NO_MEMORY();
+    char *copy = malloc(len + 1);
+    if (!copy) return NO_MEMORY();
+    memcpy(copy, text, len);
+    copy[len] = '\0';
     cnn_status st = cnn_array_grow(&l->v, &l->cap, (size_t)l->n + 1, sizeof *l->v, 64);
     if (st != CNN_OK) {
-        free(text);
+        free(copy);
         return st;
     }
-    l->v[l->n++] = (src_line){line, text};
+    l->v[l->n++] = (src_line){line, copy, alias};
     return CNN_OK;
 }
 
-/* Splits a copy of text into words (at most MAX_TOKENS); returns the count, -1 when there are too many. */
-static int split_words(char *buf, char **tok)
+/* Splits buf in place into words separated by any of `seps` (at most MAX_TOKENS); returns the count, -1 when
+ * there are more. Reentrant, unlike strtok: models may be parsed on several threads at once (a server loads a new
+ * version while serving). */
+static int split_words(char *buf, const char *seps, char **tok)
 {
     int n = 0;
-    for (char *t = strtok(buf, " "); t; t = strtok(NULL, " ")) {
+    char *s = buf;
+    for (;;) {
+        s += strspn(s, seps);
+        if (!*s) return n;
         if (n == MAX_TOKENS) return -1;
-        tok[n++] = t;
+        tok[n++] = s;
+        s += strcspn(s, seps);
+        if (*s) *s++ = '\0';
     }
-    return n;
+}
+
+/* Copies a stored line (shorter than MAX_LINE by construction) into buf[MAX_LINE] and splits it into words. */
+static int line_words(const src_line *l, char *buf, char **tok)
+{
+    snprintf(buf, MAX_LINE, "%s", l->text);
+    return split_words(buf, " ", tok);
 }
 
 typedef struct name_set {
@@ -610,7 +632,8 @@ static const char *name_option(char **tok, int ntok)
 
 static cnn_status expand(parser *ps, const src_line *lines, int n, line_list *out, int depth);
 
-/* Expands `repeat N [name=IN]` at lines[0], whose block ends at lines[end]. */
+/* Expands `repeat N [name=IN]` at lines[0], whose block ends at lines[end]. Every expanded line stays shorter
+ * than MAX_LINE (the iteration suffixes included) or the definition is refused. */
 static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line_list *out, int depth)
 {
     cnn_status st = CNN_OK;
@@ -619,8 +642,7 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
     line_list body = {0};
     name_set set = {calloc((size_t)end + 1, CNN_NAME_MAX), 0};
     if (!set.v) return NO_MEMORY();
-    strcpy(buf, lines[0].text);
-    int ntok = split_words(buf, tok);
+    int ntok = line_words(&lines[0], buf, tok);
     long count;
     const char *in_name = NULL;
     if (ntok < 2 || !parse_int(tok[1], &count) || (ntok == 3 && strncmp(tok[2], "name=", 5)) || ntok > 3) {
@@ -629,7 +651,7 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
     }
     if (ntok == 3) {
         in_name = tok[2] + 5;
-        if (!valid_name(in_name)) {
+        if (!valid_name(in_name) || strlen(in_name) >= CNN_NAME_MAX) {
             st = perr(p, "name '%s' must start with a letter or '_' and hold letters, digits, '_' and '-' only%s",
                       in_name, "");
             goto fail;
@@ -643,8 +665,7 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
     /* the names the block defines, nested blocks included */
     for (int i = 1; i < end; i++) {
         char b2[MAX_LINE], *t2[MAX_TOKENS];
-        strcpy(b2, lines[i].text);
-        int n2 = split_words(b2, t2);
+        int n2 = line_words(&lines[i], b2, t2);
         const char *nm = n2 == 2 && !strcmp(t2[0], "name") ? t2[1] : name_option(t2, n2);
         if (nm && !in_set(&set, nm) && strlen(nm) < CNN_NAME_MAX) snprintf(set.v[set.n++], CNN_NAME_MAX, "%s", nm);
     }
@@ -652,20 +673,14 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
         char suffix[24]; /* "_" and any long */
         snprintf(suffix, sizeof suffix, "_%ld", it);
         if (in_name) {
-            char *t = malloc(strlen(in_name) + 32);
-            if (t) sprintf(t, "@alias %s%s", in_name, suffix);
-            CNN_TRY(push_line(&body, lines[0].line, t));
+            char alias[CNN_NAME_MAX + sizeof suffix];
+            int n = snprintf(alias, sizeof alias, "%s%s", in_name, suffix);
+            CNN_TRY(push_line(&body, lines[0].line, alias, (size_t)n, 1));
         }
         for (int i = 1; i < end; i++) {
-            char b2[MAX_LINE], *t2[MAX_TOKENS];
-            strcpy(b2, lines[i].text);
-            int n2 = split_words(b2, t2);
+            char b2[MAX_LINE], *t2[MAX_TOKENS], t[MAX_LINE];
+            int n2 = line_words(&lines[i], b2, t2);
             size_t len = 0;
-            char *t = malloc(MAX_LINE + (size_t)n2 * 16);
-            if (!t) {
-                st = NO_MEMORY();
-                goto fail;
-            }
             for (int w = 0; w < n2; w++) {
                 char *eq = strchr(t2[w], '=');
                 const char *val = t2[w];
@@ -675,15 +690,28 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
                     key_len = 5;
                 }
                 int rename = (!eq || key_len) && w > 0 && in_set(&set, val);
-                len += (size_t)sprintf(t + len, "%s%.*s%s%s", w ? " " : "", key_len, t2[w], val, rename ? suffix : "");
+                int n = snprintf(t + len, sizeof t - len, "%s%.*s%s%s", w ? " " : "", key_len, t2[w], val,
+                                 rename ? suffix : "");
+                if (n < 0 || (size_t)n >= sizeof t - len) {
+                    p->line = lines[i].line;
+                    p->kind = t2[0];
+                    st = perr(p, "longer than %s characters once repeat adds its iteration suffixes%s", "1023", "");
+                    goto fail;
+                }
+                len += (size_t)n;
             }
-            CNN_TRY(push_line(&body, lines[i].line, t));
+            CNN_TRY(push_line(&body, lines[i].line, t, len, lines[i].alias));
         }
         if (out->n + body.n > MAX_EXPANDED_LINES) {
-            st = perr(p, "the repeat blocks expand to more than %s lines%s", "100000", "");
+            p->line = lines[0].line;
+            p->kind = "repeat";
+            st = perr(p, "the repeat blocks expand to more than %s lines%s", "10000", "");
             goto fail;
         }
+        int outer = ps->repeat_line;
+        ps->repeat_line = lines[0].line;
         CNN_TRY(expand(ps, body.v, body.n, out, depth + 1));
+        ps->repeat_line = outer;
         free_lines(&body);
     }
 fail:
@@ -699,20 +727,23 @@ static cnn_status expand(parser *ps, const src_line *lines, int n, line_list *ou
     for (int i = 0; i < n; i++) {
         ps->p.line = lines[i].line;
         const char *t = lines[i].text;
-        int is_repeat = !strncmp(t, "repeat", 6) && (t[6] == ' ' || !t[6]);
-        int is_end = !strcmp(t, "end");
+        int is_repeat = !lines[i].alias && !strncmp(t, "repeat", 6) && (t[6] == ' ' || !t[6]);
+        int is_end = !lines[i].alias && !strcmp(t, "end");
         ps->p.kind = is_repeat ? "repeat" : "end";
         if (is_end) return perr(&ps->p, "'end' without a 'repeat' before it%s%s", "", "");
-        if (!is_repeat) {
-            size_t len = strlen(t) + 1;
-            char *copy = malloc(len);
-            if (copy) memcpy(copy, t, len);
-            CNN_TRY(push_line(out, lines[i].line, copy));
+        if (!is_repeat || lines[i].alias) {
+            if (out->n >= MAX_EXPANDED_LINES) {
+                ps->p.kind = "repeat";
+                ps->p.line = ps->repeat_line;
+                return perr(&ps->p, "the repeat blocks expand to more than %s lines%s", "10000", "");
+            }
+            CNN_TRY(push_line(out, lines[i].line, t, strlen(t), lines[i].alias));
             continue;
         }
         int nest = 0, end = -1;
         for (int j = i + 1; j < n && end < 0; j++) {
             const char *u = lines[j].text;
+            if (lines[j].alias) continue;
             if (!strncmp(u, "repeat", 6) && (u[6] == ' ' || !u[6])) nest++;
             else if (!strcmp(u, "end") && nest-- == 0) end = j;
         }
@@ -740,35 +771,34 @@ cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source)
             st = perr(p, "longer than %s characters%s", "1023", "");
             goto fail;
         }
-        char buf[MAX_LINE], norm[MAX_LINE];
+        char buf[MAX_LINE], norm[MAX_LINE], *tok[MAX_TOKENS];
         memcpy(buf, s, len);
         buf[len] = '\0';
         s += len + (eol ? 1 : 0);
         char *hash = strchr(buf, '#');
         if (hash) *hash = '\0';
-        size_t nlen = 0;
-        int ntok = 0;
-        for (char *t = strtok(buf, " \t\r\f\v"); t; t = strtok(NULL, " \t\r\f\v")) {
-            if (ntok == MAX_TOKENS) {
-                p->kind = "line";
-                st = perr(p, "more than %s words on one line%s", "32", "");
-                goto fail;
-            }
-            nlen += (size_t)sprintf(norm + nlen, "%s%s", ntok ? " " : "", t);
-            ntok++;
+        int ntok = split_words(buf, " \t\r\f\v", tok);
+        if (ntok < 0) {
+            p->kind = "line";
+            st = perr(p, "more than %s words on one line%s", "32", "");
+            goto fail;
         }
         if (!ntok) continue;
-        size_t n = strlen(norm) + 1;
-        char *copy = malloc(n);
-        if (copy) memcpy(copy, norm, n);
-        CNN_TRY(push_line(&raw, p->line, copy));
+        size_t nlen = 0; /* the words joined by single spaces: never longer than the line */
+        for (int i = 0; i < ntok; i++)
+            nlen += (size_t)snprintf(norm + nlen, sizeof norm - nlen, "%s%s", i ? " " : "", tok[i]);
+        CNN_TRY(push_line(&raw, p->line, norm, nlen, 0));
     }
     CNN_TRY(expand(&ps, raw.v, raw.n, &lines, 0));
     for (int i = 0; i < lines.n; i++) {
-        char buf[MAX_LINE + 64], *tok[MAX_TOKENS];
-        snprintf(buf, sizeof buf, "%s", lines.v[i].text);
+        char buf[MAX_LINE], *tok[MAX_TOKENS];
         p->line = lines.v[i].line;
-        int ntok = split_words(buf, tok);
+        if (lines.v[i].alias) { /* repeat's name=: the output entering this iteration */
+            p->kind = "repeat";
+            CNN_TRY(add_sym(&ps, lines.v[i].text, ps.net->nlayers - 1, 1));
+            continue;
+        }
+        int ntok = line_words(&lines.v[i], buf, tok);
         if (ntok <= 0) {
             p->kind = "line";
             st = perr(p, "more than %s words on one line%s", "32", "");

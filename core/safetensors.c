@@ -216,6 +216,13 @@ cnn_status cnn_st_read_ex(const char *path, int flags, cnn_st_file **out)
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | raw[i];
+    int text = 1; /* 8 printable bytes: a text file, whose "header length" would only confuse */
+    for (int i = 0; i < 8; i++) text &= (raw[i] >= 0x20 && raw[i] < 0x7f) || raw[i] == '\n' || raw[i] == '\t' || raw[i] == '\r';
+    if (text && hlen > len - 8) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: a text file, not a safetensors file (it starts with \"%.8s\")", path,
+                       (const char *)raw);
+        goto fail;
+    }
     if (hlen > CNN_ST_MAX_HEADER) {
         st = cnn_error(CNN_ERR_FORMAT, "%s: header length %llu is above the limit of %llu bytes", path,
                        (unsigned long long)hlen, (unsigned long long)CNN_ST_MAX_HEADER);
