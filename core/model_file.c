@@ -10,6 +10,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/model_file.h"
+#include "core/parse.h"
 
 #define MAX_CLASS_NAME 256
 
@@ -303,12 +304,12 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
     }
     const char *resize_s = cnn_st_meta(f, "resize");
     if (resize_s) {
-        int rh = 0, rw = 0, used = 0;
-        if (sscanf(resize_s, "%dx%d%n", &rh, &rw, &used) != 2 || resize_s[used] != '\0') {
+        int hw[2];
+        if (!cnn_parse_dims(resize_s, 2, 65536, hw)) {
             st = cnn_error(CNN_ERR_FORMAT, "%s: metadata 'resize' must be HxW (e.g. 256x256), got '%s'", path, resize_s);
             goto fail;
         }
-        if ((st = cnn_net_set_resize(net, rh, rw)) != CNN_OK) {
+        if ((st = cnn_net_set_resize(net, hw[0], hw[1])) != CNN_OK) {
             st = cnn_error_prefix(st, "%s: metadata 'resize': ", path);
             goto fail;
         }

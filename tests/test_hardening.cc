@@ -18,6 +18,7 @@
 extern "C" {
 #include "cnn/cnn.h"
 #include "core/image.h"
+#include "core/parse.h"
 #include "core/safetensors.h"
 }
 #include "tests/fixtures.h"
@@ -290,6 +291,41 @@ TEST(Hardening, ResizingATallImageStreamsItsRows) {
     }
   }
   cnn_image_u8_free(&img);
+}
+
+}  // namespace
+
+namespace {
+
+// Sizes in flags and model metadata were read with sscanf's %d, undefined past INT_MAX and lenient about what
+// follows.
+TEST(Hardening, SizesInTextAreParsedStrictly) {
+  int d[3] = {-1, -1, -1};
+  EXPECT_EQ(cnn_parse_dims("36x40", 2, 65536, d), 1);
+  EXPECT_EQ(d[0], 36);
+  EXPECT_EQ(d[1], 40);
+  EXPECT_EQ(cnn_parse_dims("32x32x3", 3, 65536, d), 1);
+  EXPECT_EQ(d[2], 3);
+  for (const char *bad : {"", "36", "36x", "x36", "36x40x", "36x40 ", " 36x40", "+36x40", "-36x40", "0x4", "36x0",
+                          "65537x2", "99999999999x2", "2x99999999999999999999", "36X40", "3.5x4", "36x40x3"}) {
+    d[0] = d[1] = -7;
+    EXPECT_EQ(cnn_parse_dims(bad, 2, 65536, d), 0) << bad;
+    EXPECT_EQ(d[0], -7) << bad;
+  }
+  // through a model file's 'resize' metadata
+  cnntest::TempDir dir;
+  const char *keys[] = {"format", "definition", "resize"};
+  const char *vals[] = {"cnn.c model", "input 2 3 1\nflatten\ndense 3\n", "4294967298x4"};
+  int64_t w6[2] = {3, 6}, b3[1] = {3};
+  std::vector<float> z(18);
+  cnn_st_entry e[2] = {{"dense.weight", CNN_F32, 2, w6, z.data()}, {"dense.bias", CNN_F32, 1, b3, z.data()}};
+  std::string path = dir.file("m.safetensors");
+  ASSERT_EQ(cnn_st_write(path.c_str(), e, 2, keys, vals, 3), CNN_OK) << cnn_last_error();
+  Backend be;
+  cnn_net *net = nullptr;
+  EXPECT_EQ(cnn_net_load(path.c_str(), be.b, &net), CNN_ERR_FORMAT);
+  EXPECT_NE(std::string(cnn_last_error()).find("metadata 'resize' must be HxW"), std::string::npos) << cnn_last_error();
+  EXPECT_EQ(net, nullptr);
 }
 
 }  // namespace
