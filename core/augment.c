@@ -81,13 +81,16 @@ static cnn_status parse_item(cnn_augment *a, const char *key, const char *value)
     }
     if (!has) return cnn_error(CNN_ERR_INVALID_ARG, "augment: '%s' needs a value (%s=...)", key, key);
     if (!strcmp(key, "shift") || !strcmp(key, "translate")) {
-        /* F (both axes) or HxW */
-        char buf[64];
-        snprintf(buf, sizeof buf, "%s", value);
-        char *x = strchr(buf, 'x');
+        /* F (both axes) or HxW; a copy of any length (a fixed buffer would cut "...x0.2" off a long H) */
+        size_t n = strlen(value);
+        char *hw = malloc(n + 1);
+        if (!hw) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+        memcpy(hw, value, n + 1);
+        char *x = strchr(hw, 'x');
         if (x) *x = '\0';
-        if (!parse_number(buf, 0, 1, &a->shift_h) || !parse_number(x ? x + 1 : buf, 0, 1, &a->shift_w))
-            return bad_value(key, value, "expected a fraction of the size from 0 to 1, or HxW fractions");
+        int ok = parse_number(hw, 0, 1, &a->shift_h) && parse_number(x ? x + 1 : hw, 0, 1, &a->shift_w);
+        free(hw);
+        if (!ok) return bad_value(key, value, "expected a fraction of the size from 0 to 1, or HxW fractions");
         return CNN_OK;
     }
     if (!strcmp(key, "rotate") || !strcmp(key, "rotation")) {
@@ -170,9 +173,21 @@ cnn_status cnn_augment_parse(const char *text, cnn_augment *out)
     return st;
 }
 
+/* The shortest of %.6g .. %.9g that reads back as the same float (%.9g always does): "0.05", and every digit of
+ * "0.123456789" that the float holds, so that the canonical text parses back to the same settings. */
+static const char *float_text(char *buf, size_t n, float v)
+{
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, n, "%.*g", p, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
 void cnn_augment_format(const cnn_augment *a, char *buf, size_t size)
 {
     size_t len = 0;
+    char f1[32], f2[32];
     buf[0] = '\0';
 #define PUT(...)                                                                                   \
     do {                                                                                           \
@@ -180,28 +195,28 @@ void cnn_augment_format(const cnn_augment *a, char *buf, size_t size)
         if (len < size) len += (size_t)snprintf(buf + len, size - len, __VA_ARGS__);               \
     } while (0)
     if (a->flip_h || a->flip_v) PUT("flip=%s", a->flip_h && a->flip_v ? "hv" : a->flip_h ? "h" : "v");
-    if (a->rotate > 0.0f) PUT("rotate=%g", (double)a->rotate);
-    if (a->zoom > 0.0f) PUT("zoom=%g", (double)a->zoom);
+    if (a->rotate > 0.0f) PUT("rotate=%s", float_text(f1, sizeof f1, a->rotate));
+    if (a->zoom > 0.0f) PUT("zoom=%s", float_text(f1, sizeof f1, a->zoom));
     if (a->shift_h > 0.0f || a->shift_w > 0.0f) {
-        if (a->shift_h == a->shift_w) PUT("shift=%g", (double)a->shift_h);
-        else PUT("shift=%gx%g", (double)a->shift_h, (double)a->shift_w);
+        if (a->shift_h == a->shift_w) PUT("shift=%s", float_text(f1, sizeof f1, a->shift_h));
+        else PUT("shift=%sx%s", float_text(f1, sizeof f1, a->shift_h), float_text(f2, sizeof f2, a->shift_w));
     }
     if (a->crop) {
         if (a->crop_pad) PUT("crop=%d", a->crop_pad);
         else PUT("crop");
     }
-    if (a->brightness > 0.0f) PUT("brightness=%g", (double)a->brightness);
-    if (a->contrast > 0.0f) PUT("contrast=%g", (double)a->contrast);
+    if (a->brightness > 0.0f) PUT("brightness=%s", float_text(f1, sizeof f1, a->brightness));
+    if (a->contrast > 0.0f) PUT("contrast=%s", float_text(f1, sizeof f1, a->contrast));
     if (a->erase > 0.0f) {
-        PUT("erase=%g", (double)a->erase);
-        if (a->erase_value >= 0.0f) PUT("erase_value=%g", (double)a->erase_value);
+        PUT("erase=%s", float_text(f1, sizeof f1, a->erase));
+        if (a->erase_value >= 0.0f) PUT("erase_value=%s", float_text(f1, sizeof f1, a->erase_value));
     }
     if (!len) {
         snprintf(buf, size, "none");
         return;
     }
     if (a->fill != CNN_FILL_REFLECT) PUT("fill=%s", a->fill == CNN_FILL_CONSTANT ? "constant" : "nearest");
-    if (a->fill_value != 0.0f) PUT("fill_value=%g", (double)a->fill_value);
+    if (a->fill_value != 0.0f) PUT("fill_value=%s", float_text(f1, sizeof f1, a->fill_value));
 #undef PUT
 }
 

@@ -65,6 +65,29 @@ TEST(Augment, ParsesTheIssueExampleAndFormatsItBack) {
   EXPECT_EQ(sp.erase, 1.0f);
 }
 
+TEST(Augment, TheCanonicalTextKeepsEveryDigitTheSettingsHold) {
+  // %g's six digits would give rotate=0.123457, another float than the one parsed
+  const char *text = "rotate=0.123456789,zoom=0.7777777,shift=0.3333333x0.1,brightness=0.010000001,contrast=0.99999,"
+                     "erase=0.2,erase_value=0.87654321,fill=constant,fill_value=0.1234567";
+  cnn_augment a = parse(text), b;
+  char buf[512];
+  cnn_augment_format(&a, buf, sizeof buf);
+  ASSERT_EQ(cnn_augment_parse(buf, &b), CNN_OK) << buf;
+  EXPECT_EQ(std::memcmp(&a, &b, sizeof a), 0) << buf;
+  EXPECT_TRUE(contains(buf, "rotate=0.12345679,")) << buf;
+  // short values keep their short text (checkpoints compare it)
+  cnn_augment c = parse("rotate=0.05,shift=0.1x0.2");
+  cnn_augment_format(&c, buf, sizeof buf);
+  EXPECT_STREQ(buf, "rotate=0.05,shift=0.1x0.2");
+}
+
+TEST(Augment, ALongShiftHeightKeepsItsWidth) {
+  std::string h = "0.1" + std::string(80, '0') + "1";
+  cnn_augment a = parse(("shift=" + h + "x0.5").c_str());
+  EXPECT_FLOAT_EQ(a.shift_h, 0.1f);
+  EXPECT_FLOAT_EQ(a.shift_w, 0.5f);
+}
+
 TEST(Augment, BadItemsAreRefusedNamingTheKey) {
   struct {
     const char *text, *says;
