@@ -12,8 +12,8 @@
 
 #include "cnn/status.h"
 
-/* Files a harness may write in its temporary directory (each harness uses one to three names). */
-#define FUZZ_MAX_FILES 8
+/* Files a harness may write in its temporary directory (each harness uses one to eleven names). */
+#define FUZZ_MAX_FILES 16
 
 static char temp_dir[PATH_MAX];
 static char *file_names[FUZZ_MAX_FILES];
