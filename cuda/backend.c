@@ -284,6 +284,26 @@ int cnn_cuda_backend_available(void)
     return n >= 1;
 }
 
+/* Why there is no device, in a user's words: the runtime says "driver version is insufficient" both on a machine
+ * without an NVIDIA driver (its stub) and under a driver older than the runtime; cudaDriverGetVersion tells them
+ * apart (0: no driver installed). */
+static cnn_status no_device_error(cudaError_t e)
+{
+    int driver = 0, runtime = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+    if (cudaRuntimeGetVersion(&runtime) != cudaSuccess) runtime = 0;
+    (void)cudaGetLastError();
+    if (driver == 0 || e == cudaErrorNoDevice)
+        return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: no NVIDIA GPU or driver was found on this machine (%s); "
+                         "use --device cpu", cudaGetErrorName(e));
+    if (e == cudaErrorInsufficientDriver)
+        return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: the NVIDIA driver supports CUDA %d.%d, older than the "
+                         "CUDA %d.%d runtime this build uses: update the driver, or use --device cpu",
+                         driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10);
+    return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(e),
+                     cudaGetErrorName(e));
+}
+
 /* "cuda" is device 0, "cuda:N" device N. */
 static cnn_status cnn_cuda_parse_spec(const char *spec, int *device)
 {
@@ -314,8 +334,7 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
-        return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: cudaGetDeviceCount failed: %s (%s)",
-                         cudaGetErrorString(e), cudaGetErrorName(e));
+        return no_device_error(e);
     }
     if (count < 1) return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device: the driver reports none");
     if (device >= count)

@@ -417,6 +417,18 @@ TEST(CudaBackend, MalformedDeviceNamesAreRejectedWithoutADevice) {
   EXPECT_EQ(b, nullptr);
 }
 
+// Without a driver the CUDA runtime says "driver version is insufficient": the message says what is missing.
+TEST(CudaBackend, AMachineWithoutADriverIsToldSo) {
+  if (std::string(cnn_backends_available()).find("cuda") == std::string::npos)
+    GTEST_SKIP() << "this build has no CUDA backend (" << cnn_backends_available() << ")";
+  if (access("/dev/nvidiactl", F_OK) == 0) GTEST_SKIP() << "this machine has an NVIDIA driver (/dev/nvidiactl)";
+  cnn_backend *b = nullptr;
+  expect_error(cnn_backend_create("cuda", &b), CNN_ERR_NOT_FOUND,
+               {"no NVIDIA GPU or driver was found on this machine", "use --device cpu"});
+  EXPECT_EQ(b, nullptr);
+  EXPECT_EQ(std::string(cnn_last_error()).find("insufficient"), std::string::npos) << cnn_last_error();
+}
+
 TEST_F(CudaOps, BackendIsNamedAfterItsDeviceAndDescribesIt) {
   EXPECT_STREQ(cnn_backend_name(g_cuda), "cuda:0");
   std::string d = cnn_backend_description(g_cuda);
