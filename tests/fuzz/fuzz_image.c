@@ -1,0 +1,45 @@
+/* Fuzz harness: image decoding (PNG, JPEG, BMP; cnn_image_decode_memory in core/image.c, libjpeg-turbo in
+ * core/jpeg.c when the build has it) and the resize that cnn_image_load applies after it.
+ *
+ * The input is the image file. It is decoded with a cap of 64K pixels (the header is checked against it before
+ * decoding: a 4-byte header cannot make a run allocate gigabytes) and, as cnn_image_load does, with the output
+ * size as the JPEG scaling hint; the image is then converted to floats and resized to a small output whose size
+ * and channels come from the input's length. Decoded pixels and resized values are checked. */
+#include <stdlib.h>
+
+#include "core/image.h"
+#include "fuzz.h"
+
+/* Pixels a header may declare: 64K (256 x 256), 256 KiB as RGBA. */
+#define FUZZ_IMAGE_MAX_PIXELS (1LL << 16)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > FUZZ_MAX_INPUT) return 0;
+    /* the output, as a model's input: 1 to 29 rows, 1 to 31 columns, gray or RGB */
+    int dh = 1 + (int)(size % 29), dw = 1 + (int)(size / 29 % 31), c = size / 899 % 2 ? 3 : 1;
+    cnn_image_u8 img;
+    if (cnn_image_decode_memory(data, size, "fuzz-image", FUZZ_IMAGE_MAX_PIXELS, dh, dw, &img) != CNN_OK) {
+        fuzz_check(img.pixels == NULL, "a failed decode left pixels");
+        return 0;
+    }
+    fuzz_check(img.pixels && img.w >= 1 && img.h >= 1 && img.n >= 1 && img.n <= 4, "a decoded image of no shape");
+    fuzz_check((long long)img.w * img.h <= FUZZ_IMAGE_MAX_PIXELS, "a decoded image above the pixel cap");
+    fuzz_check(img.decoder != NULL, "a decoded image names no decoder");
+
+    /* every decoded byte is there (ASan reads the buffer to its end) and the float conversion stays in [0, 1] */
+    size_t npix = (size_t)img.w * (size_t)img.h;
+    float *full = malloc(npix * 3 * sizeof *full), out[29 * 31 * 3];
+    fuzz_check(full != NULL, "out of memory");
+    cnn_image_u8_to_float(&img, c, full);
+    for (size_t i = 0; i < npix * (size_t)c; i++) fuzz_check(full[i] >= 0.0f && full[i] <= 1.0f, "a pixel left [0, 1]");
+    free(full);
+
+    fuzz_check(cnn_image_resize_u8(&img, c, out, dh, dw) == CNN_OK, "resizing a decoded image failed");
+    /* the weights and sums are rounded: shrinking 31747 rows to 8 gave 1.00002 (an area average sums thousands of
+     * terms); weights that do not add up to 1 would miss by far more than 1% */
+    for (int i = 0; i < dh * dw * c; i++)
+        fuzz_check(out[i] >= -0.01f && out[i] <= 1.01f, "a resized value left [0, 1]");
+    cnn_image_u8_free(&img);
+    return 0;
+}
