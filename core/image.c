@@ -562,6 +562,39 @@ cnn_status cnn_image_load_crop(const char *path, int rh, int rw, int h, int w, i
     return st;
 }
 
+cnn_status cnn_image_load_crop_memory(const unsigned char *data, size_t len, const char *name, long long max_pixels,
+                                      int rh, int rw, int h, int w, int c, float *out)
+{
+    cnn_status st = CNN_OK;
+    cnn_image_u8 img = {0};
+    float *resized = NULL;
+    if (!data || !out || h <= 0 || w <= 0 || rh < h || rw < w || (c != 1 && c != 3))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load_crop_memory(%s): bad arguments (crop %dx%dx%d out of "
+                         "%dx%d; c must be 1 or 3)", name ? name : "", h, w, c, rh, rw);
+    if ((long long)rh * rw > CNN_IMAGE_MAX_PIXELS)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_image_load_crop_memory(%s): resize %dx%d is above the limit of %lld "
+                         "pixels", name ? name : "", rh, rw, CNN_IMAGE_MAX_PIXELS);
+    /* the steps of cnn_image_load_crop (cnn_image_load, then the centre crop), on bytes in memory */
+    CNN_TRY(cnn_image_decode_memory(data, len, name, max_pixels, rh, rw, &img));
+    if (rh == h && rw == w) {
+        CNN_TRY(cnn_image_resize_u8(&img, c, out, h, w));
+    } else {
+        resized = malloc((size_t)rh * rw * (size_t)c * sizeof *resized);
+        if (!resized) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "%s: no memory to resize to %dx%d", name, rh, rw);
+            goto fail;
+        }
+        CNN_TRY(cnn_image_resize_u8(&img, c, resized, rh, rw));
+        int oy, ox;
+        cnn_crop_origin(rh, rw, h, w, 0, 0, NULL, &oy, &ox);
+        cnn_crop_image(resized, rh, rw, c, out, h, w, oy, ox, CNN_FILL_CONSTANT, 0.0f);
+    }
+fail:
+    free(resized);
+    cnn_image_u8_free(&img);
+    return st;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // writing
 

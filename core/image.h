@@ -42,6 +42,12 @@ void cnn_image_u8_to_float(const cnn_image_u8 *img, int c, float *out);
 /* cnn_image_u8_to_float then cnn_image_resize, row by row (no full-size float copy); the same values bit for bit. */
 cnn_status cnn_image_resize_u8(const cnn_image_u8 *img, int c, float *dst, int dh, int dw);
 
+/* cnn_image_load_crop on an encoded image held in memory (`name` names it in messages): decoded with `max_pixels`
+ * (<= 0: CNN_IMAGE_MAX_PIXELS) as the limit, converted to c channels, resized to rh x rw and centre-cropped to
+ * h x w; the same floats, bit for bit, as cnn_image_load_crop gives for the file holding these bytes. */
+cnn_status cnn_image_load_crop_memory(const unsigned char *data, size_t len, const char *name, long long max_pixels,
+                                      int rh, int rw, int h, int w, int c, float *out);
+
 /* 1 when JPEGs are decoded by libjpeg-turbo in this build. */
 int cnn_image_have_libjpeg_turbo(void);
 
