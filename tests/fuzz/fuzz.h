@@ -34,7 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * under $TMPDIR or /tmp) and returns its path (static storage, valid until the next call with another name).
  * The same name is the same file from one input to the next. */
 const char *fuzz_write_file(const char *name, const void *data, size_t size);
-/* The path of `name` in the temporary directory, without writing it (static storage as above). */
+/* The path of `name` in the temporary directory, without writing it (static storage as above); a file the code
+ * under test writes there is removed at exit too. */
 const char *fuzz_path(const char *name);
 /* Removes the file `name` of the temporary directory, if it is there. */
 void fuzz_remove_file(const char *name);

@@ -32,10 +32,8 @@ static void die(const char *what, int err)
 /* Removes the files written and the directory (at exit: a crash leaves them for the post-mortem). */
 static void remove_temp_dir(void)
 {
-    for (int i = 0; i < nfiles; i++) {
-        fuzz_remove_file(file_names[i]);
-        free(file_names[i]);
-    }
+    for (int i = 0; i < nfiles; i++) unlink(fuzz_path(file_names[i]));
+    for (int i = 0; i < nfiles; i++) free(file_names[i]);
     nfiles = 0;
     if (temp_dir[0]) rmdir(temp_dir);
     temp_dir[0] = '\0';
@@ -68,6 +66,14 @@ const char *fuzz_temp_dir(void)
 
 const char *fuzz_path(const char *name)
 {
+    int known = 0;
+    for (int i = 0; i < nfiles && !known; i++) known = !strcmp(file_names[i], name);
+    if (!known) { /* removed at exit */
+        if (nfiles == FUZZ_MAX_FILES) die("too many temporary file names", 0);
+        file_names[nfiles] = strdup(name);
+        if (!file_names[nfiles]) die("out of memory", 0);
+        nfiles++;
+    }
     int n = snprintf(path_buf, sizeof path_buf, "%s/%s", fuzz_temp_dir(), name);
     if (n < 0 || (size_t)n >= sizeof path_buf) die("temporary path too long", 0);
     return path_buf;
@@ -75,14 +81,6 @@ const char *fuzz_path(const char *name)
 
 const char *fuzz_write_file(const char *name, const void *data, size_t size)
 {
-    int known = 0;
-    for (int i = 0; i < nfiles && !known; i++) known = !strcmp(file_names[i], name);
-    if (!known) {
-        if (nfiles == FUZZ_MAX_FILES) die("too many temporary file names", 0);
-        file_names[nfiles] = strdup(name);
-        if (!file_names[nfiles]) die("out of memory", 0);
-        nfiles++;
-    }
     const char *path = fuzz_path(name);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) die("cannot create a temporary file", errno);
