@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_check((name == NULL) == (first == NULL), "some classes have names and some do not");
         if (name && c > 0) fuzz_check(strcmp(cnn_source_class_name(src, c - 1), name) < 0, "class names are not sorted");
     }
-    int64_t *counts = calloc((size_t)classes, sizeof *counts), total = 0;
+    int64_t *counts = calloc(classes > 0 ? (size_t)classes : 1, sizeof *counts), total = 0;
     fuzz_check(counts != NULL, "out of memory");
     cnn_source_class_counts(src, counts);
     for (int c = 0; c < classes; c++) total += counts[c];
