@@ -319,6 +319,14 @@ cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op);
 void cnn_tensor_track(cnn_tensor *t);
 void cnn_tensor_touch(cnn_tensor *t);
 
+/* A tensor's description without its memory (data NULL): the shape is checked in 64-bit arithmetic (a byte size
+ * that overflows gives CNN_ERR_SHAPE with the shape) and nothing is allocated on the backend, which may be NULL
+ * while the tensor only describes (a network planned for its memory estimate). cnn_tensor_materialize then
+ * allocates the memory on the tensor's backend; cnn_tensor_destroy frees either. */
+cnn_status cnn_tensor_describe(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
+                               cnn_tensor **out);
+cnn_status cnn_tensor_materialize(cnn_tensor *t);
+
 /* Shape helpers shared by layers and backends. */
 /* Output size of a window op along one axis; returns -1 when the window does not fit. */
 int64_t cnn_window_out(int64_t in, int kernel, int stride, int pad_before, int pad_after, int dilation);

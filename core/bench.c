@@ -215,6 +215,14 @@ cnn_status cnn_bench_run(cnn_net *net, const cnn_bench_config *cfg, cnn_bench_re
     *out = NULL;
     if (!net || !cfg) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_bench_run: NULL net or config");
     CNN_TRY(check_config(net, cfg));
+    /* what the run will allocate must fit before anything is: a training step with the optimizer's state (made
+     * from cnn_train_config_defaults, as below), or inference */
+    const int training = (cfg->modes & CNN_BENCH_TRAIN) != 0;
+    cnn_train_config defaults;
+    cnn_train_config_defaults(&defaults);
+    const int slots = cnn_optimizer_slots(cfg->optimizer, defaults.momentum);
+    CNN_TRY(cnn_net_check_memory(net, cfg->batch, training, slots));
+    cnn_net_set_memory_use(net, training, slots);
     int h, w, c, n = cfg->batch;
     cnn_net_input_shape(net, &h, &w, &c);
     int classes = cfg->classes ? cfg->classes : cnn_net_num_outputs(net);
@@ -286,6 +294,7 @@ cnn_status cnn_bench_run(cnn_net *net, const cnn_bench_config *cfg, cnn_bench_re
     *out = r;
     r = NULL;
 fail:
+    cnn_net_set_memory_use(net, 0, 0);
     if (st != CNN_OK) st = cnn_error_prefix(st, "bench: ");
     cnn_optimizer_destroy(opt);
     cnn_bench_result_destroy(r);

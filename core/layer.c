@@ -19,13 +19,12 @@ cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const
     p->init = init;
     p->fan_in = fan_in;
     p->fan_out = fan_out;
-    cnn_status st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->value);
-    if (st == CNN_OK) st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->grad);
-    if (st == CNN_OK) cnn_tensor_track(p->value); /* backends may cache its reordered forms */
+    cnn_status st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->value);
+    if (st == CNN_OK) st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->grad);
     if (st != CNN_OK) {
         cnn_tensor_destroy(p->value);
         p->value = NULL;
-        return cnn_error_prefix(st, "layer %s (line %d): ", l->name, l->line);
+        return cnn_error_prefix(st, "layer %s (line %d): %s: ", l->name, l->line, suffix);
     }
     l->nparams++;
     return CNN_OK;
@@ -40,10 +39,25 @@ cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const
     if (snprintf(p->name, sizeof p->name, "%s.%s", l->name, suffix) >= (int)sizeof p->name)
         return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: name too long", l->name);
     p->init = init;
-    cnn_status st = cnn_tensor_create(l->backend, CNN_F32, ndim, shape, &p->value);
-    if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (line %d): ", l->name, l->line);
+    cnn_status st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->value);
+    if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (line %d): %s: ", l->name, l->line, suffix);
     l->nstate++;
     return CNN_OK;
+}
+
+cnn_status cnn_layer_materialize(cnn_layer *l)
+{
+    cnn_status st = CNN_OK;
+    for (int i = 0; i < l->nparams; i++) {
+        cnn_param *p = &l->params[i];
+        CNN_TRY(cnn_tensor_materialize(p->value));
+        CNN_TRY(cnn_tensor_materialize(p->grad));
+        cnn_tensor_track(p->value); /* backends may cache its reordered forms */
+    }
+    for (int i = 0; i < l->nstate; i++) CNN_TRY(cnn_tensor_materialize(l->state[i].value));
+fail:
+    if (st != CNN_OK) st = cnn_error_prefix(st, "layer %s (line %d): ", l->name, l->line);
+    return st;
 }
 
 cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_tensor *view)

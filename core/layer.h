@@ -45,7 +45,8 @@ typedef struct cnn_layer_ops {
     const char *kind;        /* the definition keyword: "conv" */
     const char *type_name;   /* shown by summary: "Conv2D" */
     const char *name_prefix; /* layer names: "conv2d", "conv2d_1", ... */
-    /* Checks the input shape, sets l->out and creates the parameters (l->params, l->nparams). */
+    /* Checks the input shape, sets l->out and declares the parameters (l->params, l->nparams), allocating nothing:
+     * shape inference alone, which the memory estimate runs on untrusted definitions. */
     cnn_status (*init)(cnn_layer *l);
     /* y = f(x[0], ..., x[ninputs - 1]). Every tensor has the batch as first dim. A fused batchnorm (cnn_layer.fused)
      * gets its residual as x[1] here and its gradient target as dx[1] in backward. */
@@ -93,11 +94,14 @@ struct cnn_layer {
 /* What a layer computes with: the 16-bit copy under mixed precision, else the value itself. */
 static inline cnn_tensor *cnn_param_compute(const cnn_param *p) { return p->value_lp ? p->value_lp : p->value; }
 
-/* Creates a parameter tensor of the given shape on the layer's backend with its grad. */
+/* Declares a parameter of the given shape with its grad (cnn_tensor_describe: checked sizes, no memory yet; the
+ * network allocates them with cnn_layer_materialize once its memory budget allows). */
 cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init,
                                int64_t fan_in, int64_t fan_out);
-/* Creates a non-trainable state tensor (no grad) saved in model files as "<layer>.<suffix>". */
+/* Declares a non-trainable state tensor (no grad) saved in model files as "<layer>.<suffix>"; as above. */
 cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init);
+/* Allocates the memory of the declared parameters, their grads and the state on l->backend. */
+cnn_status cnn_layer_materialize(cnn_layer *l);
 /* Fills *view with the layer's scratch buffer `slot`, shaped like `like` (grown when too small). */
 cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_tensor *view);
 /* Applies l->act (with l->act_alpha) from pre to y, and its gradient in place on dy; NULL ops are reported. */

@@ -1,5 +1,6 @@
 /* dense: fully connected, (N, IN) x (OUT, IN)^T + bias, with an activation (fused where its gradient needs only
  * the output, else a separate op on a kept pre-activation); and flatten, a view. */
+#include "core/checked.h"
 #include "core/error.h"
 #include "core/layer.h"
 
@@ -83,7 +84,10 @@ const cnn_layer_ops cnn_dense_layer_ops = {
 static cnn_status flatten_init(cnn_layer *l)
 {
     int64_t n = 1;
-    for (int i = 0; i < l->in.ndim; i++) n *= l->in.d[i];
+    for (int i = 0; i < l->in.ndim; i++)
+        if (!cnn_mul_i64(n, l->in.d[i], &n))
+            return cnn_error(CNN_ERR_SHAPE, "line %d: flatten: the input's element count overflows 64-bit arithmetic",
+                             l->line);
     l->out = (cnn_shape){1, {n, 0, 0}};
     return CNN_OK;
 }

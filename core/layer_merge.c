@@ -1,5 +1,6 @@
 /* Layers with several inputs (add: a residual sum with an optional activation; concat: channels) and the
  * single-input activation layers (relu, ..., and softmax, a view that marks the output as logits). */
+#include "core/checked.h"
 #include "core/error.h"
 #include "core/layer.h"
 
@@ -108,7 +109,8 @@ static cnn_status concat_init(cnn_layer *l)
             return cnn_error(CNN_ERR_SHAPE, "line %d: concat needs shapes that differ only in channels, got %s and %s",
                              l->line, s0, s1);
         }
-        out.d[last] += s.d[last];
+        if (!cnn_add_i64(out.d[last], s.d[last], &out.d[last]))
+            return cnn_error(CNN_ERR_SHAPE, "line %d: concat: the channel count overflows 64-bit arithmetic", l->line);
     }
     l->out = out;
     return CNN_OK;

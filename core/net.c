@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "core/net.h"
 #include "core/progress.h"
@@ -98,98 +99,124 @@ static int sources_of(const cnn_layer *l, int *src)
     return n;
 }
 
-/* Does layer i's output need a gradient: has it, or anything it depends on, parameters? */
-static int needs_grad(const cnn_net *net, int i)
+/* Does the output of layer i (-1: the network input, which never does) get a gradient: in the plan `has` when
+ * given, else in the allocated buffers? */
+static int has_grad(const cnn_net *net, const char *has, int i)
 {
-    return i >= 0 && net->grads && net->grads[i] != NULL;
+    if (i < 0) return 0;
+    return has ? has[i] : net->grads && net->grads[i] != NULL;
 }
 
 /* The plan of backward's gradient targets: for each input k of layer i, whether its gradient goes straight into
  * the producer's buffer (the first consumer met in reverse order) or into a scratch buffer then added. Returns
  * the number of scratch buffers layer i needs; fills scratch_of[k] (-1: direct) and marks `written`. */
-static int plan_targets(const cnn_net *net, int i, char *written, int *scratch_of)
+static int plan_targets(const cnn_net *net, const char *has, int i, char *written, int *scratch_of)
 {
     int srcs[CNN_LAYER_MAX_INPUTS], used = 0;
     const int n = sources_of(net->layers[i], srcs);
     for (int k = 0; k < n; k++) {
         int src = srcs[k], r = root_of(net, src);
         scratch_of[k] = -1;
-        if (!needs_grad(net, src) || r < 0) continue;
+        if (!has_grad(net, has, src) || r < 0) continue;
         if (!written[r]) written[r] = 1;
         else scratch_of[k] = used++;
     }
     return used;
 }
 
-/* A gradient tensor without memory yet: pool_gradients gives it a share of a pooled buffer. */
+/* A gradient tensor without memory yet: alloc_buffers points it into a pooled buffer. */
 static cnn_status grad_slot(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
 {
     cnn_tensor t = {.backend = b, .dtype = dtype};
     return make_view(&t, s, n, out);
 }
 
-/* Gradient memory. The gradient of layer i's output is written by the backward step of its last consumer (the
- * first met in reverse order; the loss for the last layer) and read for the last time by layer i's own backward
- * step: it lives over layers [i, last consumer]. Gradients whose lives do not overlap share a buffer (greedy
- * interval colouring in backward order), so a chain of layers needs two buffers and a residual network a few,
- * instead of one buffer per layer. Scratch gradients (gscratch) are separate. */
-static cnn_status pool_gradients(cnn_net *net)
+/* Elements per image of a layer's output; cnn_net_build checked that the product fits. */
+static int64_t per_image(const cnn_shape *s)
+{
+    int64_t n = 1;
+    for (int d = 0; d < s->ndim; d++) n *= s->d[d];
+    return n;
+}
+
+void cnn_buffer_plan_free(cnn_buffer_plan *plan)
+{
+    free(plan->has_grad);
+    free(plan->slot);
+    free(plan->pool);
+    memset(plan, 0, sizeof *plan);
+}
+
+/* Which outputs get a gradient: those of layers with trainable weights and of everything downstream of one (a
+ * view: its source's). Gradient memory: the gradient of layer i's output is written by the backward step of its
+ * last consumer (the first met in reverse order; the loss for the last layer) and read for the last time by layer
+ * i's own backward step: it lives over layers [i, last consumer]. Gradients whose lives do not overlap share a
+ * buffer (greedy interval colouring in backward order), so a chain of layers needs two buffers and a residual
+ * network a few, instead of one buffer per layer. The sizes are per image: every one scales with the batch, so the
+ * colouring is the same at every batch size. Scratch gradients (gscratch) are separate. */
+cnn_status cnn_net_plan_buffers(const cnn_net *net, cnn_buffer_plan *plan)
 {
     cnn_status st = CNN_OK;
-    int nl = net->nlayers, last = root_of(net, nl - 1);
-    int *start = malloc((size_t)nl * sizeof *start), *slot = malloc((size_t)nl * sizeof *slot);
-    int *busy_until = calloc((size_t)nl, sizeof *busy_until); /* per buffer: the layer whose backward frees it */
-    int64_t *size = calloc((size_t)nl, sizeof *size);
-    if (!start || !slot || !busy_until || !size) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    const int nl = net->nlayers, last = root_of(net, nl - 1);
+    size_t n = (size_t)(nl ? nl : 1);
+    memset(plan, 0, sizeof *plan);
+    int *start = malloc(n * sizeof *start), *busy_until = calloc(n, sizeof *busy_until); /* per buffer: the layer
+                                                                                           * whose backward frees it */
+    char *written = calloc(n, 1);
+    plan->has_grad = calloc(n, 1);
+    plan->slot = malloc(n * sizeof *plan->slot);
+    plan->pool = calloc(n, sizeof *plan->pool);
+    if (!start || !busy_until || !written || !plan->has_grad || !plan->slot || !plan->pool) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory planning the buffers of %d layers", nl);
         goto fail;
+    }
+    for (int i = 0; i < nl; i++) {
+        const cnn_layer *l = net->layers[i];
+        int srcs[CNN_LAYER_MAX_INPUTS], need = l->nparams > 0 && !l->frozen;
+        for (int j = 0, ns = sources_of(l, srcs); j < ns; j++) need |= has_grad(net, plan->has_grad, srcs[j]);
+        if (cnn_layer_is_view(l)) need = has_grad(net, plan->has_grad, cnn_layer_view_src(l));
+        else if (per_image(&l->out) > plan->largest) plan->largest = per_image(&l->out);
+        plan->has_grad[i] = (char)need;
+        plan->slot[i] = -1;
     }
     for (int i = 0; i < nl; i++) start[i] = i == last ? nl : -1;
     for (int j = 0; j < nl; j++) {
         int srcs[CNN_LAYER_MAX_INPUTS];
         if (cnn_layer_is_view(net->layers[j])) continue;
-        for (int k = 0, n = sources_of(net->layers[j], srcs); k < n; k++) {
+        for (int k = 0, ns = sources_of(net->layers[j], srcs); k < ns; k++) {
             int r = root_of(net, srcs[k]);
             if (r >= 0 && j > start[r]) start[r] = j;
         }
     }
-    int nbuf = 0;
+    int64_t *size = plan->pool;
     for (int t = nl; t >= 0; t--) /* backward order of first writes */
         for (int i = 0; i < nl; i++) {
-            if (start[i] != t || cnn_layer_is_view(net->layers[i]) || !net->grads[i]) continue;
-            int64_t need = cnn_tensor_numel(net->grads[i]);
+            if (start[i] != t || cnn_layer_is_view(net->layers[i]) || !plan->has_grad[i]) continue;
+            int64_t need = per_image(&net->layers[i]->out);
             int best = -1;
-            for (int q = 0; q < nbuf; q++) { /* free: its last reader ran before this gradient's first writer */
+            for (int q = 0; q < plan->npool; q++) { /* free: its last reader ran before this gradient's first writer */
                 if (busy_until[q] <= t) continue;
                 if (best < 0 || (size[best] < need ? size[q] > size[best] : size[q] >= need && size[q] < size[best]))
                     best = q;
             }
-            if (best < 0) best = nbuf++;
-            slot[i] = best;
+            if (best < 0) best = plan->npool++;
+            plan->slot[i] = best;
             busy_until[best] = i;
             if (need > size[best]) size[best] = need;
         }
-    net->gpool = calloc((size_t)(nbuf ? nbuf : 1), sizeof *net->gpool);
-    if (!net->gpool) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-        goto fail;
-    }
-    for (int q = 0; q < nbuf; q++) {
-        int64_t shape[1] = {size[q]};
-        CNN_TRY(cnn_tensor_create(net->backend, net->compute, 1, shape, &net->gpool[q]));
-        net->npool++;
-    }
-    for (int i = 0; i < nl; i++) {
-        if (!net->grads[i]) continue;
-        if (cnn_layer_is_view(net->layers[i]))
-            net->grads[i]->data = net->grads[cnn_layer_view_src(net->layers[i])]->data;
-        else net->grads[i]->data = net->gpool[slot[i]]->data;
+    /* how many scratch gradients one layer's backward needs at most */
+    int scratch[CNN_LAYER_MAX_INPUTS];
+    if (last >= 0) written[last] = 1;
+    for (int i = nl - 1; i >= 0; i--) {
+        if (cnn_layer_is_view(net->layers[i]) || !plan->has_grad[i]) continue;
+        int used = plan_targets(net, plan->has_grad, i, written, scratch);
+        if (used > plan->nscratch) plan->nscratch = used;
     }
 fail:
     free(start);
-    free(slot);
     free(busy_until);
-    free(size);
+    free(written);
+    if (st != CNN_OK) cnn_buffer_plan_free(plan);
     return st;
 }
 
@@ -198,50 +225,50 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     cnn_status st = CNN_OK;
     cnn_backend *b = net->backend;
     int k = cnn_net_num_outputs(net);
-    char *written = NULL;
+    cnn_buffer_plan plan = {0};
     free_buffers(net);
+    CNN_TRY(cnn_net_check_memory(net, n, net->memory_training, net->memory_slots));
+    CNN_TRY(cnn_net_plan_buffers(net, &plan));
     net->acts = calloc((size_t)net->nlayers, sizeof *net->acts);
     net->grads = calloc((size_t)net->nlayers, sizeof *net->grads);
-    written = calloc((size_t)net->nlayers, 1);
-    if (!net->acts || !net->grads || !written) {
+    if (!net->acts || !net->grads) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for %d layers", net->nlayers);
         goto fail;
     }
     CNN_TRY(alloc_batch_tensor(b, CNN_F32, &net->input, n, &net->input_t));
     if (net->compute != CNN_F32) CNN_TRY(alloc_batch_tensor(b, net->compute, &net->input, n, &net->input_lp));
     cnn_tensor *input = net->input_lp ? net->input_lp : net->input_t;
-    int64_t largest = 0;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        int srcs[CNN_LAYER_MAX_INPUTS], need = l->nparams > 0 && !l->frozen;
-        for (int j = 0, ns = sources_of(l, srcs); j < ns; j++) need |= needs_grad(net, srcs[j]);
         if (cnn_layer_is_view(l)) {
             int src = cnn_layer_view_src(l);
             CNN_TRY(make_view(src < 0 ? input : net->acts[src], &l->out, n, &net->acts[i]));
             if (src >= 0 && net->grads[src]) CNN_TRY(make_view(net->grads[src], &l->out, n, &net->grads[i]));
         } else {
             CNN_TRY(alloc_batch_tensor(b, net->compute, &l->out, n, &net->acts[i]));
-            if (need) CNN_TRY(grad_slot(b, net->compute, &l->out, n, &net->grads[i]));
-            if (cnn_tensor_numel(net->acts[i]) > largest) largest = cnn_tensor_numel(net->acts[i]);
+            if (plan.has_grad[i]) CNN_TRY(grad_slot(b, net->compute, &l->out, n, &net->grads[i]));
         }
     }
-    CNN_TRY(pool_gradients(net));
-    /* how many scratch gradients one layer's backward needs at most */
-    int scratch[CNN_LAYER_MAX_INPUTS], most = 0;
-    int last = root_of(net, net->nlayers - 1);
-    if (last >= 0) written[last] = 1;
-    for (int i = net->nlayers - 1; i >= 0; i--) {
-        if (cnn_layer_is_view(net->layers[i]) || !net->grads[i]) continue;
-        int used = plan_targets(net, i, written, scratch);
-        if (used > most) most = used;
-    }
-    net->gscratch = calloc((size_t)(most ? most : 1), sizeof *net->gscratch);
-    if (!net->gscratch) {
+    /* the gradients' memory: the pooled buffers of the plan */
+    net->gpool = calloc((size_t)(plan.npool ? plan.npool : 1), sizeof *net->gpool);
+    net->gscratch = calloc((size_t)(plan.nscratch ? plan.nscratch : 1), sizeof *net->gscratch);
+    if (!net->gpool || !net->gscratch) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
-    for (int i = 0; i < most; i++) {
-        int64_t shape[1] = {largest};
+    for (int q = 0; q < plan.npool; q++) {
+        int64_t shape[1] = {plan.pool[q] * n};
+        CNN_TRY(cnn_tensor_create(b, net->compute, 1, shape, &net->gpool[q]));
+        net->npool++;
+    }
+    for (int i = 0; i < net->nlayers; i++) {
+        if (!net->grads[i]) continue;
+        if (cnn_layer_is_view(net->layers[i]))
+            net->grads[i]->data = net->grads[cnn_layer_view_src(net->layers[i])]->data;
+        else net->grads[i]->data = net->gpool[plan.slot[i]]->data;
+    }
+    for (int i = 0; i < plan.nscratch; i++) {
+        int64_t shape[1] = {plan.largest * n};
         CNN_TRY(cnn_tensor_create(b, net->compute, 1, shape, &net->gscratch[i]));
         net->nscratch++;
     }
@@ -261,12 +288,12 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", n);
         goto fail;
     }
-    free(written);
+    cnn_buffer_plan_free(&plan);
     net->capacity = n;
     net->batch = n;
     return CNN_OK;
 fail:
-    free(written);
+    cnn_buffer_plan_free(&plan);
     free_buffers(net);
     return st;
 }
@@ -374,6 +401,16 @@ cnn_status cnn_net_build(cnn_net *net)
         l->backend = net->backend;
         cnn_status st = l->ops->init(l);
         if (st != CNN_OK) return cnn_error_prefix(st, "%s: ", net->source);
+        /* every size computed from an output shape later (bytes, times the batch) starts from a product that fits */
+        int64_t n = 1;
+        int ok = 1;
+        for (int d = 0; d < l->out.ndim && ok; d++) ok = cnn_mul_i64(n, l->out.d[d], &n);
+        if (!ok || !cnn_mul_i64(n, (int64_t)sizeof(float), &n)) {
+            char shape[96];
+            cnn_shape_format(&l->out, shape, sizeof shape);
+            return cnn_error(CNN_ERR_SHAPE, "%s:%d: layer '%s': its output %s overflows 64-bit sizes", net->source,
+                             l->line, l->name, shape);
+        }
     }
     /* every output but the last feeds something: a dangling branch is a mistake in the definition */
     for (int i = 0; i + 1 < net->nlayers; i++) {
@@ -411,12 +448,12 @@ static cnn_status init_params(cnn_net *net, uint64_t seed)
     return CNN_OK;
 }
 
-cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
-                             cnn_net **out)
+cnn_status cnn_net_describe(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
+                            cnn_net **out)
 {
     cnn_status st = CNN_OK;
     *out = NULL;
-    if (!text || !backend) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_net_from_text: NULL text or backend");
+    if (!text) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_net_from_text: NULL text");
     cnn_net *net = calloc(1, sizeof *net);
     if (!net) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     net->backend = backend;
@@ -431,6 +468,24 @@ cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *
     }
     CNN_TRY(cnn_model_parse(net, text, net->source));
     CNN_TRY(cnn_net_build(net));
+    *out = net;
+    return CNN_OK;
+fail:
+    cnn_net_destroy(net);
+    return st;
+}
+
+cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
+                             cnn_net **out)
+{
+    cnn_status st = CNN_OK;
+    cnn_net *net = NULL;
+    *out = NULL;
+    if (!text || !backend) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_net_from_text: NULL text or backend");
+    CNN_TRY(cnn_net_describe(text, source, backend, seed, &net));
+    /* nothing is allocated before the budget says the network fits: one image through it, in inference */
+    CNN_TRY(cnn_net_check_memory(net, 1, 0, 0));
+    for (int i = 0; i < net->nlayers; i++) CNN_TRY(cnn_layer_materialize(net->layers[i]));
     CNN_TRY(init_params(net, seed));
     *out = net;
     return CNN_OK;
@@ -439,29 +494,40 @@ fail:
     return st;
 }
 
-cnn_status cnn_net_from_file(const char *path, cnn_backend *backend, uint64_t seed, cnn_net **out)
+cnn_status cnn_read_definition(const char *path, char **text)
 {
-    *out = NULL;
+    *text = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return cnn_error(CNN_ERR_IO, "%s: cannot open the model definition", path);
     /* definitions are small text files; 1 MiB is far above any real one */
     enum { MAX_DEFINITION = 1 << 20 };
-    char *text = malloc(MAX_DEFINITION + 1);
-    if (!text) {
+    char *buf = malloc(MAX_DEFINITION + 1);
+    if (!buf) {
         fclose(f);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     }
-    size_t n = fread(text, 1, MAX_DEFINITION + 1, f);
+    size_t n = fread(buf, 1, MAX_DEFINITION + 1, f);
     int err = ferror(f);
     fclose(f);
-    cnn_status st;
+    cnn_status st = CNN_OK;
     if (err) st = cnn_error(CNN_ERR_IO, "%s: read error", path);
     else if (n > MAX_DEFINITION) st = cnn_error(CNN_ERR_FORMAT, "%s: larger than 1 MiB: not a model definition", path);
-    else if (memchr(text, '\0', n)) st = cnn_error(CNN_ERR_FORMAT, "%s: binary data, not a model definition text", path);
-    else {
-        text[n] = '\0';
-        st = cnn_net_from_text(text, path, backend, seed, out);
+    else if (memchr(buf, '\0', n)) st = cnn_error(CNN_ERR_FORMAT, "%s: binary data, not a model definition text", path);
+    if (st != CNN_OK) {
+        free(buf);
+        return st;
     }
+    buf[n] = '\0';
+    *text = buf;
+    return CNN_OK;
+}
+
+cnn_status cnn_net_from_file(const char *path, cnn_backend *backend, uint64_t seed, cnn_net **out)
+{
+    char *text = NULL;
+    *out = NULL;
+    cnn_status st = cnn_read_definition(path, &text);
+    if (st == CNN_OK) st = cnn_net_from_text(text, path, backend, seed, out);
     free(text);
     return st;
 }
@@ -611,45 +677,6 @@ int cnn_net_normalization(const cnn_net *net, float *mean, float *std)
         if (std) std[i] = net->norm_std[i];
     }
     return 1;
-}
-
-/* The inputs of a layer when they are not simply the previous line, as Keras' "Connected to": "a, b". */
-static void connected_to(const cnn_net *net, int i, char *buf, size_t size)
-{
-    const cnn_layer *l = net->layers[i];
-    buf[0] = '\0';
-    if (l->ninputs == 1 && l->inputs[0] == i - 1) return;
-    size_t len = 0;
-    for (int k = 0; k < l->ninputs && len < size; k++) {
-        int src = l->inputs[k];
-        len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "", src < 0 ? "input" : net->layers[src]->name);
-    }
-}
-
-void cnn_net_summary(const cnn_net *net, FILE *out)
-{
-    const char *rule = "________________________________________________________________________________________________________";
-    const char *thick = "========================================================================================================";
-    char shape[64], title[96], inputs[256];
-    fprintf(out, "Model: \"%s\"\n%s\n", net->source, rule);
-    fprintf(out, " %-50s %-22s %-10s %s\n%s\n", "Layer (type)", "Output Shape", "Param #", "Connected to", thick);
-    cnn_shape_format(&net->input, shape, sizeof shape);
-    fprintf(out, " %-50s %-22s %-10d\n\n", "input (InputLayer)", shape, 0);
-    for (int i = 0; i < net->nlayers; i++) {
-        const cnn_layer *l = net->layers[i];
-        int64_t np = 0;
-        for (int p = 0; p < l->nparams; p++) np += cnn_tensor_numel(l->params[p].value);
-        for (int p = 0; p < l->nstate; p++) np += cnn_tensor_numel(l->state[p].value);
-        snprintf(title, sizeof title, "%s (%s)", l->name, l->ops->type_name);
-        cnn_shape_format(&l->out, shape, sizeof shape);
-        connected_to(net, i, inputs, sizeof inputs);
-        fprintf(out, " %-50s %-22s %-10lld %s\n", title, shape, (long long)np, inputs);
-        if (i + 1 < net->nlayers) fputc('\n', out);
-    }
-    /* Keras: the total counts the non-trainable state (batchnorm moving statistics) too */
-    int64_t trainable = cnn_net_param_count(net), fixed = cnn_net_state_count(net), total = trainable + fixed;
-    fprintf(out, "%s\nTotal params: %lld (%.2f KB)\nTrainable params: %lld\nNon-trainable params: %lld\n%s\n", thick,
-            (long long)total, (double)total * 4.0 / 1024.0, (long long)trainable, (long long)fixed, rule);
 }
 
 /* ---- the steps --------------------------------------------------------------------------------------------- */
@@ -869,11 +896,11 @@ cnn_status cnn_net_backward(cnn_net *net)
         cnn_tensor *dx[CNN_LAYER_MAX_INPUTS], scratch[CNN_LAYER_MAX_INPUTS];
         int scratch_of[CNN_LAYER_MAX_INPUTS], srcs[CNN_LAYER_MAX_INPUTS];
         const int nsrc = sources_of(l, srcs);
-        plan_targets(net, i, written, scratch_of);
+        plan_targets(net, NULL, i, written, scratch_of);
         for (int k = 0; k < nsrc; k++) {
             int src = srcs[k];
             x[k] = input_of(net, src);
-            dx[k] = needs_grad(net, src) ? net->grads[src] : NULL;
+            dx[k] = has_grad(net, NULL, src) ? net->grads[src] : NULL;
             if (scratch_of[k] >= 0) {
                 scratch[k] = reshaped(net->gscratch[scratch_of[k]], net->grads[src]);
                 dx[k] = &scratch[k];

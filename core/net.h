@@ -48,6 +48,11 @@ struct cnn_net {
     int spare_ready;       /* the buffer holding the last upload, and its batch size; -1: none */
     int spare_n;
 
+    /* What the memory checks of cnn_net_set_batch count (cnn_net_set_memory_use): inference by default; training
+     * with the optimizer's state while the trainer or the benchmark runs one. */
+    int memory_training;
+    int memory_slots;
+
     char **class_names;    /* num outputs entries or NULL */
     int has_norm;
     float *norm_mean, *norm_std; /* input channels each */
@@ -61,11 +66,41 @@ struct cnn_net {
 /* Parses the definition text into net->layers (no parameters yet). Defined in core/model_text.c. */
 cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source);
 
+/* Reads a definition file (text, at most 1 MiB) into *text (malloc'ed). */
+cnn_status cnn_read_definition(const char *path, char **text);
+
 /* Sets the network's seed and the per-layer seeds derived from it (dropout masks); checkpoints restore it. */
 void cnn_net_set_seed(cnn_net *net, uint64_t seed);
 
-/* Builds parameters for parsed layers (shape inference). */
+/* Shape inference for parsed layers: their output shapes and declared parameters (no memory: cnn_net_from_text
+ * allocates them once the budget allows), sizes checked in 64-bit arithmetic; then the rewrites. */
 cnn_status cnn_net_build(cnn_net *net);
+
+/* Parses and builds a network that only describes: shapes, names and parameter shapes, no memory on any backend
+ * (backend may be NULL). What the memory estimate plans on; cnn_net_from_text goes on to allocate. Such a network
+ * may be summarized, counted and estimated, nothing else. */
+cnn_status cnn_net_describe(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
+                            cnn_net **out);
+
+/* The activation and gradient buffers, per image (cnn_net_set_batch allocates them times the batch size; the
+ * memory estimate counts them). */
+typedef struct cnn_buffer_plan {
+    char *has_grad;     /* per layer: its output gets a gradient (a view: when its source's does) */
+    int *slot;          /* per layer: the pooled buffer its gradient lives in (-1: none, or a view) */
+    int64_t *pool;      /* per pooled buffer: elements per image */
+    int npool;
+    int nscratch;       /* scratch gradients (a second consumer's, before it is added in) */
+    int64_t largest;    /* elements per image of the largest non-view output: each scratch gradient's size */
+} cnn_buffer_plan;
+cnn_status cnn_net_plan_buffers(const cnn_net *net, cnn_buffer_plan *plan);
+void cnn_buffer_plan_free(cnn_buffer_plan *plan);
+
+/* What cnn_net_set_batch checks against the memory limit before it allocates: training with `optimizer_slots`
+ * tensors of optimizer state per weight (training = 1), or inference (0, the default). */
+void cnn_net_set_memory_use(cnn_net *net, int training, int optimizer_slots);
+/* CNN_OK when the network fits in the memory limit (cnn_memory_limit) at `batch` in that mode; else
+ * CNN_ERR_NO_MEMORY with cnn_memory_check's message, prefixed with the source. Allocates nothing on the backend. */
+cnn_status cnn_net_check_memory(const cnn_net *net, int batch, int training, int optimizer_slots);
 
 /* Makes the buffers hold a batch of n (growing when needed) and sets every batch dim to n. */
 cnn_status cnn_net_set_batch(cnn_net *net, int n);

@@ -25,6 +25,19 @@ static cnn_status zeros_like(cnn_backend *b, const cnn_tensor *like, cnn_tensor 
     return st;
 }
 
+int cnn_optimizer_slots(cnn_optimizer_kind kind, float momentum)
+{
+    /* as cnn_optimizer_create allocates m and v */
+    switch (kind) {
+    case CNN_OPTIM_ADAM: case CNN_OPTIM_ADAMW:
+        return 2;
+    case CNN_OPTIM_RMSPROP:
+        return momentum != 0.0f ? 2 : 1;
+    default:
+        return momentum != 0.0f ? 1 : 0;
+    }
+}
+
 cnn_status cnn_optimizer_create(cnn_net *net, const cnn_train_config *cfg, cnn_optimizer **out)
 {
     cnn_status st = CNN_OK;

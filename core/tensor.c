@@ -1,8 +1,10 @@
 /* Tensors: shape bookkeeping, allocation through the owning backend, host transfers. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/checked.h"
 #include "core/error.h"
 
 static const struct {
@@ -35,6 +37,48 @@ int64_t cnn_tensor_numel(const cnn_tensor *t)
 size_t cnn_tensor_bytes(const cnn_tensor *t)
 {
     return t ? (size_t)cnn_tensor_numel(t) * cnn_dtype_size(t->dtype) : 0;
+}
+
+/* "(16384, 65536)" */
+static void shape_text(int ndim, const int64_t *shape, char *buf, size_t size)
+{
+    size_t len = (size_t)snprintf(buf, size, "(");
+    for (int i = 0; i < ndim && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (len < size) snprintf(buf + len, size - len, ")");
+}
+
+cnn_status cnn_tensor_describe(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
+                               cnn_tensor **out)
+{
+    *out = NULL;
+    if ((unsigned)dtype >= CNN_DTYPE_COUNT || ndim < 1 || ndim > CNN_MAX_DIMS || !shape)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_describe: bad dtype or rank %d", ndim);
+    int64_t n = 1, bytes;
+    char text[128];
+    int ok = 1;
+    for (int i = 0; i < ndim && ok; i++) ok = cnn_mul_i64(n, shape[i], &n);
+    if (!ok || !cnn_mul_i64(n, (int64_t)cnn_dtype_size(dtype), &bytes)) {
+        shape_text(ndim, shape, text, sizeof text);
+        return cnn_error(CNN_ERR_SHAPE, "a tensor of shape %s: its size in bytes overflows 64-bit arithmetic", text);
+    }
+    cnn_tensor *t = calloc(1, sizeof *t);
+    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_describe: out of host memory");
+    t->backend = backend;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->owns_data = 1;
+    *out = t;
+    return CNN_OK;
+}
+
+cnn_status cnn_tensor_materialize(cnn_tensor *t)
+{
+    if (!t || !t->backend || !t->owns_data || t->data)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_materialize: not a described tensor without memory");
+    size_t bytes = cnn_tensor_bytes(t);
+    return bytes > 0 ? t->backend->ops->alloc(t->backend, bytes, &t->data) : CNN_OK;
 }
 
 cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,

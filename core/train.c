@@ -437,6 +437,9 @@ fail:
     return st;
 }
 
+/* the batch size of validation (when the training batch is smaller) */
+#define VAL_BATCH 256
+
 cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
                             const cnn_train_config *cfg, cnn_epoch_stats *history)
 {
@@ -459,6 +462,20 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         st = cnn_error(CNN_ERR_INVALID_ARG, "%s: no trainable weights (every layer with weights is frozen)", net->source);
         goto fail;
     }
+    /* a training step at the batch size, with the optimizer's state, must fit before any of it is allocated; the
+     * buffers made from here on are checked as training's. Validation runs in batches of up to VAL_BATCH (or the
+     * training batch): the buffers grow to that, so it must fit too. */
+    const int slots = cnn_optimizer_slots(cfg->optimizer, cfg->momentum);
+    const int64_t val_n = val_src ? cnn_source_count(val_src) : 0;
+    const int64_t val_batch = cfg->batch_size > VAL_BATCH ? cfg->batch_size : VAL_BATCH;
+    int64_t most = val_n < val_batch ? val_n : val_batch;
+    if (most < cfg->batch_size) most = cfg->batch_size;
+    if ((st = cnn_net_check_memory(net, (int)most, 1, slots)) != CNN_OK) {
+        if (most > cfg->batch_size)
+            st = cnn_error_prefix(st, "validation runs in batches of %lld, and the buffers grow to them: ", (long long)most);
+        goto fail;
+    }
+    cnn_net_set_memory_use(net, 1, slots);
     CNN_TRY(cnn_optimizer_create(net, cfg, &opt));
     if (resume) {
         CNN_TRY(cnn_checkpoint_restore(resume, cfg->resume_from, net, opt, &s, cfg));
@@ -490,7 +507,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     /* the loaders: page-locked batches on backends that have them, normalized as the model says */
     float mean[NORM_MAX_CHANNELS], std[NORM_MAX_CHANNELS];
     cnn_loader_config lc;
-    int eval_batch = bs > 256 ? bs : 256;
+    int eval_batch = bs > VAL_BATCH ? bs : VAL_BATCH;
     if (!val_src || !cnn_source_dataset(val_src)) {
         loader_config(net, cfg, 0, eval_batch, &lc, mean, std);
         if (val_src) CNN_TRY(cnn_loader_create(val_src, &lc, &val_loader));
@@ -631,6 +648,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
     if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
 fail:
+    cnn_net_set_memory_use(net, 0, 0); /* the optimizer's state goes now */
     cnn_loader_destroy(loader); /* held batches go with it */
     cnn_loader_destroy(val_loader);
     cnn_net_set_loss_options(net, 0.0f, NULL, 0);

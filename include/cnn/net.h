@@ -75,6 +75,119 @@ cnn_status cnn_net_save(const cnn_net *net, const char *path);
  * as the model it holds, after its checksum is verified. */
 cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out);
 
+/* ---- memory budget ----
+ *
+ * Before a network allocates anything, its memory is computed from its shapes alone, and it is refused when that
+ * exceeds the memory limit: cnn_net_from_text (and so cnn_net_from_file and cnn_net_load) checks one image in
+ * inference before it allocates the weights, cnn_net_set_batch checks the batch before it allocates the
+ * activations, and training checks a training step with its optimizer's state before it allocates that. A refusal
+ * is CNN_ERR_NO_MEMORY whose message names what was asked, the limit, the three largest consumers and the largest
+ * batch size that fits. The figures are for the CPU backend; every size is computed in checked 64-bit arithmetic
+ * (a definition whose sizes overflow is CNN_ERR_SHAPE naming the source, the line and the layer).
+ *
+ * What is exact and what is approximated (the byte counts of training and inference):
+ *   exact: the weights, biases and batchnorm statistics (and their 16-bit copies under mixed precision), the
+ *     weights' gradients, the optimizer's state, every layer output, the buffers layers keep (pre-activations of
+ *     GELU and SiLU, batchnorm's batch statistics), the pooled gradients of the activations and the scratch
+ *     gradients of outputs with several consumers, the staged batch (images on the device and on the host, labels,
+ *     probabilities, losses): what the network allocates, byte for byte;
+ *   approximated ("workspace"): what the backend keeps beside them: on the CPU, oneDNN's reordered copies of the
+ *     convolution weights (one for the forward pass, one more for backward data, and the largest weight gradient
+ *     in training), 1 byte per max-pool output for its argmax in training; plus the host copy a parameter is
+ *     initialized through (the largest one). oneDNN's own scratchpads, the CUDA backend's cuDNN workspaces and the
+ *     process itself (code, libraries, thread stacks) are not counted.
+ * Inference counts what an inference pass touches: the network also reserves the gradient buffers, which only
+ * training writes (address space, not resident memory, on the CPU). Everything that scales with the batch does so
+ * linearly: total = fixed + batch * per image, exactly. */
+
+/* What an estimate is for. */
+typedef struct cnn_memory_config {
+    int batch;           /* images per step, >= 1 */
+    int optimizer_slots; /* tensors the size of the trainable weights that the optimizer keeps, 0 to 2:
+                          * cnn_optimizer_slots() (cnn/train.h) gives it for an optimizer */
+} cnn_memory_config;
+
+/* One layer's share, in bytes at the batch size. */
+typedef struct cnn_memory_row {
+    char name[64];            /* as cnn_net_summary shows it */
+    const char *type;         /* "Conv2D", ...; static */
+    int line;                 /* in the definition */
+    char shape[64];           /* the output shape: "(None, 26, 26, 32)" */
+    char *connected;          /* its inputs when they are not the previous line ("add_1, conv2d_5"), else NULL */
+    int64_t params;           /* elements of its weights and state */
+    int64_t trainable;        /* elements of its trainable weights (0 when it is frozen) */
+    int64_t param_bytes;      /* its weights and state, with their 16-bit copies under mixed precision */
+    int64_t grad_bytes;       /* training: its trainable weights' gradients */
+    int64_t optimizer_bytes;  /* training: the optimizer's state for them */
+    int64_t activation_bytes; /* its output (0 for a view of another layer's output: flatten, softmax, a fused add) */
+    int64_t scratch_bytes;    /* buffers it keeps in both modes: a GELU/SiLU pre-activation, batchnorm statistics */
+    int64_t backward_bytes;   /* training only, approximated: what the backend keeps for its backward (argmax) */
+    int64_t train_bytes;      /* the sum of the above for a training step */
+    int64_t infer_bytes;      /* the sum for inference: param, activation and scratch bytes */
+} cnn_memory_row;
+
+/* One mode's totals, in bytes at the batch size. */
+typedef struct cnn_memory_totals {
+    int64_t param_bytes;           /* weights and state of every layer */
+    int64_t grad_bytes;            /* training: the weights' gradients */
+    int64_t optimizer_bytes;       /* training: optimizer state */
+    int64_t activation_bytes;      /* layer outputs */
+    int64_t scratch_bytes;         /* what layers keep beside them (the rows' scratch, and backward bytes in training) */
+    int64_t activation_grad_bytes; /* training: the activations' gradients (pooled) and scratch gradients */
+    int64_t batch_bytes;           /* the staged batch: images on the device and the host, labels, probabilities */
+    int64_t workspace_bytes;       /* approximated: the backend's copies and workspaces, the initialization copy */
+    int64_t total_bytes;           /* their sum; INT64_MAX when it overflows */
+    int64_t fixed_bytes;           /* the part that does not depend on the batch */
+    int64_t per_image_bytes;       /* total = fixed + batch * per image */
+} cnn_memory_totals;
+
+typedef struct cnn_memory_estimate {
+    char *source;              /* the definition's name, for messages */
+    int batch, optimizer_slots;
+    int nlayers;
+    cnn_memory_row *layers;    /* in definition order */
+    char input_shape[64];      /* the network input: "(None, 28, 28, 1)" */
+    int64_t trainable;         /* trainable parameters (cnn_net_param_count) */
+    int64_t non_trainable;     /* batchnorm statistics and frozen weights (elements) */
+    cnn_memory_totals train;   /* a training step: forward, loss, backward, optimizer update */
+    cnn_memory_totals infer;   /* inference: forward and softmax */
+} cnn_memory_estimate;
+
+/* The estimate of a definition text (as cnn_net_from_text reads it; `source` names it in messages), computed
+ * without allocating anything but the description: parse errors and sizes that overflow are reported as
+ * cnn_net_from_text reports them. The estimate assumes f32 arithmetic. Free it with cnn_memory_estimate_destroy. */
+cnn_status cnn_memory_estimate_text(const char *text, const char *source, const cnn_memory_config *cfg,
+                                    cnn_memory_estimate **out);
+/* The same for a file: a model definition, or a model or checkpoint file (.safetensors: the definition it holds;
+ * its tensors are read but not checked against it). */
+cnn_status cnn_memory_estimate_file(const char *path, const cnn_memory_config *cfg, cnn_memory_estimate **out);
+/* The estimate of a network as it is (its precision, frozen layers and backend's staging). */
+cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *cfg, cnn_memory_estimate **out);
+void cnn_memory_estimate_destroy(cnn_memory_estimate *estimate);
+
+/* The largest batch size whose training (training = 1) or inference (0) total fits in `limit` bytes, so that
+ * the total at it is <= limit < the total at it + 1; 0 when not even one image fits. */
+int64_t cnn_memory_max_batch(const cnn_memory_estimate *estimate, int training, int64_t limit);
+/* CNN_OK when the training (1) or inference (0) total fits in `limit` bytes (<= 0: cnn_memory_limit()); else
+ * CNN_ERR_NO_MEMORY with a message: the bytes needed at the batch size, the limit, the three largest consumers
+ * (layers, the activations' gradients, the batch, the workspaces) and the largest batch size that fits (or that
+ * none does, with what the parameters alone need). */
+cnn_status cnn_memory_check(const cnn_memory_estimate *estimate, int training, int64_t limit);
+/* Prints the summary table (as cnn_net_summary), then the memory table: per layer its parameter bytes, its
+ * activation bytes in training and inference and its training total at the batch size; then both totals broken
+ * down, and how they compare with `limit` (<= 0: cnn_memory_limit()), with the largest batch that fits. */
+void cnn_memory_print(const cnn_memory_estimate *estimate, int64_t limit, FILE *out);
+
+/* The memory limit every check uses, in bytes, for the whole process: `bytes` > 0 sets it, 0 goes back to the
+ * default, 80% of the memory available when the default is first asked for (cnn_memory_available). */
+void cnn_set_memory_limit(int64_t bytes);
+int64_t cnn_memory_limit(void);
+/* The memory available to this process now: MemAvailable of /proc/meminfo, or less when a cgroup (v2) limit
+ * leaves less; else the free pages (sysconf); else 4 GiB. */
+int64_t cnn_memory_available(void);
+/* Writes `bytes` as "1.5 GiB" (binary units, 3 significant digits) into buf; returns buf. */
+const char *cnn_memory_format(int64_t bytes, char *buf, size_t size);
+
 /* ---- precision ---- */
 
 /* Sets the arithmetic the network trains and runs in (cnn_precision, cnn/backend.h). FP16 and BF16 (mixed

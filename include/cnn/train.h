@@ -125,6 +125,10 @@ void cnn_train_config_defaults(cnn_train_config *cfg);
 cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out);
 /* The name cnn_optimizer_parse takes; "?" for a value outside the enum. */
 const char *cnn_optimizer_name(cnn_optimizer_kind kind);
+/* The tensors the size of the trainable weights that the optimizer keeps (cnn_memory_config.optimizer_slots):
+ * Adam and AdamW 2 (the moments), RMSprop 1 (the mean square) or 2 with a momentum, SGD 1 (the velocity) with a
+ * momentum, 0 without. */
+int cnn_optimizer_slots(cnn_optimizer_kind kind, float momentum);
 
 /* The learning rate of 0-based epoch `epoch` before the plateau factor. */
 float cnn_lr_at(const cnn_train_config *cfg, int epoch);
