@@ -17,6 +17,34 @@ void cli_usage(const char *command, const char *usage, const cli_flag *flags, FI
     fprintf(out, "  %-20s %s\n", "--help", "show this help");
 }
 
+/* "1024", "512M", "1.5GiB": a number, then an optional binary unit (K, M, G, T, in either case, optionally followed
+ * by "iB" or "B"), nothing else; at least 1 byte, below INT64_MAX. */
+static int parse_size(const char *text, int64_t *out)
+{
+    static const char units[] = "KMGT";
+    char *end;
+    if (!(*text >= '0' && *text <= '9') && *text != '.') return 0;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || !isfinite(v)) return 0;
+    double scale = 1.0;
+    if (*end) {
+        const char *u = strchr(units, end[0] >= 'a' ? end[0] - 'a' + 'A' : end[0]);
+        if (u && *u) {
+            for (const char *p = units; p <= u; p++) scale *= 1024.0;
+            end++;
+            if (!strcmp(end, "iB") || !strcmp(end, "B")) end += strlen(end);
+        } else if (!strcmp(end, "B")) {
+            end++;
+        }
+    }
+    if (*end) return 0;
+    double bytes = v * scale;
+    if (!(bytes >= 1.0) || bytes >= 9.2e18) return 0; /* below INT64_MAX with room for the rounding of doubles */
+    *out = (int64_t)bytes;
+    return 1;
+}
+
 static int set_value(const char *command, cli_flag *f, const char *text)
 {
     char *end;
@@ -59,6 +87,13 @@ static int set_value(const char *command, cli_flag *f, const char *text)
     }
     case CLI_BOOL:
         *(int *)f->value = 1;
+        return 0;
+    case CLI_SIZE:
+        if (!parse_size(text, (int64_t *)f->value)) {
+            fprintf(stderr, "cnn %s: --%s: '%s' is not a size (a number of bytes, or with K, M, G or T: 512M, 2G, "
+                            "1.5GiB)\n", command, f->name, text);
+            return 2;
+        }
         return 0;
     }
     return 2;
@@ -125,6 +160,13 @@ int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc,
     }
     return 0;
 }
+
+void cli_apply_max_memory(int64_t bytes)
+{
+    if (bytes > 0) cnn_set_memory_limit(bytes);
+}
+
+const char *cli_memory_what(int64_t max_memory) { return max_memory ? "--max-memory" : "memory limit"; }
 
 int cli_fail(const char *command, const char *what, cnn_status st)
 {

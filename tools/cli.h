@@ -12,12 +12,14 @@ typedef struct cnn_command {
     int (*run)(int argc, char **argv);
 } cnn_command;
 
-typedef enum cli_kind { CLI_STRING, CLI_INT, CLI_FLOAT, CLI_U64, CLI_BOOL } cli_kind;
+/* CLI_SIZE: a byte count, "1073741824", or with a binary unit "512M", "2G", "1.5GiB" (K, M, G, T, optionally followed
+ * by "iB" or "B"; powers of 1024), into an int64_t, at least 1 */
+typedef enum cli_kind { CLI_STRING, CLI_INT, CLI_FLOAT, CLI_U64, CLI_BOOL, CLI_SIZE } cli_kind;
 
 typedef struct cli_flag {
     const char *name;   /* "epochs" for --epochs */
     cli_kind kind;
-    void *value;        /* const char **, int *, float *, uint64_t *, int * */
+    void *value;        /* const char **, int *, float *, uint64_t *, int *, int64_t * */
     const char *help;   /* "N  number of epochs (default 10)" */
     double min, max;    /* bounds for numbers (inclusive) */
     int seen;
@@ -29,6 +31,15 @@ typedef struct cli_flag {
 int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc, char **argv, char **pos,
               int max_pos, int *npos);
 void cli_usage(const char *command, const char *usage, const cli_flag *flags, FILE *out);
+
+/* The --max-memory flag of the commands that build networks (a CLI_SIZE into an int64_t; 0 when not given). */
+#define CLI_MAX_MEMORY_FLAG(var)                                                                                   \
+    {"max-memory", CLI_SIZE, &(var), "SIZE      refuse networks that need more memory than this (512M, 2G, "      \
+                                     "1.5GiB; default 80% of the memory available)", 0, 0, 0}
+/* Sets the library's memory limit from --max-memory when it was given. */
+void cli_apply_max_memory(int64_t bytes);
+/* What a memory refusal names: "--max-memory" when it was given, else "memory limit". */
+const char *cli_memory_what(int64_t max_memory);
 
 /* Prints "cnn <command>: <what>: <cnn_last_error()>" to stderr; returns the exit status for it (1). */
 int cli_fail(const char *command, const char *what, cnn_status st);
@@ -42,5 +53,6 @@ int cmd_predict(int argc, char **argv);
 int cmd_summary(int argc, char **argv);
 int cmd_augment_preview(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

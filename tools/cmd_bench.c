@@ -11,7 +11,7 @@
 
 static const char *USAGE = "--model FILE [--batch N] [--device cpu|cuda|cuda:N] [--mode train|infer|both] "
                            "[--warmup K] [--iters K] [--repeats R] [--classes N] [--per-layer] [--json FILE] "
-                           "[--precision P] [--optimizer NAME] [--threads T] [--quiet]";
+                           "[--precision P] [--optimizer NAME] [--threads T] [--max-memory SIZE] [--quiet]";
 
 /* sgemm of 2048^3 (17 GFLOP): large enough for the kernels' full rate, a fraction of a second on 2 cores */
 #define SGEMM_PEAK_N 2048
@@ -215,6 +215,7 @@ int cmd_bench(int argc, char **argv)
     cnn_bench_config cfg;
     cnn_bench_config_defaults(&cfg);
     int threads = 0, quiet = 0;
+    int64_t max_memory = 0;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      model definition (.cnn) or model file (.safetensors)", 0, 0, 0},
         {"batch", CLI_INT, &cfg.batch, "N         images per step (default 64)", 1, 65536, 0},
@@ -235,6 +236,7 @@ int cmd_bench(int argc, char **argv)
         {"threads", CLI_INT, &threads, "T         CPU threads (default: OMP_NUM_THREADS, else all cores)", 1, 4096, 0},
         {"seed", CLI_U64, &cfg.seed, "S         seed of the weights and the synthetic data (default 1)", 0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no table and no device line (errors only)", 0, 0, 0},
+        CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -263,6 +265,7 @@ int cmd_bench(int argc, char **argv)
     }
     fclose(probe);
     if (threads && cnn_set_num_threads(threads) != CNN_OK) return cli_fail("bench", "--threads", CNN_ERR_INVALID_ARG);
+    cli_apply_max_memory(max_memory);
 
     cnn_status st;
     cnn_backend *backend = NULL;
@@ -278,6 +281,10 @@ int cmd_bench(int argc, char **argv)
     size_t len = strlen(model);
     if (len > 12 && !strcmp(model + len - 12, ".safetensors")) st = cnn_net_load(model, backend, &net);
     else st = cnn_net_from_file(model, backend, cfg.seed, &net);
+    if (st == CNN_ERR_NO_MEMORY) { /* refused by the memory budget: a failure, not a usage error */
+        rc = cli_fail("bench", cli_memory_what(max_memory), st);
+        goto done;
+    }
     if (st != CNN_OK) {
         cli_fail("bench", "--model", st);
         rc = 2;
@@ -296,7 +303,7 @@ int cmd_bench(int argc, char **argv)
         goto done;
     }
     if ((st = cnn_bench_run(net, &cfg, &r)) != CNN_OK) {
-        rc = cli_fail("bench", "benchmark", st);
+        rc = cli_fail("bench", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "benchmark", st);
         goto done;
     }
     bench_report b = {.model = model, .backend = backend, .threads = cnn_num_threads(), .cfg = &cfg, .r = r};

@@ -10,6 +10,7 @@ int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *split = "test", *metrics_json = NULL, *device = NULL;
     int batch = 256;
+    int64_t max_memory = 0;
     cli_data_opts dopt = {0};
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
@@ -21,6 +22,7 @@ int cmd_eval(int argc, char **argv)
         {"metrics-json", CLI_STRING, &metrics_json, "FILE      also write the metrics as JSON", 0, 0, 0},
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
         CLI_DATA_LOADER_FLAGS(dopt),
+        CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -43,14 +45,23 @@ int cmd_eval(int argc, char **argv)
     if (!strcmp(split, "test") && !cnn_source_has_split(data, "test") && cnn_source_has_split(data, "train"))
         split = "train";
     rc = 1;
-    if ((st = cli_backend("eval", device, &backend)) != CNN_OK) {
+    cli_apply_max_memory(max_memory);
+    /* the evaluation at --batch must fit before the model is loaded */
+    cnn_memory_estimate *budget = NULL;
+    cnn_memory_config mc = {.batch = batch, .optimizer_slots = 0};
+    if ((st = cnn_memory_estimate_file(model, &mc, &budget)) == CNN_OK) st = cnn_memory_check(budget, 0, 0);
+    cnn_memory_estimate_destroy(budget);
+    if (st != CNN_OK) {
+        rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
+    } else if ((st = cli_backend("eval", device, &backend)) != CNN_OK) {
         rc = cli_fail("eval", "--device", st);
     } else if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
-        rc = cli_fail("eval", "--model", st);
+        rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
     } else {
         if (!dopt.resize) cnn_net_resize(net, &cfg.resize_h, &cfg.resize_w); /* the size the model was trained at */
         if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
-        else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK) rc = cli_fail("eval", "evaluation", st);
+        else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK)
+            rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "evaluation", st);
         else {
             cnn_metrics_print(m, net, stdout);
             if (metrics_json && (st = report_write_json(metrics_json, NULL, 0, m, net)) != CNN_OK)

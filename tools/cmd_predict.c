@@ -10,10 +10,12 @@ int cmd_predict(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL;
     int top = 3;
+    int64_t max_memory = 0;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
         {"top", CLI_INT, &top, "K         how many classes to show per image (default 3)", 1, 1000, 0},
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     static char *images[MAX_IMAGES];
@@ -24,6 +26,7 @@ int cmd_predict(int argc, char **argv)
         fprintf(stderr, "cnn predict: --model FILE and at least one IMAGE are required\n");
         return 2;
     }
+    cli_apply_max_memory(max_memory);
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
     float *pixels = NULL, *probs = NULL;
@@ -34,7 +37,7 @@ int cmd_predict(int argc, char **argv)
         goto done;
     }
     if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
-        rc = cli_fail("predict", "--model", st);
+        rc = cli_fail("predict", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
         goto done;
     }
     int h, w, c, k = cnn_net_num_outputs(net);

@@ -52,6 +52,7 @@ int cmd_train(int argc, char **argv)
     cli_data_opts dopt = {0};
     float momentum = -1.0f; /* unset: 0.9 for SGD, 0 for RMSprop */
     uint64_t seed = 1;
+    int64_t max_memory = 0;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      model definition (.cnn), e.g. samples/models/seed_cnn.cnn", 0, 0, 0},
         {"data", CLI_STRING, &data, "SPEC      fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR, "
@@ -126,6 +127,7 @@ int cmd_train(int argc, char **argv)
         {"tensorboard", CLI_STRING, &cfg.tensorboard_dir, "DIR       TensorBoard event files (DIR/train, "
                                                           "DIR/validation)", 0, 0, 0},
         {"plot", CLI_STRING, &cfg.plot, "FILE      a PNG of the loss and accuracy curves at the end", 0, 0, 0},
+        CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -209,6 +211,17 @@ int cmd_train(int argc, char **argv)
     }
     cfg.seed = seed;
     cfg.progress = quiet ? NULL : stderr;
+    cli_apply_max_memory(max_memory);
+    if (model && !resume && !init_from) {
+        /* a training step at --batch, with the optimizer's state, must fit before the network is built and the data
+         * read (the library checks again as it allocates) */
+        cnn_memory_estimate *budget = NULL;
+        cnn_memory_config mc = {.batch = cfg.batch_size, .optimizer_slots = cnn_optimizer_slots(cfg.optimizer, cfg.momentum)};
+        cnn_status est = cnn_memory_estimate_file(model, &mc, &budget);
+        if (est == CNN_OK) est = cnn_memory_check(budget, 1, 0);
+        cnn_memory_estimate_destroy(budget);
+        if (est != CNN_OK) return cli_fail("train", est == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", est);
+    }
 
     cnn_status st;
     cnn_backend *backend = NULL;
@@ -278,7 +291,7 @@ int cmd_train(int argc, char **argv)
         if (frozen) fprintf(stderr, "; %d layers frozen, up to %s", frozen, freeze);
         fprintf(stderr, "\n");
     } else if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
-        rc = cli_fail("train", "--model", st);
+        rc = cli_fail("train", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
         goto done;
     }
     if (!model) model = resume ? checkpoint : init_from;
@@ -349,7 +362,7 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if ((st = cnn_train_source(net, train, val, &cfg, run.history)) != CNN_OK) {
-        rc = cli_fail("train", "training", st);
+        rc = cli_fail("train", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "training", st);
         goto done;
     }
     while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
