@@ -4,12 +4,13 @@
 #   tests/fuzz/run.sh BUILD_DIR SECONDS OUT_DIR [JOBS]
 #
 # BUILD_DIR holds tests/fuzz/fuzz_<name> (cmake --build BUILD_DIR --target cnn_fuzzers); each harness runs SECONDS
-# seconds (one process, one thread) on OUT_DIR/corpus/<name>, a copy of tests/fuzz/corpus/<name> and of the kept
-# crash inputs of tests/fuzz/regressions/<name>, which the fuzzer grows: the repository is never written. JOBS
-# harnesses run at a time (default 1). Per harness: OUT_DIR/<name>.log, libFuzzer's output, and in
-# OUT_DIR/artifacts/<name>/ the input of any crash, leak, timeout or out-of-memory. OUT_DIR/summary.txt gets one
-# line per harness: executions, executions per second, coverage (cov: edges, ft: features), corpus size, CPU
-# seconds, and the findings. Exit status 1 when any harness found something or failed to run.
+# seconds of wall time (of CPU time with FUZZ_BUDGET=cpu; one process, one thread) on OUT_DIR/corpus/<name>, a
+# copy of tests/fuzz/corpus/<name> and of the kept crash inputs of tests/fuzz/regressions/<name>, which the fuzzer
+# grows: the repository is never written. JOBS harnesses run at a time (default 1). Per harness:
+# OUT_DIR/<name>.log, libFuzzer's output, and in OUT_DIR/artifacts/<name>/ the input of any crash, leak, timeout or
+# out-of-memory. OUT_DIR/summary.txt gets one line per harness: executions, executions per second, coverage (cov:
+# edges, ft: features), corpus size, CPU seconds, findings and exit status. Exit status 1 when any harness found
+# something or failed to run.
 set -uo pipefail
 if [ $# -lt 3 ] || [ $# -gt 4 ]; then
   echo "usage: $0 BUILD_DIR SECONDS OUT_DIR [JOBS]" >&2
@@ -20,6 +21,8 @@ seconds=$2
 mkdir -p "$3" || exit 2
 out=$(cd "$3" && pwd)
 jobs=${4:-1}
+# FUZZ_BUDGET=cpu: SECONDS of CPU time per harness instead of wall time (bench/fuzz_long.sh; a shared machine)
+budget=${FUZZ_BUDGET:-wall}
 src=$(cd "$(dirname "$0")" && pwd)
 # the harnesses' temporary files (the file under test; checkpoints are written back with an fsync) go to memory
 # when it can take them: an fsync to disk every run would make the checkpoint harness wait on the disk
@@ -54,10 +57,29 @@ run_one() {
   cp "$src/corpus/$name"/* "$corpus"/
   [ -d "$src/regressions/$name" ] && cp "$src/regressions/$name"/* "$corpus"/
   dict=$(dict_of "$name")
-  local TIMEFORMAT='%U %S'
-  { time TMPDIR="$tmp/$name" OMP_NUM_THREADS=1 "$build/tests/fuzz/fuzz_$name" \
-      -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-      -artifact_prefix="$art" ${dict:+-dict="$dict"} "$corpus" >"$log" 2>&1; echo "rc $?" >>"$log"; } 2>"$out/$name.cpu"
+  # wall budget: libFuzzer stops itself; CPU budget: stopped with SIGINT (it prints its final statistics and
+  # exits with status 72) once its CPU time reaches SECONDS, with a wall limit of 20 times that
+  local limit=$seconds
+  [ "$budget" = cpu ] && limit=$((seconds * 20))
+  TMPDIR="$tmp/$name" OMP_NUM_THREADS=1 "$build/tests/fuzz/fuzz_$name" \
+    -max_total_time="$limit" -max_len=65536 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    -artifact_prefix="$art" ${dict:+-dict="$dict"} "$corpus" >"$log" 2>&1 &
+  local pid=$! tck stat
+  tck=$(getconf CLK_TCK)
+  if [ "$budget" = cpu ]; then
+    while read -r -a stat <"/proc/$pid/stat" 2>/dev/null; do
+      [ $((stat[13] + stat[14])) -ge $((seconds * tck)) ] && { kill -INT "$pid"; break; }
+      sleep 1
+    done
+  fi
+  wait "$pid"
+  echo "rc $?" >>"$log"
+  # the CPU time of this subshell's children, the fuzzer: user and system seconds, the second line of `times` (run
+  # in this shell, not in a pipe's subshell, which has no children)
+  times >"$out/$name.times"
+  sed -n '2s/\([0-9]*\)m\([0-9.]*\)s \([0-9]*\)m\([0-9.]*\)s/\1 \2 \3 \4/p' "$out/$name.times" |
+    awk '{ print $1 * 60 + $2, $3 * 60 + $4 }' >"$out/$name.cpu"
+  rm -f "$out/$name.times"
 }
 
 summarize() {
@@ -73,10 +95,10 @@ summarize() {
   findings=$(find "$out/artifacts/$name" -type f | wc -l)
   printf '%-12s execs %10s  exec/s %7s  cov %5s  ft %6s  corpus %-12s  cpu_s %5s  findings %s  rc %s\n' \
     "$name" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "${cpu:-?}" "$findings" "${rc:-?}"
-  [ "$findings" -eq 0 ] && [ "${rc:-1}" -eq 0 ]
+  [ "$findings" -eq 0 ] && { [ "${rc:-1}" -eq 0 ] || { [ "$budget" = cpu ] && [ "${rc:-1}" -eq 72 ]; }; }
 }
 
-echo "fuzz: ${#harnesses[@]} harnesses, $seconds s each, $jobs at a time, in $out"
+echo "fuzz: ${#harnesses[@]} harnesses, $seconds s ($budget time) each, $jobs at a time, in $out"
 running=0
 for name in "${harnesses[@]}"; do
   if [ "$running" -ge "$jobs" ]; then
