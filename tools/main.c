@@ -12,6 +12,7 @@ static const cnn_command cnn_commands[] = {
     {"augment-preview", "write a PNG grid of augmented samples: what the network will see", cmd_augment_preview},
     {"bench", "training and inference speed of a model on synthetic data, per layer, against the sgemm peak",
      cmd_bench},
+    {"serve", "serve a model over HTTP: TensorFlow Serving's REST API and the Open Inference Protocol", cmd_serve},
 };
 #define NCOMMANDS (int)(sizeof cnn_commands / sizeof cnn_commands[0])
 

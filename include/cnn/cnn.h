@@ -11,6 +11,7 @@
 #include "cnn/train.h"
 #include "cnn/io.h"
 #include "cnn/bench.h"
+#include "cnn/serve.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,374 @@
+/* The model server's model versions: loading one, and its batch queue with the workers that run it.
+ *
+ * A version holds num_batch_threads copies of the network, one per worker, each on its own backend (a network
+ * keeps its activations, so two passes at once need two copies). Requests queue in FIFO order; a worker takes the
+ * jobs at the head that fit in max_batch_size images, waits up to batch_timeout_us (counted from when the first of
+ * them was queued) for more while the batch is not full, and runs them as one cnn_net_predict. The queue holds at
+ * most max_enqueued_batches * max_batch_size images: beyond that a submit is refused (the caller answers 503), so
+ * memory stays bounded under overload. */
+#define _POSIX_C_SOURCE 200809L
+#include "core/serve.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cnn/cnn.h"
+#include "core/error.h"
+#include "core/grow.h"
+
+#define HIST_BUCKETS 16
+
+typedef struct worker {
+    cnn_serve_version *v;
+    pthread_t thread;
+    int started;
+    cnn_backend *backend;
+    cnn_net *net;
+    float *images, *probs; /* max_batch_size images and their probabilities */
+} worker;
+
+struct cnn_serve_version {
+    int64_t version;
+    cnn_serve_spec spec;
+    int k;
+    char **class_names; /* k, each may be NULL */
+    int max_batch, batch_timeout_us;
+    int64_t max_queued;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    cnn_serve_job *head, *tail;
+    int64_t queued_images;
+    int stopping;
+    uint64_t batches, images, hist[HIST_BUCKETS];
+
+    int nworkers;
+    worker *workers;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void ns_to_abstime(int64_t ns, struct timespec *ts)
+{
+    ts->tv_sec = (time_t)(ns / 1000000000);
+    ts->tv_nsec = (long)(ns % 1000000000);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the workers
+
+/* Takes the jobs at the head of the queue that fit beside `have` images; called with the lock held. */
+static int64_t take_jobs(cnn_serve_version *v, cnn_serve_job **first, cnn_serve_job **last, int64_t have)
+{
+    while (v->head && have + v->head->n <= v->max_batch) {
+        cnn_serve_job *j = v->head;
+        v->head = j->next;
+        if (!v->head) v->tail = NULL;
+        j->next = NULL;
+        if (*last)
+            (*last)->next = j;
+        else
+            *first = j;
+        *last = j;
+        have += j->n;
+        v->queued_images -= j->n;
+    }
+    return have;
+}
+
+static void run_batch(worker *wk, cnn_serve_job *jobs, int64_t total)
+{
+    cnn_serve_version *v = wk->v;
+    size_t per = (size_t)v->spec.h * v->spec.w * v->spec.c;
+    const float *in = jobs->images;
+    float *out = jobs->probs;
+    if (jobs->next) { /* several requests: gather their images, run them as one batch, scatter the answers */
+        int64_t at = 0;
+        for (cnn_serve_job *j = jobs; j; j = j->next) {
+            memcpy(wk->images + (size_t)at * per, j->images, (size_t)j->n * per * sizeof(float));
+            at += j->n;
+        }
+        in = wk->images;
+        out = wk->probs;
+    }
+    cnn_status st = cnn_net_predict(wk->net, in, total, out);
+    /* counted before anyone is answered, so that a client that reads the metrics after its answer sees its batch */
+    int b = 0;
+    while (b < HIST_BUCKETS - 1 && ((int64_t)1 << b) < total) b++;
+    pthread_mutex_lock(&v->mu);
+    v->batches++;
+    v->images += (uint64_t)total;
+    v->hist[b]++;
+    pthread_mutex_unlock(&v->mu);
+    const char *msg = st == CNN_OK ? "" : cnn_last_error();
+    int gathered = jobs->next != NULL; /* read now: done() may free a job */
+    int64_t at = 0;
+    for (cnn_serve_job *j = jobs, *next; j; j = next) {
+        next = j->next;
+        if (st == CNN_OK && gathered)
+            memcpy(j->probs, out + (size_t)at * v->k, (size_t)j->n * v->k * sizeof(float));
+        at += j->n;
+        j->status = st;
+        snprintf(j->error, sizeof j->error, "%s", msg[0] ? msg : cnn_status_string(st));
+        j->done(j); /* may free j */
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *wk = arg;
+    cnn_serve_version *v = wk->v;
+    pthread_mutex_lock(&v->mu);
+    for (;;) {
+        while (!v->head && !v->stopping) pthread_cond_wait(&v->cv, &v->mu);
+        if (!v->head) break; /* stopping, and nothing left to answer */
+        cnn_serve_job *first = NULL, *last = NULL;
+        int64_t deadline = v->head->enqueued_ns + (int64_t)v->batch_timeout_us * 1000;
+        int64_t total = take_jobs(v, &first, &last, 0);
+        /* wait for the batch to fill, while the next request would still fit and time is left */
+        while (total < v->max_batch && !v->stopping && v->batch_timeout_us > 0) {
+            if (v->head) break; /* the head does not fit: run what we have */
+            if (now_ns() >= deadline) break;
+            struct timespec ts;
+            ns_to_abstime(deadline, &ts);
+            int rc = pthread_cond_timedwait(&v->cv, &v->mu, &ts);
+            total = take_jobs(v, &first, &last, total);
+            if (rc == ETIMEDOUT) break;
+        }
+        pthread_mutex_unlock(&v->mu);
+        run_batch(wk, first, total);
+        pthread_mutex_lock(&v->mu);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return NULL;
+}
+
+cnn_serve_submit cnn_serve_version_submit(cnn_serve_version *v, cnn_serve_job *job)
+{
+    cnn_serve_submit r = CNN_SERVE_QUEUED;
+    job->next = NULL;
+    job->status = CNN_OK;
+    job->error[0] = '\0';
+    pthread_mutex_lock(&v->mu);
+    if (v->stopping) {
+        r = CNN_SERVE_STOPPING;
+    } else if (job->n < 1 || job->n > v->max_batch || v->queued_images + job->n > v->max_queued) {
+        r = CNN_SERVE_QUEUE_FULL;
+    } else {
+        job->enqueued_ns = now_ns();
+        if (v->tail)
+            v->tail->next = job;
+        else
+            v->head = job;
+        v->tail = job;
+        v->queued_images += job->n;
+        /* one waiting worker starts a batch, or a worker filling one takes it: wake them all, few as they are */
+        pthread_cond_broadcast(&v->cv);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// loading and unloading
+
+void cnn_serve_version_stop(cnn_serve_version *v)
+{
+    if (!v) return;
+    pthread_mutex_lock(&v->mu);
+    v->stopping = 1;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+    for (int i = 0; i < v->nworkers; i++) {
+        worker *wk = &v->workers[i];
+        if (wk->started) pthread_join(wk->thread, NULL);
+        wk->started = 0;
+    }
+}
+
+void cnn_serve_version_destroy(cnn_serve_version *v)
+{
+    if (!v) return;
+    cnn_serve_version_stop(v);
+    for (int i = 0; i < v->nworkers; i++) {
+        worker *wk = &v->workers[i];
+        cnn_net_destroy(wk->net);
+        cnn_backend_destroy(wk->backend);
+        free(wk->images);
+        free(wk->probs);
+    }
+    free(v->workers);
+    for (int j = 0; v->class_names && j < v->k; j++) free(v->class_names[j]);
+    free(v->class_names);
+    pthread_cond_destroy(&v->cv);
+    pthread_mutex_destroy(&v->mu);
+    free(v);
+}
+
+cnn_status cnn_serve_version_load(const char *path, int64_t version, const cnn_serve_config *cfg,
+                                  cnn_serve_version **out)
+{
+    cnn_status st = CNN_OK;
+    *out = NULL;
+    cnn_serve_version *v = calloc(1, sizeof *v);
+    if (!v) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model version %lld", (long long)version);
+    pthread_mutex_init(&v->mu, NULL);
+    /* the batch deadline is on CLOCK_MONOTONIC (now_ns): the condition variable must wait on that clock too */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&v->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    v->version = version;
+    v->max_batch = cfg->max_batch_size > 0 ? cfg->max_batch_size : 1;
+    v->batch_timeout_us = cfg->batch_timeout_us > 0 ? cfg->batch_timeout_us : 0;
+    v->max_queued = (int64_t)v->max_batch * (cfg->max_enqueued_batches > 0 ? cfg->max_enqueued_batches : 1);
+    int n = cfg->num_batch_threads > 0 ? cfg->num_batch_threads : 1;
+    v->workers = calloc((size_t)n, sizeof *v->workers);
+    if (!v->workers) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for %d batch workers", n);
+        goto fail;
+    }
+    v->nworkers = n;
+    for (int i = 0; i < n; i++) {
+        worker *wk = &v->workers[i];
+        wk->v = v;
+        CNN_TRY(cnn_backend_create(cfg->device, &wk->backend));
+        CNN_TRY(cnn_net_load(path, wk->backend, &wk->net));
+    }
+    cnn_net *net = v->workers[0].net;
+    cnn_net_input_shape(net, &v->spec.h, &v->spec.w, &v->spec.c);
+    v->spec.rh = v->spec.h;
+    v->spec.rw = v->spec.w;
+    cnn_net_resize(net, &v->spec.rh, &v->spec.rw);
+    v->spec.max_pixels = cfg->max_pixels;
+    v->spec.max_images = v->max_batch;
+    if (v->spec.c != 1 && v->spec.c != 3) {
+        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the model takes %d channels; the server feeds 1 or 3", path,
+                       v->spec.c);
+        goto fail;
+    }
+    v->k = cnn_net_num_outputs(net);
+    v->class_names = calloc((size_t)v->k, sizeof *v->class_names);
+    if (!v->class_names) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for %d class names", v->k);
+        goto fail;
+    }
+    for (int j = 0; j < v->k; j++) {
+        const char *name = cnn_net_class_name(net, j);
+        if (name && !(v->class_names[j] = strdup(name))) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for class names");
+            goto fail;
+        }
+    }
+    size_t per = (size_t)v->spec.h * v->spec.w * v->spec.c;
+    for (int i = 0; i < n; i++) {
+        worker *wk = &v->workers[i];
+        wk->images = malloc((size_t)v->max_batch * per * sizeof(float));
+        wk->probs = malloc((size_t)v->max_batch * v->k * sizeof(float));
+        if (!wk->images || !wk->probs) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for a batch of %d images", v->max_batch);
+            goto fail;
+        }
+        /* warm up at the largest batch: activations are allocated (and refused by the memory budget) now, not at
+         * the first busy moment, and the backend's first-call costs are paid */
+        memset(wk->images, 0, (size_t)v->max_batch * per * sizeof(float));
+        CNN_TRY(cnn_net_predict(wk->net, wk->images, v->max_batch, wk->probs));
+    }
+    for (int i = 0; i < n; i++) {
+        worker *wk = &v->workers[i];
+        if (pthread_create(&wk->thread, NULL, worker_main, wk) != 0) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "cannot start batch worker %d", i);
+            goto fail;
+        }
+        wk->started = 1;
+    }
+    *out = v;
+    return CNN_OK;
+fail:
+    cnn_serve_version_destroy(v);
+    return st;
+}
+
+int64_t cnn_serve_version_number(const cnn_serve_version *v) { return v->version; }
+void cnn_serve_version_spec(const cnn_serve_version *v, cnn_serve_spec *spec) { *spec = v->spec; }
+int cnn_serve_version_outputs(const cnn_serve_version *v) { return v->k; }
+
+const char *const *cnn_serve_version_class_names(const cnn_serve_version *v)
+{
+    return (const char *const *)v->class_names;
+}
+
+void cnn_serve_version_stats_get(cnn_serve_version *v, cnn_serve_version_stats *out)
+{
+    pthread_mutex_lock(&v->mu);
+    out->batches = v->batches;
+    out->images = v->images;
+    memcpy(out->batch_size_hist, v->hist, sizeof v->hist);
+    out->queued_images = v->queued_images;
+    pthread_mutex_unlock(&v->mu);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the base path
+
+static int cmp_desc(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+cnn_status cnn_serve_list_versions(const char *base, int64_t **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(base);
+    if (!d)
+        return cnn_error(errno == ENOENT ? CNN_ERR_NOT_FOUND : CNN_ERR_IO, "model base path %s: %s", base,
+                         strerror(errno));
+    cnn_status st = CNN_OK;
+    int64_t *list = NULL;
+    size_t cap = 0;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *name = e->d_name;
+        size_t len = strlen(name);
+        int digits = len > 0 && len <= 18;
+        for (size_t i = 0; i < len && digits; i++) digits = name[i] >= '0' && name[i] <= '9';
+        if (!digits) continue;
+        size_t plen = strlen(base) + len + 32;
+        char *path = malloc(plen);
+        if (!path) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "no memory to list %s", base);
+            break;
+        }
+        snprintf(path, plen, "%s/%s/model.safetensors", base, name);
+        struct stat sb;
+        int ok = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+        free(path);
+        if (!ok) continue;
+        if ((st = cnn_array_grow(&list, &cap, (size_t)count + 1, sizeof *list, 8)) != CNN_OK) break;
+        list[count++] = strtoll(name, NULL, 10);
+    }
+    closedir(d);
+    if (st != CNN_OK) {
+        free(list);
+        return st;
+    }
+    if (count) qsort(list, (size_t)count, sizeof *list, cmp_desc);
+    *out = list;
+    *n = count;
+    return CNN_OK;
+}
