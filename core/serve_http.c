@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "core/serve.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ void cnn_serve_config_default(cnn_serve_config *cfg)
     cfg->batch_timeout_us = 0;
     cfg->num_batch_threads = 1;
     cfg->max_enqueued_batches = 16;
+    cfg->poll_seconds = 1; /* TF Serving's file_system_poll_wait_seconds */
 }
 
 #ifndef CNN_HAVE_MICROHTTPD
@@ -58,10 +60,13 @@ void cnn_server_stop(cnn_server *server, int drain_ms)
     (void)drain_ms;
 }
 
+void cnn_server_poll(cnn_server *server) { (void)server; }
+
 #else
 
 #include <microhttpd.h>
 #include <netdb.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,9 +77,10 @@ void cnn_server_stop(cnn_server *server, int drain_ms)
 // ---------------------------------------------------------------------------------------------------------------
 // model versions as the server sees them
 
-typedef enum { VS_LOADING = 0, VS_AVAILABLE, VS_END } version_state;
+/* TF Serving's states: a version loads, serves, is unloaded once a newer one serves and its requests are done */
+typedef enum { VS_LOADING = 0, VS_AVAILABLE, VS_UNLOADING, VS_END } version_state;
 
-static const char *const version_state_names[] = {"LOADING", "AVAILABLE", "END"};
+static const char *const version_state_names[] = {"LOADING", "AVAILABLE", "UNLOADING", "END"};
 
 typedef struct version_entry {
     int64_t version;
@@ -82,7 +88,7 @@ typedef struct version_entry {
     char *error;            /* why it failed to load; NULL when it did not fail */
     cnn_serve_version *v;   /* loaded; NULL otherwise */
     int refs;               /* requests using v (under the server's lock) */
-} version_entry;
+} version_entry; /* allocated one by one: requests keep pointers to them until the server is freed */
 
 struct cnn_server {
     cnn_serve_config cfg;
@@ -92,9 +98,17 @@ struct cnn_server {
     atomic_int in_flight; /* requests between their first byte and their answer's completion */
 
     pthread_mutex_t mu;       /* guards what follows */
-    version_entry *versions;  /* by descending version */
+    version_entry **versions; /* every version seen, by descending number */
     int nversions;
+    size_t versions_cap;
     version_entry *serving;   /* the latest available one, or NULL */
+    pthread_cond_t poll_cv;   /* wakes the poller to stop */
+    int stopping;
+    pthread_t poller;
+    int poller_started;
+
+    char *token;              /* the bearer token every endpoint but health needs; NULL: none */
+    FILE *access_log;         /* one line per request; NULL: none */
 
     pthread_mutex_t metrics_mu; /* guards the metrics */
     struct request_count *counts; /* requests by version, endpoint and status code */
@@ -151,9 +165,9 @@ static version_entry *acquire_version(cnn_server *s, int64_t version, int *found
         *found = e != NULL;
     } else {
         for (int i = 0; i < s->nversions; i++)
-            if (s->versions[i].version == version) {
+            if (s->versions[i]->version == version) {
                 *found = 1;
-                if (s->versions[i].state == VS_AVAILABLE) e = &s->versions[i];
+                if (s->versions[i]->state == VS_AVAILABLE) e = s->versions[i];
             }
     }
     if (e) e->refs++;
@@ -179,7 +193,8 @@ typedef struct request {
     struct MHD_Connection *conn;
     char *body;
     size_t len, cap;
-    int too_large;
+    int too_large;       /* a chunked body grew past the limit: 413 at its end */
+    int answered;        /* answered at the headers (401, or 413 from Content-Length) */
     cnn_serve_route rt;
     cnn_serve_api api;
     cnn_serve_request req;
@@ -190,6 +205,8 @@ typedef struct request {
     int queue_refusal;   /* the submit's answer when it was not queued */
     unsigned code;       /* the answer's status code */
     struct timespec t0;  /* when its headers were read */
+    char method[16];     /* for the access log */
+    char path[256];
 } request;
 
 static double seconds_since(const struct timespec *t0)
@@ -294,8 +311,9 @@ static enum MHD_Result answer_status(cnn_server *s, struct MHD_Connection *conn,
     int found = 0;
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->nversions; i++) {
-        const version_entry *e = &s->versions[i];
-        if (rt->version >= 0 ? e->version != rt->version : (e->state != VS_AVAILABLE && !e->error)) continue;
+        const version_entry *e = s->versions[i];
+        /* all of them but those unloaded without a fault, unless one is asked for */
+        if (rt->version >= 0 ? e->version != rt->version : (e->state == VS_END && !e->error)) continue;
         found = 1;
         cnn_json_write_begin_object(&w);
         cnn_json_write_key(&w, "version");
@@ -384,7 +402,7 @@ static enum MHD_Result answer_metadata(cnn_server *s, struct MHD_Connection *con
         cnn_json_write_begin_array(&w);
         pthread_mutex_lock(&s->mu);
         for (int i = 0; i < s->nversions; i++)
-            if (s->versions[i].state == VS_AVAILABLE) write_version_string(&w, s->versions[i].version);
+            if (s->versions[i]->state == VS_AVAILABLE) write_version_string(&w, s->versions[i]->version);
         pthread_mutex_unlock(&s->mu);
         cnn_json_write_end_array(&w);
         cnn_json_write_key(&w, "platform");
@@ -620,9 +638,9 @@ static enum MHD_Result answer_metrics(cnn_server *s, struct MHD_Connection *conn
     cnn_serve_version_stats *stats = calloc((size_t)(s->nversions ? s->nversions : 1), sizeof *stats);
     long long *numbers = calloc((size_t)(s->nversions ? s->nversions : 1), sizeof *numbers);
     for (int i = 0; stats && numbers && i < s->nversions; i++) {
-        if (!s->versions[i].v) continue;
-        cnn_serve_version_stats_get(s->versions[i].v, &stats[nv]);
-        numbers[nv++] = (long long)s->versions[i].version;
+        if (!s->versions[i]->v) continue;
+        cnn_serve_version_stats_get(s->versions[i]->v, &stats[nv]);
+        numbers[nv++] = (long long)s->versions[i]->version;
     }
     pthread_mutex_unlock(&s->mu);
     if (!stats || !numbers) b.status = CNN_ERR_NO_MEMORY;
@@ -736,6 +754,18 @@ static enum MHD_Result dispatch(request *rq, const char *method)
     }
 }
 
+/* "Bearer <token>" against the server's token, in time that depends on the token's length only. */
+static int authorized(const cnn_server *s, const char *header)
+{
+    static const char scheme[] = "Bearer ";
+    if (!header || strncmp(header, scheme, sizeof scheme - 1)) return 0;
+    const char *given = header + sizeof scheme - 1;
+    size_t glen = strlen(given), wlen = strlen(s->token);
+    unsigned char diff = glen != wlen;
+    for (size_t i = 0; i < wlen; i++) diff |= (unsigned char)(s->token[i] ^ (i < glen ? given[i] : 0));
+    return diff == 0;
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                       const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
@@ -751,17 +781,29 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn, co
         atomic_fetch_add(&s->in_flight, 1);
         *con_cls = rq;
         cnn_serve_parse_path(url, &rq->rt);
+        snprintf(rq->method, sizeof rq->method, "%s", method);
+        snprintf(rq->path, sizeof rq->path, "%s", url);
+        if (s->token && rq->rt.kind != CNN_ROUTE_V2_LIVE && rq->rt.kind != CNN_ROUTE_V2_READY &&
+            !authorized(s, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"))) {
+            rq->answered = 1;
+            return send_error_h(conn, 401, "WWW-Authenticate", "Bearer",
+                                "this server needs \"Authorization: Bearer <token>\" (--auth-token-file)");
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
             unsigned long long n = strtoull(cl, &end, 10);
             if (end != cl && n > s->cfg.max_body_bytes) {
                 /* answered before the body is read; libmicrohttpd then closes the connection */
-                rq->too_large = 1;
+                rq->answered = 1;
                 return send_error(conn, 413, "the request body (%llu bytes) is larger than the limit of %zu bytes",
                                   n, s->cfg.max_body_bytes);
             }
         }
+        return MHD_YES;
+    }
+    if (rq->answered) { /* answered at the headers: whatever body comes is dropped */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -828,6 +870,39 @@ static void record_request(cnn_server *s, const request *rq)
     pthread_mutex_unlock(&s->metrics_mu);
 }
 
+/* One line a request: time (UTC), client, "method path", status, milliseconds, model version, body bytes. Bytes
+ * outside printable ASCII in the path are written as '?'. */
+static void write_access_log(cnn_server *s, struct MHD_Connection *conn, const request *rq)
+{
+    char client[64] = "-";
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        char host[INET6_ADDRSTRLEN] = "";
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        if (host[0]) snprintf(client, sizeof client, "%s", host);
+    }
+    char path[sizeof rq->path], method[sizeof rq->method];
+    memcpy(path, rq->path, sizeof path);
+    memcpy(method, rq->method, sizeof method);
+    for (char *c = path; *c; c++)
+        if (*c < 0x21 || *c > 0x7e || *c == '"') *c = '?';
+    for (char *c = method; *c; c++)
+        if (*c < 0x21 || *c > 0x7e || *c == '"') *c = '?';
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[32];
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char version[24] = "-";
+    if (rq->ve) snprintf(version, sizeof version, "%lld", (long long)rq->ve->version);
+    fprintf(s->access_log, "%s %s \"%s %s\" %u %.3f ms version=%s bytes=%zu\n", when, client, method, path, rq->code,
+            seconds_since(&rq->t0) * 1e3, version, rq->len);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)conn;
@@ -837,6 +912,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!rq) return;
     *con_cls = NULL;
     record_request(s, rq);
+    if (s->access_log) write_access_log(s, conn, rq);
     release_version(s, rq->ve);
     cnn_serve_request_free(&rq->req);
     free(rq->probs);
@@ -851,8 +927,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 static void free_versions(cnn_server *s)
 {
     for (int i = 0; i < s->nversions; i++) {
-        cnn_serve_version_destroy(s->versions[i].v);
-        free(s->versions[i].error);
+        cnn_serve_version_destroy(s->versions[i]->v);
+        free(s->versions[i]->error);
+        free(s->versions[i]);
     }
     free(s->versions);
     s->versions = NULL;
@@ -866,12 +943,124 @@ static void server_free(cnn_server *s)
     free_versions(s);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->metrics_mu);
+    pthread_cond_destroy(&s->poll_cv);
+    if (s->access_log) fclose(s->access_log);
+    if (s->token) { /* not left in freed memory */
+        volatile char *t = s->token;
+        for (size_t i = 0; t[i]; i++) t[i] = 0;
+        free(s->token);
+    }
     free(s->counts);
     free(s->name);
     free(s->base);
     free(s->host);
     free(s->device);
     free(s);
+}
+
+/* A new entry for `version`, LOADING, in the list by descending number; NULL when out of memory. Under the lock. */
+static version_entry *add_entry(cnn_server *s, int64_t version)
+{
+    if (cnn_array_grow(&s->versions, &s->versions_cap, (size_t)s->nversions + 1, sizeof *s->versions, 8) != CNN_OK)
+        return NULL;
+    version_entry *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->version = version;
+    e->state = VS_LOADING;
+    int at = 0;
+    while (at < s->nversions && s->versions[at]->version > version) at++;
+    memmove(s->versions + at + 1, s->versions + at, (size_t)(s->nversions - at) * sizeof *s->versions);
+    s->versions[at] = e;
+    s->nversions++;
+    return e;
+}
+
+static version_entry *find_entry(cnn_server *s, int64_t version)
+{
+    for (int i = 0; i < s->nversions; i++)
+        if (s->versions[i]->version == version) return s->versions[i];
+    return NULL;
+}
+
+/* Loads a LOADING entry's model, without the lock (a load takes long); then, under it, makes it AVAILABLE and the
+ * serving version when it is newer than the one serving (the one replaced goes UNLOADING), or records its error
+ * (END). A version that fails to load never replaces one that serves. */
+static cnn_status load_entry(cnn_server *s, version_entry *e)
+{
+    size_t plen = strlen(s->base) + 64;
+    char *path = malloc(plen);
+    cnn_serve_version *v = NULL;
+    cnn_status st;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!path) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "no memory to load version %lld", (long long)e->version);
+    } else {
+        snprintf(path, plen, "%s/%lld/model.safetensors", s->base, (long long)e->version);
+        st = cnn_serve_version_load(path, e->version, &s->cfg, &v);
+    }
+    double secs = seconds_since(&t0);
+    pthread_mutex_lock(&s->metrics_mu);
+    s->load_seconds += secs;
+    if (st == CNN_OK)
+        s->loads_ok++;
+    else
+        s->loads_failed++;
+    pthread_mutex_unlock(&s->metrics_mu);
+    if (st == CNN_OK) {
+        cnn_serve_spec spec;
+        cnn_serve_version_spec(v, &spec);
+        log_line(s, "model %s version %lld loaded from %s in %.3f s (input %dx%dx%d, %d classes)", s->name,
+                 (long long)e->version, path, secs, spec.h, spec.w, spec.c, cnn_serve_version_outputs(v));
+        pthread_mutex_lock(&s->mu);
+        e->v = v;
+        e->state = VS_AVAILABLE;
+        version_entry *old = s->serving;
+        if (!old || old->version < e->version) {
+            s->serving = e; /* from here on, new requests without a version get this one */
+            if (old) old->state = VS_UNLOADING;
+        } else {
+            e->state = VS_UNLOADING; /* an older version than the one serving: not kept */
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (old && s->serving == e)
+            log_line(s, "model %s: version %lld serves instead of %lld, which is unloaded once its requests are "
+                     "answered", s->name, (long long)e->version, (long long)old->version);
+    } else {
+        const char *msg = cnn_last_error();
+        char *error = strdup(msg[0] ? msg : cnn_status_string(st));
+        log_line(s, "model %s version %lld failed to load: %s", s->name, (long long)e->version,
+                 msg[0] ? msg : cnn_status_string(st));
+        pthread_mutex_lock(&s->mu);
+        e->state = VS_END;
+        e->error = error ? error : strdup("failed to load");
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(path);
+    return st;
+}
+
+/* Frees the models of the versions replaced whose requests are all answered. */
+static void reap_versions(cnn_server *s)
+{
+    for (;;) {
+        cnn_serve_version *v = NULL;
+        int64_t number = 0;
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < s->nversions && !v; i++) {
+            version_entry *e = s->versions[i];
+            if (e->state == VS_UNLOADING && e->refs == 0) {
+                v = e->v;
+                number = e->version;
+                e->v = NULL;
+                e->state = VS_END;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!v) return;
+        cnn_serve_version_destroy(v);
+        log_line(s, "model %s version %lld unloaded", s->name, (long long)number);
+    }
 }
 
 /* Loads the highest version that loads; the ones above it that failed stay listed with their error. */
@@ -886,53 +1075,60 @@ static cnn_status load_latest(cnn_server *s)
         return cnn_error(CNN_ERR_NOT_FOUND, "model base path %s holds no version: expected %s/<version>/"
                          "model.safetensors with a numeric version", s->base, s->base);
     }
-    s->versions = calloc((size_t)n, sizeof *s->versions);
-    if (!s->versions) {
-        free(list);
-        return cnn_error(CNN_ERR_NO_MEMORY, "no memory for %d versions", n);
-    }
+    const char *last_error = "?";
     for (int i = 0; i < n && !s->serving; i++) {
-        version_entry *e = &s->versions[s->nversions++];
-        e->version = list[i];
-        size_t plen = strlen(s->base) + 64;
-        char *path = malloc(plen);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "no memory");
-            break;
+        pthread_mutex_lock(&s->mu);
+        version_entry *e = add_entry(s, list[i]);
+        pthread_mutex_unlock(&s->mu);
+        if (!e) {
+            free(list);
+            return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model versions");
         }
-        snprintf(path, plen, "%s/%lld/model.safetensors", s->base, (long long)e->version);
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        st = cnn_serve_version_load(path, e->version, &s->cfg, &e->v);
-        pthread_mutex_lock(&s->metrics_mu);
-        s->load_seconds += seconds_since(&t0);
-        if (st == CNN_OK)
-            s->loads_ok++;
-        else
-            s->loads_failed++;
-        pthread_mutex_unlock(&s->metrics_mu);
-        if (st == CNN_OK) {
-            cnn_serve_spec spec;
-            cnn_serve_version_spec(e->v, &spec);
-            e->state = VS_AVAILABLE;
-            s->serving = e;
-            log_line(s, "model %s version %lld loaded from %s (input %dx%dx%d, %d classes)", s->name,
-                     (long long)e->version, path, spec.h, spec.w, spec.c, cnn_serve_version_outputs(e->v));
-        } else {
-            const char *msg = cnn_last_error();
-            e->state = VS_END;
-            e->error = strdup(msg[0] ? msg : cnn_status_string(st));
-            log_line(s, "model %s version %lld failed to load: %s", s->name, (long long)e->version,
-                     msg[0] ? msg : cnn_status_string(st));
-        }
-        free(path);
+        st = load_entry(s, e);
+        if (st != CNN_OK) last_error = e->error;
     }
     free(list);
-    if (!s->serving) {
+    if (!s->serving)
         return cnn_error(st != CNN_OK ? st : CNN_ERR_NOT_FOUND, "model %s: no version under %s loads (the last "
-                         "error: %s)", s->name, s->base, s->nversions ? s->versions[s->nversions - 1].error : "?");
-    }
+                         "error: %s)", s->name, s->base, last_error);
     return CNN_OK;
+}
+
+/* One look at the base path: the highest version above the one serving that was not seen before (not tried: one
+ * that failed is not tried again) is loaded and takes over. */
+static void poll_once(cnn_server *s)
+{
+    int64_t *list = NULL;
+    int n = 0;
+    if (cnn_serve_list_versions(s->base, &list, &n) == CNN_OK) {
+        pthread_mutex_lock(&s->mu);
+        version_entry *e = NULL;
+        for (int i = 0; i < n && !e && (!s->serving || list[i] > s->serving->version); i++)
+            if (!find_entry(s, list[i])) e = add_entry(s, list[i]);
+        pthread_mutex_unlock(&s->mu);
+        if (e) load_entry(s, e);
+    }
+    free(list);
+    reap_versions(s);
+}
+
+static void *poller_main(void *arg)
+{
+    cnn_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += s->cfg.poll_seconds;
+        while (!s->stopping && pthread_cond_timedwait(&s->poll_cv, &s->mu, &deadline) != ETIMEDOUT) {
+        }
+        if (s->stopping) break;
+        pthread_mutex_unlock(&s->mu);
+        poll_once(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 static char *dup_or(const char *s, const char *fallback)
@@ -959,13 +1155,19 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     if (!s) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->metrics_mu, NULL);
+    pthread_condattr_t ca; /* the poller's deadlines are on CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->poll_cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&s->in_flight, 0);
     s->cfg = *cfg;
     s->name = dup_or(cfg->model_name, NULL);
     s->base = dup_or(cfg->model_base_path, NULL);
     s->host = dup_or(cfg->host, "127.0.0.1");
     s->device = cfg->device ? strdup(cfg->device) : NULL;
-    if (!s->name || !s->base || !s->host || (cfg->device && !s->device)) {
+    s->token = cfg->auth_token ? strdup(cfg->auth_token) : NULL;
+    if (!s->name || !s->base || !s->host || (cfg->device && !s->device) || (cfg->auth_token && !s->token)) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
         goto fail;
     }
@@ -973,6 +1175,16 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     s->cfg.model_base_path = s->base;
     s->cfg.host = s->host;
     s->cfg.device = s->device;
+    s->cfg.auth_token = NULL; /* s->token holds it */
+    if (cfg->access_log) {
+        s->access_log = fopen(cfg->access_log, "a");
+        if (!s->access_log) {
+            st = cnn_error(CNN_ERR_IO, "--access-log %s: %s", cfg->access_log, strerror(errno));
+            goto fail;
+        }
+        setvbuf(s->access_log, NULL, _IOLBF, 0); /* a line is on disk (in the page cache) once written */
+    }
+    s->cfg.access_log = NULL;
     CNN_TRY(load_latest(s));
 
     struct addrinfo hints = {0}, *ai = NULL;
@@ -1002,6 +1214,14 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : cfg->port;
+    if (cfg->poll_seconds > 0) {
+        if (pthread_create(&s->poller, NULL, poller_main, s) != 0) {
+            MHD_stop_daemon(s->daemon);
+            st = cnn_error(CNN_ERR_NO_MEMORY, "cannot start the version poller");
+            goto fail;
+        }
+        s->poller_started = 1;
+    }
     *out = s;
     return CNN_OK;
 fail:
@@ -1010,6 +1230,11 @@ fail:
 }
 
 int cnn_server_port(const cnn_server *server) { return server ? server->port : 0; }
+
+void cnn_server_poll(cnn_server *s)
+{
+    if (s) poll_once(s);
+}
 
 void cnn_server_stop(cnn_server *s, int drain_ms)
 {
@@ -1024,9 +1249,17 @@ void cnn_server_stop(cnn_server *s, int drain_ms)
     if (atomic_load(&s->in_flight) > 0)
         log_line(s, "%d requests were still in flight after %d ms: stopping anyway", atomic_load(&s->in_flight),
                  drain_ms);
+    if (s->poller_started) { /* no version loads or unloads from here on */
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->poll_cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->poller, NULL);
+        s->poller_started = 0;
+    }
     /* the workers answer what is queued (and resume those connections) before the daemon goes, so no job outlives
      * its request; the versions themselves are freed after the daemon, when no request refers to them */
-    for (int i = 0; i < s->nversions; i++) cnn_serve_version_stop(s->versions[i].v);
+    for (int i = 0; i < s->nversions; i++) cnn_serve_version_stop(s->versions[i]->v);
     MHD_stop_daemon(s->daemon);
     server_free(s);
 }

@@ -473,6 +473,9 @@ class Server {
     }
     return r == 0;
   }
+  void signal(int sig) {
+    if (running()) kill(pid_, sig);
+  }
   // SIGTERM, then waits at most `seconds` for the exit; returns the exit status (-1: still running, killed).
   int stop(int seconds = 30) {
     if (running()) kill(pid_, SIGTERM);
@@ -1001,6 +1004,183 @@ TEST(Serve, AFullQueueAnswers503WithRetryAfterAndServingGoesOn) {
   Response m = http(s.port(), "GET", "/monitoring/prometheus/metrics");
   EXPECT_EQ(metric(m.body, "cnn_serve_requests_total{model=\"slow\",version=\"1\",api=\"predict\",code=\"503\"}"), full)
       << m.body;
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+TEST(Serve, TheBearerTokenIsNeededEverywhereButHealth) {
+  REQUIRE_SERVE();
+  GrayFixture f;
+  const std::string token = "s3cret-token-0123456789";
+  cnntest::write_file(f.tmp.file("token"), token + "\n");
+  Server s(f.base, "gray", {"--auth-token-file", f.tmp.file("token")});
+  ASSERT_GT(s.port(), 0) << s.log();
+  const std::string good = "Authorization: Bearer " + token + "\r\n";
+  struct Case {
+    std::string method, path, body;
+  } guarded[] = {
+      {"GET", "/v1/models/gray", ""},
+      {"GET", "/v1/models/gray/metadata", ""},
+      {"POST", "/v1/models/gray:predict", gray_instances(1)},
+      {"POST", "/v1/models/gray:classify", gray_instances(1)},
+      {"GET", "/v2", ""},
+      {"GET", "/v2/models/gray", ""},
+      {"GET", "/v2/models/gray/ready", ""},
+      {"GET", "/monitoring/prometheus/metrics", ""},
+      {"GET", "/nowhere", ""},
+  };
+  const std::string wrong[] = {"", "Authorization: Bearer " + token.substr(1) + "x\r\n",
+                               "Authorization: Bearer " + token + "x\r\n", "Authorization: Basic " + token + "\r\n",
+                               "Authorization: bearer " + token + "\r\n"};
+  for (const Case &c : guarded) {
+    for (const std::string &h : wrong) {
+      Response r = http(s.port(), c.method, c.path, c.body, h);
+      EXPECT_EQ(r.status, 401) << c.path << " with [" << h << "]: " << r.body;
+      EXPECT_EQ(r.headers["www-authenticate"], "Bearer");
+      EXPECT_TRUE(has(r.body, "\"error\"")) << r.body;
+    }
+    Response r = http(s.port(), c.method, c.path, c.body, good);
+    EXPECT_EQ(r.status, c.path == "/nowhere" ? 404 : 200) << c.path << ": " << r.body;
+  }
+  EXPECT_EQ(http(s.port(), "GET", "/v2/health/live").status, 200);
+  EXPECT_EQ(http(s.port(), "GET", "/v2/health/ready").status, 200);
+  EXPECT_EQ(s.stop(), 0) << s.log();
+
+  std::string out;
+  cnntest::write_file(f.tmp.file("short"), "abc\n");
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-base-path", f.base, "--model-name", "gray", "--port", "0",
+                              "--auth-token-file", f.tmp.file("short")},
+                             &out),
+            2);
+  EXPECT_TRUE(has(out, "at least 16 printable characters")) << out;
+}
+
+TEST(Serve, TheAccessLogHasALinePerRequest) {
+  REQUIRE_SERVE();
+  GrayFixture f;
+  std::string log = f.tmp.file("access.log");
+  Server s(f.base, "gray", {"--access-log", log});
+  ASSERT_GT(s.port(), 0) << s.log();
+  EXPECT_EQ(http(s.port(), "POST", "/v1/models/gray:predict", gray_instances(1)).status, 200);
+  EXPECT_EQ(http(s.port(), "GET", "/v1/models/gray/versions/7").status, 404);
+  EXPECT_EQ(http(s.port(), "GET", "/v2/health/live").status, 200);
+  EXPECT_EQ(s.stop(), 0) << s.log();
+  std::istringstream is(cnntest::read_file(log));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(is, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 3u) << cnntest::read_file(log);
+  EXPECT_TRUE(has(lines[0], " 127.0.0.1 \"POST /v1/models/gray:predict\" 200 ")) << lines[0];
+  EXPECT_TRUE(has(lines[0], "version=1 bytes=" + std::to_string(gray_instances(1).size()))) << lines[0];
+  EXPECT_TRUE(has(lines[1], "\"GET /v1/models/gray/versions/7\" 404 ")) << lines[1];
+  EXPECT_TRUE(has(lines[2], "\"GET /v2/health/live\" 200 ")) << lines[2];
+  EXPECT_EQ(lines[0].size() > 20 ? lines[0][4] : ' ', '-') << lines[0];  // 2026-...
+}
+
+// The state of each version listed by a status path: {"1": "END", "2": "AVAILABLE"}.
+std::map<std::string, std::string> version_states(int port, const std::string &path) {
+  std::map<std::string, std::string> out;
+  Response r = http(port, "GET", path);
+  Json j(r.body);
+  const cnn_json *list = cnn_json_get(j.doc, "model_version_status");
+  for (size_t i = 0; i < cnn_json_count(list); i++) {
+    const cnn_json *e = cnn_json_at(list, i);
+    out[string_of(cnn_json_get(e, "version"))] = string_of(cnn_json_get(e, "state"));
+  }
+  return out;
+}
+
+TEST(Serve, ANewVersionTakesOverUnderLoadAndABrokenOneNeverDoes) {
+  REQUIRE_SERVE();
+  GrayFixture f;
+  Server s(f.base, "gray", {"--poll-seconds", "1"});
+  ASSERT_GT(s.port(), 0) << s.log();
+  // a client sends requests without a pause until it has seen version 2 answer ten times (at most 30 s)
+  std::atomic<bool> saw_two{false};
+  std::vector<int> statuses;
+  std::vector<std::string> versions;
+  std::string infer = "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 8, 8], \"datatype\": \"UINT8\", \"data\": [";
+  for (int i = 0; i < 64; i++) infer += (i ? "," : "") + std::to_string(i * 4);
+  infer += "]}]}";
+  std::thread client([&] {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    int after = 0;
+    while (std::chrono::steady_clock::now() < deadline && after < 10) {
+      Response r = http(s.port(), "POST", "/v2/models/gray/infer", infer);
+      statuses.push_back(r.status);
+      Json j(r.body);
+      versions.push_back(string_of(cnn_json_get(j.doc, "model_version")));
+      if (versions.back() == "2") {
+        saw_two = true;
+        after++;
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // version 2 appears whole: written beside, then moved in
+  make_model(f.tmp.file("staging"), 2, kGray, kClassNames, 2);
+  ASSERT_EQ(rename(f.tmp.file("staging/2").c_str(), (f.base + "/2").c_str()), 0);
+  client.join();
+  ASSERT_TRUE(saw_two) << s.log();
+  for (size_t i = 0; i < statuses.size(); i++) ASSERT_EQ(statuses[i], 200) << "request " << i << "\n" << s.log();
+  // answers came from 1, then from 2, never back
+  size_t first_two = 0;
+  while (first_two < versions.size() && versions[first_two] == "1") first_two++;
+  EXPECT_GT(first_two, 0u);
+  for (size_t i = first_two; i < versions.size(); i++) EXPECT_EQ(versions[i], "2") << i;
+  printf("%zu requests during the swap, all answered 200 (%zu by version 1)\n", versions.size(), first_two);
+  // version 1 is unloaded (at the next poll, its requests being answered): END when asked for, no longer listed
+  std::map<std::string, std::string> states;
+  for (int i = 0; i < 100 && states["1"] != "END"; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    states = version_states(s.port(), "/v1/models/gray/versions/1");
+  }
+  EXPECT_EQ(states["1"], "END") << s.log();
+  states = version_states(s.port(), "/v1/models/gray");
+  EXPECT_EQ(states.count("1"), 0u);
+  EXPECT_EQ(states["2"], "AVAILABLE");
+  EXPECT_TRUE(has(s.log(), "version 1 unloaded")) << s.log();
+  EXPECT_EQ(http(s.port(), "POST", "/v1/models/gray/versions/1:predict", gray_instances(1)).status, 404);
+
+  // a broken version 3 is reported and version 2 goes on serving
+  EXPECT_EQ(system(("mkdir -p '" + f.tmp.file("staging/3") + "'").c_str()), 0);
+  cnntest::write_file(f.tmp.file("staging/3/model.safetensors"), "this is not a model");
+  ASSERT_EQ(rename(f.tmp.file("staging/3").c_str(), (f.base + "/3").c_str()), 0);
+  for (int i = 0; i < 100 && states["3"] != "END"; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    states = version_states(s.port(), "/v1/models/gray");
+  }
+  EXPECT_EQ(states["3"], "END") << s.log();
+  EXPECT_EQ(states["2"], "AVAILABLE");
+  Response r = http(s.port(), "GET", "/v1/models/gray/versions/3");
+  EXPECT_TRUE(has(r.body, "\"error_code\":\"UNKNOWN\"")) << r.body;
+  r = http(s.port(), "POST", "/v2/models/gray/infer", infer);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(has(r.body, "\"model_version\":\"2\"")) << r.body;
+  Response m = http(s.port(), "GET", "/monitoring/prometheus/metrics");
+  EXPECT_EQ(metric(m.body, "cnn_serve_model_loads_total{model=\"gray\",result=\"ok\"}"), 2) << m.body;
+  EXPECT_EQ(metric(m.body, "cnn_serve_model_loads_total{model=\"gray\",result=\"error\"}"), 1) << m.body;
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+TEST(Serve, SighupLooksForNewVersionsAtOnce) {
+  REQUIRE_SERVE();
+  GrayFixture f;
+  Server s(f.base, "gray", {"--poll-seconds", "0"});  // no poller: only SIGHUP looks
+  ASSERT_GT(s.port(), 0) << s.log();
+  make_model(f.tmp.file("staging"), 5, kGray, kClassNames, 5);
+  ASSERT_EQ(rename(f.tmp.file("staging/5").c_str(), (f.base + "/5").c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(version_states(s.port(), "/v1/models/gray").count("5"), 0u);
+  s.signal(SIGHUP);
+  std::map<std::string, std::string> states;
+  for (int i = 0; i < 100 && states["5"] != "AVAILABLE"; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    states = version_states(s.port(), "/v1/models/gray");
+  }
+  EXPECT_EQ(states["5"], "AVAILABLE") << s.log();
+  EXPECT_TRUE(has(s.log(), "SIGHUP: looking for new versions")) << s.log();
+  Response r = http(s.port(), "POST", "/v1/models/gray:predict", gray_instances(1));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_TRUE(has(r.body, "predictions")) << r.body;
   EXPECT_EQ(s.stop(), 0) << s.log();
 }
 

@@ -1,7 +1,7 @@
 /* cnn serve: a model server speaking TensorFlow Serving's REST API and the Open Inference Protocol (cnn/serve.h).
  *
  * Runs until SIGTERM or SIGINT, then stops accepting connections, answers what is in flight (at most
- * --drain-seconds) and exits 0. Once it listens it prints "cnn serve: listening on HOST port PORT" on stderr. */
+ * --drain-seconds) and exits 0. SIGHUP looks at the base path for a new version at once. Once it listens it prints "cnn serve: listening on HOST port PORT" on stderr. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +17,7 @@ int cmd_serve(int argc, char **argv)
     cnn_serve_config_default(&cfg);
     uint64_t max_body = cfg.max_body_bytes, max_pixels = (uint64_t)cfg.max_pixels;
     int drain_s = 30, quiet = 0;
+    const char *token_file = NULL;
     cli_flag flags[] = {
         {"model-base-path", CLI_STRING, &cfg.model_base_path,
          "DIR       the model's folder: DIR/<version>/model.safetensors (numeric versions; the highest that loads "
@@ -46,6 +47,13 @@ int cmd_serve(int argc, char **argv)
          "N         queue bound, in batches; beyond it requests get 503 + Retry-After (default 16)", 1, 1000000, 0},
         {"drain-seconds", CLI_INT, &drain_s,
          "SECONDS   on SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)", 0, 3600, 0},
+        {"poll-seconds", CLI_INT, &cfg.poll_seconds,
+         "SECONDS   how often the base path is looked at for a new version, which then takes over (default 1; 0: "
+         "never)", 0, 86400, 0},
+        {"access-log", CLI_STRING, &cfg.access_log, "FILE      append one line per request to FILE (default: none)", 0,
+         0, 0},
+        {"auth-token-file", CLI_STRING, &token_file,
+         "FILE      every endpoint but /v2/health/* needs \"Authorization: Bearer <the file's first line>\"", 0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no log lines but the listening one", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
@@ -70,6 +78,27 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "cnn serve: --max-pixels: from 1 to 67108864 (the loader's cap)\n");
         return 2;
     }
+    char token[1024] = "";
+    if (token_file) { /* the first line, without its end of line; at least 16 bytes and nothing odd in it */
+        FILE *f = fopen(token_file, "r");
+        if (!f) {
+            fprintf(stderr, "cnn serve: --auth-token-file %s: cannot open it\n", token_file);
+            return 1;
+        }
+        if (!fgets(token, sizeof token, f)) token[0] = '\0';
+        fclose(f);
+        token[strcspn(token, "\r\n")] = '\0';
+        size_t len = strlen(token);
+        int printable = 1;
+        for (size_t i = 0; i < len; i++) printable &= token[i] > 0x20 && token[i] < 0x7f;
+        if (len < 16 || !printable) {
+            fprintf(stderr, "cnn serve: --auth-token-file %s: the token (its first line) must be at least 16 printable "
+                            "characters without spaces\n", token_file);
+            memset(token, 0, sizeof token);
+            return 2;
+        }
+        cfg.auth_token = token;
+    }
     cfg.max_body_bytes = (size_t)max_body;
     cfg.max_pixels = (long long)max_pixels;
     cfg.quiet = quiet;
@@ -80,16 +109,21 @@ int cmd_serve(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client that goes away must not kill the server */
 
     cnn_server *server = NULL;
     cnn_status st = cnn_server_start(&cfg, &server);
+    memset(token, 0, sizeof token); /* the server keeps its own copy */
     if (st != CNN_OK) return cli_fail("serve", "cannot start", st);
     fprintf(stderr, "cnn serve: listening on %s port %d\n", cfg.host, cnn_server_port(server));
     fflush(stderr);
     int sig = 0;
-    sigwait(&stop, &sig);
+    while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
+        if (!quiet) fprintf(stderr, "cnn serve: SIGHUP: looking for new versions\n");
+        cnn_server_poll(server);
+    }
     if (!quiet) fprintf(stderr, "cnn serve: %s: draining (at most %d s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM", drain_s);
     cnn_server_stop(server, drain_s * 1000);
     if (!quiet) fprintf(stderr, "cnn serve: stopped\n");

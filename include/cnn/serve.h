@@ -36,6 +36,12 @@ typedef struct cnn_serve_config {
     int batch_timeout_us;         /* how long a batch waits to fill up after its first request; default 0 */
     int num_batch_threads;        /* forward passes run at once per model version (each has its copy); default 1 */
     int max_enqueued_batches;     /* the queue holds this many batches' worth of images, then 503; default 16 */
+    int poll_seconds;             /* > 0: the base path is looked at this often; a new, higher version loads in the
+                                   * background and takes over; the one it replaces is unloaded once its requests
+                                   * are answered; one that fails to load is listed with its error. Default 1 */
+    const char *access_log;       /* a file that gets one line per request appended; NULL (default): none */
+    const char *auth_token;       /* when set, every endpoint but /v2/health/... needs "Authorization: Bearer
+                                   * <token>" (401 otherwise); NULL (default): open */
     int quiet;                    /* 1: no log lines on stderr (load messages, warnings) */
 } cnn_serve_config;
 
@@ -51,6 +57,11 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out);
 
 /* The port the server listens on (what port 0 was given). */
 int cnn_server_port(const cnn_server *server);
+
+/* Looks at the base path now, as the poller does every poll_seconds: a new, higher version loads (in the calling
+ * thread) and takes over; versions replaced whose requests are answered are unloaded. `cnn serve` calls it on
+ * SIGHUP. */
+void cnn_server_poll(cnn_server *server);
 
 /* Stops accepting connections, waits for the requests in flight to be answered (at most `drain_ms`
  * milliseconds), then stops the server and frees everything. NULL is a no-op. */
