@@ -272,6 +272,31 @@ fail:
     return st;
 }
 
+/* A file cannot hold a network whose parameters outnumber its tensors' elements: refuse that before building the
+ * network, which would allocate and initialize every parameter first (a 1 KB file declaring a 4 GiB dense layer
+ * within the memory limit). The memory limit is checked first, as cnn_net_from_text would; a shortfall of up to
+ * 4 Mi values (16 MiB of f32) is left to cnn_net_read_tensors, which names the missing tensor. */
+static cnn_status check_holds_parameters(const cnn_st_file *f, const char *path, const char *definition,
+                                         const char *source)
+{
+    cnn_memory_estimate *e = NULL;
+    cnn_memory_config cfg = {.batch = 1, .optimizer_slots = 0};
+    cnn_status st = cnn_memory_estimate_text(definition, source, &cfg, &e);
+    if (st != CNN_OK) return st;
+    st = cnn_memory_check(e, 0, 0);
+    int64_t need = e->trainable + e->non_trainable, have = 0;
+    cnn_memory_estimate_destroy(e);
+    if (st != CNN_OK) return st;
+    for (int i = 0; i < f->count; i++) {
+        size_t size = cnn_dtype_size(f->tensors[i].dtype);
+        if (size) have += (int64_t)(f->tensors[i].nbytes / size);
+    }
+    if (need - have > ((int64_t)4 << 20))
+        return cnn_error(CNN_ERR_FORMAT, "%s: its definition has %lld parameters, but its tensors hold %lld values: "
+                         "a truncated or forged model file", path, (long long)need, (long long)have);
+    return CNN_OK;
+}
+
 cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *backend, cnn_net **out)
 {
     cnn_status st = CNN_OK;
@@ -287,6 +312,7 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
     {
         char source[512];
         snprintf(source, sizeof source, "%s (definition)", path);
+        CNN_TRY(check_holds_parameters(f, path, definition, source));
         CNN_TRY(cnn_net_from_text(definition, source, backend, 0, &net));
     }
     CNN_TRY(cnn_net_read_tensors(net, f, path));

@@ -7,7 +7,6 @@
 #include <malloc.h>
 #include <sys/resource.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -71,8 +70,12 @@ struct LimitGuard {
   ~LimitGuard() { cnn_set_memory_limit(0); }
 };
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+// The largest peak RSS of the programs this test has run and waited for (the cnn program): load-independent
+// evidence that a refusal came before the gigabytes were allocated, where a time bound would fail on a busy machine.
+int64_t children_peak_rss() {
+  struct rusage ru{};
+  getrusage(RUSAGE_CHILDREN, &ru);
+  return (int64_t)ru.ru_maxrss * 1024;
 }
 
 cnn_memory_estimate *estimate_text(const std::string &text, int batch, int slots) {
@@ -100,12 +103,10 @@ TEST(Budget, HugeDefinitionsAreRefusedFastWithoutAllocating) {
   };
   for (const auto &c : cases) {
     cnn_set_memory_limit(c.limit);
-    auto t0 = std::chrono::steady_clock::now();
     cnn_net *net = nullptr;
     EXPECT_EQ(cnn_net_from_text(c.text, "huge.cnn", be.b, 1, &net), CNN_ERR_NO_MEMORY) << c.text;
     EXPECT_EQ(net, nullptr);
     const std::string msg = cnn_last_error();
-    EXPECT_LT(seconds_since(t0), 1.0) << c.text;
     EXPECT_TRUE(has(msg, "huge.cnn: inference at batch 1 needs")) << msg;
     EXPECT_TRUE(has(msg, "more than the memory limit of")) << msg;
     EXPECT_TRUE(has(msg, c.layer)) << msg;
@@ -128,10 +129,8 @@ TEST(Budget, HugeDefinitionsAreRefusedFastWithoutAllocating) {
 
 TEST(Budget, EstimatesOfHugeDefinitionsNeedNoMemory) {
   const int64_t rss0 = peak_rss();
-  auto t0 = std::chrono::steady_clock::now();
   cnn_memory_estimate *e = estimate_text(kHuge36, 32, 2);
   ASSERT_NE(e, nullptr);
-  EXPECT_LT(seconds_since(t0), 0.5);
   const int64_t weights = (int64_t)16384 * 65536 * 4 + 16384 * 4;
   EXPECT_EQ(e->train.param_bytes, weights);
   EXPECT_EQ(e->train.grad_bytes, weights);
@@ -232,7 +231,6 @@ TEST(Budget, ModelFilesWithHugeDefinitionsAreRefusedBeforeAllocating) {
   const int64_t rss0 = peak_rss();
   cnn_net *net = nullptr;
   cnn_set_memory_limit(kGiB);
-  auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(cnn_net_load(crafted.c_str(), be.b, &net), CNN_ERR_NO_MEMORY);
   EXPECT_TRUE(has(cnn_last_error(), "crafted.safetensors (definition): inference at batch 1 needs 8.00 GiB"))
       << cnn_last_error();
@@ -241,12 +239,10 @@ TEST(Budget, ModelFilesWithHugeDefinitionsAreRefusedBeforeAllocating) {
   EXPECT_TRUE(has(cnn_last_error(), "petabyte.safetensors (definition): inference at batch 1 needs 2.00 PiB"))
       << cnn_last_error();
   EXPECT_EQ(net, nullptr);
-  EXPECT_LT(seconds_since(t0), 1.0);
   EXPECT_LT(peak_rss() - rss0, 64 * kMiB);
 
   // the cnn program: every command that reads a model file refuses it, and summary describes it without building
   std::string out;
-  t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(cnntest::run_cnn({"eval", "--model", crafted, "--max-memory", "1G"}, &out), 1) << out;
   EXPECT_TRUE(has(out, "cnn eval: --max-memory: ")) << out;
   EXPECT_TRUE(has(out, "crafted.safetensors (definition): inference at batch 256 needs")) << out;
@@ -260,7 +256,7 @@ TEST(Budget, ModelFilesWithHugeDefinitionsAreRefusedBeforeAllocating) {
   EXPECT_TRUE(has(out, "crafted.safetensors (definition): inference at batch 1 needs 8.00 GiB")) << out;
   EXPECT_EQ(cnntest::run_cnn({"summary", petabyte}, &out), 1) << out;
   EXPECT_TRUE(has(out, "cnn summary: memory limit: ")) << out;
-  EXPECT_LT(seconds_since(t0), 10.0);  // five processes, none of which allocates the network
+  EXPECT_LT(children_peak_rss(), kGiB);  // five processes, none of which allocates the network
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -596,10 +592,9 @@ TEST(BudgetCli, SummaryRefusesWhatExceedsTheLimitAtOnce) {
   cnntest::TempDir dir;
   cnntest::write_file(dir.file("huge.cnn"), kHuge36);
   std::string out;
-  auto t0 = std::chrono::steady_clock::now();
   // the table, then the refusal: nothing was allocated for the 4 GiB of weights
   EXPECT_EQ(cnntest::run_cnn({"summary", dir.file("huge.cnn"), "--max-memory", "1G"}, &out), 1) << out;
-  EXPECT_LT(seconds_since(t0), 2.0);
+  EXPECT_LT(children_peak_rss(), kGiB);
   EXPECT_TRUE(has(out, "Total params: 1073758208")) << out;
   EXPECT_TRUE(has(out, "Training step at batch 64: 20.0 GiB")) << out;
   EXPECT_TRUE(has(out, "cnn summary: --max-memory: ")) << out;
@@ -646,7 +641,6 @@ TEST(BudgetCli, TrainAndBenchRefuseBeforeBuilding) {
   cnntest::TempDir dir;
   cnntest::write_file(dir.file("huge.cnn"), kHuge36);
   std::string out;
-  auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(cnntest::run_cnn({"train", "--model", dir.file("huge.cnn"), "--max-memory", "2G", "--epochs", "1"}, &out),
             1)
       << out;
@@ -654,7 +648,7 @@ TEST(BudgetCli, TrainAndBenchRefuseBeforeBuilding) {
   EXPECT_TRUE(has(out, "a training step at batch 64 needs 20.0 GiB")) << out;
   EXPECT_EQ(cnntest::run_cnn({"bench", "--model", dir.file("huge.cnn"), "--max-memory", "2G"}, &out), 1) << out;
   EXPECT_TRUE(has(out, "cnn bench: --max-memory: ")) << out;
-  EXPECT_LT(seconds_since(t0), 5.0);
+  EXPECT_LT(children_peak_rss(), kGiB);
   // a real model at a limit it fits at batch 2 but not at 64
   EXPECT_EQ(cnntest::run_cnn({"bench", "--model", model_path("seed_cnn.cnn"), "--max-memory", "8M", "--mode", "train",
                               "--quiet"},
