@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cnn/net.h"
 #include "cnn/status.h"
 
 /* Files a harness may write in its temporary directory (each harness uses one to eleven names). */
@@ -49,6 +50,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     /* one OpenMP thread: the fuzzer runs inputs one at a time, and threads only add noise to its coverage */
     setenv("OMP_NUM_THREADS", "1", 0);
+    /* networks are refused above 256 MiB (the memory budget, cnn_set_memory_limit): a definition that asks for
+     * gigabytes is a refusal to check, not a reason to allocate them (run.sh's -rss_limit_mb is 2048) */
+    cnn_set_memory_limit((int64_t)256 << 20);
     return 0;
 }
 
