@@ -49,7 +49,7 @@ int cmd_serve(int argc, char **argv)
          "SECONDS   on SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)", 0, 3600, 0},
         {"poll-seconds", CLI_INT, &cfg.poll_seconds,
          "SECONDS   how often the base path is looked at for a new version, which then takes over (default 1; 0: "
-         "never)", 0, 86400, 0},
+         "only on SIGHUP)", 0, 86400, 0},
         {"access-log", CLI_STRING, &cfg.access_log, "FILE      append one line per request to FILE (default: none)", 0,
          0, 0},
         {"auth-token-file", CLI_STRING, &token_file,

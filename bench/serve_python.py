@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""The Python side of bench/serve_bench.sh: the seed CNN in PyTorch behind FastAPI/uvicorn, answering TensorFlow
+Serving's :predict as `cnn serve` does ("instances" of nested numbers or {"b64": PNG}), with the weights of the same
+cnn.c model file, so that both servers give the same probabilities.
+
+Benchmark-only: PyTorch, FastAPI, uvicorn, numpy and Pillow are NOT dependencies of cnn.c or its tests.
+
+    python bench/serve_python.py --model seed.safetensors --name seed --port 8601 --threads 2
+"""
+import argparse
+import base64
+import io
+import json
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from PIL import Image
+
+
+def read_safetensors(path):
+    """The F32 tensors of a safetensors file, by name (the format: a u64 header size, a JSON header, the data)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] != "F32":
+            raise ValueError(f"{name}: {info['dtype']}, expected F32")
+        a, b = info["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
+    return out
+
+
+class SeedCNN(nn.Module):
+    """cnn.c's samples/models/seed_cnn.cnn: three conv 3x3 (valid) + ReLU + max-pool 2 stages, dense 512, dense 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(1, 32, 3), nn.Conv2d(32, 64, 3), nn.Conv2d(64, 128, 3)
+        self.d1, self.d2 = nn.Linear(128, 512), nn.Linear(512, 10)
+
+    def forward(self, x):  # x: (N, 1, 28, 28)
+        for c in (self.c1, self.c2, self.c3):
+            x = F.max_pool2d(F.relu(c(x)), 2)
+        x = F.relu(self.d1(torch.flatten(x, 1)))  # 128x1x1: NCHW and NHWC flatten alike
+        return F.softmax(self.d2(x), dim=1)
+
+
+def load(model, path):
+    """cnn.c's tensors (conv weights OHWI, dense (out, in)) into the torch layers, in definition order."""
+    t = read_safetensors(path)
+    convs = sorted(k[:-7] for k in t if k.endswith(".weight") and t[k].ndim == 4)
+    denses = sorted(k[:-7] for k in t if k.endswith(".weight") and t[k].ndim == 2)
+    with torch.no_grad():
+        for layer, name in zip((model.c1, model.c2, model.c3), convs):
+            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].transpose(0, 3, 1, 2).copy()))
+            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
+        for layer, name in zip((model.d1, model.d2), denses):
+            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].copy()))
+            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
+
+
+def instance_to_array(inst):
+    if isinstance(inst, dict) and "b64" in inst:
+        img = Image.open(io.BytesIO(base64.b64decode(inst["b64"]))).convert("L")
+        if img.size != (28, 28):
+            img = img.resize((28, 28), Image.BILINEAR)
+        return np.asarray(img, dtype=np.float32) / 255.0
+    a = np.asarray(inst, dtype=np.float32)
+    if a.shape == (28, 28, 1):
+        a = a[:, :, 0]
+    if a.shape != (28, 28):
+        raise ValueError(f"expected a 28x28 image, got shape {a.shape}")
+    return a
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--name", default="seed")
+    ap.add_argument("--port", type=int, default=8601)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = SeedCNN().eval()
+    load(model, args.model)
+    app = FastAPI()
+
+    @app.post("/v1/models/{name}:predict")
+    async def predict(name: str, request: Request):
+        if name != args.name:
+            raise HTTPException(404, f"model {name} is not served here")
+        try:
+            body = json.loads(await request.body())
+            x = np.stack([instance_to_array(i) for i in body["instances"]])[:, None]
+        except Exception as e:  # a bad request, as cnn serve answers it
+            raise HTTPException(400, str(e))
+        with torch.no_grad():
+            p = model(torch.from_numpy(x)).numpy()
+        return {"predictions": p.tolist()}
+
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
