@@ -44,8 +44,8 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
 {
     (void)cfg;
     *out = NULL;
-    return cnn_error(CNN_ERR_UNSUPPORTED, "this build has no model server: libmicrohttpd was not found when it was "
-                     "configured (Debian: apt-get install libmicrohttpd-dev, then configure again)");
+    return cnn_error(CNN_ERR_UNSUPPORTED, "this build has no model server: it was configured without libmicrohttpd "
+                     "(-DCNN_SERVE=OFF, or Debian's libmicrohttpd-dev missing: install it, then configure again)");
 }
 
 int cnn_server_port(const cnn_server *server)

@@ -520,6 +520,45 @@ std::vector<float> gray_images(int n) {
   return images;
 }
 
+TEST(Serve, ABuildWithoutTheServerSaysSo) {
+  if (cnn_serve_available()) GTEST_SKIP() << "this build has the server";
+  GrayFixture f;
+  std::string out;
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-base-path", f.base, "--model-name", "gray", "--port", "0"}, &out), 1);
+  EXPECT_TRUE(has(out, "configured without libmicrohttpd")) << out;
+  cnn_serve_config cfg;
+  cnn_serve_config_default(&cfg);
+  cfg.model_base_path = f.base.c_str();
+  cfg.model_name = "gray";
+  cnn_server *server = nullptr;
+  EXPECT_EQ(cnn_server_start(&cfg, &server), CNN_ERR_UNSUPPORTED);
+  EXPECT_EQ(server, nullptr);
+}
+
+TEST(Serve, TheLibraryServesInProcess) {
+  REQUIRE_SERVE();
+  GrayFixture f;
+  cnn_serve_config cfg;
+  cnn_serve_config_default(&cfg);
+  cfg.model_base_path = f.base.c_str();
+  cfg.model_name = "gray";
+  cfg.port = 0;
+  cfg.poll_seconds = 0;
+  cfg.quiet = 1;
+  cnn_server *server = nullptr;
+  ASSERT_EQ(cnn_server_start(&cfg, &server), CNN_OK) << cnn_last_error();
+  int port = cnn_server_port(server);
+  EXPECT_GT(port, 0);
+  EXPECT_EQ(http(port, "GET", "/v2/health/ready").status, 200);
+  Response r = http(port, "POST", "/v1/models/gray:predict", gray_instances(2));
+  EXPECT_EQ(r.status, 200) << r.body;
+  cnn_server_stop(server, 5000);
+  EXPECT_EQ(http(port, "GET", "/v2/health/live").status, 0);  // no one listens any more
+  cfg.model_name = "a/b";
+  EXPECT_EQ(cnn_server_start(&cfg, &server), CNN_ERR_INVALID_ARG);
+  EXPECT_TRUE(has(cnn_last_error(), "may not hold")) << cnn_last_error();
+}
+
 TEST(Serve, StatusMetadataAndHealthEndpoints) {
   REQUIRE_SERVE();
   GrayFixture f;

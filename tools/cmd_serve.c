@@ -66,8 +66,9 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (!cnn_serve_available()) {
-        fprintf(stderr, "cnn serve: this build has no model server: libmicrohttpd was not found when it was configured "
-                        "(Debian: apt-get install libmicrohttpd-dev, then configure and build again)\n");
+        fprintf(stderr, "cnn serve: this build has no model server: it was configured without libmicrohttpd "
+                        "(-DCNN_SERVE=OFF, or Debian's libmicrohttpd-dev missing: install it, then configure and "
+                        "build again)\n");
         return 1;
     }
     if (max_body < 2 || max_body > ((uint64_t)1 << 40)) {
