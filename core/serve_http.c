@@ -17,6 +17,7 @@
 
 #include "cnn/cnn.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/grow.h"
 
 void cnn_serve_config_default(cnn_serve_config *cfg)
@@ -108,6 +109,7 @@ struct cnn_server {
     int poller_started;
 
     char *token;              /* the bearer token every endpoint but health needs; NULL: none */
+    char *tls_cert, *tls_key; /* PEM texts ('\0'-terminated); NULL: plain HTTP */
     FILE *access_log;         /* one line per request; NULL: none */
 
     pthread_mutex_t metrics_mu; /* guards the metrics */
@@ -945,6 +947,12 @@ static void server_free(cnn_server *s)
     pthread_mutex_destroy(&s->metrics_mu);
     pthread_cond_destroy(&s->poll_cv);
     if (s->access_log) fclose(s->access_log);
+    free(s->tls_cert);
+    if (s->tls_key) { /* a private key is not left in freed memory */
+        volatile char *k = s->tls_key;
+        for (size_t i = 0; k[i]; i++) k[i] = 0;
+        free(s->tls_key);
+    }
     if (s->token) { /* not left in freed memory */
         volatile char *t = s->token;
         for (size_t i = 0; t[i]; i++) t[i] = 0;
@@ -1131,6 +1139,22 @@ static void *poller_main(void *arg)
     return NULL;
 }
 
+/* A PEM file as a '\0'-terminated text (at most 1 MiB). */
+static cnn_status read_pem(const char *path, const char *flag, char **out)
+{
+    unsigned char *data = NULL;
+    size_t len = 0;
+    cnn_status st = cnn_read_file(path, (size_t)1 << 20, &data, &len);
+    if (st != CNN_OK) return cnn_error_prefix(st, "%s: ", flag);
+    char *text = (char *)data; /* cnn_read_file ends the bytes with a '\0' */
+    if (!strstr(text, "-----BEGIN ")) {
+        free(text);
+        return cnn_error(CNN_ERR_FORMAT, "%s %s: not a PEM file", flag, path);
+    }
+    *out = text;
+    return CNN_OK;
+}
+
 static char *dup_or(const char *s, const char *fallback)
 {
     const char *src = s ? s : fallback;
@@ -1185,6 +1209,19 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
         setvbuf(s->access_log, NULL, _IOLBF, 0); /* a line is on disk (in the page cache) once written */
     }
     s->cfg.access_log = NULL;
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        st = cnn_error(CNN_ERR_INVALID_ARG, "TLS needs both a certificate (--tls-cert) and its key (--tls-key)");
+        goto fail;
+    }
+    if (cfg->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            st = cnn_error(CNN_ERR_UNSUPPORTED, "this libmicrohttpd was built without TLS");
+            goto fail;
+        }
+        CNN_TRY(read_pem(cfg->tls_cert, "--tls-cert", &s->tls_cert));
+        CNN_TRY(read_pem(cfg->tls_key, "--tls-key", &s->tls_key));
+    }
+    s->cfg.tls_cert = s->cfg.tls_key = NULL;
     CNN_TRY(load_latest(s));
 
     struct addrinfo hints = {0}, *ai = NULL;
@@ -1201,11 +1238,14 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     if (!cfg->quiet) flags |= MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (s->tls_cert) flags |= MHD_USE_TLS;
+    /* the TLS options come last: without TLS they are left out by ending the list before them */
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+        s->tls_cert, MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         st = cnn_error(CNN_ERR_IO, "cannot listen on %s port %d (in use, or not an address of this machine?)",

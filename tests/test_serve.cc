@@ -1093,6 +1093,57 @@ TEST(Serve, TheBearerTokenIsNeededEverywhereButHealth) {
   EXPECT_TRUE(has(out, "at least 16 printable characters")) << out;
 }
 
+// Runs a shell command; its stdout (at most 1 MiB).
+std::string shell(const std::string &cmd) {
+  std::string out;
+  FILE *p = popen(cmd.c_str(), "r");
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0 && out.size() < (1u << 20)) out.append(buf, n);
+  pclose(p);
+  return out;
+}
+
+TEST(Serve, TlsServesHttpsOnly) {
+  REQUIRE_SERVE();
+  if (system("command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "openssl and curl (the programs) make the certificate and speak TLS here; one is missing";
+  GrayFixture f;
+  std::string cert = f.tmp.file("cert.pem"), key = f.tmp.file("key.pem");
+  ASSERT_EQ(system(("openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + key + "' -out '" + cert +
+                    "' -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1")
+                       .c_str()),
+            0);
+  Server s(f.base, "gray", {"--tls-cert", cert, "--tls-key", key});
+  ASSERT_GT(s.port(), 0) << s.log();
+  EXPECT_TRUE(has(s.log(), "(HTTPS)")) << s.log();
+  std::string url = "https://127.0.0.1:" + std::to_string(s.port());
+  // curl checks the certificate against the one made here; every call is bounded by --max-time
+  std::string curl = "curl -s --max-time 10 --cacert '" + cert + "' -w ' %{http_code}' ";
+  EXPECT_EQ(shell(curl + url + "/v2/health/live"), "{\"live\":true} 200");
+  cnntest::write_file(f.tmp.file("body.json"), gray_instances(2));
+  std::string out = shell(curl + "-d @'" + f.tmp.file("body.json") + "' " + url + "/v1/models/gray:predict");
+  EXPECT_TRUE(has(out, "\"predictions\"") && has(out, " 200")) << out;
+  EXPECT_TRUE(has(shell(curl + url + "/v1/models/nope"), " 404"));
+  // plain HTTP gets no answer
+  EXPECT_EQ(http(s.port(), "GET", "/v2/health/live").status, 0);
+  EXPECT_TRUE(has(shell(curl + url + "/v2/health/ready"), " 200"));
+  EXPECT_EQ(s.stop(), 0) << s.log();
+
+  std::string msg;
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-base-path", f.base, "--model-name", "gray", "--port", "0",
+                              "--tls-cert", cert},
+                             &msg),
+            1);
+  EXPECT_TRUE(has(msg, "needs both a certificate")) << msg;
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-base-path", f.base, "--model-name", "gray", "--port", "0",
+                              "--tls-cert", f.base + "/1/model.safetensors", "--tls-key", key},
+                             &msg),
+            1);
+  EXPECT_TRUE(has(msg, "not a PEM file")) << msg;
+}
+
 TEST(Serve, TheAccessLogHasALinePerRequest) {
   REQUIRE_SERVE();
   GrayFixture f;

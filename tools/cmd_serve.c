@@ -54,6 +54,9 @@ int cmd_serve(int argc, char **argv)
          0, 0},
         {"auth-token-file", CLI_STRING, &token_file,
          "FILE      every endpoint but /v2/health/* needs \"Authorization: Bearer <the file's first line>\"", 0, 0, 0},
+        {"tls-cert", CLI_STRING, &cfg.tls_cert, "FILE      PEM certificate (chain): serve HTTPS only (with --tls-key)", 0,
+         0, 0},
+        {"tls-key", CLI_STRING, &cfg.tls_key, "FILE      PEM private key of --tls-cert", 0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no log lines but the listening one", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
@@ -118,7 +121,8 @@ int cmd_serve(int argc, char **argv)
     cnn_status st = cnn_server_start(&cfg, &server);
     memset(token, 0, sizeof token); /* the server keeps its own copy */
     if (st != CNN_OK) return cli_fail("serve", "cannot start", st);
-    fprintf(stderr, "cnn serve: listening on %s port %d\n", cfg.host, cnn_server_port(server));
+    fprintf(stderr, "cnn serve: listening on %s port %d%s\n", cfg.host, cnn_server_port(server),
+            cfg.tls_cert ? " (HTTPS)" : "");
     fflush(stderr);
     int sig = 0;
     while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {

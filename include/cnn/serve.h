@@ -42,6 +42,8 @@ typedef struct cnn_serve_config {
     const char *access_log;       /* a file that gets one line per request appended; NULL (default): none */
     const char *auth_token;       /* when set, every endpoint but /v2/health/... needs "Authorization: Bearer
                                    * <token>" (401 otherwise); NULL (default): open */
+    const char *tls_cert;         /* PEM files of the certificate (chain) and its private key: both or neither; */
+    const char *tls_key;          /* with them the server speaks HTTPS only (libmicrohttpd's GnuTLS) */
     int quiet;                    /* 1: no log lines on stderr (load messages, warnings) */
 } cnn_serve_config;
 
