@@ -135,6 +135,8 @@ cnn_status cnn_serve_version_load(const char *path, int64_t version, const cnn_s
                                   cnn_serve_version **out);
 /* Queues a job (job->n <= max_batch_size). */
 cnn_serve_submit cnn_serve_version_submit(cnn_serve_version *v, cnn_serve_job *job);
+/* From now on a batch runs as soon as a worker has it, without waiting batch_timeout_us to fill (for a drain). */
+void cnn_serve_version_flush(cnn_serve_version *v);
 /* Refuses new jobs, answers the queued ones, and stops the workers (every job's done() has been called when it
  * returns). Idempotent. */
 void cnn_serve_version_stop(cnn_serve_version *v);

@@ -1282,6 +1282,9 @@ void cnn_server_stop(cnn_server *s, int drain_ms)
     /* no new connections; the requests already in flight are answered, for at most drain_ms */
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
+    pthread_mutex_lock(&s->mu); /* batches waiting to fill run now */
+    for (int i = 0; i < s->nversions; i++) cnn_serve_version_flush(s->versions[i]->v);
+    pthread_mutex_unlock(&s->mu);
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < drain_ms; waited += 5) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -46,6 +46,7 @@ struct cnn_serve_version {
     cnn_serve_job *head, *tail;
     int64_t queued_images;
     int stopping;
+    int flushing; /* batches no longer wait to fill (the server is draining) */
     uint64_t batches, images, hist[HIST_BUCKETS];
 
     int nworkers;
@@ -137,7 +138,7 @@ static void *worker_main(void *arg)
         int64_t deadline = v->head->enqueued_ns + (int64_t)v->batch_timeout_us * 1000;
         int64_t total = take_jobs(v, &first, &last, 0);
         /* wait for the batch to fill, while the next request would still fit and time is left */
-        while (total < v->max_batch && !v->stopping && v->batch_timeout_us > 0) {
+        while (total < v->max_batch && !v->stopping && !v->flushing && v->batch_timeout_us > 0) {
             if (v->head) break; /* the head does not fit: run what we have */
             if (now_ns() >= deadline) break;
             struct timespec ts;
@@ -182,6 +183,15 @@ cnn_serve_submit cnn_serve_version_submit(cnn_serve_version *v, cnn_serve_job *j
 
 // ---------------------------------------------------------------------------------------------------------------
 // loading and unloading
+
+void cnn_serve_version_flush(cnn_serve_version *v)
+{
+    if (!v) return;
+    pthread_mutex_lock(&v->mu);
+    v->flushing = 1;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+}
 
 void cnn_serve_version_stop(cnn_serve_version *v)
 {

@@ -951,8 +951,8 @@ std::vector<Response> concurrently(int port, const std::string &path, const std:
 TEST(Serve, ConcurrentRequestsRunInFewerBatchesWithTheAnswersOfSingleImages) {
   REQUIRE_SERVE();
   GrayFixture f;
-  // a batch waits up to 400 ms to fill: requests sent together share forward passes
-  Server s(f.base, "gray", {"--max-batch-size", "16", "--batch-timeout-us", "400000", "--http-threads", "4"});
+  // a batch waits up to 1 s to fill: requests sent together share forward passes
+  Server s(f.base, "gray", {"--max-batch-size", "16", "--batch-timeout-us", "1000000", "--http-threads", "4"});
   ASSERT_GT(s.port(), 0) << s.log();
   // eight requests of 1, 2 or 3 images, every image different
   std::vector<std::string> bodies;
@@ -1304,15 +1304,30 @@ TEST(Serve, SlowClientsAreTimedOutWhileOthersAreServed) {
 TEST(Serve, SigtermAnswersTheRequestsInFlightAndExitsZero) {
   REQUIRE_SERVE();
   GrayFixture f;
-  // a batch waits 1.5 s to fill: the request is still in the queue when SIGTERM comes
-  Server s(f.base, "gray", {"--batch-timeout-us", "1500000", "--max-batch-size", "8"});
+  // a batch waits 5 s to fill: the request is still waiting when SIGTERM comes
+  Server s(f.base, "gray", {"--batch-timeout-us", "5000000", "--max-batch-size", "8"});
   ASSERT_GT(s.port(), 0) << s.log();
-  Response r;
-  std::thread client([&] { r = http(s.port(), "POST", "/v1/models/gray:predict", gray_instances(1)); });
+  // the request is sent whole before the signal (the answer is read after the exit)
+  int fd = connect_to(s.port());
+  ASSERT_GE(fd, 0);
+  std::string body = gray_instances(1);
+  ASSERT_TRUE(send_all(fd, "POST /v1/models/gray:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(s.stop(), 0) << s.log();
-  client.join();
-  EXPECT_EQ(r.status, 200) << r.body << "\n" << s.log();
+  // the drain runs the waiting batch at once, not when its 5 s are up
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0) << s.log();
+  std::string raw;
+  char buf[4096];
+  for (int i = 0; i < 1000; i++) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    raw.append(buf, (size_t)n);
+  }
+  close(fd);
+  Response r = parse_response(raw);
+  EXPECT_EQ(r.status, 200) << raw << "\n" << s.log();
   EXPECT_TRUE(has(s.log(), "SIGTERM: draining")) << s.log();
   // and no one is listening any more
   EXPECT_EQ(http(s.port(), "GET", "/v2/health/live").status, 0);
