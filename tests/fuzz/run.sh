@@ -67,13 +67,15 @@ run_one() {
   local pid=$! tck stat
   tck=$(getconf CLK_TCK)
   if [ "$budget" = cpu ]; then
-    while read -r -a stat <"/proc/$pid/stat" 2>/dev/null; do
+    while read -r -a stat 2>/dev/null <"/proc/$pid/stat"; do
       [ $((stat[13] + stat[14])) -ge $((seconds * tck)) ] && { kill -INT "$pid"; break; }
       sleep 1
     done
   fi
   wait "$pid"
   echo "rc $?" >>"$log"
+  # an interrupted fuzzer exits without unregistering its OpenMP runtime, whose file would stay in /dev/shm
+  rm -f "/dev/shm/__KMP_REGISTERED_LIB_${pid}_"*
   # the CPU time of this subshell's children, the fuzzer: user and system seconds, the second line of `times` (run
   # in this shell, not in a pipe's subshell, which has no children)
   times >"$out/$name.times"
