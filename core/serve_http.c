@@ -66,6 +66,9 @@ void cnn_server_poll(cnn_server *server) { (void)server; }
 #else
 
 #include <microhttpd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1067,6 +1070,11 @@ static void reap_versions(cnn_server *s)
         pthread_mutex_unlock(&s->mu);
         if (!v) return;
         cnn_serve_version_destroy(v);
+#ifdef __GLIBC__
+        /* hand the freed model back to the system: its memory sat in the arena of a worker thread that is gone,
+         * where glibc would keep it (bench/RESULTS.md, "Soak") */
+        malloc_trim(0);
+#endif
         log_line(s, "model %s version %lld unloaded", s->name, (long long)number);
     }
 }
