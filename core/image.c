@@ -16,6 +16,7 @@
 
 #include <stb_image.h>
 #include <stb_image_write.h>
+#include <zlib.h>
 
 #include "cnn/data.h"
 #include "cnn/pipeline.h"
@@ -145,19 +146,74 @@ static int header_dims(image_format fmt, const unsigned char *p, size_t n, long 
     return 0;
 }
 
-/* 1 when an uncompressed BMP (BI_RGB) is shorter than the pixel rows its header declares: stb_image would decode
- * it anyway, making a 59-byte file into a 30-megapixel image of whatever its buffer held. */
-static int bmp_truncated(const unsigned char *p, size_t n)
+/* A PNG chunk that declares more bytes than the file has left, written to why[]: stb_image grows its buffer to a
+ * declared IDAT length before it reads the data (a 200-byte file asked for 2 GiB). Checked up to IEND; 0 when
+ * every chunk fits. */
+static int png_problem(const unsigned char *p, size_t n, char *why, size_t size)
 {
-    if (n < 34 || LE32(p + 14) < 40) return 0; /* OS/2 headers and short files: stb_image has the last word */
-    int64_t w = (int32_t)LE32(p + 18), h = (int32_t)LE32(p + 22);
-    unsigned bpp = LE16(p + 28);
-    uint32_t compression = LE32(p + 30), offset = LE32(p + 10);
-    if ((compression != 0 && compression != 3) || w <= 0 || h == 0 || bpp == 0 || bpp > 32) return 0;
+    size_t i = 8;
+    while (n - i >= 8) {
+        uint32_t len = BE32(p + i);
+        const unsigned char *type = p + i + 4;
+        if ((uint64_t)len + 12 > n - i) {
+            char t[5];
+            for (int k = 0; k < 4; k++) t[k] = type[k] >= 0x20 && type[k] < 0x7f ? (char)type[k] : '?';
+            t[4] = '\0';
+            snprintf(why, size, "chunk '%s' at byte %zu declares %u bytes, past the end of the file (%zu bytes)", t, i,
+                     len, n);
+            return 1;
+        }
+        if (!memcmp(type, "IEND", 4)) return 0;
+        i += 12 + (size_t)len;
+    }
+    return 0;
+}
+
+/* What is wrong with a BMP that stb_image would decode anyway, reading past the file or its palette into
+ * memory it never wrote (the pixels would then be whatever that memory held): a header longer than the file, a
+ * compression stb_image does not implement, pixel rows beyond the end of the file (a 59-byte file declaring 30
+ * megapixels), or a palette index beyond the palette. NULL when none of that is the case, or when the header is
+ * too odd for these checks (stb_image then has the last word). Bounded by the file's size. */
+static const char *bmp_problem(const unsigned char *p, size_t n)
+{
+    if (n < 18) return NULL;
+    uint32_t dib = LE32(p + 14), offset = LE32(p + 10);
+    if (dib != 12 && dib < 40) return NULL;
+    if (dib > n - 14) return "the file is shorter than its header";
+    if (offset > n) return "the pixel data would start past the end of the file";
+    int64_t w, h;
+    unsigned bpp;
+    uint32_t compression = 0;
+    if (dib == 12) { /* OS/2 BITMAPCOREHEADER: 16-bit sizes, 3-byte palette entries */
+        w = LE16(p + 18);
+        h = LE16(p + 20);
+        bpp = LE16(p + 24);
+    } else {
+        w = (int32_t)LE32(p + 18);
+        h = (int32_t)LE32(p + 22);
+        bpp = LE16(p + 28);
+        compression = LE32(p + 30);
+    }
+    if (compression != 0 && !(compression == 3 && (bpp == 16 || bpp == 32)))
+        return "its compression is not supported (only uncompressed BMPs, and bit fields of 16 and 32 bits)";
+    if (w <= 0 || h == 0 || (bpp != 1 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32)) return NULL;
     if (h < 0) h = -h;
     uint64_t row = (((uint64_t)w * bpp + 31) / 32) * 4;
-    if (offset > n) return 1;
-    return row > (uint64_t)(n - offset) / (uint64_t)h; /* row * h > n - offset, without the product */
+    if (row > (uint64_t)(n - offset) / (uint64_t)h) /* row * h > n - offset, without the product */
+        return "the file is shorter than the pixel rows its header declares";
+    if (bpp > 8) return NULL;
+    /* stb_image reads the palette that fits between the header and the pixels, into an array it does not clear */
+    uint64_t entry = dib == 12 ? 3 : 4, start = 14 + (uint64_t)dib;
+    uint64_t colors = offset > start ? (offset - start) / entry : 0;
+    if (colors >= (1u << bpp)) return NULL;
+    for (int64_t y = 0; y < h; y++) {
+        const unsigned char *r = p + offset + (uint64_t)y * row;
+        for (int64_t x = 0; x < w; x++) {
+            unsigned idx = bpp == 8 ? r[x] : bpp == 4 ? (r[x / 2] >> (x % 2 ? 0 : 4)) & 15 : (r[x / 8] >> (7 - x % 8)) & 1;
+            if (idx >= colors) return "a pixel's palette index is beyond the palette";
+        }
+    }
+    return NULL;
 }
 
 #undef BE16
@@ -398,6 +454,53 @@ void cnn_image_u8_free(cnn_image_u8 *img)
     memset(img, 0, sizeof *img);
 }
 
+static cnn_status decode_stb(const unsigned char *file, size_t len, const char *path, image_format fmt,
+                             long long max_pixels, cnn_image_u8 *out);
+
+/* A palette PNG whose PLTE chunk has fewer than 256 entries, copied with the palette padded to 256 black entries:
+ * stb_image expands pixels through a 256-entry palette on its stack that it fills only as far as PLTE goes, so an
+ * index past the palette read memory it never wrote (the same file decoded to other colours each time). With the
+ * padding such pixels are black, as libpng decodes them (its "palette index exceeding num_palette" is a benign
+ * error). *out stays NULL when the file needs no copy; returns 0 when out of memory. */
+static int png_pad_palette(const unsigned char *p, size_t n, unsigned char **out, size_t *out_len)
+{
+    *out = NULL;
+    if (n < 33 || p[25] != 3) return 1; /* IHDR's colour type: 3 is indexed colour */
+    size_t i = 8;
+    while (n - i >= 12) { /* png_problem checked that every chunk up to IEND fits in the file */
+        uint32_t len = (uint32_t)p[i] << 24 | (uint32_t)p[i + 1] << 16 | (uint32_t)p[i + 2] << 8 | p[i + 3];
+        if (!memcmp(p + i + 4, "IEND", 4) || (uint64_t)len + 12 > n - i) return 1;
+        if (memcmp(p + i + 4, "PLTE", 4)) {
+            i += 12 + (size_t)len;
+            continue;
+        }
+        if (len >= 768 || len % 3) return 1; /* full, or malformed: stb_image has the last word */
+        size_t grown = n + (768 - len);
+        unsigned char *c = malloc(grown);
+        if (!c) return 0;
+        memcpy(c, p, i);
+        unsigned char *chunk = c + i;
+        chunk[0] = 0;
+        chunk[1] = 0;
+        chunk[2] = 768 >> 8;
+        chunk[3] = 768 & 0xff;
+        memcpy(chunk + 4, "PLTE", 4);
+        memcpy(chunk + 8, p + i + 8, len);
+        memset(chunk + 8 + len, 0, 768 - len);
+        uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), chunk + 4, 4 + 768);
+        unsigned char *tail = chunk + 8 + 768; /* after the length, the type and the data: the CRC, then the rest */
+        tail[0] = (unsigned char)(crc >> 24);
+        tail[1] = (unsigned char)(crc >> 16);
+        tail[2] = (unsigned char)(crc >> 8);
+        tail[3] = (unsigned char)crc;
+        memcpy(tail + 4, p + i + 12 + len, n - i - 12 - len);
+        *out = c;
+        *out_len = grown;
+        return 1;
+    }
+    return 1;
+}
+
 int cnn_image_have_libjpeg_turbo(void)
 {
 #ifdef CNN_HAVE_LIBJPEG_TURBO
@@ -436,9 +539,26 @@ cnn_status cnn_image_decode_memory(const unsigned char *file, size_t len, const 
     if (fmt == FMT_JPEG && cnn_image_have_libjpeg_turbo())
         return cnn_jpeg_decode(file, len, path, max_pixels, want_h, want_w, out);
 
-    if (fmt == FMT_BMP && bmp_truncated(file, len))
-        return cnn_error(CNN_ERR_FORMAT, "%s: truncated BMP: the file is shorter than the %lldx%lld pixels its header "
-                         "declares", path, hw, hh);
+    const char *bad_bmp = fmt == FMT_BMP ? bmp_problem(file, len) : NULL;
+    if (bad_bmp) return cnn_error(CNN_ERR_FORMAT, "%s: corrupt BMP: %s", path, bad_bmp);
+    char why[160];
+    if (fmt == FMT_PNG && png_problem(file, len, why, sizeof why))
+        return cnn_error(CNN_ERR_FORMAT, "%s: corrupt PNG: %s", path, why);
+    if (fmt != FMT_PNG) return decode_stb(file, len, path, fmt, max_pixels, out);
+    unsigned char *padded = NULL;
+    size_t padded_len = 0;
+    if (!png_pad_palette(file, len, &padded, &padded_len))
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory for the PNG's palette", path);
+    cnn_status st = decode_stb(padded ? padded : file, padded ? padded_len : len, path, fmt, max_pixels, out);
+    free(padded);
+    return st;
+}
+
+/* stb_image's part of cnn_image_decode_memory: the header once more, then the pixels. */
+static cnn_status decode_stb(const unsigned char *file, size_t len, const char *path, image_format fmt,
+                             long long max_pixels, cnn_image_u8 *out)
+{
+    const char *fname = format_names[fmt];
     int sw = 0, sh = 0, comp = 0;
     if (!stbi_info_from_memory(file, (int)len, &sw, &sh, &comp))
         return cnn_error(CNN_ERR_FORMAT, "%s: corrupt or truncated %s header (stb_image cannot read it)", path, fname);

@@ -626,9 +626,9 @@ cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, con
         return cnn_error(CNN_ERR_SHAPE, "normalization for %d channels given to a network with %d input channels", c,
                          (int)net->input.d[2]);
     for (int i = 0; i < c; i++)
-        if (!(std[i] > 0.0f) || mean[i] != mean[i])
-            return cnn_error(CNN_ERR_INVALID_ARG, "normalization channel %d: std must be > 0 (got %g), mean finite", i,
-                             (double)std[i]);
+        if (!(std[i] > 0.0f) || !isfinite(std[i]) || !isfinite(mean[i]))
+            return cnn_error(CNN_ERR_INVALID_ARG, "normalization channel %d: std must be finite and > 0, mean finite "
+                             "(got mean %g, std %g)", i, (double)mean[i], (double)std[i]);
     float *m = malloc((size_t)c * sizeof *m), *s = malloc((size_t)c * sizeof *s);
     if (!m || !s) {
         free(m);

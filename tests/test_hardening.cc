@@ -200,7 +200,10 @@ TEST(Hardening, BmpHeadersThatCannotBeImagesAreRefusedBeforeDecoding) {
   std::string tall = bmp(5, 5963779, false) + std::string(5, '\0');
   ASSERT_EQ(tall.size(), 59u);
   EXPECT_EQ(decode(tall, &img), CNN_ERR_FORMAT);
-  EXPECT_NE(std::string(cnn_last_error()).find("x.img: truncated BMP"), std::string::npos) << cnn_last_error();
+  EXPECT_NE(std::string(cnn_last_error()).find("x.img: corrupt BMP: the file is shorter than the pixel rows its header "
+                                              "declares"),
+            std::string::npos)
+      << cnn_last_error();
   EXPECT_EQ(img.pixels, nullptr);
   EXPECT_EQ(decode(bmp(-4, 4, false), &img), CNN_ERR_FORMAT);
   EXPECT_NE(std::string(cnn_last_error()).find("declares -4x4 pixels: not an image size"), std::string::npos)
@@ -356,6 +359,109 @@ TEST(Hardening, AModelFileDeclaringMoreParametersThanItHoldsIsRefusedBeforeBuild
       << cnn_last_error();
   // building first allocated and initialized 4 GiB of weights (RSS grew by as much)
   EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024) << "peak RSS grew by " << (after.ru_maxrss - before.ru_maxrss) / 1024 << " MiB";
+}
+
+}  // namespace
+
+namespace {
+
+std::string read_regression(const std::string &name) {
+  return cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/tests/fuzz/regressions/" + name);
+}
+
+// stb_image decodes some broken BMPs anyway, from memory it never wrote: the same bytes decoded twice gave
+// different pixels (valgrind: uninitialised values from a stack allocation in libstb). Found by the image harness.
+TEST(Hardening, BmpsThatStbWouldFillFromUninitialisedMemoryAreRefused) {
+  cnn_image_u8 img{};
+  // 34 bytes, a 40-byte header cut short and a compression field of garbage
+  EXPECT_EQ(decode(read_regression("image/crash-bmp-short-header-uninitialised-pixels"), &img), CNN_ERR_FORMAT);
+  EXPECT_NE(std::string(cnn_last_error()).find("corrupt BMP: the file is shorter than its header"), std::string::npos)
+      << cnn_last_error();
+  // a well-formed 8-bit BMP whose pixels index past its 4-colour palette
+  EXPECT_EQ(decode(read_regression("image/bmp-palette-index-beyond-palette-uninitialised"), &img), CNN_ERR_FORMAT);
+  EXPECT_NE(std::string(cnn_last_error()).find("corrupt BMP: a pixel's palette index is beyond the palette"),
+            std::string::npos)
+      << cnn_last_error();
+  EXPECT_EQ(img.pixels, nullptr);
+  // RLE compression (stb_image has none) is named
+  std::string rle = bmp(2, 2);
+  rle[30] = 1;
+  EXPECT_EQ(decode(rle, &img), CNN_ERR_FORMAT);
+  EXPECT_NE(std::string(cnn_last_error()).find("its compression is not supported"), std::string::npos)
+      << cnn_last_error();
+  // the same palette file with the indices inside the palette decodes, to the palette's colours
+  std::string ok = read_regression("image/bmp-palette-index-beyond-palette-uninitialised");
+  uint32_t offset = (uint8_t)ok[10] | (uint8_t)ok[11] << 8;
+  for (size_t i = offset; i < ok.size(); i++) ok[i] = (char)((uint8_t)ok[i] % 4);
+  ASSERT_EQ(decode(ok, &img), CNN_OK) << cnn_last_error();
+  cnn_image_u8 again{};
+  ASSERT_EQ(decode(ok, &again), CNN_OK);
+  EXPECT_EQ(std::memcmp(img.pixels, again.pixels, (size_t)img.w * img.h * img.n), 0);
+  cnn_image_u8_free(&img);
+  cnn_image_u8_free(&again);
+}
+
+// A model file whose normalization is infinite loaded, and made every prediction NaN (mean) or every input zero
+// (std). Found by the model_file harness.
+TEST(Hardening, InfiniteNormalizationInAModelFileIsRefused) {
+  cnntest::TempDir dir;
+  Backend be;
+  for (const char *name : {"model_file/crash-normalization-mean-inf", "model_file/normalization-std-inf"}) {
+    std::string path = dir.file("m.safetensors");
+    cnntest::write_file(path, read_regression(name));
+    cnn_net *net = nullptr;
+    EXPECT_EQ(cnn_net_load(path.c_str(), be.b, &net), CNN_ERR_INVALID_ARG) << name;
+    EXPECT_NE(std::string(cnn_last_error()).find("std must be finite and > 0, mean finite"), std::string::npos)
+        << cnn_last_error();
+    EXPECT_EQ(net, nullptr);
+  }
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text("input 2 2 2\nflatten\ndense 2\n", "n.cnn", be.b, 1, &net), CNN_OK);
+  const float mean[2] = {0.5f, 0.5f}, std_ok[2] = {0.25f, 0.25f};
+  const float inf = INFINITY;
+  const float mean_inf[2] = {0.5f, -inf}, std_inf[2] = {0.25f, inf};
+  EXPECT_EQ(cnn_net_set_normalization(net, 2, mean_inf, std_ok), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(cnn_net_set_normalization(net, 2, mean, std_inf), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(cnn_net_set_normalization(net, 2, mean, std_ok), CNN_OK) << cnn_last_error();
+  cnn_net_destroy(net);
+}
+
+}  // namespace
+
+namespace {
+
+// Found by the image harness once the BMP cases were closed: stb_image grows its buffer to the length an IDAT
+// chunk declares before reading it (a 200-byte PNG asked for 2 GiB), and expands a palette PNG through a 256-entry
+// palette that it fills only as far as the file's PLTE goes.
+TEST(Hardening, PngChunksPastTheFileAndIndicesPastThePaletteAreHandled) {
+  cnn_image_u8 img{}, again{};
+  EXPECT_EQ(decode(read_regression("image/oom-png-idat-length-past-the-end"), &img), CNN_ERR_FORMAT);
+  EXPECT_NE(std::string(cnn_last_error()).find("corrupt PNG: chunk 'IDAT' at byte"), std::string::npos)
+      << cnn_last_error();
+  EXPECT_NE(std::string(cnn_last_error()).find("past the end of the file"), std::string::npos) << cnn_last_error();
+  EXPECT_EQ(img.pixels, nullptr);
+  // a 6x4 image with a 4-colour palette and indices beyond it: the same pixels every time, black past the palette
+  std::string pal = read_regression("image/crash-png-palette-index-beyond-palette");
+  ASSERT_EQ(decode(pal, &img), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(decode(pal, &again), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(img.w, 6);
+  ASSERT_EQ(img.h, 4);
+  ASSERT_EQ(img.n, 3);
+  EXPECT_EQ(std::memcmp(img.pixels, again.pixels, 6 * 4 * 3), 0);
+  // every pixel is one of the palette's four colours or black
+  const unsigned char palette[5][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {9, 9, 9}, {0, 0, 0}};
+  int black = 0;
+  for (int i = 0; i < 6 * 4; i++) {
+    const unsigned char *px = img.pixels + 3 * i;
+    int found = -1;
+    for (int k = 0; k < 5 && found < 0; k++)
+      if (!std::memcmp(px, palette[k], 3)) found = k;
+    EXPECT_GE(found, 0) << "pixel " << i << ": " << (int)px[0] << "," << (int)px[1] << "," << (int)px[2];
+    black += found == 4;
+  }
+  EXPECT_GT(black, 0);  // the file has indices past its palette
+  cnn_image_u8_free(&img);
+  cnn_image_u8_free(&again);
 }
 
 }  // namespace
