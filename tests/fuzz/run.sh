@@ -23,6 +23,8 @@ out=$(cd "$3" && pwd)
 jobs=${4:-1}
 # FUZZ_BUDGET=cpu: SECONDS of CPU time per harness instead of wall time (bench/fuzz_long.sh; a shared machine)
 budget=${FUZZ_BUDGET:-wall}
+# FUZZ_ONLY="name ...": only these harnesses (e.g. again after a fix), default all
+only=${FUZZ_ONLY:-}
 src=$(cd "$(dirname "$0")" && pwd)
 # the harnesses' temporary files (the file under test; checkpoints are written back with an fsync) go to memory
 # when it can take them: an fsync to disk every run would make the checkpoint harness wait on the disk
@@ -36,6 +38,7 @@ for c in "$src"/fuzz_*.c; do
   name=$(basename "$c" .c)
   name=${name#fuzz_}
   [ "$name" = util ] && continue
+  [ -n "$only" ] && [[ " $only " != *" $name "* ]] && continue
   if [ ! -x "$build/tests/fuzz/fuzz_$name" ]; then
     echo "fuzz: $build/tests/fuzz/fuzz_$name is missing: build it with cmake --build $1 --target cnn_fuzzers" >&2
     exit 1
