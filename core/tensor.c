@@ -60,7 +60,7 @@ cnn_status cnn_tensor_describe(cnn_backend *backend, cnn_dtype dtype, int ndim, 
     for (int i = 0; i < ndim && ok; i++) ok = cnn_mul_i64(n, shape[i], &n);
     if (!ok || !cnn_mul_i64(n, (int64_t)cnn_dtype_size(dtype), &bytes)) {
         shape_text(ndim, shape, text, sizeof text);
-        return cnn_error(CNN_ERR_SHAPE, "a tensor of shape %s: a negative size, or bytes beyond 64-bit arithmetic", text);
+        return cnn_error(CNN_ERR_SHAPE, "a tensor of shape %s: its size in bytes overflows 64-bit arithmetic", text);
     }
     cnn_tensor *t = calloc(1, sizeof *t);
     if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_describe: out of host memory");
@@ -85,14 +85,32 @@ cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, co
                              cnn_tensor **out)
 {
     *out = NULL;
-    if (!backend) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: no backend");
-    cnn_tensor *t = NULL;
-    cnn_status st = cnn_tensor_describe(backend, dtype, ndim, shape, &t);
-    if (st == CNN_OK) st = cnn_tensor_materialize(t);
-    if (st != CNN_OK) {
-        free(t);
-        return st;
+    if (!backend || (unsigned)dtype >= CNN_DTYPE_COUNT || ndim < 1 || ndim > CNN_MAX_DIMS || !shape)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: bad backend, dtype or rank %d", ndim);
+    cnn_tensor *t = calloc(1, sizeof *t);
+    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_create: out of host memory");
+    t->backend = backend;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])) {
+            free(t);
+            return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: dimension %d (%lld) is negative or too large",
+                             i, (long long)shape[i]);
+        }
+        t->shape[i] = shape[i];
+        n *= shape[i];
     }
+    size_t bytes = cnn_tensor_bytes(t);
+    if (bytes > 0) {
+        cnn_status st = backend->ops->alloc(backend, bytes, &t->data);
+        if (st != CNN_OK) {
+            free(t);
+            return st;
+        }
+    }
+    t->owns_data = 1;
     *out = t;
     return CNN_OK;
 }
