@@ -343,6 +343,7 @@ TEST(ServeRequest, MemoryImagesMatchFilesBitForBit) {
 
 struct Response {
   int status = 0;  // 0: no answer (connection failed or closed)
+  std::string failure;  // why there is no answer, when status is 0
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
 };
@@ -358,16 +359,50 @@ int connect_to(int port) {
   a.sin_port = htons((uint16_t)port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, (sockaddr *)&a, sizeof a) != 0) {
+    // a stop or freeze of this process interrupts the call while the connection goes on: wait for it (10 s)
+    pollfd p{fd, POLLOUT, 0};
+    int err = errno, polled = -1;
+    socklen_t len = sizeof err;
+    for (int i = 0; i < 100 && err == EINTR && (polled = poll(&p, 1, 10000)) < 0 && errno == EINTR; i++) {
+    }
+    if (err == EINTR && polled == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+      return fd;
     close(fd);
+    errno = err;
     return -1;
   }
   return fd;
+}
+
+// recv, again when interrupted: a socket with a receive timeout fails with EINTR when the process was stopped and
+// continued (signal(7)), which a loaded CI machine does
+ssize_t recv_some(int fd, char *buf, size_t n) {
+  ssize_t got = -1;
+  for (int i = 0; i < 100; i++) {
+    got = recv(fd, buf, n, 0);
+    if (got >= 0 || errno != EINTR) break;
+  }
+  return got;
+}
+
+// Everything the peer sends until it closes (at most `reads` reads).
+std::string read_to_end(int fd, int reads, std::string *failure = nullptr) {
+  std::string raw;
+  char buf[65536];
+  for (int i = 0; i < reads; i++) {
+    ssize_t n = recv_some(fd, buf, sizeof buf);
+    if (n < 0 && failure) *failure = std::string("recv: ") + strerror(errno);
+    if (n <= 0) break;
+    raw.append(buf, (size_t)n);
+  }
+  return raw;
 }
 
 bool send_all(int fd, const std::string &data) {
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     off += (size_t)n;
   }
@@ -399,21 +434,24 @@ Response parse_response(const std::string &raw) {
 Response http(int port, const std::string &method, const std::string &path, const std::string &body = "",
               const std::string &extra_headers = "") {
   int fd = connect_to(port);
-  if (fd < 0) return Response();
+  if (fd < 0) {
+    Response none;
+    none.failure = std::string("connect: ") + strerror(errno);
+    return none;
+  }
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + extra_headers;
   if (method == "POST" || !body.empty()) req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   req += "\r\n" + body;
-  std::string raw;
+  std::string raw, failure;
   if (send_all(fd, req)) {
-    char buf[65536];
-    for (int i = 0; i < 100000; i++) {  // bounded: each recv waits at most 10 s, and the answer is finite
-      ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      raw.append(buf, (size_t)n);
-    }
+    raw = read_to_end(fd, 100000, &failure);  // bounded: each recv waits at most 10 s, and the answer is finite
+  } else {
+    failure = std::string("send: ") + strerror(errno);
   }
   close(fd);
-  return parse_response(raw);
+  Response r = parse_response(raw);
+  if (!r.status) r.failure = failure.empty() ? std::to_string(raw.size()) + " bytes: " + raw.substr(0, 200) : failure;
+  return r;
 }
 
 // ---- the server as a child process ---------------------------------------------------------------------------------
@@ -870,13 +908,7 @@ TEST(Serve, MalformedRequestsGetTheir4xxAndTheServerKeepsServing) {
     for (int i = 0; i < 3; i++) req += size + chunk + "\r\n";
     req += "0\r\n\r\n";
     EXPECT_TRUE(send_all(fd, req));
-    std::string raw;
-    char buf[4096];
-    for (int i = 0; i < 1000; i++) {
-      ssize_t n = recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      raw.append(buf, (size_t)n);
-    }
+    std::string raw = read_to_end(fd, 1000);
     close(fd);
     EXPECT_EQ(parse_response(raw).status, 413) << raw;
   }
@@ -1186,7 +1218,7 @@ TEST(Serve, ANewVersionTakesOverUnderLoadAndABrokenOneNeverDoes) {
   // a client sends requests without a pause until it has seen version 2 answer ten times (at most 30 s)
   std::atomic<bool> saw_two{false};
   std::vector<int> statuses;
-  std::vector<std::string> versions;
+  std::vector<std::string> versions, failures;
   std::string infer = "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 8, 8], \"datatype\": \"UINT8\", \"data\": [";
   for (int i = 0; i < 64; i++) infer += (i ? "," : "") + std::to_string(i * 4);
   infer += "]}]}";
@@ -1196,6 +1228,7 @@ TEST(Serve, ANewVersionTakesOverUnderLoadAndABrokenOneNeverDoes) {
     while (std::chrono::steady_clock::now() < deadline && after < 10) {
       Response r = http(s.port(), "POST", "/v2/models/gray/infer", infer);
       statuses.push_back(r.status);
+      failures.push_back(r.failure);
       Json j(r.body);
       versions.push_back(string_of(cnn_json_get(j.doc, "model_version")));
       if (versions.back() == "2") {
@@ -1210,7 +1243,8 @@ TEST(Serve, ANewVersionTakesOverUnderLoadAndABrokenOneNeverDoes) {
   ASSERT_EQ(rename(f.tmp.file("staging/2").c_str(), (f.base + "/2").c_str()), 0);
   client.join();
   ASSERT_TRUE(saw_two) << s.log();
-  for (size_t i = 0; i < statuses.size(); i++) ASSERT_EQ(statuses[i], 200) << "request " << i << "\n" << s.log();
+  for (size_t i = 0; i < statuses.size(); i++)
+    ASSERT_EQ(statuses[i], 200) << "request " << i << ": " << failures[i] << "\n" << s.log();
   // answers came from 1, then from 2, never back
   size_t first_two = 0;
   while (first_two < versions.size() && versions[first_two] == "1") first_two++;
@@ -1291,7 +1325,7 @@ TEST(Serve, SlowClientsAreTimedOutWhileOthersAreServed) {
     auto t0 = std::chrono::steady_clock::now();
     char buf[256];
     ssize_t n = 1;
-    for (int i = 0; i < 100 && n > 0; i++) n = recv(fd, buf, sizeof buf, 0);
+    for (int i = 0; i < 100 && n > 0; i++) n = recv_some(fd, buf, sizeof buf);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LE(n, 0);
     EXPECT_LT(secs, 8.0);
@@ -1318,13 +1352,7 @@ TEST(Serve, SigtermAnswersTheRequestsInFlightAndExitsZero) {
   EXPECT_EQ(s.stop(), 0) << s.log();
   // the drain runs the waiting batch at once, not when its 5 s are up
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0) << s.log();
-  std::string raw;
-  char buf[4096];
-  for (int i = 0; i < 1000; i++) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    raw.append(buf, (size_t)n);
-  }
+  std::string raw = read_to_end(fd, 1000);
   close(fd);
   Response r = parse_response(raw);
   EXPECT_EQ(r.status, 200) << raw << "\n" << s.log();
