@@ -129,7 +129,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
     int nparams = 0;
     for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
     int ntensors = nparams + nextra;
-    enum { MODEL_META = 7 };
+    enum { MODEL_META = 10 };
     int nmeta_cap = MODEL_META + nextra_meta + 1;
     cnn_st_entry *entries = calloc((size_t)(ntensors ? ntensors : 1), sizeof *entries);
     void **host = calloc((size_t)(nparams ? nparams : 1), sizeof *host);
@@ -141,8 +141,9 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         for (int i = 0; i < k; i++) names_len += strlen(net->class_names[i]) + 1;
     char *names = malloc(names_len);
     char *mean = malloc((size_t)c * 20 + 1), *std = malloc((size_t)c * 20 + 1);
+    char *pmean = malloc((size_t)c * 20 + 1), *pstd = malloc((size_t)c * 20 + 1), *freq = malloc((size_t)k * 20 + 1);
     char sum[32], resize[32];
-    if (!entries || !host || !names || !mean || !std || !keys || !values || !items) {
+    if (!entries || !host || !names || !mean || !std || !pmean || !pstd || !freq || !keys || !values || !items) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
@@ -171,14 +172,22 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         format_floats(mean, (size_t)c * 20 + 1, net->norm_mean, c);
         format_floats(std, (size_t)c * 20 + 1, net->norm_std, c);
     }
+    pmean[0] = pstd[0] = freq[0] = '\0';
+    if (net->has_profile) {
+        format_floats(pmean, (size_t)c * 20 + 1, net->profile_mean, c);
+        format_floats(pstd, (size_t)c * 20 + 1, net->profile_std, c);
+        format_floats(freq, (size_t)k * 20 + 1, net->class_freq, k);
+    }
     snprintf(resize, sizeof resize, "%dx%d", net->resize_h, net->resize_w);
     const char *model_keys[MODEL_META] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std",
-                                          "resize"};
-    const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std, resize};
+                                          "resize", "data_mean", "data_std", "class_freq"};
+    const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std, resize,
+                                            pmean, pstd, freq};
     int nmeta = 0;
     for (int i = 0; i < MODEL_META; i++) {
         if ((i == 4 || i == 5) && !net->has_norm) continue;
         if (i == 6 && !net->resize_h) continue;
+        if (i >= 7 && !net->has_profile) continue;
         keys[nmeta] = model_keys[i];
         values[nmeta++] = model_values[i];
     }
@@ -210,6 +219,9 @@ fail:
     free(names);
     free(mean);
     free(std);
+    free(pmean);
+    free(pstd);
+    free(freq);
     return st;
 }
 
@@ -297,6 +309,26 @@ static cnn_status check_holds_parameters(const cnn_st_file *f, const char *path,
     return CNN_OK;
 }
 
+/* The training set's profile (data_mean, data_std, class_freq), when the file has one: all three or none. */
+static cnn_status load_profile(cnn_net *net, const cnn_st_file *f, const char *path)
+{
+    const char *mean_s = cnn_st_meta(f, "data_mean"), *std_s = cnn_st_meta(f, "data_std");
+    const char *freq_s = cnn_st_meta(f, "class_freq");
+    if (!mean_s && !std_s && !freq_s) return CNN_OK;
+    int c = (int)net->input.d[2], k = cnn_net_num_outputs(net);
+    float *v = malloc((size_t)(2 * c + k) * sizeof *v);
+    if (!v) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    cnn_status st;
+    if (!mean_s || !std_s || !freq_s || !parse_floats(mean_s, v, c) || !parse_floats(std_s, v + c, c) ||
+        !parse_floats(freq_s, v + 2 * c, k))
+        st = cnn_error(CNN_ERR_FORMAT, "%s: metadata data_mean, data_std and class_freq must all be there, with %d, %d "
+                       "and %d comma-separated numbers", path, c, c, k);
+    else if ((st = cnn_net_set_data_profile(net, c, v, v + c, k, v + 2 * c)) != CNN_OK)
+        st = cnn_error_prefix(st, "%s: metadata: ", path);
+    free(v);
+    return st;
+}
+
 cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *backend, cnn_net **out)
 {
     cnn_status st = CNN_OK;
@@ -328,6 +360,7 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
         }
         CNN_TRY(cnn_net_set_normalization(net, c, mean, std));
     }
+    CNN_TRY(load_profile(net, f, path));
     const char *resize_s = cnn_st_meta(f, "resize");
     if (resize_s) {
         int hw[2];

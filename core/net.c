@@ -544,6 +544,9 @@ void cnn_net_destroy(cnn_net *net)
     free(net->layers);
     free(net->norm_mean);
     free(net->norm_std);
+    free(net->profile_mean);
+    free(net->profile_std);
+    free(net->class_freq);
     cnn_tensor_destroy(net->class_weights);
     free(net->definition);
     free(net->source);
@@ -643,6 +646,57 @@ cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, con
     net->norm_std = s;
     net->has_norm = 1;
     return CNN_OK;
+}
+
+cnn_status cnn_net_set_data_profile(cnn_net *net, int c, const float *mean, const float *std, int k,
+                                    const float *class_freq)
+{
+    if (c != (int)net->input.d[2] || k != cnn_net_num_outputs(net))
+        return cnn_error(CNN_ERR_SHAPE, "data profile of %d channels and %d classes given to a network with %d input "
+                         "channels and %d outputs", c, k, (int)net->input.d[2], cnn_net_num_outputs(net));
+    for (int i = 0; i < c; i++)
+        if (!isfinite(mean[i]) || !isfinite(std[i]) || std[i] < 0.0f)
+            return cnn_error(CNN_ERR_INVALID_ARG, "data profile channel %d: mean and std must be finite, std >= 0 "
+                             "(got mean %g, std %g)", i, (double)mean[i], (double)std[i]);
+    double total = 0.0;
+    for (int j = 0; j < k; j++) {
+        if (!(class_freq[j] >= 0.0f && class_freq[j] <= 1.0f))
+            return cnn_error(CNN_ERR_INVALID_ARG, "data profile class %d: its frequency %g is not in [0, 1]", j,
+                             (double)class_freq[j]);
+        total += class_freq[j];
+    }
+    if (fabs(total - 1.0) > 1e-3)
+        return cnn_error(CNN_ERR_INVALID_ARG, "data profile: the class frequencies sum to %g, not 1", total);
+    float *m = malloc((size_t)c * sizeof *m), *s = malloc((size_t)c * sizeof *s), *f = malloc((size_t)k * sizeof *f);
+    if (!m || !s || !f) {
+        free(m);
+        free(s);
+        free(f);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    }
+    memcpy(m, mean, (size_t)c * sizeof *m);
+    memcpy(s, std, (size_t)c * sizeof *s);
+    memcpy(f, class_freq, (size_t)k * sizeof *f);
+    free(net->profile_mean);
+    free(net->profile_std);
+    free(net->class_freq);
+    net->profile_mean = m;
+    net->profile_std = s;
+    net->class_freq = f;
+    net->has_profile = 1;
+    return CNN_OK;
+}
+
+int cnn_net_data_profile(const cnn_net *net, float *mean, float *std, float *class_freq)
+{
+    if (!net->has_profile) return 0;
+    int c = (int)net->input.d[2], k = cnn_net_num_outputs(net);
+    for (int i = 0; i < c; i++) {
+        if (mean) mean[i] = net->profile_mean[i];
+        if (std) std[i] = net->profile_std[i];
+    }
+    for (int j = 0; class_freq && j < k; j++) class_freq[j] = net->class_freq[j];
+    return 1;
 }
 
 cnn_status cnn_net_set_resize(cnn_net *net, int h, int w)

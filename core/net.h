@@ -57,6 +57,10 @@ struct cnn_net {
     int has_norm;
     float *norm_mean, *norm_std; /* input channels each */
     int resize_h, resize_w;      /* images are resized to this, then centre-cropped to the input; 0: none */
+    /* The training set's profile (cnn_net_set_data_profile): what the model server compares its traffic with */
+    int has_profile;
+    float *profile_mean, *profile_std; /* input channels each, in the [0, 1] pixel scale before normalization */
+    float *class_freq;                 /* num outputs entries, summing to 1 */
 
     /* Profiling (cnn_bench_run with per_layer): when set, forward and backward sync the backend around every
      * layer and store its seconds here (nlayers each; views get 0); backward's includes the gradient sums. */

@@ -70,16 +70,16 @@ void cnn_serve_write_result(cnn_json_writer *w, cnn_serve_api api, const cnn_ser
 /* The endpoints, from a request's path (core/serve_api.c). */
 typedef enum cnn_serve_route_kind {
     CNN_ROUTE_NONE = 0,       /* no such path: 404 */
-    CNN_ROUTE_V1_STATUS,      /* GET /v1/models/NAME[/versions/V] */
-    CNN_ROUTE_V1_METADATA,    /* GET /v1/models/NAME[/versions/V]/metadata */
-    CNN_ROUTE_V1_PREDICT,     /* POST /v1/models/NAME[/versions/V]:predict */
-    CNN_ROUTE_V1_CLASSIFY,    /* POST /v1/models/NAME[/versions/V]:classify */
+    CNN_ROUTE_V1_STATUS,      /* GET /v1/models/NAME[/versions/V|/labels/L] */
+    CNN_ROUTE_V1_METADATA,    /* GET /v1/models/NAME[/versions/V|/labels/L]/metadata */
+    CNN_ROUTE_V1_PREDICT,     /* POST /v1/models/NAME[/versions/V|/labels/L]:predict */
+    CNN_ROUTE_V1_CLASSIFY,    /* POST /v1/models/NAME[/versions/V|/labels/L]:classify */
     CNN_ROUTE_V2_SERVER,      /* GET /v2 */
     CNN_ROUTE_V2_LIVE,        /* GET /v2/health/live */
     CNN_ROUTE_V2_READY,       /* GET /v2/health/ready */
-    CNN_ROUTE_V2_MODEL,       /* GET /v2/models/NAME[/versions/V] */
-    CNN_ROUTE_V2_MODEL_READY, /* GET /v2/models/NAME[/versions/V]/ready */
-    CNN_ROUTE_V2_INFER,       /* POST /v2/models/NAME[/versions/V]/infer */
+    CNN_ROUTE_V2_MODEL,       /* GET /v2/models/NAME[/versions/V|/labels/L] */
+    CNN_ROUTE_V2_MODEL_READY, /* GET /v2/models/NAME[/versions/V|/labels/L]/ready */
+    CNN_ROUTE_V2_INFER,       /* POST /v2/models/NAME[/versions/V|/labels/L]/infer */
     CNN_ROUTE_METRICS,        /* GET /monitoring/prometheus/metrics */
 } cnn_serve_route_kind;
 
@@ -87,8 +87,10 @@ typedef struct cnn_serve_route {
     cnn_serve_route_kind kind;
     const char *name;  /* the model name: name_len bytes of the path (not '\0'-terminated) */
     size_t name_len;
-    int64_t version;   /* -1: the version being served */
-    const char *bad;   /* a path of a known kind that is malformed (a non-numeric version, a label): 404 with this */
+    int64_t version;   /* -1: the version being served, or the label's */
+    const char *label; /* /labels/L: label_len bytes of the path (not '\0'-terminated); NULL when none */
+    size_t label_len;
+    const char *bad;   /* a path of a known kind that is malformed (a non-numeric version, an empty label): 404 */
 } cnn_serve_route;
 
 /* Parses a request path (without its query string). Never fails: an unknown path is CNN_ROUTE_NONE. */
@@ -130,6 +132,21 @@ typedef struct cnn_serve_version_stats {
     int64_t queued_images;            /* waiting now */
 } cnn_serve_version_stats;
 
+/* What a version has served, against its training set's profile (drift monitoring). */
+typedef struct cnn_serve_drift {
+    int c, k;
+    int has_profile;      /* 0: the model file has no data profile: psi and z are 0 */
+    uint64_t images;      /* images answered */
+    double *mean, *std;   /* c: the served pixels' per-channel mean and std ([0, 1] scale) */
+    double *z;            /* c: (served mean - training mean) / training std */
+    double *class_share;  /* k: the share of images whose top class was j */
+    double psi;           /* population stability index of the top classes against the training frequencies */
+} cnn_serve_drift;
+
+/* Fills *out (its arrays malloc'ed; free with cnn_serve_drift_free). */
+cnn_status cnn_serve_version_drift(cnn_serve_version *v, cnn_serve_drift *out);
+void cnn_serve_drift_free(cnn_serve_drift *d);
+
 /* Loads path onto cfg's device num_batch_threads times (one copy per worker) and starts the workers. */
 cnn_status cnn_serve_version_load(const char *path, int64_t version, const cnn_serve_config *cfg,
                                   cnn_serve_version **out);
@@ -148,6 +165,42 @@ void cnn_serve_version_spec(const cnn_serve_version *v, cnn_serve_spec *spec);
 int cnn_serve_version_outputs(const cnn_serve_version *v);
 const char *const *cnn_serve_version_class_names(const cnn_serve_version *v); /* k entries, each may be NULL */
 void cnn_serve_version_stats_get(cnn_serve_version *v, cnn_serve_version_stats *out);
+
+// ---------------------------------------------------------------------------------------------------------------
+// the config file of several models (core/serve_config.c)
+
+typedef enum cnn_serve_policy {
+    CNN_SERVE_POLICY_LATEST = 0, /* the `latest` highest versions that load */
+    CNN_SERVE_POLICY_ALL,        /* every version that loads */
+    CNN_SERVE_POLICY_SPECIFIC,   /* the versions listed */
+} cnn_serve_policy;
+
+typedef struct cnn_serve_label {
+    char *name;
+    int64_t version;
+} cnn_serve_label;
+
+typedef struct cnn_serve_model_spec {
+    char *name;
+    char *base_path; /* relative ones joined to the config file's folder */
+    cnn_serve_policy policy;
+    int latest;      /* LATEST: how many */
+    int64_t *versions; /* SPECIFIC: nversions, distinct */
+    int nversions;
+    cnn_serve_label *labels; /* distinct names */
+    int nlabels;
+} cnn_serve_model_spec;
+
+typedef struct cnn_serve_model_config {
+    cnn_serve_model_spec *models; /* distinct names */
+    int n;
+} cnn_serve_model_config;
+
+/* Parses a config file's text (JSON: {"model_config_list": [{"name", "base_path", "model_version_policy",
+ * "version_labels"}, ...]}, see core/serve_config.c). Relative base paths are joined to `dir` (NULL: kept). On an
+ * error *out is empty and the message names the model and the key. */
+cnn_status cnn_serve_parse_model_config(const char *text, size_t len, const char *dir, cnn_serve_model_config *out);
+void cnn_serve_model_config_free(cnn_serve_model_config *c);
 
 /* The numeric versions under base (folders whose name is a decimal number below 2^63 holding model.safetensors),
  * in descending order; *out malloc'ed (NULL when none). */

@@ -504,12 +504,17 @@ void cnn_serve_parse_path(const char *url, cnn_serve_route *r)
     while (*p && *p != '/' && (v2 || *p != ':')) p++;
     r->name_len = (size_t)(p - r->name);
     if (r->name_len == 0) return;
-    if (!strncmp(p, "/labels/", 8)) {
-        r->kind = v1 ? CNN_ROUTE_V1_STATUS : CNN_ROUTE_V2_MODEL;
-        r->bad = "model version labels are not configured on this server";
-        return;
-    }
-    if (parse_version(&p, &r->version, &r->bad) < 0) {
+    if (!strncmp(p, "/labels/", 8)) { /* a label instead of a version: resolved by the server */
+        r->label = p + 8;
+        p = r->label;
+        while (*p && *p != '/' && (v2 || *p != ':')) p++;
+        r->label_len = (size_t)(p - r->label);
+        if (r->label_len == 0) {
+            r->kind = v1 ? CNN_ROUTE_V1_STATUS : CNN_ROUTE_V2_MODEL;
+            r->bad = "an empty version label";
+            return;
+        }
+    } else if (parse_version(&p, &r->version, &r->bad) < 0) {
         r->kind = v1 ? CNN_ROUTE_V1_STATUS : CNN_ROUTE_V2_MODEL;
         return;
     }

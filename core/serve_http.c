@@ -35,6 +35,8 @@ void cnn_serve_config_default(cnn_serve_config *cfg)
     cfg->num_batch_threads = 1;
     cfg->max_enqueued_batches = 16;
     cfg->poll_seconds = 1; /* TF Serving's file_system_poll_wait_seconds */
+    cfg->drift_threshold = 0.25; /* a PSI above 0.25 is the usual "significant shift" */
+    cfg->drift_min_images = 100;
 }
 
 #ifndef CNN_HAVE_MICROHTTPD
@@ -63,6 +65,12 @@ void cnn_server_stop(cnn_server *server, int drain_ms)
 
 void cnn_server_poll(cnn_server *server) { (void)server; }
 
+cnn_status cnn_server_reload(cnn_server *server)
+{
+    (void)server;
+    return cnn_error(CNN_ERR_UNSUPPORTED, "this build has no model server");
+}
+
 #else
 
 #include <microhttpd.h>
@@ -86,7 +94,10 @@ typedef enum { VS_LOADING = 0, VS_AVAILABLE, VS_UNLOADING, VS_END } version_stat
 
 static const char *const version_state_names[] = {"LOADING", "AVAILABLE", "UNLOADING", "END"};
 
+typedef struct model model;
+
 typedef struct version_entry {
+    model *m;
     int64_t version;
     version_state state;
     char *error;            /* why it failed to load; NULL when it did not fail */
@@ -94,38 +105,63 @@ typedef struct version_entry {
     int refs;               /* requests using v (under the server's lock) */
 } version_entry; /* allocated one by one: requests keep pointers to them until the server is freed */
 
+/* Latency histograms by endpoint (under metrics_mu). */
+typedef struct latency_stats {
+    uint64_t hist[CNN_ROUTE_METRICS + 1][16]; /* answers within LATENCY_BOUNDS[i] */
+    uint64_t count[CNN_ROUTE_METRICS + 1];
+    double sum[CNN_ROUTE_METRICS + 1];
+} latency_stats;
+
+/* A served model: its versions and what the config says of them. Allocated one by one and kept until the server is
+ * freed (a model dropped from the config is marked removed), so that requests may point at them. */
+struct model {
+    char *name, *base;
+    cnn_serve_policy policy;   /* which versions to serve (under the server's lock, as are the labels) */
+    int latest;
+    int64_t *specific;
+    int nspecific;
+    cnn_serve_label *labels;
+    int nlabels;
+    int removed;               /* dropped from the config: not found by requests; its versions are unloaded */
+    version_entry **versions;  /* every version seen, by descending number */
+    int nversions;
+    size_t versions_cap;
+    version_entry *serving;    /* the highest available one (requests without a version get it), or NULL */
+    cnn_serve_config vcfg;     /* the server's settings with this model's name: what its versions load with */
+    uint64_t loads_ok, loads_failed; /* under metrics_mu, as is what follows */
+    double load_seconds;
+    latency_stats latency;
+};
+
 struct cnn_server {
     cnn_serve_config cfg;
-    char *name, *base, *host, *device; /* the config's strings, copied */
+    char *config_path, *config_dir, *host, *device; /* the config's strings, copied */
     struct MHD_Daemon *daemon;
     int port;
     atomic_int in_flight; /* requests between their first byte and their answer's completion */
 
-    pthread_mutex_t mu;       /* guards what follows */
-    version_entry **versions; /* every version seen, by descending number */
-    int nversions;
-    size_t versions_cap;
-    version_entry *serving;   /* the latest available one, or NULL */
+    pthread_mutex_t mu;       /* guards the models, their versions, policies and labels, and what follows */
+    model **models;           /* in the config's order; removed ones stay */
+    int nmodels;
+    size_t models_cap;
     pthread_cond_t poll_cv;   /* wakes the poller to stop */
     int stopping;
     pthread_t poller;
     int poller_started;
+    pthread_mutex_t poll_mu;  /* one look at the base paths or the config at a time (the poller, SIGHUP) */
 
     char *token;              /* the bearer token every endpoint but health needs; NULL: none */
     char *tls_cert, *tls_key; /* PEM texts ('\0'-terminated); NULL: plain HTTP */
     FILE *access_log;         /* one line per request; NULL: none */
 
     pthread_mutex_t metrics_mu; /* guards the metrics */
-    struct request_count *counts; /* requests by version, endpoint and status code */
+    struct request_count *counts; /* requests by model, version, endpoint and status code */
     size_t ncounts, counts_cap;
-    uint64_t latency_hist[CNN_ROUTE_METRICS + 1][16]; /* by endpoint: answers within LATENCY_BOUNDS[i] */
-    uint64_t latency_count[CNN_ROUTE_METRICS + 1];
-    double latency_sum[CNN_ROUTE_METRICS + 1];
-    uint64_t loads_ok, loads_failed;
-    double load_seconds;
+    latency_stats latency;      /* of the requests that did not reach a model */
 };
 
 typedef struct request_count {
+    const model *m;  /* NULL: none (the request did not reach a model) */
     int64_t version; /* -1: none (the request did not reach a version) */
     cnn_serve_route_kind kind;
     unsigned code;
@@ -159,21 +195,65 @@ static void log_line(const cnn_server *s, const char *fmt, ...)
     fprintf(stderr, "cnn serve: %s\n", buf);
 }
 
-/* The entry for `version` (< 0: the serving one) with a reference taken, or NULL. Under no lock. */
-static version_entry *acquire_version(cnn_server *s, int64_t version, int *found)
+/* The model named by name_len bytes of `name` that the config has now, or NULL. Under the lock. */
+static model *find_model(cnn_server *s, const char *name, size_t name_len)
+{
+    for (int i = 0; i < s->nmodels; i++) {
+        model *m = s->models[i];
+        if (!m->removed && strlen(m->name) == name_len && !memcmp(m->name, name, name_len)) return m;
+    }
+    return NULL;
+}
+
+static version_entry *find_entry(model *m, int64_t version)
+{
+    for (int i = 0; i < m->nversions; i++)
+        if (m->versions[i]->version == version) return m->versions[i];
+    return NULL;
+}
+
+/* The version a route names: its number, its label's (0 and a message when the model has no such label), or -1 for
+ * the one serving. Under the lock. */
+static int resolve_label(const model *m, const cnn_serve_route *rt, int64_t *version, char *why, size_t n)
+{
+    *version = rt->version;
+    if (!rt->label) return 1;
+    for (int i = 0; i < m->nlabels; i++)
+        if (strlen(m->labels[i].name) == rt->label_len && !memcmp(m->labels[i].name, rt->label, rt->label_len)) {
+            *version = m->labels[i].version;
+            return 1;
+        }
+    snprintf(why, n, "model %s has no version label '%.*s'%s", m->name, (int)(rt->label_len < 64 ? rt->label_len : 64),
+             rt->label, m->nlabels ? "" : " (it has no labels: see --model-config)");
+    return 0;
+}
+
+/* The available version a route asks for, with a reference taken; NULL with the answer's status code and message
+ * when there is none. */
+static version_entry *acquire_version(cnn_server *s, model *m, const cnn_serve_route *rt, unsigned *code, char *why,
+                                      size_t n)
 {
     version_entry *e = NULL;
-    *found = 0;
+    int64_t version;
     pthread_mutex_lock(&s->mu);
-    if (version < 0) {
-        e = s->serving;
-        *found = e != NULL;
+    *code = 404;
+    if (!resolve_label(m, rt, &version, why, n)) {
+    } else if (version < 0) {
+        e = m->serving;
+        if (!e) {
+            *code = 503;
+            snprintf(why, n, "model %s has no version available", m->name);
+        }
     } else {
-        for (int i = 0; i < s->nversions; i++)
-            if (s->versions[i]->version == version) {
-                *found = 1;
-                if (s->versions[i]->state == VS_AVAILABLE) e = s->versions[i];
-            }
+        version_entry *f = find_entry(m, version);
+        if (f && f->state == VS_AVAILABLE)
+            e = f;
+        else if (rt->label)
+            snprintf(why, n, "model %s's label '%.*s' names version %lld, which is %s", m->name, (int)rt->label_len,
+                     rt->label, (long long)version, f ? "not available" : "not found");
+        else
+            snprintf(why, n, "model %s version %lld is %s", m->name, (long long)version,
+                     f ? "not available" : "not found");
     }
     if (e) e->refs++;
     pthread_mutex_unlock(&s->mu);
@@ -204,6 +284,7 @@ typedef struct request {
     cnn_serve_api api;
     cnn_serve_request req;
     cnn_serve_job job;
+    model *m;            /* the model the path names, once found */
     version_entry *ve;
     float *probs;
     atomic_int state;
@@ -305,8 +386,8 @@ static void write_version_string(cnn_json_writer *w, int64_t version)
     cnn_json_write_string(w, buf);
 }
 
-/* GET /v1/models/NAME[/versions/V]: {"model_version_status": [{version, state, status}]} */
-static enum MHD_Result answer_status(cnn_server *s, struct MHD_Connection *conn, const cnn_serve_route *rt)
+/* GET /v1/models/NAME[/versions/V|/labels/L]: {"model_version_status": [{version, state, status}]} */
+static enum MHD_Result answer_status(cnn_server *s, struct MHD_Connection *conn, model *m, const cnn_serve_route *rt)
 {
     cnn_json_writer w;
     cnn_json_writer_init(&w, 0);
@@ -314,11 +395,18 @@ static enum MHD_Result answer_status(cnn_server *s, struct MHD_Connection *conn,
     cnn_json_write_key(&w, "model_version_status");
     cnn_json_write_begin_array(&w);
     int found = 0;
+    int64_t version;
+    char why[256];
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->nversions; i++) {
-        const version_entry *e = s->versions[i];
+    if (!resolve_label(m, rt, &version, why, sizeof why)) {
+        pthread_mutex_unlock(&s->mu);
+        cnn_json_writer_free(&w);
+        return send_error(conn, 404, "%s", why);
+    }
+    for (int i = 0; i < m->nversions; i++) {
+        const version_entry *e = m->versions[i];
         /* all of them but those unloaded without a fault, unless one is asked for */
-        if (rt->version >= 0 ? e->version != rt->version : (e->state == VS_END && !e->error)) continue;
+        if (version >= 0 ? e->version != version : (e->state == VS_END && !e->error)) continue;
         found = 1;
         cnn_json_write_begin_object(&w);
         cnn_json_write_key(&w, "version");
@@ -339,7 +427,7 @@ static enum MHD_Result answer_status(cnn_server *s, struct MHD_Connection *conn,
     cnn_json_write_end_object(&w);
     if (!found) {
         cnn_json_writer_free(&w);
-        return send_error(conn, 404, "model %s has no version %lld", s->name, (long long)rt->version);
+        return send_error(conn, 404, "model %s has no version %lld", m->name, (long long)version);
     }
     return send_writer(conn, 200, &w);
 }
@@ -393,6 +481,7 @@ static void write_class_names(cnn_json_writer *w, const cnn_serve_version *v)
 /* GET .../metadata (TF Serving: the signature) and GET /v2/models/NAME[/versions/V] (the protocol's metadata). */
 static enum MHD_Result answer_metadata(cnn_server *s, struct MHD_Connection *conn, const version_entry *e, int v2)
 {
+    model *m = e->m;
     cnn_serve_version *v = e->v;
     cnn_serve_spec spec;
     cnn_serve_version_spec(v, &spec);
@@ -402,12 +491,12 @@ static enum MHD_Result answer_metadata(cnn_server *s, struct MHD_Connection *con
     cnn_json_write_begin_object(&w);
     if (v2) {
         cnn_json_write_key(&w, "name");
-        cnn_json_write_string(&w, s->name);
+        cnn_json_write_string(&w, m->name);
         cnn_json_write_key(&w, "versions");
         cnn_json_write_begin_array(&w);
         pthread_mutex_lock(&s->mu);
-        for (int i = 0; i < s->nversions; i++)
-            if (s->versions[i]->state == VS_AVAILABLE) write_version_string(&w, s->versions[i]->version);
+        for (int i = 0; i < m->nversions; i++)
+            if (m->versions[i]->state == VS_AVAILABLE) write_version_string(&w, m->versions[i]->version);
         pthread_mutex_unlock(&s->mu);
         cnn_json_write_end_array(&w);
         cnn_json_write_key(&w, "platform");
@@ -434,7 +523,7 @@ static enum MHD_Result answer_metadata(cnn_server *s, struct MHD_Connection *con
         cnn_json_write_key(&w, "model_spec");
         cnn_json_write_begin_object(&w);
         cnn_json_write_key(&w, "name");
-        cnn_json_write_string(&w, s->name);
+        cnn_json_write_string(&w, m->name);
         cnn_json_write_key(&w, "signature_name");
         cnn_json_write_string(&w, "");
         cnn_json_write_key(&w, "version");
@@ -545,12 +634,12 @@ static enum MHD_Result finish_inference(request *rq)
     atomic_store(&rq->state, RQ_ANSWERED);
     if (rq->queue_refusal == CNN_SERVE_QUEUE_FULL)
         return send_error_h(conn, 503, "Retry-After", "1", "the queue of model %s version %lld is full: retry later",
-                            s->name, (long long)rq->ve->version);
+                            rq->m->name, (long long)rq->ve->version);
     if (rq->queue_refusal == CNN_SERVE_STOPPING)
-        return send_error_h(conn, 503, "Retry-After", "1", "model %s version %lld is being unloaded", s->name,
+        return send_error_h(conn, 503, "Retry-After", "1", "model %s version %lld is being unloaded", rq->m->name,
                             (long long)rq->ve->version);
     if (rq->job.status != CNN_OK) {
-        log_line(s, "model %s version %lld: inference failed: %s", s->name, (long long)rq->ve->version,
+        log_line(s, "model %s version %lld: inference failed: %s", rq->m->name, (long long)rq->ve->version,
                  rq->job.error);
         return send_error(conn, rq->job.status == CNN_ERR_NO_MEMORY ? 503 : 500, "inference failed: %s",
                           rq->job.error);
@@ -558,7 +647,7 @@ static enum MHD_Result finish_inference(request *rq)
     cnn_json_writer w;
     cnn_json_writer_init(&w, 0);
     cnn_serve_write_result(&w, rq->api, &rq->req, rq->probs, cnn_serve_version_outputs(rq->ve->v),
-                           cnn_serve_version_class_names(rq->ve->v), s->name, rq->ve->version);
+                           cnn_serve_version_class_names(rq->ve->v), rq->m->name, rq->ve->version);
     return send_writer(conn, 200, &w);
 }
 
@@ -590,90 +679,181 @@ static void label_value(cnn_strbuf *b, const char *v)
     }
 }
 
+static void latency_samples(cnn_strbuf *b, const char *m, const latency_stats *l)
+{
+    for (int k = 0; k <= CNN_ROUTE_METRICS; k++) {
+        if (!l->count[k]) continue;
+        uint64_t cum = 0;
+        for (int i = 0; i <= NLATENCY; i++) {
+            cum += l->hist[k][i];
+            if (i < NLATENCY)
+                cnn_strbuf_appendf(b, "cnn_serve_request_duration_seconds_bucket{model=\"%s\",api=\"%s\",le=\"%g\"} %llu\n",
+                                   m, ROUTE_API_NAMES[k], LATENCY_BOUNDS[i], (unsigned long long)cum);
+            else
+                cnn_strbuf_appendf(b, "cnn_serve_request_duration_seconds_bucket{model=\"%s\",api=\"%s\",le=\"+Inf\"} %llu\n",
+                                   m, ROUTE_API_NAMES[k], (unsigned long long)cum);
+        }
+        cnn_strbuf_appendf(b, "cnn_serve_request_duration_seconds_sum{model=\"%s\",api=\"%s\"} %.9g\n", m,
+                           ROUTE_API_NAMES[k], l->sum[k]);
+        cnn_strbuf_appendf(b, "cnn_serve_request_duration_seconds_count{model=\"%s\",api=\"%s\"} %llu\n", m,
+                           ROUTE_API_NAMES[k], (unsigned long long)l->count[k]);
+    }
+}
+
+/* A model's name as a label value (escaped), in a buffer of the caller's. */
+static const char *model_label(cnn_strbuf *tmp, const model *m)
+{
+    tmp->len = 0;
+    if (tmp->data) tmp->data[0] = '\0';
+    if (m) label_value(tmp, m->name);
+    return tmp->data ? tmp->data : "";
+}
+
+/* One version's samples of one family of the version metrics; `family` picks it. Under the server's lock. */
+enum { FAM_BATCH, FAM_QUEUE, FAM_IMAGES, FAM_MEAN, FAM_STD, FAM_SHARE, FAM_PSI, FAM_Z, NFAM };
+
+static void version_samples(cnn_strbuf *b, int family, const char *m, const version_entry *e,
+                            const cnn_serve_version_stats *stats, const cnn_serve_drift *d)
+{
+    long long v = (long long)e->version;
+    switch (family) {
+    case FAM_BATCH: {
+        uint64_t cum = 0;
+        for (int h = 0; h < 16; h++) {
+            cum += stats->batch_size_hist[h];
+            if (h < 15)
+                cnn_strbuf_appendf(b, "cnn_serve_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"%d\"} %llu\n", m,
+                                   v, 1 << h, (unsigned long long)cum);
+        }
+        cnn_strbuf_appendf(b, "cnn_serve_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"+Inf\"} %llu\n", m, v,
+                           (unsigned long long)cum);
+        cnn_strbuf_appendf(b, "cnn_serve_batch_size_sum{model=\"%s\",version=\"%lld\"} %llu\n", m, v,
+                           (unsigned long long)stats->images);
+        cnn_strbuf_appendf(b, "cnn_serve_batch_size_count{model=\"%s\",version=\"%lld\"} %llu\n", m, v,
+                           (unsigned long long)stats->batches);
+        break;
+    }
+    case FAM_QUEUE:
+        cnn_strbuf_appendf(b, "cnn_serve_queue_images{model=\"%s\",version=\"%lld\"} %lld\n", m, v,
+                           (long long)stats->queued_images);
+        break;
+    case FAM_IMAGES:
+        cnn_strbuf_appendf(b, "cnn_serve_drift_images{model=\"%s\",version=\"%lld\"} %llu\n", m, v,
+                           (unsigned long long)d->images);
+        break;
+    case FAM_MEAN:
+    case FAM_STD:
+    case FAM_Z:
+        if (family == FAM_Z && !d->has_profile) break;
+        for (int ch = 0; ch < d->c; ch++)
+            cnn_strbuf_appendf(b, "%s{model=\"%s\",version=\"%lld\",channel=\"%d\"} %.9g\n",
+                               family == FAM_MEAN ? "cnn_serve_input_mean" : family == FAM_STD ? "cnn_serve_input_std"
+                                                                                            : "cnn_serve_drift_channel_z",
+                               m, v, ch, family == FAM_MEAN ? d->mean[ch] : family == FAM_STD ? d->std[ch] : d->z[ch]);
+        break;
+    case FAM_SHARE: {
+        const char *const *names = cnn_serve_version_class_names(e->v);
+        for (int j = 0; j < d->k; j++) {
+            cnn_strbuf_appendf(b, "cnn_serve_predicted_class_share{model=\"%s\",version=\"%lld\",class=\"", m, v);
+            if (names[j])
+                label_value(b, names[j]);
+            else
+                cnn_strbuf_appendf(b, "%d", j);
+            cnn_strbuf_appendf(b, "\"} %.9g\n", d->class_share[j]);
+        }
+        break;
+    }
+    case FAM_PSI:
+        if (d->has_profile)
+            cnn_strbuf_appendf(b, "cnn_serve_drift_psi{model=\"%s\",version=\"%lld\"} %.9g\n", m, v, d->psi);
+        break;
+    }
+}
+
 /* GET /monitoring/prometheus/metrics: the Prometheus text format (version 0.0.4). */
 static enum MHD_Result answer_metrics(cnn_server *s, struct MHD_Connection *conn)
 {
-    cnn_strbuf b;
+    static const char *const fam_headers[NFAM][3] = {
+        {"cnn_serve_batch_size", "histogram", "Images per forward pass, by model version."},
+        {"cnn_serve_queue_images", "gauge", "Images waiting in the batch queue, by model version."},
+        {"cnn_serve_drift_images", "gauge", "Images a model version has answered (what the drift statistics count)."},
+        {"cnn_serve_input_mean", "gauge", "Mean of the served pixels ([0, 1] scale), by model version and channel."},
+        {"cnn_serve_input_std", "gauge", "Std of the served pixels ([0, 1] scale), by model version and channel."},
+        {"cnn_serve_predicted_class_share", "gauge", "Share of the answered images whose top class is this one."},
+        {"cnn_serve_drift_psi", "gauge", "Population stability index of the top classes against the training set's "
+                                         "class frequencies (models with a data profile)."},
+        {"cnn_serve_drift_channel_z", "gauge", "(served mean - training mean) / training std, by input channel "
+                                               "(models with a data profile)."},
+    };
+    cnn_strbuf b, tmp;
     cnn_strbuf_init(&b);
-    cnn_strbuf model;
-    cnn_strbuf_init(&model);
-    label_value(&model, s->name);
-    const char *m = model.data ? model.data : "";
+    cnn_strbuf_init(&tmp);
 
+    /* the models stay allocated until the server is freed: their names may be read without the lock */
+    pthread_mutex_lock(&s->mu);
+    int nm = s->nmodels;
+    model **models = malloc((size_t)(nm ? nm : 1) * sizeof *models);
+    if (models) memcpy(models, s->models, (size_t)nm * sizeof *models);
+    pthread_mutex_unlock(&s->mu);
+    if (!models) {
+        cnn_strbuf_free(&tmp);
+        return send_error(conn, 503, "out of memory writing the metrics");
+    }
     pthread_mutex_lock(&s->metrics_mu);
     metric_header(&b, "cnn_serve_requests_total", "counter", "Requests answered, by model, version, API and status code.");
     for (size_t i = 0; i < s->ncounts; i++) {
         const request_count *c = &s->counts[i];
         char v[24] = "";
         if (c->version >= 0) snprintf(v, sizeof v, "%lld", (long long)c->version);
-        cnn_strbuf_appendf(&b, "cnn_serve_requests_total{model=\"%s\",version=\"%s\",api=\"%s\",code=\"%u\"} %llu\n", m,
-                           v, ROUTE_API_NAMES[c->kind], c->code, (unsigned long long)c->n);
+        cnn_strbuf_appendf(&b, "cnn_serve_requests_total{model=\"%s\",version=\"%s\",api=\"%s\",code=\"%u\"} %llu\n",
+                           model_label(&tmp, c->m), v, ROUTE_API_NAMES[c->kind], c->code, (unsigned long long)c->n);
     }
     metric_header(&b, "cnn_serve_request_duration_seconds", "histogram",
-                  "Time from a request's headers to its answer, by API.");
-    for (int k = 0; k <= CNN_ROUTE_METRICS; k++) {
-        if (!s->latency_count[k]) continue;
-        uint64_t cum = 0;
-        for (int i = 0; i <= NLATENCY; i++) {
-            cum += s->latency_hist[k][i];
-            if (i < NLATENCY)
-                cnn_strbuf_appendf(&b, "cnn_serve_request_duration_seconds_bucket{model=\"%s\",api=\"%s\",le=\"%g\"} %llu\n",
-                                   m, ROUTE_API_NAMES[k], LATENCY_BOUNDS[i], (unsigned long long)cum);
-            else
-                cnn_strbuf_appendf(&b, "cnn_serve_request_duration_seconds_bucket{model=\"%s\",api=\"%s\",le=\"+Inf\"} %llu\n",
-                                   m, ROUTE_API_NAMES[k], (unsigned long long)cum);
-        }
-        cnn_strbuf_appendf(&b, "cnn_serve_request_duration_seconds_sum{model=\"%s\",api=\"%s\"} %.9g\n", m,
-                           ROUTE_API_NAMES[k], s->latency_sum[k]);
-        cnn_strbuf_appendf(&b, "cnn_serve_request_duration_seconds_count{model=\"%s\",api=\"%s\"} %llu\n", m,
-                           ROUTE_API_NAMES[k], (unsigned long long)s->latency_count[k]);
-    }
+                  "Time from a request's headers to its answer, by model and API.");
+    latency_samples(&b, "", &s->latency);
+    for (int i = 0; i < nm; i++) latency_samples(&b, model_label(&tmp, models[i]), &models[i]->latency);
     metric_header(&b, "cnn_serve_model_loads_total", "counter", "Model version loads, by result.");
-    cnn_strbuf_appendf(&b, "cnn_serve_model_loads_total{model=\"%s\",result=\"ok\"} %llu\n", m,
-                       (unsigned long long)s->loads_ok);
-    cnn_strbuf_appendf(&b, "cnn_serve_model_loads_total{model=\"%s\",result=\"error\"} %llu\n", m,
-                       (unsigned long long)s->loads_failed);
+    for (int i = 0; i < nm; i++) {
+        const char *m = model_label(&tmp, models[i]);
+        cnn_strbuf_appendf(&b, "cnn_serve_model_loads_total{model=\"%s\",result=\"ok\"} %llu\n", m,
+                           (unsigned long long)models[i]->loads_ok);
+        cnn_strbuf_appendf(&b, "cnn_serve_model_loads_total{model=\"%s\",result=\"error\"} %llu\n", m,
+                           (unsigned long long)models[i]->loads_failed);
+    }
     metric_header(&b, "cnn_serve_model_load_seconds_total", "counter", "Time spent loading model versions.");
-    cnn_strbuf_appendf(&b, "cnn_serve_model_load_seconds_total{model=\"%s\"} %.9g\n", m, s->load_seconds);
+    for (int i = 0; i < nm; i++)
+        cnn_strbuf_appendf(&b, "cnn_serve_model_load_seconds_total{model=\"%s\"} %.9g\n", model_label(&tmp, models[i]),
+                           models[i]->load_seconds);
     pthread_mutex_unlock(&s->metrics_mu);
+    free(models);
 
-    /* the versions' statistics, taken under the lock, written after it (each family's samples together) */
+    /* the loaded versions' statistics, under the lock (a version is freed only after the reaper took it out under
+     * it), each family's samples together */
     pthread_mutex_lock(&s->mu);
-    int nv = 0;
-    cnn_serve_version_stats *stats = calloc((size_t)(s->nversions ? s->nversions : 1), sizeof *stats);
-    long long *numbers = calloc((size_t)(s->nversions ? s->nversions : 1), sizeof *numbers);
-    for (int i = 0; stats && numbers && i < s->nversions; i++) {
-        if (!s->versions[i]->v) continue;
-        cnn_serve_version_stats_get(s->versions[i]->v, &stats[nv]);
-        numbers[nv++] = (long long)s->versions[i]->version;
+    for (int f = 0; f < NFAM; f++) {
+        metric_header(&b, fam_headers[f][0], fam_headers[f][1], fam_headers[f][2]);
+        for (int i = 0; i < s->nmodels; i++) {
+            const model *mo = s->models[i];
+            const char *m = model_label(&tmp, mo);
+            for (int j = 0; j < mo->nversions; j++) {
+                version_entry *e = mo->versions[j];
+                if (!e->v) continue;
+                cnn_serve_version_stats stats;
+                cnn_serve_drift d;
+                cnn_serve_version_stats_get(e->v, &stats);
+                if (cnn_serve_version_drift(e->v, &d) != CNN_OK) {
+                    b.status = CNN_ERR_NO_MEMORY;
+                    continue;
+                }
+                version_samples(&b, f, m, e, &stats, &d);
+                cnn_serve_drift_free(&d);
+            }
+        }
     }
     pthread_mutex_unlock(&s->mu);
-    if (!stats || !numbers) b.status = CNN_ERR_NO_MEMORY;
-    metric_header(&b, "cnn_serve_batch_size", "histogram", "Images per forward pass, by model version.");
-    for (int i = 0; i < nv; i++) {
-        uint64_t cum = 0;
-        for (int h = 0; h < 16; h++) {
-            cum += stats[i].batch_size_hist[h];
-            if (h < 15)
-                cnn_strbuf_appendf(&b, "cnn_serve_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"%d\"} %llu\n", m,
-                                   numbers[i], 1 << h, (unsigned long long)cum);
-        }
-        cnn_strbuf_appendf(&b, "cnn_serve_batch_size_bucket{model=\"%s\",version=\"%lld\",le=\"+Inf\"} %llu\n", m,
-                           numbers[i], (unsigned long long)cum);
-        cnn_strbuf_appendf(&b, "cnn_serve_batch_size_sum{model=\"%s\",version=\"%lld\"} %llu\n", m, numbers[i],
-                           (unsigned long long)stats[i].images);
-        cnn_strbuf_appendf(&b, "cnn_serve_batch_size_count{model=\"%s\",version=\"%lld\"} %llu\n", m, numbers[i],
-                           (unsigned long long)stats[i].batches);
-    }
-    metric_header(&b, "cnn_serve_queue_images", "gauge", "Images waiting in the batch queue, by model version.");
-    for (int i = 0; i < nv; i++)
-        cnn_strbuf_appendf(&b, "cnn_serve_queue_images{model=\"%s\",version=\"%lld\"} %lld\n", m, numbers[i],
-                           (long long)stats[i].queued_images);
-    free(stats);
-    free(numbers);
     metric_header(&b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
     cnn_strbuf_appendf(&b, "process_resident_memory_bytes %lld\n", resident_bytes());
-    cnn_strbuf_free(&model);
+    cnn_strbuf_free(&tmp);
     if (b.status != CNN_OK || !b.data) {
         cnn_strbuf_free(&b);
         return send_error(conn, 503, "out of memory writing the metrics");
@@ -717,9 +897,10 @@ static enum MHD_Result dispatch(request *rq, const char *method)
         return answer_simple(conn, 200, NULL, NULL, "live", 1);
     case CNN_ROUTE_METRICS:
         return answer_metrics(s, conn);
-    case CNN_ROUTE_V2_READY: {
+    case CNN_ROUTE_V2_READY: { /* every model has a version to serve */
         pthread_mutex_lock(&s->mu);
-        int ready = s->serving != NULL;
+        int ready = 1;
+        for (int i = 0; i < s->nmodels; i++) ready &= s->models[i]->removed || s->models[i]->serving != NULL;
         pthread_mutex_unlock(&s->mu);
         return answer_simple(conn, ready ? 200 : 503, NULL, NULL, "ready", ready);
     }
@@ -727,24 +908,28 @@ static enum MHD_Result dispatch(request *rq, const char *method)
         break;
     }
     /* the model's routes */
-    if (rt->name_len != strlen(s->name) || memcmp(rt->name, s->name, rt->name_len))
-        return send_error(conn, 404, "model '%.*s' is not served here (this server serves '%s')",
-                          (int)(rt->name_len < 200 ? rt->name_len : 200), rt->name, s->name);
-    if (rt->kind == CNN_ROUTE_V1_STATUS) return answer_status(s, conn, rt);
-    int found;
-    rq->ve = acquire_version(s, rt->version, &found);
-    if (!rq->ve) {
-        if (rt->version < 0) return send_error(conn, 503, "model %s has no version available", s->name);
-        return send_error(conn, 404, "model %s version %lld is %s", s->name, (long long)rt->version,
-                          found ? "not available" : "not found");
-    }
+    pthread_mutex_lock(&s->mu);
+    rq->m = find_model(s, rt->name, rt->name_len);
+    char served[512] = "";
+    for (int i = 0, len = 0; !rq->m && i < s->nmodels && len < (int)sizeof served; i++)
+        if (!s->models[i]->removed)
+            len += snprintf(served + len, sizeof served - (size_t)len, "%s'%s'", len ? ", " : "", s->models[i]->name);
+    pthread_mutex_unlock(&s->mu);
+    if (!rq->m)
+        return send_error(conn, 404, "model '%.*s' is not served here (this server serves %s)",
+                          (int)(rt->name_len < 200 ? rt->name_len : 200), rt->name, served);
+    if (rt->kind == CNN_ROUTE_V1_STATUS) return answer_status(s, conn, rq->m, rt);
+    unsigned code;
+    char why[512];
+    rq->ve = acquire_version(s, rq->m, rt, &code, why, sizeof why);
+    if (!rq->ve) return send_error(conn, code, "%s", why);
     switch (rt->kind) {
     case CNN_ROUTE_V1_METADATA:
         return answer_metadata(s, conn, rq->ve, 0);
     case CNN_ROUTE_V2_MODEL:
         return answer_metadata(s, conn, rq->ve, 1);
     case CNN_ROUTE_V2_MODEL_READY:
-        return answer_simple(conn, 200, "name", s->name, "ready", 1);
+        return answer_simple(conn, 200, "name", rq->m->name, "ready", 1);
     case CNN_ROUTE_V1_PREDICT:
         rq->api = CNN_SERVE_PREDICT;
         return start_inference(rq);
@@ -859,19 +1044,20 @@ static void record_request(cnn_server *s, const request *rq)
     double secs = seconds_since(&rq->t0);
     pthread_mutex_lock(&s->metrics_mu);
     size_t i = 0;
-    while (i < s->ncounts && !(s->counts[i].version == version && s->counts[i].kind == kind &&
-                               s->counts[i].code == rq->code))
+    while (i < s->ncounts && !(s->counts[i].m == rq->m && s->counts[i].version == version &&
+                               s->counts[i].kind == kind && s->counts[i].code == rq->code))
         i++;
     if (i == s->ncounts && cnn_array_grow(&s->counts, &s->counts_cap, i + 1, sizeof *s->counts, 16) == CNN_OK) {
-        s->counts[i] = (request_count){version, kind, rq->code, 0};
+        s->counts[i] = (request_count){rq->m, version, kind, rq->code, 0};
         s->ncounts++;
     }
     if (i < s->ncounts) s->counts[i].n++;
     int b = 0;
     while (b < NLATENCY && secs > LATENCY_BOUNDS[b]) b++;
-    s->latency_hist[kind][b]++;
-    s->latency_count[kind]++;
-    s->latency_sum[kind] += secs;
+    latency_stats *l = rq->m ? &rq->m->latency : &s->latency;
+    l->hist[kind][b]++;
+    l->count[kind]++;
+    l->sum[kind] += secs;
     pthread_mutex_unlock(&s->metrics_mu);
 }
 
@@ -927,26 +1113,31 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// start and stop
+// models and their versions: what the policy wants, loading, unloading
 
-static void free_versions(cnn_server *s)
+static void free_model(model *m)
 {
-    for (int i = 0; i < s->nversions; i++) {
-        cnn_serve_version_destroy(s->versions[i]->v);
-        free(s->versions[i]->error);
-        free(s->versions[i]);
+    for (int i = 0; i < m->nversions; i++) {
+        cnn_serve_version_destroy(m->versions[i]->v);
+        free(m->versions[i]->error);
+        free(m->versions[i]);
     }
-    free(s->versions);
-    s->versions = NULL;
-    s->nversions = 0;
-    s->serving = NULL;
+    free(m->versions);
+    for (int i = 0; i < m->nlabels; i++) free(m->labels[i].name);
+    free(m->labels);
+    free(m->specific);
+    free(m->name);
+    free(m->base);
+    free(m);
 }
 
 static void server_free(cnn_server *s)
 {
     if (!s) return;
-    free_versions(s);
+    for (int i = 0; i < s->nmodels; i++) free_model(s->models[i]);
+    free(s->models);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->poll_mu);
     pthread_mutex_destroy(&s->metrics_mu);
     pthread_cond_destroy(&s->poll_cv);
     if (s->access_log) fclose(s->access_log);
@@ -962,43 +1153,49 @@ static void server_free(cnn_server *s)
         free(s->token);
     }
     free(s->counts);
-    free(s->name);
-    free(s->base);
+    free(s->config_path);
+    free(s->config_dir);
     free(s->host);
     free(s->device);
     free(s);
 }
 
 /* A new entry for `version`, LOADING, in the list by descending number; NULL when out of memory. Under the lock. */
-static version_entry *add_entry(cnn_server *s, int64_t version)
+static version_entry *add_entry(model *m, int64_t version)
 {
-    if (cnn_array_grow(&s->versions, &s->versions_cap, (size_t)s->nversions + 1, sizeof *s->versions, 8) != CNN_OK)
+    if (cnn_array_grow(&m->versions, &m->versions_cap, (size_t)m->nversions + 1, sizeof *m->versions, 8) != CNN_OK)
         return NULL;
     version_entry *e = calloc(1, sizeof *e);
     if (!e) return NULL;
+    e->m = m;
     e->version = version;
     e->state = VS_LOADING;
     int at = 0;
-    while (at < s->nversions && s->versions[at]->version > version) at++;
-    memmove(s->versions + at + 1, s->versions + at, (size_t)(s->nversions - at) * sizeof *s->versions);
-    s->versions[at] = e;
-    s->nversions++;
+    while (at < m->nversions && m->versions[at]->version > version) at++;
+    memmove(m->versions + at + 1, m->versions + at, (size_t)(m->nversions - at) * sizeof *m->versions);
+    m->versions[at] = e;
+    m->nversions++;
     return e;
 }
 
-static version_entry *find_entry(cnn_server *s, int64_t version)
+/* The highest available version, which requests without a version or label get. Under the lock. */
+static void update_serving(cnn_server *s, model *m)
 {
-    for (int i = 0; i < s->nversions; i++)
-        if (s->versions[i]->version == version) return s->versions[i];
-    return NULL;
+    version_entry *old = m->serving, *best = NULL;
+    for (int i = 0; i < m->nversions && !best; i++)
+        if (m->versions[i]->state == VS_AVAILABLE) best = m->versions[i];
+    m->serving = best;
+    if (old && best && old != best)
+        log_line(s, "model %s: version %lld serves instead of %lld%s", m->name, (long long)best->version,
+                 (long long)old->version, old->state == VS_UNLOADING ? ", which is unloaded once its requests are "
+                 "answered" : "");
 }
 
-/* Loads a LOADING entry's model, without the lock (a load takes long); then, under it, makes it AVAILABLE and the
- * serving version when it is newer than the one serving (the one replaced goes UNLOADING), or records its error
- * (END). A version that fails to load never replaces one that serves. */
-static cnn_status load_entry(cnn_server *s, version_entry *e)
+/* Loads a LOADING entry's model without the lock (a load takes long); then, under it, makes it AVAILABLE (and the
+ * serving version when it is the highest), or records its error (END). */
+static cnn_status load_entry(cnn_server *s, model *m, version_entry *e)
 {
-    size_t plen = strlen(s->base) + 64;
+    size_t plen = strlen(m->base) + 64;
     char *path = malloc(plen);
     cnn_serve_version *v = NULL;
     cnn_status st;
@@ -1007,40 +1204,31 @@ static cnn_status load_entry(cnn_server *s, version_entry *e)
     if (!path) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "no memory to load version %lld", (long long)e->version);
     } else {
-        snprintf(path, plen, "%s/%lld/model.safetensors", s->base, (long long)e->version);
-        st = cnn_serve_version_load(path, e->version, &s->cfg, &v);
+        snprintf(path, plen, "%s/%lld/model.safetensors", m->base, (long long)e->version);
+        st = cnn_serve_version_load(path, e->version, &m->vcfg, &v);
     }
     double secs = seconds_since(&t0);
     pthread_mutex_lock(&s->metrics_mu);
-    s->load_seconds += secs;
+    m->load_seconds += secs;
     if (st == CNN_OK)
-        s->loads_ok++;
+        m->loads_ok++;
     else
-        s->loads_failed++;
+        m->loads_failed++;
     pthread_mutex_unlock(&s->metrics_mu);
     if (st == CNN_OK) {
         cnn_serve_spec spec;
         cnn_serve_version_spec(v, &spec);
-        log_line(s, "model %s version %lld loaded from %s in %.3f s (input %dx%dx%d, %d classes)", s->name,
+        log_line(s, "model %s version %lld loaded from %s in %.3f s (input %dx%dx%d, %d classes)", m->name,
                  (long long)e->version, path, secs, spec.h, spec.w, spec.c, cnn_serve_version_outputs(v));
         pthread_mutex_lock(&s->mu);
         e->v = v;
         e->state = VS_AVAILABLE;
-        version_entry *old = s->serving;
-        if (!old || old->version < e->version) {
-            s->serving = e; /* from here on, new requests without a version get this one */
-            if (old) old->state = VS_UNLOADING;
-        } else {
-            e->state = VS_UNLOADING; /* an older version than the one serving: not kept */
-        }
+        update_serving(s, m); /* from here on, new requests without a version get the highest */
         pthread_mutex_unlock(&s->mu);
-        if (old && s->serving == e)
-            log_line(s, "model %s: version %lld serves instead of %lld, which is unloaded once its requests are "
-                     "answered", s->name, (long long)e->version, (long long)old->version);
     } else {
         const char *msg = cnn_last_error();
         char *error = strdup(msg[0] ? msg : cnn_status_string(st));
-        log_line(s, "model %s version %lld failed to load: %s", s->name, (long long)e->version,
+        log_line(s, "model %s version %lld failed to load: %s", m->name, (long long)e->version,
                  msg[0] ? msg : cnn_status_string(st));
         pthread_mutex_lock(&s->mu);
         e->state = VS_END;
@@ -1051,22 +1239,101 @@ static cnn_status load_entry(cnn_server *s, version_entry *e)
     return st;
 }
 
-/* Frees the models of the versions replaced whose requests are all answered. */
+/* Whether the policy wants `version`, the versions on disk being list[0..n) (descending). Versions that failed to
+ * load do not count: the latest N are the N highest that load, so a broken new version never displaces one that
+ * serves. Under the lock. */
+static int wanted(const model *m, const int64_t *list, int n, int64_t version)
+{
+    if (m->removed) return 0;
+    int rank = 0, on_disk = 0;
+    for (int i = 0; i < n; i++) {
+        if (list[i] == version) {
+            on_disk = 1;
+            break;
+        }
+        const version_entry *e = find_entry((model *)m, list[i]);
+        if (!(e && e->error)) rank++;
+    }
+    if (!on_disk) return 0;
+    switch (m->policy) {
+    case CNN_SERVE_POLICY_ALL:
+        return 1;
+    case CNN_SERVE_POLICY_SPECIFIC:
+        for (int i = 0; i < m->nspecific; i++)
+            if (m->specific[i] == version) return 1;
+        return 0;
+    default:
+        return rank < m->latest;
+    }
+}
+
+/* Brings a model's versions in line with its policy and the base path: loads (in this thread, one at a time, highest
+ * first) the wanted versions not loaded yet, then marks the available ones no longer wanted UNLOADING, once a wanted
+ * one is available (a model is never left with nothing to serve by a change on disk). The reaper frees them when
+ * their requests are answered. Returns the last load's failure, CNN_OK when none failed. */
+static cnn_status reconcile(cnn_server *s, model *m)
+{
+    int64_t *list = NULL;
+    int n = 0;
+    cnn_status last = CNN_OK;
+    if (!m->removed) {
+        cnn_status st = cnn_serve_list_versions(m->base, &list, &n);
+        if (st != CNN_OK) return st;
+    }
+    /* each round loads one version; a failure changes what is wanted (the next highest), so look again */
+    for (int round = 0; round <= n; round++) {
+        version_entry *e = NULL;
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < n && !e; i++) {
+            if (!wanted(m, list, n, list[i])) continue;
+            version_entry *f = find_entry(m, list[i]);
+            if (!f) {
+                e = add_entry(m, list[i]);
+                if (!e) last = cnn_error(CNN_ERR_NO_MEMORY, "no memory for model versions");
+            } else if (f->state == VS_END && !f->error && !f->v) { /* unloaded before, wanted again */
+                f->state = VS_LOADING;
+                e = f;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!e) break;
+        cnn_status st = load_entry(s, m, e);
+        if (st != CNN_OK) last = st;
+    }
+    pthread_mutex_lock(&s->mu);
+    int have = 0;
+    for (int i = 0; i < m->nversions; i++)
+        have |= m->versions[i]->state == VS_AVAILABLE && wanted(m, list, n, m->versions[i]->version);
+    if (have || m->removed)
+        for (int i = 0; i < m->nversions; i++) {
+            version_entry *e = m->versions[i];
+            if (e->state == VS_AVAILABLE && !wanted(m, list, n, e->version)) e->state = VS_UNLOADING;
+        }
+    update_serving(s, m);
+    pthread_mutex_unlock(&s->mu);
+    free(list);
+    return last;
+}
+
+/* Frees the models of the versions no longer wanted whose requests are all answered. */
 static void reap_versions(cnn_server *s)
 {
     for (;;) {
         cnn_serve_version *v = NULL;
         int64_t number = 0;
+        const model *m = NULL;
         pthread_mutex_lock(&s->mu);
-        for (int i = 0; i < s->nversions && !v; i++) {
-            version_entry *e = s->versions[i];
-            if (e->state == VS_UNLOADING && e->refs == 0) {
-                v = e->v;
-                number = e->version;
-                e->v = NULL;
-                e->state = VS_END;
+        for (int k = 0; k < s->nmodels && !v; k++)
+            for (int i = 0; i < s->models[k]->nversions && !v; i++) {
+                version_entry *e = s->models[k]->versions[i];
+                if (e->state == VS_UNLOADING && e->refs == 0) {
+                    v = e->v;
+                    number = e->version;
+                    m = s->models[k];
+                    e->v = NULL;
+                    e->state = VS_END;
+                }
             }
-        }
         pthread_mutex_unlock(&s->mu);
         if (!v) return;
         cnn_serve_version_destroy(v);
@@ -1075,57 +1342,141 @@ static void reap_versions(cnn_server *s)
          * where glibc would keep it (bench/RESULTS.md, "Soak") */
         malloc_trim(0);
 #endif
-        log_line(s, "model %s version %lld unloaded", s->name, (long long)number);
+        log_line(s, "model %s version %lld unloaded", m->name, (long long)number);
     }
 }
 
-/* Loads the highest version that loads; the ones above it that failed stay listed with their error. */
-static cnn_status load_latest(cnn_server *s)
+/* Sets a model's policy and labels from its spec (under the lock). */
+static cnn_status apply_spec(model *m, const cnn_serve_model_spec *spec)
 {
-    int64_t *list = NULL;
-    int n = 0;
-    cnn_status st = cnn_serve_list_versions(s->base, &list, &n);
-    if (st != CNN_OK) return st;
-    if (n == 0) {
-        free(list);
-        return cnn_error(CNN_ERR_NOT_FOUND, "model base path %s holds no version: expected %s/<version>/"
-                         "model.safetensors with a numeric version", s->base, s->base);
+    int64_t *specific = NULL;
+    cnn_serve_label *labels = NULL;
+    if (spec->nversions && !(specific = malloc((size_t)spec->nversions * sizeof *specific)))
+        return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model %s's config", spec->name);
+    if (spec->nlabels && !(labels = calloc((size_t)spec->nlabels, sizeof *labels))) {
+        free(specific);
+        return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model %s's config", spec->name);
     }
-    const char *last_error = "?";
-    for (int i = 0; i < n && !s->serving; i++) {
-        pthread_mutex_lock(&s->mu);
-        version_entry *e = add_entry(s, list[i]);
-        pthread_mutex_unlock(&s->mu);
-        if (!e) {
-            free(list);
-            return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model versions");
+    for (int i = 0; i < spec->nlabels; i++) {
+        labels[i].version = spec->labels[i].version;
+        if (!(labels[i].name = strdup(spec->labels[i].name))) {
+            for (int j = 0; j < i; j++) free(labels[j].name);
+            free(labels);
+            free(specific);
+            return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model %s's config", spec->name);
         }
-        st = load_entry(s, e);
-        if (st != CNN_OK) last_error = e->error;
     }
-    free(list);
-    if (!s->serving)
-        return cnn_error(st != CNN_OK ? st : CNN_ERR_NOT_FOUND, "model %s: no version under %s loads (the last "
-                         "error: %s)", s->name, s->base, last_error);
+    if (spec->nversions) memcpy(specific, spec->versions, (size_t)spec->nversions * sizeof *specific);
+    for (int i = 0; i < m->nlabels; i++) free(m->labels[i].name);
+    free(m->labels);
+    free(m->specific);
+    m->policy = spec->policy;
+    m->latest = spec->latest > 0 ? spec->latest : 1;
+    m->specific = specific;
+    m->nspecific = spec->nversions;
+    m->labels = labels;
+    m->nlabels = spec->nlabels;
+    m->removed = 0;
     return CNN_OK;
 }
 
-/* One look at the base path: the highest version above the one serving that was not seen before (not tried: one
- * that failed is not tried again) is loaded and takes over. */
+/* A new model from its spec, appended to the server's (under the lock). */
+static cnn_status add_model(cnn_server *s, const cnn_serve_model_spec *spec, model **out)
+{
+    model *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(spec->name)) || !(m->base = strdup(spec->base_path)) ||
+        cnn_array_grow(&s->models, &s->models_cap, (size_t)s->nmodels + 1, sizeof *s->models, 4) != CNN_OK) {
+        if (m) free_model(m);
+        return cnn_error(CNN_ERR_NO_MEMORY, "no memory for model %s", spec->name);
+    }
+    cnn_status st = apply_spec(m, spec);
+    if (st != CNN_OK) {
+        free_model(m);
+        return st;
+    }
+    m->vcfg = s->cfg;
+    m->vcfg.model_name = m->name;
+    m->vcfg.model_base_path = m->base;
+    s->models[s->nmodels++] = m;
+    *out = m;
+    return CNN_OK;
+}
+
+/* The config file's models (a server started with one), read now. */
+static cnn_status read_model_config(cnn_server *s, cnn_serve_model_config *c)
+{
+    unsigned char *text = NULL;
+    size_t len = 0;
+    cnn_status st = cnn_read_file(s->config_path, (size_t)1 << 20, &text, &len);
+    if (st != CNN_OK) return cnn_error_prefix(st, "--model-config: ");
+    st = cnn_serve_parse_model_config((const char *)text, len, s->config_dir, c);
+    free(text);
+    if (st != CNN_OK) return cnn_error_prefix(st, "--model-config %s: ", s->config_path);
+    return CNN_OK;
+}
+
+/* Makes the server's models those of the specs: new ones added, known ones given their new policy and labels (a
+ * changed base path makes a new model of that name), missing ones marked removed; then each is reconciled. */
+static cnn_status apply_config(cnn_server *s, const cnn_serve_model_config *c, int starting)
+{
+    cnn_status st = CNN_OK;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nmodels; i++) {
+        model *m = s->models[i];
+        int keep = 0;
+        for (int j = 0; j < c->n && !keep; j++)
+            keep = !strcmp(c->models[j].name, m->name) && !strcmp(c->models[j].base_path, m->base);
+        if (!keep && !m->removed) {
+            m->removed = 1;
+            log_line(s, "model %s: no longer in the config: unloaded once its requests are answered", m->name);
+        }
+    }
+    for (int j = 0; j < c->n && st == CNN_OK; j++) {
+        model *m = NULL;
+        for (int i = 0; i < s->nmodels && !m; i++)
+            if (!strcmp(s->models[i]->name, c->models[j].name) && !strcmp(s->models[i]->base, c->models[j].base_path))
+                m = s->models[i];
+        st = m ? apply_spec(m, &c->models[j]) : add_model(s, &c->models[j], &m);
+    }
+    int nm = s->nmodels;
+    pthread_mutex_unlock(&s->mu);
+    if (st != CNN_OK) return st;
+    for (int i = 0; i < nm; i++) {
+        model *m = s->models[i]; /* only this thread (under poll_mu) adds models */
+        cnn_status r = reconcile(s, m);
+        if (!starting || m->removed || m->serving) continue;
+        const version_entry *failed = NULL; /* the highest one that failed */
+        pthread_mutex_lock(&s->mu);
+        for (int k = 0; k < m->nversions && !failed; k++)
+            if (m->versions[k]->error) failed = m->versions[k];
+        pthread_mutex_unlock(&s->mu);
+        if (failed)
+            return cnn_error(r != CNN_OK ? r : CNN_ERR_FORMAT, "model %s: no version under %s loads (version %lld: %s)",
+                             m->name, m->base, (long long)failed->version, failed->error);
+        if (r != CNN_OK) return r; /* the base path cannot be listed: its message */
+        return cnn_error(CNN_ERR_NOT_FOUND, "model %s: base path %s holds no version%s: expected %s/<version>/"
+                         "model.safetensors with a numeric version", m->name, m->base,
+                         m->policy == CNN_SERVE_POLICY_SPECIFIC ? " that the version policy names" : "", m->base);
+    }
+    reap_versions(s);
+    return CNN_OK;
+}
+
+/* One look at every model's base path (and nothing else), serialized with reloads. */
 static void poll_once(cnn_server *s)
 {
-    int64_t *list = NULL;
-    int n = 0;
-    if (cnn_serve_list_versions(s->base, &list, &n) == CNN_OK) {
+    pthread_mutex_lock(&s->poll_mu);
+    pthread_mutex_lock(&s->mu);
+    int nm = s->nmodels;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < nm; i++) {
         pthread_mutex_lock(&s->mu);
-        version_entry *e = NULL;
-        for (int i = 0; i < n && !e && (!s->serving || list[i] > s->serving->version); i++)
-            if (!find_entry(s, list[i])) e = add_entry(s, list[i]);
+        model *m = s->models[i];
         pthread_mutex_unlock(&s->mu);
-        if (e) load_entry(s, e);
+        reconcile(s, m);
     }
-    free(list);
     reap_versions(s);
+    pthread_mutex_unlock(&s->poll_mu);
 }
 
 static void *poller_main(void *arg)
@@ -1171,21 +1522,51 @@ static char *dup_or(const char *s, const char *fallback)
 
 int cnn_serve_available(void) { return 1; }
 
+/* The models a server starts with: the config file's, or the one the flags name. */
+static cnn_status initial_models(cnn_server *s, const cnn_serve_config *cfg, cnn_serve_model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (cfg->model_config) {
+        if (cfg->model_base_path || cfg->model_name)
+            return cnn_error(CNN_ERR_INVALID_ARG, "a model config file names the models: the model base path and name "
+                             "go in it, not beside it");
+        const char *slash = strrchr(cfg->model_config, '/');
+        s->config_path = strdup(cfg->model_config);
+        s->config_dir = slash ? strndup(cfg->model_config, (size_t)(slash - cfg->model_config + (slash == cfg->model_config)))
+                              : strdup(".");
+        if (!s->config_path || !s->config_dir) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
+        return read_model_config(s, c);
+    }
+    if (!cfg->model_base_path || !cfg->model_name || !cfg->model_name[0])
+        return cnn_error(CNN_ERR_INVALID_ARG, "the model base path and the model name are required (or a model "
+                         "config file)");
+    if (strpbrk(cfg->model_name, "/:"))
+        return cnn_error(CNN_ERR_INVALID_ARG, "model name '%s': it may not hold '/' or ':'", cfg->model_name);
+    c->models = calloc(1, sizeof *c->models);
+    if (!c->models) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
+    c->n = 1;
+    c->models[0].name = strdup(cfg->model_name);
+    c->models[0].base_path = strdup(cfg->model_base_path);
+    c->models[0].policy = CNN_SERVE_POLICY_LATEST;
+    c->models[0].latest = 1;
+    if (!c->models[0].name || !c->models[0].base_path) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
+    return CNN_OK;
+}
+
 cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
 {
     cnn_status st = CNN_OK;
+    cnn_serve_model_config models = {0};
     *out = NULL;
-    if (!cfg->model_base_path || !cfg->model_name || !cfg->model_name[0])
-        return cnn_error(CNN_ERR_INVALID_ARG, "the model base path and the model name are required");
-    if (strpbrk(cfg->model_name, "/:"))
-        return cnn_error(CNN_ERR_INVALID_ARG, "model name '%s': it may not hold '/' or ':'", cfg->model_name);
     if (cfg->port < 0 || cfg->port > 65535 || cfg->max_body_bytes < 2 || cfg->max_batch_size < 1 ||
         cfg->num_batch_threads < 1 || cfg->max_enqueued_batches < 1 || cfg->http_threads < 1 ||
-        cfg->max_connections < 1 || cfg->connection_timeout_s < 0 || cfg->batch_timeout_us < 0)
+        cfg->max_connections < 1 || cfg->connection_timeout_s < 0 || cfg->batch_timeout_us < 0 ||
+        !(cfg->drift_threshold == cfg->drift_threshold) || cfg->drift_min_images < 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "a server setting is out of range");
     cnn_server *s = calloc(1, sizeof *s);
     if (!s) return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->poll_mu, NULL);
     pthread_mutex_init(&s->metrics_mu, NULL);
     pthread_condattr_t ca; /* the poller's deadlines are on CLOCK_MONOTONIC */
     pthread_condattr_init(&ca);
@@ -1194,17 +1575,17 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     pthread_condattr_destroy(&ca);
     atomic_init(&s->in_flight, 0);
     s->cfg = *cfg;
-    s->name = dup_or(cfg->model_name, NULL);
-    s->base = dup_or(cfg->model_base_path, NULL);
     s->host = dup_or(cfg->host, "127.0.0.1");
     s->device = cfg->device ? strdup(cfg->device) : NULL;
     s->token = cfg->auth_token ? strdup(cfg->auth_token) : NULL;
-    if (!s->name || !s->base || !s->host || (cfg->device && !s->device) || (cfg->auth_token && !s->token)) {
+    if (!s->host || (cfg->device && !s->device) || (cfg->auth_token && !s->token)) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for the server");
         goto fail;
     }
-    s->cfg.model_name = s->name;
-    s->cfg.model_base_path = s->base;
+    CNN_TRY(initial_models(s, cfg, &models));
+    s->cfg.model_name = NULL; /* each model's own config has them */
+    s->cfg.model_base_path = NULL;
+    s->cfg.model_config = NULL;
     s->cfg.host = s->host;
     s->cfg.device = s->device;
     s->cfg.auth_token = NULL; /* s->token holds it */
@@ -1230,7 +1611,8 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
         CNN_TRY(read_pem(cfg->tls_key, "--tls-key", &s->tls_key));
     }
     s->cfg.tls_cert = s->cfg.tls_key = NULL;
-    CNN_TRY(load_latest(s));
+    CNN_TRY(apply_config(s, &models, 1));
+    cnn_serve_model_config_free(&models);
 
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -1273,6 +1655,7 @@ cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out)
     *out = s;
     return CNN_OK;
 fail:
+    cnn_serve_model_config_free(&models);
     server_free(s);
     return st;
 }
@@ -1284,6 +1667,25 @@ void cnn_server_poll(cnn_server *s)
     if (s) poll_once(s);
 }
 
+cnn_status cnn_server_reload(cnn_server *s)
+{
+    if (!s) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_server_reload: no server");
+    if (!s->config_path) {
+        poll_once(s);
+        return CNN_OK;
+    }
+    cnn_serve_model_config c;
+    pthread_mutex_lock(&s->poll_mu);
+    cnn_status st = read_model_config(s, &c);
+    if (st == CNN_OK) {
+        st = apply_config(s, &c, 0);
+        cnn_serve_model_config_free(&c);
+    }
+    pthread_mutex_unlock(&s->poll_mu);
+    if (st != CNN_OK) log_line(s, "the config was not reloaded: %s", cnn_last_error());
+    return st;
+}
+
 void cnn_server_stop(cnn_server *s, int drain_ms)
 {
     if (!s) return;
@@ -1291,7 +1693,8 @@ void cnn_server_stop(cnn_server *s, int drain_ms)
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
     pthread_mutex_lock(&s->mu); /* batches waiting to fill run now */
-    for (int i = 0; i < s->nversions; i++) cnn_serve_version_flush(s->versions[i]->v);
+    for (int k = 0; k < s->nmodels; k++)
+        for (int i = 0; i < s->models[k]->nversions; i++) cnn_serve_version_flush(s->models[k]->versions[i]->v);
     pthread_mutex_unlock(&s->mu);
     for (int waited = 0; atomic_load(&s->in_flight) > 0 && waited < drain_ms; waited += 5) {
         struct timespec ts = {0, 5 * 1000 * 1000};
@@ -1308,9 +1711,13 @@ void cnn_server_stop(cnn_server *s, int drain_ms)
         pthread_join(s->poller, NULL);
         s->poller_started = 0;
     }
+    /* a reload that runs now (SIGHUP, another thread) finishes first */
+    pthread_mutex_lock(&s->poll_mu);
+    pthread_mutex_unlock(&s->poll_mu);
     /* the workers answer what is queued (and resume those connections) before the daemon goes, so no job outlives
      * its request; the versions themselves are freed after the daemon, when no request refers to them */
-    for (int i = 0; i < s->nversions; i++) cnn_serve_version_stop(s->versions[i]->v);
+    for (int k = 0; k < s->nmodels; k++)
+        for (int i = 0; i < s->models[k]->nversions; i++) cnn_serve_version_stop(s->models[k]->versions[i]->v);
     MHD_stop_daemon(s->daemon);
     server_free(s);
 }

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +50,98 @@ struct cnn_serve_version {
     int flushing; /* batches no longer wait to fill (the server is draining) */
     uint64_t batches, images, hist[HIST_BUCKETS];
 
+    int quiet;
     int nworkers;
     worker *workers;
+
+    /* drift monitoring: the training set's profile (when the model file has one) and what was served, under mu */
+    char *model_name;
+    int has_profile;
+    float *train_mean, *train_std, *train_freq; /* c, c, k */
+    double *sum, *sumsq;                        /* c: served pixels, [0, 1] scale */
+    uint64_t pixels;
+    uint64_t *predicted;                        /* k: images whose top class was j */
+    double drift_threshold;                     /* <= 0: no warnings */
+    int64_t drift_min_images;
+    int psi_warned, *z_warned;                  /* above the threshold now: warned once, again after falling back */
 };
+
+/* Floor of the training std in the z-scores (a constant training channel would make any shift infinite). */
+#define DRIFT_STD_FLOOR 1e-3
+/* Shares below this count as this in the PSI (a class never predicted, or never seen in training). */
+#define PSI_FLOOR 1e-4
+
+static double psi_term(double served, double expected)
+{
+    if (served < PSI_FLOOR) served = PSI_FLOOR;
+    if (expected < PSI_FLOOR) expected = PSI_FLOOR;
+    return (served - expected) * log(served / expected);
+}
+
+/* The drift scores from the counts; called with the lock held. z has c entries (NULL: not wanted). */
+static double drift_scores(const cnn_serve_version *v, double *z)
+{
+    double psi = 0.0, n = (double)v->images;
+    for (int j = 0; j < v->k && n > 0; j++) psi += psi_term((double)v->predicted[j] / n, v->train_freq[j]);
+    for (int ch = 0; z && ch < v->spec.c; ch++) {
+        double mean = v->pixels ? v->sum[ch] / (double)v->pixels : 0.0;
+        double sd = v->train_std[ch] > DRIFT_STD_FLOOR ? v->train_std[ch] : DRIFT_STD_FLOOR;
+        z[ch] = v->pixels ? (mean - v->train_mean[ch]) / sd : 0.0;
+    }
+    return psi;
+}
+
+/* Adds a batch's images and top classes to the served statistics, and warns once when a drift score crosses the
+ * threshold (again after it fell back below). */
+static void observe(cnn_serve_version *v, const float *images, const float *probs, int64_t n)
+{
+    int c = v->spec.c;
+    size_t pixels = (size_t)n * v->spec.h * v->spec.w;
+    double sum[3] = {0, 0, 0}, sq[3] = {0, 0, 0};
+    for (size_t p = 0; p < pixels; p++)
+        for (int ch = 0; ch < c; ch++) {
+            double x = images[p * c + ch];
+            sum[ch] += x;
+            sq[ch] += x * x;
+        }
+    char warn[2][512];
+    int nwarn = 0;
+    pthread_mutex_lock(&v->mu);
+    for (int ch = 0; ch < c; ch++) {
+        v->sum[ch] += sum[ch];
+        v->sumsq[ch] += sq[ch];
+    }
+    v->pixels += pixels;
+    v->images += (uint64_t)n;
+    for (int64_t i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * v->k;
+        int best = 0;
+        for (int j = 1; j < v->k; j++)
+            if (p[j] > p[best]) best = j;
+        v->predicted[best]++;
+    }
+    if (v->has_profile && v->drift_threshold > 0 && (int64_t)v->images >= v->drift_min_images) {
+        double z[3];
+        double psi = drift_scores(v, z);
+        int above = psi > v->drift_threshold;
+        if (above && !v->psi_warned)
+            snprintf(warn[nwarn++], sizeof warn[0], "model %s version %lld: drift: the predicted classes' PSI is %.3f "
+                     "(above --drift-threshold %g) after %llu images", v->model_name, (long long)v->version, psi,
+                     v->drift_threshold, (unsigned long long)v->images);
+        v->psi_warned = above;
+        for (int ch = 0; ch < c; ch++) {
+            above = fabs(z[ch]) > v->drift_threshold;
+            if (above && !v->z_warned[ch] && nwarn < 2)
+                snprintf(warn[nwarn++], sizeof warn[0], "model %s version %lld: drift: input channel %d's mean is %.4f, "
+                         "%.2f training std from the training set's %.4f (above --drift-threshold %g) after %llu "
+                         "images", v->model_name, (long long)v->version, ch, v->sum[ch] / (double)v->pixels, z[ch],
+                         (double)v->train_mean[ch], v->drift_threshold, (unsigned long long)v->images);
+            v->z_warned[ch] = above;
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+    for (int i = 0; i < nwarn && !v->quiet; i++) fprintf(stderr, "cnn serve: warning: %s\n", warn[i]);
+}
 
 static int64_t now_ns(void)
 {
@@ -109,9 +199,9 @@ static void run_batch(worker *wk, cnn_serve_job *jobs, int64_t total)
     while (b < HIST_BUCKETS - 1 && ((int64_t)1 << b) < total) b++;
     pthread_mutex_lock(&v->mu);
     v->batches++;
-    v->images += (uint64_t)total;
     v->hist[b]++;
     pthread_mutex_unlock(&v->mu);
+    if (st == CNN_OK) observe(v, in, out, total);
     const char *msg = st == CNN_OK ? "" : cnn_last_error();
     int gathered = jobs->next != NULL; /* read now: done() may free a job */
     int64_t at = 0;
@@ -221,6 +311,14 @@ void cnn_serve_version_destroy(cnn_serve_version *v)
     free(v->workers);
     for (int j = 0; v->class_names && j < v->k; j++) free(v->class_names[j]);
     free(v->class_names);
+    free(v->model_name);
+    free(v->train_mean);
+    free(v->train_std);
+    free(v->train_freq);
+    free(v->sum);
+    free(v->sumsq);
+    free(v->predicted);
+    free(v->z_warned);
     pthread_cond_destroy(&v->cv);
     pthread_mutex_destroy(&v->mu);
     free(v);
@@ -282,6 +380,24 @@ cnn_status cnn_serve_version_load(const char *path, int64_t version, const cnn_s
             goto fail;
         }
     }
+    int c = v->spec.c, k = v->k;
+    v->model_name = strdup(cfg->model_name ? cfg->model_name : "?");
+    v->train_mean = calloc((size_t)c, sizeof *v->train_mean);
+    v->train_std = calloc((size_t)c, sizeof *v->train_std);
+    v->train_freq = calloc((size_t)k, sizeof *v->train_freq);
+    v->sum = calloc((size_t)c, sizeof *v->sum);
+    v->sumsq = calloc((size_t)c, sizeof *v->sumsq);
+    v->predicted = calloc((size_t)k, sizeof *v->predicted);
+    v->z_warned = calloc((size_t)c, sizeof *v->z_warned);
+    if (!v->model_name || !v->train_mean || !v->train_std || !v->train_freq || !v->sum || !v->sumsq ||
+        !v->predicted || !v->z_warned) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "no memory for the drift statistics");
+        goto fail;
+    }
+    v->has_profile = cnn_net_data_profile(net, v->train_mean, v->train_std, v->train_freq);
+    v->drift_threshold = cfg->drift_threshold;
+    v->drift_min_images = cfg->drift_min_images;
+    v->quiet = cfg->quiet;
     size_t per = (size_t)v->spec.h * v->spec.w * v->spec.c;
     for (int i = 0; i < n; i++) {
         worker *wk = &v->workers[i];
@@ -318,6 +434,43 @@ int cnn_serve_version_outputs(const cnn_serve_version *v) { return v->k; }
 const char *const *cnn_serve_version_class_names(const cnn_serve_version *v)
 {
     return (const char *const *)v->class_names;
+}
+
+cnn_status cnn_serve_version_drift(cnn_serve_version *v, cnn_serve_drift *out)
+{
+    memset(out, 0, sizeof *out);
+    int c = v->spec.c, k = v->k;
+    out->mean = calloc((size_t)c, sizeof *out->mean);
+    out->std = calloc((size_t)c, sizeof *out->std);
+    out->z = calloc((size_t)c, sizeof *out->z);
+    out->class_share = calloc((size_t)k, sizeof *out->class_share);
+    if (!out->mean || !out->std || !out->z || !out->class_share) {
+        cnn_serve_drift_free(out);
+        return cnn_error(CNN_ERR_NO_MEMORY, "no memory for the drift statistics");
+    }
+    out->c = c;
+    out->k = k;
+    pthread_mutex_lock(&v->mu);
+    out->has_profile = v->has_profile;
+    out->images = v->images;
+    for (int ch = 0; ch < c && v->pixels; ch++) {
+        double m = v->sum[ch] / (double)v->pixels, var = v->sumsq[ch] / (double)v->pixels - m * m;
+        out->mean[ch] = m;
+        out->std[ch] = sqrt(var > 0 ? var : 0);
+    }
+    for (int j = 0; j < k && v->images; j++) out->class_share[j] = (double)v->predicted[j] / (double)v->images;
+    if (v->has_profile) out->psi = drift_scores(v, out->z);
+    pthread_mutex_unlock(&v->mu);
+    return CNN_OK;
+}
+
+void cnn_serve_drift_free(cnn_serve_drift *d)
+{
+    free(d->mean);
+    free(d->std);
+    free(d->z);
+    free(d->class_share);
+    memset(d, 0, sizeof *d);
 }
 
 void cnn_serve_version_stats_get(cnn_serve_version *v, cnn_serve_version_stats *out)

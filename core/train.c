@@ -440,6 +440,48 @@ fail:
 /* the batch size of validation (when the training batch is smaller) */
 #define VAL_BATCH 256
 
+/* Images whose pixels the data profile averages: all of an in-memory set, a stratified sample of this many files */
+#define PROFILE_SAMPLES 4096
+
+/* The training set's data profile (cnn_net_set_data_profile), stored with the model for the server's drift
+ * monitoring: each class's share of the samples, and each channel's pixel mean and std as the model sees images
+ * before normalization (in-memory sets exactly; file sets over a stratified sample of PROFILE_SAMPLES files, drawn
+ * by its own seed: training's random streams are not touched). */
+static cnn_status set_data_profile(cnn_net *net, const cnn_source *src, const cnn_train_config *cfg)
+{
+    int h, w, c, k = cnn_net_num_outputs(net);
+    cnn_net_input_shape(net, &h, &w, &c);
+    int64_t n = cnn_source_count(src);
+    int64_t *counts = calloc((size_t)k, sizeof *counts);
+    float *v = malloc((size_t)(2 * c + k) * sizeof *v);
+    cnn_source *rest = NULL, *sample = NULL;
+    cnn_status st = CNN_OK;
+    if (!counts || !v) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    cnn_source_class_counts(src, counts);
+    for (int j = 0; j < k; j++) v[2 * c + j] = (float)((double)counts[j] / (double)n);
+    float norm_mean[NORM_MAX_CHANNELS], norm_std[NORM_MAX_CHANNELS];
+    cnn_loader_config lc;
+    loader_config(net, cfg, 0, 64, &lc, norm_mean, norm_std);
+    const cnn_source *from = src;
+    if (!cnn_source_dataset(src) && n > PROFILE_SAMPLES) {
+        CNN_TRY(cnn_source_split(src, (double)PROFILE_SAMPLES / (double)n, cfg->seed ^ 0x70726f66696c65ULL, &rest,
+                                 &sample));
+        from = sample;
+    }
+    CNN_TRY(cnn_source_stats(from, &lc, v, v + c));
+    st = cnn_net_set_data_profile(net, c, v, v + c, k, v + 2 * c);
+fail:
+    if (st != CNN_OK) st = cnn_error_prefix(st, "the training set's data profile: ");
+    cnn_source_destroy(rest);
+    cnn_source_destroy(sample);
+    free(counts);
+    free(v);
+    return st;
+}
+
 cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
                             const cnn_train_config *cfg, cnn_epoch_stats *history)
 {
@@ -456,6 +498,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
     const cnn_dataset *train = dataset_of(train_src, net, &shim);
     CNN_TRY(cnn_train_state_init(&s, cfg, train->n));
+    CNN_TRY(set_data_profile(net, train_src, cfg));
     /* resuming: weights and frozen layers first, for the optimizer's state follows the trainable set */
     if (cfg->resume_from) CNN_TRY(cnn_checkpoint_open(cfg->resume_from, net, cfg, train, &resume));
     if (cnn_net_param_count(net) == 0) {

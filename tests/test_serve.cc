@@ -870,7 +870,7 @@ TEST(Serve, MalformedRequestsGetTheir4xxAndTheServerKeepsServing) {
       {"POST", "/v1/models/gray/versions/9:predict", gray_instances(1), 404, "version 9 is not found"},
       {"POST", "/v1/models/gray/versions/x:predict", gray_instances(1), 404, "decimal number"},
       {"GET", "/v1/models/gray/versions/9", "", 404, "has no version 9"},
-      {"GET", "/v1/models/gray/labels/stable", "", 404, "labels are not configured"},
+      {"GET", "/v1/models/gray/labels/stable", "", 404, "has no version label 'stable'"},
       {"GET", "/v2/models/gray/versions/2/ready", "", 404, "not found"},
       {"POST", "/v2/models/gray/infer", "{\"inputs\": [{\"shape\": [1], \"datatype\": \"BYTES\", \"data\": [\"@@\"]}]}",
        400, "invalid base64"},
@@ -937,7 +937,7 @@ TEST(Serve, MetricsCountRequestsBatchesAndMemory) {
   const std::string &t = r.body;
   EXPECT_EQ(metric(t, "cnn_serve_requests_total{model=\"gray\",version=\"1\",api=\"predict\",code=\"200\"}"), 3) << t;
   EXPECT_EQ(metric(t, "cnn_serve_requests_total{model=\"gray\",version=\"1\",api=\"predict\",code=\"400\"}"), 1) << t;
-  EXPECT_EQ(metric(t, "cnn_serve_requests_total{model=\"gray\",version=\"\",api=\"unknown\",code=\"404\"}"), 1) << t;
+  EXPECT_EQ(metric(t, "cnn_serve_requests_total{model=\"\",version=\"\",api=\"unknown\",code=\"404\"}"), 1) << t;
   EXPECT_EQ(metric(t, "cnn_serve_request_duration_seconds_count{model=\"gray\",api=\"predict\"}"), 4) << t;
   EXPECT_EQ(metric(t, "cnn_serve_request_duration_seconds_bucket{model=\"gray\",api=\"predict\",le=\"+Inf\"}"), 4) << t;
   // three requests of two images: three forward passes of 2 (the warm-up pass at load is not counted)

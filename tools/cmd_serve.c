@@ -1,7 +1,8 @@
 /* cnn serve: a model server speaking TensorFlow Serving's REST API and the Open Inference Protocol (cnn/serve.h).
  *
  * Runs until SIGTERM or SIGINT, then stops accepting connections, answers what is in flight (at most
- * --drain-seconds) and exits 0. SIGHUP looks at the base path for a new version at once. Once it listens it prints "cnn serve: listening on HOST port PORT" on stderr. */
+ * --drain-seconds) and exits 0. SIGHUP reads the model config again (with --model-config) and looks at the base paths
+ * for new versions at once. Once it listens it prints "cnn serve: listening on HOST port PORT" on stderr. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +18,7 @@ int cmd_serve(int argc, char **argv)
     cnn_serve_config_default(&cfg);
     uint64_t max_body = cfg.max_body_bytes, max_pixels = (uint64_t)cfg.max_pixels;
     int drain_s = 30, quiet = 0;
+    float drift_threshold = (float)cfg.drift_threshold;
     const char *token_file = NULL;
     cli_flag flags[] = {
         {"model-base-path", CLI_STRING, &cfg.model_base_path,
@@ -24,6 +26,9 @@ int cmd_serve(int argc, char **argv)
          "is served)", 0, 0, 0},
         {"model-name", CLI_STRING, &cfg.model_name, "NAME      the name in /v1/models/NAME and /v2/models/NAME", 0, 0,
          0},
+        {"model-config", CLI_STRING, &cfg.model_config,
+         "FILE      instead of the two above: a JSON file of several models, with version policies and labels "
+         "(README \"Serving\"); SIGHUP reads it again", 0, 0, 0},
         {"port", CLI_INT, &cfg.port, "N         TCP port (default 8501; 0: any free port, printed on stderr)", 0, 65535,
          0},
         {"host", CLI_STRING, &cfg.host, "ADDR      address to listen on (default 127.0.0.1)", 0, 0, 0},
@@ -57,17 +62,34 @@ int cmd_serve(int argc, char **argv)
         {"tls-cert", CLI_STRING, &cfg.tls_cert, "FILE      PEM certificate (chain): serve HTTPS only (with --tls-key)", 0,
          0, 0},
         {"tls-key", CLI_STRING, &cfg.tls_key, "FILE      PEM private key of --tls-cert", 0, 0, 0},
+        {"drift-threshold", CLI_FLOAT, &drift_threshold,
+         "X         warn once when a version's drift score (the PSI of its predicted classes, or an input channel's "
+         "z-score) rises above X (default 0.25; 0: never)", 0, 0, 0},
+        {"drift-min-images", CLI_INT, &cfg.drift_min_images,
+         "N         no drift warning before a version has answered N images (default 100)", 0, 1000000000, 0},
         {"quiet", CLI_BOOL, &quiet, "          no log lines but the listening one", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
     int npos;
-    int rc = cli_parse("serve", "--model-base-path DIR --model-name NAME [options]", flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse("serve", "(--model-base-path DIR --model-name NAME | --model-config FILE) [options]", flags,
+                       argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
-    if (!cfg.model_base_path || !cfg.model_name) {
-        fprintf(stderr, "cnn serve: --model-base-path DIR and --model-name NAME are required\n");
+    if (cfg.model_config && (cfg.model_base_path || cfg.model_name)) {
+        fprintf(stderr, "cnn serve: --model-config names the models: give it alone, without --model-base-path and "
+                        "--model-name\n");
         return 2;
     }
+    if (!cfg.model_config && (!cfg.model_base_path || !cfg.model_name)) {
+        fprintf(stderr, "cnn serve: --model-base-path DIR and --model-name NAME are required (or --model-config "
+                        "FILE)\n");
+        return 2;
+    }
+    if (!(drift_threshold >= 0.0f) || drift_threshold > 1e6f) {
+        fprintf(stderr, "cnn serve: --drift-threshold: from 0 to 1e6\n");
+        return 2;
+    }
+    cfg.drift_threshold = drift_threshold;
     if (!cnn_serve_available()) {
         fprintf(stderr, "cnn serve: this build has no model server: it was configured without libmicrohttpd "
                         "(-DCNN_SERVE=OFF, or Debian's libmicrohttpd-dev missing: install it, then configure and "
@@ -126,8 +148,10 @@ int cmd_serve(int argc, char **argv)
     fflush(stderr);
     int sig = 0;
     while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
-        if (!quiet) fprintf(stderr, "cnn serve: SIGHUP: looking for new versions\n");
-        cnn_server_poll(server);
+        if (!quiet)
+            fprintf(stderr, "cnn serve: SIGHUP: %s\n", cfg.model_config ? "reading the config again" : "looking for new "
+                    "versions");
+        cnn_server_reload(server); /* a config that does not parse is logged and changes nothing */
     }
     if (!quiet) fprintf(stderr, "cnn serve: %s: draining (at most %d s)\n", sig == SIGINT ? "SIGINT" : "SIGTERM", drain_s);
     cnn_server_stop(server, drain_s * 1000);

@@ -57,6 +57,15 @@ cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, con
 /* 1 and the values when set, else 0. */
 int cnn_net_normalization(const cnn_net *net, float *mean, float *std);
 
+/* The training set's data profile, stored with the model: each input channel's mean and std over its pixels (in
+ * the [0, 1] scale, before normalization; c == input channels) and each class's share of the samples (k == outputs,
+ * summing to 1). cnn_train sets it from the training data; the model server compares what it serves with it
+ * (drift monitoring, README "Serving"). */
+cnn_status cnn_net_set_data_profile(cnn_net *net, int c, const float *mean, const float *std, int k,
+                                    const float *class_freq);
+/* 1 and the values (any pointer may be NULL) when the model has a profile, else 0. */
+int cnn_net_data_profile(const cnn_net *net, float *mean, float *std, float *class_freq);
+
 /* The size images are resized to before the centre crop to the input (`cnn train --resize`), stored with the model
  * so that eval and predict see images as training did. h and w at least the input's; 0 and 0 clear it. */
 cnn_status cnn_net_set_resize(cnn_net *net, int h, int w);
