@@ -9,8 +9,8 @@
  *     {"name": "digits", "base_path": "/srv/digits", "model_version_policy": {"specific": {"versions": [3, 5]}}},
  *     {"name": "all", "base_path": "x", "model_version_policy": {"all": {}}}]}
  *
- * Every key is checked: an unknown one, a wrong type, a duplicate model or label, or a value out of range is an
- * error naming the model and the key. A relative base_path is taken from the config file's folder. No network and
+ * Every key is checked: an unknown one, a wrong type, a duplicate model, or a value out of range is an error naming
+ * the model and the key (a key given twice in an object, a label among them, is the JSON parser's error). A relative base_path is taken from the config file's folder. No network and
  * no model here: it is fuzzed (tests/fuzz/fuzz_serve_config.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -73,12 +73,6 @@ static cnn_status only_keys(const cnn_json *obj, const char *const *allowed, con
                                       list.data ? list.data : "");
             cnn_strbuf_free(&list);
             return st;
-        }
-        for (size_t j = 0; j < i; j++) {
-            size_t jlen;
-            const char *other = cnn_json_key_at(obj, j, &jlen);
-            if (jlen == len && !memcmp(other, key, len))
-                return cnn_error(CNN_ERR_FORMAT, "%s: key '%.64s' is given twice", where, key);
         }
     }
     return CNN_OK;
@@ -165,9 +159,6 @@ static cnn_status parse_labels(const cnn_json *l, cnn_serve_model_spec *m, const
         if (name[0] >= '0' && name[0] <= '9')
             return cnn_error(CNN_ERR_FORMAT, "%s: version label '%.64s' starts with a digit (it would read as a "
                              "version)", where, name);
-        for (size_t j = 0; j < i; j++)
-            if (!strcmp(m->labels[j].name, name))
-                return cnn_error(CNN_ERR_FORMAT, "%s: version label '%s' is given twice", where, name);
         snprintf(at, sizeof at, "%s: version_labels.%s", where, name);
         cnn_status st = version_of(cnn_json_at(l, i), at, &m->labels[i].version);
         if (st != CNN_OK) return st;

@@ -53,16 +53,20 @@ struct Backend {
 };
 
 // What make_model stores beside the weights.
-enum Extras { kClassNames, kResizeAndNormalization, kNothing };
+enum Extras { kClassNames, kResizeAndNormalization, kNothing, kProfile };
 
 // Writes BASE/VERSION/model.safetensors for a definition; returns the model file's path.
 std::string make_model(const std::string &base, int version, const char *text, Extras extras, uint64_t seed = 1) {
   Backend be;
   cnn_net *net = nullptr;
   EXPECT_EQ(cnn_net_from_text(text, "test", be.b, seed, &net), CNN_OK) << cnn_last_error();
-  if (extras == kClassNames) {
+  if (extras == kClassNames || extras == kProfile) {
     const char *names[] = {"cat", "dog", "bird"};
     EXPECT_EQ(cnn_net_set_class_names(net, 3, names), CNN_OK);
+  }
+  if (extras == kProfile) {  // the training set's: gray pixels around 0.3, the classes equally often
+    const float mean[] = {0.3f}, sd[] = {0.2f}, freq[] = {1.0f / 3, 1.0f / 3, 1.0f / 3};
+    EXPECT_EQ(cnn_net_set_data_profile(net, 1, mean, sd, 3, freq), CNN_OK) << cnn_last_error();
   } else if (extras == kResizeAndNormalization) {
     const float mean[] = {0.4f, 0.5f, 0.6f}, sd[] = {0.2f, 0.25f, 0.3f};
     EXPECT_EQ(cnn_net_set_normalization(net, 3, mean, sd), CNN_OK);
@@ -458,11 +462,16 @@ Response http(int port, const std::string &method, const std::string &path, cons
 
 class Server {
  public:
-  // Starts `cnn serve` with the arguments; waits at most 30 s for its "listening on ... port N" line.
+  // Starts `cnn serve` with the arguments (an empty name: `base` is a --model-config file); waits at most 30 s for
+  // its "listening on ... port N" line.
   Server(const std::string &base, const std::string &name, const std::vector<std::string> &extra) {
-    log_ = base + "/../serve-" + name + "-" + std::to_string(counter_++) + ".log";
-    std::vector<std::string> args = {CNN_TOOL_PATH, "serve", "--model-base-path", base, "--model-name", name,
-                                     "--port", "0", "--host", "127.0.0.1"};
+    bool config = name.empty();
+    log_ = (config ? base.substr(0, base.rfind('/')) : base + "/..") + "/serve-" + (config ? "config" : name) + "-" +
+           std::to_string(counter_++) + ".log";
+    std::vector<std::string> args = {CNN_TOOL_PATH, "serve", "--port", "0", "--host", "127.0.0.1"};
+    std::vector<std::string> model = {"--model-base-path", base, "--model-name", name};
+    if (config) model = {"--model-config", base};
+    args.insert(args.end(), model.begin(), model.end());
     args.insert(args.end(), extra.begin(), extra.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -1410,6 +1419,316 @@ TEST(Serve, ABrokenHigherVersionIsReportedAndTheLastGoodOneServes) {
   EXPECT_EQ(r.status, 404) << r.body;
   EXPECT_TRUE(has(r.body, "not available")) << r.body;
   EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// ---- several models: the config file, version policies, labels -----------------------------------------------------
+
+TEST(ServeConfig, PoliciesLabelsAndRelativePathsParse) {
+  const char text[] = R"({"model_config_list": [
+      {"name": "a", "base_path": "models/a", "model_version_policy": {"latest": {"num_versions": 2}},
+       "version_labels": {"stable": 1, "canary": 2}},
+      {"name": "b.v-2_x", "base_path": "/srv/b", "model_platform": "cnn",
+       "model_version_policy": {"specific": {"versions": [3, 5]}}},
+      {"name": "c", "base_path": "c", "model_version_policy": {"all": {}}},
+      {"name": "d", "base_path": "d"}]})";
+  cnn_serve_model_config c;
+  ASSERT_EQ(cnn_serve_parse_model_config(text, sizeof text - 1, "/etc/cnn", &c), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(c.n, 4);
+  EXPECT_STREQ(c.models[0].name, "a");
+  EXPECT_STREQ(c.models[0].base_path, "/etc/cnn/models/a");
+  EXPECT_EQ(c.models[0].policy, CNN_SERVE_POLICY_LATEST);
+  EXPECT_EQ(c.models[0].latest, 2);
+  ASSERT_EQ(c.models[0].nlabels, 2);
+  EXPECT_STREQ(c.models[0].labels[1].name, "canary");
+  EXPECT_EQ(c.models[0].labels[1].version, 2);
+  EXPECT_STREQ(c.models[1].base_path, "/srv/b");
+  EXPECT_EQ(c.models[1].policy, CNN_SERVE_POLICY_SPECIFIC);
+  ASSERT_EQ(c.models[1].nversions, 2);
+  EXPECT_EQ(c.models[1].versions[1], 5);
+  EXPECT_EQ(c.models[2].policy, CNN_SERVE_POLICY_ALL);
+  EXPECT_EQ(c.models[3].policy, CNN_SERVE_POLICY_LATEST);  // TF Serving's default: the latest one
+  EXPECT_EQ(c.models[3].latest, 1);
+  cnn_serve_model_config_free(&c);
+}
+
+TEST(ServeConfig, MistakesAreNamed) {
+  struct Case {
+    const char *text, *message;
+  } cases[] = {
+      {"[1]", "must be a JSON object"},
+      {"{\"models\": []}", "unknown key 'models'"},
+      {"{\"model_config_list\": []}", "1 to 256 models"},
+      {"{\"model_config_list\": [{\"base_path\": \"x\"}]}", "\"name\" must be"},
+      {"{\"model_config_list\": [{\"name\": \"a/b\", \"base_path\": \"x\"}]}", "\"name\" must be"},
+      {"{\"model_config_list\": [{\"name\": \"a\"}]}", "model 'a': \"base_path\" must be"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"basepath\": 1}]}", "unknown key 'basepath'"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\"}, {\"name\": \"a\", \"base_path\": \"y\"}]}",
+       "model 'a' is configured twice"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_platform\": \"tensorflow\"}]}",
+       "model_platform must be \"cnn\""},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"newest\": {}}}]}",
+       "unknown key 'newest'"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"latest\": "
+       "{\"num_versions\": 0}}}]}",
+       "num_versions must be an integer from 1"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"specific\": "
+       "{\"versions\": []}}}]}",
+       "versions must be an array of 1"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"specific\": "
+       "{\"versions\": [1, -2]}}}]}",
+       "versions[1]: a version must be an integer"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"specific\": "
+       "{\"versions\": [4, 4]}}}]}",
+       "version 4 is listed twice"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"model_version_policy\": {\"all\": 1}}]}",
+       "all must be an empty object"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"version_labels\": {\"1x\": 1}}]}",
+       "starts with a digit"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"version_labels\": {\"s t\": 1}}]}",
+       "version label 's t'"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"version_labels\": {\"s\": 1, \"s\": 2}}]}",
+       "the key \"s\" twice"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"version_labels\": {\"s\": \"1\"}}]}",
+       "version_labels.s: a version must be an integer"},
+      {"{\"model_config_list\": [{\"name\": \"a\", \"base_path\": \"x\", \"name\": \"b\"}]}", "the key \"name\" twice"},
+      {"{\"model_config_list\": [", "invalid JSON"},
+  };
+  for (const Case &c : cases) {
+    cnn_serve_model_config out;
+    EXPECT_NE(cnn_serve_parse_model_config(c.text, strlen(c.text), nullptr, &out), CNN_OK) << c.text;
+    EXPECT_TRUE(has(cnn_last_error(), c.message)) << c.text << "\n" << cnn_last_error();
+    EXPECT_EQ(out.n, 0);
+    EXPECT_EQ(out.models, nullptr);
+  }
+}
+
+TEST(ServeRoute, LabelsTakeTheVersionsPlace) {
+  cnn_serve_route r;
+  cnn_serve_parse_path("/v1/models/m/labels/stable:predict", &r);
+  EXPECT_EQ(r.kind, CNN_ROUTE_V1_PREDICT);
+  EXPECT_EQ(std::string(r.name, r.name_len), "m");
+  EXPECT_EQ(std::string(r.label, r.label_len), "stable");
+  EXPECT_EQ(r.version, -1);
+  cnn_serve_parse_path("/v1/models/m/labels/canary/metadata", &r);
+  EXPECT_EQ(r.kind, CNN_ROUTE_V1_METADATA);
+  EXPECT_EQ(std::string(r.label, r.label_len), "canary");
+  cnn_serve_parse_path("/v1/models/m/labels/canary", &r);
+  EXPECT_EQ(r.kind, CNN_ROUTE_V1_STATUS);
+  cnn_serve_parse_path("/v2/models/m/labels/canary/infer", &r);
+  EXPECT_EQ(r.kind, CNN_ROUTE_V2_INFER);
+  EXPECT_EQ(std::string(r.label, r.label_len), "canary");
+  cnn_serve_parse_path("/v2/models/m/labels/x/ready", &r);
+  EXPECT_EQ(r.kind, CNN_ROUTE_V2_MODEL_READY);
+  cnn_serve_parse_path("/v1/models/m/labels/:predict", &r);
+  EXPECT_NE(r.bad, nullptr);
+  cnn_serve_parse_path("/v1/models/m/versions/3", &r);
+  EXPECT_EQ(r.label, nullptr);
+  EXPECT_EQ(r.version, 3);
+}
+
+// Versions 1 and 2 of "gray" (latest 2, labels), versions 1..3 of "rgb" (only 1 and 3 served), and the config.
+struct TwoModels {
+  TempDir tmp;
+  std::string gray = tmp.file("gray"), rgb = tmp.file("rgb"), config = tmp.file("models.json");
+  TwoModels() {
+    make_model(gray, 1, kGray, kClassNames, 1);
+    make_model(gray, 2, kGray, kClassNames, 2);
+    for (int v = 1; v <= 3; v++) make_model(rgb, v, kRgb, kResizeAndNormalization, (uint64_t)v);
+    write(R"({"model_config_list": [
+      {"name": "gray", "base_path": "gray", "model_version_policy": {"latest": {"num_versions": 2}},
+       "version_labels": {"stable": 1, "canary": 2}},
+      {"name": "rgb", "base_path": ")" + rgb + R"(", "model_version_policy": {"specific": {"versions": [1, 3]}}}]})");
+  }
+  void write(const std::string &text) {  // whole, by a rename: the server never reads half a config
+    cnntest::write_file(config + ".tmp", text);
+    ASSERT_EQ(rename((config + ".tmp").c_str(), config.c_str()), 0);
+  }
+};
+
+std::string model_version_of(const Response &r) {
+  Json j(r.body);
+  return string_of(cnn_json_get(j.doc, "model_version"));
+}
+
+TEST(Serve, AConfigServesSeveralModelsWithTheirPoliciesAndLabels) {
+  REQUIRE_SERVE();
+  TwoModels f;
+  Server s(f.config, "", {"--poll-seconds", "0"});
+  ASSERT_GT(s.port(), 0) << s.log();
+  // latest 2: both gray versions; specific [1, 3]: rgb 1 and 3, not 2
+  std::map<std::string, std::string> gray = version_states(s.port(), "/v1/models/gray");
+  EXPECT_EQ(gray.size(), 2u);
+  EXPECT_EQ(gray["1"], "AVAILABLE");
+  EXPECT_EQ(gray["2"], "AVAILABLE");
+  std::map<std::string, std::string> rgb = version_states(s.port(), "/v1/models/rgb");
+  EXPECT_EQ(rgb.size(), 2u);
+  EXPECT_EQ(rgb["1"], "AVAILABLE");
+  EXPECT_EQ(rgb["3"], "AVAILABLE");
+  EXPECT_EQ(http(s.port(), "GET", "/v1/models/rgb/versions/2").status, 404);
+  // without a version: the highest; a label: its version, in both APIs
+  std::string infer = "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 8, 8], \"datatype\": \"FP32\", \"data\": [";
+  for (int i = 0; i < 64; i++) infer += (i ? "," : "") + std::to_string(i / 64.0);
+  infer += "]}]}";
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/infer", infer)), "2");
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/stable/infer", infer)), "1");
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/canary/infer", infer)), "2");
+  Response r = http(s.port(), "POST", "/v1/models/gray/labels/stable:predict", gray_instances(2));
+  EXPECT_EQ(r.status, 200) << r.body;
+  std::vector<float> v1 = predict_local(f.gray + "/1/model.safetensors", gray_images(2), 2);
+  Json j(r.body);
+  const cnn_json *preds = cnn_json_get(j.doc, "predictions");
+  ASSERT_EQ(cnn_json_count(preds), 2u) << r.body;
+  double p = 0;
+  ASSERT_TRUE(cnn_json_double(cnn_json_at(cnn_json_at(preds, 1), 2), &p));
+  EXPECT_NEAR(p, v1[5], 1e-6);  // version 1's answer, not version 2's
+  r = http(s.port(), "GET", "/v1/models/gray/labels/canary");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(version_states(s.port(), "/v1/models/gray/labels/canary").count("2"), 1u) << r.body;
+  EXPECT_EQ(http(s.port(), "GET", "/v1/models/gray/labels/stable/metadata").status, 200);
+  EXPECT_EQ(http(s.port(), "GET", "/v2/models/gray/labels/canary/ready").status, 200);
+  r = http(s.port(), "GET", "/v1/models/gray/labels/beta");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(has(r.body, "model gray has no version label 'beta'")) << r.body;
+  r = http(s.port(), "POST", "/v1/models/rgb/labels/stable:predict", "{\"instances\": []}");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(has(r.body, "it has no labels")) << r.body;
+  // the other model answers in its own shape
+  r = http(s.port(), "POST", "/v1/models/rgb:predict",
+           "{\"instances\": [" + constant_image_json(6, 6, 3, 0.5) + "]}");
+  EXPECT_EQ(r.status, 200) << r.body;
+  r = http(s.port(), "GET", "/v1/models/blue");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(has(r.body, "this server serves 'gray', 'rgb'")) << r.body;
+  EXPECT_EQ(http(s.port(), "GET", "/v2/health/ready").status, 200);
+  // the metrics name each model
+  std::string m = http(s.port(), "GET", "/monitoring/prometheus/metrics").body;
+  EXPECT_EQ(metric(m, "cnn_serve_model_loads_total{model=\"gray\",result=\"ok\"}"), 2) << m;
+  EXPECT_EQ(metric(m, "cnn_serve_model_loads_total{model=\"rgb\",result=\"ok\"}"), 2) << m;
+  EXPECT_EQ(metric(m, "cnn_serve_requests_total{model=\"gray\",version=\"1\",api=\"infer\",code=\"200\"}"), 1) << m;
+  EXPECT_EQ(metric(m, "cnn_serve_requests_total{model=\"gray\",version=\"2\",api=\"infer\",code=\"200\"}"), 2) << m;
+  EXPECT_EQ(metric(m, "cnn_serve_requests_total{model=\"rgb\",version=\"3\",api=\"predict\",code=\"200\"}"), 1) << m;
+  EXPECT_EQ(s.stop(), 0) << s.log();
+
+  // flags that do not go together, and a config that does not parse, stop the start with a message
+  std::string out;
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-config", f.config, "--model-name", "x"}, &out), 2);
+  EXPECT_TRUE(has(out, "give it alone")) << out;
+  cnntest::write_file(f.tmp.file("bad.json"), "{\"model_config_list\": [{\"name\": \"g\"}]}");
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-config", f.tmp.file("bad.json"), "--port", "0"}, &out), 1);
+  EXPECT_TRUE(has(out, "bad.json: model 'g': \"base_path\" must be")) << out;
+  cnntest::write_file(f.tmp.file("none.json"),
+                      "{\"model_config_list\": [{\"name\": \"g\", \"base_path\": \"gray\", \"model_version_policy\": "
+                      "{\"specific\": {\"versions\": [7]}}}]}");
+  EXPECT_EQ(cnntest::run_cnn({"serve", "--model-config", f.tmp.file("none.json"), "--port", "0"}, &out), 1);
+  EXPECT_TRUE(has(out, "holds no version that the version policy names")) << out;
+}
+
+TEST(Serve, SighupReadsTheConfigAgain) {
+  REQUIRE_SERVE();
+  TwoModels f;
+  Server s(f.config, "", {"--poll-seconds", "0"});
+  ASSERT_GT(s.port(), 0) << s.log();
+  std::string infer = "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 8, 8], \"datatype\": \"UINT8\", \"data\": [";
+  for (int i = 0; i < 64; i++) infer += (i ? "," : "") + std::to_string(i);
+  infer += "]}]}";
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/stable/infer", infer)), "1");
+  // stable moves to 2, a third version comes (latest 2: 2 and 3 stay), rgb goes, "copy" comes
+  make_model(f.tmp.file("staging"), 3, kGray, kClassNames, 3);
+  ASSERT_EQ(rename(f.tmp.file("staging/3").c_str(), (f.gray + "/3").c_str()), 0);
+  f.write(R"({"model_config_list": [
+      {"name": "gray", "base_path": "gray", "model_version_policy": {"latest": {"num_versions": 2}},
+       "version_labels": {"stable": 2, "canary": 3}},
+      {"name": "copy", "base_path": "gray"}]})");
+  s.signal(SIGHUP);
+  std::map<std::string, std::string> states;
+  for (int i = 0; i < 100 && !(states["1"] == "END" && http(s.port(), "GET", "/v1/models/rgb").status == 404); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    states = version_states(s.port(), "/v1/models/gray/versions/1");
+  }
+  EXPECT_EQ(states["1"], "END") << s.log();
+  states = version_states(s.port(), "/v1/models/gray");
+  EXPECT_EQ(states["2"], "AVAILABLE") << s.log();
+  EXPECT_EQ(states["3"], "AVAILABLE") << s.log();
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/stable/infer", infer)), "2");
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/canary/infer", infer)), "3");
+  Response r = http(s.port(), "GET", "/v1/models/rgb");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_TRUE(has(r.body, "this server serves 'gray', 'copy'")) << r.body;
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/copy/infer", infer)), "3");
+  EXPECT_TRUE(has(s.log(), "model rgb: no longer in the config")) << s.log();
+  EXPECT_TRUE(has(s.log(), "model rgb version 3 unloaded")) << s.log();
+  // a config that does not parse changes nothing
+  f.write("{\"model_config_list\": [{\"name\": \"gray\"}]}");
+  s.signal(SIGHUP);
+  for (int i = 0; i < 100 && !has(s.log(), "the config was not reloaded"); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(has(s.log(), "the config was not reloaded: --model-config")) << s.log();
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/copy/infer", infer)), "3");
+  EXPECT_EQ(model_version_of(http(s.port(), "POST", "/v2/models/gray/labels/stable/infer", infer)), "2");
+  EXPECT_EQ(s.stop(), 0) << s.log();
+}
+
+// ---- drift monitoring -----------------------------------------------------------------------------------------------
+
+TEST(Serve, DriftScoresFollowWhatIsServedAndWarnOnce) {
+  REQUIRE_SERVE();
+  TempDir tmp;
+  std::string base = tmp.file("models");
+  make_model(base, 1, kGray, kProfile);  // trained on gray around 0.3 (std 0.2), classes equally often
+  Server s(base, "gray", {"--drift-min-images", "20", "--drift-threshold", "0.5"});
+  ASSERT_GT(s.port(), 0) << s.log();
+  std::string m = http(s.port(), "GET", "/monitoring/prometheus/metrics").body;
+  EXPECT_EQ(metric(m, "cnn_serve_drift_images{model=\"gray\",version=\"1\"}"), 0) << m;
+  // 19 images like the training set's mean: nothing to say yet
+  std::string like = "{\"instances\": [";
+  for (int i = 0; i < 19; i++) like += (i ? "," : "") + constant_image_json(8, 8, 1, 0.3);
+  like += "]}";
+  EXPECT_EQ(http(s.port(), "POST", "/v1/models/gray:predict", like).status, 200);
+  m = http(s.port(), "GET", "/monitoring/prometheus/metrics").body;
+  EXPECT_EQ(metric(m, "cnn_serve_drift_images{model=\"gray\",version=\"1\"}"), 19) << m;
+  EXPECT_NEAR(metric(m, "cnn_serve_input_mean{model=\"gray\",version=\"1\",channel=\"0\"}"), 0.3, 1e-6) << m;
+  EXPECT_NEAR(metric(m, "cnn_serve_input_std{model=\"gray\",version=\"1\",channel=\"0\"}"), 0.0, 1e-6) << m;
+  EXPECT_NEAR(metric(m, "cnn_serve_drift_channel_z{model=\"gray\",version=\"1\",channel=\"0\"}"), 0.0, 1e-5) << m;
+  // one image always gets one class here: 19 of 19 in one class
+  double shares = 0, top = 0;
+  for (const char *c : {"cat", "dog", "bird"}) {
+    double share = metric(m, std::string("cnn_serve_predicted_class_share{model=\"gray\",version=\"1\",class=\"") + c +
+                                 "\"}");
+    shares += share;
+    top = std::max(top, share);
+  }
+  EXPECT_NEAR(shares, 1.0, 1e-9) << m;
+  EXPECT_EQ(top, 1.0) << m;
+  // the PSI of (1, 0, 0) against (1/3, 1/3, 1/3), zero shares counted as 1e-4
+  double psi = (1 - 1.0 / 3) * std::log(3.0) + 2 * (1e-4 - 1.0 / 3) * std::log(1e-4 * 3);
+  EXPECT_NEAR(metric(m, "cnn_serve_drift_psi{model=\"gray\",version=\"1\"}"), psi, 1e-6) << m;
+  EXPECT_FALSE(has(s.log(), "drift")) << s.log();
+  // bright images: the mean moves 3.5 training std away, and the 20th image lets the warnings out, once each
+  std::string bright = "{\"instances\": [" + constant_image_json(8, 8, 1, 1.0) + "," +
+                       constant_image_json(8, 8, 1, 1.0) + "]}";
+  for (int i = 0; i < 20; i++) EXPECT_EQ(http(s.port(), "POST", "/v1/models/gray:predict", bright).status, 200);
+  m = http(s.port(), "GET", "/monitoring/prometheus/metrics").body;
+  double mean = (19 * 0.3 + 40 * 1.0) / 59;
+  EXPECT_NEAR(metric(m, "cnn_serve_input_mean{model=\"gray\",version=\"1\",channel=\"0\"}"), mean, 1e-6) << m;
+  EXPECT_NEAR(metric(m, "cnn_serve_drift_channel_z{model=\"gray\",version=\"1\",channel=\"0\"}"), (mean - 0.3) / 0.2,
+              1e-5) << m;
+  std::string log = s.log();
+  EXPECT_TRUE(has(log, "warning: model gray version 1: drift: the predicted classes' PSI is")) << log;
+  EXPECT_TRUE(has(log, "warning: model gray version 1: drift: input channel 0's mean is")) << log;
+  size_t first = log.find("channel 0's mean");
+  EXPECT_EQ(log.find("channel 0's mean", first + 1), std::string::npos) << "warned twice:\n" << log;
+  EXPECT_EQ(s.stop(), 0) << s.log();
+
+  // a model file without a profile: served statistics, no scores
+  std::string plain = tmp.file("plain");
+  make_model(plain, 1, kGray, kClassNames);
+  Server p(plain, "plain", {});
+  ASSERT_GT(p.port(), 0) << p.log();
+  EXPECT_EQ(http(p.port(), "POST", "/v1/models/plain:predict", bright).status, 200);
+  m = http(p.port(), "GET", "/monitoring/prometheus/metrics").body;
+  EXPECT_NEAR(metric(m, "cnn_serve_input_mean{model=\"plain\",version=\"1\",channel=\"0\"}"), 1.0, 1e-6) << m;
+  EXPECT_FALSE(has(m, "cnn_serve_drift_psi{")) << m;
+  EXPECT_EQ(p.stop(), 0) << p.log();
 }
 
 }  // namespace

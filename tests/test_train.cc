@@ -14,6 +14,7 @@ extern "C" {
 }
 
 #include "tests/fixtures.h"
+#include "tests/util.h"
 
 namespace {
 
@@ -117,6 +118,54 @@ TEST(Training, AdamLearnsSyntheticQuadrantTask) {
   double acc = 0;
   ASSERT_EQ(train_small(be.b, CNN_OPTIM_ADAM, 3e-3f, &acc, &net), CNN_OK) << cnn_last_error();
   EXPECT_GT(acc, 0.97);
+  cnn_net_destroy(net);
+}
+
+// Training stores the training set's profile (per-channel pixel mean and std, class shares) for the server's drift
+// monitoring: computed in float64 here, and kept by the model file.
+TEST(Training, StoresTheTrainingSetsDataProfileInTheModel) {
+  Backend be;
+  Synthetic train(500, 4);
+  for (int i = 0; i < 500; i++) train.labels[i] = i % 5 == 0 ? 3 : train.labels[i];  // uneven shares
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 9, &net), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_data_profile(net, nullptr, nullptr, nullptr), 0);
+  cnn_train_config cfg;
+  cnn_train_config_defaults(&cfg);
+  cfg.epochs = 1;
+  cfg.batch_size = 50;
+  cfg.progress = nullptr;
+  ASSERT_EQ(cnn_train(net, &train.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
+  float mean, sd, freq[4];
+  ASSERT_EQ(cnn_net_data_profile(net, &mean, &sd, freq), 1);
+  double sum = 0, sq = 0;
+  for (float x : train.images) sum += x;
+  double m = sum / (double)train.images.size();
+  for (float x : train.images) sq += (x - m) * (x - m);
+  EXPECT_NEAR(mean, m, 1e-6);
+  EXPECT_NEAR(sd, std::sqrt(sq / (double)train.images.size()), 1e-5);
+  for (int j = 0; j < 4; j++) {
+    int count = 0;
+    for (int32_t y : train.labels) count += y == j;
+    EXPECT_FLOAT_EQ(freq[j], (float)count / 500.0f) << j;
+  }
+  // saved and loaded with the model
+  cnntest::TempDir tmp;
+  std::string path = tmp.file("m.safetensors");
+  ASSERT_EQ(cnn_net_save(net, path.c_str()), CNN_OK) << cnn_last_error();
+  cnn_net *back = nullptr;
+  ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &back), CNN_OK) << cnn_last_error();
+  float mean2, sd2, freq2[4];
+  ASSERT_EQ(cnn_net_data_profile(back, &mean2, &sd2, freq2), 1);
+  EXPECT_EQ(mean2, mean);
+  EXPECT_EQ(sd2, sd);
+  for (int j = 0; j < 4; j++) EXPECT_EQ(freq2[j], freq[j]);
+  cnn_net_destroy(back);
+  // a profile that does not fit is refused by name
+  const float bad_freq[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+  EXPECT_EQ(cnn_net_set_data_profile(net, 1, &mean, &sd, 4, bad_freq), CNN_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(cnn_last_error()).find("sum to 2"), std::string::npos) << cnn_last_error();
+  EXPECT_EQ(cnn_net_set_data_profile(net, 3, &mean, &sd, 4, freq), CNN_ERR_SHAPE);
   cnn_net_destroy(net);
 }
 
