@@ -5,6 +5,7 @@
 #include <locale.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,6 +264,30 @@ static int literal_int64(const unsigned char *ip, size_t ilen, const unsigned ch
     return 1;
 }
 
+/* Clinger's fast path: when the digits (integer part ip, fraction fp) make an integer M <= 2^53 and the decimal
+ * exponent e (exp less the fraction's digits) has |e| <= 22, M and 10^|e| are exact doubles, and the one
+ * correctly rounded product or quotient is the correctly rounded value of the literal: what strtod gives, without
+ * its cost (numbers are most of a request body of pixels). 0 for the literals outside it (strtod reads them). */
+static int fast_decimal(const unsigned char *ip, size_t ilen, const unsigned char *fp, size_t flen, long long exp,
+                        double *out)
+{
+    static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    uint64_t m = 0;
+    int digits = 0; /* significant ones: leading zeros do not count */
+    for (size_t k = 0; k < ilen + flen; k++) {
+        unsigned d = (unsigned)((k < ilen ? ip[k] : fp[k - ilen]) - '0');
+        if (m == 0 && d == 0) continue;
+        if (++digits > 16) return 0; /* 10^16 > 2^53: beyond it, check nothing and let strtod decide */
+        m = m * 10 + d;
+    }
+    if (m > ((uint64_t)1 << 53)) return 0;
+    long long e = exp - (long long)flen;
+    if (e < -22 || e > 22) return m == 0 ? (*out = 0.0, 1) : 0;
+    *out = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    return 1;
+}
+
 static cnn_status parse_number(parser *ps, cnn_json *out)
 {
     const unsigned char *p = ps->p;
@@ -299,6 +324,14 @@ static cnn_status parse_number(parser *ps, cnn_json *out)
     }
     size_t n = i - start;
 
+    double d;
+    if (fast_decimal(p + ip, ilen, p + fp, flen, exp, &d)) {
+        out->type = CNN_JSON_NUMBER;
+        out->u.num.d = negative ? -d : d;
+        out->is_int = (unsigned char)literal_int64(p + ip, ilen, p + fp, flen, exp, negative, &out->u.num.i);
+        ps->pos = i;
+        return CNN_OK;
+    }
     /* strtod reads the locale's decimal point; give it that instead of '.' */
     char stack[NUM_STACK], *buf = n < sizeof stack ? stack : malloc(n + 1);
     if (!buf) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory parsing JSON");
@@ -308,7 +341,7 @@ static cnn_status parse_number(parser *ps, cnn_json *out)
     if (dp && dp[0] && dp[0] != '.' && !dp[1] && flen > 0) buf[fp - 1 - start] = dp[0];
     errno = 0;
     char *endp = NULL;
-    double d = strtod(buf, &endp);
+    d = strtod(buf, &endp);
     int range = errno == ERANGE && isinf(d);
     int whole = endp == buf + n;
     if (buf != stack) free(buf);
@@ -781,6 +814,28 @@ void cnn_json_write_string(cnn_json_writer *w, const char *s)
         return;
     }
     cnn_json_write_string_n(w, s, strlen(s));
+}
+
+void cnn_json_write_float(cnn_json_writer *w, float v)
+{
+    if (!isfinite(v)) {
+        cnn_json_write_null(w);
+        return;
+    }
+    if (!before_value(w)) return;
+    /* the shortest of %.6g to %.9g that reads back as this float (%.9g always does; %g drops trailing zeros, so
+     * 0.5f is "0.5"), written as it is: one formatting, not a double's three more */
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    const char *dp = localeconv()->decimal_point; /* printf and strtof use the locale's point; JSON wants '.' */
+    if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
+        char *q = strchr(buf, dp[0]);
+        if (q) *q = '.';
+    }
+    cnn_strbuf_appends(&w->out, buf);
 }
 
 void cnn_json_write_number(cnn_json_writer *w, double v)

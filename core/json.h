@@ -123,6 +123,9 @@ void cnn_json_write_string(cnn_json_writer *w, const char *s);
 void cnn_json_write_string_n(cnn_json_writer *w, const char *s, size_t len);
 /* The shortest decimal that reads back as the same double; NaN and infinities as null. */
 void cnn_json_write_number(cnn_json_writer *w, double v);
+/* The shortest decimal of 6 to 9 significant digits that reads back as the same float (0.1f is 0.1, not
+ * 0.10000000149011612); NaN and infinities as null. */
+void cnn_json_write_float(cnn_json_writer *w, float v);
 void cnn_json_write_int(cnn_json_writer *w, int64_t v);
 void cnn_json_write_uint(cnn_json_writer *w, uint64_t v);
 void cnn_json_write_bool(cnn_json_writer *w, int v);

@@ -58,9 +58,6 @@ void cnn_serve_request_free(cnn_serve_request *req);
 /* Decodes standard or URL-safe base64 (padding optional; no whitespace) into a malloc'ed buffer. */
 cnn_status cnn_serve_base64_decode(const char *text, size_t len, unsigned char **out, size_t *out_len);
 
-/* Writes a float as the shortest decimal that reads back as the same float. */
-void cnn_serve_write_float(cnn_json_writer *w, float v);
-
 /* The answer to a request of n images with k class probabilities each (probs: n x k), as its API wants it:
  * {"predictions"|"outputs": [[...]]}, {"result": [[[label, p], ...]]} (labels: class_names[j], or j as text when
  * NULL or the name is missing), or the inference protocol's {"model_name", "model_version", "id", "outputs"}. */

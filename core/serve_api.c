@@ -533,18 +533,6 @@ void cnn_serve_parse_path(const char *url, cnn_serve_route *r)
 // ---------------------------------------------------------------------------------------------------------------
 // answers
 
-void cnn_serve_write_float(cnn_json_writer *w, float v)
-{
-    /* the shortest of 6 to 9 significant digits that reads back as this float (9 always do), written through the
-     * double writer, which keeps that text: 0.1f comes out as 0.1, not 0.10000000149011612 */
-    char buf[32];
-    for (int p = 6; p <= 9; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v || p == 9) break;
-    }
-    cnn_json_write_number(w, isfinite(v) ? strtod(buf, NULL) : (double)v);
-}
-
 static void write_label(cnn_json_writer *w, const char *const *names, int j)
 {
     if (names && names[j]) {
@@ -572,7 +560,7 @@ static void write_top(cnn_json_writer *w, const float *p, int k, int top, const 
         if (best < 0) break; /* only NaNs left (a softmax never gives them) */
         cnn_json_write_begin_array(w);
         write_label(w, names, best);
-        cnn_serve_write_float(w, p[best]);
+        cnn_json_write_float(w, p[best]);
         cnn_json_write_end_array(w);
         prev = best;
     }
@@ -608,7 +596,7 @@ void cnn_serve_write_result(cnn_json_writer *w, cnn_serve_api api, const cnn_ser
         cnn_json_write_end_array(w);
         cnn_json_write_key(w, "data");
         cnn_json_write_begin_array(w);
-        for (int64_t i = 0; i < req->n * k; i++) cnn_serve_write_float(w, probs[i]);
+        for (int64_t i = 0; i < req->n * k; i++) cnn_json_write_float(w, probs[i]);
         cnn_json_write_end_array(w);
         cnn_json_write_end_object(w);
         cnn_json_write_end_array(w);
@@ -622,7 +610,7 @@ void cnn_serve_write_result(cnn_json_writer *w, cnn_serve_api api, const cnn_ser
         cnn_json_write_begin_array(w);
         for (int64_t i = 0; i < req->n; i++) {
             cnn_json_write_begin_array(w);
-            for (int j = 0; j < k; j++) cnn_serve_write_float(w, probs[i * k + j]);
+            for (int j = 0; j < k; j++) cnn_json_write_float(w, probs[i * k + j]);
             cnn_json_write_end_array(w);
         }
         cnn_json_write_end_array(w);

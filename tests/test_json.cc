@@ -4,8 +4,10 @@
 #include <clocale>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "core/json.h"
 
@@ -253,6 +255,41 @@ TEST(JsonParse, LongNumbersAndLocale) {
   }
 }
 
+// Numbers the parser reads without strtod (short mantissas, small exponents) are the same doubles strtod gives,
+// bit for bit, and so are the ones around the edges of that path (2^53, 10^22, 17 digits).
+TEST(JsonParse, EveryNumberIsWhatStrtodReads) {
+  std::vector<std::string> lits = {"0", "-0", "0.0", "-0.0", "1", "0.5", "0.1", "0.3", "255", "0.00392156862745098",
+                                   "0.5019607843137255", "9007199254740992", "9007199254740993", "9007199254740991.5",
+                                   "1e22", "1e23", "1.5e-22", "1e-23", "123456789012345678", "0.1234567890123456789",
+                                   "4.9e-324", "1.7976931348623157e308", "0e400", "1E+2", "-2.5E-3", "00.5e1"};
+  uint64_t state = 12345;
+  auto next = [&state] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  for (int i = 0; i < 20000; i++) {  // random literals: 1 to 19 digits, a point anywhere, exponents -30..30
+    int nd = 1 + (int)(next() % 19);
+    std::string m;
+    for (int k = 0; k < nd; k++) m += (char)('0' + next() % 10);
+    while (m.size() > 1 && m[0] == '0') m.erase(0, 1);  // JSON: no leading zeros
+    std::string lit = (next() % 2 ? "-" : "") + m;
+    size_t point = next() % (m.size() + 1);
+    if (point > 0 && point < m.size()) lit.insert(lit.size() - m.size() + point, ".");
+    if (next() % 2) lit += "e" + std::to_string((int)(next() % 61) - 30);
+    lits.push_back(lit);
+  }
+  for (const std::string &lit : lits) {
+    if (lit == "00.5e1") continue;  // not JSON (leading zero): refused below
+    Doc d("[" + lit + "]");
+    ASSERT_EQ(d.st, CNN_OK) << lit << ": " << last_error();
+    double x;
+    ASSERT_TRUE(cnn_json_double(cnn_json_at(d.root, 0), &x)) << lit;
+    double want = std::strtod(lit.c_str(), nullptr);
+    EXPECT_EQ(std::memcmp(&x, &want, sizeof x), 0) << lit << ": " << x << " vs strtod's " << want;
+  }
+  EXPECT_NE(Doc("[00.5e1]").st, CNN_OK);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // writing
 
@@ -305,6 +342,33 @@ TEST(JsonWrite, EscapesStrings) {
     cnn_json_write_end_array(w);
   });
   EXPECT_EQ(s, "[\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\x7f é\",\"a\\u0000b\",null]");
+}
+
+TEST(JsonWrite, FloatsAreTheirShortestDecimalAndReadBackExactly) {
+  static std::vector<float> values;  // static: the writer callback is a plain function
+  values = {0.1f, 0.5f, 1.0f / 3.0f, 1e-30f, 3.4028235e38f, -0.0f, 1.0f, 0.99999994f};
+  uint32_t bits = 7;
+  for (int i = 0; i < 5000; i++) {  // random finite floats
+    bits = bits * 1664525u + 1013904223u;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    if (std::isfinite(f)) values.push_back(f);
+  }
+  std::string s = write([](cnn_json_writer *w) {
+    cnn_json_write_begin_array(w);
+    for (float f : values) cnn_json_write_float(w, f);
+    cnn_json_write_float(w, NAN);
+    cnn_json_write_end_array(w);
+  });
+  EXPECT_EQ(s.substr(0, 13), "[0.1,0.5,0.33") << s.substr(0, 40);
+  EXPECT_EQ(s.substr(s.size() - 6), ",null]");
+  Doc d(s);
+  ASSERT_EQ(d.st, CNN_OK) << last_error();
+  for (size_t i = 0; i < values.size(); i++) {
+    double x;
+    ASSERT_TRUE(cnn_json_double(cnn_json_at(d.root, i), &x)) << i;
+    EXPECT_EQ((float)x, values[i]) << i;
+  }
 }
 
 TEST(JsonWrite, NumbersRoundTripAndNonFiniteIsNull) {
