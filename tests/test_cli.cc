@@ -70,6 +70,33 @@ TEST(Cli, BadFlagsNameTheFlag) {
   }
 }
 
+// A value that no run could take (an unknown device or precision, a bad augmentation list or split) is a usage
+// error, exit status 2 as the README promises, in every command that takes the flag; a missing file stays 1.
+TEST(Cli, BadFlagValuesExitWithTheUsageStatus) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  } cases[] = {
+      {{"train", "--model", kSeed, "--device", "tpu"}, "--device: unknown device 'tpu'"},
+      {{"train", "--model", kSeed, "--device", "cpu:7"}, "--device:"},
+      {{"train", "--model", kSeed, "--precision", "fp8"}, "--precision: unknown precision 'fp8'"},
+      {{"train", "--model", kSeed, "--device", "cpu", "--precision", "fp16"}, "--precision: precision fp16 needs"},
+      {{"train", "--model", kSeed, "--augment", "wobble=1"}, "--augment: augment: unknown key 'wobble'"},
+      {{"train", "--model", kSeed, "--augment", "zoom=7"}, "--augment: augment: zoom=7"},
+      {{"augment-preview", "--augment", "wobble=1"}, "--augment: augment: unknown key 'wobble'"},
+      {{"augment-preview", "--augment", "flip=h", "--split", "val"}, "--split: 'val' is not one of train, test"},
+      {{"eval", "--model", "m.safetensors", "--split", "val"}, "--split: 'val' is not one of train, test"},
+      {{"predict", "--model", kSeed, "--device", "tpu", "x.png"}, "--device: unknown device 'tpu'"},
+      {{"bench", "--model", kSeed, "--precision", "fp8"}, "--precision: unknown precision 'fp8'"},
+      {{"bench", "--model", kSeed, "--device", "cpu", "--precision", "bf16"}, "--precision: precision bf16 needs"},
+  };
+  for (const auto &c : cases) {
+    std::string out;
+    EXPECT_EQ(run_cnn(c.args, &out), 2) << out;
+    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
+  }
+}
+
 TEST(Cli, MissingDatasetSaysHowToGetIt) {
   cnntest::TempDir dir;
   std::string out;

@@ -175,6 +175,27 @@ int cli_fail(const char *command, const char *what, cnn_status st)
     return 1;
 }
 
+int cli_fail_value(const char *command, const char *flag, cnn_status st)
+{
+    cli_fail(command, flag, st);
+    return st == CNN_ERR_INVALID_ARG || st == CNN_ERR_NOT_FOUND || st == CNN_ERR_UNSUPPORTED ? 2 : 1;
+}
+
+int cli_check_precision(const char *command, const char *precision)
+{
+    cnn_precision prec;
+    if (cnn_precision_parse(precision, &prec) == CNN_OK) return 0;
+    fprintf(stderr, "cnn %s: --precision: %s\n", command, cnn_last_error());
+    return 2;
+}
+
+int cli_check_split(const char *command, const char *split)
+{
+    if (!strcmp(split, "train") || !strcmp(split, "test")) return 0;
+    fprintf(stderr, "cnn %s: --split: '%s' is not one of train, test\n", command, split);
+    return 2;
+}
+
 cnn_status cli_backend(const char *command, const char *device, cnn_backend **out)
 {
     cnn_status st = cnn_backend_create(device, out);

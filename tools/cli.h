@@ -44,6 +44,17 @@ const char *cli_memory_what(int64_t max_memory);
 /* Prints "cnn <command>: <what>: <cnn_last_error()>" to stderr; returns the exit status for it (1). */
 int cli_fail(const char *command, const char *what, cnn_status st);
 
+/* Prints as cli_fail for a flag whose value the library refused; returns 2 (a usage error) when the value is wrong
+ * for this build or machine (CNN_ERR_INVALID_ARG, _NOT_FOUND, _UNSUPPORTED: an unknown device, cuda:N without that
+ * GPU, fp16 on the CPU), 1 when something failed while using a good value (a driver error, out of memory). */
+int cli_fail_value(const char *command, const char *flag, cnn_status st);
+
+/* 0 when --precision names a precision, else a message and 2: checked before anything is loaded. */
+int cli_check_precision(const char *command, const char *precision);
+
+/* 0 when --split is train or test, else a message and 2. */
+int cli_check_split(const char *command, const char *split);
+
 /* Creates the backend for --device (NULL: auto) and says which device is used on stderr. */
 cnn_status cli_backend(const char *command, const char *device, cnn_backend **out);
 

@@ -36,6 +36,7 @@ int cmd_augment_preview(int argc, char **argv)
     int npos;
     int rc = cli_parse("augment-preview", USAGE, flags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
+    if ((rc = cli_check_split("augment-preview", split)) != 0) return rc;
 
     cnn_status st;
     cnn_backend *backend = NULL;
@@ -75,7 +76,7 @@ int cmd_augment_preview(int argc, char **argv)
     }
     cnn_augment aug;
     if ((st = cnn_augment_parse(augment_text, &aug)) != CNN_OK) {
-        rc = cli_fail("augment-preview", "--augment", st);
+        rc = cli_fail_value("augment-preview", "--augment", st);
         goto done;
     }
     if ((st = cnn_source_open(data, split, &src)) != CNN_OK) {

@@ -247,6 +247,7 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "cnn bench: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;
     }
+    if ((rc = cli_check_precision("bench", precision)) != 0) return rc;
     if (!strcmp(mode, "train")) cfg.modes = CNN_BENCH_TRAIN;
     else if (!strcmp(mode, "infer")) cfg.modes = CNN_BENCH_INFER;
     else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
@@ -274,8 +275,7 @@ int cmd_bench(int argc, char **argv)
     rc = 1;
     st = quiet ? cnn_backend_create(device, &backend) : cli_backend("bench", device, &backend);
     if (st != CNN_OK) {
-        cli_fail("bench", "--device", st);
-        rc = 2;
+        rc = cli_fail_value("bench", "--device", st);
         goto done;
     }
     size_t len = strlen(model);
@@ -292,8 +292,7 @@ int cmd_bench(int argc, char **argv)
     }
     cnn_precision prec;
     if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
-        cli_fail("bench", "--precision", st);
-        rc = 2;
+        rc = cli_fail_value("bench", "--precision", st);
         goto done;
     }
     if (cfg.classes > cnn_net_num_outputs(net)) {

@@ -33,6 +33,7 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "cnn eval: --model FILE is required\n");
         return 2;
     }
+    if ((rc = cli_check_split("eval", split)) != 0) return rc;
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
     cnn_source *ds = NULL;
@@ -54,7 +55,7 @@ int cmd_eval(int argc, char **argv)
     if (st != CNN_OK) {
         rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
     } else if ((st = cli_backend("eval", device, &backend)) != CNN_OK) {
-        rc = cli_fail("eval", "--device", st);
+        rc = cli_fail_value("eval", "--device", st);
     } else if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
         rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
     } else {

@@ -33,7 +33,7 @@ int cmd_predict(int argc, char **argv)
     cnn_status st;
     rc = 1;
     if ((st = cli_backend("predict", device, &backend)) != CNN_OK) {
-        rc = cli_fail("predict", "--device", st);
+        rc = cli_fail_value("predict", "--device", st);
         goto done;
     }
     if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {

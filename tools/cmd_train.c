@@ -134,6 +134,7 @@ int cmd_train(int argc, char **argv)
     int npos;
     int rc = cli_parse("train", USAGE, flags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
+    if ((rc = cli_check_precision("train", precision)) != 0) return rc;
     if (!model && !resume && !init_from) {
         fprintf(stderr, "cnn train: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;
@@ -236,7 +237,7 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if ((st = cli_backend("train", device, &backend)) != CNN_OK) {
-        rc = cli_fail("train", "--device", st);
+        rc = cli_fail_value("train", "--device", st);
         goto done;
     }
     if (resume) {
@@ -297,7 +298,7 @@ int cmd_train(int argc, char **argv)
     if (!model) model = resume ? checkpoint : init_from;
     cnn_precision prec;
     if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
-        rc = cli_fail("train", "--precision", st);
+        rc = cli_fail_value("train", "--precision", st);
         goto done;
     }
     if (prec != CNN_PRECISION_FP32)
