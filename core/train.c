@@ -678,8 +678,8 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                 CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
         }
         if (s.finished && cfg->progress)
-            fprintf(cfg->progress, "Early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)\n",
-                    MONITOR_NAME(cfg->monitor), s.wait, s.best, s.best_epoch);
+            fprintf(cfg->progress, "Early stopping: %s has not improved for %d epoch%s (best %.4f at epoch %d)\n",
+                    MONITOR_NAME(cfg->monitor), s.wait, s.wait == 1 ? "" : "s", s.best, s.best_epoch);
         if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
     }
     if (cfg->restore_best_weights && s.best_weights && s.best_epoch != s.epoch) {

@@ -30,6 +30,9 @@ TEST(Cli, HelpAndUnknownCommands) {
   EXPECT_EQ(run_cnn({}, &out), 2);
   EXPECT_EQ(run_cnn({"train", "--help"}, &out), 0);
   EXPECT_TRUE(has(out, "--metrics-json")) << out;
+  // the plateau callback follows --monitor, as every callback does
+  EXPECT_TRUE(has(out, "--plateau-factor when the --monitor metric stalls")) << out;
+  EXPECT_FALSE(has(out, "val loss stalls")) << out;
 }
 
 TEST(Cli, BadFlagsNameTheFlag) {

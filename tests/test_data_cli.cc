@@ -88,6 +88,27 @@ TEST(DataCli, TrainsOnAFolderReportsClassCountsAndSkipsBadFiles) {
   EXPECT_TRUE(contains(out, "no test set")) << out;
 }
 
+// Counts of one read as one: "1 bad image file", not "1 files".
+TEST(DataCli, MessagesCountOneInTheSingular) {
+  TempDir dir;
+  write_folders(dir);
+  write_file(dir.file("data/train/dark/broken.png"), "not a png");
+  write_file(dir.file("data/train/dark/notes.txt"), "not an image");
+  std::string out;
+  int rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--data", "folder:" + dir.file("data"), "--epochs", "1",
+                    "--batch", "4", "--val-split", "0", "--resize", "10x10", "--out", dir.file("m.safetensors"),
+                    "--quiet"},
+                   &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "1 file without an image extension (.jpg, .jpeg, .png, .bmp) was left out")) << out;
+  EXPECT_TRUE(contains(out, "; 1 bad image file skipped")) << out;
+  rc = run_cnn({"augment-preview", "--data", "folder:" + dir.file("data"), "--size", "8x8x3", "--samples", "1",
+                "--variants", "1", "--augment", "flip=h", "--out", dir.file("g.png")},
+               &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, ": 1 sample (rows) of 8x8x3, the evaluation view then 1 augmented version (flip=h)")) << out;
+}
+
 TEST(DataCli, CsvListsSamplersAndTheModelsAugmentLine) {
   TempDir dir;
   write_folders(dir);

@@ -322,7 +322,7 @@ TEST(Callbacks, CommandLineWritesLogsPlotAndStopsEarly) {
                                std::string("--out"), fx.dir.file("m.safetensors")})
     args.push_back(a);
   ASSERT_EQ(run_cnn(args, &out), 0) << out;
-  EXPECT_TRUE(has(out, "Early stopping: val_loss has not improved for 1 epochs (best")) << out;
+  EXPECT_TRUE(has(out, "Early stopping: val_loss has not improved for 1 epoch (best")) << out;
   EXPECT_TRUE(has(out, "Restoring the weights of epoch 1")) << out;
   std::string log = cnntest::read_file(csv);
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 3) << log;  // header, epochs 1 and 2

@@ -41,6 +41,9 @@ void cli_apply_max_memory(int64_t bytes);
 /* What a memory refusal names: "--max-memory" when it was given, else "memory limit". */
 const char *cli_memory_what(int64_t max_memory);
 
+/* The plural ending of a count in a message: "1 file", "2 files". */
+static inline const char *cli_s(long long n) { return n == 1 ? "" : "s"; }
+
 /* Prints "cnn <command>: <what>: <cnn_last_error()>" to stderr; returns the exit status for it (1). */
 int cli_fail(const char *command, const char *what, cnn_status st);
 

@@ -124,8 +124,8 @@ int cmd_augment_preview(int argc, char **argv)
     }
     char canon[512];
     cnn_augment_format(&aug, canon, sizeof canon);
-    fprintf(stderr, "cnn augment-preview: %s: %d samples (rows) of %dx%dx%d, the evaluation view then %d augmented "
-                    "versions (%s)\n", out, samples, h, w, c, variants, canon);
+    fprintf(stderr, "cnn augment-preview: %s: %d sample%s (rows) of %dx%dx%d, the evaluation view then %d augmented "
+                    "version%s (%s)\n", out, samples, cli_s(samples), h, w, c, variants, cli_s(variants), canon);
     rc = 0;
 done:
     free(grid);

@@ -79,7 +79,8 @@ static void print_table(const bench_report *b, FILE *out)
     double total = 0.0;
     for (int i = 0; i < r->nlayers; i++)
         total += r->layers[i].fwd_ms + (r->layers[i].bwd_ms > 0.0 ? r->layers[i].bwd_ms : 0.0);
-    fprintf(out, "\nper layer: median ms over %d steps with the backend synced around every layer\n", b->cfg->iters);
+    fprintf(out, "\nper layer: median ms over %d step%s with the backend synced around every layer\n", b->cfg->iters,
+            cli_s(b->cfg->iters));
     fprintf(out, "%-28s %-22s %9s %9s %9s %9s %7s\n", "layer", "type", "fwd ms", "bwd ms", "GFLOP", "GFLOP/s",
             "share");
     for (int i = 0; i < r->nlayers; i++) {

@@ -74,7 +74,7 @@ int cmd_train(int argc, char **argv)
         {"warmup-epochs", CLI_INT, &cfg.warmup_epochs, "N         linear learning-rate warm-up epochs (default 0)", 0,
          100000, 0},
         {"reduce-on-plateau", CLI_BOOL, &cfg.reduce_on_plateau, "          multiply the learning rate by "
-                                                                "--plateau-factor when val loss stalls", 0, 0, 0},
+                                                                "--plateau-factor when the --monitor metric stalls", 0, 0, 0},
         {"plateau-patience", CLI_INT, &cfg.plateau_patience, "N         epochs without improvement first (default 2)",
          0, 100000, 0},
         {"plateau-factor", CLI_FLOAT, &cfg.plateau_factor, "X         factor (default 0.1)", 1e-6, 0.999999, 0},
@@ -287,9 +287,10 @@ int cmd_train(int argc, char **argv)
         }
         fprintf(stderr, "cnn train: fine-tuning: a new run (fresh optimizer state, schedule from epoch 1) from the "
                         "weights of %s", init_from);
-        if (copied >= 0) fprintf(stderr, " (%d tensors copied, %d left as initialized)", copied, kept);
-        if (replace_head) fprintf(stderr, "; new classifier for %d classes", replace_head);
-        if (frozen) fprintf(stderr, "; %d layers frozen, up to %s", frozen, freeze);
+        if (copied >= 0)
+            fprintf(stderr, " (%d tensor%s copied, %d left as initialized)", copied, cli_s(copied), kept);
+        if (replace_head) fprintf(stderr, "; new classifier for %d class%s", replace_head, replace_head == 1 ? "" : "es");
+        if (frozen) fprintf(stderr, "; %d layer%s frozen, up to %s", frozen, cli_s(frozen), freeze);
         fprintf(stderr, "\n");
     } else if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
         rc = cli_fail("train", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
@@ -326,8 +327,9 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (cnn_source_ignored_files(full))
-        fprintf(stderr, "cnn train: %lld files without an image extension (.jpg, .jpeg, .png, .bmp) were left out\n",
-                (long long)cnn_source_ignored_files(full));
+        fprintf(stderr, "cnn train: %lld file%s without an image extension (.jpg, .jpeg, .png, .bmp) %s left out\n",
+                (long long)cnn_source_ignored_files(full), cli_s(cnn_source_ignored_files(full)),
+                cnn_source_ignored_files(full) == 1 ? "was" : "were");
     if (val_split > 0) {
         if ((st = cnn_source_split(full, val_split, seed, &train, &val)) != CNN_OK) {
             rc = cli_fail("train", "--val-split", st);
@@ -346,8 +348,9 @@ int cmd_train(int argc, char **argv)
     }
     if ((rc = cli_data_normalization("train", &dopt, normalize, train, &cfg, net)) != 0) goto done;
     rc = 1;
-    fprintf(stderr, "cnn train: %s, %lld trainable parameters; %lld training images, %lld validation, %lld test%s\n",
-            model, (long long)cnn_net_param_count(net), (long long)cnn_source_count(train),
+    fprintf(stderr, "cnn train: %s, %lld trainable parameter%s; %lld training image%s, %lld validation, %lld test%s\n",
+            model, (long long)cnn_net_param_count(net), cli_s(cnn_net_param_count(net)),
+            (long long)cnn_source_count(train), cli_s(cnn_source_count(train)),
             (long long)(val ? cnn_source_count(val) : 0), (long long)(test ? cnn_source_count(test) : 0),
             test ? "" : " (no test set: give one with --test-data)");
     cli_report_classes("train", "training", train, cfg.sampler);
@@ -357,8 +360,8 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "cnn train: augmentation: %s%s\n", text, dopt.augment ? "" : " (the model's augment line)");
     }
     if (nweights && nweights != cnn_net_num_outputs(net)) {
-        fprintf(stderr, "cnn train: --class-weights: %d weights given for a model with %d classes\n", nweights,
-                cnn_net_num_outputs(net));
+        fprintf(stderr, "cnn train: --class-weights: %d weight%s given for a model with %d classes\n", nweights,
+                cli_s(nweights), cnn_net_num_outputs(net));
         rc = 2;
         goto done;
     }
@@ -375,8 +378,8 @@ int cmd_train(int argc, char **argv)
     double waited = 0.0;
     for (int e = 0; e < run.epochs_done; e++) waited += run.history[e].data_wait;
     if (run.epochs_done)
-        fprintf(stderr, "cnn train: waited %.2f s for data in all; %lld bad image files skipped\n", waited,
-                (long long)run.history[run.epochs_done - 1].bad_files);
+        fprintf(stderr, "cnn train: waited %.2f s for data in all; %lld bad image file%s skipped\n", waited,
+                (long long)run.history[run.epochs_done - 1].bad_files, cli_s(run.history[run.epochs_done - 1].bad_files));
     if (test && (st = cnn_evaluate_source(net, test, &cfg, 256, &metrics)) != CNN_OK) {
         rc = cli_fail("train", "test evaluation", st);
         goto done;
