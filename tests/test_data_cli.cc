@@ -132,6 +132,20 @@ TEST(DataCli, CsvListsSamplersAndTheModelsAugmentLine) {
   EXPECT_TRUE(contains(out, "normalizing inputs by mean")) << out;
   EXPECT_TRUE(contains(out, "test accuracy")) << out;
 
+  // the imbalance gets a hint, unless the loss is weighted already
+  const std::vector<std::string> plain = {"train", "--model", dir.file("model.cnn"), "--data",
+                                          "csv:" + dir.file("train.csv"), "--epochs", "1", "--batch", "4",
+                                          "--val-split", "0", "--out", dir.file("w.safetensors"), "--quiet"};
+  ASSERT_EQ(run_cnn(plain, &out), 0) << out;
+  EXPECT_TRUE(contains(out, "the classes are imbalanced (3 to 12): consider --sampler oversample or --class-weights "
+                            "balanced")) << out;
+  for (const char *weights : {"balanced", "1,4"}) {
+    std::vector<std::string> args = plain;
+    args.insert(args.end(), {"--class-weights", weights});
+    ASSERT_EQ(run_cnn(args, &out), 0) << out;
+    EXPECT_FALSE(contains(out, "consider")) << out;
+  }
+
   rc = run_cnn({"train", "--model", dir.file("aug.cnn"), "--data", "csv:" + dir.file("train.csv"), "--augment",
                 "wobble=1", "--quiet"},
                &out);

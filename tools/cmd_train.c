@@ -353,7 +353,7 @@ int cmd_train(int argc, char **argv)
             (long long)cnn_source_count(train), cli_s(cnn_source_count(train)),
             (long long)(val ? cnn_source_count(val) : 0), (long long)(test ? cnn_source_count(test) : 0),
             test ? "" : " (no test set: give one with --test-data)");
-    cli_report_classes("train", "training", train, cfg.sampler);
+    cli_report_classes("train", "training", train, cfg.sampler, class_weights != NULL);
     if (cfg.augment) {
         char text[512];
         cnn_augment_format(cfg.augment, text, sizeof text);

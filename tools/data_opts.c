@@ -108,7 +108,8 @@ cnn_status cli_open_test(const char *spec, cnn_source **out)
     return cnn_source_open(spec, cnn_source_has_split(spec, "test") ? "test" : "train", out);
 }
 
-void cli_report_classes(const char *command, const char *what, const cnn_source *src, cnn_sampler sampler)
+void cli_report_classes(const char *command, const char *what, const cnn_source *src, cnn_sampler sampler,
+                        int weighted)
 {
     int k = cnn_source_num_classes(src);
     int64_t *counts = calloc((size_t)k, sizeof *counts);
@@ -139,7 +140,7 @@ void cli_report_classes(const char *command, const char *what, const cnn_source 
         fprintf(stderr, "cnn %s: the %s sampler draws %lld of each of the %d classes per epoch (%lld images)\n",
                 command, cnn_sampler_name(sampler), (long long)(sampler == CNN_SAMPLER_OVERSAMPLE ? most : fewest),
                 nonempty, (long long)nonempty * (sampler == CNN_SAMPLER_OVERSAMPLE ? most : fewest));
-    else if (fewest > 0 && most > 2 * fewest)
+    else if (fewest > 0 && most > 2 * fewest && !weighted) /* the class weights already answer the imbalance */
         fprintf(stderr, "cnn %s: the classes are imbalanced (%lld to %lld): consider --sampler oversample or "
                         "--class-weights balanced\n", command, (long long)fewest, (long long)most);
     free(counts);

@@ -57,7 +57,9 @@ int cli_data_normalization(const char *command, const cli_data_opts *o, int comp
  * "train" split when it has no "test" one. */
 cnn_status cli_open_test(const char *spec, cnn_source **out);
 
-/* Prints the class counts of a source on stderr ("class counts (training): ..."), and what the sampler draws. */
-void cli_report_classes(const char *command, const char *what, const cnn_source *src, cnn_sampler sampler);
+/* Prints the class counts of a source on stderr ("class counts (training): ..."), and what the sampler draws; for
+ * imbalanced classes, the sampler and the class weights as a hint, unless the loss is already weighted. */
+void cli_report_classes(const char *command, const char *what, const cnn_source *src, cnn_sampler sampler,
+                        int weighted);
 
 #endif
