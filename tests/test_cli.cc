@@ -33,6 +33,7 @@ TEST(Cli, HelpAndUnknownCommands) {
   // the plateau callback follows --monitor, as every callback does
   EXPECT_TRUE(has(out, "--plateau-factor when the --monitor metric stalls")) << out;
   EXPECT_FALSE(has(out, "val loss stalls")) << out;
+  EXPECT_TRUE(has(out, "shuffle, sequential (the data's order, every epoch), oversample")) << out;
 }
 
 TEST(Cli, BadFlagsNameTheFlag) {

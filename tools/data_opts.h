@@ -33,8 +33,8 @@ typedef struct cli_data_opts {
     {"augment", CLI_STRING, &(o).augment, "LIST      training augmentation, e.g. flip=h,rotate=0.05,zoom=0.1,"        \
                                           "shift=0.1,erase=0.5 (default: the model's augment line; none: off)", 0, 0, \
      0},                                                                                                              \
-    {"sampler", CLI_STRING, &(o).sampler, "NAME      shuffle, oversample (or balanced) or undersample (default "      \
-                                          "shuffle)", 0, 0, 0},                                                       \
+    {"sampler", CLI_STRING, &(o).sampler, "NAME      shuffle, sequential (the data's order, every epoch), oversample " \
+                                          "(or balanced) or undersample (default shuffle)", 0, 0, 0},                 \
     {"mean", CLI_STRING, &(o).mean, "LIST      per-channel mean to normalize by (with --std; stored in the model)",   \
      0, 0, 0},                                                                                                        \
     {"std", CLI_STRING, &(o).std, "LIST      per-channel standard deviation (with --mean)", 0, 0, 0},                 \
