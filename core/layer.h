@@ -139,7 +139,7 @@ typedef struct cnn_pool_layer {
     int kernel_h, kernel_w, stride_h, stride_w;
     int same_padding;      /* a cnn_padding_mode */
     int pad_top, pad_left, pad_bottom, pad_right;
-    int global;            /* globalavgpool: the window is the whole input; the output is flat (C) */
+    int global;            /* globalavgpool, globalmaxpool: the window is the whole input; the output is flat (C) */
 } cnn_pool_layer;
 
 typedef struct cnn_batchnorm_layer {
@@ -164,8 +164,9 @@ extern const cnn_layer_ops cnn_avgpool_layer_ops;
 extern const cnn_layer_ops cnn_dense_layer_ops;
 extern const cnn_layer_ops cnn_flatten_layer_ops;
 extern const cnn_layer_ops cnn_globalavgpool_layer_ops;
+extern const cnn_layer_ops cnn_globalmaxpool_layer_ops;
 extern const cnn_layer_ops cnn_batchnorm_layer_ops;
-extern const cnn_layer_ops cnn_act_layer_ops;     /* relu, leaky_relu, elu, sigmoid, tanh, gelu, silu */
+extern const cnn_layer_ops cnn_act_layer_ops;     /* relu, leaky_relu, elu, sigmoid, tanh, gelu, silu, linear */
 extern const cnn_layer_ops cnn_softmax_layer_ops; /* last layer only: marks the output as logits (a view) */
 extern const cnn_layer_ops cnn_dropout_layer_ops;
 extern const cnn_layer_ops cnn_add_layer_ops;

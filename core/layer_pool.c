@@ -1,4 +1,5 @@
-/* maxpool / avgpool: 2-D pooling windows over NHWC; globalavgpool: the mean over H and W, a flat (C) output. */
+/* maxpool / avgpool: 2-D pooling windows over NHWC; globalavgpool / globalmaxpool: the mean / the max over H and W,
+ * a flat (C) output (one window the size of the input, through the same pooling op). */
 #include "core/error.h"
 #include "core/layer.h"
 
@@ -45,7 +46,7 @@ static cnn_pool2d_args pool_args(cnn_layer *l)
     };
 }
 
-/* globalavgpool's flat (N, C) output seen as the (N, 1, 1, C) the pooling op writes */
+/* a global pool's flat (N, C) output seen as the (N, 1, 1, C) the pooling op writes */
 static cnn_tensor as_image(const cnn_tensor *t)
 {
     cnn_tensor v = *t;
@@ -112,6 +113,15 @@ const cnn_layer_ops cnn_globalavgpool_layer_ops = {
     .kind = "globalavgpool",
     .type_name = "GlobalAveragePooling2D",
     .name_prefix = "global_average_pooling2d",
+    .init = pool_init,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};
+
+const cnn_layer_ops cnn_globalmaxpool_layer_ops = {
+    .kind = "globalmaxpool",
+    .type_name = "GlobalMaxPooling2D",
+    .name_prefix = "global_max_pooling2d",
     .init = pool_init,
     .forward = pool_forward,
     .backward = pool_backward,

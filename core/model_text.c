@@ -4,10 +4,11 @@
  *     input   H W C
  *     conv    FILTERS KERNEL [ACT] [stride=] [padding=valid|same|N|T,L,B,R] [dilation=] [groups=] [bias=]
  *                                   [init=] [l1=] [l2=] [alpha=]
- *     maxpool SIZE [STRIDE] [padding=...]      avgpool alike; globalavgpool
+ *     maxpool SIZE [STRIDE] [padding=...]      avgpool alike; globalavgpool, globalmaxpool
  *     dense   UNITS [ACT] [bias=] [init=] [l1=] [l2=] [alpha=]
  *     batchnorm [ACT] [momentum=0.1] [eps=1e-5]
- *     relu | leaky_relu [ALPHA] | elu [ALPHA] | sigmoid | tanh | gelu | silu | softmax (last only)
+ *     relu | leaky_relu [ALPHA] | elu [ALPHA] | sigmoid | tanh | gelu | silu | linear (the identity) |
+ *         softmax (last only)
  *     dropout RATE
  *     flatten
  *     add X [Y] [ACT]          X + the previous output, or X + Y
@@ -15,6 +16,7 @@
  *     repeat N [name=IN] ... end
  *     name NAME                names the current output (no layer)
  *
+ * An activation word may also follow the options (conv 32 3 stride=2 relu): it cannot be taken for one.
  * Every layer line takes name=NAME (names its output) and from=NAME (its input instead of the previous line's;
  * "input" is the network input). Inside repeat blocks the names defined in the block get the iteration as a
  * suffix (b -> b_1, b_2, ...) and references resolve to the same iteration; repeat's name= names the output that
@@ -363,8 +365,13 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
     char *opts[MAX_TOKENS];
     int nopts = 0;
     for (int i = 1; i < ntok; i++) {
+        cnn_act act_word;
+        float alpha_word;
+        int softmax_word;
         if (strchr(tok[i], '=')) opts[nopts++] = tok[i];
-        else if (nopts) return perr(p, "positional argument '%s' after options: put options last%s", tok[i], "");
+        else if (nopts && !parse_act(tok[i], &act_word, &alpha_word, &softmax_word))
+            return perr(p, "positional argument '%s' after options: put options last (only an activation may follow "
+                           "them)%s", tok[i], "");
         else pos[npos++] = tok[i];
     }
     layer_opts o = {.stride_h = 1, .stride_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 1, .bias = 1,
@@ -423,15 +430,16 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
         c->pad_right = o.pad[3];
         c->use_bias = o.bias;
         layer = &c->base;
-    } else if (!strcmp(kind, "maxpool") || !strcmp(kind, "avgpool") || !strcmp(kind, "globalavgpool")) {
-        int global = kind[0] == 'g';
+    } else if (!strcmp(kind, "maxpool") || !strcmp(kind, "avgpool") || !strcmp(kind, "globalavgpool") ||
+               !strcmp(kind, "globalmaxpool")) {
+        int global = kind[0] == 'g', max = global ? kind[6] == 'm' : kind[0] == 'm';
         cnn_pool_layer *pl;
         if (global) {
             OPTIONS(",name,from,");
-            if (npos) return perr(p, "globalavgpool takes no arguments, got '%s'%s", pos[0], "");
-            pl = NEW_LAYER(cnn_pool_layer, &cnn_globalavgpool_layer_ops);
+            if (npos) return perr(p, "%s takes no arguments, got '%s'", kind, pos[0]);
+            pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_globalmaxpool_layer_ops : &cnn_globalavgpool_layer_ops);
             if (!pl) return NO_MEMORY();
-            pl->mode = CNN_POOL_AVG;
+            pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
             pl->global = 1;
         } else {
             OPTIONS(",stride,padding,name,from,");
@@ -447,9 +455,9 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
                 sh = o.stride_h;
                 sw = o.stride_w;
             }
-            pl = NEW_LAYER(cnn_pool_layer, kind[0] == 'm' ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops);
+            pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops);
             if (!pl) return NO_MEMORY();
-            pl->mode = kind[0] == 'm' ? CNN_POOL_MAX : CNN_POOL_AVG;
+            pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
             pl->kernel_h = kh;
             pl->kernel_w = kw;
             pl->stride_h = sh;
@@ -495,7 +503,7 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
         layer = NEW_LAYER(cnn_layer, &cnn_softmax_layer_ops);
         if (!layer) return NO_MEMORY();
         softmax = 1;
-    } else if (parse_act(kind, &act, &alpha, &softmax) && act != CNN_ACT_NONE) {
+    } else if (parse_act(kind, &act, &alpha, &softmax)) { /* softmax was taken above; linear is the identity */
         OPTIONS(",name,from,");
         int takes_alpha = act == CNN_ACT_LEAKY_RELU || act == CNN_ACT_ELU;
         if (npos > (takes_alpha ? 1 : 0))
@@ -534,9 +542,9 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
                 return st;
             }
     } else {
-        return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, globalavgpool, flatten, dense, "
-                       "batchnorm, dropout, add, concat, repeat, relu, leaky_relu, elu, sigmoid, tanh, gelu, silu, "
-                       "softmax)%s", kind, "");
+        return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, globalavgpool, globalmaxpool, "
+                       "flatten, dense, batchnorm, dropout, add, concat, repeat, relu, leaky_relu, elu, sigmoid, tanh, "
+                       "gelu, silu, linear, softmax)%s", kind, "");
     }
 #undef OPTIONS
     layer->act = act;

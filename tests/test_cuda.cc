@@ -382,6 +382,8 @@ std::vector<PoolCase> pool_cases() {
   add(1, 5, 5, 2, 3, 3, 3, 3, 2, 2, 2, 2);    // windows mostly padding
   add(2, 7, 6, 3, 3, 2, 2, 1, 2, 1, 1, 0);    // non-square window and stride
   add(1, 1, 1, 5, 1, 1, 1, 1, 0, 0, 0, 0);
+  add(3, 5, 7, 6, 5, 7, 5, 7, 0, 0, 0, 0);    // globalavgpool, globalmaxpool: one window the size of the input
+  add(2, 17, 17, 4, 17, 17, 17, 17, 0, 0, 0, 0);
   return v;
 }
 

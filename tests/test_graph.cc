@@ -3,6 +3,7 @@
 // differences, model files with batchnorm state, optimizers, schedules and the loss options.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -153,6 +154,58 @@ TEST(GraphText, ConvAndPoolOptionsGiveTheirShapes) {
   cnn_net_destroy(net);
 }
 
+// What issue #14 met: `linear` as a layer of its own (the identity, as the README lists it among the activations),
+// global max pooling, and an activation written after a line's options.
+TEST(GraphText, LinearGlobalMaxPoolAndActivationsAfterOptions) {
+  Backend be;
+  const char *text =
+      "input 6 5 3\n"
+      "conv 4 3 stride=1 padding=same relu name=c\n"
+      "conv 4 3 padding=same name=c2 leaky_relu alpha=0.2\n"
+      "globalmaxpool name=g\n"
+      "linear\n"
+      "dense 4 bias=no tanh\n"
+      "add activation linear\n"
+      "dense 2\n";
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text, "lin.cnn", be.b, 1, &net), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(find_layer(net, "c")->act, CNN_ACT_RELU);
+  EXPECT_EQ(find_layer(net, "c2")->act, CNN_ACT_LEAKY_RELU);
+  EXPECT_FLOAT_EQ(find_layer(net, "c2")->act_alpha, 0.2f);
+  cnn_layer *g = find_layer(net, "g");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->ops, &cnn_globalmaxpool_layer_ops);
+  EXPECT_STREQ(g->ops->type_name, "GlobalMaxPooling2D");
+  EXPECT_EQ(shape_of(g), "(None, 4)");
+  cnn_layer *lin = find_layer(net, "activation");
+  ASSERT_TRUE(lin);
+  EXPECT_EQ(lin->ops, &cnn_act_layer_ops);
+  EXPECT_EQ(lin->act, CNN_ACT_NONE);
+  EXPECT_EQ(find_layer(net, "dense")->act, CNN_ACT_TANH);
+  EXPECT_EQ(find_layer(net, "add")->act, CNN_ACT_NONE);
+  cnn_net_destroy(net);
+
+  // global max pooling is the max over height and width, per channel and image; linear passes it on unchanged
+  const char *pool_only = "input 3 4 2\nglobalmaxpool\nlinear\n";
+  ASSERT_EQ(cnn_net_from_text(pool_only, "pool.cnn", be.b, 1, &net), CNN_OK) << cnn_last_error();
+  std::vector<float> images(2 * 3 * 4 * 2);
+  for (size_t i = 0; i < images.size(); i++) images[i] = (float)((i * 37) % 23) - 11.0f;
+  std::vector<int32_t> labels = {0, 1};
+  cnn_dataset ds{};
+  ds.n = 2, ds.h = 3, ds.w = 4, ds.c = 2, ds.images = images.data(), ds.labels = labels.data(), ds.num_classes = 2;
+  ASSERT_EQ(cnn_net_stage_batch(net, &ds, nullptr, 0, 2), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_forward(net, 0), CNN_OK) << cnn_last_error();
+  std::vector<float> y = read(net->acts[net->nlayers - 1]);
+  ASSERT_EQ(y.size(), 4u);
+  for (int n = 0; n < 2; n++)
+    for (int c = 0; c < 2; c++) {
+      float m = -1e30f;
+      for (int hw = 0; hw < 12; hw++) m = std::max(m, images[(size_t)(n * 12 + hw) * 2 + c]);
+      EXPECT_EQ(y[n * 2 + c], m) << "image " << n << ", channel " << c;
+    }
+  cnn_net_destroy(net);
+}
+
 TEST(GraphText, RepeatSuffixesNamesAndResolvesReferencesPerIteration) {
   Backend be;
   const char *text =
@@ -230,6 +283,12 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
       {"input 8 8 1\nflatten\ndense 4 l2=-1\ndense 2\n", "g.cnn:3: dense: l2 must be a number >= 0, got '-1'"},
       {"input 8 8 1\nmaxpool 2 padding=2\nflatten\ndense 2\n", "line 2: maxpool padding must be smaller than the 2x2 window"},
       {"input 8 8 1\nflatten\nglobalavgpool\ndense 2\n", "globalavgpool needs an image input"},
+      {"input 8 8 1\nflatten\nglobalmaxpool\ndense 2\n", "globalmaxpool needs an image input"},
+      {"input 8 8 1\nglobalmaxpool 2\ndense 2\n", "g.cnn:2: globalmaxpool: globalmaxpool takes no arguments, got '2'"},
+      {"input 8 8 1\nconv 4 3 stride=1 4\nflatten\ndense 2\n",
+       "g.cnn:2: conv: positional argument '4' after options: put options last (only an activation may follow them)"},
+      {"input 8 8 1\nconv 4 3 stride=1 swish\nflatten\ndense 2\n", "positional argument 'swish' after options"},
+      {"input 8 8 1\nlinear 0.5\nflatten\ndense 2\n", "g.cnn:2: linear: expected 'linear [options]'"},
       {"input 8 8 1\nconv 4 3 dilation=0\nflatten\ndense 2\n", "dilation must be N or HxW"},
       {"input 8 8 1\nflatten\ndense 4 from=nowhere\ndense 2\n", "g.cnn:3: dense: no layer named 'nowhere'"},
       {"input 8 8 1\nrepeat 1000\nrepeat 1000\nconv 1 1\nend\nend\nflatten\ndense 2\n", "expand to more than"},
@@ -399,6 +458,18 @@ TEST(GraphGradients, BatchnormWithEveryKindOfActivationMatchesFiniteDifferences)
       "globalavgpool\n"
       "dense 3\n";
   check_text_gradients(text, 9);
+}
+
+// Global max pooling and a linear (identity) layer in a network: the gradient goes to each channel's maximum only.
+TEST(GraphGradients, GlobalMaxPoolAndLinearLayersMatchFiniteDifferences) {
+  const char *text =
+      "input 6 6 2\n"
+      "conv 4 3 padding=same tanh\n"
+      "conv 5 3 stride=1 padding=same elu\n"
+      "globalmaxpool\n"
+      "linear\n"
+      "dense 3\n";
+  check_text_gradients(text, 11);
 }
 
 // A view (flatten) feeding two consumers and an add of one output with itself: every gradient is summed.

@@ -98,7 +98,8 @@ TEST(ModelText, MalformedDefinitionsNameTheLineAndProblem) {
       {"input 28 28 1\nconv 8 3 color=red\n", "unknown option 'color'"},
       {"input 28 28 1\nconv 8 3 init=zeros\n", "init must be 'he' or 'glorot', got 'zeros'"},
       {"input 28 28 1\nmaxpool 2 init=he\n", "unknown option 'init'"},
-      {"input 28 28 1\nconv 8 3 stride=2 relu\n", "positional argument 'relu' after options"},
+      // an activation may follow the options (test_graph.cc); nothing else may
+      {"input 28 28 1\nconv 8 3 stride=2 3\n", "positional argument '3' after options"},
       {"input 28 28 1\nconv 8 3 name=a\nconv 8 3 name=a\n", "t.cnn:3: conv: layer name 'a' is already used on line 2"},
       {"input 28 28 1\nconv 8 99999999999\n", "kernel"},
       {"input 4 4 1\nconv 8 5\nflatten\ndense 2\n", "does not fit"},

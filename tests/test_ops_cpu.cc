@@ -274,6 +274,16 @@ std::vector<cnnref::Pool2d> pool_cases() {
   v.push_back(p);
   p.max = false;
   v.push_back(p);
+  // global pooling (globalavgpool, globalmaxpool): one window the size of the input; 5x7 runs the CPU's own
+  // max-pool loops, 17x17 (289 elements, above their 256) oneDNN's
+  for (int side : {0, 17})
+    for (bool max : {true, false}) {
+      cnnref::Pool2d g;
+      g.max = max, g.n = 2, g.h = side ? side : 5, g.w = side ? side : 7, g.c = side ? 2 : 3;
+      g.kh = g.stride_h = g.h, g.kw = g.stride_w = g.w;
+      g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 0;
+      v.push_back(g);
+    }
   return v;
 }
 
