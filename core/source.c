@@ -660,6 +660,59 @@ cnn_status cnn_source_open(const char *spec, const char *split, cnn_source **out
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// limiting
+
+/* A new dataset of the first n samples of ds (n < ds->n), with its class names. */
+static cnn_status dataset_head(const cnn_dataset *ds, int64_t n, cnn_dataset **out)
+{
+    const size_t per = (size_t)ds->h * (size_t)ds->w * (size_t)ds->c;
+    cnn_dataset *d = calloc(1, sizeof *d);
+    if (!d) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for a dataset");
+    *d = (cnn_dataset){.n = n, .h = ds->h, .w = ds->w, .c = ds->c, .num_classes = ds->num_classes};
+    d->images = malloc(n ? (size_t)n * per * sizeof *d->images : 1);
+    d->labels = malloc(n ? (size_t)n * sizeof *d->labels : 1);
+    int ok = d->images && d->labels;
+    if (ok && ds->class_names && ds->num_classes > 0) {
+        ok = (d->class_names = calloc((size_t)ds->num_classes, sizeof *d->class_names)) != NULL;
+        for (int c = 0; ok && c < ds->num_classes; c++)
+            ok = (d->class_names[c] = dup_str(ds->class_names[c] ? ds->class_names[c] : "")) != NULL;
+    }
+    if (!ok) {
+        cnn_dataset_destroy(d);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld samples", (long long)n);
+    }
+    memcpy(d->images, ds->images, (size_t)n * per * sizeof *d->images);
+    memcpy(d->labels, ds->labels, (size_t)n * sizeof *d->labels);
+    *out = d;
+    return CNN_OK;
+}
+
+cnn_status cnn_source_limit(cnn_source *src, int64_t n)
+{
+    if (!src || n < 0) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_source_limit: no source, or a count below 0");
+    if (n >= src->n) return CNN_OK;
+    if (src->ds && !src->own_ds) {
+        cnn_dataset *copy = NULL;
+        cnn_status st = dataset_head(src->ds, n, &copy);
+        if (st != CNN_OK) return st;
+        src->ds = copy;
+        src->own_ds = 1;
+    } else if (src->ds) {
+        /* ours: cut short in place, and give the memory of the rest back (a failed shrink keeps the larger block) */
+        const size_t per = (size_t)src->ds->h * (size_t)src->ds->w * (size_t)src->ds->c;
+        float *images = realloc(src->ds->images, n ? (size_t)n * per * sizeof *images : 1);
+        int32_t *labels = realloc(src->ds->labels, n ? (size_t)n * sizeof *labels : 1);
+        if (images) src->ds->images = images;
+        if (labels) src->ds->labels = labels;
+        src->ds->n = n;
+    }
+    if (src->paths)
+        for (int64_t i = n; i < src->n; i++) free(src->paths[i]);
+    src->n = n;
+    return CNN_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // splitting
 
 /* The samples idx[0..count) of a file source. */

@@ -109,6 +109,35 @@ TEST(DataCli, MessagesCountOneInTheSingular) {
   EXPECT_TRUE(contains(out, ": 1 sample (rows) of 8x8x3, the evaluation view then 1 augmented version (flip=h)")) << out;
 }
 
+// --limit N: a quick run on the first N samples of each split (training, validation, test), in train, eval and
+// augment-preview.
+TEST(DataCli, LimitTakesTheFirstSamplesOfEachSplit) {
+  TempDir dir;
+  write_folders(dir);
+  std::string out;
+  int rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--data", "folder:" + dir.file("data"), "--epochs", "1",
+                    "--batch", "4", "--val-split", "0.5", "--limit", "5", "--resize", "10x10", "--out",
+                    dir.file("m.safetensors"), "--quiet"},
+                   &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "--limit 5: a quick run on the first 5 samples of each split")) << out;
+  EXPECT_TRUE(contains(out, "5 training images, 5 validation, 5 test")) << out;
+  // the first 5 of the training half are bright: the folder lists bright before dark
+  EXPECT_TRUE(contains(out, "class counts (training): 0 bright: 5, 1 dark: 0")) << out;
+  rc = run_cnn({"eval", "--model", dir.file("m.safetensors"), "--data", "folder:" + dir.file("data"), "--limit", "3"},
+               &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "samples: 3")) << out;
+  rc = run_cnn({"augment-preview", "--data", "folder:" + dir.file("data"), "--size", "8x8x3", "--limit", "2",
+                "--augment", "flip=h", "--out", dir.file("g.png")},
+               &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, ": 2 samples (rows)")) << out;
+  rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--limit", "0"}, &out);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_TRUE(contains(out, "--limit: '0' is not an integer from 1")) << out;
+}
+
 TEST(DataCli, CsvListsSamplersAndTheModelsAugmentLine) {
   TempDir dir;
   write_folders(dir);

@@ -325,6 +325,49 @@ TEST(Split, FileSourcesSplitByClassToo) {
   cnn_source_destroy(s);
 }
 
+// cnn_source_limit (cnn train --limit): the first n samples, in order, with the whole set's classes; a borrowed
+// dataset is copied, never cut short under its owner.
+TEST(Limit, KeepsTheFirstSamplesOfFileAndInMemorySources) {
+  TempDir dir;
+  for (const char *cls : {"a", "b", "c"}) mkdir_p(dir.file(cls));
+  for (int i = 0; i < 4; i++) write_png(dir.file("a/" + std::to_string(i) + ".png"), 1, 1, 0);
+  write_png(dir.file("b/0.png"), 1, 1, 0);
+  write_png(dir.file("c/0.png"), 1, 1, 0);
+  cnn_source *s = nullptr;
+  ASSERT_EQ(cnn_source_from_folder(dir.path().c_str(), &s), CNN_OK) << last_error();
+  const std::vector<std::string> all = paths_of(s);
+  ASSERT_EQ(cnn_source_limit(s, 3), CNN_OK) << last_error();
+  EXPECT_EQ(cnn_source_count(s), 3);
+  EXPECT_EQ(paths_of(s), std::vector<std::string>(all.begin(), all.begin() + 3));
+  EXPECT_EQ(cnn_source_num_classes(s), 3);  // class c has no sample left, and is still a class
+  EXPECT_STREQ(cnn_source_class_name(s, 2), "c");
+  ASSERT_EQ(cnn_source_limit(s, 10), CNN_OK);  // more than there are: all of them
+  EXPECT_EQ(cnn_source_count(s), 3);
+  EXPECT_EQ(cnn_source_limit(s, -1), CNN_ERR_INVALID_ARG);
+  cnn_source_destroy(s);
+
+  std::vector<float> images(5 * 2 * 2 * 1);
+  for (size_t i = 0; i < images.size(); i++) images[i] = (float)i;
+  std::vector<int32_t> labels = {0, 1, 2, 1, 0};
+  cnn_dataset ds{};
+  ds.n = 5, ds.h = 2, ds.w = 2, ds.c = 1, ds.images = images.data(), ds.labels = labels.data(), ds.num_classes = 3;
+  ASSERT_EQ(cnn_source_from_dataset(&ds, 0, &s), CNN_OK) << last_error();
+  ASSERT_EQ(cnn_source_limit(s, 2), CNN_OK) << last_error();
+  EXPECT_EQ(ds.n, 5);  // the caller's dataset is untouched
+  const cnn_dataset *head = cnn_source_dataset(s);
+  ASSERT_NE(head, nullptr);
+  EXPECT_NE(head, &ds);
+  EXPECT_EQ(head->n, 2);
+  EXPECT_EQ(std::vector<float>(head->images, head->images + 8), std::vector<float>(images.begin(), images.begin() + 8));
+  EXPECT_EQ(head->labels[1], 1);
+  EXPECT_EQ(cnn_source_count(s), 2);
+  EXPECT_EQ(cnn_source_num_classes(s), 3);
+  ASSERT_EQ(cnn_source_limit(s, 1), CNN_OK);  // now its own: cut short in place
+  EXPECT_EQ(cnn_source_dataset(s)->n, 1);
+  EXPECT_EQ(cnn_source_count(s), 1);
+  cnn_source_destroy(s);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // samplers
 

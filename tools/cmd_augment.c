@@ -13,7 +13,7 @@ int cmd_augment_preview(int argc, char **argv)
 {
     const char *data = "fashion-mnist", *augment_text = NULL, *model = NULL, *size = NULL, *resize = NULL;
     const char *out = "augment.png", *split = "train";
-    int samples = 6, variants = 8;
+    int samples = 6, variants = 8, limit = 0;
     uint64_t seed = 1;
     cli_flag flags[] = {
         {"data", CLI_STRING, &data, "SPEC      the images (as cnn train --data; default fashion-mnist)", 0, 0, 0},
@@ -27,6 +27,8 @@ int cmd_augment_preview(int argc, char **argv)
         {"resize", CLI_STRING, &resize, "HxW       resize to this before cropping to the size (as cnn train)", 0, 0,
          0},
         {"samples", CLI_INT, &samples, "N         rows: samples spread over the data set (default 6)", 1, 256, 0},
+        {"limit", CLI_INT, &limit, "N         only the first N samples of the data set (default: all)", 1,
+         2147483647, 0},
         {"variants", CLI_INT, &variants, "K         augmented versions per sample (default 8)", 1, 64, 0},
         {"seed", CLI_U64, &seed, "S         seed of the augmentation (default 1)", 0, 0, 0},
         {"out", CLI_STRING, &out, "FILE      the PNG to write (default augment.png)", 0, 0, 0},
@@ -81,6 +83,10 @@ int cmd_augment_preview(int argc, char **argv)
     }
     if ((st = cnn_source_open(data, split, &src)) != CNN_OK) {
         rc = cli_fail("augment-preview", "--data", st);
+        goto done;
+    }
+    if (limit && (st = cnn_source_limit(src, limit)) != CNN_OK) {
+        rc = cli_fail("augment-preview", "--limit", st);
         goto done;
     }
     const cnn_dataset *ds = cnn_source_dataset(src);

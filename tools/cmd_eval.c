@@ -61,6 +61,7 @@ int cmd_eval(int argc, char **argv)
     } else {
         if (!dopt.resize) cnn_net_resize(net, &cfg.resize_h, &cfg.resize_w); /* the size the model was trained at */
         if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
+        else if (cli_data_limit("eval", &dopt, ds)) rc = 1;
         else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK)
             rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "evaluation", st);
         else {

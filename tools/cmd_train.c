@@ -339,6 +339,13 @@ int cmd_train(int argc, char **argv)
         train = full;
         full = NULL;
     }
+    /* after the split: the validation set is the one the whole data would give, cut short as the others */
+    if (cli_data_limit("train", &dopt, train) || cli_data_limit("train", &dopt, val) ||
+        cli_data_limit("train", &dopt, test))
+        goto done;
+    if (dopt.limit)
+        fprintf(stderr, "cnn train: --limit %d: a quick run on the first %d sample%s of each split\n", dopt.limit,
+                dopt.limit, cli_s(dopt.limit));
     int nclasses = cnn_source_num_classes(train);
     if (cnn_source_class_name(train, 0) && nclasses == cnn_net_num_outputs(net)) {
         const char **names = calloc((size_t)nclasses, sizeof *names);

@@ -103,6 +103,13 @@ int cli_data_normalization(const char *command, const cli_data_opts *o, int comp
     return 0;
 }
 
+int cli_data_limit(const char *command, const cli_data_opts *o, cnn_source *src)
+{
+    cnn_status st;
+    if (!o->limit || !src || (st = cnn_source_limit(src, o->limit)) == CNN_OK) return 0;
+    return cli_fail(command, "--limit", st);
+}
+
 cnn_status cli_open_test(const char *spec, cnn_source **out)
 {
     return cnn_source_open(spec, cnn_source_has_split(spec, "test") ? "test" : "train", out);

@@ -11,6 +11,7 @@
 typedef struct cli_data_opts {
     const char *augment, *sampler, *resize, *mean, *std, *test_data;
     int workers, prefetch, strict;
+    int limit;                /* --limit: the first N samples of each split; 0: all */
     uint64_t max_pixels;
     cnn_augment aug;          /* parsed by cli_data_apply */
     char augment_from[512];   /* the model's augment line, when it was used */
@@ -26,7 +27,9 @@ typedef struct cli_data_opts {
     {"max-pixels", CLI_U64, &(o).max_pixels, "N         images larger than N pixels are bad files (default 67108864)", \
      0, 0, 0},                                                                                                        \
     {"strict", CLI_BOOL, &(o).strict, "          stop at the first bad image file (default: skip it with a warning)", \
-     0, 0, 0}
+     0, 0, 0},                                                                                                        \
+    {"limit", CLI_INT, &(o).limit, "N         a quick run: only the first N samples of each split (training, "      \
+                                   "validation, test) (default: all)", 1, 2147483647, 0}
 
 #define CLI_DATA_TRAIN_FLAGS(o)                                                                                       \
     CLI_DATA_LOADER_FLAGS(o),                                                                                         \
@@ -52,6 +55,10 @@ void cli_loader_config(const cnn_train_config *cfg, const cnn_net *net, cnn_load
  * exit status (0, 1 or 2) after printing what went wrong. */
 int cli_data_normalization(const char *command, const cli_data_opts *o, int compute, const cnn_source *train,
                            const cnn_train_config *cfg, cnn_net *net);
+
+/* --limit: keeps the first o->limit samples of src (NULL: nothing to do); prints a message and returns 1 on
+ * failure, else 0. */
+int cli_data_limit(const char *command, const cli_data_opts *o, cnn_source *src);
 
 /* Opens a split of a spec that may lack it: a test set given on its own (folder:DIR, csv:FILE) is that spec's
  * "train" split when it has no "test" one. */

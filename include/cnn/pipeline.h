@@ -67,6 +67,11 @@ int64_t cnn_source_ignored_files(const cnn_source *src);
 /* counts[c] = samples of class c, for c < cnn_source_num_classes. */
 void cnn_source_class_counts(const cnn_source *src, int64_t *counts);
 
+/* Keeps the first n samples of the source (all of them when it has no more), for a quick run on part of the data:
+ * the class count and names stay the whole set's. An in-memory source that borrows its dataset gets a copy of
+ * those samples; the caller's dataset is left as it was. */
+cnn_status cnn_source_limit(cnn_source *src, int64_t n);
+
 /* Splits off a validation set of round(count * fraction) samples, stratified by class (each class contributes
  * in proportion to its count), drawn by a shuffle seeded from `seed`; both keep the source's order. */
 cnn_status cnn_source_split(const cnn_source *src, double fraction, uint64_t seed, cnn_source **train,
