@@ -403,6 +403,7 @@ cnn_status cnn_checkpoint_write(const char *path, const cnn_net *net, const cnn_
     add_meta(&p, "run_started", "%.17g", s->run_started);
     add_meta(&p, "history", "%s", history);
     add_meta(&p, "train_config", "%s", fp.data);
+    if (cfg->run_args) add_meta(&p, "run_args", "%s", cfg->run_args);
     if (p.failed) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory writing %s", path);
         goto fail;
@@ -495,6 +496,28 @@ cnn_status cnn_checkpoint_verify(const char *path, const cnn_net *net, cnn_check
         st = cnn_error(CNN_ERR_INVALID_ARG, "%s: holds another model than %s (its definition differs)", path,
                        net->source);
         goto fail;
+    }
+fail:
+    cnn_st_free(f);
+    return st;
+}
+
+cnn_status cnn_checkpoint_run_args(const char *path, char **out)
+{
+    cnn_st_file *f = NULL;
+    cnn_status st = CNN_OK;
+    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_checkpoint_run_args: out is NULL");
+    *out = NULL;
+    CNN_TRY(cnn_st_read(path, &f));
+    CNN_TRY(check_file(f, path));
+    const char *args = cnn_st_meta(f, "run_args");
+    if (args) {
+        size_t len = strlen(args) + 1;
+        if (!(*out = malloc(len))) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory reading %s", path);
+            goto fail;
+        }
+        memcpy(*out, args, len);
     }
 fail:
     cnn_st_free(f);

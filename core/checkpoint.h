@@ -15,7 +15,8 @@
  *
  * and metadata (numbers as text, exact: %.17g for doubles): the position (epoch, epoch_started, samples_done,
  * step, optimizer_step), the running sums of the epoch, the monitors, the history as JSON, the
- * training settings that change the arithmetic ("train_config", compared on resume), FP16's loss scale and
+ * training settings that change the arithmetic ("train_config", compared on resume), the program's settings as
+ * it gave them ("run_args", when given: not compared, cnn train --resume continues with them), FP16's loss scale and
  * its clean-step count, the network's seed (dropout masks) and a checksum. The weights are the F32 master
  * weights; mixed precision's 16-bit copies are derived from them after a restore. New state joins as new "<group>/<name>" tensors or metadata keys;
  * a reader ignores what it does not know. */

@@ -233,6 +233,44 @@ TEST(Resume, CorruptNewestCheckpointIsRefusedAndThePreviousUsed) {
   EXPECT_TRUE(has(out, "--resume: " + empty.path() + ": no valid checkpoint")) << out;
 }
 
+// A checkpoint keeps the run's flags: `--resume DIR` alone continues the run with them (its data, epochs,
+// learning rate, output file, ...) and ends with the weights of the uninterrupted run; a flag given again that
+// changes the arithmetic is refused, naming the setting.
+TEST(Resume, ResumeAloneContinuesWithTheRunsSettings) {
+  Fixture fx;
+  std::string dir = fx.dir.file("ckpt"), model = fx.dir.file("m.safetensors"), out;
+  auto args = fx.train_args(2);
+  for (const std::string &a : {std::string("--lr"), std::string("0.003"), std::string("--optimizer"),
+                               std::string("sgd"), std::string("--checkpoint-dir"), dir, std::string("--out"), model})
+    args.push_back(a);
+  ASSERT_EQ(run_cnn(args, &out), 0) << out;
+  const std::string want = cnntest::read_file(model);
+  ASSERT_FALSE(want.empty());
+  // back to the end of epoch 1 (480 training images, batch 16: step 30), as if the run had been killed there
+  ASSERT_EQ(remove((dir + "/ckpt-000000000060.safetensors").c_str()), 0);
+  remove((dir + "/best.safetensors").c_str());
+  remove(model.c_str());
+  ASSERT_EQ(run_cnn({"train", "--resume", dir, "--quiet"}, &out), 0) << out;
+  EXPECT_TRUE(has(out, "--resume: continuing with the run's settings from " + dir + "/ckpt-000000000030.safetensors: "
+                       "--data mnist:" + fx.data + " --epochs 2 --batch 16 --seed 3 --val-split 0.2 "
+                       "--deterministic --lr 0.003 --optimizer sgd --out " + model)) << out;
+  EXPECT_TRUE(has(out, "resuming from " + dir + "/ckpt-000000000030.safetensors (epoch 1 of 2 done, step 30)")) << out;
+  EXPECT_TRUE(cnntest::read_file(model) == want) << "the resumed run ended with other weights\n" << out;
+
+  // what a resumed run writes keeps the settings too; a flag given again must agree with them
+  ASSERT_EQ(remove((dir + "/ckpt-000000000060.safetensors").c_str()), 0);
+  remove((dir + "/best.safetensors").c_str());
+  EXPECT_NE(run_cnn({"train", "--resume", dir, "--quiet", "--lr", "0.1"}, &out), 0) << out;
+  EXPECT_TRUE(has(out, "was written with lr=0.003, this run has lr=0.1")) << out;
+  EXPECT_NE(run_cnn({"train", "--resume", dir, "--quiet", "--optimizer", "adam"}, &out), 0) << out;
+  EXPECT_TRUE(has(out, "was written with optimizer=sgd, this run has optimizer=adam")) << out;
+  // flags that leave the arithmetic alone may change: more epochs, another output file
+  ASSERT_EQ(run_cnn({"train", "--resume", dir, "--quiet", "--epochs", "3", "--out", fx.dir.file("m3")}, &out), 0)
+      << out;
+  EXPECT_TRUE(has(out, "(epoch 1 of 3 done, step 30)")) << out;
+  EXPECT_TRUE(has(out, "model written to " + fx.dir.file("m3"))) << out;
+}
+
 TEST(Resume, BadFlagsNameTheFlag) {
   Fixture fx;
   struct Case {

@@ -161,6 +161,62 @@ int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc,
     return 0;
 }
 
+/* Appends "--name[ value]\n" to *text. */
+static int append_setting(char **text, const char *name, const char *value)
+{
+    size_t old = *text ? strlen(*text) : 0, add = 2 + strlen(name) + (value ? 1 + strlen(value) : 0) + 1;
+    char *t = realloc(*text, old + add + 1);
+    if (!t) return -1;
+    snprintf(t + old, add + 1, "--%s%s%s\n", name, value ? " " : "", value ? value : "");
+    *text = t;
+    return 0;
+}
+
+static int skipped(const char *name, size_t len, const char *const *skip)
+{
+    for (; skip && *skip; skip++)
+        if (strlen(*skip) == len && !strncmp(*skip, name, len)) return 1;
+    return 0;
+}
+
+int cli_settings(const cli_flag *flags, int argc, char **argv, const char *const *skip, char **text)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) break;
+        if (strncmp(a, "--", 2) || !a[2]) continue; /* a positional argument */
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const cli_flag *f = flags;
+        while (f->name && !(strlen(f->name) == len && !strncmp(f->name, name, len))) f++;
+        if (!f->name) continue;
+        const char *value = f->kind == CLI_BOOL ? NULL : eq ? eq + 1 : i + 1 < argc ? argv[++i] : "";
+        if (skipped(f->name, strlen(f->name), skip) || (value && strchr(value, '\n'))) continue;
+        if (append_setting(text, f->name, value)) return -1;
+    }
+    return 0;
+}
+
+int cli_apply_settings(const char *command, cli_flag *flags, char *saved, const char *const *skip, char **taken)
+{
+    for (char *line = saved, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        if (strncmp(line, "--", 2)) continue;
+        char *name = line + 2, *value = strchr(name, ' ');
+        if (value) *value++ = '\0';
+        cli_flag *f = flags;
+        while (f->name && strcmp(f->name, name)) f++;
+        if (!f->name || f->seen || skipped(name, strlen(name), skip)) continue;
+        if ((f->kind == CLI_BOOL) != !value) continue; /* not a value of this flag's kind */
+        int rc = set_value(command, f, value ? value : "");
+        if (rc) return rc;
+        f->seen = 1;
+        if (append_setting(taken, name, value)) return -1;
+    }
+    return 0;
+}
+
 void cli_apply_max_memory(int64_t bytes)
 {
     if (bytes > 0) cnn_set_memory_limit(bytes);

@@ -32,6 +32,17 @@ int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc,
               int max_pos, int *npos);
 void cli_usage(const char *command, const char *usage, const cli_flag *flags, FILE *out);
 
+/* The flags of an argv that cli_parse took, as "--name value" lines ("--name" for CLI_BOOL), leaving out those
+ * named in `skip` (a NULL-terminated list) and values with a line break; appended to *text (a malloc'ed string,
+ * or NULL), which is replaced. 0 on success, -1 when out of memory. */
+int cli_settings(const cli_flag *flags, int argc, char **argv, const char *const *skip, char **text);
+
+/* Gives the flags that were not given the values of `saved` ("--name value" lines, as cli_settings writes them;
+ * modified in place and pointed into: it must outlive the flags' use); unknown names and those in `skip` are
+ * left alone. The lines taken are appended to *taken as cli_settings does. Returns 0, 2 after a message naming
+ * the flag for a value that does not parse, or -1 when out of memory. */
+int cli_apply_settings(const char *command, cli_flag *flags, char *saved, const char *const *skip, char **taken);
+
 /* The --max-memory flag of the commands that build networks (a CLI_SIZE into an int64_t; 0 when not given). */
 #define CLI_MAX_MEMORY_FLAG(var)                                                                                   \
     {"max-memory", CLI_SIZE, &(var), "SIZE      refuse networks that need more memory than this (512M, 2G, "      \

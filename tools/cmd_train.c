@@ -8,7 +8,7 @@
 #include "tools/report.h"
 
 static const char *USAGE = "--model FILE [--data fashion-mnist[:DIR]] [options]\n"
-                            "       cnn train --resume DIR [options as the run had]\n"
+                            "       cnn train --resume DIR [options: the run's, kept in its checkpoints]\n"
                             "       cnn train --init-from MODEL [--model FILE] [--replace-head N] [--freeze LAYER] "
                             "[options]";
 
@@ -26,6 +26,56 @@ static int parse_every(const char *s, int *n, int *in_steps)
     *n = (int)v;
     *in_steps = !strcmp(end, "steps") || !strcmp(end, "step");
     return *in_steps || !*end || !strcmp(end, "epochs") || !strcmp(end, "epoch");
+}
+
+/* The flags a checkpoint keeps for --resume DIR to continue the run with, as given: all but those of the resume
+ * itself (the checkpoint holds the model, its frozen layers and head; it is read from DIR and goes on writing
+ * there) and --quiet, which is the resumed run's own affair. */
+static const char *const NOT_KEPT[] = {"resume", "model", "init-from", "freeze", "replace-head", "checkpoint-dir",
+                                       "quiet", NULL};
+
+/* The run's flags for its checkpoints (cnn_train_config.run_args), in *settings; with --resume, first the flags
+ * of the checkpoint that this command line does not give. Returns the exit status of a failure, else 0. The
+ * strings stay allocated to the end of the process: the flags point into them. */
+static int resume_settings(cli_flag *flags, int argc, char **argv, const char *resume, char **settings)
+{
+    static char *saved, *given;
+    char *path = NULL, *taken = NULL;
+    int rc = 0;
+    if (cli_settings(flags, argc, argv, NOT_KEPT, &given)) goto no_memory;
+    /* the newest valid checkpoint, quietly: the resume proper finds it again, saying what it refuses */
+    if (resume && cnn_checkpoint_find(resume, NULL, NULL, &path, NULL) == CNN_OK) {
+        cnn_status st = cnn_checkpoint_run_args(path, &saved);
+        if (st != CNN_OK) {
+            rc = cli_fail("train", "--resume", st);
+            goto done;
+        }
+        if (saved && (rc = cli_apply_settings("train", flags, saved, NOT_KEPT, &taken)) != 0) {
+            if (rc < 0) goto no_memory;
+            fprintf(stderr, "cnn train: --resume: the settings kept in %s do not parse\n", path);
+            goto done;
+        }
+        if (taken) { /* lines that each end with '\n' */
+            fprintf(stderr, "cnn train: --resume: continuing with the run's settings from %s:", path);
+            for (const char *t = taken, *end; (end = strchr(t, '\n')) != NULL; t = end + 1)
+                fprintf(stderr, " %.*s", (int)(end - t), t);
+            fprintf(stderr, "\n");
+            size_t had = given ? strlen(given) : 0;
+            char *all = realloc(given, had + strlen(taken) + 1);
+            if (!all) goto no_memory;
+            given = all;
+            strcpy(given + had, taken);
+        }
+    }
+    *settings = given;
+    goto done;
+no_memory:
+    fprintf(stderr, "cnn train: out of memory\n");
+    rc = 1;
+done:
+    free(path);
+    free(taken);
+    return rc;
 }
 
 /* What the program says it does, so that resuming and fine-tuning are never confused. */
@@ -105,7 +155,8 @@ int cmd_train(int argc, char **argv)
          0},
         {"keep-checkpoints", CLI_INT, &cfg.keep_checkpoints, "K         keep the newest K checkpoints and the best "
                                                              "(default 3)", 1, 1000000, 0},
-        {"resume", CLI_STRING, &resume, "DIR       continue the run exactly from the newest valid checkpoint in DIR",
+        {"resume", CLI_STRING, &resume, "DIR       continue the run exactly from the newest valid checkpoint in DIR, "
+                                          "with the run's flags (kept in it; those given again must agree)",
          0, 0, 0},
         {"init-from", CLI_STRING, &init_from, "MODEL     fine-tune: a new run from MODEL's weights (a cnn.c model or "
                                               "checkpoint, or a PyTorch ResNet state_dict with --model)", 0, 0, 0},
@@ -134,6 +185,9 @@ int cmd_train(int argc, char **argv)
     int npos;
     int rc = cli_parse("train", USAGE, flags, argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
+    char *settings = NULL;
+    if ((rc = resume_settings(flags, argc, argv, resume, &settings)) != 0) return rc;
+    cfg.run_args = settings;
     if ((rc = cli_check_precision("train", precision)) != 0) return rc;
     if (!model && !resume && !init_from) {
         fprintf(stderr, "cnn train: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");

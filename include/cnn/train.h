@@ -104,6 +104,9 @@ typedef struct cnn_train_config {
     int checkpoint_in_steps;     /* 1: checkpoint_every counts optimizer steps */
     int keep_checkpoints;        /* the newest K are kept (default 3), and best.safetensors */
     const char *resume_from;     /* a checkpoint file (cnn_checkpoint_find) to continue from exactly */
+    const char *run_args;        /* the run's settings as a program gave them (cnn train: "--flag value" lines), kept
+                                  * in checkpoints as they are for it to continue the run with (cnn_checkpoint_run_args);
+                                  * NULL: none. Not compared on resume: the settings that change the arithmetic are */
 
     /* the data pipeline (cnn/pipeline.h; README, "Data"): batches come from a loader whose worker threads decode,
      * augment and normalize them ahead of the trainer; the order of epoch e depends on (seed, e) alone */
@@ -170,6 +173,10 @@ cnn_status cnn_checkpoint_verify(const char *path, const cnn_net *net, cnn_check
  * gets a line on `log` (may be NULL) saying why, and the next older one is tried. *path receives a new string
  * (free it). CNN_ERR_NOT_FOUND when none is valid. */
 cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, char **path, cnn_checkpoint_info *info);
+
+/* The run_args (cnn_train_config) a valid checkpoint was written with: *out receives a new string (free it), or
+ * NULL when the checkpoint has none (written without, or by an older cnn.c). */
+cnn_status cnn_checkpoint_run_args(const char *path, char **out);
 
 /* cnn_train on sources (cnn/pipeline.h): in-memory data or image files decoded on demand. The sources must hold
  * labels below the model's outputs; in-memory images must have the model's input shape. */
