@@ -160,7 +160,8 @@ static void parts_of(const cnn_layer *l, int slots, int64_t csize, layer_parts *
     if (pre && cnn_act_grad_needs_input(l->act)) p->scratch = out;
     if (l->ops == &cnn_batchnorm_layer_ops) p->scratch_fixed = cnn_mul_sat(2, tensor_bytes(l->params[0].value));
     /* approximated: the CPU backend's max-pool keeps a byte of argmax per output for backward */
-    if (l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops) p->backward = per_image_elems(&l->out);
+    if (l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops)
+        p->backward = per_image_elems(&l->out);
     if (l->ops == &cnn_conv_layer_ops && l->nparams) p->conv_weight = tensor_bytes(l->params[0].value);
 }
 

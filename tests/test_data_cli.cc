@@ -106,7 +106,8 @@ TEST(DataCli, MessagesCountOneInTheSingular) {
                 "--variants", "1", "--augment", "flip=h", "--out", dir.file("g.png")},
                &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_TRUE(contains(out, ": 1 sample (rows) of 8x8x3, the evaluation view then 1 augmented version (flip=h)")) << out;
+  EXPECT_TRUE(contains(out, ": 1 sample (rows) of 8x8x3, the evaluation view then 1 augmented version (flip=h)"))
+      << out;
 }
 
 // --limit N: a quick run on the first N samples of each split (training, validation, test), in train, eval and

@@ -124,7 +124,8 @@ int cmd_train(int argc, char **argv)
         {"warmup-epochs", CLI_INT, &cfg.warmup_epochs, "N         linear learning-rate warm-up epochs (default 0)", 0,
          100000, 0},
         {"reduce-on-plateau", CLI_BOOL, &cfg.reduce_on_plateau, "          multiply the learning rate by "
-                                                                "--plateau-factor when the --monitor metric stalls", 0, 0, 0},
+                                                                "--plateau-factor when the --monitor metric stalls",
+         0, 0, 0},
         {"plateau-patience", CLI_INT, &cfg.plateau_patience, "N         epochs without improvement first (default 2)",
          0, 100000, 0},
         {"plateau-factor", CLI_FLOAT, &cfg.plateau_factor, "X         factor (default 0.1)", 1e-6, 0.999999, 0},
@@ -156,7 +157,8 @@ int cmd_train(int argc, char **argv)
         {"keep-checkpoints", CLI_INT, &cfg.keep_checkpoints, "K         keep the newest K checkpoints and the best "
                                                              "(default 3)", 1, 1000000, 0},
         {"resume", CLI_STRING, &resume, "DIR       continue the run exactly from the newest valid checkpoint in DIR, "
-                                          "with the run's flags (kept in it; those given again must agree)",
+                                          "with the flags it kept (one given again overrides the kept one; one that "
+                                          "changes the arithmetic is refused)",
          0, 0, 0},
         {"init-from", CLI_STRING, &init_from, "MODEL     fine-tune: a new run from MODEL's weights (a cnn.c model or "
                                               "checkpoint, or a PyTorch ResNet state_dict with --model)", 0, 0, 0},
@@ -343,7 +345,8 @@ int cmd_train(int argc, char **argv)
                         "weights of %s", init_from);
         if (copied >= 0)
             fprintf(stderr, " (%d tensor%s copied, %d left as initialized)", copied, cli_s(copied), kept);
-        if (replace_head) fprintf(stderr, "; new classifier for %d class%s", replace_head, replace_head == 1 ? "" : "es");
+        if (replace_head)
+            fprintf(stderr, "; new classifier for %d class%s", replace_head, replace_head == 1 ? "" : "es");
         if (frozen) fprintf(stderr, "; %d layer%s frozen, up to %s", frozen, cli_s(frozen), freeze);
         fprintf(stderr, "\n");
     } else if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
@@ -440,7 +443,8 @@ int cmd_train(int argc, char **argv)
     for (int e = 0; e < run.epochs_done; e++) waited += run.history[e].data_wait;
     if (run.epochs_done)
         fprintf(stderr, "cnn train: waited %.2f s for data in all; %lld bad image file%s skipped\n", waited,
-                (long long)run.history[run.epochs_done - 1].bad_files, cli_s(run.history[run.epochs_done - 1].bad_files));
+                (long long)run.history[run.epochs_done - 1].bad_files,
+                cli_s(run.history[run.epochs_done - 1].bad_files));
     if (test && (st = cnn_evaluate_source(net, test, &cfg, 256, &metrics)) != CNN_OK) {
         rc = cli_fail("train", "test evaluation", st);
         goto done;

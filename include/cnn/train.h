@@ -104,8 +104,8 @@ typedef struct cnn_train_config {
     int checkpoint_in_steps;     /* 1: checkpoint_every counts optimizer steps */
     int keep_checkpoints;        /* the newest K are kept (default 3), and best.safetensors */
     const char *resume_from;     /* a checkpoint file (cnn_checkpoint_find) to continue from exactly */
-    const char *run_args;        /* the run's settings as a program gave them (cnn train: "--flag value" lines), kept
-                                  * in checkpoints as they are for it to continue the run with (cnn_checkpoint_run_args);
+    const char *run_args;        /* the run's settings as a program gave them (cnn train: "--flag value" lines),
+                                  * kept in checkpoints for it to continue the run with (cnn_checkpoint_run_args);
                                   * NULL: none. Not compared on resume: the settings that change the arithmetic are */
 
     /* the data pipeline (cnn/pipeline.h; README, "Data"): batches come from a loader whose worker threads decode,
