@@ -449,10 +449,11 @@ fail:
  * by its own seed: training's random streams are not touched). */
 static cnn_status set_data_profile(cnn_net *net, const cnn_source *src, const cnn_train_config *cfg)
 {
-    int h, w, c, k = cnn_net_num_outputs(net);
+    int h, w, c, k = cnn_net_num_outputs(net), ks = cnn_source_num_classes(src);
     cnn_net_input_shape(net, &h, &w, &c);
     int64_t n = cnn_source_count(src);
-    int64_t *counts = calloc((size_t)k, sizeof *counts);
+    /* cnn_source_class_counts writes the source's classes, which may be more than the model's outputs */
+    int64_t *counts = calloc((size_t)(ks > k ? ks : k), sizeof *counts);
     float *v = malloc((size_t)(2 * c + k) * sizeof *v);
     cnn_source *rest = NULL, *sample = NULL;
     cnn_status st = CNN_OK;
@@ -465,6 +466,7 @@ static cnn_status set_data_profile(cnn_net *net, const cnn_source *src, const cn
     float norm_mean[NORM_MAX_CHANNELS], norm_std[NORM_MAX_CHANNELS];
     cnn_loader_config lc;
     loader_config(net, cfg, 0, 64, &lc, norm_mean, norm_std);
+    lc.warnings = NULL; /* training reports each bad file once; this pass would report it again */
     const cnn_source *from = src;
     if (!cnn_source_dataset(src) && n > PROFILE_SAMPLES) {
         CNN_TRY(cnn_source_split(src, (double)PROFILE_SAMPLES / (double)n, cfg->seed ^ 0x70726f66696c65ULL, &rest,
