@@ -1,42 +1,49 @@
 #!/usr/bin/env bash
 # Serving throughput and latency: `cnn serve` beside a Python server (PyTorch behind FastAPI/uvicorn,
-# bench/serve_python.py) on the same machine, in the same run, both serving the seed CNN with the same weights
-# through TensorFlow Serving's :predict. hey (Debian package `hey`) sends one image per request for DURATION at
-# concurrency 1, 8 and 64, with JSON float instances and with base64 PNG instances. Prints a markdown table
-# (requests/s = images/s here, p50 and p99 latency, non-200 answers and errors) and, for reference, `cnn bench
-# --mode infer` at batch 1 and 32.
+# bench/serve_python.py) on the same machine, in the same run, both serving the same model file through TensorFlow
+# Serving's :predict: the seed CNN and ResNet-20 (28x28x1). hey (Debian package `hey`) sends requests for DURATION
+# at concurrency 1, 8 and 64 with one image each, as JSON float instances and as base64 PNG instances, and then
+# requests of BATCH JSON images each at concurrency 2 (each request one forward pass of BATCH: what `cnn bench
+# --mode infer --batch BATCH` measures without the server). Prints a markdown table (images/s of 200 answers, p50 and
+# p99 latency, non-200 answers and errors) and, for reference, `cnn bench --mode infer` at batch 1 and BATCH.
 #
-#   bench/serve_bench.sh                       # BUILD=build DURATION=10s PYTHON=python3 CONCURRENCY="1 8 64"
+#   bench/serve_bench.sh                       # BUILD=build DURATION=10s PYTHON=python3 MODELS="seed resnet20"
 #   PYTHON=/path/to/venv/bin/python BUILD=build-serve bench/serve_bench.sh
 #
 # Needs: a build with cnn serve (libmicrohttpd), hey, and for the Python side a python with torch, fastapi, uvicorn,
 # numpy and pillow (bench-only dependencies, e.g. `python3 -m venv V && V/bin/pip install torch fastapi uvicorn numpy
-# pillow`, then PYTHON=V/bin/python; without them the Python rows are left out). The model is the seed CNN
-# after one step on ten made-up images (speed does not depend on the weights; both servers load the same file).
+# pillow`, then PYTHON=V/bin/python; without them the Python rows are left out). Each model is its definition after
+# one training step on ten made-up images (speed does not depend on the weights; both servers load the same file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 DURATION=${DURATION:-10s}
 PYTHON=${PYTHON:-python3}
 CONCURRENCY=${CONCURRENCY:-"1 8 64"}
+MODELS=${MODELS:-"seed resnet20"}
+BATCH=${BATCH:-32}
 CNN=$BUILD/cnn
 command -v hey >/dev/null || { echo "serve_bench: hey is missing: apt-get install hey" >&2; exit 1; }
 [ -x "$CNN" ] || { echo "serve_bench: $CNN is missing: build first" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
+stop_servers() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_servers
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# ---- the model and the request bodies ----
-mkdir -p "$work/seed/1" "$work/tiny"
-python3 - "$work" <<'EOF'
+# ---- the request bodies and the data of the training step ----
+mkdir -p "$work/tiny"
+python3 - "$work" "$BATCH" <<'EOF'
 import base64, json, struct, sys, zlib
-work = sys.argv[1]
+work, batch = sys.argv[1], int(sys.argv[2])
 def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
 def png_of(px):
     raw = b"".join(b"\x00" + bytes(row) for row in px)
@@ -46,80 +53,98 @@ with open(f"{work}/tiny/list.csv", "w") as f:  # ten images, one per class: the 
     for i in range(10):
         open(f"{work}/tiny/{i}.png", "wb").write(png_of([[(x * (i + 3) + y * 7) % 256 for x in range(28)] for y in range(28)]))
         f.write(f"{i}.png,{i}\n")
-px = [[(x * 9 + y * 5 + (x * y) % 7) % 256 for x in range(28)] for y in range(28)]  # a 28x28 gray image
+def image(salt): return [[(x * 9 + y * 5 + (x * y + salt) % 7) % 256 for x in range(28)] for y in range(28)]
+px = image(0)  # a 28x28 gray image
 json.dump({"instances": [[[v / 255.0 for v in row] for row in px]]}, open(f"{work}/json.body", "w"))
 json.dump({"instances": [{"b64": base64.b64encode(png_of(px)).decode()}]}, open(f"{work}/png.body", "w"))
+json.dump({"instances": [[[v / 255.0 for v in row] for row in image(s)] for s in range(batch)]},
+          open(f"{work}/batch.body", "w"))
 EOF
-"$CNN" train --model samples/models/seed_cnn.cnn --data "csv:$work/tiny/list.csv" --epochs 1 --batch 10 --val-split 0 \
-  --seed 1 --quiet --out "$work/seed/1/model.safetensors" >"$work/train.log" 2>&1
 
-# the library alone, before any server runs: the reference for images/s
-bench_lines=""
-for b in 1 32; do
-  "$CNN" bench --model "$work/seed/1/model.safetensors" --mode infer --batch "$b" --device cpu --quiet \
-    --json "$work/bench-$b.json" >/dev/null 2>&1
-  bench_lines+=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("cnn bench --mode infer --batch %s: %.0f images/s, %.3f ms median" % (sys.argv[2], d["infer"]["images_per_sec"], d["infer"]["latency_ms_median"]))' \
-    "$work/bench-$b.json" "$b")$'\n'
-done
-
-# ---- the servers ----
-"$CNN" serve --model-base-path "$work/seed" --model-name seed --port 0 --quiet 2>"$work/cnn.log" &
-pids+=($!)
-cnn_port=""
-for _ in $(seq 1 300); do
-  cnn_port=$(sed -n 's/.*listening on 127.0.0.1 port \([0-9]*\).*/\1/p' "$work/cnn.log")
-  [ -n "$cnn_port" ] && break
-  sleep 0.1
-done
-[ -n "$cnn_port" ] || { cat "$work/cnn.log" >&2; echo "serve_bench: cnn serve did not start" >&2; exit 1; }
-
-py_port=""
-if "$PYTHON" -c 'import torch, fastapi, uvicorn, numpy, PIL' 2>/dev/null; then
-  py_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$PYTHON" bench/serve_python.py --model "$work/seed/1/model.safetensors" --name seed --port "$py_port" \
-    --threads "$(nproc)" 2>"$work/py.log" &
-  pids+=($!)
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null -X POST -d @"$work/json.body" "http://127.0.0.1:$py_port/v1/models/seed:predict" && break
-    sleep 0.2
-  done
-else
-  echo "serve_bench: $PYTHON lacks torch/fastapi/uvicorn/numpy/pillow: no Python rows" >&2
-fi
-
-# both servers give the same probabilities (same weights, same preprocessing)
-for body in json png; do
-  a=$(curl -s -X POST -d @"$work/$body.body" "http://127.0.0.1:$cnn_port/v1/models/seed:predict")
-  if [ -n "$py_port" ]; then
-    b=$(curl -s -X POST -d @"$work/$body.body" "http://127.0.0.1:$py_port/v1/models/seed:predict")
-    python3 -c 'import json, sys; a, b = (json.loads(x)["predictions"][0] for x in sys.argv[1:3]); print("serve_bench: %s: largest difference between the servers'"'"' probabilities: %.2g" % (sys.argv[3], max(abs(x - y) for x, y in zip(a, b))))' "$a" "$b" "$body" >&2
-  fi
-done
+definition() { case "$1" in seed) echo samples/models/seed_cnn.cnn ;; resnet20) echo samples/models/resnet20_28.cnn ;;
+  *) echo "serve_bench: unknown model $1 (seed, resnet20)" >&2; exit 2 ;; esac; }
 
 # ---- the runs ----
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| server | input | concurrency | images/s (200 answers) | p50 ms | p99 ms | non-200 | errors |"
-echo "|---|---|---|---|---|---|---|---|"
-run() { # NAME PORT BODY CONCURRENCY
-  local log="$work/hey-$1-$3-$4.log"
-  hey -z "$DURATION" -c "$4" -m POST -T application/json -D "$work/$3.body" \
-    "http://127.0.0.1:$2/v1/models/seed:predict" >"$log" 2>&1 || true
+echo "| model | server | input | images/request | concurrency | images/s (200 answers) | p50 ms | p99 ms | non-200 | errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+run() { # MODEL NAME PORT BODY IMAGES_PER_REQUEST CONCURRENCY
+  local log="$work/hey-$1-${2// /_}-$4-$6.log"
+  hey -z "$DURATION" -c "$6" -m POST -T application/json -D "$work/$4.body" \
+    "http://127.0.0.1:$3/v1/models/m:predict" >"$log" 2>&1 || true
   # hey's Requests/sec counts failed requests too: the rate here is of 200 answers over the run's time
-  awk -v name="$1" -v input="$3" -v c="$4" '
+  awk -v model="$1" -v name="$2" -v input="$4" -v ipr="$5" -v c="$6" '
     /^  Total:/ { total = $2 }
     /50% in/ { p50 = sprintf("%.2f", $3 * 1000) } /99% in/ { p99 = sprintf("%.2f", $3 * 1000) }
     /^ *\[[0-9]+\][ \t]+[0-9]+ responses/ { code = $1; gsub(/[\[\]]/, "", code); if (code == 200) ok += $2; else bad += $2 }
     /Error distribution:/ { inerr = 1; next }
     inerr && /^ *\[[0-9]+\]/ { n = $1; gsub(/[\[\]]/, "", n); err += n }
-    END { printf "| %s | %s | %d | %.0f | %s | %s | %d | %d |\n", name, input, c, (total > 0 ? ok / total : 0),
-                 p50 == "" ? "n/a" : p50, p99 == "" ? "n/a" : p99, bad, err }' "$log"
+    END { printf "| %s | %s | %s | %d | %d | %.0f | %s | %s | %d | %d |\n", model, name, input == "batch" ? "JSON floats" : (input == "png" ? "b64 PNG" : "JSON floats"),
+                 ipr, c, (total > 0 ? ok * ipr / total : 0), p50 == "" ? "n/a" : p50, p99 == "" ? "n/a" : p99, bad, err }' "$log"
 }
-for body in json png; do
-  for c in $CONCURRENCY; do
-    run "cnn serve" "$cnn_port" "$body" "$c"
-    [ -n "$py_port" ] && run "python (torch, fastapi, uvicorn)" "$py_port" "$body" "$c"
+
+bench_lines=""
+for model in $MODELS; do
+  mkdir -p "$work/$model/1"
+  "$CNN" train --model "$(definition "$model")" --data "csv:$work/tiny/list.csv" --epochs 1 --batch 10 --val-split 0 \
+    --seed 1 --quiet --out "$work/$model/1/model.safetensors" >"$work/train-$model.log" 2>&1 ||
+    { cat "$work/train-$model.log" >&2; exit 1; }
+  # the library alone, before any server runs: the reference for images/s
+  for b in 1 "$BATCH"; do
+    "$CNN" bench --model "$work/$model/1/model.safetensors" --mode infer --batch "$b" --device cpu --quiet \
+      --json "$work/bench-$model-$b.json" >/dev/null 2>&1
+    bench_lines+=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("%s: cnn bench --mode infer --batch %s: %.0f images/s, %.3f ms median" % (sys.argv[3], sys.argv[2], d["infer"]["images_per_sec"], d["infer"]["latency_ms_median"]))' \
+      "$work/bench-$model-$b.json" "$b" "$model")$'\n'
   done
+
+  "$CNN" serve --model-base-path "$work/$model" --model-name m --port 0 --max-batch-size "$BATCH" --quiet \
+    2>"$work/cnn-$model.log" &
+  pids+=($!)
+  cnn_port=""
+  for _ in $(seq 1 300); do
+    cnn_port=$(sed -n 's/.*listening on 127.0.0.1 port \([0-9]*\).*/\1/p' "$work/cnn-$model.log")
+    [ -n "$cnn_port" ] && break
+    sleep 0.1
+  done
+  [ -n "$cnn_port" ] || { cat "$work/cnn-$model.log" >&2; echo "serve_bench: cnn serve did not start" >&2; exit 1; }
+
+  py_port=""
+  if "$PYTHON" -c 'import torch, fastapi, uvicorn, numpy, PIL' 2>/dev/null; then
+    py_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$PYTHON" bench/serve_python.py --model "$work/$model/1/model.safetensors" --arch "$model" --name m \
+      --port "$py_port" --threads "$(nproc)" 2>"$work/py-$model.log" &
+    pids+=($!)
+    for _ in $(seq 1 300); do
+      curl -s -o /dev/null -X POST -d @"$work/json.body" "http://127.0.0.1:$py_port/v1/models/m:predict" && break
+      sleep 0.2
+    done
+  else
+    echo "serve_bench: $PYTHON lacks torch/fastapi/uvicorn/numpy/pillow: no Python rows" >&2
+  fi
+
+  # both servers give the same probabilities (same weights, same preprocessing)
+  for body in json png batch; do
+    a=$(curl -s -X POST -d @"$work/$body.body" "http://127.0.0.1:$cnn_port/v1/models/m:predict")
+    if [ -n "$py_port" ]; then
+      b=$(curl -s -X POST -d @"$work/$body.body" "http://127.0.0.1:$py_port/v1/models/m:predict")
+      python3 -c 'import json, sys; a, b = (json.loads(x)["predictions"] for x in sys.argv[1:3]); print("serve_bench: %s %s: largest difference between the servers'"'"' probabilities: %.2g" % (sys.argv[4], sys.argv[3], max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r, s))))' "$a" "$b" "$body" "$model" >&2
+    fi
+  done
+
+  for body in json png; do
+    for c in $CONCURRENCY; do
+      run "$model" "cnn serve" "$cnn_port" "$body" 1 "$c"
+      [ -n "$py_port" ] && run "$model" "python (torch, fastapi, uvicorn)" "$py_port" "$body" 1 "$c"
+    done
+  done
+  run "$model" "cnn serve" "$cnn_port" batch "$BATCH" 2
+  [ -n "$py_port" ] && run "$model" "python (torch, fastapi, uvicorn)" "$py_port" batch "$BATCH" 2
+  # the batch sizes the server ran, over all the runs of this model
+  curl -s "http://127.0.0.1:$cnn_port/monitoring/prometheus/metrics" | awk -v model="$model" '
+    /^cnn_serve_batch_size_sum/ { s = $2 } /^cnn_serve_batch_size_count/ { n = $2 }
+    END { if (n > 0) printf "%s: cnn serve ran %d forward passes of %.2f images on average\n", model, n, s / n > "/dev/stderr" }'
+  stop_servers
 done
 
 echo

@@ -171,6 +171,7 @@ extern const cnn_layer_ops cnn_softmax_layer_ops; /* last layer only: marks the 
 extern const cnn_layer_ops cnn_dropout_layer_ops;
 extern const cnn_layer_ops cnn_add_layer_ops;
 extern const cnn_layer_ops cnn_concat_layer_ops;
+extern const cnn_layer_ops cnn_lite_layer_ops;   /* a whole quantized model (core/layer_lite.c) */
 
 /* 1 when the layer's output is another layer's memory: no forward/backward work (flatten, softmax, a fused add). */
 static inline int cnn_layer_is_view(const cnn_layer *l)

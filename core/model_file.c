@@ -9,7 +9,9 @@
 
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/model_file.h"
+#include "cnn/quant.h"
 #include "core/parse.h"
 
 #define MAX_CLASS_NAME 256
@@ -126,6 +128,9 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
                               int checksum)
 {
     cnn_status st = CNN_OK;
+    if (cnn_net_is_quantized(net))
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: a quantized model is written by cnn quantize, from its float model",
+                         path);
     int nparams = 0;
     for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
     int ntensors = nparams + nextra;
@@ -408,7 +413,17 @@ cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out)
         return cnn_error(CNN_ERR_FORMAT, "%s is a model definition (text), not a trained model file: train it first "
                          "(cnn train --model %s --out MODEL.safetensors), then use the .safetensors file it writes",
                          path, path);
-    if (st == CNN_OK) st = cnn_net_from_st(f, path, backend, out);
+    if (st == CNN_OK) {
+        const char *format = cnn_st_meta(f, "format");
+        if (format && !strcmp(format, CNN_LITE_FORMAT)) { /* a quantized model: its bytes go to cnn-lite */
+            cnn_st_free(f);
+            unsigned char *bytes = NULL;
+            size_t len = 0;
+            st = cnn_read_file(path, (size_t)1 << 34, &bytes, &len);
+            return st == CNN_OK ? cnn_net_from_lite(bytes, len, path, backend, out) : st;
+        }
+        st = cnn_net_from_st(f, path, backend, out);
+    }
     cnn_st_free(f);
     return st;
 }

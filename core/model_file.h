@@ -35,4 +35,9 @@ cnn_status cnn_net_read_tensors(cnn_net *net, const cnn_st_file *f, const char *
 /* Builds a network from an open model or checkpoint file: the definition, weights, class names, normalization. */
 cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *backend, cnn_net **out);
 
+/* The format tag of the files cnn quantize writes (cnn-lite's). */
+#define CNN_LITE_FORMAT "cnn.c lite"
+/* A network of one layer running a cnn-lite file (core/layer_lite.c); takes `bytes` over (freed on failure too). */
+cnn_status cnn_net_from_lite(unsigned char *bytes, size_t len, const char *path, cnn_backend *backend, cnn_net **out);
+
 #endif

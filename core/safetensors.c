@@ -381,8 +381,9 @@ static const char *find_duplicate(const char *const *names, int n, const char **
     return NULL;
 }
 
-cnn_status cnn_st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
-                        const char *const *meta_values, int nmeta)
+/* cnn_st_write, to a file (path) or, when out is not NULL, into one malloc'ed buffer (path names it in messages). */
+static cnn_status st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
+                           const char *const *meta_values, int nmeta, unsigned char **out, size_t *out_len)
 {
     cnn_status st = CNN_OK;
     size_t *nbytes = NULL, *offsets = NULL;
@@ -523,7 +524,17 @@ cnn_status cnn_st_write(const char *path, const cnn_st_entry *entries, int n, co
         parts[np] = entries[i].data;
         sizes[np++] = nbytes[i];
     }
-    st = cnn_write_file_atomic(path, parts, sizes, np);
+    if (out) {
+        size_t total = 0;
+        for (int i = 0; i < np; i++) total += sizes[i];
+        unsigned char *buf = malloc(total ? total : 1);
+        if (!buf) goto oom;
+        for (size_t i = 0, at = 0; i < (size_t)np; at += sizes[i], i++) memcpy(buf + at, parts[i], sizes[i]);
+        *out = buf;
+        *out_len = total;
+    } else {
+        st = cnn_write_file_atomic(path, parts, sizes, np);
+    }
 
 done:
     cnn_json_writer_free(&w);
@@ -540,4 +551,18 @@ done:
 oom:
     st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory writing the file", path);
     goto done;
+}
+
+cnn_status cnn_st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
+                        const char *const *meta_values, int nmeta)
+{
+    return st_write(path, entries, n, meta_keys, meta_values, nmeta, NULL, NULL);
+}
+
+cnn_status cnn_st_serialize(const cnn_st_entry *entries, int n, const char *const *meta_keys,
+                            const char *const *meta_values, int nmeta, unsigned char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    return st_write("<memory>", entries, n, meta_keys, meta_values, nmeta, out, len);
 }

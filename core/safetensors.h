@@ -82,6 +82,10 @@ typedef struct cnn_st_entry {
 cnn_status cnn_st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
                         const char *const *meta_values, int nmeta);
 
+/* The same file's bytes in one malloc'ed buffer (*out, *len), for a reader of memory (cnn-lite). */
+cnn_status cnn_st_serialize(const cnn_st_entry *entries, int n, const char *const *meta_keys,
+                            const char *const *meta_values, int nmeta, unsigned char **out, size_t *len);
+
 /* The safetensors name of a dtype ("F32", ...), and back; the latter returns 0 for names cnn.c lacks. */
 const char *cnn_st_dtype_name(cnn_dtype dtype);
 int cnn_st_dtype_from_name(const char *name, cnn_dtype *out);

@@ -35,6 +35,9 @@ int cmd_summary(int argc, char **argv)
         fprintf(stderr, "cnn summary: --optimizer: %s\n", cnn_last_error());
         return 2;
     }
+    int printed = 0;
+    cnn_status qst = cnn_quant_summary(pos[0], stdout, &printed);
+    if (qst == CNN_OK && printed) return 0; /* a quantized model: its ops; the definition it came from is below */
     cli_apply_max_memory(max_memory);
     /* the momentum cnn train gives each optimizer by default */
     cnn_memory_config cfg = {.batch = batch,

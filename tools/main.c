@@ -13,6 +13,7 @@ static const cnn_command cnn_commands[] = {
     {"bench", "training and inference speed of a model on synthetic data, per layer, against the sgemm peak",
      cmd_bench},
     {"serve", "serve a model over HTTP: TensorFlow Serving's REST API and the Open Inference Protocol", cmd_serve},
+    {"quantize", "a trained model to int8 (calibrated), dynamic int8, fp16 or float for cnn-lite", cmd_quantize},
 };
 #define NCOMMANDS (int)(sizeof cnn_commands / sizeof cnn_commands[0])
 

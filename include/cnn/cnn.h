@@ -12,6 +12,7 @@
 #include "cnn/io.h"
 #include "cnn/bench.h"
 #include "cnn/serve.h"
+#include "cnn/quant.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,171 @@
+/* A quantized model (a cnn-lite file, `cnn quantize`) as one layer of a network: the network's input,
+ * normalization, class names and loss stay libcnn's, and this layer's forward runs the file's ops through cnn-lite
+ * (core/lite/lite.c), the same code and the same integer arithmetic as libcnn-lite, into the class scores. It runs
+ * on the CPU, for inference: backward is refused, and the network has no trainable weights.
+ *
+ * cnn_net_load builds such a network when a file's format is "cnn.c lite" (cnn_net_from_lite). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnn/lite.h"
+#include "cnn/quant.h"
+#include "core/error.h"
+#include "core/layer.h"
+#include "core/model_file.h"
+#include "core/net.h"
+
+typedef struct lite_layer {
+    cnn_layer base;
+    unsigned char *model; /* the file's bytes, for reopening at a larger batch */
+    size_t len;
+    void *arena;
+    cnn_lite *m;
+    int batch; /* what m was opened for */
+} lite_layer;
+
+static cnn_status reopen(lite_layer *ll, int batch)
+{
+    char err[256];
+    size_t need = 0;
+    if (cnn_lite_arena_size(ll->model, ll->len, batch, &need, err, sizeof err) != CNN_LITE_OK)
+        return cnn_error(CNN_ERR_FORMAT, "%s", err);
+    void *arena = malloc(need);
+    if (!arena) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a quantized model at batch %d", batch);
+    cnn_lite *m = NULL;
+    if (cnn_lite_open(ll->model, ll->len, batch, arena, need, &m, err, sizeof err) != CNN_LITE_OK) {
+        free(arena);
+        return cnn_error(CNN_ERR_FORMAT, "%s", err);
+    }
+    free(ll->arena);
+    ll->arena = arena;
+    ll->m = m;
+    ll->batch = batch;
+    return CNN_OK;
+}
+
+static cnn_status lite_init(cnn_layer *l)
+{
+    lite_layer *ll = (lite_layer *)l;
+    int h, w, c;
+    cnn_lite_input_shape(ll->m, &h, &w, &c);
+    if (l->in.ndim != 3 || l->in.d[0] != h || l->in.d[1] != w || l->in.d[2] != c)
+        return cnn_error(CNN_ERR_SHAPE, "a quantized model for %dx%dx%d images", h, w, c);
+    l->out = (cnn_shape){1, {cnn_lite_num_classes(ll->m), 0, 0}};
+    return CNN_OK;
+}
+
+static cnn_status lite_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    lite_layer *ll = (lite_layer *)l;
+    (void)training;
+    if (strcmp(l->backend->name, "cpu"))
+        return cnn_error(CNN_ERR_UNSUPPORTED, "quantized models run on the CPU (this network is on %s): load it with "
+                         "--device cpu", l->backend->name);
+    int n = (int)x[0]->shape[0];
+    if (n > ll->batch) {
+        cnn_status st = reopen(ll, n);
+        if (st != CNN_OK) return st;
+    }
+    char err[256];
+    if (cnn_lite_logits(ll->m, x[0]->data, n, y->data, err, sizeof err) != CNN_LITE_OK)
+        return cnn_error(CNN_ERR_BACKEND, "quantized model: %s", err);
+    return CNN_OK;
+}
+
+static cnn_status lite_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                cnn_tensor *const *dx)
+{
+    (void)x, (void)y, (void)dy, (void)dx;
+    return cnn_error(CNN_ERR_UNSUPPORTED, "layer %s: a quantized model is for inference: train the float model",
+                     l->name);
+}
+
+static void lite_destroy(cnn_layer *l)
+{
+    lite_layer *ll = (lite_layer *)l;
+    free(ll->arena);
+    free(ll->model);
+}
+
+const cnn_layer_ops cnn_lite_layer_ops = {
+    .kind = "quantized",
+    .type_name = "Quantized",
+    .name_prefix = "quantized",
+    .init = lite_init,
+    .forward = lite_forward,
+    .backward = lite_backward,
+    .destroy = lite_destroy,
+};
+
+int cnn_net_is_quantized(const cnn_net *net)
+{
+    return net && net->nlayers == 1 && net->layers[0]->ops == &cnn_lite_layer_ops;
+}
+
+const char *cnn_net_quant_mode(const cnn_net *net)
+{
+    return cnn_net_is_quantized(net) ? cnn_lite_mode(((const lite_layer *)net->layers[0])->m) : NULL;
+}
+
+/* A network of one quantized layer from a cnn-lite file's bytes (taken over: freed with the network). */
+cnn_status cnn_net_from_lite(unsigned char *bytes, size_t len, const char *path, cnn_backend *backend, cnn_net **out)
+{
+    cnn_status st = CNN_OK;
+    *out = NULL;
+    lite_layer *ll = calloc(1, sizeof *ll);
+    cnn_net *net = calloc(1, sizeof *net);
+    if (!ll || !net) {
+        free(ll);
+        free(net);
+        free(bytes);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    }
+    ll->model = bytes;
+    ll->len = len;
+    ll->base.ops = &cnn_lite_layer_ops;
+    snprintf(ll->base.name, sizeof ll->base.name, "quantized");
+    ll->base.inputs[0] = -1;
+    ll->base.ninputs = 1;
+    net->backend = backend;
+    net->spare_ready = -1;
+    net->loss_scale = 1.0f;
+    net->source = malloc(strlen(path) + 1);
+    net->layers = malloc(sizeof *net->layers);
+    if (!net->source || !net->layers) {
+        free(ll->model);
+        free(ll);
+        free(net->source);
+        free(net->layers);
+        free(net);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    }
+    strcpy(net->source, path);
+    net->layers[0] = &ll->base;
+    net->nlayers = 1;
+    if ((st = reopen(ll, 1)) != CNN_OK) {
+        st = cnn_error_prefix(st, "%s: ", path);
+        goto fail;
+    }
+    int h, w, c;
+    cnn_lite_input_shape(ll->m, &h, &w, &c);
+    net->input = (cnn_shape){3, {h, w, c}};
+    CNN_TRY(cnn_net_build(net));
+    int k = cnn_lite_num_classes(ll->m);
+    const char **names = calloc((size_t)k, sizeof *names);
+    if (!names) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "out of host memory"));
+    int any = 0;
+    for (int j = 0; j < k; j++) any |= (names[j] = cnn_lite_class_name(ll->m, j)) != NULL;
+    st = any ? cnn_net_set_class_names(net, k, names) : CNN_OK;
+    free(names);
+    if (st != CNN_OK) goto fail;
+    float mean[16], sd[16];
+    if (c <= 16 && cnn_lite_normalization(ll->m, mean, sd)) CNN_TRY(cnn_net_set_normalization(net, c, mean, sd));
+    int rh, rw;
+    if (cnn_lite_resize(ll->m, &rh, &rw)) CNN_TRY(cnn_net_set_resize(net, rh, rw));
+    *out = net;
+    return CNN_OK;
+fail:
+    cnn_net_destroy(net);
+    return st;
+}

@@ -1,0 +1,698 @@
+// Quantization and cnn-lite: int8 ops against integer references, the requantization against exact arithmetic,
+// weights per channel against float64, the calibration methods on known distributions, batchnorm folding, cnn-lite
+// against libcnn, and bad models, bad calibration sets and small arenas.
+#include <gtest/gtest.h>
+#include <stb_image_write.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cnn/cnn.h"
+#include "cnn/lite.h"
+#include "core/lite/lite_quant.h"
+#include "core/net.h"
+#include "core/quant_internal.h"
+#include "core/safetensors.h"
+#include "tests/fixtures.h"
+#include "tests/util.h"
+
+namespace {
+
+using cnntest::TempDir;
+
+bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+
+// A w x h gray PNG of one value, in its folder (made).
+void write_gray_png(const std::string &path, int w, int h, int value) {
+  ASSERT_EQ(system(("mkdir -p '" + path.substr(0, path.rfind('/')) + "'").c_str()), 0);
+  std::vector<unsigned char> px((size_t)w * h);
+  for (size_t i = 0; i < px.size(); i++) px[i] = (unsigned char)((value + 3 * i) % 256);
+  ASSERT_TRUE(stbi_write_png(path.c_str(), w, h, 1, px.data(), w));
+}
+
+// ---- a cnn-lite file built by hand ----------------------------------------------------------------------------
+
+struct Tensor {
+  std::string name;
+  cnn_dtype dtype;
+  std::vector<int64_t> shape;
+  std::vector<unsigned char> bytes;
+};
+
+template <typename T>
+Tensor tensor(const std::string &name, cnn_dtype dtype, std::vector<int64_t> shape, const std::vector<T> &v) {
+  Tensor t{name, dtype, shape, std::vector<unsigned char>(v.size() * sizeof(T))};
+  std::memcpy(t.bytes.data(), v.data(), t.bytes.size());
+  return t;
+}
+
+std::vector<unsigned char> lite_file(const std::string &mode, const std::string &graph, const std::vector<Tensor> &ts,
+                                     const std::vector<std::pair<std::string, std::string>> &extra = {}) {
+  std::vector<cnn_st_entry> entries;
+  for (const Tensor &t : ts)
+    entries.push_back({t.name.c_str(), t.dtype, (int)t.shape.size(), t.shape.data(), t.bytes.data()});
+  std::vector<const char *> keys = {"format", "mode", "graph"}, values = {"cnn.c lite", mode.c_str(), graph.c_str()};
+  for (auto &kv : extra) keys.push_back(kv.first.c_str()), values.push_back(kv.second.c_str());
+  unsigned char *buf = nullptr;
+  size_t len = 0;
+  EXPECT_EQ(cnn_st_serialize(entries.data(), (int)entries.size(), keys.data(), values.data(), (int)keys.size(), &buf,
+                             &len),
+            CNN_OK)
+      << cnn_last_error();
+  std::vector<unsigned char> out(buf, buf + len);
+  free(buf);
+  return out;
+}
+
+// An opened cnn-lite model with its arena.
+struct Lite {
+  std::vector<unsigned char> arena;
+  cnn_lite *m = nullptr;
+  cnn_lite_status st = CNN_LITE_OK;
+  char err[256] = "";
+  Lite(const std::vector<unsigned char> &file, int batch) {
+    size_t need = 0;
+    st = cnn_lite_arena_size(file.data(), file.size(), batch, &need, err, sizeof err);
+    if (st != CNN_LITE_OK) return;
+    arena.resize(need);
+    st = cnn_lite_open(file.data(), file.size(), batch, arena.data(), arena.size(), &m, err, sizeof err);
+  }
+};
+
+// ---- the requantization -------------------------------------------------------------------------------------------
+
+// x * M rounded, from m * 2^shift, in exact (128-bit) arithmetic: round half away from zero.
+int64_t exact_scale(int32_t x, int32_t m, int shift) {
+  __int128 num = (__int128)x * m;  // x * m / 2^(31 - shift)
+  int down = 31 - shift;
+  if (down <= 0) return (int64_t)(num << -down);
+  __int128 half = (__int128)1 << (down - 1), q = (num >= 0 ? num + half : num - half) / ((__int128)1 << down);
+  return (int64_t)q;
+}
+
+TEST(QuantMath, RequantizationIsTheExactProductRoundedHalfAwayFromZero) {
+  std::mt19937 rng(7);
+  int off = 0, n = 0;
+  for (int i = 0; i < 200000; i++) {
+    double M = std::ldexp(std::uniform_real_distribution<double>(0.5, 1.0)(rng),
+                          std::uniform_int_distribution<int>(-30, 8)(rng));
+    int32_t m;
+    int shift;
+    lq_quantize_multiplier(M, &m, &shift);
+    ASSERT_GE(m, 1 << 30);
+    ASSERT_NEAR(std::ldexp((double)m, shift - 31), M, M * 1e-9);
+    int32_t x = std::uniform_int_distribution<int32_t>(-(1 << 20), 1 << 20)(rng);
+    int64_t want = exact_scale(x, m, shift), got = lq_scale(x, m, shift);
+    ASSERT_EQ(got, want) << x << " * " << M;
+    off += got != want;
+    n++;
+  }
+  EXPECT_EQ(off, 0) << "one rounding: exactly the exact product's";
+  // M a power of two: a shift with rounding half away from zero
+  int32_t m;
+  int shift;
+  lq_quantize_multiplier(0.25, &m, &shift);
+  for (int32_t x : {-7, -6, -5, -2, -1, 0, 1, 2, 5, 6, 7, 1000001})
+    EXPECT_EQ(lq_scale(x, m, shift), (int32_t)(x >= 0 ? (x + 2) / 4 : -((-x + 2) / 4))) << x;
+  lq_quantize_multiplier(0.0, &m, &shift);
+  EXPECT_EQ(lq_scale(123456, m, shift), 0);
+}
+
+TEST(QuantMath, QuantizeDequantizeRoundTripsWithinHalfAStepAndKeepsZeroExact) {
+  std::mt19937 rng(3);
+  for (int t = 0; t < 200; t++) {
+    float lo = std::uniform_real_distribution<float>(-5, 1)(rng), hi = lo + std::uniform_real_distribution<float>(0.01f, 8)(rng);
+    float scale;
+    int32_t zp;
+    lq_choose_params(lo, hi, &scale, &zp);
+    ASSERT_GE(zp, -128);
+    ASSERT_LE(zp, 127);
+    // zero is exactly representable: padding and ReLU's floor
+    EXPECT_EQ(scale * (float)(lq_quantize(0.0f, scale, zp) - zp), 0.0f);
+    for (int i = 0; i < 100; i++) {
+      double v = std::uniform_real_distribution<double>(std::min(lo, 0.0f), std::max(hi, 0.0f))(rng);
+      int8_t q = lq_quantize((float)v, scale, zp);
+      EXPECT_LE(std::fabs((double)scale * (q - zp) - v), 0.5 * scale * (1 + 1e-5) + 1e-7) << v;
+    }
+  }
+}
+
+// ---- int8 ops against integer references ----------------------------------------------------------------------------
+
+// The input quantized with scale 1 and zero point `zp`: integer pixels go in exactly.
+std::string q_input(int h, int w, int c, int zp) {
+  return "input h=" + std::to_string(h) + " w=" + std::to_string(w) + " c=" + std::to_string(c) + " q=1," +
+         std::to_string(zp) + "\n";
+}
+
+int8_t requant_ref(int64_t acc, double M, int32_t zp_out, int32_t lo) {
+  int32_t m;
+  int shift;
+  lq_quantize_multiplier(M, &m, &shift);
+  return (int8_t)std::min<int64_t>(127, std::max<int64_t>(lo, (int64_t)lq_scale((int32_t)acc, m, shift) + zp_out));
+}
+
+TEST(LiteInt8, ConvolutionEqualsAnInt32ReferenceExactly) {
+  // 2 images of 7x6x4, conv 5 filters 3x2, stride 2x1, dilation 1x2, padding 1,0,1,2, groups 1, ReLU
+  const int H = 7, W = 6, C = 4, N = 5, KH = 3, KW = 2, SH = 2, SW = 1, DH = 1, DW = 2, PT = 1, PL = 0, PB = 1, PR = 2;
+  const int OH = (H + PT + PB - (DH * (KH - 1) + 1)) / SH + 1, OW = (W + PL + PR - (DW * (KW - 1) + 1)) / SW + 1;
+  const int zp_in = -3, zp_out = 5;
+  const float s_out = 37.0f;
+  std::mt19937 rng(11);
+  std::vector<int8_t> w(N * KH * KW * C);
+  for (auto &v : w) v = (int8_t)std::uniform_int_distribution<int>(-127, 127)(rng);
+  std::vector<float> wscale(N);
+  for (auto &s : wscale) s = std::uniform_real_distribution<float>(0.5f, 2.0f)(rng);
+  std::vector<int32_t> bias(N);
+  for (auto &b : bias) b = std::uniform_int_distribution<int>(-5000, 5000)(rng);
+  char line[512];
+  snprintf(line, sizeof line,
+           "conv in=0 k=%d,%d s=%d,%d d=%d,%d g=1 pad=%d,%d,%d,%d n=%d w=c.weight b=c.bias act=relu out=%d,%d,%d "
+           "q=%.9g,%d\n",
+           KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, N, OH, OW, N, (double)s_out, zp_out);
+  auto file = lite_file("int8", q_input(H, W, C, zp_in) + line + "flatten in=1 out=" + std::to_string(OH * OW * N) + "\n",
+                        {tensor("c.weight", CNN_I8, {N, KH, KW, C}, w), tensor("c.weight.scale", CNN_F32, {N}, wscale),
+                         tensor("c.bias", CNN_I32, {N}, bias)});
+  Lite lite(file, 2);
+  ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+  std::vector<int32_t> code(2 * H * W * C);  // the int8 codes; the real values fed are code - zp_in (scale 1)
+  for (auto &v : code) v = std::uniform_int_distribution<int>(-128, 127)(rng);
+  std::vector<float> x(code.size());
+  for (size_t i = 0; i < x.size(); i++) x[i] = (float)(code[i] - zp_in);
+  std::vector<float> out(2 * OH * OW * N);
+  ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), 2, out.data(), lite.err, sizeof lite.err), CNN_LITE_OK) << lite.err;
+  int checked = 0;
+  for (int b = 0; b < 2; b++)
+    for (int oy = 0; oy < OH; oy++)
+      for (int ox = 0; ox < OW; ox++)
+        for (int o = 0; o < N; o++) {
+          int64_t acc = bias[o];
+          for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++) {
+              int iy = oy * SH - PT + ky * DH, ix = ox * SW - PL + kx * DW;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+              for (int c = 0; c < C; c++)
+                acc += ((int64_t)code[((b * H + iy) * W + ix) * C + c] - zp_in) * w[((o * KH + ky) * KW + kx) * C + c];
+            }
+          int8_t want = requant_ref(acc, 1.0 * wscale[o] / s_out, zp_out, zp_out);
+          float got = out[((b * OH + oy) * OW + ox) * N + o];  // dequantized: s_out * (q - zp_out)
+          ASSERT_EQ(got, s_out * (float)(want - zp_out)) << b << " " << oy << " " << ox << " " << o;
+          checked++;
+        }
+  EXPECT_EQ(checked, 2 * OH * OW * N);
+}
+
+TEST(LiteInt8, DensePoolingAddAndConcatEqualIntegerReferencesExactly) {
+  // input 4x4x3 -> maxpool 2 (1), avgpool 3 s1 pad 1 (2), add(1-like? no) ... : a small graph of every int8 op
+  const int zp_in = 7;
+  std::mt19937 rng(5);
+  std::vector<int32_t> code(4 * 4 * 3);
+  for (auto &v : code) v = std::uniform_int_distribution<int>(-128, 127)(rng);
+  std::vector<float> x(code.size());
+  for (size_t i = 0; i < x.size(); i++) x[i] = (float)(code[i] - zp_in);
+  std::vector<int8_t> w(6 * 12);
+  for (auto &v : w) v = (int8_t)std::uniform_int_distribution<int>(-127, 127)(rng);
+  std::vector<float> ws(6, 0.75f);
+  std::vector<int32_t> b = {100, -200, 0, 5, -5, 1234};
+  std::string g = q_input(4, 4, 3, zp_in) +
+                  "maxpool in=0 k=2,2 s=2,2 pad=0,0,0,0 out=2,2,3\n"       // 1
+                  "avgpool in=0 k=3,3 s=2,2 pad=1,1,0,0 out=2,2,3\n"       // 2: padding excluded from the count
+                  "add in=1,2 act=relu out=2,2,3 q=1.5,-10\n"             // 3
+                  "concat in=1,2 out=2,2,6 q=0.5,3\n"                     // 4
+                  "gap in=4 out=6\n"                                      // 5
+                  "flatten in=3 out=12\n"                                 // 6
+                  "dense in=6 n=6 w=d.weight b=d.bias out=6 q=20,-1\n";  // 7
+  auto file = lite_file("int8", g, {tensor("d.weight", CNN_I8, {6, 12}, w), tensor("d.weight.scale", CNN_F32, {6}, ws),
+                                    tensor("d.bias", CNN_I32, {6}, b)});
+  Lite lite(file, 1);
+  ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+  std::vector<float> out(6);
+  ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), 1, out.data(), lite.err, sizeof lite.err), CNN_LITE_OK) << lite.err;
+  auto X = [&](int y, int xx, int c) { return code[(y * 4 + xx) * 3 + c]; };
+  int32_t mp[2][2][3], ap[2][2][3], ad[2][2][3], cc[2][2][6];
+  for (int oy = 0; oy < 2; oy++)
+    for (int ox = 0; ox < 2; ox++)
+      for (int c = 0; c < 3; c++) {
+        int32_t m = -128, s = 0, n = 0;
+        for (int ky = 0; ky < 2; ky++)
+          for (int kx = 0; kx < 2; kx++) m = std::max(m, X(oy * 2 + ky, ox * 2 + kx, c));
+        for (int ky = 0; ky < 3; ky++)
+          for (int kx = 0; kx < 3; kx++) {
+            int iy = oy * 2 - 1 + ky, ix = ox * 2 - 1 + kx;
+            if (iy < 0 || iy >= 4 || ix < 0 || ix >= 4) continue;
+            s += X(iy, ix, c);
+            n++;
+          }
+        mp[oy][ox][c] = m;
+        ap[oy][ox][c] = s > 0 ? (s + n / 2) / n : (s - n / 2) / n;  // round half away from zero
+      }
+  // add: TFLite's: each input << 20, times s_i / (2 max s), summed, times 2 max s / (2^20 s_out); inputs' scale 1
+  for (int oy = 0; oy < 2; oy++)
+    for (int ox = 0; ox < 2; ox++)
+      for (int c = 0; c < 3; c++) {
+        int32_t m1, m2, mo;
+        int s1, s2, so;
+        lq_quantize_multiplier(1.0 / 2.0, &m1, &s1);
+        lq_quantize_multiplier(1.0 / 2.0, &m2, &s2);
+        lq_quantize_multiplier(2.0 / (1048576.0 * 1.5), &mo, &so);
+        int32_t a = lq_scale((mp[oy][ox][c] - zp_in) * (1 << 20), m1, s1) + lq_scale((ap[oy][ox][c] - zp_in) * (1 << 20), m2, s2);
+        ad[oy][ox][c] = std::min(127, std::max(-10, lq_scale(a, mo, so) - 10));
+        // concat: (x - zp_in) * 1 / 0.5 + 3
+        int32_t mc;
+        int sc;
+        lq_quantize_multiplier(2.0, &mc, &sc);
+        cc[oy][ox][c] = std::min(127, std::max(-128, lq_scale(mp[oy][ox][c] - zp_in, mc, sc) + 3));
+        cc[oy][ox][c + 3] = std::min(127, std::max(-128, lq_scale(ap[oy][ox][c] - zp_in, mc, sc) + 3));
+        EXPECT_EQ(cc[oy][ox][c], std::min(127, std::max(-128, 2 * (mp[oy][ox][c] - zp_in) + 3)));  // exact: M = 2
+      }
+  (void)cc;
+  // dense over the flattened add (scale 1.5, zp -10), weights scale 0.75, output scale 20, zp -1
+  for (int o = 0; o < 6; o++) {
+    int64_t acc = b[o];
+    for (int i = 0; i < 12; i++) acc += (int64_t)(ad[i / 6][(i / 3) % 2][i % 3] + 10) * w[o * 12 + i];
+    int8_t want = requant_ref(acc, 1.5 * 0.75 / 20.0, -1, -128);
+    EXPECT_EQ(out[o], 20.0f * (float)(want + 1)) << o;
+  }
+}
+
+// ---- calibration --------------------------------------------------------------------------------------------------
+
+TEST(Calibration, EachMethodOnKnownDistributions) {
+  std::mt19937 rng(1);
+  std::vector<float> u(400000);
+  for (auto &v : u) v = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+  double lo, hi;
+  ASSERT_EQ(cnn_calib_range(u.data(), u.size(), CNN_CALIB_MINMAX, 0, &lo, &hi), CNN_OK);
+  EXPECT_NEAR(lo, 0.0, 1e-4);
+  EXPECT_NEAR(hi, 1.0, 1e-4);
+  ASSERT_EQ(cnn_calib_range(u.data(), u.size(), CNN_CALIB_PERCENTILE, 99.0, &lo, &hi), CNN_OK);
+  EXPECT_NEAR(lo, 0.01, 2e-3);
+  EXPECT_NEAR(hi, 0.99, 2e-3);
+  std::vector<float> n(400000);
+  for (auto &v : n) v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
+  ASSERT_EQ(cnn_calib_range(n.data(), n.size(), CNN_CALIB_PERCENTILE, 99.9, &lo, &hi), CNN_OK);
+  EXPECT_NEAR(lo, -3.09, 0.05);
+  EXPECT_NEAR(hi, 3.09, 0.05);
+  // entropy: a few huge outliers among values in [0, 1] are clipped away; min-max keeps them
+  std::vector<float> o = u;
+  for (int i = 0; i < 20; i++) o.push_back(30.0f);
+  ASSERT_EQ(cnn_calib_range(o.data(), o.size(), CNN_CALIB_MINMAX, 0, &lo, &hi), CNN_OK);
+  EXPECT_EQ(hi, 30.0);
+  ASSERT_EQ(cnn_calib_range(o.data(), o.size(), CNN_CALIB_ENTROPY, 0, &lo, &hi), CNN_OK);
+  EXPECT_EQ(lo, 0.0);
+  EXPECT_GT(hi, 0.9);
+  EXPECT_LT(hi, 1.5);
+  // symmetric data keep a symmetric range
+  ASSERT_EQ(cnn_calib_range(n.data(), n.size(), CNN_CALIB_ENTROPY, 0, &lo, &hi), CNN_OK);
+  EXPECT_NEAR(-lo, hi, 0.05 * hi);  // one threshold both ways (within the data's own range)
+  EXPECT_GT(hi, 1.5);
+  EXPECT_LT(hi, 5.0);
+}
+
+// ---- whole models: lowering, folding, modes, cnn-lite against libcnn ------------------------------------------------
+
+const char kBnNet[] =
+    "input 10 10 2\n"
+    "conv 6 3 padding=same bias=no\n"
+    "batchnorm relu\n"
+    "maxpool 2\n"
+    "name s\n"
+    "conv 6 3 padding=1\n"
+    "batchnorm\n"
+    "add s relu\n"
+    "conv 8 1\n"
+    "globalavgpool\n"
+    "dropout 0.5\n"
+    "dense 4 softmax\n";
+
+struct Model {
+  cnntest::CpuBackend be;
+  cnn_net *net = nullptr;
+  Model(const char *text, uint64_t seed) {
+    EXPECT_EQ(cnn_net_from_text(text, "test", be.b, seed, &net), CNN_OK) << cnn_last_error();
+  }
+  ~Model() { cnn_net_destroy(net); }
+};
+
+// Gives every batchnorm running statistics and affine parameters far from the identity.
+void perturb_batchnorms(cnn_net *net, uint64_t seed) {
+  std::mt19937 rng((unsigned)seed);
+  for (int i = 0; i < net->nlayers; i++) {
+    cnn_layer *l = net->layers[i];
+    if (l->ops != &cnn_batchnorm_layer_ops) continue;
+    int64_t c = cnn_tensor_numel(l->params[0].value);
+    std::vector<float> g(c), b(c), m(c), v(c);
+    for (int64_t k = 0; k < c; k++) {
+      g[k] = std::uniform_real_distribution<float>(0.5f, 2.0f)(rng);
+      b[k] = std::uniform_real_distribution<float>(-0.5f, 0.5f)(rng);
+      m[k] = std::uniform_real_distribution<float>(-0.3f, 0.3f)(rng);
+      v[k] = std::uniform_real_distribution<float>(0.2f, 3.0f)(rng);
+    }
+    ASSERT_EQ(cnn_tensor_write(l->params[0].value, g.data(), c * 4), CNN_OK);
+    ASSERT_EQ(cnn_tensor_write(l->params[1].value, b.data(), c * 4), CNN_OK);
+    ASSERT_EQ(cnn_tensor_write(l->state[0].value, m.data(), c * 4), CNN_OK);
+    ASSERT_EQ(cnn_tensor_write(l->state[1].value, v.data(), c * 4), CNN_OK);
+  }
+}
+
+std::vector<float> images(int n, int per, uint64_t seed) {
+  std::mt19937 rng((unsigned)seed);
+  std::vector<float> x((size_t)n * per);
+  for (auto &v : x) v = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+  return x;
+}
+
+std::vector<unsigned char> read_bytes(const std::string &path) {
+  std::string s = cnntest::read_file(path);
+  return std::vector<unsigned char>(s.begin(), s.end());
+}
+
+TEST(Quantize, FoldedFloatModelMatchesTheNetworkWithin1e5) {
+  Model m(kBnNet, 3);
+  perturb_batchnorms(m.net, 9);
+  const float mean[] = {0.4f, 0.6f}, sd[] = {0.2f, 0.3f};
+  ASSERT_EQ(cnn_net_set_normalization(m.net, 2, mean, sd), CNN_OK);
+  TempDir tmp;
+  std::string path = tmp.file("f.safetensors");
+  cnn_quant_config qc;
+  cnn_quant_config_defaults(&qc);
+  qc.mode = CNN_QUANT_FLOAT;
+  ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+  // the lowering folded both batchnorms and dropped the dropout
+  std::string file = cnntest::read_file(path);
+  EXPECT_FALSE(has(file, "scale in=")) << "a batchnorm was not folded";
+  EXPECT_TRUE(has(file, "\\ndense in=")) << "the dropout is gone: the dense reads the global pool";
+  const int n = 16;
+  auto x = images(n, 200, 4);
+  std::vector<float> want(n * 4), got(n * 4);
+  ASSERT_EQ(cnn_net_predict(m.net, x.data(), n, want.data()), CNN_OK);
+  Lite lite(read_bytes(path), n);
+  ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+  ASSERT_EQ(cnn_lite_predict(lite.m, x.data(), n, got.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+  for (int i = 0; i < n * 4; i++) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+  float mm[2], ss[2];
+  ASSERT_EQ(cnn_lite_normalization(lite.m, mm, ss), 1);
+  EXPECT_EQ(mm[1], 0.6f);
+}
+
+TEST(Quantize, EveryModeRunsInLibcnnAndCnnLiteAlike) {
+  Model m(kBnNet, 5);
+  perturb_batchnorms(m.net, 2);
+  const char *names[] = {"a", "b", "c", "d"};
+  ASSERT_EQ(cnn_net_set_class_names(m.net, 4, names), CNN_OK);
+  TempDir tmp;
+  auto calib = images(300, 200, 8);
+  auto x = images(40, 200, 9);
+  std::vector<float> ref(40 * 4);
+  ASSERT_EQ(cnn_net_predict(m.net, x.data(), 40, ref.data()), CNN_OK);
+  for (cnn_quant_mode mode : {CNN_QUANT_INT8, CNN_QUANT_DYNAMIC, CNN_QUANT_FP16, CNN_QUANT_FLOAT}) {
+    SCOPED_TRACE(cnn_quant_mode_name(mode));
+    std::string path = tmp.file(std::string(cnn_quant_mode_name(mode)) + ".safetensors");
+    cnn_quant_config qc;
+    cnn_quant_config_defaults(&qc);
+    qc.mode = mode;
+    qc.calib_images = calib.data();
+    qc.calib_n = 300;
+    ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+    // libcnn loads it as any model: same input, classes and names
+    cnntest::CpuBackend be;
+    cnn_net *q = nullptr;
+    ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &q), CNN_OK) << cnn_last_error();
+    EXPECT_TRUE(cnn_net_is_quantized(q));
+    EXPECT_STREQ(cnn_net_quant_mode(q), cnn_quant_mode_name(mode));
+    EXPECT_EQ(cnn_net_num_outputs(q), 4);
+    EXPECT_STREQ(cnn_net_class_name(q, 2), "c");
+    std::vector<float> lib(40 * 4), lite_probs(40 * 4);
+    ASSERT_EQ(cnn_net_predict(q, x.data(), 40, lib.data()), CNN_OK) << cnn_last_error();
+    // training or saving it is refused by name
+    EXPECT_EQ(cnn_net_save(q, tmp.file("again.safetensors").c_str()), CNN_ERR_UNSUPPORTED);
+    EXPECT_TRUE(has(cnn_last_error(), "written by cnn quantize")) << cnn_last_error();
+    cnn_net_destroy(q);
+    // cnn-lite alone gives the same probabilities: the same code, the same integers
+    Lite lite(read_bytes(path), 40);
+    ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+    EXPECT_STREQ(cnn_lite_mode(lite.m), cnn_quant_mode_name(mode));
+    EXPECT_STREQ(cnn_lite_class_name(lite.m, 3), "d");
+    ASSERT_EQ(cnn_lite_predict(lite.m, x.data(), 40, lite_probs.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+    for (int i = 0; i < 40 * 4; i++) ASSERT_NEAR(lite_probs[i], lib[i], 1e-6) << i;
+    // and the float network within what the mode costs
+    double worst = 0;
+    for (int i = 0; i < 40 * 4; i++) worst = std::max(worst, (double)std::fabs(lib[i] - ref[i]));
+    double bound = mode == CNN_QUANT_FLOAT ? 1e-5 : mode == CNN_QUANT_FP16 ? 2e-3 : 0.06;
+    EXPECT_LT(worst, bound);
+    // sizes: int8 and dynamic about a quarter of the float file, fp16 about half
+    if (mode != CNN_QUANT_FLOAT) {
+      std::string fl = tmp.file("float-size.safetensors");
+      cnn_quant_config fc = qc;
+      fc.mode = CNN_QUANT_FLOAT;
+      ASSERT_EQ(cnn_quantize(m.net, &fc, fl.c_str()), CNN_OK);
+      double ratio = (double)cnntest::read_file(path).size() / (double)cnntest::read_file(fl).size();
+      EXPECT_LT(ratio, mode == CNN_QUANT_FP16 ? 0.85 : 0.8) << "a small model: the header weighs much";
+    }
+  }
+}
+
+TEST(Quantize, WeightsArePerChannelSymmetricAgainstFloat64) {
+  Model m("input 6 6 1\nconv 3 3\nflatten\ndense 2 softmax\n", 4);
+  TempDir tmp;
+  std::string path = tmp.file("d.safetensors");
+  cnn_quant_config qc;
+  cnn_quant_config_defaults(&qc);
+  qc.mode = CNN_QUANT_DYNAMIC;
+  ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+  cnn_st_file *f = nullptr;
+  ASSERT_EQ(cnn_st_read(path.c_str(), &f), CNN_OK) << cnn_last_error();
+  const cnn_st_tensor *w = cnn_st_find(f, "conv2d.weight"), *s = cnn_st_find(f, "conv2d.weight.scale");
+  ASSERT_TRUE(w && s);
+  std::vector<float> orig(27);
+  ASSERT_EQ(cnn_tensor_read(m.net->layers[0]->params[0].value, orig.data(), 27 * 4), CNN_OK);
+  std::vector<int8_t> q(27);
+  std::vector<float> scale(3);
+  std::memcpy(q.data(), cnn_st_data(f, w), 27);
+  std::memcpy(scale.data(), cnn_st_data(f, s), 12);
+  for (int c = 0; c < 3; c++) {
+    double mx = 0;
+    for (int k = 0; k < 9; k++) mx = std::max(mx, std::fabs((double)orig[c * 9 + k]));
+    EXPECT_NEAR(scale[c], mx / 127.0, mx / 127.0 * 1e-6) << c;
+    for (int k = 0; k < 9; k++) {
+      EXPECT_LE(std::fabs((double)q[c * 9 + k] * scale[c] - orig[c * 9 + k]), scale[c] * 0.5 * (1 + 1e-6));
+      EXPECT_GE(q[c * 9 + k], -127);
+    }
+  }
+  cnn_st_free(f);
+}
+
+// ---- bad input ----------------------------------------------------------------------------------------------------
+
+TEST(LiteBadInput, CorruptAndInconsistentModelsAndSmallArenasAreNamed) {
+  std::vector<int8_t> w(2 * 4);
+  std::vector<float> ws = {0.5f, 0.25f};
+  std::vector<int32_t> b = {1, 2};
+  auto make = [&](const std::string &qline, std::vector<float> scales, const std::string &shape_out) {
+    return lite_file("int8", "input h=2 w=2 c=1 q=0.01,0\nflatten in=0 out=4\ndense in=1 n=2 w=d.weight b=d.bias out=" +
+                                 shape_out + " " + qline + "\n",
+                     {tensor("d.weight", CNN_I8, {2, 4}, w), tensor("d.weight.scale", CNN_F32, {(int64_t)scales.size()}, scales),
+                      tensor("d.bias", CNN_I32, {2}, b)});
+  };
+  struct Case {
+    std::vector<unsigned char> file;
+    cnn_lite_status st;
+    const char *message;
+  } cases[] = {
+      {make("q=0.1,0", ws, "2"), CNN_LITE_OK, ""},
+      {make("q=0.1,0", {0.5f, 0.25f, 1.0f}, "2"), CNN_LITE_ERR_FORMAT, "one scale per output channel"},
+      {make("q=0.1,0", {0.5f, 0.0f}, "2"), CNN_LITE_ERR_FORMAT, "scales must be finite and > 0"},
+      {make("q=0.1,0", {0.5f, NAN}, "2"), CNN_LITE_ERR_FORMAT, "scales must be finite and > 0"},
+      {make("q=0.1,300", ws, "2"), CNN_LITE_ERR_FORMAT, "a zero point in [-128, 127]"},
+      {make("q=0,0", ws, "2"), CNN_LITE_ERR_FORMAT, "a finite scale > 0"},
+      {make("q=0.1,0", ws, "3"), CNN_LITE_ERR_FORMAT, "out= does not match"},
+      {make("", ws, "2"), CNN_LITE_ERR_FORMAT, "needs q=SCALE,ZP"},
+      {lite_file("int8", "input h=2 w=2 c=1 q=1,0\nsigmoid in=0 out=2,2,1\n", {}), CNN_LITE_ERR_UNSUPPORTED, "unknown op 'sigmoid'"},
+      {lite_file("int8", "input h=2 w=2 c=1 q=1,0\nact in=0 f=tanh out=2,2,1\n", {}), CNN_LITE_ERR_UNSUPPORTED,
+       "int8 models take ReLU only"},
+      {lite_file("float", "input h=2 w=2 c=1\ndense in=0 n=2 w=missing out=2\n", {}), CNN_LITE_ERR_FORMAT,
+       "tensor missing is not in the file"},
+      {lite_file("float", "input h=2 w=2 c=1\nflatten in=3 out=4\n", {}), CNN_LITE_ERR_FORMAT, "not a line before it"},
+      {lite_file("int4", "input h=2 w=2 c=1\nflatten in=0 out=4\n", {}), CNN_LITE_ERR_FORMAT, "mode must be"},
+      {lite_file("float", "input h=2 w=2 c=1\n", {}), CNN_LITE_ERR_FORMAT, "the graph has 1 lines"},
+  };
+  for (const Case &c : cases) {
+    size_t need = 0;
+    char err[256] = "";
+    EXPECT_EQ(cnn_lite_arena_size(c.file.data(), c.file.size(), 4, &need, err, sizeof err), c.st) << err;
+    EXPECT_TRUE(has(err, c.message)) << err << " (expected: " << c.message << ")";
+  }
+  // a good model: a truncated copy, a flipped header length, and an arena too small are named
+  auto good = cases[0].file;
+  for (size_t cut : {(size_t)0, (size_t)7, good.size() / 2, good.size() - 1}) {
+    size_t need = 0;
+    char err[256] = "";
+    EXPECT_EQ(cnn_lite_arena_size(good.data(), cut, 1, &need, err, sizeof err), CNN_LITE_ERR_FORMAT) << cut;
+    EXPECT_NE(err[0], '\0');
+  }
+  auto big = good;
+  big[6] = 0x7f;
+  size_t need = 0;
+  char err[256] = "";
+  EXPECT_EQ(cnn_lite_arena_size(big.data(), big.size(), 1, &need, err, sizeof err), CNN_LITE_ERR_FORMAT);
+  EXPECT_TRUE(has(err, "header length")) << err;
+  ASSERT_EQ(cnn_lite_arena_size(good.data(), good.size(), 8, &need, err, sizeof err), CNN_LITE_OK);
+  std::vector<unsigned char> arena(need);
+  cnn_lite *m = nullptr;
+  EXPECT_EQ(cnn_lite_open(good.data(), good.size(), 8, arena.data(), need / 2, &m, err, sizeof err), CNN_LITE_ERR_ARENA);
+  EXPECT_TRUE(has(err, "this model needs")) << err;
+  // the model buffer may go once open returns: what is needed was copied
+  auto copy = good;
+  ASSERT_EQ(cnn_lite_open(copy.data(), copy.size(), 8, arena.data(), need, &m, err, sizeof err), CNN_LITE_OK) << err;
+  std::fill(copy.begin(), copy.end(), 0xff);
+  std::vector<float> x(4 * 9, 0.5f), p(9 * 2);
+  EXPECT_EQ(cnn_lite_predict(m, x.data(), 9, p.data(), err, sizeof err), CNN_LITE_ERR_ARG);
+  EXPECT_TRUE(has(err, "from 1 to the max_batch of 8")) << err;
+  ASSERT_EQ(cnn_lite_predict(m, x.data(), 4, p.data(), err, sizeof err), CNN_LITE_OK) << err;
+  for (int i = 0; i < 4; i++) EXPECT_NEAR(p[2 * i] + p[2 * i + 1], 1.0f, 1e-6);
+}
+
+TEST(QuantizeCli, ModesCalibrationAndBadInputAreReported) {
+  TempDir tmp;
+  // a gray 8x8 model and a folder of 8x8 gray and RGB images
+  Model m("input 8 8 1\nconv 4 3 relu\nmaxpool 2\nflatten\ndense 3 softmax\n", 2);
+  std::string model = tmp.file("m.safetensors");
+  ASSERT_EQ(cnn_net_save(m.net, model.c_str()), CNN_OK);
+  std::string gray = tmp.file("gray"), rgb = tmp.file("rgb");
+  for (int cls = 0; cls < 3; cls++) {
+    write_gray_png(gray + "/c" + std::to_string(cls) + "/a.png", 8, 8, 40 * cls);
+    write_gray_png(gray + "/c" + std::to_string(cls) + "/b.png", 8, 8, 40 * cls + 20);
+  }
+  std::string out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("q.safetensors"), "--calib-data",
+                              "folder:" + gray, "--calib-method", "percentile"},
+                             &out),
+            0)
+      << out;
+  EXPECT_TRUE(has(out, "(int8, percentile calibration on 6 images of folder:")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"eval", "--model", tmp.file("q.safetensors"), "--data", "folder:" + gray}, &out), 0) << out;
+  EXPECT_TRUE(has(out, "samples: 6")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"predict", "--model", tmp.file("q.safetensors"), gray + "/c1/a.png"}, &out), 0) << out;
+  EXPECT_EQ(cnntest::run_cnn({"summary", tmp.file("q.safetensors")}, &out), 0) << out;
+  EXPECT_TRUE(has(out, "int8")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("d.safetensors"), "--mode", "dynamic"},
+                             &out),
+            0)
+      << out;
+  // bad values and inputs
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("x"), "--mode", "int4"}, &out), 2);
+  EXPECT_TRUE(has(out, "--mode")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("x"), "--calib-method", "kl"}, &out), 2);
+  EXPECT_TRUE(has(out, "--calib-method")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model}, &out), 2);
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", tmp.file("q.safetensors"), "--out", tmp.file("x"), "--mode",
+                              "dynamic"},
+                             &out),
+            2);
+  EXPECT_TRUE(has(out, "already quantized")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("x"), "--calib-data",
+                              "folder:" + tmp.file("none")},
+                             &out),
+            1);
+  EXPECT_TRUE(has(out, "--calib-data")) << out;
+  // a model with a sigmoid: int8 refuses by layer, dynamic takes it
+  Model s("input 8 8 1\nconv 4 3 sigmoid\nflatten\ndense 3 softmax\n", 2);
+  std::string sm = tmp.file("s.safetensors");
+  ASSERT_EQ(cnn_net_save(s.net, sm.c_str()), CNN_OK);
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", sm, "--out", tmp.file("x"), "--calib-data", "folder:" + gray},
+                             &out),
+            1);
+  EXPECT_TRUE(has(out, "layer conv2d: int8 covers")) << out;
+  EXPECT_TRUE(has(out, "--mode dynamic")) << out;
+  EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", sm, "--out", tmp.file("sd.safetensors"), "--mode", "dynamic"},
+                             &out),
+            0)
+      << out;
+}
+
+// ---- portability: cnn-lite alone, natively and as a 32-bit program, and the sample ----------------------------------
+
+TEST(LitePortable, TheSameOutputsNativelyIn32BitsAndInLibcnnAndTheSampleClassifies) {
+  TempDir tmp;
+  Model m(kBnNet, 12);
+  perturb_batchnorms(m.net, 4);
+  const char *names[] = {"north", "south", "east", "west"};
+  ASSERT_EQ(cnn_net_set_class_names(m.net, 4, names), CNN_OK);
+  auto calib = images(200, 200, 1);
+  const int n = 24;
+  auto x = images(n, 200, 2);
+  std::string raw = tmp.file("images.f32");
+  cnntest::write_file(raw, std::string((const char *)x.data(), x.size() * sizeof(float)));
+  for (cnn_quant_mode mode : {CNN_QUANT_INT8, CNN_QUANT_FLOAT}) {
+    SCOPED_TRACE(cnn_quant_mode_name(mode));
+    std::string path = tmp.file(std::string(cnn_quant_mode_name(mode)) + ".safetensors");
+    cnn_quant_config qc;
+    cnn_quant_config_defaults(&qc);
+    qc.mode = mode;
+    qc.calib_images = calib.data();
+    qc.calib_n = 200;
+    ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+    cnntest::CpuBackend be;
+    cnn_net *q = nullptr;
+    ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &q), CNN_OK) << cnn_last_error();
+    std::vector<float> lib(n * 4);
+    ASSERT_EQ(cnn_net_predict(q, x.data(), n, lib.data()), CNN_OK);
+    cnn_net_destroy(q);
+    std::vector<std::string> programs = {LITE_SELFTEST};
+    if (std::string(LITE_SELFTEST32).empty())
+      printf("no 32-bit build of cnn-lite here (gcc-multilib): the native one only\n");
+    else
+      programs.push_back(LITE_SELFTEST32);
+    std::vector<std::vector<float>> outs;
+    for (const std::string &prog : programs) {
+      std::string out = tmp.file("out.f32");
+      std::string cmd = "'" + prog + "' '" + path + "' '" + raw + "' " + std::to_string(n) + " '" + out + "'";
+      ASSERT_EQ(system(cmd.c_str()), 0) << cmd;
+      std::string bytes = cnntest::read_file(out);
+      ASSERT_EQ(bytes.size(), (size_t)n * 4 * sizeof(float));
+      outs.emplace_back(n * 4);
+      std::memcpy(outs.back().data(), bytes.data(), bytes.size());
+      for (int i = 0; i < n * 4; i++) ASSERT_NEAR(outs.back()[i], lib[i], 1e-6) << prog << " " << i;
+      for (int b = 0; b < n; b++) {
+        auto a = outs.back().begin() + b * 4, l = lib.begin() + b * 4;
+        EXPECT_EQ(std::max_element(a, a + 4) - a, std::max_element(l, l + 4) - l) << prog << " image " << b;
+      }
+    }
+    if (outs.size() == 2 && mode == CNN_QUANT_INT8) {
+      // the integer part is the same on both ABIs: the class scores before the float softmax agree exactly, so
+      // the probabilities differ by the libm's expf at most
+      for (int i = 0; i < n * 4; i++) EXPECT_NEAR(outs[0][i], outs[1][i], 2e-7) << i;
+    }
+  }
+  // the sample classifies a PNG with the int8 model, as libcnn does
+  write_gray_png(tmp.file("img/x/a.png"), 10, 10, 90);
+  write_gray_png(tmp.file("img/y/b.png"), 10, 10, 20);
+  Model g("input 10 10 1\nconv 4 3 relu\nmaxpool 2\nflatten\ndense 3 softmax\n", 6);
+  const char *gnames[] = {"cat", "dog", "bird"};
+  ASSERT_EQ(cnn_net_set_class_names(g.net, 3, gnames), CNN_OK);
+  std::string gm = tmp.file("g.safetensors"), gq = tmp.file("g.int8.safetensors");
+  ASSERT_EQ(cnn_net_save(g.net, gm.c_str()), CNN_OK);
+  std::string out;
+  ASSERT_EQ(cnntest::run_cnn({"quantize", "--model", gm, "--out", gq, "--calib-data", "folder:" + tmp.file("img")}, &out),
+            0)
+      << out;
+  ASSERT_EQ(cnntest::run_cnn({"predict", "--model", gq, "--top", "1", tmp.file("img/x/a.png")}, &out), 0) << out;
+  std::string want;
+  for (const char *nm : gnames)
+    if (has(out, nm)) want = nm;
+  ASSERT_FALSE(want.empty()) << out;
+  FILE *p = popen(("'" LITE_CLASSIFY "' '" + gq + "' '" + tmp.file("img/x/a.png") + "' 1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string sample;
+  char buf[256];
+  while (fgets(buf, sizeof buf, p)) sample += buf;
+  EXPECT_EQ(pclose(p), 0) << sample;
+  EXPECT_TRUE(has(sample, "int8 model, 10x10x1 input")) << sample;
+  EXPECT_TRUE(has(sample, want)) << "cnn predict:\n" << out << "lite_classify:\n" << sample;
+}
+
+}  // namespace
