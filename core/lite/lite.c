@@ -38,6 +38,8 @@
 #define LT_MAX_HEADER ((uint64_t)64 << 20)
 #define LT_MAX_CLASSES 100000
 #define LT_ALIGN 64
+/* int8 products are at most 255 * 128 = 32640 in size: sums of up to this many fit in an int32 */
+#define LT_MAX_TAPS 65793
 
 enum { LM_FLOAT = 0, LM_FP16, LM_DYNAMIC, LM_INT8 };
 static const char *const MODE_NAMES[] = {"float", "fp16", "dynamic", "int8"};
@@ -539,7 +541,7 @@ static int line_q(const lt_line *l, float *scale, int32_t *zp)
  * computation wants it. */
 static cnn_lite_status load_weights(lt_ctx *x, const lt_file *f, const lt_line *l, const char *key, int mode,
                                     int required, int ndim, const int64_t *shape, int want_int8, const void **out_q,
-                                    const float **out_f, const float **out_scale)
+                                    const float **out_f, const unsigned char **out_scale)
 {
     const char *name;
     size_t nlen;
@@ -589,12 +591,12 @@ static cnn_lite_status load_weights(lt_ctx *x, const lt_file *f, const lt_line *
         scale_copy = take(x, (size_t)shape[0] * sizeof(float));
         if (scale_copy) memcpy(scale_copy, s->data, (size_t)shape[0] * sizeof(float));
         scales = scale_copy;
+        if (out_scale) *out_scale = s->data; /* the file's bytes: read (memcpy) while counting too */
     }
     if (want_int8) {
         void *copy = take(x, t->bytes);
         if (copy) memcpy(copy, t->data, t->bytes);
         *out_q = copy;
-        if (out_scale) *out_scale = scales;
         return CNN_LITE_OK;
     }
     float *w = take(x, numel * sizeof(float)); /* NULL when counting: the values are checked all the same */
@@ -655,19 +657,21 @@ static int window_out(int in, int k, int s, int d, int pa, int pb)
 }
 
 /* The requantization of an int8 conv/dense: a multiplier per output channel, and ReLU's clamp. */
-static cnn_lite_status set_requant(lt_ctx *x, lt_op *op, const lt_slot *in, const float *wscale, int channels)
+static cnn_lite_status set_requant(lt_ctx *x, lt_op *op, const lt_slot *in, const unsigned char *wscale, int channels)
 {
     op->mult = take(x, (size_t)channels * sizeof(int32_t));
     op->shift = take(x, (size_t)channels * sizeof(int32_t));
-    if (op->mult && wscale)
-        for (int c = 0; c < channels; c++) {
-            double M = (double)in->scale * (double)wscale[c] / (double)op->scale;
-            if (!(M < 2147483648.0))
-                return fail(x, CNN_LITE_ERR_FORMAT, "an int8 op's rescaling factor %g is out of range", M);
-            int shift;
-            lq_quantize_multiplier(M, &op->mult[c], &shift);
-            op->shift[c] = shift;
-        }
+    for (int c = 0; wscale && c < channels; c++) { /* checked when counting too */
+        float ws;
+        memcpy(&ws, wscale + 4 * c, 4);
+        double M = (double)in->scale * (double)ws / (double)op->scale;
+        if (!(M < 2147483648.0))
+            return fail(x, CNN_LITE_ERR_FORMAT, "an int8 op's rescaling factor %g is out of range", M);
+        int32_t m;
+        int shift;
+        lq_quantize_multiplier(M, &m, &shift);
+        if (op->mult) op->mult[c] = m, op->shift[c] = shift;
+    }
     return CNN_LITE_OK;
 }
 
@@ -748,8 +752,11 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
             return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: conv needs n= filters and g= groups dividing its "
                         "%d input channels", l->index, in->c);
         op->c = op->n;
+        if (q && (int64_t)op->kh * op->kw * (in->c / op->groups) > LT_MAX_TAPS)
+            return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: an int8 conv of %lld taps per output: at most %d "
+                        "(int32 sums)", l->index, (long long)op->kh * op->kw * (in->c / op->groups), LT_MAX_TAPS);
         int64_t wshape[4] = {op->n, op->kh, op->kw, in->c / op->groups}, bshape[1] = {op->n};
-        const float *wscale = NULL, *unused;
+        const unsigned char *wscale = NULL, *unused;
         if ((st = load_weights(x, f, l, "w", mode, 1, 4, wshape, q, (const void **)&op->w8, &op->wf, &wscale)) ||
             (st = load_weights(x, f, l, "b", mode, 0, 1, bshape, q, (const void **)&op->b32, &op->bf, &unused)))
             return st;
@@ -768,9 +775,12 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
         if (line_ints(l, "n", &op->n, 1) != 1 || op->n < 1 || op->n > (1 << 24))
             return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: dense needs n= units", l->index);
         int64_t features = (int64_t)in->h * in->w * in->c;
+        if (q && features > LT_MAX_TAPS)
+            return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: an int8 dense of %lld inputs: at most %d (int32 "
+                        "sums)", l->index, (long long)features, LT_MAX_TAPS);
         int64_t wshape[2] = {op->n, features}, bshape[1] = {op->n};
         op->h = op->w = 1, op->c = op->n, op->flat = 1;
-        const float *wscale = NULL, *unused;
+        const unsigned char *wscale = NULL, *unused;
         if ((st = load_weights(x, f, l, "w", mode, 1, 2, wshape, q, (const void **)&op->w8, &op->wf, &wscale)) ||
             (st = load_weights(x, f, l, "b", mode, 0, 1, bshape, q, (const void **)&op->b32, &op->bf, &unused)))
             return st;
@@ -820,14 +830,15 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
             double twice_max = 0.0;
             for (int i = 0; i < op->nin; i++)
                 if (2.0 * slots[op->in[i]].scale > twice_max) twice_max = 2.0 * slots[op->in[i]].scale;
-            for (int i = 0; op->mult && i <= op->nin; i++) {
+            for (int i = 0; i <= op->nin; i++) { /* checked when counting too */
                 double M = op->kind == LT_CONCAT ? (i < op->nin ? (double)slots[op->in[i]].scale / op->scale : 0.0)
                            : i < op->nin ? slots[op->in[i]].scale / twice_max
                                          : twice_max / ((double)(1 << 20) * op->scale);
                 if (!(M < 65536.0)) return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: scales too far apart", l->index);
+                int32_t m;
                 int shift;
-                lq_quantize_multiplier(M, &op->mult[i], &shift);
-                op->shift[i] = shift;
+                lq_quantize_multiplier(M, &m, &shift);
+                if (op->mult) op->mult[i] = m, op->shift[i] = shift;
             }
             set_clamp(op);
         }
@@ -844,7 +855,7 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
         if (q) return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: scale is float only", l->index);
         op->h = in->h, op->w = in->w, op->c = in->c, op->flat = in->flat;
         int64_t shape[1] = {in->c};
-        const float *unused;
+        const unsigned char *unused;
         const void *none;
         if ((st = load_weights(x, f, l, "w", LM_FLOAT, 1, 1, shape, 0, &none, &op->wf, &unused)) ||
             (st = load_weights(x, f, l, "b", LM_FLOAT, 1, 1, shape, 0, &none, &op->bf, &unused)))
@@ -1001,13 +1012,30 @@ static cnn_lite_status build(lt_ctx *x, const void *model, size_t len, int max_b
     int32_t *acc = take(x, (size_t)most_channels * sizeof(int32_t));
     float *mean = take(x, (size_t)c * sizeof(float)), *sd = take(x, (size_t)c * sizeof(float));
     char **class_names = take(x, (size_t)k * sizeof(char *));
-    char *mean_s, *std_s, *resize_s, *names;
-    size_t mean_len, std_len, resize_len, names_len;
-    if ((st = metadata_text(x, &f, MK_MEAN, &mean_s, &mean_len)) ||
-        (st = metadata_text(x, &f, MK_STD, &std_s, &std_len)) ||
-        (st = metadata_text(x, &f, MK_RESIZE, &resize_s, &resize_len)) ||
-        (st = metadata_text(x, &f, MK_CLASSES, &names, &names_len)))
-        return st;
+    char *names;
+    size_t names_len;
+    if ((st = metadata_text(x, &f, MK_CLASSES, &names, &names_len))) return st;
+    /* the normalization and the resize: plain numbers (no escapes), checked from the file's bytes in both passes */
+    const char *mean_s = f.meta[MK_MEAN], *std_s = f.meta[MK_STD], *resize_s = f.meta[MK_RESIZE];
+    size_t mean_len = f.meta_len[MK_MEAN], std_len = f.meta_len[MK_STD], resize_len = f.meta_len[MK_RESIZE];
+    int has_norm = mean_s && std_s && mean_len && std_len, rh = 0, rw = 0;
+    if (has_norm) {
+        float mv[LT_MAX_IN], sv[LT_MAX_IN];
+        if (c > LT_MAX_IN || !parse_floats(mean_s, mean_len, mv, c) || !parse_floats(std_s, std_len, sv, c))
+            return fail(x, CNN_LITE_ERR_FORMAT, "metadata norm_mean/norm_std must hold %d numbers each", c);
+        for (int i = 0; i < c; i++) {
+            if (!(sv[i] > 0.0f)) return fail(x, CNN_LITE_ERR_FORMAT, "metadata norm_std[%d] must be > 0", i);
+            if (mean) mean[i] = mv[i], sd[i] = sv[i];
+        }
+    }
+    if (resize_s && resize_len) {
+        const char *q = resize_s, *e = resize_s + resize_len;
+        while (q < e && *q >= '0' && *q <= '9' && rh <= LT_MAX_DIM) rh = rh * 10 + (*q++ - '0');
+        if (q < e && *q == 'x') q++;
+        while (q < e && *q >= '0' && *q <= '9' && rw <= LT_MAX_DIM) rw = rw * 10 + (*q++ - '0');
+        if (q != e || rh < slots[0].h || rw < slots[0].w || rh > LT_MAX_DIM || rw > LT_MAX_DIM)
+            return fail(x, CNN_LITE_ERR_FORMAT, "metadata resize must be HxW, at least the input");
+    }
     if (x->used == SIZE_MAX) return fail(x, CNN_LITE_ERR_FORMAT, "the model needs more memory than can be addressed");
     if (!x->base) return CNN_LITE_OK; /* counted */
     if (x->used > x->cap)
@@ -1024,25 +1052,12 @@ static cnn_lite_status build(lt_ctx *x, const void *model, size_t len, int max_b
     m->logits = logits;
     m->acc = acc;
     for (int i = 0; i < nops; i++) ops[i].off = slots[i].off;
-    if (mean_s && std_s && mean_len && std_len) {
-        if (!parse_floats(mean_s, mean_len, mean, c) || !parse_floats(std_s, std_len, sd, c))
-            return fail(x, CNN_LITE_ERR_FORMAT, "metadata norm_mean/norm_std must hold %d numbers each", c);
-        for (int i = 0; i < c; i++)
-            if (!(sd[i] > 0.0f)) return fail(x, CNN_LITE_ERR_FORMAT, "metadata norm_std[%d] must be > 0", i);
+    if (has_norm) {
         m->has_norm = 1;
         m->mean = mean;
         m->std = sd;
     }
-    if (resize_s && resize_len) {
-        int rh = 0, rw = 0;
-        const char *q = resize_s, *e = resize_s + resize_len;
-        while (q < e && *q >= '0' && *q <= '9' && rh <= LT_MAX_DIM) rh = rh * 10 + (*q++ - '0');
-        if (q < e && *q == 'x') q++;
-        while (q < e && *q >= '0' && *q <= '9' && rw <= LT_MAX_DIM) rw = rw * 10 + (*q++ - '0');
-        if (q != e || rh < m->h || rw < m->w || rh > LT_MAX_DIM || rw > LT_MAX_DIM)
-            return fail(x, CNN_LITE_ERR_FORMAT, "metadata resize must be HxW, at least the input");
-        m->rh = rh, m->rw = rw;
-    }
+    m->rh = rh, m->rw = rw;
     if (names && names_len) { /* one a line, in place */
         m->class_names = class_names;
         char *q = names;
@@ -1164,6 +1179,16 @@ static void conv_f(const lt_op *op, const lt_op *in, const float *x, float *y, i
             }
 }
 
+/* An int8 conv's or dense's output code from its sum (without the bias): + bias, rescaled, + zero point, clamped
+ * (to ReLU's floor too). The sum is exact in int32 (the loader bounds the taps); the bias is added in 64 bits. */
+static int8_t requant(const lt_op *op, int o, int32_t sum)
+{
+    int64_t acc = (int64_t)sum + (op->b32 ? op->b32[o] : 0);
+    int32_t a = (int32_t)(acc > INT32_MAX ? INT32_MAX : acc < INT32_MIN ? INT32_MIN : acc);
+    int64_t v = (int64_t)lq_scale(a, op->mult[o], op->shift[o]) + op->zp;
+    return (int8_t)(v < op->act_min ? op->act_min : v > op->act_max ? op->act_max : v);
+}
+
 static void conv_q(const lt_op *op, const lt_op *in, const int8_t *x, int8_t *y, int n, int32_t *acc)
 {
     int cin = in->c, cg = cin / op->groups, ng = op->n / op->groups;
@@ -1171,7 +1196,7 @@ static void conv_q(const lt_op *op, const lt_op *in, const int8_t *x, int8_t *y,
     for (int b = 0; b < n; b++)
         for (int oy = 0; oy < op->h; oy++)
             for (int ox = 0; ox < op->w; ox++) {
-                for (int o = 0; o < op->n; o++) acc[o] = op->b32 ? op->b32[o] : 0;
+                for (int o = 0; o < op->n; o++) acc[o] = 0;
                 for (int ky = 0; ky < op->kh; ky++) {
                     int iy = oy * op->sh - op->pt + ky * op->dh;
                     if (iy < 0 || iy >= in->h) continue;
@@ -1189,9 +1214,7 @@ static void conv_q(const lt_op *op, const lt_op *in, const int8_t *x, int8_t *y,
                     }
                 }
                 int8_t *out = y + (((size_t)b * op->h + oy) * op->w + ox) * op->n;
-                for (int o = 0; o < op->n; o++)
-                    out[o] = (int8_t)lq_clamp(lq_scale(acc[o], op->mult[o], op->shift[o]) + op->zp, op->act_min,
-                                              op->act_max);
+                for (int o = 0; o < op->n; o++) out[o] = requant(op, o, acc[o]);
             }
 }
 
@@ -1211,10 +1234,9 @@ static void dense_q(const lt_op *op, const lt_op *in, int features, const int8_t
     for (int b = 0; b < n; b++)
         for (int o = 0; o < op->n; o++) {
             const int8_t *wr = op->w8 + (size_t)o * features, *xs = x + (size_t)b * features;
-            int32_t acc = op->b32 ? op->b32[o] : 0;
+            int32_t acc = 0;
             for (int i = 0; i < features; i++) acc += ((int32_t)xs[i] - in->zp) * (int32_t)wr[i];
-            y[(size_t)b * op->n + o] =
-                (int8_t)lq_clamp(lq_scale(acc, op->mult[o], op->shift[o]) + op->zp, op->act_min, op->act_max);
+            y[(size_t)b * op->n + o] = requant(op, o, acc);
         }
 }
 
@@ -1266,7 +1288,8 @@ static void add_q(const lt_op *op, const lt_op *a, const lt_op *b, const int8_t 
     for (size_t i = 0; i < count; i++) {
         int32_t va = lq_scale(((int32_t)xa[i] - a->zp) * (1 << 20), op->mult[0], op->shift[0]);
         int32_t vb = lq_scale(((int32_t)xb[i] - b->zp) * (1 << 20), op->mult[1], op->shift[1]);
-        y[i] = (int8_t)lq_clamp(lq_scale(va + vb, op->mult[2], op->shift[2]) + op->zp, op->act_min, op->act_max);
+        int64_t v = (int64_t)lq_scale(va + vb, op->mult[2], op->shift[2]) + op->zp;
+        y[i] = (int8_t)(v < op->act_min ? op->act_min : v > op->act_max ? op->act_max : v);
     }
 }
 
@@ -1340,9 +1363,11 @@ static cnn_lite_status run(cnn_lite *m, const float *x, int n, int normalize, fl
                     for (int ch = 0; ch < s->c; ch++) {
                         size_t src = p * (size_t)s->c + (size_t)ch, dst = p * (size_t)op->c + (size_t)(at + ch);
                         if (op->q)
-                            ((int8_t *)y)[dst] = (int8_t)lq_clamp(
-                                lq_scale((int32_t)((const int8_t *)xs)[src] - s->zp, op->mult[k], op->shift[k]) + op->zp,
-                                -128, 127);
+                        {
+                            int64_t v = (int64_t)lq_scale((int32_t)((const int8_t *)xs)[src] - s->zp, op->mult[k],
+                                                          op->shift[k]) + op->zp;
+                            ((int8_t *)y)[dst] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+                        }
                         else
                             ((float *)y)[dst] = ((const float *)xs)[src];
                     }

@@ -55,7 +55,7 @@ static inline int32_t lq_clamp(int32_t v, int32_t lo, int32_t hi) { return v < l
 static inline int8_t lq_quantize(float v, float scale, int32_t zp)
 {
     float q = roundf(v / scale) + (float)zp;
-    return (int8_t)(q < -128.0f ? -128 : q > 127.0f ? 127 : (int32_t)q);
+    return (int8_t)(!(q > -128.0f) ? -128 : q > 127.0f ? 127 : (int32_t)q); /* NaN: -128 */
 }
 
 /* Scale and zero point of an int8 tensor whose real values span [lo, hi] (widened to hold 0, as a zero padding
