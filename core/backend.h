@@ -202,6 +202,26 @@ typedef struct cnn_rmsprop_args {
     float grad_scale;
 } cnn_rmsprop_args;
 
+/* An int8 convolution or dense layer of a quantized model (core/layer_lite.c): for every output, the exact int32
+ * sum of (x - x_zp) * w over its taps, plus its channel's bias (in 64 bits, saturated to int32), rescaled by the
+ * channel's multiplier and shift, plus y_zp, clamped to [y_min, y_max]: cnn-lite's arithmetic (core/lite/lite_quant.h),
+ * so that the int8 outputs are bit for bit those of its C kernels. x: n x h x w x c int8; wt: the int8 weights
+ * (OHWI, or (oc, h * w * c) for dense); y: n x oh x ow x oc int8. */
+typedef struct cnn_qconv_args {
+    cnn_plan **plan; /* required */
+    int dense;
+    int n, h, w, c, oh, ow, oc;
+    int kh, kw, sh, sw, dh, dw, groups, pt, pl, pb, pr;
+    const int8_t *x;
+    int32_t x_zp;
+    const int8_t *wt;
+    uint64_t w_version; /* with the pointer, what the backend's reordered weights are kept for */
+    const int32_t *bias; /* oc, or NULL */
+    const int32_t *mult, *shift; /* oc each */
+    int32_t y_zp, y_min, y_max;
+    int8_t *y;
+} cnn_qconv_args;
+
 typedef struct cnn_backend_ops {
     const char *name;
     void (*destroy)(cnn_backend *);
@@ -258,6 +278,9 @@ typedef struct cnn_backend_ops {
     cnn_status (*cast)(cnn_backend *, cnn_tensor *dst, const cnn_tensor *src);
     /* *any = 1 when some element of ts[0..n) is an infinity or a NaN, else 0; synchronizes */
     cnn_status (*nonfinite)(cnn_backend *, const cnn_tensor *const *ts, int n, int *any);
+    /* ---- quantized models; optional (without it cnn-lite's own C kernels compute the sums) ---- */
+    cnn_status (*qconv_s32)(cnn_backend *, const cnn_qconv_args *);
+
     /* on: every op from now on gives bit-identical results for identical inputs, run after run (algorithms chosen
      * by fixed heuristics among the deterministic ones, rather than by timing). NULL: the backend always is. */
     cnn_status (*set_deterministic)(cnn_backend *, int on);

@@ -10,7 +10,9 @@
 
 #include "cnn/lite.h"
 #include "cnn/quant.h"
+#include "core/backend.h"
 #include "core/error.h"
+#include "core/lite/lite_internal.h"
 #include "core/layer.h"
 #include "core/model_file.h"
 #include "core/net.h"
@@ -21,8 +23,43 @@ typedef struct lite_layer {
     size_t len;
     void *arena;
     cnn_lite *m;
-    int batch; /* what m was opened for */
+    int batch;            /* what m was opened for */
+    cnn_plan **plans;     /* the backend's, per op, for its int8 sums (qconv_s32) */
+    int nplans;
+    uint64_t version;     /* names this opening's weights to the backend's cache */
+    int accel_failed;     /* the backend could not: the C kernels from then on */
 } lite_layer;
+
+static uint64_t next_version = 1u << 20; /* distinct from the tensors' (which count from 1) in practice */
+
+/* cnn-lite's accelerator: the backend's int8 convolutions (oneDNN's VNNI kernels on the CPU). */
+static int backend_qconv(void *ctx, int i, const cnn_lite_qop *q, const int8_t *x, int n, int8_t *y)
+{
+    lite_layer *ll = ctx;
+    cnn_backend *b = ll->base.backend;
+    if (ll->accel_failed || !b || !b->ops->qconv_s32 || i >= ll->nplans) return 0;
+    cnn_qconv_args a;
+    memset(&a, 0, sizeof a);
+    a.plan = &ll->plans[i], a.dense = q->dense, a.n = n, a.h = q->h, a.w = q->w, a.c = q->c, a.oh = q->oh;
+    a.ow = q->ow, a.oc = q->oc, a.kh = q->kh, a.kw = q->kw, a.sh = q->sh, a.sw = q->sw, a.dh = q->dh, a.dw = q->dw;
+    a.groups = q->groups, a.pt = q->pt, a.pl = q->pl, a.pb = q->pb, a.pr = q->pr, a.x = x, a.x_zp = q->x_zp;
+    a.wt = q->wt, a.w_version = ll->version, a.bias = q->bias, a.mult = q->mult, a.shift = q->shift;
+    a.y_zp = q->y_zp, a.y_min = q->y_min, a.y_max = q->y_max, a.y = y;
+    if (b->ops->qconv_s32(b, &a) != CNN_OK) {
+        ll->accel_failed = 1; /* no VNNI, or a shape oneDNN has no kernel for: the C kernels, exact either way */
+        return 0;
+    }
+    return 1;
+}
+
+static void free_plans(lite_layer *ll)
+{
+    for (int i = 0; i < ll->nplans; i++)
+        if (ll->plans[i] && ll->base.backend) ll->base.backend->ops->plan_destroy(ll->base.backend, ll->plans[i]);
+    free(ll->plans);
+    ll->plans = NULL;
+    ll->nplans = 0;
+}
 
 static cnn_status reopen(lite_layer *ll, int batch)
 {
@@ -41,6 +78,12 @@ static cnn_status reopen(lite_layer *ll, int batch)
     ll->arena = arena;
     ll->m = m;
     ll->batch = batch;
+    free_plans(ll); /* the weights moved with the arena */
+    ll->plans = calloc((size_t)cnn_lite_num_ops(m), sizeof *ll->plans);
+    if (!ll->plans) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    ll->nplans = cnn_lite_num_ops(m);
+    ll->version = __atomic_add_fetch(&next_version, 1, __ATOMIC_RELAXED);
+    cnn_lite_set_accel(m, backend_qconv, ll);
     return CNN_OK;
 }
 
@@ -84,6 +127,7 @@ static cnn_status lite_backward(cnn_layer *l, const cnn_tensor *const *x, const 
 static void lite_destroy(cnn_layer *l)
 {
     lite_layer *ll = (lite_layer *)l;
+    free_plans(ll);
     free(ll->arena);
     free(ll->model);
 }

@@ -13,6 +13,7 @@
 
 /* ops implemented in the other files of cpu/ */
 cnn_status cnn_cpu_conv2d_forward(cnn_backend *, const cnn_conv2d_args *);
+cnn_status cnn_cpu_qconv_s32(cnn_backend *, const cnn_qconv_args *);
 cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *, const cnn_conv2d_args *);
 cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *, const cnn_conv2d_args *);
 cnn_status cnn_cpu_pool2d_forward(cnn_backend *, const cnn_pool2d_args *);
@@ -169,6 +170,7 @@ const cnn_backend_ops cnn_cpu_ops = {
     .adam_update_multi = cnn_cpu_adam_update_multi,
     .rmsprop_update_multi = cnn_cpu_rmsprop_update_multi,
     .sum_squares_multi = cnn_cpu_sum_squares_multi,
+    .qconv_s32 = cnn_cpu_qconv_s32,
 };
 
 int cnn_cpu_backend_available(void) { return 1; }

@@ -296,6 +296,7 @@ static const char *cnn_cpu_plan_kind_name(cnn_cpu_plan_kind k)
     case CNN_CPU_PLAN_CONV: return "conv2d";
     case CNN_CPU_PLAN_POOL: return "pool2d";
     case CNN_CPU_PLAN_DENSE: return "dense";
+    case CNN_CPU_PLAN_QCONV: return "int8 sums";
     }
     return "?";
 }

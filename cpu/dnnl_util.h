@@ -127,6 +127,7 @@ typedef enum cnn_cpu_plan_kind {
     CNN_CPU_PLAN_CONV = 1,
     CNN_CPU_PLAN_POOL,
     CNN_CPU_PLAN_DENSE,
+    CNN_CPU_PLAN_QCONV,
 } cnn_cpu_plan_kind;
 
 #define CNN_CPU_PLAN_SLOTS 2

@@ -105,7 +105,9 @@ struct cnn_lite {
     unsigned char *acts;  /* the activations */
     size_t acts_bytes;
     float *logits;        /* max_batch x k */
-    int32_t *acc;         /* an int8 convolution's accumulators: the most output channels of one */
+    int32_t *acc;         /* an int8 convolution's or average pooling's accumulators: the most channels of an op */
+    cnn_lite_accel accel; /* libcnn's: the sums of int8 convolutions and dense ops (NULL: the C kernels) */
+    void *accel_ctx;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -997,7 +999,7 @@ static cnn_lite_status build(lt_ctx *x, const void *model, size_t len, int max_b
         l.index = nops;
         lt_op *op = ops ? &ops[nops] : &scratch;
         if ((st = parse_op(x, &f, mode, &l, slots, op))) return st;
-        if (op->kind == LT_CONV && op->n > most_channels) most_channels = op->n;
+        if (op->c > most_channels) most_channels = op->c; /* a conv's sums, a pooling's */
         if (op->kind == LT_SOFTMAX && nops != lines - 1)
             return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: softmax comes last", nops);
         nops++;
@@ -1240,46 +1242,62 @@ static void dense_q(const lt_op *op, const lt_op *in, int features, const int8_t
         }
 }
 
-/* Max or average (padding excluded) pooling, float or int8; global pooling is the whole input's window. */
-static void pool(const lt_op *op, const lt_op *in, const void *xv, void *yv, int n)
+/* Max or average (padding excluded) pooling, float or int8; global pooling is the whole input's window. Each
+ * output pixel's channels are accumulated together (a contiguous inner loop); int8 sums go to `acc` (c ints). */
+static void pool(const lt_op *op, const lt_op *in, const void *xv, void *yv, int n, int32_t *acc)
 {
     int global = op->kind == LT_GAP, mx = op->kind == LT_MAXPOOL;
     int oh = global ? 1 : op->h, ow = global ? 1 : op->w, c = in->c;
     for (int b = 0; b < n; b++)
         for (int oy = 0; oy < oh; oy++)
-            for (int ox = 0; ox < ow; ox++)
+            for (int ox = 0; ox < ow; ox++) {
+                int y0 = global ? 0 : oy * op->sh - op->pt, x0 = global ? 0 : ox * op->sw - op->pl;
+                int kh = global ? in->h : op->kh, kw = global ? in->w : op->kw, count = 0;
+                size_t o = (((size_t)b * oh + oy) * ow + ox) * (size_t)c;
+                int8_t *yq = (int8_t *)yv + o;
+                float *yf = (float *)yv + o;
                 for (int ch = 0; ch < c; ch++) {
-                    int y0 = global ? 0 : oy * op->sh - op->pt, x0 = global ? 0 : ox * op->sw - op->pl;
-                    int kh = global ? in->h : op->kh, kw = global ? in->w : op->kw, count = 0;
-                    float fm = -INFINITY, fs = 0.0f;
-                    int32_t qm = -128, qs = 0;
-                    for (int ky = 0; ky < kh; ky++) {
-                        int iy = y0 + ky;
-                        if (iy < 0 || iy >= in->h) continue;
-                        for (int kx = 0; kx < kw; kx++) {
-                            int ix = x0 + kx;
-                            if (ix < 0 || ix >= in->w) continue;
-                            size_t at = (((size_t)b * in->h + iy) * in->w + ix) * c + ch;
-                            count++;
-                            if (op->q) {
-                                int32_t v = ((const int8_t *)xv)[at];
-                                qm = v > qm ? v : qm;
-                                qs += v;
-                            } else {
-                                float v = ((const float *)xv)[at];
-                                fm = v > fm ? v : fm;
-                                fs += v;
-                            }
-                        }
-                    }
-                    size_t o = (((size_t)b * oh + oy) * ow + ox) * c + ch;
                     if (op->q) {
-                        int32_t v = mx ? qm : qs > 0 ? (qs + count / 2) / count : (qs - count / 2) / count;
-                        ((int8_t *)yv)[o] = (int8_t)lq_clamp(v, -128, 127);
+                        if (mx) yq[ch] = -128;
+                        else acc[ch] = 0;
                     } else {
-                        ((float *)yv)[o] = mx ? fm : fs / (float)count;
+                        yf[ch] = mx ? -INFINITY : 0.0f;
                     }
                 }
+                for (int ky = 0; ky < kh; ky++) {
+                    int iy = y0 + ky;
+                    if (iy < 0 || iy >= in->h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        int ix = x0 + kx;
+                        if (ix < 0 || ix >= in->w) continue;
+                        size_t at = (((size_t)b * in->h + iy) * in->w + ix) * (size_t)c;
+                        count++;
+                        if (op->q) {
+                            const int8_t *xs = (const int8_t *)xv + at;
+                            if (mx)
+                                for (int ch = 0; ch < c; ch++) yq[ch] = xs[ch] > yq[ch] ? xs[ch] : yq[ch];
+                            else
+                                for (int ch = 0; ch < c; ch++) acc[ch] += xs[ch];
+                        } else {
+                            const float *xs = (const float *)xv + at;
+                            if (mx)
+                                for (int ch = 0; ch < c; ch++) yf[ch] = xs[ch] > yf[ch] ? xs[ch] : yf[ch];
+                            else
+                                for (int ch = 0; ch < c; ch++) yf[ch] += xs[ch];
+                        }
+                    }
+                }
+                if (mx) continue;
+                for (int ch = 0; ch < c; ch++) {
+                    if (op->q) {
+                        int32_t qs = acc[ch]; /* round half away from zero */
+                        int32_t v = qs > 0 ? (qs + count / 2) / count : (qs - count / 2) / count;
+                        yq[ch] = (int8_t)lq_clamp(v, -128, 127);
+                    } else {
+                        yf[ch] /= (float)count;
+                    }
+                }
+            }
 }
 
 static void add_q(const lt_op *op, const lt_op *a, const lt_op *b, const int8_t *xa, const int8_t *xb, int8_t *y,
@@ -1291,6 +1309,22 @@ static void add_q(const lt_op *op, const lt_op *a, const lt_op *b, const int8_t 
         int64_t v = (int64_t)lq_scale(va + vb, op->mult[2], op->shift[2]) + op->zp;
         y[i] = (int8_t)(v < op->act_min ? op->act_min : v > op->act_max ? op->act_max : v);
     }
+}
+
+/* An int8 conv or dense op through the accelerator: 1 when it took it (y written), 0 to compute it here. */
+static int accelerated(cnn_lite *m, int i, const lt_op *op, const lt_op *in, const void *x, void *y, int n)
+{
+    if (!m->accel) return 0;
+    cnn_lite_qop q = {op->kind == LT_DENSE, in->h, in->w, in->c, op->h, op->w, op->n, op->kh, op->kw, op->sh,
+                      op->sw, op->dh, op->dw, op->groups, op->pt, op->pl, op->pb, op->pr, in->zp, op->w8, op->b32,
+                      op->mult, op->shift, op->zp, op->act_min, op->act_max};
+    return m->accel(m->accel_ctx, i, &q, x, n, y);
+}
+
+void cnn_lite_set_accel(cnn_lite *m, cnn_lite_accel fn, void *ctx)
+{
+    m->accel = fn;
+    m->accel_ctx = ctx;
 }
 
 /* The ops in order; the input op takes `x` (normalized when normalize is 0, else normalized here). */
@@ -1321,6 +1355,7 @@ static cnn_lite_status run(cnn_lite *m, const float *x, int n, int normalize, fl
             }
             break;
         case LT_CONV:
+            if (op->q && accelerated(m, i, op, in, xin, y, n)) break;
             if (op->q)
                 conv_q(op, in, xin, y, n, m->acc);
             else
@@ -1328,6 +1363,7 @@ static cnn_lite_status run(cnn_lite *m, const float *x, int n, int normalize, fl
             break;
         case LT_DENSE: {
             int features = in->h * in->w * in->c;
+            if (op->q && accelerated(m, i, op, in, xin, y, n)) break;
             if (op->q)
                 dense_q(op, in, features, xin, y, n);
             else
@@ -1337,7 +1373,7 @@ static cnn_lite_status run(cnn_lite *m, const float *x, int n, int normalize, fl
         case LT_MAXPOOL:
         case LT_AVGPOOL:
         case LT_GAP:
-            pool(op, in, xin, y, n);
+            pool(op, in, xin, y, n, m->acc);
             break;
         case LT_FLATTEN:
             memcpy(y, xin, count * (op->q ? 1 : sizeof(float)));

@@ -41,11 +41,11 @@ static inline void lq_quantize_multiplier(double M, int32_t *m, int *shift)
  * rounding the exact product. |x| < 2^31 and m < 2^31, so the product fits in 63 bits. */
 static inline int32_t lq_scale(int32_t x, int32_t m, int shift)
 {
-    int total = 31 - shift; /* 0 to 62 */
+    int total = 31 - shift; /* 0 to 62 (shift <= 31: M < 2^31) */
     int64_t p = (int64_t)x * (int64_t)m;
-    if (total <= 0) return (int32_t)p;
-    int64_t half = (int64_t)1 << (total - 1);
-    int64_t r = p >= 0 ? (p + half) >> total : -((-p + half) >> total);
+    int64_t half = total > 0 ? (int64_t)1 << (total - 1) : 0;
+    /* floor((p + half - [p < 0]) / 2^total): half away from zero, without a branch (vectorizes) */
+    int64_t r = (p + half - (p < 0 && total > 0)) >> total;
     return (int32_t)(r > INT32_MAX ? INT32_MAX : r < INT32_MIN ? INT32_MIN : r);
 }
 

@@ -1,0 +1,234 @@
+/* int8 convolution and dense layers on the CPU with oneDNN (its VNNI kernels on processors that have them), for
+ * the quantized models cnn-lite runs (core/layer_lite.c): oneDNN computes the int32 sums of (x - x_zp) * w, and
+ * the rescaling to int8 is cnn-lite's own integer arithmetic (core/lite/lite_quant.h), in parallel here, so that
+ * results are bit for bit those of its C kernels.
+ *
+ * oneDNN multiplies u8 activations by s8 weights into s32. An int8 code x becomes u = x + 128, and the zero point
+ * z = x_zp + 128; the input is copied into a buffer padded with z on every side, and the primitive runs without
+ * padding; every tap then holds an activation or the zero point, so
+ *     sum (x - x_zp) * w = sum u * w - z * sum w        (sum w over each output channel's taps, kept per plan)
+ * exactly, padding included. A dense layer is an inner product with the same correction. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lite/lite_quant.h"
+#include "cpu/dnnl_util.h"
+
+typedef struct qkey {
+    cnn_qconv_args shape; /* the sizes only: the pointers are zeroed */
+} qkey;
+
+typedef struct qentry {
+    qkey key;
+    cnn_cpu_prim prim;
+    dnnl_memory_desc_t x_md, w_md, y_md;
+    uint8_t *xpad;           /* n x (h + pt + pb) x (w + pl + pr) x c */
+    int32_t *acc;            /* n x oh x ow x oc */
+    int32_t *wsum;           /* oc */
+    const int8_t *wsum_of;   /* the weights wsum was computed from */
+    int64_t *off;            /* oc: bias - z * wsum */
+    const int8_t *off_of;
+    const int32_t *off_bias;
+    int64_t *rq;             /* 4 x oc: lq_scale's multiplier, half, negative adjustment and shift per channel */
+    const int32_t *rq_of, *rq_shift_of;
+} qentry;
+
+static void qentry_destroy(void *p)
+{
+    qentry *e = p;
+    cnn_cpu_prim_destroy(&e->prim);
+    free(e->xpad);
+    free(e->acc);
+    free(e->wsum);
+    free(e->off);
+    free(e->rq);
+    free(e);
+}
+
+static cnn_status md(dnnl_memory_desc_t *out, int ndims, const int64_t *dims, dnnl_data_type_t dt,
+                     dnnl_format_tag_t tag, const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_dims_t d;
+    for (int i = 0; i < ndims; i++) d[i] = dims[i];
+    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, out, ndims, d, dt, tag);
+fail:
+    return st;
+}
+
+static cnn_status build(cnn_cpu_ctx *ctx, qentry *e, const char *what)
+{
+    cnn_status st = CNN_OK;
+    const cnn_qconv_args *k = &e->key.shape;
+    int64_t ph = k->h + k->pt + k->pb, pw = k->w + k->pl + k->pr;
+    if (k->dense) {
+        int64_t features = (int64_t)k->h * k->w * k->c;
+        int64_t xd[2] = {k->n, features}, wd[2] = {k->oc, features}, yd[2] = {k->n, k->oc};
+        CNN_TRY(md(&e->x_md, 2, xd, dnnl_u8, dnnl_nc, what));
+        CNN_TRY(md(&e->w_md, 2, wd, dnnl_s8, dnnl_oi, what));
+        CNN_TRY(md(&e->y_md, 2, yd, dnnl_s32, dnnl_nc, what));
+        dnnl_memory_desc_t w_any;
+        CNN_TRY(md(&w_any, 2, wd, dnnl_s8, dnnl_format_tag_any, what));
+        dnnl_inner_product_desc_t d;
+        CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &e->x_md, &w_any, NULL,
+                     &e->y_md);
+        cnn_cpu_arg_spec specs[3] = {
+            {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
+            {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
+            {DNNL_ARG_DST, dnnl_query_dst_md, 0, &e->y_md, 1},
+        };
+        CNN_TRY(cnn_cpu_prim_build(ctx, &e->prim, &d, NULL, NULL, specs, 3, 0, what));
+    } else {
+        int64_t xd[4] = {k->n, k->c, ph, pw}, yd[4] = {k->n, k->oc, k->oh, k->ow};
+        CNN_TRY(md(&e->x_md, 4, xd, dnnl_u8, dnnl_nhwc, what));
+        CNN_TRY(md(&e->y_md, 4, yd, dnnl_s32, dnnl_nhwc, what));
+        dnnl_memory_desc_t w_any;
+        if (k->groups == 1) {
+            int64_t wd[4] = {k->oc, k->c, k->kh, k->kw};
+            CNN_TRY(md(&e->w_md, 4, wd, dnnl_s8, dnnl_ohwi, what));
+            CNN_TRY(md(&w_any, 4, wd, dnnl_s8, dnnl_format_tag_any, what));
+        } else {
+            int64_t wd[5] = {k->groups, k->oc / k->groups, k->c / k->groups, k->kh, k->kw};
+            CNN_TRY(md(&e->w_md, 5, wd, dnnl_s8, dnnl_gohwi, what));
+            CNN_TRY(md(&w_any, 5, wd, dnnl_s8, dnnl_format_tag_any, what));
+        }
+        dnnl_dims_t strides = {k->sh, k->sw}, dilates = {k->dh - 1, k->dw - 1}, pad = {0, 0};
+        dnnl_convolution_desc_t d;
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d, dnnl_forward_inference,
+                     dnnl_convolution_direct, &e->x_md, &w_any, NULL, &e->y_md, strides, dilates, pad, pad);
+        cnn_cpu_arg_spec specs[3] = {
+            {DNNL_ARG_SRC, dnnl_query_src_md, 0, &e->x_md, 0},
+            {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &e->w_md, 0},
+            {DNNL_ARG_DST, dnnl_query_dst_md, 0, &e->y_md, 1},
+        };
+        CNN_TRY(cnn_cpu_prim_build(ctx, &e->prim, &d, NULL, NULL, specs, 3, 0, what));
+    }
+    size_t xbytes = (size_t)k->n * (size_t)(k->dense ? (int64_t)k->h * k->w * k->c : ph * pw * k->c);
+    e->xpad = malloc(xbytes ? xbytes : 1);
+    e->acc = malloc((size_t)k->n * k->oh * k->ow * k->oc * sizeof *e->acc);
+    e->wsum = malloc((size_t)k->oc * sizeof *e->wsum);
+    e->off = malloc((size_t)k->oc * sizeof *e->off);
+    e->rq = malloc((size_t)k->oc * 4 * sizeof *e->rq);
+    if (!e->xpad || !e->acc || !e->wsum || !e->off || !e->rq) st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
+fail:
+    return st;
+}
+
+/* One output pixel's channels: cnn-lite's requant() (+ bias in 64 bits, saturated, rescaled, clamped), compiled
+ * for AVX-512 and AVX2 as well, picked at load time (the library itself targets any x86-64): the 64-bit products
+ * and per-lane shifts vectorize there. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+requant_row(const int32_t *sum, int8_t *y, int oc, const int64_t *off, const int64_t *mult, const int64_t *half,
+            const int64_t *adj, const int64_t *total, int32_t y_zp, int32_t y_min, int32_t y_max)
+{
+    for (int o = 0; o < oc; o++) {
+        int64_t acc = (int64_t)sum[o] + off[o];
+        acc = acc > INT32_MAX ? INT32_MAX : acc;
+        acc = acc < INT32_MIN ? INT32_MIN : acc;
+        /* lq_scale's arithmetic with its per-channel constants precomputed: floor((p + half - [p < 0]) / 2^t) */
+        int64_t p = acc * mult[o];
+        int64_t r = (p + half[o] - ((p >> 63) & adj[o])) >> total[o];
+        r = r > 65536 ? 65536 : r; /* far out: clamped below either way */
+        r = r < -65536 ? -65536 : r;
+        int64_t q = r + y_zp;
+        q = q < y_min ? y_min : q;
+        q = q > y_max ? y_max : q;
+        y[o] = (int8_t)q;
+    }
+}
+
+/* 1 when oneDNN's int8 kernels here have VNNI (u8 x s8 summed straight into s32). Without it, they multiply in
+ * 16-bit pairs that saturate, and oneDNN halves the weights to avoid that: sums would no longer be exact. */
+static int exact_int8(void)
+{
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return ((unsigned)isa & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni ||
+           ((unsigned)isa & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
+}
+
+cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
+{
+    static const char *what = "int8 convolution";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    cnn_plan *tmp = NULL;
+    if (!a->plan || !a->y || !a->mult || !a->shift)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: a plan, an output and the rescaling are needed", what);
+    if (!exact_int8())
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: this processor has no VNNI: oneDNN's int8 sums would not be exact",
+                         what);
+    qkey key;
+    memset(&key, 0, sizeof key);
+    cnn_qconv_args *k0 = &key.shape; /* the sizes, field by field: padding bytes stay zero for memcmp */
+    k0->dense = a->dense, k0->n = a->n, k0->h = a->h, k0->w = a->w, k0->c = a->c, k0->oh = a->oh, k0->ow = a->ow;
+    k0->oc = a->oc, k0->kh = a->kh, k0->kw = a->kw, k0->sh = a->sh, k0->sw = a->sw, k0->dh = a->dh, k0->dw = a->dw;
+    k0->groups = a->groups, k0->pt = a->pt, k0->pl = a->pl, k0->pb = a->pb, k0->pr = a->pr;
+    void *ev = NULL;
+    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : &tmp, CNN_CPU_PLAN_QCONV, &key, sizeof key, sizeof(qentry),
+                               qentry_destroy, &ev, what));
+    qentry *e = ev;
+    if (!e->prim.built) CNN_TRY(build(ctx, e, what));
+    const cnn_qconv_args *k = &e->key.shape;
+    int cg = k->c / (k->dense ? 1 : k->groups);
+    int64_t taps = k->dense ? (int64_t)k->h * k->w * k->c : (int64_t)k->kh * k->kw * cg;
+    if (e->wsum_of != a->wt) { /* sum w per output channel, over its taps */
+        for (int o = 0; o < k->oc; o++) {
+            int32_t s = 0;
+            for (int64_t t = 0; t < taps; t++) s += a->wt[(size_t)o * taps + t];
+            e->wsum[o] = s;
+        }
+        e->wsum_of = a->wt;
+        e->off_of = NULL;
+    }
+    uint8_t z = (uint8_t)(a->x_zp + 128);
+    if (k->dense) {
+        size_t count = (size_t)k->n * taps;
+        for (size_t i = 0; i < count; i++) e->xpad[i] = (uint8_t)(a->x[i] + 128);
+    } else {
+        int64_t ph = k->h + k->pt + k->pb, pw = k->w + k->pl + k->pr;
+        for (int bi = 0; bi < k->n; bi++)
+            for (int64_t y = 0; y < ph; y++) {
+                uint8_t *row = e->xpad + (((size_t)bi * ph + y) * pw) * k->c;
+                int64_t iy = y - k->pt;
+                if (iy < 0 || iy >= k->h) {
+                    memset(row, z, (size_t)pw * k->c);
+                    continue;
+                }
+                memset(row, z, (size_t)k->pl * k->c);
+                const int8_t *src = a->x + (((size_t)bi * k->h + iy) * k->w) * k->c;
+                uint8_t *dst = row + (size_t)k->pl * k->c;
+                for (size_t i = 0; i < (size_t)k->w * k->c; i++) dst[i] = (uint8_t)(src[i] + 128);
+                memset(dst + (size_t)k->w * k->c, z, (size_t)k->pr * k->c);
+            }
+    }
+    void *data[3] = {e->xpad, (void *)a->wt, e->acc};
+    e->prim.arg[1].version = a->w_version; /* the reordered weights are kept while the pointer and version stay */
+    CNN_TRY(cnn_cpu_prim_run(ctx, &e->prim, data, NULL, what));
+    /* per channel: the zero point's correction and the bias as one offset */
+    if (e->off_of != a->wt || e->off_bias != a->bias) {
+        for (int o = 0; o < k->oc; o++) e->off[o] = (a->bias ? (int64_t)a->bias[o] : 0) - (int64_t)z * e->wsum[o];
+        e->off_of = a->wt;
+        e->off_bias = a->bias;
+    }
+    const int64_t pix = (int64_t)k->n * k->oh * k->ow;
+    const int oc = k->oc;
+    if (e->rq_of != a->mult || e->rq_shift_of != a->shift) { /* lq_scale's constants, per channel */
+        for (int o = 0; o < oc; o++) {
+            int total = 31 - a->shift[o];
+            e->rq[o] = a->mult[o];
+            e->rq[oc + o] = total > 0 ? (int64_t)1 << (total - 1) : 0;
+            e->rq[2 * oc + o] = total > 0;
+            e->rq[3 * oc + o] = total;
+        }
+        e->rq_of = a->mult;
+        e->rq_shift_of = a->shift;
+    }
+    const int64_t *off = e->off, *rq = e->rq;
+    const int32_t y_zp = a->y_zp, y_min = a->y_min, y_max = a->y_max;
+#pragma omp parallel for schedule(static) if (pix * oc > 32768)
+    for (int64_t p = 0; p < pix; p++)
+        requant_row(e->acc + p * oc, a->y + p * oc, oc, off, rq, rq + oc, rq + 2 * oc, rq + 3 * oc, y_zp, y_min, y_max);
+fail:
+    cnn_cpu_plan_destroy(b, tmp);
+    return st;
+}
