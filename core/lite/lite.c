@@ -571,8 +571,7 @@ static cnn_lite_status load_weights(lt_ctx *x, const lt_file *f, const lt_line *
                     (int)nlen, name, want == DT_F32 ? "F32" : want == DT_F16 ? "F16" : want == DT_I8 ? "I8" : "I32",
                     MODE_NAMES[mode]);
     /* the per-channel scales of int8 weights: "<name>.scale", F32, one per output channel */
-    const float *scales = NULL;
-    float *scale_copy = NULL;
+    const unsigned char *scale_bytes = NULL;
     if (t->dtype == DT_I8) {
         char sname[256];
         if (nlen > sizeof sname - 8) return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: a tensor name too long", l->index);
@@ -590,9 +589,7 @@ static cnn_lite_status load_weights(lt_ctx *x, const lt_file *f, const lt_line *
                 return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: %.*s.scale[%lld] is %g: scales must be finite and "
                             "> 0", l->index, (int)nlen, name, (long long)c, (double)v);
         }
-        scale_copy = take(x, (size_t)shape[0] * sizeof(float));
-        if (scale_copy) memcpy(scale_copy, s->data, (size_t)shape[0] * sizeof(float));
-        scales = scale_copy;
+        scale_bytes = s->data;
         if (out_scale) *out_scale = s->data; /* the file's bytes: read (memcpy) while counting too */
     }
     if (want_int8) {
@@ -616,9 +613,11 @@ static cnn_lite_status load_weights(lt_ctx *x, const lt_file *f, const lt_line *
                 bits = e == 31 ? sign | 0x7f800000u | m << 13 : sign | (e + 112) << 23 | m << 13;
                 memcpy(&v, &bits, 4);
             }
-        } else { /* dynamic: int8 times its channel's scale (a real one once the scales are in the arena) */
+        } else { /* dynamic: int8 times its channel's scale (read from the file: the same when counting) */
             size_t per = numel / (size_t)shape[0];
-            v = (float)(int8_t)t->data[i] * (scales ? scales[i / per] : 1.0f);
+            float sc;
+            memcpy(&sc, scale_bytes + 4 * (i / per), 4);
+            v = (float)(int8_t)t->data[i] * sc;
         }
         if (!isfinite(v))
             return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: tensor %.*s holds a non-finite value", l->index,
