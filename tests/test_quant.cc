@@ -599,6 +599,16 @@ TEST(QuantizeCli, ModesCalibrationAndBadInputAreReported) {
                              &out),
             1);
   EXPECT_TRUE(has(out, "--calib-data")) << out;
+  // calibration images that do not fit the model: Fashion-MNIST's gray ones for an RGB model
+  if (cnn_source_has_split("fashion-mnist", "train")) {
+    Model rgbm("input 8 8 3\nconv 4 3 relu\nflatten\ndense 3 softmax\n", 2);
+    std::string rm = tmp.file("rgb.safetensors");
+    ASSERT_EQ(cnn_net_save(rgbm.net, rm.c_str()), CNN_OK);
+    EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", rm, "--out", tmp.file("x"), "--calib-data", "fashion-mnist"},
+                               &out),
+              2);
+    EXPECT_TRUE(has(out, "--calib-data fashion-mnist: its images have 1 channel, the model takes 3")) << out;
+  }
   // a model with a sigmoid: int8 refuses by layer, dynamic takes it
   Model s("input 8 8 1\nconv 4 3 sigmoid\nflatten\ndense 3 softmax\n", 2);
   std::string sm = tmp.file("s.safetensors");
