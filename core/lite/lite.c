@@ -1094,6 +1094,12 @@ cnn_lite_status cnn_lite_open(const void *model, size_t len, int max_batch, void
     lt_ctx x = {err, errlen, NULL, 0, 0};
     if (!arena || !out) return fail(&x, CNN_LITE_ERR_ARG, "cnn_lite_open: arena and out are needed");
     *out = NULL;
+    size_t need = 0; /* what the size query says, asked first: a small arena is named with what it lacks */
+    cnn_lite_status st = cnn_lite_arena_size(model, len, max_batch, &need, err, errlen);
+    if (st != CNN_LITE_OK) return st;
+    if (arena_bytes < need)
+        return fail(&x, CNN_LITE_ERR_ARENA, "the arena has %zu bytes; this model needs %zu at batch %d "
+                    "(cnn_lite_arena_size)", arena_bytes, need, max_batch);
     size_t skew = (size_t)(-(uintptr_t)arena & (LT_ALIGN - 1));
     if (arena_bytes < skew) return fail(&x, CNN_LITE_ERR_ARENA, "the arena has %zu bytes: too small", arena_bytes);
     x.base = (unsigned char *)arena + skew;
