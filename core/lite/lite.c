@@ -78,6 +78,7 @@ typedef struct lt_op {
     const int32_t *b32; /* int8: biases, or NULL */
     int32_t *mult, *shift;       /* int8 conv/dense: per output channel; add/concat: per input, then the output's */
     const float *wf, *bf;        /* float weights and biases (scale: multiplier and offset), or NULL */
+    int8_t *lut;                 /* int8 add: the output code of every pair of input codes (65536, by a << 8 | b) */
     size_t off;                  /* the output's offset in the activations */
     size_t bytes;                /* per sample */
 } lt_op;
@@ -683,6 +684,8 @@ static void set_clamp(lt_op *op)
     if (op->act == LA_RELU) op->act_min = op->zp > -128 ? op->zp : -128;
 }
 
+static int8_t add_code(const lt_op *op, int32_t za, int32_t zb, int32_t a, int32_t b);
+
 /* One line of the graph into op (and slot[index]); slots of the lines before give the inputs' shapes. */
 static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_line *l, lt_slot *slots, lt_op *op)
 {
@@ -842,6 +845,12 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
                 if (op->mult) op->mult[i] = m, op->shift[i] = shift;
             }
             set_clamp(op);
+            if (op->kind == LT_ADD) { /* all 65536 answers, once: the add is then a lookup */
+                op->lut = take(x, 65536);
+                for (int a = 0; op->lut && a < 256; a++)
+                    for (int b = 0; b < 256; b++)
+                        op->lut[a << 8 | b] = add_code(op, slots[op->in[0]].zp, slots[op->in[1]].zp, (int8_t)a, (int8_t)b);
+            }
         }
         break;
     }
@@ -1305,15 +1314,19 @@ static void pool(const lt_op *op, const lt_op *in, const void *xv, void *yv, int
             }
 }
 
-static void add_q(const lt_op *op, const lt_op *a, const lt_op *b, const int8_t *xa, const int8_t *xb, int8_t *y,
-                  size_t count)
+/* An int8 add of two codes (TFLite's arithmetic: each input shifted left 20 bits, rescaled, summed, rescaled). */
+static int8_t add_code(const lt_op *op, int32_t za, int32_t zb, int32_t a, int32_t b)
 {
-    for (size_t i = 0; i < count; i++) {
-        int32_t va = lq_scale(((int32_t)xa[i] - a->zp) * (1 << 20), op->mult[0], op->shift[0]);
-        int32_t vb = lq_scale(((int32_t)xb[i] - b->zp) * (1 << 20), op->mult[1], op->shift[1]);
-        int64_t v = (int64_t)lq_scale(va + vb, op->mult[2], op->shift[2]) + op->zp;
-        y[i] = (int8_t)(v < op->act_min ? op->act_min : v > op->act_max ? op->act_max : v);
-    }
+    int32_t va = lq_scale((a - za) * (1 << 20), op->mult[0], op->shift[0]);
+    int32_t vb = lq_scale((b - zb) * (1 << 20), op->mult[1], op->shift[1]);
+    int64_t v = (int64_t)lq_scale(va + vb, op->mult[2], op->shift[2]) + op->zp;
+    return (int8_t)(v < op->act_min ? op->act_min : v > op->act_max ? op->act_max : v);
+}
+
+/* The add of every element: one lookup in the op's table of all 256 x 256 pairs of codes (add_code, at setup). */
+static void add_q(const lt_op *op, const int8_t *xa, const int8_t *xb, int8_t *y, size_t count)
+{
+    for (size_t i = 0; i < count; i++) y[i] = op->lut[(size_t)(uint8_t)xa[i] << 8 | (uint8_t)xb[i]];
 }
 
 /* An int8 conv or dense op through the accelerator: 1 when it took it (y written), 0 to compute it here. */
@@ -1387,7 +1400,7 @@ static cnn_lite_status run(cnn_lite *m, const float *x, int n, int normalize, fl
             const lt_op *b = &m->ops[op->in[1]];
             const void *xb = m->acts + b->off;
             if (op->q) {
-                add_q(op, in, b, xin, xb, y, count);
+                add_q(op, xin, xb, y, count);
             } else {
                 for (size_t j = 0; j < count; j++)
                     ((float *)y)[j] = act_f(op->act, op->alpha, ((const float *)xin)[j] + ((const float *)xb)[j]);
