@@ -7,6 +7,8 @@
 #   bench/quant_bench.sh                      # BUILD=build EPOCHS=2 R20_EPOCHS=1 CALIB=1000 PYTHON=python3
 #   PYTHON=/path/to/venv/bin/python BUILD=build-serve bench/quant_bench.sh
 #   SEED_MODEL=seed.safetensors R20_MODEL=r20.safetensors bench/quant_bench.sh   # models trained already
+#   THREADS=1 bench/quant_bench.sh            # OMP_NUM_THREADS for cnn (and TFLite's --threads): 1 is steadier on a
+#                                             # shared 2-core machine
 #
 # Needs a build (cnn, cnn_lite_bench) and Fashion-MNIST (Debian dataset-fashion-mnist); for the TFLite row a python
 # with tensorflow-cpu (bench-only: `V/bin/pip install tensorflow-cpu`; without it the row is left out).
@@ -17,6 +19,8 @@ EPOCHS=${EPOCHS:-2}
 R20_EPOCHS=${R20_EPOCHS:-1}
 CALIB=${CALIB:-1000}
 PYTHON=${PYTHON:-python3}
+THREADS=${THREADS:-$(nproc)}
+export OMP_NUM_THREADS=$THREADS
 CNN=$BUILD/cnn
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -69,7 +73,8 @@ for name in seed r20; do
 done
 
 if "$PYTHON" -c 'import tensorflow' 2>/dev/null; then
-  "$PYTHON" bench/quant_tflite.py --epochs "$EPOCHS" --calib "$CALIB" --out "$work/tflite.json" >"$work/tflite.log" 2>&1 ||
+  "$PYTHON" bench/quant_tflite.py --epochs "$EPOCHS" --calib "$CALIB" --threads "$THREADS" --out "$work/tflite.json" \
+    >"$work/tflite.log" 2>&1 ||
     { tail -5 "$work/tflite.log" >&2; exit 1; }
   python3 - "$work/tflite.json" <<'EOF'
 import json, sys
@@ -84,5 +89,5 @@ else
 fi
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $THREADS thread(s)"
 echo "size of libcnn-lite.a (-Os): $(size "$BUILD/libcnn-lite.a" | awk 'NR > 1 { t += $4 } END { print t }') bytes"
