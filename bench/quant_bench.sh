@@ -19,7 +19,8 @@ EPOCHS=${EPOCHS:-2}
 R20_EPOCHS=${R20_EPOCHS:-1}
 CALIB=${CALIB:-1000}
 PYTHON=${PYTHON:-python3}
-THREADS=${THREADS:-$(nproc)}
+CORES=$(nproc --all)
+THREADS=${THREADS:-$CORES}
 export OMP_NUM_THREADS=$THREADS
 CNN=$BUILD/cnn
 work=$(mktemp -d)
@@ -89,5 +90,5 @@ else
 fi
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $THREADS thread(s)"
+echo "machine: $CORES cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $THREADS thread(s)"
 echo "size of libcnn-lite.a (-Os): $(size "$BUILD/libcnn-lite.a" | awk 'NR > 1 { t += $4 } END { print t }') bytes"
