@@ -37,20 +37,28 @@
 static const char *const MODE_NAMES[] = {"int8", "dynamic", "fp16", "float"};
 static const char *const METHOD_NAMES[] = {"minmax", "percentile", "entropy"};
 
-const char *cnn_quant_mode_name(cnn_quant_mode mode)
+/* The index of `name` among n names, or an error naming `what` and listing them. */
+static cnn_status name_index(const char *const *names, int n, const char *name, const char *what, int *out)
 {
-    return (unsigned)mode < 4 ? MODE_NAMES[mode] : "?";
+    for (int i = 0; name && i < n; i++)
+        if (!strcmp(name, names[i])) {
+            *out = i;
+            return CNN_OK;
+        }
+    char list[128] = "";
+    for (int i = 0, len = 0; i < n && len < (int)sizeof list; i++)
+        len += snprintf(list + len, sizeof list - (size_t)len, "%s%s", i ? ", " : "", names[i]);
+    return cnn_error(CNN_ERR_INVALID_ARG, "%s '%s': the %ss are %s", what, name ? name : "", what, list);
 }
+
+const char *cnn_quant_mode_name(cnn_quant_mode mode) { return (unsigned)mode < 4 ? MODE_NAMES[mode] : "?"; }
 
 cnn_status cnn_quant_mode_parse(const char *name, cnn_quant_mode *out)
 {
-    for (int i = 0; name && i < 4; i++)
-        if (!strcmp(name, MODE_NAMES[i])) {
-            *out = (cnn_quant_mode)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "quantization mode '%s': the modes are int8, dynamic, fp16, float",
-                     name ? name : "");
+    int i = 0;
+    cnn_status st = name_index(MODE_NAMES, 4, name, "quantization mode", &i);
+    if (st == CNN_OK) *out = (cnn_quant_mode)i;
+    return st;
 }
 
 const char *cnn_calib_method_name(cnn_calib_method method)
@@ -60,13 +68,10 @@ const char *cnn_calib_method_name(cnn_calib_method method)
 
 cnn_status cnn_calib_method_parse(const char *name, cnn_calib_method *out)
 {
-    for (int i = 0; name && i < 3; i++)
-        if (!strcmp(name, METHOD_NAMES[i])) {
-            *out = (cnn_calib_method)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "calibration method '%s': the methods are minmax, percentile, entropy",
-                     name ? name : "");
+    int i = 0;
+    cnn_status st = name_index(METHOD_NAMES, 3, name, "calibration method", &i);
+    if (st == CNN_OK) *out = (cnn_calib_method)i;
+    return st;
 }
 
 void cnn_quant_config_defaults(cnn_quant_config *cfg)
