@@ -80,6 +80,10 @@ struct cnn_layer {
     float l1, l2;          /* penalties on the weights (params[0]) added to their gradient: l1*|w| + l2*w^2 */
     uint64_t seed;         /* per-layer seed (dropout), derived from the network's */
     uint64_t step;         /* training step, set by the network before forward (dropout masks) */
+    /* Input gradients (core/gradient.c): 1 while a backward pass follows an inference forward. Parameter
+     * gradients are then left as they are (not computed), batchnorm differentiates through its running statistics
+     * and dropout is the identity. */
+    int infer_grad;
     int frozen;            /* transfer learning: no gradients, no optimizer updates; batchnorm runs in inference
                             * mode (its statistics stay as they are). Frozen layers form a prefix (cnn_net_freeze). */
     /* The batchnorm + add rewrite (core/net.c, fuse_batchnorm_add) leaves `inputs` as defined (the summary and

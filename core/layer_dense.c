@@ -63,7 +63,7 @@ static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *const *x, const
     a.dy = dy;
     a.dw = l->params[0].grad;
     a.db = l->nparams > 1 ? l->params[1].grad : NULL;
-    CNN_TRY(b->ops->dense_backward_weights(b, &a));
+    if (!l->infer_grad) CNN_TRY(b->ops->dense_backward_weights(b, &a));
     if (dx[0]) {
         a.dx = dx[0];
         CNN_TRY(b->ops->dense_backward_data(b, &a));

@@ -72,9 +72,10 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     a.y = (cnn_tensor *)y;
     a.dy = dy;
     a.dresidual = l->fused ? dx[1] : NULL;
-    a.dgamma = l->params[0].grad;
-    a.dbeta = l->params[1].grad;
-    a.training = 1;
+    /* after an inference forward (input gradients): through the running statistics, the weights' gradients kept */
+    a.dgamma = l->infer_grad ? NULL : l->params[0].grad;
+    a.dbeta = l->infer_grad ? NULL : l->params[1].grad;
+    a.training = !l->infer_grad;
     a.dx = dx[0]; /* NULL when x needs no gradient: the op then skips its dx pass */
     CNN_TRY(b->ops->batchnorm_backward(b, &a));
 fail:
@@ -120,7 +121,7 @@ static cnn_status dropout_backward(cnn_layer *l, const cnn_tensor *const *x, con
     cnn_backend *b = l->backend;
     cnn_dropout_layer *d = (cnn_dropout_layer *)l;
     if (!dx[0]) return CNN_OK;
-    if (d->rate == 0.0f) return b->ops->copy(b, dx[0], dy);
+    if (d->rate == 0.0f || l->infer_grad) return b->ops->copy(b, dx[0], dy); /* infer_grad: the inference identity */
     if (!b->ops->dropout_backward) return cnn_backend_lacks(b, "dropout_backward");
     cnn_dropout_args a = {.dy = dy, .dx = dx[0], .rate = d->rate, .seed = l->seed,
                           .offset = l->step * DROPOUT_STEP_STRIDE};

@@ -124,6 +124,10 @@ static int plan_targets(const cnn_net *net, const char *has, int i, char *writte
     return used;
 }
 
+int cnn_net_view_root(const cnn_net *net, int i) { return root_of(net, i); }
+
+int cnn_net_layer_sources(const cnn_layer *l, int *src) { return sources_of(l, src); }
+
 /* A gradient tensor without memory yet: alloc_buffers points it into a pooled buffer. */
 static cnn_status grad_slot(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
 {

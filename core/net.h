@@ -76,6 +76,13 @@ cnn_status cnn_read_definition(const char *path, char **text);
 /* Sets the network's seed and the per-layer seeds derived from it (dropout masks); checkpoints restore it. */
 void cnn_net_set_seed(cnn_net *net, uint64_t seed);
 
+/* The layer whose memory layer i's output is (following views: flatten, softmax, a fused add); -1: the network
+ * input. */
+int cnn_net_view_root(const cnn_net *net, int i);
+/* The layers whose outputs layer l reads (-1: the network input), in the order its forward and backward get
+ * them (its inputs, then a fused batchnorm's residual); returns how many (at most CNN_LAYER_MAX_INPUTS). */
+int cnn_net_layer_sources(const cnn_layer *l, int *src);
+
 /* Shape inference for parsed layers: their output shapes and declared parameters (no memory: cnn_net_from_text
  * allocates them once the budget allows), sizes checked in 64-bit arithmetic; then the rewrites. */
 cnn_status cnn_net_build(cnn_net *net);
