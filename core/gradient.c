@@ -175,6 +175,10 @@ fail:
     return st;
 }
 
+int cnn_grad_capacity(const cnn_grad *g) { return g->capacity; }
+
+cnn_net *cnn_grad_net(const cnn_grad *g) { return g->net; }
+
 /* ---- passes ---------------------------------------------------------------------------------------------- */
 
 static void set_batch(cnn_grad *g, int n)

@@ -55,6 +55,82 @@ cnn_status cnn_grad_backward(cnn_grad *g, const float *dlogits, float *input_gra
 /* After cnn_grad_forward: layer i's output (host, n x its elements). */
 cnn_status cnn_grad_layer_output(cnn_grad *g, int layer, float *out);
 
+/* The images one pass takes (max_batch of cnn_grad_create). */
+int cnn_grad_capacity(const cnn_grad *g);
+cnn_net *cnn_grad_net(const cnn_grad *g); /* borrowed */
+
+/* ---- explanations ----
+ *
+ * What is explained is the target class's logit (the score before the softmax), as Grad-CAM and the gradient
+ * methods define it; occlusion measures the target's probability. */
+
+typedef enum cnn_explain_method {
+    CNN_EXPLAIN_GRADCAM = 0,   /* Selvaraju et al. 2017: relu(sum_k alpha_k A^k), alpha_k the mean gradient of A^k */
+    CNN_EXPLAIN_GRADCAM_PP,    /* Chattopadhay et al. 2018: alpha from second and third powers of the gradient */
+    CNN_EXPLAIN_SALIENCY,      /* Simonyan et al. 2014: the input gradient, max |.| over channels */
+    CNN_EXPLAIN_SMOOTHGRAD,    /* Smilkov et al. 2017: the input gradient averaged over noisy copies */
+    CNN_EXPLAIN_INTEGRATED_GRADIENTS, /* Sundararajan et al. 2017: (x - x') times the mean gradient on the path */
+    CNN_EXPLAIN_OCCLUSION,     /* Zeiler & Fergus 2014: the drop of the target's probability under a gray patch */
+    CNN_EXPLAIN_METHOD_COUNT
+} cnn_explain_method;
+
+/* "gradcam", "gradcam++", "saliency", "smoothgrad", "integrated-gradients", "occlusion"; an unknown name gives
+ * CNN_ERR_INVALID_ARG with a message listing them. */
+cnn_status cnn_explain_method_parse(const char *name, cnn_explain_method *out);
+const char *cnn_explain_method_name(cnn_explain_method m); /* "?" outside the enum */
+
+typedef struct cnn_explain_config {
+    cnn_explain_method method;
+    int layer;       /* Grad-CAM(++): the layer whose output is explained (an image: h x w x c); -1: the last
+                      * convolution */
+    int steps;       /* integrated gradients: points on the path (midpoint rule), default 32 */
+    int samples;     /* SmoothGrad: noisy copies, default 25 */
+    float noise;     /* SmoothGrad: the noise's standard deviation in [0, 1] pixel units, default 0.15 (15% of the
+                      * range, the paper's suggestion) */
+    float baseline;  /* integrated gradients' baseline image and occlusion's patch: this value everywhere (0: black) */
+    int window;      /* occlusion: the patch's side in pixels; 0: a seventh of the input's shorter side (at least 1) */
+    int stride;      /* occlusion: the patch's step; 0: half the window (at least 1) */
+    uint64_t seed;   /* SmoothGrad's noise */
+} cnn_explain_config;
+
+/* gradcam at the last convolution, 32 steps, 25 samples, noise 0.15, baseline 0, automatic window, seed 1. */
+void cnn_explain_config_defaults(cnn_explain_config *cfg);
+
+typedef struct cnn_explanation {
+    int h, w, c;        /* the input */
+    int classes;
+    float *probs;       /* (classes): the image's class probabilities */
+    int predicted;      /* the most probable class */
+    int target;         /* the explained class */
+    float *map;         /* (h, w): the heat map at the input's resolution (Grad-CAM's bilinearly upsampled as
+                         * torch.nn.functional.interpolate(align_corners=False) does); larger is more important */
+    int raw_h, raw_w, raw_c;
+    float *raw;         /* the raw attribution: Grad-CAM(++) (raw_h, raw_w) at the layer's resolution before upsampling;
+                         * saliency, SmoothGrad and integrated gradients (h, w, c) signed per input element (the
+                         * map is max |.| over channels for the first two, sum |.| for integrated gradients);
+                         * occlusion (h, w), as the map */
+    int layer;          /* Grad-CAM(++): the layer explained; -1 otherwise */
+} cnn_explanation;
+
+/* Explains one image (host, h x w x c in [0, 1]) for class `target` (-1: the predicted one) with g's network.
+ * Errors name what is wrong: a class out of range, a layer that is not an image, a model without a convolution
+ * for Grad-CAM. Free the result with cnn_explanation_free. */
+cnn_status cnn_explain_image(cnn_grad *g, const cnn_explain_config *cfg, const float *image, int target,
+                             cnn_explanation *out);
+void cnn_explanation_free(cnn_explanation *e);
+
+/* Draws an explanation: the image, the heat map (jet colours, scaled by its maximum), the overlay (half each),
+ * each scaled `scale` times (nearest neighbour), side by side, with `lines` of caption under them (5x7 font,
+ * printable ASCII). *rgb (malloc'ed, *pw x *ph x 3) receives the picture. */
+cnn_status cnn_explain_render(const cnn_explanation *e, const float *image, int scale, const char *const *lines,
+                              int nlines, unsigned char **rgb, int *pw, int *ph);
+
+/* Writes 8-bit pixels (w x h x c, c = 1, 3 or 4) as a PNG file, atomically. */
+cnn_status cnn_png_write(const char *path, int w, int h, int c, const unsigned char *pixels);
+
+/* Writes a float32 array as a NumPy .npy file (version 1.0, little-endian '<f4', C order), atomically. */
+cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+
 #ifdef __cplusplus
 }
 #endif
