@@ -1,6 +1,8 @@
 // Trust: gradients with respect to the input and to layer outputs (include/cnn/explain.h) through every layer
 // type, against finite differences of the network and of float64 references; they leave the training state alone.
 #include <gtest/gtest.h>
+#include <stb_image.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -749,6 +751,99 @@ TEST(Explain, RenderedPanelsShowTheImageTheMapAndTheOverlay) {
   EXPECT_GT(dark, 50) << "the caption is drawn";
   free(rgb);
   cnn_explanation_free(&e);
+}
+
+// ---- cnn explain ----------------------------------------------------------------------------------------------
+
+bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+
+// A small convolutional model file and two PNG images in a temporary directory.
+struct ExplainFiles {
+  cnntest::TempDir dir;
+  std::string model, mlp, img1, img2;
+  ExplainFiles() {
+    Backend be;
+    cnn_net *net = nullptr;
+    model = dir.file("m.safetensors");
+    mlp = dir.file("mlp.safetensors");
+    EXPECT_EQ(cnn_net_from_text("input 8 8 1\nconv 4 3 relu padding=same name=features\nmaxpool 2\nflatten\ndense 3\n",
+                                "m", be.b, 1, &net),
+              CNN_OK);
+    const char *names[] = {"circle", "square", "bar"};
+    EXPECT_EQ(cnn_net_set_class_names(net, 3, names), CNN_OK);
+    EXPECT_EQ(cnn_net_save(net, model.c_str()), CNN_OK) << cnn_last_error();
+    cnn_net_destroy(net);
+    EXPECT_EQ(cnn_net_from_text("input 8 8 1\nflatten\ndense 3\n", "mlp", be.b, 1, &net), CNN_OK);
+    EXPECT_EQ(cnn_net_save(net, mlp.c_str()), CNN_OK) << cnn_last_error();
+    cnn_net_destroy(net);
+    img1 = dir.file("one.png");
+    img2 = dir.file("two words.png");
+    std::vector<unsigned char> px(64);
+    for (int i = 0; i < 64; i++) px[i] = (unsigned char)(i * 4);
+    EXPECT_EQ(cnn_png_write(img1.c_str(), 8, 8, 1, px.data()), CNN_OK);
+    EXPECT_EQ(cnn_png_write(img2.c_str(), 8, 8, 1, px.data()), CNN_OK);
+  }
+};
+
+TEST(ExplainCli, WritesAPanelMapsAContactSheetAndAnIndexPerImage) {
+  ExplainFiles f;
+  const std::string out = f.dir.file("out");
+  for (const char *m : {"gradcam", "gradcam++", "saliency", "smoothgrad", "integrated-gradients", "occlusion"}) {
+    std::string log;
+    std::vector<std::string> args = {"explain", "--model", f.model, "--method", m, "--out", out, "--device", "cpu",
+                                     f.img1, f.img2};
+    if (!strcmp(m, "gradcam")) args.insert(args.end(), {"--layer", "features", "--class", "2"});
+    ASSERT_EQ(cnntest::run_cnn(args, &log), 0) << m << ": " << log;
+    EXPECT_TRUE(has(log, "-> " + out + "/001_two_words.png")) << log;
+    for (const char *name : {"000_one.png", "000_one.npy", "000_one.raw.npy", "001_two_words.png", "contact_sheet.png",
+                             "explanations.csv"}) {
+      struct stat sb;
+      EXPECT_EQ(stat((out + "/" + name).c_str(), &sb), 0) << m << ": " << name;
+    }
+    std::string csv = cnntest::read_file(out + "/explanations.csv");
+    EXPECT_TRUE(has(csv, std::string("000_one,") + m + ",")) << csv;
+    if (!strcmp(m, "gradcam")) {
+      EXPECT_TRUE(has(log, "explained bar (2)")) << log;
+      EXPECT_TRUE(has(csv, ",2,")) << csv;
+    }
+  }
+  int w, h, c;
+  unsigned char *px = stbi_load((out + "/contact_sheet.png").c_str(), &w, &h, &c, 3);
+  ASSERT_NE(px, nullptr);
+  EXPECT_GT(w, 2 * 3 * 8 * 4);  // two panels of three pictures, scaled 4 times
+  stbi_image_free(px);
+}
+
+TEST(ExplainCli, BadRequestsExitWithStatus2AndNameTheCulprit) {
+  ExplainFiles f;
+  struct Case {
+    std::vector<std::string> args;
+    int status;
+    std::string message;
+  } cases[] = {
+      {{"explain", "--model", f.model, "--layer", "conv9", f.img1}, 2, "has no layer named 'conv9'"},
+      {{"explain", "--model", f.model, "--class", "3", f.img1}, 2, "--class: 3 is out of range"},
+      {{"explain", "--model", f.model, "--class", "-2", f.img1}, 2, "--class"},
+      {{"explain", "--model", f.model, "--method", "lime", f.img1}, 2, "--method: unknown explanation method 'lime'"},
+      {{"explain", "--model", f.mlp, f.img1}, 2, "has no convolution to explain"},
+      {{"explain", "--model", f.model, "--layer", "dense", f.img1}, 2, "--layer: layer dense's output is flat"},
+      {{"explain", "--model", f.model, "--method", "saliency", "--layer", "features", f.img1}, 2, "--layer: only gradcam"},
+      {{"explain", "--model", f.model}, 2, "give IMAGE files or --data SPEC"},
+      {{"explain", f.img1}, 2, "--model FILE is required"},
+      {{"explain", "--model", f.dir.file("none.safetensors"), f.img1}, 1, "--model"},
+      {{"explain", "--model", f.model, "--out", f.dir.file("o"), f.dir.file("missing.png")}, 1, "missing.png"},
+  };
+  for (const auto &cs : cases) {
+    std::string log;
+    EXPECT_EQ(cnntest::run_cnn(cs.args, &log), cs.status) << log;
+    EXPECT_TRUE(has(log, cs.message)) << "wanted '" << cs.message << "' in: " << log;
+  }
+  // the mlp explains with saliency
+  std::string log;
+  EXPECT_EQ(cnntest::run_cnn({"explain", "--model", f.mlp, "--method", "saliency", "--out", f.dir.file("s"), f.img1},
+                             &log),
+            0)
+      << log;
 }
 
 }  // namespace

@@ -12,6 +12,8 @@ static const cnn_command cnn_commands[] = {
     {"augment-preview", "write a PNG grid of augmented samples: what the network will see", cmd_augment_preview},
     {"bench", "training and inference speed of a model on synthetic data, per layer, against the sgemm peak",
      cmd_bench},
+    {"explain", "why a model predicts a class: Grad-CAM, saliency, integrated gradients, ... as pictures and maps",
+     cmd_explain},
     {"serve", "serve a model over HTTP: TensorFlow Serving's REST API and the Open Inference Protocol", cmd_serve},
     {"quantize", "a trained model to int8 (calibrated), dynamic int8, fp16 or float for cnn-lite", cmd_quantize},
 };
