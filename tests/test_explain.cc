@@ -846,4 +846,213 @@ TEST(ExplainCli, BadRequestsExitWithStatus2AndNameTheCulprit) {
       << log;
 }
 
+// ---- attacks --------------------------------------------------------------------------------------------------
+
+double xent64(const SmallNet &s, const cnnref::Vec &x, int label) {
+  cnnref::Vec z = s.head(s.layer1(x));
+  double m = *std::max_element(z.begin(), z.end()), sum = 0;
+  for (double v : z) sum += std::exp(v - m);
+  return -(z[label] - m - std::log(sum));
+}
+
+// FGSM and three PGD steps against the same attacks written in float64 with finite-difference gradients of the
+// cross-entropy: element by element, where the gradient's sign is clear (|g| above 1e-4 of the largest).
+TEST(Attacks, FgsmAndPgdMatchAFloat64Reference) {
+  SmallNet s;
+  std::vector<float> x = uniform(98, 41, 0.0f, 1.0f);
+  const int32_t label = 2;
+  for (int method = 0; method < 2; method++) {
+    const double eps = 0.05, alpha = 0.02;
+    const int steps = method ? 3 : 1;
+    cnnref::Vec x0(x.begin(), x.end()), a = x0;
+    int unclear = 0;
+    for (int t = 0; t < steps; t++) {
+      cnnref::Vec g = numeric_gradient(a, [&](const cnnref::Vec &v) { return xent64(s, v, label); });
+      double top = 0;
+      for (double v : g) top = std::max(top, std::fabs(v));
+      for (size_t i = 0; i < a.size(); i++) {
+        if (std::fabs(g[i]) < 1e-4 * top) unclear++;
+        double step = (method ? alpha : eps) * ((g[i] > 0) - (g[i] < 0));
+        a[i] = std::min(std::max(a[i] + step, x0[i] - eps), x0[i] + eps);
+        a[i] = std::min(std::max(a[i], 0.0), 1.0);
+      }
+    }
+    EXPECT_LT(unclear, 5) << "too many near-zero gradients to compare signs";
+    cnn_attack_config cfg;
+    cnn_attack_config_defaults(&cfg);
+    cfg.method = method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM;
+    cfg.eps = (float)eps;
+    cfg.steps = steps;
+    cfg.alpha = (float)alpha;
+    cnn_grad *g = nullptr;
+    ASSERT_EQ(cnn_grad_create(s.net, 1, &g), CNN_OK);
+    std::vector<float> adv(98);
+    ASSERT_EQ(cnn_attack_images(g, &cfg, x.data(), &label, 1, 0, adv.data()), CNN_OK) << cnn_last_error();
+    int differ = 0;
+    for (size_t i = 0; i < adv.size(); i++) differ += std::fabs(adv[i] - a[i]) > 1e-5;
+    EXPECT_LE(differ, unclear) << (method ? "PGD" : "FGSM");
+    EXPECT_GT(xent64(s, cnnref::Vec(adv.begin(), adv.end()), label), xent64(s, x0, label)) << "the loss went up";
+    cnn_grad_destroy(g);
+  }
+}
+
+// Images at the edges of [0, 1], every attack, with and without random starts: every pixel stays in [0, 1] and
+// within eps of its original; eps 0 changes nothing.
+TEST(Attacks, NeverLeaveTheImageRangeOrTheEpsBall) {
+  SmallNet s;
+  const int n = 6;
+  std::vector<float> x = uniform(n * 98, 42, 0.0f, 1.0f);
+  for (size_t i = 0; i < x.size(); i++)
+    if (i % 3 == 0) x[i] = (i / 3) % 2 ? 1.0f : 0.0f;
+  std::vector<int32_t> labels = {0, 1, 2, 3, 0, 1};
+  cnn_grad *g = nullptr;
+  ASSERT_EQ(cnn_grad_create(s.net, 4, &g), CNN_OK);
+  for (int method = 0; method < 2; method++)
+    for (int rs = 0; rs < 2; rs++)
+      for (float eps : {0.0f, 0.03f, 0.3f, 1.0f}) {
+        cnn_attack_config cfg;
+        cnn_attack_config_defaults(&cfg);
+        cfg.method = method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM;
+        cfg.eps = eps;
+        cfg.steps = 5;
+        cfg.random_start = rs;
+        std::vector<float> adv(x.size(), -7.0f);
+        ASSERT_EQ(cnn_attack_images(g, &cfg, x.data(), labels.data(), n, 0, adv.data()), CNN_OK) << cnn_last_error();
+        for (size_t i = 0; i < x.size(); i++) {
+          ASSERT_GE(adv[i], 0.0f) << i;
+          ASSERT_LE(adv[i], 1.0f) << i;
+          ASSERT_LE(std::fabs(adv[i] - x[i]), eps + 1e-6f) << i;
+        }
+        if (eps == 0.0f) {
+          EXPECT_EQ(adv, x);
+        }
+      }
+  cnn_grad_destroy(g);
+}
+
+// Random starts depend on (seed, index) alone: the same images attacked in passes of 1 or of 4 agree; another seed
+// differs.
+TEST(Attacks, RandomStartsAreDeterministicPerSeedAndIndex) {
+  SmallNet s;
+  std::vector<float> x = uniform(5 * 98, 43, 0.0f, 1.0f);
+  std::vector<int32_t> labels = {0, 1, 2, 3, 0};
+  cnn_attack_config cfg;
+  cnn_attack_config_defaults(&cfg);
+  cfg.method = CNN_ATTACK_PGD;
+  cfg.eps = 0.1f;
+  cfg.steps = 2;
+  cfg.random_start = 1;
+  auto run = [&](int cap, uint64_t seed) {
+    cnn_grad *g = nullptr;
+    EXPECT_EQ(cnn_grad_create(s.net, cap, &g), CNN_OK);
+    cfg.seed = seed;
+    std::vector<float> adv(x.size());
+    EXPECT_EQ(cnn_attack_images(g, &cfg, x.data(), labels.data(), 5, 100, adv.data()), CNN_OK);
+    cnn_grad_destroy(g);
+    return adv;
+  };
+  std::vector<float> a = run(1, 5), b = run(4, 5), c = run(4, 6);
+  for (size_t i = 0; i < a.size(); i++) EXPECT_NEAR(a[i], b[i], 1e-6) << i;
+  EXPECT_NE(a, c);
+}
+
+TEST(Attacks, BadSettingsGetClearMessages) {
+  cnn_attack_config cfg;
+  cnn_attack_config_defaults(&cfg);
+  cfg.eps = -0.1f;
+  EXPECT_EQ(cnn_attack_check(&cfg), CNN_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(cnn_last_error()).find("eps must be in [0, 1]"), std::string::npos) << cnn_last_error();
+  cfg.eps = 0.1f;
+  cfg.method = CNN_ATTACK_PGD;
+  cfg.steps = 0;
+  EXPECT_EQ(cnn_attack_check(&cfg), CNN_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(cnn_last_error()).find("steps"), std::string::npos);
+  cnn_attack_method m;
+  EXPECT_EQ(cnn_attack_parse("cw", &m), CNN_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(cnn_last_error()).find("unknown attack 'cw' (known: fgsm, pgd)"), std::string::npos);
+  // a label outside the model's classes
+  SmallNet s;
+  cnn_grad *g = nullptr;
+  ASSERT_EQ(cnn_grad_create(s.net, 1, &g), CNN_OK);
+  cfg.steps = 1;
+  std::vector<float> x(98, 0.5f), adv(98);
+  int32_t label = 4;
+  EXPECT_EQ(cnn_attack_images(g, &cfg, x.data(), &label, 1, 0, adv.data()), CNN_ERR_INVALID_ARG);
+  EXPECT_NE(std::string(cnn_last_error()).find("label 4"), std::string::npos) << cnn_last_error();
+  cnn_grad_destroy(g);
+}
+
+// cnn eval --attack and cnn attack on a small IDX data set (the quadrant task) with a model trained on it.
+TEST(AttackCli, EvalReportsAccuracyUnderAttackAndAttackWritesThePairs) {
+  cnntest::TempDir dir;
+  cnntest::Quadrants q(200, 7);
+  auto be32 = [](std::string *s, uint32_t v) {
+    for (int i = 3; i >= 0; i--) s->push_back((char)((v >> (8 * i)) & 0xff));
+  };
+  for (const char *prefix : {"train", "t10k"}) {
+    std::string img, lab;
+    be32(&img, 0x803), be32(&img, 200), be32(&img, 12), be32(&img, 12);
+    for (float v : q.images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
+    be32(&lab, 0x801), be32(&lab, 200);
+    for (int32_t l : q.labels) lab.push_back((char)l);
+    cnntest::write_file(dir.file(std::string(prefix) + "-images-idx3-ubyte"), img);
+    cnntest::write_file(dir.file(std::string(prefix) + "-labels-idx1-ubyte"), lab);
+  }
+  cnntest::write_file(dir.file("net.cnn"), "input 12 12 1\nconv 4 3 relu\nmaxpool 2\nflatten\ndense 4\n");
+  const std::string data = "mnist:" + dir.path(), model = dir.file("m.safetensors");
+  std::string log;
+  ASSERT_EQ(cnntest::run_cnn({"train", "--model", dir.file("net.cnn"), "--data", data, "--epochs", "3", "--quiet",
+                              "--device", "cpu", "--out", model, "--normalize"},
+                             &log),
+            0)
+      << log;
+  ASSERT_EQ(cnntest::run_cnn({"eval", "--model", model, "--data", data, "--attack", "pgd", "--eps", "0.3", "--steps",
+                              "5", "--random-start", "--metrics-json", dir.file("m.json"), "--device", "cpu"},
+                             &log),
+            0)
+      << log;
+  EXPECT_TRUE(has(log, "accuracy under attack")) << log;
+  std::string json = cnntest::read_file(dir.file("m.json"));
+  EXPECT_TRUE(has(json, "\"attack\": {\"method\": \"pgd\"")) << json;
+  EXPECT_TRUE(has(json, "\"random_start\": true")) << json;
+  EXPECT_TRUE(has(json, "\"samples\": 200")) << json;
+  ASSERT_EQ(cnntest::run_cnn({"attack", "--model", model, "--data", data, "--samples", "3", "--eps", "0.2", "--out",
+                              dir.file("adv"), "--device", "cpu"},
+                             &log),
+            0)
+      << log;
+  for (const char *f : {"000_sample0.png", "000_sample0.adv.png", "pairs.png", "attack.csv"}) {
+    struct stat sb;
+    EXPECT_EQ(stat(dir.file(std::string("adv/") + f).c_str(), &sb), 0) << f;
+  }
+  // the adversarial PNG stays within eps of the original, in 8-bit steps
+  int w, h, c, w2, h2, c2;
+  unsigned char *a = stbi_load(dir.file("adv/000_sample0.png").c_str(), &w, &h, &c, 1);
+  unsigned char *b = stbi_load(dir.file("adv/000_sample0.adv.png").c_str(), &w2, &h2, &c2, 1);
+  ASSERT_TRUE(a && b);
+  int most = 0, changed = 0;
+  for (int i = 0; i < w * h; i++) most = std::max(most, std::abs(a[i] - b[i])), changed += a[i] != b[i];
+  EXPECT_LE(most, 52) << "0.2 x 255 = 51, plus rounding";
+  EXPECT_GT(changed, 10);
+  stbi_image_free(a);
+  stbi_image_free(b);
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  } cases[] = {
+      {{"eval", "--model", model, "--data", data, "--attack", "fgsm", "--eps", "-0.1"}, "--eps: must be from 0 to 1"},
+      {{"eval", "--model", model, "--data", data, "--attack", "fgsm"}, "--eps: required with --attack"},
+      {{"eval", "--model", model, "--data", data, "--attack", "cw", "--eps", "0.1"}, "--attack: unknown attack 'cw'"},
+      {{"eval", "--model", model, "--data", data, "--eps", "0.1"}, "--eps: needs --attack"},
+      {{"attack", "--model", model, "--data", data, "--eps", "1.5"}, "--eps: must be from 0 to 1"},
+      {{"attack", "--model", model, "--data", data}, "--eps: required"},
+      {{"attack", "--model", model, "--eps", "0.1", "--class", "4", dir.file("adv/000_sample0.png")},
+       "--class: 4 is out of range"},
+  };
+  for (const auto &cs : cases) {
+    EXPECT_EQ(cnntest::run_cnn(cs.args, &log), 2) << log;
+    EXPECT_TRUE(has(log, cs.message)) << "wanted '" << cs.message << "' in: " << log;
+  }
+}
+
 }  // namespace

@@ -81,5 +81,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+int cmd_attack(int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 /* cnn eval: loss, accuracy, per-class precision/recall/F1 and the confusion matrix of a model on a dataset. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tools/cli.h"
@@ -12,6 +13,10 @@ int cmd_eval(int argc, char **argv)
     int batch = 256;
     int64_t max_memory = 0;
     cli_data_opts dopt = {0};
+    const char *attack = NULL;
+    float eps = -1.0f, alpha = 0.0f;
+    int steps = 10, random_start = 0;
+    uint64_t seed = 1;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
         {"data", CLI_STRING, &data, "SPEC      as cnn train: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, "
@@ -23,6 +28,13 @@ int cmd_eval(int argc, char **argv)
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
         CLI_DATA_LOADER_FLAGS(dopt),
         CLI_MAX_MEMORY_FLAG(max_memory),
+        {"attack", CLI_STRING, &attack, "NAME      also report accuracy under an attack: fgsm or pgd (with --eps)", 0, 0, 0},
+        {"eps", CLI_FLOAT, &eps, "E         the attack's L-infinity radius in [0, 1] pixel units, before normalization",
+         -1e30, 1e30, 0},
+        {"steps", CLI_INT, &steps, "K         pgd: iterations (default 10)", 1, 100000, 0},
+        {"alpha", CLI_FLOAT, &alpha, "A         pgd: the step (default 2.5 * eps / steps)", 0, 1, 0},
+        {"random-start", CLI_BOOL, &random_start, "          pgd: start from a random point of the eps-ball", 0, 0, 0},
+        {"seed", CLI_U64, &seed, "S         pgd's random start (default 1)", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -34,6 +46,27 @@ int cmd_eval(int argc, char **argv)
         return 2;
     }
     if ((rc = cli_check_split("eval", split)) != 0) return rc;
+    cnn_attack_config acfg;
+    cnn_attack_config_defaults(&acfg);
+    if (attack) {
+        if (cnn_attack_parse(attack, &acfg.method) != CNN_OK) {
+            fprintf(stderr, "cnn eval: --attack: %s\n", cnn_last_error());
+            return 2;
+        }
+        if (eps < 0.0f || eps > 1.0f) {
+            fprintf(stderr, "cnn eval: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
+                    eps == -1.0f ? "required with --attack" : "must be from 0 to 1");
+            return 2;
+        }
+        acfg.eps = eps;
+        acfg.steps = steps;
+        acfg.alpha = alpha;
+        acfg.random_start = random_start;
+        acfg.seed = seed;
+    } else if (eps != -1.0f) {
+        fprintf(stderr, "cnn eval: --eps: needs --attack fgsm|pgd\n");
+        return 2;
+    }
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
     cnn_source *ds = NULL;
@@ -66,10 +99,30 @@ int cmd_eval(int argc, char **argv)
             rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "evaluation", st);
         else {
             cnn_metrics_print(m, net, stdout);
-            if (metrics_json && (st = report_write_json(metrics_json, NULL, 0, m, net)) != CNN_OK)
+            char extra[1024] = "";
+            cnn_attack_result ar;
+            rc = 0;
+            if (attack) {
+                if ((st = cnn_evaluate_attack(net, ds, &cfg, batch, &acfg, &ar)) != CNN_OK) {
+                    rc = cli_fail("eval", "--attack", st);
+                } else {
+                    float a = acfg.method == CNN_ATTACK_PGD ? (alpha > 0 ? alpha : 2.5f * eps / steps) : eps;
+                    int k = acfg.method == CNN_ATTACK_PGD ? steps : 1;
+                    printf("\nunder attack: %s, eps %g, %d step%s of %g%s\n  clean accuracy %.4f (loss %.4f), "
+                           "accuracy under attack %.4f (loss %.4f), %lld images\n", attack, (double)eps, k,
+                           k == 1 ? "" : "s", (double)a, acfg.method == CNN_ATTACK_PGD && random_start ?
+                           ", random start" : "", ar.clean_accuracy, ar.clean_loss, ar.adv_accuracy, ar.adv_loss,
+                           (long long)ar.n);
+                    snprintf(extra, sizeof extra, "\"attack\": {\"method\": \"%s\", \"eps\": %.9g, \"steps\": %d, "
+                             "\"alpha\": %.9g, \"random_start\": %s, \"samples\": %lld, \"clean_accuracy\": %.6g, "
+                             "\"accuracy\": %.6g, \"clean_loss\": %.6g, \"loss\": %.6g}", attack, (double)eps, k,
+                             (double)a, random_start ? "true" : "false", (long long)ar.n, ar.clean_accuracy,
+                             ar.adv_accuracy, ar.clean_loss, ar.adv_loss);
+                }
+            }
+            if (rc == 0 && metrics_json &&
+                (st = report_write_json_extra(metrics_json, NULL, 0, m, net, extra[0] ? extra : NULL)) != CNN_OK)
                 rc = cli_fail("eval", "--metrics-json", st);
-            else
-                rc = 0;
         }
     }
     cnn_metrics_destroy(m);

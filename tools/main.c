@@ -14,6 +14,8 @@ static const cnn_command cnn_commands[] = {
      cmd_bench},
     {"explain", "why a model predicts a class: Grad-CAM, saliency, integrated gradients, ... as pictures and maps",
      cmd_explain},
+    {"attack", "adversarial images (FGSM, PGD) written beside the originals, with the predictions before and after",
+     cmd_attack},
     {"serve", "serve a model over HTTP: TensorFlow Serving's REST API and the Open Inference Protocol", cmd_serve},
     {"quantize", "a trained model to int8 (calibrated), dynamic int8, fp16 or float for cnn-lite", cmd_quantize},
 };

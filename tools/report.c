@@ -70,6 +70,12 @@ double report_peak_rss_mib(void)
 cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, int epochs, const cnn_metrics *m,
                              const cnn_net *net)
 {
+    return report_write_json_extra(path, history, epochs, m, net, NULL);
+}
+
+cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *history, int epochs,
+                                   const cnn_metrics *m, const cnn_net *net, const char *extra)
+{
     sbuf b = {0};
     put(&b, "{\n  \"history\": [");
     for (int i = 0; history && i < epochs; i++) {
@@ -131,6 +137,10 @@ cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, i
     }
     put(&b, "\n    ]\n  },\n  \"peak_rss_mib\": ");
 tail:
+    if (extra && !b.failed) { /* before "peak_rss_mib": */
+        b.len -= strlen("\"peak_rss_mib\": ");
+        put(&b, "%s,\n  \"peak_rss_mib\": ", extra);
+    }
     put_num(&b, report_peak_rss_mib());
     put(&b, "\n}\n");
     cnn_status st;

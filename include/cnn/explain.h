@@ -13,6 +13,8 @@
 #include <stdint.h>
 
 #include "cnn/net.h"
+#include "cnn/pipeline.h"
+#include "cnn/train.h"
 #include "cnn/status.h"
 
 #ifdef __cplusplus
@@ -130,6 +132,52 @@ cnn_status cnn_png_write(const char *path, int w, int h, int c, const unsigned c
 
 /* Writes a float32 array as a NumPy .npy file (version 1.0, little-endian '<f4', C order), atomically. */
 cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+
+/* ---- adversarial attacks ----
+ *
+ * L-infinity attacks on the cross-entropy of the true label: eps and alpha are in [0, 1] pixel units, before the
+ * model's normalization; every adversarial image stays within eps of its original and inside [0, 1]. */
+
+typedef enum cnn_attack_method {
+    CNN_ATTACK_FGSM = 0, /* Goodfellow et al. 2015: x + eps * sign(grad), one step */
+    CNN_ATTACK_PGD,      /* Madry et al. 2018: `steps` steps of alpha * sign(grad), each projected on the eps-ball */
+    CNN_ATTACK_METHOD_COUNT
+} cnn_attack_method;
+
+/* "fgsm", "pgd"; an unknown name gives CNN_ERR_INVALID_ARG listing them. */
+cnn_status cnn_attack_parse(const char *name, cnn_attack_method *out);
+const char *cnn_attack_name(cnn_attack_method m); /* "?" outside the enum */
+
+typedef struct cnn_attack_config {
+    cnn_attack_method method;
+    float eps;         /* the L-infinity radius, in [0, 1] */
+    int steps;         /* PGD: iterations (default 10) */
+    float alpha;       /* PGD: the step; <= 0: 2.5 * eps / steps (Madry et al.) */
+    int random_start;  /* PGD: start from a uniform point of the eps-ball (clipped to [0, 1]) */
+    uint64_t seed;     /* the random start of image i is drawn from (seed, its index) alone */
+} cnn_attack_config;
+
+/* FGSM, eps 8/255, 10 steps, automatic alpha, no random start, seed 1. */
+void cnn_attack_config_defaults(cnn_attack_config *cfg);
+/* CNN_OK for a valid configuration; else CNN_ERR_INVALID_ARG naming the field (eps < 0 or > 1, steps < 1, ...). */
+cnn_status cnn_attack_check(const cnn_attack_config *cfg);
+
+/* Adversarial versions of n images (host, [0, 1]) with their labels into adv (host, like images), in passes of
+ * cnn_grad_capacity(g) images. `first` is the index of images[0] in its data set (random starts depend on it). */
+cnn_status cnn_attack_images(cnn_grad *g, const cnn_attack_config *cfg, const float *images, const int32_t *labels,
+                             int64_t n, int64_t first, float *adv);
+
+typedef struct cnn_attack_result {
+    int64_t n;               /* images evaluated */
+    double clean_accuracy;   /* on the original images */
+    double adv_accuracy;     /* on their adversarial versions */
+    double clean_loss, adv_loss; /* mean cross-entropy */
+} cnn_attack_result;
+
+/* Accuracy under attack of `net` on a source (in memory or files, read as cnn_evaluate_source does, without
+ * augmentation; `data` may be NULL), attacking batches of `batch` images. */
+cnn_status cnn_evaluate_attack(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch,
+                               const cnn_attack_config *cfg, cnn_attack_result *out);
 
 #ifdef __cplusplus
 }
