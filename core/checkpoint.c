@@ -144,6 +144,13 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
     if (c->augment) cnn_augment_format(c->augment, aug, sizeof aug);
     cnn_strbuf_appendf(b, "sampler=%s\nresize=%dx%d\naugment=%s\n", cnn_sampler_name(c->sampler), c->resize_h,
                        c->resize_w, aug);
+    /* adversarial training (only when on: checkpoints of plain runs read as before) */
+    if (c->adversarial)
+        cnn_strbuf_appendf(b, "adversarial=%s\nadv_eps=%s\nadv_steps=%d\nadv_alpha=%s\nadv_random_start=%d\n"
+                              "adv_ratio=%s\nadv_seed=%" PRIu64 "\n",
+                           c->attack.method == CNN_ATTACK_PGD ? "pgd" : "fgsm", short_float(f[0], 32, c->attack.eps),
+                           c->attack.steps, short_float(f[1], 32, c->attack.alpha), c->attack.random_start,
+                           short_float(f[2], 32, c->adv_ratio), c->attack.seed);
     /* the data: its size, image shape and labels (the images themselves would take a pass over all of them) */
     cnn_strbuf_appendf(b, "training_samples=%lld\nimage=%dx%dx%d\ntraining_labels_crc32c=%08x\n", (long long)train->n,
                        train->h, train->w, train->c,

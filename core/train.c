@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnn/explain.h"
 #include "cnn/pipeline.h"
 #include "core/checkpoint.h"
 #include "core/error.h"
@@ -47,6 +48,7 @@ void cnn_train_config_defaults(cnn_train_config *c)
     c->progress = stderr;
     c->keep_checkpoints = 3;
     c->warnings = stderr;
+    cnn_attack_config_defaults(&c->attack); /* used only with c->adversarial */
 }
 
 float cnn_lr_at(const cnn_train_config *c, int epoch)
@@ -84,6 +86,13 @@ static cnn_status check_config(const cnn_train_config *c)
         (c->reduce_on_plateau && (c->plateau_patience < 0 || !(c->plateau_factor > 0.0f && c->plateau_factor < 1.0f))))
         return cnn_error(CNN_ERR_INVALID_ARG, "schedule settings out of range: warm-up epochs >= 0, clip norm >= 0, "
                                               "step epochs >= 1 and gamma > 0, patience >= 0 and plateau factor in (0, 1)");
+    if (c->adversarial) {
+        cnn_status st = cnn_attack_check(&c->attack);
+        if (st != CNN_OK) return cnn_error_prefix(st, "adversarial training: ");
+        if (!(c->adv_ratio >= 0.0f && c->adv_ratio <= 1.0f))
+            return cnn_error(CNN_ERR_INVALID_ARG, "adversarial training: the adversarial share of a batch must be in "
+                             "(0, 1] (0: the method's default), got %g", (double)c->adv_ratio);
+    }
     if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "label smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
     if ((unsigned)c->monitor > CNN_MONITOR_ACCURACY || !(c->min_delta >= 0.0f) || c->early_stopping_patience < 0)
@@ -484,6 +493,29 @@ fail:
     return st;
 }
 
+/* Adversarial training: the first round(ratio x n) images of a loader batch (normalized as the model says) become
+ * adversarial versions made on their [0, 1] pixels against the current weights; then the batch is staged again
+ * (the attack's passes went through the network's buffers). `first`: the draw of the batch's first image in the
+ * run, which seeds the random starts. */
+static cnn_status adversarial_batch(cnn_net *net, cnn_grad *g, const cnn_train_config *cfg, cnn_batch *b,
+                                    int64_t first, float *pix, float *adv)
+{
+    const float ratio = cfg->adv_ratio > 0.0f ? cfg->adv_ratio : cfg->attack.method == CNN_ATTACK_PGD ? 1.0f : 0.5f;
+    int m = (int)lround((double)ratio * b->n);
+    if (m < 1) m = 1;
+    int h, w, c;
+    cnn_net_input_shape(net, &h, &w, &c);
+    const size_t per = (size_t)h * w * c, total = (size_t)m * per;
+    float mean[NORM_MAX_CHANNELS] = {0}, std[NORM_MAX_CHANNELS];
+    for (int j = 0; j < NORM_MAX_CHANNELS; j++) std[j] = 1.0f;
+    if (c <= NORM_MAX_CHANNELS) cnn_net_normalization(net, mean, std);
+    for (size_t i = 0; i < total; i++) pix[i] = b->images[i] * std[i % (size_t)c] + mean[i % (size_t)c];
+    cnn_status st = cnn_attack_images(g, &cfg->attack, pix, b->labels, m, first, adv);
+    if (st != CNN_OK) return cnn_error_prefix(st, "adversarial training: ");
+    for (size_t i = 0; i < total; i++) b->images[i] = (adv[i] - mean[i % (size_t)c]) / std[i % (size_t)c];
+    return cnn_net_stage_host(net, b->images, b->labels, b->n);
+}
+
 cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
                             const cnn_train_config *cfg, cnn_epoch_stats *history)
 {
@@ -495,6 +527,8 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     cnn_train_state s = {0};
     cnn_loader *loader = NULL, *val_loader = NULL;
     cnn_dataset shim;
+    cnn_grad *adv_grad = NULL;
+    float *adv_pix = NULL, *adv_out = NULL;
     CNN_TRY(check_config(cfg));
     CNN_TRY(check_source(net, train_src, "training"));
     if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
@@ -562,6 +596,16 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     /* buffers for a full batch now: an upload ahead of its step must not find them rebuilt */
     CNN_TRY(cnn_net_set_batch(net, bs));
     int async = cnn_net_can_upload_async(net);
+    if (cfg->adversarial) { /* the attack's gradient buffers and its [0, 1] images, for a full batch */
+        CNN_TRY(cnn_grad_create(net, bs, &adv_grad));
+        size_t per = (size_t)(net->input.d[0] * net->input.d[1] * net->input.d[2]);
+        adv_pix = malloc((size_t)bs * per * sizeof *adv_pix);
+        adv_out = malloc((size_t)bs * per * sizeof *adv_out);
+        if (!adv_pix || !adv_out) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for adversarial batches of %d", bs);
+            goto fail;
+        }
+    }
     int64_t epoch_len = cnn_loader_epoch_size(loader);
     int steps = (int)cnn_loader_batches_per_epoch(loader);
     s.n = epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
@@ -605,6 +649,9 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                 if (cur->n) CNN_TRY(cnn_net_stage_host(net, cur->images, cur->labels, cur->n));
             }
             int n = cur->n; /* 0 when every file of the batch was bad */
+            if (n && adv_grad)
+                CNN_TRY(adversarial_batch(net, adv_grad, cfg, cur, (int64_t)(epoch - 1) * epoch_len + (int64_t)step * bs,
+                                          adv_pix, adv_out));
             if (n) {
                 CNN_TRY(cnn_net_forward(net, 1));
                 CNN_TRY(cnn_net_loss(net, 1));
@@ -693,6 +740,9 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
     if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
 fail:
+    cnn_grad_destroy(adv_grad);
+    free(adv_pix);
+    free(adv_out);
     cnn_net_set_memory_use(net, 0, 0); /* the optimizer's state goes now */
     cnn_loader_destroy(loader); /* held batches go with it */
     cnn_loader_destroy(val_loader);

@@ -47,6 +47,10 @@ int cli_apply_settings(const char *command, cli_flag *flags, char *saved, const 
 #define CLI_MAX_MEMORY_FLAG(var)                                                                                   \
     {"max-memory", CLI_SIZE, &(var), "SIZE      refuse networks that need more memory than this (512M, 2G, "      \
                                      "1.5GiB; default 80% of the memory available)", 0, 0, 0}
+/* An --eps flag's value before it is given: below the -1e29 every --eps flag accepts, so that a negative value
+ * given is told apart and named */
+#define CLI_EPS_UNSET (-1e30f)
+
 /* Sets the library's memory limit from --max-memory when it was given. */
 void cli_apply_max_memory(int64_t bytes);
 /* What a memory refusal names: "--max-memory" when it was given, else "memory limit". */

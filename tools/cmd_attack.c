@@ -53,7 +53,7 @@ static int argmax(const float *p, int k)
 int cmd_attack(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL, *method = "fgsm", *out = "attack", *data = NULL, *split = "test";
-    float eps = -1.0f, alpha = 0.0f;
+    float eps = CLI_EPS_UNSET, alpha = 0.0f;
     int steps = 10, random_start = 0, samples = 16, target = -1;
     uint64_t seed = 1;
     int64_t max_memory = 0;
@@ -61,7 +61,7 @@ int cmd_attack(int argc, char **argv)
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
         {"attack", CLI_STRING, &method, "NAME      fgsm or pgd (default fgsm)", 0, 0, 0},
         {"eps", CLI_FLOAT, &eps, "E         required: the L-infinity radius in [0, 1] pixel units, before "
-                                 "normalization", -1e30, 1e30, 0},
+                                 "normalization", -1e29, 1e29, 0},
         {"steps", CLI_INT, &steps, "K         pgd: iterations (default 10)", 1, 100000, 0},
         {"alpha", CLI_FLOAT, &alpha, "A         pgd: the step (default 2.5 * eps / steps)", 0, 1, 0},
         {"random-start", CLI_BOOL, &random_start, "          pgd: start from a random point of the eps-ball", 0, 0, 0},
@@ -99,7 +99,7 @@ int cmd_attack(int argc, char **argv)
     }
     if (eps < 0.0f || eps > 1.0f) {
         fprintf(stderr, "cnn attack: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
-                eps == -1.0f ? "required" : "must be from 0 to 1");
+                eps == CLI_EPS_UNSET ? "required" : "must be from 0 to 1");
         return 2;
     }
     cfg.eps = eps;

@@ -14,7 +14,7 @@ int cmd_eval(int argc, char **argv)
     int64_t max_memory = 0;
     cli_data_opts dopt = {0};
     const char *attack = NULL;
-    float eps = -1.0f, alpha = 0.0f;
+    float eps = CLI_EPS_UNSET, alpha = 0.0f;
     int steps = 10, random_start = 0;
     uint64_t seed = 1;
     cli_flag flags[] = {
@@ -30,7 +30,7 @@ int cmd_eval(int argc, char **argv)
         CLI_MAX_MEMORY_FLAG(max_memory),
         {"attack", CLI_STRING, &attack, "NAME      also report accuracy under an attack: fgsm or pgd (with --eps)", 0, 0, 0},
         {"eps", CLI_FLOAT, &eps, "E         the attack's L-infinity radius in [0, 1] pixel units, before normalization",
-         -1e30, 1e30, 0},
+         -1e29, 1e29, 0},
         {"steps", CLI_INT, &steps, "K         pgd: iterations (default 10)", 1, 100000, 0},
         {"alpha", CLI_FLOAT, &alpha, "A         pgd: the step (default 2.5 * eps / steps)", 0, 1, 0},
         {"random-start", CLI_BOOL, &random_start, "          pgd: start from a random point of the eps-ball", 0, 0, 0},
@@ -55,7 +55,7 @@ int cmd_eval(int argc, char **argv)
         }
         if (eps < 0.0f || eps > 1.0f) {
             fprintf(stderr, "cnn eval: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
-                    eps == -1.0f ? "required with --attack" : "must be from 0 to 1");
+                    eps == CLI_EPS_UNSET ? "required with --attack" : "must be from 0 to 1");
             return 2;
         }
         acfg.eps = eps;
@@ -63,7 +63,7 @@ int cmd_eval(int argc, char **argv)
         acfg.alpha = alpha;
         acfg.random_start = random_start;
         acfg.seed = seed;
-    } else if (eps != -1.0f) {
+    } else if (eps != CLI_EPS_UNSET) {
         fprintf(stderr, "cnn eval: --eps: needs --attack fgsm|pgd\n");
         return 2;
     }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/adv_opts.h"
 #include "tools/data_opts.h"
 #include "tools/report.h"
 
@@ -100,6 +101,7 @@ int cmd_train(int argc, char **argv)
     float val_split = 0.1f;
     int normalize = 0, quiet = 0;
     cli_data_opts dopt = {0};
+    cli_adv_opts aopt = CLI_ADV_OPTS_INIT;
     float momentum = -1.0f; /* unset: 0.9 for SGD, 0 for RMSprop */
     uint64_t seed = 1;
     int64_t max_memory = 0;
@@ -150,6 +152,7 @@ int cmd_train(int argc, char **argv)
          0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no progress bar", 0, 0, 0},
         CLI_DATA_TRAIN_FLAGS(dopt),
+        CLI_ADV_FLAGS(aopt),
         {"checkpoint-dir", CLI_STRING, &cfg.checkpoint_dir, "DIR       write checkpoints here (everything needed to "
                                                             "resume exactly)", 0, 0, 0},
         {"checkpoint-every", CLI_STRING, &every, "N[steps]  a checkpoint every N epochs (default 1), or N steps", 0, 0,
@@ -191,6 +194,7 @@ int cmd_train(int argc, char **argv)
     if ((rc = resume_settings(flags, argc, argv, resume, &settings)) != 0) return rc;
     cfg.run_args = settings;
     if ((rc = cli_check_precision("train", precision)) != 0) return rc;
+    if ((rc = cli_adv_apply("train", &aopt, &cfg, seed)) != 0) return rc;
     if (!model && !resume && !init_from) {
         fprintf(stderr, "cnn train: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;

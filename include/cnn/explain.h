@@ -138,24 +138,11 @@ cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const in
  * L-infinity attacks on the cross-entropy of the true label: eps and alpha are in [0, 1] pixel units, before the
  * model's normalization; every adversarial image stays within eps of its original and inside [0, 1]. */
 
-typedef enum cnn_attack_method {
-    CNN_ATTACK_FGSM = 0, /* Goodfellow et al. 2015: x + eps * sign(grad), one step */
-    CNN_ATTACK_PGD,      /* Madry et al. 2018: `steps` steps of alpha * sign(grad), each projected on the eps-ball */
-    CNN_ATTACK_METHOD_COUNT
-} cnn_attack_method;
+/* cnn_attack_method and cnn_attack_config are in cnn/train.h (adversarial training uses them). */
 
 /* "fgsm", "pgd"; an unknown name gives CNN_ERR_INVALID_ARG listing them. */
 cnn_status cnn_attack_parse(const char *name, cnn_attack_method *out);
 const char *cnn_attack_name(cnn_attack_method m); /* "?" outside the enum */
-
-typedef struct cnn_attack_config {
-    cnn_attack_method method;
-    float eps;         /* the L-infinity radius, in [0, 1] */
-    int steps;         /* PGD: iterations (default 10) */
-    float alpha;       /* PGD: the step; <= 0: 2.5 * eps / steps (Madry et al.) */
-    int random_start;  /* PGD: start from a uniform point of the eps-ball (clipped to [0, 1]) */
-    uint64_t seed;     /* the random start of image i is drawn from (seed, its index) alone */
-} cnn_attack_config;
 
 /* FGSM, eps 8/255, 10 steps, automatic alpha, no random start, seed 1. */
 void cnn_attack_config_defaults(cnn_attack_config *cfg);

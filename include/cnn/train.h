@@ -37,6 +37,23 @@ typedef enum cnn_monitor {
     CNN_MONITOR_ACCURACY,
 } cnn_monitor;
 
+/* L-infinity adversarial attacks (cnn/explain.h has the functions): eps and alpha in [0, 1] pixel units, before
+ * the model's normalization. */
+typedef enum cnn_attack_method {
+    CNN_ATTACK_FGSM = 0, /* Goodfellow et al. 2015: x + eps * sign(grad), one step */
+    CNN_ATTACK_PGD,      /* Madry et al. 2018: `steps` steps of alpha * sign(grad), each projected on the eps-ball */
+    CNN_ATTACK_METHOD_COUNT
+} cnn_attack_method;
+
+typedef struct cnn_attack_config {
+    cnn_attack_method method;
+    float eps;         /* the L-infinity radius, in [0, 1] */
+    int steps;         /* PGD: iterations (default 10) */
+    float alpha;       /* PGD: the step; <= 0: 2.5 * eps / steps (Madry et al.) */
+    int random_start;  /* PGD: start from a uniform point of the eps-ball (clipped to [0, 1]) */
+    uint64_t seed;     /* the random start of image i is drawn from (seed, its index) alone */
+} cnn_attack_config;
+
 typedef struct cnn_epoch_stats {
     int epoch;             /* 1-based */
     double loss;           /* mean training loss over the epoch */
@@ -118,6 +135,14 @@ typedef struct cnn_train_config {
     long long max_pixels;        /* image files whose header declares more pixels are bad files; 0: 64 megapixels */
     int strict;                  /* 1: a bad image file stops training; 0: skipped with a warning */
     FILE *warnings;              /* where bad files are reported (default stderr) */
+
+    /* adversarial training (README "Trust"): with `adversarial`, a share adv_ratio of every batch (its first
+     * images, the batch being shuffled) is replaced by adversarial versions made against the current weights in
+     * inference mode (Goodfellow et al. 2015's mixed FGSM: ratio 0.5; Madry et al. 2018's PGD: ratio 1). Random
+     * starts depend on (attack.seed, the image's draw in the run) alone, so that resume stays exact. */
+    int adversarial;             /* 1: on */
+    cnn_attack_config attack;    /* the attack (cnn_attack_config_defaults, then eps, steps, ...) */
+    float adv_ratio;             /* in (0, 1]; 0: 0.5 for FGSM, 1 for PGD */
 } cnn_train_config;
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
