@@ -792,6 +792,10 @@ void cnn_metrics_destroy(cnn_metrics *m)
     free(m->recall);
     free(m->f1);
     free(m->support);
+    free(m->auc);
+    free(m->bin_count);
+    free(m->bin_accuracy);
+    free(m->bin_confidence);
     free(m);
 }
 
@@ -853,14 +857,25 @@ void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out)
 {
     int k = m->num_classes;
     fprintf(out, "samples: %lld  loss: %.4f  accuracy: %.4f\n\n", (long long)m->n, m->loss, m->accuracy);
-    fprintf(out, "%-4s %-14s %9s %9s %9s %8s\n", "id", "class", "precision", "recall", "f1", "support");
+    fprintf(out, "%-4s %-14s %9s %9s %9s %8s%s\n", "id", "class", "precision", "recall", "f1", "support",
+            m->auc ? "   roc auc" : "");
     for (int c = 0; c < k; c++) {
         const char *name = cnn_net_class_name(net, c);
-        fprintf(out, "%-4d %-14.14s %9.4f %9.4f %9.4f %8lld\n", c, name ? name : "-", m->precision[c], m->recall[c],
+        fprintf(out, "%-4d %-14.14s %9.4f %9.4f %9.4f %8lld", c, name ? name : "-", m->precision[c], m->recall[c],
                 m->f1[c], (long long)m->support[c]);
+        if (m->auc) fprintf(out, " %9.4f", m->auc[c]);
+        fputc('\n', out);
     }
-    fprintf(out, "%-19s %9.4f %9.4f %9.4f %8lld\n\n", "macro avg", m->macro_precision, m->macro_recall, m->macro_f1,
+    fprintf(out, "%-19s %9.4f %9.4f %9.4f %8lld", "macro avg", m->macro_precision, m->macro_recall, m->macro_f1,
             (long long)m->n);
+    if (m->auc) {
+        fprintf(out, " %9.4f\n%-19s %9.4f %9.4f %9.4f %8lld\n\n", m->macro_auc, "weighted avg", m->weighted_precision,
+                m->weighted_recall, m->weighted_f1, (long long)m->n);
+        fprintf(out, "top-%d accuracy: %.4f  expected calibration error (%d bins): %.4f\n\n", m->top_k,
+                m->top_k_accuracy, m->ece_bins, m->ece);
+    } else {
+        fprintf(out, "\n\n");
+    }
     fprintf(out, "confusion matrix (rows: true class, columns: predicted class)\n      ");
     for (int c = 0; c < k; c++) fprintf(out, "%6d", c);
     fputc('\n', out);

@@ -1,11 +1,35 @@
 /* cnn eval: loss, accuracy, per-class precision/recall/F1 and the confusion matrix of a model on a dataset. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tools/cli.h"
 #include "tools/data_opts.h"
 #include "tools/report.h"
+
+/* --plots DIR: the confusion matrix and the reliability diagram. Returns the exit status. */
+static int write_plots(const char *dir, const cnn_metrics *m, const cnn_net *net)
+{
+    char path[4096];
+    struct stat sb;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cnn eval: --plots: cannot create the directory %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "cnn eval: --plots: %s is not a directory\n", dir);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/confusion_matrix.png", dir);
+    cnn_status st = cnn_metrics_plot_confusion(m, net, path);
+    if (st == CNN_OK) {
+        snprintf(path, sizeof path, "%s/reliability.png", dir);
+        st = cnn_metrics_plot_reliability(m, path);
+    }
+    return st == CNN_OK ? 0 : cli_fail("eval", "--plots", st);
+}
 
 int cmd_eval(int argc, char **argv)
 {
@@ -17,6 +41,8 @@ int cmd_eval(int argc, char **argv)
     float eps = CLI_EPS_UNSET, alpha = 0.0f;
     int steps = 10, random_start = 0;
     uint64_t seed = 1;
+    int top_k = 5;
+    const char *plots = NULL;
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
         {"data", CLI_STRING, &data, "SPEC      as cnn train: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, "
@@ -28,6 +54,8 @@ int cmd_eval(int argc, char **argv)
         {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
         CLI_DATA_LOADER_FLAGS(dopt),
         CLI_MAX_MEMORY_FLAG(max_memory),
+        {"top-k", CLI_INT, &top_k, "K         top-K accuracy beside top-1 (default 5)", 1, 100000, 0},
+        {"plots", CLI_STRING, &plots, "DIR       write confusion_matrix.png and reliability.png there", 0, 0, 0},
         {"attack", CLI_STRING, &attack, "NAME      also report accuracy under an attack: fgsm or pgd (with --eps)", 0, 0, 0},
         {"eps", CLI_FLOAT, &eps, "E         the attack's L-infinity radius in [0, 1] pixel units, before normalization",
          -1e29, 1e29, 0},
@@ -95,9 +123,12 @@ int cmd_eval(int argc, char **argv)
         if (!dopt.resize) cnn_net_resize(net, &cfg.resize_h, &cfg.resize_w); /* the size the model was trained at */
         if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
         else if (cli_data_limit("eval", &dopt, ds)) rc = 1;
-        else if ((st = cnn_evaluate_source(net, ds, &cfg, batch, &m)) != CNN_OK)
+        else if ((st = cnn_evaluate_source_ex(net, ds, &cfg, batch, &(cnn_metrics_options){.top_k = top_k}, &m)) !=
+                 CNN_OK)
             rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "evaluation", st);
-        else {
+        else if (plots && (rc = write_plots(plots, m, net)) != 0) {
+            /* named by write_plots */
+        } else {
             cnn_metrics_print(m, net, stdout);
             char extra[1024] = "";
             cnn_attack_result ar;

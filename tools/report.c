@@ -114,6 +114,31 @@ cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *hist
     put_num(&b, m->macro_recall);
     put(&b, ", \"macro_f1\": ");
     put_num(&b, m->macro_f1);
+    if (m->auc) { /* the metrics that need every probability (cnn_evaluate_source_ex) */
+        put(&b, ", \"weighted_precision\": ");
+        put_num(&b, m->weighted_precision);
+        put(&b, ", \"weighted_recall\": ");
+        put_num(&b, m->weighted_recall);
+        put(&b, ", \"weighted_f1\": ");
+        put_num(&b, m->weighted_f1);
+        put(&b, ", \"top_k\": %d, \"top_k_accuracy\": ", m->top_k);
+        put_num(&b, m->top_k_accuracy);
+        put(&b, ", \"macro_auc\": ");
+        put_num(&b, m->macro_auc);
+        put(&b, ", \"ece\": ");
+        put_num(&b, m->ece);
+        put(&b, ",\n    \"reliability\": [");
+        for (int i = 0; i < m->ece_bins; i++) {
+            put(&b, "%s\n      {\"bin\": %d, \"upper\": ", i ? "," : "", i);
+            put_num(&b, (double)(i + 1) / m->ece_bins);
+            put(&b, ", \"count\": %lld, \"accuracy\": ", (long long)m->bin_count[i]);
+            put_num(&b, m->bin_accuracy[i]);
+            put(&b, ", \"confidence\": ");
+            put_num(&b, m->bin_confidence[i]);
+            put(&b, "}");
+        }
+        put(&b, "\n    ]");
+    }
     put(&b, ",\n    \"per_class\": [");
     for (int c = 0; c < m->num_classes; c++) {
         const char *name = cnn_net_class_name(net, c);
@@ -126,7 +151,12 @@ cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *hist
         put_num(&b, m->recall[c]);
         put(&b, ", \"f1\": ");
         put_num(&b, m->f1[c]);
-        put(&b, ", \"support\": %lld}", (long long)m->support[c]);
+        put(&b, ", \"support\": %lld", (long long)m->support[c]);
+        if (m->auc) {
+            put(&b, ", \"roc_auc\": ");
+            put_num(&b, m->auc[c]);
+        }
+        put(&b, "}");
     }
     put(&b, "\n    ],\n    \"confusion_matrix\": [");
     for (int r = 0; r < m->num_classes; r++) {

@@ -177,7 +177,28 @@ typedef struct cnn_metrics {
     double *precision, *recall, *f1; /* per class */
     int64_t *support;      /* true samples per class */
     double macro_precision, macro_recall, macro_f1;
+    /* computed by cnn_metrics_compute and cnn_evaluate_source_ex (zero and NULL after cnn_evaluate): */
+    double weighted_precision, weighted_recall, weighted_f1; /* per-class figures weighted by support (sklearn's
+                                                              * average='weighted') */
+    int top_k;                /* the k of top_k_accuracy; 0: not computed */
+    double top_k_accuracy;    /* share of samples whose label is among the k most probable classes (ties: a class
+                               * counts as above the label only when strictly more probable) */
+    double *auc;              /* per class: one-vs-rest ROC AUC of its probability (ties count a half); NaN when
+                               * the class has no sample or every sample */
+    double macro_auc;         /* mean of the defined per-class AUCs (NaN when none is) */
+    int ece_bins;             /* equal-width bins of the top probability, right-closed ((b-1)/B, b/B] */
+    double ece;               /* expected calibration error: sum_b n_b / n |accuracy_b - confidence_b| (Guo et al.
+                               * 2017) */
+    int64_t *bin_count;       /* per bin: samples */
+    double *bin_accuracy, *bin_confidence; /* per bin: accuracy and mean top probability (0 for an empty bin) */
 } cnn_metrics;
+
+/* What cnn_evaluate_source_ex and cnn_metrics_compute add: top_k (default 5, at most the classes) and ece_bins
+ * (default 15, Guo et al.'s). */
+typedef struct cnn_metrics_options {
+    int top_k;
+    int ece_bins;
+} cnn_metrics_options;
 
 /* ---- checkpoints ---- */
 
@@ -214,6 +235,19 @@ cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn
  * warnings); no augmentation is applied. */
 cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
                                cnn_metrics **out);
+/* cnn_evaluate_source with the metrics that need every probability: weighted averages, top-k accuracy, per-class
+ * ROC AUC, the expected calibration error and its reliability bins. `opt` may be NULL (the defaults). */
+cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
+                                  const cnn_metrics_options *opt, cnn_metrics **out);
+/* Every metric from n samples' class probabilities (n x k, rows summing to 1) and labels; losses (n, may be NULL:
+ * -log p[label], at least 1e-30) give the loss. */
+cnn_status cnn_metrics_compute(const float *probs, const float *losses, const int32_t *labels, int64_t n, int k,
+                               const cnn_metrics_options *opt, cnn_metrics **out);
+/* PNG pictures of the metrics: the confusion matrix (rows true, columns predicted; cells shaded by the row's share,
+ * with counts) and the reliability diagram (accuracy against confidence per bin, the diagonal, the ECE). The
+ * second needs cnn_metrics_compute's bins. */
+cnn_status cnn_metrics_plot_confusion(const cnn_metrics *m, const cnn_net *net, const char *path);
+cnn_status cnn_metrics_plot_reliability(const cnn_metrics *m, const char *path);
 void cnn_metrics_destroy(cnn_metrics *m);
 /* Prints the metrics as a report: totals, a per-class table and the confusion matrix. */
 void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out);
