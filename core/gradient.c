@@ -207,7 +207,8 @@ cnn_status cnn_grad_forward(cnn_grad *g, const float *images, int n, float *logi
             x[j] = srcs[j] < 0 ? net->input_t : net->acts[srcs[j]];
         l->step = net->step;
         /* max pooling's training variant keeps the argmax for backward; nothing else runs as in training */
-        st = l->ops->forward(l, x, net->acts[i], l->ops == &cnn_maxpool_layer_ops);
+        st = l->ops->forward(l, x, net->acts[i],
+                             l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops);
         if (st != CNN_OK)
             return cnn_error_prefix(st, "layer %s (%s line %d) forward: ", l->name, net->source, l->line);
     }

@@ -129,8 +129,10 @@ TEST(InputGradients, PoolingLayersMatchFiniteDifferences) {
       "maxpool 2\n"
       "conv 4 3 leaky_relu padding=same\n"
       "avgpool 2\n"
-      "conv 4 1 silu\n"
-      "globalavgpool\n"
+      "conv 4 1 silu name=c\n"
+      "globalavgpool name=gap\n"
+      "globalmaxpool from=c name=gmp\n"
+      "concat gap gmp\n"
       "dense 3\n",
       12, 2e-2);
 }
@@ -145,6 +147,7 @@ TEST(InputGradients, DenseLayersAndEveryActivationMatchFiniteDifferences) {
       "dense 8 tanh\n"
       "dense 8 sigmoid\n"
       "dense 8 leaky_relu\n"
+      "linear\n"
       "dense 4 softmax\n",
       13, 1e-2);
 }
