@@ -23,6 +23,7 @@ struct cnn_grad {
     cnn_tensor **g;      /* per layer: the gradient of its output (N, out...); a view of its root's for view layers */
     cnn_tensor *dinput;  /* (N, H, W, C): the gradient of the normalized input */
     cnn_tensor *scratch[CNN_LAYER_MAX_INPUTS]; /* flat (N x largest): a later consumer's gradient before it is added */
+    int nscratch;        /* how many of them a backward step needs at most */
     int64_t largest;     /* elements per image of the largest non-view output or the input */
     float *host;         /* n x max(outputs, H x W x C) staging */
 };
@@ -117,7 +118,7 @@ void cnn_grad_destroy(cnn_grad *g)
             }
     free(g->g);
     cnn_tensor_destroy(g->dinput);
-    for (int k = 0; k < CNN_LAYER_MAX_INPUTS; k++) cnn_tensor_destroy(g->scratch[k]);
+    for (int k = 0; k < g->nscratch; k++) cnn_tensor_destroy(g->scratch[k]);
     free(g->host);
     free(g);
 }
@@ -140,27 +141,58 @@ cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out)
         goto fail;
     }
     cnn_backend *b = net->backend;
-    g->largest = elements(&net->input);
-    for (int i = 0; i < net->nlayers; i++) {
-        cnn_layer *l = net->layers[i];
-        if (cnn_layer_is_view(l)) continue;
-        if (elements(&l->out) > g->largest) g->largest = elements(&l->out);
-        CNN_TRY(batch_tensor(b, &l->out, max_batch, &g->g[i]));
+    /* the plan: elements per image of every buffer, and how many scratch gradients one backward step needs at most
+     * (the same walk as backward(): a source's first consumer in reverse order writes its gradient directly) */
+    const int nl = net->nlayers;
+    char *written = calloc((size_t)nl + 1, 1);
+    if (!written) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
     }
-    for (int i = 0; i < net->nlayers; i++) { /* views in order: a view's source comes before it */
+    int64_t per_image = elements(&net->input);
+    g->largest = elements(&net->input);
+    for (int i = 0; i < nl; i++)
+        if (!cnn_layer_is_view(net->layers[i])) {
+            per_image += elements(&net->layers[i]->out);
+            if (elements(&net->layers[i]->out) > g->largest) g->largest = elements(&net->layers[i]->out);
+        }
+    int last = cnn_net_view_root(net, nl - 1);
+    if (last >= 0) written[last] = 1;
+    for (int i = nl - 1; i >= 0; i--) {
+        if (cnn_layer_is_view(net->layers[i])) continue;
+        int srcs[CNN_LAYER_MAX_INPUTS], used = 0;
+        for (int k = 0, ns = cnn_net_layer_sources(net->layers[i], srcs); k < ns; k++) {
+            int r = cnn_net_view_root(net, srcs[k]), slot = r < 0 ? nl : r;
+            if (written[slot]) used++;
+            written[slot] = 1;
+        }
+        if (used > g->nscratch) g->nscratch = used;
+    }
+    free(written);
+    per_image += (int64_t)g->nscratch * g->largest;
+    /* what the buffers take, against the memory limit before anything is allocated */
+    int64_t bytes;
+    if (!cnn_mul_i64(per_image, (int64_t)max_batch * (int64_t)sizeof(float), &bytes)) bytes = INT64_MAX;
+    if (bytes > cnn_memory_limit()) {
+        char need[32], limit[32];
+        st = cnn_error(CNN_ERR_NO_MEMORY, "gradients: %d images need %s of gradient buffers, above the memory limit "
+                       "of %s (cnn_set_memory_limit); ask for fewer images per pass", max_batch, cnn_memory_format(bytes, need, sizeof need),
+                       cnn_memory_format(cnn_memory_limit(), limit, sizeof limit));
+        goto fail;
+    }
+    for (int i = 0; i < nl; i++) {
+        cnn_layer *l = net->layers[i];
+        if (!cnn_layer_is_view(l)) CNN_TRY(batch_tensor(b, &l->out, max_batch, &g->g[i]));
+    }
+    for (int i = 0; i < nl; i++) { /* views in order: a view's source comes before it */
         cnn_layer *l = net->layers[i];
         if (!cnn_layer_is_view(l)) continue;
         int r = cnn_net_view_root(net, i);
         if (r >= 0) CNN_TRY(view_of(g->g[r], &l->out, max_batch, &g->g[i]));
     }
     CNN_TRY(batch_tensor(b, &net->input, max_batch, &g->dinput));
-    int64_t flat[1];
-    if (!cnn_mul_i64(g->largest, max_batch, &flat[0])) {
-        st = cnn_error(CNN_ERR_SHAPE, "gradients: %d images of %lld elements overflow", max_batch,
-                       (long long)g->largest);
-        goto fail;
-    }
-    for (int k = 0; k < CNN_LAYER_MAX_INPUTS; k++) CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, flat, &g->scratch[k]));
+    int64_t flat[1] = {g->largest * max_batch}; /* within `bytes`, so no overflow */
+    for (int k = 0; k < g->nscratch; k++) CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, flat, &g->scratch[k]));
     int64_t k_out = cnn_net_num_outputs(net), per = elements(&net->input);
     g->host = malloc((size_t)max_batch * (size_t)(k_out > per ? k_out : per) * sizeof *g->host);
     if (!g->host) {

@@ -290,6 +290,23 @@ TEST(InputGradients, LeaveTheWeightGradientsAndTheTrainingStateAlone) {
   cnn_net_destroy(net);
 }
 
+// The gradient buffers are counted against the memory limit before they are allocated.
+TEST(InputGradients, BuffersAboveTheMemoryLimitAreRefusedWithAMessage) {
+  Backend be;
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text("input 32 32 3\nconv 16 3 relu padding=same\nflatten\ndense 10\n", "big", be.b, 1, &net),
+            CNN_OK);
+  cnn_set_memory_limit(8 << 20);  // 8 MiB: 1000 images need 1000 x (3072 + 16384 + 10) floats = 74 MiB
+  cnn_grad *g = nullptr;
+  EXPECT_EQ(cnn_grad_create(net, 1000, &g), CNN_ERR_NO_MEMORY);
+  EXPECT_NE(std::string(cnn_last_error()).find("1000 images need"), std::string::npos) << cnn_last_error();
+  EXPECT_EQ(g, nullptr);
+  EXPECT_EQ(cnn_grad_create(net, 4, &g), CNN_OK) << cnn_last_error();
+  cnn_grad_destroy(g);
+  cnn_set_memory_limit(0);
+  cnn_net_destroy(net);
+}
+
 // conv -> global average pool -> dense (no activation): the gradient of logit K with respect to the convolution's
 // output is W[K][channel] / (H x W) at every position, by hand.
 TEST(InputGradients, LayerOutputGradientMatchesTheHandComputedValue) {
