@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cnn/cnn.h"
+#include "cnn/explain.h"
 #include "core/backend.h"
 extern "C" {
 #include "core/checkpoint.h"
@@ -2511,6 +2512,80 @@ TEST(Precision, CpuBackendRefusesAllButFp32NamingCuda) {
   expect_error(cnn_precision_parse("fp8", &parsed), CNN_ERR_INVALID_ARG, {"fp8", "fp32, tf32, fp16, bf16"});
   cnn_net_destroy(net);
   cnn_backend_destroy(cpu);
+}
+
+// Input gradients, a layer's gradient, Grad-CAM and PGD (include/cnn/explain.h) on the CUDA backend against the CPU
+// backend, on one model file holding every kind of layer: the same maps and adversarial images within the
+// convolutions' bound.
+TEST_F(CudaOps, InputGradientsGradCamAndPgdMatchCpu) {
+  cnntest::TempDir dir;
+  const char *text =
+      "input 12 12 2\n"
+      "conv 6 3 relu padding=same bias=no name=stem\n"
+      "batchnorm\n"
+      "conv 6 3 padding=same bias=no\n"
+      "batchnorm\n"
+      "add stem relu name=r\n"
+      "maxpool 2\n"
+      "conv 8 3 tanh padding=same name=c\n"
+      "avgpool 2 from=r\n"
+      "conv 8 1 elu name=d\n"
+      "concat c d\n"
+      "dropout 0.3\n"
+      "globalavgpool\n"
+      "dense 5\n";
+  cnn_net *cpu = nullptr, *gpu = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text, "explain", g_cpu, 3, &cpu), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_save(cpu, dir.file("m.safetensors").c_str()), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_load(dir.file("m.safetensors").c_str(), g_cuda, &gpu), CNN_OK) << cnn_last_error();
+  const int n = 3, k = 5, per = 12 * 12 * 2;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> x(n * per), d(n * k);
+  for (auto &v : x) v = u(rng);
+  for (auto &v : d) v = 2 * u(rng) - 1;
+  const int layer = cnn_net_layer_find(cpu, "c");
+  ASSERT_GE(layer, 0);
+  const int64_t lsize = cnn_net_layer_shape(cpu, layer, nullptr, nullptr, nullptr, nullptr);
+  std::vector<float> dx[2], lg[2], cam[2], adv[2];
+  cnn_net *nets[2] = {cpu, gpu};
+  for (int b = 0; b < 2; b++) {
+    cnn_grad *g = nullptr;
+    ASSERT_EQ(cnn_grad_create(nets[b], n, &g), CNN_OK) << cnn_last_error();
+    dx[b].resize(x.size());
+    lg[b].resize(n * lsize);
+    ASSERT_EQ(cnn_grad_forward(g, x.data(), n, nullptr, nullptr), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_grad_backward(g, d.data(), dx[b].data(), layer, lg[b].data()), CNN_OK) << cnn_last_error();
+    cnn_explain_config cfg;
+    cnn_explain_config_defaults(&cfg);
+    cnn_explanation e{};
+    ASSERT_EQ(cnn_explain_image(g, &cfg, x.data(), 1, &e), CNN_OK) << cnn_last_error();
+    cam[b].assign(e.raw, e.raw + e.raw_h * e.raw_w);
+    cnn_explanation_free(&e);
+    cnn_attack_config ac;
+    cnn_attack_config_defaults(&ac);
+    ac.method = CNN_ATTACK_PGD;
+    ac.eps = 0.05f;
+    ac.steps = 3;
+    ac.random_start = 1;
+    std::vector<int32_t> labels = {0, 2, 4};
+    adv[b].resize(x.size());
+    ASSERT_EQ(cnn_attack_images(g, &ac, x.data(), labels.data(), n, 0, adv[b].data()), CNN_OK) << cnn_last_error();
+    cnn_grad_destroy(g);
+  }
+  auto nmse = [](const std::vector<float> &a, const std::vector<float> &ref) {
+    double num = 0, den = 1e-30;
+    for (size_t i = 0; i < a.size(); i++) num += (a[i] - ref[i]) * (double)(a[i] - ref[i]), den += ref[i] * (double)ref[i];
+    return num / den;
+  };
+  EXPECT_LT(nmse(dx[1], dx[0]), kNmseConvGemm) << "input gradient";
+  EXPECT_LT(nmse(lg[1], lg[0]), kNmseConvGemm) << "layer gradient";
+  EXPECT_LT(nmse(cam[1], cam[0]), kNmseConvGemm) << "Grad-CAM";
+  int differ = 0;  // PGD's signs may flip where a gradient is near zero
+  for (size_t i = 0; i < x.size(); i++) differ += std::fabs(adv[1][i] - adv[0][i]) > 1e-4f;
+  EXPECT_LT(differ, (int)x.size() / 50) << "PGD images";
+  cnn_net_destroy(cpu);
+  cnn_net_destroy(gpu);
 }
 
 }  // namespace
