@@ -176,7 +176,8 @@ cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out)
     if (bytes > cnn_memory_limit()) {
         char need[32], limit[32];
         st = cnn_error(CNN_ERR_NO_MEMORY, "gradients: %d images need %s of gradient buffers, above the memory limit "
-                       "of %s (cnn_set_memory_limit); ask for fewer images per pass", max_batch, cnn_memory_format(bytes, need, sizeof need),
+                       "of %s (cnn_set_memory_limit); ask for fewer images per pass", max_batch,
+                       cnn_memory_format(bytes, need, sizeof need),
                        cnn_memory_format(cnn_memory_limit(), limit, sizeof limit));
         goto fail;
     }

@@ -233,7 +233,8 @@ cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn
         if (n) {
             for (int j = 0; j < n; j++)
                 if (y[j] < 0 || y[j] >= k) {
-                    st = cnn_error(CNN_ERR_SHAPE, "the evaluation set has label %d but the model has %d outputs", y[j], k);
+                    st = cnn_error(CNN_ERR_SHAPE, "the evaluation set has label %d but the model has %d outputs", y[j],
+                                   k);
                     goto fail;
                 }
             CNN_TRY(cnn_net_forward(net, 0));

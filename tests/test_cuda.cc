@@ -2575,7 +2575,10 @@ TEST_F(CudaOps, InputGradientsGradCamAndPgdMatchCpu) {
   }
   auto nmse = [](const std::vector<float> &a, const std::vector<float> &ref) {
     double num = 0, den = 1e-30;
-    for (size_t i = 0; i < a.size(); i++) num += (a[i] - ref[i]) * (double)(a[i] - ref[i]), den += ref[i] * (double)ref[i];
+    for (size_t i = 0; i < a.size(); i++) {
+      num += (a[i] - ref[i]) * (double)(a[i] - ref[i]);
+      den += ref[i] * (double)ref[i];
+    }
     return num / den;
   };
   EXPECT_LT(nmse(dx[1], dx[0]), kNmseConvGemm) << "input gradient";

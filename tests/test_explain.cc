@@ -32,7 +32,9 @@ std::vector<float> read(const cnn_tensor *t) {
   return v;
 }
 
-void write(cnn_tensor *t, const std::vector<float> &v) { ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * 4), CNN_OK); }
+void write(cnn_tensor *t, const std::vector<float> &v) {
+  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * 4), CNN_OK);
+}
 
 std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   cnn_rng r;
@@ -455,7 +457,8 @@ TEST(Explain, GradCamAtANamedLayerUpsamplesWithHalfPixelCentres) {
   int y0 = (int)sy, x0 = (int)sx;
   double ly = sy - y0, lx = sx - x0;
   auto r = [&](int y, int xx) { return (double)e.raw[y * 5 + xx]; };
-  double expect = (1 - ly) * ((1 - lx) * r(y0, x0) + lx * r(y0, x0 + 1)) + ly * ((1 - lx) * r(y0 + 1, x0) + lx * r(y0 + 1, x0 + 1));
+  double expect = (1 - ly) * ((1 - lx) * r(y0, x0) + lx * r(y0, x0 + 1)) +
+                  ly * ((1 - lx) * r(y0 + 1, x0) + lx * r(y0 + 1, x0 + 1));
   EXPECT_NEAR(e.map[3 * 7 + 4], expect, 1e-6);
   cnn_explanation_free(&e);
 }
@@ -592,7 +595,8 @@ struct Shapes {
       labels[i] = k;
       float *img = &images[(size_t)i * 144];
       for (int p = 0; p < 144; p++) img[p] = 0.3f * cnn_rng_uniform(&r);
-      const int y0 = (int)cnn_rng_below(&r, (uint32_t)(12 - hs[k] + 1)), x0 = (int)cnn_rng_below(&r, (uint32_t)(12 - ws[k] + 1));
+      const int y0 = (int)cnn_rng_below(&r, (uint32_t)(12 - hs[k] + 1));
+      const int x0 = (int)cnn_rng_below(&r, (uint32_t)(12 - ws[k] + 1));
       for (int y = 0; y < hs[k]; y++)
         for (int x = 0; x < ws[k]; x++) img[(y0 + y) * 12 + x0 + x] = 0.8f + 0.2f * cnn_rng_uniform(&r);
       box[i * 4] = y0 - 1, box[i * 4 + 1] = x0 - 1, box[i * 4 + 2] = y0 + hs[k], box[i * 4 + 3] = x0 + ws[k];
@@ -666,7 +670,8 @@ TEST(Explain, MapsOfATrainedAndAWeightShuffledModelDiffer) {
     // saliency is the noisier of the two (measured: 1.6x the even share, the peak on the shape in 14 of 24
     // images; Grad-CAM 2x and 18 or more)
     EXPECT_GT(inside / total, (m ? 1.3 : 2.0) * area) << cnn_explain_method_name(methods[m]);
-    EXPECT_GE(peak_in, m ? nimg / 2 : nimg * 3 / 4) << cnn_explain_method_name(methods[m]) << ": the peak is on the shape";
+    EXPECT_GE(peak_in, m ? nimg / 2 : nimg * 3 / 4)
+        << cnn_explain_method_name(methods[m]) << ": the peak is on the shape";
   }
   cnn_rng r;
   cnn_rng_seed(&r, 99);
@@ -847,7 +852,9 @@ TEST(ExplainCli, BadRequestsExitWithStatus2AndNameTheCulprit) {
       {{"explain", "--model", f.model, "--method", "lime", f.img1}, 2, "--method: unknown explanation method 'lime'"},
       {{"explain", "--model", f.mlp, f.img1}, 2, "has no convolution to explain"},
       {{"explain", "--model", f.model, "--layer", "dense", f.img1}, 2, "--layer: layer dense's output is flat"},
-      {{"explain", "--model", f.model, "--method", "saliency", "--layer", "features", f.img1}, 2, "--layer: only gradcam"},
+      {{"explain", "--model", f.model, "--method", "saliency", "--layer", "features", f.img1},
+       2,
+       "--layer: only gradcam"},
       {{"explain", "--model", f.model}, 2, "give IMAGE files or --data SPEC"},
       {{"explain", f.img1}, 2, "--model FILE is required"},
       {{"explain", "--model", f.dir.file("none.safetensors"), f.img1}, 1, "--model"},

@@ -7,7 +7,8 @@ int cli_adv_apply(const char *command, const cli_adv_opts *o, cnn_train_config *
 {
     if (!o->method) {
         if (o->eps != CLI_EPS_UNSET || o->ratio != 0.0f) {
-            fprintf(stderr, "cnn %s: --%s: needs --adversarial fgsm|pgd\n", command, o->eps != CLI_EPS_UNSET ? "eps" : "adv-ratio");
+            fprintf(stderr, "cnn %s: --%s: needs --adversarial fgsm|pgd\n", command,
+                    o->eps != CLI_EPS_UNSET ? "eps" : "adv-ratio");
             return 2;
         }
         return 0;

@@ -31,6 +31,22 @@ static int write_plots(const char *dir, const cnn_metrics *m, const cnn_net *net
     return st == CNN_OK ? 0 : cli_fail("eval", "--plots", st);
 }
 
+/* Past this, the probabilities of every sample (for top-k, ROC AUC and calibration) are not kept: 4 bytes per class
+ * and sample, 256 MiB being 6.7 million samples of 10 classes */
+#define EVAL_PROBS_MAX (256ll << 20)
+
+/* The metrics with every probability kept when that is small enough; else the plain ones, said so. */
+static cnn_status evaluate(cnn_net *net, const cnn_source *ds, const cnn_train_config *cfg, int batch, int top_k,
+                           cnn_metrics **m)
+{
+    long long bytes = (long long)cnn_source_count(ds) * cnn_net_num_outputs(net) * (long long)sizeof(float);
+    if (bytes <= EVAL_PROBS_MAX)
+        return cnn_evaluate_source_ex(net, ds, cfg, batch, &(cnn_metrics_options){.top_k = top_k}, m);
+    fprintf(stderr, "cnn eval: note: %lld samples: top-k accuracy, ROC AUC and calibration left out (their "
+                    "probabilities would take %lld MiB)\n", (long long)cnn_source_count(ds), bytes >> 20);
+    return cnn_evaluate_source(net, ds, cfg, batch, m);
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *split = "test", *metrics_json = NULL, *device = NULL;
@@ -56,7 +72,8 @@ int cmd_eval(int argc, char **argv)
         CLI_MAX_MEMORY_FLAG(max_memory),
         {"top-k", CLI_INT, &top_k, "K         top-K accuracy beside top-1 (default 5)", 1, 100000, 0},
         {"plots", CLI_STRING, &plots, "DIR       write confusion_matrix.png and reliability.png there", 0, 0, 0},
-        {"attack", CLI_STRING, &attack, "NAME      also report accuracy under an attack: fgsm or pgd (with --eps)", 0, 0, 0},
+        {"attack", CLI_STRING, &attack, "NAME      also report accuracy under an attack: fgsm or pgd (with --eps)", 0,
+         0, 0},
         {"eps", CLI_FLOAT, &eps, "E         the attack's L-infinity radius in [0, 1] pixel units, before normalization",
          -1e29, 1e29, 0},
         {"steps", CLI_INT, &steps, "K         pgd: iterations (default 10)", 1, 100000, 0},
@@ -123,8 +140,11 @@ int cmd_eval(int argc, char **argv)
         if (!dopt.resize) cnn_net_resize(net, &cfg.resize_h, &cfg.resize_w); /* the size the model was trained at */
         if ((st = cnn_source_open(data, split, &ds)) != CNN_OK) rc = cli_fail("eval", "--data", st);
         else if (cli_data_limit("eval", &dopt, ds)) rc = 1;
-        else if ((st = cnn_evaluate_source_ex(net, ds, &cfg, batch, &(cnn_metrics_options){.top_k = top_k}, &m)) !=
-                 CNN_OK)
+        else if (plots && (long long)cnn_source_count(ds) * cnn_net_num_outputs(net) * 4 > EVAL_PROBS_MAX) {
+            fprintf(stderr, "cnn eval: --plots: the probabilities of %lld samples would take more than %lld MiB; "
+                            "evaluate a part (--limit N)\n", (long long)cnn_source_count(ds), EVAL_PROBS_MAX >> 20);
+            rc = 2;
+        } else if ((st = evaluate(net, ds, &cfg, batch, top_k, &m)) != CNN_OK)
             rc = cli_fail("eval", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "evaluation", st);
         else if (plots && (rc = write_plots(plots, m, net)) != 0) {
             /* named by write_plots */

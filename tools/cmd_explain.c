@@ -84,8 +84,8 @@ int cmd_explain(int argc, char **argv)
                                            "convolution)", 0, 0, 0},
         {"class", CLI_INT, &target, "K         the class to explain (default: the predicted one)", -1, 1e9, 0},
         {"out", CLI_STRING, &out, "DIR       where the pictures and maps go (default explain)", 0, 0, 0},
-        {"data", CLI_STRING, &data, "SPEC      explain samples of a data set (as cnn eval --data) instead of files", 0, 0,
-         0},
+        {"data", CLI_STRING, &data, "SPEC      explain samples of a data set (as cnn eval --data) instead of files",
+         0, 0, 0},
         {"split", CLI_STRING, &split, "NAME      train or test (default test)", 0, 0, 0},
         {"samples", CLI_INT, &samples, "N         with --data: N samples spread over the set (default 16)", 1,
          MAX_IMAGES, 0},
@@ -101,7 +101,8 @@ int cmd_explain(int argc, char **argv)
         {"batch", CLI_INT, &batch, "N         images per pass (smoothgrad, integrated gradients, occlusion; default "
                                    "32)", 1, 4096, 0},
         {"seed", CLI_U64, &seed, "S         smoothgrad's noise (default 1)", 0, 0, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0,
+         0},
         CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
@@ -181,7 +182,8 @@ int cmd_explain(int argc, char **argv)
         int nd = 0;
         cnn_net_layer_shape(net, cfg.layer, NULL, NULL, NULL, &nd);
         if (nd != 3) {
-            fprintf(stderr, "cnn explain: --layer: layer %s's output is flat; %s needs a layer whose output is an image "
+            fprintf(stderr, "cnn explain: --layer: layer %s's output is flat; %s needs a layer whose output is an "
+                            "image "
                             "(a convolution, pooling, batchnorm or add before the flatten)\n", layer_name, method_name);
             rc = 2;
             goto done;
@@ -275,7 +277,8 @@ int cmd_explain(int argc, char **argv)
         else snprintf(lines[2], sizeof lines[2], "%s", method_name);
         int nlines = 3;
         if (data && cnn_source_labels(src)) {
-            snprintf(lines[3], sizeof lines[3], "true: %s", class_label(net, cnn_source_labels(src)[index], a, sizeof a));
+            int label = cnn_source_labels(src)[index];
+            snprintf(lines[3], sizeof lines[3], "true: %s", class_label(net, label, a, sizeof a));
             nlines = 4;
         }
         const char *lp[4] = {lines[0], lines[1], lines[2], lines[3]};
@@ -303,7 +306,8 @@ int cmd_explain(int argc, char **argv)
         char row[1024];
         int len = snprintf(row, sizeof row, "%s,%s,%d,%.6f,%d,%.6f\n", stem, method_name, e.predicted,
                            (double)e.probs[e.predicted], e.target, (double)e.probs[e.target]);
-        printf("%s: predicted %s %.4f, explained %s %.4f -> %s/%s.png\n", what, class_label(net, e.predicted, a, sizeof a),
+        printf("%s: predicted %s %.4f, explained %s %.4f -> %s/%s.png\n", what,
+               class_label(net, e.predicted, a, sizeof a),
                (double)e.probs[e.predicted], class_label(net, e.target, b, sizeof b), (double)e.probs[e.target], out,
                stem);
         cnn_explanation_free(&e);
@@ -340,7 +344,8 @@ int cmd_explain(int argc, char **argv)
             goto done;
         }
         fprintf(stderr, "cnn explain: %d image%s explained with %s%s%s; %s/contact_sheet.png, %s/explanations.csv\n",
-                npanels, npanels == 1 ? "" : "s", method_name, layer_shown ? " at " : "", layer_shown ? layer_shown : "",
+                npanels, npanels == 1 ? "" : "s", method_name, layer_shown ? " at " : "",
+                layer_shown ? layer_shown : "",
                 out, out);
     }
     rc = failures ? 1 : 0;
