@@ -666,6 +666,12 @@ static cnn_status expand_repeat(parser *ps, const src_line *lines, int end, line
         }
         snprintf(set.v[set.n++], CNN_NAME_MAX, "%s", in_name);
     }
+    /* nothing to repeat: its iterations would be work without a line of output, which the cap on lines does not
+     * bound (nested, 65536^8 of them); with a body, every iteration adds a line */
+    if (end <= 1 && !in_name) {
+        st = perr(p, "this 'repeat' has nothing between it and its 'end'%s%s", "", "");
+        goto fail;
+    }
     if (depth >= MAX_REPEAT_DEPTH) {
         st = perr(p, "repeat blocks nest deeper than %s%s", "8", "");
         goto fail;

@@ -65,6 +65,17 @@ TEST(Hardening, RepeatExpansionIsBoundedInLines) {
   EXPECT_NE(msg.find("expand to more than 10000 lines"), std::string::npos) << msg;
 }
 
+// A nest of repeat blocks around an empty one iterates 65536 x 2 x 2 ... times without adding a line, which the cap
+// on lines does not bound (a fuzzer's timeout): an empty block is refused; with a body, every iteration adds a line.
+TEST(Hardening, AnEmptyRepeatBlockIsRefusedSoNestsOfThemCannotSpin) {
+  std::string msg = parse_error("input 8 8 1\nflatten\nrepeat 2\nrepeat 2\nrepeat 65536\nend\ndense 4\nend\nend\n"
+                                "dense 10\n");
+  EXPECT_NE(msg.find("t.cnn:5: repeat: this 'repeat' has nothing between it and its 'end'"), std::string::npos) << msg;
+  // a named block may be empty: each iteration names its input, a line each, under the cap on lines
+  msg = parse_error("input 8 8 1\nflatten\nrepeat 2\nrepeat 65536 name=x\nend\nend\ndense 10\n");
+  EXPECT_NE(msg.find("expand to more than 10000 lines"), std::string::npos) << msg;
+}
+
 TEST(Hardening, InternalAliasDirectiveIsNotAcceptedFromFiles) {
   for (const char *line : {"@alias", "@alias x"}) {
     std::string msg = parse_error(std::string("input 8 8 1\nflatten name=x\n") + line + "\ndense 10\n");
