@@ -95,7 +95,6 @@ typedef struct qop {
     float *wt, *bias;      /* owned: weights, biases */
     int64_t wshape[4];
     int wndim;
-    int has_bias;
     char name[CNN_NAME_MAX + 8]; /* its tensors' base name */
     const cnn_layer *layer;      /* where it came from, for messages */
     /* calibration */
@@ -153,6 +152,36 @@ static cnn_status read_param(const cnn_tensor *t, float **out)
     return cnn_tensor_read(t, *out, bytes);
 }
 
+/* A conv's or dense layer's weights (params[0], its shape) and biases (params[1], or zeros without one). */
+static cnn_status read_weights(qop *op, const cnn_layer *l, int use_bias)
+{
+    cnn_status st = CNN_OK;
+    const cnn_tensor *w = l->params[0].value;
+    op->wndim = w->ndim;
+    for (int d = 0; d < w->ndim; d++) op->wshape[d] = w->shape[d];
+    CNN_TRY(read_param(w, &op->wt));
+    if (use_bias && l->nparams > 1) {
+        CNN_TRY(read_param(l->params[1].value, &op->bias));
+    } else if (!(op->bias = calloc((size_t)op->n, sizeof *op->bias))) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    }
+fail:
+    return st;
+}
+
+/* An act op after the last one, for layer l's activation (one the op before cannot apply itself). */
+static cnn_status add_act_after(qgraph *g, const cnn_layer *l, cnn_act act, float alpha)
+{
+    int at = g->n - 1;
+    qop *op = NULL;
+    cnn_status st = add_op(g, "act", l, &op);
+    if (st != CNN_OK) return st;
+    op->in[0] = at, op->nin = 1, op->act = act, op->alpha = alpha;
+    snprintf(op->name, sizeof op->name, "%s.act", l->name);
+    set_shape(op, &l->out);
+    return CNN_OK;
+}
+
 /* How many layers read layer i's output (the definition's inputs). */
 static int readers(const cnn_net *net, int i)
 {
@@ -202,16 +231,7 @@ static cnn_status lower(const cnn_net *net, qgraph *g)
             op->dh = c->dilation_h, op->dw = c->dilation_w, op->g = c->groups, op->n = c->filters;
             op->pt = c->pad_top, op->pl = c->pad_left, op->pb = c->pad_bottom, op->pr = c->pad_right;
             op->act = act, op->alpha = alpha;
-            op->wndim = 4;
-            for (int d = 0; d < 4; d++) op->wshape[d] = l->params[0].value->shape[d];
-            CNN_TRY(read_param(l->params[0].value, &op->wt));
-            op->bias = calloc((size_t)op->n, sizeof *op->bias);
-            if (!op->bias) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "out of host memory"));
-            if (c->use_bias && l->nparams > 1) {
-                free(op->bias);
-                CNN_TRY(read_param(l->params[1].value, &op->bias));
-            }
-            op->has_bias = 1;
+            CNN_TRY(read_weights(op, l, c->use_bias));
             set_shape(op, &l->out);
         } else if (l->ops == &cnn_batchnorm_layer_ops) {
             const cnn_batchnorm_layer *bn = (const cnn_batchnorm_layer *)l;
@@ -256,30 +276,14 @@ static cnn_status lower(const cnn_net *net, qgraph *g)
                 goto fail;
             }
             op->in[0] = src, op->nin = 1;
-            op->wt = gamma, op->bias = beta, op->wndim = 1, op->wshape[0] = c, op->has_bias = 1;
+            op->wt = gamma, op->bias = beta, op->wndim = 1, op->wshape[0] = c;
             set_shape(op, &l->out);
-            if (act != CNN_ACT_NONE) {
-                int at = g->n - 1;
-                CNN_TRY(add_op(g, "act", l, &op));
-                op->in[0] = at, op->nin = 1, op->act = act, op->alpha = alpha;
-                snprintf(op->name, sizeof op->name, "%s.act", l->name);
-                set_shape(op, &l->out);
-            }
+            if (act != CNN_ACT_NONE) CNN_TRY(add_act_after(g, l, act, alpha));
         } else if (l->ops == &cnn_dense_layer_ops) {
             const cnn_dense_layer *d = (const cnn_dense_layer *)l;
             CNN_TRY(add_op(g, "dense", l, &op));
             op->in[0] = src, op->nin = 1, op->n = d->units, op->act = act, op->alpha = alpha;
-            op->wndim = 2;
-            op->wshape[0] = l->params[0].value->shape[0];
-            op->wshape[1] = l->params[0].value->shape[1];
-            CNN_TRY(read_param(l->params[0].value, &op->wt));
-            op->bias = calloc((size_t)op->n, sizeof *op->bias);
-            if (!op->bias) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "out of host memory"));
-            if (d->use_bias && l->nparams > 1) {
-                free(op->bias);
-                CNN_TRY(read_param(l->params[1].value, &op->bias));
-            }
-            op->has_bias = 1;
+            CNN_TRY(read_weights(op, l, d->use_bias));
             set_shape(op, &l->out);
         } else if (l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_avgpool_layer_ops ||
                    l->ops == &cnn_globalavgpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops) {
@@ -312,13 +316,7 @@ static cnn_status lower(const cnn_net *net, qgraph *g)
                 }
                 set_shape(op, &l->out);
             }
-            if (act != CNN_ACT_NONE) {
-                int at = g->n - 1;
-                CNN_TRY(add_op(g, "act", l, &op));
-                op->in[0] = at, op->nin = 1, op->act = act, op->alpha = alpha;
-                snprintf(op->name, sizeof op->name, "%s.act", l->name);
-                set_shape(op, &l->out);
-            }
+            if (act != CNN_ACT_NONE) CNN_TRY(add_act_after(g, l, act, alpha));
         } else if (l->ops == &cnn_flatten_layer_ops || l->ops == &cnn_act_layer_ops ||
                    l->ops == &cnn_softmax_layer_ops) {
             const char *kind = l->ops == &cnn_flatten_layer_ops ? "flatten" : l->ops == &cnn_act_layer_ops ? "act"
@@ -353,13 +351,7 @@ static cnn_status lower(const cnn_net *net, qgraph *g)
                 for (int k = 0; k < l->ninputs; k++) op->in[k] = ins[k];
                 op->nin = l->ninputs;
                 set_shape(op, &l->out);
-                if (act != CNN_ACT_NONE) {
-                    int at = g->n - 1;
-                    CNN_TRY(add_op(g, "act", l, &op));
-                    op->in[0] = at, op->nin = 1, op->act = act, op->alpha = alpha;
-                    snprintf(op->name, sizeof op->name, "%s.act", l->name);
-                    set_shape(op, &l->out);
-                }
+                if (act != CNN_ACT_NONE) CNN_TRY(add_act_after(g, l, act, alpha));
             }
         } else {
             CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "layer %s (%s): cnn quantize does not lower this layer type",
@@ -408,7 +400,7 @@ static void write_line(cnn_strbuf *b, const qgraph *g, int i, int q)
         if (!strcmp(op->kind, "conv")) cnn_strbuf_appendf(b, " d=%d,%d g=%d n=%d", op->dh, op->dw, op->g, op->n);
         if (!strcmp(op->kind, "dense")) cnn_strbuf_appendf(b, " n=%d", op->n);
         if (op->wt) cnn_strbuf_appendf(b, " w=%s.weight", op->name);
-        if (op->bias && op->has_bias) cnn_strbuf_appendf(b, " b=%s.bias", op->name);
+        if (op->bias) cnn_strbuf_appendf(b, " b=%s.bias", op->name);
         if (!strcmp(op->kind, "act"))
             cnn_strbuf_appendf(b, " f=%s", act_text(op->act, op->alpha, act, sizeof act));
         else if (op->act != CNN_ACT_NONE)
