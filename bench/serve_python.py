@@ -11,7 +11,6 @@ import argparse
 import base64
 import io
 import json
-import struct
 
 import numpy as np
 import torch
@@ -21,22 +20,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from PIL import Image
 
-
-def read_safetensors(path):
-    """The F32 tensors of a safetensors file, by name (the format: a u64 header size, a JSON header, the data)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise ValueError(f"{name}: {info['dtype']}, expected F32")
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
-    return out
+from st_reader import read_safetensors
 
 
 class SeedCNN(nn.Module):

@@ -26,24 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from st_reader import read_safetensors
+
 FASHION = "/usr/share/datasets/fashion-mnist"
-
-
-def read_safetensors(path):
-    """The F32 tensors of a safetensors file by name: a u64 header size, a JSON header, the data."""
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] != "F32":
-            raise ValueError(f"{name}: {info['dtype']}, expected F32")
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
-    return out
 
 
 class SeedCNN(nn.Module):
