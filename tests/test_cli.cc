@@ -91,6 +91,8 @@ TEST(Cli, BadFlagValuesExitWithTheUsageStatus) {
       {{"augment-preview", "--augment", "flip=h", "--split", "val"}, "--split: 'val' is not one of train, test"},
       {{"eval", "--model", "m.safetensors", "--split", "val"}, "--split: 'val' is not one of train, test"},
       {{"predict", "--model", kSeed, "--device", "tpu", "x.png"}, "--device: unknown device 'tpu'"},
+      {{"explain", "--model", kSeed, "--device", "tpu", "x.png"}, "--device: unknown device 'tpu'"},
+      {{"attack", "--model", kSeed, "--eps", "0.1", "--device", "tpu", "x.png"}, "--device: unknown device 'tpu'"},
       {{"bench", "--model", kSeed, "--precision", "fp8"}, "--precision: unknown precision 'fp8'"},
       {{"bench", "--model", kSeed, "--device", "cpu", "--precision", "bf16"}, "--precision: precision bf16 needs"},
   };

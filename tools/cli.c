@@ -259,3 +259,13 @@ cnn_status cli_backend(const char *command, const char *device, cnn_backend **ou
     fprintf(stderr, "cnn %s: device %s: %s\n", command, cnn_backend_name(*out), cnn_backend_description(*out));
     return CNN_OK;
 }
+
+int cli_open_model(const char *command, const char *device, const char *model, int64_t max_memory,
+                   cnn_backend **backend, cnn_net **net)
+{
+    cnn_status st = cli_backend(command, device, backend);
+    if (st != CNN_OK) return cli_fail_value(command, "--device", st);
+    st = cnn_net_load(model, *backend, net);
+    if (st != CNN_OK) return cli_fail(command, st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
+    return 0;
+}

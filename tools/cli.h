@@ -76,6 +76,11 @@ int cli_check_split(const char *command, const char *split);
 /* Creates the backend for --device (NULL: auto) and says which device is used on stderr. */
 cnn_status cli_backend(const char *command, const char *device, cnn_backend **out);
 
+/* The backend --device names and the model file --model on it, for the commands that run a trained model. Prints
+ * what went wrong and returns the exit status (2: a bad --device; 1: a model that does not load), else 0. */
+int cli_open_model(const char *command, const char *device, const char *model, int64_t max_memory,
+                   cnn_backend **backend, cnn_net **net);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);

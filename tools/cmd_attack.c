@@ -121,14 +121,8 @@ int cmd_attack(int argc, char **argv)
     cnn_status st;
     int failures = 0;
     rc = 1;
-    if ((st = cli_backend("attack", device, &backend)) != CNN_OK) {
-        rc = cli_fail("attack", "--device", st);
-        goto done;
-    }
-    if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
-        rc = cli_fail("attack", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
-        goto done;
-    }
+    if ((rc = cli_open_model("attack", device, model, max_memory, &backend, &net)) != 0) goto done;
+    rc = 1;
     const int k = cnn_net_num_outputs(net);
     if (target >= k) {
         fprintf(stderr, "cnn attack: --class: %d is out of range: %s has %d classes (0 to %d)\n", target, model, k,

@@ -149,14 +149,8 @@ int cmd_explain(int argc, char **argv)
     int npanels = 0, failures = 0;
     cnn_status st;
     rc = 1;
-    if ((st = cli_backend("explain", device, &backend)) != CNN_OK) {
-        rc = cli_fail("explain", "--device", st);
-        goto done;
-    }
-    if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
-        rc = cli_fail("explain", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
-        goto done;
-    }
+    if ((rc = cli_open_model("explain", device, model, max_memory, &backend, &net)) != 0) goto done;
+    rc = 1;
     const int k = cnn_net_num_outputs(net);
     if (target >= k) {
         fprintf(stderr, "cnn explain: --class: %d is out of range: %s has %d classes (0 to %d)\n", target, model, k,

@@ -32,14 +32,8 @@ int cmd_predict(int argc, char **argv)
     float *pixels = NULL, *probs = NULL;
     cnn_status st;
     rc = 1;
-    if ((st = cli_backend("predict", device, &backend)) != CNN_OK) {
-        rc = cli_fail_value("predict", "--device", st);
-        goto done;
-    }
-    if ((st = cnn_net_load(model, backend, &net)) != CNN_OK) {
-        rc = cli_fail("predict", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
-        goto done;
-    }
+    if ((rc = cli_open_model("predict", device, model, max_memory, &backend, &net)) != 0) goto done;
+    rc = 1;
     int h, w, c, k = cnn_net_num_outputs(net);
     cnn_net_input_shape(net, &h, &w, &c);
     int rh = h, rw = w; /* the size training resized to before its centre crop, when it did */
