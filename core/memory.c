@@ -3,6 +3,7 @@
  * shapes alone (a definition is described without allocating, cnn_net_describe), and the limit every network is
  * checked against before it allocates (include/cnn/net.h, "memory budget", says what is exact and what is
  * approximated). Every sum and product here saturates at INT64_MAX: a total that large is refused, never wrapped. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,16 +315,25 @@ fail:
     return st;
 }
 
-cnn_status cnn_memory_estimate_text(const char *text, const char *source, const cnn_memory_config *cfg,
-                                    cnn_memory_estimate **out)
+/* The estimate of a definition whose first `frozen` layers are frozen (a fine-tuned model file says how many). */
+static cnn_status estimate_text(const char *text, const char *source, int frozen, const cnn_memory_config *cfg,
+                                cnn_memory_estimate **out)
 {
     cnn_net *net = NULL;
     *out = NULL;
     if (!text || !cfg) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_memory_estimate_text: NULL text or config");
     cnn_status st = cnn_net_describe(text, source, NULL, 0, &net);
+    if (st == CNN_OK && frozen && (st = cnn_net_freeze_count(net, frozen)) != CNN_OK)
+        st = cnn_error_prefix(st, "%s: metadata 'frozen_layers': ", source);
     if (st == CNN_OK) st = cnn_net_memory_estimate(net, cfg, out);
     cnn_net_destroy(net);
     return st;
+}
+
+cnn_status cnn_memory_estimate_text(const char *text, const char *source, const cnn_memory_config *cfg,
+                                    cnn_memory_estimate **out)
+{
+    return estimate_text(text, source, 0, cfg, out);
 }
 
 static int ends_with(const char *s, const char *tail)
@@ -352,10 +362,18 @@ cnn_status cnn_memory_estimate_file(const char *path, const cnn_memory_config *c
                                        "definition)", path);
         goto fail;
     }
+    const char *frozen_s = cnn_st_meta(f, "frozen_layers");
+    char *end = NULL;
+    long frozen = frozen_s ? strtol(frozen_s, &end, 10) : 0;
+    if (frozen_s && (!*frozen_s || *end || frozen < 0 || frozen > INT_MAX)) {
+        st = cnn_error(CNN_ERR_FORMAT, "%s: metadata 'frozen_layers' must be a count of layers, got '%s'", path,
+                       frozen_s);
+        goto fail;
+    }
     {
         char source[512];
         snprintf(source, sizeof source, "%s (definition)", path); /* as cnn_net_load names it */
-        st = cnn_memory_estimate_text(definition, source, cfg, out);
+        st = estimate_text(definition, source, (int)frozen, cfg, out);
     }
 fail:
     cnn_st_free(f);

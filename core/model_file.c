@@ -134,7 +134,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
     int nparams = 0;
     for (int i = 0; i < net->nlayers; i++) nparams += net->layers[i]->nparams + net->layers[i]->nstate;
     int ntensors = nparams + nextra;
-    enum { MODEL_META = 10 };
+    enum { MODEL_META = 11 };
     int nmeta_cap = MODEL_META + nextra_meta + 1;
     cnn_st_entry *entries = calloc((size_t)(ntensors ? ntensors : 1), sizeof *entries);
     void **host = calloc((size_t)(nparams ? nparams : 1), sizeof *host);
@@ -147,7 +147,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
     char *names = malloc(names_len);
     char *mean = malloc((size_t)c * 20 + 1), *std = malloc((size_t)c * 20 + 1);
     char *pmean = malloc((size_t)c * 20 + 1), *pstd = malloc((size_t)c * 20 + 1), *freq = malloc((size_t)k * 20 + 1);
-    char sum[32], resize[32];
+    char sum[32], resize[32], frozen[16];
     if (!entries || !host || !names || !mean || !std || !pmean || !pstd || !freq || !keys || !values || !items) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
@@ -184,15 +184,19 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         format_floats(freq, (size_t)k * 20 + 1, net->class_freq, k);
     }
     snprintf(resize, sizeof resize, "%dx%d", net->resize_h, net->resize_w);
+    /* the frozen prefix of a fine-tuned model (checkpoints write their own, with the training state) */
+    int nfrozen = strcmp(format, CNN_MODEL_FORMAT) ? 0 : cnn_net_frozen_layers(net);
+    snprintf(frozen, sizeof frozen, "%d", nfrozen);
     const char *model_keys[MODEL_META] = {"format", "cnn_version", "definition", "class_names", "norm_mean", "norm_std",
-                                          "resize", "data_mean", "data_std", "class_freq"};
+                                          "resize", "data_mean", "data_std", "class_freq", "frozen_layers"};
     const char *model_values[MODEL_META] = {format, CNN_VERSION_STRING, net->definition, names, mean, std, resize,
-                                            pmean, pstd, freq};
+                                            pmean, pstd, freq, frozen};
     int nmeta = 0;
     for (int i = 0; i < MODEL_META; i++) {
         if ((i == 4 || i == 5) && !net->has_norm) continue;
         if (i == 6 && !net->resize_h) continue;
-        if (i >= 7 && !net->has_profile) continue;
+        if (i >= 7 && i <= 9 && !net->has_profile) continue;
+        if (i == 10 && !nfrozen) continue;
         keys[nmeta] = model_keys[i];
         values[nmeta++] = model_values[i];
     }
@@ -366,6 +370,17 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
         CNN_TRY(cnn_net_set_normalization(net, c, mean, std));
     }
     CNN_TRY(load_profile(net, f, path));
+    const char *frozen_s = cnn_st_meta(f, "frozen_layers");
+    if (frozen_s) {
+        char *end;
+        long n = strtol(frozen_s, &end, 10);
+        if (!*frozen_s || *end || n < 0 || n > net->nlayers) {
+            st = cnn_error(CNN_ERR_FORMAT, "%s: metadata 'frozen_layers' must be a count from 0 to %d (the layers), got "
+                           "'%s'", path, net->nlayers, frozen_s);
+            goto fail;
+        }
+        CNN_TRY(cnn_net_freeze_count(net, (int)n));
+    }
     const char *resize_s = cnn_st_meta(f, "resize");
     if (resize_s) {
         int hw[2];

@@ -17,6 +17,7 @@ extern "C" {
 #include "core/net.h"
 #include "core/optim.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"
@@ -130,6 +131,67 @@ TEST(Freeze, NamesACountOrRefuses) {
   EXPECT_EQ(cnn_net_freeze(net, "99", &n), CNN_ERR_INVALID_ARG);
   EXPECT_EQ(cnn_net_frozen_layers(net), 3);  // unchanged by the refusals
   cnn_net_destroy(net);
+}
+
+// A fine-tuned model file records its frozen prefix: loading restores it and cnn summary's estimate counts those
+// weights as non-trainable; a model with nothing frozen is written as before (no key); a bad count is refused.
+TEST(Freeze, TheModelFileKeepsTheFrozenLayers) {
+  Backend be;
+  TempDir dir;
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kNet, "freeze", be.b, 1, &net), CNN_OK) << cnn_last_error();
+  const int64_t all = cnn_net_param_count(net);
+  const std::string plain = dir.path() + "/plain.safetensors", tuned = dir.path() + "/tuned.safetensors";
+  ASSERT_EQ(cnn_net_save(net, plain.c_str()), CNN_OK) << cnn_last_error();
+  int frozen = 0;
+  ASSERT_EQ(cnn_net_freeze(net, "batch_normalization", &frozen), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_save(net, tuned.c_str()), CNN_OK) << cnn_last_error();
+  cnn_net_destroy(net);
+
+  cnn_st_file *f = nullptr;
+  ASSERT_EQ(cnn_st_read(plain.c_str(), &f), CNN_OK);
+  EXPECT_EQ(cnn_st_meta(f, "frozen_layers"), nullptr);
+  cnn_st_free(f);
+  ASSERT_EQ(cnn_st_read(tuned.c_str(), &f), CNN_OK);
+  ASSERT_NE(cnn_st_meta(f, "frozen_layers"), nullptr);
+  EXPECT_STREQ(cnn_st_meta(f, "frozen_layers"), "2");
+
+  ASSERT_EQ(cnn_net_load(tuned.c_str(), be.b, &net), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_frozen_layers(net), 2);
+  EXPECT_EQ(cnn_net_param_count(net), all - 36 - 8);
+  cnn_net_destroy(net);
+  ASSERT_EQ(cnn_net_load(plain.c_str(), be.b, &net), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_frozen_layers(net), 0);
+  cnn_net_destroy(net);
+
+  cnn_memory_config mc{};
+  mc.batch = 1;
+  cnn_memory_estimate *e = nullptr;
+  ASSERT_EQ(cnn_memory_estimate_file(tuned.c_str(), &mc, &e), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(e->trainable, all - 36 - 8);
+  EXPECT_EQ(e->non_trainable, 36 + 8 + 8);  // the frozen weights and batchnorm's statistics
+  cnn_memory_estimate_destroy(e);
+
+  // the same file with a count past the network's layers, or not a number: refused, naming the key
+  for (const char *bad : {"9", "-1", "two"}) {
+    std::vector<const char *> keys, values;
+    for (int i = 0; i < f->meta_count; i++) {
+      keys.push_back(f->meta_keys[i]);
+      values.push_back(strcmp(f->meta_keys[i], "frozen_layers") ? f->meta_values[i] : bad);
+    }
+    std::vector<cnn_st_entry> entries;
+    for (int i = 0; i < f->count; i++)
+      entries.push_back({f->tensors[i].name, f->tensors[i].dtype, f->tensors[i].ndim, f->tensors[i].shape,
+                         f->data + f->tensors[i].offset});
+    const std::string broken = dir.path() + "/broken.safetensors";
+    ASSERT_EQ(cnn_st_write(broken.c_str(), entries.data(), (int)entries.size(), keys.data(), values.data(),
+                           (int)keys.size()), CNN_OK) << cnn_last_error();
+    EXPECT_NE(cnn_net_load(broken.c_str(), be.b, &net), CNN_OK) << bad;
+    EXPECT_TRUE(has(cnn_last_error(), "frozen_layers")) << cnn_last_error();
+    EXPECT_NE(cnn_memory_estimate_file(broken.c_str(), &mc, &e), CNN_OK) << bad;
+    EXPECT_TRUE(has(cnn_last_error(), "frozen_layers")) << cnn_last_error();
+  }
+  cnn_st_free(f);
 }
 
 TEST(ReplaceHead, KeepsTheBodyAndGivesANewClassifier) {

@@ -317,7 +317,7 @@ int cmd_train(int argc, char **argv)
         say_resume(checkpoint, &info, cfg.epochs);
         cfg.resume_from = checkpoint;
     } else if (init_from) {
-        int copied = 0, kept = 0, frozen = 0;
+        int copied = 0, kept = 0, frozen = 0, inherited = 0;
         if (model) {
             if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
                 rc = cli_fail("train", "--model", st);
@@ -326,6 +326,9 @@ int cmd_train(int argc, char **argv)
             st = cnn_net_init_from(net, init_from, &copied, &kept);
         } else if ((st = cnn_net_load(init_from, backend, &net)) == CNN_OK) {
             copied = -1;
+            /* a new run decides its own frozen layers: those the file was fine-tuned with are trainable again */
+            inherited = cnn_net_frozen_layers(net);
+            if (inherited) st = cnn_net_freeze(net, NULL, NULL);
         }
         if (st != CNN_OK) {
             rc = cli_fail("train", "--init-from", st);
@@ -352,6 +355,9 @@ int cmd_train(int argc, char **argv)
         if (replace_head)
             fprintf(stderr, "; new classifier for %d class%s", replace_head, replace_head == 1 ? "" : "es");
         if (frozen) fprintf(stderr, "; %d layer%s frozen, up to %s", frozen, cli_s(frozen), freeze);
+        if (inherited && !frozen)
+            fprintf(stderr, "; the %d layer%s it was fine-tuned with frozen are trainable (--freeze to freeze)", inherited,
+                    cli_s(inherited));
         fprintf(stderr, "\n");
     } else if ((st = cnn_net_from_file(model, backend, seed, &net)) != CNN_OK) {
         rc = cli_fail("train", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
