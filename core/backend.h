@@ -1,4 +1,4 @@
-/* The backend interface: a table of function pointers plus a context (DESIGN.md, "The backend interface").
+/* The backend interface: a table of function pointers plus a context (docs/ARCHITECTURE.md, "The backend table").
  *
  * Rules every backend follows:
  * - One entry per primitive; forward and backward are separate. Arguments come in structs.

@@ -1,4 +1,4 @@
-/* Elementwise math, written once for every backend (DESIGN.md): the CPU backend includes this header as plain
+/* Elementwise math, written once for every backend (docs/ARCHITECTURE.md, "Adding an op"): the CPU backend includes this header as plain
  * C, the CUDA backend as __host__ __device__ code. One definition of the math, two schedulers; the CPU tests
  * then cover the math the GPU runs. Scalars only: the loops live in the backends.
  *
