@@ -27,8 +27,9 @@ static const char *const fashion_mnist_classes[MNIST_CLASSES] = {
 // ---------------------------------------------------------------------------------------------------------------
 // allocation
 
-/* A dataset of n samples of h x w x c with uninitialized images and labels and no class names. */
-static cnn_status dataset_alloc(int64_t n, int h, int w, int c, cnn_dataset **out)
+/* A dataset of n samples of h x w x c with uninitialized images (8-bit pixels when u8, f32 values otherwise) and
+ * labels and no class names. */
+static cnn_status dataset_alloc(int64_t n, int h, int w, int c, int u8, cnn_dataset **out)
 {
     *out = NULL;
     if (n < 0 || h <= 0 || w <= 0 || c <= 0)
@@ -45,9 +46,10 @@ static cnn_status dataset_alloc(int64_t n, int h, int w, int c, cnn_dataset **ou
     ds->w = w;
     ds->c = c;
     size_t npix = (size_t)n * per;
-    ds->images = malloc(npix ? npix * sizeof(float) : 1);
+    if (u8) ds->pixels = malloc(npix ? npix : 1);
+    else ds->images = malloc(npix ? npix * sizeof(float) : 1);
     ds->labels = malloc(n ? (size_t)n * sizeof(int32_t) : 1);
-    if (!ds->images || !ds->labels) {
+    if ((!ds->images && !ds->pixels) || !ds->labels) {
         cnn_dataset_destroy(ds);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld images of %dx%dx%d", (long long)n, h, w, c);
     }
@@ -82,8 +84,23 @@ void cnn_dataset_destroy(cnn_dataset *ds)
         free(ds->class_names);
     }
     free(ds->images);
+    free(ds->pixels);
     free(ds->labels);
     free(ds);
+}
+
+/* u8 -> [0, 1]; divide (not multiply by 1/255) so that every value is the correctly rounded p / 255 */
+static inline float pixel_value(uint8_t p) { return (float)p / 255.0f; }
+
+void cnn_dataset_image(const cnn_dataset *ds, int64_t i, float *out)
+{
+    size_t per = (size_t)ds->h * (size_t)ds->w * (size_t)ds->c;
+    if (ds->pixels) {
+        const uint8_t *p = ds->pixels + (size_t)i * per;
+        for (size_t j = 0; j < per; j++) out[j] = pixel_value(p[j]);
+    } else {
+        memcpy(out, ds->images + (size_t)i * per, per * sizeof *out);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -129,9 +146,8 @@ cnn_status cnn_dataset_load_idx(const char *images_path, const char *labels_path
         goto fail;
     }
 
-    CNN_TRY(dataset_alloc(n, (int)h, (int)w, (int)c, &ds));
-    /* u8 -> [0, 1]; divide (not multiply by 1/255) so that every value is the correctly rounded v / 255 */
-    for (size_t i = 0; i < img.size; i++) ds->images[i] = (float)img.data[i] / 255.0f;
+    CNN_TRY(dataset_alloc(n, (int)h, (int)w, (int)c, 1, &ds));
+    memcpy(ds->pixels, img.data, img.size);
     int max_label = 0;
     for (int64_t i = 0; i < n; i++) {
         ds->labels[i] = lab.data[i];
@@ -328,7 +344,7 @@ static cnn_status load_cifar(const char *spec, int hundred, int coarse, const ch
         total += (int64_t)(len[f] / record);
     }
 
-    CNN_TRY(dataset_alloc(total, CIFAR_SIDE, CIFAR_SIDE, 3, &ds));
+    CNN_TRY(dataset_alloc(total, CIFAR_SIDE, CIFAR_SIDE, 3, 1, &ds));
     int64_t at = 0;
     for (int f = 0; f < nfiles; f++) {
         size_t count = len[f] / record;
@@ -341,9 +357,9 @@ static cnn_status load_cifar(const char *spec, int hundred, int coarse, const ch
             }
             ds->labels[at] = rec[label_at];
             const unsigned char *planes = rec + label_bytes;
-            float *img = ds->images + (size_t)at * 3 * CIFAR_PLANE; /* NHWC from three planes */
+            uint8_t *img = ds->pixels + (size_t)at * 3 * CIFAR_PLANE; /* NHWC from three planes */
             for (int p = 0; p < CIFAR_PLANE; p++)
-                for (int k = 0; k < 3; k++) img[p * 3 + k] = (float)planes[k * CIFAR_PLANE + p] / 255.0f;
+                for (int k = 0; k < 3; k++) img[p * 3 + k] = planes[k * CIFAR_PLANE + p];
         }
     }
     ds->num_classes = classes;
@@ -445,11 +461,12 @@ fail:
 static cnn_status gather(const cnn_dataset *src, const int64_t *idx, int64_t count, cnn_dataset **out)
 {
     cnn_dataset *ds = NULL;
-    cnn_status st = dataset_alloc(count, src->h, src->w, src->c, &ds);
+    cnn_status st = dataset_alloc(count, src->h, src->w, src->c, src->pixels != NULL, &ds);
     if (st != CNN_OK) return st;
     size_t per = (size_t)src->h * (size_t)src->w * (size_t)src->c;
     for (int64_t i = 0; i < count; i++) {
-        memcpy(ds->images + (size_t)i * per, src->images + (size_t)idx[i] * per, per * sizeof(float));
+        if (src->pixels) memcpy(ds->pixels + (size_t)i * per, src->pixels + (size_t)idx[i] * per, per);
+        else memcpy(ds->images + (size_t)i * per, src->images + (size_t)idx[i] * per, per * sizeof(float));
         ds->labels[i] = src->labels[idx[i]];
     }
     ds->num_classes = src->num_classes;
@@ -471,7 +488,7 @@ cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t se
 
     if (!train || !val) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_split: no output");
     *train = *val = NULL;
-    if (!ds || !ds->images || !ds->labels)
+    if (!ds || (!ds->images && !ds->pixels) || !ds->labels)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_split: no dataset");
     if (ds->n < 2)
         return cnn_error(CNN_ERR_INVALID_ARG, "cannot split %lld samples into training and validation sets",
@@ -501,7 +518,7 @@ fail:
 
 cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std)
 {
-    if (!ds || !mean || !std || !ds->images || ds->c <= 0)
+    if (!ds || !mean || !std || (!ds->images && !ds->pixels) || ds->c <= 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_stats: bad arguments");
     int c = ds->c;
     size_t pixels = (size_t)ds->n * (size_t)ds->h * (size_t)ds->w;
@@ -510,14 +527,16 @@ cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std)
     if (!acc) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for statistics");
     double *sum = acc, *sq = acc + c;
     /* two passes (mean, then squared deviations) in double: exact enough for millions of pixels */
+#define VALUE(i) (ds->pixels ? pixel_value(ds->pixels[i]) : ds->images[i])
     for (size_t p = 0; p < pixels; p++)
-        for (int k = 0; k < c; k++) sum[k] += ds->images[p * (size_t)c + (size_t)k];
+        for (int k = 0; k < c; k++) sum[k] += VALUE(p * (size_t)c + (size_t)k);
     for (int k = 0; k < c; k++) sum[k] /= (double)pixels;
     for (size_t p = 0; p < pixels; p++)
         for (int k = 0; k < c; k++) {
-            double d = ds->images[p * (size_t)c + (size_t)k] - sum[k];
+            double d = VALUE(p * (size_t)c + (size_t)k) - sum[k];
             sq[k] += d * d;
         }
+#undef VALUE
     for (int k = 0; k < c; k++) {
         mean[k] = (float)sum[k];
         std[k] = (float)sqrt(sq[k] / (double)pixels);
@@ -528,7 +547,7 @@ cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std)
 
 cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const float *std)
 {
-    if (!ds || !mean || !std || !ds->images || ds->c <= 0)
+    if (!ds || !mean || !std || (!ds->images && !ds->pixels) || ds->c <= 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_dataset_standardize: bad arguments");
     int c = ds->c;
     for (int k = 0; k < c; k++)
@@ -536,6 +555,16 @@ cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const flo
             return cnn_error(CNN_ERR_INVALID_ARG, "channel %d: cannot standardize with mean %g and std %g (std "
                              "must be finite and > 0)", k, (double)mean[k], (double)std[k]);
     size_t pixels = (size_t)ds->n * (size_t)ds->h * (size_t)ds->w;
+    if (ds->pixels) { /* standardized values are not pixels any more */
+        if (pixels > SIZE_MAX / sizeof(float) / (size_t)c)
+            return cnn_error(CNN_ERR_NO_MEMORY, "cnn_dataset_standardize: %zu pixels do not fit in memory", pixels);
+        float *values = malloc(pixels * (size_t)c * sizeof *values + 1);
+        if (!values) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %zu pixels of f32 values", pixels);
+        for (size_t i = 0; i < pixels * (size_t)c; i++) values[i] = pixel_value(ds->pixels[i]);
+        free(ds->pixels);
+        ds->pixels = NULL;
+        ds->images = values;
+    }
     for (size_t p = 0; p < pixels; p++)
         for (int k = 0; k < c; k++) {
             float *x = &ds->images[p * (size_t)c + (size_t)k];

@@ -53,6 +53,8 @@ typedef struct slot {
 typedef struct scratch {
     float *decoded;      /* the image at its own size, c channels */
     size_t decoded_cap;
+    float *expanded;     /* an in-memory dataset's 8-bit image as values, its own channels */
+    size_t expanded_cap;
     float *resized;      /* (resize_h, resize_w, c) */
     float *crop;         /* (h, w, c) */
 } scratch;
@@ -177,7 +179,14 @@ static cnn_status load_sample(cnn_loader *l, scratch *sc, int64_t index, int epo
     const cnn_dataset *ds = cnn_source_dataset(l->src);
     if (ds) {
         size_t per = (size_t)ds->h * ds->w * ds->c;
-        img = ds->images + (size_t)index * per;
+        if (ds->pixels) { /* to values here, one image at a time: the dataset keeps its pixels */
+            cnn_status st = reserve(&sc->expanded, &sc->expanded_cap, per);
+            if (st != CNN_OK) return st;
+            cnn_dataset_image(ds, index, sc->expanded);
+            img = sc->expanded;
+        } else {
+            img = ds->images + (size_t)index * per;
+        }
         ih = ds->h;
         iw = ds->w;
         if (ds->c != c) {
@@ -367,6 +376,7 @@ static void *worker_main(void *arg)
     }
     pthread_mutex_unlock(&l->mu);
     free(sc.decoded);
+    free(sc.expanded);
     free(sc.resized);
     return NULL;
 }
@@ -697,6 +707,7 @@ cnn_status cnn_loader_load_sample(const cnn_source *src, const cnn_loader_config
     int bad;
     st = load_sample(&l, &sc, index, epoch, draw, out, &bad);
     free(sc.decoded);
+    free(sc.expanded);
     free(sc.resized);
     return st;
 }

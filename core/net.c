@@ -750,13 +750,10 @@ cnn_status cnn_net_stage_batch(cnn_net *net, const cnn_dataset *ds, const int64_
     size_t per = (size_t)h * w * c;
     for (int i = 0; i < n; i++) {
         int64_t s = idx ? idx[i] : first + i;
-        const float *src = ds->images + (size_t)s * per;
         float *dst = net->host_batch + (size_t)i * per;
-        if (net->has_norm) {
-            for (size_t j = 0; j < per; j++) dst[j] = (src[j] - net->norm_mean[j % c]) / net->norm_std[j % c];
-        } else {
-            memcpy(dst, src, per * sizeof *dst);
-        }
+        cnn_dataset_image(ds, s, dst);
+        if (net->has_norm)
+            for (size_t j = 0; j < per; j++) dst[j] = (dst[j] - net->norm_mean[j % c]) / net->norm_std[j % c];
         net->host_labels[i] = ds->labels ? ds->labels[s] : 0;
     }
     st = cnn_tensor_write(net->input_t, net->host_batch, (size_t)n * per * sizeof(float));

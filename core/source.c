@@ -100,7 +100,7 @@ void cnn_source_class_counts(const cnn_source *src, int64_t *counts)
 cnn_status cnn_source_from_dataset(cnn_dataset *ds, int take, cnn_source **out)
 {
     *out = NULL;
-    if (!ds || !ds->images || !ds->labels || ds->n < 0)
+    if (!ds || (!ds->images && !ds->pixels) || !ds->labels || ds->n < 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_source_from_dataset: no dataset");
     int classes = ds->num_classes; /* at least max(label) + 1 */
     for (int64_t i = 0; i < ds->n; i++) {
@@ -669,9 +669,11 @@ static cnn_status dataset_head(const cnn_dataset *ds, int64_t n, cnn_dataset **o
     cnn_dataset *d = calloc(1, sizeof *d);
     if (!d) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for a dataset");
     *d = (cnn_dataset){.n = n, .h = ds->h, .w = ds->w, .c = ds->c, .num_classes = ds->num_classes};
-    d->images = malloc(n ? (size_t)n * per * sizeof *d->images : 1);
+    const size_t size = ds->pixels ? 1 : sizeof *d->images; /* 8-bit pixels or f32 values */
+    if (ds->pixels) d->pixels = malloc(n ? (size_t)n * per : 1);
+    else d->images = malloc(n ? (size_t)n * per * size : 1);
     d->labels = malloc(n ? (size_t)n * sizeof *d->labels : 1);
-    int ok = d->images && d->labels;
+    int ok = (d->images || d->pixels) && d->labels;
     if (ok && ds->class_names && ds->num_classes > 0) {
         ok = (d->class_names = calloc((size_t)ds->num_classes, sizeof *d->class_names)) != NULL;
         for (int c = 0; ok && c < ds->num_classes; c++)
@@ -681,7 +683,8 @@ static cnn_status dataset_head(const cnn_dataset *ds, int64_t n, cnn_dataset **o
         cnn_dataset_destroy(d);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld samples", (long long)n);
     }
-    memcpy(d->images, ds->images, (size_t)n * per * sizeof *d->images);
+    memcpy(ds->pixels ? (void *)d->pixels : (void *)d->images, ds->pixels ? (const void *)ds->pixels :
+           (const void *)ds->images, (size_t)n * per * size);
     memcpy(d->labels, ds->labels, (size_t)n * sizeof *d->labels);
     *out = d;
     return CNN_OK;
@@ -700,9 +703,14 @@ cnn_status cnn_source_limit(cnn_source *src, int64_t n)
     } else if (src->ds) {
         /* ours: cut short in place, and give the memory of the rest back (a failed shrink keeps the larger block) */
         const size_t per = (size_t)src->ds->h * (size_t)src->ds->w * (size_t)src->ds->c;
-        float *images = realloc(src->ds->images, n ? (size_t)n * per * sizeof *images : 1);
+        if (src->ds->pixels) {
+            uint8_t *pixels = realloc(src->ds->pixels, n ? (size_t)n * per : 1);
+            if (pixels) src->ds->pixels = pixels;
+        } else {
+            float *images = realloc(src->ds->images, n ? (size_t)n * per * sizeof *images : 1);
+            if (images) src->ds->images = images;
+        }
         int32_t *labels = realloc(src->ds->labels, n ? (size_t)n * sizeof *labels : 1);
-        if (images) src->ds->images = images;
         if (labels) src->ds->labels = labels;
         src->ds->n = n;
     }

@@ -172,7 +172,8 @@ TEST(EndToEnd, SeedCnnOneEpochOnFashionMnist) {
     if (test->labels[i] == 1) idx = i;
   ASSERT_GE(idx, 0);
   std::vector<unsigned char> px(28 * 28);
-  for (int i = 0; i < 28 * 28; i++) px[i] = (unsigned char)(test->images[idx * 784 + i] * 255.0f + 0.5f);
+  ASSERT_NE(test->pixels, nullptr);
+  for (int i = 0; i < 28 * 28; i++) px[i] = test->pixels[idx * 784 + i];
   cnn_dataset_destroy(test);
   std::string png = dir.file("trouser.png");
   ASSERT_NE(stbi_write_png(png.c_str(), 28, 28, 1, px.data(), 28), 0);

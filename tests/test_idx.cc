@@ -251,7 +251,15 @@ TEST(Dataset, LoadIdxScalesPixelsAndCountsClasses) {
   EXPECT_EQ(ds->num_classes, 4);
   EXPECT_EQ(ds->class_names, nullptr);
   std::string pix = image_data(5, 3, 2);
-  for (size_t i = 0; i < pix.size(); i++) EXPECT_EQ(ds->images[i], (float)(unsigned char)pix[i] / 255.0f);
+  // held as the file's 8-bit pixels, read as p / 255
+  EXPECT_EQ(ds->images, nullptr);
+  ASSERT_NE(ds->pixels, nullptr);
+  std::vector<float> values(6);
+  for (size_t i = 0; i < pix.size(); i++) {
+    EXPECT_EQ(ds->pixels[i], (unsigned char)pix[i]);
+    if (i % 6 == 0) cnn_dataset_image(ds, (int64_t)(i / 6), values.data());
+    EXPECT_EQ(values[i % 6], (float)(unsigned char)pix[i] / 255.0f);
+  }
   for (int i = 0; i < 5; i++) EXPECT_EQ(ds->labels[i], i % 4);
   cnn_dataset_destroy(ds);
   cnn_dataset_destroy(nullptr);
@@ -409,7 +417,7 @@ cnn_dataset *numbered_dataset(int n, TempDir &dir) {
 
 std::vector<int> ids(const cnn_dataset *ds) {
   std::vector<int> v;
-  for (int64_t i = 0; i < ds->n; i++) v.push_back((int)std::lround(ds->images[i] * 255.0f));
+  for (int64_t i = 0; i < ds->n; i++) v.push_back(ds->pixels[i]);
   return v;
 }
 
@@ -482,7 +490,9 @@ TEST(Dataset, StatsAndStandardize) {
 
   // a zero std is refused and nothing changes
   EXPECT_EQ(cnn_dataset_standardize(ds, mean, std_), CNN_ERR_INVALID_ARG);
-  EXPECT_EQ(ds->images[0], 0.0f);
+  float first[3];
+  cnn_dataset_image(ds, 0, first);
+  EXPECT_EQ(first[0], 0.0f);
   std_[1] = 1.0f;
   ASSERT_EQ(cnn_dataset_standardize(ds, mean, std_), CNN_OK);
   float m2[3], s2[3];
@@ -520,13 +530,14 @@ TEST(Dataset, FashionMnistLoadsWhenInstalled) {
     EXPECT_EQ(ds->num_classes, 10);
     ASSERT_NE(ds->class_names, nullptr);
     EXPECT_STREQ(ds->class_names[1], "Trouser");
-    float lo = 1, hi = 0;
+    ASSERT_NE(ds->pixels, nullptr);  // 8-bit: 47 MB for the training set, not 188
+    int lo = 255, hi = 0;
     for (int64_t i = 0; i < ds->n * 28 * 28; i++) {
-      lo = std::min(lo, ds->images[i]);
-      hi = std::max(hi, ds->images[i]);
+      lo = std::min(lo, (int)ds->pixels[i]);
+      hi = std::max(hi, (int)ds->pixels[i]);
     }
-    EXPECT_EQ(lo, 0.0f);
-    EXPECT_EQ(hi, 1.0f);
+    EXPECT_EQ(lo, 0);
+    EXPECT_EQ(hi, 255);
     std::vector<int64_t> per_class(10, 0);
     for (int64_t i = 0; i < ds->n; i++) {
       ASSERT_GE(ds->labels[i], 0);

@@ -226,7 +226,7 @@ TEST(Cifar, TenClassBatchesLoadAsNhwcWithClassNames) {
   // image 3 is file 2, record 1: seed 21; pixel (y, x) channel k is plane k's entry y * 32 + x
   for (int p : {0, 1, 33, 1023})
     for (int k = 0; k < 3; k++)
-      EXPECT_EQ(ds->images[(size_t)3 * 3072 + (size_t)p * 3 + k], (float)((21 + 3 * p + k) & 0xff) / 255.0f) << p;
+      EXPECT_EQ(ds->pixels[(size_t)3 * 3072 + (size_t)p * 3 + k], (21 + 3 * p + k) & 0xff) << p;
   cnn_dataset_destroy(ds);
 
   write_file(dir.file("batches.meta.txt"), "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n\n");

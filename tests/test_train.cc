@@ -195,6 +195,61 @@ TEST(Training, SameSeedGivesSameWeights) {
   cnn_net_destroy(b);
 }
 
+// A dataset held as 8-bit pixels (as the IDX and CIFAR loaders give it) trains to the same weights, bit for bit,
+// as the same images held as f32 values p / 255, with normalization and a validation split: the values are
+// converted per batch with the same arithmetic.
+TEST(Training, EightBitPixelsTrainAsTheirFloatValues) {
+  Backend be;
+  const int n = 240, per = 12 * 12;
+  cnntest::Quadrants q(n, 4);
+  std::vector<uint8_t> pixels((size_t)n * per);
+  std::vector<float> values(pixels.size());
+  for (size_t i = 0; i < pixels.size(); i++) {
+    pixels[i] = (uint8_t)std::lround(std::min(1.0f, std::max(0.0f, q.images[i])) * 255.0f);
+    values[i] = (float)pixels[i] / 255.0f;
+  }
+  cnn_dataset u8 = q.ds, f32 = q.ds;
+  u8.images = nullptr;
+  u8.pixels = pixels.data();
+  f32.images = values.data();
+  std::vector<std::vector<float>> weights;
+  for (cnn_dataset *ds : {&u8, &f32}) {
+    cnn_dataset *train = nullptr, *val = nullptr;
+    ASSERT_EQ(cnn_dataset_split(ds, 0.25, 7, &train, &val), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(train->pixels != nullptr, ds == &u8);  // the split keeps the form
+    cnn_net *net = nullptr;
+    ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 9, &net), CNN_OK) << cnn_last_error();
+    float mean, sd;
+    ASSERT_EQ(cnn_dataset_stats(train, &mean, &sd), CNN_OK);
+    ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &sd), CNN_OK);
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    cfg.epochs = 2;
+    cfg.batch_size = 32;
+    cfg.progress = nullptr;
+    ASSERT_EQ(cnn_train(net, train, val, &cfg, nullptr), CNN_OK) << cnn_last_error();
+    cnn_metrics *m = nullptr;
+    ASSERT_EQ(cnn_evaluate(net, val, 64, &m), CNN_OK) << cnn_last_error();
+    std::vector<float> w;
+    for (int i = 0; i < net->nlayers; i++)
+      for (int p = 0; p < net->layers[i]->nparams; p++) {
+        std::vector<float> t((size_t)cnn_tensor_numel(net->layers[i]->params[p].value));
+        ASSERT_EQ(cnn_tensor_read(net->layers[i]->params[p].value, t.data(), t.size() * 4), CNN_OK);
+        w.insert(w.end(), t.begin(), t.end());
+      }
+    w.push_back(mean);
+    w.push_back(sd);
+    w.push_back((float)m->loss);
+    cnn_metrics_destroy(m);
+    weights.push_back(w);
+    cnn_net_destroy(net);
+    cnn_dataset_destroy(train);
+    cnn_dataset_destroy(val);
+  }
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  EXPECT_EQ(std::memcmp(weights[0].data(), weights[1].data(), weights[0].size() * 4), 0);
+}
+
 TEST(Evaluation, MetricsMatchACountFromPredictions) {
   Backend be;
   cnn_net *net = nullptr;

@@ -1,7 +1,9 @@
 /* cnn.c — datasets held in host memory.
  *
- * A dataset is a set of images (NHWC, f32) with integer labels. Pixels are scaled to [0, 1] on load and may
- * then be standardized per channel. Sources: IDX files (MNIST, Fashion-MNIST; gzip-compressed or raw), CIFAR-10
+ * A dataset is a set of images (NHWC) with integer labels, held either as f32 values or, as the loaders of IDX and
+ * CIFAR files give them, as the 8-bit pixels of the files (a quarter of the memory): pixel p stands for the value
+ * p / 255 in [0, 1], converted per batch by whatever reads it (cnn_dataset_image). Values may then be
+ * standardized per channel (which turns 8-bit pixels into f32 values). Sources: IDX files (MNIST, Fashion-MNIST; gzip-compressed or raw), CIFAR-10
  * and CIFAR-100 binary batches. Image folders and CSV lists are decoded on demand by the loader (cnn/pipeline.h). */
 #ifndef CNN_DATA_H
 #define CNN_DATA_H
@@ -17,17 +19,21 @@ extern "C" {
 typedef struct cnn_dataset {
     int64_t n;            /* number of samples */
     int h, w, c;          /* image shape */
-    float *images;        /* (n, h, w, c), owned */
+    float *images;        /* (n, h, w, c), owned; NULL when the dataset holds 8-bit pixels */
     int32_t *labels;      /* (n), owned; each in [0, num_classes) */
     int num_classes;
     char **class_names;   /* num_classes names, owned; NULL when unknown */
+    uint8_t *pixels;      /* (n, h, w, c), owned, value = pixel / 255: the loaders' form; NULL when images is set */
 } cnn_dataset;
+
+/* Sample i's h * w * c values (pixel / 255 or the f32 values) into out. */
+void cnn_dataset_image(const cnn_dataset *ds, int64_t i, float *out);
 
 /* Where Debian's dataset-fashion-mnist package puts the files. */
 #define CNN_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
 
 /* Loads an IDX image file (u8, rank 3 (n, h, w) or rank 4 (n, h, w, c)) and an IDX label file (u8, rank 1) of
- * the same count. Either may be gzip-compressed. Pixels are scaled to [0, 1]; num_classes is max(label) + 1.
+ * the same count. Either may be gzip-compressed. Pixels stay 8-bit (ds->pixels, values p / 255); num_classes is max(label) + 1.
  * Malformed, truncated or disagreeing files give CNN_ERR_FORMAT naming the file and the field. */
 cnn_status cnn_dataset_load_idx(const char *images_path, const char *labels_path, cnn_dataset **out);
 
@@ -51,7 +57,8 @@ cnn_status cnn_dataset_split(const cnn_dataset *ds, double fraction, uint64_t se
 /* Per-channel mean and standard deviation over all pixels (arrays of ds->c). */
 cnn_status cnn_dataset_stats(const cnn_dataset *ds, float *mean, float *std);
 
-/* x = (x - mean[c]) / std[c] in place; std values must be > 0. */
+/* x = (x - mean[c]) / std[c] in place; std values must be > 0. A dataset of 8-bit pixels becomes one of f32
+ * values. */
 cnn_status cnn_dataset_standardize(cnn_dataset *ds, const float *mean, const float *std);
 
 /* Decodes a PNG, JPEG or BMP file with stb_image, converts it to `c` channels (1: luminance, 3: RGB), resizes it

@@ -58,8 +58,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check(ds->n >= 1 && ds->h == 32 && ds->w == 32 && ds->c == 3, "a CIFAR data set of another shape");
     for (int64_t i = 0; i < ds->n; i++)
         fuzz_check(ds->labels[i] >= 0 && ds->labels[i] < ds->num_classes, "a label is out of range");
-    for (size_t i = 0; i < (size_t)ds->n * 32 * 32 * 3; i++)
-        fuzz_check(ds->images[i] >= 0.0f && ds->images[i] <= 1.0f, "a pixel is outside [0, 1]");
+    fuzz_check(ds->pixels != NULL && ds->images == NULL, "CIFAR data not held as 8-bit pixels");
+    static float image[32 * 32 * 3];
+    for (int64_t i = 0; i < ds->n; i++) { /* every sample converts, from memory the dataset owns */
+        cnn_dataset_image(ds, i, image);
+        fuzz_check(image[i % (32 * 32 * 3)] >= 0.0f && image[i % (32 * 32 * 3)] <= 1.0f, "a value outside [0, 1]");
+    }
     if (ds->class_names)
         for (int c = 0; c < ds->num_classes; c++) fuzz_check(ds->class_names[c] != NULL, "a class has no name");
     cnn_dataset_destroy(ds);
