@@ -109,8 +109,8 @@ const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t si
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s)
 {
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_conv2d_tensors(a, dir, ts, names);
     const cnn_tensor *xt = ts[0], *wt = ts[1], *yt = ts[2];
     const char *xn = names[0], *wn = names[1], *yn = names[2];
@@ -226,8 +226,8 @@ cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *
 
 cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix, const char *op, cnn_dense_sizes *s)
 {
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_dense_tensors(a, dir, ts, names);
     const cnn_tensor *xt = ts[0], *wt = ts[1];
     const char *xn = names[0], *wn = names[1];

@@ -63,8 +63,8 @@ static void cnn_cpu_conv_entry_destroy(void *p)
 static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_conv2d_tensors(a, dir, ts, names);
     for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
     CNN_TRY(cnn_conv2d_check(a, dir, "", op, k));

@@ -48,8 +48,8 @@ static void cnn_cpu_dense_entry_destroy(void *p)
 static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_dense_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_dense_tensors(a, dir, ts, names);
     for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
     CNN_TRY(cnn_dense_check(a, dir, "", op, k));

@@ -87,8 +87,8 @@ static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, const c
                                       cnn_cuda_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_conv2d_tensors(a, dir, ts, names);
 
     memset(k, 0, sizeof *k);

@@ -106,8 +106,8 @@ static uint32_t cnn_cuda_lt_align(const void *p) { return cnn_cuda_address_align
 static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_dense_sizes *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS];
-    const char *names[CNN_OP_MAX_TENSORS];
+    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
+    const char *names[CNN_OP_MAX_TENSORS] = {0};
     const int nt = cnn_dense_tensors(a, dir, ts, names);
 
     CNN_TRY(cnn_cuda_check_operands(ts, names, nt, op));

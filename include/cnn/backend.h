@@ -29,25 +29,25 @@ typedef enum cnn_precision {
 } cnn_precision;
 
 /* "fp32", "tf32", "fp16", "bf16" */
-const char *cnn_precision_name(cnn_precision p);
+CNN_API const char *cnn_precision_name(cnn_precision p);
 /* Parses one of those names; CNN_ERR_INVALID_ARG naming the known ones otherwise. */
-cnn_status cnn_precision_parse(const char *name, cnn_precision *out);
+CNN_API cnn_status cnn_precision_parse(const char *name, cnn_precision *out);
 
 /* Creates a backend from a name: "cpu", "cuda" or "cuda:N". NULL or "auto" picks cuda when it is built in and
  * a GPU is present, else cpu. Unknown names give CNN_ERR_NOT_FOUND with the list of known ones. */
-cnn_status cnn_backend_create(const char *name, cnn_backend **out);
-void cnn_backend_destroy(cnn_backend *backend);
+CNN_API cnn_status cnn_backend_create(const char *name, cnn_backend **out);
+CNN_API void cnn_backend_destroy(cnn_backend *backend);
 
 /* "cpu", "cuda", ... Borrowed from the backend. */
-const char *cnn_backend_name(const cnn_backend *backend);
+CNN_API const char *cnn_backend_name(const cnn_backend *backend);
 /* A one-line description of the device, e.g. "CPU, 2 threads, oneDNN 2.6.3 (avx512_core_amx)". Borrowed. */
-const char *cnn_backend_description(const cnn_backend *backend);
+CNN_API const char *cnn_backend_description(const cnn_backend *backend);
 
 /* Waits for all work queued on the backend. */
-cnn_status cnn_backend_sync(cnn_backend *backend);
+CNN_API cnn_status cnn_backend_sync(cnn_backend *backend);
 
 /* Comma-separated names of the backends compiled into this library, e.g. "cpu,cuda". */
-const char *cnn_backends_available(void);
+CNN_API const char *cnn_backends_available(void);
 
 #ifdef __cplusplus
 }

@@ -35,7 +35,7 @@ typedef struct cnn_bench_config {
 } cnn_bench_config;
 
 /* batch 64, both modes, warm-up 3, 10 iterations, 5 repeats, classes from the model, no per-layer, seed 1, Adam. */
-void cnn_bench_config_defaults(cnn_bench_config *cfg);
+CNN_API void cnn_bench_config_defaults(cnn_bench_config *cfg);
 
 typedef struct cnn_bench_layer {
     char name[64];           /* the layer's name ("conv2d_1"), or "loss", "optimizer" */
@@ -57,18 +57,18 @@ typedef struct cnn_bench_result {
 } cnn_bench_result;
 
 /* Runs the benchmark on `net` (on its backend). The net's weights change (training steps). */
-cnn_status cnn_bench_run(cnn_net *net, const cnn_bench_config *cfg, cnn_bench_result **out);
-void cnn_bench_result_destroy(cnn_bench_result *result);
+CNN_API cnn_status cnn_bench_run(cnn_net *net, const cnn_bench_config *cfg, cnn_bench_result **out);
+CNN_API void cnn_bench_result_destroy(cnn_bench_result *result);
 
 /* The machine's single-precision matrix-multiply rate in GFLOP/s: the best of `repeats` square sgemm calls of
  * size n (after one warm-up call) through oneDNN on the host, with the CPU backend's threads. Allocates
  * 3 n^2 floats while it runs. */
-cnn_status cnn_bench_sgemm_peak(int n, int repeats, double *gflops);
+CNN_API cnn_status cnn_bench_sgemm_peak(int n, int repeats, double *gflops);
 
 /* Threads of the CPU backend (OpenMP and oneDNN) for work started from the calling thread; call before
  * creating the backend. The default is OMP_NUM_THREADS, else the number of cores. */
-cnn_status cnn_set_num_threads(int n);
-int cnn_num_threads(void);
+CNN_API cnn_status cnn_set_num_threads(int n);
+CNN_API int cnn_num_threads(void);
 
 #ifdef __cplusplus
 }

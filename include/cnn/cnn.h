@@ -20,7 +20,7 @@ extern "C" {
 #endif
 
 /* "0.1.0" */
-const char *cnn_version(void);
+CNN_API const char *cnn_version(void);
 
 #ifdef __cplusplus
 }

@@ -24,16 +24,17 @@ extern "C" {
 /* ---- layers by name ---- */
 
 /* Layers in definition order, named as cnn_net_summary shows them ("conv2d_1", or the definition's name=). */
-int cnn_net_num_layers(const cnn_net *net);
-const char *cnn_net_layer_name(const cnn_net *net, int i); /* borrowed; NULL out of range */
-const char *cnn_net_layer_kind(const cnn_net *net, int i); /* the definition keyword: "conv", "dense", ...; static */
+CNN_API int cnn_net_num_layers(const cnn_net *net);
+CNN_API const char *cnn_net_layer_name(const cnn_net *net, int i); /* borrowed; NULL out of range */
+/* the definition keyword: "conv", "dense", ...; static */
+CNN_API const char *cnn_net_layer_kind(const cnn_net *net, int i);
 /* The index of the layer named `name`, or -1. */
-int cnn_net_layer_find(const cnn_net *net, const char *name);
+CNN_API int cnn_net_layer_find(const cnn_net *net, const char *name);
 /* The per-image output shape of layer i: *ndim 3 (h, w, c) or 1 (c features; h = w = 1). Returns the elements per
  * image, or -1 out of range. */
-int64_t cnn_net_layer_shape(const cnn_net *net, int i, int *h, int *w, int *c, int *ndim);
+CNN_API int64_t cnn_net_layer_shape(const cnn_net *net, int i, int *h, int *w, int *c, int *ndim);
 /* The last convolution whose output is an image (Grad-CAM's default layer), or -1 when the model has none. */
-int cnn_net_last_conv(const cnn_net *net);
+CNN_API int cnn_net_last_conv(const cnn_net *net);
 
 /* ---- gradients ---- */
 
@@ -41,25 +42,26 @@ typedef struct cnn_grad cnn_grad;
 
 /* Gradient buffers for `net`: one per layer output (a full set, unlike training's pooled ones) and the input's,
  * for up to max_batch images, on net's backend. The network must outlive it. */
-cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out);
-void cnn_grad_destroy(cnn_grad *g);
+CNN_API cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out);
+CNN_API void cnn_grad_destroy(cnn_grad *g);
 
 /* Forward pass in inference mode on n images (1 <= n <= max_batch); logits and probs (host, n x outputs; either
  * may be NULL) receive the last layer's output and its softmax. */
-cnn_status cnn_grad_forward(cnn_grad *g, const float *images, int n, float *logits, float *probs);
+CNN_API cnn_status cnn_grad_forward(cnn_grad *g, const float *images, int n, float *logits, float *probs);
 
 /* Backward pass after cnn_grad_forward from dlogits (host, n x outputs): the gradient of
  * sum_i sum_k dlogits[i][k] * logits[i][k]. input_grad (host, n x H x W x C; may be NULL) receives its gradient
  * with respect to the [0, 1] input pixels (through the model's normalization). With layer >= 0, layer_grad (host,
  * n x the layer's elements) receives its gradient with respect to that layer's output (after its activation). */
-cnn_status cnn_grad_backward(cnn_grad *g, const float *dlogits, float *input_grad, int layer, float *layer_grad);
+CNN_API cnn_status cnn_grad_backward(cnn_grad *g, const float *dlogits, float *input_grad, int layer,
+                                     float *layer_grad);
 
 /* After cnn_grad_forward: layer i's output (host, n x its elements). */
-cnn_status cnn_grad_layer_output(cnn_grad *g, int layer, float *out);
+CNN_API cnn_status cnn_grad_layer_output(cnn_grad *g, int layer, float *out);
 
 /* The images one pass takes (max_batch of cnn_grad_create). */
-int cnn_grad_capacity(const cnn_grad *g);
-cnn_net *cnn_grad_net(const cnn_grad *g); /* borrowed */
+CNN_API int cnn_grad_capacity(const cnn_grad *g);
+CNN_API cnn_net *cnn_grad_net(const cnn_grad *g); /* borrowed */
 
 /* ---- explanations ----
  *
@@ -78,8 +80,8 @@ typedef enum cnn_explain_method {
 
 /* "gradcam", "gradcam++", "saliency", "smoothgrad", "integrated-gradients", "occlusion"; an unknown name gives
  * CNN_ERR_INVALID_ARG with a message listing them. */
-cnn_status cnn_explain_method_parse(const char *name, cnn_explain_method *out);
-const char *cnn_explain_method_name(cnn_explain_method m); /* "?" outside the enum */
+CNN_API cnn_status cnn_explain_method_parse(const char *name, cnn_explain_method *out);
+CNN_API const char *cnn_explain_method_name(cnn_explain_method m); /* "?" outside the enum */
 
 typedef struct cnn_explain_config {
     cnn_explain_method method;
@@ -96,7 +98,7 @@ typedef struct cnn_explain_config {
 } cnn_explain_config;
 
 /* gradcam at the last convolution, 32 steps, 25 samples, noise 0.15, baseline 0, automatic window, seed 1. */
-void cnn_explain_config_defaults(cnn_explain_config *cfg);
+CNN_API void cnn_explain_config_defaults(cnn_explain_config *cfg);
 
 typedef struct cnn_explanation {
     int h, w, c;        /* the input */
@@ -117,21 +119,21 @@ typedef struct cnn_explanation {
 /* Explains one image (host, h x w x c in [0, 1]) for class `target` (-1: the predicted one) with g's network.
  * Errors name what is wrong: a class out of range, a layer that is not an image, a model without a convolution
  * for Grad-CAM. Free the result with cnn_explanation_free. */
-cnn_status cnn_explain_image(cnn_grad *g, const cnn_explain_config *cfg, const float *image, int target,
-                             cnn_explanation *out);
-void cnn_explanation_free(cnn_explanation *e);
+CNN_API cnn_status cnn_explain_image(cnn_grad *g, const cnn_explain_config *cfg, const float *image, int target,
+                                     cnn_explanation *out);
+CNN_API void cnn_explanation_free(cnn_explanation *e);
 
 /* Draws an explanation: the image, the heat map (jet colours, scaled by its maximum), the overlay (half each),
  * each scaled `scale` times (nearest neighbour), side by side, with `lines` of caption under them (5x7 font,
  * printable ASCII). *rgb (malloc'ed, *pw x *ph x 3) receives the picture. */
-cnn_status cnn_explain_render(const cnn_explanation *e, const float *image, int scale, const char *const *lines,
-                              int nlines, unsigned char **rgb, int *pw, int *ph);
+CNN_API cnn_status cnn_explain_render(const cnn_explanation *e, const float *image, int scale, const char *const *lines,
+                                      int nlines, unsigned char **rgb, int *pw, int *ph);
 
 /* Writes 8-bit pixels (w x h x c, c = 1, 3 or 4) as a PNG file, atomically. */
-cnn_status cnn_png_write(const char *path, int w, int h, int c, const unsigned char *pixels);
+CNN_API cnn_status cnn_png_write(const char *path, int w, int h, int c, const unsigned char *pixels);
 
 /* Writes a float32 array as a NumPy .npy file (version 1.0, little-endian '<f4', C order), atomically. */
-cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
+CNN_API cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const int64_t *shape);
 
 /* ---- adversarial attacks ----
  *
@@ -141,18 +143,18 @@ cnn_status cnn_npy_write(const char *path, const float *data, int ndim, const in
 /* cnn_attack_method and cnn_attack_config are in cnn/train.h (adversarial training uses them). */
 
 /* "fgsm", "pgd"; an unknown name gives CNN_ERR_INVALID_ARG listing them. */
-cnn_status cnn_attack_parse(const char *name, cnn_attack_method *out);
-const char *cnn_attack_name(cnn_attack_method m); /* "?" outside the enum */
+CNN_API cnn_status cnn_attack_parse(const char *name, cnn_attack_method *out);
+CNN_API const char *cnn_attack_name(cnn_attack_method m); /* "?" outside the enum */
 
 /* FGSM, eps 8/255, 10 steps, automatic alpha, no random start, seed 1. */
-void cnn_attack_config_defaults(cnn_attack_config *cfg);
+CNN_API void cnn_attack_config_defaults(cnn_attack_config *cfg);
 /* CNN_OK for a valid configuration; else CNN_ERR_INVALID_ARG naming the field (eps < 0 or > 1, steps < 1, ...). */
-cnn_status cnn_attack_check(const cnn_attack_config *cfg);
+CNN_API cnn_status cnn_attack_check(const cnn_attack_config *cfg);
 
 /* Adversarial versions of n images (host, [0, 1]) with their labels into adv (host, like images), in passes of
  * cnn_grad_capacity(g) images. `first` is the index of images[0] in its data set (random starts depend on it). */
-cnn_status cnn_attack_images(cnn_grad *g, const cnn_attack_config *cfg, const float *images, const int32_t *labels,
-                             int64_t n, int64_t first, float *adv);
+CNN_API cnn_status cnn_attack_images(cnn_grad *g, const cnn_attack_config *cfg, const float *images,
+                                     const int32_t *labels, int64_t n, int64_t first, float *adv);
 
 typedef struct cnn_attack_result {
     int64_t n;               /* images evaluated */
@@ -163,8 +165,8 @@ typedef struct cnn_attack_result {
 
 /* Accuracy under attack of `net` on a source (in memory or files, read as cnn_evaluate_source does, without
  * augmentation; `data` may be NULL), attacking batches of `batch` images. */
-cnn_status cnn_evaluate_attack(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch,
-                               const cnn_attack_config *cfg, cnn_attack_result *out);
+CNN_API cnn_status cnn_evaluate_attack(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch,
+                                       const cnn_attack_config *cfg, cnn_attack_result *out);
 
 #ifdef __cplusplus
 }

@@ -12,7 +12,7 @@ extern "C" {
 
 /* Writes the concatenation of `nparts` buffers to `path` atomically: a temporary file in the same directory,
  * fsync, rename over `path`, fsync of the directory. On failure an existing `path` is left as it was. */
-cnn_status cnn_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts);
+CNN_API cnn_status cnn_write_file_atomic(const char *path, const void *const *parts, const size_t *sizes, int nparts);
 
 #ifdef __cplusplus
 }

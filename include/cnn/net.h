@@ -29,60 +29,60 @@ typedef struct cnn_net cnn_net;
 /* Parses a definition and builds the network on `backend` with freshly initialized weights (He normal for
  * layers followed by ReLU, Glorot uniform otherwise; biases zero) drawn from `seed`. `source` names the text
  * in error messages ("seed_cnn.cnn:4: conv: ..."). */
-cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
-                             cnn_net **out);
+CNN_API cnn_status cnn_net_from_text(const char *text, const char *source, cnn_backend *backend, uint64_t seed,
+                                     cnn_net **out);
 /* The same, reading the definition from a file. */
-cnn_status cnn_net_from_file(const char *path, cnn_backend *backend, uint64_t seed, cnn_net **out);
-void cnn_net_destroy(cnn_net *net);
+CNN_API cnn_status cnn_net_from_file(const char *path, cnn_backend *backend, uint64_t seed, cnn_net **out);
+CNN_API void cnn_net_destroy(cnn_net *net);
 
 /* Prints a Keras-style table (layer name and type, output shape, parameter count, inputs) and the totals:
  * trainable, non-trainable (batchnorm running statistics) and their sum. */
-void cnn_net_summary(const cnn_net *net, FILE *out);
+CNN_API void cnn_net_summary(const cnn_net *net, FILE *out);
 
 /* Trainable parameters (the non-trainable batchnorm running statistics are not counted). */
-int64_t cnn_net_param_count(const cnn_net *net);
-void cnn_net_input_shape(const cnn_net *net, int *h, int *w, int *c);
-int cnn_net_num_outputs(const cnn_net *net);
-const char *cnn_net_definition(const cnn_net *net); /* borrowed */
-cnn_backend *cnn_net_backend(const cnn_net *net);   /* borrowed */
+CNN_API int64_t cnn_net_param_count(const cnn_net *net);
+CNN_API void cnn_net_input_shape(const cnn_net *net, int *h, int *w, int *c);
+CNN_API int cnn_net_num_outputs(const cnn_net *net);
+CNN_API const char *cnn_net_definition(const cnn_net *net); /* borrowed */
+CNN_API cnn_backend *cnn_net_backend(const cnn_net *net);   /* borrowed */
 
 /* Class names (n == cnn_net_num_outputs) stored with the model; copied. */
-cnn_status cnn_net_set_class_names(cnn_net *net, int n, const char *const *names);
+CNN_API cnn_status cnn_net_set_class_names(cnn_net *net, int n, const char *const *names);
 /* Borrowed; NULL when the model has no name for class i. */
-const char *cnn_net_class_name(const cnn_net *net, int i);
+CNN_API const char *cnn_net_class_name(const cnn_net *net, int i);
 
 /* Per-channel input normalization x' = (x - mean) / std, stored with the model so that eval and predict apply
  * what training applied. c == input channels. */
-cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, const float *std);
+CNN_API cnn_status cnn_net_set_normalization(cnn_net *net, int c, const float *mean, const float *std);
 /* 1 and the values when set, else 0. */
-int cnn_net_normalization(const cnn_net *net, float *mean, float *std);
+CNN_API int cnn_net_normalization(const cnn_net *net, float *mean, float *std);
 
 /* The training set's data profile, stored with the model: each input channel's mean and std over its pixels (in
  * the [0, 1] scale, before normalization; c == input channels) and each class's share of the samples (k == outputs,
  * summing to 1). cnn_train sets it from the training data; the model server compares what it serves with it
  * (drift monitoring, README "Serving"). */
-cnn_status cnn_net_set_data_profile(cnn_net *net, int c, const float *mean, const float *std, int k,
-                                    const float *class_freq);
+CNN_API cnn_status cnn_net_set_data_profile(cnn_net *net, int c, const float *mean, const float *std, int k,
+                                            const float *class_freq);
 /* 1 and the values (any pointer may be NULL) when the model has a profile, else 0. */
-int cnn_net_data_profile(const cnn_net *net, float *mean, float *std, float *class_freq);
+CNN_API int cnn_net_data_profile(const cnn_net *net, float *mean, float *std, float *class_freq);
 
 /* The size images are resized to before the centre crop to the input (`cnn train --resize`), stored with the model
  * so that eval and predict see images as training did. h and w at least the input's; 0 and 0 clear it. */
-cnn_status cnn_net_set_resize(cnn_net *net, int h, int w);
+CNN_API cnn_status cnn_net_set_resize(cnn_net *net, int h, int w);
 /* 1 and the size when set, else 0. */
-int cnn_net_resize(const cnn_net *net, int *h, int *w);
+CNN_API int cnn_net_resize(const cnn_net *net, int *h, int *w);
 
 /* Class probabilities for n images in [0, 1] (host, NHWC, the model's input shape, NOT yet normalized: the
  * model's normalization is applied here) into probs (host, n x outputs). */
-cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs);
+CNN_API cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs);
 
 /* Writes the model file atomically: weights as F32 tensors named "<layer>.weight" / "<layer>.bias" (batchnorm:
  * ".gamma", ".beta" and the state ".running_mean", ".running_var"), the definition, class names and
  * normalization in __metadata__. */
-cnn_status cnn_net_save(const cnn_net *net, const char *path);
+CNN_API cnn_status cnn_net_save(const cnn_net *net, const char *path);
 /* Loads a model file written by cnn_net_save onto `backend`; a checkpoint (cnn_train's checkpoint_dir) loads too,
  * as the model it holds, after its checksum is verified. */
-cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out);
+CNN_API cnn_status cnn_net_load(const char *path, cnn_backend *backend, cnn_net **out);
 
 /* ---- memory budget ----
  *
@@ -165,37 +165,37 @@ typedef struct cnn_memory_estimate {
 /* The estimate of a definition text (as cnn_net_from_text reads it; `source` names it in messages), computed
  * without allocating anything but the description: parse errors and sizes that overflow are reported as
  * cnn_net_from_text reports them. The estimate assumes f32 arithmetic. Free it with cnn_memory_estimate_destroy. */
-cnn_status cnn_memory_estimate_text(const char *text, const char *source, const cnn_memory_config *cfg,
-                                    cnn_memory_estimate **out);
+CNN_API cnn_status cnn_memory_estimate_text(const char *text, const char *source, const cnn_memory_config *cfg,
+                                            cnn_memory_estimate **out);
 /* The same for a file: a model definition, or a model or checkpoint file (.safetensors: the definition it holds;
  * its tensors are read but not checked against it). */
-cnn_status cnn_memory_estimate_file(const char *path, const cnn_memory_config *cfg, cnn_memory_estimate **out);
+CNN_API cnn_status cnn_memory_estimate_file(const char *path, const cnn_memory_config *cfg, cnn_memory_estimate **out);
 /* The estimate of a network as it is (its precision, frozen layers and backend's staging). */
-cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *cfg, cnn_memory_estimate **out);
-void cnn_memory_estimate_destroy(cnn_memory_estimate *estimate);
+CNN_API cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *cfg, cnn_memory_estimate **out);
+CNN_API void cnn_memory_estimate_destroy(cnn_memory_estimate *estimate);
 
 /* The largest batch size whose training (training = 1) or inference (0) total fits in `limit` bytes, so that
  * the total at it is <= limit < the total at it + 1; 0 when not even one image fits. */
-int64_t cnn_memory_max_batch(const cnn_memory_estimate *estimate, int training, int64_t limit);
+CNN_API int64_t cnn_memory_max_batch(const cnn_memory_estimate *estimate, int training, int64_t limit);
 /* CNN_OK when the training (1) or inference (0) total fits in `limit` bytes (<= 0: cnn_memory_limit()); else
  * CNN_ERR_NO_MEMORY with a message: the bytes needed at the batch size, the limit, the three largest consumers
  * (layers, the activations' gradients, the batch, the workspaces) and the largest batch size that fits (or that
  * none does, with what the parameters alone need). */
-cnn_status cnn_memory_check(const cnn_memory_estimate *estimate, int training, int64_t limit);
+CNN_API cnn_status cnn_memory_check(const cnn_memory_estimate *estimate, int training, int64_t limit);
 /* Prints the summary table (as cnn_net_summary), then the memory table: per layer its parameter bytes, its
  * activation bytes in training and inference and its training total at the batch size; then both totals broken
  * down, and how they compare with `limit` (<= 0: cnn_memory_limit()), with the largest batch that fits. */
-void cnn_memory_print(const cnn_memory_estimate *estimate, int64_t limit, FILE *out);
+CNN_API void cnn_memory_print(const cnn_memory_estimate *estimate, int64_t limit, FILE *out);
 
 /* The memory limit every check uses, in bytes, for the whole process: `bytes` > 0 sets it, 0 goes back to the
  * default, 80% of the memory available when the default is first asked for (cnn_memory_available). */
-void cnn_set_memory_limit(int64_t bytes);
-int64_t cnn_memory_limit(void);
+CNN_API void cnn_set_memory_limit(int64_t bytes);
+CNN_API int64_t cnn_memory_limit(void);
 /* The memory available to this process now: MemAvailable of /proc/meminfo, or less when a cgroup (v2) limit
  * leaves less; else the free pages (sysconf); else 4 GiB. */
-int64_t cnn_memory_available(void);
+CNN_API int64_t cnn_memory_available(void);
 /* Writes `bytes` as "1.5 GiB" (binary units, 3 significant digits) into buf; returns buf. */
-const char *cnn_memory_format(int64_t bytes, char *buf, size_t size);
+CNN_API const char *cnn_memory_format(int64_t bytes, char *buf, size_t size);
 
 /* ---- precision ---- */
 
@@ -205,8 +205,8 @@ const char *cnn_memory_format(int64_t bytes, char *buf, size_t size);
  * backend round convolution and matrix-product operands to TF32. Anything but FP32 needs a backend that offers it
  * (CUDA): CNN_ERR_UNSUPPORTED otherwise, with a message. L1 penalties are FP32/TF32 only. Call it after the
  * network is made or loaded, before training or inference; it may be called again. */
-cnn_status cnn_net_set_precision(cnn_net *net, cnn_precision precision);
-cnn_precision cnn_net_precision(const cnn_net *net);
+CNN_API cnn_status cnn_net_set_precision(cnn_net *net, cnn_precision precision);
+CNN_API cnn_precision cnn_net_precision(const cnn_net *net);
 
 /* ---- transfer learning ---- */
 
@@ -216,18 +216,18 @@ cnn_precision cnn_net_precision(const cnn_net *net);
  * inference mode, as Keras does for trainable=False), and cnn_net_param_count and the summary count their
  * weights as non-trainable. *count (may be NULL) receives the number of frozen layers. An unknown name gives
  * CNN_ERR_NOT_FOUND; leaving no layer with weights to train CNN_ERR_INVALID_ARG. */
-cnn_status cnn_net_freeze(cnn_net *net, const char *upto, int *count);
+CNN_API cnn_status cnn_net_freeze(cnn_net *net, const char *upto, int *count);
 /* The number of frozen layers (they form a prefix). */
-int cnn_net_frozen_layers(const cnn_net *net);
+CNN_API int cnn_net_frozen_layers(const cnn_net *net);
 
 /* Copies every weight and state tensor of `src` into the tensor of `dst` with the same name and shape.
  * *copied and *kept (may be NULL) count dst's tensors copied and left as they were. */
-cnn_status cnn_net_copy_weights(cnn_net *dst, const cnn_net *src, int *copied, int *kept);
+CNN_API cnn_status cnn_net_copy_weights(cnn_net *dst, const cnn_net *src, int *copied, int *kept);
 
 /* A new network on net's backend: net's definition with its classifier (the last dense layer) given `classes`
  * outputs and freshly initialized from `seed`; every other weight and the normalization copied, class names
  * dropped. The classifier must be on a line of its own (not inside a repeat block). */
-cnn_status cnn_net_replace_head(const cnn_net *net, int classes, uint64_t seed, cnn_net **out);
+CNN_API cnn_status cnn_net_replace_head(const cnn_net *net, int classes, uint64_t seed, cnn_net **out);
 
 /* Loads weights trained elsewhere: a PyTorch state_dict saved as safetensors
  * (safetensors.torch.save_file(model.state_dict(), path)) of a torchvision ResNet, into a definition in the same
@@ -236,13 +236,13 @@ cnn_status cnn_net_replace_head(const cnn_net *net, int classes, uint64_t seed, 
  * converted from OIHW to OHWI, F16 and BF16 to F32; "num_batches_tracked" and a "module." prefix are ignored.
  * Every tensor of the network must be in the file with its shape, and every tensor of the file must be used;
  * messages name the tensor. */
-cnn_status cnn_net_import_torch(cnn_net *net, const char *path);
+CNN_API cnn_status cnn_net_import_torch(cnn_net *net, const char *path);
 
 /* Initializes `net` for fine-tuning from a file: a cnn.c model or checkpoint (the tensors with the same name and
  * shape are copied, cnn_net_copy_weights, and its normalization when net has none) or a PyTorch state_dict
  * (cnn_net_import_torch; an RGB net without normalization gets ImageNet's mean and std, which torchvision's
  * weights expect). *copied and *kept (may be NULL) count net's tensors copied and left as initialized. */
-cnn_status cnn_net_init_from(cnn_net *net, const char *path, int *copied, int *kept);
+CNN_API cnn_status cnn_net_init_from(cnn_net *net, const char *path, int *copied, int *kept);
 
 #ifdef __cplusplus
 }

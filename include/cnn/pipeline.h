@@ -30,52 +30,52 @@ typedef struct cnn_source cnn_source;
 
 /* A source over an in-memory dataset. With `take` the source owns `ds` (and destroys it); else `ds` must outlive
  * the source. */
-cnn_status cnn_source_from_dataset(cnn_dataset *ds, int take, cnn_source **out);
+CNN_API cnn_status cnn_source_from_dataset(cnn_dataset *ds, int take, cnn_source **out);
 
 /* Image files in one sub-folder per class: the class names are the sub-folder names, sorted (byte order, as
  * torchvision's ImageFolder); files are found recursively, sorted, and those named *.jpg, *.jpeg, *.png, *.bmp
  * (any case) are taken; the content decides the format. Hidden entries (".name") are skipped. */
-cnn_status cnn_source_from_folder(const char *dir, cnn_source **out);
+CNN_API cnn_status cnn_source_from_folder(const char *dir, cnn_source **out);
 
 /* A CSV list of "path,label" lines: paths relative to the CSV file's folder unless absolute; labels all
  * integers >= 0, or all class names (then sorted into indices). A first line "path,label" is a header; blank
  * lines and lines starting with '#' are skipped; a field may be double-quoted ("" for a quote). */
-cnn_status cnn_source_from_csv(const char *path, cnn_source **out);
+CNN_API cnn_status cnn_source_from_csv(const char *path, cnn_source **out);
 
 /* A named source: "fashion-mnist[:DIR]", "mnist:DIR", "cifar10:DIR", "cifar100:DIR", "cifar100-coarse:DIR"
  * (in memory, see cnn_dataset_load), "folder:DIR" (DIR/train and DIR/test when both exist, else DIR is the
  * training set and there is no test split), "csv:FILE" (a training set; no test split). `split` is "train" or
  * "test". A split that the spec does not have gives CNN_ERR_NOT_FOUND (cnn_source_has_split asks first). */
-cnn_status cnn_source_open(const char *spec, const char *split, cnn_source **out);
+CNN_API cnn_status cnn_source_open(const char *spec, const char *split, cnn_source **out);
 /* 1 when cnn_source_open(spec, split) can find that split (it may still fail to read it). */
-int cnn_source_has_split(const char *spec, const char *split);
+CNN_API int cnn_source_has_split(const char *spec, const char *split);
 
-void cnn_source_destroy(cnn_source *src);
+CNN_API void cnn_source_destroy(cnn_source *src);
 
-int64_t cnn_source_count(const cnn_source *src);
-int cnn_source_num_classes(const cnn_source *src);
+CNN_API int64_t cnn_source_count(const cnn_source *src);
+CNN_API int cnn_source_num_classes(const cnn_source *src);
 /* Borrowed; NULL when the source has no names. */
-const char *cnn_source_class_name(const cnn_source *src, int c);
+CNN_API const char *cnn_source_class_name(const cnn_source *src, int c);
 /* count entries, borrowed. */
-const int32_t *cnn_source_labels(const cnn_source *src);
+CNN_API const int32_t *cnn_source_labels(const cnn_source *src);
 /* File sources: the path of sample i (borrowed); in-memory sources: NULL. */
-const char *cnn_source_path(const cnn_source *src, int64_t i);
+CNN_API const char *cnn_source_path(const cnn_source *src, int64_t i);
 /* In-memory sources: the dataset (borrowed); file sources: NULL. */
-const cnn_dataset *cnn_source_dataset(const cnn_source *src);
+CNN_API const cnn_dataset *cnn_source_dataset(const cnn_source *src);
 /* Files found in class folders but not taken (no image extension), for a note to the user. */
-int64_t cnn_source_ignored_files(const cnn_source *src);
+CNN_API int64_t cnn_source_ignored_files(const cnn_source *src);
 /* counts[c] = samples of class c, for c < cnn_source_num_classes. */
-void cnn_source_class_counts(const cnn_source *src, int64_t *counts);
+CNN_API void cnn_source_class_counts(const cnn_source *src, int64_t *counts);
 
 /* Keeps the first n samples of the source (all of them when it has no more), for a quick run on part of the data:
  * the class count and names stay the whole set's. An in-memory source that borrows its dataset gets a copy of
  * those samples; the caller's dataset is left as it was. */
-cnn_status cnn_source_limit(cnn_source *src, int64_t n);
+CNN_API cnn_status cnn_source_limit(cnn_source *src, int64_t n);
 
 /* Splits off a validation set of round(count * fraction) samples, stratified by class (each class contributes
  * in proportion to its count), drawn by a shuffle seeded from `seed`; both keep the source's order. */
-cnn_status cnn_source_split(const cnn_source *src, double fraction, uint64_t seed, cnn_source **train,
-                            cnn_source **val);
+CNN_API cnn_status cnn_source_split(const cnn_source *src, double fraction, uint64_t seed, cnn_source **train,
+                                    cnn_source **val);
 
 // ---------------------------------------------------------------------------------------------------------------
 // augmentation (Keras preprocessing-layer semantics; applied in training only)
@@ -103,28 +103,28 @@ typedef struct cnn_augment {
 } cnn_augment;
 
 /* No augmentation; reflect fill, fill value 0, erase value random. */
-void cnn_augment_defaults(cnn_augment *a);
+CNN_API void cnn_augment_defaults(cnn_augment *a);
 
 /* Parses "flip=h,rotate=0.05,zoom=0.1,shift=0.1,erase=0.5" (see README.md, "Data"): keys flip (h, v, hv),
  * rotate, zoom, shift (F or HxW fractions), crop (no value, or the padding), brightness, contrast, erase,
  * erase_value (X or random), fill (reflect, constant, nearest), fill_value. Starts from cnn_augment_defaults; an
  * empty string or "none" is no augmentation. Errors name the key. */
-cnn_status cnn_augment_parse(const char *text, cnn_augment *out);
+CNN_API cnn_status cnn_augment_parse(const char *text, cnn_augment *out);
 
 /* 1 when `a` changes anything. */
-int cnn_augment_active(const cnn_augment *a);
+CNN_API int cnn_augment_active(const cnn_augment *a);
 
 /* The canonical text of `a` (parses back to the same settings); "none" when inactive. */
-void cnn_augment_format(const cnn_augment *a, char *buf, size_t size);
+CNN_API void cnn_augment_format(const cnn_augment *a, char *buf, size_t size);
 
 /* The augmentation line of a model definition's training section ("augment LIST", see README.md), or NULL when
  * there is none; the text after "augment" is written into buf. */
-const char *cnn_augment_from_definition(const char *definition, char *buf, size_t size);
+CNN_API const char *cnn_augment_from_definition(const char *definition, char *buf, size_t size);
 
 /* Augments one image (h, w, c), values in [0, 1], in place, with random numbers drawn from `seed` alone (the
  * loader passes a seed made from (seed, epoch, draw)). The crop settings are the loader's business and are
  * ignored here. */
-cnn_status cnn_augment_image(const cnn_augment *a, uint64_t seed, float *image, int h, int w, int c);
+CNN_API cnn_status cnn_augment_image(const cnn_augment *a, uint64_t seed, float *image, int h, int w, int c);
 
 // ---------------------------------------------------------------------------------------------------------------
 // the loader
@@ -139,8 +139,8 @@ typedef enum cnn_sampler {
 } cnn_sampler;
 
 /* Parses "shuffle", "sequential", "oversample" (or "balanced"), "undersample". */
-cnn_status cnn_sampler_parse(const char *text, cnn_sampler *out);
-const char *cnn_sampler_name(cnn_sampler s);
+CNN_API cnn_status cnn_sampler_parse(const char *text, cnn_sampler *out);
+CNN_API const char *cnn_sampler_name(cnn_sampler s);
 
 typedef struct cnn_loader_config {
     int batch_size;
@@ -162,9 +162,9 @@ typedef struct cnn_loader_config {
 } cnn_loader_config;
 
 /* batch_size 64, sampler shuffle, everything else 0/NULL. */
-void cnn_loader_config_defaults(cnn_loader_config *cfg);
+CNN_API void cnn_loader_config_defaults(cnn_loader_config *cfg);
 /* The default worker count: one per two cores, from 1 to 8 (the rest of the cores compute). */
-int cnn_loader_default_workers(void);
+CNN_API int cnn_loader_default_workers(void);
 
 typedef struct cnn_batch {
     int epoch;               /* 0-based */
@@ -185,46 +185,46 @@ typedef struct cnn_loader_stats {
 } cnn_loader_stats;
 
 /* Starts the workers. The source must outlive the loader. The first batch is batch 0 of epoch 0. */
-cnn_status cnn_loader_create(const cnn_source *src, const cnn_loader_config *cfg, cnn_loader **out);
+CNN_API cnn_status cnn_loader_create(const cnn_source *src, const cnn_loader_config *cfg, cnn_loader **out);
 /* Stops the workers and frees the ring; batches still held become invalid. NULL is a no-op. */
-void cnn_loader_destroy(cnn_loader *l);
+CNN_API void cnn_loader_destroy(cnn_loader *l);
 
 /* Draws per epoch (depends on the sampler) and batches per epoch (the last one may be short). */
-int64_t cnn_loader_epoch_size(const cnn_loader *l);
-int64_t cnn_loader_batches_per_epoch(const cnn_loader *l);
+CNN_API int64_t cnn_loader_epoch_size(const cnn_loader *l);
+CNN_API int64_t cnn_loader_batches_per_epoch(const cnn_loader *l);
 
 /* Positions the loader so that the next batch is batch `batch` of epoch `epoch` (both 0-based): prepared batches
  * are dropped. Every batch must have been released. */
-cnn_status cnn_loader_seek(cnn_loader *l, int epoch, int64_t batch);
+CNN_API cnn_status cnn_loader_seek(cnn_loader *l, int epoch, int64_t batch);
 
 /* Where the loader is: the (epoch, batch) that cnn_loader_next returns next. */
-void cnn_loader_tell(const cnn_loader *l, int *epoch, int64_t *batch);
+CNN_API void cnn_loader_tell(const cnn_loader *l, int *epoch, int64_t *batch);
 
 /* The next batch, in order, waiting for it when it is not ready; batches run on from one epoch into the next.
  * The batch stays valid until cnn_loader_release; up to prefetch - 1 batches may be held at once. A bad file in
  * strict mode, or a failure of a worker, is returned here with its message. */
-cnn_status cnn_loader_next(cnn_loader *l, cnn_batch **out);
-void cnn_loader_release(cnn_loader *l, cnn_batch *batch);
+CNN_API cnn_status cnn_loader_next(cnn_loader *l, cnn_batch **out);
+CNN_API void cnn_loader_release(cnn_loader *l, cnn_batch *batch);
 
-void cnn_loader_get_stats(const cnn_loader *l, cnn_loader_stats *out);
+CNN_API void cnn_loader_get_stats(const cnn_loader *l, cnn_loader_stats *out);
 
 /* One sample through the loader's pipeline, synchronously: sample `index` of the source, as the draw-th image of
  * epoch `epoch` (which seeds its augmentation), decoded, resized, cropped, augmented and normalized as cfg says,
  * into out (h, w, c). For previews and tests. */
-cnn_status cnn_loader_load_sample(const cnn_source *src, const cnn_loader_config *cfg, int64_t index, int epoch,
-                                  int64_t draw, float *out);
+CNN_API cnn_status cnn_loader_load_sample(const cnn_source *src, const cnn_loader_config *cfg, int64_t index, int epoch,
+                                          int64_t draw, float *out);
 
 /* Per-channel mean and standard deviation of the source's images as the loader delivers them without
  * augmentation and normalization (cfg's shape, resize and crop; its augment, mean, std and sampler are ignored):
  * what --normalize stores in the model. `mean` and `std` have cfg->c entries. */
-cnn_status cnn_source_stats(const cnn_source *src, const cnn_loader_config *cfg, float *mean, float *std);
+CNN_API cnn_status cnn_source_stats(const cnn_source *src, const cnn_loader_config *cfg, float *mean, float *std);
 
 // ---------------------------------------------------------------------------------------------------------------
 // previews
 
 /* Writes n images (h, w, c; values in [0, 1], c = 1 or 3) as a PNG grid of `cols` columns with a 2-pixel gray
  * border. */
-cnn_status cnn_image_write_grid(const char *path, const float *images, int n, int h, int w, int c, int cols);
+CNN_API cnn_status cnn_image_write_grid(const char *path, const float *images, int n, int h, int w, int c, int cols);
 
 #ifdef __cplusplus
 }

@@ -43,27 +43,27 @@ typedef struct cnn_quant_config {
 } cnn_quant_config;
 
 /* "int8", "dynamic", "fp16", "float" (and back: CNN_ERR_INVALID_ARG naming them) */
-const char *cnn_quant_mode_name(cnn_quant_mode mode);
-cnn_status cnn_quant_mode_parse(const char *name, cnn_quant_mode *out);
+CNN_API const char *cnn_quant_mode_name(cnn_quant_mode mode);
+CNN_API cnn_status cnn_quant_mode_parse(const char *name, cnn_quant_mode *out);
 /* "minmax", "percentile", "entropy" (and back) */
-const char *cnn_calib_method_name(cnn_calib_method method);
-cnn_status cnn_calib_method_parse(const char *name, cnn_calib_method *out);
+CNN_API const char *cnn_calib_method_name(cnn_calib_method method);
+CNN_API cnn_status cnn_calib_method_parse(const char *name, cnn_calib_method *out);
 
-void cnn_quant_config_defaults(cnn_quant_config *cfg);
+CNN_API void cnn_quant_config_defaults(cnn_quant_config *cfg);
 
 /* Quantizes `net` (a trained float model) as cfg says and writes the model to out_path atomically. Layers int8 does
  * not cover (sigmoid, tanh, GELU and the other non-ReLU activations, a batchnorm that follows no convolution) are
  * CNN_ERR_UNSUPPORTED naming the layer: such models quantize in the dynamic mode. */
-cnn_status cnn_quantize(const cnn_net *net, const cnn_quant_config *cfg, const char *out_path);
+CNN_API cnn_status cnn_quantize(const cnn_net *net, const cnn_quant_config *cfg, const char *out_path);
 
 /* When path is a quantized file, prints its ops (output shapes, weight dtypes and bytes, scales and zero points) to
  * out and sets *printed; otherwise prints nothing. */
-cnn_status cnn_quant_summary(const char *path, FILE *out, int *printed);
+CNN_API cnn_status cnn_quant_summary(const char *path, FILE *out, int *printed);
 
 /* 1 when the network was loaded from a quantized file (it runs on the CPU, for inference only). */
-int cnn_net_is_quantized(const cnn_net *net);
+CNN_API int cnn_net_is_quantized(const cnn_net *net);
 /* Its mode ("int8", "dynamic", "fp16", "float"), or NULL for a float network. */
-const char *cnn_net_quant_mode(const cnn_net *net);
+CNN_API const char *cnn_net_quant_mode(const cnn_net *net);
 
 #ifdef __cplusplus
 }

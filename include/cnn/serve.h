@@ -54,32 +54,32 @@ typedef struct cnn_serve_config {
 } cnn_serve_config;
 
 /* The defaults above (NULL for the strings that are required). */
-void cnn_serve_config_default(cnn_serve_config *cfg);
+CNN_API void cnn_serve_config_default(cnn_serve_config *cfg);
 
 /* 1 when this build has the HTTP server (libmicrohttpd was found), else 0. */
-int cnn_serve_available(void);
+CNN_API int cnn_serve_available(void);
 
 /* Loads the versions of each model that its policy wants (the highest one that loads, by default), starts the
  * batch workers and the HTTP server, and returns once it listens. A model without a loadable version is an error
  * naming the last failure. */
-cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out);
+CNN_API cnn_status cnn_server_start(const cnn_serve_config *cfg, cnn_server **out);
 
 /* The port the server listens on (what port 0 was given). */
-int cnn_server_port(const cnn_server *server);
+CNN_API int cnn_server_port(const cnn_server *server);
 
 /* Looks at the base paths now, as the poller does every poll_seconds: new versions the policy wants load (in the
  * calling thread) and take over; versions no longer wanted whose requests are answered are unloaded. */
-void cnn_server_poll(cnn_server *server);
+CNN_API void cnn_server_poll(cnn_server *server);
 
 /* Reads the config file again (a server started with model_config; otherwise the same as cnn_server_poll): models
  * added are loaded, models removed are unloaded once their requests are answered, policies and labels change,
  * then the base paths are polled. A config that does not parse changes nothing and is the error. `cnn serve`
  * calls it on SIGHUP. */
-cnn_status cnn_server_reload(cnn_server *server);
+CNN_API cnn_status cnn_server_reload(cnn_server *server);
 
 /* Stops accepting connections, waits for the requests in flight to be answered (at most `drain_ms`
  * milliseconds), then stops the server and frees everything. NULL is a no-op. */
-void cnn_server_stop(cnn_server *server, int drain_ms);
+CNN_API void cnn_server_stop(cnn_server *server, int drain_ms);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,14 @@
 #ifndef CNN_STATUS_H
 #define CNN_STATUS_H
 
+/* The functions of the public API: the only symbols libcnn.so exports (the library is built with hidden
+ * visibility; everything else is internal). */
+#if defined(__GNUC__) || defined(__clang__)
+#define CNN_API __attribute__((visibility("default")))
+#else
+#define CNN_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -25,14 +33,14 @@ typedef enum cnn_status {
 } cnn_status;
 
 /* A short, static name for a status code ("invalid argument", ...). */
-const char *cnn_status_string(cnn_status status);
+CNN_API const char *cnn_status_string(cnn_status status);
 
 /* This thread's message for the last failure; "" when none. Borrowed: valid until the next failing call on
  * this thread. */
-const char *cnn_last_error(void);
+CNN_API const char *cnn_last_error(void);
 
 /* Forget this thread's last message. */
-void cnn_clear_error(void);
+CNN_API void cnn_clear_error(void);
 
 #ifdef __cplusplus
 }

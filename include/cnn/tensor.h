@@ -42,22 +42,22 @@ typedef struct cnn_tensor {
                        * Write tracked tensors through this API only; a view does not follow its tensor's version. */
 } cnn_tensor;
 
-size_t cnn_dtype_size(cnn_dtype dtype);
-const char *cnn_dtype_name(cnn_dtype dtype);
+CNN_API size_t cnn_dtype_size(cnn_dtype dtype);
+CNN_API const char *cnn_dtype_name(cnn_dtype dtype);
 
 /* Allocates an uninitialized tensor on `backend`. */
-cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
-                             cnn_tensor **out);
+CNN_API cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
+                                     cnn_tensor **out);
 /* Frees the tensor, and its data when it owns it. NULL is a no-op. */
-void cnn_tensor_destroy(cnn_tensor *tensor);
+CNN_API void cnn_tensor_destroy(cnn_tensor *tensor);
 
 /* Number of elements and bytes (0 for an empty shape). */
-int64_t cnn_tensor_numel(const cnn_tensor *tensor);
-size_t cnn_tensor_bytes(const cnn_tensor *tensor);
+CNN_API int64_t cnn_tensor_numel(const cnn_tensor *tensor);
+CNN_API size_t cnn_tensor_bytes(const cnn_tensor *tensor);
 
 /* Copies between host memory and a tensor on any backend; `bytes` must equal cnn_tensor_bytes(tensor). */
-cnn_status cnn_tensor_write(cnn_tensor *tensor, const void *host, size_t bytes);
-cnn_status cnn_tensor_read(const cnn_tensor *tensor, void *host, size_t bytes);
+CNN_API cnn_status cnn_tensor_write(cnn_tensor *tensor, const void *host, size_t bytes);
+CNN_API cnn_status cnn_tensor_read(const cnn_tensor *tensor, void *host, size_t bytes);
 
 #ifdef __cplusplus
 }

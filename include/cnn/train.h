@@ -147,27 +147,28 @@ typedef struct cnn_train_config {
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
  * on stderr, monitor val_loss, 3 checkpoints kept. */
-void cnn_train_config_defaults(cnn_train_config *cfg);
+CNN_API void cnn_train_config_defaults(cnn_train_config *cfg);
 
 /* "adam", "adamw", "sgd" or "rmsprop"; an unknown name gives CNN_ERR_INVALID_ARG with a message listing them. */
-cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out);
+CNN_API cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out);
 /* The name cnn_optimizer_parse takes; "?" for a value outside the enum. */
-const char *cnn_optimizer_name(cnn_optimizer_kind kind);
+CNN_API const char *cnn_optimizer_name(cnn_optimizer_kind kind);
 /* The tensors the size of the trainable weights that the optimizer keeps (cnn_memory_config.optimizer_slots):
  * Adam and AdamW 2 (the moments), RMSprop 1 (the mean square) or 2 with a momentum, SGD 1 (the velocity) with a
  * momentum, 0 without. */
-int cnn_optimizer_slots(cnn_optimizer_kind kind, float momentum);
+CNN_API int cnn_optimizer_slots(cnn_optimizer_kind kind, float momentum);
 
 /* The learning rate of 0-based epoch `epoch` before the plateau factor. */
-float cnn_lr_at(const cnn_train_config *cfg, int epoch);
+CNN_API float cnn_lr_at(const cnn_train_config *cfg, int epoch);
 
 /* Trains `net` on `train` (images in [0, 1]; the net applies its own normalization), evaluating on `val` (may be
  * NULL) after each epoch. `history` (may be NULL) receives cfg->epochs entries; those of epochs early stopping
  * left out have epoch 0. With cfg->resume_from, the checkpoint's weights, frozen layers, optimizer state,
  * schedule position, RNG state, data position, monitors and history are restored first: the checkpoint must hold
  * net's definition and have been written with the same training settings and data (a differing one is named). */
-cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *val, const cnn_train_config *cfg,
-                     cnn_epoch_stats *history);
+CNN_API cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *val,
+                             const cnn_train_config *cfg,
+                             cnn_epoch_stats *history);
 
 typedef struct cnn_metrics {
     int num_classes;
@@ -212,45 +213,49 @@ typedef struct cnn_checkpoint_info {
 
 /* Checks a checkpoint file: a valid safetensors file in the cnn.c checkpoint format whose checksum matches, and,
  * when `net` is not NULL, holding net's definition. `info` (may be NULL) receives its position. */
-cnn_status cnn_checkpoint_verify(const char *path, const cnn_net *net, cnn_checkpoint_info *info);
+CNN_API cnn_status cnn_checkpoint_verify(const char *path, const cnn_net *net, cnn_checkpoint_info *info);
 
 /* The newest valid checkpoint of a directory: DIR/ckpt-<step>.safetensors from the highest step down, and
  * DIR/best.safetensors in its place by step. Each refused file (corrupt, truncated, foreign, another model's)
  * gets a line on `log` (may be NULL) saying why, and the next older one is tried. *path receives a new string
  * (free it). CNN_ERR_NOT_FOUND when none is valid. */
-cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, char **path, cnn_checkpoint_info *info);
+CNN_API cnn_status cnn_checkpoint_find(const char *dir, const cnn_net *net, FILE *log, char **path,
+                                       cnn_checkpoint_info *info);
 
 /* The run_args (cnn_train_config) a valid checkpoint was written with: *out receives a new string (free it), or
  * NULL when the checkpoint has none (written without, or by an older cnn.c). */
-cnn_status cnn_checkpoint_run_args(const char *path, char **out);
+CNN_API cnn_status cnn_checkpoint_run_args(const char *path, char **out);
 
 /* cnn_train on sources (cnn/pipeline.h): in-memory data or image files decoded on demand. The sources must hold
  * labels below the model's outputs; in-memory images must have the model's input shape. */
-cnn_status cnn_train_source(cnn_net *net, const cnn_source *train, const cnn_source *val, const cnn_train_config *cfg,
-                            cnn_epoch_stats *history);
+CNN_API cnn_status cnn_train_source(cnn_net *net, const cnn_source *train, const cnn_source *val,
+                                    const cnn_train_config *cfg,
+                                    cnn_epoch_stats *history);
 
 /* Loss, accuracy, confusion matrix and per-class precision, recall and F1 of `net` on `ds`. */
-cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn_metrics **out);
+CNN_API cnn_status cnn_evaluate(cnn_net *net, const cnn_dataset *ds, int batch_size, cnn_metrics **out);
 /* The same on a source; `data` (may be NULL) gives the loader settings (resize, workers, max pixels, strict,
  * warnings); no augmentation is applied. */
-cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
-                               cnn_metrics **out);
+CNN_API cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_train_config *data,
+                                       int batch_size,
+                                       cnn_metrics **out);
 /* cnn_evaluate_source with the metrics that need every probability: weighted averages, top-k accuracy, per-class
  * ROC AUC, the expected calibration error and its reliability bins. `opt` may be NULL (the defaults). */
-cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn_train_config *data, int batch_size,
-                                  const cnn_metrics_options *opt, cnn_metrics **out);
+CNN_API cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn_train_config *data,
+                                          int batch_size,
+                                          const cnn_metrics_options *opt, cnn_metrics **out);
 /* Every metric from n samples' class probabilities (n x k, rows summing to 1) and labels; losses (n, may be NULL:
  * -log p[label], at least 1e-30) give the loss. */
-cnn_status cnn_metrics_compute(const float *probs, const float *losses, const int32_t *labels, int64_t n, int k,
-                               const cnn_metrics_options *opt, cnn_metrics **out);
+CNN_API cnn_status cnn_metrics_compute(const float *probs, const float *losses, const int32_t *labels, int64_t n, int k,
+                                       const cnn_metrics_options *opt, cnn_metrics **out);
 /* PNG pictures of the metrics: the confusion matrix (rows true, columns predicted; cells shaded by the row's share,
  * with counts) and the reliability diagram (accuracy against confidence per bin, the diagonal, the ECE). The
  * second needs cnn_metrics_compute's bins. */
-cnn_status cnn_metrics_plot_confusion(const cnn_metrics *m, const cnn_net *net, const char *path);
-cnn_status cnn_metrics_plot_reliability(const cnn_metrics *m, const char *path);
-void cnn_metrics_destroy(cnn_metrics *m);
+CNN_API cnn_status cnn_metrics_plot_confusion(const cnn_metrics *m, const cnn_net *net, const char *path);
+CNN_API cnn_status cnn_metrics_plot_reliability(const cnn_metrics *m, const char *path);
+CNN_API void cnn_metrics_destroy(cnn_metrics *m);
 /* Prints the metrics as a report: totals, a per-class table and the confusion matrix. */
-void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out);
+CNN_API void cnn_metrics_print(const cnn_metrics *m, const cnn_net *net, FILE *out);
 
 #ifdef __cplusplus
 }
