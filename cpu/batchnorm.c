@@ -19,6 +19,7 @@
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 #include "cpu/ew_loops.h"
+#include "cpu/ops.h"
 
 /* Row chunks of a per-channel reduction: enough to keep 64 threads busy, few enough that the partials
  * (chunks x 2 x C doubles) stay small. */

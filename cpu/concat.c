@@ -5,6 +5,7 @@
 
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
 
 #define CNN_CPU_CONCAT_PARALLEL_MIN 16384 /* elements; see CNN_CPU_PARALLEL_MIN in eltwise.c */
 

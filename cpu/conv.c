@@ -10,6 +10,7 @@
 
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
 
 /* 1: let oneDNN pick the activations' format too and reorder NHWC <-> its format at every call. Measured on
  * Sapphire Rapids (2 threads) with the seed CNN's three convolutions at batch 64: NHWC was as fast or faster for

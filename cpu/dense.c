@@ -7,6 +7,7 @@
 
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
 
 /* 1: let oneDNN pick the weights' format (reordered from (OUT, IN) at every call). Measured on the seed CNN's
  * dense layers at batch 64: forward no faster, backward 1.3-2x slower than the plain layout, which its gemm-based

@@ -14,6 +14,7 @@
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
 #include "cpu/ew_loops.h"
+#include "cpu/ops.h"
 
 /* About 16K floats (64 KiB): below this a parallel region's fork/join (~1-2 us) outweighs the loop. */
 #define CNN_CPU_PARALLEL_MIN 16384

@@ -17,6 +17,7 @@
 
 #include "core/op_check.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
 
 /* the sizes and parameters that cnn_pool2d_check fills in */
 typedef cnn_pool2d_sizes cnn_cpu_pool_key;

@@ -13,6 +13,7 @@
 
 #include "core/lite/lite_quant.h"
 #include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
 
 typedef struct qkey {
     cnn_qconv_args shape; /* the sizes only: the pointers are zeroed */

@@ -21,6 +21,7 @@
 
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 /* Per-channel scratch after the partial sums: 3 arrays of doubles (forward: the shifted sum and sum of squares;
  * backward: center, sum of dy, sum of dy (x - center)), then 5 of floats (forward: scale, shift, center;

@@ -27,6 +27,7 @@
 #include "core/op_check.h"
 #include "cuda/conv_graph.h"
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 /* the most algorithms any direction has in cuDNN 9 is under 10; room to spare */
 #define CNN_CUDA_MAX_ALGOS 16

@@ -36,6 +36,7 @@
 
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 /* cuBLASLt's workspace: at most 32 MiB, what the cuBLAS documentation recommends for Hopper (cublasSetWorkspace) */
 #define CNN_CUDA_LT_WORKSPACE ((size_t)32 << 20)

@@ -13,6 +13,7 @@
 
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 static cnn_status cnn_cuda_check_same_count(const cnn_tensor *t, const cnn_tensor *ref, const char *op,
                                             const char *name, const char *ref_name)

@@ -19,6 +19,7 @@
 
 #include "core/op_check.h"
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 typedef struct cnn_cuda_pool_key {
     cnn_pool2d_sizes s; /* the sizes and parameters that cnn_pool2d_check fills in */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "cuda/cuda_util.h"
+#include "cuda/ops.h"
 
 cnn_status cnn_cuda_host_alloc(cnn_backend *b, size_t bytes, void **ptr)
 {
