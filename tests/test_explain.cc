@@ -15,6 +15,7 @@
 extern "C" {
 #include "cnn/cnn.h"
 #include "cnn/explain.h"
+#include "core/json.h"
 #include "core/net.h"
 #include "core/rng.h"
 }
@@ -1040,9 +1041,23 @@ TEST(AttackCli, EvalReportsAccuracyUnderAttackAndAttackWritesThePairs) {
       << log;
   EXPECT_TRUE(has(log, "accuracy under attack")) << log;
   std::string json = cnntest::read_file(dir.file("m.json"));
-  EXPECT_TRUE(has(json, "\"attack\": {\"method\": \"pgd\"")) << json;
-  EXPECT_TRUE(has(json, "\"random_start\": true")) << json;
-  EXPECT_TRUE(has(json, "\"samples\": 200")) << json;
+  cnn_json *root = nullptr;
+  ASSERT_EQ(cnn_json_parse(json.data(), json.size(), &root), CNN_OK) << cnn_last_error() << json;
+  const cnn_json *atk = cnn_json_get(root, "attack");
+  const char *method = cnn_json_string(cnn_json_get(atk, "method"), nullptr);
+  EXPECT_STREQ(method ? method : "", "pgd") << json;
+  int random_start = 0;
+  EXPECT_TRUE(cnn_json_bool(cnn_json_get(atk, "random_start"), &random_start) && random_start) << json;
+  int64_t samples = 0, steps = 0;
+  EXPECT_TRUE(cnn_json_int64(cnn_json_get(atk, "samples"), &samples)) << json;
+  EXPECT_EQ(samples, 200);
+  EXPECT_TRUE(cnn_json_int64(cnn_json_get(atk, "steps"), &steps)) << json;
+  EXPECT_EQ(steps, 5);
+  double eps = 0, acc = -1, clean = -1;
+  EXPECT_TRUE(cnn_json_double(cnn_json_get(atk, "eps"), &eps) && std::fabs(eps - 0.3) < 1e-6) << json;
+  EXPECT_TRUE(cnn_json_double(cnn_json_get(atk, "accuracy"), &acc) && acc >= 0 && acc <= 1) << json;
+  EXPECT_TRUE(cnn_json_double(cnn_json_get(atk, "clean_accuracy"), &clean) && clean >= 0 && clean <= 1) << json;
+  cnn_json_free(root);
   ASSERT_EQ(cnntest::run_cnn({"attack", "--model", model, "--data", data, "--samples", "3", "--eps", "0.2", "--out",
                               dir.file("adv"), "--device", "cpu"},
                              &log),

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "tools/cli.h"
 #include "tools/report.h"
 
@@ -103,106 +104,97 @@ static void print_table(const bench_report *b, FILE *out)
 // ---------------------------------------------------------------------------------------------------------------
 // JSON
 
-static void json_num(FILE *f, double v)
+static void json_field(cnn_json_writer *w, const char *name, double v)
 {
-    if (isfinite(v)) fprintf(f, "%.6g", v);
-    else fputs("null", f); /* JSON has no NaN or infinity */
+    cnn_json_write_key(w, name);
+    cnn_json_write_number(w, v); /* NaN (what did not run or does not apply) as null */
 }
 
-static void json_str(FILE *f, const char *s)
+static void json_string(cnn_json_writer *w, const char *name, const char *v)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
+    cnn_json_write_key(w, name);
+    cnn_json_write_string(w, v);
 }
 
-static void json_field(FILE *f, const char *name, double v, int last)
+static void json_int(cnn_json_writer *w, const char *name, int64_t v)
 {
-    fprintf(f, "\"%s\": ", name);
-    json_num(f, v);
-    if (!last) fputs(", ", f);
+    cnn_json_write_key(w, name);
+    cnn_json_write_int(w, v);
 }
 
 static cnn_status write_json(const bench_report *b, const char *path)
 {
     const cnn_bench_result *r = b->r;
     int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        fprintf(stderr, "cnn bench: --json: out of memory\n");
-        return CNN_ERR_NO_MEMORY;
-    }
-    fputs("{\n  \"model\": ", f);
-    json_str(f, b->model);
-    fputs(",\n  \"device\": ", f);
-    json_str(f, cnn_backend_name(b->backend));
-    fputs(",\n  \"device_description\": ", f);
-    json_str(f, cnn_backend_description(b->backend));
-    fprintf(f, ",\n  \"batch\": %d, \"classes\": %d, \"threads\": %d, \"warmup\": %d, \"iters\": %d, \"repeats\": %d",
-            r->batch, r->classes, b->threads, b->cfg->warmup, b->cfg->iters, b->cfg->repeats);
-    fprintf(f, ", \"optimizer\": \"%s\"", cnn_optimizer_name(b->cfg->optimizer));
+    cnn_json_writer w;
+    cnn_json_writer_init(&w, 2);
+    cnn_json_write_begin_object(&w);
+    json_string(&w, "model", b->model);
+    json_string(&w, "device", cnn_backend_name(b->backend));
+    json_string(&w, "device_description", cnn_backend_description(b->backend));
+    json_int(&w, "batch", r->batch);
+    json_int(&w, "classes", r->classes);
+    json_int(&w, "threads", b->threads);
+    json_int(&w, "warmup", b->cfg->warmup);
+    json_int(&w, "iters", b->cfg->iters);
+    json_int(&w, "repeats", b->cfg->repeats);
+    json_string(&w, "optimizer", cnn_optimizer_name(b->cfg->optimizer));
     if (r->ran_train) {
         double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
-        fputs(",\n  \"train\": {", f);
-        json_field(f, "images_per_sec", r->train_images_per_sec, 0);
-        json_field(f, "step_ms_median", r->train_step_ms_median, 0);
-        json_field(f, "step_ms_min", r->train_step_ms_min, 0);
-        json_field(f, "gflop", r->train_gflop, 0);
-        json_field(f, "gflops", g, 0);
-        json_field(f, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN, 0);
-        json_field(f, "loss", r->train_loss, 1);
-        fputs("}", f);
+        cnn_json_write_key(&w, "train");
+        cnn_json_write_begin_object(&w);
+        json_field(&w, "images_per_sec", r->train_images_per_sec);
+        json_field(&w, "step_ms_median", r->train_step_ms_median);
+        json_field(&w, "step_ms_min", r->train_step_ms_min);
+        json_field(&w, "gflop", r->train_gflop);
+        json_field(&w, "gflops", g);
+        json_field(&w, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN);
+        json_field(&w, "loss", r->train_loss);
+        cnn_json_write_end_object(&w);
     }
     if (r->ran_infer) {
         double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
-        fputs(",\n  \"infer\": {", f);
-        json_field(f, "images_per_sec", r->infer_images_per_sec, 0);
-        json_field(f, "latency_ms_median", r->infer_ms_median, 0);
-        json_field(f, "latency_ms_min", r->infer_ms_min, 0);
-        json_field(f, "gflop", r->fwd_gflop, 0);
-        json_field(f, "gflops", g, 0);
-        json_field(f, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN, 1);
-        fputs("}", f);
+        cnn_json_write_key(&w, "infer");
+        cnn_json_write_begin_object(&w);
+        json_field(&w, "images_per_sec", r->infer_images_per_sec);
+        json_field(&w, "latency_ms_median", r->infer_ms_median);
+        json_field(&w, "latency_ms_min", r->infer_ms_min);
+        json_field(&w, "gflop", r->fwd_gflop);
+        json_field(&w, "gflops", g);
+        json_field(&w, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN);
+        cnn_json_write_end_object(&w);
     }
-    fputs(",\n  ", f);
-    json_field(f, "peak_rss_mib", b->peak_rss_mib, 0);
-    json_field(f, "sgemm_peak_gflops", b->sgemm_gflops, 1);
+    json_field(&w, "peak_rss_mib", b->peak_rss_mib);
+    json_field(&w, "sgemm_peak_gflops", b->sgemm_gflops);
     if (r->nlayers) {
-        fputs(",\n  \"layers\": [", f);
+        cnn_json_write_key(&w, "layers");
+        cnn_json_write_begin_array(&w);
         for (int i = 0; i < r->nlayers; i++) {
             const cnn_bench_layer *l = &r->layers[i];
-            fprintf(f, "%s\n    {\"name\": ", i ? "," : "");
-            json_str(f, l->name);
-            fputs(", \"type\": ", f);
-            json_str(f, l->type);
-            fputs(", ", f);
-            json_field(f, "fwd_ms", l->fwd_ms, 0);
-            json_field(f, "bwd_ms", l->bwd_ms >= 0.0 ? l->bwd_ms : NAN, 0);
-            json_field(f, "gflop", l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0), 0);
-            json_field(f, "gflops", layer_gflops(l), 0);
-            json_field(f, "fwd_gflop", l->fwd_gflop, 0);
-            json_field(f, "bwd_gflop", l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0, 1);
-            fputs("}", f);
+            cnn_json_write_begin_object(&w);
+            json_string(&w, "name", l->name);
+            json_string(&w, "type", l->type);
+            json_field(&w, "fwd_ms", l->fwd_ms);
+            json_field(&w, "bwd_ms", l->bwd_ms >= 0.0 ? l->bwd_ms : NAN);
+            json_field(&w, "gflop", l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0));
+            json_field(&w, "gflops", layer_gflops(l));
+            json_field(&w, "fwd_gflop", l->fwd_gflop);
+            json_field(&w, "bwd_gflop", l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0);
+            cnn_json_write_end_object(&w);
         }
-        fputs("\n  ]", f);
+        cnn_json_write_end_array(&w);
     }
-    fputs("\n}\n", f);
-    cnn_status st = CNN_OK;
-    if (fclose(f) != 0 || !text) {
-        fprintf(stderr, "cnn bench: --json: out of memory\n");
-        st = CNN_ERR_NO_MEMORY;
-    } else {
-        const void *parts[1] = {text};
-        size_t sizes[1] = {len};
-        st = cnn_write_file_atomic(path, parts, sizes, 1);
+    cnn_json_write_end_object(&w);
+    char *text = NULL;
+    size_t len = 0;
+    cnn_status st = cnn_json_writer_finish(&w, &text, &len);
+    if (st != CNN_OK) {
+        fprintf(stderr, "cnn bench: --json: %s\n", cnn_last_error());
+        return st;
     }
+    const void *parts[2] = {text, "\n"};
+    size_t sizes[2] = {len, 1};
+    st = cnn_write_file_atomic(path, parts, sizes, 2);
     free(text);
     return st;
 }

@@ -150,7 +150,7 @@ int cmd_eval(int argc, char **argv)
             /* named by write_plots */
         } else {
             cnn_metrics_print(m, net, stdout);
-            char extra[1024] = "";
+            report_attack ra = {0};
             cnn_attack_result ar;
             rc = 0;
             if (attack) {
@@ -164,15 +164,11 @@ int cmd_eval(int argc, char **argv)
                            k == 1 ? "" : "s", (double)a, acfg.method == CNN_ATTACK_PGD && random_start ?
                            ", random start" : "", ar.clean_accuracy, ar.clean_loss, ar.adv_accuracy, ar.adv_loss,
                            (long long)ar.n);
-                    snprintf(extra, sizeof extra, "\"attack\": {\"method\": \"%s\", \"eps\": %.9g, \"steps\": %d, "
-                             "\"alpha\": %.9g, \"random_start\": %s, \"samples\": %lld, \"clean_accuracy\": %.6g, "
-                             "\"accuracy\": %.6g, \"clean_loss\": %.6g, \"loss\": %.6g}", attack, (double)eps, k,
-                             (double)a, random_start ? "true" : "false", (long long)ar.n, ar.clean_accuracy,
-                             ar.adv_accuracy, ar.clean_loss, ar.adv_loss);
+                    ra = (report_attack){attack, eps, a, k, random_start, ar};
                 }
             }
             if (rc == 0 && metrics_json &&
-                (st = report_write_json_extra(metrics_json, NULL, 0, m, net, extra[0] ? extra : NULL)) != CNN_OK)
+                (st = report_write_json_extra(metrics_json, NULL, 0, m, net, ra.method ? &ra : NULL)) != CNN_OK)
                 rc = cli_fail("eval", "--metrics-json", st);
         }
     }

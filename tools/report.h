@@ -9,10 +9,18 @@
 cnn_status report_write_json(const char *path, const cnn_epoch_stats *history, int epochs, const cnn_metrics *test,
                              const cnn_net *net);
 
-/* The same with `extra` (may be NULL): more members of the top-level object, JSON text such as
- * "\"attack\": {...}", written before "peak_rss_mib". */
+/* cnn eval --attack: the attack and its result */
+typedef struct report_attack {
+    const char *method;
+    double eps, alpha;
+    int steps, random_start;
+    cnn_attack_result result;
+} report_attack;
+
+/* The same with "attack": {...} (when attack is not NULL) before "peak_rss_mib". Written with core/json.c's
+ * writer, the one JSON writer of the project. */
 cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *history, int epochs,
-                                   const cnn_metrics *test, const cnn_net *net, const char *extra);
+                                   const cnn_metrics *test, const cnn_net *net, const report_attack *attack);
 
 /* Peak resident memory of this process in MiB. */
 double report_peak_rss_mib(void);
