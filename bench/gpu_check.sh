@@ -90,7 +90,7 @@ print_table_body() {
 # history entry N's images_per_sec, and the test accuracy, from a `cnn train --metrics-json` file
 json_ips() { grep -o "\"epoch\": $2, [^}]*" "$1" | grep -o '"images_per_sec": [0-9.eE+-]*' | awk '{print $2}'; }
 bench_ips() { grep -o '"images_per_sec": [0-9.eE+-]*' "$1" | head -1 | awk '{print $2}'; }  # a `cnn bench --json`
-json_test_acc() { grep -o '"test": {[^}]*' "$1" | grep -o '"accuracy": [0-9.eE+-]*' | head -1 | awk '{print $2}'; }
+json_test_acc() { tr -d '\n' <"$1" | grep -o '"test": *{[^}]*' | grep -o '"accuracy": [0-9.eE+-]*' | head -1 | awk '{print $2}'; }
 
 # ---- 0. the machine -------------------------------------------------------------------------------------------
 log "machine: $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
