@@ -85,21 +85,10 @@ void cnn_idx_free(cnn_idx *idx)
     memset(idx, 0, sizeof *idx);
 }
 
-cnn_status cnn_idx_read(const char *path, size_t max_bytes, cnn_idx *out)
+static cnn_status idx_open(const char *path, gzFile *out)
 {
-    cnn_status st = CNN_OK;
-    gzFile f = NULL;
-    unsigned char head[4], dimbytes[4 * CNN_IDX_MAX_DIMS];
-    unsigned char *data = NULL;
-    size_t got = 0, cap = 0, filled = 0;
-    char dims_text[128];
-
-    memset(out, 0, sizeof *out);
-    if (!path) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_idx_read: no path");
-    if (max_bytes == 0 || max_bytes > CNN_IDX_MAX_BYTES) max_bytes = CNN_IDX_MAX_BYTES;
-
     errno = 0;
-    f = gzopen(path, "rb");
+    gzFile f = gzopen(path, "rb");
     if (!f) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR)
@@ -108,77 +97,75 @@ cnn_status cnn_idx_read(const char *path, size_t max_bytes, cnn_idx *out)
         return cnn_error(CNN_ERR_IO, "%s: cannot open: %s", path, strerror(err));
     }
     gzbuffer(f, IDX_GZ_BUFFER);
+    *out = f;
+    return CNN_OK;
+}
 
-    // --- header: magic, then one big-endian u32 per dimension
-    if (gz_read_upto(f, head, sizeof head, &got) != 0) {
-        st = gz_failure(f, path, "the header");
-        goto fail;
-    }
-    if (got < sizeof head) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: truncated header: %zu bytes, less than the 4-byte IDX magic number%s",
-                       path, got, gz_cut_short(f) ? " (the gzip stream is cut short)" : "");
-        goto fail;
-    }
-    if (head[0] != 0 || head[1] != 0) {
-        st = cnn_error(CNN_ERR_FORMAT,
-                       "%s: not an IDX file: magic number 0x%02x%02x%02x%02x does not start with two zero bytes",
-                       path, head[0], head[1], head[2], head[3]);
-        goto fail;
-    }
+/* The header: the magic number (u8 elements only), then one big-endian u32 per dimension. Sets out->ndim and
+ * out->dims, *total (the element count, checked against max_bytes before anything is allocated) and the dims as
+ * text for messages. */
+static cnn_status idx_read_header(gzFile f, const char *path, size_t max_bytes, cnn_idx *out, size_t *total,
+                                  char *dims_text, size_t text_size)
+{
+    unsigned char head[4], dimbytes[4 * CNN_IDX_MAX_DIMS];
+    size_t got = 0;
+    if (gz_read_upto(f, head, sizeof head, &got) != 0) return gz_failure(f, path, "the header");
+    if (got < sizeof head)
+        return cnn_error(CNN_ERR_FORMAT, "%s: truncated header: %zu bytes, less than the 4-byte IDX magic number%s",
+                         path, got, gz_cut_short(f) ? " (the gzip stream is cut short)" : "");
+    if (head[0] != 0 || head[1] != 0)
+        return cnn_error(CNN_ERR_FORMAT,
+                         "%s: not an IDX file: magic number 0x%02x%02x%02x%02x does not start with two zero bytes",
+                         path, head[0], head[1], head[2], head[3]);
     if (head[2] != IDX_TYPE_U8) {
         const char *name = idx_type_name(head[2]);
         if (name)
-            st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: element type 0x%02x, %s, is not supported (only 0x08, u8)",
-                           path, head[2], name);
-        else
-            st = cnn_error(CNN_ERR_FORMAT, "%s: unknown IDX element type 0x%02x in the magic number", path, head[2]);
-        goto fail;
+            return cnn_error(CNN_ERR_UNSUPPORTED, "%s: element type 0x%02x, %s, is not supported (only 0x08, u8)",
+                             path, head[2], name);
+        return cnn_error(CNN_ERR_FORMAT, "%s: unknown IDX element type 0x%02x in the magic number", path, head[2]);
     }
     int ndim = head[3];
-    if (ndim == 0) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: the IDX header declares 0 dimensions", path);
-        goto fail;
-    }
-    if (ndim > CNN_IDX_MAX_DIMS) {
-        st = cnn_error(CNN_ERR_UNSUPPORTED, "%s: the IDX header declares %d dimensions; at most %d are supported",
-                       path, ndim, CNN_IDX_MAX_DIMS);
-        goto fail;
-    }
+    if (ndim == 0) return cnn_error(CNN_ERR_FORMAT, "%s: the IDX header declares 0 dimensions", path);
+    if (ndim > CNN_IDX_MAX_DIMS)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: the IDX header declares %d dimensions; at most %d are supported",
+                         path, ndim, CNN_IDX_MAX_DIMS);
     size_t dim_len = 4 * (size_t)ndim;
-    if (gz_read_upto(f, dimbytes, dim_len, &got) != 0) {
-        st = gz_failure(f, path, "the header");
-        goto fail;
-    }
-    if (got < dim_len) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: truncated header: %d dimensions need %zu bytes after the magic number "
-                       "but the file ends after %zu%s", path, ndim, dim_len, got,
-                       gz_cut_short(f) ? " (the gzip stream is cut short)" : "");
-        goto fail;
-    }
+    if (gz_read_upto(f, dimbytes, dim_len, &got) != 0) return gz_failure(f, path, "the header");
+    if (got < dim_len)
+        return cnn_error(CNN_ERR_FORMAT, "%s: truncated header: %d dimensions need %zu bytes after the magic number "
+                         "but the file ends after %zu%s", path, ndim, dim_len, got,
+                         gz_cut_short(f) ? " (the gzip stream is cut short)" : "");
     /* the product of the dimensions, overflow-checked against the limit; any zero dimension makes it 0 */
-    size_t total = 1;
+    size_t n = 1;
     int too_big = 0, has_zero = 0;
     for (int i = 0; i < ndim; i++) {
         const unsigned char *p = dimbytes + 4 * i;
         uint32_t d = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
         out->dims[i] = (int64_t)d;
         if (d == 0) has_zero = 1;
-        else if (total > max_bytes / d) too_big = 1;
-        else total *= d;
+        else if (n > max_bytes / d) too_big = 1;
+        else n *= d;
     }
     out->ndim = ndim;
-    format_dims(dims_text, sizeof dims_text, out->dims, ndim);
+    format_dims(dims_text, text_size, out->dims, ndim);
     if (has_zero) {
-        total = 0;
+        n = 0;
         too_big = 0;
     }
-    if (too_big || total > max_bytes) {
-        st = cnn_error(CNN_ERR_FORMAT, "%s: the header declares %s u8 values, more than the limit of %zu bytes",
-                       path, dims_text, max_bytes);
-        goto fail;
-    }
+    if (too_big || n > max_bytes)
+        return cnn_error(CNN_ERR_FORMAT, "%s: the header declares %s u8 values, more than the limit of %zu bytes",
+                         path, dims_text, max_bytes);
+    *total = n;
+    return CNN_OK;
+}
 
-    // --- data, in a buffer that grows as it fills
+/* The `total` bytes of data, in a buffer that grows as it fills (a header may lie about the size: the memory
+ * follows what the file holds). */
+static cnn_status idx_read_data(gzFile f, const char *path, size_t total, const char *dims_text, unsigned char **out)
+{
+    unsigned char *data = NULL;
+    size_t got = 0, cap = 0, filled = 0;
+    cnn_status st = CNN_OK;
     while (filled < total) {
         if (filled == cap) {
             size_t new_cap = cap == 0 ? IDX_FIRST_BUFFER : (cap <= total / 2 ? cap * 2 : total);
@@ -203,37 +190,56 @@ cnn_status cnn_idx_read(const char *path, size_t max_bytes, cnn_idx *out)
             goto fail;
         }
     }
+    *out = data;
+    return CNN_OK;
+fail:
+    free(data);
+    return st;
+}
 
-    // --- nothing may follow; reading on also makes zlib check the gzip trailer (CRC-32 and length)
+/* Nothing may follow the data; reading on also makes zlib check the gzip trailer (CRC-32 and length). Closes f. */
+static cnn_status idx_close(gzFile f, const char *path, size_t total, const char *dims_text)
+{
     unsigned char extra;
-    if (gz_read_upto(f, &extra, 1, &got) != 0) {
+    size_t got = 0;
+    cnn_status st = CNN_OK;
+    if (gz_read_upto(f, &extra, 1, &got) != 0)
         st = gz_failure(f, path, "the end of the stream");
-        goto fail;
-    }
-    if (got != 0) {
+    else if (got != 0)
         st = cnn_error(CNN_ERR_FORMAT, "%s: unexpected data after the %zu bytes that the header (%s u8 values) "
                        "declares", path, total, dims_text);
-        goto fail;
-    }
-    if (gz_cut_short(f)) {
+    else if (gz_cut_short(f))
         st = cnn_error(CNN_ERR_FORMAT, "%s: truncated: the gzip stream is cut short after the data", path);
-        goto fail;
+    int rc = gzclose(f);
+    if (st == CNN_OK && rc != Z_OK) st = cnn_error(CNN_ERR_IO, "%s: closing the file failed (zlib error %d)", path, rc);
+    return st;
+}
+
+cnn_status cnn_idx_read(const char *path, size_t max_bytes, cnn_idx *out)
+{
+    gzFile f = NULL;
+    unsigned char *data = NULL;
+    size_t total = 0;
+    char dims_text[128];
+
+    memset(out, 0, sizeof *out);
+    if (!path) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_idx_read: no path");
+    if (max_bytes == 0 || max_bytes > CNN_IDX_MAX_BYTES) max_bytes = CNN_IDX_MAX_BYTES;
+    cnn_status st = idx_open(path, &f);
+    if (st != CNN_OK) return st;
+    st = idx_read_header(f, path, max_bytes, out, &total, dims_text, sizeof dims_text);
+    if (st == CNN_OK) st = idx_read_data(f, path, total, dims_text, &data);
+    if (st != CNN_OK) {
+        gzclose(f);
+        memset(out, 0, sizeof *out);
+        return st;
     }
-    {
-        int rc = gzclose(f);
-        f = NULL;
-        if (rc != Z_OK) {
-            st = cnn_error(CNN_ERR_IO, "%s: closing the file failed (zlib error %d)", path, rc);
-            goto fail;
-        }
+    if ((st = idx_close(f, path, total, dims_text)) != CNN_OK) {
+        free(data);
+        memset(out, 0, sizeof *out);
+        return st;
     }
     out->data = data;
     out->size = total;
     return CNN_OK;
-
-fail:
-    if (f) gzclose(f);
-    free(data);
-    memset(out, 0, sizeof *out);
-    return st;
 }
