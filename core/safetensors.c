@@ -382,93 +382,70 @@ static const char *find_duplicate(const char *const *names, int n, const char **
 }
 
 /* cnn_st_write, to a file (path) or, when out is not NULL, into one malloc'ed buffer (path names it in messages). */
-static cnn_status st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
-                           const char *const *meta_values, int nmeta, unsigned char **out, size_t *out_len)
+/* Checks every entry (a name, a dtype and rank, a size that does not overflow, data when there are bytes, no name
+ * twice) and lays out the buffer: nbytes[i] and offsets[i]. names and scratch hold n pointers. */
+static cnn_status st_layout(const char *path, const cnn_st_entry *entries, int n, size_t *nbytes, size_t *offsets,
+                            const char **names, const char **scratch)
 {
-    cnn_status st = CNN_OK;
-    size_t *nbytes = NULL, *offsets = NULL;
-    const char **names = NULL, **scratch = NULL;
-    const void **parts = NULL;
-    size_t *sizes = NULL;
-    unsigned char *header = NULL;
-    char *json = NULL;
-    size_t json_len = 0;
-    cnn_json_writer w;
-    cnn_json_writer_init(&w, 0);
-
-    if (!path || n < 0 || nmeta < 0 || n >= INT32_MAX - 1 || (n > 0 && !entries) ||
-        (nmeta > 0 && (!meta_keys || !meta_values)))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_st_write(%s): bad arguments", path ? path : "");
-
-    int nn = n > nmeta ? n : nmeta;
-    nbytes = calloc((size_t)n + 1, sizeof *nbytes);
-    offsets = calloc((size_t)n + 1, sizeof *offsets);
-    names = calloc((size_t)nn + 1, sizeof *names);
-    scratch = calloc((size_t)nn + 1, sizeof *scratch);
-    parts = calloc((size_t)n + 1, sizeof *parts);
-    sizes = calloc((size_t)n + 1, sizeof *sizes);
-    if (!nbytes || !offsets || !names || !scratch || !parts || !sizes) goto oom;
-
-    // --- check the entries and lay out the buffer
     size_t pos = 0;
     for (int i = 0; i < n; i++) {
         const cnn_st_entry *e = &entries[i];
-        if (!e->name || !e->name[0] || !strcmp(e->name, META_KEY)) {
-            st = cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor %d has no name, an empty one or \"" META_KEY "\"", path,
-                           i);
-            goto done;
-        }
+        if (!e->name || !e->name[0] || !strcmp(e->name, META_KEY))
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor %d has no name, an empty one or \"" META_KEY "\"", path,
+                             i);
         size_t esize = cnn_dtype_size(e->dtype);
-        if (!esize || e->ndim < 0 || e->ndim > CNN_MAX_DIMS || (e->ndim > 0 && !e->shape)) {
-            st = cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": bad dtype (%d) or rank (%d)", path, e->name,
-                           (int)e->dtype, e->ndim);
-            goto done;
-        }
+        if (!esize || e->ndim < 0 || e->ndim > CNN_MAX_DIMS || (e->ndim > 0 && !e->shape))
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": bad dtype (%d) or rank (%d)", path, e->name,
+                             (int)e->dtype, e->ndim);
         size_t numel = 1;
         int overflow = 0, zero = 0;
         for (int k = 0; k < e->ndim; k++) {
-            if (e->shape[k] < 0) {
-                st = cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": negative dimension %lld", path, e->name,
-                               (long long)e->shape[k]);
-                goto done;
-            }
+            if (e->shape[k] < 0)
+                return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": negative dimension %lld", path, e->name,
+                                 (long long)e->shape[k]);
             if (e->shape[k] == 0) zero = 1;
             else if (numel > SIZE_MAX / esize / (uint64_t)e->shape[k]) overflow = 1;
             else numel *= (size_t)e->shape[k];
         }
         if (zero) numel = 0;
-        if (overflow || pos > SIZE_MAX - numel * esize) {
-            st = cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": the size overflows", path, e->name);
-            goto done;
-        }
+        if (overflow || pos > SIZE_MAX - numel * esize)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": the size overflows", path, e->name);
         nbytes[i] = numel * esize;
-        if (nbytes[i] > 0 && !e->data) {
-            st = cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": no data", path, e->name);
-            goto done;
-        }
+        if (nbytes[i] > 0 && !e->data)
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor \"%s\": no data", path, e->name);
         offsets[i] = pos;
         pos += nbytes[i];
         names[i] = e->name;
     }
     const char *dup = find_duplicate(names, n, scratch);
-    if (dup) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: two tensors are called \"%s\"", path, dup);
-        goto done;
-    }
+    if (dup) return cnn_error(CNN_ERR_INVALID_ARG, "%s: two tensors are called \"%s\"", path, dup);
+    return CNN_OK;
+}
+
+/* Every metadata pair has a key and a value, and no key comes twice. names and scratch hold nmeta pointers. */
+static cnn_status st_check_meta(const char *path, const char *const *meta_keys, const char *const *meta_values,
+                                int nmeta, const char **names, const char **scratch)
+{
     for (int i = 0; i < nmeta; i++) {
-        if (!meta_keys[i] || !meta_values[i]) {
-            st = cnn_error(CNN_ERR_INVALID_ARG, "%s: metadata entry %d has no key or no value", path, i);
-            goto done;
-        }
+        if (!meta_keys[i] || !meta_values[i])
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: metadata entry %d has no key or no value", path, i);
         names[i] = meta_keys[i];
     }
-    dup = find_duplicate(names, nmeta, scratch);
-    if (dup) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: two metadata entries are called \"%s\"", path, dup);
-        goto done;
-    }
+    const char *dup = find_duplicate(names, nmeta, scratch);
+    if (dup) return cnn_error(CNN_ERR_INVALID_ARG, "%s: two metadata entries are called \"%s\"", path, dup);
+    return CNN_OK;
+}
 
-    // --- the header
+/* The 8-byte length and the JSON header, padded with spaces so that the buffer starts at a multiple of 8 bytes as
+ * the reference writer does, into *out (malloc'ed, *len bytes). */
+static cnn_status st_header(const char *path, const cnn_st_entry *entries, int n, const size_t *nbytes,
+                            const size_t *offsets, const char *const *meta_keys, const char *const *meta_values,
+                            int nmeta, unsigned char **out, size_t *len)
+{
+    char *json = NULL;
+    size_t json_len = 0;
+    cnn_json_writer w;
+    cnn_json_writer_init(&w, 0);
     cnn_json_write_begin_object(&w);
     if (nmeta > 0) {
         cnn_json_write_key(&w, META_KEY);
@@ -497,28 +474,53 @@ static cnn_status st_write(const char *path, const cnn_st_entry *entries, int n,
         cnn_json_write_end_object(&w);
     }
     cnn_json_write_end_object(&w);
-    st = cnn_json_writer_finish(&w, &json, &json_len);
-    if (st != CNN_OK) {
-        cnn_error_prefix(st, "%s: ", path);
-        goto done;
-    }
-    /* pad with spaces so that the buffer starts at a multiple of 8 bytes, as the reference writer does */
+    cnn_status st = cnn_json_writer_finish(&w, &json, &json_len);
+    cnn_json_writer_free(&w);
+    if (st != CNN_OK) return cnn_error_prefix(st, "%s: ", path);
     size_t padded = (json_len + 7) & ~(size_t)7;
     if (padded > CNN_ST_MAX_HEADER) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: the header would be %zu bytes, above the limit of %llu", path,
-                       padded, (unsigned long long)CNN_ST_MAX_HEADER);
-        goto done;
+        free(json);
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: the header would be %zu bytes, above the limit of %llu", path,
+                         padded, (unsigned long long)CNN_ST_MAX_HEADER);
     }
-    header = malloc(8 + padded);
-    if (!header) goto oom;
+    unsigned char *header = malloc(8 + padded);
+    if (!header) {
+        free(json);
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory writing the file", path);
+    }
     for (int i = 0; i < 8; i++) header[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     memcpy(header + 8, json, json_len);
     memset(header + 8 + json_len, ' ', padded - json_len);
+    free(json);
+    *out = header;
+    *len = 8 + padded;
+    return CNN_OK;
+}
+
+/* The file's bytes, to `path` atomically or (out != NULL) into one malloc'ed buffer. */
+static cnn_status st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
+                           const char *const *meta_values, int nmeta, unsigned char **out, size_t *out_len)
+{
+    if (!path || n < 0 || nmeta < 0 || n >= INT32_MAX - 1 || (n > 0 && !entries) ||
+        (nmeta > 0 && (!meta_keys || !meta_values)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_st_write(%s): bad arguments", path ? path : "");
+    cnn_status st = CNN_OK;
+    unsigned char *header = NULL;
+    size_t header_len = 0;
+    int nn = n > nmeta ? n : nmeta;
+    size_t *nbytes = calloc((size_t)n + 1, sizeof *nbytes), *offsets = calloc((size_t)n + 1, sizeof *offsets);
+    const char **names = calloc((size_t)nn + 1, sizeof *names), **scratch = calloc((size_t)nn + 1, sizeof *scratch);
+    const void **parts = calloc((size_t)n + 1, sizeof *parts);
+    size_t *sizes = calloc((size_t)n + 1, sizeof *sizes);
+    if (!nbytes || !offsets || !names || !scratch || !parts || !sizes) goto oom;
+    CNN_TRY(st_layout(path, entries, n, nbytes, offsets, names, scratch));
+    CNN_TRY(st_check_meta(path, meta_keys, meta_values, nmeta, names, scratch));
+    CNN_TRY(st_header(path, entries, n, nbytes, offsets, meta_keys, meta_values, nmeta, &header, &header_len));
 
     // --- header, then every tensor's bytes
     int np = 0;
     parts[np] = header;
-    sizes[np++] = 8 + padded;
+    sizes[np++] = header_len;
     for (int i = 0; i < n; i++) {
         if (!nbytes[i]) continue;
         parts[np] = entries[i].data;
@@ -536,9 +538,7 @@ static cnn_status st_write(const char *path, const cnn_st_entry *entries, int n,
         st = cnn_write_file_atomic(path, parts, sizes, np);
     }
 
-done:
-    cnn_json_writer_free(&w);
-    free(json);
+fail:
     free(header);
     free(nbytes);
     free(offsets);
@@ -550,7 +550,7 @@ done:
 
 oom:
     st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of memory writing the file", path);
-    goto done;
+    goto fail;
 }
 
 cnn_status cnn_st_write(const char *path, const cnn_st_entry *entries, int n, const char *const *meta_keys,
