@@ -332,6 +332,244 @@ static void *new_layer(size_t size, const cnn_layer_ops *ops)
 #define NEW_LAYER(type, ops) ((type *)new_layer(sizeof(type), ops))
 #define NO_MEMORY() cnn_error(CNN_ERR_NO_MEMORY, "out of host memory")
 
+/* ---- layer kinds: one row each ---------------------------------------------------------------------------------
+
+ * A row names the keyword, the key=value options it accepts, and its constructor, which reads the positional
+ * arguments (the options are parsed before it runs) and returns a new layer; the activation it sets (act, alpha)
+ * and softmax apply after it. */
+typedef struct layer_args {
+    parser *ps;
+    parse_ctx *p;
+    const char *kind;
+    char **pos;
+    int npos;
+    const layer_opts *o;
+    cnn_act act;
+    float alpha;
+    int softmax;
+} layer_args;
+
+typedef cnn_status (*layer_make)(layer_args *a, cnn_layer **out);
+
+/* pos[i] as the layer's activation */
+static cnn_status read_act(layer_args *a, int i)
+{
+    if (!parse_act(a->pos[i], &a->act, &a->alpha, &a->softmax))
+        return perr(a->p, "unknown activation '%s' (known: %s)", a->pos[i], ACT_LIST);
+    return CNN_OK;
+}
+
+static cnn_status softmax_not_here(layer_args *a)
+{
+    return a->softmax ? perr(a->p, "softmax belongs on the last dense layer%s%s", "", "") : CNN_OK;
+}
+
+static cnn_status make_conv(layer_args *a, cnn_layer **out)
+{
+    parse_ctx *p = a->p;
+    char **pos = a->pos;
+    const layer_opts *o = a->o;
+    cnn_status st;
+    if (a->npos < 2 || a->npos > 3) return perr(p, "expected 'conv FILTERS KERNEL [ACTIVATION] [options]'%s%s", "", "");
+    long filters;
+    int kh, kw;
+    if (!parse_int(pos[0], &filters)) return perr(p, "filters: '%s' is not an integer from 1 to %s", pos[0], "65536");
+    if (!parse_pair(pos[1], &kh, &kw)) return perr(p, "kernel: '%s' is not N or HxW with positive integers%s", pos[1], "");
+    if (a->npos == 3 && (st = read_act(a, 2)) != CNN_OK) return st;
+    if ((st = softmax_not_here(a)) != CNN_OK) return st;
+    cnn_conv_layer *c = NEW_LAYER(cnn_conv_layer, &cnn_conv_layer_ops);
+    if (!c) return NO_MEMORY();
+    c->filters = (int)filters;
+    c->kernel_h = kh;
+    c->kernel_w = kw;
+    c->stride_h = o->stride_h;
+    c->stride_w = o->stride_w;
+    c->dilation_h = o->dilation_h;
+    c->dilation_w = o->dilation_w;
+    c->groups = o->groups;
+    c->same_padding = o->padding;
+    c->pad_top = o->pad[0];
+    c->pad_left = o->pad[1];
+    c->pad_bottom = o->pad[2];
+    c->pad_right = o->pad[3];
+    c->use_bias = o->bias;
+    *out = &c->base;
+    return CNN_OK;
+}
+
+static cnn_status make_pool(layer_args *a, cnn_layer **out)
+{
+    parse_ctx *p = a->p;
+    char **pos = a->pos;
+    const layer_opts *o = a->o;
+    int max = a->kind[0] == 'm';
+    if (a->npos < 1 || a->npos > 2) return perr(p, "expected '%s SIZE [STRIDE] [options]'%s", a->kind, "");
+    int kh, kw, sh, sw;
+    if (!parse_pair(pos[0], &kh, &kw)) return perr(p, "size: '%s' is not N or HxW with positive integers%s", pos[0], "");
+    sh = kh;
+    sw = kw;
+    if (a->npos == 2 && !parse_pair(pos[1], &sh, &sw))
+        return perr(p, "stride: '%s' is not N or HxW with positive integers%s", pos[1], "");
+    if (o->has_stride) {
+        if (a->npos == 2) return perr(p, "the stride is given twice%s%s", "", "");
+        sh = o->stride_h;
+        sw = o->stride_w;
+    }
+    cnn_pool_layer *pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops);
+    if (!pl) return NO_MEMORY();
+    pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
+    pl->kernel_h = kh;
+    pl->kernel_w = kw;
+    pl->stride_h = sh;
+    pl->stride_w = sw;
+    pl->same_padding = o->padding;
+    pl->pad_top = o->pad[0];
+    pl->pad_left = o->pad[1];
+    pl->pad_bottom = o->pad[2];
+    pl->pad_right = o->pad[3];
+    *out = &pl->base;
+    return CNN_OK;
+}
+
+static cnn_status make_global_pool(layer_args *a, cnn_layer **out)
+{
+    int max = a->kind[6] == 'm';
+    if (a->npos) return perr(a->p, "%s takes no arguments, got '%s'", a->kind, a->pos[0]);
+    cnn_pool_layer *pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_globalmaxpool_layer_ops : &cnn_globalavgpool_layer_ops);
+    if (!pl) return NO_MEMORY();
+    pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
+    pl->global = 1;
+    *out = &pl->base;
+    return CNN_OK;
+}
+
+/* a layer of no arguments and no fields of its own: flatten, softmax */
+static cnn_status make_plain(layer_args *a, cnn_layer **out)
+{
+    int softmax = !strcmp(a->kind, "softmax");
+    if (a->npos) return perr(a->p, "%s takes no arguments, got '%s'", a->kind, a->pos[0]);
+    *out = NEW_LAYER(cnn_layer, softmax ? &cnn_softmax_layer_ops : &cnn_flatten_layer_ops);
+    if (!*out) return NO_MEMORY();
+    a->softmax = softmax;
+    return CNN_OK;
+}
+
+static cnn_status make_dense(layer_args *a, cnn_layer **out)
+{
+    parse_ctx *p = a->p;
+    cnn_status st;
+    if (a->npos < 1 || a->npos > 2) return perr(p, "expected 'dense UNITS [ACTIVATION] [options]'%s%s", "", "");
+    long units;
+    if (!parse_int(a->pos[0], &units)) return perr(p, "units: '%s' is not an integer from 1 to %s", a->pos[0], "65536");
+    if (a->npos == 2 && (st = read_act(a, 1)) != CNN_OK) return st;
+    cnn_dense_layer *d = NEW_LAYER(cnn_dense_layer, &cnn_dense_layer_ops);
+    if (!d) return NO_MEMORY();
+    d->units = (int)units;
+    d->use_bias = a->o->bias;
+    *out = &d->base;
+    return CNN_OK;
+}
+
+static cnn_status make_batchnorm(layer_args *a, cnn_layer **out)
+{
+    cnn_status st;
+    if (a->npos > 1) return perr(a->p, "expected 'batchnorm [ACTIVATION] [options]'%s%s", "", "");
+    if (a->npos == 1 && (st = read_act(a, 0)) != CNN_OK) return st;
+    if ((st = softmax_not_here(a)) != CNN_OK) return st;
+    cnn_batchnorm_layer *bn = NEW_LAYER(cnn_batchnorm_layer, &cnn_batchnorm_layer_ops);
+    if (!bn) return NO_MEMORY();
+    bn->momentum = a->o->momentum;
+    bn->eps = a->o->eps;
+    *out = &bn->base;
+    return CNN_OK;
+}
+
+/* an activation as a layer of its own (the kind is its name; linear is the identity) */
+static cnn_status make_act(layer_args *a, cnn_layer **out)
+{
+    int takes_alpha = a->act == CNN_ACT_LEAKY_RELU || a->act == CNN_ACT_ELU;
+    if (a->npos > (takes_alpha ? 1 : 0))
+        return perr(a->p, takes_alpha ? "expected '%s [ALPHA] [options]'%s" : "expected '%s [options]'%s", a->kind, "");
+    if (a->npos && !parse_float(a->pos[0], 0.0f, 1e3f, &a->alpha))
+        return perr(a->p, "alpha: '%s' is not a number >= 0%s", a->pos[0], "");
+    *out = NEW_LAYER(cnn_layer, &cnn_act_layer_ops);
+    return *out ? CNN_OK : NO_MEMORY();
+}
+
+static cnn_status make_dropout(layer_args *a, cnn_layer **out)
+{
+    float rate;
+    if (a->npos != 1) return perr(a->p, "expected 'dropout RATE' (the fraction dropped, in [0, 1))%s%s", "", "");
+    if (!parse_float(a->pos[0], 0.0f, 0.999999f, &rate))
+        return perr(a->p, "rate: '%s' is not a number in [0, 1)%s", a->pos[0], "");
+    cnn_dropout_layer *d = NEW_LAYER(cnn_dropout_layer, &cnn_dropout_layer_ops);
+    if (!d) return NO_MEMORY();
+    d->rate = rate;
+    *out = &d->base;
+    return CNN_OK;
+}
+
+/* add and concat: their inputs are named outputs (add NAME alone adds it to the previous line's) */
+static cnn_status make_merge(layer_args *a, cnn_layer **out)
+{
+    parser *ps = a->ps;
+    int is_add = a->kind[0] == 'a', nnames = a->npos;
+    cnn_status st;
+    if (is_add && a->npos && parse_act(a->pos[a->npos - 1], &a->act, &a->alpha, &a->softmax)) {
+        if ((st = softmax_not_here(a)) != CNN_OK) return st;
+        nnames--;
+    }
+    if (is_add ? (nnames < 1 || nnames > 2) : (nnames < 2 || nnames > CNN_LAYER_MAX_INPUTS))
+        return perr(a->p, is_add ? "expected 'add NAME [NAME] [ACTIVATION]': one name adds that output to the "
+                                   "previous line's%s%s"
+                                 : "expected 'concat NAME NAME ...' (2 to 16 named outputs)%s%s", "", "");
+    cnn_layer *layer = NEW_LAYER(cnn_layer, is_add ? &cnn_add_layer_ops : &cnn_concat_layer_ops);
+    if (!layer) return NO_MEMORY();
+    if (is_add && nnames == 1) layer->inputs[layer->ninputs++] = ps->net->nlayers - 1;
+    for (int i = 0; i < nnames; i++)
+        if ((st = resolve(ps, a->pos[i], &layer->inputs[layer->ninputs++])) != CNN_OK) {
+            free(layer);
+            return st;
+        }
+    *out = layer;
+    return CNN_OK;
+}
+
+static const struct layer_kind {
+    const char *kind;    /* the keyword; NULL: any activation's name */
+    const char *options; /* the key=value options it accepts, ",a,b," */
+    layer_make make;
+} layer_kinds[] = {
+    {"conv", ",stride,padding,dilation,groups,bias,init,l1,l2,alpha,name,from,", make_conv},
+    {"maxpool", ",stride,padding,name,from,", make_pool},
+    {"avgpool", ",stride,padding,name,from,", make_pool},
+    {"globalavgpool", ",name,from,", make_global_pool},
+    {"globalmaxpool", ",name,from,", make_global_pool},
+    {"flatten", ",name,from,", make_plain},
+    {"dense", ",bias,init,l1,l2,alpha,name,from,", make_dense},
+    {"batchnorm", ",momentum,eps,alpha,name,from,", make_batchnorm},
+    {"softmax", ",name,from,", make_plain},
+    {NULL, ",name,from,", make_act},
+    {"dropout", ",name,from,", make_dropout},
+    {"add", ",alpha,name,", make_merge},
+    {"concat", ",name,", make_merge},
+};
+
+/* The `input` line: the network's per-sample shape. */
+static cnn_status parse_input(parser *ps, char **pos, int npos, int nopts)
+{
+    parse_ctx *p = &ps->p;
+    if (ps->have_input) return perr(p, "the input is already defined%s%s", "", "");
+    if (nopts) return perr(p, "input takes no options%s%s", "", "");
+    if (npos != 3) return perr(p, "expected 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
+    long d[3];
+    for (int i = 0; i < 3; i++)
+        if (!parse_int(pos[i], &d[i])) return perr(p, "'%s' is not a size (an integer from 1 to %s)", pos[i], "65536");
+    ps->net->input = (cnn_shape){3, {d[0], d[1], d[2]}};
+    ps->have_input = 1;
+    return CNN_OK;
+}
+
 static cnn_status parse_line(parser *ps, char **tok, int ntok)
 {
     cnn_net *net = ps->net;
@@ -374,24 +612,7 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
                            "them)%s", tok[i], "");
         else pos[npos++] = tok[i];
     }
-    layer_opts o = {.stride_h = 1, .stride_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 1, .bias = 1,
-                    .init = CNN_INIT_AUTO, .momentum = 0.1f /* PyTorch's BatchNorm2d */, .eps = 1e-5f};
-    cnn_status st;
-#define OPTIONS(allowed)                                                                     \
-    for (int i = 0; i < nopts; i++)                                                          \
-        if ((st = parse_option(p, opts[i], &o, allowed)) != CNN_OK) return st
-
-    if (!strcmp(kind, "input")) {
-        if (ps->have_input) return perr(p, "the input is already defined%s%s", "", "");
-        if (nopts) return perr(p, "input takes no options%s%s", "", "");
-        if (npos != 3) return perr(p, "expected 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
-        long d[3];
-        for (int i = 0; i < 3; i++)
-            if (!parse_int(pos[i], &d[i])) return perr(p, "'%s' is not a size (an integer from 1 to %s)", pos[i], "65536");
-        net->input = (cnn_shape){3, {d[0], d[1], d[2]}};
-        ps->have_input = 1;
-        return CNN_OK;
-    }
+    if (!strcmp(kind, "input")) return parse_input(ps, pos, npos, nopts);
     if (!ps->have_input) return perr(p, "the first line must be 'input HEIGHT WIDTH CHANNELS'%s%s", "", "");
     if (ps->softmax_line) {
         char l[16];
@@ -399,159 +620,28 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
         return perr(p, "softmax (line %s) must be on the last layer%s", l, "");
     }
 
-    cnn_layer *layer = NULL;
-    int softmax = 0;
-    cnn_act act = CNN_ACT_NONE;
-    float alpha = 0.0f;
-    if (!strcmp(kind, "conv")) {
-        OPTIONS(",stride,padding,dilation,groups,bias,init,l1,l2,alpha,name,from,");
-        if (npos < 2 || npos > 3) return perr(p, "expected 'conv FILTERS KERNEL [ACTIVATION] [options]'%s%s", "", "");
-        long filters;
-        int kh, kw;
-        if (!parse_int(pos[0], &filters)) return perr(p, "filters: '%s' is not an integer from 1 to %s", pos[0], "65536");
-        if (!parse_pair(pos[1], &kh, &kw)) return perr(p, "kernel: '%s' is not N or HxW with positive integers%s", pos[1], "");
-        if (npos == 3 && !parse_act(pos[2], &act, &alpha, &softmax))
-            return perr(p, "unknown activation '%s' (known: %s)", pos[2], ACT_LIST);
-        if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
-        cnn_conv_layer *c = NEW_LAYER(cnn_conv_layer, &cnn_conv_layer_ops);
-        if (!c) return NO_MEMORY();
-        c->filters = (int)filters;
-        c->kernel_h = kh;
-        c->kernel_w = kw;
-        c->stride_h = o.stride_h;
-        c->stride_w = o.stride_w;
-        c->dilation_h = o.dilation_h;
-        c->dilation_w = o.dilation_w;
-        c->groups = o.groups;
-        c->same_padding = o.padding;
-        c->pad_top = o.pad[0];
-        c->pad_left = o.pad[1];
-        c->pad_bottom = o.pad[2];
-        c->pad_right = o.pad[3];
-        c->use_bias = o.bias;
-        layer = &c->base;
-    } else if (!strcmp(kind, "maxpool") || !strcmp(kind, "avgpool") || !strcmp(kind, "globalavgpool") ||
-               !strcmp(kind, "globalmaxpool")) {
-        int global = kind[0] == 'g', max = global ? kind[6] == 'm' : kind[0] == 'm';
-        cnn_pool_layer *pl;
-        if (global) {
-            OPTIONS(",name,from,");
-            if (npos) return perr(p, "%s takes no arguments, got '%s'", kind, pos[0]);
-            pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_globalmaxpool_layer_ops : &cnn_globalavgpool_layer_ops);
-            if (!pl) return NO_MEMORY();
-            pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
-            pl->global = 1;
-        } else {
-            OPTIONS(",stride,padding,name,from,");
-            if (npos < 1 || npos > 2) return perr(p, "expected '%s SIZE [STRIDE] [options]'%s", kind, "");
-            int kh, kw, sh, sw;
-            if (!parse_pair(pos[0], &kh, &kw)) return perr(p, "size: '%s' is not N or HxW with positive integers%s", pos[0], "");
-            sh = kh;
-            sw = kw;
-            if (npos == 2 && !parse_pair(pos[1], &sh, &sw))
-                return perr(p, "stride: '%s' is not N or HxW with positive integers%s", pos[1], "");
-            if (o.has_stride) {
-                if (npos == 2) return perr(p, "the stride is given twice%s%s", "", "");
-                sh = o.stride_h;
-                sw = o.stride_w;
-            }
-            pl = NEW_LAYER(cnn_pool_layer, max ? &cnn_maxpool_layer_ops : &cnn_avgpool_layer_ops);
-            if (!pl) return NO_MEMORY();
-            pl->mode = max ? CNN_POOL_MAX : CNN_POOL_AVG;
-            pl->kernel_h = kh;
-            pl->kernel_w = kw;
-            pl->stride_h = sh;
-            pl->stride_w = sw;
-            pl->same_padding = o.padding;
-            pl->pad_top = o.pad[0];
-            pl->pad_left = o.pad[1];
-            pl->pad_bottom = o.pad[2];
-            pl->pad_right = o.pad[3];
-        }
-        layer = &pl->base;
-    } else if (!strcmp(kind, "flatten")) {
-        OPTIONS(",name,from,");
-        if (npos) return perr(p, "flatten takes no arguments, got '%s'%s", pos[0], "");
-        layer = NEW_LAYER(cnn_layer, &cnn_flatten_layer_ops);
-        if (!layer) return NO_MEMORY();
-    } else if (!strcmp(kind, "dense")) {
-        OPTIONS(",bias,init,l1,l2,alpha,name,from,");
-        if (npos < 1 || npos > 2) return perr(p, "expected 'dense UNITS [ACTIVATION] [options]'%s%s", "", "");
-        long units;
-        if (!parse_int(pos[0], &units)) return perr(p, "units: '%s' is not an integer from 1 to %s", pos[0], "65536");
-        if (npos == 2 && !parse_act(pos[1], &act, &alpha, &softmax))
-            return perr(p, "unknown activation '%s' (known: %s)", pos[1], ACT_LIST);
-        cnn_dense_layer *d = NEW_LAYER(cnn_dense_layer, &cnn_dense_layer_ops);
-        if (!d) return NO_MEMORY();
-        d->units = (int)units;
-        d->use_bias = o.bias;
-        layer = &d->base;
-    } else if (!strcmp(kind, "batchnorm")) {
-        OPTIONS(",momentum,eps,alpha,name,from,");
-        if (npos > 1) return perr(p, "expected 'batchnorm [ACTIVATION] [options]'%s%s", "", "");
-        if (npos == 1 && !parse_act(pos[0], &act, &alpha, &softmax))
-            return perr(p, "unknown activation '%s' (known: %s)", pos[0], ACT_LIST);
-        if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
-        cnn_batchnorm_layer *bn = NEW_LAYER(cnn_batchnorm_layer, &cnn_batchnorm_layer_ops);
-        if (!bn) return NO_MEMORY();
-        bn->momentum = o.momentum;
-        bn->eps = o.eps;
-        layer = &bn->base;
-    } else if (!strcmp(kind, "softmax")) {
-        OPTIONS(",name,from,");
-        if (npos) return perr(p, "softmax takes no arguments, got '%s'%s", pos[0], "");
-        layer = NEW_LAYER(cnn_layer, &cnn_softmax_layer_ops);
-        if (!layer) return NO_MEMORY();
-        softmax = 1;
-    } else if (parse_act(kind, &act, &alpha, &softmax)) { /* softmax was taken above; linear is the identity */
-        OPTIONS(",name,from,");
-        int takes_alpha = act == CNN_ACT_LEAKY_RELU || act == CNN_ACT_ELU;
-        if (npos > (takes_alpha ? 1 : 0))
-            return perr(p, takes_alpha ? "expected '%s [ALPHA] [options]'%s" : "expected '%s [options]'%s", kind, "");
-        if (npos && !parse_float(pos[0], 0.0f, 1e3f, &alpha))
-            return perr(p, "alpha: '%s' is not a number >= 0%s", pos[0], "");
-        layer = NEW_LAYER(cnn_layer, &cnn_act_layer_ops);
-        if (!layer) return NO_MEMORY();
-    } else if (!strcmp(kind, "dropout")) {
-        OPTIONS(",name,from,");
-        float rate;
-        if (npos != 1) return perr(p, "expected 'dropout RATE' (the fraction dropped, in [0, 1))%s%s", "", "");
-        if (!parse_float(pos[0], 0.0f, 0.999999f, &rate)) return perr(p, "rate: '%s' is not a number in [0, 1)%s", pos[0], "");
-        cnn_dropout_layer *d = NEW_LAYER(cnn_dropout_layer, &cnn_dropout_layer_ops);
-        if (!d) return NO_MEMORY();
-        d->rate = rate;
-        layer = &d->base;
-    } else if (!strcmp(kind, "add") || !strcmp(kind, "concat")) {
-        int is_add = kind[0] == 'a';
-        OPTIONS(is_add ? ",alpha,name," : ",name,");
-        int nnames = npos;
-        if (is_add && npos && parse_act(pos[npos - 1], &act, &alpha, &softmax)) {
-            if (softmax) return perr(p, "softmax belongs on the last dense layer%s%s", "", "");
-            nnames--;
-        }
-        if (is_add ? (nnames < 1 || nnames > 2) : (nnames < 2 || nnames > CNN_LAYER_MAX_INPUTS))
-            return perr(p, is_add ? "expected 'add NAME [NAME] [ACTIVATION]': one name adds that output to the "
-                                    "previous line's%s%s"
-                                  : "expected 'concat NAME NAME ...' (2 to 16 named outputs)%s%s", "", "");
-        layer = NEW_LAYER(cnn_layer, is_add ? &cnn_add_layer_ops : &cnn_concat_layer_ops);
-        if (!layer) return NO_MEMORY();
-        if (is_add && nnames == 1) layer->inputs[layer->ninputs++] = net->nlayers - 1;
-        for (int i = 0; i < nnames; i++)
-            if ((st = resolve(ps, pos[i], &layer->inputs[layer->ninputs++])) != CNN_OK) {
-                free(layer);
-                return st;
-            }
-    } else {
+    layer_opts o = {.stride_h = 1, .stride_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 1, .bias = 1,
+                    .init = CNN_INIT_AUTO, .momentum = 0.1f /* PyTorch's BatchNorm2d */, .eps = 1e-5f};
+    layer_args a = {.ps = ps, .p = p, .kind = kind, .pos = pos, .npos = npos, .o = &o};
+    const struct layer_kind *row = NULL;
+    for (size_t i = 0; i < sizeof layer_kinds / sizeof *layer_kinds && !row; i++)
+        if (layer_kinds[i].kind ? !strcmp(kind, layer_kinds[i].kind)
+                                : parse_act(kind, &a.act, &a.alpha, &a.softmax)) /* softmax matched its row */
+            row = &layer_kinds[i];
+    if (!row)
         return perr(p, "unknown layer type '%s' (known: input, conv, maxpool, avgpool, globalavgpool, globalmaxpool, "
                        "flatten, dense, batchnorm, dropout, add, concat, repeat, relu, leaky_relu, elu, sigmoid, tanh, "
                        "gelu, silu, linear, softmax)%s", kind, "");
-    }
-#undef OPTIONS
-    layer->act = act;
-    layer->act_alpha = o.has_alpha ? o.alpha : alpha;
+    cnn_status st;
+    for (int i = 0; i < nopts; i++)
+        if ((st = parse_option(p, opts[i], &o, row->options)) != CNN_OK) return st;
+    cnn_layer *layer = NULL;
+    if ((st = row->make(&a, &layer)) != CNN_OK) return st;
+    layer->act = a.act;
+    layer->act_alpha = o.has_alpha ? o.alpha : a.alpha;
     layer->l1 = o.l1;
     layer->l2 = o.l2;
-    if (softmax) ps->softmax_line = p->line;
+    if (a.softmax) ps->softmax_line = p->line;
     return add_layer(ps, layer, &o);
 }
 
