@@ -35,4 +35,11 @@ void cnn_optimizer_destroy(cnn_optimizer *opt);
  * (clip_norm > 0) and the optimizer's update. */
 cnn_status cnn_train_update(cnn_net *net, cnn_optimizer *opt, float clip_norm, int64_t *skipped);
 
+/* One training step on the staged batch: forward, the loss, backward, cnn_train_update, net->step + 1. cnn_train's
+ * loop and cnn_trainer_step both run it (core/step.c). */
+cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_config *cfg, int64_t *skipped);
+
+/* The settings' ranges (cnn_train and cnn_trainer_create refuse what is out of them, naming it). */
+cnn_status cnn_train_check_config(const cnn_train_config *cfg);
+
 #endif

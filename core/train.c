@@ -73,7 +73,7 @@ static void balanced_weights(const cnn_dataset *ds, int k, float *w)
     for (int c = 0; c < k; c++) w[c] = w[c] > 0.0f ? (float)ds->n / ((float)k * w[c]) : 1.0f;
 }
 
-static cnn_status check_config(const cnn_train_config *c)
+cnn_status cnn_train_check_config(const cnn_train_config *c)
 {
     if (c->epochs < 1 || c->batch_size < 1)
         return cnn_error(CNN_ERR_INVALID_ARG, "epochs (%d) and batch size (%d) must be at least 1", c->epochs,
@@ -529,7 +529,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     cnn_dataset shim;
     cnn_grad *adv_grad = NULL;
     float *adv_pix = NULL, *adv_out = NULL;
-    CNN_TRY(check_config(cfg));
+    CNN_TRY(cnn_train_check_config(cfg));
     CNN_TRY(check_source(net, train_src, "training"));
     if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
     const cnn_dataset *train = dataset_of(train_src, net, &shim);

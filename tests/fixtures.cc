@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 extern "C" {
 #include "core/rng.h"
 }
+#include "tests/util.h"
 
 namespace cnntest {
 
@@ -30,6 +33,25 @@ Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) 
   ds.images = images.data();
   ds.labels = labels.data();
   ds.num_classes = 4;
+}
+
+static void put_be32(std::string *s, uint32_t v) {
+  for (int i = 3; i >= 0; i--) s->push_back((char)((v >> (8 * i)) & 0xff));
+}
+
+void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed) {
+  const Quadrants quad(n, seed);
+  std::string img, lab;
+  put_be32(&img, 0x803);
+  put_be32(&img, (uint32_t)n);
+  put_be32(&img, 12);
+  put_be32(&img, 12);
+  for (float v : quad.images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
+  put_be32(&lab, 0x801);
+  put_be32(&lab, (uint32_t)n);
+  for (int32_t l : quad.labels) lab.push_back((char)l);
+  write_file(dir + "/" + prefix + "-images-idx3-ubyte", img);
+  write_file(dir + "/" + prefix + "-labels-idx1-ubyte", lab);
 }
 
 }  // namespace cnntest

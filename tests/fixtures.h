@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 
+#include <string>
 #include <vector>
 
 #include "cnn/cnn.h"
@@ -28,5 +29,9 @@ struct Quadrants {
   Quadrants(const Quadrants &) = delete;
   Quadrants &operator=(const Quadrants &) = delete;
 };
+
+// The quadrant task of n images (seed) as MNIST's IDX files DIR/PREFIX-images-idx3-ubyte and
+// DIR/PREFIX-labels-idx1-ubyte (pixels rounded to 8 bits), for `--data mnist:DIR` (prefixes "train" and "t10k").
+void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed);
 
 }  // namespace cnntest

@@ -103,30 +103,10 @@ TEST(Determinism, SameSeedSameWeightsWithTwoThreads) {
 
 // ---- two processes ---------------------------------------------------------------------------------------------
 
-void put_be32(std::string *s, uint32_t v) {
-  for (int i = 3; i >= 0; i--) s->push_back((char)((v >> (8 * i)) & 0xff));
-}
-
-// IDX files (MNIST's format) of quadrant images as bytes.
-void write_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed) {
-  const cnntest::Quadrants quad(n, seed);
-  std::string img, lab;
-  put_be32(&img, 0x803);
-  put_be32(&img, n);
-  put_be32(&img, 12);
-  put_be32(&img, 12);
-  for (float v : quad.images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
-  put_be32(&lab, 0x801);
-  put_be32(&lab, n);
-  for (int32_t l : quad.labels) lab.push_back((char)l);
-  cnntest::write_file(dir + "/" + prefix + "-images-idx3-ubyte", img);
-  cnntest::write_file(dir + "/" + prefix + "-labels-idx1-ubyte", lab);
-}
-
 TEST(Determinism, TwoProcessesWithTwoThreadsWriteIdenticalModelFiles) {
   cnntest::TempDir dir;
-  write_idx(dir.path(), "train", 320, 1);
-  write_idx(dir.path(), "t10k", 64, 2);
+  cnntest::write_quadrant_idx(dir.path(), "train", 320, 1);
+  cnntest::write_quadrant_idx(dir.path(), "t10k", 64, 2);
   cnntest::write_file(dir.file("net.cnn"), kNet);
   // the child processes read their thread count from the environment
   const char *old = getenv("OMP_NUM_THREADS");

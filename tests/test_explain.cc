@@ -1013,19 +1013,7 @@ TEST(Attacks, BadSettingsGetClearMessages) {
 // cnn eval --attack and cnn attack on a small IDX data set (the quadrant task) with a model trained on it.
 TEST(AttackCli, EvalReportsAccuracyUnderAttackAndAttackWritesThePairs) {
   cnntest::TempDir dir;
-  cnntest::Quadrants q(200, 7);
-  auto be32 = [](std::string *s, uint32_t v) {
-    for (int i = 3; i >= 0; i--) s->push_back((char)((v >> (8 * i)) & 0xff));
-  };
-  for (const char *prefix : {"train", "t10k"}) {
-    std::string img, lab;
-    be32(&img, 0x803), be32(&img, 200), be32(&img, 12), be32(&img, 12);
-    for (float v : q.images) img.push_back((char)(unsigned char)std::lround(v * 255.0f));
-    be32(&lab, 0x801), be32(&lab, 200);
-    for (int32_t l : q.labels) lab.push_back((char)l);
-    cnntest::write_file(dir.file(std::string(prefix) + "-images-idx3-ubyte"), img);
-    cnntest::write_file(dir.file(std::string(prefix) + "-labels-idx1-ubyte"), lab);
-  }
+  for (const char *prefix : {"train", "t10k"}) cnntest::write_quadrant_idx(dir.path(), prefix, 200, 7);
   cnntest::write_file(dir.file("net.cnn"), "input 12 12 1\nconv 4 3 relu\nmaxpool 2\nflatten\ndense 4\n");
   const std::string data = "mnist:" + dir.path(), model = dir.file("m.safetensors");
   std::string log;

@@ -1,9 +1,13 @@
 // The sample programs of samples/, built by CMake, run as a user would: samples/predict.c classifies images with a
-// model file through the public API and prints what cnn_net_predict gives for them; bad arguments and files give
-// the documented exit statuses and name what is wrong.
+// model file through the public API and prints what cnn_net_predict gives for them; samples/train.c trains with a
+// loop of its own on the step API (cnn_trainer), which gives cnn_train's weights bit for bit when it takes the same
+// batches; bad arguments and files give the documented exit statuses and name what is wrong.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -11,6 +15,7 @@
 
 extern "C" {
 #include "cnn/cnn.h"
+#include "core/net.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"
@@ -95,6 +100,112 @@ TEST(Samples, PredictPrintsWhatTheLibraryPredicts) {
   EXPECT_TRUE(has(out, "none.png")) << out;
   EXPECT_EQ(run("'" SAMPLE_PREDICT "' '" + model + "' '" + pngs[0] + "' --device tpu", &out), 1) << out;
   EXPECT_TRUE(has(out, "tpu")) << out;
+}
+
+// cnn_train with the sequential sampler and cnn_trainer_step on the same batches in the same order: the same
+// weights, bit for bit (one step function runs both), with normalization, label smoothing and clipping on.
+TEST(Trainer, StepsOnTheSameBatchesGiveCnnTrainsWeights) {
+  cnntest::CpuBackend be;
+  cnntest::Quadrants q(200, 3);
+  std::vector<std::vector<float>> weights;
+  for (int way = 0; way < 2; way++) {
+    cnn_net *net = nullptr;
+    ASSERT_EQ(cnn_net_from_text(kNet, "trainer", be.b, 11, &net), CNN_OK) << cnn_last_error();
+    float mean = 0.3f, sd = 0.2f;
+    ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &sd), CNN_OK);
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    cfg.epochs = 1;
+    cfg.batch_size = 32;
+    cfg.progress = nullptr;
+    cfg.sampler = CNN_SAMPLER_SEQUENTIAL;
+    cfg.label_smoothing = 0.1f;
+    cfg.clip_norm = 1.0f;
+    if (way == 0) {
+      ASSERT_EQ(cnn_train(net, &q.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
+    } else {
+      cnn_trainer *t = nullptr;
+      ASSERT_EQ(cnn_trainer_create(net, &cfg, &t), CNN_OK) << cnn_last_error();
+      for (int at = 0; at < 200; at += 32) {
+        int n = std::min(32, 200 - at), correct = -1;
+        double loss = -1;
+        ASSERT_EQ(cnn_trainer_step(t, q.images.data() + (size_t)at * 144, q.labels.data() + at, n, &loss, &correct),
+                  CNN_OK) << cnn_last_error();
+        EXPECT_GT(loss, 0.0);
+        EXPECT_GE(correct, 0);
+        EXPECT_LE(correct, n);
+      }
+      EXPECT_EQ(cnn_trainer_steps(t), 7);
+      // bad calls name what is wrong
+      int32_t bad = 9;
+      EXPECT_EQ(cnn_trainer_step(t, q.images.data(), &bad, 1, nullptr, nullptr), CNN_ERR_INVALID_ARG);
+      EXPECT_NE(std::string(cnn_last_error()).find("label 9"), std::string::npos) << cnn_last_error();
+      EXPECT_EQ(cnn_trainer_set_lr(t, -1.0f), CNN_ERR_INVALID_ARG);
+      EXPECT_EQ(cnn_trainer_lr(t), 1e-3f);
+      cnn_trainer_destroy(t);
+    }
+    std::vector<float> w;
+    for (int i = 0; i < net->nlayers; i++)
+      for (int p = 0; p < net->layers[i]->nparams; p++) {
+        const cnn_tensor *x = net->layers[i]->params[p].value;
+        std::vector<float> v((size_t)cnn_tensor_numel(x));
+        ASSERT_EQ(cnn_tensor_read(x, v.data(), v.size() * 4), CNN_OK);
+        w.insert(w.end(), v.begin(), v.end());
+      }
+    weights.push_back(w);
+    cnn_net_destroy(net);
+  }
+  ASSERT_FALSE(weights[0].empty());
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  EXPECT_EQ(std::memcmp(weights[0].data(), weights[1].data(), weights[0].size() * 4), 0);
+}
+
+// samples/train.c on the quadrant task as IDX files: epochs with a halved learning rate, the test accuracy, and a
+// model file that gives that accuracy when loaded.
+TEST(Samples, TrainRunsItsOwnLoopAndSavesAModel) {
+  TempDir dir;
+  cnntest::write_quadrant_idx(dir.path(), "train", 400, 5);
+  cnntest::write_quadrant_idx(dir.path(), "t10k", 100, 6);
+  cnntest::write_file(dir.file("net.cnn"), kNet);
+  const std::string model = dir.file("m.safetensors");
+  std::string out;
+  ASSERT_EQ(run("'" SAMPLE_TRAIN "' '" + dir.file("net.cnn") + "' '" + model + "' --data 'mnist:" + dir.path() +
+                    "' --epochs 3 --batch 16 --lr 0.004",
+                &out),
+            0)
+      << out;
+  EXPECT_TRUE(has(out, "epoch 1/3: lr 0.004 ")) << out;
+  EXPECT_TRUE(has(out, "epoch 3/3: lr 0.001 ")) << out;
+  size_t at = out.find("test accuracy ");
+  ASSERT_NE(at, std::string::npos) << out;
+  double acc = std::stod(out.substr(at + 14));
+  EXPECT_GT(acc, 0.6) << out;  // chance is 0.25
+  EXPECT_TRUE(has(out, "(100 images, 75 steps)")) << out;
+  cnn_backend *be = nullptr;
+  ASSERT_EQ(cnn_backend_create("cpu", &be), CNN_OK);
+  cnn_net *net = nullptr;
+  cnn_dataset *test = nullptr;
+  ASSERT_EQ(cnn_net_load(model.c_str(), be, &net), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_dataset_load(("mnist:" + dir.path()).c_str(), "test", &test), CNN_OK) << cnn_last_error();
+  cnn_metrics *m = nullptr;
+  ASSERT_EQ(cnn_evaluate(net, test, 64, &m), CNN_OK) << cnn_last_error();
+  char printed[32];
+  snprintf(printed, sizeof printed, "test accuracy %.4f", m->accuracy);
+  EXPECT_TRUE(has(out, printed)) << printed << " in\n" << out;
+  cnn_metrics_destroy(m);
+  cnn_dataset_destroy(test);
+  cnn_net_destroy(net);
+  cnn_backend_destroy(be);
+
+  EXPECT_EQ(run("'" SAMPLE_TRAIN "' '" + dir.file("net.cnn") + "'", &out), 2) << out;
+  EXPECT_EQ(run("'" SAMPLE_TRAIN "' '" + dir.file("net.cnn") + "' '" + model + "' --epochs 0", &out), 2) << out;
+  EXPECT_TRUE(has(out, "--epochs")) << out;
+  EXPECT_EQ(run("'" SAMPLE_TRAIN "' '" + dir.file("net.cnn") + "' '" + model + "' --data 'mnist:" + dir.file("none") +
+                    "'",
+                &out),
+            1)
+      << out;
+  EXPECT_TRUE(has(out, "none")) << out;
 }
 
 }  // namespace

@@ -167,8 +167,27 @@ CNN_API float cnn_lr_at(const cnn_train_config *cfg, int epoch);
  * schedule position, RNG state, data position, monitors and history are restored first: the checkpoint must hold
  * net's definition and have been written with the same training settings and data (a differing one is named). */
 CNN_API cnn_status cnn_train(cnn_net *net, const cnn_dataset *train, const cnn_dataset *val,
-                             const cnn_train_config *cfg,
-                             cnn_epoch_stats *history);
+                             const cnn_train_config *cfg, cnn_epoch_stats *history);
+
+/* ---- a training loop of your own (samples/train.c): one step at a time ----
+ *
+ * A trainer holds the optimizer's state for `net` (cfg: the optimizer and its settings, lr, weight decay, gradient
+ * clipping, label smoothing, class weights; the batch size sets the memory checked at creation; the epoch, data,
+ * schedule and callback fields are the caller's business). Each step runs forward, the loss, backward and the
+ * update on one batch, exactly as a step of cnn_train does (the same function runs both). */
+typedef struct cnn_trainer cnn_trainer;
+CNN_API cnn_status cnn_trainer_create(cnn_net *net, const cnn_train_config *cfg, cnn_trainer **out);
+/* One step on n images (host, NHWC, values in [0, 1]: the net applies its own normalization) with their labels.
+ * *loss (may be NULL) receives the batch's mean loss, *correct (may be NULL) how many images the net classified
+ * right before the update. n may differ from step to step (buffers grow, within the memory limit). */
+CNN_API cnn_status cnn_trainer_step(cnn_trainer *t, const float *images, const int32_t *labels, int n, double *loss,
+                                    int *correct);
+/* The learning rate of the next steps (a schedule of your own); cfg->lr at first. */
+CNN_API cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
+CNN_API float cnn_trainer_lr(const cnn_trainer *t);
+/* Steps taken (updates skipped by fp16's loss scaling included). */
+CNN_API int64_t cnn_trainer_steps(const cnn_trainer *t);
+CNN_API void cnn_trainer_destroy(cnn_trainer *t);
 
 typedef struct cnn_metrics {
     int num_classes;
