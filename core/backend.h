@@ -24,6 +24,8 @@ extern "C" {
 #endif
 
 typedef struct cnn_plan cnn_plan; /* backend-defined */
+typedef struct cnn_qprog cnn_qprog; /* backend-defined: a quantized model's graph compiled (qprog_create) */
+struct cnn_lite;
 
 typedef enum cnn_act {
     CNN_ACT_NONE = 0,
@@ -280,6 +282,12 @@ typedef struct cnn_backend_ops {
     cnn_status (*nonfinite)(cnn_backend *, const cnn_tensor *const *ts, int n, int *any);
     /* ---- quantized models; optional (without it cnn-lite's own C kernels compute the sums) ---- */
     cnn_status (*qconv_s32)(cnn_backend *, const cnn_qconv_args *);
+    /* The whole graph of an opened cnn-lite model compiled for this backend at one batch size (cpu/qprog.c):
+     * optional; CNN_ERR_UNSUPPORTED from create means "run cnn-lite's own path" (with qconv_s32). run: `batch`
+     * normalized images in, their class scores (before the softmax) out. */
+    cnn_status (*qprog_create)(cnn_backend *, const struct cnn_lite *m, int batch, cnn_qprog **out);
+    cnn_status (*qprog_run)(cnn_backend *, cnn_qprog *p, const float *x, float *scores);
+    void (*qprog_destroy)(cnn_backend *, cnn_qprog *p);
 
     /* on: every op from now on gives bit-identical results for identical inputs, run after run (algorithms chosen
      * by fixed heuristics among the deterministic ones, rather than by timing). NULL: the backend always is. */

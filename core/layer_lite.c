@@ -1,7 +1,12 @@
 /* A quantized model (a cnn-lite file, `cnn quantize`) as one layer of a network: the network's input,
- * normalization, class names and loss stay libcnn's, and this layer's forward runs the file's ops through cnn-lite
- * (core/lite/lite.c), the same code and the same integer arithmetic as libcnn-lite, into the class scores. It runs
- * on the CPU, for inference: backward is refused, and the network has no trainable weights.
+ * normalization, class names and loss stay libcnn's, and this layer's forward runs the file's ops into the class
+ * scores. It runs on the CPU, for inference: backward is refused, and the network has no trainable weights.
+ *
+ * Two paths. The compiled one (the backend's qprog ops, cpu/qprog.c): the whole graph as oneDNN primitives built
+ * once per batch size, int8 requantization fused into the convolutions (in float: within one step of cnn-lite's),
+ * float models through oneDNN's float kernels. The exact one, where the backend cannot compile a model (no VNNI, a
+ * shape oneDNN refuses) or when asked (cnn_net_quant_set_compiled): cnn-lite itself (core/lite/lite.c), the same
+ * code and integer arithmetic as libcnn-lite, with its int8 sums from the backend's qconv_s32.
  *
  * cnn_net_load builds such a network when a file's format is "cnn.c lite" (cnn_net_from_lite). */
 #include <stdio.h>
@@ -28,6 +33,10 @@ typedef struct lite_layer {
     int nplans;
     uint64_t version;     /* names this opening's weights to the backend's cache */
     int accel_failed;     /* the backend could not: the C kernels from then on */
+    cnn_qprog *prog[2];   /* the compiled graph at up to two batch sizes (the last batch of an epoch is smaller) */
+    int prog_batch[2];
+    uint64_t prog_used[2], clock;
+    int exact;            /* 1: cnn-lite's path (asked for, or the backend cannot compile this model) */
 } lite_layer;
 
 static uint64_t next_version = 1u << 20; /* distinct from the tensors' (which count from 1) in practice */
@@ -61,6 +70,48 @@ static void free_plans(lite_layer *ll)
     ll->nplans = 0;
 }
 
+static void free_progs(lite_layer *ll)
+{
+    for (int i = 0; i < 2; i++) {
+        if (ll->prog[i]) ll->base.backend->ops->qprog_destroy(ll->base.backend, ll->prog[i]);
+        ll->prog[i] = NULL;
+        ll->prog_batch[i] = 0;
+    }
+}
+
+/* The compiled graph for n images: *out NULL when the backend cannot compile this model (ll->exact set then). */
+static cnn_status compiled(lite_layer *ll, int n, cnn_qprog **out)
+{
+    cnn_backend *b = ll->base.backend;
+    *out = NULL;
+    if (ll->exact || !b || !b->ops->qprog_create) {
+        ll->exact = 1;
+        return CNN_OK;
+    }
+    ll->clock++;
+    int victim = 0;
+    for (int i = 0; i < 2; i++) {
+        if (ll->prog[i] && ll->prog_batch[i] == n) {
+            ll->prog_used[i] = ll->clock;
+            *out = ll->prog[i];
+            return CNN_OK;
+        }
+        if (!ll->prog[i] || (ll->prog[victim] && ll->prog_used[i] < ll->prog_used[victim])) victim = i;
+    }
+    if (ll->prog[victim]) b->ops->qprog_destroy(b, ll->prog[victim]);
+    ll->prog[victim] = NULL;
+    cnn_status st = b->ops->qprog_create(b, ll->m, n, &ll->prog[victim]);
+    if (st == CNN_ERR_UNSUPPORTED) { /* cnn-lite's path from now on */
+        ll->exact = 1;
+        return CNN_OK;
+    }
+    if (st != CNN_OK) return st;
+    ll->prog_batch[victim] = n;
+    ll->prog_used[victim] = ll->clock;
+    *out = ll->prog[victim];
+    return CNN_OK;
+}
+
 static cnn_status reopen(lite_layer *ll, int batch)
 {
     char err[256];
@@ -74,6 +125,7 @@ static cnn_status reopen(lite_layer *ll, int batch)
         free(arena);
         return cnn_error(CNN_ERR_FORMAT, "%s", err);
     }
+    if (ll->base.backend) free_progs(ll); /* they point into the arena */
     free(ll->arena);
     ll->arena = arena;
     ll->m = m;
@@ -106,6 +158,10 @@ static cnn_status lite_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
         return cnn_error(CNN_ERR_UNSUPPORTED, "quantized models run on the CPU (this network is on %s): load it with "
                          "--device cpu", l->backend->name);
     int n = (int)x[0]->shape[0];
+    cnn_qprog *prog = NULL;
+    cnn_status cst = compiled(ll, n, &prog);
+    if (cst != CNN_OK) return cst;
+    if (prog) return l->backend->ops->qprog_run(l->backend, prog, x[0]->data, y->data);
     if (n > ll->batch) {
         cnn_status st = reopen(ll, n);
         if (st != CNN_OK) return st;
@@ -128,6 +184,7 @@ static void lite_destroy(cnn_layer *l)
 {
     lite_layer *ll = (lite_layer *)l;
     free_plans(ll);
+    if (l->backend) free_progs(ll);
     free(ll->arena);
     free(ll->model);
 }
@@ -150,6 +207,14 @@ int cnn_net_is_quantized(const cnn_net *net)
 const char *cnn_net_quant_mode(const cnn_net *net)
 {
     return cnn_net_is_quantized(net) ? cnn_lite_mode(((const lite_layer *)net->layers[0])->m) : NULL;
+}
+
+void cnn_net_quant_set_compiled(cnn_net *net, int on)
+{
+    if (!cnn_net_is_quantized(net)) return;
+    lite_layer *ll = (lite_layer *)net->layers[0];
+    if (ll->base.backend) free_progs(ll);
+    ll->exact = !on;
 }
 
 /* A network of one quantized layer from a cnn-lite file's bytes (taken over: freed with the network). */

@@ -38,6 +38,9 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
 /* The format tag of the files cnn quantize writes (cnn-lite's). */
 #define CNN_LITE_FORMAT "cnn.c lite"
 /* A network of one layer running a cnn-lite file (core/layer_lite.c); takes `bytes` over (freed on failure too). */
+/* A quantized network's path: 1 (the default) the backend's compiled graph where it has one, 0 cnn-lite's own
+ * (exact integer arithmetic, bit for bit libcnn-lite's). */
+void cnn_net_quant_set_compiled(cnn_net *net, int on);
 cnn_status cnn_net_from_lite(unsigned char *bytes, size_t len, const char *path, cnn_backend *backend, cnn_net **out);
 
 #endif

@@ -141,6 +141,9 @@ const cnn_backend_ops cnn_cpu_ops = {
     .rmsprop_update_multi = cnn_cpu_rmsprop_update_multi,
     .sum_squares_multi = cnn_cpu_sum_squares_multi,
     .qconv_s32 = cnn_cpu_qconv_s32,
+    .qprog_create = cnn_cpu_qprog_create,
+    .qprog_run = cnn_cpu_qprog_run,
+    .qprog_destroy = cnn_cpu_qprog_destroy,
 };
 
 int cnn_cpu_backend_available(void) { return 1; }

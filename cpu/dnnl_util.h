@@ -43,6 +43,10 @@ const char *cnn_cpu_isa_name(dnnl_cpu_isa_t isa);
 /* Calls a oneDNN function; on failure sets `st` and jumps to `fail`. `what` names the op for the message. */
 #define CNN_CPU_DNNL(what, call, ...) CNN_TRY(cnn_cpu_dnnl_status(call(__VA_ARGS__), (what), #call))
 
+/* 1 when oneDNN's int8 kernels here have VNNI (u8 x s8 summed straight into s32). Without it, they multiply in
+ * 16-bit pairs that saturate, and oneDNN halves the weights to avoid that: sums would no longer be exact. */
+int cnn_cpu_exact_int8(void);
+
 /* Memory descriptor of an f32 tensor with the given logical dims (oneDNN order) and tag. */
 cnn_status cnn_cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_format_tag_t tag,
                       const char *what);

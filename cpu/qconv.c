@@ -138,15 +138,6 @@ requant_row(const int32_t *sum, int8_t *y, int oc, const int64_t *off, const int
     }
 }
 
-/* 1 when oneDNN's int8 kernels here have VNNI (u8 x s8 summed straight into s32). Without it, they multiply in
- * 16-bit pairs that saturate, and oneDNN halves the weights to avoid that: sums would no longer be exact. */
-static int exact_int8(void)
-{
-    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    return ((unsigned)isa & dnnl_cpu_isa_avx512_core_vnni) == dnnl_cpu_isa_avx512_core_vnni ||
-           ((unsigned)isa & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
-}
-
 cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
 {
     static const char *what = "int8 convolution";
@@ -155,7 +146,7 @@ cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
     cnn_plan *tmp = NULL;
     if (!a->plan || !a->y || !a->mult || !a->shift)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: a plan, an output and the rescaling are needed", what);
-    if (!exact_int8())
+    if (!cnn_cpu_exact_int8())
         return cnn_error(CNN_ERR_UNSUPPORTED, "%s: this processor has no VNNI: oneDNN's int8 sums would not be exact",
                          what);
     qkey key;

@@ -44,12 +44,12 @@
 enum { LM_FLOAT = 0, LM_FP16, LM_DYNAMIC, LM_INT8 };
 static const char *const MODE_NAMES[] = {"float", "fp16", "dynamic", "int8"};
 
-enum { LT_INPUT = 0, LT_CONV, LT_DENSE, LT_MAXPOOL, LT_AVGPOOL, LT_GAP, LT_FLATTEN, LT_ADD, LT_CONCAT, LT_ACT,
-       LT_SCALE, LT_SOFTMAX, LT_NKINDS };
+enum { LT_INPUT = CNN_LITE_OP_INPUT, LT_CONV, LT_DENSE, LT_MAXPOOL, LT_AVGPOOL, LT_GAP, LT_FLATTEN, LT_ADD,
+       LT_CONCAT, LT_ACT, LT_SCALE, LT_SOFTMAX, LT_NKINDS };
 static const char *const KIND_NAMES[] = {"input", "conv", "dense", "maxpool", "avgpool", "gap", "flatten", "add",
                                          "concat", "act", "scale", "softmax"};
 
-enum { LA_NONE = 0, LA_RELU, LA_LEAKY, LA_ELU, LA_SIGMOID, LA_TANH, LA_GELU, LA_SILU, LA_N };
+enum { LA_NONE = CNN_LITE_ACT_NONE, LA_RELU, LA_LEAKY, LA_ELU, LA_SIGMOID, LA_TANH, LA_GELU, LA_SILU, LA_N };
 static const char *const ACT_NAMES[] = {"none", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "silu"};
 
 enum { DT_F32 = 0, DT_F16, DT_I8, DT_I32, DT_OTHER };
@@ -1467,6 +1467,25 @@ cnn_lite_status cnn_lite_run_observed(cnn_lite *m, const float *normalized, int 
 }
 
 int cnn_lite_num_ops(const cnn_lite *m) { return m->nops; }
+
+int cnn_lite_is_int8(const cnn_lite *m) { return m->mode == LM_INT8; }
+
+void cnn_lite_op(const cnn_lite *m, int i, cnn_lite_op_info *info)
+{
+    const lt_op *op = &m->ops[i];
+    memset(info, 0, sizeof *info);
+    info->kind = op->kind;
+    info->nin = op->nin;
+    for (int k = 0; k < op->nin && k < 8; k++) info->in[k] = op->in[k];
+    info->h = op->h, info->w = op->w, info->c = op->c, info->flat = op->flat;
+    info->kh = op->kh, info->kw = op->kw, info->sh = op->sh, info->sw = op->sw, info->dh = op->dh, info->dw = op->dw;
+    info->groups = op->groups, info->pt = op->pt, info->pl = op->pl, info->pb = op->pb, info->pr = op->pr;
+    info->act = op->act, info->alpha = op->alpha;
+    info->q = op->q, info->scale = op->scale, info->zp = op->zp, info->act_min = op->act_min;
+    info->act_max = op->act_max;
+    info->w8 = op->w8, info->b32 = op->b32, info->mult = op->mult, info->shift = op->shift;
+    info->wf = op->wf, info->bf = op->bf, info->lut = op->lut;
+}
 
 cnn_lite_status cnn_lite_predict(cnn_lite *m, const float *images, int n, float *probs, char *err, size_t errlen)
 {

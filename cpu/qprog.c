@@ -1,0 +1,482 @@
+/* A quantized model (an opened cnn-lite model, core/layer_lite.c) compiled whole for the CPU at one batch size:
+ * one oneDNN primitive per convolution and dense layer, built once, with its weights reordered once; every buffer
+ * allocated here, none per call.
+ *
+ * int8 models: activations are held as uint8 codes u = q + 128 (oneDNN's VNNI kernels multiply u8 by s8), so an
+ * activation's zero point becomes zp + 128, which is 0 for what follows a ReLU (calibration gives such tensors the
+ * zero point -128). A convolution or dense layer is then one u8 x s8 primitive whose output is already the next
+ * u8 code: per-output-channel output scales M = mult * 2^(shift - 31) (cnn-lite's own multipliers), the int32 bias
+ * and the output zero point folded into a float bias (b + (zp + 128) / M), ReLU's floor a clip post-op, and the
+ * saturation to u8. An input whose zero point is not 0 is given to oneDNN as a source zero point (padding stays the
+ * real 0). oneDNN requantizes in float and rounds to nearest even, where cnn-lite (lite_quant.h) uses a Q31
+ * multiplier and rounds half away from zero: a code may differ by one where the product lies within float
+ * precision of a half, which tests/test_quant.cc bounds. Pooling, adds (cnn-lite's own table), concats, ReLUs and
+ * the input's quantization are cnn-lite's exact integer arithmetic, here on u8 codes, over the batch in parallel.
+ *
+ * float models (float, fp16 and dynamic, whose weights cnn-lite dequantized when it opened the file): the same
+ * graph in float32, with oneDNN's f32 convolutions and inner products and their activations fused.
+ *
+ * What this cannot compile (a processor without VNNI, a shape oneDNN refuses, a zero rescaling factor) is
+ * CNN_ERR_UNSUPPORTED: the layer then runs cnn-lite's own path, exact. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lite/lite_internal.h"
+#include "core/lite/lite_quant.h"
+#include "cpu/dnnl_util.h"
+#include "cpu/ops.h"
+
+typedef struct qp_op {
+    cnn_lite_op_info o;
+    void *y;           /* the output: n x h x w x c u8 codes (int8 models) or floats; a flatten's is its input's */
+    int owns_y;
+    dnnl_primitive_t prim; /* convolutions and dense layers */
+    dnnl_memory_t mem[4];  /* src, weights (oneDNN's layout, owned), bias, dst */
+    dnnl_memory_t zp_mem;  /* the source zero point, when not 0 */
+    int32_t src_zp;
+    float *bias;
+    dnnl_exec_arg_t args[5];
+    int nargs;
+    uint8_t *lut;      /* int8 add: cnn-lite's table, indexed and valued in u8 codes */
+} qp_op;
+
+struct cnn_qprog {
+    int n, nops, final, int8, classes;
+    qp_op *ops;
+};
+
+static const size_t QP_ALIGN = 64;
+
+static void *qp_alloc(size_t bytes)
+{
+    return aligned_alloc(QP_ALIGN, (bytes + QP_ALIGN - 1) / QP_ALIGN * QP_ALIGN + QP_ALIGN);
+}
+
+void cnn_cpu_qprog_destroy(cnn_backend *b, cnn_qprog *p)
+{
+    (void)b;
+    if (!p) return;
+    for (int i = 0; p->ops && i < p->nops; i++) {
+        qp_op *op = &p->ops[i];
+        if (op->prim) dnnl_primitive_destroy(op->prim);
+        for (int k = 0; k < 4; k++)
+            if (op->mem[k]) dnnl_memory_destroy(op->mem[k]);
+        if (op->zp_mem) dnnl_memory_destroy(op->zp_mem);
+        free(op->bias);
+        free(op->lut);
+        if (op->owns_y) free(op->y);
+    }
+    free(p->ops);
+    free(p);
+}
+
+static cnn_status qp_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_data_type_t dt,
+                        dnnl_format_tag_t tag, const char *what)
+{
+    cnn_status st = CNN_OK;
+    dnnl_dims_t d;
+    for (int i = 0; i < ndims; i++) d[i] = dims[i];
+    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, md, ndims, d, dt, tag);
+fail:
+    return st;
+}
+
+/* The eltwise post-op of a float model's activation. */
+static int float_act(int act, float alpha, dnnl_alg_kind_t *alg, float *a)
+{
+    *a = 0.0f;
+    switch (act) {
+    case CNN_LITE_ACT_RELU: *alg = dnnl_eltwise_relu; return 1;
+    case CNN_LITE_ACT_LEAKY: *alg = dnnl_eltwise_relu, *a = alpha; return 1;
+    case CNN_LITE_ACT_ELU: *alg = dnnl_eltwise_elu, *a = alpha; return 1;
+    case CNN_LITE_ACT_SIGMOID: *alg = dnnl_eltwise_logistic; return 1;
+    case CNN_LITE_ACT_TANH: *alg = dnnl_eltwise_tanh; return 1;
+    case CNN_LITE_ACT_GELU: *alg = dnnl_eltwise_gelu_erf; return 1;
+    case CNN_LITE_ACT_SILU: *alg = dnnl_eltwise_swish, *a = 1.0f; return 1;
+    default: return 0;
+    }
+}
+
+/* A convolution or dense layer: its primitive, with the weights reordered once into oneDNN's layout. */
+static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, const qp_op *in, const char *what)
+{
+    cnn_status st = CNN_OK;
+    const cnn_lite_op_info *o = &op->o, *i = &in->o;
+    int dense = o->kind == CNN_LITE_OP_DENSE, q = p->int8;
+    dnnl_data_type_t adt = q ? dnnl_u8 : dnnl_f32, wdt = q ? dnnl_s8 : dnnl_f32;
+    dnnl_memory_desc_t src_md, w_md, w_any, b_md, dst_md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL, rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_memory_t wuser = NULL;
+    float *scales = NULL;
+    int oc = o->c;
+    int64_t bd[1] = {oc};
+    CNN_TRY(qp_md(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
+    if (dense) {
+        int64_t features = (int64_t)i->h * i->w * i->c;
+        int64_t xd[2] = {p->n, features}, wd[2] = {oc, features}, yd[2] = {p->n, oc};
+        CNN_TRY(qp_md(&src_md, 2, xd, adt, dnnl_nc, what));
+        CNN_TRY(qp_md(&w_md, 2, wd, wdt, dnnl_oi, what));
+        CNN_TRY(qp_md(&w_any, 2, wd, wdt, dnnl_format_tag_any, what));
+        CNN_TRY(qp_md(&dst_md, 2, yd, adt, dnnl_nc, what));
+    } else {
+        int64_t xd[4] = {p->n, i->c, i->h, i->w}, yd[4] = {p->n, oc, o->h, o->w};
+        CNN_TRY(qp_md(&src_md, 4, xd, adt, dnnl_nhwc, what));
+        CNN_TRY(qp_md(&dst_md, 4, yd, adt, dnnl_nhwc, what));
+        if (o->groups == 1) {
+            int64_t wd[4] = {oc, i->c, o->kh, o->kw};
+            CNN_TRY(qp_md(&w_md, 4, wd, wdt, dnnl_ohwi, what));
+            CNN_TRY(qp_md(&w_any, 4, wd, wdt, dnnl_format_tag_any, what));
+        } else {
+            int64_t wd[5] = {o->groups, oc / o->groups, i->c / o->groups, o->kh, o->kw};
+            CNN_TRY(qp_md(&w_md, 5, wd, wdt, dnnl_gohwi, what));
+            CNN_TRY(qp_md(&w_any, 5, wd, wdt, dnnl_format_tag_any, what));
+        }
+    }
+    CNN_CPU_DNNL(what, dnnl_primitive_attr_create, &attr);
+    CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
+    op->bias = malloc((size_t)oc * sizeof *op->bias);
+    scales = malloc((size_t)oc * sizeof *scales);
+    if (!op->bias || !scales) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+    if (q) {
+        /* u8 out = sat(round(M (acc + b) + zp + 128)) = sat(round(M (acc + b + (zp + 128) / M))) */
+        int32_t zp_u = o->zp + 128;
+        for (int c = 0; c < oc; c++) {
+            double M = ldexp((double)o->mult[c], o->shift[c] - 31);
+            if (!(M > 0.0))
+                CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: output channel %d has a rescaling factor of 0", what, c));
+            scales[c] = (float)M;
+            op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) + zp_u / (double)scales[c]);
+        }
+        CNN_CPU_DNNL(what, dnnl_primitive_attr_set_output_scales, attr, oc, 1 << 1, scales);
+        int32_t lo = o->act_min + 128, hi = o->act_max + 128;
+        if (lo > 0 || hi < 255)
+            CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_clip, (float)lo, (float)hi);
+        op->src_zp = i->zp + 128;
+        if (op->src_zp) {
+            const int32_t runtime = DNNL_RUNTIME_S32_VAL;
+            CNN_CPU_DNNL(what, dnnl_primitive_attr_set_zero_points, attr, DNNL_ARG_SRC, 1, 0, &runtime);
+        }
+    } else {
+        for (int c = 0; c < oc; c++) op->bias[c] = o->bf ? o->bf[c] : 0.0f;
+        dnnl_alg_kind_t alg = dnnl_eltwise_relu;
+        float a = 0.0f;
+        if (o->act != CNN_LITE_ACT_NONE) {
+            if (!float_act(o->act, o->alpha, &alg, &a))
+                CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: activation %d has no oneDNN post-op", what, o->act));
+            CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, alg, a, 0.0f);
+        }
+    }
+    CNN_CPU_DNNL(what, dnnl_primitive_attr_set_post_ops, attr, po);
+    if (dense) {
+        dnnl_inner_product_desc_t d;
+        CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &src_md, &w_any, &b_md,
+                     &dst_md);
+        CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &pd, &d, attr, ctx->engine, NULL);
+    } else {
+        dnnl_dims_t strides = {o->sh, o->sw}, dilates = {o->dh - 1, o->dw - 1}, pl = {o->pt, o->pl},
+                    pr = {o->pb, o->pr};
+        dnnl_convolution_desc_t d;
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d, dnnl_forward_inference,
+                     dnnl_convolution_direct, &src_md, &w_any, &b_md, &dst_md, strides, dilates, pl, pr);
+        CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &pd, &d, attr, ctx->engine, NULL);
+    }
+    /* our layouts for the activations (NHWC, nc): oneDNN must not pick its own there */
+    const dnnl_memory_desc_t *qsrc = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    const dnnl_memory_desc_t *qdst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    const dnnl_memory_desc_t *qw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (!qsrc || !qdst || !qw || !dnnl_memory_desc_equal(qsrc, &src_md) || !dnnl_memory_desc_equal(qdst, &dst_md))
+        CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: oneDNN wants other activation layouts", what));
+    CNN_CPU_DNNL(what, dnnl_primitive_create, &op->prim, pd);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[0], &src_md, ctx->engine, in->y);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, op->y);
+    /* the weights, once, into the primitive's layout */
+    const void *w = q ? (const void *)o->w8 : (const void *)o->wf;
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[1], qw, ctx->engine, DNNL_MEMORY_ALLOCATE);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &wuser, &w_md, ctx->engine, (void *)w);
+    CNN_CPU_DNNL(what, dnnl_reorder_primitive_desc_create, &rpd, &w_md, ctx->engine, qw, ctx->engine, NULL);
+    CNN_CPU_DNNL(what, dnnl_primitive_create, &reorder, rpd);
+    {
+        dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, wuser}, {DNNL_ARG_TO, op->mem[1]}};
+        CNN_CPU_DNNL(what, dnnl_primitive_execute, reorder, ctx->stream, 2, r);
+        CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream);
+    }
+    op->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, op->mem[0]};
+    op->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, op->mem[1]};
+    op->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->mem[2]};
+    op->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, op->mem[3]};
+    op->nargs = 4;
+    if (q && op->src_zp) {
+        dnnl_memory_desc_t zmd;
+        int64_t one[1] = {1};
+        CNN_TRY(qp_md(&zmd, 1, one, dnnl_s32, dnnl_a, what));
+        CNN_CPU_DNNL(what, dnnl_memory_create, &op->zp_mem, &zmd, ctx->engine, &op->src_zp);
+        op->args[op->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, op->zp_mem};
+    }
+fail:
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (wuser) dnnl_memory_destroy(wuser);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    free(scales);
+    return st;
+}
+
+cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int batch, cnn_qprog **out)
+{
+    static const char *what = "quantized model";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    *out = NULL;
+    int int8 = cnn_lite_is_int8(m);
+    if (int8 && !cnn_cpu_exact_int8())
+        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: this processor has no VNNI: oneDNN's int8 sums would not be exact",
+                         what);
+    cnn_qprog *p = calloc(1, sizeof *p);
+    if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
+    p->n = batch;
+    p->int8 = int8;
+    p->nops = cnn_lite_num_ops(m);
+    p->classes = cnn_lite_num_classes(m);
+    p->ops = calloc((size_t)p->nops, sizeof *p->ops);
+    if (!p->ops) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+    for (int i = 0; i < p->nops; i++) cnn_lite_op(m, i, &p->ops[i].o);
+    p->final = p->nops - 1;
+    if (p->ops[p->final].o.kind == CNN_LITE_OP_SOFTMAX) p->final = p->ops[p->final].o.in[0];
+    size_t esize = int8 ? 1 : sizeof(float);
+    for (int i = 0; i <= p->final; i++) {
+        qp_op *op = &p->ops[i];
+        const cnn_lite_op_info *o = &op->o;
+        if (o->kind == CNN_LITE_OP_SOFTMAX || (int8 && !o->q))
+            CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: op %d is not compiled", what, i));
+        if (o->kind == CNN_LITE_OP_FLATTEN) { /* NHWC flattened is the same memory */
+            op->y = p->ops[o->in[0]].y;
+            continue;
+        }
+        op->y = qp_alloc((size_t)batch * o->h * o->w * o->c * esize);
+        if (!op->y) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+        op->owns_y = 1;
+        if (o->kind == CNN_LITE_OP_CONV || o->kind == CNN_LITE_OP_DENSE) {
+            CNN_TRY(build_matmul(ctx, p, op, &p->ops[o->in[0]], what));
+        } else if (o->kind == CNN_LITE_OP_ADD && int8) {
+            op->lut = malloc(65536);
+            if (!op->lut) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+            for (int a = 0; a < 256; a++)
+                for (int c = 0; c < 256; c++)
+                    op->lut[a << 8 | c] = (uint8_t)((uint8_t)o->lut[(a ^ 0x80) << 8 | (c ^ 0x80)] ^ 0x80);
+        } else if (o->kind == CNN_LITE_OP_SCALE && (!o->wf || !o->bf)) {
+            CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: op %d has no weights", what, i));
+        }
+    }
+    *out = p;
+    return CNN_OK;
+fail:
+    cnn_cpu_qprog_destroy(b, p);
+    return st;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the ops computed here: cnn-lite's arithmetic (core/lite/lite.c), on u8 codes for int8 models
+
+#define QP_PAR(work) if ((work) > 16384)
+
+static float act_f(int act, float alpha, float v)
+{
+    switch (act) {
+    case CNN_LITE_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case CNN_LITE_ACT_LEAKY: return v > 0.0f ? v : alpha * v;
+    case CNN_LITE_ACT_ELU: return v > 0.0f ? v : alpha * (expf(v) - 1.0f);
+    case CNN_LITE_ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
+    case CNN_LITE_ACT_TANH: return tanhf(v);
+    case CNN_LITE_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case CNN_LITE_ACT_SILU: return v / (1.0f + expf(-v));
+    default: return v;
+    }
+}
+
+/* Max and average pooling (padding excluded from the count), and global average pooling: per output pixel, a
+ * block of its channels together. int8: the average of the codes rounded half away from zero, as cnn-lite does. */
+#define QP_POOL_BLOCK 256
+static void pool(const cnn_qprog *p, const cnn_lite_op_info *o, const cnn_lite_op_info *i, const void *xv, void *yv)
+{
+    int global = o->kind == CNN_LITE_OP_GAP, mx = o->kind == CNN_LITE_OP_MAXPOOL, q = p->int8;
+    int oh = global ? 1 : o->h, ow = global ? 1 : o->w, c = i->c;
+    int kh = global ? i->h : o->kh, kw = global ? i->w : o->kw;
+    int64_t rows = (int64_t)p->n * oh;
+#pragma omp parallel for schedule(static) QP_PAR(rows * ow * c * kh * kw)
+    for (int64_t r = 0; r < rows; r++) {
+        int b = (int)(r / oh), oy = (int)(r % oh);
+        int64_t acc[QP_POOL_BLOCK];
+        for (int ox = 0; ox < ow; ox++)
+            for (int c0 = 0; c0 < c; c0 += QP_POOL_BLOCK) {
+                int cn = c - c0 < QP_POOL_BLOCK ? c - c0 : QP_POOL_BLOCK, count = 0;
+                int y0 = global ? 0 : oy * o->sh - o->pt, x0 = global ? 0 : ox * o->sw - o->pl;
+                size_t at = (((size_t)b * oh + oy) * ow + ox) * (size_t)c + (size_t)c0;
+                uint8_t *yq = (uint8_t *)yv + at;
+                float *yf = (float *)yv + at;
+                for (int ch = 0; ch < cn; ch++) {
+                    if (q) {
+                        if (mx) yq[ch] = 0;
+                        else acc[ch] = 0;
+                    } else {
+                        yf[ch] = mx ? -INFINITY : 0.0f;
+                    }
+                }
+                for (int ky = 0; ky < kh; ky++) {
+                    int iy = y0 + ky;
+                    if (iy < 0 || iy >= i->h) continue;
+                    for (int kx = 0; kx < kw; kx++) {
+                        int ix = x0 + kx;
+                        if (ix < 0 || ix >= i->w) continue;
+                        size_t src = (((size_t)b * i->h + iy) * i->w + ix) * (size_t)c + (size_t)c0;
+                        count++;
+                        if (q) {
+                            const uint8_t *xs = (const uint8_t *)xv + src;
+                            if (mx)
+                                for (int ch = 0; ch < cn; ch++) yq[ch] = xs[ch] > yq[ch] ? xs[ch] : yq[ch];
+                            else
+                                for (int ch = 0; ch < cn; ch++) acc[ch] += xs[ch];
+                        } else {
+                            const float *xs = (const float *)xv + src;
+                            if (mx)
+                                for (int ch = 0; ch < cn; ch++) yf[ch] = xs[ch] > yf[ch] ? xs[ch] : yf[ch];
+                            else
+                                for (int ch = 0; ch < cn; ch++) yf[ch] += xs[ch];
+                        }
+                    }
+                }
+                if (mx) continue;
+                for (int ch = 0; ch < cn; ch++) {
+                    if (q) {
+                        int64_t s = acc[ch] - 128 * (int64_t)count; /* the sum of the int8 codes */
+                        int64_t v = s > 0 ? (s + count / 2) / count : (s - count / 2) / count;
+                        yq[ch] = (uint8_t)((v < -128 ? -128 : v > 127 ? 127 : v) + 128);
+                    } else {
+                        yf[ch] /= (float)count;
+                    }
+                }
+            }
+    }
+}
+
+cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float *scores)
+{
+    static const char *what = "quantized model";
+    cnn_status st = CNN_OK;
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    const int n = p->n, q = p->int8;
+    for (int i = 0; i <= p->final; i++) {
+        qp_op *op = &p->ops[i];
+        const cnn_lite_op_info *o = &op->o;
+        const qp_op *in = o->nin ? &p->ops[o->in[0]] : NULL;
+        int64_t count = (int64_t)n * o->h * o->w * o->c;
+        switch (o->kind) {
+        case CNN_LITE_OP_INPUT:
+            if (q) {
+                uint8_t *y = op->y;
+                const float scale = o->scale;
+                const int32_t zp = o->zp;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+                for (int64_t j = 0; j < count; j++) y[j] = (uint8_t)(lq_quantize(x[j], scale, zp) + 128);
+            } else {
+                memcpy(op->y, x, (size_t)count * sizeof(float));
+            }
+            break;
+        case CNN_LITE_OP_CONV:
+        case CNN_LITE_OP_DENSE:
+            CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
+            break;
+        case CNN_LITE_OP_MAXPOOL:
+        case CNN_LITE_OP_AVGPOOL:
+        case CNN_LITE_OP_GAP:
+            pool(p, o, &in->o, in->y, op->y);
+            break;
+        case CNN_LITE_OP_FLATTEN:
+            break;
+        case CNN_LITE_OP_ADD: {
+            const qp_op *b2 = &p->ops[o->in[1]];
+            if (q) {
+                const uint8_t *xa = in->y, *xb = b2->y, *lut = op->lut;
+                uint8_t *y = op->y;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+                for (int64_t j = 0; j < count; j++) y[j] = lut[(size_t)xa[j] << 8 | xb[j]];
+            } else {
+                const float *xa = in->y, *xb = b2->y;
+                float *y = op->y;
+                const int act = o->act;
+                const float alpha = o->alpha;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+                for (int64_t j = 0; j < count; j++) y[j] = act_f(act, alpha, xa[j] + xb[j]);
+            }
+            break;
+        }
+        case CNN_LITE_OP_CONCAT: {
+            int64_t pix = (int64_t)n * o->h * o->w;
+            int at = 0;
+            for (int k = 0; k < o->nin; k++) {
+                const qp_op *s = &p->ops[o->in[k]];
+                const int sc = s->o.c, oc = o->c;
+                if (q) {
+                    const uint8_t *xs = s->y;
+                    uint8_t *y = (uint8_t *)op->y + at;
+                    const int32_t m = o->mult[k], sh = o->shift[k], zs = s->o.zp, zo = o->zp;
+#pragma omp parallel for schedule(static) QP_PAR(pix * sc)
+                    for (int64_t px = 0; px < pix; px++)
+                        for (int ch = 0; ch < sc; ch++) {
+                            int64_t v = (int64_t)lq_scale((int32_t)xs[px * sc + ch] - 128 - zs, m, sh) + zo;
+                            y[px * oc + ch] = (uint8_t)((v < -128 ? -128 : v > 127 ? 127 : v) + 128);
+                        }
+                } else {
+                    const float *xs = s->y;
+                    float *y = (float *)op->y + at;
+#pragma omp parallel for schedule(static) QP_PAR(pix * sc)
+                    for (int64_t px = 0; px < pix; px++) memcpy(y + px * oc, xs + px * sc, (size_t)sc * sizeof(float));
+                }
+                at += sc;
+            }
+            break;
+        }
+        case CNN_LITE_OP_ACT:
+            if (q) {
+                const uint8_t *xs = in->y;
+                uint8_t *y = op->y;
+                const int lo = o->act_min + 128, hi = o->act_max + 128;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+                for (int64_t j = 0; j < count; j++) y[j] = (uint8_t)(xs[j] < lo ? lo : xs[j] > hi ? hi : xs[j]);
+            } else {
+                const float *xs = in->y;
+                float *y = op->y;
+                const int act = o->act;
+                const float alpha = o->alpha;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+                for (int64_t j = 0; j < count; j++) y[j] = act_f(act, alpha, xs[j]);
+            }
+            break;
+        case CNN_LITE_OP_SCALE: {
+            const float *xs = in->y, *w = o->wf, *bb = o->bf;
+            float *y = op->y;
+            const int c = o->c;
+#pragma omp parallel for schedule(static) QP_PAR(count)
+            for (int64_t j = 0; j < count; j++) y[j] = xs[j] * w[j % c] + bb[j % c];
+            break;
+        }
+        default:
+            return cnn_error(CNN_ERR_BACKEND, "%s: op %d of an unknown kind", what, i);
+        }
+    }
+    CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream);
+    const cnn_lite_op_info *last = &p->ops[p->final].o;
+    const void *yl = p->ops[p->final].y;
+    size_t total = (size_t)n * (size_t)p->classes;
+    for (size_t j = 0; j < total; j++)
+        scores[j] = q ? last->scale * (float)((int32_t)((const uint8_t *)yl)[j] - 128 - last->zp)
+                      : ((const float *)yl)[j];
+fail:
+    return st;
+}
