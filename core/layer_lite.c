@@ -37,6 +37,7 @@ typedef struct lite_layer {
     int prog_batch[2];
     uint64_t prog_used[2], clock;
     int exact;            /* 1: cnn-lite's path (asked for, or the backend cannot compile this model) */
+    int ran_compiled;     /* the last forward ran the compiled graph */
 } lite_layer;
 
 static uint64_t next_version = 1u << 20; /* distinct from the tensors' (which count from 1) in practice */
@@ -161,6 +162,7 @@ static cnn_status lite_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
     cnn_qprog *prog = NULL;
     cnn_status cst = compiled(ll, n, &prog);
     if (cst != CNN_OK) return cst;
+    ll->ran_compiled = prog != NULL;
     if (prog) return l->backend->ops->qprog_run(l->backend, prog, x[0]->data, y->data);
     if (n > ll->batch) {
         cnn_status st = reopen(ll, n);
@@ -215,6 +217,11 @@ void cnn_net_quant_set_compiled(cnn_net *net, int on)
     lite_layer *ll = (lite_layer *)net->layers[0];
     if (ll->base.backend) free_progs(ll);
     ll->exact = !on;
+}
+
+int cnn_net_quant_ran_compiled(const cnn_net *net)
+{
+    return cnn_net_is_quantized(net) && ((const lite_layer *)net->layers[0])->ran_compiled;
 }
 
 /* A network of one quantized layer from a cnn-lite file's bytes (taken over: freed with the network). */

@@ -41,6 +41,8 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
 /* A quantized network's path: 1 (the default) the backend's compiled graph where it has one, 0 cnn-lite's own
  * (exact integer arithmetic, bit for bit libcnn-lite's). */
 void cnn_net_quant_set_compiled(cnn_net *net, int on);
+/* 1 when the last forward of a quantized network ran the compiled graph. */
+int cnn_net_quant_ran_compiled(const cnn_net *net);
 cnn_status cnn_net_from_lite(unsigned char *bytes, size_t len, const char *path, cnn_backend *backend, cnn_net **out);
 
 #endif

@@ -156,6 +156,17 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
         if (lo > 0 || hi < 255)
             CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_clip, (float)lo, (float)hi);
         op->src_zp = i->zp + 128;
+        if (op->src_zp && dense) { /* no padding: sum (u - z) w = sum u w - z sum w, in the float bias
+                                    * (oneDNN has no source zero points for inner products) */
+            int64_t features = (int64_t)i->h * i->w * i->c;
+            for (int c = 0; c < oc; c++) {
+                int64_t ws = 0;
+                for (int64_t t = 0; t < features; t++) ws += o->w8[(size_t)c * features + t];
+                op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) - (double)op->src_zp * (double)ws +
+                                      zp_u / (double)scales[c]);
+            }
+            op->src_zp = 0;
+        }
         if (op->src_zp) {
             const int32_t runtime = DNNL_RUNTIME_S32_VAL;
             CNN_CPU_DNNL(what, dnnl_primitive_attr_set_zero_points, attr, DNNL_ARG_SRC, 1, 0, &runtime);

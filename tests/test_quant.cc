@@ -13,8 +13,13 @@
 
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
+#include "core/backend.h"
+#include "core/lite/lite_internal.h"
 #include "core/lite/lite_quant.h"
 #include "core/net.h"
+extern "C" {
+#include "core/model_file.h"  // (a C header without its own extern "C")
+}
 #include "core/quant_internal.h"
 #include "core/safetensors.h"
 #include "tests/fixtures.h"
@@ -279,6 +284,182 @@ TEST(LiteInt8, DensePoolingAddAndConcatEqualIntegerReferencesExactly) {
   }
 }
 
+// ---- the compiled graph (cpu/qprog.c) against the integer references and cnn-lite -------------------------------
+
+bool vnni() { return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni"); }
+
+// The class scores of n inputs through the CPU backend's compiled graph of a cnn-lite file; false (with the
+// status) when it was not compiled.
+bool compiled_scores(const std::vector<unsigned char> &file, int n, const std::vector<float> &x, std::vector<float> &out,
+                     cnn_status *st) {
+  Lite lite(file, 1);
+  EXPECT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+  if (lite.st != CNN_LITE_OK) return false;
+  cnntest::CpuBackend be;
+  cnn_qprog *prog = nullptr;
+  *st = be.b->ops->qprog_create(be.b, lite.m, n, &prog);
+  if (*st != CNN_OK) return false;
+  out.assign((size_t)n * cnn_lite_num_classes(lite.m), 0.0f);
+  *st = be.b->ops->qprog_run(be.b, prog, x.data(), out.data());
+  be.b->ops->qprog_destroy(be.b, prog);
+  return *st == CNN_OK;
+}
+
+// Convolutions and a dense layer with their requantization fused in oneDNN: every output code within one of the
+// exact int32 reference (oneDNN rescales in float and rounds to nearest even, cnn-lite in Q31 and half away from
+// zero), nearly all equal. Inputs with and without a zero point (after a ReLU the u8 zero point is 0), padding,
+// stride, dilation, groups, ReLU's floor at a zero point other than -128, no activation.
+TEST(CompiledInt8, ConvolutionsAndDenseWithinOneOfTheInt32Reference) {
+  if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
+  struct Case {
+    int H, W, C, N, KH, KW, SH, SW, DH, DW, PT, PL, PB, PR, G, zp_in, zp_out, relu, dense;
+  };
+  const Case cases[] = {
+      {7, 6, 4, 5, 3, 2, 2, 1, 1, 2, 1, 0, 1, 2, 1, -3, 5, 1, 0},      // a zero point in, padding, ReLU's floor at 5
+      {9, 9, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, -128, -128, 1, 0}, // after a ReLU: u8 zero point 0
+      {8, 8, 8, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 4, -128, 17, 0, 0},   // groups, no activation
+      {5, 5, 3, 7, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 20, -50, 0, 0},     // 1x1
+      {3, 4, 6, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, -128, 3, 1, 1},     // dense after a ReLU
+      {3, 4, 6, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 11, -7, 0, 1},      // dense with a zero point in
+  };
+  std::mt19937 rng(23);
+  int total = 0, off = 0;
+  for (const Case &k : cases) {
+    SCOPED_TRACE("case " + std::to_string(&k - cases));
+    int OH = 1, OW = 1, cg = k.C / k.G, ng = k.N / k.G;
+    if (!k.dense) {
+      OH = (k.H + k.PT + k.PB - (k.DH * (k.KH - 1) + 1)) / k.SH + 1;
+      OW = (k.W + k.PL + k.PR - (k.DW * (k.KW - 1) + 1)) / k.SW + 1;
+    }
+    const int taps = k.dense ? k.H * k.W * k.C : k.KH * k.KW * cg;
+    const float s_out = 0.37f * (float)taps;
+    std::vector<int8_t> w((size_t)k.N * taps);
+    for (auto &v : w) v = (int8_t)std::uniform_int_distribution<int>(-127, 127)(rng);
+    std::vector<float> wscale(k.N);
+    for (auto &v : wscale) v = std::uniform_real_distribution<float>(0.5f, 2.0f)(rng);
+    std::vector<int32_t> bias(k.N);
+    for (auto &v : bias) v = std::uniform_int_distribution<int>(-5000, 5000)(rng);
+    char line[512];
+    if (k.dense)
+      snprintf(line, sizeof line, "flatten in=0 out=%d\ndense in=1 n=%d w=c.weight b=c.bias%s out=%d q=%.9g,%d\n",
+               k.H * k.W * k.C, k.N, k.relu ? " act=relu" : "", k.N, (double)s_out, k.zp_out);
+    else
+      snprintf(line, sizeof line,
+               "conv in=0 k=%d,%d s=%d,%d d=%d,%d g=%d pad=%d,%d,%d,%d n=%d w=c.weight b=c.bias%s out=%d,%d,%d "
+               "q=%.9g,%d\nflatten in=1 out=%d\n",
+               k.KH, k.KW, k.SH, k.SW, k.DH, k.DW, k.G, k.PT, k.PL, k.PB, k.PR, k.N, k.relu ? " act=relu" : "", OH, OW,
+               k.N, (double)s_out, k.zp_out, OH * OW * k.N);
+    std::vector<int64_t> wshape = k.dense ? std::vector<int64_t>{k.N, taps} : std::vector<int64_t>{k.N, k.KH, k.KW, cg};
+    auto file = lite_file("int8", q_input(k.H, k.W, k.C, k.zp_in) + line,
+                          {tensor("c.weight", CNN_I8, wshape, w), tensor("c.weight.scale", CNN_F32, {k.N}, wscale),
+                           tensor("c.bias", CNN_I32, {k.N}, bias)});
+    const int B = 3;
+    std::vector<int32_t> code((size_t)B * k.H * k.W * k.C);
+    for (auto &v : code) v = std::uniform_int_distribution<int>(-128, 127)(rng);
+    std::vector<float> x(code.size());
+    for (size_t i = 0; i < x.size(); i++) x[i] = (float)(code[i] - k.zp_in);
+    std::vector<float> got;
+    cnn_status st;
+    ASSERT_TRUE(compiled_scores(file, B, x, got, &st)) << cnn_status_string(st) << ": " << cnn_last_error();
+    ASSERT_EQ(got.size(), (size_t)B * OH * OW * k.N);
+    for (int b = 0; b < B; b++)
+      for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+          for (int o = 0; o < k.N; o++) {
+            int64_t acc = bias[o];
+            if (k.dense) {
+              for (int t = 0; t < taps; t++) acc += ((int64_t)code[(size_t)b * taps + t] - k.zp_in) * w[(size_t)o * taps + t];
+            } else {
+              for (int ky = 0; ky < k.KH; ky++)
+                for (int kx = 0; kx < k.KW; kx++) {
+                  int iy = oy * k.SH - k.PT + ky * k.DH, ix = ox * k.SW - k.PL + kx * k.DW;
+                  if (iy < 0 || iy >= k.H || ix < 0 || ix >= k.W) continue;  // padding: the real 0
+                  for (int c = 0; c < cg; c++)
+                    acc += ((int64_t)code[(((size_t)b * k.H + iy) * k.W + ix) * k.C + (o / ng) * cg + c] - k.zp_in) *
+                           w[(((size_t)o * k.KH + ky) * k.KW + kx) * cg + c];
+                }
+            }
+            int want = requant_ref(acc, 1.0 * wscale[o] / s_out, k.zp_out, k.relu ? k.zp_out : -128);
+            float g = got[(((size_t)b * OH + oy) * OW + ox) * k.N + o];
+            int q = (int)std::lround(g / s_out) + k.zp_out;  // back to the code
+            ASSERT_FLOAT_EQ(g, s_out * (float)(q - k.zp_out));
+            ASSERT_LE(std::abs(q - want), 1) << b << " " << oy << " " << ox << " " << o << ": " << q << " vs " << want;
+            total++;
+            off += q != want;
+          }
+  }
+  printf("compiled int8: %d of %d codes one from the exact reference\n", off, total);
+  EXPECT_LE(off * 100, total) << "more than 1% of the codes off by one: not rounding alone";
+}
+
+// What the compiled graph computes itself (pooling, the add's table, concat, ReLU, the input's quantization) is
+// cnn-lite's integer arithmetic on u8 codes: equal to cnn-lite's outputs exactly, at batch 1 and 5.
+TEST(CompiledInt8, PoolingAddConcatAndReluEqualCnnLiteExactly) {
+  if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
+  const std::string g = "input h=6 w=6 c=3 q=0.25,7\n"                   // 0: scale 0.25: fractional inputs round
+                        "maxpool in=0 k=2,2 s=2,2 pad=0,0,0,0 out=3,3,3\n" // 1
+                        "avgpool in=0 k=3,3 s=2,2 pad=1,1,1,1 out=3,3,3\n" // 2: padding excluded, counts 4, 6, 9
+                        "add in=1,2 act=relu out=3,3,3 q=0.375,-10\n"      // 3
+                        "act in=2 f=relu out=3,3,3\n"                      // 4
+                        "concat in=1,2,3,4 out=3,3,12 q=0.5,3\n"          // 5
+                        "avgpool in=5 k=2,2 s=1,1 pad=0,0,0,0 out=2,2,12\n" // 6: count 4, ties
+                        "gap in=6 out=12\n"                               // 7
+                        "concat in=7,7 out=24 q=0.3,-1\n"                 // 8
+                        "flatten in=8 out=24\n";
+  auto file = lite_file("int8", g, {});
+  for (int n : {1, 5}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    std::mt19937 rng(40 + n);
+    std::vector<float> x((size_t)n * 6 * 6 * 3);
+    for (auto &v : x) v = std::uniform_real_distribution<float>(-40.0f, 40.0f)(rng);
+    Lite lite(file, n);
+    ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+    std::vector<float> want((size_t)n * 24), got;
+    ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), n, want.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+    cnn_status st;
+    ASSERT_TRUE(compiled_scores(file, n, x, got, &st)) << cnn_last_error();
+    for (size_t i = 0; i < want.size(); i++) ASSERT_EQ(got[i], want[i]) << i;
+  }
+}
+
+// A float model's graph through oneDNN's float kernels: within 1e-5 of cnn-lite's float C kernels, every fused
+// activation included.
+TEST(CompiledFloat, ConvolutionDenseAndActivationsMatchCnnLite) {
+  std::mt19937 rng(8);
+  auto rnd = [&](size_t count, float a) {
+    std::vector<float> v(count);
+    for (auto &e : v) e = std::uniform_real_distribution<float>(-a, a)(rng);
+    return v;
+  };
+  for (const char *act : {"relu", "leaky_relu:0.2", "elu", "sigmoid", "tanh", "gelu", "silu", "none"}) {
+    SCOPED_TRACE(act);
+    std::string a = std::string(" act=") + act;
+    std::string g = "input h=6 w=5 c=3\n"
+                    "conv in=0 k=3,3 s=1,1 d=1,1 g=1 pad=1,1,1,1 n=4 w=c.weight b=c.bias" + a + " out=6,5,4\n"
+                    "maxpool in=1 k=2,2 s=2,2 pad=0,0,0,0 out=3,2,4\n"
+                    "scale in=2 w=s.w b=s.b out=3,2,4\n"
+                    "add in=2,3 act=relu out=3,2,4\n"
+                    "concat in=3,4 out=3,2,8\n"
+                    "act in=5 f=tanh out=3,2,8\n"
+                    "gap in=6 out=8\n"
+                    "dense in=7 n=3 w=d.weight b=d.bias" + a + " out=3\n"
+                    "softmax in=8 out=3\n";
+    auto file = lite_file("float", g,
+                          {tensor("c.weight", CNN_F32, {4, 3, 3, 3}, rnd(108, 0.5f)), tensor("c.bias", CNN_F32, {4}, rnd(4, 0.2f)),
+                           tensor("s.w", CNN_F32, {4}, rnd(4, 2.0f)), tensor("s.b", CNN_F32, {4}, rnd(4, 1.0f)),
+                           tensor("d.weight", CNN_F32, {3, 8}, rnd(24, 1.0f)), tensor("d.bias", CNN_F32, {3}, rnd(3, 0.5f))});
+    const int n = 4;
+    auto x = rnd((size_t)n * 90, 1.0f);
+    Lite lite(file, n);
+    ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+    std::vector<float> want(n * 3), got;
+    ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), n, want.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+    cnn_status st;
+    ASSERT_TRUE(compiled_scores(file, n, x, got, &st)) << cnn_last_error();
+    for (int i = 0; i < n * 3; i++) EXPECT_NEAR(got[i], want[i], 1e-5) << i;
+  }
+}
+
 // ---- calibration --------------------------------------------------------------------------------------------------
 
 TEST(Calibration, EachMethodOnKnownDistributions) {
@@ -426,19 +607,49 @@ TEST(Quantize, EveryModeRunsInLibcnnAndCnnLiteAlike) {
     EXPECT_STREQ(cnn_net_quant_mode(q), cnn_quant_mode_name(mode));
     EXPECT_EQ(cnn_net_num_outputs(q), 4);
     EXPECT_STREQ(cnn_net_class_name(q, 2), "c");
-    std::vector<float> lib(40 * 4), lite_probs(40 * 4);
+    std::vector<float> lib(40 * 4), lite_probs(40 * 4), lib_scores(40 * 4), exact(40 * 4), exact_scores(40 * 4);
     ASSERT_EQ(cnn_net_predict(q, x.data(), 40, lib.data()), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_tensor_read(q->acts[0], lib_scores.data(), lib_scores.size() * sizeof(float)), CNN_OK);
+    bool compiled = cnn_net_quant_ran_compiled(q);
+    EXPECT_TRUE(compiled || (mode == CNN_QUANT_INT8 && !vnni())) << "the model was not compiled";
+    // cnn-lite's own path in libcnn (its int8 sums from oneDNN, exact)
+    cnn_net_quant_set_compiled(q, 0);
+    ASSERT_EQ(cnn_net_predict(q, x.data(), 40, exact.data()), CNN_OK) << cnn_last_error();
+    EXPECT_FALSE(cnn_net_quant_ran_compiled(q));
+    ASSERT_EQ(cnn_tensor_read(q->acts[0], exact_scores.data(), exact_scores.size() * sizeof(float)), CNN_OK);
     // training or saving it is refused by name
     EXPECT_EQ(cnn_net_save(q, tmp.file("again.safetensors").c_str()), CNN_ERR_UNSUPPORTED);
     EXPECT_TRUE(has(cnn_last_error(), "written by cnn quantize")) << cnn_last_error();
     cnn_net_destroy(q);
-    // cnn-lite alone gives the same probabilities: the same code, the same integers
+    // cnn-lite alone gives the same probabilities as libcnn's exact path: the same code, the same integers
     Lite lite(read_bytes(path), 40);
     ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
     EXPECT_STREQ(cnn_lite_mode(lite.m), cnn_quant_mode_name(mode));
     EXPECT_STREQ(cnn_lite_class_name(lite.m, 3), "d");
+    std::vector<float> lite_scores(40 * 4);
+    ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), 40, lite_scores.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
     ASSERT_EQ(cnn_lite_predict(lite.m, x.data(), 40, lite_probs.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
-    for (int i = 0; i < 40 * 4; i++) ASSERT_NEAR(lite_probs[i], lib[i], 1e-6) << i;
+    for (int i = 0; i < 40 * 4; i++) ASSERT_NEAR(lite_probs[i], exact[i], 1e-6) << i;
+    if (mode == CNN_QUANT_INT8) {
+      for (int i = 0; i < 40 * 4; i++) ASSERT_EQ(lite_scores[i], exact_scores[i]) << i;
+    }
+    // the compiled path (cpu/qprog.c): int8 scores within one step of the output's scale, and the same classes;
+    // float scores within 1e-5 (oneDNN's float kernels sum in another order)
+    cnn_lite_op_info last;
+    int final = cnn_lite_num_ops(lite.m) - 1;
+    cnn_lite_op(lite.m, final, &last);
+    if (last.kind == CNN_LITE_OP_SOFTMAX) cnn_lite_op(lite.m, last.in[0], &last);
+    double step = mode == CNN_QUANT_INT8 ? last.scale * 1.0001 : 1e-5;
+    int off = 0;
+    for (int i = 0; i < 40 * 4; i++) {
+      ASSERT_LE(std::fabs(lib_scores[i] - lite_scores[i]), step) << i;
+      off += lib_scores[i] != lite_scores[i];
+    }
+    if (mode == CNN_QUANT_INT8) printf("compiled int8 scores: %d of %d a step from cnn-lite's\n", off, 40 * 4);
+    for (int b = 0; b < 40; b++) {
+      auto a = lib.begin() + b * 4, l = lite_probs.begin() + b * 4;
+      EXPECT_EQ(std::max_element(a, a + 4) - a, std::max_element(l, l + 4) - l) << "image " << b;
+    }
     // and the float network within what the mode costs
     double worst = 0;
     for (int i = 0; i < 40 * 4; i++) worst = std::max(worst, (double)std::fabs(lib[i] - ref[i]));
