@@ -125,8 +125,7 @@ cnn_status cnn_cpu_prim_build(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const void *op_
     return cnn_cpu_prim_build_prefer(ctx, p, op_desc, attr, hint, specs, nargs, want_workspace, NULL, what);
 }
 
-/* The first implementation whose name starts with `prefer`, else NULL (the caller then takes oneDNN's first). */
-static dnnl_primitive_desc_t cnn_cpu_find_impl(cnn_cpu_ctx *ctx, const void *op_desc, const_dnnl_primitive_attr_t attr,
+dnnl_primitive_desc_t cnn_cpu_find_impl(cnn_cpu_ctx *ctx, const void *op_desc, const_dnnl_primitive_attr_t attr,
                                                const_dnnl_primitive_desc_t hint, const char *prefer)
 {
     dnnl_primitive_desc_iterator_t it = NULL;

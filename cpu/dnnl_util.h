@@ -113,6 +113,11 @@ cnn_status cnn_cpu_prim_build_prefer(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const vo
                                      const cnn_cpu_arg_spec *specs, int nargs, int want_workspace, const char *prefer,
                                      const char *what);
 
+/* The first of oneDNN's implementations of `op_desc` whose name starts with `prefer` (the caller destroys it), or
+ * NULL when none does (the caller then takes oneDNN's first choice). */
+dnnl_primitive_desc_t cnn_cpu_find_impl(cnn_cpu_ctx *ctx, const void *op_desc, const_dnnl_primitive_attr_t attr,
+                                        const_dnnl_primitive_desc_t hint, const char *prefer);
+
 void cnn_cpu_prim_destroy(cnn_cpu_prim *p);
 
 /* The implementation oneDNN picked ("brgconv:avx512_core", ...), or "?". */
