@@ -163,6 +163,22 @@ cnn_status cnn_cpu_plan_entry(cnn_plan **slot, cnn_cpu_plan_kind kind, const voi
 
 void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan);
 
+/* ---- the kernels of quantized models' compiled graphs (cpu/qprog.c) that the tests check exactly ---- */
+
+struct cnn_lite_op_info;
+/* An int8 add's constants (cnn_cpu_qadd_init from the op and its inputs' int8 zero points). */
+typedef struct cnn_cpu_qadd_k {
+    int32_t za, zb, m[3];
+    int64_t half[3], adj[3];
+    int total[3];
+    int32_t zp, lo, hi;
+} cnn_cpu_qadd_k;
+void cnn_cpu_qadd_init(cnn_cpu_qadd_k *k, const struct cnn_lite_op_info *o, int32_t za, int32_t zb);
+/* y = the add of a and b, u8 codes (int8 + 128), bit for bit cnn-lite's */
+void cnn_cpu_qadd(const cnn_cpu_qadd_k *k, const uint8_t *a, const uint8_t *b, uint8_t *y, int64_t count);
+/* y = lq_quantize(x, scale, zp) + 128, bit for bit */
+void cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp);
+
 /* ---- argument checks shared by the ops ---- */
 
 /* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */

@@ -38,7 +38,7 @@ typedef struct qp_op {
     float *bias;
     dnnl_exec_arg_t args[5];
     int nargs;
-    uint8_t *lut;      /* int8 add: cnn-lite's table, indexed and valued in u8 codes */
+    cnn_cpu_qadd_k add; /* int8 add: its constants */
 } qp_op;
 
 struct cnn_qprog {
@@ -64,7 +64,6 @@ void cnn_cpu_qprog_destroy(cnn_backend *b, cnn_qprog *p)
             if (op->mem[k]) dnnl_memory_destroy(op->mem[k]);
         if (op->zp_mem) dnnl_memory_destroy(op->zp_mem);
         free(op->bias);
-        free(op->lut);
         if (op->owns_y) free(op->y);
     }
     free(p->ops);
@@ -280,11 +279,7 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
         if (o->kind == CNN_LITE_OP_CONV || o->kind == CNN_LITE_OP_DENSE) {
             CNN_TRY(build_matmul(ctx, p, op, &p->ops[o->in[0]], what));
         } else if (o->kind == CNN_LITE_OP_ADD && int8) {
-            op->lut = malloc(65536);
-            if (!op->lut) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
-            for (int a = 0; a < 256; a++)
-                for (int c = 0; c < 256; c++)
-                    op->lut[a << 8 | c] = (uint8_t)((uint8_t)o->lut[(a ^ 0x80) << 8 | (c ^ 0x80)] ^ 0x80);
+            cnn_cpu_qadd_init(&op->add, o, p->ops[o->in[0]].o.zp, p->ops[o->in[1]].o.zp);
         } else if (o->kind == CNN_LITE_OP_SCALE && (!o->wf || !o->bf)) {
             CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: op %d has no weights", what, i));
         }
@@ -312,6 +307,61 @@ static float act_f(int act, float alpha, float v)
     case CNN_LITE_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
     case CNN_LITE_ACT_SILU: return v / (1.0f + expf(-v));
     default: return v;
+    }
+}
+
+/* lq_quantize(v, scale, zp) + 128 of every value, bit for bit: roundf as truncf and a step away from zero where
+ * the fraction is at least a half (v / scale - truncf exact below 2^23, 0 above; infinities and NaN as roundf's),
+ * which vectorizes. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp)
+{
+    for (int64_t j = 0; j < count; j++) {
+        float r = x[j] / scale, t = truncf(r);
+        t += fabsf(r - t) >= 0.5f ? copysignf(1.0f, r) : 0.0f;
+        float q = t + (float)zp;
+        y[j] = (uint8_t)((!(q > -128.0f) ? -128 : q > 127.0f ? 127 : (int32_t)q) + 128);
+    }
+}
+
+/* lq_scale's constants for a multiplier and shift: floor((p + half - [p < 0] adj) / 2^total) */
+static void scale_k(int32_t m, int shift, int32_t *mo, int64_t *half, int64_t *adj, int *total)
+{
+    *mo = m;
+    *total = 31 - shift;
+    *half = *total > 0 ? (int64_t)1 << (*total - 1) : 0;
+    *adj = *total > 0;
+}
+
+void cnn_cpu_qadd_init(cnn_cpu_qadd_k *k, const cnn_lite_op_info *o, int32_t za, int32_t zb)
+{
+    k->za = za + 128, k->zb = zb + 128;
+    for (int i = 0; i < 3; i++) scale_k(o->mult[i], o->shift[i], &k->m[i], &k->half[i], &k->adj[i], &k->total[i]);
+    k->zp = o->zp, k->lo = o->act_min, k->hi = o->act_max;
+}
+
+/* cnn-lite's int8 add (add_code, core/lite/lite.c) of every pair, on u8 codes: each input minus its zero point,
+ * shifted left 20 bits and rescaled (at most by 1/2: no saturation), summed, rescaled, plus the zero point,
+ * clamped. The products are 32 x 32 -> 64-bit, which vectorize. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+cnn_cpu_qadd(const cnn_cpu_qadd_k *k, const uint8_t *xa, const uint8_t *xb, uint8_t *y, int64_t count)
+{
+    const int32_t za = k->za, zb = k->zb, ma = k->m[0], mb = k->m[1], mo = k->m[2];
+    const int64_t ha = k->half[0], hb = k->half[1], ho = k->half[2], ja = k->adj[0], jb = k->adj[1], jo = k->adj[2];
+    const int ta = k->total[0], tb = k->total[1], to = k->total[2];
+    const int64_t zp = k->zp, lo = k->lo, hi = k->hi;
+    for (int64_t j = 0; j < count; j++) {
+        int32_t a = ((int32_t)xa[j] - za) * (1 << 20), b = ((int32_t)xb[j] - zb) * (1 << 20);
+        int64_t pa = (int64_t)a * ma, pb = (int64_t)b * mb;
+        int32_t s = (int32_t)((pa + ha - ((pa >> 63) & ja)) >> ta) + (int32_t)((pb + hb - ((pb >> 63) & jb)) >> tb);
+        int64_t p = (int64_t)s * mo;
+        int64_t r = (p + ho - ((p >> 63) & jo)) >> to;
+        r = r > 65536 ? 65536 : r; /* far out: clamped below either way */
+        r = r < -65536 ? -65536 : r;
+        r += zp;
+        r = r < lo ? lo : r;
+        r = r > hi ? hi : r;
+        y[j] = (uint8_t)(r + 128);
     }
 }
 
@@ -395,10 +445,12 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         case CNN_LITE_OP_INPUT:
             if (q) {
                 uint8_t *y = op->y;
-                const float scale = o->scale;
-                const int32_t zp = o->zp;
+                const int64_t chunk = 4096, chunks = (count + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) QP_PAR(count)
-                for (int64_t j = 0; j < count; j++) y[j] = (uint8_t)(lq_quantize(x[j], scale, zp) + 128);
+                for (int64_t c = 0; c < chunks; c++) {
+                    int64_t at = c * chunk, len = count - at < chunk ? count - at : chunk;
+                    cnn_cpu_quantize_u8(x + at, y + at, len, o->scale, o->zp);
+                }
             } else {
                 memcpy(op->y, x, (size_t)count * sizeof(float));
             }
@@ -417,10 +469,14 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         case CNN_LITE_OP_ADD: {
             const qp_op *b2 = &p->ops[o->in[1]];
             if (q) {
-                const uint8_t *xa = in->y, *xb = b2->y, *lut = op->lut;
+                const uint8_t *xa = in->y, *xb = b2->y;
                 uint8_t *y = op->y;
+                const int64_t chunk = 4096, chunks = (count + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) QP_PAR(count)
-                for (int64_t j = 0; j < count; j++) y[j] = lut[(size_t)xa[j] << 8 | xb[j]];
+                for (int64_t c = 0; c < chunks; c++) {
+                    int64_t at = c * chunk, len = count - at < chunk ? count - at : chunk;
+                    cnn_cpu_qadd(&op->add, xa + at, xb + at, y + at, len);
+                }
             } else {
                 const float *xa = in->y, *xb = b2->y;
                 float *y = op->y;

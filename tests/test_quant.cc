@@ -17,8 +17,9 @@
 #include "core/lite/lite_internal.h"
 #include "core/lite/lite_quant.h"
 #include "core/net.h"
-extern "C" {
-#include "core/model_file.h"  // (a C header without its own extern "C")
+extern "C" {  // (C headers without their own extern "C")
+#include "core/model_file.h"
+#include "cpu/dnnl_util.h"
 }
 #include "core/quant_internal.h"
 #include "core/safetensors.h"
@@ -420,6 +421,58 @@ TEST(CompiledInt8, PoolingAddConcatAndReluEqualCnnLiteExactly) {
     ASSERT_TRUE(compiled_scores(file, n, x, got, &st)) << cnn_last_error();
     for (size_t i = 0; i < want.size(); i++) ASSERT_EQ(got[i], want[i]) << i;
   }
+}
+
+// The compiled graph's vectorized kernels against cnn-lite's arithmetic, exhaustively: the add of every pair of
+// codes against cnn-lite's own table (add_code) for several scales, zero points and ReLU; the input's
+// quantization against lq_quantize on ties, extremes, infinities and NaN.
+TEST(CompiledInt8, VectorizedAddAndQuantizationEqualCnnLiteBitForBit) {
+  struct Case {
+    float sa, sb, so;
+    int za, zb, zo;
+    bool relu;
+  };
+  const Case cases[] = {{0.1f, 0.1f, 0.2f, -3, 4, 0, false},
+                        {0.05f, 0.31f, 0.37f, -128, 17, -128, true},
+                        {1.7f, 0.02f, 0.9f, 100, -100, 5, true},
+                        {0.013f, 0.5f, 0.011f, 0, 0, -20, false}};
+  std::vector<uint8_t> a(65536), b(65536), got(65536);
+  for (int i = 0; i < 65536; i++) a[i] = (uint8_t)(i >> 8), b[i] = (uint8_t)i;
+  for (const Case &k : cases) {
+    SCOPED_TRACE(std::to_string(k.sa) + " " + std::to_string(k.sb) + " " + std::to_string(k.so));
+    char g[512];
+    snprintf(g, sizeof g,
+             "input h=1 w=1 c=2 q=1,0\nact in=0 f=relu out=1,1,2\n"
+             "concat in=0,1 out=1,1,4 q=%.9g,%d\nconcat in=0,1 out=1,1,4 q=%.9g,%d\n"
+             "add in=2,3%s out=1,1,4 q=%.9g,%d\nflatten in=4 out=4\n",
+             (double)k.sa, k.za, (double)k.sb, k.zb, k.relu ? " act=relu" : "", (double)k.so, k.zo);
+    Lite lite(lite_file("int8", g, {}), 1);
+    ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+    cnn_lite_op_info add, in_a, in_b;
+    cnn_lite_op(lite.m, 4, &add);
+    cnn_lite_op(lite.m, 2, &in_a);
+    cnn_lite_op(lite.m, 3, &in_b);
+    ASSERT_EQ(add.kind, CNN_LITE_OP_ADD);
+    ASSERT_EQ(in_a.zp, k.za);
+    cnn_cpu_qadd_k kk;
+    cnn_cpu_qadd_init(&kk, &add, in_a.zp, in_b.zp);
+    cnn_cpu_qadd(&kk, a.data(), b.data(), got.data(), 65536);
+    for (int i = 0; i < 65536; i++) {
+      int want = (uint8_t)add.lut[(a[i] ^ 0x80) << 8 | (b[i] ^ 0x80)] ^ 0x80;
+      ASSERT_EQ(got[i], want) << "codes " << (int)a[i] - 128 << " + " << (int)b[i] - 128;
+    }
+  }
+  std::vector<float> x = {0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 0.49999997f, -0.49999997f, 126.5f, -128.5f,
+                          8388607.5f, 8388608.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 1e-40f, -0.0f, 0.0f};
+  std::mt19937 rng(3);
+  for (int i = 0; i < 5000; i++) x.push_back(std::uniform_real_distribution<float>(-300.0f, 300.0f)(rng));
+  for (float scale : {1.0f, 0.5f, 0.1f, 3.0f, 1e-3f})
+    for (int zp : {-128, -7, 0, 31, 127}) {
+      std::vector<uint8_t> q(x.size());
+      cnn_cpu_quantize_u8(x.data(), q.data(), (int64_t)x.size(), scale, zp);
+      for (size_t i = 0; i < x.size(); i++)
+        ASSERT_EQ(q[i], (uint8_t)(lq_quantize(x[i], scale, zp) + 128)) << x[i] << " / " << scale << " + " << zp;
+    }
 }
 
 // A float model's graph through oneDNN's float kernels: within 1e-5 of cnn-lite's float C kernels, every fused
