@@ -4,11 +4,18 @@
 # interpreter with 2 threads), in one run: test accuracy, file size, batch-1 latency and batch-64 images/s
 # (`cnn bench --mode infer`), and cnn-lite alone (`cnn_lite_bench`: batch 1, its portable C kernels).
 #
+# The speeds are measured in ROUNDS interleaved rounds (every model at both batch sizes once per round, TFLite's two
+# models too), and the ratios (int8 against our float, ours against TFLite's) are taken within each round, then their
+# median and range reported (bench/quant_summary.py): on a shared machine the load drifts between rounds more than
+# within one.
+#
 #   bench/quant_bench.sh                      # BUILD=build EPOCHS=2 R20_EPOCHS=1 CALIB=1000 PYTHON=python3
 #   PYTHON=/path/to/venv/bin/python BUILD=build-serve bench/quant_bench.sh
 #   SEED_MODEL=seed.safetensors R20_MODEL=r20.safetensors bench/quant_bench.sh   # models trained already
 #   THREADS=1 bench/quant_bench.sh            # OMP_NUM_THREADS for cnn (and TFLite's --threads): 1 is steadier on a
 #                                             # shared 2-core machine
+#   ROUNDS=5 KEEP=DIR bench/quant_bench.sh    # interleaved speed rounds (default 5); KEEP: where to copy the raw
+#                                             # measurements (models.txt, speed.txt)
 #
 # Needs a build (cnn, cnn_lite_bench) and Fashion-MNIST (Debian dataset-fashion-mnist); for the TFLite row a python
 # with tensorflow-cpu (bench-only: `V/bin/pip install tensorflow-cpu`; without it the row is left out).
@@ -18,6 +25,7 @@ BUILD=${BUILD:-build}
 EPOCHS=${EPOCHS:-2}
 R20_EPOCHS=${R20_EPOCHS:-1}
 CALIB=${CALIB:-1000}
+ROUNDS=${ROUNDS:-5}
 PYTHON=${PYTHON:-python3}
 CORES=$(nproc --all)
 THREADS=${THREADS:-$CORES}
@@ -41,15 +49,15 @@ if [ -z "$r20" ] && [ "$R20_EPOCHS" -gt 0 ]; then
     --quiet --out "$r20" >"$work/train-r20.log" 2>&1
 fi
 
-acc() { "$CNN" eval --model "$1" 2>/dev/null | sed -n 's/.*accuracy: \([0-9.]*\).*/\1/p'; }
+
+acc() { "$CNN" eval --model "$1" 2>/dev/null | sed -n 's/.*loss: [0-9.]*  accuracy: \([0-9.]*\).*/\1/p' | head -1; }
 bench() { # FILE BATCH -> "median_ms images_per_s"
   "$CNN" bench --model "$1" --mode infer --batch "$2" --device cpu --quiet --json "$work/b.json" >/dev/null 2>&1
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))["infer"]; print("%.4f %.0f" % (d["latency_ms_median"], d["images_per_sec"]))' "$work/b.json"
 }
 
-echo
-echo "| model | mode | test accuracy | file bytes | x float | batch-1 ms | batch-64 images/s | cnn-lite batch-1 ms |"
-echo "|---|---|---|---|---|---|---|---|"
+# the models, quantized: accuracy, size and cnn-lite's batch-1 latency (once)
+: >"$work/models.txt"
 for name in seed r20; do
   model=$([ "$name" = seed ] && echo "$seed" || echo "$r20")
   [ -n "$model" ] || continue
@@ -61,33 +69,45 @@ for name in seed r20; do
     else
       "$CNN" quantize --model "$model" --out "$f" --mode "$mode" --calib-samples "$CALIB" --quiet
     fi
-    read -r b1 _ <<<"$(bench "$f" 1)"
-    read -r _ b64 <<<"$(bench "$f" 64)"
     lite="-"
     if [ "$mode" != float ]; then
       lite=$("$BUILD/cnn_lite_bench" "$f" 1 200 | sed -n 's/.*: \([0-9.]*\) ms median.*/\1/p')
     fi
     bytes=$(stat -c %s "$f")
-    printf '| %s | %s | %s | %s | %.2f | %s | %s | %s |\n' "$([ "$name" = seed ] && echo "seed CNN" || echo "ResNet-20")" \
-      "$mode" "$(acc "$f")" "$bytes" "$(python3 -c "print($bytes / $float_bytes)")" "$b1" "$b64" "$lite"
+    echo "$name $mode $f $(acc "$f") $bytes $float_bytes $lite" >>"$work/models.txt"
   done
 done
 
+tflite=0
 if "$PYTHON" -c 'import tensorflow' 2>/dev/null; then
+  mkdir -p "$work/tfl"
   "$PYTHON" bench/quant_tflite.py --epochs "$EPOCHS" --calib "$CALIB" --threads "$THREADS" --out "$work/tflite.json" \
-    >"$work/tflite.log" 2>&1 ||
+    --keep "$work/tfl" >"$work/tflite.log" 2>&1 ||
     { tail -5 "$work/tflite.log" >&2; exit 1; }
-  python3 - "$work/tflite.json" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-for mode in ("float", "int8"):
-    print("| seed CNN, TFLite %s (Keras %.4f) | %s | %.4f | %d | %.2f | %.4f | - | - |" % (
-        d["tensorflow"], d["keras_accuracy"], mode, d[mode + "_accuracy"], d[mode + "_bytes"],
-        d[mode + "_bytes"] / d["float_bytes"], d[mode + "_batch1_ms"]))
-EOF
+  tflite=1
 else
   echo "quant_bench: $PYTHON has no tensorflow: no TFLite rows" >&2
 fi
+
+# the speeds, in interleaved rounds
+: >"$work/speed.txt"
+for round in $(seq "$ROUNDS"); do
+  while read -r name mode f _; do
+    read -r b1 _ <<<"$(bench "$f" 1)"
+    read -r _ b64 <<<"$(bench "$f" 64)"
+    echo "$round $name $mode $b1 $b64" >>"$work/speed.txt"
+  done <"$work/models.txt"
+  if [ "$tflite" = 1 ]; then
+    for mode in float int8; do
+      t=$("$PYTHON" bench/quant_tflite.py --latency "$work/tfl/$mode.tflite" --threads "$THREADS" 2>/dev/null | tail -1)
+      echo "$round tflite $mode $t -" >>"$work/speed.txt"
+    done
+  fi
+  echo "round $round of $ROUNDS done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+done
+[ -z "${KEEP:-}" ] || cp "$work/models.txt" "$work/speed.txt" "$KEEP"/ 2>/dev/null || true
+
+python3 bench/quant_summary.py "$work/models.txt" "$work/speed.txt" "$work/tflite.json"
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $CORES cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'); $THREADS thread(s)"

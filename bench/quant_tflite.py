@@ -5,7 +5,9 @@ TFLite interpreter (XNNPACK) with 2 threads: test accuracy, file sizes and batch
 
 Benchmark-only: TensorFlow is NOT a dependency of cnn.c or its tests.
 
-    python bench/quant_tflite.py --data /usr/share/datasets/fashion-mnist --epochs 2 --calib 1000 --out tflite.json
+    python bench/quant_tflite.py --data /usr/share/datasets/fashion-mnist --epochs 2 --calib 1000 --out tflite.json \
+        [--keep DIR]                     # also keep DIR/float.tflite and DIR/int8.tflite
+    python bench/quant_tflite.py --latency DIR/int8.tflite --threads 2   # only time a kept model (batch 1, ms)
 """
 import argparse
 import gzip
@@ -79,9 +81,19 @@ def main():
     ap.add_argument("--calib", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2000)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--keep", help="a folder to keep float.tflite and int8.tflite in")
+    ap.add_argument("--latency", help="only time this .tflite file at batch 1 (one test image), print the median ms")
     args = ap.parse_args()
     import tensorflow as tf
+    if args.latency:
+        xte, _ = load(args.data, "test")
+        interp = tf.lite.Interpreter(model_path=args.latency, num_threads=args.threads)
+        interp.allocate_tensors()
+        print("%.5f" % latency(interp, xte[:1], args.runs))
+        return
+    if not args.out:
+        ap.error("--out is required (or --latency FILE)")
     tf.random.set_seed(1)
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     xtr, ytr = load(args.data, "train")
@@ -112,14 +124,20 @@ def main():
     out = {"tensorflow": tf.__version__, "keras_accuracy": keras_acc, "threads": args.threads,
            "float_bytes": len(float_model), "int8_bytes": len(int8_model)}
     for name, blob in (("float", float_model), ("int8", int8_model)):
-        with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
-            f.write(blob)
-            path = f.name
+        if args.keep:
+            path = os.path.join(args.keep, name + ".tflite")
+            with open(path, "wb") as f:
+                f.write(blob)
+        else:
+            with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
+                f.write(blob)
+                path = f.name
         interp = tf.lite.Interpreter(model_path=path, num_threads=args.threads)
         interp.allocate_tensors()
         out[name + "_accuracy"] = accuracy(interp, xte, yte)
         out[name + "_batch1_ms"] = latency(interp, xte[:1], args.runs)
-        os.unlink(path)
+        if not args.keep:
+            os.unlink(path)
     json.dump(out, open(args.out, "w"), indent=1)
     print(json.dumps(out))
 
