@@ -166,14 +166,11 @@ void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan);
 /* ---- the kernels of quantized models' compiled graphs (cpu/qprog.c) that the tests check exactly ---- */
 
 struct cnn_lite_op_info;
-/* An int8 add's constants (cnn_cpu_qadd_init from the op and its inputs' int8 zero points). */
+/* An int8 add: cnn-lite's table of every pair of codes (cnn_lite_op_info.lut), re-indexed for u8 codes. */
 typedef struct cnn_cpu_qadd_k {
-    int32_t za, zb, m[3];
-    int64_t half[3], adj[3];
-    int total[3];
-    int32_t zp, lo, hi;
+    uint8_t lut[65536];
 } cnn_cpu_qadd_k;
-void cnn_cpu_qadd_init(cnn_cpu_qadd_k *k, const struct cnn_lite_op_info *o, int32_t za, int32_t zb);
+void cnn_cpu_qadd_init(cnn_cpu_qadd_k *k, const struct cnn_lite_op_info *o);
 /* y = the add of a and b, u8 codes (int8 + 128), bit for bit cnn-lite's */
 void cnn_cpu_qadd(const cnn_cpu_qadd_k *k, const uint8_t *a, const uint8_t *b, uint8_t *y, int64_t count);
 /* y = lq_quantize(x, scale, zp) + 128, bit for bit */
