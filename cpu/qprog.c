@@ -315,8 +315,8 @@ static float act_f(int act, float alpha, float v)
 /* lq_quantize(v, scale, zp) + 128 of every value, bit for bit: roundf as truncf and a step away from zero where
  * the fraction is at least a half (v / scale - truncf exact below 2^23, 0 above; infinities and NaN as roundf's),
  * which vectorizes. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) void
-cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp)
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp)
 {
     for (int64_t j = 0; j < count; j++) {
         float r = x[j] / scale, t = truncf(r);
@@ -324,6 +324,12 @@ cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int3
         float q = t + (float)zp;
         y[j] = (uint8_t)((!(q > -128.0f) ? -128 : q > 127.0f ? 127 : (int32_t)q) + 128);
     }
+}
+
+/* (a plain function around the clones: their resolver would be exported from the shared library) */
+void cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp)
+{
+    quantize_u8(x, y, count, scale, zp);
 }
 
 void cnn_cpu_qadd_init(cnn_cpu_qadd_k *k, const cnn_lite_op_info *o)
