@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/compress.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/fileio.h"
@@ -151,6 +152,11 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
                            c->attack.method == CNN_ATTACK_PGD ? "pgd" : "fgsm", short_float(f[0], 32, c->attack.eps),
                            c->attack.steps, short_float(f[1], 32, c->attack.alpha), c->attack.random_start,
                            short_float(f[2], 32, c->adv_ratio), c->attack.seed);
+    /* distillation (only when on): the teacher by a checksum of its definition and weights */
+    if (c->teacher)
+        cnn_strbuf_appendf(b, "teacher_crc32c=%08x\ndistill_alpha=%s\ntemperature=%s\n",
+                           cnn_distill_teacher_crc(c->teacher), short_float(f[0], 32, c->distill_alpha),
+                           short_float(f[1], 32, c->temperature));
     /* the data: its size, image shape and labels (the images themselves would take a pass over all of them) */
     cnn_strbuf_appendf(b, "training_samples=%lld\nimage=%dx%dx%d\ntraining_labels_crc32c=%08x\n", (long long)train->n,
                        train->h, train->w, train->c,

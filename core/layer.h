@@ -10,7 +10,7 @@
 #include "core/rng.h"
 
 #define CNN_LAYER_MAX_PARAMS 2
-#define CNN_LAYER_MAX_STATE 2
+#define CNN_LAYER_MAX_STATE 3 /* batchnorm's statistics and, under QAT, its output's range */
 #define CNN_LAYER_MAX_INPUTS CNN_CONCAT_MAX
 #define CNN_LAYER_MAX_BUFS 3
 #define CNN_NAME_MAX 64

@@ -583,6 +583,11 @@ static cnn_status parse_line(parser *ps, char **tok, int ntok)
                            "keyword)%s%s", "", "");
         return add_sym(ps, tok[1], net->nlayers - 1, 1);
     }
+    if (!strcmp(kind, "qat")) { /* quantization-aware training (core/qat.c): fake quantization to int8 */
+        if (ntok != 1) return perr(p, "expected 'qat' alone on its line%s%s", "", "");
+        net->qat = 1;
+        return CNN_OK;
+    }
     if (!strcmp(kind, "augment")) { /* training section: cnn train's default augmentation (cnn/pipeline.h) */
         char text[MAX_LINE];
         size_t len = 0;

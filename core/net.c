@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/checked.h"
+#include "core/compress.h"
 #include "core/error.h"
 #include "core/net.h"
 #include "core/progress.h"
@@ -431,6 +432,7 @@ cnn_status cnn_net_build(cnn_net *net)
                          net->source);
     relu_after_maxpool(net);
     fuse_batchnorm_add(net); /* after: an add whose ReLU a max-pool took over fuses without it */
+    if (net->qat) return cnn_qat_declare(net); /* its quantizers go where the rewritten layers compute */
     return CNN_OK;
 }
 
@@ -540,6 +542,7 @@ void cnn_net_destroy(cnn_net *net)
 {
     if (!net) return;
     free_buffers(net);
+    cnn_qat_free(net);
     if (net->class_names) { /* before the layers: their count comes from the last layer */
         for (int i = 0; i < cnn_net_num_outputs(net); i++) free(net->class_names[i]);
         free(net->class_names);
@@ -828,6 +831,10 @@ cnn_status cnn_net_forward(cnn_net *net, int training)
         cnn_status st = b->ops->cast(b, net->input_lp, net->input_t);
         if (st != CNN_OK) return cnn_error_prefix(st, "casting the batch to %s: ", cnn_dtype_name(net->compute));
     }
+    if (net->qat) {
+        cnn_status st = cnn_qat_forward_begin(net, training);
+        if (st != CNN_OK) return st;
+    }
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         if (cnn_layer_is_view(l)) continue;
@@ -840,9 +847,13 @@ cnn_status cnn_net_forward(cnn_net *net, int training)
         /* a frozen layer with state (batchnorm) runs as in inference: its statistics stay frozen */
         if (st == CNN_OK) st = l->ops->forward(l, x, net->acts[i], training && !(l->frozen && l->nstate));
         if (st == CNN_OK && net->prof_fwd && (st = prof_clock(net, &t1)) == CNN_OK) net->prof_fwd[i] = t1 - t0;
-        if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (%s line %d) forward: ", l->name, net->source, l->line);
+        if (st == CNN_OK && net->qat) st = cnn_qat_forward_layer(net, i, training);
+        if (st != CNN_OK) {
+            if (net->qat) cnn_qat_restore(net);
+            return cnn_error_prefix(st, "layer %s (%s line %d) forward: ", l->name, net->source, l->line);
+        }
     }
-    return CNN_OK;
+    return net->qat ? cnn_qat_forward_end(net, training) : CNN_OK;
 }
 
 cnn_status cnn_net_set_loss_options(cnn_net *net, float label_smoothing, const float *class_weights, int k)
@@ -963,6 +974,7 @@ cnn_status cnn_net_backward(cnn_net *net)
         }
         double t0 = 0.0, t1;
         if (net->prof_bwd) st = prof_clock(net, &t0);
+        if (st == CNN_OK && net->qat) st = cnn_qat_backward_layer(net, i); /* clipped values pass no gradient */
         if (st == CNN_OK) st = l->ops->backward(l, x, net->acts[i], net->grads[i], dx);
         for (int k = 0; st == CNN_OK && k < nsrc; k++) {
             if (scratch_of[k] < 0) continue;

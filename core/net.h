@@ -62,6 +62,11 @@ struct cnn_net {
     float *profile_mean, *profile_std; /* input channels each, in the [0, 1] pixel scale before normalization */
     float *class_freq;                 /* num outputs entries, summing to 1 */
 
+    /* Quantization-aware training (core/qat.c): the definition's `qat` line, and the host state of its fake
+     * quantization (made at the first forward) */
+    int qat;
+    struct cnn_qat *qat_state;
+
     /* Profiling (cnn_bench_run with per_layer): when set, forward and backward sync the backend around every
      * layer and store its seconds here (nlayers each; views get 0); backward's includes the gradient sums. */
     double *prof_fwd, *prof_bwd;

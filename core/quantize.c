@@ -21,6 +21,7 @@
 
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
+#include "core/compress.h"
 #include "core/error.h"
 #include "core/grow.h"
 #include "core/json.h"
@@ -582,7 +583,11 @@ static cnn_status write_graph(const cnn_net *net, const qgraph *g, cnn_quant_mod
                            cfg->method == CNN_CALIB_PERCENTILE ? " " : "",
                            cfg->method == CNN_CALIB_PERCENTILE ? cfg->percentile : 0.0, (long long)cfg->calib_n,
                            cfg->calib_source ? cfg->calib_source : "the calibration set");
-    if (q && cfg->method != CNN_CALIB_PERCENTILE) {
+    if (q && cnn_net_is_qat(net)) {
+        cnn_strbuf_free(&calib);
+        cnn_strbuf_init(&calib);
+        cnn_strbuf_appends(&calib, "ranges learned in quantization-aware training (moving averages of min and max)");
+    } else if (q && cfg->method != CNN_CALIB_PERCENTILE) {
         cnn_strbuf_free(&calib);
         cnn_strbuf_init(&calib);
         cnn_strbuf_appendf(&calib, "%s over %lld images of %s", cnn_calib_method_name(cfg->method),
@@ -833,6 +838,22 @@ fail:
     return st;
 }
 
+/* A QAT model's ranges (core/qat.c) in place of calibration: each quantized op's from the layer whose output it is
+ * (a folded convolution's from its batchnorm). */
+static cnn_status learned_ranges(const cnn_net *net, qgraph *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        qop *op = &g->ops[i];
+        float lo, hi;
+        if (!has_own_scale(op)) continue;
+        if (!cnn_qat_layer_range(net, op->layer, &lo, &hi))
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s has no learned range: the quantization-aware model was "
+                             "never trained (cnn train --qat)", net->source, op->layer ? op->layer->name : "the input");
+        op->lo = lo, op->hi = hi, op->seen = 1;
+    }
+    return CNN_OK;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 cnn_status cnn_quantize(const cnn_net *net, const cnn_quant_config *cfg, const char *out_path)
@@ -844,7 +865,7 @@ cnn_status cnn_quantize(const cnn_net *net, const cnn_quant_config *cfg, const c
         (cfg->method == CNN_CALIB_PERCENTILE && !(cfg->percentile > 50.0 && cfg->percentile <= 100.0)))
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_quantize: a mode, a calibration method and a percentile in (50, "
                          "100] are needed");
-    if (cfg->mode == CNN_QUANT_INT8 && (!cfg->calib_images || cfg->calib_n < 1))
+    if (cfg->mode == CNN_QUANT_INT8 && !cnn_net_is_qat(net) && (!cfg->calib_images || cfg->calib_n < 1))
         return cnn_error(CNN_ERR_INVALID_ARG, "int8 quantization needs calibration images (--calib-data)");
     qgraph *g = calloc(1, sizeof *g);
     if (!g) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
@@ -860,7 +881,7 @@ cnn_status cnn_quantize(const cnn_net *net, const cnn_quant_config *cfg, const c
                                !strcmp(op->kind, "scale") ? "a batchnorm after no convolution" : "the activation ",
                                !strcmp(op->kind, "scale") ? "" : cnn_act_name(op->act));
         }
-        if (st == CNN_OK) st = calibrate(net, g, cfg);
+        if (st == CNN_OK) st = cnn_net_is_qat(net) ? learned_ranges(net, g) : calibrate(net, g, cfg);
         for (int i = 0; st == CNN_OK && i < g->n; i++) {
             qop *op = &g->ops[i];
             if (has_own_scale(op)) lq_choose_params((float)op->lo, (float)op->hi, &op->scale, &op->zp);

@@ -7,6 +7,7 @@
 #include "cnn/explain.h"
 #include "cnn/pipeline.h"
 #include "core/checkpoint.h"
+#include "core/compress.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/optim.h"
@@ -49,6 +50,8 @@ void cnn_train_config_defaults(cnn_train_config *c)
     c->keep_checkpoints = 3;
     c->warnings = stderr;
     cnn_attack_config_defaults(&c->attack); /* used only with c->adversarial */
+    c->distill_alpha = CNN_DISTILL_DEFAULT_ALPHA; /* used only with c->teacher */
+    c->temperature = CNN_DISTILL_DEFAULT_TEMPERATURE;
 }
 
 float cnn_lr_at(const cnn_train_config *c, int epoch)
@@ -93,6 +96,9 @@ cnn_status cnn_train_check_config(const cnn_train_config *c)
             return cnn_error(CNN_ERR_INVALID_ARG, "adversarial training: the adversarial share of a batch must be in "
                              "(0, 1] (0: the method's default), got %g", (double)c->adv_ratio);
     }
+    if (c->teacher && (!(c->distill_alpha >= 0.0f && c->distill_alpha <= 1.0f) || !(c->temperature > 0.0f)))
+        return cnn_error(CNN_ERR_INVALID_ARG, "distillation: alpha must be in [0, 1] (got %g) and the temperature "
+                         "> 0 (got %g)", (double)c->distill_alpha, (double)c->temperature);
     if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
         return cnn_error(CNN_ERR_INVALID_ARG, "label smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
     if ((unsigned)c->monitor > CNN_MONITOR_ACCURACY || !(c->min_delta >= 0.0f) || c->early_stopping_patience < 0)
@@ -420,6 +426,7 @@ cnn_status cnn_train_update(cnn_net *net, cnn_optimizer *opt, float clip_norm, i
     int apply = 1;
     int64_t unused = 0;
     if (net->precision == CNN_PRECISION_FP16) CNN_TRY(loss_scale_step(net, opt, &apply, skipped ? skipped : &unused));
+    CNN_TRY(cnn_qat_restore(net)); /* the optimizer updates the float weights, not their fake-quantized copies */
     if (apply) {
         if (clip_norm > 0.0f) CNN_TRY(cnn_optimizer_clip(opt, clip_norm, NULL));
         CNN_TRY(cnn_optimizer_step(opt));
@@ -529,6 +536,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     cnn_dataset shim;
     cnn_grad *adv_grad = NULL;
     float *adv_pix = NULL, *adv_out = NULL;
+    cnn_distill *distill = NULL;
     CNN_TRY(cnn_train_check_config(cfg));
     CNN_TRY(check_source(net, train_src, "training"));
     if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
@@ -606,6 +614,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
             goto fail;
         }
     }
+    if (cfg->teacher) CNN_TRY(cnn_distill_create(net, cfg, bs, &distill));
     int64_t epoch_len = cnn_loader_epoch_size(loader);
     int steps = (int)cnn_loader_batches_per_epoch(loader);
     s.n = epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
@@ -642,6 +651,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         cnn_loader_stats ls0;
         cnn_loader_get_stats(loader, &ls0);
         int64_t skipped = 0; /* fp16 steps skipped for an overflow in this epoch */
+        const double teacher0 = cnn_distill_teacher_seconds(distill);
         for (int step = first_step; step < steps; step++) {
             int64_t drawn = epoch_len - (int64_t)step * bs < bs ? epoch_len - (int64_t)step * bs : bs;
             if (!cur) { /* else the previous step uploaded it already */
@@ -654,7 +664,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                                           adv_pix, adv_out));
             if (n) {
                 CNN_TRY(cnn_net_forward(net, 1));
-                CNN_TRY(cnn_net_loss(net, 1));
+                CNN_TRY(distill ? cnn_distill_loss(distill, net, cur->images, n) : cnn_net_loss(net, 1));
                 CNN_TRY(cnn_net_backward(net));
                 CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, &skipped));
                 net->step++;
@@ -683,6 +693,9 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
             if (net->precision == CNN_PRECISION_FP16 && len > 0 && (size_t)len < sizeof metrics)
                 snprintf(metrics + len, sizeof metrics - (size_t)len, " - skipped: %lld - loss scale: %g",
                          (long long)skipped, (double)net->loss_scale);
+            if (distill && len > 0 && (size_t)len < sizeof metrics) /* the teacher's share of the step times */
+                snprintf(metrics + len, sizeof metrics - (size_t)len, " - teacher: %.1fs",
+                         cnn_distill_teacher_seconds(distill) - teacher0);
             cnn_progress_update(&bar, step + 1, metrics, (double)here / (cnn_now_seconds() - t0));
             if (cfg->checkpoint_dir && cfg->checkpoint_in_steps && net->step % (uint64_t)every == 0)
                 CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
@@ -740,6 +753,8 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
     if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
 fail:
+    cnn_qat_restore(net); /* a step that failed between forward and update leaves the float weights too */
+    cnn_distill_destroy(distill);
     cnn_grad_destroy(adv_grad);
     free(adv_pix);
     free(adv_out);

@@ -314,4 +314,33 @@ double max_rel_error(const std::vector<float> &got, const Vec &want, double floo
   return err / scale;
 }
 
+// ---- knowledge distillation ----
+
+double distill_loss(int n, int k, const Vec &student, const Vec &teacher, const std::vector<int32_t> &labels,
+                    const Vec &weights, double smoothing, double alpha, double temperature, Vec *losses) {
+  if (student.size() != (size_t)n * k || teacher.size() != (size_t)n * k)
+    throw std::invalid_argument("cnnref::distill_loss: inconsistent sizes");
+  Vec ce;
+  softmax_xent_weighted(n, k, student, labels, weights, smoothing, &ce, nullptr);
+  if (losses) losses->assign(n, 0.0);
+  double total = 0.0;
+  for (int i = 0; i < n; i++) {
+    // softmax of logits / T, written out from the definition
+    Vec ps(k), pt(k);
+    double ss = 0.0, st = 0.0;
+    for (int j = 0; j < k; j++) {
+      ps[j] = std::exp(student[(size_t)i * k + j] / temperature);
+      pt[j] = std::exp(teacher[(size_t)i * k + j] / temperature);
+      ss += ps[j];
+      st += pt[j];
+    }
+    double kl = 0.0;
+    for (int j = 0; j < k; j++) kl += pt[j] / st * std::log((pt[j] / st) / (ps[j] / ss));
+    const double li = (1.0 - alpha) * ce[i] + alpha * temperature * temperature * kl;
+    if (losses) (*losses)[i] = li;
+    total += li / n;
+  }
+  return total;
+}
+
 }  // namespace cnnref

@@ -116,6 +116,13 @@ void adam_step(Vec &param, const Vec &grad, Vec &m, Vec &v, double lr, double be
 void rmsprop_step(Vec &param, const Vec &grad, Vec &sq, Vec &mom, double lr, double rho, double eps,
                   double momentum, double weight_decay, double grad_scale);
 
+// ---- knowledge distillation ----
+
+// Hinton et al. 2015's loss, the mean over the batch of (1 - alpha) * softmax_xent_weighted's loss_i + alpha * T^2 *
+// KL(softmax(teacher_i / T) || softmax(student_i / T)); the per-sample terms in `losses` when not null.
+double distill_loss(int n, int k, const Vec &student, const Vec &teacher, const std::vector<int32_t> &labels,
+                    const Vec &weights, double smoothing, double alpha, double temperature, Vec *losses);
+
 // ---- comparisons ----
 
 // max_i |got_i - want_i| / max(max_i |want_i|, floor): an error relative to the output's scale.

@@ -86,6 +86,14 @@ done:
     return rc;
 }
 
+/* 1 when the command line gave flag `name` */
+static int given(const cli_flag *flags, const char *name)
+{
+    for (const cli_flag *f = flags; f->name; f++)
+        if (!strcmp(f->name, name)) return f->seen;
+    return 0;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     const char *model = NULL, *out = NULL, *mode_s = "int8", *calib = "fashion-mnist", *method_s = "minmax";
@@ -147,7 +155,13 @@ int cmd_quantize(int argc, char **argv)
         goto done;
     }
     char source[600];
-    if (qc.mode == CNN_QUANT_INT8) {
+    if (qc.mode == CNN_QUANT_INT8 && cnn_net_is_qat(net)) {
+        if (!quiet)
+            fprintf(stderr, "cnn quantize: %s was trained with fake quantization (cnn train --qat): its learned "
+                            "ranges replace calibration%s\n", model, given(flags, "calib-data") ||
+                            given(flags, "calib-samples") || given(flags, "calib-method") ||
+                            given(flags, "percentile") ? " (the --calib flags are not used)" : "");
+    } else if (qc.mode == CNN_QUANT_INT8) {
         if ((rc = load_calibration(calib, samples, net, &cfg, &images, &qc.calib_n)) != 0) goto done;
         rc = 1;
         qc.calib_images = images;
@@ -166,7 +180,9 @@ int cmd_quantize(int argc, char **argv)
         if (a) fclose(a);
         if (b) fclose(b);
         fprintf(stderr, "cnn quantize: %s written (%s", out, cnn_quant_mode_name(qc.mode));
-        if (qc.mode == CNN_QUANT_INT8)
+        if (qc.mode == CNN_QUANT_INT8 && cnn_net_is_qat(net))
+            fprintf(stderr, ", the ranges learned in quantization-aware training");
+        else if (qc.mode == CNN_QUANT_INT8)
             fprintf(stderr, ", %s calibration on %lld images of %s", cnn_calib_method_name(qc.method),
                     (long long)qc.calib_n, calib);
         if (sa > 0 && sb > 0) fprintf(stderr, "): %ld bytes, %.2fx the float model's %ld", sb, (double)sb / (double)sa, sa);

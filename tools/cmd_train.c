@@ -89,13 +89,46 @@ static void say_resume(const char *path, const cnn_checkpoint_info *i, int epoch
                     "position and callbacks\n", (long long)i->step);
 }
 
+/* The distillation and QAT flags that need no model: exit status 2 with a message when they do not go together. */
+static int cli_compress_check(const cli_flag *flags, const char *teacher, float alpha, float temperature, int qat,
+                              int adversarial)
+{
+    int alpha_given = 0, temperature_given = 0;
+    for (const cli_flag *f = flags; f->name; f++) {
+        if (!strcmp(f->name, "distill-alpha")) alpha_given = f->seen;
+        if (!strcmp(f->name, "temperature")) temperature_given = f->seen;
+    }
+    if (!teacher && (alpha_given || temperature_given)) {
+        fprintf(stderr, "cnn train: --%s is a distillation setting: give the teacher with --teacher MODEL\n",
+                alpha_given ? "distill-alpha" : "temperature");
+        return 2;
+    }
+    if (!(alpha >= 0.0f && alpha <= 1.0f)) {
+        fprintf(stderr, "cnn train: --distill-alpha: %g is not in [0, 1] (the KL term's weight; the labels get "
+                        "1 - alpha)\n", (double)alpha);
+        return 2;
+    }
+    if (!(temperature > 0.0f)) {
+        fprintf(stderr, "cnn train: --temperature: %g is not above 0\n", (double)temperature);
+        return 2;
+    }
+    if (qat && adversarial) {
+        fprintf(stderr, "cnn train: --qat and --adversarial do not go together (the attack's passes would move the "
+                        "learned ranges)\n");
+        return 2;
+    }
+    return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
     const char *model = NULL, *data = "fashion-mnist", *out = "model.safetensors", *metrics_json = NULL;
     const char *precision = "fp32";
     const char *optimizer = "adam", *device = NULL, *schedule = "constant", *class_weights = NULL;
     const char *every = NULL, *resume = NULL, *init_from = NULL, *freeze = NULL, *monitor = "val_loss";
-    int replace_head = 0, patience = 0;
+    const char *teacher_path = NULL;
+    int replace_head = 0, patience = 0, qat = 0;
+    float alpha = CNN_DISTILL_DEFAULT_ALPHA, temperature = CNN_DISTILL_DEFAULT_TEMPERATURE;
     cnn_train_config cfg;
     cnn_train_config_defaults(&cfg);
     float val_split = 0.1f;
@@ -184,6 +217,14 @@ int cmd_train(int argc, char **argv)
                                                           "DIR/validation)", 0, 0, 0},
         {"plot", CLI_STRING, &cfg.plot, "FILE      a PNG of the loss and accuracy curves at the end", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
+        {"teacher", CLI_STRING, &teacher_path, "MODEL     distillation: learn from this trained model's softened "
+                                               "outputs too (same classes and input channels)", 0, 0, 0},
+        {"distill-alpha", CLI_FLOAT, &alpha, "A         distillation: the KL term's weight in [0, 1], the labels' "
+                                             "1 - A (default 0.9)", -1e30, 1e30, 0},
+        {"temperature", CLI_FLOAT, &temperature, "T         distillation: the softmax temperature, > 0 (default 4)",
+         -1e30, 1e30, 0},
+        {"qat", CLI_BOOL, &qat, "          quantization-aware training: fake int8 quantization (for cnn quantize "
+                                "--mode int8)", 0, 0, 0},
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -209,6 +250,7 @@ int cmd_train(int argc, char **argv)
                 freeze ? "freeze" : "replace-head");
         return 2;
     }
+    if ((rc = cli_compress_check(flags, teacher_path, alpha, temperature, qat, cfg.adversarial)) != 0) return rc;
     if (every && !parse_every(every, &cfg.checkpoint_every, &cfg.checkpoint_in_steps)) {
         fprintf(stderr, "cnn train: --checkpoint-every: '%s' is not N, Nepochs or Nsteps with N >= 1\n", every);
         return 2;
@@ -286,7 +328,7 @@ int cmd_train(int argc, char **argv)
 
     cnn_status st;
     cnn_backend *backend = NULL;
-    cnn_net *net = NULL;
+    cnn_net *net = NULL, *teacher = NULL;
     cnn_source *full = NULL, *train = NULL, *val = NULL, *test = NULL;
     cnn_metrics *metrics = NULL;
     char *checkpoint = NULL;
@@ -364,6 +406,37 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if (!model) model = resume ? checkpoint : init_from;
+    if (qat && !cnn_net_is_qat(net)) {
+        cnn_net *fresh = NULL;
+        if ((st = cnn_net_qat_convert(net, seed, &fresh)) != CNN_OK) {
+            rc = cli_fail_value("train", "--qat", st);
+            goto done;
+        }
+        cnn_net_destroy(net);
+        net = fresh;
+        fprintf(stderr, "cnn train: quantization-aware training: int8 fake quantization of the weights (per channel) "
+                        "and activations (ranges learned as moving min-max)\n");
+    }
+    if (teacher_path) {
+        if ((st = cnn_net_load(teacher_path, backend, &teacher)) != CNN_OK) {
+            rc = cli_fail("train", "--teacher", st);
+            goto done;
+        }
+        if ((st = cnn_distill_check(net, teacher, alpha, temperature)) != CNN_OK) {
+            rc = 2;
+            cli_fail("train", "--teacher", st);
+            goto done;
+        }
+        cfg.teacher = teacher;
+        cfg.distill_alpha = alpha;
+        cfg.temperature = temperature;
+        int th, tw, tc, sh, sw, sc;
+        cnn_net_input_shape(teacher, &th, &tw, &tc);
+        cnn_net_input_shape(net, &sh, &sw, &sc);
+        fprintf(stderr, "cnn train: distillation from %s (%lld parameters): alpha %g, temperature %g%s\n",
+                teacher_path, (long long)cnn_net_param_count(teacher), (double)alpha, (double)temperature,
+                th != sh || tw != sw ? "; batches resized to the teacher's input" : "");
+    }
     cnn_precision prec;
     if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
         rc = cli_fail_value("train", "--precision", st);
@@ -472,6 +545,7 @@ done:
     cnn_source_destroy(val);
     cnn_source_destroy(test);
     cnn_net_destroy(net);
+    cnn_net_destroy(teacher);
     cnn_backend_destroy(backend);
     free(run.history);
     free(checkpoint);

@@ -13,6 +13,7 @@
 #include "cnn/bench.h"
 #include "cnn/serve.h"
 #include "cnn/quant.h"
+#include "cnn/compress.h"
 #include "cnn/explain.h"
 
 #ifdef __cplusplus

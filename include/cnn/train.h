@@ -143,6 +143,14 @@ typedef struct cnn_train_config {
     int adversarial;             /* 1: on */
     cnn_attack_config attack;    /* the attack (cnn_attack_config_defaults, then eps, steps, ...) */
     float adv_ratio;             /* in (0, 1]; 0: 0.5 for FGSM, 1 for PGD */
+
+    /* knowledge distillation (cnn/compress.h; README "Distillation"): with a teacher, the loss is
+     * distill_alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - distill_alpha) * cross-entropy,
+     * the teacher (caller-owned, same classes and input channels, any architecture and input size) in inference mode
+     * on each training batch. Checkpoints record a checksum of it: resume needs the same teacher. */
+    cnn_net *teacher;            /* NULL: none */
+    float distill_alpha;         /* in [0, 1] (default 0.9) */
+    float temperature;           /* T > 0 (default 4) */
 } cnn_train_config;
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
