@@ -5,7 +5,8 @@
 #   distill: the same runs with --teacher (--distill-alpha ALPHA --temperature TEMP);
 #   qat:     each float seed CNN of `alone` fine-tuned with --qat (--init-from, QAT_EPOCHS epochs at QAT_LR), converted
 #            by `cnn quantize --mode int8` (the learned ranges); beside it the float model and its post-training int8
-#            version (min-max calibration on CALIB training images).
+#            version (min-max calibration on CALIB training images), and as a control the float model trained the same
+#            extra epochs without --qat (and its post-training int8 version).
 # Every model is evaluated on the 10,000 test images; --val-split 0 everywhere (the test set is only evaluated).
 # LIMIT (default 20000): every run trains on the first LIMIT training images (the test set stays whole): the
 # machine is two shared cores, and the distilled runs pay the teacher's forward pass on every batch.
@@ -69,9 +70,13 @@ for phase in $phases; do
         --calib-samples "$CALIB" --out "$W/ptq-$s.safetensors" >"$W/ptq-$s.log" 2>&1
       train "$W/qat-$s.safetensors" "$W/qat-$s.log" --init-from "$f" --qat --epochs "$QAT_EPOCHS" --lr "$QAT_LR" \
         --seed "$s"
+      # the control: the same extra epochs in float, so that QAT is not credited with them
+      train "$W/more-$s.safetensors" "$W/more-$s.log" --init-from "$f" --epochs "$QAT_EPOCHS" --lr "$QAT_LR" --seed "$s"
       [ -f "$W/qat-int8-$s.safetensors" ] || "$CNN" quantize --model "$W/qat-$s.safetensors" --mode int8 \
         --out "$W/qat-int8-$s.safetensors" >"$W/qat-int8-$s.log" 2>&1
-      log "qat seed $s: float $(acc "$f") ptq-int8 $(acc "$W/ptq-$s.safetensors") qat-fakequant $(acc "$W/qat-$s.safetensors") qat-int8 $(acc "$W/qat-int8-$s.safetensors")"
+      [ -f "$W/more-ptq-$s.safetensors" ] || "$CNN" quantize --model "$W/more-$s.safetensors" --mode int8 \
+        --calib-data fashion-mnist --calib-samples "$CALIB" --out "$W/more-ptq-$s.safetensors" >"$W/more-ptq-$s.log" 2>&1
+      log "qat seed $s: float $(acc "$f") ptq-int8 $(acc "$W/ptq-$s.safetensors") float+$QAT_EPOCHS $(acc "$W/more-$s.safetensors") float+$QAT_EPOCHS-ptq-int8 $(acc "$W/more-ptq-$s.safetensors") qat-fakequant $(acc "$W/qat-$s.safetensors") qat-int8 $(acc "$W/qat-int8-$s.safetensors")"
     done
     ;;
   *) echo "distill_bench: unknown phase '$phase' (teacher, alone, distill, qat)" >&2; exit 2 ;;
