@@ -58,9 +58,10 @@ for phase in $phases; do
     ;;
   distill)
     for s in $SEEDS; do
-      train "$W/distill-$s.safetensors" "$W/distill-$s.log" --model samples/models/seed_cnn.cnn --epochs "$EPOCHS" \
+      d=$W/distill-a$ALPHA-t$TEMP-$s
+      train "$d.safetensors" "$d.log" --model samples/models/seed_cnn.cnn --epochs "$EPOCHS" \
         --lr 0.001 --seed "$s" --teacher "$W/teacher.safetensors" --distill-alpha "$ALPHA" --temperature "$TEMP"
-      log "distill seed $s (alpha $ALPHA, T $TEMP) test accuracy $(acc "$W/distill-$s.safetensors")"
+      log "distill seed $s (alpha $ALPHA, T $TEMP) test accuracy $(acc "$d.safetensors")"
     done
     ;;
   qat)
