@@ -33,6 +33,9 @@ cnn_status cnn_trainer_create(cnn_net *net, const cnn_train_config *cfg, cnn_tra
     *out = NULL;
     if (!net || !cfg) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_trainer_create: no network or no settings");
     CNN_TRY(cnn_train_check_config(cfg));
+    if (cfg->teacher)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cnn_trainer_create: distillation (a teacher) runs in cnn_train, not "
+                         "one batch at a time");
     if (cfg->balanced_class_weights)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_trainer_create: balanced class weights need the training set: "
                          "compute them and give them as class_weights");

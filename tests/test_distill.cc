@@ -272,6 +272,13 @@ TEST(Distill, BadTeachersAndSettingsAreRefused) {
   cfg.teacher = q.get();
   cfg.temperature = 0.0f;
   EXPECT_EQ(cnn_train(q.get(), &train.ds, nullptr, &cfg, nullptr), CNN_ERR_INVALID_ARG);
+  // the one-batch trainer has no teacher's pass: it says so rather than train without it
+  cfg.teacher = good.get();
+  cfg.temperature = 2.0f;
+  cnn_trainer *tr = nullptr;
+  EXPECT_EQ(cnn_trainer_create(q.get(), &cfg, &tr), CNN_ERR_UNSUPPORTED);
+  EXPECT_TRUE(has(cnn_last_error(), "distillation")) << cnn_last_error();
+  EXPECT_EQ(tr, nullptr);
 }
 
 // A folder data set of 8x8 gray PNGs, two classes, for the command line.
