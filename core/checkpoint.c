@@ -21,6 +21,7 @@
 #include "core/grow.h"
 #include "core/json.h"
 #include "core/model_file.h"
+#include "core/prune.h"
 
 #define CKPT_PREFIX "ckpt-" /* CNN_CHECKPOINT_NAME's parts */
 #define CKPT_SUFFIX ".safetensors"
@@ -53,8 +54,10 @@ void cnn_train_state_free(cnn_train_state *s)
 {
     free(s->history);
     free(s->best_weights);
+    cnn_pruner_destroy(s->pruner);
     s->history = NULL;
     s->best_weights = NULL;
+    s->pruner = NULL;
 }
 
 /* The j-th saved tensor of layer l, as model files order them: params, then state. */
@@ -157,6 +160,12 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
         cnn_strbuf_appendf(b, "teacher_crc32c=%08x\ndistill_alpha=%s\ntemperature=%s\n",
                            cnn_distill_teacher_crc(c->teacher), short_float(f[0], 32, c->distill_alpha),
                            short_float(f[1], 32, c->temperature));
+    /* pruning (only when on, likewise) */
+    if (c->prune.enabled) {
+        char prune[192];
+        cnn_prune_describe(&c->prune, prune, sizeof prune);
+        cnn_strbuf_appendf(b, "prune=%s\n", prune);
+    }
     /* the data: its size, image shape and labels (the images themselves would take a pass over all of them) */
     cnn_strbuf_appendf(b, "training_samples=%lld\nimage=%dx%dx%d\ntraining_labels_crc32c=%08x\n", (long long)train->n,
                        train->h, train->w, train->c,
@@ -379,6 +388,11 @@ cnn_status cnn_checkpoint_write(const char *path, const cnn_net *net, const cnn_
                 add_tensor(&p, own_string(&p, "best/%s", pr->name), CNN_F32, pr->value->ndim, pr->value->shape, src);
                 src += cnn_tensor_numel(pr->value);
             }
+    }
+    for (int i = 0; s->pruner && i < cnn_pruner_masks(s->pruner); i++) {
+        const cnn_param *pr;
+        const uint8_t *mask = cnn_pruner_mask(s->pruner, i, &pr);
+        add_tensor(&p, own_string(&p, "prune/mask/%s", pr->name), CNN_U8, pr->value->ndim, pr->value->shape, mask);
     }
 
     // --- metadata
@@ -647,6 +661,7 @@ cnn_status cnn_checkpoint_restore(const cnn_st_file *f, const char *path, cnn_ne
         goto fail;
     }
     cnn_net_set_seed(net, net_seed);
+    if (s->pruner) CNN_TRY(cnn_pruner_restore(s->pruner, f, path));
     // --- history, best weights
     const char *history = cnn_st_meta(f, "history");
     if (!history) {

@@ -12,6 +12,7 @@
  *
  *     optimizer/m/<param>, optimizer/v/<param>   the optimizer's moments (those it has)
  *     best/<tensor>                              with restore_best_weights: every weight at the best epoch
+ *     prune/mask/<param>                         with pruning: the masks (u8, 1 = kept)
  *
  * and metadata (numbers as text, exact: %.17g for doubles): the position (epoch, epoch_started, samples_done,
  * step, optimizer_step), the running sums of the epoch, the monitors, the history as JSON, the
@@ -54,6 +55,7 @@ typedef struct cnn_train_state {
     int64_t best_weights_len;
     cnn_epoch_stats *history; /* cfg->epochs entries */
     double run_started;     /* wall clock at the start of the run: names the TensorBoard files */
+    struct cnn_pruner *pruner; /* pruning's masks (core/prune.h), or NULL */
 } cnn_train_state;
 
 /* Allocates the history, sets the monitors to "nothing yet". */

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/optim.h"
+#include "core/prune.h"
 #include "core/progress.h"
 
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw", "rmsprop"}; /* in cnn_optimizer_kind order */
@@ -52,6 +53,7 @@ void cnn_train_config_defaults(cnn_train_config *c)
     cnn_attack_config_defaults(&c->attack); /* used only with c->adversarial */
     c->distill_alpha = CNN_DISTILL_DEFAULT_ALPHA; /* used only with c->teacher */
     c->temperature = CNN_DISTILL_DEFAULT_TEMPERATURE;
+    cnn_prune_config_defaults(&c->prune);   /* off */
 }
 
 float cnn_lr_at(const cnn_train_config *c, int epoch)
@@ -105,6 +107,10 @@ cnn_status cnn_train_check_config(const cnn_train_config *c)
         return cnn_error(CNN_ERR_INVALID_ARG, "callback settings out of range: a known monitor (%d), min delta >= 0 "
                                               "(%g), patience >= 0 (%d)", (int)c->monitor, (double)c->min_delta,
                          c->early_stopping_patience);
+    if (c->prune.enabled) {
+        cnn_status st = cnn_prune_check(&c->prune);
+        if (st != CNN_OK) return st;
+    }
     if (c->checkpoint_dir && (c->checkpoint_every < 0 || c->keep_checkpoints < 1))
         return cnn_error(CNN_ERR_INVALID_ARG, "checkpoints: every N >= 1 (%d) and keeping at least 1 (%d)",
                          c->checkpoint_every, c->keep_checkpoints);
@@ -564,6 +570,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     }
     cnn_net_set_memory_use(net, 1, slots);
     CNN_TRY(cnn_optimizer_create(net, cfg, &opt));
+    if (cfg->prune.enabled) CNN_TRY(cnn_pruner_create(net, &cfg->prune, &s.pruner)); /* before a restore: its masks */
     if (resume) {
         CNN_TRY(cnn_checkpoint_restore(resume, cfg->resume_from, net, opt, &s, cfg));
         cnn_st_free(resume);
@@ -623,6 +630,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                        cfg->resume_from, (long long)s.samples_done, (long long)epoch_len);
         goto fail;
     }
+    if (s.pruner) CNN_TRY(cnn_pruner_start(s.pruner, net, (int64_t)cfg->epochs * steps, cfg->resume_from != NULL));
     int every = cfg->checkpoint_every > 0 ? cfg->checkpoint_every : 1;
     cnn_batch *cur = NULL, *next = NULL;
     while (s.epoch < cfg->epochs && !s.finished) {
@@ -639,7 +647,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         cnn_progress_start(&bar, cfg->progress, steps);
         double t0 = cnn_now_seconds();
         int64_t here = 0; /* samples this process trained on in this epoch (a resumed epoch started earlier) */
-        char metrics[160] = "";
+        char metrics[192] = "";
         /* the data position: batch samples_done / bs of this epoch (samples_done counts draws, skipped bad files
          * included); the loader is moved only when it is not there already (a seek drops prepared batches) */
         int first_step = (int)(s.samples_done / bs), at_epoch;
@@ -668,6 +676,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                 CNN_TRY(cnn_net_backward(net));
                 CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, &skipped));
                 net->step++;
+                if (s.pruner) CNN_TRY(cnn_pruner_step(s.pruner, net)); /* pruned weights back to exactly zero */
                 /* while the device computes: the next batch is uploaded on the copy stream */
                 if (async && step + 1 < steps) {
                     CNN_TRY(cnn_loader_next(loader, &next));
@@ -691,11 +700,13 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                                s.seen ? s.loss_sum / (double)s.seen : 0.0,
                                s.seen ? (double)s.correct / (double)s.seen : 0.0, ls.wait_seconds - ls0.wait_seconds);
             if (net->precision == CNN_PRECISION_FP16 && len > 0 && (size_t)len < sizeof metrics)
-                snprintf(metrics + len, sizeof metrics - (size_t)len, " - skipped: %lld - loss scale: %g",
-                         (long long)skipped, (double)net->loss_scale);
+                len += snprintf(metrics + len, sizeof metrics - (size_t)len, " - skipped: %lld - loss scale: %g",
+                                (long long)skipped, (double)net->loss_scale);
             if (distill && len > 0 && (size_t)len < sizeof metrics) /* the teacher's share of the step times */
-                snprintf(metrics + len, sizeof metrics - (size_t)len, " - teacher: %.1fs",
-                         cnn_distill_teacher_seconds(distill) - teacher0);
+                len += snprintf(metrics + len, sizeof metrics - (size_t)len, " - teacher: %.1fs",
+                                cnn_distill_teacher_seconds(distill) - teacher0);
+            if (s.pruner && len > 0 && (size_t)len < sizeof metrics)
+                snprintf(metrics + len, sizeof metrics - (size_t)len, " - sparsity: %.3f", cnn_pruner_sparsity(s.pruner));
             cnn_progress_update(&bar, step + 1, metrics, (double)here / (cnn_now_seconds() - t0));
             if (cfg->checkpoint_dir && cfg->checkpoint_in_steps && net->step % (uint64_t)every == 0)
                 CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
@@ -716,6 +727,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         es.bad_files = ls1.bad_files;
         es.skipped_steps = skipped;
         es.loss_scale = net->loss_scale;
+        es.sparsity = s.pruner ? cnn_pruner_sparsity(s.pruner) : -1.0;
         char extra[96] = "";
         if (val_src) {
             CNN_TRY(eval_source(net, val_src, val_loader, eval_batch, &es.val_loss, &es.val_accuracy, NULL));
@@ -746,6 +758,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     }
     if (cfg->restore_best_weights && s.best_weights && s.best_epoch != s.epoch) {
         CNN_TRY(cnn_net_restore_snapshot(net, s.best_weights));
+        if (s.pruner) CNN_TRY(cnn_pruner_apply(s.pruner, net)); /* the model ends with the run's last masks */
         if (cfg->progress)
             fprintf(cfg->progress, "Restoring the weights of epoch %d, the best (%s %.4f)\n", s.best_epoch,
                     MONITOR_NAME(cfg->monitor), s.best);

@@ -6,6 +6,7 @@
 #include "tools/cli.h"
 #include "tools/adv_opts.h"
 #include "tools/data_opts.h"
+#include "tools/prune_opts.h"
 #include "tools/report.h"
 
 static const char *USAGE = "--model FILE [--data fashion-mnist[:DIR]] [options]\n"
@@ -135,6 +136,7 @@ int cmd_train(int argc, char **argv)
     int normalize = 0, quiet = 0;
     cli_data_opts dopt = {0};
     cli_adv_opts aopt = CLI_ADV_OPTS_INIT;
+    cli_prune_opts popt = CLI_PRUNE_OPTS_INIT;
     float momentum = -1.0f; /* unset: 0.9 for SGD, 0 for RMSprop */
     uint64_t seed = 1;
     int64_t max_memory = 0;
@@ -186,6 +188,7 @@ int cmd_train(int argc, char **argv)
         {"quiet", CLI_BOOL, &quiet, "          no progress bar", 0, 0, 0},
         CLI_DATA_TRAIN_FLAGS(dopt),
         CLI_ADV_FLAGS(aopt),
+        CLI_PRUNE_FLAGS(popt),
         {"checkpoint-dir", CLI_STRING, &cfg.checkpoint_dir, "DIR       write checkpoints here (everything needed to "
                                                             "resume exactly)", 0, 0, 0},
         {"checkpoint-every", CLI_STRING, &every, "N[steps]  a checkpoint every N epochs (default 1), or N steps", 0, 0,
@@ -236,6 +239,7 @@ int cmd_train(int argc, char **argv)
     cfg.run_args = settings;
     if ((rc = cli_check_precision("train", precision)) != 0) return rc;
     if ((rc = cli_adv_apply("train", &aopt, &cfg, seed)) != 0) return rc;
+    if ((rc = cli_prune_apply("train", &popt, &cfg)) != 0) return rc;
     if (!model && !resume && !init_from) {
         fprintf(stderr, "cnn train: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;

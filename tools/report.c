@@ -45,6 +45,7 @@ static void put_history(cnn_json_writer *w, const cnn_epoch_stats *history, int 
         put_num(w, "images_per_sec", e->images_per_sec);
         put_num(w, "seconds", e->seconds);
         put_num(w, "data_wait", e->data_wait);
+        if (e->sparsity >= 0.0) put_num(w, "sparsity", e->sparsity); /* pruning */
         cnn_json_write_end_object(w);
     }
     cnn_json_write_end_array(w);

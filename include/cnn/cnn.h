@@ -9,6 +9,7 @@
 #include "cnn/pipeline.h"
 #include "cnn/net.h"
 #include "cnn/train.h"
+#include "cnn/prune.h"
 #include "cnn/io.h"
 #include "cnn/bench.h"
 #include "cnn/serve.h"

@@ -8,6 +8,7 @@
 #include "cnn/data.h"
 #include "cnn/net.h"
 #include "cnn/pipeline.h"
+#include "cnn/prune.h"
 #include "cnn/status.h"
 
 #ifdef __cplusplus
@@ -68,6 +69,7 @@ typedef struct cnn_epoch_stats {
     int64_t bad_files;     /* bad image files skipped so far */
     int64_t skipped_steps; /* fp16: steps skipped in the epoch because the gradients overflowed */
     float loss_scale;      /* fp16: the loss scale at the end of the epoch (1 otherwise) */
+    double sparsity;       /* pruning: share of zero weights among the pruned tensors at the epoch's end; < 0: off */
 } cnn_epoch_stats;
 
 typedef void (*cnn_epoch_callback)(const cnn_epoch_stats *stats, void *user);
@@ -151,6 +153,7 @@ typedef struct cnn_train_config {
     cnn_net *teacher;            /* NULL: none */
     float distill_alpha;         /* in [0, 1] (default 0.9) */
     float temperature;           /* T > 0 (default 4) */
+    cnn_prune_config prune;      /* magnitude pruning (cnn/prune.h; README "Pruning"); off by default */
 } cnn_train_config;
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress

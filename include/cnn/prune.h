@@ -1,0 +1,66 @@
+/* cnn.c — magnitude pruning during training (README, "Pruning"): the schedule, the structures, and the strip of
+ * channel-pruned convolutions into a physically smaller model. */
+#ifndef CNN_PRUNE_H
+#define CNN_PRUNE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cnn/net.h"
+#include "cnn/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cnn_prune_structure {
+    CNN_PRUNE_UNSTRUCTURED = 0, /* single weights, the smallest |w| of each layer */
+    CNN_PRUNE_CHANNEL,          /* whole output channels of convolutions, ranked by L2 norm x |batchnorm gamma| */
+    CNN_PRUNE_2_4,              /* in every group of 4 consecutive input weights of an output unit, the 2 smallest */
+    CNN_PRUNE_STRUCTURE_COUNT
+} cnn_prune_structure;
+
+/* TF-MOT's PolynomialDecay schedule (power 3): between begin_step B and end_step E, every `frequency` steps (and at
+ * E itself), each pruned layer is set to the sparsity
+ *     s(t) = s_f + (s_i - s_f) * (1 - (t - B) / (E - B))^3
+ * of its weights, zeroing those of least magnitude; the masks stay in force on every step after. */
+typedef struct cnn_prune_config {
+    int enabled;                 /* 1: prune while training */
+    cnn_prune_structure structure;
+    float initial_sparsity;      /* s_i in [0, 1) (default 0) */
+    float target_sparsity;       /* s_f in [0, 1) (default 0.5); 2:4 is 0.5 by construction */
+    int64_t begin_step;          /* B >= 0 (default 0) */
+    int64_t end_step;            /* E > B; < 0: three quarters of the run's steps (the default) */
+    int64_t frequency;           /* F >= 1 (default 100, TF-MOT's) */
+} cnn_prune_config;
+
+/* Off; unstructured, 0 -> 0.5, from step 0 to 3/4 of the run, every 100 steps. */
+void cnn_prune_config_defaults(cnn_prune_config *cfg);
+/* CNN_ERR_INVALID_ARG naming the setting out of range (nothing to check when not enabled). */
+cnn_status cnn_prune_check(const cnn_prune_config *cfg);
+/* "unstructured", "channel" or "2:4". */
+cnn_status cnn_prune_structure_parse(const char *name, cnn_prune_structure *out);
+const char *cnn_prune_structure_name(cnn_prune_structure s);
+/* E of a run of total_steps steps: cfg->end_step, or (end_step < 0) max(B + 1, 3/4 of total_steps). */
+int64_t cnn_prune_end_step(const cnn_prune_config *cfg, int64_t total_steps);
+/* The schedule's sparsity at step t (E resolved: end_step >= 0); 0.5 from B on for 2:4. */
+double cnn_prune_sparsity_at(const cnn_prune_config *cfg, int64_t step);
+/* 1 when the masks are recomputed at step t: B <= t <= E and ((t - B) % F == 0 or t == E). */
+int cnn_prune_updates_at(const cnn_prune_config *cfg, int64_t step);
+
+/* Zero weights of layer `layer`'s weight tensor (conv and dense layers; 0 of 0 for the others). */
+cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros, int64_t *total);
+
+/* A network without the pruned channels of its convolutions: each conv whose output channels reach only convs and
+ * dense layers (through one batchnorm right after it and channel-wise layers: activations with f(0) = 0, dropout,
+ * pooling, flatten) loses the channels whose filter, bias and batchnorm gamma and beta are all exactly zero (at
+ * least one channel stays), and its consumers lose the matching inputs. Convs whose outputs meet an add or a concat
+ * are left whole (a channel removed there would have to go from every branch). The new definition is the old one
+ * with its repeat blocks unrolled and the narrower filter counts; it computes the same outputs up to summation
+ * order. *removed receives the channels removed (may be NULL). CNN_ERR_INVALID_ARG when no channel can go. */
+cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out, int64_t *removed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
