@@ -31,6 +31,7 @@
 #include "cnn/pipeline.h"
 #include "core/error.h"
 #include "core/grow.h"
+#include "core/json.h"
 #include "core/net.h"
 
 #define MAX_TOKENS 32
@@ -864,7 +865,44 @@ fail:
     return st;
 }
 
+/* cnn_model_parse, and with `expanded` the unrolled definition (cnn_model_expand). */
+static cnn_status parse_text(cnn_net *net, const char *text, const char *source, cnn_strbuf *expanded,
+                             int *layer_line);
+
 cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source)
+{
+    return parse_text(net, text, source, NULL, NULL);
+}
+
+cnn_status cnn_model_expand(const char *text, const char *source, char **expanded, int **layer_line, int *nlayers)
+{
+    cnn_net scratch;
+    memset(&scratch, 0, sizeof scratch);
+    cnn_strbuf b;
+    cnn_strbuf_init(&b);
+    *expanded = NULL;
+    *layer_line = NULL;
+    *nlayers = 0;
+    /* a layer per line at most: MAX_EXPANDED_LINES bounds both */
+    int *map = malloc((size_t)(MAX_EXPANDED_LINES + 1) * sizeof *map);
+    cnn_status st = map ? parse_text(&scratch, text, source, &b, map) : NO_MEMORY();
+    if (st == CNN_OK && b.status != CNN_OK) st = NO_MEMORY();
+    if (st == CNN_OK) {
+        *expanded = b.data;
+        b.data = NULL;
+        *layer_line = map;
+        *nlayers = scratch.nlayers;
+        map = NULL;
+    }
+    for (int i = 0; i < scratch.nlayers; i++) cnn_layer_destroy(scratch.layers[i]);
+    free(scratch.layers);
+    free(map);
+    cnn_strbuf_free(&b);
+    return st;
+}
+
+static cnn_status parse_text(cnn_net *net, const char *text, const char *source, cnn_strbuf *expanded,
+                             int *layer_line)
 {
     cnn_status st = CNN_OK;
     parser ps = {.net = net, .p = {.source = source, .line = 0, .kind = ""}};
@@ -905,8 +943,13 @@ cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source)
         if (lines.v[i].alias) { /* repeat's name=: the output entering this iteration */
             p->kind = "repeat";
             CNN_TRY(add_sym(&ps, lines.v[i].text, ps.net->nlayers - 1, 1));
+            if (expanded) cnn_strbuf_appendf(expanded, "name %s\n", lines.v[i].text); /* what a 'name' line does */
             continue;
         }
+        if (expanded) {
+            cnn_strbuf_appendf(expanded, "%s\n", lines.v[i].text);
+        }
+        const int before = ps.net->nlayers;
         int ntok = line_words(&lines.v[i], buf, tok);
         if (ntok <= 0) {
             p->kind = "line";
@@ -914,6 +957,7 @@ cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source)
             goto fail;
         }
         CNN_TRY(parse_line(&ps, tok, ntok));
+        if (layer_line && ps.net->nlayers > before) layer_line[ps.net->nlayers - 1] = i;
     }
     if (!ps.have_input) {
         st = cnn_error(CNN_ERR_FORMAT, "%s: no 'input HEIGHT WIDTH CHANNELS' line", source);

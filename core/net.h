@@ -75,6 +75,11 @@ struct cnn_net {
 /* Parses the definition text into net->layers (no parameters yet). Defined in core/model_text.c. */
 cnn_status cnn_model_parse(cnn_net *net, const char *text, const char *source);
 
+/* The definition with its repeat blocks unrolled (the names they suffix spelled out, a 'name' line for each
+ * iteration's name=): one line per layer or directive, parsing to the same network. *layer_line (nlayers entries)
+ * gives each layer's 0-based line in it. Both malloc'ed. Defined in core/model_text.c. */
+cnn_status cnn_model_expand(const char *text, const char *source, char **expanded, int **layer_line, int *nlayers);
+
 /* Reads a definition file (text, at most 1 MiB) into *text (malloc'ed). */
 cnn_status cnn_read_definition(const char *path, char **text);
 

@@ -155,9 +155,6 @@ static int reaches_only_consumers(const cnn_net *net, int at, int first, int *bn
     return consumers > 0; /* none: the network's output */
 }
 
-/* 1 when conv layer i's output channels may be removed (cnn_net_strip's rule); *bn: the batchnorm right after
- * it, or -1. */
-int cnn_prune_channel_ok(const cnn_net *net, int i, int *bn);
 int cnn_prune_channel_ok(const cnn_net *net, int i, int *bn)
 {
     *bn = -1;

@@ -38,6 +38,10 @@ const uint8_t *cnn_pruner_mask(const cnn_pruner *p, int i, const cnn_param **par
 /* Reads every mask back from a checkpoint ("prune/mask/<param>"), naming what is missing or of another size. */
 cnn_status cnn_pruner_restore(cnn_pruner *p, const cnn_st_file *f, const char *path);
 
+/* 1 when conv layer i's output channels may be removed (cnn_net_strip's rule, cnn/prune.h); *bn: the batchnorm
+ * right after it, or -1. */
+int cnn_prune_channel_ok(const cnn_net *net, int i, int *bn);
+
 /* "structure=... initial=... target=... begin=... end=... frequency=..." for the checkpoint's training settings. */
 void cnn_prune_describe(const cnn_prune_config *cfg, char *buf, size_t size);
 

@@ -89,6 +89,7 @@ int cmd_augment_preview(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
 

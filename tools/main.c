@@ -18,6 +18,7 @@ static const cnn_command cnn_commands[] = {
      cmd_attack},
     {"serve", "serve a model over HTTP: TensorFlow Serving's REST API and the Open Inference Protocol", cmd_serve},
     {"quantize", "a trained model to int8 (calibrated), dynamic int8, fp16 or float for cnn-lite", cmd_quantize},
+    {"prune", "strip a channel-pruned model of its pruned channels: a narrower, faster model", cmd_prune},
 };
 #define NCOMMANDS (int)(sizeof cnn_commands / sizeof cnn_commands[0])
 

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Pruning on Fashion-MNIST (README "Pruning"; results in bench/RESULTS.md):
+#   seed   the seed CNN dense and at 80% unstructured sparsity, seeds 1 2 3, 5 epochs (TF-MOT's polynomial schedule
+#          from the end of epoch 1 to the end of epoch 4, every 100 steps), test accuracy of each
+#   resnet ResNet-20 dense, then channel-pruned to 50% of its prunable convs' filters while fine-tuning from the dense
+#          model, stripped (cnn prune --strip), test accuracy and `cnn bench` inference speed of both in one run
+#   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
+#          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
+# Usage: bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
+set -eu
+what=${1:-seed}
+out=${2:-/tmp/prune-bench}
+cnn=${CNN:-./build/cnn}
+mkdir -p "$out"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
+echo "load before: $(uptime)"
+steps=844 # 54,000 training images (--val-split 0.1) in batches of 64
+case "$what" in
+seed)
+    for s in 1 2 3; do
+        "$cnn" train --model samples/models/seed_cnn.cnn --epochs 5 --batch 64 --lr 0.001 --seed "$s" --quiet \
+            --out "$out/dense-$s.safetensors" --metrics-json "$out/dense-$s.json" | tee "$out/dense-$s.txt"
+        "$cnn" train --model samples/models/seed_cnn.cnn --epochs 5 --batch 64 --lr 0.001 --seed "$s" --quiet \
+            --prune magnitude --target-sparsity 0.8 --prune-begin-step $steps --prune-end-step $((4 * steps)) \
+            --prune-frequency 100 --out "$out/pruned80-$s.safetensors" --metrics-json "$out/pruned80-$s.json" |
+            tee "$out/pruned80-$s.txt"
+    done
+    ls -l "$out"/dense-1.safetensors "$out"/pruned80-1.safetensors
+    ;;
+resnet)
+    epochs=${EPOCHS:-3}
+    fine=${FINETUNE_EPOCHS:-2}
+    "$cnn" train --model samples/models/resnet20_28.cnn --epochs "$epochs" --batch 64 --lr 0.001 --seed 1 --quiet \
+        --out "$out/resnet-dense.safetensors" | tee "$out/resnet-dense.txt"
+    fsteps=$((fine * steps))
+    "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
+        --quiet --prune magnitude --prune-structure channel --target-sparsity 0.5 --prune-end-step $((fsteps / 2)) \
+        --prune-frequency 100 --out "$out/resnet-pruned.safetensors" | tee "$out/resnet-pruned.txt"
+    "$cnn" prune --strip --model "$out/resnet-pruned.safetensors" --out "$out/resnet-stripped.safetensors"
+    "$cnn" eval --model "$out/resnet-stripped.safetensors" | grep accuracy | head -1 | tee "$out/resnet-stripped-eval.txt"
+    echo "load before bench: $(uptime)"
+    for r in 1 2 3; do
+        "$cnn" bench --model "$out/resnet-dense.safetensors" --device cpu --mode infer --batch 64 --json "$out/bench-dense-$r.json" >/dev/null
+        "$cnn" bench --model "$out/resnet-stripped.safetensors" --device cpu --mode infer --batch 64 --json "$out/bench-stripped-$r.json" >/dev/null
+    done
+    ;;
+tfmot)
+    "${VENV:-/tmp/venv-prune}/bin/python" bench/prune_tfmot.py --out "$out/tfmot.json"
+    ;;
+*)
+    echo "usage: bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]" >&2
+    exit 2
+    ;;
+esac
+echo "load after: $(uptime)"
