@@ -220,6 +220,10 @@ static void write_history(cnn_json_writer *w, const cnn_epoch_stats *h, int n)
         cnn_json_write_number(w, e->lr);
         cnn_json_write_key(w, "wall_time");
         cnn_json_write_number(w, e->wall_time);
+        if (e->sparsity >= 0.0) { /* pruning */
+            cnn_json_write_key(w, "sparsity");
+            cnn_json_write_number(w, e->sparsity);
+        }
         cnn_json_write_end_object(w);
     }
     cnn_json_write_end_array(w);
@@ -250,6 +254,8 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
                  json_num(o, "images_per_sec", &e->images_per_sec) && json_num(o, "lr", &e->lr) &&
                  json_num(o, "wall_time", &e->wall_time);
         e->epoch = (int)epoch;
+        e->sparsity = -1.0; /* no pruning */
+        if (cnn_json_get(o, "sparsity")) ok = ok && json_num(o, "sparsity", &e->sparsity);
         if (cnn_json_get(o, "val_loss")) {
             e->has_val = 1;
             ok = ok && json_num(o, "val_loss", &e->val_loss) && json_num(o, "val_accuracy", &e->val_accuracy);
