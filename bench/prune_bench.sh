@@ -2,8 +2,10 @@
 # Pruning on Fashion-MNIST (README "Pruning"; results in bench/RESULTS.md):
 #   seed   the seed CNN dense and at 80% unstructured sparsity, seeds 1 2 3, 5 epochs (TF-MOT's polynomial schedule
 #          from the end of epoch 1 to the end of epoch 4, every 100 steps), test accuracy of each
-#   resnet ResNet-20 dense, then channel-pruned to 50% of its prunable convs' filters while fine-tuning from the dense
-#          model, stripped (cnn prune --strip), test accuracy and `cnn bench` inference speed of both in one run
+#   resnet ResNet-20 dense (EPOCHS, default 3), then fine-tuned from it for FINETUNE_EPOCHS (default 2) twice: with
+#          channel pruning to 50% of the prunable convs' filters (0 -> 50% over the first half of the fine-tuning),
+#          then stripped (cnn prune --strip), and without pruning (the fair baseline); test accuracies, and `cnn bench`
+#          inference speed of the dense and the stripped model, alternated 3 times
 #   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
 #          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
 # Usage: bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
@@ -36,6 +38,9 @@ resnet)
     "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
         --quiet --prune magnitude --prune-structure channel --target-sparsity 0.5 --prune-end-step $((fsteps / 2)) \
         --prune-frequency 100 --out "$out/resnet-pruned.safetensors" | tee "$out/resnet-pruned.txt"
+    # the fair baseline: the dense model fine-tuned as long, without pruning
+    "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
+        --quiet --out "$out/resnet-dense-ft.safetensors" | tee "$out/resnet-dense-ft.txt"
     "$cnn" prune --strip --model "$out/resnet-pruned.safetensors" --out "$out/resnet-stripped.safetensors"
     "$cnn" eval --model "$out/resnet-stripped.safetensors" | grep accuracy | head -1 | tee "$out/resnet-stripped-eval.txt"
     echo "load before bench: $(uptime)"

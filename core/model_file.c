@@ -13,6 +13,7 @@
 #include "core/model_file.h"
 #include "cnn/quant.h"
 #include "core/parse.h"
+#include "core/zfile.h"
 
 #define MAX_CLASS_NAME 256
 
@@ -204,7 +205,7 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         keys[nmeta] = extra_keys[i];
         values[nmeta++] = extra_values[i];
     }
-    if (checksum) {
+    if (checksum & CNN_WRITE_CHECKSUM) {
         for (int i = 0; i < ntensors; i++) {
             const cnn_st_entry *en = &entries[i];
             size_t nbytes = cnn_dtype_size(en->dtype);
@@ -216,7 +217,15 @@ cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *
         keys[nmeta] = CNN_CHECKSUM_KEY;
         values[nmeta++] = sum;
     }
-    CNN_TRY(cnn_st_write(path, entries, ntensors, keys, values, nmeta));
+    if (checksum & CNN_WRITE_ZLIB) {
+        unsigned char *bytes = NULL;
+        size_t len = 0;
+        CNN_TRY(cnn_st_serialize(entries, ntensors, keys, values, nmeta, &bytes, &len));
+        st = cnn_zfile_write(path, bytes, len);
+        free(bytes);
+    } else {
+        CNN_TRY(cnn_st_write(path, entries, ntensors, keys, values, nmeta));
+    }
 fail:
     if (host)
         for (int i = 0; i < nparams; i++) free(host[i]);
@@ -237,6 +246,11 @@ fail:
 cnn_status cnn_net_save(const cnn_net *net, const char *path)
 {
     return cnn_net_write_file(net, path, CNN_MODEL_FORMAT, NULL, 0, NULL, NULL, 0, 0);
+}
+
+cnn_status cnn_net_save_compressed(const cnn_net *net, const char *path)
+{
+    return cnn_net_write_file(net, path, CNN_MODEL_FORMAT, NULL, 0, NULL, NULL, 0, CNN_WRITE_ZLIB);
 }
 
 static cnn_status load_class_names(cnn_net *net, const char *path, const char *names)

@@ -16,7 +16,10 @@
 #define CNN_CHECKSUM_KEY "checksum"
 
 /* Writes the network's tensors and model metadata, then `extra` tensors and `nmeta` more metadata pairs, with
- * the given format tag, atomically. With `checksum`, adds CNN_CHECKSUM_KEY over everything else. */
+ * the given format tag, atomically. `checksum` holds flags: CNN_WRITE_CHECKSUM (1) adds CNN_CHECKSUM_KEY over
+ * everything else; CNN_WRITE_ZLIB deflates the file (core/zfile.h). */
+#define CNN_WRITE_CHECKSUM 1
+#define CNN_WRITE_ZLIB 2
 cnn_status cnn_net_write_file(const cnn_net *net, const char *path, const char *format, const cnn_st_entry *extra,
                               int nextra, const char *const *meta_keys, const char *const *meta_values, int nmeta,
                               int checksum);

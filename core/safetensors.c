@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/json.h"
+#include "core/zfile.h"
 
 /* Tensor bytes are read and written as they lie in memory; the format is little-endian. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -209,6 +210,15 @@ cnn_status cnn_st_read_ex(const char *path, int flags, cnn_st_file **out)
     *out = NULL;
     if (!path) return cnn_error(CNN_ERR_INVALID_ARG, "cnn_st_read: no path");
     CNN_TRY(cnn_read_file(path, CNN_ST_MAX_FILE, &raw, &len));
+    if (cnn_zfile_is(raw, len)) { /* a compressed model file (core/zfile.h): its safetensors bytes */
+        unsigned char *inflated = NULL;
+        size_t n = 0;
+        st = cnn_zfile_inflate(raw, len, path, &inflated, &n);
+        free(raw);
+        raw = inflated;
+        len = n;
+        if (st != CNN_OK) goto fail;
+    }
     if (len < 8) {
         st = cnn_error(CNN_ERR_FORMAT, "%s: the file is %zu bytes, too short for the 8-byte header length", path,
                        len);

@@ -17,6 +17,7 @@ extern "C" {
 #include "core/prune.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "core/zfile.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"
@@ -581,7 +582,113 @@ TEST(PruneStrip, AModelWithoutPrunedChannelsIsRefusedClearly) {
   EXPECT_EQ(cnntest::run_cnn({"prune", "--strip", "--model", model, "--out", dir.file("s.safetensors")}, &out), 1);
   EXPECT_NE(out.find("no pruned channel to strip"), std::string::npos) << out;
   EXPECT_EQ(cnntest::run_cnn({"prune", "--model", model, "--out", dir.file("s.safetensors")}, &out), 2);
-  EXPECT_NE(out.find("--strip is required"), std::string::npos) << out;
+  EXPECT_NE(out.find("--strip or --compress is required"), std::string::npos) << out;
+}
+
+
+// ---------------------------------------------------------------------------------------------------------------
+// compressed model files
+
+TEST(PruneFile, CompressedModelRoundTripsAndShrinks) {
+  Backend be;
+  cnn_net *net = nullptr, *back = nullptr, *plain_back = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kNet, "zfile", be.b, 4, &net), CNN_OK) << cnn_last_error();
+  cnn_prune_config c;
+  cnn_prune_config_defaults(&c);
+  c.enabled = 1;
+  c.initial_sparsity = c.target_sparsity = 0.8f;
+  c.end_step = 10;
+  cnn_pruner *p = nullptr;
+  ASSERT_EQ(cnn_pruner_create(net, &c, &p), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_pruner_start(p, net, 100, 0), CNN_OK) << cnn_last_error();
+  cnn_pruner_destroy(p);
+  TempDir dir;
+  std::string plain = dir.file("plain.safetensors"), packed = dir.file("packed.safetensors");
+  ASSERT_EQ(cnn_net_save(net, plain.c_str()), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_save_compressed(net, packed.c_str()), CNN_OK) << cnn_last_error();
+  std::string a = cnntest::read_file(plain), b = cnntest::read_file(packed);
+  EXPECT_EQ(b.compare(0, 8, CNN_ZFILE_MAGIC), 0);
+  EXPECT_LT(b.size(), a.size() / 2) << a.size() << " -> " << b.size();
+  // the compressed file reads back as the very same safetensors bytes, and loads to the same weights
+  unsigned char *raw = nullptr;
+  size_t len = 0;
+  ASSERT_EQ(cnn_zfile_inflate((const unsigned char *)b.data(), b.size(), "packed", &raw, &len), CNN_OK)
+      << cnn_last_error();
+  EXPECT_EQ(std::string((const char *)raw, len), a);
+  free(raw);
+  ASSERT_EQ(cnn_net_load(packed.c_str(), be.b, &back), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_load(plain.c_str(), be.b, &plain_back), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(weights_of(back), weights_of(net));
+  EXPECT_EQ(weights_of(plain_back), weights_of(net));
+  cnn_net_destroy(back);
+  cnn_net_destroy(plain_back);
+  cnn_net_destroy(net);
+}
+
+TEST(PruneFile, BadCompressedFilesAreRefusedWithoutCrashOrHugeAllocations) {
+  // a good compressed file to damage
+  Backend be;
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(kNet, "zbad", be.b, 4, &net), CNN_OK) << cnn_last_error();
+  TempDir dir;
+  std::string good = dir.file("good.safetensors");
+  ASSERT_EQ(cnn_net_save_compressed(net, good.c_str()), CNN_OK) << cnn_last_error();
+  cnn_net_destroy(net);
+  const std::string g = cnntest::read_file(good);
+  auto with_size = [&](uint64_t size) {
+    std::string s = g;
+    for (int i = 0; i < 8; i++) s[(size_t)(8 + i)] = (char)(size >> (8 * i));
+    return s;
+  };
+  uint64_t real = 0;
+  for (int i = 15; i >= 8; i--) real = (real << 8) | (unsigned char)g[(size_t)i];
+  struct Case {
+    std::string bytes;
+    const char *says;
+  } cases[] = {
+      {with_size((uint64_t)1 << 62), "cannot hold"},           // would be a huge allocation
+      {with_size((uint64_t)(g.size() - 16) * 1033), "cannot hold"},  // more than deflate can give
+      {with_size(3), "cannot hold"},
+      {with_size(real + 1), "inflates to"},
+      {with_size(real - 1), "longer than the header says"},
+      {g.substr(0, g.size() - 9), "corrupt or truncated"},
+      {g + "trailing", "follow the zlib stream"},
+      {g.substr(0, 12), "16-byte header"},
+      {g.substr(0, 16) + std::string(64, 'x'), "corrupt or truncated"},
+  };
+  for (const auto &c : cases) {
+    std::string path = dir.file("bad.safetensors");
+    cnntest::write_file(path, c.bytes);
+    cnn_st_file *f = nullptr;
+    EXPECT_EQ(cnn_st_read(path.c_str(), &f), CNN_ERR_FORMAT) << c.says;
+    EXPECT_EQ(f, nullptr);
+    EXPECT_NE(std::string(cnn_last_error()).find(c.says), std::string::npos) << cnn_last_error();
+    cnn_net *n2 = nullptr;
+    EXPECT_NE(cnn_net_load(path.c_str(), be.b, &n2), CNN_OK);
+    EXPECT_EQ(n2, nullptr);
+  }
+}
+
+// The command line end to end: a pruned run's model file is compressed, loads in eval, and summary shows its
+// sparsity per layer; the metrics JSON carries the sparsity of each epoch.
+TEST(PruneCli, TrainWritesACompressedSparseModelThatEvalAndSummaryRead) {
+  TempDir dir;
+  std::string model = dir.file("m.safetensors"), json = dir.file("m.json"), out;
+  ASSERT_EQ(cnntest::run_cnn({"train", "--model", std::string(CNN_SOURCE_DIR) + "/samples/models/seed_cnn.cnn",
+                              "--epochs", "2", "--limit", "256", "--batch", "32", "--prune", "magnitude",
+                              "--target-sparsity", "0.75", "--prune-frequency", "2", "--out", model,
+                              "--metrics-json", json}, &out), 0) << out;
+  EXPECT_NE(out.find("sparsity: 0.7"), std::string::npos) << out;  // the progress line
+  EXPECT_NE(out.find("(zlib-compressed)"), std::string::npos) << out;
+  EXPECT_EQ(cnntest::read_file(model).compare(0, 8, CNN_ZFILE_MAGIC), 0);
+  std::string j = cnntest::read_file(json);
+  EXPECT_NE(j.find("\"sparsity\": 0.7"), std::string::npos) << j;
+  ASSERT_EQ(cnntest::run_cnn({"eval", "--model", model, "--limit", "100"}, &out), 0) << out;
+  EXPECT_NE(out.find("accuracy"), std::string::npos) << out;
+  ASSERT_EQ(cnntest::run_cnn({"summary", model}, &out), 0) << out;
+  EXPECT_NE(out.find("Weight sparsity"), std::string::npos) << out;
+  EXPECT_NE(out.find("conv2d_1"), std::string::npos) << out;
+  EXPECT_NE(out.find("75.00%"), std::string::npos) << out;
 }
 
 }  // namespace

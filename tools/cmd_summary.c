@@ -7,6 +7,36 @@
 
 #include "tools/cli.h"
 
+/* A model file's zero weights per conv and dense layer (pruning, README "Pruning"), when it has any; nothing for a
+ * definition or a file that does not load. */
+static void print_sparsity(const char *path)
+{
+    cnn_backend *b = NULL;
+    cnn_net *net = NULL;
+    if (cnn_backend_create("cpu", &b) != CNN_OK) return;
+    if (cnn_net_load(path, b, &net) == CNN_OK) {
+        int64_t zeros = 0, total = 0;
+        int layers = cnn_net_num_layers(net);
+        for (int i = 0; i < layers; i++) {
+            int64_t z, t;
+            if (cnn_net_layer_sparsity(net, i, &z, &t) == CNN_OK) zeros += z, total += t;
+        }
+        if (zeros) {
+            printf("\nWeight sparsity (zero weights of conv and dense layers):\n");
+            for (int i = 0; i < layers; i++) {
+                int64_t z, t;
+                if (cnn_net_layer_sparsity(net, i, &z, &t) == CNN_OK && t)
+                    printf("  %-24s %10lld / %-10lld %6.2f%%\n", cnn_net_layer_name(net, i), (long long)z,
+                           (long long)t, 100.0 * (double)z / (double)t);
+            }
+            printf("  %-24s %10lld / %-10lld %6.2f%%\n", "total", (long long)zeros, (long long)total,
+                   100.0 * (double)zeros / (double)total);
+        }
+    }
+    cnn_net_destroy(net);
+    cnn_backend_destroy(b);
+}
+
 int cmd_summary(int argc, char **argv)
 {
     const char *usage = "MODEL [--batch N] [--optimizer NAME] [--max-memory SIZE]  (MODEL: a definition .cnn or a "
@@ -46,6 +76,7 @@ int cmd_summary(int argc, char **argv)
     cnn_status st = cnn_memory_estimate_file(pos[0], &cfg, &e);
     if (st != CNN_OK) return cli_fail("summary", pos[0], st);
     cnn_memory_print(e, 0, stdout);
+    print_sparsity(pos[0]);
     fflush(stdout);
     /* refused: what no command could build (one image in inference), and with --max-memory a training step at
      * --batch that does not fit it */

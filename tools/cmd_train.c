@@ -521,11 +521,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
-    if ((st = cnn_net_save(net, out)) != CNN_OK) {
+    /* a pruned model's zeros take little room deflated (README "Pruning") */
+    if ((st = cfg.prune.enabled ? cnn_net_save_compressed(net, out) : cnn_net_save(net, out)) != CNN_OK) {
         rc = cli_fail("train", "--out", st);
         goto done;
     }
-    fprintf(stderr, "cnn train: model written to %s\n", out);
+    fprintf(stderr, "cnn train: model written to %s%s\n", out, cfg.prune.enabled ? " (zlib-compressed)" : "");
     double waited = 0.0;
     for (int e = 0; e < run.epochs_done; e++) waited += run.history[e].data_wait;
     if (run.epochs_done)

@@ -60,6 +60,11 @@ cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros,
  * order. *removed receives the channels removed (may be NULL). CNN_ERR_INVALID_ARG when no channel can go. */
 cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out, int64_t *removed);
 
+/* cnn_net_save with the file deflated by zlib (README "Pruning": the zeros of a pruned model take little room):
+ * every loader reads it (cnn_net_load, cnn eval/predict/summary/serve, --init-from); tools outside cnn.c that
+ * read safetensors do not. */
+cnn_status cnn_net_save_compressed(const cnn_net *net, const char *path);
+
 #ifdef __cplusplus
 }
 #endif
