@@ -49,7 +49,7 @@ done
 # the dictionary of a harness: dict/<name>.dict, else the JSON one for the formats with a JSON header
 dict_of() {
   case "$1" in
-    model_file | checkpoint | serve_config | lite_model) echo "$src/dict/json.dict" ;;
+    model_file | model_zlib | checkpoint | serve_config | lite_model) echo "$src/dict/json.dict" ;;
     *) [ -f "$src/dict/$1.dict" ] && echo "$src/dict/$1.dict" ;;
   esac
 }
