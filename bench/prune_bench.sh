@@ -8,7 +8,7 @@
 #          inference speed of the dense and the stripped model, alternated 3 times
 #   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
 #          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
-# Usage: bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
+# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N] bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
 set -eu
 what=${1:-seed}
 out=${2:-/tmp/prune-bench}
@@ -32,17 +32,24 @@ seed)
 resnet)
     epochs=${EPOCHS:-3}
     fine=${FINETUNE_EPOCHS:-2}
-    "$cnn" train --model samples/models/resnet20_28.cnn --epochs "$epochs" --batch 64 --lr 0.001 --seed 1 --quiet \
+    # LIMIT=N: train on the first N training images only (a loaded shared machine); the test set stays whole
+    limit=""
+    if [ -n "${LIMIT:-}" ]; then
+        limit="--limit $LIMIT"
+        steps=$(((LIMIT + 63) / 64))
+    fi
+    "$cnn" train --model samples/models/resnet20_28.cnn --epochs "$epochs" --batch 64 --lr 0.001 --seed 1 --quiet $limit \
         --out "$out/resnet-dense.safetensors" | tee "$out/resnet-dense.txt"
     fsteps=$((fine * steps))
     "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
-        --quiet --prune magnitude --prune-structure channel --target-sparsity 0.5 --prune-end-step $((fsteps / 2)) \
+        --quiet $limit --prune magnitude --prune-structure channel --target-sparsity 0.5 --prune-end-step $((fsteps / 2)) \
         --prune-frequency 100 --out "$out/resnet-pruned.safetensors" | tee "$out/resnet-pruned.txt"
     # the fair baseline: the dense model fine-tuned as long, without pruning
     "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
-        --quiet --out "$out/resnet-dense-ft.safetensors" | tee "$out/resnet-dense-ft.txt"
+        --quiet $limit --out "$out/resnet-dense-ft.safetensors" | tee "$out/resnet-dense-ft.txt"
     "$cnn" prune --strip --model "$out/resnet-pruned.safetensors" --out "$out/resnet-stripped.safetensors"
     "$cnn" eval --model "$out/resnet-stripped.safetensors" | grep accuracy | head -1 | tee "$out/resnet-stripped-eval.txt"
+    "$cnn" summary "$out/resnet-stripped.safetensors" | grep -i "params" | tee "$out/resnet-stripped-summary.txt"
     echo "load before bench: $(uptime)"
     for r in 1 2 3; do
         "$cnn" bench --model "$out/resnet-dense.safetensors" --device cpu --mode infer --batch 64 --json "$out/bench-dense-$r.json" >/dev/null
