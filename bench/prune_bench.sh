@@ -8,7 +8,7 @@
 #          inference speed of the dense and the stripped model, alternated 3 times
 #   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
 #          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
-# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N] bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
+# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N BASE=FILE] bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
 set -eu
 what=${1:-seed}
 out=${2:-/tmp/prune-bench}
@@ -38,8 +38,12 @@ resnet)
         limit="--limit $LIMIT"
         steps=$(((LIMIT + 63) / 64))
     fi
-    "$cnn" train --model samples/models/resnet20_28.cnn --epochs "$epochs" --batch 64 --lr 0.001 --seed 1 --quiet $limit \
-        --out "$out/resnet-dense.safetensors" | tee "$out/resnet-dense.txt"
+    if [ -n "${BASE:-}" ]; then # BASE=FILE: the dense model of an earlier run, not trained again
+        cp "$BASE" "$out/resnet-dense.safetensors"
+    else
+        "$cnn" train --model samples/models/resnet20_28.cnn --epochs "$epochs" --batch 64 --lr 0.001 --seed 1 \
+            --quiet $limit --out "$out/resnet-dense.safetensors" | tee "$out/resnet-dense.txt"
+    fi
     fsteps=$((fine * steps))
     "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
         --quiet $limit --prune magnitude --prune-structure channel --target-sparsity 0.5 --prune-end-step $((fsteps / 2)) \
