@@ -8,7 +8,8 @@
 #          inference speed of the dense and the stripped model, alternated 3 times
 #   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
 #          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
-# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N BASE=FILE] bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
+#   speed  the dense and stripped ResNet-20 of a `resnet` run in OUT_DIR again, alternated ROUNDS times
+# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N BASE=FILE ROUNDS=4] bench/prune_bench.sh seed|resnet|speed|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
 set -eu
 what=${1:-seed}
 out=${2:-/tmp/prune-bench}
@@ -60,11 +61,33 @@ resnet)
         "$cnn" bench --model "$out/resnet-stripped.safetensors" --device cpu --mode infer --batch 64 --json "$out/bench-stripped-$r.json" >/dev/null
     done
     ;;
+speed)
+    # the dense and the stripped ResNet-20 of an earlier `resnet` run in OUT_DIR, alternated ROUNDS times (default
+    # 4): inference in batches of 64 on 2 threads, 20 timed steps per repeat, 7 repeats
+    for r in $(seq 1 "${ROUNDS:-4}"); do
+        for m in dense stripped; do
+            "$cnn" bench --model "$out/resnet-$m.safetensors" --device cpu --mode infer --batch 64 --iters 20 \
+                --repeats 7 --quiet --json "$out/speed-$m-$r.json"
+        done
+    done
+    python3 - "$out" "${ROUNDS:-4}" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+r = {m: [json.load(open(f"{out}/speed-{m}-{i}.json"))["infer"] for i in range(1, rounds + 1)] for m in ("dense", "stripped")}
+for m, v in r.items():
+    print(m, "images/s", [round(x["images_per_sec"]) for x in v], "min latency ms", [round(x["latency_ms_min"], 2) for x in v],
+          "GFLOP", v[0]["gflop"])
+best = {m: min(x["latency_ms_min"] for x in v) for m, v in r.items()}
+med = {m: statistics.median(x["latency_ms_median"] for x in v) for m, v in r.items()}
+print("speed-up, best latency: %.2fx; median of the median latencies: %.2fx" %
+      (best["dense"] / best["stripped"], med["dense"] / med["stripped"]))
+PY
+    ;;
 tfmot)
     "${VENV:-/tmp/venv-prune}/bin/python" bench/prune_tfmot.py --out "$out/tfmot.json"
     ;;
 *)
-    echo "usage: bench/prune_bench.sh seed|resnet|tfmot [OUT_DIR]" >&2
+    echo "usage: bench/prune_bench.sh seed|resnet|speed|tfmot [OUT_DIR]" >&2
     exit 2
     ;;
 esac
