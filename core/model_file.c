@@ -14,6 +14,7 @@
 #include "cnn/quant.h"
 #include "core/parse.h"
 #include "core/zfile.h"
+#include "cnn/prune.h"
 
 #define MAX_CLASS_NAME 256
 

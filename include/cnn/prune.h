@@ -35,21 +35,21 @@ typedef struct cnn_prune_config {
 } cnn_prune_config;
 
 /* Off; unstructured, 0 -> 0.5, from step 0 to 3/4 of the run, every 100 steps. */
-void cnn_prune_config_defaults(cnn_prune_config *cfg);
+CNN_API void cnn_prune_config_defaults(cnn_prune_config *cfg);
 /* CNN_ERR_INVALID_ARG naming the setting out of range (nothing to check when not enabled). */
-cnn_status cnn_prune_check(const cnn_prune_config *cfg);
+CNN_API cnn_status cnn_prune_check(const cnn_prune_config *cfg);
 /* "unstructured", "channel" or "2:4". */
-cnn_status cnn_prune_structure_parse(const char *name, cnn_prune_structure *out);
-const char *cnn_prune_structure_name(cnn_prune_structure s);
+CNN_API cnn_status cnn_prune_structure_parse(const char *name, cnn_prune_structure *out);
+CNN_API const char *cnn_prune_structure_name(cnn_prune_structure s);
 /* E of a run of total_steps steps: cfg->end_step, or (end_step < 0) max(B + 1, 3/4 of total_steps). */
-int64_t cnn_prune_end_step(const cnn_prune_config *cfg, int64_t total_steps);
+CNN_API int64_t cnn_prune_end_step(const cnn_prune_config *cfg, int64_t total_steps);
 /* The schedule's sparsity at step t (E resolved: end_step >= 0); 0.5 from B on for 2:4. */
-double cnn_prune_sparsity_at(const cnn_prune_config *cfg, int64_t step);
+CNN_API double cnn_prune_sparsity_at(const cnn_prune_config *cfg, int64_t step);
 /* 1 when the masks are recomputed at step t: B <= t <= E and ((t - B) % F == 0 or t == E). */
-int cnn_prune_updates_at(const cnn_prune_config *cfg, int64_t step);
+CNN_API int cnn_prune_updates_at(const cnn_prune_config *cfg, int64_t step);
 
 /* Zero weights of layer `layer`'s weight tensor (conv and dense layers; 0 of 0 for the others). */
-cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros, int64_t *total);
+CNN_API cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros, int64_t *total);
 
 /* A network without the pruned channels of its convolutions: each conv whose output channels reach only convs and
  * dense layers (through one batchnorm right after it and channel-wise layers: activations with f(0) = 0, dropout,
@@ -58,12 +58,12 @@ cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros,
  * are left whole (a channel removed there would have to go from every branch). The new definition is the old one
  * with its repeat blocks unrolled and the narrower filter counts; it computes the same outputs up to summation
  * order. *removed receives the channels removed (may be NULL). CNN_ERR_INVALID_ARG when no channel can go. */
-cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out, int64_t *removed);
+CNN_API cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out, int64_t *removed);
 
 /* cnn_net_save with the file deflated by zlib (README "Pruning": the zeros of a pruned model take little room):
  * every loader reads it (cnn_net_load, cnn eval/predict/summary/serve, --init-from); tools outside cnn.c that
  * read safetensors do not. */
-cnn_status cnn_net_save_compressed(const cnn_net *net, const char *path);
+CNN_API cnn_status cnn_net_save_compressed(const cnn_net *net, const char *path);
 
 #ifdef __cplusplus
 }
