@@ -16,6 +16,7 @@
 
 #include "core/compress.h"
 #include "core/crc32c.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/grow.h"
@@ -170,12 +171,18 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
     cnn_strbuf_appendf(b, "training_samples=%lld\nimage=%dx%dx%d\ntraining_labels_crc32c=%08x\n", (long long)train->n,
                        train->h, train->w, train->c,
                        cnn_crc32c(0, train->labels, (size_t)train->n * sizeof *train->labels));
+    /* data parallelism (only with several ranks: one process's checkpoints read as before) */
+    char ranks[32];
+    cnn_dist_fingerprint_line(c->dist, ranks, sizeof ranks);
+    cnn_strbuf_appends(b, ranks);
 }
 
 /* Names the first setting that differs between the checkpoint's lines and this run's. */
 static cnn_status compare_fingerprints(const char *path, const char *stored, const char *now)
 {
     if (!strcmp(stored, now)) return CNN_OK;
+    cnn_status st = cnn_dist_check_resume(path, stored, now);
+    if (st != CNN_OK) return st;
     const char *a = stored, *b = now;
     for (;;) {
         const char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');

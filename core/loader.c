@@ -73,6 +73,7 @@ struct cnn_loader {
     int rh, rw;                /* resize target */
     size_t per_image;          /* h * w * c floats */
     int64_t epoch_len, batches;
+    int64_t global_batch;      /* draws per batch of all shards: batch_size x shards */
 
     pthread_mutex_t mu;
     pthread_cond_t work;       /* workers: a slot was freed, a seek happened, or stop */
@@ -346,8 +347,13 @@ static void *worker_main(void *arg)
         s->message[0] = '\0';
         s->batch.epoch = epoch;
         s->batch.index = index;
-        int64_t first = index * l->cfg.batch_size;
-        int64_t n = l->epoch_len - first < l->cfg.batch_size ? l->epoch_len - first : l->cfg.batch_size;
+        int64_t first = index * l->global_batch;
+        int64_t n = l->epoch_len - first < l->global_batch ? l->epoch_len - first : l->global_batch;
+        if (l->cfg.shards > 1) { /* this shard's contiguous part of the global batch */
+            int64_t from = n * l->cfg.shard / l->cfg.shards, to = n * (l->cfg.shard + 1) / l->cfg.shards;
+            first += from;
+            n = to - from;
+        }
         const int64_t *order = NULL;
         if (st == CNN_OK) st = epoch_order(l, epoch, &order);
         if (st != CNN_OK) {
@@ -446,6 +452,10 @@ static cnn_status check_config(const cnn_source *src, const cnn_loader_config *c
     if ((unsigned)cfg->sampler > CNN_SAMPLER_UNDERSAMPLE)
         return cnn_error(CNN_ERR_INVALID_ARG, "loader: unknown sampler %d", (int)cfg->sampler);
     if (cfg->epochs < 0) return cnn_error(CNN_ERR_INVALID_ARG, "loader: %d epochs", cfg->epochs);
+    if (cfg->shards < 0 || cfg->shards > 1 << 20 || cfg->shard < 0 || (cfg->shards > 1 && cfg->shard >= cfg->shards) ||
+        (cfg->shards > 1 && (long long)cfg->batch_size * cfg->shards > INT32_MAX))
+        return cnn_error(CNN_ERR_INVALID_ARG, "loader: shard %d of %d (of batches of %d)", cfg->shard, cfg->shards,
+                         cfg->batch_size);
     if ((cfg->mean == NULL) != (cfg->std == NULL))
         return cnn_error(CNN_ERR_INVALID_ARG, "loader: normalization needs both the mean and the std");
     if (cfg->std)
@@ -504,7 +514,8 @@ cnn_status cnn_loader_create(const cnn_source *src, const cnn_loader_config *cfg
     l->orders[0].epoch = l->orders[1].epoch = -1;
     int64_t n = cnn_source_count(src);
     l->epoch_len = cnn_epoch_length(cfg->sampler, cnn_source_labels(src), n, cnn_source_num_classes(src));
-    l->batches = (l->epoch_len + cfg->batch_size - 1) / cfg->batch_size;
+    l->global_batch = (int64_t)cfg->batch_size * (cfg->shards > 1 ? cfg->shards : 1);
+    l->batches = (l->epoch_len + l->global_batch - 1) / l->global_batch;
     if (l->batches < 1) {
         free(l);
         return cnn_error(CNN_ERR_INVALID_ARG, "the sampler draws no samples from this data set");

@@ -662,8 +662,8 @@ cnn_status cnn_source_open(const char *spec, const char *split, cnn_source **out
 // ---------------------------------------------------------------------------------------------------------------
 // limiting
 
-/* A new dataset of the first n samples of ds (n < ds->n), with its class names. */
-static cnn_status dataset_head(const cnn_dataset *ds, int64_t n, cnn_dataset **out)
+/* A new dataset of samples [first, first + n) of ds, with its class names. */
+static cnn_status dataset_range(const cnn_dataset *ds, int64_t first, int64_t n, cnn_dataset **out)
 {
     const size_t per = (size_t)ds->h * (size_t)ds->w * (size_t)ds->c;
     cnn_dataset *d = calloc(1, sizeof *d);
@@ -683,9 +683,10 @@ static cnn_status dataset_head(const cnn_dataset *ds, int64_t n, cnn_dataset **o
         cnn_dataset_destroy(d);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %lld samples", (long long)n);
     }
-    memcpy(ds->pixels ? (void *)d->pixels : (void *)d->images, ds->pixels ? (const void *)ds->pixels :
-           (const void *)ds->images, (size_t)n * per * size);
-    memcpy(d->labels, ds->labels, (size_t)n * sizeof *d->labels);
+    memcpy(ds->pixels ? (void *)d->pixels : (void *)d->images,
+           ds->pixels ? (const void *)(ds->pixels + (size_t)first * per) : (const void *)(ds->images + (size_t)first * per),
+           (size_t)n * per * size);
+    memcpy(d->labels, ds->labels + first, (size_t)n * sizeof *d->labels);
     *out = d;
     return CNN_OK;
 }
@@ -696,7 +697,7 @@ cnn_status cnn_source_limit(cnn_source *src, int64_t n)
     if (n >= src->n) return CNN_OK;
     if (src->ds && !src->own_ds) {
         cnn_dataset *copy = NULL;
-        cnn_status st = dataset_head(src->ds, n, &copy);
+        cnn_status st = dataset_range(src->ds, 0, n, &copy);
         if (st != CNN_OK) return st;
         src->ds = copy;
         src->own_ds = 1;
@@ -736,6 +737,27 @@ static cnn_status subset_files(const cnn_source *src, const int64_t *idx, int64_
         }
     }
     return source_from_list(&fl, src->class_names, src->num_classes, 0, out);
+}
+
+cnn_status cnn_source_range(const cnn_source *src, int64_t first, int64_t count, cnn_source **out)
+{
+    *out = NULL;
+    if (!src || first < 0 || count < 0 || first > src->n || count > src->n - first)
+        return cnn_error(CNN_ERR_INVALID_ARG, "cnn_source_range: samples [%lld, %lld) of a source of %lld",
+                         (long long)first, (long long)(first + count), (long long)(src ? src->n : 0));
+    cnn_status st = CNN_OK;
+    if (src->ds) {
+        cnn_dataset *copy = NULL;
+        if ((st = dataset_range(src->ds, first, count, &copy)) != CNN_OK) return st;
+        if ((st = cnn_source_from_dataset(copy, 1, out)) != CNN_OK) cnn_dataset_destroy(copy);
+        return st;
+    }
+    int64_t *idx = malloc((count ? (size_t)count : 1) * sizeof *idx);
+    if (!idx) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+    for (int64_t i = 0; i < count; i++) idx[i] = first + i;
+    st = subset_files(src, idx, count, out);
+    free(idx);
+    return st;
 }
 
 cnn_status cnn_source_split(const cnn_source *src, double fraction, uint64_t seed, cnn_source **train,

@@ -8,6 +8,7 @@
 #include "cnn/pipeline.h"
 #include "core/checkpoint.h"
 #include "core/compress.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/optim.h"
@@ -212,6 +213,10 @@ static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int t
     lc->sampler = training ? cfg->sampler : CNN_SAMPLER_SEQUENTIAL;
     lc->augment = training ? cfg->augment : NULL;
     lc->epochs = training ? cfg->epochs : 0;
+    if (training && cnn_dist_size(cfg->dist) > 1) { /* this rank's part of each global batch */
+        lc->shards = cnn_dist_size(cfg->dist);
+        lc->shard = cnn_dist_rank(cfg->dist);
+    }
     if (lc->c <= NORM_MAX_CHANNELS && cnn_net_normalization(net, mean, std)) {
         lc->mean = mean;
         lc->std = std;
@@ -543,6 +548,10 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     cnn_grad *adv_grad = NULL;
     float *adv_pix = NULL, *adv_out = NULL;
     cnn_distill *distill = NULL;
+    cnn_source *val_shard = NULL;
+    cnn_train_config rank_cfg;
+    cfg = cnn_dist_train_config(cfg, &rank_cfg); /* rank 0 alone writes the outputs */
+    const int ranks = cnn_dist_size(cfg->dist);
     CNN_TRY(cnn_train_check_config(cfg));
     CNN_TRY(check_source(net, train_src, "training"));
     if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
@@ -577,6 +586,8 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         resume = NULL;
     }
     if (cfg->checkpoint_dir) CNN_TRY(cnn_make_dirs(cfg->checkpoint_dir));
+    /* every rank starts from rank 0's weights and statistics */
+    CNN_TRY(cnn_dist_broadcast_net(cfg->dist, net, 0));
     /* mixed precision: the 16-bit weight copies follow whatever was loaded into the master weights */
     CNN_TRY(cnn_net_sync_compute_weights(net));
     /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
@@ -602,9 +613,16 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     float mean[NORM_MAX_CHANNELS], std[NORM_MAX_CHANNELS];
     cnn_loader_config lc;
     int eval_batch = bs > VAL_BATCH ? bs : VAL_BATCH;
-    if (!val_src || !cnn_source_dataset(val_src)) {
+    int64_t val_count = val_src ? cnn_source_count(val_src) : 0; /* this rank's validation samples */
+    if (val_src && ranks > 1) { /* each rank evaluates its contiguous part; the sums are added across ranks */
+        int64_t first;
+        cnn_dist_shard_range(cfg->dist, val_count, &first, &val_count);
+        CNN_TRY(cnn_source_range(val_src, first, val_count, &val_shard));
+    }
+    const cnn_source *val_part = val_shard ? val_shard : val_src;
+    if (val_count && (!val_src || !cnn_source_dataset(val_src))) {
         loader_config(net, cfg, 0, eval_batch, &lc, mean, std);
-        if (val_src) CNN_TRY(cnn_loader_create(val_src, &lc, &val_loader));
+        if (val_part) CNN_TRY(cnn_loader_create(val_part, &lc, &val_loader));
     }
     loader_config(net, cfg, 1, bs, &lc, mean, std);
     CNN_TRY(cnn_loader_create(train_src, &lc, &loader));
@@ -624,6 +642,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->teacher) CNN_TRY(cnn_distill_create(net, cfg, bs, &distill));
     int64_t epoch_len = cnn_loader_epoch_size(loader);
     int steps = (int)cnn_loader_batches_per_epoch(loader);
+    const int64_t gbs = (int64_t)bs * ranks; /* draws per step, all ranks together */
     s.n = epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
     if (s.samples_done > epoch_len) {
         st = cnn_error(CNN_ERR_INVALID_ARG, "%s: %lld draws of the epoch are done, but an epoch has %lld",
@@ -650,7 +669,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         char metrics[192] = "";
         /* the data position: batch samples_done / bs of this epoch (samples_done counts draws, skipped bad files
          * included); the loader is moved only when it is not there already (a seek drops prepared batches) */
-        int first_step = (int)(s.samples_done / bs), at_epoch;
+        int first_step = (int)(s.samples_done / gbs), at_epoch;
         int64_t at_batch;
         cnn_loader_tell(loader, &at_epoch, &at_batch);
         /* (a checkpoint of an epoch's last step resumes with no step left: straight to the epoch's end) */
@@ -661,19 +680,26 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         int64_t skipped = 0; /* fp16 steps skipped for an overflow in this epoch */
         const double teacher0 = cnn_distill_teacher_seconds(distill);
         for (int step = first_step; step < steps; step++) {
-            int64_t drawn = epoch_len - (int64_t)step * bs < bs ? epoch_len - (int64_t)step * bs : bs;
+            int64_t drawn = epoch_len - (int64_t)step * gbs < gbs ? epoch_len - (int64_t)step * gbs : gbs;
             if (!cur) { /* else the previous step uploaded it already */
                 CNN_TRY(cnn_loader_next(loader, &cur));
                 if (cur->n) CNN_TRY(cnn_net_stage_host(net, cur->images, cur->labels, cur->n));
             }
             int n = cur->n; /* 0 when every file of the batch was bad */
             if (n && adv_grad)
-                CNN_TRY(adversarial_batch(net, adv_grad, cfg, cur, (int64_t)(epoch - 1) * epoch_len + (int64_t)step * bs,
+                CNN_TRY(adversarial_batch(net, adv_grad, cfg, cur,
+                                          (int64_t)(epoch - 1) * epoch_len + (int64_t)step * gbs +
+                                              (int64_t)cnn_dist_rank(cfg->dist) * bs,
                                           adv_pix, adv_out));
             if (n) {
                 CNN_TRY(cnn_net_forward(net, 1));
                 CNN_TRY(distill ? cnn_distill_loss(distill, net, cur->images, n) : cnn_net_loss(net, 1));
                 CNN_TRY(cnn_net_backward(net));
+            }
+            int update = n > 0;
+            /* several ranks: every one joins the average, with or without images of its own */
+            if (cfg->dist) CNN_TRY(cnn_dist_reduce_grads(cfg->dist, opt, n, &update));
+            if (update) {
                 CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, &skipped));
                 net->step++;
                 if (s.pruner) CNN_TRY(cnn_pruner_step(s.pruner, net)); /* pruned weights back to exactly zero */
@@ -682,8 +708,8 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                     CNN_TRY(cnn_loader_next(loader, &next));
                     if (next->n) CNN_TRY(cnn_net_upload_async(net, next->images, next->labels, next->n));
                 }
-                CNN_TRY(batch_results(net, probs, losses, cur->labels, &s.loss_sum, &s.correct, NULL));
             }
+            if (n) CNN_TRY(batch_results(net, probs, losses, cur->labels, &s.loss_sum, &s.correct, NULL));
             cnn_loader_release(loader, cur);
             cur = NULL;
             if (next) {
@@ -712,15 +738,18 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                 CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
         }
         CNN_TRY(cnn_backend_sync(net->backend));
-        if (!s.seen) {
+        /* the epoch's figures over all ranks (one process: its own) */
+        double sums[4] = {s.loss_sum, (double)s.correct, (double)s.seen, (double)here};
+        CNN_TRY(cnn_dist_sum(cfg->dist, sums, 4, "the sum of the epoch's training metrics"));
+        if (!sums[2]) {
             st = cnn_error(CNN_ERR_FORMAT, "no image of the training set could be read in epoch %d", epoch);
             goto fail;
         }
         cnn_epoch_stats es = {.epoch = epoch};
         es.seconds = cnn_now_seconds() - t0;
-        es.loss = s.loss_sum / (double)s.seen;
-        es.accuracy = (double)s.correct / (double)s.seen;
-        es.images_per_sec = es.seconds > 0.0 ? (double)here / es.seconds : 0.0;
+        es.loss = sums[0] / sums[2];
+        es.accuracy = sums[1] / sums[2];
+        es.images_per_sec = es.seconds > 0.0 ? sums[3] / es.seconds : 0.0;
         cnn_loader_stats ls1;
         cnn_loader_get_stats(loader, &ls1);
         es.data_wait = ls1.wait_seconds - ls0.wait_seconds;
@@ -730,11 +759,25 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         es.sparsity = s.pruner ? cnn_pruner_sparsity(s.pruner) : -1.0;
         char extra[96] = "";
         if (val_src) {
-            CNN_TRY(eval_source(net, val_src, val_loader, eval_batch, &es.val_loss, &es.val_accuracy, NULL));
+            /* several ranks: rank 0's batchnorm statistics everywhere (as DDP's broadcast_buffers), then each rank
+             * evaluates its part and the sums are added */
+            CNN_TRY(cnn_dist_broadcast_net(cfg->dist, net, 1));
+            if (val_count)
+                CNN_TRY(eval_source(net, val_part, val_loader, eval_batch, &es.val_loss, &es.val_accuracy, NULL));
+            if (ranks > 1) {
+                double v[3] = {0.0, 0.0, (double)val_count};
+                if (val_count) {
+                    v[0] = es.val_loss * (double)val_count;
+                    v[1] = es.val_accuracy * (double)val_count;
+                }
+                CNN_TRY(cnn_dist_sum(cfg->dist, v, 3, "the sum of the validation metrics"));
+                es.val_loss = v[0] / v[2];
+                es.val_accuracy = v[1] / v[2];
+            }
             es.has_val = 1;
             snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", es.val_loss, es.val_accuracy);
         }
-        if (!metrics[0])
+        if (!metrics[0] || ranks > 1) /* several ranks: the bar showed rank 0's part; the line ends with all's */
             snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f", es.loss, es.accuracy);
         cnn_progress_finish(&bar, metrics, es.images_per_sec, extra);
         es.lr = opt->lr;
@@ -774,6 +817,7 @@ fail:
     cnn_net_set_memory_use(net, 0, 0); /* the optimizer's state goes now */
     cnn_loader_destroy(loader); /* held batches go with it */
     cnn_loader_destroy(val_loader);
+    cnn_source_destroy(val_shard);
     cnn_net_set_loss_options(net, 0.0f, NULL, 0);
     cnn_st_free(resume);
     cnn_train_state_free(&s);

@@ -7,6 +7,7 @@
 #include "tools/adv_opts.h"
 #include "tools/data_opts.h"
 #include "tools/prune_opts.h"
+#include "tools/dist_opts.h"
 #include "tools/report.h"
 
 static const char *USAGE = "--model FILE [--data fashion-mnist[:DIR]] [options]\n"
@@ -137,6 +138,7 @@ int cmd_train(int argc, char **argv)
     cli_data_opts dopt = {0};
     cli_adv_opts aopt = CLI_ADV_OPTS_INIT;
     cli_prune_opts popt = CLI_PRUNE_OPTS_INIT;
+    cli_dist_opts distopt = CLI_DIST_OPTS_INIT;
     float momentum = -1.0f; /* unset: 0.9 for SGD, 0 for RMSprop */
     uint64_t seed = 1;
     int64_t max_memory = 0;
@@ -228,6 +230,7 @@ int cmd_train(int argc, char **argv)
          -1e30, 1e30, 0},
         {"qat", CLI_BOOL, &qat, "          quantization-aware training: fake int8 quantization (for cnn quantize "
                                 "--mode int8)", 0, 0, 0},
+        CLI_DIST_FLAGS(distopt),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
     char *pos[1];
@@ -330,9 +333,12 @@ int cmd_train(int argc, char **argv)
         if (est != CNN_OK) return cli_fail("train", est == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", est);
     }
 
+    /* under mpirun or srun: one rank of a data-parallel run; from here on every exit goes through cli_dist_finish */
+    if ((rc = cli_dist_start("train", &distopt, &cfg)) != 0) return rc;
     cnn_status st;
     cnn_backend *backend = NULL;
     cnn_net *net = NULL, *teacher = NULL;
+    char *rank_device = NULL;
     cnn_source *full = NULL, *train = NULL, *val = NULL, *test = NULL;
     cnn_metrics *metrics = NULL;
     char *checkpoint = NULL;
@@ -342,7 +348,7 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "cnn train: out of memory\n");
         goto done;
     }
-    if ((st = cli_backend("train", device, &backend)) != CNN_OK) {
+    if ((st = cli_backend("train", cli_dist_device(&distopt, device, &rank_device), &backend)) != CNN_OK) {
         rc = cli_fail_value("train", "--device", st);
         goto done;
     }
@@ -523,6 +529,11 @@ int cmd_train(int argc, char **argv)
     while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
     /* a pruned model's zeros take little room deflated (README "Pruning") */
     if ((st = cfg.prune.enabled ? cnn_net_save_compressed(net, out) : cnn_net_save(net, out)) != CNN_OK) {
+    if (!cli_dist_writer(&distopt)) { /* every rank holds the same model: rank 0 writes it and tests it */
+        rc = 0;
+        goto done;
+    }
+    if ((st = cnn_net_save(net, out)) != CNN_OK) {
         rc = cli_fail("train", "--out", st);
         goto done;
     }
@@ -554,5 +565,6 @@ done:
     cnn_backend_destroy(backend);
     free(run.history);
     free(checkpoint);
-    return rc;
+    free(rank_device);
+    return cli_dist_finish("train", &distopt, rc);
 }

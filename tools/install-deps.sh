@@ -3,9 +3,10 @@
 #   tools/install-deps.sh            build + test + Fashion-MNIST dependencies (libjpeg62-turbo-dev: optional,
 #                                    JPEG decoding with libjpeg-turbo, 1.4x to 2x as fast as stb_image;
 #                                    libmicrohttpd-dev: optional, the model server, cnn serve;
-#                                    gcc-multilib: optional, the tests' 32-bit build of cnn-lite)
+#                                    gcc-multilib: optional, the tests' 32-bit build of cnn-lite;
+#                                    libopenmpi-dev, openmpi-bin: optional, data-parallel training, mpirun)
 set -euo pipefail
-packages=(build-essential cmake pkg-config zlib1g-dev libdnnl-dev libstb-dev libjpeg62-turbo-dev libmicrohttpd-dev gcc-multilib libgtest-dev dataset-fashion-mnist)
+packages=(build-essential cmake pkg-config zlib1g-dev libdnnl-dev libstb-dev libjpeg62-turbo-dev libmicrohttpd-dev gcc-multilib libopenmpi-dev openmpi-bin libgtest-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

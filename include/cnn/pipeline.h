@@ -72,6 +72,10 @@ CNN_API void cnn_source_class_counts(const cnn_source *src, int64_t *counts);
  * those samples; the caller's dataset is left as it was. */
 CNN_API cnn_status cnn_source_limit(cnn_source *src, int64_t n);
 
+/* A new source of samples [first, first + count) of src (in-memory samples are copied); the class count and names
+ * stay src's. */
+cnn_status cnn_source_range(const cnn_source *src, int64_t first, int64_t count, cnn_source **out);
+
 /* Splits off a validation set of round(count * fraction) samples, stratified by class (each class contributes
  * in proportion to its count), drawn by a shuffle seeded from `seed`; both keep the source's order. */
 CNN_API cnn_status cnn_source_split(const cnn_source *src, double fraction, uint64_t seed, cnn_source **train,
@@ -159,6 +163,11 @@ typedef struct cnn_loader_config {
     FILE *warnings;              /* one line per bad file (the first time it is met); NULL: silent */
     cnn_backend *backend;        /* when its backend has page-locked host memory (CUDA), the ring lives there so
                                   * that uploads are asynchronous; NULL: plain memory */
+    int shards, shard;           /* data parallelism: shards > 1 ranks share each global batch of shards x
+                                  * batch_size draws, contiguous parts in rank order (balanced when the last global
+                                  * batch is short); this loader hands out part `shard`. Batch b is then the
+                                  * shard's part of global batch b, and an epoch has as many batches as global
+                                  * batches. 0 or 1: no sharding */
 } cnn_loader_config;
 
 /* batch_size 64, sampler shuffle, everything else 0/NULL. */

@@ -154,6 +154,10 @@ typedef struct cnn_train_config {
     float distill_alpha;         /* in [0, 1] (default 0.9) */
     float temperature;           /* T > 0 (default 4) */
     cnn_prune_config prune;      /* magnitude pruning (cnn/prune.h; README "Pruning"); off by default */
+    /* data-parallel training (cnn/dist.h; README, "Data-parallel training"): each rank trains on its part of every
+     * global batch of (ranks x batch_size) draws and the gradients are averaged across ranks; rank 0 alone writes
+     * the outputs (progress, logs, plots, saved models, checkpoints). NULL: one process. */
+    struct cnn_dist *dist;
 } cnn_train_config;
 
 /* epochs 10, batch 64, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8 as Kingma & Ba and PyTorch), SGD momentum 0.9, seed 0, progress
