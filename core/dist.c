@@ -236,6 +236,20 @@ fail:
     return st;
 }
 
+/* The ranks that have not announced the current collective, as "1, 5" in late (cap > 16); returns how many. */
+static int late_ranks(const cnn_dist *d, char *late, size_t cap)
+{
+    size_t len = 0;
+    int nlate = 0;
+    late[0] = '\0';
+    for (int p = 0; p < d->size && len < cap - 16; p++) {
+        if (p == d->rank || d->hb_seen[p] >= d->round) continue;
+        len += (size_t)snprintf(late + len, cap - len, "%s%d", nlate ? ", " : "", p);
+        nlate++;
+    }
+    return nlate;
+}
+
 /* Completes *req, polling it against the timeout; at the timeout, names the ranks that have not announced the
  * current collective (dead or hanging). */
 static cnn_status wait_request(cnn_dist *d, MPI_Request *req, const char *what)
@@ -257,14 +271,8 @@ static cnn_status wait_request(cnn_dist *d, MPI_Request *req, const char *what)
          * sleep 100 us between tries: a rank waiting for a slow peer leaves the cores to it */
         if (spins > 4096) nanosleep(&(struct timespec){0, 100000}, NULL);
     }
-    char late[256] = "";
-    size_t len = 0;
-    int nlate = 0;
-    for (int p = 0; p < d->size && len < sizeof late - 16; p++) {
-        if (p == d->rank || d->hb_seen[p] >= d->round) continue;
-        len += (size_t)snprintf(late + len, sizeof late - len, "%s%d", nlate ? ", " : "", p);
-        nlate++;
-    }
+    char late[256];
+    int nlate = late_ranks(d, late, sizeof late);
     if (nlate)
         return cnn_error(CNN_ERR_BACKEND, "rank %d: %s did not complete within the collective timeout (%g s): rank%s %s "
                                           "did not arrive (died or hangs); the run stops",
@@ -580,10 +588,17 @@ cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, i
             MPI_Request r = MPI_REQUEST_NULL;
             MPI_TRY(MPI_Ibcast(id, CNN_NCCL_ID_BYTES, MPI_BYTE, 0, d->comm, &r), "NCCL id broadcast");
             CNN_TRY(wait_request(d, &r, "the broadcast of the NCCL id"));
-            CNN_TRY(cnn_nccl_create(opt->backend, id, d->size, d->rank, d->cfg.deterministic, &d->nccl));
+            CNN_TRY(cnn_nccl_create(opt->backend, id, d->size, d->rank, d->cfg.deterministic, d->cfg.timeout,
+                                    &d->nccl));
         }
         CNN_TRY(announce(d));
-        return cnn_nccl_allreduce_grads(d->nccl, opt, scale, d->cfg.bucket_bytes, d->cfg.timeout);
+        st = cnn_nccl_allreduce_grads(d->nccl, opt, scale, d->cfg.bucket_bytes, d->cfg.timeout);
+        if (st != CNN_OK) { /* the heartbeats say who did not come */
+            char late[256];
+            if (drain_heartbeats(d) == CNN_OK && late_ranks(d, late, sizeof late))
+                st = cnn_error_prefix(st, "rank %d: rank(s) %s did not arrive: ", d->rank, late);
+        }
+        return st;
     }
 #endif
     size_t cap = d->cfg.bucket_bytes / sizeof(float), largest = 0, all = 0;
