@@ -85,7 +85,7 @@ def run(rank, args, port, result):
         result.update({"framework": "pytorch-ddp-gloo" if args.ranks > 1 else "pytorch", "torch": torch.__version__,
                        "model": args.model, "ranks": args.ranks, "threads": args.threads, "batch": args.batch,
                        "steps": args.steps, "seconds": seconds, "images_per_sec": gb * args.steps / seconds,
-                       "loss": float(loss), "params": sum(p.numel() for p in model.parameters())})
+                       "loss": float(loss.detach()), "params": sum(p.numel() for p in model.parameters())})
     if args.ranks > 1:
         dist.destroy_process_group()
 

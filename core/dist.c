@@ -69,6 +69,7 @@ struct cnn_dist {
     cnn_dist_config cfg;
     int rank, size, local_rank;
 #if CNN_HAVE_MPI
+    int owns_mpi;         /* this context called MPI_Init, and finalizes MPI */
     MPI_Comm comm;        /* the collectives */
     MPI_Comm hb;          /* the heartbeats */
     int64_t round;        /* collectives entered */
@@ -302,7 +303,10 @@ cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out)
     int inited = 0, provided = 0;
     MPI_TRY(MPI_Initialized(&inited), "MPI_Initialized");
     /* the trainer calls MPI from one thread at a time (the loader's workers never do) */
-    if (!inited) MPI_TRY(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+    if (!inited) {
+        MPI_TRY(MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+        d->owns_mpi = 1;
+    }
     MPI_TRY(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &d->comm), "MPI_Comm_dup");
     MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &d->hb), "MPI_Comm_dup");
@@ -367,9 +371,7 @@ void cnn_dist_finalize(cnn_dist *d)
                 if (d->hb_send[p] != MPI_REQUEST_NULL) MPI_Request_free(&d->hb_send[p]);
         if (d->hb != MPI_COMM_NULL) MPI_Comm_free(&d->hb);
         if (d->comm != MPI_COMM_NULL) MPI_Comm_free(&d->comm);
-        int inited = 0;
-        MPI_Initialized(&inited);
-        if (inited) MPI_Finalize();
+        if (d->owns_mpi) MPI_Finalize();
     }
     free(d->hb_out);
     free(d->hb_in);

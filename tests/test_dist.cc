@@ -316,6 +316,22 @@ TEST_F(MpiFixture, TwoRanksOfBatch32MatchOneProcessOfBatch64) {
   EXPECT_GT(largest_relative_difference(one, zero), 1e-2);
 }
 
+TEST_F(MpiFixture, GradientAverageIsWeightedByImagesAndCarriesAnOverflowToEveryRank) {
+  // tests/dist_selftest.c: weighted average, a rank without images, an infinity on one rank, a step without
+  // images, small buckets and rank-order sums, each checked on both ranks
+  std::string out, cmd = "timeout -k 5 120 " CNN_MPIEXEC " --allow-run-as-root --oversubscribe -np 2 " DIST_SELFTEST
+                         " 2>&1";
+  FILE *p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_TRUE(has(out, "rank 0: ok")) << out;
+  EXPECT_TRUE(has(out, "rank 1: ok")) << out;
+}
+
 TEST_F(MpiFixture, DeterministicTwoRankRunsAreBitIdentical) {
   std::string a = dir.file("a.safetensors"), b = dir.file("b.safetensors"), out;
   auto args = train_args(model_bn, 16, 2, a);

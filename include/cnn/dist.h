@@ -33,7 +33,7 @@ int cnn_dist_available(void);
 /* 1 when the environment says an MPI launcher started this process (mpirun, mpiexec, srun with PMI/PMIx). */
 int cnn_dist_launched(void);
 
-/* Initializes MPI (thread level FUNNELED) and reads the rank, the number of ranks and the local rank (the rank
+/* Initializes MPI (thread level FUNNELED) unless the program did, and reads the rank, the number of ranks and the local rank (the rank
  * among those on the same machine: MPI_COMM_TYPE_SHARED). CNN_ERR_UNSUPPORTED in a build without MPI. */
 cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out);
 /* 0 and 1 (and local rank 0) for NULL: one process alone. */
@@ -49,7 +49,7 @@ cnn_status cnn_dist_barrier(cnn_dist *d, const char *what);
 /* Ends every rank of the run now (MPI_Abort): for a program whose rank failed while the others may wait in a
  * collective. Does nothing for NULL or one rank. */
 void cnn_dist_abort(cnn_dist *d, int code);
-/* Finalizes MPI and frees d (NULL: nothing). */
+/* Frees d, and finalizes MPI when cnn_dist_init initialized it (NULL: nothing). */
 void cnn_dist_finalize(cnn_dist *d);
 
 #ifdef __cplusplus
