@@ -316,6 +316,26 @@ TEST_F(MpiFixture, TwoRanksOfBatch32MatchOneProcessOfBatch64) {
   EXPECT_GT(largest_relative_difference(one, zero), 1e-2);
 }
 
+TEST_F(MpiFixture, NcclTwoRanksOnTwoGpusMatchOneGpuOfTheGlobalBatch) {
+  // the CUDA backend's path: gradients all-reduced by NCCL on the compute stream (cuda/nccl.c); each rank takes
+  // cuda:<local rank>. Skipped without the CUDA backend or without 2 GPUs.
+  if (!strstr(cnn_backends_available(), "cuda")) GTEST_SKIP() << "this build has no CUDA backend";
+  cnn_backend *second = nullptr;
+  if (cnn_backend_create("cuda:1", &second) != CNN_OK) GTEST_SKIP() << "fewer than 2 GPUs: " << cnn_last_error();
+  cnn_backend_destroy(second);
+  std::string one = dir.file("one.safetensors"), two = dir.file("two.safetensors"), out;
+  auto args = train_args(model, 64, 2, one);
+  for (const char *a : {"--device", "cuda:0", "--deterministic"}) args.push_back(a);
+  ASSERT_EQ(cnntest::run_cnn(args, &out), 0) << out;
+  auto dargs = train_args(model, 32, 2, two);
+  for (const char *a : {"--device", "cuda", "--deterministic"}) dargs.push_back(a);
+  ASSERT_EQ(run_mpi(2, dargs, &out), 0) << out;
+  double rel = largest_relative_difference(two, one);
+  std::printf("[ dist ] NCCL: 2 GPUs x batch 32 against 1 GPU x batch 64: largest difference %.3g\n", rel);
+  EXPECT_GE(rel, 0.0);
+  EXPECT_LT(rel, 1e-4);
+}
+
 TEST_F(MpiFixture, GradientAverageIsWeightedByImagesAndCarriesAnOverflowToEveryRank) {
   // tests/dist_selftest.c: weighted average, a rank without images, an infinity on one rank, a step without
   // images, small buckets and rank-order sums, each checked on both ranks
