@@ -37,6 +37,9 @@
 #define DEFAULT_TIMEOUT 300.0
 /* MPI counts are ints: larger tensors go in chunks of this many elements */
 #define MPI_CHUNK ((int64_t)1 << 30)
+/* a wait polls this many times without sleeping, then sleeps this long between polls */
+#define POLL_SPINS 64
+#define POLL_SLEEP_NS 50000L
 /* heartbeats are tagged so that they never match anything else on their communicator */
 #define HEARTBEAT_TAG 7301
 
@@ -268,9 +271,10 @@ static cnn_status wait_request(cnn_dist *d, MPI_Request *req, const char *what)
             next_drain = t + 0.01;
         }
         if (t >= deadline) break;
-        /* poll hot for the first few thousand tries (a step's collectives take microseconds to milliseconds), then
-         * sleep 100 us between tries: a rank waiting for a slow peer leaves the cores to it */
-        if (spins > 4096) nanosleep(&(struct timespec){0, 100000}, NULL);
+        /* poll hot for the first tries (a collective among ranks that arrive together takes microseconds), then
+         * sleep 50 us between tries: a rank waiting for a slower peer leaves the cores to it (on a machine with
+         * more ranks and threads than cores, spinning ranks slowed the others) */
+        if (spins > POLL_SPINS) nanosleep(&(struct timespec){0, POLL_SLEEP_NS}, NULL);
     }
     char late[256];
     int nlate = late_ranks(d, late, sizeof late);
