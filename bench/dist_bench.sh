@@ -7,9 +7,13 @@
 # counts every step of the epoch: loader, forward, backward, gradient all-reduce, Adam. PyTorch: bench/ddp_gloo.py
 # with the same global batch and steps. Scaling efficiency = images/s of 2 ranks x 1 thread / (2 x images/s of 1
 # process x 1 thread). Prints a markdown table and writes it, with the raw JSON, to --out-dir.
+# --agreement: then one epoch of the seed CNN on all of Fashion-MNIST's training split (54,000 images after the
+# validation split), 2 ranks x batch 32 against 1 process x batch 64, and how far apart the two models are
+# (bench/dist_agreement.py); beside it, the yardstick of float rounding: the same one-process run with 1 thread
+# against 2 (the same arithmetic, sums in another order).
 #
 # Usage: bench/dist_bench.sh [--build-dir build] [--python /tmp/venv-dist/bin/python] [--out-dir DIR]
-#                            [--models "seed resnet20"] [--skip-pytorch]
+#                            [--models "seed resnet20"] [--skip-pytorch] [--agreement]
 # PyTorch is benchmark-only: python3 -m venv /tmp/venv-dist && /tmp/venv-dist/bin/pip install torch numpy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +23,7 @@ PYTHON=${PYTHON:-/tmp/venv-dist/bin/python}
 OUT_DIR=""
 MODELS="seed resnet20"
 RUN_PT=1
+AGREEMENT=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
@@ -26,7 +31,8 @@ while [[ $# -gt 0 ]]; do
     --out-dir) OUT_DIR=$2; shift 2 ;;
     --models) MODELS=$2; shift 2 ;;
     --skip-pytorch) RUN_PT=0; shift ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --agreement) AGREEMENT=1; shift ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 [[ -n "$OUT_DIR" ]] || OUT_DIR=$(mktemp -d /tmp/dist_bench.XXXXXX)
@@ -75,4 +81,19 @@ for m in $MODELS; do
     echo "| $m | cnn.c / PyTorch, 2 ranks x 1 thread | | | **$(echo "scale=2; $c21 / $p21" | bc)** | | |" | tee -a "$OUT_DIR/dist_bench.md"
   fi
 done
+if [[ $AGREEMENT -eq 1 ]]; then
+  common=(train --model samples/models/seed_cnn.cnn --epochs 1 --seed 1 --quiet --deterministic)
+  OMP_NUM_THREADS=2 timeout 1800 "$CNN" "${common[@]}" --batch 64 --out "$OUT_DIR/agree-1x64.safetensors" \
+    > "$OUT_DIR/agree-1x64.log" 2>&1
+  OMP_NUM_THREADS=1 timeout 1800 "$CNN" "${common[@]}" --batch 64 --out "$OUT_DIR/agree-1x64-t1.safetensors" \
+    > "$OUT_DIR/agree-1x64-t1.log" 2>&1
+  OMP_NUM_THREADS=1 timeout 1800 "${MPIRUN[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$CNN" "${common[@]}" --batch 32 \
+    --out "$OUT_DIR/agree-2x32.safetensors" > "$OUT_DIR/agree-2x32.log" 2>&1
+  { echo; echo "one epoch of the seed CNN, 2 ranks x 32 against 1 process x 64, 1 thread each: $("$PYTHON" \
+      bench/dist_agreement.py "$OUT_DIR/agree-2x32.safetensors" "$OUT_DIR/agree-1x64-t1.safetensors")"
+    echo "the same, 1 process x 64 on 1 thread against 2 threads: $("$PYTHON" bench/dist_agreement.py \
+      "$OUT_DIR/agree-1x64-t1.safetensors" "$OUT_DIR/agree-1x64.safetensors")"
+    echo "test accuracy: 1 x 64 (2 threads) $(grep -o 'test accuracy: [0-9.]*' "$OUT_DIR/agree-1x64.log"), 1 x 64 (1 thread) $(grep -o 'test accuracy: [0-9.]*' "$OUT_DIR/agree-1x64-t1.log"), 2 x 32 $(grep -o 'test accuracy: [0-9.]*' "$OUT_DIR/agree-2x32.log")"
+  } | tee -a "$OUT_DIR/dist_bench.md"
+fi
 { echo; echo "load after: $(uptime)"; echo "raw results: $OUT_DIR"; } | tee -a "$OUT_DIR/dist_bench.md"
