@@ -15,6 +15,7 @@
  * With CUDA and NCCL, gradients are all-reduced on the GPU on the compute stream instead (cuda/nccl.c). */
 #define _POSIX_C_SOURCE 200809L
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,12 +121,17 @@ void cnn_dist_fingerprint_line(const cnn_dist *d, char *line, size_t cap)
     else if (cap) line[0] = '\0';
 }
 
-/* The N of a fingerprint's "ranks=N" line; 1 without one. */
+/* The N of a fingerprint's "ranks=N" line (a checkpoint's text: any bytes); 1 without one, -1 for a value that is
+ * not a count. */
 static int fingerprint_ranks(const char *text)
 {
     const char *p = strstr(text, "\nranks=");
-    if (p) return atoi(p + 7);
-    return strncmp(text, "ranks=", 6) ? 1 : atoi(text + 6);
+    if (p) p += 7;
+    else if (!strncmp(text, "ranks=", 6)) p = text + 6;
+    else return 1;
+    char *end;
+    long v = strtol(p, &end, 10);
+    return end != p && v >= 1 && v <= INT_MAX ? (int)v : -1;
 }
 
 cnn_status cnn_dist_check_resume(const char *path, const char *stored, const char *now)
