@@ -7,8 +7,9 @@
  *     cnn_status with MPI's message; nothing here exits or aborts, except cnn_dist_abort, which a program calls;
  *   - no collective waits without a bound: each one is nonblocking and polled against cfg.timeout. To say which
  *     rank is late, every rank announces each collective it enters to every other rank on a communicator of its
- *     own (a heartbeat of one integer); at a timeout, the ranks whose announcement of that collective has not
- *     arrived are named;
+ *     own (a heartbeat of one integer), and repeats it every HEARTBEAT_PERIOD while it waits; at a timeout, the
+ *     ranks whose announcement of that collective has not arrived are named, and those that arrived but have
+ *     not been heard from since (stopped or died inside the collective);
  *   - sums are either MPI's (MPI_Iallreduce, whose order the library picks) or, with cfg.deterministic and for
  *     every metric, gathered and added in rank order, which is the same on every rank and in every run.
  *
@@ -41,6 +42,10 @@
 /* a wait polls this many times without sleeping, then sleeps this long between polls */
 #define POLL_SPINS 64
 #define POLL_SLEEP_NS 50000L
+/* a waiting rank repeats its heartbeat this often (seconds); a rank not heard from for HEARTBEAT_SILENT periods
+ * while the others wait has stopped answering */
+#define HEARTBEAT_PERIOD 0.5
+#define HEARTBEAT_SILENT 4
 /* heartbeats are tagged so that they never match anything else on their communicator */
 #define HEARTBEAT_TAG 7301
 
@@ -80,6 +85,7 @@ struct cnn_dist {
     int64_t *hb_out;      /* per rank: the value of the announcement sent to it (MPI owns it until sent) */
     int64_t *hb_in;       /* per rank: the announcement being received */
     int64_t *hb_seen;     /* per rank: the newest collective it announced */
+    double *hb_heard;     /* per rank: when a heartbeat of it last arrived (CLOCK_MONOTONIC seconds) */
     MPI_Request *hb_send, *hb_recv;
     float *buf[2];        /* the bucket in flight and the one being packed */
     float *gather[2];     /* deterministic: size x bucket, what every rank sent */
@@ -218,6 +224,7 @@ static cnn_status drain_heartbeats(cnn_dist *d)
             MPI_TRY(MPI_Test(&d->hb_recv[p], &done, MPI_STATUS_IGNORE), "heartbeat receive");
             if (!done) break;
             if (d->hb_in[p] > d->hb_seen[p]) d->hb_seen[p] = d->hb_in[p];
+            d->hb_heard[p] = now_seconds();
             MPI_TRY(MPI_Irecv(&d->hb_in[p], 1, MPI_INT64_T, p, HEARTBEAT_TAG, d->hb, &d->hb_recv[p]),
                     "heartbeat receive");
         }
@@ -226,12 +233,11 @@ fail:
     return st;
 }
 
-/* Tells every peer that this rank has entered collective number ++round. A send still under way (a peer that
- * stopped reading) is not doubled: its newer value goes once the older one is out. */
-static cnn_status announce(cnn_dist *d)
+/* Tells every peer that this rank is in collective number `round`. A send still under way (a peer that stopped
+ * reading) is not doubled: its newer value goes once the older one is out. */
+static cnn_status send_heartbeats(cnn_dist *d)
 {
     cnn_status st = CNN_OK;
-    d->round++;
     for (int p = 0; p < d->size; p++) {
         if (p == d->rank) continue;
         int done = 1;
@@ -246,14 +252,25 @@ fail:
     return st;
 }
 
-/* The ranks that have not announced the current collective, as "1, 5" in late (cap > 16); returns how many. */
-static int late_ranks(const cnn_dist *d, char *late, size_t cap)
+/* Enters collective number ++round, telling every peer. */
+static cnn_status announce(cnn_dist *d)
+{
+    d->round++;
+    return send_heartbeats(d);
+}
+
+/* The ranks that have not announced the current collective (silent = 0), or that did but have not been heard from
+ * for HEARTBEAT_SILENT periods (silent = 1), as "1, 5" in late (cap > 16); returns how many. */
+static int late_ranks(const cnn_dist *d, int silent, char *late, size_t cap)
 {
     size_t len = 0;
     int nlate = 0;
+    const double stale = now_seconds() - HEARTBEAT_SILENT * HEARTBEAT_PERIOD;
     late[0] = '\0';
     for (int p = 0; p < d->size && len < cap - 16; p++) {
-        if (p == d->rank || d->hb_seen[p] >= d->round) continue;
+        if (p == d->rank) continue;
+        int arrived = d->hb_seen[p] >= d->round;
+        if (silent ? !(arrived && d->hb_heard[p] < stale) : arrived) continue;
         len += (size_t)snprintf(late + len, cap - len, "%s%d", nlate ? ", " : "", p);
         nlate++;
     }
@@ -266,7 +283,7 @@ static cnn_status wait_request(cnn_dist *d, MPI_Request *req, const char *what)
 {
     cnn_status st = CNN_OK;
     const double start = now_seconds(), deadline = start + d->cfg.timeout;
-    double next_drain = start;
+    double next_drain = start, next_beat = start + HEARTBEAT_PERIOD;
     for (long spins = 0;; spins++) {
         int done = 0;
         MPI_TRY(MPI_Test(req, &done, MPI_STATUS_IGNORE), what);
@@ -276,18 +293,26 @@ static cnn_status wait_request(cnn_dist *d, MPI_Request *req, const char *what)
             CNN_TRY(drain_heartbeats(d));
             next_drain = t + 0.01;
         }
+        if (t >= next_beat) { /* still here: a peer that waits too hears it */
+            CNN_TRY(send_heartbeats(d));
+            next_beat = t + HEARTBEAT_PERIOD;
+        }
         if (t >= deadline) break;
         /* poll hot for the first tries (a collective among ranks that arrive together takes microseconds), then
          * sleep 50 us between tries: a rank waiting for a slower peer leaves the cores to it (on a machine with
          * more ranks and threads than cores, spinning ranks slowed the others) */
         if (spins > POLL_SPINS) nanosleep(&(struct timespec){0, POLL_SLEEP_NS}, NULL);
     }
-    char late[256];
-    int nlate = late_ranks(d, late, sizeof late);
+    char late[256], silent[256];
+    int nlate = late_ranks(d, 0, late, sizeof late), nsilent = late_ranks(d, 1, silent, sizeof silent);
     if (nlate)
         return cnn_error(CNN_ERR_BACKEND, "rank %d: %s did not complete within the collective timeout (%g s): rank%s %s "
                                           "did not arrive (died or hangs); the run stops",
                          d->rank, what, d->cfg.timeout, nlate == 1 ? "" : "s", late);
+    if (nsilent)
+        return cnn_error(CNN_ERR_BACKEND, "rank %d: %s did not complete within the collective timeout (%g s): rank%s %s "
+                                          "stopped answering inside it (died or hangs); the run stops",
+                         d->rank, what, d->cfg.timeout, nsilent == 1 ? "" : "s", silent);
     return cnn_error(CNN_ERR_BACKEND, "rank %d: %s did not complete within the collective timeout (%g s), though every "
                                       "rank arrived (the MPI transport stalled); the run stops",
                      d->rank, what, d->cfg.timeout);
@@ -337,13 +362,17 @@ cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out)
     d->hb_out = calloc((size_t)d->size, sizeof *d->hb_out);
     d->hb_in = calloc((size_t)d->size, sizeof *d->hb_in);
     d->hb_seen = calloc((size_t)d->size, sizeof *d->hb_seen);
+    d->hb_heard = calloc((size_t)d->size, sizeof *d->hb_heard);
     d->hb_send = malloc((size_t)d->size * sizeof *d->hb_send);
     d->hb_recv = malloc((size_t)d->size * sizeof *d->hb_recv);
-    if (!d->hb_out || !d->hb_in || !d->hb_seen || !d->hb_send || !d->hb_recv) {
+    if (!d->hb_out || !d->hb_in || !d->hb_seen || !d->hb_heard || !d->hb_send || !d->hb_recv) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %d ranks", d->size);
         goto fail;
     }
-    for (int p = 0; p < d->size; p++) d->hb_send[p] = d->hb_recv[p] = MPI_REQUEST_NULL;
+    for (int p = 0; p < d->size; p++) {
+        d->hb_send[p] = d->hb_recv[p] = MPI_REQUEST_NULL;
+        d->hb_heard[p] = now_seconds();
+    }
     for (int p = 0; p < d->size; p++)
         if (p != d->rank)
             MPI_TRY(MPI_Irecv(&d->hb_in[p], 1, MPI_INT64_T, p, HEARTBEAT_TAG, d->hb, &d->hb_recv[p]),
@@ -386,6 +415,7 @@ void cnn_dist_finalize(cnn_dist *d)
     free(d->hb_out);
     free(d->hb_in);
     free(d->hb_seen);
+    free(d->hb_heard);
     free(d->hb_send);
     free(d->hb_recv);
     for (int i = 0; i < 2; i++) {
@@ -607,8 +637,9 @@ cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, i
         st = cnn_nccl_allreduce_grads(d->nccl, opt, scale, d->cfg.bucket_bytes, d->cfg.timeout);
         if (st != CNN_OK) { /* the heartbeats say who did not come */
             char late[256];
-            if (drain_heartbeats(d) == CNN_OK && late_ranks(d, late, sizeof late))
-                st = cnn_error_prefix(st, "rank %d: rank(s) %s did not arrive: ", d->rank, late);
+            if (drain_heartbeats(d) == CNN_OK && (late_ranks(d, 0, late, sizeof late) ||
+                                                  late_ranks(d, 1, late, sizeof late)))
+                st = cnn_error_prefix(st, "rank %d: rank(s) %s did not arrive or stopped answering: ", d->rank, late);
         }
         return st;
     }
