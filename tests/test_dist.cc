@@ -158,9 +158,18 @@ TEST(DistShards, SourceRangeKeepsTheSamplesInOrder) {
   cnn_source_destroy(src);
 }
 
+TEST(DistShards, ABuildWithoutMpiSaysSo) {
+  if (cnn_dist_available()) GTEST_SKIP() << "this build has MPI";
+  cnn_dist *d = reinterpret_cast<cnn_dist *>(1);
+  EXPECT_EQ(cnn_dist_init(nullptr, &d), CNN_ERR_UNSUPPORTED);
+  EXPECT_EQ(d, nullptr);
+  EXPECT_TRUE(has(cnn_last_error(), "CNN_MPI")) << cnn_last_error();
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // under mpirun
 
+#ifdef CNN_MPIEXEC
 void put_be32(std::string *s, uint32_t v) {
   for (int i = 3; i >= 0; i--) *s += (char)(v >> (8 * i));
 }
@@ -223,7 +232,6 @@ std::string quoted(const std::vector<std::string> &args) {
   return cmd;
 }
 
-#ifdef CNN_MPIEXEC
 // `timeout LIMIT mpirun -np N cnn ARGS`: the exit status, stdout and stderr together in *out.
 int run_mpi(int ranks, const std::vector<std::string> &args, std::string *out, int limit = 240) {
   std::string cmd = "timeout -k 5 " + std::to_string(limit) + " " CNN_MPIEXEC " --allow-run-as-root --oversubscribe -np " +
@@ -237,15 +245,11 @@ int run_mpi(int ranks, const std::vector<std::string> &args, std::string *out, i
   int status = pclose(p);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
-#endif
 
 struct MpiFixture : ::testing::Test {
   TempDir dir;
   std::string data, model, model_bn;
   void SetUp() override {
-#ifndef CNN_MPIEXEC
-    GTEST_SKIP() << "this build has no MPI (CNN_MPI): data-parallel training is left out";
-#else
     // one thread per rank, idle threads asleep: the ranks share this machine's cores
     setenv("OMP_NUM_THREADS", "1", 1);
     setenv("OMP_WAIT_POLICY", "passive", 1);
@@ -262,7 +266,6 @@ struct MpiFixture : ::testing::Test {
     write_idx_dataset(data, 640, 64, 7);
     cnntest::write_file(model, kModel);
     cnntest::write_file(model_bn, kModelBn);
-#endif
   }
   std::vector<std::string> train_args(const std::string &m, int batch, int epochs, const std::string &out) const {
     return {"train", "--model", m, "--data", "mnist:" + data, "--epochs", std::to_string(epochs), "--batch",
@@ -295,8 +298,6 @@ double largest_relative_difference(const std::string &a, const std::string &b) {
   cnn_net_destroy(nb);
   return worst;
 }
-
-#ifdef CNN_MPIEXEC
 
 TEST_F(MpiFixture, TwoRanksOfBatch32MatchOneProcessOfBatch64) {
   // 512 training images: 8 steps of the global batch of 64 in an epoch, 2 epochs
@@ -517,6 +518,10 @@ TEST_F(MpiFixture, AKilledRankEndsTheRunWithAMessageNamingIt) {
       << log;
 }
 
+#else
+TEST(DistRuns, AreSkippedWithoutMpi) {
+  GTEST_SKIP() << "this build has no MPI (CNN_MPI): the runs under mpirun are left out";
+}
 #endif
 
 }  // namespace
