@@ -99,7 +99,6 @@ struct cnn_dist {
 int cnn_dist_rank(const cnn_dist *d) { return d ? d->rank : 0; }
 int cnn_dist_size(const cnn_dist *d) { return d ? d->size : 1; }
 int cnn_dist_local_rank(const cnn_dist *d) { return d ? d->local_rank : 0; }
-const cnn_dist_config *cnn_dist_get_config(const cnn_dist *d) { return d ? &d->cfg : NULL; }
 
 void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t *count)
 {

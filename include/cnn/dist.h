@@ -26,31 +26,30 @@ typedef struct cnn_dist_config {
 } cnn_dist_config;
 
 /* timeout 300 s, not deterministic, 25 MiB buckets. */
-void cnn_dist_config_defaults(cnn_dist_config *cfg);
+CNN_API void cnn_dist_config_defaults(cnn_dist_config *cfg);
 
 /* 1 when this build has MPI (CMake option CNN_MPI). */
-int cnn_dist_available(void);
+CNN_API int cnn_dist_available(void);
 /* 1 when the environment says an MPI launcher started this process (mpirun, mpiexec, srun with PMI/PMIx). */
-int cnn_dist_launched(void);
+CNN_API int cnn_dist_launched(void);
 
 /* Initializes MPI (thread level FUNNELED) unless the program did, and reads the rank, the number of ranks and the local rank (the rank
  * among those on the same machine: MPI_COMM_TYPE_SHARED). CNN_ERR_UNSUPPORTED in a build without MPI. */
-cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out);
+CNN_API cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out);
 /* 0 and 1 (and local rank 0) for NULL: one process alone. */
-int cnn_dist_rank(const cnn_dist *d);
-int cnn_dist_size(const cnn_dist *d);
-int cnn_dist_local_rank(const cnn_dist *d);
-const cnn_dist_config *cnn_dist_get_config(const cnn_dist *d);
+CNN_API int cnn_dist_rank(const cnn_dist *d);
+CNN_API int cnn_dist_size(const cnn_dist *d);
+CNN_API int cnn_dist_local_rank(const cnn_dist *d);
 /* Sums n doubles across ranks (in rank order: the same result on every rank, run after run); `what` names it in
  * a timeout's message. A NULL d leaves v as it is. */
-cnn_status cnn_dist_sum(cnn_dist *d, double *v, int n, const char *what);
+CNN_API cnn_status cnn_dist_sum(cnn_dist *d, double *v, int n, const char *what);
 /* Waits for every rank (bounded by the timeout). */
-cnn_status cnn_dist_barrier(cnn_dist *d, const char *what);
+CNN_API cnn_status cnn_dist_barrier(cnn_dist *d, const char *what);
 /* Ends every rank of the run now (MPI_Abort): for a program whose rank failed while the others may wait in a
  * collective. Does nothing for NULL or one rank. */
-void cnn_dist_abort(cnn_dist *d, int code);
+CNN_API void cnn_dist_abort(cnn_dist *d, int code);
 /* Frees d, and finalizes MPI when cnn_dist_init initialized it (NULL: nothing). */
-void cnn_dist_finalize(cnn_dist *d);
+CNN_API void cnn_dist_finalize(cnn_dist *d);
 
 #ifdef __cplusplus
 }

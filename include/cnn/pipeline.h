@@ -74,7 +74,7 @@ CNN_API cnn_status cnn_source_limit(cnn_source *src, int64_t n);
 
 /* A new source of samples [first, first + count) of src (in-memory samples are copied); the class count and names
  * stay src's. */
-cnn_status cnn_source_range(const cnn_source *src, int64_t first, int64_t count, cnn_source **out);
+CNN_API cnn_status cnn_source_range(const cnn_source *src, int64_t first, int64_t count, cnn_source **out);
 
 /* Splits off a validation set of round(count * fraction) samples, stratified by class (each class contributes
  * in proportion to its count), drawn by a shuffle seeded from `seed`; both keep the source's order. */
