@@ -158,6 +158,18 @@ TEST(DistShards, SourceRangeKeepsTheSamplesInOrder) {
   cnn_source_destroy(src);
 }
 
+TEST(DistShards, SrunWithoutMpiProcessManagementIsRefused) {
+  // srun --ntasks 2 without --mpi=pmix: two copies that would each train alone and write the same files
+  setenv("SLURM_STEP_ID", "0", 1);
+  setenv("SLURM_NTASKS", "2", 1);
+  std::string out;
+  int rc = cnntest::run_cnn({"train", "--model", CNN_SOURCE_DIR "/samples/models/seed_cnn.cnn", "--quiet"}, &out);
+  unsetenv("SLURM_STEP_ID");
+  unsetenv("SLURM_NTASKS");
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_TRUE(has(out, "srun --mpi=pmix")) << out;
+}
+
 TEST(DistShards, ABuildWithoutMpiSaysSo) {
   if (cnn_dist_available()) GTEST_SKIP() << "this build has MPI";
   cnn_dist *d = reinterpret_cast<cnn_dist *>(1);

@@ -10,7 +10,17 @@
 
 int cli_dist_start(const char *command, cli_dist_opts *o, cnn_train_config *cfg)
 {
-    if (!cnn_dist_launched()) return 0;
+    if (!cnn_dist_launched()) {
+        /* srun without an MPI plugin starts N independent copies, each of which would train alone and write the
+         * same files */
+        const char *tasks = getenv("SLURM_NTASKS");
+        if (getenv("SLURM_STEP_ID") && tasks && atoi(tasks) > 1) {
+            fprintf(stderr, "cnn %s: started by srun as one of %s tasks, but without MPI's process management: "
+                            "launch with srun --mpi=pmix (or pmi2), or mpirun\n", command, tasks);
+            return 2;
+        }
+        return 0;
+    }
     if (!cnn_dist_available()) {
         const char *n = getenv("OMPI_COMM_WORLD_SIZE");
         if (!n) n = getenv("PMI_SIZE");
