@@ -527,13 +527,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
-    /* a pruned model's zeros take little room deflated (README "Pruning") */
-    if ((st = cfg.prune.enabled ? cnn_net_save_compressed(net, out) : cnn_net_save(net, out)) != CNN_OK) {
     if (!cli_dist_writer(&distopt)) { /* every rank holds the same model: rank 0 writes it and tests it */
         rc = 0;
         goto done;
     }
-    if ((st = cnn_net_save(net, out)) != CNN_OK) {
+    /* a pruned model's zeros take little room deflated (README "Pruning") */
+    if ((st = cfg.prune.enabled ? cnn_net_save_compressed(net, out) : cnn_net_save(net, out)) != CNN_OK) {
         rc = cli_fail("train", "--out", st);
         goto done;
     }
