@@ -36,6 +36,9 @@ cnn_status cnn_trainer_create(cnn_net *net, const cnn_train_config *cfg, cnn_tra
     if (cfg->teacher)
         return cnn_error(CNN_ERR_UNSUPPORTED, "cnn_trainer_create: distillation (a teacher) runs in cnn_train, not "
                          "one batch at a time");
+    if (cfg->prune.enabled)
+        return cnn_error(CNN_ERR_UNSUPPORTED, "cnn_trainer_create: pruning (its schedule counts cnn_train's steps) "
+                         "runs in cnn_train, not one batch at a time");
     if (cfg->balanced_class_weights)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_trainer_create: balanced class weights need the training set: "
                          "compute them and give them as class_weights");

@@ -143,6 +143,12 @@ TEST(Trainer, StepsOnTheSameBatchesGiveCnnTrainsWeights) {
       EXPECT_EQ(cnn_trainer_set_lr(t, -1.0f), CNN_ERR_INVALID_ARG);
       EXPECT_EQ(cnn_trainer_lr(t), 1e-3f);
       cnn_trainer_destroy(t);
+      cnn_trainer *pruning = nullptr;  // pruning's schedule is cnn_train's: refused, not ignored
+      cnn_train_config pc = cfg;
+      pc.prune.enabled = 1;
+      EXPECT_EQ(cnn_trainer_create(net, &pc, &pruning), CNN_ERR_UNSUPPORTED);
+      EXPECT_NE(std::string(cnn_last_error()).find("pruning"), std::string::npos) << cnn_last_error();
+      EXPECT_EQ(pruning, nullptr);
     }
     std::vector<float> w;
     for (int i = 0; i < net->nlayers; i++)
