@@ -35,9 +35,23 @@ void cnn_optimizer_destroy(cnn_optimizer *opt);
  * (clip_norm > 0) and the optimizer's update. */
 cnn_status cnn_train_update(cnn_net *net, cnn_optimizer *opt, float clip_norm, int64_t *skipped);
 
-/* One training step on the staged batch: forward, the loss, backward, cnn_train_update, net->step + 1. cnn_train's
- * loop and cnn_trainer_step both run it (core/step.c). */
-cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_config *cfg, int64_t *skipped);
+/* What cnn_train adds to a step (all NULL for cnn_trainer_step): distillation's loss (the teacher sees `images`,
+ * the staged batch as the loader gave it), the average of the gradients across ranks, the pruner's masks. */
+struct cnn_distill;
+struct cnn_pruner;
+typedef struct cnn_step_extras {
+    struct cnn_distill *distill;
+    const float *images;
+    struct cnn_dist *dist;
+    struct cnn_pruner *pruner;
+} cnn_step_extras;
+
+/* One training step on the staged batch of n images: forward, the loss, backward (none when n is 0: a rank without
+ * images still joins the gradients' average), the average across ranks, cnn_train_update, net->step + 1 and the
+ * pruner's masks. *updated: whether the weights were updated (not when no rank had images). cnn_train's loop and
+ * cnn_trainer_step both run it (core/step.c). */
+cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_config *cfg, const cnn_step_extras *x,
+                           int n, int64_t *skipped, int *updated);
 
 /* The settings' ranges (cnn_train and cnn_trainer_create refuse what is out of them, naming it). */
 cnn_status cnn_train_check_config(const cnn_train_config *cfg);

@@ -2,17 +2,33 @@
  * forward, the loss, backward and the update, the same function cnn_train's loop calls. */
 #include <stdlib.h>
 
+#include "core/compress.h"
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/optim.h"
+#include "core/prune.h"
 
-cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_config *cfg, int64_t *skipped)
+cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_config *cfg, const cnn_step_extras *x,
+                           int n, int64_t *skipped, int *updated)
 {
+    static const cnn_step_extras none = {0};
     cnn_status st = CNN_OK;
-    CNN_TRY(cnn_net_forward(net, 1));
-    CNN_TRY(cnn_net_loss(net, 1));
-    CNN_TRY(cnn_net_backward(net));
-    CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, skipped));
-    net->step++;
+    if (!x) x = &none;
+    int update = n > 0;
+    *updated = 0;
+    if (n) {
+        CNN_TRY(cnn_net_forward(net, 1));
+        CNN_TRY(x->distill ? cnn_distill_loss(x->distill, net, x->images, n) : cnn_net_loss(net, 1));
+        CNN_TRY(cnn_net_backward(net));
+    }
+    /* several ranks: every one joins the average, with or without images of its own */
+    if (x->dist) CNN_TRY(cnn_dist_reduce_grads(x->dist, opt, n, &update));
+    if (update) {
+        CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, skipped));
+        net->step++;
+        if (x->pruner) CNN_TRY(cnn_pruner_step(x->pruner, net)); /* pruned weights back to exactly zero */
+        *updated = 1;
+    }
 fail:
     return st;
 }
@@ -93,7 +109,8 @@ cnn_status cnn_trainer_step(cnn_trainer *t, const float *images, const int32_t *
     cnn_dataset view = {.n = n, .h = h, .w = w, .c = c, .images = (float *)images, .labels = (int32_t *)labels,
                         .num_classes = k};
     CNN_TRY(cnn_net_stage_batch(net, &view, NULL, 0, n));
-    CNN_TRY(cnn_train_batch(net, t->opt, &t->cfg, &t->skipped));
+    int updated;
+    CNN_TRY(cnn_train_batch(net, t->opt, &t->cfg, NULL, n, &t->skipped, &updated));
     CNN_TRY(cnn_tensor_read(net->probs, t->probs, (size_t)n * k * sizeof(float)));
     CNN_TRY(cnn_tensor_read(net->losses, t->losses, (size_t)n * sizeof(float)));
     double sum = 0.0;

@@ -691,23 +691,13 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
                                           (int64_t)(epoch - 1) * epoch_len + (int64_t)step * gbs +
                                               (int64_t)cnn_dist_rank(cfg->dist) * bs,
                                           adv_pix, adv_out));
-            if (n) {
-                CNN_TRY(cnn_net_forward(net, 1));
-                CNN_TRY(distill ? cnn_distill_loss(distill, net, cur->images, n) : cnn_net_loss(net, 1));
-                CNN_TRY(cnn_net_backward(net));
-            }
-            int update = n > 0;
-            /* several ranks: every one joins the average, with or without images of its own */
-            if (cfg->dist) CNN_TRY(cnn_dist_reduce_grads(cfg->dist, opt, n, &update));
-            if (update) {
-                CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, &skipped));
-                net->step++;
-                if (s.pruner) CNN_TRY(cnn_pruner_step(s.pruner, net)); /* pruned weights back to exactly zero */
-                /* while the device computes: the next batch is uploaded on the copy stream */
-                if (async && step + 1 < steps) {
-                    CNN_TRY(cnn_loader_next(loader, &next));
-                    if (next->n) CNN_TRY(cnn_net_upload_async(net, next->images, next->labels, next->n));
-                }
+            const cnn_step_extras extras = {distill, cur->images, cfg->dist, s.pruner};
+            int update;
+            CNN_TRY(cnn_train_batch(net, opt, cfg, &extras, n, &skipped, &update));
+            /* while the device computes: the next batch is uploaded on the copy stream */
+            if (update && async && step + 1 < steps) {
+                CNN_TRY(cnn_loader_next(loader, &next));
+                if (next->n) CNN_TRY(cnn_net_upload_async(net, next->images, next->labels, next->n));
             }
             if (n) CNN_TRY(batch_results(net, probs, losses, cur->labels, &s.loss_sum, &s.correct, NULL));
             cnn_loader_release(loader, cur);
