@@ -54,4 +54,32 @@ void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n
   write_file(dir + "/" + prefix + "-labels-idx1-ubyte", lab);
 }
 
+void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed) {
+  cnn_rng r;
+  cnn_rng_seed(&r, seed);
+  for (int split = 0; split < 2; split++) {
+    int n = split ? ntest : ntrain;
+    std::string images, labels;
+    put_be32(&images, 0x00000803);
+    put_be32(&images, (uint32_t)n);
+    put_be32(&images, 12);
+    put_be32(&images, 12);
+    put_be32(&labels, 0x00000801);
+    put_be32(&labels, (uint32_t)n);
+    for (int i = 0; i < n; i++) {
+      int k = (int)cnn_rng_below(&r, 4);
+      labels += (char)k;
+      unsigned char img[144];
+      for (auto &p : img) p = (unsigned char)cnn_rng_below(&r, 90);
+      int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
+      for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = (unsigned char)(170 + cnn_rng_below(&r, 86));
+      images.append((const char *)img, 144);
+    }
+    std::string prefix = dir + (split ? "/t10k-" : "/train-");
+    write_file(prefix + "images-idx3-ubyte", images);
+    write_file(prefix + "labels-idx1-ubyte", labels);
+  }
+}
+
 }  // namespace cnntest

@@ -34,4 +34,8 @@ struct Quadrants {
 // DIR/PREFIX-labels-idx1-ubyte (pixels rounded to 8 bits), for `--data mnist:DIR` (prefixes "train" and "t10k").
 void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed);
 
+// Another quadrant task (3x3 bright squares drawn from cnn_rng(seed), ntrain then ntest images) as the IDX files
+// of `--data mnist:DIR`: DIR/train-* and DIR/t10k-*.
+void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed);
+
 }  // namespace cnntest

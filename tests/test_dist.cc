@@ -182,39 +182,6 @@ TEST(DistShards, ABuildWithoutMpiSaysSo) {
 // under mpirun
 
 #ifdef CNN_MPIEXEC
-void put_be32(std::string *s, uint32_t v) {
-  for (int i = 3; i >= 0; i--) *s += (char)(v >> (8 * i));
-}
-
-// Bright squares in one of four quadrants of 12x12 images, as IDX files that `--data mnist:DIR` reads.
-void write_idx_dataset(const std::string &dir, int ntrain, int ntest, uint64_t seed) {
-  cnn_rng r;
-  cnn_rng_seed(&r, seed);
-  for (int split = 0; split < 2; split++) {
-    int n = split ? ntest : ntrain;
-    std::string images, labels;
-    put_be32(&images, 0x00000803);
-    put_be32(&images, (uint32_t)n);
-    put_be32(&images, 12);
-    put_be32(&images, 12);
-    put_be32(&labels, 0x00000801);
-    put_be32(&labels, (uint32_t)n);
-    for (int i = 0; i < n; i++) {
-      int k = (int)cnn_rng_below(&r, 4);
-      labels += (char)k;
-      unsigned char img[144];
-      for (auto &p : img) p = (unsigned char)cnn_rng_below(&r, 90);
-      int y0 = (k / 2) * 6 + 1 + (int)cnn_rng_below(&r, 3), x0 = (k % 2) * 6 + 1 + (int)cnn_rng_below(&r, 3);
-      for (int y = 0; y < 3; y++)
-        for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = (unsigned char)(170 + cnn_rng_below(&r, 86));
-      images.append((const char *)img, 144);
-    }
-    std::string prefix = dir + (split ? "/t10k-" : "/train-");
-    cnntest::write_file(prefix + "images-idx3-ubyte", images);
-    cnntest::write_file(prefix + "labels-idx1-ubyte", labels);
-  }
-}
-
 // No batchnorm and no dropout: per-rank batch statistics and dropout masks would differ from one process's by
 // design, not by rounding. Batchnorm is trained in the resume test.
 const char *kModel =
@@ -275,7 +242,7 @@ struct MpiFixture : ::testing::Test {
     model_bn = dir.file("model_bn.cnn");
     std::string cmd = "mkdir -p '" + data + "'";
     ASSERT_EQ(system(cmd.c_str()), 0);
-    write_idx_dataset(data, 640, 64, 7);
+    cnntest::write_idx_squares(data, 640, 64, 7);
     cnntest::write_file(model, kModel);
     cnntest::write_file(model_bn, kModelBn);
   }
