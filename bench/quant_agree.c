@@ -68,13 +68,19 @@ int main(int argc, char **argv)
     double step = cnn_lite_is_int8(m) ? last.scale : 0.0;
     float *probs = malloc(sizeof(float) * BATCH * k), *lite = malloc(sizeof(float) * BATCH * k);
     float *scores = malloc(sizeof(float) * BATCH * k), *norm = malloc(sizeof(float) * BATCH * per);
+    float *images = malloc(sizeof(float) * BATCH * per);
+    if (!probs || !lite || !scores || !norm || !images) {
+        fprintf(stderr, "cnn_quant_agree: out of memory\n");
+        return 1;
+    }
     float mean[16], sd[16];
     int has_norm = ds->c <= 16 && cnn_lite_normalization(m, mean, sd);
     int64_t classes = 0, differ = 0;
     double worst = 0.0;
     for (int64_t first = 0; first < ds->n; first += BATCH) {
         int n = (int)(ds->n - first < BATCH ? ds->n - first : BATCH);
-        const float *x = ds->images + first * per;
+        float *x = images; /* the dataset's images as floats (it may hold them as bytes) */
+        for (int b = 0; b < n; b++) cnn_dataset_image(ds, first + b, x + (size_t)b * per);
         if (cnn_net_predict(net, x, n, probs) != CNN_OK ||
             cnn_tensor_read(net->acts[net->nlayers - 1], scores, sizeof(float) * n * k) != CNN_OK) {
             fprintf(stderr, "cnn_quant_agree: %s\n", cnn_last_error());
@@ -98,7 +104,7 @@ int main(int argc, char **argv)
     printf("agree: %lld images, %lld classes differ, %lld scores differ, at most %.3g %s (libcnn %s)\n",
            (long long)ds->n, (long long)classes, (long long)differ, step > 0 ? worst / step : worst,
            step > 0 ? "steps of the output's scale" : "apart", cnn_net_quant_ran_compiled(net) ? "compiled" : "exact");
-    free(probs), free(lite), free(scores), free(norm), free(arena), free(model);
+    free(probs), free(lite), free(scores), free(norm), free(images), free(arena), free(model);
     cnn_dataset_destroy(ds);
     cnn_net_destroy(net);
     cnn_backend_destroy(be);

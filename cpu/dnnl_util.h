@@ -176,6 +176,22 @@ void cnn_cpu_qadd(const cnn_cpu_qadd_k *k, const uint8_t *a, const uint8_t *b, u
 /* y = lq_quantize(x, scale, zp) + 128, bit for bit */
 void cnn_cpu_quantize_u8(const float *x, uint8_t *y, int64_t count, float scale, int32_t zp);
 
+/* cnn-lite's requantization of an int8 conv's or dense's int32 sums (core/lite/lite.c, requant()), per output
+ * channel: the sum + an offset in 64 bits (the bias, less any zero-point correction), saturated to int32, rescaled
+ * by lq_scale, + the output zero point, clamped. The stored byte is the clamped value cast to uint8_t: int8 codes
+ * (y_zp, y_min, y_max as cnn-lite's) or u8 codes (each + 128). Shared by qconv_s32 and the compiled graph. */
+typedef struct cnn_cpu_requant {
+    int oc;
+    int32_t y_zp, y_min, y_max;
+    int64_t *k; /* 5 x oc: offset, multiplier, half, negative adjustment, shift (lq_scale's, precomputed) */
+} cnn_cpu_requant;
+/* Allocates k for oc channels and sets lq_scale's constants from mult and shift; the offsets are 0. */
+cnn_status cnn_cpu_requant_init(cnn_cpu_requant *r, int oc, const int32_t *mult, const int32_t *shift,
+                                const char *what);
+void cnn_cpu_requant_free(cnn_cpu_requant *r);
+/* y[p * oc + c] from sum[p * oc + c] for `pixels` rows of oc channels, the rows in parallel */
+void cnn_cpu_requant_rows(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
+
 /* ---- argument checks shared by the ops ---- */
 
 /* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */

@@ -27,10 +27,9 @@ typedef struct qentry {
     int32_t *acc;            /* n x oh x ow x oc */
     int32_t *wsum;           /* oc */
     const int8_t *wsum_of;   /* the weights wsum was computed from */
-    int64_t *off;            /* oc: bias - z * wsum */
+    cnn_cpu_requant rq;      /* its offsets: bias - z * wsum */
     const int8_t *off_of;
     const int32_t *off_bias;
-    int64_t *rq;             /* 4 x oc: lq_scale's multiplier, half, negative adjustment and shift per channel */
     const int32_t *rq_of, *rq_shift_of;
 } qentry;
 
@@ -41,8 +40,7 @@ static void qentry_destroy(void *p)
     free(e->xpad);
     free(e->acc);
     free(e->wsum);
-    free(e->off);
-    free(e->rq);
+    cnn_cpu_requant_free(&e->rq);
     free(e);
 }
 
@@ -108,18 +106,39 @@ static cnn_status build(cnn_cpu_ctx *ctx, qentry *e, const char *what)
     e->xpad = malloc(xbytes ? xbytes : 1);
     e->acc = malloc((size_t)k->n * k->oh * k->ow * k->oc * sizeof *e->acc);
     e->wsum = malloc((size_t)k->oc * sizeof *e->wsum);
-    e->off = malloc((size_t)k->oc * sizeof *e->off);
-    e->rq = malloc((size_t)k->oc * 4 * sizeof *e->rq);
-    if (!e->xpad || !e->acc || !e->wsum || !e->off || !e->rq) st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
+    if (!e->xpad || !e->acc || !e->wsum) st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
 fail:
     return st;
 }
 
-/* One output pixel's channels: cnn-lite's requant() (+ bias in 64 bits, saturated, rescaled, clamped), compiled
+cnn_status cnn_cpu_requant_init(cnn_cpu_requant *r, int oc, const int32_t *mult, const int32_t *shift,
+                                const char *what)
+{
+    r->oc = oc;
+    r->k = malloc((size_t)(oc > 0 ? oc : 1) * 5 * sizeof *r->k);
+    if (!r->k) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
+    for (int o = 0; o < oc; o++) { /* lq_scale's constants, per channel */
+        int total = 31 - shift[o];
+        r->k[o] = 0;
+        r->k[oc + o] = mult[o];
+        r->k[2 * oc + o] = total > 0 ? (int64_t)1 << (total - 1) : 0;
+        r->k[3 * oc + o] = total > 0;
+        r->k[4 * oc + o] = total;
+    }
+    return CNN_OK;
+}
+
+void cnn_cpu_requant_free(cnn_cpu_requant *r)
+{
+    free(r->k);
+    r->k = NULL;
+}
+
+/* One output pixel's channels: cnn-lite's requant() (+ offset in 64 bits, saturated, rescaled, clamped), compiled
  * for AVX-512 and AVX2 as well, picked at load time (the library itself targets any x86-64): the 64-bit products
  * and per-lane shifts vectorize there. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
-requant_row(const int32_t *sum, int8_t *y, int oc, const int64_t *off, const int64_t *mult, const int64_t *half,
+requant_row(const int32_t *sum, uint8_t *y, int oc, const int64_t *off, const int64_t *mult, const int64_t *half,
             const int64_t *adj, const int64_t *total, int32_t y_zp, int32_t y_min, int32_t y_max)
 {
     for (int o = 0; o < oc; o++) {
@@ -134,8 +153,18 @@ requant_row(const int32_t *sum, int8_t *y, int oc, const int64_t *off, const int
         int64_t q = r + y_zp;
         q = q < y_min ? y_min : q;
         q = q > y_max ? y_max : q;
-        y[o] = (int8_t)q;
+        y[o] = (uint8_t)q;
     }
+}
+
+void cnn_cpu_requant_rows(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels)
+{
+    const int oc = r->oc;
+    const int64_t *k = r->k;
+    const int32_t y_zp = r->y_zp, y_min = r->y_min, y_max = r->y_max;
+#pragma omp parallel for schedule(static) if (pixels * oc > 32768)
+    for (int64_t p = 0; p < pixels; p++)
+        requant_row(sum + p * oc, y + p * oc, oc, k, k + oc, k + 2 * oc, k + 3 * oc, k + 4 * oc, y_zp, y_min, y_max);
 }
 
 cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
@@ -196,30 +225,22 @@ cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
     void *data[3] = {e->xpad, (void *)a->wt, e->acc};
     e->prim.arg[1].version = a->w_version; /* the reordered weights are kept while the pointer and version stay */
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->prim, data, NULL, what));
+    const int oc = k->oc;
+    if (e->rq_of != a->mult || e->rq_shift_of != a->shift) {
+        cnn_cpu_requant_free(&e->rq);
+        CNN_TRY(cnn_cpu_requant_init(&e->rq, oc, a->mult, a->shift, what));
+        e->rq_of = a->mult;
+        e->rq_shift_of = a->shift;
+        e->off_of = NULL;
+    }
     /* per channel: the zero point's correction and the bias as one offset */
     if (e->off_of != a->wt || e->off_bias != a->bias) {
-        for (int o = 0; o < k->oc; o++) e->off[o] = (a->bias ? (int64_t)a->bias[o] : 0) - (int64_t)z * e->wsum[o];
+        for (int o = 0; o < oc; o++) e->rq.k[o] = (a->bias ? (int64_t)a->bias[o] : 0) - (int64_t)z * e->wsum[o];
         e->off_of = a->wt;
         e->off_bias = a->bias;
     }
-    const int64_t pix = (int64_t)k->n * k->oh * k->ow;
-    const int oc = k->oc;
-    if (e->rq_of != a->mult || e->rq_shift_of != a->shift) { /* lq_scale's constants, per channel */
-        for (int o = 0; o < oc; o++) {
-            int total = 31 - a->shift[o];
-            e->rq[o] = a->mult[o];
-            e->rq[oc + o] = total > 0 ? (int64_t)1 << (total - 1) : 0;
-            e->rq[2 * oc + o] = total > 0;
-            e->rq[3 * oc + o] = total;
-        }
-        e->rq_of = a->mult;
-        e->rq_shift_of = a->shift;
-    }
-    const int64_t *off = e->off, *rq = e->rq;
-    const int32_t y_zp = a->y_zp, y_min = a->y_min, y_max = a->y_max;
-#pragma omp parallel for schedule(static) if (pix * oc > 32768)
-    for (int64_t p = 0; p < pix; p++)
-        requant_row(e->acc + p * oc, a->y + p * oc, oc, off, rq, rq + oc, rq + 2 * oc, rq + 3 * oc, y_zp, y_min, y_max);
+    e->rq.y_zp = a->y_zp, e->rq.y_min = a->y_min, e->rq.y_max = a->y_max; /* int8 codes: the bytes are int8_t's */
+    cnn_cpu_requant_rows(&e->rq, e->acc, (uint8_t *)a->y, (int64_t)k->n * k->oh * k->ow);
 fail:
     cnn_cpu_plan_destroy(b, tmp);
     return st;

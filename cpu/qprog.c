@@ -3,20 +3,19 @@
  * allocated here, none per call.
  *
  * int8 models: activations are held as uint8 codes u = q + 128 (oneDNN's VNNI kernels multiply u8 by s8), so an
- * activation's zero point becomes zp + 128, which is 0 for what follows a ReLU (calibration gives such tensors the
- * zero point -128). A convolution or dense layer is then one u8 x s8 primitive whose output is already the next
- * u8 code: per-output-channel output scales M = mult * 2^(shift - 31) (cnn-lite's own multipliers), the int32 bias
- * and the output zero point folded into a float bias (b + (zp + 128) / M), ReLU's floor a clip post-op, and the
- * saturation to u8. An input whose zero point is not 0 is given to oneDNN as a source zero point (padding stays the
- * real 0). oneDNN requantizes in float and rounds to nearest even, where cnn-lite (lite_quant.h) uses a Q31
- * multiplier and rounds half away from zero: a code may differ by one where the product lies within float
- * precision of a half, which tests/test_quant.cc bounds. Pooling, adds (cnn-lite's own table), concats, ReLUs and
- * the input's quantization are cnn-lite's exact integer arithmetic, here on u8 codes, over the batch in parallel.
+ * activation's zero point becomes z = zp + 128, which is 0 for what follows a ReLU (calibration gives such tensors the
+ * zero point -128). A convolution or dense layer is one u8 x s8 -> s32 primitive computing the exact int32 sums of
+ * (u - z) w: z * sum w folded into the bias where there is no padding (dense layers, unpadded convolutions), else
+ * given to oneDNN as a source zero point (padding stays the real 0). Then cnn-lite's requantization itself
+ * (cnn_cpu_requant_rows, cpu/qconv.c: + bias in 64 bits, Q31 multiplier rounded half away from zero, + zero
+ * point, ReLU's clamp) writes the next u8 code, so the graph's outputs are cnn-lite's bit for bit. Pooling, adds
+ * (cnn-lite's own table), concats, ReLUs and the input's quantization are cnn-lite's exact integer arithmetic too,
+ * on u8 codes, over the batch in parallel.
  *
  * float models (float, fp16 and dynamic, whose weights cnn-lite dequantized when it opened the file): the same
  * graph in float32, with oneDNN's f32 convolutions and inner products and their activations fused.
  *
- * What this cannot compile (a processor without VNNI, a shape oneDNN refuses, a zero rescaling factor) is
+ * What this cannot compile (a processor without VNNI, a shape oneDNN refuses, sums oneDNN could round) is
  * CNN_ERR_UNSUPPORTED: the layer then runs cnn-lite's own path, exact. */
 #include <math.h>
 #include <stdlib.h>
@@ -35,7 +34,8 @@ typedef struct qp_op {
     dnnl_memory_t mem[4];  /* src, weights (oneDNN's layout, owned), bias, dst */
     dnnl_memory_t zp_mem;  /* the source zero point, when not 0 */
     int32_t src_zp;
-    float *bias;
+    float *bias;          /* float models */
+    cnn_cpu_requant rq;   /* int8 models: cnn-lite's requantization of the primitive's int32 sums */
     dnnl_exec_arg_t args[5];
     int nargs;
     cnn_cpu_qadd_k *add; /* int8 add: its table */
@@ -44,6 +44,7 @@ typedef struct qp_op {
 struct cnn_qprog {
     int n, nops, final, int8, classes;
     qp_op *ops;
+    int32_t *acc; /* int8 models: the int32 sums of the conv or dense layer being run (the largest's size) */
 };
 
 static const size_t QP_ALIGN = 64;
@@ -65,9 +66,11 @@ void cnn_cpu_qprog_destroy(cnn_backend *b, cnn_qprog *p)
         if (op->zp_mem) dnnl_memory_destroy(op->zp_mem);
         free(op->add);
         free(op->bias);
+        cnn_cpu_requant_free(&op->rq);
         if (op->owns_y) free(op->y);
     }
     free(p->ops);
+    free(p->acc);
     free(p);
 }
 
@@ -104,15 +107,14 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     cnn_status st = CNN_OK;
     const cnn_lite_op_info *o = &op->o, *i = &in->o;
     int dense = o->kind == CNN_LITE_OP_DENSE, q = p->int8;
-    dnnl_data_type_t adt = q ? dnnl_u8 : dnnl_f32, wdt = q ? dnnl_s8 : dnnl_f32;
+    dnnl_data_type_t adt = q ? dnnl_u8 : dnnl_f32, wdt = q ? dnnl_s8 : dnnl_f32, ydt = q ? dnnl_s32 : dnnl_f32;
     dnnl_memory_desc_t src_md, w_md, w_any, b_md, dst_md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
     dnnl_primitive_t reorder = NULL;
     dnnl_memory_t wuser = NULL;
-    float *scales = NULL;
-    int oc = o->c;
+    int oc = o->c, exact_f32 = 1;
     int64_t bd[1] = {oc};
     CNN_TRY(qp_md(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
     if (dense) {
@@ -121,11 +123,11 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
         CNN_TRY(qp_md(&src_md, 2, xd, adt, dnnl_nc, what));
         CNN_TRY(qp_md(&w_md, 2, wd, wdt, dnnl_oi, what));
         CNN_TRY(qp_md(&w_any, 2, wd, wdt, dnnl_format_tag_any, what));
-        CNN_TRY(qp_md(&dst_md, 2, yd, adt, dnnl_nc, what));
+        CNN_TRY(qp_md(&dst_md, 2, yd, ydt, dnnl_nc, what));
     } else {
         int64_t xd[4] = {p->n, i->c, i->h, i->w}, yd[4] = {p->n, oc, o->h, o->w};
         CNN_TRY(qp_md(&src_md, 4, xd, adt, dnnl_nhwc, what));
-        CNN_TRY(qp_md(&dst_md, 4, yd, adt, dnnl_nhwc, what));
+        CNN_TRY(qp_md(&dst_md, 4, yd, ydt, dnnl_nhwc, what));
         if (o->groups == 1) {
             int64_t wd[4] = {oc, i->c, o->kh, o->kw};
             CNN_TRY(qp_md(&w_md, 4, wd, wdt, dnnl_ohwi, what));
@@ -138,40 +140,40 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     }
     CNN_CPU_DNNL(what, dnnl_primitive_attr_create, &attr);
     CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
-    op->bias = malloc((size_t)oc * sizeof *op->bias);
-    scales = malloc((size_t)oc * sizeof *scales);
-    if (!op->bias || !scales) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
     if (q) {
-        /* u8 out = sat(round(M (acc + b) + zp + 128)) = sat(round(M (acc + b + (zp + 128) / M))) */
-        int32_t zp_u = o->zp + 128;
-        for (int c = 0; c < oc; c++) {
-            double M = ldexp((double)o->mult[c], o->shift[c] - 31);
-            if (!(M > 0.0))
-                CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: output channel %d has a rescaling factor of 0", what, c));
-            scales[c] = (float)M;
-            op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) + zp_u / (double)scales[c]);
-        }
-        CNN_CPU_DNNL(what, dnnl_primitive_attr_set_output_scales, attr, oc, 1 << 1, scales);
-        int32_t lo = o->act_min + 128, hi = o->act_max + 128;
-        if (lo > 0 || hi < 255)
-            CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_clip, (float)lo, (float)hi);
+        /* the int32 sums of (u - z) w; then cnn-lite's requant() on them (cnn_cpu_requant_rows), into u8 codes */
+        CNN_TRY(cnn_cpu_requant_init(&op->rq, oc, o->mult, o->shift, what));
+        op->rq.y_zp = o->zp + 128, op->rq.y_min = o->act_min + 128, op->rq.y_max = o->act_max + 128;
+        int64_t taps = dense ? (int64_t)i->h * i->w * i->c : (int64_t)o->kh * o->kw * (i->c / o->groups);
+        int64_t most = 0;
         op->src_zp = i->zp + 128;
-        if (op->src_zp && dense) { /* no padding: sum (u - z) w = sum u w - z sum w, in the float bias
-                                    * (oneDNN has no source zero points for inner products) */
-            int64_t features = (int64_t)i->h * i->w * i->c;
-            for (int c = 0; c < oc; c++) {
-                int64_t ws = 0;
-                for (int64_t t = 0; t < features; t++) ws += o->w8[(size_t)c * features + t];
-                op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) - (double)op->src_zp * (double)ws +
-                                      zp_u / (double)scales[c]);
+        /* no padding (every dense layer): sum (u - z) w = sum u w - z sum w, exactly, in the offset */
+        int fold = dense || (o->pt == 0 && o->pl == 0 && o->pb == 0 && o->pr == 0);
+        for (int c = 0; c < oc; c++) {
+            int64_t ws = 0, wa = 0;
+            for (int64_t t = 0; t < taps; t++) {
+                int32_t w = o->w8[(size_t)c * taps + t];
+                ws += w;
+                wa += w < 0 ? -w : w;
             }
-            op->src_zp = 0;
+            most = wa > most ? wa : most;
+            op->rq.k[c] = (o->b32 ? (int64_t)o->b32[c] : 0) - (fold ? (int64_t)op->src_zp * ws : 0);
         }
+        if (fold) op->src_zp = 0;
+        /* Some of oneDNN's int8 kernels (jit_int8) pass an s32 output through float: exact while every partial sum
+         * is below 2^24 in magnitude, which |u|, |u - z| <= 255 bound by 255 sum |w|. Above that, only the kernels
+         * that keep the sums in int32 (brgconv, brgemm, gemm; tests/test_quant.cc checks them at sums > 2^24). */
+        exact_f32 = 255 * most < ((int64_t)1 << 24);
+        if (!exact_f32 && op->src_zp)
+            CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: a padded convolution with sums up to %lld and a zero point",
+                              what, (long long)(255 * most)));
         if (op->src_zp) {
             const int32_t runtime = DNNL_RUNTIME_S32_VAL;
             CNN_CPU_DNNL(what, dnnl_primitive_attr_set_zero_points, attr, DNNL_ARG_SRC, 1, 0, &runtime);
         }
     } else {
+        op->bias = malloc((size_t)oc * sizeof *op->bias);
+        if (!op->bias) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
         for (int c = 0; c < oc; c++) op->bias[c] = o->bf ? o->bf[c] : 0.0f;
         dnnl_alg_kind_t alg = dnnl_eltwise_relu;
         float a = 0.0f;
@@ -184,19 +186,25 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     CNN_CPU_DNNL(what, dnnl_primitive_attr_set_post_ops, attr, po);
     if (dense) {
         dnnl_inner_product_desc_t d;
-        CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &src_md, &w_any, &b_md,
-                     &dst_md);
-        CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &pd, &d, attr, ctx->engine, NULL);
+        CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &src_md, &w_any,
+                     q ? NULL : &b_md, &dst_md);
+        if (!exact_f32 && !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "brgemm")) &&
+            !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "x64:gemm")))
+            CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: no int32 inner product for sums above 2^24", what));
+        if (!pd) CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &pd, &d, attr, ctx->engine, NULL);
     } else {
         dnnl_dims_t strides = {o->sh, o->sw}, dilates = {o->dh - 1, o->dw - 1}, pl = {o->pt, o->pl},
                     pr = {o->pb, o->pr};
         dnnl_convolution_desc_t d;
         CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d, dnnl_forward_inference,
-                     dnnl_convolution_direct, &src_md, &w_any, &b_md, &dst_md, strides, dilates, pl, pr);
+                     dnnl_convolution_direct, &src_md, &w_any, q ? NULL : &b_md, &dst_md, strides, dilates, pl, pr);
         /* oneDNN's direct int8 kernels (jit_int8, jit_int8_1x1) before its first choice (brgconv): measured 1.3 to
          * 3 times faster on these small-channel layers (bench/RESULTS.md); a fixed choice, so runs repeat bit for
-         * bit */
-        if (q) pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "jit_int8");
+         * bit. Where their float pass could round a sum, brgconv or gemm. */
+        if (q && exact_f32) pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "jit_int8");
+        if (q && !exact_f32 && !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "brgconv")) &&
+            !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "x64:gemm")))
+            CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: no int32 convolution for sums above 2^24", what));
         if (!pd) CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &pd, &d, attr, ctx->engine, NULL);
     }
     /* our layouts for the activations (NHWC, nc): oneDNN must not pick its own there */
@@ -207,8 +215,8 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
         CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: oneDNN wants other activation layouts", what));
     CNN_CPU_DNNL(what, dnnl_primitive_create, &op->prim, pd);
     CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[0], &src_md, ctx->engine, in->y);
-    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
-    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, op->y);
+    if (!q) CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, q ? (void *)p->acc : op->y);
     /* the weights, once, into the primitive's layout */
     const void *w = q ? (const void *)o->w8 : (const void *)o->wf;
     CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[1], qw, ctx->engine, DNNL_MEMORY_ALLOCATE);
@@ -222,9 +230,9 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     }
     op->args[0] = (dnnl_exec_arg_t){DNNL_ARG_SRC, op->mem[0]};
     op->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, op->mem[1]};
-    op->args[2] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->mem[2]};
-    op->args[3] = (dnnl_exec_arg_t){DNNL_ARG_DST, op->mem[3]};
-    op->nargs = 4;
+    op->args[2] = (dnnl_exec_arg_t){DNNL_ARG_DST, op->mem[3]};
+    op->nargs = 3;
+    if (!q) op->args[op->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->mem[2]};
     if (q && op->src_zp) {
         dnnl_memory_desc_t zmd;
         int64_t one[1] = {1};
@@ -239,7 +247,6 @@ fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     if (attr) dnnl_primitive_attr_destroy(attr);
-    free(scales);
     return st;
 }
 
@@ -264,7 +271,14 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
     for (int i = 0; i < p->nops; i++) cnn_lite_op(m, i, &p->ops[i].o);
     p->final = p->nops - 1;
     if (p->ops[p->final].o.kind == CNN_LITE_OP_SOFTMAX) p->final = p->ops[p->final].o.in[0];
-    size_t esize = int8 ? 1 : sizeof(float);
+    size_t esize = int8 ? 1 : sizeof(float), most = 1;
+    for (int i = 0; int8 && i <= p->final; i++) {
+        const cnn_lite_op_info *o = &p->ops[i].o;
+        size_t count = (size_t)batch * o->h * o->w * o->c;
+        if ((o->kind == CNN_LITE_OP_CONV || o->kind == CNN_LITE_OP_DENSE) && count > most) most = count;
+    }
+    if (int8 && !(p->acc = qp_alloc(most * sizeof *p->acc)))
+        CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
     for (int i = 0; i <= p->final; i++) {
         qp_op *op = &p->ops[i];
         const cnn_lite_op_info *o = &op->o;
@@ -441,6 +455,7 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         case CNN_LITE_OP_DENSE:
             CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
             CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream); /* before the ops here read its output */
+            if (q) cnn_cpu_requant_rows(&op->rq, p->acc, op->y, count / o->c);
             break;
         case CNN_LITE_OP_MAXPOOL:
         case CNN_LITE_OP_AVGPOOL:
