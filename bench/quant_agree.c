@@ -2,7 +2,8 @@
  * libcnn (its compiled graph, cpu/qprog.c) and by cnn-lite alone, image by image: how many predicted classes differ,
  * and how far the class scores are apart (in steps of the int8 output's scale).
  *
- *   cnn_quant_agree MODEL [DATA [SPLIT]]     (DATA: fashion-mnist; SPLIT: test)
+ *   cnn_quant_agree [--exact] MODEL [DATA [SPLIT]]     (DATA: fashion-mnist; SPLIT: test; --exact: the compiled
+ *                                                     graph with cnn-lite's requantization, cnn bench --int8-requant)
  *   prints "agree: N images, D classes differ, S scores differ, at most K steps (scale X)" */
 #include <math.h>
 #include <stdio.h>
@@ -25,8 +26,10 @@ static int argmax(const float *v, int k)
 
 int main(int argc, char **argv)
 {
+    int exact = argc > 1 && !strcmp(argv[1], "--exact");
+    argc -= exact, argv += exact;
     if (argc < 2) {
-        fprintf(stderr, "usage: cnn_quant_agree MODEL [DATA [SPLIT]]\n");
+        fprintf(stderr, "usage: cnn_quant_agree [--exact] MODEL [DATA [SPLIT]]\n");
         return 2;
     }
     const char *data = argc > 2 ? argv[2] : "fashion-mnist", *split = argc > 3 ? argv[3] : "test";
@@ -39,6 +42,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "cnn_quant_agree: %s\n", cnn_last_error());
         return 1;
     }
+    cnn_net_quant_set_exact_requant(net, exact);
     FILE *f = fopen(argv[1], "rb");
     if (!f || fseek(f, 0, SEEK_END) || ftell(f) <= 0) {
         fprintf(stderr, "cnn_quant_agree: cannot read %s\n", argv[1]);
@@ -103,7 +107,8 @@ int main(int argc, char **argv)
     }
     printf("agree: %lld images, %lld classes differ, %lld scores differ, at most %.3g %s (libcnn %s)\n",
            (long long)ds->n, (long long)classes, (long long)differ, step > 0 ? worst / step : worst,
-           step > 0 ? "steps of the output's scale" : "apart", cnn_net_quant_ran_compiled(net) ? "compiled" : "exact");
+           step > 0 ? "steps of the output's scale" : "apart", cnn_net_quant_ran_compiled(net) ? exact ? "compiled, exact requantization" : "compiled, fused requantization"
+                                             : "cnn-lite's path");
     free(probs), free(lite), free(scores), free(norm), free(images), free(arena), free(model);
     cnn_dataset_destroy(ds);
     cnn_net_destroy(net);

@@ -284,8 +284,9 @@ typedef struct cnn_backend_ops {
     cnn_status (*qconv_s32)(cnn_backend *, const cnn_qconv_args *);
     /* The whole graph of an opened cnn-lite model compiled for this backend at one batch size (cpu/qprog.c):
      * optional; CNN_ERR_UNSUPPORTED from create means "run cnn-lite's own path" (with qconv_s32). run: `batch`
-     * normalized images in, their class scores (before the softmax) out. */
-    cnn_status (*qprog_create)(cnn_backend *, const struct cnn_lite *m, int batch, cnn_qprog **out);
+     * normalized images in, their class scores (before the softmax) out. exact (int8 models): the requantization
+     * is cnn-lite's own, so that the scores are its bit for bit; else the backend's fastest, within one step per op. */
+    cnn_status (*qprog_create)(cnn_backend *, const struct cnn_lite *m, int batch, int exact, cnn_qprog **out);
     cnn_status (*qprog_run)(cnn_backend *, cnn_qprog *p, const float *x, float *scores);
     void (*qprog_destroy)(cnn_backend *, cnn_qprog *p);
 

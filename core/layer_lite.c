@@ -37,6 +37,7 @@ typedef struct lite_layer {
     int prog_batch[2];
     uint64_t prog_used[2], clock;
     int exact;            /* 1: cnn-lite's path (asked for, or the backend cannot compile this model) */
+    int exact_requant;    /* the compiled graph with cnn-lite's requantization (bit for bit; slower) */
     int ran_compiled;     /* the last forward ran the compiled graph */
 } lite_layer;
 
@@ -101,7 +102,7 @@ static cnn_status compiled(lite_layer *ll, int n, cnn_qprog **out)
     }
     if (ll->prog[victim]) b->ops->qprog_destroy(b, ll->prog[victim]);
     ll->prog[victim] = NULL;
-    cnn_status st = b->ops->qprog_create(b, ll->m, n, &ll->prog[victim]);
+    cnn_status st = b->ops->qprog_create(b, ll->m, n, ll->exact_requant, &ll->prog[victim]);
     if (st == CNN_ERR_UNSUPPORTED) { /* cnn-lite's path from now on */
         ll->exact = 1;
         return CNN_OK;
@@ -217,6 +218,14 @@ void cnn_net_quant_set_compiled(cnn_net *net, int on)
     lite_layer *ll = (lite_layer *)net->layers[0];
     if (ll->base.backend) free_progs(ll);
     ll->exact = !on;
+}
+
+void cnn_net_quant_set_exact_requant(cnn_net *net, int on)
+{
+    if (!cnn_net_is_quantized(net)) return;
+    lite_layer *ll = (lite_layer *)net->layers[0];
+    if (ll->base.backend) free_progs(ll);
+    ll->exact_requant = on != 0;
 }
 
 int cnn_net_quant_ran_compiled(const cnn_net *net)

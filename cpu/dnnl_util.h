@@ -191,6 +191,8 @@ cnn_status cnn_cpu_requant_init(cnn_cpu_requant *r, int oc, const int32_t *mult,
 void cnn_cpu_requant_free(cnn_cpu_requant *r);
 /* y[p * oc + c] from sum[p * oc + c] for `pixels` rows of oc channels, the rows in parallel */
 void cnn_cpu_requant_rows(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
+/* the same in portable C, whatever the processor (the above uses AVX-512 where there is): for the tests */
+void cnn_cpu_requant_rows_c(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
 
 /* ---- argument checks shared by the ops ---- */
 

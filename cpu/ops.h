@@ -11,7 +11,7 @@ int cnn_cpu_backend_available(void);
 
 cnn_status cnn_cpu_conv2d_forward(cnn_backend *, const cnn_conv2d_args *);
 cnn_status cnn_cpu_qconv_s32(cnn_backend *, const cnn_qconv_args *);
-cnn_status cnn_cpu_qprog_create(cnn_backend *, const struct cnn_lite *, int, cnn_qprog **);
+cnn_status cnn_cpu_qprog_create(cnn_backend *, const struct cnn_lite *, int, int, cnn_qprog **);
 cnn_status cnn_cpu_qprog_run(cnn_backend *, cnn_qprog *, const float *, float *);
 void cnn_cpu_qprog_destroy(cnn_backend *, cnn_qprog *);
 cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *, const cnn_conv2d_args *);

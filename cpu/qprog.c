@@ -34,6 +34,7 @@ typedef struct qp_op {
     dnnl_memory_t mem[4];  /* src, weights (oneDNN's layout, owned), bias, dst */
     dnnl_memory_t zp_mem;  /* the source zero point, when not 0 */
     int32_t src_zp;
+    int cb;               /* int8 conv/dense: the images per run of its primitive (the batch in chunks) */
     float *bias;          /* float models */
     cnn_cpu_requant rq;   /* int8 models: cnn-lite's requantization of the primitive's int32 sums */
     dnnl_exec_arg_t args[5];
@@ -43,11 +44,15 @@ typedef struct qp_op {
 
 struct cnn_qprog {
     int n, nops, final, int8, classes;
+    int exact; /* int8: cnn-lite's requantization on oneDNN's int32 sums (else oneDNN's, fused, in float) */
     qp_op *ops;
-    int32_t *acc; /* int8 models: the int32 sums of the conv or dense layer being run (the largest's size) */
+    int32_t *acc; /* int8 models: the int32 sums of the conv or dense layer being run, for cb images (the largest's
+                   * size): small enough to stay in cache between oneDNN's writes and the requantization's reads */
 };
 
 static const size_t QP_ALIGN = 64;
+/* an int8 conv's or dense's int32 sums per run of its primitive: within this processor's L2 (1 MiB per core) */
+#define QP_CHUNK_BYTES ((size_t)256 << 10)
 
 static void *qp_alloc(size_t bytes)
 {
@@ -107,25 +112,28 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     cnn_status st = CNN_OK;
     const cnn_lite_op_info *o = &op->o, *i = &in->o;
     int dense = o->kind == CNN_LITE_OP_DENSE, q = p->int8;
-    dnnl_data_type_t adt = q ? dnnl_u8 : dnnl_f32, wdt = q ? dnnl_s8 : dnnl_f32, ydt = q ? dnnl_s32 : dnnl_f32;
+    int fused = q && !p->exact; /* oneDNN requantizes: output scales, a float bias, the clip; u8 out */
+    dnnl_data_type_t adt = q ? dnnl_u8 : dnnl_f32, wdt = q ? dnnl_s8 : dnnl_f32;
+    dnnl_data_type_t ydt = fused ? dnnl_u8 : q ? dnnl_s32 : dnnl_f32;
     dnnl_memory_desc_t src_md, w_md, w_any, b_md, dst_md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
     dnnl_primitive_t reorder = NULL;
     dnnl_memory_t wuser = NULL;
-    int oc = o->c, exact_f32 = 1;
+    int oc = o->c, exact_f32 = 1, n = q && p->exact ? op->cb : p->n;
+    float *scales = NULL;
     int64_t bd[1] = {oc};
     CNN_TRY(qp_md(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
     if (dense) {
         int64_t features = (int64_t)i->h * i->w * i->c;
-        int64_t xd[2] = {p->n, features}, wd[2] = {oc, features}, yd[2] = {p->n, oc};
+        int64_t xd[2] = {n, features}, wd[2] = {oc, features}, yd[2] = {n, oc};
         CNN_TRY(qp_md(&src_md, 2, xd, adt, dnnl_nc, what));
         CNN_TRY(qp_md(&w_md, 2, wd, wdt, dnnl_oi, what));
         CNN_TRY(qp_md(&w_any, 2, wd, wdt, dnnl_format_tag_any, what));
         CNN_TRY(qp_md(&dst_md, 2, yd, ydt, dnnl_nc, what));
     } else {
-        int64_t xd[4] = {p->n, i->c, i->h, i->w}, yd[4] = {p->n, oc, o->h, o->w};
+        int64_t xd[4] = {n, i->c, i->h, i->w}, yd[4] = {n, oc, o->h, o->w};
         CNN_TRY(qp_md(&src_md, 4, xd, adt, dnnl_nhwc, what));
         CNN_TRY(qp_md(&dst_md, 4, yd, ydt, dnnl_nhwc, what));
         if (o->groups == 1) {
@@ -140,7 +148,41 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     }
     CNN_CPU_DNNL(what, dnnl_primitive_attr_create, &attr);
     CNN_CPU_DNNL(what, dnnl_post_ops_create, &po);
-    if (q) {
+    if (fused) {
+        /* u8 out = sat(round(M (acc + b) + zp + 128)) = sat(round(M (acc + b + (zp + 128) / M))), in float: within
+         * one step of cnn-lite's Q31 rounding half away from zero (oneDNN rounds to nearest even) */
+        op->bias = malloc((size_t)oc * sizeof *op->bias);
+        scales = malloc((size_t)oc * sizeof *scales);
+        if (!op->bias || !scales) CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+        int32_t zp_u = o->zp + 128;
+        for (int c = 0; c < oc; c++) {
+            double M = ldexp((double)o->mult[c], o->shift[c] - 31);
+            if (!(M > 0.0))
+                CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: output channel %d has a rescaling factor of 0", what, c));
+            scales[c] = (float)M;
+            op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) + zp_u / (double)scales[c]);
+        }
+        CNN_CPU_DNNL(what, dnnl_primitive_attr_set_output_scales, attr, oc, 1 << 1, scales);
+        int32_t lo = o->act_min + 128, hi = o->act_max + 128;
+        if (lo > 0 || hi < 255)
+            CNN_CPU_DNNL(what, dnnl_post_ops_append_eltwise, po, 1.0f, dnnl_eltwise_clip, (float)lo, (float)hi);
+        op->src_zp = i->zp + 128;
+        if (op->src_zp && dense) { /* no padding: sum (u - z) w = sum u w - z sum w, in the float bias
+                                    * (oneDNN has no source zero points for inner products) */
+            int64_t features = (int64_t)i->h * i->w * i->c;
+            for (int c = 0; c < oc; c++) {
+                int64_t ws = 0;
+                for (int64_t t = 0; t < features; t++) ws += o->w8[(size_t)c * features + t];
+                op->bias[c] = (float)((o->b32 ? (double)o->b32[c] : 0.0) - (double)op->src_zp * (double)ws +
+                                      zp_u / (double)scales[c]);
+            }
+            op->src_zp = 0;
+        }
+        if (op->src_zp) {
+            const int32_t runtime = DNNL_RUNTIME_S32_VAL;
+            CNN_CPU_DNNL(what, dnnl_primitive_attr_set_zero_points, attr, DNNL_ARG_SRC, 1, 0, &runtime);
+        }
+    } else if (q) {
         /* the int32 sums of (u - z) w; then cnn-lite's requant() on them (cnn_cpu_requant_rows), into u8 codes */
         CNN_TRY(cnn_cpu_requant_init(&op->rq, oc, o->mult, o->shift, what));
         op->rq.y_zp = o->zp + 128, op->rq.y_min = o->act_min + 128, op->rq.y_max = o->act_max + 128;
@@ -187,7 +229,7 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     if (dense) {
         dnnl_inner_product_desc_t d;
         CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &src_md, &w_any,
-                     q ? NULL : &b_md, &dst_md);
+                     q && !fused ? NULL : &b_md, &dst_md);
         if (!exact_f32 && !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "brgemm")) &&
             !(pd = cnn_cpu_find_impl(ctx, &d, attr, NULL, "x64:gemm")))
             CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: no int32 inner product for sums above 2^24", what));
@@ -197,7 +239,7 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
                     pr = {o->pb, o->pr};
         dnnl_convolution_desc_t d;
         CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d, dnnl_forward_inference,
-                     dnnl_convolution_direct, &src_md, &w_any, q ? NULL : &b_md, &dst_md, strides, dilates, pl, pr);
+                     dnnl_convolution_direct, &src_md, &w_any, q && !fused ? NULL : &b_md, &dst_md, strides, dilates, pl, pr);
         /* oneDNN's direct int8 kernels (jit_int8, jit_int8_1x1) before its first choice (brgconv): measured 1.3 to
          * 3 times faster on these small-channel layers (bench/RESULTS.md); a fixed choice, so runs repeat bit for
          * bit. Where their float pass could round a sum, brgconv or gemm. */
@@ -215,8 +257,8 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
         CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: oneDNN wants other activation layouts", what));
     CNN_CPU_DNNL(what, dnnl_primitive_create, &op->prim, pd);
     CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[0], &src_md, ctx->engine, in->y);
-    if (!q) CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
-    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, q ? (void *)p->acc : op->y);
+    if (op->bias) CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
+    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, q && !fused ? (void *)p->acc : op->y);
     /* the weights, once, into the primitive's layout */
     const void *w = q ? (const void *)o->w8 : (const void *)o->wf;
     CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[1], qw, ctx->engine, DNNL_MEMORY_ALLOCATE);
@@ -232,7 +274,7 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     op->args[1] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, op->mem[1]};
     op->args[2] = (dnnl_exec_arg_t){DNNL_ARG_DST, op->mem[3]};
     op->nargs = 3;
-    if (!q) op->args[op->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->mem[2]};
+    if (op->bias) op->args[op->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, op->mem[2]};
     if (q && op->src_zp) {
         dnnl_memory_desc_t zmd;
         int64_t one[1] = {1};
@@ -247,10 +289,11 @@ fail:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     if (attr) dnnl_primitive_attr_destroy(attr);
+    free(scales);
     return st;
 }
 
-cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int batch, cnn_qprog **out)
+cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int batch, int exact, cnn_qprog **out)
 {
     static const char *what = "quantized model";
     cnn_status st = CNN_OK;
@@ -264,6 +307,7 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
     if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
     p->n = batch;
     p->int8 = int8;
+    p->exact = int8 && exact;
     p->nops = cnn_lite_num_ops(m);
     p->classes = cnn_lite_num_classes(m);
     p->ops = calloc((size_t)p->nops, sizeof *p->ops);
@@ -272,12 +316,21 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
     p->final = p->nops - 1;
     if (p->ops[p->final].o.kind == CNN_LITE_OP_SOFTMAX) p->final = p->ops[p->final].o.in[0];
     size_t esize = int8 ? 1 : sizeof(float), most = 1;
-    for (int i = 0; int8 && i <= p->final; i++) {
-        const cnn_lite_op_info *o = &p->ops[i].o;
-        size_t count = (size_t)batch * o->h * o->w * o->c;
-        if ((o->kind == CNN_LITE_OP_CONV || o->kind == CNN_LITE_OP_DENSE) && count > most) most = count;
+    for (int i = 0; p->exact && i <= p->final; i++) {
+        qp_op *op = &p->ops[i];
+        const cnn_lite_op_info *o = &op->o;
+        if (o->kind != CNN_LITE_OP_CONV && o->kind != CNN_LITE_OP_DENSE) continue;
+        /* the most images (a divisor of the batch) whose sums fit in QP_CHUNK_BYTES, at least one */
+        size_t per = (size_t)o->h * o->w * o->c;
+        op->cb = 1;
+        for (int d = batch; d > 1; d--)
+            if (batch % d == 0 && (size_t)d * per * sizeof(int32_t) <= QP_CHUNK_BYTES) {
+                op->cb = d;
+                break;
+            }
+        if ((size_t)op->cb * per > most) most = (size_t)op->cb * per;
     }
-    if (int8 && !(p->acc = qp_alloc(most * sizeof *p->acc)))
+    if (p->exact && !(p->acc = qp_alloc(most * sizeof *p->acc)))
         CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
     for (int i = 0; i <= p->final; i++) {
         qp_op *op = &p->ops[i];
@@ -453,9 +506,20 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
             break;
         case CNN_LITE_OP_CONV:
         case CNN_LITE_OP_DENSE:
-            CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
-            CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream); /* before the ops here read its output */
-            if (q) cnn_cpu_requant_rows(&op->rq, p->acc, op->y, count / o->c);
+            if (!p->exact) {
+                CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
+                CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream); /* before the ops here read its output */
+                break;
+            }
+            /* cb images at a time: their int32 sums, then cnn-lite's requantization of them while in cache */
+            for (int b0 = 0; b0 < n; b0 += op->cb) {
+                size_t in_per = (size_t)in->o.h * in->o.w * in->o.c, out_per = (size_t)o->h * o->w * o->c;
+                CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, op->mem[0], (uint8_t *)in->y + (size_t)b0 * in_per);
+                CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
+                CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream);
+                cnn_cpu_requant_rows(&op->rq, p->acc, (uint8_t *)op->y + (size_t)b0 * out_per,
+                                     (int64_t)op->cb * o->h * o->w);
+            }
             break;
         case CNN_LITE_OP_MAXPOOL:
         case CNN_LITE_OP_AVGPOOL:

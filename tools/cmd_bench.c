@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/model_file.h"
 #include "tools/cli.h"
 #include "tools/report.h"
 
@@ -205,6 +206,7 @@ static cnn_status write_json(const bench_report *b, const char *path)
 int cmd_bench(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL, *mode = "both", *json = NULL, *precision = "fp32", *optimizer = "adam";
+    const char *requant = "fused";
     cnn_bench_config cfg;
     cnn_bench_config_defaults(&cfg);
     int threads = 0, quiet = 0;
@@ -229,6 +231,8 @@ int cmd_bench(int argc, char **argv)
         {"threads", CLI_INT, &threads, "T         CPU threads (default: OMP_NUM_THREADS, else all cores)", 1, 4096, 0},
         {"seed", CLI_U64, &cfg.seed, "S         seed of the weights and the synthetic data (default 1)", 0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no table and no device line (errors only)", 0, 0, 0},
+        {"int8-requant", CLI_STRING, &requant, "R         int8 models: fused (default; oneDNN's, within one step of "
+                                                  "cnn-lite per op) or exact (cnn-lite's, bit for bit)", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
@@ -246,6 +250,10 @@ int cmd_bench(int argc, char **argv)
     else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
     else {
         fprintf(stderr, "cnn bench: --mode: '%s' is not one of train, infer, both\n", mode);
+        return 2;
+    }
+    if (strcmp(requant, "fused") && strcmp(requant, "exact")) {
+        fprintf(stderr, "cnn bench: --int8-requant: '%s' is not one of fused, exact\n", requant);
         return 2;
     }
     if (cnn_optimizer_parse(optimizer, &cfg.optimizer) != CNN_OK) {
@@ -283,6 +291,7 @@ int cmd_bench(int argc, char **argv)
         rc = 2;
         goto done;
     }
+    cnn_net_quant_set_exact_requant(net, !strcmp(requant, "exact"));
     cnn_precision prec;
     if ((st = cnn_precision_parse(precision, &prec)) != CNN_OK || (st = cnn_net_set_precision(net, prec)) != CNN_OK) {
         rc = cli_fail_value("bench", "--precision", st);
