@@ -105,10 +105,12 @@ int main(int argc, char **argv)
             }
         }
     }
+    const char *path = !cnn_net_quant_ran_compiled(net) ? "cnn-lite's path"
+                       : exact                          ? "compiled, exact requantization"
+                                                        : "compiled, fused requantization";
     printf("agree: %lld images, %lld classes differ, %lld scores differ, at most %.3g %s (libcnn %s)\n",
            (long long)ds->n, (long long)classes, (long long)differ, step > 0 ? worst / step : worst,
-           step > 0 ? "steps of the output's scale" : "apart", cnn_net_quant_ran_compiled(net) ? exact ? "compiled, exact requantization" : "compiled, fused requantization"
-                                             : "cnn-lite's path");
+           step > 0 ? "steps of the output's scale" : "apart", path);
     free(probs), free(lite), free(scores), free(norm), free(images), free(arena), free(model);
     cnn_dataset_destroy(ds);
     cnn_net_destroy(net);

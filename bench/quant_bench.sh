@@ -17,8 +17,8 @@
 #   ROUNDS=5 KEEP=DIR bench/quant_bench.sh    # interleaved speed rounds (default 5); KEEP: where to copy the raw
 #                                             # measurements (models.txt, speed.txt)
 #   MODES="float int8" bench/quant_bench.sh   # the modes to quantize to (default: float int8 dynamic fp16)
-#   OLD_CNN=other/build/cnn bench/quant_bench.sh  # the int8 models run by another build's cnn too, in the same
-#                                             # rounds (mode int8-old): a before/after of a change
+#   EXACT=1 bench/quant_bench.sh              # the int8 models also with cnn-lite's requantization (cnn bench
+#                                             # --int8-requant exact: bit for bit cnn-lite's), in the same rounds
 #
 # Needs a build (cnn, cnn_lite_bench) and Fashion-MNIST (Debian dataset-fashion-mnist); for the TFLite row a python
 # with tensorflow-cpu (bench-only: `V/bin/pip install tensorflow-cpu`; without it the row is left out).
@@ -30,7 +30,7 @@ R20_EPOCHS=${R20_EPOCHS:-1}
 CALIB=${CALIB:-1000}
 ROUNDS=${ROUNDS:-5}
 MODES=${MODES:-float int8 dynamic fp16}
-OLD_CNN=${OLD_CNN:-}
+EXACT=${EXACT:-0}
 PYTHON=${PYTHON:-python3}
 CORES=$(nproc --all)
 THREADS=${THREADS:-$CORES}
@@ -56,8 +56,9 @@ fi
 
 
 acc() { "$CNN" eval --model "$1" 2>/dev/null | sed -n 's/.*loss: [0-9.]*  accuracy: \([0-9.]*\).*/\1/p' | head -1; }
-bench() { # FILE BATCH [CNN] -> "median_ms images_per_s"
-  "${3:-$CNN}" bench --model "$1" --mode infer --batch "$2" --device cpu --quiet --json "$work/b.json" >/dev/null 2>&1
+bench() { # FILE BATCH [REQUANT] -> "median_ms images_per_s"
+  "$CNN" bench --model "$1" --mode infer --batch "$2" --device cpu --int8-requant "${3:-fused}" --quiet \
+    --json "$work/b.json" >/dev/null 2>&1
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))["infer"]; print("%.4f %.0f" % (d["latency_ms_median"], d["images_per_sec"]))' "$work/b.json"
 }
 
@@ -101,10 +102,10 @@ for round in $(seq "$ROUNDS"); do
     read -r b1 _ <<<"$(bench "$f" 1)"
     read -r _ b64 <<<"$(bench "$f" 64)"
     echo "$round $name $mode $b1 $b64" >>"$work/speed.txt"
-    if [ "$mode" = int8 ] && [ -n "$OLD_CNN" ]; then
-      read -r b1 _ <<<"$(bench "$f" 1 "$OLD_CNN")"
-      read -r _ b64 <<<"$(bench "$f" 64 "$OLD_CNN")"
-      echo "$round $name int8-old $b1 $b64" >>"$work/speed.txt"
+    if [ "$mode" = int8 ] && [ "$EXACT" = 1 ]; then
+      read -r b1 _ <<<"$(bench "$f" 1 exact)"
+      read -r _ b64 <<<"$(bench "$f" 64 exact)"
+      echo "$round $name int8-exact $b1 $b64" >>"$work/speed.txt"
     fi
   done <"$work/models.txt"
   if [ "$tflite" = 1 ]; then

@@ -36,10 +36,10 @@ def main():
         print("| %s | %s | %s | %s | %.2f | %.4f | %.0f | %s |" % (
             LABEL[name], mode, acc, format(int(nbytes), ","), int(nbytes) / int(fbytes), med((name, mode), 0),
             med((name, mode), 1), lite))
-        if mode == "int8" and (name, "int8-old") in speed:
-            print("| %s | int8, OLD_CNN's build | %s | %s | %.2f | %.4f | %.0f | - |" % (
-                LABEL[name], acc, format(int(nbytes), ","), int(nbytes) / int(fbytes), med((name, "int8-old"), 0),
-                med((name, "int8-old"), 1)))
+        if mode == "int8" and (name, "int8-exact") in speed:
+            print("| %s | int8, exact requantization | %s | %s | %.2f | %.4f | %.0f | - |" % (
+                LABEL[name], acc, format(int(nbytes), ","), int(nbytes) / int(fbytes), med((name, "int8-exact"), 0),
+                med((name, "int8-exact"), 1)))
     if tfl:
         for mode in ("float", "int8"):
             print("| seed CNN, TFLite %s (Keras %.4f) | %s | %.4f | %s | %.2f | %.4f | - | - |" % (
@@ -61,21 +61,24 @@ def main():
             continue
         print("- %s int8: batch-1 latency %s lower than float's; batch-64 images/s %s float's" % (
             LABEL[name], ratio((name, "float"), (name, "int8"), 0), ratio((name, "int8"), (name, "float"), 1)))
-        if (name, "int8-old") in speed:
-            print("- %s int8 by OLD_CNN's build: batch-1 latency %s lower than float's; batch-64 images/s %s float's" % (
-                LABEL[name], ratio((name, "float"), (name, "int8-old"), 0),
-                ratio((name, "int8-old"), (name, "float"), 1)))
-            print("- %s int8, this build against OLD_CNN's: batch-1 latency %s; batch-64 images/s %s" % (
-                LABEL[name], ratio((name, "int8"), (name, "int8-old"), 0), ratio((name, "int8"), (name, "int8-old"), 1)))
+        if (name, "int8-exact") in speed:
+            print("- %s int8 with exact requantization: batch-1 latency %s lower than float's; batch-64 images/s %s float's" % (
+                LABEL[name], ratio((name, "float"), (name, "int8-exact"), 0),
+                ratio((name, "int8-exact"), (name, "float"), 1)))
+            print("- %s int8 exact requantization against fused: batch-1 latency %s the fused one's; batch-64 "
+                  "images/s %s" % (LABEL[name], ratio((name, "int8-exact"), (name, "int8"), 0),
+                                   ratio((name, "int8-exact"), (name, "int8"), 1)))
         for mode in ("dynamic", "fp16"):
+            if (name, mode) not in speed:
+                continue
             print("- %s %s: batch-1 latency %s float's; batch-64 images/s %s float's" % (
                 LABEL[name], mode, ratio((name, mode), (name, "float"), 0), ratio((name, mode), (name, "float"), 1)))
     if ("tflite", "int8") in speed:
         print("- seed CNN batch-1 latency, TFLite's over ours (above 1: ours is faster): int8 %s; float %s" % (
             ratio(("tflite", "int8"), ("seed", "int8"), 0), ratio(("tflite", "float"), ("seed", "float"), 0)))
-        if ("seed", "int8-old") in speed:
-            print("- seed CNN int8 batch-1 latency, TFLite's over OLD_CNN's build: %s" % (
-                ratio(("tflite", "int8"), ("seed", "int8-old"), 0)))
+        if ("seed", "int8-exact") in speed:
+            print("- seed CNN int8 batch-1 latency, TFLite's over ours with exact requantization: %s" % (
+                ratio(("tflite", "int8"), ("seed", "int8-exact"), 0)))
 
 
 if __name__ == "__main__":

@@ -425,6 +425,62 @@ TEST(CompiledInt8, ConvolutionsAndDenseEqualTheInt32ReferenceBitForBit) {
   EXPECT_LE(fused_off * 100, fused_total) << "more than 1% of the fused codes off by one: not rounding alone";
 }
 
+// The shared requantization kernel (cpu/qconv.c: qconv_s32's and the exact compiled graph's), its AVX-512 and its
+// portable C versions, against cnn-lite's arithmetic (lq_scale) element by element: sums at the int32 extremes,
+// offsets that saturate the sum, multipliers of 0, about 2^-31 (a shift of 62) to 3 (a shift above 0), channel counts
+// that are and are not multiples of 8, int8 and u8 codes, ReLU's floor.
+TEST(CompiledInt8, RequantizationKernelEqualsLqScaleBitForBit) {
+  std::mt19937 rng(77);
+  const double Ms[] = {1e-12, 7e-10, 3e-10, 0.0004, 0.0173, 0.49999, 0.75, 1.0, 2.9};  // 0, shifts -30 and -31, ...
+  int checked = 0;
+  for (int oc : {1, 7, 8, 13, 32}) {
+    for (int u8 : {0, 1}) {
+      SCOPED_TRACE("oc " + std::to_string(oc) + (u8 ? " u8" : " int8"));
+      std::vector<int32_t> mult(oc), shift(oc);
+      for (int c = 0; c < oc; c++) {
+        double M = Ms[std::uniform_int_distribution<int>(0, 8)(rng)] * std::uniform_real_distribution<double>(0.9, 1.1)(rng);
+        int sh;
+        lq_quantize_multiplier(M, &mult[c], &sh);
+        shift[c] = sh;
+      }
+      cnn_cpu_requant r;
+      ASSERT_EQ(cnn_cpu_requant_init(&r, oc, mult.data(), shift.data(), "test"), CNN_OK);
+      std::vector<int64_t> off(oc);
+      for (auto &v : off) {
+        int kind = std::uniform_int_distribution<int>(0, 3)(rng);
+        v = kind == 0 ? 0 : kind == 1 ? std::uniform_int_distribution<int64_t>(-100000, 100000)(rng)
+                                      : std::uniform_int_distribution<int64_t>(-3000000000LL, 3000000000LL)(rng);
+      }
+      for (int c = 0; c < oc; c++) r.k[c] = off[c];
+      int32_t zp = std::uniform_int_distribution<int>(-128, 127)(rng), lo = std::uniform_int_distribution<int>(0, 1)(rng) ? zp : -128;
+      r.y_zp = zp + (u8 ? 128 : 0), r.y_min = lo + (u8 ? 128 : 0), r.y_max = 127 + (u8 ? 128 : 0);
+      const int64_t pixels = 100;  // a chunk of 64 rows and a rest
+      std::vector<int32_t> sum((size_t)pixels * oc);
+      for (auto &v : sum) {
+        int kind = std::uniform_int_distribution<int>(0, 4)(rng);
+        v = kind == 0 ? INT32_MAX : kind == 1 ? INT32_MIN
+                      : kind == 2 ? std::uniform_int_distribution<int32_t>(-1000, 1000)(rng)
+                                  : std::uniform_int_distribution<int32_t>(INT32_MIN, INT32_MAX)(rng);
+      }
+      std::vector<uint8_t> fast((size_t)pixels * oc), plain((size_t)pixels * oc);
+      cnn_cpu_requant_rows(&r, sum.data(), fast.data(), pixels);
+      cnn_cpu_requant_rows_c(&r, sum.data(), plain.data(), pixels);
+      for (int64_t p = 0; p < pixels; p++)
+        for (int c = 0; c < oc; c++) {
+          int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, (int64_t)sum[p * oc + c] + off[c]));
+          int64_t v = (int64_t)lq_scale((int32_t)a, mult[c], shift[c]) + zp;
+          v = std::min<int64_t>(127, std::max<int64_t>(lo, v));
+          uint8_t want = (uint8_t)(v + (u8 ? 128 : 0));
+          ASSERT_EQ(fast[p * oc + c], want) << p << " " << c;
+          ASSERT_EQ(plain[p * oc + c], want) << p << " " << c;
+          checked++;
+        }
+      cnn_cpu_requant_free(&r);
+    }
+  }
+  EXPECT_EQ(checked, 2 * 100 * (1 + 7 + 8 + 13 + 32));
+}
+
 // What the compiled graph computes itself (pooling, the add's table, concat, ReLU, the input's quantization) is
 // cnn-lite's integer arithmetic on u8 codes: equal to cnn-lite's outputs exactly, at batch 1 and 5.
 TEST(CompiledInt8, PoolingAddConcatAndReluEqualCnnLiteExactly) {
