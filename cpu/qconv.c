@@ -146,7 +146,7 @@ static void requant_block_c(const int32_t *sum, uint8_t *y, int64_t rows, int oc
             acc = acc > INT32_MAX ? INT32_MAX : acc < INT32_MIN ? INT32_MIN : acc;
             /* lq_scale with its per-channel constants precomputed: floor((p + half - [p < 0]) / 2^t) */
             int64_t p = acc * mult[o];
-            int64_t q = ((p + half[o] - ((p >> 63) & adj[o])) >> total[o]) + y_zp; /* |.| < 2^32 */
+            int64_t q = ((p + half[o] - ((p >> 63) & adj[o])) >> total[o]) + y_zp; /* below 2^34 */
             y[r * oc + o] = (uint8_t)(q < y_min ? y_min : q > y_max ? y_max : q);
         }
 }
