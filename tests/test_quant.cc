@@ -993,6 +993,15 @@ TEST(QuantizeCli, ModesCalibrationAndBadInputAreReported) {
   EXPECT_EQ(cnntest::run_cnn({"eval", "--model", tmp.file("q.safetensors"), "--data", "folder:" + gray}, &out), 0) << out;
   EXPECT_TRUE(has(out, "samples: 6")) << out;
   EXPECT_EQ(cnntest::run_cnn({"predict", "--model", tmp.file("q.safetensors"), gray + "/c1/a.png"}, &out), 0) << out;
+  // cnn bench runs it with either requantization; another word is a usage error naming the flag
+  for (const char *rq : {"fused", "exact"})
+    EXPECT_EQ(cnntest::run_cnn({"bench", "--model", tmp.file("q.safetensors"), "--mode", "infer", "--batch", "2",
+                                "--device", "cpu", "--iters", "2", "--repeats", "1", "--quiet", "--int8-requant", rq},
+                               &out),
+              0)
+        << out;
+  EXPECT_EQ(cnntest::run_cnn({"bench", "--model", tmp.file("q.safetensors"), "--int8-requant", "float"}, &out), 2);
+  EXPECT_TRUE(has(out, "--int8-requant")) << out;
   EXPECT_EQ(cnntest::run_cnn({"summary", tmp.file("q.safetensors")}, &out), 0) << out;
   EXPECT_TRUE(has(out, "int8")) << out;
   EXPECT_EQ(cnntest::run_cnn({"quantize", "--model", model, "--out", tmp.file("d.safetensors"), "--mode", "dynamic"},
