@@ -24,7 +24,8 @@
  * float models (float, fp16 and dynamic, whose weights cnn-lite dequantized when it opened the file): the same
  * graph in float32, with oneDNN's f32 convolutions and inner products and their activations fused.
  *
- * What this cannot compile (a processor without VNNI, a shape oneDNN refuses, sums oneDNN could round) is
+ * What this cannot compile (a processor without VNNI, a shape oneDNN refuses, a zero rescaling factor when fused, a
+ * padded convolution with an input zero point and sums oneDNN could round when exact) is
  * CNN_ERR_UNSUPPORTED: the layer then runs cnn-lite's own path, exact. */
 #include <math.h>
 #include <stdlib.h>
