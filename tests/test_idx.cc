@@ -490,8 +490,8 @@ TEST(Dataset, StatsAndStandardize) {
 
   // a zero std is refused and nothing changes
   EXPECT_EQ(cnn_dataset_standardize(ds, mean, std_), CNN_ERR_INVALID_ARG);
-  float first[3];
-  cnn_dataset_image(ds, 0, first);
+  std::vector<float> first((size_t)ds->h * ds->w * ds->c);
+  cnn_dataset_image(ds, 0, first.data());
   EXPECT_EQ(first[0], 0.0f);
   std_[1] = 1.0f;
   ASSERT_EQ(cnn_dataset_standardize(ds, mean, std_), CNN_OK);
