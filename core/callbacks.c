@@ -11,6 +11,7 @@
 
 #include "core/checkpoint.h"
 #include "core/crc32c.h"
+#include "core/draw.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/image.h"
@@ -214,86 +215,34 @@ cnn_status cnn_tensorboard_write(const char *dir, double run_started, const cnn_
 #define MARGIN_B 56
 #define FONT_SCALE 2
 
-typedef struct canvas {
-    unsigned char *px; /* PLOT_H rows of PLOT_W RGB pixels */
-} canvas;
-
 static const unsigned char COLOR_TRAIN[3] = {31, 119, 180}; /* matplotlib's first two colors */
 static const unsigned char COLOR_VAL[3] = {255, 127, 14};
 static const unsigned char COLOR_AXIS[3] = {40, 40, 40};
 static const unsigned char COLOR_GRID[3] = {225, 225, 225};
 
-static void put_pixel(canvas *c, int x, int y, const unsigned char *rgb)
-{
-    if (x < 0 || y < 0 || x >= PLOT_W || y >= PLOT_H) return;
-    memcpy(c->px + ((size_t)y * PLOT_W + x) * 3, rgb, 3);
-}
+typedef struct canvas {
+    unsigned char *px; /* PLOT_H rows of PLOT_W RGB pixels */
+} canvas;
 
 static void fill_rect(canvas *c, int x0, int y0, int w, int h, const unsigned char *rgb)
 {
-    for (int y = y0; y < y0 + h; y++)
-        for (int x = x0; x < x0 + w; x++) put_pixel(c, x, y, rgb);
+    cnn_draw_rect(c->px, PLOT_W, PLOT_H, x0, y0, w, h, rgb);
 }
 
-/* A 2-pixel-wide line (Bresenham). */
+/* A 2-pixel-wide line: the 1-pixel line and its copies one pixel right, down, and both. */
 static void line(canvas *c, int x0, int y0, int x1, int y1, const unsigned char *rgb)
 {
-    int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy;
-    for (;;) {
-        fill_rect(c, x0, y0, 2, 2, rgb);
-        if (x0 == x1 && y0 == y1) break;
-        int e2 = 2 * err;
-        if (e2 >= dy) {
-            err += dy;
-            x0 += sx;
-        }
-        if (e2 <= dx) {
-            err += dx;
-            y0 += sy;
-        }
-    }
+    for (int k = 0; k < 4; k++)
+        cnn_draw_line(c->px, PLOT_W, PLOT_H, x0 + (k & 1), y0 + (k >> 1), x1 + (k & 1), y1 + (k >> 1), rgb);
 }
-
-/* A 5x7 font for the characters the plot writes: each glyph is 7 rows of 5 bits, the high bit leftmost. */
-static const struct glyph {
-    char c;
-    unsigned char rows[7];
-} FONT[] = {
-    {'0', {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E}}, {'1', {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E}},
-    {'2', {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F}}, {'3', {0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E}},
-    {'4', {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02}}, {'5', {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E}},
-    {'6', {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E}}, {'7', {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08}},
-    {'8', {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E}}, {'9', {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C}},
-    {'.', {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C}}, {'-', {0x00, 0x00, 0x00, 0x0E, 0x00, 0x00, 0x00}},
-    {'+', {0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00}}, {'_', {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F}},
-    {'a', {0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F}}, {'c', {0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E}},
-    {'e', {0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E}}, {'h', {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11}},
-    {'i', {0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E}}, {'l', {0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E}},
-    {'n', {0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11}}, {'o', {0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E}},
-    {'p', {0x00, 0x00, 0x1E, 0x11, 0x1E, 0x10, 0x10}}, {'r', {0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10}},
-    {'s', {0x00, 0x00, 0x0E, 0x10, 0x0E, 0x01, 0x1E}}, {'t', {0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06}},
-    {'u', {0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D}}, {'v', {0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04}},
-    {'y', {0x00, 0x00, 0x11, 0x11, 0x0F, 0x01, 0x0E}},
-};
 
 /* Draws text with its top-left corner at (x, y); returns its width in pixels. */
 static int text(canvas *c, int x, int y, const char *s, const unsigned char *rgb)
 {
-    int x0 = x;
-    for (; *s; s++, x += 6 * FONT_SCALE) {
-        const struct glyph *g = NULL;
-        for (size_t i = 0; i < sizeof FONT / sizeof FONT[0] && !g; i++)
-            if (FONT[i].c == *s) g = &FONT[i];
-        if (!g) continue; /* a space, or a character the plot never writes */
-        for (int r = 0; r < 7; r++)
-            for (int b = 0; b < 5; b++)
-                if (g->rows[r] & (0x10 >> b))
-                    fill_rect(c, x + b * FONT_SCALE, y + r * FONT_SCALE, FONT_SCALE, FONT_SCALE, rgb);
-    }
-    return x - x0;
+    return cnn_draw_text(c->px, PLOT_W, PLOT_H, x, y, s, FONT_SCALE, rgb);
 }
 
-static int text_width(const char *s) { return (int)strlen(s) * 6 * FONT_SCALE; }
+static int text_width(const char *s) { return cnn_draw_text_width(s, FONT_SCALE); }
 
 /* One panel at x offset `ox`: values of epochs 1..n, training (a) and validation (b, when has_b). */
 static void panel(canvas *c, int ox, const char *title, const double *a, const double *b, int has_b, int n)
@@ -313,7 +262,7 @@ static void panel(canvas *c, int ox, const char *title, const double *a, const d
     for (int t = 0; t < YTICKS; t++) {
         double v = lo + (hi - lo) * t / (YTICKS - 1);
         int y = y1 - (int)lround((double)(y1 - y0) * t / (YTICKS - 1));
-        for (int x = x0; x < x1; x++) put_pixel(c, x, y, COLOR_GRID);
+        fill_rect(c, x0, y, x1 - x0, 1, COLOR_GRID);
         snprintf(label, sizeof label, "%.3g", v);
         text(c, x0 - 8 - text_width(label), y - 7, label, COLOR_AXIS);
     }

@@ -1,5 +1,5 @@
 /* Drawing on 8-bit RGB pictures for the PNGs the library writes (explanations, metrics): rectangles, lines and
- * text in a 5x7 font (printable ASCII; lower case is drawn as upper case). Everything is clipped to the picture. */
+ * text in a 5x7 font (printable ASCII; the lower case letters it lacks are drawn as upper case). Everything is clipped to the picture. */
 #ifndef CNN_CORE_DRAW_H
 #define CNN_CORE_DRAW_H
 
