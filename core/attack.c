@@ -9,6 +9,7 @@
 
 #include "cnn/explain.h"
 #include "core/error.h"
+#include "core/loader.h"
 #include "core/net.h"
 #include "core/rng.h"
 
@@ -173,15 +174,7 @@ cnn_status cnn_evaluate_attack(cnn_net *net, const cnn_source *src, const cnn_tr
     lc.c = c;
     lc.sampler = CNN_SAMPLER_SEQUENTIAL;
     lc.epochs = 1;
-    if (data) {
-        lc.resize_h = data->resize_h;
-        lc.resize_w = data->resize_w;
-        lc.workers = data->workers;
-        lc.prefetch = data->prefetch;
-        lc.max_pixels = data->max_pixels;
-        lc.strict = data->strict;
-        lc.warnings = data->warnings;
-    }
+    cnn_loader_config_take_data(&lc, data);
     CNN_TRY(cnn_grad_create(net, batch, &g));
     CNN_TRY(cnn_loader_create(src, &lc, &l));
     adv = malloc((size_t)batch * per * sizeof *adv);

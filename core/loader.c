@@ -24,6 +24,7 @@
 #include "core/backend.h"
 #include "core/error.h"
 #include "core/image.h"
+#include "core/loader.h"
 #include "core/sampling.h"
 
 /* Default ring depth per worker (PyTorch's DataLoader prefetch_factor is 2) and its floor: the trainer holds up to
@@ -775,4 +776,16 @@ cnn_status cnn_source_stats(const cnn_source *src, const cnn_loader_config *cfg,
     free(acc);
     cnn_loader_destroy(l);
     return st;
+}
+
+void cnn_loader_config_take_data(cnn_loader_config *lc, const cnn_train_config *cfg)
+{
+    if (!cfg) return;
+    lc->resize_h = cfg->resize_h;
+    lc->resize_w = cfg->resize_w;
+    lc->workers = cfg->workers;
+    lc->prefetch = cfg->prefetch;
+    lc->max_pixels = cfg->max_pixels;
+    lc->strict = cfg->strict;
+    lc->warnings = cfg->warnings;
 }

@@ -10,6 +10,7 @@
 #include "cnn/train.h"
 #include "core/draw.h"
 #include "core/error.h"
+#include "core/loader.h"
 #include "core/image.h"
 #include "core/net.h"
 
@@ -201,15 +202,7 @@ cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn
         lc.batch_size = batch_size;
         cnn_net_input_shape(net, &lc.h, &lc.w, &lc.c);
         lc.sampler = CNN_SAMPLER_SEQUENTIAL;
-        if (data) {
-            lc.resize_h = data->resize_h;
-            lc.resize_w = data->resize_w;
-            lc.workers = data->workers;
-            lc.prefetch = data->prefetch;
-            lc.max_pixels = data->max_pixels;
-            lc.strict = data->strict;
-            lc.warnings = data->warnings;
-        }
+        cnn_loader_config_take_data(&lc, data);
         if (lc.c <= NORM_MAX && cnn_net_normalization(net, mean, std)) {
             lc.mean = mean;
             lc.std = std;

@@ -10,6 +10,7 @@
 #include "core/compress.h"
 #include "core/dist.h"
 #include "core/error.h"
+#include "core/loader.h"
 #include "core/fileio.h"
 #include "core/optim.h"
 #include "core/prune.h"
@@ -200,16 +201,8 @@ static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int t
     cnn_loader_config_defaults(lc);
     lc->batch_size = batch;
     cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
-    if (cfg) {
-        lc->resize_h = cfg->resize_h;
-        lc->resize_w = cfg->resize_w;
-        lc->workers = cfg->workers;
-        lc->prefetch = cfg->prefetch;
-        lc->max_pixels = cfg->max_pixels;
-        lc->strict = cfg->strict;
-        lc->warnings = cfg->warnings;
-        lc->seed = cfg->seed;
-    }
+    cnn_loader_config_take_data(lc, cfg);
+    if (cfg) lc->seed = cfg->seed;
     lc->sampler = training ? cfg->sampler : CNN_SAMPLER_SEQUENTIAL;
     lc->augment = training ? cfg->augment : NULL;
     lc->epochs = training ? cfg->epochs : 0;

@@ -1,0 +1,12 @@
+/* The loader's helpers for the rest of the library (the loader itself is public: include/cnn/pipeline.h). */
+#ifndef CNN_CORE_LOADER_H
+#define CNN_CORE_LOADER_H
+
+#include "cnn/pipeline.h"
+#include "cnn/train.h"
+
+/* The data settings of a training config that every loader of the run shares: the resize, the workers and
+ * prefetch depth, the pixel limit, strictness and warnings. Nothing when cfg is NULL. */
+void cnn_loader_config_take_data(cnn_loader_config *lc, const cnn_train_config *cfg);
+
+#endif
