@@ -58,9 +58,7 @@ int64_t cnn_net_layer_shape(const cnn_net *net, int i, int *h, int *w, int *c, i
     if (w) *w = img ? (int)s->d[1] : 1;
     if (c) *c = (int)s->d[s->ndim - 1];
     if (ndim) *ndim = s->ndim;
-    int64_t n = 1;
-    for (int d = 0; d < s->ndim; d++) n *= s->d[d];
-    return n;
+    return cnn_shape_elements(s);
 }
 
 int cnn_net_last_conv(const cnn_net *net)
@@ -71,34 +69,6 @@ int cnn_net_last_conv(const cnn_net *net)
 }
 
 /* ---- buffers --------------------------------------------------------------------------------------------- */
-
-static int64_t elements(const cnn_shape *s)
-{
-    int64_t n = 1;
-    for (int d = 0; d < s->ndim; d++) n *= s->d[d];
-    return n;
-}
-
-static cnn_status batch_tensor(cnn_backend *b, const cnn_shape *s, int n, cnn_tensor **out)
-{
-    int64_t shape[CNN_MAX_DIMS] = {n};
-    for (int d = 0; d < s->ndim; d++) shape[d + 1] = s->d[d];
-    return cnn_tensor_create(b, CNN_F32, s->ndim + 1, shape, out);
-}
-
-/* A view of `of`'s memory with the per-image shape s and n images (no memory of its own). */
-static cnn_status view_of(const cnn_tensor *of, const cnn_shape *s, int n, cnn_tensor **out)
-{
-    cnn_tensor *t = calloc(1, sizeof *t);
-    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    *t = *of;
-    t->owns_data = 0;
-    t->ndim = s->ndim + 1;
-    t->shape[0] = n;
-    for (int d = 0; d < s->ndim; d++) t->shape[d + 1] = s->d[d];
-    *out = t;
-    return CNN_OK;
-}
 
 static void free_tensor(cnn_tensor *t)
 {
@@ -149,12 +119,13 @@ cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out)
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
-    int64_t per_image = elements(&net->input);
-    g->largest = elements(&net->input);
+    int64_t per_image = cnn_shape_elements(&net->input);
+    g->largest = cnn_shape_elements(&net->input);
     for (int i = 0; i < nl; i++)
         if (!cnn_layer_is_view(net->layers[i])) {
-            per_image += elements(&net->layers[i]->out);
-            if (elements(&net->layers[i]->out) > g->largest) g->largest = elements(&net->layers[i]->out);
+            int64_t e = cnn_shape_elements(&net->layers[i]->out);
+            per_image += e;
+            if (e > g->largest) g->largest = e;
         }
     int last = cnn_net_view_root(net, nl - 1);
     if (last >= 0) written[last] = 1;
@@ -183,18 +154,18 @@ cnn_status cnn_grad_create(cnn_net *net, int max_batch, cnn_grad **out)
     }
     for (int i = 0; i < nl; i++) {
         cnn_layer *l = net->layers[i];
-        if (!cnn_layer_is_view(l)) CNN_TRY(batch_tensor(b, &l->out, max_batch, &g->g[i]));
+        if (!cnn_layer_is_view(l)) CNN_TRY(cnn_batch_tensor_create(b, CNN_F32, &l->out, max_batch, &g->g[i]));
     }
     for (int i = 0; i < nl; i++) { /* views in order: a view's source comes before it */
         cnn_layer *l = net->layers[i];
         if (!cnn_layer_is_view(l)) continue;
         int r = cnn_net_view_root(net, i);
-        if (r >= 0) CNN_TRY(view_of(g->g[r], &l->out, max_batch, &g->g[i]));
+        if (r >= 0) CNN_TRY(cnn_batch_view_create(g->g[r], &l->out, max_batch, &g->g[i]));
     }
-    CNN_TRY(batch_tensor(b, &net->input, max_batch, &g->dinput));
+    CNN_TRY(cnn_batch_tensor_create(b, CNN_F32, &net->input, max_batch, &g->dinput));
     int64_t flat[1] = {g->largest * max_batch}; /* within `bytes`, so no overflow */
     for (int k = 0; k < g->nscratch; k++) CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, flat, &g->scratch[k]));
-    int64_t k_out = cnn_net_num_outputs(net), per = elements(&net->input);
+    int64_t k_out = cnn_net_num_outputs(net), per = cnn_shape_elements(&net->input);
     g->host = malloc((size_t)max_batch * (size_t)(k_out > per ? k_out : per) * sizeof *g->host);
     if (!g->host) {
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", max_batch);
@@ -268,7 +239,7 @@ cnn_status cnn_grad_layer_output(cnn_grad *g, int layer, float *out)
     if (!g->n) return cnn_error(CNN_ERR_INVALID_ARG, "gradients: no forward pass yet");
     if (layer < 0 || layer >= net->nlayers)
         return cnn_error(CNN_ERR_NOT_FOUND, "gradients: no layer %d (the model has %d)", layer, net->nlayers);
-    int64_t per = elements(&net->layers[layer]->out);
+    int64_t per = cnn_shape_elements(&net->layers[layer]->out);
     return cnn_tensor_read(net->acts[layer], out, (size_t)g->n * (size_t)per * sizeof(float));
 }
 
@@ -277,7 +248,7 @@ cnn_status cnn_grad_layer_output(cnn_grad *g, int layer, float *out)
 static cnn_status capture_grad(cnn_grad *g, int capture, float *dst)
 {
     int r = cnn_net_view_root(g->net, capture);
-    int64_t per = elements(&g->net->layers[capture]->out);
+    int64_t per = cnn_shape_elements(&g->net->layers[capture]->out);
     if (r < 0) return cnn_error(CNN_ERR_INVALID_ARG, "gradients: layer %s has no output of its own",
                                 g->net->layers[capture]->name);
     return cnn_tensor_read(g->g[r], dst, (size_t)g->n * (size_t)per * sizeof(float));
@@ -365,12 +336,12 @@ cnn_status cnn_grad_backward(cnn_grad *g, const float *dlogits, float *input_gra
     if (!written) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     written[last] = 1;
     if (layer >= 0) /* stays zero when the layer has no path to the logits */
-        memset(layer_grad, 0, (size_t)n * (size_t)elements(&net->layers[layer]->out) * sizeof *layer_grad);
+        memset(layer_grad, 0, (size_t)n * (size_t)cnn_shape_elements(&net->layers[layer]->out) * sizeof *layer_grad);
     CNN_TRY(cnn_tensor_write(g->g[last], dlogits, (size_t)n * (size_t)k * sizeof(float)));
     CNN_TRY(backward(g, layer, layer_grad, written));
     if (input_grad) {
         const int c = (int)net->input.d[2];
-        const size_t total = (size_t)n * (size_t)elements(&net->input);
+        const size_t total = (size_t)n * (size_t)cnn_shape_elements(&net->input);
         if (!written[nl]) { /* nothing reaches the input (a network of views only) */
             memset(input_grad, 0, total * sizeof *input_grad);
         } else {

@@ -7,25 +7,33 @@
 #include "core/error.h"
 #include "core/layer.h"
 
+/* Names p "<layer>.<suffix>" and describes its value (and its gradient when `grad`) with the given shape. */
+static cnn_status describe_param(cnn_layer *l, cnn_param *p, const char *suffix, int ndim, const int64_t *shape,
+                                 cnn_init init, int grad)
+{
+    memset(p, 0, sizeof *p);
+    if (snprintf(p->name, sizeof p->name, "%s.%s", l->name, suffix) >= (int)sizeof p->name)
+        return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: name too long", l->name);
+    p->init = init;
+    cnn_status st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->value);
+    if (st == CNN_OK && grad) st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->grad);
+    if (st != CNN_OK) {
+        cnn_tensor_destroy(p->value);
+        p->value = NULL;
+        return cnn_error_prefix(st, "layer %s (line %d): %s: ", l->name, l->line, suffix);
+    }
+    return CNN_OK;
+}
+
 cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const int64_t *shape, cnn_init init,
                                int64_t fan_in, int64_t fan_out)
 {
     if (l->nparams >= CNN_LAYER_MAX_PARAMS)
         return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: too many parameters", l->name);
     cnn_param *p = &l->params[l->nparams];
-    memset(p, 0, sizeof *p);
-    if (snprintf(p->name, sizeof p->name, "%s.%s", l->name, suffix) >= (int)sizeof p->name)
-        return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: name too long", l->name);
-    p->init = init;
+    CNN_TRY(describe_param(l, p, suffix, ndim, shape, init, 1));
     p->fan_in = fan_in;
     p->fan_out = fan_out;
-    cnn_status st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->value);
-    if (st == CNN_OK) st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->grad);
-    if (st != CNN_OK) {
-        cnn_tensor_destroy(p->value);
-        p->value = NULL;
-        return cnn_error_prefix(st, "layer %s (line %d): %s: ", l->name, l->line, suffix);
-    }
     l->nparams++;
     return CNN_OK;
 }
@@ -34,13 +42,7 @@ cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const
 {
     if (l->nstate >= CNN_LAYER_MAX_STATE)
         return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: too many state tensors", l->name);
-    cnn_param *p = &l->state[l->nstate];
-    memset(p, 0, sizeof *p);
-    if (snprintf(p->name, sizeof p->name, "%s.%s", l->name, suffix) >= (int)sizeof p->name)
-        return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: name too long", l->name);
-    p->init = init;
-    cnn_status st = cnn_tensor_describe(l->backend, CNN_F32, ndim, shape, &p->value);
-    if (st != CNN_OK) return cnn_error_prefix(st, "layer %s (line %d): %s: ", l->name, l->line, suffix);
+    CNN_TRY(describe_param(l, &l->state[l->nstate], suffix, ndim, shape, init, 0));
     l->nstate++;
     return CNN_OK;
 }
@@ -172,6 +174,33 @@ void cnn_same_padding(int64_t in, int kernel, int stride, int *before, int *afte
     if (total < 0) total = 0;
     *before = (int)(total / 2);
     *after = (int)(total - total / 2);
+}
+
+int64_t cnn_shape_elements(const cnn_shape *s)
+{
+    int64_t n = 1;
+    for (int d = 0; d < s->ndim; d++) n *= s->d[d];
+    return n;
+}
+
+cnn_status cnn_batch_tensor_create(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
+{
+    int64_t shape[CNN_MAX_DIMS] = {n};
+    for (int d = 0; d < s->ndim; d++) shape[d + 1] = s->d[d];
+    return cnn_tensor_create(b, dtype, s->ndim + 1, shape, out);
+}
+
+cnn_status cnn_batch_view_create(const cnn_tensor *of, const cnn_shape *s, int n, cnn_tensor **out)
+{
+    cnn_tensor *t = calloc(1, sizeof *t);
+    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    *t = *of;
+    t->owns_data = 0;
+    t->ndim = s->ndim + 1;
+    t->shape[0] = n;
+    for (int d = 0; d < s->ndim; d++) t->shape[d + 1] = s->d[d];
+    *out = t;
+    return CNN_OK;
 }
 
 void cnn_shape_format(const cnn_shape *s, char *buf, size_t size)

@@ -193,6 +193,15 @@ const char *cnn_act_name(cnn_act act);
  * pixel at the end. */
 void cnn_same_padding(int64_t in, int kernel, int stride, int *before, int *after);
 
+/* Elements per sample of a shape (cnn_net_build checked that the product fits). */
+int64_t cnn_shape_elements(const cnn_shape *s);
+
+/* A tensor of n samples of shape s on backend b. */
+cnn_status cnn_batch_tensor_create(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out);
+
+/* A view of `of`'s memory as n samples of shape s: no memory of its own (of may have none yet). */
+cnn_status cnn_batch_view_create(const cnn_tensor *of, const cnn_shape *s, int n, cnn_tensor **out);
+
 /* Formats a per-sample shape as Keras does: "(None, 26, 26, 32)". */
 void cnn_shape_format(const cnn_shape *s, char *buf, size_t size);
 

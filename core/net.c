@@ -63,26 +63,6 @@ static void free_buffers(cnn_net *net)
     net->capacity = 0;
 }
 
-static cnn_status make_view(const cnn_tensor *of, const cnn_shape *s, int n, cnn_tensor **out)
-{
-    cnn_tensor *t = calloc(1, sizeof *t);
-    if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    *t = *of;
-    t->owns_data = 0;
-    t->ndim = s->ndim + 1;
-    t->shape[0] = n;
-    for (int d = 0; d < s->ndim; d++) t->shape[d + 1] = s->d[d];
-    *out = t;
-    return CNN_OK;
-}
-
-static cnn_status alloc_batch_tensor(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
-{
-    int64_t shape[CNN_MAX_DIMS] = {n};
-    for (int d = 0; d < s->ndim; d++) shape[d + 1] = s->d[d];
-    return cnn_tensor_create(b, dtype, s->ndim + 1, shape, out);
-}
-
 /* The layer whose memory a (chain of) view layer(s) shows; -1: the network input. */
 static int root_of(const cnn_net *net, int i)
 {
@@ -133,15 +113,7 @@ int cnn_net_layer_sources(const cnn_layer *l, int *src) { return sources_of(l, s
 static cnn_status grad_slot(cnn_backend *b, cnn_dtype dtype, const cnn_shape *s, int n, cnn_tensor **out)
 {
     cnn_tensor t = {.backend = b, .dtype = dtype};
-    return make_view(&t, s, n, out);
-}
-
-/* Elements per image of a layer's output; cnn_net_build checked that the product fits. */
-static int64_t per_image(const cnn_shape *s)
-{
-    int64_t n = 1;
-    for (int d = 0; d < s->ndim; d++) n *= s->d[d];
-    return n;
+    return cnn_batch_view_create(&t, s, n, out);
 }
 
 void cnn_buffer_plan_free(cnn_buffer_plan *plan)
@@ -180,7 +152,7 @@ cnn_status cnn_net_plan_buffers(const cnn_net *net, cnn_buffer_plan *plan)
         int srcs[CNN_LAYER_MAX_INPUTS], need = l->nparams > 0 && !l->frozen;
         for (int j = 0, ns = sources_of(l, srcs); j < ns; j++) need |= has_grad(net, plan->has_grad, srcs[j]);
         if (cnn_layer_is_view(l)) need = has_grad(net, plan->has_grad, cnn_layer_view_src(l));
-        else if (per_image(&l->out) > plan->largest) plan->largest = per_image(&l->out);
+        else if (cnn_shape_elements(&l->out) > plan->largest) plan->largest = cnn_shape_elements(&l->out);
         plan->has_grad[i] = (char)need;
         plan->slot[i] = -1;
     }
@@ -197,7 +169,7 @@ cnn_status cnn_net_plan_buffers(const cnn_net *net, cnn_buffer_plan *plan)
     for (int t = nl; t >= 0; t--) /* backward order of first writes */
         for (int i = 0; i < nl; i++) {
             if (start[i] != t || cnn_layer_is_view(net->layers[i]) || !plan->has_grad[i]) continue;
-            int64_t need = per_image(&net->layers[i]->out);
+            int64_t need = cnn_shape_elements(&net->layers[i]->out);
             int best = -1;
             for (int q = 0; q < plan->npool; q++) { /* free: its last reader ran before this gradient's first writer */
                 if (busy_until[q] <= t) continue;
@@ -240,17 +212,17 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
         st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for %d layers", net->nlayers);
         goto fail;
     }
-    CNN_TRY(alloc_batch_tensor(b, CNN_F32, &net->input, n, &net->input_t));
-    if (net->compute != CNN_F32) CNN_TRY(alloc_batch_tensor(b, net->compute, &net->input, n, &net->input_lp));
+    CNN_TRY(cnn_batch_tensor_create(b, CNN_F32, &net->input, n, &net->input_t));
+    if (net->compute != CNN_F32) CNN_TRY(cnn_batch_tensor_create(b, net->compute, &net->input, n, &net->input_lp));
     cnn_tensor *input = net->input_lp ? net->input_lp : net->input_t;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         if (cnn_layer_is_view(l)) {
             int src = cnn_layer_view_src(l);
-            CNN_TRY(make_view(src < 0 ? input : net->acts[src], &l->out, n, &net->acts[i]));
-            if (src >= 0 && net->grads[src]) CNN_TRY(make_view(net->grads[src], &l->out, n, &net->grads[i]));
+            CNN_TRY(cnn_batch_view_create(src < 0 ? input : net->acts[src], &l->out, n, &net->acts[i]));
+            if (src >= 0 && net->grads[src]) CNN_TRY(cnn_batch_view_create(net->grads[src], &l->out, n, &net->grads[i]));
         } else {
-            CNN_TRY(alloc_batch_tensor(b, net->compute, &l->out, n, &net->acts[i]));
+            CNN_TRY(cnn_batch_tensor_create(b, net->compute, &l->out, n, &net->acts[i]));
             if (plan.has_grad[i]) CNN_TRY(grad_slot(b, net->compute, &l->out, n, &net->grads[i]));
         }
     }
@@ -281,7 +253,7 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels));
     if (b->ops->write_async)
         for (int i = 0; i < 2; i++) {
-            CNN_TRY(alloc_batch_tensor(b, CNN_F32, &net->input, n, &net->input_spare[i]));
+            CNN_TRY(cnn_batch_tensor_create(b, CNN_F32, &net->input, n, &net->input_spare[i]));
             CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels_spare[i]));
         }
     CNN_TRY(cnn_tensor_create(b, CNN_F32, 1, n1, &net->losses));
