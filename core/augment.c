@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,23 @@ static cnn_status bad_value(const char *key, const char *value, const char *want
     return cnn_error(CNN_ERR_INVALID_ARG, "augment: %s=%s: %s", key, value, want);
 }
 
+/* The keys that take one number from 0 to `hi`. */
+typedef struct number_key {
+    const char *key, *alias;
+    double hi;
+    size_t offset; /* of the float in cnn_augment */
+    const char *want;
+} number_key;
+
+static const number_key NUMBER_KEYS[] = {
+    {"rotate", "rotation", 1, offsetof(cnn_augment, rotate), "expected a fraction of a full turn, 0 to 1"},
+    {"zoom", NULL, 0.99, offsetof(cnn_augment, zoom), "expected a factor from 0 to 0.99"},
+    {"brightness", NULL, 1, offsetof(cnn_augment, brightness), "expected a factor from 0 to 1"},
+    {"contrast", NULL, 1, offsetof(cnn_augment, contrast), "expected a factor from 0 to 1"},
+    {"erase", NULL, 1, offsetof(cnn_augment, erase), "expected a probability from 0 to 1"},
+    {"fill_value", NULL, 1, offsetof(cnn_augment, fill_value), "expected a value from 0 to 1"},
+};
+
 static cnn_status parse_item(cnn_augment *a, const char *key, const char *value)
 {
     int has = value != NULL;
@@ -93,24 +111,11 @@ static cnn_status parse_item(cnn_augment *a, const char *key, const char *value)
         if (!ok) return bad_value(key, value, "expected a fraction of the size from 0 to 1, or HxW fractions");
         return CNN_OK;
     }
-    if (!strcmp(key, "rotate") || !strcmp(key, "rotation")) {
-        if (!parse_number(value, 0, 1, &a->rotate)) return bad_value(key, value, "expected a fraction of a full turn, 0 to 1");
-        return CNN_OK;
-    }
-    if (!strcmp(key, "zoom")) {
-        if (!parse_number(value, 0, 0.99, &a->zoom)) return bad_value(key, value, "expected a factor from 0 to 0.99");
-        return CNN_OK;
-    }
-    if (!strcmp(key, "brightness")) {
-        if (!parse_number(value, 0, 1, &a->brightness)) return bad_value(key, value, "expected a factor from 0 to 1");
-        return CNN_OK;
-    }
-    if (!strcmp(key, "contrast")) {
-        if (!parse_number(value, 0, 1, &a->contrast)) return bad_value(key, value, "expected a factor from 0 to 1");
-        return CNN_OK;
-    }
-    if (!strcmp(key, "erase")) {
-        if (!parse_number(value, 0, 1, &a->erase)) return bad_value(key, value, "expected a probability from 0 to 1");
+    for (size_t i = 0; i < sizeof NUMBER_KEYS / sizeof NUMBER_KEYS[0]; i++) {
+        const number_key *k = &NUMBER_KEYS[i];
+        if (strcmp(key, k->key) && (!k->alias || strcmp(key, k->alias))) continue;
+        float *field = (float *)((char *)a + k->offset);
+        if (!parse_number(value, 0, k->hi, field)) return bad_value(key, value, k->want);
         return CNN_OK;
     }
     if (!strcmp(key, "erase_value")) {
@@ -124,10 +129,6 @@ static cnn_status parse_item(cnn_augment *a, const char *key, const char *value)
         else if (!strcmp(value, "constant")) a->fill = CNN_FILL_CONSTANT;
         else if (!strcmp(value, "nearest")) a->fill = CNN_FILL_NEAREST;
         else return bad_value(key, value, "expected reflect, constant or nearest");
-        return CNN_OK;
-    }
-    if (!strcmp(key, "fill_value")) {
-        if (!parse_number(value, 0, 1, &a->fill_value)) return bad_value(key, value, "expected a value from 0 to 1");
         return CNN_OK;
     }
     return cnn_error(CNN_ERR_INVALID_ARG, "augment: unknown key '%s' (known: flip, rotate, zoom, shift, crop, "
