@@ -816,40 +816,19 @@ void cnn_json_write_string(cnn_json_writer *w, const char *s)
     cnn_json_write_string_n(w, s, strlen(s));
 }
 
-void cnn_json_write_float(cnn_json_writer *w, float v)
+/* The shortest %g that reads back as v: %.6g to %.9g for a float (%.9g always does), %.15g to %.17g for a double
+ * (IEEE 754 binary64); %g drops trailing zeros, so 0.5 is "0.5". Non-finite numbers are null. */
+static void write_shortest(cnn_json_writer *w, double v, int is_float)
 {
     if (!isfinite(v)) {
         cnn_json_write_null(w);
         return;
     }
     if (!before_value(w)) return;
-    /* the shortest of %.6g to %.9g that reads back as this float (%.9g always does; %g drops trailing zeros, so
-     * 0.5f is "0.5"), written as it is: one formatting, not a double's three more */
-    char buf[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
-        if (strtof(buf, NULL) == v) break;
-    }
-    const char *dp = localeconv()->decimal_point; /* printf and strtof use the locale's point; JSON wants '.' */
-    if (dp && dp[0] && dp[0] != '.' && !dp[1]) {
-        char *q = strchr(buf, dp[0]);
-        if (q) *q = '.';
-    }
-    cnn_strbuf_appends(&w->out, buf);
-}
-
-void cnn_json_write_number(cnn_json_writer *w, double v)
-{
-    if (!isfinite(v)) {
-        cnn_json_write_null(w);
-        return;
-    }
-    if (!before_value(w)) return;
-    /* shortest of %.15g, %.16g, %.17g that reads back exactly; %.17g always does (IEEE 754 binary64) */
     char buf[40];
-    for (int prec = 15; prec <= 17; prec++) {
+    for (int prec = is_float ? 6 : 15, last = is_float ? 9 : 17; prec <= last; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) break;
+        if (is_float ? strtof(buf, NULL) == (float)v : strtod(buf, NULL) == v) break;
     }
     /* printf writes the locale's decimal point; JSON wants '.' */
     const char *dp = localeconv()->decimal_point;
@@ -860,6 +839,10 @@ void cnn_json_write_number(cnn_json_writer *w, double v)
     cnn_strbuf_appends(&w->out, buf);
     after_value(w);
 }
+
+void cnn_json_write_float(cnn_json_writer *w, float v) { write_shortest(w, v, 1); }
+
+void cnn_json_write_number(cnn_json_writer *w, double v) { write_shortest(w, v, 0); }
 
 void cnn_json_write_int(cnn_json_writer *w, int64_t v)
 {

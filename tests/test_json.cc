@@ -371,6 +371,22 @@ TEST(JsonWrite, FloatsAreTheirShortestDecimalAndReadBackExactly) {
   }
 }
 
+// A number of either width is a complete document: a second top-level value after it is refused.
+TEST(JsonWrite, ASecondValueAfterATopLevelNumberIsRefused) {
+  for (int as_float = 0; as_float < 2; as_float++) {
+    cnn_status st = CNN_OK;
+    std::string s = write(as_float ? +[](cnn_json_writer *w) {
+      cnn_json_write_float(w, 1.5f);
+      cnn_json_write_int(w, 2);
+    } : +[](cnn_json_writer *w) {
+      cnn_json_write_number(w, 1.5);
+      cnn_json_write_int(w, 2);
+    }, 0, &st);
+    EXPECT_EQ(st, CNN_ERR_INVALID_ARG) << as_float << ": " << s;
+    EXPECT_NE(std::string(last_error()).find("second value"), std::string::npos) << last_error();
+  }
+}
+
 TEST(JsonWrite, NumbersRoundTripAndNonFiniteIsNull) {
   std::string s = write([](cnn_json_writer *w) {
     cnn_json_write_begin_array(w);
