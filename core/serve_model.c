@@ -274,22 +274,24 @@ cnn_serve_submit cnn_serve_version_submit(cnn_serve_version *v, cnn_serve_job *j
 // ---------------------------------------------------------------------------------------------------------------
 // loading and unloading
 
-void cnn_serve_version_flush(cnn_serve_version *v)
+/* Sets one of the version's flags under its lock and wakes its workers. */
+static void raise_flag(cnn_serve_version *v, int *flag)
 {
-    if (!v) return;
     pthread_mutex_lock(&v->mu);
-    v->flushing = 1;
+    *flag = 1;
     pthread_cond_broadcast(&v->cv);
     pthread_mutex_unlock(&v->mu);
+}
+
+void cnn_serve_version_flush(cnn_serve_version *v)
+{
+    if (v) raise_flag(v, &v->flushing);
 }
 
 void cnn_serve_version_stop(cnn_serve_version *v)
 {
     if (!v) return;
-    pthread_mutex_lock(&v->mu);
-    v->stopping = 1;
-    pthread_cond_broadcast(&v->cv);
-    pthread_mutex_unlock(&v->mu);
+    raise_flag(v, &v->stopping);
     for (int i = 0; i < v->nworkers; i++) {
         worker *wk = &v->workers[i];
         if (wk->started) pthread_join(wk->thread, NULL);
