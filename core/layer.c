@@ -31,7 +31,8 @@ cnn_status cnn_layer_add_param(cnn_layer *l, const char *suffix, int ndim, const
     if (l->nparams >= CNN_LAYER_MAX_PARAMS)
         return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: too many parameters", l->name);
     cnn_param *p = &l->params[l->nparams];
-    CNN_TRY(describe_param(l, p, suffix, ndim, shape, init, 1));
+    cnn_status st = describe_param(l, p, suffix, ndim, shape, init, 1);
+    if (st != CNN_OK) return st;
     p->fan_in = fan_in;
     p->fan_out = fan_out;
     l->nparams++;
@@ -42,7 +43,8 @@ cnn_status cnn_layer_add_state(cnn_layer *l, const char *suffix, int ndim, const
 {
     if (l->nstate >= CNN_LAYER_MAX_STATE)
         return cnn_error(CNN_ERR_INVALID_ARG, "layer %s: too many state tensors", l->name);
-    CNN_TRY(describe_param(l, &l->state[l->nstate], suffix, ndim, shape, init, 0));
+    cnn_status st = describe_param(l, &l->state[l->nstate], suffix, ndim, shape, init, 0);
+    if (st != CNN_OK) return st;
     l->nstate++;
     return CNN_OK;
 }
