@@ -653,6 +653,42 @@ TEST(PruneMasks, ChannelsMeetingAtAnAddArePrunedTogetherInEveryBranch) {
   cnn_net_destroy(net);
 }
 
+// What makes a group stay: a conv whose output meets the network input at an add, a conv with a sigmoid (f(0) != 0),
+// a conv whose output is the network's (the classifier); the others may go, each conv a family of its own here.
+TEST(PruneMasks, GroupsThatMeetTheInputOrASigmoidStay) {
+  Backend be;
+  const char *text =
+      "input 8 8 4\n"
+      "conv 4 3 padding=same\n"            // 0: added to the network input: stays
+      "add input relu\n"                   // 1
+      "conv 6 3 padding=same sigmoid\n"    // 2: sigmoid: stays
+      "conv 5 3 padding=same relu\n"       // 3: may go
+      "conv 3 1\n"                         // 4: through global pooling to the dense layer: may go
+      "globalavgpool\n"                    // 5
+      "dense 2 softmax\n";                 // 6: the classifier
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text, "stay", be.b, 1, &net), CNN_OK) << cnn_last_error();
+  cnn_prune_groups g;
+  ASSERT_EQ(cnn_prune_groups_build(net, &g), CNN_OK) << cnn_last_error();
+  auto groups_of = [&](int layer) {
+    int64_t n = 0;
+    for (int64_t s = g.off[layer]; s < g.off[layer + 1]; s++) n += g.gid[s] >= 0;
+    return n;
+  };
+  EXPECT_EQ(groups_of(0), 0);
+  EXPECT_EQ(groups_of(1), 0);
+  EXPECT_EQ(groups_of(2), 0);
+  EXPECT_EQ(groups_of(3), 5);
+  EXPECT_EQ(groups_of(4), 3);
+  EXPECT_EQ(groups_of(5), 3);  // the pooled channels are the conv's
+  EXPECT_EQ(groups_of(6), 0);
+  for (int64_t s = g.off[net->nlayers]; s < g.off[net->nlayers + 1]; s++) EXPECT_EQ(g.gid[s], -1);  // the input
+  EXPECT_EQ(g.ngroups, 8);
+  EXPECT_EQ(g.nfamilies, 2);
+  cnn_prune_groups_free(&g);
+  cnn_net_destroy(net);
+}
+
 // A group is ranked by the sum over its convs of filter norm (times |gamma|, none here): two convs meeting at an
 // add, 4 channels, the 2 groups of least summed norm go, in both convs, biases included.
 TEST(PruneMasks, AGroupIsRankedByTheSummedNormsOfItsFilters) {
