@@ -479,7 +479,8 @@ TEST(PruneTraining, ResumeIsBitIdenticalTwoFour) { resume_exact(CNN_PRUNE_2_4); 
 // Channel-prunes `text`'s network at 50% (random batchnorm parameters and statistics, so that they matter), then
 // strips it: the outputs agree within 1e-5 and the stripped network has fewer parameters. Returns the channels
 // removed.
-int64_t strip_matches(const std::string &text, int h, int w, int c, const char *what) {
+int64_t strip_matches(const std::string &text, int h, int w, int c, const char *what,
+                      std::vector<int64_t> *widths = nullptr) {
   Backend be;
   cnn_net *net = nullptr, *small = nullptr;
   EXPECT_EQ(cnn_net_from_text(text.c_str(), what, be.b, 7, &net), CNN_OK) << cnn_last_error();
@@ -521,6 +522,8 @@ int64_t strip_matches(const std::string &text, int h, int w, int c, const char *
   for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, (double)std::fabs(a[i] - b[i]));
   EXPECT_LE(worst, 1e-5) << what;
   EXPECT_LT(cnn_net_param_count(small), cnn_net_param_count(net)) << what;
+  if (widths)
+    for (int i = 0; i < small->nlayers; i++) widths->push_back(small->layers[i]->out.d[small->layers[i]->out.ndim - 1]);
   // the stripped model saves, loads and computes the same again (its definition is the narrower one)
   TempDir dir;
   std::string file = dir.file("small.safetensors");
@@ -592,7 +595,24 @@ const char *kResidualConcat =
     "dense 5 softmax\n";
 
 TEST(PruneStrip, ResidualAddsAndAConcatAreStrippedConsistently) {
-  EXPECT_GT(strip_matches(kResidualConcat, 10, 10, 3, "residual+concat"), 0);
+  std::vector<int64_t> w;  // per layer of the stripped model, its output channels
+  const int64_t removed = strip_matches(kResidualConcat, 10, 10, 3, "residual+concat", &w);
+  ASSERT_EQ(w.size(), 19u);
+  // the residual stream through both adds keeps the same channels in the stem and both blocks
+  EXPECT_EQ(w[0], w[2]);
+  EXPECT_EQ(w[0], w[5]);
+  EXPECT_EQ(w[4], w[0]);
+  EXPECT_EQ(w[7], w[0]);
+  // the concat is the kept channels of its inputs; the conv added to it follows them all
+  EXPECT_EQ(w[10], w[0] + w[8] + w[9]);
+  EXPECT_EQ(w[12], w[10]);
+  EXPECT_EQ(w[14], w[10]);
+  // one family (the 18 channels of the last add: the stream's 8, a's 6, b's 4) lost half its groups, every conv a
+  // channel at least; the conv before flatten (its own family) half of its 10
+  EXPECT_EQ((8 - w[0]) + (6 - w[8]) + (4 - w[9]), 9);
+  EXPECT_GE(std::min({w[0], w[8], w[9]}), 1);
+  EXPECT_EQ(w[16], 5);
+  EXPECT_EQ(removed, 3 * (8 - w[0]) + (6 - w[8]) + (4 - w[9]) + (18 - w[12]) + 5);
 }
 
 // The channels a channel-pruned residual network zeroes: for every add, the same channels in every input (gamma and
