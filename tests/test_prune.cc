@@ -415,7 +415,7 @@ TEST(PruneTraining, ZerosStayZeroUnderRmspropWithMomentum) { zeros_stay_zero(CNN
 
 // Resuming from a checkpoint of every third step (before, during and after the schedule) ends bit-identical to
 // the uninterrupted run, masks and sparsity curve included; each structure.
-void resume_exact(cnn_prune_structure s) {
+void resume_exact(cnn_prune_structure s, const char *text = kNet) {
   Backend be;
   Synthetic train(192, 1), val(64, 2);
   TempDir dir;
@@ -427,7 +427,7 @@ void resume_exact(cnn_prune_structure s) {
   cfg.checkpoint_in_steps = 1;
   cfg.keep_checkpoints = 1000;
   cnn_net *ref = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
   std::vector<cnn_epoch_stats> want(cfg.epochs);
   ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
   std::vector<float> want_w = weights_of(ref);
@@ -442,7 +442,7 @@ void resume_exact(cnn_prune_structure s) {
     rc.resume_from = path.c_str();
     rc.checkpoint_dir = other.path().c_str();
     cnn_net *net = nullptr;
-    ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 99, &net), CNN_OK);
+    ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 99, &net), CNN_OK);
     std::vector<cnn_epoch_stats> got(cfg.epochs);
     ASSERT_EQ(cnn_train(net, &train.ds, &val.ds, &rc, got.data()), CNN_OK) << f << ": " << cnn_last_error();
     std::vector<float> got_w = weights_of(net);
@@ -459,7 +459,7 @@ void resume_exact(cnn_prune_structure s) {
   cnn_train_config plain = cfg;
   plain.prune.enabled = 0;
   cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 99, &net), CNN_OK);
+  ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 99, &net), CNN_OK);
   std::string path = dir.file(files[0]);
   plain.resume_from = path.c_str();
   TempDir other;
@@ -472,6 +472,20 @@ void resume_exact(cnn_prune_structure s) {
 TEST(PruneTraining, ResumeIsBitIdenticalUnstructured) { resume_exact(CNN_PRUNE_UNSTRUCTURED); }
 TEST(PruneTraining, ResumeIsBitIdenticalChannel) { resume_exact(CNN_PRUNE_CHANNEL); }
 TEST(PruneTraining, ResumeIsBitIdenticalTwoFour) { resume_exact(CNN_PRUNE_2_4); }
+TEST(PruneTraining, ResumeIsBitIdenticalChannelThroughAResidualAdd) {
+  // the masks of the stem's and the block's convs and batchnorms, one group per channel of the residual stream
+  resume_exact(CNN_PRUNE_CHANNEL,
+               "input 12 12 1\n"
+               "conv 8 3 padding=same bias=no\n"
+               "batchnorm relu name=s\n"
+               "conv 8 3 padding=same bias=no\n"
+               "batchnorm\n"
+               "add s relu\n"
+               "maxpool 2\n"
+               "conv 8 3 relu\n"
+               "globalavgpool\n"
+               "dense 4 softmax\n");
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // the strip
