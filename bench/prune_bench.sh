@@ -10,8 +10,8 @@
 #   tfmot  the seed CNN's schedule in Keras with tensorflow-model-optimization (bench/prune_tfmot.py; a venv with
 #          tensorflow-cpu and tensorflow-model-optimization: VENV=/path/to/venv)
 #   speed  the dense and stripped ResNet-20 of a `resnet` run in OUT_DIR again, alternated ROUNDS times
-# TARGET: the channel sparsity of the pruned convs (default 0.5)
-# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N BASE=FILE TARGET=0.5 NO_BASELINE=1 ROUNDS=4] bench/prune_bench.sh seed|resnet|speed|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
+# TARGET: the channel sparsity of the pruned convs (default 0.5); SEED: the fine-tuning runs' seed (default 1)
+# Usage: [EPOCHS=3 FINETUNE_EPOCHS=2 LIMIT=N BASE=FILE TARGET=0.5 SEED=1 NO_BASELINE=1 ROUNDS=4] bench/prune_bench.sh seed|resnet|speed|tfmot [OUT_DIR]   (run from the repository root after building ./build/cnn)
 set -eu
 what=${1:-seed}
 out=${2:-/tmp/prune-bench}
@@ -48,12 +48,12 @@ resnet)
             --quiet $limit --out "$out/resnet-dense.safetensors" | tee "$out/resnet-dense.txt"
     fi
     fsteps=$((fine * steps))
-    "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
+    "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed "${SEED:-1}" \
         --quiet $limit --prune magnitude --prune-structure channel --target-sparsity "${TARGET:-0.5}" --prune-end-step $((fsteps / 2)) \
         --prune-frequency 100 --out "$out/resnet-pruned.safetensors" | tee "$out/resnet-pruned.txt"
     # the fair baseline: the dense model fine-tuned as long, without pruning (NO_BASELINE=1: an earlier run's)
     if [ -z "${NO_BASELINE:-}" ]; then
-        "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed 1 \
+        "$cnn" train --init-from "$out/resnet-dense.safetensors" --epochs "$fine" --batch 64 --lr 0.0005 --seed "${SEED:-1}" \
             --quiet $limit --out "$out/resnet-dense-ft.safetensors" | tee "$out/resnet-dense-ft.txt"
     fi
     "$cnn" prune --strip --model "$out/resnet-pruned.safetensors" --out "$out/resnet-stripped.safetensors"
