@@ -81,6 +81,7 @@ cnn_status cnn_prune_groups_build(const cnn_net *net, cnn_prune_groups *g)
     g->off = malloc(((size_t)n + 2) * sizeof *g->off);
     g->bn_after = malloc(((size_t)n + 1) * sizeof *g->bn_after);
     if (!g->off || !g->bn_after) goto oom;
+    for (int i = 0; i <= n; i++) g->bn_after[i] = -1;
     /* slots: layer i's channels from off[i]; the network input's from off[n] */
     int64_t total = 0;
     for (int i = 0; i <= n; i++) {
@@ -108,7 +109,6 @@ cnn_status cnn_prune_groups_build(const cnn_net *net, cnn_prune_groups *g)
     BLOCK(n - 1); /* the network output */
     for (int j = 0; j < n; j++) {
         const cnn_layer *l = net->layers[j];
-        g->bn_after[j] = -1;
         const int in0 = l->ninputs > 0 ? l->inputs[0] : -1;
         if (l->ops == &cnn_conv_layer_ops || l->ops == &cnn_dense_layer_ops) {
             /* readers: their matching inputs go; a depthwise conv's or a frozen layer's stay */
