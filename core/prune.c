@@ -115,55 +115,6 @@ cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros,
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// which channels can go (shared with the strip)
-
-/* f(0) = 0: a channel that is zero before the activation stays zero after it */
-static int zero_preserving(cnn_act a) { return a != CNN_ACT_SIGMOID; }
-
-static int is_conv1(const cnn_layer *l)
-{
-    return l->ops == &cnn_conv_layer_ops && ((const cnn_conv_layer *)l)->groups == 1;
-}
-
-/* Walks from layer `at` to everything that reads its output; 1 when every path ends in a conv (groups 1) or a dense
- * layer through channel-wise layers only. `first`: `at` is the pruned conv itself (a batchnorm may follow it, once;
- * its index goes to *bn). */
-static int reaches_only_consumers(const cnn_net *net, int at, int first, int *bn, int depth)
-{
-    if (depth > net->nlayers) return 0;
-    int consumers = 0;
-    for (int j = at + 1; j < net->nlayers; j++) {
-        const cnn_layer *l = net->layers[j];
-        int reads = 0;
-        for (int k = 0; k < l->ninputs; k++) reads |= l->inputs[k] == at;
-        if (!reads) continue;
-        consumers++;
-        if (l->ninputs != 1 || l->frozen) return 0;
-        if (is_conv1(l) || l->ops == &cnn_dense_layer_ops) continue;
-        if (l->ops == &cnn_batchnorm_layer_ops) {
-            if (!first || *bn >= 0 || l->fused || !zero_preserving(l->act)) return 0;
-            *bn = j;
-        } else if (l->ops == &cnn_act_layer_ops) {
-            if (!zero_preserving(l->act)) return 0;
-        } else if (l->ops != &cnn_dropout_layer_ops && l->ops != &cnn_maxpool_layer_ops &&
-                   l->ops != &cnn_avgpool_layer_ops && l->ops != &cnn_globalavgpool_layer_ops &&
-                   l->ops != &cnn_globalmaxpool_layer_ops && l->ops != &cnn_flatten_layer_ops) {
-            return 0; /* add, concat, softmax (the output), anything else */
-        }
-        if (!reaches_only_consumers(net, j, 0, bn, depth + 1)) return 0;
-    }
-    return consumers > 0; /* none: the network's output */
-}
-
-int cnn_prune_channel_ok(const cnn_net *net, int i, int *bn)
-{
-    *bn = -1;
-    const cnn_layer *l = net->layers[i];
-    if (!is_conv1(l) || l->frozen || !zero_preserving(l->act)) return 0;
-    return reaches_only_consumers(net, i, 1, bn, 0);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // the pruner
 
 typedef struct prune_entry {
@@ -174,8 +125,6 @@ typedef struct prune_entry {
     uint8_t *mask;    /* numel; 1 = kept */
     int64_t removed;  /* zeros in mask */
     int counted;      /* a weight tensor (counted in the sparsity); 0: a channel-pruned conv's bias, gamma or beta */
-    int owner;        /* for those: the entry of the conv weight whose channels they follow; -1 otherwise */
-    int bn_gamma;     /* for a channel-pruned conv weight: the entry of the batchnorm gamma after it, or -1 */
 } prune_entry;
 
 struct cnn_pruner {
@@ -184,6 +133,9 @@ struct cnn_pruner {
     int n;
     float *host;          /* scratch: the largest tensor */
     int64_t host_len;
+    cnn_prune_groups groups; /* the channel structure's */
+    uint8_t *keep;        /* per group: 1 = kept */
+    const cnn_net *net;
 };
 
 void cnn_pruner_destroy(cnn_pruner *p)
@@ -192,10 +144,12 @@ void cnn_pruner_destroy(cnn_pruner *p)
     for (int i = 0; i < p->n; i++) free(p->e[i].mask);
     free(p->e);
     free(p->host);
+    free(p->keep);
+    cnn_prune_groups_free(&p->groups);
     free(p);
 }
 
-static cnn_status add_entry(cnn_pruner *p, cnn_param *param, int layer, int counted, int owner)
+static cnn_status add_entry(cnn_pruner *p, cnn_param *param, int layer, int counted)
 {
     prune_entry *e = &p->e[p->n];
     memset(e, 0, sizeof *e);
@@ -204,8 +158,6 @@ static cnn_status add_entry(cnn_pruner *p, cnn_param *param, int layer, int coun
     e->numel = cnn_tensor_numel(param->value);
     e->rows = param->value->shape[0];
     e->counted = counted;
-    e->owner = owner;
-    e->bn_gamma = -1;
     e->mask = malloc((size_t)(e->numel ? e->numel : 1));
     if (!e->mask) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the pruning masks");
     memset(e->mask, 1, (size_t)e->numel);
@@ -222,40 +174,49 @@ cnn_status cnn_pruner_create(cnn_net *net, const cnn_prune_config *cfg, cnn_prun
     cnn_pruner *p = calloc(1, sizeof *p);
     if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     p->cfg = *cfg;
-    /* at most 4 entries per layer: a conv's weight and bias, its batchnorm's gamma and beta */
-    p->e = calloc((size_t)net->nlayers * 4 + 1, sizeof *p->e);
+    p->net = net;
+    /* at most 2 entries per layer: a conv's weight and bias, a batchnorm's gamma and beta */
+    p->e = calloc((size_t)net->nlayers * 2 + 1, sizeof *p->e);
     if (!p->e) {
         cnn_pruner_destroy(p);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+    }
+    if (cfg->structure == CNN_PRUNE_CHANNEL) {
+        if ((st = cnn_prune_groups_build(net, &p->groups)) != CNN_OK) goto fail_p;
+        p->keep = malloc((size_t)(p->groups.ngroups ? p->groups.ngroups : 1));
+        if (!p->keep) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+            goto fail_p;
+        }
+        memset(p->keep, 1, (size_t)p->groups.ngroups);
     }
     int last = -1; /* the classifier: the last layer with weights */
     for (int i = 0; i < net->nlayers; i++)
         if (net->layers[i]->ops == &cnn_conv_layer_ops || net->layers[i]->ops == &cnn_dense_layer_ops) last = i;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
-        if (i == last || l->frozen || (l->ops != &cnn_conv_layer_ops && l->ops != &cnn_dense_layer_ops)) continue;
         if (cfg->structure == CNN_PRUNE_CHANNEL) {
-            int bn;
-            if (!cnn_prune_channel_ok(net, i, &bn)) continue;
-            int w = p->n;
-            if ((st = add_entry(p, &l->params[0], i, 1, -1)) != CNN_OK) goto fail_p;
-            if (l->nparams > 1 && (st = add_entry(p, &l->params[1], i, 0, w)) != CNN_OK) goto fail_p;
-            if (bn >= 0) {
-                p->e[w].bn_gamma = p->n;
-                cnn_layer *b = net->layers[bn];
-                if ((st = add_entry(p, &b->params[0], bn, 0, w)) != CNN_OK) goto fail_p;
-                if ((st = add_entry(p, &b->params[1], bn, 0, w)) != CNN_OK) goto fail_p;
-            }
-        } else if ((st = add_entry(p, &l->params[0], i, 1, -1)) != CNN_OK) {
-            goto fail_p;
+            /* the convs and batchnorms with a channel in a group that may go */
+            const cnn_prune_groups *g = &p->groups;
+            int member = 0;
+            for (int64_t s = g->off[i]; s < g->off[i + 1] && !member; s++) member = g->gid[s] >= 0;
+            if (!member) continue;
+            const int conv = l->ops == &cnn_conv_layer_ops;
+            if (!conv && l->ops != &cnn_batchnorm_layer_ops) continue; /* no parameters: pooling, add, ... */
+            if ((st = add_entry(p, &l->params[0], i, conv)) != CNN_OK) goto fail_p;
+            if (l->nparams > 1 && (st = add_entry(p, &l->params[1], i, 0)) != CNN_OK) goto fail_p;
+            continue;
         }
+        if (i == last || l->frozen || (l->ops != &cnn_conv_layer_ops && l->ops != &cnn_dense_layer_ops)) continue;
+        if ((st = add_entry(p, &l->params[0], i, 1)) != CNN_OK) goto fail_p;
     }
     if (!p->n) {
         st = cnn_error(CNN_ERR_INVALID_ARG, "pruning: %s has no layer to prune with the %s structure (%s)",
                        net->source, cnn_prune_structure_name(cfg->structure),
                        cfg->structure == CNN_PRUNE_CHANNEL
-                           ? "channel pruning narrows convs whose outputs reach only convs and dense layers, not an "
-                             "add or a concat; the classifier and frozen layers are left whole"
+                           ? "channel pruning narrows convs whose channels reach only convs, dense layers and the "
+                             "layers between that keep a zero channel zero (batchnorm, ReLU, pooling, add, concat, "
+                             "flatten); the classifier, frozen and depthwise layers are left whole"
                            : "conv and dense weights, but not the classifier's nor frozen layers'");
         goto fail_p;
     }
@@ -286,10 +247,10 @@ static int cmp_ranked(const void *a, const void *b)
 }
 
 /* the `drop` smallest keys of r[0..n) get mask 0 (r is sorted in place) */
-static void drop_smallest(ranked *r, int64_t n, int64_t drop, uint8_t *mask_of_index, int64_t stride, int64_t len)
+static void drop_smallest(ranked *r, int64_t n, int64_t drop, uint8_t *mask)
 {
     qsort(r, (size_t)n, sizeof *r, cmp_ranked);
-    for (int64_t k = 0; k < drop && k < n; k++) memset(mask_of_index + r[k].index * stride, 0, (size_t)len);
+    for (int64_t k = 0; k < drop && k < n; k++) mask[r[k].index] = 0;
 }
 
 static cnn_status read_param(cnn_pruner *p, const prune_entry *e)
@@ -317,23 +278,106 @@ static void mask_2_4(const float *w, int64_t rows, int64_t len, uint8_t *mask)
         }
 }
 
+/* The channel structure's masks for sparsity s: every group gets the key sum over its convs' filters of L2 norm
+ * (Li et al. 2017) times |gamma| of the batchnorm that reads the conv (Liu et al. 2017's network slimming: a channel
+ * the batchnorm scales down matters less); in each family the floor(s * groups) of least key go (ties: the earlier
+ * group), as long as every conv keeps a channel; then every member's filters, biases, gammas and betas of a group
+ * that went are masked. */
+static cnn_status channel_masks(cnn_pruner *p, double s)
+{
+    cnn_status st = CNN_OK;
+    const cnn_prune_groups *g = &p->groups;
+    const cnn_net *net = p->net;
+    const int64_t ng = g->ngroups;
+    double *key = calloc((size_t)(ng ? ng : 1), sizeof *key);
+    ranked *r = malloc((size_t)(ng ? ng : 1) * sizeof *r);
+    int64_t *kept = calloc((size_t)net->nlayers + 1, sizeof *kept); /* per conv: channels still kept */
+    float *gamma = NULL;
+    if (!key || !r || !kept) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the pruning ranks");
+        goto fail;
+    }
+    for (int i = 0; i < p->n; i++) {
+        const prune_entry *e = &p->e[i];
+        if (!e->counted) continue; /* conv weights */
+        CNN_TRY(read_param(p, e));
+        const int64_t len = e->numel / e->rows;
+        const int bn = g->bn_after[e->layer];
+        if (bn >= 0) {
+            free(gamma);
+            gamma = malloc((size_t)e->rows * sizeof *gamma);
+            if (!gamma) {
+                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+                goto fail;
+            }
+            CNN_TRY(cnn_tensor_read(net->layers[bn]->params[0].value, gamma, (size_t)e->rows * sizeof *gamma));
+        }
+        kept[e->layer] = e->rows;
+        for (int64_t o = 0; o < e->rows; o++) {
+            const int64_t k = g->gid[g->off[e->layer] + o];
+            if (k < 0) continue;
+            double ss = 0.0;
+            for (int64_t j = 0; j < len; j++) ss += (double)p->host[o * len + j] * p->host[o * len + j];
+            key[k] += sqrt(ss) * (bn >= 0 ? fabs((double)gamma[o]) : 1.0);
+        }
+    }
+    memset(p->keep, 1, (size_t)ng);
+    for (int f = 0; f < g->nfamilies; f++) {
+        int64_t n = 0;
+        for (int64_t k = 0; k < ng; k++)
+            if (g->family[k] == f) r[n++] = (ranked){(float)key[k], k};
+        int64_t drop = (int64_t)floor(s * (double)n);
+        if (drop >= n) drop = n - 1; /* one channel stays */
+        qsort(r, (size_t)n, sizeof *r, cmp_ranked);
+        for (int64_t q = 0; q < n && drop > 0; q++) {
+            const int64_t k = r[q].index;
+            int ok = 1;
+            for (int64_t m = g->first[k]; m < g->first[k + 1]; m++) {
+                const int l = g->layer_of[g->members[m]];
+                if (net->layers[l]->ops == &cnn_conv_layer_ops) ok &= --kept[l] > 0;
+            }
+            if (!ok) { /* it would take a conv's last channel: the group stays */
+                for (int64_t m = g->first[k]; m < g->first[k + 1]; m++) {
+                    const int l = g->layer_of[g->members[m]];
+                    if (net->layers[l]->ops == &cnn_conv_layer_ops) kept[l]++;
+                }
+                continue;
+            }
+            p->keep[k] = 0;
+            drop--;
+        }
+    }
+    for (int i = 0; i < p->n; i++) {
+        prune_entry *e = &p->e[i];
+        const int64_t len = e->numel / e->rows;
+        for (int64_t o = 0; o < e->rows; o++) {
+            const int64_t k = g->gid[g->off[e->layer] + o];
+            memset(e->mask + o * len, k < 0 || p->keep[k], (size_t)len);
+        }
+    }
+fail:
+    free(key);
+    free(r);
+    free(kept);
+    free(gamma);
+    return st;
+}
+
 /* New masks for the schedule's sparsity s at the current weights. */
 static cnn_status update_masks(cnn_pruner *p, double s)
 {
     cnn_status st = CNN_OK;
     ranked *r = NULL;
-    float *gamma = NULL;
+    if (p->cfg.structure == CNN_PRUNE_CHANNEL) return channel_masks(p, s);
     for (int i = 0; i < p->n; i++) {
         prune_entry *e = &p->e[i];
-        if (!e->counted) continue;
         CNN_TRY(read_param(p, e));
         const int64_t len = e->rows ? e->numel / e->rows : 0;
         if (p->cfg.structure == CNN_PRUNE_2_4) {
             mask_2_4(p->host, e->rows, len, e->mask);
             continue;
         }
-        const int channel = p->cfg.structure == CNN_PRUNE_CHANNEL;
-        const int64_t n = channel ? e->rows : e->numel;
+        const int64_t n = e->numel;
         free(r);
         r = malloc((size_t)(n ? n : 1) * sizeof *r);
         if (!r) {
@@ -341,42 +385,11 @@ static cnn_status update_masks(cnn_pruner *p, double s)
             goto fail;
         }
         memset(e->mask, 1, (size_t)e->numel);
-        if (channel) {
-            /* Li et al. 2017's filter L2 norm, times |gamma| of the batchnorm after it (Liu et al. 2017's
-             * network slimming): a channel the batchnorm scales down matters less */
-            if (e->bn_gamma >= 0) {
-                free(gamma);
-                gamma = malloc((size_t)e->rows * sizeof *gamma);
-                if (!gamma) {
-                    st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-                    goto fail;
-                }
-                CNN_TRY(cnn_tensor_read(p->e[e->bn_gamma].param->value, gamma, (size_t)e->rows * sizeof *gamma));
-            }
-            for (int64_t o = 0; o < e->rows; o++) {
-                double ss = 0.0;
-                for (int64_t k = 0; k < len; k++) ss += (double)p->host[o * len + k] * p->host[o * len + k];
-                r[o] = (ranked){(float)(sqrt(ss) * (e->bn_gamma >= 0 ? fabs((double)gamma[o]) : 1.0)), o};
-            }
-            int64_t drop = (int64_t)floor(s * (double)e->rows);
-            if (drop >= e->rows) drop = e->rows - 1; /* one channel stays */
-            drop_smallest(r, n, drop, e->mask, len, len);
-        } else {
-            for (int64_t k = 0; k < n; k++) r[k] = (ranked){fabsf(p->host[k]), k};
-            drop_smallest(r, n, (int64_t)floor(s * (double)n), e->mask, 1, 1);
-        }
-    }
-    /* a channel-pruned conv's bias and batchnorm parameters follow its filters */
-    for (int i = 0; i < p->n; i++) {
-        prune_entry *e = &p->e[i];
-        if (e->owner < 0) continue;
-        const prune_entry *w = &p->e[e->owner];
-        const int64_t len = w->numel / w->rows;
-        for (int64_t o = 0; o < e->numel && o < w->rows; o++) e->mask[o] = w->mask[o * len];
+        for (int64_t k = 0; k < n; k++) r[k] = (ranked){fabsf(p->host[k]), k};
+        drop_smallest(r, n, (int64_t)floor(s * (double)n), e->mask);
     }
 fail:
     free(r);
-    free(gamma);
     return st;
 }
 

@@ -1,6 +1,7 @@
-/* The strip of pruned channels (cnn/prune.h, cnn_net_strip): a conv whose pruned channels output exactly zero
- * loses them, its consumers lose the matching inputs, and the definition says so, so that the smaller model is
- * faster on every backend. */
+/* The strip of pruned channels (cnn/prune.h, cnn_net_strip): a channel group (core/prune_groups.c) whose convs'
+ * filters and batchnorms' gamma and beta are all exactly zero outputs zero everywhere, so every member loses the
+ * channel (the convs their filters, the batchnorms their parameters, the readers their matching inputs), and the
+ * definition says so, so that the smaller model is faster on every backend. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,37 +23,37 @@ static cnn_status read_all(const cnn_tensor *t, float **out)
     return cnn_tensor_read(t, *out, (size_t)n * sizeof **out);
 }
 
-/* The channels of conv layer i to keep: those whose filter, bias and batchnorm gamma and beta (layer bn, or -1)
- * are not all zero; one at least. */
-static cnn_status conv_keep(const cnn_net *net, int i, int bn, keep_list *k)
+/* The groups whose members are all exactly zero: every conv filter (and bias) and every batchnorm gamma and beta of
+ * the group's channels; removed[k] = 1 for those. */
+static cnn_status zero_groups(const cnn_net *net, const cnn_prune_groups *g, uint8_t *removed)
 {
     cnn_status st = CNN_OK;
-    const cnn_layer *l = net->layers[i];
-    float *w = NULL, *b = NULL, *g = NULL, *be = NULL;
-    const int64_t f = l->params[0].value->shape[0], len = cnn_tensor_numel(l->params[0].value) / f;
-    CNN_TRY(read_all(l->params[0].value, &w));
-    if (l->nparams > 1) CNN_TRY(read_all(l->params[1].value, &b));
-    if (bn >= 0) {
-        CNN_TRY(read_all(net->layers[bn]->params[0].value, &g));
-        CNN_TRY(read_all(net->layers[bn]->params[1].value, &be));
+    float *w = NULL, *b = NULL;
+    memset(removed, 1, (size_t)g->ngroups);
+    for (int i = 0; i < net->nlayers; i++) {
+        const cnn_layer *l = net->layers[i];
+        const int conv = l->ops == &cnn_conv_layer_ops;
+        if (!conv && l->ops != &cnn_batchnorm_layer_ops) continue;
+        int member = 0;
+        for (int64_t s = g->off[i]; s < g->off[i + 1] && !member; s++) member = g->gid[s] >= 0;
+        if (!member) continue;
+        CNN_TRY(read_all(l->params[0].value, &w));
+        if (l->nparams > 1) CNN_TRY(read_all(l->params[1].value, &b));
+        const int64_t f = l->params[0].value->shape[0], len = cnn_tensor_numel(l->params[0].value) / f;
+        for (int64_t o = 0; o < f; o++) {
+            const int64_t k = g->gid[g->off[i] + o];
+            if (k < 0) continue;
+            int zero = !b || b[o] == 0.0f;
+            for (int64_t j = 0; zero && j < len; j++) zero = w[o * len + j] == 0.0f;
+            if (!zero) removed[k] = 0;
+        }
+        free(w);
+        free(b);
+        w = b = NULL;
     }
-    k->v = malloc((size_t)f * sizeof *k->v);
-    if (!k->v) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-        goto fail;
-    }
-    k->n = 0;
-    for (int64_t o = 0; o < f; o++) {
-        int zero = (!b || b[o] == 0.0f) && (!g || (g[o] == 0.0f && be[o] == 0.0f));
-        for (int64_t j = 0; zero && j < len; j++) zero = w[o * len + j] == 0.0f;
-        if (!zero) k->v[k->n++] = o;
-    }
-    if (!k->n) k->v[k->n++] = 0; /* a layer keeps a channel: its outputs are zeros either way */
 fail:
     free(w);
     free(b);
-    free(g);
-    free(be);
     return st;
 }
 
@@ -152,54 +153,53 @@ cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out
     keep_list *keep = calloc((size_t)n + 1, sizeof *keep), none = {NULL, 0};
     char *text = NULL;
     int *layer_line = NULL, expanded_layers = 0;
+    uint8_t *gone_group = NULL;
     cnn_net *fresh = NULL;
     int64_t gone = 0;
+    cnn_prune_groups g;
+    memset(&g, 0, sizeof g);
     *out = NULL;
     if (!keep) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    // --- the channels each prunable conv keeps
+    // --- the channel groups whose members are all zero go; every conv keeps a channel
+    CNN_TRY(cnn_prune_groups_build(net, &g));
+    gone_group = malloc((size_t)(g.ngroups ? g.ngroups : 1));
+    if (!gone_group) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    CNN_TRY(zero_groups(net, &g, gone_group));
     for (int i = 0; i < n; i++) {
-        int bn;
-        if (!cnn_prune_channel_ok(net, i, &bn)) continue;
-        CNN_TRY(conv_keep(net, i, bn, &keep[i]));
-        const int64_t f = net->layers[i]->params[0].value->shape[0];
-        if (keep[i].n == f) {
+        if (net->layers[i]->ops != &cnn_conv_layer_ops || g.off[i] == g.off[i + 1]) continue;
+        int any = 0;
+        for (int64_t s = g.off[i]; s < g.off[i + 1] && !any; s++) any = g.gid[s] < 0 || !gone_group[g.gid[s]];
+        if (!any) gone_group[g.gid[g.off[i]]] = 0; /* its outputs are zeros either way */
+    }
+    // --- per layer output, the channels kept
+    for (int i = 0; i < n; i++) {
+        const int64_t w = g.off[i + 1] - g.off[i];
+        keep[i].v = malloc((size_t)(w ? w : 1) * sizeof *keep[i].v);
+        if (!keep[i].v) {
+            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+            goto fail;
+        }
+        for (int64_t c = 0; c < w; c++) {
+            const int64_t k = g.gid[g.off[i] + c];
+            if (k < 0 || !gone_group[k]) keep[i].v[keep[i].n++] = c;
+        }
+        if (net->layers[i]->ops == &cnn_conv_layer_ops) gone += w - keep[i].n;
+        if (keep[i].n == w) {
             free(keep[i].v);
             keep[i].v = NULL;
         }
-        gone += f - keep[i].n;
     }
     if (!gone) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s has no pruned channel to strip: no conv whose outputs reach only convs "
-                                            "and dense layers has a filter whose weights, bias and batchnorm gamma "
-                                            "and beta are all zero (train with --prune magnitude --prune-structure "
-                                            "channel; unstructured and 2:4 sparsity stays in the weights)",
+        st = cnn_error(CNN_ERR_INVALID_ARG, "%s has no pruned channel to strip: no conv channel that may go has its "
+                                            "filter, bias and batchnorm gamma and beta all zero in every layer that "
+                                            "shares it through adds and concats (train with --prune magnitude "
+                                            "--prune-structure channel; unstructured and 2:4 sparsity stays in the "
+                                            "weights)",
                        net->source);
         goto fail;
-    }
-    // --- through the channel-wise layers to the consumers
-    for (int i = 0; i < n; i++) {
-        const cnn_layer *l = net->layers[i];
-        if (keep[i].v || l->ninputs != 1 || l->inputs[0] < 0) continue;
-        const keep_list *in = &keep[l->inputs[0]];
-        if (!in->v || l->ops == &cnn_conv_layer_ops || l->ops == &cnn_dense_layer_ops) continue;
-        if (l->ops == &cnn_flatten_layer_ops) { /* (H, W, C) -> H * W * C features, channels innermost */
-            const int64_t hw = l->in.d[0] * l->in.d[1], c = l->in.d[2];
-            keep[i].v = malloc((size_t)(hw * in->n) * sizeof *keep[i].v);
-            if (!keep[i].v) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-                goto fail;
-            }
-            for (int64_t p = 0; p < hw; p++)
-                for (int64_t k = 0; k < in->n; k++) keep[i].v[keep[i].n++] = p * c + in->v[k];
-        } else { /* batchnorm, activation, dropout, pooling: per channel */
-            keep[i].v = malloc((size_t)in->n * sizeof *keep[i].v);
-            if (!keep[i].v) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-                goto fail;
-            }
-            memcpy(keep[i].v, in->v, (size_t)in->n * sizeof *keep[i].v);
-            keep[i].n = in->n;
-        }
     }
     // --- the narrower definition
     CNN_TRY(cnn_model_expand(net->definition, net->source, &text, &layer_line, &expanded_layers));
@@ -244,6 +244,8 @@ cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out
 fail:
     for (int i = 0; i < n; i++) free(keep[i].v);
     free(keep);
+    free(gone_group);
+    cnn_prune_groups_free(&g);
     free(text);
     free(layer_line);
     cnn_net_destroy(fresh);

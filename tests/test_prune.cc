@@ -415,7 +415,7 @@ TEST(PruneTraining, ZerosStayZeroUnderRmspropWithMomentum) { zeros_stay_zero(CNN
 
 // Resuming from a checkpoint of every third step (before, during and after the schedule) ends bit-identical to
 // the uninterrupted run, masks and sparsity curve included; each structure.
-void resume_exact(cnn_prune_structure s) {
+void resume_exact(cnn_prune_structure s, const char *text = kNet) {
   Backend be;
   Synthetic train(192, 1), val(64, 2);
   TempDir dir;
@@ -427,7 +427,7 @@ void resume_exact(cnn_prune_structure s) {
   cfg.checkpoint_in_steps = 1;
   cfg.keep_checkpoints = 1000;
   cnn_net *ref = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
   std::vector<cnn_epoch_stats> want(cfg.epochs);
   ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
   std::vector<float> want_w = weights_of(ref);
@@ -442,7 +442,7 @@ void resume_exact(cnn_prune_structure s) {
     rc.resume_from = path.c_str();
     rc.checkpoint_dir = other.path().c_str();
     cnn_net *net = nullptr;
-    ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 99, &net), CNN_OK);
+    ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 99, &net), CNN_OK);
     std::vector<cnn_epoch_stats> got(cfg.epochs);
     ASSERT_EQ(cnn_train(net, &train.ds, &val.ds, &rc, got.data()), CNN_OK) << f << ": " << cnn_last_error();
     std::vector<float> got_w = weights_of(net);
@@ -459,7 +459,7 @@ void resume_exact(cnn_prune_structure s) {
   cnn_train_config plain = cfg;
   plain.prune.enabled = 0;
   cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 99, &net), CNN_OK);
+  ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 99, &net), CNN_OK);
   std::string path = dir.file(files[0]);
   plain.resume_from = path.c_str();
   TempDir other;
@@ -472,6 +472,20 @@ void resume_exact(cnn_prune_structure s) {
 TEST(PruneTraining, ResumeIsBitIdenticalUnstructured) { resume_exact(CNN_PRUNE_UNSTRUCTURED); }
 TEST(PruneTraining, ResumeIsBitIdenticalChannel) { resume_exact(CNN_PRUNE_CHANNEL); }
 TEST(PruneTraining, ResumeIsBitIdenticalTwoFour) { resume_exact(CNN_PRUNE_2_4); }
+TEST(PruneTraining, ResumeIsBitIdenticalChannelThroughAResidualAdd) {
+  // the masks of the stem's and the block's convs and batchnorms, one group per channel of the residual stream
+  resume_exact(CNN_PRUNE_CHANNEL,
+               "input 12 12 1\n"
+               "conv 8 3 padding=same bias=no\n"
+               "batchnorm relu name=s\n"
+               "conv 8 3 padding=same bias=no\n"
+               "batchnorm\n"
+               "add s relu\n"
+               "maxpool 2\n"
+               "conv 8 3 relu\n"
+               "globalavgpool\n"
+               "dense 4 softmax\n");
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // the strip
@@ -479,7 +493,8 @@ TEST(PruneTraining, ResumeIsBitIdenticalTwoFour) { resume_exact(CNN_PRUNE_2_4); 
 // Channel-prunes `text`'s network at 50% (random batchnorm parameters and statistics, so that they matter), then
 // strips it: the outputs agree within 1e-5 and the stripped network has fewer parameters. Returns the channels
 // removed.
-int64_t strip_matches(const std::string &text, int h, int w, int c, const char *what) {
+int64_t strip_matches(const std::string &text, int h, int w, int c, const char *what,
+                      std::vector<int64_t> *widths = nullptr) {
   Backend be;
   cnn_net *net = nullptr, *small = nullptr;
   EXPECT_EQ(cnn_net_from_text(text.c_str(), what, be.b, 7, &net), CNN_OK) << cnn_last_error();
@@ -521,6 +536,8 @@ int64_t strip_matches(const std::string &text, int h, int w, int c, const char *
   for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, (double)std::fabs(a[i] - b[i]));
   EXPECT_LE(worst, 1e-5) << what;
   EXPECT_LT(cnn_net_param_count(small), cnn_net_param_count(net)) << what;
+  if (widths)
+    for (int i = 0; i < small->nlayers; i++) widths->push_back(small->layers[i]->out.d[small->layers[i]->out.ndim - 1]);
   // the stripped model saves, loads and computes the same again (its definition is the narrower one)
   TempDir dir;
   std::string file = dir.file("small.safetensors");
@@ -545,25 +562,266 @@ TEST(PruneStrip, StrippedConvNetComputesWhatTheMaskedOneDid) {
 
 TEST(PruneStrip, StrippedResNet20ComputesWhatTheMaskedOneDid) {
   std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/resnet20_28.cnn");
-  // each block's first conv (9 of them: 16, 16, 16, 32, ...) loses half its filters; the convs feeding the
-  // residual adds (and the stem, and the projections) are left whole
-  EXPECT_EQ(strip_matches(text, 28, 28, 1, "resnet20"), (3 * 16 + 3 * 32 + 3 * 64) / 2);
+  // every conv but the classifier loses half its filters: the 9 blocks' first convs on their own, and the residual
+  // stream of each stage (the stem or projection and the blocks' second convs, through the adds) as one group
+  EXPECT_EQ(strip_matches(text, 28, 28, 1, "resnet20"), (16 + 16 * 6 + 32 * 7 + 64 * 7) / 2);
 }
 
-TEST(PruneStrip, ConvsAroundAConcatAreNarrowedOnlyWhereNoConcatIsReached) {
+TEST(PruneStrip, ConvsAroundAConcatLoseTheirChannelsAndTheConcatTheMatchingOnes) {
   const char *text =
       "input 10 10 3\n"
       "conv 8 3 padding=same bias=no name=a1\n"
       "batchnorm relu\n"
-      "conv 6 3 padding=same relu name=a2\n"   // feeds the concat: left whole
-      "conv 8 1 relu from=input name=b1\n"     // feeds the concat: left whole
+      "conv 6 3 padding=same relu name=a2\n"   // feeds the concat: 3 of 6 go, channels 0..5 of the concat
+      "conv 8 1 relu from=input name=b1\n"     // feeds the concat: 4 of 8 go, channels 6..13 of the concat
       "concat a2 b1\n"
-      "conv 12 3 padding=same bias=no\n"       // after the concat, feeding a conv: narrowed
+      "conv 12 3 padding=same bias=no\n"       // reads the concat: its matching inputs go
       "batchnorm relu\n"
-      "conv 8 3 stride=2 relu\n"               // feeds globalavgpool -> dense: narrowed
+      "conv 8 3 stride=2 relu\n"               // feeds globalavgpool -> dense
       "globalavgpool\n"
       "dense 5 softmax\n";
-  EXPECT_EQ(strip_matches(text, 10, 10, 3, "concat"), 4 + 6 + 4);
+  EXPECT_EQ(strip_matches(text, 10, 10, 3, "concat"), 4 + 3 + 4 + 6 + 4);
+}
+
+// Residual adds chained (an identity shortcut through two adds), a concat of the residual stream with two convs,
+// a batchnorm over the concat, and an add of that with a conv of the concat's width: the channel groups cross the
+// adds and the concat (with its offsets), and the stripped network still computes what the masked one did.
+const char *kResidualConcat =
+    "input 10 10 3\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm relu name=s1\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "add s1 relu name=s2\n"
+    "conv 8 3 padding=same bias=no\n"
+    "batchnorm\n"
+    "add s2 relu name=s3\n"
+    "conv 6 3 padding=same relu name=a\n"
+    "conv 4 1 relu from=s3 name=b\n"
+    "concat s3 a b\n"
+    "batchnorm relu name=cat\n"
+    "conv 18 1 bias=no from=s3\n"
+    "batchnorm\n"
+    "add cat relu\n"
+    "maxpool 2\n"
+    "conv 10 3 relu\n"
+    "flatten\n"
+    "dense 5 softmax\n";
+
+TEST(PruneStrip, ResidualAddsAndAConcatAreStrippedConsistently) {
+  std::vector<int64_t> w;  // per layer of the stripped model, its output channels
+  const int64_t removed = strip_matches(kResidualConcat, 10, 10, 3, "residual+concat", &w);
+  ASSERT_EQ(w.size(), 19u);
+  // the residual stream through both adds keeps the same channels in the stem and both blocks
+  EXPECT_EQ(w[0], w[2]);
+  EXPECT_EQ(w[0], w[5]);
+  EXPECT_EQ(w[4], w[0]);
+  EXPECT_EQ(w[7], w[0]);
+  // the concat is the kept channels of its inputs; the conv added to it follows them all
+  EXPECT_EQ(w[10], w[0] + w[8] + w[9]);
+  EXPECT_EQ(w[12], w[10]);
+  EXPECT_EQ(w[14], w[10]);
+  // one family (the 18 channels of the last add: the stream's 8, a's 6, b's 4) lost half its groups, every conv a
+  // channel at least; the conv before flatten (its own family) half of its 10
+  EXPECT_EQ((8 - w[0]) + (6 - w[8]) + (4 - w[9]), 9);
+  EXPECT_GE(std::min({w[0], w[8], w[9]}), 1);
+  EXPECT_EQ(w[16], 5);
+  EXPECT_EQ(removed, 3 * (8 - w[0]) + (6 - w[8]) + (4 - w[9]) + (18 - w[12]) + 5);
+}
+
+// The channels a channel-pruned residual network zeroes: for every add, the same channels in every input (gamma and
+// beta of the batchnorms that feed it, or the zero channels of the add before it).
+std::vector<int> zero_channels(const cnn_net *net, int i) {
+  const cnn_layer *l = net->layers[i];
+  if (l->ops == &cnn_add_layer_ops) return zero_channels(net, l->inputs[0]);
+  std::vector<int> z;
+  if (l->ops != &cnn_batchnorm_layer_ops) return z;
+  std::vector<float> g = read_tensor(l->params[0].value), b = read_tensor(l->params[1].value);
+  for (size_t c = 0; c < g.size(); c++)
+    if (g[c] == 0.0f && b[c] == 0.0f) z.push_back((int)c);
+  return z;
+}
+
+TEST(PruneMasks, ChannelsMeetingAtAnAddArePrunedTogetherInEveryBranch) {
+  Backend be;
+  std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/resnet20_28.cnn");
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text.c_str(), "resnet20", be.b, 3, &net), CNN_OK) << cnn_last_error();
+  uint64_t seed = 40;
+  for (int i = 0; i < net->nlayers; i++)
+    if (net->layers[i]->ops == &cnn_batchnorm_layer_ops) randomize(&net->layers[i]->params[0], seed++, 0.1f, 2.0f);
+  cnn_prune_config c;
+  cnn_prune_config_defaults(&c);
+  c.enabled = 1;
+  c.structure = CNN_PRUNE_CHANNEL;
+  c.initial_sparsity = c.target_sparsity = 0.5f;
+  c.end_step = 10;
+  cnn_pruner *p = nullptr;
+  ASSERT_EQ(cnn_pruner_create(net, &c, &p), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_pruner_start(p, net, 100, 0), CNN_OK) << cnn_last_error();
+  int adds = 0;
+  for (int i = 0; i < net->nlayers; i++) {
+    const cnn_layer *l = net->layers[i];
+    if (l->ops != &cnn_add_layer_ops) continue;
+    adds++;
+    std::vector<int> first = zero_channels(net, l->inputs[0]);
+    EXPECT_EQ((int64_t)first.size(), l->out.d[2] / 2) << l->name;
+    for (int k = 1; k < l->ninputs; k++) EXPECT_EQ(zero_channels(net, l->inputs[k]), first) << l->name;
+    // and the conv before each input batchnorm lost the same filters
+    for (int k = 0; k < l->ninputs; k++) {
+      const cnn_layer *bn = net->layers[l->inputs[k]];
+      if (bn->ops != &cnn_batchnorm_layer_ops) continue;
+      const cnn_layer *conv = net->layers[bn->inputs[0]];
+      ASSERT_EQ(conv->ops, &cnn_conv_layer_ops);
+      std::vector<float> w = read_tensor(conv->params[0].value);
+      const size_t len = w.size() / (size_t)l->out.d[2];
+      for (int ch = 0; ch < l->out.d[2]; ch++) {
+        bool zero = std::all_of(w.begin() + ch * len, w.begin() + (ch + 1) * len, [](float x) { return x == 0.0f; });
+        EXPECT_EQ(zero, std::count(first.begin(), first.end(), ch) == 1) << conv->name << " filter " << ch;
+      }
+    }
+  }
+  EXPECT_EQ(adds, 9);
+  EXPECT_NEAR(cnn_pruner_sparsity(p), 0.5, 1e-9);  // half of every conv's filters (but the classifier's)
+  cnn_pruner_destroy(p);
+  cnn_net_destroy(net);
+}
+
+// What makes a group stay: a conv whose output meets the network input at an add, a conv with a sigmoid (f(0) != 0),
+// a conv whose output is the network's (the classifier); the others may go, each conv a family of its own here.
+TEST(PruneMasks, GroupsThatMeetTheInputOrASigmoidStay) {
+  Backend be;
+  const char *text =
+      "input 8 8 4\n"
+      "conv 4 3 padding=same\n"            // 0: added to the network input: stays
+      "add input relu\n"                   // 1
+      "conv 6 3 padding=same sigmoid\n"    // 2: sigmoid: stays
+      "conv 5 3 padding=same relu\n"       // 3: may go
+      "conv 3 1\n"                         // 4: through global pooling to the dense layer: may go
+      "globalavgpool\n"                    // 5
+      "dense 2 softmax\n";                 // 6: the classifier
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text, "stay", be.b, 1, &net), CNN_OK) << cnn_last_error();
+  cnn_prune_groups g;
+  ASSERT_EQ(cnn_prune_groups_build(net, &g), CNN_OK) << cnn_last_error();
+  auto groups_of = [&](int layer) {
+    int64_t n = 0;
+    for (int64_t s = g.off[layer]; s < g.off[layer + 1]; s++) n += g.gid[s] >= 0;
+    return n;
+  };
+  EXPECT_EQ(groups_of(0), 0);
+  EXPECT_EQ(groups_of(1), 0);
+  EXPECT_EQ(groups_of(2), 0);
+  EXPECT_EQ(groups_of(3), 5);
+  EXPECT_EQ(groups_of(4), 3);
+  EXPECT_EQ(groups_of(5), 3);  // the pooled channels are the conv's
+  EXPECT_EQ(groups_of(6), 0);
+  for (int64_t s = g.off[net->nlayers]; s < g.off[net->nlayers + 1]; s++) EXPECT_EQ(g.gid[s], -1);  // the input
+  EXPECT_EQ(g.ngroups, 8);
+  EXPECT_EQ(g.nfamilies, 2);
+  cnn_prune_groups_free(&g);
+  cnn_net_destroy(net);
+}
+
+// A group is ranked by the sum over its convs of filter norm (times |gamma|, none here): two convs meeting at an
+// add, 4 channels, the 2 groups of least summed norm go, in both convs, biases included.
+TEST(PruneMasks, AGroupIsRankedByTheSummedNormsOfItsFilters) {
+  Backend be;
+  const char *text =
+      "input 6 6 2\n"
+      "conv 4 3 padding=same relu name=a\n"
+      "conv 4 3 padding=same\n"
+      "add a relu\n"
+      "conv 3 1 relu\n"
+      "globalavgpool\n"
+      "dense 2 softmax\n";
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text, "ranked", be.b, 9, &net), CNN_OK) << cnn_last_error();
+  cnn_layer *a = net->layers[0], *b = net->layers[1];
+  // filter norms chosen so that neither conv alone ranks the groups as their sum does
+  const float na[4] = {1.0f, 4.0f, 2.5f, 0.5f}, nb[4] = {3.0f, 0.5f, 0.5f, 2.0f};  // sums 4, 4.5, 3, 2.5
+  for (int which = 0; which < 2; which++) {
+    cnn_layer *l = which ? b : a;
+    const float *norms = which ? nb : na;
+    std::vector<float> w = read_tensor(l->params[0].value);
+    const size_t len = w.size() / 4;
+    for (size_t o = 0; o < 4; o++) {
+      double ss = 0.0;
+      for (size_t k = 0; k < len; k++) ss += (double)w[o * len + k] * w[o * len + k];
+      for (size_t k = 0; k < len; k++) w[o * len + k] *= (float)(norms[o] / std::sqrt(ss));
+    }
+    write_tensor(l->params[0].value, w);
+    randomize(&l->params[1], 20 + which, 0.1f, 1.0f);
+  }
+  cnn_prune_config c;
+  cnn_prune_config_defaults(&c);
+  c.enabled = 1;
+  c.structure = CNN_PRUNE_CHANNEL;
+  c.initial_sparsity = c.target_sparsity = 0.5f;
+  c.end_step = 10;
+  cnn_pruner *p = nullptr;
+  ASSERT_EQ(cnn_pruner_create(net, &c, &p), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_pruner_start(p, net, 100, 0), CNN_OK) << cnn_last_error();
+  const bool cut[4] = {false, false, true, true};  // sums 3 and 2.5 are the least
+  for (cnn_layer *l : {a, b}) {
+    std::vector<float> w = read_tensor(l->params[0].value), bias = read_tensor(l->params[1].value);
+    const size_t len = w.size() / 4;
+    for (size_t o = 0; o < 4; o++) {
+      bool zero = std::all_of(w.begin() + o * len, w.begin() + (o + 1) * len, [](float x) { return x == 0.0f; });
+      EXPECT_EQ(zero, cut[o]) << l->name << " filter " << o;
+      EXPECT_EQ(bias[o] == 0.0f, cut[o]) << l->name << " bias " << o;
+    }
+  }
+  cnn_pruner_destroy(p);
+  cnn_net_destroy(net);
+}
+
+// Training a residual network with a concat under channel pruning (Adam with weight decay: the update moves the
+// masked weights): every group's channels end exactly zero in all its members, and the strip of the trained model
+// computes what it did.
+TEST(PruneTraining, ResidualGroupsStayZeroThroughTrainingAndStrip) {
+  Backend be;
+  Synthetic train(192, 1);
+  const std::string text =
+      "input 12 12 1\n"
+      "conv 8 3 padding=same bias=no\n"
+      "batchnorm relu name=s1\n"
+      "conv 8 3 padding=same bias=no\n"
+      "batchnorm\n"
+      "add s1 relu name=s2\n"
+      "conv 4 3 padding=same relu name=a\n"
+      "concat s2 a\n"
+      "maxpool 2\n"
+      "conv 8 3 relu\n"
+      "globalavgpool\n"
+      "dense 4 softmax\n";
+  cnn_train_config cfg = base_config();
+  cfg.prune.structure = CNN_PRUNE_CHANNEL;
+  cfg.prune.target_sparsity = 0.5f;
+  cfg.optimizer = CNN_OPTIM_ADAMW;
+  cfg.weight_decay = 1e-2f;
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(text.c_str(), "trained", be.b, 3, &net), CNN_OK) << cnn_last_error();
+  std::vector<cnn_epoch_stats> hist(cfg.epochs);
+  ASSERT_EQ(cnn_train(net, &train.ds, nullptr, &cfg, hist.data()), CNN_OK) << cnn_last_error();
+  EXPECT_NEAR(hist.back().sparsity, 0.5, 1e-9);
+  // the residual stream: 4 of 8 channels zero in the stem's and the block's batchnorm alike
+  std::vector<int> z1 = zero_channels(net, 1), z2 = zero_channels(net, 3);
+  EXPECT_EQ(z1.size(), 4u);
+  EXPECT_EQ(z1, z2);
+  // the stripped model: 4 + 4 + 2 + 4 channels fewer, the same outputs
+  cnn_net *small = nullptr;
+  int64_t removed = 0;
+  ASSERT_EQ(cnn_net_strip(net, be.b, &small, &removed), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(removed, 4 + 4 + 2 + 4);
+  EXPECT_EQ(small->layers[6]->out.d[2], 4 + 2);  // the concat: the kept channels of both inputs
+  std::vector<float> a((size_t)train.images.size() / 144 * 4), b(a.size());
+  const int n = (int)(a.size() / 4);
+  ASSERT_EQ(cnn_net_predict(net, train.images.data(), n, a.data()), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_predict(small, train.images.data(), n, b.data()), CNN_OK) << cnn_last_error();
+  for (size_t i = 0; i < a.size(); i++) ASSERT_NEAR(a[i], b[i], 1e-5) << i;
+  cnn_net_destroy(small);
+  cnn_net_destroy(net);
 }
 
 TEST(PruneStrip, AModelWithoutPrunedChannelsIsRefusedClearly) {

@@ -15,7 +15,7 @@ extern "C" {
 
 typedef enum cnn_prune_structure {
     CNN_PRUNE_UNSTRUCTURED = 0, /* single weights, the smallest |w| of each layer */
-    CNN_PRUNE_CHANNEL,          /* whole output channels of convolutions, ranked by L2 norm x |batchnorm gamma| */
+    CNN_PRUNE_CHANNEL,          /* whole channel groups of convs, across adds and concats (README "Pruning") */
     CNN_PRUNE_2_4,              /* in every group of 4 consecutive input weights of an output unit, the 2 smallest */
     CNN_PRUNE_STRUCTURE_COUNT
 } cnn_prune_structure;
@@ -51,13 +51,14 @@ CNN_API int cnn_prune_updates_at(const cnn_prune_config *cfg, int64_t step);
 /* Zero weights of layer `layer`'s weight tensor (conv and dense layers; 0 of 0 for the others). */
 CNN_API cnn_status cnn_net_layer_sparsity(const cnn_net *net, int layer, int64_t *zeros, int64_t *total);
 
-/* A network without the pruned channels of its convolutions: each conv whose output channels reach only convs and
- * dense layers (through one batchnorm right after it and channel-wise layers: activations with f(0) = 0, dropout,
- * pooling, flatten) loses the channels whose filter, bias and batchnorm gamma and beta are all exactly zero (at
- * least one channel stays), and its consumers lose the matching inputs. Convs whose outputs meet an add or a concat
- * are left whole (a channel removed there would have to go from every branch). The new definition is the old one
- * with its repeat blocks unrolled and the narrower filter counts; it computes the same outputs up to summation
- * order. *removed receives the channels removed (may be NULL). CNN_ERR_INVALID_ARG when no channel can go. */
+/* A network without the pruned channels of its convolutions. Channels that meet are removed together (README
+ * "Pruning", channel groups): through batchnorms, activations with f(0) = 0, dropout, pooling and flatten, across the
+ * inputs of residual adds and into a concat's output at the input's offset. A group whose convs' filters and biases
+ * and batchnorms' gamma and beta are all exactly zero loses the channel in every member (at least one channel
+ * stays per conv), and the convs and dense layers that read it lose the matching inputs. The new definition is the
+ * old one with its repeat blocks unrolled and the narrower filter counts; it computes the same outputs up to
+ * summation order. *removed receives the conv channels removed (may be NULL). CNN_ERR_INVALID_ARG when no channel
+ * can go. */
 CNN_API cnn_status cnn_net_strip(const cnn_net *net, cnn_backend *backend, cnn_net **out, int64_t *removed);
 
 /* cnn_net_save with the file deflated by zlib (README "Pruning": the zeros of a pruned model take little room):
