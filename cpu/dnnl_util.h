@@ -184,6 +184,7 @@ typedef struct cnn_cpu_requant {
     int oc;
     int32_t y_zp, y_min, y_max;
     int64_t *k; /* 5 x oc: offset, multiplier, half, negative adjustment, shift (lq_scale's, precomputed) */
+    float *mf;  /* oc: the multipliers as floats (multiplier 2^-shift rounded once), for the AVX-512 kernel */
 } cnn_cpu_requant;
 /* Allocates k for oc channels and sets lq_scale's constants from mult and shift; the offsets are 0. */
 cnn_status cnn_cpu_requant_init(cnn_cpu_requant *r, int oc, const int32_t *mult, const int32_t *shift,

@@ -481,6 +481,68 @@ TEST(CompiledInt8, RequantizationKernelEqualsLqScaleBitForBit) {
   EXPECT_EQ(checked, 2 * 100 * (1 + 7 + 8 + 13 + 32));
 }
 
+// The AVX-512 kernel rounds in float and recomputes in integers where float might not decide: products that are
+// exactly a half, a little above or below one (by less than float's error and by a little more), sums beyond 2^30 and
+// offsets beyond 2^30, at realistic multipliers (1e-5 to 0.3; and powers of two, whose products can be exactly a half)
+// and channel counts with and without a partial group of 16; every output against lq_scale, and the portable kernel.
+TEST(CompiledInt8, RequantizationKernelNearHalvesEqualsLqScale) {
+  std::mt19937 rng(78);
+  int checked = 0, halves = 0, near = 0;
+  for (int oc : {16, 21, 48}) {
+    std::vector<int32_t> mult(oc), shift(oc);
+    std::vector<double> M(oc);
+    for (int c = 0; c < oc; c++) {
+      int sh;
+      double m = c % 3 == 0 ? std::ldexp(1.0, -std::uniform_int_distribution<int>(2, 16)(rng))
+                            : std::pow(10.0, std::uniform_real_distribution<double>(-5.0, -0.5)(rng));
+      lq_quantize_multiplier(m, &mult[c], &sh);
+      shift[c] = sh;
+      M[c] = std::ldexp((double)mult[c], sh - 31);  // exactly what lq_scale multiplies by
+    }
+    cnn_cpu_requant r;
+    ASSERT_EQ(cnn_cpu_requant_init(&r, oc, mult.data(), shift.data(), "test"), CNN_OK);
+    std::vector<int64_t> off(oc);
+    for (int c = 0; c < oc; c++) {
+      off[c] = c % 7 == 6 ? (int64_t)3 << 30 : std::uniform_int_distribution<int64_t>(-50000, 50000)(rng);
+      r.k[c] = off[c];
+    }
+    int32_t zp = std::uniform_int_distribution<int>(-128, 127)(rng);
+    r.y_zp = zp + 128, r.y_min = 0, r.y_max = 255;
+    const int64_t pixels = 300;
+    std::vector<int32_t> sum((size_t)pixels * oc);
+    for (int64_t p = 0; p < pixels; p++)
+      for (int c = 0; c < oc; c++) {
+        // a target product near j + 1/2 for a code j within the output's range, and the sum whose product is nearest
+        double j = std::uniform_int_distribution<int>(-128 - zp, 126 - zp)(rng);
+        int kind = std::uniform_int_distribution<int>(0, 5)(rng);
+        double target = j + 0.5 + (kind == 0 ? 0.0 : kind == 1 ? 1e-6 : kind == 2 ? -1e-6 : kind == 3 ? 3e-4 : -3e-4);
+        int64_t s = std::llround(target / M[c]) - off[c];
+        if (kind == 5) s = std::uniform_int_distribution<int32_t>(INT32_MIN, INT32_MAX)(rng);
+        s = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, s));
+        sum[(size_t)p * oc + c] = (int32_t)s;
+        int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, s + off[c]));
+        double frac = (double)a * M[c] - std::floor((double)a * M[c]);  // exact where M is a power of two
+        halves += frac == 0.5;
+        near += std::fabs(frac - 0.5) < 0x1p-12;
+      }
+    std::vector<uint8_t> fast((size_t)pixels * oc), plain((size_t)pixels * oc);
+    cnn_cpu_requant_rows(&r, sum.data(), fast.data(), pixels);
+    cnn_cpu_requant_rows_c(&r, sum.data(), plain.data(), pixels);
+    for (int64_t p = 0; p < pixels; p++)
+      for (int c = 0; c < oc; c++) {
+        int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, (int64_t)sum[p * oc + c] + off[c]));
+        int64_t v = std::min<int64_t>(127, std::max<int64_t>(-128, (int64_t)lq_scale((int32_t)a, mult[c], shift[c]) + zp));
+        ASSERT_EQ(fast[p * oc + c], (uint8_t)(v + 128)) << "oc " << oc << " pixel " << p << " channel " << c;
+        ASSERT_EQ(plain[p * oc + c], (uint8_t)(v + 128)) << "oc " << oc << " pixel " << p << " channel " << c;
+        checked++;
+      }
+    cnn_cpu_requant_free(&r);
+  }
+  EXPECT_EQ(checked, 300 * (16 + 21 + 48));
+  EXPECT_GT(halves, 1000) << "too few products exactly a half";
+  EXPECT_GT(near, 5000) << "too few products near a half: the test would not exercise the integer path";
+}
+
 // What the compiled graph computes itself (pooling, the add's table, concat, ReLU, the input's quantization) is
 // cnn-lite's integer arithmetic on u8 codes: equal to cnn-lite's outputs exactly, at batch 1 and 5.
 TEST(CompiledInt8, PoolingAddConcatAndReluEqualCnnLiteExactly) {
