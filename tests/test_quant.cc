@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cnn/cnn.h"
@@ -576,6 +577,55 @@ TEST(CompiledInt8, PoolingAddConcatAndReluEqualCnnLiteExactly) {
 // The compiled graph's own kernels against the integer arithmetic, exhaustively: the add of every pair of u8 codes
 // against TFLite's scheme computed here from the ops' scales, for several scales, zero points and ReLU; the input's
 // quantization against lq_quantize on ties, extremes, infinities and NaN.
+// The exact graph max-pools a convolution's int32 sums before requantizing them where the pooling is the sum's only
+// reader and unpadded (overlapping 3x3 windows at stride 2; 2x2 after a 1x1 convolution without ReLU); it must not
+// where the convolution has a second reader (an add) or the pooling is padded. Each way bit for bit cnn-lite's.
+TEST(CompiledInt8, MaxPoolingOfTheSumsBeforeRequantizingEqualsCnnLite) {
+  if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
+  const float s1 = 350.0f, s2 = 1100.0f * s1, s5 = 1.5f * s2, s6 = 365.0f * s5;  // codes of about +-100
+  char g[1024];
+  snprintf(g, sizeof g,
+           "conv in=0 k=3,3 s=1,1 d=1,1 g=1 pad=1,1,1,1 n=16 w=a.weight b=a.bias act=relu out=9,9,16 q=%.9g,-128\n"
+           "maxpool in=1 k=3,3 s=2,2 pad=0,0,0,0 out=4,4,16\n"                      // 2: fused, overlapping
+           "conv in=2 k=3,3 s=1,1 d=1,1 g=1 pad=1,1,1,1 n=16 w=b.weight b=b.bias out=4,4,16 q=%.9g,3\n"  // 3: 2 readers
+           "maxpool in=3 k=2,2 s=1,1 pad=0,0,1,1 out=4,4,16\n"                      // 4: padded, not fused
+           "add in=3,4 out=4,4,16 q=%.9g,-5\n"                                       // 5
+           "conv in=5 k=1,1 s=1,1 d=1,1 g=1 pad=0,0,0,0 n=8 w=c.weight b=c.bias out=4,4,8 q=%.9g,9\n"  // 6
+           "maxpool in=6 k=2,2 s=2,2 pad=0,0,0,0 out=2,2,8\n"                       // 7: fused, no ReLU
+           "flatten in=7 out=32\n",
+           (double)s1, (double)s2, (double)s5, (double)s6);
+  std::mt19937 rng(81);
+  std::vector<Tensor> ts;
+  for (auto [name, n, taps] : {std::make_tuple("a", 16, 27), std::make_tuple("b", 16, 144), std::make_tuple("c", 8, 16)}) {
+    std::vector<int8_t> w((size_t)n * taps);
+    for (auto &v : w) v = (int8_t)std::uniform_int_distribution<int>(-127, 127)(rng);
+    std::vector<float> ws(n);
+    for (auto &v : ws) v = std::uniform_real_distribution<float>(0.5f, 2.0f)(rng);
+    std::vector<int32_t> b(n);
+    for (auto &v : b) v = std::uniform_int_distribution<int>(-3000, 3000)(rng);
+    int k = taps == 16 ? 1 : 3;
+    std::string s = name;
+    ts.push_back(tensor(s + ".weight", CNN_I8, {n, k, k, taps / (k * k)}, w));
+    ts.push_back(tensor(s + ".weight.scale", CNN_F32, {n}, ws));
+    ts.push_back(tensor(s + ".bias", CNN_I32, {n}, b));
+  }
+  auto file = lite_file("int8", q_input(9, 9, 3, 5) + g, ts);
+  for (int n : {1, 5}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    std::vector<float> x((size_t)n * 9 * 9 * 3);
+    for (auto &v : x) v = (float)std::uniform_int_distribution<int>(-133, 122)(rng);
+    Lite lite(file, n);
+    ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+    std::vector<float> want((size_t)n * 32), got;
+    ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), n, want.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+    std::set<float> distinct(want.begin(), want.end());
+    EXPECT_GT(distinct.size(), 10u) << "the outputs hardly vary: a weak comparison";
+    cnn_status st;
+    ASSERT_TRUE(compiled_scores(file, n, x, got, &st)) << cnn_last_error();
+    for (size_t i = 0; i < want.size(); i++) ASSERT_EQ(got[i], want[i]) << i;
+  }
+}
+
 TEST(CompiledInt8, AddAndQuantizationEqualTheIntegerArithmeticBitForBit) {
   struct Case {
     float sa, sb, so;
