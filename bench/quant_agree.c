@@ -2,8 +2,8 @@
  * libcnn (its compiled graph, cpu/qprog.c) and by cnn-lite alone, image by image: how many predicted classes differ,
  * and how far the class scores are apart (in steps of the int8 output's scale).
  *
- *   cnn_quant_agree [--exact] MODEL [DATA [SPLIT]]     (DATA: fashion-mnist; SPLIT: test; --exact: the compiled
- *                                                     graph with cnn-lite's requantization, cnn bench --int8-requant)
+ *   cnn_quant_agree [--exact|--fused] MODEL [DATA [SPLIT]]   (DATA: fashion-mnist; SPLIT: test; the compiled graph
+ *                       with cnn-lite's requantization (--exact, the default) or oneDNN's (--fused): --int8-requant)
  *   prints "agree: N images, D classes differ, S scores differ, at most K steps (scale X)" */
 #include <math.h>
 #include <stdio.h>
@@ -26,10 +26,11 @@ static int argmax(const float *v, int k)
 
 int main(int argc, char **argv)
 {
-    int exact = argc > 1 && !strcmp(argv[1], "--exact");
-    argc -= exact, argv += exact;
+    int flag = argc > 1 && (!strcmp(argv[1], "--exact") || !strcmp(argv[1], "--fused"));
+    int exact = !(flag && !strcmp(argv[1], "--fused"));
+    argc -= flag, argv += flag;
     if (argc < 2) {
-        fprintf(stderr, "usage: cnn_quant_agree [--exact] MODEL [DATA [SPLIT]]\n");
+        fprintf(stderr, "usage: cnn_quant_agree [--exact|--fused] MODEL [DATA [SPLIT]]\n");
         return 2;
     }
     const char *data = argc > 2 ? argv[2] : "fashion-mnist", *split = argc > 3 ? argv[3] : "test";

@@ -37,7 +37,8 @@ typedef struct lite_layer {
     int prog_batch[2];
     uint64_t prog_used[2], clock;
     int exact;            /* 1: cnn-lite's path (asked for, or the backend cannot compile this model) */
-    int exact_requant;    /* the compiled graph with cnn-lite's requantization (bit for bit; slower) */
+    int exact_requant;    /* the compiled graph with cnn-lite's requantization (bit for bit; the default), else
+                           * oneDNN's fused float requantization (within one step per op) */
     int ran_compiled;     /* the last forward ran the compiled graph */
 } lite_layer;
 
@@ -248,6 +249,7 @@ cnn_status cnn_net_from_lite(unsigned char *bytes, size_t len, const char *path,
     }
     ll->model = bytes;
     ll->len = len;
+    ll->exact_requant = 1;
     ll->base.ops = &cnn_lite_layer_ops;
     snprintf(ll->base.name, sizeof ll->base.name, "quantized");
     ll->base.inputs[0] = -1;

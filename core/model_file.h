@@ -44,8 +44,8 @@ cnn_status cnn_net_from_st(const cnn_st_file *f, const char *path, cnn_backend *
 /* A quantized network's path: 1 (the default) the backend's compiled graph where it has one, 0 cnn-lite's own
  * (exact integer arithmetic, bit for bit libcnn-lite's). */
 void cnn_net_quant_set_compiled(cnn_net *net, int on);
-/* An int8 network's compiled graph: 0 (the default) oneDNN's requantization fused into each conv (within one step
- * of cnn-lite's per op), 1 cnn-lite's own on oneDNN's int32 sums (bit for bit cnn-lite's; slower, bench/RESULTS.md). */
+/* An int8 network's compiled graph: 1 (the default) cnn-lite's requantization on oneDNN's int32 sums (bit for bit
+ * cnn-lite's), 0 oneDNN's requantization fused into each conv (within one step of cnn-lite's per op). */
 void cnn_net_quant_set_exact_requant(cnn_net *net, int on);
 /* 1 when the last forward of a quantized network ran the compiled graph. */
 int cnn_net_quant_ran_compiled(const cnn_net *net);

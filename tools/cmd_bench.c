@@ -206,7 +206,7 @@ static cnn_status write_json(const bench_report *b, const char *path)
 int cmd_bench(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL, *mode = "both", *json = NULL, *precision = "fp32", *optimizer = "adam";
-    const char *requant = "fused";
+    const char *requant = "exact";
     cnn_bench_config cfg;
     cnn_bench_config_defaults(&cfg);
     int threads = 0, quiet = 0;
@@ -231,8 +231,8 @@ int cmd_bench(int argc, char **argv)
         {"threads", CLI_INT, &threads, "T         CPU threads (default: OMP_NUM_THREADS, else all cores)", 1, 4096, 0},
         {"seed", CLI_U64, &cfg.seed, "S         seed of the weights and the synthetic data (default 1)", 0, 0, 0},
         {"quiet", CLI_BOOL, &quiet, "          no table and no device line (errors only)", 0, 0, 0},
-        {"int8-requant", CLI_STRING, &requant, "R         int8 models: fused (default; oneDNN's, within one step of "
-                                                  "cnn-lite per op) or exact (cnn-lite's, bit for bit)", 0, 0, 0},
+        {"int8-requant", CLI_STRING, &requant, "R         int8 models: exact (default; cnn-lite's, bit for bit) or "
+                                                  "fused (oneDNN's, within one step of cnn-lite per op)", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };
@@ -253,7 +253,7 @@ int cmd_bench(int argc, char **argv)
         return 2;
     }
     if (strcmp(requant, "fused") && strcmp(requant, "exact")) {
-        fprintf(stderr, "cnn bench: --int8-requant: '%s' is not one of fused, exact\n", requant);
+        fprintf(stderr, "cnn bench: --int8-requant: '%s' is not one of exact, fused\n", requant);
         return 2;
     }
     if (cnn_optimizer_parse(optimizer, &cfg.optimizer) != CNN_OK) {
