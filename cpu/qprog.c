@@ -5,19 +5,22 @@
  * int8 models: activations are held as uint8 codes u = q + 128 (oneDNN's VNNI kernels multiply u8 by s8), so an
  * activation's zero point becomes z = zp + 128, which is 0 for what follows a ReLU (calibration gives such tensors the
  * zero point -128). A convolution or dense layer is one u8 x s8 primitive, requantized one of two ways:
- *  - fused (the default): the primitive's output is already the next u8 code: per-output-channel output scales
+ *  - exact (the default; qprog_create's `exact`): the primitive computes the exact int32 sums of (u - z) w, a few
+ *    images at a time (their sums within L2), and cnn-lite's requantization itself (cnn_cpu_requant_rows, cpu/qconv.c:
+ *    + bias, the Q31 multiplier rounded half away from zero, + zero point, ReLU's clamp; in float where float decides
+ *    the result, in integers where it might not) writes the next u8 code: the graph's outputs are then cnn-lite's bit
+ *    for bit. z * sum w is folded into the bias where there is no padding (dense layers, unpadded convolutions), else
+ *    given to oneDNN as a source zero point (padding stays the real 0). jit_int8 passes an s32 output through float,
+ *    exact below 2^24: it is used only where 255 sum |w| < 2^24. A convolution read only by an unpadded max pooling
+ *    hands the pooling its int32 sums, pooled (requantization is monotone: the same codes), and only the pooled sums
+ *    are requantized.
+ *  - fused: the primitive's output is already the next u8 code: per-output-channel output scales
  *    M = mult * 2^(shift - 31) (cnn-lite's own multipliers), the int32 bias and the output zero point folded into a
  *    float bias (b + (zp + 128) / M), ReLU's floor a clip post-op, the saturation to u8; an input zero point is a
  *    source zero point (convolutions) or in the bias (dense layers). oneDNN requantizes in float
  *    and rounds to nearest even, where cnn-lite (lite_quant.h) uses a Q31 multiplier and rounds half away from zero:
  *    a code may differ by one where the product lies within float precision of a half (tests/test_quant.cc), and
  *    over a deep network such differences compound (bench/RESULTS.md: ResNet-20).
- *  - exact (qprog_create's `exact`): the primitive computes the exact int32 sums of (u - z) w, a few images at a
- *    time (their sums within L2), and cnn-lite's requantization itself (cnn_cpu_requant_rows, cpu/qconv.c: + bias in
- *    64 bits, the Q31 multiplier rounded half away from zero, + zero point, ReLU's clamp) writes the next u8 code:
- *    the graph's outputs are then cnn-lite's bit for bit. z * sum w is folded into the bias where there is no padding
- *    (dense layers, unpadded convolutions), else given to oneDNN as a source zero point (padding stays the real 0).
- *    jit_int8 passes an s32 output through float, exact below 2^24: it is used only where 255 sum |w| < 2^24.
  * Pooling, adds (cnn-lite's own table), concats, ReLUs and the input's quantization are cnn-lite's exact integer
  * arithmetic, on u8 codes, over the batch in parallel, either way.
  *

@@ -870,6 +870,7 @@ TEST(Quantize, EveryModeRunsInLibcnnAndCnnLiteAlike) {
     EXPECT_EQ(cnn_net_num_outputs(q), 4);
     EXPECT_STREQ(cnn_net_class_name(q, 2), "c");
     std::vector<float> lib(40 * 4), lite_probs(40 * 4), lib_scores(40 * 4), exact(40 * 4), exact_scores(40 * 4);
+    cnn_net_quant_set_exact_requant(q, 0);  // oneDNN's fused requantization first
     ASSERT_EQ(cnn_net_predict(q, x.data(), 40, lib.data()), CNN_OK) << cnn_last_error();
     ASSERT_EQ(cnn_tensor_read(q->acts[0], lib_scores.data(), lib_scores.size() * sizeof(float)), CNN_OK);
     bool compiled = cnn_net_quant_ran_compiled(q);
@@ -901,8 +902,8 @@ TEST(Quantize, EveryModeRunsInLibcnnAndCnnLiteAlike) {
     if (mode == CNN_QUANT_INT8) {
       for (int i = 0; i < 40 * 4; i++) ASSERT_EQ(lite_scores[i], exact_scores[i]) << i;
     }
-    // the compiled path (cpu/qprog.c): int8 scores within one step of the output's scale by default, equal to
-    // cnn-lite's bit for bit with its requantization; float scores within 1e-5 (oneDNN's float kernels sum in
+    // the compiled path (cpu/qprog.c): int8 scores within one step of the output's scale fused, equal to cnn-lite's
+    // bit for bit with its requantization (the default); float scores within 1e-5 (oneDNN's float kernels sum in
     // another order) either way
     cnn_lite_op_info last;
     cnn_lite_op(lite.m, cnn_lite_num_ops(lite.m) - 1, &last);
@@ -938,8 +939,8 @@ TEST(Quantize, EveryModeRunsInLibcnnAndCnnLiteAlike) {
 }
 
 // Whole models quantized to int8, the seed CNN and ResNet-20 (its adds, projection shortcuts and global pooling):
-// libcnn's compiled graph with cnn-lite's requantization gives cnn-lite's class scores bit for bit, at batch 1 and at
-// batch 16 (its convolutions then run 2 to 16 images at a time).
+// libcnn's compiled graph with cnn-lite's requantization (its default) gives cnn-lite's class scores bit for bit, at
+// batch 1 and at batch 16 (its convolutions then run 2 to 16 images at a time; the seed CNN's max poolings on the sums).
 TEST(CompiledInt8, SeedCnnAndResNet20WithExactRequantizationEqualCnnLiteBitForBit) {
   if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
   for (const char *name : {"seed_cnn", "resnet20_28"}) {
@@ -962,7 +963,7 @@ TEST(CompiledInt8, SeedCnnAndResNet20WithExactRequantizationEqualCnnLiteBitForBi
     cnntest::CpuBackend be;
     cnn_net *q = nullptr;
     ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &q), CNN_OK) << cnn_last_error();
-    cnn_net_quant_set_exact_requant(q, 1);
+    // (no cnn_net_quant_set_exact_requant: the exact requantization is the default)
     const int k = cnn_net_num_outputs(q);
     std::vector<float> probs((size_t)n * k), got((size_t)n * k), one((size_t)k), want((size_t)n * k);
     ASSERT_EQ(cnn_net_predict(q, x.data(), n, probs.data()), CNN_OK) << cnn_last_error();
