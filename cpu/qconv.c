@@ -168,8 +168,8 @@ static void requant_block_c(const int32_t *sum, uint8_t *y, int64_t rows, int oc
 #define CNN_REQUANT_AVX512 1
 /* The same with AVX-512F, 16 channels a step, in float where float decides the result and in integers where it might
  * not, so equal to requant_block_c bit for bit (tests/test_quant.cc checks both against lq_scale):
- *  - the sum plus the offset in int32 (exact: rows where a sum is beyond 2^30, and groups where an offset is, take the
- *    integer path);
+ *  - the sum plus the offset in int32 (exact: both below 2^30 in magnitude; rows where a sum is not, and groups where
+ *    an offset is not, take the integer path);
  *  - times M = mult 2^-total in float: the conversion of the sum, M's own rounding and the product's each err by at
  *    most 2^-24 relative, so y is within 1.8e-7 |y| of the exact product, within 1e-4 where it is not clamped to
  *    [y_min - y_zp, y_max - y_zp] (|y| <= 512);
@@ -183,14 +183,14 @@ __attribute__((target("avx512f"))) static void requant_block_avx512(const int32_
 {
     const __m512 lo = _mm512_set1_ps((float)(y_min - y_zp)), hi = _mm512_set1_ps((float)(y_max - y_zp));
     const __m512 near_half = _mm512_set1_ps(0.5f - 0x1p-12f);
-    const __m512i zp = _mm512_set1_epi32(y_zp), big = _mm512_set1_epi32(1 << 30);
+    const __m512i zp = _mm512_set1_epi32(y_zp), big = _mm512_set1_epi32((1 << 30) - 1);
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
     for (int g = 0; g < oc; g += 16) {
         const int n = oc - g < 16 ? oc - g : 16;
         const __mmask16 m = (__mmask16)((1u << n) - 1);
         __mmask16 wide = 0;
         for (int o = 0; o < n; o++)
-            if (k[g + o] > (1 << 30) || k[g + o] < -(1 << 30)) wide = m;
+            if (k[g + o] >= (1 << 30) || k[g + o] <= -(1 << 30)) wide = m;
         const __m512i off = _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64((__mmask8)m, k + g))),
             _mm512_cvtepi64_epi32(_mm512_maskz_loadu_epi64((__mmask8)(m >> 8), k + g + 8)), 1);

@@ -483,8 +483,8 @@ TEST(CompiledInt8, RequantizationKernelEqualsLqScaleBitForBit) {
 }
 
 // The AVX-512 kernel rounds in float and recomputes in integers where float might not decide: products that are
-// exactly a half, a little above or below one (by less than float's error and by a little more), sums beyond 2^30 and
-// offsets beyond 2^30, at realistic multipliers (1e-5 to 0.3; and powers of two, whose products can be exactly a half)
+// exactly a half, a little above or below one (by less than float's error and by a little more), sums and offsets at
+// and beyond 2^30 (whose int32 sum would overflow), at realistic multipliers (1e-5 to 0.3; and powers of two, whose products can be exactly a half)
 // and channel counts with and without a partial group of 16; every output against lq_scale, and the portable kernel.
 TEST(CompiledInt8, RequantizationKernelNearHalvesEqualsLqScale) {
   std::mt19937 rng(78);
@@ -504,7 +504,13 @@ TEST(CompiledInt8, RequantizationKernelNearHalvesEqualsLqScale) {
     ASSERT_EQ(cnn_cpu_requant_init(&r, oc, mult.data(), shift.data(), "test"), CNN_OK);
     std::vector<int64_t> off(oc);
     for (int c = 0; c < oc; c++) {
-      off[c] = c % 7 == 6 ? (int64_t)3 << 30 : std::uniform_int_distribution<int64_t>(-50000, 50000)(rng);
+      // beyond 2^30 (a whole group in integers) in the first group only; +-2^30 (with a sum of 2^30 the int32 add
+      // would overflow) and +-(2^30 - 1) (the float path, no overflow) in the groups after it
+      const int64_t sign = c % 2 ? 1 : -1;
+      off[c] = c < 8 && c % 7 == 6 ? (int64_t)3 << 30
+               : c >= 16 && c % 7 == 5 ? sign * ((int64_t)1 << 30)
+               : c >= 16 && c % 7 == 4 ? sign * (((int64_t)1 << 30) - 1)
+                                       : std::uniform_int_distribution<int64_t>(-50000, 50000)(rng);
       r.k[c] = off[c];
     }
     int32_t zp = std::uniform_int_distribution<int>(-128, 127)(rng);
@@ -515,10 +521,11 @@ TEST(CompiledInt8, RequantizationKernelNearHalvesEqualsLqScale) {
       for (int c = 0; c < oc; c++) {
         // a target product near j + 1/2 for a code j within the output's range, and the sum whose product is nearest
         double j = std::uniform_int_distribution<int>(-128 - zp, 126 - zp)(rng);
-        int kind = std::uniform_int_distribution<int>(0, 5)(rng);
+        int kind = std::uniform_int_distribution<int>(0, 6)(rng);
         double target = j + 0.5 + (kind == 0 ? 0.0 : kind == 1 ? 1e-6 : kind == 2 ? -1e-6 : kind == 3 ? 3e-4 : -3e-4);
         int64_t s = std::llround(target / M[c]) - off[c];
         if (kind == 5) s = std::uniform_int_distribution<int32_t>(INT32_MIN, INT32_MAX)(rng);
+        if (kind == 6) s = (p % 2 ? 1 : -1) * (((int64_t)1 << 30) - (p / 2) % 2);  // +-2^30 and +-(2^30 - 1)
         s = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, s));
         sum[(size_t)p * oc + c] = (int32_t)s;
         int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, s + off[c]));
