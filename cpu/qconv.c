@@ -176,7 +176,7 @@ static void requant_block_c(const int32_t *sum, uint8_t *y, int64_t rows, int oc
  *  - rounded to nearest: the exact product rounded half away from zero, unless y lies within 2^-12 (2.4e-4) of a
  *    half, where that row's outputs of the group are recomputed in integers (requant_one): on real sums a few in a
  *    thousand rows.
- * Three times faster than the 64-bit lanes (vpmuldq) this replaced: 0.15 against 0.46 ns an output here. */
+ * Three times faster than the 64-bit lanes (vpmuldq) this replaced: 0.15 against 0.46 ns an output (bench/RESULTS.md). */
 __attribute__((target("avx512f"))) static void requant_block_avx512(const int32_t *sum, uint8_t *y, int64_t rows,
                                                                     int oc, const int64_t *k, const float *mf,
                                                                     int32_t y_zp, int32_t y_min, int32_t y_max)
