@@ -18,7 +18,9 @@
 #                                             # measurements (models.txt, speed.txt)
 #   MODES="float int8" bench/quant_bench.sh   # the modes to quantize to (default: float int8 dynamic fp16)
 #   EXACT=1 bench/quant_bench.sh              # the int8 models also with cnn-lite's requantization (cnn bench
-#                                             # --int8-requant exact: bit for bit cnn-lite's), in the same rounds
+#                                             # --int8-requant exact: bit for bit cnn-lite's, libcnn's default), in the
+#                                             # same rounds; the "int8" rows are always the fused path (--int8-requant
+#                                             # fused), so run with EXACT=1 to time the default
 #
 # Needs a build (cnn, cnn_lite_bench) and Fashion-MNIST (Debian dataset-fashion-mnist); for the TFLite row a python
 # with tensorflow-cpu (bench-only: `V/bin/pip install tensorflow-cpu`; without it the row is left out).
