@@ -99,6 +99,7 @@ struct cnn_dist {
 int cnn_dist_rank(const cnn_dist *d) { return d ? d->rank : 0; }
 int cnn_dist_size(const cnn_dist *d) { return d ? d->size : 1; }
 int cnn_dist_local_rank(const cnn_dist *d) { return d ? d->local_rank : 0; }
+int cnn_dist_sync_batchnorm(const cnn_dist *d) { return d && d->size > 1 && d->cfg.sync_batchnorm; }
 
 void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t *count)
 {

@@ -5,6 +5,7 @@
 
 #include "cnn/dist.h"
 #include "cnn/train.h"
+#include "core/backend.h"
 #include "core/net.h"
 #include "core/optim.h"
 
@@ -31,5 +32,31 @@ void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t 
  * refused with a message saying why (the shards and the global batch follow from it). */
 void cnn_dist_fingerprint_line(const cnn_dist *d, char *line, size_t cap);
 cnn_status cnn_dist_check_resume(const char *path, const char *stored, const char *now);
+
+/* --sync-batchnorm (core/dist_bn.c). cnn_dist_attach_net points every batchnorm layer of net at d when d's config
+ * asks for synchronized statistics and there are several ranks (else it does nothing); cnn_dist_detach_net
+ * undoes it. While attached, a training forward of such a layer runs cnn_dist_bn_forward instead of the
+ * backend's op, and its backward runs cnn_dist_bn_backward after the backend's op: every rank must then run the
+ * same forwards and backwards (a rank without images in a step would keep the others waiting until the
+ * collective timeout). */
+cnn_status cnn_dist_attach_net(cnn_dist *d, cnn_net *net);
+void cnn_dist_detach_net(cnn_net *net);
+int cnn_dist_sync_batchnorm(const cnn_dist *d);
+/* The training forward over all ranks: the per-channel sum and sum of squares of x (shifted by the running mean,
+ * which every rank holds alike) are added across ranks; the mean and biased variance of the global batch then
+ * normalize x (through the backend's inference op, residual and activation included), are stored in
+ * a->save_mean and a->save_invstd, and update the running statistics (unbiased with the global count). */
+cnn_status cnn_dist_bn_forward(cnn_dist *d, cnn_backend *b, const cnn_batchnorm_args *a);
+/* After the backend's training backward on this rank's images: dx is corrected to the gradient through the
+ * global batch's statistics. The backend used this rank's sums S_r = (sum dy, sum dy xhat), as dbeta and dgamma;
+ * the global batch's are the image-weighted average S = sum_r n_r S_r / sum_r n_r (in this rank's loss scale,
+ * the same average the gradient reduction makes of dbeta and dgamma), so
+ *   dx += gamma invstd ((dbeta_r - Dbeta) + (x - mean) invstd (dgamma_r - Dgamma)) / m_r
+ * per channel, m_r = this rank's rows. Does nothing when dx is NULL (the same on every rank). */
+cnn_status cnn_dist_bn_backward(cnn_dist *d, const cnn_batchnorm_args *a);
+
+/* The per-class figures, n and the macro averages of m from its confusion matrix (core/train.c): what
+ * cnn_dist_evaluate_source recomputes from the confusion matrix of all ranks. */
+void cnn_metrics_from_confusion(cnn_metrics *m);
 
 #endif

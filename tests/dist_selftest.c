@@ -3,7 +3,11 @@
  * image counts; a rank without images adds nothing (even with NaN in its stale gradients); an infinity in each
  * gradient of one rank reaches every rank (so the mixed-precision overflow check skips the step everywhere); a step without any image
  * is no step; small buckets (several in flight in turn) and --deterministic's rank-order sums give the same
- * numbers as one bucket. Prints "rank R: ok" and exits 0, or names the first failure and exits 1. */
+ * numbers as one bucket. --sync-batchnorm (core/dist_bn.c): 2 ranks of 4 images give the gradients and running
+ * statistics of one process of all 8 (to float rounding; the one-process batchnorm gradient is itself checked by
+ * finite differences in test_gradcheck), through a batchnorm with a fused ReLU whose input gradient feeds the
+ * conv before it; without it they differ. Prints "rank R: ok" and exits 0, or names the first failure and exits
+ * 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +16,12 @@
 #include "cnn/cnn.h"
 #include "cnn/dist.h"
 #include "core/dist.h"
+#include "core/layer.h"
 #include "core/optim.h"
 
 static const char *MODEL = "input 6 6 1\nconv 4 3 relu\nflatten\ndense 3 softmax\n";
+
+static const char *MODEL_BN = "input 6 6 2\nconv 4 3 padding=same bias=no\nbatchnorm relu\nflatten\ndense 3 softmax\n";
 
 static int rank_, failures;
 
@@ -120,11 +127,96 @@ static void run_cases(cnn_dist *d, cnn_optimizer *opt, const char *name, float *
     CHECK(st == CNN_OK && m[0] == 2.0 && m[1] == 10.0, "%s: sums %g %g", name, m[0], m[1]);
 }
 
+/* The gradients of all parameters and the running statistics of every layer, after one training step's forward
+ * and backward on images [first, first + n) of 8 (and, with d, the gradient reduction over the ranks). */
+static float *bn_step(cnn_backend *cpu, cnn_dist *d, cnn_dist *sync, int first, int n, size_t *total, size_t *ngrads)
+{
+    enum { IMAGES = 8, PIX = 6 * 6 * 2 };
+    float images[IMAGES * PIX];
+    int32_t labels[IMAGES];
+    for (int i = 0; i < IMAGES * PIX; i++) images[i] = 0.5f + 0.4f * sinf(0.37f * (float)i) + 0.01f * (float)(i % 13);
+    for (int i = 0; i < IMAGES; i++) labels[i] = i % 3;
+    cnn_net *net = NULL;
+    cnn_optimizer *opt = NULL;
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    float *v = NULL;
+    int update = 0;
+    cnn_status st = cnn_net_from_text(MODEL_BN, "selftest-bn", cpu, 5, &net);
+    if (st == CNN_OK) st = cnn_dist_broadcast_net(d, net, 0);
+    if (st == CNN_OK) st = cnn_dist_attach_net(sync, net);
+    if (st == CNN_OK) st = cnn_net_set_batch(net, n);
+    if (st == CNN_OK) st = cnn_optimizer_create(net, &cfg, &opt);
+    if (st == CNN_OK) st = cnn_net_stage_host(net, images + (size_t)first * PIX, labels + first, n);
+    if (st == CNN_OK) st = cnn_net_forward(net, 1);
+    if (st == CNN_OK) st = cnn_net_loss(net, 1);
+    if (st == CNN_OK) st = cnn_net_backward(net);
+    if (st == CNN_OK && d) st = cnn_dist_reduce_grads(d, opt, n, &update);
+    CHECK(st == CNN_OK, "sync batchnorm step: %s", cnn_last_error());
+    if (st == CNN_OK) {
+        size_t grads = 0, all;
+        float *g = get_grads(opt, &grads);
+        *ngrads = grads;
+        all = grads;
+        for (int i = 0; i < net->nlayers; i++)
+            for (int k = 0; k < net->layers[i]->nstate; k++) all += (size_t)cnn_tensor_numel(net->layers[i]->state[k].value);
+        v = realloc(g, all * sizeof *v);
+        float *at = v + grads;
+        for (int i = 0; v && i < net->nlayers; i++)
+            for (int k = 0; k < net->layers[i]->nstate; k++) {
+                cnn_tensor *t = net->layers[i]->state[k].value;
+                cnn_tensor_read(t, at, (size_t)cnn_tensor_numel(t) * sizeof *at);
+                at += cnn_tensor_numel(t);
+            }
+        *total = all;
+    }
+    cnn_dist_detach_net(net);
+    cnn_optimizer_destroy(opt);
+    cnn_net_destroy(net);
+    return v;
+}
+
+/* The largest |a - b| over the largest |b|. */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double diff = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs((double)a[i] - b[i]) > diff) diff = fabs((double)a[i] - b[i]);
+        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
+    }
+    return scale > 0.0 ? diff / scale : diff;
+}
+
+static void sync_batchnorm_cases(cnn_backend *cpu, cnn_dist *plain, cnn_dist *sync)
+{
+    size_t n1 = 0, n2 = 0, n3 = 0, g = 0;
+    float *one = bn_step(cpu, NULL, NULL, 0, 8, &n1, &g);          /* one process, all 8 images */
+    float *two = bn_step(cpu, sync, sync, 4 * rank_, 4, &n2, &g);  /* 2 ranks of 4, --sync-batchnorm */
+    float *own = bn_step(cpu, plain, NULL, 4 * rank_, 4, &n3, &g); /* 2 ranks of 4, per-rank statistics */
+    if (one && two && own && n1 == n2 && n1 == n3 && g < n1) {
+        /* the gradients (the conv's through batchnorm's dx), then the running statistics */
+        double with = rel_diff(two, one, g), without = rel_diff(own, one, g);
+        double with_st = rel_diff(two + g, one + g, n1 - g), without_st = rel_diff(own + g, one + g, n1 - g);
+        printf("rank %d: sync batchnorm: 2 ranks x 4 against 1 x 8, largest difference of the largest value: "
+               "gradients %.3g, running statistics %.3g; per-rank statistics: %.3g, %.3g\n", rank_, with, with_st,
+               without, without_st);
+        CHECK(with < 1e-5 && with_st < 1e-6, "--sync-batchnorm: 2 ranks differ from one process by %g, %g", with,
+              with_st);
+        CHECK(without > 1e-3 && without_st > 1e-5, "per-rank statistics agree with one process's (%g, %g): the "
+              "check cannot tell", without, without_st);
+    } else {
+        CHECK(0, "sync batchnorm: %zu %zu %zu values", n1, n2, n3);
+    }
+    free(one);
+    free(two);
+    free(own);
+}
+
 int main(void)
 {
     cnn_dist_config dc;
     cnn_dist_config_defaults(&dc);
-    cnn_dist *plain = NULL, *small = NULL, *det = NULL;
+    cnn_dist *plain = NULL, *small = NULL, *det = NULL, *sync = NULL;
     dc.timeout = 60;
     if (cnn_dist_init(&dc, &plain) != CNN_OK) {
         fprintf(stderr, "cnn_dist_init: %s\n", cnn_last_error());
@@ -134,6 +226,10 @@ int main(void)
     cnn_status st = cnn_dist_init(&dc, &small);
     dc.deterministic = 1;
     if (st == CNN_OK) st = cnn_dist_init(&dc, &det);
+    dc.deterministic = 0;
+    dc.bucket_bytes = 0; /* the default */
+    dc.sync_batchnorm = 1;
+    if (st == CNN_OK) st = cnn_dist_init(&dc, &sync);
     rank_ = cnn_dist_rank(plain);
     CHECK(st == CNN_OK, "init: %s", cnn_last_error());
     CHECK(cnn_dist_size(plain) == 2, "size %d", cnn_dist_size(plain));
@@ -158,6 +254,7 @@ int main(void)
         free(a);
         free(b);
         free(c);
+        sync_batchnorm_cases(cpu, plain, sync);
     } else {
         CHECK(0, "setup: %s", cnn_last_error());
     }
@@ -166,6 +263,7 @@ int main(void)
     cnn_backend_destroy(cpu);
     if (!failures) printf("rank %d: ok\n", rank_);
     fflush(stdout);
+    cnn_dist_finalize(sync);
     cnn_dist_finalize(det);
     cnn_dist_finalize(small);
     cnn_dist_finalize(plain); /* the one that initialized MPI finalizes it */
