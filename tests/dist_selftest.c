@@ -6,7 +6,9 @@
  * numbers as one bucket. --sync-batchnorm (core/dist_bn.c): 2 ranks of 4 images give the gradients and running
  * statistics of one process of all 8 (to float rounding; the one-process batchnorm gradient is itself checked by
  * finite differences in test_gradcheck), through a batchnorm with a fused ReLU whose input gradient feeds the
- * conv before it; without it they differ. Prints "rank R: ok" and exits 0, or names the first failure and exits
+ * conv before it; without it they differ. cnn_dist_evaluate_source: each rank evaluates its own part of the set
+ * alone (the other part of each rank's copy is spoiled, and the metrics are still those of the true set), and
+ * the sums give one process's metrics, for an odd count and for a set smaller than the ranks. Prints "rank R: ok" and exits 0, or names the first failure and exits
  * 1. */
 #include <math.h>
 #include <stdio.h>
@@ -212,6 +214,50 @@ static void sync_batchnorm_cases(cnn_backend *cpu, cnn_dist *plain, cnn_dist *sy
     free(own);
 }
 
+/* cnn_dist_evaluate_source on n images: each rank's copy of the set holds the true images and labels in its own
+ * part (cnn_dist_shard_range) and wrong labels elsewhere, so a rank that evaluated more than its part would change
+ * the result. The metrics must be those of one process on the true set. */
+static void evaluate_case(cnn_dist *d, cnn_net *net, int64_t n)
+{
+    enum { PIX = 6 * 6 };
+    cnn_dataset truth = {.n = n, .h = 6, .w = 6, .c = 1, .num_classes = 3}, mine = truth;
+    truth.images = malloc((size_t)n * PIX * sizeof(float));
+    truth.labels = malloc((size_t)n * sizeof(int32_t));
+    mine.images = malloc((size_t)n * PIX * sizeof(float));
+    mine.labels = malloc((size_t)n * sizeof(int32_t));
+    int64_t first, count;
+    cnn_dist_shard_range(d, n, &first, &count);
+    for (int64_t i = 0; i < n * PIX; i++) truth.images[i] = mine.images[i] = 0.5f + 0.5f * sinf(0.11f * (float)i);
+    for (int64_t i = 0; i < n; i++) {
+        truth.labels[i] = (int32_t)(i % 3);
+        mine.labels[i] = i >= first && i < first + count ? truth.labels[i] : (truth.labels[i] + 1) % 3;
+    }
+    cnn_source *ts = NULL, *ms = NULL;
+    cnn_metrics *want = NULL, *got = NULL;
+    cnn_status st = cnn_source_from_dataset(&truth, 0, &ts);
+    if (st == CNN_OK) st = cnn_source_from_dataset(&mine, 0, &ms);
+    if (st == CNN_OK) st = cnn_evaluate_source(net, ts, NULL, 4, &want);
+    if (st == CNN_OK) st = cnn_dist_evaluate_source(d, net, ms, NULL, 4, &got);
+    CHECK(st == CNN_OK, "evaluation of %lld images: %s", (long long)n, cnn_last_error());
+    if (want && got) {
+        int same = got->n == want->n && got->accuracy == want->accuracy && got->macro_f1 == want->macro_f1;
+        for (int i = 0; i < 9; i++) same &= got->confusion[i] == want->confusion[i];
+        CHECK(same && n > 0, "evaluation of %lld images: n %lld accuracy %g macro f1 %g, one process: %lld %g %g",
+              (long long)n, (long long)got->n, got->accuracy, got->macro_f1, (long long)want->n, want->accuracy,
+              want->macro_f1);
+        CHECK(fabs(got->loss - want->loss) <= 1e-6 * fabs(want->loss), "evaluation of %lld images: loss %.9g, one "
+              "process %.9g", (long long)n, got->loss, want->loss);
+    }
+    cnn_metrics_destroy(want);
+    cnn_metrics_destroy(got);
+    cnn_source_destroy(ts);
+    cnn_source_destroy(ms);
+    free(truth.images);
+    free(truth.labels);
+    free(mine.images);
+    free(mine.labels);
+}
+
 int main(void)
 {
     cnn_dist_config dc;
@@ -255,6 +301,7 @@ int main(void)
         free(b);
         free(c);
         sync_batchnorm_cases(cpu, plain, sync);
+        for (int64_t n = 1; n <= 11; n += 5) evaluate_case(plain, net, n); /* 1 (rank 1 has none), 6, 11 */
     } else {
         CHECK(0, "setup: %s", cnn_last_error());
     }
