@@ -25,6 +25,10 @@ static const char *MODEL = "input 6 6 1\nconv 4 3 relu\nflatten\ndense 3 softmax
 
 static const char *MODEL_BN = "input 6 6 2\nconv 4 3 padding=same bias=no\nbatchnorm relu\nflatten\ndense 3 softmax\n";
 
+/* the same with a smooth activation, for finite differences (ReLU's kink lies within a step of some inputs) */
+static const char *MODEL_BN_SMOOTH =
+    "input 6 6 2\nconv 4 3 padding=same bias=no\nbatchnorm tanh\nflatten\ndense 3 softmax\n";
+
 static int rank_, failures;
 
 #define CHECK(cond, ...)                                              \
@@ -189,6 +193,77 @@ static double rel_diff(const float *a, const float *b, size_t n)
     return scale > 0.0 ? diff / scale : diff;
 }
 
+/* The global loss (the mean over both ranks' images) of a training forward. */
+static double global_loss(cnn_dist *d, cnn_net *net, int n)
+{
+    float losses[8];
+    double v[2] = {0.0, (double)n};
+    if (cnn_net_forward(net, 1) != CNN_OK || cnn_net_loss(net, 0) != CNN_OK ||
+        cnn_tensor_read(net->losses, losses, (size_t)n * sizeof *losses) != CNN_OK)
+        return NAN;
+    for (int i = 0; i < n; i++) v[0] += losses[i];
+    if (cnn_dist_sum(d, v, 2, "the global loss") != CNN_OK) return NAN;
+    return v[0] / v[1];
+}
+
+/* --sync-batchnorm's gradient of the conv weights before the batchnorm (through its dx correction), against
+ * central differences of the global loss over both ranks' images. */
+static void sync_batchnorm_finite_differences(cnn_backend *cpu, cnn_dist *sync)
+{
+    enum { N = 4, PIX = 6 * 6 * 2 };
+    float images[2 * N * PIX];
+    int32_t labels[2 * N];
+    for (int i = 0; i < 2 * N * PIX; i++) images[i] = 0.5f + 0.4f * sinf(0.37f * (float)i) + 0.01f * (float)(i % 13);
+    for (int i = 0; i < 2 * N; i++) labels[i] = i % 3;
+    cnn_net *net = NULL;
+    cnn_optimizer *opt = NULL;
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    int update = 0;
+    cnn_status st = cnn_net_from_text(MODEL_BN_SMOOTH, "selftest-bn", cpu, 5, &net);
+    if (st == CNN_OK) st = cnn_dist_broadcast_net(sync, net, 0);
+    if (st == CNN_OK) st = cnn_dist_attach_net(sync, net);
+    if (st == CNN_OK) st = cnn_net_set_batch(net, N);
+    if (st == CNN_OK) st = cnn_optimizer_create(net, &cfg, &opt);
+    if (st == CNN_OK) st = cnn_net_stage_host(net, images + (size_t)rank_ * N * PIX, labels + rank_ * N, N);
+    if (st == CNN_OK) st = cnn_net_forward(net, 1);
+    if (st == CNN_OK) st = cnn_net_loss(net, 1);
+    if (st == CNN_OK) st = cnn_net_backward(net);
+    if (st == CNN_OK) st = cnn_dist_reduce_grads(sync, opt, N, &update);
+    CHECK(st == CNN_OK, "finite differences: %s", cnn_last_error());
+    if (st == CNN_OK) {
+        cnn_tensor *w = net->layers[0]->params[0].value, *g = net->layers[0]->params[0].grad;
+        const size_t n = (size_t)cnn_tensor_numel(w);
+        float *wv = malloc(n * sizeof *wv), *gv = malloc(n * sizeof *gv);
+        cnn_tensor_read(w, wv, n * sizeof *wv);
+        cnn_tensor_read(g, gv, n * sizeof *gv);
+        double worst = 0.0, scale = 0.0;
+        for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)gv[i]));
+        const float h = 1e-2f;
+        for (size_t i = 0; i < n; i += 7) {
+            const float keep = wv[i];
+            wv[i] = keep + h;
+            cnn_tensor_write(w, wv, n * sizeof *wv);
+            const double up = global_loss(sync, net, N);
+            wv[i] = keep - h;
+            cnn_tensor_write(w, wv, n * sizeof *wv);
+            const double down = global_loss(sync, net, N);
+            wv[i] = keep;
+            cnn_tensor_write(w, wv, n * sizeof *wv);
+            const double fd = (up - down) / (2.0 * (double)h), err = fabs(fd - gv[i]) / scale;
+            if (!(err <= worst)) worst = err; /* NaN counts */
+        }
+        printf("rank %d: sync batchnorm: conv weight gradient against central differences of the global loss: "
+               "largest difference %.3g of the largest gradient\n", rank_, worst);
+        CHECK(worst < 2e-3, "--sync-batchnorm's gradient is off its finite differences by %g", worst);
+        free(wv);
+        free(gv);
+    }
+    cnn_dist_detach_net(net);
+    cnn_optimizer_destroy(opt);
+    cnn_net_destroy(net);
+}
+
 static void sync_batchnorm_cases(cnn_backend *cpu, cnn_dist *plain, cnn_dist *sync)
 {
     size_t n1 = 0, n2 = 0, n3 = 0, g = 0;
@@ -301,6 +376,7 @@ int main(void)
         free(b);
         free(c);
         sync_batchnorm_cases(cpu, plain, sync);
+        sync_batchnorm_finite_differences(cpu, sync);
         for (int64_t n = 1; n <= 11; n += 5) evaluate_case(plain, net, n); /* 1 (rank 1 has none), 6, 11 */
     } else {
         CHECK(0, "setup: %s", cnn_last_error());
