@@ -76,7 +76,7 @@ int cnn_dist_launched(void)
 
 struct cnn_dist {
     cnn_dist_config cfg;
-    int rank, size, local_rank;
+    int rank, size, local_rank, local_size; /* local: among the ranks of this machine */
 #if CNN_HAVE_MPI
     int owns_mpi;         /* this context called MPI_Init, and finalizes MPI */
     MPI_Comm comm;        /* the collectives */
@@ -100,6 +100,13 @@ int cnn_dist_rank(const cnn_dist *d) { return d ? d->rank : 0; }
 int cnn_dist_size(const cnn_dist *d) { return d ? d->size : 1; }
 int cnn_dist_local_rank(const cnn_dist *d) { return d ? d->local_rank : 0; }
 int cnn_dist_sync_batchnorm(const cnn_dist *d) { return d && d->size > 1 && d->cfg.sync_batchnorm; }
+
+int cnn_dist_loader_workers(const cnn_dist *d)
+{
+    if (!d || d->size < 2 || d->local_size < 2) return 0;
+    int w = cnn_loader_default_workers() / d->local_size;
+    return w < 1 ? 1 : w;
+}
 
 void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t *count)
 {
@@ -351,14 +358,16 @@ cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out)
     MPI_TRY(MPI_Comm_size(d->comm, &d->size), "MPI_Comm_size");
     MPI_Comm local = MPI_COMM_NULL;
     MPI_TRY(MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
-    int lr = 0;
+    int lr = 0, ls = 1;
     int rc = MPI_Comm_rank(local, &lr);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(local, &ls);
     MPI_Comm_free(&local);
     if (rc != MPI_SUCCESS) {
         st = mpi_fail(rc, "MPI_Comm_rank (node-local)");
         goto fail;
     }
     d->local_rank = lr;
+    d->local_size = ls;
     d->hb_out = calloc((size_t)d->size, sizeof *d->hb_out);
     d->hb_in = calloc((size_t)d->size, sizeof *d->hb_in);
     d->hb_seen = calloc((size_t)d->size, sizeof *d->hb_seen);

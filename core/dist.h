@@ -28,6 +28,10 @@ const cnn_train_config *cnn_dist_train_config(const cnn_train_config *cfg, cnn_t
  * most one). */
 void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t *count);
 
+/* The loader workers of each rank when --workers is not given: the one-process default (half the cores) shared by
+ * the ranks of this machine, at least 1 (0: one process, the loader's own default). */
+int cnn_dist_loader_workers(const cnn_dist *d);
+
 /* Checkpoints: a run of several ranks writes "ranks=N" in its settings; a resume with another number of ranks is
  * refused with a message saying why (the shards and the global batch follow from it). */
 void cnn_dist_fingerprint_line(const cnn_dist *d, char *line, size_t cap);

@@ -202,7 +202,10 @@ static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int t
     lc->batch_size = batch;
     cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
     cnn_loader_config_take_data(lc, cfg);
-    if (cfg) lc->seed = cfg->seed;
+    if (cfg) {
+        lc->seed = cfg->seed;
+        if (!cfg->workers) lc->workers = cnn_dist_loader_workers(cfg->dist); /* ranks share the cores */
+    }
     lc->sampler = training ? cfg->sampler : CNN_SAMPLER_SEQUENTIAL;
     lc->augment = training ? cfg->augment : NULL;
     lc->epochs = training ? cfg->epochs : 0;
