@@ -20,6 +20,20 @@ cnn_status cnn_dist_broadcast_net(cnn_dist *d, cnn_net *net, int state_only);
  * *update is set to 0 when no rank had an image (the step is skipped everywhere), else 1. */
 cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, int *update);
 
+/* The same reduction, overlapped with backward as PyTorch DDP does it: cnn_dist_grads_begin (before
+ * cnn_net_backward, on every rank, with or without images) sums the step's image count and plans the buckets;
+ * on the CPU path it then points net's grads_ready hook at the reduction, so that a bucket starts
+ * (MPI_Iallreduce, or the gather of --deterministic) as soon as backward has finished every layer its
+ * parameters belong to, up to 4 in flight (2 with --deterministic). cnn_dist_grads_end (after backward)
+ * removes the hook, starts the buckets left and waits for all of them. The buckets, their order and their sums
+ * are those of cnn_dist_reduce_grads, so the result is the same bit for bit; only the time they start differs.
+ * A net with l1/l2 penalties (added after the whole backward) and the NCCL path reduce at the end. With a
+ * NULL net, begin + end is cnn_dist_reduce_grads. */
+cnn_status cnn_dist_grads_begin(cnn_dist *d, cnn_net *net, cnn_optimizer *opt, int n_local);
+cnn_status cnn_dist_grads_end(cnn_dist *d, cnn_net *net, int n_local, int *update);
+/* Buckets started during backward, and buckets started in all, since cnn_dist_init (0 for NULL). */
+void cnn_dist_overlap_counts(const cnn_dist *d, int64_t *early, int64_t *all);
+
 /* The config a rank trains with: rank 0's is cfg; the others' is a copy in *local without the outputs (progress,
  * logs, plots, saved models, checkpoints), which rank 0 alone writes. */
 const cnn_train_config *cnn_dist_train_config(const cnn_train_config *cfg, cnn_train_config *local);

@@ -29,6 +29,10 @@ static const char *MODEL_BN = "input 6 6 2\nconv 4 3 padding=same bias=no\nbatch
 static const char *MODEL_BN_SMOOTH =
     "input 6 6 2\nconv 4 3 padding=same bias=no\nbatchnorm tanh\nflatten\ndense 3 softmax\n";
 
+/* several layers with weights, for buckets that start during backward */
+static const char *MODEL_DEEP = "input 6 6 2\nconv 4 3 padding=same relu\nconv 6 3 relu\nflatten\ndense 8 relu\n"
+                                "dense 3 softmax\n";
+
 static int rank_, failures;
 
 #define CHECK(cond, ...)                                              \
@@ -264,6 +268,63 @@ static void sync_batchnorm_finite_differences(cnn_backend *cpu, cnn_dist *sync)
     cnn_net_destroy(net);
 }
 
+/* One step's gradients on this rank's 4 images (rank-dependent), reduced over the ranks: overlapped with backward
+ * (cnn_dist_grads_begin, backward, cnn_dist_grads_end) or all at once after it (cnn_dist_reduce_grads). */
+static float *overlap_step(cnn_backend *cpu, cnn_dist *d, int overlapped, size_t *total)
+{
+    enum { N = 4, PIX = 6 * 6 * 2 };
+    float images[N * PIX];
+    int32_t labels[N];
+    for (int i = 0; i < N * PIX; i++) images[i] = 0.5f + 0.4f * sinf(0.23f * (float)(i + 97 * rank_));
+    for (int i = 0; i < N; i++) labels[i] = (i + rank_) % 3;
+    cnn_net *net = NULL;
+    cnn_optimizer *opt = NULL;
+    cnn_train_config cfg;
+    cnn_train_config_defaults(&cfg);
+    float *v = NULL;
+    int update = 0;
+    cnn_status st = cnn_net_from_text(MODEL_DEEP, "selftest-overlap", cpu, 9, &net);
+    if (st == CNN_OK) st = cnn_net_set_batch(net, N);
+    if (st == CNN_OK) st = cnn_optimizer_create(net, &cfg, &opt);
+    if (st == CNN_OK) st = cnn_net_stage_host(net, images, labels, N);
+    if (st == CNN_OK) st = cnn_net_forward(net, 1);
+    if (st == CNN_OK) st = cnn_net_loss(net, 1);
+    if (overlapped) {
+        if (st == CNN_OK) st = cnn_dist_grads_begin(d, net, opt, N);
+        if (st == CNN_OK) st = cnn_net_backward(net);
+        if (st == CNN_OK) st = cnn_dist_grads_end(d, net, N, &update);
+        CHECK(!net || !net->grads_ready, "the backward hook is still set after cnn_dist_grads_end");
+    } else {
+        if (st == CNN_OK) st = cnn_net_backward(net);
+        if (st == CNN_OK) st = cnn_dist_reduce_grads(d, opt, N, &update);
+    }
+    CHECK(st == CNN_OK && update == 1, "overlap step: %s", cnn_last_error());
+    if (st == CNN_OK) v = get_grads(opt, total);
+    cnn_optimizer_destroy(opt);
+    cnn_net_destroy(net);
+    return v;
+}
+
+/* The buckets that start during backward sum exactly what the reduction after backward sums. */
+static void overlap_cases(cnn_backend *cpu, cnn_dist *d, const char *name, int min_early)
+{
+    int64_t early0, all0, early1, all1;
+    size_t na = 0, nb = 0;
+    cnn_dist_overlap_counts(d, &early0, &all0);
+    float *a = overlap_step(cpu, d, 1, &na);
+    cnn_dist_overlap_counts(d, &early1, &all1);
+    float *b = overlap_step(cpu, d, 0, &nb);
+    printf("rank %d: %s: %lld of %lld buckets started before backward reached the first layer\n", rank_, name, (long long)(early1 - early0),
+           (long long)(all1 - all0));
+    CHECK(early1 - early0 >= min_early && all1 - all0 > early1 - early0, "%s: %lld of %lld buckets started during "
+          "backward (at least %d should, the first layer's not)", name, (long long)(early1 - early0),
+          (long long)(all1 - all0), min_early);
+    CHECK(a && b && na == nb && !memcmp(a, b, na * sizeof *a), "%s: the overlapped reduction differs from the one "
+          "after backward", name);
+    free(a);
+    free(b);
+}
+
 static void sync_batchnorm_cases(cnn_backend *cpu, cnn_dist *plain, cnn_dist *sync)
 {
     size_t n1 = 0, n2 = 0, n3 = 0, g = 0;
@@ -377,6 +438,9 @@ int main(void)
         free(c);
         sync_batchnorm_cases(cpu, plain, sync);
         sync_batchnorm_finite_differences(cpu, sync);
+        overlap_cases(cpu, small, "64-byte buckets during backward", 2);
+        overlap_cases(cpu, det, "64-byte buckets during backward, --deterministic", 2);
+        overlap_cases(cpu, plain, "one bucket", 0);
         for (int64_t n = 1; n <= 11; n += 5) evaluate_case(plain, net, n); /* 1 (rank 1 has none), 6, 11 */
     } else {
         CHECK(0, "setup: %s", cnn_last_error());

@@ -398,6 +398,24 @@ TEST_F(MpiFixture, SyncBatchnormTwoRanksOfBatch32MatchOneProcessOfBatch64) {
   EXPECT_EQ(m2.test_samples, 64);
 }
 
+TEST_F(MpiFixture, BucketsStartedDuringBackwardTrainAsOneBucketAfterIt) {
+  // --bucket-mb 0.001 (262 floats): the gradients of the later layers travel while backward still runs on the
+  // earlier ones, several buckets in flight; --bucket-mb 4096: one bucket, which can start only when backward is
+  // done. The same sums either way: bit-identical model files (with and without batchnorm)
+  for (const std::string &m : {model, model_bn}) {
+    std::string small = dir.file("small.safetensors"), one = dir.file("one.safetensors"), out;
+    auto a = train_args(m, 32, 1, small);
+    for (const char *x : {"--bucket-mb", "0.001"}) a.push_back(x);
+    ASSERT_EQ(run_mpi(2, a, &out), 0) << out;
+    auto b = train_args(m, 32, 1, one);
+    for (const char *x : {"--bucket-mb", "4096"}) b.push_back(x);
+    ASSERT_EQ(run_mpi(2, b, &out), 0) << out;
+    std::string ba = cnntest::read_file(small), bb = cnntest::read_file(one);
+    ASSERT_FALSE(ba.empty());
+    EXPECT_TRUE(ba == bb) << m << ": small buckets during backward and one bucket after it trained differently";
+  }
+}
+
 TEST_F(MpiFixture, NcclTwoRanksOnTwoGpusMatchOneGpuOfTheGlobalBatch) {
   // the CUDA backend's path: gradients all-reduced by NCCL on the compute stream (cuda/nccl.c); each rank takes
   // cuda:<local rank>. Skipped without the CUDA backend or without 2 GPUs.
