@@ -1,6 +1,8 @@
 /* Data-parallel training over MPI (cnn/dist.h, core/dist.h): Horovod's model. Each rank trains on its shard of the
  * global batch; before the update the gradients are averaged across ranks in buckets (PyTorch DDP's
- * bucket_cap_mb), so that every rank takes the same step from the same weights.
+ * bucket_cap_mb) that start during backward, as soon as their layers are done (a hook in cnn_net_backward), so
+ * that every rank takes the same step from the same weights. --sync-batchnorm is core/dist_bn.c, the evaluation
+ * across ranks core/dist_eval.c.
  *
  * Rules:
  *   - every MPI call's return code is checked (the communicators return errors instead of aborting) and becomes a
