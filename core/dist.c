@@ -510,7 +510,7 @@ fail:
 static cnn_status grow_buffers(cnn_dist *d, size_t floats)
 {
     if (floats <= d->cap) return CNN_OK;
-    for (int i = 0; i < MAX_SLOTS; i++) {
+    for (int i = 0; i < d->nslots; i++) {
         free(d->buf[i]);
         free(d->gather[i]);
         d->buf[i] = malloc(floats * sizeof(float));
