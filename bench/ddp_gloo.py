@@ -5,7 +5,7 @@ bench/dist_bench.sh. Benchmark-only: PyTorch and numpy are never dependencies of
 N processes (torch.multiprocessing, rendezvous on 127.0.0.1 at a port the kernel picks), T threads each; every
 rank takes its contiguous part of each global batch of N x B images of a per-epoch shuffle (cnn.c's sharding),
 from the training set in memory. A step: batch gather, forward, softmax cross-entropy, backward (DDP all-reduces
-the gradients in 25 MB buckets during it, over gloo), Adam (lr 1e-3). The networks are those of
+the gradients in --bucket-mb buckets, 25 MB by default, during it, over gloo), Adam (lr 1e-3). The networks are those of
 bench/compare_pytorch.py (same parameter counts as cnn.c's), in channels_last, with the settings that make
 PyTorch fastest on this machine (bench/RESULTS.md): OPENBLAS_CORETYPE=SkylakeX, OPENBLAS_NUM_THREADS=1, glibc
 malloc keeping freed buffers.
@@ -51,7 +51,7 @@ def run(rank, args, port, result):
     model, _, _ = build_torch_model(args.model)
     model = model.to(memory_format=torch.channels_last)
     if args.ranks > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=25)
+        model = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     gb = args.batch * args.ranks
@@ -107,6 +107,7 @@ def main():
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP's bucket_cap_mb")
     p.add_argument("--json")
     args = p.parse_args()
     import torch.multiprocessing as mp

@@ -12,8 +12,12 @@
 # (bench/dist_agreement.py); beside it, the yardstick of float rounding: the same one-process run with 1 thread
 # against 2 (the same arithmetic, sums in another order).
 #
+# --bucket-mb MB: the gradient bucket size of both engines (cnn train --bucket-mb, DDP's bucket_cap_mb; default
+# 25, both engines' default); --cnn-args "...": more flags for cnn.c's runs only (e.g. --workers 1).
+#
 # Usage: bench/dist_bench.sh [--build-dir build] [--python /tmp/venv-dist/bin/python] [--out-dir DIR]
-#                            [--models "seed resnet20"] [--skip-pytorch] [--agreement]
+#                            [--models "seed resnet20"] [--skip-pytorch] [--agreement] [--bucket-mb MB]
+#                            [--cnn-args "..."]
 # PyTorch is benchmark-only: python3 -m venv /tmp/venv-dist && /tmp/venv-dist/bin/pip install torch numpy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,8 @@ OUT_DIR=""
 MODELS="seed resnet20"
 RUN_PT=1
 AGREEMENT=0
+BUCKET_MB=25
+CNN_ARGS=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
@@ -32,7 +38,9 @@ while [[ $# -gt 0 ]]; do
     --models) MODELS=$2; shift 2 ;;
     --skip-pytorch) RUN_PT=0; shift ;;
     --agreement) AGREEMENT=1; shift ;;
-    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    --bucket-mb) BUCKET_MB=$2; shift 2 ;;
+    --cnn-args) CNN_ARGS=$2; shift 2 ;;
+    *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 [[ -n "$OUT_DIR" ]] || OUT_DIR=$(mktemp -d /tmp/dist_bench.XXXXXX)
@@ -53,6 +61,9 @@ cnn_run() { # model tag threads ranks batch
   local m=$1 tag=$2 t=$3 r=$4 b=$5 j="$OUT_DIR/cnn-$1-$2.json"
   local args=(train --model "${MODEL_FILE[$m]}" --epochs 2 --batch "$b" --val-split 0 --limit "${LIMIT[$m]}" --quiet
               --metrics-json "$j" --out "$OUT_DIR/cnn-$m-$tag.safetensors")
+  if [[ $r -gt 1 ]]; then args+=(--bucket-mb "$BUCKET_MB"); fi
+  # shellcheck disable=SC2206 # the extra flags are words
+  if [[ -n "$CNN_ARGS" ]]; then args+=($CNN_ARGS); fi
   if [[ $r -gt 1 ]]; then OMP_NUM_THREADS=$t timeout 1200 "${MPIRUN[@]}" -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$CNN" "${args[@]}" > "$OUT_DIR/cnn-$m-$tag.log" 2>&1
   else OMP_NUM_THREADS=$t timeout 1200 "$CNN" "${args[@]}" > "$OUT_DIR/cnn-$m-$tag.log" 2>&1; fi
   ips "$j"
@@ -62,7 +73,7 @@ pt_run() { # model tag threads ranks batch
   local m=$1 tag=$2 t=$3 r=$4 b=$5 j="$OUT_DIR/pt-$1-$2.json"
   local steps=$(( ${LIMIT[$m]} / 64 ))
   OMP_NUM_THREADS=$t timeout 1200 "$PYTHON" bench/ddp_gloo.py --model "$m" --ranks "$r" --threads "$t" --batch "$b" \
-    --steps "$steps" --warmup 10 --json "$j" > "$OUT_DIR/pt-$m-$tag.log" 2>&1
+    --steps "$steps" --warmup 10 --bucket-mb "$BUCKET_MB" --json "$j" > "$OUT_DIR/pt-$m-$tag.log" 2>&1
   ips "$j"
 }
 

@@ -1,6 +1,8 @@
 /* Data-parallel training over MPI (cnn/dist.h, core/dist.h): Horovod's model. Each rank trains on its shard of the
  * global batch; before the update the gradients are averaged across ranks in buckets (PyTorch DDP's
- * bucket_cap_mb), so that every rank takes the same step from the same weights.
+ * bucket_cap_mb) that start during backward, as soon as their layers are done (a hook in cnn_net_backward), so
+ * that every rank takes the same step from the same weights. --sync-batchnorm is core/dist_bn.c, the evaluation
+ * across ranks core/dist_eval.c.
  *
  * Rules:
  *   - every MPI call's return code is checked (the communicators return errors instead of aborting) and becomes a
@@ -46,6 +48,8 @@
  * while the others wait has stopped answering */
 #define HEARTBEAT_PERIOD 0.5
 #define HEARTBEAT_SILENT 4
+/* gradient buckets in flight at once (each holds up to bucket_bytes) */
+#define MAX_SLOTS 4
 /* heartbeats are tagged so that they never match anything else on their communicator */
 #define HEARTBEAT_TAG 7301
 
@@ -76,7 +80,7 @@ int cnn_dist_launched(void)
 
 struct cnn_dist {
     cnn_dist_config cfg;
-    int rank, size, local_rank;
+    int rank, size, local_rank, local_size; /* local: among the ranks of this machine */
 #if CNN_HAVE_MPI
     int owns_mpi;         /* this context called MPI_Init, and finalizes MPI */
     MPI_Comm comm;        /* the collectives */
@@ -87,9 +91,23 @@ struct cnn_dist {
     int64_t *hb_seen;     /* per rank: the newest collective it announced */
     double *hb_heard;     /* per rank: when a heartbeat of it last arrived (CLOCK_MONOTONIC seconds) */
     MPI_Request *hb_send, *hb_recv;
-    float *buf[2];        /* the bucket in flight and the one being packed */
-    float *gather[2];     /* deterministic: size x bucket, what every rank sent */
+    float *buf[MAX_SLOTS];    /* the buckets in flight, bucket b in slot b % nslots */
+    float *gather[MAX_SLOTS]; /* deterministic: size x bucket, what every rank sent */
+    MPI_Request req[MAX_SLOTS];
     size_t cap;           /* floats each buf holds */
+    int nslots;           /* buckets in flight at most: MAX_SLOTS, 2 with --deterministic (its gathers hold size x) */
+    /* the reduction of the current step, from cnn_dist_grads_begin to cnn_dist_grads_end */
+    cnn_optimizer *opt;
+    float scale;          /* this rank's share of the step's images */
+    int update;           /* some rank had images */
+    int nccl_step;        /* the CUDA backend: NCCL reduces after backward */
+    int nb, nb_cap;       /* buckets, and the room for them */
+    struct bucket *bk;    /* in the order they start (the last parameters first) */
+    int *bk_ready;        /* per bucket: the lowest layer holding one of its parameters; final after its backward */
+    int next_start, next_finish;
+    int lowest;           /* the lowest layer with parameters: after its backward, backward's work is done */
+    int64_t started_early, started_all; /* buckets started while backward still had layers with weights to do,
+                                         * and in all (cnn_dist_overlap_counts) */
 #endif
 #if CNN_HAVE_NCCL
     cnn_nccl *nccl;       /* created at the first reduction on a CUDA backend */
@@ -99,6 +117,14 @@ struct cnn_dist {
 int cnn_dist_rank(const cnn_dist *d) { return d ? d->rank : 0; }
 int cnn_dist_size(const cnn_dist *d) { return d ? d->size : 1; }
 int cnn_dist_local_rank(const cnn_dist *d) { return d ? d->local_rank : 0; }
+int cnn_dist_sync_batchnorm(const cnn_dist *d) { return d && d->size > 1 && d->cfg.sync_batchnorm; }
+
+int cnn_dist_loader_workers(const cnn_dist *d)
+{
+    if (!d || d->size < 2 || d->local_size < 2) return 0;
+    int w = cnn_loader_default_workers() / d->local_size;
+    return w < 1 ? 1 : w;
+}
 
 void cnn_dist_shard_range(const cnn_dist *d, int64_t n, int64_t *first, int64_t *count)
 {
@@ -181,6 +207,22 @@ cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, i
     (void)d, (void)opt;
     *update = n_local > 0;
     return CNN_OK;
+}
+cnn_status cnn_dist_grads_begin(cnn_dist *d, cnn_net *net, cnn_optimizer *opt, int n_local)
+{
+    (void)d, (void)net, (void)opt, (void)n_local;
+    return CNN_OK;
+}
+cnn_status cnn_dist_grads_end(cnn_dist *d, cnn_net *net, int n_local, int *update)
+{
+    (void)d, (void)net;
+    *update = n_local > 0;
+    return CNN_OK;
+}
+void cnn_dist_overlap_counts(const cnn_dist *d, int64_t *early, int64_t *all)
+{
+    (void)d;
+    *early = *all = 0;
 }
 
 #else
@@ -334,6 +376,8 @@ cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out)
     else cnn_dist_config_defaults(&d->cfg);
     if (d->cfg.bucket_bytes < sizeof(float)) d->cfg.bucket_bytes = DEFAULT_BUCKET_BYTES;
     d->comm = d->hb = MPI_COMM_NULL;
+    d->nslots = d->cfg.deterministic ? 2 : MAX_SLOTS;
+    for (int i = 0; i < MAX_SLOTS; i++) d->req[i] = MPI_REQUEST_NULL;
     int inited = 0, provided = 0;
     MPI_TRY(MPI_Initialized(&inited), "MPI_Initialized");
     /* the trainer calls MPI from one thread at a time (the loader's workers never do) */
@@ -350,14 +394,16 @@ cnn_status cnn_dist_init(const cnn_dist_config *cfg, cnn_dist **out)
     MPI_TRY(MPI_Comm_size(d->comm, &d->size), "MPI_Comm_size");
     MPI_Comm local = MPI_COMM_NULL;
     MPI_TRY(MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
-    int lr = 0;
+    int lr = 0, ls = 1;
     int rc = MPI_Comm_rank(local, &lr);
+    if (rc == MPI_SUCCESS) rc = MPI_Comm_size(local, &ls);
     MPI_Comm_free(&local);
     if (rc != MPI_SUCCESS) {
         st = mpi_fail(rc, "MPI_Comm_rank (node-local)");
         goto fail;
     }
     d->local_rank = lr;
+    d->local_size = ls;
     d->hb_out = calloc((size_t)d->size, sizeof *d->hb_out);
     d->hb_in = calloc((size_t)d->size, sizeof *d->hb_in);
     d->hb_seen = calloc((size_t)d->size, sizeof *d->hb_seen);
@@ -417,10 +463,12 @@ void cnn_dist_finalize(cnn_dist *d)
     free(d->hb_heard);
     free(d->hb_send);
     free(d->hb_recv);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < MAX_SLOTS; i++) {
         free(d->buf[i]);
         free(d->gather[i]);
     }
+    free(d->bk);
+    free(d->bk_ready);
     free(d);
 }
 
@@ -462,7 +510,7 @@ fail:
 static cnn_status grow_buffers(cnn_dist *d, size_t floats)
 {
     if (floats <= d->cap) return CNN_OK;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < d->nslots; i++) {
         free(d->buf[i]);
         free(d->gather[i]);
         d->buf[i] = malloc(floats * sizeof(float));
@@ -607,42 +655,56 @@ static cnn_status finish_bucket(cnn_dist *d, int slot, size_t floats, MPI_Reques
     return CNN_OK;
 }
 
-cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, int *update)
+/* Waits for bucket next_finish and writes its sums back into the gradients. */
+static cnn_status finish_next(cnn_dist *d)
 {
-    *update = n_local > 0;
-    if (!d || d->size < 2) return CNN_OK;
     cnn_status st = CNN_OK;
-    MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-    /* the images of the step on every rank: the weights of the average, and whether there is a step at all */
-    double total = (double)n_local;
-    CNN_TRY(cnn_dist_sum(d, &total, 1, "the image count of the step"));
-    *update = total > 0.0;
-    if (!*update) return CNN_OK;
-    const float scale = (float)((double)n_local / total);
-    if (opt->nparams == 0) return CNN_OK;
-#if CNN_HAVE_NCCL
-    if (cnn_nccl_backend_is_cuda(opt->backend)) {
-        if (!d->nccl) {
-            /* rank 0 makes the communicator's id; MPI carries it to the others */
-            unsigned char id[CNN_NCCL_ID_BYTES];
-            if (d->rank == 0) CNN_TRY(cnn_nccl_unique_id(id));
-            MPI_Request r = MPI_REQUEST_NULL;
-            MPI_TRY(MPI_Ibcast(id, CNN_NCCL_ID_BYTES, MPI_BYTE, 0, d->comm, &r), "NCCL id broadcast");
-            CNN_TRY(wait_request(d, &r, "the broadcast of the NCCL id"));
-            CNN_TRY(cnn_nccl_create(opt->backend, id, d->size, d->rank, d->cfg.deterministic, d->cfg.timeout,
-                                    &d->nccl));
-        }
-        CNN_TRY(announce(d));
-        st = cnn_nccl_allreduce_grads(d->nccl, opt, scale, d->cfg.bucket_bytes, d->cfg.timeout);
-        if (st != CNN_OK) { /* the heartbeats say who did not come */
-            char late[256];
-            if (drain_heartbeats(d) == CNN_OK && (late_ranks(d, 0, late, sizeof late) ||
-                                                  late_ranks(d, 1, late, sizeof late)))
-                st = cnn_error_prefix(st, "rank %d: rank(s) %s did not arrive or stopped answering: ", d->rank, late);
-        }
-        return st;
+    const int b = d->next_finish, slot = b % d->nslots;
+    CNN_TRY(finish_bucket(d, slot, d->bk[b].floats, &d->req[slot]));
+    CNN_TRY(unpack(d->opt, &d->bk[b], d->buf[slot]));
+    d->next_finish++;
+fail:
+    return st;
+}
+
+/* Packs bucket next_start into its slot and starts its reduction; when the slot still holds an older bucket in
+ * flight, that one is finished first. */
+static cnn_status start_next(cnn_dist *d)
+{
+    cnn_status st = CNN_OK;
+    const int b = d->next_start, slot = b % d->nslots;
+    if (b - d->next_finish >= d->nslots) CNN_TRY(finish_next(d));
+    CNN_TRY(pack(d->opt, &d->bk[b], d->scale, d->buf[slot]));
+    CNN_TRY(start_bucket(d, slot, d->bk[b].floats, &d->req[slot]));
+    d->next_start++;
+    d->started_all++;
+fail:
+    return st;
+}
+
+/* The backward hook (cnn_net.grads_ready): layer `layer` and every one after it are done, so the buckets whose
+ * parameters all lie there are final and start now, in their fixed order; the ones in flight are tested, which
+ * is what moves a nonblocking collective along in an MPI library without a progress thread. */
+static cnn_status grads_ready(void *user, int layer)
+{
+    cnn_dist *d = user;
+    cnn_status st = CNN_OK;
+    while (d->next_start < d->nb && d->bk_ready[d->next_start] >= layer) {
+        CNN_TRY(start_next(d));
+        if (layer > d->lowest) d->started_early++;
     }
-#endif
+    for (int b = d->next_finish; b < d->next_start; b++) {
+        int done = 0;
+        MPI_TRY(MPI_Test(&d->req[b % d->nslots], &done, MPI_STATUS_IGNORE), "gradient reduction");
+    }
+fail:
+    return st;
+}
+
+/* The buckets of opt's parameters (from the last one down, about bucket_bytes each, as before), and for each the
+ * lowest layer of net holding one of its parameters (-1, never early, without net). */
+static cnn_status plan_buckets(cnn_dist *d, const cnn_net *net, const cnn_optimizer *opt)
+{
     size_t cap = d->cfg.bucket_bytes / sizeof(float), largest = 0, all = 0;
     for (int i = 0; i < opt->nparams; i++) {
         size_t n = (size_t)cnn_tensor_numel(opt->params[i]->grad);
@@ -650,29 +712,136 @@ cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, i
         all += n;
     }
     size_t want = all < cap ? all : cap; /* a small model needs no 25 MiB buffers */
-    CNN_TRY(grow_buffers(d, largest > want ? largest : want));
-    CNN_TRY(announce(d));
-    /* two buffers in turn: bucket k is packed while bucket k - 1 travels, and unpacked once it has arrived */
-    bucket prev = {0, 0, 0}, cur;
-    int slot = 0, in_flight = 0;
-    for (int from = opt->nparams; from > 0; from = cur.first) {
-        cur = next_bucket(opt, from, cap);
-        CNN_TRY(pack(opt, &cur, scale, d->buf[slot]));
-        CNN_TRY(start_bucket(d, slot, cur.floats, &req[slot]));
-        if (in_flight) {
-            CNN_TRY(finish_bucket(d, slot ^ 1, prev.floats, &req[slot ^ 1]));
-            CNN_TRY(unpack(opt, &prev, d->buf[slot ^ 1]));
+    cnn_status st = grow_buffers(d, largest > want ? largest : want);
+    if (st != CNN_OK) return st;
+    d->nb = 0;
+    d->lowest = -1;
+    for (int from = opt->nparams; from > 0; from = d->bk[d->nb - 1].first) {
+        if (d->nb == d->nb_cap) {
+            int grow = d->nb_cap ? 2 * d->nb_cap : 16;
+            bucket *bk = realloc(d->bk, (size_t)grow * sizeof *bk);
+            if (bk) d->bk = bk;
+            int *ready = realloc(d->bk_ready, (size_t)grow * sizeof *ready);
+            if (ready) d->bk_ready = ready;
+            if (!bk || !ready) return cnn_error(CNN_ERR_NO_MEMORY, "out of memory for %d gradient buckets", grow);
+            d->nb_cap = grow;
         }
-        prev = cur;
-        in_flight = 1;
-        slot ^= 1;
+        d->bk[d->nb] = next_bucket(opt, from, cap);
+        int lowest = -1;
+        for (int p = d->bk[d->nb].first; net && p < d->bk[d->nb].last; p++) {
+            int owner = -1;
+            for (int i = 0; i < net->nlayers && owner < 0; i++)
+                for (int k = 0; k < net->layers[i]->nparams; k++)
+                    if (&net->layers[i]->params[k] == opt->params[p]) owner = i;
+            if (owner < 0) { /* not a layer's parameter: the bucket waits for the end of backward */
+                lowest = -1;
+                break;
+            }
+            if (lowest < 0 || owner < lowest) lowest = owner;
+        }
+        d->bk_ready[d->nb] = lowest;
+        if (lowest >= 0 && (d->lowest < 0 || lowest < d->lowest)) d->lowest = lowest;
+        d->nb++;
     }
-    if (in_flight) {
-        CNN_TRY(finish_bucket(d, slot ^ 1, prev.floats, &req[slot ^ 1]));
-        CNN_TRY(unpack(opt, &prev, d->buf[slot ^ 1]));
+    return CNN_OK;
+}
+
+/* Penalties (l1, l2) are added to gradients after the whole backward (cnn_net_backward): a net with any keeps its
+ * buckets for the end, so that what is summed is what was summed before. */
+static int has_penalties(const cnn_net *net)
+{
+    for (int i = 0; i < net->nlayers; i++) {
+        const cnn_layer *l = net->layers[i];
+        if (l->nparams && !l->frozen && (l->l1 != 0.0f || l->l2 != 0.0f)) return 1;
+    }
+    return 0;
+}
+
+cnn_status cnn_dist_grads_begin(cnn_dist *d, cnn_net *net, cnn_optimizer *opt, int n_local)
+{
+    if (!d || d->size < 2) return CNN_OK;
+    cnn_status st = CNN_OK;
+    d->opt = opt;
+    d->nb = d->next_start = d->next_finish = 0;
+    d->nccl_step = 0;
+    /* the images of the step on every rank: the weights of the average, and whether there is a step at all */
+    double total = (double)n_local;
+    CNN_TRY(cnn_dist_sum(d, &total, 1, "the image count of the step"));
+    d->update = total > 0.0;
+    if (!d->update || opt->nparams == 0) return CNN_OK;
+    d->scale = (float)((double)n_local / total);
+#if CNN_HAVE_NCCL
+    if (cnn_nccl_backend_is_cuda(opt->backend)) {
+        d->nccl_step = 1;
+        return CNN_OK;
+    }
+#endif
+    CNN_TRY(plan_buckets(d, net, opt));
+    CNN_TRY(announce(d));
+    if (net && n_local > 0 && !has_penalties(net)) {
+        net->grads_ready = grads_ready;
+        net->grads_ready_user = d;
     }
 fail:
     return st;
+}
+
+#if CNN_HAVE_NCCL
+static cnn_status nccl_reduce(cnn_dist *d, cnn_optimizer *opt)
+{
+    cnn_status st = CNN_OK;
+    if (!d->nccl) {
+        /* rank 0 makes the communicator's id; MPI carries it to the others */
+        unsigned char id[CNN_NCCL_ID_BYTES];
+        if (d->rank == 0) CNN_TRY(cnn_nccl_unique_id(id));
+        MPI_Request r = MPI_REQUEST_NULL;
+        MPI_TRY(MPI_Ibcast(id, CNN_NCCL_ID_BYTES, MPI_BYTE, 0, d->comm, &r), "NCCL id broadcast");
+        CNN_TRY(wait_request(d, &r, "the broadcast of the NCCL id"));
+        CNN_TRY(cnn_nccl_create(opt->backend, id, d->size, d->rank, d->cfg.deterministic, d->cfg.timeout, &d->nccl));
+    }
+    CNN_TRY(announce(d));
+    st = cnn_nccl_allreduce_grads(d->nccl, opt, d->scale, d->cfg.bucket_bytes, d->cfg.timeout);
+    if (st != CNN_OK) { /* the heartbeats say who did not come */
+        char late[256];
+        if (drain_heartbeats(d) == CNN_OK && (late_ranks(d, 0, late, sizeof late) || late_ranks(d, 1, late, sizeof late)))
+            st = cnn_error_prefix(st, "rank %d: rank(s) %s did not arrive or stopped answering: ", d->rank, late);
+    }
+fail:
+    return st;
+}
+#endif
+
+cnn_status cnn_dist_grads_end(cnn_dist *d, cnn_net *net, int n_local, int *update)
+{
+    if (net) {
+        net->grads_ready = NULL;
+        net->grads_ready_user = NULL;
+    }
+    *update = n_local > 0;
+    if (!d || d->size < 2) return CNN_OK;
+    cnn_status st = CNN_OK;
+    *update = d->update;
+    if (!d->update || d->opt->nparams == 0) return CNN_OK;
+#if CNN_HAVE_NCCL
+    if (d->nccl_step) return nccl_reduce(d, d->opt);
+#endif
+    while (d->next_start < d->nb) CNN_TRY(start_next(d));
+    while (d->next_finish < d->next_start) CNN_TRY(finish_next(d));
+fail:
+    return st;
+}
+
+cnn_status cnn_dist_reduce_grads(cnn_dist *d, cnn_optimizer *opt, int n_local, int *update)
+{
+    *update = n_local > 0;
+    cnn_status st = cnn_dist_grads_begin(d, NULL, opt, n_local);
+    return st != CNN_OK ? st : cnn_dist_grads_end(d, NULL, n_local, update);
+}
+
+void cnn_dist_overlap_counts(const cnn_dist *d, int64_t *early, int64_t *all)
+{
+    *early = d ? d->started_early : 0;
+    *all = d ? d->started_all : 0;
 }
 
 #endif

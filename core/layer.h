@@ -149,6 +149,7 @@ typedef struct cnn_pool_layer {
 typedef struct cnn_batchnorm_layer {
     cnn_layer base;
     float momentum, eps;
+    struct cnn_dist *sync; /* --sync-batchnorm: training statistics over all ranks (core/dist_bn.c); else NULL */
 } cnn_batchnorm_layer;
 
 typedef struct cnn_dropout_layer {

@@ -1,5 +1,6 @@
 /* batchnorm: per-channel normalization with learned gamma/beta and running statistics (non-trainable state);
  * dropout: inverted dropout with a counter-based mask, the identity at inference. */
+#include "core/dist.h"
 #include "core/error.h"
 #include "core/layer.h"
 
@@ -45,7 +46,8 @@ static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cn
     a.residual = l->fused ? x[1] : NULL;
     a.y = pre ? pre : y;
     a.training = training;
-    CNN_TRY(b->ops->batchnorm_forward(b, &a));
+    cnn_dist *sync = ((cnn_batchnorm_layer *)l)->sync;
+    CNN_TRY(training && sync ? cnn_dist_bn_forward(sync, b, &a) : b->ops->batchnorm_forward(b, &a));
     if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
@@ -78,6 +80,8 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     a.training = !l->infer_grad;
     a.dx = dx[0]; /* NULL when x needs no gradient: the op then skips its dx pass */
     CNN_TRY(b->ops->batchnorm_backward(b, &a));
+    cnn_dist *sync = ((cnn_batchnorm_layer *)l)->sync;
+    if (a.training && sync) CNN_TRY(cnn_dist_bn_backward(sync, &a));
 fail:
     return st;
 }

@@ -960,6 +960,7 @@ cnn_status cnn_net_backward(cnn_net *net)
             st = b->ops->add(b, &a);
         }
         if (st == CNN_OK && net->prof_bwd && (st = prof_clock(net, &t1)) == CNN_OK) net->prof_bwd[i] = t1 - t0;
+        if (st == CNN_OK && net->grads_ready) st = net->grads_ready(net->grads_ready_user, i);
         if (st != CNN_OK) {
             free(written);
             return cnn_error_prefix(st, "layer %s (%s line %d) backward: ", l->name, net->source, l->line);

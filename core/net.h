@@ -70,6 +70,11 @@ struct cnn_net {
     /* Profiling (cnn_bench_run with per_layer): when set, forward and backward sync the backend around every
      * layer and store its seconds here (nlayers each; views get 0); backward's includes the gradient sums. */
     double *prof_fwd, *prof_bwd;
+
+    /* Data-parallel training (core/dist.c): when set, backward calls it after layer i's backward (layer i and
+     * every later one are done, their weight gradients final: penalties aside); a failure stops backward. */
+    cnn_status (*grads_ready)(void *user, int layer);
+    void *grads_ready_user;
 };
 
 /* Parses the definition text into net->layers (no parameters yet). Defined in core/model_text.c. */

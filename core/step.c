@@ -19,10 +19,16 @@ cnn_status cnn_train_batch(cnn_net *net, cnn_optimizer *opt, const cnn_train_con
     if (n) {
         CNN_TRY(cnn_net_forward(net, 1));
         CNN_TRY(x->distill ? cnn_distill_loss(x->distill, net, x->images, n) : cnn_net_loss(net, 1));
-        CNN_TRY(cnn_net_backward(net));
     }
-    /* several ranks: every one joins the average, with or without images of its own */
-    if (x->dist) CNN_TRY(cnn_dist_reduce_grads(x->dist, opt, n, &update));
+    /* several ranks: every one joins the average, with or without images of its own; the gradient buckets start
+     * while backward runs */
+    if (x->dist) CNN_TRY(cnn_dist_grads_begin(x->dist, net, opt, n));
+    if (n) st = cnn_net_backward(net);
+    if (x->dist) {
+        cnn_status end = cnn_dist_grads_end(x->dist, net, n, &update); /* removes the hook in any case */
+        if (st == CNN_OK) st = end;
+    }
+    CNN_TRY(st);
     if (update) {
         CNN_TRY(cnn_train_update(net, opt, cfg->clip_norm, skipped));
         net->step++;

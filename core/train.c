@@ -202,7 +202,10 @@ static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int t
     lc->batch_size = batch;
     cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
     cnn_loader_config_take_data(lc, cfg);
-    if (cfg) lc->seed = cfg->seed;
+    if (cfg) {
+        lc->seed = cfg->seed;
+        if (!cfg->workers) lc->workers = cnn_dist_loader_workers(cfg->dist); /* ranks share the cores */
+    }
     lc->sampler = training ? cfg->sampler : CNN_SAMPLER_SEQUENTIAL;
     lc->augment = training ? cfg->augment : NULL;
     lc->epochs = training ? cfg->epochs : 0;
@@ -581,6 +584,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->checkpoint_dir) CNN_TRY(cnn_make_dirs(cfg->checkpoint_dir));
     /* every rank starts from rank 0's weights and statistics */
     CNN_TRY(cnn_dist_broadcast_net(cfg->dist, net, 0));
+    CNN_TRY(cnn_dist_attach_net(cfg->dist, net)); /* --sync-batchnorm: statistics over all ranks */
     /* mixed precision: the 16-bit weight copies follow whatever was loaded into the master weights */
     CNN_TRY(cnn_net_sync_compute_weights(net));
     /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
@@ -792,6 +796,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
     if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
 fail:
+    cnn_dist_detach_net(net);
     cnn_qat_restore(net); /* a step that failed between forward and update leaves the float weights too */
     cnn_distill_destroy(distill);
     cnn_grad_destroy(adv_grad);
@@ -854,6 +859,31 @@ void cnn_metrics_destroy(cnn_metrics *m)
     free(m);
 }
 
+void cnn_metrics_from_confusion(cnn_metrics *m)
+{
+    const int k = m->num_classes;
+    m->n = 0;
+    for (int i = 0; i < k * k; i++) m->n += m->confusion[i]; /* the images read (bad files are skipped) */
+    m->macro_precision = m->macro_recall = m->macro_f1 = 0.0;
+    /* Per class: precision = TP / predicted, recall = TP / true; 0 where the denominator is 0 (sklearn's
+     * zero_division=0). Macro averages are unweighted means over classes. */
+    for (int c = 0; c < k; c++) {
+        int64_t tp = m->confusion[(size_t)c * k + c], predicted = 0, actual = 0;
+        for (int j = 0; j < k; j++) {
+            predicted += m->confusion[(size_t)j * k + c];
+            actual += m->confusion[(size_t)c * k + j];
+        }
+        m->support[c] = actual;
+        m->precision[c] = predicted ? (double)tp / (double)predicted : 0.0;
+        m->recall[c] = actual ? (double)tp / (double)actual : 0.0;
+        double pr = m->precision[c] + m->recall[c];
+        m->f1[c] = pr > 0 ? 2.0 * m->precision[c] * m->recall[c] / pr : 0.0;
+        m->macro_precision += m->precision[c] / k;
+        m->macro_recall += m->recall[c] / k;
+        m->macro_f1 += m->f1[c] / k;
+    }
+}
+
 /* The metrics of `net` on `ds` (in memory) or, when ds is NULL, on one pass of the loader `l`. */
 static cnn_status evaluate_with(cnn_net *net, const cnn_dataset *ds, cnn_loader *l, int batch_size, cnn_metrics **out)
 {
@@ -877,24 +907,7 @@ static cnn_status evaluate_with(cnn_net *net, const cnn_dataset *ds, cnn_loader 
         cnn_metrics_destroy(m);
         return st;
     }
-    for (int i = 0; i < k * k; i++) m->n += m->confusion[i]; /* the images read (bad files are skipped) */
-    /* Per class: precision = TP / predicted, recall = TP / true; 0 where the denominator is 0 (sklearn's
-     * zero_division=0). Macro averages are unweighted means over classes. */
-    for (int c = 0; c < k; c++) {
-        int64_t tp = m->confusion[(size_t)c * k + c], predicted = 0, actual = 0;
-        for (int j = 0; j < k; j++) {
-            predicted += m->confusion[(size_t)j * k + c];
-            actual += m->confusion[(size_t)c * k + j];
-        }
-        m->support[c] = actual;
-        m->precision[c] = predicted ? (double)tp / (double)predicted : 0.0;
-        m->recall[c] = actual ? (double)tp / (double)actual : 0.0;
-        double pr = m->precision[c] + m->recall[c];
-        m->f1[c] = pr > 0 ? 2.0 * m->precision[c] * m->recall[c] / pr : 0.0;
-        m->macro_precision += m->precision[c] / k;
-        m->macro_recall += m->recall[c] / k;
-        m->macro_f1 += m->f1[c] / k;
-    }
+    cnn_metrics_from_confusion(m);
     *out = m;
     return CNN_OK;
 }

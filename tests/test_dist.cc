@@ -299,6 +299,123 @@ TEST_F(MpiFixture, TwoRanksOfBatch32MatchOneProcessOfBatch64) {
   EXPECT_GT(largest_relative_difference(one, zero), 1e-2);
 }
 
+// The number after "key": in a --metrics-json file, from the first occurrence at or after `from`
+// (NaN when absent).
+double json_number(const std::string &text, const std::string &key, size_t from = 0) {
+  size_t at = text.find("\"" + key + "\":", from);
+  if (at == std::string::npos) return std::nan("");
+  return std::strtod(text.c_str() + at + key.size() + 3, nullptr);
+}
+
+// What --metrics-json says of the validation set (last epoch) and of the test set.
+struct RunMetrics {
+  double val_loss, val_accuracy, test_samples, test_loss, test_accuracy, test_macro_f1;
+  std::vector<double> support;
+};
+
+RunMetrics metrics_of(const std::string &path) {
+  std::string t = cnntest::read_file(path);
+  RunMetrics m{};
+  size_t last = t.rfind("\"epoch\":");
+  m.val_loss = json_number(t, "val_loss", last);
+  m.val_accuracy = json_number(t, "val_accuracy", last);
+  size_t test = t.find("\"test\":");
+  EXPECT_NE(test, std::string::npos) << t;
+  if (test == std::string::npos) return m;
+  m.test_samples = json_number(t, "samples", test);
+  m.test_loss = json_number(t, "loss", test);
+  m.test_accuracy = json_number(t, "accuracy", test);
+  m.test_macro_f1 = json_number(t, "macro_f1", test);
+  for (size_t at = t.find("\"support\":", test); at != std::string::npos; at = t.find("\"support\":", at + 1))
+    m.support.push_back(json_number(t, "support", at));
+  return m;
+}
+
+double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-12); }
+
+TEST_F(MpiFixture, ValidationAndTestMetricsOfTwoRanksAreThoseOfOneProcess) {
+  // each rank evaluates half of the 128 validation and 64 test images; the sums (loss, confusion matrix) are added.
+  // With a learning rate of 1e-12 both runs end with the initial weights (to 1e-12), so the metrics of the whole
+  // sets must agree to the rounding of the loss's sum: the reduction, not the training, is under test here.
+  std::string one = dir.file("one.safetensors"), two = dir.file("two.safetensors"), out;
+  std::string j1 = dir.file("one.json"), j2 = dir.file("two.json");
+  auto a1 = train_args(model, 64, 1, one), a2 = train_args(model, 32, 1, two);
+  for (auto *a : {&a1, &a2}) {
+    auto lr = std::find(a->begin(), a->end(), std::string("--lr"));
+    ASSERT_NE(lr, a->end());
+    lr[1] = "1e-12";
+    a->push_back("--metrics-json");
+  }
+  a1.push_back(j1);
+  a2.push_back(j2);
+  ASSERT_EQ(cnntest::run_cnn(a1, &out), 0) << out;
+  ASSERT_EQ(run_mpi(2, a2, &out), 0) << out;
+  EXPECT_TRUE(has(out, "test loss:")) << out;
+  RunMetrics m1 = metrics_of(j1), m2 = metrics_of(j2);
+  std::printf("[ dist ] metrics, 1 process / 2 ranks: val_loss %.9g / %.9g, val_accuracy %.6g / %.6g, test_loss "
+              "%.9g / %.9g, test_accuracy %.6g / %.6g, test samples %g / %g\n", m1.val_loss, m2.val_loss,
+              m1.val_accuracy, m2.val_accuracy, m1.test_loss, m2.test_loss, m1.test_accuracy, m2.test_accuracy,
+              m1.test_samples, m2.test_samples);
+  EXPECT_EQ(m1.test_samples, 64);
+  EXPECT_EQ(m2.test_samples, 64);
+  EXPECT_LT(rel(m2.val_loss, m1.val_loss), 1e-6);
+  EXPECT_LT(rel(m2.test_loss, m1.test_loss), 1e-6);
+  EXPECT_EQ(m2.val_accuracy, m1.val_accuracy);
+  EXPECT_EQ(m2.test_accuracy, m1.test_accuracy);
+  EXPECT_EQ(m2.test_macro_f1, m1.test_macro_f1);
+  EXPECT_EQ(m2.support, m1.support);
+  EXPECT_EQ(m1.support.size(), 4u);
+}
+
+TEST_F(MpiFixture, SyncBatchnormTwoRanksOfBatch32MatchOneProcessOfBatch64) {
+  // a model with batchnorm: with --sync-batchnorm the 2 ranks normalize with the global batch's statistics, so
+  // they train as one process of batch 64 (weights and running statistics, to float rounding); with each rank's
+  // own statistics they do not
+  std::string one = dir.file("one.safetensors"), sync = dir.file("sync.safetensors"), own = dir.file("own.safetensors");
+  std::string j1 = dir.file("one.json"), j2 = dir.file("sync.json"), out;
+  auto a1 = train_args(model_bn, 64, 2, one);
+  a1.push_back("--metrics-json");
+  a1.push_back(j1);
+  ASSERT_EQ(cnntest::run_cnn(a1, &out), 0) << out;
+  auto a2 = train_args(model_bn, 32, 2, sync);
+  for (const char *a : {"--sync-batchnorm", "--metrics-json"}) a2.push_back(a);
+  a2.push_back(j2);
+  ASSERT_EQ(run_mpi(2, a2, &out), 0) << out;
+  EXPECT_TRUE(has(out, "batchnorm statistics of all ranks")) << out;
+  ASSERT_EQ(run_mpi(2, train_args(model_bn, 32, 2, own), &out), 0) << out;
+  double with = largest_relative_difference(sync, one), without = largest_relative_difference(own, one);
+  std::printf("[ dist ] batchnorm model, 2 ranks x batch 32 against 1 process x batch 64, 16 steps: largest "
+              "difference %.3g with --sync-batchnorm, %.3g without\n", with, without);
+  RecordProperty("sync_batchnorm_relative_difference", std::to_string(with));
+  EXPECT_GE(with, 0.0);
+  EXPECT_LT(with, 1e-4);
+  EXPECT_GT(without, 1e-3);
+  // and the validation and test metrics follow (trained weights: equal to their rounding)
+  RunMetrics m1 = metrics_of(j1), m2 = metrics_of(j2);
+  EXPECT_LT(rel(m2.val_loss, m1.val_loss), 1e-3);
+  EXPECT_LT(rel(m2.test_loss, m1.test_loss), 1e-3);
+  EXPECT_LE(std::fabs(m2.test_accuracy - m1.test_accuracy), 1.0 / 64 + 1e-12);
+  EXPECT_EQ(m2.test_samples, 64);
+}
+
+TEST_F(MpiFixture, BucketsStartedDuringBackwardTrainAsOneBucketAfterIt) {
+  // --bucket-mb 0.001 (262 floats): the gradients of the later layers travel while backward still runs on the
+  // earlier ones, several buckets in flight; --bucket-mb 4096: one bucket, which can start only when backward is
+  // done. The same sums either way: bit-identical model files (with and without batchnorm)
+  for (const std::string &m : {model, model_bn}) {
+    std::string small = dir.file("small.safetensors"), one = dir.file("one.safetensors"), out;
+    auto a = train_args(m, 32, 1, small);
+    for (const char *x : {"--bucket-mb", "0.001"}) a.push_back(x);
+    ASSERT_EQ(run_mpi(2, a, &out), 0) << out;
+    auto b = train_args(m, 32, 1, one);
+    for (const char *x : {"--bucket-mb", "4096"}) b.push_back(x);
+    ASSERT_EQ(run_mpi(2, b, &out), 0) << out;
+    std::string ba = cnntest::read_file(small), bb = cnntest::read_file(one);
+    ASSERT_FALSE(ba.empty());
+    EXPECT_TRUE(ba == bb) << m << ": small buckets during backward and one bucket after it trained differently";
+  }
+}
+
 TEST_F(MpiFixture, NcclTwoRanksOnTwoGpusMatchOneGpuOfTheGlobalBatch) {
   // the CUDA backend's path: gradients all-reduced by NCCL on the compute stream (cuda/nccl.c); each rank takes
   // cuda:<local rank>. Skipped without the CUDA backend or without 2 GPUs.

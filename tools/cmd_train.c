@@ -527,7 +527,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     while (run.epochs_done < cfg.epochs && run.history[run.epochs_done].epoch) run.epochs_done++;
-    if (!cli_dist_writer(&distopt)) { /* every rank holds the same model: rank 0 writes it and tests it */
+    /* the test set: several ranks evaluate a part each and add their sums (one process: all of it) */
+    if (test && (st = cnn_dist_evaluate_source(distopt.dist, net, test, &cfg, 256, &metrics)) != CNN_OK) {
+        rc = cli_fail("train", "test evaluation", st);
+        goto done;
+    }
+    if (!cli_dist_writer(&distopt)) { /* every rank holds the same model: rank 0 writes it and reports */
         rc = 0;
         goto done;
     }
@@ -543,10 +548,6 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "cnn train: waited %.2f s for data in all; %lld bad image file%s skipped\n", waited,
                 (long long)run.history[run.epochs_done - 1].bad_files,
                 cli_s(run.history[run.epochs_done - 1].bad_files));
-    if (test && (st = cnn_evaluate_source(net, test, &cfg, 256, &metrics)) != CNN_OK) {
-        rc = cli_fail("train", "test evaluation", st);
-        goto done;
-    }
     if (metrics) printf("test loss: %.4f - test accuracy: %.4f\n", metrics->loss, metrics->accuracy);
     if (metrics_json && (st = report_write_json(metrics_json, run.history, run.epochs_done, metrics, net)) != CNN_OK) {
         rc = cli_fail("train", "--metrics-json", st);

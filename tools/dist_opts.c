@@ -36,6 +36,7 @@ int cli_dist_start(const char *command, cli_dist_opts *o, cnn_train_config *cfg)
     dc.timeout = o->timeout;
     dc.deterministic = cfg->deterministic;
     dc.bucket_bytes = (size_t)((double)o->bucket_mb * 1048576.0);
+    dc.sync_batchnorm = o->sync_bn;
     cnn_status st = cnn_dist_init(&dc, &o->dist);
     if (st != CNN_OK) return cli_fail(command, "MPI", st);
     if (cnn_dist_size(o->dist) < 2) { /* one rank: exactly the one-process run */
@@ -47,10 +48,10 @@ int cli_dist_start(const char *command, cli_dist_opts *o, cnn_train_config *cfg)
     int rank = cnn_dist_rank(o->dist);
     if (rank == 0) {
         fprintf(stderr, "cnn %s: data-parallel over %d ranks (MPI): global batch %d x %d = %lld, gradients averaged "
-                        "in %g MB buckets%s, collective timeout %g s\n", command, cnn_dist_size(o->dist),
+                        "in %g MB buckets%s,%s collective timeout %g s\n", command, cnn_dist_size(o->dist),
                 cnn_dist_size(o->dist), cfg->batch_size, (long long)cnn_dist_size(o->dist) * cfg->batch_size,
                 (double)o->bucket_mb, cfg->deterministic ? " summed in rank order (--deterministic)" : "",
-                (double)o->timeout);
+                o->sync_bn ? " batchnorm statistics of all ranks (--sync-batchnorm)," : "", (double)o->timeout);
         return 0;
     }
     /* the other ranks say nothing (rank 0 speaks for the run) but their failures: stderr goes to /dev/null, and a

@@ -13,18 +13,21 @@
 typedef struct cli_dist_opts {
     float timeout;    /* --collective-timeout SECONDS */
     float bucket_mb;  /* --bucket-mb MB */
+    int sync_bn;      /* --sync-batchnorm */
     cnn_dist *dist;   /* NULL: one process */
     FILE *err;        /* where a rank other than 0 reports its failure (its stderr is silenced) */
 } cli_dist_opts;
 
-#define CLI_DIST_OPTS_INIT {300.0f, 25.0f, NULL, NULL}
+#define CLI_DIST_OPTS_INIT {300.0f, 25.0f, 0, NULL, NULL}
 
 #define CLI_DIST_FLAGS(o)                                                                                             \
     {"collective-timeout", CLI_FLOAT, &(o).timeout, "SECONDS   data-parallel runs: a rank that dies or hangs stops "  \
                                                     "the others after this long, naming it (default 300)", 0.001,    \
      1e7, 0},                                                                                                         \
     {"bucket-mb", CLI_FLOAT, &(o).bucket_mb, "MB        data-parallel runs: gradients travel in buckets of this size "\
-                                             "(default 25, as PyTorch DDP)", 0.001, 4096, 0}
+                                             "(default 25, as PyTorch DDP)", 0.001, 4096, 0},        \
+    {"sync-batchnorm", CLI_BOOL, &(o).sync_bn, "          data-parallel runs: batchnorm normalizes with the "      \
+                                               "statistics of all ranks' images, not each rank's own", 0, 0, 0}
 
 /* Under an MPI launcher: initializes MPI (--deterministic fixes the reduction order), puts the context into
  * cfg->dist when there are several ranks, and silences the progress and messages of every rank but 0. A lone
