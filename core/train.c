@@ -33,6 +33,43 @@ const char *cnn_optimizer_name(cnn_optimizer_kind kind)
     return (unsigned)kind < sizeof optimizer_names / sizeof *optimizer_names ? optimizer_names[kind] : "?";
 }
 
+static const char *const schedule_names[] = {"constant", "step", "cosine"}; /* in cnn_lr_schedule order */
+_Static_assert(CNN_LR_COSINE + 1 == sizeof schedule_names / sizeof *schedule_names, "a name per schedule");
+
+cnn_status cnn_lr_schedule_parse(const char *name, cnn_lr_schedule *out)
+{
+    for (int i = 0; i < (int)(sizeof schedule_names / sizeof *schedule_names); i++)
+        if (name && !strcmp(name, schedule_names[i])) {
+            *out = (cnn_lr_schedule)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of constant, step, cosine", name ? name : "(none)");
+}
+
+const char *cnn_lr_schedule_name(cnn_lr_schedule schedule)
+{
+    return (unsigned)schedule < sizeof schedule_names / sizeof *schedule_names ? schedule_names[schedule] : "?";
+}
+
+static const char *const monitor_names[] = {"val_loss", "val_accuracy", "loss", "accuracy"}; /* cnn_monitor order */
+_Static_assert(CNN_MONITOR_ACCURACY + 1 == sizeof monitor_names / sizeof *monitor_names, "a name per monitor");
+
+cnn_status cnn_monitor_parse(const char *name, cnn_monitor *out)
+{
+    for (int i = 0; i < (int)(sizeof monitor_names / sizeof *monitor_names); i++)
+        if (name && !strcmp(name, monitor_names[i])) {
+            *out = (cnn_monitor)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of val_loss, val_accuracy, loss, accuracy",
+                     name ? name : "(none)");
+}
+
+const char *cnn_monitor_name(cnn_monitor monitor)
+{
+    return (unsigned)monitor < sizeof monitor_names / sizeof *monitor_names ? monitor_names[monitor] : "?";
+}
+
 void cnn_train_config_defaults(cnn_train_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -307,9 +344,6 @@ static cnn_status eval_source(cnn_net *net, const cnn_source *src, cnn_loader *l
 
 // ---------------------------------------------------------------------------------------------------------------
 // callbacks and checkpoints around the loop
-
-static const char *const MONITOR_NAMES[] = {"val_loss", "val_accuracy", "loss", "accuracy"};
-#define MONITOR_NAME(m) MONITOR_NAMES[(unsigned)(m) < 4 ? (m) : 0]
 
 static int monitor_up(cnn_monitor m) { return m == CNN_MONITOR_VAL_ACCURACY || m == CNN_MONITOR_ACCURACY; }
 
@@ -779,7 +813,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         }
         if (s.finished && cfg->progress)
             fprintf(cfg->progress, "Early stopping: %s has not improved for %d epoch%s (best %.4f at epoch %d)\n",
-                    MONITOR_NAME(cfg->monitor), s.wait, s.wait == 1 ? "" : "s", s.best, s.best_epoch);
+                    cnn_monitor_name(cfg->monitor), s.wait, s.wait == 1 ? "" : "s", s.best, s.best_epoch);
         if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
     }
     if (cfg->restore_best_weights && s.best_weights && s.best_epoch != s.epoch) {
@@ -787,7 +821,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
         if (s.pruner) CNN_TRY(cnn_pruner_apply(s.pruner, net)); /* the model ends with the run's last masks */
         if (cfg->progress)
             fprintf(cfg->progress, "Restoring the weights of epoch %d, the best (%s %.4f)\n", s.best_epoch,
-                    MONITOR_NAME(cfg->monitor), s.best);
+                    cnn_monitor_name(cfg->monitor), s.best);
     }
     if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
     if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);

@@ -245,11 +245,8 @@ int cmd_bench(int argc, char **argv)
         return 2;
     }
     if ((rc = cli_check_precision("bench", precision)) != 0) return rc;
-    if (!strcmp(mode, "train")) cfg.modes = CNN_BENCH_TRAIN;
-    else if (!strcmp(mode, "infer")) cfg.modes = CNN_BENCH_INFER;
-    else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
-    else {
-        fprintf(stderr, "cnn bench: --mode: '%s' is not one of train, infer, both\n", mode);
+    if (cnn_bench_modes_parse(mode, &cfg.modes) != CNN_OK) {
+        fprintf(stderr, "cnn bench: --mode: %s\n", cnn_last_error());
         return 2;
     }
     if (strcmp(requant, "fused") && strcmp(requant, "exact")) {
