@@ -319,4 +319,37 @@ TEST(Training, RejectsDataThatDoesNotFitTheModel) {
   cnn_net_destroy(net);
 }
 
+// The names the command line gives: every value of each enum reads back from its name, and an unknown name is an
+// invalid argument whose message lists the names.
+TEST(Training, EnumNamesParseBackToTheirValues) {
+  for (int i = CNN_OPTIM_ADAM; i <= CNN_OPTIM_RMSPROP; i++) {
+    cnn_optimizer_kind k = CNN_OPTIM_ADAM;
+    ASSERT_EQ(cnn_optimizer_parse(cnn_optimizer_name((cnn_optimizer_kind)i), &k), CNN_OK) << i;
+    EXPECT_EQ(k, i);
+  }
+  for (int i = CNN_LR_CONSTANT; i <= CNN_LR_COSINE; i++) {
+    cnn_lr_schedule s = CNN_LR_CONSTANT;
+    ASSERT_EQ(cnn_lr_schedule_parse(cnn_lr_schedule_name((cnn_lr_schedule)i), &s), CNN_OK) << i;
+    EXPECT_EQ(s, i);
+  }
+  for (int i = CNN_MONITOR_VAL_LOSS; i <= CNN_MONITOR_ACCURACY; i++) {
+    cnn_monitor m = CNN_MONITOR_VAL_LOSS;
+    ASSERT_EQ(cnn_monitor_parse(cnn_monitor_name((cnn_monitor)i), &m), CNN_OK) << i;
+    EXPECT_EQ(m, i);
+  }
+  EXPECT_STREQ(cnn_lr_schedule_name(CNN_LR_COSINE), "cosine");
+  EXPECT_STREQ(cnn_monitor_name(CNN_MONITOR_VAL_ACCURACY), "val_accuracy");
+  EXPECT_STREQ(cnn_lr_schedule_name((cnn_lr_schedule)3), "?");
+  EXPECT_STREQ(cnn_monitor_name((cnn_monitor)-1), "?");
+  cnn_lr_schedule s = CNN_LR_STEP;
+  EXPECT_EQ(cnn_lr_schedule_parse("linear", &s), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(s, CNN_LR_STEP);
+  EXPECT_STREQ(cnn_last_error(), "'linear' is not one of constant, step, cosine");
+  cnn_monitor m = CNN_MONITOR_LOSS;
+  EXPECT_EQ(cnn_monitor_parse("val_acc", &m), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(m, CNN_MONITOR_LOSS);
+  EXPECT_STREQ(cnn_last_error(), "'val_acc' is not one of val_loss, val_accuracy, loss, accuracy");
+  EXPECT_EQ(cnn_monitor_parse(nullptr, &m), CNN_ERR_INVALID_ARG);
+}
+
 }  // namespace
