@@ -47,6 +47,9 @@ int cli_apply_settings(const char *command, cli_flag *flags, char *saved, const 
 #define CLI_MAX_MEMORY_FLAG(var)                                                                                   \
     {"max-memory", CLI_SIZE, &(var), "SIZE      refuse networks that need more memory than this (512M, 2G, "      \
                                      "1.5GiB; default 80% of the memory available)", 0, 0, 0}
+/* The --device flag of the commands that pick a backend (a CLI_STRING; NULL: CUDA when present, else the CPU). */
+#define CLI_DEVICE_FLAG(var)                                                                                       \
+    {"device", CLI_STRING, &(var), "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0}
 /* An --eps flag's value before it is given: below the -1e29 every --eps flag accepts, so that a negative value
  * given is told apart and named */
 #define CLI_EPS_UNSET (-1e30f)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tools/adv_opts.h"
 #include "tools/cli.h"
 #include "tools/data_opts.h"
 #include "tools/report.h"
@@ -67,7 +68,7 @@ int cmd_eval(int argc, char **argv)
                                       "is evaluated whole)", 0, 0, 0},
         {"batch", CLI_INT, &batch, "N         batch size (default 256)", 1, 65536, 0},
         {"metrics-json", CLI_STRING, &metrics_json, "FILE      also write the metrics as JSON", 0, 0, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(device),
         CLI_DATA_LOADER_FLAGS(dopt),
         CLI_MAX_MEMORY_FLAG(max_memory),
         {"top-k", CLI_INT, &top_k, "K         top-K accuracy beside top-1 (default 5)", 1, 100000, 0},
@@ -94,20 +95,9 @@ int cmd_eval(int argc, char **argv)
     cnn_attack_config acfg;
     cnn_attack_config_defaults(&acfg);
     if (attack) {
-        if (cnn_attack_parse(attack, &acfg.method) != CNN_OK) {
-            fprintf(stderr, "cnn eval: --attack: %s\n", cnn_last_error());
-            return 2;
-        }
-        if (eps < 0.0f || eps > 1.0f) {
-            fprintf(stderr, "cnn eval: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
-                    eps == CLI_EPS_UNSET ? "required with --attack" : "must be from 0 to 1");
-            return 2;
-        }
-        acfg.eps = eps;
-        acfg.steps = steps;
-        acfg.alpha = alpha;
-        acfg.random_start = random_start;
-        acfg.seed = seed;
+        const cli_adv_opts given = {
+            .method = attack, .eps = eps, .alpha = alpha, .steps = steps, .random_start = random_start};
+        if ((rc = cli_attack_apply("eval", "attack", "required with --attack", &given, seed, &acfg)) != 0) return rc;
     } else if (eps != CLI_EPS_UNSET) {
         fprintf(stderr, "cnn eval: --eps: needs --attack fgsm|pgd\n");
         return 2;

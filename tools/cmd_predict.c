@@ -14,7 +14,7 @@ int cmd_predict(int argc, char **argv)
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
         {"top", CLI_INT, &top, "K         how many classes to show per image (default 3)", 1, 1000, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
         {NULL, 0, NULL, NULL, 0, 0, 0},
     };

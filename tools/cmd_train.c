@@ -218,8 +218,7 @@ static int parse_flags(train_opts *o, int argc, char **argv)
         {"out", CLI_STRING, &o->out, "FILE      where to write the model (default model.safetensors)", 0, 0, 0},
         {"metrics-json", CLI_STRING, &o->metrics_json, "FILE      write the per-epoch history and test metrics as JSON",
          0, 0, 0},
-        {"device", CLI_STRING, &o->device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else "
-                                           "cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(o->device),
         {"precision", CLI_STRING, &o->precision, "P         fp32 (default), tf32, fp16 or bf16 (mixed precision; CUDA)",
          0, 0, 0},
         {"quiet", CLI_BOOL, &o->quiet, "          no progress bar", 0, 0, 0},
