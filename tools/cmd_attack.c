@@ -44,7 +44,7 @@ int cmd_attack(int argc, char **argv)
     uint64_t seed = 1;
     int64_t max_memory = 0;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"attack", CLI_STRING, &method, "NAME      fgsm or pgd (default fgsm)", 0, 0, 0},
         {"eps", CLI_FLOAT, &eps, "E         required: the L-infinity radius in [0, 1] pixel units, before "
                                  "normalization", -1e29, 1e29, 0},
@@ -58,7 +58,7 @@ int cmd_attack(int argc, char **argv)
         CLI_INPUT_FLAGS("attack", data, split, samples, MAX_IMAGES),
         CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     static char *images[MAX_IMAGES];
     int nfiles;

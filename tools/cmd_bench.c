@@ -223,11 +223,9 @@ int cmd_bench(int argc, char **argv)
         {"int8-requant", CLI_STRING, &requant, "R         int8 models: fused (default; oneDNN's, within one step of "
                                                   "cnn-lite per op) or exact (cnn-lite's, bit for bit)", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("bench", USAGE, flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("bench", USAGE, flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model) {
         fprintf(stderr, "cnn bench: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");

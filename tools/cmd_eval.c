@@ -61,7 +61,7 @@ int cmd_eval(int argc, char **argv)
     int top_k = 5;
     const char *plots = NULL;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"data", CLI_STRING, &data, "SPEC      as cnn train: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, "
                                     "cifar100:DIR, folder:DIR, csv:FILE (default fashion-mnist)", 0, 0, 0},
         {"split", CLI_STRING, &split, "NAME      train or test (default test; a folder or list without a test split "
@@ -81,11 +81,9 @@ int cmd_eval(int argc, char **argv)
         {"alpha", CLI_FLOAT, &alpha, "A         pgd: the step (default 2.5 * eps / steps)", 0, 1, 0},
         {"random-start", CLI_BOOL, &random_start, "          pgd: start from a random point of the eps-ball", 0, 0, 0},
         {"seed", CLI_U64, &seed, "S         pgd's random start (default 1)", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("eval", "--model FILE [--data SPEC] [options]", flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("eval", "--model FILE [--data SPEC] [options]", flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model) {
         fprintf(stderr, "cnn eval: --model FILE is required\n");

@@ -62,7 +62,7 @@ int cmd_explain(int argc, char **argv)
     uint64_t seed = 1;
     int64_t max_memory = 0;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"method", CLI_STRING, &method_name, "NAME      gradcam, gradcam++, saliency, smoothgrad, integrated-gradients "
                                              "or occlusion (default gradcam)", 0, 0, 0},
         {"layer", CLI_STRING, &layer_name, "NAME      Grad-CAM's layer, as cnn summary names it (default: the last "
@@ -84,7 +84,7 @@ int cmd_explain(int argc, char **argv)
         {"seed", CLI_U64, &seed, "S         smoothgrad's noise (default 1)", 0, 0, 0},
         CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     static char *images[MAX_IMAGES];
     int nfiles;

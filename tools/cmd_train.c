@@ -265,11 +265,9 @@ static int parse_flags(train_opts *o, int argc, char **argv)
         {"qat", CLI_BOOL, &o->qat, "          quantization-aware training: fake int8 quantization (for cnn quantize "
                                    "--mode int8)", 0, 0, 0},
         CLI_DIST_FLAGS(o->distopt),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("train", USAGE, flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("train", USAGE, flags, argc, argv);
     if (rc) return rc == 1 ? -1 : rc;
     char *settings = NULL;
     if ((rc = resume_settings(flags, argc, argv, o->resume, &settings)) != 0) return rc;
