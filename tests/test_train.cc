@@ -94,13 +94,9 @@ cnn_status train_small(cnn_backend *b, cnn_optimizer_kind kind, float lr, double
   cnn_net *net = nullptr;
   cnn_status st = cnn_net_from_text(kSmallNet, "small", b, 9, &net);
   if (st != CNN_OK) return st;
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 4;
-  cfg.batch_size = 32;
+  cnn_train_config cfg = cnntest::quiet_train_config(4, 32);
   cfg.optimizer = kind;
   cfg.lr = lr;
-  cfg.progress = nullptr;
   std::vector<cnn_epoch_stats> hist(cfg.epochs);
   st = cnn_train(net, &train.ds, &val.ds, &cfg, hist.data());
   if (st == CNN_OK) {
@@ -130,11 +126,7 @@ TEST(Training, StoresTheTrainingSetsDataProfileInTheModel) {
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 9, &net), CNN_OK) << cnn_last_error();
   EXPECT_EQ(cnn_net_data_profile(net, nullptr, nullptr, nullptr), 0);
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 1;
-  cfg.batch_size = 50;
-  cfg.progress = nullptr;
+  cnn_train_config cfg = cnntest::quiet_train_config(1, 50);
   ASSERT_EQ(cnn_train(net, &train.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
   float mean, sd, freq[4];
   ASSERT_EQ(cnn_net_data_profile(net, &mean, &sd, freq), 1);
@@ -222,11 +214,7 @@ TEST(Training, EightBitPixelsTrainAsTheirFloatValues) {
     float mean, sd;
     ASSERT_EQ(cnn_dataset_stats(train, &mean, &sd), CNN_OK);
     ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &sd), CNN_OK);
-    cnn_train_config cfg;
-    cnn_train_config_defaults(&cfg);
-    cfg.epochs = 2;
-    cfg.batch_size = 32;
-    cfg.progress = nullptr;
+    cnn_train_config cfg = cnntest::quiet_train_config(2, 32);
     ASSERT_EQ(cnn_train(net, train, val, &cfg, nullptr), CNN_OK) << cnn_last_error();
     cnn_metrics *m = nullptr;
     ASSERT_EQ(cnn_evaluate(net, val, 64, &m), CNN_OK) << cnn_last_error();
