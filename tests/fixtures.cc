@@ -123,13 +123,26 @@ void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *trai
   cnn_train_config rc = cfg;
   rc.resume_from = path.c_str();
   rc.checkpoint_dir = other.path().c_str();
+  train_fresh(net_text, b, 99, train, val, rc, history, weights);
+}
+
+void train_fresh(const char *net_text, cnn_backend *b, uint64_t seed, const cnn_dataset *train,
+                 const cnn_dataset *val, const cnn_train_config &cfg, std::vector<cnn_epoch_stats> *history,
+                 std::vector<float> *weights) {
   cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(net_text, "resume", b, 99, &net), CNN_OK);
+  ASSERT_EQ(cnn_net_from_text(net_text, "resume", b, seed, &net), CNN_OK) << cnn_last_error();
   history->assign((size_t)cfg.epochs, cnn_epoch_stats{});
-  const cnn_status st = cnn_train(net, train, val, &rc, history->data());
+  const cnn_status st = cnn_train(net, train, val, &cfg, history->data());
   if (st == CNN_OK) *weights = saved_weights(net);
   cnn_net_destroy(net);
-  ASSERT_EQ(st, CNN_OK) << path << ": " << cnn_last_error();
+  ASSERT_EQ(st, CNN_OK) << (cfg.resume_from ? cfg.resume_from : "") << ": " << cnn_last_error();
+}
+
+void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int steps) {
+  cfg->checkpoint_dir = dir.c_str();
+  cfg->checkpoint_every = steps;
+  cfg->checkpoint_in_steps = 1;
+  cfg->keep_checkpoints = 1000;
 }
 
 std::vector<std::string> checkpoints_in(const std::string &dir) {

@@ -50,8 +50,17 @@ std::vector<float> saved_weights(const cnn_net *net);
 // with `hidden`. Empty when it cannot be read.
 std::vector<std::string> list_dir(const std::string &dir, bool hidden);
 
-// A fresh network from net_text (seed 99) trained under cfg from the checkpoint `path` (writing its own checkpoints
-// to a temporary folder): its history (cfg.epochs entries) and saved weights. Fatal assertions when it fails.
+// A fresh network from net_text (seed) trained under cfg: its history (cfg.epochs entries) and saved weights. Fatal
+// assertions when it fails.
+void train_fresh(const char *net_text, cnn_backend *b, uint64_t seed, const cnn_dataset *train,
+                 const cnn_dataset *val, const cnn_train_config &cfg, std::vector<cnn_epoch_stats> *history,
+                 std::vector<float> *weights);
+
+// cfg writes a checkpoint into dir (which must outlive cfg) every `steps` steps and keeps them all.
+void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int steps);
+
+// The same from net_text (seed 99) trained from the checkpoint `path` (writing its own checkpoints to a temporary
+// folder).
 void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
                    const cnn_train_config &cfg, const std::string &path, std::vector<cnn_epoch_stats> *history,
                    std::vector<float> *weights);

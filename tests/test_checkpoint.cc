@@ -77,16 +77,10 @@ TEST(Checkpoint, ResumingFromAnyCheckpointMatchesTheUninterruptedRun) {
   cfg.plateau_patience = 1;
   cfg.plateau_factor = 0.5f;
   cfg.min_delta = 1.0f;  // only epoch 1 improves: the plateau fires after epoch 2, its state must survive too
-  cfg.checkpoint_dir = dir.path().c_str();
-  cfg.checkpoint_every = 3;
-  cfg.checkpoint_in_steps = 1;
-  cfg.keep_checkpoints = 1000;
-  cnn_net *ref = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
-  std::vector<cnn_epoch_stats> want(cfg.epochs);
-  ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
-  std::vector<float> want_w = saved_weights(ref);
-  cnn_net_destroy(ref);
+  cnntest::keep_every_checkpoint(&cfg, dir.path(), 3);
+  std::vector<cnn_epoch_stats> want;
+  std::vector<float> want_w;
+  ASSERT_NO_FATAL_FAILURE(cnntest::train_fresh(kNet, be.b, 3, &train.ds, &val.ds, cfg, &want, &want_w));
   EXPECT_LT(want.back().lr, cfg.lr);  // the plateau did fire
 
   auto files = checkpoints_in(dir.path());
