@@ -152,6 +152,15 @@ std::vector<std::string> checkpoints_in(const std::string &dir) {
   return out;
 }
 
+void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message) {
+  cnn_net *net = nullptr;
+  cnn_status st = cnn_net_from_text(text, name, b, 1, &net);
+  EXPECT_NE(st, CNN_OK) << text;
+  EXPECT_EQ(net, nullptr);
+  EXPECT_NE(std::string(cnn_last_error()).find(message), std::string::npos)
+      << "definition:\n" << text << "message: " << cnn_last_error() << "\nexpected: " << message;
+}
+
 cnn_train_config quiet_train_config(int epochs, int batch_size) {
   cnn_train_config cfg;
   cnn_train_config_defaults(&cfg);

@@ -68,6 +68,9 @@ void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *trai
 // The checkpoints a run wrote in dir (ckpt-*.safetensors), sorted.
 std::vector<std::string> checkpoints_in(const std::string &dir);
 
+// A model definition that cnn_net_from_text (as file `name`) must refuse, with `message` in the error.
+void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message);
+
 // cnn_train_config_defaults with `epochs` and `batch_size`, and no progress bar.
 cnn_train_config quiet_train_config(int epochs, int batch_size);
 

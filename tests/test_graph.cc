@@ -286,14 +286,7 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
       {"input 8 8 1\nflatten\ndense 4 from=nowhere\ndense 2\n", "g.cnn:3: dense: no layer named 'nowhere'"},
       {"input 8 8 1\nrepeat 1000\nrepeat 1000\nconv 1 1\nend\nend\nflatten\ndense 2\n", "expand to more than"},
   };
-  for (const auto &c : cases) {
-    cnn_net *net = nullptr;
-    cnn_status st = cnn_net_from_text(c.text, "g.cnn", be.b, 1, &net);
-    EXPECT_NE(st, CNN_OK) << c.text;
-    EXPECT_EQ(net, nullptr);
-    EXPECT_NE(std::string(cnn_last_error()).find(c.message), std::string::npos)
-        << "definition:\n" << c.text << "message: " << cnn_last_error() << "\nexpected: " << c.message;
-  }
+  for (const auto &c : cases) cnntest::expect_refused_definition(be.b, c.text, "g.cnn", c.message);
 }
 
 // ---- gradients ------------------------------------------------------------------------------------------------
