@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* A file's base name without its extension, other characters than letters, digits, '-' and '.' made '_'. */
+/* "images/shirt 1.png" -> "shirt_1": the file name without directory and extension, [A-Za-z0-9._-] kept */
 static void file_stem(const char *path, char *out, size_t size)
 {
     const char *base = strrchr(path, '/');

@@ -17,7 +17,6 @@ typedef struct panel {
     int w, h;
 } panel;
 
-/* "images/shirt 1.png" -> "shirt_1": the file name without directory and extension, [A-Za-z0-9._-] kept */
 static const char *class_label(const cnn_net *net, int k, char *buf, size_t size)
 {
     const char *name = cnn_net_class_name(net, k);
