@@ -196,6 +196,22 @@ TEST(InputGradients, AnInputWithTwoConsumersAndNormalizationMatchFiniteDifferenc
 
 // A small convolutional net written again in float64 (tests/reference.cc): the engine's input gradient against
 // central differences of the float64 forward pass, element by element.
+// d f / d v by central differences in float64 of f(v).
+template <typename F>
+cnnref::Vec numeric_gradient(const cnnref::Vec &v0, F f) {
+  cnnref::Vec v = v0, g(v0.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    const double orig = v[i], eps = 1e-6;
+    v[i] = orig + eps;
+    double fp = f(v);
+    v[i] = orig - eps;
+    double fm = f(v);
+    v[i] = orig;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}
+
 TEST(InputGradients, MatchFiniteDifferencesOfAFloat64Reference) {
   Backend be;
   cnn_net *net = nullptr;
@@ -226,16 +242,9 @@ TEST(InputGradients, MatchFiniteDifferencesOfAFloat64Reference) {
   std::vector<float> dx(x.size());
   ASSERT_EQ(cnn_grad_forward(g, x.data(), n, nullptr, nullptr), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_grad_backward(g, d.data(), dx.data(), -1, nullptr), CNN_OK) << cnn_last_error();
-  cnnref::Vec xd(x.begin(), x.end());
-  for (size_t i = 0; i < xd.size(); i++) {
-    const double orig = xd[i], eps = 1e-6;
-    xd[i] = orig + eps;
-    double fp = f(xd);
-    xd[i] = orig - eps;
-    double fm = f(xd);
-    xd[i] = orig;
-    EXPECT_NEAR(dx[i], (fp - fm) / (2 * eps), 1e-4 + 1e-3 * std::fabs((fp - fm) / (2 * eps))) << "element " << i;
-  }
+  const cnnref::Vec num = numeric_gradient(cnnref::Vec(x.begin(), x.end()), f);
+  for (size_t i = 0; i < num.size(); i++)
+    EXPECT_NEAR(dx[i], num[i], 1e-4 + 1e-3 * std::fabs(num[i])) << "element " << i;
   cnn_grad_destroy(g);
   cnn_net_destroy(net);
 }
@@ -362,22 +371,6 @@ struct SmallNet {
   }
   double logit(const cnnref::Vec &x, int k) const { return head(layer1(x))[k]; }
 };
-
-// d logit_k / d v by central differences in float64 of f(v).
-template <typename F>
-cnnref::Vec numeric_gradient(const cnnref::Vec &v0, F f) {
-  cnnref::Vec v = v0, g(v0.size());
-  for (size_t i = 0; i < v.size(); i++) {
-    const double orig = v[i], eps = 1e-6;
-    v[i] = orig + eps;
-    double fp = f(v);
-    v[i] = orig - eps;
-    double fm = f(v);
-    v[i] = orig;
-    g[i] = (fp - fm) / (2 * eps);
-  }
-  return g;
-}
 
 cnn_explanation explain(cnn_net *net, cnn_explain_method m, const std::vector<float> &x, int target, int cap = 8,
                         void (*tweak)(cnn_explain_config *) = nullptr) {
