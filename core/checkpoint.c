@@ -103,10 +103,6 @@ cnn_status cnn_net_restore_snapshot(cnn_net *net, const float *src)
 // ---------------------------------------------------------------------------------------------------------------
 // the settings a resumed run must share: one "name=value" line each
 
-static const char *const OPTIMIZER_NAMES[] = {"adam", "sgd", "adamw", "rmsprop"};
-static const char *const SCHEDULE_NAMES[] = {"constant", "step", "cosine"};
-static const char *const MONITOR_NAMES[] = {"val_loss", "val_accuracy", "loss", "accuracy"};
-
 /* The shortest decimal that reads back as the same float ("0.01", not "0.00999999978"). */
 static const char *short_float(char *buf, size_t n, float v)
 {
@@ -122,13 +118,13 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
     char f[7][32];
     cnn_strbuf_appendf(b, "optimizer=%s\nlr=%s\nmomentum=%s\nnesterov=%d\nbeta1=%s\nbeta2=%s\neps=%s\nrho=%s\n"
                           "weight_decay=%s\n",
-                       (unsigned)c->optimizer < 4 ? OPTIMIZER_NAMES[c->optimizer] : "?", short_float(f[0], 32, c->lr),
+                       cnn_optimizer_name(c->optimizer), short_float(f[0], 32, c->lr),
                        short_float(f[1], 32, c->momentum), c->nesterov, short_float(f[2], 32, c->beta1),
                        short_float(f[3], 32, c->beta2), short_float(f[4], 32, c->eps), short_float(f[5], 32, c->rho),
                        short_float(f[6], 32, c->weight_decay));
     cnn_strbuf_appendf(b, "lr_schedule=%s\nlr_step_epochs=%d\nlr_gamma=%s\nwarmup_epochs=%d\nreduce_on_plateau=%d\n"
                           "plateau_patience=%d\nplateau_factor=%s\nclip_norm=%s\nlabel_smoothing=%s\n",
-                       (unsigned)c->lr_schedule < 3 ? SCHEDULE_NAMES[c->lr_schedule] : "?", c->lr_step_epochs,
+                       cnn_lr_schedule_name(c->lr_schedule), c->lr_step_epochs,
                        short_float(f[0], 32, c->lr_gamma), c->warmup_epochs, c->reduce_on_plateau, c->plateau_patience,
                        short_float(f[1], 32, c->plateau_factor), short_float(f[2], 32, c->clip_norm),
                        short_float(f[3], 32, c->label_smoothing));
@@ -141,7 +137,7 @@ static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn
     cnn_strbuf_appendf(b, "\nprecision=%s", cnn_precision_name(net->precision));
     cnn_strbuf_appendf(b, "\nbatch=%d\nseed=%" PRIu64 "\nmonitor=%s\nmin_delta=%s\nearly_stopping=%d\n"
                           "early_stopping_patience=%d\nrestore_best_weights=%d\n",
-                       c->batch_size, c->seed, (unsigned)c->monitor < 4 ? MONITOR_NAMES[c->monitor] : "?",
+                       c->batch_size, c->seed, cnn_monitor_name(c->monitor),
                        short_float(f[4], 32, c->min_delta), c->early_stopping, c->early_stopping_patience,
                        c->restore_best_weights);
     /* the data pipeline: the sampler, resizing and augmentation decide the batches */

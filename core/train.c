@@ -33,6 +33,43 @@ const char *cnn_optimizer_name(cnn_optimizer_kind kind)
     return (unsigned)kind < sizeof optimizer_names / sizeof *optimizer_names ? optimizer_names[kind] : "?";
 }
 
+static const char *const schedule_names[] = {"constant", "step", "cosine"}; /* in cnn_lr_schedule order */
+_Static_assert(CNN_LR_COSINE + 1 == sizeof schedule_names / sizeof *schedule_names, "a name per schedule");
+
+cnn_status cnn_lr_schedule_parse(const char *name, cnn_lr_schedule *out)
+{
+    for (int i = 0; i < (int)(sizeof schedule_names / sizeof *schedule_names); i++)
+        if (name && !strcmp(name, schedule_names[i])) {
+            *out = (cnn_lr_schedule)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of constant, step, cosine", name ? name : "(none)");
+}
+
+const char *cnn_lr_schedule_name(cnn_lr_schedule schedule)
+{
+    return (unsigned)schedule < sizeof schedule_names / sizeof *schedule_names ? schedule_names[schedule] : "?";
+}
+
+static const char *const monitor_names[] = {"val_loss", "val_accuracy", "loss", "accuracy"}; /* cnn_monitor order */
+_Static_assert(CNN_MONITOR_ACCURACY + 1 == sizeof monitor_names / sizeof *monitor_names, "a name per monitor");
+
+cnn_status cnn_monitor_parse(const char *name, cnn_monitor *out)
+{
+    for (int i = 0; i < (int)(sizeof monitor_names / sizeof *monitor_names); i++)
+        if (name && !strcmp(name, monitor_names[i])) {
+            *out = (cnn_monitor)i;
+            return CNN_OK;
+        }
+    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of val_loss, val_accuracy, loss, accuracy",
+                     name ? name : "(none)");
+}
+
+const char *cnn_monitor_name(cnn_monitor monitor)
+{
+    return (unsigned)monitor < sizeof monitor_names / sizeof *monitor_names ? monitor_names[monitor] : "?";
+}
+
 void cnn_train_config_defaults(cnn_train_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -311,9 +348,6 @@ static cnn_status eval_source(cnn_net *net, const cnn_source *src, cnn_loader *l
 // ---------------------------------------------------------------------------------------------------------------
 // callbacks and checkpoints around the loop
 
-static const char *const MONITOR_NAMES[] = {"val_loss", "val_accuracy", "loss", "accuracy"};
-#define MONITOR_NAME(m) MONITOR_NAMES[(unsigned)(m) < 4 ? (m) : 0]
-
 static int monitor_up(cnn_monitor m) { return m == CNN_MONITOR_VAL_ACCURACY || m == CNN_MONITOR_ACCURACY; }
 
 /* The monitored value of an epoch; val_ metrics fall back to the training ones without a validation set. */
@@ -530,56 +564,95 @@ static cnn_status adversarial_batch(cnn_net *net, cnn_grad *g, const cnn_train_c
     return cnn_net_stage_host(net, b->images, b->labels, b->n);
 }
 
-cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
-                            const cnn_train_config *cfg, cnn_epoch_stats *history)
-{
-    cnn_status st = CNN_OK;
-    cnn_optimizer *opt = NULL;
-    cnn_st_file *resume = NULL;
-    float *probs = NULL, *losses = NULL;
-    float *weights = NULL;
-    cnn_train_state s = {0};
-    cnn_loader *loader = NULL, *val_loader = NULL;
-    cnn_dataset shim;
-    cnn_grad *adv_grad = NULL;
-    float *adv_pix = NULL, *adv_out = NULL;
-    cnn_distill *distill = NULL;
-    cnn_source *val_shard = NULL;
+/* One run of cnn_train_source: what it sets up once and frees at the end. */
+typedef struct train_loop {
+    cnn_net *net;
+    const cnn_train_config *cfg; /* the caller's, or rank_cfg (cnn_dist_train_config: rank 0 alone writes) */
     cnn_train_config rank_cfg;
-    cfg = cnn_dist_train_config(cfg, &rank_cfg); /* rank 0 alone writes the outputs */
-    const int ranks = cnn_dist_size(cfg->dist);
+    const cnn_source *train_src, *val_src;
+    const cnn_source *val_part;  /* this rank's part of val_src: val_shard, or val_src itself */
+    const cnn_dataset *train;    /* the training set, or shim for a set of files */
+    cnn_dataset shim;
+    cnn_train_state s;
+    cnn_st_file *resume;
+    cnn_optimizer *opt;
+    float *weights;              /* balanced class weights, or NULL */
+    float *probs, *losses;       /* a batch's results on the host */
+    cnn_source *val_shard;
+    cnn_loader *loader, *val_loader;
+    cnn_batch *cur, *next;       /* the batch of the step, and the one uploaded ahead of it */
+    cnn_grad *adv_grad;          /* adversarial training: the attack's buffers and its [0, 1] images */
+    float *adv_pix, *adv_out;
+    cnn_distill *distill;
+    int ranks, bs, steps, every, eval_batch, async;
+    int64_t epoch_len;           /* draws per epoch */
+    int64_t gbs;                 /* draws per step, all ranks together */
+    int64_t val_count;           /* this rank's validation samples */
+} train_loop;
+
+/* One epoch in progress: its clock, bar and running figures. */
+typedef struct train_epoch {
+    int epoch; /* 1-based */
+    cnn_progress bar;
+    double t0;
+    int64_t here;    /* samples this process trained on in this epoch (a resumed epoch started earlier) */
+    int64_t skipped; /* fp16 steps skipped for an overflow in this epoch */
+    cnn_loader_stats ls0;
+    double teacher0;
+    char metrics[192];
+} train_epoch;
+
+/* The arguments checked, the training state made (or reopened from the checkpoint to resume), and the memory a
+ * step needs checked before any of it is allocated. */
+static cnn_status loop_check(train_loop *L)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_net *net = L->net;
+    cnn_status st = CNN_OK;
     CNN_TRY(cnn_train_check_config(cfg));
-    CNN_TRY(check_source(net, train_src, "training"));
-    if (val_src) CNN_TRY(check_source(net, val_src, "validation"));
-    const cnn_dataset *train = dataset_of(train_src, net, &shim);
-    CNN_TRY(cnn_train_state_init(&s, cfg, train->n));
-    CNN_TRY(set_data_profile(net, train_src, cfg));
+    CNN_TRY(check_source(net, L->train_src, "training"));
+    if (L->val_src) CNN_TRY(check_source(net, L->val_src, "validation"));
+    L->train = dataset_of(L->train_src, net, &L->shim);
+    CNN_TRY(cnn_train_state_init(&L->s, cfg, L->train->n));
+    CNN_TRY(set_data_profile(net, L->train_src, cfg));
     /* resuming: weights and frozen layers first, for the optimizer's state follows the trainable set */
-    if (cfg->resume_from) CNN_TRY(cnn_checkpoint_open(cfg->resume_from, net, cfg, train, &resume));
-    if (cnn_net_param_count(net) == 0) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: no trainable weights (every layer with weights is frozen)", net->source);
-        goto fail;
-    }
+    if (cfg->resume_from) CNN_TRY(cnn_checkpoint_open(cfg->resume_from, net, cfg, L->train, &L->resume));
+    if (cnn_net_param_count(net) == 0)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: no trainable weights (every layer with weights is frozen)",
+                         net->source);
     /* a training step at the batch size, with the optimizer's state, must fit before any of it is allocated; the
      * buffers made from here on are checked as training's. Validation runs in batches of up to VAL_BATCH (or the
      * training batch): the buffers grow to that, so it must fit too. */
     const int slots = cnn_optimizer_slots(cfg->optimizer, cfg->momentum);
-    const int64_t val_n = val_src ? cnn_source_count(val_src) : 0;
+    const int64_t val_n = L->val_src ? cnn_source_count(L->val_src) : 0;
     const int64_t val_batch = cfg->batch_size > VAL_BATCH ? cfg->batch_size : VAL_BATCH;
     int64_t most = val_n < val_batch ? val_n : val_batch;
     if (most < cfg->batch_size) most = cfg->batch_size;
     if ((st = cnn_net_check_memory(net, (int)most, 1, slots)) != CNN_OK) {
         if (most > cfg->batch_size)
-            st = cnn_error_prefix(st, "validation runs in batches of %lld, and the buffers grow to them: ", (long long)most);
-        goto fail;
+            st = cnn_error_prefix(st, "validation runs in batches of %lld, and the buffers grow to them: ",
+                                  (long long)most);
+        return st;
     }
     cnn_net_set_memory_use(net, 1, slots);
-    CNN_TRY(cnn_optimizer_create(net, cfg, &opt));
-    if (cfg->prune.enabled) CNN_TRY(cnn_pruner_create(net, &cfg->prune, &s.pruner)); /* before a restore: its masks */
-    if (resume) {
-        CNN_TRY(cnn_checkpoint_restore(resume, cfg->resume_from, net, opt, &s, cfg));
-        cnn_st_free(resume);
-        resume = NULL;
+fail:
+    return st;
+}
+
+/* The optimizer (with the resumed state), the network as every rank starts it, the loss options and the host
+ * buffers of a batch's results. */
+static cnn_status loop_setup(train_loop *L)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_net *net = L->net;
+    cnn_status st = CNN_OK;
+    CNN_TRY(cnn_optimizer_create(net, cfg, &L->opt));
+    /* before a restore: its masks */
+    if (cfg->prune.enabled) CNN_TRY(cnn_pruner_create(net, &cfg->prune, &L->s.pruner));
+    if (L->resume) {
+        CNN_TRY(cnn_checkpoint_restore(L->resume, cfg->resume_from, net, L->opt, &L->s, cfg));
+        cnn_st_free(L->resume);
+        L->resume = NULL;
     }
     if (cfg->checkpoint_dir) CNN_TRY(cnn_make_dirs(cfg->checkpoint_dir));
     /* every rank starts from rank 0's weights and statistics */
@@ -590,229 +663,311 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
     if (net->backend->ops->set_deterministic)
         CNN_TRY(net->backend->ops->set_deterministic(net->backend, cfg->deterministic));
-    int k = cnn_net_num_outputs(net), bs = cfg->batch_size;
+    int k = cnn_net_num_outputs(net), bs = L->bs;
     if (cfg->balanced_class_weights) {
-        weights = malloc((size_t)k * sizeof *weights);
-        if (!weights) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-            goto fail;
-        }
-        balanced_weights(train, k, weights);
+        L->weights = malloc((size_t)k * sizeof *L->weights);
+        if (!L->weights) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        balanced_weights(L->train, k, L->weights);
     }
-    CNN_TRY(cnn_net_set_loss_options(net, cfg->label_smoothing, weights ? weights : cfg->class_weights, k));
-    probs = malloc((size_t)bs * k * sizeof *probs);
-    losses = malloc((size_t)bs * sizeof *losses);
-    if (!probs || !losses) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", bs);
-        goto fail;
-    }
-    /* the loaders: page-locked batches on backends that have them, normalized as the model says */
+    CNN_TRY(cnn_net_set_loss_options(net, cfg->label_smoothing, L->weights ? L->weights : cfg->class_weights, k));
+    L->probs = malloc((size_t)bs * k * sizeof *L->probs);
+    L->losses = malloc((size_t)bs * sizeof *L->losses);
+    if (!L->probs || !L->losses) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for a batch of %d", bs);
+fail:
+    return st;
+}
+
+/* The loaders (page-locked batches on backends that have them, normalized as the model says), the buffers of a
+ * full batch, the adversarial and distillation helpers, and the epoch's size in steps. */
+static cnn_status loop_data(train_loop *L)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_net *net = L->net;
+    cnn_status st = CNN_OK;
+    const int bs = L->bs;
     float mean[NORM_MAX_CHANNELS], std[NORM_MAX_CHANNELS];
     cnn_loader_config lc;
-    int eval_batch = bs > VAL_BATCH ? bs : VAL_BATCH;
-    int64_t val_count = val_src ? cnn_source_count(val_src) : 0; /* this rank's validation samples */
-    if (val_src && ranks > 1) { /* each rank evaluates its contiguous part; the sums are added across ranks */
+    L->eval_batch = bs > VAL_BATCH ? bs : VAL_BATCH;
+    L->val_count = L->val_src ? cnn_source_count(L->val_src) : 0;
+    if (L->val_src && L->ranks > 1) { /* each rank evaluates its contiguous part; the sums are added across ranks */
         int64_t first;
-        cnn_dist_shard_range(cfg->dist, val_count, &first, &val_count);
-        CNN_TRY(cnn_source_range(val_src, first, val_count, &val_shard));
+        cnn_dist_shard_range(cfg->dist, L->val_count, &first, &L->val_count);
+        CNN_TRY(cnn_source_range(L->val_src, first, L->val_count, &L->val_shard));
     }
-    const cnn_source *val_part = val_shard ? val_shard : val_src;
-    if (val_count && (!val_src || !cnn_source_dataset(val_src))) {
-        loader_config(net, cfg, 0, eval_batch, &lc, mean, std);
-        if (val_part) CNN_TRY(cnn_loader_create(val_part, &lc, &val_loader));
+    L->val_part = L->val_shard ? L->val_shard : L->val_src;
+    if (L->val_count && (!L->val_src || !cnn_source_dataset(L->val_src))) {
+        loader_config(net, cfg, 0, L->eval_batch, &lc, mean, std);
+        if (L->val_part) CNN_TRY(cnn_loader_create(L->val_part, &lc, &L->val_loader));
     }
     loader_config(net, cfg, 1, bs, &lc, mean, std);
-    CNN_TRY(cnn_loader_create(train_src, &lc, &loader));
+    CNN_TRY(cnn_loader_create(L->train_src, &lc, &L->loader));
     /* buffers for a full batch now: an upload ahead of its step must not find them rebuilt */
     CNN_TRY(cnn_net_set_batch(net, bs));
-    int async = cnn_net_can_upload_async(net);
+    L->async = cnn_net_can_upload_async(net);
     if (cfg->adversarial) { /* the attack's gradient buffers and its [0, 1] images, for a full batch */
-        CNN_TRY(cnn_grad_create(net, bs, &adv_grad));
+        CNN_TRY(cnn_grad_create(net, bs, &L->adv_grad));
         size_t per = (size_t)(net->input.d[0] * net->input.d[1] * net->input.d[2]);
-        adv_pix = malloc((size_t)bs * per * sizeof *adv_pix);
-        adv_out = malloc((size_t)bs * per * sizeof *adv_out);
-        if (!adv_pix || !adv_out) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for adversarial batches of %d", bs);
-            goto fail;
-        }
+        L->adv_pix = malloc((size_t)bs * per * sizeof *L->adv_pix);
+        L->adv_out = malloc((size_t)bs * per * sizeof *L->adv_out);
+        if (!L->adv_pix || !L->adv_out)
+            return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for adversarial batches of %d", bs);
     }
-    if (cfg->teacher) CNN_TRY(cnn_distill_create(net, cfg, bs, &distill));
-    int64_t epoch_len = cnn_loader_epoch_size(loader);
-    int steps = (int)cnn_loader_batches_per_epoch(loader);
-    const int64_t gbs = (int64_t)bs * ranks; /* draws per step, all ranks together */
-    s.n = epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
-    if (s.samples_done > epoch_len) {
-        st = cnn_error(CNN_ERR_INVALID_ARG, "%s: %lld draws of the epoch are done, but an epoch has %lld",
-                       cfg->resume_from, (long long)s.samples_done, (long long)epoch_len);
-        goto fail;
-    }
-    if (s.pruner) CNN_TRY(cnn_pruner_start(s.pruner, net, (int64_t)cfg->epochs * steps, cfg->resume_from != NULL));
-    int every = cfg->checkpoint_every > 0 ? cfg->checkpoint_every : 1;
-    cnn_batch *cur = NULL, *next = NULL;
-    while (s.epoch < cfg->epochs && !s.finished) {
-        int epoch = s.epoch + 1;
-        if (cfg->progress) fprintf(cfg->progress, "Epoch %d/%d\n", epoch, cfg->epochs);
-        if (!s.epoch_started) { /* the loader's order of epoch e is a function of (seed, e): nothing to draw here */
-            s.epoch_started = 1;
-            s.samples_done = 0;
-            s.loss_sum = 0.0;
-            s.correct = s.seen = 0;
-        }
-        opt->lr = cnn_lr_at(cfg, epoch - 1) * s.plateau_scale;
-        cnn_progress bar;
-        cnn_progress_start(&bar, cfg->progress, steps);
-        double t0 = cnn_now_seconds();
-        int64_t here = 0; /* samples this process trained on in this epoch (a resumed epoch started earlier) */
-        char metrics[192] = "";
-        /* the data position: batch samples_done / bs of this epoch (samples_done counts draws, skipped bad files
-         * included); the loader is moved only when it is not there already (a seek drops prepared batches) */
-        int first_step = (int)(s.samples_done / gbs), at_epoch;
-        int64_t at_batch;
-        cnn_loader_tell(loader, &at_epoch, &at_batch);
-        /* (a checkpoint of an epoch's last step resumes with no step left: straight to the epoch's end) */
-        if (first_step < steps && (at_epoch != epoch - 1 || at_batch != first_step))
-            CNN_TRY(cnn_loader_seek(loader, epoch - 1, first_step));
-        cnn_loader_stats ls0;
-        cnn_loader_get_stats(loader, &ls0);
-        int64_t skipped = 0; /* fp16 steps skipped for an overflow in this epoch */
-        const double teacher0 = cnn_distill_teacher_seconds(distill);
-        for (int step = first_step; step < steps; step++) {
-            int64_t drawn = epoch_len - (int64_t)step * gbs < gbs ? epoch_len - (int64_t)step * gbs : gbs;
-            if (!cur) { /* else the previous step uploaded it already */
-                CNN_TRY(cnn_loader_next(loader, &cur));
-                if (cur->n) CNN_TRY(cnn_net_stage_host(net, cur->images, cur->labels, cur->n));
-            }
-            int n = cur->n; /* 0 when every file of the batch was bad */
-            if (n && adv_grad)
-                CNN_TRY(adversarial_batch(net, adv_grad, cfg, cur,
-                                          (int64_t)(epoch - 1) * epoch_len + (int64_t)step * gbs +
-                                              (int64_t)cnn_dist_rank(cfg->dist) * bs,
-                                          adv_pix, adv_out));
-            const cnn_step_extras extras = {distill, cur->images, cfg->dist, s.pruner};
-            int update;
-            CNN_TRY(cnn_train_batch(net, opt, cfg, &extras, n, &skipped, &update));
-            /* while the device computes: the next batch is uploaded on the copy stream */
-            if (update && async && step + 1 < steps) {
-                CNN_TRY(cnn_loader_next(loader, &next));
-                if (next->n) CNN_TRY(cnn_net_upload_async(net, next->images, next->labels, next->n));
-            }
-            if (n) CNN_TRY(batch_results(net, probs, losses, cur->labels, &s.loss_sum, &s.correct, NULL));
-            cnn_loader_release(loader, cur);
-            cur = NULL;
-            if (next) {
-                if (next->n) CNN_TRY(cnn_net_stage_uploaded(net));
-                cur = next;
-                next = NULL;
-            }
-            s.seen += n;
-            s.samples_done += drawn;
-            here += n;
-            cnn_loader_stats ls;
-            cnn_loader_get_stats(loader, &ls);
-            int len = snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f - data wait: %.1fs",
-                               s.seen ? s.loss_sum / (double)s.seen : 0.0,
-                               s.seen ? (double)s.correct / (double)s.seen : 0.0, ls.wait_seconds - ls0.wait_seconds);
-            if (net->precision == CNN_PRECISION_FP16 && len > 0 && (size_t)len < sizeof metrics)
-                len += snprintf(metrics + len, sizeof metrics - (size_t)len, " - skipped: %lld - loss scale: %g",
-                                (long long)skipped, (double)net->loss_scale);
-            if (distill && len > 0 && (size_t)len < sizeof metrics) /* the teacher's share of the step times */
-                len += snprintf(metrics + len, sizeof metrics - (size_t)len, " - teacher: %.1fs",
-                                cnn_distill_teacher_seconds(distill) - teacher0);
-            if (s.pruner && len > 0 && (size_t)len < sizeof metrics)
-                snprintf(metrics + len, sizeof metrics - (size_t)len, " - sparsity: %.3f", cnn_pruner_sparsity(s.pruner));
-            cnn_progress_update(&bar, step + 1, metrics, (double)here / (cnn_now_seconds() - t0));
-            if (cfg->checkpoint_dir && cfg->checkpoint_in_steps && net->step % (uint64_t)every == 0)
-                CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
-        }
-        CNN_TRY(cnn_backend_sync(net->backend));
-        /* the epoch's figures over all ranks (one process: its own) */
-        double sums[4] = {s.loss_sum, (double)s.correct, (double)s.seen, (double)here};
-        CNN_TRY(cnn_dist_sum(cfg->dist, sums, 4, "the sum of the epoch's training metrics"));
-        if (!sums[2]) {
-            st = cnn_error(CNN_ERR_FORMAT, "no image of the training set could be read in epoch %d", epoch);
-            goto fail;
-        }
-        cnn_epoch_stats es = {.epoch = epoch};
-        es.seconds = cnn_now_seconds() - t0;
-        es.loss = sums[0] / sums[2];
-        es.accuracy = sums[1] / sums[2];
-        es.images_per_sec = es.seconds > 0.0 ? sums[3] / es.seconds : 0.0;
-        cnn_loader_stats ls1;
-        cnn_loader_get_stats(loader, &ls1);
-        es.data_wait = ls1.wait_seconds - ls0.wait_seconds;
-        es.bad_files = ls1.bad_files;
-        es.skipped_steps = skipped;
-        es.loss_scale = net->loss_scale;
-        es.sparsity = s.pruner ? cnn_pruner_sparsity(s.pruner) : -1.0;
-        char extra[96] = "";
-        if (val_src) {
-            /* several ranks: rank 0's batchnorm statistics everywhere (as DDP's broadcast_buffers), then each rank
-             * evaluates its part and the sums are added */
-            CNN_TRY(cnn_dist_broadcast_net(cfg->dist, net, 1));
-            if (val_count)
-                CNN_TRY(eval_source(net, val_part, val_loader, eval_batch, &es.val_loss, &es.val_accuracy, NULL));
-            if (ranks > 1) {
-                double v[3] = {0.0, 0.0, (double)val_count};
-                if (val_count) {
-                    v[0] = es.val_loss * (double)val_count;
-                    v[1] = es.val_accuracy * (double)val_count;
-                }
-                CNN_TRY(cnn_dist_sum(cfg->dist, v, 3, "the sum of the validation metrics"));
-                es.val_loss = v[0] / v[2];
-                es.val_accuracy = v[1] / v[2];
-            }
-            es.has_val = 1;
-            snprintf(extra, sizeof extra, " - val_loss: %.4f - val_accuracy: %.4f", es.val_loss, es.val_accuracy);
-        }
-        if (!metrics[0] || ranks > 1) /* several ranks: the bar showed rank 0's part; the line ends with all's */
-            snprintf(metrics, sizeof metrics, " - loss: %.4f - accuracy: %.4f", es.loss, es.accuracy);
-        cnn_progress_finish(&bar, metrics, es.images_per_sec, extra);
-        es.lr = opt->lr;
-        es.wall_time = cnn_wall_seconds();
-        int is_best;
-        CNN_TRY(update_monitors(net, &s, cfg, &es, &is_best));
-        s.history[epoch - 1] = es;
-        s.epoch = epoch;
-        s.epoch_started = 0;
-        s.samples_done = 0;
-        CNN_TRY(write_logs(cfg, &s));
-        if (cfg->checkpoint_dir) {
-            if (is_best) CNN_TRY(write_checkpoint(cfg, CNN_CHECKPOINT_BEST, net, opt, &s, train));
-            if (!cfg->checkpoint_in_steps && (epoch % every == 0 || epoch == cfg->epochs || s.finished))
-                CNN_TRY(write_checkpoint(cfg, NULL, net, opt, &s, train));
-        }
-        if (s.finished && cfg->progress)
-            fprintf(cfg->progress, "Early stopping: %s has not improved for %d epoch%s (best %.4f at epoch %d)\n",
-                    MONITOR_NAME(cfg->monitor), s.wait, s.wait == 1 ? "" : "s", s.best, s.best_epoch);
-        if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
-    }
-    if (cfg->restore_best_weights && s.best_weights && s.best_epoch != s.epoch) {
-        CNN_TRY(cnn_net_restore_snapshot(net, s.best_weights));
-        if (s.pruner) CNN_TRY(cnn_pruner_apply(s.pruner, net)); /* the model ends with the run's last masks */
-        if (cfg->progress)
-            fprintf(cfg->progress, "Restoring the weights of epoch %d, the best (%s %.4f)\n", s.best_epoch,
-                    MONITOR_NAME(cfg->monitor), s.best);
-    }
-    if (cfg->plot && s.epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s.history, s.epoch));
-    if (history) memcpy(history, s.history, (size_t)cfg->epochs * sizeof *history);
+    if (cfg->teacher) CNN_TRY(cnn_distill_create(net, cfg, bs, &L->distill));
+    L->epoch_len = cnn_loader_epoch_size(L->loader);
+    L->steps = (int)cnn_loader_batches_per_epoch(L->loader);
+    L->gbs = (int64_t)bs * L->ranks;
+    L->s.n = L->epoch_len; /* draws per epoch: the unit of samples_done (a balancing sampler draws more or fewer) */
+    if (L->s.samples_done > L->epoch_len)
+        return cnn_error(CNN_ERR_INVALID_ARG, "%s: %lld draws of the epoch are done, but an epoch has %lld",
+                         cfg->resume_from, (long long)L->s.samples_done, (long long)L->epoch_len);
+    if (L->s.pruner)
+        CNN_TRY(cnn_pruner_start(L->s.pruner, net, (int64_t)cfg->epochs * L->steps, cfg->resume_from != NULL));
+    L->every = cfg->checkpoint_every > 0 ? cfg->checkpoint_every : 1;
 fail:
+    return st;
+}
+
+/* The progress bar's figures after a step: " - loss: ... - accuracy: ... - data wait: ..." and those of fp16,
+ * distillation and pruning. */
+static void step_metrics(const train_loop *L, train_epoch *E)
+{
+    const cnn_train_state *s = &L->s;
+    char *m = E->metrics;
+    const size_t size = sizeof E->metrics;
+    cnn_loader_stats ls;
+    cnn_loader_get_stats(L->loader, &ls);
+    int len = snprintf(m, size, " - loss: %.4f - accuracy: %.4f - data wait: %.1fs",
+                       s->seen ? s->loss_sum / (double)s->seen : 0.0,
+                       s->seen ? (double)s->correct / (double)s->seen : 0.0, ls.wait_seconds - E->ls0.wait_seconds);
+    if (L->net->precision == CNN_PRECISION_FP16 && len > 0 && (size_t)len < size)
+        len += snprintf(m + len, size - (size_t)len, " - skipped: %lld - loss scale: %g", (long long)E->skipped,
+                        (double)L->net->loss_scale);
+    if (L->distill && len > 0 && (size_t)len < size) /* the teacher's share of the step times */
+        len += snprintf(m + len, size - (size_t)len, " - teacher: %.1fs",
+                        cnn_distill_teacher_seconds(L->distill) - E->teacher0);
+    if (s->pruner && len > 0 && (size_t)len < size)
+        snprintf(m + len, size - (size_t)len, " - sparsity: %.3f", cnn_pruner_sparsity(s->pruner));
+}
+
+/* Step `step` of the epoch: the batch staged (unless uploaded ahead), made adversarial, trained on, the next one
+ * uploaded while the device computes, the running figures and the bar updated, a checkpoint every N steps. */
+static cnn_status train_step(train_loop *L, train_epoch *E, int step)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_net *net = L->net;
+    cnn_train_state *s = &L->s;
+    cnn_status st = CNN_OK;
+    const int64_t left = L->epoch_len - (int64_t)step * L->gbs;
+    const int64_t drawn = left < L->gbs ? left : L->gbs;
+    if (!L->cur) { /* else the previous step uploaded it already */
+        CNN_TRY(cnn_loader_next(L->loader, &L->cur));
+        if (L->cur->n) CNN_TRY(cnn_net_stage_host(net, L->cur->images, L->cur->labels, L->cur->n));
+    }
+    int n = L->cur->n; /* 0 when every file of the batch was bad */
+    if (n && L->adv_grad)
+        CNN_TRY(adversarial_batch(net, L->adv_grad, cfg, L->cur,
+                                  (int64_t)(E->epoch - 1) * L->epoch_len + (int64_t)step * L->gbs +
+                                      (int64_t)cnn_dist_rank(cfg->dist) * L->bs,
+                                  L->adv_pix, L->adv_out));
+    const cnn_step_extras extras = {L->distill, L->cur->images, cfg->dist, s->pruner};
+    int update;
+    CNN_TRY(cnn_train_batch(net, L->opt, cfg, &extras, n, &E->skipped, &update));
+    /* while the device computes: the next batch is uploaded on the copy stream */
+    if (update && L->async && step + 1 < L->steps) {
+        CNN_TRY(cnn_loader_next(L->loader, &L->next));
+        if (L->next->n) CNN_TRY(cnn_net_upload_async(net, L->next->images, L->next->labels, L->next->n));
+    }
+    if (n) CNN_TRY(batch_results(net, L->probs, L->losses, L->cur->labels, &s->loss_sum, &s->correct, NULL));
+    cnn_loader_release(L->loader, L->cur);
+    L->cur = NULL;
+    if (L->next) {
+        if (L->next->n) CNN_TRY(cnn_net_stage_uploaded(net));
+        L->cur = L->next;
+        L->next = NULL;
+    }
+    s->seen += n;
+    s->samples_done += drawn;
+    E->here += n;
+    step_metrics(L, E);
+    cnn_progress_update(&E->bar, step + 1, E->metrics, (double)E->here / (cnn_now_seconds() - E->t0));
+    if (cfg->checkpoint_dir && cfg->checkpoint_in_steps && net->step % (uint64_t)L->every == 0)
+        CNN_TRY(write_checkpoint(cfg, NULL, net, L->opt, s, L->train));
+fail:
+    return st;
+}
+
+/* The steps of the next epoch, from the data position of a resumed run. */
+static cnn_status run_epoch(train_loop *L, train_epoch *E)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_train_state *s = &L->s;
+    cnn_status st = CNN_OK;
+    memset(E, 0, sizeof *E);
+    E->epoch = s->epoch + 1;
+    if (cfg->progress) fprintf(cfg->progress, "Epoch %d/%d\n", E->epoch, cfg->epochs);
+    if (!s->epoch_started) { /* the loader's order of epoch e is a function of (seed, e): nothing to draw here */
+        s->epoch_started = 1;
+        s->samples_done = 0;
+        s->loss_sum = 0.0;
+        s->correct = s->seen = 0;
+    }
+    L->opt->lr = cnn_lr_at(cfg, E->epoch - 1) * s->plateau_scale;
+    cnn_progress_start(&E->bar, cfg->progress, L->steps);
+    E->t0 = cnn_now_seconds();
+    /* the data position: batch samples_done / bs of this epoch (samples_done counts draws, skipped bad files
+     * included); the loader is moved only when it is not there already (a seek drops prepared batches) */
+    int first_step = (int)(s->samples_done / L->gbs), at_epoch;
+    int64_t at_batch;
+    cnn_loader_tell(L->loader, &at_epoch, &at_batch);
+    /* (a checkpoint of an epoch's last step resumes with no step left: straight to the epoch's end) */
+    if (first_step < L->steps && (at_epoch != E->epoch - 1 || at_batch != first_step))
+        CNN_TRY(cnn_loader_seek(L->loader, E->epoch - 1, first_step));
+    cnn_loader_get_stats(L->loader, &E->ls0);
+    E->teacher0 = cnn_distill_teacher_seconds(L->distill);
+    for (int step = first_step; step < L->steps; step++) CNN_TRY(train_step(L, E, step));
+    CNN_TRY(cnn_backend_sync(L->net->backend));
+fail:
+    return st;
+}
+
+/* The validation loss and accuracy of the epoch over all ranks, into es; its text for the progress line in extra. */
+static cnn_status validate(train_loop *L, cnn_epoch_stats *es, char *extra, size_t size)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_status st = CNN_OK;
+    /* several ranks: rank 0's batchnorm statistics everywhere (as DDP's broadcast_buffers), then each rank
+     * evaluates its part and the sums are added */
+    CNN_TRY(cnn_dist_broadcast_net(cfg->dist, L->net, 1));
+    if (L->val_count)
+        CNN_TRY(eval_source(L->net, L->val_part, L->val_loader, L->eval_batch, &es->val_loss, &es->val_accuracy, NULL));
+    if (L->ranks > 1) {
+        double v[3] = {0.0, 0.0, (double)L->val_count};
+        if (L->val_count) {
+            v[0] = es->val_loss * (double)L->val_count;
+            v[1] = es->val_accuracy * (double)L->val_count;
+        }
+        CNN_TRY(cnn_dist_sum(cfg->dist, v, 3, "the sum of the validation metrics"));
+        es->val_loss = v[0] / v[2];
+        es->val_accuracy = v[1] / v[2];
+    }
+    es->has_val = 1;
+    snprintf(extra, size, " - val_loss: %.4f - val_accuracy: %.4f", es->val_loss, es->val_accuracy);
+fail:
+    return st;
+}
+
+/* The epoch's end: its figures over all ranks, validation, the progress line, the callbacks (early stopping,
+ * save-best, reduce-on-plateau, logs, checkpoints) and the caller's on_epoch_end. */
+static cnn_status end_epoch(train_loop *L, train_epoch *E)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_net *net = L->net;
+    cnn_train_state *s = &L->s;
+    cnn_status st = CNN_OK;
+    const int epoch = E->epoch;
+    /* the epoch's figures over all ranks (one process: its own) */
+    double sums[4] = {s->loss_sum, (double)s->correct, (double)s->seen, (double)E->here};
+    CNN_TRY(cnn_dist_sum(cfg->dist, sums, 4, "the sum of the epoch's training metrics"));
+    if (!sums[2]) return cnn_error(CNN_ERR_FORMAT, "no image of the training set could be read in epoch %d", epoch);
+    cnn_epoch_stats es = {.epoch = epoch};
+    es.seconds = cnn_now_seconds() - E->t0;
+    es.loss = sums[0] / sums[2];
+    es.accuracy = sums[1] / sums[2];
+    es.images_per_sec = es.seconds > 0.0 ? sums[3] / es.seconds : 0.0;
+    cnn_loader_stats ls1;
+    cnn_loader_get_stats(L->loader, &ls1);
+    es.data_wait = ls1.wait_seconds - E->ls0.wait_seconds;
+    es.bad_files = ls1.bad_files;
+    es.skipped_steps = E->skipped;
+    es.loss_scale = net->loss_scale;
+    es.sparsity = s->pruner ? cnn_pruner_sparsity(s->pruner) : -1.0;
+    char extra[96] = "";
+    if (L->val_src) CNN_TRY(validate(L, &es, extra, sizeof extra));
+    if (!E->metrics[0] || L->ranks > 1) /* several ranks: the bar showed rank 0's part; the line ends with all's */
+        snprintf(E->metrics, sizeof E->metrics, " - loss: %.4f - accuracy: %.4f", es.loss, es.accuracy);
+    cnn_progress_finish(&E->bar, E->metrics, es.images_per_sec, extra);
+    es.lr = L->opt->lr;
+    es.wall_time = cnn_wall_seconds();
+    int is_best;
+    CNN_TRY(update_monitors(net, s, cfg, &es, &is_best));
+    s->history[epoch - 1] = es;
+    s->epoch = epoch;
+    s->epoch_started = 0;
+    s->samples_done = 0;
+    CNN_TRY(write_logs(cfg, s));
+    if (cfg->checkpoint_dir) {
+        if (is_best) CNN_TRY(write_checkpoint(cfg, CNN_CHECKPOINT_BEST, net, L->opt, s, L->train));
+        if (!cfg->checkpoint_in_steps && (epoch % L->every == 0 || epoch == cfg->epochs || s->finished))
+            CNN_TRY(write_checkpoint(cfg, NULL, net, L->opt, s, L->train));
+    }
+    if (s->finished && cfg->progress)
+        fprintf(cfg->progress, "Early stopping: %s has not improved for %d epoch%s (best %.4f at epoch %d)\n",
+                cnn_monitor_name(cfg->monitor), s->wait, s->wait == 1 ? "" : "s", s->best, s->best_epoch);
+    if (cfg->on_epoch_end) cfg->on_epoch_end(&es, cfg->user);
+fail:
+    return st;
+}
+
+/* After the last epoch: the best weights restored, the plot, the history for the caller. */
+static cnn_status loop_finish(train_loop *L, cnn_epoch_stats *history)
+{
+    const cnn_train_config *cfg = L->cfg;
+    cnn_train_state *s = &L->s;
+    cnn_status st = CNN_OK;
+    if (cfg->restore_best_weights && s->best_weights && s->best_epoch != s->epoch) {
+        CNN_TRY(cnn_net_restore_snapshot(L->net, s->best_weights));
+        if (s->pruner) CNN_TRY(cnn_pruner_apply(s->pruner, L->net)); /* the model ends with the run's last masks */
+        if (cfg->progress)
+            fprintf(cfg->progress, "Restoring the weights of epoch %d, the best (%s %.4f)\n", s->best_epoch,
+                    cnn_monitor_name(cfg->monitor), s->best);
+    }
+    if (cfg->plot && s->epoch > 0) CNN_TRY(cnn_plot_write(cfg->plot, s->history, s->epoch));
+    if (history) memcpy(history, s->history, (size_t)cfg->epochs * sizeof *history);
+fail:
+    return st;
+}
+
+static void loop_free(train_loop *L)
+{
+    cnn_net *net = L->net;
     cnn_dist_detach_net(net);
     cnn_qat_restore(net); /* a step that failed between forward and update leaves the float weights too */
-    cnn_distill_destroy(distill);
-    cnn_grad_destroy(adv_grad);
-    free(adv_pix);
-    free(adv_out);
+    cnn_distill_destroy(L->distill);
+    cnn_grad_destroy(L->adv_grad);
+    free(L->adv_pix);
+    free(L->adv_out);
     cnn_net_set_memory_use(net, 0, 0); /* the optimizer's state goes now */
-    cnn_loader_destroy(loader); /* held batches go with it */
-    cnn_loader_destroy(val_loader);
-    cnn_source_destroy(val_shard);
+    cnn_loader_destroy(L->loader);     /* held batches go with it */
+    cnn_loader_destroy(L->val_loader);
+    cnn_source_destroy(L->val_shard);
     cnn_net_set_loss_options(net, 0.0f, NULL, 0);
-    cnn_st_free(resume);
-    cnn_train_state_free(&s);
-    free(weights);
-    free(probs);
-    free(losses);
-    cnn_optimizer_destroy(opt);
+    cnn_st_free(L->resume);
+    cnn_train_state_free(&L->s);
+    free(L->weights);
+    free(L->probs);
+    free(L->losses);
+    cnn_optimizer_destroy(L->opt);
+}
+
+cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn_source *val_src,
+                            const cnn_train_config *cfg, cnn_epoch_stats *history)
+{
+    cnn_status st = CNN_OK;
+    train_loop L = {.net = net, .train_src = train_src, .val_src = val_src};
+    L.cfg = cnn_dist_train_config(cfg, &L.rank_cfg); /* rank 0 alone writes the outputs */
+    L.ranks = cnn_dist_size(L.cfg->dist);
+    L.bs = L.cfg->batch_size;
+    CNN_TRY(loop_check(&L));
+    CNN_TRY(loop_setup(&L));
+    CNN_TRY(loop_data(&L));
+    while (L.s.epoch < L.cfg->epochs && !L.s.finished) {
+        train_epoch E;
+        CNN_TRY(run_epoch(&L, &E));
+        CNN_TRY(end_epoch(&L, &E));
+    }
+    CNN_TRY(loop_finish(&L, history));
+fail:
+    loop_free(&L);
     return st;
 }
 

@@ -4,7 +4,12 @@
 
 #include <cmath>
 
+#include <dirent.h>
+
+#include <algorithm>
+
 extern "C" {
+#include "core/checkpoint.h"
 #include "core/rng.h"
 }
 #include "tests/util.h"
@@ -80,6 +85,89 @@ void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t s
     write_file(prefix + "images-idx3-ubyte", images);
     write_file(prefix + "labels-idx1-ubyte", labels);
   }
+}
+
+std::vector<float> read_tensor(const cnn_tensor *t) {
+  std::vector<float> v((size_t)cnn_tensor_numel(t));
+  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * sizeof(float)), CNN_OK) << cnn_last_error();
+  return v;
+}
+
+void write_tensor(cnn_tensor *t, const std::vector<float> &v) {
+  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * sizeof(float)), CNN_OK) << cnn_last_error();
+}
+
+std::vector<float> saved_weights(const cnn_net *net) {
+  std::vector<float> w((size_t)cnn_net_saved_floats(net));
+  EXPECT_EQ(cnn_net_snapshot(net, w.data()), CNN_OK) << cnn_last_error();
+  return w;
+}
+
+std::vector<std::string> list_dir(const std::string &dir, bool hidden) {
+  std::vector<std::string> names;
+  DIR *d = opendir(dir.c_str());
+  if (!d) return names;
+  while (dirent *e = readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != ".." && (hidden || n[0] != '.')) names.push_back(n);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
+                   const cnn_train_config &cfg, const std::string &path, std::vector<cnn_epoch_stats> *history,
+                   std::vector<float> *weights) {
+  TempDir other;
+  cnn_train_config rc = cfg;
+  rc.resume_from = path.c_str();
+  rc.checkpoint_dir = other.path().c_str();
+  train_fresh(net_text, b, 99, train, val, rc, history, weights);
+}
+
+void train_fresh(const char *net_text, cnn_backend *b, uint64_t seed, const cnn_dataset *train,
+                 const cnn_dataset *val, const cnn_train_config &cfg, std::vector<cnn_epoch_stats> *history,
+                 std::vector<float> *weights) {
+  cnn_net *net = nullptr;
+  ASSERT_EQ(cnn_net_from_text(net_text, "resume", b, seed, &net), CNN_OK) << cnn_last_error();
+  history->assign((size_t)cfg.epochs, cnn_epoch_stats{});
+  const cnn_status st = cnn_train(net, train, val, &cfg, history->data());
+  if (st == CNN_OK) *weights = saved_weights(net);
+  cnn_net_destroy(net);
+  ASSERT_EQ(st, CNN_OK) << (cfg.resume_from ? cfg.resume_from : "") << ": " << cnn_last_error();
+}
+
+void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int steps) {
+  cfg->checkpoint_dir = dir.c_str();
+  cfg->checkpoint_every = steps;
+  cfg->checkpoint_in_steps = 1;
+  cfg->keep_checkpoints = 1000;
+}
+
+std::vector<std::string> checkpoints_in(const std::string &dir) {
+  std::vector<std::string> out;
+  for (const auto &n : list_dir(dir, false))
+    if (n.rfind("ckpt-", 0) == 0 && n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") out.push_back(n);
+  return out;
+}
+
+void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message) {
+  cnn_net *net = nullptr;
+  cnn_status st = cnn_net_from_text(text, name, b, 1, &net);
+  EXPECT_NE(st, CNN_OK) << text;
+  EXPECT_EQ(net, nullptr);
+  EXPECT_NE(std::string(cnn_last_error()).find(message), std::string::npos)
+      << "definition:\n" << text << "message: " << cnn_last_error() << "\nexpected: " << message;
+}
+
+cnn_train_config quiet_train_config(int epochs, int batch_size) {
+  cnn_train_config cfg;
+  cnn_train_config_defaults(&cfg);
+  cfg.epochs = epochs;
+  cfg.batch_size = batch_size;
+  cfg.progress = nullptr;
+  return cfg;
 }
 
 }  // namespace cnntest

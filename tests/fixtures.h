@@ -38,4 +38,40 @@ void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n
 // of `--data mnist:DIR`: DIR/train-* and DIR/t10k-*.
 void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed);
 
+// A tensor's elements on the host (an expectation fails when it cannot be read), and back into the tensor (a fatal
+// assertion when it cannot be written).
+std::vector<float> read_tensor(const cnn_tensor *t);
+void write_tensor(cnn_tensor *t, const std::vector<float> &v);
+
+// Every tensor a model file holds (weights and statistics), in model-file order.
+std::vector<float> saved_weights(const cnn_net *net);
+
+// The names in a directory, sorted; "." and ".." never, other names that start with '.' (temporary files) only
+// with `hidden`. Empty when it cannot be read.
+std::vector<std::string> list_dir(const std::string &dir, bool hidden);
+
+// A fresh network from net_text (seed) trained under cfg: its history (cfg.epochs entries) and saved weights. Fatal
+// assertions when it fails.
+void train_fresh(const char *net_text, cnn_backend *b, uint64_t seed, const cnn_dataset *train,
+                 const cnn_dataset *val, const cnn_train_config &cfg, std::vector<cnn_epoch_stats> *history,
+                 std::vector<float> *weights);
+
+// cfg writes a checkpoint into dir (which must outlive cfg) every `steps` steps and keeps them all.
+void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int steps);
+
+// The same from net_text (seed 99) trained from the checkpoint `path` (writing its own checkpoints to a temporary
+// folder).
+void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
+                   const cnn_train_config &cfg, const std::string &path, std::vector<cnn_epoch_stats> *history,
+                   std::vector<float> *weights);
+
+// The checkpoints a run wrote in dir (ckpt-*.safetensors), sorted.
+std::vector<std::string> checkpoints_in(const std::string &dir);
+
+// A model definition that cnn_net_from_text (as file `name`) must refuse, with `message` in the error.
+void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message);
+
+// cnn_train_config_defaults with `epochs` and `batch_size`, and no progress bar.
+cnn_train_config quiet_train_config(int epochs, int batch_size);
+
 }  // namespace cnntest

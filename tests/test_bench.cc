@@ -61,6 +61,26 @@ const cnn_bench_layer *find_row(const cnn_bench_result *r, const std::string &na
   return nullptr;
 }
 
+// --mode's names: each reads back to its bit set and back; others are refused with the names listed.
+TEST(Bench, ModeNamesParseToTheirBitSets) {
+  const struct {
+    const char *name;
+    int modes;
+  } cases[] = {{"train", CNN_BENCH_TRAIN}, {"infer", CNN_BENCH_INFER}, {"both", CNN_BENCH_TRAIN | CNN_BENCH_INFER}};
+  for (const auto &c : cases) {
+    int modes = 0;
+    ASSERT_EQ(cnn_bench_modes_parse(c.name, &modes), CNN_OK) << c.name;
+    EXPECT_EQ(modes, c.modes) << c.name;
+    EXPECT_STREQ(cnn_bench_modes_name(c.modes), c.name);
+  }
+  int modes = 7;
+  EXPECT_EQ(cnn_bench_modes_parse("all", &modes), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(modes, 7);
+  EXPECT_STREQ(cnn_last_error(), "'all' is not one of train, infer, both");
+  EXPECT_STREQ(cnn_bench_modes_name(0), "?");
+  EXPECT_STREQ(cnn_bench_modes_name(4), "?");
+}
+
 TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   Backend be;
   cnn_net *net = nullptr;

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -42,40 +41,18 @@ const char *kNet =
     "dense 16 relu\n"
     "dense 4 softmax\n";
 
-std::vector<float> weights_of(const cnn_net *net) {
-  std::vector<float> w((size_t)cnn_net_saved_floats(net));
-  EXPECT_EQ(cnn_net_snapshot(net, w.data()), CNN_OK) << cnn_last_error();
-  return w;
-}
+using cnntest::saved_weights;
 
 cnn_train_config base_config() {
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 3;
-  cfg.batch_size = 32;
+  cnn_train_config cfg = cnntest::quiet_train_config(3, 32);
   cfg.lr = 3e-3f;
   cfg.seed = 5;
-  cfg.progress = nullptr;
   return cfg;
 }
 
-std::vector<std::string> list_dir(const std::string &dir) {
-  std::vector<std::string> names;
-  DIR *d = opendir(dir.c_str());
-  if (!d) return names;
-  while (dirent *e = readdir(d))
-    if (e->d_name[0] != '.') names.push_back(e->d_name);
-  closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
+std::vector<std::string> list_dir(const std::string &dir) { return cnntest::list_dir(dir, false); }
 
-std::vector<std::string> checkpoints_in(const std::string &dir) {
-  std::vector<std::string> out;
-  for (const auto &n : list_dir(dir))
-    if (n.rfind("ckpt-", 0) == 0 && n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") out.push_back(n);
-  return out;
-}
+using cnntest::checkpoints_in;
 
 bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
 
@@ -100,31 +77,18 @@ TEST(Checkpoint, ResumingFromAnyCheckpointMatchesTheUninterruptedRun) {
   cfg.plateau_patience = 1;
   cfg.plateau_factor = 0.5f;
   cfg.min_delta = 1.0f;  // only epoch 1 improves: the plateau fires after epoch 2, its state must survive too
-  cfg.checkpoint_dir = dir.path().c_str();
-  cfg.checkpoint_every = 3;
-  cfg.checkpoint_in_steps = 1;
-  cfg.keep_checkpoints = 1000;
-  cnn_net *ref = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
-  std::vector<cnn_epoch_stats> want(cfg.epochs);
-  ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
-  std::vector<float> want_w = weights_of(ref);
-  cnn_net_destroy(ref);
+  cnntest::keep_every_checkpoint(&cfg, dir.path(), 3);
+  std::vector<cnn_epoch_stats> want;
+  std::vector<float> want_w;
+  ASSERT_NO_FATAL_FAILURE(cnntest::train_fresh(kNet, be.b, 3, &train.ds, &val.ds, cfg, &want, &want_w));
   EXPECT_LT(want.back().lr, cfg.lr);  // the plateau did fire
 
   auto files = checkpoints_in(dir.path());
   ASSERT_EQ(files.size(), 6u);  // steps 3, 6, ..., 18
   for (const auto &f : files) {
-    TempDir other;
-    cnn_train_config rc = cfg;
-    std::string path = dir.file(f);
-    rc.resume_from = path.c_str();
-    rc.checkpoint_dir = other.path().c_str();
-    cnn_net *net = nullptr;
-    ASSERT_EQ(cnn_net_from_text(kNet, "resume", be.b, 99, &net), CNN_OK);
-    std::vector<cnn_epoch_stats> got(cfg.epochs);
-    ASSERT_EQ(cnn_train(net, &train.ds, &val.ds, &rc, got.data()), CNN_OK) << f << ": " << cnn_last_error();
-    std::vector<float> got_w = weights_of(net);
+    std::vector<cnn_epoch_stats> got;
+    std::vector<float> got_w;
+    ASSERT_NO_FATAL_FAILURE(cnntest::train_resumed(kNet, be.b, &train.ds, &val.ds, cfg, dir.file(f), &got, &got_w));
     ASSERT_EQ(got_w.size(), want_w.size());
     EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
     for (int e = 0; e < cfg.epochs; e++) {
@@ -134,7 +98,6 @@ TEST(Checkpoint, ResumingFromAnyCheckpointMatchesTheUninterruptedRun) {
       EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
       EXPECT_EQ(got[e].lr, want[e].lr) << f << " epoch " << e + 1;
     }
-    cnn_net_destroy(net);
   }
 }
 
@@ -161,7 +124,7 @@ TEST(Checkpoint, KeepsTheNewestAndTheBestAndLeavesNoTemporaryFiles) {
   // a checkpoint is also a model: eval and fine-tuning can read it
   cnn_net *loaded = nullptr;
   ASSERT_EQ(cnn_net_load(dir.file(want[2]).c_str(), be.b, &loaded), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(weights_of(loaded), weights_of(net));
+  EXPECT_EQ(saved_weights(loaded), saved_weights(net));
   cnn_net_destroy(loaded);
   cnn_net_destroy(net);
 }
@@ -281,7 +244,7 @@ struct EpochWeights {
 
 void record_weights(const cnn_epoch_stats *, void *user) {
   auto *r = static_cast<EpochWeights *>(user);
-  r->after.push_back(weights_of(r->net));
+  r->after.push_back(saved_weights(r->net));
 }
 
 // min_delta so large that only the first epoch counts as an improvement: patience 2 stops after epoch 3; the
@@ -316,10 +279,10 @@ TEST(Callbacks, EarlyStoppingSaveBestRestoreAndPlateauFollowTheMonitor) {
   EXPECT_EQ(h[1].lr, (double)cfg.lr);
   EXPECT_EQ(h[2].lr, (double)(cfg.lr * 0.5f));
   EXPECT_NE(rec.after[0], rec.after[2]);
-  EXPECT_EQ(weights_of(net), rec.after[0]);  // restored
+  EXPECT_EQ(saved_weights(net), rec.after[0]);  // restored
   cnn_net *saved = nullptr;
   ASSERT_EQ(cnn_net_load(best.c_str(), be.b, &saved), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(weights_of(saved), rec.after[0]);
+  EXPECT_EQ(saved_weights(saved), rec.after[0]);
   cnn_net_destroy(saved);
   cnn_net_destroy(net);
 }

@@ -46,17 +46,27 @@ Net make_net(const char *text, cnn_backend *b, uint64_t seed) {
   return Net(n);
 }
 
-std::vector<float> read(const cnn_tensor *t) {
-  std::vector<float> v((size_t)cnn_tensor_numel(t));
-  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * sizeof(float)), CNN_OK);
-  return v;
-}
-
-void write(cnn_tensor *t, const std::vector<float> &v) {
-  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * sizeof(float)), CNN_OK);
-}
+using cnntest::read_tensor;
+using cnntest::write_tensor;
 
 Vec to_double(const std::vector<float> &v) { return Vec(v.begin(), v.end()); }
+
+// The gradient of the float64 reference loss (cnnref::distill_loss) in the student's logits, by central differences.
+Vec distill_fd_grad(int n, int k, const std::vector<float> &zs, const std::vector<float> &zt,
+                    const std::vector<int32_t> &labels, const Vec &weights, double smoothing, double alpha,
+                    double temperature) {
+  Vec fd((size_t)n * k);
+  const double h = 1e-5;
+  for (size_t j = 0; j < fd.size(); j++) {
+    Vec up = to_double(zs), down = up;
+    up[j] += h;
+    down[j] -= h;
+    fd[j] = (cnnref::distill_loss(n, k, up, to_double(zt), labels, weights, smoothing, alpha, temperature, nullptr) -
+             cnnref::distill_loss(n, k, down, to_double(zt), labels, weights, smoothing, alpha, temperature,
+                                  nullptr)) / (2 * h);
+  }
+  return fd;
+}
 
 std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   std::mt19937_64 rng(seed);
@@ -72,7 +82,7 @@ std::vector<float> saved_tensors(const cnn_net *net) {
   for (int i = 0; i < net->nlayers; i++) {
     const cnn_layer *l = net->layers[i];
     for (int j = 0; j < l->nparams + l->nstate; j++) {
-      auto v = read(j < l->nparams ? l->params[j].value : l->state[j - l->nparams].value);
+      auto v = read_tensor(j < l->nparams ? l->params[j].value : l->state[j - l->nparams].value);
       all.insert(all.end(), v.begin(), v.end());
     }
   }
@@ -100,17 +110,8 @@ TEST(Distill, CombinedLossAndGradientMatchTheFloat64ReferenceAndItsFiniteDiffere
   cnnref::distill_loss(n, k, to_double(zs), to_double(zt), labels, weights, smoothing, alpha, temperature,
                        &want_losses);
   EXPECT_LT(cnnref::max_rel_error(loss, want_losses), 1e-6);
-  Vec fd((size_t)n * k);
-  const double h = 1e-5;
-  for (size_t j = 0; j < fd.size(); j++) {
-    Vec up = to_double(zs), down = up;
-    up[j] += h;
-    down[j] -= h;
-    fd[j] = (cnnref::distill_loss(n, k, up, to_double(zt), labels, weights, smoothing, alpha, temperature, nullptr) -
-             cnnref::distill_loss(n, k, down, to_double(zt), labels, weights, smoothing, alpha, temperature,
-                                  nullptr)) / (2 * h);
-  }
-  EXPECT_LT(cnnref::max_rel_error(grad, fd), 1e-5);
+  EXPECT_LT(cnnref::max_rel_error(grad, distill_fd_grad(n, k, zs, zt, labels, weights, smoothing, alpha, temperature)),
+            1e-5);
   // the ends: alpha 0 is the cross-entropy alone, alpha 1 the KL term alone (zero where the logits agree)
   cnn_distill_combine(n, k, zs.data(), zt.data(), 0.0f, 2.0f, cef.data(), gradf.data(), 1.0f / n, loss.data(),
                       grad.data());
@@ -146,8 +147,8 @@ TEST(Distill, NetworkLossWithAResizedTeacherMatchesFiniteDifferences) {
   ASSERT_EQ(cnn_net_set_normalization(t.get(), 1, &tmean, &tstd), CNN_OK);
   // the teacher's batchnorm gets statistics of its own, which an inference pass must keep
   cnn_layer *bn = t->layers[1];
-  write(bn->state[0].value, {0.3f, -0.2f});
-  write(bn->state[1].value, {2.0f, 0.5f});
+  write_tensor(bn->state[0].value, {0.3f, -0.2f});
+  write_tensor(bn->state[1].value, {2.0f, 0.5f});
   const int n = 3, k = 4;
   const std::vector<int32_t> labels = {1, 0, 3};
   auto pix = uniform((size_t)n * 36, 3, 0.0f, 1.0f);
@@ -167,29 +168,21 @@ TEST(Distill, NetworkLossWithAResizedTeacherMatchesFiniteDifferences) {
   ASSERT_EQ(cnn_distill_loss(d, s.get(), images.data(), n), CNN_OK) << cnn_last_error();
   EXPECT_GE(cnn_distill_teacher_seconds(d), 0.0);
   cnn_distill_destroy(d);
-  auto zs = read(s->acts[s->nlayers - 1]), grad = read(s->grads[s->nlayers - 1]), losses = read(s->losses);
-  EXPECT_EQ(read(bn->state[0].value), (std::vector<float>{0.3f, -0.2f}));
-  EXPECT_EQ(read(bn->state[1].value), (std::vector<float>{2.0f, 0.5f}));
+  auto zs = read_tensor(s->acts[s->nlayers - 1]), grad = read_tensor(s->grads[s->nlayers - 1]);
+  auto losses = read_tensor(s->losses);
+  EXPECT_EQ(read_tensor(bn->state[0].value), (std::vector<float>{0.3f, -0.2f}));
+  EXPECT_EQ(read_tensor(bn->state[1].value), (std::vector<float>{2.0f, 0.5f}));
   // the teacher on the pixels resized to 8x8 (bilinear up) and normalized as it wants (cnn_net_predict does)
   std::vector<float> big((size_t)n * 64), probs((size_t)n * k);
   for (int i = 0; i < n; i++)
     ASSERT_EQ(cnn_image_resize(pix.data() + i * 36, 6, 6, 1, big.data() + i * 64, 8, 8), CNN_OK);
   ASSERT_EQ(cnn_net_predict(t.get(), big.data(), n, probs.data()), CNN_OK);
-  auto zt = read(t->acts[t->nlayers - 1]);
+  auto zt = read_tensor(t->acts[t->nlayers - 1]);
   const Vec w(cw, cw + 4);
   Vec want_losses;
   cnnref::distill_loss(n, k, to_double(zs), to_double(zt), labels, w, 0.05, 0.6, 2.5, &want_losses);
   EXPECT_LT(cnnref::max_rel_error(losses, want_losses), 1e-5);
-  Vec fd((size_t)n * k);
-  const double h = 1e-5;
-  for (size_t j = 0; j < fd.size(); j++) {
-    Vec up = to_double(zs), down = up;
-    up[j] += h;
-    down[j] -= h;
-    fd[j] = (cnnref::distill_loss(n, k, up, to_double(zt), labels, w, 0.05, 0.6, 2.5, nullptr) -
-             cnnref::distill_loss(n, k, down, to_double(zt), labels, w, 0.05, 0.6, 2.5, nullptr)) / (2 * h);
-  }
-  EXPECT_LT(cnnref::max_rel_error(grad, fd), 1e-5);
+  EXPECT_LT(cnnref::max_rel_error(grad, distill_fd_grad(n, k, zs, zt, labels, w, 0.05, 0.6, 2.5)), 1e-5);
 }
 
 const char *kQuadNet =
@@ -200,11 +193,7 @@ const char *kQuadNet =
     "dense 4 softmax\n";
 
 cnn_train_config quick_config() {
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 2;
-  cfg.batch_size = 32;
-  cfg.progress = nullptr;
+  cnn_train_config cfg = cnntest::quiet_train_config(2, 32);
   cfg.workers = 1;
   cfg.seed = 5;
   return cfg;
@@ -370,10 +359,10 @@ TEST(Qat, FakeQuantizedWeightsAreTheStoredInt8WeightsDequantized) {
   CpuBackend be;
   TempDir tmp;
   Net net = make_net("input 6 6 2\nconv 5 3 relu\nflatten\ndense 3 softmax\n", be.b, 4);
-  auto w = read(net->layers[0]->params[0].value);
+  auto w = read_tensor(net->layers[0]->params[0].value);
   w[7] = 0.0f;  // a few special values
   for (int k = 0; k < 18; k++) w[18 + k] = 0.0f;  // an all-zero channel (scale 1)
-  write(net->layers[0]->params[0].value, w);
+  write_tensor(net->layers[0]->params[0].value, w);
   cnn_quant_config qc;
   cnn_quant_config_defaults(&qc);
   qc.mode = CNN_QUANT_DYNAMIC;  // the same per-channel weights as int8, without calibration
@@ -418,11 +407,11 @@ TEST(Qat, ForwardQuantizesInputWeightsAndOutputsExactly) {
   ASSERT_EQ(cnn_net_stage_host(q.get(), x.data(), labels.data(), n), CNN_OK);
   ASSERT_EQ(cnn_net_forward(q.get(), 1), CNN_OK) << cnn_last_error();  // sets the ranges
   ASSERT_EQ(cnn_qat_restore(q.get()), CNN_OK);
-  auto master = read(q->layers[0]->params[0].value);
+  auto master = read_tensor(q->layers[0]->params[0].value);
   ASSERT_EQ(cnn_net_stage_host(q.get(), x.data(), labels.data(), n), CNN_OK);
   ASSERT_EQ(cnn_net_forward(q.get(), 0), CNN_OK) << cnn_last_error();
-  auto got = read(q->acts[0]);
-  EXPECT_EQ(read(q->layers[0]->params[0].value), master);  // inference puts the float weights back
+  auto got = read_tensor(q->acts[0]);
+  EXPECT_EQ(read_tensor(q->layers[0]->params[0].value), master);  // inference puts the float weights back
   float in_lo, in_hi, lo, hi;
   ASSERT_TRUE(cnn_qat_range(q.get(), -1, &in_lo, &in_hi));
   ASSERT_TRUE(cnn_qat_range(q.get(), 0, &lo, &hi));
@@ -437,8 +426,8 @@ TEST(Qat, ForwardQuantizesInputWeightsAndOutputsExactly) {
     const float s = mx > 0.0f ? mx / 127.0f : 1.0f;
     for (int k = 0; k < 9; k++) wq[c * 9 + k] = s * std::min(127.0f, std::max(-127.0f, std::round(wq[c * 9 + k] / s)));
   }
-  write(plain->layers[0]->params[0].value, wq);
-  write(plain->layers[0]->params[1].value, read(q->layers[0]->params[1].value));
+  write_tensor(plain->layers[0]->params[0].value, wq);
+  write_tensor(plain->layers[0]->params[1].value, read_tensor(q->layers[0]->params[1].value));
   float s_in, s_out;
   int32_t z_in, z_out;
   lq_choose_params(in_lo, in_hi, &s_in, &z_in);
@@ -447,7 +436,7 @@ TEST(Qat, ForwardQuantizesInputWeightsAndOutputsExactly) {
   for (size_t j = 0; j < x.size(); j++) xq[j] = s_in * (float)((int32_t)lq_quantize(x[j], s_in, z_in) - z_in);
   ASSERT_EQ(cnn_net_stage_host(plain.get(), xq.data(), labels.data(), n), CNN_OK);
   ASSERT_EQ(cnn_net_forward(plain.get(), 0), CNN_OK);
-  auto y = read(plain->acts[0]);
+  auto y = read_tensor(plain->acts[0]);
   ASSERT_EQ(y.size(), got.size());
   for (size_t j = 0; j < y.size(); j++) {
     const float want = s_out * (float)((int32_t)lq_quantize(y[j], s_out, z_out) - z_out);
@@ -472,8 +461,8 @@ TEST(Qat, StraightThroughGradientMatchesFiniteDifferencesOfItsFunction) {
   for (int j = 0; j < q->layers[0]->nstate; j++)
     if (has(q->layers[0]->state[j].name, "qat_range")) range = &q->layers[0]->state[j];
   ASSERT_TRUE(range);
-  auto r = read(range->value);
-  write(range->value, {r[0] * 0.4f, r[1] * 0.4f});
+  auto r = read_tensor(range->value);
+  write_tensor(range->value, {r[0] * 0.4f, r[1] * 0.4f});
   ASSERT_EQ(cnn_net_stage_host(q.get(), x.data(), labels.data(), n), CNN_OK);
   ASSERT_EQ(cnn_net_forward(q.get(), 1), CNN_OK);
   ASSERT_EQ(cnn_net_loss(q.get(), 1), CNN_OK);
@@ -483,11 +472,11 @@ TEST(Qat, StraightThroughGradientMatchesFiniteDifferencesOfItsFunction) {
   std::vector<float> got;
   for (cnn_layer *l : {conv, dense})
     for (int p = 0; p < 2; p++) {
-      auto g = read(l->params[p].grad);
+      auto g = read_tensor(l->params[p].grad);
       got.insert(got.end(), g.begin(), g.end());
     }
-  const Vec w0 = to_double(read(conv->params[0].value)), b0 = to_double(read(conv->params[1].value));
-  const Vec v0 = to_double(read(dense->params[0].value)), c0 = to_double(read(dense->params[1].value));
+  const Vec w0 = to_double(read_tensor(conv->params[0].value)), b0 = to_double(read_tensor(conv->params[1].value));
+  const Vec v0 = to_double(read_tensor(dense->params[0].value)), c0 = to_double(read_tensor(dense->params[1].value));
   float ranges[3][2];
   ASSERT_TRUE(cnn_qat_range(q.get(), -1, &ranges[0][0], &ranges[0][1]));
   ASSERT_TRUE(cnn_qat_range(q.get(), 0, &ranges[1][0], &ranges[1][1]));
@@ -664,7 +653,7 @@ TEST(Qat, ConvertingAFloatNetworkKeepsItsWeightsAndSetsNoRange) {
   EXPECT_FALSE(cnn_net_is_qat(f.get()));
   for (int i = 0; i < f->nlayers; i++)
     for (int p = 0; p < f->layers[i]->nparams; p++)
-      EXPECT_EQ(read(q->layers[i]->params[p].value), read(f->layers[i]->params[p].value));
+      EXPECT_EQ(read_tensor(q->layers[i]->params[p].value), read_tensor(f->layers[i]->params[p].value));
   float m2, s2, lo, hi;
   ASSERT_TRUE(cnn_net_normalization(q.get(), &m2, &s2));
   EXPECT_EQ(m2, mean);

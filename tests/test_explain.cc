@@ -27,15 +27,8 @@ namespace {
 
 using Backend = cnntest::CpuBackend;
 
-std::vector<float> read(const cnn_tensor *t) {
-  std::vector<float> v(cnn_tensor_numel(t));
-  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * 4), CNN_OK);
-  return v;
-}
-
-void write(cnn_tensor *t, const std::vector<float> &v) {
-  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * 4), CNN_OK);
-}
+using cnntest::read_tensor;
+using cnntest::write_tensor;
 
 std::vector<float> uniform(size_t n, uint64_t seed, float lo, float hi) {
   cnn_rng r;
@@ -52,10 +45,10 @@ void perturb_batchnorm(cnn_net *net, uint64_t seed) {
     cnn_layer *l = net->layers[i];
     if (l->ops != &cnn_batchnorm_layer_ops) continue;
     size_t c = (size_t)cnn_tensor_numel(l->state[0].value);
-    write(l->state[0].value, uniform(c, seed + 4 * i, -0.3f, 0.3f));
-    write(l->state[1].value, uniform(c, seed + 4 * i + 1, 0.5f, 2.0f));
-    write(l->params[0].value, uniform(c, seed + 4 * i + 2, 0.5f, 1.5f));
-    write(l->params[1].value, uniform(c, seed + 4 * i + 3, -0.2f, 0.2f));
+    write_tensor(l->state[0].value, uniform(c, seed + 4 * i, -0.3f, 0.3f));
+    write_tensor(l->state[1].value, uniform(c, seed + 4 * i + 1, 0.5f, 2.0f));
+    write_tensor(l->params[0].value, uniform(c, seed + 4 * i + 2, 0.5f, 1.5f));
+    write_tensor(l->params[1].value, uniform(c, seed + 4 * i + 3, -0.2f, 0.2f));
   }
 }
 
@@ -203,6 +196,22 @@ TEST(InputGradients, AnInputWithTwoConsumersAndNormalizationMatchFiniteDifferenc
 
 // A small convolutional net written again in float64 (tests/reference.cc): the engine's input gradient against
 // central differences of the float64 forward pass, element by element.
+// d f / d v by central differences in float64 of f(v).
+template <typename F>
+cnnref::Vec numeric_gradient(const cnnref::Vec &v0, F f) {
+  cnnref::Vec v = v0, g(v0.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    const double orig = v[i], eps = 1e-6;
+    v[i] = orig + eps;
+    double fp = f(v);
+    v[i] = orig - eps;
+    double fm = f(v);
+    v[i] = orig;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}
+
 TEST(InputGradients, MatchFiniteDifferencesOfAFloat64Reference) {
   Backend be;
   cnn_net *net = nullptr;
@@ -215,10 +224,10 @@ TEST(InputGradients, MatchFiniteDifferencesOfAFloat64Reference) {
   const int n = 2, k = 4;
   std::vector<float> x = uniform(n * 72, 7, 0.0f, 1.0f), d = uniform(n * k, 8, -1.0f, 1.0f);
   cnnref::Vec cw, cb, dw, db;
-  for (float v : read(net->layers[0]->params[0].value)) cw.push_back(v);
-  for (float v : read(net->layers[0]->params[1].value)) cb.push_back(v);
-  for (float v : read(net->layers[2]->params[0].value)) dw.push_back(v);
-  for (float v : read(net->layers[2]->params[1].value)) db.push_back(v);
+  for (float v : read_tensor(net->layers[0]->params[0].value)) cw.push_back(v);
+  for (float v : read_tensor(net->layers[0]->params[1].value)) cb.push_back(v);
+  for (float v : read_tensor(net->layers[2]->params[0].value)) dw.push_back(v);
+  for (float v : read_tensor(net->layers[2]->params[1].value)) db.push_back(v);
   cnnref::Conv2d p;
   p.n = n, p.h = 6, p.w = 6, p.c = 2, p.o = 3, p.kh = 3, p.kw = 3;
   auto f = [&](const cnnref::Vec &xd) {
@@ -233,16 +242,9 @@ TEST(InputGradients, MatchFiniteDifferencesOfAFloat64Reference) {
   std::vector<float> dx(x.size());
   ASSERT_EQ(cnn_grad_forward(g, x.data(), n, nullptr, nullptr), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_grad_backward(g, d.data(), dx.data(), -1, nullptr), CNN_OK) << cnn_last_error();
-  cnnref::Vec xd(x.begin(), x.end());
-  for (size_t i = 0; i < xd.size(); i++) {
-    const double orig = xd[i], eps = 1e-6;
-    xd[i] = orig + eps;
-    double fp = f(xd);
-    xd[i] = orig - eps;
-    double fm = f(xd);
-    xd[i] = orig;
-    EXPECT_NEAR(dx[i], (fp - fm) / (2 * eps), 1e-4 + 1e-3 * std::fabs((fp - fm) / (2 * eps))) << "element " << i;
-  }
+  const cnnref::Vec num = numeric_gradient(cnnref::Vec(x.begin(), x.end()), f);
+  for (size_t i = 0; i < num.size(); i++)
+    EXPECT_NEAR(dx[i], num[i], 1e-4 + 1e-3 * std::fabs(num[i])) << "element " << i;
   cnn_grad_destroy(g);
   cnn_net_destroy(net);
 }
@@ -267,10 +269,10 @@ TEST(InputGradients, LeaveTheWeightGradientsAndTheTrainingStateAlone) {
   for (int i = 0; i < net->nlayers; i++) {
     cnn_layer *l = net->layers[i];
     for (int p = 0; p < l->nparams; p++) {
-      write(l->params[p].grad, uniform((size_t)cnn_tensor_numel(l->params[p].grad), 50 + t++, -9.0f, 9.0f));
-      before.push_back(read(l->params[p].grad));
+      write_tensor(l->params[p].grad, uniform((size_t)cnn_tensor_numel(l->params[p].grad), 50 + t++, -9.0f, 9.0f));
+      before.push_back(read_tensor(l->params[p].grad));
     }
-    for (int s = 0; s < l->nstate; s++) before.push_back(read(l->state[s].value));
+    for (int s = 0; s < l->nstate; s++) before.push_back(read_tensor(l->state[s].value));
   }
   cnn_grad *g = nullptr;
   ASSERT_EQ(cnn_grad_create(net, 3, &g), CNN_OK) << cnn_last_error();
@@ -284,8 +286,8 @@ TEST(InputGradients, LeaveTheWeightGradientsAndTheTrainingStateAlone) {
   t = 0;
   for (int i = 0; i < net->nlayers; i++) {
     cnn_layer *l = net->layers[i];
-    for (int p = 0; p < l->nparams; p++) EXPECT_EQ(read(l->params[p].grad), before[t++]) << l->params[p].name;
-    for (int s = 0; s < l->nstate; s++) EXPECT_EQ(read(l->state[s].value), before[t++]) << l->state[s].name;
+    for (int p = 0; p < l->nparams; p++) EXPECT_EQ(read_tensor(l->params[p].grad), before[t++]) << l->params[p].name;
+    for (int s = 0; s < l->nstate; s++) EXPECT_EQ(read_tensor(l->state[s].value), before[t++]) << l->state[s].name;
     EXPECT_EQ(l->infer_grad, 0) << l->name;
   }
   EXPECT_EQ(net->step, 17u);
@@ -326,7 +328,7 @@ TEST(InputGradients, LayerOutputGradientMatchesTheHandComputedValue) {
   int h, w, c, nd;
   EXPECT_EQ(cnn_net_layer_shape(net, conv, &h, &w, &c, &nd), 75);
   EXPECT_EQ(h * 100 + w * 10 + c, 553);
-  std::vector<float> wd = read(net->layers[2]->params[0].value);  // (4, 3)
+  std::vector<float> wd = read_tensor(net->layers[2]->params[0].value);  // (4, 3)
   cnn_grad *g = nullptr;
   ASSERT_EQ(cnn_grad_create(net, 1, &g), CNN_OK) << cnn_last_error();
   std::vector<float> x = uniform(25, 1, 0.0f, 1.0f), d = {0, 0, 1, 0}, lg(75);
@@ -350,7 +352,7 @@ struct SmallNet {
     std::string text = std::string("input 7 7 2\nconv 3 3 ") + act1 + "\nconv 2 3 tanh\nflatten\ndense 4\n";
     EXPECT_EQ(cnn_net_from_text(text.c_str(), "small", be.b, 21, &net), CNN_OK) << cnn_last_error();
     auto get = [&](int layer, int p, cnnref::Vec *v) {
-      for (float x : read(net->layers[layer]->params[p].value)) v->push_back(x);
+      for (float x : read_tensor(net->layers[layer]->params[p].value)) v->push_back(x);
     };
     get(0, 0, &w1), get(0, 1, &b1), get(1, 0, &w2), get(1, 1, &b2), get(3, 0, &wd), get(3, 1, &bd);
     p1.h = p1.w = 7, p1.c = 2, p1.o = 3, p1.kh = p1.kw = 3, p1.relu = !strcmp(act1, "relu");
@@ -369,22 +371,6 @@ struct SmallNet {
   }
   double logit(const cnnref::Vec &x, int k) const { return head(layer1(x))[k]; }
 };
-
-// d logit_k / d v by central differences in float64 of f(v).
-template <typename F>
-cnnref::Vec numeric_gradient(const cnnref::Vec &v0, F f) {
-  cnnref::Vec v = v0, g(v0.size());
-  for (size_t i = 0; i < v.size(); i++) {
-    const double orig = v[i], eps = 1e-6;
-    v[i] = orig + eps;
-    double fp = f(v);
-    v[i] = orig - eps;
-    double fm = f(v);
-    v[i] = orig;
-    g[i] = (fp - fm) / (2 * eps);
-  }
-  return g;
-}
 
 cnn_explanation explain(cnn_net *net, cnn_explain_method m, const std::vector<float> &x, int target, int cap = 8,
                         void (*tweak)(cnn_explain_config *) = nullptr) {
@@ -620,12 +606,8 @@ TEST(Explain, MapsOfATrainedAndAWeightShuffledModelDiffer) {
   cnn_net *net = nullptr;
   const char *text = "input 12 12 1\nconv 8 3 relu padding=same\nconv 8 3 relu padding=same\nglobalavgpool\ndense 3\n";
   ASSERT_EQ(cnn_net_from_text(text, "shapes", be.b, 1, &net), CNN_OK) << cnn_last_error();
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 6;
-  cfg.batch_size = 32;
+  cnn_train_config cfg = cnntest::quiet_train_config(6, 32);
   cfg.lr = 0.01f;
-  cfg.progress = nullptr;
   cfg.seed = 1;
   ASSERT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
   const int nimg = 24;
@@ -678,9 +660,9 @@ TEST(Explain, MapsOfATrainedAndAWeightShuffledModelDiffer) {
   cnn_rng_seed(&r, 99);
   for (int i = 0; i < net->nlayers; i++)
     for (int p = 0; p < net->layers[i]->nparams; p++) {
-      std::vector<float> v = read(net->layers[i]->params[p].value);
+      std::vector<float> v = read_tensor(net->layers[i]->params[p].value);
       for (size_t j = v.size(); j > 1; j--) std::swap(v[j - 1], v[cnn_rng_below(&r, (uint32_t)j)]);
-      write(net->layers[i]->params[p].value, v);
+      write_tensor(net->layers[i]->params[p].value, v);
     }
   for (int m = 0; m < 2; m++) {
     std::vector<std::vector<float>> shuffled = maps(methods[m]);

@@ -1,5 +1,4 @@
 // Whole-file reading and atomic writing (core/fileio.h).
-#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -14,23 +13,12 @@
 
 #include "core/fileio.h"
 #include "cnn/status.h"
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 using cnntest::TempDir;
 
 namespace {
-
-std::vector<std::string> list_dir(const std::string &dir) {
-  std::vector<std::string> names;
-  DIR *d = opendir(dir.c_str());
-  if (!d) return names;
-  while (struct dirent *e = readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  closedir(d);
-  return names;
-}
 
 cnn_status write_parts(const std::string &path, const std::vector<std::string> &chunks) {
   std::vector<const void *> parts;
@@ -114,7 +102,7 @@ TEST(FileIO, AtomicWriteConcatenatesParts) {
   EXPECT_EQ(cnntest::read_file(path), "replaced");
   ASSERT_EQ(write_parts(path, {}), CNN_OK);
   EXPECT_EQ(cnntest::read_file(path), "");
-  EXPECT_EQ(list_dir(dir.path()).size(), 1u);  // no temporary files left
+  EXPECT_EQ(cnntest::list_dir(dir.path(), true).size(), 1u);  // no temporary files left
 }
 
 TEST(FileIO, AtomicWriteRespectsUmask) {
@@ -133,7 +121,7 @@ TEST(FileIO, AtomicWriteIntoMissingDirectoryFailsCleanly) {
   std::string path = dir.file("no-such-dir/out.bin");
   EXPECT_NE(write_parts(path, {"data"}), CNN_OK);
   EXPECT_NE(std::string(cnn_last_error()).find("out.bin"), std::string::npos);
-  EXPECT_TRUE(list_dir(dir.path()).empty());
+  EXPECT_TRUE(cnntest::list_dir(dir.path(), true).empty());
 }
 
 TEST(FileIO, FailedRenameLeavesOldTargetAndNoTempFile) {
@@ -146,7 +134,7 @@ TEST(FileIO, FailedRenameLeavesOldTargetAndNoTempFile) {
   EXPECT_EQ(write_parts(target, {"new contents"}), CNN_ERR_IO);
   EXPECT_NE(std::string(cnn_last_error()).find("target"), std::string::npos);
   EXPECT_EQ(cnntest::read_file(target + "/keep"), "old");
-  auto names = list_dir(dir.path());
+  auto names = cnntest::list_dir(dir.path(), true);
   ASSERT_EQ(names.size(), 1u);
   EXPECT_EQ(names[0], "target");
 }
@@ -173,7 +161,7 @@ TEST(FileIO, FailedWriteLeavesOldFileIntact) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_EQ(cnntest::read_file(path), "old");
-  EXPECT_EQ(list_dir(dir.path()).size(), 1u);
+  EXPECT_EQ(cnntest::list_dir(dir.path(), true).size(), 1u);
 }
 
 TEST(FileIO, AtomicWriteRefusesDataMissingForAPart) {
@@ -184,7 +172,7 @@ TEST(FileIO, AtomicWriteRefusesDataMissingForAPart) {
   size_t sizes[2] = {3, 10};
   EXPECT_EQ(cnn_write_file_atomic(path.c_str(), parts, sizes, 2), CNN_ERR_INVALID_ARG);
   EXPECT_EQ(cnntest::read_file(path), "old");
-  EXPECT_EQ(list_dir(dir.path()).size(), 1u);
+  EXPECT_EQ(cnntest::list_dir(dir.path(), true).size(), 1u);
 }
 
 TEST(FileIO, BasenameStripsDirectories) {

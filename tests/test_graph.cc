@@ -24,15 +24,8 @@ using Backend = cnntest::CpuBackend;
 
 std::string model_path(const char *name) { return std::string(CNN_SOURCE_DIR) + "/samples/models/" + name; }
 
-std::vector<float> read(const cnn_tensor *t) {
-  std::vector<float> v(cnn_tensor_numel(t));
-  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * 4), CNN_OK);
-  return v;
-}
-
-void write(cnn_tensor *t, const std::vector<float> &v) {
-  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * 4), CNN_OK);
-}
+using cnntest::read_tensor;
+using cnntest::write_tensor;
 
 std::string shape_of(const cnn_layer *l) {
   char buf[64];
@@ -195,7 +188,7 @@ TEST(GraphText, LinearGlobalMaxPoolAndActivationsAfterOptions) {
   ds.n = 2, ds.h = 3, ds.w = 4, ds.c = 2, ds.images = images.data(), ds.labels = labels.data(), ds.num_classes = 2;
   ASSERT_EQ(cnn_net_stage_batch(net, &ds, nullptr, 0, 2), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_forward(net, 0), CNN_OK) << cnn_last_error();
-  std::vector<float> y = read(net->acts[net->nlayers - 1]);
+  std::vector<float> y = read_tensor(net->acts[net->nlayers - 1]);
   ASSERT_EQ(y.size(), 4u);
   for (int n = 0; n < 2; n++)
     for (int c = 0; c < 2; c++) {
@@ -293,14 +286,7 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
       {"input 8 8 1\nflatten\ndense 4 from=nowhere\ndense 2\n", "g.cnn:3: dense: no layer named 'nowhere'"},
       {"input 8 8 1\nrepeat 1000\nrepeat 1000\nconv 1 1\nend\nend\nflatten\ndense 2\n", "expand to more than"},
   };
-  for (const auto &c : cases) {
-    cnn_net *net = nullptr;
-    cnn_status st = cnn_net_from_text(c.text, "g.cnn", be.b, 1, &net);
-    EXPECT_NE(st, CNN_OK) << c.text;
-    EXPECT_EQ(net, nullptr);
-    EXPECT_NE(std::string(cnn_last_error()).find(c.message), std::string::npos)
-        << "definition:\n" << c.text << "message: " << cnn_last_error() << "\nexpected: " << c.message;
-  }
+  for (const auto &c : cases) cnntest::expect_refused_definition(be.b, c.text, "g.cnn", c.message);
 }
 
 // ---- gradients ------------------------------------------------------------------------------------------------
@@ -348,19 +334,19 @@ void check_gradients(cnn_net *net, int n, double tolerance) {
     for (int pi = 0; pi < l->nparams; pi++) {
       cnn_param *p = &l->params[pi];
       int64_t count = cnn_tensor_numel(p->value);
-      std::vector<float> w = read(p->value), g = read(p->grad);
+      std::vector<float> w = read_tensor(p->value), g = read_tensor(p->grad);
       double num2 = 0, diff2 = 0;
       for (int t = 0; t < 8; t++) {
         int64_t i = cnn_rng_below(&pick, (uint32_t)count);
         float orig = w[i];
         w[i] = orig + eps;
-        write(p->value, w);
+        write_tensor(p->value, w);
         double lp = mean_loss(net, n);
         w[i] = orig - eps;
-        write(p->value, w);
+        write_tensor(p->value, w);
         double lm = mean_loss(net, n);
         w[i] = orig;
-        write(p->value, w);
+        write_tensor(p->value, w);
         double numeric = (lp - lm) / (2.0 * eps);
         num2 += numeric * numeric + g[i] * (double)g[i];
         diff2 += (numeric - g[i]) * (numeric - g[i]);
@@ -505,7 +491,7 @@ TEST(GraphGradients, LabelSmoothingAndClassWeightsKeepGradientsConsistent) {
   // the per-sample loss: w[label] * (-sum_j target_j log p_j), target = 0.9 onehot + 0.1 / 3
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
   ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK);
-  std::vector<float> probs = read(net->probs), losses = read(net->losses);
+  std::vector<float> probs = read_tensor(net->probs), losses = read_tensor(net->losses);
   for (int i = 0; i < 5; i++) {
     double want = 0;
     for (int j = 0; j < 3; j++) want -= ((j == batch.labels[i] ? 0.9 : 0.0) + 0.1 / 3) * std::log(probs[i * 3 + j]);
@@ -530,15 +516,15 @@ TEST(GraphGradients, L1AndL2PenaltiesAreAddedToTheWeightGradient) {
     ASSERT_EQ(cnn_net_loss(n, 1), CNN_OK);
     ASSERT_EQ(cnn_net_backward(n), CNN_OK) << cnn_last_error();
   }
-  std::vector<float> w = read(a->layers[0]->params[0].value), ga = read(a->layers[0]->params[0].grad),
-                     gb = read(b->layers[0]->params[0].grad);
+  std::vector<float> w = read_tensor(a->layers[0]->params[0].value), ga = read_tensor(a->layers[0]->params[0].grad),
+                     gb = read_tensor(b->layers[0]->params[0].grad);
   for (size_t i = 0; i < w.size(); i++) EXPECT_NEAR(gb[i], ga[i] + 2 * 0.25 * w[i], 1e-6) << i;
-  w = read(a->layers[2]->params[0].value);
-  ga = read(a->layers[2]->params[0].grad);
-  gb = read(b->layers[2]->params[0].grad);
+  w = read_tensor(a->layers[2]->params[0].value);
+  ga = read_tensor(a->layers[2]->params[0].grad);
+  gb = read_tensor(b->layers[2]->params[0].grad);
   for (size_t i = 0; i < w.size(); i++) EXPECT_NEAR(gb[i], ga[i] + 0.5 * (w[i] > 0 ? 1 : -1), 1e-6) << i;
   // biases carry no penalty
-  EXPECT_EQ(read(a->layers[2]->params[1].grad), read(b->layers[2]->params[1].grad));
+  EXPECT_EQ(read_tensor(a->layers[2]->params[1].grad), read_tensor(b->layers[2]->params[1].grad));
   cnn_net_destroy(a);
   cnn_net_destroy(b);
 }
@@ -553,9 +539,9 @@ TEST(GraphLayers, DropoutIsTheIdentityAtInferenceAndScalesKeptValuesInTraining) 
   batch.ds.c = 1000;
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 2), CNN_OK);
   ASSERT_EQ(cnn_net_forward(net, 0), CNN_OK);
-  EXPECT_EQ(read(net->acts[1]), batch.images);
+  EXPECT_EQ(read_tensor(net->acts[1]), batch.images);
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  std::vector<float> y = read(net->acts[1]);
+  std::vector<float> y = read_tensor(net->acts[1]);
   int dropped = 0;
   for (size_t i = 0; i < y.size(); i++) {
     if (y[i] == 0.0f) dropped++;
@@ -564,10 +550,10 @@ TEST(GraphLayers, DropoutIsTheIdentityAtInferenceAndScalesKeptValuesInTraining) 
   EXPECT_NEAR(dropped / 2000.0, 0.4, 0.05);
   // the same step gives the same mask; the next step another
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
-  EXPECT_EQ(read(net->acts[1]), y);
+  EXPECT_EQ(read_tensor(net->acts[1]), y);
   net->step++;
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
-  EXPECT_NE(read(net->acts[1]), y);
+  EXPECT_NE(read_tensor(net->acts[1]), y);
   cnn_net_destroy(net);
 }
 
@@ -583,7 +569,7 @@ TEST(GraphGradients, ResNet20RunsForwardAndBackwardWithFiniteGradients) {
   for (int i = 0; i < net->nlayers; i++)
     for (int p = 0; p < net->layers[i]->nparams; p++) {
       double s2 = 0;
-      for (float g : read(net->layers[i]->params[p].grad)) s2 += (double)g * g;
+      for (float g : read_tensor(net->layers[i]->params[p].grad)) s2 += (double)g * g;
       EXPECT_TRUE(std::isfinite(s2)) << net->layers[i]->params[p].name;
       EXPECT_GT(s2, 0) << net->layers[i]->params[p].name;
     }
@@ -601,7 +587,7 @@ TEST(GraphFiles, BatchnormRunningStatisticsSurviveSaveAndLoad) {
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 8), CNN_OK);
   for (int i = 0; i < 3; i++) ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();  // moves the stats
   cnn_layer *bn = find_layer(net, "x");
-  std::vector<float> mean = read(bn->state[0].value), var = read(bn->state[1].value);
+  std::vector<float> mean = read_tensor(bn->state[0].value), var = read_tensor(bn->state[1].value);
   EXPECT_STREQ(bn->state[0].name, "x.running_mean");
   EXPECT_STREQ(bn->state[1].name, "x.running_var");
   EXPECT_NE(mean, std::vector<float>(mean.size(), 0.0f));
@@ -609,8 +595,8 @@ TEST(GraphFiles, BatchnormRunningStatisticsSurviveSaveAndLoad) {
   ASSERT_EQ(cnn_net_save(net, path.c_str()), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_load(path.c_str(), be.b, &back), CNN_OK) << cnn_last_error();
   cnn_layer *bn2 = find_layer(back, "x");
-  EXPECT_EQ(read(bn2->state[0].value), mean);
-  EXPECT_EQ(read(bn2->state[1].value), var);
+  EXPECT_EQ(read_tensor(bn2->state[0].value), mean);
+  EXPECT_EQ(read_tensor(bn2->state[1].value), var);
   std::vector<float> p1(8 * 3), p2(8 * 3);
   ASSERT_EQ(cnn_net_predict(net, batch.images.data(), 8, p1.data()), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_predict(back, batch.images.data(), 8, p2.data()), CNN_OK) << cnn_last_error();
@@ -663,11 +649,11 @@ TEST(GraphOptimizers, UpdatesMatchHandComputations) {
     cfg.momentum = c.momentum;
     cfg.weight_decay = c.wd;
     OneParam o(cfg);
-    write(o.p()->value, w0);
+    write_tensor(o.p()->value, w0);
     double w[2] = {w0[0], w0[1]}, m[2] = {0, 0}, v[2] = {0, 0};
     for (int t = 1; t <= 2; t++) {
       const std::vector<float> &g = t == 1 ? g1 : g2;
-      write(o.p()->grad, g);
+      write_tensor(o.p()->grad, g);
       ASSERT_EQ(cnn_optimizer_step(o.opt), CNN_OK) << cnn_last_error();
       for (int i = 0; i < 2; i++) {
         double gi = g[i], lr = 0.1;
@@ -691,20 +677,20 @@ TEST(GraphOptimizers, UpdatesMatchHandComputations) {
         }
       }
     }
-    std::vector<float> got = read(o.p()->value);
+    std::vector<float> got = read_tensor(o.p()->value);
     for (int i = 0; i < 2; i++) EXPECT_NEAR(got[i], w[i], 1e-5) << "optimizer " << c.kind << " element " << i;
   }
 }
 
 TEST(GraphOptimizers, ClippingScalesGradientsToTheGlobalNorm) {
   OneParam o(config(CNN_OPTIM_SGD));
-  write(o.p()->grad, {3.0f, 4.0f});
+  write_tensor(o.p()->grad, {3.0f, 4.0f});
   double norm = 0;
   ASSERT_EQ(cnn_optimizer_clip(o.opt, 10.0f, &norm), CNN_OK) << cnn_last_error();
   EXPECT_DOUBLE_EQ(norm, 5.0);
-  EXPECT_EQ(read(o.p()->grad), (std::vector<float>{3.0f, 4.0f}));  // under the limit: untouched
+  EXPECT_EQ(read_tensor(o.p()->grad), (std::vector<float>{3.0f, 4.0f}));  // under the limit: untouched
   ASSERT_EQ(cnn_optimizer_clip(o.opt, 1.0f, &norm), CNN_OK);
-  std::vector<float> g = read(o.p()->grad);
+  std::vector<float> g = read_tensor(o.p()->grad);
   EXPECT_NEAR(g[0], 0.6, 1e-6);
   EXPECT_NEAR(g[1], 0.8, 1e-6);
 }
@@ -726,11 +712,12 @@ TEST(GraphOptimizers, OneCallUpdatesAllButFrozenLayersAndAFailureNamesItsParamet
   ASSERT_EQ(cnn_optimizer_create(net, &cfg, &opt), CNN_OK) << cnn_last_error();
   ASSERT_EQ(opt->nparams, 2);
   for (cnn_layer *l : {frozen, live})
-    for (int p = 0; p < 2; p++) write(l->params[p].grad, std::vector<float>(cnn_tensor_numel(l->params[p].grad), 1.0f));
-  const std::vector<float> fw = read(frozen->params[0].value), lw = read(live->params[0].value);
+    for (int p = 0; p < 2; p++)
+      write_tensor(l->params[p].grad, std::vector<float>(cnn_tensor_numel(l->params[p].grad), 1.0f));
+  const std::vector<float> fw = read_tensor(frozen->params[0].value), lw = read_tensor(live->params[0].value);
   ASSERT_EQ(cnn_optimizer_step(opt), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(read(frozen->params[0].value), fw);
-  std::vector<float> lw1 = read(live->params[0].value);
+  EXPECT_EQ(read_tensor(frozen->params[0].value), fw);
+  std::vector<float> lw1 = read_tensor(live->params[0].value);
   ASSERT_EQ(lw1.size(), lw.size());
   for (size_t i = 0; i < lw.size(); i++) EXPECT_NEAR(lw1[i], lw[i] - 0.1f, 1e-6) << i;  // Adam's first step: lr
 
@@ -739,7 +726,7 @@ TEST(GraphOptimizers, OneCallUpdatesAllButFrozenLayersAndAFailureNamesItsParamet
   EXPECT_EQ(cnn_optimizer_step(opt), CNN_ERR_UNSUPPORTED);
   std::string msg = cnn_last_error();
   EXPECT_NE(msg.find(std::string("optimizer update of ") + live->params[1].name), std::string::npos) << msg;
-  EXPECT_EQ(read(live->params[0].value), lw1) << "the weights were updated although their bias's update failed";
+  EXPECT_EQ(read_tensor(live->params[0].value), lw1) << "the weights were updated although their bias's update failed";
   double norm = -1;
   EXPECT_EQ(cnn_optimizer_clip(opt, 1.0f, &norm), CNN_ERR_UNSUPPORTED);
   msg = cnn_last_error();
@@ -817,11 +804,11 @@ std::vector<float> all_weights(cnn_net *net) {
   std::vector<float> all;
   for (int i = 0; i < net->nlayers; i++) {
     for (int p = 0; p < net->layers[i]->nparams; p++) {
-      auto v = read(net->layers[i]->params[p].value);
+      auto v = read_tensor(net->layers[i]->params[p].value);
       all.insert(all.end(), v.begin(), v.end());
     }
     for (int p = 0; p < net->layers[i]->nstate; p++) {
-      auto v = read(net->layers[i]->state[p].value);
+      auto v = read_tensor(net->layers[i]->state[p].value);
       all.insert(all.end(), v.begin(), v.end());
     }
   }

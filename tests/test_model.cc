@@ -111,14 +111,7 @@ TEST(ModelText, MalformedDefinitionsNameTheLineAndProblem) {
       {"input 28 28 1\nflatten x\ndense 2\n", "flatten takes no arguments"},
       {"input 28 28 1\nmaxpool 2 2 stride=2\nflatten\ndense 2\n", "the stride is given twice"},
   };
-  for (const auto &c : cases) {
-    cnn_net *net = nullptr;
-    cnn_status st = cnn_net_from_text(c.text, "t.cnn", be.b, 1, &net);
-    EXPECT_NE(st, CNN_OK) << c.text;
-    EXPECT_EQ(net, nullptr);
-    EXPECT_NE(std::string(cnn_last_error()).find(c.message), std::string::npos)
-        << "definition:\n" << c.text << "message: " << cnn_last_error() << "\nexpected: " << c.message;
-  }
+  for (const auto &c : cases) cnntest::expect_refused_definition(be.b, c.text, "t.cnn", c.message);
 }
 
 TEST(ModelText, MissingAndBinaryFilesAreRefused) {

@@ -41,30 +41,14 @@ const char *kNet =
     "dense 16 relu\n"
     "dense 4 softmax\n";
 
-std::vector<float> read_tensor(const cnn_tensor *t) {
-  std::vector<float> v((size_t)cnn_tensor_numel(t));
-  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * sizeof(float)), CNN_OK) << cnn_last_error();
-  return v;
-}
-
-void write_tensor(cnn_tensor *t, const std::vector<float> &v) {
-  ASSERT_EQ(cnn_tensor_write(t, v.data(), v.size() * sizeof(float)), CNN_OK) << cnn_last_error();
-}
-
-std::vector<float> weights_of(const cnn_net *net) {
-  std::vector<float> w((size_t)cnn_net_saved_floats(net));
-  EXPECT_EQ(cnn_net_snapshot(net, w.data()), CNN_OK) << cnn_last_error();
-  return w;
-}
+using cnntest::read_tensor;
+using cnntest::write_tensor;
+std::vector<float> weights_of(const cnn_net *net) { return cnntest::saved_weights(net); }
 
 cnn_train_config base_config() {
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 3;
-  cfg.batch_size = 32;
+  cnn_train_config cfg = cnntest::quiet_train_config(3, 32);
   cfg.lr = 3e-3f;
   cfg.seed = 5;
-  cfg.progress = nullptr;
   cfg.prune.enabled = 1;
   cfg.prune.target_sparsity = 0.7f;
   cfg.prune.begin_step = 2;
@@ -422,30 +406,17 @@ void resume_exact(cnn_prune_structure s, const char *text = kNet) {
   cnn_train_config cfg = base_config();
   cfg.prune.structure = s;
   if (s == CNN_PRUNE_2_4) cfg.prune.target_sparsity = 0.5f;
-  cfg.checkpoint_dir = dir.path().c_str();
-  cfg.checkpoint_every = 3;
-  cfg.checkpoint_in_steps = 1;
-  cfg.keep_checkpoints = 1000;
-  cnn_net *ref = nullptr;
-  ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 3, &ref), CNN_OK) << cnn_last_error();
-  std::vector<cnn_epoch_stats> want(cfg.epochs);
-  ASSERT_EQ(cnn_train(ref, &train.ds, &val.ds, &cfg, want.data()), CNN_OK) << cnn_last_error();
-  std::vector<float> want_w = weights_of(ref);
-  cnn_net_destroy(ref);
+  cnntest::keep_every_checkpoint(&cfg, dir.path(), 3);
+  std::vector<cnn_epoch_stats> want;
+  std::vector<float> want_w;
+  ASSERT_NO_FATAL_FAILURE(cnntest::train_fresh(text, be.b, 3, &train.ds, &val.ds, cfg, &want, &want_w));
   EXPECT_GT(want.back().sparsity, 0.2);
   auto files = checkpoints_in(dir.path());
   ASSERT_EQ(files.size(), 6u);
   for (const auto &f : files) {
-    TempDir other;
-    cnn_train_config rc = cfg;
-    std::string path = dir.file(f);
-    rc.resume_from = path.c_str();
-    rc.checkpoint_dir = other.path().c_str();
-    cnn_net *net = nullptr;
-    ASSERT_EQ(cnn_net_from_text(text, "resume", be.b, 99, &net), CNN_OK);
-    std::vector<cnn_epoch_stats> got(cfg.epochs);
-    ASSERT_EQ(cnn_train(net, &train.ds, &val.ds, &rc, got.data()), CNN_OK) << f << ": " << cnn_last_error();
-    std::vector<float> got_w = weights_of(net);
+    std::vector<cnn_epoch_stats> got;
+    std::vector<float> got_w;
+    ASSERT_NO_FATAL_FAILURE(cnntest::train_resumed(text, be.b, &train.ds, &val.ds, cfg, dir.file(f), &got, &got_w));
     ASSERT_EQ(got_w.size(), want_w.size());
     EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
     for (int e = 0; e < cfg.epochs; e++) {
@@ -453,7 +424,6 @@ void resume_exact(cnn_prune_structure s, const char *text = kNet) {
       EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
       EXPECT_EQ(got[e].sparsity, want[e].sparsity) << f << " epoch " << e + 1;
     }
-    cnn_net_destroy(net);
   }
   // a checkpoint without its masks is refused by name (the settings say pruning, the tensors are gone)
   cnn_train_config plain = cfg;

@@ -113,11 +113,7 @@ TEST(Trainer, StepsOnTheSameBatchesGiveCnnTrainsWeights) {
     ASSERT_EQ(cnn_net_from_text(kNet, "trainer", be.b, 11, &net), CNN_OK) << cnn_last_error();
     float mean = 0.3f, sd = 0.2f;
     ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &sd), CNN_OK);
-    cnn_train_config cfg;
-    cnn_train_config_defaults(&cfg);
-    cfg.epochs = 1;
-    cfg.batch_size = 32;
-    cfg.progress = nullptr;
+    cnn_train_config cfg = cnntest::quiet_train_config(1, 32);
     cfg.sampler = CNN_SAMPLER_SEQUENTIAL;
     cfg.label_smoothing = 0.1f;
     cfg.clip_norm = 1.0f;

@@ -94,13 +94,9 @@ cnn_status train_small(cnn_backend *b, cnn_optimizer_kind kind, float lr, double
   cnn_net *net = nullptr;
   cnn_status st = cnn_net_from_text(kSmallNet, "small", b, 9, &net);
   if (st != CNN_OK) return st;
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 4;
-  cfg.batch_size = 32;
+  cnn_train_config cfg = cnntest::quiet_train_config(4, 32);
   cfg.optimizer = kind;
   cfg.lr = lr;
-  cfg.progress = nullptr;
   std::vector<cnn_epoch_stats> hist(cfg.epochs);
   st = cnn_train(net, &train.ds, &val.ds, &cfg, hist.data());
   if (st == CNN_OK) {
@@ -130,11 +126,7 @@ TEST(Training, StoresTheTrainingSetsDataProfileInTheModel) {
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 9, &net), CNN_OK) << cnn_last_error();
   EXPECT_EQ(cnn_net_data_profile(net, nullptr, nullptr, nullptr), 0);
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 1;
-  cfg.batch_size = 50;
-  cfg.progress = nullptr;
+  cnn_train_config cfg = cnntest::quiet_train_config(1, 50);
   ASSERT_EQ(cnn_train(net, &train.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
   float mean, sd, freq[4];
   ASSERT_EQ(cnn_net_data_profile(net, &mean, &sd, freq), 1);
@@ -222,11 +214,7 @@ TEST(Training, EightBitPixelsTrainAsTheirFloatValues) {
     float mean, sd;
     ASSERT_EQ(cnn_dataset_stats(train, &mean, &sd), CNN_OK);
     ASSERT_EQ(cnn_net_set_normalization(net, 1, &mean, &sd), CNN_OK);
-    cnn_train_config cfg;
-    cnn_train_config_defaults(&cfg);
-    cfg.epochs = 2;
-    cfg.batch_size = 32;
-    cfg.progress = nullptr;
+    cnn_train_config cfg = cnntest::quiet_train_config(2, 32);
     ASSERT_EQ(cnn_train(net, train, val, &cfg, nullptr), CNN_OK) << cnn_last_error();
     cnn_metrics *m = nullptr;
     ASSERT_EQ(cnn_evaluate(net, val, 64, &m), CNN_OK) << cnn_last_error();
@@ -317,6 +305,39 @@ TEST(Training, RejectsDataThatDoesNotFitTheModel) {
   cfg.lr = -1;
   EXPECT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_ERR_INVALID_ARG);
   cnn_net_destroy(net);
+}
+
+// The names the command line gives: every value of each enum reads back from its name, and an unknown name is an
+// invalid argument whose message lists the names.
+TEST(Training, EnumNamesParseBackToTheirValues) {
+  for (int i = CNN_OPTIM_ADAM; i <= CNN_OPTIM_RMSPROP; i++) {
+    cnn_optimizer_kind k = CNN_OPTIM_ADAM;
+    ASSERT_EQ(cnn_optimizer_parse(cnn_optimizer_name((cnn_optimizer_kind)i), &k), CNN_OK) << i;
+    EXPECT_EQ(k, i);
+  }
+  for (int i = CNN_LR_CONSTANT; i <= CNN_LR_COSINE; i++) {
+    cnn_lr_schedule s = CNN_LR_CONSTANT;
+    ASSERT_EQ(cnn_lr_schedule_parse(cnn_lr_schedule_name((cnn_lr_schedule)i), &s), CNN_OK) << i;
+    EXPECT_EQ(s, i);
+  }
+  for (int i = CNN_MONITOR_VAL_LOSS; i <= CNN_MONITOR_ACCURACY; i++) {
+    cnn_monitor m = CNN_MONITOR_VAL_LOSS;
+    ASSERT_EQ(cnn_monitor_parse(cnn_monitor_name((cnn_monitor)i), &m), CNN_OK) << i;
+    EXPECT_EQ(m, i);
+  }
+  EXPECT_STREQ(cnn_lr_schedule_name(CNN_LR_COSINE), "cosine");
+  EXPECT_STREQ(cnn_monitor_name(CNN_MONITOR_VAL_ACCURACY), "val_accuracy");
+  EXPECT_STREQ(cnn_lr_schedule_name((cnn_lr_schedule)3), "?");
+  EXPECT_STREQ(cnn_monitor_name((cnn_monitor)-1), "?");
+  cnn_lr_schedule s = CNN_LR_STEP;
+  EXPECT_EQ(cnn_lr_schedule_parse("linear", &s), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(s, CNN_LR_STEP);
+  EXPECT_STREQ(cnn_last_error(), "'linear' is not one of constant, step, cosine");
+  cnn_monitor m = CNN_MONITOR_LOSS;
+  EXPECT_EQ(cnn_monitor_parse("val_acc", &m), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(m, CNN_MONITOR_LOSS);
+  EXPECT_STREQ(cnn_last_error(), "'val_acc' is not one of val_loss, val_accuracy, loss, accuracy");
+  EXPECT_EQ(cnn_monitor_parse(nullptr, &m), CNN_ERR_INVALID_ARG);
 }
 
 }  // namespace

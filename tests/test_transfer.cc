@@ -30,11 +30,7 @@ using Backend = cnntest::CpuBackend;
 
 bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
 
-std::vector<float> read(const cnn_tensor *t) {
-  std::vector<float> v((size_t)cnn_tensor_numel(t));
-  EXPECT_EQ(cnn_tensor_read(t, v.data(), v.size() * 4), CNN_OK);
-  return v;
-}
+using cnntest::read_tensor;
 
 struct Random {
   std::vector<float> images;
@@ -75,15 +71,11 @@ TEST(Freeze, FrozenLayersKeepWeightsAndStatisticsAndGetNoGradientsOrOptimizerSta
   EXPECT_EQ(cnn_net_param_count(net), all - 36 - 8);  // conv2d (4x3x3x1) and batchnorm's gamma, beta
   std::vector<std::vector<float>> before;
   for (int i = 0; i < net->nlayers; i++) {
-    for (int p = 0; p < net->layers[i]->nparams; p++) before.push_back(read(net->layers[i]->params[p].value));
-    for (int p = 0; p < net->layers[i]->nstate; p++) before.push_back(read(net->layers[i]->state[p].value));
+    for (int p = 0; p < net->layers[i]->nparams; p++) before.push_back(read_tensor(net->layers[i]->params[p].value));
+    for (int p = 0; p < net->layers[i]->nstate; p++) before.push_back(read_tensor(net->layers[i]->state[p].value));
   }
   Random data(64, 5, 3);
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
-  cfg.epochs = 2;
-  cfg.batch_size = 16;
-  cfg.progress = nullptr;
+  cnn_train_config cfg = cnntest::quiet_train_config(2, 16);
   ASSERT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
   size_t k = 0;
   for (int i = 0; i < net->nlayers; i++) {
@@ -91,9 +83,9 @@ TEST(Freeze, FrozenLayersKeepWeightsAndStatisticsAndGetNoGradientsOrOptimizerSta
     for (int p = 0; p < l->nparams + l->nstate; p++, k++) {
       const cnn_param *pr = p < l->nparams ? &l->params[p] : &l->state[p - l->nparams];
       if (i < 2) {
-        EXPECT_EQ(read(pr->value), before[k]) << pr->name << " is frozen";
+        EXPECT_EQ(read_tensor(pr->value), before[k]) << pr->name << " is frozen";
       } else if (p < l->nparams) {
-        EXPECT_NE(read(pr->value), before[k]) << pr->name << " trains";
+        EXPECT_NE(read_tensor(pr->value), before[k]) << pr->name << " trains";
       }
     }
   }
@@ -112,7 +104,7 @@ TEST(Freeze, FrozenLayersKeepWeightsAndStatisticsAndGetNoGradientsOrOptimizerSta
   EXPECT_EQ(frozen, 0);
   EXPECT_EQ(cnn_net_param_count(net), all);
   ASSERT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
-  EXPECT_NE(read(net->layers[0]->params[0].value), before[0]);
+  EXPECT_NE(read_tensor(net->layers[0]->params[0].value), before[0]);
   EXPECT_NE(net->grads[0], nullptr);
   cnn_net_destroy(net);
 }
@@ -205,7 +197,7 @@ TEST(ReplaceHead, KeepsTheBodyAndGivesANewClassifier) {
   EXPECT_TRUE(has(cnn_net_definition(fresh), "dense 3 softmax   # the head")) << cnn_net_definition(fresh);
   for (int i = 0; i + 1 < net->nlayers; i++)
     for (int p = 0; p < net->layers[i]->nparams; p++)
-      EXPECT_EQ(read(fresh->layers[i]->params[p].value), read(net->layers[i]->params[p].value)) << i;
+      EXPECT_EQ(read_tensor(fresh->layers[i]->params[p].value), read_tensor(net->layers[i]->params[p].value)) << i;
   const cnn_layer *head = fresh->layers[fresh->nlayers - 1];
   EXPECT_EQ(head->params[0].value->shape[0], 3);
   EXPECT_EQ(head->params[0].value->shape[1], 8);
@@ -215,8 +207,8 @@ TEST(ReplaceHead, KeepsTheBodyAndGivesANewClassifier) {
   // the same number of classes still gives a new (re-initialized) head
   cnn_net *same = nullptr;
   ASSERT_EQ(cnn_net_replace_head(net, 5, 8, &same), CNN_OK);
-  EXPECT_NE(read(same->layers[same->nlayers - 1]->params[0].value),
-            read(net->layers[net->nlayers - 1]->params[0].value));
+  EXPECT_NE(read_tensor(same->layers[same->nlayers - 1]->params[0].value),
+            read_tensor(net->layers[net->nlayers - 1]->params[0].value));
   // init-from copies what fits: everything but the head
   int copied = 0, kept = 0;
   TempDir dir;

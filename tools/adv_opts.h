@@ -30,6 +30,12 @@ typedef struct cli_adv_opts {
     {"adv-ratio", CLI_FLOAT, &(o).ratio, "R         adversarial share of every batch (default 0.5 for fgsm, 1 for "   \
                                          "pgd)", 0, 1, 0}
 
+/* The attack the flags name: o->method (given with --<flag>) with --eps in [0, 1] (CLI_EPS_UNSET: not given, which
+ * the message calls `eps_missing`, e.g. "required with --attack"), --steps, --alpha and --random-start, seeded by
+ * `seed`, into *cfg (o->ratio is not used). Prints a message naming the flag and returns 2 on a bad value, else 0. */
+int cli_attack_apply(const char *command, const char *flag, const char *eps_missing, const cli_adv_opts *o,
+                     uint64_t seed, cnn_attack_config *cfg);
+
 /* Puts the flags into cfg (the attack's seed is `seed`). Prints a message naming the flag and returns 2 on a bad
  * value, else 0. */
 int cli_adv_apply(const char *command, const cli_adv_opts *o, cnn_train_config *cfg, uint64_t seed);

@@ -99,6 +99,12 @@ static int set_value(const char *command, cli_flag *f, const char *text)
     return 2;
 }
 
+int cli_parse_flags(const char *command, const char *usage, cli_flag *flags, int argc, char **argv)
+{
+    int npos;
+    return cli_parse(command, usage, flags, argc, argv, NULL, 0, &npos);
+}
+
 int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc, char **argv, char **pos,
               int max_pos, int *npos)
 {

@@ -31,6 +31,11 @@ typedef struct cli_flag {
 int cli_parse(const char *command, const char *usage, cli_flag *flags, int argc, char **argv, char **pos,
               int max_pos, int *npos);
 void cli_usage(const char *command, const char *usage, const cli_flag *flags, FILE *out);
+/* cli_parse for a command that takes no positional argument. */
+int cli_parse_flags(const char *command, const char *usage, cli_flag *flags, int argc, char **argv);
+
+/* The end of a cli_flag table. */
+#define CLI_END {NULL, 0, NULL, NULL, 0, 0, 0}
 
 /* The flags of an argv that cli_parse took, as "--name value" lines ("--name" for CLI_BOOL), leaving out those
  * named in `skip` (a NULL-terminated list) and values with a line break; appended to *text (a malloc'ed string,
@@ -47,6 +52,12 @@ int cli_apply_settings(const char *command, cli_flag *flags, char *saved, const 
 #define CLI_MAX_MEMORY_FLAG(var)                                                                                   \
     {"max-memory", CLI_SIZE, &(var), "SIZE      refuse networks that need more memory than this (512M, 2G, "      \
                                      "1.5GiB; default 80% of the memory available)", 0, 0, 0}
+/* The --model flag of the commands that run a trained model (a CLI_STRING). */
+#define CLI_MODEL_FLAG(var)                                                                                        \
+    {"model", CLI_STRING, &(var), "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0}
+/* The --device flag of the commands that pick a backend (a CLI_STRING; NULL: CUDA when present, else the CPU). */
+#define CLI_DEVICE_FLAG(var)                                                                                       \
+    {"device", CLI_STRING, &(var), "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0}
 /* An --eps flag's value before it is given: below the -1e29 every --eps flag accepts, so that a negative value
  * given is told apart and named */
 #define CLI_EPS_UNSET (-1e30f)

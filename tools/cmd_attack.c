@@ -1,31 +1,17 @@
 /* cnn attack: adversarial versions of images (FGSM, PGD) written as PNG beside the originals as the model sees them,
  * with the predictions before and after, a grid of the pairs and an index CSV. Image files are attacked on the
  * model's prediction (or --class), data-set samples on their labels. */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cnn/explain.h"
+#include "tools/adv_opts.h"
 #include "tools/cli.h"
+#include "tools/cli_common.h"
 
 #define MAX_IMAGES 4096
-
-static void stem_of(const char *path, char *out, size_t size)
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    const char *dot = strrchr(base, '.');
-    size_t n = dot && dot > base ? (size_t)(dot - base) : strlen(base), j = 0;
-    for (size_t i = 0; i < n && j + 1 < size; i++) {
-        char c = base[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-        out[j++] = ok ? c : '_';
-    }
-    out[j] = '\0';
-}
 
 /* An image in [0, 1] (h, w, c) as an 8-bit PNG. */
 static cnn_status write_image(const char *path, const float *img, int h, int w, int c)
@@ -58,7 +44,7 @@ int cmd_attack(int argc, char **argv)
     uint64_t seed = 1;
     int64_t max_memory = 0;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"attack", CLI_STRING, &method, "NAME      fgsm or pgd (default fgsm)", 0, 0, 0},
         {"eps", CLI_FLOAT, &eps, "E         required: the L-infinity radius in [0, 1] pixel units, before "
                                  "normalization", -1e29, 1e29, 0},
@@ -69,15 +55,10 @@ int cmd_attack(int argc, char **argv)
         {"class", CLI_INT, &target, "K         image files: the label to attack (default: the model's prediction)", -1,
          1e9, 0},
         {"out", CLI_STRING, &out, "DIR       where the images go (default attack)", 0, 0, 0},
-        {"data", CLI_STRING, &data, "SPEC      attack samples of a data set (as cnn eval --data) instead of files",
-         0, 0, 0},
-        {"split", CLI_STRING, &split, "NAME      train or test (default test)", 0, 0, 0},
-        {"samples", CLI_INT, &samples, "N         with --data: N samples spread over the set (default 16)", 1,
-         MAX_IMAGES, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0,
-         0},
+        CLI_INPUT_FLAGS("attack", data, split, samples, MAX_IMAGES),
+        CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     static char *images[MAX_IMAGES];
     int nfiles;
@@ -94,26 +75,15 @@ int cmd_attack(int argc, char **argv)
     }
     cnn_attack_config cfg;
     cnn_attack_config_defaults(&cfg);
-    if (cnn_attack_parse(method, &cfg.method) != CNN_OK) {
-        fprintf(stderr, "cnn attack: --attack: %s\n", cnn_last_error());
-        return 2;
-    }
-    if (eps < 0.0f || eps > 1.0f) {
-        fprintf(stderr, "cnn attack: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
-                eps == CLI_EPS_UNSET ? "required" : "must be from 0 to 1");
-        return 2;
-    }
-    cfg.eps = eps;
-    cfg.steps = steps;
-    cfg.alpha = alpha;
-    cfg.random_start = random_start;
-    cfg.seed = seed;
+    const cli_adv_opts given = {
+        .method = method, .eps = eps, .alpha = alpha, .steps = steps, .random_start = random_start};
+    if ((rc = cli_attack_apply("attack", "attack", "required", &given, seed, &cfg)) != 0) return rc;
     cli_apply_max_memory(max_memory);
 
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
     cnn_grad *grad = NULL;
-    cnn_source *src = NULL;
+    cli_inputs in = {0};
     float *x = NULL, *adv = NULL, *probs = NULL, *pairs = NULL;
     int32_t *labels = NULL;
     char (*stems)[160] = NULL;
@@ -124,44 +94,13 @@ int cmd_attack(int argc, char **argv)
     if ((rc = cli_open_model("attack", device, model, max_memory, &backend, &net)) != 0) goto done;
     rc = 1;
     const int k = cnn_net_num_outputs(net);
-    if (target >= k) {
-        fprintf(stderr, "cnn attack: --class: %d is out of range: %s has %d classes (0 to %d)\n", target, model, k,
-                k - 1);
-        rc = 2;
+    if ((rc = cli_check_class("attack", target, model, k)) != 0) goto done;
+    if ((rc = cli_inputs_open("attack", &in, net, data, split, samples, images, nfiles, 1)) != 0 ||
+        (rc = cli_make_out_dir("attack", out)) != 0)
         goto done;
-    }
-    int h, w, c, rh, rw;
-    cnn_net_input_shape(net, &h, &w, &c);
-    rh = h, rw = w;
-    cnn_net_resize(net, &rh, &rw);
+    rc = 1;
+    const int h = in.h, w = in.w, c = in.c, n = in.n;
     const size_t per = (size_t)h * w * c;
-    int n = nfiles;
-    int64_t count = 0;
-    cnn_loader_config lc;
-    if (data) {
-        if ((st = cnn_source_open(data, split, &src)) != CNN_OK) {
-            rc = cli_fail("attack", "--data", st);
-            goto done;
-        }
-        cnn_loader_config_defaults(&lc);
-        lc.h = h, lc.w = w, lc.c = c;
-        if (rh != h || rw != w) lc.resize_h = rh, lc.resize_w = rw;
-        count = cnn_source_count(src);
-        n = samples < count ? samples : (int)count;
-        if (n < 1 || !cnn_source_labels(src)) {
-            fprintf(stderr, "cnn attack: --data: %s has no labelled samples in its %s split\n", data, split);
-            goto done;
-        }
-    }
-    struct stat sb;
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "cnn attack: --out: cannot create the directory %s: %s\n", out, strerror(errno));
-        goto done;
-    }
-    if (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "cnn attack: --out: %s is not a directory\n", out);
-        goto done;
-    }
     x = malloc((size_t)n * per * sizeof *x);
     adv = malloc((size_t)n * per * sizeof *adv);
     pairs = malloc((size_t)n * 2 * per * sizeof *pairs);
@@ -176,17 +115,9 @@ int cmd_attack(int argc, char **argv)
     /* the images as the model sees them (resized, cropped), in [0, 1]; bad files are reported and skipped */
     int m = 0;
     for (int i = 0; i < n; i++) {
-        if (data) {
-            int64_t index = (int64_t)((double)i * (double)count / n);
-            snprintf(stems[m], sizeof stems[m], "%03d_sample%lld", i, (long long)index);
-            st = cnn_loader_load_sample(src, &lc, index, 0, index, x + (size_t)m * per);
-            labels[m] = cnn_source_labels(src)[index];
-        } else {
-            char base[128];
-            stem_of(images[i], base, sizeof base);
-            snprintf(stems[m], sizeof stems[m], "%03d_%s", i, base);
-            st = cnn_image_load_crop(images[i], rh, rw, h, w, c, x + (size_t)m * per);
-        }
+        int64_t index;
+        st = cli_inputs_load(&in, i, stems[m], sizeof stems[m], x + (size_t)m * per, &index);
+        if (data) labels[m] = cnn_source_labels(in.src)[index];
         if (st != CNN_OK) {
             cli_fail("attack", data ? "sample" : images[i], st);
             failures++;
@@ -276,7 +207,7 @@ done:
     free(stems);
     free(csv);
     cnn_grad_destroy(grad);
-    cnn_source_destroy(src);
+    cli_inputs_close(&in);
     cnn_net_destroy(net);
     cnn_backend_destroy(backend);
     return rc;

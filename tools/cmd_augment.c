@@ -32,11 +32,9 @@ int cmd_augment_preview(int argc, char **argv)
         {"variants", CLI_INT, &variants, "K         augmented versions per sample (default 8)", 1, 64, 0},
         {"seed", CLI_U64, &seed, "S         seed of the augmentation (default 1)", 0, 0, 0},
         {"out", CLI_STRING, &out, "FILE      the PNG to write (default augment.png)", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("augment-preview", USAGE, flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("augment-preview", USAGE, flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if ((rc = cli_check_split("augment-preview", split)) != 0) return rc;
 

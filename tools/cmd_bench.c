@@ -186,18 +186,7 @@ static cnn_status write_json(const bench_report *b, const char *path)
         cnn_json_write_end_array(&w);
     }
     cnn_json_write_end_object(&w);
-    char *text = NULL;
-    size_t len = 0;
-    cnn_status st = cnn_json_writer_finish(&w, &text, &len);
-    if (st != CNN_OK) {
-        fprintf(stderr, "cnn bench: --json: %s\n", cnn_last_error());
-        return st;
-    }
-    const void *parts[2] = {text, "\n"};
-    size_t sizes[2] = {len, 1};
-    st = cnn_write_file_atomic(path, parts, sizes, 2);
-    free(text);
-    return st;
+    return report_json_save(&w, path, "cnn bench: --json");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -214,7 +203,7 @@ int cmd_bench(int argc, char **argv)
     cli_flag flags[] = {
         {"model", CLI_STRING, &model, "FILE      model definition (.cnn) or model file (.safetensors)", 0, 0, 0},
         {"batch", CLI_INT, &cfg.batch, "N         images per step (default 64)", 1, 65536, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(device),
         {"mode", CLI_STRING, &mode, "MODE      train, infer or both (default both)", 0, 0, 0},
         {"precision", CLI_STRING, &precision, "P         fp32 (default), tf32, fp16 or bf16 (mixed precision; CUDA)",
          0, 0, 0},
@@ -234,22 +223,17 @@ int cmd_bench(int argc, char **argv)
         {"int8-requant", CLI_STRING, &requant, "R         int8 models: exact (default; cnn-lite's, bit for bit) or "
                                                   "fused (oneDNN's, within one step of cnn-lite per op)", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("bench", USAGE, flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("bench", USAGE, flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model) {
         fprintf(stderr, "cnn bench: --model FILE is required (e.g. --model samples/models/seed_cnn.cnn)\n");
         return 2;
     }
     if ((rc = cli_check_precision("bench", precision)) != 0) return rc;
-    if (!strcmp(mode, "train")) cfg.modes = CNN_BENCH_TRAIN;
-    else if (!strcmp(mode, "infer")) cfg.modes = CNN_BENCH_INFER;
-    else if (!strcmp(mode, "both")) cfg.modes = CNN_BENCH_TRAIN | CNN_BENCH_INFER;
-    else {
-        fprintf(stderr, "cnn bench: --mode: '%s' is not one of train, infer, both\n", mode);
+    if (cnn_bench_modes_parse(mode, &cfg.modes) != CNN_OK) {
+        fprintf(stderr, "cnn bench: --mode: %s\n", cnn_last_error());
         return 2;
     }
     if (strcmp(requant, "fused") && strcmp(requant, "exact")) {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tools/adv_opts.h"
 #include "tools/cli.h"
 #include "tools/data_opts.h"
 #include "tools/report.h"
@@ -60,14 +61,14 @@ int cmd_eval(int argc, char **argv)
     int top_k = 5;
     const char *plots = NULL;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"data", CLI_STRING, &data, "SPEC      as cnn train: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, "
                                     "cifar100:DIR, folder:DIR, csv:FILE (default fashion-mnist)", 0, 0, 0},
         {"split", CLI_STRING, &split, "NAME      train or test (default test; a folder or list without a test split "
                                       "is evaluated whole)", 0, 0, 0},
         {"batch", CLI_INT, &batch, "N         batch size (default 256)", 1, 65536, 0},
         {"metrics-json", CLI_STRING, &metrics_json, "FILE      also write the metrics as JSON", 0, 0, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(device),
         CLI_DATA_LOADER_FLAGS(dopt),
         CLI_MAX_MEMORY_FLAG(max_memory),
         {"top-k", CLI_INT, &top_k, "K         top-K accuracy beside top-1 (default 5)", 1, 100000, 0},
@@ -80,11 +81,9 @@ int cmd_eval(int argc, char **argv)
         {"alpha", CLI_FLOAT, &alpha, "A         pgd: the step (default 2.5 * eps / steps)", 0, 1, 0},
         {"random-start", CLI_BOOL, &random_start, "          pgd: start from a random point of the eps-ball", 0, 0, 0},
         {"seed", CLI_U64, &seed, "S         pgd's random start (default 1)", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("eval", "--model FILE [--data SPEC] [options]", flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("eval", "--model FILE [--data SPEC] [options]", flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model) {
         fprintf(stderr, "cnn eval: --model FILE is required\n");
@@ -94,20 +93,9 @@ int cmd_eval(int argc, char **argv)
     cnn_attack_config acfg;
     cnn_attack_config_defaults(&acfg);
     if (attack) {
-        if (cnn_attack_parse(attack, &acfg.method) != CNN_OK) {
-            fprintf(stderr, "cnn eval: --attack: %s\n", cnn_last_error());
-            return 2;
-        }
-        if (eps < 0.0f || eps > 1.0f) {
-            fprintf(stderr, "cnn eval: --eps: %s; it is in pixel units of [0, 1] images, from 0 to 1\n",
-                    eps == CLI_EPS_UNSET ? "required with --attack" : "must be from 0 to 1");
-            return 2;
-        }
-        acfg.eps = eps;
-        acfg.steps = steps;
-        acfg.alpha = alpha;
-        acfg.random_start = random_start;
-        acfg.seed = seed;
+        const cli_adv_opts given = {
+            .method = attack, .eps = eps, .alpha = alpha, .steps = steps, .random_start = random_start};
+        if ((rc = cli_attack_apply("eval", "attack", "required with --attack", &given, seed, &acfg)) != 0) return rc;
     } else if (eps != CLI_EPS_UNSET) {
         fprintf(stderr, "cnn eval: --eps: needs --attack fgsm|pgd\n");
         return 2;

@@ -1,14 +1,13 @@
 /* cnn explain: why a model predicts what it predicts. For each image (files, or samples of a data set): a PNG with
  * the image, the heat map and the overlay, the predicted and the explained class with their probabilities; the
  * heat map and the raw attribution as .npy files; a contact sheet of all the panels; a CSV index. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cnn/explain.h"
 #include "tools/cli.h"
+#include "tools/cli_common.h"
 
 #define MAX_IMAGES 4096
 #define SHEET_COLS 4 /* panels per row of the contact sheet */
@@ -17,21 +16,6 @@ typedef struct panel {
     unsigned char *rgb;
     int w, h;
 } panel;
-
-/* "images/shirt 1.png" -> "shirt_1": the file name without directory and extension, [A-Za-z0-9._-] kept */
-static void stem_of(const char *path, char *out, size_t size)
-{
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    const char *dot = strrchr(base, '.');
-    size_t n = dot && dot > base ? (size_t)(dot - base) : strlen(base), j = 0;
-    for (size_t i = 0; i < n && j + 1 < size; i++) {
-        char c = base[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-        out[j++] = ok ? c : '_';
-    }
-    out[j] = '\0';
-}
 
 static const char *class_label(const cnn_net *net, int k, char *buf, size_t size)
 {
@@ -77,18 +61,14 @@ int cmd_explain(int argc, char **argv)
     uint64_t seed = 1;
     int64_t max_memory = 0;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"method", CLI_STRING, &method_name, "NAME      gradcam, gradcam++, saliency, smoothgrad, integrated-gradients "
                                              "or occlusion (default gradcam)", 0, 0, 0},
         {"layer", CLI_STRING, &layer_name, "NAME      Grad-CAM's layer, as cnn summary names it (default: the last "
                                            "convolution)", 0, 0, 0},
         {"class", CLI_INT, &target, "K         the class to explain (default: the predicted one)", -1, 1e9, 0},
         {"out", CLI_STRING, &out, "DIR       where the pictures and maps go (default explain)", 0, 0, 0},
-        {"data", CLI_STRING, &data, "SPEC      explain samples of a data set (as cnn eval --data) instead of files",
-         0, 0, 0},
-        {"split", CLI_STRING, &split, "NAME      train or test (default test)", 0, 0, 0},
-        {"samples", CLI_INT, &samples, "N         with --data: N samples spread over the set (default 16)", 1,
-         MAX_IMAGES, 0},
+        CLI_INPUT_FLAGS("explain", data, split, samples, MAX_IMAGES),
         {"steps", CLI_INT, &steps, "N         integrated gradients: points on the path (default 32)", 1, 100000, 0},
         {"noise-samples", CLI_INT, &noise_samples, "N         smoothgrad: noisy copies (default 25)", 1, 100000, 0},
         {"noise", CLI_FLOAT, &noise, "X         smoothgrad: noise std in [0, 1] pixel units (default 0.15)", 0, 10, 0},
@@ -101,10 +81,9 @@ int cmd_explain(int argc, char **argv)
         {"batch", CLI_INT, &batch, "N         images per pass (smoothgrad, integrated gradients, occlusion; default "
                                    "32)", 1, 4096, 0},
         {"seed", CLI_U64, &seed, "S         smoothgrad's noise (default 1)", 0, 0, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0,
-         0},
+        CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     static char *images[MAX_IMAGES];
     int nfiles;
@@ -141,7 +120,7 @@ int cmd_explain(int argc, char **argv)
     cnn_backend *backend = NULL;
     cnn_net *net = NULL;
     cnn_grad *grad = NULL;
-    cnn_source *src = NULL;
+    cli_inputs in = {0};
     float *pixels = NULL;
     panel *panels = NULL;
     char *csv = NULL;
@@ -151,13 +130,8 @@ int cmd_explain(int argc, char **argv)
     rc = 1;
     if ((rc = cli_open_model("explain", device, model, max_memory, &backend, &net)) != 0) goto done;
     rc = 1;
-    const int k = cnn_net_num_outputs(net);
-    if (target >= k) {
-        fprintf(stderr, "cnn explain: --class: %d is out of range: %s has %d classes (0 to %d)\n", target, model, k,
-                k - 1);
-        rc = 2;
-        goto done;
-    }
+    if ((rc = cli_check_class("explain", target, model, cnn_net_num_outputs(net))) != 0) goto done;
+    rc = 1;
     if (layer_name) {
         if (cfg.method != CNN_EXPLAIN_GRADCAM && cfg.method != CNN_EXPLAIN_GRADCAM_PP) {
             fprintf(stderr, "cnn explain: --layer: only gradcam and gradcam++ explain a layer, not %s\n", method_name);
@@ -194,42 +168,11 @@ int cmd_explain(int argc, char **argv)
         rc = cli_fail("explain", st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--batch", st);
         goto done;
     }
-    int h, w, c;
-    cnn_net_input_shape(net, &h, &w, &c);
-    int rh = h, rw = w;
-    cnn_net_resize(net, &rh, &rw);
-    cnn_loader_config lc;
-    int n = nfiles;
-    int64_t count = 0;
-    if (data) {
-        if ((st = cnn_source_open(data, split, &src)) != CNN_OK) {
-            rc = cli_fail("explain", "--data", st);
-            goto done;
-        }
-        cnn_loader_config_defaults(&lc);
-        lc.h = h;
-        lc.w = w;
-        lc.c = c;
-        if (rh != h || rw != w) {
-            lc.resize_h = rh;
-            lc.resize_w = rw;
-        }
-        count = cnn_source_count(src);
-        n = samples < count ? samples : (int)count;
-        if (n < 1) {
-            fprintf(stderr, "cnn explain: --data: %s has no samples in its %s split\n", data, split);
-            goto done;
-        }
-    }
-    struct stat sb;
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "cnn explain: --out: cannot create the directory %s: %s\n", out, strerror(errno));
+    if ((rc = cli_inputs_open("explain", &in, net, data, split, samples, images, nfiles, 0)) != 0 ||
+        (rc = cli_make_out_dir("explain", out)) != 0)
         goto done;
-    }
-    if (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "cnn explain: --out: %s is not a directory\n", out);
-        goto done;
-    }
+    rc = 1;
+    const int h = in.h, w = in.w, c = in.c, n = in.n;
     pixels = malloc((size_t)h * w * c * sizeof *pixels);
     panels = calloc((size_t)n, sizeof *panels);
     if (!pixels || !panels) {
@@ -239,19 +182,10 @@ int cmd_explain(int argc, char **argv)
     const char *layer_shown = NULL;
     for (int i = 0; i < n; i++) {
         char stem[160], what[512], path[1200], lines[4][128], a[96], b[96];
-        int64_t index = 0;
-        if (data) {
-            index = (int64_t)((double)i * (double)count / n);
-            snprintf(stem, sizeof stem, "%03d_sample%lld", i, (long long)index);
-            snprintf(what, sizeof what, "sample %lld of %s", (long long)index, data);
-            st = cnn_loader_load_sample(src, &lc, index, 0, index, pixels);
-        } else {
-            char base[128];
-            stem_of(images[i], base, sizeof base);
-            snprintf(stem, sizeof stem, "%03d_%s", i, base);
-            snprintf(what, sizeof what, "%s", images[i]);
-            st = cnn_image_load_crop(images[i], rh, rw, h, w, c, pixels);
-        }
+        int64_t index;
+        st = cli_inputs_load(&in, i, stem, sizeof stem, pixels, &index);
+        if (data) snprintf(what, sizeof what, "sample %lld of %s", (long long)index, data);
+        else snprintf(what, sizeof what, "%s", images[i]);
         if (st != CNN_OK) { /* a bad image is reported and skipped */
             cli_fail("explain", what, st);
             failures++;
@@ -270,8 +204,8 @@ int cmd_explain(int argc, char **argv)
         if (e.layer >= 0) snprintf(lines[2], sizeof lines[2], "%s at %s", method_name, layer_shown);
         else snprintf(lines[2], sizeof lines[2], "%s", method_name);
         int nlines = 3;
-        if (data && cnn_source_labels(src)) {
-            int label = cnn_source_labels(src)[index];
+        if (data && cnn_source_labels(in.src)) {
+            int label = cnn_source_labels(in.src)[index];
             snprintf(lines[3], sizeof lines[3], "true: %s", class_label(net, label, a, sizeof a));
             nlines = 4;
         }
@@ -349,7 +283,7 @@ done:
     free(csv);
     free(pixels);
     cnn_grad_destroy(grad);
-    cnn_source_destroy(src);
+    cli_inputs_close(&in);
     cnn_net_destroy(net);
     cnn_backend_destroy(backend);
     return rc;

@@ -12,11 +12,11 @@ int cmd_predict(int argc, char **argv)
     int top = 3;
     int64_t max_memory = 0;
     cli_flag flags[] = {
-        {"model", CLI_STRING, &model, "FILE      a model file written by cnn train (.safetensors)", 0, 0, 0},
+        CLI_MODEL_FLAG(model),
         {"top", CLI_INT, &top, "K         how many classes to show per image (default 3)", 1, 1000, 0},
-        {"device", CLI_STRING, &device, "NAME      cpu, cuda or cuda:N (default: cuda when present, else cpu)", 0, 0, 0},
+        CLI_DEVICE_FLAG(device),
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     static char *images[MAX_IMAGES];
     int n;

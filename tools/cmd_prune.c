@@ -17,11 +17,9 @@ int cmd_prune(int argc, char **argv)
         {"model", CLI_STRING, &model, "FILE      the model file (.safetensors)", 0, 0, 0},
         {"out", CLI_STRING, &out, "FILE      where to write the result", 0, 0, 0},
         {"device", CLI_STRING, &device, "NAME      where the weights are read and copied (default cpu)", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("prune", usage, flags, argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("prune", usage, flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if ((!strip && !compress) || !model || !out) {
         fprintf(stderr, "cnn prune: %s is required (usage: cnn prune %s)\n",

@@ -115,12 +115,10 @@ int cmd_quantize(int argc, char **argv)
                                                "quantiles (default 99.99)", 50.001f, 100.0f, 0},
         CLI_DATA_LOADER_FLAGS(dopt),
         {"quiet", CLI_BOOL, &quiet, "          no report", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("quantize", "--model FILE --out FILE [--mode int8|dynamic|fp16|float] [options]", flags, argc,
-                       argv, pos, 0, &npos);
+    int rc = cli_parse_flags("quantize", "--model FILE --out FILE [--mode int8|dynamic|fp16|float] [options]", flags,
+                             argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!model || !out) {
         fprintf(stderr, "cnn quantize: --model FILE and --out FILE are required\n");

@@ -68,12 +68,10 @@ int cmd_serve(int argc, char **argv)
         {"drift-min-images", CLI_INT, &cfg.drift_min_images,
          "N         no drift warning before a version has answered N images (default 100)", 0, 1000000000, 0},
         {"quiet", CLI_BOOL, &quiet, "          no log lines but the listening one", 0, 0, 0},
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
-    char *pos[1];
-    int npos;
-    int rc = cli_parse("serve", "(--model-base-path DIR --model-name NAME | --model-config FILE) [options]", flags,
-                       argc, argv, pos, 0, &npos);
+    int rc = cli_parse_flags("serve", "(--model-base-path DIR --model-name NAME | --model-config FILE) [options]",
+                             flags, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (cfg.model_config && (cfg.model_base_path || cfg.model_name)) {
         fprintf(stderr, "cnn serve: --model-config names the models: give it alone, without --model-base-path and "

@@ -50,7 +50,7 @@ int cmd_summary(int argc, char **argv)
         {"optimizer", CLI_STRING, &optimizer, "NAME      the optimizer whose state training keeps: adam, adamw, sgd "
                                               "(momentum 0.9) or rmsprop (default adam)", 0, 0, 0},
         CLI_MAX_MEMORY_FLAG(max_memory),
-        {NULL, 0, NULL, NULL, 0, 0, 0},
+        CLI_END,
     };
     char *pos[1];
     int npos;

@@ -148,11 +148,17 @@ cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *hist
     if (attack) put_attack(&w, attack);
     put_num(&w, "peak_rss_mib", report_peak_rss_mib());
     cnn_json_write_end_object(&w);
+    return report_json_save(&w, path, NULL);
+}
+
+cnn_status report_json_save(cnn_json_writer *w, const char *path, const char *failed)
+{
     char *text = NULL;
     size_t len = 0;
-    cnn_status st = cnn_json_writer_finish(&w, &text, &len);
+    cnn_status st = cnn_json_writer_finish(w, &text, &len);
     if (st != CNN_OK) {
-        fprintf(stderr, "cannot write %s: %s\n", path, cnn_last_error());
+        if (failed) fprintf(stderr, "%s: %s\n", failed, cnn_last_error());
+        else fprintf(stderr, "cannot write %s: %s\n", path, cnn_last_error());
         return st;
     }
     const void *parts[2] = {text, "\n"};

@@ -36,6 +36,11 @@ typedef struct cnn_bench_config {
 
 /* batch 64, both modes, warm-up 3, 10 iterations, 5 repeats, classes from the model, no per-layer, seed 1, Adam. */
 CNN_API void cnn_bench_config_defaults(cnn_bench_config *cfg);
+/* cnn_bench_config.modes from "train", "infer" or "both"; an unknown name gives CNN_ERR_INVALID_ARG with a message
+ * listing them. */
+CNN_API cnn_status cnn_bench_modes_parse(const char *name, int *modes);
+/* The name cnn_bench_modes_parse takes for a bit set; "?" for one it does not name. */
+CNN_API const char *cnn_bench_modes_name(int modes);
 
 typedef struct cnn_bench_layer {
     char name[64];           /* the layer's name ("conv2d_1"), or "loss", "optimizer" */

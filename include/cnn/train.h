@@ -168,6 +168,15 @@ CNN_API void cnn_train_config_defaults(cnn_train_config *cfg);
 CNN_API cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out);
 /* The name cnn_optimizer_parse takes; "?" for a value outside the enum. */
 CNN_API const char *cnn_optimizer_name(cnn_optimizer_kind kind);
+/* "constant", "step" or "cosine"; an unknown name gives CNN_ERR_INVALID_ARG with a message listing them. */
+CNN_API cnn_status cnn_lr_schedule_parse(const char *name, cnn_lr_schedule *out);
+/* The name cnn_lr_schedule_parse takes; "?" for a value outside the enum. */
+CNN_API const char *cnn_lr_schedule_name(cnn_lr_schedule schedule);
+/* "val_loss", "val_accuracy", "loss" or "accuracy"; an unknown name gives CNN_ERR_INVALID_ARG with a message
+ * listing them. */
+CNN_API cnn_status cnn_monitor_parse(const char *name, cnn_monitor *out);
+/* The name cnn_monitor_parse takes; "?" for a value outside the enum. */
+CNN_API const char *cnn_monitor_name(cnn_monitor monitor);
 /* The tensors the size of the trainable weights that the optimizer keeps (cnn_memory_config.optimizer_slots):
  * Adam and AdamW 2 (the moments), RMSprop 1 (the mean square) or 2 with a momentum, SGD 1 (the velocity) with a
  * momentum, 0 without. */
