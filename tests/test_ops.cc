@@ -143,7 +143,8 @@ std::string OpCase::name() const {
       const cnnref::Conv2d &p = conv;
       s << p.n << "x" << p.h << "x" << p.w << "x" << p.c << "_o" << p.o << "k" << p.kh << "x" << p.kw << "s"
         << p.stride_h << "x" << p.stride_w << "p" << p.pad_top << p.pad_left << p.pad_bottom << p.pad_right << "d"
-        << p.dilation_h << "x" << p.dilation_w << "g" << p.groups << (bias ? "_bias" : "") << (p.relu ? "_relu" : "");
+        << p.dilation_h << "x" << p.dilation_w << "g" << p.groups << (bias ? "_bias" : "") << (p.relu ? "_relu" : "")
+        << (act != CNN_ACT_NONE ? std::string("_") + act_str(act) + (alpha != 0.0f ? num(alpha) : "") : "");
       break;
     }
     case Op::Pool2d: {
@@ -316,7 +317,7 @@ std::vector<OpCase> build_table() {
       OpCase c(Op::Conv2d);
       c.conv = convs[i], c.bias = bias, c.nmse = kNmseConvGemm;
       t.push_back(c);
-      if (bias && i % 2 == 0)
+      if (bias)
         for (cnn_dtype dt : kLowp) {  // 16 bits: db is an f32 sum (the runner bounds it by kNmseConvGemm)
           c.dtype = dt, c.nmse = lp_bound(dt);
           t.push_back(c);
@@ -328,6 +329,18 @@ std::vector<OpCase> build_table() {
     p.relu = p.groups == 2;
     OpCase c(Op::Conv2d);
     c.conv = p, c.use_plan = false, c.nmse = kNmseConvGemm;
+    t.push_back(c);
+  }
+
+  struct FusedAct {
+    cnn_act act;
+    float alpha;
+  };
+  for (FusedAct f : {FusedAct{CNN_ACT_LEAKY_RELU, 0.2f}, FusedAct{CNN_ACT_LEAKY_RELU, 0.05f}, FusedAct{CNN_ACT_ELU, 0.7f},
+                     FusedAct{CNN_ACT_ELU, 1.3f}, FusedAct{CNN_ACT_SIGMOID, 0.0f}, FusedAct{CNN_ACT_TANH, 0.0f},
+                     FusedAct{CNN_ACT_RELU, 0.0f}}) {
+    OpCase c(Op::Conv2d);
+    c.conv = conv(2, 7, 5, 3, 4, 3, 3, 1, 1), c.act = f.act, c.alpha = f.alpha, c.nmse = kNmseConvGemm;
     t.push_back(c);
   }
 
@@ -361,7 +374,7 @@ std::vector<OpCase> build_table() {
         t.push_back(c);
         // 16 bits: several outputs (an activation after the product reads y rounded to 16 bits, whose error is
         // relative to x w^T, not to the result)
-        if (bias && c.shape[0] * c.out >= 2 && (act == CNN_ACT_RELU || act == CNN_ACT_TANH || act == CNN_ACT_NONE))
+        if (c.shape[0] * c.out >= 2)
           for (cnn_dtype dt : kLowp) {
             c.dtype = dt, c.nmse = lp_bound(dt);
             t.push_back(c);
@@ -465,7 +478,18 @@ std::vector<OpCase> build_table() {
       {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, true},      {{6, 5}, false, true, CNN_ACT_SIGMOID, 0, 0, true},
       {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, false},   {{4, 6, 3, 40}, true, true, CNN_ACT_RELU, 0, 0, false},
   };
+  std::vector<BnRow> bn_rows;
   for (const BnRow &r : bns) {
+    bn_rows.push_back(r);
+    if (r.shift == 30)  // each of the four shapes under each of four activations
+      for (cnn_act act : {CNN_ACT_NONE, CNN_ACT_RELU, CNN_ACT_LEAKY_RELU, CNN_ACT_TANH})
+        if (act != r.act) {
+          BnRow q = r;
+          q.act = act, q.alpha = act == CNN_ACT_LEAKY_RELU ? 0.1f : 0.0f;
+          bn_rows.push_back(q);
+        }
+  }
+  for (const BnRow &r : bn_rows) {
     OpCase c(Op::Batchnorm);
     c.shape = r.shape, c.training = r.training, c.affine = r.affine, c.act = r.act, c.alpha = r.alpha;
     c.shift = r.shift, c.residual = r.residual;
@@ -895,7 +919,7 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       a.plan = pp, a.stride_h = p.stride_h, a.stride_w = p.stride_w;
       a.pad_top = p.pad_top, a.pad_left = p.pad_left, a.pad_bottom = p.pad_bottom, a.pad_right = p.pad_right;
       a.dilation_h = p.dilation_h, a.dilation_w = p.dilation_w, a.groups = p.groups;
-      a.act = p.relu ? CNN_ACT_RELU : CNN_ACT_NONE;
+      a.act = p.relu ? CNN_ACT_RELU : c.act, a.act_alpha = c.alpha;
       a.x = x->t(), a.w = w->t(), a.b = c.bias ? bias->t() : nullptr, a.y = y->t();
       a.dy = dy->t(), a.dx = dx->t(), a.dw = dw->t(), a.db = c.bias ? db->t() : nullptr;
       CALL(b, Call::Conv2dForward, &a);
@@ -968,6 +992,10 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       if (pp) {
         CALL(b, Call::DenseForward, &a);
         out["y (cached plan)"] = y->get();
+        a.plan = nullptr;
+        CALL(b, Call::DenseForward, &a);
+        CALL(b, Call::DenseBackwardWeights, &a);
+        out["y (no plan)"] = y->get(), out["dw (no plan)"] = dw->get();
       }
       break;
     }
@@ -1026,7 +1054,8 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       if (c.training) {
         out["save_mean"] = sm->get(), out["save_invstd"] = si->get();
       } else {
-        for (float v : sm->get()) EXPECT_TRUE(std::isnan(v)) << "inference writes no batch statistics";
+        for (BTensor *u : {sm, si})
+          for (float v : u->get()) EXPECT_TRUE(std::isnan(v)) << "inference writes no batch statistics";
       }
       a.dy = dy->t(), a.dx = c.alias ? dy->t() : dx->t(), a.dresidual = c.residual ? dr->t() : nullptr;
       a.dgamma = c.affine ? dg->t() : nullptr, a.dbeta = c.affine ? db->t() : nullptr;
@@ -1034,6 +1063,12 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       out["dx"] = c.alias ? dy->get() : dx->get();
       if (c.residual) out["dresidual"] = dr->get();
       if (c.affine) out["dgamma"] = dg->get(), out["dbeta"] = db->get();
+      if (c.affine && !c.alias) {  // dx may be left out: the parameters' gradients stay what they were
+        BTensor *dg2 = tensor({ch});
+        a.dx = nullptr, a.dresidual = nullptr, a.dgamma = dg2->t();
+        CALL(b, Call::BatchnormBackward, &a);
+        EXPECT_EQ(dg2->get(), out.at("dgamma")) << "dgamma without dx";
+      }
       if (c.residual) {
         EXPECT_EQ(r->get(), in.at("r")) << "the residual is an input";
       }
@@ -1170,7 +1205,8 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       lin.relu = false;  // backward ops take the gradient w.r.t. the pre-activation output
       const Vec xd = to_double(in.at("x")), wd = to_double(in.at("w")), rd = to_double(in.at("dy"));
       const Vec bd = c.bias ? to_double(in.at("b")) : Vec();
-      const Vec y = cnnref::conv2d_forward(p, xd, wd, bd);
+      const Vec y = c.act != CNN_ACT_NONE ? cnnref::activation(c.act, c.alpha, cnnref::conv2d_forward(lin, xd, wd, bd))
+                                          : cnnref::conv2d_forward(p, xd, wd, bd);
       w.push_back({"y", y, kForwardTol});
       if (c.use_plan) w.push_back({"y (cached plan)", y, kForwardTol});
       const double cost = (double)(p.x_size() + p.w_size()) * p.y_size() * p.kh * p.kw * (p.c / p.groups);
@@ -1208,7 +1244,7 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       // outputs are small against the sums)
       const double tol = kForwardTol * std::max(1.0, inner / 256.0);
       w.push_back({"y", y, tol});
-      if (c.use_plan) w.push_back({"y (cached plan)", y, tol});
+      if (c.use_plan) w.push_back({"y (cached plan)", y, tol}), w.push_back({"y (no plan)", y, tol});
       if ((double)n * inner * c.out > 200000) break;
       auto lin = [&](const Vec &x, const Vec &wt, const Vec &b) {
         return dot(cnnref::dense_forward(n, inner, c.out, x, wt, b, false), rd);
@@ -1216,11 +1252,13 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       w.push_back({"dx", finite_differences(xd, [&](const Vec &v) { return lin(v, wd, bd); }), kGradTol});
       w.push_back({"dw", finite_differences(wd, [&](const Vec &v) { return lin(xd, v, bd); }), kGradTol});
       if (c.bias) w.push_back({"db", finite_differences(bd, [&](const Vec &v) { return lin(xd, wd, v); }), kGradTol});
+      if (c.use_plan) w.push_back({"dw (no plan)", w[w.size() - (c.bias ? 2 : 1)].v, kGradTol});
       break;
     }
     case Op::Act: {
       const Vec xd = to_double(in.at("x")), rd = to_double(in.at("dy"));
-      w.push_back({"y", cnnref::activation(c.act, c.alpha, xd), 1e-6, true});
+      const bool exact = c.act == CNN_ACT_NONE || c.act == CNN_ACT_RELU;  // a copy or a comparison: exact
+      w.push_back({"y", cnnref::activation(c.act, c.alpha, xd), exact ? 0.0 : 1e-6, !exact});
       const bool kink = c.act == CNN_ACT_RELU || c.act == CNN_ACT_LEAKY_RELU || c.act == CNN_ACT_ELU;
       w.push_back({"dx",
                    elementwise_differences(
@@ -1329,9 +1367,9 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       break;
     }
     case Op::Scale: {
-      Vec y = to_double(in.at("x"));
-      for (auto &v : y) v *= c.alpha;
-      w.push_back({"y", y, 1e-7});
+      Vec y;
+      for (float v : in.at("x")) y.push_back(v * c.alpha);  // one f32 product: exact
+      w.push_back({"y", y, 0.0});
       break;
     }
     case Op::Concat: {
@@ -1397,8 +1435,9 @@ double nmse(const std::vector<float> &got, const std::vector<float> &want) {
 // The bound of one output of a row: f32 statistics and parameter gradients of a 16-bit row keep f32 bounds.
 double bound_of(const OpCase &c, const std::string &name) {
   if (c.dtype == CNN_F32 || c.nmse == kExact) return c.nmse;
-  if (name == "db" || name == "dgamma" || name == "dbeta")
-    return c.op == Op::Batchnorm ? kNmseElementwise : kNmseConvGemm;
+  if (name == "db" || name == "dgamma" || name == "dbeta")  // f32 sums (of 16-bit products with a residual)
+    return c.op != Op::Batchnorm ? kNmseConvGemm : c.residual ? c.nmse : kNmseElementwise;
+  if (c.op == Op::Act && name == "y") return lp_bound(c.dtype);  // the row's 4x is for backward from a rounded y
   if (name.rfind("running", 0) == 0 || name.rfind("save", 0) == 0 || name == "probs" || name == "losses")
     return kNmseElementwise;
   return c.nmse;
