@@ -12,7 +12,6 @@
 // What is not an op case of this kind (error paths, plan caching, bit-identity of fused and separate ops, the
 // backends' own features) stays in test_ops_cpu.cc and test_cuda.cc.
 #include <gtest/gtest.h>
-
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +29,21 @@
 #include "cnn/status.h"
 #include "cnn/tensor.h"
 #include "core/backend.h"
+#include "tests/op_util.h"
 #include "tests/reference.h"
 
 namespace {
 
 using cnnref::Vec;
+using cnntest::conv_params;
+using cnntest::conv_shapes;
+using cnntest::dot;
+using cnntest::finite_differences;
+using cnntest::kFdStep;
+using cnntest::nmse;
+using cnntest::random_floats;
+using cnntest::rounded;
+using cnntest::to_double;
 
 // ---------------------------------------------------------------------------------------------------------------
 // bounds
@@ -43,8 +52,6 @@ using cnnref::Vec;
 // f32 sums of a few hundred products stay within ~1e-6 of that scale (measured: at most 8e-7).
 constexpr double kForwardTol = 5e-6;
 constexpr double kGradTol = 5e-6;  // the backend's f32 sums against float64 central differences
-// Finite-difference step (the reference is float64, so rounding error is ~1e-13 / kStep).
-constexpr double kStep = 1e-3;
 
 // Another backend against the CPU, NMSE = sum((got - cpu)^2) / sum(cpu^2). Elementwise ops compute the same f32
 // expressions on both sides (core/ew_math.h), so only libm-vs-device math functions differ; conv and gemm sum in
@@ -64,8 +71,8 @@ double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
 enum class Op { Conv2d, Pool2d, Dense, Act, SoftmaxXent, Batchnorm, Dropout, Add, Scale, Concat };
 
 const char *op_name(Op op) {
-  static const char *names[] = {"conv2d", "pool2d", "dense",   "act", "softmax_xent",
-                                "batchnorm", "dropout", "add", "scale", "concat"};
+  static const char *names[] = {"conv2d",    "pool2d",  "dense", "act",   "softmax_xent",
+                                "batchnorm", "dropout", "add",   "scale", "concat"};
   return names[(int)op];
 }
 
@@ -73,9 +80,9 @@ const char *op_name(Op op) {
 struct OpCase {
   explicit OpCase(Op o) : op(o) {}
   Op op;
-  cnn_dtype dtype = CNN_F32;  // 16-bit rows run only on backends that compute in them (not the CPU)
+  cnn_dtype dtype = CNN_F32;       // 16-bit rows run only on backends that compute in them (not the CPU)
   double nmse = kNmseElementwise;  // bound against the CPU (the 16-bit rows: lp_bound)
-  bool use_plan = true;       // conv, dense, pool: through a plan slot, or with none
+  bool use_plan = true;            // conv, dense, pool: through a plan slot, or with none
 
   cnnref::Conv2d conv;  // conv: shapes and window (conv.relu: the fused ReLU)
   cnnref::Pool2d pool;  // pool
@@ -104,7 +111,7 @@ struct OpCase {
   float rate = 0.0f;  // dropout
   uint64_t seed = 0, offset = 0;
 
-  int alias = 0;  // add: 0 y apart, 1 y = a, 2 y = b; act, dropout, batchnorm: 1 dx = dy (in place)
+  int alias = 0;      // add: 0 y apart, 1 y = a, 2 y = b; act, dropout, batchnorm: 1 dx = dy (in place)
   float beta = 0.0f;  // add: y = alpha a + beta b; scale: x *= alpha
 
   std::vector<int64_t> lead, widths;  // concat: every dim but the channels, and each part's channels
@@ -185,81 +192,6 @@ std::string OpCase::name() const {
   return s.str();
 }
 
-cnnref::Conv2d conv(int n, int h, int w, int c, int o, int kh, int kw, int stride = 1, int pad = 0, int dilation = 1,
-                    int groups = 1) {
-  cnnref::Conv2d p;
-  p.n = n, p.h = h, p.w = w, p.c = c, p.o = o, p.kh = kh, p.kw = kw;
-  p.stride_h = p.stride_w = stride;
-  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
-  p.dilation_h = p.dilation_w = dilation;
-  p.groups = groups;
-  return p;
-}
-
-// Seeded random convolutions that fit (every parameter drawn), `count` of them.
-// `kernel_first`: the kernel's size drawn right after the image's (the order of test_cuda's draws), else after the
-// channels (test_ops_cpu's).
-void random_convs(std::vector<cnnref::Conv2d> &v, uint32_t seed, size_t count, bool kernel_first) {
-  std::mt19937 rng(seed);
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const size_t target = v.size() + count;
-  while (v.size() < target) {
-    cnnref::Conv2d q;
-    q.n = pick(1, 5), q.h = pick(1, 10), q.w = pick(1, 10);
-    if (kernel_first) q.kh = pick(1, 4), q.kw = pick(1, 4);
-    q.groups = pick(1, 3);
-    q.c = q.groups * pick(1, 4);
-    q.o = q.groups * pick(1, 4);
-    if (!kernel_first) q.kh = pick(1, 4), q.kw = pick(1, 4);
-    q.stride_h = pick(1, 3), q.stride_w = pick(1, 3);
-    q.dilation_h = pick(1, 2), q.dilation_w = pick(1, 2);
-    q.pad_top = pick(0, 2), q.pad_left = pick(0, 2), q.pad_bottom = pick(0, 2), q.pad_right = pick(0, 2);
-    if (q.out_h() < 1 || q.out_w() < 1) continue;
-    v.push_back(q);
-  }
-}
-
-// Hand-picked convolutions (odd sizes, both padding kinds, every parameter), then seeded random ones.
-std::vector<cnnref::Conv2d> conv_shapes() {
-  std::vector<cnnref::Conv2d> v;
-  v.push_back(conv(1, 7, 5, 3, 4, 3, 3));
-  cnnref::Conv2d p = conv(5, 7, 5, 3, 6, 3, 3, 2);
-  p.pad_top = 1, p.pad_left = 0, p.pad_bottom = 2, p.pad_right = 1;  // asymmetric: an explicitly padded copy
-  v.push_back(p);
-  p = conv(3, 9, 9, 4, 8, 3, 3, 2);
-  p.pad_bottom = 1, p.pad_right = 1;  // SAME with stride 2 on an odd image
-  v.push_back(p);
-  p = conv(5, 8, 8, 6, 6, 2, 2);
-  p.pad_bottom = 1, p.pad_right = 1;  // SAME with an even kernel
-  v.push_back(p);
-  p = conv(2, 9, 8, 4, 4, 3, 2, 3);
-  p.pad_top = 0, p.pad_left = 1, p.pad_bottom = 1, p.pad_right = 0;
-  v.push_back(p);
-  v.push_back(conv(2, 7, 7, 3, 5, 3, 3, 1, 1));     // SAME, symmetric
-  v.push_back(conv(1, 11, 13, 8, 16, 5, 5, 2, 2));  // stride 2, pad 2
-  v.push_back(conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2));  // dilation 2
-  p = conv(3, 8, 7, 5, 4, 3, 2, 1, 0, 1);
-  p.dilation_h = 2, p.dilation_w = 3, p.stride_w = 2;  // different dilation and stride per axis
-  v.push_back(p);
-  v.push_back(conv(3, 6, 7, 4, 6, 3, 3, 1, 1, 1, 2));  // groups 2
-  p = conv(2, 8, 6, 5, 10, 3, 3, 2, 1, 1, 5);          // depthwise, multiplier 2, asymmetric
-  p.pad_bottom = 0, p.pad_right = 0;
-  v.push_back(p);
-  v.push_back(conv(4, 6, 6, 8, 8, 3, 3, 1, 1, 1, 8));  // depthwise, multiplier 1
-  v.push_back(conv(1, 5, 5, 1, 2, 1, 1));              // 1x1
-  v.push_back(conv(5, 4, 3, 2, 3, 4, 3));              // kernel as large as the image
-  v.push_back(conv(2, 28, 28, 1, 32, 3, 3));           // the seed CNN's layers at a small batch
-  v.push_back(conv(2, 13, 13, 32, 64, 3, 3));
-  v.push_back(conv(2, 5, 5, 64, 128, 3, 3));
-  v.push_back(conv(7, 28, 28, 1, 32, 3, 3));  // and at an odd one
-  v.push_back(conv(3, 13, 13, 32, 64, 3, 3));
-  v.push_back(conv(3, 5, 5, 64, 128, 3, 3));
-  random_convs(v, 20240531, 27, false);  // the two suites' random draws before this one
-  random_convs(v, 20240601, 19, true);
-  for (size_t i = 0; i < v.size(); i++) v[i].relu = i % 3 == 1;
-  return v;
-}
-
 cnnref::Pool2d pool(bool max, int n, int h, int w, int c, int kh, int kw, int sh, int sw, int pt, int pl, int pb,
                     int pr) {
   cnnref::Pool2d p;
@@ -275,17 +207,17 @@ std::vector<cnnref::Pool2d> pool_shapes() {
   };
   add(1, 4, 4, 1, 2, 2, 2, 2, 0, 0, 0, 0);
   add(1, 7, 5, 3, 2, 2, 2, 2, 0, 0, 0, 0);
-  add(3, 7, 9, 5, 2, 2, 2, 2, 0, 0, 0, 0);    // odd sizes: the last row and column are dropped
-  add(2, 26, 26, 32, 2, 2, 2, 2, 0, 0, 0, 0); // the seed CNN's first pool at a small batch
-  add(7, 26, 26, 32, 2, 2, 2, 2, 0, 0, 0, 0); // and at an odd one
-  add(2, 9, 9, 3, 3, 3, 2, 2, 1, 1, 1, 1);    // symmetric padding, overlapping windows
+  add(3, 7, 9, 5, 2, 2, 2, 2, 0, 0, 0, 0);     // odd sizes: the last row and column are dropped
+  add(2, 26, 26, 32, 2, 2, 2, 2, 0, 0, 0, 0);  // the seed CNN's first pool at a small batch
+  add(7, 26, 26, 32, 2, 2, 2, 2, 0, 0, 0, 0);  // and at an odd one
+  add(2, 9, 9, 3, 3, 3, 2, 2, 1, 1, 1, 1);     // symmetric padding, overlapping windows
   add(2, 6, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1);
-  add(3, 7, 7, 2, 2, 2, 2, 2, 0, 0, 1, 1);    // SAME on an odd image: asymmetric
-  add(5, 7, 5, 3, 3, 3, 2, 2, 1, 0, 2, 1);    // asymmetric padding, overlapping windows
+  add(3, 7, 7, 2, 2, 2, 2, 2, 0, 0, 1, 1);  // SAME on an odd image: asymmetric
+  add(5, 7, 5, 3, 3, 3, 2, 2, 1, 0, 2, 1);  // asymmetric padding, overlapping windows
   add(2, 9, 8, 4, 3, 3, 3, 3, 0, 1, 1, 0);
   add(3, 6, 6, 17, 2, 2, 1, 1, 1, 1, 0, 0);
-  add(1, 5, 5, 2, 3, 3, 3, 3, 2, 2, 2, 2);    // windows mostly padding
-  add(2, 7, 6, 3, 3, 2, 2, 1, 2, 1, 1, 0);    // non-square window and stride
+  add(1, 5, 5, 2, 3, 3, 3, 3, 2, 2, 2, 2);  // windows mostly padding
+  add(2, 7, 6, 3, 3, 2, 2, 1, 2, 1, 1, 0);  // non-square window and stride
   add(1, 1, 1, 5, 1, 1, 1, 1, 0, 0, 0, 0);
   // global pooling (globalavgpool, globalmaxpool): one window the size of the input; 5x7 runs the CPU's own
   // max-pool loops, 17x17 (289 elements, above their 256) oneDNN's
@@ -298,10 +230,9 @@ std::vector<cnnref::Pool2d> pool_shapes() {
 
 // Dense shapes: N = 1, odd sizes everywhere, IN from a rank-2 to rank-4 x, sizes that are not multiples of 8 and
 // larger ones (tensor-core tiles).
-const std::vector<std::vector<int64_t>> kDenseX = {{1, 7},   {5, 7},      {4, 3, 3, 2},    {2, 5, 4},  {8, 128},
-                                                   {8, 512}, {3, 1},      {1, 1},          {3, 7},     {7, 3, 3, 2},
-                                                   {64, 512}, {1, 1152},  {129, 17},       {33, 3, 3, 128},
-                                                   {5, 2, 3, 5}};
+const std::vector<std::vector<int64_t>> kDenseX = {{1, 7},    {5, 7},    {4, 3, 3, 2}, {2, 5, 4},       {8, 128},
+                                                   {8, 512},  {3, 1},    {1, 1},       {3, 7},          {7, 3, 3, 2},
+                                                   {64, 512}, {1, 1152}, {129, 17},    {33, 3, 3, 128}, {5, 2, 3, 5}};
 const int kDenseOut[] = {3, 3, 5, 1, 512, 10, 4, 1, 5, 10, 10, 512, 3, 512, 9};
 
 float default_alpha(cnn_act act) { return act == CNN_ACT_LEAKY_RELU ? 0.1f : act == CNN_ACT_ELU ? 1.3f : 0.0f; }
@@ -323,8 +254,8 @@ std::vector<OpCase> build_table() {
           t.push_back(c);
         }
     }
-  for (cnnref::Conv2d p : {conv(3, 6, 7, 4, 6, 3, 3, 2, 1, 1, 2), conv(3, 9, 9, 4, 8, 3, 3, 1, 1),
-                           conv(2, 8, 8, 6, 6, 2, 2)}) {
+  for (cnnref::Conv2d p : {conv_params(3, 6, 7, 4, 6, 3, 3, 2, 1, 1, 2), conv_params(3, 9, 9, 4, 8, 3, 3, 1, 1),
+                           conv_params(2, 8, 8, 6, 6, 2, 2)}) {
     if (p.kh == 2) p.pad_bottom = p.pad_right = 1;
     p.relu = p.groups == 2;
     OpCase c(Op::Conv2d);
@@ -336,11 +267,11 @@ std::vector<OpCase> build_table() {
     cnn_act act;
     float alpha;
   };
-  for (FusedAct f : {FusedAct{CNN_ACT_LEAKY_RELU, 0.2f}, FusedAct{CNN_ACT_LEAKY_RELU, 0.05f}, FusedAct{CNN_ACT_ELU, 0.7f},
-                     FusedAct{CNN_ACT_ELU, 1.3f}, FusedAct{CNN_ACT_SIGMOID, 0.0f}, FusedAct{CNN_ACT_TANH, 0.0f},
-                     FusedAct{CNN_ACT_RELU, 0.0f}}) {
+  for (FusedAct f : {FusedAct{CNN_ACT_LEAKY_RELU, 0.2f}, FusedAct{CNN_ACT_LEAKY_RELU, 0.05f},
+                     FusedAct{CNN_ACT_ELU, 0.7f}, FusedAct{CNN_ACT_ELU, 1.3f}, FusedAct{CNN_ACT_SIGMOID, 0.0f},
+                     FusedAct{CNN_ACT_TANH, 0.0f}, FusedAct{CNN_ACT_RELU, 0.0f}}) {
     OpCase c(Op::Conv2d);
-    c.conv = conv(2, 7, 5, 3, 4, 3, 3, 1, 1), c.act = f.act, c.alpha = f.alpha, c.nmse = kNmseConvGemm;
+    c.conv = conv_params(2, 7, 5, 3, 4, 3, 3, 1, 1), c.act = f.act, c.alpha = f.alpha, c.nmse = kNmseConvGemm;
     t.push_back(c);
   }
 
@@ -392,10 +323,9 @@ std::vector<OpCase> build_table() {
     cnn_act act;
     float alpha;
   };
-  const ActRow acts[] = {{CNN_ACT_NONE, 0.0f},  {CNN_ACT_RELU, 0.0f},    {CNN_ACT_LEAKY_RELU, 0.1f},
-                         {CNN_ACT_ELU, 1.0f},   {CNN_ACT_ELU, 0.5f},     {CNN_ACT_ELU, 1.3f},
-                         {CNN_ACT_SIGMOID, 0.0f}, {CNN_ACT_TANH, 0.0f},  {CNN_ACT_GELU, 0.0f},
-                         {CNN_ACT_SILU, 0.0f}};
+  const ActRow acts[] = {{CNN_ACT_NONE, 0.0f}, {CNN_ACT_RELU, 0.0f}, {CNN_ACT_LEAKY_RELU, 0.1f}, {CNN_ACT_ELU, 1.0f},
+                         {CNN_ACT_ELU, 0.5f},  {CNN_ACT_ELU, 1.3f},  {CNN_ACT_SIGMOID, 0.0f},    {CNN_ACT_TANH, 0.0f},
+                         {CNN_ACT_GELU, 0.0f}, {CNN_ACT_SILU, 0.0f}};
   for (const ActRow &a : acts)
     for (int64_t n : {1, 37, 2001, 65537})
       for (int in_place : {0, 1}) {
@@ -418,10 +348,10 @@ std::vector<OpCase> build_table() {
     float range;
     bool far;
   };
-  for (XentRow r : {XentRow{1, 1, 30, true}, XentRow{1, 2, 3, false}, XentRow{1, 10, 30, true},
-                    XentRow{5, 3, 30, true}, XentRow{3, 10, 8, false}, XentRow{7, 10, 3, false},
-                    XentRow{7, 33, 8, false}, XentRow{64, 10, 30, true}, XentRow{3, 1000, 30, true},
-                    XentRow{5, 1000, 8, false}, XentRow{1025, 2, 8, false}}) {
+  for (XentRow r :
+       {XentRow{1, 1, 30, true}, XentRow{1, 2, 3, false}, XentRow{1, 10, 30, true}, XentRow{5, 3, 30, true},
+        XentRow{3, 10, 8, false}, XentRow{7, 10, 3, false}, XentRow{7, 33, 8, false}, XentRow{64, 10, 30, true},
+        XentRow{3, 1000, 30, true}, XentRow{5, 1000, 8, false}, XentRow{1025, 2, 8, false}}) {
     OpCase c(Op::SoftmaxXent);
     c.n = r.n, c.k = r.k, c.logit_range = r.range, c.far_logits = r.far, c.grad_scale = 1.0f / (float)r.n;
     t.push_back(c);
@@ -456,27 +386,43 @@ std::vector<OpCase> build_table() {
     bool residual;
   };
   const BnRow bns[] = {
-      {{4, 5, 3, 6}, true, true, CNN_ACT_NONE, 0, 30, false},     {{7, 3}, true, true, CNN_ACT_RELU, 0, 30, false},
+      {{4, 5, 3, 6}, true, true, CNN_ACT_NONE, 0, 30, false},
+      {{7, 3}, true, true, CNN_ACT_RELU, 0, 30, false},
       {{8, 16, 16, 32}, true, true, CNN_ACT_LEAKY_RELU, 0.1f, 30, false},
       {{2, 1, 1, 5}, true, true, CNN_ACT_TANH, 0, 30, false},
-      {{3, 4, 5, 7}, false, true, CNN_ACT_ELU, 1, 0, false},     {{1, 9}, false, true, CNN_ACT_ELU, 1, 0, false},
+      {{3, 4, 5, 7}, false, true, CNN_ACT_ELU, 1, 0, false},
+      {{1, 9}, false, true, CNN_ACT_ELU, 1, 0, false},
       {{1, 1, 1, 4}, false, true, CNN_ACT_ELU, 1, 0, false},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_NONE, 0, 0, false},     {{6, 5}, true, true, CNN_ACT_NONE, 0, 0, false},
-      {{3, 1, 1, 3}, true, true, CNN_ACT_NONE, 0, 0, false},     {{3, 2, 3, 4}, false, true, CNN_ACT_NONE, 0, 0, false},
+      {{3, 2, 3, 4}, true, true, CNN_ACT_NONE, 0, 0, false},
+      {{6, 5}, true, true, CNN_ACT_NONE, 0, 0, false},
+      {{3, 1, 1, 3}, true, true, CNN_ACT_NONE, 0, 0, false},
+      {{3, 2, 3, 4}, false, true, CNN_ACT_NONE, 0, 0, false},
       {{6, 5}, false, true, CNN_ACT_NONE, 0, 0, false},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, false},     {{6, 5}, true, true, CNN_ACT_ELU, 1, 0, false},
-      {{3, 1, 1, 3}, true, true, CNN_ACT_SIGMOID, 0, 0, false},  {{3, 2, 3, 4}, false, true, CNN_ACT_TANH, 0, 0, false},
-      {{6, 5}, false, true, CNN_ACT_ELU, 1, 0, false},          {{3, 1, 1, 3}, false, true, CNN_ACT_SIGMOID, 0, 0, false},
-      {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0, 0, false},     {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0, 0, false},
-      {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.2f, 0, false}, {{5, 33}, false, false, CNN_ACT_NONE, 0, 0, false},
-      {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0, 0, false},  {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 1, 50, false},
-      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false}, {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
+      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, false},
+      {{6, 5}, true, true, CNN_ACT_ELU, 1, 0, false},
+      {{3, 1, 1, 3}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
+      {{3, 2, 3, 4}, false, true, CNN_ACT_TANH, 0, 0, false},
+      {{6, 5}, false, true, CNN_ACT_ELU, 1, 0, false},
+      {{3, 1, 1, 3}, false, true, CNN_ACT_SIGMOID, 0, 0, false},
+      {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0, 0, false},
+      {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0, 0, false},
+      {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.2f, 0, false},
+      {{5, 33}, false, false, CNN_ACT_NONE, 0, 0, false},
+      {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0, 0, false},
+      {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 1, 50, false},
+      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
+      {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
       {{16, 7, 7, 256}, false, true, CNN_ACT_RELU, 0, 3, false},
-      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, true},     {{4, 6, 6, 20}, false, true, CNN_ACT_RELU, 0, 0, true},
-      {{8, 14, 14, 64}, true, true, CNN_ACT_NONE, 0, 20, true},  {{3, 5, 5, 130}, true, true, CNN_ACT_LEAKY_RELU, 0.2f, 0, true},
-      {{16, 7, 7, 256}, true, true, CNN_ACT_RELU, 0, 1000, true}, {{7, 33}, true, true, CNN_ACT_ELU, 1, -5, true},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, true},      {{6, 5}, false, true, CNN_ACT_SIGMOID, 0, 0, true},
-      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, false},   {{4, 6, 3, 40}, true, true, CNN_ACT_RELU, 0, 0, false},
+      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, true},
+      {{4, 6, 6, 20}, false, true, CNN_ACT_RELU, 0, 0, true},
+      {{8, 14, 14, 64}, true, true, CNN_ACT_NONE, 0, 20, true},
+      {{3, 5, 5, 130}, true, true, CNN_ACT_LEAKY_RELU, 0.2f, 0, true},
+      {{16, 7, 7, 256}, true, true, CNN_ACT_RELU, 0, 1000, true},
+      {{7, 33}, true, true, CNN_ACT_ELU, 1, -5, true},
+      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, true},
+      {{6, 5}, false, true, CNN_ACT_SIGMOID, 0, 0, true},
+      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, false},
+      {{4, 6, 3, 40}, true, true, CNN_ACT_RELU, 0, 0, false},
   };
   std::vector<BnRow> bn_rows;
   for (const BnRow &r : bns) {
@@ -502,8 +448,8 @@ std::vector<OpCase> build_table() {
       c.alias = 0;
     }
     // 16 bits: x near 1000 keeps no fraction at all; the large-shift rows are f32 rows
-    if (std::fabs(r.shift) <= 20 && (r.residual || r.shape == std::vector<int64_t>{4, 6, 6, 20} ||
-                                     r.shape == std::vector<int64_t>{4, 6, 3, 40}))
+    if (std::fabs(r.shift) <= 20 &&
+        (r.residual || r.shape == std::vector<int64_t>{4, 6, 6, 20} || r.shape == std::vector<int64_t>{4, 6, 3, 40}))
       for (cnn_dtype dt : kLowp) {
         c.dtype = dt, c.nmse = lp_bound(dt);
         t.push_back(c);
@@ -609,9 +555,25 @@ bool require_cuda() {
 // the one place that calls a backend's ops (to become the dispatch layer's cnn_op_* functions)
 
 enum class Call {
-  Conv2dForward, Conv2dBackwardData, Conv2dBackwardFilter, Pool2dForward, Pool2dBackward, DenseForward,
-  DenseBackwardData, DenseBackwardWeights, ActForward, ActBackward, SoftmaxXent, BatchnormForward,
-  BatchnormBackward, DropoutForward, DropoutBackward, Add, Scale, ConcatForward, ConcatBackward
+  Conv2dForward,
+  Conv2dBackwardData,
+  Conv2dBackwardFilter,
+  Pool2dForward,
+  Pool2dBackward,
+  DenseForward,
+  DenseBackwardData,
+  DenseBackwardWeights,
+  ActForward,
+  ActBackward,
+  SoftmaxXent,
+  BatchnormForward,
+  BatchnormBackward,
+  DropoutForward,
+  DropoutBackward,
+  Add,
+  Scale,
+  ConcatForward,
+  ConcatBackward
 };
 
 // scale's arguments, which the table passes one by one
@@ -623,56 +585,50 @@ struct ScaleArgs {
 cnn_status call_op(cnn_backend *b, Call op, const void *args) {
   const cnn_backend_ops *o = b->ops;
   switch (op) {
-    case Call::Conv2dForward: return o->conv2d_forward(b, (const cnn_conv2d_args *)args);
-    case Call::Conv2dBackwardData: return o->conv2d_backward_data(b, (const cnn_conv2d_args *)args);
-    case Call::Conv2dBackwardFilter: return o->conv2d_backward_filter(b, (const cnn_conv2d_args *)args);
-    case Call::Pool2dForward: return o->pool2d_forward(b, (const cnn_pool2d_args *)args);
-    case Call::Pool2dBackward: return o->pool2d_backward(b, (const cnn_pool2d_args *)args);
-    case Call::DenseForward: return o->dense_forward(b, (const cnn_dense_args *)args);
-    case Call::DenseBackwardData: return o->dense_backward_data(b, (const cnn_dense_args *)args);
-    case Call::DenseBackwardWeights: return o->dense_backward_weights(b, (const cnn_dense_args *)args);
-    case Call::ActForward: return o->act_forward(b, (const cnn_act_args *)args);
-    case Call::ActBackward: return o->act_backward(b, (const cnn_act_args *)args);
-    case Call::SoftmaxXent: return o->softmax_xent(b, (const cnn_softmax_xent_args *)args);
-    case Call::BatchnormForward: return o->batchnorm_forward(b, (const cnn_batchnorm_args *)args);
-    case Call::BatchnormBackward: return o->batchnorm_backward(b, (const cnn_batchnorm_args *)args);
-    case Call::DropoutForward: return o->dropout_forward(b, (const cnn_dropout_args *)args);
-    case Call::DropoutBackward: return o->dropout_backward(b, (const cnn_dropout_args *)args);
-    case Call::Add: return o->add(b, (const cnn_add_args *)args);
-    case Call::Scale: return o->scale(b, ((const ScaleArgs *)args)->x, ((const ScaleArgs *)args)->alpha);
-    case Call::ConcatForward: return o->concat_forward(b, (const cnn_concat_args *)args);
-    case Call::ConcatBackward: return o->concat_backward(b, (const cnn_concat_args *)args);
+    case Call::Conv2dForward:
+      return o->conv2d_forward(b, (const cnn_conv2d_args *)args);
+    case Call::Conv2dBackwardData:
+      return o->conv2d_backward_data(b, (const cnn_conv2d_args *)args);
+    case Call::Conv2dBackwardFilter:
+      return o->conv2d_backward_filter(b, (const cnn_conv2d_args *)args);
+    case Call::Pool2dForward:
+      return o->pool2d_forward(b, (const cnn_pool2d_args *)args);
+    case Call::Pool2dBackward:
+      return o->pool2d_backward(b, (const cnn_pool2d_args *)args);
+    case Call::DenseForward:
+      return o->dense_forward(b, (const cnn_dense_args *)args);
+    case Call::DenseBackwardData:
+      return o->dense_backward_data(b, (const cnn_dense_args *)args);
+    case Call::DenseBackwardWeights:
+      return o->dense_backward_weights(b, (const cnn_dense_args *)args);
+    case Call::ActForward:
+      return o->act_forward(b, (const cnn_act_args *)args);
+    case Call::ActBackward:
+      return o->act_backward(b, (const cnn_act_args *)args);
+    case Call::SoftmaxXent:
+      return o->softmax_xent(b, (const cnn_softmax_xent_args *)args);
+    case Call::BatchnormForward:
+      return o->batchnorm_forward(b, (const cnn_batchnorm_args *)args);
+    case Call::BatchnormBackward:
+      return o->batchnorm_backward(b, (const cnn_batchnorm_args *)args);
+    case Call::DropoutForward:
+      return o->dropout_forward(b, (const cnn_dropout_args *)args);
+    case Call::DropoutBackward:
+      return o->dropout_backward(b, (const cnn_dropout_args *)args);
+    case Call::Add:
+      return o->add(b, (const cnn_add_args *)args);
+    case Call::Scale:
+      return o->scale(b, ((const ScaleArgs *)args)->x, ((const ScaleArgs *)args)->alpha);
+    case Call::ConcatForward:
+      return o->concat_forward(b, (const cnn_concat_args *)args);
+    case Call::ConcatBackward:
+      return o->concat_backward(b, (const cnn_concat_args *)args);
   }
   return CNN_ERR_INVALID_ARG;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // tensors with sentinel bytes on both sides, on any backend
-
-// Round to nearest even to F16 or BF16, returned as a float (finite, normal-range inputs; F16 subnormals too).
-float round_to(float x, cnn_dtype dt) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if (dt == CNN_BF16) {
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-  } else if (dt == CNN_F16) {
-    const float a = std::fabs(x);
-    if (a >= 65520.0f) return x > 0 ? INFINITY : -INFINITY;
-    if (a < 6.103515625e-05f) return std::nearbyint(x * 16777216.0f) / 16777216.0f;  // subnormal: steps of 2^-24
-    u += 0xFFFu + ((u >> 13) & 1u);
-    u &= 0xFFFFE000u;
-  }
-  float r;
-  memcpy(&r, &u, sizeof r);
-  return r;
-}
-
-std::vector<float> rounded(std::vector<float> v, cnn_dtype dt) {
-  if (dt != CNN_F32)
-    for (auto &x : v) x = round_to(x, dt);
-  return v;
-}
 
 class BTensor {
  public:
@@ -763,20 +719,13 @@ struct Plan {
 // ---------------------------------------------------------------------------------------------------------------
 // inputs, outputs
 
-std::vector<float> random_floats(size_t n, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto &x : v) x = u(rng);
-  return v;
-}
-
 // Distinct values spaced well apart (a shuffled ramp): max-pool windows have no near ties. In 16 bits, multiples
 // of 2^-7 below 1 in magnitude, which the type holds exactly (the cases are small enough).
 std::vector<float> distinct_floats(size_t n, std::mt19937 &rng, cnn_dtype dt) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; i++)
-    v[i] = dt == CNN_F32 ? -1.0f + 2.0f * (float)i / (float)std::max<size_t>(n, 1)
-                         : ((float)i - (float)n / 2.0f) / 128.0f;
+    v[i] =
+        dt == CNN_F32 ? -1.0f + 2.0f * (float)i / (float)std::max<size_t>(n, 1) : ((float)i - (float)n / 2.0f) / 128.0f;
   std::shuffle(v.begin(), v.end(), rng);
   return v;
 }
@@ -888,10 +837,10 @@ Named make_inputs(const OpCase &c, uint32_t seed) {
 // ---------------------------------------------------------------------------------------------------------------
 // running a case on one backend
 
-#define CALL(b, op, args)                                                                                          \
-  do {                                                                                                           \
-    const cnn_status st_ = call_op(b, op, args);                                                                 \
-    ASSERT_EQ(st_, CNN_OK) << b->ops->name << " " << #op << ": " << cnn_last_error();                          \
+#define CALL(b, op, args)                                                             \
+  do {                                                                                \
+    const cnn_status st_ = call_op(b, op, args);                                      \
+    ASSERT_EQ(st_, CNN_OK) << b->ops->name << " " << #op << ": " << cnn_last_error(); \
   } while (0)
 
 // Every output that the op wrote, read back; every tensor's sentinels checked. `dt` is the row's dtype on this
@@ -1138,48 +1087,19 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       break;
     }
   }
-  for (size_t i = 0; i < all.size(); i++) EXPECT_TRUE(all[i]->guards_intact()) << b->ops->name << ": tensor " << i
-                                                                                << " of the case was written outside";
+  for (size_t i = 0; i < all.size(); i++)
+    EXPECT_TRUE(all[i]->guards_intact()) << b->ops->name << ": tensor " << i << " of the case was written outside";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // the CPU against the float64 reference
-
-Vec to_double(const std::vector<float> &v) { return Vec(v.begin(), v.end()); }
-
-double dot(const Vec &a, const Vec &b) {
-  double s = 0.0;
-  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
-  return s;
-}
-
-// Central differences of loss(v) for every element of `v`; `skip(i)` marks points where the loss is not smooth
-// within the step (those get NaN and are left out of the comparison).
-Vec finite_differences(Vec v, const std::function<double(const Vec &)> &loss,
-                       const std::function<bool(size_t)> &skip = nullptr) {
-  Vec g(v.size());
-  for (size_t i = 0; i < v.size(); i++) {
-    if (skip && skip(i)) {
-      g[i] = NAN;
-      continue;
-    }
-    const double orig = v[i];
-    v[i] = orig + kStep;
-    const double lp = loss(v);
-    v[i] = orig - kStep;
-    const double lm = loss(v);
-    v[i] = orig;
-    g[i] = (lp - lm) / (2 * kStep);
-  }
-  return g;
-}
 
 // The same for an elementwise f: the loss sum_i f(x_i) dy_i moves with x_i alone.
 Vec elementwise_differences(const Vec &x, const Vec &dy, const std::function<double(double)> &f,
                             const std::function<bool(size_t)> &skip = nullptr) {
   Vec g(x.size());
   for (size_t i = 0; i < x.size(); i++)
-    g[i] = skip && skip(i) ? NAN : (f(x[i] + kStep) - f(x[i] - kStep)) / (2 * kStep) * dy[i];
+    g[i] = skip && skip(i) ? NAN : (f(x[i] + kFdStep) - f(x[i] - kFdStep)) / (2 * kFdStep) * dy[i];
   return g;
 }
 
@@ -1211,14 +1131,17 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       if (c.use_plan) w.push_back({"y (cached plan)", y, kForwardTol});
       const double cost = (double)(p.x_size() + p.w_size()) * p.y_size() * p.kh * p.kw * (p.c / p.groups);
       if (cost > kFdBudget) break;
-      w.push_back({"dx", finite_differences(xd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(lin, v, wd, bd), rd); }),
-                   kGradTol});
+      w.push_back(
+          {"dx", finite_differences(xd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(lin, v, wd, bd), rd); }),
+           kGradTol});
       Vec dw = finite_differences(wd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(lin, xd, v, bd), rd); });
       w.push_back({"dw", dw, kGradTol});
       if (c.use_plan) w.push_back({"dw (cached plan)", dw, kGradTol});
       if (c.bias)
-        w.push_back({"db", finite_differences(bd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(lin, xd, wd, v), rd); }),
-                     kGradTol});
+        w.push_back(
+            {"db",
+             finite_differences(bd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(lin, xd, wd, v), rd); }),
+             kGradTol});
       break;
     }
     case Op::Pool2d: {
@@ -1230,7 +1153,7 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       if (p.x_size() > 5000) break;
       Vec fd = finite_differences(
           xd, [&](const Vec &v) { return dot(cnnref::pool2d_forward(p, v), rd); },
-          [&](size_t i) { return cnnref::pool2d_max_near_tie(p, xd, i, kStep); });
+          [&](size_t i) { return cnnref::pool2d_max_near_tie(p, xd, i, kFdStep); });
       w.push_back({"dx", fd, kGradTol, false, 0.9});
       if (c.use_plan) w.push_back({"dx (from the plan)", fd, kGradTol, false, 0.9});
       break;
@@ -1263,7 +1186,7 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       w.push_back({"dx",
                    elementwise_differences(
                        xd, rd, [&](double v) { return cnnref::activation(c.act, c.alpha, v); },
-                       [&](size_t i) { return kink && std::fabs(xd[i]) <= 2 * kStep; }),
+                       [&](size_t i) { return kink && std::fabs(xd[i]) <= 2 * kFdStep; }),
                    2e-5, false, xd.size() > 2 ? 0.9 : 0.0});
       break;
     }
@@ -1301,12 +1224,13 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
     case Op::Batchnorm: {
       const int64_t ch = c.shape.back(), m = numel(c.shape) / ch;
       const Vec xd = to_double(in.at("x")), rd = to_double(in.at("dy")), resd = to_double(in.at("r"));
-      const Vec gd = c.affine ? to_double(in.at("gamma")) : Vec(ch, 1.0), bd = c.affine ? to_double(in.at("beta")) : Vec(ch, 0.0);
+      const Vec gd = c.affine ? to_double(in.at("gamma")) : Vec(ch, 1.0),
+                bd = c.affine ? to_double(in.at("beta")) : Vec(ch, 0.0);
       const Vec rm0 = to_double(in.at("running_mean")), rv0 = to_double(in.at("running_var"));
       // y = act(bn(x) + r): the reference's batchnorm without its activation, the residual, then the activation
       auto forward = [&](const Vec &x, const Vec &g, const Vec &b, const Vec &r, Vec *mean, Vec *var) {
-        Vec y = cnnref::batchnorm_forward(m, ch, x, g, b, rm0, rv0, c.eps, c.training, c.residual ? CNN_ACT_NONE : c.act,
-                                          c.alpha, mean, var);
+        Vec y = cnnref::batchnorm_forward(m, ch, x, g, b, rm0, rv0, c.eps, c.training,
+                                          c.residual ? CNN_ACT_NONE : c.act, c.alpha, mean, var);
         if (!c.residual) return y;
         for (size_t i = 0; i < y.size(); i++) y[i] += r[i];
         return cnnref::activation(c.act, c.alpha, y);
@@ -1338,7 +1262,8 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
         return dot(forward(x, g, b, r, nullptr, nullptr), rd);
       };
       const double share = kink ? 0.9 : 1.0;
-      w.push_back({"dx", finite_differences(xd, [&](const Vec &v) { return loss(v, gd, bd, resd); }), 2e-5, false, share});
+      w.push_back(
+          {"dx", finite_differences(xd, [&](const Vec &v) { return loss(v, gd, bd, resd); }), 2e-5, false, share});
       if (c.residual)
         w.push_back({"dresidual", finite_differences(resd, [&](const Vec &v) { return loss(xd, gd, bd, v); }), 2e-5,
                      false, share});
@@ -1421,16 +1346,6 @@ void expect_matches_reference(const Named &got, const std::vector<Want> &wants) 
 
 // ---------------------------------------------------------------------------------------------------------------
 // another backend against the CPU
-
-double nmse(const std::vector<float> &got, const std::vector<float> &want) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < got.size(); i++) {
-    const double d = (double)got[i] - (double)want[i];
-    num += d * d;
-    den += (double)want[i] * want[i];
-  }
-  return den > 0.0 ? num / den : num;  // an all-zero reference: the plain squared error
-}
 
 // The bound of one output of a row: f32 statistics and parameter gradients of a 16-bit row keep f32 bounds.
 double bound_of(const OpCase &c, const std::string &name) {
@@ -1520,8 +1435,8 @@ INSTANTIATE_TEST_SUITE_P(cuda, OpConformance, ::testing::ValuesIn(params("cuda")
 
 // The table covers what it says: every op, both 16-bit dtypes, each of the parameters that picks a kernel path.
 TEST(OpTable, CoversEveryOpDtypeAndParameter) {
-  int per_op[10] = {0}, lowp = 0, groups = 0, dilated = 0, asymmetric = 0, residual = 0, smoothing = 0,
-      inference = 0, noplan = 0;
+  int per_op[10] = {0}, lowp = 0, groups = 0, dilated = 0, asymmetric = 0, residual = 0, smoothing = 0, inference = 0,
+      noplan = 0;
   for (const OpCase &c : table()) {
     per_op[(int)c.op]++;
     lowp += c.dtype != CNN_F32;
