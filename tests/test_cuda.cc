@@ -30,9 +30,15 @@ extern "C" {
 #include "core/checkpoint.h"
 }
 #include "core/rng.h"
+#include "tests/op_util.h"
 #include "tests/util.h"
 
 namespace {
+
+using cnntest::nmse;
+using cnntest::random_floats;
+using cnntest::round_to;
+using cnntest::rounded;
 
 // NMSE bounds: sum((cuda - cpu)^2) / sum(cpu^2). Elementwise ops compute the same f32 expressions on both sides
 // (core/ew_math.h), so only libm-vs-CUDA math functions differ; conv and gemm sum in different orders (and may
@@ -196,26 +202,6 @@ struct Plan {
   }
 };
 
-std::vector<float> random_floats(size_t n, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto &x : v) x = u(rng);
-  return v;
-}
-
-// Normalized mean squared error of `got` against `want`; NaN when either holds a NaN or an infinity.
-double nmse(const std::vector<float> &got, const std::vector<float> &want) {
-  if (got.size() != want.size()) return NAN;
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < got.size(); i++) {
-    if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return NAN;
-    const double d = (double)got[i] - (double)want[i];
-    num += d * d;
-    den += (double)want[i] * want[i];
-  }
-  return den > 0.0 ? num / den : num;  // an all-zero reference: the plain squared error
-}
-
 // Expects `got` (cuda) to match `want` (cpu) within `bound`, with no NaN on either side.
 void expect_match(const std::vector<float> &got, const std::vector<float> &want, double bound, const std::string &what) {
   ASSERT_EQ(got.size(), want.size()) << what;
@@ -282,55 +268,18 @@ ConvCase conv(int n, int h, int w, int c, int o, int kh, int kw, int stride = 1,
   return p;
 }
 
-// Hand-picked cases (every parameter, both padding kinds) followed by seeded random ones.
+// The convolutions every backend is checked over (tests/op_util.h), with and without a bias.
 std::vector<ConvCase> conv_cases() {
   std::vector<ConvCase> v;
-  v.push_back(conv(1, 7, 5, 3, 4, 3, 3));
-  ConvCase p = conv(5, 7, 5, 3, 6, 3, 3, 2);
-  p.pad_top = 1, p.pad_left = 0, p.pad_bottom = 2, p.pad_right = 1;  // asymmetric: an explicitly padded copy
-  v.push_back(p);
-  p = conv(3, 9, 9, 4, 8, 3, 3, 2);
-  p.pad_bottom = 1, p.pad_right = 1;  // SAME with stride 2 on an odd image
-  v.push_back(p);
-  p = conv(5, 8, 8, 6, 6, 2, 2);
-  p.pad_bottom = 1, p.pad_right = 1;  // SAME with an even kernel
-  v.push_back(p);
-  p = conv(2, 9, 8, 4, 4, 3, 2, 3);
-  p.pad_top = 0, p.pad_left = 1, p.pad_bottom = 1, p.pad_right = 0;
-  v.push_back(p);
-  v.push_back(conv(2, 7, 7, 3, 5, 3, 3, 1, 1));       // SAME, symmetric
-  v.push_back(conv(1, 11, 13, 8, 16, 5, 5, 2, 2));    // stride 2, pad 2
-  v.push_back(conv(2, 9, 9, 4, 6, 3, 3, 1, 2, 2));    // dilation 2
-  p = conv(3, 8, 7, 5, 4, 3, 2, 1, 0, 1);
-  p.dilation_h = 2, p.dilation_w = 3, p.stride_w = 2;  // different dilation and stride per axis
-  v.push_back(p);
-  v.push_back(conv(3, 6, 7, 4, 6, 3, 3, 1, 1, 1, 2));   // groups 2
-  p = conv(2, 8, 6, 5, 10, 3, 3, 2, 1, 1, 5);           // depthwise, multiplier 2, asymmetric
-  p.pad_bottom = 0, p.pad_right = 0;
-  v.push_back(p);
-  v.push_back(conv(4, 6, 6, 8, 8, 3, 3, 1, 1, 1, 8));   // depthwise, multiplier 1
-  v.push_back(conv(1, 5, 5, 1, 2, 1, 1));               // 1x1
-  v.push_back(conv(5, 4, 3, 2, 3, 4, 3));               // kernel as large as the image
-  v.push_back(conv(7, 28, 28, 1, 32, 3, 3));             // the seed CNN's layers at an odd batch
-  v.push_back(conv(3, 13, 13, 32, 64, 3, 3));
-  v.push_back(conv(3, 5, 5, 64, 128, 3, 3));
-
-  std::mt19937 rng(20240601);
-  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  while (v.size() < 36) {
-    ConvCase q{pick(1, 5), pick(1, 10), pick(1, 10), 1, 1, pick(1, 4), pick(1, 4)};
-    q.groups = pick(1, 3);
-    q.c = q.groups * pick(1, 4);
-    q.o = q.groups * pick(1, 4);
-    q.stride_h = pick(1, 3), q.stride_w = pick(1, 3);
-    q.dilation_h = pick(1, 2), q.dilation_w = pick(1, 2);
-    q.pad_top = pick(0, 2), q.pad_left = pick(0, 2), q.pad_bottom = pick(0, 2), q.pad_right = pick(0, 2);
-    if (q.out_h() < 1 || q.out_w() < 1) continue;
-    v.push_back(q);
-  }
-  for (size_t i = 0; i < v.size(); i++) {
-    v[i].relu = i % 3 == 1;
-    v[i].bias = i % 4 != 2;
+  const std::vector<cnnref::Conv2d> shapes = cnntest::conv_shapes();
+  for (size_t i = 0; i < shapes.size(); i++) {
+    const cnnref::Conv2d &q = shapes[i];
+    ConvCase p{q.n, q.h, q.w, q.c, q.o, q.kh, q.kw};
+    p.stride_h = q.stride_h, p.stride_w = q.stride_w;
+    p.pad_top = q.pad_top, p.pad_left = q.pad_left, p.pad_bottom = q.pad_bottom, p.pad_right = q.pad_right;
+    p.dilation_h = q.dilation_h, p.dilation_w = q.dilation_w, p.groups = q.groups;
+    p.relu = q.relu, p.bias = i % 4 != 2;
+    v.push_back(p);
   }
   return v;
 }
@@ -569,30 +518,6 @@ constexpr double kNmseBF16 = 1e-4;
 
 double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
 const char *dt_name(cnn_dtype dt) { return cnn_dtype_name(dt); }
-
-// Round to nearest even to F16 or BF16, returned as a float (finite, normal-range inputs; F16 subnormals too).
-float round_to(float x, cnn_dtype dt) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if (dt == CNN_BF16) {
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    u &= 0xFFFF0000u;
-  } else if (dt == CNN_F16) {
-    const float a = std::fabs(x);
-    if (a >= 65520.0f) return x > 0 ? INFINITY : -INFINITY;
-    if (a < 6.103515625e-05f) return std::nearbyint(x * 16777216.0f) / 16777216.0f;  // subnormal: steps of 2^-24
-    u += 0xFFFu + ((u >> 13) & 1u);
-    u &= 0xFFFFE000u;
-  }
-  float r;
-  memcpy(&r, &u, sizeof r);
-  return r;
-}
-
-std::vector<float> rounded(std::vector<float> v, cnn_dtype dt) {
-  for (auto &x : v) x = round_to(x, dt);
-  return v;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // dense

@@ -22,6 +22,7 @@
 #include "cnn/status.h"
 #include "cnn/tensor.h"
 #include "core/backend.h"
+#include "tests/op_util.h"
 #include "tests/reference.h"
 extern "C" {
 #include "cpu/dnnl_util.h"  // struct cnn_plan, to check what the plan cache keeps
@@ -33,14 +34,16 @@ extern "C" cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out
 namespace {
 
 using cnnref::Vec;
+using cnntest::dot;
+using cnntest::finite_differences;
+using cnntest::random_floats;
+using cnntest::to_double;
 
 // Error bounds, relative to the largest magnitude of the reference output (cnnref::max_rel_error). f32 sums of a
 // few hundred products stay within ~1e-6 of that scale (measured: at most 8e-7 here).
 constexpr double kForwardTol = 5e-6;
 // Gradients: the backend's f32 sums against float64 central differences of the reference.
 constexpr double kGradTol = 5e-6;  // measured: at most 4e-7
-// Finite-difference step (the reference is float64, so rounding error is ~1e-13 / kStep).
-constexpr double kStep = 1e-3;
 
 // ---------------------------------------------------------------------------------------------------------------
 // fixtures and helpers
@@ -131,42 +134,6 @@ struct Plan {
   }
 };
 
-std::vector<float> random_floats(size_t n, std::mt19937 &rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto &x : v) x = u(rng);
-  return v;
-}
-
-Vec to_double(const std::vector<float> &v) { return Vec(v.begin(), v.end()); }
-
-double dot(const Vec &a, const Vec &b) {
-  double s = 0.0;
-  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
-  return s;
-}
-
-// Central differences of L(v) = loss(v) for every element of `v`; `skip(i)` marks points where the loss is not
-// smooth within the step (those get NaN and are left out of the comparison).
-Vec finite_differences(Vec v, const std::function<double(const Vec &)> &loss,
-                       const std::function<bool(size_t)> &skip = nullptr) {
-  Vec g(v.size());
-  for (size_t i = 0; i < v.size(); i++) {
-    if (skip && skip(i)) {
-      g[i] = NAN;
-      continue;
-    }
-    const double orig = v[i];
-    v[i] = orig + kStep;
-    const double lp = loss(v);
-    v[i] = orig - kStep;
-    const double lm = loss(v);
-    v[i] = orig;
-    g[i] = (lp - lm) / (2 * kStep);
-  }
-  return g;
-}
-
 // Relative error of an analytic gradient against finite differences over the points that were not skipped;
 // `checked` receives how many points that was.
 double grad_error(const std::vector<float> &got, const Vec &fd, size_t *checked) {
@@ -196,17 +163,6 @@ std::string describe(const cnnref::Pool2d &p) {
     << "x" << p.kw << " stride " << p.stride_h << "x" << p.stride_w << " pad " << p.pad_top << "," << p.pad_left
     << "," << p.pad_bottom << "," << p.pad_right;
   return s.str();
-}
-
-cnnref::Conv2d conv(int n, int h, int w, int c, int o, int kh, int kw, int stride = 1, int pad = 0,
-                    int dilation = 1, int groups = 1) {
-  cnnref::Conv2d p;
-  p.n = n, p.h = h, p.w = w, p.c = c, p.o = o, p.kh = kh, p.kw = kw;
-  p.stride_h = p.stride_w = stride;
-  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
-  p.dilation_h = p.dilation_w = dilation;
-  p.groups = groups;
-  return p;
 }
 
 std::vector<cnnref::Pool2d> pool_cases() {
@@ -317,7 +273,7 @@ TEST_F(CpuOps, BackendIsNamedCpuAndDescribesItself) {
 // finite differences of the reference with ReLU, skipping points whose step flips the sign of some pre-activation.
 TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
   std::mt19937 rng(9);
-  cnnref::Conv2d p = conv(2, 7, 6, 3, 4, 3, 3, 2, 1);
+  cnnref::Conv2d p = cnntest::conv_params(2, 7, 6, 3, 4, 3, 3, 2, 1);
   p.relu = true;
   ConvRun r{p, true};
   auto x = random_floats(p.x_size(), rng), w = random_floats(p.w_size(), rng), bv = random_floats(p.o, rng),
@@ -351,7 +307,7 @@ TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
       xd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, v, wd, bd), rd); },
       [&](size_t i) {
         Vec lo = xd, hi = xd;
-        lo[i] -= kStep, hi[i] += kStep;
+        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
         return !smooth(cnnref::conv2d_forward(lin, lo, wd, bd), cnnref::conv2d_forward(lin, hi, wd, bd));
       });
   EXPECT_LT(grad_error(tdx.get(), fdx, &checked), kGradTol);
@@ -360,7 +316,7 @@ TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
       wd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, v, bd), rd); },
       [&](size_t i) {
         Vec lo = wd, hi = wd;
-        lo[i] -= kStep, hi[i] += kStep;
+        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
         return !smooth(cnnref::conv2d_forward(lin, xd, lo, bd), cnnref::conv2d_forward(lin, xd, hi, bd));
       });
   EXPECT_LT(grad_error(tdw.get(), fdw, &checked), kGradTol);
@@ -369,7 +325,7 @@ TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
       bd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, wd, v), rd); },
       [&](size_t i) {
         Vec lo = bd, hi = bd;
-        lo[i] -= kStep, hi[i] += kStep;
+        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
         return !smooth(cnnref::conv2d_forward(lin, xd, wd, lo), cnnref::conv2d_forward(lin, xd, wd, hi));
       });
   EXPECT_LT(grad_error(tdb.get(), fdb, &checked), kGradTol);
@@ -491,7 +447,7 @@ TEST_F(CpuOps, OneDnnFailuresMapToStatusesNamingTheOpAndTheCall) {
 }
 
 TEST_F(CpuOps, Conv2dRejectsMismatchedShapes) {
-  ConvRun r{conv(2, 7, 5, 3, 4, 3, 3), true};
+  ConvRun r{cnntest::conv_params(2, 7, 5, 3, 4, 3, 3), true};
   Plan plan;
   GTensor x(r.x_shape()), w(r.w_shape()), bb({4}), y(r.y_shape());
   GTensor w_bad({4, 3, 3, 2}), y_bad({2, 5, 4, 4}), b_bad({5}), x_rank3({2, 7, 5});
@@ -550,7 +506,7 @@ TEST_F(CpuOps, DenseAndPoolRejectMismatchedShapes) {
 }
 
 TEST_F(CpuOps, OpsRejectDtypesOtherThanF32) {
-  ConvRun r{conv(1, 5, 5, 2, 3, 3, 3), false};
+  ConvRun r{cnntest::conv_params(1, 5, 5, 2, 3, 3, 3), false};
   GTensor x(r.x_shape(), CNN_F16), w(r.w_shape()), y(r.y_shape());
   cnn_conv2d_args a = r.args();
   a.x = x.t(), a.w = w.t(), a.y = y.t();
@@ -662,7 +618,7 @@ TEST_F(CpuOps, OptimizersRejectMissingState) {
 
 TEST_F(CpuOps, PlanSlotOfAnotherOpIsRejected) {
   Plan plan;
-  ConvRun r{conv(1, 4, 4, 2, 2, 3, 3), false};
+  ConvRun r{cnntest::conv_params(1, 4, 4, 2, 2, 3, 3), false};
   std::mt19937 rng(19);
   run_conv_forward(r, random_floats(r.p.x_size(), rng), random_floats(r.p.w_size(), rng), {}, &plan.p);
   ASSERT_NE(plan.p, nullptr);
@@ -750,7 +706,7 @@ TEST_F(CpuOps, PlanKeepsTheTwoMostRecentBatchSizes) {
   const std::vector<uint64_t> built = {1, 2, 2, 2, 2, 3, 3, 4};  // 5 evicts 3 (older than 8), and so 3 returns
   for (size_t i = 0; i < sizes.size(); i++) {
     SCOPED_TRACE("call " + std::to_string(i) + ", N " + std::to_string(sizes[i]));
-    ConvRun r{conv(sizes[i], 6, 6, 3, 4, 3, 3), true};
+    ConvRun r{cnntest::conv_params(sizes[i], 6, 6, 3, 4, 3, 3), true};
     auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
     auto y = run_conv_forward(r, x, w, bv, &plan.p);
     EXPECT_LT(cnnref::max_rel_error(y, cnnref::conv2d_forward(r.p, to_double(x), to_double(w), to_double(bv))),
@@ -766,7 +722,7 @@ TEST_F(CpuOps, PlansRebuildWhenAnyShapeOrParameterChanges) {
   std::mt19937 rng(23);
   Plan conv_plan;
   std::vector<cnnref::Conv2d> seq;
-  cnnref::Conv2d p = conv(4, 8, 7, 4, 6, 3, 3);
+  cnnref::Conv2d p = cnntest::conv_params(4, 8, 7, 4, 6, 3, 3);
   seq.push_back(p);
   p.stride_w = 2, seq.push_back(p);
   p.pad_bottom = 1, seq.push_back(p);
@@ -834,7 +790,7 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
   for (int n : {8, 3, 8, 5, 8, 3}) {
     SCOPED_TRACE("N " + std::to_string(n));
     // conv forward, then both backward ops
-    ConvRun r{conv(n, 9, 7, 4, 6, 3, 3, 2, 1), true};
+    ConvRun r{cnntest::conv_params(n, 9, 7, 4, 6, 3, 3, 2, 1), true};
     r.p.relu = true;
     auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng), bv = random_floats(r.p.o, rng);
     auto y = run_conv_forward(r, x, w, bv, &conv_plan.p);
@@ -938,7 +894,7 @@ TEST_F(CpuOps, ActivationsCheckAlphaAndWhatTheirGradientNeeds) {
 // (the fused activations' values are rows of test_ops.cc's table)
 TEST_F(CpuOps, ConvAndDenseRejectFusedGeluAndSiluAndLeakyReluWithoutAlpha) {
   std::mt19937 rng(33);
-  ConvRun r{conv(2, 7, 5, 3, 4, 3, 3, 1, 1), true};
+  ConvRun r{cnntest::conv_params(2, 7, 5, 3, 4, 3, 3, 1, 1), true};
   auto x = random_floats(r.p.x_size(), rng), w = random_floats(r.p.w_size(), rng);
   const int n = 3, in = 11, out = 6;
   auto dxv = random_floats(n * in, rng), dwv = random_floats(out * in, rng);
