@@ -46,10 +46,6 @@ using cnntest::rounded;
 constexpr double kNmseElementwise = 1e-7;
 constexpr double kNmseConvGemm = 5e-4;
 
-// Bytes after every output, allocated with it through the backend and checked after each op.
-constexpr size_t kTailBytes = 256;
-constexpr unsigned char kTailByte = 0xA5;
-
 cnn_backend *g_cuda = nullptr;
 cnn_backend *g_cpu = nullptr;
 std::string g_no_device;     // why there is no CUDA device (CNN_ERR_NOT_FOUND), else empty
@@ -106,91 +102,8 @@ class CudaOps : public ::testing::Test {
   }
 };
 
-// ---------------------------------------------------------------------------------------------------------------
-// tensors with a sentinel tail, on either backend
-
-class DTensor {
- public:
-  DTensor(cnn_backend *b, std::vector<int64_t> shape, cnn_dtype dtype = CNN_F32) : b_(b) {
-    memset(&t_, 0, sizeof t_);
-    t_.backend = b;
-    t_.dtype = dtype;
-    t_.ndim = (int)shape.size();
-    numel_ = 1;
-    for (size_t i = 0; i < shape.size(); i++) {
-      t_.shape[i] = shape[i];
-      numel_ *= (size_t)shape[i];
-    }
-    bytes_ = numel_ * cnn_dtype_size(dtype);
-    void *p = nullptr;
-    cnn_status st = b->ops->alloc(b, bytes_ + kTailBytes, &p);
-    EXPECT_EQ(st, CNN_OK) << cnn_last_error();
-    t_.data = p;
-    t_.owns_data = 0;
-    memset(&tail_, 0, sizeof tail_);
-    tail_.backend = b;
-    tail_.dtype = CNN_U8;
-    tail_.ndim = 1;
-    tail_.shape[0] = (int64_t)kTailBytes;
-    tail_.data = (unsigned char *)p + bytes_;
-    std::vector<unsigned char> pattern(kTailBytes, kTailByte);
-    EXPECT_EQ(b->ops->write(b, &tail_, pattern.data(), kTailBytes), CNN_OK) << cnn_last_error();
-    if (is_float()) poison();
-  }
-  ~DTensor() {
-    if (t_.data) b_->ops->free(b_, t_.data);
-  }
-  DTensor(const DTensor &) = delete;
-  DTensor &operator=(const DTensor &) = delete;
-
-  cnn_tensor *t() { return &t_; }
-  size_t numel() const { return numel_; }
-
-  // NaN everywhere: an element an op forgets to write shows up as a NaN
-  void poison() { set(std::vector<float>(numel_, NAN)); }
-  bool is_float() const { return t_.dtype == CNN_F32 || t_.dtype == CNN_F16 || t_.dtype == CNN_BF16; }
-  // F16 and BF16 tensors are written and read as floats through an F32 tensor and the backend's cast
-  void set(const std::vector<float> &v) {
-    ASSERT_EQ(v.size(), numel_);
-    if (t_.dtype == CNN_F32) {
-      ASSERT_EQ(b_->ops->write(b_, &t_, v.data(), bytes_), CNN_OK) << cnn_last_error();
-      return;
-    }
-    DTensor f(b_, shape());
-    f.set(v);
-    ASSERT_NE(b_->ops->cast, nullptr);
-    ASSERT_EQ(b_->ops->cast(b_, &t_, f.t()), CNN_OK) << cnn_last_error();
-  }
-  std::vector<int64_t> shape() const { return std::vector<int64_t>(t_.shape, t_.shape + t_.ndim); }
-  void set_i32(const std::vector<int32_t> &v) {
-    ASSERT_EQ(v.size(), numel_);
-    ASSERT_EQ(b_->ops->write(b_, &t_, v.data(), bytes_), CNN_OK) << cnn_last_error();
-  }
-  std::vector<float> get() {
-    if (t_.dtype != CNN_F32) {
-      DTensor f(b_, shape());
-      EXPECT_EQ(b_->ops->cast(b_, f.t(), &t_), CNN_OK) << cnn_last_error();
-      return f.get();
-    }
-    std::vector<float> v(numel_);
-    cnn_status st = b_->ops->read(b_, &t_, v.data(), bytes_);
-    EXPECT_EQ(st, CNN_OK) << cnn_last_error();
-    return v;
-  }
-  // The bytes after the data are as they were.
-  bool tail_intact() {
-    std::vector<unsigned char> v(kTailBytes);
-    if (b_->ops->read(b_, &tail_, v.data(), kTailBytes) != CNN_OK) return false;
-    for (unsigned char c : v)
-      if (c != kTailByte) return false;
-    return true;
-  }
-
- private:
-  cnn_backend *b_;
-  cnn_tensor t_, tail_;
-  size_t numel_ = 0, bytes_ = 0;
-};
+// tensors with sentinel bytes on both sides, on either backend (tests/op_util.h)
+using DTensor = cnntest::DeviceTensor;
 
 // A plan slot that frees its plan through its backend.
 struct Plan {
