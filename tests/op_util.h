@@ -129,4 +129,14 @@ class DeviceTensor {
   size_t numel_ = 0, bytes_ = 0;
 };
 
+// A plan slot that frees its plan through its backend.
+struct Plan {
+  cnn_backend *b;
+  cnn_plan *p = nullptr;
+  explicit Plan(cnn_backend *backend) : b(backend) {}
+  ~Plan() {
+    if (p) b->ops->plan_destroy(b, p);
+  }
+};
+
 }  // namespace cnntest

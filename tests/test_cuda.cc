@@ -105,15 +105,7 @@ class CudaOps : public ::testing::Test {
 // tensors with sentinel bytes on both sides, on either backend (tests/op_util.h)
 using DTensor = cnntest::DeviceTensor;
 
-// A plan slot that frees its plan through its backend.
-struct Plan {
-  cnn_backend *b;
-  cnn_plan *p = nullptr;
-  explicit Plan(cnn_backend *backend) : b(backend) {}
-  ~Plan() {
-    if (p) b->ops->plan_destroy(b, p);
-  }
-};
+using Plan = cnntest::Plan;
 
 // Expects `got` (cuda) to match `want` (cpu) within `bound`, with no NaN on either side.
 void expect_match(const std::vector<float> &got, const std::vector<float> &want, double bound, const std::string &what) {

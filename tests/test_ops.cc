@@ -631,14 +631,7 @@ cnn_status call_op(cnn_backend *b, Call op, const void *args) {
 // ---------------------------------------------------------------------------------------------------------------
 // tensors with sentinel bytes on both sides, on any backend
 
-struct Plan {
-  cnn_backend *b;
-  cnn_plan *p = nullptr;
-  explicit Plan(cnn_backend *backend) : b(backend) {}
-  ~Plan() {
-    if (p) b->ops->plan_destroy(b, p);
-  }
-};
+using Plan = cnntest::Plan;
 
 // ---------------------------------------------------------------------------------------------------------------
 // inputs, outputs
