@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -386,45 +387,40 @@ std::vector<OpCase> build_table() {
     float alpha, shift;
     bool residual;
   };
+  // clang-format off
   const BnRow bns[] = {
-      {{4, 5, 3, 6}, true, true, CNN_ACT_NONE, 0, 30, false},
-      {{7, 3}, true, true, CNN_ACT_RELU, 0, 30, false},
+      // x far from 0 (the variance must not come from E[x^2] - E[x]^2), training; each under four activations below
+      {{4, 5, 3, 6}, true, true, CNN_ACT_NONE, 0, 30, false}, {{7, 3}, true, true, CNN_ACT_RELU, 0, 30, false},
       {{8, 16, 16, 32}, true, true, CNN_ACT_LEAKY_RELU, 0.1f, 30, false},
       {{2, 1, 1, 5}, true, true, CNN_ACT_TANH, 0, 30, false},
-      {{3, 4, 5, 7}, false, true, CNN_ACT_ELU, 1, 0, false},
-      {{1, 9}, false, true, CNN_ACT_ELU, 1, 0, false},
+      // inference: the running statistics, left alone
+      {{3, 4, 5, 7}, false, true, CNN_ACT_ELU, 1, 0, false}, {{1, 9}, false, true, CNN_ACT_ELU, 1, 0, false},
       {{1, 1, 1, 4}, false, true, CNN_ACT_ELU, 1, 0, false},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_NONE, 0, 0, false},
-      {{6, 5}, true, true, CNN_ACT_NONE, 0, 0, false},
-      {{3, 1, 1, 3}, true, true, CNN_ACT_NONE, 0, 0, false},
-      {{3, 2, 3, 4}, false, true, CNN_ACT_NONE, 0, 0, false},
-      {{6, 5}, false, true, CNN_ACT_NONE, 0, 0, false},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, false},
-      {{6, 5}, true, true, CNN_ACT_ELU, 1, 0, false},
-      {{3, 1, 1, 3}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
-      {{3, 2, 3, 4}, false, true, CNN_ACT_TANH, 0, 0, false},
-      {{6, 5}, false, true, CNN_ACT_ELU, 1, 0, false},
+      // small enough for finite differences of dx through the batch statistics, in both modes, through smooth
+      // activations
+      {{3, 2, 3, 4}, true, true, CNN_ACT_NONE, 0, 0, false}, {{6, 5}, true, true, CNN_ACT_NONE, 0, 0, false},
+      {{3, 1, 1, 3}, true, true, CNN_ACT_NONE, 0, 0, false}, {{3, 2, 3, 4}, false, true, CNN_ACT_NONE, 0, 0, false},
+      {{6, 5}, false, true, CNN_ACT_NONE, 0, 0, false}, {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, false},
+      {{6, 5}, true, true, CNN_ACT_ELU, 1, 0, false}, {{3, 1, 1, 3}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
+      {{3, 2, 3, 4}, false, true, CNN_ACT_TANH, 0, 0, false}, {{6, 5}, false, true, CNN_ACT_ELU, 1, 0, false},
       {{3, 1, 1, 3}, false, true, CNN_ACT_SIGMOID, 0, 0, false},
-      {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0, 0, false},
-      {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0, 0, false},
-      {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.2f, 0, false},
-      {{5, 33}, false, false, CNN_ACT_NONE, 0, 0, false},
-      {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0, 0, false},
-      {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 1, 50, false},
-      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
-      {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
+      // without gamma and beta; large ones; C not a multiple of the vector width
+      {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0, 0, false}, {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0, 0, false},
+      {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.2f, 0, false}, {{5, 33}, false, false, CNN_ACT_NONE, 0, 0, false},
+      {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0, 0, false}, {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 1, 50, false},
+      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false}, {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
       {{16, 7, 7, 256}, false, true, CNN_ACT_RELU, 0, 3, false},
-      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, true},
-      {{4, 6, 6, 20}, false, true, CNN_ACT_RELU, 0, 0, true},
+      // the residual add fused (y = act(bn(x) + r)), means far from zero too
+      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, true}, {{4, 6, 6, 20}, false, true, CNN_ACT_RELU, 0, 0, true},
       {{8, 14, 14, 64}, true, true, CNN_ACT_NONE, 0, 20, true},
       {{3, 5, 5, 130}, true, true, CNN_ACT_LEAKY_RELU, 0.2f, 0, true},
-      {{16, 7, 7, 256}, true, true, CNN_ACT_RELU, 0, 1000, true},
-      {{7, 33}, true, true, CNN_ACT_ELU, 1, -5, true},
-      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, true},
-      {{6, 5}, false, true, CNN_ACT_SIGMOID, 0, 0, true},
-      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, false},
-      {{4, 6, 3, 40}, true, true, CNN_ACT_RELU, 0, 0, false},
+      {{16, 7, 7, 256}, true, true, CNN_ACT_RELU, 0, 1000, true}, {{7, 33}, true, true, CNN_ACT_ELU, 1, -5, true},
+      {{3, 2, 3, 4}, true, true, CNN_ACT_TANH, 0, 0, true}, {{6, 5}, false, true, CNN_ACT_SIGMOID, 0, 0, true},
+      // 20 channels take the CUDA kernels' element path, 40 their 16-byte vector path
+      {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, false}, {{4, 6, 3, 40}, true, true, CNN_ACT_RELU, 0, 0, false},
   };
+  // clang-format on
+
   std::vector<BnRow> bn_rows;
   for (const BnRow &r : bns) {
     bn_rows.push_back(r);
@@ -770,6 +766,12 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
     all.push_back(owned.back().get());
     return owned.back().get();
   };
+  // x, y, dy and dx of an elementwise op, x and dy set from the inputs
+  auto elementwise = [&]() {
+    std::array<BTensor *, 4> t = {tensor(c.shape, dt), tensor(c.shape, dt), tensor(c.shape, dt), tensor(c.shape, dt)};
+    t[0]->set(in.at("x")), t[2]->set(in.at("dy"));
+    return t;
+  };
   Plan plan(b);
   cnn_plan **pp = c.use_plan ? &plan.p : nullptr;
   switch (c.op) {
@@ -866,8 +868,7 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       break;
     }
     case Op::Act: {
-      BTensor *x = tensor(c.shape, dt), *y = tensor(c.shape, dt), *dy = tensor(c.shape, dt), *dx = tensor(c.shape, dt);
-      x->set(in.at("x")), dy->set(in.at("dy"));
+      auto [x, y, dy, dx] = elementwise();
       cnn_act_args a;
       memset(&a, 0, sizeof a);
       a.act = c.act, a.alpha = c.alpha, a.x = x->t(), a.y = y->t();
@@ -944,8 +945,7 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       break;
     }
     case Op::Dropout: {
-      BTensor *x = tensor(c.shape, dt), *y = tensor(c.shape, dt), *dy = tensor(c.shape, dt), *dx = tensor(c.shape, dt);
-      x->set(in.at("x")), dy->set(in.at("dy"));
+      auto [x, y, dy, dx] = elementwise();
       cnn_dropout_args a;
       memset(&a, 0, sizeof a);
       a.x = x->t(), a.y = c.alias ? x->t() : y->t(), a.dy = dy->t(), a.dx = c.alias ? dy->t() : dx->t();
