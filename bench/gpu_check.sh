@@ -6,7 +6,7 @@
 #      program and the `test_cuda` suite from DIR/bin, the shared libraries they need beyond the CUDA ones from
 #      DIR/lib.tar.xz, and Fashion-MNIST from DIR/fashion-mnist (bench/gpu_prepare.sh makes such a DIR on a
 #      machine without a GPU, so that the device's minutes go to running, not compiling)
-#   2. runs the CUDA conformance suite (test_cuda), with CNN_REQUIRE_CUDA=1 so that a missing device (driver too
+#   2. runs the CUDA suite (test_cuda) and the op table's CUDA rows (test_ops cuda/*), with CNN_REQUIRE_CUDA=1 so that a missing device (driver too
 #      old, no GPU visible) fails instead of skipping; its end-to-end test trains the seed CNN for one epoch on
 #      Fashion-MNIST on both devices, seeds 1-10, through this `cnn` (CNN_TEST_TOOL) and this data
 #      (CNN_TEST_FASHION_MNIST), and compares the mean test accuracies (issue 4: within 0.5 points)
@@ -108,6 +108,7 @@ if [[ -n "$PREBUILT" ]]; then
   log "prebuilt programs from $PREBUILT"
   CNN="$PREBUILT/bin/cnn"
   TEST_CUDA="$PREBUILT/bin/test_cuda"
+  TEST_OPS="$PREBUILT/bin/test_ops"
   LIBDIR=/tmp/cnn_gpu_check_lib
   mkdir -p "$LIBDIR"
   tar -C "$LIBDIR" -xJf "$PREBUILT/lib.tar.xz"
@@ -135,7 +136,7 @@ for p in nvidia.__path__:
   # the suite reads samples/ through the source folder it was built in
   SRC=$(strings "$TEST_CUDA" | grep -m1 -o '/[^ ]*/samples/models/seed_cnn.cnn' | sed 's|/samples/models/seed_cnn.cnn||')
   if [[ -n "$SRC" && ! -e "$SRC/samples" ]]; then mkdir -p "$(dirname "$SRC")" && ln -sfn "$ROOT" "$SRC"; fi
-  { ldd "$CNN"; ldd "$TEST_CUDA"; } >"$OUT_DIR/ldd.txt" 2>&1
+  { ldd "$CNN"; ldd "$TEST_CUDA"; ldd "$TEST_OPS"; } >"$OUT_DIR/ldd.txt" 2>&1
   if grep -q 'not found' "$OUT_DIR/ldd.txt"; then
     grep 'not found' "$OUT_DIR/ldd.txt" | sort -u >&2
     fail "shared libraries missing" "prebuilt programs" "$OUT_DIR/ldd.txt"
@@ -162,6 +163,7 @@ else
   fi
   CNN="$BUILD/cnn"
   TEST_CUDA="$BUILD/tests/test_cuda"
+  TEST_OPS="$BUILD/tests/test_ops"
 fi
 FMNIST_DIR=${FMNIST_DIR:-/usr/share/datasets/fashion-mnist}
 
@@ -182,6 +184,20 @@ MEANS=$(grep -o "mean of 10 seeds: .*" "$OUT_DIR/test_cuda.log" | head -1)
 [[ -n "$MEANS" ]] && row "Fashion-MNIST 1 epoch, cuda vs cpu (test_cuda)" "${MEANS#mean of 10 seeds: }, mean of seeds 1-10"
 if grep -q '^\[  SKIPPED' "$OUT_DIR/test_cuda.log"; then
   fail "tests were skipped on a GPU machine" "test_cuda skips" "$OUT_DIR/test_cuda.log"
+fi
+# the op table's rows on the CUDA backend, each against the CPU backend (tests/test_ops.cc)
+log "test_ops cuda/* (the op conformance table)"
+C0=$(date +%s)
+if CNN_REQUIRE_CUDA=1 timeout 300 "$TEST_OPS" --gtest_filter='cuda/*' --gtest_brief=1 --gtest_color=no \
+    >"$OUT_DIR/test_ops.log" 2>&1; then
+  COUNT=$(grep -o 'PASSED  \] [0-9]* test' "$OUT_DIR/test_ops.log" | awk '{print $3}')
+  row "test_ops cuda/* (op conformance table)" "ok, ${COUNT:-?} rows passed, $(($(date +%s) - C0)) s"
+else
+  fail "test_ops" "test_ops cuda/* (op conformance table)" "$OUT_DIR/test_ops.log"
+  grep -E '^\[  FAILED|Failure|SKIPPED|no CUDA device' "$OUT_DIR/test_ops.log" | head -60 >&2
+fi
+if grep -q '^\[  SKIPPED' "$OUT_DIR/test_ops.log"; then
+  fail "tests were skipped on a GPU machine" "test_ops skips" "$OUT_DIR/test_ops.log"
 fi
 
 # ---- 3. training speed: cuda vs cpu ---------------------------------------------------------------------------

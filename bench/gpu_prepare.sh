@@ -2,7 +2,7 @@
 # Prepares what bench/gpu_check.sh needs to run on a GPU machine without compiling there (GPU_CHECK_PREBUILT=DIR):
 # builds the committed HEAD with -DCNN_CUDA=ON in a temporary worktree (or, with GPU_PREPARE_SOURCE=tree, the
 # working tree as it is, uncommitted changes included, in a temporary build folder), and puts into DIR
-#   bin/cnn, bin/test_cuda       the program and the CUDA conformance suite
+#   bin/cnn, bin/test_cuda, bin/test_ops   the program, the CUDA suite and the op conformance table
 #   lib.tar.xz                   the shared libraries they need besides libc and CUDA's own (oneDNN, stb, OpenMP,
 #                                OpenCL's loader, the CUDA runtime); cuDNN and cuBLAS are the GPU machine's
 #   fashion-mnist/               the dataset's four .gz files, when installed here
@@ -30,11 +30,11 @@ else
   git worktree add --detach -f "$WT" HEAD >/dev/null
 fi
 cmake -S "$SRC" -B "$WT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCNN_CUDA=ON >"$WT/configure.log"
-cmake --build "$WT/build-gpu" -j"$JOBS" --target cnn test_cuda >"$WT/build.log"
+cmake --build "$WT/build-gpu" -j"$JOBS" --target cnn test_cuda test_ops >"$WT/build.log"
 
 rm -rf "$DIR"
 mkdir -p "$DIR/bin"
-cp "$WT/build-gpu/cnn" "$WT/build-gpu/tests/test_cuda" "$DIR/bin/"
+cp "$WT/build-gpu/cnn" "$WT/build-gpu/tests/test_cuda" "$WT/build-gpu/tests/test_ops" "$DIR/bin/"
 
 LIBS=$(mktemp -d)
 # every library the two programs load, minus the C runtime (the GPU machine has its own, newer) and CUDA's big
