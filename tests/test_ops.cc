@@ -70,11 +70,12 @@ double lp_bound(cnn_dtype dt) { return dt == CNN_F16 ? kNmseF16 : kNmseBF16; }
 // ---------------------------------------------------------------------------------------------------------------
 // the table
 
-enum class Op { Conv2d, Pool2d, Dense, Act, SoftmaxXent, Batchnorm, Dropout, Add, Scale, Concat };
+enum class Op { Conv2d, Pool2d, Dense, Act, SoftmaxXent, Batchnorm, Dropout, Add, Scale, Concat, Sgd, Adam, Rmsprop };
+constexpr int kOpCount = 13;
 
 const char *op_name(Op op) {
-  static const char *names[] = {"conv2d",    "pool2d",  "dense", "act",   "softmax_xent",
-                                "batchnorm", "dropout", "add",   "scale", "concat"};
+  static const char *names[kOpCount] = {"conv2d", "pool2d", "dense",  "act", "softmax_xent", "batchnorm", "dropout",
+                                        "add",    "scale",  "concat", "sgd", "adam",         "rmsprop"};
   return names[(int)op];
 }
 
@@ -117,6 +118,11 @@ struct OpCase {
   float beta = 0.0f;  // add: y = alpha a + beta b; scale: x *= alpha
 
   std::vector<int64_t> lead, widths;  // concat: every dim but the channels, and each part's channels
+
+  // sgd, adam, rmsprop: `steps` updates of a parameter of `shape` from zeroed state, gradients times grad_scale
+  int steps = 0;
+  float lr = 0.0f, momentum_opt = 0.0f, weight_decay = 0.0f, rho = 0.0f, beta1 = 0.0f, beta2 = 0.0f, opt_eps = 0.0f;
+  int nesterov = 0, decoupled = 0;
 
   std::string name() const;
 };
@@ -187,6 +193,13 @@ std::string OpCase::name() const {
       break;
     case Op::Concat:
       s << shape_str(lead) << "_parts" << shape_str(widths);
+      break;
+    case Op::Sgd:
+    case Op::Adam:
+    case Op::Rmsprop:
+      s << shape_str(shape) << "_steps" << steps << (momentum_opt != 0 ? "_mom" + num(momentum_opt) : "")
+        << (nesterov ? "_nesterov" : "") << (decoupled ? "_decoupled" : "") << (rho != 0 ? "_rho" + num(rho) : "")
+        << (weight_decay != 0 ? "_wd" + num(weight_decay) : "") << "_gscale" << num(grad_scale);
       break;
   }
   if (dtype != CNN_F32) s << "_" << cnn_dtype_name(dtype);
@@ -503,6 +516,43 @@ std::vector<OpCase> build_table() {
         t.push_back(c);
       }
   }
+
+  // ---- optimizers: several steps from zeroed state (PyTorch's semantics)
+  struct SgdRow {
+    float momentum, wd;
+    int nesterov;
+    float grad_scale;
+  };
+  for (SgdRow r : {SgdRow{0.0f, 0.0f, 0, 1.0f}, SgdRow{0.9f, 0.0f, 0, 1.0f}, SgdRow{0.9f, 5e-4f, 1, 0.5f},
+                   SgdRow{0.5f, 1e-2f, 0, 2.0f}})
+    for (int64_t n : {17, 70000, 70001}) {  // 70000: above the CPU's parallel threshold
+      OpCase c(Op::Sgd);
+      c.shape = {n}, c.steps = 5, c.lr = 0.05f, c.momentum_opt = r.momentum, c.weight_decay = r.wd;
+      c.nesterov = r.nesterov, c.grad_scale = r.grad_scale;
+      t.push_back(c);
+    }
+  for (int decoupled : {0, 1})
+    for (int64_t n : {3, 33333}) {
+      OpCase c(Op::Adam);
+      c.shape = {n}, c.steps = 6, c.lr = 1e-2f, c.beta1 = 0.9f, c.beta2 = 0.999f, c.opt_eps = 1e-8f;
+      c.weight_decay = 1e-2f, c.decoupled = decoupled, c.grad_scale = 0.25f;
+      t.push_back(c);
+    }
+  struct RmspropRow {
+    float rho, momentum, wd, grad_scale, eps;
+    int64_t n;
+    int steps;
+  };
+  for (RmspropRow r :
+       {RmspropRow{0.99f, 0.0f, 0.0f, 1.0f, 1e-8f, 70000, 5}, RmspropRow{0.9f, 0.9f, 1e-2f, 0.5f, 1e-8f, 70000, 5},
+        RmspropRow{0.0f, 0.5f, 0.0f, 2.0f, 1e-8f, 70000, 5}, RmspropRow{0.9f, 0.0f, 1e-3f, 0.5f, 1e-7f, 3, 6},
+        RmspropRow{0.9f, 0.0f, 1e-3f, 0.5f, 1e-7f, 33333, 6}, RmspropRow{0.9f, 0.9f, 1e-3f, 0.5f, 1e-7f, 3, 6},
+        RmspropRow{0.9f, 0.9f, 1e-3f, 0.5f, 1e-7f, 33333, 6}}) {
+    OpCase c(Op::Rmsprop);
+    c.shape = {r.n}, c.steps = r.steps, c.lr = r.n == 70000 ? 0.01f : 1e-2f, c.rho = r.rho, c.momentum_opt = r.momentum;
+    c.weight_decay = r.wd, c.grad_scale = r.grad_scale, c.opt_eps = r.eps;
+    t.push_back(c);
+  }
   return t;
 }
 
@@ -570,7 +620,10 @@ enum class Call {
   Add,
   Scale,
   ConcatForward,
-  ConcatBackward
+  ConcatBackward,
+  SgdUpdate,
+  AdamUpdate,
+  RmspropUpdate
 };
 
 // scale's arguments, which the table passes one by one
@@ -620,6 +673,12 @@ cnn_status call_op(cnn_backend *b, Call op, const void *args) {
       return o->concat_forward(b, (const cnn_concat_args *)args);
     case Call::ConcatBackward:
       return o->concat_backward(b, (const cnn_concat_args *)args);
+    case Call::SgdUpdate:
+      return o->sgd_update(b, (const cnn_sgd_args *)args);
+    case Call::AdamUpdate:
+      return o->adam_update(b, (const cnn_adam_args *)args);
+    case Call::RmspropUpdate:
+      return o->rmsprop_update(b, (const cnn_rmsprop_args *)args);
   }
   return CNN_ERR_INVALID_ARG;
 }
@@ -743,6 +802,12 @@ Named make_inputs(const OpCase &c, uint32_t seed) {
       in["dy"] = rounded(random_floats((size_t)(rows * total), rng), dt);
       break;
     }
+    case Op::Sgd:
+    case Op::Adam:
+    case Op::Rmsprop:
+      in["param"] = random_floats(numel(c.shape), rng);
+      for (int k = 0; k < c.steps; k++) in["grad" + std::to_string(k)] = random_floats(numel(c.shape), rng);
+      break;
   }
   return in;
 }
@@ -1003,6 +1068,50 @@ void run_case(cnn_backend *b, const OpCase &c, const Named &in, cnn_dtype dt, Na
       }
       break;
     }
+    case Op::Sgd:  // below: they run several steps
+    case Op::Adam:
+    case Op::Rmsprop:
+      break;
+  }
+  if (c.op == Op::Sgd || c.op == Op::Adam || c.op == Op::Rmsprop) {
+    const std::vector<float> zeros(numel(c.shape), 0.0f);
+    BTensor *p = tensor(c.shape), *g = tensor(c.shape), *s1 = tensor(c.shape), *s2 = tensor(c.shape);
+    p->set(in.at("param")), s1->set(zeros), s2->set(zeros);
+    const bool mom = c.momentum_opt != 0.0f;
+    for (int k = 0; k < c.steps; k++) {
+      g->set(in.at("grad" + std::to_string(k)));
+      if (c.op == Op::Sgd) {
+        cnn_sgd_args a;
+        memset(&a, 0, sizeof a);
+        a.param = p->t(), a.grad = g->t(), a.velocity = mom ? s1->t() : nullptr, a.lr = c.lr;
+        a.momentum = c.momentum_opt, a.weight_decay = c.weight_decay, a.nesterov = c.nesterov;
+        a.grad_scale = c.grad_scale;
+        CALL(b, Call::SgdUpdate, &a);
+      } else if (c.op == Op::Adam) {
+        cnn_adam_args a;
+        memset(&a, 0, sizeof a);
+        a.param = p->t(), a.grad = g->t(), a.m = s1->t(), a.v = s2->t(), a.lr = c.lr, a.beta1 = c.beta1;
+        a.beta2 = c.beta2, a.eps = c.opt_eps, a.weight_decay = c.weight_decay, a.decoupled = c.decoupled;
+        a.bias_correction1 = (float)(1.0 - std::pow((double)c.beta1, k + 1));
+        a.bias_correction2 = (float)(1.0 - std::pow((double)c.beta2, k + 1));
+        a.grad_scale = c.grad_scale;
+        CALL(b, Call::AdamUpdate, &a);
+      } else {
+        cnn_rmsprop_args a;
+        memset(&a, 0, sizeof a);
+        a.param = p->t(), a.grad = g->t(), a.sq = s1->t(), a.mom = mom ? s2->t() : nullptr, a.lr = c.lr;
+        a.rho = c.rho, a.eps = c.opt_eps, a.momentum = c.momentum_opt, a.weight_decay = c.weight_decay;
+        a.grad_scale = c.grad_scale;
+        CALL(b, Call::RmspropUpdate, &a);
+      }
+    }
+    out["param"] = p->get();
+    if (c.op == Op::Sgd && mom) out["velocity"] = s1->get();
+    if (c.op == Op::Adam) out["m"] = s1->get(), out["v"] = s2->get();
+    if (c.op == Op::Rmsprop) {
+      out["sq"] = s1->get();
+      if (mom) out["mom"] = s2->get();
+    }
   }
   for (size_t i = 0; i < all.size(); i++)
     EXPECT_TRUE(all[i]->guards_intact()) << b->ops->name << ": tensor " << i << " of the case was written outside";
@@ -1232,6 +1341,32 @@ std::vector<Want> reference(const OpCase &c, const Named &in, const Named &got) 
       }
       break;
     }
+    case Op::Sgd:
+    case Op::Adam:
+    case Op::Rmsprop: {
+      const size_t n = (size_t)numel(c.shape);
+      Vec p = to_double(in.at("param")), s1(n, 0.0), s2(n, 0.0);
+      for (int k = 0; k < c.steps; k++) {
+        const Vec g = to_double(in.at("grad" + std::to_string(k)));
+        if (c.op == Op::Sgd)
+          cnnref::sgd_step(p, g, s1, c.lr, c.momentum_opt, c.weight_decay, c.nesterov, c.grad_scale);
+        else if (c.op == Op::Adam)
+          cnnref::adam_step(p, g, s1, s2, c.lr, c.beta1, c.beta2, c.opt_eps, c.weight_decay, c.decoupled, k + 1,
+                            c.grad_scale);
+        else
+          cnnref::rmsprop_step(p, g, s1, s2, c.lr, c.rho, c.opt_eps, c.momentum_opt, c.weight_decay, c.grad_scale);
+      }
+      const double tol = c.op == Op::Adam ? 1e-5 : 1e-6;  // Adam divides by sqrt(v) + eps: its f32 error is larger
+      w.push_back({"param", p, tol});
+      const bool mom = c.momentum_opt != 0.0f;
+      if (c.op == Op::Sgd && mom) w.push_back({"velocity", s1, tol});
+      if (c.op == Op::Adam) w.push_back({"m", s1, tol}), w.push_back({"v", s2, tol});
+      if (c.op == Op::Rmsprop) {
+        w.push_back({"sq", s1, tol});
+        if (mom) w.push_back({"mom", s2, tol});
+      }
+      break;
+    }
   }
   return w;
 }
@@ -1352,8 +1487,8 @@ INSTANTIATE_TEST_SUITE_P(cuda, OpConformance, ::testing::ValuesIn(params("cuda")
 
 // The table covers what it says: every op, both 16-bit dtypes, each of the parameters that picks a kernel path.
 TEST(OpTable, CoversEveryOpDtypeAndParameter) {
-  int per_op[10] = {0}, lowp = 0, groups = 0, dilated = 0, asymmetric = 0, residual = 0, smoothing = 0, inference = 0,
-      noplan = 0;
+  int per_op[kOpCount] = {0}, lowp = 0, groups = 0, dilated = 0, asymmetric = 0, residual = 0, smoothing = 0,
+      inference = 0, noplan = 0;
   for (const OpCase &c : table()) {
     per_op[(int)c.op]++;
     lowp += c.dtype != CNN_F32;
@@ -1365,7 +1500,7 @@ TEST(OpTable, CoversEveryOpDtypeAndParameter) {
     smoothing += c.op == Op::SoftmaxXent && c.smoothing > 0;
     noplan += !c.use_plan;
   }
-  for (int i = 0; i < 10; i++) EXPECT_GT(per_op[i], 0) << op_name((Op)i);
+  for (int i = 0; i < kOpCount; i++) EXPECT_GT(per_op[i], 0) << op_name((Op)i);
   EXPECT_GE(per_op[(int)Op::Conv2d], 160);
   EXPECT_GE(lowp, 50);
   EXPECT_GT(groups, 5);
