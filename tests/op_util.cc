@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <cmath>
+#include <string>
 
 namespace cnntest {
 
@@ -64,6 +65,14 @@ Vec finite_differences(Vec v, const std::function<double(const Vec &)> &loss, co
     g[i] = (lp - lm) / (2 * kFdStep);
   }
   return g;
+}
+
+void expect_error(cnn_status st, cnn_status want, std::initializer_list<const char *> parts) {
+  EXPECT_EQ(st, want) << "got " << cnn_status_string(st) << ": " << cnn_last_error();
+  const std::string msg = cnn_last_error();
+  EXPECT_FALSE(msg.empty());
+  for (const char *p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  cnn_clear_error();
 }
 
 double nmse(const std::vector<float> &got, const std::vector<float> &want) {

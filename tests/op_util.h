@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <functional>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -35,6 +36,9 @@ double dot(const cnnref::Vec &a, const cnnref::Vec &b);
 // within the step (those get NaN, to be left out of the comparison).
 cnnref::Vec finite_differences(cnnref::Vec v, const std::function<double(const cnnref::Vec &)> &loss,
                                const std::function<bool(size_t)> &skip = nullptr);
+
+// Expects `st` to be `want` with a message that contains every one of `parts`; clears the error.
+void expect_error(cnn_status st, cnn_status want, std::initializer_list<const char *> parts);
 
 // Normalized mean squared error of `got` against `want`, sum((got - want)^2) / sum(want^2) (the plain squared
 // error for an all-zero `want`); NaN when the sizes differ or either holds a NaN or an infinity.

@@ -1,8 +1,8 @@
 // The CUDA backend beyond the op cases of test_ops.cc's table (which runs every op, in f32 and 16 bits, against
 // the CPU backend): the backend itself, tensors and memory, plan caching across batch sizes, the vector and element
-// kernel paths, cuDNN's two APIs, error paths, optimizers with 16-bit gradients and multi-tensor updates, TF32, and the seed CNN trained on both
-// devices, whose loss curves must agree. Compared with the CPU as normalized mean squared error with a bound per op;
-// no NaN anywhere; sentinel bytes after every CUDA output.
+// kernel paths, cuDNN's two APIs, error paths, optimizers with 16-bit gradients and multi-tensor updates, TF32, and
+// the seed CNN trained on both devices, whose loss curves must agree. Compared with the CPU as normalized mean
+// squared error with a bound per op; no NaN anywhere; sentinel bytes after every CUDA output.
 //
 // Without a CUDA device (or in a build without the CUDA backend) every test that needs one is skipped with
 // "no CUDA device: ..."; that happens only when creating the "cuda" backend says CNN_ERR_NOT_FOUND. Any other
@@ -35,6 +35,7 @@ extern "C" {
 
 namespace {
 
+using cnntest::expect_error;
 using cnntest::nmse;
 using cnntest::random_floats;
 using cnntest::round_to;
@@ -118,13 +119,9 @@ void expect_match(const std::vector<float> &got, const std::vector<float> &want,
   EXPECT_LE(e, bound) << what << ": NMSE " << e << " over " << got.size() << " values";
 }
 
-// Expects `st` to be `want` with a message that contains every one of `parts`.
-void expect_error(cnn_status st, cnn_status want, std::initializer_list<const char *> parts) {
-  EXPECT_EQ(st, want) << "got " << cnn_status_string(st) << ": " << cnn_last_error();
-  std::string msg = cnn_last_error();
-  EXPECT_FALSE(msg.empty());
-  for (const char *p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  cnn_clear_error();
+// Expects each output's sentinel bytes intact (its tail_intact()), naming the op and output that wrote past them.
+void expect_tails_intact(const char *backend, std::initializer_list<std::pair<bool, const char *>> outputs) {
+  for (const auto &o : outputs) EXPECT_TRUE(o.first) << backend << " " << o.second << ": wrote outside";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -350,10 +347,10 @@ ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> 
   }
   r.y = ty.get(), r.dx = tdx.get(), r.dw = tdw.get();
   if (p.bias) r.db = tdb.get();
-  EXPECT_TRUE(ty.tail_intact()) << name << " conv2d_forward wrote past y";
-  EXPECT_TRUE(tdx.tail_intact()) << name << " conv2d_backward_data wrote past dx";
-  EXPECT_TRUE(tdw.tail_intact()) << name << " conv2d_backward_filter wrote past dw";
-  EXPECT_TRUE(tdb.tail_intact()) << name << " conv2d_backward_filter wrote past db";
+  expect_tails_intact(name, {{ty.tail_intact(), "conv2d_forward: y"},
+                            {tdx.tail_intact(), "conv2d_backward_data: dx"},
+                            {tdw.tail_intact(), "conv2d_backward_filter: dw"},
+                            {tdb.tail_intact(), "conv2d_backward_filter: db"}});
   return r;
 }
 
@@ -604,10 +601,10 @@ DenseResult run_dense(cnn_backend *b, const DenseCase &c, const DenseInputs &in,
   EXPECT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << name << ": " << cnn_last_error();
   r.y = ty.get(), r.dx = tdx.get(), r.dw = tdw.get();
   if (c.bias) r.db = tdb.get();
-  EXPECT_TRUE(ty.tail_intact()) << name << " dense_forward wrote past y";
-  EXPECT_TRUE(tdx.tail_intact()) << name << " dense_backward_data wrote past dx";
-  EXPECT_TRUE(tdw.tail_intact()) << name << " dense_backward_weights wrote past dw";
-  EXPECT_TRUE(tdb.tail_intact()) << name << " dense_backward_weights wrote past db";
+  expect_tails_intact(name, {{ty.tail_intact(), "dense_forward: y"},
+                            {tdx.tail_intact(), "dense_backward_data: dx"},
+                            {tdw.tail_intact(), "dense_backward_weights: dw"},
+                            {tdb.tail_intact(), "dense_backward_weights: db"}});
   return r;
 }
 

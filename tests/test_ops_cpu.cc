@@ -34,6 +34,7 @@ extern "C" cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out
 namespace {
 
 using cnnref::Vec;
+using cnntest::expect_error;
 using cnntest::dot;
 using cnntest::finite_differences;
 using cnntest::random_floats;
@@ -415,15 +416,6 @@ TEST_F(CpuOps, TensorsRoundTripThroughWriteReadAndCopy) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // (d) error paths
-
-// Expects `st` to be `want` with a message that contains every one of `parts`.
-void expect_error(cnn_status st, cnn_status want, std::initializer_list<const char *> parts) {
-  EXPECT_EQ(st, want) << "got " << cnn_status_string(st) << ": " << cnn_last_error();
-  std::string msg = cnn_last_error();
-  EXPECT_FALSE(msg.empty());
-  for (const char *p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  cnn_clear_error();
-}
 
 TEST_F(CpuOps, BackendCreateRejectsUnknownCpuSpecs) {
   cnn_backend *x = nullptr;
