@@ -1,4 +1,4 @@
-// The op conformance suite (docs/ARCHITECTURE.md, "Testing"): one table of op cases (the op, its shapes and
+// The op conformance suite (docs/ARCHITECTURE.md, "Testing the ops"): one table of op cases (the op, its shapes and
 // parameters, the dtype, the error bounds) and one runner that runs each case, forward and backward, on every
 // backend this build has, in the manner of ggml's test-backend-ops:
 // - the CPU backend against the float64 references of tests/reference.h: forward values, and gradients against
