@@ -421,7 +421,8 @@ std::vector<OpCase> build_table() {
       {{2, 3, 5, 7}, true, true, CNN_ACT_NONE, 0, 0, false}, {{2, 3, 5, 7}, false, true, CNN_ACT_RELU, 0, 0, false},
       {{5, 33}, true, false, CNN_ACT_LEAKY_RELU, 0.2f, 0, false}, {{5, 33}, false, false, CNN_ACT_NONE, 0, 0, false},
       {{8, 28, 28, 32}, true, true, CNN_ACT_RELU, 0, 0, false}, {{3, 7, 7, 130}, true, true, CNN_ACT_ELU, 1, 50, false},
-      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false}, {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
+      {{64, 14, 14, 64}, true, true, CNN_ACT_SIGMOID, 0, 0, false},
+      {{2, 1, 1, 3}, true, true, CNN_ACT_TANH, 0, 0, false},
       {{16, 7, 7, 256}, false, true, CNN_ACT_RELU, 0, 3, false},
       // the residual add fused (y = act(bn(x) + r)), means far from zero too
       {{4, 6, 6, 20}, true, true, CNN_ACT_RELU, 0, 0, true}, {{4, 6, 6, 20}, false, true, CNN_ACT_RELU, 0, 0, true},
