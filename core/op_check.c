@@ -9,10 +9,12 @@
 
 #include "core/error.h"
 
-#define CNN_OP_SHAPE_BUF 96
-
-static const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
+const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
 {
+    if (!t) {
+        snprintf(buf, size, "(missing)");
+        return buf;
+    }
     size_t len = (size_t)snprintf(buf, size, "(");
     for (int i = 0; i < t->ndim && i < CNN_MAX_DIMS && len < size; i++)
         len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
@@ -53,8 +55,7 @@ cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *pre
     return CNN_OK;
 }
 
-/* t has exactly this shape */
-static cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix,
+cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix,
                                     const char *op, const char *name)
 {
     int same = t->ndim == ndim;
@@ -492,4 +493,82 @@ cnn_status cnn_rmsprop_multi_check(const cnn_rmsprop_args *list, int n, const ch
 {
     return cnn_op_multi_check(list, sizeof *list, n, cnn_op_rmsprop_fields, CNN_OP_COUNT_OF(cnn_op_rmsprop_fields),
                               prefix, op, failed);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// sizes of calls already checked (the backends' side of the dispatch layer): what the checks above fill in
+
+void cnn_conv2d_sizes_of(const cnn_conv2d_args *a, int dir, cnn_conv2d_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    memset(s, 0, sizeof *s); /* padding too: the backends memcmp their plan keys */
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    s->o = wt->shape[0];
+    s->kh = wt->shape[1];
+    s->kw = wt->shape[2];
+    s->oh = cnn_window_out(s->h, (int)s->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
+    s->ow = cnn_window_out(s->w, (int)s->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+    s->dilation_h = a->dilation_h;
+    s->dilation_w = a->dilation_w;
+    s->groups = a->groups;
+}
+
+void cnn_pool2d_sizes_of(const cnn_pool2d_args *a, int backward, cnn_pool2d_sizes *s)
+{
+    const cnn_tensor *xt = backward ? a->dx : a->x;
+    memset(s, 0, sizeof *s);
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    s->oh = cnn_window_out(s->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
+    s->ow = cnn_window_out(s->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
+    s->mode = a->mode;
+    s->kernel_h = a->kernel_h;
+    s->kernel_w = a->kernel_w;
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+}
+
+void cnn_dense_sizes_of(const cnn_dense_args *a, int dir, cnn_dense_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    memset(s, 0, sizeof *s);
+    s->n = xt->shape[0];
+    s->in = 1;
+    for (int i = 1; i < xt->ndim; i++) s->in *= xt->shape[i];
+    s->out = wt->shape[0];
+}
+
+void cnn_batchnorm_dims(const cnn_batchnorm_args *a, int64_t *m, int64_t *c)
+{
+    *c = a->x->shape[a->x->ndim - 1];
+    *m = cnn_tensor_numel(a->x) / *c;
+}
+
+void cnn_concat_parts(const cnn_concat_args *a, int backward, int64_t *channels, int64_t *rows)
+{
+    const cnn_tensor *whole = backward ? a->dy : a->y;
+    int64_t total = 0;
+    for (int i = 0; i < a->n; i++) {
+        const cnn_tensor *t = backward && a->dxs[i] ? a->dxs[i] : a->xs[i];
+        channels[i] = t->shape[t->ndim - 1];
+        total += channels[i];
+    }
+    *rows = total ? cnn_tensor_numel(whole) / total : 0;
 }

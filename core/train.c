@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/loader.h"
 #include "core/fileio.h"
+#include "core/ops.h"
 #include "core/optim.h"
 #include "core/prune.h"
 #include "core/progress.h"
@@ -584,8 +585,7 @@ cnn_status cnn_train_source(cnn_net *net, const cnn_source *train_src, const cnn
     /* mixed precision: the 16-bit weight copies follow whatever was loaded into the master weights */
     CNN_TRY(cnn_net_sync_compute_weights(net));
     /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
-    if (net->backend->ops->set_deterministic)
-        CNN_TRY(net->backend->ops->set_deterministic(net->backend, cfg->deterministic));
+    CNN_TRY(cnn_op_set_deterministic(net->backend, cfg->deterministic));
     int k = cnn_net_num_outputs(net), bs = cfg->batch_size;
     if (cfg->balanced_class_weights) {
         weights = malloc((size_t)k * sizeof *weights);

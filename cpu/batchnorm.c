@@ -107,19 +107,6 @@ static cnn_status cnn_cpu_bn_reduce(const cnn_cpu_bn_grad *grad, const float *x,
     return CNN_OK;
 }
 
-/* Every tensor present is an f32 CPU tensor, then the shapes and parameters (core/op_check.c); returns M and C. */
-static cnn_status cnn_cpu_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
-{
-    cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
-    const char *names[CNN_BATCHNORM_MAX_TENSORS];
-    const int n = cnn_batchnorm_tensors(a, backward, ts, names);
-    for (int i = 0; i < n; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
-    CNN_TRY(cnn_batchnorm_check(a, backward, "", op, m, c));
-fail:
-    return st;
-}
-
 cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
 {
     static const char *op = "batchnorm_forward";
@@ -128,8 +115,7 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
     float *scale = NULL, *shift = NULL, *center = NULL;
     int64_t m = 0, c = 0;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_bn_check(a, 0, &m, &c, op));
+    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
 
     mean = malloc((size_t)c * sizeof *mean);
     var = malloc((size_t)c * sizeof *var);
@@ -209,8 +195,7 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
     float *invstd = NULL, *coef = NULL;
     int64_t m = 0, c = 0;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_bn_check(a, 1, &m, &c, op));
+    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
     center = malloc((size_t)c * sizeof *center);
     sum_dy = malloc((size_t)c * sizeof *sum_dy);
     sum_dy_xc = malloc((size_t)c * sizeof *sum_dy_xc);

@@ -365,44 +365,5 @@ void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan)
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
 
-const char *cnn_cpu_shape_str(const cnn_tensor *t, char *buf, size_t size)
-{
-    if (!t) {
-        snprintf(buf, size, "(null)");
-        return buf;
-    }
-    size_t len = (size_t)snprintf(buf, size, "(");
-    for (int i = 0; i < t->ndim && i < CNN_MAX_DIMS && len < size; i++)
-        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    if (len < size) snprintf(buf + len, size - len, ")");
-    return buf;
-}
 
-cnn_status cnn_cpu_check_f32(const cnn_tensor *t, const char *op, const char *name)
-{
-    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s is missing", op, name);
-    if (t->backend && t->backend->ops != &cnn_cpu_ops)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s lives on backend '%s', not in CPU memory (copy it first)", op,
-                         name, t->backend->name);
-    if (t->dtype != CNN_F32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: %s has dtype %s; the CPU backend computes this op in F32 only", op,
-                         name, cnn_dtype_name(t->dtype));
-    if (t->ndim < 1 || t->ndim > CNN_MAX_DIMS)
-        return cnn_error(CNN_ERR_SHAPE, "%s: %s has rank %d", op, name, t->ndim);
-    if (!t->data && cnn_tensor_numel(t) > 0) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s has no data", op, name);
-    return CNN_OK;
-}
 
-cnn_status cnn_cpu_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
-                               const char *name)
-{
-    int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
-    if (ok) return CNN_OK;
-    char got[CNN_CPU_SHAPE_BUF], want[CNN_CPU_SHAPE_BUF];
-    cnn_tensor tmp = {0};
-    tmp.ndim = ndim;
-    for (int i = 0; i < ndim && i < CNN_MAX_DIMS; i++) tmp.shape[i] = shape[i];
-    return cnn_error(CNN_ERR_SHAPE, "%s: %s has shape %s, expected %s", op, name,
-                     cnn_cpu_shape_str(t, got, sizeof got), cnn_cpu_shape_str(&tmp, want, sizeof want));
-}

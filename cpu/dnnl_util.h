@@ -1,5 +1,5 @@
-/* The CPU backend's private toolkit: its context, the per-call-site plan cache, checked oneDNN calls, and the
- * argument checks every op shares.
+/* The CPU backend's private toolkit: its context, the per-call-site plan cache and checked oneDNN calls (the ops'
+ * arguments are checked by core/ops.c).
  *
  * Rules:
  * - Every oneDNN call goes through CNN_CPU_DNNL, which turns a dnnl_status_t into a cnn_status with a message
@@ -193,18 +193,5 @@ void cnn_cpu_requant_free(cnn_cpu_requant *r);
 void cnn_cpu_requant_rows(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
 /* the same in portable C, whatever the processor (the above uses AVX-512 where there is): for the tests */
 void cnn_cpu_requant_rows_c(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
-
-/* ---- argument checks shared by the ops ---- */
-
-/* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */
-const char *cnn_cpu_shape_str(const cnn_tensor *t, char *buf, size_t size);
-#define CNN_CPU_SHAPE_BUF 96
-
-/* The tensor exists, lives in host memory of a CPU backend, is F32 and has data (when not empty). */
-cnn_status cnn_cpu_check_f32(const cnn_tensor *t, const char *op, const char *name);
-
-/* The tensor has exactly this shape; else CNN_ERR_SHAPE with both shapes in the message. */
-cnn_status cnn_cpu_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
-                               const char *name);
 
 #endif
