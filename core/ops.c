@@ -650,7 +650,8 @@ cnn_status cnn_op_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
         return cnn_error(CNN_ERR_SHAPE, "%s: logits %s must be (N, K)", op, cnn_op_shape_str(a->logits, s1, sizeof s1));
     const int64_t n = a->logits->shape[0], k = a->logits->shape[1];
     if (k < 1)
-        return cnn_error(CNN_ERR_SHAPE, "%s: logits %s have no classes", op, cnn_op_shape_str(a->logits, s1, sizeof s1));
+        return cnn_error(CNN_ERR_SHAPE, "%s: logits %s have no classes", op,
+                         cnn_op_shape_str(a->logits, s1, sizeof s1));
     if (!a->labels && (a->losses || a->dlogits))
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels are missing (only probabilities can be computed without)",
                          op);

@@ -115,8 +115,8 @@ static cnn_status cnn_cpu_conv_entry_get(const cnn_conv2d_args *a, int dir, cnn_
     cnn_cpu_conv_key key;
     void *e = NULL;
     cnn_conv2d_sizes_of(a, dir, &key); /* checked by core/ops.c */
-    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : tmp, CNN_CPU_PLAN_CONV, &key, sizeof key,
-                               sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_CONV, CNN_CPU_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_entry_destroy, &e, op));
     CNN_TRY(cnn_cpu_conv_prepare(e, op));
     *out = e;
 fail:
@@ -165,7 +165,7 @@ cnn_status cnn_cpu_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
 fail:
     if (attr) dnnl_primitive_attr_destroy(attr);
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -194,7 +194,7 @@ cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a
     void *data[3] = {a->dy->data, a->w->data, a->dx->data};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_data, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -227,6 +227,6 @@ cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args 
     void *data[4] = {a->x->data, a->dy->data, a->dw->data, has_db ? a->db->data : NULL};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_filter, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -52,8 +52,8 @@ static cnn_status cnn_cpu_dense_entry_get(const cnn_dense_args *a, int dir, cnn_
     cnn_cpu_dense_key key;
     void *p = NULL;
     cnn_dense_sizes_of(a, dir, &key); /* checked by core/ops.c */
-    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : tmp, CNN_CPU_PLAN_DENSE, &key, sizeof key,
-                               sizeof(cnn_cpu_dense_entry), cnn_cpu_dense_entry_destroy, &p, op));
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_DENSE, CNN_CPU_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cpu_dense_entry), cnn_cpu_dense_entry_destroy, &p, op));
     cnn_cpu_dense_entry *e = p;
     if (!e->ready) {
         int64_t x_dims[2] = {key.n, key.in};
@@ -116,7 +116,7 @@ cnn_status cnn_cpu_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
 fail:
     if (attr) dnnl_primitive_attr_destroy(attr);
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -144,7 +144,7 @@ cnn_status cnn_cpu_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     void *data[3] = {a->dy->data, a->w->data, a->dx->data};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_data, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -176,6 +176,6 @@ cnn_status cnn_cpu_dense_backward_weights(cnn_backend *b, const cnn_dense_args *
     void *data[4] = {a->x->data, a->dy->data, a->dw->data, has_db ? a->db->data : NULL};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_weights, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -225,8 +225,8 @@ static cnn_status cnn_cpu_pool_entry_get(const cnn_pool2d_args *a, int backward,
     cnn_cpu_pool_key key;
     void *e = NULL;
     cnn_pool2d_sizes_of(a, backward, &key); /* checked by core/ops.c */
-    CNN_TRY(cnn_cpu_plan_entry(slot, CNN_CPU_PLAN_POOL, &key, sizeof key, sizeof(cnn_cpu_pool_entry),
-                               cnn_cpu_pool_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_POOL, CNN_CPU_PLAN_SLOTS, &key, sizeof key, sizeof(cnn_cpu_pool_entry),
+                           cnn_cpu_pool_entry_destroy, &e, op));
     CNN_TRY(cnn_cpu_pool_prepare(e, op));
     *out = e;
 fail:
@@ -281,7 +281,7 @@ cnn_status cnn_cpu_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
     }
     if (training) (*slot)->last_forward = e;
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -318,7 +318,7 @@ cnn_status cnn_cpu_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
         CNN_TRY(cnn_cpu_pool_onednn_backward(ctx, e, a, is_max, what));
     }
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 

@@ -242,8 +242,8 @@ static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args 
     void *e = NULL;
     CNN_TRY(cnn_cuda_conv_key_of(a, dir, b->ctx, &key, op));
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
-    CNN_TRY(cnn_cuda_plan_entry(a->plan ? a->plan : tmp, CNN_CUDA_PLAN_CONV, &key, sizeof key,
-                                sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_CONV, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
     CNN_TRY(cnn_cuda_conv_prepare(e, op));
     *out = e;
 fail:
@@ -420,7 +420,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL,
                     e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o, a->act, a->act_alpha);
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -448,7 +448,7 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
             CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, a->dx->dtype, &e->pad);
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -477,6 +477,6 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
         CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o,
                                  a->db->data, op));
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

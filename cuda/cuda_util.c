@@ -171,60 +171,6 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // plans
 
-cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
-                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what)
-{
-    *entry = NULL;
-    cnn_plan *p = *slot;
-    if (p && (p->kind != kind || p->key_size != key_size))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: the plan slot belongs to another kind of op", what);
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan", what);
-        p->kind = kind;
-        p->key_size = key_size;
-        p->entry_destroy = destroy;
-        *slot = p;
-    }
-    p->clock++;
-    int victim = 0;
-    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++) {
-        if (p->entry[i] && !memcmp(p->entry[i], key, key_size)) {
-            p->used[i] = p->clock;
-            *entry = p->entry[i];
-            return CNN_OK;
-        }
-        if (!p->entry[i] || (p->entry[victim] && p->used[i] < p->used[victim])) victim = i;
-    }
-    void *e = calloc(1, entry_size);
-    if (!e) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan entry", what);
-    memcpy(e, key, key_size);
-    if (p->entry[victim]) {
-        if (p->last_forward == p->entry[victim]) p->last_forward = NULL;
-        p->entry_destroy(p->entry[victim]);
-    }
-    p->entry[victim] = e;
-    p->used[victim] = p->clock;
-    *entry = e;
-    return CNN_OK;
-}
-
-void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan)
-{
-    (void)b;
-    if (!plan) return;
-    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++)
-        if (plan->entry[i]) plan->entry_destroy(plan->entry[i]);
-    free(plan);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// argument checks
-
-
-
-
-
 
 
 cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt)

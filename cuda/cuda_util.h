@@ -28,6 +28,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/plan.h"
 #include "cuda/kernels.h"
 
 /* ---- the backend context ---- */
@@ -105,40 +106,12 @@ cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx);
 cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const void *x, int dt, int64_t rows, int64_t cols, float *out,
                             const char *what);
 
-/* ---- plans: a small cache of per-shape entries for one call site (same scheme as the CPU backend) ---- */
-
-typedef enum cnn_cuda_plan_kind {
-    CNN_CUDA_PLAN_CONV = 1,
-    CNN_CUDA_PLAN_POOL,
-    CNN_CUDA_PLAN_DENSE,
-} cnn_cuda_plan_kind;
+/* ---- plans (core/plan.h) ---- */
 
 /* Four shape keys: the full and the smaller last batch of an epoch, and the same two of evaluation (batch 256),
  * which alternate every epoch; each new key costs an algorithm search (milliseconds per convolution), so they
  * should stay cached. */
 #define CNN_CUDA_PLAN_SLOTS 4
-
-typedef void (*cnn_cuda_entry_destroy_fn)(void *entry);
-
-struct cnn_plan {
-    cnn_cuda_plan_kind kind;
-    size_t key_size;
-    cnn_cuda_entry_destroy_fn entry_destroy;
-    uint64_t clock;
-    void *entry[CNN_CUDA_PLAN_SLOTS];
-    uint64_t used[CNN_CUDA_PLAN_SLOTS];
-    /* pooling: the entry, input and output of the most recent training forward (max-pool backward without x, y) */
-    void *last_forward;
-    const void *last_x, *last_y;
-};
-
-/* Finds the entry for `key` (zeroed before it was filled: it is memcmp-compared) in *slot, creating the plan and
- * the entry (zeroed, key copied in, `entry_size` bytes) when needed; the least recently used one is dropped when
- * every slot is taken. */
-cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
-                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what);
-
-void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan);
 
 /* ---- what only this backend checks (core/ops.c checks the rest) ---- */
 

@@ -229,8 +229,8 @@ static cnn_status cnn_cuda_dense_entry_get(cnn_cuda_ctx *ctx, cnn_plan **slot, i
     const int uses_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_RELU_BIAS ||
                           epi == CUBLASLT_EPILOGUE_BGRADB;
     const void *epi_bias = uses_bias ? cand : NULL;
-    CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_DENSE, &key, sizeof key, sizeof(cnn_cuda_dense_entry),
-                                cnn_cuda_dense_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_DENSE, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_dense_entry), cnn_cuda_dense_entry_destroy, &e, op));
     cnn_cuda_dense_entry *de = e;
     if (!de->ready) CNN_TRY(cnn_cuda_dense_prepare(ctx, de, epi_bias, op));
     *out = de;
@@ -313,7 +313,7 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, dt, bias, k.n, k.out, a->act,
                     a->act_alpha);
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -358,6 +358,6 @@ cnn_status cnn_cuda_dense_backward_weights(cnn_backend *b, const cnn_dense_args 
     }
     if (col_sum) CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, dt, k.n, k.out, db, op));
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -100,8 +100,8 @@ static cnn_status cnn_cuda_pool_entry_get(cnn_backend *b, const cnn_pool2d_args 
     void *e = NULL;
     cnn_cuda_pool_key_of(a, backward, &key);
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
-    CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_POOL, &key, sizeof key, sizeof(cnn_cuda_pool_entry),
-                                cnn_cuda_pool_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_POOL, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_pool_entry), cnn_cuda_pool_entry_destroy, &e, op));
     CNN_TRY(cnn_cuda_pool_prepare(e, op));
     *out = e;
 fail:
@@ -136,7 +136,7 @@ cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
         (*slot)->last_y = a->y->data;
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -182,6 +182,6 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
                     a->dx->data, e->key.dtype, &e->g);
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
