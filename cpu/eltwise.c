@@ -96,7 +96,8 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     const float scale = a->grad_scale;
     /* target = (1 - s) onehot + s / K; loss = w[label] * (log sum exp(z) - sum_j target_j z_j) */
     const double smooth = a->label_smoothing;
-    const double off_target = smooth / (double)k, on_target = 1.0 - smooth + off_target;
+    double on_target, off_target;
+    CNN_XENT_TARGETS(double, smooth, k, on_target, off_target);
 #pragma omp parallel for schedule(static) if (n * k >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float *x = logits + i * k;
