@@ -36,6 +36,20 @@ static cnn_status cnn_ops_entry(const cnn_backend *b, int has, const char *entry
         if (!(args)) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", (op));             \
     } while (0)
 
+/* cnn_op_<entry>(b, a) for an entry whose arguments come in one struct: the backend has the entry, `a` is there,
+ * check(b, a, dir, op) passes; then the backend runs the call. */
+#define CNN_OPS_DISPATCH(entry, args_type, check, dir)             \
+    cnn_status cnn_op_##entry(cnn_backend *b, const args_type *a) \
+    {                                                             \
+        cnn_status st = CNN_OK;                                   \
+        char op[CNN_OPS_NAME_BUF];                                \
+        CNN_OPS_BEGIN(b, entry, a, op);                           \
+        CNN_TRY(check(b, a, dir, op));                            \
+        st = b->ops->entry(b, a);                                 \
+    fail:                                                         \
+        return st;                                                \
+    }
+
 // ---------------------------------------------------------------------------------------------------------------
 // tensors
 
@@ -320,38 +334,11 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, conv2d_forward, a, op);
-    CNN_TRY(cnn_ops_conv2d(b, a, CNN_OP_FWD, op));
-    st = b->ops->conv2d_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(conv2d_forward, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_FWD)
 
-cnn_status cnn_op_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, conv2d_backward_data, a, op);
-    CNN_TRY(cnn_ops_conv2d(b, a, CNN_OP_BWD_DATA, op));
-    st = b->ops->conv2d_backward_data(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(conv2d_backward_data, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_DATA)
 
-cnn_status cnn_op_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, conv2d_backward_filter, a, op);
-    CNN_TRY(cnn_ops_conv2d(b, a, CNN_OP_BWD_WEIGHTS, op));
-    st = b->ops->conv2d_backward_filter(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(conv2d_backward_filter, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_WEIGHTS)
 
 static cnn_status cnn_ops_dense(const cnn_backend *b, const cnn_dense_args *a, int dir, const char *op)
 {
@@ -366,38 +353,11 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_dense_forward(cnn_backend *b, const cnn_dense_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, dense_forward, a, op);
-    CNN_TRY(cnn_ops_dense(b, a, CNN_OP_FWD, op));
-    st = b->ops->dense_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(dense_forward, cnn_dense_args, cnn_ops_dense, CNN_OP_FWD)
 
-cnn_status cnn_op_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, dense_backward_data, a, op);
-    CNN_TRY(cnn_ops_dense(b, a, CNN_OP_BWD_DATA, op));
-    st = b->ops->dense_backward_data(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(dense_backward_data, cnn_dense_args, cnn_ops_dense, CNN_OP_BWD_DATA)
 
-cnn_status cnn_op_dense_backward_weights(cnn_backend *b, const cnn_dense_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, dense_backward_weights, a, op);
-    CNN_TRY(cnn_ops_dense(b, a, CNN_OP_BWD_WEIGHTS, op));
-    st = b->ops->dense_backward_weights(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(dense_backward_weights, cnn_dense_args, cnn_ops_dense, CNN_OP_BWD_WEIGHTS)
 
 // ---------------------------------------------------------------------------------------------------------------
 // pooling
@@ -424,50 +384,22 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, pool2d_forward, a, op);
-    CNN_TRY(cnn_ops_pool2d(b, a, 0, op));
-    st = b->ops->pool2d_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(pool2d_forward, cnn_pool2d_args, cnn_ops_pool2d, 0)
 
-cnn_status cnn_op_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, pool2d_backward, a, op);
-    CNN_TRY(cnn_ops_pool2d(b, a, 1, op));
-    st = b->ops->pool2d_backward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(pool2d_backward, cnn_pool2d_args, cnn_ops_pool2d, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
 // activations, dropout, add, scale, concat
 
-cnn_status cnn_op_act_forward(cnn_backend *b, const cnn_act_args *a)
+static cnn_status cnn_ops_act(const cnn_backend *b, const cnn_act_args *a, int backward, const char *op)
 {
     cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, act_forward, a, op);
     CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
-    CNN_TRY(cnn_ops_float(b, a->x, op, "x"));
-    CNN_TRY(cnn_ops_like(b, a->y, a->x, op, "y", "x"));
-    st = b->ops->act_forward(b, a);
-fail:
-    return st;
-}
-
-cnn_status cnn_op_act_backward(cnn_backend *b, const cnn_act_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, act_backward, a, op);
-    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
+    if (!backward) {
+        CNN_TRY(cnn_ops_float(b, a->x, op, "x"));
+        CNN_TRY(cnn_ops_like(b, a->y, a->x, op, "y", "x"));
+        return CNN_OK;
+    }
     CNN_TRY(cnn_ops_float(b, a->dy, op, "dy"));
     CNN_TRY(cnn_ops_like(b, a->dx, a->dy, op, "dx", "dy"));
     if (a->act != CNN_ACT_NONE) {
@@ -478,10 +410,12 @@ cnn_status cnn_op_act_backward(cnn_backend *b, const cnn_act_args *a)
                              from_x ? "the input x" : "the forward output y");
         CNN_TRY(cnn_ops_like(b, xy, a->dy, op, from_x ? "x" : "y", "dy"));
     }
-    st = b->ops->act_backward(b, a);
 fail:
     return st;
 }
+
+CNN_OPS_DISPATCH(act_forward, cnn_act_args, cnn_ops_act, 0)
+CNN_OPS_DISPATCH(act_backward, cnn_act_args, cnn_ops_act, 1)
 
 static cnn_status cnn_ops_dropout(const cnn_backend *b, const cnn_dropout_args *a, int backward, const char *op)
 {
@@ -495,43 +429,25 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_dropout_forward(cnn_backend *b, const cnn_dropout_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, dropout_forward, a, op);
-    CNN_TRY(cnn_ops_dropout(b, a, 0, op));
-    st = b->ops->dropout_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(dropout_forward, cnn_dropout_args, cnn_ops_dropout, 0)
 
-cnn_status cnn_op_dropout_backward(cnn_backend *b, const cnn_dropout_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, dropout_backward, a, op);
-    CNN_TRY(cnn_ops_dropout(b, a, 1, op));
-    st = b->ops->dropout_backward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(dropout_backward, cnn_dropout_args, cnn_ops_dropout, 1)
 
 /* a, b and y may each have any of the backend's float dtypes (L2 penalties add f32 weights into 16-bit gradients) */
-cnn_status cnn_op_add(cnn_backend *b, const cnn_add_args *a)
+static cnn_status cnn_ops_add(const cnn_backend *b, const cnn_add_args *a, int dir, const char *op)
 {
     cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, add, a, op);
+    (void)dir;
     CNN_TRY(cnn_ops_float(b, a->a, op, "a"));
     CNN_TRY(cnn_ops_float(b, a->b, op, "b"));
     CNN_TRY(cnn_ops_float(b, a->y, op, "y"));
     CNN_TRY(cnn_op_check_dims(a->b, a->a->ndim, a->a->shape, "", op, "b"));
     CNN_TRY(cnn_op_check_dims(a->y, a->a->ndim, a->a->shape, "", op, "y"));
-    st = b->ops->add(b, a);
 fail:
     return st;
 }
+
+CNN_OPS_DISPATCH(add, cnn_add_args, cnn_ops_add, 0)
 
 cnn_status cnn_op_scale(cnn_backend *b, cnn_tensor *x, float alpha)
 {
@@ -566,27 +482,9 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_concat_forward(cnn_backend *b, const cnn_concat_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, concat_forward, a, op);
-    CNN_TRY(cnn_ops_concat(b, a, 0, op));
-    st = b->ops->concat_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(concat_forward, cnn_concat_args, cnn_ops_concat, 0)
 
-cnn_status cnn_op_concat_backward(cnn_backend *b, const cnn_concat_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, concat_backward, a, op);
-    CNN_TRY(cnn_ops_concat(b, a, 1, op));
-    st = b->ops->concat_backward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(concat_backward, cnn_concat_args, cnn_ops_concat, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
 // batch normalization: x, y, residual, dy, dx and dresidual of one float dtype, the per-channel tensors F32
@@ -614,37 +512,19 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, batchnorm_forward, a, op);
-    CNN_TRY(cnn_ops_batchnorm(b, a, 0, op));
-    st = b->ops->batchnorm_forward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(batchnorm_forward, cnn_batchnorm_args, cnn_ops_batchnorm, 0)
 
-cnn_status cnn_op_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, batchnorm_backward, a, op);
-    CNN_TRY(cnn_ops_batchnorm(b, a, 1, op));
-    st = b->ops->batchnorm_backward(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(batchnorm_backward, cnn_batchnorm_args, cnn_ops_batchnorm, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
 // softmax cross-entropy
 
-cnn_status cnn_op_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
+/* the labels' range and the weights' values are data: the backend checks them where they live */
+static cnn_status cnn_ops_softmax_xent(const cnn_backend *b, const cnn_softmax_xent_args *a, int dir, const char *op)
 {
     cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
     char s1[CNN_OP_SHAPE_BUF], s2[CNN_OP_SHAPE_BUF];
-    CNN_OPS_BEGIN(b, softmax_xent, a, op);
+    (void)dir;
     CNN_TRY(cnn_ops_float(b, a->logits, op, "logits"));
     if (a->logits->ndim != 2)
         return cnn_error(CNN_ERR_SHAPE, "%s: logits %s must be (N, K)", op, cnn_op_shape_str(a->logits, s1, sizeof s1));
@@ -686,11 +566,11 @@ cnn_status cnn_op_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
         CNN_TRY(cnn_ops_f32(b, a->class_weights, op, "class_weights"));
         CNN_TRY(cnn_op_check_dims(a->class_weights, 1, k1, "", op, "class_weights"));
     }
-    /* the labels' range and the weights' values are data: the backend checks them where they live */
-    st = b->ops->softmax_xent(b, a);
 fail:
     return st;
 }
+
+CNN_OPS_DISPATCH(softmax_xent, cnn_softmax_xent_args, cnn_ops_softmax_xent, 0)
 
 // ---------------------------------------------------------------------------------------------------------------
 // optimizer updates: F32 master weights and state, a grad in any float dtype, optionally the 16-bit copy
@@ -723,8 +603,9 @@ static cnn_status cnn_ops_momentum_state(const cnn_backend *b, const cnn_tensor 
     return cnn_ops_state(b, t, param, op, name, "param");
 }
 
-static cnn_status cnn_ops_sgd(const cnn_backend *b, const void *args, const char *op)
+static cnn_status cnn_ops_sgd(const cnn_backend *b, const void *args, int dir, const char *op)
 {
+    (void)dir;
     const cnn_sgd_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
@@ -733,8 +614,9 @@ fail:
     return st;
 }
 
-static cnn_status cnn_ops_adam(const cnn_backend *b, const void *args, const char *op)
+static cnn_status cnn_ops_adam(const cnn_backend *b, const void *args, int dir, const char *op)
 {
+    (void)dir;
     const cnn_adam_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
@@ -747,8 +629,9 @@ fail:
     return st;
 }
 
-static cnn_status cnn_ops_rmsprop(const cnn_backend *b, const void *args, const char *op)
+static cnn_status cnn_ops_rmsprop(const cnn_backend *b, const void *args, int dir, const char *op)
 {
+    (void)dir;
     const cnn_rmsprop_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
@@ -761,40 +644,13 @@ fail:
     return st;
 }
 
-cnn_status cnn_op_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, sgd_update, a, op);
-    CNN_TRY(cnn_ops_sgd(b, a, op));
-    st = b->ops->sgd_update(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(sgd_update, cnn_sgd_args, cnn_ops_sgd, 0)
 
-cnn_status cnn_op_adam_update(cnn_backend *b, const cnn_adam_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, adam_update, a, op);
-    CNN_TRY(cnn_ops_adam(b, a, op));
-    st = b->ops->adam_update(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(adam_update, cnn_adam_args, cnn_ops_adam, 0)
 
-cnn_status cnn_op_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
-{
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, rmsprop_update, a, op);
-    CNN_TRY(cnn_ops_rmsprop(b, a, op));
-    st = b->ops->rmsprop_update(b, a);
-fail:
-    return st;
-}
+CNN_OPS_DISPATCH(rmsprop_update, cnn_rmsprop_args, cnn_ops_rmsprop, 0)
 
-typedef cnn_status (*cnn_ops_check_fn)(const cnn_backend *b, const void *args, const char *op);
+typedef cnn_status (*cnn_ops_check_fn)(const cnn_backend *b, const void *args, int dir, const char *op);
 
 /* every element of a list (n elements `size` bytes apart) as the per-tensor entry checks it, named
  * "<entry> list[i] on <backend>"; *failed: the element that failed */
@@ -805,7 +661,7 @@ static cnn_status cnn_ops_multi(const cnn_backend *b, const void *list, size_t s
     const unsigned char *base = list;
     for (int i = 0; i < n; i++) {
         snprintf(name, sizeof name, "%s list[%d] on %s", entry, i, b->ops->name);
-        cnn_status st = check(b, base + (size_t)i * size, name);
+        cnn_status st = check(b, base + (size_t)i * size, 0, name);
         if (st != CNN_OK) {
             *failed = i;
             return st;
@@ -945,15 +801,13 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // quantized models (the backends check their own int8 arguments: cpu/qconv.c, cpu/qprog.c)
 
-cnn_status cnn_op_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
+static cnn_status cnn_ops_qconv(const cnn_backend *b, const cnn_qconv_args *a, int dir, const char *op)
 {
-    cnn_status st = CNN_OK;
-    char op[CNN_OPS_NAME_BUF];
-    CNN_OPS_BEGIN(b, qconv_s32, a, op);
-    st = b->ops->qconv_s32(b, a);
-fail:
-    return st;
+    (void)b, (void)a, (void)dir, (void)op;
+    return CNN_OK;
 }
+
+CNN_OPS_DISPATCH(qconv_s32, cnn_qconv_args, cnn_ops_qconv, 0)
 
 cnn_status cnn_op_qprog_create(cnn_backend *b, const struct cnn_lite *m, int batch, int exact, cnn_qprog **out)
 {
