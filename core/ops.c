@@ -321,42 +321,31 @@ fail:
     return st;
 }
 
+/* the operands (cnn_conv2d_tensors), then the shapes and parameters */
 static cnn_status cnn_ops_conv2d(const cnn_backend *b, const cnn_conv2d_args *a, int dir, const char *op)
 {
-    cnn_status st = CNN_OK;
     const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
     const char *names[CNN_OP_MAX_TENSORS] = {0};
     cnn_conv2d_sizes s;
-    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
-    CNN_TRY(cnn_ops_operands(b, ts, names, nt, op));
-    CNN_TRY(cnn_conv2d_check(a, dir, "", op, &s));
-fail:
-    return st;
+    cnn_status st = cnn_ops_operands(b, ts, names, cnn_conv2d_tensors(a, dir, ts, names), op);
+    return st != CNN_OK ? st : cnn_conv2d_check(a, dir, "", op, &s);
 }
 
-CNN_OPS_DISPATCH(conv2d_forward, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_FWD)
-
-CNN_OPS_DISPATCH(conv2d_backward_data, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_DATA)
-
-CNN_OPS_DISPATCH(conv2d_backward_filter, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_WEIGHTS)
-
+/* as cnn_ops_conv2d */
 static cnn_status cnn_ops_dense(const cnn_backend *b, const cnn_dense_args *a, int dir, const char *op)
 {
-    cnn_status st = CNN_OK;
     const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
     const char *names[CNN_OP_MAX_TENSORS] = {0};
     cnn_dense_sizes s;
-    const int nt = cnn_dense_tensors(a, dir, ts, names);
-    CNN_TRY(cnn_ops_operands(b, ts, names, nt, op));
-    CNN_TRY(cnn_dense_check(a, dir, "", op, &s));
-fail:
-    return st;
+    cnn_status st = cnn_ops_operands(b, ts, names, cnn_dense_tensors(a, dir, ts, names), op);
+    return st != CNN_OK ? st : cnn_dense_check(a, dir, "", op, &s);
 }
 
+CNN_OPS_DISPATCH(conv2d_forward, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_FWD)
+CNN_OPS_DISPATCH(conv2d_backward_data, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_DATA)
+CNN_OPS_DISPATCH(conv2d_backward_filter, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_WEIGHTS)
 CNN_OPS_DISPATCH(dense_forward, cnn_dense_args, cnn_ops_dense, CNN_OP_FWD)
-
 CNN_OPS_DISPATCH(dense_backward_data, cnn_dense_args, cnn_ops_dense, CNN_OP_BWD_DATA)
-
 CNN_OPS_DISPATCH(dense_backward_weights, cnn_dense_args, cnn_ops_dense, CNN_OP_BWD_WEIGHTS)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -385,7 +374,6 @@ fail:
 }
 
 CNN_OPS_DISPATCH(pool2d_forward, cnn_pool2d_args, cnn_ops_pool2d, 0)
-
 CNN_OPS_DISPATCH(pool2d_backward, cnn_pool2d_args, cnn_ops_pool2d, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -430,7 +418,6 @@ fail:
 }
 
 CNN_OPS_DISPATCH(dropout_forward, cnn_dropout_args, cnn_ops_dropout, 0)
-
 CNN_OPS_DISPATCH(dropout_backward, cnn_dropout_args, cnn_ops_dropout, 1)
 
 /* a, b and y may each have any of the backend's float dtypes (L2 penalties add f32 weights into 16-bit gradients) */
@@ -483,7 +470,6 @@ fail:
 }
 
 CNN_OPS_DISPATCH(concat_forward, cnn_concat_args, cnn_ops_concat, 0)
-
 CNN_OPS_DISPATCH(concat_backward, cnn_concat_args, cnn_ops_concat, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -513,7 +499,6 @@ fail:
 }
 
 CNN_OPS_DISPATCH(batchnorm_forward, cnn_batchnorm_args, cnn_ops_batchnorm, 0)
-
 CNN_OPS_DISPATCH(batchnorm_backward, cnn_batchnorm_args, cnn_ops_batchnorm, 1)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -645,9 +630,7 @@ fail:
 }
 
 CNN_OPS_DISPATCH(sgd_update, cnn_sgd_args, cnn_ops_sgd, 0)
-
 CNN_OPS_DISPATCH(adam_update, cnn_adam_args, cnn_ops_adam, 0)
-
 CNN_OPS_DISPATCH(rmsprop_update, cnn_rmsprop_args, cnn_ops_rmsprop, 0)
 
 typedef cnn_status (*cnn_ops_check_fn)(const cnn_backend *b, const void *args, int dir, const char *op);
