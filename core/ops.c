@@ -20,7 +20,7 @@ static const char *cnn_ops_name(const cnn_backend *b, const char *entry, char *b
     return buf;
 }
 
-/* The backend is there and has the entry; `fn` is the entry's pointer. */
+/* The backend is there and has the entry (`has`). */
 static cnn_status cnn_ops_entry(const cnn_backend *b, int has, const char *entry)
 {
     if (!b) return cnn_error(CNN_ERR_INVALID_ARG, "%s: the backend is NULL", entry);

@@ -127,7 +127,8 @@ cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
 {
     cnn_backend *b = opt->backend;
     /* both before anything changes */
-    if (!cnn_op_has(b, "sum_squares") && !cnn_op_has(b, "sum_squares_multi")) return cnn_backend_lacks(b, "sum_squares");
+    if (!cnn_op_has(b, "sum_squares") && !cnn_op_has(b, "sum_squares_multi"))
+        return cnn_backend_lacks(b, "sum_squares");
     if (!cnn_op_has(b, "scale")) return cnn_backend_lacks(b, "scale");
     double total = 0.0;
     if (opt->nparams > 0) {
