@@ -273,7 +273,7 @@ _Static_assert(offsetof(cnn_sgd_args, param) == 0 && offsetof(cnn_adam_args, par
 static cnn_status cnn_cpu_update_multi(const void *list, size_t size, int n, cnn_cpu_span_fn span, const char *op)
 {
     cnn_status st = CNN_OK;
-    int64_t *counts = malloc((size_t)n * sizeof *counts);
+    int64_t *counts = calloc((size_t)(n > 0 ? n : 1), sizeof *counts);
     if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
     const unsigned char *base = list;
     for (int i = 0; i < n; i++) {
