@@ -210,7 +210,7 @@ cnn_status cnn_op_write(cnn_backend *b, cnn_tensor *dst, const void *host, size_
     char op[CNN_OPS_NAME_BUF];
     CNN_TRY(cnn_ops_entry(b, b && b->ops->write, "write"));
     CNN_TRY(cnn_ops_transfer(b, dst, host, bytes, cnn_ops_name(b, "write", op)));
-    st = b->ops->write(b, dst, host, bytes);
+    if (bytes) st = b->ops->write(b, dst, host, bytes); /* nothing to do, nothing to wait for */
 fail:
     return st;
 }
@@ -301,7 +301,7 @@ cnn_status cnn_op_write_async(cnn_backend *b, cnn_tensor *dst, const void *host,
     char op[CNN_OPS_NAME_BUF];
     CNN_TRY(cnn_ops_entry(b, b && b->ops->write_async, "write_async"));
     CNN_TRY(cnn_ops_transfer(b, dst, host, bytes, cnn_ops_name(b, "write_async", op)));
-    st = b->ops->write_async(b, dst, host, bytes);
+    if (bytes) st = b->ops->write_async(b, dst, host, bytes);
 fail:
     return st;
 }

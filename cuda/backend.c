@@ -70,7 +70,7 @@ static cnn_status cnn_cuda_write(cnn_backend *b, cnn_tensor *dst, const void *ho
     static const char *op = "write";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    if (!bytes) return CNN_OK; /* core/ops.c checked the tensor, the size and the buffers */
+    /* core/ops.c checked the tensor, the size (not 0) and the buffers */
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, host, bytes, cudaMemcpyHostToDevice, ctx->compute);
     /* the caller may reuse `host` when we return, and it may be pinned (then the copy above is truly async) */

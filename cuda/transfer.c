@@ -41,7 +41,7 @@ cnn_status cnn_cuda_write_async(cnn_backend *b, cnn_tensor *dst, const void *hos
     static const char *op = "write_async";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    if (!bytes) return CNN_OK; /* core/ops.c checked the tensor, the size and the buffers */
+    /* core/ops.c checked the tensor, the size (not 0) and the buffers */
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, host, bytes, cudaMemcpyHostToDevice, ctx->copy);
     /* the event marks the copy's end; compute work queued from now on starts after it. Re-recording the one event
