@@ -4,6 +4,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/ops.h"
 
 const char *cnn_backends_available(void)
 {
@@ -38,14 +39,14 @@ cnn_status cnn_backend_create(const char *name, cnn_backend **out)
 
 void cnn_backend_destroy(cnn_backend *b)
 {
-    if (b) b->ops->destroy(b);
+    if (b) cnn_op_destroy(b);
 }
 
 const char *cnn_backend_name(const cnn_backend *b) { return b ? b->name : ""; }
 
 const char *cnn_backend_description(const cnn_backend *b) { return b ? b->description : ""; }
 
-cnn_status cnn_backend_sync(cnn_backend *b) { return b->ops->sync(b); }
+cnn_status cnn_backend_sync(cnn_backend *b) { return cnn_op_sync(b); }
 
 cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op)
 {

@@ -226,6 +226,11 @@ typedef struct cnn_qconv_args {
 
 typedef struct cnn_backend_ops {
     const char *name;
+    /* What the dispatch layer (core/ops.c) checks every call against: the dtypes activation-like tensors may have,
+     * a bit (1u << dtype) each (the CPU: F32; CUDA: F32, F16, BF16), and whether tensors live in host memory (a
+     * tensor without a backend, a view of host memory, is then accepted). */
+    unsigned float_dtypes;
+    int host_memory;
     void (*destroy)(cnn_backend *);
     cnn_status (*alloc)(cnn_backend *, size_t bytes, void **ptr);
     void (*free)(cnn_backend *, void *ptr);
@@ -340,8 +345,8 @@ typedef struct cnn_backend_entry {
 extern const cnn_backend_entry cnn_backend_registry[];
 extern const int cnn_backend_registry_count;
 
-/* Sets the message for an op the backend leaves NULL and returns CNN_ERR_UNSUPPORTED:
- *     if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward"); */
+/* Sets the message for an op the backend leaves NULL and returns CNN_ERR_UNSUPPORTED (core/ops.c calls it for
+ * every entry it finds NULL). */
 cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op);
 
 /* Tensor versions (cnn_tensor.version): cnn_tensor_track gives a tensor its first version (a network's

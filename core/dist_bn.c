@@ -20,6 +20,7 @@
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 cnn_status cnn_dist_attach_net(cnn_dist *d, cnn_net *net)
 {
@@ -113,7 +114,7 @@ cnn_status cnn_dist_bn_forward(cnn_dist *d, cnn_backend *b, const cnn_batchnorm_
     e.training = 0;
     e.running_mean = a->save_mean;
     e.running_var = a->save_invstd;
-    CNN_TRY(b->ops->batchnorm_forward(b, &e));
+    CNN_TRY(cnn_op_batchnorm_forward(b, &e));
     /* the running statistics, as the backend's training forward updates them (PyTorch: unbiased variance), with
      * the global count */
     const double mom = a->momentum, unbias = rows > 1.0 ? rows / (rows - 1.0) : 1.0;

@@ -2,8 +2,8 @@
  * C, the CUDA backend as __host__ __device__ code. One definition of the math, two schedulers; the CPU tests
  * then cover the math the GPU runs. Scalars only: the loops live in the backends.
  *
- * Rules: plain C that nvcc also accepts; no libc calls besides <math.h> float functions (expf, expm1f, erff,
- * tanhf, sqrtf); no globals. */
+ * Rules: plain C that nvcc also accepts; no libc calls besides <math.h>'s (expf, expm1f, erff, tanhf, sqrtf; sqrt
+ * for the statistics computed in double); no globals. */
 #ifndef CNN_CORE_EW_MATH_H
 #define CNN_CORE_EW_MATH_H
 
@@ -154,6 +154,66 @@ CNN_HD void cnn_rmsprop_step(float *p, float g, float *sq, float *mom, float lr,
     } else {
         *p -= lr * step;
     }
+}
+
+/* ---- softmax cross-entropy with label smoothing ---- */
+
+/* The targets of label smoothing (Szegedy et al. 2016), target = (1 - s) onehot + s / K: `on` for the label's class,
+ * `off` for each of the others. The loss of a sample is w[label] (log sum_j exp(z_j) - sum_j target_j z_j), the
+ * gradient of logit j grad_scale w[label] (p_j - target_j). In the caller's precision T (double on the CPU, float
+ * in the CUDA kernel), so that each keeps its bits. */
+#define CNN_XENT_TARGETS(T, s, k, on, off)          \
+    do {                                            \
+        (off) = (T)(s) / (T)(k);                    \
+        (on) = (T)1 - (T)(s) + (off);               \
+    } while (0)
+
+/* ---- batch normalization, one channel at a time (the CPU's loops and the CUDA kernels; statistics in double) ---- */
+
+/* The batch's mean and biased variance (what normalizes) from the sums of x shifted by k over m rows:
+ * s1 = sum (x - k), s2 = sum (x - k)^2; the shift keeps the sums from cancelling when |mean| >> std. */
+CNN_HD void cnn_bn_moments(double s1, double s2, double k, int64_t m, double *mean, double *var)
+{
+    const double d = s1 / (double)m, v = s2 / (double)m - d * d;
+    *mean = k + d;
+    *var = v > 0.0 ? v : 0.0;
+}
+
+/* 1 / sqrt(var + eps) */
+CNN_HD double cnn_bn_invstd(double var, float eps) { return 1.0 / sqrt(var + (double)eps); }
+
+/* Forward: y = (x - center) * scale + beta, which subtracts the mean first and so keeps x's precision when
+ * |mean| >> std. Returns invstd (training saves it). */
+CNN_HD double cnn_bn_forward_coef(double mean, double var, float eps, double gamma, float *scale, float *center)
+{
+    const double invstd = cnn_bn_invstd(var, eps);
+    *scale = (float)(gamma * invstd);
+    *center = (float)mean;
+    return invstd;
+}
+
+/* Training forward's update of the running statistics, PyTorch's: r = (1 - momentum) r + momentum * batch, with the
+ * unbiased variance (m rows, m >= 2). */
+CNN_HD void cnn_bn_running_update(float *running_mean, float *running_var, double mean, double var, double mom,
+                                  int64_t m)
+{
+    const double unbias = (double)m / (double)(m - 1);
+    *running_mean = (float)((1.0 - mom) * *running_mean + mom * mean);
+    *running_var = (float)((1.0 - mom) * *running_var + mom * var * unbias);
+}
+
+/* Backward, from sum_dy = sum g and sum_dy_xc = sum g (x - mu) over m rows (g = act'(y) dy): training,
+ * dx = gamma s (g - mean(g) - (x - mu) s^2 mean(g (x - mu))), s = invstd (the batch statistics depend on x);
+ * inference, they are constants and dx = gamma s g. coef[0..3]: gamma s, mean(g), s^2 mean(g (x - mu)), mu; then
+ * dx = coef[0] (g - coef[1] - (x - coef[3]) coef[2]). */
+CNN_HD void cnn_bn_backward_coef(int training, double sum_dy, double sum_dy_xc, double center, float invstd,
+                                 double gamma, int64_t m, float *gs, float *k0, float *k1, float *mu)
+{
+    const double s = invstd;
+    *gs = (float)(gamma * s);
+    *k0 = training ? (float)(sum_dy / (double)m) : 0.0f;
+    *k1 = training ? (float)(sum_dy_xc * s * s / (double)m) : 0.0f;
+    *mu = (float)center;
 }
 
 #endif

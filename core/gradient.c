@@ -15,6 +15,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/net.h"
+#include "core/ops.h"
 
 struct cnn_grad {
     cnn_net *net;
@@ -304,13 +305,9 @@ static cnn_status backward(cnn_grad *g, int capture, float *layer_grad, char *wr
             if (scratch_of[k] < 0) continue;
             int r = cnn_net_view_root(net, srcs[k]);
             cnn_tensor *sum = r < 0 ? g->dinput : g->g[r];
-            if (!b->ops->add) {
-                st = cnn_backend_lacks(b, "add");
-                break;
-            }
             cnn_tensor p = reshaped(&part[k], sum);
             cnn_add_args a = {.a = sum, .b = &p, .y = sum, .alpha = 1.0f, .beta = 1.0f};
-            st = b->ops->add(b, &a);
+            st = cnn_op_add(b, &a);
         }
         if (st != CNN_OK)
             return cnn_error_prefix(st, "layer %s (%s line %d) input gradient: ", l->name, net->source, l->line);

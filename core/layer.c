@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 /* Names p "<layer>.<suffix>" and describes its value (and its gradient when `grad`) with the given shape. */
 static cnn_status describe_param(cnn_layer *l, cnn_param *p, const char *suffix, int ndim, const int64_t *shape,
@@ -86,18 +87,16 @@ cnn_status cnn_layer_buffer(cnn_layer *l, int slot, const cnn_tensor *like, cnn_
 cnn_status cnn_layer_act_forward(cnn_layer *l, const cnn_tensor *pre, cnn_tensor *y)
 {
     cnn_backend *b = l->backend;
-    if (!b->ops->act_forward) return cnn_backend_lacks(b, "act_forward");
     cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = pre, .y = y};
-    return b->ops->act_forward(b, &a);
+    return cnn_op_act_forward(b, &a);
 }
 
 cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn_tensor *y, cnn_tensor *dy)
 {
     cnn_backend *b = l->backend;
     if (l->act == CNN_ACT_NONE) return CNN_OK;
-    if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
     cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = pre, .y = (cnn_tensor *)y, .dy = dy, .dx = dy};
-    return b->ops->act_backward(b, &a);
+    return cnn_op_act_backward(b, &a);
 }
 
 cnn_status cnn_layer_pre_act(cnn_layer *l, int slot, const cnn_tensor *y, cnn_tensor *buf, cnn_tensor **pre)
@@ -127,7 +126,7 @@ void cnn_layer_destroy(cnn_layer *l)
     }
     for (int i = 0; i < l->nstate; i++) cnn_tensor_destroy(l->state[i].value);
     for (int i = 0; i < CNN_LAYER_MAX_BUFS; i++) cnn_tensor_destroy(l->bufs[i]);
-    if (l->plan && l->backend) l->backend->ops->plan_destroy(l->backend, l->plan);
+    if (l->plan && l->backend) cnn_op_plan_destroy(l->backend, l->plan);
     free(l);
 }
 

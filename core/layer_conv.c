@@ -3,6 +3,7 @@
  * pre-activation (GELU, SiLU). */
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 enum { CONV_BUF_PRE = 0 };
 
@@ -67,7 +68,7 @@ static cnn_status conv_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
     cnn_conv2d_args a = conv_args(l);
     a.x = x[0];
     a.y = pre ? pre : y;
-    CNN_TRY(l->backend->ops->conv2d_forward(l->backend, &a));
+    CNN_TRY(cnn_op_conv2d_forward(l->backend, &a));
     if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
@@ -86,10 +87,10 @@ static cnn_status conv_backward(cnn_layer *l, const cnn_tensor *const *x, const 
     a.dy = dy;
     a.dw = l->params[0].grad;
     a.db = l->nparams > 1 ? l->params[1].grad : NULL;
-    if (!l->infer_grad) CNN_TRY(b->ops->conv2d_backward_filter(b, &a));
+    if (!l->infer_grad) CNN_TRY(cnn_op_conv2d_backward_filter(b, &a));
     if (dx[0]) {
         a.dx = dx[0];
-        CNN_TRY(b->ops->conv2d_backward_data(b, &a));
+        CNN_TRY(cnn_op_conv2d_backward_data(b, &a));
     }
 fail:
     return st;

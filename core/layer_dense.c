@@ -3,6 +3,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 enum { DENSE_BUF_PRE = 0 };
 
@@ -44,7 +45,7 @@ static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_te
     cnn_dense_args a = dense_args(l);
     a.x = x[0];
     a.y = pre ? pre : y;
-    CNN_TRY(l->backend->ops->dense_forward(l->backend, &a));
+    CNN_TRY(cnn_op_dense_forward(l->backend, &a));
     if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
@@ -63,10 +64,10 @@ static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *const *x, const
     a.dy = dy;
     a.dw = l->params[0].grad;
     a.db = l->nparams > 1 ? l->params[1].grad : NULL;
-    if (!l->infer_grad) CNN_TRY(b->ops->dense_backward_weights(b, &a));
+    if (!l->infer_grad) CNN_TRY(cnn_op_dense_backward_weights(b, &a));
     if (dx[0]) {
         a.dx = dx[0];
-        CNN_TRY(b->ops->dense_backward_data(b, &a));
+        CNN_TRY(cnn_op_dense_backward_data(b, &a));
     }
 fail:
     return st;

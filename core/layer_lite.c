@@ -21,6 +21,7 @@
 #include "core/layer.h"
 #include "core/model_file.h"
 #include "core/net.h"
+#include "core/ops.h"
 
 typedef struct lite_layer {
     cnn_layer base;
@@ -49,7 +50,7 @@ static int backend_qconv(void *ctx, int i, const cnn_lite_qop *q, const int8_t *
 {
     lite_layer *ll = ctx;
     cnn_backend *b = ll->base.backend;
-    if (ll->accel_failed || !b || !b->ops->qconv_s32 || i >= ll->nplans) return 0;
+    if (ll->accel_failed || !b || !cnn_op_has(b, "qconv_s32") || i >= ll->nplans) return 0;
     cnn_qconv_args a;
     memset(&a, 0, sizeof a);
     a.plan = &ll->plans[i], a.dense = q->dense, a.n = n, a.h = q->h, a.w = q->w, a.c = q->c, a.oh = q->oh;
@@ -57,7 +58,7 @@ static int backend_qconv(void *ctx, int i, const cnn_lite_qop *q, const int8_t *
     a.groups = q->groups, a.pt = q->pt, a.pl = q->pl, a.pb = q->pb, a.pr = q->pr, a.x = x, a.x_zp = q->x_zp;
     a.wt = q->wt, a.w_version = ll->version, a.bias = q->bias, a.mult = q->mult, a.shift = q->shift;
     a.y_zp = q->y_zp, a.y_min = q->y_min, a.y_max = q->y_max, a.y = y;
-    if (b->ops->qconv_s32(b, &a) != CNN_OK) {
+    if (cnn_op_qconv_s32(b, &a) != CNN_OK) {
         ll->accel_failed = 1; /* no VNNI, or a shape oneDNN has no kernel for: the C kernels, exact either way */
         return 0;
     }
@@ -67,7 +68,7 @@ static int backend_qconv(void *ctx, int i, const cnn_lite_qop *q, const int8_t *
 static void free_plans(lite_layer *ll)
 {
     for (int i = 0; i < ll->nplans; i++)
-        if (ll->plans[i] && ll->base.backend) ll->base.backend->ops->plan_destroy(ll->base.backend, ll->plans[i]);
+        if (ll->plans[i] && ll->base.backend) cnn_op_plan_destroy(ll->base.backend, ll->plans[i]);
     free(ll->plans);
     ll->plans = NULL;
     ll->nplans = 0;
@@ -76,7 +77,7 @@ static void free_plans(lite_layer *ll)
 static void free_progs(lite_layer *ll)
 {
     for (int i = 0; i < 2; i++) {
-        if (ll->prog[i]) ll->base.backend->ops->qprog_destroy(ll->base.backend, ll->prog[i]);
+        if (ll->prog[i]) cnn_op_qprog_destroy(ll->base.backend, ll->prog[i]);
         ll->prog[i] = NULL;
         ll->prog_batch[i] = 0;
     }
@@ -87,7 +88,7 @@ static cnn_status compiled(lite_layer *ll, int n, cnn_qprog **out)
 {
     cnn_backend *b = ll->base.backend;
     *out = NULL;
-    if (ll->exact || !b || !b->ops->qprog_create) {
+    if (ll->exact || !b || !cnn_op_has(b, "qprog_create")) {
         ll->exact = 1;
         return CNN_OK;
     }
@@ -101,9 +102,9 @@ static cnn_status compiled(lite_layer *ll, int n, cnn_qprog **out)
         }
         if (!ll->prog[i] || (ll->prog[victim] && ll->prog_used[i] < ll->prog_used[victim])) victim = i;
     }
-    if (ll->prog[victim]) b->ops->qprog_destroy(b, ll->prog[victim]);
+    if (ll->prog[victim]) cnn_op_qprog_destroy(b, ll->prog[victim]);
     ll->prog[victim] = NULL;
-    cnn_status st = b->ops->qprog_create(b, ll->m, n, ll->exact_requant, &ll->prog[victim]);
+    cnn_status st = cnn_op_qprog_create(b, ll->m, n, ll->exact_requant, &ll->prog[victim]);
     if (st == CNN_ERR_UNSUPPORTED) { /* cnn-lite's path from now on */
         ll->exact = 1;
         return CNN_OK;
@@ -165,7 +166,7 @@ static cnn_status lite_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
     cnn_status cst = compiled(ll, n, &prog);
     if (cst != CNN_OK) return cst;
     ll->ran_compiled = prog != NULL;
-    if (prog) return l->backend->ops->qprog_run(l->backend, prog, x[0]->data, y->data);
+    if (prog) return cnn_op_qprog_run(l->backend, prog, x[0]->data, y->data);
     if (n > ll->batch) {
         cnn_status st = reopen(ll, n);
         if (st != CNN_OK) return st;

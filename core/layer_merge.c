@@ -3,6 +3,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 enum { MERGE_BUF_PRE = 0 };
 
@@ -36,7 +37,6 @@ static cnn_status add_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tens
     (void)training;
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    if (!b->ops->add) return cnn_backend_lacks(b, "add");
     /* the sum goes straight into y, the activation then in place, unless its gradient needs the sum itself
      * (GELU, SiLU): a buffer of the output's size less for every residual add */
     cnn_tensor pre, *sum = y;
@@ -45,10 +45,10 @@ static cnn_status add_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tens
         sum = &pre;
     }
     cnn_add_args a = {.a = x[0], .b = x[1], .y = sum, .alpha = 1.0f, .beta = 1.0f};
-    CNN_TRY(b->ops->add(b, &a));
+    CNN_TRY(cnn_op_add(b, &a));
     for (int k = 2; k < l->ninputs; k++) {
         a = (cnn_add_args){.a = sum, .b = x[k], .y = sum, .alpha = 1.0f, .beta = 1.0f};
-        CNN_TRY(b->ops->add(b, &a));
+        CNN_TRY(cnn_op_add(b, &a));
     }
     if (l->act != CNN_ACT_NONE) CNN_TRY(cnn_layer_act_forward(l, sum, y));
 fail:
@@ -65,7 +65,6 @@ static cnn_status add_backward(cnn_layer *l, const cnn_tensor *const *x, const c
     while (first < l->ninputs && !dx[first]) first++;
     if (first == l->ninputs) return CNN_OK;
     if (l->act != CNN_ACT_NONE) {
-        if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
         cnn_tensor pre, *prep = NULL;
         if (cnn_act_grad_needs_input(l->act)) {
             CNN_TRY(cnn_layer_buffer(l, MERGE_BUF_PRE, y, &pre));
@@ -73,12 +72,12 @@ static cnn_status add_backward(cnn_layer *l, const cnn_tensor *const *x, const c
         }
         cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = prep, .y = (cnn_tensor *)y, .dy = dy,
                           .dx = dx[first]};
-        CNN_TRY(b->ops->act_backward(b, &a));
+        CNN_TRY(cnn_op_act_backward(b, &a));
     } else {
-        CNN_TRY(b->ops->copy(b, dx[first], dy));
+        CNN_TRY(cnn_op_copy(b, dx[first], dy));
     }
     for (int k = first + 1; k < l->ninputs; k++)
-        if (dx[k]) CNN_TRY(b->ops->copy(b, dx[k], dx[first]));
+        if (dx[k]) CNN_TRY(cnn_op_copy(b, dx[k], dx[first]));
 fail:
     return st;
 }
@@ -120,10 +119,9 @@ static cnn_status concat_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_t
 {
     (void)training;
     cnn_backend *b = l->backend;
-    if (!b->ops->concat_forward) return cnn_backend_lacks(b, "concat_forward");
     cnn_concat_args a = {.n = l->ninputs, .y = y};
     for (int k = 0; k < l->ninputs; k++) a.xs[k] = x[k];
-    return b->ops->concat_forward(b, &a);
+    return cnn_op_concat_forward(b, &a);
 }
 
 static cnn_status concat_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
@@ -131,7 +129,6 @@ static cnn_status concat_backward(cnn_layer *l, const cnn_tensor *const *x, cons
 {
     (void)y;
     cnn_backend *b = l->backend;
-    if (!b->ops->concat_backward) return cnn_backend_lacks(b, "concat_backward");
     cnn_concat_args a = {.n = l->ninputs, .dy = dy};
     int any = 0;
     for (int k = 0; k < l->ninputs; k++) {
@@ -139,7 +136,7 @@ static cnn_status concat_backward(cnn_layer *l, const cnn_tensor *const *x, cons
         a.dxs[k] = dx[k];
         any |= dx[k] != NULL;
     }
-    return any ? b->ops->concat_backward(b, &a) : CNN_OK;
+    return any ? cnn_op_concat_backward(b, &a) : CNN_OK;
 }
 
 const cnn_layer_ops cnn_concat_layer_ops = {
@@ -170,9 +167,8 @@ static cnn_status act_backward(cnn_layer *l, const cnn_tensor *const *x, const c
 {
     if (!dx[0]) return CNN_OK;
     cnn_backend *b = l->backend;
-    if (!b->ops->act_backward) return cnn_backend_lacks(b, "act_backward");
     cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = x[0], .y = (cnn_tensor *)y, .dy = dy, .dx = dx[0]};
-    return b->ops->act_backward(b, &a);
+    return cnn_op_act_backward(b, &a);
 }
 
 const cnn_layer_ops cnn_act_layer_ops = {

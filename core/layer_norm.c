@@ -3,6 +3,7 @@
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 enum { BN_BUF_MEAN = 0, BN_BUF_INVSTD, BN_BUF_SCRATCH };
 
@@ -36,7 +37,6 @@ static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cn
 {
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    if (!b->ops->batchnorm_forward) return cnn_backend_lacks(b, "batchnorm_forward");
     cnn_tensor mean, invstd, buf, *pre; /* (C), (C): batch statistics kept for backward; (like y) pre-activation */
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
@@ -47,7 +47,7 @@ static cnn_status batchnorm_forward(cnn_layer *l, const cnn_tensor *const *x, cn
     a.y = pre ? pre : y;
     a.training = training;
     cnn_dist *sync = ((cnn_batchnorm_layer *)l)->sync;
-    CNN_TRY(training && sync ? cnn_dist_bn_forward(sync, b, &a) : b->ops->batchnorm_forward(b, &a));
+    CNN_TRY(training && sync ? cnn_dist_bn_forward(sync, b, &a) : cnn_op_batchnorm_forward(b, &a));
     if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
 fail:
     return st;
@@ -58,7 +58,6 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
 {
     cnn_backend *b = l->backend;
     cnn_status st = CNN_OK;
-    if (!b->ops->batchnorm_backward) return cnn_backend_lacks(b, "batchnorm_backward");
     cnn_tensor mean, invstd, scratch, *prep = NULL;
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_MEAN, l->params[0].value, &mean));
     CNN_TRY(cnn_layer_buffer(l, BN_BUF_INVSTD, l->params[0].value, &invstd));
@@ -79,7 +78,7 @@ static cnn_status batchnorm_backward(cnn_layer *l, const cnn_tensor *const *x, c
     a.dbeta = l->infer_grad ? NULL : l->params[1].grad;
     a.training = !l->infer_grad;
     a.dx = dx[0]; /* NULL when x needs no gradient: the op then skips its dx pass */
-    CNN_TRY(b->ops->batchnorm_backward(b, &a));
+    CNN_TRY(cnn_op_batchnorm_backward(b, &a));
     cnn_dist *sync = ((cnn_batchnorm_layer *)l)->sync;
     if (a.training && sync) CNN_TRY(cnn_dist_bn_backward(sync, &a));
 fail:
@@ -111,10 +110,9 @@ static cnn_status dropout_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_
 {
     cnn_backend *b = l->backend;
     cnn_dropout_layer *d = (cnn_dropout_layer *)l;
-    if (!training || d->rate == 0.0f) return b->ops->copy(b, y, x[0]);
-    if (!b->ops->dropout_forward) return cnn_backend_lacks(b, "dropout_forward");
+    if (!training || d->rate == 0.0f) return cnn_op_copy(b, y, x[0]);
     cnn_dropout_args a = {.x = x[0], .y = y, .rate = d->rate, .seed = l->seed, .offset = l->step * DROPOUT_STEP_STRIDE};
-    return b->ops->dropout_forward(b, &a);
+    return cnn_op_dropout_forward(b, &a);
 }
 
 static cnn_status dropout_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
@@ -125,11 +123,10 @@ static cnn_status dropout_backward(cnn_layer *l, const cnn_tensor *const *x, con
     cnn_backend *b = l->backend;
     cnn_dropout_layer *d = (cnn_dropout_layer *)l;
     if (!dx[0]) return CNN_OK;
-    if (d->rate == 0.0f || l->infer_grad) return b->ops->copy(b, dx[0], dy); /* infer_grad: the inference identity */
-    if (!b->ops->dropout_backward) return cnn_backend_lacks(b, "dropout_backward");
+    if (d->rate == 0.0f || l->infer_grad) return cnn_op_copy(b, dx[0], dy); /* infer_grad: the inference identity */
     cnn_dropout_args a = {.dy = dy, .dx = dx[0], .rate = d->rate, .seed = l->seed,
                           .offset = l->step * DROPOUT_STEP_STRIDE};
-    return b->ops->dropout_backward(b, &a);
+    return cnn_op_dropout_backward(b, &a);
 }
 
 const cnn_layer_ops cnn_dropout_layer_ops = {

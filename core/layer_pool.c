@@ -2,6 +2,7 @@
  * a flat (C) output (one window the size of the input, through the same pooling op). */
 #include "core/error.h"
 #include "core/layer.h"
+#include "core/ops.h"
 
 static cnn_status pool_init(cnn_layer *l)
 {
@@ -66,7 +67,7 @@ static cnn_status pool_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_ten
     a.x = x[0];
     a.y = &yv;
     a.training = training;
-    cnn_status st = l->backend->ops->pool2d_forward(l->backend, &a);
+    cnn_status st = cnn_op_pool2d_forward(l->backend, &a);
     /* an activation moved here from the layer before (net.c, relu_after_maxpool): in place, its gradient comes
      * from y */
     if (st == CNN_OK && l->act != CNN_ACT_NONE) st = cnn_layer_act_forward(l, y, y);
@@ -88,7 +89,7 @@ static cnn_status pool_backward(cnn_layer *l, const cnn_tensor *const *x, const 
     a.dy = &dyv;
     a.dx = dx[0];
     a.training = 1;
-    return l->backend->ops->pool2d_backward(l->backend, &a);
+    return cnn_op_pool2d_backward(l->backend, &a);
 }
 
 const cnn_layer_ops cnn_maxpool_layer_ops = {

@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/image.h"
 #include "core/loader.h"
+#include "core/ops.h"
 #include "core/sampling.h"
 
 /* Default ring depth per worker (PyTorch's DataLoader prefetch_factor is 2) and its floor: the trainer holds up to
@@ -397,7 +398,7 @@ static void free_slots(cnn_loader *l)
     cnn_backend *b = l->cfg.backend;
     for (int i = 0; i < l->nslots; i++) {
         slot *s = &l->slots[i];
-        if (s->pinned) b->ops->host_free(b, s->pinned);
+        if (s->pinned) cnn_op_host_free(b, s->pinned);
         else {
             free(s->batch.images);
             free(s->batch.labels);
@@ -479,9 +480,9 @@ static cnn_status alloc_slot(cnn_loader *l, slot *s)
     size_t images = (size_t)l->cfg.batch_size * l->per_image * sizeof(float);
     size_t labels = (size_t)l->cfg.batch_size * sizeof(int32_t);
     cnn_backend *b = l->cfg.backend;
-    if (b && b->ops->host_alloc && b->ops->host_free) {
+    if (cnn_op_has(b, "host_alloc")) {
         /* one page-locked block: the images, then the labels (images are a multiple of 4 bytes) */
-        cnn_status st = b->ops->host_alloc(b, images + labels, &s->pinned);
+        cnn_status st = cnn_op_host_alloc(b, images + labels, &s->pinned);
         if (st != CNN_OK) return st;
         s->batch.images = s->pinned;
         s->batch.labels = (int32_t *)((char *)s->pinned + images);

@@ -12,6 +12,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/net.h"
+#include "core/ops.h"
 #include "core/safetensors.h"
 
 /* the default limit: this share of the memory available when it is first asked for, leaving room for the
@@ -296,7 +297,7 @@ cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *
     int64_t batch = cnn_add_sat(cnn_mul_sat(2 * 4, pixels), 3 * 4);
     batch = cnn_add_sat(batch, cnn_mul_sat(4, k));
     if (net->compute != CNN_F32) batch = cnn_add_sat(batch, cnn_mul_sat(csize, pixels));
-    if (net->backend && net->backend->ops->write_async)
+    if (net->backend && cnn_op_has(net->backend, "write_async"))
         batch = cnn_add_sat(batch, cnn_mul_sat(2, cnn_add_sat(cnn_mul_sat(4, pixels), 4)));
     tr.per[BATCH] = in.per[BATCH] = batch;
     /* approximated: oneDNN keeps each convolution's weights reordered to its layout for the forward pass and, in

@@ -7,6 +7,7 @@
 #include "core/compress.h"
 #include "core/error.h"
 #include "core/net.h"
+#include "core/ops.h"
 #include "core/progress.h"
 
 static char *dup_string(const char *s)
@@ -251,7 +252,7 @@ static cnn_status alloc_buffers(cnn_net *net, int n)
     }
     int64_t nk[2] = {n, k}, n1[1] = {n};
     CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels));
-    if (b->ops->write_async)
+    if (cnn_op_has(b, "write_async"))
         for (int i = 0; i < 2; i++) {
             CNN_TRY(cnn_batch_tensor_create(b, CNN_F32, &net->input, n, &net->input_spare[i]));
             CNN_TRY(cnn_tensor_create(b, CNN_I32, 1, n1, &net->labels_spare[i]));
@@ -746,12 +747,11 @@ cnn_status cnn_net_stage_host(cnn_net *net, const float *images, const int32_t *
     return st;
 }
 
-int cnn_net_can_upload_async(const cnn_net *net) { return net->backend->ops->write_async != NULL; }
+int cnn_net_can_upload_async(const cnn_net *net) { return cnn_op_has(net->backend, "write_async"); }
 
 cnn_status cnn_net_upload_async(cnn_net *net, const float *images, const int32_t *labels, int n)
 {
     cnn_backend *b = net->backend;
-    if (!b->ops->write_async) return cnn_backend_lacks(b, "write_async");
     if (n < 1 || n > net->capacity)
         return cnn_error(CNN_ERR_INVALID_ARG, "an asynchronous upload of %d images into buffers for %d (set the "
                          "batch size first)", n, net->capacity);
@@ -759,8 +759,8 @@ cnn_status cnn_net_upload_async(cnn_net *net, const float *images, const int32_t
     cnn_tensor *x = net->input_spare[i], *y = net->labels_spare[i];
     x->shape[0] = n;
     y->shape[0] = n;
-    cnn_status st = b->ops->write_async(b, x, images, cnn_tensor_bytes(x));
-    if (st == CNN_OK) st = b->ops->write_async(b, y, labels, cnn_tensor_bytes(y));
+    cnn_status st = cnn_op_write_async(b, x, images, cnn_tensor_bytes(x));
+    if (st == CNN_OK) st = cnn_op_write_async(b, y, labels, cnn_tensor_bytes(y));
     if (st != CNN_OK) return st;
     net->spare_ready = i;
     net->spare_n = n;
@@ -778,8 +778,8 @@ cnn_status cnn_net_stage_uploaded(cnn_net *net)
     cnn_status st = cnn_net_set_batch(net, net->spare_n);
     if (st != CNN_OK) return st;
     cnn_backend *b = net->backend;
-    st = b->ops->copy(b, net->input_t, net->input_spare[i]);
-    if (st == CNN_OK) st = b->ops->copy(b, net->labels, net->labels_spare[i]);
+    st = cnn_op_copy(b, net->input_t, net->input_spare[i]);
+    if (st == CNN_OK) st = cnn_op_copy(b, net->labels, net->labels_spare[i]);
     return st;
 }
 
@@ -791,7 +791,7 @@ static const cnn_tensor *input_of(const cnn_net *net, int src)
 /* Profiling: waits for the backend, then reads the clock (net->prof_fwd / prof_bwd set). */
 static cnn_status prof_clock(cnn_net *net, double *now)
 {
-    cnn_status st = net->backend->ops->sync(net->backend);
+    cnn_status st = cnn_op_sync(net->backend);
     *now = cnn_now_seconds();
     return st;
 }
@@ -800,7 +800,7 @@ cnn_status cnn_net_forward(cnn_net *net, int training)
 {
     if (net->input_lp) {
         cnn_backend *b = net->backend;
-        cnn_status st = b->ops->cast(b, net->input_lp, net->input_t);
+        cnn_status st = cnn_op_cast(b, net->input_lp, net->input_t);
         if (st != CNN_OK) return cnn_error_prefix(st, "casting the batch to %s: ", cnn_dtype_name(net->compute));
     }
     if (net->qat) {
@@ -866,7 +866,7 @@ cnn_status cnn_net_loss(cnn_net *net, int with_grad)
         .class_weights = with_grad ? net->class_weights : NULL,
         .label_smoothing = with_grad ? net->label_smoothing : 0.0f,
     };
-    return net->backend->ops->softmax_xent(net->backend, &a);
+    return cnn_op_softmax_xent(net->backend, &a);
 }
 
 /* A view of t's memory with the shape of `like` (equal element counts). */
@@ -891,9 +891,8 @@ static cnn_status add_penalties(cnn_net *net)
         if (!l->nparams || l->frozen || (l->l1 == 0.0f && l->l2 == 0.0f)) continue;
         cnn_param *p = &l->params[0];
         if (l->l2 != 0.0f) {
-            if (!b->ops->add) return cnn_backend_lacks(b, "add");
             cnn_add_args a = {.a = p->grad, .b = p->value, .y = p->grad, .alpha = 1.0f, .beta = 2.0f * l->l2};
-            CNN_TRY(b->ops->add(b, &a));
+            CNN_TRY(cnn_op_add(b, &a));
         }
         if (l->l1 != 0.0f) {
             size_t bytes = cnn_tensor_bytes(p->value);
@@ -951,13 +950,9 @@ cnn_status cnn_net_backward(cnn_net *net)
         for (int k = 0; st == CNN_OK && k < nsrc; k++) {
             if (scratch_of[k] < 0) continue;
             int r = root_of(net, srcs[k]);
-            if (!b->ops->add) {
-                st = cnn_backend_lacks(b, "add");
-                break;
-            }
             cnn_tensor part = reshaped(&scratch[k], net->grads[r]);
             cnn_add_args a = {.a = net->grads[r], .b = &part, .y = net->grads[r], .alpha = 1.0f, .beta = 1.0f};
-            st = b->ops->add(b, &a);
+            st = cnn_op_add(b, &a);
         }
         if (st == CNN_OK && net->prof_bwd && (st = prof_clock(net, &t1)) == CNN_OK) net->prof_bwd[i] = t1 - t0;
         if (st == CNN_OK && net->grads_ready) st = net->grads_ready(net->grads_ready_user, i);
@@ -1003,7 +998,7 @@ cnn_status cnn_net_sync_compute_weights(cnn_net *net)
     for (int i = 0; i < net->nlayers; i++) {
         cnn_param *p = &net->layers[i]->params[0];
         if (!has_matmul_weight(net->layers[i]) || !p->value_lp) continue;
-        cnn_status st = b->ops->cast(b, p->value_lp, p->value);
+        cnn_status st = cnn_op_cast(b, p->value_lp, p->value);
         if (st != CNN_OK) return cnn_error_prefix(st, "the %s copy of %s: ", cnn_dtype_name(net->compute), p->name);
     }
     return CNN_OK;
@@ -1036,17 +1031,17 @@ cnn_status cnn_net_set_precision(cnn_net *net, cnn_precision precision)
     if ((unsigned)precision >= CNN_PRECISION_COUNT)
         return cnn_error(CNN_ERR_INVALID_ARG, "unknown precision %d", (int)precision);
     const int mixed = precision == CNN_PRECISION_FP16 || precision == CNN_PRECISION_BF16;
-    if (precision != CNN_PRECISION_FP32 && !b->ops->set_precision)
+    if (precision != CNN_PRECISION_FP32 && !cnn_op_has(b, "set_precision"))
         return cnn_error(CNN_ERR_UNSUPPORTED,
                          "precision %s needs a CUDA device: the %s backend computes in fp32 only", name, b->name);
-    if (mixed && !b->ops->cast) return cnn_backend_lacks(b, "cast");
-    if (mixed && !b->ops->nonfinite) return cnn_backend_lacks(b, "nonfinite");
+    if (mixed && !cnn_op_has(b, "cast")) return cnn_backend_lacks(b, "cast");
+    if (mixed && !cnn_op_has(b, "nonfinite")) return cnn_backend_lacks(b, "nonfinite");
     for (int i = 0; mixed && i < net->nlayers; i++)
         if (net->layers[i]->l1 != 0.0f)
             return cnn_error(CNN_ERR_UNSUPPORTED,
                              "layer %s (line %d): l1 penalties run on the host in f32 and are not supported with %s; "
                              "use l2, or fp32/tf32", net->layers[i]->name, net->layers[i]->line, name);
-    if (b->ops->set_precision) CNN_TRY(b->ops->set_precision(b, precision));
+    CNN_TRY(cnn_op_set_precision(b, precision));
     const cnn_dtype compute = precision == CNN_PRECISION_FP16 ? CNN_F16
                               : precision == CNN_PRECISION_BF16 ? CNN_BF16 : CNN_F32;
     for (int i = 0; i < net->nlayers; i++)

@@ -9,10 +9,12 @@
 
 #include "core/error.h"
 
-#define CNN_OP_SHAPE_BUF 96
-
-static const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
+const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
 {
+    if (!t) {
+        snprintf(buf, size, "(missing)");
+        return buf;
+    }
     size_t len = (size_t)snprintf(buf, size, "(");
     for (int i = 0; i < t->ndim && i < CNN_MAX_DIMS && len < size; i++)
         len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
@@ -53,8 +55,7 @@ cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *pre
     return CNN_OK;
 }
 
-/* t has exactly this shape */
-static cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix,
+cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix,
                                     const char *op, const char *name)
 {
     int same = t->ndim == ndim;
@@ -131,13 +132,7 @@ cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefi
                          "%s%s: %s %s and %s %s must be rank 4 (N, H, W, C) and %s rank 4 (O, KH, KW, C/groups)",
                          prefix, op, xn, cnn_op_shape_str(xt, s1, sizeof s1), yn, cnn_op_shape_str(yt, s2, sizeof s2),
                          wn);
-    s->n = xt->shape[0];
-    s->h = xt->shape[1];
-    s->w = xt->shape[2];
-    s->c = xt->shape[3];
-    s->o = wt->shape[0];
-    s->kh = wt->shape[1];
-    s->kw = wt->shape[2];
+    cnn_conv2d_sizes_of(a, dir, s);
     if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1 || s->o < 1 || s->kh < 1 || s->kw < 1)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: empty tensor: %s %s, %s %s", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), wn, cnn_op_shape_str(wt, s2, sizeof s2));
@@ -150,22 +145,11 @@ cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefi
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must have C/groups = %lld input channels to match %s %s", prefix,
                          op, wn, cnn_op_shape_str(wt, s1, sizeof s1), (long long)(s->c / a->groups), xn,
                          cnn_op_shape_str(xt, s2, sizeof s2));
-    s->oh = cnn_window_out(s->h, (int)s->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
-    s->ow = cnn_window_out(s->w, (int)s->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
     if (s->oh < 1 || s->ow < 1)
         return cnn_error(CNN_ERR_SHAPE,
                          "%s%s: the %lldx%lld kernel (dilation %dx%d) does not fit in %s %s with padding %d,%d,%d,%d",
                          prefix, op, (long long)s->kh, (long long)s->kw, a->dilation_h, a->dilation_w, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top, a->pad_left, a->pad_bottom, a->pad_right);
-    s->stride_h = a->stride_h;
-    s->stride_w = a->stride_w;
-    s->pad_top = a->pad_top;
-    s->pad_left = a->pad_left;
-    s->pad_bottom = a->pad_bottom;
-    s->pad_right = a->pad_right;
-    s->dilation_h = a->dilation_h;
-    s->dilation_w = a->dilation_w;
-    s->groups = a->groups;
     const int64_t yshape[4] = {s->n, s->oh, s->ow, s->o};
     CNN_TRY(cnn_op_check_dims(yt, 4, yshape, prefix, op, yn));
     if (nt > 3) CNN_TRY(cnn_op_check_dims(ts[3], 1, &s->o, prefix, op, names[3]));
@@ -199,27 +183,13 @@ cnn_status cnn_pool2d_check(const cnn_pool2d_args *a, int backward, const char *
     if (xt->ndim != 4)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must be rank 4 (N, H, W, C)", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1));
-    s->n = xt->shape[0];
-    s->h = xt->shape[1];
-    s->w = xt->shape[2];
-    s->c = xt->shape[3];
+    cnn_pool2d_sizes_of(a, backward, s);
     if (s->n < 1 || s->h < 1 || s->w < 1 || s->c < 1)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s is empty", prefix, op, xn, cnn_op_shape_str(xt, s1, sizeof s1));
-    s->oh = cnn_window_out(s->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
-    s->ow = cnn_window_out(s->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
     if (s->oh < 1 || s->ow < 1)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: the %dx%d window does not fit in %s %s with padding %d,%d,%d,%d",
                          prefix, op, a->kernel_h, a->kernel_w, xn, cnn_op_shape_str(xt, s1, sizeof s1), a->pad_top,
                          a->pad_left, a->pad_bottom, a->pad_right);
-    s->mode = a->mode;
-    s->kernel_h = a->kernel_h;
-    s->kernel_w = a->kernel_w;
-    s->stride_h = a->stride_h;
-    s->stride_w = a->stride_w;
-    s->pad_top = a->pad_top;
-    s->pad_left = a->pad_left;
-    s->pad_bottom = a->pad_bottom;
-    s->pad_right = a->pad_right;
     const int64_t yshape[4] = {s->n, s->oh, s->ow, s->c};
     return cnn_op_check_dims(yt, 4, yshape, prefix, op, yn);
 }
@@ -242,10 +212,7 @@ cnn_status cnn_dense_check(const cnn_dense_args *a, int dir, const char *prefix,
     if (wt->ndim != 2)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: %s %s must be (OUT, IN)", prefix, op, wn,
                          cnn_op_shape_str(wt, s1, sizeof s1));
-    s->n = xt->shape[0];
-    s->in = 1;
-    for (int i = 1; i < xt->ndim; i++) s->in *= xt->shape[i];
-    s->out = wt->shape[0];
+    cnn_dense_sizes_of(a, dir, s);
     if (s->n < 1 || s->in < 1 || s->out < 1)
         return cnn_error(CNN_ERR_SHAPE, "%s%s: empty tensor: %s %s, %s %s", prefix, op, xn,
                          cnn_op_shape_str(xt, s1, sizeof s1), wn, cnn_op_shape_str(wt, s2, sizeof s2));
@@ -492,4 +459,82 @@ cnn_status cnn_rmsprop_multi_check(const cnn_rmsprop_args *list, int n, const ch
 {
     return cnn_op_multi_check(list, sizeof *list, n, cnn_op_rmsprop_fields, CNN_OP_COUNT_OF(cnn_op_rmsprop_fields),
                               prefix, op, failed);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// sizes of calls already checked (the backends' side of the dispatch layer): what the checks above fill in
+
+void cnn_conv2d_sizes_of(const cnn_conv2d_args *a, int dir, cnn_conv2d_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    memset(s, 0, sizeof *s); /* padding too: the backends memcmp their plan keys */
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    s->o = wt->shape[0];
+    s->kh = wt->shape[1];
+    s->kw = wt->shape[2];
+    s->oh = cnn_window_out(s->h, (int)s->kh, a->stride_h, a->pad_top, a->pad_bottom, a->dilation_h);
+    s->ow = cnn_window_out(s->w, (int)s->kw, a->stride_w, a->pad_left, a->pad_right, a->dilation_w);
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+    s->dilation_h = a->dilation_h;
+    s->dilation_w = a->dilation_w;
+    s->groups = a->groups;
+}
+
+void cnn_pool2d_sizes_of(const cnn_pool2d_args *a, int backward, cnn_pool2d_sizes *s)
+{
+    const cnn_tensor *xt = backward ? a->dx : a->x;
+    memset(s, 0, sizeof *s);
+    s->n = xt->shape[0];
+    s->h = xt->shape[1];
+    s->w = xt->shape[2];
+    s->c = xt->shape[3];
+    s->oh = cnn_window_out(s->h, a->kernel_h, a->stride_h, a->pad_top, a->pad_bottom, 1);
+    s->ow = cnn_window_out(s->w, a->kernel_w, a->stride_w, a->pad_left, a->pad_right, 1);
+    s->mode = a->mode;
+    s->kernel_h = a->kernel_h;
+    s->kernel_w = a->kernel_w;
+    s->stride_h = a->stride_h;
+    s->stride_w = a->stride_w;
+    s->pad_top = a->pad_top;
+    s->pad_left = a->pad_left;
+    s->pad_bottom = a->pad_bottom;
+    s->pad_right = a->pad_right;
+}
+
+void cnn_dense_sizes_of(const cnn_dense_args *a, int dir, cnn_dense_sizes *s)
+{
+    const cnn_tensor *xt = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
+    const cnn_tensor *wt = dir == CNN_OP_BWD_WEIGHTS ? a->dw : a->w;
+    memset(s, 0, sizeof *s);
+    s->n = xt->shape[0];
+    s->in = 1;
+    for (int i = 1; i < xt->ndim; i++) s->in *= xt->shape[i];
+    s->out = wt->shape[0];
+}
+
+void cnn_batchnorm_dims(const cnn_batchnorm_args *a, int64_t *m, int64_t *c)
+{
+    *c = a->x->shape[a->x->ndim - 1];
+    *m = cnn_tensor_numel(a->x) / *c;
+}
+
+void cnn_concat_parts(const cnn_concat_args *a, int backward, int64_t *channels, int64_t *rows)
+{
+    const cnn_tensor *whole = backward ? a->dy : a->y;
+    int64_t total = 0;
+    for (int i = 0; i < a->n; i++) {
+        const cnn_tensor *t = backward && a->dxs[i] ? a->dxs[i] : a->xs[i];
+        channels[i] = t->shape[t->ndim - 1];
+        total += channels[i];
+    }
+    *rows = total ? cnn_tensor_numel(whole) / total : 0;
 }

@@ -1,13 +1,13 @@
-/* Device-independent argument checks of the window and dense ops, shared by the backends.
+/* Device-independent argument checks of the window, dense, batchnorm, concat and multi-tensor ops.
  *
- * Each backend first checks what only it knows (that every tensor is there, in its memory and in a dtype it
- * computes), then calls these for what every backend checks the same way: the activation a forward may fuse, the
- * op's parameters, ranks, agreement of the shapes, the derived output size (cnn_window_out) and the output's and
- * bias's shapes against it. cnn_conv2d_tensors and cnn_dense_tensors list the tensors a call uses, with their
- * names, for the backend's own checks.
+ * The dispatch layer (core/ops.c) first checks that every tensor is there, on the backend and in a dtype it
+ * computes, then calls these for the rest: the activation a forward may fuse, the op's parameters, ranks,
+ * agreement of the shapes, the derived output size (cnn_window_out) and the output's and bias's shapes against it.
+ * cnn_conv2d_tensors and cnn_dense_tensors list the tensors a call uses, with their names.
  *
- * `prefix` goes before `op` in the messages ("" on the CPU, "cuda " on CUDA), so "<prefix><op>: ...". The
- * tensors the direction uses must be present (the backend's own checks come first). */
+ * Called by the dispatch layer (core/ops.c) only, with `op` naming the op and the backend ("conv2d_forward on cuda")
+ * and an empty `prefix`: "<prefix><op>: ...". The tensors the direction uses must be present (ops.c checks them
+ * first). */
 #ifndef CNN_CORE_OP_CHECK_H
 #define CNN_CORE_OP_CHECK_H
 
@@ -18,6 +18,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* "(2, 7, 5, 3)" into buf ("(missing)" for NULL) */
+#define CNN_OP_SHAPE_BUF 96
+const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size);
+/* t has exactly this shape; else CNN_ERR_SHAPE "<prefix><op>: <name> has shape (..), expected (..)" */
+cnn_status cnn_op_check_dims(const cnn_tensor *t, int ndim, const int64_t *shape, const char *prefix, const char *op,
+                             const char *name);
 
 /* which tensors an op's call uses: x/w/y forward, dx/w/dy backward data, x/dw/dy backward weights (filter) */
 enum { CNN_OP_FWD = 0, CNN_OP_BWD_DATA = 1, CNN_OP_BWD_WEIGHTS = 2 };
@@ -95,6 +102,15 @@ cnn_status cnn_sgd_multi_check(const cnn_sgd_args *list, int n, const char *pref
 cnn_status cnn_adam_multi_check(const cnn_adam_args *list, int n, const char *prefix, const char *op, int *failed);
 cnn_status cnn_rmsprop_multi_check(const cnn_rmsprop_args *list, int n, const char *prefix, const char *op,
                                    int *failed);
+
+/* The sizes of a call the dispatch layer has checked (core/ops.c): what the checks above fill in, without checking
+ * again. A backend calls these on the arguments it is given, which it trusts. */
+void cnn_conv2d_sizes_of(const cnn_conv2d_args *a, int dir, cnn_conv2d_sizes *s);
+void cnn_pool2d_sizes_of(const cnn_pool2d_args *a, int backward, cnn_pool2d_sizes *s);
+void cnn_dense_sizes_of(const cnn_dense_args *a, int dir, cnn_dense_sizes *s);
+/* m: rows (every dim but the last), c: channels */
+void cnn_batchnorm_dims(const cnn_batchnorm_args *a, int64_t *m, int64_t *c);
+void cnn_concat_parts(const cnn_concat_args *a, int backward, int64_t *channels, int64_t *rows);
 
 #ifdef __cplusplus
 }

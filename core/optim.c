@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "core/optim.h"
 
 void cnn_optimizer_destroy(cnn_optimizer *opt)
@@ -21,7 +22,7 @@ void cnn_optimizer_destroy(cnn_optimizer *opt)
 static cnn_status zeros_like(cnn_backend *b, const cnn_tensor *like, cnn_tensor **out)
 {
     cnn_status st = cnn_tensor_create(b, like->dtype, like->ndim, like->shape, out);
-    if (st == CNN_OK) st = b->ops->fill(b, *out, 0.0f);
+    if (st == CNN_OK) st = cnn_op_fill(b, *out, 0.0f);
     return st;
 }
 
@@ -89,10 +90,10 @@ static cnn_status grad_sum_squares(cnn_optimizer *opt, double *total)
     cnn_backend *b = opt->backend;
     cnn_status st = CNN_OK;
     *total = 0.0;
-    if (!b->ops->sum_squares_multi) {
+    if (!cnn_op_has(b, "sum_squares_multi")) {
         for (int i = 0; i < opt->nparams; i++) {
             double s = 0.0;
-            st = b->ops->sum_squares(b, opt->params[i]->grad, &s);
+            st = cnn_op_sum_squares(b, opt->params[i]->grad, &s);
             if (st != CNN_OK) return cnn_error_prefix(st, "gradient norm of %s: ", opt->params[i]->name);
             *total += s;
         }
@@ -107,7 +108,7 @@ static cnn_status grad_sum_squares(cnn_optimizer *opt, double *total)
     }
     for (int i = 0; i < opt->nparams; i++) grads[i] = opt->params[i]->grad;
     int failed = -1;
-    st = b->ops->sum_squares_multi(b, grads, opt->nparams, sums, &failed);
+    st = cnn_op_sum_squares_multi(b, grads, opt->nparams, sums, &failed);
     if (st != CNN_OK) {
         if (failed >= 0 && failed < opt->nparams)
             st = cnn_error_prefix(st, "gradient norm of %s: ", opt->params[failed]->name);
@@ -125,8 +126,10 @@ fail:
 cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
 {
     cnn_backend *b = opt->backend;
-    if (!b->ops->sum_squares && !b->ops->sum_squares_multi) return cnn_backend_lacks(b, "sum_squares");
-    if (!b->ops->scale) return cnn_backend_lacks(b, "scale");
+    /* both before anything changes */
+    if (!cnn_op_has(b, "sum_squares") && !cnn_op_has(b, "sum_squares_multi"))
+        return cnn_backend_lacks(b, "sum_squares");
+    if (!cnn_op_has(b, "scale")) return cnn_backend_lacks(b, "scale");
     double total = 0.0;
     if (opt->nparams > 0) {
         cnn_status st = grad_sum_squares(opt, &total);
@@ -139,7 +142,7 @@ cnn_status cnn_optimizer_clip(cnn_optimizer *opt, float max_norm, double *norm)
     /* the 1e-6 keeps the factor finite near 0, as PyTorch's clip_grad_norm_ */
     float factor = (float)(max_norm / (total + 1e-6));
     for (int i = 0; i < opt->nparams; i++) {
-        cnn_status st = b->ops->scale(b, opt->params[i]->grad, factor);
+        cnn_status st = cnn_op_scale(b, opt->params[i]->grad, factor);
         if (st != CNN_OK) return cnn_error_prefix(st, "gradient clipping of %s: ", opt->params[i]->name);
     }
     return CNN_OK;
@@ -196,15 +199,15 @@ static cnn_status step_multi(cnn_optimizer *opt, float bc1, float bc2)
     if (kind == CNN_OPTIM_ADAM || kind == CNN_OPTIM_ADAMW) {
         cnn_adam_args *a = list;
         for (int i = 0; i < n; i++) a[i] = adam_args(opt, i, bc1, bc2);
-        st = b->ops->adam_update_multi(b, a, n, &failed);
+        st = cnn_op_adam_update_multi(b, a, n, &failed);
     } else if (kind == CNN_OPTIM_RMSPROP) {
         cnn_rmsprop_args *a = list;
         for (int i = 0; i < n; i++) a[i] = rmsprop_args(opt, i);
-        st = b->ops->rmsprop_update_multi(b, a, n, &failed);
+        st = cnn_op_rmsprop_update_multi(b, a, n, &failed);
     } else {
         cnn_sgd_args *a = list;
         for (int i = 0; i < n; i++) a[i] = sgd_args(opt, i);
-        st = b->ops->sgd_update_multi(b, a, n, &failed);
+        st = cnn_op_sgd_update_multi(b, a, n, &failed);
     }
     free(list);
     for (int i = 0; i < n; i++) { /* new contents: caches of the old ones are stale */
@@ -220,12 +223,12 @@ static cnn_status step_multi(cnn_optimizer *opt, float bc1, float bc2)
 /* the backend's multi entry for the configured optimizer, if it has one */
 static int has_multi(const cnn_optimizer *opt)
 {
-    const cnn_backend_ops *ops = opt->backend->ops;
+    const cnn_backend *b = opt->backend;
     switch (opt->cfg.optimizer) {
     case CNN_OPTIM_ADAM:
-    case CNN_OPTIM_ADAMW: return ops->adam_update_multi != NULL;
-    case CNN_OPTIM_RMSPROP: return ops->rmsprop_update_multi != NULL;
-    default: return ops->sgd_update_multi != NULL;
+    case CNN_OPTIM_ADAMW: return cnn_op_has(b, "adam_update_multi");
+    case CNN_OPTIM_RMSPROP: return cnn_op_has(b, "rmsprop_update_multi");
+    default: return cnn_op_has(b, "sgd_update_multi");
     }
 }
 
@@ -242,14 +245,13 @@ cnn_status cnn_optimizer_step(cnn_optimizer *opt)
         cnn_status st;
         if (c->optimizer == CNN_OPTIM_ADAM || c->optimizer == CNN_OPTIM_ADAMW) {
             cnn_adam_args a = adam_args(opt, i, bc1, bc2);
-            st = b->ops->adam_update(b, &a);
+            st = cnn_op_adam_update(b, &a);
         } else if (c->optimizer == CNN_OPTIM_RMSPROP) {
-            if (!b->ops->rmsprop_update) return cnn_backend_lacks(b, "rmsprop_update");
             cnn_rmsprop_args a = rmsprop_args(opt, i);
-            st = b->ops->rmsprop_update(b, &a);
+            st = cnn_op_rmsprop_update(b, &a);
         } else {
             cnn_sgd_args a = sgd_args(opt, i);
-            st = b->ops->sgd_update(b, &a);
+            st = cnn_op_sgd_update(b, &a);
         }
         cnn_tensor_touch(p->value); /* new contents: caches of the old ones are stale */
         cnn_tensor_touch(p->value_lp);
@@ -262,12 +264,11 @@ cnn_status cnn_optimizer_grads_finite(cnn_optimizer *opt, int *finite)
 {
     cnn_backend *b = opt->backend;
     *finite = 1;
-    if (!b->ops->nonfinite) return cnn_backend_lacks(b, "nonfinite");
     const cnn_tensor **grads = malloc((size_t)(opt->nparams ? opt->nparams : 1) * sizeof *grads);
     if (!grads) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
     for (int i = 0; i < opt->nparams; i++) grads[i] = opt->params[i]->grad;
     int any = 0;
-    cnn_status st = b->ops->nonfinite(b, grads, opt->nparams, &any);
+    cnn_status st = cnn_op_nonfinite(b, grads, opt->nparams, &any);
     free(grads);
     if (st != CNN_OK) return cnn_error_prefix(st, "checking the gradients for overflow: ");
     *finite = !any;

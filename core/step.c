@@ -5,6 +5,7 @@
 #include "core/compress.h"
 #include "core/dist.h"
 #include "core/error.h"
+#include "core/ops.h"
 #include "core/optim.h"
 #include "core/prune.h"
 
@@ -77,8 +78,7 @@ cnn_status cnn_trainer_create(cnn_net *net, const cnn_train_config *cfg, cnn_tra
     *out = t;
     CNN_TRY(cnn_optimizer_create(net, cfg, &t->opt));
     CNN_TRY(cnn_net_sync_compute_weights(net));
-    if (net->backend->ops->set_deterministic)
-        CNN_TRY(net->backend->ops->set_deterministic(net->backend, cfg->deterministic));
+    CNN_TRY(cnn_op_set_deterministic(net->backend, cfg->deterministic));
     CNN_TRY(cnn_net_set_loss_options(net, cfg->label_smoothing, cfg->class_weights, cnn_net_num_outputs(net)));
     return CNN_OK;
 fail:

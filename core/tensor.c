@@ -6,6 +6,7 @@
 #include "core/backend.h"
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/ops.h"
 
 static const struct {
     const char *name;
@@ -78,7 +79,7 @@ cnn_status cnn_tensor_materialize(cnn_tensor *t)
     if (!t || !t->backend || !t->owns_data || t->data)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_materialize: not a described tensor without memory");
     size_t bytes = cnn_tensor_bytes(t);
-    return bytes > 0 ? t->backend->ops->alloc(t->backend, bytes, &t->data) : CNN_OK;
+    return bytes > 0 ? cnn_op_alloc(t->backend, bytes, &t->data) : CNN_OK;
 }
 
 cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
@@ -104,7 +105,7 @@ cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, co
     }
     size_t bytes = cnn_tensor_bytes(t);
     if (bytes > 0) {
-        cnn_status st = backend->ops->alloc(backend, bytes, &t->data);
+        cnn_status st = cnn_op_alloc(backend, bytes, &t->data);
         if (st != CNN_OK) {
             free(t);
             return st;
@@ -118,7 +119,7 @@ cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, co
 void cnn_tensor_destroy(cnn_tensor *t)
 {
     if (!t) return;
-    if (t->owns_data && t->data) t->backend->ops->free(t->backend, t->data);
+    if (t->owns_data && t->data) cnn_op_free(t->backend, t->data);
     free(t);
 }
 
@@ -147,7 +148,7 @@ cnn_status cnn_tensor_write(cnn_tensor *t, const void *host, size_t bytes)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_write: %zu bytes given for a tensor of %zu", bytes,
                          cnn_tensor_bytes(t));
     cnn_tensor_touch(t); /* before: a failed write may have changed part of the data */
-    return t->backend->ops->write(t->backend, t, host, bytes);
+    return cnn_op_write(t->backend, t, host, bytes);
 }
 
 cnn_status cnn_tensor_read(const cnn_tensor *t, void *host, size_t bytes)
@@ -155,7 +156,7 @@ cnn_status cnn_tensor_read(const cnn_tensor *t, void *host, size_t bytes)
     if (!t || (!host && bytes) || bytes != cnn_tensor_bytes(t))
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_read: %zu bytes asked of a tensor of %zu", bytes,
                          cnn_tensor_bytes(t));
-    return t->backend->ops->read(t->backend, t, host, bytes);
+    return cnn_op_read(t->backend, t, host, bytes);
 }
 
 int64_t cnn_window_out(int64_t in, int kernel, int stride, int pad_before, int pad_after, int dilation)

@@ -11,6 +11,7 @@
 #include "core/dist.h"
 #include "core/error.h"
 #include "core/loader.h"
+#include "core/ops.h"
 #include "core/fileio.h"
 #include "core/optim.h"
 #include "core/prune.h"
@@ -661,8 +662,7 @@ static cnn_status loop_setup(train_loop *L)
     /* mixed precision: the 16-bit weight copies follow whatever was loaded into the master weights */
     CNN_TRY(cnn_net_sync_compute_weights(net));
     /* a backend that can choose between faster and reproducible algorithms (CUDA) is told which */
-    if (net->backend->ops->set_deterministic)
-        CNN_TRY(net->backend->ops->set_deterministic(net->backend, cfg->deterministic));
+    CNN_TRY(cnn_op_set_deterministic(net->backend, cfg->deterministic));
     int k = cnn_net_num_outputs(net), bs = L->bs;
     if (cfg->balanced_class_weights) {
         L->weights = malloc((size_t)k * sizeof *L->weights);

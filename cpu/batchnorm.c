@@ -107,19 +107,6 @@ static cnn_status cnn_cpu_bn_reduce(const cnn_cpu_bn_grad *grad, const float *x,
     return CNN_OK;
 }
 
-/* Every tensor present is an f32 CPU tensor, then the shapes and parameters (core/op_check.c); returns M and C. */
-static cnn_status cnn_cpu_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
-{
-    cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
-    const char *names[CNN_BATCHNORM_MAX_TENSORS];
-    const int n = cnn_batchnorm_tensors(a, backward, ts, names);
-    for (int i = 0; i < n; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
-    CNN_TRY(cnn_batchnorm_check(a, backward, "", op, m, c));
-fail:
-    return st;
-}
-
 cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
 {
     static const char *op = "batchnorm_forward";
@@ -128,8 +115,7 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
     float *scale = NULL, *shift = NULL, *center = NULL;
     int64_t m = 0, c = 0;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_bn_check(a, 0, &m, &c, op));
+    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
 
     mean = malloc((size_t)c * sizeof *mean);
     var = malloc((size_t)c * sizeof *var);
@@ -149,11 +135,7 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
         double *k = center_d;
         for (int64_t j = 0; j < c; j++) k[j] = x[j];
         CNN_TRY(cnn_cpu_bn_reduce(NULL, x, k, m, c, mean, var, op));
-        for (int64_t j = 0; j < c; j++) {
-            const double d = mean[j] / (double)m, v = var[j] / (double)m - d * d;
-            mean[j] = k[j] + d;
-            var[j] = v > 0.0 ? v : 0.0; /* biased: what normalizes */
-        }
+        for (int64_t j = 0; j < c; j++) cnn_bn_moments(mean[j], var[j], k[j], m, &mean[j], &var[j]);
     } else {
         const float *rm = a->running_mean->data, *rv = a->running_var->data;
         for (int64_t j = 0; j < c; j++) {
@@ -162,23 +144,15 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
         }
     }
     for (int64_t j = 0; j < c; j++) {
-        const double invstd = 1.0 / sqrt(var[j] + (double)a->eps);
-        const double g = gamma ? gamma[j] : 1.0;
-        /* y = (x - mean) * scale + beta: subtracting the mean first keeps x's precision when |mean| >> std */
-        scale[j] = (float)(g * invstd);
+        const double invstd = cnn_bn_forward_coef(mean[j], var[j], a->eps, gamma ? gamma[j] : 1.0, &scale[j],
+                                                  &center[j]);
         shift[j] = beta ? beta[j] : 0.0f;
-        center[j] = (float)mean[j];
         if (a->training && a->save_mean) ((float *)a->save_mean->data)[j] = (float)mean[j];
         if (a->training && a->save_invstd) ((float *)a->save_invstd->data)[j] = (float)invstd;
     }
     if (a->training && a->running_mean) {
-        /* PyTorch: r = (1 - momentum) r + momentum * batch, with the unbiased variance */
         float *rm = a->running_mean->data, *rv = a->running_var->data;
-        const double mom = a->momentum, unbias = (double)m / (double)(m - 1);
-        for (int64_t j = 0; j < c; j++) {
-            rm[j] = (float)((1.0 - mom) * rm[j] + mom * mean[j]);
-            rv[j] = (float)((1.0 - mom) * rv[j] + mom * var[j] * unbias);
-        }
+        for (int64_t j = 0; j < c; j++) cnn_bn_running_update(&rm[j], &rv[j], mean[j], var[j], a->momentum, m);
     }
     float *y = a->y->data;
     const float *res = a->residual ? a->residual->data : NULL;
@@ -209,8 +183,7 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
     float *invstd = NULL, *coef = NULL;
     int64_t m = 0, c = 0;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_bn_check(a, 1, &m, &c, op));
+    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
     center = malloc((size_t)c * sizeof *center);
     sum_dy = malloc((size_t)c * sizeof *sum_dy);
     sum_dy_xc = malloc((size_t)c * sizeof *sum_dy_xc);
@@ -225,7 +198,7 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
             invstd[j] = ((const float *)a->save_invstd->data)[j];
         } else {
             center[j] = ((const float *)a->running_mean->data)[j];
-            invstd[j] = (float)(1.0 / sqrt((double)((const float *)a->running_var->data)[j] + (double)a->eps));
+            invstd[j] = (float)cnn_bn_invstd(((const float *)a->running_var->data)[j], a->eps);
         }
     }
     const float *x = a->x->data;
@@ -239,22 +212,16 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
         if (a->dbeta) ((float *)a->dbeta->data)[j] = (float)sum_dy[j];
     }
     if (a->dx) {
-        /* training: dx = g s (dy - mean(dy) - (x - mu) s^2 mean(dy (x - mu))), s = invstd (the batch statistics
-         * depend on x); inference: they are constants and dx = g s dy. Per channel: gs = g s, k0 = mean(dy),
-         * k1 = s^2 mean(dy (x - mu)). */
+        /* dx = gs (g - k0 - (x - mu) k1) per channel (cnn_bn_backward_coef) */
         coef = malloc((size_t)c * 4 * sizeof *coef);
         if (!coef) {
             st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
             goto fail;
         }
         float *gs = coef, *k0 = coef + c, *k1 = coef + 2 * c, *mu = coef + 3 * c;
-        for (int64_t j = 0; j < c; j++) {
-            const double s = invstd[j];
-            gs[j] = (float)((gamma ? gamma[j] : 1.0) * s);
-            k0[j] = a->training ? (float)(sum_dy[j] / (double)m) : 0.0f;
-            k1[j] = a->training ? (float)(sum_dy_xc[j] * s * s / (double)m) : 0.0f;
-            mu[j] = (float)center[j];
-        }
+        for (int64_t j = 0; j < c; j++)
+            cnn_bn_backward_coef(a->training, sum_dy[j], sum_dy_xc[j], center[j], invstd[j], gamma ? gamma[j] : 1.0,
+                                 m, &gs[j], &k0[j], &k1[j], &mu[j]);
         /* g = act'(y) dy once more, or as the sums stored it in dres; every input of dx went into the sums above,
          * so dx may alias dy */
         float *dx = a->dx->data;

@@ -58,22 +58,6 @@ static void cnn_cpu_conv_entry_destroy(void *p)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// argument checks
-
-/* Checks the tensors one direction uses (cnn_conv2d_tensors) and fills the key. */
-static cnn_status cnn_cpu_conv_check(const cnn_conv2d_args *a, int dir, cnn_cpu_conv_key *k, const char *op)
-{
-    cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
-    for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
-    CNN_TRY(cnn_conv2d_check(a, dir, "", op, k));
-fail:
-    return st;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // plan entries
 
 static cnn_status cnn_cpu_conv_prepare(cnn_cpu_conv_entry *e, const char *what)
@@ -130,9 +114,9 @@ static cnn_status cnn_cpu_conv_entry_get(const cnn_conv2d_args *a, int dir, cnn_
     cnn_status st = CNN_OK;
     cnn_cpu_conv_key key;
     void *e = NULL;
-    CNN_TRY(cnn_cpu_conv_check(a, dir, &key, op));
-    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : tmp, CNN_CPU_PLAN_CONV, &key, sizeof key,
-                               sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_entry_destroy, &e, op));
+    cnn_conv2d_sizes_of(a, dir, &key); /* checked by core/ops.c */
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_CONV, CNN_CPU_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_entry_destroy, &e, op));
     CNN_TRY(cnn_cpu_conv_prepare(e, op));
     *out = e;
 fail:
@@ -151,7 +135,6 @@ cnn_status cnn_cpu_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     cnn_plan *tmp = NULL;
     cnn_cpu_conv_entry *e = NULL;
     dnnl_primitive_attr_t attr = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_FWD, &tmp, &e, op));
 
     int has_b = a->b != NULL;
@@ -182,7 +165,7 @@ cnn_status cnn_cpu_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
 fail:
     if (attr) dnnl_primitive_attr_destroy(attr);
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -194,7 +177,6 @@ cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a
     cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
     cnn_plan *tmp = NULL;
     cnn_cpu_conv_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_BWD_DATA, &tmp, &e, op));
 
     if (!e->bwd_data.built) {
@@ -212,7 +194,7 @@ cnn_status cnn_cpu_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *a
     void *data[3] = {a->dy->data, a->w->data, a->dx->data};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_data, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -224,7 +206,6 @@ cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args 
     cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
     cnn_plan *tmp = NULL;
     cnn_cpu_conv_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_conv_entry_get(a, CNN_CPU_CONV_BWD_FILTER, &tmp, &e, op));
 
     int has_db = a->db != NULL;
@@ -246,6 +227,6 @@ cnn_status cnn_cpu_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args 
     void *data[4] = {a->x->data, a->dy->data, a->dw->data, has_db ? a->db->data : NULL};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_filter, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -45,28 +45,15 @@ static void cnn_cpu_dense_entry_destroy(void *p)
     free(e);
 }
 
-/* Checks the tensors one direction uses (cnn_dense_tensors) and fills the key. */
-static cnn_status cnn_cpu_dense_check(const cnn_dense_args *a, int dir, cnn_cpu_dense_key *k, const char *op)
-{
-    cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    const int nt = cnn_dense_tensors(a, dir, ts, names);
-    for (int i = 0; i < nt; i++) CNN_TRY(cnn_cpu_check_f32(ts[i], op, names[i]));
-    CNN_TRY(cnn_dense_check(a, dir, "", op, k));
-fail:
-    return st;
-}
-
 static cnn_status cnn_cpu_dense_entry_get(const cnn_dense_args *a, int dir, cnn_plan **tmp,
                                           cnn_cpu_dense_entry **out, const char *op)
 {
     cnn_status st = CNN_OK;
     cnn_cpu_dense_key key;
     void *p = NULL;
-    CNN_TRY(cnn_cpu_dense_check(a, dir, &key, op));
-    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : tmp, CNN_CPU_PLAN_DENSE, &key, sizeof key,
-                               sizeof(cnn_cpu_dense_entry), cnn_cpu_dense_entry_destroy, &p, op));
+    cnn_dense_sizes_of(a, dir, &key); /* checked by core/ops.c */
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_DENSE, CNN_CPU_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cpu_dense_entry), cnn_cpu_dense_entry_destroy, &p, op));
     cnn_cpu_dense_entry *e = p;
     if (!e->ready) {
         int64_t x_dims[2] = {key.n, key.in};
@@ -106,7 +93,6 @@ cnn_status cnn_cpu_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     cnn_plan *tmp = NULL;
     cnn_cpu_dense_entry *e = NULL;
     dnnl_primitive_attr_t attr = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_dense_entry_get(a, CNN_CPU_DENSE_FWD, &tmp, &e, op));
 
     int has_b = a->b != NULL;
@@ -130,7 +116,7 @@ cnn_status cnn_cpu_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->fwd, data, NULL, what));
 fail:
     if (attr) dnnl_primitive_attr_destroy(attr);
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -142,7 +128,6 @@ cnn_status cnn_cpu_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
     cnn_plan *tmp = NULL;
     cnn_cpu_dense_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_dense_entry_get(a, CNN_CPU_DENSE_BWD_DATA, &tmp, &e, op));
 
     if (!e->bwd_data.built) {
@@ -159,7 +144,7 @@ cnn_status cnn_cpu_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     void *data[3] = {a->dy->data, a->w->data, a->dx->data};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_data, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -171,7 +156,6 @@ cnn_status cnn_cpu_dense_backward_weights(cnn_backend *b, const cnn_dense_args *
     cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
     cnn_plan *tmp = NULL;
     cnn_cpu_dense_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_dense_entry_get(a, CNN_CPU_DENSE_BWD_WEIGHTS, &tmp, &e, op));
 
     int has_db = a->db != NULL;
@@ -192,6 +176,6 @@ cnn_status cnn_cpu_dense_backward_weights(cnn_backend *b, const cnn_dense_args *
     void *data[4] = {a->x->data, a->dy->data, a->dw->data, has_db ? a->db->data : NULL};
     CNN_TRY(cnn_cpu_prim_run(ctx, &e->bwd_weights, data, NULL, what));
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

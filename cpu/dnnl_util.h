@@ -1,5 +1,5 @@
-/* The CPU backend's private toolkit: its context, the per-call-site plan cache, checked oneDNN calls, and the
- * argument checks every op shares.
+/* The CPU backend's private toolkit: its context, the per-call-site plan cache and checked oneDNN calls (the ops'
+ * arguments are checked by core/ops.c).
  *
  * Rules:
  * - Every oneDNN call goes through CNN_CPU_DNNL, which turns a dnnl_status_t into a cnn_status with a message
@@ -18,6 +18,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/plan.h"
 
 /* ---- the backend context ---- */
 
@@ -130,38 +131,10 @@ cnn_status cnn_cpu_act_attr(cnn_act act, float alpha, dnnl_primitive_attr_t *att
 /* A variant word for a fused activation: the act and the bits of its alpha (0 for acts without one). */
 uint64_t cnn_cpu_act_variant(cnn_act act, float alpha);
 
-/* ---- plans: a small cache of per-shape entries for one call site ---- */
-
-typedef enum cnn_cpu_plan_kind {
-    CNN_CPU_PLAN_CONV = 1,
-    CNN_CPU_PLAN_POOL,
-    CNN_CPU_PLAN_DENSE,
-    CNN_CPU_PLAN_QCONV,
-} cnn_cpu_plan_kind;
+/* ---- plans (core/plan.h): two entries, so that the smaller last batch of an epoch does not evict the full-batch
+ *      primitives ---- */
 
 #define CNN_CPU_PLAN_SLOTS 2
-
-/* Every entry starts with its key (memcmp-compared, so keys are zeroed before they are filled). */
-typedef void (*cnn_cpu_entry_destroy_fn)(void *entry);
-
-struct cnn_plan {
-    cnn_cpu_plan_kind kind;
-    size_t key_size;
-    cnn_cpu_entry_destroy_fn entry_destroy;
-    uint64_t clock;
-    void *entry[CNN_CPU_PLAN_SLOTS];
-    uint64_t used[CNN_CPU_PLAN_SLOTS];
-    void *last_forward; /* the entry of the most recent forward (pooling: whose workspace is current) */
-    uint64_t entries_built; /* how many entries were ever created (tests check the cache's behaviour with it) */
-};
-
-/* Finds the entry for `key` in *slot, creating the plan and the entry (zeroed, key copied in, `entry_size`
- * bytes) when needed; the least recently used entry is dropped when both slots are taken. */
-cnn_status cnn_cpu_plan_entry(cnn_plan **slot, cnn_cpu_plan_kind kind, const void *key, size_t key_size,
-                              size_t entry_size, cnn_cpu_entry_destroy_fn destroy, void **entry,
-                              const char *what);
-
-void cnn_cpu_plan_destroy(cnn_backend *b, cnn_plan *plan);
 
 /* ---- the kernels of quantized models' compiled graphs (cpu/qprog.c) that the tests check exactly ---- */
 
@@ -194,18 +167,5 @@ void cnn_cpu_requant_free(cnn_cpu_requant *r);
 void cnn_cpu_requant_rows(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
 /* the same in portable C, whatever the processor (the above uses AVX-512 where there is): for the tests */
 void cnn_cpu_requant_rows_c(const cnn_cpu_requant *r, const int32_t *sum, uint8_t *y, int64_t pixels);
-
-/* ---- argument checks shared by the ops ---- */
-
-/* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */
-const char *cnn_cpu_shape_str(const cnn_tensor *t, char *buf, size_t size);
-#define CNN_CPU_SHAPE_BUF 96
-
-/* The tensor exists, lives in host memory of a CPU backend, is F32 and has data (when not empty). */
-cnn_status cnn_cpu_check_f32(const cnn_tensor *t, const char *op, const char *name);
-
-/* The tensor has exactly this shape; else CNN_ERR_SHAPE with both shapes in the message. */
-cnn_status cnn_cpu_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
-                               const char *name);
 
 #endif

@@ -5,6 +5,7 @@
  * threads. Loops run serially below CNN_CPU_PARALLEL_MIN elements, where waking the thread team costs more than
  * the work. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,28 +20,12 @@
 /* About 16K floats (64 KiB): below this a parallel region's fork/join (~1-2 us) outweighs the loop. */
 #define CNN_CPU_PARALLEL_MIN 16384
 
-static cnn_status cnn_cpu_check_same_count(const cnn_tensor *t, const cnn_tensor *ref, const char *op,
-                                           const char *name, const char *ref_name)
-{
-    if (cnn_tensor_numel(t) == cnn_tensor_numel(ref)) return CNN_OK;
-    char s1[CNN_CPU_SHAPE_BUF], s2[CNN_CPU_SHAPE_BUF];
-    return cnn_error(CNN_ERR_SHAPE, "%s: %s %s must have as many elements as %s %s", op, name,
-                     cnn_cpu_shape_str(t, s1, sizeof s1), ref_name, cnn_cpu_shape_str(ref, s2, sizeof s2));
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // activations
 
 cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
 {
-    static const char *op = "act_forward";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
-    CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
-    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cpu_check_same_count(a->y, a->x, op, "y", "x"));
     const float *x = a->x->data;
     float *y = a->y->data;
     const int64_t n = cnn_tensor_numel(a->x);
@@ -52,20 +37,12 @@ cnn_status cnn_cpu_act_forward(cnn_backend *b, const cnn_act_args *a)
         cnn_cpu_span_range(n, &lo, &hi);
         cnn_cpu_act_span(act, alpha, x + lo, y + lo, hi - lo);
     }
-fail:
-    return st;
+    return CNN_OK;
 }
 
 cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
 {
-    static const char *op = "act_backward";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_op_check_act(a->act, a->alpha, 0, "", op));
-    CNN_TRY(cnn_cpu_check_f32(a->dy, op, "dy"));
-    CNN_TRY(cnn_cpu_check_f32(a->dx, op, "dx"));
-    CNN_TRY(cnn_cpu_check_same_count(a->dx, a->dy, op, "dx", "dy"));
     const float *dy = a->dy->data;
     float *dx = a->dx->data;
     const int64_t n = cnn_tensor_numel(a->dy);
@@ -76,20 +53,10 @@ cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
         return CNN_OK;
     }
     if (cnn_act_grad_needs_input(act)) {
-        if (!a->x)
-            return cnn_error(CNN_ERR_INVALID_ARG, "%s: the gradient of activation %d (GELU/SiLU) needs the input x",
-                             op, (int)act);
-        CNN_TRY(cnn_cpu_check_f32(a->x, op, "x"));
-        CNN_TRY(cnn_cpu_check_same_count(a->x, a->dy, op, "x", "dy"));
         const float *x = a->x->data;
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
         for (int64_t i = 0; i < n; i++) dx[i] = cnn_act_grad_from_x(act, alpha, x[i], dy[i]);
     } else {
-        if (!a->y)
-            return cnn_error(CNN_ERR_INVALID_ARG, "%s: the gradient of activation %d needs the forward output y", op,
-                             (int)act);
-        CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
-        CNN_TRY(cnn_cpu_check_same_count(a->y, a->dy, op, "y", "dy"));
         const float *y = a->y->data;
 #pragma omp parallel if (n >= CNN_CPU_PARALLEL_MIN)
         {
@@ -98,8 +65,7 @@ cnn_status cnn_cpu_act_backward(cnn_backend *b, const cnn_act_args *a)
             cnn_cpu_act_grad_y_span(act, alpha, y + lo, dy + lo, dx + lo, hi - lo);
         }
     }
-fail:
-    return st;
+    return CNN_OK;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -107,60 +73,15 @@ fail:
 
 cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
 {
-    static const char *op = "softmax_xent";
-    cnn_status st = CNN_OK;
-    char s1[CNN_CPU_SHAPE_BUF], s2[CNN_CPU_SHAPE_BUF];
+    static const char *op = "softmax_xent on cpu";
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_check_f32(a->logits, op, "logits"));
-    if (a->logits->ndim != 2)
-        return cnn_error(CNN_ERR_SHAPE, "%s: logits %s must be (N, K)", op,
-                         cnn_cpu_shape_str(a->logits, s1, sizeof s1));
+    /* checked by core/ops.c, but for the values of the labels and weights, which are data */
     const int64_t n = a->logits->shape[0], k = a->logits->shape[1];
-    if (k < 1)
-        return cnn_error(CNN_ERR_SHAPE, "%s: logits %s have no classes", op,
-                         cnn_cpu_shape_str(a->logits, s1, sizeof s1));
-    const int need_labels = a->losses || a->dlogits;
-    if (!a->labels && need_labels)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels are missing (only probabilities can be computed without)",
-                         op);
-    if (a->labels) {
-        if (a->labels->dtype != CNN_I32)
-            return cnn_error(CNN_ERR_UNSUPPORTED, "%s: labels have dtype %s; they must be I32", op,
-                             cnn_dtype_name(a->labels->dtype));
-        if (a->labels->ndim != 1 || a->labels->shape[0] != n)
-            return cnn_error(CNN_ERR_SHAPE, "%s: labels %s must be (N) = (%lld) to match logits %s", op,
-                             cnn_cpu_shape_str(a->labels, s1, sizeof s1), (long long)n,
-                             cnn_cpu_shape_str(a->logits, s2, sizeof s2));
-        if (!a->labels->data && n > 0) return cnn_error(CNN_ERR_INVALID_ARG, "%s: labels have no data", op);
-    }
-    if (!(a->label_smoothing >= 0.0f && a->label_smoothing < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: label smoothing %g must be in [0, 1)", op,
-                         (double)a->label_smoothing);
-    int64_t nk[2] = {n, k}, n1[1] = {n}, k1[1] = {k};
-    if (a->probs) {
-        CNN_TRY(cnn_cpu_check_f32(a->probs, op, "probs"));
-        CNN_TRY(cnn_cpu_check_shape(a->probs, 2, nk, op, "probs"));
-    }
-    if (a->dlogits) {
-        CNN_TRY(cnn_cpu_check_f32(a->dlogits, op, "dlogits"));
-        CNN_TRY(cnn_cpu_check_shape(a->dlogits, 2, nk, op, "dlogits"));
-    }
-    if (a->losses) {
-        CNN_TRY(cnn_cpu_check_f32(a->losses, op, "losses"));
-        CNN_TRY(cnn_cpu_check_shape(a->losses, 1, n1, op, "losses"));
-    }
-    const float *cw = NULL;
-    if (a->class_weights) {
-        CNN_TRY(cnn_cpu_check_f32(a->class_weights, op, "class_weights"));
-        CNN_TRY(cnn_cpu_check_shape(a->class_weights, 1, k1, op, "class_weights"));
-        cw = a->class_weights->data;
-        for (int64_t j = 0; j < k; j++)
-            if (!(cw[j] > 0.0f && isfinite(cw[j])))
-                return cnn_error(CNN_ERR_INVALID_ARG,
-                                 "%s: class weight %lld is %g; weights must be positive and finite", op, (long long)j,
-                                 (double)cw[j]);
-    }
+    const float *cw = a->class_weights ? a->class_weights->data : NULL;
+    for (int64_t j = 0; cw && j < k; j++)
+        if (!(cw[j] > 0.0f && isfinite(cw[j])))
+            return cnn_error(CNN_ERR_INVALID_ARG, "%s: class weight %lld is %g; weights must be positive and finite",
+                             op, (long long)j, (double)cw[j]);
     const int32_t *labels = a->labels ? a->labels->data : NULL;
     /* every label is checked before anything is written */
     for (int64_t i = 0; labels && i < n; i++)
@@ -175,7 +96,8 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
     const float scale = a->grad_scale;
     /* target = (1 - s) onehot + s / K; loss = w[label] * (log sum exp(z) - sum_j target_j z_j) */
     const double smooth = a->label_smoothing;
-    const double off_target = smooth / (double)k, on_target = 1.0 - smooth + off_target;
+    double on_target, off_target;
+    CNN_XENT_TARGETS(double, smooth, k, on_target, off_target);
 #pragma omp parallel for schedule(static) if (n * k >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         const float *x = logits + i * k;
@@ -207,12 +129,11 @@ cnn_status cnn_cpu_softmax_xent(cnn_backend *b, const cnn_softmax_xent_args *a)
             }
         }
     }
-fail:
-    return st;
+    return CNN_OK;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// optimizer updates: a check and an element loop per optimizer, run over one tensor (the per-tensor entries) or
+// optimizer updates: an element loop per optimizer, run over one tensor (the per-tensor entries) or
 // over the chunks of a list of tensors (the multi entries); the same loop either way, so the same bits
 
 /* Elements per work item of a multi-tensor op: 32 KiB of f32, large next to the cost of handing out an item and
@@ -221,13 +142,6 @@ fail:
 
 /* An element loop over [lo, hi) of one tensor; `args` is the op's args struct. */
 typedef void (*cnn_cpu_span_fn)(const void *args, int64_t lo, int64_t hi);
-
-static cnn_status cnn_cpu_check_no_lp(const cnn_tensor *param_lp, const char *op)
-{
-    if (!param_lp) return CNN_OK;
-    return cnn_error(CNN_ERR_UNSUPPORTED, "%s: param_lp given, but the CPU backend has no 16-bit weight copies "
-                     "(mixed precision needs CUDA)", op);
-}
 
 /* first[i] = the first chunk (of `chunk` elements) of tensor i when the tensors' chunks are numbered in list order;
  * first[n] = the number of chunks. The caller frees *first. */
@@ -290,25 +204,6 @@ static void cnn_cpu_single_run(const void *args, int64_t n, cnn_cpu_span_fn span
     }
 }
 
-static cnn_status cnn_cpu_sgd_check(const void *args, const char *op, int64_t *n)
-{
-    const cnn_sgd_args *a = args;
-    cnn_status st = CNN_OK;
-    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
-    CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
-    CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
-    if (a->momentum != 0.0f) {
-        if (!a->velocity)
-            return cnn_error(CNN_ERR_INVALID_ARG, "%s: momentum %g needs a velocity tensor", op, (double)a->momentum);
-        CNN_TRY(cnn_cpu_check_f32(a->velocity, op, "velocity"));
-        CNN_TRY(cnn_cpu_check_same_count(a->velocity, a->param, op, "velocity", "param"));
-    }
-    *n = cnn_tensor_numel(a->param);
-fail:
-    return st;
-}
-
 static void cnn_cpu_sgd_span(const void *args, int64_t lo, int64_t hi)
 {
     const cnn_sgd_args *a = args;
@@ -323,26 +218,6 @@ static void cnn_cpu_sgd_span(const void *args, int64_t lo, int64_t hi)
     }
 }
 
-static cnn_status cnn_cpu_adam_check(const void *args, const char *op, int64_t *n)
-{
-    const cnn_adam_args *a = args;
-    cnn_status st = CNN_OK;
-    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
-    CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
-    CNN_TRY(cnn_cpu_check_f32(a->m, op, "m"));
-    CNN_TRY(cnn_cpu_check_f32(a->v, op, "v"));
-    CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
-    CNN_TRY(cnn_cpu_check_same_count(a->m, a->param, op, "m", "param"));
-    CNN_TRY(cnn_cpu_check_same_count(a->v, a->param, op, "v", "param"));
-    if (!(a->bias_correction1 > 0.0f) || !(a->bias_correction2 > 0.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: bias corrections %g and %g must be > 0 (1 - beta^t with t >= 1)", op,
-                         (double)a->bias_correction1, (double)a->bias_correction2);
-    *n = cnn_tensor_numel(a->param);
-fail:
-    return st;
-}
-
 static void cnn_cpu_adam_span(const void *args, int64_t lo, int64_t hi)
 {
     const cnn_adam_args *a = args;
@@ -353,32 +228,6 @@ static void cnn_cpu_adam_span(const void *args, int64_t lo, int64_t hi)
     const int decoupled = a->decoupled;
     for (int64_t i = lo; i < hi; i++)
         cnn_adam_step(&p[i], g[i] * gs, &m[i], &v[i], lr, b1, b2, eps, wd, decoupled, bc1, bc2);
-}
-
-static cnn_status cnn_cpu_rmsprop_check(const void *args, const char *op, int64_t *n)
-{
-    const cnn_rmsprop_args *a = args;
-    cnn_status st = CNN_OK;
-    CNN_TRY(cnn_cpu_check_no_lp(a->param_lp, op));
-    CNN_TRY(cnn_cpu_check_f32(a->param, op, "param"));
-    CNN_TRY(cnn_cpu_check_f32(a->grad, op, "grad"));
-    CNN_TRY(cnn_cpu_check_f32(a->sq, op, "sq"));
-    CNN_TRY(cnn_cpu_check_same_count(a->grad, a->param, op, "grad", "param"));
-    CNN_TRY(cnn_cpu_check_same_count(a->sq, a->param, op, "sq", "param"));
-    if (a->momentum != 0.0f) {
-        if (!a->mom)
-            return cnn_error(CNN_ERR_INVALID_ARG, "%s: momentum %g needs a momentum buffer (mom)", op,
-                             (double)a->momentum);
-        CNN_TRY(cnn_cpu_check_f32(a->mom, op, "mom"));
-        CNN_TRY(cnn_cpu_check_same_count(a->mom, a->param, op, "mom", "param"));
-    }
-    if (!(a->rho >= 0.0f && a->rho < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: rho %g must be in [0, 1)", op, (double)a->rho);
-    if (!(a->eps > 0.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: eps %g must be positive", op, (double)a->eps);
-    *n = cnn_tensor_numel(a->param);
-fail:
-    return st;
 }
 
 static void cnn_cpu_rmsprop_span(const void *args, int64_t lo, int64_t hi)
@@ -396,110 +245,66 @@ static void cnn_cpu_rmsprop_span(const void *args, int64_t lo, int64_t hi)
 
 cnn_status cnn_cpu_sgd_update(cnn_backend *b, const cnn_sgd_args *a)
 {
-    static const char *op = "sgd_update";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    int64_t n = 0;
-    CNN_TRY(cnn_cpu_sgd_check(a, op, &n));
-    cnn_cpu_single_run(a, n, cnn_cpu_sgd_span);
-fail:
-    return st;
+    cnn_cpu_single_run(a, cnn_tensor_numel(a->param), cnn_cpu_sgd_span);
+    return CNN_OK;
 }
 
 cnn_status cnn_cpu_adam_update(cnn_backend *b, const cnn_adam_args *a)
 {
-    static const char *op = "adam_update";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    int64_t n = 0;
-    CNN_TRY(cnn_cpu_adam_check(a, op, &n));
-    cnn_cpu_single_run(a, n, cnn_cpu_adam_span);
-fail:
-    return st;
+    cnn_cpu_single_run(a, cnn_tensor_numel(a->param), cnn_cpu_adam_span);
+    return CNN_OK;
 }
 
 cnn_status cnn_cpu_rmsprop_update(cnn_backend *b, const cnn_rmsprop_args *a)
 {
-    static const char *op = "rmsprop_update";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    int64_t n = 0;
-    CNN_TRY(cnn_cpu_rmsprop_check(a, op, &n));
-    cnn_cpu_single_run(a, n, cnn_cpu_rmsprop_span);
-fail:
-    return st;
+    cnn_cpu_single_run(a, cnn_tensor_numel(a->param), cnn_cpu_rmsprop_span);
+    return CNN_OK;
 }
 
-/* The checks of one element of a list ("<op> list[i]" names it); *n: its element count. */
-typedef cnn_status (*cnn_cpu_check_fn)(const void *args, const char *op, int64_t *n);
+/* The multi entries, whose lists core/ops.c has checked: one run over every element of every tensor. The structs
+ * of the three optimizers start with their param (the element count of each). */
+_Static_assert(offsetof(cnn_sgd_args, param) == 0 && offsetof(cnn_adam_args, param) == 0 &&
+                   offsetof(cnn_rmsprop_args, param) == 0,
+               "every update's args start with param");
 
-/* "sgd_update_multi list[12]" */
-#define CNN_CPU_ELEMENT_OP_BUF 64
-
-/* The multi entries after their hyperparameter check (core/op_check.c): every element as the per-tensor entry
- * checks it, then one run over all (nothing is written unless every check passes). */
-static cnn_status cnn_cpu_update_multi(const void *list, size_t size, int n, cnn_cpu_check_fn check,
-                                       cnn_cpu_span_fn span, const char *op, int *failed)
+static cnn_status cnn_cpu_update_multi(const void *list, size_t size, int n, cnn_cpu_span_fn span, const char *op)
 {
     cnn_status st = CNN_OK;
-    char name[CNN_CPU_ELEMENT_OP_BUF];
     int64_t *counts = calloc((size_t)(n > 0 ? n : 1), sizeof *counts);
     if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
     const unsigned char *base = list;
     for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "%s list[%d]", op, i);
-        st = check(base + (size_t)i * size, name, &counts[i]);
-        if (st != CNN_OK) {
-            *failed = i;
-            goto fail;
-        }
+        const cnn_tensor *param;
+        memcpy(&param, base + (size_t)i * size, sizeof param);
+        counts[i] = cnn_tensor_numel(param);
     }
-    CNN_TRY(cnn_cpu_multi_run(list, size, counts, n, span, op));
-fail:
+    st = cnn_cpu_multi_run(list, size, counts, n, span, op);
     free(counts);
     return st;
 }
 
 cnn_status cnn_cpu_sgd_update_multi(cnn_backend *b, const cnn_sgd_args *list, int n, int *failed)
 {
-    static const char *op = "sgd_update_multi";
-    cnn_status st = CNN_OK;
-    int bad = -1;
     (void)b;
-    CNN_TRY(cnn_sgd_multi_check(list, n, "", op, &bad));
-    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_sgd_check, cnn_cpu_sgd_span, op, &bad));
-fail:
-    if (failed) *failed = bad;
-    return st;
+    if (failed) *failed = -1;
+    return cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_sgd_span, "sgd_update_multi on cpu");
 }
 
 cnn_status cnn_cpu_adam_update_multi(cnn_backend *b, const cnn_adam_args *list, int n, int *failed)
 {
-    static const char *op = "adam_update_multi";
-    cnn_status st = CNN_OK;
-    int bad = -1;
     (void)b;
-    CNN_TRY(cnn_adam_multi_check(list, n, "", op, &bad));
-    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_adam_check, cnn_cpu_adam_span, op, &bad));
-fail:
-    if (failed) *failed = bad;
-    return st;
+    if (failed) *failed = -1;
+    return cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_adam_span, "adam_update_multi on cpu");
 }
 
 cnn_status cnn_cpu_rmsprop_update_multi(cnn_backend *b, const cnn_rmsprop_args *list, int n, int *failed)
 {
-    static const char *op = "rmsprop_update_multi";
-    cnn_status st = CNN_OK;
-    int bad = -1;
     (void)b;
-    CNN_TRY(cnn_rmsprop_multi_check(list, n, "", op, &bad));
-    CNN_TRY(cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_rmsprop_check, cnn_cpu_rmsprop_span, op, &bad));
-fail:
-    if (failed) *failed = bad;
-    return st;
+    if (failed) *failed = -1;
+    return cnn_cpu_update_multi(list, sizeof *list, n, cnn_cpu_rmsprop_span, "rmsprop_update_multi on cpu");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -507,15 +312,7 @@ fail:
 
 cnn_status cnn_cpu_add(cnn_backend *b, const cnn_add_args *a)
 {
-    static const char *op = "add";
-    cnn_status st = CNN_OK;
     (void)b;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    CNN_TRY(cnn_cpu_check_f32(a->a, op, "a"));
-    CNN_TRY(cnn_cpu_check_f32(a->b, op, "b"));
-    CNN_TRY(cnn_cpu_check_f32(a->y, op, "y"));
-    CNN_TRY(cnn_cpu_check_shape(a->b, a->a->ndim, a->a->shape, op, "b"));
-    CNN_TRY(cnn_cpu_check_shape(a->y, a->a->ndim, a->a->shape, op, "y"));
     const float *x1 = a->a->data, *x2 = a->b->data;
     float *y = a->y->data;
     const float alpha = a->alpha, beta = a->beta;
@@ -523,22 +320,17 @@ cnn_status cnn_cpu_add(cnn_backend *b, const cnn_add_args *a)
     /* element i of y depends on element i of a and b only, so y may alias either */
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = alpha * x1[i] + beta * x2[i];
-fail:
-    return st;
+    return CNN_OK;
 }
 
 cnn_status cnn_cpu_scale(cnn_backend *b, cnn_tensor *t, float alpha)
 {
-    static const char *op = "scale";
-    cnn_status st = CNN_OK;
     (void)b;
-    CNN_TRY(cnn_cpu_check_f32(t, op, "x"));
     float *x = t->data;
     const int64_t n = cnn_tensor_numel(t);
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] *= alpha;
-fail:
-    return st;
+    return CNN_OK;
 }
 
 /* Elements per partial sum of sum_squares: the partials are fixed by the data alone (not by the thread count or
@@ -555,12 +347,8 @@ static double cnn_cpu_sumsq_span(const float *x, int64_t lo, int64_t hi)
 
 cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
 {
-    static const char *op = "sum_squares";
-    cnn_status st = CNN_OK;
+    static const char *op = "sum_squares on cpu";
     (void)b;
-    if (!out) return cnn_error(CNN_ERR_INVALID_ARG, "%s: out is NULL", op);
-    *out = 0.0;
-    CNN_TRY(cnn_cpu_check_f32(t, op, "x"));
     const float *x = t->data;
     const int64_t n = cnn_tensor_numel(t);
     const int64_t chunks = (n + CNN_CPU_SUMSQ_CHUNK - 1) / CNN_CPU_SUMSQ_CHUNK;
@@ -580,34 +368,23 @@ cnn_status cnn_cpu_sum_squares(cnn_backend *b, const cnn_tensor *t, double *out)
     for (int64_t c = 0; c < chunks; c++) s += partial[c];
     free(partial);
     *out = s;
-fail:
-    return st;
+    return CNN_OK;
 }
 
 /* The chunks of every tensor form one parallel loop; each tensor's partials are then added in order, as
  * cnn_cpu_sum_squares adds them (a sum of nonnegative terms starting from 0.0 equals its first term). */
 cnn_status cnn_cpu_sum_squares_multi(cnn_backend *b, const cnn_tensor *const *ts, int n, double *out, int *failed)
 {
-    static const char *op = "sum_squares_multi";
+    static const char *op = "sum_squares_multi on cpu";
     cnn_status st = CNN_OK;
     int64_t *counts = NULL, *first = NULL;
     double *partial = NULL;
-    char name[32];
     (void)b;
     if (failed) *failed = -1;
-    if (!ts || !out) return cnn_error(CNN_ERR_INVALID_ARG, "%s: %s is NULL", op, ts ? "out" : "ts");
-    if (n < 1) return cnn_error(CNN_ERR_INVALID_ARG, "%s: n is %d; a list has at least 1 element", op, n);
     counts = malloc((size_t)n * sizeof *counts);
     if (!counts) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %d tensors", op, n);
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
-        out[i] = 0.0;
-        snprintf(name, sizeof name, "ts[%d]", i);
-        st = cnn_cpu_check_f32(ts[i], op, name);
-        if (st != CNN_OK) {
-            if (failed) *failed = i;
-            goto fail;
-        }
         counts[i] = cnn_tensor_numel(ts[i]);
         total += counts[i];
     }
@@ -640,20 +417,6 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // dropout
 
-static cnn_status cnn_cpu_dropout_check(const cnn_dropout_args *a, int backward, const char *op)
-{
-    cnn_status st = CNN_OK;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
-    if (!(a->rate >= 0.0f && a->rate < 1.0f))
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: rate %g must be in [0, 1)", op, (double)a->rate);
-    const cnn_tensor *in = backward ? a->dy : a->x, *out = backward ? a->dx : a->y;
-    CNN_TRY(cnn_cpu_check_f32(in, op, backward ? "dy" : "x"));
-    CNN_TRY(cnn_cpu_check_f32(out, op, backward ? "dx" : "y"));
-    CNN_TRY(cnn_cpu_check_same_count(out, in, op, backward ? "dx" : "y", backward ? "dy" : "x"));
-fail:
-    return st;
-}
-
 /* out = keep(i) ? in / (1 - rate) : 0; forward and backward are the same map. `out` may alias `in`. */
 static void cnn_cpu_dropout_run(const float *in, float *out, int64_t n, float rate, uint64_t seed, uint64_t offset)
 {
@@ -669,22 +432,16 @@ static void cnn_cpu_dropout_run(const float *in, float *out, int64_t n, float ra
 
 cnn_status cnn_cpu_dropout_forward(cnn_backend *b, const cnn_dropout_args *a)
 {
-    cnn_status st = CNN_OK;
     (void)b;
-    CNN_TRY(cnn_cpu_dropout_check(a, 0, "dropout_forward"));
     cnn_cpu_dropout_run(a->x->data, a->y->data, cnn_tensor_numel(a->x), a->rate, a->seed, a->offset);
-fail:
-    return st;
+    return CNN_OK;
 }
 
 cnn_status cnn_cpu_dropout_backward(cnn_backend *b, const cnn_dropout_args *a)
 {
-    cnn_status st = CNN_OK;
     (void)b;
-    CNN_TRY(cnn_cpu_dropout_check(a, 1, "dropout_backward"));
     cnn_cpu_dropout_run(a->dy->data, a->dx->data, cnn_tensor_numel(a->dy), a->rate, a->seed, a->offset);
-fail:
-    return st;
+    return CNN_OK;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -692,22 +449,14 @@ fail:
 
 cnn_status cnn_cpu_fill(cnn_backend *b, cnn_tensor *t, float value)
 {
-    static const char *op = "fill";
     (void)b;
-    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor is missing", op);
     const int64_t n = cnn_tensor_numel(t);
-    if (n > 0 && !t->data) return cnn_error(CNN_ERR_INVALID_ARG, "%s: tensor has no data", op);
-    if (t->backend && t->backend->ops != &cnn_cpu_ops)
-        return cnn_error(CNN_ERR_INVALID_ARG, "%s: the tensor lives on backend '%s'", op, t->backend->name);
     if (value == 0.0f && !signbit(value)) {
         /* all-zero bytes are 0 in every dtype */
         if (n > 0) memset(t->data, 0, cnn_tensor_bytes(t));
         return CNN_OK;
     }
-    if (t->dtype != CNN_F32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "%s: filling a %s tensor with %g is not supported (only zero)", op,
-                         cnn_dtype_name(t->dtype), (double)value);
-    float *x = t->data;
+    float *x = t->data; /* F32: core/ops.c checked */
 #pragma omp parallel for schedule(static) if (n >= CNN_CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) x[i] = value;
     return CNN_OK;

@@ -195,17 +195,6 @@ static void cnn_cpu_maxpool_backward(const cnn_cpu_pool_key *k, const float *dy,
     }
 }
 
-/* Checks x-like (x, or dx in backward) and y-like (y, or dy) tensors and the window; fills the key. */
-static cnn_status cnn_cpu_pool_check(const cnn_pool2d_args *a, int backward, cnn_cpu_pool_key *k, const char *op)
-{
-    cnn_status st = CNN_OK;
-    CNN_TRY(cnn_cpu_check_f32(backward ? a->dx : a->x, op, backward ? "dx" : "x"));
-    CNN_TRY(cnn_cpu_check_f32(backward ? a->dy : a->y, op, backward ? "dy" : "y"));
-    CNN_TRY(cnn_pool2d_check(a, backward, "", op, k));
-fail:
-    return st;
-}
-
 static cnn_status cnn_cpu_pool_prepare(cnn_cpu_pool_entry *e, const char *what)
 {
     cnn_status st = CNN_OK;
@@ -235,9 +224,9 @@ static cnn_status cnn_cpu_pool_entry_get(const cnn_pool2d_args *a, int backward,
     cnn_status st = CNN_OK;
     cnn_cpu_pool_key key;
     void *e = NULL;
-    CNN_TRY(cnn_cpu_pool_check(a, backward, &key, op));
-    CNN_TRY(cnn_cpu_plan_entry(slot, CNN_CPU_PLAN_POOL, &key, sizeof key, sizeof(cnn_cpu_pool_entry),
-                               cnn_cpu_pool_entry_destroy, &e, op));
+    cnn_pool2d_sizes_of(a, backward, &key); /* checked by core/ops.c */
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_POOL, CNN_CPU_PLAN_SLOTS, &key, sizeof key, sizeof(cnn_cpu_pool_entry),
+                           cnn_cpu_pool_entry_destroy, &e, op));
     CNN_TRY(cnn_cpu_pool_prepare(e, op));
     *out = e;
 fail:
@@ -269,7 +258,6 @@ cnn_status cnn_cpu_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
     cnn_plan *tmp = NULL;
     cnn_plan **slot = a && a->plan ? a->plan : &tmp;
     cnn_cpu_pool_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
     CNN_TRY(cnn_cpu_pool_entry_get(a, 0, slot, &e, op));
 
     int training = a->training != 0;
@@ -293,7 +281,7 @@ cnn_status cnn_cpu_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
     }
     if (training) (*slot)->last_forward = e;
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -309,8 +297,7 @@ cnn_status cnn_cpu_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
     cnn_plan *tmp = NULL;
     cnn_plan **slot = a && a->plan ? a->plan : &tmp;
     cnn_cpu_pool_entry *e = NULL;
-    char s1[CNN_CPU_SHAPE_BUF];
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "%s: args is NULL", op);
+    char s1[CNN_OP_SHAPE_BUF];
     if (a->mode == CNN_POOL_MAX && !a->plan)
         return cnn_error(CNN_ERR_INVALID_ARG, "%s: max-pool backward needs the plan slot that its training forward "
                          "filled (plan is NULL)", op);
@@ -322,7 +309,7 @@ cnn_status cnn_cpu_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
         st = cnn_error(CNN_ERR_INVALID_ARG,
                        "%s: max-pool backward for dx %s needs the argmax of a training forward (training = 1) of "
                        "the same shapes as the last forward through this plan; there was none",
-                       op, cnn_cpu_shape_str(a->dx, s1, sizeof s1));
+                       op, cnn_op_shape_str(a->dx, s1, sizeof s1));
         goto fail;
     }
     if (own) {
@@ -331,7 +318,7 @@ cnn_status cnn_cpu_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
         CNN_TRY(cnn_cpu_pool_onednn_backward(ctx, e, a, is_max, what));
     }
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 

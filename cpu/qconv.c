@@ -263,8 +263,8 @@ cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
     k0->oc = a->oc, k0->kh = a->kh, k0->kw = a->kw, k0->sh = a->sh, k0->sw = a->sw, k0->dh = a->dh, k0->dw = a->dw;
     k0->groups = a->groups, k0->pt = a->pt, k0->pl = a->pl, k0->pb = a->pb, k0->pr = a->pr;
     void *ev = NULL;
-    CNN_TRY(cnn_cpu_plan_entry(a->plan ? a->plan : &tmp, CNN_CPU_PLAN_QCONV, &key, sizeof key, sizeof(qentry),
-                               qentry_destroy, &ev, what));
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : &tmp, CNN_PLAN_QCONV, CNN_CPU_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(qentry), qentry_destroy, &ev, what));
     qentry *e = ev;
     if (!e->prim.built) CNN_TRY(build(ctx, e, what));
     const cnn_qconv_args *k = &e->key.shape;
@@ -320,6 +320,6 @@ cnn_status cnn_cpu_qconv_s32(cnn_backend *b, const cnn_qconv_args *a)
     e->rq.y_zp = a->y_zp, e->rq.y_min = a->y_min, e->rq.y_max = a->y_max; /* int8 codes: the bytes are int8_t's */
     cnn_cpu_requant_rows(&e->rq, e->acc, (uint8_t *)a->y, (int64_t)k->n * k->oh * k->ow);
 fail:
-    cnn_cpu_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -55,20 +55,6 @@ static void cnn_cuda_free(cnn_backend *b, void *ptr)
 // ---------------------------------------------------------------------------------------------------------------
 // transfers
 
-static cnn_status cnn_cuda_check_transfer(cnn_backend *b, const cnn_tensor *t, const void *host, size_t bytes,
-                                          const char *op)
-{
-    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: tensor is missing", op);
-    if (t->backend != b)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: the tensor lives on backend '%s', not '%s'", op,
-                         t->backend ? t->backend->name : "(none)", b->name);
-    if (bytes != cnn_tensor_bytes(t))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %zu bytes given for a tensor of %zu", op, bytes,
-                         cnn_tensor_bytes(t));
-    if (bytes && (!host || !t->data)) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: NULL buffer", op);
-    return CNN_OK;
-}
-
 /* Waits for the compute stream and reports what kernels recorded meanwhile. */
 static cnn_status cnn_cuda_wait(cnn_cuda_ctx *ctx, const char *op)
 {
@@ -84,8 +70,7 @@ static cnn_status cnn_cuda_write(cnn_backend *b, cnn_tensor *dst, const void *ho
     static const char *op = "write";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    CNN_TRY(cnn_cuda_check_transfer(b, dst, host, bytes, op));
-    if (!bytes) return CNN_OK;
+    /* core/ops.c checked the tensor, the size (not 0) and the buffers */
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, host, bytes, cudaMemcpyHostToDevice, ctx->compute);
     /* the caller may reuse `host` when we return, and it may be pinned (then the copy above is truly async) */
@@ -99,7 +84,6 @@ static cnn_status cnn_cuda_read(cnn_backend *b, const cnn_tensor *src, void *hos
     static const char *op = "read";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    CNN_TRY(cnn_cuda_check_transfer(b, src, host, bytes, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     if (bytes) CNN_CUDA_RT(op, cudaMemcpyAsync, host, src->data, bytes, cudaMemcpyDeviceToHost, ctx->compute);
     CNN_TRY(cnn_cuda_wait(ctx, op));
@@ -112,15 +96,6 @@ static cnn_status cnn_cuda_copy(cnn_backend *b, cnn_tensor *dst, const cnn_tenso
     static const char *op = "copy";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    char s1[CNN_CUDA_SHAPE_BUF], s2[CNN_CUDA_SHAPE_BUF];
-    CNN_TRY(cnn_cuda_check_tensor(src, op, "src"));
-    CNN_TRY(cnn_cuda_check_tensor(dst, op, "dst"));
-    if (dst->dtype != src->dtype)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda copy: dtypes differ (%s to %s)", cnn_dtype_name(src->dtype),
-                         cnn_dtype_name(dst->dtype));
-    if (cnn_tensor_numel(dst) != cnn_tensor_numel(src))
-        return cnn_error(CNN_ERR_SHAPE, "cuda copy: element counts differ (%s to %s)",
-                         cnn_cuda_shape_str(src, s1, sizeof s1), cnn_cuda_shape_str(dst, s2, sizeof s2));
     size_t bytes = cnn_tensor_bytes(src);
     if (!bytes || dst->data == src->data) return CNN_OK;
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
@@ -194,6 +169,7 @@ static void cnn_cuda_destroy(cnn_backend *b)
 
 const cnn_backend_ops cnn_cuda_ops = {
     .name = "cuda",
+    .float_dtypes = 1u << CNN_F32 | 1u << CNN_F16 | 1u << CNN_BF16,
     .destroy = cnn_cuda_destroy,
     .alloc = cnn_cuda_alloc,
     .free = cnn_cuda_free,
@@ -202,7 +178,7 @@ const cnn_backend_ops cnn_cuda_ops = {
     .copy = cnn_cuda_copy,
     .fill = cnn_cuda_fill,
     .sync = cnn_cuda_sync,
-    .plan_destroy = cnn_cuda_plan_destroy,
+    .plan_destroy = cnn_plan_destroy,
     .conv2d_forward = cnn_cuda_conv2d_forward,
     .conv2d_backward_data = cnn_cuda_conv2d_backward_data,
     .conv2d_backward_filter = cnn_cuda_conv2d_backward_filter,

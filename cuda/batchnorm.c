@@ -52,39 +52,14 @@ fail:
     return st;
 }
 
-/* Every tensor present is a CUDA tensor, x, y, residual, dy, dx and dresidual of one float dtype and the
- * per-channel ones F32; then the shapes and parameters (core/op_check.c). */
-static cnn_status cnn_cuda_bn_check(const cnn_batchnorm_args *a, int backward, int64_t *m, int64_t *c, const char *op)
-{
-    cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_BATCHNORM_MAX_TENSORS];
-    const char *names[CNN_BATCHNORM_MAX_TENSORS];
-    const int n = cnn_batchnorm_tensors(a, backward, ts, names);
-    CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
-    for (int i = 0; i < n; i++) {
-        const char *nm = names[i];
-        if (!strcmp(nm, "x") || !strcmp(nm, "y") || !strcmp(nm, "residual") || !strcmp(nm, "dy") ||
-            !strcmp(nm, "dx") || !strcmp(nm, "dresidual")) {
-            CNN_TRY(cnn_cuda_check_float(ts[i], op, nm));
-            CNN_TRY(cnn_cuda_check_dtype(ts[i], a->x->dtype, op, nm, "x"));
-        } else {
-            CNN_TRY(cnn_cuda_check_f32(ts[i], op, nm));
-        }
-    }
-    CNN_TRY(cnn_batchnorm_check(a, backward, "cuda ", op, m, c));
-fail:
-    return st;
-}
-
-/* The prologue of both directions: the checks, then the context and the scratch. *ctx stays NULL when there is
+/* The prologue of both directions: the sizes, then the context and the scratch. *ctx stays NULL when there is
  * nothing to compute (x is empty). */
-static cnn_status cnn_cuda_bn_begin(cnn_backend *b, const cnn_batchnorm_args *a, int backward, cnn_cuda_ctx **ctx,
+static cnn_status cnn_cuda_bn_begin(cnn_backend *b, const cnn_batchnorm_args *a, cnn_cuda_ctx **ctx,
                                     int64_t *m, int64_t *c, cnn_cuda_bn_scratch_layout *s, const char *op)
 {
     cnn_status st = CNN_OK;
     *ctx = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_bn_check(a, backward, m, c, op));
+    cnn_batchnorm_dims(a, m, c); /* checked by core/ops.c */
     if (*m * *c == 0) return CNN_OK;
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
     CNN_TRY(cnn_cuda_bn_scratch_get(*ctx, *m, *c, s, op));
@@ -99,9 +74,9 @@ cnn_status cnn_cuda_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *
     static const char *op = "batchnorm_forward";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    cnn_cuda_bn_scratch_layout s;
+    cnn_cuda_bn_scratch_layout s = {0};
     int64_t m = 0, c = 0;
-    CNN_TRY(cnn_cuda_bn_begin(b, a, 0, &ctx, &m, &c, &s, op));
+    CNN_TRY(cnn_cuda_bn_begin(b, a, &ctx, &m, &c, &s, op));
     if (!ctx) return CNN_OK; /* x is empty */
     double *sum = s.d0, *sq = s.d1; /* of x shifted by its first row */
     float *scale = s.f, *shift = s.f + c, *center = s.f + 2 * c;
@@ -126,9 +101,9 @@ cnn_status cnn_cuda_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args 
     static const char *op = "batchnorm_backward";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    cnn_cuda_bn_scratch_layout s;
+    cnn_cuda_bn_scratch_layout s = {0};
     int64_t m = 0, c = 0;
-    CNN_TRY(cnn_cuda_bn_begin(b, a, 1, &ctx, &m, &c, &s, op));
+    CNN_TRY(cnn_cuda_bn_begin(b, a, &ctx, &m, &c, &s, op));
     if (!ctx) return CNN_OK; /* x is empty */
     double *center = s.d0, *sum_dy = s.d1, *sum_dy_xc = s.d2;
     float *invstd = s.f, *coef = s.f + c; /* coef: 4 x c */

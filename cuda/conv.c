@@ -83,21 +83,18 @@ static void cnn_cuda_conv_entry_destroy(void *p)
 // ---------------------------------------------------------------------------------------------------------------
 // argument checks
 
-/* Checks the tensors one direction uses (cnn_conv2d_tensors) and fills the key. */
-static cnn_status cnn_cuda_conv_check(const cnn_conv2d_args *a, int dir, const cnn_cuda_ctx *ctx,
-                                      cnn_cuda_conv_key *k, const char *op)
+/* The key of a call core/ops.c has checked, and what only cuDNN limits: its legacy descriptors' 32-bit sizes. */
+static cnn_status cnn_cuda_conv_key_of(const cnn_conv2d_args *a, int dir, const cnn_cuda_ctx *ctx,
+                                       cnn_cuda_conv_key *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    const int nt = cnn_conv2d_tensors(a, dir, ts, names);
+    const cnn_tensor *x = dir == CNN_OP_BWD_DATA ? a->dx : a->x;
 
     memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_operands(ts, names, nt, op));
-    k->dtype = ts[0]->dtype;
-    k->tf32 = ts[0]->dtype == CNN_F32 && ctx->precision == CNN_PRECISION_TF32;
+    k->dtype = x->dtype;
+    k->tf32 = x->dtype == CNN_F32 && ctx->precision == CNN_PRECISION_TF32;
     k->deterministic = ctx->deterministic;
-    CNN_TRY(cnn_conv2d_check(a, dir, "cuda ", op, &k->s));
+    cnn_conv2d_sizes_of(a, dir, &k->s);
     /* cuDNN's legacy descriptors count in int */
     const int64_t hp = k->s.h + k->s.pad_top + k->s.pad_bottom, wp = k->s.w + k->s.pad_left + k->s.pad_right;
     CNN_TRY(cnn_cuda_check_int(k->s.n * hp * wp * k->s.c, op, "the padded input's element count"));
@@ -243,12 +240,10 @@ static cnn_status cnn_cuda_conv_entry_get(cnn_backend *b, const cnn_conv2d_args 
     cnn_status st = CNN_OK;
     cnn_cuda_conv_key key;
     void *e = NULL;
-    if (!b || b->ops != &cnn_cuda_ops || !b->ctx)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: not a CUDA backend", op);
-    CNN_TRY(cnn_cuda_conv_check(a, dir, b->ctx, &key, op));
+    CNN_TRY(cnn_cuda_conv_key_of(a, dir, b->ctx, &key, op));
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
-    CNN_TRY(cnn_cuda_plan_entry(a->plan ? a->plan : tmp, CNN_CUDA_PLAN_CONV, &key, sizeof key,
-                                sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(a->plan ? a->plan : tmp, CNN_PLAN_CONV, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_conv_entry), cnn_cuda_conv_entry_destroy, &e, op));
     CNN_TRY(cnn_cuda_conv_prepare(e, op));
     *out = e;
 fail:
@@ -408,7 +403,6 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
     cnn_cuda_ctx *ctx = NULL;
     cnn_plan *tmp = NULL;
     cnn_cuda_conv_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_FWD, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->w->data, a->y->data};
@@ -426,7 +420,7 @@ cnn_status cnn_cuda_conv2d_forward(cnn_backend *b, const cnn_conv2d_args *a)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, a->y->dtype, a->b ? a->b->data : NULL,
                     e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o, a->act, a->act_alpha);
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -437,7 +431,6 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
     cnn_cuda_ctx *ctx = NULL;
     cnn_plan *tmp = NULL;
     cnn_cuda_conv_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_DATA, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->dx->data, a->w->data, a->dy->data};
@@ -455,7 +448,7 @@ cnn_status cnn_cuda_conv2d_backward_data(cnn_backend *b, const cnn_conv2d_args *
             CNN_CUDA_RT(op, cnn_cuda_launch_crop, ctx->compute, e->xpad, a->dx->data, a->dx->dtype, &e->pad);
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -466,7 +459,6 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
     cnn_cuda_ctx *ctx = NULL;
     cnn_plan *tmp = NULL;
     cnn_cuda_conv_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_conv_entry_get(b, a, CNN_CUDA_CONV_BWD_FILTER, &tmp, &ctx, &e, op));
 
     void *const ptrs[CNN_CUDA_GRAPH_TENSORS] = {a->x->data, a->dw->data, a->dy->data};
@@ -485,6 +477,6 @@ cnn_status cnn_cuda_conv2d_backward_filter(cnn_backend *b, const cnn_conv2d_args
         CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, a->dy->dtype, e->key.s.n * e->key.s.oh * e->key.s.ow, e->key.s.o,
                                  a->db->data, op));
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -171,138 +171,13 @@ fail:
 // ---------------------------------------------------------------------------------------------------------------
 // plans
 
-cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
-                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what)
-{
-    *entry = NULL;
-    cnn_plan *p = *slot;
-    if (p && (p->kind != kind || p->key_size != key_size))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: the plan slot belongs to another kind of op", what);
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan", what);
-        p->kind = kind;
-        p->key_size = key_size;
-        p->entry_destroy = destroy;
-        *slot = p;
-    }
-    p->clock++;
-    int victim = 0;
-    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++) {
-        if (p->entry[i] && !memcmp(p->entry[i], key, key_size)) {
-            p->used[i] = p->clock;
-            *entry = p->entry[i];
-            return CNN_OK;
-        }
-        if (!p->entry[i] || (p->entry[victim] && p->used[i] < p->used[victim])) victim = i;
-    }
-    void *e = calloc(1, entry_size);
-    if (!e) return cnn_error(CNN_ERR_NO_MEMORY, "cuda %s: out of host memory for a plan entry", what);
-    memcpy(e, key, key_size);
-    if (p->entry[victim]) {
-        if (p->last_forward == p->entry[victim]) p->last_forward = NULL;
-        p->entry_destroy(p->entry[victim]);
-    }
-    p->entry[victim] = e;
-    p->used[victim] = p->clock;
-    *entry = e;
-    return CNN_OK;
-}
 
-void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan)
-{
-    (void)b;
-    if (!plan) return;
-    for (int i = 0; i < CNN_CUDA_PLAN_SLOTS; i++)
-        if (plan->entry[i]) plan->entry_destroy(plan->entry[i]);
-    free(plan);
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// argument checks
-
-const char *cnn_cuda_shape_str(const cnn_tensor *t, char *buf, size_t size)
-{
-    if (!t) {
-        snprintf(buf, size, "(missing)");
-        return buf;
-    }
-    size_t len = 0;
-    len += (size_t)snprintf(buf + len, size - len, "(");
-    for (int i = 0; i < t->ndim && len < size; i++)
-        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    if (len < size) snprintf(buf + len, size - len, ")");
-    return buf;
-}
-
-cnn_status cnn_cuda_check_tensor(const cnn_tensor *t, const char *op, const char *name)
-{
-    if (!t) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s is missing", op, name);
-    if (!t->backend || t->backend->ops != &cnn_cuda_ops)
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s lives on backend '%s', not on a CUDA device", op, name,
-                         t->backend ? t->backend->name : "(none)");
-    if (t->ndim < 1 || t->ndim > CNN_MAX_DIMS)
-        return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s has rank %d", op, name, t->ndim);
-    if (cnn_tensor_numel(t) > 0 && !t->data) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s has no data", op, name);
-    return CNN_OK;
-}
-
-cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *name)
-{
-    cnn_status st = cnn_cuda_check_tensor(t, op, name);
-    if (st != CNN_OK) return st;
-    if (t->dtype != CNN_F32)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; it must be F32", op, name,
-                         cnn_dtype_name(t->dtype));
-    return CNN_OK;
-}
-
-cnn_status cnn_cuda_check_float(const cnn_tensor *t, const char *op, const char *name)
-{
-    cnn_status st = cnn_cuda_check_tensor(t, op, name);
-    if (st != CNN_OK) return st;
-    if (t->dtype != CNN_F32 && t->dtype != CNN_F16 && t->dtype != CNN_BF16)
-        return cnn_error(CNN_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; this op computes in F32, F16 or BF16", op,
-                         name, cnn_dtype_name(t->dtype));
-    return CNN_OK;
-}
-
-cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *op, const char *name,
-                                const char *ref_name)
-{
-    if (t->dtype == dt) return CNN_OK;
-    return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %s has dtype %s but %s has %s; they must agree", op, name,
-                     cnn_dtype_name(t->dtype), ref_name, cnn_dtype_name(dt));
-}
-
-cnn_status cnn_cuda_check_operands(const cnn_tensor *const *ts, const char *const *names, int n, const char *op)
-{
-    cnn_status st = CNN_OK;
-    for (int i = 0; i < 3; i++) CNN_TRY(cnn_cuda_check_float(ts[i], op, names[i]));
-    CNN_TRY(cnn_cuda_check_dtype(ts[1], ts[0]->dtype, op, names[1], names[0]));
-    CNN_TRY(cnn_cuda_check_dtype(ts[2], ts[0]->dtype, op, names[2], names[0]));
-    if (n > 3) CNN_TRY(cnn_cuda_check_f32(ts[3], op, names[3]));
-fail:
-    return st;
-}
 
 cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt)
 {
     return dt == CNN_F16 ? CUDNN_DATA_HALF : dt == CNN_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
 }
 
-cnn_status cnn_cuda_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
-                                const char *name)
-{
-    int same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
-    if (same) return CNN_OK;
-    char got[CNN_CUDA_SHAPE_BUF], want[CNN_CUDA_SHAPE_BUF];
-    cnn_tensor w = {.ndim = ndim};
-    for (int i = 0; i < ndim && i < CNN_MAX_DIMS; i++) w.shape[i] = shape[i];
-    return cnn_error(CNN_ERR_SHAPE, "cuda %s: %s is %s, expected %s", op, name, cnn_cuda_shape_str(t, got, sizeof got),
-                     cnn_cuda_shape_str(&w, want, sizeof want));
-}
 
 cnn_status cnn_cuda_check_int(int64_t n, const char *op, const char *what)
 {

@@ -1,5 +1,5 @@
 /* The CUDA backend's private toolkit: its context, checked CUDA / cuDNN / cuBLAS / cuBLASLt calls, the device
- * workspace, the per-call-site plan cache and the argument checks every op shares.
+ * workspace and the per-call-site plan cache (the ops' arguments are checked by core/ops.c).
  *
  * Rules:
  * - Every CUDA runtime, cuDNN, cuBLAS and cuBLASLt call goes through CNN_CUDA_RT / CNN_CUDA_DNN / CNN_CUDA_BLAS
@@ -28,6 +28,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/plan.h"
 #include "cuda/kernels.h"
 
 /* ---- the backend context ---- */
@@ -105,70 +106,17 @@ cnn_status cnn_cuda_check_deferred(cnn_cuda_ctx *ctx);
 cnn_status cnn_cuda_col_sum(cnn_cuda_ctx *ctx, const void *x, int dt, int64_t rows, int64_t cols, float *out,
                             const char *what);
 
-/* ---- plans: a small cache of per-shape entries for one call site (same scheme as the CPU backend) ---- */
-
-typedef enum cnn_cuda_plan_kind {
-    CNN_CUDA_PLAN_CONV = 1,
-    CNN_CUDA_PLAN_POOL,
-    CNN_CUDA_PLAN_DENSE,
-} cnn_cuda_plan_kind;
+/* ---- plans (core/plan.h) ---- */
 
 /* Four shape keys: the full and the smaller last batch of an epoch, and the same two of evaluation (batch 256),
  * which alternate every epoch; each new key costs an algorithm search (milliseconds per convolution), so they
  * should stay cached. */
 #define CNN_CUDA_PLAN_SLOTS 4
 
-typedef void (*cnn_cuda_entry_destroy_fn)(void *entry);
-
-struct cnn_plan {
-    cnn_cuda_plan_kind kind;
-    size_t key_size;
-    cnn_cuda_entry_destroy_fn entry_destroy;
-    uint64_t clock;
-    void *entry[CNN_CUDA_PLAN_SLOTS];
-    uint64_t used[CNN_CUDA_PLAN_SLOTS];
-    /* pooling: the entry, input and output of the most recent training forward (max-pool backward without x, y) */
-    void *last_forward;
-    const void *last_x, *last_y;
-};
-
-/* Finds the entry for `key` (zeroed before it was filled: it is memcmp-compared) in *slot, creating the plan and
- * the entry (zeroed, key copied in, `entry_size` bytes) when needed; the least recently used one is dropped when
- * every slot is taken. */
-cnn_status cnn_cuda_plan_entry(cnn_plan **slot, cnn_cuda_plan_kind kind, const void *key, size_t key_size,
-                               size_t entry_size, cnn_cuda_entry_destroy_fn destroy, void **entry, const char *what);
-
-void cnn_cuda_plan_destroy(cnn_backend *b, cnn_plan *plan);
-
-/* ---- argument checks shared by the ops ---- */
-
-/* Formats a tensor's shape as "(2, 7, 5, 3)" into buf. */
-const char *cnn_cuda_shape_str(const cnn_tensor *t, char *buf, size_t size);
-#define CNN_CUDA_SHAPE_BUF 96
-
-/* The tensor exists, lives on a CUDA backend, is F32 and has data (when not empty). */
-cnn_status cnn_cuda_check_f32(const cnn_tensor *t, const char *op, const char *name);
-
-/* The tensor exists, lives on a CUDA backend, is F32, F16 or BF16 and has data (when not empty). */
-cnn_status cnn_cuda_check_float(const cnn_tensor *t, const char *op, const char *name);
-
-/* The tensor has dtype dt, that of `ref_name` (mixed dtypes in one op are CNN_ERR_INVALID_ARG). */
-cnn_status cnn_cuda_check_dtype(const cnn_tensor *t, cnn_dtype dt, const char *op, const char *name,
-                                const char *ref_name);
-
-/* The operands of a conv2d or dense call as cnn_conv2d_tensors / cnn_dense_tensors list them: the first three
- * (x-like, w-like, y-like) F32, F16 or BF16 of one dtype, the fourth (the bias, when n is 4) F32. */
-cnn_status cnn_cuda_check_operands(const cnn_tensor *const *ts, const char *const *names, int n, const char *op);
+/* ---- what only this backend checks (core/ops.c checks the rest) ---- */
 
 /* cuDNN's name for a floating-point dtype. */
 cudnnDataType_t cnn_cuda_dnn_type(cnn_dtype dt);
-
-/* The tensor exists and lives on a CUDA backend (any dtype). */
-cnn_status cnn_cuda_check_tensor(const cnn_tensor *t, const char *op, const char *name);
-
-/* The tensor has exactly this shape; else CNN_ERR_SHAPE with both shapes in the message. */
-cnn_status cnn_cuda_check_shape(const cnn_tensor *t, int ndim, const int64_t *shape, const char *op,
-                                const char *name);
 
 /* cuDNN and cuBLAS take 32-bit sizes: CNN_ERR_UNSUPPORTED naming `what` when n does not fit. */
 cnn_status cnn_cuda_check_int(int64_t n, const char *op, const char *what);

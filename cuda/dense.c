@@ -101,18 +101,13 @@ static cudaDataType_t cnn_cuda_blas_type(int dt)
 static uint32_t cnn_cuda_lt_align(const void *p) { return cnn_cuda_address_align((uintptr_t)p, CNN_CUDA_LT_ALIGN); }
 
 // ---------------------------------------------------------------------------------------------------------------
-// argument checks
+// sizes
 
-/* Checks the tensors one direction uses (cnn_dense_tensors) and returns the sizes. */
-static cnn_status cnn_cuda_dense_check(const cnn_dense_args *a, int dir, cnn_dense_sizes *k, const char *op)
+/* The sizes of a call core/ops.c has checked, and what only cuBLAS limits: 32-bit sizes. */
+static cnn_status cnn_cuda_dense_sizes(const cnn_dense_args *a, int dir, cnn_dense_sizes *k, const char *op)
 {
     cnn_status st = CNN_OK;
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    const int nt = cnn_dense_tensors(a, dir, ts, names);
-
-    CNN_TRY(cnn_cuda_check_operands(ts, names, nt, op));
-    CNN_TRY(cnn_dense_check(a, dir, "cuda ", op, k));
+    cnn_dense_sizes_of(a, dir, k);
     CNN_TRY(cnn_cuda_check_int(k->n, op, "the batch N"));
     CNN_TRY(cnn_cuda_check_int(k->in, op, "the input features IN"));
     CNN_TRY(cnn_cuda_check_int(k->out, op, "the output features OUT"));
@@ -234,8 +229,8 @@ static cnn_status cnn_cuda_dense_entry_get(cnn_cuda_ctx *ctx, cnn_plan **slot, i
     const int uses_bias = epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_RELU_BIAS ||
                           epi == CUBLASLT_EPILOGUE_BGRADB;
     const void *epi_bias = uses_bias ? cand : NULL;
-    CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_DENSE, &key, sizeof key, sizeof(cnn_cuda_dense_entry),
-                                cnn_cuda_dense_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_DENSE, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_dense_entry), cnn_cuda_dense_entry_destroy, &e, op));
     cnn_cuda_dense_entry *de = e;
     if (!de->ready) CNN_TRY(cnn_cuda_dense_prepare(ctx, de, epi_bias, op));
     *out = de;
@@ -287,8 +282,7 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
     cnn_cuda_dense_entry *e = NULL;
     cnn_plan *tmp = NULL;
     cnn_dense_sizes k;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_FWD, &k, op));
+    CNN_TRY(cnn_cuda_dense_sizes(a, CNN_CUDA_DENSE_FWD, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out, dt = a->x->dtype;
     const void *bias = a->b ? a->b->data : NULL;
@@ -319,7 +313,7 @@ cnn_status cnn_cuda_dense_forward(cnn_backend *b, const cnn_dense_args *a)
         CNN_CUDA_RT(op, cnn_cuda_launch_bias_act, ctx->compute, a->y->data, dt, bias, k.n, k.out, a->act,
                     a->act_alpha);
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -329,8 +323,7 @@ cnn_status cnn_cuda_dense_backward_data(cnn_backend *b, const cnn_dense_args *a)
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
     cnn_dense_sizes k;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_DATA, &k, op));
+    CNN_TRY(cnn_cuda_dense_sizes(a, CNN_CUDA_DENSE_BWD_DATA, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out;
     CNN_TRY(cnn_cuda_gemm(ctx, CUBLAS_OP_N, CUBLAS_OP_N, in, n, out, a->w->data, in, a->dy->data, out, a->dx->data, in,
@@ -347,8 +340,7 @@ cnn_status cnn_cuda_dense_backward_weights(cnn_backend *b, const cnn_dense_args 
     cnn_cuda_dense_entry *e = NULL;
     cnn_plan *tmp = NULL;
     cnn_dense_sizes k;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
-    CNN_TRY(cnn_cuda_dense_check(a, CNN_CUDA_DENSE_BWD_WEIGHTS, &k, op));
+    CNN_TRY(cnn_cuda_dense_sizes(a, CNN_CUDA_DENSE_BWD_WEIGHTS, &k, op));
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     const int n = (int)k.n, in = (int)k.in, out = (int)k.out, dt = a->dy->dtype;
     float *db = a->db ? a->db->data : NULL;
@@ -366,6 +358,6 @@ cnn_status cnn_cuda_dense_backward_weights(cnn_backend *b, const cnn_dense_args 
     }
     if (col_sum) CNN_TRY(cnn_cuda_col_sum(ctx, a->dy->data, dt, k.n, k.out, db, op));
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -323,7 +323,8 @@ static __global__ void cnn_cuda_softmax_xent_kernel(const void *logits, int dt, 
         return;
     }
     // target = (1 - s) onehot + s / K; loss = w[label] * (log sum exp(z - m) - sum_j target_j (z_j - m))
-    const float off_target = smooth / (float)k, on_target = 1.0f - smooth + off_target;
+    float on_target, off_target;
+    CNN_XENT_TARGETS(float, smooth, k, on_target, off_target);
     // read before any output is written; the shuffles below order every lane's reads before any lane's writes
     const float x_label = ld(logits, dt, base + label);
     float m = -INFINITY;
@@ -1003,26 +1004,17 @@ static __global__ void cnn_cuda_bn_forward_coef_kernel(int training, const void 
     {
         double mean, var;
         if (training) {
-            // the moments of x shifted by its first row (cnn_cuda_bn_partial_kernel); biased: what normalizes
-            const double d = s1[j] / (double)m, v = s2[j] / (double)m - d * d;
-            mean = (double)ld(x, dt, j) + d;
-            var = v > 0.0 ? v : 0.0;
+            // the moments of x shifted by its first row (cnn_cuda_bn_partial_kernel)
+            cnn_bn_moments(s1[j], s2[j], (double)ld(x, dt, j), m, &mean, &var);
         } else {
             mean = running_mean_in[j];
             var = running_var_in[j];
         }
-        const double invstd = 1.0 / sqrt(var + (double)eps);
-        const double g = gamma ? gamma[j] : 1.0;
-        scale[j] = (float)(g * invstd);
+        const double invstd = cnn_bn_forward_coef(mean, var, eps, gamma ? gamma[j] : 1.0, &scale[j], &center[j]);
         shift[j] = beta ? beta[j] : 0.0f;
-        center[j] = (float)mean;
         if (training && save_mean) save_mean[j] = (float)mean;
         if (training && save_invstd) save_invstd[j] = (float)invstd;
-        if (training && running_mean) {
-            const double mom = momentum, unbias = (double)m / (double)(m - 1);
-            running_mean[j] = (float)((1.0 - mom) * running_mean[j] + mom * mean);
-            running_var[j] = (float)((1.0 - mom) * running_var[j] + mom * var * unbias);
-        }
+        if (training && running_mean) cnn_bn_running_update(&running_mean[j], &running_var[j], mean, var, momentum, m);
     }
 }
 
@@ -1085,7 +1077,7 @@ static __global__ void cnn_cuda_bn_backward_stats_kernel(int training, const flo
             invstd[j] = save_invstd[j];
         } else {
             center[j] = running_mean[j];
-            invstd[j] = (float)(1.0 / sqrt((double)running_var[j] + (double)eps));
+            invstd[j] = (float)cnn_bn_invstd(running_var[j], eps);
         }
     }
 }
@@ -1110,11 +1102,8 @@ static __global__ void cnn_cuda_bn_backward_coef_kernel(int training, const doub
     {
         if (dgamma) dgamma[j] = (float)(s2[j] * invstd[j]);
         if (dbeta) dbeta[j] = (float)s1[j];
-        const double s = invstd[j];
-        coef[j] = (float)((gamma ? gamma[j] : 1.0) * s);
-        coef[c + j] = training ? (float)(s1[j] / (double)m) : 0.0f;
-        coef[2 * c + j] = training ? (float)(s2[j] * s * s / (double)m) : 0.0f;
-        coef[3 * c + j] = (float)center[j];
+        cnn_bn_backward_coef(training, s1[j], s2[j], center[j], invstd[j], gamma ? gamma[j] : 1.0, m, &coef[j],
+                             &coef[c + j], &coef[2 * c + j], &coef[3 * c + j]);
     }
 }
 

@@ -46,23 +46,12 @@ static void cnn_cuda_pool_entry_destroy(void *p)
     free(e);
 }
 
-/* Checks x-like (x, or dx in backward) and y-like (y, or dy) tensors and the window; fills the key. */
-static cnn_status cnn_cuda_pool_check(const cnn_pool2d_args *a, int backward, cnn_cuda_pool_key *k, const char *op)
+/* the key of a call core/ops.c has checked */
+static void cnn_cuda_pool_key_of(const cnn_pool2d_args *a, int backward, cnn_cuda_pool_key *k)
 {
-    cnn_status st = CNN_OK;
-    const cnn_tensor *xt = backward ? a->dx : a->x;
-    const cnn_tensor *yt = backward ? a->dy : a->y;
-    const char *xn = backward ? "dx" : "x";
-    const char *yn = backward ? "dy" : "y";
-
     memset(k, 0, sizeof *k);
-    CNN_TRY(cnn_cuda_check_float(xt, op, xn));
-    CNN_TRY(cnn_cuda_check_float(yt, op, yn));
-    CNN_TRY(cnn_cuda_check_dtype(yt, xt->dtype, op, yn, xn));
-    CNN_TRY(cnn_pool2d_check(a, backward, "cuda ", op, &k->s));
-    k->dtype = xt->dtype;
-fail:
-    return st;
+    cnn_pool2d_sizes_of(a, backward, &k->s);
+    k->dtype = (backward ? a->dx : a->x)->dtype;
 }
 
 static cnn_status cnn_cuda_pool_prepare(cnn_cuda_pool_entry *e, const char *op)
@@ -109,10 +98,10 @@ static cnn_status cnn_cuda_pool_entry_get(cnn_backend *b, const cnn_pool2d_args 
     cnn_status st = CNN_OK;
     cnn_cuda_pool_key key;
     void *e = NULL;
-    CNN_TRY(cnn_cuda_pool_check(a, backward, &key, op));
+    cnn_cuda_pool_key_of(a, backward, &key);
     CNN_TRY(cnn_cuda_enter(b, ctx, op));
-    CNN_TRY(cnn_cuda_plan_entry(slot, CNN_CUDA_PLAN_POOL, &key, sizeof key, sizeof(cnn_cuda_pool_entry),
-                                cnn_cuda_pool_entry_destroy, &e, op));
+    CNN_TRY(cnn_plan_entry(slot, CNN_PLAN_POOL, CNN_CUDA_PLAN_SLOTS, &key, sizeof key,
+                           sizeof(cnn_cuda_pool_entry), cnn_cuda_pool_entry_destroy, &e, op));
     CNN_TRY(cnn_cuda_pool_prepare(e, op));
     *out = e;
 fail:
@@ -127,7 +116,6 @@ cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
     cnn_plan *tmp = NULL;
     cnn_plan **slot = a && a->plan ? a->plan : &tmp;
     cnn_cuda_pool_entry *e = NULL;
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
     CNN_TRY(cnn_cuda_pool_entry_get(b, a, 0, slot, &ctx, &e, op));
 
     /* from here on, what an earlier forward left for backward is stale */
@@ -148,7 +136,7 @@ cnn_status cnn_cuda_pool2d_forward(cnn_backend *b, const cnn_pool2d_args *a)
         (*slot)->last_y = a->y->data;
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }
 
@@ -160,19 +148,12 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
     cnn_plan *tmp = NULL;
     cnn_plan **slot = a && a->plan ? a->plan : &tmp;
     cnn_cuda_pool_entry *e = NULL;
-    char s1[CNN_CUDA_SHAPE_BUF];
-    if (!a) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: args is NULL", op);
+    char s1[CNN_OP_SHAPE_BUF];
     CNN_TRY(cnn_cuda_pool_entry_get(b, a, 1, slot, &ctx, &e, op));
 
     /* the forward's input and output: given, or remembered from the last training forward */
     const void *x = NULL, *y = NULL;
     if (a->x && a->y) {
-        CNN_TRY(cnn_cuda_check_float(a->x, op, "x"));
-        CNN_TRY(cnn_cuda_check_float(a->y, op, "y"));
-        CNN_TRY(cnn_cuda_check_dtype(a->x, a->dx->dtype, op, "x", "dx"));
-        CNN_TRY(cnn_cuda_check_dtype(a->y, a->dx->dtype, op, "y", "dx"));
-        CNN_TRY(cnn_cuda_check_shape(a->x, 4, a->dx->shape, op, "x"));
-        CNN_TRY(cnn_cuda_check_shape(a->y, 4, a->dy->shape, op, "y"));
         x = a->x->data;
         y = a->y->data;
     } else if ((*slot)->last_forward == e) {
@@ -184,7 +165,7 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
         st = cnn_error(CNN_ERR_INVALID_ARG,
                        "cuda %s: max-pool backward for dx %s needs the forward's x and y, or a training forward "
                        "(training = 1) of the same shapes as the last forward through this plan; there was none",
-                       op, cnn_cuda_shape_str(a->dx, s1, sizeof s1));
+                       op, cnn_op_shape_str(a->dx, s1, sizeof s1));
         goto fail;
     }
     int done = 0;
@@ -201,6 +182,6 @@ cnn_status cnn_cuda_pool2d_backward(cnn_backend *b, const cnn_pool2d_args *a)
                     a->dx->data, e->key.dtype, &e->g);
     }
 fail:
-    cnn_cuda_plan_destroy(b, tmp);
+    cnn_plan_destroy(b, tmp);
     return st;
 }

@@ -41,12 +41,7 @@ cnn_status cnn_cuda_write_async(cnn_backend *b, cnn_tensor *dst, const void *hos
     static const char *op = "write_async";
     cnn_status st = CNN_OK;
     cnn_cuda_ctx *ctx = NULL;
-    CNN_TRY(cnn_cuda_check_tensor(dst, op, "dst"));
-    if (bytes != cnn_tensor_bytes(dst))
-        return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: %zu bytes given for a tensor of %zu", op, bytes,
-                         cnn_tensor_bytes(dst));
-    if (!bytes) return CNN_OK;
-    if (!host || !dst->data) return cnn_error(CNN_ERR_INVALID_ARG, "cuda %s: NULL buffer", op);
+    /* core/ops.c checked the tensor, the size (not 0) and the buffers */
     CNN_TRY(cnn_cuda_enter(b, &ctx, op));
     CNN_CUDA_RT(op, cudaMemcpyAsync, dst->data, host, bytes, cudaMemcpyHostToDevice, ctx->copy);
     /* the event marks the copy's end; compute work queued from now on starts after it. Re-recording the one event

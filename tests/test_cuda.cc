@@ -30,6 +30,7 @@ extern "C" {
 #include "core/checkpoint.h"
 }
 #include "core/rng.h"
+#include "core/ops.h"
 #include "tests/op_util.h"
 #include "tests/util.h"
 
@@ -95,10 +96,10 @@ class CudaOps : public ::testing::Test {
     // every test starts from the backend's defaults, whatever the one before left set (a network's precision, a
     // training's determinism)
     if (g_cuda->ops->set_precision) {
-      ASSERT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
     }
     if (g_cuda->ops->set_deterministic) {
-      ASSERT_EQ(g_cuda->ops->set_deterministic(g_cuda, 0), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_set_deterministic(g_cuda, 0), CNN_OK) << cnn_last_error();
     }
   }
 };
@@ -272,28 +273,28 @@ TEST_F(CudaOps, TensorsRoundTripThroughWriteReadCopyAndFill) {
   std::vector<float> in(105), out(105, -1.0f);
   for (size_t i = 0; i < in.size(); i++) in[i] = (float)i * 0.5f - 7.0f;
   ASSERT_EQ(cnn_tensor_write(t, in.data(), in.size() * 4), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(g_cuda->ops->copy(g_cuda, u, t), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_copy(g_cuda, u, t), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_tensor_read(u, out.data(), out.size() * 4), CNN_OK) << cnn_last_error();
   EXPECT_EQ(in, out);
-  expect_error(g_cuda->ops->write(g_cuda, t, in.data(), 12), CNN_ERR_INVALID_ARG, {"12 bytes"});
+  expect_error(cnn_op_write(g_cuda, t, in.data(), 12), CNN_ERR_INVALID_ARG, {"12 bytes"});
 
   // a CPU tensor is not a CUDA tensor: transfers between backends are explicit, through the host
   DTensor c(g_cpu, {3, 5, 7});
-  expect_error(g_cuda->ops->copy(g_cuda, u, c.t()), CNN_ERR_INVALID_ARG, {"cpu"});
-  expect_error(g_cuda->ops->read(g_cuda, c.t(), out.data(), out.size() * 4), CNN_ERR_INVALID_ARG, {"cpu"});
+  expect_error(cnn_op_copy(g_cuda, u, c.t()), CNN_ERR_INVALID_ARG, {"cpu"});
+  expect_error(cnn_op_read(g_cuda, c.t(), out.data(), out.size() * 4), CNN_ERR_INVALID_ARG, {"cpu"});
 
   for (int64_t n : {1, 5, 100003}) {
     DTensor f(g_cuda, {n});
-    ASSERT_EQ(g_cuda->ops->fill(g_cuda, f.t(), 2.5f), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_fill(g_cuda, f.t(), 2.5f), CNN_OK) << cnn_last_error();
     for (float v : f.get()) ASSERT_EQ(v, 2.5f);
-    ASSERT_EQ(g_cuda->ops->fill(g_cuda, f.t(), 0.0f), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_fill(g_cuda, f.t(), 0.0f), CNN_OK) << cnn_last_error();
     for (float v : f.get()) ASSERT_EQ(v, 0.0f);
     EXPECT_TRUE(f.tail_intact()) << "fill wrote past the end of " << n << " floats";
   }
   DTensor fi(g_cuda, {9}, CNN_I32);
-  ASSERT_EQ(g_cuda->ops->fill(g_cuda, fi.t(), 0.0f), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_fill(g_cuda, fi.t(), 0.0f), CNN_OK) << cnn_last_error();
   EXPECT_TRUE(fi.tail_intact());
-  expect_error(g_cuda->ops->fill(g_cuda, fi.t(), 1.0f), CNN_ERR_UNSUPPORTED, {"I32"});
+  expect_error(cnn_op_fill(g_cuda, fi.t(), 1.0f), CNN_ERR_UNSUPPORTED, {"I32"});
   cnn_tensor_destroy(t);
   cnn_tensor_destroy(u);
 }
@@ -301,7 +302,7 @@ TEST_F(CudaOps, TensorsRoundTripThroughWriteReadCopyAndFill) {
 TEST_F(CudaOps, RunningOutOfDeviceMemorySaysHowMuchWasAskedAndIsFree) {
   void *p = nullptr;
   // 1 PiB: more than any GPU has
-  expect_error(g_cuda->ops->alloc(g_cuda, (size_t)1 << 50, &p), CNN_ERR_NO_MEMORY,
+  expect_error(cnn_op_alloc(g_cuda, (size_t)1 << 50, &p), CNN_ERR_NO_MEMORY,
                {"out of device memory", "MiB", "free", "smaller batch"});
   EXPECT_EQ(p, nullptr);
   // and the backend still works afterwards
@@ -333,7 +334,7 @@ ConvResult run_conv(cnn_backend *b, const ConvCase &p, const std::vector<float> 
   a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = p.bias ? tdb.t() : nullptr;
   const char *name = b->ops->name;
   cnn_status (*const dirs[3])(cnn_backend *, const cnn_conv2d_args *) = {
-      b->ops->conv2d_forward, b->ops->conv2d_backward_data, b->ops->conv2d_backward_filter};
+      cnn_op_conv2d_forward, cnn_op_conv2d_backward_data, cnn_op_conv2d_backward_filter};
   if (status) *status = CNN_OK;
   for (auto dir : dirs) {
     const cnn_status st = dir(b, &a);
@@ -397,15 +398,15 @@ TEST_F(CudaOps, MaxPool2dBackwardWithoutForwardStateFails) {
   DTensor dy(g_cuda, p.y_shape()), dx(g_cuda, p.x_shape());
   cnn_pool2d_args a = p.args();
   a.plan = &plan.p, a.dy = dy.t(), a.dx = dx.t();
-  expect_error(g_cuda->ops->pool2d_backward(g_cuda, &a), CNN_ERR_INVALID_ARG, {"max-pool backward", "training"});
+  expect_error(cnn_op_pool2d_backward(g_cuda, &a), CNN_ERR_INVALID_ARG, {"max-pool backward", "training"});
   // an inference forward leaves nothing for backward either
   DTensor x(g_cuda, p.x_shape()), y(g_cuda, p.y_shape());
   std::mt19937 rng(5);
   x.set(random_floats(x.numel(), rng));
   a.x = x.t(), a.y = y.t(), a.training = 0;
-  ASSERT_EQ(g_cuda->ops->pool2d_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_pool2d_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
   a.x = nullptr, a.y = nullptr;
-  expect_error(g_cuda->ops->pool2d_backward(g_cuda, &a), CNN_ERR_INVALID_ARG, {"max-pool backward"});
+  expect_error(cnn_op_pool2d_backward(g_cuda, &a), CNN_ERR_INVALID_ARG, {"max-pool backward"});
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -556,16 +557,16 @@ TEST_F(CudaOps, VectorAndElementKernelPathsGiveTheSameBits) {
       memset(&a, 0, sizeof a);
       a.x = tx.t(), a.residual = tr.t(), a.y = ty.t(), a.gamma = tg.t(), a.beta = tb.t();
       a.save_mean = tsm.t(), a.save_invstd = tsi.t(), a.eps = 1e-5f, a.training = 1, a.act = CNN_ACT_RELU;
-      ASSERT_EQ(g_cuda->ops->batchnorm_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_batchnorm_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
       a.dy = tdy.t(), a.dx = tdx.t(), a.dgamma = tdg.t(), a.dbeta = tdb.t();
-      ASSERT_EQ(g_cuda->ops->batchnorm_backward(g_cuda, &a), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_batchnorm_backward(g_cuda, &a), CNN_OK) << cnn_last_error();
       cnn_act_args g;
       memset(&g, 0, sizeof g);
       g.act = CNN_ACT_GELU, g.x = tx.t(), g.y = ta.t(), g.dy = tdy.t(), g.dx = tdy.t();
-      ASSERT_EQ(g_cuda->ops->act_forward(g_cuda, &g), CNN_OK) << cnn_last_error();
-      ASSERT_EQ(g_cuda->ops->act_backward(g_cuda, &g), CNN_OK) << cnn_last_error();  // in place, as layers do
+      ASSERT_EQ(cnn_op_act_forward(g_cuda, &g), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_act_backward(g_cuda, &g), CNN_OK) << cnn_last_error();  // in place, as layers do
       cnn_add_args s = {.a = tr.t(), .b = tx.t(), .y = tr.t(), .alpha = 0.5f, .beta = -2.0f};
-      ASSERT_EQ(g_cuda->ops->add(g_cuda, &s), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_add(g_cuda, &s), CNN_OK) << cnn_last_error();
       const int k = (int)offset;
       out[k][0] = ty.get(), out[k][1] = tdx.get(), out[k][2] = tdg.get(), out[k][3] = tdb.get();
       out[k][4] = tsm.get(), out[k][5] = ta.get(), out[k][6] = tdy.get(), out[k][7] = tr.get();
@@ -596,9 +597,9 @@ DenseResult run_dense(cnn_backend *b, const DenseCase &c, const DenseInputs &in,
   a.act = c.act, a.act_alpha = act_alpha(c.act);
   a.dy = tdy.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = c.bias ? tdb.t() : nullptr;
   const char *name = b->ops->name;
-  EXPECT_EQ(b->ops->dense_forward(b, &a), CNN_OK) << name << ": " << cnn_last_error();
-  EXPECT_EQ(b->ops->dense_backward_data(b, &a), CNN_OK) << name << ": " << cnn_last_error();
-  EXPECT_EQ(b->ops->dense_backward_weights(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  EXPECT_EQ(cnn_op_dense_forward(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  EXPECT_EQ(cnn_op_dense_backward_data(b, &a), CNN_OK) << name << ": " << cnn_last_error();
+  EXPECT_EQ(cnn_op_dense_backward_weights(b, &a), CNN_OK) << name << ": " << cnn_last_error();
   r.y = ty.get(), r.dx = tdx.get(), r.dw = tdw.get();
   if (c.bias) r.db = tdb.get();
   expect_tails_intact(name, {{ty.tail_intact(), "dense_forward: y"},
@@ -651,16 +652,16 @@ TEST_F(CudaOps, SoftmaxXentReportsALabelOutOfRangeAtTheNextRead) {
   memset(&a, 0, sizeof a);
   a.logits = tl.t(), a.labels = tlab.t(), a.losses = tloss.t(), a.grad_scale = 1.0f;
   // the labels live on the device: the op is queued, and the error comes with the next read or sync
-  ASSERT_EQ(g_cuda->ops->softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
   std::vector<float> losses(4);
-  expect_error(g_cuda->ops->read(g_cuda, tloss.t(), losses.data(), 16), CNN_ERR_INVALID_ARG,
+  expect_error(cnn_op_read(g_cuda, tloss.t(), losses.data(), 16), CNN_ERR_INVALID_ARG,
                {"label 5", "sample 2", "[0, 5)"});
   EXPECT_TRUE(std::isnan(losses[2]));
   // reported once; the backend goes on working
   EXPECT_EQ(cnn_backend_sync(g_cuda), CNN_OK) << cnn_last_error();
   tlab.set_i32({0, 4, 3, 1});
-  ASSERT_EQ(g_cuda->ops->softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(g_cuda->ops->read(g_cuda, tloss.t(), losses.data(), 16), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_read(g_cuda, tloss.t(), losses.data(), 16), CNN_OK) << cnn_last_error();
   for (float l : losses) EXPECT_NEAR(l, std::log(5.0f), 1e-6f);
 }
 
@@ -674,9 +675,9 @@ TEST_F(CudaOps, SumSquaresMatchesCpuAndIsReproducible) {
     for (int k = 0; k < 2; k++) {
       DTensor t(bs[k], {n});
       t.set(x);
-      ASSERT_EQ(bs[k]->ops->sum_squares(bs[k], t.t(), &got[k]), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
+      ASSERT_EQ(cnn_op_sum_squares(bs[k], t.t(), &got[k]), CNN_OK) << bs[k]->name << ": " << cnn_last_error();
       if (k == 0) {
-        ASSERT_EQ(bs[k]->ops->sum_squares(bs[k], t.t(), &again), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_sum_squares(bs[k], t.t(), &again), CNN_OK) << cnn_last_error();
       }
     }
     EXPECT_GT(got[1], 0.0);
@@ -706,9 +707,9 @@ TEST_F(CudaOps, BatchnormBackwardInPlaceMatchesOutOfPlace) {
     cnn_batchnorm_args a;
     memset(&a, 0, sizeof a);
     a.x = tx.t(), a.y = ty.t(), a.save_mean = tsm.t(), a.save_invstd = tsi.t(), a.eps = 1e-5f, a.training = 1;
-    ASSERT_EQ(g_cuda->ops->batchnorm_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_batchnorm_forward(g_cuda, &a), CNN_OK) << cnn_last_error();
     a.dy = tdy.t(), a.dx = in_place ? tdy.t() : tdx.t();
-    ASSERT_EQ(g_cuda->ops->batchnorm_backward(g_cuda, &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_batchnorm_backward(g_cuda, &a), CNN_OK) << cnn_last_error();
     out[in_place] = in_place ? tdy.get() : tdx.get();
   }
   EXPECT_EQ(out[0], out[1]);
@@ -723,34 +724,34 @@ TEST_F(CudaOps, OpsRejectIntegerDataAndMixedFloatDtypes) {
   DTensor x(g_cuda, p.x_shape(), CNN_F16), w(g_cuda, p.w_shape()), y(g_cuda, p.y_shape());
   cnn_conv2d_args ca = p.args();
   ca.x = x.t(), ca.w = w.t(), ca.y = y.t();
-  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_INVALID_ARG, {"conv2d_forward", "F16", "F32"});
+  expect_error(cnn_op_conv2d_forward(g_cuda, &ca), CNN_ERR_INVALID_ARG, {"conv2d_forward", "F16", "F32"});
   DTensor xi(g_cuda, p.x_shape(), CNN_I32);
   ca.x = xi.t();
-  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "I32"});
+  expect_error(cnn_op_conv2d_forward(g_cuda, &ca), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "I32"});
 
   DTensor dx(g_cuda, {2, 4}, CNN_BF16), dw(g_cuda, {3, 4}), dy(g_cuda, {2, 3});
   cnn_dense_args da;
   memset(&da, 0, sizeof da);
   da.x = dx.t(), da.w = dw.t(), da.y = dy.t();
-  expect_error(g_cuda->ops->dense_forward(g_cuda, &da), CNN_ERR_INVALID_ARG, {"dense_forward", "BF16"});
+  expect_error(cnn_op_dense_forward(g_cuda, &da), CNN_ERR_INVALID_ARG, {"dense_forward", "BF16"});
 
   PoolCase pp{true, 1, 4, 4, 1, 2, 2, 2, 2, 0, 0, 0, 0};
   DTensor px(g_cuda, pp.x_shape(), CNN_I8), py(g_cuda, pp.y_shape());
   cnn_pool2d_args pa = pp.args();
   pa.x = px.t(), pa.y = py.t();
-  expect_error(g_cuda->ops->pool2d_forward(g_cuda, &pa), CNN_ERR_UNSUPPORTED, {"pool2d_forward", "I8"});
+  expect_error(cnn_op_pool2d_forward(g_cuda, &pa), CNN_ERR_UNSUPPORTED, {"pool2d_forward", "I8"});
 
   DTensor ax(g_cuda, {5}, CNN_F16), ay(g_cuda, {5});
   cnn_act_args aa;
   memset(&aa, 0, sizeof aa);
   aa.act = CNN_ACT_RELU, aa.x = ax.t(), aa.y = ay.t();
-  expect_error(g_cuda->ops->act_forward(g_cuda, &aa), CNN_ERR_INVALID_ARG, {"act_forward", "F16"});
+  expect_error(cnn_op_act_forward(g_cuda, &aa), CNN_ERR_INVALID_ARG, {"act_forward", "F16"});
 
   DTensor sl(g_cuda, {2, 3}), slab(g_cuda, {2}, CNN_U8);
   cnn_softmax_xent_args sa;
   memset(&sa, 0, sizeof sa);
   sa.logits = sl.t(), sa.labels = slab.t(), sa.grad_scale = 1.0f;
-  expect_error(g_cuda->ops->softmax_xent(g_cuda, &sa), CNN_ERR_UNSUPPORTED, {"labels", "I32"});
+  expect_error(cnn_op_softmax_xent(g_cuda, &sa), CNN_ERR_UNSUPPORTED, {"labels", "I32"});
 }
 
 TEST_F(CudaOps, ShapeMismatchesAreRejectedNamingTheTensor) {
@@ -758,42 +759,42 @@ TEST_F(CudaOps, ShapeMismatchesAreRejectedNamingTheTensor) {
   DTensor x(g_cuda, p.x_shape()), w(g_cuda, {4, 3, 3, 2}), y(g_cuda, p.y_shape());
   cnn_conv2d_args ca = p.args();
   ca.x = x.t(), ca.w = w.t(), ca.y = y.t();
-  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_SHAPE, {"w", "(4, 3, 3, 2)"});
+  expect_error(cnn_op_conv2d_forward(g_cuda, &ca), CNN_ERR_SHAPE, {"w", "(4, 3, 3, 2)"});
   DTensor w2(g_cuda, p.w_shape()), ybad(g_cuda, {2, 4, 4, 5});
   ca.w = w2.t(), ca.y = ybad.t();
-  expect_error(g_cuda->ops->conv2d_forward(g_cuda, &ca), CNN_ERR_SHAPE, {"y", "(2, 4, 4, 5)", "(2, 4, 4, 4)"});
+  expect_error(cnn_op_conv2d_forward(g_cuda, &ca), CNN_ERR_SHAPE, {"y", "(2, 4, 4, 5)", "(2, 4, 4, 4)"});
 
   DTensor dx(g_cuda, {2, 4}), dw(g_cuda, {3, 5}), dy(g_cuda, {2, 3});
   cnn_dense_args da;
   memset(&da, 0, sizeof da);
   da.x = dx.t(), da.w = dw.t(), da.y = dy.t();
-  expect_error(g_cuda->ops->dense_forward(g_cuda, &da), CNN_ERR_SHAPE, {"dense_forward", "(3, 5)"});
+  expect_error(cnn_op_dense_forward(g_cuda, &da), CNN_ERR_SHAPE, {"dense_forward", "(3, 5)"});
 
   PoolCase pp{true, 1, 4, 4, 1, 2, 2, 2, 2, 2, 0, 0, 0};  // padding as large as the window
   DTensor px(g_cuda, pp.x_shape()), py(g_cuda, {1, 3, 2, 1});
   cnn_pool2d_args pa = pp.args();
   pa.x = px.t(), pa.y = py.t();
-  expect_error(g_cuda->ops->pool2d_forward(g_cuda, &pa), CNN_ERR_INVALID_ARG, {"padding", "smaller"});
+  expect_error(cnn_op_pool2d_forward(g_cuda, &pa), CNN_ERR_INVALID_ARG, {"padding", "smaller"});
 
   DTensor bx(g_cuda, {2, 3, 3, 4}), by(g_cuda, {2, 3, 3, 4}), bg(g_cuda, {5});
   cnn_batchnorm_args ba;
   memset(&ba, 0, sizeof ba);
   ba.x = bx.t(), ba.y = by.t(), ba.gamma = bg.t(), ba.eps = 1e-5f, ba.training = 1;
-  expect_error(g_cuda->ops->batchnorm_forward(g_cuda, &ba), CNN_ERR_SHAPE, {"cuda batchnorm_forward", "gamma", "(5)"});
+  expect_error(cnn_op_batchnorm_forward(g_cuda, &ba), CNN_ERR_SHAPE, {"batchnorm_forward on cuda", "gamma", "(5)"});
   ba.gamma = nullptr, ba.training = 0;
-  expect_error(g_cuda->ops->batchnorm_forward(g_cuda, &ba), CNN_ERR_INVALID_ARG, {"running_mean"});
+  expect_error(cnn_op_batchnorm_forward(g_cuda, &ba), CNN_ERR_INVALID_ARG, {"running_mean"});
 
   DTensor c1(g_cuda, {2, 3, 3, 2}), c2(g_cuda, {2, 3, 4, 2}), cy(g_cuda, {2, 3, 3, 4});
   cnn_concat_args cc;
   memset(&cc, 0, sizeof cc);
   cc.n = 2, cc.xs[0] = c1.t(), cc.xs[1] = c2.t(), cc.y = cy.t();
-  expect_error(g_cuda->ops->concat_forward(g_cuda, &cc), CNN_ERR_SHAPE, {"xs[1]", "(2, 3, 4, 2)"});
+  expect_error(cnn_op_concat_forward(g_cuda, &cc), CNN_ERR_SHAPE, {"xs[1]", "(2, 3, 4, 2)"});
 
   DTensor aa(g_cuda, {3, 4}), ab(g_cuda, {4, 3});
   cnn_add_args ad;
   memset(&ad, 0, sizeof ad);
   ad.a = aa.t(), ad.b = ab.t(), ad.y = aa.t(), ad.alpha = ad.beta = 1.0f;
-  expect_error(g_cuda->ops->add(g_cuda, &ad), CNN_ERR_SHAPE, {"cuda add", "b", "(4, 3)"});
+  expect_error(cnn_op_add(g_cuda, &ad), CNN_ERR_SHAPE, {"add on cuda", "b", "(4, 3)"});
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1022,7 +1023,7 @@ TEST_F(CudaOps, Conv2dThroughTheGraphApiAndTheLegacyApiEachMatchCpu) {
       }
     }
     for (int deterministic = 0; deterministic < 2; deterministic++) {
-      ASSERT_EQ(b->ops->set_deterministic(b, deterministic), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_set_deterministic(b, deterministic), CNN_OK) << cnn_last_error();
       for (cnn_dtype dt : {CNN_F32, CNN_BF16}) {
         std::mt19937 rng(41);
         for (const ConvCase &p : conv_cases()) {
@@ -1067,9 +1068,9 @@ TEST_F(CudaOps, SoftmaxXentReportsANonPositiveClassWeightAtTheNextRead) {
   cnn_softmax_xent_args a;
   memset(&a, 0, sizeof a);
   a.logits = tl.t(), a.labels = tlab.t(), a.losses = tloss.t(), a.grad_scale = 1.0f, a.class_weights = tcw.t();
-  ASSERT_EQ(g_cuda->ops->softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_softmax_xent(g_cuda, &a), CNN_OK) << cnn_last_error();
   std::vector<float> out(2);
-  expect_error(g_cuda->ops->read(g_cuda, tloss.t(), out.data(), sizeof(float) * 2), CNN_ERR_INVALID_ARG,
+  expect_error(cnn_op_read(g_cuda, tloss.t(), out.data(), sizeof(float) * 2), CNN_ERR_INVALID_ARG,
                {"class weight 2", "-1"});
 }
 
@@ -1090,8 +1091,8 @@ TEST_F(CudaOps, OptimizersWith16BitGradientsUpdateF32MasterAndItsCopy) {
         cnn_backend *b = bs[k];
         DTensor p(b, {n}), g(b, {n}, k == 0 ? dt : CNN_F32), s1(b, {n}), s2(b, {n}), lp(b, {n}, k == 0 ? dt : CNN_F32);
         p.set(p0);
-        ASSERT_EQ(b->ops->fill(b, s1.t(), 0.0f), CNN_OK);
-        ASSERT_EQ(b->ops->fill(b, s2.t(), 0.0f), CNN_OK);
+        ASSERT_EQ(cnn_op_fill(b, s1.t(), 0.0f), CNN_OK);
+        ASSERT_EQ(cnn_op_fill(b, s2.t(), 0.0f), CNN_OK);
         for (int t = 1; t <= 4; t++) {
           g.set(grads[t - 1]);
           cnn_tensor *plp = k == 0 ? lp.t() : nullptr;
@@ -1102,19 +1103,19 @@ TEST_F(CudaOps, OptimizersWith16BitGradientsUpdateF32MasterAndItsCopy) {
             a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.m = s1.t(), a.v = s2.t(), a.lr = 1e-2f;
             a.beta1 = 0.9f, a.beta2 = 0.999f, a.eps = 1e-8f, a.grad_scale = gscale;
             a.bias_correction1 = (float)(1.0 - std::pow(0.9, t)), a.bias_correction2 = (float)(1.0 - std::pow(0.999, t));
-            st = b->ops->adam_update(b, &a);
+            st = cnn_op_adam_update(b, &a);
           } else if (which == 1) {
             cnn_sgd_args a;
             memset(&a, 0, sizeof a);
             a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.velocity = s1.t(), a.lr = 1e-2f;
             a.momentum = 0.9f, a.nesterov = 1, a.weight_decay = 1e-4f, a.grad_scale = gscale;
-            st = b->ops->sgd_update(b, &a);
+            st = cnn_op_sgd_update(b, &a);
           } else {
             cnn_rmsprop_args a;
             memset(&a, 0, sizeof a);
             a.param = p.t(), a.grad = g.t(), a.param_lp = plp, a.sq = s1.t(), a.mom = s2.t(), a.lr = 1e-3f;
             a.rho = 0.9f, a.eps = 1e-7f, a.momentum = 0.5f, a.grad_scale = gscale;
-            st = b->ops->rmsprop_update(b, &a);
+            st = cnn_op_rmsprop_update(b, &a);
           }
           ASSERT_EQ(st, CNN_OK) << b->name << ": " << cnn_last_error();
         }
@@ -1178,8 +1179,8 @@ TEST_F(CudaOps, MultiTensorUpdatesMatchPerTensorKernelsBitForBitAndCpu) {
           s2.emplace_back(new DTensor(b, {sizes[i]}));
           lp.emplace_back(new DTensor(b, {sizes[i]}, l ? dt : CNN_F32));
           p[i]->set(p0[i]);
-          ASSERT_EQ(b->ops->fill(b, s1[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
-          ASSERT_EQ(b->ops->fill(b, s2[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
+          ASSERT_EQ(cnn_op_fill(b, s1[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
+          ASSERT_EQ(cnn_op_fill(b, s2[i]->t(), 0.0f), CNN_OK) << cnn_last_error();
         }
         for (int t = 1; t <= steps; t++) {
           for (size_t i = 0; i < nt; i++) g[i]->set(grads[t - 1][i]);
@@ -1207,16 +1208,16 @@ TEST_F(CudaOps, MultiTensorUpdatesMatchPerTensorKernelsBitForBitAndCpu) {
           }
           if (run == 0) {
             int failed = -2;
-            cnn_status st = c.which == 0   ? b->ops->sgd_update_multi(b, sl.data(), (int)nt, &failed)
-                            : c.which == 1 ? b->ops->adam_update_multi(b, al.data(), (int)nt, &failed)
-                                           : b->ops->rmsprop_update_multi(b, rl.data(), (int)nt, &failed);
+            cnn_status st = c.which == 0   ? cnn_op_sgd_update_multi(b, sl.data(), (int)nt, &failed)
+                            : c.which == 1 ? cnn_op_adam_update_multi(b, al.data(), (int)nt, &failed)
+                                           : cnn_op_rmsprop_update_multi(b, rl.data(), (int)nt, &failed);
             ASSERT_EQ(st, CNN_OK) << cnn_last_error();
             EXPECT_EQ(failed, -1);
           } else {
             for (size_t i = 0; i < nt; i++) {
-              cnn_status st = c.which == 0   ? b->ops->sgd_update(b, &sl[i])
-                              : c.which == 1 ? b->ops->adam_update(b, &al[i])
-                                             : b->ops->rmsprop_update(b, &rl[i]);
+              cnn_status st = c.which == 0   ? cnn_op_sgd_update(b, &sl[i])
+                              : c.which == 1 ? cnn_op_adam_update(b, &al[i])
+                                             : cnn_op_rmsprop_update(b, &rl[i]);
               ASSERT_EQ(st, CNN_OK) << b->name << " tensor " << i << ": " << cnn_last_error();
             }
           }
@@ -1267,15 +1268,15 @@ TEST_F(CudaOps, SumSquaresMultiMatchesPerTensorAndCpuAndIsReproducible) {
     ts.emplace_back(new DTensor(g_cuda, {sizes[i]}, dts[i]));
     ts.back()->set(x);
     list.push_back(ts.back()->t());
-    ASSERT_EQ(g_cuda->ops->sum_squares(g_cuda, ts.back()->t(), &want[i]), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_sum_squares(g_cuda, ts.back()->t(), &want[i]), CNN_OK) << cnn_last_error();
     DTensor c(g_cpu, {sizes[i]});
     c.set(x);
-    ASSERT_EQ(g_cpu->ops->sum_squares(g_cpu, c.t(), &cpu[i]), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_sum_squares(g_cpu, c.t(), &cpu[i]), CNN_OK) << cnn_last_error();
   }
   for (int call = 0; call < 2; call++) {  // the second call finds its table on the device
     std::vector<double> got(nt, -1.0);
     int failed = -2;
-    ASSERT_EQ(g_cuda->ops->sum_squares_multi(g_cuda, list.data(), (int)nt, got.data(), &failed), CNN_OK)
+    ASSERT_EQ(cnn_op_sum_squares_multi(g_cuda, list.data(), (int)nt, got.data(), &failed), CNN_OK)
         << cnn_last_error();
     EXPECT_EQ(failed, -1);
     for (size_t i = 0; i < nt; i++) {
@@ -1285,7 +1286,7 @@ TEST_F(CudaOps, SumSquaresMultiMatchesPerTensorAndCpuAndIsReproducible) {
     }
   }
   std::vector<double> part(nt - 2, -1.0);  // another list: a new table
-  ASSERT_EQ(g_cuda->ops->sum_squares_multi(g_cuda, list.data() + 2, (int)nt - 2, part.data(), nullptr), CNN_OK)
+  ASSERT_EQ(cnn_op_sum_squares_multi(g_cuda, list.data() + 2, (int)nt - 2, part.data(), nullptr), CNN_OK)
       << cnn_last_error();
   for (size_t i = 0; i + 2 < nt; i++) EXPECT_EQ(memcmp(&part[i], &want[i + 2], sizeof(double)), 0) << i;
   EXPECT_EQ(want[2], 0.0);
@@ -1295,10 +1296,10 @@ TEST_F(CudaOps, SumSquaresMultiMatchesPerTensorAndCpuAndIsReproducible) {
   const cnn_tensor *with_bad[3] = {list[0], list[1], bad.t()};
   int failed = -2;
   std::vector<double> out(3);
-  expect_error(g_cuda->ops->sum_squares_multi(g_cuda, with_bad, 3, out.data(), &failed), CNN_ERR_UNSUPPORTED,
+  expect_error(cnn_op_sum_squares_multi(g_cuda, with_bad, 3, out.data(), &failed), CNN_ERR_UNSUPPORTED,
                {"sum_squares_multi", "ts[2]", "I32"});
   EXPECT_EQ(failed, 2);
-  expect_error(g_cuda->ops->sum_squares_multi(g_cuda, with_bad, 0, out.data(), &failed), CNN_ERR_INVALID_ARG,
+  expect_error(cnn_op_sum_squares_multi(g_cuda, with_bad, 0, out.data(), &failed), CNN_ERR_INVALID_ARG,
                {"n is 0"});
 }
 
@@ -1313,14 +1314,14 @@ TEST_F(CudaOps, MultiTensorUpdatesRejectMismatchedHyperparametersAndBadElements)
   for (cnn_sgd_args &a : l) a.lr = 0.1f, a.momentum = 0.9f, a.grad_scale = 1.0f;
   l[1].momentum = 0.8f;
   int failed = -2;
-  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_INVALID_ARG,
-               {"cuda sgd_update_multi", "list[1].momentum", "0.8", "0.9"});
+  expect_error(cnn_op_sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_INVALID_ARG,
+               {"sgd_update_multi on cuda", "list[1].momentum", "0.8", "0.9"});
   EXPECT_EQ(failed, 1);
   l[1].momentum = 0.9f;
-  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_SHAPE,
-               {"cuda sgd_update_multi list[1]", "grad", "(6)", "(7)"});
+  expect_error(cnn_op_sgd_update_multi(g_cuda, l, 2, &failed), CNN_ERR_SHAPE,
+               {"sgd_update_multi list[1] on cuda", "grad", "(6)", "(7)"});
   EXPECT_EQ(failed, 1);
-  expect_error(g_cuda->ops->sgd_update_multi(g_cuda, nullptr, 2, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
+  expect_error(cnn_op_sgd_update_multi(g_cuda, nullptr, 2, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
   EXPECT_EQ(failed, -1);
   EXPECT_EQ(p0.get(), start) << "element 0 was updated although element 1 was rejected";
 }
@@ -1331,20 +1332,20 @@ TEST_F(CudaOps, NonfiniteFindsInfinitiesAndNaNsIn16BitAndF32) {
   a.set(big), b.set(small), c.set({1, 2, 3});
   const cnn_tensor *ts[3] = {a.t(), b.t(), c.t()};
   int any = -1;
-  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
   EXPECT_EQ(any, 0);
   big[999] = 70000.0f;  // beyond F16's range: infinity once stored
   a.set(big);
-  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
   EXPECT_EQ(any, 1);
   a.set(std::vector<float>(1000, 0.5f));
   small[69999] = NAN;
   b.set(small);
-  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
   EXPECT_EQ(any, 1);
   b.set(std::vector<float>(70000, 1.0f));
   c.set({1, INFINITY, 3});
-  ASSERT_EQ(g_cuda->ops->nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_nonfinite(g_cuda, ts, 3, &any), CNN_OK) << cnn_last_error();
   EXPECT_EQ(any, 1);
 }
 
@@ -1352,8 +1353,8 @@ TEST_F(CudaOps, NonfiniteFindsInfinitiesAndNaNsIn16BitAndF32) {
 // a test must not leave the tests after it at another precision.
 class PrecisionScope {
  public:
-  explicit PrecisionScope(cnn_precision p) : status_(g_cuda->ops->set_precision(g_cuda, p)) {}
-  ~PrecisionScope() { EXPECT_EQ(g_cuda->ops->set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error(); }
+  explicit PrecisionScope(cnn_precision p) : status_(cnn_op_set_precision(g_cuda, p)) {}
+  ~PrecisionScope() { EXPECT_EQ(cnn_op_set_precision(g_cuda, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error(); }
   PrecisionScope(const PrecisionScope &) = delete;
   PrecisionScope &operator=(const PrecisionScope &) = delete;
   cnn_status status() const { return status_; }

@@ -30,6 +30,7 @@
 #include "cnn/status.h"
 #include "cnn/tensor.h"
 #include "core/backend.h"
+#include "core/ops.h"
 #include "tests/op_util.h"
 #include "tests/reference.h"
 
@@ -600,7 +601,7 @@ bool require_cuda() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// the one place that calls a backend's ops (to become the dispatch layer's cnn_op_* functions)
+// the one place that calls the ops: through the dispatch layer (core/ops.h), as the engine does
 
 enum class Call {
   Conv2dForward,
@@ -634,52 +635,51 @@ struct ScaleArgs {
 };
 
 cnn_status call_op(cnn_backend *b, Call op, const void *args) {
-  const cnn_backend_ops *o = b->ops;
   switch (op) {
     case Call::Conv2dForward:
-      return o->conv2d_forward(b, (const cnn_conv2d_args *)args);
+      return cnn_op_conv2d_forward(b, (const cnn_conv2d_args *)args);
     case Call::Conv2dBackwardData:
-      return o->conv2d_backward_data(b, (const cnn_conv2d_args *)args);
+      return cnn_op_conv2d_backward_data(b, (const cnn_conv2d_args *)args);
     case Call::Conv2dBackwardFilter:
-      return o->conv2d_backward_filter(b, (const cnn_conv2d_args *)args);
+      return cnn_op_conv2d_backward_filter(b, (const cnn_conv2d_args *)args);
     case Call::Pool2dForward:
-      return o->pool2d_forward(b, (const cnn_pool2d_args *)args);
+      return cnn_op_pool2d_forward(b, (const cnn_pool2d_args *)args);
     case Call::Pool2dBackward:
-      return o->pool2d_backward(b, (const cnn_pool2d_args *)args);
+      return cnn_op_pool2d_backward(b, (const cnn_pool2d_args *)args);
     case Call::DenseForward:
-      return o->dense_forward(b, (const cnn_dense_args *)args);
+      return cnn_op_dense_forward(b, (const cnn_dense_args *)args);
     case Call::DenseBackwardData:
-      return o->dense_backward_data(b, (const cnn_dense_args *)args);
+      return cnn_op_dense_backward_data(b, (const cnn_dense_args *)args);
     case Call::DenseBackwardWeights:
-      return o->dense_backward_weights(b, (const cnn_dense_args *)args);
+      return cnn_op_dense_backward_weights(b, (const cnn_dense_args *)args);
     case Call::ActForward:
-      return o->act_forward(b, (const cnn_act_args *)args);
+      return cnn_op_act_forward(b, (const cnn_act_args *)args);
     case Call::ActBackward:
-      return o->act_backward(b, (const cnn_act_args *)args);
+      return cnn_op_act_backward(b, (const cnn_act_args *)args);
     case Call::SoftmaxXent:
-      return o->softmax_xent(b, (const cnn_softmax_xent_args *)args);
+      return cnn_op_softmax_xent(b, (const cnn_softmax_xent_args *)args);
     case Call::BatchnormForward:
-      return o->batchnorm_forward(b, (const cnn_batchnorm_args *)args);
+      return cnn_op_batchnorm_forward(b, (const cnn_batchnorm_args *)args);
     case Call::BatchnormBackward:
-      return o->batchnorm_backward(b, (const cnn_batchnorm_args *)args);
+      return cnn_op_batchnorm_backward(b, (const cnn_batchnorm_args *)args);
     case Call::DropoutForward:
-      return o->dropout_forward(b, (const cnn_dropout_args *)args);
+      return cnn_op_dropout_forward(b, (const cnn_dropout_args *)args);
     case Call::DropoutBackward:
-      return o->dropout_backward(b, (const cnn_dropout_args *)args);
+      return cnn_op_dropout_backward(b, (const cnn_dropout_args *)args);
     case Call::Add:
-      return o->add(b, (const cnn_add_args *)args);
+      return cnn_op_add(b, (const cnn_add_args *)args);
     case Call::Scale:
-      return o->scale(b, ((const ScaleArgs *)args)->x, ((const ScaleArgs *)args)->alpha);
+      return cnn_op_scale(b, ((const ScaleArgs *)args)->x, ((const ScaleArgs *)args)->alpha);
     case Call::ConcatForward:
-      return o->concat_forward(b, (const cnn_concat_args *)args);
+      return cnn_op_concat_forward(b, (const cnn_concat_args *)args);
     case Call::ConcatBackward:
-      return o->concat_backward(b, (const cnn_concat_args *)args);
+      return cnn_op_concat_backward(b, (const cnn_concat_args *)args);
     case Call::SgdUpdate:
-      return o->sgd_update(b, (const cnn_sgd_args *)args);
+      return cnn_op_sgd_update(b, (const cnn_sgd_args *)args);
     case Call::AdamUpdate:
-      return o->adam_update(b, (const cnn_adam_args *)args);
+      return cnn_op_adam_update(b, (const cnn_adam_args *)args);
     case Call::RmspropUpdate:
-      return o->rmsprop_update(b, (const cnn_rmsprop_args *)args);
+      return cnn_op_rmsprop_update(b, (const cnn_rmsprop_args *)args);
   }
   return CNN_ERR_INVALID_ARG;
 }
@@ -1466,7 +1466,7 @@ TEST_P(OpConformance, MatchesTheReferenceOrTheCpu) {
   BackendSlot &cpu = slot("cpu");
   ASSERT_TRUE(cpu.error.empty() && cpu.b) << cpu.error;
   if (s.b->ops->set_precision) {
-    ASSERT_EQ(s.b->ops->set_precision(s.b, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_set_precision(s.b, CNN_PRECISION_FP32), CNN_OK) << cnn_last_error();
   }
 
   const Named in = make_inputs(c, 1000u + (uint32_t)pr.row);

@@ -22,6 +22,7 @@
 #include "cnn/status.h"
 #include "cnn/tensor.h"
 #include "core/backend.h"
+#include "core/ops.h"
 #include "tests/op_util.h"
 #include "tests/reference.h"
 extern "C" {
@@ -131,7 +132,7 @@ class GTensor {
 struct Plan {
   cnn_plan *p = nullptr;
   ~Plan() {
-    if (p) g_backend->ops->plan_destroy(g_backend, p);
+    if (p) cnn_op_plan_destroy(g_backend, p);
   }
 };
 
@@ -249,7 +250,7 @@ std::vector<float> run_conv_forward(const ConvRun &r, const std::vector<float> &
   cnn_conv2d_args a = r.args();
   a.plan = plan;
   a.x = tx.t(), a.w = tw.t(), a.b = r.bias ? tb.t() : nullptr, a.y = ty.t();
-  cnn_status st = g_backend->ops->conv2d_forward(g_backend, &a);
+  cnn_status st = cnn_op_conv2d_forward(g_backend, &a);
   EXPECT_EQ(st, CNN_OK) << cnn_last_error();
   EXPECT_TRUE(ty.guards_intact()) << "conv2d_forward wrote outside y";
   return ty.get();
@@ -286,13 +287,13 @@ TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
   cnn_conv2d_args a = r.args();
   a.plan = &plan.p, a.x = tx.t(), a.w = tw.t(), a.b = tb.t(), a.y = ty.t();
   a.dy = tdz.t(), a.dx = tdx.t(), a.dw = tdw.t(), a.db = tdb.t();
-  ASSERT_EQ(ops()->conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
   cnn_act_args aa;
   memset(&aa, 0, sizeof aa);
   aa.act = CNN_ACT_RELU, aa.y = ty.t(), aa.dy = tr.t(), aa.dx = tdz.t();
-  ASSERT_EQ(ops()->act_backward(b(), &aa), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(ops()->conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(ops()->conv2d_backward_filter(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_act_backward(b(), &aa), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_conv2d_backward_filter(b(), &a), CNN_OK) << cnn_last_error();
 
   cnnref::Conv2d lin = p;
   lin.relu = false;
@@ -344,7 +345,7 @@ TEST_F(CpuOps, AvgPool2dBackwardNeedsNoForward) {
     Plan plan;
     cnn_pool2d_args a = pool_args(p);
     a.plan = with_plan ? &plan.p : nullptr, a.dy = tdy.t(), a.dx = tdx.t();
-    ASSERT_EQ(ops()->pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
     const Vec rd = to_double(dy);
     Vec fd = finite_differences(to_double(x), [&](const Vec &v) { return dot(cnnref::pool2d_forward(p, v), rd); });
     size_t checked;
@@ -359,23 +360,23 @@ TEST_F(CpuOps, OptimizersAndCopyLeaveTheBytesAroundTheirOutputsUntouched) {
   std::mt19937 rng(16);
   GTensor op({41}), og({41}), ov({41}), om({41}), ov2({41});
   op.set(random_floats(41, rng)), og.set(random_floats(41, rng));
-  ASSERT_EQ(ops()->fill(b(), ov.t(), 0.0f), CNN_OK);
-  ASSERT_EQ(ops()->fill(b(), om.t(), 0.0f), CNN_OK);
-  ASSERT_EQ(ops()->fill(b(), ov2.t(), 0.0f), CNN_OK);
+  ASSERT_EQ(cnn_op_fill(b(), ov.t(), 0.0f), CNN_OK);
+  ASSERT_EQ(cnn_op_fill(b(), om.t(), 0.0f), CNN_OK);
+  ASSERT_EQ(cnn_op_fill(b(), ov2.t(), 0.0f), CNN_OK);
   cnn_sgd_args sg;
   memset(&sg, 0, sizeof sg);
   sg.param = op.t(), sg.grad = og.t(), sg.velocity = ov.t(), sg.lr = 0.1f, sg.momentum = 0.9f, sg.grad_scale = 1.0f;
-  ASSERT_EQ(ops()->sgd_update(b(), &sg), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_sgd_update(b(), &sg), CNN_OK) << cnn_last_error();
   cnn_adam_args ad;
   memset(&ad, 0, sizeof ad);
   ad.param = op.t(), ad.grad = og.t(), ad.m = om.t(), ad.v = ov2.t(), ad.lr = 1e-3f, ad.beta1 = 0.9f;
   ad.beta2 = 0.999f, ad.eps = 1e-8f, ad.bias_correction1 = 0.1f, ad.bias_correction2 = 0.001f, ad.grad_scale = 1.0f;
-  ASSERT_EQ(ops()->adam_update(b(), &ad), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_adam_update(b(), &ad), CNN_OK) << cnn_last_error();
   for (GTensor *t : {&op, &ov, &om, &ov2}) EXPECT_TRUE(t->guards_intact());
 
   GTensor cp({13}), cq({13});
   cp.set(random_floats(13, rng));
-  ASSERT_EQ(ops()->copy(b(), cq.t(), cp.t()), CNN_OK);
+  ASSERT_EQ(cnn_op_copy(b(), cq.t(), cp.t()), CNN_OK);
   EXPECT_EQ(cq.get(), cp.get());
   EXPECT_TRUE(cq.guards_intact());
 }
@@ -383,14 +384,14 @@ TEST_F(CpuOps, OptimizersAndCopyLeaveTheBytesAroundTheirOutputsUntouched) {
 TEST_F(CpuOps, FillWritesEveryElementAndNothingElse) {
   for (int64_t n : {1, 5, 100003}) {
     GTensor t({n});
-    ASSERT_EQ(ops()->fill(b(), t.t(), 2.5f), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_fill(b(), t.t(), 2.5f), CNN_OK) << cnn_last_error();
     for (float v : t.get()) ASSERT_EQ(v, 2.5f);
     EXPECT_TRUE(t.guards_intact());
-    ASSERT_EQ(ops()->fill(b(), t.t(), 0.0f), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_fill(b(), t.t(), 0.0f), CNN_OK) << cnn_last_error();
     for (float v : t.get()) ASSERT_EQ(v, 0.0f);
   }
   GTensor ti({9}, CNN_I32);
-  ASSERT_EQ(ops()->fill(b(), ti.t(), 0.0f), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_fill(b(), ti.t(), 0.0f), CNN_OK) << cnn_last_error();
   for (int i = 0; i < 9; i++) EXPECT_EQ(ti.i32()[i], 0);
   EXPECT_TRUE(ti.guards_intact());
 }
@@ -404,10 +405,10 @@ TEST_F(CpuOps, TensorsRoundTripThroughWriteReadAndCopy) {
   std::vector<float> in(105), out(105, -1.0f);
   for (size_t i = 0; i < in.size(); i++) in[i] = (float)i * 0.5f;
   ASSERT_EQ(cnn_tensor_write(t, in.data(), in.size() * 4), CNN_OK);
-  ASSERT_EQ(ops()->copy(b(), u, t), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_copy(b(), u, t), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_tensor_read(u, out.data(), out.size() * 4), CNN_OK);
   EXPECT_EQ(in, out);
-  EXPECT_EQ(ops()->write(b(), t, in.data(), 12), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(cnn_op_write(b(), t, in.data(), 12), CNN_ERR_INVALID_ARG);
   EXPECT_STRNE(cnn_last_error(), "");
   EXPECT_EQ(ops()->sync(b()), CNN_OK);
   cnn_tensor_destroy(t);
@@ -446,29 +447,29 @@ TEST_F(CpuOps, Conv2dRejectsMismatchedShapes) {
   cnn_conv2d_args a = r.args();
   a.plan = &plan.p, a.x = x.t(), a.w = w.t(), a.b = bb.t(), a.y = y.t();
   a.w = w_bad.t();
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"conv2d_forward", "(4, 3, 3, 2)", "(2, 7, 5, 3)"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"conv2d_forward", "(4, 3, 3, 2)", "(2, 7, 5, 3)"});
   a.w = w.t(), a.y = y_bad.t();
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(2, 5, 4, 4)", "(2, 5, 3, 4)"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(2, 5, 4, 4)", "(2, 5, 3, 4)"});
   a.y = y.t(), a.b = b_bad.t();
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(5)", "(4)"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"(5)", "(4)"});
   a.b = bb.t(), a.x = x_rank3.t();
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"rank 4"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"rank 4"});
   a.x = x.t(), a.groups = 2;  // 3 input channels
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"groups 2"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"groups 2"});
   a.groups = 1, a.stride_h = 0;
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"stride"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"stride"});
   a.stride_h = 1, a.dilation_w = 3;  // kernel spans 7 > 5
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"does not fit"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_SHAPE, {"does not fit"});
   a.dilation_w = 1;
   // backward: dx must match what dy and w imply
   GTensor dy(r.y_shape()), dx_bad({2, 7, 6, 3}), dw_bad({4, 3, 2, 3});
   a.dy = dy.t(), a.dx = dx_bad.t();
-  expect_error(ops()->conv2d_backward_data(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_data", "dy"});
+  expect_error(cnn_op_conv2d_backward_data(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_data", "dy"});
   a.dw = dw_bad.t();
-  expect_error(ops()->conv2d_backward_filter(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_filter"});
+  expect_error(cnn_op_conv2d_backward_filter(b(), &a), CNN_ERR_SHAPE, {"conv2d_backward_filter"});
   // and after all that, the plan still works
   a.y = y.t();
-  ASSERT_EQ(ops()->conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_conv2d_forward(b(), &a), CNN_OK) << cnn_last_error();
 }
 
 TEST_F(CpuOps, DenseAndPoolRejectMismatchedShapes) {
@@ -477,24 +478,24 @@ TEST_F(CpuOps, DenseAndPoolRejectMismatchedShapes) {
   cnn_dense_args d;
   memset(&d, 0, sizeof d);
   d.plan = &dplan.p, d.x = x.t(), d.w = w.t(), d.y = y.t();
-  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_SHAPE, {"dense_forward", "(4, 6)", "(3, 5)"});
+  expect_error(cnn_op_dense_forward(b(), &d), CNN_ERR_SHAPE, {"dense_forward", "(4, 6)", "(3, 5)"});
   d.x = x1.t();
-  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_SHAPE, {"rank"});
+  expect_error(cnn_op_dense_forward(b(), &d), CNN_ERR_SHAPE, {"rank"});
 
   GTensor px({2, 6, 6, 3}), py({2, 3, 2, 3});
   cnnref::Pool2d p;
   cnn_pool2d_args a = pool_args(p);
   a.plan = &pplan.p, a.x = px.t(), a.y = py.t();
-  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_SHAPE, {"pool2d_forward", "(2, 3, 2, 3)", "(2, 3, 3, 3)"});
+  expect_error(cnn_op_pool2d_forward(b(), &a), CNN_ERR_SHAPE, {"pool2d_forward", "(2, 3, 2, 3)", "(2, 3, 3, 3)"});
   GTensor py2({2, 3, 3, 3});
   a.y = py2.t(), a.pad_top = 2;  // a window of padding only
-  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"padding"});
+  expect_error(cnn_op_pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"padding"});
 
   GTensor ax({10}), ay({11});
   cnn_act_args aa;
   memset(&aa, 0, sizeof aa);
   aa.act = CNN_ACT_RELU, aa.x = ax.t(), aa.y = ay.t();
-  expect_error(ops()->act_forward(b(), &aa), CNN_ERR_SHAPE, {"(11)", "(10)"});
+  expect_error(cnn_op_act_forward(b(), &aa), CNN_ERR_SHAPE, {"(11)", "(10)"});
 }
 
 TEST_F(CpuOps, OpsRejectDtypesOtherThanF32) {
@@ -502,40 +503,40 @@ TEST_F(CpuOps, OpsRejectDtypesOtherThanF32) {
   GTensor x(r.x_shape(), CNN_F16), w(r.w_shape()), y(r.y_shape());
   cnn_conv2d_args a = r.args();
   a.x = x.t(), a.w = w.t(), a.y = y.t();
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "F16"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"conv2d_forward", "F16"});
 
   GTensor dx({2, 4}, CNN_BF16), dw({3, 4}), dy({2, 3});
   cnn_dense_args d;
   memset(&d, 0, sizeof d);
   d.x = dx.t(), d.w = dw.t(), d.y = dy.t();
-  expect_error(ops()->dense_forward(b(), &d), CNN_ERR_UNSUPPORTED, {"dense_forward", "BF16"});
+  expect_error(cnn_op_dense_forward(b(), &d), CNN_ERR_UNSUPPORTED, {"dense_forward", "BF16"});
 
   GTensor px({1, 4, 4, 1}, CNN_I8), py({1, 2, 2, 1});
   cnnref::Pool2d pp;
   cnn_pool2d_args pa = pool_args(pp);
   pa.x = px.t(), pa.y = py.t();
-  expect_error(ops()->pool2d_forward(b(), &pa), CNN_ERR_UNSUPPORTED, {"pool2d_forward", "I8"});
+  expect_error(cnn_op_pool2d_forward(b(), &pa), CNN_ERR_UNSUPPORTED, {"pool2d_forward", "I8"});
 
   GTensor ex({8}, CNN_F16), ey({8});
   cnn_act_args aa;
   memset(&aa, 0, sizeof aa);
   aa.act = CNN_ACT_RELU, aa.x = ex.t(), aa.y = ey.t();
-  expect_error(ops()->act_forward(b(), &aa), CNN_ERR_UNSUPPORTED, {"act_forward", "F16"});
+  expect_error(cnn_op_act_forward(b(), &aa), CNN_ERR_UNSUPPORTED, {"act_forward", "F16"});
 
   GTensor sl({2, 3}), slab({2}, CNN_F32);
   cnn_softmax_xent_args sa;
   memset(&sa, 0, sizeof sa);
   sa.logits = sl.t(), sa.labels = slab.t();
-  expect_error(ops()->softmax_xent(b(), &sa), CNN_ERR_UNSUPPORTED, {"softmax_xent", "labels", "F32"});
+  expect_error(cnn_op_softmax_xent(b(), &sa), CNN_ERR_UNSUPPORTED, {"softmax_xent", "labels", "F32"});
 
   GTensor sp({4}, CNN_F16), sg({4});
   cnn_sgd_args s;
   memset(&s, 0, sizeof s);
   s.param = sp.t(), s.grad = sg.t(), s.lr = 0.1f, s.grad_scale = 1.0f;
-  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_UNSUPPORTED, {"sgd_update", "F16"});
+  expect_error(cnn_op_sgd_update(b(), &s), CNN_ERR_UNSUPPORTED, {"sgd_update", "F16"});
 
   GTensor fp({4}, CNN_F16);
-  expect_error(ops()->fill(b(), fp.t(), 1.0f), CNN_ERR_UNSUPPORTED, {"fill", "F16"});
+  expect_error(cnn_op_fill(b(), fp.t(), 1.0f), CNN_ERR_UNSUPPORTED, {"fill", "F16"});
 }
 
 TEST_F(CpuOps, SoftmaxXentRejectsLabelsOutOfRangeNamingTheSample) {
@@ -549,7 +550,7 @@ TEST_F(CpuOps, SoftmaxXentRejectsLabelsOutOfRangeNamingTheSample) {
     memset(&a, 0, sizeof a);
     a.logits = tl.t(), a.labels = tlab.t(), a.probs = tp.t(), a.losses = tloss.t(), a.dlogits = td.t();
     a.grad_scale = 1.0f;
-    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"sample 3", std::to_string(bad).c_str()});
+    expect_error(cnn_op_softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"sample 3", std::to_string(bad).c_str()});
     // nothing was written
     for (GTensor *t : {&tp, &tloss, &td}) {
       EXPECT_TRUE(t->guards_intact());
@@ -569,16 +570,16 @@ TEST_F(CpuOps, MaxPool2dBackwardWithoutTrainingForwardFails) {
   cnn_pool2d_args a = pool_args(p);
   a.plan = &plan.p, a.x = x.t(), a.y = y.t(), a.dy = dy.t(), a.dx = dx.t();
   // no forward at all
-  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"pool2d_backward", "training"});
+  expect_error(cnn_op_pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"pool2d_backward", "training"});
   // an inference forward
   a.training = 0;
-  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
-  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
+  ASSERT_EQ(cnn_op_pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  expect_error(cnn_op_pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
   // no plan slot
   a.training = 1;
-  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
   a.plan = nullptr;
-  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"plan"});
+  expect_error(cnn_op_pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"plan"});
   a.plan = &plan.p;
   // a training forward of other shapes came last
   cnnref::Pool2d q = p;
@@ -587,11 +588,11 @@ TEST_F(CpuOps, MaxPool2dBackwardWithoutTrainingForwardFails) {
   x3.set(random_floats(x3.numel(), rng));
   cnn_pool2d_args a3 = a;
   a3.x = x3.t(), a3.y = y3.t();
-  ASSERT_EQ(ops()->pool2d_forward(b(), &a3), CNN_OK) << cnn_last_error();
-  expect_error(ops()->pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
+  ASSERT_EQ(cnn_op_pool2d_forward(b(), &a3), CNN_OK) << cnn_last_error();
+  expect_error(cnn_op_pool2d_backward(b(), &a), CNN_ERR_INVALID_ARG, {"training"});
   // and after a training forward of these shapes it works
-  ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(ops()->pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_pool2d_backward(b(), &a), CNN_OK) << cnn_last_error();
 }
 
 TEST_F(CpuOps, OptimizersRejectMissingState) {
@@ -599,13 +600,13 @@ TEST_F(CpuOps, OptimizersRejectMissingState) {
   cnn_sgd_args s;
   memset(&s, 0, sizeof s);
   s.param = p.t(), s.grad = g.t(), s.lr = 0.1f, s.momentum = 0.9f, s.grad_scale = 1.0f;
-  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_INVALID_ARG, {"velocity"});
+  expect_error(cnn_op_sgd_update(b(), &s), CNN_ERR_INVALID_ARG, {"velocity"});
   s.velocity = v.t();
-  expect_error(ops()->sgd_update(b(), &s), CNN_ERR_SHAPE, {"(5)", "(4)"});
+  expect_error(cnn_op_sgd_update(b(), &s), CNN_ERR_SHAPE, {"(5)", "(4)"});
   cnn_adam_args a;
   memset(&a, 0, sizeof a);
   a.param = p.t(), a.grad = g.t(), a.m = nullptr, a.v = p.t();
-  expect_error(ops()->adam_update(b(), &a), CNN_ERR_INVALID_ARG, {"adam_update", "m"});
+  expect_error(cnn_op_adam_update(b(), &a), CNN_ERR_INVALID_ARG, {"adam_update", "m"});
 }
 
 TEST_F(CpuOps, PlanSlotOfAnotherOpIsRejected) {
@@ -618,7 +619,7 @@ TEST_F(CpuOps, PlanSlotOfAnotherOpIsRejected) {
   cnnref::Pool2d pp;
   cnn_pool2d_args a = pool_args(pp);
   a.plan = &plan.p, a.x = x.t(), a.y = y.t();
-  expect_error(ops()->pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"plan", "conv2d"});
+  expect_error(cnn_op_pool2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"plan", "conv2d"});
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -689,7 +690,7 @@ TEST_F(CpuOps, PlansRebuildWhenAnyShapeOrParameterChanges) {
     px.set(xv);
     cnn_pool2d_args a = pool_args(pp);
     a.plan = &pool_plan.p, a.x = px.t(), a.y = py.t(), a.training = 1;
-    ASSERT_EQ(ops()->pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
     EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(xv))), kForwardTol);
   }
 
@@ -702,7 +703,7 @@ TEST_F(CpuOps, PlansRebuildWhenAnyShapeOrParameterChanges) {
     cnn_dense_args a;
     memset(&a, 0, sizeof a);
     a.plan = &dense_plan.p, a.x = x.t(), a.w = w.t(), a.y = y.t();
-    ASSERT_EQ(ops()->dense_forward(b(), &a), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_dense_forward(b(), &a), CNN_OK) << cnn_last_error();
     Vec want = cnnref::dense_forward(n, in, out, to_double(xv), to_double(wv), {}, false);
     EXPECT_LT(cnnref::max_rel_error(y.get(), want), kForwardTol);
   }
@@ -732,7 +733,7 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
       tdy.set(dy);
       cnn_conv2d_args a = r.args();
       a.plan = &conv_plan.p, a.w = tw.t(), a.dy = tdy.t(), a.dx = tdx.t();
-      ASSERT_EQ(ops()->conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_conv2d_backward_data(b(), &a), CNN_OK) << cnn_last_error();
       // conv backward data is the adjoint: <dx, x'> = <dy, conv(x')> for any x'
       cnnref::Conv2d lin = r.p;
       lin.relu = false;
@@ -749,12 +750,12 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
     px.set(pxv);
     cnn_pool2d_args pa = pool_args(pp);
     pa.plan = &pool_plan.p, pa.x = px.t(), pa.y = py.t(), pa.training = 1;
-    ASSERT_EQ(ops()->pool2d_forward(b(), &pa), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_pool2d_forward(b(), &pa), CNN_OK) << cnn_last_error();
     EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(pxv))), kForwardTol);
     GTensor pdy({pp.n, pp.out_h(), pp.out_w(), pp.c}), pdx({pp.n, pp.h, pp.w, pp.c});
     pdy.set(random_floats(pdy.numel(), rng));
     pa.dy = pdy.t(), pa.dx = pdx.t();
-    ASSERT_EQ(ops()->pool2d_backward(b(), &pa), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_pool2d_backward(b(), &pa), CNN_OK) << cnn_last_error();
     // max-pool backward routes each dy to its window's argmax: the sums agree
     double sdx = 0, sdy = 0;
     for (float v : pdx.get()) sdx += v;
@@ -767,7 +768,7 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
     cnn_dense_args da;
     memset(&da, 0, sizeof da);
     da.plan = &dense_plan.p, da.x = dx.t(), da.w = dw.t(), da.b = dbias.t(), da.y = dy.t(), da.act = CNN_ACT_RELU;
-    ASSERT_EQ(ops()->dense_forward(b(), &da), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_dense_forward(b(), &da), CNN_OK) << cnn_last_error();
     EXPECT_LT(cnnref::max_rel_error(dy.get(), cnnref::dense_forward(n, 20, 7, to_double(dxv), to_double(dwv),
                                                                     to_double(dbv), true)),
               kForwardTol);
@@ -805,16 +806,16 @@ TEST_F(CpuOps, ActivationsCheckAlphaAndWhatTheirGradientNeeds) {
   a.x = x.t(), a.y = y.t(), a.dy = dy.t(), a.dx = dx.t();
   for (float alpha : {0.0f, 1.0f, -0.5f, NAN}) {
     a.act = CNN_ACT_LEAKY_RELU, a.alpha = alpha;
-    expect_error(ops()->act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"act_forward", "leaky", "alpha"});
+    expect_error(cnn_op_act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"act_forward", "leaky", "alpha"});
   }
   a.act = CNN_ACT_ELU, a.alpha = -1.0f;
-  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "ELU", "alpha"});
+  expect_error(cnn_op_act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "ELU", "alpha"});
   a.act = (cnn_act)99, a.alpha = 0.0f;
-  expect_error(ops()->act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"unknown activation 99"});
+  expect_error(cnn_op_act_forward(b(), &a), CNN_ERR_INVALID_ARG, {"unknown activation 99"});
   a.act = CNN_ACT_GELU, a.x = nullptr;
-  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the input x"});
+  expect_error(cnn_op_act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the input x"});
   a.act = CNN_ACT_SIGMOID, a.x = x.t(), a.y = nullptr;
-  expect_error(ops()->act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the forward output y"});
+  expect_error(cnn_op_act_backward(b(), &a), CNN_ERR_INVALID_ARG, {"act_backward", "needs the forward output y"});
   EXPECT_TRUE(untouched(y) && untouched(dx));
 }
 
@@ -830,20 +831,20 @@ TEST_F(CpuOps, ConvAndDenseRejectFusedGeluAndSiluAndLeakyReluWithoutAlpha) {
     tx.set(x), tw.set(w);
     cnn_conv2d_args a = r.args();
     a.x = tx.t(), a.w = tw.t(), a.y = ty.t(), a.act = act;
-    expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "separate op"});
+    expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "separate op"});
     EXPECT_TRUE(untouched(ty));
     GTensor dx({n, in}), dw({out, in}), dy({n, out});
     dx.set(dxv), dw.set(dwv);
     cnn_dense_args d;
     memset(&d, 0, sizeof d);
     d.x = dx.t(), d.w = dw.t(), d.y = dy.t(), d.act = act;
-    expect_error(ops()->dense_forward(b(), &d), CNN_ERR_INVALID_ARG, {"dense_forward", "separate op"});
+    expect_error(cnn_op_dense_forward(b(), &d), CNN_ERR_INVALID_ARG, {"dense_forward", "separate op"});
     EXPECT_TRUE(untouched(dy));
   }
   GTensor tx(r.x_shape()), tw(r.w_shape()), ty(r.y_shape());
   cnn_conv2d_args a = r.args();
   a.x = tx.t(), a.w = tw.t(), a.y = ty.t(), a.act = CNN_ACT_LEAKY_RELU, a.act_alpha = 0.0f;
-  expect_error(ops()->conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "alpha"});
+  expect_error(cnn_op_conv2d_forward(b(), &a), CNN_ERR_INVALID_ARG, {"conv2d_forward", "alpha"});
 }
 
 bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
@@ -886,7 +887,7 @@ TEST_F(CpuOps, BatchnormRunningStatisticsFollowPyTorchsUpdateByHand) {
   t.x.set({1.0f, 2.0f, 3.0f, 6.0f});
   t.gamma.set({2.0f}), t.beta.set({1.0f}), t.rm.set({0.5f}), t.rv.set({2.0f});
   cnn_batchnorm_args a = t.args(true, 0.1f, 0.5f);  // eps 0.5: invstd = 1 / sqrt(3.5 + 0.5) = 0.5
-  ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
   EXPECT_FLOAT_EQ(t.rm.get()[0], 0.9f * 0.5f + 0.1f * 3.0f);               // 0.75
   EXPECT_FLOAT_EQ(t.rv.get()[0], 0.9f * 2.0f + 0.1f * 14.0f / 3.0f);       // 2.2667, not 2.15 (biased)
   EXPECT_FLOAT_EQ(t.sm.get()[0], 3.0f);
@@ -897,7 +898,7 @@ TEST_F(CpuOps, BatchnormRunningStatisticsFollowPyTorchsUpdateByHand) {
   // momentum 1 replaces the running statistics with the batch's
   t.rm.set({0.5f}), t.rv.set({2.0f});
   a.momentum = 1.0f;
-  ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
   EXPECT_FLOAT_EQ(t.rm.get()[0], 3.0f);
   EXPECT_FLOAT_EQ(t.rv.get()[0], 14.0f / 3.0f);
 }
@@ -922,20 +923,20 @@ TEST_F(CpuOps, BatchnormBackwardThroughItsActivationEqualsTheSeparateOpsBitForBi
         t.rm.set(random_floats(t.c, rng)), t.rv.set(random_floats(t.c, rng, 0.5f, 2.0f));
         cnn_batchnorm_args a = t.args(training);
         a.residual = r.t(), a.act = act.act, a.act_alpha = act.alpha;
-        ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
         a.dresidual = dres.t();
-        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
         EXPECT_EQ(t.dy.get(), dy) << "dy is an input";
         // the separate ops: the activation's gradient, then batchnorm with none
         cnn_act_args g;
         memset(&g, 0, sizeof g);
         g.act = act.act, g.alpha = act.alpha, g.y = t.y.t(), g.dy = t.dy.t(), g.dx = ds.t();
         if (act.act == CNN_ACT_NONE) ds.set(dy);
-        else ASSERT_EQ(ops()->act_backward(b(), &g), CNN_OK) << cnn_last_error();
+        else ASSERT_EQ(cnn_op_act_backward(b(), &g), CNN_OK) << cnn_last_error();
         cnn_batchnorm_args sa = a;
         sa.act = CNN_ACT_NONE, sa.dy = ds.t(), sa.dresidual = nullptr, sa.dx = dx2.t(), sa.dgamma = dg2.t();
         sa.dbeta = db2.t();
-        ASSERT_EQ(ops()->batchnorm_backward(b(), &sa), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_backward(b(), &sa), CNN_OK) << cnn_last_error();
         EXPECT_TRUE(same_bits(t.dx.get(), dx2.get()));
         EXPECT_TRUE(same_bits(t.dgamma.get(), dg2.get()));
         EXPECT_TRUE(same_bits(t.dbeta.get(), db2.get()));
@@ -944,11 +945,11 @@ TEST_F(CpuOps, BatchnormBackwardThroughItsActivationEqualsTheSeparateOpsBitForBi
         // without dresidual (dx recomputes the gradient), in place over dy
         inplace.set(dy);
         a.dresidual = nullptr, a.dy = inplace.t(), a.dx = inplace.t();
-        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
         EXPECT_TRUE(same_bits(inplace.get(), dx2.get()));
         // without dx: the parameter gradients alone
         a.dy = t.dy.t(), a.dx = nullptr;
-        ASSERT_EQ(ops()->batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_backward(b(), &a), CNN_OK) << cnn_last_error();
         EXPECT_TRUE(same_bits(t.dgamma.get(), dg2.get()));
       }
 }
@@ -977,16 +978,16 @@ TEST_F(CpuOps, BatchnormWithResidualEqualsBatchnormAddThenActivationBitForBit) {
         r.set(res);
         cnn_batchnorm_args a = fused.args(training);
         a.residual = r.t(), a.act = act.act, a.act_alpha = act.alpha;
-        ASSERT_EQ(ops()->batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_forward(b(), &a), CNN_OK) << cnn_last_error();
         cnn_batchnorm_args sa = split.args(training);
-        ASSERT_EQ(ops()->batchnorm_forward(b(), &sa), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_batchnorm_forward(b(), &sa), CNN_OK) << cnn_last_error();
         cnn_add_args add = {.a = split.y.t(), .b = r.t(), .y = split.y.t(), .alpha = 1.0f, .beta = 1.0f};
-        ASSERT_EQ(ops()->add(b(), &add), CNN_OK) << cnn_last_error();
+        ASSERT_EQ(cnn_op_add(b(), &add), CNN_OK) << cnn_last_error();
         if (act.act != CNN_ACT_NONE) {
           cnn_act_args aa;
           memset(&aa, 0, sizeof aa);
           aa.act = act.act, aa.alpha = act.alpha, aa.x = split.y.t(), aa.y = split.y.t();
-          ASSERT_EQ(ops()->act_forward(b(), &aa), CNN_OK) << cnn_last_error();
+          ASSERT_EQ(cnn_op_act_forward(b(), &aa), CNN_OK) << cnn_last_error();
         }
         const std::vector<float> got = fused.y.get(), want = split.y.get();
         ASSERT_EQ(got.size(), want.size());
@@ -1010,50 +1011,50 @@ TEST_F(CpuOps, BatchnormRejectsBadArgumentsWithoutWriting) {
   cnn_batchnorm_args a = t.args(true);
   BnTensors one({1, 1, 1, 4});
   cnn_batchnorm_args o = one.args(true);
-  expect_error(ops()->batchnorm_forward(b(), &o), CNN_ERR_SHAPE, {"batchnorm_forward", "more than one value"});
+  expect_error(cnn_op_batchnorm_forward(b(), &o), CNN_ERR_SHAPE, {"batchnorm_forward", "more than one value"});
   GTensor g5({5});
   a.gamma = g5.t();
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"gamma", "(5)", "(4)"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"gamma", "(5)", "(4)"});
   a = t.args(false);
   a.running_var = nullptr;
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"inference", "running_var"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"inference", "running_var"});
   a = t.args(true, 0.1f, 0.0f);
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"eps"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"eps"});
   a = t.args(true, 1.5f);
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"momentum 1.5"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"momentum 1.5"});
   a = t.args(true);
   a.act = CNN_ACT_GELU;
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_forward", "separate op"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_forward", "separate op"});
   GTensor wrong_y({2, 3, 4, 4});
   a = t.args(true);
   a.y = wrong_y.t();
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"y", "(2, 3, 4, 4)", "(2, 3, 3, 4)"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"y", "(2, 3, 4, 4)", "(2, 3, 3, 4)"});
   GTensor xh(t.shape, CNN_F16);
   a = t.args(true);
   a.x = xh.t();
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "F16"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "F16"});
   GTensor wrong_r({2, 3, 3, 5});
   a = t.args(true);
   a.residual = wrong_r.t();
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"residual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_SHAPE, {"residual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
   GTensor rh(t.shape, CNN_F16);
   a.residual = rh.t();
-  expect_error(ops()->batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "residual"});
+  expect_error(cnn_op_batchnorm_forward(b(), &a), CNN_ERR_UNSUPPORTED, {"batchnorm_forward", "residual"});
   a = t.args(true);
   a.save_invstd = nullptr;
   t.dy.set(random_floats(t.dy.numel(), rng));
-  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "save_invstd"});
+  expect_error(cnn_op_batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "save_invstd"});
   a = t.args(true);
   a.act = CNN_ACT_RELU, a.y = nullptr;  // backward through an activation reads y
-  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "y is missing"});
+  expect_error(cnn_op_batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "y is missing"});
   a = t.args(true);
   a.act = CNN_ACT_GELU;
-  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "separate op"});
+  expect_error(cnn_op_batchnorm_backward(b(), &a), CNN_ERR_INVALID_ARG, {"batchnorm_backward", "separate op"});
   a = t.args(true);
   a.dresidual = wrong_r.t();
-  expect_error(ops()->batchnorm_backward(b(), &a), CNN_ERR_SHAPE, {"dresidual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
+  expect_error(cnn_op_batchnorm_backward(b(), &a), CNN_ERR_SHAPE, {"dresidual", "(2, 3, 3, 5)", "(2, 3, 3, 4)"});
   for (GTensor *g : {&t.y, &t.sm, &t.si, &t.dx, &t.dgamma, &t.dbeta}) EXPECT_TRUE(untouched(*g));
-  EXPECT_EQ(ops()->batchnorm_forward(b(), nullptr), CNN_ERR_INVALID_ARG);
+  EXPECT_EQ(cnn_op_batchnorm_forward(b(), nullptr), CNN_ERR_INVALID_ARG);
 }
 
 // ---- dropout
@@ -1072,7 +1073,7 @@ TEST_F(CpuOps, DropoutMaskDependsOnSeedAndOffsetOnly) {
     GTensor tx({n}), ty({n});
     tx.set(ones);
     cnn_dropout_args a = dropout_args(tx, ty, 0.5f, seed, offset);
-    EXPECT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+    EXPECT_EQ(cnn_op_dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
     std::vector<bool> m(n);
     for (int64_t i = 0; i < n; i++) m[i] = ty.get()[i] != 0.0f;
     return m;
@@ -1096,19 +1097,19 @@ TEST_F(CpuOps, DropoutRateZeroIsIdentityAndRatesOutsideZeroOneAreRejected) {
   GTensor tx({1001}), ty({1001});
   tx.set(x);
   cnn_dropout_args a = dropout_args(tx, ty, 0.0f, 5, 0);
-  ASSERT_EQ(ops()->dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_dropout_forward(b(), &a), CNN_OK) << cnn_last_error();
   EXPECT_EQ(ty.get(), x);
   GTensor fresh({1001});
   for (float rate : {1.0f, -0.1f, 1.5f, NAN}) {
     a = dropout_args(tx, fresh, rate, 5, 0);
-    expect_error(ops()->dropout_forward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_forward", "rate"});
+    expect_error(cnn_op_dropout_forward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_forward", "rate"});
   }
   a.dy = tx.t(), a.dx = fresh.t();
-  expect_error(ops()->dropout_backward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_backward", "rate"});
+  expect_error(cnn_op_dropout_backward(b(), &a), CNN_ERR_INVALID_ARG, {"dropout_backward", "rate"});
   EXPECT_TRUE(untouched(fresh));
   GTensor short_y({1000});
   a = dropout_args(tx, short_y, 0.5f, 5, 0);
-  expect_error(ops()->dropout_forward(b(), &a), CNN_ERR_SHAPE, {"(1000)", "(1001)"});
+  expect_error(cnn_op_dropout_forward(b(), &a), CNN_ERR_SHAPE, {"(1000)", "(1001)"});
 }
 
 // ---- add, concat, scale, sum of squares
@@ -1117,7 +1118,7 @@ TEST_F(CpuOps, DropoutRateZeroIsIdentityAndRatesOutsideZeroOneAreRejected) {
 TEST_F(CpuOps, AddRejectsMismatchedShapesWithoutWriting) {
   GTensor p({2, 3}), q({3, 2}), r({2, 3});
   cnn_add_args a{p.t(), q.t(), r.t(), 1.0f, 1.0f};
-  expect_error(ops()->add(b(), &a), CNN_ERR_SHAPE, {"add", "(3, 2)", "(2, 3)"});
+  expect_error(cnn_op_add(b(), &a), CNN_ERR_SHAPE, {"add", "(3, 2)", "(2, 3)"});
   EXPECT_TRUE(untouched(r));
 }
 
@@ -1126,22 +1127,22 @@ TEST_F(CpuOps, ConcatRejectsPartsThatDoNotFit) {
   cnn_concat_args a;
   memset(&a, 0, sizeof a);
   a.n = 2, a.xs[0] = x0.t(), a.xs[1] = x1.t(), a.y = y.t();
-  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_SHAPE, {"concat_forward", "10 channels", "9"});
+  expect_error(cnn_op_concat_forward(b(), &a), CNN_ERR_SHAPE, {"concat_forward", "10 channels", "9"});
   a.xs[1] = x2.t(), a.y = dy.t();
-  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_SHAPE, {"xs[1]", "(2, 4, 5)", "every dim but the last"});
+  expect_error(cnn_op_concat_forward(b(), &a), CNN_ERR_SHAPE, {"xs[1]", "(2, 4, 5)", "every dim but the last"});
   a.n = 0;
-  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 0"});
+  expect_error(cnn_op_concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 0"});
   a.n = CNN_CONCAT_MAX + 1;
-  expect_error(ops()->concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 17"});
+  expect_error(cnn_op_concat_forward(b(), &a), CNN_ERR_INVALID_ARG, {"n = 17"});
   a.n = 2, a.xs[1] = nullptr, a.dxs[1] = nullptr, a.dy = dy.t();
-  expect_error(ops()->concat_backward(b(), &a), CNN_ERR_INVALID_ARG, {"concat_backward", "dxs[1]", "xs[1]"});
+  expect_error(cnn_op_concat_backward(b(), &a), CNN_ERR_INVALID_ARG, {"concat_backward", "dxs[1]", "xs[1]"});
   EXPECT_TRUE(untouched(y));
 }
 
 // (its values are rows of test_ops.cc's table)
 TEST_F(CpuOps, ScaleRefuses16BitTensors) {
   GTensor h({4}, CNN_F16);
-  expect_error(ops()->scale(b(), h.t(), 2.0f), CNN_ERR_UNSUPPORTED, {"scale", "F16"});
+  expect_error(cnn_op_scale(b(), h.t(), 2.0f), CNN_ERR_UNSUPPORTED, {"scale", "F16"});
 }
 
 TEST_F(CpuOps, SumSquaresAccumulatesInDoubleIndependentlyOfThreadCount) {
@@ -1155,22 +1156,22 @@ TEST_F(CpuOps, SumSquaresAccumulatesInDoubleIndependentlyOfThreadCount) {
     long double want = 0.0L;
     for (float v : x) want += (long double)v * v;
     double got = -1.0;
-    ASSERT_EQ(ops()->sum_squares(b(), t.t(), &got), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_sum_squares(b(), t.t(), &got), CNN_OK) << cnn_last_error();
     EXPECT_NEAR(got, (double)want, 1e-12 * (double)want);
     const int threads = omp_get_max_threads();
     for (int th : {1, 3}) {
       omp_set_num_threads(th);
       double again = -1.0;
-      ASSERT_EQ(ops()->sum_squares(b(), t.t(), &again), CNN_OK) << cnn_last_error();
+      ASSERT_EQ(cnn_op_sum_squares(b(), t.t(), &again), CNN_OK) << cnn_last_error();
       EXPECT_EQ(again, got) << th << " threads";  // bit for bit
     }
     omp_set_num_threads(threads);
   }
   double out = -1.0;
   GTensor h({4}, CNN_BF16);
-  expect_error(ops()->sum_squares(b(), h.t(), &out), CNN_ERR_UNSUPPORTED, {"sum_squares", "BF16"});
+  expect_error(cnn_op_sum_squares(b(), h.t(), &out), CNN_ERR_UNSUPPORTED, {"sum_squares", "BF16"});
   GTensor f({4});
-  expect_error(ops()->sum_squares(b(), f.t(), nullptr), CNN_ERR_INVALID_ARG, {"sum_squares", "out"});
+  expect_error(cnn_op_sum_squares(b(), f.t(), nullptr), CNN_ERR_INVALID_ARG, {"sum_squares", "out"});
 }
 
 // (its steps against the reference are rows of test_ops.cc's table)
@@ -1179,11 +1180,11 @@ TEST_F(CpuOps, RmspropRejectsMissingStateAndRhoOfOneWithoutWriting) {
   cnn_rmsprop_args a;
   memset(&a, 0, sizeof a);
   a.param = p.t(), a.grad = g.t(), a.sq = sq.t(), a.lr = 0.1f, a.rho = 0.9f, a.eps = 1e-8f, a.momentum = 0.9f;
-  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "mom"});
+  expect_error(cnn_op_rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "mom"});
   a.momentum = 0.0f, a.rho = 1.0f;
-  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "rho"});
+  expect_error(cnn_op_rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "rho"});
   a.rho = 0.9f, a.sq = nullptr;
-  expect_error(ops()->rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "sq"});
+  expect_error(cnn_op_rmsprop_update(b(), &a), CNN_ERR_INVALID_ARG, {"rmsprop_update", "sq"});
   EXPECT_TRUE(untouched(p));
 }
 
@@ -1198,13 +1199,13 @@ TEST_F(CpuOps, SoftmaxXentWithoutLabelsGivesProbabilitiesOnly) {
   cnn_softmax_xent_args a;
   memset(&a, 0, sizeof a);
   a.logits = tl.t(), a.probs = tp.t();
-  ASSERT_EQ(ops()->softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_op_softmax_xent(b(), &a), CNN_OK) << cnn_last_error();
   Vec probs;
   cnnref::softmax_xent(n, k, to_double(logits), std::vector<int32_t>(n, 0), &probs, nullptr);
   EXPECT_LT(cnnref::max_rel_error(tp.get(), probs), kForwardTol);
   EXPECT_TRUE(tp.guards_intact());
   a.losses = tloss.t();
-  expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "labels are missing"});
+  expect_error(cnn_op_softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "labels are missing"});
   EXPECT_TRUE(untouched(tloss));
 }
 
@@ -1218,15 +1219,15 @@ TEST_F(CpuOps, SoftmaxXentRejectsNonPositiveClassWeightsAndBadSmoothing) {
   a.logits = tl.t(), a.labels = tlab.t(), a.losses = tloss.t(), a.class_weights = tw.t(), a.grad_scale = 1.0f;
   for (float bad : {0.0f, -1.0f, NAN, INFINITY}) {
     tw.set({1.0f, 1.0f, bad});
-    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "class weight 2"});
+    expect_error(cnn_op_softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "class weight 2"});
   }
   tw.set({1.0f, 2.0f, 3.0f});
   for (float s : {1.0f, -0.1f, NAN}) {
     a.label_smoothing = s;
-    expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "label smoothing"});
+    expect_error(cnn_op_softmax_xent(b(), &a), CNN_ERR_INVALID_ARG, {"softmax_xent", "label smoothing"});
   }
   a.label_smoothing = 0.0f, a.class_weights = tw4.t();
-  expect_error(ops()->softmax_xent(b(), &a), CNN_ERR_SHAPE, {"class_weights", "(4)", "(3)"});
+  expect_error(cnn_op_softmax_xent(b(), &a), CNN_ERR_SHAPE, {"class_weights", "(4)", "(3)"});
   EXPECT_TRUE(untouched(tloss));
 }
 
@@ -1298,21 +1299,21 @@ cnn_status opt_step(cnn_backend *bk, OptTensors &t, const OptCase &c, int step, 
   if (c.kind == OptKind::kSgd) {
     std::vector<cnn_sgd_args> list;
     for (size_t i = 0; i < t.size(); i++) list.push_back(sgd_of(t, i, c));
-    if (multi) return bk->ops->sgd_update_multi(bk, list.data(), n, failed);
+    if (multi) return cnn_op_sgd_update_multi(bk, list.data(), n, failed);
     for (auto &a : list)
-      if (cnn_status st = bk->ops->sgd_update(bk, &a)) return st;
+      if (cnn_status st = cnn_op_sgd_update(bk, &a)) return st;
   } else if (c.kind == OptKind::kAdam) {
     std::vector<cnn_adam_args> list;
     for (size_t i = 0; i < t.size(); i++) list.push_back(adam_of(t, i, c, step));
-    if (multi) return bk->ops->adam_update_multi(bk, list.data(), n, failed);
+    if (multi) return cnn_op_adam_update_multi(bk, list.data(), n, failed);
     for (auto &a : list)
-      if (cnn_status st = bk->ops->adam_update(bk, &a)) return st;
+      if (cnn_status st = cnn_op_adam_update(bk, &a)) return st;
   } else {
     std::vector<cnn_rmsprop_args> list;
     for (size_t i = 0; i < t.size(); i++) list.push_back(rmsprop_of(t, i, c));
-    if (multi) return bk->ops->rmsprop_update_multi(bk, list.data(), n, failed);
+    if (multi) return cnn_op_rmsprop_update_multi(bk, list.data(), n, failed);
     for (auto &a : list)
-      if (cnn_status st = bk->ops->rmsprop_update(bk, &a)) return st;
+      if (cnn_status st = cnn_op_rmsprop_update(bk, &a)) return st;
   }
   return CNN_OK;
 }
@@ -1371,13 +1372,13 @@ TEST_F(CpuOps, SumSquaresMultiEqualsEachTensorsSumSquaresBitForBit) {
   }
   std::vector<double> want(sizes.size());
   for (size_t i = 0; i < sizes.size(); i++)
-    ASSERT_EQ(ops()->sum_squares(b(), ts[i]->t(), &want[i]), CNN_OK) << cnn_last_error();
+    ASSERT_EQ(cnn_op_sum_squares(b(), ts[i]->t(), &want[i]), CNN_OK) << cnn_last_error();
   const int threads = omp_get_max_threads();
   for (int th : {1, 2, 3}) {
     omp_set_num_threads(th);
     std::vector<double> got(sizes.size(), -1.0);
     int failed = -2;
-    ASSERT_EQ(ops()->sum_squares_multi(b(), list.data(), (int)list.size(), got.data(), &failed), CNN_OK)
+    ASSERT_EQ(cnn_op_sum_squares_multi(b(), list.data(), (int)list.size(), got.data(), &failed), CNN_OK)
         << cnn_last_error();
     EXPECT_EQ(failed, -1);
     for (size_t i = 0; i < sizes.size(); i++)
@@ -1397,46 +1398,46 @@ TEST_F(CpuOps, MultiTensorOpsRejectBadListsNamingTheElementAndWriteNothing) {
   std::vector<cnn_sgd_args> s;
   for (size_t i = 0; i < t.size(); i++) s.push_back(sgd_of(t, i, sgd));
   int failed = -2;
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 0, &failed), CNN_ERR_INVALID_ARG, {"sgd_update_multi", "n is 0"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 0, &failed), CNN_ERR_INVALID_ARG, {"sgd_update_multi", "n is 0"});
   EXPECT_EQ(failed, -1);
-  expect_error(ops()->sgd_update_multi(b(), s.data(), -3, nullptr), CNN_ERR_INVALID_ARG, {"n is -3"});
-  expect_error(ops()->sgd_update_multi(b(), nullptr, 3, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), -3, nullptr), CNN_ERR_INVALID_ARG, {"n is -3"});
+  expect_error(cnn_op_sgd_update_multi(b(), nullptr, 3, &failed), CNN_ERR_INVALID_ARG, {"list is NULL"});
   s[2].lr = 0.06f;
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2].lr", "0.06"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2].lr", "0.06"});
   EXPECT_EQ(failed, 2);
   s[2] = sgd_of(t, 2, sgd);
   s[1].nesterov = 0;
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[1].nesterov"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[1].nesterov"});
   EXPECT_EQ(failed, 1);
   s[1] = sgd_of(t, 1, sgd);
   s[1].grad = t.g[2]->t();  // 9 elements for a param of 7
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_SHAPE,
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_SHAPE,
                {"sgd_update_multi list[1]", "grad", "(9)", "(7)"});
   EXPECT_EQ(failed, 1);
   s[1] = sgd_of(t, 1, sgd);
   s[2].velocity = nullptr;
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "velocity"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "velocity"});
   EXPECT_EQ(failed, 2);
   s[2] = sgd_of(t, 2, sgd);
   s[1].param_lp = t.s2[1]->t();
-  expect_error(ops()->sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_UNSUPPORTED, {"list[1]", "param_lp"});
+  expect_error(cnn_op_sgd_update_multi(b(), s.data(), 3, &failed), CNN_ERR_UNSUPPORTED, {"list[1]", "param_lp"});
   EXPECT_EQ(failed, 1);
 
   std::vector<cnn_adam_args> a;
   for (size_t i = 0; i < t.size(); i++) a.push_back(adam_of(t, i, adam, 1));
   a[1].bias_correction2 = 0.5f;
-  expect_error(ops()->adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG,
+  expect_error(cnn_op_adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG,
                {"adam_update_multi", "list[1].bias_correction2"});
   EXPECT_EQ(failed, 1);
   a[1] = adam_of(t, 1, adam, 1);
   a[2].v = nullptr;
-  expect_error(ops()->adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "v"});
+  expect_error(cnn_op_adam_update_multi(b(), a.data(), 3, &failed), CNN_ERR_INVALID_ARG, {"list[2]", "v"});
   EXPECT_EQ(failed, 2);
 
   std::vector<cnn_rmsprop_args> r;
   for (size_t i = 0; i < t.size(); i++) r.push_back(rmsprop_of(t, i, rms));
   r[2].rho = 0.8f;
-  expect_error(ops()->rmsprop_update_multi(b(), r.data(), 3, &failed), CNN_ERR_INVALID_ARG,
+  expect_error(cnn_op_rmsprop_update_multi(b(), r.data(), 3, &failed), CNN_ERR_INVALID_ARG,
                {"rmsprop_update_multi", "list[2].rho"});
   EXPECT_EQ(failed, 2);
   EXPECT_TRUE(same_bits(t.p[0]->get(), p0)) << "an element was updated although the list was rejected";
@@ -1444,13 +1445,13 @@ TEST_F(CpuOps, MultiTensorOpsRejectBadListsNamingTheElementAndWriteNothing) {
   GTensor h({4}, CNN_BF16);
   const cnn_tensor *ts[3] = {t.g[0]->t(), h.t(), t.g[1]->t()};
   double out[3];
-  expect_error(ops()->sum_squares_multi(b(), ts, 3, out, &failed), CNN_ERR_UNSUPPORTED,
+  expect_error(cnn_op_sum_squares_multi(b(), ts, 3, out, &failed), CNN_ERR_UNSUPPORTED,
                {"sum_squares_multi", "ts[1]", "BF16"});
   EXPECT_EQ(failed, 1);
-  expect_error(ops()->sum_squares_multi(b(), ts, 0, out, &failed), CNN_ERR_INVALID_ARG, {"n is 0"});
+  expect_error(cnn_op_sum_squares_multi(b(), ts, 0, out, &failed), CNN_ERR_INVALID_ARG, {"n is 0"});
   EXPECT_EQ(failed, -1);
-  expect_error(ops()->sum_squares_multi(b(), nullptr, 3, out, nullptr), CNN_ERR_INVALID_ARG, {"ts is NULL"});
-  expect_error(ops()->sum_squares_multi(b(), ts, 3, nullptr, nullptr), CNN_ERR_INVALID_ARG, {"out is NULL"});
+  expect_error(cnn_op_sum_squares_multi(b(), nullptr, 3, out, nullptr), CNN_ERR_INVALID_ARG, {"ts is NULL"});
+  expect_error(cnn_op_sum_squares_multi(b(), ts, 3, nullptr, nullptr), CNN_ERR_INVALID_ARG, {"out is NULL"});
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
 #include "core/backend.h"
+#include "core/ops.h"
 #include "core/lite/lite_internal.h"
 #include "core/lite/lite_quant.h"
 #include "core/net.h"
@@ -301,11 +302,11 @@ bool compiled_scores(const std::vector<unsigned char> &file, int n, const std::v
   if (lite.st != CNN_LITE_OK) return false;
   cnntest::CpuBackend be;
   cnn_qprog *prog = nullptr;
-  *st = be.b->ops->qprog_create(be.b, lite.m, n, exact, &prog);
+  *st = cnn_op_qprog_create(be.b, lite.m, n, exact, &prog);
   if (*st != CNN_OK) return false;
   out.assign((size_t)n * cnn_lite_num_classes(lite.m), 0.0f);
-  *st = be.b->ops->qprog_run(be.b, prog, x.data(), out.data());
-  be.b->ops->qprog_destroy(be.b, prog);
+  *st = cnn_op_qprog_run(be.b, prog, x.data(), out.data());
+  cnn_op_qprog_destroy(be.b, prog);
   return *st == CNN_OK;
 }
 
