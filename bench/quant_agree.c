@@ -13,8 +13,8 @@
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
 #include "core/lite/lite_internal.h"
-#include "core/model_file.h"
-#include "core/net.h"
+#include "core/nn/model_file.h"
+#include "core/nn/net.h"
 
 static int argmax(const float *v, int k)
 {

@@ -204,7 +204,7 @@ typedef struct cnn_rmsprop_args {
     float grad_scale;
 } cnn_rmsprop_args;
 
-/* An int8 convolution or dense layer of a quantized model (core/layer_lite.c): for every output, the exact int32
+/* An int8 convolution or dense layer of a quantized model (core/quant/layer_lite.c): for every output, the exact int32
  * sum of (x - x_zp) * w over its taps, plus its channel's bias (in 64 bits, saturated to int32), rescaled by the
  * channel's multiplier and shift, plus y_zp, clamped to [y_min, y_max]: cnn-lite's arithmetic (core/lite/lite_quant.h),
  * so that the int8 outputs are bit for bit those of its C kernels. x: n x h x w x c int8; wt: the int8 weights
@@ -311,7 +311,7 @@ typedef struct cnn_backend_ops {
     cnn_status (*write_async)(cnn_backend *, cnn_tensor *dst, const void *host, size_t bytes);
 
     /* ---- multi-tensor optimizer updates and norms; optional (NULL: the caller loops over the per-tensor entries,
-     *      as core/optim.c does) ----
+     *      as core/nn/optim.c does) ----
      * *_update_multi do what n calls of the per-tensor entry with list[0], ..., list[n-1] would do, with results
      * bit-identical to those calls, in a few launches (CUDA: one kernel for the whole list). n >= 1. Each element
      * is checked as the per-tensor entry checks it; the elements may differ in size (0 elements included), in the

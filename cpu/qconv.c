@@ -1,5 +1,5 @@
 /* int8 convolution and dense layers on the CPU with oneDNN (its VNNI kernels on processors that have them), for
- * the quantized models cnn-lite runs (core/layer_lite.c): oneDNN computes the int32 sums of (x - x_zp) * w, and
+ * the quantized models cnn-lite runs (core/quant/layer_lite.c): oneDNN computes the int32 sums of (x - x_zp) * w, and
  * the rescaling to int8 is cnn-lite's own integer arithmetic (core/lite/lite_quant.h), in parallel here, so that
  * results are bit for bit those of its C kernels.
  *

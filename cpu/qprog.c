@@ -1,4 +1,4 @@
-/* A quantized model (an opened cnn-lite model, core/layer_lite.c) compiled whole for the CPU at one batch size:
+/* A quantized model (an opened cnn-lite model, core/quant/layer_lite.c) compiled whole for the CPU at one batch size:
  * one oneDNN primitive per convolution and dense layer, built once, with its weights reordered once; every buffer
  * allocated here, none per call.
  *

@@ -1,9 +1,9 @@
-/* Gradients all-reduced by NCCL on the CUDA backend's compute stream (core/dist.c calls it; README, "Data-parallel
+/* Gradients all-reduced by NCCL on the CUDA backend's compute stream (core/train/dist.c calls it; README, "Data-parallel
  * training"). Built with the CUDA backend when NCCL is found (CNN_HAVE_NCCL). */
 #ifndef CNN_CUDA_NCCL_H
 #define CNN_CUDA_NCCL_H
 
-#include "core/optim.h"
+#include "core/nn/optim.h"
 
 /* NCCL_UNIQUE_ID_BYTES: the communicator id that rank 0 makes and MPI carries to the others */
 #define CNN_NCCL_ID_BYTES 128

@@ -1,9 +1,9 @@
-/* The gradient average of core/dist.c on 2 ranks, run by test_dist under mpirun: each rank sets known gradients on
+/* The gradient average of core/train/dist.c on 2 ranks, run by test_dist under mpirun: each rank sets known gradients on
  * a small network's parameters and checks what cnn_dist_reduce_grads leaves: the average weighted by the ranks'
  * image counts; a rank without images adds nothing (even with NaN in its stale gradients); an infinity in each
  * gradient of one rank reaches every rank (so the mixed-precision overflow check skips the step everywhere); a step without any image
  * is no step; small buckets (several in flight in turn) and --deterministic's rank-order sums give the same
- * numbers as one bucket. --sync-batchnorm (core/dist_bn.c): 2 ranks of 4 images give the gradients and running
+ * numbers as one bucket. --sync-batchnorm (core/train/dist_bn.c): 2 ranks of 4 images give the gradients and running
  * statistics of one process of all 8 (to float rounding; the one-process batchnorm gradient is itself checked by
  * finite differences in test_gradcheck), through a batchnorm with a fused ReLU whose input gradient feeds the
  * conv before it; without it they differ. cnn_dist_evaluate_source: each rank evaluates its own part of the set
@@ -17,9 +17,9 @@
 
 #include "cnn/cnn.h"
 #include "cnn/dist.h"
-#include "core/dist.h"
-#include "core/layer.h"
-#include "core/optim.h"
+#include "core/nn/layer.h"
+#include "core/nn/optim.h"
+#include "core/train/dist.h"
 
 static const char *MODEL = "input 6 6 1\nconv 4 3 relu\nflatten\ndense 3 softmax\n";
 

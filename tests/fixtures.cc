@@ -9,8 +9,8 @@
 #include <algorithm>
 
 extern "C" {
-#include "core/checkpoint.h"
 #include "core/rng.h"
+#include "core/train/checkpoint.h"
 }
 #include "tests/util.h"
 

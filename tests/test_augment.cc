@@ -1,4 +1,4 @@
-// Augmentation (cnn/pipeline.h, core/augment.c): parsing, the fill modes, each transform's defining property,
+// Augmentation (cnn/pipeline.h, core/data/augment.c): parsing, the fill modes, each transform's defining property,
 // and reproducibility from the seed.
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cnn/pipeline.h"
-#include "core/augment.h"
+#include "core/data/augment.h"
 
 namespace {
 

@@ -8,8 +8,8 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/json.h"
-#include "core/net.h"
+#include "core/io/json.h"
+#include "core/nn/net.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

@@ -14,10 +14,10 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
-#include "core/optim.h"
+#include "core/io/safetensors.h"
+#include "core/nn/net.h"
+#include "core/nn/optim.h"
 #include "core/rng.h"
-#include "core/safetensors.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

@@ -14,10 +14,10 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/checkpoint.h"
 #include "core/crc32c.h"
-#include "core/net.h"
+#include "core/nn/net.h"
 #include "core/rng.h"
+#include "core/train/checkpoint.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

@@ -12,8 +12,8 @@
 extern "C" {
 #include "cnn/cnn.h"
 #include "core/backend.h"
+#include "core/nn/net.h"
 #include "core/ops.h"
-#include "core/net.h"
 #include "core/rng.h"
 }
 #include "tests/fixtures.h"

@@ -27,10 +27,10 @@
 #include "cnn/explain.h"
 #include "core/backend.h"
 extern "C" {
-#include "core/checkpoint.h"
+#include "core/train/checkpoint.h"
 }
-#include "core/rng.h"
 #include "core/ops.h"
+#include "core/rng.h"
 #include "tests/op_util.h"
 #include "tests/util.h"
 

@@ -1,4 +1,4 @@
-// Data-parallel training (core/dist.c, README "Data-parallel training"): the loader's shards partition every epoch
+// Data-parallel training (core/train/dist.c, README "Data-parallel training"): the loader's shards partition every epoch
 // exactly as one process of the global batch sees it; under mpirun, 2 ranks of batch 32 end with the weights of 1
 // process of batch 64 (to float rounding), --deterministic runs are bit-identical, one rank under mpirun is the
 // one-process run, a rank that hangs or dies ends the run with a message naming it within the collective timeout,
@@ -25,9 +25,9 @@
 extern "C" {
 #include "cnn/cnn.h"
 #include "cnn/dist.h"
-#include "core/checkpoint.h"
-#include "core/dist.h"
 #include "core/rng.h"
+#include "core/train/checkpoint.h"
+#include "core/train/dist.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

@@ -17,11 +17,12 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/compress.h"
-#include "core/image.h"
+#include "core/compress/compress.h"
+#include "core/data/image.h"
+#include "core/io/safetensors.h"
 #include "core/lite/lite_quant.h"
-#include "core/net.h"
-#include "core/safetensors.h"
+#include "core/nn/net.h"
+#include "core/nn/qat.h"
 }
 #include "tests/fixtures.h"
 #include "tests/reference.h"

@@ -15,8 +15,8 @@
 extern "C" {
 #include "cnn/cnn.h"
 #include "cnn/explain.h"
-#include "core/json.h"
-#include "core/net.h"
+#include "core/io/json.h"
+#include "core/nn/net.h"
 #include "core/rng.h"
 }
 #include "tests/fixtures.h"

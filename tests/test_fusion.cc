@@ -1,5 +1,5 @@
 // Graph rewrites that must not change results: a ReLU that feeds only a max-pool is applied after the pooling
-// (core/net.c, relu_after_maxpool), and training then gives bit-identical weights to the same network with the ReLU
+// (core/nn/net.c, relu_after_maxpool), and training then gives bit-identical weights to the same network with the ReLU
 // as a layer of its own before the pool, which the rewrite leaves alone. Likewise a batchnorm followed by a residual
 // add computes the add and its activation (fuse_batchnorm_add), against the same network with a dropout of rate 0
 // (a copy) between the two, which keeps the rewrite from applying.
@@ -10,7 +10,7 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
+#include "core/nn/net.h"
 #include "core/rng.h"
 }
 

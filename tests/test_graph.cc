@@ -11,8 +11,8 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
-#include "core/optim.h"
+#include "core/nn/net.h"
+#include "core/nn/optim.h"
 #include "core/rng.h"
 }
 #include "tests/fixtures.h"
@@ -388,7 +388,7 @@ TEST(GraphGradients, ResidualNetWithBatchnormConcatAndDropoutMatchesFiniteDiffer
   cnn_net_destroy(net);
 }
 
-// Residual blocks whose last batchnorm computes the add and its activation (core/net.c, fuse_batchnorm_add): an
+// Residual blocks whose last batchnorm computes the add and its activation (core/nn/net.c, fuse_batchnorm_add): an
 // identity block whose input also feeds its first convolution, and a projection block; the gradients of both add
 // inputs (one of them through the shortcut) and of the batchnorm still match finite differences. Smooth activations
 // (ELU, tanh): with ReLU's kinks central differences at this step size miss by more, fused or not.

@@ -16,9 +16,9 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/image.h"
+#include "core/data/image.h"
+#include "core/io/safetensors.h"
 #include "core/parse.h"
-#include "core/safetensors.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

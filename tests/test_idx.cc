@@ -1,4 +1,4 @@
-// IDX files and datasets (core/idx.h, cnn/data.h): round trips, every malformed-file case, named datasets,
+// IDX files and datasets (core/data/idx.h, cnn/data.h): round trips, every malformed-file case, named datasets,
 // splitting, statistics, and the real Fashion-MNIST when it is installed.
 #include <sys/stat.h>
 #include <zlib.h>
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "cnn/data.h"
-#include "core/idx.h"
+#include "core/data/idx.h"
 #include "tests/util.h"
 
 using cnntest::TempDir;

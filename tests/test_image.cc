@@ -1,4 +1,4 @@
-// Image decoding, conversion and resizing (cnn_image_load, core/image.h), and PNG writing.
+// Image decoding, conversion and resizing (cnn_image_load, core/data/image.h), and PNG writing.
 #include <zlib.h>
 
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "cnn/data.h"
-#include "core/image.h"
+#include "core/data/image.h"
 #include "tests/util.h"
 
 using cnntest::TempDir;

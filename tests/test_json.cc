@@ -1,4 +1,4 @@
-// JSON parser and writer (core/json.h).
+// JSON parser and writer (core/io/json.h).
 #include <gtest/gtest.h>
 
 #include <clocale>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/json.h"
+#include "core/io/json.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// The asynchronous loader (cnn/pipeline.h, core/loader.c): batches independent of the worker count, epochs as
+// The asynchronous loader (cnn/pipeline.h, core/data/loader.c): batches independent of the worker count, epochs as
 // permutations, seeking, normalization, resizing and cropping of files, bad files (skipped with one warning each,
 // or stopping the run in strict mode), the ring's limits, statistics.
 #include <sys/stat.h>
@@ -20,7 +20,7 @@
 #include "cnn/cnn.h"
 #include "core/backend.h"
 extern "C" {
-#include "core/net.h"
+#include "core/nn/net.h"
 }
 #include "tests/util.h"
 

@@ -8,8 +8,8 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
+#include "core/nn/net.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

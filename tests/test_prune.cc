@@ -12,12 +12,12 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/checkpoint.h"
-#include "core/net.h"
-#include "core/prune.h"
+#include "core/compress/prune.h"
+#include "core/io/safetensors.h"
+#include "core/io/zfile.h"
+#include "core/nn/net.h"
 #include "core/rng.h"
-#include "core/safetensors.h"
-#include "core/zfile.h"
+#include "core/train/checkpoint.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

@@ -17,16 +17,16 @@
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
 #include "core/backend.h"
-#include "core/ops.h"
 #include "core/lite/lite_internal.h"
 #include "core/lite/lite_quant.h"
-#include "core/net.h"
+#include "core/nn/net.h"
+#include "core/ops.h"
 extern "C" {  // (C headers without their own extern "C")
-#include "core/model_file.h"
+#include "core/nn/model_file.h"
 #include "cpu/dnnl_util.h"
 }
-#include "core/quant_internal.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
+#include "core/quant/quant_internal.h"
 #include "tests/fixtures.h"
 #include "tests/util.h"
 

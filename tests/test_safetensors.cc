@@ -1,4 +1,4 @@
-// safetensors reading and writing (core/safetensors.h): round trips and every malformed header the reader
+// safetensors reading and writing (core/io/safetensors.h): round trips and every malformed header the reader
 // must refuse.
 #include <gtest/gtest.h>
 
@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/json.h"
-#include "core/safetensors.h"
+#include "core/io/json.h"
+#include "core/io/safetensors.h"
 #include "tests/util.h"
 
 using cnntest::TempDir;

@@ -15,7 +15,7 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
+#include "core/nn/net.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

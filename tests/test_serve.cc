@@ -27,9 +27,9 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/image.h"
-#include "core/json.h"
-#include "core/serve.h"
+#include "core/data/image.h"
+#include "core/io/json.h"
+#include "core/serve/serve.h"
 }
 #include "tests/util.h"
 

@@ -1,6 +1,6 @@
-// Sample sources (cnn/pipeline.h, core/source.c): image folders, CSV lists, CIFAR binary batches, named specs;
-// the stratified split and the samplers' epoch orders (core/sampling.c); image decoding limits and the
-// libjpeg-turbo path (core/image.c, core/jpeg.c).
+// Sample sources (cnn/pipeline.h, core/data/source.c): image folders, CSV lists, CIFAR binary batches, named specs;
+// the stratified split and the samplers' epoch orders (core/data/sampling.c); image decoding limits and the
+// libjpeg-turbo path (core/data/image.c, core/data/jpeg.c).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "cnn/pipeline.h"
-#include "core/image.h"
-#include "core/sampling.h"
+#include "core/data/image.h"
+#include "core/data/sampling.h"
 #include "tests/util.h"
 
 using cnntest::TempDir;

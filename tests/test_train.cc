@@ -9,7 +9,7 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/net.h"
+#include "core/nn/net.h"
 #include "core/rng.h"
 }
 

@@ -13,11 +13,11 @@
 
 extern "C" {
 #include "cnn/cnn.h"
-#include "core/checkpoint.h"
-#include "core/net.h"
-#include "core/optim.h"
+#include "core/io/safetensors.h"
+#include "core/nn/net.h"
+#include "core/nn/optim.h"
 #include "core/rng.h"
-#include "core/safetensors.h"
+#include "core/train/checkpoint.h"
 }
 #include "tests/fixtures.h"
 #include "tests/util.h"

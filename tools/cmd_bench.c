@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json.h"
-#include "core/model_file.h"
+#include "core/io/json.h"
+#include "core/nn/model_file.h"
 #include "tools/cli.h"
 #include "tools/report.h"
 

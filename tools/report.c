@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
-#include "core/json.h"
+#include "core/io/json.h"
 
 double report_peak_rss_mib(void)
 {

@@ -17,13 +17,13 @@ typedef struct report_attack {
     cnn_attack_result result;
 } report_attack;
 
-/* The same with "attack": {...} (when attack is not NULL) before "peak_rss_mib". Written with core/json.c's
+/* The same with "attack": {...} (when attack is not NULL) before "peak_rss_mib". Written with core/io/json.c's
  * writer, the one JSON writer of the project. */
 cnn_status report_write_json_extra(const char *path, const cnn_epoch_stats *history, int epochs,
                                    const cnn_metrics *test, const cnn_net *net, const report_attack *attack);
 
 struct cnn_json_writer;
-/* Finishes the document of w (core/json.h) and writes it to path atomically, ending with a line break. When the
+/* Finishes the document of w (core/io/json.h) and writes it to path atomically, ending with a line break. When the
  * writer failed (out of memory), prints "<failed>: <the error>" first; failed NULL: "cannot write <path>: ...". */
 cnn_status report_json_save(struct cnn_json_writer *w, const char *path, const char *failed);
 

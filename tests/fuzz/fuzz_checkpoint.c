@@ -1,4 +1,4 @@
-/* Fuzz harness: checkpoints (`cnn train --resume`; core/checkpoint.c over core/safetensors.c and core/model_file.c).
+/* Fuzz harness: checkpoints (`cnn train --resume`; core/train/checkpoint.c over core/io/safetensors.c and core/nn/model_file.c).
  *
  * The input is the checkpoint file. It is verified as it is (format, version, checksum); then, so that the fuzzer
  * gets past the checksum, a copy whose checksum is made right (the file parsed and written again with the
@@ -15,9 +15,9 @@
 
 #include "checkpoint_setup.h"
 #include "cnn/net.h"
-#include "core/checkpoint.h"
-#include "core/model_file.h"
-#include "core/optim.h"
+#include "core/nn/model_file.h"
+#include "core/nn/optim.h"
+#include "core/train/checkpoint.h"
 #include "fuzz.h"
 
 /* Networks with more weights are not resumed: the optimizer's state is two copies of them. */

@@ -1,5 +1,5 @@
 /* Fuzz harness: CIFAR-10 and CIFAR-100 binary batches and their class-name files (`--data cifar10:DIR`, ...,
- * cnn_dataset_load in core/dataset.c).
+ * cnn_dataset_load in core/data/dataset.c).
  *
  * The input is
  *

@@ -1,4 +1,4 @@
-/* Fuzz harness: CSV lists of images (`--data csv:FILE`, cnn_source_from_csv in core/source.c).
+/* Fuzz harness: CSV lists of images (`--data csv:FILE`, cnn_source_from_csv in core/data/source.c).
  *
  * The input is the list. One that parses is checked (every label a class, every class name there, counts that add
  * up) and split into training and validation sets as `--val-split` does. The images it names are not opened: the

@@ -1,4 +1,4 @@
-/* Fuzz harness: IDX files (MNIST, Fashion-MNIST; core/idx.c), raw or gzip-compressed.
+/* Fuzz harness: IDX files (MNIST, Fashion-MNIST; core/data/idx.c), raw or gzip-compressed.
  *
  * The input is the file. It is read with a 1 MiB payload cap (a gzip stream may expand that far, no further); a
  * file that reads is checked against its header and, when it is an image file (rank 3 or 4), loaded as a dataset
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cnn/data.h"
-#include "core/idx.h"
+#include "core/data/idx.h"
 #include "fuzz.h"
 
 /* Payload cap of the harness: 1 MiB (CNN_IDX_MAX_BYTES, 2 GiB, is what datasets are read with). */

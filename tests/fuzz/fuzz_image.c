@@ -1,5 +1,5 @@
-/* Fuzz harness: image decoding (PNG, JPEG, BMP; cnn_image_decode_memory in core/image.c, libjpeg-turbo in
- * core/jpeg.c when the build has it) and the resize that cnn_image_load applies after it.
+/* Fuzz harness: image decoding (PNG, JPEG, BMP; cnn_image_decode_memory in core/data/image.c, libjpeg-turbo in
+ * core/data/jpeg.c when the build has it) and the resize that cnn_image_load applies after it.
  *
  * The input is the image file. It is decoded with a cap of 64K pixels (the header is checked against it before
  * decoding: a 4-byte header cannot make a run allocate gigabytes) and, as cnn_image_load does, with the output
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/image.h"
+#include "core/data/image.h"
 #include "fuzz.h"
 
 /* Pixels a header may declare: 64K (256 x 256), 256 KiB as RGBA. */

@@ -1,4 +1,4 @@
-/* Fuzz harness: the JSON parser (core/json.c; safetensors headers, checkpoint histories, metrics).
+/* Fuzz harness: the JSON parser (core/io/json.c; safetensors headers, checkpoint histories, metrics).
  *
  * A document that parses is checked and written back: every member is found by its key, the writer accepts the
  * tree, and the text it writes parses to the same tree (types, strings byte for byte, keys in order, numbers to
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json.h"
+#include "core/io/json.h"
 #include "fuzz.h"
 
 /* 1 when no key of the tree holds a '\0' (written through "\u0000"): the writer takes keys as C strings. */

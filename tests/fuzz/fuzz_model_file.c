@@ -1,4 +1,4 @@
-/* Fuzz harness: model files (safetensors with cnn.c's metadata; core/safetensors.c, core/model_file.c), loaded as
+/* Fuzz harness: model files (safetensors with cnn.c's metadata; core/io/safetensors.c, core/nn/model_file.c), loaded as
  * `cnn predict --model`, `cnn eval` and `cnn summary` load them, and as `cnn train --init-from` reads them.
  *
  * The input is the file. It is read as safetensors (strictly, and keeping foreign dtypes as the PyTorch import
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cnn/net.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "fuzz.h"
 
 /* The network that --init-from initializes: small, with the tensor names a small model file has. */

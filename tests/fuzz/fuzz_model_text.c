@@ -1,4 +1,4 @@
-/* Fuzz harness: model definitions (the text of the samples/models files; core/model_text.c), built on the CPU backend
+/* Fuzz harness: model definitions (the text of the samples/models files; core/nn/model_text.c), built on the CPU backend
  * as `cnn train --model` and `cnn summary` do.
  *
  * The input is the definition. A network that builds is summarized (the Keras-style table, to /dev/null) and its

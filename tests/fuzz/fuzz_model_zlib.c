@@ -1,4 +1,4 @@
-/* Fuzz harness: zlib-compressed model files (core/zfile.c, README "Pruning"), as every loader reads them.
+/* Fuzz harness: zlib-compressed model files (core/io/zfile.c, README "Pruning"), as every loader reads them.
  *
  * The input is the file after its 8-byte magic (the harness puts that in front, so that every input reaches the
  * decoder): the inflated size (u64, little-endian), then the zlib stream. The file is inflated directly and
@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "cnn/net.h"
-#include "core/safetensors.h"
-#include "core/zfile.h"
+#include "core/io/safetensors.h"
+#include "core/io/zfile.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,11 +1,11 @@
-/* Fuzz harness: the model server's config file (core/serve_config.c), as `cnn serve --model-config` reads it.
+/* Fuzz harness: the model server's config file (core/serve/serve_config.c), as `cnn serve --model-config` reads it.
  *
  * A config that parses must hold 1 to 256 models with distinct names that are never paths, base paths joined to
  * the folder when relative, a policy in range (latest N >= 1, or 1 or more distinct specific versions), and
  * labels with distinct names and versions >= 0. */
 #include <string.h>
 
-#include "core/serve.h"
+#include "core/serve/serve.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,4 +1,4 @@
-/* Fuzz harness: the model server's request parsing (core/serve_api.c): the path router and the bodies of
+/* Fuzz harness: the model server's request parsing (core/serve/serve_api.c): the path router and the bodies of
  * :predict, :classify and /infer, as the server sees them from the network, without one.
  *
  * The first byte picks the API and the model's input (a 2x2 gray one, or a 3x3 RGB one that encoded images are
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json.h"
-#include "core/serve.h"
+#include "core/io/json.h"
+#include "core/serve/serve.h"
 #include "fuzz.h"
 
 static void check_route(const uint8_t *data, size_t size)

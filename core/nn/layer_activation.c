@@ -1,0 +1,51 @@
+/* The single-input activation layers (relu, ...), and softmax: a view that marks the output as logits. */
+#include "core/error.h"
+#include "core/nn/layer.h"
+#include "core/ops.h"
+
+static cnn_status act_init(cnn_layer *l)
+{
+    l->out = l->in;
+    return CNN_OK;
+}
+
+static cnn_status act_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    return cnn_layer_act_forward(l, x[0], y);
+}
+
+static cnn_status act_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                               cnn_tensor *const *dx)
+{
+    if (!dx[0]) return CNN_OK;
+    cnn_backend *b = l->backend;
+    cnn_act_args a = {.act = l->act, .alpha = l->act_alpha, .x = x[0], .y = (cnn_tensor *)y, .dy = dy, .dx = dx[0]};
+    return cnn_op_act_backward(b, &a);
+}
+
+const cnn_layer_ops cnn_act_layer_ops = {
+    .kind = "activation",
+    .type_name = "Activation",
+    .name_prefix = "activation",
+    .init = act_init,
+    .forward = act_forward,
+    .backward = act_backward,
+};
+
+static cnn_status softmax_init(cnn_layer *l)
+{
+    if (l->in.ndim != 1)
+        return cnn_error(CNN_ERR_SHAPE, "line %d: softmax needs a flat input of class scores (dense before it)",
+                         l->line);
+    l->out = l->in;
+    return CNN_OK;
+}
+
+const cnn_layer_ops cnn_softmax_layer_ops = {
+    .kind = "softmax",
+    .type_name = "Softmax",
+    .name_prefix = "softmax",
+    .init = softmax_init,
+    .is_view = 1,
+};
