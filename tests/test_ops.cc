@@ -1439,6 +1439,9 @@ struct Param {
   size_t row;
 };
 
+// What gtest prints for a test's parameter (ctest shows it beside the name): the backend and the row.
+void PrintTo(const Param &p, std::ostream *os) { *os << p.backend << " row " << p.row; }
+
 std::vector<Param> params(const char *backend) {
   std::vector<Param> v;
   for (size_t i = 0; i < table().size(); i++)
