@@ -77,4 +77,8 @@ cnn_status cnn_dist_bn_backward(cnn_dist *d, const cnn_batchnorm_args *a);
  * cnn_dist_evaluate_source recomputes from the confusion matrix of all ranks. */
 void cnn_metrics_from_confusion(cnn_metrics *m);
 
+/* Metrics of k classes with their confusion matrix and per-class arrays zeroed (core/train/train.c), the start of
+ * every evaluation's metrics (cnn_evaluate_*, cnn_metrics_compute, cnn_dist_evaluate_source). */
+cnn_status cnn_metrics_alloc(int k, cnn_metrics **out);
+
 #endif

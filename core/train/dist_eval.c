@@ -6,26 +6,6 @@
 #include "core/error.h"
 #include "core/train/dist.h"
 
-/* Metrics of k classes and no image (a rank whose part of the set is empty). */
-static cnn_status empty_metrics(int k, cnn_metrics **out)
-{
-    cnn_metrics *m = calloc(1, sizeof *m);
-    if (m) {
-        m->num_classes = k;
-        m->confusion = calloc((size_t)k * k, sizeof *m->confusion);
-        m->precision = calloc((size_t)k, sizeof *m->precision);
-        m->recall = calloc((size_t)k, sizeof *m->recall);
-        m->f1 = calloc((size_t)k, sizeof *m->f1);
-        m->support = calloc((size_t)k, sizeof *m->support);
-    }
-    if (!m || !m->confusion || !m->precision || !m->recall || !m->f1 || !m->support) {
-        cnn_metrics_destroy(m);
-        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the metrics of %d classes", k);
-    }
-    *out = m;
-    return CNN_OK;
-}
-
 cnn_status cnn_dist_evaluate_source(cnn_dist *d, cnn_net *net, const cnn_source *src, const cnn_train_config *data,
                                     int batch_size, cnn_metrics **out)
 {
@@ -45,7 +25,7 @@ cnn_status cnn_dist_evaluate_source(cnn_dist *d, cnn_net *net, const cnn_source 
         CNN_TRY(cnn_source_range(src, first, count, &part));
         CNN_TRY(cnn_evaluate_source(net, part, data, batch_size, &m));
     } else {
-        CNN_TRY(empty_metrics(k, &m));
+        CNN_TRY(cnn_metrics_alloc(k, &m)); /* no image: this rank's part of the set is empty */
     }
     const size_t kk = (size_t)k * (size_t)k;
     sums = malloc((kk + 1) * sizeof *sums);

@@ -13,6 +13,7 @@
 #include "core/draw.h"
 #include "core/error.h"
 #include "core/nn/net.h"
+#include "core/train/dist.h"
 
 #define DEFAULT_TOP_K 5
 #define DEFAULT_ECE_BINS 15 /* Guo et al. 2017, "On calibration of modern neural networks" */
@@ -57,20 +58,14 @@ static double class_auc(const float *probs, const int32_t *labels, int64_t n, in
 
 static cnn_status alloc_metrics(int k, int bins, cnn_metrics **out)
 {
-    cnn_metrics *m = calloc(1, sizeof *m);
-    if (!m) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    m->num_classes = k;
-    m->confusion = calloc((size_t)k * k, sizeof *m->confusion);
-    m->precision = calloc((size_t)k, sizeof *m->precision);
-    m->recall = calloc((size_t)k, sizeof *m->recall);
-    m->f1 = calloc((size_t)k, sizeof *m->f1);
-    m->support = calloc((size_t)k, sizeof *m->support);
+    cnn_metrics *m;
+    cnn_status st = cnn_metrics_alloc(k, &m);
+    if (st != CNN_OK) return st;
     m->auc = calloc((size_t)k, sizeof *m->auc);
     m->bin_count = calloc((size_t)bins, sizeof *m->bin_count);
     m->bin_accuracy = calloc((size_t)bins, sizeof *m->bin_accuracy);
     m->bin_confidence = calloc((size_t)bins, sizeof *m->bin_confidence);
-    if (!m->confusion || !m->precision || !m->recall || !m->f1 || !m->support || !m->auc || !m->bin_count ||
-        !m->bin_accuracy || !m->bin_confidence) {
+    if (!m->auc || !m->bin_count || !m->bin_accuracy || !m->bin_confidence) {
         cnn_metrics_destroy(m);
         return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the metrics of %d classes", k);
     }

@@ -1015,6 +1015,25 @@ void cnn_metrics_destroy(cnn_metrics *m)
     free(m);
 }
 
+cnn_status cnn_metrics_alloc(int k, cnn_metrics **out)
+{
+    cnn_metrics *m = calloc(1, sizeof *m);
+    if (m) {
+        m->num_classes = k;
+        m->confusion = calloc((size_t)k * k, sizeof *m->confusion);
+        m->precision = calloc((size_t)k, sizeof *m->precision);
+        m->recall = calloc((size_t)k, sizeof *m->recall);
+        m->f1 = calloc((size_t)k, sizeof *m->f1);
+        m->support = calloc((size_t)k, sizeof *m->support);
+    }
+    if (!m || !m->confusion || !m->precision || !m->recall || !m->f1 || !m->support) {
+        cnn_metrics_destroy(m);
+        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the metrics of %d classes", k);
+    }
+    *out = m;
+    return CNN_OK;
+}
+
 void cnn_metrics_from_confusion(cnn_metrics *m)
 {
     const int k = m->num_classes;
@@ -1043,20 +1062,9 @@ void cnn_metrics_from_confusion(cnn_metrics *m)
 /* The metrics of `net` on `ds` (in memory) or, when ds is NULL, on one pass of the loader `l`. */
 static cnn_status evaluate_with(cnn_net *net, const cnn_dataset *ds, cnn_loader *l, int batch_size, cnn_metrics **out)
 {
-    cnn_status st = CNN_OK;
-    int k = cnn_net_num_outputs(net);
-    cnn_metrics *m = calloc(1, sizeof *m);
-    if (!m) return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    m->num_classes = k;
-    m->confusion = calloc((size_t)k * k, sizeof *m->confusion);
-    m->precision = calloc((size_t)k, sizeof *m->precision);
-    m->recall = calloc((size_t)k, sizeof *m->recall);
-    m->f1 = calloc((size_t)k, sizeof *m->f1);
-    m->support = calloc((size_t)k, sizeof *m->support);
-    if (!m->confusion || !m->precision || !m->recall || !m->f1 || !m->support) {
-        cnn_metrics_destroy(m);
-        return cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-    }
+    cnn_metrics *m;
+    cnn_status st = cnn_metrics_alloc(cnn_net_num_outputs(net), &m);
+    if (st != CNN_OK) return st;
     st = ds ? run_eval(net, ds, batch_size, &m->loss, &m->accuracy, m->confusion)
             : run_eval_loader(net, l, &m->loss, &m->accuracy, m->confusion);
     if (st != CNN_OK) {
