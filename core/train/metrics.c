@@ -128,22 +128,11 @@ cnn_status cnn_metrics_compute(const float *probs, const float *losses, const in
         m->bin_confidence[b] /= (double)m->bin_count[b];
         m->ece += (double)m->bin_count[b] / (double)n * fabs(m->bin_accuracy[b] - m->bin_confidence[b]);
     }
-    /* per class: precision = TP / predicted, recall = TP / true, 0 where the denominator is 0 (sklearn's
-     * zero_division=0); macro: unweighted means; weighted: by support */
+    /* per class and macro from the confusion matrix (every sample counted once: its n is n); weighted: by support */
+    cnn_metrics_from_confusion(m);
     int defined = 0;
     for (int c = 0; c < k; c++) {
-        int64_t tp = m->confusion[(size_t)c * k + c], predicted = 0, actual = 0;
-        for (int r = 0; r < k; r++) predicted += m->confusion[(size_t)r * k + c];
-        for (int j = 0; j < k; j++) actual += m->confusion[(size_t)c * k + j];
-        m->support[c] = actual;
-        m->precision[c] = predicted ? (double)tp / (double)predicted : 0.0;
-        m->recall[c] = actual ? (double)tp / (double)actual : 0.0;
-        double s = m->precision[c] + m->recall[c];
-        m->f1[c] = s > 0.0 ? 2.0 * m->precision[c] * m->recall[c] / s : 0.0;
-        m->macro_precision += m->precision[c] / k;
-        m->macro_recall += m->recall[c] / k;
-        m->macro_f1 += m->f1[c] / k;
-        double wgt = (double)actual / (double)n;
+        double wgt = (double)m->support[c] / (double)n;
         m->weighted_precision += wgt * m->precision[c];
         m->weighted_recall += wgt * m->recall[c];
         m->weighted_f1 += wgt * m->f1[c];
