@@ -23,43 +23,9 @@ CONCURRENCY=${CONCURRENCY:-"1 8 64"}
 MODELS=${MODELS:-"seed resnet20"}
 BATCH=${BATCH:-32}
 CNN=$BUILD/cnn
-command -v hey >/dev/null || { echo "serve_bench: hey is missing: apt-get install hey" >&2; exit 1; }
-[ -x "$CNN" ] || { echo "serve_bench: $CNN is missing: build first" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-stop_servers() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-cleanup() {
-  stop_servers
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# ---- the request bodies and the data of the training step ----
-mkdir -p "$work/tiny"
-python3 - "$work" "$BATCH" <<'EOF'
-import base64, json, struct, sys, zlib
-work, batch = sys.argv[1], int(sys.argv[2])
-def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-def png_of(px):
-    raw = b"".join(b"\x00" + bytes(row) for row in px)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", len(px[0]), len(px), 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-with open(f"{work}/tiny/list.csv", "w") as f:  # ten images, one per class: the data of one training step
-    for i in range(10):
-        open(f"{work}/tiny/{i}.png", "wb").write(png_of([[(x * (i + 3) + y * 7) % 256 for x in range(28)] for y in range(28)]))
-        f.write(f"{i}.png,{i}\n")
-def image(salt): return [[(x * 9 + y * 5 + (x * y + salt) % 7) % 256 for x in range(28)] for y in range(28)]
-px = image(0)  # a 28x28 gray image
-json.dump({"instances": [[[v / 255.0 for v in row] for row in px]]}, open(f"{work}/json.body", "w"))
-json.dump({"instances": [{"b64": base64.b64encode(png_of(px)).decode()}]}, open(f"{work}/png.body", "w"))
-json.dump({"instances": [[[v / 255.0 for v in row] for row in image(s)] for s in range(batch)]},
-          open(f"{work}/batch.body", "w"))
-EOF
+. bench/serve_lib.sh
+serve_lib_init serve_bench
+serve_make_requests "$BATCH"
 
 definition() { case "$1" in seed) echo samples/models/seed_cnn.cnn ;; resnet20) echo samples/models/resnet20_28.cnn ;;
   *) echo "serve_bench: unknown model $1 (seed, resnet20)" >&2; exit 2 ;; esac; }
@@ -101,13 +67,7 @@ for model in $MODELS; do
   "$CNN" serve --model-base-path "$work/$model" --model-name m --port 0 --max-batch-size "$BATCH" --quiet \
     2>"$work/cnn-$model.log" &
   pids+=($!)
-  cnn_port=""
-  for _ in $(seq 1 300); do
-    cnn_port=$(sed -n 's/.*listening on 127.0.0.1 port \([0-9]*\).*/\1/p' "$work/cnn-$model.log")
-    [ -n "$cnn_port" ] && break
-    sleep 0.1
-  done
-  [ -n "$cnn_port" ] || { cat "$work/cnn-$model.log" >&2; echo "serve_bench: cnn serve did not start" >&2; exit 1; }
+  cnn_port=$(serve_wait_port "$work/cnn-$model.log")
 
   py_port=""
   if "$PYTHON" -c 'import torch, fastapi, uvicorn, numpy, PIL' 2>/dev/null; then
@@ -144,7 +104,7 @@ for model in $MODELS; do
   curl -s "http://127.0.0.1:$cnn_port/monitoring/prometheus/metrics" | awk -v model="$model" '
     /^cnn_serve_batch_size_sum/ { s = $2 } /^cnn_serve_batch_size_count/ { n = $2 }
     END { if (n > 0) printf "%s: cnn serve ran %d forward passes of %.2f images on average\n", model, n, s / n > "/dev/stderr" }'
-  stop_servers
+  serve_stop_servers
 done
 
 echo

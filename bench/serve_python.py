@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from PIL import Image
 
-from st_reader import read_safetensors
+from st_reader import load_seed_cnn, read_safetensors
 
 
 class SeedCNN(nn.Module):
@@ -114,20 +114,6 @@ def load_resnet20(model, path):
         model.fc.bias.copy_(torch.from_numpy(t[denses[0] + ".bias"].copy()))
 
 
-def load(model, path):
-    """cnn.c's tensors (conv weights OHWI, dense (out, in)) into the torch layers, in definition order."""
-    t = read_safetensors(path)
-    convs = sorted(k[:-7] for k in t if k.endswith(".weight") and t[k].ndim == 4)
-    denses = sorted(k[:-7] for k in t if k.endswith(".weight") and t[k].ndim == 2)
-    with torch.no_grad():
-        for layer, name in zip((model.c1, model.c2, model.c3), convs):
-            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].transpose(0, 3, 1, 2).copy()))
-            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
-        for layer, name in zip((model.d1, model.d2), denses):
-            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].copy()))
-            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
-
-
 def instance_to_array(inst):
     if isinstance(inst, dict) and "b64" in inst:
         img = Image.open(io.BytesIO(base64.b64decode(inst["b64"]))).convert("L")
@@ -156,7 +142,7 @@ def main():
         load_resnet20(model, args.model)
     else:
         model = SeedCNN()
-        load(model, args.model)
+        load_seed_cnn(model, args.model)
     model.eval()
     app = FastAPI()
 

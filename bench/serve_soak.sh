@@ -14,35 +14,12 @@ DURATION=${DURATION:-600}
 SWAP=${SWAP:-10}
 CONCURRENCY=${CONCURRENCY:-8}
 CNN=$BUILD/cnn
-command -v hey >/dev/null || { echo "serve_soak: hey is missing: apt-get install hey" >&2; exit 1; }
-[ -x "$CNN" ] || { echo "serve_soak: $CNN is missing: build first" >&2; exit 1; }
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/serve_lib.sh
+serve_lib_init serve_soak
 
 # the seed CNN after one step on ten made-up images, and a 28x28 PNG request
-mkdir -p "$work/tiny" "$work/models" "$work/staging"
-python3 - "$work" <<'EOF'
-import base64, json, struct, sys, zlib
-work = sys.argv[1]
-def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-def png_of(px):
-    raw = b"".join(b"\x00" + bytes(row) for row in px)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", len(px[0]), len(px), 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-with open(f"{work}/tiny/list.csv", "w") as f:
-    for i in range(10):
-        open(f"{work}/tiny/{i}.png", "wb").write(png_of([[(x * (i + 3) + y * 7) % 256 for x in range(28)] for y in range(28)]))
-        f.write(f"{i}.png,{i}\n")
-px = [[(x * 9 + y * 5) % 256 for x in range(28)] for y in range(28)]
-json.dump({"instances": [{"b64": base64.b64encode(png_of(px)).decode()}]}, open(f"{work}/png.body", "w"))
-EOF
+serve_make_requests 1
+mkdir -p "$work/models" "$work/staging"
 "$CNN" train --model samples/models/seed_cnn.cnn --data "csv:$work/tiny/list.csv" --epochs 1 --batch 10 --val-split 0 \
   --seed 1 --quiet --out "$work/model.safetensors" >"$work/train.log" 2>&1
 mkdir -p "$work/models/1" && cp "$work/model.safetensors" "$work/models/1/"
@@ -50,13 +27,7 @@ mkdir -p "$work/models/1" && cp "$work/model.safetensors" "$work/models/1/"
 "$CNN" serve --model-base-path "$work/models" --model-name seed --port 0 --poll-seconds 1 2>"$work/serve.log" &
 server=$!
 pids+=($server)
-port=""
-for _ in $(seq 1 300); do
-  port=$(sed -n 's/.*listening on 127.0.0.1 port \([0-9]*\).*/\1/p' "$work/serve.log")
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$work/serve.log" >&2; exit 1; }
+port=$(serve_wait_port "$work/serve.log")
 url="http://127.0.0.1:$port"
 
 hey -z "${DURATION}s" -c "$CONCURRENCY" -m POST -T application/json -D "$work/png.body" "$url/v1/models/seed:predict" \

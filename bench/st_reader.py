@@ -1,5 +1,5 @@
 """The F32 tensors of a safetensors file by name, for the bench scripts that load cnn.c model files into PyTorch
-(serve_python.py, trust_pytorch.py). Benchmark-only (numpy)."""
+(serve_python.py, trust_pytorch.py). Benchmark-only (numpy; torch for load_seed_cnn)."""
 import json
 import struct
 
@@ -21,3 +21,21 @@ def read_safetensors(path):
         a, b = info["data_offsets"]
         out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype=np.float32).reshape(info["shape"])
     return out
+
+
+def load_seed_cnn(model, path):
+    """cnn.c's seed CNN weights (conv OHWI, dense (out, in)) into a torch model with layers c1, c2, c3 (Conv2d) and
+    d1, d2 (Linear), in the definition's order (conv2d_1 .. conv2d_3, dense_1, dense_2)."""
+    import torch
+
+    t = read_safetensors(path)
+    layer_names = sorted({k.rsplit(".", 1)[0] for k in t}, key=lambda n: (n.split("_")[0], len(n), n))
+    convs = [n for n in layer_names if n.startswith("conv2d")]
+    denses = [n for n in layer_names if n.startswith("dense")]
+    with torch.no_grad():
+        for layer, name in zip((model.c1, model.c2, model.c3), convs):
+            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].transpose(0, 3, 1, 2).copy()))
+            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
+        for layer, name in zip((model.d1, model.d2), denses):
+            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].copy()))
+            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from st_reader import read_safetensors
+from st_reader import load_seed_cnn
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -51,20 +51,6 @@ class SeedCNN(nn.Module):
         return self.d2(F.relu(self.d1(torch.flatten(x, 1))))
 
 
-def load(model, path):
-    t = read_safetensors(path)
-    layer_names = sorted({k.rsplit(".", 1)[0] for k in t}, key=lambda n: (n.split("_")[0], len(n), n))
-    convs = [n for n in layer_names if n.startswith("conv2d")]
-    denses = [n for n in layer_names if n.startswith("dense")]
-    with torch.no_grad():
-        for layer, name in zip((model.c1, model.c2, model.c3), convs):
-            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].transpose(0, 3, 1, 2).copy()))
-            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
-        for layer, name in zip((model.d1, model.d2), denses):
-            layer.weight.copy_(torch.from_numpy(t[name + ".weight"].copy()))
-            layer.bias.copy_(torch.from_numpy(t[name + ".bias"].copy()))
-
-
 def read_idx(path):
     with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
         data = f.read()
@@ -86,7 +72,7 @@ def main():
     x_all = read_idx(os.path.join(FASHION, "t10k-images-idx3-ubyte.gz"))
     y_all = read_idx(os.path.join(FASHION, "t10k-labels-idx1-ubyte.gz"))
     model = SeedCNN()
-    load(model, args.model)
+    load_seed_cnn(model, args.model)
     model.eval()
 
     # ---- Grad-CAM ----

@@ -275,3 +275,9 @@ int cli_open_model(const char *command, const char *device, const char *model, i
     if (st != CNN_OK) return cli_fail(command, st == CNN_ERR_NO_MEMORY ? cli_memory_what(max_memory) : "--model", st);
     return 0;
 }
+
+void cli_close_model(cnn_backend *backend, cnn_net *net)
+{
+    cnn_net_destroy(net);
+    cnn_backend_destroy(backend);
+}

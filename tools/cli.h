@@ -91,6 +91,8 @@ cnn_status cli_backend(const char *command, const char *device, cnn_backend **ou
  * what went wrong and returns the exit status (2: a bad --device; 1: a model that does not load), else 0. */
 int cli_open_model(const char *command, const char *device, const char *model, int64_t max_memory,
                    cnn_backend **backend, cnn_net **net);
+/* Destroys the network, then its backend (what cli_open_model made; either may be NULL). */
+void cli_close_model(cnn_backend *backend, cnn_net *net);
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

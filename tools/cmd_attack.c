@@ -208,7 +208,6 @@ done:
     free(csv);
     cnn_grad_destroy(grad);
     cli_inputs_close(&in);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

@@ -134,7 +134,6 @@ int cmd_augment_preview(int argc, char **argv)
 done:
     free(grid);
     cnn_source_destroy(src);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

@@ -305,7 +305,6 @@ int cmd_bench(int argc, char **argv)
     rc = 0;
 done:
     cnn_bench_result_destroy(r);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

@@ -162,7 +162,6 @@ int cmd_eval(int argc, char **argv)
     }
     cnn_metrics_destroy(m);
     cnn_source_destroy(ds);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

@@ -284,7 +284,6 @@ done:
     free(pixels);
     cnn_grad_destroy(grad);
     cli_inputs_close(&in);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

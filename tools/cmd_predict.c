@@ -72,7 +72,6 @@ int cmd_predict(int argc, char **argv)
 done:
     free(pixels);
     free(probs);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

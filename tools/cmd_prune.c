@@ -58,7 +58,6 @@ int cmd_prune(int argc, char **argv)
     rc = 0;
 done:
     cnn_net_destroy(small);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }

@@ -190,7 +190,6 @@ int cmd_quantize(int argc, char **argv)
     rc = 0;
 done:
     free(images);
-    cnn_net_destroy(net);
-    cnn_backend_destroy(backend);
+    cli_close_model(backend, net);
     return rc;
 }
