@@ -257,6 +257,12 @@ done
 # The optional steps below are skipped once this much time is gone, to stay well inside 8 minutes.
 SOFT_LIMIT=${GPU_CHECK_SOFT_LIMIT:-360}
 elapsed() { echo $(($(date +%s) - T0)); }
+# true, after its row, when the optional step TITLE is skipped: its variable VAR set, or the soft limit passed
+skip_step() { # TITLE VAR
+  if [[ -n "${!2:-}" ]]; then row "$1" "skipped: $2 is set"; return 0; fi
+  if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then row "$1" "skipped: $(elapsed) s gone already"; return 0; fi
+  return 1
+}
 
 if [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
   row "Fashion-MNIST 1 epoch on cuda" "skipped: $(elapsed) s gone already"
@@ -294,11 +300,7 @@ elif [[ -d "$FMNIST_DIR" ]]; then
     fi
   fi
   # issue 3's accuracy run: ResNet-20, 5 epochs, Adam 1e-3, batch 64, no augmentation; the bar is 91%
-  if [[ -n "${GPU_CHECK_SKIP_RESNET20:-}" ]]; then
-    row "ResNet-20 5 epochs on cuda" "skipped: GPU_CHECK_SKIP_RESNET20 is set"
-  elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
-    row "ResNet-20 5 epochs on cuda" "skipped: $(elapsed) s gone already"
-  else
+  if ! skip_step "ResNet-20 5 epochs on cuda" GPU_CHECK_SKIP_RESNET20; then
     log "train: cuda, ResNet-20, Fashion-MNIST, 5 epochs"
     if MODEL=samples/models/resnet20_28.cnn train_run cuda resnet20_cuda --data "fashion-mnist:$FMNIST_DIR" \
         --epochs 5 --val-split 0; then
@@ -363,11 +365,7 @@ else
     fi
   fi
   # where the bf16 step goes: each layer's forward and backward time (syncs around every layer), summed by type
-  if [[ -n "${GPU_CHECK_SKIP_PROFILE:-}" ]]; then
-    row "ResNet-50 bf16 per-layer profile" "skipped: GPU_CHECK_SKIP_PROFILE is set"
-  elif [[ $(elapsed) -gt $SOFT_LIMIT ]]; then
-    row "ResNet-50 bf16 per-layer profile" "skipped: $(elapsed) s gone already"
-  else
+  if ! skip_step "ResNet-50 bf16 per-layer profile" GPU_CHECK_SKIP_PROFILE; then
     log "cnn bench: ResNet-50, batch 256, cuda, bf16, per layer"
     if timeout 150 "$CNN" bench --model samples/models/resnet50.cnn --batch 256 --device cuda --mode train --optimizer sgd \
         --precision bf16 --warmup 2 --iters 3 --repeats 1 --per-layer --json "$OUT_DIR/profile_r50_bf16.json" \
