@@ -16,14 +16,6 @@
 #include "core/nn/model_file.h"
 #include "core/nn/net.h"
 
-static int argmax(const float *v, int k)
-{
-    int best = 0;
-    for (int j = 1; j < k; j++)
-        if (v[j] > v[best]) best = j;
-    return best;
-}
-
 int main(int argc, char **argv)
 {
     int flag = argc > 1 && (!strcmp(argv[1], "--exact") || !strcmp(argv[1], "--fused"));
@@ -98,7 +90,7 @@ int main(int argc, char **argv)
             return 1;
         }
         for (int b = 0; b < n; b++) {
-            classes += argmax(scores + b * k, k) != argmax(lite + b * k, k);
+            classes += cnn_argmax(scores + b * k, k) != cnn_argmax(lite + b * k, k);
             for (int j = 0; j < k; j++) {
                 double d = fabs((double)scores[b * k + j] - lite[b * k + j]);
                 differ += d > 0.0;

@@ -250,4 +250,12 @@ TEST(ModelFile, ForeignOrMismatchedFilesAreRefused) {
   }
 }
 
+TEST(Argmax, TheFirstOfTheLargest) {
+  const float v[] = {0.1f, 0.7f, 0.2f, 0.7f};
+  EXPECT_EQ(cnn_argmax(v, 4), 1);  // ties: the first
+  EXPECT_EQ(cnn_argmax(v, 1), 0);
+  const float w[] = {-3.0f, -1.0f, -2.0f};
+  EXPECT_EQ(cnn_argmax(w, 3), 1);
+}
+
 }  // namespace

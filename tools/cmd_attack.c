@@ -28,14 +28,6 @@ static cnn_status write_image(const char *path, const float *img, int h, int w, 
     return st;
 }
 
-static int argmax(const float *p, int k)
-{
-    int best = 0;
-    for (int j = 1; j < k; j++)
-        if (p[j] > p[best]) best = j;
-    return best;
-}
-
 int cmd_attack(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL, *method = "fgsm", *out = "attack", *data = NULL, *split = "test";
@@ -135,7 +127,7 @@ int cmd_attack(int argc, char **argv)
         goto done;
     }
     if (!data)
-        for (int i = 0; i < m; i++) labels[i] = target >= 0 ? target : argmax(probs + (size_t)i * k, k);
+        for (int i = 0; i < m; i++) labels[i] = target >= 0 ? target : cnn_argmax(probs + (size_t)i * k, k);
     if ((st = cnn_attack_images(grad, &cfg, x, labels, m, 0, adv)) != CNN_OK) {
         rc = cli_fail("attack", "--attack", st);
         goto done;
@@ -161,7 +153,7 @@ int cmd_attack(int argc, char **argv)
         for (size_t j = 0; j < per; j++) change = fmax(change, fabs((double)ai[j] - xi[j]));
         memcpy(pairs + (size_t)(2 * i) * per, xi, per * sizeof *pairs);
         memcpy(pairs + (size_t)(2 * i + 1) * per, ai, per * sizeof *pairs);
-        int p0 = argmax(before + (size_t)i * k, k), p1 = argmax(probs + (size_t)i * k, k);
+        int p0 = cnn_argmax(before + (size_t)i * k, k), p1 = cnn_argmax(probs + (size_t)i * k, k);
         flipped += p0 == labels[i] && p1 != labels[i];
         snprintf(path, sizeof path, "%s/%s.png", out, stems[i]);
         st = write_image(path, xi, h, w, c);

@@ -140,10 +140,7 @@ static void score(const float *probs, const int32_t *labels, int n, int k, int64
 {
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * k;
-        int best = 0;
-        for (int j = 1; j < k; j++)
-            if (p[j] > p[best]) best = j;
-        *correct += best == labels[i];
+        *correct += cnn_argmax(p, k) == labels[i];
         *loss += -log(fmax((double)p[labels[i]], 1e-30));
     }
 }

@@ -1062,3 +1062,11 @@ fail:
 }
 
 cnn_precision cnn_net_precision(const cnn_net *net) { return net->precision; }
+
+int cnn_argmax(const float *v, int k)
+{
+    int best = 0;
+    for (int j = 1; j < k; j++)
+        if (v[j] > v[best]) best = j;
+    return best;
+}

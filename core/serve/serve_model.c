@@ -115,10 +115,7 @@ static void observe(cnn_serve_version *v, const float *images, const float *prob
     v->images += (uint64_t)n;
     for (int64_t i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * v->k;
-        int best = 0;
-        for (int j = 1; j < v->k; j++)
-            if (p[j] > p[best]) best = j;
-        v->predicted[best]++;
+        v->predicted[cnn_argmax(p, v->k)]++;
     }
     if (v->has_profile && v->drift_threshold > 0 && (int64_t)v->images >= v->drift_min_images) {
         double z[3];

@@ -123,10 +123,7 @@ cnn_status cnn_trainer_step(cnn_trainer *t, const float *images, const int32_t *
     int right = 0;
     for (int i = 0; i < n; i++) {
         const float *p = t->probs + (size_t)i * k;
-        int best = 0;
-        for (int j = 1; j < k; j++)
-            if (p[j] > p[best]) best = j;
-        right += best == labels[i];
+        right += cnn_argmax(p, k) == labels[i];
         sum += t->losses[i];
     }
     if (loss) *loss = sum / n;

@@ -168,10 +168,7 @@ static cnn_status batch_results(cnn_net *net, float *probs, float *losses, const
     if (st != CNN_OK) return st;
     for (int i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * k;
-        int best = 0;
-        for (int j = 1; j < k; j++)
-            if (p[j] > p[best]) best = j;
-        int label = labels[i];
+        int label = labels[i], best = cnn_argmax(p, k);
         *correct += best == label;
         *loss_sum += losses[i];
         if (confusion) confusion[(size_t)label * k + best]++;

@@ -75,6 +75,8 @@ CNN_API int cnn_net_resize(const cnn_net *net, int *h, int *w);
 /* Class probabilities for n images in [0, 1] (host, NHWC, the model's input shape, NOT yet normalized: the
  * model's normalization is applied here) into probs (host, n x outputs). */
 CNN_API cnn_status cnn_net_predict(cnn_net *net, const float *images, int64_t n, float *probs);
+/* The index of the largest of v[0..k-1] (the first of equal ones): the predicted class of a row of probabilities. */
+CNN_API int cnn_argmax(const float *v, int k);
 
 /* Writes the model file atomically: weights as F32 tensors named "<layer>.weight" / "<layer>.bias" (batchnorm:
  * ".gamma", ".beta" and the state ".running_mean", ".running_var"), the definition, class names and
