@@ -50,28 +50,33 @@ static const char *share_str(double share, int width, char *buf, size_t size)
     return buf;
 }
 
+/* The share of the sgemm peak: a CPU figure (NaN on other devices: they are not measured against it). */
+static double peak_share(const bench_report *b, double gflops)
+{
+    return !strcmp(cnn_backend_name(b->backend), "cpu") ? ratio(gflops, b->sgemm_gflops) : NAN;
+}
+
+static void print_row(FILE *out, const bench_report *b, const char *mode, double images_per_sec, double ms_median,
+                      double ms_min, double gflop)
+{
+    char share[32];
+    double g = ratio(gflop, ms_median * 1e-3);
+    fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %s\n", mode, images_per_sec, ms_median, ms_min, gflop, g,
+            share_str(peak_share(b, g), 8, share, sizeof share));
+}
+
 static void print_table(const bench_report *b, FILE *out)
 {
     const cnn_bench_result *r = b->r;
-    /* the share of the sgemm peak is a CPU figure: other devices are not measured against it */
-    int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
-    char share[32];
     fprintf(out, "cnn bench: %s, batch %d, %d classes, device %s (%s)\n", b->model, r->batch, r->classes,
             cnn_backend_name(b->backend), cnn_backend_description(b->backend));
     fprintf(out, "%-6s %12s %12s %10s %12s %10s %8s\n", "mode", "images/s", "ms median", "ms min", "GFLOP/batch",
             "GFLOP/s", "of peak");
-    if (r->ran_train) {
-        double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
-        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %s\n", "train", r->train_images_per_sec,
-                r->train_step_ms_median, r->train_step_ms_min, r->train_gflop, g,
-                share_str(cpu ? ratio(g, b->sgemm_gflops) : NAN, 8, share, sizeof share));
-    }
-    if (r->ran_infer) {
-        double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
-        fprintf(out, "%-6s %12.1f %12.3f %10.3f %12.3f %10.1f %s\n", "infer", r->infer_images_per_sec,
-                r->infer_ms_median, r->infer_ms_min, r->fwd_gflop, g,
-                share_str(cpu ? ratio(g, b->sgemm_gflops) : NAN, 8, share, sizeof share));
-    }
+    if (r->ran_train)
+        print_row(out, b, "train", r->train_images_per_sec, r->train_step_ms_median, r->train_step_ms_min,
+                  r->train_gflop);
+    if (r->ran_infer)
+        print_row(out, b, "infer", r->infer_images_per_sec, r->infer_ms_median, r->infer_ms_min, r->fwd_gflop);
     fprintf(out, "timing: %d warm-up steps, then %s; peak RSS %.1f MiB; sgemm peak %.1f GFLOP/s (oneDNN, %d^3, %d "
                  "threads)\n", b->cfg->warmup,
             r->ran_train && r->ran_infer ? "train: median of repeats, infer: median of calls"
@@ -89,7 +94,7 @@ static void print_table(const bench_report *b, FILE *out)
         const cnn_bench_layer *l = &r->layers[i];
         double ms = l->fwd_ms + (l->bwd_ms > 0.0 ? l->bwd_ms : 0.0);
         double gflop = l->fwd_gflop + (l->bwd_ms >= 0.0 ? l->bwd_gflop : 0.0);
-        char bwd[32] = "-", gf[32] = "-", gfs[32] = "-";
+        char bwd[32] = "-", gf[32] = "-", gfs[32] = "-", share[32];
         if (l->bwd_ms >= 0.0) snprintf(bwd, sizeof bwd, "%.3f", l->bwd_ms);
         if (gflop > 0.0) {
             snprintf(gf, sizeof gf, "%.3f", gflop);
@@ -123,10 +128,28 @@ static void json_int(cnn_json_writer *w, const char *name, int64_t v)
     cnn_json_write_int(w, v);
 }
 
+/* "section": {images_per_sec, <ms>_median, <ms>_min, gflop, gflops, peak_share (CPU: of the sgemm peak), ... (the
+ * object is left open for the section's own fields) */
+static void json_timing(cnn_json_writer *w, const bench_report *b, const char *section, double images_per_sec,
+                        const char *ms, double ms_median, double ms_min, double gflop)
+{
+    char key[32];
+    double g = ratio(gflop, ms_median * 1e-3);
+    cnn_json_write_key(w, section);
+    cnn_json_write_begin_object(w);
+    json_field(w, "images_per_sec", images_per_sec);
+    snprintf(key, sizeof key, "%s_median", ms);
+    json_field(w, key, ms_median);
+    snprintf(key, sizeof key, "%s_min", ms);
+    json_field(w, key, ms_min);
+    json_field(w, "gflop", gflop);
+    json_field(w, "gflops", g);
+    json_field(w, "peak_share", peak_share(b, g));
+}
+
 static cnn_status write_json(const bench_report *b, const char *path)
 {
     const cnn_bench_result *r = b->r;
-    int cpu = !strcmp(cnn_backend_name(b->backend), "cpu");
     cnn_json_writer w;
     cnn_json_writer_init(&w, 2);
     cnn_json_write_begin_object(&w);
@@ -141,28 +164,14 @@ static cnn_status write_json(const bench_report *b, const char *path)
     json_int(&w, "repeats", b->cfg->repeats);
     json_string(&w, "optimizer", cnn_optimizer_name(b->cfg->optimizer));
     if (r->ran_train) {
-        double g = ratio(r->train_gflop, r->train_step_ms_median * 1e-3);
-        cnn_json_write_key(&w, "train");
-        cnn_json_write_begin_object(&w);
-        json_field(&w, "images_per_sec", r->train_images_per_sec);
-        json_field(&w, "step_ms_median", r->train_step_ms_median);
-        json_field(&w, "step_ms_min", r->train_step_ms_min);
-        json_field(&w, "gflop", r->train_gflop);
-        json_field(&w, "gflops", g);
-        json_field(&w, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN);
+        json_timing(&w, b, "train", r->train_images_per_sec, "step_ms", r->train_step_ms_median, r->train_step_ms_min,
+                    r->train_gflop);
         json_field(&w, "loss", r->train_loss);
         cnn_json_write_end_object(&w);
     }
     if (r->ran_infer) {
-        double g = ratio(r->fwd_gflop, r->infer_ms_median * 1e-3);
-        cnn_json_write_key(&w, "infer");
-        cnn_json_write_begin_object(&w);
-        json_field(&w, "images_per_sec", r->infer_images_per_sec);
-        json_field(&w, "latency_ms_median", r->infer_ms_median);
-        json_field(&w, "latency_ms_min", r->infer_ms_min);
-        json_field(&w, "gflop", r->fwd_gflop);
-        json_field(&w, "gflops", g);
-        json_field(&w, "peak_share", cpu ? ratio(g, b->sgemm_gflops) : NAN);
+        json_timing(&w, b, "infer", r->infer_images_per_sec, "latency_ms", r->infer_ms_median, r->infer_ms_min,
+                    r->fwd_gflop);
         cnn_json_write_end_object(&w);
     }
     json_field(&w, "peak_rss_mib", b->peak_rss_mib);
