@@ -172,6 +172,19 @@ typedef struct cnn_dense_layer {
     int use_bias;
 } cnn_dense_layer;
 
+/* The ops table cnn_<name>_layer_ops of the layer kind `kind` (its definition keyword), run by <fn>_init,
+ * <fn>_forward and <fn>_backward; type (shown by summary) and prefix (of layer names) as Keras spells them.
+ * CNN_LAYER_OPS: kind and functions named for the table. */
+#define CNN_LAYER_OPS_OF(name, kind_, fn, type, prefix)                                                         \
+    const cnn_layer_ops cnn_##name##_layer_ops = {.kind = (kind_), .type_name = (type), .name_prefix = (prefix), \
+                                                  .init = fn##_init, .forward = fn##_forward,                   \
+                                                  .backward = fn##_backward}
+#define CNN_LAYER_OPS(name, type, prefix) CNN_LAYER_OPS_OF(name, #name, name, type, prefix)
+/* The ops table of a view layer (is_view): <name>_init only. */
+#define CNN_VIEW_LAYER_OPS(name, type, prefix)                                                                   \
+    const cnn_layer_ops cnn_##name##_layer_ops = {.kind = #name, .type_name = (type), .name_prefix = (prefix), \
+                                                  .init = name##_init, .is_view = 1}
+
 extern const cnn_layer_ops cnn_conv_layer_ops;
 extern const cnn_layer_ops cnn_maxpool_layer_ops;
 extern const cnn_layer_ops cnn_avgpool_layer_ops;

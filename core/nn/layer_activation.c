@@ -24,14 +24,7 @@ static cnn_status act_backward(cnn_layer *l, const cnn_tensor *const *x, const c
     return cnn_op_act_backward(b, &a);
 }
 
-const cnn_layer_ops cnn_act_layer_ops = {
-    .kind = "activation",
-    .type_name = "Activation",
-    .name_prefix = "activation",
-    .init = act_init,
-    .forward = act_forward,
-    .backward = act_backward,
-};
+CNN_LAYER_OPS_OF(act, "activation", act, "Activation", "activation");
 
 static cnn_status softmax_init(cnn_layer *l)
 {
@@ -42,10 +35,4 @@ static cnn_status softmax_init(cnn_layer *l)
     return CNN_OK;
 }
 
-const cnn_layer_ops cnn_softmax_layer_ops = {
-    .kind = "softmax",
-    .type_name = "Softmax",
-    .name_prefix = "softmax",
-    .init = softmax_init,
-    .is_view = 1,
-};
+CNN_VIEW_LAYER_OPS(softmax, "Softmax", "softmax");

@@ -78,11 +78,4 @@ fail:
     return st;
 }
 
-const cnn_layer_ops cnn_add_layer_ops = {
-    .kind = "add",
-    .type_name = "Add",
-    .name_prefix = "add",
-    .init = add_init,
-    .forward = add_forward,
-    .backward = add_backward,
-};
+CNN_LAYER_OPS(add, "Add", "add");

@@ -84,11 +84,4 @@ fail:
     return st;
 }
 
-const cnn_layer_ops cnn_batchnorm_layer_ops = {
-    .kind = "batchnorm",
-    .type_name = "BatchNormalization",
-    .name_prefix = "batch_normalization",
-    .init = batchnorm_init,
-    .forward = batchnorm_forward,
-    .backward = batchnorm_backward,
-};
+CNN_LAYER_OPS(batchnorm, "BatchNormalization", "batch_normalization");

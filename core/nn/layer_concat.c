@@ -50,11 +50,4 @@ static cnn_status concat_backward(cnn_layer *l, const cnn_tensor *const *x, cons
     return any ? cnn_op_concat_backward(b, &a) : CNN_OK;
 }
 
-const cnn_layer_ops cnn_concat_layer_ops = {
-    .kind = "concat",
-    .type_name = "Concatenate",
-    .name_prefix = "concatenate",
-    .init = concat_init,
-    .forward = concat_forward,
-    .backward = concat_backward,
-};
+CNN_LAYER_OPS(concat, "Concatenate", "concatenate");

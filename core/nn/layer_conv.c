@@ -96,11 +96,4 @@ fail:
     return st;
 }
 
-const cnn_layer_ops cnn_conv_layer_ops = {
-    .kind = "conv",
-    .type_name = "Conv2D",
-    .name_prefix = "conv2d",
-    .init = conv_init,
-    .forward = conv_forward,
-    .backward = conv_backward,
-};
+CNN_LAYER_OPS(conv, "Conv2D", "conv2d");

@@ -73,14 +73,7 @@ fail:
     return st;
 }
 
-const cnn_layer_ops cnn_dense_layer_ops = {
-    .kind = "dense",
-    .type_name = "Dense",
-    .name_prefix = "dense",
-    .init = dense_init,
-    .forward = dense_forward,
-    .backward = dense_backward,
-};
+CNN_LAYER_OPS(dense, "Dense", "dense");
 
 static cnn_status flatten_init(cnn_layer *l)
 {
@@ -93,10 +86,4 @@ static cnn_status flatten_init(cnn_layer *l)
     return CNN_OK;
 }
 
-const cnn_layer_ops cnn_flatten_layer_ops = {
-    .kind = "flatten",
-    .type_name = "Flatten",
-    .name_prefix = "flatten",
-    .init = flatten_init,
-    .is_view = 1,
-};
+CNN_VIEW_LAYER_OPS(flatten, "Flatten", "flatten");

@@ -36,11 +36,4 @@ static cnn_status dropout_backward(cnn_layer *l, const cnn_tensor *const *x, con
     return cnn_op_dropout_backward(b, &a);
 }
 
-const cnn_layer_ops cnn_dropout_layer_ops = {
-    .kind = "dropout",
-    .type_name = "Dropout",
-    .name_prefix = "dropout",
-    .init = dropout_init,
-    .forward = dropout_forward,
-    .backward = dropout_backward,
-};
+CNN_LAYER_OPS(dropout, "Dropout", "dropout");

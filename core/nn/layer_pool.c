@@ -92,38 +92,7 @@ static cnn_status pool_backward(cnn_layer *l, const cnn_tensor *const *x, const 
     return cnn_op_pool2d_backward(l->backend, &a);
 }
 
-const cnn_layer_ops cnn_maxpool_layer_ops = {
-    .kind = "maxpool",
-    .type_name = "MaxPooling2D",
-    .name_prefix = "max_pooling2d",
-    .init = pool_init,
-    .forward = pool_forward,
-    .backward = pool_backward,
-};
-
-const cnn_layer_ops cnn_avgpool_layer_ops = {
-    .kind = "avgpool",
-    .type_name = "AveragePooling2D",
-    .name_prefix = "average_pooling2d",
-    .init = pool_init,
-    .forward = pool_forward,
-    .backward = pool_backward,
-};
-
-const cnn_layer_ops cnn_globalavgpool_layer_ops = {
-    .kind = "globalavgpool",
-    .type_name = "GlobalAveragePooling2D",
-    .name_prefix = "global_average_pooling2d",
-    .init = pool_init,
-    .forward = pool_forward,
-    .backward = pool_backward,
-};
-
-const cnn_layer_ops cnn_globalmaxpool_layer_ops = {
-    .kind = "globalmaxpool",
-    .type_name = "GlobalMaxPooling2D",
-    .name_prefix = "global_max_pooling2d",
-    .init = pool_init,
-    .forward = pool_forward,
-    .backward = pool_backward,
-};
+CNN_LAYER_OPS_OF(maxpool, "maxpool", pool, "MaxPooling2D", "max_pooling2d");
+CNN_LAYER_OPS_OF(avgpool, "avgpool", pool, "AveragePooling2D", "average_pooling2d");
+CNN_LAYER_OPS_OF(globalavgpool, "globalavgpool", pool, "GlobalAveragePooling2D", "global_average_pooling2d");
+CNN_LAYER_OPS_OF(globalmaxpool, "globalmaxpool", pool, "GlobalMaxPooling2D", "global_max_pooling2d");
