@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/nn/layer.h"
+#include "core/op_check.h"
 #include "core/ops.h"
 
 /* Names p "<layer>.<suffix>" and describes its value (and its gradient when `grad`) with the given shape. */
@@ -105,6 +106,39 @@ cnn_status cnn_layer_pre_act(cnn_layer *l, int slot, const cnn_tensor *y, cnn_te
     if (!cnn_act_grad_needs_input(l->act)) return CNN_OK;
     cnn_status st = cnn_layer_buffer(l, slot, y, buf);
     if (st == CNN_OK) *pre = buf;
+    return st;
+}
+
+enum { WEIGHTED_BUF_PRE = 0 };
+
+cnn_status cnn_layer_weighted_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
+{
+    (void)training;
+    cnn_status st = CNN_OK;
+    cnn_tensor buf, *pre; /* like y: before the activation, kept for backward */
+    CNN_TRY(cnn_layer_pre_act(l, WEIGHTED_BUF_PRE, y, &buf, &pre));
+    const cnn_layer_io io = {.x = x[0], .y = pre ? pre : y, .act = pre ? CNN_ACT_NONE : l->act};
+    CNN_TRY(l->ops->op(l, CNN_OP_FWD, &io));
+    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
+fail:
+    return st;
+}
+
+cnn_status cnn_layer_weighted_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                       cnn_tensor *const *dx)
+{
+    cnn_status st = CNN_OK;
+    cnn_tensor buf, *pre;
+    CNN_TRY(cnn_layer_pre_act(l, WEIGHTED_BUF_PRE, y, &buf, &pre));
+    CNN_TRY(cnn_layer_act_backward(l, pre, y, dy));
+    cnn_layer_io io = {.x = x[0], .dy = dy, .dw = l->params[0].grad, .db = l->nparams > 1 ? l->params[1].grad : NULL,
+                       .act = pre ? CNN_ACT_NONE : l->act};
+    if (!l->infer_grad) CNN_TRY(l->ops->op(l, CNN_OP_BWD_WEIGHTS, &io));
+    if (dx[0]) {
+        io.dx = dx[0];
+        CNN_TRY(l->ops->op(l, CNN_OP_BWD_DATA, &io));
+    }
+fail:
     return st;
 }
 

@@ -41,6 +41,13 @@ typedef struct cnn_param {
 
 typedef struct cnn_layer cnn_layer;
 
+/* What one call of a layer's op (cnn_layer_ops.op) works on: the tensors its direction does not use are NULL. */
+typedef struct cnn_layer_io {
+    const cnn_tensor *x;
+    cnn_tensor *y, *dy, *dx, *dw, *db;
+    cnn_act act; /* the activation the op fuses: l->act, or none where l->act runs apart (cnn_layer_pre_act) */
+} cnn_layer_io;
+
 typedef struct cnn_layer_ops {
     const char *kind;        /* the definition keyword: "conv" */
     const char *type_name;   /* shown by summary: "Conv2D" */
@@ -56,6 +63,10 @@ typedef struct cnn_layer_ops {
     cnn_status (*backward)(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
                            cnn_tensor *const *dx);
     void (*destroy)(cnn_layer *l); /* frees what the layer struct holds beyond the common part; may be NULL */
+    /* A layer with weights whose forward and backward are cnn_layer_weighted_forward and _backward (conv, dense):
+     * its backend op in direction dir (CNN_OP_FWD, CNN_OP_BWD_WEIGHTS or CNN_OP_BWD_DATA of core/op_check.h),
+     * fusing l->act where cnn_act_grad_needs_input says it may. NULL for the other layers. */
+    cnn_status (*op)(cnn_layer *l, int dir, const cnn_layer_io *io);
     /* 1: the output is the input's memory under another shape (flatten): no forward/backward work. */
     int is_view;
 } cnn_layer_ops;
@@ -115,6 +126,13 @@ cnn_status cnn_layer_act_backward(cnn_layer *l, const cnn_tensor *pre, const cnn
  * cnn_act_grad_needs_input): *pre = buf, the view of scratch buffer `slot` shaped like y; else *pre = NULL (the op
  * fuses the activation and writes y itself). */
 cnn_status cnn_layer_pre_act(cnn_layer *l, int slot, const cnn_tensor *y, cnn_tensor *buf, cnn_tensor **pre);
+/* The forward and backward of a layer with weights, around its ops->op. Forward: the op writes y, or the
+ * pre-activation kept in scratch buffer 0 when l->act runs apart from it (cnn_layer_pre_act), the activation then
+ * writes y. Backward: the activation's gradient in place on dy, then the weights' gradients (not after an inference
+ * forward: infer_grad) and dx[0] where it is wanted. */
+cnn_status cnn_layer_weighted_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training);
+cnn_status cnn_layer_weighted_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
+                                       cnn_tensor *const *dx);
 /* Frees params and the plan; then the layer. */
 void cnn_layer_destroy(cnn_layer *l);
 
@@ -180,6 +198,11 @@ typedef struct cnn_dense_layer {
                                                   .init = fn##_init, .forward = fn##_forward,                   \
                                                   .backward = fn##_backward}
 #define CNN_LAYER_OPS(name, type, prefix) CNN_LAYER_OPS_OF(name, #name, name, type, prefix)
+/* The ops table of a layer with weights: <name>_init and <name>_op, run by cnn_layer_weighted_forward/_backward. */
+#define CNN_WEIGHTED_LAYER_OPS(name, type, prefix)                                                              \
+    const cnn_layer_ops cnn_##name##_layer_ops = {.kind = #name, .type_name = (type), .name_prefix = (prefix), \
+                                                  .init = name##_init, .forward = cnn_layer_weighted_forward,  \
+                                                  .backward = cnn_layer_weighted_backward, .op = name##_op}
 /* The ops table of a view layer (is_view): <name>_init only. */
 #define CNN_VIEW_LAYER_OPS(name, type, prefix)                                                                   \
     const cnn_layer_ops cnn_##name##_layer_ops = {.kind = #name, .type_name = (type), .name_prefix = (prefix), \

@@ -3,9 +3,8 @@
  * pre-activation (GELU, SiLU). */
 #include "core/error.h"
 #include "core/nn/layer.h"
+#include "core/op_check.h"
 #include "core/ops.h"
-
-enum { CONV_BUF_PRE = 0 };
 
 static cnn_status conv_init(cnn_layer *l)
 {
@@ -43,57 +42,23 @@ static cnn_status conv_init(cnn_layer *l)
     return st;
 }
 
-static cnn_conv2d_args conv_args(cnn_layer *l)
+/* conv2d in direction dir (cnn_layer_ops.op) */
+static cnn_status conv_op(cnn_layer *l, int dir, const cnn_layer_io *io)
 {
     cnn_conv_layer *c = (cnn_conv_layer *)l;
-    int fused = !cnn_act_grad_needs_input(l->act);
-    return (cnn_conv2d_args){
+    const cnn_conv2d_args a = {
         .plan = &l->plan,
+        .x = io->x, .y = io->y, .dy = io->dy, .dx = io->dx, .dw = io->dw, .db = io->db,
         .w = cnn_param_compute(&l->params[0]),
         .b = c->use_bias ? l->params[1].value : NULL,
         .stride_h = c->stride_h, .stride_w = c->stride_w,
         .pad_top = c->pad_top, .pad_left = c->pad_left, .pad_bottom = c->pad_bottom, .pad_right = c->pad_right,
         .dilation_h = c->dilation_h, .dilation_w = c->dilation_w, .groups = c->groups,
-        .act = fused ? l->act : CNN_ACT_NONE,
-        .act_alpha = l->act_alpha,
+        .act = io->act, .act_alpha = l->act_alpha,
     };
+    return dir == CNN_OP_FWD            ? cnn_op_conv2d_forward(l->backend, &a)
+           : dir == CNN_OP_BWD_WEIGHTS ? cnn_op_conv2d_backward_filter(l->backend, &a)
+                                       : cnn_op_conv2d_backward_data(l->backend, &a);
 }
 
-static cnn_status conv_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
-{
-    (void)training;
-    cnn_status st = CNN_OK;
-    cnn_tensor buf, *pre; /* (N, OH, OW, O) before the activation, kept for backward */
-    CNN_TRY(cnn_layer_pre_act(l, CONV_BUF_PRE, y, &buf, &pre));
-    cnn_conv2d_args a = conv_args(l);
-    a.x = x[0];
-    a.y = pre ? pre : y;
-    CNN_TRY(cnn_op_conv2d_forward(l->backend, &a));
-    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
-fail:
-    return st;
-}
-
-static cnn_status conv_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
-                                cnn_tensor *const *dx)
-{
-    cnn_backend *b = l->backend;
-    cnn_status st = CNN_OK;
-    cnn_tensor buf, *pre;
-    CNN_TRY(cnn_layer_pre_act(l, CONV_BUF_PRE, y, &buf, &pre));
-    CNN_TRY(cnn_layer_act_backward(l, pre, y, dy));
-    cnn_conv2d_args a = conv_args(l);
-    a.x = x[0];
-    a.dy = dy;
-    a.dw = l->params[0].grad;
-    a.db = l->nparams > 1 ? l->params[1].grad : NULL;
-    if (!l->infer_grad) CNN_TRY(cnn_op_conv2d_backward_filter(b, &a));
-    if (dx[0]) {
-        a.dx = dx[0];
-        CNN_TRY(cnn_op_conv2d_backward_data(b, &a));
-    }
-fail:
-    return st;
-}
-
-CNN_LAYER_OPS(conv, "Conv2D", "conv2d");
+CNN_WEIGHTED_LAYER_OPS(conv, "Conv2D", "conv2d");

@@ -3,9 +3,8 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "core/nn/layer.h"
+#include "core/op_check.h"
 #include "core/ops.h"
-
-enum { DENSE_BUF_PRE = 0 };
 
 static cnn_status dense_init(cnn_layer *l)
 {
@@ -24,56 +23,22 @@ static cnn_status dense_init(cnn_layer *l)
     return st;
 }
 
-static cnn_dense_args dense_args(cnn_layer *l)
+/* dense in direction dir (cnn_layer_ops.op) */
+static cnn_status dense_op(cnn_layer *l, int dir, const cnn_layer_io *io)
 {
-    int fused = !cnn_act_grad_needs_input(l->act);
-    return (cnn_dense_args){
+    const cnn_dense_args a = {
         .plan = &l->plan,
+        .x = io->x, .y = io->y, .dy = io->dy, .dx = io->dx, .dw = io->dw, .db = io->db,
         .w = cnn_param_compute(&l->params[0]),
         .b = l->nparams > 1 ? l->params[1].value : NULL,
-        .act = fused ? l->act : CNN_ACT_NONE,
-        .act_alpha = l->act_alpha,
+        .act = io->act, .act_alpha = l->act_alpha,
     };
+    return dir == CNN_OP_FWD            ? cnn_op_dense_forward(l->backend, &a)
+           : dir == CNN_OP_BWD_WEIGHTS ? cnn_op_dense_backward_weights(l->backend, &a)
+                                       : cnn_op_dense_backward_data(l->backend, &a);
 }
 
-static cnn_status dense_forward(cnn_layer *l, const cnn_tensor *const *x, cnn_tensor *y, int training)
-{
-    (void)training;
-    cnn_status st = CNN_OK;
-    cnn_tensor buf, *pre; /* (N, OUT) before the activation */
-    CNN_TRY(cnn_layer_pre_act(l, DENSE_BUF_PRE, y, &buf, &pre));
-    cnn_dense_args a = dense_args(l);
-    a.x = x[0];
-    a.y = pre ? pre : y;
-    CNN_TRY(cnn_op_dense_forward(l->backend, &a));
-    if (pre) CNN_TRY(cnn_layer_act_forward(l, pre, y));
-fail:
-    return st;
-}
-
-static cnn_status dense_backward(cnn_layer *l, const cnn_tensor *const *x, const cnn_tensor *y, cnn_tensor *dy,
-                                 cnn_tensor *const *dx)
-{
-    cnn_backend *b = l->backend;
-    cnn_status st = CNN_OK;
-    cnn_tensor buf, *pre;
-    CNN_TRY(cnn_layer_pre_act(l, DENSE_BUF_PRE, y, &buf, &pre));
-    CNN_TRY(cnn_layer_act_backward(l, pre, y, dy));
-    cnn_dense_args a = dense_args(l);
-    a.x = x[0];
-    a.dy = dy;
-    a.dw = l->params[0].grad;
-    a.db = l->nparams > 1 ? l->params[1].grad : NULL;
-    if (!l->infer_grad) CNN_TRY(cnn_op_dense_backward_weights(b, &a));
-    if (dx[0]) {
-        a.dx = dx[0];
-        CNN_TRY(cnn_op_dense_backward_data(b, &a));
-    }
-fail:
-    return st;
-}
-
-CNN_LAYER_OPS(dense, "Dense", "dense");
+CNN_WEIGHTED_LAYER_OPS(dense, "Dense", "dense");
 
 static cnn_status flatten_init(cnn_layer *l)
 {
