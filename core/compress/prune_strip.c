@@ -23,37 +23,39 @@ static cnn_status read_all(const cnn_tensor *t, float **out)
     return cnn_tensor_read(t, *out, (size_t)n * sizeof **out);
 }
 
+/* removed[k] = 0 for every group k (gid[o]: output o's, -1 for none) in which layer l has an output whose weights
+ * (and bias, or beta) are not all zero */
+static cnn_status keep_nonzero(const cnn_layer *l, const int64_t *gid, uint8_t *removed)
+{
+    float *w = NULL, *b = NULL;
+    cnn_status st = read_all(l->params[0].value, &w);
+    if (st == CNN_OK && l->nparams > 1) st = read_all(l->params[1].value, &b);
+    const int64_t f = l->params[0].value->shape[0], len = cnn_tensor_numel(l->params[0].value) / f;
+    for (int64_t o = 0; st == CNN_OK && o < f; o++) {
+        if (gid[o] < 0) continue;
+        int zero = !b || b[o] == 0.0f;
+        for (int64_t j = 0; zero && j < len; j++) zero = w[o * len + j] == 0.0f;
+        if (!zero) removed[gid[o]] = 0;
+    }
+    free(w);
+    free(b);
+    return st;
+}
+
 /* The groups whose members are all exactly zero: every conv filter (and bias) and every batchnorm gamma and beta of
  * the group's channels; removed[k] = 1 for those. */
 static cnn_status zero_groups(const cnn_net *net, const cnn_prune_groups *g, uint8_t *removed)
 {
     cnn_status st = CNN_OK;
-    float *w = NULL, *b = NULL;
     memset(removed, 1, (size_t)g->ngroups);
-    for (int i = 0; i < net->nlayers; i++) {
+    for (int i = 0; i < net->nlayers && st == CNN_OK; i++) {
         const cnn_layer *l = net->layers[i];
         const int conv = l->ops == &cnn_conv_layer_ops;
         if (!conv && l->ops != &cnn_batchnorm_layer_ops) continue;
         int member = 0;
         for (int64_t s = g->off[i]; s < g->off[i + 1] && !member; s++) member = g->gid[s] >= 0;
-        if (!member) continue;
-        CNN_TRY(read_all(l->params[0].value, &w));
-        if (l->nparams > 1) CNN_TRY(read_all(l->params[1].value, &b));
-        const int64_t f = l->params[0].value->shape[0], len = cnn_tensor_numel(l->params[0].value) / f;
-        for (int64_t o = 0; o < f; o++) {
-            const int64_t k = g->gid[g->off[i] + o];
-            if (k < 0) continue;
-            int zero = !b || b[o] == 0.0f;
-            for (int64_t j = 0; zero && j < len; j++) zero = w[o * len + j] == 0.0f;
-            if (!zero) removed[k] = 0;
-        }
-        free(w);
-        free(b);
-        w = b = NULL;
+        if (member) st = keep_nonzero(l, &g->gid[g->off[i]], removed);
     }
-fail:
-    free(w);
-    free(b);
     return st;
 }
 
@@ -97,52 +99,58 @@ static void gather(float *dst, const float *src, int64_t src_cols, const keep_li
     }
 }
 
-/* Copies the saved tensors of layer i of src into dst's, picking the kept rows (output units / channels) and
- * input channels. */
-static cnn_status copy_layer(cnn_layer *d, const cnn_layer *s, const keep_list *own, const keep_list *in)
+/* Copies tensor j (a parameter, then the state) of layer s, sp, into dp, picking the kept rows (output units /
+ * channels) and input channels. */
+static cnn_status copy_tensor(cnn_param *dp, const cnn_param *sp, const cnn_layer *s, int j, const keep_list *own,
+                              const keep_list *in)
 {
-    cnn_status st = CNN_OK;
+    const cnn_tensor *st_ = sp->value;
+    const int64_t dn = cnn_tensor_numel(dp->value);
     float *src = NULL, *dst = NULL;
-    for (int j = 0; j < s->nparams + s->nstate; j++) {
-        const cnn_param *sp = j < s->nparams ? &s->params[j] : &s->state[j - s->nparams];
-        cnn_param *dp = j < d->nparams ? &d->params[j] : &d->state[j - d->nparams];
-        const cnn_tensor *st_ = sp->value;
-        const int64_t dn = cnn_tensor_numel(dp->value);
-        CNN_TRY(read_all(st_, &src));
-        dst = malloc((size_t)(dn ? dn : 1) * sizeof *dst);
-        if (!dst) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
-            goto fail;
-        }
-        if (s->ops == &cnn_conv_layer_ops && j == 0) { /* (F, KH, KW, C): rows own, innermost channels in */
-            const int64_t f = dp->value->shape[0], c = dp->value->shape[3], sc = st_->shape[3];
-            const int64_t taps = st_->shape[1] * st_->shape[2];
-            for (int64_t o = 0; o < f; o++) {
-                const int64_t so = own->v ? own->v[o] : o;
-                for (int64_t t = 0; t < taps; t++)
-                    for (int64_t ci = 0; ci < c; ci++)
-                        dst[(o * taps + t) * c + ci] = src[(so * taps + t) * sc + (in->v ? in->v[ci] : ci)];
-            }
-        } else if (s->ops == &cnn_dense_layer_ops && j == 0) { /* (U, IN): inputs picked */
-            gather(dst, src, st_->shape[1], NULL, dp->value->shape[0], in, dp->value->shape[1], 1);
-        } else if (s->ops == &cnn_conv_layer_ops) { /* the bias: per output channel */
-            gather(dst, src, 1, own, dn, NULL, 1, 1);
-        } else if (s->ops == &cnn_batchnorm_layer_ops) { /* per channel of its input */
-            gather(dst, src, 1, in, dn, NULL, 1, 1);
-        } else if (dn == cnn_tensor_numel(st_)) {
-            memcpy(dst, src, (size_t)dn * sizeof *dst);
-        } else {
-            st = cnn_error(CNN_ERR_SHAPE, "strip: %s changed size without being narrowed", sp->name);
-            goto fail;
-        }
-        CNN_TRY(cnn_tensor_write(dp->value, dst, (size_t)dn * sizeof *dst));
-        free(src);
-        free(dst);
-        src = dst = NULL;
+    cnn_status st = read_all(st_, &src);
+    if (st != CNN_OK) goto fail;
+    dst = malloc((size_t)(dn ? dn : 1) * sizeof *dst);
+    if (!dst) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
     }
+    if (s->ops == &cnn_conv_layer_ops && j == 0) { /* (F, KH, KW, C): rows own, innermost channels in */
+        const int64_t f = dp->value->shape[0], c = dp->value->shape[3], sc = st_->shape[3];
+        const int64_t taps = st_->shape[1] * st_->shape[2];
+        for (int64_t o = 0; o < f; o++) {
+            const int64_t so = own->v ? own->v[o] : o;
+            for (int64_t t = 0; t < taps; t++)
+                for (int64_t ci = 0; ci < c; ci++)
+                    dst[(o * taps + t) * c + ci] = src[(so * taps + t) * sc + (in->v ? in->v[ci] : ci)];
+        }
+    } else if (s->ops == &cnn_dense_layer_ops && j == 0) { /* (U, IN): inputs picked */
+        gather(dst, src, st_->shape[1], NULL, dp->value->shape[0], in, dp->value->shape[1], 1);
+    } else if (s->ops == &cnn_conv_layer_ops) { /* the bias: per output channel */
+        gather(dst, src, 1, own, dn, NULL, 1, 1);
+    } else if (s->ops == &cnn_batchnorm_layer_ops) { /* per channel of its input */
+        gather(dst, src, 1, in, dn, NULL, 1, 1);
+    } else if (dn == cnn_tensor_numel(st_)) {
+        memcpy(dst, src, (size_t)dn * sizeof *dst);
+    } else {
+        st = cnn_error(CNN_ERR_SHAPE, "strip: %s changed size without being narrowed", sp->name);
+        goto fail;
+    }
+    st = cnn_tensor_write(dp->value, dst, (size_t)dn * sizeof *dst);
 fail:
     free(src);
     free(dst);
+    return st;
+}
+
+/* Copies the saved tensors of layer s into d's, as copy_tensor narrows them. */
+static cnn_status copy_layer(cnn_layer *d, const cnn_layer *s, const keep_list *own, const keep_list *in)
+{
+    cnn_status st = CNN_OK;
+    for (int j = 0; j < s->nparams + s->nstate && st == CNN_OK; j++) {
+        const cnn_param *sp = j < s->nparams ? &s->params[j] : &s->state[j - s->nparams];
+        cnn_param *dp = j < d->nparams ? &d->params[j] : &d->state[j - d->nparams];
+        st = copy_tensor(dp, sp, s, j, own, in);
+    }
     return st;
 }
 

@@ -255,15 +255,6 @@ static cnn_status capture_grad(cnn_grad *g, int capture, float *dst)
     return cnn_tensor_read(g->g[r], dst, (size_t)g->n * (size_t)per * sizeof(float));
 }
 
-static cnn_tensor reshaped(const cnn_tensor *mem, const cnn_tensor *like)
-{
-    cnn_tensor v = *like;
-    v.data = mem->data;
-    v.owns_data = 0;
-    v.backend = mem->backend;
-    return v;
-}
-
 static cnn_status backward(cnn_grad *g, int capture, float *layer_grad, char *written)
 {
     cnn_net *net = g->net;
@@ -287,14 +278,14 @@ static cnn_status backward(cnn_grad *g, int capture, float *layer_grad, char *wr
             x[k] = srcs[k] < 0 ? net->input_t : net->acts[srcs[k]];
             /* the source's gradient in its shape; the input's (or a view of it: flatten) in the input's memory */
             cnn_tensor *target = r < 0 ? &part[k] : g->g[srcs[k]];
-            if (r < 0) part[k] = reshaped(g->dinput, x[k]);
+            if (r < 0) part[k] = cnn_view_like(g->dinput, x[k]);
             scratch_of[k] = -1;
             if (!written[slot]) {
                 written[slot] = 1;
                 dx[k] = target;
             } else {
                 scratch_of[k] = used;
-                part[k] = reshaped(g->scratch[used++], target);
+                part[k] = cnn_view_like(g->scratch[used++], target);
                 dx[k] = &part[k];
             }
         }
@@ -305,7 +296,7 @@ static cnn_status backward(cnn_grad *g, int capture, float *layer_grad, char *wr
             if (scratch_of[k] < 0) continue;
             int r = cnn_net_view_root(net, srcs[k]);
             cnn_tensor *sum = r < 0 ? g->dinput : g->g[r];
-            cnn_tensor p = reshaped(&part[k], sum);
+            cnn_tensor p = cnn_view_like(&part[k], sum);
             cnn_add_args a = {.a = sum, .b = &p, .y = sum, .alpha = 1.0f, .beta = 1.0f};
             st = cnn_op_add(b, &a);
         }

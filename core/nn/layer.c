@@ -238,6 +238,15 @@ cnn_status cnn_batch_view_create(const cnn_tensor *of, const cnn_shape *s, int n
     return CNN_OK;
 }
 
+cnn_tensor cnn_view_like(const cnn_tensor *t, const cnn_tensor *like)
+{
+    cnn_tensor v = *like;
+    v.data = t->data;
+    v.owns_data = 0;
+    v.backend = t->backend;
+    return v;
+}
+
 void cnn_shape_format(const cnn_shape *s, char *buf, size_t size)
 {
     if (s->ndim == 3)

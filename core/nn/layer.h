@@ -248,6 +248,9 @@ cnn_status cnn_batch_tensor_create(cnn_backend *b, cnn_dtype dtype, const cnn_sh
 /* A view of `of`'s memory as n samples of shape s: no memory of its own (of may have none yet). */
 cnn_status cnn_batch_view_create(const cnn_tensor *of, const cnn_shape *s, int n, cnn_tensor **out);
 
+/* A view of t's memory (on t's backend) with the shape and dtype of `like` (equal element counts). */
+cnn_tensor cnn_view_like(const cnn_tensor *t, const cnn_tensor *like);
+
 /* Formats a per-sample shape as Keras does: "(None, 26, 26, 32)". */
 void cnn_shape_format(const cnn_shape *s, char *buf, size_t size);
 

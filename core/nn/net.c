@@ -869,14 +869,25 @@ cnn_status cnn_net_loss(cnn_net *net, int with_grad)
     return cnn_op_softmax_xent(net->backend, &a);
 }
 
-/* A view of t's memory with the shape of `like` (equal element counts). */
-static cnn_tensor reshaped(const cnn_tensor *t, const cnn_tensor *like)
+/* p's grad += l1 * sign(w), on the host */
+static cnn_status add_l1(cnn_param *p, float l1)
 {
-    cnn_tensor v = *like;
-    v.data = t->data;
-    v.owns_data = 0;
-    v.backend = t->backend;
-    return v;
+    cnn_status st = CNN_OK;
+    size_t bytes = cnn_tensor_bytes(p->value);
+    int64_t n = cnn_tensor_numel(p->value);
+    float *w = malloc(bytes), *g = malloc(bytes);
+    if (!w || !g) {
+        st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the l1 penalty of %s", p->name);
+        goto fail;
+    }
+    CNN_TRY(cnn_tensor_read(p->value, w, bytes));
+    CNN_TRY(cnn_tensor_read(p->grad, g, bytes));
+    for (int64_t j = 0; j < n; j++) g[j] += l1 * (float)((w[j] > 0.0f) - (w[j] < 0.0f));
+    st = cnn_tensor_write(p->grad, g, bytes);
+fail:
+    free(w);
+    free(g);
+    return st;
 }
 
 /* grad += l1 * sign(w) + 2 * l2 * w for layers with penalties (Keras' kernel_regularizer: l1*sum|w| +
@@ -885,7 +896,6 @@ static cnn_status add_penalties(cnn_net *net)
 {
     cnn_backend *b = net->backend;
     cnn_status st = CNN_OK;
-    float *w = NULL, *g = NULL;
     for (int i = 0; i < net->nlayers; i++) {
         cnn_layer *l = net->layers[i];
         if (!l->nparams || l->frozen || (l->l1 == 0.0f && l->l2 == 0.0f)) continue;
@@ -894,27 +904,9 @@ static cnn_status add_penalties(cnn_net *net)
             cnn_add_args a = {.a = p->grad, .b = p->value, .y = p->grad, .alpha = 1.0f, .beta = 2.0f * l->l2};
             CNN_TRY(cnn_op_add(b, &a));
         }
-        if (l->l1 != 0.0f) {
-            size_t bytes = cnn_tensor_bytes(p->value);
-            int64_t n = cnn_tensor_numel(p->value);
-            w = malloc(bytes);
-            g = malloc(bytes);
-            if (!w || !g) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "out of host memory for the l1 penalty of %s", p->name);
-                goto fail;
-            }
-            CNN_TRY(cnn_tensor_read(p->value, w, bytes));
-            CNN_TRY(cnn_tensor_read(p->grad, g, bytes));
-            for (int64_t j = 0; j < n; j++) g[j] += l->l1 * (float)((w[j] > 0.0f) - (w[j] < 0.0f));
-            CNN_TRY(cnn_tensor_write(p->grad, g, bytes));
-            free(w);
-            free(g);
-            w = g = NULL;
-        }
+        if (l->l1 != 0.0f) CNN_TRY(add_l1(p, l->l1));
     }
 fail:
-    free(w);
-    free(g);
     return st;
 }
 
@@ -939,7 +931,7 @@ cnn_status cnn_net_backward(cnn_net *net)
             x[k] = input_of(net, src);
             dx[k] = has_grad(net, NULL, src) ? net->grads[src] : NULL;
             if (scratch_of[k] >= 0) {
-                scratch[k] = reshaped(net->gscratch[scratch_of[k]], net->grads[src]);
+                scratch[k] = cnn_view_like(net->gscratch[scratch_of[k]], net->grads[src]);
                 dx[k] = &scratch[k];
             }
         }
@@ -950,7 +942,7 @@ cnn_status cnn_net_backward(cnn_net *net)
         for (int k = 0; st == CNN_OK && k < nsrc; k++) {
             if (scratch_of[k] < 0) continue;
             int r = root_of(net, srcs[k]);
-            cnn_tensor part = reshaped(&scratch[k], net->grads[r]);
+            cnn_tensor part = cnn_view_like(&scratch[k], net->grads[r]);
             cnn_add_args a = {.a = net->grads[r], .b = &part, .y = net->grads[r], .alpha = 1.0f, .beta = 1.0f};
             st = cnn_op_add(b, &a);
         }
