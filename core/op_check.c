@@ -24,17 +24,12 @@ const char *cnn_op_shape_str(const cnn_tensor *t, char *buf, size_t size)
 
 const char *cnn_op_act_name(cnn_act act)
 {
-    switch (act) {
-    case CNN_ACT_NONE: return "none";
-    case CNN_ACT_RELU: return "ReLU";
-    case CNN_ACT_LEAKY_RELU: return "leaky ReLU";
-    case CNN_ACT_ELU: return "ELU";
-    case CNN_ACT_SIGMOID: return "sigmoid";
-    case CNN_ACT_TANH: return "tanh";
-    case CNN_ACT_GELU: return "GELU";
-    case CNN_ACT_SILU: return "SiLU";
-    default: return "?";
-    }
+    static const char *const names[] = {
+        [CNN_ACT_NONE] = "none", [CNN_ACT_RELU] = "ReLU", [CNN_ACT_LEAKY_RELU] = "leaky ReLU", [CNN_ACT_ELU] = "ELU",
+        [CNN_ACT_SIGMOID] = "sigmoid", [CNN_ACT_TANH] = "tanh", [CNN_ACT_GELU] = "GELU", [CNN_ACT_SILU] = "SiLU",
+    };
+    _Static_assert(sizeof names / sizeof names[0] == CNN_ACT_COUNT, "a name for every cnn_act");
+    return (unsigned)act < CNN_ACT_COUNT ? names[act] : "?";
 }
 
 cnn_status cnn_op_check_act(cnn_act act, float alpha, int fused, const char *prefix, const char *op)

@@ -6,15 +6,18 @@
 #include "core/nn/optim.h"
 #include "core/ops.h"
 
+/* the n tensors of a state array (NULL: none yet), then the array */
+static void destroy_state(cnn_tensor **ts, int n)
+{
+    for (int i = 0; ts && i < n; i++) cnn_tensor_destroy(ts[i]);
+    free(ts);
+}
+
 void cnn_optimizer_destroy(cnn_optimizer *opt)
 {
     if (!opt) return;
-    for (int i = 0; i < opt->nparams; i++) {
-        if (opt->m) cnn_tensor_destroy(opt->m[i]);
-        if (opt->v) cnn_tensor_destroy(opt->v[i]);
-    }
-    free(opt->m);
-    free(opt->v);
+    destroy_state(opt->m, opt->nparams);
+    destroy_state(opt->v, opt->nparams);
     free(opt->params);
     free(opt);
 }
