@@ -321,25 +321,19 @@ fail:
     return st;
 }
 
-/* the operands (cnn_conv2d_tensors), then the shapes and parameters */
-static cnn_status cnn_ops_conv2d(const cnn_backend *b, const cnn_conv2d_args *a, int dir, const char *op)
-{
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    cnn_conv2d_sizes s;
-    cnn_status st = cnn_ops_operands(b, ts, names, cnn_conv2d_tensors(a, dir, ts, names), op);
-    return st != CNN_OK ? st : cnn_conv2d_check(a, dir, "", op, &s);
-}
+/* cnn_ops_<kind> (conv2d, dense): the operands (cnn_<kind>_tensors), then the shapes and parameters */
+#define CNN_OPS_WEIGHTED(kind)                                                                                 \
+    static cnn_status cnn_ops_##kind(const cnn_backend *b, const cnn_##kind##_args *a, int dir, const char *op) \
+    {                                                                                                          \
+        const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};                                                        \
+        const char *names[CNN_OP_MAX_TENSORS] = {0};                                                           \
+        cnn_##kind##_sizes s;                                                                                  \
+        cnn_status st = cnn_ops_operands(b, ts, names, cnn_##kind##_tensors(a, dir, ts, names), op);           \
+        return st != CNN_OK ? st : cnn_##kind##_check(a, dir, "", op, &s);                                     \
+    }
 
-/* as cnn_ops_conv2d */
-static cnn_status cnn_ops_dense(const cnn_backend *b, const cnn_dense_args *a, int dir, const char *op)
-{
-    const cnn_tensor *ts[CNN_OP_MAX_TENSORS] = {0};
-    const char *names[CNN_OP_MAX_TENSORS] = {0};
-    cnn_dense_sizes s;
-    cnn_status st = cnn_ops_operands(b, ts, names, cnn_dense_tensors(a, dir, ts, names), op);
-    return st != CNN_OK ? st : cnn_dense_check(a, dir, "", op, &s);
-}
+CNN_OPS_WEIGHTED(conv2d)
+CNN_OPS_WEIGHTED(dense)
 
 CNN_OPS_DISPATCH(conv2d_forward, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_FWD)
 CNN_OPS_DISPATCH(conv2d_backward_data, cnn_conv2d_args, cnn_ops_conv2d, CNN_OP_BWD_DATA)
@@ -588,10 +582,9 @@ static cnn_status cnn_ops_momentum_state(const cnn_backend *b, const cnn_tensor 
     return cnn_ops_state(b, t, param, op, name, "param");
 }
 
-static cnn_status cnn_ops_sgd(const cnn_backend *b, const void *args, int dir, const char *op)
+static cnn_status cnn_ops_sgd(const cnn_backend *b, const cnn_sgd_args *a, int dir, const char *op)
 {
     (void)dir;
-    const cnn_sgd_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
     CNN_TRY(cnn_ops_momentum_state(b, a->velocity, a->momentum, a->param, op, "velocity"));
@@ -599,10 +592,9 @@ fail:
     return st;
 }
 
-static cnn_status cnn_ops_adam(const cnn_backend *b, const void *args, int dir, const char *op)
+static cnn_status cnn_ops_adam(const cnn_backend *b, const cnn_adam_args *a, int dir, const char *op)
 {
     (void)dir;
-    const cnn_adam_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
     CNN_TRY(cnn_ops_state(b, a->m, a->param, op, "m", "param"));
@@ -614,10 +606,9 @@ fail:
     return st;
 }
 
-static cnn_status cnn_ops_rmsprop(const cnn_backend *b, const void *args, int dir, const char *op)
+static cnn_status cnn_ops_rmsprop(const cnn_backend *b, const cnn_rmsprop_args *a, int dir, const char *op)
 {
     (void)dir;
-    const cnn_rmsprop_args *a = args;
     cnn_status st = CNN_OK;
     CNN_TRY(cnn_ops_opt_io(b, a->param, a->grad, a->param_lp, op));
     CNN_TRY(cnn_ops_state(b, a->sq, a->param, op, "sq", "param"));
@@ -633,28 +624,8 @@ CNN_OPS_DISPATCH(sgd_update, cnn_sgd_args, cnn_ops_sgd, 0)
 CNN_OPS_DISPATCH(adam_update, cnn_adam_args, cnn_ops_adam, 0)
 CNN_OPS_DISPATCH(rmsprop_update, cnn_rmsprop_args, cnn_ops_rmsprop, 0)
 
-typedef cnn_status (*cnn_ops_check_fn)(const cnn_backend *b, const void *args, int dir, const char *op);
-
-/* every element of a list (n elements `size` bytes apart) as the per-tensor entry checks it, named
- * "<entry> list[i] on <backend>"; *failed: the element that failed */
-static cnn_status cnn_ops_multi(const cnn_backend *b, const void *list, size_t size, int n, cnn_ops_check_fn check,
-                                const char *entry, int *failed)
-{
-    char name[CNN_OPS_NAME_BUF];
-    const unsigned char *base = list;
-    for (int i = 0; i < n; i++) {
-        snprintf(name, sizeof name, "%s list[%d] on %s", entry, i, b->ops->name);
-        cnn_status st = check(b, base + (size_t)i * size, 0, name);
-        if (st != CNN_OK) {
-            *failed = i;
-            return st;
-        }
-    }
-    return CNN_OK;
-}
-
-/* the multi-tensor updates: the shared hyperparameters (core/op_check.c), then every element; nothing is written
- * unless every check passes */
+/* the multi-tensor updates: the shared hyperparameters (core/op_check.c), then every element as the per-tensor
+ * entry checks it, named "<entry> list[i] on <backend>"; nothing is written unless every check passes */
 #define CNN_OPS_UPDATE_MULTI(kind)                                                                             \
     cnn_status cnn_op_##kind##_update_multi(cnn_backend *b, const cnn_##kind##_args *list, int n, int *failed) \
     {                                                                                                          \
@@ -664,7 +635,13 @@ static cnn_status cnn_ops_multi(const cnn_backend *b, const void *list, size_t s
         CNN_TRY(cnn_ops_entry(b, b && b->ops->kind##_update_multi, #kind "_update_multi"));                    \
         cnn_ops_name(b, #kind "_update_multi", op);                                                            \
         CNN_TRY(cnn_##kind##_multi_check(list, n, "", op, &bad));                                              \
-        CNN_TRY(cnn_ops_multi(b, list, sizeof *list, n, cnn_ops_##kind, #kind "_update_multi", &bad));         \
+        for (int i = 0; i < n; i++) {                                                                          \
+            snprintf(op, sizeof op, #kind "_update_multi list[%d] on %s", i, b->ops->name);                    \
+            if ((st = cnn_ops_##kind(b, &list[i], 0, op)) != CNN_OK) {                                         \
+                bad = i;                                                                                       \
+                goto fail;                                                                                     \
+            }                                                                                                  \
+        }                                                                                                      \
         st = b->ops->kind##_update_multi(b, list, n, &bad);                                                    \
     fail:                                                                                                      \
         if (failed) *failed = bad;                                                                             \
