@@ -190,12 +190,12 @@ typedef struct cnn_dense_layer {
     int use_bias;
 } cnn_dense_layer;
 
-/* The ops table cnn_<name>_layer_ops of the layer kind `kind` (its definition keyword), run by <fn>_init,
+/* The ops table cnn_<name>_layer_ops of the layer kind `keyword` (the definition's), run by <fn>_init,
  * <fn>_forward and <fn>_backward; type (shown by summary) and prefix (of layer names) as Keras spells them.
- * CNN_LAYER_OPS: kind and functions named for the table. */
-#define CNN_LAYER_OPS_OF(name, kind_, fn, type, prefix)                                                         \
-    const cnn_layer_ops cnn_##name##_layer_ops = {.kind = (kind_), .type_name = (type), .name_prefix = (prefix), \
-                                                  .init = fn##_init, .forward = fn##_forward,                   \
+ * CNN_LAYER_OPS: keyword and functions named for the table. */
+#define CNN_LAYER_OPS_OF(name, keyword, fn, type, prefix)                                                       \
+    const cnn_layer_ops cnn_##name##_layer_ops = {.kind = (keyword), .type_name = (type), .name_prefix = (prefix), \
+                                                  .init = fn##_init, .forward = fn##_forward,                     \
                                                   .backward = fn##_backward}
 #define CNN_LAYER_OPS(name, type, prefix) CNN_LAYER_OPS_OF(name, #name, name, type, prefix)
 /* The ops table of a layer with weights: <name>_init and <name>_op, run by cnn_layer_weighted_forward/_backward. */
