@@ -20,7 +20,26 @@ CpuBackend::CpuBackend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << c
 
 CpuBackend::~CpuBackend() { cnn_backend_destroy(b); }
 
-Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) {
+HostDataset::HostDataset(int n, int h, int w, int c, int num_classes)
+    : images((size_t)n * h * w * c), labels((size_t)n) {
+  ds.n = n;
+  ds.h = h;
+  ds.w = w;
+  ds.c = c;
+  ds.images = images.data();
+  ds.labels = labels.data();
+  ds.num_classes = num_classes;
+}
+
+RandomTask::RandomTask(int n, int h, int w, int c, int num_classes, uint64_t seed)
+    : HostDataset(n, h, w, c, num_classes) {
+  cnn_rng r;
+  cnn_rng_seed(&r, seed);
+  for (float &x : images) x = cnn_rng_uniform(&r);
+  for (int32_t &l : labels) l = (int32_t)cnn_rng_below(&r, (uint32_t)num_classes);
+}
+
+Quadrants::Quadrants(int n, uint64_t seed) : HostDataset(n, 12, 12, 1, 4) {
   cnn_rng r;
   cnn_rng_seed(&r, seed);
   for (int i = 0; i < n; i++) {
@@ -32,12 +51,6 @@ Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) 
     for (int y = 0; y < 3; y++)
       for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
   }
-  ds.n = n;
-  ds.h = ds.w = 12;
-  ds.c = 1;
-  ds.images = images.data();
-  ds.labels = labels.data();
-  ds.num_classes = 4;
 }
 
 static void put_be32(std::string *s, uint32_t v) {
@@ -167,6 +180,16 @@ cnn_train_config quiet_train_config(int epochs, int batch_size) {
   cfg.epochs = epochs;
   cfg.batch_size = batch_size;
   cfg.progress = nullptr;
+  return cfg;
+}
+
+cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps, int random_start) {
+  cnn_attack_config cfg;
+  cnn_attack_config_defaults(&cfg);
+  cfg.method = method;
+  cfg.eps = eps;
+  cfg.steps = steps;
+  cfg.random_start = random_start;
   return cfg;
 }
 

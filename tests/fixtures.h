@@ -19,15 +19,27 @@ struct CpuBackend {
   CpuBackend &operator=(const CpuBackend &) = delete;
 };
 
-// A synthetic 4-class task: a bright 3x3 square in one quadrant of a noisy 12x12 image (pixels in [0, 1]); the
-// label is the quadrant. `ds` points into the vectors.
-struct Quadrants {
+// n images of h x w x c floats and their labels (all zero until a task fills them), and `ds` (num_classes classes)
+// pointing into the vectors: the base of the synthetic tasks.
+struct HostDataset {
   std::vector<float> images;
   std::vector<int32_t> labels;
   cnn_dataset ds{};
+  HostDataset(int n, int h, int w, int c, int num_classes);
+  HostDataset(const HostDataset &) = delete;
+  HostDataset &operator=(const HostDataset &) = delete;
+};
+
+// Noise: every pixel uniform in [0, 1), every label uniform in [0, num_classes), drawn from cnn_rng(seed) (the
+// pixels first).
+struct RandomTask : HostDataset {
+  RandomTask(int n, int h, int w, int c, int num_classes, uint64_t seed);
+};
+
+// A synthetic 4-class task: a bright 3x3 square in one quadrant of a noisy 12x12 image (pixels in [0, 1]); the
+// label is the quadrant.
+struct Quadrants : HostDataset {
   Quadrants(int n, uint64_t seed);
-  Quadrants(const Quadrants &) = delete;
-  Quadrants &operator=(const Quadrants &) = delete;
 };
 
 // The quadrant task of n images (seed) as MNIST's IDX files DIR/PREFIX-images-idx3-ubyte and
@@ -73,5 +85,8 @@ void expect_refused_definition(cnn_backend *b, const char *text, const char *nam
 
 // cnn_train_config_defaults with `epochs` and `batch_size`, and no progress bar.
 cnn_train_config quiet_train_config(int epochs, int batch_size);
+
+// cnn_attack_config_defaults with the method, eps, steps and random start given.
+cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps, int random_start);
 
 }  // namespace cnntest

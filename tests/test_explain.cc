@@ -568,12 +568,9 @@ double spearman(const std::vector<float> &a, const std::vector<float> &b) {
 
 // Shapes anywhere in a noisy 12x12 image: class 0 a 3x3 square, 1 a 1x5 horizontal bar, 2 a 5x1 vertical bar.
 // `box` holds each image's object box, one pixel larger on every side (y0, x0, y1, x1, inclusive).
-struct Shapes {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
+struct Shapes : cnntest::HostDataset {
   std::vector<int> box;
-  cnn_dataset ds{};
-  Shapes(int n, uint64_t seed) : images((size_t)n * 144), labels(n), box((size_t)n * 4) {
+  Shapes(int n, uint64_t seed) : HostDataset(n, 12, 12, 1, 3), box((size_t)n * 4) {
     cnn_rng r;
     cnn_rng_seed(&r, seed);
     const int hs[3] = {3, 1, 5}, ws[3] = {3, 5, 1};
@@ -588,12 +585,6 @@ struct Shapes {
         for (int x = 0; x < ws[k]; x++) img[(y0 + y) * 12 + x0 + x] = 0.8f + 0.2f * cnn_rng_uniform(&r);
       box[i * 4] = y0 - 1, box[i * 4 + 1] = x0 - 1, box[i * 4 + 2] = y0 + hs[k], box[i * 4 + 3] = x0 + ws[k];
     }
-    ds.n = n;
-    ds.h = ds.w = 12;
-    ds.c = 1;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = 3;
   }
 };
 
@@ -888,11 +879,7 @@ TEST(Attacks, FgsmAndPgdMatchAFloat64Reference) {
       }
     }
     EXPECT_LT(unclear, 5) << "too many near-zero gradients to compare signs";
-    cnn_attack_config cfg;
-    cnn_attack_config_defaults(&cfg);
-    cfg.method = method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM;
-    cfg.eps = (float)eps;
-    cfg.steps = steps;
+    cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, (float)eps, steps, 0);
     cfg.alpha = (float)alpha;
     cnn_grad *g = nullptr;
     ASSERT_EQ(cnn_grad_create(s.net, 1, &g), CNN_OK);
@@ -920,12 +907,7 @@ TEST(Attacks, NeverLeaveTheImageRangeOrTheEpsBall) {
   for (int method = 0; method < 2; method++)
     for (int rs = 0; rs < 2; rs++)
       for (float eps : {0.0f, 0.03f, 0.3f, 1.0f}) {
-        cnn_attack_config cfg;
-        cnn_attack_config_defaults(&cfg);
-        cfg.method = method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM;
-        cfg.eps = eps;
-        cfg.steps = 5;
-        cfg.random_start = rs;
+        cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, eps, 5, rs);
         std::vector<float> adv(x.size(), -7.0f);
         ASSERT_EQ(cnn_attack_images(g, &cfg, x.data(), labels.data(), n, 0, adv.data()), CNN_OK) << cnn_last_error();
         for (size_t i = 0; i < x.size(); i++) {
@@ -946,12 +928,7 @@ TEST(Attacks, RandomStartsAreDeterministicPerSeedAndIndex) {
   SmallNet s;
   std::vector<float> x = uniform(5 * 98, 43, 0.0f, 1.0f);
   std::vector<int32_t> labels = {0, 1, 2, 3, 0};
-  cnn_attack_config cfg;
-  cnn_attack_config_defaults(&cfg);
-  cfg.method = CNN_ATTACK_PGD;
-  cfg.eps = 0.1f;
-  cfg.steps = 2;
-  cfg.random_start = 1;
+  cnn_attack_config cfg = cnntest::attack_config(CNN_ATTACK_PGD, 0.1f, 2, 1);
   auto run = [&](int cap, uint64_t seed) {
     cnn_grad *g = nullptr;
     EXPECT_EQ(cnn_grad_create(s.net, cap, &g), CNN_OK);

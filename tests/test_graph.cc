@@ -292,24 +292,7 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
 // ---- gradients ------------------------------------------------------------------------------------------------
 
 // A batch of n random images with labels.
-struct Batch {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  Batch(int n, int h, int w, int c, int k, uint64_t seed) : images((size_t)n * h * w * c), labels(n) {
-    cnn_rng r;
-    cnn_rng_seed(&r, seed);
-    for (auto &x : images) x = cnn_rng_uniform(&r);
-    for (auto &l : labels) l = (int32_t)cnn_rng_below(&r, (uint32_t)k);
-    ds.n = n;
-    ds.h = h;
-    ds.w = w;
-    ds.c = c;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = k;
-  }
-};
+using Batch = cnntest::RandomTask;
 
 double mean_loss(cnn_net *net, int n) {
   EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
@@ -756,17 +739,18 @@ TEST(GraphSchedules, LearningRatesMatchHandComputations) {
   EXPECT_NEAR(cnn_lr_at(&c, 9), 0.5 * (1 + std::cos(M_PI * 7 / 8)), 1e-6);
 }
 
-Batch quadrants(int n, uint64_t seed) {
-  Batch b(n, 8, 8, 1, 4, seed);
-  for (int i = 0; i < n; i++) {
-    int k = b.labels[i];
-    float *img = &b.images[(size_t)i * 64];
-    for (int p = 0; p < 64; p++) img[p] *= 0.3f;
-    for (int y = 0; y < 3; y++)
-      for (int x = 0; x < 3; x++) img[((k / 2) * 4 + y) * 8 + (k % 2) * 4 + x] = 1.0f;
+// A random 8x8 batch turned into the quadrant task: its noise dimmed, a 3x3 square at the label's quadrant.
+struct Quadrants8 : cnntest::RandomTask {
+  Quadrants8(int n, uint64_t seed) : RandomTask(n, 8, 8, 1, 4, seed) {
+    for (int i = 0; i < n; i++) {
+      int k = labels[i];
+      float *img = &images[(size_t)i * 64];
+      for (int p = 0; p < 64; p++) img[p] *= 0.3f;
+      for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 3; x++) img[((k / 2) * 4 + y) * 8 + (k % 2) * 4 + x] = 1.0f;
+    }
   }
-  return b;
-}
+};
 
 const char *kBnNet =
     "input 8 8 1\n"
@@ -784,7 +768,7 @@ TEST(GraphTraining, PlateauReducesTheLearningRateWhenValidationLossStalls) {
   Backend be;
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text("input 8 8 1\nflatten\ndense 4\n", "p", be.b, 1, &net), CNN_OK);
-  Batch train = quadrants(64, 1), val = quadrants(32, 2);
+  Quadrants8 train(64, 1), val(32, 2);
   cnn_train_config c = config(CNN_OPTIM_SGD);
   c.lr = 1e-30f;  // far below an ulp of the weights: nothing changes, the validation loss stalls exactly
   c.epochs = 4;
@@ -817,7 +801,7 @@ std::vector<float> all_weights(cnn_net *net) {
 
 cnn_status train_bn(cnn_backend *b, cnn_optimizer_kind kind, uint64_t seed, std::vector<float> *weights,
                     double *acc) {
-  Batch train = quadrants(400, 1), val = quadrants(200, 2);
+  Quadrants8 train(400, 1), val(200, 2);
   cnn_net *net = nullptr;
   cnn_status st = cnn_net_from_text(kBnNet, "bn", b, seed, &net);
   if (st != CNN_OK) return st;
