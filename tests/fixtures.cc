@@ -2,13 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 
 extern "C" {
+#include "core/nn/net.h"
 #include "core/rng.h"
 #include "core/train/checkpoint.h"
 }
@@ -73,6 +77,7 @@ void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n
 }
 
 void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed) {
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << dir << ": " << strerror(errno);
   cnn_rng r;
   cnn_rng_seed(&r, seed);
   for (int split = 0; split < 2; split++) {
@@ -158,6 +163,26 @@ void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int st
   cfg->keep_checkpoints = 1000;
 }
 
+void expect_resumes_match(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
+                          const cnn_train_config &cfg, const std::string &dir, const std::vector<std::string> &files,
+                          const std::vector<cnn_epoch_stats> &want, const std::vector<float> &want_w) {
+  for (const auto &f : files) {
+    std::vector<cnn_epoch_stats> got;
+    std::vector<float> got_w;
+    ASSERT_NO_FATAL_FAILURE(train_resumed(net_text, b, train, val, cfg, dir + "/" + f, &got, &got_w));
+    ASSERT_EQ(got_w.size(), want_w.size());
+    EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
+    for (int e = 0; e < cfg.epochs; e++) {
+      EXPECT_EQ(got[e].epoch, e + 1) << f;
+      EXPECT_EQ(got[e].loss, want[e].loss) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].accuracy, want[e].accuracy) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].lr, want[e].lr) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].sparsity, want[e].sparsity) << f << " epoch " << e + 1;
+    }
+  }
+}
+
 std::vector<std::string> checkpoints_in(const std::string &dir) {
   std::vector<std::string> out;
   for (const auto &n : list_dir(dir, false))
@@ -174,6 +199,53 @@ void expect_refused_definition(cnn_backend *b, const char *text, const char *nam
       << "definition:\n" << text << "message: " << cnn_last_error() << "\nexpected: " << message;
 }
 
+double mean_loss(cnn_net *net, int n) {
+  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
+  std::vector<float> losses(n);
+  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
+  double s = 0;
+  for (float l : losses) s += l;
+  return s / n;
+}
+
+void check_gradients(cnn_net *net, int n, int samples, double tolerance, int *checked) {
+  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
+  cnn_rng pick;
+  cnn_rng_seed(&pick, 5);
+  const float eps = 1e-2f;
+  for (int li = 0; li < net->nlayers; li++) {
+    cnn_layer *l = net->layers[li];
+    for (int pi = 0; pi < l->nparams; pi++) {
+      cnn_param *p = &l->params[pi];
+      int64_t count = cnn_tensor_numel(p->value);
+      std::vector<float> w = read_tensor(p->value), g = read_tensor(p->grad);
+      ASSERT_EQ(w.size(), (size_t)count);
+      ASSERT_EQ(g.size(), (size_t)count);
+      double num2 = 0, diff2 = 0;
+      for (int t = 0; t < samples; t++) {
+        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
+        float orig = w[i];
+        w[i] = orig + eps;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double lp = mean_loss(net, n);
+        w[i] = orig - eps;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double lm = mean_loss(net, n);
+        w[i] = orig;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double numeric = (lp - lm) / (2.0 * eps);
+        num2 += numeric * numeric + g[i] * (double)g[i];
+        diff2 += (numeric - g[i]) * (numeric - g[i]);
+        if (checked) ++*checked;
+      }
+      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), tolerance) << p->name;
+    }
+  }
+}
+
 cnn_train_config quiet_train_config(int epochs, int batch_size) {
   cnn_train_config cfg;
   cnn_train_config_defaults(&cfg);
@@ -183,13 +255,12 @@ cnn_train_config quiet_train_config(int epochs, int batch_size) {
   return cfg;
 }
 
-cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps, int random_start) {
+cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps) {
   cnn_attack_config cfg;
   cnn_attack_config_defaults(&cfg);
   cfg.method = method;
   cfg.eps = eps;
   cfg.steps = steps;
-  cfg.random_start = random_start;
   return cfg;
 }
 

@@ -47,7 +47,7 @@ struct Quadrants : HostDataset {
 void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n, uint64_t seed);
 
 // Another quadrant task (3x3 bright squares drawn from cnn_rng(seed), ntrain then ntest images) as the IDX files
-// of `--data mnist:DIR`: DIR/train-* and DIR/t10k-*.
+// of `--data mnist:DIR`: DIR/train-* and DIR/t10k-*. Creates DIR (a fatal assertion when it cannot).
 void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed);
 
 // A tensor's elements on the host (an expectation fails when it cannot be read), and back into the tensor (a fatal
@@ -77,16 +77,31 @@ void train_resumed(const char *net_text, cnn_backend *b, const cnn_dataset *trai
                    const cnn_train_config &cfg, const std::string &path, std::vector<cnn_epoch_stats> *history,
                    std::vector<float> *weights);
 
+// Training from net_text resumed from each of the checkpoints `files` in `dir` (train_resumed) ends as the
+// uninterrupted run did (want, want_w): the same weights bit for bit, and every epoch's number, loss, accuracy,
+// validation loss, learning rate and sparsity.
+void expect_resumes_match(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
+                          const cnn_train_config &cfg, const std::string &dir, const std::vector<std::string> &files,
+                          const std::vector<cnn_epoch_stats> &want, const std::vector<float> &want_w);
+
 // The checkpoints a run wrote in dir (ckpt-*.safetensors), sorted.
 std::vector<std::string> checkpoints_in(const std::string &dir);
 
 // A model definition that cnn_net_from_text (as file `name`) must refuse, with `message` in the error.
 void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message);
 
+// The mean loss over the staged batch of n images: a training-mode forward, the loss with its training options.
+double mean_loss(cnn_net *net, int n);
+
+// Every parameter tensor's gradient at the staged batch of n images against central differences (step 1e-2) of
+// mean_loss, at `samples` weights drawn per tensor, compared in aggregate per tensor: float32 differences through
+// ReLUs and max-pools are noisy one by one. `checked` (when given) counts the weights compared.
+void check_gradients(cnn_net *net, int n, int samples, double tolerance, int *checked = nullptr);
+
 // cnn_train_config_defaults with `epochs` and `batch_size`, and no progress bar.
 cnn_train_config quiet_train_config(int epochs, int batch_size);
 
-// cnn_attack_config_defaults with the method, eps, steps and random start given.
-cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps, int random_start);
+// cnn_attack_config_defaults with the method, eps and steps given.
+cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps);
 
 }  // namespace cnntest

@@ -1626,7 +1626,8 @@ TEST_F(CudaOps, InputGradientsGradCamAndPgdMatchCpu) {
     ASSERT_EQ(cnn_explain_image(g, &cfg, x.data(), 1, &e), CNN_OK) << cnn_last_error();
     cam[b].assign(e.raw, e.raw + e.raw_h * e.raw_w);
     cnn_explanation_free(&e);
-    const cnn_attack_config ac = cnntest::attack_config(CNN_ATTACK_PGD, 0.05f, 3, 1);
+    cnn_attack_config ac = cnntest::attack_config(CNN_ATTACK_PGD, 0.05f, 3);
+    ac.random_start = 1;
     std::vector<int32_t> labels = {0, 2, 4};
     adv[b].resize(x.size());
     ASSERT_EQ(cnn_attack_images(g, &ac, x.data(), labels.data(), n, 0, adv[b].data()), CNN_OK) << cnn_last_error();

@@ -879,7 +879,7 @@ TEST(Attacks, FgsmAndPgdMatchAFloat64Reference) {
       }
     }
     EXPECT_LT(unclear, 5) << "too many near-zero gradients to compare signs";
-    cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, (float)eps, steps, 0);
+    cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, (float)eps, steps);
     cfg.alpha = (float)alpha;
     cnn_grad *g = nullptr;
     ASSERT_EQ(cnn_grad_create(s.net, 1, &g), CNN_OK);
@@ -907,7 +907,8 @@ TEST(Attacks, NeverLeaveTheImageRangeOrTheEpsBall) {
   for (int method = 0; method < 2; method++)
     for (int rs = 0; rs < 2; rs++)
       for (float eps : {0.0f, 0.03f, 0.3f, 1.0f}) {
-        cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, eps, 5, rs);
+        cnn_attack_config cfg = cnntest::attack_config(method ? CNN_ATTACK_PGD : CNN_ATTACK_FGSM, eps, 5);
+        cfg.random_start = rs;
         std::vector<float> adv(x.size(), -7.0f);
         ASSERT_EQ(cnn_attack_images(g, &cfg, x.data(), labels.data(), n, 0, adv.data()), CNN_OK) << cnn_last_error();
         for (size_t i = 0; i < x.size(); i++) {
@@ -928,7 +929,8 @@ TEST(Attacks, RandomStartsAreDeterministicPerSeedAndIndex) {
   SmallNet s;
   std::vector<float> x = uniform(5 * 98, 43, 0.0f, 1.0f);
   std::vector<int32_t> labels = {0, 1, 2, 3, 0};
-  cnn_attack_config cfg = cnntest::attack_config(CNN_ATTACK_PGD, 0.1f, 2, 1);
+  cnn_attack_config cfg = cnntest::attack_config(CNN_ATTACK_PGD, 0.1f, 2);
+  cfg.random_start = 1;
   auto run = [&](int cap, uint64_t seed) {
     cnn_grad *g = nullptr;
     EXPECT_EQ(cnn_grad_create(s.net, cap, &g), CNN_OK);

@@ -26,6 +26,7 @@ std::string model_path(const char *name) { return std::string(CNN_SOURCE_DIR) + 
 
 using cnntest::read_tensor;
 using cnntest::write_tensor;
+using cnntest::check_gradients;
 
 std::string shape_of(const cnn_layer *l) {
   char buf[64];
@@ -294,51 +295,6 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
 // A batch of n random images with labels.
 using Batch = cnntest::RandomTask;
 
-double mean_loss(cnn_net *net, int n) {
-  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
-  std::vector<float> losses(n);
-  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
-  double s = 0;
-  for (float l : losses) s += l;
-  return s / n;
-}
-
-// Every parameter tensor's gradient against central differences of the mean loss, compared in aggregate.
-void check_gradients(cnn_net *net, int n, double tolerance) {
-  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
-  cnn_rng pick;
-  cnn_rng_seed(&pick, 5);
-  const float eps = 1e-2f;
-  for (int li = 0; li < net->nlayers; li++) {
-    cnn_layer *l = net->layers[li];
-    for (int pi = 0; pi < l->nparams; pi++) {
-      cnn_param *p = &l->params[pi];
-      int64_t count = cnn_tensor_numel(p->value);
-      std::vector<float> w = read_tensor(p->value), g = read_tensor(p->grad);
-      double num2 = 0, diff2 = 0;
-      for (int t = 0; t < 8; t++) {
-        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
-        float orig = w[i];
-        w[i] = orig + eps;
-        write_tensor(p->value, w);
-        double lp = mean_loss(net, n);
-        w[i] = orig - eps;
-        write_tensor(p->value, w);
-        double lm = mean_loss(net, n);
-        w[i] = orig;
-        write_tensor(p->value, w);
-        double numeric = (lp - lm) / (2.0 * eps);
-        num2 += numeric * numeric + g[i] * (double)g[i];
-        diff2 += (numeric - g[i]) * (numeric - g[i]);
-      }
-      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), tolerance) << p->name;
-    }
-  }
-}
-
 // A residual net with batchnorm, a projection shortcut, concat, dropout (fixed seed and step: a fixed mask),
 // GELU/SiLU kept pre-activations, and an output used by two consumers.
 const char *kResidualNet =
@@ -367,7 +323,7 @@ TEST(GraphGradients, ResidualNetWithBatchnormConcatAndDropoutMatchesFiniteDiffer
   ASSERT_EQ(cnn_net_from_text(kResidualNet, "res", be.b, 3, &net), CNN_OK) << cnn_last_error();
   net->step = 5;
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
-  check_gradients(net, 4, 0.05);
+  check_gradients(net, 4, 8, 0.05);
   cnn_net_destroy(net);
 }
 
@@ -388,7 +344,7 @@ void check_text_gradients(const char *text, uint64_t seed, int fused_adds = -1) 
     EXPECT_EQ(fused, fused_adds);
   }
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
-  check_gradients(net, 4, 0.05);
+  check_gradients(net, 4, 8, 0.05);
   cnn_net_destroy(net);
 }
 
@@ -457,7 +413,7 @@ TEST(GraphGradients, OutputsWithSeveralConsumersSumTheirGradients) {
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text(text, "multi", be.b, 6, &net), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK);
-  check_gradients(net, 4, 0.02);
+  check_gradients(net, 4, 8, 0.02);
   EXPECT_GE(net->nscratch, 1);
   cnn_net_destroy(net);
 }
@@ -470,7 +426,7 @@ TEST(GraphGradients, LabelSmoothingAndClassWeightsKeepGradientsConsistent) {
   float w[3] = {0.5f, 2.0f, 1.0f};
   ASSERT_EQ(cnn_net_set_loss_options(net, 0.1f, w, 3), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 5), CNN_OK);
-  check_gradients(net, 5, 0.05);
+  check_gradients(net, 5, 8, 0.05);
   // the per-sample loss: w[label] * (-sum_j target_j log p_j), target = 0.9 onehot + 0.1 / 3
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
   ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK);

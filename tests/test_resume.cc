@@ -51,8 +51,6 @@ struct Fixture {
   Fixture() {
     data = dir.file("data");
     model = dir.file("model.cnn");
-    std::string cmd = "mkdir -p '" + data + "'";
-    EXPECT_EQ(system(cmd.c_str()), 0);
     cnntest::write_idx_squares(data, 600, 64, 7);
     cnntest::write_file(model, kModel);
   }
