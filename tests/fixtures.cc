@@ -190,6 +190,22 @@ std::vector<std::string> checkpoints_in(const std::string &dir) {
   return out;
 }
 
+void expect_contains_all(const std::string &text, std::initializer_list<const char *> parts) {
+  for (const char *part : parts) EXPECT_NE(text.find(part), std::string::npos) << "no '" << part << "' in:\n" << text;
+}
+
+void expect_refused(const std::vector<std::string> &base, const std::vector<RefusedArgs> &cases, int status) {
+  for (const auto &c : cases) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    std::string out;
+    const int rc = run_cnn(args, &out);
+    if (status) EXPECT_EQ(rc, status) << out;
+    else EXPECT_NE(rc, 0) << out;
+    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
+  }
+}
+
 void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message) {
   cnn_net *net = nullptr;
   cnn_status st = cnn_net_from_text(text, name, b, 1, &net);
@@ -247,8 +263,7 @@ void check_gradients(cnn_net *net, int n, int samples, double tolerance, int *ch
 }
 
 cnn_train_config quiet_train_config(int epochs, int batch_size) {
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
+  cnn_train_config cfg = defaults_of(cnn_train_config_defaults);
   cfg.epochs = epochs;
   cfg.batch_size = batch_size;
   cfg.progress = nullptr;
@@ -256,8 +271,7 @@ cnn_train_config quiet_train_config(int epochs, int batch_size) {
 }
 
 cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps) {
-  cnn_attack_config cfg;
-  cnn_attack_config_defaults(&cfg);
+  cnn_attack_config cfg = defaults_of(cnn_attack_config_defaults);
   cfg.method = method;
   cfg.eps = eps;
   cfg.steps = steps;

@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,19 @@ void expect_resumes_match(const char *net_text, cnn_backend *b, const cnn_datase
 // The checkpoints a run wrote in dir (ckpt-*.safetensors), sorted.
 std::vector<std::string> checkpoints_in(const std::string &dir);
 
+// Expects `text` (a program's output) to contain every one of `parts`; a failure names the part and shows the text.
+void expect_contains_all(const std::string &text, std::initializer_list<const char *> parts);
+
+// Arguments that the cnn program must refuse, and a part of its message.
+struct RefusedArgs {
+  std::vector<std::string> args;
+  std::string message;
+};
+
+// Runs the cnn program with `base` then each case's arguments: it fails (with exit status `status` when that is
+// not 0: 2 for a usage error) and its output holds the case's message.
+void expect_refused(const std::vector<std::string> &base, const std::vector<RefusedArgs> &cases, int status);
+
 // A model definition that cnn_net_from_text (as file `name`) must refuse, with `message` in the error.
 void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message);
 
@@ -97,6 +111,14 @@ double mean_loss(cnn_net *net, int n);
 // mean_loss, at `samples` weights drawn per tensor, compared in aggregate per tensor: float32 differences through
 // ReLUs and max-pools are noisy one by one. `checked` (when given) counts the weights compared.
 void check_gradients(cnn_net *net, int n, int samples, double tolerance, int *checked = nullptr);
+
+// A config struct as its C defaults function (cnn_..._config_defaults) fills it.
+template <class Config>
+Config defaults_of(void (*fill)(Config *)) {
+  Config c;
+  fill(&c);
+  return c;
+}
 
 // cnn_train_config_defaults with `epochs` and `batch_size`, and no progress bar.
 cnn_train_config quiet_train_config(int epochs, int batch_size);

@@ -18,7 +18,7 @@ namespace {
 
 using cnntest::run_cnn;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // conv -> batchnorm -> conv -> batchnorm -> add (a residual block), max-pool, flatten (a view), two dense layers
 const char *kNet =
@@ -232,19 +232,22 @@ std::string str(const cnn_json *obj, const char *key) {
   return s ? s : "";
 }
 
-TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
+// `cnn bench` on kNet, written to DIR/net.cnn; its JSON report goes to DIR/bench.json.
+struct BenchCli : ::testing::Test {
   cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn"), json = dir.file("bench.json"), out;
-  cnntest::write_file(model, kNet);
+  std::string model = dir.file("net.cnn"), json = dir.file("bench.json");
+  void SetUp() override { cnntest::write_file(model, kNet); }
+};
+
+TEST_F(BenchCli, JsonHasEverySectionWithSaneValues) {
+  std::string out;
   ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "4", "--warmup", "1", "--iters", "3", "--repeats", "3",
                      "--threads", "1", "--per-layer", "--json", json},
                     &out),
             0)
       << out;
   // the table
-  EXPECT_TRUE(has(out, "images/s")) << out;
-  EXPECT_TRUE(has(out, "per layer")) << out;
-  EXPECT_TRUE(has(out, "conv2d_1")) << out;
+  cnntest::expect_contains_all(out, {"images/s", "per layer", "conv2d_1"});
   // every share is a figure or "-" (a device without an sgemm peak to measure against), never "nan%"
   EXPECT_FALSE(has(out, "nan")) << out;
   EXPECT_TRUE(has(out, "%\n")) << out;
@@ -296,10 +299,8 @@ TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
   EXPECT_EQ(str(cnn_json_at(layers, 8), "name"), "optimizer");
 }
 
-TEST(BenchCli, ModesLeaveOutWhatDidNotRun) {
-  cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn"), json = dir.file("bench.json"), out;
-  cnntest::write_file(model, kNet);
+TEST_F(BenchCli, ModesLeaveOutWhatDidNotRun) {
+  std::string out;
   ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "2", "--mode", "train", "--warmup", "0", "--iters", "1",
                      "--repeats", "1", "--quiet", "--json", json},
                     &out),
@@ -332,36 +333,29 @@ TEST(BenchCli, ModesLeaveOutWhatDidNotRun) {
   EXPECT_EQ(cnn_json_type_of(cnn_json_get(cnn_json_at(layers, 0), "bwd_ms")), CNN_JSON_NULL);
 }
 
-TEST(BenchCli, BadFlagsAndMissingModelsExitWithTwo) {
-  cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn");
-  cnntest::write_file(model, kNet);
+TEST_F(BenchCli, BadFlagsAndMissingModelsExitWithTwo) {
   cnntest::write_file(dir.file("bad.cnn"), "input 12 12 3\nconv 8 three\n");
-  struct Case {
-    std::vector<std::string> args;
-    std::string message;
-  } cases[] = {
-      {{"bench"}, "--model FILE is required"},
-      {{"bench", "--model", dir.file("none.cnn")}, "cannot open"},
-      {{"bench", "--model", dir.file("bad.cnn")}, "bad.cnn:2"},
-      {{"bench", "--model", model, "--mode", "fast"}, "--mode: 'fast' is not one of train, infer, both"},
-      {{"bench", "--model", model, "--batch", "0"}, "--batch: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--iters", "0"}, "--iters: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--repeats", "x"}, "--repeats: 'x' is not an integer"},
-      {{"bench", "--model", model, "--warmup", "-1"}, "--warmup: '-1' is not an integer"},
-      {{"bench", "--model", model, "--threads", "0"}, "--threads: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--classes", "6"}, "--classes: 6 is more than the model's 5 outputs"},
-      {{"bench", "--model", model, "--device", "tpu"}, "unknown device 'tpu'"},
-      {{"bench", "--model", model, "--per-layer=yes"}, "--per-layer takes no value"},
-      {{"bench", "--model", model, "--json"}, "--json needs a value"},
-      {{"bench", "--model", model, "--itres", "3"}, "unknown flag '--itres'"},
-      {{"bench", "--model", model, "--optimizer", "lamb"}, "--optimizer: 'lamb' is not one of adam, adamw, sgd"},
+  const std::vector<cnntest::RefusedArgs> no_model = {
+      {{}, "--model FILE is required"},
+      {{"--model", dir.file("none.cnn")}, "cannot open"},
+      {{"--model", dir.file("bad.cnn")}, "bad.cnn:2"},
   };
-  for (const auto &c : cases) {
-    std::string out;
-    EXPECT_EQ(run_cnn(c.args, &out), 2) << out;
-    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
-  }
+  cnntest::expect_refused({"bench"}, no_model, 2);
+  const std::vector<cnntest::RefusedArgs> bad_flags = {
+      {{"--mode", "fast"}, "--mode: 'fast' is not one of train, infer, both"},
+      {{"--batch", "0"}, "--batch: '0' is not an integer from 1"},
+      {{"--iters", "0"}, "--iters: '0' is not an integer from 1"},
+      {{"--repeats", "x"}, "--repeats: 'x' is not an integer"},
+      {{"--warmup", "-1"}, "--warmup: '-1' is not an integer"},
+      {{"--threads", "0"}, "--threads: '0' is not an integer from 1"},
+      {{"--classes", "6"}, "--classes: 6 is more than the model's 5 outputs"},
+      {{"--device", "tpu"}, "unknown device 'tpu'"},
+      {{"--per-layer=yes"}, "--per-layer takes no value"},
+      {{"--json"}, "--json needs a value"},
+      {{"--itres", "3"}, "unknown flag '--itres'"},
+      {{"--optimizer", "lamb"}, "--optimizer: 'lamb' is not one of adam, adamw, sgd"},
+  };
+  cnntest::expect_refused({"bench", "--model", model}, bad_flags, 2);
   std::string out;
   EXPECT_EQ(run_cnn({"bench", "--help"}, &out), 0);
   EXPECT_TRUE(has(out, "--per-layer")) << out;

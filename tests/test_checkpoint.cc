@@ -54,7 +54,7 @@ std::vector<std::string> list_dir(const std::string &dir) { return cnntest::list
 
 using cnntest::checkpoints_in;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 TEST(Crc32c, MatchesTheStandardCheckValueAndExtends) {
   EXPECT_EQ(cnn_crc32c(0, "123456789", 9), 0xE3069283u);

@@ -36,7 +36,7 @@ namespace {
 
 using cnntest::TempDir;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // ---------------------------------------------------------------------------------------------------------------
 // sharding, in one process

@@ -28,7 +28,7 @@ using cnntest::TempDir;
 
 using Backend = cnntest::CpuBackend;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 using cnntest::read_tensor;
 
