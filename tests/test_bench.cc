@@ -46,8 +46,7 @@ double train_gflop(int n) {
 using Backend = cnntest::CpuBackend;
 
 cnn_bench_config small_config() {
-  cnn_bench_config c;
-  cnn_bench_config_defaults(&c);
+  cnn_bench_config c = cnntest::defaults_of(cnn_bench_config_defaults);
   c.batch = 4;
   c.warmup = 1;
   c.iters = 3;
@@ -61,8 +60,16 @@ const cnn_bench_layer *find_row(const cnn_bench_result *r, const std::string &na
   return nullptr;
 }
 
+// The library's benchmark, run on kNet (seed 1) on the CPU backend.
+struct Bench : ::testing::Test {
+  Backend be;
+  cnn_net *net = nullptr;
+  void SetUp() override { ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error(); }
+  void TearDown() override { cnn_net_destroy(net); }
+};
+
 // --mode's names: each reads back to its bit set and back; others are refused with the names listed.
-TEST(Bench, ModeNamesParseToTheirBitSets) {
+TEST_F(Bench, ModeNamesParseToTheirBitSets) {
   const struct {
     const char *name;
     int modes;
@@ -81,10 +88,7 @@ TEST(Bench, ModeNamesParseToTheirBitSets) {
   EXPECT_STREQ(cnn_bench_modes_name(4), "?");
 }
 
-TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   cnn_bench_config cfg = small_config();
   cfg.per_layer = 1;
   cnn_bench_result *r = nullptr;
@@ -139,13 +143,9 @@ TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   EXPECT_EQ(net->prof_fwd, nullptr);
   EXPECT_EQ(net->prof_bwd, nullptr);
   cnn_bench_result_destroy(r);
-  cnn_net_destroy(net);
 }
 
-TEST(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
   cnn_bench_config cfg = small_config();
   cfg.modes = CNN_BENCH_INFER;
   cfg.batch = 1;
@@ -161,13 +161,9 @@ TEST(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
   EXPECT_STREQ(r->layers[r->nlayers - 1].name, "loss"); // no optimizer row
   for (int i = 0; i < r->nlayers; i++) EXPECT_LT(r->layers[i].bwd_ms, 0.0) << r->layers[i].name;
   cnn_bench_result_destroy(r);
-  cnn_net_destroy(net);
 }
 
-TEST(Bench, RejectsBadConfigurations) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, RejectsBadConfigurations) {
   cnn_bench_result *r = nullptr;
   cnn_bench_config c = small_config();
   c.batch = 0;
@@ -189,11 +185,10 @@ TEST(Bench, RejectsBadConfigurations) {
   EXPECT_EQ(cnn_bench_run(net, &c, &r), CNN_ERR_INVALID_ARG);
   EXPECT_EQ(r, nullptr);
   EXPECT_EQ(cnn_bench_run(net, &c, nullptr), CNN_ERR_INVALID_ARG);
-  cnn_net_destroy(net);
   cnn_bench_result_destroy(nullptr);
 }
 
-TEST(Bench, SgemmPeakAndThreadCount) {
+TEST_F(Bench, SgemmPeakAndThreadCount) {
   double g = 0.0;
   ASSERT_EQ(cnn_bench_sgemm_peak(128, 2, &g), CNN_OK) << cnn_last_error();
   EXPECT_GT(g, 0.0);
@@ -237,15 +232,19 @@ struct BenchCli : ::testing::Test {
   cnntest::TempDir dir;
   std::string model = dir.file("net.cnn"), json = dir.file("bench.json");
   void SetUp() override { cnntest::write_file(model, kNet); }
+  // `cnn bench --model MODEL` with `flags`: a fatal assertion unless it succeeds.
+  void bench(const std::vector<std::string> &flags, std::string *out) {
+    std::vector<std::string> args = {"bench", "--model", model};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ASSERT_EQ(run_cnn(args, out), 0) << *out;
+  }
 };
 
 TEST_F(BenchCli, JsonHasEverySectionWithSaneValues) {
   std::string out;
-  ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "4", "--warmup", "1", "--iters", "3", "--repeats", "3",
-                     "--threads", "1", "--per-layer", "--json", json},
-                    &out),
-            0)
-      << out;
+  ASSERT_NO_FATAL_FAILURE(bench({"--batch", "4", "--warmup", "1", "--iters", "3", "--repeats", "3", "--threads", "1",
+                                 "--per-layer", "--json", json},
+                                &out));
   // the table
   cnntest::expect_contains_all(out, {"images/s", "per layer", "conv2d_1"});
   // every share is a figure or "-" (a device without an sgemm peak to measure against), never "nan%"
@@ -301,11 +300,9 @@ TEST_F(BenchCli, JsonHasEverySectionWithSaneValues) {
 
 TEST_F(BenchCli, ModesLeaveOutWhatDidNotRun) {
   std::string out;
-  ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "2", "--mode", "train", "--warmup", "0", "--iters", "1",
-                     "--repeats", "1", "--quiet", "--json", json},
-                    &out),
-            0)
-      << out;
+  ASSERT_NO_FATAL_FAILURE(bench(
+      {"--batch", "2", "--mode", "train", "--warmup", "0", "--iters", "1", "--repeats", "1", "--quiet", "--json", json},
+      &out));
   EXPECT_EQ(out, ""); // --quiet: nothing but errors
   {
     Json j(cnntest::read_file(json));
