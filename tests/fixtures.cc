@@ -2,13 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 
 #include <dirent.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 
 extern "C" {
+#include "core/nn/net.h"
 #include "core/rng.h"
 #include "core/train/checkpoint.h"
 }
@@ -20,7 +24,26 @@ CpuBackend::CpuBackend() { EXPECT_EQ(cnn_backend_create("cpu", &b), CNN_OK) << c
 
 CpuBackend::~CpuBackend() { cnn_backend_destroy(b); }
 
-Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) {
+HostDataset::HostDataset(int n, int h, int w, int c, int num_classes)
+    : images((size_t)n * h * w * c), labels((size_t)n) {
+  ds.n = n;
+  ds.h = h;
+  ds.w = w;
+  ds.c = c;
+  ds.images = images.data();
+  ds.labels = labels.data();
+  ds.num_classes = num_classes;
+}
+
+RandomTask::RandomTask(int n, int h, int w, int c, int num_classes, uint64_t seed)
+    : HostDataset(n, h, w, c, num_classes) {
+  cnn_rng r;
+  cnn_rng_seed(&r, seed);
+  for (float &x : images) x = cnn_rng_uniform(&r);
+  for (int32_t &l : labels) l = (int32_t)cnn_rng_below(&r, (uint32_t)num_classes);
+}
+
+Quadrants::Quadrants(int n, uint64_t seed) : HostDataset(n, 12, 12, 1, 4) {
   cnn_rng r;
   cnn_rng_seed(&r, seed);
   for (int i = 0; i < n; i++) {
@@ -32,12 +55,6 @@ Quadrants::Quadrants(int n, uint64_t seed) : images((size_t)n * 144), labels(n) 
     for (int y = 0; y < 3; y++)
       for (int x = 0; x < 3; x++) img[(y0 + y) * 12 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
   }
-  ds.n = n;
-  ds.h = ds.w = 12;
-  ds.c = 1;
-  ds.images = images.data();
-  ds.labels = labels.data();
-  ds.num_classes = 4;
 }
 
 static void put_be32(std::string *s, uint32_t v) {
@@ -60,6 +77,7 @@ void write_quadrant_idx(const std::string &dir, const std::string &prefix, int n
 }
 
 void write_idx_squares(const std::string &dir, int ntrain, int ntest, uint64_t seed) {
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << dir << ": " << strerror(errno);
   cnn_rng r;
   cnn_rng_seed(&r, seed);
   for (int split = 0; split < 2; split++) {
@@ -145,11 +163,47 @@ void keep_every_checkpoint(cnn_train_config *cfg, const std::string &dir, int st
   cfg->keep_checkpoints = 1000;
 }
 
+void expect_resumes_match(const char *net_text, cnn_backend *b, const cnn_dataset *train, const cnn_dataset *val,
+                          const cnn_train_config &cfg, const std::string &dir, const std::vector<std::string> &files,
+                          const std::vector<cnn_epoch_stats> &want, const std::vector<float> &want_w) {
+  for (const auto &f : files) {
+    std::vector<cnn_epoch_stats> got;
+    std::vector<float> got_w;
+    ASSERT_NO_FATAL_FAILURE(train_resumed(net_text, b, train, val, cfg, dir + "/" + f, &got, &got_w));
+    ASSERT_EQ(got_w.size(), want_w.size());
+    EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
+    for (int e = 0; e < cfg.epochs; e++) {
+      EXPECT_EQ(got[e].epoch, e + 1) << f;
+      EXPECT_EQ(got[e].loss, want[e].loss) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].accuracy, want[e].accuracy) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].lr, want[e].lr) << f << " epoch " << e + 1;
+      EXPECT_EQ(got[e].sparsity, want[e].sparsity) << f << " epoch " << e + 1;
+    }
+  }
+}
+
 std::vector<std::string> checkpoints_in(const std::string &dir) {
   std::vector<std::string> out;
   for (const auto &n : list_dir(dir, false))
     if (n.rfind("ckpt-", 0) == 0 && n.size() > 12 && n.substr(n.size() - 12) == ".safetensors") out.push_back(n);
   return out;
+}
+
+void expect_contains_all(const std::string &text, std::initializer_list<const char *> parts) {
+  for (const char *part : parts) EXPECT_NE(text.find(part), std::string::npos) << "no '" << part << "' in:\n" << text;
+}
+
+void expect_refused(const std::vector<std::string> &base, const std::vector<RefusedArgs> &cases, int status) {
+  for (const auto &c : cases) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    std::string out;
+    const int rc = run_cnn(args, &out);
+    if (status) EXPECT_EQ(rc, status) << out;
+    else EXPECT_NE(rc, 0) << out;
+    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
+  }
 }
 
 void expect_refused_definition(cnn_backend *b, const char *text, const char *name, const char *message) {
@@ -161,12 +215,66 @@ void expect_refused_definition(cnn_backend *b, const char *text, const char *nam
       << "definition:\n" << text << "message: " << cnn_last_error() << "\nexpected: " << message;
 }
 
+double mean_loss(cnn_net *net, int n) {
+  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
+  std::vector<float> losses(n);
+  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
+  double s = 0;
+  for (float l : losses) s += l;
+  return s / n;
+}
+
+void check_gradients(cnn_net *net, int n, int samples, double tolerance, int *checked) {
+  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
+  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
+  cnn_rng pick;
+  cnn_rng_seed(&pick, 5);
+  const float eps = 1e-2f;
+  for (int li = 0; li < net->nlayers; li++) {
+    cnn_layer *l = net->layers[li];
+    for (int pi = 0; pi < l->nparams; pi++) {
+      cnn_param *p = &l->params[pi];
+      int64_t count = cnn_tensor_numel(p->value);
+      std::vector<float> w = read_tensor(p->value), g = read_tensor(p->grad);
+      ASSERT_EQ(w.size(), (size_t)count);
+      ASSERT_EQ(g.size(), (size_t)count);
+      double num2 = 0, diff2 = 0;
+      for (int t = 0; t < samples; t++) {
+        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
+        float orig = w[i];
+        w[i] = orig + eps;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double lp = mean_loss(net, n);
+        w[i] = orig - eps;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double lm = mean_loss(net, n);
+        w[i] = orig;
+        ASSERT_NO_FATAL_FAILURE(write_tensor(p->value, w));
+        double numeric = (lp - lm) / (2.0 * eps);
+        num2 += numeric * numeric + g[i] * (double)g[i];
+        diff2 += (numeric - g[i]) * (numeric - g[i]);
+        if (checked) ++*checked;
+      }
+      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), tolerance) << p->name;
+    }
+  }
+}
+
 cnn_train_config quiet_train_config(int epochs, int batch_size) {
-  cnn_train_config cfg;
-  cnn_train_config_defaults(&cfg);
+  cnn_train_config cfg = defaults_of(cnn_train_config_defaults);
   cfg.epochs = epochs;
   cfg.batch_size = batch_size;
   cfg.progress = nullptr;
+  return cfg;
+}
+
+cnn_attack_config attack_config(cnn_attack_method method, float eps, int steps) {
+  cnn_attack_config cfg = defaults_of(cnn_attack_config_defaults);
+  cfg.method = method;
+  cfg.eps = eps;
+  cfg.steps = steps;
   return cfg;
 }
 

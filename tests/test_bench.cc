@@ -18,7 +18,7 @@ namespace {
 
 using cnntest::run_cnn;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // conv -> batchnorm -> conv -> batchnorm -> add (a residual block), max-pool, flatten (a view), two dense layers
 const char *kNet =
@@ -46,8 +46,7 @@ double train_gflop(int n) {
 using Backend = cnntest::CpuBackend;
 
 cnn_bench_config small_config() {
-  cnn_bench_config c;
-  cnn_bench_config_defaults(&c);
+  cnn_bench_config c = cnntest::defaults_of(cnn_bench_config_defaults);
   c.batch = 4;
   c.warmup = 1;
   c.iters = 3;
@@ -61,8 +60,16 @@ const cnn_bench_layer *find_row(const cnn_bench_result *r, const std::string &na
   return nullptr;
 }
 
+// The library's benchmark, run on kNet (seed 1) on the CPU backend.
+struct Bench : ::testing::Test {
+  Backend be;
+  cnn_net *net = nullptr;
+  void SetUp() override { ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error(); }
+  void TearDown() override { cnn_net_destroy(net); }
+};
+
 // --mode's names: each reads back to its bit set and back; others are refused with the names listed.
-TEST(Bench, ModeNamesParseToTheirBitSets) {
+TEST_F(Bench, ModeNamesParseToTheirBitSets) {
   const struct {
     const char *name;
     int modes;
@@ -81,10 +88,7 @@ TEST(Bench, ModeNamesParseToTheirBitSets) {
   EXPECT_STREQ(cnn_bench_modes_name(4), "?");
 }
 
-TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   cnn_bench_config cfg = small_config();
   cfg.per_layer = 1;
   cnn_bench_result *r = nullptr;
@@ -139,13 +143,9 @@ TEST(Bench, TrainAndInferTimesFlopsAndPerLayerRows) {
   EXPECT_EQ(net->prof_fwd, nullptr);
   EXPECT_EQ(net->prof_bwd, nullptr);
   cnn_bench_result_destroy(r);
-  cnn_net_destroy(net);
 }
 
-TEST(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
   cnn_bench_config cfg = small_config();
   cfg.modes = CNN_BENCH_INFER;
   cfg.batch = 1;
@@ -161,13 +161,9 @@ TEST(Bench, InferenceOnlyLeavesTrainingOutAndHasNoBackwardTimes) {
   EXPECT_STREQ(r->layers[r->nlayers - 1].name, "loss"); // no optimizer row
   for (int i = 0; i < r->nlayers; i++) EXPECT_LT(r->layers[i].bwd_ms, 0.0) << r->layers[i].name;
   cnn_bench_result_destroy(r);
-  cnn_net_destroy(net);
 }
 
-TEST(Bench, RejectsBadConfigurations) {
-  Backend be;
-  cnn_net *net = nullptr;
-  ASSERT_EQ(cnn_net_from_text(kNet, "bench", be.b, 1, &net), CNN_OK) << cnn_last_error();
+TEST_F(Bench, RejectsBadConfigurations) {
   cnn_bench_result *r = nullptr;
   cnn_bench_config c = small_config();
   c.batch = 0;
@@ -189,11 +185,10 @@ TEST(Bench, RejectsBadConfigurations) {
   EXPECT_EQ(cnn_bench_run(net, &c, &r), CNN_ERR_INVALID_ARG);
   EXPECT_EQ(r, nullptr);
   EXPECT_EQ(cnn_bench_run(net, &c, nullptr), CNN_ERR_INVALID_ARG);
-  cnn_net_destroy(net);
   cnn_bench_result_destroy(nullptr);
 }
 
-TEST(Bench, SgemmPeakAndThreadCount) {
+TEST_F(Bench, SgemmPeakAndThreadCount) {
   double g = 0.0;
   ASSERT_EQ(cnn_bench_sgemm_peak(128, 2, &g), CNN_OK) << cnn_last_error();
   EXPECT_GT(g, 0.0);
@@ -232,19 +227,26 @@ std::string str(const cnn_json *obj, const char *key) {
   return s ? s : "";
 }
 
-TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
+// `cnn bench` on kNet, written to DIR/net.cnn; its JSON report goes to DIR/bench.json.
+struct BenchCli : ::testing::Test {
   cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn"), json = dir.file("bench.json"), out;
-  cnntest::write_file(model, kNet);
-  ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "4", "--warmup", "1", "--iters", "3", "--repeats", "3",
-                     "--threads", "1", "--per-layer", "--json", json},
-                    &out),
-            0)
-      << out;
+  std::string model = dir.file("net.cnn"), json = dir.file("bench.json");
+  void SetUp() override { cnntest::write_file(model, kNet); }
+  // `cnn bench --model MODEL` with `flags`: a fatal assertion unless it succeeds.
+  void bench(const std::vector<std::string> &flags, std::string *out) {
+    std::vector<std::string> args = {"bench", "--model", model};
+    args.insert(args.end(), flags.begin(), flags.end());
+    ASSERT_EQ(run_cnn(args, out), 0) << *out;
+  }
+};
+
+TEST_F(BenchCli, JsonHasEverySectionWithSaneValues) {
+  std::string out;
+  ASSERT_NO_FATAL_FAILURE(bench({"--batch", "4", "--warmup", "1", "--iters", "3", "--repeats", "3", "--threads", "1",
+                                 "--per-layer", "--json", json},
+                                &out));
   // the table
-  EXPECT_TRUE(has(out, "images/s")) << out;
-  EXPECT_TRUE(has(out, "per layer")) << out;
-  EXPECT_TRUE(has(out, "conv2d_1")) << out;
+  cnntest::expect_contains_all(out, {"images/s", "per layer", "conv2d_1"});
   // every share is a figure or "-" (a device without an sgemm peak to measure against), never "nan%"
   EXPECT_FALSE(has(out, "nan")) << out;
   EXPECT_TRUE(has(out, "%\n")) << out;
@@ -296,15 +298,11 @@ TEST(BenchCli, JsonHasEverySectionWithSaneValues) {
   EXPECT_EQ(str(cnn_json_at(layers, 8), "name"), "optimizer");
 }
 
-TEST(BenchCli, ModesLeaveOutWhatDidNotRun) {
-  cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn"), json = dir.file("bench.json"), out;
-  cnntest::write_file(model, kNet);
-  ASSERT_EQ(run_cnn({"bench", "--model", model, "--batch", "2", "--mode", "train", "--warmup", "0", "--iters", "1",
-                     "--repeats", "1", "--quiet", "--json", json},
-                    &out),
-            0)
-      << out;
+TEST_F(BenchCli, ModesLeaveOutWhatDidNotRun) {
+  std::string out;
+  ASSERT_NO_FATAL_FAILURE(bench(
+      {"--batch", "2", "--mode", "train", "--warmup", "0", "--iters", "1", "--repeats", "1", "--quiet", "--json", json},
+      &out));
   EXPECT_EQ(out, ""); // --quiet: nothing but errors
   {
     Json j(cnntest::read_file(json));
@@ -332,36 +330,29 @@ TEST(BenchCli, ModesLeaveOutWhatDidNotRun) {
   EXPECT_EQ(cnn_json_type_of(cnn_json_get(cnn_json_at(layers, 0), "bwd_ms")), CNN_JSON_NULL);
 }
 
-TEST(BenchCli, BadFlagsAndMissingModelsExitWithTwo) {
-  cnntest::TempDir dir;
-  std::string model = dir.file("net.cnn");
-  cnntest::write_file(model, kNet);
+TEST_F(BenchCli, BadFlagsAndMissingModelsExitWithTwo) {
   cnntest::write_file(dir.file("bad.cnn"), "input 12 12 3\nconv 8 three\n");
-  struct Case {
-    std::vector<std::string> args;
-    std::string message;
-  } cases[] = {
-      {{"bench"}, "--model FILE is required"},
-      {{"bench", "--model", dir.file("none.cnn")}, "cannot open"},
-      {{"bench", "--model", dir.file("bad.cnn")}, "bad.cnn:2"},
-      {{"bench", "--model", model, "--mode", "fast"}, "--mode: 'fast' is not one of train, infer, both"},
-      {{"bench", "--model", model, "--batch", "0"}, "--batch: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--iters", "0"}, "--iters: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--repeats", "x"}, "--repeats: 'x' is not an integer"},
-      {{"bench", "--model", model, "--warmup", "-1"}, "--warmup: '-1' is not an integer"},
-      {{"bench", "--model", model, "--threads", "0"}, "--threads: '0' is not an integer from 1"},
-      {{"bench", "--model", model, "--classes", "6"}, "--classes: 6 is more than the model's 5 outputs"},
-      {{"bench", "--model", model, "--device", "tpu"}, "unknown device 'tpu'"},
-      {{"bench", "--model", model, "--per-layer=yes"}, "--per-layer takes no value"},
-      {{"bench", "--model", model, "--json"}, "--json needs a value"},
-      {{"bench", "--model", model, "--itres", "3"}, "unknown flag '--itres'"},
-      {{"bench", "--model", model, "--optimizer", "lamb"}, "--optimizer: 'lamb' is not one of adam, adamw, sgd"},
+  const std::vector<cnntest::RefusedArgs> no_model = {
+      {{}, "--model FILE is required"},
+      {{"--model", dir.file("none.cnn")}, "cannot open"},
+      {{"--model", dir.file("bad.cnn")}, "bad.cnn:2"},
   };
-  for (const auto &c : cases) {
-    std::string out;
-    EXPECT_EQ(run_cnn(c.args, &out), 2) << out;
-    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
-  }
+  cnntest::expect_refused({"bench"}, no_model, 2);
+  const std::vector<cnntest::RefusedArgs> bad_flags = {
+      {{"--mode", "fast"}, "--mode: 'fast' is not one of train, infer, both"},
+      {{"--batch", "0"}, "--batch: '0' is not an integer from 1"},
+      {{"--iters", "0"}, "--iters: '0' is not an integer from 1"},
+      {{"--repeats", "x"}, "--repeats: 'x' is not an integer"},
+      {{"--warmup", "-1"}, "--warmup: '-1' is not an integer"},
+      {{"--threads", "0"}, "--threads: '0' is not an integer from 1"},
+      {{"--classes", "6"}, "--classes: 6 is more than the model's 5 outputs"},
+      {{"--device", "tpu"}, "unknown device 'tpu'"},
+      {{"--per-layer=yes"}, "--per-layer takes no value"},
+      {{"--json"}, "--json needs a value"},
+      {{"--itres", "3"}, "unknown flag '--itres'"},
+      {{"--optimizer", "lamb"}, "--optimizer: 'lamb' is not one of adam, adamw, sgd"},
+  };
+  cnntest::expect_refused({"bench", "--model", model}, bad_flags, 2);
   std::string out;
   EXPECT_EQ(run_cnn({"bench", "--help"}, &out), 0);
   EXPECT_TRUE(has(out, "--per-layer")) << out;

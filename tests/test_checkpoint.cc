@@ -54,7 +54,7 @@ std::vector<std::string> list_dir(const std::string &dir) { return cnntest::list
 
 using cnntest::checkpoints_in;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 TEST(Crc32c, MatchesTheStandardCheckValueAndExtends) {
   EXPECT_EQ(cnn_crc32c(0, "123456789", 9), 0xE3069283u);
@@ -85,20 +85,8 @@ TEST(Checkpoint, ResumingFromAnyCheckpointMatchesTheUninterruptedRun) {
 
   auto files = checkpoints_in(dir.path());
   ASSERT_EQ(files.size(), 6u);  // steps 3, 6, ..., 18
-  for (const auto &f : files) {
-    std::vector<cnn_epoch_stats> got;
-    std::vector<float> got_w;
-    ASSERT_NO_FATAL_FAILURE(cnntest::train_resumed(kNet, be.b, &train.ds, &val.ds, cfg, dir.file(f), &got, &got_w));
-    ASSERT_EQ(got_w.size(), want_w.size());
-    EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
-    for (int e = 0; e < cfg.epochs; e++) {
-      EXPECT_EQ(got[e].epoch, e + 1) << f;
-      EXPECT_EQ(got[e].loss, want[e].loss) << f << " epoch " << e + 1;
-      EXPECT_EQ(got[e].accuracy, want[e].accuracy) << f << " epoch " << e + 1;
-      EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
-      EXPECT_EQ(got[e].lr, want[e].lr) << f << " epoch " << e + 1;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      cnntest::expect_resumes_match(kNet, be.b, &train.ds, &val.ds, cfg, dir.path(), files, want, want_w));
 }
 
 TEST(Checkpoint, KeepsTheNewestAndTheBestAndLeavesNoTemporaryFiles) {

@@ -11,6 +11,7 @@
 extern "C" {
 #include "cnn/cnn.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
@@ -19,7 +20,7 @@ using cnntest::run_cnn;
 
 const std::string kSeed = std::string(CNN_SOURCE_DIR) + "/samples/models/seed_cnn.cnn";
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 TEST(Cli, HelpAndUnknownCommands) {
   std::string out;
@@ -37,10 +38,7 @@ TEST(Cli, HelpAndUnknownCommands) {
 }
 
 TEST(Cli, BadFlagsNameTheFlag) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string message;
-  } cases[] = {
+  const std::vector<cnntest::RefusedArgs> cases = {
       {{"train", "--model", kSeed, "--epochz", "3"}, "unknown flag '--epochz'"},
       {{"train", "--model", kSeed, "--epochs", "three"}, "--epochs: 'three' is not an integer"},
       {{"train", "--model", kSeed, "--epochs", "0"}, "--epochs: '0' is not an integer from 1"},
@@ -66,21 +64,13 @@ TEST(Cli, BadFlagsNameTheFlag) {
       {{"predict", "--model", "m.safetensors"}, "at least one IMAGE"},
       {{"summary"}, "expected one MODEL"},
   };
-  for (const auto &c : cases) {
-    std::string out;
-    int rc = run_cnn(c.args, &out);
-    EXPECT_NE(rc, 0) << out;
-    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
-  }
+  cnntest::expect_refused({}, cases, 0);
 }
 
 // A value that no run could take (an unknown device or precision, a bad augmentation list or split) is a usage
 // error, exit status 2 as the README promises, in every command that takes the flag; a missing file stays 1.
 TEST(Cli, BadFlagValuesExitWithTheUsageStatus) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string message;
-  } cases[] = {
+  const std::vector<cnntest::RefusedArgs> cases = {
       {{"train", "--model", kSeed, "--device", "tpu"}, "--device: unknown device 'tpu'"},
       {{"train", "--model", kSeed, "--device", "cpu:7"}, "--device:"},
       {{"train", "--model", kSeed, "--precision", "fp8"}, "--precision: unknown precision 'fp8'"},
@@ -96,11 +86,7 @@ TEST(Cli, BadFlagValuesExitWithTheUsageStatus) {
       {{"bench", "--model", kSeed, "--precision", "fp8"}, "--precision: unknown precision 'fp8'"},
       {{"bench", "--model", kSeed, "--device", "cpu", "--precision", "bf16"}, "--precision: precision bf16 needs"},
   };
-  for (const auto &c : cases) {
-    std::string out;
-    EXPECT_EQ(run_cnn(c.args, &out), 2) << out;
-    EXPECT_TRUE(has(out, c.message)) << "expected '" << c.message << "' in: " << out;
-  }
+  cnntest::expect_refused({}, cases, 2);
 }
 
 TEST(Cli, MissingDatasetSaysHowToGetIt) {

@@ -17,6 +17,8 @@ extern "C" {
 #include "core/rng.h"
 }
 #include "tests/fixtures.h"
+#include "tests/op_util.h"
+#include "tests/reference.h"
 #include "tests/util.h"
 
 namespace {
@@ -32,22 +34,9 @@ const char *kNet =
 
 using Backend = cnntest::CpuBackend;
 
-struct Data {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  explicit Data(int n) : images((size_t)n * 300), labels(n) {
-    cnn_rng r;
-    cnn_rng_seed(&r, 42);
-    for (float &v : images) v = cnn_rng_uniform(&r);
-    for (int32_t &l : labels) l = (int32_t)cnn_rng_below(&r, 5);
-    ds.n = n;
-    ds.h = ds.w = 10;
-    ds.c = 3;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = 5;
-  }
+// n noisy images of the net's input size, 5 classes
+struct Data : cnntest::RandomTask {
+  explicit Data(int n) : RandomTask(n, 10, 10, 3, 5, 42) {}
 };
 
 std::vector<float> predict(cnn_net *net, const Data &d) {
@@ -117,12 +106,8 @@ TEST(WeightCache, InferenceAfterTrainingUsesTheUpdatedWeights) {
   Data train(96), val(32), probe(4);
   cnn_net *a = nullptr, *b = nullptr;
   ASSERT_EQ(cnn_net_from_text(kNet, "cache", be.b, 1, &a), CNN_OK) << cnn_last_error();
-  cnn_train_config c;
-  cnn_train_config_defaults(&c);
-  c.epochs = 2;
-  c.batch_size = 16;
+  cnn_train_config c = cnntest::quiet_train_config(2, 16);
   c.lr = 1e-2f;
-  c.progress = nullptr;
   // the validation pass after each epoch runs inference between optimizer steps
   ASSERT_EQ(cnn_train(a, &train.ds, &val.ds, &c, nullptr), CNN_OK) << cnn_last_error();
   std::string path = dir.file("m.safetensors");
@@ -135,7 +120,7 @@ TEST(WeightCache, InferenceAfterTrainingUsesTheUpdatedWeights) {
 
 TEST(CpuConv, LargeWeightsKernelMatchesAPlainLoop) {
   // 3x3, 512 -> 512 channels: 9.4 MB of weights, over the threshold; 4x4 images with padding 1 (ResNet-18's last
-  // stage), ReLU fused
+  // stage), ReLU fused; checked against the float64 reference convolution (tests/reference.cc's plain loop)
   const int n = 2, h = 4, c = 512, o = 512, k = 3;
   Backend be;
   cnn_rng r;
@@ -160,23 +145,13 @@ TEST(CpuConv, LargeWeightsKernelMatchesAPlainLoop) {
   a.dilation_h = a.dilation_w = 1, a.groups = 1, a.act = CNN_ACT_RELU;
   ASSERT_EQ(cnn_op_conv2d_forward(be.b, &a), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_tensor_read(ty, y.data(), y.size() * 4), CNN_OK);
+  cnnref::Conv2d p = cnntest::conv_params(n, h, h, c, o, k, k, 1, 1);
+  p.relu = true;
+  const cnnref::Vec want =
+      cnnref::conv2d_forward(p, cnntest::to_double(x), cnntest::to_double(w), cnntest::to_double(bias));
   double worst = 0;
-  for (int b = 0; b < n; b++)
-    for (int oy = 0; oy < h; oy++)
-      for (int ox = 0; ox < h; ox++)
-        for (int f = 0; f < o; f++) {
-          double s = bias[f];
-          for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-              int iy = oy + ky - 1, ix = ox + kx - 1;
-              if (iy < 0 || iy >= h || ix < 0 || ix >= h) continue;
-              const float *xp = &x[(((size_t)b * h + iy) * h + ix) * c], *wp = &w[(((size_t)f * k + ky) * k + kx) * c];
-              for (int ch = 0; ch < c; ch++) s += (double)xp[ch] * wp[ch];
-            }
-          s = s > 0 ? s : 0;
-          double got = y[(((size_t)b * h + oy) * h + ox) * o + f];
-          worst = std::fmax(worst, std::fabs(got - s) / (1.0 + std::fabs(s)));
-        }
+  for (size_t i = 0; i < want.size(); i++)
+    worst = std::fmax(worst, std::fabs(y[i] - want[i]) / (1.0 + std::fabs(want[i])));
   EXPECT_LT(worst, 1e-4);
   cnn_op_plan_destroy(be.b, plan);
   cnn_tensor_destroy(tx);

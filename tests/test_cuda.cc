@@ -31,6 +31,7 @@ extern "C" {
 }
 #include "core/ops.h"
 #include "core/rng.h"
+#include "tests/fixtures.h"
 #include "tests/op_util.h"
 #include "tests/util.h"
 
@@ -802,11 +803,8 @@ TEST_F(CudaOps, ShapeMismatchesAreRejectedNamingTheTensor) {
 
 // A synthetic 10-class task at the seed CNN's input size: a bright 4x4 square in one of ten cells (two rows of
 // five) of a noisy 28x28 image, jittered by a pixel or two.
-struct Synthetic {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  Synthetic(int n, uint64_t seed) : images((size_t)n * 784), labels(n) {
+struct Synthetic : cnntest::HostDataset {
+  Synthetic(int n, uint64_t seed) : HostDataset(n, 28, 28, 1, 10) {
     cnn_rng r;
     cnn_rng_seed(&r, seed);
     for (int i = 0; i < n; i++) {
@@ -819,12 +817,6 @@ struct Synthetic {
       for (int y = 0; y < 4; y++)
         for (int x = 0; x < 4; x++) img[(y0 + y) * 28 + x0 + x] = 0.7f + 0.3f * cnn_rng_uniform(&r);
     }
-    ds.n = n;
-    ds.h = ds.w = 28;
-    ds.c = 1;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = 10;
   }
 };
 
@@ -1634,11 +1626,7 @@ TEST_F(CudaOps, InputGradientsGradCamAndPgdMatchCpu) {
     ASSERT_EQ(cnn_explain_image(g, &cfg, x.data(), 1, &e), CNN_OK) << cnn_last_error();
     cam[b].assign(e.raw, e.raw + e.raw_h * e.raw_w);
     cnn_explanation_free(&e);
-    cnn_attack_config ac;
-    cnn_attack_config_defaults(&ac);
-    ac.method = CNN_ATTACK_PGD;
-    ac.eps = 0.05f;
-    ac.steps = 3;
+    cnn_attack_config ac = cnntest::attack_config(CNN_ATTACK_PGD, 0.05f, 3);
     ac.random_start = 1;
     std::vector<int32_t> labels = {0, 2, 4};
     adv[b].resize(x.size());

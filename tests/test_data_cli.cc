@@ -8,9 +8,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 using cnntest::run_cnn;
@@ -27,8 +30,9 @@ const char *kModel =
     "globalavgpool\n"
     "dense 2\n";
 
-// DIR/{train,test}/{bright,dark}: bright images are light, dark ones dark; PNG, JPEG and BMP mixed.
-void write_folders(const TempDir &dir) {
+// DIR/{train,test}/{bright,dark}: bright images are light, dark ones dark; PNG, JPEG and BMP mixed. Then the files
+// `bad` (path in DIR, contents) that are not good images.
+void write_folders(const TempDir &dir, std::initializer_list<std::pair<const char *, const char *>> bad = {}) {
   ASSERT_EQ(system(("mkdir -p " + dir.file("data/train/bright") + " " + dir.file("data/train/dark") + " " +
                     dir.file("data/test/bright") + " " + dir.file("data/test/dark"))
                        .c_str()),
@@ -44,28 +48,23 @@ void write_folders(const TempDir &dir) {
         else ASSERT_TRUE(stbi_write_bmp((base + ".bmp").c_str(), 10, 10, 3, px.data()));
       }
   write_file(dir.file("model.cnn"), kModel);
+  for (const auto &f : bad) write_file(dir.file(f.first), f.second);
 }
 
 }  // namespace
 
 TEST(DataCli, TrainsOnAFolderReportsClassCountsAndSkipsBadFiles) {
   TempDir dir;
-  write_folders(dir);
-  write_file(dir.file("data/train/dark/broken.png"), "not a png");
-  write_file(dir.file("data/train/bright/empty.jpg"), "");
+  write_folders(dir, {{"data/train/dark/broken.png", "not a png"}, {"data/train/bright/empty.jpg", ""}});
   std::string out;
   int rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--data", "folder:" + dir.file("data"), "--epochs", "2",
                     "--batch", "4", "--lr", "0.01", "--augment", "flip=h,shift=0.1", "--workers", "2", "--val-split",
                     "0.25", "--resize", "10x10", "--out", dir.file("m.safetensors"), "--quiet"},
                    &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_TRUE(contains(out, "class counts (training): 0 bright: 9, 1 dark: 10")) << out;
-  EXPECT_TRUE(contains(out, "augmentation: flip=h,shift=0.1")) << out;
-  EXPECT_TRUE(contains(out, "warning: skipping a bad file")) << out;
-  EXPECT_TRUE(contains(out, "broken.png")) << out;
-  EXPECT_TRUE(contains(out, "empty.jpg")) << out;
-  EXPECT_TRUE(contains(out, "2 bad image files skipped")) << out;
-  EXPECT_TRUE(contains(out, "test accuracy")) << out;
+  cnntest::expect_contains_all(
+      out, {"class counts (training): 0 bright: 9, 1 dark: 10", "augmentation: flip=h,shift=0.1",
+            "warning: skipping a bad file", "broken.png", "empty.jpg", "2 bad image files skipped", "test accuracy"});
   // one warning per file, whichever epochs and sets met it
   size_t warnings = 0;
   for (size_t at = 0; (at = out.find("warning: skipping", at)) != std::string::npos; at++) warnings++;
@@ -91,9 +90,7 @@ TEST(DataCli, TrainsOnAFolderReportsClassCountsAndSkipsBadFiles) {
 // Counts of one read as one: "1 bad image file", not "1 files".
 TEST(DataCli, MessagesCountOneInTheSingular) {
   TempDir dir;
-  write_folders(dir);
-  write_file(dir.file("data/train/dark/broken.png"), "not a png");
-  write_file(dir.file("data/train/dark/notes.txt"), "not an image");
+  write_folders(dir, {{"data/train/dark/broken.png", "not a png"}, {"data/train/dark/notes.txt", "not an image"}});
   std::string out;
   int rc = run_cnn({"train", "--model", dir.file("model.cnn"), "--data", "folder:" + dir.file("data"), "--epochs", "1",
                     "--batch", "4", "--val-split", "0", "--resize", "10x10", "--out", dir.file("m.safetensors"),
@@ -121,8 +118,8 @@ TEST(DataCli, LimitTakesTheFirstSamplesOfEachSplit) {
                     dir.file("m.safetensors"), "--quiet"},
                    &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_TRUE(contains(out, "--limit 5: a quick run on the first 5 samples of each split")) << out;
-  EXPECT_TRUE(contains(out, "5 training images, 5 validation, 5 test")) << out;
+  cnntest::expect_contains_all(
+      out, {"--limit 5: a quick run on the first 5 samples of each split", "5 training images, 5 validation, 5 test"});
   // the first 5 of the training half are bright: the folder lists bright before dark
   EXPECT_TRUE(contains(out, "class counts (training): 0 bright: 5, 1 dark: 0")) << out;
   rc = run_cnn({"eval", "--model", dir.file("m.safetensors"), "--data", "folder:" + dir.file("data"), "--limit", "3"},
@@ -156,11 +153,10 @@ TEST(DataCli, CsvListsSamplersAndTheModelsAugmentLine) {
                     "--val-split", "0", "--normalize", "--out", dir.file("m.safetensors"), "--quiet"},
                    &out);
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_TRUE(contains(out, "class counts (training): 0 bright: 12, 1 dark: 3")) << out;
-  EXPECT_TRUE(contains(out, "the oversample sampler draws 12 of each of the 2 classes per epoch (24 images)")) << out;
-  EXPECT_TRUE(contains(out, "augmentation: flip=hv,erase=0.5 (the model's augment line)")) << out;
-  EXPECT_TRUE(contains(out, "normalizing inputs by mean")) << out;
-  EXPECT_TRUE(contains(out, "test accuracy")) << out;
+  cnntest::expect_contains_all(out, {"class counts (training): 0 bright: 12, 1 dark: 3",
+                                     "the oversample sampler draws 12 of each of the 2 classes per epoch (24 images)",
+                                     "augmentation: flip=hv,erase=0.5 (the model's augment line)",
+                                     "normalizing inputs by mean", "test accuracy"});
 
   // the imbalance gets a hint, unless the loss is weighted already
   const std::vector<std::string> plain = {"train", "--model", dir.file("model.cnn"), "--data",

@@ -68,15 +68,11 @@ cnn_status train(uint64_t seed, std::vector<float> *out) {
   cnn_net *net = nullptr;
   const cnntest::Quadrants quad(256, 5);  // a bright 3x3 square in one quadrant of a noisy 12x12 image
   const cnn_dataset &ds = quad.ds;
-  cnn_train_config c;
-  cnn_train_config_defaults(&c);
-  c.epochs = 2;
-  c.batch_size = 32;
+  cnn_train_config c = cnntest::quiet_train_config(2, 32);
   c.lr = 3e-3f;
   c.seed = seed;
   c.deterministic = 1;
   c.clip_norm = 1.0f; // the gradient norm is a reduction too
-  c.progress = nullptr;
   cnn_status st = cnn_backend_create("cpu", &b);
   if (st == CNN_OK) st = cnn_net_from_text(kNet, "det", b, seed, &net);
   if (st == CNN_OK) st = cnn_train(net, &ds, nullptr, &c, nullptr);

@@ -36,7 +36,7 @@ namespace {
 
 using cnntest::TempDir;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // ---------------------------------------------------------------------------------------------------------------
 // sharding, in one process
@@ -240,9 +240,7 @@ struct MpiFixture : ::testing::Test {
     data = dir.file("data");
     model = dir.file("model.cnn");
     model_bn = dir.file("model_bn.cnn");
-    std::string cmd = "mkdir -p '" + data + "'";
-    ASSERT_EQ(system(cmd.c_str()), 0);
-    cnntest::write_idx_squares(data, 640, 64, 7);
+    ASSERT_NO_FATAL_FAILURE(cnntest::write_idx_squares(data, 640, 64, 7));
     cnntest::write_file(model, kModel);
     cnntest::write_file(model_bn, kModelBn);
   }
@@ -525,8 +523,10 @@ pid_t find_rank(pid_t parent, int rank) {
 }
 
 // Starts mpirun with 2 ranks in the background (output to log); waits until rank 0 has begun the first epoch;
-// then sends `sig` to rank 1 and returns how long the run took to end after it, its exit status and its output.
-void fault_run(MpiFixture *fx, int sig, double timeout, double *seconds, int *status, std::string *log_text) {
+// then sends `sig` to rank 1 and returns how long the run took to end after it and its output. Prints that time
+// (rank 1 `what`) and expects the run to have ended, failed, within 30 s of the collective timeout.
+void fault_run(MpiFixture *fx, int sig, const char *what, double timeout, double *seconds, std::string *log_text) {
+  int status = 0;
   std::string log = fx->dir.file("fault.log");
   auto args = fx->train_args(fx->model, 16, 1000, fx->dir.file("never.safetensors"));
   args.erase(std::find(args.begin(), args.end(), "--quiet"));  // the progress says when training has begun
@@ -551,7 +551,7 @@ void fault_run(MpiFixture *fx, int sig, double timeout, double *seconds, int *st
   };
   while (since(t0) < 120) {  // bounded: training must have begun within two minutes
     if (has(cnntest::read_file(log), "Epoch 1/") && (victim = find_rank(mpirun, 1)) > 0) break;
-    if (waitpid(mpirun, status, WNOHANG) == mpirun) {
+    if (waitpid(mpirun, &status, WNOHANG) == mpirun) {
       ADD_FAILURE() << "mpirun ended before the fault: " << cnntest::read_file(log);
       return;
     }
@@ -559,7 +559,7 @@ void fault_run(MpiFixture *fx, int sig, double timeout, double *seconds, int *st
   }
   if (victim <= 0) {
     kill(mpirun, SIGKILL);
-    waitpid(mpirun, status, 0);
+    waitpid(mpirun, &status, 0);
     FAIL() << "rank 1 was not found or training did not begin: " << cnntest::read_file(log);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // well into the steps
@@ -567,7 +567,7 @@ void fault_run(MpiFixture *fx, int sig, double timeout, double *seconds, int *st
   auto t1 = std::chrono::steady_clock::now();
   bool ended = false;
   while (since(t1) < timeout + 60) {  // bounded: the timeout plus the time MPI takes to end the job
-    if (waitpid(mpirun, status, WNOHANG) == mpirun) {
+    if (waitpid(mpirun, &status, WNOHANG) == mpirun) {
       ended = true;
       break;
     }
@@ -576,39 +576,31 @@ void fault_run(MpiFixture *fx, int sig, double timeout, double *seconds, int *st
   *seconds = since(t1);
   if (!ended) {
     kill(mpirun, SIGKILL);
-    waitpid(mpirun, status, 0);
+    waitpid(mpirun, &status, 0);
   }
   kill(victim, SIGKILL);  // a stopped rank that MPI left behind
   *log_text = cnntest::read_file(log);
   EXPECT_TRUE(ended) << "the run did not end " << *seconds << " s after the fault:\n" << *log_text;
+  std::printf("[ dist ] rank 1 %s: the run ended after %.1f s (collective timeout %.0f s)\n", what, *seconds, timeout);
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << *log_text;
+  EXPECT_LT(*seconds, timeout + 30) << *log_text;
 }
 
 TEST_F(MpiFixture, AHangingRankStopsTheOthersWithinTheTimeoutNamingIt) {
   const double timeout = 5.0;
   double seconds = 0;
-  int status = 0;
   std::string log;
-  fault_run(this, SIGSTOP, timeout, &seconds, &status, &log);
-  std::printf("[ dist ] rank 1 stopped (SIGSTOP): the run ended after %.1f s (collective timeout %.0f s)\n", seconds,
-              timeout);
-  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
+  fault_run(this, SIGSTOP, "stopped (SIGSTOP)", timeout, &seconds, &log);
   EXPECT_GE(seconds, timeout - 0.5) << log;  // the timeout, not something else, ended it
-  EXPECT_LT(seconds, timeout + 30) << log;
   // stopped before it entered the step's collective, or inside it (after its heartbeat said it had arrived)
   EXPECT_TRUE(has(log, "rank 1 did not arrive") || has(log, "rank 1 stopped answering inside it")) << log;
   EXPECT_TRUE(has(log, "collective timeout (5 s)")) << log;
 }
 
 TEST_F(MpiFixture, AKilledRankEndsTheRunWithAMessageNamingIt) {
-  const double timeout = 10.0;
   double seconds = 0;
-  int status = 0;
   std::string log;
-  fault_run(this, SIGKILL, timeout, &seconds, &status, &log);
-  std::printf("[ dist ] rank 1 killed (SIGKILL): the run ended after %.1f s (collective timeout %.0f s)\n", seconds,
-              timeout);
-  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
-  EXPECT_LT(seconds, timeout + 30) << log;
+  fault_run(this, SIGKILL, "killed (SIGKILL)", 10.0, &seconds, &log);
   // either our timeout ("rank 1 did not arrive") or the launcher, which saw it die ("process rank 1 ... signal 9")
   EXPECT_TRUE(has(log, "rank 1 did not arrive") || has(log, "rank 1 stopped answering") || has(log, "rank 1 with PID"))
       << log;

@@ -34,7 +34,7 @@ using cnntest::CpuBackend;
 using cnntest::TempDir;
 using Vec = cnnref::Vec;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 struct NetDeleter {
   void operator()(cnn_net *n) const { cnn_net_destroy(n); }

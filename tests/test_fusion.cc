@@ -13,6 +13,7 @@ extern "C" {
 #include "core/nn/net.h"
 #include "core/rng.h"
 }
+#include "tests/fixtures.h"
 
 namespace {
 
@@ -113,26 +114,14 @@ std::vector<float> train_and_read(const char *text, int h, int c, Counts *counts
     counts->fused_adds += l->ops == &cnn_add_layer_ops && cnn_layer_is_view(l);
   }
   const int n = 128;
-  std::vector<float> images((size_t)n * h * h * c);
-  std::vector<int32_t> labels(n);
+  cnntest::HostDataset data(n, h, h, c, 4);
   cnn_rng r;
   cnn_rng_seed(&r, 9);
-  for (float &v : images) v = cnn_rng_uniform(&r) - 0.5f;
-  for (int32_t &l : labels) l = (int32_t)cnn_rng_below(&r, 4);
-  cnn_dataset ds{};
-  ds.n = n;
-  ds.h = ds.w = h;
-  ds.c = c;
-  ds.images = images.data();
-  ds.labels = labels.data();
-  ds.num_classes = 4;
-  cnn_train_config c;
-  cnn_train_config_defaults(&c);
-  c.epochs = 2;
-  c.batch_size = 32;
+  for (float &v : data.images) v = cnn_rng_uniform(&r) - 0.5f;
+  for (int32_t &l : data.labels) l = (int32_t)cnn_rng_below(&r, 4);
+  cnn_train_config c = cnntest::quiet_train_config(2, 32);
   c.lr = 1e-2f;
-  c.progress = nullptr;
-  EXPECT_EQ(cnn_train(net, &ds, nullptr, &c, nullptr), CNN_OK) << cnn_last_error();
+  EXPECT_EQ(cnn_train(net, &data.ds, nullptr, &c, nullptr), CNN_OK) << cnn_last_error();
   for (int i = 0; i < net->nlayers; i++)
     for (int p = 0; p < net->layers[i]->nparams; p++) {
       cnn_tensor *t = net->layers[i]->params[p].value;
@@ -141,7 +130,7 @@ std::vector<float> train_and_read(const char *text, int h, int c, Counts *counts
       out.insert(out.end(), v.begin(), v.end());
     }
   std::vector<float> probs((size_t)n * 4);
-  EXPECT_EQ(cnn_net_predict(net, images.data(), n, probs.data()), CNN_OK);
+  EXPECT_EQ(cnn_net_predict(net, data.images.data(), n, probs.data()), CNN_OK);
   out.insert(out.end(), probs.begin(), probs.end());
   cnn_net_destroy(net);
   cnn_backend_destroy(b);

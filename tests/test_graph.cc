@@ -26,6 +26,7 @@ std::string model_path(const char *name) { return std::string(CNN_SOURCE_DIR) + 
 
 using cnntest::read_tensor;
 using cnntest::write_tensor;
+using cnntest::check_gradients;
 
 std::string shape_of(const cnn_layer *l) {
   char buf[64];
@@ -292,69 +293,7 @@ TEST(GraphText, MalformedGraphDefinitionsNameTheLineAndProblem) {
 // ---- gradients ------------------------------------------------------------------------------------------------
 
 // A batch of n random images with labels.
-struct Batch {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  Batch(int n, int h, int w, int c, int k, uint64_t seed) : images((size_t)n * h * w * c), labels(n) {
-    cnn_rng r;
-    cnn_rng_seed(&r, seed);
-    for (auto &x : images) x = cnn_rng_uniform(&r);
-    for (auto &l : labels) l = (int32_t)cnn_rng_below(&r, (uint32_t)k);
-    ds.n = n;
-    ds.h = h;
-    ds.w = w;
-    ds.c = c;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = k;
-  }
-};
-
-double mean_loss(cnn_net *net, int n) {
-  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
-  std::vector<float> losses(n);
-  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
-  double s = 0;
-  for (float l : losses) s += l;
-  return s / n;
-}
-
-// Every parameter tensor's gradient against central differences of the mean loss, compared in aggregate.
-void check_gradients(cnn_net *net, int n, double tolerance) {
-  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
-  cnn_rng pick;
-  cnn_rng_seed(&pick, 5);
-  const float eps = 1e-2f;
-  for (int li = 0; li < net->nlayers; li++) {
-    cnn_layer *l = net->layers[li];
-    for (int pi = 0; pi < l->nparams; pi++) {
-      cnn_param *p = &l->params[pi];
-      int64_t count = cnn_tensor_numel(p->value);
-      std::vector<float> w = read_tensor(p->value), g = read_tensor(p->grad);
-      double num2 = 0, diff2 = 0;
-      for (int t = 0; t < 8; t++) {
-        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
-        float orig = w[i];
-        w[i] = orig + eps;
-        write_tensor(p->value, w);
-        double lp = mean_loss(net, n);
-        w[i] = orig - eps;
-        write_tensor(p->value, w);
-        double lm = mean_loss(net, n);
-        w[i] = orig;
-        write_tensor(p->value, w);
-        double numeric = (lp - lm) / (2.0 * eps);
-        num2 += numeric * numeric + g[i] * (double)g[i];
-        diff2 += (numeric - g[i]) * (numeric - g[i]);
-      }
-      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), tolerance) << p->name;
-    }
-  }
-}
+using Batch = cnntest::RandomTask;
 
 // A residual net with batchnorm, a projection shortcut, concat, dropout (fixed seed and step: a fixed mask),
 // GELU/SiLU kept pre-activations, and an output used by two consumers.
@@ -384,7 +323,7 @@ TEST(GraphGradients, ResidualNetWithBatchnormConcatAndDropoutMatchesFiniteDiffer
   ASSERT_EQ(cnn_net_from_text(kResidualNet, "res", be.b, 3, &net), CNN_OK) << cnn_last_error();
   net->step = 5;
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
-  check_gradients(net, 4, 0.05);
+  check_gradients(net, 4, 8, 0.05);
   cnn_net_destroy(net);
 }
 
@@ -405,7 +344,7 @@ void check_text_gradients(const char *text, uint64_t seed, int fused_adds = -1) 
     EXPECT_EQ(fused, fused_adds);
   }
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK) << cnn_last_error();
-  check_gradients(net, 4, 0.05);
+  check_gradients(net, 4, 8, 0.05);
   cnn_net_destroy(net);
 }
 
@@ -474,7 +413,7 @@ TEST(GraphGradients, OutputsWithSeveralConsumersSumTheirGradients) {
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text(text, "multi", be.b, 6, &net), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 4), CNN_OK);
-  check_gradients(net, 4, 0.02);
+  check_gradients(net, 4, 8, 0.02);
   EXPECT_GE(net->nscratch, 1);
   cnn_net_destroy(net);
 }
@@ -487,7 +426,7 @@ TEST(GraphGradients, LabelSmoothingAndClassWeightsKeepGradientsConsistent) {
   float w[3] = {0.5f, 2.0f, 1.0f};
   ASSERT_EQ(cnn_net_set_loss_options(net, 0.1f, w, 3), CNN_OK) << cnn_last_error();
   ASSERT_EQ(cnn_net_stage_batch(net, &batch.ds, nullptr, 0, 5), CNN_OK);
-  check_gradients(net, 5, 0.05);
+  check_gradients(net, 5, 8, 0.05);
   // the per-sample loss: w[label] * (-sum_j target_j log p_j), target = 0.9 onehot + 0.1 / 3
   ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
   ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK);
@@ -756,17 +695,18 @@ TEST(GraphSchedules, LearningRatesMatchHandComputations) {
   EXPECT_NEAR(cnn_lr_at(&c, 9), 0.5 * (1 + std::cos(M_PI * 7 / 8)), 1e-6);
 }
 
-Batch quadrants(int n, uint64_t seed) {
-  Batch b(n, 8, 8, 1, 4, seed);
-  for (int i = 0; i < n; i++) {
-    int k = b.labels[i];
-    float *img = &b.images[(size_t)i * 64];
-    for (int p = 0; p < 64; p++) img[p] *= 0.3f;
-    for (int y = 0; y < 3; y++)
-      for (int x = 0; x < 3; x++) img[((k / 2) * 4 + y) * 8 + (k % 2) * 4 + x] = 1.0f;
+// A random 8x8 batch turned into the quadrant task: its noise dimmed, a 3x3 square at the label's quadrant.
+struct Quadrants8 : cnntest::RandomTask {
+  Quadrants8(int n, uint64_t seed) : RandomTask(n, 8, 8, 1, 4, seed) {
+    for (int i = 0; i < n; i++) {
+      int k = labels[i];
+      float *img = &images[(size_t)i * 64];
+      for (int p = 0; p < 64; p++) img[p] *= 0.3f;
+      for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 3; x++) img[((k / 2) * 4 + y) * 8 + (k % 2) * 4 + x] = 1.0f;
+    }
   }
-  return b;
-}
+};
 
 const char *kBnNet =
     "input 8 8 1\n"
@@ -784,7 +724,7 @@ TEST(GraphTraining, PlateauReducesTheLearningRateWhenValidationLossStalls) {
   Backend be;
   cnn_net *net = nullptr;
   ASSERT_EQ(cnn_net_from_text("input 8 8 1\nflatten\ndense 4\n", "p", be.b, 1, &net), CNN_OK);
-  Batch train = quadrants(64, 1), val = quadrants(32, 2);
+  Quadrants8 train(64, 1), val(32, 2);
   cnn_train_config c = config(CNN_OPTIM_SGD);
   c.lr = 1e-30f;  // far below an ulp of the weights: nothing changes, the validation loss stalls exactly
   c.epochs = 4;
@@ -817,7 +757,7 @@ std::vector<float> all_weights(cnn_net *net) {
 
 cnn_status train_bn(cnn_backend *b, cnn_optimizer_kind kind, uint64_t seed, std::vector<float> *weights,
                     double *acc) {
-  Batch train = quadrants(400, 1), val = quadrants(200, 2);
+  Quadrants8 train(400, 1), val(200, 2);
   cnn_net *net = nullptr;
   cnn_status st = cnn_net_from_text(kBnNet, "bn", b, seed, &net);
   if (st != CNN_OK) return st;

@@ -10,11 +10,12 @@
 extern "C" {
 #include "cnn/cnn.h"
 }
+#include "tests/fixtures.h"
 #include "tests/util.h"
 
 namespace {
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // Six samples of three classes with probabilities in eighths (exact in float, so that no bin edge is in doubt).
 const std::vector<float> kProbs = {
@@ -149,10 +150,8 @@ TEST(Metrics, EvalPrintsWritesAndPlotsThem) {
                              &log),
             0)
       << log;
-  EXPECT_TRUE(has(log, "weighted avg")) << log;
-  EXPECT_TRUE(has(log, "roc auc")) << log;
-  EXPECT_TRUE(has(log, "top-2 accuracy: ")) << log;
-  EXPECT_TRUE(has(log, "expected calibration error (15 bins)")) << log;
+  cnntest::expect_contains_all(log,
+                               {"weighted avg", "roc auc", "top-2 accuracy: ", "expected calibration error (15 bins)"});
   std::string json = cnntest::read_file(dir.file("m.json"));
   for (const char *field : {"\"weighted_f1\": ", "\"top_k\": 2", "\"macro_auc\": ", "\"ece\": ", "\"reliability\": [",
                             "\"roc_auc\": "})

@@ -256,6 +256,17 @@ std::vector<float> run_conv_forward(const ConvRun &r, const std::vector<float> &
   return ty.get();
 }
 
+// Runs pool2d_forward in training mode on xv through `plan`, from *x into *y, and checks y against the reference;
+// *a keeps the arguments, for a backward after it.
+void run_pool_forward(const cnnref::Pool2d &p, const std::vector<float> &xv, cnn_plan **plan, GTensor *x, GTensor *y,
+                      cnn_pool2d_args *a) {
+  x->set(xv);
+  *a = pool_args(p);
+  a->plan = plan, a->x = x->t(), a->y = y->t(), a->training = 1;
+  ASSERT_EQ(cnn_op_pool2d_forward(g_backend, a), CNN_OK) << cnn_last_error();
+  EXPECT_LT(cnnref::max_rel_error(y->get(), cnnref::pool2d_forward(p, to_double(xv))), kForwardTol);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // (a) forward against the reference
 
@@ -304,34 +315,28 @@ TEST_F(CpuOps, Conv2dWithFusedReluGradientChainMatchesFiniteDifferences) {
       if ((lo[j] > 0) != (hi[j] > 0)) return false;
     return true;
   };
-  size_t checked;
-  Vec fdx = finite_differences(
-      xd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, v, wd, bd), rd); },
-      [&](size_t i) {
-        Vec lo = xd, hi = xd;
-        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
-        return !smooth(cnnref::conv2d_forward(lin, lo, wd, bd), cnnref::conv2d_forward(lin, hi, wd, bd));
-      });
-  EXPECT_LT(grad_error(tdx.get(), fdx, &checked), kGradTol);
-  EXPECT_GT(checked, p.x_size() * 3 / 4);
-  Vec fdw = finite_differences(
-      wd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, v, bd), rd); },
-      [&](size_t i) {
-        Vec lo = wd, hi = wd;
-        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
-        return !smooth(cnnref::conv2d_forward(lin, xd, lo, bd), cnnref::conv2d_forward(lin, xd, hi, bd));
-      });
-  EXPECT_LT(grad_error(tdw.get(), fdw, &checked), kGradTol);
-  EXPECT_GT(checked, p.w_size() * 3 / 4);
-  Vec fdb = finite_differences(
-      bd, [&](const Vec &v) { return dot(cnnref::conv2d_forward(p, xd, wd, v), rd); },
-      [&](size_t i) {
-        Vec lo = bd, hi = bd;
-        lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
-        return !smooth(cnnref::conv2d_forward(lin, xd, wd, lo), cnnref::conv2d_forward(lin, xd, wd, hi));
-      });
-  EXPECT_LT(grad_error(tdb.get(), fdb, &checked), kGradTol);
-  EXPECT_GT(checked, 0u);
+  // the reference with operand k (0: x, 1: w, 2: b) replaced by v
+  auto conv_with = [&](const cnnref::Conv2d &q, int k, const Vec &v) {
+    return cnnref::conv2d_forward(q, k == 0 ? v : xd, k == 1 ? v : wd, k == 2 ? v : bd);
+  };
+  const struct {
+    const Vec *value;
+    const GTensor *grad;
+    size_t min_checked;
+  } operands[] = {{&xd, &tdx, p.x_size() * 3 / 4}, {&wd, &tdw, p.w_size() * 3 / 4}, {&bd, &tdb, 0}};
+  for (int k = 0; k < 3; k++) {
+    const Vec &v0 = *operands[k].value;
+    Vec fd = finite_differences(
+        v0, [&](const Vec &v) { return dot(conv_with(p, k, v), rd); },
+        [&](size_t i) {
+          Vec lo = v0, hi = v0;
+          lo[i] -= cnntest::kFdStep, hi[i] += cnntest::kFdStep;
+          return !smooth(conv_with(lin, k, lo), conv_with(lin, k, hi));
+        });
+    size_t checked;
+    EXPECT_LT(grad_error(operands[k].grad->get(), fd, &checked), kGradTol) << "operand " << k;
+    EXPECT_GT(checked, operands[k].min_checked) << "operand " << k;
+  }
 }
 
 TEST_F(CpuOps, AvgPool2dBackwardNeedsNoForward) {
@@ -686,12 +691,8 @@ TEST_F(CpuOps, PlansRebuildWhenAnyShapeOrParameterChanges) {
   for (const auto &pp : pseq) {
     SCOPED_TRACE(describe(pp));
     GTensor px({pp.n, pp.h, pp.w, pp.c}), py({pp.n, pp.out_h(), pp.out_w(), pp.c});
-    auto xv = random_floats(pp.x_size(), rng);
-    px.set(xv);
-    cnn_pool2d_args a = pool_args(pp);
-    a.plan = &pool_plan.p, a.x = px.t(), a.y = py.t(), a.training = 1;
-    ASSERT_EQ(cnn_op_pool2d_forward(b(), &a), CNN_OK) << cnn_last_error();
-    EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(xv))), kForwardTol);
+    cnn_pool2d_args a;
+    ASSERT_NO_FATAL_FAILURE(run_pool_forward(pp, random_floats(pp.x_size(), rng), &pool_plan.p, &px, &py, &a));
   }
 
   Plan dense_plan;
@@ -746,12 +747,8 @@ TEST_F(CpuOps, PlansAreReusedAndRebuiltWhenTheBatchSizeChanges) {
     cnnref::Pool2d pp;
     pp.n = n, pp.h = 8, pp.w = 6, pp.c = 5;
     GTensor px({pp.n, pp.h, pp.w, pp.c}), py({pp.n, pp.out_h(), pp.out_w(), pp.c});
-    auto pxv = distinct_floats(pp.x_size(), rng);
-    px.set(pxv);
-    cnn_pool2d_args pa = pool_args(pp);
-    pa.plan = &pool_plan.p, pa.x = px.t(), pa.y = py.t(), pa.training = 1;
-    ASSERT_EQ(cnn_op_pool2d_forward(b(), &pa), CNN_OK) << cnn_last_error();
-    EXPECT_LT(cnnref::max_rel_error(py.get(), cnnref::pool2d_forward(pp, to_double(pxv))), kForwardTol);
+    cnn_pool2d_args pa;
+    ASSERT_NO_FATAL_FAILURE(run_pool_forward(pp, distinct_floats(pp.x_size(), rng), &pool_plan.p, &px, &py, &pa));
     GTensor pdy({pp.n, pp.out_h(), pp.out_w(), pp.c}), pdx({pp.n, pp.h, pp.w, pp.c});
     pdy.set(random_floats(pdy.numel(), rng));
     pa.dy = pdy.t(), pa.dx = pdx.t();

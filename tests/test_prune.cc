@@ -413,18 +413,8 @@ void resume_exact(cnn_prune_structure s, const char *text = kNet) {
   EXPECT_GT(want.back().sparsity, 0.2);
   auto files = checkpoints_in(dir.path());
   ASSERT_EQ(files.size(), 6u);
-  for (const auto &f : files) {
-    std::vector<cnn_epoch_stats> got;
-    std::vector<float> got_w;
-    ASSERT_NO_FATAL_FAILURE(cnntest::train_resumed(text, be.b, &train.ds, &val.ds, cfg, dir.file(f), &got, &got_w));
-    ASSERT_EQ(got_w.size(), want_w.size());
-    EXPECT_EQ(std::memcmp(got_w.data(), want_w.data(), want_w.size() * sizeof(float)), 0) << "from " << f;
-    for (int e = 0; e < cfg.epochs; e++) {
-      EXPECT_EQ(got[e].loss, want[e].loss) << f << " epoch " << e + 1;
-      EXPECT_EQ(got[e].val_loss, want[e].val_loss) << f << " epoch " << e + 1;
-      EXPECT_EQ(got[e].sparsity, want[e].sparsity) << f << " epoch " << e + 1;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      cnntest::expect_resumes_match(text, be.b, &train.ds, &val.ds, cfg, dir.path(), files, want, want_w));
   // a checkpoint without its masks is refused by name (the settings say pruning, the tensors are gone)
   cnn_train_config plain = cfg;
   plain.prune.enabled = 0;

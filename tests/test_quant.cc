@@ -34,7 +34,7 @@ namespace {
 
 using cnntest::TempDir;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // A w x h gray PNG of one value, in its folder (made).
 void write_gray_png(const std::string &path, int w, int h, int value) {

@@ -24,7 +24,7 @@ namespace {
 
 using cnntest::TempDir;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // Runs a program with arguments (quoted), returns its exit status; stdout and stderr into *out.
 int run(const std::string &cmd, std::string *out) {

@@ -37,7 +37,7 @@ namespace {
 
 using cnntest::TempDir;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 // ---- models and images ------------------------------------------------------------------------------------------
 

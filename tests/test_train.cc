@@ -32,16 +32,6 @@ const char *kSmallNet =
     "dense 16 relu\n"
     "dense 4 softmax\n";
 
-double mean_loss(cnn_net *net, int n) {
-  EXPECT_EQ(cnn_net_forward(net, 1), CNN_OK) << cnn_last_error();
-  EXPECT_EQ(cnn_net_loss(net, 0), CNN_OK) << cnn_last_error();
-  std::vector<float> losses(n);
-  EXPECT_EQ(cnn_tensor_read(net->losses, losses.data(), n * sizeof(float)), CNN_OK);
-  double s = 0;
-  for (float l : losses) s += l;
-  return s / n;
-}
-
 TEST(Network, ParameterGradientsMatchFiniteDifferences) {
   Backend be;
   Synthetic data(6, 11);
@@ -49,42 +39,8 @@ TEST(Network, ParameterGradientsMatchFiniteDifferences) {
   ASSERT_EQ(cnn_net_from_text(kSmallNet, "small", be.b, 3, &net), CNN_OK) << cnn_last_error();
   const int n = 6;
   ASSERT_EQ(cnn_net_stage_batch(net, &data.ds, nullptr, 0, n), CNN_OK) << cnn_last_error();
-  ASSERT_EQ(cnn_net_forward(net, 1), CNN_OK);
-  ASSERT_EQ(cnn_net_loss(net, 1), CNN_OK);
-  ASSERT_EQ(cnn_net_backward(net), CNN_OK) << cnn_last_error();
-  cnn_rng pick;
-  cnn_rng_seed(&pick, 5);
-  const float eps = 1e-2f;
   int checked = 0;
-  for (int li = 0; li < net->nlayers; li++) {
-    cnn_layer *l = net->layers[li];
-    for (int pi = 0; pi < l->nparams; pi++) {
-      cnn_param *p = &l->params[pi];
-      int64_t count = cnn_tensor_numel(p->value);
-      std::vector<float> w(count), g(count);
-      ASSERT_EQ(cnn_tensor_read(p->value, w.data(), count * 4), CNN_OK);
-      ASSERT_EQ(cnn_tensor_read(p->grad, g.data(), count * 4), CNN_OK);
-      double num2 = 0, diff2 = 0;
-      for (int t = 0; t < 12; t++) {
-        int64_t i = cnn_rng_below(&pick, (uint32_t)count);
-        float orig = w[i];
-        w[i] = orig + eps;
-        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
-        double lp = mean_loss(net, n);
-        w[i] = orig - eps;
-        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
-        double lm = mean_loss(net, n);
-        w[i] = orig;
-        ASSERT_EQ(cnn_tensor_write(p->value, w.data(), count * 4), CNN_OK);
-        double numeric = (lp - lm) / (2.0 * eps);
-        num2 += numeric * numeric + g[i] * (double)g[i];
-        diff2 += (numeric - g[i]) * (numeric - g[i]);
-        checked++;
-      }
-      // float32 central differences through ReLUs and max-pools: compare in aggregate, per parameter tensor
-      EXPECT_LT(std::sqrt(diff2 / (num2 + 1e-12)), 0.05) << p->name;
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(cnntest::check_gradients(net, n, 12, 0.05, &checked));
   EXPECT_EQ(checked, 12 * 8);
   cnn_net_destroy(net);
 }

@@ -28,27 +28,9 @@ using cnntest::TempDir;
 
 using Backend = cnntest::CpuBackend;
 
-bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+using cnntest::has;
 
 using cnntest::read_tensor;
-
-struct Random {
-  std::vector<float> images;
-  std::vector<int32_t> labels;
-  cnn_dataset ds{};
-  Random(int n, int classes, uint64_t seed) : images((size_t)n * 64), labels(n) {
-    cnn_rng r;
-    cnn_rng_seed(&r, seed);
-    for (auto &x : images) x = cnn_rng_uniform(&r);
-    for (auto &l : labels) l = (int32_t)cnn_rng_below(&r, (uint32_t)classes);
-    ds.n = n;
-    ds.h = ds.w = 8;
-    ds.c = 1;
-    ds.images = images.data();
-    ds.labels = labels.data();
-    ds.num_classes = classes;
-  }
-};
 
 const char *kNet =
     "input 8 8 1\n"
@@ -74,7 +56,7 @@ TEST(Freeze, FrozenLayersKeepWeightsAndStatisticsAndGetNoGradientsOrOptimizerSta
     for (int p = 0; p < net->layers[i]->nparams; p++) before.push_back(read_tensor(net->layers[i]->params[p].value));
     for (int p = 0; p < net->layers[i]->nstate; p++) before.push_back(read_tensor(net->layers[i]->state[p].value));
   }
-  Random data(64, 5, 3);
+  cnntest::RandomTask data(64, 8, 8, 1, 5, 3);
   cnn_train_config cfg = cnntest::quiet_train_config(2, 16);
   ASSERT_EQ(cnn_train(net, &data.ds, nullptr, &cfg, nullptr), CNN_OK) << cnn_last_error();
   size_t k = 0;

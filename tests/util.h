@@ -18,6 +18,9 @@ class TempDir {
   std::string path_;
 };
 
+// Whether `s` contains `part` (a program's output, a file).
+inline bool has(const std::string &s, const std::string &part) { return s.find(part) != std::string::npos; }
+
 void write_file(const std::string &path, const std::string &bytes);
 std::string read_file(const std::string &path);
 
