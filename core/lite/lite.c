@@ -684,6 +684,30 @@ static void set_clamp(lt_op *op)
     if (op->act == LA_RELU) op->act_min = op->zp > -128 ? op->zp : -128;
 }
 
+/* The weights (w, rank `rank` and shape wshape) and bias (b, op->n) of a conv or dense layer; an int8 one (q) also
+ * reads its output's scale and zero point, fuses ReLU only, and gets the requantization of its int32 sums. `name`
+ * and `plural` name the layer in messages. */
+static cnn_lite_status load_layer_weights(lt_ctx *x, const lt_file *f, int mode, const lt_line *l, lt_op *op,
+                                          const lt_slot *in, int q, int rank, const int64_t *wshape, const char *name,
+                                          const char *plural)
+{
+    cnn_lite_status st;
+    int64_t bshape[1] = {op->n};
+    const unsigned char *wscale = NULL, *unused;
+    if ((st = load_weights(x, f, l, "w", mode, 1, rank, wshape, q, (const void **)&op->w8, &op->wf, &wscale)) ||
+        (st = load_weights(x, f, l, "b", mode, 0, 1, bshape, q, (const void **)&op->b32, &op->bf, &unused)))
+        return st;
+    if (!q) return CNN_LITE_OK;
+    if (line_q(l, &op->scale, &op->zp) != 1)
+        return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: an int8 %s needs " Q_NEEDS, l->index, name);
+    op->q = 1;
+    if (op->act != LA_NONE && op->act != LA_RELU)
+        return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: int8 %s fuse ReLU only", l->index, plural);
+    if ((st = set_requant(x, op, in, wscale, op->n))) return st;
+    set_clamp(op);
+    return CNN_LITE_OK;
+}
+
 static int8_t add_code(const lt_op *op, int32_t za, int32_t zb, int32_t a, int32_t b);
 
 /* One line of the graph into op (and slot[index]); slots of the lines before give the inputs' shapes. */
@@ -759,20 +783,8 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
         if (q && (int64_t)op->kh * op->kw * (in->c / op->groups) > LT_MAX_TAPS)
             return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: an int8 conv of %lld taps per output: at most %d "
                         "(int32 sums)", l->index, (long long)op->kh * op->kw * (in->c / op->groups), LT_MAX_TAPS);
-        int64_t wshape[4] = {op->n, op->kh, op->kw, in->c / op->groups}, bshape[1] = {op->n};
-        const unsigned char *wscale = NULL, *unused;
-        if ((st = load_weights(x, f, l, "w", mode, 1, 4, wshape, q, (const void **)&op->w8, &op->wf, &wscale)) ||
-            (st = load_weights(x, f, l, "b", mode, 0, 1, bshape, q, (const void **)&op->b32, &op->bf, &unused)))
-            return st;
-        if (q) {
-            int r = line_q(l, &op->scale, &op->zp);
-            if (r != 1) return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: an int8 conv needs " Q_NEEDS, l->index);
-            op->q = 1;
-            if (op->act != LA_NONE && op->act != LA_RELU)
-                return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: int8 convolutions fuse ReLU only", l->index);
-            if ((st = set_requant(x, op, in, wscale, op->n))) return st;
-            set_clamp(op);
-        }
+        int64_t wshape[4] = {op->n, op->kh, op->kw, in->c / op->groups};
+        if ((st = load_layer_weights(x, f, mode, l, op, in, q, 4, wshape, "conv", "convolutions"))) return st;
         break;
     }
     case LT_DENSE: {
@@ -782,21 +794,9 @@ static cnn_lite_status parse_op(lt_ctx *x, const lt_file *f, int mode, const lt_
         if (q && features > LT_MAX_TAPS)
             return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: an int8 dense of %lld inputs: at most %d (int32 "
                         "sums)", l->index, (long long)features, LT_MAX_TAPS);
-        int64_t wshape[2] = {op->n, features}, bshape[1] = {op->n};
+        int64_t wshape[2] = {op->n, features};
         op->h = op->w = 1, op->c = op->n, op->flat = 1;
-        const unsigned char *wscale = NULL, *unused;
-        if ((st = load_weights(x, f, l, "w", mode, 1, 2, wshape, q, (const void **)&op->w8, &op->wf, &wscale)) ||
-            (st = load_weights(x, f, l, "b", mode, 0, 1, bshape, q, (const void **)&op->b32, &op->bf, &unused)))
-            return st;
-        if (q) {
-            if (line_q(l, &op->scale, &op->zp) != 1)
-                return fail(x, CNN_LITE_ERR_FORMAT, "graph line %d: an int8 dense needs " Q_NEEDS, l->index);
-            op->q = 1;
-            if (op->act != LA_NONE && op->act != LA_RELU)
-                return fail(x, CNN_LITE_ERR_UNSUPPORTED, "graph line %d: int8 dense layers fuse ReLU only", l->index);
-            if ((st = set_requant(x, op, in, wscale, op->n))) return st;
-            set_clamp(op);
-        }
+        if ((st = load_layer_weights(x, f, mode, l, op, in, q, 2, wshape, "dense", "dense layers"))) return st;
         break;
     }
     case LT_GAP:
