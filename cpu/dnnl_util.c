@@ -61,10 +61,16 @@ int cnn_cpu_exact_int8(void)
 cnn_status cnn_cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_format_tag_t tag,
                       const char *what)
 {
+    return cnn_cpu_md_dt(md, ndims, dims, dnnl_f32, tag, what);
+}
+
+cnn_status cnn_cpu_md_dt(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_data_type_t dt,
+                         dnnl_format_tag_t tag, const char *what)
+{
     cnn_status st = CNN_OK;
     dnnl_dims_t d;
     for (int i = 0; i < ndims; i++) d[i] = dims[i];
-    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, md, ndims, d, dnnl_f32, tag);
+    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, md, ndims, d, dt, tag);
 fail:
     return st;
 }

@@ -51,6 +51,9 @@ int cnn_cpu_exact_int8(void);
 /* Memory descriptor of an f32 tensor with the given logical dims (oneDNN order) and tag. */
 cnn_status cnn_cpu_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_format_tag_t tag,
                       const char *what);
+/* The same for a tensor of data type dt (the int8 kernels' u8, s8, s32). */
+cnn_status cnn_cpu_md_dt(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_data_type_t dt,
+                         dnnl_format_tag_t tag, const char *what);
 
 /* ---- an argument of a primitive: our plain memory, and the primitive's own when its format differs ---- */
 

@@ -45,17 +45,6 @@ static void qentry_destroy(void *p)
     free(e);
 }
 
-static cnn_status md(dnnl_memory_desc_t *out, int ndims, const int64_t *dims, dnnl_data_type_t dt,
-                     dnnl_format_tag_t tag, const char *what)
-{
-    cnn_status st = CNN_OK;
-    dnnl_dims_t d;
-    for (int i = 0; i < ndims; i++) d[i] = dims[i];
-    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, out, ndims, d, dt, tag);
-fail:
-    return st;
-}
-
 static cnn_status build(cnn_cpu_ctx *ctx, qentry *e, const char *what)
 {
     cnn_status st = CNN_OK;
@@ -64,11 +53,11 @@ static cnn_status build(cnn_cpu_ctx *ctx, qentry *e, const char *what)
     if (k->dense) {
         int64_t features = (int64_t)k->h * k->w * k->c;
         int64_t xd[2] = {k->n, features}, wd[2] = {k->oc, features}, yd[2] = {k->n, k->oc};
-        CNN_TRY(md(&e->x_md, 2, xd, dnnl_u8, dnnl_nc, what));
-        CNN_TRY(md(&e->w_md, 2, wd, dnnl_s8, dnnl_oi, what));
-        CNN_TRY(md(&e->y_md, 2, yd, dnnl_s32, dnnl_nc, what));
+        CNN_TRY(cnn_cpu_md_dt(&e->x_md, 2, xd, dnnl_u8, dnnl_nc, what));
+        CNN_TRY(cnn_cpu_md_dt(&e->w_md, 2, wd, dnnl_s8, dnnl_oi, what));
+        CNN_TRY(cnn_cpu_md_dt(&e->y_md, 2, yd, dnnl_s32, dnnl_nc, what));
         dnnl_memory_desc_t w_any;
-        CNN_TRY(md(&w_any, 2, wd, dnnl_s8, dnnl_format_tag_any, what));
+        CNN_TRY(cnn_cpu_md_dt(&w_any, 2, wd, dnnl_s8, dnnl_format_tag_any, what));
         dnnl_inner_product_desc_t d;
         CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &e->x_md, &w_any, NULL,
                      &e->y_md);
@@ -80,17 +69,17 @@ static cnn_status build(cnn_cpu_ctx *ctx, qentry *e, const char *what)
         CNN_TRY(cnn_cpu_prim_build(ctx, &e->prim, &d, NULL, NULL, specs, 3, 0, what));
     } else {
         int64_t xd[4] = {k->n, k->c, ph, pw}, yd[4] = {k->n, k->oc, k->oh, k->ow};
-        CNN_TRY(md(&e->x_md, 4, xd, dnnl_u8, dnnl_nhwc, what));
-        CNN_TRY(md(&e->y_md, 4, yd, dnnl_s32, dnnl_nhwc, what));
+        CNN_TRY(cnn_cpu_md_dt(&e->x_md, 4, xd, dnnl_u8, dnnl_nhwc, what));
+        CNN_TRY(cnn_cpu_md_dt(&e->y_md, 4, yd, dnnl_s32, dnnl_nhwc, what));
         dnnl_memory_desc_t w_any;
         if (k->groups == 1) {
             int64_t wd[4] = {k->oc, k->c, k->kh, k->kw};
-            CNN_TRY(md(&e->w_md, 4, wd, dnnl_s8, dnnl_ohwi, what));
-            CNN_TRY(md(&w_any, 4, wd, dnnl_s8, dnnl_format_tag_any, what));
+            CNN_TRY(cnn_cpu_md_dt(&e->w_md, 4, wd, dnnl_s8, dnnl_ohwi, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_any, 4, wd, dnnl_s8, dnnl_format_tag_any, what));
         } else {
             int64_t wd[5] = {k->groups, k->oc / k->groups, k->c / k->groups, k->kh, k->kw};
-            CNN_TRY(md(&e->w_md, 5, wd, dnnl_s8, dnnl_gohwi, what));
-            CNN_TRY(md(&w_any, 5, wd, dnnl_s8, dnnl_format_tag_any, what));
+            CNN_TRY(cnn_cpu_md_dt(&e->w_md, 5, wd, dnnl_s8, dnnl_gohwi, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_any, 5, wd, dnnl_s8, dnnl_format_tag_any, what));
         }
         dnnl_dims_t strides = {k->sh, k->sw}, dilates = {k->dh - 1, k->dw - 1}, pad = {0, 0};
         dnnl_convolution_desc_t d;

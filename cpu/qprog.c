@@ -96,17 +96,6 @@ void cnn_cpu_qprog_destroy(cnn_backend *b, cnn_qprog *p)
     free(p);
 }
 
-static cnn_status qp_md(dnnl_memory_desc_t *md, int ndims, const int64_t *dims, dnnl_data_type_t dt,
-                        dnnl_format_tag_t tag, const char *what)
-{
-    cnn_status st = CNN_OK;
-    dnnl_dims_t d;
-    for (int i = 0; i < ndims; i++) d[i] = dims[i];
-    CNN_CPU_DNNL(what, dnnl_memory_desc_init_by_tag, md, ndims, d, dt, tag);
-fail:
-    return st;
-}
-
 /* The eltwise post-op of a float model's activation. */
 static int float_act(int act, float alpha, dnnl_alg_kind_t *alg, float *a)
 {
@@ -141,26 +130,26 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     int oc = o->c, exact_f32 = 1, n = q && p->exact ? op->cb : p->n;
     float *scales = NULL;
     int64_t bd[1] = {oc};
-    CNN_TRY(qp_md(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
+    CNN_TRY(cnn_cpu_md_dt(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
     if (dense) {
         int64_t features = (int64_t)i->h * i->w * i->c;
         int64_t xd[2] = {n, features}, wd[2] = {oc, features}, yd[2] = {n, oc};
-        CNN_TRY(qp_md(&src_md, 2, xd, adt, dnnl_nc, what));
-        CNN_TRY(qp_md(&w_md, 2, wd, wdt, dnnl_oi, what));
-        CNN_TRY(qp_md(&w_any, 2, wd, wdt, dnnl_format_tag_any, what));
-        CNN_TRY(qp_md(&dst_md, 2, yd, ydt, dnnl_nc, what));
+        CNN_TRY(cnn_cpu_md_dt(&src_md, 2, xd, adt, dnnl_nc, what));
+        CNN_TRY(cnn_cpu_md_dt(&w_md, 2, wd, wdt, dnnl_oi, what));
+        CNN_TRY(cnn_cpu_md_dt(&w_any, 2, wd, wdt, dnnl_format_tag_any, what));
+        CNN_TRY(cnn_cpu_md_dt(&dst_md, 2, yd, ydt, dnnl_nc, what));
     } else {
         int64_t xd[4] = {n, i->c, i->h, i->w}, yd[4] = {n, oc, o->h, o->w};
-        CNN_TRY(qp_md(&src_md, 4, xd, adt, dnnl_nhwc, what));
-        CNN_TRY(qp_md(&dst_md, 4, yd, ydt, dnnl_nhwc, what));
+        CNN_TRY(cnn_cpu_md_dt(&src_md, 4, xd, adt, dnnl_nhwc, what));
+        CNN_TRY(cnn_cpu_md_dt(&dst_md, 4, yd, ydt, dnnl_nhwc, what));
         if (o->groups == 1) {
             int64_t wd[4] = {oc, i->c, o->kh, o->kw};
-            CNN_TRY(qp_md(&w_md, 4, wd, wdt, dnnl_ohwi, what));
-            CNN_TRY(qp_md(&w_any, 4, wd, wdt, dnnl_format_tag_any, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_md, 4, wd, wdt, dnnl_ohwi, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_any, 4, wd, wdt, dnnl_format_tag_any, what));
         } else {
             int64_t wd[5] = {o->groups, oc / o->groups, i->c / o->groups, o->kh, o->kw};
-            CNN_TRY(qp_md(&w_md, 5, wd, wdt, dnnl_gohwi, what));
-            CNN_TRY(qp_md(&w_any, 5, wd, wdt, dnnl_format_tag_any, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_md, 5, wd, wdt, dnnl_gohwi, what));
+            CNN_TRY(cnn_cpu_md_dt(&w_any, 5, wd, wdt, dnnl_format_tag_any, what));
         }
     }
     CNN_CPU_DNNL(what, dnnl_primitive_attr_create, &attr);
@@ -296,7 +285,7 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     if (q && op->src_zp) {
         dnnl_memory_desc_t zmd;
         int64_t one[1] = {1};
-        CNN_TRY(qp_md(&zmd, 1, one, dnnl_s32, dnnl_a, what));
+        CNN_TRY(cnn_cpu_md_dt(&zmd, 1, one, dnnl_s32, dnnl_a, what));
         CNN_CPU_DNNL(what, dnnl_memory_create, &op->zp_mem, &zmd, ctx->engine, &op->src_zp);
         op->args[op->nargs++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, op->zp_mem};
     }
