@@ -299,3 +299,86 @@ fail:
     return st;
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------
+// layers with weights
+
+static void cnn_cpu_wentry_destroy(void *p)
+{
+    cnn_cpu_wentry *e = p;
+    for (int i = 0; i < 3; i++) cnn_cpu_prim_destroy(&e->l.prim[i]);
+    if (e->l.hint) dnnl_primitive_desc_destroy(e->l.hint);
+    free(e);
+}
+
+/* direction c->dir of the layer `e` */
+static cnn_status cnn_cpu_wlayer_run(cnn_cpu_ctx *ctx, cnn_cpu_wentry *e, cnn_cpu_wdesc_fn desc,
+                                     const cnn_cpu_wcall *c, const char *prefer, const char *what)
+{
+    cnn_cpu_wlayer *l = &e->l;
+    /* each direction's arguments, in the order of data below: the bias last */
+    const cnn_cpu_arg_spec specs[3][4] = {
+        [CNN_OP_FWD] = {{DNNL_ARG_SRC, dnnl_query_src_md, 0, &l->x_md, 0},
+                        {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &l->w_md, 0},
+                        {DNNL_ARG_DST, dnnl_query_dst_md, 0, &l->y_md, 1},
+                        {DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &l->b_md, 0}},
+        [CNN_OP_BWD_DATA] = {{DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &l->y_md, 0},
+                             {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &l->w_md, 0},
+                             {DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &l->x_md, 1}},
+        [CNN_OP_BWD_WEIGHTS] = {{DNNL_ARG_SRC, dnnl_query_src_md, 0, &l->x_md, 0},
+                                {DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &l->y_md, 0},
+                                {DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &l->w_md, 1},
+                                {DNNL_ARG_DIFF_BIAS, dnnl_query_diff_weights_md, 1, &l->b_md, 1}},
+    };
+    cnn_status st = CNN_OK;
+    cnn_cpu_prim *p = &l->prim[c->dir];
+    dnnl_primitive_attr_t attr = NULL;
+    const int fwd = c->dir == CNN_OP_FWD;
+    const cnn_tensor *bias = fwd ? c->b : c->dir == CNN_OP_BWD_WEIGHTS ? c->db : NULL;
+    const cnn_tensor *const tensors[3][3] = {
+        [CNN_OP_FWD] = {c->x, c->w, c->y},
+        [CNN_OP_BWD_DATA] = {c->dy, c->w, c->dx},
+        [CNN_OP_BWD_WEIGHTS] = {c->x, c->dy, c->dw},
+    };
+    void *data[4] = {tensors[c->dir][0]->data, tensors[c->dir][1]->data, tensors[c->dir][2]->data,
+                     bias ? bias->data : NULL};
+    const uint64_t variant = (uint64_t)(bias != NULL) | (fwd ? cnn_cpu_act_variant(c->act, c->act_alpha) << 1 : 0);
+    if (!p->built || p->variant != variant) {
+        cnn_cpu_wdesc d;
+        if (!fwd && !l->hint) {
+            CNN_TRY(desc(e, CNN_OP_FWD, 0, &d, what));
+            CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &l->hint, &d, NULL, ctx->engine, NULL);
+        }
+        CNN_TRY(desc(e, c->dir, bias != NULL, &d, what));
+        if (fwd) CNN_TRY(cnn_cpu_act_attr(c->act, c->act_alpha, &attr, what));
+        CNN_TRY(cnn_cpu_prim_build_prefer(ctx, p, &d, attr, fwd ? NULL : l->hint, specs[c->dir], 3 + (bias != NULL), 0,
+                                          prefer, what));
+        p->variant = variant;
+    }
+    if (fwd) p->arg[1].version = c->w->version; /* the weights' reorder is cached while they do not change */
+    CNN_TRY(cnn_cpu_prim_run(ctx, p, data, NULL, what));
+fail:
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+cnn_status cnn_cpu_wlayer_op(cnn_backend *b, const cnn_cpu_wkind *k, cnn_plan **plan, const void *key,
+                             const cnn_cpu_wcall *c)
+{
+    const char *op = k->op[c->dir];
+    cnn_status st = CNN_OK;
+    cnn_plan *tmp = NULL;
+    void *p = NULL;
+    CNN_TRY(cnn_plan_entry(plan ? plan : &tmp, k->plan, CNN_CPU_PLAN_SLOTS, key, k->key_size, k->entry_size,
+                           cnn_cpu_wentry_destroy, &p, op));
+    cnn_cpu_wentry *e = p;
+    if (!e->l.ready) {
+        CNN_TRY(k->prepare(e, op));
+        e->l.ready = 1;
+    }
+    CNN_TRY(cnn_cpu_wlayer_run(cnn_cpu_ctx_of(b), e, k->desc, c, k->prefer ? k->prefer(e, c->dir) : NULL,
+                               k->what[c->dir]));
+fail:
+    cnn_plan_destroy(b, tmp);
+    return st;
+}

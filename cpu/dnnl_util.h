@@ -18,6 +18,7 @@
 
 #include "core/backend.h"
 #include "core/error.h"
+#include "core/op_check.h"
 #include "core/plan.h"
 
 /* ---- the backend context ---- */
@@ -133,6 +134,80 @@ cnn_status cnn_cpu_act_attr(cnn_act act, float alpha, dnnl_primitive_attr_t *att
 
 /* A variant word for a fused activation: the act and the bits of its alpha (0 for acts without one). */
 uint64_t cnn_cpu_act_variant(cnn_act act, float alpha);
+
+/* ---- layers with weights (convolution, inner product): forward x, w (, b) -> y with a fused activation, backward
+ *      data dy, w -> dx, backward weights x, dy -> dw (, db); a direction is core/op_check.h's CNN_OP_* ---- */
+
+/* oneDNN's descriptor of one direction of such a layer */
+typedef union cnn_cpu_wdesc {
+    dnnl_convolution_desc_t conv;
+    dnnl_inner_product_desc_t ip;
+} cnn_cpu_wdesc;
+
+/* Sets *d to the descriptor of direction `dir` of the layer `entry`, with the bias or without; forward is forward
+ * training (the backward directions' hint is its descriptor without the bias). */
+struct cnn_cpu_wentry;
+typedef cnn_status (*cnn_cpu_wdesc_fn)(const struct cnn_cpu_wentry *entry, int dir, int bias, cnn_cpu_wdesc *d,
+                                       const char *what);
+
+/* The primitives of one shape key of such a layer, with our plain layouts. */
+typedef struct cnn_cpu_wlayer {
+    int ready;                  /* the layouts are set (cnn_cpu_wkind.prepare) */
+    dnnl_memory_desc_t x_md, w_md, b_md, y_md;
+    dnnl_primitive_desc_t hint; /* forward-training descriptor that the backward ones are created against */
+    cnn_cpu_prim prim[3];       /* by direction */
+} cnn_cpu_wlayer;
+
+/* A plan entry of such a layer: the key first (core/plan.h compares and copies its first key_size bytes), then the
+ * primitives. A kind's entry begins with one and adds what its descriptors need (plain data, nothing to free). */
+typedef struct cnn_cpu_wentry {
+    union {
+        cnn_conv2d_sizes conv;
+        cnn_dense_sizes dense;
+    } key;
+    cnn_cpu_wlayer l;
+} cnn_cpu_wentry;
+
+/* A kind of such layer: its plan entries (`entry_size` bytes, the key `key_size`), how a new entry's layouts are set,
+ * its descriptors, and its ops' names by direction. */
+typedef struct cnn_cpu_wkind {
+    cnn_plan_kind plan;
+    size_t key_size, entry_size;
+    cnn_status (*prepare)(cnn_cpu_wentry *entry, const char *what);
+    cnn_cpu_wdesc_fn desc;
+    /* the implementation to prefer (cnn_cpu_prim_build_prefer) for a direction, or NULL; the function may be NULL */
+    const char *(*prefer)(const cnn_cpu_wentry *entry, int dir);
+    const char *op[3];   /* "conv2d_forward", ... */
+    const char *what[3]; /* oneDNN's names for messages: "convolution forward", ... */
+} cnn_cpu_wkind;
+
+/* What one call of a direction runs on: the op's tensors (those the direction does not use may be NULL; b and db
+ * NULL when the layer has no bias) and the forward's fused activation. */
+typedef struct cnn_cpu_wcall {
+    int dir;
+    const cnn_tensor *x, *w, *b, *y, *dy, *dx, *dw, *db;
+    cnn_act act;
+    float act_alpha;
+} cnn_cpu_wcall;
+
+/* Runs direction c->dir of a layer of kind k: the entry for `key` in *plan (or in a plan of its own when plan is
+ * NULL), its primitive built on first use or when the bias or the activation changed. */
+cnn_status cnn_cpu_wlayer_op(cnn_backend *b, const cnn_cpu_wkind *k, cnn_plan **plan, const void *key,
+                             const cnn_cpu_wcall *c);
+
+/* The three ops of a layer of kind `kind` (a cnn_cpu_wkind) whose arguments (args_t) have cnn_cpu_wcall's tensors
+ * and whose key (key_t) sizes_of(args, direction, &key) makes: kind_run, then fwd, bwd_data and bwd_weights. */
+#define CNN_CPU_WLAYER_OPS(kind, args_t, key_t, sizes_of, fwd, bwd_data, bwd_weights)                                 \
+    static cnn_status kind##_run(cnn_backend *b, const args_t *a, int dir)                                            \
+    {                                                                                                                  \
+        key_t key;                                                                                                     \
+        sizes_of(a, dir, &key); /* checked by core/ops.c */                                                            \
+        const cnn_cpu_wcall c = {dir, a->x, a->w, a->b, a->y, a->dy, a->dx, a->dw, a->db, a->act, a->act_alpha};       \
+        return cnn_cpu_wlayer_op(b, &kind, a->plan, &key, &c);                                                         \
+    }                                                                                                                  \
+    cnn_status fwd(cnn_backend *b, const args_t *a) { return kind##_run(b, a, CNN_OP_FWD); }                          \
+    cnn_status bwd_data(cnn_backend *b, const args_t *a) { return kind##_run(b, a, CNN_OP_BWD_DATA); }                \
+    cnn_status bwd_weights(cnn_backend *b, const args_t *a) { return kind##_run(b, a, CNN_OP_BWD_WEIGHTS); }
 
 /* ---- plans (core/plan.h): two entries, so that the smaller last batch of an epoch does not evict the full-batch
  *      primitives ---- */
