@@ -1,5 +1,6 @@
 /* Backend creation by name, through the registry the build generates (backends.c). core/ knows no backend. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/backend.h"
@@ -51,6 +52,22 @@ cnn_status cnn_backend_sync(cnn_backend *b) { return cnn_op_sync(b); }
 cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op)
 {
     return cnn_error(CNN_ERR_UNSUPPORTED, "the %s backend has no %s op in this version", b->name, op);
+}
+
+cnn_status cnn_backend_alloc(const cnn_backend_ops *ops, size_t ctx_size, const char *kind, cnn_backend **out)
+{
+    cnn_backend *b = calloc(1, sizeof *b);
+    void *ctx = calloc(1, ctx_size);
+    *out = NULL;
+    if (!b || !ctx) {
+        free(b);
+        free(ctx);
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s backend: out of host memory", kind);
+    }
+    b->ops = ops;
+    b->ctx = ctx;
+    *out = b;
+    return CNN_OK;
 }
 
 static const char *const cnn_precision_names[CNN_PRECISION_COUNT] = {"fp32", "tf32", "fp16", "bf16"};

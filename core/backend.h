@@ -349,6 +349,10 @@ extern const int cnn_backend_registry_count;
  * every entry it finds NULL). */
 cnn_status cnn_backend_lacks(const cnn_backend *b, const char *op);
 
+/* For a backend's create: a zeroed backend with `ops` and a zeroed context of ctx_size bytes (b->ctx); `kind` names
+ * the backend in the out-of-memory message ("cpu", "cuda"). */
+cnn_status cnn_backend_alloc(const cnn_backend_ops *ops, size_t ctx_size, const char *kind, cnn_backend **out);
+
 /* Tensor versions (cnn_tensor.version): cnn_tensor_track gives a tensor its first version (a network's
  * parameters are tracked); cnn_tensor_touch renews the version of a tracked tensor after a write that did not go
  * through cnn_tensor_write (the optimizer's updates). A backend may cache data derived from a tracked tensor's

@@ -132,15 +132,8 @@ cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out)
     if (spec && strcmp(spec, "cpu") != 0)
         return cnn_error(CNN_ERR_INVALID_ARG, "cpu backend: unknown device '%s' (the CPU backend is just \"cpu\")",
                          spec);
-    b = calloc(1, sizeof *b);
-    ctx = calloc(1, sizeof *ctx);
-    if (!b || !ctx) {
-        free(b);
-        free(ctx);
-        return cnn_error(CNN_ERR_NO_MEMORY, "cpu backend: out of host memory");
-    }
-    b->ops = &cnn_cpu_ops;
-    b->ctx = ctx;
+    if ((st = cnn_backend_alloc(&cnn_cpu_ops, sizeof *ctx, "cpu", &b)) != CNN_OK) return st;
+    ctx = b->ctx;
     CNN_CPU_DNNL("engine", dnnl_engine_create, &ctx->engine, dnnl_cpu, 0);
     CNN_CPU_DNNL("stream", dnnl_stream_create, &ctx->stream, ctx->engine, dnnl_stream_default_flags);
     ctx->threads = omp_get_max_threads();

@@ -283,15 +283,8 @@ cnn_status cnn_cuda_backend_create(const char *spec, cnn_backend **out)
         return cnn_error(CNN_ERR_NOT_FOUND, "no CUDA device cuda:%d: this machine has %d (cuda:0 to cuda:%d)", device,
                          count, count - 1);
 
-    b = calloc(1, sizeof *b);
-    ctx = calloc(1, sizeof *ctx);
-    if (!b || !ctx) {
-        free(b);
-        free(ctx);
-        return cnn_error(CNN_ERR_NO_MEMORY, "cuda backend: out of host memory");
-    }
-    b->ops = &cnn_cuda_ops;
-    b->ctx = ctx;
+    if ((st = cnn_backend_alloc(&cnn_cuda_ops, sizeof *ctx, "cuda", &b)) != CNN_OK) return st;
+    ctx = b->ctx;
     ctx->device = device;
     /* device < count, a handful; the modulo shows the compiler that the name fits its 16 bytes */
     snprintf(b->name, sizeof b->name, "cuda:%d", device % 1000000);
