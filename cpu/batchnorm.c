@@ -107,26 +107,30 @@ static cnn_status cnn_cpu_bn_reduce(const cnn_cpu_bn_grad *grad, const float *x,
     return CNN_OK;
 }
 
-cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
-{
-    static const char *op = "batchnorm_forward";
-    cnn_status st = CNN_OK;
-    double *mean = NULL, *var = NULL, *center_d = NULL;
-    float *scale = NULL, *shift = NULL, *center = NULL;
-    int64_t m = 0, c = 0;
-    (void)b;
-    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
+/* A direction of batchnorm over m rows of c channels, with its per-channel arrays: 3 x c doubles in d, and floats
+ * in f (as many as it asked cnn_cpu_bn_run for). */
+typedef cnn_status (*cnn_cpu_bn_step)(const cnn_batchnorm_args *a, int64_t m, int64_t c, double *d, float *f,
+                                      const char *op);
 
-    mean = malloc((size_t)c * sizeof *mean);
-    var = malloc((size_t)c * sizeof *var);
-    scale = malloc((size_t)c * sizeof *scale);
-    shift = malloc((size_t)c * sizeof *shift);
-    center = malloc((size_t)c * sizeof *center);
-    center_d = malloc((size_t)c * sizeof *center_d);
-    if (!mean || !var || !scale || !shift || !center || !center_d) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
-        goto fail;
-    }
+/* Both directions: the sizes, one block for the per-channel arrays (3 x c doubles, then `floats` x c floats), then
+ * `step`. */
+static cnn_status cnn_cpu_bn_run(const cnn_batchnorm_args *a, int floats, cnn_cpu_bn_step step, const char *op)
+{
+    int64_t m = 0, c = 0;
+    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
+    double *d = malloc((size_t)c * (3 * sizeof(double) + (size_t)floats * sizeof(float)));
+    if (!d) return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
+    const cnn_status st = step(a, m, c, d, (float *)(d + 3 * c), op);
+    free(d);
+    return st;
+}
+
+static cnn_status cnn_cpu_bn_forward(const cnn_batchnorm_args *a, int64_t m, int64_t c, double *d, float *f,
+                                     const char *op)
+{
+    cnn_status st = CNN_OK;
+    double *mean = d, *var = d + c, *center_d = d + 2 * c;
+    float *scale = f, *shift = f + c, *center = f + 2 * c;
     const float *x = a->x->data;
     const float *gamma = a->gamma ? a->gamma->data : NULL, *beta = a->beta ? a->beta->data : NULL;
     if (a->training) {
@@ -166,32 +170,15 @@ cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a
                                 hi - lo, c);
     }
 fail:
-    free(mean);
-    free(var);
-    free(scale);
-    free(shift);
-    free(center);
-    free(center_d);
     return st;
 }
 
-cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *a)
+static cnn_status cnn_cpu_bn_backward(const cnn_batchnorm_args *a, int64_t m, int64_t c, double *d, float *f,
+                                      const char *op)
 {
-    static const char *op = "batchnorm_backward";
     cnn_status st = CNN_OK;
-    double *center = NULL, *sum_dy = NULL, *sum_dy_xc = NULL;
-    float *invstd = NULL, *coef = NULL;
-    int64_t m = 0, c = 0;
-    (void)b;
-    cnn_batchnorm_dims(a, &m, &c); /* checked by core/ops.c */
-    center = malloc((size_t)c * sizeof *center);
-    sum_dy = malloc((size_t)c * sizeof *sum_dy);
-    sum_dy_xc = malloc((size_t)c * sizeof *sum_dy_xc);
-    invstd = malloc((size_t)c * sizeof *invstd);
-    if (!center || !sum_dy || !sum_dy_xc || !invstd) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
-        goto fail;
-    }
+    double *center = d, *sum_dy = d + c, *sum_dy_xc = d + 2 * c;
+    float *invstd = f, *coef = f + c; /* coef: 4 x c, for dx */
     for (int64_t j = 0; j < c; j++) {
         if (a->training) {
             center[j] = ((const float *)a->save_mean->data)[j];
@@ -213,11 +200,6 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
     }
     if (a->dx) {
         /* dx = gs (g - k0 - (x - mu) k1) per channel (cnn_bn_backward_coef) */
-        coef = malloc((size_t)c * 4 * sizeof *coef);
-        if (!coef) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory for %lld channels", op, (long long)c);
-            goto fail;
-        }
         float *gs = coef, *k0 = coef + c, *k1 = coef + 2 * c, *mu = coef + 3 * c;
         for (int64_t j = 0; j < c; j++)
             cnn_bn_backward_coef(a->training, sum_dy[j], sum_dy_xc[j], center[j], invstd[j], gamma ? gamma[j] : 1.0,
@@ -242,10 +224,17 @@ cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *
         }
     }
 fail:
-    free(center);
-    free(sum_dy);
-    free(sum_dy_xc);
-    free(invstd);
-    free(coef);
     return st;
+}
+
+cnn_status cnn_cpu_batchnorm_forward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    (void)b;
+    return cnn_cpu_bn_run(a, 3, cnn_cpu_bn_forward, "batchnorm_forward");
+}
+
+cnn_status cnn_cpu_batchnorm_backward(cnn_backend *b, const cnn_batchnorm_args *a)
+{
+    (void)b;
+    return cnn_cpu_bn_run(a, a->dx ? 5 : 1, cnn_cpu_bn_backward, "batchnorm_backward");
 }
