@@ -550,17 +550,28 @@ extern "C" cudaError_t cnn_cuda_launch_rmsprop_multi(cudaStream_t stream, const 
 // ---------------------------------------------------------------------------------------------------------------
 // explicit padding (convolutions with asymmetric padding run on a padded copy)
 
+// The (n, h, w, c) of element i of an NHWC tensor of height hh, width ww and cc channels.
+static __device__ void cnn_cuda_nhwc_index(int64_t i, int64_t hh, int64_t ww, int64_t cc, int64_t *n, int64_t *h,
+                                           int64_t *w, int64_t *c)
+{
+    *c = i % cc;
+    int64_t t = i / cc;
+    *w = t % ww;
+    t /= ww;
+    *h = t % hh;
+    *n = t / hh;
+}
+
 static __global__ void cnn_cuda_pad_kernel(const void *x, void *xp, int dt, cnn_cuda_window g)
 {
     const int64_t hp = g.h + g.pad_top + g.pad_bottom, wp = g.w + g.pad_left + g.pad_right;
     const int64_t total = g.n * hp * wp * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
     {
-        int64_t c = i % g.c, t = i / g.c;
-        int64_t w = t % wp - g.pad_left;
-        t /= wp;
-        int64_t h = t % hp - g.pad_top;
-        int64_t n = t / hp;
+        int64_t n, h, w, c;
+        cnn_cuda_nhwc_index(i, hp, wp, g.c, &n, &h, &w, &c);
+        h -= g.pad_top;
+        w -= g.pad_left;
         st(xp, dt, i, (h >= 0 && h < g.h && w >= 0 && w < g.w) ? ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c) : 0.0f);
     }
 }
@@ -571,11 +582,8 @@ static __global__ void cnn_cuda_crop_kernel(const void *xp, void *x, int dt, cnn
     const int64_t total = g.n * g.h * g.w * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
     {
-        int64_t c = i % g.c, t = i / g.c;
-        int64_t w = t % g.w;
-        t /= g.w;
-        int64_t h = t % g.h;
-        int64_t n = t / g.h;
+        int64_t n, h, w, c;
+        cnn_cuda_nhwc_index(i, g.h, g.w, g.c, &n, &h, &w, &c);
         st(x, dt, i, ld(xp, dt, ((n * hp + h + g.pad_top) * wp + w + g.pad_left) * g.c + c));
     }
 }
@@ -601,27 +609,36 @@ extern "C" cudaError_t cnn_cuda_launch_crop(cudaStream_t stream, const void *xp,
 // ---------------------------------------------------------------------------------------------------------------
 // pooling with any padding
 
-// Index (kh * KW + kw) of the max of window (oh, ow) for channel c of sample n; -1 when the window holds only
-// padding (the checks on the host rule that out).
-static __device__ int cnn_cuda_window_argmax(const void *x, int dt, const cnn_cuda_window &g, int64_t n, int64_t oh,
-                                             int64_t ow, int64_t c, float *best_out)
+// Calls f(kh * KW + kw, value) for each real (non-padding) element of window (oh, ow) for channel c of sample n,
+// in row-major window order.
+template <typename F>
+static __device__ void cnn_cuda_window_each(const void *x, int dt, const cnn_cuda_window &g, int64_t n, int64_t oh,
+                                            int64_t ow, int64_t c, F f)
 {
     const int64_t h0 = oh * g.sh - g.pad_top, w0 = ow * g.sw - g.pad_left;
-    int best_i = -1;
-    float best = 0.0f;
     for (int i = 0; i < g.kh; i++) {
         const int64_t h = h0 + i;
         if (h < 0 || h >= g.h) continue;
         for (int j = 0; j < g.kw; j++) {
             const int64_t w = w0 + j;
-            if (w < 0 || w >= g.w) continue;
-            const float v = ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c);
-            if (best_i < 0 || v > best) {
-                best = v;
-                best_i = i * g.kw + j;
-            }
+            if (w >= 0 && w < g.w) f(i * g.kw + j, ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c));
         }
     }
+}
+
+// Index (kh * KW + kw) of the max of window (oh, ow) for channel c of sample n; -1 when the window holds only
+// padding (the checks on the host rule that out).
+static __device__ int cnn_cuda_window_argmax(const void *x, int dt, const cnn_cuda_window &g, int64_t n, int64_t oh,
+                                             int64_t ow, int64_t c, float *best_out)
+{
+    int best_i = -1;
+    float best = 0.0f;
+    cnn_cuda_window_each(x, dt, g, n, oh, ow, c, [&](int at, float v) {
+        if (best_i < 0 || v > best) {
+            best = v;
+            best_i = at;
+        }
+    });
     *best_out = best;
     return best_i;
 }
@@ -641,26 +658,15 @@ static __global__ void cnn_cuda_pool_forward_kernel(cnn_pool_mode mode, const vo
     const int64_t total = g.n * g.oh * g.ow * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
     {
-        int64_t c = i % g.c, t = i / g.c;
-        int64_t ow = t % g.ow;
-        t /= g.ow;
-        int64_t oh = t % g.oh;
-        int64_t n = t / g.oh;
+        int64_t n, oh, ow, c;
+        cnn_cuda_nhwc_index(i, g.oh, g.ow, g.c, &n, &oh, &ow, &c);
         if (mode == CNN_POOL_MAX) {
             float best;
             int at = cnn_cuda_window_argmax(x, dt, g, n, oh, ow, c, &best);
             st(y, dt, i, at < 0 ? nanf("") : best);
         } else {
-            const int64_t h0 = oh * g.sh - g.pad_top, w0 = ow * g.sw - g.pad_left;
             float s = 0.0f;
-            for (int a = 0; a < g.kh; a++) {
-                const int64_t h = h0 + a;
-                if (h < 0 || h >= g.h) continue;
-                for (int b = 0; b < g.kw; b++) {
-                    const int64_t w = w0 + b;
-                    if (w >= 0 && w < g.w) s += ld(x, dt, ((n * g.h + h) * g.w + w) * g.c + c);
-                }
-            }
+            cnn_cuda_window_each(x, dt, g, n, oh, ow, c, [&](int, float v) { s += v; });
             const int count = cnn_cuda_window_count(g, oh, ow);
             st(y, dt, i, count > 0 ? s / (float)count : nanf(""));
         }
@@ -673,11 +679,8 @@ static __global__ void cnn_cuda_pool_backward_kernel(cnn_pool_mode mode, const v
     const int64_t total = g.n * g.h * g.w * g.c;
     CNN_CUDA_GRID_STRIDE(i, total)
     {
-        int64_t c = i % g.c, t = i / g.c;
-        int64_t w = t % g.w;
-        t /= g.w;
-        int64_t h = t % g.h;
-        int64_t n = t / g.h;
+        int64_t n, h, w, c;
+        cnn_cuda_nhwc_index(i, g.h, g.w, g.c, &n, &h, &w, &c);
         // windows (oh, ow) whose span [oh*sh - top, oh*sh - top + kh) holds h, and likewise for w
         const int64_t hp = h + g.pad_top, wp = w + g.pad_left;
         const int64_t oh_lo = hp - g.kh + 1 <= 0 ? 0 : (hp - g.kh + 1 + g.sh - 1) / g.sh;
