@@ -15,6 +15,7 @@
 #include "core/data/sampling.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 
 /* Folders nested deeper than this inside a class folder are not followed (a symbolic link loop ends here). */
@@ -44,14 +45,8 @@ static char *dup_str(const char *s)
 void cnn_source_destroy(cnn_source *src)
 {
     if (!src) return;
-    if (src->class_names) {
-        for (int c = 0; c < src->num_classes; c++) free(src->class_names[c]);
-        free(src->class_names);
-    }
-    if (src->paths) {
-        for (int64_t i = 0; i < src->n; i++) free(src->paths[i]);
-        free(src->paths);
-    }
+    cnn_free_strings(src->class_names, src->num_classes);
+    cnn_free_strings(src->paths, src->n);
     if (src->own_ds) cnn_dataset_destroy(src->ds);
     free(src->labels);
     free(src);
@@ -144,8 +139,7 @@ typedef struct file_list {
 
 static void file_list_free(file_list *fl)
 {
-    for (int64_t i = 0; i < fl->n; i++) free(fl->paths[i]);
-    free(fl->paths);
+    cnn_free_strings(fl->paths, fl->n);
     free(fl->labels);
     memset(fl, 0, sizeof *fl);
 }
@@ -250,20 +244,13 @@ static cnn_status list_dir(const char *dir, char ***names, int64_t *count)
     }
     closedir(d);
     if (st != CNN_OK) {
-        for (int64_t i = 0; i < n; i++) free(v[i]);
-        free(v);
+        cnn_free_strings(v, n);
         return st;
     }
     if (n) qsort(v, (size_t)n, sizeof *v, cmp_str);
     *names = v;
     *count = n;
     return CNN_OK;
-}
-
-static void free_names(char **names, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) free(names[i]);
-    free(names);
 }
 
 static int is_dir(const char *path)
@@ -296,7 +283,7 @@ static cnn_status scan_class(const char *dir, int32_t label, int depth, file_lis
             free(path);
         }
     }
-    free_names(names, n);
+    cnn_free_strings(names, n);
     return st;
 }
 
@@ -354,7 +341,7 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
 fail:
     file_list_free(&fl);
     free(classes); /* its strings belong to entries */
-    free_names(entries, n);
+    cnn_free_strings(entries, n);
     return st;
 }
 
@@ -560,8 +547,7 @@ cnn_status cnn_source_from_csv(const char *path, cnn_source **out)
     }
     st = source_from_list(&fl, numeric ? NULL : names, classes, 0, out);
 fail:
-    for (int64_t i = 0; i < nlabel_text; i++) free(label_text[i]);
-    free(label_text);
+    cnn_free_strings(label_text, nlabel_text);
     free(names);
     file_list_free(&fl);
     free(base);

@@ -19,6 +19,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 #include "core/io/json.h"
 #include "core/nn/model_file.h"
@@ -355,10 +356,7 @@ static void add_meta(ckpt_parts *p, const char *key, const char *fmt, ...)
 static void parts_free(ckpt_parts *p)
 {
     for (int i = 0; i < p->nowned; i++) free(p->owned[i]);
-    free(p->owned);
-    free(p->entries);
-    free(p->keys);
-    free(p->values);
+    CNN_FREE_ALL(p->owned, p->entries, p->keys, p->values);
 }
 
 /* Adds a host copy of tensor t as `name` (owned by the list). */

@@ -11,6 +11,7 @@
 #include "core/data/loader.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/nn/optim.h"
 #include "core/nn/qat.h"
 #include "core/ops.h"
@@ -1000,16 +1001,8 @@ cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_tr
 void cnn_metrics_destroy(cnn_metrics *m)
 {
     if (!m) return;
-    free(m->confusion);
-    free(m->precision);
-    free(m->recall);
-    free(m->f1);
-    free(m->support);
-    free(m->auc);
-    free(m->bin_count);
-    free(m->bin_accuracy);
-    free(m->bin_confidence);
-    free(m);
+    CNN_FREE_ALL(m->confusion, m->precision, m->recall, m->f1, m->support, m->auc, m->bin_count, m->bin_accuracy,
+                 m->bin_confidence, m);
 }
 
 cnn_status cnn_metrics_alloc(int k, cnn_metrics **out)
