@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/free_list.h"
+#include "core/names.h"
 #include "core/nn/optim.h"
 #include "core/nn/qat.h"
 #include "core/ops.h"
@@ -20,58 +21,18 @@
 #include "core/train/dist.h"
 
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw", "rmsprop"}; /* in cnn_optimizer_kind order */
-
-cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out)
-{
-    for (int i = 0; i < (int)(sizeof optimizer_names / sizeof *optimizer_names); i++)
-        if (name && !strcmp(name, optimizer_names[i])) {
-            *out = (cnn_optimizer_kind)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of adam, adamw, sgd, rmsprop", name ? name : "(none)");
-}
-
-const char *cnn_optimizer_name(cnn_optimizer_kind kind)
-{
-    return (unsigned)kind < sizeof optimizer_names / sizeof *optimizer_names ? optimizer_names[kind] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_optimizer_parse, cnn_optimizer_name, cnn_optimizer_kind, optimizer_names,
+                         "adam, adamw, sgd, rmsprop")
 
 static const char *const schedule_names[] = {"constant", "step", "cosine"}; /* in cnn_lr_schedule order */
 _Static_assert(CNN_LR_COSINE + 1 == sizeof schedule_names / sizeof *schedule_names, "a name per schedule");
-
-cnn_status cnn_lr_schedule_parse(const char *name, cnn_lr_schedule *out)
-{
-    for (int i = 0; i < (int)(sizeof schedule_names / sizeof *schedule_names); i++)
-        if (name && !strcmp(name, schedule_names[i])) {
-            *out = (cnn_lr_schedule)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of constant, step, cosine", name ? name : "(none)");
-}
-
-const char *cnn_lr_schedule_name(cnn_lr_schedule schedule)
-{
-    return (unsigned)schedule < sizeof schedule_names / sizeof *schedule_names ? schedule_names[schedule] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_lr_schedule_parse, cnn_lr_schedule_name, cnn_lr_schedule, schedule_names,
+                         "constant, step, cosine")
 
 static const char *const monitor_names[] = {"val_loss", "val_accuracy", "loss", "accuracy"}; /* cnn_monitor order */
 _Static_assert(CNN_MONITOR_ACCURACY + 1 == sizeof monitor_names / sizeof *monitor_names, "a name per monitor");
-
-cnn_status cnn_monitor_parse(const char *name, cnn_monitor *out)
-{
-    for (int i = 0; i < (int)(sizeof monitor_names / sizeof *monitor_names); i++)
-        if (name && !strcmp(name, monitor_names[i])) {
-            *out = (cnn_monitor)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of val_loss, val_accuracy, loss, accuracy",
-                     name ? name : "(none)");
-}
-
-const char *cnn_monitor_name(cnn_monitor monitor)
-{
-    return (unsigned)monitor < sizeof monitor_names / sizeof *monitor_names ? monitor_names[monitor] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_monitor_parse, cnn_monitor_name, cnn_monitor, monitor_names,
+                         "val_loss, val_accuracy, loss, accuracy")
 
 void cnn_train_config_defaults(cnn_train_config *c)
 {
