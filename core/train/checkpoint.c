@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,31 @@ static cnn_status compare_fingerprints(const char *path, const char *stored, con
 // ---------------------------------------------------------------------------------------------------------------
 // history as JSON
 
+/* The numbers of a history entry after its "epoch", in file order: written and read from this one list. */
+enum { HISTORY_ALWAYS, HISTORY_WITH_VAL, HISTORY_WITH_PRUNING };
+static const struct history_number {
+    const char *key;
+    size_t offset; /* of the double in cnn_epoch_stats */
+    int when;      /* HISTORY_WITH_VAL: with has_val (val_loss in the file); HISTORY_WITH_PRUNING: sparsity >= 0 */
+} history_numbers[] = {
+    {"loss", offsetof(cnn_epoch_stats, loss), HISTORY_ALWAYS},
+    {"accuracy", offsetof(cnn_epoch_stats, accuracy), HISTORY_ALWAYS},
+    {"val_loss", offsetof(cnn_epoch_stats, val_loss), HISTORY_WITH_VAL},
+    {"val_accuracy", offsetof(cnn_epoch_stats, val_accuracy), HISTORY_WITH_VAL},
+    {"seconds", offsetof(cnn_epoch_stats, seconds), HISTORY_ALWAYS},
+    {"images_per_sec", offsetof(cnn_epoch_stats, images_per_sec), HISTORY_ALWAYS},
+    {"lr", offsetof(cnn_epoch_stats, lr), HISTORY_ALWAYS},
+    {"wall_time", offsetof(cnn_epoch_stats, wall_time), HISTORY_ALWAYS},
+    {"sparsity", offsetof(cnn_epoch_stats, sparsity), HISTORY_WITH_PRUNING},
+};
+#define HISTORY_NUMBERS (int)(sizeof history_numbers / sizeof *history_numbers)
+
+/* Whether an entry with (or without) validation and pruning has number f. */
+static int history_has(const struct history_number *f, int has_val, int has_sparsity)
+{
+    return f->when == HISTORY_WITH_VAL ? has_val : f->when == HISTORY_WITH_PRUNING ? has_sparsity : 1;
+}
+
 static void write_history(cnn_json_writer *w, const cnn_epoch_stats *h, int n)
 {
     cnn_json_write_begin_array(w);
@@ -206,27 +232,11 @@ static void write_history(cnn_json_writer *w, const cnn_epoch_stats *h, int n)
         cnn_json_write_begin_object(w);
         cnn_json_write_key(w, "epoch");
         cnn_json_write_int(w, e->epoch);
-        cnn_json_write_key(w, "loss");
-        cnn_json_write_number(w, e->loss);
-        cnn_json_write_key(w, "accuracy");
-        cnn_json_write_number(w, e->accuracy);
-        if (e->has_val) {
-            cnn_json_write_key(w, "val_loss");
-            cnn_json_write_number(w, e->val_loss);
-            cnn_json_write_key(w, "val_accuracy");
-            cnn_json_write_number(w, e->val_accuracy);
-        }
-        cnn_json_write_key(w, "seconds");
-        cnn_json_write_number(w, e->seconds);
-        cnn_json_write_key(w, "images_per_sec");
-        cnn_json_write_number(w, e->images_per_sec);
-        cnn_json_write_key(w, "lr");
-        cnn_json_write_number(w, e->lr);
-        cnn_json_write_key(w, "wall_time");
-        cnn_json_write_number(w, e->wall_time);
-        if (e->sparsity >= 0.0) { /* pruning */
-            cnn_json_write_key(w, "sparsity");
-            cnn_json_write_number(w, e->sparsity);
+        for (int j = 0; j < HISTORY_NUMBERS; j++) {
+            const struct history_number *f = &history_numbers[j];
+            if (!history_has(f, e->has_val, e->sparsity >= 0.0)) continue;
+            cnn_json_write_key(w, f->key);
+            cnn_json_write_number(w, *(const double *)((const char *)e + f->offset));
         }
         cnn_json_write_end_object(w);
     }
@@ -253,16 +263,14 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
         cnn_epoch_stats *e = &h[i];
         double epoch;
         memset(e, 0, sizeof *e);
-        int ok = json_num(o, "epoch", &epoch) && json_num(o, "loss", &e->loss) &&
-                 json_num(o, "accuracy", &e->accuracy) && json_num(o, "seconds", &e->seconds) &&
-                 json_num(o, "images_per_sec", &e->images_per_sec) && json_num(o, "lr", &e->lr) &&
-                 json_num(o, "wall_time", &e->wall_time);
+        int ok = json_num(o, "epoch", &epoch);
         e->epoch = (int)epoch;
         e->sparsity = -1.0; /* no pruning */
-        if (cnn_json_get(o, "sparsity")) ok = ok && json_num(o, "sparsity", &e->sparsity);
-        if (cnn_json_get(o, "val_loss")) {
-            e->has_val = 1;
-            ok = ok && json_num(o, "val_loss", &e->val_loss) && json_num(o, "val_accuracy", &e->val_accuracy);
+        e->has_val = cnn_json_get(o, "val_loss") != NULL;
+        for (int j = 0; j < HISTORY_NUMBERS; j++) {
+            const struct history_number *f = &history_numbers[j];
+            if (!history_has(f, e->has_val, cnn_json_get(o, "sparsity") != NULL)) continue;
+            ok = ok && json_num(o, f->key, (double *)((char *)e + f->offset));
         }
         if (!ok || e->epoch != i + 1) {
             cnn_json_free(root);
