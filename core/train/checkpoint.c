@@ -20,6 +20,7 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/float_text.h"
 #include "core/free_list.h"
 #include "core/grow.h"
 #include "core/io/json.h"
@@ -106,14 +107,7 @@ cnn_status cnn_net_restore_snapshot(cnn_net *net, const float *src)
 // the settings a resumed run must share: one "name=value" line each
 
 /* The shortest decimal that reads back as the same float ("0.01", not "0.00999999978"). */
-static const char *short_float(char *buf, size_t n, float v)
-{
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, n, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v) break;
-    }
-    return buf;
-}
+static const char *short_float(char *buf, size_t n, float v) { return cnn_float_text(buf, n, v, 1); }
 
 static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn_dataset *train, cnn_strbuf *b)
 {
