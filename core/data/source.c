@@ -199,6 +199,13 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+/* join() for the folder scans: "out of memory" when the path cannot be allocated. */
+static cnn_status join_path(const char *dir, const char *name, char **path)
+{
+    *path = join(dir, name);
+    return *path ? CNN_OK : cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+}
+
 static int has_image_extension(const char *name)
 {
     static const char *const exts[] = {".jpg", ".jpeg", ".png", ".bmp"};
@@ -268,11 +275,8 @@ static cnn_status scan_class(const char *dir, int32_t label, int depth, file_lis
     cnn_status st = list_dir(dir, &names, &n);
     if (st != CNN_OK) return st;
     for (int64_t i = 0; i < n && st == CNN_OK; i++) {
-        char *path = join(dir, names[i]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            break;
-        }
+        char *path;
+        if ((st = join_path(dir, names[i], &path)) != CNN_OK) break;
         if (is_dir(path)) {
             if (depth < MAX_DEPTH) st = scan_class(path, label, depth + 1, fl, ignored);
             free(path);
@@ -305,11 +309,8 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
         goto fail;
     }
     for (int64_t i = 0; i < n; i++) {
-        char *path = join(dir, entries[i]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            goto fail;
-        }
+        char *path;
+        CNN_TRY(join_path(dir, entries[i], &path));
         if (is_dir(path)) classes[k++] = entries[i];
         else ignored++; /* files beside the class folders */
         free(path);
@@ -324,11 +325,8 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
         goto fail;
     }
     for (int c = 0; c < k; c++) {
-        char *path = join(dir, classes[c]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            goto fail;
-        }
+        char *path;
+        CNN_TRY(join_path(dir, classes[c], &path));
         st = scan_class(path, c, 1, &fl, &ignored);
         free(path);
         if (st != CNN_OK) goto fail;
