@@ -12,6 +12,7 @@
 #include "core/data/loader.h"
 #include "core/draw.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/nn/net.h"
 #include "core/train/dist.h"
 
@@ -234,9 +235,7 @@ cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn
 fail:
     if (b) cnn_loader_release(l, b);
     cnn_loader_destroy(l);
-    free(probs);
-    free(losses);
-    free(labels);
+    CNN_FREE_ALL(probs, losses, labels);
     return st;
 }
 
