@@ -56,8 +56,7 @@ cnn_status cnn_train_state_init(cnn_train_state *s, const cnn_train_config *cfg,
 
 void cnn_train_state_free(cnn_train_state *s)
 {
-    free(s->history);
-    free(s->best_weights);
+    CNN_FREE_ALL(s->history, s->best_weights);
     cnn_pruner_destroy(s->pruner);
     s->history = NULL;
     s->best_weights = NULL;
