@@ -196,10 +196,7 @@ fail:
 static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int training, int batch,
                           cnn_loader_config *lc, float *mean, float *std)
 {
-    cnn_loader_config_defaults(lc);
-    lc->batch_size = batch;
-    cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
-    cnn_loader_config_take_data(lc, cfg);
+    cnn_loader_config_for_net(lc, net, cfg, batch);
     if (cfg) {
         lc->seed = cfg->seed;
         if (!cfg->workers) lc->workers = cnn_dist_loader_workers(cfg->dist); /* ranks share the cores */
