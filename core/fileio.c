@@ -61,11 +61,23 @@ cnn_status cnn_make_dirs(const char *path)
 // ---------------------------------------------------------------------------------------------------------------
 // reading
 
+cnn_status cnn_read_buffer_grow(unsigned char **buf, size_t *cap, size_t first, size_t limit, const char *path,
+                                const char *what)
+{
+    size_t new_cap = *cap == 0 ? first : (*cap <= limit / 2 ? *cap * 2 : limit);
+    if (new_cap > limit) new_cap = limit;
+    unsigned char *grown = realloc(*buf, new_cap);
+    if (!grown) return cnn_error(CNN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes %s", path, new_cap, what);
+    *buf = grown;
+    *cap = new_cap;
+    return CNN_OK;
+}
+
 cnn_status cnn_read_file(const char *path, size_t max_bytes, unsigned char **data, size_t *len)
 {
     cnn_status st = CNN_OK;
     unsigned char *buf = NULL;
-    size_t n = 0, cap;
+    size_t n = 0, cap = 0, first;
     int fd = -1;
     struct stat sb;
 
@@ -96,27 +108,16 @@ cnn_status cnn_read_file(const char *path, size_t max_bytes, unsigned char **dat
                            (intmax_t)sb.st_size, max_bytes);
             goto fail;
         }
-        cap = (size_t)sb.st_size + 2;
+        first = (size_t)sb.st_size + 2;
     } else {
-        cap = CNN_READ_CHUNK < max_bytes + 2 ? CNN_READ_CHUNK : max_bytes + 2;
+        first = CNN_READ_CHUNK < max_bytes + 2 ? CNN_READ_CHUNK : max_bytes + 2;
     }
 
-    buf = malloc(cap);
-    if (!buf) {
-        st = cnn_error(CNN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes to read the file", path, cap);
-        goto fail;
-    }
+    CNN_TRY(cnn_read_buffer_grow(&buf, &cap, first, max_bytes + 2, path, "to read the file"));
     for (;;) {
         if (n + 1 == cap) {
             if (cap == max_bytes + 2) break; /* full: n == max_bytes + 1, refused below */
-            size_t new_cap = cap <= (max_bytes + 2) / 2 ? cap * 2 : max_bytes + 2;
-            unsigned char *grown = realloc(buf, new_cap);
-            if (!grown) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes to read the file", path, new_cap);
-                goto fail;
-            }
-            buf = grown;
-            cap = new_cap;
+            CNN_TRY(cnn_read_buffer_grow(&buf, &cap, first, max_bytes + 2, path, "to read the file"));
         }
         ssize_t r = read(fd, buf + n, cap - 1 - n);
         if (r < 0) {

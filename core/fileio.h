@@ -20,6 +20,12 @@ extern "C" {
  * CNN_ERR_IO. On failure *data is NULL and *len is 0. */
 cnn_status cnn_read_file(const char *path, size_t max_bytes, unsigned char **data, size_t *len);
 
+/* Grows a buffer that a reader of `path` fills piece by piece: its capacity *cap doubles, to at most `limit` (it is
+ * `first`, also at most `limit`, when *cap is 0), and *buf is reallocated to it. CNN_ERR_NO_MEMORY "PATH: cannot
+ * allocate N bytes WHAT" when that fails, *buf and *cap unchanged. */
+cnn_status cnn_read_buffer_grow(unsigned char **buf, size_t *cap, size_t first, size_t limit, const char *path,
+                                const char *what);
+
 /* cnn_write_file_atomic(path, parts, sizes, nparts) is public, in cnn/io.h. Details: parts[i] may be NULL when
  * sizes[i] is 0; the temporary file is PATH.tmp-PID-N; on any failure it is removed and an existing `path` is
  * left as it was; the new file gets mode 0666 minus the umask, as fopen would give it; a failure to fsync the

@@ -49,6 +49,19 @@ static void shape_text(int ndim, const int64_t *shape, char *buf, size_t size)
     if (len < size) snprintf(buf + len, size - len, ")");
 }
 
+/* A tensor of this backend, dtype and shape that owns its memory, none allocated yet; NULL when out of host memory. */
+static cnn_tensor *tensor_header(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape)
+{
+    cnn_tensor *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->backend = backend;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->owns_data = 1;
+    return t;
+}
+
 cnn_status cnn_tensor_describe(cnn_backend *backend, cnn_dtype dtype, int ndim, const int64_t *shape,
                                cnn_tensor **out)
 {
@@ -63,13 +76,8 @@ cnn_status cnn_tensor_describe(cnn_backend *backend, cnn_dtype dtype, int ndim, 
         shape_text(ndim, shape, text, sizeof text);
         return cnn_error(CNN_ERR_SHAPE, "a tensor of shape %s: its size in bytes overflows 64-bit arithmetic", text);
     }
-    cnn_tensor *t = calloc(1, sizeof *t);
+    cnn_tensor *t = tensor_header(backend, dtype, ndim, shape);
     if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_describe: out of host memory");
-    t->backend = backend;
-    t->dtype = dtype;
-    t->ndim = ndim;
-    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    t->owns_data = 1;
     *out = t;
     return CNN_OK;
 }
@@ -88,11 +96,8 @@ cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, co
     *out = NULL;
     if (!backend || (unsigned)dtype >= CNN_DTYPE_COUNT || ndim < 1 || ndim > CNN_MAX_DIMS || !shape)
         return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: bad backend, dtype or rank %d", ndim);
-    cnn_tensor *t = calloc(1, sizeof *t);
+    cnn_tensor *t = tensor_header(backend, dtype, ndim, shape);
     if (!t) return cnn_error(CNN_ERR_NO_MEMORY, "cnn_tensor_create: out of host memory");
-    t->backend = backend;
-    t->dtype = dtype;
-    t->ndim = ndim;
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || (shape[i] > 0 && n > INT64_MAX / 4 / shape[i])) {
@@ -100,20 +105,12 @@ cnn_status cnn_tensor_create(cnn_backend *backend, cnn_dtype dtype, int ndim, co
             return cnn_error(CNN_ERR_INVALID_ARG, "cnn_tensor_create: dimension %d (%lld) is negative or too large",
                              i, (long long)shape[i]);
         }
-        t->shape[i] = shape[i];
         n *= shape[i];
     }
-    size_t bytes = cnn_tensor_bytes(t);
-    if (bytes > 0) {
-        cnn_status st = cnn_op_alloc(backend, bytes, &t->data);
-        if (st != CNN_OK) {
-            free(t);
-            return st;
-        }
-    }
-    t->owns_data = 1;
-    *out = t;
-    return CNN_OK;
+    cnn_status st = cnn_tensor_materialize(t);
+    if (st == CNN_OK) *out = t;
+    else free(t);
+    return st;
 }
 
 void cnn_tensor_destroy(cnn_tensor *t)

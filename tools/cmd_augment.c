@@ -44,7 +44,9 @@ int cmd_augment_preview(int argc, char **argv)
     cnn_source *src = NULL;
     float *grid = NULL;
     rc = 1;
-    int h = 0, w = 0, c = 0, rh = 0, rw = 0;
+    int h = 0, w = 0, c = 0;
+    cnn_loader_config cfg;
+    cnn_loader_config_defaults(&cfg);
     char from_model[1024];
     const char *model_augment = NULL;
     if (model) {
@@ -63,7 +65,7 @@ int cmd_augment_preview(int argc, char **argv)
         rc = 2;
         goto done;
     }
-    if (resize && sscanf(resize, "%dx%d", &rh, &rw) != 2) {
+    if (resize && sscanf(resize, "%dx%d", &cfg.resize_h, &cfg.resize_w) != 2) {
         fprintf(stderr, "cnn augment-preview: --resize: expected HxW, e.g. 36x36, got '%s'\n", resize);
         rc = 2;
         goto done;
@@ -93,13 +95,9 @@ int cmd_augment_preview(int argc, char **argv)
         w = ds ? ds->w : 64;
         c = ds ? ds->c : 3;
     }
-    cnn_loader_config cfg;
-    cnn_loader_config_defaults(&cfg);
     cfg.h = h;
     cfg.w = w;
     cfg.c = c;
-    cfg.resize_h = rh;
-    cfg.resize_w = rw;
     cfg.seed = seed;
     int64_t count = cnn_source_count(src);
     if (samples > count) samples = (int)count;

@@ -20,6 +20,7 @@
 #include "core/crc32c.h"
 #include "core/data/image.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/progress.h"
 
 struct cnn_distill {
@@ -58,14 +59,7 @@ cnn_status cnn_distill_check(const cnn_net *student, const cnn_net *teacher, flo
 void cnn_distill_destroy(cnn_distill *d)
 {
     if (!d) return;
-    free(d->pix);
-    free(d->tin);
-    free(d->zs);
-    free(d->zt);
-    free(d->ce);
-    free(d->grad);
-    free(d->labels);
-    free(d);
+    CNN_FREE_ALL(d->pix, d->tin, d->zs, d->zt, d->ce, d->grad, d->labels, d);
 }
 
 cnn_status cnn_distill_create(const cnn_net *student, const cnn_train_config *cfg, int batch, cnn_distill **out)

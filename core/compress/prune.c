@@ -7,6 +7,7 @@
 
 #include "core/compress/prune.h"
 #include "core/error.h"
+#include "core/names.h"
 
 static const char *const structure_names[] = {"unstructured", "channel", "2:4"};
 _Static_assert(sizeof structure_names / sizeof *structure_names == CNN_PRUNE_STRUCTURE_COUNT, "one name per structure");
@@ -25,20 +26,8 @@ void cnn_prune_config_defaults(cnn_prune_config *c)
     c->frequency = PRUNE_DEFAULT_FREQUENCY;
 }
 
-cnn_status cnn_prune_structure_parse(const char *name, cnn_prune_structure *out)
-{
-    for (int i = 0; i < CNN_PRUNE_STRUCTURE_COUNT; i++)
-        if (name && !strcmp(name, structure_names[i])) {
-            *out = (cnn_prune_structure)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of unstructured, channel, 2:4", name ? name : "(none)");
-}
-
-const char *cnn_prune_structure_name(cnn_prune_structure s)
-{
-    return (unsigned)s < CNN_PRUNE_STRUCTURE_COUNT ? structure_names[s] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_prune_structure_parse, cnn_prune_structure_name, cnn_prune_structure, structure_names,
+                         "unstructured, channel, 2:4")
 
 cnn_status cnn_prune_check(const cnn_prune_config *c)
 {

@@ -15,6 +15,7 @@
 
 #include "core/compress/prune.h"
 #include "core/error.h"
+#include "core/free_list.h"
 
 /* f(0) = 0: a channel that is zero before the activation stays zero after it */
 static int zero_preserving(cnn_act a) { return a != CNN_ACT_SIGMOID; }
@@ -43,13 +44,7 @@ static void uf_join(int64_t *parent, int64_t a, int64_t b)
 void cnn_prune_groups_free(cnn_prune_groups *g)
 {
     if (!g) return;
-    free(g->off);
-    free(g->gid);
-    free(g->layer_of);
-    free(g->family);
-    free(g->first);
-    free(g->members);
-    free(g->bn_after);
+    CNN_FREE_ALL(g->off, g->gid, g->layer_of, g->family, g->first, g->members, g->bn_after);
     memset(g, 0, sizeof *g);
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/float_text.h"
 
 #define TWO_PI 6.283185307179586
 /* Random erasing's area fraction and aspect-ratio ranges and attempts (Zhong et al. 2017; torchvision's
@@ -174,16 +175,9 @@ cnn_status cnn_augment_parse(const char *text, cnn_augment *out)
     return st;
 }
 
-/* The shortest of %.6g .. %.9g that reads back as the same float (%.9g always does): "0.05", and every digit of
- * "0.123456789" that the float holds, so that the canonical text parses back to the same settings. */
-static const char *float_text(char *buf, size_t n, float v)
-{
-    for (int p = 6; p <= 9; p++) {
-        snprintf(buf, n, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v) break;
-    }
-    return buf;
-}
+/* The shortest of %.6g .. %.9g that reads back as the same float: "0.05", and every digit of "0.123456789" that the
+ * float holds, so that the canonical text parses back to the same settings. */
+static const char *float_text(char *buf, size_t n, float v) { return cnn_float_text(buf, n, v, 6); }
 
 void cnn_augment_format(const cnn_augment *a, char *buf, size_t size)
 {

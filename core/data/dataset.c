@@ -14,6 +14,7 @@
 #include "core/data/sampling.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/rng.h"
 
 /* Both MNIST and Fashion-MNIST have ten classes. */
@@ -79,10 +80,7 @@ static cnn_status copy_class_names(cnn_dataset *dst, const char *const *names, i
 void cnn_dataset_destroy(cnn_dataset *ds)
 {
     if (!ds) return;
-    if (ds->class_names) {
-        for (int i = 0; i < ds->num_classes; i++) free(ds->class_names[i]);
-        free(ds->class_names);
-    }
+    cnn_free_strings(ds->class_names, ds->num_classes);
     free(ds->images);
     free(ds->pixels);
     free(ds->labels);

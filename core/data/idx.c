@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "core/error.h"
+#include "core/fileio.h"
 
 #define IDX_TYPE_U8 0x08
 /* First data buffer; it doubles up to the declared size as data arrives. */
@@ -167,17 +168,7 @@ static cnn_status idx_read_data(gzFile f, const char *path, size_t total, const 
     size_t got = 0, cap = 0, filled = 0;
     cnn_status st = CNN_OK;
     while (filled < total) {
-        if (filled == cap) {
-            size_t new_cap = cap == 0 ? IDX_FIRST_BUFFER : (cap <= total / 2 ? cap * 2 : total);
-            if (new_cap > total) new_cap = total;
-            unsigned char *grown = realloc(data, new_cap);
-            if (!grown) {
-                st = cnn_error(CNN_ERR_NO_MEMORY, "%s: cannot allocate %zu bytes for the data", path, new_cap);
-                goto fail;
-            }
-            data = grown;
-            cap = new_cap;
-        }
+        if (filled == cap) CNN_TRY(cnn_read_buffer_grow(&data, &cap, IDX_FIRST_BUFFER, total, path, "for the data"));
         if (gz_read_upto(f, data + filled, cap - filled, &got) != 0) {
             st = gz_failure(f, path, "the data");
             goto fail;

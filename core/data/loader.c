@@ -779,6 +779,15 @@ cnn_status cnn_source_stats(const cnn_source *src, const cnn_loader_config *cfg,
     return st;
 }
 
+void cnn_loader_config_for_net(cnn_loader_config *lc, const cnn_net *net, const cnn_train_config *cfg, int batch_size)
+{
+    cnn_loader_config_defaults(lc);
+    lc->batch_size = batch_size;
+    cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
+    lc->sampler = CNN_SAMPLER_SEQUENTIAL;
+    cnn_loader_config_take_data(lc, cfg);
+}
+
 void cnn_loader_config_take_data(cnn_loader_config *lc, const cnn_train_config *cfg)
 {
     if (!cfg) return;

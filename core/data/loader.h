@@ -9,4 +9,8 @@
  * prefetch depth, the pixel limit, strictness and warnings. Nothing when cfg is NULL. */
 void cnn_loader_config_take_data(cnn_loader_config *lc, const cnn_train_config *cfg);
 
+/* The defaults, then batches of batch_size images of net's input shape drawn in order (sequential sampler), with the
+ * data settings of cfg (cnn_loader_config_take_data): the start of every loader the library makes for a network. */
+void cnn_loader_config_for_net(cnn_loader_config *lc, const cnn_net *net, const cnn_train_config *cfg, int batch_size);
+
 #endif

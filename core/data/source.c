@@ -15,6 +15,7 @@
 #include "core/data/sampling.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 
 /* Folders nested deeper than this inside a class folder are not followed (a symbolic link loop ends here). */
@@ -44,14 +45,8 @@ static char *dup_str(const char *s)
 void cnn_source_destroy(cnn_source *src)
 {
     if (!src) return;
-    if (src->class_names) {
-        for (int c = 0; c < src->num_classes; c++) free(src->class_names[c]);
-        free(src->class_names);
-    }
-    if (src->paths) {
-        for (int64_t i = 0; i < src->n; i++) free(src->paths[i]);
-        free(src->paths);
-    }
+    cnn_free_strings(src->class_names, src->num_classes);
+    cnn_free_strings(src->paths, src->n);
     if (src->own_ds) cnn_dataset_destroy(src->ds);
     free(src->labels);
     free(src);
@@ -144,8 +139,7 @@ typedef struct file_list {
 
 static void file_list_free(file_list *fl)
 {
-    for (int64_t i = 0; i < fl->n; i++) free(fl->paths[i]);
-    free(fl->paths);
+    cnn_free_strings(fl->paths, fl->n);
     free(fl->labels);
     memset(fl, 0, sizeof *fl);
 }
@@ -205,6 +199,13 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
+/* join() for the folder scans: "out of memory" when the path cannot be allocated. */
+static cnn_status join_path(const char *dir, const char *name, char **path)
+{
+    *path = join(dir, name);
+    return *path ? CNN_OK : cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
+}
+
 static int has_image_extension(const char *name)
 {
     static const char *const exts[] = {".jpg", ".jpeg", ".png", ".bmp"};
@@ -250,20 +251,13 @@ static cnn_status list_dir(const char *dir, char ***names, int64_t *count)
     }
     closedir(d);
     if (st != CNN_OK) {
-        for (int64_t i = 0; i < n; i++) free(v[i]);
-        free(v);
+        cnn_free_strings(v, n);
         return st;
     }
     if (n) qsort(v, (size_t)n, sizeof *v, cmp_str);
     *names = v;
     *count = n;
     return CNN_OK;
-}
-
-static void free_names(char **names, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) free(names[i]);
-    free(names);
 }
 
 static int is_dir(const char *path)
@@ -281,11 +275,8 @@ static cnn_status scan_class(const char *dir, int32_t label, int depth, file_lis
     cnn_status st = list_dir(dir, &names, &n);
     if (st != CNN_OK) return st;
     for (int64_t i = 0; i < n && st == CNN_OK; i++) {
-        char *path = join(dir, names[i]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            break;
-        }
+        char *path;
+        if ((st = join_path(dir, names[i], &path)) != CNN_OK) break;
         if (is_dir(path)) {
             if (depth < MAX_DEPTH) st = scan_class(path, label, depth + 1, fl, ignored);
             free(path);
@@ -296,7 +287,7 @@ static cnn_status scan_class(const char *dir, int32_t label, int depth, file_lis
             free(path);
         }
     }
-    free_names(names, n);
+    cnn_free_strings(names, n);
     return st;
 }
 
@@ -318,11 +309,8 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
         goto fail;
     }
     for (int64_t i = 0; i < n; i++) {
-        char *path = join(dir, entries[i]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            goto fail;
-        }
+        char *path;
+        CNN_TRY(join_path(dir, entries[i], &path));
         if (is_dir(path)) classes[k++] = entries[i];
         else ignored++; /* files beside the class folders */
         free(path);
@@ -337,11 +325,8 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
         goto fail;
     }
     for (int c = 0; c < k; c++) {
-        char *path = join(dir, classes[c]);
-        if (!path) {
-            st = cnn_error(CNN_ERR_NO_MEMORY, "out of memory");
-            goto fail;
-        }
+        char *path;
+        CNN_TRY(join_path(dir, classes[c], &path));
         st = scan_class(path, c, 1, &fl, &ignored);
         free(path);
         if (st != CNN_OK) goto fail;
@@ -354,7 +339,7 @@ cnn_status cnn_source_from_folder(const char *dir, cnn_source **out)
 fail:
     file_list_free(&fl);
     free(classes); /* its strings belong to entries */
-    free_names(entries, n);
+    cnn_free_strings(entries, n);
     return st;
 }
 
@@ -560,8 +545,7 @@ cnn_status cnn_source_from_csv(const char *path, cnn_source **out)
     }
     st = source_from_list(&fl, numeric ? NULL : names, classes, 0, out);
 fail:
-    for (int64_t i = 0; i < nlabel_text; i++) free(label_text[i]);
-    free(label_text);
+    cnn_free_strings(label_text, nlabel_text);
     free(names);
     file_list_free(&fl);
     free(base);

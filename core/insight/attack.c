@@ -156,22 +156,14 @@ cnn_status cnn_evaluate_attack(cnn_net *net, const cnn_source *src, const cnn_tr
     cnn_loader *l = NULL;
     cnn_batch *b = NULL;
     float *adv = NULL, *probs = NULL;
-    int h, w, c;
     const int k = cnn_net_num_outputs(net);
-    cnn_net_input_shape(net, &h, &w, &c);
-    const size_t per = (size_t)h * w * c;
     int64_t clean_ok = 0, adv_ok = 0, seen = 0;
     double clean_loss = 0.0, adv_loss = 0.0;
     /* the loader without normalization: the attack works on [0, 1] pixels, cnn_grad normalizes */
     cnn_loader_config lc;
-    cnn_loader_config_defaults(&lc);
-    lc.batch_size = batch;
-    lc.h = h;
-    lc.w = w;
-    lc.c = c;
-    lc.sampler = CNN_SAMPLER_SEQUENTIAL;
+    cnn_loader_config_for_net(&lc, net, data, batch);
     lc.epochs = 1;
-    cnn_loader_config_take_data(&lc, data);
+    const size_t per = (size_t)lc.h * lc.w * lc.c;
     CNN_TRY(cnn_grad_create(net, batch, &g));
     CNN_TRY(cnn_loader_create(src, &lc, &l));
     adv = malloc((size_t)batch * per * sizeof *adv);

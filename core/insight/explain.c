@@ -14,6 +14,7 @@
 #include "core/data/image.h"
 #include "core/draw.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/nn/net.h"
 #include "core/rng.h"
 
@@ -51,9 +52,7 @@ void cnn_explain_config_defaults(cnn_explain_config *cfg)
 void cnn_explanation_free(cnn_explanation *e)
 {
     if (!e) return;
-    free(e->probs);
-    free(e->map);
-    free(e->raw);
+    CNN_FREE_ALL(e->probs, e->map, e->raw);
     memset(e, 0, sizeof *e);
 }
 

@@ -5,6 +5,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/nn/net.h"
 #include "core/nn/qat.h"
 #include "core/ops.h"
@@ -516,21 +517,11 @@ void cnn_net_destroy(cnn_net *net)
     if (!net) return;
     free_buffers(net);
     cnn_qat_free(net);
-    if (net->class_names) { /* before the layers: their count comes from the last layer */
-        for (int i = 0; i < cnn_net_num_outputs(net); i++) free(net->class_names[i]);
-        free(net->class_names);
-    }
+    cnn_free_strings(net->class_names, cnn_net_num_outputs(net)); /* before the layers: the count is the last's */
     for (int i = 0; i < net->nlayers; i++) cnn_layer_destroy(net->layers[i]);
-    free(net->layers);
-    free(net->norm_mean);
-    free(net->norm_std);
-    free(net->profile_mean);
-    free(net->profile_std);
-    free(net->class_freq);
     cnn_tensor_destroy(net->class_weights);
-    free(net->definition);
-    free(net->source);
-    free(net);
+    CNN_FREE_ALL(net->layers, net->norm_mean, net->norm_std, net->profile_mean, net->profile_std, net->class_freq,
+                 net->definition, net->source, net);
 }
 
 /* ---- queries ----------------------------------------------------------------------------------------------- */

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/lite/lite_quant.h"
 #include "core/nn/qat.h"
 
@@ -225,14 +226,7 @@ void cnn_qat_free(cnn_net *net)
         free(q->master[i]);
         free(q->mask[i]);
     }
-    free(q->point);
-    free(q->relu);
-    free(q->fold);
-    free(q->master);
-    free(q->mask);
-    free(q->mask_len);
-    free(q->buf);
-    free(q);
+    CNN_FREE_ALL(q->point, q->relu, q->fold, q->master, q->mask, q->mask_len, q->buf, q);
     net->qat_state = NULL;
 }
 

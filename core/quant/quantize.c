@@ -22,6 +22,7 @@
 #include "cnn/cnn.h"
 #include "cnn/lite.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
@@ -463,10 +464,7 @@ static cnn_status qfile_add(qfile *f, const char *name, const char *suffix, cnn_
 static void qfile_free(qfile *f)
 {
     for (int i = 0; i < f->n; i++) free(f->owned[i]);
-    free(f->entries);
-    free(f->shapes);
-    free(f->names);
-    free(f->owned);
+    CNN_FREE_ALL(f->entries, f->shapes, f->names, f->owned);
 }
 
 /* One op's weights for a mode. For int8 the op's input scale is in_scale. */

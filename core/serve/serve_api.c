@@ -12,6 +12,7 @@
 
 #include "core/data/image.h"
 #include "core/error.h"
+#include "core/free_list.h"
 
 // ---------------------------------------------------------------------------------------------------------------
 // base64 (RFC 4648: the standard alphabet and the URL-safe one)
@@ -447,9 +448,7 @@ cnn_status cnn_serve_parse_request(cnn_serve_api api, const char *body, size_t l
 void cnn_serve_request_free(cnn_serve_request *req)
 {
     if (!req) return;
-    free(req->images);
-    free(req->id);
-    free(req->input_name);
+    CNN_FREE_ALL(req->images, req->id, req->input_name);
     memset(req, 0, sizeof *req);
 }
 

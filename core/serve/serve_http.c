@@ -18,6 +18,7 @@
 #include "cnn/cnn.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 
 void cnn_serve_config_default(cnn_serve_config *cfg)
@@ -1152,12 +1153,7 @@ static void server_free(cnn_server *s)
         for (size_t i = 0; t[i]; i++) t[i] = 0;
         free(s->token);
     }
-    free(s->counts);
-    free(s->config_path);
-    free(s->config_dir);
-    free(s->host);
-    free(s->device);
-    free(s);
+    CNN_FREE_ALL(s->counts, s->config_path, s->config_dir, s->host, s->device, s);
 }
 
 /* A new entry for `version`, LOADING, in the list by descending number; NULL when out of memory. Under the lock. */

@@ -6,6 +6,7 @@
 
 #include "cnn/bench.h"
 #include "core/error.h"
+#include "core/names.h"
 #include "core/nn/optim.h"
 #include "core/progress.h"
 
@@ -21,23 +22,9 @@ void cnn_bench_config_defaults(cnn_bench_config *cfg)
     cfg->optimizer = CNN_OPTIM_ADAM;
 }
 
-static const char *const modes_names[] = {"train", "infer", "both"}; /* the bit sets 1, 2 and 3 */
-_Static_assert(CNN_BENCH_TRAIN == 1 && CNN_BENCH_INFER == 2, "modes_names is indexed by the bit set - 1");
-
-cnn_status cnn_bench_modes_parse(const char *name, int *modes)
-{
-    for (int i = 0; i < (int)(sizeof modes_names / sizeof *modes_names); i++)
-        if (name && !strcmp(name, modes_names[i])) {
-            *modes = i + 1;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of train, infer, both", name ? name : "(none)");
-}
-
-const char *cnn_bench_modes_name(int modes)
-{
-    return modes >= 1 && modes <= (int)(sizeof modes_names / sizeof *modes_names) ? modes_names[modes - 1] : "?";
-}
+static const char *const modes_names[] = {NULL, "train", "infer", "both"}; /* the bit sets 1, 2 and 3 */
+_Static_assert(CNN_BENCH_TRAIN == 1 && CNN_BENCH_INFER == 2, "modes_names is indexed by the bit set");
+CNN_NAME_TABLE_FUNCTIONS(cnn_bench_modes_parse, cnn_bench_modes_name, int, modes_names, "train, infer, both")
 
 void cnn_bench_result_destroy(cnn_bench_result *r)
 {

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 #include "core/crc32c.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/float_text.h"
+#include "core/free_list.h"
 #include "core/grow.h"
 #include "core/io/json.h"
 #include "core/nn/model_file.h"
@@ -53,8 +56,7 @@ cnn_status cnn_train_state_init(cnn_train_state *s, const cnn_train_config *cfg,
 
 void cnn_train_state_free(cnn_train_state *s)
 {
-    free(s->history);
-    free(s->best_weights);
+    CNN_FREE_ALL(s->history, s->best_weights);
     cnn_pruner_destroy(s->pruner);
     s->history = NULL;
     s->best_weights = NULL;
@@ -104,14 +106,7 @@ cnn_status cnn_net_restore_snapshot(cnn_net *net, const float *src)
 // the settings a resumed run must share: one "name=value" line each
 
 /* The shortest decimal that reads back as the same float ("0.01", not "0.00999999978"). */
-static const char *short_float(char *buf, size_t n, float v)
-{
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, n, "%.*g", p, (double)v);
-        if (strtof(buf, NULL) == v) break;
-    }
-    return buf;
-}
+static const char *short_float(char *buf, size_t n, float v) { return cnn_float_text(buf, n, v, 1); }
 
 static void fingerprint(const cnn_train_config *c, const cnn_net *net, const cnn_dataset *train, cnn_strbuf *b)
 {
@@ -197,6 +192,31 @@ static cnn_status compare_fingerprints(const char *path, const char *stored, con
 // ---------------------------------------------------------------------------------------------------------------
 // history as JSON
 
+/* The numbers of a history entry after its "epoch", in file order: written and read from this one list. */
+enum { HISTORY_ALWAYS, HISTORY_WITH_VAL, HISTORY_WITH_PRUNING };
+static const struct history_number {
+    const char *key;
+    size_t offset; /* of the double in cnn_epoch_stats */
+    int when;      /* HISTORY_WITH_VAL: with has_val (val_loss in the file); HISTORY_WITH_PRUNING: sparsity >= 0 */
+} history_numbers[] = {
+    {"loss", offsetof(cnn_epoch_stats, loss), HISTORY_ALWAYS},
+    {"accuracy", offsetof(cnn_epoch_stats, accuracy), HISTORY_ALWAYS},
+    {"val_loss", offsetof(cnn_epoch_stats, val_loss), HISTORY_WITH_VAL},
+    {"val_accuracy", offsetof(cnn_epoch_stats, val_accuracy), HISTORY_WITH_VAL},
+    {"seconds", offsetof(cnn_epoch_stats, seconds), HISTORY_ALWAYS},
+    {"images_per_sec", offsetof(cnn_epoch_stats, images_per_sec), HISTORY_ALWAYS},
+    {"lr", offsetof(cnn_epoch_stats, lr), HISTORY_ALWAYS},
+    {"wall_time", offsetof(cnn_epoch_stats, wall_time), HISTORY_ALWAYS},
+    {"sparsity", offsetof(cnn_epoch_stats, sparsity), HISTORY_WITH_PRUNING},
+};
+#define HISTORY_NUMBERS (int)(sizeof history_numbers / sizeof *history_numbers)
+
+/* Whether an entry with (or without) validation and pruning has number f. */
+static int history_has(const struct history_number *f, int has_val, int has_sparsity)
+{
+    return f->when == HISTORY_WITH_VAL ? has_val : f->when == HISTORY_WITH_PRUNING ? has_sparsity : 1;
+}
+
 static void write_history(cnn_json_writer *w, const cnn_epoch_stats *h, int n)
 {
     cnn_json_write_begin_array(w);
@@ -205,27 +225,11 @@ static void write_history(cnn_json_writer *w, const cnn_epoch_stats *h, int n)
         cnn_json_write_begin_object(w);
         cnn_json_write_key(w, "epoch");
         cnn_json_write_int(w, e->epoch);
-        cnn_json_write_key(w, "loss");
-        cnn_json_write_number(w, e->loss);
-        cnn_json_write_key(w, "accuracy");
-        cnn_json_write_number(w, e->accuracy);
-        if (e->has_val) {
-            cnn_json_write_key(w, "val_loss");
-            cnn_json_write_number(w, e->val_loss);
-            cnn_json_write_key(w, "val_accuracy");
-            cnn_json_write_number(w, e->val_accuracy);
-        }
-        cnn_json_write_key(w, "seconds");
-        cnn_json_write_number(w, e->seconds);
-        cnn_json_write_key(w, "images_per_sec");
-        cnn_json_write_number(w, e->images_per_sec);
-        cnn_json_write_key(w, "lr");
-        cnn_json_write_number(w, e->lr);
-        cnn_json_write_key(w, "wall_time");
-        cnn_json_write_number(w, e->wall_time);
-        if (e->sparsity >= 0.0) { /* pruning */
-            cnn_json_write_key(w, "sparsity");
-            cnn_json_write_number(w, e->sparsity);
+        for (int j = 0; j < HISTORY_NUMBERS; j++) {
+            const struct history_number *f = &history_numbers[j];
+            if (!history_has(f, e->has_val, e->sparsity >= 0.0)) continue;
+            cnn_json_write_key(w, f->key);
+            cnn_json_write_number(w, *(const double *)((const char *)e + f->offset));
         }
         cnn_json_write_end_object(w);
     }
@@ -252,16 +256,14 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
         cnn_epoch_stats *e = &h[i];
         double epoch;
         memset(e, 0, sizeof *e);
-        int ok = json_num(o, "epoch", &epoch) && json_num(o, "loss", &e->loss) &&
-                 json_num(o, "accuracy", &e->accuracy) && json_num(o, "seconds", &e->seconds) &&
-                 json_num(o, "images_per_sec", &e->images_per_sec) && json_num(o, "lr", &e->lr) &&
-                 json_num(o, "wall_time", &e->wall_time);
+        int ok = json_num(o, "epoch", &epoch);
         e->epoch = (int)epoch;
         e->sparsity = -1.0; /* no pruning */
-        if (cnn_json_get(o, "sparsity")) ok = ok && json_num(o, "sparsity", &e->sparsity);
-        if (cnn_json_get(o, "val_loss")) {
-            e->has_val = 1;
-            ok = ok && json_num(o, "val_loss", &e->val_loss) && json_num(o, "val_accuracy", &e->val_accuracy);
+        e->has_val = cnn_json_get(o, "val_loss") != NULL;
+        for (int j = 0; j < HISTORY_NUMBERS; j++) {
+            const struct history_number *f = &history_numbers[j];
+            if (!history_has(f, e->has_val, cnn_json_get(o, "sparsity") != NULL)) continue;
+            ok = ok && json_num(o, f->key, (double *)((char *)e + f->offset));
         }
         if (!ok || e->epoch != i + 1) {
             cnn_json_free(root);
@@ -355,10 +357,7 @@ static void add_meta(ckpt_parts *p, const char *key, const char *fmt, ...)
 static void parts_free(ckpt_parts *p)
 {
     for (int i = 0; i < p->nowned; i++) free(p->owned[i]);
-    free(p->owned);
-    free(p->entries);
-    free(p->keys);
-    free(p->values);
+    CNN_FREE_ALL(p->owned, p->entries, p->keys, p->values);
 }
 
 /* Adds a host copy of tensor t as `name` (owned by the list). */

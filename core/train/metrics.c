@@ -12,6 +12,7 @@
 #include "core/data/loader.h"
 #include "core/draw.h"
 #include "core/error.h"
+#include "core/free_list.h"
 #include "core/nn/net.h"
 #include "core/train/dist.h"
 
@@ -182,11 +183,7 @@ cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn
     } else {
         float mean[NORM_MAX], std[NORM_MAX];
         cnn_loader_config lc;
-        cnn_loader_config_defaults(&lc);
-        lc.batch_size = batch_size;
-        cnn_net_input_shape(net, &lc.h, &lc.w, &lc.c);
-        lc.sampler = CNN_SAMPLER_SEQUENTIAL;
-        cnn_loader_config_take_data(&lc, data);
+        cnn_loader_config_for_net(&lc, net, data, batch_size);
         if (lc.c <= NORM_MAX && cnn_net_normalization(net, mean, std)) {
             lc.mean = mean;
             lc.std = std;
@@ -234,9 +231,7 @@ cnn_status cnn_evaluate_source_ex(cnn_net *net, const cnn_source *src, const cnn
 fail:
     if (b) cnn_loader_release(l, b);
     cnn_loader_destroy(l);
-    free(probs);
-    free(losses);
-    free(labels);
+    CNN_FREE_ALL(probs, losses, labels);
     return st;
 }
 

@@ -11,6 +11,8 @@
 #include "core/data/loader.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/free_list.h"
+#include "core/names.h"
 #include "core/nn/optim.h"
 #include "core/nn/qat.h"
 #include "core/ops.h"
@@ -19,58 +21,18 @@
 #include "core/train/dist.h"
 
 static const char *const optimizer_names[] = {"adam", "sgd", "adamw", "rmsprop"}; /* in cnn_optimizer_kind order */
-
-cnn_status cnn_optimizer_parse(const char *name, cnn_optimizer_kind *out)
-{
-    for (int i = 0; i < (int)(sizeof optimizer_names / sizeof *optimizer_names); i++)
-        if (name && !strcmp(name, optimizer_names[i])) {
-            *out = (cnn_optimizer_kind)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of adam, adamw, sgd, rmsprop", name ? name : "(none)");
-}
-
-const char *cnn_optimizer_name(cnn_optimizer_kind kind)
-{
-    return (unsigned)kind < sizeof optimizer_names / sizeof *optimizer_names ? optimizer_names[kind] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_optimizer_parse, cnn_optimizer_name, cnn_optimizer_kind, optimizer_names,
+                         "adam, adamw, sgd, rmsprop")
 
 static const char *const schedule_names[] = {"constant", "step", "cosine"}; /* in cnn_lr_schedule order */
 _Static_assert(CNN_LR_COSINE + 1 == sizeof schedule_names / sizeof *schedule_names, "a name per schedule");
-
-cnn_status cnn_lr_schedule_parse(const char *name, cnn_lr_schedule *out)
-{
-    for (int i = 0; i < (int)(sizeof schedule_names / sizeof *schedule_names); i++)
-        if (name && !strcmp(name, schedule_names[i])) {
-            *out = (cnn_lr_schedule)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of constant, step, cosine", name ? name : "(none)");
-}
-
-const char *cnn_lr_schedule_name(cnn_lr_schedule schedule)
-{
-    return (unsigned)schedule < sizeof schedule_names / sizeof *schedule_names ? schedule_names[schedule] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_lr_schedule_parse, cnn_lr_schedule_name, cnn_lr_schedule, schedule_names,
+                         "constant, step, cosine")
 
 static const char *const monitor_names[] = {"val_loss", "val_accuracy", "loss", "accuracy"}; /* cnn_monitor order */
 _Static_assert(CNN_MONITOR_ACCURACY + 1 == sizeof monitor_names / sizeof *monitor_names, "a name per monitor");
-
-cnn_status cnn_monitor_parse(const char *name, cnn_monitor *out)
-{
-    for (int i = 0; i < (int)(sizeof monitor_names / sizeof *monitor_names); i++)
-        if (name && !strcmp(name, monitor_names[i])) {
-            *out = (cnn_monitor)i;
-            return CNN_OK;
-        }
-    return cnn_error(CNN_ERR_INVALID_ARG, "'%s' is not one of val_loss, val_accuracy, loss, accuracy",
-                     name ? name : "(none)");
-}
-
-const char *cnn_monitor_name(cnn_monitor monitor)
-{
-    return (unsigned)monitor < sizeof monitor_names / sizeof *monitor_names ? monitor_names[monitor] : "?";
-}
+CNN_NAME_TABLE_FUNCTIONS(cnn_monitor_parse, cnn_monitor_name, cnn_monitor, monitor_names,
+                         "val_loss, val_accuracy, loss, accuracy")
 
 void cnn_train_config_defaults(cnn_train_config *c)
 {
@@ -234,10 +196,7 @@ fail:
 static void loader_config(const cnn_net *net, const cnn_train_config *cfg, int training, int batch,
                           cnn_loader_config *lc, float *mean, float *std)
 {
-    cnn_loader_config_defaults(lc);
-    lc->batch_size = batch;
-    cnn_net_input_shape(net, &lc->h, &lc->w, &lc->c);
-    cnn_loader_config_take_data(lc, cfg);
+    cnn_loader_config_for_net(lc, net, cfg, batch);
     if (cfg) {
         lc->seed = cfg->seed;
         if (!cfg->workers) lc->workers = cnn_dist_loader_workers(cfg->dist); /* ranks share the cores */
@@ -1000,16 +959,8 @@ cnn_status cnn_evaluate_source(cnn_net *net, const cnn_source *src, const cnn_tr
 void cnn_metrics_destroy(cnn_metrics *m)
 {
     if (!m) return;
-    free(m->confusion);
-    free(m->precision);
-    free(m->recall);
-    free(m->f1);
-    free(m->support);
-    free(m->auc);
-    free(m->bin_count);
-    free(m->bin_accuracy);
-    free(m->bin_confidence);
-    free(m);
+    CNN_FREE_ALL(m->confusion, m->precision, m->recall, m->f1, m->support, m->auc, m->bin_count, m->bin_accuracy,
+                 m->bin_confidence, m);
 }
 
 cnn_status cnn_metrics_alloc(int k, cnn_metrics **out)
