@@ -67,8 +67,10 @@ struct cnn_qprog {
 };
 
 static const size_t QP_ALIGN = 64;
-/* an int8 conv's or dense's int32 sums per run of its primitive: within this processor's L2 (1 MiB per core) */
-#define QP_CHUNK_BYTES ((size_t)256 << 10)
+/* an int8 conv's or dense's int32 sums per run of its primitive: this processor's L2 (1 MiB per core). A quarter of
+ * it ran as fast on one thread but cost 1.2x on two, in fork-joins: the seed CNN's first convolution ran 2 images at a
+ * time, 32 primitive calls, pooling and requantization passes a batch of 64 (bench/RESULTS.md) */
+#define QP_CHUNK_BYTES ((size_t)1 << 20)
 
 static void *qp_alloc(size_t bytes)
 {
