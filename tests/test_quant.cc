@@ -159,11 +159,18 @@ std::string q_input(int h, int w, int c, int zp) {
          std::to_string(zp) + "\n";
 }
 
+// cnn-lite's requantization of a 64-bit sum: saturated to int32, scaled by m 2^shift (lq_scale), + zp_out, clamped
+// to [lo, 127]
+int8_t requant_code(int64_t acc, int32_t m, int shift, int32_t zp_out, int32_t lo) {
+  const int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, acc));
+  return (int8_t)std::min<int64_t>(127, std::max<int64_t>(lo, (int64_t)lq_scale((int32_t)a, m, shift) + zp_out));
+}
+
 int8_t requant_ref(int64_t acc, double M, int32_t zp_out, int32_t lo) {
   int32_t m;
   int shift;
   lq_quantize_multiplier(M, &m, &shift);
-  return (int8_t)std::min<int64_t>(127, std::max<int64_t>(lo, (int64_t)lq_scale((int32_t)acc, m, shift) + zp_out));
+  return requant_code(acc, m, shift, zp_out, lo);
 }
 
 TEST(LiteInt8, ConvolutionEqualsAnInt32ReferenceExactly) {
@@ -469,10 +476,7 @@ TEST(CompiledInt8, RequantizationKernelEqualsLqScaleBitForBit) {
       cnn_cpu_requant_rows_c(&r, sum.data(), plain.data(), pixels);
       for (int64_t p = 0; p < pixels; p++)
         for (int c = 0; c < oc; c++) {
-          int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, (int64_t)sum[p * oc + c] + off[c]));
-          int64_t v = (int64_t)lq_scale((int32_t)a, mult[c], shift[c]) + zp;
-          v = std::min<int64_t>(127, std::max<int64_t>(lo, v));
-          uint8_t want = (uint8_t)(v + (u8 ? 128 : 0));
+          uint8_t want = (uint8_t)(requant_code((int64_t)sum[p * oc + c] + off[c], mult[c], shift[c], zp, lo) + (u8 ? 128 : 0));
           ASSERT_EQ(fast[p * oc + c], want) << p << " " << c;
           ASSERT_EQ(plain[p * oc + c], want) << p << " " << c;
           checked++;
@@ -539,10 +543,9 @@ TEST(CompiledInt8, RequantizationKernelNearHalvesEqualsLqScale) {
     cnn_cpu_requant_rows_c(&r, sum.data(), plain.data(), pixels);
     for (int64_t p = 0; p < pixels; p++)
       for (int c = 0; c < oc; c++) {
-        int64_t a = std::min<int64_t>(INT32_MAX, std::max<int64_t>(INT32_MIN, (int64_t)sum[p * oc + c] + off[c]));
-        int64_t v = std::min<int64_t>(127, std::max<int64_t>(-128, (int64_t)lq_scale((int32_t)a, mult[c], shift[c]) + zp));
-        ASSERT_EQ(fast[p * oc + c], (uint8_t)(v + 128)) << "oc " << oc << " pixel " << p << " channel " << c;
-        ASSERT_EQ(plain[p * oc + c], (uint8_t)(v + 128)) << "oc " << oc << " pixel " << p << " channel " << c;
+        const uint8_t want = (uint8_t)(requant_code((int64_t)sum[p * oc + c] + off[c], mult[c], shift[c], zp, -128) + 128);
+        ASSERT_EQ(fast[p * oc + c], want) << "oc " << oc << " pixel " << p << " channel " << c;
+        ASSERT_EQ(plain[p * oc + c], want) << "oc " << oc << " pixel " << p << " channel " << c;
         checked++;
       }
     cnn_cpu_requant_free(&r);
