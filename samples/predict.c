@@ -92,9 +92,7 @@ int main(int argc, char **argv)
         float *p = probs + (size_t)i * k;
         printf("%s\n", images[i]);
         for (int r = 0; r < top && r < k; r++) { /* the r-th most likely class */
-            int best = 0;
-            for (int j = 1; j < k; j++)
-                if (p[j] > p[best]) best = j;
+            int best = cnn_argmax(p, k); /* those shown are set to -1 */
             const char *name = cnn_net_class_name(net, best);
             printf("  %d  %-20s %.4f\n", best, name ? name : "-", (double)p[best]);
             p[best] = -1.0f;
