@@ -22,7 +22,14 @@
  *    a code may differ by one where the product lies within float precision of a half (tests/test_quant.cc), and
  *    over a deep network such differences compound (bench/RESULTS.md: ResNet-20).
  * Pooling, adds (cnn-lite's own table), concats, ReLUs and the input's quantization are cnn-lite's exact integer
- * arithmetic, on u8 codes, over the batch in parallel, either way.
+ * arithmetic, on u8 codes, either way.
+ *
+ * Threads: exact int8 splits the batch into as many equal ranges as threads (the most, up to the thread count, that
+ * divide the batch); each thread runs its range through the whole graph, with primitives built for one thread and its
+ * own int32 sums, scratchpad, stream and src/dst memory objects (qp_range): one fork-join a batch. Per-layer
+ * parallelism cost a few fork-joins a layer, and two threads could be slower than one (bench/RESULTS.md, session
+ * 11). Otherwise (one range: batch 1, a batch no count divides, fused or float) every primitive and op runs in
+ * parallel over the batch.
  *
  * float models (float, fp16 and dynamic, whose weights cnn-lite dequantized when it opened the file): the same
  * graph in float32, with oneDNN's f32 convolutions and inner products and their activations fused.
@@ -31,6 +38,8 @@
  * padded convolution with an input zero point and sums oneDNN could round when exact) is
  * CNN_ERR_UNSUPPORTED: the layer then runs cnn-lite's own path, exact. */
 #include <math.h>
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,12 +48,15 @@
 #include "cpu/dnnl_util.h"
 #include "cpu/ops.h"
 
+#define QP_ARGS 6
+
 typedef struct qp_op {
     cnn_lite_op_info o;
     void *y;           /* the output: n x h x w x c u8 codes (int8 models) or floats; a flatten's is its input's */
     int owns_y;
     dnnl_primitive_t prim; /* convolutions and dense layers */
-    dnnl_memory_t mem[4];  /* src, weights (oneDNN's layout, owned), bias, dst */
+    dnnl_memory_t mem[4];  /* src, weights (oneDNN's layout, owned), bias, dst (exact int8: src and dst per range) */
+    dnnl_memory_desc_t md[3]; /* exact int8: the src, dst and scratchpad of one run of the primitive (cb images) */
     dnnl_memory_t zp_mem;  /* the source zero point, when not 0 */
     int32_t src_zp;
     int cb;               /* int8 conv/dense: the images per run of its primitive (the batch in chunks) */
@@ -52,18 +64,33 @@ typedef struct qp_op {
     int pooled;           /* that max pooling: computed by its convolution */
     float *bias;          /* float models */
     cnn_cpu_requant rq;   /* int8 models: cnn-lite's requantization of the primitive's int32 sums */
-    dnnl_exec_arg_t args[5];
+    dnnl_exec_arg_t args[QP_ARGS];
     int nargs;
     cnn_cpu_qadd_k *add; /* int8 add: its table */
 } qp_op;
+
+/* A part of the batch that one thread runs through the whole graph (exact int8), with what it writes alone. */
+typedef struct qp_range {
+    int b0, n;     /* its images */
+    int32_t *acc;  /* the int32 sums of the conv or dense layer being run, for cb images (the largest's size): small
+                    * enough to stay in cache between oneDNN's writes and the requantization's reads */
+    int32_t *pacc; /* the max-pooled sums of such a run, where a max pooling is fused (the largest's size) */
+    void *scratch; /* the primitives' scratchpad (the largest's size) */
+    dnnl_stream_t stream;
+    dnnl_memory_t *mem;    /* per op: its src, dst and scratchpad here */
+    dnnl_exec_arg_t *args; /* per op: QP_ARGS arguments */
+    cnn_status st;
+    char err[256];
+} qp_range;
 
 struct cnn_qprog {
     int n, nops, final, int8, classes;
     int exact; /* int8: cnn-lite's requantization on oneDNN's int32 sums (else oneDNN's, fused, in float) */
     qp_op *ops;
-    int32_t *acc; /* int8 models: the int32 sums of the conv or dense layer being run, for cb images (the largest's
-                   * size): small enough to stay in cache between oneDNN's writes and the requantization's reads */
-    int32_t *pacc; /* exact: the max-pooled sums of such a run, where a max pooling is fused (the largest's size) */
+    /* exact int8: the batch in nr equal ranges, one per thread, each run through the whole graph with one-thread
+     * primitives: one fork-join a batch instead of a few per layer (else one range, and every op parallel) */
+    int nr;
+    qp_range *ranges;
 };
 
 static const size_t QP_ALIGN = 64;
@@ -93,8 +120,18 @@ void cnn_cpu_qprog_destroy(cnn_backend *b, cnn_qprog *p)
         if (op->owns_y) free(op->y);
     }
     free(p->ops);
-    free(p->acc);
-    free(p->pacc);
+    for (int r = 0; p->ranges && r < p->nr; r++) {
+        qp_range *R = &p->ranges[r];
+        for (int k = 0; R->mem && k < 3 * p->nops; k++)
+            if (R->mem[k]) dnnl_memory_destroy(R->mem[k]);
+        if (R->stream) dnnl_stream_destroy(R->stream);
+        free(R->mem);
+        free(R->args);
+        free(R->acc);
+        free(R->pacc);
+        free(R->scratch);
+    }
+    free(p->ranges);
     free(p);
 }
 
@@ -129,7 +166,7 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     dnnl_primitive_desc_t pd = NULL, rpd = NULL;
     dnnl_primitive_t reorder = NULL;
     dnnl_memory_t wuser = NULL;
-    int oc = o->c, exact_f32 = 1, n = q && p->exact ? op->cb : p->n;
+    int exact = q && p->exact, oc = o->c, exact_f32 = 1, n = exact ? op->cb : p->n;
     float *scales = NULL;
     int64_t bd[1] = {oc};
     CNN_TRY(cnn_cpu_md_dt(&b_md, 1, bd, dnnl_f32, dnnl_a, what));
@@ -234,6 +271,8 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
         }
     }
     CNN_CPU_DNNL(what, dnnl_primitive_attr_set_post_ops, attr, po);
+    /* exact: each range's scratchpad, so that the ranges' threads run the primitive at once (cnn_cpu_qprog_run) */
+    if (exact) CNN_CPU_DNNL(what, dnnl_primitive_attr_set_scratchpad_mode, attr, dnnl_scratchpad_mode_user);
     if (dense) {
         dnnl_inner_product_desc_t d;
         CNN_CPU_DNNL(what, dnnl_inner_product_forward_desc_init, &d, dnnl_forward_inference, &src_md, &w_any,
@@ -265,9 +304,16 @@ static cnn_status build_matmul(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_op *op, 
     if (!qsrc || !qdst || !qw || !dnnl_memory_desc_equal(qsrc, &src_md) || !dnnl_memory_desc_equal(qdst, &dst_md))
         CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: oneDNN wants other activation layouts", what));
     CNN_CPU_DNNL(what, dnnl_primitive_create, &op->prim, pd);
-    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[0], &src_md, ctx->engine, in->y);
+    if (exact) { /* its src and dst: each range's (qprog_create) */
+        const dnnl_memory_desc_t *scr = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        op->md[0] = src_md, op->md[1] = dst_md;
+        if (scr) op->md[2] = *scr; /* (a zero descriptor where it needs none) */
+        else memset(&op->md[2], 0, sizeof op->md[2]);
+    } else {
+        CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[0], &src_md, ctx->engine, in->y);
+        CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, op->y);
+    }
     if (op->bias) CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[2], &b_md, ctx->engine, op->bias);
-    CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[3], &dst_md, ctx->engine, q && !fused ? (void *)p->acc : op->y);
     /* the weights, once, into the primitive's layout */
     const void *w = q ? (const void *)o->w8 : (const void *)o->wf;
     CNN_CPU_DNNL(what, dnnl_memory_create, &op->mem[1], qw, ctx->engine, DNNL_MEMORY_ALLOCATE);
@@ -302,12 +348,50 @@ fail:
     return st;
 }
 
+/* A range's buffers, stream and memory objects (exact int8): its sums, its scratchpad, each primitive's src and dst. */
+static cnn_status range_create(cnn_cpu_ctx *ctx, const cnn_qprog *p, qp_range *R, size_t most, size_t most_pooled,
+                               const char *what)
+{
+    cnn_status st = CNN_OK;
+    size_t scratch = 1;
+    for (int i = 0; i <= p->final; i++)
+        if (p->ops[i].prim) {
+            size_t sz = dnnl_memory_desc_get_size(&p->ops[i].md[2]);
+            scratch = sz > scratch ? sz : scratch;
+        }
+    R->acc = qp_alloc(most * sizeof *R->acc);
+    R->pacc = most_pooled ? qp_alloc(most_pooled * sizeof *R->pacc) : NULL;
+    R->scratch = qp_alloc(scratch);
+    R->mem = calloc((size_t)p->nops * 3, sizeof *R->mem);
+    R->args = calloc((size_t)p->nops * QP_ARGS, sizeof *R->args);
+    if (!R->acc || (most_pooled && !R->pacc) || !R->scratch || !R->mem || !R->args)
+        return cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what);
+    CNN_CPU_DNNL(what, dnnl_stream_create, &R->stream, ctx->engine, dnnl_stream_default_flags);
+    for (int i = 0; i <= p->final; i++) {
+        const qp_op *op = &p->ops[i];
+        if (!op->prim) continue;
+        dnnl_memory_t *m = &R->mem[3 * i];
+        dnnl_exec_arg_t *a = &R->args[QP_ARGS * i];
+        CNN_CPU_DNNL(what, dnnl_memory_create, &m[0], &op->md[0], ctx->engine, DNNL_MEMORY_NONE);
+        CNN_CPU_DNNL(what, dnnl_memory_create, &m[1], &op->md[1], ctx->engine, (void *)R->acc);
+        memcpy(a, op->args, (size_t)op->nargs * sizeof *a);
+        a[0].memory = m[0], a[2].memory = m[1]; /* DNNL_ARG_SRC, DNNL_ARG_DST */
+        if (dnnl_memory_desc_get_size(&op->md[2])) {
+            CNN_CPU_DNNL(what, dnnl_memory_create, &m[2], &op->md[2], ctx->engine, R->scratch);
+            a[op->nargs] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, m[2]};
+        }
+    }
+fail:
+    return st;
+}
+
 cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int batch, int exact, cnn_qprog **out)
 {
     static const char *what = "quantized model";
     cnn_status st = CNN_OK;
     cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
     *out = NULL;
+    int threads = omp_get_max_threads(), nr = 1;
     int int8 = cnn_lite_is_int8(m);
     if (int8 && !cnn_cpu_exact_int8())
         return cnn_error(CNN_ERR_UNSUPPORTED, "%s: this processor has no VNNI: oneDNN's int8 sums would not be exact",
@@ -345,15 +429,23 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
         p->ops[i].pooled = 1;
     }
     free(readers);
+    /* exact int8: as many ranges as threads (the most that divides the batch), one thread's primitives each */
+    for (int d = threads < batch ? threads : batch; p->exact && d > 1 && nr == 1; d--)
+        if (batch % d == 0) nr = d;
+    p->nr = nr;
+    if (!(p->ranges = calloc((size_t)nr, sizeof *p->ranges)))
+        CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+    for (int r = 0; r < nr; r++) p->ranges[r].b0 = r * (batch / nr), p->ranges[r].n = batch / nr;
+    const int per_range = batch / nr;
     for (int i = 0; p->exact && i <= p->final; i++) {
         qp_op *op = &p->ops[i];
         const cnn_lite_op_info *o = &op->o;
         if (o->kind != CNN_LITE_OP_CONV && o->kind != CNN_LITE_OP_DENSE) continue;
-        /* the most images (a divisor of the batch) whose sums fit in QP_CHUNK_BYTES, at least one */
+        /* the most images (a divisor of the range) whose sums fit in QP_CHUNK_BYTES, at least one */
         size_t per = (size_t)o->h * o->w * o->c;
         op->cb = 1;
-        for (int d = batch; d > 1; d--)
-            if (batch % d == 0 && (size_t)d * per * sizeof(int32_t) <= QP_CHUNK_BYTES) {
+        for (int d = per_range; d > 1; d--)
+            if (per_range % d == 0 && (size_t)d * per * sizeof(int32_t) <= QP_CHUNK_BYTES) {
                 op->cb = d;
                 break;
             }
@@ -364,10 +456,8 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
             most_pooled = pooled > most_pooled ? pooled : most_pooled;
         }
     }
-    if (p->exact && !(p->acc = qp_alloc(most * sizeof *p->acc)))
-        CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
-    if (most_pooled && !(p->pacc = qp_alloc(most_pooled * sizeof *p->pacc)))
-        CNN_TRY(cnn_error(CNN_ERR_NO_MEMORY, "%s: out of host memory", what));
+    /* one thread's primitives where the ranges run in parallel (oneDNN sizes its work split to the threads then) */
+    if (nr > 1) omp_set_num_threads(1);
     for (int i = 0; i <= p->final; i++) {
         qp_op *op = &p->ops[i];
         const cnn_lite_op_info *o = &op->o;
@@ -391,9 +481,13 @@ cnn_status cnn_cpu_qprog_create(cnn_backend *b, const struct cnn_lite *m, int ba
             CNN_TRY(cnn_error(CNN_ERR_UNSUPPORTED, "%s: op %d has no weights", what, i));
         }
     }
+    for (int r = 0; p->exact && r < nr; r++)
+        CNN_TRY(range_create(ctx, p, &p->ranges[r], most, most_pooled, what));
+    if (nr > 1) omp_set_num_threads(threads);
     *out = p;
     return CNN_OK;
 fail:
+    if (nr > 1) omp_set_num_threads(threads);
     cnn_cpu_qprog_destroy(b, p);
     return st;
 }
@@ -486,12 +580,12 @@ void cnn_cpu_qadd(const cnn_cpu_qadd_k *k, const uint8_t *xa, const uint8_t *xb,
 /* Max and average pooling (padding excluded from the count), and global average pooling: per output pixel, a
  * block of its channels together. int8: the average of the codes rounded half away from zero, as cnn-lite does. */
 #define QP_POOL_BLOCK 256
-static void pool(const cnn_qprog *p, const cnn_lite_op_info *o, const cnn_lite_op_info *i, const void *xv, void *yv)
+static void pool(int q, int n, const cnn_lite_op_info *o, const cnn_lite_op_info *i, const void *xv, void *yv)
 {
-    int global = o->kind == CNN_LITE_OP_GAP, mx = o->kind == CNN_LITE_OP_MAXPOOL, q = p->int8;
+    int global = o->kind == CNN_LITE_OP_GAP, mx = o->kind == CNN_LITE_OP_MAXPOOL;
     int oh = global ? 1 : o->h, ow = global ? 1 : o->w, c = i->c;
     int kh = global ? i->h : o->kh, kw = global ? i->w : o->kw;
-    int64_t rows = (int64_t)p->n * oh;
+    int64_t rows = (int64_t)n * oh;
 #pragma omp parallel for schedule(static) QP_PAR(rows * ow * c * kh * kw)
     for (int64_t r = 0; r < rows; r++) {
         int b = (int)(r / oh), oy = (int)(r % oh);
@@ -571,21 +665,25 @@ max_pool_s32(const cnn_lite_op_info *o, const cnn_lite_op_info *i, const int32_t
     }
 }
 
-cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float *scores)
+/* The images of one range (x and scores: theirs) through the whole graph; the ops' outputs at its images. */
+static cnn_status run_range(cnn_cpu_ctx *ctx, cnn_qprog *p, qp_range *R, const float *x, float *scores)
 {
     static const char *what = "quantized model";
     cnn_status st = CNN_OK;
-    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
-    const int n = p->n, q = p->int8;
+    const int n = R->n, q = p->int8;
+    /* an op's output (or input) at the range's first image */
+#define QP_AT(o, y) ((char *)(y) + (size_t)R->b0 * (o)->h * (o)->w * (o)->c * (q ? 1 : sizeof(float)))
     for (int i = 0; i <= p->final; i++) {
         qp_op *op = &p->ops[i];
         const cnn_lite_op_info *o = &op->o;
         const qp_op *in = o->nin ? &p->ops[o->in[0]] : NULL;
+        const void *xin = in ? QP_AT(&in->o, in->y) : NULL;
+        void *yout = op->y ? QP_AT(o, op->y) : NULL;
         int64_t count = (int64_t)n * o->h * o->w * o->c;
         switch (o->kind) {
         case CNN_LITE_OP_INPUT:
             if (q) {
-                uint8_t *y = op->y;
+                uint8_t *y = yout;
                 const int64_t chunk = 4096, chunks = (count + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) QP_PAR(count)
                 for (int64_t c = 0; c < chunks; c++) {
@@ -593,12 +691,12 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
                     cnn_cpu_quantize_u8(x + at, y + at, len, o->scale, o->zp);
                 }
             } else {
-                memcpy(op->y, x, (size_t)count * sizeof(float));
+                memcpy(yout, x, (size_t)count * sizeof(float));
             }
             break;
         case CNN_LITE_OP_CONV:
         case CNN_LITE_OP_DENSE:
-            if (!p->exact) {
+            if (!p->exact) { /* the whole batch, one range */
                 CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
                 CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream); /* before the ops here read its output */
                 break;
@@ -606,18 +704,19 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
             /* cb images at a time: their int32 sums, then cnn-lite's requantization of them while in cache */
             for (int b0 = 0; b0 < n; b0 += op->cb) {
                 size_t in_per = (size_t)in->o.h * in->o.w * in->o.c, out_per = (size_t)o->h * o->w * o->c;
-                CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, op->mem[0], (uint8_t *)in->y + (size_t)b0 * in_per);
-                CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, ctx->stream, op->nargs, op->args);
-                CNN_CPU_DNNL(what, dnnl_stream_wait, ctx->stream);
+                int nargs = op->nargs + (R->mem[3 * i + 2] != NULL);
+                CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, R->mem[3 * i], (uint8_t *)xin + (size_t)b0 * in_per);
+                CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, R->stream, nargs, &R->args[QP_ARGS * i]);
+                CNN_CPU_DNNL(what, dnnl_stream_wait, R->stream);
                 if (op->pool) {
-                    const cnn_lite_op_info *po = &p->ops[op->pool].o;
-                    size_t pool_per = (size_t)po->h * po->w * po->c;
-                    max_pool_s32(po, o, p->acc, p->pacc, op->cb);
-                    cnn_cpu_requant_rows(&op->rq, p->pacc, (uint8_t *)p->ops[op->pool].y + (size_t)b0 * pool_per,
-                                         (int64_t)op->cb * po->h * po->w);
+                    const qp_op *pl = &p->ops[op->pool];
+                    size_t pool_per = (size_t)pl->o.h * pl->o.w * pl->o.c;
+                    max_pool_s32(&pl->o, o, R->acc, R->pacc, op->cb);
+                    cnn_cpu_requant_rows(&op->rq, R->pacc, (uint8_t *)QP_AT(&pl->o, pl->y) + (size_t)b0 * pool_per,
+                                         (int64_t)op->cb * pl->o.h * pl->o.w);
                     continue;
                 }
-                cnn_cpu_requant_rows(&op->rq, p->acc, (uint8_t *)op->y + (size_t)b0 * out_per,
+                cnn_cpu_requant_rows(&op->rq, R->acc, (uint8_t *)yout + (size_t)b0 * out_per,
                                      (int64_t)op->cb * o->h * o->w);
             }
             break;
@@ -625,15 +724,15 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         case CNN_LITE_OP_AVGPOOL:
         case CNN_LITE_OP_GAP:
             if (op->pooled) break; /* by its convolution */
-            pool(p, o, &in->o, in->y, op->y);
+            pool(q, n, o, &in->o, xin, yout);
             break;
         case CNN_LITE_OP_FLATTEN:
             break;
         case CNN_LITE_OP_ADD: {
             const qp_op *b2 = &p->ops[o->in[1]];
             if (q) {
-                const uint8_t *xa = in->y, *xb = b2->y;
-                uint8_t *y = op->y;
+                const uint8_t *xa = xin, *xb = (const uint8_t *)QP_AT(&b2->o, b2->y);
+                uint8_t *y = yout;
                 const int64_t chunk = 4096, chunks = (count + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static) QP_PAR(count)
                 for (int64_t c = 0; c < chunks; c++) {
@@ -641,8 +740,8 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
                     cnn_cpu_qadd(op->add, xa + at, xb + at, y + at, len);
                 }
             } else {
-                const float *xa = in->y, *xb = b2->y;
-                float *y = op->y;
+                const float *xa = xin, *xb = (const float *)QP_AT(&b2->o, b2->y);
+                float *y = yout;
                 const int act = o->act;
                 const float alpha = o->alpha;
                 if (act == CNN_LITE_ACT_RELU) { /* inlined, as the plain sum: they vectorize */
@@ -668,8 +767,8 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
                 const qp_op *s = &p->ops[o->in[k]];
                 const int sc = s->o.c, oc = o->c;
                 if (q) {
-                    const uint8_t *xs = s->y;
-                    uint8_t *y = (uint8_t *)op->y + at;
+                    const uint8_t *xs = (const uint8_t *)QP_AT(&s->o, s->y);
+                    uint8_t *y = (uint8_t *)yout + at;
                     const int32_t m = o->mult[k], sh = o->shift[k], zs = s->o.zp, zo = o->zp;
 #pragma omp parallel for schedule(static) QP_PAR(pix * sc)
                     for (int64_t px = 0; px < pix; px++)
@@ -678,8 +777,8 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
                             y[px * oc + ch] = (uint8_t)((v < -128 ? -128 : v > 127 ? 127 : v) + 128);
                         }
                 } else {
-                    const float *xs = s->y;
-                    float *y = (float *)op->y + at;
+                    const float *xs = (const float *)QP_AT(&s->o, s->y);
+                    float *y = (float *)yout + at;
 #pragma omp parallel for schedule(static) QP_PAR(pix * sc)
                     for (int64_t px = 0; px < pix; px++) memcpy(y + px * oc, xs + px * sc, (size_t)sc * sizeof(float));
                 }
@@ -689,14 +788,14 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         }
         case CNN_LITE_OP_ACT:
             if (q) {
-                const uint8_t *xs = in->y;
-                uint8_t *y = op->y;
+                const uint8_t *xs = xin;
+                uint8_t *y = yout;
                 const int lo = o->act_min + 128, hi = o->act_max + 128;
 #pragma omp parallel for schedule(static) QP_PAR(count)
                 for (int64_t j = 0; j < count; j++) y[j] = (uint8_t)(xs[j] < lo ? lo : xs[j] > hi ? hi : xs[j]);
             } else {
-                const float *xs = in->y;
-                float *y = op->y;
+                const float *xs = xin;
+                float *y = yout;
                 const int act = o->act;
                 const float alpha = o->alpha;
 #pragma omp parallel for schedule(static) QP_PAR(count)
@@ -704,8 +803,8 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
             }
             break;
         case CNN_LITE_OP_SCALE: {
-            const float *xs = in->y, *w = o->wf, *bb = o->bf;
-            float *y = op->y;
+            const float *xs = xin, *w = o->wf, *bb = o->bf;
+            float *y = yout;
             const int c = o->c;
 #pragma omp parallel for schedule(static) QP_PAR(count)
             for (int64_t j = 0; j < count; j++) y[j] = xs[j] * w[j % c] + bb[j % c];
@@ -716,11 +815,29 @@ cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float
         }
     }
     const cnn_lite_op_info *last = &p->ops[p->final].o;
-    const void *yl = p->ops[p->final].y;
+    const void *yl = QP_AT(last, p->ops[p->final].y);
+#undef QP_AT
     size_t total = (size_t)n * (size_t)p->classes;
     for (size_t j = 0; j < total; j++)
         scores[j] = q ? last->scale * (float)((int32_t)((const uint8_t *)yl)[j] - 128 - last->zp)
                       : ((const float *)yl)[j];
 fail:
     return st;
+}
+
+cnn_status cnn_cpu_qprog_run(cnn_backend *b, cnn_qprog *p, const float *x, float *scores)
+{
+    cnn_cpu_ctx *ctx = cnn_cpu_ctx_of(b);
+    const size_t in_per = (size_t)p->ops[0].o.h * p->ops[0].o.w * p->ops[0].o.c;
+    if (p->nr == 1) return run_range(ctx, p, &p->ranges[0], x, scores);
+    /* the ranges at once, a thread each (fewer threads take several); each keeps its own error message */
+#pragma omp parallel num_threads(p->nr)
+    for (int r = omp_get_thread_num(); r < p->nr; r += omp_get_num_threads()) {
+        qp_range *R = &p->ranges[r];
+        R->st = run_range(ctx, p, R, x + (size_t)R->b0 * in_per, scores + (size_t)R->b0 * p->classes);
+        if (R->st != CNN_OK) snprintf(R->err, sizeof R->err, "%s", cnn_last_error());
+    }
+    for (int r = 0; r < p->nr; r++)
+        if (p->ranges[r].st != CNN_OK) return cnn_error(p->ranges[r].st, "%s", p->ranges[r].err);
+    return CNN_OK;
 }

@@ -996,6 +996,50 @@ TEST(CompiledInt8, SeedCnnAndResNet20WithExactRequantizationEqualCnnLiteBitForBi
   }
 }
 
+// The exact compiled graph splits a batch into as many equal ranges as threads (the most that divide it), each run
+// through the whole graph by one thread with one-thread primitives; else one range whose ops run in parallel. Either
+// way every score is cnn-lite's bit for bit: 1 to 4 threads, batches that split 2, 3 or 4 ways (12, 8) and one that
+// splits only at 1 or 7 threads (7), for both networks (the seed CNN's fused max poolings, ResNet-20's adds).
+TEST(CompiledInt8, BatchRangesOnEveryThreadCountEqualCnnLiteBitForBit) {
+  if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
+  const int before = cnn_num_threads();
+  for (const char *name : {"seed_cnn", "resnet20_28"}) {
+    SCOPED_TRACE(name);
+    std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/" + name + ".cnn");
+    Model m(text.c_str(), 12);
+    ASSERT_NE(m.net, nullptr);
+    perturb_batchnorms(m.net, 5);
+    TempDir tmp;
+    std::string path = tmp.file("q.safetensors");
+    auto calib = images(100, 28 * 28, 31);
+    cnn_quant_config qc;
+    cnn_quant_config_defaults(&qc);
+    qc.mode = CNN_QUANT_INT8;
+    qc.calib_images = calib.data();
+    qc.calib_n = 100;
+    ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+    const auto file = read_bytes(path);
+    for (int n : {12, 8, 7}) {
+      auto x = images(n, 28 * 28, 32 + n);
+      Lite lite(file, n);
+      ASSERT_EQ(lite.st, CNN_LITE_OK) << lite.err;
+      std::vector<float> want((size_t)n * 10), got;
+      ASSERT_EQ(cnn_lite_logits(lite.m, x.data(), n, want.data(), lite.err, sizeof lite.err), CNN_LITE_OK);
+      std::set<float> distinct(want.begin(), want.end());
+      EXPECT_GT(distinct.size(), 10u) << "the scores hardly vary: a weak comparison";
+      for (int threads : {1, 2, 3, 4}) {
+        SCOPED_TRACE("batch " + std::to_string(n) + ", " + std::to_string(threads) + " threads");
+        ASSERT_EQ(cnn_set_num_threads(threads), CNN_OK);
+        cnn_status st;
+        ASSERT_TRUE(compiled_scores(file, n, x, got, &st)) << cnn_status_string(st) << ": " << cnn_last_error();
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < want.size(); i++) ASSERT_EQ(got[i], want[i]) << "score " << i;
+      }
+    }
+  }
+  ASSERT_EQ(cnn_set_num_threads(before), CNN_OK);
+}
+
 TEST(Quantize, WeightsArePerChannelSymmetricAgainstFloat64) {
   Model m("input 6 6 1\nconv 3 3\nflatten\ndense 2 softmax\n", 4);
   TempDir tmp;
