@@ -8,11 +8,14 @@
 #            version (min-max calibration on CALIB training images), and as a control the float model trained the same
 #            extra epochs without --qat (and its post-training int8 version).
 # Every model is evaluated on the 10,000 test images; --val-split 0 everywhere (the test set is only evaluated).
+# VAL=F (default 0): choosing settings instead: every run (the teacher's too) holds out the fraction F of its training
+# images, and what is reported is each run's validation accuracy after its last epoch (from --metrics-json), never the
+# test set's: teacher, alone and distill then pick ALPHA and TEMP without looking at the test images.
 # LIMIT (default 20000): every run trains on the first LIMIT training images (the test set stays whole): the
 # machine is two shared cores, and the distilled runs pay the teacher's forward pass on every batch.
 #
 #   bench/distill_bench.sh [teacher] [alone] [distill] [qat]     # default: all four, in that order
-#   W=/tmp/distill-bench BUILD=build T_EPOCHS=8 ALPHA=0.9 TEMP=4 QAT_EPOCHS=1 QAT_LR=0.0001 SEEDS="1 2 3"
+#   W=/tmp/distill-bench BUILD=build T_EPOCHS=8 ALPHA=0.9 TEMP=4 QAT_EPOCHS=1 QAT_LR=0.0001 SEEDS="1 2 3" VAL=0
 # Trained models stay in W: a phase reuses a model already there (delete it to train again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,18 +30,26 @@ QAT_LR=${QAT_LR:-0.0001}
 CALIB=${CALIB:-1000}
 LIMIT=${LIMIT:-20000}
 SEEDS=${SEEDS:-1 2 3}
+VAL=${VAL:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=passive
 CNN=$BUILD/cnn
 mkdir -p "$W"
 phases=${*:-teacher alone distill qat}
 
-acc() { "$CNN" eval --model "$1" --device cpu 2>/dev/null | sed -n 's/.*accuracy: \([0-9.]*\).*/\1/p' | head -1; }
+acc() { # the test accuracy of a model; with VAL, the validation accuracy of its training run instead
+  if [ "$VAL" != 0 ]; then
+    python3 -c 'import json,sys; print("%.4f (validation)" % json.load(open(sys.argv[1]))["history"][-1]["val_accuracy"])' \
+      "${1%.safetensors}.json"
+  else
+    "$CNN" eval --model "$1" --device cpu 2>/dev/null | sed -n 's/.*accuracy: \([0-9.]*\).*/\1/p' | head -1
+  fi
+}
 log() { echo "$(date -u +%H:%M:%S) [load $(cut -d' ' -f1-3 /proc/loadavg)] $*"; }
 train() { # OUT LOG ARGS...
   local out=$1 lg=$2  # progress bars go to the log (it ends with the test accuracy)
   shift 2
-  [ -f "$out" ] || "$CNN" train --data fashion-mnist --val-split 0 --limit "$LIMIT" --batch 64 --device cpu --out "$out" \
-    "$@" >"$lg" 2>&1
+  [ -f "$out" ] || "$CNN" train --data fashion-mnist --val-split "$VAL" --limit "$LIMIT" --batch 64 --device cpu --out "$out" \
+    --metrics-json "${out%.safetensors}.json" "$@" >"$lg" 2>&1
 }
 
 for phase in $phases; do
