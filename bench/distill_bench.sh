@@ -58,13 +58,13 @@ for phase in $phases; do
     log "teacher: ResNet-20, $T_EPOCHS epochs"
     train "$W/teacher.safetensors" "$W/teacher.log" --model samples/models/resnet20_28.cnn --epochs "$T_EPOCHS" \
       --lr 0.001 --lr-schedule cosine --seed 1
-    log "teacher test accuracy $(acc "$W/teacher.safetensors")"
+    log "teacher accuracy $(acc "$W/teacher.safetensors")"
     ;;
   alone)
     for s in $SEEDS; do
       train "$W/alone-$s.safetensors" "$W/alone-$s.log" --model samples/models/seed_cnn.cnn --epochs "$EPOCHS" \
         --lr 0.001 --seed "$s"
-      log "alone seed $s test accuracy $(acc "$W/alone-$s.safetensors")"
+      log "alone seed $s accuracy $(acc "$W/alone-$s.safetensors")"
     done
     ;;
   distill)
@@ -72,7 +72,7 @@ for phase in $phases; do
       d=$W/distill-a$ALPHA-t$TEMP-$s
       train "$d.safetensors" "$d.log" --model samples/models/seed_cnn.cnn --epochs "$EPOCHS" \
         --lr 0.001 --seed "$s" --teacher "$W/teacher.safetensors" --distill-alpha "$ALPHA" --temperature "$TEMP"
-      log "distill seed $s (alpha $ALPHA, T $TEMP) test accuracy $(acc "$d.safetensors")"
+      log "distill seed $s (alpha $ALPHA, T $TEMP) accuracy $(acc "$d.safetensors")"
     done
     ;;
   qat)
