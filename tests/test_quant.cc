@@ -825,6 +825,25 @@ std::vector<unsigned char> read_bytes(const std::string &path) {
   return std::vector<unsigned char>(s.begin(), s.end());
 }
 
+// samples/models/<name>.cnn (weights from net_seed, batchnorms perturbed from bn_seed) quantized to int8, calibrated
+// on calib_n random images: the file's path in tmp (check HasFailure()).
+std::string quantize_sample(const char *name, const TempDir &tmp, uint64_t net_seed, uint64_t bn_seed, int calib_n,
+                            uint64_t calib_seed) {
+  std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/" + name + ".cnn");
+  Model m(text.c_str(), net_seed);
+  if (!m.net) return "";
+  perturb_batchnorms(m.net, bn_seed);
+  std::string path = tmp.file("q.safetensors");
+  auto calib = images(calib_n, 28 * 28, calib_seed);
+  cnn_quant_config qc;
+  cnn_quant_config_defaults(&qc);
+  qc.mode = CNN_QUANT_INT8;
+  qc.calib_images = calib.data();
+  qc.calib_n = calib_n;
+  EXPECT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+  return path;
+}
+
 TEST(Quantize, FoldedFloatModelMatchesTheNetworkWithin1e5) {
   Model m(kBnNet, 3);
   perturb_batchnorms(m.net, 9);
@@ -956,19 +975,9 @@ TEST(CompiledInt8, SeedCnnAndResNet20WithExactRequantizationEqualCnnLiteBitForBi
   if (!vnni()) GTEST_SKIP() << "no VNNI: quantized models run cnn-lite's path here";
   for (const char *name : {"seed_cnn", "resnet20_28"}) {
     SCOPED_TRACE(name);
-    std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/" + name + ".cnn");
-    Model m(text.c_str(), 11);
-    ASSERT_NE(m.net, nullptr);
-    perturb_batchnorms(m.net, 4);
     TempDir tmp;
-    std::string path = tmp.file("q.safetensors");
-    auto calib = images(200, 28 * 28, 21);
-    cnn_quant_config qc;
-    cnn_quant_config_defaults(&qc);
-    qc.mode = CNN_QUANT_INT8;
-    qc.calib_images = calib.data();
-    qc.calib_n = 200;
-    ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
+    const std::string path = quantize_sample(name, tmp, 11, 4, 200, 21);
+    ASSERT_FALSE(HasFailure());
     const int n = 16;
     auto x = images(n, 28 * 28, 22);
     cnntest::CpuBackend be;
@@ -1005,20 +1014,9 @@ TEST(CompiledInt8, BatchRangesOnEveryThreadCountEqualCnnLiteBitForBit) {
   const int before = cnn_num_threads();
   for (const char *name : {"seed_cnn", "resnet20_28"}) {
     SCOPED_TRACE(name);
-    std::string text = cnntest::read_file(std::string(CNN_SOURCE_DIR) + "/samples/models/" + name + ".cnn");
-    Model m(text.c_str(), 12);
-    ASSERT_NE(m.net, nullptr);
-    perturb_batchnorms(m.net, 5);
     TempDir tmp;
-    std::string path = tmp.file("q.safetensors");
-    auto calib = images(100, 28 * 28, 31);
-    cnn_quant_config qc;
-    cnn_quant_config_defaults(&qc);
-    qc.mode = CNN_QUANT_INT8;
-    qc.calib_images = calib.data();
-    qc.calib_n = 100;
-    ASSERT_EQ(cnn_quantize(m.net, &qc, path.c_str()), CNN_OK) << cnn_last_error();
-    const auto file = read_bytes(path);
+    const auto file = read_bytes(quantize_sample(name, tmp, 12, 5, 100, 31));
+    ASSERT_FALSE(HasFailure());
     for (int n : {12, 8, 7}) {
       auto x = images(n, 28 * 28, 32 + n);
       Lite lite(file, n);
