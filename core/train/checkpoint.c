@@ -256,8 +256,9 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
         cnn_epoch_stats *e = &h[i];
         double epoch;
         memset(e, 0, sizeof *e);
-        int ok = json_num(o, "epoch", &epoch);
-        e->epoch = (int)epoch;
+        /* compared as a double: any number a file holds (1e300, NaN) is refused before it becomes an int */
+        int ok = json_num(o, "epoch", &epoch) && epoch == (double)(i + 1);
+        e->epoch = i + 1;
         e->sparsity = -1.0; /* no pruning */
         e->has_val = cnn_json_get(o, "val_loss") != NULL;
         for (int j = 0; j < HISTORY_NUMBERS; j++) {
@@ -265,7 +266,7 @@ static cnn_status read_history(const char *path, const char *text, cnn_epoch_sta
             if (!history_has(f, e->has_val, cnn_json_get(o, "sparsity") != NULL)) continue;
             ok = ok && json_num(o, f->key, (double *)((char *)e + f->offset));
         }
-        if (!ok || e->epoch != i + 1) {
+        if (!ok) {
             cnn_json_free(root);
             return cnn_error(CNN_ERR_FORMAT, "%s: metadata 'history': epoch %d is malformed", path, i + 1);
         }
