@@ -702,9 +702,9 @@ static cnn_status run_range(cnn_cpu_ctx *ctx, cnn_qprog *p, qp_range *R, const f
                 break;
             }
             /* cb images at a time: their int32 sums, then cnn-lite's requantization of them while in cache */
+            const size_t in_per = (size_t)in->o.h * in->o.w * in->o.c, out_per = (size_t)o->h * o->w * o->c;
+            const int nargs = op->nargs + (R->mem[3 * i + 2] != NULL); /* and the range's scratchpad, if any */
             for (int b0 = 0; b0 < n; b0 += op->cb) {
-                size_t in_per = (size_t)in->o.h * in->o.w * in->o.c, out_per = (size_t)o->h * o->w * o->c;
-                int nargs = op->nargs + (R->mem[3 * i + 2] != NULL);
                 CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, R->mem[3 * i], (uint8_t *)xin + (size_t)b0 * in_per);
                 CNN_CPU_DNNL(what, dnnl_primitive_execute, op->prim, R->stream, nargs, &R->args[QP_ARGS * i]);
                 CNN_CPU_DNNL(what, dnnl_stream_wait, R->stream);
