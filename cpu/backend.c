@@ -137,11 +137,19 @@ cnn_status cnn_cpu_backend_create(const char *spec, cnn_backend **out)
     CNN_CPU_DNNL("engine", dnnl_engine_create, &ctx->engine, dnnl_cpu, 0);
     CNN_CPU_DNNL("stream", dnnl_stream_create, &ctx->stream, ctx->engine, dnnl_stream_default_flags);
     ctx->threads = omp_get_max_threads();
+    const char *wino = getenv("CNN_CPU_WINOGRAD");
+    ctx->winograd = 1;
+    if (wino && (!strcmp(wino, "0") || !strcmp(wino, "off")))
+        ctx->winograd = 0;
+    else if (wino && *wino && strcmp(wino, "1") && strcmp(wino, "on")) {
+        st = cnn_error(CNN_ERR_INVALID_ARG, "cpu backend: CNN_CPU_WINOGRAD is '%.40s'; it takes 1, on, 0 or off", wino);
+        goto fail;
+    }
     snprintf(b->name, sizeof b->name, "cpu");
     const dnnl_version_t *v = dnnl_version();
-    snprintf(b->description, sizeof b->description, "CPU, %d thread%s (OpenMP), oneDNN %d.%d.%d (%s)", ctx->threads,
+    snprintf(b->description, sizeof b->description, "CPU, %d thread%s (OpenMP), oneDNN %d.%d.%d (%s)%s", ctx->threads,
              ctx->threads == 1 ? "" : "s", v->major, v->minor, v->patch,
-             cnn_cpu_isa_name(dnnl_get_effective_cpu_isa()));
+             cnn_cpu_isa_name(dnnl_get_effective_cpu_isa()), ctx->winograd ? "" : ", Winograd off");
     *out = b;
     return CNN_OK;
 fail:

@@ -27,8 +27,10 @@ typedef cnn_conv2d_sizes cnn_cpu_conv_key;
 
 typedef struct cnn_cpu_conv_entry {
     cnn_cpu_wentry w;                       /* the key, our plain layouts (x, w, b, y), the primitives */
-    dnnl_memory_desc_t x_any, w_any, y_any; /* what the primitives are asked for */
+    dnnl_memory_desc_t x_any, w_any, y_any; /* what the direct primitives are asked for */
+    dnnl_memory_desc_t x_blk, y_blk;        /* and the Winograd ones: activations in oneDNN's blocked layout */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
+    dnnl_alg_kind_t alg[3];                 /* by direction: dnnl_convolution_direct or _winograd */
 } cnn_cpu_conv_entry;
 
 static int64_t cnn_cpu_conv_weight_bytes(const cnn_cpu_conv_key *k)
@@ -36,10 +38,79 @@ static int64_t cnn_cpu_conv_weight_bytes(const cnn_cpu_conv_key *k)
     return k->o * (k->c / k->groups) * k->kh * k->kw * (int64_t)sizeof(float);
 }
 
+/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 only) computes a 3x3 stride-1 convolution with 4x fewer
+ * multiplications than the direct kernels, at the price of transforms and of rounding errors a few times larger
+ * (1e-6 to 1.5e-6 of the largest value against a float64 reference, the direct kernels 3e-7 to 1e-6). Measured on
+ * Zen 4, 1 and 2 threads, every direction of the shapes of ResNet-20, ResNet-18 and the seed CNN (bench/RESULTS.md,
+ * "Session 12"; bench/conv_algo_bench.c), it is 1.2x to 2.6x faster than the direct kernels where this rule lets it
+ * run, and slower where the rule stops it:
+ * - channels in and out multiples of 16 (oneDNN's condition) and at least 32: with 16, oneDNN's blocking made it
+ *   0.5x to 1.5x the direct kernels' speed depending on the batch and the image size;
+ * - outputs of at least 4 x 4 (one tile): on 2 x 2 it was 2 to 3x slower;
+ * - at least 1024 output pixels a call (batch x height x width): each call transforms the weights again, which
+ *   small calls do not repay (ResNet-20's 7 x 7 stages at batch 1 to 4: 0.3x to 0.7x; batch 8 at 14 x 14: 1.3x);
+ * - backward data only with padding 1 on every side: with padding 0 it convolves dy over 2 more pixels a side
+ *   (0.25x to 1.1x).
+ * A rule on the shape keeps the choice, and so the results, reproducible (no timing). */
+static int cnn_cpu_conv_winograd_shape(const cnn_cpu_conv_key *k, int dir)
+{
+    const int common = k->groups == 1 && k->kh == 3 && k->kw == 3 && k->stride_h == 1 && k->stride_w == 1 &&
+                       k->dilation_h == 1 && k->dilation_w == 1 && k->c % 16 == 0 && k->o % 16 == 0 &&
+                       k->c >= 32 && k->o >= 32 && k->oh >= 4 && k->ow >= 4 && k->n * k->oh * k->ow >= 1024;
+    if (dir != CNN_OP_BWD_DATA) return common;
+    return common && k->pad_top == 1 && k->pad_left == 1 && k->pad_bottom == 1 && k->pad_right == 1;
+}
+
+static cnn_status cnn_cpu_conv_desc(const cnn_cpu_wentry *entry, int dir, int bias, cnn_cpu_wdesc *d,
+                                    const char *what);
+
+/* Chooses each direction's algorithm: Winograd where the rule above and oneDNN both allow it (the descriptors
+ * without bias or activation; cnn_cpu_conv_fallback handles those), else direct. Keeps the forward descriptor as
+ * the backward ones' hint. */
+static cnn_status cnn_cpu_conv_choose(cnn_cpu_ctx *ctx, cnn_cpu_conv_entry *e, const char *what)
+{
+    cnn_status st = CNN_OK;
+    const cnn_cpu_conv_key *k = &e->w.key.conv;
+    dnnl_primitive_desc_t fwd = NULL, pd = NULL;
+    cnn_cpu_wdesc d;
+    for (int dir = 0; dir < 3; dir++) e->alg[dir] = dnnl_convolution_direct;
+    if (!ctx->winograd || !cnn_cpu_conv_winograd_shape(k, CNN_OP_FWD)) return CNN_OK;
+    e->alg[CNN_OP_FWD] = dnnl_convolution_winograd;
+    CNN_TRY(cnn_cpu_conv_desc(&e->w, CNN_OP_FWD, 0, &d, what));
+    if (dnnl_primitive_desc_create(&fwd, &d, NULL, ctx->engine, NULL) != dnnl_success) { /* not on this processor */
+        e->alg[CNN_OP_FWD] = dnnl_convolution_direct;
+        return CNN_OK;
+    }
+    for (int dir = CNN_OP_BWD_DATA; dir <= CNN_OP_BWD_WEIGHTS; dir++) {
+        if (!cnn_cpu_conv_winograd_shape(k, dir)) continue;
+        e->alg[dir] = dnnl_convolution_winograd;
+        CNN_TRY(cnn_cpu_conv_desc(&e->w, dir, 0, &d, what));
+        if (dnnl_primitive_desc_create(&pd, &d, NULL, ctx->engine, fwd) != dnnl_success)
+            e->alg[dir] = dnnl_convolution_direct;
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
+    }
+    e->w.l.hint = fwd; /* what cnn_cpu_wlayer_run would create: the forward descriptor without the bias */
+    fwd = NULL;
+fail:
+    if (fwd) dnnl_primitive_desc_destroy(fwd);
+    return st;
+}
+
+/* A Winograd direction oneDNN cannot build with the call's bias or fused activation (it fuses ReLU, not the
+ * others) runs direct. */
+static int cnn_cpu_conv_fallback(cnn_cpu_wentry *entry, int dir)
+{
+    cnn_cpu_conv_entry *e = (cnn_cpu_conv_entry *)entry;
+    if (e->alg[dir] != dnnl_convolution_winograd) return 0;
+    e->alg[dir] = dnnl_convolution_direct;
+    return 1;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // plan entries
 
-static cnn_status cnn_cpu_conv_prepare(cnn_cpu_wentry *entry, const char *what)
+static cnn_status cnn_cpu_conv_prepare(cnn_cpu_ctx *ctx, cnn_cpu_wentry *entry, const char *what)
 {
     cnn_status st = CNN_OK;
     cnn_cpu_conv_entry *e = (cnn_cpu_conv_entry *)entry;
@@ -52,6 +123,8 @@ static cnn_status cnn_cpu_conv_prepare(cnn_cpu_wentry *entry, const char *what)
     CNN_TRY(cnn_cpu_md(&entry->l.b_md, 1, b_dims, dnnl_a, what));
     CNN_TRY(cnn_cpu_md(&e->x_any, 4, x_dims, CNN_CPU_CONV_ACT_ANY ? dnnl_format_tag_any : dnnl_nhwc, what));
     CNN_TRY(cnn_cpu_md(&e->y_any, 4, y_dims, CNN_CPU_CONV_ACT_ANY ? dnnl_format_tag_any : dnnl_nhwc, what));
+    CNN_TRY(cnn_cpu_md(&e->x_blk, 4, x_dims, dnnl_format_tag_any, what));
+    CNN_TRY(cnn_cpu_md(&e->y_blk, 4, y_dims, dnnl_format_tag_any, what));
     if (k->groups == 1) {
         int64_t w_dims[4] = {k->o, k->c, k->kh, k->kw};
         CNN_TRY(cnn_cpu_md(&entry->l.w_md, 4, w_dims, dnnl_ohwi, what));
@@ -69,6 +142,7 @@ static cnn_status cnn_cpu_conv_prepare(cnn_cpu_wentry *entry, const char *what)
     e->pad_l[1] = k->pad_left;
     e->pad_r[0] = k->pad_bottom;
     e->pad_r[1] = k->pad_right;
+    CNN_TRY(cnn_cpu_conv_choose(ctx, e, what));
 fail:
     return st;
 }
@@ -78,16 +152,18 @@ static cnn_status cnn_cpu_conv_desc(const cnn_cpu_wentry *entry, int dir, int bi
     cnn_status st = CNN_OK;
     const cnn_cpu_conv_entry *e = (const cnn_cpu_conv_entry *)entry;
     const dnnl_memory_desc_t *b_md = bias ? &entry->l.b_md : NULL;
+    const dnnl_alg_kind_t alg = e->alg[dir];
+    const int wino = alg == dnnl_convolution_winograd;
+    const dnnl_memory_desc_t *x = wino ? &e->x_blk : &e->x_any, *y = wino ? &e->y_blk : &e->y_any;
     if (dir == CNN_OP_FWD)
-        CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d->conv, dnnl_forward_training,
-                     dnnl_convolution_direct, &e->x_any, &e->w_any, b_md, &e->y_any, e->strides, e->dilates, e->pad_l,
-                     e->pad_r);
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_forward_desc_init, &d->conv, dnnl_forward_training, alg, x,
+                     &e->w_any, b_md, y, e->strides, e->dilates, e->pad_l, e->pad_r);
     else if (dir == CNN_OP_BWD_DATA)
-        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_data_desc_init, &d->conv, dnnl_convolution_direct,
-                     &e->x_any, &e->w_any, &e->y_any, e->strides, e->dilates, e->pad_l, e->pad_r);
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_data_desc_init, &d->conv, alg, x, &e->w_any, y,
+                     e->strides, e->dilates, e->pad_l, e->pad_r);
     else
-        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_weights_desc_init, &d->conv, dnnl_convolution_direct,
-                     &e->x_any, &e->w_any, b_md, &e->y_any, e->strides, e->dilates, e->pad_l, e->pad_r);
+        CNN_CPU_DNNL(what, dnnl_dilated_convolution_backward_weights_desc_init, &d->conv, alg, x, &e->w_any, b_md,
+                     y, e->strides, e->dilates, e->pad_l, e->pad_r);
 fail:
     return st;
 }
@@ -97,7 +173,9 @@ fail:
  * within 10% of each other. A rule on the shape keeps the choice, and so the results, reproducible (no timing). */
 static const char *cnn_cpu_conv_prefer(const cnn_cpu_wentry *entry, int dir)
 {
-    return dir == CNN_OP_FWD && cnn_cpu_conv_weight_bytes(&entry->key.conv) >= CNN_CPU_CONV_JIT_WEIGHTS
+    const cnn_cpu_conv_entry *e = (const cnn_cpu_conv_entry *)entry;
+    return dir == CNN_OP_FWD && e->alg[dir] == dnnl_convolution_direct &&
+                   cnn_cpu_conv_weight_bytes(&entry->key.conv) >= CNN_CPU_CONV_JIT_WEIGHTS
                ? "jit:avx512_core"
                : NULL;
 }
@@ -107,7 +185,7 @@ static const char *cnn_cpu_conv_prefer(const cnn_cpu_wentry *entry, int dir)
 
 static const cnn_cpu_wkind cnn_cpu_conv_kind = {
     CNN_PLAN_CONV, sizeof(cnn_cpu_conv_key), sizeof(cnn_cpu_conv_entry), cnn_cpu_conv_prepare, cnn_cpu_conv_desc,
-    cnn_cpu_conv_prefer,
+    cnn_cpu_conv_prefer, cnn_cpu_conv_fallback,
     {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"},
     {"convolution forward", "convolution backward data", "convolution backward weights"},
 };

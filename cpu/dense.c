@@ -24,9 +24,10 @@ typedef struct cnn_cpu_dense_entry {
     dnnl_memory_desc_t w_any;
 } cnn_cpu_dense_entry;
 
-static cnn_status cnn_cpu_dense_prepare(cnn_cpu_wentry *entry, const char *what)
+static cnn_status cnn_cpu_dense_prepare(cnn_cpu_ctx *ctx, cnn_cpu_wentry *entry, const char *what)
 {
     cnn_status st = CNN_OK;
+    (void)ctx;
     cnn_cpu_dense_entry *e = (cnn_cpu_dense_entry *)entry;
     const cnn_cpu_dense_key *k = &entry->key.dense;
     int64_t x_dims[2] = {k->n, k->in};
@@ -60,7 +61,7 @@ fail:
 
 static const cnn_cpu_wkind cnn_cpu_dense_kind = {
     CNN_PLAN_DENSE, sizeof(cnn_cpu_dense_key), sizeof(cnn_cpu_dense_entry), cnn_cpu_dense_prepare,
-    cnn_cpu_dense_desc, NULL,
+    cnn_cpu_dense_desc, NULL, NULL,
     {"dense_forward", "dense_backward_data", "dense_backward_weights"},
     {"inner product forward", "inner product backward data", "inner product backward weights"},
 };

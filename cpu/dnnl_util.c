@@ -119,6 +119,7 @@ void cnn_cpu_prim_destroy(cnn_cpu_prim *p)
 {
     for (int i = 0; i < p->nargs; i++) cnn_cpu_arg_destroy(&p->arg[i]);
     if (p->workspace) dnnl_memory_destroy(p->workspace);
+    if (p->scratchpad) dnnl_memory_destroy(p->scratchpad);
     if (p->prim) dnnl_primitive_destroy(p->prim);
     if (p->pd) dnnl_primitive_desc_destroy(p->pd);
     memset(p, 0, sizeof *p);
@@ -158,11 +159,21 @@ cnn_status cnn_cpu_prim_build_prefer(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const vo
                                      const char *what)
 {
     cnn_status st = CNN_OK;
+    dnnl_primitive_attr_t user = NULL;
     cnn_cpu_prim_destroy(p);
     if (nargs > CNN_CPU_MAX_ARGS) return cnn_error(CNN_ERR_BACKEND, "oneDNN %s: too many arguments", what);
-    if (prefer) p->pd = cnn_cpu_find_impl(ctx, op_desc, attr, hint, prefer);
-    if (!p->pd) CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &p->pd, op_desc, attr, ctx->engine, hint);
+    if (attr)
+        CNN_CPU_DNNL(what, dnnl_primitive_attr_clone, &user, attr);
+    else
+        CNN_CPU_DNNL(what, dnnl_primitive_attr_create, &user);
+    CNN_CPU_DNNL(what, dnnl_primitive_attr_set_scratchpad_mode, user, dnnl_scratchpad_mode_user);
+    if (prefer) p->pd = cnn_cpu_find_impl(ctx, op_desc, user, hint, prefer);
+    if (!p->pd) CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &p->pd, op_desc, user, ctx->engine, hint);
     CNN_CPU_DNNL(what, dnnl_primitive_create, &p->prim, p->pd);
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+    p->scratchpad_size = sp ? dnnl_memory_desc_get_size(sp) : 0;
+    if (p->scratchpad_size)
+        CNN_CPU_DNNL(what, dnnl_memory_create, &p->scratchpad, sp, ctx->engine, DNNL_MEMORY_NONE);
     for (int i = 0; i < nargs; i++) {
         const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(p->pd, specs[i].query, specs[i].index);
         if (!md) {
@@ -179,17 +190,25 @@ cnn_status cnn_cpu_prim_build_prefer(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, const vo
             CNN_CPU_DNNL(what, dnnl_memory_create, &p->workspace, ws, ctx->engine, DNNL_MEMORY_ALLOCATE);
     }
     p->built = 1;
+    dnnl_primitive_attr_destroy(user);
     return CNN_OK;
 fail:
+    if (user) dnnl_primitive_attr_destroy(user);
     cnn_cpu_prim_destroy(p);
     return st;
+}
+
+/* bytes rounded up to a share of the context's scratch */
+static size_t cnn_cpu_scratch_share(size_t bytes)
+{
+    return (bytes + CNN_CPU_SCRATCH_ALIGN - 1) & ~(size_t)(CNN_CPU_SCRATCH_ALIGN - 1);
 }
 
 cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data, dnnl_memory_t workspace,
                             const char *what)
 {
     cnn_status st = CNN_OK;
-    dnnl_exec_arg_t args[CNN_CPU_MAX_ARGS + 1];
+    dnnl_exec_arg_t args[CNN_CPU_MAX_ARGS + 2];
     int n = 0;
     size_t need = 0;
     for (int i = 0; i < p->nargs; i++) {
@@ -205,7 +224,8 @@ cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data
         }
     }
     for (int i = 0; i < p->nargs; i++)
-        if (p->arg[i].transient) need += (p->arg[i].inner_size + CNN_CPU_SCRATCH_ALIGN - 1) & ~(size_t)(CNN_CPU_SCRATCH_ALIGN - 1);
+        if (p->arg[i].transient) need += cnn_cpu_scratch_share(p->arg[i].inner_size);
+    need += cnn_cpu_scratch_share(p->scratchpad_size);
     if (need > ctx->scratch_size) {
         free(ctx->scratch);
         ctx->scratch_size = 0;
@@ -220,7 +240,7 @@ cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data
         CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, a->user, data[i]);
         if (a->transient) {
             CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, a->inner, (char *)ctx->scratch + offset);
-            offset += (a->inner_size + CNN_CPU_SCRATCH_ALIGN - 1) & ~(size_t)(CNN_CPU_SCRATCH_ALIGN - 1);
+            offset += cnn_cpu_scratch_share(a->inner_size);
         }
         if (a->inner && !a->output &&
             !(!a->transient && a->version && a->version == a->done_version && data[i] == a->done_data)) {
@@ -237,6 +257,12 @@ cnn_status cnn_cpu_prim_run(cnn_cpu_ctx *ctx, cnn_cpu_prim *p, void *const *data
     if (workspace) {
         args[n].arg = DNNL_ARG_WORKSPACE;
         args[n].memory = workspace;
+        n++;
+    }
+    if (p->scratchpad) {
+        CNN_CPU_DNNL(what, dnnl_memory_set_data_handle, p->scratchpad, (char *)ctx->scratch + offset);
+        args[n].arg = DNNL_ARG_SCRATCHPAD;
+        args[n].memory = p->scratchpad;
         n++;
     }
     CNN_CPU_DNNL(what, dnnl_primitive_execute, p->prim, ctx->stream, n, args);
@@ -312,9 +338,11 @@ static void cnn_cpu_wentry_destroy(void *p)
 }
 
 /* direction c->dir of the layer `e` */
-static cnn_status cnn_cpu_wlayer_run(cnn_cpu_ctx *ctx, cnn_cpu_wentry *e, cnn_cpu_wdesc_fn desc,
-                                     const cnn_cpu_wcall *c, const char *prefer, const char *what)
+static cnn_status cnn_cpu_wlayer_run(cnn_cpu_ctx *ctx, cnn_cpu_wentry *e, const cnn_cpu_wkind *k,
+                                     const cnn_cpu_wcall *c)
 {
+    const char *what = k->what[c->dir];
+    const char *prefer = k->prefer ? k->prefer(e, c->dir) : NULL;
     cnn_cpu_wlayer *l = &e->l;
     /* each direction's arguments, in the order of data below: the bias last */
     const cnn_cpu_arg_spec specs[3][4] = {
@@ -346,13 +374,18 @@ static cnn_status cnn_cpu_wlayer_run(cnn_cpu_ctx *ctx, cnn_cpu_wentry *e, cnn_cp
     if (!p->built || p->variant != variant) {
         cnn_cpu_wdesc d;
         if (!fwd && !l->hint) {
-            CNN_TRY(desc(e, CNN_OP_FWD, 0, &d, what));
+            CNN_TRY(k->desc(e, CNN_OP_FWD, 0, &d, what));
             CNN_CPU_DNNL(what, dnnl_primitive_desc_create, &l->hint, &d, NULL, ctx->engine, NULL);
         }
-        CNN_TRY(desc(e, c->dir, bias != NULL, &d, what));
         if (fwd) CNN_TRY(cnn_cpu_act_attr(c->act, c->act_alpha, &attr, what));
-        CNN_TRY(cnn_cpu_prim_build_prefer(ctx, p, &d, attr, fwd ? NULL : l->hint, specs[c->dir], 3 + (bias != NULL), 0,
-                                          prefer, what));
+        for (int again = 1;; again = 0) {
+            CNN_TRY(k->desc(e, c->dir, bias != NULL, &d, what));
+            st = cnn_cpu_prim_build_prefer(ctx, p, &d, attr, fwd ? NULL : l->hint, specs[c->dir], 3 + (bias != NULL),
+                                           0, prefer, what);
+            if (st == CNN_OK || !again || !k->fallback || !k->fallback(e, c->dir)) break;
+            cnn_clear_error(); /* e.g. a fused activation the faster kernel lacks: the general one has it */
+        }
+        CNN_TRY(st);
         p->variant = variant;
     }
     if (fwd) p->arg[1].version = c->w->version; /* the weights' reorder is cached while they do not change */
@@ -373,11 +406,10 @@ cnn_status cnn_cpu_wlayer_op(cnn_backend *b, const cnn_cpu_wkind *k, cnn_plan **
                            cnn_cpu_wentry_destroy, &p, op));
     cnn_cpu_wentry *e = p;
     if (!e->l.ready) {
-        CNN_TRY(k->prepare(e, op));
+        CNN_TRY(k->prepare(cnn_cpu_ctx_of(b), e, op));
         e->l.ready = 1;
     }
-    CNN_TRY(cnn_cpu_wlayer_run(cnn_cpu_ctx_of(b), e, k->desc, c, k->prefer ? k->prefer(e, c->dir) : NULL,
-                               k->what[c->dir]));
+    CNN_TRY(cnn_cpu_wlayer_run(cnn_cpu_ctx_of(b), e, k, c));
 fail:
     cnn_plan_destroy(b, tmp);
     return st;

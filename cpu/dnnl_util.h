@@ -27,6 +27,7 @@ typedef struct cnn_cpu_ctx {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int threads;
+    int winograd;         /* 1: 3x3 convolutions may run as Winograd F(4x4, 3x3) (cpu/conv.c); CNN_CPU_WINOGRAD=0 turns it off */
     void *scratch;        /* the transient primitive-side buffers of the primitive running now (cnn_cpu_arg) */
     size_t scratch_size;
 } cnn_cpu_ctx;
@@ -88,6 +89,11 @@ typedef struct cnn_cpu_prim {
     int nargs;
     cnn_cpu_arg arg[CNN_CPU_MAX_ARGS];
     dnnl_memory_t workspace; /* owned; NULL when the primitive needs none */
+    /* oneDNN's scratchpad, in user mode: a share of the context's scratch at each run. oneDNN's own (library mode)
+     * is per thread, fixed when the primitive is created: a primitive created in one thread and run in another
+     * (cnn serve warms its workers' networks up before their threads start) wrote through a null pointer. */
+    dnnl_memory_t scratchpad; /* NULL when it needs none */
+    size_t scratchpad_size;
 } cnn_cpu_prim;
 
 /* How one argument of a primitive is described when it is built. */
@@ -173,10 +179,13 @@ typedef struct cnn_cpu_wentry {
 typedef struct cnn_cpu_wkind {
     cnn_plan_kind plan;
     size_t key_size, entry_size;
-    cnn_status (*prepare)(cnn_cpu_wentry *entry, const char *what);
+    cnn_status (*prepare)(cnn_cpu_ctx *ctx, cnn_cpu_wentry *entry, const char *what);
     cnn_cpu_wdesc_fn desc;
     /* the implementation to prefer (cnn_cpu_prim_build_prefer) for a direction, or NULL; the function may be NULL */
     const char *(*prefer)(const cnn_cpu_wentry *entry, int dir);
+    /* When building direction `dir` failed: 1 after switching that direction to a more general descriptor (which
+     * is then built instead), 0 when there is none. May be NULL. */
+    int (*fallback)(cnn_cpu_wentry *entry, int dir);
     const char *op[3];   /* "conv2d_forward", ... */
     const char *what[3]; /* oneDNN's names for messages: "convolution forward", ... */
 } cnn_cpu_wkind;

@@ -555,6 +555,25 @@ std::vector<OpCase> build_table() {
     c.weight_decay = r.wd, c.grad_scale = r.grad_scale, c.opt_eps = r.eps;
     t.push_back(c);
   }
+
+  // ---- conv2d in the shapes the CPU backend runs as Winograd F(4x4, 3x3) (cpu/conv.c; on processors with
+  //      AVX-512): 3x3 stride 1, 32+ channels, 1024+ output pixels. Last in the table, so that the rows before
+  //      keep their seeds.
+  for (cnnref::Conv2d p : {conv_params(4, 16, 16, 32, 48, 3, 3, 1, 1), conv_params(20, 9, 7, 64, 32, 3, 3, 1, 1),
+                           conv_params(16, 10, 10, 32, 32, 3, 3)})  // SAME (every direction), and VALID
+    for (bool bias : {true, false}) {
+      OpCase c(Op::Conv2d);
+      c.conv = p, c.conv.relu = bias, c.bias = bias, c.nmse = kNmseConvGemm;
+      t.push_back(c);
+    }
+  // fused activations: oneDNN's Winograd fuses only ReLU, the others fall back to the direct kernels (one path for
+  // all of them: tanh's row is left out, whose forward over 288-term sums sits at kForwardTol on the direct kernel)
+  for (FusedAct f : {FusedAct{CNN_ACT_LEAKY_RELU, 0.2f}, FusedAct{CNN_ACT_ELU, 0.7f}, FusedAct{CNN_ACT_SIGMOID, 0.0f},
+                     FusedAct{CNN_ACT_RELU, 0.0f}}) {
+    OpCase c(Op::Conv2d);
+    c.conv = conv_params(32, 6, 6, 32, 32, 3, 3, 1, 1), c.act = f.act, c.alpha = f.alpha, c.nmse = kNmseConvGemm;
+    t.push_back(c);
+  }
   return t;
 }
 

@@ -110,7 +110,15 @@ typedef struct layer_parts {
     int64_t act, scratch, backward;                       /* bytes per image */
     int64_t scratch_fixed;                                /* bytes */
     int64_t conv_weight;                                  /* bytes of a convolution's weight (workspace model) */
+    int winograd;                                         /* a convolution of Winograd's shapes */
 } layer_parts;
+
+/* approximated: oneDNN's scratchpad of a Winograd convolution (transformed tiles, in blocks it sizes to the caches),
+ * queried on the development machine: 6.7 to 7.9 MB forward and 9 to 10 MB for the weights' gradient, at 1 and 2
+ * threads, whatever the batch (19 MB for the weights' gradient at 8 threads). The CPU backend's one scratch holds
+ * the largest, so it counts once: 6 MiB for inference, 10 MiB for training. */
+#define CNN_MEM_WINOGRAD_INFER ((int64_t)6 << 20)
+#define CNN_MEM_WINOGRAD_TRAIN ((int64_t)10 << 20)
 
 static int64_t per_image_elems(const cnn_shape *s)
 {
@@ -135,7 +143,7 @@ static int64_t tensor_elems(const cnn_tensor *t)
     return n;
 }
 
-static void parts_of(const cnn_layer *l, int slots, int64_t csize, layer_parts *p)
+static void parts_of(const cnn_layer *l, int slots, int64_t csize, int batch, layer_parts *p)
 {
     memset(p, 0, sizeof *p);
     for (int k = 0; k < l->nparams; k++) {
@@ -165,6 +173,15 @@ static void parts_of(const cnn_layer *l, int slots, int64_t csize, layer_parts *
     if (l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops)
         p->backward = per_image_elems(&l->out);
     if (l->ops == &cnn_conv_layer_ops && l->nparams) p->conv_weight = tensor_bytes(l->params[0].value);
+    if (l->ops == &cnn_conv_layer_ops) {
+        /* the shapes the CPU backend runs as Winograd on AVX-512 (cpu/conv.c, cnn_cpu_conv_winograd_shape) */
+        const cnn_conv_layer *c = (const cnn_conv_layer *)l;
+        const int64_t in = l->in.d[2];
+        p->winograd = c->kernel_h == 3 && c->kernel_w == 3 && c->stride_h == 1 && c->stride_w == 1 &&
+                      c->dilation_h == 1 && c->dilation_w == 1 && c->groups == 1 && in % 16 == 0 && in >= 32 &&
+                      c->filters % 16 == 0 && c->filters >= 32 && l->out.d[0] >= 4 && l->out.d[1] >= 4 &&
+                      (int64_t)batch * l->out.d[0] * l->out.d[1] >= 1024;
+    }
 }
 
 /* The totals of one mode from its fixed and per-image parts, each category at the batch size. */
@@ -247,11 +264,12 @@ cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *
     memset(&tr, 0, sizeof tr);
     memset(&in, 0, sizeof in);
     int64_t conv_weights = 0, largest_conv = 0, largest_param = 0;
+    int winograd = 0;
     for (int i = 0; i < nl; i++) {
         const cnn_layer *l = net->layers[i];
         cnn_memory_row *r = &e->layers[i];
         layer_parts p;
-        parts_of(l, cfg->optimizer_slots, csize, &p);
+        parts_of(l, cfg->optimizer_slots, csize, n, &p);
         snprintf(r->name, sizeof r->name, "%s", l->name);
         r->type = l->ops->type_name;
         r->line = l->line;
@@ -283,6 +301,7 @@ cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *
         tr.per[SCRATCH] = cnn_add_sat(tr.per[SCRATCH], p.backward);
         conv_weights = cnn_add_sat(conv_weights, p.conv_weight);
         if (p.conv_weight > largest_conv) largest_conv = p.conv_weight;
+        winograd |= p.winograd;
         for (int k = 0; k < l->nparams; k++)
             if (tensor_bytes(l->params[k].value) > largest_param) largest_param = tensor_bytes(l->params[k].value);
     }
@@ -305,6 +324,10 @@ cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *
      * initialized (or loaded) through a host copy of it */
     in.fixed[WORKSPACE] = cnn_add_sat(conv_weights, largest_param);
     tr.fixed[WORKSPACE] = cnn_add_sat(cnn_add_sat(cnn_mul_sat(2, conv_weights), largest_conv), largest_param);
+    if (winograd) {
+        in.fixed[WORKSPACE] = cnn_add_sat(in.fixed[WORKSPACE], CNN_MEM_WINOGRAD_INFER);
+        tr.fixed[WORKSPACE] = cnn_add_sat(tr.fixed[WORKSPACE], CNN_MEM_WINOGRAD_TRAIN);
+    }
     finish_totals(&tr, n, &e->train);
     finish_totals(&in, n, &e->infer);
     cnn_buffer_plan_free(&plan);
