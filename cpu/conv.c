@@ -44,8 +44,12 @@ static int64_t cnn_cpu_conv_weight_bytes(const cnn_cpu_conv_key *k)
  * Zen 4, 1 and 2 threads, every direction of the shapes of ResNet-20, ResNet-18 and the seed CNN (bench/RESULTS.md,
  * "Session 12"; bench/conv_algo_bench.c), it is 1.2x to 2.6x faster than the direct kernels where this rule lets it
  * run, and slower where the rule stops it:
- * - channels in and out multiples of 16 (oneDNN's condition) and at least 32: with 16, oneDNN's blocking made it
- *   0.5x to 1.5x the direct kernels' speed depending on the batch and the image size;
+ * - channels in and out multiples of 16 (oneDNN's condition) and at least 32; or 16 (in or out) only in the
+ *   window where it measured faster in every direction: outputs of 20 to 28 pixels a side and 32 images or more
+ *   (ResNet-20 on 28 x 28 images: 1.2x to 1.8x). Outside it, with 16 channels, oneDNN's blocking made it 0.6x to
+ *   1.6x the direct kernels' speed, slowest where the 4 x 4 tiles of a row are a power of two (8, 16, 30 and 32
+ *   pixels: 0.65x to 0.9x) and at batch 16 (backward weights 0.7x to 0.8x). With exactly 16 channels oneDNN's
+ *   blocked layout (nChw16c) is NHWC byte for byte, so those activations need no reorder;
  * - outputs of at least 4 x 4 (one tile): on 2 x 2 it was 2 to 3x slower;
  * - at least 1024 output pixels a call (batch x height x width): each call transforms the weights again, which
  *   small calls do not repay (ResNet-20's 7 x 7 stages at batch 1 to 4: 0.3x to 0.7x; batch 8 at 14 x 14: 1.3x);
@@ -54,9 +58,12 @@ static int64_t cnn_cpu_conv_weight_bytes(const cnn_cpu_conv_key *k)
  * A rule on the shape keeps the choice, and so the results, reproducible (no timing). */
 static int cnn_cpu_conv_winograd_shape(const cnn_cpu_conv_key *k, int dir)
 {
+    const int wide = k->c >= 32 && k->o >= 32;
+    const int narrow = (k->c == 16 || k->o == 16) && k->n >= 32 && k->oh >= 20 && k->oh <= 28 && k->ow >= 20 &&
+                       k->ow <= 28;
     const int common = k->groups == 1 && k->kh == 3 && k->kw == 3 && k->stride_h == 1 && k->stride_w == 1 &&
                        k->dilation_h == 1 && k->dilation_w == 1 && k->c % 16 == 0 && k->o % 16 == 0 &&
-                       k->c >= 32 && k->o >= 32 && k->oh >= 4 && k->ow >= 4 && k->n * k->oh * k->ow >= 1024;
+                       (wide || narrow) && k->oh >= 4 && k->ow >= 4 && k->n * k->oh * k->ow >= 1024;
     if (dir != CNN_OP_BWD_DATA) return common;
     return common && k->pad_top == 1 && k->pad_left == 1 && k->pad_bottom == 1 && k->pad_right == 1;
 }
@@ -143,6 +150,12 @@ static cnn_status cnn_cpu_conv_prepare(cnn_cpu_ctx *ctx, cnn_cpu_wentry *entry, 
     e->pad_r[0] = k->pad_bottom;
     e->pad_r[1] = k->pad_right;
     CNN_TRY(cnn_cpu_conv_choose(ctx, e, what));
+    /* 16 channels: oneDNN's blocked layout is our NHWC, byte for byte; said so, the Winograd directions reorder
+     * nothing (a direct direction of the entry then copies, NHWC being what it is asked for) */
+    if (e->alg[CNN_OP_FWD] == dnnl_convolution_winograd) {
+        if (k->c == 16) CNN_TRY(cnn_cpu_md(&entry->l.x_md, 4, x_dims, dnnl_nChw16c, what));
+        if (k->o == 16) CNN_TRY(cnn_cpu_md(&entry->l.y_md, 4, y_dims, dnnl_nChw16c, what));
+    }
 fail:
     return st;
 }

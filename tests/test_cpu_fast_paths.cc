@@ -2,8 +2,8 @@
 // - it keeps convolution and dense weights in oneDNN's layout between calls while their version
 //   (cnn_tensor.version) stays the same: every way the library changes weights must show in the next forward;
 // - convolutions with 4 MiB of weights or more run on another oneDNN kernel (cpu/conv.c);
-// - 3x3 stride-1 convolutions of 32 channels or more run as Winograd F(4x4, 3x3) where the processor has it
-//   (cpu/conv.c), unless CNN_CPU_WINOGRAD=0.
+// - 3x3 stride-1 convolutions run as Winograd F(4x4, 3x3) in the shapes cpu/conv.c's rule names, where the
+//   processor has it, unless CNN_CPU_WINOGRAD=0.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -246,7 +246,9 @@ TEST(CpuConv, WinogradRunsWhereTheRuleSaysAndMatchesTheFloat64Reference) {
   } cases[] = {
       {4, 16, 32, 48, 1, {true, true, true, true}},      // ResNet's SAME convolutions
       {9, 13, 32, 64, 0, {true, false, true, true}},     // the seed CNN's second: backward data stays direct (pad 0)
-      {4, 16, 16, 16, 1, {false, false, false, false}},  // 16 channels: direct
+      {32, 22, 16, 16, 1, {true, true, true, true}},     // 16 channels inside the window (20 to 28 a side, 32+)
+      {32, 16, 16, 32, 1, {false, false, false, false}}, // and outside it (16 a side): direct
+      {4, 16, 16, 16, 1, {false, false, false, false}},  // and at batch 4: direct
       {64, 5, 32, 32, 0, {false, false, false, false}},  // 3 x 3 outputs, under a tile: direct
       {2, 16, 32, 32, 1, {false, false, false, false}},  // 512 output pixels, under 1024: direct
   };

@@ -557,10 +557,11 @@ std::vector<OpCase> build_table() {
   }
 
   // ---- conv2d in the shapes the CPU backend runs as Winograd F(4x4, 3x3) (cpu/conv.c; on processors with
-  //      AVX-512): 3x3 stride 1, 32+ channels, 1024+ output pixels. Last in the table, so that the rows before
-  //      keep their seeds.
+  //      AVX-512): 3x3 stride 1, 32+ channels (or 16 in a window of sizes), 1024+ output pixels. Last in the
+  //      table, so that the rows before keep their seeds.
   for (cnnref::Conv2d p : {conv_params(4, 16, 16, 32, 48, 3, 3, 1, 1), conv_params(20, 9, 7, 64, 32, 3, 3, 1, 1),
-                           conv_params(16, 10, 10, 32, 32, 3, 3)})  // SAME (every direction), and VALID
+                           conv_params(16, 10, 10, 32, 32, 3, 3),  // SAME (every direction), and VALID
+                           conv_params(32, 22, 22, 16, 16, 3, 3, 1, 1)})  // 16 channels, in the window
     for (bool bias : {true, false}) {
       OpCase c(Op::Conv2d);
       c.conv = p, c.conv.relu = bias, c.bias = bias, c.nmse = kNmseConvGemm;
