@@ -143,22 +143,30 @@ struct CpuBackendWith {
   CpuBackendWith &operator=(const CpuBackendWith &) = delete;
 };
 
-// y, dx, dw and db of one 3x3 stride-1 convolution of n x h x h x c images to o channels (padding `pad`, ReLU
-// fused in the forward) on backend b, from seeded inputs: the same inputs for every backend.
-std::vector<std::vector<float>> conv_three_ways(cnn_backend *b, int n, int h, int c, int o, int pad) {
-  const int k = 3, oh = h + 2 * pad - 2;
-  cnn_rng r;
-  cnn_rng_seed(&r, 11);
-  std::vector<float> x((size_t)n * h * h * c), w((size_t)o * k * k * c), bias(o), dy((size_t)n * oh * oh * o);
-  for (float &v : x) v = cnn_rng_uniform(&r) - 0.5f;
-  for (float &v : w) v = (cnn_rng_uniform(&r) - 0.5f) * 0.2f;
-  for (float &v : bias) v = cnn_rng_uniform(&r) - 0.5f;
-  for (float &v : dy) v = cnn_rng_uniform(&r) - 0.5f;
-  const int64_t xs[4] = {n, h, h, c}, ws[4] = {o, k, k, c}, bs[1] = {o}, ys[4] = {n, oh, oh, o};
+// One 3x3 stride-1 convolution of n x h x h x c images to o channels (padding `pad`) and its seeded inputs: the
+// same for every backend and for the reference.
+struct ConvCase {
+  int n, h, c, o, pad, oh;
+  std::vector<float> x, w, bias, dy;
+  ConvCase(int n_, int h_, int c_, int o_, int pad_)
+      : n(n_), h(h_), c(c_), o(o_), pad(pad_), oh(h_ + 2 * pad_ - 2), x((size_t)n * h * h * c),
+        w((size_t)o * 9 * c), bias(o), dy((size_t)n * oh * oh * o) {
+    cnn_rng r;
+    cnn_rng_seed(&r, 11);
+    for (float &v : x) v = cnn_rng_uniform(&r) - 0.5f;
+    for (float &v : w) v = (cnn_rng_uniform(&r) - 0.5f) * 0.2f;
+    for (float &v : bias) v = cnn_rng_uniform(&r) - 0.5f;
+    for (float &v : dy) v = cnn_rng_uniform(&r) - 0.5f;
+  }
+};
+
+// y (ReLU fused in the forward), dx, dw and db of the case on backend b.
+std::vector<std::vector<float>> conv_three_ways(cnn_backend *b, const ConvCase &k) {
+  const int64_t xs[4] = {k.n, k.h, k.h, k.c}, ws[4] = {k.o, 3, 3, k.c}, bs[1] = {k.o}, ys[4] = {k.n, k.oh, k.oh, k.o};
   cnn_tensor *tx = nullptr, *tw = nullptr, *tb = nullptr, *ty = nullptr, *tdy = nullptr, *tdx = nullptr,
              *tdw = nullptr, *tdb = nullptr;
-  std::vector<std::vector<float>> out = {std::vector<float>(dy.size()), std::vector<float>(x.size()),
-                                         std::vector<float>(w.size()), std::vector<float>(bias.size())};
+  std::vector<std::vector<float>> out = {std::vector<float>(k.dy.size()), std::vector<float>(k.x.size()),
+                                         std::vector<float>(k.w.size()), std::vector<float>(k.bias.size())};
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 4, xs, &tx), CNN_OK);
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 4, ws, &tw), CNN_OK);
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 1, bs, &tb), CNN_OK);
@@ -167,14 +175,14 @@ std::vector<std::vector<float>> conv_three_ways(cnn_backend *b, int n, int h, in
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 4, xs, &tdx), CNN_OK);
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 4, ws, &tdw), CNN_OK);
   EXPECT_EQ(cnn_tensor_create(b, CNN_F32, 1, bs, &tdb), CNN_OK);
-  EXPECT_EQ(cnn_tensor_write(tx, x.data(), x.size() * 4), CNN_OK);
-  EXPECT_EQ(cnn_tensor_write(tw, w.data(), w.size() * 4), CNN_OK);
-  EXPECT_EQ(cnn_tensor_write(tb, bias.data(), bias.size() * 4), CNN_OK);
-  EXPECT_EQ(cnn_tensor_write(tdy, dy.data(), dy.size() * 4), CNN_OK);
+  EXPECT_EQ(cnn_tensor_write(tx, k.x.data(), k.x.size() * 4), CNN_OK);
+  EXPECT_EQ(cnn_tensor_write(tw, k.w.data(), k.w.size() * 4), CNN_OK);
+  EXPECT_EQ(cnn_tensor_write(tb, k.bias.data(), k.bias.size() * 4), CNN_OK);
+  EXPECT_EQ(cnn_tensor_write(tdy, k.dy.data(), k.dy.size() * 4), CNN_OK);
   cnn_plan *plan = nullptr;
   cnn_conv2d_args a{};
   a.plan = &plan, a.x = tx, a.w = tw, a.b = tb, a.y = ty, a.dy = tdy, a.dx = tdx, a.dw = tdw, a.db = tdb;
-  a.stride_h = a.stride_w = 1, a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = pad;
+  a.stride_h = a.stride_w = 1, a.pad_top = a.pad_left = a.pad_bottom = a.pad_right = k.pad;
   a.dilation_h = a.dilation_w = 1, a.groups = 1, a.act = CNN_ACT_RELU;
   EXPECT_EQ(cnn_op_conv2d_forward(b, &a), CNN_OK) << cnn_last_error();
   EXPECT_EQ(cnn_op_conv2d_backward_data(b, &a), CNN_OK) << cnn_last_error();
@@ -186,17 +194,12 @@ std::vector<std::vector<float>> conv_three_ways(cnn_backend *b, int n, int h, in
   return out;
 }
 
-// The float64 reference of conv_three_ways's four results (its seeded inputs again): y with the ReLU, then dx, dw
-// and db for dy taken as the gradient of the pre-activation (what the backward ops take: test_ops.cc).
-std::vector<std::vector<double>> conv_three_ways_reference(int n, int h, int c, int o, int pad) {
-  const int k = 3, oh = h + 2 * pad - 2;
-  cnn_rng r;
-  cnn_rng_seed(&r, 11);
-  std::vector<double> x((size_t)n * h * h * c), w((size_t)o * k * k * c), bias(o), dy((size_t)n * oh * oh * o);
-  for (double &v : x) v = cnn_rng_uniform(&r) - 0.5f;
-  for (double &v : w) v = (cnn_rng_uniform(&r) - 0.5f) * 0.2f;
-  for (double &v : bias) v = cnn_rng_uniform(&r) - 0.5f;
-  for (double &v : dy) v = cnn_rng_uniform(&r) - 0.5f;
+// The float64 reference of conv_three_ways's four results: y with the ReLU, then dx, dw and db for dy taken as the
+// gradient of the pre-activation (what the backward ops take: test_ops.cc).
+std::vector<std::vector<double>> conv_three_ways_reference(const ConvCase &cc) {
+  const int n = cc.n, h = cc.h, c = cc.c, o = cc.o, pad = cc.pad, oh = cc.oh, k = 3;
+  const std::vector<double> x = cnntest::to_double(cc.x), w = cnntest::to_double(cc.w),
+                            bias = cnntest::to_double(cc.bias), dy = cnntest::to_double(cc.dy);
   std::vector<double> y(dy.size()), dx(x.size()), dw(w.size()), db(bias.size());
   for (int b = 0; b < n; b++)
     for (int i = 0; i < oh; i++)
@@ -254,8 +257,9 @@ TEST(CpuConv, WinogradRunsWhereTheRuleSaysAndMatchesTheFloat64Reference) {
   };
   const char *names[4] = {"y", "dx", "dw", "db"};
   for (const auto &k : cases) {
-    const auto a = conv_three_ways(on.b, k.n, k.h, k.c, k.o, k.pad), b = conv_three_ways(off.b, k.n, k.h, k.c, k.o, k.pad);
-    const auto want = conv_three_ways_reference(k.n, k.h, k.c, k.o, k.pad);
+    const ConvCase cc(k.n, k.h, k.c, k.o, k.pad);
+    const auto a = conv_three_ways(on.b, cc), b = conv_three_ways(off.b, cc);
+    const auto want = conv_three_ways_reference(cc);
     for (int i = 0; i < 4; i++) {
       SCOPED_TRACE(std::string(names[i]) + " of " + std::to_string(k.c) + " -> " + std::to_string(k.o) + " channels, " +
                    std::to_string(k.n) + " x " + std::to_string(k.h) + " x " + std::to_string(k.h) + ", padding " +
