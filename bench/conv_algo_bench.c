@@ -89,7 +89,8 @@ static double time_conv(dnnl_engine_t eng, dnnl_stream_t str, const shape *k, dn
         float *p = NULL;
         CHECK(dnnl_memory_create(&mem[i], md, eng, DNNL_MEMORY_ALLOCATE));
         CHECK(dnnl_memory_get_data_handle(mem[i], (void **)&p));
-        for (size_t j = 0; j < dnnl_memory_desc_get_size(md) / sizeof(float); j++) p[j] = (float)((j * 7 + i) % 11) * 0.1f;
+        for (size_t j = 0; j < dnnl_memory_desc_get_size(md) / sizeof(float); j++)
+            p[j] = (float)((j * 7 + i) % 11) * 0.1f;
         args[i].arg = ids[dir][i];
         args[i].memory = mem[i];
     }

@@ -27,7 +27,7 @@ typedef struct cnn_cpu_ctx {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int threads;
-    int winograd;         /* 1: 3x3 convolutions may run as Winograd F(4x4, 3x3) (cpu/conv.c); CNN_CPU_WINOGRAD=0 turns it off */
+    int winograd;         /* 1: 3x3 convolutions may run as Winograd (cpu/conv.c); CNN_CPU_WINOGRAD=0 turns it off */
     void *scratch;        /* the transient primitive-side buffers of the primitive running now (cnn_cpu_arg) */
     size_t scratch_size;
 } cnn_cpu_ctx;

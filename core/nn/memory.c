@@ -179,10 +179,12 @@ static void parts_of(const cnn_layer *l, int slots, int64_t csize, int batch, la
         const int64_t in = l->in.d[2];
         const int64_t oh = l->out.d[0], ow = l->out.d[1];
         const int wide = in >= 32 && c->filters >= 32;
-        const int narrow = (in == 16 || c->filters == 16) && batch >= 32 && oh >= 20 && oh <= 28 && ow >= 20 && ow <= 28;
+        const int narrow =
+            (in == 16 || c->filters == 16) && batch >= 32 && oh >= 20 && oh <= 28 && ow >= 20 && ow <= 28;
         p->winograd = c->kernel_h == 3 && c->kernel_w == 3 && c->stride_h == 1 && c->stride_w == 1 &&
                       c->dilation_h == 1 && c->dilation_w == 1 && c->groups == 1 && in % 16 == 0 &&
-                      c->filters % 16 == 0 && (wide || narrow) && oh >= 4 && ow >= 4 && (int64_t)batch * oh * ow >= 1024;
+                      c->filters % 16 == 0 && (wide || narrow) && oh >= 4 && ow >= 4 &&
+                      (int64_t)batch * oh * ow >= 1024;
     }
 }
 
