@@ -120,6 +120,16 @@ typedef struct layer_parts {
 #define CNN_MEM_WINOGRAD_INFER ((int64_t)6 << 20)
 #define CNN_MEM_WINOGRAD_TRAIN ((int64_t)10 << 20)
 
+/* oneDNN has Winograd kernels only for AVX-512: elsewhere those convolutions run direct and take none of it */
+static int processor_has_winograd(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 static int64_t per_image_elems(const cnn_shape *s)
 {
     int64_t n = 1;
@@ -328,7 +338,7 @@ cnn_status cnn_net_memory_estimate(const cnn_net *net, const cnn_memory_config *
      * initialized (or loaded) through a host copy of it */
     in.fixed[WORKSPACE] = cnn_add_sat(conv_weights, largest_param);
     tr.fixed[WORKSPACE] = cnn_add_sat(cnn_add_sat(cnn_mul_sat(2, conv_weights), largest_conv), largest_param);
-    if (winograd) {
+    if (winograd && processor_has_winograd()) {
         in.fixed[WORKSPACE] = cnn_add_sat(in.fixed[WORKSPACE], CNN_MEM_WINOGRAD_INFER);
         tr.fixed[WORKSPACE] = cnn_add_sat(tr.fixed[WORKSPACE], CNN_MEM_WINOGRAD_TRAIN);
     }
