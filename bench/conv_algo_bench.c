@@ -1,6 +1,6 @@
 /* oneDNN's direct and Winograd F(4x4, 3x3) kernels side by side, per convolution shape and direction: the
- * measurements behind the CPU backend's rule for when a 3x3 convolution runs as Winograd (cpu/conv.c,
- * cnn_cpu_conv_winograd_shape). oneDNN alone, on the thread count OMP_NUM_THREADS gives: the direct kernels on
+ * measurements behind the CPU backend's rule for when a 3x3 convolution runs as Winograd (core/op_check.c,
+ * cnn_conv2d_winograd_shape). oneDNN alone, on the thread count OMP_NUM_THREADS gives: the direct kernels on
  * NHWC activations as the backend runs them, Winograd on the blocked layout it needs (the backend's reorders to and
  * from it are not timed here; `cnn bench` times whole networks).
  *

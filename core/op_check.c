@@ -102,6 +102,36 @@ const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t si
     return buf;
 }
 
+/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 only) computes a 3x3 stride-1 convolution with 4x fewer
+ * multiplications than the direct kernels, at the price of transforms and of rounding errors a few times larger
+ * (1e-6 to 1.5e-6 of the largest value against a float64 reference, the direct kernels 3e-7 to 1e-6). Measured on
+ * Zen 4, 1 and 2 threads, every direction of the shapes of ResNet-20, ResNet-18 and the seed CNN (bench/RESULTS.md,
+ * "Session 12"; bench/conv_algo_bench.c), it is 1.2x to 2.6x faster than the direct kernels where this rule lets it
+ * run, and slower where the rule stops it:
+ * - channels in and out multiples of 16 (oneDNN's condition) and at least 32; or 16 (in or out) only in the
+ *   window where it measured faster in every direction: outputs of 20 to 28 pixels a side and 32 images or more
+ *   (ResNet-20 on 28 x 28 images: 1.2x to 1.8x). Outside it, with 16 channels, oneDNN's blocking made it 0.6x to
+ *   1.6x the direct kernels' speed, slowest where the 4 x 4 tiles of a row are a power of two (8, 16, 30 and 32
+ *   pixels: 0.65x to 0.9x) and at batch 16 (backward weights 0.7x to 0.8x);
+ * - outputs of at least 4 x 4 (one tile): on 2 x 2 it was 2 to 3x slower;
+ * - at least 1024 output pixels a call (batch x height x width): each call transforms the weights again, which
+ *   small calls do not repay (ResNet-20's 7 x 7 stages at batch 1 to 4: 0.3x to 0.7x; batch 8 at 14 x 14: 1.3x);
+ * - backward data only with padding 1 on every side: with padding 0 it convolves dy over 2 more pixels a side
+ *   (0.25x to 1.1x).
+ * A rule on the shape keeps the choice, and so the results, reproducible (no timing). The CPU backend applies it
+ * (cpu/conv.c) and the memory estimate counts Winograd's scratchpad by it (core/nn/memory.c). */
+int cnn_conv2d_winograd_shape(const cnn_conv2d_sizes *k, int dir)
+{
+    const int wide = k->c >= 32 && k->o >= 32;
+    const int narrow = (k->c == 16 || k->o == 16) && k->n >= 32 && k->oh >= 20 && k->oh <= 28 && k->ow >= 20 &&
+                       k->ow <= 28;
+    const int common = k->groups == 1 && k->kh == 3 && k->kw == 3 && k->stride_h == 1 && k->stride_w == 1 &&
+                       k->dilation_h == 1 && k->dilation_w == 1 && k->c % 16 == 0 && k->o % 16 == 0 &&
+                       (wide || narrow) && k->oh >= 4 && k->ow >= 4 && k->n * k->oh * k->ow >= 1024;
+    if (dir != CNN_OP_BWD_DATA) return common;
+    return common && k->pad_top == 1 && k->pad_left == 1 && k->pad_bottom == 1 && k->pad_right == 1;
+}
+
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s)
 {

@@ -56,6 +56,10 @@ typedef struct cnn_conv2d_sizes {
 #define CNN_CONV2D_SIZES_BUF 192
 const char *cnn_conv2d_sizes_str(const cnn_conv2d_sizes *s, char *buf, size_t size);
 
+/* 1 when the CPU backend runs direction dir (CNN_OP_*) of a convolution of these sizes as Winograd F(4x4, 3x3),
+ * on a processor where oneDNN has it (AVX-512): the rule and the measurements behind it are in core/op_check.c. */
+int cnn_conv2d_winograd_shape(const cnn_conv2d_sizes *k, int dir);
+
 /* dir: CNN_OP_*; forward also checks the fused activation; y-like and the bias against the output size */
 cnn_status cnn_conv2d_check(const cnn_conv2d_args *a, int dir, const char *prefix, const char *op,
                             cnn_conv2d_sizes *s);

@@ -38,42 +38,12 @@ static int64_t cnn_cpu_conv_weight_bytes(const cnn_cpu_conv_key *k)
     return k->o * (k->c / k->groups) * k->kh * k->kw * (int64_t)sizeof(float);
 }
 
-/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512 only) computes a 3x3 stride-1 convolution with 4x fewer
- * multiplications than the direct kernels, at the price of transforms and of rounding errors a few times larger
- * (1e-6 to 1.5e-6 of the largest value against a float64 reference, the direct kernels 3e-7 to 1e-6). Measured on
- * Zen 4, 1 and 2 threads, every direction of the shapes of ResNet-20, ResNet-18 and the seed CNN (bench/RESULTS.md,
- * "Session 12"; bench/conv_algo_bench.c), it is 1.2x to 2.6x faster than the direct kernels where this rule lets it
- * run, and slower where the rule stops it:
- * - channels in and out multiples of 16 (oneDNN's condition) and at least 32; or 16 (in or out) only in the
- *   window where it measured faster in every direction: outputs of 20 to 28 pixels a side and 32 images or more
- *   (ResNet-20 on 28 x 28 images: 1.2x to 1.8x). Outside it, with 16 channels, oneDNN's blocking made it 0.6x to
- *   1.6x the direct kernels' speed, slowest where the 4 x 4 tiles of a row are a power of two (8, 16, 30 and 32
- *   pixels: 0.65x to 0.9x) and at batch 16 (backward weights 0.7x to 0.8x). With exactly 16 channels oneDNN's
- *   blocked layout (nChw16c) is NHWC byte for byte, so those activations need no reorder;
- * - outputs of at least 4 x 4 (one tile): on 2 x 2 it was 2 to 3x slower;
- * - at least 1024 output pixels a call (batch x height x width): each call transforms the weights again, which
- *   small calls do not repay (ResNet-20's 7 x 7 stages at batch 1 to 4: 0.3x to 0.7x; batch 8 at 14 x 14: 1.3x);
- * - backward data only with padding 1 on every side: with padding 0 it convolves dy over 2 more pixels a side
- *   (0.25x to 1.1x).
- * A rule on the shape keeps the choice, and so the results, reproducible (no timing). */
-static int cnn_cpu_conv_winograd_shape(const cnn_cpu_conv_key *k, int dir)
-{
-    const int wide = k->c >= 32 && k->o >= 32;
-    const int narrow = (k->c == 16 || k->o == 16) && k->n >= 32 && k->oh >= 20 && k->oh <= 28 && k->ow >= 20 &&
-                       k->ow <= 28;
-    const int common = k->groups == 1 && k->kh == 3 && k->kw == 3 && k->stride_h == 1 && k->stride_w == 1 &&
-                       k->dilation_h == 1 && k->dilation_w == 1 && k->c % 16 == 0 && k->o % 16 == 0 &&
-                       (wide || narrow) && k->oh >= 4 && k->ow >= 4 && k->n * k->oh * k->ow >= 1024;
-    if (dir != CNN_OP_BWD_DATA) return common;
-    return common && k->pad_top == 1 && k->pad_left == 1 && k->pad_bottom == 1 && k->pad_right == 1;
-}
-
 static cnn_status cnn_cpu_conv_desc(const cnn_cpu_wentry *entry, int dir, int bias, cnn_cpu_wdesc *d,
                                     const char *what);
 
-/* Chooses each direction's algorithm: Winograd where the rule above and oneDNN both allow it (the descriptors
- * without bias or activation; cnn_cpu_conv_fallback handles those), else direct. Keeps the forward descriptor as
- * the backward ones' hint. */
+/* Chooses each direction's algorithm: Winograd where cnn_conv2d_winograd_shape (core/op_check.c: which shapes, and
+ * the measurements behind it) and oneDNN both allow it (the descriptors without bias or activation;
+ * cnn_cpu_conv_fallback handles those), else direct. Keeps the forward descriptor as the backward ones' hint. */
 static cnn_status cnn_cpu_conv_choose(cnn_cpu_ctx *ctx, cnn_cpu_conv_entry *e, const char *what)
 {
     cnn_status st = CNN_OK;
@@ -81,7 +51,7 @@ static cnn_status cnn_cpu_conv_choose(cnn_cpu_ctx *ctx, cnn_cpu_conv_entry *e, c
     dnnl_primitive_desc_t fwd = NULL, pd = NULL;
     cnn_cpu_wdesc d;
     for (int dir = 0; dir < 3; dir++) e->alg[dir] = dnnl_convolution_direct;
-    if (!ctx->winograd || !cnn_cpu_conv_winograd_shape(k, CNN_OP_FWD)) return CNN_OK;
+    if (!ctx->winograd || !cnn_conv2d_winograd_shape(k, CNN_OP_FWD)) return CNN_OK;
     e->alg[CNN_OP_FWD] = dnnl_convolution_winograd;
     CNN_TRY(cnn_cpu_conv_desc(&e->w, CNN_OP_FWD, 0, &d, what));
     if (dnnl_primitive_desc_create(&fwd, &d, NULL, ctx->engine, NULL) != dnnl_success) { /* not on this processor */
@@ -89,7 +59,7 @@ static cnn_status cnn_cpu_conv_choose(cnn_cpu_ctx *ctx, cnn_cpu_conv_entry *e, c
         return CNN_OK;
     }
     for (int dir = CNN_OP_BWD_DATA; dir <= CNN_OP_BWD_WEIGHTS; dir++) {
-        if (!cnn_cpu_conv_winograd_shape(k, dir)) continue;
+        if (!cnn_conv2d_winograd_shape(k, dir)) continue;
         e->alg[dir] = dnnl_convolution_winograd;
         CNN_TRY(cnn_cpu_conv_desc(&e->w, dir, 0, &d, what));
         if (dnnl_primitive_desc_create(&pd, &d, NULL, ctx->engine, fwd) != dnnl_success)

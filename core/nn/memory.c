@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/nn/net.h"
+#include "core/op_check.h"
 #include "core/ops.h"
 
 /* the default limit: this share of the memory available when it is first asked for, leaving room for the
@@ -183,18 +184,16 @@ static void parts_of(const cnn_layer *l, int slots, int64_t csize, int batch, la
     if (l->ops == &cnn_maxpool_layer_ops || l->ops == &cnn_globalmaxpool_layer_ops)
         p->backward = per_image_elems(&l->out);
     if (l->ops == &cnn_conv_layer_ops && l->nparams) p->conv_weight = tensor_bytes(l->params[0].value);
-    if (l->ops == &cnn_conv_layer_ops) {
-        /* the shapes the CPU backend runs as Winograd on AVX-512 (cpu/conv.c, cnn_cpu_conv_winograd_shape) */
+    if (l->ops == &cnn_conv_layer_ops) { /* the CPU backend's rule for Winograd, on this layer at the batch */
         const cnn_conv_layer *c = (const cnn_conv_layer *)l;
-        const int64_t in = l->in.d[2];
-        const int64_t oh = l->out.d[0], ow = l->out.d[1];
-        const int wide = in >= 32 && c->filters >= 32;
-        const int narrow =
-            (in == 16 || c->filters == 16) && batch >= 32 && oh >= 20 && oh <= 28 && ow >= 20 && ow <= 28;
-        p->winograd = c->kernel_h == 3 && c->kernel_w == 3 && c->stride_h == 1 && c->stride_w == 1 &&
-                      c->dilation_h == 1 && c->dilation_w == 1 && c->groups == 1 && in % 16 == 0 &&
-                      c->filters % 16 == 0 && (wide || narrow) && oh >= 4 && ow >= 4 &&
-                      (int64_t)batch * oh * ow >= 1024;
+        const cnn_conv2d_sizes k = {
+            .n = batch, .h = l->in.d[0], .w = l->in.d[1], .c = l->in.d[2], .o = c->filters,
+            .kh = c->kernel_h, .kw = c->kernel_w, .oh = l->out.d[0], .ow = l->out.d[1],
+            .stride_h = c->stride_h, .stride_w = c->stride_w,
+            .pad_top = c->pad_top, .pad_left = c->pad_left, .pad_bottom = c->pad_bottom, .pad_right = c->pad_right,
+            .dilation_h = c->dilation_h, .dilation_w = c->dilation_w, .groups = c->groups,
+        };
+        p->winograd = cnn_conv2d_winograd_shape(&k, CNN_OP_FWD);
     }
 }
 
